@@ -1,0 +1,1 @@
+//! oxvirt-api (skeleton; see docs/architecture.md).

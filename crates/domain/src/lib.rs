@@ -1,0 +1,1 @@
+//! oxvirt-domain (skeleton; see docs/architecture.md).

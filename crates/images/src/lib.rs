@@ -1,0 +1,1 @@
+//! oxvirt-images (skeleton; see docs/architecture.md).

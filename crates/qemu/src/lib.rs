@@ -1,0 +1,1 @@
+//! oxvirt-qemu (skeleton; see docs/architecture.md).

@@ -1,0 +1,1 @@
+//! oxvirt-testkit (skeleton; see docs/architecture.md).

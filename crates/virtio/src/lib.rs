@@ -1,0 +1,1 @@
+//! oxvirt-virtio (skeleton; see docs/architecture.md).
