@@ -1,1 +1,182 @@
-//! oxvirt-testkit (skeleton; see docs/architecture.md).
+//! Test support shared by oxvirt's test suites.
+//!
+//! - [`guest_kit`]: the test guest (Debian cloud kernel + busybox initramfs) built by `scripts/guest-kit.sh`.
+//!   What the guest does is described there and in `docs/guest-kit.md`.
+//! - [`wait_for`]: poll a condition with a bound instead of sleeping a fixed time.
+//! - [`Console`]: talk to a guest's serial console over a Unix socket, as an operator would.
+//!
+//! These helpers panic with a clear message when the environment is broken: a test that cannot get its guest
+//! must fail, not skip.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The line the guest prints on its console once its init has loaded its modules.
+pub const BOOT_MARKER: &str = "OXVIRT-GUEST-BOOTED";
+/// The guest shell's prompt.
+pub const PROMPT: &str = "oxvirt-guest# ";
+
+/// Files of the test guest.
+#[derive(Debug, Clone)]
+pub struct GuestKit {
+    /// bzImage of the Debian cloud kernel.
+    pub kernel: PathBuf,
+    /// busybox initramfs (gzip'd newc cpio); more cpio archives may be appended to it.
+    pub initramfs: PathBuf,
+    /// The kernel's whole module tree, `modules_dir/<version>/kernel/...`.
+    pub modules_dir: PathBuf,
+    /// Kernel version string, e.g. `6.1.0-56-cloud-amd64`.
+    pub kernel_version: String,
+}
+
+/// The workspace root (two levels above this crate).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/testkit sits two levels below the workspace root")
+        .to_path_buf()
+}
+
+/// Builds the guest kit once per test process (the script itself is cached across runs) and returns its files.
+pub fn guest_kit() -> GuestKit {
+    static KIT: OnceLock<GuestKit> = OnceLock::new();
+    KIT.get_or_init(|| {
+        let root = workspace_root();
+        let script = root.join("scripts/guest-kit.sh");
+        let dir = std::env::var_os("OXVIRT_GUEST_KIT_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/guest-kit"));
+        let status = Command::new("bash")
+            .arg(&script)
+            .env("OXVIRT_GUEST_KIT_DIR", &dir)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            status.success(),
+            "{} failed ({status}): the test guest cannot be built",
+            script.display()
+        );
+        let kernel_version = std::fs::read_to_string(dir.join("version"))
+            .unwrap_or_else(|e| panic!("guest kit in {} has no version file: {e}", dir.display()))
+            .trim()
+            .to_string();
+        GuestKit {
+            kernel: dir.join("vmlinuz"),
+            initramfs: dir.join("initramfs.img"),
+            modules_dir: dir.join("modules"),
+            kernel_version,
+        }
+    })
+    .clone()
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A connection to a guest's serial console (a Unix socket served by the engine).
+pub struct Console {
+    stream: UnixStream,
+    /// Everything received so far, lossily decoded.
+    seen: String,
+}
+
+impl Console {
+    /// Connects, retrying until `timeout` (the engine may still be creating the socket).
+    pub fn connect(socket: &Path, timeout: Duration) -> std::io::Result<Console> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match UnixStream::connect(socket) {
+                Ok(stream) => {
+                    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+                    return Ok(Console {
+                        stream,
+                        seen: String::new(),
+                    });
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Sends `line` followed by a newline.
+    pub fn send_line(&mut self, line: &str) -> std::io::Result<()> {
+        self.stream.write_all(line.as_bytes())?;
+        self.stream.write_all(b"\n")
+    }
+
+    /// Reads until `pattern` appears in the output received after the last successful wait, or `timeout`.
+    /// Returns the text from that point up to and including the match; `None` on timeout.
+    pub fn wait_for_text(&mut self, pattern: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(pos) = self.seen.find(pattern) {
+                let end = pos + pattern.len();
+                let text = self.seen[..end].to_string();
+                self.seen.drain(..end);
+                return Some(text);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.read_some();
+        }
+    }
+
+    /// Runs a shell command in the guest and returns its output (the text between the echoed command and the
+    /// next prompt). The guest must be at its shell prompt.
+    pub fn run(&mut self, command: &str, timeout: Duration) -> Option<String> {
+        // A unique end marker, so output that happens to contain the prompt cannot end the read early.
+        // The echoed command contains the marker with quotes inside it, so only the shell's output matches.
+        let marker = format!(
+            "__OXVIRT_DONE_{}__",
+            self.seen.len() ^ command.len() ^ 0x5a5a
+        );
+        let quoted_marker = marker.replace("__", "_\"\"_");
+        self.send_line(&format!("{command}; echo {quoted_marker}"))
+            .ok()?;
+        let text = self.wait_for_text(&marker, timeout)?;
+        let body = text.strip_suffix(&marker).unwrap_or(&text);
+        // Drop everything up to the end of the echoed command line.
+        let after_echo = match body.rfind(&quoted_marker) {
+            Some(at) => body[at..]
+                .split_once('\n')
+                .map(|(_, rest)| rest)
+                .unwrap_or(""),
+            None => body.split_once('\n').map(|(_, rest)| rest).unwrap_or(""),
+        };
+        Some(after_echo.replace('\r', ""))
+    }
+
+    /// What has been received and not yet consumed by a wait.
+    pub fn pending(&mut self) -> &str {
+        self.read_some();
+        &self.seen
+    }
+
+    fn read_some(&mut self) {
+        let mut buf = [0u8; 4096];
+        match self.stream.read(&mut buf) {
+            Ok(n) if n > 0 => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
