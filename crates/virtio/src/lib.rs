@@ -1,1 +1,279 @@
-//! oxvirt-virtio (skeleton; see docs/architecture.md).
+//! Virtio 1.x devices and the modern virtio-pci transport for `oxvirt-vmm`.
+//!
+//! This crate never touches KVM. It sees guest memory ([`GuestMemoryHandle`]), eventfds, and an
+//! interrupt sink ([`MsiInterrupt`]) that the VMM implements (normally with `VmFd::signal_msi`).
+//!
+//! # How the VMM plugs a device in
+//!
+//! ```text
+//! let dev = oxvirt_virtio::block_device(BlockConfig { path, readonly, direct, serial })?;
+//! let mut pci = VirtioPciDevice::new(dev, guest_memory.clone(), msi_sink)?;   // impl PciFunction
+//! for bar in pci.bars() { pci.set_bar_address(bar.index, allocate(bar.size)); }
+//! for n in pci.notify_eventfds() { vm.register_ioevent(&n.eventfd, &Mmio(bar_addr + n.offset), NoDatamatch) }
+//! // then route config-space accesses to config_read/config_write and MMIO in the BAR to
+//! // bar_read/bar_write; on `Some(BarMoved)` from config_write, move the MMIO range and re-register
+//! // the notify ioeventfds at the new address.
+//! ```
+//!
+//! # Transport layout (one function, one BAR)
+//!
+//! * PCI vendor `0x1af4`, device `0x1040 + virtio type`, revision 1 (modern only: the device offers
+//!   `VIRTIO_F_VERSION_1` and refuses FEATURES_OK without it). Subsystem vendor `0x1af4`,
+//!   subsystem id `0x0040`.
+//! * Config space is 4 KiB (PCIe-sized, so MMCONFIG works); bytes past 0x100 read as zero, i.e.
+//!   no extended capabilities. The capability list has the virtio common/notify/ISR/device
+//!   configuration capabilities and an MSI-X capability.
+//! * BAR 0 is a 64-bit, non-prefetchable memory BAR of [`pci::BAR0_SIZE`] bytes holding, at fixed
+//!   offsets, the common configuration, ISR, device configuration, notify region (one 4-byte slot
+//!   per queue, `notify_off_multiplier` 4), the MSI-X table and the MSI-X PBA. See [`pci`] for the
+//!   offsets.
+//! * Interrupts are MSI-X only: one vector per queue plus one for configuration changes. The
+//!   interrupt pin is 0; INTx is not implemented (Linux's virtio-pci uses MSI-X whenever the
+//!   capability is present). The ISR register is still maintained for completeness.
+//! * The `VIRTIO_PCI_CAP_PCI_CFG` window capability is not provided (Linux does not use it).
+//!
+//! # Devices and the features they offer
+//!
+//! | device | queues | features besides `VERSION_1` and `RING_INDIRECT_DESC` |
+//! |--------|--------|--------------------------------------------------------|
+//! | virtio-blk ([`block_device`]) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
+//! | virtio-net ([`net_device`]) | RX, TX × 256 | `MAC` (no offloads, no mergeable RX buffers, no control queue) |
+//! | virtio-rng ([`rng_device`]) | 1 × 256 | none |
+//!
+//! `RING_EVENT_IDX` is not offered: the driver notifies on every kick (cheap with ioeventfd) and
+//! the device interrupts unless the driver set `VRING_AVAIL_F_NO_INTERRUPT`.
+//!
+//! Every value the guest controls (register offsets and widths, queue addresses and sizes,
+//! descriptor addresses/lengths/flags/next indexes, request headers, sector numbers) is checked:
+//! bad input gives an error status, a dropped buffer, or NEEDS_RESET, never a panic or an access
+//! outside guest memory. `tests/fuzz.rs` feeds random chains and register traffic to check that.
+//!
+//! # Threading
+//!
+//! Each activated device runs one worker thread (see [`worker`]). Queue notifications are
+//! eventfds ("kicks"), one per queue, created with the transport and stable for its lifetime:
+//! the VMM should register them as KVM ioeventfds at the notify addresses so a guest kick never
+//! leaves the kernel; if it does not, a guest write to the notify region reaching
+//! [`PciFunction::bar_write`] signals the same eventfd, so both paths behave the same. The worker
+//! waits (epoll) on the kicks, on a stop eventfd, and on device fds (the TAP for virtio-net, so
+//! received frames flow without any guest exit). Completion interrupts are sent from the worker
+//! thread through [`MsiInterrupt::signal`]. vCPU threads only take the transport's lock for
+//! register accesses; a reset or a new activation stops and joins the worker first.
+
+pub mod block;
+pub mod msix;
+pub mod net;
+pub mod pci;
+pub mod rng;
+pub mod worker;
+
+use std::io;
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
+
+pub use block::{BlockBackend, BlockConfig, RawFileBackend};
+pub use msix::InterruptHandle;
+pub use net::NetConfig;
+pub use pci::VirtioPciDevice;
+
+/// Guest memory as the devices see it. The VMM wraps its `GuestMemoryMmap` once with
+/// `GuestMemoryAtomic::new` and hands clones to every device.
+pub type GuestMemoryHandle = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// PCI vendor id of all virtio devices.
+pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
+/// Modern virtio-pci device ids are this plus the virtio device type.
+pub const VIRTIO_PCI_DEVICE_ID_BASE: u16 = 0x1040;
+
+/// One MSI message: what the guest programmed into an MSI-X table entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiMessage {
+    pub address: u64,
+    pub data: u32,
+}
+
+/// Where the transport sends interrupts. The VMM implements it with `VmFd::signal_msi`
+/// (`kvm_msi { address_lo, address_hi, data }`). Called from device worker threads and from
+/// vCPU threads (when the guest unmasks a vector with a pending interrupt, inside
+/// `config_write`/`bar_write`).
+///
+/// It must not block on anything the VMM holds while calling into a [`PciFunction`] (such as
+/// the lock around the function): a device reset joins the worker thread from inside
+/// `bar_write`, and that worker may be in the middle of `signal`.
+pub trait MsiInterrupt: Send + Sync {
+    fn signal(&self, msg: MsiMessage) -> io::Result<()>;
+}
+
+/// One memory BAR a function wants placed in guest physical address space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarInfo {
+    /// BAR register index (0..=5). A 64-bit BAR also uses register `index + 1`.
+    pub index: u8,
+    /// Size in bytes, a power of two; the address must be aligned to it.
+    pub size: u64,
+    pub prefetchable: bool,
+    pub is_64bit: bool,
+}
+
+/// The guest reprogrammed a BAR (through config space): the VMM must move the MMIO range
+/// (and the notify ioeventfds, see [`PciFunction::notify_eventfds`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BarMoved {
+    pub index: u8,
+    pub old_address: u64,
+    pub new_address: u64,
+}
+
+/// A queue-notify eventfd and where the guest writes to kick it: `bar address + offset`, any
+/// access width, no data match.
+#[derive(Debug)]
+pub struct NotifyEventFd {
+    pub bar_index: u8,
+    pub offset: u64,
+    pub eventfd: EventFd,
+}
+
+/// A PCI function (type 0 header) as the VMM's PCI host bridge sees it.
+///
+/// Offsets and data come straight from the guest: implementations must accept any offset and
+/// length (out-of-range reads return all ones or zero, writes are ignored) and never panic.
+pub trait PciFunction: Send {
+    /// (vendor id, device id).
+    fn vendor_device(&self) -> (u16, u16);
+    /// The memory BARs to place.
+    fn bars(&self) -> Vec<BarInfo>;
+    /// Set a BAR's address (the VMM acts as firmware at creation).
+    fn set_bar_address(&mut self, index: u8, address: u64);
+    /// The BAR's current address (as last set by the VMM or the guest).
+    fn bar_address(&self, index: u8) -> Option<u64>;
+    /// Read config space (4 KiB; anything past the header's capabilities reads as zero).
+    fn config_read(&mut self, offset: u16, data: &mut [u8]);
+    /// Write config space, including the BAR sizing protocol. Returns `Some` when the guest
+    /// moved a BAR.
+    fn config_write(&mut self, offset: u16, data: &[u8]) -> Option<BarMoved>;
+    /// MMIO read inside a BAR (`offset` relative to the BAR's base).
+    fn bar_read(&mut self, index: u8, offset: u64, data: &mut [u8]);
+    /// MMIO write inside a BAR.
+    fn bar_write(&mut self, index: u8, offset: u64, data: &[u8]);
+    /// Eventfds the VMM may register as KVM ioeventfds (default: none).
+    fn notify_eventfds(&self) -> Vec<NotifyEventFd> {
+        Vec::new()
+    }
+}
+
+/// What a device gets when the driver sets DRIVER_OK.
+pub struct Activation {
+    pub mem: GuestMemoryHandle,
+    /// Features the driver accepted (a subset of [`VirtioDevice::features`]).
+    pub acked_features: u64,
+    /// The queues the driver enabled, in queue-index order. Queues the driver left disabled are
+    /// absent (check [`ActiveQueue::index`]).
+    pub queues: Vec<ActiveQueue>,
+    /// For configuration-change interrupts.
+    pub config_interrupt: InterruptHandle,
+}
+
+/// One enabled virtqueue, ready to use.
+pub struct ActiveQueue {
+    pub index: u16,
+    pub queue: Queue,
+    /// Signalled on every guest kick of this queue.
+    pub kick: EventFd,
+    /// Sends this queue's used-buffer interrupt.
+    pub interrupt: InterruptHandle,
+}
+
+/// A virtio device model, independent of the transport.
+pub trait VirtioDevice: Send {
+    /// Virtio device type (`VIRTIO_ID_*`).
+    fn device_type(&self) -> u32;
+    /// Feature bits the device offers. Must include `VIRTIO_F_VERSION_1`.
+    fn features(&self) -> u64;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Read the device-specific configuration. Out-of-range bytes read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Write the device-specific configuration (ignored by devices with read-only config).
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    /// Start serving the queues (normally by spawning a [`worker`] thread).
+    fn activate(&mut self, activation: Activation) -> Result<(), Error>;
+    /// Stop serving (join any worker) and return to the pre-activation state.
+    fn reset(&mut self);
+}
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open disk image {path}: {source}")]
+    OpenDisk {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+    #[error("disk image {path}: {reason}")]
+    BadDisk {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("TAP device {name}: {context}: {source}")]
+    Tap {
+        name: String,
+        context: &'static str,
+        source: io::Error,
+    },
+    #[error("invalid TAP interface name {0:?} (1 to 15 bytes, no '/', NUL or whitespace)")]
+    TapName(String),
+    #[error("eventfd: {0}")]
+    EventFd(io::Error),
+    #[error("cannot start the device worker thread: {0}")]
+    Worker(io::Error),
+    #[error("queue {index}: {reason}")]
+    InvalidQueue { index: u16, reason: String },
+    #[error("device {device_type} declares {count} queues; the transport supports 1 to {max}")]
+    QueueCount {
+        device_type: u32,
+        count: usize,
+        max: usize,
+    },
+}
+
+/// Returns a virtio-blk device over a raw file.
+pub fn block_device(config: BlockConfig) -> Result<Box<dyn VirtioDevice>, Error> {
+    Ok(Box::new(block::BlockDevice::open(config)?))
+}
+
+/// Returns a virtio-blk device over any [`BlockBackend`] (e.g. qcow2 from `oxvirt-images`).
+/// `readonly` offers `VIRTIO_BLK_F_RO` and fails writes; `serial` answers GET_ID (20 bytes max).
+pub fn block_device_with_backend(
+    backend: Box<dyn BlockBackend>,
+    readonly: bool,
+    serial: Option<&str>,
+) -> Box<dyn VirtioDevice> {
+    Box::new(block::BlockDevice::with_backend(backend, readonly, serial))
+}
+
+/// Returns a virtio-net device over a TAP interface (created if absent).
+pub fn net_device(config: NetConfig) -> Result<Box<dyn VirtioDevice>, Error> {
+    Ok(Box::new(net::NetDevice::new(config)?))
+}
+
+/// Returns a virtio-rng device fed by the host's `getrandom`.
+pub fn rng_device() -> Box<dyn VirtioDevice> {
+    Box::new(rng::RngDevice::new())
+}
+
+/// Convenience for tests and the VMM: an `Arc<dyn MsiInterrupt>` from a closure.
+pub fn msi_fn<F>(f: F) -> Arc<dyn MsiInterrupt>
+where
+    F: Fn(MsiMessage) -> io::Result<()> + Send + Sync + 'static,
+{
+    struct FnSink<F>(F);
+    impl<F: Fn(MsiMessage) -> io::Result<()> + Send + Sync> MsiInterrupt for FnSink<F> {
+        fn signal(&self, msg: MsiMessage) -> io::Result<()> {
+            (self.0)(msg)
+        }
+    }
+    Arc::new(FnSink(f))
+}

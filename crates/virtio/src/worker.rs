@@ -1,0 +1,152 @@
+//! The per-device worker thread: waits on queue kicks, a stop eventfd and device fds, and calls
+//! the device's handler. One thread per activated device; stopped and joined on reset/drop.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::Error;
+
+/// What a device does on its worker thread.
+pub trait WorkerHandler: Send + 'static {
+    /// Called once before waiting: process whatever the driver queued before DRIVER_OK.
+    fn start(&mut self) {}
+    /// The driver kicked the queue at position `queue` of the kick list given to [`Worker::spawn`].
+    fn queue_kicked(&mut self, queue: usize);
+    /// An extra fd given to [`Worker::spawn`] with `token` is ready.
+    fn fd_ready(&mut self, _token: u64, _events: EventSet) {}
+}
+
+/// An extra fd to wait on.
+pub struct WatchedFd {
+    pub fd: RawFd,
+    pub token: u64,
+    pub events: EventSet,
+}
+
+const STOP_TOKEN: u64 = u64::MAX;
+const KICK_BASE: u64 = 1 << 32;
+
+/// A running worker thread.
+pub struct Worker {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Start a thread named `name` running `handler`. `extra` tokens must be below 2^32.
+    pub fn spawn<H: WorkerHandler>(
+        name: &str,
+        kicks: Vec<EventFd>,
+        extra: Vec<WatchedFd>,
+        mut handler: H,
+    ) -> Result<Worker, Error> {
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let epoll = Epoll::new().map_err(Error::Worker)?;
+        let add = |fd: RawFd, token: u64, events: EventSet| {
+            epoll
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(events, token))
+                .map_err(Error::Worker)
+        };
+        add(stop.as_raw_fd(), STOP_TOKEN, EventSet::IN)?;
+        for (i, kick) in kicks.iter().enumerate() {
+            add(kick.as_raw_fd(), KICK_BASE + i as u64, EventSet::IN)?;
+        }
+        for watched in &extra {
+            add(watched.fd, watched.token, watched.events)?;
+        }
+        let thread_stop = stop.try_clone().map_err(Error::EventFd)?;
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                handler.start();
+                run(epoll, &thread_stop, &kicks, &mut handler);
+            })
+            .map_err(Error::Worker)?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Ask the thread to stop and wait for it.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            if let Err(e) = self.stop.write(1) {
+                tracing::error!("cannot signal device worker to stop: {e}");
+                return;
+            }
+            if thread.join().is_err() {
+                tracing::error!("device worker thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+fn run<H: WorkerHandler>(epoll: Epoll, stop: &EventFd, kicks: &[EventFd], handler: &mut H) {
+    let mut events = vec![EpollEvent::default(); 16];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::error!("device worker epoll failed, stopping: {e}");
+                return;
+            }
+        };
+        for event in &events[..n] {
+            let token = event.data();
+            if token == STOP_TOKEN {
+                let _ = stop.read();
+                return;
+            }
+            if token >= KICK_BASE {
+                let queue = (token - KICK_BASE) as usize;
+                if let Some(kick) = kicks.get(queue) {
+                    // Consume the count first so a kick arriving while we work is not lost.
+                    let _ = kick.read();
+                    handler.queue_kicked(queue);
+                }
+            } else {
+                handler.fd_ready(token, event.event_set());
+            }
+        }
+    }
+}
+
+/// Serve every available chain of `queue` with `handle` (which returns the number of bytes it
+/// wrote into the chain), return the chains to the driver, and interrupt it if it wants that.
+pub(crate) fn process_queue<F>(
+    queue: &mut virtio_queue::Queue,
+    mem: &vm_memory::GuestMemoryMmap,
+    interrupt: &crate::InterruptHandle,
+    mut handle: F,
+) where
+    F: FnMut(virtio_queue::DescriptorChain<&vm_memory::GuestMemoryMmap>) -> u32,
+{
+    use virtio_queue::QueueT;
+    let mut used_any = false;
+    while let Some(chain) = queue.pop_descriptor_chain(mem) {
+        let head = chain.head_index();
+        let written = handle(chain);
+        if let Err(e) = queue.add_used(mem, head, written) {
+            tracing::debug!("cannot return descriptor {head} to the driver: {e}");
+        }
+        used_any = true;
+    }
+    if used_any && queue.needs_notification(mem).unwrap_or(true) {
+        interrupt.signal();
+    }
+}
