@@ -1,1 +1,619 @@
-//! oxvirt-api (skeleton; see docs/architecture.md).
+//! The oxvirtd API: JSON over HTTP/1.1 on a Unix socket.
+//!
+//! This crate holds the wire types shared by the daemon (`oxvirtd`) and its clients (the `oxvirt`
+//! CLI), plus an async [`Client`]. The types are a stable contract: fields are only ever added.
+//!
+//! Endpoints (all bodies JSON; `{id}` is a domain name or UUID, percent-encoded):
+//!
+//! | method + path                                   | body                  | reply             |
+//! |-------------------------------------------------|-----------------------|-------------------|
+//! | `GET /v1/version`                               |                       | [`VersionInfo`]   |
+//! | `GET /v1/domains`                               |                       | `[DomainSummary]` |
+//! | `POST /v1/domains`                              | [`XmlDocument`]       | [`DomainSummary`] |
+//! | `GET /v1/domains/{id}`                          |                       | [`DomainInfo`]    |
+//! | `GET /v1/domains/{id}/xml`                      |                       | [`XmlDocument`]   |
+//! | `PUT /v1/domains/{id}/xml`                      | [`XmlDocument`]       | [`DomainSummary`] |
+//! | `DELETE /v1/domains/{id}`                       |                       | [`DomainSummary`] |
+//! | `POST /v1/domains/{id}/{action}` ([`Action`])   | [`ShutdownRequest`]*  | [`DomainSummary`] |
+//! | `PUT /v1/domains/{id}/autostart`                | [`AutostartRequest`]  | [`DomainSummary`] |
+//!
+//! (*) only `shutdown` reads a body, and it is optional.
+//!
+//! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixStream;
+
+/// Version of this API; bumped only on incompatible changes.
+pub const API_VERSION: u32 = 1;
+
+/// Where oxvirtd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/oxvirt/oxvirtd.sock";
+
+/// Reply of `GET /v1/version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The daemon's package version, e.g. "0.1.0".
+    pub daemon: String,
+    /// [`API_VERSION`] of the daemon.
+    pub api: u32,
+    /// Version of the QEMU binary the daemon would use, e.g. "7.2.22"; `None` if none was found.
+    pub qemu: Option<String>,
+}
+
+/// A domain's state, with virsh's words on the wire and in `Display`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DomainState {
+    #[serde(rename = "running")]
+    Running,
+    #[serde(rename = "paused")]
+    Paused,
+    #[serde(rename = "shut off")]
+    ShutOff,
+    #[serde(rename = "crashed")]
+    Crashed,
+    #[serde(rename = "in shutdown")]
+    InShutdown,
+    #[serde(rename = "pmsuspended")]
+    PmSuspended,
+}
+
+impl DomainState {
+    /// virsh's word for the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DomainState::Running => "running",
+            DomainState::Paused => "paused",
+            DomainState::ShutOff => "shut off",
+            DomainState::Crashed => "crashed",
+            DomainState::InShutdown => "in shutdown",
+            DomainState::PmSuspended => "pmsuspended",
+        }
+    }
+
+    /// Whether a process backs the domain in this state (it has a runtime id).
+    pub fn is_active(self) -> bool {
+        !matches!(self, DomainState::ShutOff | DomainState::Crashed)
+    }
+}
+
+impl fmt::Display for DomainState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of `GET /v1/domains`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainSummary {
+    /// Runtime id while the domain is active (like virsh's Id column), `None` when inactive.
+    pub id: Option<u32>,
+    pub name: String,
+    /// Canonical lowercase hyphenated UUID.
+    pub uuid: String,
+    pub state: DomainState,
+    pub autostart: bool,
+}
+
+/// Which engine runs a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// qemu-system-x86_64 driven over QMP.
+    Qemu,
+    /// oxvirt's own VMM (`oxvirt-vmm`).
+    Native,
+}
+
+impl fmt::Display for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Engine::Qemu => "qemu",
+            Engine::Native => "native",
+        })
+    }
+}
+
+/// CPU virtualization used (or that would be used) for a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's binary translator (software emulation).
+    Tcg,
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// Reply of `GET /v1/domains/{id}` (virsh dominfo and a little more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    pub id: Option<u32>,
+    pub name: String,
+    pub uuid: String,
+    /// `<os><type>`, e.g. "hvm".
+    pub os_type: String,
+    pub state: DomainState,
+    /// Why the domain is in its state, in virsh's words ("booted", "user", "destroyed", "shutdown",
+    /// "crashed", "unknown", ...).
+    pub state_reason: String,
+    pub vcpus: u32,
+    pub max_memory_kib: u64,
+    /// Memory currently given to the guest (the configured current memory).
+    pub used_memory_kib: u64,
+    /// CPU time the domain's process has used, 0 when inactive.
+    pub cpu_time_ns: u64,
+    pub persistent: bool,
+    pub autostart: bool,
+    pub engine: Engine,
+    /// The accelerator in use while active, or the one a start would use now.
+    pub accel: Accel,
+    /// Things the user should know, e.g. "TCG: no hardware KVM here (kvm_pvm)".
+    pub warnings: Vec<String>,
+    /// Unix socket of the serial console, while active.
+    pub console_socket: Option<String>,
+    /// File that collects the serial console's output, if any.
+    pub console_log: Option<String>,
+}
+
+/// A domain XML document: body of define and edit, reply of dumpxml.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XmlDocument {
+    pub xml: String,
+}
+
+/// Body of `POST /v1/domains/{id}/shutdown` (optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownRequest {
+    /// Wait up to this many seconds for the guest to power off; without it the call returns
+    /// as soon as the request was sent to the guest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+/// Body of `PUT /v1/domains/{id}/autostart`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutostartRequest {
+    pub enabled: bool,
+}
+
+/// Lifecycle actions: `POST /v1/domains/{id}/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Shutdown,
+    Destroy,
+    Reboot,
+    Reset,
+    Suspend,
+    Resume,
+}
+
+impl Action {
+    pub const ALL: [Action; 7] = [
+        Action::Start,
+        Action::Shutdown,
+        Action::Destroy,
+        Action::Reboot,
+        Action::Reset,
+        Action::Suspend,
+        Action::Resume,
+    ];
+
+    /// The action's path segment.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Shutdown => "shutdown",
+            Action::Destroy => "destroy",
+            Action::Reboot => "reboot",
+            Action::Reset => "reset",
+            Action::Suspend => "suspend",
+            Action::Resume => "resume",
+        }
+    }
+
+    pub fn from_path_segment(segment: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == segment)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Machine-readable error codes of [`ApiError::code`].
+pub mod code {
+    pub const NOT_FOUND: &str = "not_found";
+    pub const INVALID_XML: &str = "invalid_xml";
+    pub const UNSUPPORTED: &str = "unsupported";
+    pub const ALREADY_EXISTS: &str = "already_exists";
+    pub const INVALID_STATE: &str = "invalid_state";
+    pub const BUSY: &str = "busy";
+    pub const ENGINE: &str = "engine";
+    pub const TIMEOUT: &str = "timeout";
+    pub const INVALID_NAME: &str = "invalid_name";
+    /// A malformed request (bad JSON body, unknown action).
+    pub const BAD_REQUEST: &str = "bad_request";
+    /// A failure inside the daemon (its state store, the file system).
+    pub const INTERNAL: &str = "internal";
+}
+
+/// An error reply. `message` is a complete sentence naming the thing, e.g.
+/// "domain 'web1' is already running".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// One of the constants in [`code`].
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// The HTTP status the daemon sends with this error.
+    pub fn http_status(&self) -> u16 {
+        match self.code.as_str() {
+            code::NOT_FOUND => 404,
+            code::INVALID_XML | code::INVALID_NAME | code::BAD_REQUEST => 400,
+            code::ALREADY_EXISTS | code::INVALID_STATE | code::BUSY => 409,
+            code::UNSUPPORTED => 422,
+            code::TIMEOUT => 504,
+            _ => 500,
+        }
+    }
+}
+
+/// What can go wrong talking to oxvirtd.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket (missing file or connection refused).
+    #[error("cannot connect to oxvirtd at {}: is it running?", socket.display())]
+    DaemonNotRunning { socket: PathBuf },
+    /// The socket exists but could not be used (e.g. permission denied).
+    #[error("cannot connect to oxvirtd at {}: {source}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon answered with an error.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The exchange failed or the reply was not what the API promises.
+    #[error("bad exchange with oxvirtd at {}: {detail}", socket.display())]
+    Protocol { socket: PathBuf, detail: String },
+}
+
+impl ClientError {
+    /// The API error code, if the daemon answered with an error.
+    pub fn api_code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api(e) => Some(&e.code),
+            _ => None,
+        }
+    }
+}
+
+/// An oxvirtd client. Each call opens its own connection, so a `Client` is cheap to clone and
+/// calls may run concurrently.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client::new(DEFAULT_SOCKET)
+    }
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Client {
+        Client {
+            socket: socket.into(),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /v1/version`.
+    pub async fn version(&self) -> Result<VersionInfo, ClientError> {
+        self.call(Method::GET, "/v1/version".to_string(), None)
+            .await
+    }
+
+    /// `GET /v1/domains`.
+    pub async fn list_domains(&self) -> Result<Vec<DomainSummary>, ClientError> {
+        self.call(Method::GET, "/v1/domains".to_string(), None)
+            .await
+    }
+
+    /// `POST /v1/domains`: define (create, or update an inactive domain with the same name and uuid).
+    pub async fn define_domain(&self, xml: &str) -> Result<DomainSummary, ClientError> {
+        let body = to_json(&XmlDocument {
+            xml: xml.to_string(),
+        });
+        self.call(Method::POST, "/v1/domains".to_string(), Some(body))
+            .await
+    }
+
+    /// `GET /v1/domains/{id}`; `id` is a name or UUID.
+    pub async fn domain_info(&self, id: &str) -> Result<DomainInfo, ClientError> {
+        self.call(Method::GET, domain_path(id, ""), None).await
+    }
+
+    /// `GET /v1/domains/{id}/xml`: the normalized definition.
+    pub async fn domain_xml(&self, id: &str) -> Result<String, ClientError> {
+        let doc: XmlDocument = self
+            .call(Method::GET, domain_path(id, "/xml"), None)
+            .await?;
+        Ok(doc.xml)
+    }
+
+    /// `PUT /v1/domains/{id}/xml`: replace the definition (name and uuid must stay the same).
+    pub async fn replace_domain_xml(
+        &self,
+        id: &str,
+        xml: &str,
+    ) -> Result<DomainSummary, ClientError> {
+        let body = to_json(&XmlDocument {
+            xml: xml.to_string(),
+        });
+        self.call(Method::PUT, domain_path(id, "/xml"), Some(body))
+            .await
+    }
+
+    /// `DELETE /v1/domains/{id}`: undefine an inactive domain. Returns what was removed.
+    pub async fn undefine_domain(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.call(Method::DELETE, domain_path(id, ""), None).await
+    }
+
+    /// `POST /v1/domains/{id}/{action}` without a body.
+    pub async fn action(&self, id: &str, action: Action) -> Result<DomainSummary, ClientError> {
+        let path = domain_path(id, &format!("/{}", action.as_str()));
+        self.call(Method::POST, path, None).await
+    }
+
+    pub async fn start(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Start).await
+    }
+
+    /// Press the ACPI power button. With `timeout_secs`, wait until the domain is off (error
+    /// `timeout` if it is not within that time); without, return once the request was sent.
+    pub async fn shutdown(
+        &self,
+        id: &str,
+        timeout_secs: Option<u64>,
+    ) -> Result<DomainSummary, ClientError> {
+        let body = to_json(&ShutdownRequest { timeout_secs });
+        self.call(Method::POST, domain_path(id, "/shutdown"), Some(body))
+            .await
+    }
+
+    pub async fn destroy(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Destroy).await
+    }
+
+    pub async fn reboot(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Reboot).await
+    }
+
+    pub async fn reset(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Reset).await
+    }
+
+    pub async fn suspend(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Suspend).await
+    }
+
+    pub async fn resume(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.action(id, Action::Resume).await
+    }
+
+    /// `PUT /v1/domains/{id}/autostart`.
+    pub async fn set_autostart(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<DomainSummary, ClientError> {
+        let body = to_json(&AutostartRequest { enabled });
+        self.call(Method::PUT, domain_path(id, "/autostart"), Some(body))
+            .await
+    }
+
+    /// One request on a fresh connection; decodes a `T` from a 2xx reply, an [`ApiError`] otherwise.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.exchange(method, &path, body).await?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes)
+                .map_err(|e| self.protocol(format!("reply to {path}: {e}")))
+        } else {
+            match serde_json::from_slice::<ApiError>(&bytes) {
+                Ok(api_error) => Err(ClientError::Api(api_error)),
+                Err(_) => Err(self.protocol(format!(
+                    "{path} answered HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes).trim()
+                ))),
+            }
+        }
+    }
+
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
+            use std::io::ErrorKind;
+            match e.kind() {
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
+                    ClientError::DaemonNotRunning {
+                        socket: self.socket.clone(),
+                    }
+                }
+                _ => ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source: e,
+                },
+            }
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(format!("HTTP handshake: {e}")))?;
+        // The connection future drives the socket; it ends when the exchange is done.
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "oxvirtd");
+        if body.is_some() {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| self.protocol(format!("building request for {path}: {e}")))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(format!("request {path}: {e}")))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn protocol(&self, detail: String) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            detail,
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing these plain structs cannot fail (no maps with non-string keys, no custom impls).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// `/v1/domains/<percent-encoded id><suffix>`.
+fn domain_path(id: &str, suffix: &str) -> String {
+    format!("/v1/domains/{}{suffix}", percent_encode_segment(id))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so any domain name is one
+/// path segment.
+pub fn percent_encode_segment(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domain_state_uses_virsh_words_on_the_wire_and_in_display() {
+        for (state, word) in [
+            (DomainState::Running, "running"),
+            (DomainState::Paused, "paused"),
+            (DomainState::ShutOff, "shut off"),
+            (DomainState::Crashed, "crashed"),
+            (DomainState::InShutdown, "in shutdown"),
+            (DomainState::PmSuspended, "pmsuspended"),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&state).unwrap(),
+                format!("\"{word}\"")
+            );
+            assert_eq!(state.to_string(), word);
+            let back: DomainState = serde_json::from_str(&format!("\"{word}\"")).unwrap();
+            assert_eq!(back, state);
+        }
+    }
+
+    #[test]
+    fn percent_encoding_keeps_a_name_in_one_segment() {
+        assert_eq!(percent_encode_segment("web-1.x_y~"), "web-1.x_y~");
+        assert_eq!(percent_encode_segment("a/b c"), "a%2Fb%20c");
+        assert_eq!(percent_encode_segment("é"), "%C3%A9");
+    }
+
+    #[test]
+    fn shutdown_request_without_timeout_is_an_empty_object() {
+        assert_eq!(to_json(&ShutdownRequest::default()), b"{}");
+        let parsed: ShutdownRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed.timeout_secs, None);
+    }
+
+    #[test]
+    fn api_error_displays_its_message() {
+        let e = ApiError::new(code::INVALID_STATE, "domain 'web1' is already running");
+        assert_eq!(e.to_string(), "domain 'web1' is already running");
+        assert_eq!(e.http_status(), 409);
+    }
+
+    #[tokio::test]
+    async fn missing_socket_means_daemon_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("nope.sock");
+        let err = Client::new(&socket).version().await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::DaemonNotRunning { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot connect to oxvirtd at {}: is it running?",
+                socket.display()
+            )
+        );
+    }
+}

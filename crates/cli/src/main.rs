@@ -1,1 +1,267 @@
-fn main() {}
+//! `oxvirt`: the virsh-like command line of oxvirt.
+//!
+//! Every domain command talks to `oxvirtd` over its Unix socket (`--socket`, `OXVIRT_SOCKET`, or
+//! [`oxvirt_api::DEFAULT_SOCKET`]) and prints what virsh prints for the same command, including the
+//! blank line virsh adds after each command's output. `oxvirt img` works on image files directly and
+//! needs no daemon.
+//!
+//! Exit status: 0 on success, 1 on any error, reported as one `error: <message>` line on stderr.
+
+mod commands;
+mod console;
+mod edit;
+mod format;
+mod img;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "oxvirt",
+    version,
+    about = "Manage oxvirt virtual machines (virsh-like)"
+)]
+struct Cli {
+    /// oxvirtd's API socket.
+    #[arg(long, global = true, env = "OXVIRT_SOCKET", default_value = oxvirt_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// A domain, by name or UUID.
+#[derive(Args, Debug)]
+struct DomainArg {
+    /// Domain name or UUID.
+    domain: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    #[command(flatten)]
+    OneShot(OneShotCommand),
+    /// Start a defined, inactive domain.
+    Start {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// Attach to the console right after starting, so no early output is missed.
+        #[arg(long)]
+        console: bool,
+    },
+    /// Edit a domain's XML definition with $EDITOR.
+    Edit(DomainArg),
+    /// Connect to a domain's serial console (Ctrl-] detaches).
+    Console(DomainArg),
+    /// Create, inspect and convert disk images (no daemon needed).
+    Img(img::ImgArgs),
+}
+
+/// Commands that make a few API calls and print one result.
+#[derive(Subcommand, Debug)]
+enum OneShotCommand {
+    /// Define (but don't start) a domain from an XML file.
+    Define {
+        /// File with the domain XML.
+        file: PathBuf,
+    },
+    /// Undefine an inactive domain.
+    Undefine(DomainArg),
+    /// Gracefully shut down a domain (ACPI power button).
+    Shutdown {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// Wait up to this many seconds for the domain to power off; fail if it does not.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Immediately stop a domain (pull the plug).
+    Destroy(DomainArg),
+    /// Reboot a domain.
+    Reboot(DomainArg),
+    /// Reset a domain (press the reset button).
+    Reset(DomainArg),
+    /// Pause a running domain.
+    Suspend(DomainArg),
+    /// Resume a paused domain.
+    Resume(DomainArg),
+    /// List domains.
+    List(ListArgs),
+    /// Show domain information.
+    Dominfo(DomainArg),
+    /// Show a domain's state.
+    Domstate {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// Also show the reason for the state.
+        #[arg(long)]
+        reason: bool,
+    },
+    /// Print a domain's XML definition.
+    Dumpxml(DomainArg),
+    /// Mark a domain to start when oxvirtd starts (or unmark it with --disable).
+    Autostart {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// Unmark the domain instead.
+        #[arg(long)]
+        disable: bool,
+    },
+    /// Show the versions of oxvirt, oxvirtd and QEMU.
+    Version,
+}
+
+/// `list`'s filters and output modes, as virsh names them.
+#[derive(Args, Debug, Clone, Copy, Default)]
+pub struct ListArgs {
+    /// List active and inactive domains.
+    #[arg(long)]
+    pub all: bool,
+    /// List only inactive domains.
+    #[arg(long)]
+    pub inactive: bool,
+    /// List only domains marked for autostart.
+    #[arg(long, conflicts_with = "no_autostart")]
+    pub autostart: bool,
+    /// List only domains not marked for autostart.
+    #[arg(long)]
+    pub no_autostart: bool,
+    /// Print only names, one a line.
+    #[arg(long)]
+    pub name: bool,
+    /// Print only UUIDs, one a line (with --name: "UUID NAME").
+    #[arg(long)]
+    pub uuid: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and --version are not errors; usage errors exit 1 like every other error.
+            let code = if err.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+            let _ = err.print();
+            return code;
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report_error(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = oxvirt_api::Client::new(cli.socket);
+    match cli.command {
+        Command::Img(args) => img::run(args),
+        Command::Console(arg) => console::run(&client, &arg.domain),
+        Command::Start { domain, console } => {
+            let started = commands::block_on(client.start(&domain.domain))??;
+            let message = format!("Domain '{}' started\n", started.name);
+            if console {
+                let mut stdout = std::io::stdout();
+                stdout.write_all(message.as_bytes())?;
+                stdout.flush()?;
+                console::run(&client, &started.uuid)
+            } else {
+                print_virsh_output(&message)
+            }
+        }
+        Command::Edit(arg) => print_virsh_output(&edit::run(&client, &arg.domain)?),
+        Command::OneShot(command) => {
+            let output = commands::run(&client, command)?;
+            print_virsh_output(&output)
+        }
+    }
+}
+
+/// Prints a command's output followed by the blank line virsh prints after every command.
+fn print_virsh_output(output: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(output.as_bytes())?;
+    if !output.is_empty() && !output.ends_with('\n') {
+        stdout.write_all(b"\n")?;
+    }
+    stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// One `error: ...` line on stderr.
+fn report_error(err: &anyhow::Error) {
+    // Nothing sensible is left to do if stderr itself is gone.
+    let _ = writeln!(std::io::stderr(), "error: {}", one_line(err));
+}
+
+/// The whole cause chain on one line, with any line breaks in messages flattened.
+fn one_line(err: &anyhow::Error) -> String {
+    let message = format!("{err:#}");
+    let parts: Vec<&str> = message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect();
+    parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn socket_comes_from_the_option_or_the_default() {
+        let cli = Cli::try_parse_from(["oxvirt", "--socket", "/tmp/x.sock", "list", "--all"])
+            .expect("valid command line");
+        assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
+        assert!(matches!(
+            cli.command,
+            Command::OneShot(OneShotCommand::List(ListArgs { all: true, .. }))
+        ));
+        // The option is global: it may follow the subcommand too.
+        let cli = Cli::try_parse_from(["oxvirt", "dominfo", "vm", "--socket", "/tmp/y.sock"])
+            .expect("valid command line");
+        assert_eq!(cli.socket, PathBuf::from("/tmp/y.sock"));
+    }
+
+    #[test]
+    fn shutdown_timeout_and_domstate_reason_parse() {
+        let cli = Cli::try_parse_from(["oxvirt", "shutdown", "--timeout", "60", "vm"])
+            .expect("valid command line");
+        match cli.command {
+            Command::OneShot(OneShotCommand::Shutdown { domain, timeout }) => {
+                assert_eq!(domain.domain, "vm");
+                assert_eq!(timeout, Some(60));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(Cli::try_parse_from(["oxvirt", "shutdown", "--timeout", "soon", "vm"]).is_err());
+        assert!(Cli::try_parse_from(["oxvirt", "domstate", "--reason", "vm"]).is_ok());
+    }
+
+    #[test]
+    fn error_chains_print_on_one_line() {
+        let err = anyhow::anyhow!("malformed XML at line 3,\n  column 1: unexpected end")
+            .context("failed to define domain from vm.xml");
+        assert_eq!(
+            one_line(&err),
+            "failed to define domain from vm.xml: malformed XML at line 3, column 1: unexpected end"
+        );
+    }
+}

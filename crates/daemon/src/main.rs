@@ -1,1 +1,146 @@
-fn main() {}
+//! oxvirtd: the oxvirt daemon. Keeps domain definitions, runs guests through an engine, and
+//! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
+
+mod daemon;
+mod engine;
+mod http;
+mod process;
+mod qemu_engine;
+mod store;
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use tokio::net::UnixListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::daemon::Daemon;
+use crate::qemu_engine::QemuEngine;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
+struct Args {
+    /// Unix socket to serve the API on.
+    #[arg(long, default_value = oxvirt_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Directory for the state database and the guests' run directories.
+    #[arg(long, default_value = "/var/lib/oxvirt")]
+    state_dir: PathBuf,
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive list).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    create_private_dir(&args.state_dir)?;
+    create_private_dir(&args.state_dir.join("run"))?;
+    // Held for the daemon's lifetime: one oxvirtd per state directory.
+    let _lock = lock_state_dir(&args.state_dir)?;
+
+    let listener = bind_socket(&args.socket)?;
+    let store = Store::open(&args.state_dir.join("oxvirt.db"))?;
+    let engine = Arc::new(QemuEngine::probe().await);
+    let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone()));
+    daemon
+        .recover()
+        .await
+        .context("reattaching to running guests")?;
+    {
+        let daemon = daemon.clone();
+        tokio::spawn(async move { daemon.autostart().await });
+    }
+
+    tracing::info!(socket = %args.socket.display(), state_dir = %args.state_dir.display(), "oxvirtd listening");
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("stopping; running guests keep running");
+    };
+    axum::serve(listener, http::router(daemon))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")?;
+    let _ = std::fs::remove_file(&args.socket);
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// Takes an exclusive flock on `STATE_DIR/oxvirtd.lock`, or explains who holds it.
+fn lock_state_dir(state_dir: &Path) -> anyhow::Result<File> {
+    let path = state_dir.join("oxvirtd.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "another oxvirtd is running with state directory {} (it holds {})",
+                state_dir.display(),
+                path.display()
+            );
+        }
+        return Err(err).with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(file)
+}
+
+/// Binds the API socket (mode 0600), replacing a stale socket file but never a live daemon's.
+fn bind_socket(socket: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    if socket.exists() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!(
+                "another oxvirtd is already listening on {}",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing stale socket {}", socket.display()))?;
+    }
+    let listener =
+        UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", socket.display()))?;
+    Ok(listener)
+}

@@ -1,1 +1,106 @@
-//! oxvirt-domain (skeleton; see docs/architecture.md).
+//! oxvirt-domain: the libvirt domain XML subset oxvirt understands.
+//!
+//! [`parse_domain_xml`] parses, validates and normalizes a definition (filling in the
+//! defaults libvirt fills in); [`Domain::to_xml`] prints libvirt's normalized form, as
+//! `virsh dumpxml` would. Anything not modelled is an error naming it and its line, never
+//! silently dropped. The crate does no I/O.
+
+mod error;
+mod model;
+mod normalize;
+mod parse;
+mod units;
+mod validate;
+mod write;
+
+pub use error::{DomainError, Location};
+pub use model::*;
+pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
+pub use units::MAX_CPU_ID;
+pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib};
+pub use validate::{validate_name, MAX_NAME_BYTES};
+
+/// Parses, validates and normalizes a `<domain>` definition.
+///
+/// Normalization fills in what libvirt fills in (uuid, currentMemory, on_* actions, os
+/// arch/machine, boot device, disk driver, default devices; see `docs/xml-support.md`).
+pub fn parse_domain_xml(xml: &str) -> Result<Domain, DomainError> {
+    let mut domain = parse::parse(xml)?;
+    normalize::normalize(&mut domain);
+    domain.validate()?;
+    Ok(domain)
+}
+
+impl Domain {
+    /// The definition in libvirt's normalized XML form.
+    pub fn to_xml(&self) -> String {
+        write::to_xml(self)
+    }
+
+    /// Checks cross-field consistency (names, counts, topology, memory bounds).
+    pub fn validate(&self) -> Result<(), DomainError> {
+        validate::validate(self)
+    }
+
+    /// Fills in libvirt's defaults (what [`parse_domain_xml`] does after parsing): for a
+    /// domain built in code. Idempotent. A nil uuid, a zero `current_memory_kib` and
+    /// interfaces without a MAC get generated values.
+    pub fn normalize(&mut self) {
+        normalize::normalize(self)
+    }
+
+    /// A minimal domain (no devices), normalized: `x86_64`/`pc`, defaults as libvirt.
+    pub fn new(
+        domain_type: DomainType,
+        name: &str,
+        memory_kib: u64,
+        vcpus: u32,
+    ) -> Result<Domain, DomainError> {
+        validate_name(name)?;
+        let mut domain = Domain {
+            domain_type,
+            name: name.to_string(),
+            uuid: Uuid::nil(),
+            title: None,
+            description: None,
+            memory_kib,
+            current_memory_kib: 0,
+            max_memory: None,
+            memory_backing: None,
+            vcpu: Vcpu {
+                placement: VcpuPlacement::Static,
+                max: vcpus,
+                current: None,
+                cpuset: None,
+            },
+            iothreads: None,
+            cputune: None,
+            os: Os {
+                firmware: None,
+                arch: String::new(),
+                machine: String::new(),
+                loader: None,
+                nvram: None,
+                kernel: None,
+                initrd: None,
+                cmdline: None,
+                boot: Vec::new(),
+                bootmenu: None,
+                bios_reboot_timeout: None,
+            },
+            features: Features::default(),
+            cpu: None,
+            clock: Clock {
+                offset: ClockOffset::Utc,
+                timers: Vec::new(),
+            },
+            on_poweroff: LifecycleAction::Destroy,
+            on_reboot: LifecycleAction::Restart,
+            on_crash: LifecycleAction::Destroy,
+            devices: Devices::default(),
+        };
+        domain.normalize();
+        domain.validate()?;
+        Ok(domain)
+    }
+}

@@ -1,1 +1,21 @@
-//! oxvirt-images (skeleton; see docs/architecture.md).
+//! oxvirt-images: raw and qcow2 disk images, and the `oxvirt img` command (see docs/images.md).
+//!
+//! - [`Image`] opens raw/qcow2 files with their backing chains and reads/writes guest data.
+//! - [`create`] makes new images; [`qcow2::Qcow2`] adds check/repair, snapshots and resize.
+//! - [`ops`] has convert and compare; [`info`] the `info` data; [`cli`] the command line.
+//! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
+
+pub mod cli;
+pub mod error;
+pub mod fuzzing;
+pub mod image;
+pub mod info;
+pub mod lock;
+pub mod ops;
+pub mod qcow2;
+pub mod raw;
+pub mod size;
+
+pub use error::{ImageError, Result};
+pub use image::{create, Allocation, CreateOptions, Format, Image, OpenOptions, Preallocation};
+pub use size::parse_size;

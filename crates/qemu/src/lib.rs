@@ -1,1 +1,38 @@
-//! oxvirt-qemu (skeleton; see docs/architecture.md).
+//! oxvirt-qemu: the engine that runs a domain as a `qemu-system-x86_64` process and controls it
+//! over QMP.
+//!
+//! - [`probe_accel`]: hardware KVM or TCG, with the reason.
+//! - [`command_line`] / [`build_command_line`]: the domain as QEMU arguments (plus warnings);
+//!   anything the engine cannot honour is [`QemuError::Unsupported`], never dropped.
+//! - [`launch`]: start QEMU detached from the caller (it outlives the daemon; init reaps it),
+//!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid.
+//! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
+//!
+//! Lifecycle contract with the daemon:
+//! - Guest poweroff: QMP emits `SHUTDOWN {guest: true}` and QEMU exits (no `-no-shutdown`),
+//!   which ends the event stream. `on_poweroff='restart'` is the daemon's job (start again);
+//!   `'preserve'` adds `-no-shutdown` (QEMU stays, status `shutdown`).
+//! - `on_reboot='destroy'` adds `-no-reboot`: a guest reboot becomes
+//!   `SHUTDOWN {reason: "guest-reset"}` and an exit.
+//! - Every VM has a pvpanic device; `on_crash='destroy'` makes QEMU shut down on a guest panic
+//!   (`-action panic=shutdown`); `'preserve'` and `'restart'` pause it (`panic=pause`), and for
+//!   `'restart'` the daemon resets and continues the VM when it sees [`QmpEvent::GuestPanicked`].
+//! - Network interfaces of type network/bridge need a TAP device the daemon's network layer
+//!   created and named in `<target dev=>`; QEMU opens it by name (`script=no`).
+
+mod accel;
+mod cmdline;
+mod error;
+mod paths;
+mod process;
+mod qmp;
+
+pub use accel::{probe_accel, Accel, AccelProbe};
+pub use cmdline::{build_command_line, command_line, effective_accel, QemuCommandLine};
+pub use error::QemuError;
+pub use oxvirt_domain::{Domain, Uuid};
+pub use paths::RunPaths;
+pub use process::{
+    emulator_path, is_alive, launch, read_pid_file, terminate, Launched, DEFAULT_EMULATOR,
+};
+pub use qmp::{Qmp, QmpEvent, RunState};

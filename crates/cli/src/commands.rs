@@ -1,0 +1,89 @@
+//! The one-shot domain commands: one or two API calls, then virsh's message.
+
+use std::future::Future;
+
+use anyhow::Context;
+use oxvirt_api::Client;
+
+use crate::{format, OneShotCommand as Command};
+
+/// Runs `future` to completion on a small runtime of its own (each command makes a few calls).
+pub fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+/// Runs a one-shot command and returns what it prints on success.
+pub fn run(client: &Client, command: Command) -> anyhow::Result<String> {
+    block_on(run_async(client, command))?
+}
+
+async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> {
+    let output = match command {
+        Command::Define { file } => {
+            let xml = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let domain = client
+                .define_domain(&xml)
+                .await
+                .with_context(|| format!("failed to define domain from {}", file.display()))?;
+            format!("Domain '{}' defined from {}\n", domain.name, file.display())
+        }
+        Command::Undefine(arg) => {
+            let domain = client.undefine_domain(&arg.domain).await?;
+            format!("Domain '{}' has been undefined\n", domain.name)
+        }
+        Command::Shutdown { domain, timeout } => {
+            // With a timeout the daemon waits for the power-off and answers `timeout` if it
+            // does not happen in time.
+            let domain = client.shutdown(&domain.domain, timeout).await?;
+            let mut out = format!("Domain '{}' is being shutdown\n", domain.name);
+            if timeout.is_some() {
+                out.push_str(&format!("Domain '{}' is {}\n", domain.name, domain.state));
+            }
+            out
+        }
+        Command::Destroy(arg) => {
+            let domain = client.destroy(&arg.domain).await?;
+            format!("Domain '{}' destroyed\n", domain.name)
+        }
+        Command::Reboot(arg) => {
+            let domain = client.reboot(&arg.domain).await?;
+            format!("Domain '{}' is being rebooted\n", domain.name)
+        }
+        Command::Reset(arg) => {
+            let domain = client.reset(&arg.domain).await?;
+            format!("Domain '{}' was reset\n", domain.name)
+        }
+        Command::Suspend(arg) => {
+            let domain = client.suspend(&arg.domain).await?;
+            format!("Domain '{}' suspended\n", domain.name)
+        }
+        Command::Resume(arg) => {
+            let domain = client.resume(&arg.domain).await?;
+            format!("Domain '{}' resumed\n", domain.name)
+        }
+        Command::List(args) => {
+            let domains = client.list_domains().await?;
+            format::list(&format::select_domains(domains, args), args)
+        }
+        Command::Dominfo(arg) => format::dominfo(&client.domain_info(&arg.domain).await?),
+        Command::Domstate { domain, reason } => {
+            format::domstate(&client.domain_info(&domain.domain).await?, reason)
+        }
+        Command::Dumpxml(arg) => client.domain_xml(&arg.domain).await?,
+        Command::Autostart { domain, disable } => {
+            let domain = client.set_autostart(&domain.domain, !disable).await?;
+            if disable {
+                format!("Domain '{}' unmarked as autostarted\n", domain.name)
+            } else {
+                format!("Domain '{}' marked as autostarted\n", domain.name)
+            }
+        }
+        Command::Version => format::version(env!("CARGO_PKG_VERSION"), &client.version().await?),
+    };
+    Ok(output)
+}

@@ -1,0 +1,416 @@
+//! Harness for the end-to-end tests: a private oxvirtd per test, the `oxvirt` binary as a user
+//! runs it, and a console session driven through `oxvirt console` with piped stdin/stdout.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oxvirt_testkit::{wait_for, GuestKit};
+
+/// The `oxvirt` binary under test.
+pub fn oxvirt_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_oxvirt"))
+}
+
+/// `oxvirtd`, next to `oxvirt`. `cargo test --workspace` builds it; `cargo test -p oxvirt-cli`
+/// alone does not (it may then be missing, or older than the daemon's sources).
+pub fn oxvirtd_bin() -> PathBuf {
+    let path = oxvirt_bin()
+        .parent()
+        .expect("the oxvirt binary lives in a directory")
+        .join("oxvirtd");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before these tests",
+        path.display()
+    );
+    path
+}
+
+/// What one `oxvirt` run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from_output(output: Output) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(self) -> String {
+        assert_eq!(self.code, Some(0), "oxvirt failed: {self:#?}");
+        self.stdout
+    }
+
+    /// Asserts exit status 1 with exactly one `error: ...` line on stderr, and returns that line.
+    #[track_caller]
+    pub fn error(self) -> String {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "oxvirt should have failed with 1: {self:#?}"
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "want one error line: {self:#?}");
+        assert!(lines[0].starts_with("error: "), "{self:#?}");
+        lines[0].to_string()
+    }
+}
+
+/// A private oxvirtd with its own socket and state under a tempdir. Dropping it destroys every
+/// domain it runs, stops it, and kills any QEMU left from its run directory.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        let dir = tempfile::Builder::new()
+            .prefix("oxvirt-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let socket = dir.path().join("oxvirtd.sock");
+        let state = dir.path().join("state");
+        let log = std::fs::File::create(dir.path().join("oxvirtd.log")).expect("daemon log");
+        let child = Command::new(oxvirtd_bin())
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--state-dir")
+            .arg(&state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("daemon log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn oxvirtd");
+        let mut daemon = Daemon {
+            dir,
+            socket,
+            child: Some(child),
+        };
+        let up = wait_for(Duration::from_secs(20), || {
+            daemon.has_exited() || daemon.oxvirt(&["version"]).code == Some(0)
+        });
+        assert!(
+            up && !daemon.has_exited(),
+            "oxvirtd did not come up; its log:\n{}",
+            daemon.log()
+        );
+        daemon
+    }
+
+    fn has_exited(&mut self) -> bool {
+        !matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("oxvirtd.log")).unwrap_or_default()
+    }
+
+    /// Runs `oxvirt --socket <ours> args...` to completion.
+    pub fn oxvirt(&self, args: &[&str]) -> Run {
+        self.oxvirt_with_env(args, &[])
+    }
+
+    pub fn oxvirt_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let output = Command::new(oxvirt_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .envs(env.iter().copied())
+            .env_remove("VISUAL")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run oxvirt");
+        Run::from_output(output)
+    }
+
+    /// Writes `xml` to a file in our tempdir and defines it; returns the file.
+    pub fn define(&self, file_name: &str, xml: &str) -> (PathBuf, Run) {
+        let path = self.dir.path().join(file_name);
+        std::fs::write(&path, xml).expect("write domain XML");
+        let run = self.oxvirt(&["define", path.to_str().expect("utf-8 path")]);
+        (path, run)
+    }
+
+    /// Starts `oxvirt console NAME` with piped stdin and stdout.
+    pub fn console(&self, domain: &str) -> ConsoleSession {
+        ConsoleSession::spawn(&self.socket, &["console", domain])
+    }
+
+    /// Starts `oxvirt start --console NAME` with piped stdin and stdout.
+    pub fn start_with_console(&self, domain: &str) -> ConsoleSession {
+        ConsoleSession::spawn(&self.socket, &["start", "--console", domain])
+    }
+
+    /// Attaches a console as soon as the domain has one (e.g. while it restarts), retrying for
+    /// up to `timeout`.
+    pub fn console_when_ready(&self, domain: &str, timeout: Duration) -> ConsoleSession {
+        let mut session = None;
+        let attached = wait_for(timeout, || {
+            let mut attempt = self.console(domain);
+            let banner = format!("Connected to domain '{domain}'");
+            let connected = wait_for(Duration::from_secs(5), || {
+                attempt.all_output().contains(&banner) || attempt.has_exited()
+            });
+            if connected && !attempt.has_exited() {
+                session = Some(attempt);
+                true
+            } else {
+                false
+            }
+        });
+        assert!(attached, "could not attach a console to {domain}");
+        session.expect("attached console")
+    }
+
+    /// Names of the domains that are running or paused.
+    fn active_domains(&self) -> Vec<String> {
+        self.oxvirt(&["list", "--name"])
+            .stdout
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.has_exited() {
+            for name in self.active_domains() {
+                let _ = self.oxvirt(&["destroy", &name]);
+            }
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        kill_processes_using(self.dir.path());
+    }
+}
+
+/// Kills the processes (QEMU) whose command line names a path under `dir`, our own tempdir,
+/// in case the daemon left one behind.
+fn kill_processes_using(dir: &Path) {
+    let Some(needle) = dir.to_str() else { return };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            // SAFETY: kill(2) with a pid read from /proc; at worst the process is already gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `oxvirt console NAME` (or `start --console`) running with piped stdio; everything it prints
+/// is collected.
+pub struct ConsoleSession {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    output: Arc<Mutex<String>>,
+    /// How much of `output` earlier waits consumed.
+    consumed: usize,
+}
+
+impl ConsoleSession {
+    fn spawn(socket: &Path, args: &[&str]) -> ConsoleSession {
+        let mut child = Command::new(oxvirt_bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn oxvirt console");
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let output = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&output);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+                sink.lock().expect("console output lock").push_str(&text);
+            }
+        });
+        ConsoleSession {
+            child,
+            stdin,
+            output,
+            consumed: 0,
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn all_output(&self) -> String {
+        self.output.lock().expect("console output lock").clone()
+    }
+
+    /// Waits until `pattern` appears after what earlier waits consumed; consumes up to its end.
+    pub fn wait_for_text(&mut self, pattern: &str, timeout: Duration) -> bool {
+        let mut found_end = None;
+        let consumed = self.consumed;
+        let found = wait_for(timeout, || {
+            let output = self.output.lock().expect("console output lock");
+            match output[consumed..].find(pattern) {
+                Some(pos) => {
+                    found_end = Some(consumed + pos + pattern.len());
+                    true
+                }
+                None => false,
+            }
+        });
+        if let Some(end) = found_end {
+            self.consumed = end;
+        }
+        found
+    }
+
+    #[track_caller]
+    pub fn expect_text(&mut self, pattern: &str, timeout: Duration) {
+        assert!(
+            self.wait_for_text(pattern, timeout),
+            "console never showed {pattern:?}; it showed:\n{}",
+            self.all_output()
+        );
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("console stdin is open");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to oxvirt console");
+    }
+
+    /// Runs `command` in the guest shell and returns its output lines. The answer is framed by
+    /// markers that the shell computes (`$((...))`), so the echo of the typed line cannot match.
+    #[track_caller]
+    pub fn run(&mut self, command: &str, tag: u32) -> String {
+        let begin = format!("BEGIN-{}", tag * 2);
+        let end = format!("END-{}", tag * 2);
+        self.send_line(&format!(
+            "echo BEGIN-$(({tag}*2)); {command}; echo END-$(({tag}*2))"
+        ));
+        self.expect_text(&format!("{begin}\n"), Duration::from_secs(30));
+        let start = self.consumed;
+        self.expect_text(&format!("{end}\n"), Duration::from_secs(30));
+        let output = self.output.lock().expect("console output lock");
+        output[start..self.consumed - end.len() - 1].to_string()
+    }
+
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Detaches with Ctrl-] and returns the exit status code.
+    pub fn detach(mut self) -> Option<i32> {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = stdin.write_all(&[0x1d]).and_then(|()| stdin.flush());
+        }
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Waits for the console process to end by itself; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut code = None;
+        let exited = wait_for(timeout, || match self.child.try_wait() {
+            Ok(Some(status)) => {
+                code = status.code();
+                true
+            }
+            _ => false,
+        });
+        assert!(
+            exited,
+            "oxvirt console did not exit; it showed:\n{}",
+            self.all_output()
+        );
+        code
+    }
+}
+
+impl Drop for ConsoleSession {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw disk image of `sectors` 512-byte sectors.
+pub fn make_disk(dir: &Path, name: &str, sectors: u64) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).expect("create disk");
+    file.set_len(sectors * 512).expect("size disk");
+    path
+}
+
+/// A definition that boots the test guest with `vcpus` CPUs, 256 MiB and one virtio disk.
+pub fn guest_xml(name: &str, uuid: &str, kit: &GuestKit, disk: &Path, vcpus: u32) -> String {
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='MiB'>256</memory>
+  <vcpu>{vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 panic=-1</cmdline>
+  </os>
+  <features>
+    <acpi/>
+  </features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'>
+      <target port='0'/>
+    </serial>
+    <console type='pty'>
+      <target type='serial' port='0'/>
+    </console>
+  </devices>
+</domain>
+",
+        kernel = kit.kernel.display(),
+        initrd = kit.initramfs.display(),
+        disk = disk.display(),
+    )
+}

@@ -1,0 +1,220 @@
+//! [`Engine`] on top of `oxvirt-qemu`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use oxvirt_api::{Accel, Engine as EngineKind};
+use oxvirt_domain::{Domain, DomainType};
+use oxvirt_qemu::{QemuError, Qmp, QmpEvent, RunPaths, RunState};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::engine::{
+    AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
+    GuestStatus,
+};
+
+pub struct QemuEngine {
+    version: Option<String>,
+    probe: oxvirt_qemu::AccelProbe,
+}
+
+impl QemuEngine {
+    /// Probes the host once: the emulator's version and whether hardware KVM is usable.
+    pub async fn probe() -> QemuEngine {
+        QemuEngine {
+            version: emulator_version().await,
+            probe: oxvirt_qemu::probe_accel(),
+        }
+    }
+}
+
+/// "7.2.22" from `qemu-system-x86_64 --version` ("QEMU emulator version 7.2.22 (Debian ...)").
+async fn emulator_version() -> Option<String> {
+    let output = tokio::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    parse_version(&text)
+}
+
+fn parse_version(text: &str) -> Option<String> {
+    let rest = text.split("version ").nth(1)?;
+    let version: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    (!version.is_empty()).then_some(version)
+}
+
+fn engine_error(err: QemuError) -> EngineError {
+    let kind = match err {
+        QemuError::Unsupported { .. } => EngineErrorKind::Unsupported,
+        QemuError::Invalid { .. } => EngineErrorKind::Invalid,
+        _ => EngineErrorKind::Failed,
+    };
+    EngineError {
+        kind,
+        message: err.to_string(),
+    }
+}
+
+#[async_trait]
+impl Engine for QemuEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Qemu
+    }
+
+    fn version(&self) -> Option<String> {
+        self.version.clone()
+    }
+
+    fn plan_accel(&self, domain: &Domain) -> AccelPlan {
+        match domain.domain_type {
+            // <domain type='qemu'> asks for emulation.
+            DomainType::Qemu => AccelPlan {
+                accel: Accel::Tcg,
+                warnings: Vec::new(),
+            },
+            DomainType::Kvm => match self.probe.accel {
+                oxvirt_qemu::Accel::Kvm => AccelPlan {
+                    accel: Accel::Kvm,
+                    warnings: Vec::new(),
+                },
+                oxvirt_qemu::Accel::Tcg => AccelPlan {
+                    accel: Accel::Tcg,
+                    warnings: vec![format!(
+                        "TCG: no hardware KVM here ({})",
+                        self.probe
+                            .reason
+                            .strip_suffix(": using TCG")
+                            .unwrap_or(&self.probe.reason)
+                    )],
+                },
+            },
+        }
+    }
+
+    async fn launch(
+        &self,
+        domain: &Domain,
+        run_dir: &Path,
+        accel: Accel,
+    ) -> Result<u32, EngineError> {
+        let accel = match accel {
+            Accel::Kvm => oxvirt_qemu::Accel::Kvm,
+            Accel::Tcg => oxvirt_qemu::Accel::Tcg,
+        };
+        let launched = oxvirt_qemu::launch(domain, &RunPaths::new(run_dir), accel)
+            .await
+            .map_err(engine_error)?;
+        for warning in &launched.warnings {
+            tracing::warn!(domain = %domain.name, "{warning}");
+        }
+        u32::try_from(launched.pid).map_err(|_| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("QEMU reported an invalid pid {}", launched.pid),
+        })
+    }
+
+    async fn is_alive(&self, pid: u32, uuid: &Uuid) -> bool {
+        match i32::try_from(pid) {
+            Ok(pid) => oxvirt_qemu::is_alive(pid, uuid).await,
+            Err(_) => false,
+        }
+    }
+
+    fn recorded_pid(&self, run_dir: &Path) -> Option<u32> {
+        oxvirt_qemu::read_pid_file(&RunPaths::new(run_dir)).and_then(|pid| u32::try_from(pid).ok())
+    }
+
+    async fn connect(&self, run_dir: &Path) -> Result<(Arc<dyn Control>, Events), EngineError> {
+        let socket = RunPaths::new(run_dir).qmp_socket();
+        let (qmp, mut qmp_events) = Qmp::connect(&socket).await.map_err(engine_error)?;
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        // Translate QMP events; this task ends with the QMP connection.
+        tokio::spawn(async move {
+            while let Some(event) = qmp_events.recv().await {
+                let event = match event {
+                    QmpEvent::Shutdown { guest, .. } => EngineEvent::Shutdown { guest },
+                    QmpEvent::Reset { .. } => EngineEvent::Reset,
+                    QmpEvent::Stop => EngineEvent::Stop,
+                    QmpEvent::Resume => EngineEvent::Resume,
+                    QmpEvent::GuestPanicked => EngineEvent::Panicked,
+                    QmpEvent::Other { name, .. } => {
+                        tracing::debug!("QMP event {name}");
+                        continue;
+                    }
+                };
+                if events_tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok((Arc::new(QmpControl { qmp }), events_rx))
+    }
+
+    fn console_paths(&self, run_dir: &Path) -> ConsolePaths {
+        let paths = RunPaths::new(run_dir);
+        ConsolePaths {
+            socket: paths.console_socket(),
+            log: paths.console_log(),
+        }
+    }
+}
+
+struct QmpControl {
+    qmp: Qmp,
+}
+
+#[async_trait]
+impl Control for QmpControl {
+    async fn status(&self) -> Result<GuestStatus, EngineError> {
+        let state = self.qmp.query_status().await.map_err(engine_error)?;
+        Ok(match state {
+            RunState::Running => GuestStatus::Running,
+            RunState::Paused => GuestStatus::Paused,
+            RunState::Prelaunch => GuestStatus::NotStarted,
+            RunState::Shutdown => GuestStatus::ShutDown,
+            RunState::GuestPanicked => GuestStatus::Panicked,
+            other => GuestStatus::Other(format!("{other:?}").to_lowercase()),
+        })
+    }
+
+    async fn pause(&self) -> Result<(), EngineError> {
+        self.qmp.stop().await.map_err(engine_error)
+    }
+
+    async fn resume(&self) -> Result<(), EngineError> {
+        self.qmp.cont().await.map_err(engine_error)
+    }
+
+    async fn power_button(&self) -> Result<(), EngineError> {
+        self.qmp.system_powerdown().await.map_err(engine_error)
+    }
+
+    async fn reset(&self) -> Result<(), EngineError> {
+        self.qmp.system_reset().await.map_err(engine_error)
+    }
+
+    async fn quit(&self) -> Result<(), EngineError> {
+        self.qmp.quit().await.map_err(engine_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_version;
+
+    #[test]
+    fn version_is_the_number_after_version() {
+        assert_eq!(
+            parse_version("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)\nCopyright"),
+            Some("7.2.22".to_string())
+        );
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

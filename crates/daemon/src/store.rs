@@ -1,0 +1,422 @@
+//! The daemon's persistent state: one SQLite database in the state directory.
+//!
+//! `domains` holds the definitions (normalized XML), `runtime` one row per active domain (what a
+//! restarted daemon needs to find its guests again). Every change runs in one transaction, so a
+//! failed operation leaves the store as it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use oxvirt_api::DomainState;
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+/// A stored definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainRecord {
+    pub uuid: Uuid,
+    pub name: String,
+    /// Normalized XML (what `Domain::to_xml` printed).
+    pub xml: String,
+    pub autostart: bool,
+    /// "qemu" or "native".
+    pub engine: String,
+    /// Why the domain last stopped, in virsh's words; shown while it is shut off.
+    pub off_reason: String,
+}
+
+/// A stored active domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeRecord {
+    pub uuid: Uuid,
+    pub pid: u32,
+    pub run_dir: PathBuf,
+    pub state: DomainState,
+    pub reason: String,
+    pub id: u32,
+    /// "kvm" or "tcg".
+    pub accel: String,
+    /// Unix seconds.
+    pub started_at: i64,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    engine TEXT NOT NULL DEFAULT 'qemu',
+    off_reason TEXT NOT NULL DEFAULT 'unknown'
+);
+CREATE TABLE IF NOT EXISTS runtime (
+    uuid TEXT PRIMARY KEY NOT NULL REFERENCES domains(uuid),
+    pid INTEGER NOT NULL,
+    run_dir TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    id INTEGER NOT NULL UNIQUE,
+    accel TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
+";
+
+impl Store {
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("opening state database {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .context("enabling WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .context("enabling foreign keys")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .context("setting synchronous")?;
+        conn.execute_batch(SCHEMA)
+            .with_context(|| format!("creating tables in {}", path.display()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs `f` in one transaction, committed only if it returns `Ok`.
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.transaction_or(|e| e, f)
+    }
+
+    /// Like [`Store::transaction`] for closures with their own error type; `db_error` turns
+    /// SQLite's errors (beginning or committing) into it.
+    pub fn transaction_or<T, E>(
+        &self,
+        db_error: impl Fn(rusqlite::Error) -> E,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite rolled its
+        // transaction back, so the connection is still consistent.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn.transaction().map_err(&db_error)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(&db_error)?;
+        Ok(value)
+    }
+
+    pub fn list_domains(&self) -> rusqlite::Result<Vec<DomainRecord>> {
+        self.transaction(list_domains)
+    }
+
+    pub fn domain_by_uuid(&self, uuid: &Uuid) -> rusqlite::Result<Option<DomainRecord>> {
+        self.transaction(|tx| domain_by_uuid(tx, uuid))
+    }
+
+    /// Looks a domain up by name, then by UUID (virsh accepts either).
+    pub fn find_domain(&self, name_or_uuid: &str) -> rusqlite::Result<Option<DomainRecord>> {
+        self.transaction(|tx| {
+            if let Some(record) = domain_by_name(tx, name_or_uuid)? {
+                return Ok(Some(record));
+            }
+            match Uuid::parse_str(name_or_uuid) {
+                Ok(uuid) => domain_by_uuid(tx, &uuid),
+                Err(_) => Ok(None),
+            }
+        })
+    }
+
+    pub fn runtime(&self, uuid: &Uuid) -> rusqlite::Result<Option<RuntimeRecord>> {
+        self.transaction(|tx| runtime(tx, uuid))
+    }
+
+    pub fn list_runtime(&self) -> rusqlite::Result<Vec<RuntimeRecord>> {
+        self.transaction(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT uuid, pid, run_dir, state, reason, id, accel, started_at FROM runtime ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], runtime_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Updates the state of an active domain (no-op if it is not active any more).
+    pub fn set_runtime_state(
+        &self,
+        uuid: &Uuid,
+        state: DomainState,
+        reason: &str,
+    ) -> rusqlite::Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE runtime SET state = ?2, reason = ?3 WHERE uuid = ?1",
+                params![uuid.to_string(), state.as_str(), reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Records that a domain stopped: drops its runtime row and remembers why.
+    pub fn mark_stopped(&self, uuid: &Uuid, reason: &str) -> rusqlite::Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "DELETE FROM runtime WHERE uuid = ?1",
+                params![uuid.to_string()],
+            )?;
+            tx.execute(
+                "UPDATE domains SET off_reason = ?2 WHERE uuid = ?1",
+                params![uuid.to_string(), reason],
+            )?;
+            Ok(())
+        })
+    }
+
+    pub fn set_autostart(&self, uuid: &Uuid, enabled: bool) -> rusqlite::Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE domains SET autostart = ?2 WHERE uuid = ?1",
+                params![uuid.to_string(), enabled],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+pub fn list_domains(tx: &Transaction<'_>) -> rusqlite::Result<Vec<DomainRecord>> {
+    let mut stmt = tx.prepare(
+        "SELECT uuid, name, xml, autostart, engine, off_reason FROM domains ORDER BY name",
+    )?;
+    let rows = stmt.query_map([], domain_from_row)?;
+    rows.collect()
+}
+
+pub fn domain_by_uuid(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<DomainRecord>> {
+    tx.query_row(
+        "SELECT uuid, name, xml, autostart, engine, off_reason FROM domains WHERE uuid = ?1",
+        params![uuid.to_string()],
+        domain_from_row,
+    )
+    .optional()
+}
+
+pub fn domain_by_name(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Option<DomainRecord>> {
+    tx.query_row(
+        "SELECT uuid, name, xml, autostart, engine, off_reason FROM domains WHERE name = ?1",
+        params![name],
+        domain_from_row,
+    )
+    .optional()
+}
+
+pub fn insert_domain(tx: &Transaction<'_>, record: &DomainRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO domains (uuid, name, xml, autostart, engine, off_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            record.uuid.to_string(),
+            record.name,
+            record.xml,
+            record.autostart,
+            record.engine,
+            record.off_reason
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn update_domain_xml(
+    tx: &Transaction<'_>,
+    uuid: &Uuid,
+    xml: &str,
+    engine: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE domains SET xml = ?2, engine = ?3 WHERE uuid = ?1",
+        params![uuid.to_string(), xml, engine],
+    )?;
+    Ok(())
+}
+
+pub fn delete_domain(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM domains WHERE uuid = ?1",
+        params![uuid.to_string()],
+    )?;
+    Ok(())
+}
+
+pub fn runtime(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<RuntimeRecord>> {
+    tx.query_row(
+        "SELECT uuid, pid, run_dir, state, reason, id, accel, started_at FROM runtime WHERE uuid = ?1",
+        params![uuid.to_string()],
+        runtime_from_row,
+    )
+    .optional()
+}
+
+pub fn insert_runtime(tx: &Transaction<'_>, record: &RuntimeRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO runtime (uuid, pid, run_dir, state, reason, id, accel, started_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            record.uuid.to_string(),
+            record.pid,
+            record.run_dir.to_string_lossy(),
+            record.state.as_str(),
+            record.reason,
+            record.id,
+            record.accel,
+            record.started_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Hands out runtime ids 1, 2, 3, ... across daemon restarts, like libvirt.
+pub fn next_runtime_id(tx: &Transaction<'_>) -> rusqlite::Result<u32> {
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'runtime_id'",
+            [],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let next = current.unwrap_or(0) + 1;
+    let next = if next > i64::from(u32::MAX) { 1 } else { next };
+    tx.execute(
+        "INSERT INTO counters (name, value) VALUES ('runtime_id', ?1)
+         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+        params![next],
+    )?;
+    Ok(next as u32)
+}
+
+fn parse_uuid(index: usize, text: String) -> rusqlite::Result<Uuid> {
+    Uuid::parse_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
+    Ok(DomainRecord {
+        uuid: parse_uuid(0, row.get(0)?)?,
+        name: row.get(1)?,
+        xml: row.get(2)?,
+        autostart: row.get(3)?,
+        engine: row.get(4)?,
+        off_reason: row.get(5)?,
+    })
+}
+
+fn runtime_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RuntimeRecord> {
+    let state_text: String = row.get(3)?;
+    let state = parse_state(&state_text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            3,
+            rusqlite::types::Type::Text,
+            format!("unknown domain state '{state_text}'").into(),
+        )
+    })?;
+    let run_dir: String = row.get(2)?;
+    Ok(RuntimeRecord {
+        uuid: parse_uuid(0, row.get(0)?)?,
+        pid: row.get(1)?,
+        run_dir: PathBuf::from(run_dir),
+        state,
+        reason: row.get(4)?,
+        id: row.get(5)?,
+        accel: row.get(6)?,
+        started_at: row.get(7)?,
+    })
+}
+
+fn parse_state(text: &str) -> Option<DomainState> {
+    [
+        DomainState::Running,
+        DomainState::Paused,
+        DomainState::ShutOff,
+        DomainState::Crashed,
+        DomainState::InShutdown,
+        DomainState::PmSuspended,
+    ]
+    .into_iter()
+    .find(|s| s.as_str() == text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str) -> DomainRecord {
+        DomainRecord {
+            uuid: Uuid::new_v4(),
+            name: name.to_string(),
+            xml: format!("<domain><name>{name}</name></domain>"),
+            autostart: false,
+            engine: "qemu".to_string(),
+            off_reason: "unknown".to_string(),
+        }
+    }
+
+    #[test]
+    fn failed_transaction_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = record("a");
+        store.transaction(|tx| insert_domain(tx, &a)).unwrap();
+        let mut clash = record("b");
+        clash.uuid = a.uuid;
+        let result: rusqlite::Result<()> = store.transaction(|tx| {
+            insert_domain(tx, &record("c"))?;
+            insert_domain(tx, &clash)
+        });
+        assert!(result.is_err());
+        assert_eq!(store.list_domains().unwrap(), vec![a]);
+    }
+
+    #[test]
+    fn runtime_rows_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxvirt.db");
+        let a = record("a");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .transaction(|tx| {
+                    insert_domain(tx, &a)?;
+                    let id = next_runtime_id(tx)?;
+                    insert_runtime(
+                        tx,
+                        &RuntimeRecord {
+                            uuid: a.uuid,
+                            pid: 42,
+                            run_dir: "/tmp/x".into(),
+                            state: DomainState::Paused,
+                            reason: "user".into(),
+                            id,
+                            accel: "tcg".into(),
+                            started_at: 7,
+                        },
+                    )
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let rows = store.list_runtime().unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, DomainState::Paused);
+        assert_eq!(rows[0].id, 1);
+        assert_eq!(store.transaction(next_runtime_id).unwrap(), 2);
+        assert_eq!(
+            store.find_domain(&a.uuid.to_string()).unwrap(),
+            Some(a.clone())
+        );
+        assert_eq!(store.find_domain("a").unwrap(), Some(a));
+        assert_eq!(store.find_domain("zz").unwrap(), None);
+    }
+}

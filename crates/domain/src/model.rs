@@ -1,0 +1,728 @@
+//! The domain model: what oxvirt understands of a libvirt `<domain>` definition.
+//!
+//! Every value here is already normalized: sizes are in KiB, defaults that libvirt fills in
+//! are filled in (see `normalize.rs`), so two definitions that libvirt would print the same
+//! way compare equal here.
+//!
+//! Compatibility rule for other crates: fields and variants are only ever added, never
+//! renamed or removed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+pub use uuid::Uuid;
+
+/// A whole `<domain>` definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Domain {
+    /// `<domain type=...>`.
+    pub domain_type: DomainType,
+    pub name: String,
+    pub uuid: Uuid,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    /// `<memory>`, in KiB (the maximum memory at boot).
+    pub memory_kib: u64,
+    /// `<currentMemory>`, in KiB (the balloon target). Defaults to `memory_kib`.
+    pub current_memory_kib: u64,
+    /// `<maxMemory slots=...>`: memory hotplug ceiling.
+    pub max_memory: Option<MaxMemory>,
+    pub memory_backing: Option<MemoryBacking>,
+    pub vcpu: Vcpu,
+    /// `<iothreads>`: number of IOThreads.
+    pub iothreads: Option<u32>,
+    pub cputune: Option<CpuTune>,
+    pub os: Os,
+    pub features: Features,
+    pub cpu: Option<Cpu>,
+    pub clock: Clock,
+    pub on_poweroff: LifecycleAction,
+    pub on_reboot: LifecycleAction,
+    pub on_crash: LifecycleAction,
+    pub devices: Devices,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DomainType {
+    Kvm,
+    Qemu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxMemory {
+    pub kib: u64,
+    /// DIMM slots; 0 when not given (virtio-mem needs none).
+    pub slots: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemoryBacking {
+    pub hugepages: Option<Hugepages>,
+    /// `<nosharepages/>`: opt out of KSM.
+    pub nosharepages: bool,
+}
+
+/// `<hugepages>`; `page_sizes_kib` empty means "the host's default huge page size".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hugepages {
+    pub page_sizes_kib: Vec<u64>,
+}
+
+/// `<vcpu placement= current= cpuset=>N</vcpu>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vcpu {
+    pub placement: VcpuPlacement,
+    /// Maximum vCPU count (the element's text).
+    pub max: u32,
+    /// vCPUs online at boot; `None` means all of `max`.
+    pub current: Option<u32>,
+    pub cpuset: Option<CpuSet>,
+}
+
+impl Vcpu {
+    /// vCPUs online at boot.
+    pub fn online(&self) -> u32 {
+        self.current.unwrap_or(self.max)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VcpuPlacement {
+    Static,
+    Auto,
+}
+
+/// A set of host CPU ids, as written `1-4,^3,8`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct CpuSet(pub BTreeSet<u32>);
+
+impl CpuSet {
+    pub fn contains(&self, cpu: u32) -> bool {
+        self.0.contains(&cpu)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().copied()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Formats as libvirt does: ascending runs, `a-b` for runs longer than one.
+impl fmt::Display for CpuSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        let mut iter = self.0.iter().copied().peekable();
+        while let Some(start) = iter.next() {
+            let mut end = start;
+            while iter.peek() == Some(&(end.wrapping_add(1))) && end != u32::MAX {
+                end += 1;
+                iter.next();
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if start == end {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuTune {
+    pub shares: Option<u64>,
+    pub period: Option<u64>,
+    pub quota: Option<i64>,
+    pub emulator_period: Option<u64>,
+    pub emulator_quota: Option<i64>,
+    pub vcpupins: Vec<VcpuPin>,
+    pub emulatorpin: Option<CpuSet>,
+    pub iothreadpins: Vec<IoThreadPin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VcpuPin {
+    pub vcpu: u32,
+    pub cpuset: CpuSet,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IoThreadPin {
+    pub iothread: u32,
+    pub cpuset: CpuSet,
+}
+
+/// `<cpu>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cpu {
+    pub mode: CpuMode,
+    pub match_: Option<CpuMatch>,
+    pub check: Option<CpuCheck>,
+    pub migratable: Option<bool>,
+    pub model: Option<CpuModel>,
+    pub vendor: Option<String>,
+    pub topology: Option<CpuTopology>,
+    pub features: Vec<CpuFeature>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuMode {
+    Custom,
+    HostModel,
+    HostPassthrough,
+    Maximum,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuMatch {
+    Minimum,
+    Exact,
+    Strict,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuCheck {
+    None,
+    Partial,
+    Full,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuModel {
+    pub name: String,
+    pub fallback: Option<CpuFallback>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CpuFallback {
+    Allow,
+    Forbid,
+}
+
+/// `<topology>`; absent counts are 1 (libvirt prints dies and clusters as 1 too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTopology {
+    pub sockets: u32,
+    pub dies: u32,
+    pub clusters: u32,
+    pub cores: u32,
+    pub threads: u32,
+}
+
+impl CpuTopology {
+    /// Total vCPU slots the topology describes (`None` on overflow).
+    pub fn total(&self) -> Option<u32> {
+        self.sockets
+            .checked_mul(self.dies)?
+            .checked_mul(self.clusters)?
+            .checked_mul(self.cores)?
+            .checked_mul(self.threads)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFeature {
+    pub policy: FeaturePolicy,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeaturePolicy {
+    Force,
+    Require,
+    Optional,
+    Disable,
+    Forbid,
+}
+
+/// `<os>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Os {
+    /// `<os firmware=...>`: automatic firmware selection.
+    pub firmware: Option<Firmware>,
+    /// `<type arch=...>`; normalized to `x86_64` when absent.
+    pub arch: String,
+    /// `<type machine=...>`; normalized to `pc` when absent.
+    pub machine: String,
+    pub loader: Option<Loader>,
+    pub nvram: Option<Nvram>,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub cmdline: Option<String>,
+    /// `<boot dev=...>` in order. libvirt adds `hd` when there is neither a boot element,
+    /// a kernel, nor any per-device `<boot order>`.
+    pub boot: Vec<BootDevice>,
+    pub bootmenu: Option<BootMenu>,
+    /// `<bios rebootTimeout=...>`, milliseconds; -1 disables rebooting.
+    pub bios_reboot_timeout: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Firmware {
+    Bios,
+    Efi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BootDevice {
+    Hd,
+    Cdrom,
+    Network,
+    Fd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BootMenu {
+    pub enable: bool,
+    /// Milliseconds.
+    pub timeout: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loader {
+    pub path: Option<String>,
+    pub readonly: Option<bool>,
+    pub secure: Option<bool>,
+    pub loader_type: Option<LoaderType>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoaderType {
+    Rom,
+    Pflash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nvram {
+    pub path: Option<String>,
+    pub template: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LifecycleAction {
+    Destroy,
+    Restart,
+    Preserve,
+    RenameRestart,
+    CoredumpDestroy,
+    CoredumpRestart,
+}
+
+/// `<features>`; each flag is the presence of the empty element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    pub acpi: bool,
+    pub apic: bool,
+    pub pae: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub offset: ClockOffset,
+    pub timers: Vec<Timer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClockOffset {
+    Utc,
+    Localtime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    pub name: TimerName,
+    pub present: Option<bool>,
+    pub tickpolicy: Option<TickPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerName {
+    Platform,
+    Pit,
+    Rtc,
+    Hpet,
+    Tsc,
+    Kvmclock,
+    HypervClock,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TickPolicy {
+    Delay,
+    Catchup,
+    Merge,
+    Discard,
+}
+
+/// `<devices>`. Devices are grouped by kind, in the order libvirt prints them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Devices {
+    pub emulator: Option<String>,
+    pub disks: Vec<Disk>,
+    pub controllers: Vec<Controller>,
+    pub interfaces: Vec<Interface>,
+    pub serials: Vec<CharDevice>,
+    pub consoles: Vec<CharDevice>,
+    pub inputs: Vec<Input>,
+    pub graphics: Vec<Graphics>,
+    pub audios: Vec<Audio>,
+    pub videos: Vec<Video>,
+    pub memballoon: Option<MemBalloon>,
+    pub rngs: Vec<Rng>,
+}
+
+/// A guest device address (`<address type=...>`), kept so definitions round-trip.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Address {
+    Pci(PciAddress),
+    Drive(DriveAddress),
+    Usb(UsbAddress),
+    VirtioSerial(VirtioSerialAddress),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PciAddress {
+    pub domain: u16,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+    pub multifunction: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DriveAddress {
+    pub controller: u32,
+    pub bus: u32,
+    pub target: u32,
+    pub unit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct UsbAddress {
+    pub bus: u32,
+    /// Dotted port path, e.g. `1.2`.
+    pub port: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VirtioSerialAddress {
+    pub controller: u32,
+    pub bus: u32,
+    pub port: u32,
+}
+
+/// `<disk>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub disk_type: DiskType,
+    pub device: DiskDevice,
+    pub driver: DiskDriver,
+    /// `<source file=>` (type file) or `<source dev=>` (type block); `None` only for an
+    /// empty cdrom tray.
+    pub source: Option<String>,
+    pub target: DiskTarget,
+    pub readonly: bool,
+    pub shareable: bool,
+    pub serial: Option<String>,
+    pub boot_order: Option<u32>,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskType {
+    File,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskDevice {
+    Disk,
+    Cdrom,
+}
+
+/// `<driver name='qemu' ...>`; `name` is always `qemu`, so it is not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DiskDriver {
+    pub format: DiskFormat,
+    pub cache: Option<DiskCache>,
+    pub io: Option<DiskIo>,
+    pub discard: Option<DiskDiscard>,
+    pub detect_zeroes: Option<DetectZeroes>,
+    pub iothread: Option<u32>,
+}
+
+impl Default for DiskDriver {
+    fn default() -> Self {
+        DiskDriver {
+            format: DiskFormat::Raw,
+            cache: None,
+            io: None,
+            discard: None,
+            detect_zeroes: None,
+            iothread: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskFormat {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskCache {
+    None,
+    Writeback,
+    Writethrough,
+    Directsync,
+    Unsafe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskIo {
+    Native,
+    Threads,
+    IoUring,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskDiscard {
+    Unmap,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetectZeroes {
+    Off,
+    On,
+    Unmap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskTarget {
+    pub dev: String,
+    pub bus: DiskBus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskBus {
+    Virtio,
+    Sata,
+    Scsi,
+    Ide,
+    Usb,
+    Fdc,
+}
+
+/// `<controller type= index= model=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Controller {
+    pub controller_type: ControllerType,
+    pub index: u32,
+    /// libvirt's model name (`piix3-uhci`, `pci-root`, `virtio-scsi`, ...), kept as text
+    /// because the valid set depends on the controller type.
+    pub model: Option<String>,
+    /// `<driver queues=>` (virtio-scsi).
+    pub driver_queues: Option<u32>,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControllerType {
+    Ide,
+    Fdc,
+    Scsi,
+    Sata,
+    Usb,
+    Pci,
+    VirtioSerial,
+}
+
+/// `<interface>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    pub interface_type: InterfaceType,
+    /// `<mac address=>`; generated (`52:54:00:..`) when absent.
+    pub mac: Option<MacAddr>,
+    pub source: InterfaceSource,
+    /// `<model type=>`: `virtio`, `e1000`, `rtl8139`, ... (kept as text).
+    pub model: Option<String>,
+    /// `<driver name=>`: `qemu` or `vhost`.
+    pub driver_name: Option<InterfaceDriverName>,
+    pub driver_queues: Option<u32>,
+    /// `<target dev=>`: the host tap device name.
+    pub target_dev: Option<String>,
+    pub mtu: Option<u32>,
+    /// `<link state=>`: `Some(false)` is `down`.
+    pub link_up: Option<bool>,
+    pub boot_order: Option<u32>,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterfaceType {
+    Network,
+    Bridge,
+    User,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSource {
+    /// `type='user'`: no source.
+    None,
+    Network(String),
+    Bridge(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InterfaceDriverName {
+    Qemu,
+    Vhost,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+/// `<serial>` or `<console>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CharDevice {
+    pub source: CharSource,
+    pub target: CharTarget,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CharSource {
+    Pty,
+    File { path: String, append: Option<bool> },
+    Unix { path: String, mode: UnixMode },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnixMode {
+    Bind,
+    Connect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CharTarget {
+    /// `<target type=>`: `isa-serial`, `serial`, `virtio`, ... (kept as text).
+    pub target_type: Option<String>,
+    pub port: Option<u32>,
+    /// `<target><model name=>` (e.g. `isa-serial`).
+    pub model: Option<String>,
+}
+
+/// `<input type= bus=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Input {
+    pub input_type: InputType,
+    pub bus: InputBus,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputType {
+    Mouse,
+    Keyboard,
+    Tablet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputBus {
+    Ps2,
+    Usb,
+    Virtio,
+}
+
+/// `<graphics type='vnc'>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Graphics {
+    pub listen: VncListen,
+    /// `port=`: fixed port; `None` with `autoport`.
+    pub port: Option<u16>,
+    pub autoport: bool,
+    pub passwd: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VncListen {
+    /// `listen=` address (or none: QEMU's default).
+    Address(Option<String>),
+    /// `socket=`: a UNIX socket path.
+    Socket(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Audio {
+    pub id: u32,
+    pub audio_type: AudioType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioType {
+    None,
+}
+
+/// `<video><model type= vram= heads= primary=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Video {
+    pub model: VideoModel,
+    pub vram_kib: Option<u64>,
+    pub heads: Option<u32>,
+    pub primary: bool,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum VideoModel {
+    Vga,
+    Cirrus,
+    Virtio,
+    Bochs,
+    Ramfb,
+    None,
+}
+
+/// `<memballoon model= autodeflate=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemBalloon {
+    pub model: MemBalloonModel,
+    pub autodeflate: Option<bool>,
+    /// `<stats period=>`, seconds.
+    pub stats_period: Option<u32>,
+    pub address: Option<Address>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemBalloonModel {
+    Virtio,
+    None,
+}
+
+/// `<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rng {
+    /// Path of the host entropy source.
+    pub backend_random: String,
+    pub address: Option<Address>,
+}

@@ -1,0 +1,522 @@
+//! Fills in what libvirt fills in when it defines a domain, so `to_xml` prints what
+//! `virsh dumpxml` prints. What is reproduced (and what is not) is listed in
+//! `docs/xml-support.md`.
+//!
+//! Normalization is idempotent: normalizing a normalized domain changes nothing, which
+//! is what makes `parse(to_xml(d)) == d` hold.
+
+use crate::model::*;
+use crate::parse::UNSET_INDEX;
+
+/// The emulator libvirt reports for x86_64 guests on Debian.
+pub const DEFAULT_EMULATOR: &str = "/usr/bin/qemu-system-x86_64";
+/// QEMU's default CPU model for the x86 `pc` and `q35` machine types.
+pub const DEFAULT_CPU_MODEL: &str = "qemu64";
+
+pub(crate) fn normalize(d: &mut Domain) {
+    if d.uuid.is_nil() {
+        d.uuid = Uuid::new_v4();
+    }
+    if d.current_memory_kib == 0 || d.current_memory_kib > d.memory_kib {
+        d.current_memory_kib = d.memory_kib;
+    }
+    if d.vcpu.current == Some(d.vcpu.max) {
+        d.vcpu.current = None;
+    }
+    if let Some(tune) = &d.cputune {
+        if *tune == CpuTune::default() {
+            d.cputune = None;
+        }
+    }
+    if let Some(backing) = &d.memory_backing {
+        if backing.hugepages.is_none() && !backing.nosharepages {
+            d.memory_backing = None;
+        }
+    }
+    normalize_os(d);
+    normalize_cpu(d);
+    normalize_devices(d);
+}
+
+fn is_q35(machine: &str) -> bool {
+    machine == "q35" || machine.starts_with("pc-q35")
+}
+
+fn normalize_os(d: &mut Domain) {
+    if d.os.arch.is_empty() {
+        d.os.arch = "x86_64".to_string();
+    }
+    if d.os.machine.is_empty() {
+        d.os.machine = "pc".to_string();
+    }
+    let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
+        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some());
+    if d.os.boot.is_empty() && !per_device_boot {
+        d.os.boot.push(BootDevice::Hd);
+    }
+}
+
+fn normalize_cpu(d: &mut Domain) {
+    let domain_type = d.domain_type;
+    let cpu = d.cpu.get_or_insert_with(|| Cpu {
+        mode: CpuMode::Custom,
+        match_: None,
+        check: None,
+        migratable: None,
+        model: None,
+        vendor: None,
+        topology: None,
+        features: Vec::new(),
+    });
+    match cpu.mode {
+        CpuMode::Custom => {
+            if cpu.model.is_none() {
+                cpu.model = Some(CpuModel {
+                    name: DEFAULT_CPU_MODEL.to_string(),
+                    fallback: Some(CpuFallback::Forbid),
+                });
+            }
+            if let Some(model) = &mut cpu.model {
+                model.fallback.get_or_insert(CpuFallback::Allow);
+            }
+            cpu.match_.get_or_insert(CpuMatch::Exact);
+            // TCG guests are not compared against the host CPU by default.
+            cpu.check.get_or_insert(match domain_type {
+                DomainType::Qemu => CpuCheck::None,
+                DomainType::Kvm => CpuCheck::Partial,
+            });
+        }
+        CpuMode::HostModel => {
+            cpu.check.get_or_insert(CpuCheck::Partial);
+        }
+        CpuMode::HostPassthrough | CpuMode::Maximum => {
+            cpu.check.get_or_insert(CpuCheck::None);
+            cpu.migratable.get_or_insert(true);
+        }
+    }
+}
+
+fn normalize_devices(d: &mut Domain) {
+    let q35 = is_q35(&d.os.machine);
+    let devices = &mut d.devices;
+    if devices.emulator.is_none() {
+        devices.emulator = Some(DEFAULT_EMULATOR.to_string());
+    }
+    for disk in &mut devices.disks {
+        if disk.device == DiskDevice::Cdrom {
+            disk.readonly = true;
+        }
+        if disk.address.is_none() {
+            disk.address = drive_address(&disk.target);
+        }
+    }
+    assign_controller_indexes(&mut devices.controllers);
+    add_default_controllers(devices, q35);
+    add_disk_controllers(devices);
+    for controller in &mut devices.controllers {
+        if controller.controller_type == ControllerType::Scsi && controller.model.is_none() {
+            controller.model = Some("lsilogic".to_string());
+        }
+    }
+    normalize_chardevs(devices);
+    normalize_inputs(devices);
+    if devices.audios.is_empty() {
+        devices.audios.push(Audio {
+            id: 1,
+            audio_type: AudioType::None,
+        });
+    }
+    normalize_videos(devices);
+    for graphics in &mut devices.graphics {
+        // A UNIX-socket VNC server has no TCP port.
+        if matches!(graphics.listen, VncListen::Socket(_)) {
+            graphics.port = None;
+        }
+        if graphics.port.is_none() {
+            graphics.autoport = true;
+        }
+    }
+    if devices.memballoon.is_none() {
+        devices.memballoon = Some(MemBalloon {
+            model: MemBalloonModel::Virtio,
+            autodeflate: None,
+            stats_period: None,
+            address: None,
+        });
+    }
+    for iface in &mut devices.interfaces {
+        if iface.mac.is_none() {
+            let random = Uuid::new_v4();
+            let b = random.as_bytes();
+            iface.mac = Some(crate::units::generate_mac([b[0], b[1], b[2]]));
+        }
+    }
+    if !q35 {
+        assign_pci_addresses_i440fx(devices);
+    }
+}
+
+/// libvirt's index of a disk target name: the letters after the bus prefix in bijective
+/// base 26 (`a`=0, `z`=25, `aa`=26, ...).
+pub(crate) fn disk_index(dev: &str) -> Option<u32> {
+    let letters = ["hd", "sd", "vd", "fd", "xvd", "ubd"]
+        .iter()
+        .find_map(|p| dev.strip_prefix(p))?;
+    if letters.is_empty() || letters.len() > 6 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
+        return None;
+    }
+    let mut index: u32 = 0;
+    for b in letters.bytes() {
+        index = index * 26 + u32::from(b - b'a') + 1;
+    }
+    Some(index - 1)
+}
+
+/// The drive address libvirt derives from the target name for ide/sata/scsi/fdc disks.
+fn drive_address(target: &DiskTarget) -> Option<Address> {
+    let idx = disk_index(&target.dev)?;
+    let address = match target.bus {
+        DiskBus::Ide => DriveAddress {
+            controller: idx / 4,
+            bus: (idx % 4) / 2,
+            target: 0,
+            unit: idx % 2,
+        },
+        DiskBus::Sata => DriveAddress {
+            controller: idx / 6,
+            bus: 0,
+            target: 0,
+            unit: idx % 6,
+        },
+        DiskBus::Scsi => DriveAddress {
+            controller: idx / 7,
+            bus: 0,
+            target: 0,
+            unit: idx % 7,
+        },
+        DiskBus::Fdc => DriveAddress {
+            controller: 0,
+            bus: 0,
+            target: 0,
+            unit: idx,
+        },
+        DiskBus::Virtio | DiskBus::Usb => return None,
+    };
+    Some(Address::Drive(address))
+}
+
+/// Controllers without an index get the lowest index unused by their type.
+fn assign_controller_indexes(controllers: &mut [Controller]) {
+    for i in 0..controllers.len() {
+        if controllers[i].index != UNSET_INDEX {
+            continue;
+        }
+        let kind = controllers[i].controller_type;
+        let mut index = 0;
+        while controllers
+            .iter()
+            .any(|c| c.controller_type == kind && c.index == index)
+        {
+            index += 1;
+        }
+        controllers[i].index = index;
+    }
+}
+
+/// Inserts like libvirt: among controllers of the same type, by index; else at the end.
+fn insert_controller(controllers: &mut Vec<Controller>, controller: Controller) {
+    let mut insert_at = None;
+    let mut last_same_type = None;
+    for (i, c) in controllers.iter().enumerate().rev() {
+        if c.controller_type == controller.controller_type {
+            if controller.index < c.index {
+                insert_at = Some(i);
+            }
+            last_same_type.get_or_insert(i);
+        }
+    }
+    let at = insert_at
+        .or(last_same_type.map(|i| i + 1))
+        .unwrap_or(controllers.len());
+    controllers.insert(at, controller);
+}
+
+fn has_controller(devices: &Devices, kind: ControllerType, index: u32) -> bool {
+    devices
+        .controllers
+        .iter()
+        .any(|c| c.controller_type == kind && c.index == index)
+}
+
+fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Controller {
+    Controller {
+        controller_type: kind,
+        index,
+        model: model.map(str::to_string),
+        driver_queues: None,
+        address: None,
+    }
+}
+
+fn add_default_controllers(devices: &mut Devices, q35: bool) {
+    let usb_model = if q35 { "qemu-xhci" } else { "piix3-uhci" };
+    if !devices
+        .controllers
+        .iter()
+        .any(|c| c.controller_type == ControllerType::Usb)
+    {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::Usb, 0, Some(usb_model)),
+        );
+    }
+    for c in &mut devices.controllers {
+        if c.controller_type == ControllerType::Usb && c.index == 0 && c.model.is_none() {
+            c.model = Some(usb_model.to_string());
+        }
+    }
+    let root_model = if q35 { "pcie-root" } else { "pci-root" };
+    if !has_controller(devices, ControllerType::Pci, 0) {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::Pci, 0, Some(root_model)),
+        );
+    }
+    if q35 && !has_controller(devices, ControllerType::Sata, 0) {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::Sata, 0, None),
+        );
+    }
+}
+
+/// Each ide/sata/scsi/fdc disk needs its controller.
+fn add_disk_controllers(devices: &mut Devices) {
+    let mut needed = Vec::new();
+    for disk in &devices.disks {
+        let kind = match disk.target.bus {
+            DiskBus::Ide => ControllerType::Ide,
+            DiskBus::Sata => ControllerType::Sata,
+            DiskBus::Scsi => ControllerType::Scsi,
+            DiskBus::Fdc => ControllerType::Fdc,
+            DiskBus::Virtio | DiskBus::Usb => continue,
+        };
+        if let Some(Address::Drive(a)) = &disk.address {
+            needed.push((kind, a.controller));
+        }
+    }
+    for (kind, index) in needed {
+        if !has_controller(devices, kind, index) {
+            insert_controller(&mut devices.controllers, new_controller(kind, index, None));
+        }
+    }
+}
+
+/// The x86 console compatibility rules: `<console>` 0 of target type serial is the same
+/// device as `<serial>` 0 (created from the console when there is no serial).
+fn normalize_chardevs(devices: &mut Devices) {
+    for (i, serial) in devices.serials.iter_mut().enumerate() {
+        let target = &mut serial.target;
+        if target.target_type.is_none() {
+            target.target_type = Some("isa-serial".to_string());
+        }
+        if target.port.is_none() {
+            target.port = Some(i as u32);
+        }
+        if target.model.is_none() {
+            let model = match target.target_type.as_deref() {
+                Some("isa-serial") => Some("isa-serial"),
+                Some("usb-serial") => Some("usb-serial"),
+                Some("pci-serial") => Some("pci-serial"),
+                _ => None,
+            };
+            target.model = model.map(str::to_string);
+        }
+    }
+    let Some(console) = devices.consoles.first_mut() else {
+        return;
+    };
+    if console.target.target_type.is_none() {
+        console.target.target_type = Some("serial".to_string());
+    }
+    if console.target.target_type.as_deref() != Some("serial") {
+        return;
+    }
+    console.target.port.get_or_insert(0);
+    console.target.model = None;
+    match devices.serials.first() {
+        Some(serial) => {
+            console.source = serial.source.clone();
+            console.target.port = serial.target.port;
+        }
+        None => {
+            console.target.port = Some(0);
+            let serial = CharDevice {
+                source: console.source.clone(),
+                target: CharTarget {
+                    target_type: Some("isa-serial".to_string()),
+                    port: Some(0),
+                    model: Some("isa-serial".to_string()),
+                },
+            };
+            devices.serials.push(serial);
+        }
+    }
+}
+
+fn normalize_inputs(devices: &mut Devices) {
+    for kind in [InputType::Mouse, InputType::Keyboard] {
+        if !devices
+            .inputs
+            .iter()
+            .any(|i| i.input_type == kind && i.bus == InputBus::Ps2)
+        {
+            devices.inputs.push(Input {
+                input_type: kind,
+                bus: InputBus::Ps2,
+                address: None,
+            });
+        }
+    }
+}
+
+fn normalize_videos(devices: &mut Devices) {
+    // libvirt keeps the primary video first.
+    if let Some(i) = devices.videos.iter().position(|v| v.primary) {
+        let primary = devices.videos.remove(i);
+        devices.videos.insert(0, primary);
+    }
+    for (i, video) in devices.videos.iter_mut().enumerate() {
+        if video.model == VideoModel::None {
+            continue;
+        }
+        if matches!(
+            video.model,
+            VideoModel::Vga | VideoModel::Cirrus | VideoModel::Bochs
+        ) {
+            video.vram_kib.get_or_insert(16384);
+        }
+        video.heads.get_or_insert(1);
+        if i == 0 {
+            video.primary = true;
+        }
+    }
+}
+
+/// Assigns PCI slots on bus 0 of an i440fx (`pc`) machine in libvirt's order.
+fn assign_pci_addresses_i440fx(devices: &mut Devices) {
+    // Slot 0 is the host bridge; slot 1 the PIIX3 (ISA, IDE at .1, USB UHCI at .2).
+    let mut used: Vec<u8> = vec![0, 1];
+    let note = |a: &Option<Address>, used: &mut Vec<u8>| {
+        if let Some(Address::Pci(p)) = a {
+            if p.bus == 0 && p.domain == 0 {
+                used.push(p.slot);
+            }
+        }
+    };
+    for c in &devices.controllers {
+        note(&c.address, &mut used);
+    }
+    for x in &devices.interfaces {
+        note(&x.address, &mut used);
+    }
+    for x in &devices.disks {
+        note(&x.address, &mut used);
+    }
+    for x in &devices.videos {
+        note(&x.address, &mut used);
+    }
+    for x in &devices.rngs {
+        note(&x.address, &mut used);
+    }
+    if let Some(b) = &devices.memballoon {
+        note(&b.address, &mut used);
+    }
+    let next_free = |used: &mut Vec<u8>| -> Option<Address> {
+        let slot = (2..32u8).find(|s| !used.contains(s))?;
+        used.push(slot);
+        Some(Address::Pci(PciAddress {
+            domain: 0,
+            bus: 0,
+            slot,
+            function: 0,
+            multifunction: None,
+        }))
+    };
+    let piix3 = |function: u8| {
+        Some(Address::Pci(PciAddress {
+            domain: 0,
+            bus: 0,
+            slot: 1,
+            function,
+            multifunction: None,
+        }))
+    };
+
+    // The primary video card gets slot 2 when it is free.
+    if let Some(video) = devices.videos.first_mut() {
+        if video.model != VideoModel::None && video.address.is_none() && !used.contains(&2) {
+            used.push(2);
+            video.address = Some(Address::Pci(PciAddress {
+                domain: 0,
+                bus: 0,
+                slot: 2,
+                function: 0,
+                multifunction: None,
+            }));
+        }
+    }
+    for c in &mut devices.controllers {
+        if c.address.is_some() {
+            continue;
+        }
+        c.address = match (c.controller_type, c.index, c.model.as_deref()) {
+            (ControllerType::Ide, 0, _) => piix3(1),
+            (ControllerType::Usb, 0, Some("piix3-uhci")) => piix3(2),
+            (ControllerType::Pci, 0, _) | (ControllerType::Fdc, _, _) => None,
+            (ControllerType::Usb, _, Some("none")) => None,
+            _ => next_free(&mut used),
+        };
+    }
+    for iface in &mut devices.interfaces {
+        if iface.address.is_none() {
+            iface.address = next_free(&mut used);
+        }
+    }
+    for disk in &mut devices.disks {
+        if disk.target.bus == DiskBus::Virtio && disk.address.is_none() {
+            disk.address = next_free(&mut used);
+        }
+    }
+    if let Some(balloon) = &mut devices.memballoon {
+        if balloon.model == MemBalloonModel::Virtio && balloon.address.is_none() {
+            balloon.address = next_free(&mut used);
+        }
+    }
+    for rng in &mut devices.rngs {
+        if rng.address.is_none() {
+            rng.address = next_free(&mut used);
+        }
+    }
+    for video in devices.videos.iter_mut().skip(1) {
+        if video.model != VideoModel::None && video.address.is_none() {
+            video.address = next_free(&mut used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_index_is_bijective_base26() {
+        assert_eq!(disk_index("vda"), Some(0));
+        assert_eq!(disk_index("hdd"), Some(3));
+        assert_eq!(disk_index("sdz"), Some(25));
+        assert_eq!(disk_index("sdaa"), Some(26));
+        assert_eq!(disk_index("vd"), None);
+        assert_eq!(disk_index("vda1"), None);
+        assert_eq!(disk_index("nvme0"), None);
+    }
+}

@@ -1,0 +1,2005 @@
+//! XML text -> [`Domain`] (not yet normalized).
+//!
+//! Every element and attribute is either consumed into the model or reported: an
+//! [`Elem`] remembers which attributes were read, and `finish` rejects the rest, so
+//! nothing is dropped silently.
+
+use roxmltree::{Document, Node, NodeType};
+
+use crate::error::Location;
+use crate::model::*;
+use crate::units::{cpuset_at, mac_at, parse_decimal_u64, size_kib_at};
+use crate::DomainError;
+
+type Result<T> = std::result::Result<T, DomainError>;
+
+/// Controller indexes above this are rejected (PCI has at most 256 buses).
+pub(crate) const MAX_CONTROLLER_INDEX: u32 = 255;
+/// Placeholder for a controller index the definition left out.
+pub(crate) const UNSET_INDEX: u32 = u32::MAX;
+
+/// Input larger than this is rejected before parsing (definitions are a few KiB).
+const MAX_XML_BYTES: usize = 4 << 20;
+
+pub(crate) fn parse(xml: &str) -> Result<Domain> {
+    if xml.len() > MAX_XML_BYTES {
+        return Err(DomainError::Invalid {
+            reason: format!("definition is larger than {MAX_XML_BYTES} bytes"),
+            location: Location::new("domain", None),
+        });
+    }
+    let depth = nesting_depth(xml);
+    if depth > MAX_NESTING {
+        return Err(DomainError::Invalid {
+            reason: format!(
+                "elements nest {depth} deep; at most {MAX_NESTING} levels are accepted"
+            ),
+            location: Location::new("domain", None),
+        });
+    }
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: false,
+        nodes_limit: 200_000,
+    };
+    let doc = Document::parse_with_options(xml, options).map_err(|e| {
+        let pos = e.pos();
+        DomainError::MalformedXml {
+            line: pos.row,
+            column: pos.col,
+            message: e.to_string(),
+        }
+    })?;
+    let root = doc.root_element();
+    let mut elem = Elem::new(&doc, root, root.tag_name().name().to_string());
+    if root.tag_name().name() != "domain" || root.tag_name().namespace().is_some() {
+        return Err(DomainError::UnsupportedElement {
+            location: elem.loc(),
+        });
+    }
+    parse_domain(&mut elem)
+}
+
+/// Deepest element nesting accepted. roxmltree parses nesting recursively, so a hostile
+/// document could otherwise exhaust the stack; real definitions nest about 5 deep.
+const MAX_NESTING: usize = 64;
+
+/// The element nesting depth of `xml`, from a light scan that skips comments, CDATA,
+/// processing instructions, declarations and quoted attribute values. Only used to
+/// refuse pathological input before the real parser sees it.
+fn nesting_depth(xml: &str) -> usize {
+    let b = xml.as_bytes();
+    let skip_past = |from: usize, end: &[u8]| -> usize {
+        b[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(b.len(), |p| from + p + end.len())
+    };
+    let (mut i, mut depth, mut max) = (0, 0usize, 0usize);
+    while i < b.len() {
+        if b[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &b[i..];
+        if rest.starts_with(b"<!--") {
+            i = skip_past(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = skip_past(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = skip_past(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") || rest.starts_with(b"</") {
+            if rest.starts_with(b"</") {
+                depth = depth.saturating_sub(1);
+            }
+            i = skip_past(i + 2, b">");
+        } else {
+            // A start tag: find its end outside quoted values.
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < b.len() {
+                match (quote, b[j]) {
+                    (None, b'"' | b'\'') => quote = Some(b[j]),
+                    (Some(q), c) if c == q => quote = None,
+                    (None, b'>') => break,
+                    _ => {}
+                }
+                j += 1;
+            }
+            if j <= b.len() && b.get(j.wrapping_sub(1)) != Some(&b'/') {
+                depth += 1;
+                max = max.max(depth);
+            }
+            i = j + 1;
+        }
+    }
+    max
+}
+
+/// One element being parsed, with its path for error messages.
+struct Elem<'a, 'input> {
+    doc: &'a Document<'input>,
+    node: Node<'a, 'input>,
+    path: String,
+    used: Vec<&'static str>,
+}
+
+impl<'a, 'input> Elem<'a, 'input> {
+    fn new(doc: &'a Document<'input>, node: Node<'a, 'input>, path: String) -> Self {
+        Elem {
+            doc,
+            node,
+            path,
+            used: Vec::new(),
+        }
+    }
+
+    fn name(&self) -> &'a str {
+        self.node.tag_name().name()
+    }
+
+    fn line(&self) -> u32 {
+        self.doc.text_pos_at(self.node.range().start).row
+    }
+
+    fn loc(&self) -> Location {
+        Location::new(self.path.clone(), Some(self.line()))
+    }
+
+    fn attr(&mut self, name: &'static str) -> Option<&'a str> {
+        self.used.push(name);
+        self.node.attribute(name)
+    }
+
+    fn required_attr(&mut self, name: &'static str) -> Result<&'a str> {
+        self.attr(name).ok_or_else(|| DomainError::Missing {
+            what: format!("attribute '{name}'"),
+            location: self.loc(),
+        })
+    }
+
+    fn invalid(&self, attribute: &str, value: &str, reason: impl Into<String>) -> DomainError {
+        DomainError::InvalidValue {
+            attribute: attribute.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+            location: self.loc(),
+        }
+    }
+
+    fn enum_attr<T: Copy>(&mut self, name: &'static str, table: &[(&str, T)]) -> Result<Option<T>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(value) => lookup(table, value)
+                .map(Some)
+                .ok_or_else(|| self.enum_error(&format!("attribute '{name}'"), value, table)),
+        }
+    }
+
+    fn enum_error<T>(&self, what: &str, value: &str, table: &[(&str, T)]) -> DomainError {
+        DomainError::InvalidEnumValue {
+            attribute: what.to_string(),
+            value: value.to_string(),
+            allowed: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            location: self.loc(),
+        }
+    }
+
+    fn u32_attr(&mut self, name: &'static str) -> Result<Option<u32>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(v) => parse_decimal_u64(v.trim())
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(
+                        &format!("attribute '{name}'"),
+                        v,
+                        "expected an unsigned 32-bit integer",
+                    )
+                }),
+        }
+    }
+
+    /// An integer in C `strtoul(.., 0)` syntax (`0x` hex, leading `0` octal), as libvirt
+    /// accepts for address fields.
+    fn c_uint_attr(&mut self, name: &'static str, max: u64) -> Result<Option<u64>> {
+        match self.attr(name) {
+            None => Ok(None),
+            Some(v) => parse_c_uint(v.trim())
+                .filter(|n| *n <= max)
+                .map(Some)
+                .ok_or_else(|| {
+                    self.invalid(
+                        &format!("attribute '{name}'"),
+                        v,
+                        format!("expected an integer from 0 to {max:#x}"),
+                    )
+                }),
+        }
+    }
+
+    fn yes_no_attr(&mut self, name: &'static str) -> Result<Option<bool>> {
+        self.enum_attr(name, &[("yes", true), ("no", false)])
+    }
+
+    fn on_off_attr(&mut self, name: &'static str) -> Result<Option<bool>> {
+        self.enum_attr(name, &[("on", true), ("off", false)])
+    }
+
+    /// Rejects any attribute that was not read.
+    fn finish_attrs(&self) -> Result<()> {
+        for attr in self.node.attributes() {
+            if attr.namespace().is_some() || !self.used.contains(&attr.name()) {
+                let name = match attr.namespace() {
+                    Some(ns) => format!("{{{ns}}}{}", attr.name()),
+                    None => attr.name().to_string(),
+                };
+                return Err(DomainError::UnsupportedAttribute {
+                    attribute: name,
+                    location: self.loc(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Element children; non-blank text between them is an error.
+    fn children(&self) -> Result<Vec<Elem<'a, 'input>>> {
+        let mut out = Vec::new();
+        for child in self.node.children() {
+            match child.node_type() {
+                NodeType::Element => {
+                    let name = child.tag_name().name();
+                    let path = if self.path == "domain" {
+                        name.to_string()
+                    } else {
+                        format!("{}/{}", self.path, name)
+                    };
+                    let elem = Elem::new(self.doc, child, path);
+                    if child.tag_name().namespace().is_some() {
+                        return Err(DomainError::UnsupportedElement {
+                            location: elem.loc(),
+                        });
+                    }
+                    out.push(elem);
+                }
+                NodeType::Text => {
+                    let text = child.text().unwrap_or("");
+                    if !text.trim().is_empty() {
+                        return Err(DomainError::UnexpectedText {
+                            text: truncate(text.trim()),
+                            location: self.loc(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// An element with no children at all (attributes only).
+    fn leaf(&self) -> Result<()> {
+        if let Some(child) = self.children()?.into_iter().next() {
+            return Err(DomainError::UnsupportedElement {
+                location: child.loc(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The element's text (no child elements allowed); not trimmed.
+    fn text(&self) -> Result<String> {
+        let mut text = String::new();
+        for child in self.node.children() {
+            match child.node_type() {
+                NodeType::Element => {
+                    let path = format!("{}/{}", self.path, child.tag_name().name());
+                    let elem = Elem::new(self.doc, child, path);
+                    return Err(DomainError::UnsupportedElement {
+                        location: elem.loc(),
+                    });
+                }
+                NodeType::Text => text.push_str(child.text().unwrap_or("")),
+                _ => {}
+            }
+        }
+        Ok(text)
+    }
+
+    fn text_u64(&self) -> Result<u64> {
+        let text = self.text()?;
+        parse_decimal_u64(text.trim())
+            .ok_or_else(|| self.invalid("value", text.trim(), "expected an unsigned integer"))
+    }
+
+    fn text_u32(&self) -> Result<u32> {
+        let n = self.text_u64()?;
+        u32::try_from(n).map_err(|_| self.invalid("value", &n.to_string(), "too large"))
+    }
+
+    fn text_i64(&self) -> Result<i64> {
+        let text = self.text()?;
+        let t = text.trim();
+        let (neg, digits) = match t.strip_prefix('-') {
+            Some(d) => (true, d),
+            None => (false, t),
+        };
+        let n = parse_decimal_u64(digits)
+            .and_then(|n| i64::try_from(n).ok())
+            .ok_or_else(|| self.invalid("value", t, "expected an integer"))?;
+        Ok(if neg { -n } else { n })
+    }
+
+    fn text_enum<T: Copy>(&self, table: &[(&str, T)]) -> Result<T> {
+        let text = self.text()?;
+        lookup(table, text.trim()).ok_or_else(|| self.enum_error("value", text.trim(), table))
+    }
+
+    fn unsupported(&self) -> DomainError {
+        DomainError::UnsupportedElement {
+            location: self.loc(),
+        }
+    }
+
+    fn duplicate(&self) -> DomainError {
+        DomainError::Duplicate {
+            location: self.loc(),
+        }
+    }
+}
+
+fn truncate(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
+fn lookup<T: Copy>(table: &[(&str, T)], value: &str) -> Option<T> {
+    table.iter().find(|(n, _)| *n == value).map(|(_, v)| *v)
+}
+
+fn parse_c_uint(text: &str) -> Option<u64> {
+    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u64::from_str_radix(hex, 16).ok()
+    } else if text.len() > 1 && text.starts_with('0') {
+        if !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return None;
+        }
+        u64::from_str_radix(&text[1..], 8).ok()
+    } else {
+        parse_decimal_u64(text)
+    }
+}
+
+/// Stores `value` into a singleton slot, rejecting a second occurrence.
+fn set_once<T>(slot: &mut Option<T>, value: T, elem: &Elem) -> Result<()> {
+    if slot.is_some() {
+        return Err(elem.duplicate());
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+pub(crate) const DOMAIN_TYPES: &[(&str, DomainType)] =
+    &[("kvm", DomainType::Kvm), ("qemu", DomainType::Qemu)];
+pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
+    ("destroy", LifecycleAction::Destroy),
+    ("restart", LifecycleAction::Restart),
+    ("preserve", LifecycleAction::Preserve),
+    ("rename-restart", LifecycleAction::RenameRestart),
+    ("coredump-destroy", LifecycleAction::CoredumpDestroy),
+    ("coredump-restart", LifecycleAction::CoredumpRestart),
+];
+pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
+    ("static", VcpuPlacement::Static),
+    ("auto", VcpuPlacement::Auto),
+];
+pub(crate) const CPU_MODES: &[(&str, CpuMode)] = &[
+    ("custom", CpuMode::Custom),
+    ("host-model", CpuMode::HostModel),
+    ("host-passthrough", CpuMode::HostPassthrough),
+    ("maximum", CpuMode::Maximum),
+];
+pub(crate) const CPU_MATCHES: &[(&str, CpuMatch)] = &[
+    ("minimum", CpuMatch::Minimum),
+    ("exact", CpuMatch::Exact),
+    ("strict", CpuMatch::Strict),
+];
+pub(crate) const CPU_CHECKS: &[(&str, CpuCheck)] = &[
+    ("none", CpuCheck::None),
+    ("partial", CpuCheck::Partial),
+    ("full", CpuCheck::Full),
+];
+pub(crate) const CPU_FALLBACKS: &[(&str, CpuFallback)] = &[
+    ("allow", CpuFallback::Allow),
+    ("forbid", CpuFallback::Forbid),
+];
+pub(crate) const FEATURE_POLICIES: &[(&str, FeaturePolicy)] = &[
+    ("force", FeaturePolicy::Force),
+    ("require", FeaturePolicy::Require),
+    ("optional", FeaturePolicy::Optional),
+    ("disable", FeaturePolicy::Disable),
+    ("forbid", FeaturePolicy::Forbid),
+];
+pub(crate) const FIRMWARES: &[(&str, Firmware)] =
+    &[("bios", Firmware::Bios), ("efi", Firmware::Efi)];
+pub(crate) const BOOT_DEVICES: &[(&str, BootDevice)] = &[
+    ("fd", BootDevice::Fd),
+    ("hd", BootDevice::Hd),
+    ("cdrom", BootDevice::Cdrom),
+    ("network", BootDevice::Network),
+];
+pub(crate) const LOADER_TYPES: &[(&str, LoaderType)] =
+    &[("rom", LoaderType::Rom), ("pflash", LoaderType::Pflash)];
+pub(crate) const CLOCK_OFFSETS: &[(&str, ClockOffset)] = &[
+    ("utc", ClockOffset::Utc),
+    ("localtime", ClockOffset::Localtime),
+];
+pub(crate) const TIMER_NAMES: &[(&str, TimerName)] = &[
+    ("platform", TimerName::Platform),
+    ("pit", TimerName::Pit),
+    ("rtc", TimerName::Rtc),
+    ("hpet", TimerName::Hpet),
+    ("tsc", TimerName::Tsc),
+    ("kvmclock", TimerName::Kvmclock),
+    ("hypervclock", TimerName::HypervClock),
+];
+pub(crate) const TICK_POLICIES: &[(&str, TickPolicy)] = &[
+    ("delay", TickPolicy::Delay),
+    ("catchup", TickPolicy::Catchup),
+    ("merge", TickPolicy::Merge),
+    ("discard", TickPolicy::Discard),
+];
+pub(crate) const DISK_TYPES: &[(&str, DiskType)] =
+    &[("file", DiskType::File), ("block", DiskType::Block)];
+pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
+    &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
+pub(crate) const DISK_FORMATS: &[(&str, DiskFormat)] =
+    &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)];
+pub(crate) const DISK_CACHES: &[(&str, DiskCache)] = &[
+    ("none", DiskCache::None),
+    ("writethrough", DiskCache::Writethrough),
+    ("writeback", DiskCache::Writeback),
+    ("directsync", DiskCache::Directsync),
+    ("unsafe", DiskCache::Unsafe),
+];
+pub(crate) const DISK_IOS: &[(&str, DiskIo)] = &[
+    ("threads", DiskIo::Threads),
+    ("native", DiskIo::Native),
+    ("io_uring", DiskIo::IoUring),
+];
+pub(crate) const DISK_DISCARDS: &[(&str, DiskDiscard)] = &[
+    ("unmap", DiskDiscard::Unmap),
+    ("ignore", DiskDiscard::Ignore),
+];
+pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
+    ("off", DetectZeroes::Off),
+    ("on", DetectZeroes::On),
+    ("unmap", DetectZeroes::Unmap),
+];
+pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
+    ("ide", DiskBus::Ide),
+    ("fdc", DiskBus::Fdc),
+    ("scsi", DiskBus::Scsi),
+    ("virtio", DiskBus::Virtio),
+    ("usb", DiskBus::Usb),
+    ("sata", DiskBus::Sata),
+];
+pub(crate) const CONTROLLER_TYPES: &[(&str, ControllerType)] = &[
+    ("ide", ControllerType::Ide),
+    ("fdc", ControllerType::Fdc),
+    ("scsi", ControllerType::Scsi),
+    ("sata", ControllerType::Sata),
+    ("virtio-serial", ControllerType::VirtioSerial),
+    ("usb", ControllerType::Usb),
+    ("pci", ControllerType::Pci),
+];
+pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
+    ("network", InterfaceType::Network),
+    ("bridge", InterfaceType::Bridge),
+    ("user", InterfaceType::User),
+];
+pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
+    ("qemu", InterfaceDriverName::Qemu),
+    ("vhost", InterfaceDriverName::Vhost),
+];
+pub(crate) const NIC_MODELS: &[&str] = &[
+    "virtio",
+    "virtio-transitional",
+    "virtio-non-transitional",
+    "e1000",
+    "e1000e",
+    "rtl8139",
+    "ne2k_pci",
+    "pcnet",
+    "vmxnet3",
+];
+pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
+    &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
+pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
+    ("mouse", InputType::Mouse),
+    ("keyboard", InputType::Keyboard),
+    ("tablet", InputType::Tablet),
+];
+pub(crate) const INPUT_BUSES: &[(&str, InputBus)] = &[
+    ("ps2", InputBus::Ps2),
+    ("usb", InputBus::Usb),
+    ("virtio", InputBus::Virtio),
+];
+pub(crate) const VIDEO_MODELS: &[(&str, VideoModel)] = &[
+    ("vga", VideoModel::Vga),
+    ("cirrus", VideoModel::Cirrus),
+    ("virtio", VideoModel::Virtio),
+    ("bochs", VideoModel::Bochs),
+    ("ramfb", VideoModel::Ramfb),
+    ("none", VideoModel::None),
+];
+pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
+    ("virtio", MemBalloonModel::Virtio),
+    ("none", MemBalloonModel::None),
+];
+pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
+
+/// Serial/console target types libvirt knows for x86.
+pub(crate) const CHAR_TARGET_TYPES: &[&str] =
+    &["isa-serial", "usb-serial", "pci-serial", "serial", "virtio"];
+pub(crate) const SERIAL_TARGET_MODELS: &[&str] = &["isa-serial", "usb-serial", "pci-serial"];
+pub(crate) const CONTROLLER_MODELS: &[&str] = &[
+    // usb
+    "piix3-uhci",
+    "piix4-uhci",
+    "ehci",
+    "ich9-ehci1",
+    "ich9-uhci1",
+    "ich9-uhci2",
+    "ich9-uhci3",
+    "nec-xhci",
+    "qemu-xhci",
+    "none",
+    // pci
+    "pci-root",
+    "pcie-root",
+    "pci-bridge",
+    "dmi-to-pci-bridge",
+    "pcie-root-port",
+    "pcie-switch-upstream-port",
+    "pcie-switch-downstream-port",
+    "pcie-to-pci-bridge",
+    // scsi
+    "auto",
+    "buslogic",
+    "lsilogic",
+    "lsisas1068",
+    "vmpvscsi",
+    "virtio-scsi",
+    "lsisas1078",
+    "virtio-transitional",
+    "virtio-non-transitional",
+];
+
+fn parse_domain(root: &mut Elem) -> Result<Domain> {
+    let domain_type =
+        root.enum_attr("type", DOMAIN_TYPES)?
+            .ok_or_else(|| DomainError::Missing {
+                what: "attribute 'type'".to_string(),
+                location: root.loc(),
+            })?;
+    root.finish_attrs()?;
+
+    let mut name = None;
+    let mut uuid = None;
+    let mut title = None;
+    let mut description = None;
+    let mut memory = None;
+    let mut current_memory = None;
+    let mut max_memory = None;
+    let mut memory_backing = None;
+    let mut vcpu = None;
+    let mut iothreads = None;
+    let mut cputune = None;
+    let mut os = None;
+    let mut features = None;
+    let mut cpu = None;
+    let mut clock = None;
+    let mut on_poweroff = None;
+    let mut on_reboot = None;
+    let mut on_crash = None;
+    let mut devices = None;
+    let root_loc = root.loc();
+
+    for mut child in root.children()? {
+        match child.name() {
+            "name" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let value = text.trim().to_string();
+                crate::validate::validate_name(&value)?;
+                set_once(&mut name, value, &child)?;
+            }
+            "uuid" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let parsed = parse_uuid(text.trim()).ok_or_else(|| {
+                    child.invalid(
+                        "value",
+                        text.trim(),
+                        "expected a UUID like c7a5fdbd-edaf-9455-926a-d65c16db1809",
+                    )
+                })?;
+                set_once(&mut uuid, parsed, &child)?;
+            }
+            "title" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                if text.contains('\n') {
+                    return Err(child.invalid(
+                        "value",
+                        &truncate(&text),
+                        "title must be a single line",
+                    ));
+                }
+                set_once(&mut title, text, &child)?;
+            }
+            "description" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                set_once(&mut description, text, &child)?;
+            }
+            "memory" => {
+                let kib = parse_memory_elem(&mut child)?;
+                set_once(&mut memory, kib, &child)?;
+            }
+            "currentMemory" => {
+                let kib = parse_memory_elem(&mut child)?;
+                set_once(&mut current_memory, kib, &child)?;
+            }
+            "maxMemory" => {
+                // Slots are optional: virtio-mem hotplug needs none.
+                let slots = child.u32_attr("slots")?.unwrap_or(0);
+                let kib = parse_memory_elem(&mut child)?;
+                set_once(&mut max_memory, MaxMemory { kib, slots }, &child)?;
+            }
+            "memoryBacking" => {
+                let parsed = parse_memory_backing(&mut child)?;
+                set_once(&mut memory_backing, parsed, &child)?;
+            }
+            "vcpu" => {
+                let parsed = parse_vcpu(&mut child)?;
+                set_once(&mut vcpu, parsed, &child)?;
+            }
+            "iothreads" => {
+                child.finish_attrs()?;
+                let n = child.text_u32()?;
+                set_once(&mut iothreads, n, &child)?;
+            }
+            "cputune" => {
+                let parsed = parse_cputune(&mut child)?;
+                set_once(&mut cputune, parsed, &child)?;
+            }
+            "os" => {
+                let parsed = parse_os(&mut child)?;
+                set_once(&mut os, parsed, &child)?;
+            }
+            "features" => {
+                let parsed = parse_features(&mut child)?;
+                set_once(&mut features, parsed, &child)?;
+            }
+            "cpu" => {
+                let parsed = parse_cpu(&mut child)?;
+                set_once(&mut cpu, parsed, &child)?;
+            }
+            "clock" => {
+                let parsed = parse_clock(&mut child)?;
+                set_once(&mut clock, parsed, &child)?;
+            }
+            "on_poweroff" | "on_reboot" | "on_crash" => {
+                child.finish_attrs()?;
+                let action = child.text_enum(LIFECYCLE_ACTIONS)?;
+                let slot = match child.name() {
+                    "on_poweroff" => &mut on_poweroff,
+                    "on_reboot" => &mut on_reboot,
+                    _ => &mut on_crash,
+                };
+                set_once(slot, action, &child)?;
+            }
+            "devices" => {
+                let parsed = parse_devices(&mut child)?;
+                set_once(&mut devices, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+
+    let memory_kib = memory.ok_or_else(|| DomainError::Missing {
+        what: "element <memory>".to_string(),
+        location: root_loc.clone(),
+    })?;
+    let vcpu = vcpu.unwrap_or(Vcpu {
+        placement: VcpuPlacement::Static,
+        max: 1,
+        current: None,
+        cpuset: None,
+    });
+    let os = os.ok_or_else(|| DomainError::Missing {
+        what: "element <os>".to_string(),
+        location: root_loc.clone(),
+    })?;
+    Ok(Domain {
+        domain_type,
+        name: name.ok_or_else(|| DomainError::Missing {
+            what: "element <name>".to_string(),
+            location: root_loc.clone(),
+        })?,
+        // A nil uuid marks "absent": normalization generates one.
+        uuid: uuid.unwrap_or_else(Uuid::nil),
+        title,
+        description,
+        memory_kib,
+        // Zero marks "absent": normalization copies memory.
+        current_memory_kib: current_memory.unwrap_or(0),
+        max_memory,
+        memory_backing,
+        vcpu,
+        iothreads,
+        cputune,
+        os,
+        features: features.unwrap_or_default(),
+        cpu,
+        clock: clock.unwrap_or(Clock {
+            offset: ClockOffset::Utc,
+            timers: Vec::new(),
+        }),
+        on_poweroff: on_poweroff.unwrap_or(LifecycleAction::Destroy),
+        on_reboot: on_reboot.unwrap_or(LifecycleAction::Restart),
+        on_crash: on_crash.unwrap_or(LifecycleAction::Destroy),
+        devices: devices.unwrap_or_default(),
+    })
+}
+
+/// libvirt accepts a UUID with or without dashes (32 hex digits, dashes anywhere between
+/// byte pairs); we accept the canonical dashed form and the plain 32-digit form.
+fn parse_uuid(text: &str) -> Option<Uuid> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    if text.len() != 32 && Uuid::parse_str(text).is_err() {
+        return None;
+    }
+    Uuid::parse_str(&hex).ok()
+}
+
+fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
+    let unit = elem.attr("unit");
+    elem.finish_attrs()?;
+    let text = elem.text()?;
+    size_kib_at(text.trim(), unit, &elem.loc(), "value")
+}
+
+fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
+    elem.finish_attrs()?;
+    let mut backing = MemoryBacking::default();
+    let mut seen_nosharepages = false;
+    for child in elem.children()? {
+        match child.name() {
+            "hugepages" => {
+                child.finish_attrs()?;
+                let mut pages = Hugepages::default();
+                for mut page in child.children()? {
+                    if page.name() != "page" {
+                        return Err(page.unsupported());
+                    }
+                    let size = page.required_attr("size")?;
+                    let unit = page.attr("unit");
+                    page.finish_attrs()?;
+                    page.leaf()?;
+                    let kib = size_kib_at(size, unit, &page.loc(), "attribute 'size'")?;
+                    pages.page_sizes_kib.push(kib);
+                }
+                set_once(&mut backing.hugepages, pages, &child)?;
+            }
+            "nosharepages" => {
+                child.finish_attrs()?;
+                child.leaf()?;
+                if seen_nosharepages {
+                    return Err(child.duplicate());
+                }
+                seen_nosharepages = true;
+                backing.nosharepages = true;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(backing)
+}
+
+fn parse_vcpu(elem: &mut Elem) -> Result<Vcpu> {
+    let placement = elem.enum_attr("placement", PLACEMENTS)?;
+    let current = elem.u32_attr("current")?;
+    let cpuset = match elem.attr("cpuset") {
+        Some(text) => Some(cpuset_at(text, &elem.loc(), "cpuset")?),
+        None => None,
+    };
+    elem.finish_attrs()?;
+    let max = elem.text_u32()?;
+    Ok(Vcpu {
+        // libvirt: placement defaults to 'static', or 'auto' when no cpuset is given
+        // and numatune placement is auto (not modelled here).
+        placement: placement.unwrap_or(VcpuPlacement::Static),
+        max,
+        current,
+        cpuset,
+    })
+}
+
+fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
+    elem.finish_attrs()?;
+    let mut tune = CpuTune::default();
+    for mut child in elem.children()? {
+        match child.name() {
+            "shares" => {
+                child.finish_attrs()?;
+                let v = child.text_u64()?;
+                set_once(&mut tune.shares, v, &child)?;
+            }
+            "period" => {
+                child.finish_attrs()?;
+                let v = child.text_u64()?;
+                set_once(&mut tune.period, v, &child)?;
+            }
+            "quota" => {
+                child.finish_attrs()?;
+                let v = child.text_i64()?;
+                set_once(&mut tune.quota, v, &child)?;
+            }
+            "emulator_period" => {
+                child.finish_attrs()?;
+                let v = child.text_u64()?;
+                set_once(&mut tune.emulator_period, v, &child)?;
+            }
+            "emulator_quota" => {
+                child.finish_attrs()?;
+                let v = child.text_i64()?;
+                set_once(&mut tune.emulator_quota, v, &child)?;
+            }
+            "vcpupin" => {
+                let vcpu = child
+                    .u32_attr("vcpu")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'vcpu'".to_string(),
+                        location: child.loc(),
+                    })?;
+                let text = child.required_attr("cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if tune.vcpupins.iter().any(|p| p.vcpu == vcpu) {
+                    return Err(child.invalid(
+                        "attribute 'vcpu'",
+                        &vcpu.to_string(),
+                        "vCPU is pinned twice",
+                    ));
+                }
+                tune.vcpupins.push(VcpuPin { vcpu, cpuset });
+            }
+            "emulatorpin" => {
+                let text = child.required_attr("cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut tune.emulatorpin, cpuset, &child)?;
+            }
+            "iothreadpin" => {
+                let iothread = child
+                    .u32_attr("iothread")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'iothread'".to_string(),
+                        location: child.loc(),
+                    })?;
+                let text = child.required_attr("cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if tune.iothreadpins.iter().any(|p| p.iothread == iothread) {
+                    return Err(child.invalid(
+                        "attribute 'iothread'",
+                        &iothread.to_string(),
+                        "IOThread is pinned twice",
+                    ));
+                }
+                tune.iothreadpins.push(IoThreadPin { iothread, cpuset });
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(tune)
+}
+
+fn parse_os(elem: &mut Elem) -> Result<Os> {
+    let firmware = elem.enum_attr("firmware", FIRMWARES)?;
+    elem.finish_attrs()?;
+    let mut os = Os {
+        firmware,
+        arch: String::new(),
+        machine: String::new(),
+        loader: None,
+        nvram: None,
+        kernel: None,
+        initrd: None,
+        cmdline: None,
+        boot: Vec::new(),
+        bootmenu: None,
+        bios_reboot_timeout: None,
+    };
+    let mut seen_type = false;
+    let mut seen_bios = false;
+    for mut child in elem.children()? {
+        match child.name() {
+            "type" => {
+                if seen_type {
+                    return Err(child.duplicate());
+                }
+                seen_type = true;
+                if let Some(arch) = child.attr("arch") {
+                    if arch != "x86_64" {
+                        return Err(child.enum_error("attribute 'arch'", arch, &[("x86_64", ())]));
+                    }
+                    os.arch = arch.to_string();
+                }
+                if let Some(machine) = child.attr("machine") {
+                    if machine.is_empty()
+                        || machine
+                            .chars()
+                            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+                    {
+                        return Err(child.invalid(
+                            "attribute 'machine'",
+                            machine,
+                            "not a machine type name",
+                        ));
+                    }
+                    os.machine = machine.to_string();
+                }
+                child.finish_attrs()?;
+                let text = child.text()?;
+                if text.trim() != "hvm" {
+                    return Err(child.enum_error("value", text.trim(), &[("hvm", ())]));
+                }
+            }
+            "loader" => {
+                let readonly = child.yes_no_attr("readonly")?;
+                let secure = child.yes_no_attr("secure")?;
+                let loader_type = child.enum_attr("type", LOADER_TYPES)?;
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let path = non_empty(text.trim());
+                set_once(
+                    &mut os.loader,
+                    Loader {
+                        path,
+                        readonly,
+                        secure,
+                        loader_type,
+                    },
+                    &child,
+                )?;
+            }
+            "nvram" => {
+                let template = child.attr("template").map(str::to_string);
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let path = non_empty(text.trim());
+                set_once(&mut os.nvram, Nvram { path, template }, &child)?;
+            }
+            "kernel" | "initrd" | "cmdline" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let slot = match child.name() {
+                    "kernel" => &mut os.kernel,
+                    "initrd" => &mut os.initrd,
+                    _ => &mut os.cmdline,
+                };
+                let value = if child.name() == "cmdline" {
+                    text
+                } else {
+                    text.trim().to_string()
+                };
+                set_once(slot, value, &child)?;
+            }
+            "boot" => {
+                let dev = child.required_attr("dev")?;
+                let dev = lookup(BOOT_DEVICES, dev)
+                    .ok_or_else(|| child.enum_error("attribute 'dev'", dev, BOOT_DEVICES))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if os.boot.contains(&dev) {
+                    return Err(child.duplicate());
+                }
+                os.boot.push(dev);
+            }
+            "bootmenu" => {
+                let enable = child
+                    .yes_no_attr("enable")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'enable'".to_string(),
+                        location: child.loc(),
+                    })?;
+                let timeout = child.u32_attr("timeout")?;
+                if let Some(t) = timeout {
+                    if t > 65535 {
+                        return Err(child.invalid(
+                            "attribute 'timeout'",
+                            &t.to_string(),
+                            "must be at most 65535 ms",
+                        ));
+                    }
+                }
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut os.bootmenu, BootMenu { enable, timeout }, &child)?;
+            }
+            "bios" => {
+                if seen_bios {
+                    return Err(child.duplicate());
+                }
+                seen_bios = true;
+                if let Some(value) = child.attr("rebootTimeout") {
+                    let t: i32 = value
+                        .parse()
+                        .ok()
+                        .filter(|t| (-1..=65535).contains(t))
+                        .ok_or_else(|| {
+                            child.invalid("attribute 'rebootTimeout'", value, "must be -1 to 65535")
+                        })?;
+                    os.bios_reboot_timeout = Some(t);
+                }
+                child.finish_attrs()?;
+                child.leaf()?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    if !seen_type {
+        return Err(DomainError::Missing {
+            what: "element <type>".to_string(),
+            location: elem.loc(),
+        });
+    }
+    Ok(os)
+}
+
+fn non_empty(text: &str) -> Option<String> {
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+fn parse_features(elem: &mut Elem) -> Result<Features> {
+    elem.finish_attrs()?;
+    let mut features = Features::default();
+    for child in elem.children()? {
+        child.finish_attrs()?;
+        child.leaf()?;
+        let flag = match child.name() {
+            "acpi" => &mut features.acpi,
+            "apic" => &mut features.apic,
+            "pae" => &mut features.pae,
+            _ => return Err(child.unsupported()),
+        };
+        if *flag {
+            return Err(child.duplicate());
+        }
+        *flag = true;
+    }
+    Ok(features)
+}
+
+fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
+    let mode = elem.enum_attr("mode", CPU_MODES)?;
+    let match_ = elem.enum_attr("match", CPU_MATCHES)?;
+    let check = elem.enum_attr("check", CPU_CHECKS)?;
+    let migratable = elem.on_off_attr("migratable")?;
+    elem.finish_attrs()?;
+    let mut cpu = Cpu {
+        mode: mode.unwrap_or(CpuMode::Custom),
+        match_,
+        check,
+        migratable,
+        model: None,
+        vendor: None,
+        topology: None,
+        features: Vec::new(),
+    };
+    let mut model_fallback = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "model" => {
+                let fallback = child.enum_attr("fallback", CPU_FALLBACKS)?;
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let name = text.trim().to_string();
+                if model_fallback.is_some() || cpu.model.is_some() {
+                    return Err(child.duplicate());
+                }
+                if name.is_empty() {
+                    // `<model fallback=.../>` without a name: only meaningful for
+                    // host-model, where libvirt drops it.
+                    model_fallback = Some(fallback);
+                } else {
+                    cpu.model = Some(CpuModel { name, fallback });
+                }
+            }
+            "vendor" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                set_once(&mut cpu.vendor, text.trim().to_string(), &child)?;
+            }
+            "topology" => {
+                let count = |name: &'static str, child: &mut Elem| -> Result<Option<u32>> {
+                    let v = child.u32_attr(name)?;
+                    if v == Some(0) {
+                        return Err(child.invalid(
+                            &format!("attribute '{name}'"),
+                            "0",
+                            "must be at least 1",
+                        ));
+                    }
+                    Ok(v)
+                };
+                let sockets = count("sockets", &mut child)?;
+                let dies = count("dies", &mut child)?;
+                let clusters = count("clusters", &mut child)?;
+                let cores = count("cores", &mut child)?;
+                let threads = count("threads", &mut child)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                let missing = |what: &str| DomainError::Missing {
+                    what: format!("attribute '{what}'"),
+                    location: child.loc(),
+                };
+                let topology = CpuTopology {
+                    sockets: sockets.ok_or_else(|| missing("sockets"))?,
+                    dies: dies.unwrap_or(1),
+                    clusters: clusters.unwrap_or(1),
+                    cores: cores.ok_or_else(|| missing("cores"))?,
+                    threads: threads.ok_or_else(|| missing("threads"))?,
+                };
+                set_once(&mut cpu.topology, topology, &child)?;
+            }
+            "feature" => {
+                let policy = child.enum_attr("policy", FEATURE_POLICIES)?;
+                let name = child.required_attr("name")?.to_string();
+                child.finish_attrs()?;
+                child.leaf()?;
+                if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(child.invalid("attribute 'name'", &name, "not a CPU feature name"));
+                }
+                if cpu.features.iter().any(|f| f.name == name) {
+                    return Err(child.invalid("attribute 'name'", &name, "feature listed twice"));
+                }
+                cpu.features.push(CpuFeature {
+                    policy: policy.unwrap_or(FeaturePolicy::Require),
+                    name,
+                });
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(cpu)
+}
+
+fn parse_clock(elem: &mut Elem) -> Result<Clock> {
+    let offset = elem
+        .enum_attr("offset", CLOCK_OFFSETS)?
+        .unwrap_or(ClockOffset::Utc);
+    elem.finish_attrs()?;
+    let mut timers = Vec::new();
+    for mut child in elem.children()? {
+        if child.name() != "timer" {
+            return Err(child.unsupported());
+        }
+        let name = child.required_attr("name")?;
+        let name = lookup(TIMER_NAMES, name)
+            .ok_or_else(|| child.enum_error("attribute 'name'", name, TIMER_NAMES))?;
+        let present = child.yes_no_attr("present")?;
+        let tickpolicy = child.enum_attr("tickpolicy", TICK_POLICIES)?;
+        child.finish_attrs()?;
+        child.leaf()?;
+        timers.push(Timer {
+            name,
+            present,
+            tickpolicy,
+        });
+    }
+    Ok(Clock { offset, timers })
+}
+
+fn parse_devices(elem: &mut Elem) -> Result<Devices> {
+    elem.finish_attrs()?;
+    let mut devices = Devices::default();
+    for mut child in elem.children()? {
+        match child.name() {
+            "emulator" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                set_once(&mut devices.emulator, text.trim().to_string(), &child)?;
+            }
+            "disk" => devices.disks.push(parse_disk(&mut child)?),
+            "controller" => devices.controllers.push(parse_controller(&mut child)?),
+            "interface" => devices.interfaces.push(parse_interface(&mut child)?),
+            "serial" => devices.serials.push(parse_chardev(&mut child)?),
+            "console" => devices.consoles.push(parse_chardev(&mut child)?),
+            "input" => devices.inputs.push(parse_input(&mut child)?),
+            "graphics" => devices.graphics.push(parse_graphics(&mut child)?),
+            "audio" => {
+                let id = child.u32_attr("id")?.ok_or_else(|| DomainError::Missing {
+                    what: "attribute 'id'".to_string(),
+                    location: child.loc(),
+                })?;
+                let audio_type =
+                    child
+                        .enum_attr("type", AUDIO_TYPES)?
+                        .ok_or_else(|| DomainError::Missing {
+                            what: "attribute 'type'".to_string(),
+                            location: child.loc(),
+                        })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                devices.audios.push(Audio { id, audio_type });
+            }
+            "video" => devices.videos.push(parse_video(&mut child)?),
+            "memballoon" => {
+                let balloon = parse_memballoon(&mut child)?;
+                set_once(&mut devices.memballoon, balloon, &child)?;
+            }
+            "rng" => devices.rngs.push(parse_rng(&mut child)?),
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(devices)
+}
+
+fn parse_address(elem: &mut Elem) -> Result<Address> {
+    let kind = elem.required_attr("type")?;
+    let address = match kind {
+        "pci" => Address::Pci(PciAddress {
+            domain: elem.c_uint_attr("domain", 0xffff)?.unwrap_or(0) as u16,
+            bus: elem.c_uint_attr("bus", 0xff)?.unwrap_or(0) as u8,
+            slot: elem.c_uint_attr("slot", 0x1f)?.unwrap_or(0) as u8,
+            function: elem.c_uint_attr("function", 7)?.unwrap_or(0) as u8,
+            multifunction: elem.on_off_attr("multifunction")?,
+        }),
+        "drive" => Address::Drive(DriveAddress {
+            controller: elem
+                .c_uint_attr("controller", u32::MAX.into())?
+                .unwrap_or(0) as u32,
+            bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
+            target: elem.c_uint_attr("target", u32::MAX.into())?.unwrap_or(0) as u32,
+            unit: elem.c_uint_attr("unit", u32::MAX.into())?.unwrap_or(0) as u32,
+        }),
+        "usb" => {
+            let bus = elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32;
+            let port = match elem.attr("port") {
+                Some(p) => {
+                    let valid = p.split('.').count() <= 4
+                        && p.split('.')
+                            .all(|s| parse_decimal_u64(s).is_some_and(|n| n <= 255));
+                    if !valid {
+                        return Err(elem.invalid(
+                            "attribute 'port'",
+                            p,
+                            "expected a dotted USB port path like 1.2",
+                        ));
+                    }
+                    Some(p.to_string())
+                }
+                None => None,
+            };
+            Address::Usb(UsbAddress { bus, port })
+        }
+        "virtio-serial" => Address::VirtioSerial(VirtioSerialAddress {
+            controller: elem
+                .c_uint_attr("controller", u32::MAX.into())?
+                .unwrap_or(0) as u32,
+            bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
+            port: elem.c_uint_attr("port", u32::MAX.into())?.unwrap_or(0) as u32,
+        }),
+        other => {
+            return Err(elem.enum_error(
+                "attribute 'type'",
+                other,
+                &[
+                    ("pci", ()),
+                    ("drive", ()),
+                    ("usb", ()),
+                    ("virtio-serial", ()),
+                ],
+            ))
+        }
+    };
+    elem.finish_attrs()?;
+    elem.leaf()?;
+    Ok(address)
+}
+
+fn boot_order(elem: &mut Elem) -> Result<u32> {
+    let order = elem
+        .u32_attr("order")?
+        .ok_or_else(|| DomainError::Missing {
+            what: "attribute 'order'".to_string(),
+            location: elem.loc(),
+        })?;
+    if order == 0 {
+        return Err(elem.invalid("attribute 'order'", "0", "boot order starts at 1"));
+    }
+    elem.finish_attrs()?;
+    elem.leaf()?;
+    Ok(order)
+}
+
+fn parse_disk(elem: &mut Elem) -> Result<Disk> {
+    let disk_type = elem
+        .enum_attr("type", DISK_TYPES)?
+        .unwrap_or(DiskType::File);
+    let device = elem
+        .enum_attr("device", DISK_DEVICES)?
+        .unwrap_or(DiskDevice::Disk);
+    elem.finish_attrs()?;
+    let mut driver = None;
+    let mut source: Option<Option<String>> = None;
+    let mut target = None;
+    let mut readonly = false;
+    let mut shareable = false;
+    let mut serial = None;
+    let mut boot = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "driver" => {
+                if let Some(name) = child.attr("name") {
+                    if name != "qemu" {
+                        return Err(child.enum_error("attribute 'name'", name, &[("qemu", ())]));
+                    }
+                }
+                let format = child
+                    .enum_attr("type", DISK_FORMATS)?
+                    .unwrap_or(DiskFormat::Raw);
+                let parsed = DiskDriver {
+                    format,
+                    cache: child.enum_attr("cache", DISK_CACHES)?,
+                    io: child.enum_attr("io", DISK_IOS)?,
+                    discard: child.enum_attr("discard", DISK_DISCARDS)?,
+                    detect_zeroes: child.enum_attr("detect_zeroes", DETECT_ZEROES)?,
+                    iothread: child.u32_attr("iothread")?,
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut driver, parsed, &child)?;
+            }
+            "source" => {
+                let attr = match disk_type {
+                    DiskType::File => "file",
+                    DiskType::Block => "dev",
+                };
+                let path = child.attr(attr).map(str::to_string);
+                child.finish_attrs()?;
+                child.leaf()?;
+                if path.as_deref() == Some("") {
+                    return Err(child.invalid(&format!("attribute '{attr}'"), "", "path is empty"));
+                }
+                set_once(&mut source, path, &child)?;
+            }
+            "target" => {
+                let dev = child.required_attr("dev")?.to_string();
+                let bus = child.enum_attr("bus", DISK_BUSES)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if dev.is_empty() || !dev.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    return Err(child.invalid(
+                        "attribute 'dev'",
+                        &dev,
+                        "expected a device name like vda",
+                    ));
+                }
+                let bus = match bus {
+                    Some(bus) => bus,
+                    None => bus_from_dev(&dev).ok_or_else(|| {
+                        child.invalid("attribute 'dev'", &dev, "cannot infer the bus; add bus=")
+                    })?,
+                };
+                set_once(&mut target, DiskTarget { dev, bus }, &child)?;
+            }
+            "readonly" | "shareable" => {
+                child.finish_attrs()?;
+                child.leaf()?;
+                let flag = if child.name() == "readonly" {
+                    &mut readonly
+                } else {
+                    &mut shareable
+                };
+                if *flag {
+                    return Err(child.duplicate());
+                }
+                *flag = true;
+            }
+            "serial" => {
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let value = text.trim().to_string();
+                if value.is_empty()
+                    || !value
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_+-. ".contains(c))
+                {
+                    return Err(child.invalid(
+                        "value",
+                        &value,
+                        "serial may only contain A-Z a-z 0-9 _ + - . and space",
+                    ));
+                }
+                set_once(&mut serial, value, &child)?;
+            }
+            "boot" => {
+                let order = boot_order(&mut child)?;
+                set_once(&mut boot, order, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let target = target.ok_or_else(|| DomainError::Missing {
+        what: "element <target>".to_string(),
+        location: elem.loc(),
+    })?;
+    Ok(Disk {
+        disk_type,
+        device,
+        driver: driver.unwrap_or_default(),
+        source: source.flatten(),
+        target,
+        readonly,
+        shareable,
+        serial,
+        boot_order: boot,
+        address,
+    })
+}
+
+/// libvirt infers the bus from the target name prefix when `bus=` is absent.
+fn bus_from_dev(dev: &str) -> Option<DiskBus> {
+    if dev.starts_with("hd") {
+        Some(DiskBus::Ide)
+    } else if dev.starts_with("sd") {
+        Some(DiskBus::Scsi)
+    } else if dev.starts_with("vd") {
+        Some(DiskBus::Virtio)
+    } else if dev.starts_with("fd") {
+        Some(DiskBus::Fdc)
+    } else {
+        None
+    }
+}
+
+fn parse_controller(elem: &mut Elem) -> Result<Controller> {
+    let controller_type = elem.required_attr("type")?;
+    let controller_type = lookup(CONTROLLER_TYPES, controller_type)
+        .ok_or_else(|| elem.enum_error("attribute 'type'", controller_type, CONTROLLER_TYPES))?;
+    let index = elem.u32_attr("index")?;
+    if let Some(i) = index.filter(|i| *i > MAX_CONTROLLER_INDEX) {
+        return Err(elem.invalid(
+            "attribute 'index'",
+            &i.to_string(),
+            format!("must be at most {MAX_CONTROLLER_INDEX}"),
+        ));
+    }
+    let model = match elem.attr("model") {
+        Some(m) if CONTROLLER_MODELS.contains(&m) => Some(m.to_string()),
+        Some(m) => {
+            let table: Vec<(&str, ())> = CONTROLLER_MODELS.iter().map(|m| (*m, ())).collect();
+            return Err(elem.enum_error("attribute 'model'", m, &table));
+        }
+        None => None,
+    };
+    elem.finish_attrs()?;
+    let mut controller = Controller {
+        controller_type,
+        // u32::MAX marks "absent": normalization assigns the lowest free index.
+        index: index.unwrap_or(UNSET_INDEX),
+        model,
+        driver_queues: None,
+        address: None,
+    };
+    for mut child in elem.children()? {
+        match child.name() {
+            "driver" => {
+                let queues = child
+                    .u32_attr("queues")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'queues'".to_string(),
+                        location: child.loc(),
+                    })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut controller.driver_queues, queues, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut controller.address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(controller)
+}
+
+fn parse_interface(elem: &mut Elem) -> Result<Interface> {
+    let interface_type = elem.required_attr("type")?;
+    let interface_type = lookup(INTERFACE_TYPES, interface_type)
+        .ok_or_else(|| elem.enum_error("attribute 'type'", interface_type, INTERFACE_TYPES))?;
+    elem.finish_attrs()?;
+    let mut iface = Interface {
+        interface_type,
+        mac: None,
+        source: InterfaceSource::None,
+        model: None,
+        driver_name: None,
+        driver_queues: None,
+        target_dev: None,
+        mtu: None,
+        link_up: None,
+        boot_order: None,
+        address: None,
+    };
+    let mut seen = Vec::new();
+    for mut child in elem.children()? {
+        let name = child.name();
+        if name != "boot" && name != "address" {
+            if seen.contains(&name) {
+                return Err(child.duplicate());
+            }
+            seen.push(name);
+        }
+        match name {
+            "mac" => {
+                let text = child.required_attr("address")?;
+                let mac = mac_at(text, &child.loc())?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if mac.0[0] & 1 == 1 {
+                    return Err(child.invalid(
+                        "attribute 'address'",
+                        text,
+                        "a multicast MAC cannot be a NIC address",
+                    ));
+                }
+                iface.mac = Some(mac);
+            }
+            "source" => {
+                let source = match interface_type {
+                    InterfaceType::Network => {
+                        InterfaceSource::Network(child.required_attr("network")?.to_string())
+                    }
+                    InterfaceType::Bridge => {
+                        InterfaceSource::Bridge(child.required_attr("bridge")?.to_string())
+                    }
+                    InterfaceType::User => return Err(child.unsupported()),
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                iface.source = source;
+            }
+            "model" => {
+                let model = child.required_attr("type")?;
+                if !NIC_MODELS.contains(&model) {
+                    let table: Vec<(&str, ())> = NIC_MODELS.iter().map(|m| (*m, ())).collect();
+                    return Err(child.enum_error("attribute 'type'", model, &table));
+                }
+                child.finish_attrs()?;
+                child.leaf()?;
+                iface.model = Some(model.to_string());
+            }
+            "driver" => {
+                iface.driver_name = child.enum_attr("name", INTERFACE_DRIVERS)?;
+                iface.driver_queues = child.u32_attr("queues")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+            }
+            "target" => {
+                let dev = child.required_attr("dev")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if dev.is_empty()
+                    || dev.len() > 15
+                    || dev.contains('/')
+                    || dev.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(child.invalid(
+                        "attribute 'dev'",
+                        dev,
+                        "not a valid host interface name (1-15 characters, no '/' or spaces)",
+                    ));
+                }
+                iface.target_dev = Some(dev.to_string());
+            }
+            "mtu" => {
+                let size = child
+                    .u32_attr("size")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'size'".to_string(),
+                        location: child.loc(),
+                    })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                iface.mtu = Some(size);
+            }
+            "link" => {
+                let state = child.required_attr("state")?;
+                let up = lookup(&[("up", true), ("down", false)], state).ok_or_else(|| {
+                    child.enum_error("attribute 'state'", state, &[("up", ()), ("down", ())])
+                })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                iface.link_up = Some(up);
+            }
+            "boot" => {
+                let order = boot_order(&mut child)?;
+                set_once(&mut iface.boot_order, order, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut iface.address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    if interface_type != InterfaceType::User && iface.source == InterfaceSource::None {
+        return Err(DomainError::Missing {
+            what: "element <source>".to_string(),
+            location: elem.loc(),
+        });
+    }
+    Ok(iface)
+}
+
+fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
+    let kind = elem.required_attr("type")?;
+    let table = [("pty", ()), ("file", ()), ("unix", ())];
+    if lookup(&table, kind).is_none() {
+        return Err(elem.enum_error("attribute 'type'", kind, &table));
+    }
+    elem.finish_attrs()?;
+    let mut source = None;
+    let mut target = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "source" => {
+                let parsed = match kind {
+                    "file" => {
+                        let path = child.required_attr("path")?.to_string();
+                        let append = child.on_off_attr("append")?;
+                        CharSource::File { path, append }
+                    }
+                    "unix" => {
+                        let path = child.required_attr("path")?.to_string();
+                        let mode = child
+                            .enum_attr("mode", UNIX_MODES)?
+                            .unwrap_or(UnixMode::Connect);
+                        CharSource::Unix { path, mode }
+                    }
+                    _ => return Err(child.unsupported()),
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut source, parsed, &child)?;
+            }
+            "target" => {
+                let target_type = match child.attr("type") {
+                    Some(t) if CHAR_TARGET_TYPES.contains(&t) => Some(t.to_string()),
+                    Some(t) => {
+                        let table: Vec<(&str, ())> =
+                            CHAR_TARGET_TYPES.iter().map(|m| (*m, ())).collect();
+                        return Err(child.enum_error("attribute 'type'", t, &table));
+                    }
+                    None => None,
+                };
+                let port = child.u32_attr("port")?;
+                child.finish_attrs()?;
+                let mut model = None;
+                for mut grandchild in child.children()? {
+                    if grandchild.name() != "model" {
+                        return Err(grandchild.unsupported());
+                    }
+                    let name = grandchild.required_attr("name")?;
+                    if !SERIAL_TARGET_MODELS.contains(&name) {
+                        let table: Vec<(&str, ())> =
+                            SERIAL_TARGET_MODELS.iter().map(|m| (*m, ())).collect();
+                        return Err(grandchild.enum_error("attribute 'name'", name, &table));
+                    }
+                    grandchild.finish_attrs()?;
+                    grandchild.leaf()?;
+                    set_once(&mut model, name.to_string(), &grandchild)?;
+                }
+                set_once(
+                    &mut target,
+                    CharTarget {
+                        target_type,
+                        port,
+                        model,
+                    },
+                    &child,
+                )?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let source = match (kind, source) {
+        ("pty", _) => CharSource::Pty,
+        (_, Some(source)) => source,
+        (_, None) => {
+            return Err(DomainError::Missing {
+                what: "element <source>".to_string(),
+                location: elem.loc(),
+            })
+        }
+    };
+    Ok(CharDevice {
+        source,
+        target: target.unwrap_or_default(),
+    })
+}
+
+fn parse_input(elem: &mut Elem) -> Result<Input> {
+    let input_type = elem.required_attr("type")?;
+    let input_type = lookup(INPUT_TYPES, input_type)
+        .ok_or_else(|| elem.enum_error("attribute 'type'", input_type, INPUT_TYPES))?;
+    let bus = elem.enum_attr("bus", INPUT_BUSES)?;
+    elem.finish_attrs()?;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    // libvirt's x86 default: ps2 for mouse/keyboard, usb for tablet.
+    let bus = bus.unwrap_or(match input_type {
+        InputType::Tablet => InputBus::Usb,
+        _ => InputBus::Ps2,
+    });
+    Ok(Input {
+        input_type,
+        bus,
+        address,
+    })
+}
+
+fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
+    let kind = elem.required_attr("type")?;
+    if kind != "vnc" {
+        return Err(elem.enum_error("attribute 'type'", kind, &[("vnc", ())]));
+    }
+    let port = match elem.attr("port") {
+        None => None,
+        Some(p) => {
+            let n: i32 = p
+                .trim()
+                .parse()
+                .map_err(|_| elem.invalid("attribute 'port'", p, "expected a TCP port"))?;
+            match n {
+                -1 => None,
+                0..=65535 => Some(n as u16),
+                _ => return Err(elem.invalid("attribute 'port'", p, "expected a TCP port")),
+            }
+        }
+    };
+    let autoport = elem.yes_no_attr("autoport")?;
+    let listen_attr = elem.attr("listen").map(str::to_string);
+    let socket_attr = elem.attr("socket").map(str::to_string);
+    let passwd = elem.attr("passwd").map(str::to_string);
+    elem.finish_attrs()?;
+    let mut listen_child: Option<VncListen> = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "listen" => {
+                let kind = child.required_attr("type")?;
+                let listen = match kind {
+                    "address" => VncListen::Address(child.attr("address").map(str::to_string)),
+                    "socket" => VncListen::Socket(child.required_attr("socket")?.to_string()),
+                    other => {
+                        return Err(child.enum_error(
+                            "attribute 'type'",
+                            other,
+                            &[("address", ()), ("socket", ())],
+                        ))
+                    }
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut listen_child, listen, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let listen = match (socket_attr, listen_attr, listen_child) {
+        (Some(socket), _, Some(VncListen::Socket(s))) if s != socket => {
+            return Err(elem.invalid(
+                "attribute 'socket'",
+                &socket,
+                "differs from <listen socket=>",
+            ))
+        }
+        (_, Some(addr), Some(VncListen::Address(Some(a)))) if a != addr => {
+            return Err(elem.invalid(
+                "attribute 'listen'",
+                &addr,
+                "differs from <listen address=>",
+            ))
+        }
+        (Some(socket), _, _) => VncListen::Socket(socket),
+        (None, Some(addr), _) => VncListen::Address(Some(addr)),
+        (None, None, Some(listen)) => listen,
+        (None, None, None) => VncListen::Address(None),
+    };
+    // libvirt: autoport defaults to yes when no port is given; an explicit port turns
+    // autoport off.
+    let autoport = match (port, autoport) {
+        (_, Some(a)) => a,
+        (Some(_), None) => false,
+        (None, None) => true,
+    };
+    Ok(Graphics {
+        listen,
+        port,
+        autoport,
+        passwd,
+    })
+}
+
+fn parse_video(elem: &mut Elem) -> Result<Video> {
+    elem.finish_attrs()?;
+    let mut model = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "model" => {
+                let kind = child.required_attr("type")?;
+                let kind = lookup(VIDEO_MODELS, kind)
+                    .ok_or_else(|| child.enum_error("attribute 'type'", kind, VIDEO_MODELS))?;
+                let vram_kib = child.u32_attr("vram")?.map(u64::from);
+                let heads = child.u32_attr("heads")?;
+                let primary = child.yes_no_attr("primary")?.unwrap_or(false);
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(
+                    &mut model,
+                    Video {
+                        model: kind,
+                        vram_kib,
+                        heads,
+                        primary,
+                        address: None,
+                    },
+                    &child,
+                )?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let mut video = model.unwrap_or(Video {
+        model: VideoModel::Cirrus,
+        vram_kib: None,
+        heads: None,
+        primary: false,
+        address: None,
+    });
+    video.address = address;
+    Ok(video)
+}
+
+fn parse_memballoon(elem: &mut Elem) -> Result<MemBalloon> {
+    let model = elem.required_attr("model")?;
+    let model = lookup(BALLOON_MODELS, model)
+        .ok_or_else(|| elem.enum_error("attribute 'model'", model, BALLOON_MODELS))?;
+    let autodeflate = elem.on_off_attr("autodeflate")?;
+    elem.finish_attrs()?;
+    let mut balloon = MemBalloon {
+        model,
+        autodeflate,
+        stats_period: None,
+        address: None,
+    };
+    for mut child in elem.children()? {
+        match child.name() {
+            "stats" => {
+                let period = child
+                    .u32_attr("period")?
+                    .ok_or_else(|| DomainError::Missing {
+                        what: "attribute 'period'".to_string(),
+                        location: child.loc(),
+                    })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut balloon.stats_period, period, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut balloon.address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(balloon)
+}
+
+fn parse_rng(elem: &mut Elem) -> Result<Rng> {
+    let model = elem.required_attr("model")?;
+    if model != "virtio" {
+        return Err(elem.enum_error("attribute 'model'", model, &[("virtio", ())]));
+    }
+    elem.finish_attrs()?;
+    let mut backend = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "backend" => {
+                let kind = child.required_attr("model")?;
+                if kind != "random" {
+                    return Err(child.enum_error("attribute 'model'", kind, &[("random", ())]));
+                }
+                child.finish_attrs()?;
+                let text = child.text()?;
+                let path = text.trim();
+                let path = if path.is_empty() {
+                    "/dev/urandom"
+                } else {
+                    path
+                };
+                set_once(&mut backend, path.to_string(), &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let backend_random = backend.ok_or_else(|| DomainError::Missing {
+        what: "element <backend>".to_string(),
+        location: elem.loc(),
+    })?;
+    Ok(Rng {
+        backend_random,
+        address,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nesting_depth;
+
+    #[test]
+    fn nesting_depth_scan() {
+        assert_eq!(nesting_depth("<a><b/><c><d x='>'/></c></a>"), 2);
+        assert_eq!(
+            nesting_depth("<a><!-- <b><c> --><![CDATA[<x><y>]]><?p <q>?></a>"),
+            1
+        );
+        assert_eq!(nesting_depth(&"<a>".repeat(100)), 100);
+        assert_eq!(nesting_depth("<a b=\"/>\"><c>"), 2);
+        assert_eq!(nesting_depth("<"), 1);
+        assert_eq!(nesting_depth(""), 0);
+    }
+}

@@ -1,0 +1,700 @@
+//! Cross-field checks on a (normalized) domain.
+
+use std::collections::HashSet;
+
+use crate::error::Location;
+use crate::model::*;
+use crate::DomainError;
+
+/// Longest accepted domain name, in bytes (a name becomes a file name under libvirt's
+/// and our state directories, so it stays below NAME_MAX).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// Checks a domain name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no `/`, no NUL or
+/// other control characters, and not starting with `.` (names become file names).
+pub fn validate_name(name: &str) -> Result<(), DomainError> {
+    let fail = |reason: &str| {
+        Err(DomainError::InvalidName {
+            name: name.escape_debug().to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if name.is_empty() {
+        return fail("name is empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return fail(&format!("name is longer than {MAX_NAME_BYTES} bytes"));
+    }
+    if name.contains('/') {
+        return fail("name contains '/'");
+    }
+    if name.chars().any(char::is_control) {
+        return fail("name contains a control character");
+    }
+    if name.starts_with('.') {
+        return fail("name starts with '.'");
+    }
+    if name.trim() != name {
+        return fail("name starts or ends with whitespace");
+    }
+    Ok(())
+}
+
+/// The most vCPUs QEMU 7.2 accepts for the machine type (i440fx: 255, q35: 288).
+fn max_vcpus(machine: &str) -> u32 {
+    if machine == "q35" || machine.starts_with("pc-q35") {
+        288
+    } else {
+        255
+    }
+}
+
+fn invalid(path: &str, reason: impl Into<String>) -> DomainError {
+    DomainError::Invalid {
+        reason: reason.into(),
+        location: Location::new(path, None),
+    }
+}
+
+/// Text that XML 1.0 cannot carry (control characters other than tab/newline/CR).
+fn check_text(path: &str, what: &str, text: &str) -> Result<(), DomainError> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(invalid(
+            path,
+            format!("{what} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
+    validate_name(&d.name)?;
+    if let Some(title) = &d.title {
+        check_text("title", "title", title)?;
+        if title.contains(['\n', '\r']) {
+            return Err(invalid("title", "title must be a single line"));
+        }
+    }
+    if let Some(description) = &d.description {
+        check_text("description", "description", description)?;
+    }
+    validate_memory(d)?;
+    validate_vcpus(d)?;
+    validate_os(d)?;
+    validate_lifecycle(d)?;
+    validate_devices(d)?;
+    Ok(())
+}
+
+fn validate_memory(d: &Domain) -> Result<(), DomainError> {
+    if d.memory_kib == 0 {
+        return Err(invalid("memory", "memory size must be greater than zero"));
+    }
+    if d.current_memory_kib == 0 || d.current_memory_kib > d.memory_kib {
+        return Err(invalid(
+            "currentMemory",
+            format!(
+                "currentMemory ({} KiB) must be between 1 KiB and memory ({} KiB)",
+                d.current_memory_kib, d.memory_kib
+            ),
+        ));
+    }
+    if let Some(max) = &d.max_memory {
+        if max.kib < d.memory_kib {
+            return Err(invalid(
+                "maxMemory",
+                format!(
+                    "maxMemory ({} KiB) is less than memory ({} KiB)",
+                    max.kib, d.memory_kib
+                ),
+            ));
+        }
+    }
+    if let Some(huge) = d.memory_backing.as_ref().and_then(|b| b.hugepages.as_ref()) {
+        let mut seen = HashSet::new();
+        for size in &huge.page_sizes_kib {
+            if *size == 0 || !seen.insert(*size) {
+                return Err(invalid(
+                    "memoryBacking/hugepages/page",
+                    format!("huge page size {size} KiB is zero or listed twice"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
+    let max = d.vcpu.max;
+    let limit = max_vcpus(&d.os.machine);
+    if max == 0 || max > limit {
+        return Err(invalid(
+            "vcpu",
+            format!(
+                "vCPU count {max} must be between 1 and {limit} for machine '{}'",
+                d.os.machine
+            ),
+        ));
+    }
+    if let Some(current) = d.vcpu.current {
+        if current == 0 || current > max {
+            return Err(invalid(
+                "vcpu",
+                format!("current vCPUs {current} must be between 1 and {max}"),
+            ));
+        }
+    }
+    if let Some(cpuset) = &d.vcpu.cpuset {
+        if cpuset.is_empty() {
+            return Err(invalid("vcpu", "cpuset is empty"));
+        }
+    }
+    if let Some(topology) = d.cpu.as_ref().and_then(|c| c.topology) {
+        let counts = [
+            topology.sockets,
+            topology.dies,
+            topology.clusters,
+            topology.cores,
+            topology.threads,
+        ];
+        if counts.contains(&0) {
+            return Err(invalid(
+                "cpu/topology",
+                "topology counts must be at least 1",
+            ));
+        }
+        if topology.total() != Some(max) {
+            return Err(invalid(
+                "cpu/topology",
+                format!(
+                    "topology {}x{}x{}x{}x{} (sockets x dies x clusters x cores x threads) does not equal the maximum vCPU count {max}",
+                    topology.sockets, topology.dies, topology.clusters, topology.cores, topology.threads
+                ),
+            ));
+        }
+    }
+    if let Some(cpu) = &d.cpu {
+        if cpu.mode == CpuMode::Custom && cpu.model.is_none() && !cpu.features.is_empty() {
+            return Err(invalid(
+                "cpu",
+                "CPU features need a CPU model in custom mode",
+            ));
+        }
+        for feature in &cpu.features {
+            check_text("cpu/feature", "feature name", &feature.name)?;
+            if feature.name.is_empty() {
+                return Err(invalid("cpu/feature", "feature name is empty"));
+            }
+        }
+        if let Some(model) = &cpu.model {
+            if model.name.is_empty() || model.name.chars().any(char::is_control) {
+                return Err(invalid(
+                    "cpu/model",
+                    "CPU model name is empty or has control characters",
+                ));
+            }
+        }
+    }
+    let iothreads = d.iothreads.unwrap_or(0);
+    if let Some(tune) = &d.cputune {
+        let mut pinned = HashSet::new();
+        for pin in &tune.vcpupins {
+            if pin.vcpu >= max {
+                return Err(invalid(
+                    "cputune/vcpupin",
+                    format!(
+                        "vcpupin for vCPU {} but the domain has {max} vCPUs",
+                        pin.vcpu
+                    ),
+                ));
+            }
+            if !pinned.insert(pin.vcpu) {
+                return Err(invalid(
+                    "cputune/vcpupin",
+                    format!("vCPU {} is pinned twice", pin.vcpu),
+                ));
+            }
+            if pin.cpuset.is_empty() {
+                return Err(invalid("cputune/vcpupin", "cpuset is empty"));
+            }
+        }
+        let mut pinned = HashSet::new();
+        for pin in &tune.iothreadpins {
+            if pin.iothread == 0 || pin.iothread > iothreads {
+                return Err(invalid(
+                    "cputune/iothreadpin",
+                    format!(
+                        "iothreadpin for IOThread {} but the domain has {iothreads} IOThreads",
+                        pin.iothread
+                    ),
+                ));
+            }
+            if !pinned.insert(pin.iothread) {
+                return Err(invalid(
+                    "cputune/iothreadpin",
+                    format!("IOThread {} is pinned twice", pin.iothread),
+                ));
+            }
+        }
+        if tune.emulatorpin.as_ref().is_some_and(CpuSet::is_empty) {
+            return Err(invalid("cputune/emulatorpin", "cpuset is empty"));
+        }
+        let period_ok =
+            |p: Option<u64>| p.is_none_or(|p| p == 0 || (1000..=1_000_000).contains(&p));
+        let quota_ok = |q: Option<i64>| {
+            q.is_none_or(|q| q == -1 || q == 0 || (1000..=17_592_186_044_415).contains(&q))
+        };
+        if !period_ok(tune.period) || !period_ok(tune.emulator_period) {
+            return Err(invalid(
+                "cputune",
+                "period must be 1000..1000000 microseconds",
+            ));
+        }
+        if !quota_ok(tune.quota) || !quota_ok(tune.emulator_quota) {
+            return Err(invalid(
+                "cputune",
+                "quota must be -1 or 1000..17592186044415 microseconds",
+            ));
+        }
+        if tune.shares.is_some_and(|s| s > 262_144) {
+            return Err(invalid("cputune/shares", "shares must be at most 262144"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_os(d: &Domain) -> Result<(), DomainError> {
+    if d.os.arch != "x86_64" {
+        return Err(invalid(
+            "os/type",
+            format!("architecture '{}' is not supported; only x86_64", d.os.arch),
+        ));
+    }
+    if d.os.machine.is_empty()
+        || d.os
+            .machine
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',')
+    {
+        return Err(invalid(
+            "os/type",
+            format!("machine type '{}' is not valid", d.os.machine),
+        ));
+    }
+    let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
+        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some());
+    if per_device_boot && !d.os.boot.is_empty() {
+        return Err(invalid(
+            "os/boot",
+            "per-device <boot order> cannot be combined with <os><boot dev>",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for dev in &d.os.boot {
+        if !seen.insert(*dev) {
+            return Err(invalid("os/boot", "a boot device is listed twice"));
+        }
+    }
+    for (what, value) in [
+        ("kernel", &d.os.kernel),
+        ("initrd", &d.os.initrd),
+        ("cmdline", &d.os.cmdline),
+    ] {
+        if let Some(v) = value {
+            check_text(&format!("os/{what}"), what, v)?;
+        }
+    }
+    if d.os.initrd.is_some() && d.os.kernel.is_none() {
+        return Err(invalid("os/initrd", "an initrd needs a kernel"));
+    }
+    if let Some(t) = d.os.bios_reboot_timeout {
+        if !(-1..=65535).contains(&t) {
+            return Err(invalid("os/bios", "rebootTimeout must be -1 to 65535"));
+        }
+    }
+    if let Some(menu) = &d.os.bootmenu {
+        if menu.timeout.is_some_and(|t| t > 65535) {
+            return Err(invalid("os/bootmenu", "timeout must be at most 65535"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_lifecycle(d: &Domain) -> Result<(), DomainError> {
+    for (path, action) in [("on_poweroff", d.on_poweroff), ("on_reboot", d.on_reboot)] {
+        if matches!(
+            action,
+            LifecycleAction::CoredumpDestroy | LifecycleAction::CoredumpRestart
+        ) {
+            return Err(invalid(
+                path,
+                "coredump-destroy and coredump-restart are only valid for on_crash",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_devices(d: &Domain) -> Result<(), DomainError> {
+    let devices = &d.devices;
+    if let Some(emulator) = &devices.emulator {
+        if !emulator.starts_with('/') || emulator.chars().any(char::is_control) {
+            return Err(invalid(
+                "devices/emulator",
+                format!("emulator '{emulator}' must be an absolute path"),
+            ));
+        }
+    }
+    let iothreads = d.iothreads.unwrap_or(0);
+    let mut targets = HashSet::new();
+    let mut boot_orders = HashSet::new();
+    for disk in &devices.disks {
+        let path = "devices/disk";
+        if !targets.insert(disk.target.dev.as_str()) {
+            return Err(invalid(
+                path,
+                format!("target '{}' is used by two disks", disk.target.dev),
+            ));
+        }
+        if disk.target.dev.is_empty() || !disk.target.dev.bytes().all(|b| b.is_ascii_alphanumeric())
+        {
+            return Err(invalid(
+                path,
+                format!("target '{}' is not a device name", disk.target.dev),
+            ));
+        }
+        match (&disk.source, disk.device) {
+            (None, DiskDevice::Disk) => {
+                return Err(invalid(
+                    path,
+                    format!("disk '{}' has no source", disk.target.dev),
+                ));
+            }
+            (None, DiskDevice::Cdrom) if disk.target.bus == DiskBus::Usb => {
+                return Err(invalid(
+                    path,
+                    format!("'usb' disk '{}' must not be empty", disk.target.dev),
+                ));
+            }
+            (Some(source), _) if source.is_empty() || source.chars().any(char::is_control) => {
+                return Err(invalid(
+                    path,
+                    format!("disk '{}' has an invalid source path", disk.target.dev),
+                ));
+            }
+            _ => {}
+        }
+        if disk.device == DiskDevice::Cdrom && disk.target.bus == DiskBus::Virtio {
+            return Err(invalid(path, "a cdrom cannot be on the virtio bus"));
+        }
+        if disk.target.bus == DiskBus::Fdc {
+            return Err(invalid(path, "floppy disks are not supported"));
+        }
+        if let Some(thread) = disk.driver.iothread {
+            if disk.target.bus != DiskBus::Virtio {
+                return Err(invalid(path, "iothread is only valid for virtio disks"));
+            }
+            if thread == 0 || thread > iothreads {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "disk '{}' uses IOThread {thread} but the domain has {iothreads}",
+                        disk.target.dev
+                    ),
+                ));
+            }
+        }
+        if let Some(serial) = &disk.serial {
+            if serial.is_empty()
+                || !serial
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_+-. ".contains(c))
+            {
+                return Err(invalid(
+                    path,
+                    "serial may only contain A-Z a-z 0-9 _ + - . and space",
+                ));
+            }
+        }
+        if let Some(order) = disk.boot_order {
+            if order == 0 || !boot_orders.insert(order) {
+                return Err(invalid(
+                    path,
+                    format!("boot order {order} is zero or used twice"),
+                ));
+            }
+        }
+        validate_address(path, &disk.address)?;
+    }
+    let mut controllers = HashSet::new();
+    for c in &devices.controllers {
+        if !controllers.insert((c.controller_type, c.index)) {
+            return Err(invalid(
+                "devices/controller",
+                format!(
+                    "two {:?} controllers with index {}",
+                    c.controller_type, c.index
+                ),
+            ));
+        }
+        if c.index > crate::parse::MAX_CONTROLLER_INDEX {
+            return Err(invalid(
+                "devices/controller",
+                format!("controller index {} is too large", c.index),
+            ));
+        }
+        if let Some(model) = &c.model {
+            if !crate::parse::CONTROLLER_MODELS.contains(&model.as_str()) {
+                return Err(invalid(
+                    "devices/controller",
+                    format!("unknown controller model '{model}'"),
+                ));
+            }
+        }
+        validate_address("devices/controller", &c.address)?;
+    }
+    for iface in &devices.interfaces {
+        let path = "devices/interface";
+        match (&iface.interface_type, &iface.source) {
+            (InterfaceType::User, InterfaceSource::None)
+            | (InterfaceType::Network, InterfaceSource::Network(_))
+            | (InterfaceType::Bridge, InterfaceSource::Bridge(_)) => {}
+            _ => return Err(invalid(path, "interface source does not match its type")),
+        }
+        match &iface.source {
+            InterfaceSource::Network(n) | InterfaceSource::Bridge(n)
+                if n.is_empty() || n.chars().any(char::is_control) =>
+            {
+                return Err(invalid(
+                    path,
+                    "interface source name is empty or has control characters",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(mac) = &iface.mac {
+            if mac.0[0] & 1 == 1 {
+                return Err(invalid(path, format!("MAC {mac} is a multicast address")));
+            }
+        }
+        if let Some(model) = &iface.model {
+            if !crate::parse::NIC_MODELS.contains(&model.as_str()) {
+                return Err(invalid(path, format!("unknown NIC model '{model}'")));
+            }
+        }
+        if let Some(dev) = &iface.target_dev {
+            if dev.is_empty()
+                || dev.len() > 15
+                || dev.contains('/')
+                || dev.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(invalid(
+                    path,
+                    format!("target dev '{dev}' is not a valid interface name"),
+                ));
+            }
+        }
+        if iface.driver_queues == Some(0) {
+            return Err(invalid(path, "driver queues must be at least 1"));
+        }
+        if let Some(mtu) = iface.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(invalid(path, format!("MTU {mtu} must be 68..65535")));
+            }
+        }
+        if let Some(order) = iface.boot_order {
+            if order == 0 || !boot_orders.insert(order) {
+                return Err(invalid(
+                    path,
+                    format!("boot order {order} is zero or used twice"),
+                ));
+            }
+        }
+        validate_address(path, &iface.address)?;
+    }
+    for (path, list) in [
+        ("devices/serial", &devices.serials),
+        ("devices/console", &devices.consoles),
+    ] {
+        for dev in list {
+            match &dev.source {
+                CharSource::File { path: p, .. } | CharSource::Unix { path: p, .. } => {
+                    if p.is_empty() || p.chars().any(char::is_control) {
+                        return Err(invalid(
+                            path,
+                            "source path is empty or has control characters",
+                        ));
+                    }
+                }
+                CharSource::Pty => {}
+            }
+            if let Some(t) = &dev.target.target_type {
+                if !crate::parse::CHAR_TARGET_TYPES.contains(&t.as_str()) {
+                    return Err(invalid(path, format!("unknown target type '{t}'")));
+                }
+            }
+            if let Some(m) = &dev.target.model {
+                if !crate::parse::SERIAL_TARGET_MODELS.contains(&m.as_str()) {
+                    return Err(invalid(path, format!("unknown target model '{m}'")));
+                }
+            }
+        }
+    }
+    for input in &devices.inputs {
+        if input.input_type == InputType::Tablet && input.bus == InputBus::Ps2 {
+            return Err(invalid(
+                "devices/input",
+                "a tablet cannot be on the ps2 bus",
+            ));
+        }
+        validate_address("devices/input", &input.address)?;
+    }
+    for g in &devices.graphics {
+        match &g.listen {
+            VncListen::Socket(p) if p.is_empty() || p.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "devices/graphics",
+                    "socket path is empty or has control characters",
+                ));
+            }
+            VncListen::Address(Some(a)) if a.is_empty() || a.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "devices/graphics",
+                    "listen address is empty or has control characters",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(port) = g.port {
+            if port < 5900 && port != 0 {
+                return Err(invalid(
+                    "devices/graphics",
+                    format!("VNC port {port} must be 5900 or above"),
+                ));
+            }
+        }
+        if let Some(p) = &g.passwd {
+            check_text("devices/graphics", "passwd", p)?;
+        }
+    }
+    let mut audio_ids = HashSet::new();
+    for audio in &devices.audios {
+        if audio.id == 0 || !audio_ids.insert(audio.id) {
+            return Err(invalid(
+                "devices/audio",
+                format!("audio id {} is zero or used twice", audio.id),
+            ));
+        }
+    }
+    if devices.videos.iter().filter(|v| v.primary).count() > 1 {
+        return Err(invalid(
+            "devices/video/model",
+            "only one video can be primary",
+        ));
+    }
+    for video in &devices.videos {
+        if video.heads == Some(0) {
+            return Err(invalid("devices/video/model", "heads must be at least 1"));
+        }
+        validate_address("devices/video", &video.address)?;
+    }
+    if let Some(b) = &devices.memballoon {
+        if b.model == MemBalloonModel::None
+            && (b.autodeflate.is_some() || b.stats_period.is_some() || b.address.is_some())
+        {
+            return Err(invalid(
+                "devices/memballoon",
+                "model 'none' takes no options",
+            ));
+        }
+        validate_address("devices/memballoon", &b.address)?;
+    }
+    for rng in &devices.rngs {
+        if !rng.backend_random.starts_with('/') || rng.backend_random.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "devices/rng/backend",
+                "random backend must be an absolute path",
+            ));
+        }
+        validate_address("devices/rng", &rng.address)?;
+    }
+    validate_pci_addresses(devices)?;
+    Ok(())
+}
+
+fn validate_address(path: &str, address: &Option<Address>) -> Result<(), DomainError> {
+    match address {
+        Some(Address::Pci(p)) if p.slot > 31 || p.function > 7 => {
+            Err(invalid(path, "PCI slot must be 0-31 and function 0-7"))
+        }
+        Some(Address::Usb(u)) => match &u.port {
+            Some(port)
+                if !port.split('.').all(|s| s.parse::<u8>().is_ok())
+                    || port.split('.').count() > 4 =>
+            {
+                Err(invalid(
+                    path,
+                    format!("USB port '{port}' is not a dotted port path"),
+                ))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// Two devices may not share a PCI function.
+fn validate_pci_addresses(devices: &Devices) -> Result<(), DomainError> {
+    let mut all: Vec<&Option<Address>> = Vec::new();
+    all.extend(devices.disks.iter().map(|x| &x.address));
+    all.extend(devices.controllers.iter().map(|x| &x.address));
+    all.extend(devices.interfaces.iter().map(|x| &x.address));
+    all.extend(devices.videos.iter().map(|x| &x.address));
+    all.extend(devices.rngs.iter().map(|x| &x.address));
+    all.extend(devices.memballoon.iter().map(|x| &x.address));
+    let mut seen = HashSet::new();
+    for address in all {
+        if let Some(Address::Pci(p)) = address {
+            if !seen.insert((p.domain, p.bus, p.slot, p.function)) {
+                return Err(invalid(
+                    "devices",
+                    format!(
+                        "PCI address {:04x}:{:02x}:{:02x}.{:x} is used twice",
+                        p.domain, p.bus, p.slot, p.function
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_rules() {
+        for good in ["vm1", "my guest", "ünïcode-名前", &"a".repeat(255)] {
+            assert!(validate_name(good).is_ok(), "{good:?}");
+        }
+        let cases: &[(&str, &str)] = &[
+            ("", "empty"),
+            (&"a".repeat(256), "longer than 255"),
+            ("a/b", "'/'"),
+            ("a\0b", "control"),
+            ("a\nb", "control"),
+            ("a\x7fb", "control"),
+            (".hidden", "starts with '.'"),
+            (" padded", "whitespace"),
+        ];
+        for (bad, why) in cases {
+            let err = validate_name(bad).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,748 @@
+//! [`Domain`] -> libvirt's normalized XML (element and attribute order as `virsh dumpxml`).
+
+use std::fmt::Write as _;
+
+use crate::model::*;
+use crate::parse::{
+    BOOT_DEVICES, CLOCK_OFFSETS, CPU_CHECKS, CPU_FALLBACKS, CPU_MATCHES, CPU_MODES, DETECT_ZEROES,
+    DISK_BUSES, DISK_CACHES, DISK_DEVICES, DISK_DISCARDS, DISK_FORMATS, DISK_IOS, DISK_TYPES,
+    DOMAIN_TYPES, FEATURE_POLICIES, FIRMWARES, INPUT_BUSES, INPUT_TYPES, INTERFACE_DRIVERS,
+    INTERFACE_TYPES, LIFECYCLE_ACTIONS, LOADER_TYPES, PLACEMENTS, TICK_POLICIES, TIMER_NAMES,
+    UNIX_MODES, VIDEO_MODELS,
+};
+
+/// The name of `value` in a parse table (tables cover every variant).
+fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
+    table
+        .iter()
+        .find(|(_, v)| *v == value)
+        .map(|(n, _)| *n)
+        .unwrap_or("")
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// Escapes for both attribute values (single-quoted) and text. Whitespace other than a
+/// plain space is written as a character reference so attribute normalization keeps it.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn escape_attr(s: &str) -> String {
+    escape(s).replace('\t', "&#9;").replace('\n', "&#10;")
+}
+
+/// A tiny indenting XML writer.
+struct Writer {
+    out: String,
+    depth: usize,
+}
+
+/// Attributes of one element, in order; `None` values are skipped.
+type Attrs<'a> = &'a [(&'a str, Option<String>)];
+
+impl Writer {
+    fn indent(&mut self) {
+        for _ in 0..self.depth {
+            self.out.push_str("  ");
+        }
+    }
+
+    fn open_tag(&mut self, name: &str, attrs: Attrs) {
+        self.indent();
+        self.out.push('<');
+        self.out.push_str(name);
+        for (key, value) in attrs {
+            if let Some(value) = value {
+                let _ = write!(self.out, " {key}='{}'", escape_attr(value));
+            }
+        }
+    }
+
+    fn empty(&mut self, name: &str, attrs: Attrs) {
+        self.open_tag(name, attrs);
+        self.out.push_str("/>\n");
+    }
+
+    fn text(&mut self, name: &str, attrs: Attrs, text: &str) {
+        self.open_tag(name, attrs);
+        let _ = writeln!(self.out, ">{}</{name}>", escape(text));
+    }
+
+    fn start(&mut self, name: &str, attrs: Attrs) {
+        self.open_tag(name, attrs);
+        self.out.push_str(">\n");
+        self.depth += 1;
+    }
+
+    fn end(&mut self, name: &str) {
+        self.depth = self.depth.saturating_sub(1);
+        self.indent();
+        let _ = writeln!(self.out, "</{name}>");
+    }
+}
+
+fn s(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+pub(crate) fn to_xml(d: &Domain) -> String {
+    let mut w = Writer {
+        out: String::new(),
+        depth: 0,
+    };
+    w.start(
+        "domain",
+        &[("type", s(name_of(DOMAIN_TYPES, d.domain_type)))],
+    );
+    w.text("name", &[], &d.name);
+    w.text("uuid", &[], &d.uuid.hyphenated().to_string());
+    if let Some(title) = &d.title {
+        w.text("title", &[], title);
+    }
+    if let Some(description) = &d.description {
+        w.text("description", &[], description);
+    }
+    if let Some(max) = &d.max_memory {
+        w.text(
+            "maxMemory",
+            &[
+                ("slots", (max.slots > 0).then(|| max.slots.to_string())),
+                ("unit", s("KiB")),
+            ],
+            &max.kib.to_string(),
+        );
+    }
+    w.text("memory", &[("unit", s("KiB"))], &d.memory_kib.to_string());
+    w.text(
+        "currentMemory",
+        &[("unit", s("KiB"))],
+        &d.current_memory_kib.to_string(),
+    );
+    if let Some(backing) = &d.memory_backing {
+        write_memory_backing(&mut w, backing);
+    }
+    w.text(
+        "vcpu",
+        &[
+            ("placement", s(name_of(PLACEMENTS, d.vcpu.placement))),
+            ("cpuset", d.vcpu.cpuset.as_ref().map(|c| c.to_string())),
+            ("current", d.vcpu.current.map(|c| c.to_string())),
+        ],
+        &d.vcpu.max.to_string(),
+    );
+    if let Some(n) = d.iothreads {
+        w.text("iothreads", &[], &n.to_string());
+    }
+    if let Some(tune) = &d.cputune {
+        write_cputune(&mut w, tune);
+    }
+    write_os(&mut w, &d.os);
+    if d.features != Features::default() {
+        w.start("features", &[]);
+        for (on, name) in [
+            (d.features.acpi, "acpi"),
+            (d.features.apic, "apic"),
+            (d.features.pae, "pae"),
+        ] {
+            if on {
+                w.empty(name, &[]);
+            }
+        }
+        w.end("features");
+    }
+    if let Some(cpu) = &d.cpu {
+        write_cpu(&mut w, cpu);
+    }
+    write_clock(&mut w, &d.clock);
+    w.text(
+        "on_poweroff",
+        &[],
+        name_of(LIFECYCLE_ACTIONS, d.on_poweroff),
+    );
+    w.text("on_reboot", &[], name_of(LIFECYCLE_ACTIONS, d.on_reboot));
+    w.text("on_crash", &[], name_of(LIFECYCLE_ACTIONS, d.on_crash));
+    write_devices(&mut w, &d.devices);
+    w.end("domain");
+    w.out
+}
+
+fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
+    if backing.hugepages.is_none() && !backing.nosharepages {
+        return;
+    }
+    w.start("memoryBacking", &[]);
+    if let Some(huge) = &backing.hugepages {
+        if huge.page_sizes_kib.is_empty() {
+            w.empty("hugepages", &[]);
+        } else {
+            w.start("hugepages", &[]);
+            for size in &huge.page_sizes_kib {
+                w.empty("page", &[("size", s(size)), ("unit", s("KiB"))]);
+            }
+            w.end("hugepages");
+        }
+    }
+    if backing.nosharepages {
+        w.empty("nosharepages", &[]);
+    }
+    w.end("memoryBacking");
+}
+
+fn write_cputune(w: &mut Writer, tune: &CpuTune) {
+    if *tune == CpuTune::default() {
+        return;
+    }
+    w.start("cputune", &[]);
+    if let Some(v) = tune.shares {
+        w.text("shares", &[], &v.to_string());
+    }
+    if let Some(v) = tune.period {
+        w.text("period", &[], &v.to_string());
+    }
+    if let Some(v) = tune.quota {
+        w.text("quota", &[], &v.to_string());
+    }
+    if let Some(v) = tune.emulator_period {
+        w.text("emulator_period", &[], &v.to_string());
+    }
+    if let Some(v) = tune.emulator_quota {
+        w.text("emulator_quota", &[], &v.to_string());
+    }
+    for pin in &tune.vcpupins {
+        w.empty(
+            "vcpupin",
+            &[("vcpu", s(pin.vcpu)), ("cpuset", s(&pin.cpuset))],
+        );
+    }
+    if let Some(set) = &tune.emulatorpin {
+        w.empty("emulatorpin", &[("cpuset", s(set))]);
+    }
+    for pin in &tune.iothreadpins {
+        w.empty(
+            "iothreadpin",
+            &[("iothread", s(pin.iothread)), ("cpuset", s(&pin.cpuset))],
+        );
+    }
+    w.end("cputune");
+}
+
+fn write_os(w: &mut Writer, os: &Os) {
+    w.start(
+        "os",
+        &[(
+            "firmware",
+            os.firmware.map(|f| name_of(FIRMWARES, f).to_string()),
+        )],
+    );
+    w.text(
+        "type",
+        &[("arch", s(&os.arch)), ("machine", s(&os.machine))],
+        "hvm",
+    );
+    if let Some(loader) = &os.loader {
+        let attrs = [
+            ("readonly", loader.readonly.map(|b| yes_no(b).to_string())),
+            ("secure", loader.secure.map(|b| yes_no(b).to_string())),
+            (
+                "type",
+                loader
+                    .loader_type
+                    .map(|t| name_of(LOADER_TYPES, t).to_string()),
+            ),
+        ];
+        match &loader.path {
+            Some(path) => w.text("loader", &attrs, path),
+            None => w.empty("loader", &attrs),
+        }
+    }
+    if let Some(nvram) = &os.nvram {
+        let attrs = [("template", nvram.template.clone())];
+        match &nvram.path {
+            Some(path) => w.text("nvram", &attrs, path),
+            None => w.empty("nvram", &attrs),
+        }
+    }
+    if let Some(kernel) = &os.kernel {
+        w.text("kernel", &[], kernel);
+    }
+    if let Some(initrd) = &os.initrd {
+        w.text("initrd", &[], initrd);
+    }
+    if let Some(cmdline) = &os.cmdline {
+        w.text("cmdline", &[], cmdline);
+    }
+    for dev in &os.boot {
+        w.empty("boot", &[("dev", s(name_of(BOOT_DEVICES, *dev)))]);
+    }
+    if let Some(menu) = &os.bootmenu {
+        w.empty(
+            "bootmenu",
+            &[
+                ("enable", s(yes_no(menu.enable))),
+                ("timeout", menu.timeout.map(|t| t.to_string())),
+            ],
+        );
+    }
+    if let Some(t) = os.bios_reboot_timeout {
+        w.empty("bios", &[("rebootTimeout", s(t))]);
+    }
+    w.end("os");
+}
+
+fn write_cpu(w: &mut Writer, cpu: &Cpu) {
+    let attrs = [
+        ("mode", s(name_of(CPU_MODES, cpu.mode))),
+        (
+            "match",
+            cpu.match_.map(|m| name_of(CPU_MATCHES, m).to_string()),
+        ),
+        (
+            "check",
+            cpu.check.map(|c| name_of(CPU_CHECKS, c).to_string()),
+        ),
+        ("migratable", cpu.migratable.map(|m| on_off(m).to_string())),
+    ];
+    if cpu.model.is_none()
+        && cpu.vendor.is_none()
+        && cpu.topology.is_none()
+        && cpu.features.is_empty()
+    {
+        w.empty("cpu", &attrs);
+        return;
+    }
+    w.start("cpu", &attrs);
+    if let Some(model) = &cpu.model {
+        w.text(
+            "model",
+            &[(
+                "fallback",
+                model
+                    .fallback
+                    .map(|f| name_of(CPU_FALLBACKS, f).to_string()),
+            )],
+            &model.name,
+        );
+    }
+    if let Some(vendor) = &cpu.vendor {
+        w.text("vendor", &[], vendor);
+    }
+    if let Some(t) = &cpu.topology {
+        w.empty(
+            "topology",
+            &[
+                ("sockets", s(t.sockets)),
+                ("dies", s(t.dies)),
+                ("clusters", s(t.clusters)),
+                ("cores", s(t.cores)),
+                ("threads", s(t.threads)),
+            ],
+        );
+    }
+    for feature in &cpu.features {
+        w.empty(
+            "feature",
+            &[
+                ("policy", s(name_of(FEATURE_POLICIES, feature.policy))),
+                ("name", s(&feature.name)),
+            ],
+        );
+    }
+    w.end("cpu");
+}
+
+fn write_clock(w: &mut Writer, clock: &Clock) {
+    let attrs = [("offset", s(name_of(CLOCK_OFFSETS, clock.offset)))];
+    if clock.timers.is_empty() {
+        w.empty("clock", &attrs);
+        return;
+    }
+    w.start("clock", &attrs);
+    for timer in &clock.timers {
+        w.empty(
+            "timer",
+            &[
+                ("name", s(name_of(TIMER_NAMES, timer.name))),
+                (
+                    "tickpolicy",
+                    timer
+                        .tickpolicy
+                        .map(|t| name_of(TICK_POLICIES, t).to_string()),
+                ),
+                ("present", timer.present.map(|p| yes_no(p).to_string())),
+            ],
+        );
+    }
+    w.end("clock");
+}
+
+fn write_address(w: &mut Writer, address: &Option<Address>) {
+    let Some(address) = address else { return };
+    match address {
+        Address::Pci(a) => w.empty(
+            "address",
+            &[
+                ("type", s("pci")),
+                ("domain", Some(format!("{:#06x}", a.domain))),
+                ("bus", Some(format!("{:#04x}", a.bus))),
+                ("slot", Some(format!("{:#04x}", a.slot))),
+                ("function", Some(format!("{:#x}", a.function))),
+                (
+                    "multifunction",
+                    a.multifunction.map(|m| on_off(m).to_string()),
+                ),
+            ],
+        ),
+        Address::Drive(a) => w.empty(
+            "address",
+            &[
+                ("type", s("drive")),
+                ("controller", s(a.controller)),
+                ("bus", s(a.bus)),
+                ("target", s(a.target)),
+                ("unit", s(a.unit)),
+            ],
+        ),
+        Address::Usb(a) => w.empty(
+            "address",
+            &[
+                ("type", s("usb")),
+                ("bus", s(a.bus)),
+                ("port", a.port.clone()),
+            ],
+        ),
+        Address::VirtioSerial(a) => w.empty(
+            "address",
+            &[
+                ("type", s("virtio-serial")),
+                ("controller", s(a.controller)),
+                ("bus", s(a.bus)),
+                ("port", s(a.port)),
+            ],
+        ),
+    }
+}
+
+fn write_boot(w: &mut Writer, order: Option<u32>) {
+    if let Some(order) = order {
+        w.empty("boot", &[("order", s(order))]);
+    }
+}
+
+fn write_devices(w: &mut Writer, devices: &Devices) {
+    w.start("devices", &[]);
+    if let Some(emulator) = &devices.emulator {
+        w.text("emulator", &[], emulator);
+    }
+    for disk in &devices.disks {
+        write_disk(w, disk);
+    }
+    for controller in &devices.controllers {
+        write_controller(w, controller);
+    }
+    for iface in &devices.interfaces {
+        write_interface(w, iface);
+    }
+    for serial in &devices.serials {
+        write_chardev(w, "serial", serial);
+    }
+    for console in &devices.consoles {
+        write_chardev(w, "console", console);
+    }
+    for input in &devices.inputs {
+        let attrs = [
+            ("type", s(name_of(INPUT_TYPES, input.input_type))),
+            ("bus", s(name_of(INPUT_BUSES, input.bus))),
+        ];
+        if input.address.is_some() {
+            w.start("input", &attrs);
+            write_address(w, &input.address);
+            w.end("input");
+        } else {
+            w.empty("input", &attrs);
+        }
+    }
+    for graphics in &devices.graphics {
+        write_graphics(w, graphics);
+    }
+    for audio in &devices.audios {
+        w.empty("audio", &[("id", s(audio.id)), ("type", s("none"))]);
+    }
+    for video in &devices.videos {
+        w.start("video", &[]);
+        w.empty(
+            "model",
+            &[
+                ("type", s(name_of(VIDEO_MODELS, video.model))),
+                ("vram", video.vram_kib.map(|v| v.to_string())),
+                ("heads", video.heads.map(|h| h.to_string())),
+                ("primary", video.primary.then(|| "yes".to_string())),
+            ],
+        );
+        write_address(w, &video.address);
+        w.end("video");
+    }
+    if let Some(balloon) = &devices.memballoon {
+        let attrs = [
+            (
+                "model",
+                s(match balloon.model {
+                    MemBalloonModel::Virtio => "virtio",
+                    MemBalloonModel::None => "none",
+                }),
+            ),
+            (
+                "autodeflate",
+                balloon.autodeflate.map(|a| on_off(a).to_string()),
+            ),
+        ];
+        if balloon.stats_period.is_none() && balloon.address.is_none() {
+            w.empty("memballoon", &attrs);
+        } else {
+            w.start("memballoon", &attrs);
+            if let Some(period) = balloon.stats_period {
+                w.empty("stats", &[("period", s(period))]);
+            }
+            write_address(w, &balloon.address);
+            w.end("memballoon");
+        }
+    }
+    for rng in &devices.rngs {
+        w.start("rng", &[("model", s("virtio"))]);
+        w.text("backend", &[("model", s("random"))], &rng.backend_random);
+        write_address(w, &rng.address);
+        w.end("rng");
+    }
+    w.end("devices");
+}
+
+fn write_disk(w: &mut Writer, disk: &Disk) {
+    w.start(
+        "disk",
+        &[
+            ("type", s(name_of(DISK_TYPES, disk.disk_type))),
+            ("device", s(name_of(DISK_DEVICES, disk.device))),
+        ],
+    );
+    let d = &disk.driver;
+    w.empty(
+        "driver",
+        &[
+            ("name", s("qemu")),
+            ("type", s(name_of(DISK_FORMATS, d.format))),
+            (
+                "cache",
+                d.cache.map(|c| name_of(DISK_CACHES, c).to_string()),
+            ),
+            ("io", d.io.map(|c| name_of(DISK_IOS, c).to_string())),
+            (
+                "discard",
+                d.discard.map(|c| name_of(DISK_DISCARDS, c).to_string()),
+            ),
+            ("iothread", d.iothread.map(|c| c.to_string())),
+            (
+                "detect_zeroes",
+                d.detect_zeroes
+                    .map(|c| name_of(DETECT_ZEROES, c).to_string()),
+            ),
+        ],
+    );
+    if let Some(source) = &disk.source {
+        let key = match disk.disk_type {
+            DiskType::File => "file",
+            DiskType::Block => "dev",
+        };
+        w.empty("source", &[(key, s(source))]);
+    }
+    w.empty(
+        "target",
+        &[
+            ("dev", s(&disk.target.dev)),
+            ("bus", s(name_of(DISK_BUSES, disk.target.bus))),
+        ],
+    );
+    if disk.readonly {
+        w.empty("readonly", &[]);
+    }
+    if disk.shareable {
+        w.empty("shareable", &[]);
+    }
+    if let Some(serial) = &disk.serial {
+        w.text("serial", &[], serial);
+    }
+    write_boot(w, disk.boot_order);
+    write_address(w, &disk.address);
+    w.end("disk");
+}
+
+fn write_controller(w: &mut Writer, c: &Controller) {
+    let kind = match c.controller_type {
+        ControllerType::Ide => "ide",
+        ControllerType::Fdc => "fdc",
+        ControllerType::Scsi => "scsi",
+        ControllerType::Sata => "sata",
+        ControllerType::Usb => "usb",
+        ControllerType::Pci => "pci",
+        ControllerType::VirtioSerial => "virtio-serial",
+    };
+    let attrs = [
+        ("type", s(kind)),
+        ("index", s(c.index)),
+        ("model", c.model.clone()),
+    ];
+    if c.driver_queues.is_none() && c.address.is_none() {
+        w.empty("controller", &attrs);
+        return;
+    }
+    w.start("controller", &attrs);
+    if let Some(queues) = c.driver_queues {
+        w.empty("driver", &[("queues", s(queues))]);
+    }
+    write_address(w, &c.address);
+    w.end("controller");
+}
+
+fn write_interface(w: &mut Writer, iface: &Interface) {
+    w.start(
+        "interface",
+        &[("type", s(name_of(INTERFACE_TYPES, iface.interface_type)))],
+    );
+    if let Some(mac) = &iface.mac {
+        w.empty("mac", &[("address", s(mac))]);
+    }
+    match &iface.source {
+        InterfaceSource::None => {}
+        InterfaceSource::Network(n) => w.empty("source", &[("network", s(n))]),
+        InterfaceSource::Bridge(b) => w.empty("source", &[("bridge", s(b))]),
+    }
+    if let Some(dev) = &iface.target_dev {
+        w.empty("target", &[("dev", s(dev))]);
+    }
+    if let Some(model) = &iface.model {
+        w.empty("model", &[("type", s(model))]);
+    }
+    if iface.driver_name.is_some() || iface.driver_queues.is_some() {
+        w.empty(
+            "driver",
+            &[
+                (
+                    "name",
+                    iface
+                        .driver_name
+                        .map(|n| name_of(INTERFACE_DRIVERS, n).to_string()),
+                ),
+                ("queues", iface.driver_queues.map(|q| q.to_string())),
+            ],
+        );
+    }
+    if let Some(up) = iface.link_up {
+        w.empty("link", &[("state", s(if up { "up" } else { "down" }))]);
+    }
+    if let Some(mtu) = iface.mtu {
+        w.empty("mtu", &[("size", s(mtu))]);
+    }
+    write_boot(w, iface.boot_order);
+    write_address(w, &iface.address);
+    w.end("interface");
+}
+
+fn write_chardev(w: &mut Writer, element: &str, dev: &CharDevice) {
+    let kind = match dev.source {
+        CharSource::Pty => "pty",
+        CharSource::File { .. } => "file",
+        CharSource::Unix { .. } => "unix",
+    };
+    w.start(element, &[("type", s(kind))]);
+    match &dev.source {
+        CharSource::Pty => {}
+        CharSource::File { path, append } => w.empty(
+            "source",
+            &[
+                ("path", s(path)),
+                ("append", append.map(|a| on_off(a).to_string())),
+            ],
+        ),
+        CharSource::Unix { path, mode } => w.empty(
+            "source",
+            &[("mode", s(name_of(UNIX_MODES, *mode))), ("path", s(path))],
+        ),
+    }
+    let attrs = [
+        ("type", dev.target.target_type.clone()),
+        ("port", dev.target.port.map(|p| p.to_string())),
+    ];
+    match &dev.target.model {
+        Some(model) => {
+            w.start("target", &attrs);
+            w.empty("model", &[("name", s(model))]);
+            w.end("target");
+        }
+        None => w.empty("target", &attrs),
+    }
+    w.end(element);
+}
+
+fn write_graphics(w: &mut Writer, g: &Graphics) {
+    let mut attrs: Vec<(&str, Option<String>)> = vec![("type", s("vnc"))];
+    match &g.listen {
+        VncListen::Socket(path) => {
+            attrs.push(("socket", s(path)));
+        }
+        VncListen::Address(address) => {
+            attrs.push((
+                "port",
+                Some(
+                    g.port
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "-1".to_string()),
+                ),
+            ));
+            attrs.push(("autoport", s(yes_no(g.autoport))));
+            attrs.push(("listen", address.clone()));
+        }
+    }
+    attrs.push(("passwd", g.passwd.clone()));
+    match &g.listen {
+        VncListen::Socket(path) => {
+            w.start("graphics", &attrs);
+            w.empty("listen", &[("type", s("socket")), ("socket", s(path))]);
+            w.end("graphics");
+        }
+        VncListen::Address(Some(address)) => {
+            w.start("graphics", &attrs);
+            w.empty("listen", &[("type", s("address")), ("address", s(address))]);
+            w.end("graphics");
+        }
+        VncListen::Address(None) => {
+            w.start("graphics", &attrs);
+            w.empty("listen", &[("type", s("address"))]);
+            w.end("graphics");
+        }
+    }
+}

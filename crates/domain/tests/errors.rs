@@ -1,0 +1,228 @@
+//! Each error kind: what the message says and which line it points at.
+
+use oxvirt_domain::{parse_domain_xml, DomainError};
+
+/// A small valid definition; `{EXTRA_TOP}` and `{EXTRA_DEV}` are replaced by tests.
+/// Line numbers: `<domain>` is line 1; text put at EXTRA_TOP starts line 8, at EXTRA_DEV line 11.
+const BASE: &str = "<domain type='qemu'>
+  <name>t</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+  </os>{EXTRA_TOP}
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>{EXTRA_DEV}
+      <source file='/var/lib/oxvirt/t.qcow2'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+  </devices>
+</domain>
+";
+
+fn with(top: &str, dev: &str) -> String {
+    BASE.replace("{EXTRA_TOP}", top).replace("{EXTRA_DEV}", dev)
+}
+
+fn err(xml: &str) -> DomainError {
+    match parse_domain_xml(xml) {
+        Ok(d) => panic!("expected an error, parsed:\n{}", d.to_xml()),
+        Err(e) => e,
+    }
+}
+
+fn assert_msg(e: &DomainError, parts: &[&str]) {
+    let msg = e.to_string();
+    for part in parts {
+        assert!(msg.contains(part), "message {msg:?} lacks {part:?}");
+    }
+}
+
+#[test]
+fn base_parses_and_fills_defaults() {
+    let d = parse_domain_xml(&with("", "")).unwrap();
+    assert_eq!(d.memory_kib, 256 * 1024);
+    assert_eq!(d.current_memory_kib, 256 * 1024);
+    assert!(!d.uuid.is_nil());
+    let xml = d.to_xml();
+    assert!(xml.contains("<memory unit='KiB'>262144</memory>"), "{xml}");
+    assert!(xml.contains("<vcpu placement='static'>2</vcpu>"), "{xml}");
+    assert!(xml.contains("<driver name='qemu' type='qcow2'/>"), "{xml}");
+    assert!(
+        xml.contains("<model fallback='forbid'>qemu64</model>"),
+        "{xml}"
+    );
+    assert!(xml.contains("<on_crash>destroy</on_crash>"), "{xml}");
+    assert!(
+        xml.contains("<address type='pci' domain='0x0000' bus='0x00' slot='0x02' function='0x0'/>"),
+        "{xml}"
+    );
+}
+
+#[test]
+fn unsupported_element_names_path_and_line() {
+    let e = err(&with("", "\n      <hostdev/>"));
+    assert!(matches!(e, DomainError::UnsupportedElement { .. }), "{e:?}");
+    assert_msg(
+        &e,
+        &["unsupported element <devices/disk/hostdev> at line 11"],
+    );
+    assert_eq!(e.line(), Some(11));
+    assert!(e.is_unsupported());
+
+    let e = err(&with("\n  <seclabel type='none'/>", ""));
+    assert_msg(&e, &["unsupported element <seclabel> at line 8"]);
+
+    let xml = with("", "").replace(
+        "  </devices>",
+        "    <hostdev mode='subsystem'/>\n  </devices>",
+    );
+    let e = err(&xml);
+    assert_msg(&e, &["unsupported element <devices/hostdev> at line 14"]);
+}
+
+#[test]
+fn unsupported_attribute_names_it() {
+    let e = err(&with("", "").replace("type='qcow2'", "type='qcow2' foo='bar'"));
+    assert!(
+        matches!(e, DomainError::UnsupportedAttribute { .. }),
+        "{e:?}"
+    );
+    assert_msg(
+        &e,
+        &["unsupported attribute 'foo' on <devices/disk/driver> at line 10"],
+    );
+
+    let e = err(&with("", "").replace("<domain type='qemu'>", "<domain type='qemu' id='3'>"));
+    assert_msg(&e, &["unsupported attribute 'id' on <domain> at line 1"]);
+}
+
+#[test]
+fn malformed_xml_has_line_and_column() {
+    let e = err("<domain type='qemu'>\n  <name>t</name>\n  <memory>1</memry>\n</domain>");
+    match &e {
+        DomainError::MalformedXml { line, column, .. } => {
+            assert_eq!(*line, 3);
+            assert!(*column > 1, "{e}");
+        }
+        other => panic!("expected MalformedXml, got {other:?}"),
+    }
+    assert_msg(&e, &["malformed XML at line 3, column"]);
+    assert!(matches!(err(""), DomainError::MalformedXml { .. }));
+    assert!(matches!(err("\u{0}"), DomainError::MalformedXml { .. }));
+}
+
+#[test]
+fn enum_value_lists_allowed_values() {
+    let e = err(&with("", "").replace("type='qcow2'", "type='vmdk'"));
+    assert!(matches!(e, DomainError::InvalidEnumValue { .. }), "{e:?}");
+    assert_msg(
+        &e,
+        &[
+            "'vmdk'",
+            "attribute 'type'",
+            "<devices/disk/driver> at line 10",
+            "raw, qcow2",
+        ],
+    );
+
+    let e = err(&with("\n  <on_crash>explode</on_crash>", ""));
+    assert_msg(
+        &e,
+        &["'explode'", "<on_crash> at line 8", "coredump-restart"],
+    );
+
+    let e = err(&with("", "").replace("<domain type='qemu'>", "<domain type='xen'>"));
+    assert_msg(&e, &["'xen'", "kvm, qemu"]);
+}
+
+#[test]
+fn bad_values_and_units() {
+    let e = err(&with("", "").replace("unit='MiB'>256", "unit='MiB'>lots"));
+    assert!(matches!(e, DomainError::InvalidValue { .. }), "{e:?}");
+    assert_msg(&e, &["'lots", "<memory> at line 3"]);
+
+    let e = err(&with("", "").replace("unit='MiB'>256", "unit='E'>9000"));
+    assert_msg(&e, &["overflow", "line 3"]);
+
+    let e = err(&with("", "").replace("unit='MiB'", "unit='furlongs'"));
+    assert_msg(&e, &["'furlongs'", "attribute 'unit'", "GiB"]);
+
+    let e = err(&with("", "").replace("<vcpu>2</vcpu>", "<vcpu cpuset='1-4,^x'>2</vcpu>"));
+    assert_msg(&e, &["cpuset", "'1-4,^x'", "<vcpu> at line 4"]);
+}
+
+#[test]
+fn missing_required_parts() {
+    let e = err(&with("", "").replace("  <memory unit='MiB'>256</memory>\n", ""));
+    assert!(matches!(e, DomainError::Missing { .. }), "{e:?}");
+    assert_msg(&e, &["missing element <memory>", "<domain> at line 1"]);
+
+    let e =
+        err(&with("", "").replace("<target dev='vda' bus='virtio'/>", "<target bus='virtio'/>"));
+    assert_msg(
+        &e,
+        &[
+            "missing attribute 'dev'",
+            "<devices/disk/target> at line 12",
+        ],
+    );
+}
+
+#[test]
+fn duplicates_and_stray_text() {
+    let e = err(&with("\n  <name>again</name>", ""));
+    assert!(matches!(e, DomainError::Duplicate { .. }), "{e:?}");
+    assert_msg(&e, &["duplicate element <name> at line 8"]);
+
+    let e = err(&with("\n  stray words", ""));
+    assert!(matches!(e, DomainError::UnexpectedText { .. }), "{e:?}");
+    assert_msg(&e, &["unexpected text 'stray words'", "<domain>"]);
+}
+
+#[test]
+fn validation_errors() {
+    let e = err(&with(
+        "\n  <cpu><topology sockets='1' cores='3' threads='1'/></cpu>",
+        "",
+    ));
+    assert!(matches!(e, DomainError::Invalid { .. }), "{e:?}");
+    assert_msg(
+        &e,
+        &["cpu/topology", "does not equal the maximum vCPU count 2"],
+    );
+
+    let e = err(&with("", "").replace("<vcpu>2</vcpu>", "<vcpu current='3'>2</vcpu>"));
+    assert_msg(&e, &["current vCPUs 3"]);
+
+    let e = err(&with("", "").replace("<name>t</name>", "<name>../etc</name>"));
+    assert!(matches!(e, DomainError::InvalidName { .. }), "{e:?}");
+    assert_msg(&e, &["invalid domain name", "'/'"]);
+
+    let e =
+        err(&with("", "\n      <boot order='1'/>").replace("</os>", "  <boot dev='hd'/>\n  </os>"));
+    assert_msg(&e, &["per-device <boot order>"]);
+
+    let e = err(&with("", "").replace("type='qcow2'", "type='qcow2' iothread='1'"));
+    assert_msg(&e, &["IOThread 1", "has 0"]);
+
+    let e = err(&with("\n  <on_reboot>coredump-destroy</on_reboot>", ""));
+    assert_msg(&e, &["only valid for on_crash"]);
+}
+
+#[test]
+fn hostile_inputs_do_not_panic() {
+    let deep = "<a>".repeat(10_000) + &"</a>".repeat(10_000);
+    let inputs = [
+        deep.as_str(),
+        "<!DOCTYPE d [<!ENTITY x 'y'>]><domain type='kvm'/>",
+        "<domain type='kvm'><name>\u{202e}</name></domain>",
+        "<domain type='kvm'><memory unit='KiB'>18446744073709551615</memory></domain>",
+        "<domain xmlns='urn:x' type='kvm'/>",
+        "<domain type='kvm'><q:x xmlns:q='urn:q'/></domain>",
+    ];
+    for input in inputs {
+        let _ = parse_domain_xml(input);
+    }
+}

@@ -1,0 +1,669 @@
+//! Property: for generated domains `x` (normalized, valid), `parse(to_xml(x)) == x`, and
+//! normalization is idempotent.
+
+use std::collections::BTreeSet;
+
+use oxvirt_domain::*;
+use proptest::collection::{btree_set, vec};
+use proptest::option;
+use proptest::prelude::*;
+use proptest::sample::{select, subsequence};
+
+/// Text with XML specials, non-ASCII, tabs and newlines, for element text we keep verbatim.
+fn free_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9 &<>'\"ü名\t\n\r.;=-]{0,24}"
+}
+
+/// A value without leading/trailing whitespace or newlines (attributes and trimmed text).
+fn word() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9_&<>'\"ü.:-]{1,12}"
+}
+
+fn path() -> impl Strategy<Value = String> {
+    "/[a-zA-Z0-9_&'ü. -]{0,16}[a-z0-9]"
+}
+
+fn cpuset() -> impl Strategy<Value = CpuSet> {
+    btree_set(0u32..70, 1..6).prop_map(CpuSet)
+}
+
+fn pci(slot: u8) -> Address {
+    Address::Pci(PciAddress {
+        domain: 0,
+        bus: 0,
+        slot,
+        function: 0,
+        multifunction: None,
+    })
+}
+
+fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
+    let topology = prop_oneof![
+        Just(None),
+        Just(Some(CpuTopology {
+            sockets: vcpus,
+            dies: 1,
+            clusters: 1,
+            cores: 1,
+            threads: 1
+        })),
+        Just(Some(CpuTopology {
+            sockets: 1,
+            dies: 1,
+            clusters: 1,
+            cores: vcpus,
+            threads: 1
+        })),
+    ];
+    let features = vec(
+        (
+            select(vec![
+                FeaturePolicy::Force,
+                FeaturePolicy::Require,
+                FeaturePolicy::Optional,
+                FeaturePolicy::Disable,
+                FeaturePolicy::Forbid,
+            ]),
+            "[a-z][a-z0-9_.-]{0,8}",
+        ),
+        0..4,
+    )
+    .prop_map(|fs| {
+        let mut seen = BTreeSet::new();
+        fs.into_iter()
+            .filter(|(_, n)| seen.insert(n.clone()))
+            .map(|(policy, name)| CpuFeature { policy, name })
+            .collect::<Vec<_>>()
+    });
+    option::of(
+        (
+            select(vec![
+                CpuMode::Custom,
+                CpuMode::HostModel,
+                CpuMode::HostPassthrough,
+                CpuMode::Maximum,
+            ]),
+            option::of(select(vec![
+                CpuMatch::Minimum,
+                CpuMatch::Exact,
+                CpuMatch::Strict,
+            ])),
+            option::of(select(vec![
+                CpuCheck::None,
+                CpuCheck::Partial,
+                CpuCheck::Full,
+            ])),
+            option::of(any::<bool>()),
+            option::of((
+                "[A-Za-z][A-Za-z0-9_-]{0,10}",
+                option::of(select(vec![CpuFallback::Allow, CpuFallback::Forbid])),
+            )),
+            option::of("[A-Za-z]{1,8}"),
+            topology,
+            features,
+        )
+            .prop_map(
+                |(mode, match_, check, migratable, model, vendor, topology, features)| {
+                    let model = model.map(|(name, fallback)| CpuModel { name, fallback });
+                    // Custom mode needs a model for features (normalization adds qemu64 otherwise).
+                    Cpu {
+                        mode,
+                        match_,
+                        check,
+                        migratable,
+                        model,
+                        vendor,
+                        topology,
+                        features,
+                    }
+                },
+            ),
+    )
+}
+
+fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
+    let boot = if per_device_boot {
+        Just(Vec::new()).boxed()
+    } else {
+        subsequence(
+            vec![
+                BootDevice::Network,
+                BootDevice::Cdrom,
+                BootDevice::Hd,
+                BootDevice::Fd,
+            ],
+            0..4,
+        )
+        .prop_shuffle()
+        .boxed()
+    };
+    (
+        option::of(select(vec![Firmware::Bios, Firmware::Efi])),
+        select(vec!["pc", "q35", "pc-i440fx-7.2", "pc-q35-7.2"]),
+        option::of((
+            option::of(path()),
+            option::of(any::<bool>()),
+            option::of(any::<bool>()),
+            option::of(select(vec![LoaderType::Rom, LoaderType::Pflash])),
+        )),
+        option::of((option::of(path()), option::of(path()))),
+        option::of((path(), option::of(path()))),
+        option::of(free_text()),
+        boot,
+        option::of((any::<bool>(), option::of(0u32..=65535))),
+        option::of(-1i32..=65535),
+    )
+        .prop_map(
+            |(firmware, machine, loader, nvram, kernel, cmdline, boot, bootmenu, bios)| Os {
+                firmware,
+                arch: "x86_64".to_string(),
+                machine: machine.to_string(),
+                loader: loader.map(|(path, readonly, secure, loader_type)| Loader {
+                    path,
+                    readonly,
+                    secure,
+                    loader_type,
+                }),
+                nvram: nvram.map(|(path, template)| Nvram { path, template }),
+                kernel: kernel.as_ref().map(|(k, _)| k.clone()),
+                initrd: kernel.and_then(|(_, i)| i),
+                cmdline,
+                boot,
+                bootmenu: bootmenu.map(|(enable, timeout)| BootMenu { enable, timeout }),
+                bios_reboot_timeout: bios,
+            },
+        )
+}
+
+fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<Value = Disk> {
+    (
+        select(vec![DiskType::File, DiskType::Block]),
+        select(vec![DiskDevice::Disk, DiskDevice::Cdrom]),
+        select(vec![
+            DiskBus::Virtio,
+            DiskBus::Sata,
+            DiskBus::Scsi,
+            DiskBus::Ide,
+            DiskBus::Usb,
+        ]),
+        (
+            select(vec![DiskFormat::Raw, DiskFormat::Qcow2]),
+            option::of(select(vec![
+                DiskCache::None,
+                DiskCache::Writeback,
+                DiskCache::Writethrough,
+                DiskCache::Directsync,
+                DiskCache::Unsafe,
+            ])),
+            option::of(select(vec![
+                DiskIo::Native,
+                DiskIo::Threads,
+                DiskIo::IoUring,
+            ])),
+            option::of(select(vec![DiskDiscard::Unmap, DiskDiscard::Ignore])),
+            option::of(select(vec![
+                DetectZeroes::Off,
+                DetectZeroes::On,
+                DetectZeroes::Unmap,
+            ])),
+            option::of(1..=iothreads.max(1)),
+        ),
+        option::of(path()),
+        any::<bool>(),
+        option::of("[A-Za-z0-9_+.-][A-Za-z0-9 _+.-]{0,10}[A-Za-z0-9]"),
+        option::of((0u32..3, 0u32..2, 0u32..2)),
+    )
+        .prop_map(
+            move |(disk_type, device, bus, driver, source, shareable, serial, drive)| {
+                let (format, cache, io, discard, detect_zeroes, iothread) = driver;
+                let bus = if device == DiskDevice::Cdrom && bus == DiskBus::Virtio {
+                    DiskBus::Sata
+                } else {
+                    bus
+                };
+                let prefix = match bus {
+                    DiskBus::Virtio => "vd",
+                    DiskBus::Ide => "hd",
+                    _ => "sd",
+                };
+                let letter = (b'a' + index as u8) as char;
+                let address = match (bus, drive) {
+                    (DiskBus::Virtio, Some(_)) => Some(pci(10 + index as u8)),
+                    (DiskBus::Ide | DiskBus::Sata | DiskBus::Scsi, Some((controller, b, unit))) => {
+                        Some(Address::Drive(DriveAddress {
+                            controller,
+                            bus: b,
+                            target: 0,
+                            unit,
+                        }))
+                    }
+                    _ => None,
+                };
+                let source = match device {
+                    DiskDevice::Disk => Some(source.unwrap_or_else(|| "/img".to_string())),
+                    DiskDevice::Cdrom if bus == DiskBus::Usb => {
+                        Some(source.unwrap_or_else(|| "/iso".to_string()))
+                    }
+                    DiskDevice::Cdrom => source,
+                };
+                Disk {
+                    disk_type,
+                    device,
+                    driver: DiskDriver {
+                        format,
+                        cache,
+                        io,
+                        discard,
+                        detect_zeroes,
+                        iothread: if bus == DiskBus::Virtio && iothreads > 0 {
+                            iothread
+                        } else {
+                            None
+                        },
+                    },
+                    source,
+                    target: DiskTarget {
+                        dev: format!("{prefix}{letter}"),
+                        bus,
+                    },
+                    readonly: device == DiskDevice::Cdrom,
+                    shareable,
+                    serial,
+                    boot_order,
+                    address,
+                }
+            },
+        )
+}
+
+fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Interface> {
+    (
+        prop_oneof![
+            Just(InterfaceSource::None),
+            "[a-z0-9;_-]{1,10}".prop_map(InterfaceSource::Network),
+            "[a-z0-9_-]{1,10}".prop_map(InterfaceSource::Bridge),
+        ],
+        option::of(any::<[u8; 3]>()),
+        option::of(select(vec!["virtio", "e1000", "rtl8139", "e1000e"])),
+        option::of(select(vec![
+            InterfaceDriverName::Qemu,
+            InterfaceDriverName::Vhost,
+        ])),
+        option::of(1u32..16),
+        option::of("[a-z][a-z0-9-]{0,14}"),
+        option::of(68u32..=65535),
+        option::of(any::<bool>()),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(
+                source,
+                mac,
+                model,
+                driver_name,
+                driver_queues,
+                target_dev,
+                mtu,
+                link_up,
+                addressed,
+            )| {
+                let interface_type = match source {
+                    InterfaceSource::None => InterfaceType::User,
+                    InterfaceSource::Network(_) => InterfaceType::Network,
+                    InterfaceSource::Bridge(_) => InterfaceType::Bridge,
+                };
+                Interface {
+                    interface_type,
+                    mac: Some(generate_mac(mac.unwrap_or([0, 0, index as u8]))),
+                    source,
+                    model: model.map(str::to_string),
+                    driver_name,
+                    driver_queues,
+                    target_dev,
+                    mtu,
+                    link_up,
+                    boot_order,
+                    address: addressed.then(|| pci(20 + index as u8)),
+                }
+            },
+        )
+}
+
+fn chardev() -> impl Strategy<Value = CharDevice> {
+    (
+        prop_oneof![
+            Just(CharSource::Pty),
+            (path(), option::of(any::<bool>()))
+                .prop_map(|(path, append)| CharSource::File { path, append }),
+            (path(), select(vec![UnixMode::Bind, UnixMode::Connect]))
+                .prop_map(|(path, mode)| CharSource::Unix { path, mode }),
+        ],
+        option::of(select(vec!["isa-serial", "pci-serial", "usb-serial"])),
+        option::of(0u32..4),
+    )
+        .prop_map(|(source, target_type, port)| CharDevice {
+            source,
+            target: CharTarget {
+                target_type: target_type.map(str::to_string),
+                port,
+                model: None,
+            },
+        })
+}
+
+fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devices> {
+    let disk_boots: Vec<Option<u32>> = boot_orders.iter().step_by(2).map(|o| Some(*o)).collect();
+    let nic_boots: Vec<Option<u32>> = boot_orders
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .map(|o| Some(*o))
+        .collect();
+    let disks = (0usize..4).prop_flat_map(move |n| {
+        (0..n)
+            .map(|i| disk(i, disk_boots.get(i).copied().flatten(), iothreads).boxed())
+            .collect::<Vec<_>>()
+    });
+    let nics = (0usize..3).prop_flat_map(move |n| {
+        (0..n)
+            .map(|i| interface(i, nic_boots.get(i).copied().flatten()).boxed())
+            .collect::<Vec<_>>()
+    });
+    let video = (
+        select(vec![
+            VideoModel::Vga,
+            VideoModel::Cirrus,
+            VideoModel::Virtio,
+            VideoModel::Bochs,
+        ]),
+        option::of(1024u64..65536),
+        option::of(1u32..4),
+    )
+        .prop_map(|(model, vram_kib, heads)| Video {
+            model,
+            vram_kib,
+            heads,
+            primary: false,
+            address: None,
+        });
+    let graphics = (
+        prop_oneof![
+            option::of(word()).prop_map(VncListen::Address),
+            path().prop_map(VncListen::Socket),
+        ],
+        option::of(5900u16..6000),
+        any::<bool>(),
+        option::of(word()),
+    )
+        .prop_map(|(listen, port, autoport, passwd)| Graphics {
+            listen,
+            port,
+            autoport: autoport || port.is_none(),
+            passwd,
+        });
+    let balloon = prop_oneof![
+        Just(None),
+        Just(Some(MemBalloon {
+            model: MemBalloonModel::None,
+            autodeflate: None,
+            stats_period: None,
+            address: None
+        })),
+        (
+            option::of(any::<bool>()),
+            option::of(0u32..100),
+            any::<bool>()
+        )
+            .prop_map(|(autodeflate, stats_period, addressed)| {
+                Some(MemBalloon {
+                    model: MemBalloonModel::Virtio,
+                    autodeflate,
+                    stats_period,
+                    address: addressed.then(|| pci(30)),
+                })
+            }),
+    ];
+    let inputs = vec(
+        (
+            select(vec![
+                InputType::Mouse,
+                InputType::Keyboard,
+                InputType::Tablet,
+            ]),
+            select(vec![InputBus::Usb, InputBus::Virtio]),
+        )
+            .prop_map(|(input_type, bus)| Input {
+                input_type,
+                bus,
+                address: None,
+            }),
+        0..3,
+    );
+    let controllers = subsequence(
+        vec![
+            (ControllerType::Scsi, Some("virtio-scsi"), Some(4)),
+            (ControllerType::VirtioSerial, None, None),
+            (ControllerType::Usb, Some("qemu-xhci"), None),
+            (ControllerType::Pci, Some("pci-bridge"), None),
+        ],
+        0..4,
+    )
+    .prop_map(|list| {
+        list.into_iter()
+            .map(|(controller_type, model, driver_queues)| Controller {
+                controller_type,
+                index: if controller_type == ControllerType::Pci {
+                    1
+                } else {
+                    0
+                },
+                model: model.map(str::to_string),
+                driver_queues,
+                address: None,
+            })
+            .collect::<Vec<_>>()
+    });
+    (
+        option::of(path()),
+        disks,
+        controllers,
+        nics,
+        vec(chardev(), 0..3),
+        vec(chardev(), 0..2),
+        inputs,
+        vec(graphics, 0..2),
+        vec(video, 0..3),
+        balloon,
+        vec(option::of(path()), 0..2),
+    )
+        .prop_map(
+            |(
+                emulator,
+                disks,
+                controllers,
+                interfaces,
+                serials,
+                consoles,
+                inputs,
+                graphics,
+                videos,
+                memballoon,
+                rngs,
+            )| {
+                Devices {
+                    emulator,
+                    disks,
+                    controllers,
+                    interfaces,
+                    serials,
+                    consoles,
+                    inputs,
+                    graphics,
+                    audios: Vec::new(),
+                    videos,
+                    memballoon,
+                    rngs: rngs
+                        .into_iter()
+                        .map(|p| oxvirt_domain::Rng {
+                            backend_random: p.unwrap_or_else(|| "/dev/urandom".to_string()),
+                            address: None,
+                        })
+                        .collect(),
+                }
+            },
+        )
+}
+
+prop_compose! {
+    fn domain()(
+        vcpus in 1u32..=16,
+        iothreads in option::of(0u32..4),
+        per_device_boot in any::<bool>(),
+        memory_kib in 1u64..=(1u64 << 40),
+    )(
+        vcpus in Just(vcpus),
+        iothreads in Just(iothreads),
+        memory_kib in Just(memory_kib),
+        domain_type in select(vec![DomainType::Kvm, DomainType::Qemu]),
+        name in "[a-zA-Z0-9_&<'\"ü-][a-zA-Z0-9 _&<'\"ü.-]{0,20}[a-zA-Z0-9]",
+        uuid in any::<[u8; 16]>(),
+        title in option::of("[a-zA-Z0-9 &<>'\"ü.-]{0,20}"),
+        description in option::of(free_text()),
+        current in 0u64..=memory_kib,
+        max_memory in option::of((0u64..=memory_kib, 0u32..16)),
+        backing in option::of((option::of(subsequence(vec![2048u64, 1_048_576], 0..=2)), any::<bool>())),
+        vcpu in (select(vec![VcpuPlacement::Static, VcpuPlacement::Auto]), option::of(1..=vcpus), option::of(cpuset())),
+        cputune in option::of((
+            option::of(2u64..262_144),
+            option::of(1000u64..=1_000_000),
+            option::of(prop_oneof![Just(-1i64), 1000i64..100_000]),
+            subsequence((0..vcpus).collect::<Vec<_>>(), 0..=vcpus as usize),
+            option::of(cpuset()),
+            cpuset(),
+        )),
+        os in os(per_device_boot),
+        features in (any::<bool>(), any::<bool>(), any::<bool>()),
+        cpu in cpu(vcpus),
+        clock in (
+            select(vec![ClockOffset::Utc, ClockOffset::Localtime]),
+            subsequence(vec![TimerName::Rtc, TimerName::Pit, TimerName::Hpet, TimerName::Kvmclock], 0..4),
+            option::of(select(vec![TickPolicy::Delay, TickPolicy::Catchup])),
+            option::of(any::<bool>()),
+        ),
+        actions in (
+            select(vec![LifecycleAction::Destroy, LifecycleAction::Restart, LifecycleAction::Preserve, LifecycleAction::RenameRestart]),
+            select(vec![LifecycleAction::Destroy, LifecycleAction::Restart]),
+            select(vec![LifecycleAction::Destroy, LifecycleAction::Restart, LifecycleAction::CoredumpDestroy, LifecycleAction::CoredumpRestart]),
+        ),
+        devices in devices(iothreads.unwrap_or(0), if per_device_boot { vec![1, 2, 3, 4, 5] } else { Vec::new() }),
+    ) -> Domain {
+        let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
+        Domain {
+            domain_type,
+            name,
+            uuid: Uuid::from_bytes(uuid),
+            title,
+            description,
+            memory_kib,
+            current_memory_kib: current,
+            max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots }),
+            memory_backing: backing.map(|(pages, nosharepages)| MemoryBacking {
+                hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib }),
+                nosharepages,
+            }),
+            vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2 },
+            iothreads,
+            cputune: cputune.map(|_| CpuTune {
+                shares: tune_shares,
+                period: tune_period,
+                quota: tune_quota,
+                emulator_period: tune_period,
+                emulator_quota: None,
+                vcpupins: pinned.iter().map(|v| VcpuPin { vcpu: *v, cpuset: pinset.clone() }).collect(),
+                emulatorpin,
+                iothreadpins: Vec::new(),
+            }),
+            os,
+            features: Features { acpi: features.0, apic: features.1, pae: features.2 },
+            cpu,
+            clock: Clock {
+                offset: clock.0,
+                timers: clock.1.into_iter().map(|name| Timer { name, present: clock.3, tickpolicy: clock.2 }).collect(),
+            },
+            on_poweroff: actions.0,
+            on_reboot: actions.1,
+            on_crash: actions.2,
+            devices,
+        }
+    }
+}
+
+/// The generated value trees are deep; debug builds need more than the default test
+/// thread stack to build and shrink them.
+fn with_big_stack(f: impl FnOnce() + Send + 'static) {
+    let handle = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(f)
+        .expect("spawn test thread");
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn runner(cases: u32) -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases))
+}
+
+#[test]
+fn parse_of_to_xml_is_identity() {
+    with_big_stack(|| {
+        let result = runner(512).run(&domain(), |mut d| {
+            d.normalize();
+            if let Err(e) = d.validate() {
+                // The generator aims for valid domains; show why when it misses.
+                return Err(TestCaseError::reject(format!(
+                    "generated invalid domain: {e}"
+                )));
+            }
+            let xml = d.to_xml();
+            let parsed = match parse_domain_xml(&xml) {
+                Ok(p) => p,
+                Err(e) => {
+                    return Err(TestCaseError::fail(format!(
+                        "our XML does not parse: {e}\n{xml}"
+                    )))
+                }
+            };
+            prop_assert_eq!(&parsed, &d, "round trip changed the domain:\n{}", xml);
+            let mut again = d.clone();
+            again.normalize();
+            prop_assert_eq!(again, d, "normalize is not idempotent");
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    });
+}
+
+#[test]
+fn parser_never_panics_on_mutated_xml() {
+    with_big_stack(|| {
+        let strategy = (domain(), any::<prop::sample::Index>(), "[<>/='a-z ]{0,4}");
+        let result = runner(256).run(&strategy, |(mut d, cut, junk)| {
+            d.normalize();
+            let xml = d.to_xml();
+            let at = cut.index(xml.len() + 1);
+            let at = (0..=at)
+                .rev()
+                .find(|i| xml.is_char_boundary(*i))
+                .unwrap_or(0);
+            let mutated = format!("{}{}{}", &xml[..at], junk, &xml[at..]);
+            let _ = parse_domain_xml(&mutated);
+            Ok(())
+        });
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+    });
+}

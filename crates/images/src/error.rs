@@ -1,0 +1,72 @@
+//! Typed errors for everything the images crate does.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = ImageError> = std::result::Result<T, E>;
+
+/// What can go wrong while opening, reading, writing or checking an image.
+///
+/// Errors caused by the *contents* of an image (hostile or corrupt files) are
+/// `Corrupt` or `Unsupported`; they always name the file and what was wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: image is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("{path}: unsupported image: {what}")]
+    Unsupported { path: PathBuf, what: String },
+    #[error("{path}: image is in use: failed to get {mode} \"{perm}\" lock (is a guest or another tool using the image?)")]
+    Locked {
+        path: PathBuf,
+        /// "shared" or "exclusive" (the lock QEMU would report).
+        mode: &'static str,
+        /// The QEMU permission that conflicts ("write", "consistent read", ...).
+        perm: &'static str,
+    },
+    #[error("{path}: file exists (pass --force to overwrite it)")]
+    Exists { path: PathBuf },
+    #[error("{path}: backing chain loop: {path} is already part of the chain")]
+    BackingLoop { path: PathBuf },
+    #[error("{path}: backing chain is deeper than {max} images")]
+    BackingTooDeep { path: PathBuf, max: usize },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    #[error("snapshot '{name}' not found in {path}")]
+    SnapshotNotFound { path: PathBuf, name: String },
+    #[error("{path}: access at offset {offset} length {len} is beyond the image size {size}")]
+    OutOfRange {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("{path}: image was opened read-only")]
+    ReadOnly { path: PathBuf },
+}
+
+impl ImageError {
+    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+        ImageError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    pub(crate) fn corrupt(path: &std::path::Path, what: impl Into<String>) -> Self {
+        ImageError::Corrupt {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+    pub(crate) fn unsupported(path: &std::path::Path, what: impl Into<String>) -> Self {
+        ImageError::Unsupported {
+            path: path.to_path_buf(),
+            what: what.into(),
+        }
+    }
+}

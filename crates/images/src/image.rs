@@ -1,0 +1,388 @@
+//! Opening images of any supported format, with their backing chains, behind one type.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ImageError, Result};
+use crate::lock::{lock_image, LockMode};
+use crate::qcow2::create::NewQcow2;
+use crate::qcow2::Qcow2;
+use crate::raw::RawImage;
+
+/// Longest backing chain we follow.
+pub const MAX_CHAIN_DEPTH: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Raw,
+    Qcow2,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+    pub fn parse(name: &str) -> Result<Format> {
+        match name {
+            "raw" => Ok(Format::Raw),
+            "qcow2" => Ok(Format::Qcow2),
+            other => Err(ImageError::InvalidArgument(format!(
+                "unsupported format '{other}' (raw and qcow2 are supported)"
+            ))),
+        }
+    }
+}
+
+/// QEMU's preallocation modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Preallocation {
+    /// Nothing allocated: the image is sparse.
+    #[default]
+    Off,
+    /// qcow2 only: all metadata written and every cluster mapped; the file is sparse.
+    Metadata,
+    /// Space reserved with fallocate().
+    Falloc,
+    /// Zeros written over the whole disk.
+    Full,
+}
+
+impl Preallocation {
+    pub fn parse(name: &str) -> Result<Preallocation> {
+        match name {
+            "off" => Ok(Preallocation::Off),
+            "metadata" => Ok(Preallocation::Metadata),
+            "falloc" => Ok(Preallocation::Falloc),
+            "full" => Ok(Preallocation::Full),
+            other => Err(ImageError::InvalidArgument(format!(
+                "unknown preallocation mode '{other}' (off, metadata, falloc, full)"
+            ))),
+        }
+    }
+}
+
+/// How a guest range is stored, looking through the backing chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allocation {
+    /// Holds data (which may still happen to be zeros).
+    Data,
+    /// Known to read as zeros.
+    Zero,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// None: probe (qcow2 magic, else raw).
+    pub format: Option<Format>,
+    pub write: bool,
+    /// Take no locks (qemu-img's -U): reading an image in use may see inconsistent data.
+    pub force_share: bool,
+    /// Do not open the backing file.
+    pub no_backing: bool,
+    /// Allow opening an image marked corrupt/dirty for writing, to repair it.
+    pub repair: bool,
+}
+
+#[derive(Debug)]
+pub enum Image {
+    Raw(RawImage),
+    Qcow2(Box<Qcow2>),
+}
+
+/// Where a backing file name stored in `image` points (relative names are relative to the
+/// image's directory), spelled like qemu-img's "full-backing-filename".
+pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
+    let backing = Path::new(name);
+    if backing.is_absolute() {
+        return backing.to_path_buf();
+    }
+    match image.parent() {
+        Some(dir) => dir.join(backing),
+        None => backing.to_path_buf(),
+    }
+}
+
+/// Reads the first bytes to tell qcow2 from raw.
+pub fn probe(path: &Path) -> Result<Format> {
+    let mut file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    probe_file(&mut file, path)
+}
+
+fn probe_file(file: &mut File, path: &Path) -> Result<Format> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match file.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(ImageError::io(path, e)),
+        }
+    }
+    Ok(if got == 4 && magic == crate::qcow2::header::MAGIC {
+        Format::Qcow2
+    } else {
+        Format::Raw
+    })
+}
+
+impl Image {
+    /// Opens an image and (unless `no_backing`) its whole backing chain, read-only below the top.
+    pub fn open(path: &Path, options: &OpenOptions) -> Result<Image> {
+        let mut chain = Vec::new();
+        open_in_chain(path, options, &mut chain)
+    }
+
+    pub fn format(&self) -> Format {
+        match self {
+            Image::Raw(_) => Format::Raw,
+            Image::Qcow2(_) => Format::Qcow2,
+        }
+    }
+    pub fn virtual_size(&self) -> u64 {
+        match self {
+            Image::Raw(r) => r.virtual_size(),
+            Image::Qcow2(q) => q.virtual_size(),
+        }
+    }
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        match self {
+            Image::Raw(r) => r.read_at(buf, offset),
+            Image::Qcow2(q) => q.read_at(buf, offset),
+        }
+    }
+    pub fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        match self {
+            Image::Raw(r) => r.write_at(buf, offset),
+            Image::Qcow2(q) => q.write_at(buf, offset),
+        }
+    }
+    /// How the range at `offset` is stored; the returned length is at least 1 and at most `max_len`.
+    pub fn allocation(&mut self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
+        match self {
+            Image::Raw(r) => r.allocation(offset, max_len),
+            Image::Qcow2(q) => q.allocation(offset, max_len),
+        }
+    }
+    pub fn flush(&mut self) -> Result<()> {
+        match self {
+            Image::Raw(r) => r.flush(),
+            Image::Qcow2(q) => q.flush(),
+        }
+    }
+    pub fn as_qcow2_mut(&mut self) -> Option<&mut Qcow2> {
+        match self {
+            Image::Qcow2(q) => Some(q),
+            Image::Raw(_) => None,
+        }
+    }
+    pub fn as_qcow2(&self) -> Option<&Qcow2> {
+        match self {
+            Image::Qcow2(q) => Some(q),
+            Image::Raw(_) => None,
+        }
+    }
+    /// Changes the virtual size. Shrinking needs `allow_shrink` (qemu-img's --shrink).
+    pub fn resize(&mut self, new_size: u64, allow_shrink: bool) -> Result<()> {
+        if new_size < self.virtual_size() && !allow_shrink {
+            return Err(ImageError::InvalidArgument(
+                "shrinking loses data at the end of the disk; pass --shrink to confirm".into(),
+            ));
+        }
+        match self {
+            Image::Raw(r) => r.resize(new_size),
+            Image::Qcow2(q) => q.resize(new_size),
+        }
+    }
+}
+
+fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -> Result<Image> {
+    let canonical = fs::canonicalize(path).map_err(|e| ImageError::io(path, e))?;
+    if chain.contains(&canonical) {
+        return Err(ImageError::BackingLoop {
+            path: path.to_path_buf(),
+        });
+    }
+    if chain.len() >= MAX_CHAIN_DEPTH {
+        return Err(ImageError::BackingTooDeep {
+            path: path.to_path_buf(),
+            max: MAX_CHAIN_DEPTH,
+        });
+    }
+    chain.push(canonical);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(options.write)
+        .open(path)
+        .map_err(|e| ImageError::io(path, e))?;
+    if !options.force_share {
+        let mode = if options.write {
+            LockMode::Write
+        } else {
+            LockMode::Read
+        };
+        lock_image(&file, path, mode)?;
+    }
+    let format = match options.format {
+        Some(format) => format,
+        None => probe_file(&mut file, path)?,
+    };
+    match format {
+        Format::Raw => Ok(Image::Raw(RawImage::open(file, path, options.write)?)),
+        Format::Qcow2 => {
+            let mut image = Qcow2::open(file, path, options.write, options.repair)?;
+            if let (false, Some(name)) = (options.no_backing, image.header.backing_file.clone()) {
+                let backing_path = resolve_backing(path, &name);
+                let backing_options = OpenOptions {
+                    format: image
+                        .header
+                        .backing_format
+                        .as_deref()
+                        .map(Format::parse)
+                        .transpose()?,
+                    write: false,
+                    force_share: options.force_share,
+                    no_backing: false,
+                    repair: false,
+                };
+                let backing = open_in_chain(&backing_path, &backing_options, chain)?;
+                image.backing = Some(Box::new(backing));
+            }
+            Ok(Image::Qcow2(Box::new(image)))
+        }
+    }
+}
+
+/// Parameters of `create`.
+#[derive(Clone, Debug)]
+pub struct CreateOptions {
+    pub format: Format,
+    /// None: take the backing file's size.
+    pub size: Option<u64>,
+    pub preallocation: Preallocation,
+    pub cluster_size: u64,
+    pub backing_file: Option<String>,
+    pub backing_format: Option<Format>,
+    /// Replace an existing file (it must not be in use).
+    pub overwrite: bool,
+}
+
+impl Default for CreateOptions {
+    fn default() -> Self {
+        CreateOptions {
+            format: Format::Raw,
+            size: None,
+            preallocation: Preallocation::Off,
+            cluster_size: 65536,
+            backing_file: None,
+            backing_format: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// Creates an image. Everything is validated before the file is touched.
+pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
+    let mut size = options.size;
+    let mut backing = None;
+    if let Some(name) = &options.backing_file {
+        if options.format != Format::Qcow2 {
+            return Err(ImageError::InvalidArgument(
+                "backing files need the qcow2 format".into(),
+            ));
+        }
+        let format = options.backing_format.ok_or_else(|| {
+            ImageError::InvalidArgument("a backing file needs its format too (-F raw|qcow2)".into())
+        })?;
+        if options.preallocation != Preallocation::Off {
+            return Err(ImageError::InvalidArgument(
+                "backing file and preallocation cannot be used together (as in QEMU without extended L2)".into(),
+            ));
+        }
+        let backing_path = resolve_backing(path, name);
+        if let (Ok(a), Ok(b)) = (fs::canonicalize(&backing_path), fs::canonicalize(path)) {
+            if a == b {
+                return Err(ImageError::BackingLoop {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
+        // Only the size is needed: read it without locking, like qemu-img does.
+        let probe_options = OpenOptions {
+            format: Some(format),
+            force_share: true,
+            ..OpenOptions::default()
+        };
+        let backing_image = Image::open(&backing_path, &probe_options)?;
+        size = size.or(Some(backing_image.virtual_size()));
+        backing = Some((name.clone(), format.name()));
+    }
+    let size =
+        size.ok_or_else(|| ImageError::InvalidArgument("an image size is required".into()))?;
+    let qcow2 = NewQcow2 {
+        size,
+        cluster_size: options.cluster_size,
+        preallocation: options.preallocation,
+        backing: backing.as_ref().map(|(n, f)| (n.as_str(), *f)),
+    };
+    match options.format {
+        Format::Qcow2 => {
+            qcow2.header()?;
+        }
+        Format::Raw => {
+            if options.preallocation == Preallocation::Metadata {
+                return Err(ImageError::InvalidArgument(
+                    "preallocation=metadata is not supported for raw images".into(),
+                ));
+            }
+            if size > i64::MAX as u64 {
+                return Err(ImageError::InvalidArgument(format!(
+                    "size {size} is too large"
+                )));
+            }
+        }
+    }
+
+    let file = create_file(path, options.overwrite)?;
+    let io = |e| ImageError::io(path, e);
+    match options.format {
+        Format::Qcow2 => qcow2.write(&file, path),
+        Format::Raw => {
+            file.set_len(size).map_err(io)?;
+            match options.preallocation {
+                Preallocation::Falloc => crate::qcow2::create::fallocate(&file, path, 0, size)?,
+                Preallocation::Full => crate::qcow2::create::write_zeros(&file, path, 0, size)?,
+                Preallocation::Off | Preallocation::Metadata => {}
+            }
+            file.sync_all().map_err(io)
+        }
+    }
+}
+
+/// Creates (or, with `overwrite`, truncates) the file, holding a write lock so an image in use
+/// by QEMU is never clobbered.
+pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File> {
+    let mut open = fs::OpenOptions::new();
+    open.read(true).write(true);
+    if overwrite {
+        open.create(true);
+    } else {
+        open.create_new(true);
+    }
+    let file = open.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            ImageError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            ImageError::io(path, e)
+        }
+    })?;
+    lock_image(&file, path, LockMode::Write)?;
+    file.set_len(0).map_err(|e| ImageError::io(path, e))?;
+    Ok(file)
+}

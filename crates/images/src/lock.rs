@@ -1,0 +1,130 @@
+//! Image locking compatible with QEMU's file-posix driver, so that `oxvirt img` and a running
+//! QEMU exclude each other.
+//!
+//! QEMU describes what an opener does with a file as a set of permissions (bit 0 consistent read,
+//! bit 1 write, bit 2 write-unchanged, bit 3 resize). It takes an open-file-description (OFD)
+//! shared lock on byte `100 + bit` for each permission it holds, and on byte `200 + bit` for each
+//! permission it does not allow others to hold. Before using a permission it tests whether
+//! anybody else locks `200 + bit` (they forbid it), and for every permission it forbids it tests
+//! whether anybody else locks `100 + bit` (they hold it). We implement the same protocol
+//! (observed: a running writable QEMU 7.2 guest holds bytes 100, 101, 103, 201 and 203).
+
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+use crate::error::{ImageError, Result};
+
+const PERM_BASE: i64 = 100;
+const SHARED_BASE: i64 = 200;
+
+const PERM_CONSISTENT_READ: u32 = 1 << 0;
+const PERM_WRITE: u32 = 1 << 1;
+const PERM_RESIZE: u32 = 1 << 3;
+const PERM_BITS: u32 = 4;
+
+fn perm_name(bit: u32) -> &'static str {
+    match bit {
+        0 => "consistent read",
+        1 => "write",
+        2 => "write unchanged",
+        _ => "resize",
+    }
+}
+
+/// How the image will be used, mapped onto QEMU permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    /// Reading: holds "consistent read", forbids others "write" and "resize" (like `qemu-img info`).
+    Read,
+    /// Writing: holds "consistent read", "write" and "resize", forbids others "write" and "resize".
+    Write,
+}
+
+impl LockMode {
+    fn held(self) -> u32 {
+        match self {
+            LockMode::Read => PERM_CONSISTENT_READ,
+            LockMode::Write => PERM_CONSISTENT_READ | PERM_WRITE | PERM_RESIZE,
+        }
+    }
+    fn forbidden(self) -> u32 {
+        PERM_WRITE | PERM_RESIZE
+    }
+}
+
+fn ofd_lock(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    byte: i64,
+) -> std::io::Result<libc::flock> {
+    // SAFETY: flock is a plain C struct; all-zero is a valid value that we then fill in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    fl.l_pid = 0; // required to be 0 for OFD locks
+                  // SAFETY: the fd is valid for the life of `file`, and `fl` is a valid flock the kernel may
+                  // read and (for F_OFD_GETLK) write.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
+    if rc == -1 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(fl)
+    }
+}
+
+/// True if another open file description holds any lock on `byte`.
+fn locked_by_others(file: &File, byte: i64) -> std::io::Result<bool> {
+    let fl = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, byte)?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Takes QEMU-compatible locks on `file` for `mode`, or reports the conflicting permission.
+/// The locks live as long as the file description (they go away when `file` is closed).
+pub fn lock_image(file: &File, path: &Path, mode: LockMode) -> Result<()> {
+    let io = |e| ImageError::io(path, e);
+    for bit in 0..PERM_BITS {
+        if mode.held() & (1 << bit) != 0 {
+            ofd_lock(
+                file,
+                libc::F_OFD_SETLK,
+                libc::F_RDLCK,
+                PERM_BASE + bit as i64,
+            )
+            .map_err(io)?;
+        }
+        if mode.forbidden() & (1 << bit) != 0 {
+            ofd_lock(
+                file,
+                libc::F_OFD_SETLK,
+                libc::F_RDLCK,
+                SHARED_BASE + bit as i64,
+            )
+            .map_err(io)?;
+        }
+    }
+    for bit in 0..PERM_BITS {
+        if mode.held() & (1 << bit) != 0
+            && locked_by_others(file, SHARED_BASE + bit as i64).map_err(io)?
+        {
+            return Err(ImageError::Locked {
+                path: path.to_path_buf(),
+                mode: "exclusive",
+                perm: perm_name(bit),
+            });
+        }
+        if mode.forbidden() & (1 << bit) != 0
+            && locked_by_others(file, PERM_BASE + bit as i64).map_err(io)?
+        {
+            return Err(ImageError::Locked {
+                path: path.to_path_buf(),
+                mode: "shared",
+                perm: perm_name(bit),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,112 @@
+//! Raw images: the file is the disk. Holes in the file are unallocated (zero) ranges.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::error::{ImageError, Result};
+use crate::image::Allocation;
+
+#[derive(Debug)]
+pub struct RawImage {
+    file: File,
+    path: PathBuf,
+    writable: bool,
+    size: u64,
+}
+
+impl RawImage {
+    pub(crate) fn open(file: File, path: &Path, writable: bool) -> Result<RawImage> {
+        let size = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+        Ok(RawImage {
+            file,
+            path: path.to_path_buf(),
+            writable,
+            size,
+        })
+    }
+
+    pub fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn check_range(&self, offset: u64, len: u64) -> Result<()> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(ImageError::OutOfRange {
+                path: self.path.clone(),
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        self.check_range(offset, buf.len() as u64)?;
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| ImageError::io(&self.path, e))
+    }
+
+    pub fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        if !self.writable {
+            return Err(ImageError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        self.check_range(offset, buf.len() as u64)?;
+        self.file
+            .write_all_at(buf, offset)
+            .map_err(|e| ImageError::io(&self.path, e))
+    }
+
+    /// Uses SEEK_DATA/SEEK_HOLE: holes read as zeros.
+    pub fn allocation(&mut self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
+        let fd = self.file.as_raw_fd();
+        let max_len = max_len.min(self.size.saturating_sub(offset));
+        // SAFETY: lseek on a valid fd; we only use positioned I/O, so moving the offset is harmless.
+        let data = unsafe { libc::lseek(fd, offset as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            return Ok(if err.raw_os_error() == Some(libc::ENXIO) {
+                (Allocation::Zero, max_len)
+            } else {
+                (Allocation::Data, max_len) // no hole information: treat as data
+            });
+        }
+        let data = data as u64;
+        if data > offset {
+            return Ok((Allocation::Zero, (data - offset).min(max_len)));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, offset as libc::off_t, libc::SEEK_HOLE) };
+        if hole < 0 || (hole as u64) <= offset {
+            return Ok((Allocation::Data, max_len));
+        }
+        Ok((Allocation::Data, (hole as u64 - offset).min(max_len)))
+    }
+
+    pub fn resize(&mut self, new_size: u64) -> Result<()> {
+        if !self.writable {
+            return Err(ImageError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        self.file
+            .set_len(new_size)
+            .map_err(|e| ImageError::io(&self.path, e))?;
+        self.size = new_size;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<()> {
+        if self.writable {
+            self.file
+                .sync_all()
+                .map_err(|e| ImageError::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,131 @@
+//! Shared helpers for the images integration tests: run qemu-img/qemu-io/our tool, and
+//! write known content while keeping an in-memory copy of what the disk should hold.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use oxvirt_images::{Image, OpenOptions};
+
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs a command and insists on success.
+pub fn ok(program: &str, args: &[&str]) -> String {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ours_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_oxvirt-img")
+}
+
+pub fn ours(args: &[&str]) -> Output {
+    run(ours_bin(), args)
+}
+
+pub fn ours_ok(args: &[&str]) -> String {
+    ok(ours_bin(), args)
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// `qemu-img check` must find nothing wrong.
+pub fn qemu_check_clean(path: &Path) {
+    let out = run("qemu-img", &["check", p(path)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img check {}: {}",
+        path.display(),
+        text(&out)
+    );
+}
+
+/// `qemu-img compare` must call the two identical.
+pub fn qemu_compare_identical(a: &Path, b: &Path) {
+    let out = run("qemu-img", &["compare", p(a), p(b)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img compare {} {}: {}",
+        a.display(),
+        b.display(),
+        text(&out)
+    );
+}
+
+pub fn qemu_info_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok("qemu-img", &["info", "--output", "json", p(path)]))
+        .expect("qemu-img json")
+}
+
+pub fn our_info_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&ours_ok(&["info", "--output", "json", p(path)])).expect("our json")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different per seed.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Writes a set of unaligned, cluster-crossing, overlapping extents through our library and
+/// applies the same writes to `expected`.
+pub fn write_known_content(image_path: &Path, expected: &mut [u8], cluster: usize) {
+    let mut image = Image::open(
+        image_path,
+        &OpenOptions {
+            write: true,
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open for writing");
+    let size = expected.len();
+    let extents = [
+        (0usize, 4096usize),
+        (cluster - 100, 300),                // crosses a cluster boundary
+        (3 * cluster + 17, 2 * cluster + 5), // unaligned, several clusters
+        (size / 2, cluster),                 // aligned whole cluster
+        (size / 2 + 10, 20),                 // overwrite inside an allocated cluster
+        (size - 777, 777),                   // the very end
+    ];
+    for (i, &(offset, len)) in extents.iter().enumerate() {
+        let data = pattern(len, i as u64 + 1);
+        image.write_at(&data, offset as u64).expect("write");
+        expected[offset..offset + len].copy_from_slice(&data);
+    }
+    image.flush().expect("flush");
+}
+
+pub fn write_file(path: &Path, data: &[u8]) -> PathBuf {
+    std::fs::write(path, data).expect("write expected file");
+    path.to_path_buf()
+}

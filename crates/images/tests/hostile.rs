@@ -1,0 +1,460 @@
+//! Corrupt and hostile images: clear errors naming the problem, never a panic.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+const COPIED: u64 = 1 << 63;
+
+fn be64_at(path: &Path, at: u64) -> u64 {
+    let f = std::fs::File::open(path).unwrap();
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, at).unwrap();
+    u64::from_be_bytes(b)
+}
+
+fn patch(path: &Path, at: u64, bytes: &[u8]) {
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(bytes, at).unwrap();
+}
+
+/// A 4 MiB qcow2 image (64k clusters) made by qemu-img, with data in its first cluster.
+fn good_image(dir: &Path, name: &str) -> PathBuf {
+    let img = dir.join(name);
+    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
+    ok("qemu-io", &["-c", "write -P 0xab 0 64k", p(&img)]);
+    img
+}
+
+/// The command failed cleanly: the expected exit status, a message with `needle`, no panic.
+fn assert_clean_failure(args: &[&str], status: i32, needle: &str) {
+    let out = ours(args);
+    let all = text(&out);
+    assert!(!all.contains("panicked"), "{args:?} panicked: {all}");
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {all}");
+    assert!(
+        all.contains(needle),
+        "{args:?} should mention '{needle}': {all}"
+    );
+}
+
+#[test]
+fn broken_headers_are_rejected_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    type Mutation = (&'static str, u64, Vec<u8>, &'static str);
+    let cases: Vec<Mutation> = vec![
+        (
+            "cluster_bits 8",
+            20,
+            8u32.to_be_bytes().to_vec(),
+            "cluster_bits 8",
+        ),
+        (
+            "cluster_bits 22",
+            20,
+            22u32.to_be_bytes().to_vec(),
+            "cluster_bits 22",
+        ),
+        (
+            "cluster_bits huge",
+            20,
+            u32::MAX.to_be_bytes().to_vec(),
+            "cluster_bits",
+        ),
+        (
+            "size overflow",
+            24,
+            u64::MAX.to_be_bytes().to_vec(),
+            "virtual size",
+        ),
+        (
+            "size needs bigger L1",
+            24,
+            (1u64 << 50).to_be_bytes().to_vec(),
+            "L1 table has",
+        ),
+        (
+            "absurd l1_size",
+            36,
+            u32::MAX.to_be_bytes().to_vec(),
+            "32 MiB",
+        ),
+        (
+            "L1 past EOF",
+            40,
+            (1u64 << 40).to_be_bytes().to_vec(),
+            "past the end",
+        ),
+        (
+            "refcount table past EOF",
+            48,
+            (1u64 << 40).to_be_bytes().to_vec(),
+            "past the end",
+        ),
+        (
+            "absurd refcount table",
+            56,
+            u32::MAX.to_be_bytes().to_vec(),
+            "refcount table of",
+        ),
+        (
+            "absurd snapshot count",
+            60,
+            u32::MAX.to_be_bytes().to_vec(),
+            "snapshots",
+        ),
+        (
+            "refcount_order 7",
+            96,
+            7u32.to_be_bytes().to_vec(),
+            "refcount_order 7",
+        ),
+        (
+            "header length",
+            100,
+            70000u32.to_be_bytes().to_vec(),
+            "header length",
+        ),
+        ("version 4", 4, 4u32.to_be_bytes().to_vec(), "version 4"),
+        (
+            "unknown incompatible feature",
+            72,
+            (1u64 << 40).to_be_bytes().to_vec(),
+            "incompatible",
+        ),
+        (
+            "backing name length",
+            16,
+            5000u32.to_be_bytes().to_vec(),
+            "backing file name",
+        ),
+        // A header extension whose length runs past the first cluster.
+        (
+            "extension overrun",
+            112,
+            [0xE2, 0x79, 0x2A, 0xCA, 0x00, 0x10, 0x00, 0x00].to_vec(),
+            "overruns",
+        ),
+    ];
+    for (name, at, bytes, needle) in cases {
+        let img = good_image(dir.path(), &format!("{}.qcow2", name.replace(' ', "_")));
+        if name == "backing name length" {
+            patch(&img, 8, &512u64.to_be_bytes());
+        }
+        patch(&img, at, &bytes);
+        assert_clean_failure(&["info", p(&img)], 1, needle);
+        assert_clean_failure(
+            &[
+                "convert",
+                "-O",
+                "raw",
+                p(&img),
+                p(&dir.path().join("out.raw")),
+            ],
+            1,
+            needle,
+        );
+        let _ = std::fs::remove_file(dir.path().join("out.raw"));
+    }
+
+    // Truncated header.
+    let img = good_image(dir.path(), "short.qcow2");
+    let bytes = std::fs::read(&img).unwrap();
+    std::fs::write(&img, &bytes[..50]).unwrap();
+    assert_clean_failure(&["info", "-f", "qcow2", p(&img)], 1, "too short");
+    std::fs::write(&img, &bytes[..90]).unwrap();
+    assert_clean_failure(&["info", "-f", "qcow2", p(&img)], 1, "truncated");
+    // A file that is not qcow2 at all, opened as qcow2.
+    std::fs::write(&img, vec![7u8; 4096]).unwrap();
+    assert_clean_failure(&["info", "-f", "qcow2", p(&img)], 1, "magic");
+}
+
+#[test]
+fn tables_pointing_past_the_end_are_errors_that_check_repairs() {
+    let dir = tempfile::tempdir().unwrap();
+    for level in ["L1", "L2"] {
+        let img = good_image(dir.path(), &format!("{level}.qcow2"));
+        let l1 = be64_at(&img, 40);
+        let l2 = be64_at(&img, l1) & 0x00ff_ffff_ffff_fe00;
+        let target = if level == "L1" { l1 } else { l2 };
+        patch(&img, target, &((1u64 << 40) | COPIED).to_be_bytes());
+        assert_clean_failure(
+            &[
+                "convert",
+                "-O",
+                "raw",
+                p(&img),
+                p(&dir.path().join(format!("{level}.raw"))),
+            ],
+            1,
+            "past the end",
+        );
+        assert_clean_failure(&["check", p(&img)], 2, "past the end");
+        let qemu = run("qemu-img", &["check", p(&img)]);
+        assert_ne!(
+            qemu.status.code(),
+            Some(0),
+            "qemu-img agrees it is broken: {}",
+            text(&qemu)
+        );
+        let out = ours(&["check", "-r", "all", p(&img)]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        qemu_check_clean(&img);
+        ours_ok(&[
+            "convert",
+            "-O",
+            "raw",
+            p(&img),
+            p(&dir.path().join(format!("{level}-fixed.raw"))),
+        ]);
+    }
+}
+
+#[test]
+fn corrupted_refcounts_are_found_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = good_image(dir.path(), "rc.qcow2");
+    // Refcount block: find it through the refcount table; zero the data cluster's refcount
+    // (a corruption: the cluster could be handed out twice) and mark an unused one (a leak).
+    let reftable = be64_at(&img, 48);
+    let block = be64_at(&img, reftable);
+    let l1 = be64_at(&img, 40);
+    let l2 = be64_at(&img, l1) & 0x00ff_ffff_ffff_fe00;
+    let data = be64_at(&img, l2) & 0x00ff_ffff_ffff_fe00;
+    patch(&img, block + (data >> 16) * 2, &0u16.to_be_bytes());
+    patch(&img, block + 60 * 2, &1u16.to_be_bytes());
+    let out = ours(&["check", "--output", "json", p(&img)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["leaks"], 1, "{report}");
+    assert!(report["corruptions"].as_u64().unwrap() >= 1, "{report}");
+    // -r leaks fixes only the leak.
+    assert_eq!(
+        ours(&["check", "-r", "leaks", p(&img)]).status.code(),
+        Some(2)
+    );
+    let out = ours(&["check", "-r", "all", p(&img)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    qemu_check_clean(&img);
+}
+
+#[test]
+fn refcount_overflow_is_refused_before_anything_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("one-bit.qcow2");
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "refcount_bits=1",
+            p(&img),
+            "1M",
+        ],
+    );
+    ok("qemu-io", &["-c", "write -P 0xab 0 64k", p(&img)]);
+    let before = std::fs::read(&img).unwrap();
+    assert_clean_failure(&["snapshot", "-c", "s", p(&img)], 1, "maximum refcount");
+    assert!(std::fs::read(&img).unwrap() == before, "image changed");
+    qemu_check_clean(&img);
+}
+
+#[test]
+fn backing_chain_loops_are_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.qcow2");
+    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&b), "1M"]);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "b.qcow2",
+            "-F",
+            "qcow2",
+            p(&a),
+        ],
+    );
+    ok(
+        "qemu-img",
+        &["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", p(&b)],
+    );
+    assert_clean_failure(&["info", p(&a)], 1, "loop");
+    assert_clean_failure(
+        &["convert", "-O", "raw", p(&a), p(&dir.path().join("x.raw"))],
+        1,
+        "loop",
+    );
+
+    let selfref = dir.path().join("self.qcow2");
+    ok(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&selfref), "1M"],
+    );
+    ok(
+        "qemu-img",
+        &[
+            "rebase",
+            "-u",
+            "-b",
+            "self.qcow2",
+            "-F",
+            "qcow2",
+            p(&selfref),
+        ],
+    );
+    assert_clean_failure(&["info", p(&selfref)], 1, "loop");
+    // Creating an image backed by itself is refused too.
+    assert_clean_failure(
+        &[
+            "create",
+            "--force",
+            "-f",
+            "qcow2",
+            "-b",
+            "self.qcow2",
+            "-F",
+            "qcow2",
+            p(&selfref),
+        ],
+        1,
+        "loop",
+    );
+
+    // A missing backing file is a plain error naming it.
+    let orphan = dir.path().join("orphan.qcow2");
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            "gone.raw",
+            "-F",
+            "raw",
+            p(&orphan),
+            "1M",
+        ],
+    );
+    assert_clean_failure(&["info", p(&orphan)], 1, "gone.raw");
+}
+
+#[test]
+fn garbage_in_compressed_clusters_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = good_image(dir.path(), "plain.qcow2");
+    let img = dir.path().join("c.qcow2");
+    ok(
+        "qemu-img",
+        &["convert", "-c", "-O", "qcow2", p(&src), p(&img)],
+    );
+    let l1 = be64_at(&img, 40);
+    let l2 = be64_at(&img, l1) & 0x00ff_ffff_ffff_fe00;
+    let entry = be64_at(&img, l2);
+    assert!(entry & (1 << 62) != 0, "expected a compressed cluster");
+    let x = 62 - (16 - 8);
+    let offset = entry & ((1u64 << x) - 1);
+    patch(&img, offset, &[0xff; 16]);
+    assert_clean_failure(
+        &[
+            "convert",
+            "-O",
+            "raw",
+            p(&img),
+            p(&dir.path().join("c.raw")),
+        ],
+        1,
+        "compressed cluster",
+    );
+}
+
+/// A small in-test fuzzer: flip bytes in the metadata of real images and read through them.
+#[test]
+fn mutated_images_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed_img = dir.path().join("seed.qcow2");
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            p(&seed_img),
+            "256k",
+        ],
+    );
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0xab 0 8k",
+            "-c",
+            "write -P 0xcd 100k 3k",
+            p(&seed_img),
+        ],
+    );
+    ok("qemu-img", &["snapshot", "-c", "s", p(&seed_img)]);
+    ok("qemu-io", &["-c", "write -P 0x11 1k 2k", p(&seed_img)]);
+    let seed = std::fs::read(&seed_img).unwrap();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let target = dir.path().join("mutant.qcow2");
+    let mut readable = 0;
+    for _ in 0..1500 {
+        let mut bytes = seed.clone();
+        for _ in 0..(1 + next() % 4) {
+            let at = (next() % bytes.len() as u64) as usize;
+            // Mostly metadata: the first few clusters hold the header and tables.
+            let at = if next() % 4 == 0 { at } else { at % 4096 };
+            bytes[at] = match next() % 3 {
+                0 => next() as u8,
+                1 => 0xff,
+                _ => 0,
+            };
+        }
+        std::fs::write(&target, &bytes).unwrap();
+        readable += oxvirt_images::fuzzing::read_through(&target);
+    }
+    assert!(readable > 0, "some mutants should still be readable");
+}
+
+#[test]
+fn dirty_lazy_refcount_images_are_reported_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("dirty.qcow2");
+    ok("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", p(&img), "4M"]);
+    // qemu-io dies (SIGKILL) right after writing: refcounts are left for later, the image dirty.
+    let out = run("qemu-io", &["-c", "write -P 0xab 0 128k", "-c", "sigraise 9", p(&img)]);
+    assert!(!out.status.success());
+    assert_eq!(qemu_info_json(&img)["dirty-flag"], true);
+    assert_eq!(our_info_json(&img)["dirty-flag"], true);
+    assert_clean_failure(&["resize", p(&img), "+1M"], 1, "dirty");
+    assert_clean_failure(&["check", p(&img)], 2, "refcount=0 reference=1");
+    let out = ours(&["check", "-r", "all", p(&img)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    qemu_check_clean(&img);
+    assert_eq!(qemu_info_json(&img)["dirty-flag"], false);
+    let read = ok("qemu-io", &["-c", "read -P 0xab 0 128k", p(&img)]);
+    assert!(!read.contains("verification failed"), "{read}");
+}

@@ -1,0 +1,579 @@
+//! Interoperability with the real qemu-img 7.2 in both directions.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+use oxvirt_images::{Image, OpenOptions};
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn images_we_create_pass_qemu_check_and_hold_what_we_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 64 * MIB + 4096; // not a multiple of the cluster size
+    for prealloc in ["off", "metadata", "falloc", "full"] {
+        for (cluster_name, cluster) in [("64k", 64 << 10), ("2M", 2 * MIB)] {
+            let img = dir.path().join(format!("{prealloc}-{cluster_name}.qcow2"));
+            ours_ok(&[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("preallocation={prealloc},cluster_size={cluster_name}"),
+                p(&img),
+                &size.to_string(),
+            ]);
+            qemu_check_clean(&img);
+            let info = qemu_info_json(&img);
+            assert_eq!(
+                info["virtual-size"], size as u64,
+                "{prealloc} {cluster_name}"
+            );
+            assert_eq!(info["cluster-size"], cluster as u64);
+            assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+
+            let mut expected = vec![0u8; size];
+            write_known_content(&img, &mut expected, cluster);
+            let raw = write_file(&dir.path().join("expected.raw"), &expected);
+            qemu_check_clean(&img);
+            qemu_compare_identical(&img, &raw);
+
+            let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
+            match prealloc {
+                "falloc" | "full" => assert!(
+                    allocated >= size as u64,
+                    "{prealloc}: only {allocated} bytes allocated"
+                ),
+                _ => assert!(
+                    allocated < size as u64 / 2,
+                    "{prealloc}: {allocated} bytes allocated"
+                ),
+            }
+        }
+    }
+    for prealloc in ["off", "falloc", "full"] {
+        let img = dir.path().join(format!("{prealloc}.raw"));
+        ours_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "raw",
+            "-o",
+            &format!("preallocation={prealloc}"),
+            p(&img),
+            "3M",
+        ]);
+        let info = qemu_info_json(&img);
+        assert_eq!(info["virtual-size"], 3 * MIB as u64);
+        assert_eq!(info["format"], "raw");
+    }
+    let out = ours(&[
+        "create",
+        "-f",
+        "raw",
+        "-o",
+        "preallocation=metadata",
+        p(&dir.path().join("m.raw")),
+        "1M",
+    ]);
+    assert!(
+        !out.status.success(),
+        "raw + metadata preallocation must be refused"
+    );
+}
+
+#[test]
+fn overlays_we_create_read_through_their_backing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 16 * MIB;
+    for (base_fmt, cluster) in [("raw", 64 << 10), ("qcow2", 2 * MIB)] {
+        let base = dir.path().join(format!("base.{base_fmt}"));
+        ok(
+            "qemu-img",
+            &["create", "-q", "-f", base_fmt, p(&base), &size.to_string()],
+        );
+        ok(
+            "qemu-io",
+            &[
+                "-f",
+                base_fmt,
+                "-c",
+                "write -P 0xab 0 1M",
+                "-c",
+                "write -P 0x5c 15M 1M",
+                p(&base),
+            ],
+        );
+        let mut expected = vec![0u8; size];
+        expected[..MIB].fill(0xab);
+        expected[15 * MIB..].fill(0x5c);
+
+        // Relative backing name, as users usually give it.
+        let overlay = dir.path().join(format!("overlay-{base_fmt}.qcow2"));
+        ours_ok(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("cluster_size={cluster}"),
+            "-b",
+            &format!("base.{base_fmt}"),
+            "-F",
+            base_fmt,
+            p(&overlay),
+        ]);
+        qemu_check_clean(&overlay);
+        let theirs = qemu_info_json(&overlay);
+        let mine = our_info_json(&overlay);
+        for field in [
+            "virtual-size",
+            "backing-filename",
+            "full-backing-filename",
+            "backing-filename-format",
+            "cluster-size",
+        ] {
+            assert_eq!(mine[field], theirs[field], "field {field}");
+        }
+        assert_eq!(
+            theirs["virtual-size"], size as u64,
+            "size taken from the backing file"
+        );
+
+        write_known_content(&overlay, &mut expected, cluster);
+        let raw = write_file(&dir.path().join("expected.raw"), &expected);
+        qemu_check_clean(&overlay);
+        qemu_compare_identical(&overlay, &raw);
+        // The backing file was not touched.
+        let out = ok(
+            "qemu-io",
+            &["-f", base_fmt, "-c", "read -P 0xab 0 1M", p(&base)],
+        );
+        assert!(!out.contains("Pattern verification failed"), "{out}");
+    }
+
+    let out = ours(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        p(&dir.path().join("x.qcow2")),
+    ]);
+    assert!(
+        !out.status.success(),
+        "backing file without -F must be refused"
+    );
+    let out = ours(&[
+        "create",
+        "-f",
+        "qcow2",
+        "-o",
+        "preallocation=full",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        p(&dir.path().join("y.qcow2")),
+    ]);
+    assert!(
+        !out.status.success(),
+        "backing file with preallocation must be refused"
+    );
+}
+
+/// Builds, with QEMU's tools only, a chain base.raw <- mid.qcow2 <- top.qcow2 with data in
+/// every layer, a zeroed range, an internal snapshot and a compressed image.
+fn qemu_made_images(dir: &Path) {
+    let d = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    ok(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", &d("base.raw"), "16M"],
+    );
+    ok(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x01 0 3M", &d("base.raw")],
+    );
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            &d("mid.qcow2"),
+        ],
+    );
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0xab 0 1M",
+            "-c",
+            "write -P 0x22 5M 100k",
+            &d("mid.qcow2"),
+        ],
+    );
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4k",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            &d("top.qcow2"),
+        ],
+    );
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0x33 512k 8k",
+            "-c",
+            "write -z 2M 64k",
+            &d("top.qcow2"),
+        ],
+    );
+    ok(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", &d("snap.qcow2"), "32M"],
+    );
+    ok("qemu-io", &["-c", "write -P 0xab 0 1M", &d("snap.qcow2")]);
+    ok("qemu-img", &["snapshot", "-c", "first", &d("snap.qcow2")]);
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0xcd 512k 1M",
+            "-c",
+            "write -z 0 64k",
+            &d("snap.qcow2"),
+        ],
+    );
+    ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            &d("snap.qcow2"),
+            &d("compressed.qcow2"),
+        ],
+    );
+}
+
+#[test]
+fn images_qemu_made_are_read_correctly() {
+    let dir = tempfile::tempdir().unwrap();
+    qemu_made_images(dir.path());
+    for name in [
+        "base.raw",
+        "mid.qcow2",
+        "top.qcow2",
+        "snap.qcow2",
+        "compressed.qcow2",
+    ] {
+        let img = dir.path().join(name);
+        let theirs = qemu_info_json(&img);
+        let mine = our_info_json(&img);
+        for field in [
+            "format",
+            "virtual-size",
+            "cluster-size",
+            "backing-filename",
+            "full-backing-filename",
+            "backing-filename-format",
+            "dirty-flag",
+            "format-specific",
+            "filename",
+        ] {
+            assert_eq!(mine[field], theirs[field], "{name}: field {field}");
+        }
+        assert_eq!(
+            mine["snapshots"].as_array().map(|a| a.len()),
+            theirs["snapshots"].as_array().map(|a| a.len()),
+            "{name}: snapshots"
+        );
+
+        // Flattened contents are byte-identical to qemu-img's conversion.
+        let ours_raw = dir.path().join(format!("{name}.ours.raw"));
+        let theirs_raw = dir.path().join(format!("{name}.theirs.raw"));
+        ours_ok(&["convert", "-O", "raw", p(&img), p(&ours_raw)]);
+        ok(
+            "qemu-img",
+            &["convert", "-O", "raw", p(&img), p(&theirs_raw)],
+        );
+        assert!(
+            std::fs::read(&ours_raw).unwrap() == std::fs::read(&theirs_raw).unwrap(),
+            "{name}: converted contents differ"
+        );
+        assert_eq!(
+            ours(&["compare", p(&img), p(&theirs_raw)]).status.code(),
+            Some(0),
+            "{name}"
+        );
+        if name.ends_with(".qcow2") {
+            let out = ours(&["check", p(&img)]);
+            assert_eq!(out.status.code(), Some(0), "{name}: {}", text(&out));
+        }
+    }
+    // Our check --output json agrees with qemu-img's on the counts.
+    let img = dir.path().join("snap.qcow2");
+    let theirs: serde_json::Value =
+        serde_json::from_str(&ok("qemu-img", &["check", "--output", "json", p(&img)])).unwrap();
+    let mine: serde_json::Value =
+        serde_json::from_str(&ours_ok(&["check", "--output", "json", p(&img)])).unwrap();
+    for field in [
+        "image-end-offset",
+        "total-clusters",
+        "check-errors",
+        "allocated-clusters",
+        "leaks",
+        "corruptions",
+    ] {
+        assert_eq!(mine[field], theirs[field], "check field {field}");
+    }
+    // Spot check the data itself through the library.
+    let mut top = Image::open(&dir.path().join("top.qcow2"), &OpenOptions::default()).unwrap();
+    let mut buf = vec![0u8; 4];
+    top.read_at(&mut buf, 0).unwrap();
+    assert_eq!(buf, [0xab; 4], "from mid");
+    top.read_at(&mut buf, 512 << 10).unwrap();
+    assert_eq!(buf, [0x33; 4], "from top");
+    top.read_at(&mut buf, 2 << 20).unwrap();
+    assert_eq!(buf, [0; 4], "zeroed in top over base data");
+    top.read_at(&mut buf, (2 << 20) + (64 << 10)).unwrap();
+    assert_eq!(buf, [0x01; 4], "from base");
+}
+
+fn allocated_ranges(path: &Path) -> Vec<(u64, u64)> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as i64;
+    let fd = file.as_raw_fd();
+    let mut ranges = Vec::new();
+    let mut at = 0i64;
+    while at < len {
+        // SAFETY: lseek on an fd we own.
+        let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+        if data < 0 {
+            break;
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        ranges.push((data as u64, hole as u64));
+        at = hole;
+    }
+    ranges
+}
+
+#[test]
+fn convert_keeps_holes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    ok("qemu-img", &["create", "-q", "-f", "raw", p(&src), "64M"]);
+    ok(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0xab 1M 1M",
+            "-c",
+            "write -P 0xcd 40M 64k",
+            "-c",
+            "write -P 0 50M 1M",
+            p(&src),
+        ],
+    );
+    // 50M..51M holds written zeros: still data in the source, must become a hole.
+    let raw = dir.path().join("out.raw");
+    let qcow = dir.path().join("out.qcow2");
+    ours_ok(&["convert", "-p", "-O", "raw", p(&src), p(&raw)]);
+    ours_ok(&["convert", "-O", "qcow2", p(&src), p(&qcow)]);
+    qemu_compare_identical(&src, &raw);
+    qemu_compare_identical(&src, &qcow);
+    qemu_check_clean(&qcow);
+    assert_eq!(
+        allocated_ranges(&raw),
+        vec![(1 << 20, 2 << 20), (40 << 20, (40 << 20) + (64 << 10))]
+    );
+    let qcow_blocks = std::fs::metadata(&qcow).unwrap().blocks() * 512;
+    assert!(
+        qcow_blocks < 2 * MIB as u64,
+        "qcow2 output allocates {qcow_blocks} bytes"
+    );
+    let map = ok("qemu-img", &["map", "--output", "json", p(&qcow)]);
+    let map: Vec<serde_json::Value> = serde_json::from_str(&map).unwrap();
+    let data_bytes: u64 = map
+        .iter()
+        .filter(|e| e["data"] == true)
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum();
+    assert_eq!(data_bytes, (1 << 20) + (64 << 10));
+    // Refuses to overwrite unless --force.
+    let out = ours(&["convert", "-O", "raw", p(&src), p(&raw)]);
+    assert!(
+        !out.status.success() && text(&out).contains("--force"),
+        "{}",
+        text(&out)
+    );
+    ours_ok(&["convert", "--force", "-O", "raw", p(&src), p(&raw)]);
+}
+
+#[test]
+fn snapshots_interoperate() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("s.qcow2");
+    let size = 4 * MIB;
+    ours_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=64k",
+        p(&img),
+        "4M",
+    ]);
+    let mut v1 = vec![0u8; size];
+    write_known_content(&img, &mut v1, 64 << 10);
+    ours_ok(&["snapshot", "-c", "v1", p(&img)]);
+    qemu_check_clean(&img);
+    assert!(ok("qemu-img", &["snapshot", "-l", p(&img)]).contains("v1"));
+
+    // Writing after the snapshot copies shared clusters; the snapshot keeps the old data.
+    let mut image = Image::open(
+        &img,
+        &OpenOptions {
+            write: true,
+            ..OpenOptions::default()
+        },
+    )
+    .unwrap();
+    let mut v2 = v1.clone();
+    let data = pattern(200_000, 99);
+    image.write_at(&data, 1000).unwrap();
+    v2[1000..201_000].copy_from_slice(&data);
+    drop(image);
+    qemu_check_clean(&img);
+    let v1_raw = write_file(&dir.path().join("v1.raw"), &v1);
+    let v2_raw = write_file(&dir.path().join("v2.raw"), &v2);
+    qemu_compare_identical(&img, &v2_raw);
+    ok(
+        "qemu-img",
+        &[
+            "convert",
+            "-l",
+            "v1",
+            "-O",
+            "raw",
+            p(&img),
+            p(&dir.path().join("v1-by-qemu.raw")),
+        ],
+    );
+    qemu_compare_identical(&dir.path().join("v1-by-qemu.raw"), &v1_raw);
+
+    // A snapshot made by qemu-img, applied by us, and ours applied back.
+    ok("qemu-img", &["snapshot", "-c", "v2", p(&img)]);
+    ours_ok(&["snapshot", "-a", "v1", p(&img)]);
+    qemu_check_clean(&img);
+    qemu_compare_identical(&img, &v1_raw);
+    ours_ok(&["snapshot", "-a", "v2", p(&img)]);
+    qemu_compare_identical(&img, &v2_raw);
+    let list = ours_ok(&["snapshot", "-l", p(&img)]);
+    assert!(list.contains("v1") && list.contains("v2"), "{list}");
+
+    ours_ok(&["snapshot", "-d", "v1", p(&img)]);
+    qemu_check_clean(&img);
+    ok("qemu-img", &["snapshot", "-d", "v2", p(&img)]);
+    qemu_check_clean(&img);
+    assert_eq!(ours(&["check", p(&img)]).status.code(), Some(0));
+    qemu_compare_identical(&img, &v2_raw);
+    let out = ours(&["snapshot", "-a", "nope", p(&img)]);
+    assert!(!out.status.success() && text(&out).contains("not found"));
+}
+
+#[test]
+fn resize_grows_and_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    // 512-byte clusters: one L1 cluster covers 2 MiB, so growing to 100M must move the L1 table.
+    let img = dir.path().join("r.qcow2");
+    ours_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        "cluster_size=512",
+        p(&img),
+        "1M",
+    ]);
+    let mut expected = vec![0u8; MIB];
+    write_known_content(&img, &mut expected, 512);
+    ours_ok(&["resize", "-q", p(&img), "+99M"]);
+    assert_eq!(qemu_info_json(&img)["virtual-size"], 100 * MIB as u64);
+    qemu_check_clean(&img);
+    expected.resize(100 * MIB, 0);
+    write_known_content(&img, &mut expected, 512);
+    qemu_check_clean(&img);
+    qemu_compare_identical(&img, &write_file(&dir.path().join("e.raw"), &expected));
+
+    let out = ours(&["resize", p(&img), "10M"]);
+    assert!(
+        !out.status.success() && text(&out).contains("--shrink"),
+        "{}",
+        text(&out)
+    );
+    ours_ok(&["resize", "-q", "--shrink", p(&img), "-90M"]);
+    qemu_check_clean(&img);
+    expected.truncate(10 * MIB);
+    qemu_compare_identical(&img, &write_file(&dir.path().join("e10.raw"), &expected));
+
+    let raw = dir.path().join("r.raw");
+    ours_ok(&["create", "-q", "-f", "raw", p(&raw), "1M"]);
+    ours_ok(&["resize", "-q", p(&raw), "2G"]);
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), 2 << 30);
+}
+
+#[test]
+fn compare_reports_the_first_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.qcow2");
+    let b = dir.path().join("b.raw");
+    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&a), "8M"]);
+    ok("qemu-img", &["create", "-q", "-f", "raw", p(&b), "8M"]);
+    ok("qemu-io", &["-c", "write -P 0x11 1M 4k", p(&a)]);
+    ok(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x11 1M 4k", p(&b)],
+    );
+    let same = ours(&["compare", "-f", "qcow2", "-F", "raw", p(&a), p(&b)]);
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same));
+    ok(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x12 1050000 1", p(&b)],
+    );
+    let diff = ours(&["compare", p(&a), p(&b)]);
+    assert_eq!(diff.status.code(), Some(1), "{}", text(&diff));
+    assert!(text(&diff).contains("offset 1050000"), "{}", text(&diff));
+    let theirs = run("qemu-img", &["compare", p(&a), p(&b)]);
+    assert_eq!(theirs.status.code(), Some(1));
+    let missing = ours(&["compare", p(&a), p(&dir.path().join("missing"))]);
+    assert_eq!(missing.status.code(), Some(2));
+}

@@ -1,0 +1,71 @@
+//! Persistent TAP devices through `/dev/net/tun`, so QEMU can open them by name
+//! (`-netdev tap,ifname=NAME,script=no,downscript=no`).
+
+use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
+
+use crate::NetError;
+
+/// `_IOW('T', 202, int)`: attach the file to a (new or existing) TUN/TAP device.
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// `_IOW('T', 203, int)`: keep the device when the file is closed.
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// `struct ifreq` as TUNSETIFF reads it: the name, then the flags at the start of the 24-byte union.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _union_rest: [u8; 22],
+}
+
+/// Creates a persistent TAP device named `name`, which may contain one `%d` for the kernel to number it
+/// (`oxtap%d`). Returns the device's real name. The device is down and not attached to anything.
+pub fn create_persistent_tap(name: &str) -> Result<String, NetError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(NetError::Invalid {
+            reason: format!("TAP name '{name}' must be 1..=15 bytes"),
+        });
+    }
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map_err(|source| NetError::Io {
+            what: "opening /dev/net/tun".into(),
+            source,
+        })?;
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _union_rest: [0; 22],
+    };
+    request.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `tun` is an open /dev/net/tun descriptor and `request` is a properly sized, initialized
+    // `struct ifreq` that lives across the call; the kernel writes at most IFNAMSIZ bytes of name back into it.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut request as *mut IfReq) };
+    if rc < 0 {
+        return Err(NetError::Io {
+            what: format!("creating TAP device '{name}' (TUNSETIFF)"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: plain integer-argument ioctl on the descriptor attached above.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(NetError::Io {
+            what: format!("making TAP device '{name}' persistent (TUNSETPERSIST)"),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let end = request
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(libc::IFNAMSIZ);
+    Ok(String::from_utf8_lossy(&request.name[..end]).into_owned())
+    // Closing `tun` here leaves the persistent device behind, free for QEMU to open.
+}

@@ -1,0 +1,98 @@
+//! Where a running VM keeps its sockets, logs and pid file.
+
+use std::path::{Path, PathBuf};
+
+use crate::QemuError;
+
+/// The per-VM run directory. Everything QEMU creates for one VM lives in it, under fixed names,
+/// so a restarted daemon finds a running guest again from the directory alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPaths {
+    pub dir: PathBuf,
+}
+
+/// `sun_path` in `struct sockaddr_un` holds 108 bytes including the terminating NUL.
+const UNIX_SOCKET_PATH_MAX: usize = 107;
+
+impl RunPaths {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        RunPaths { dir: dir.into() }
+    }
+
+    /// QMP (control monitor) socket; QEMU listens on it.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.dir.join("qmp.sock")
+    }
+
+    /// Serial console socket; QEMU listens, one console client at a time.
+    pub fn console_socket(&self) -> PathBuf {
+        self.dir.join("console.sock")
+    }
+
+    /// Everything the guest wrote on its serial console (appended across restarts).
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// QEMU's own stdout and stderr (appended across restarts).
+    pub fn qemu_log(&self) -> PathBuf {
+        self.dir.join("qemu.log")
+    }
+
+    /// QEMU writes its pid here.
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("qemu.pid")
+    }
+
+    /// VNC server socket, used when a `<graphics type='vnc'>` has a socket listen (or none at all).
+    pub fn vnc_socket(&self) -> PathBuf {
+        self.dir.join("vnc.sock")
+    }
+
+    /// The sockets QEMU listens on must fit in `sockaddr_un`; say so clearly rather than let QEMU fail.
+    pub(crate) fn check_socket_path(path: &Path) -> Result<(), QemuError> {
+        let len = path.as_os_str().len();
+        if len > UNIX_SOCKET_PATH_MAX {
+            return Err(QemuError::invalid(
+                "run directory",
+                format!(
+                    "socket path {} is {len} bytes, longer than the {UNIX_SOCKET_PATH_MAX} a UNIX socket allows",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_socket_paths(&self) -> Result<(), QemuError> {
+        Self::check_socket_path(&self.qmp_socket())?;
+        Self::check_socket_path(&self.console_socket())?;
+        Self::check_socket_path(&self.vnc_socket())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_fixed_inside_the_dir() {
+        let run = RunPaths::new("/run/oxvirt/vm1");
+        assert_eq!(run.qmp_socket(), Path::new("/run/oxvirt/vm1/qmp.sock"));
+        assert_eq!(
+            run.console_socket(),
+            Path::new("/run/oxvirt/vm1/console.sock")
+        );
+        assert_eq!(run.console_log(), Path::new("/run/oxvirt/vm1/console.log"));
+        assert_eq!(run.qemu_log(), Path::new("/run/oxvirt/vm1/qemu.log"));
+        assert_eq!(run.pid_file(), Path::new("/run/oxvirt/vm1/qemu.pid"));
+    }
+
+    #[test]
+    fn overlong_socket_path_is_an_error() {
+        let run = RunPaths::new(format!("/tmp/{}", "x".repeat(120)));
+        let err = run.check_socket_paths().unwrap_err();
+        assert!(err.to_string().contains("longer than"), "{err}");
+        assert!(RunPaths::new("/tmp/short").check_socket_paths().is_ok());
+    }
+}

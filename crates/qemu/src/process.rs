@@ -1,0 +1,532 @@
+//! Starting QEMU so that it outlives the daemon, and recognising it again later.
+//!
+//! Process model: `launch` double-forks. The child std spawns calls `setsid()` (QEMU gets its own
+//! session, so signals aimed at the daemon's session or process group do not reach it), forks
+//! again, reports the grandchild's pid through a pipe and exits at once; the grandchild execs
+//! QEMU. QEMU's parent is therefore init (or the nearest `PR_SET_CHILD_SUBREAPER` ancestor),
+//! which reaps it when it exits: the daemon never has to, and a daemon restart (even SIGKILL)
+//! leaves guests running. A daemon that makes itself a subreaper takes over that duty.
+//!
+//! QEMU's stdin is /dev/null; stdout and stderr are appended to `qemu.log`. `launch` returns once
+//! QEMU answers on its QMP socket (the connection is closed again: QMP serves one client at a
+//! time, and that is the daemon's); if QEMU dies first, the error carries the end of what it
+//! wrote to qemu.log during this start.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use oxvirt_domain::{CpuSet, DiskType, Domain, MemBalloonModel, Uuid};
+use serde_json::json;
+
+use crate::cmdline::{build_command_line, HUGEPAGES_MOUNT};
+use crate::{Accel, QemuError, Qmp, RunPaths};
+
+/// The QEMU binary for x86_64 guests when the definition names none.
+pub const DEFAULT_EMULATOR: &str = "qemu-system-x86_64";
+/// How long QEMU may take from exec to a listening QMP socket.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How much of qemu.log an error carries.
+const LOG_TAIL_BYTES: u64 = 4096;
+
+/// A started QEMU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    /// QEMU's pid (also in `RunPaths::pid_file`).
+    pub pid: i32,
+    /// Where the VM differs from its definition (see [`crate::QemuCommandLine::warnings`]).
+    pub warnings: Vec<String>,
+}
+
+/// The emulator to run: `<emulator>` if given, else `qemu-system-x86_64` from `PATH` (the bare
+/// name if it is not in `PATH`, so the spawn error names it).
+pub fn emulator_path(domain: &Domain) -> PathBuf {
+    if let Some(emulator) = &domain.devices.emulator {
+        return PathBuf::from(emulator);
+    }
+    find_in_path(DEFAULT_EMULATOR).unwrap_or_else(|| PathBuf::from(DEFAULT_EMULATOR))
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+/// Start QEMU for `domain` in `run.dir` and return once it answers on its QMP socket.
+///
+/// Everything that can be checked before spawning is: the translation, the emulator, and the
+/// files the definition names (kernel, initrd, disk sources, RNG source).
+pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Launched, QemuError> {
+    let line = build_command_line(domain, run, accel)?;
+    let emulator = emulator_path(domain);
+    preflight(domain, &emulator)?;
+    prepare_run_dir(run)?;
+
+    let log_path = run.qemu_log();
+    let affinity = domain.vcpu.cpuset.clone();
+    let args = line.args.clone();
+    let spawn_emulator = emulator.clone();
+    let (pid, log_start) = tokio::task::spawn_blocking(move || {
+        let (log, log_start) = open_log(&log_path, &spawn_emulator, &args)?;
+        let pid = spawn_detached(&spawn_emulator, &args, log, affinity.as_ref())?;
+        Ok::<_, QemuError>((pid, log_start))
+    })
+    .await
+    .map_err(|err| QemuError::Spawn {
+        emulator: emulator.clone(),
+        reason: err.to_string(),
+    })??;
+    tracing::info!(pid, name = %domain.name, "QEMU started");
+
+    let qmp = wait_until_ready(pid, &domain.uuid, run, log_start).await?;
+    if let Err(err) = apply_runtime_settings(domain, &qmp).await {
+        // Started but not as defined: do not leave a half-configured guest running.
+        kill_now(pid);
+        return Err(err);
+    }
+    Ok(Launched {
+        pid,
+        warnings: line.warnings,
+    })
+}
+
+/// True if `pid` is a live (not zombie) QEMU started for the VM `uuid`, judged from
+/// `/proc/PID/stat` and `/proc/PID/cmdline`, so a recycled pid is never mistaken for the VM.
+pub async fn is_alive(pid: i32, uuid: &Uuid) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let (Ok(stat), Ok(cmdline)) = (
+        tokio::fs::read(proc_dir.join("stat")).await,
+        tokio::fs::read(proc_dir.join("cmdline")).await,
+    ) else {
+        return false;
+    };
+    process_matches(&stat, &cmdline, uuid)
+}
+
+/// `stat` is `/proc/PID/stat` (state is the field after the parenthesised command name, which
+/// may itself contain spaces and parentheses); `cmdline` is NUL-separated argv.
+fn process_matches(stat: &[u8], cmdline: &[u8], uuid: &Uuid) -> bool {
+    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
+        return false;
+    };
+    let state = stat.get(close + 2).copied();
+    if matches!(state, None | Some(b'Z') | Some(b'X') | Some(b'x')) {
+        return false;
+    }
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    args.windows(2).any(|pair| {
+        pair[0] == b"-uuid"
+            && std::str::from_utf8(pair[1])
+                .ok()
+                .and_then(|text| Uuid::parse_str(text).ok())
+                .is_some_and(|found| found == *uuid)
+    })
+}
+
+/// The pid QEMU wrote to `run.pid_file()`, if readable.
+pub fn read_pid_file(run: &RunPaths) -> Option<i32> {
+    std::fs::read_to_string(run.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|pid: &i32| *pid > 0)
+}
+
+/// Stop a QEMU the hard way: SIGTERM, then SIGKILL if it is still there after `grace`.
+/// Does nothing if `pid` is not (any more) the QEMU of `uuid`. Prefer QMP `quit` when QMP works.
+pub async fn terminate(pid: i32, uuid: &Uuid, grace: Duration) -> Result<(), QemuError> {
+    for (signal, wait) in [
+        (libc::SIGTERM, grace),
+        (libc::SIGKILL, Duration::from_secs(10)),
+    ] {
+        if !is_alive(pid, uuid).await {
+            return Ok(());
+        }
+        // SAFETY: kill() has no memory-safety preconditions; pid was just checked to be our QEMU.
+        unsafe { libc::kill(pid, signal) };
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if !is_alive(pid, uuid).await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Err(QemuError::Timeout {
+        what: format!("QEMU pid {pid} to exit after SIGKILL"),
+        seconds: grace.as_secs() + 10,
+        log_tail: None,
+    })
+}
+
+fn kill_now(pid: i32) {
+    // SAFETY: kill() has no memory-safety preconditions; pid is the QEMU we just started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+// ----- before spawning ---------------------------------------------------------------------------
+
+fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
+    if !is_executable(emulator) {
+        return Err(QemuError::Spawn {
+            emulator: emulator.to_path_buf(),
+            reason: "not found or not executable (install qemu-system-x86, or set <emulator>)"
+                .into(),
+        });
+    }
+    let os = &domain.os;
+    for (element, path) in [("os/kernel", &os.kernel), ("os/initrd", &os.initrd)] {
+        if let Some(path) = path {
+            require_file(element, path, true)?;
+        }
+    }
+    for disk in &domain.devices.disks {
+        if let Some(source) = &disk.source {
+            let element = format!("devices/disk[target@dev='{}']/source", disk.target.dev);
+            require_file(&element, source, disk.disk_type == DiskType::File)?;
+        }
+    }
+    for (index, rng) in domain.devices.rngs.iter().enumerate() {
+        require_file(
+            &format!("devices/rng[{index}]/backend"),
+            &rng.backend_random,
+            false,
+        )?;
+    }
+    let hugepages = domain
+        .memory_backing
+        .as_ref()
+        .is_some_and(|b| b.hugepages.is_some());
+    if hugepages && !Path::new(HUGEPAGES_MOUNT).is_dir() {
+        return Err(QemuError::invalid(
+            "memoryBacking/hugepages",
+            format!(
+                "{HUGEPAGES_MOUNT} is not mounted (mount -t hugetlbfs hugetlbfs {HUGEPAGES_MOUNT})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn require_file(element: &str, path: &str, regular: bool) -> Result<(), QemuError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if regular && !meta.is_file() => Err(QemuError::invalid(
+            element,
+            format!("{path} is not a regular file"),
+        )),
+        Ok(_) => Ok(()),
+        Err(err) => Err(QemuError::invalid(element, format!("{path}: {err}"))),
+    }
+}
+
+fn prepare_run_dir(run: &RunPaths) -> Result<(), QemuError> {
+    std::fs::create_dir_all(&run.dir).map_err(|err| {
+        QemuError::io(format!("creating run directory {}", run.dir.display()), err)
+    })?;
+    // Leftovers of an earlier run would make the readiness checks below see the old QEMU.
+    for stale in [
+        run.qmp_socket(),
+        run.console_socket(),
+        run.vnc_socket(),
+        run.pid_file(),
+    ] {
+        match std::fs::remove_file(&stale) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(QemuError::io(
+                    format!("removing stale {}", stale.display()),
+                    err,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Open qemu.log for appending, write a header for this start, and return the file and the
+/// offset where this start's output begins.
+fn open_log(path: &Path, emulator: &Path, args: &[String]) -> Result<(File, u64), QemuError> {
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|err| QemuError::io(format!("opening {}", path.display()), err))?;
+    let mut header = format!("---- oxvirt: starting {}", emulator.display());
+    for arg in args {
+        header.push(' ');
+        header.push_str(arg);
+    }
+    header.push('\n');
+    log.write_all(header.as_bytes())
+        .map_err(|err| QemuError::io(format!("writing {}", path.display()), err))?;
+    let start = log
+        .seek(SeekFrom::End(0))
+        .map_err(|err| QemuError::io(format!("seeking {}", path.display()), err))?;
+    Ok((log, start))
+}
+
+/// Spawn `emulator args` detached (see the module documentation) and return its pid.
+fn spawn_detached(
+    emulator: &Path,
+    args: &[String],
+    log: File,
+    affinity: Option<&CpuSet>,
+) -> Result<i32, QemuError> {
+    let spawn_error = |reason: String| QemuError::Spawn {
+        emulator: emulator.to_path_buf(),
+        reason,
+    };
+    let cpu_mask = affinity.map(cpu_set_of).transpose()?;
+    let (pid_reader, pid_writer) =
+        cloexec_pipe().map_err(|err| spawn_error(format!("pipe: {err}")))?;
+    let pid_writer_fd = pid_writer.as_raw_fd();
+    let stdout = log
+        .try_clone()
+        .map_err(|err| spawn_error(format!("duplicating log fd: {err}")))?;
+
+    let mut command = Command::new(emulator);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log);
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // calls (setsid, sched_setaffinity, fork, write, _exit) on data prepared before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(mask) = &cpu_mask {
+                if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), mask) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            match libc::fork() {
+                -1 => Err(std::io::Error::last_os_error()),
+                0 => Ok(()), // The grandchild goes on to exec QEMU.
+                grandchild => {
+                    let bytes = grandchild.to_ne_bytes();
+                    let written = libc::write(pid_writer_fd, bytes.as_ptr().cast(), bytes.len());
+                    libc::_exit(if written == bytes.len() as isize {
+                        0
+                    } else {
+                        1
+                    });
+                }
+            }
+        });
+    }
+    // Returns once the grandchild has exec'd (or reports its exec error).
+    let mut intermediate = command
+        .spawn()
+        .map_err(|err| spawn_error(err.to_string()))?;
+    drop(pid_writer);
+    let status = intermediate
+        .wait()
+        .map_err(|err| spawn_error(format!("waiting for the forking child: {err}")))?;
+    if !status.success() {
+        return Err(spawn_error(format!("the forking child failed ({status})")));
+    }
+    let mut bytes = [0u8; 4];
+    File::from(pid_reader)
+        .read_exact(&mut bytes)
+        .map_err(|err| spawn_error(format!("reading QEMU's pid: {err}")))?;
+    Ok(i32::from_ne_bytes(bytes))
+}
+
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds points to two writable c_ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn cpu_set_of(cpus: &CpuSet) -> Result<libc::cpu_set_t, QemuError> {
+    // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    for cpu in cpus.iter() {
+        if cpu as usize >= capacity {
+            return Err(QemuError::invalid(
+                "vcpu@cpuset",
+                format!("host CPU {cpu} is beyond {capacity}"),
+            ));
+        }
+        // SAFETY: cpu was checked to be inside the set just above.
+        unsafe { libc::CPU_SET(cpu as usize, &mut set) };
+    }
+    Ok(set)
+}
+
+// ----- after spawning ----------------------------------------------------------------------------
+
+/// Wait until QEMU serves QMP, and return that connection. A listening socket alone is not
+/// enough: QEMU creates it before it builds the machine, and can still fail after that (an
+/// unknown CPU model, say). QEMU greets on QMP only from its main loop, that is once the machine
+/// exists; so a greeting plus a `query-status` answer means QEMU really started.
+async fn wait_until_ready(
+    pid: i32,
+    uuid: &Uuid,
+    run: &RunPaths,
+    log_start: u64,
+) -> Result<Qmp, QemuError> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let socket = run.qmp_socket();
+    let early_exit = || QemuError::EarlyExit {
+        log_tail: log_tail(&run.qemu_log(), log_start),
+    };
+    loop {
+        if !is_alive(pid, uuid).await {
+            return Err(early_exit());
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            kill_now(pid);
+            return Err(QemuError::Timeout {
+                what: format!("QEMU to answer on {}", socket.display()),
+                seconds: START_TIMEOUT.as_secs(),
+                log_tail: Some(log_tail(&run.qemu_log(), log_start)),
+            });
+        }
+        if socket.exists() {
+            if let Ok(Ok((qmp, _events))) =
+                tokio::time::timeout(remaining, Qmp::connect(&socket)).await
+            {
+                match qmp.query_status().await {
+                    Ok(_) => return Ok(qmp),
+                    Err(_) if !is_alive(pid, uuid).await => return Err(early_exit()),
+                    Err(err) => tracing::debug!("QEMU not ready yet: {err}"),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What qemu.log gained since `start` (its last [`LOG_TAIL_BYTES`]).
+fn log_tail(path: &Path, start: u64) -> String {
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let end = file.seek(SeekFrom::End(0)).unwrap_or(start);
+    let from = start.max(end.saturating_sub(LOG_TAIL_BYTES));
+    let mut text = Vec::new();
+    if file.seek(SeekFrom::Start(from)).is_ok() {
+        let _ = file.take(LOG_TAIL_BYTES).read_to_end(&mut text);
+    }
+    String::from_utf8_lossy(&text).trim_end().to_string()
+}
+
+/// Settings QEMU takes only over QMP, applied right after start.
+fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
+    let mut commands = Vec::new();
+    let balloon = domain
+        .devices
+        .memballoon
+        .as_ref()
+        .filter(|b| b.model == MemBalloonModel::Virtio);
+    if domain.current_memory_kib < domain.memory_kib && balloon.is_some() {
+        commands.push((
+            "balloon",
+            json!({"value": domain.current_memory_kib * 1024}),
+        ));
+    }
+    if let Some(period) = balloon.and_then(|b| b.stats_period) {
+        commands.push((
+            "qom-set",
+            json!({"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": period}),
+        ));
+    }
+    for (index, interface) in domain.devices.interfaces.iter().enumerate() {
+        if interface.link_up == Some(false) {
+            commands.push((
+                "set_link",
+                json!({"name": format!("net{index}"), "up": false}),
+            ));
+        }
+    }
+    if let Some(password) = domain
+        .devices
+        .graphics
+        .first()
+        .and_then(|g| g.passwd.as_ref())
+    {
+        commands.push(("change-vnc-password", json!({"password": password})));
+    }
+    commands
+}
+
+async fn apply_runtime_settings(domain: &Domain, qmp: &Qmp) -> Result<(), QemuError> {
+    for (command, arguments) in runtime_settings(domain) {
+        qmp.execute(command, Some(arguments)).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+
+    #[test]
+    fn recognises_our_qemu_only() {
+        let uuid = Uuid::parse_str(UUID).unwrap();
+        let cmdline = format!("qemu-system-x86_64\0-name\0guest=x\0-uuid\0{UUID}\0");
+        let running = b"1234 (qemu-system-x86) S 1 1234";
+        assert!(process_matches(running, cmdline.as_bytes(), &uuid));
+        let zombie = b"1234 (qemu-system-x86) Z 1 1234";
+        assert!(!process_matches(zombie, cmdline.as_bytes(), &uuid));
+        let other = Uuid::parse_str("00000000-0000-0000-0000-000000000001").unwrap();
+        assert!(!process_matches(running, cmdline.as_bytes(), &other));
+        // A command name with ") Z" inside must not fool the state parser.
+        let tricky = b"1234 (a) Z (b) S 1 1234";
+        assert!(process_matches(tricky, cmdline.as_bytes(), &uuid));
+        assert!(!process_matches(b"", b"", &uuid));
+    }
+
+    #[tokio::test]
+    async fn a_recycled_pid_is_not_our_vm() {
+        let uuid = Uuid::parse_str(UUID).unwrap();
+        // Our own process is alive but is not a QEMU for this uuid.
+        assert!(!is_alive(std::process::id() as i32, &uuid).await);
+        assert!(!is_alive(0, &uuid).await);
+        assert!(!is_alive(-1, &uuid).await);
+    }
+
+    #[test]
+    fn log_tail_is_only_this_start_and_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qemu.log");
+        std::fs::write(&path, "old run\n").unwrap();
+        let start = std::fs::metadata(&path).unwrap().len();
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&vec![b'x'; 10_000]).unwrap();
+        file.write_all(b"\nqemu: bad option\n").unwrap();
+        let tail = log_tail(&path, start);
+        assert!(tail.ends_with("qemu: bad option"));
+        assert!(!tail.contains("old run"));
+        assert!(tail.len() as u64 <= LOG_TAIL_BYTES);
+    }
+}

@@ -1,0 +1,488 @@
+//! A QMP (QEMU Machine Protocol) client.
+//!
+//! One connection carries both command responses and asynchronous events. A reader task owns the
+//! read half: it hands each response to the caller waiting for that command `id` and each event to
+//! the event channel. When the connection closes (normally because QEMU exited) the reader task
+//! ends, every pending command fails with [`QemuError::Disconnected`] and the event receiver
+//! yields `None`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::QemuError;
+
+/// How long we wait for QEMU's greeting. QEMU serves one QMP client at a time; a second client
+/// waits in the listen backlog without a greeting, which this bound turns into an error.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one command may take before we give up on it. QMP commands that do long work
+/// (migration, block jobs) return at once and report completion through events.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// QMP messages are single JSON lines; a line longer than this is treated as a protocol error
+/// rather than buffered without bound (events can carry guest-provided strings).
+const MAX_LINE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The VM's run state as `query-status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    Running,
+    Paused,
+    /// Waiting for `cont` after start with `-S`.
+    Prelaunch,
+    /// The guest shut down and QEMU stays (only with `-no-shutdown`).
+    Shutdown,
+    GuestPanicked,
+    InternalError,
+    IoError,
+    Suspended,
+    Watchdog,
+    Debug,
+    /// Any of QEMU's other states (migration, snapshot, ...), by QEMU's name.
+    Other(String),
+}
+
+impl RunState {
+    fn from_qmp(status: &str) -> RunState {
+        match status {
+            "running" => RunState::Running,
+            "paused" => RunState::Paused,
+            "prelaunch" => RunState::Prelaunch,
+            "shutdown" => RunState::Shutdown,
+            "guest-panicked" => RunState::GuestPanicked,
+            "internal-error" => RunState::InternalError,
+            "io-error" => RunState::IoError,
+            "suspended" => RunState::Suspended,
+            "watchdog" => RunState::Watchdog,
+            "debug" => RunState::Debug,
+            other => RunState::Other(other.to_string()),
+        }
+    }
+}
+
+/// An asynchronous QMP event, the ones the daemon acts on spelled out.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QmpEvent {
+    /// The VM is shutting down: `guest` is true when the guest asked (e.g. poweroff), `reason`
+    /// is QEMU's reason (`guest-shutdown`, `host-qmp-quit`, `guest-reset` with -no-reboot, ...).
+    Shutdown { guest: bool, reason: String },
+    /// The VM was reset; `guest` is true when the guest asked for it (e.g. `reboot`).
+    Reset { guest: bool },
+    /// Execution stopped (QMP `stop`, I/O error, ...).
+    Stop,
+    /// Execution resumed.
+    Resume,
+    /// The guest reported a panic (needs a pvpanic device).
+    GuestPanicked,
+    /// Any other event, with its data (`Value::Null` if it had none).
+    Other { name: String, data: Value },
+}
+
+impl QmpEvent {
+    fn from_message(name: &str, data: Value) -> QmpEvent {
+        let guest = data.get("guest").and_then(Value::as_bool).unwrap_or(false);
+        match name {
+            "SHUTDOWN" => QmpEvent::Shutdown {
+                guest,
+                reason: data
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            },
+            "RESET" => QmpEvent::Reset { guest },
+            "STOP" => QmpEvent::Stop,
+            "RESUME" => QmpEvent::Resume,
+            "GUEST_PANICKED" => QmpEvent::GuestPanicked,
+            _ => QmpEvent::Other {
+                name: name.to_string(),
+                data,
+            },
+        }
+    }
+}
+
+type Reply = Result<Value, QemuError>;
+
+/// Commands sent and not yet answered, by id. `None` once the connection has closed.
+type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>>;
+
+/// A connected QMP session (capabilities already negotiated).
+#[derive(Debug)]
+pub struct Qmp {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    pending: Pending,
+    next_id: AtomicU64,
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Qmp {
+    fn drop(&mut self) {
+        // Dropping the client closes the connection; the event receiver then ends.
+        self.reader.abort();
+    }
+}
+
+impl Qmp {
+    /// Connect to a QMP socket, read the greeting and leave capabilities-negotiation mode.
+    /// Returns the client and the receiver of the VM's asynchronous events.
+    pub async fn connect(
+        socket: &Path,
+    ) -> Result<(Qmp, mpsc::UnboundedReceiver<QmpEvent>), QemuError> {
+        let stream = UnixStream::connect(socket).await.map_err(|err| {
+            QemuError::io(
+                format!("connecting to QMP socket {}", socket.display()),
+                err,
+            )
+        })?;
+        let (read_half, mut write_half) = stream.into_split();
+        let mut reader = BufReader::new(read_half);
+
+        let greeting = tokio::time::timeout(GREETING_TIMEOUT, read_message(&mut reader))
+            .await
+            .map_err(|_| QemuError::Timeout {
+                what: format!(
+                    "the QMP greeting on {} (is another client connected?)",
+                    socket.display()
+                ),
+                seconds: GREETING_TIMEOUT.as_secs(),
+                log_tail: None,
+            })??;
+        if greeting.get("QMP").is_none() {
+            return Err(QemuError::Protocol(format!(
+                "expected a QMP greeting, got {greeting}"
+            )));
+        }
+
+        write_message(&mut write_half, &json!({ "execute": "qmp_capabilities" })).await?;
+        // In negotiation mode QEMU sends no events, so the next message is the answer.
+        let answer = tokio::time::timeout(COMMAND_TIMEOUT, read_message(&mut reader))
+            .await
+            .map_err(|_| QemuError::Timeout {
+                what: "the answer to qmp_capabilities".into(),
+                seconds: COMMAND_TIMEOUT.as_secs(),
+                log_tail: None,
+            })??;
+        reply_to_result("qmp_capabilities", answer)?;
+
+        let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_loop(reader, pending.clone(), events_tx));
+        let qmp = Qmp {
+            writer: tokio::sync::Mutex::new(write_half),
+            pending,
+            next_id: AtomicU64::new(1),
+            reader,
+        };
+        Ok((qmp, events_rx))
+    }
+
+    /// Run one QMP command and return its `return` value.
+    pub async fn execute(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<Value, QemuError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut pending = lock(&self.pending);
+            let Some(waiting) = pending.as_mut() else {
+                return Err(QemuError::Disconnected);
+            };
+            waiting.insert(id, reply_tx);
+        }
+        let mut message = json!({ "execute": command, "id": id });
+        if let Some(arguments) = arguments {
+            message["arguments"] = arguments;
+        }
+        let sent = {
+            let mut writer = self.writer.lock().await;
+            write_message(&mut writer, &message).await
+        };
+        if let Err(err) = sent {
+            self.forget(id);
+            return Err(err);
+        }
+        match tokio::time::timeout(COMMAND_TIMEOUT, reply_rx).await {
+            Ok(Ok(reply)) => reply,
+            // The reader dropped our sender: the connection closed.
+            Ok(Err(_)) => Err(QemuError::Disconnected),
+            Err(_) => {
+                self.forget(id);
+                Err(QemuError::Timeout {
+                    what: format!("QEMU to answer {command}"),
+                    seconds: COMMAND_TIMEOUT.as_secs(),
+                    log_tail: None,
+                })
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        if let Some(waiting) = lock(&self.pending).as_mut() {
+            waiting.remove(&id);
+        }
+    }
+
+    /// The VM's current run state.
+    pub async fn query_status(&self) -> Result<RunState, QemuError> {
+        let status = self.execute("query-status", None).await?;
+        let name = status
+            .get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| QemuError::Protocol(format!("query-status returned {status}")))?;
+        Ok(RunState::from_qmp(name))
+    }
+
+    /// Pause the guest's vCPUs.
+    pub async fn stop(&self) -> Result<(), QemuError> {
+        self.execute("stop", None).await.map(drop)
+    }
+
+    /// Resume the guest's vCPUs.
+    pub async fn cont(&self) -> Result<(), QemuError> {
+        self.execute("cont", None).await.map(drop)
+    }
+
+    /// Press the ACPI power button; the guest decides whether to power off.
+    pub async fn system_powerdown(&self) -> Result<(), QemuError> {
+        self.execute("system_powerdown", None).await.map(drop)
+    }
+
+    /// Hard-reset the machine.
+    pub async fn system_reset(&self) -> Result<(), QemuError> {
+        self.execute("system_reset", None).await.map(drop)
+    }
+
+    /// Make QEMU exit at once. QEMU may close the connection before its answer arrives; that
+    /// counts as success.
+    pub async fn quit(&self) -> Result<(), QemuError> {
+        match self.execute("quit", None).await {
+            Ok(_) | Err(QemuError::Disconnected) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the map half-updated; keep going.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn read_loop(
+    mut reader: BufReader<OwnedReadHalf>,
+    pending: Pending,
+    events: mpsc::UnboundedSender<QmpEvent>,
+) {
+    loop {
+        let message = match read_message(&mut reader).await {
+            Ok(message) => message,
+            Err(QemuError::Disconnected) => break,
+            Err(err) => {
+                tracing::warn!("closing QMP connection: {err}");
+                break;
+            }
+        };
+        if let Some(name) = message.get("event").and_then(Value::as_str) {
+            let data = message.get("data").cloned().unwrap_or(Value::Null);
+            // A dropped receiver only means nobody listens for events; commands still work.
+            let _ = events.send(QmpEvent::from_message(name, data));
+            continue;
+        }
+        let Some(id) = message.get("id").and_then(Value::as_u64) else {
+            tracing::warn!("QMP message with neither event nor our id: {message}");
+            continue;
+        };
+        let waiter = lock(&pending)
+            .as_mut()
+            .and_then(|waiting| waiting.remove(&id));
+        match waiter {
+            Some(waiter) => {
+                let command = format!("#{id}");
+                let _ = waiter.send(reply_to_result(&command, message));
+            }
+            None => tracing::debug!("QMP answer to command #{id} that nobody waits for"),
+        }
+    }
+    // Dropping the map drops every waiter's sender: they all see Disconnected.
+    lock(&pending).take();
+}
+
+/// Turn `{"return": v}` into `Ok(v)` and `{"error": {...}}` into [`QemuError::Command`].
+fn reply_to_result(command: &str, message: Value) -> Reply {
+    if let Some(value) = message.get("return") {
+        return Ok(value.clone());
+    }
+    if let Some(error) = message.get("error") {
+        let field = |name: &str| {
+            error
+                .get(name)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        return Err(QemuError::Command {
+            command: command.to_string(),
+            class: field("class"),
+            desc: field("desc"),
+        });
+    }
+    Err(QemuError::Protocol(format!(
+        "answer to {command} has neither return nor error: {message}"
+    )))
+}
+
+/// Read one newline-terminated JSON message. EOF before any byte is `Disconnected`.
+async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Value, QemuError> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let read = reader
+            .take(MAX_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+            .await
+            .map_err(|err| QemuError::io("reading from QMP socket", err))?;
+        if read == 0 {
+            return Err(QemuError::Disconnected);
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(if read as u64 >= MAX_LINE_BYTES {
+                QemuError::Protocol(format!("QMP message longer than {MAX_LINE_BYTES} bytes"))
+            } else {
+                QemuError::Disconnected
+            });
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        return serde_json::from_slice(&line).map_err(|err| {
+            QemuError::Protocol(format!(
+                "malformed JSON from QEMU ({err}): {}",
+                String::from_utf8_lossy(&line).trim_end()
+            ))
+        });
+    }
+}
+
+async fn write_message(writer: &mut OwnedWriteHalf, message: &Value) -> Result<(), QemuError> {
+    let mut bytes = message.to_string().into_bytes();
+    bytes.push(b'\n');
+    writer
+        .write_all(&bytes)
+        .await
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                QemuError::Disconnected
+            }
+            _ => QemuError::io("writing to QMP socket", err),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    /// A scripted QMP peer: greets, accepts capabilities, then answers `query-status` with an
+    /// event first, answers `bogus` with an error, and closes the connection on `quit`.
+    async fn fake_qemu(listener: UnixListener) {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read_half, mut write_half) = stream.into_split();
+        let mut reader = BufReader::new(read_half);
+        let send = |value: Value| format!("{value}\r\n");
+        write_half
+            .write_all(send(json!({"QMP": {"version": {}, "capabilities": []}})).as_bytes())
+            .await
+            .unwrap();
+        loop {
+            let Ok(message) = read_message(&mut reader).await else {
+                return;
+            };
+            let id = message.get("id").cloned().unwrap_or(Value::Null);
+            let reply = match message["execute"].as_str().unwrap() {
+                "qmp_capabilities" => json!({"return": {}}),
+                "query-status" => {
+                    let event = json!({"event": "SHUTDOWN", "data": {"guest": true, "reason": "guest-shutdown"},
+                                       "timestamp": {"seconds": 1, "microseconds": 2}});
+                    write_half.write_all(send(event).as_bytes()).await.unwrap();
+                    json!({"return": {"status": "paused", "running": false}, "id": id})
+                }
+                "quit" => return,
+                _ => {
+                    json!({"error": {"class": "CommandNotFound", "desc": "no such command"}, "id": id})
+                }
+            };
+            write_half.write_all(send(reply).as_bytes()).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_errors_events_and_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = tokio::spawn(fake_qemu(listener));
+
+        let (qmp, mut events) = Qmp::connect(&socket).await.unwrap();
+        assert_eq!(qmp.query_status().await.unwrap(), RunState::Paused);
+        assert_eq!(
+            events.recv().await,
+            Some(QmpEvent::Shutdown {
+                guest: true,
+                reason: "guest-shutdown".into()
+            })
+        );
+        match qmp.execute("bogus", Some(json!({"a": 1}))).await {
+            Err(QemuError::Command { class, desc, .. }) => {
+                assert_eq!(class, "CommandNotFound");
+                assert_eq!(desc, "no such command");
+            }
+            other => panic!("expected a command error, got {other:?}"),
+        }
+        qmp.quit().await.unwrap();
+        server.await.unwrap();
+        assert_eq!(
+            events.recv().await,
+            None,
+            "event stream ends when the peer closes"
+        );
+        assert!(matches!(qmp.stop().await, Err(QemuError::Disconnected)));
+    }
+
+    #[tokio::test]
+    async fn non_qmp_peer_is_a_protocol_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            stream.write_all(b"{\"hello\": 1}\n").await.unwrap();
+        });
+        let err = Qmp::connect(&socket).await.unwrap_err();
+        assert!(matches!(err, QemuError::Protocol(_)), "{err}");
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn garbage_is_reported_not_panicked_on() {
+        let mut input: &[u8] = b"not json\n";
+        let err = read_message(&mut input).await.unwrap_err();
+        assert!(err.to_string().contains("malformed JSON"), "{err}");
+        let mut truncated: &[u8] = b"{\"return\": {}";
+        assert!(matches!(
+            read_message(&mut truncated).await,
+            Err(QemuError::Disconnected)
+        ));
+    }
+}

@@ -1,0 +1,617 @@
+//! Real guests under real QEMU (TCG): the engine's launch, QMP control and device translation,
+//! judged by what the guest prints on its serial console.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oxvirt_qemu::{launch, probe_accel, Accel, QemuError, Qmp, QmpEvent, RunPaths, RunState};
+use oxvirt_testkit::{guest_kit, wait_for, Console, BOOT_MARKER};
+
+const BOUND: Duration = Duration::from_secs(60);
+
+/// Kills the QEMU it guards when the test ends, however it ends.
+struct QemuGuard {
+    pid: i32,
+    uuid: String,
+}
+
+impl Drop for QemuGuard {
+    fn drop(&mut self) {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&self.uuid) {
+            // SAFETY: kill() has no memory-safety preconditions; the pid is our QEMU (checked above).
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Kills whatever QEMU a run directory's pid file names, for tests where another process
+/// launches it (so the pid may never reach the test).
+struct RunDirGuard(RunPaths);
+
+impl Drop for RunDirGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = oxvirt_qemu::read_pid_file(&self.0) {
+            drop(QemuGuard {
+                pid,
+                uuid: UUID.to_string(),
+            });
+        }
+    }
+}
+
+/// A test VM: its run directory (inside a tempdir) and definition.
+struct TestVm {
+    _tmp: tempfile::TempDir,
+    run: RunPaths,
+    domain: oxvirt_qemu::Domain,
+}
+
+const UUID: &str = "6f1a3c2e-7d4b-4e1f-9a8c-0b5d2e3f4a10";
+
+fn guest_xml(name: &str, extra_os: &str, devices: &str) -> String {
+    let kit = guest_kit();
+    format!(
+        "<domain type='qemu'>
+          <name>{name}</name>
+          <uuid>{UUID}</uuid>
+          <memory unit='MiB'>256</memory>
+          <vcpu>1</vcpu>
+          <os>
+            <type arch='x86_64' machine='pc'>hvm</type>
+            <kernel>{kernel}</kernel>
+            <initrd>{initrd}</initrd>
+            <cmdline>console=ttyS0 panic=-1</cmdline>
+            {extra_os}
+          </os>
+          <features><acpi/></features>
+          <devices>
+            <serial type='pty'><target port='0'/></serial>
+            <console type='pty'><target type='serial' port='0'/></console>
+            {devices}
+          </devices>
+        </domain>",
+        kernel = kit.kernel.display(),
+        initrd = kit.initramfs.display(),
+    )
+}
+
+fn test_vm(xml: &str) -> TestVm {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = RunPaths::new(tmp.path().join("run"));
+    let domain = oxvirt_domain::parse_domain_xml(xml).expect("test domain parses");
+    TestVm {
+        _tmp: tmp,
+        run,
+        domain,
+    }
+}
+
+async fn start(vm: &TestVm) -> QemuGuard {
+    let launched = launch(&vm.domain, &vm.run, Accel::Tcg)
+        .await
+        .expect("launch");
+    QemuGuard {
+        pid: launched.pid,
+        uuid: UUID.to_string(),
+    }
+}
+
+fn console_log(run: &RunPaths) -> String {
+    String::from_utf8_lossy(&std::fs::read(run.console_log()).unwrap_or_default()).into_owned()
+}
+
+/// Waits until console.log holds `count` boot markers.
+fn wait_for_boots(run: &RunPaths, count: usize) {
+    let booted = wait_for(BOUND, || {
+        console_log(run).matches(BOOT_MARKER).count() >= count
+    });
+    assert!(
+        booted,
+        "guest did not print {BOOT_MARKER} {count} time(s); console.log:\n{}",
+        console_log(run)
+    );
+}
+
+fn shell(run: &RunPaths) -> Console {
+    let mut console = Console::connect(&run.console_socket(), BOUND).expect("console socket");
+    let ready = console.run("echo shell-ready", BOUND);
+    assert_eq!(
+        ready.as_deref().map(str::trim),
+        Some("shell-ready"),
+        "guest shell did not answer"
+    );
+    console
+}
+
+async fn next_shutdown(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<QmpEvent>,
+) -> Option<QmpEvent> {
+    loop {
+        match tokio::time::timeout(BOUND, events.recv())
+            .await
+            .expect("event within bound")?
+        {
+            event @ QmpEvent::Shutdown { .. } => return Some(event),
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_resume_and_guest_poweroff() {
+    let vm = test_vm(&guest_xml("oxvirt-qemu-pause", "", ""));
+    let guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let (qmp, mut events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    assert_eq!(qmp.query_status().await.unwrap(), RunState::Running);
+
+    qmp.stop().await.unwrap();
+    assert_eq!(qmp.query_status().await.unwrap(), RunState::Paused);
+    // The guest computes the answer, so its appearance proves the guest ran the command; the
+    // typed text itself ("$((6*7))") never contains it.
+    console.send_line("echo answer-$((6*7))").unwrap();
+    let while_paused = console.wait_for_text("answer-42", Duration::from_secs(3));
+    assert_eq!(while_paused, None, "a paused guest must not answer");
+
+    qmp.cont().await.unwrap();
+    assert!(
+        console.wait_for_text("answer-42", BOUND).is_some(),
+        "resumed guest answers"
+    );
+    assert_eq!(qmp.query_status().await.unwrap(), RunState::Running);
+
+    qmp.system_powerdown().await.unwrap();
+    let shutdown = next_shutdown(&mut events).await;
+    assert_eq!(
+        shutdown,
+        Some(QmpEvent::Shutdown {
+            guest: true,
+            reason: "guest-shutdown".into()
+        })
+    );
+    let closed =
+        tokio::time::timeout(BOUND, async { while events.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "event stream ends when QEMU exits");
+    let uuid = vm.domain.uuid;
+    let mut gone = false;
+    for _ in 0..600 {
+        if !oxvirt_qemu::is_alive(guard.pid, &uuid).await {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "QEMU exits after the guest powers off");
+    assert!(
+        console_log(&vm.run).contains("reboot: Power down"),
+        "the guest powered itself off"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_reset_reboots_the_guest() {
+    let vm = test_vm(&guest_xml("oxvirt-qemu-reset", "", ""));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let (qmp, mut events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    qmp.system_reset().await.unwrap();
+    let reset = tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Some(QmpEvent::Reset { guest }) => return Some(guest),
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("RESET event within bound");
+    assert_eq!(reset, Some(false), "a QMP reset is not the guest's doing");
+    wait_for_boots(&vm.run, 2);
+    qmp.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qemu_is_detached_from_the_launcher() {
+    // Also pins QEMU to host CPU 0 (<vcpu cpuset>), which launch applies before exec.
+    let xml = guest_xml("oxvirt-qemu-detached", "", "")
+        .replace("<vcpu>1</vcpu>", "<vcpu cpuset='0'>1</vcpu>");
+    let vm = test_vm(&xml);
+    let guard = start(&vm).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", guard.pid)).unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    assert_eq!(
+        allowed.trim(),
+        "0",
+        "vcpu cpuset becomes QEMU's CPU affinity"
+    );
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", guard.pid)).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let (ppid, session): (i32, i32) = (fields[1].parse().unwrap(), fields[3].parse().unwrap());
+    assert_ne!(
+        ppid,
+        std::process::id() as i32,
+        "QEMU must not be the launcher's child"
+    );
+    // SAFETY: getsid(0) only reads the calling process's session id.
+    let our_session = unsafe { libc::getsid(0) };
+    assert_ne!(session, our_session, "QEMU runs in a session of its own");
+    let stdin = std::fs::read_link(format!("/proc/{}/fd/0", guard.pid)).unwrap();
+    assert_eq!(stdin, Path::new("/dev/null"));
+    let stdout = std::fs::read_link(format!("/proc/{}/fd/1", guard.pid)).unwrap();
+    assert_eq!(stdout, vm.run.qemu_log());
+    assert_eq!(oxvirt_qemu::read_pid_file(&vm.run), Some(guard.pid));
+    assert!(oxvirt_qemu::is_alive(guard.pid, &vm.domain.uuid).await);
+    let other = oxvirt_qemu::Uuid::parse_str("00000000-0000-0000-0000-00000000abcd").unwrap();
+    assert!(
+        !oxvirt_qemu::is_alive(guard.pid, &other).await,
+        "another VM's uuid does not match"
+    );
+    oxvirt_qemu::terminate(guard.pid, &vm.domain.uuid, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(!oxvirt_qemu::is_alive(guard.pid, &vm.domain.uuid).await);
+}
+
+/// A raw image with known bytes at sector 0 and sector 1000.
+fn patterned_disk(dir: &Path, name: &str, first: &[u8], later: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut image = vec![0u8; 1024 * 1024];
+    image[..first.len()].copy_from_slice(first);
+    image[512 * 1000..512 * 1000 + later.len()].copy_from_slice(later);
+    std::fs::write(&path, image).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_sees_disks_and_nic_as_defined() {
+    let images = tempfile::tempdir().unwrap();
+    let rw = patterned_disk(
+        images.path(),
+        "rw.raw",
+        b"OXVIRT-SECTOR-ZERO",
+        b"OXVIRT-SECTOR-1000",
+    );
+    let ro = patterned_disk(images.path(), "ro.raw", b"READ-ONLY-DISK", b"");
+    let devices = format!(
+        "<disk type='file' device='disk'>
+           <driver name='qemu' type='raw' cache='none' io='native' discard='unmap'/>
+           <source file='{}'/><target dev='vda' bus='virtio'/><serial>OXV-SERIAL-1</serial>
+         </disk>
+         <disk type='file' device='disk'>
+           <driver name='qemu' type='raw' cache='writethrough'/>
+           <source file='{}'/><target dev='vdb' bus='virtio'/><readonly/>
+         </disk>
+         <interface type='user'><mac address='52:54:00:12:34:56'/><model type='virtio'/></interface>
+         <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
+        rw.display(),
+        ro.display()
+    );
+    let vm = test_vm(&guest_xml("oxvirt-qemu-devices", "", &devices));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut run = |command: &str| {
+        console
+            .run(command, BOUND)
+            .unwrap_or_else(|| panic!("no answer to {command}"))
+    };
+
+    assert_eq!(
+        run("cat /sys/block/vda/size").trim(),
+        "2048",
+        "1 MiB = 2048 sectors"
+    );
+    let sector0 = run("dd if=/dev/vda bs=512 count=1 2>/dev/null | hexdump -C | head -n 2");
+    assert!(
+        sector0.contains("|OXVIRT-SECTOR-ZE|"),
+        "sector 0 as the guest reads it:\n{sector0}"
+    );
+    let sector1000 =
+        run("dd if=/dev/vda bs=512 skip=1000 count=1 2>/dev/null | hexdump -C | head -n 1");
+    assert!(
+        sector1000.contains("|OXVIRT-SECTOR-10|"),
+        "sector 1000 as the guest reads it:\n{sector1000}"
+    );
+    assert_eq!(run("cat /sys/block/vda/serial").trim(), "OXV-SERIAL-1");
+    assert_eq!(run("cat /sys/block/vda/ro").trim(), "0");
+    assert_eq!(
+        run("cat /sys/block/vdb/ro").trim(),
+        "1",
+        "<readonly/> disk is read-only in the guest"
+    );
+    // writethrough: the device reports no volatile write cache.
+    assert_eq!(
+        run("cat /sys/block/vdb/queue/write_cache").trim(),
+        "write through"
+    );
+    assert_eq!(
+        run("cat /sys/block/vda/queue/write_cache").trim(),
+        "write back"
+    );
+
+    // The guest writes; the host sees it in the image (cache='none' means no host page cache
+    // in between, and the guest's sync flushes the device).
+    run("printf GUEST-WROTE-THIS | dd of=/dev/vda bs=512 seek=2000 conv=notrunc,fsync 2>/dev/null; sync");
+    let image = std::fs::read(&rw).unwrap();
+    assert_eq!(&image[512 * 2000..512 * 2000 + 16], b"GUEST-WROTE-THIS");
+
+    assert_eq!(
+        run("cat /sys/class/net/eth0/address").trim(),
+        "52:54:00:12:34:56"
+    );
+    assert!(run("cat /sys/class/misc/hw_random/rng_available").contains("virtio_rng"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
+    let xml = guest_xml("oxvirt-qemu-noreboot", "", "")
+        .replace("<features>", "<on_reboot>destroy</on_reboot><features>");
+    let vm = test_vm(&xml);
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let (_qmp, mut events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    console.send_line("reboot -f").unwrap();
+    let shutdown = next_shutdown(&mut events).await;
+    assert_eq!(
+        shutdown,
+        Some(QmpEvent::Shutdown {
+            guest: true,
+            reason: "guest-reset".into()
+        })
+    );
+    let closed =
+        tokio::time::timeout(BOUND, async { while events.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "QEMU exits instead of rebooting");
+    assert_eq!(console_log(&vm.run).matches(BOOT_MARKER).count(), 1);
+}
+
+#[tokio::test]
+async fn missing_kernel_is_refused_before_spawning() {
+    let xml = guest_xml("oxvirt-qemu-nokernel", "", "");
+    let kit = guest_kit();
+    let xml = xml.replace(&kit.kernel.display().to_string(), "/nonexistent/vmlinuz");
+    let vm = test_vm(&xml);
+    let err = launch(&vm.domain, &vm.run, Accel::Tcg).await.unwrap_err();
+    match &err {
+        QemuError::Invalid { element, reason } => {
+            assert_eq!(element, "os/kernel");
+            assert!(reason.contains("/nonexistent/vmlinuz"), "{reason}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(!vm.run.qemu_log().exists(), "nothing was started");
+}
+
+#[tokio::test]
+async fn qemu_start_failure_carries_the_log_tail() {
+    // A CPU model QEMU does not know: the translation passes it through, QEMU refuses it.
+    let xml = guest_xml("oxvirt-qemu-badcpu", "", "").replace(
+        "<features>",
+        "<cpu mode='custom'><model>oxvirt-no-such-cpu</model></cpu><features>",
+    );
+    let vm = test_vm(&xml);
+    let err = match launch(&vm.domain, &vm.run, Accel::Tcg).await {
+        Ok(launched) => {
+            let _guard = QemuGuard {
+                pid: launched.pid,
+                uuid: UUID.to_string(),
+            };
+            panic!("QEMU with an unknown CPU model was reported started");
+        }
+        Err(err) => err,
+    };
+    match &err {
+        QemuError::EarlyExit { log_tail } => {
+            assert!(
+                log_tail.contains("oxvirt-no-such-cpu"),
+                "log tail: {log_tail}"
+            );
+            assert!(
+                !log_tail.contains("---- oxvirt: starting"),
+                "only QEMU's own output"
+            );
+        }
+        other => panic!("expected EarlyExit, got {other:?}"),
+    }
+    assert!(err.to_string().contains("oxvirt-no-such-cpu"));
+}
+
+#[test]
+fn probe_reports_tcg_on_a_host_without_hardware_kvm() {
+    let probe = probe_accel();
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let has_virt_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let vendor_module =
+        Path::new("/sys/module/kvm_intel").exists() || Path::new("/sys/module/kvm_amd").exists();
+    if Path::new("/sys/module/kvm_pvm").exists() && !vendor_module {
+        // This project's machines: /dev/kvm is kvm_pvm.
+        assert_eq!(probe.accel, Accel::Tcg);
+        assert!(probe.reason.contains("kvm_pvm"), "{}", probe.reason);
+    } else if !has_virt_flag || !vendor_module {
+        assert_eq!(probe.accel, Accel::Tcg, "{}", probe.reason);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn settings_only_qmp_can_make_are_applied_at_launch() {
+    let devices = "<interface type='user'><model type='virtio'/><link state='down'/></interface>
+         <graphics type='vnc' socket='VNC_SOCKET' passwd='s3cret'/>
+         <memballoon model='virtio'><stats period='7'/></memballoon>";
+    let tmp = tempfile::tempdir().unwrap();
+    let vnc_socket = tmp.path().join("vnc.sock");
+    let xml = guest_xml(
+        "oxvirt-qemu-runtime",
+        "",
+        &devices.replace("VNC_SOCKET", &vnc_socket.display().to_string()),
+    )
+    .replace(
+        "<vcpu>",
+        "<currentMemory unit='MiB'>192</currentMemory><vcpu>",
+    );
+    let vm = test_vm(&xml);
+    let _guard = start(&vm).await;
+    let (qmp, _events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+
+    let period = qmp
+        .execute(
+            "qom-get",
+            Some(serde_json::json!({"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(period, 7);
+    let vnc = qmp.execute("query-vnc", None).await.unwrap();
+    assert_eq!(vnc["auth"], "vnc", "password authentication is on: {vnc}");
+    assert!(
+        vnc_socket.exists(),
+        "VNC listens on the socket from the definition"
+    );
+
+    // The guest sees the link down: no carrier even once the interface is up.
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let carrier = console
+        .run(
+            "ip link set eth0 up; cat /sys/class/net/eth0/carrier",
+            BOUND,
+        )
+        .unwrap();
+    assert_eq!(carrier.trim(), "0");
+    qmp.execute(
+        "set_link",
+        Some(serde_json::json!({"name": "net0", "up": true})),
+    )
+    .await
+    .unwrap();
+    let up = wait_for(BOUND, || {
+        console
+            .run("cat /sys/class/net/eth0/carrier", BOUND)
+            .is_some_and(|c| c.trim() == "1")
+    });
+    assert!(up, "carrier returns when the link is set up");
+    qmp.quit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn q35_smp_guest_boots() {
+    let xml = guest_xml("oxvirt-qemu-q35", "", "")
+        .replace("machine='pc'", "machine='q35'")
+        .replace("<vcpu>1</vcpu>", "<vcpu>2</vcpu>");
+    let vm = test_vm(&xml);
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    assert_eq!(
+        console
+            .run("grep -c ^processor /proc/cpuinfo", BOUND)
+            .unwrap()
+            .trim(),
+        "2"
+    );
+    // q35's host bridge is the Q35/MCH (8086:29c0).
+    let bridge = console
+        .run("cat /sys/bus/pci/devices/0000:00:00.0/device", BOUND)
+        .unwrap();
+    assert_eq!(bridge.trim(), "0x29c0");
+}
+
+/// Set by `qemu_outlives_its_launcher` for the child copy of this test binary that launches.
+const LAUNCHER_ENV: &str = "OXVIRT_QEMU_TEST_LAUNCHER_DIR";
+
+/// Not a test on its own: the launcher half of `qemu_outlives_its_launcher`, run in a child
+/// process of this test binary. It launches a VM, prints QEMU's pid and then waits to be killed.
+#[tokio::test(flavor = "multi_thread")]
+async fn launcher_process_helper() {
+    let Some(dir) = std::env::var_os(LAUNCHER_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let xml = std::fs::read_to_string(dir.join("domain.xml")).unwrap();
+    let domain = oxvirt_domain::parse_domain_xml(&xml).unwrap();
+    let launched = launch(&domain, &RunPaths::new(dir.join("run")), Accel::Tcg)
+        .await
+        .unwrap();
+    println!("LAUNCHED-PID={}", launched.pid);
+    tokio::time::sleep(BOUND).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn qemu_outlives_its_launcher() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("domain.xml"),
+        guest_xml("oxvirt-qemu-orphan", "", ""),
+    )
+    .unwrap();
+    let run = RunPaths::new(tmp.path().join("run"));
+    let _run_guard = RunDirGuard(run.clone());
+    let mut launcher = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "launcher_process_helper",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LAUNCHER_ENV, tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pid = None;
+    for line in BufReader::new(launcher.stdout.take().unwrap()).lines() {
+        // libtest may print "test NAME ... " on the same line first.
+        let line = line.unwrap();
+        if let Some((_, found)) = line.split_once("LAUNCHED-PID=") {
+            pid = Some(found.trim().parse::<i32>().unwrap());
+            break;
+        }
+    }
+    let pid = pid.expect("the launcher reports QEMU's pid");
+    // SIGKILL the launcher, as a crashed daemon would die.
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+
+    let uuid = oxvirt_qemu::Uuid::parse_str(UUID).unwrap();
+    assert!(
+        oxvirt_qemu::is_alive(pid, &uuid).await,
+        "QEMU survives its launcher"
+    );
+    // A new "daemon" re-attaches through the run directory alone.
+    assert_eq!(oxvirt_qemu::read_pid_file(&run), Some(pid));
+    let (qmp, _events) = Qmp::connect(&run.qmp_socket())
+        .await
+        .expect("re-attach over QMP");
+    assert_eq!(qmp.query_status().await.unwrap(), RunState::Running);
+    wait_for_boots(&run, 1);
+    let mut console = shell(&run);
+    assert_eq!(console.run("echo $((40+2))", BOUND).unwrap().trim(), "42");
+    qmp.quit().await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_emulator_is_a_clear_error() {
+    let xml = guest_xml(
+        "oxvirt-qemu-noemu",
+        "",
+        "<emulator>/nonexistent/qemu-system-x86_64</emulator>",
+    );
+    let vm = test_vm(&xml);
+    let err = launch(&vm.domain, &vm.run, Accel::Tcg).await.unwrap_err();
+    match &err {
+        QemuError::Spawn { emulator, reason } => {
+            assert_eq!(emulator, Path::new("/nonexistent/qemu-system-x86_64"));
+            assert!(reason.contains("not found"), "{reason}");
+        }
+        other => panic!("expected Spawn, got {other:?}"),
+    }
+}

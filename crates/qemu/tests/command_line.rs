@@ -1,0 +1,529 @@
+//! The translation of representative domains into QEMU arguments.
+
+use oxvirt_qemu::{build_command_line, command_line, Accel, QemuCommandLine, QemuError, RunPaths};
+use serde_json::Value;
+
+const RUN_DIR: &str = "/run/oxvirt/vm";
+
+fn domain(xml: &str) -> oxvirt_qemu::Domain {
+    oxvirt_domain::parse_domain_xml(xml)
+        .unwrap_or_else(|err| panic!("test domain must parse: {err}\n{xml}"))
+}
+
+/// A pc domain with `extra` inside `<domain>` and `devices` inside `<devices>`.
+fn xml(extra: &str, devices: &str) -> String {
+    format!(
+        "<domain type='kvm'>
+           <name>vm1</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+           <memory unit='KiB'>219100</memory><vcpu>2</vcpu>
+           <os><type arch='x86_64' machine='pc'>hvm</type></os>
+           {extra}
+           <devices>{devices}</devices>
+         </domain>"
+    )
+}
+
+fn build(xml: &str, accel: Accel) -> QemuCommandLine {
+    build_command_line(&domain(xml), &RunPaths::new(RUN_DIR), accel).expect("translation")
+}
+
+fn args_of(xml: &str, accel: Accel) -> Vec<String> {
+    build(xml, accel).args
+}
+
+fn unsupported(xml: &str) -> (String, String) {
+    match command_line(&domain(xml), &RunPaths::new(RUN_DIR), Accel::Tcg) {
+        Err(QemuError::Unsupported { element, reason }) => (element, reason),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+fn invalid(xml: &str) -> (String, String) {
+    match command_line(&domain(xml), &RunPaths::new(RUN_DIR), Accel::Tcg) {
+        Err(QemuError::Invalid { element, reason }) => (element, reason),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+/// Values of every occurrence of `option`.
+fn values<'a>(args: &'a [String], option: &str) -> Vec<&'a str> {
+    args.windows(2)
+        .filter(|w| w[0] == option)
+        .map(|w| w[1].as_str())
+        .collect()
+}
+
+fn value<'a>(args: &'a [String], option: &str) -> &'a str {
+    match values(args, option).as_slice() {
+        [one] => one,
+        other => panic!("expected one {option}, got {other:?}"),
+    }
+}
+
+fn json_values(args: &[String], option: &str) -> Vec<Value> {
+    values(args, option)
+        .iter()
+        .map(|v| serde_json::from_str(v).expect("JSON option"))
+        .collect()
+}
+
+fn device(args: &[String], id: &str) -> Value {
+    json_values(args, "-device")
+        .into_iter()
+        .find(|d| d["id"] == id)
+        .unwrap_or_else(|| panic!("no -device with id {id}"))
+}
+
+fn blockdev(args: &[String], node: &str) -> Value {
+    json_values(args, "-blockdev")
+        .into_iter()
+        .find(|d| d["node-name"] == node)
+        .unwrap_or_else(|| panic!("no -blockdev {node}"))
+}
+
+#[test]
+fn minimal_domain_has_the_engine_fixed_options() {
+    let args = args_of(&xml("", ""), Accel::Tcg);
+    assert_eq!(value(&args, "-name"), "guest=vm1,debug-threads=on");
+    assert_eq!(
+        value(&args, "-uuid"),
+        "c7a5fdbd-edaf-9455-926a-d65c16db1809"
+    );
+    assert_eq!(
+        value(&args, "-machine"),
+        "pc,usb=off,dump-guest-core=off,acpi=off"
+    );
+    assert_eq!(value(&args, "-accel"), "tcg");
+    // 219100 KiB rounds up to whole MiB, as libvirt does.
+    assert_eq!(value(&args, "-m"), "size=214M");
+    assert_eq!(value(&args, "-smp"), "2,sockets=2,cores=1,threads=1");
+    assert_eq!(value(&args, "-cpu"), "qemu64");
+    assert_eq!(value(&args, "-pidfile"), "/run/oxvirt/vm/qemu.pid");
+    assert_eq!(value(&args, "-display"), "none");
+    assert_eq!(value(&args, "-rtc"), "base=utc");
+    assert!(
+        args.contains(&"-nodefaults".to_string()) && args.contains(&"-no-user-config".to_string())
+    );
+    assert!(
+        !args.contains(&"-no-shutdown".to_string()),
+        "guest poweroff must end QEMU"
+    );
+    assert!(!args.contains(&"-S".to_string()));
+    let chardevs = values(&args, "-chardev");
+    assert!(
+        chardevs.contains(&"socket,id=charmonitor,path=/run/oxvirt/vm/qmp.sock,server=on,wait=off")
+    );
+    assert!(chardevs.contains(
+        &"socket,id=charserial0,path=/run/oxvirt/vm/console.sock,server=on,wait=off,logfile=/run/oxvirt/vm/console.log,logappend=on"
+    ));
+    assert_eq!(
+        value(&args, "-mon"),
+        "chardev=charmonitor,id=monitor,mode=control"
+    );
+    assert_eq!(device(&args, "serial0")["driver"], "isa-serial");
+    assert_eq!(device(&args, "balloon0")["driver"], "virtio-balloon-pci");
+    assert_eq!(device(&args, "usb")["driver"], "piix3-usb-uhci");
+}
+
+#[test]
+fn kvm_type_follows_the_probe_and_qemu_type_is_always_tcg() {
+    let kvm = xml("", "");
+    assert_eq!(value(&args_of(&kvm, Accel::Kvm), "-accel"), "kvm");
+    let under_tcg = build(&kvm, Accel::Tcg);
+    assert_eq!(value(&under_tcg.args, "-accel"), "tcg");
+    assert!(
+        under_tcg.warnings.iter().any(|w| w.contains("TCG")),
+        "{:?}",
+        under_tcg.warnings
+    );
+    let qemu = kvm.replace("type='kvm'", "type='qemu'");
+    let line = build(&qemu, Accel::Kvm);
+    assert_eq!(value(&line.args, "-accel"), "tcg");
+    assert!(line.warnings.is_empty());
+}
+
+#[test]
+fn host_cpu_modes_map_to_max_under_tcg_with_a_warning() {
+    for mode in ["host-passthrough", "host-model"] {
+        let xml = xml(&format!("<cpu mode='{mode}'/>"), "");
+        let tcg = build(&xml, Accel::Tcg);
+        assert!(value(&tcg.args, "-cpu").starts_with("max"), "{mode}");
+        assert!(
+            tcg.warnings
+                .iter()
+                .any(|w| w.contains(mode) && w.contains("-cpu max")),
+            "{:?}",
+            tcg.warnings
+        );
+        let kvm = build(&xml, Accel::Kvm);
+        assert!(value(&kvm.args, "-cpu").starts_with("host"), "{mode}");
+        assert!(kvm.warnings.is_empty());
+    }
+}
+
+#[test]
+fn cpu_model_features_and_topology() {
+    let xml = xml(
+        "<cpu match='exact'><model>Haswell</model><topology sockets='1' dies='1' cores='2' threads='2'/>
+           <feature policy='require' name='lahf_lm'/><feature policy='disable' name='hle'/>
+           <feature policy='forbid' name='rtm'/><feature policy='force' name='x2apic'/></cpu>",
+        "",
+    )
+    .replace("<vcpu>2</vcpu>", "<vcpu current='2'>4</vcpu>");
+    let args = args_of(&xml, Accel::Kvm);
+    assert_eq!(
+        value(&args, "-cpu"),
+        "Haswell,lahf-lm=on,hle=off,rtm=off,x2apic=on"
+    );
+    assert_eq!(
+        value(&args, "-smp"),
+        "2,maxcpus=4,sockets=1,dies=1,cores=2,threads=2"
+    );
+}
+
+#[test]
+fn memory_backing_hotplug_and_lifecycle() {
+    let xml = xml(
+        "<maxMemory slots='4' unit='MiB'>1024</maxMemory>
+         <memoryBacking><hugepages/><nosharepages/></memoryBacking>
+         <on_poweroff>preserve</on_poweroff><on_reboot>destroy</on_reboot><on_crash>preserve</on_crash>
+         <features><acpi/></features><clock offset='localtime'><timer name='rtc' tickpolicy='catchup'/></clock>",
+        "",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    assert_eq!(
+        value(&args, "-machine"),
+        "pc,usb=off,dump-guest-core=off,mem-merge=off,memory-backend=pc.ram"
+    );
+    assert_eq!(value(&args, "-m"), "size=214M,slots=4,maxmem=1024M");
+    let backend: Value = serde_json::from_str(value(&args, "-object")).unwrap();
+    assert_eq!(backend["qom-type"], "memory-backend-file");
+    assert_eq!(backend["mem-path"], "/dev/hugepages");
+    assert_eq!(backend["size"], 214 * 1024 * 1024);
+    assert!(args.contains(&"-no-reboot".to_string()));
+    assert!(args.contains(&"-no-shutdown".to_string()));
+    assert_eq!(value(&args, "-action"), "panic=pause");
+    assert_eq!(value(&args, "-rtc"), "base=localtime,driftfix=slew");
+}
+
+#[test]
+fn direct_kernel_boot_and_boot_order() {
+    let boot = xml(
+        "",
+        "<disk type='file' device='disk'><source file='/img/a.raw'/><target dev='vda' bus='virtio'/><boot order='2'/></disk>
+         <disk type='file' device='cdrom'><source file='/img/b.iso'/><target dev='hdc' bus='ide'/><boot order='1'/></disk>
+         <interface type='user'><model type='virtio'/><boot order='3'/></interface>",
+    );
+    let args = args_of(&boot, Accel::Tcg);
+    assert_eq!(device(&args, "vda")["bootindex"], 2);
+    assert_eq!(device(&args, "hdc")["bootindex"], 1);
+    assert_eq!(device(&args, "hdc")["driver"], "ide-cd");
+    assert_eq!(device(&args, "hdc")["bus"], "ide.1");
+    assert_eq!(device(&args, "net0")["bootindex"], 3);
+    assert_eq!(value(&args, "-boot"), "strict=on");
+
+    let kernel = xml("", "").replace(
+        "</os>",
+        "<kernel>/k/vmlinuz</kernel><initrd>/k/initrd</initrd><cmdline>console=ttyS0 a=b,c</cmdline>\
+         <bootmenu enable='yes' timeout='3000'/></os>",
+    );
+    let args = args_of(&kernel, Accel::Tcg);
+    assert_eq!(value(&args, "-kernel"), "/k/vmlinuz");
+    assert_eq!(value(&args, "-initrd"), "/k/initrd");
+    assert_eq!(value(&args, "-append"), "console=ttyS0 a=b,c");
+    assert_eq!(value(&args, "-boot"), "strict=on,menu=on,splash-time=3000");
+}
+
+#[test]
+fn disk_cache_modes_map_to_the_three_qemu_knobs() {
+    // (mode, cache.direct, cache.no-flush, device write-cache)
+    let expected = [
+        ("none", true, false, "on"),
+        ("writeback", false, false, "on"),
+        ("writethrough", false, false, "off"),
+        ("directsync", true, false, "off"),
+        ("unsafe", false, true, "on"),
+    ];
+    for (mode, direct, no_flush, write_cache) in expected {
+        let xml = xml(
+            "",
+            &format!(
+                "<disk type='block' device='disk'><driver name='qemu' type='qcow2' cache='{mode}'/>
+                 <source dev='/dev/vg/lv'/><target dev='vda' bus='virtio'/></disk>"
+            ),
+        );
+        let args = args_of(&xml, Accel::Tcg);
+        for node in ["drive-vda-file", "drive-vda"] {
+            let node = blockdev(&args, node);
+            assert_eq!(node["cache"]["direct"], direct, "{mode}");
+            assert_eq!(node["cache"]["no-flush"], no_flush, "{mode}");
+        }
+        assert_eq!(blockdev(&args, "drive-vda-file")["driver"], "host_device");
+        assert_eq!(blockdev(&args, "drive-vda")["driver"], "qcow2");
+        assert_eq!(device(&args, "vda")["write-cache"], write_cache, "{mode}");
+    }
+}
+
+#[test]
+fn disk_io_discard_readonly_serial_iothread() {
+    let xml = xml(
+        "<iothreads>2</iothreads>",
+        "<disk type='file' device='disk'>
+           <driver name='qemu' type='raw' cache='none' io='native' discard='unmap' detect_zeroes='unmap' iothread='2'/>
+           <source file='/img/a.raw'/><target dev='vda' bus='virtio'/><serial>SER1</serial><readonly/>
+         </disk>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let file = blockdev(&args, "drive-vda-file");
+    assert_eq!(file["driver"], "file");
+    assert_eq!(file["aio"], "native");
+    assert_eq!(file["discard"], "unmap");
+    assert_eq!(file["read-only"], true);
+    let format = blockdev(&args, "drive-vda");
+    assert_eq!(format["detect-zeroes"], "unmap");
+    let disk = device(&args, "vda");
+    assert_eq!(disk["driver"], "virtio-blk-pci");
+    assert_eq!(disk["serial"], "SER1");
+    assert_eq!(disk["iothread"], "iothread2");
+    assert_eq!(disk["drive"], "drive-vda");
+    let iothreads: Vec<Value> = json_values(&args, "-object");
+    assert_eq!(
+        iothreads
+            .iter()
+            .filter(|o| o["qom-type"] == "iothread")
+            .count(),
+        2
+    );
+
+    // aio=native without O_DIRECT is refused by QEMU; say so up front.
+    let native_cached = xml.replace("cache='none' ", "");
+    let (element, reason) = invalid(&native_cached);
+    assert!(
+        element.contains("disk[target@dev='vda']/driver@io"),
+        "{element}"
+    );
+    assert!(reason.contains("cache='none'"), "{reason}");
+}
+
+#[test]
+fn disk_buses() {
+    let pc = xml(
+        "",
+        "<disk type='file' device='disk'><source file='/i/a'/><target dev='hdb' bus='ide'/></disk>
+         <disk type='file' device='disk'><source file='/i/b'/><target dev='sda' bus='scsi'/></disk>
+         <disk type='file' device='disk'><source file='/i/c'/><target dev='sdb' bus='sata'/></disk>
+         <controller type='scsi' model='virtio-scsi'/>",
+    );
+    let args = args_of(&pc, Accel::Tcg);
+    assert_eq!(device(&args, "hdb")["driver"], "ide-hd");
+    assert_eq!(
+        (
+            device(&args, "hdb")["bus"].clone(),
+            device(&args, "hdb")["unit"].clone()
+        ),
+        ("ide.0".into(), 1.into())
+    );
+    assert_eq!(device(&args, "scsi0")["driver"], "virtio-scsi-pci");
+    assert_eq!(device(&args, "sda")["driver"], "scsi-hd");
+    assert_eq!(device(&args, "sda")["bus"], "scsi0.0");
+    assert_eq!(device(&args, "sata0")["driver"], "ich9-ahci");
+    assert_eq!(device(&args, "sdb")["bus"], "sata0.1");
+
+    let q35 = xml("", "<disk type='file' device='disk'><source file='/i/a'/><target dev='sdc' bus='sata'/></disk>")
+        .replace("machine='pc'", "machine='q35'");
+    let args = args_of(&q35, Accel::Tcg);
+    assert_eq!(device(&args, "sdc")["bus"], "ide.2", "q35's built-in AHCI");
+    assert_eq!(device(&args, "usb")["driver"], "qemu-xhci");
+
+    let ide_on_q35 = xml(
+        "",
+        "<disk type='file' device='disk'><source file='/i/a'/><target dev='hda' bus='ide'/></disk>",
+    )
+    .replace("machine='pc'", "machine='q35'");
+    let (element, _) = unsupported(&ide_on_q35);
+    assert!(element.contains("ide"), "{element}");
+}
+
+#[test]
+fn network_interfaces() {
+    let user = xml("", "<interface type='user'><mac address='52:54:00:aa:bb:cc'/><model type='e1000'/></interface>");
+    let args = args_of(&user, Accel::Tcg);
+    let netdev: Value = serde_json::from_str(value(&args, "-netdev")).unwrap();
+    assert_eq!(
+        netdev,
+        serde_json::json!({"type": "user", "id": "hostnet0"})
+    );
+    let nic = device(&args, "net0");
+    assert_eq!(nic["driver"], "e1000");
+    assert_eq!(nic["mac"], "52:54:00:aa:bb:cc");
+    assert_eq!(nic["netdev"], "hostnet0");
+
+    let tap = xml(
+        "",
+        "<interface type='bridge'><source bridge='br0'/><target dev='vnet7'/><model type='virtio'/>
+           <driver name='vhost' queues='4'/><mtu size='9000'/></interface>",
+    );
+    let args = args_of(&tap, Accel::Tcg);
+    let netdev: Value = serde_json::from_str(value(&args, "-netdev")).unwrap();
+    assert_eq!(netdev["type"], "tap");
+    assert_eq!(netdev["ifname"], "vnet7");
+    assert_eq!(netdev["script"], "no");
+    assert_eq!(netdev["queues"], 4);
+    assert_eq!(netdev["vhost"], true);
+    let nic = device(&args, "net0");
+    assert_eq!(nic["driver"], "virtio-net-pci");
+    assert_eq!(nic["mq"], true);
+    assert_eq!(nic["vectors"], 10);
+    assert_eq!(nic["host_mtu"], 9000);
+
+    let network = xml(
+        "",
+        "<interface type='network'><source network='default'/></interface>",
+    );
+    let (element, reason) = unsupported(&network);
+    assert_eq!(element, "devices/interface[0]");
+    assert!(
+        reason.contains("network 'default'") && reason.contains("TAP"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn graphics_video_rng_balloon() {
+    let xml = xml(
+        "",
+        "<graphics type='vnc' socket='/run/vnc,1.sock'/>
+         <video><model type='virtio' heads='2'/></video>
+         <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+         <memballoon model='virtio' autodeflate='on'/>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    assert_eq!(value(&args, "-vnc"), "unix:/run/vnc,,1.sock");
+    assert!(values(&args, "-display").is_empty());
+    let video = device(&args, "video0");
+    assert_eq!(video["driver"], "virtio-vga");
+    assert_eq!(video["max_outputs"], 2);
+    let rng_backend = json_values(&args, "-object")
+        .into_iter()
+        .find(|o| o["qom-type"] == "rng-random")
+        .unwrap();
+    assert_eq!(rng_backend["filename"], "/dev/urandom");
+    assert_eq!(device(&args, "rng0")["rng"], rng_backend["id"]);
+    assert_eq!(device(&args, "balloon0")["deflate-on-oom"], true);
+
+    let port = xml_with_vnc("<graphics type='vnc' port='5905' listen='::1'/>");
+    assert_eq!(value(&args_tcg(&port), "-vnc"), "[::1]:5");
+    let auto = xml_with_vnc("<graphics type='vnc' autoport='yes'/>");
+    assert_eq!(value(&args_tcg(&auto), "-vnc"), "127.0.0.1:0,to=99");
+}
+
+fn xml_with_vnc(graphics: &str) -> String {
+    xml("", graphics)
+}
+
+fn args_tcg(xml: &str) -> Vec<String> {
+    args_of(xml, Accel::Tcg)
+}
+
+#[test]
+fn explicit_pci_addresses_come_first() {
+    let xml = xml(
+        "",
+        "<interface type='user'><model type='virtio'/><address type='pci' domain='0' bus='0' slot='9' function='0'/></interface>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let nic = device(&args, "net0");
+    assert_eq!(
+        (nic["bus"].as_str(), nic["addr"].as_str()),
+        (Some("pci.0"), Some("0x9"))
+    );
+    // Every PCI device the domain crate placed is emitted before anything without an address.
+    let devices = json_values(&args, "-device");
+    let first_unplaced = devices
+        .iter()
+        .position(|d| d.get("addr").is_none())
+        .unwrap();
+    assert!(devices[first_unplaced..]
+        .iter()
+        .all(|d| d.get("addr").is_none()));
+}
+
+#[test]
+fn user_strings_cannot_inject_options() {
+    let xml = xml("", "").replace("<name>vm1</name>", "<name>vm,debug-threads=off</name>");
+    let args = args_of(&xml, Accel::Tcg);
+    assert_eq!(
+        value(&args, "-name"),
+        "guest=vm,,debug-threads=off,debug-threads=on"
+    );
+    let run = RunPaths::new("/run/a,b");
+    let args = command_line(&domain(&xml), &run, Accel::Tcg).unwrap();
+    assert!(values(&args, "-chardev")
+        .iter()
+        .any(|c| c.contains("path=/run/a,,b/qmp.sock")));
+}
+
+#[test]
+fn what_the_engine_cannot_do_is_named() {
+    let cases = [
+        ("<cputune><shares>2048</shares></cputune>", "", "cputune"),
+        ("<on_crash>coredump-destroy</on_crash>", "", "on_crash"),
+        (
+            "<cpu><topology sockets='1' dies='1' clusters='2' cores='1' threads='1'/></cpu>",
+            "",
+            "cpu/topology@clusters",
+        ),
+        (
+            "",
+            "<controller type='pci' index='1' model='pci-bridge'/>",
+            "devices/controller[@type='pci'][@index='1']",
+        ),
+        (
+            "",
+            "<interface type='user'><model type='ne2k_pci'/></interface>",
+            "devices/interface[0]/model@type",
+        ),
+        (
+            "",
+            "<serial type='pty'/><serial type='pty'/>",
+            "devices/serial[1]",
+        ),
+        (
+            "",
+            "<console type='pty'><target type='virtio'/></console>",
+            "devices/console[0]/target@type",
+        ),
+    ];
+    for (extra, devices, expected) in cases {
+        let (element, reason) = unsupported(&xml(extra, devices));
+        assert!(
+            element.contains(expected),
+            "element {element:?} should name {expected:?} ({reason})"
+        );
+        assert!(!reason.is_empty());
+    }
+    let efi = xml("", "").replace("<os>", "<os firmware='efi'>");
+    assert!(unsupported(&efi).0.starts_with("os/"));
+    // The domain crate accepts x86_64 only today; the engine checks on its own.
+    let mut arm = domain(&xml("", ""));
+    arm.os.arch = "aarch64".into();
+    let err = command_line(&arm, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap_err();
+    assert!(
+        matches!(&err, QemuError::Unsupported { element, .. } if element == "os/type@arch"),
+        "{err}"
+    );
+    let mut isapc = domain(&xml("", ""));
+    isapc.os.machine = "isapc".into();
+    let err = command_line(&isapc, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap_err();
+    assert!(
+        matches!(&err, QemuError::Unsupported { element, .. } if element == "os/type@machine"),
+        "{err}"
+    );
+}
+
+#[test]
+fn overlong_run_dir_is_rejected() {
+    let run = RunPaths::new(format!("/tmp/{}", "d".repeat(110)));
+    let err = command_line(&domain(&xml("", "")), &run, Accel::Tcg).unwrap_err();
+    assert!(matches!(err, QemuError::Invalid { .. }), "{err}");
+}

@@ -1,0 +1,31 @@
+//! Minimal client for the `oxvirt-vmm` control socket: `oxvirt-vmm-api SOCKET COMMAND` prints the JSON answer
+//! and exits 0 when it says `"ok":true`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, socket, command] = args.as_slice() else {
+        eprintln!("usage: oxvirt-vmm-api SOCKET status|pause|resume|poweroff|stop");
+        return ExitCode::from(2);
+    };
+    let result = (|| -> std::io::Result<String> {
+        let mut s = UnixStream::connect(socket)?;
+        s.write_all(format!("{{\"command\":\"{command}\"}}\n").as_bytes())?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    })();
+    match result {
+        Ok(line) => {
+            print!("{line}");
+            if line.contains("\"ok\":true") { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+        }
+        Err(e) => {
+            eprintln!("oxvirt-vmm-api: {socket}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

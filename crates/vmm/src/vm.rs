@@ -1,0 +1,379 @@
+//! Builds and runs a VM: KVM setup, guest memory, boot, devices, vCPU threads, and the stop path.
+
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{anyhow, bail, Context};
+use kvm_bindings::{kvm_msi, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::acpi::{self, AcpiConfig};
+use crate::boot::{self, BootCpuState, KernelEntry};
+use crate::config::Cli;
+use crate::control::{ExitReason, VmControl};
+use crate::cpuid::{self, Topology};
+use crate::devices::cmos::Cmos;
+use crate::devices::pci::{IoEventRegistrar, PciBus};
+use crate::devices::pm::Pm;
+use crate::devices::reset::I8042;
+use crate::devices::serial::{Console, RawTerminal};
+use crate::devices::{lock, IoBus, IrqLine};
+use crate::layout;
+use crate::memory::{self, MemoryOptions};
+
+/// Address KVM needs for the TSS and the identity map on Intel (three pages below the BIOS area).
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+struct KvmLine {
+    vm: Arc<VmFd>,
+    irq: u32,
+}
+
+impl IrqLine for KvmLine {
+    fn set_level(&self, high: bool) {
+        let _ = self.vm.set_irq_line(self.irq, high);
+    }
+}
+
+struct KvmIoEvents(Arc<VmFd>);
+
+impl IoEventRegistrar for KvmIoEvents {
+    fn register(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.0.register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch).map_err(std::io::Error::from)
+    }
+    fn unregister(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
+        self.0.unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch).map_err(std::io::Error::from)
+    }
+}
+
+/// Everything a vCPU thread needs to handle exits.
+struct ExitHandlers {
+    io: IoBus,
+    pci: PciBus,
+    control: Arc<VmControl>,
+}
+
+impl ExitHandlers {
+    fn io_in(&self, port: u16, data: &mut [u8]) {
+        if (0xcf8..=0xcff).contains(&port) {
+            self.pci.pio_read(port, data);
+        } else {
+            self.io.read(port, data);
+        }
+    }
+
+    fn io_out(&self, port: u16, data: &[u8]) {
+        if (0xcf8..=0xcff).contains(&port) {
+            self.pci.pio_write(port, data);
+        } else {
+            self.io.write(port, data);
+        }
+    }
+}
+
+/// The running machine as the control API sees it.
+pub struct VmHandle {
+    pub control: Arc<VmControl>,
+    pm: Arc<Mutex<Pm>>,
+    /// pthread ids of the vCPU threads while they run; `None` once they are being joined.
+    vcpu_threads: Mutex<Option<Vec<libc::pthread_t>>>,
+    pub vcpus: u32,
+}
+
+impl VmHandle {
+    /// Interrupts every vCPU's KVM_RUN so it notices a state change.
+    pub fn kick_vcpus(&self) {
+        if let Some(threads) = lock(&self.vcpu_threads).as_ref() {
+            for t in threads {
+                // SAFETY: the thread ids belong to live vCPU threads (cleared under this lock before they are
+                // joined); the signal has a no-op handler installed, so delivery only interrupts KVM_RUN.
+                unsafe {
+                    libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN());
+                }
+            }
+        }
+    }
+
+    pub fn pause(&self) -> Result<(), String> {
+        self.control.pause(|| self.kick_vcpus())
+    }
+
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    /// Presses the ACPI power button. Fails if the guest has not enabled the event (no ACPI-aware OS).
+    pub fn power_button(&self) -> Result<(), String> {
+        let mut pm = lock(&self.pm);
+        if !pm.power_button_enabled() {
+            return Err("the guest has not enabled the ACPI power button (still booting, or no ACPI?)".into());
+        }
+        pm.press_power_button();
+        Ok(())
+    }
+
+    /// Stops the VM at once (like pulling the plug).
+    pub fn stop(&self) {
+        self.control.request_exit(ExitReason::Poweroff);
+        self.kick_vcpus();
+    }
+}
+
+extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn create_vcpu(
+    vm: &VmFd,
+    index: u32,
+    base_cpuid: &[kvm_bindings::kvm_cpuid_entry2],
+    topo: Topology,
+    entry: KernelEntry,
+) -> anyhow::Result<VcpuFd> {
+    let vcpu = vm.create_vcpu(u64::from(topo.apic_id(index))).with_context(|| format!("cannot create vCPU {index}"))?;
+    let cpuid = cpuid::for_vcpu(base_cpuid, index, topo)?;
+    vcpu.set_cpuid2(&cpuid).with_context(|| format!("KVM rejected the CPUID of vCPU {index}"))?;
+    // MTRRs enabled with write-back as the default type (Linux otherwise disables PAT).
+    let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x2ff, data: (1 << 11) | 6, ..Default::default() }])
+        .map_err(|e| anyhow!("MSR list: {e:?}"))?;
+    vcpu.set_msrs(&msrs).context("cannot set vCPU MSRs")?;
+    // LAPIC: LINT0 = ExtINT (the PIC), LINT1 = NMI, as firmware leaves them.
+    let mut lapic = vcpu.get_lapic().context("cannot read the LAPIC")?;
+    let mut set = |offset: usize, value: u32| {
+        for (i, b) in value.to_le_bytes().iter().enumerate() {
+            lapic.regs[offset + i] = *b as libc::c_char;
+        }
+    };
+    set(0x350, 0x700);
+    set(0x360, 0x400);
+    vcpu.set_lapic(&lapic).context("cannot set the LAPIC")?;
+    if index == 0 {
+        vcpu.set_regs(&BootCpuState::regs(entry)).context("cannot set boot registers")?;
+        let sregs = vcpu.get_sregs().context("cannot read special registers")?;
+        vcpu.set_sregs(&BootCpuState::sregs(sregs)).context("cannot set special registers")?;
+        vcpu.set_fpu(&BootCpuState::fpu()).context("cannot set FPU state")?;
+    }
+    Ok(vcpu)
+}
+
+fn vcpu_loop(index: u32, mut vcpu: VcpuFd, handlers: Arc<ExitHandlers>) {
+    let control = &handlers.control;
+    loop {
+        if control.park_while_paused() {
+            return;
+        }
+        match vcpu.run() {
+            Ok(VcpuExit::IoIn(port, data)) => handlers.io_in(port, data),
+            Ok(VcpuExit::IoOut(port, data)) => handlers.io_out(port, data),
+            Ok(VcpuExit::MmioRead(addr, data)) => {
+                handlers.pci.mmio_read(addr, data);
+            }
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                handlers.pci.mmio_write(addr, data);
+            }
+            Ok(VcpuExit::Hlt) => {}
+            // Triple fault: a reset as far as the guest is concerned.
+            Ok(VcpuExit::Shutdown) => control.request_exit(ExitReason::Reset),
+            Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => control.request_exit(ExitReason::Reset),
+                _ => control.request_exit(ExitReason::Poweroff),
+            },
+            Ok(VcpuExit::FailEntry(reason, cpu)) => {
+                control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM entry failed (reason {reason:#x}, cpu {cpu})")))
+            }
+            Ok(VcpuExit::InternalError) => {
+                control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM internal error (emulation failure)")))
+            }
+            Ok(other) => {
+                control.request_exit(ExitReason::Error(format!("vCPU {index}: unexpected exit {other:?}")));
+            }
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM_RUN failed: {e}"))),
+        }
+    }
+}
+
+/// A VM that is built and ready to start.
+pub struct Vm {
+    handle: Arc<VmHandle>,
+    vcpus: Vec<VcpuFd>,
+    handlers: Arc<ExitHandlers>,
+    console: Console,
+    // Kept alive for the VM's lifetime (KVM memory slots point into it).
+    _memory: GuestMemoryMmap,
+    _vm: Arc<VmFd>,
+}
+
+/// What `--print-cpu-flags` prints: the Linux flag names of the CPUID the guest would get.
+pub fn cpu_flags(cli: &Cli) -> anyhow::Result<Vec<&'static str>> {
+    let kvm = open_kvm()?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID failed")?;
+    let base = cpuid::build_cpuid(supported.as_slice(), &cli.cpu_mode, &cli.cpu_features)?;
+    Ok(cpuid::linux_flags(&base).into_iter().collect())
+}
+
+fn open_kvm() -> anyhow::Result<Kvm> {
+    Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e} (is the kvm module loaded and accessible?)"))
+}
+
+impl Vm {
+    pub fn build(cli: &Cli) -> anyhow::Result<Vm> {
+        let topo = cli.topology().map_err(|e| anyhow!(e))?;
+        if !cli.kernel.is_file() {
+            bail!("kernel {} does not exist or is not a file", cli.kernel.display());
+        }
+        if let Some(initrd) = &cli.initrd {
+            if !initrd.is_file() {
+                bail!("initrd {} does not exist or is not a file", initrd.display());
+            }
+        }
+        let kvm = open_kvm()?;
+        let max_vcpus = kvm.get_max_vcpus();
+        if cli.vcpus as usize > max_vcpus {
+            bail!("{} vCPUs requested but KVM supports at most {max_vcpus} (KVM_CAP_MAX_VCPUS)", cli.vcpus);
+        }
+        let apic_ids: Vec<u32> = (0..cli.vcpus).map(|i| topo.apic_id(i)).collect();
+        if apic_ids.iter().any(|id| *id >= 255) {
+            bail!("this topology needs APIC ids above 254, which the xAPIC MADT cannot describe");
+        }
+        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID failed")?;
+        let base_cpuid = cpuid::build_cpuid(supported.as_slice(), &cli.cpu_mode, &cli.cpu_features)?;
+
+        let mem_size = cli.memory << 20;
+        let memory = memory::create_guest_memory(
+            cli.memory,
+            MemoryOptions { hugepages: cli.hugepages, share_pages: !cli.no_share_pages },
+        )?;
+
+        let vm = Arc::new(kvm.create_vm().context("KVM_CREATE_VM failed")?);
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS).context("cannot set the identity map address")?;
+        vm.set_tss_address(KVM_TSS_ADDRESS).context("cannot set the TSS address")?;
+        vm.create_irq_chip().context("cannot create the in-kernel interrupt controllers")?;
+        vm.create_pit2(kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() })
+            .context("cannot create the in-kernel PIT")?;
+        for (slot, (guest, size, host)) in memory::host_regions(&memory).into_iter().enumerate() {
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: 0,
+                guest_phys_addr: guest,
+                memory_size: size,
+                userspace_addr: host,
+            };
+            // SAFETY: the region is a live mapping owned by `memory`, which the Vm keeps until KVM is gone.
+            unsafe { vm.set_user_memory_region(region) }.context("cannot register guest memory with KVM")?;
+        }
+
+        let rsdp = acpi::write_tables(&memory, &AcpiConfig { apic_ids: apic_ids.iter().map(|i| *i as u8).collect() })?;
+        let entry = boot::load_linux(&memory, &cli.kernel, cli.initrd.as_deref(), &cli.cmdline, mem_size, rsdp)?;
+
+        let control = Arc::new(VmControl::new(cli.vcpus as usize).context("cannot create the exit eventfd")?);
+        let mut io = IoBus::default();
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial eventfd")?;
+        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ).context("cannot register the serial irqfd")?;
+        let console = Console::new(&cli.serial, serial_irq)?;
+        io.insert(layout::SERIAL_PORT, 8, console.port.clone())?;
+        io.insert(layout::CMOS_PORT, 2, Arc::new(Mutex::new(Cmos::default())))?;
+        io.insert(layout::I8042_PORT, 5, Arc::new(Mutex::new(I8042::new(control.clone()))))?;
+        let pm = Arc::new(Mutex::new(Pm::new(Arc::new(KvmLine { vm: vm.clone(), irq: layout::SCI_IRQ }), control.clone())));
+        io.insert(layout::PM1_EVENT_PORT, u16::from(layout::PM1_EVENT_LEN + layout::PM1_CONTROL_LEN), pm.clone())?;
+
+        let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
+        add_virtio_devices(cli, &memory, &vm, &mut pci)?;
+
+        let vcpus = (0..cli.vcpus)
+            .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+
+        let handle = Arc::new(VmHandle { control: control.clone(), pm, vcpu_threads: Mutex::new(None), vcpus: cli.vcpus });
+        Ok(Vm {
+            handle,
+            vcpus,
+            handlers: Arc::new(ExitHandlers { io, pci, control }),
+            console,
+            _memory: memory,
+            _vm: vm,
+        })
+    }
+
+    pub fn handle(&self) -> Arc<VmHandle> {
+        self.handle.clone()
+    }
+
+    /// Runs the guest until it powers off, resets, fails, or is stopped through the handle.
+    pub fn run(mut self) -> anyhow::Result<ExitReason> {
+        vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), kick_handler)
+            .context("cannot install the vCPU kick signal handler")?;
+        let _raw = if matches!(self.console_mode_stdio(), true) { Some(RawTerminal::enable_if_tty()) } else { None };
+        self.console.start_input().context("cannot start the console input thread")?;
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        for (i, vcpu) in self.vcpus.drain(..).enumerate() {
+            let handlers = self.handlers.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("vcpu {i}"))
+                .spawn(move || vcpu_loop(i as u32, vcpu, handlers))
+                .context("cannot start a vCPU thread")?;
+            threads.push(t);
+        }
+        *lock(&self.handle.vcpu_threads) = Some(threads.iter().map(|t| t.as_pthread_t()).collect());
+
+        let control = &self.handle.control;
+        while control.exit_reason().is_none() {
+            // Blocks until a device, a vCPU or the API requests the exit.
+            let _ = control.exit_evt.read();
+        }
+        // Kick until every vCPU has left KVM_RUN and returned.
+        while threads.iter().any(|t| !t.is_finished()) {
+            self.handle.kick_vcpus();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        *lock(&self.handle.vcpu_threads) = None;
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(control.exit_reason().unwrap_or(ExitReason::Poweroff))
+    }
+
+    fn console_mode_stdio(&self) -> bool {
+        self.console.is_stdio()
+    }
+}
+
+fn add_virtio_devices(cli: &Cli, memory: &GuestMemoryMmap, vm: &Arc<VmFd>, pci: &mut PciBus) -> anyhow::Result<()> {
+    use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, NetConfig, VirtioPciDevice};
+    if cli.disk.is_empty() && cli.net.is_empty() && !cli.rng {
+        return Ok(());
+    }
+    let mem_handle = GuestMemoryHandle::new(memory.clone());
+    let msi_vm = vm.clone();
+    let msi = oxvirt_virtio::msi_fn(move |m| {
+        let msi = kvm_msi { address_lo: m.address as u32, address_hi: (m.address >> 32) as u32, data: m.data, ..Default::default() };
+        msi_vm.signal_msi(msi).map(|_| ()).map_err(std::io::Error::from)
+    });
+    let mut devices = Vec::new();
+    for (i, d) in cli.disk.iter().enumerate() {
+        let dev = oxvirt_virtio::block_device(BlockConfig {
+            path: d.path.clone(),
+            readonly: d.readonly,
+            direct: d.direct,
+            serial: Some(format!("oxvirt-disk{i}")),
+        })?;
+        devices.push(dev);
+    }
+    for (i, n) in cli.net.iter().enumerate() {
+        // Locally administered, derived from the index, unless given.
+        let mac = n.mac.unwrap_or([0x52, 0x54, 0x00, 0x0a, 0x00, i as u8]);
+        devices.push(oxvirt_virtio::net_device(NetConfig { tap_name: n.tap.clone(), mac })?);
+    }
+    if cli.rng {
+        devices.push(oxvirt_virtio::rng_device());
+    }
+    for dev in devices {
+        let pci_dev = VirtioPciDevice::new(dev, mem_handle.clone(), msi.clone())?;
+        pci.add(Box::new(pci_dev))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Nested lab: real KVM inside a QEMU TCG guest (L1, `-cpu max` has SVM), with oxvirt-vmm booting the test
+//! kernel as L2. One L1 boot runs every scenario of `lab/l1.sh`; each test below checks its own scenario's
+//! output, so failures are reported per acceptance item.
+//!
+//! The lab needs qemu-system-x86_64, cpio and the guest kit; if any is missing the tests fail (they never skip).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use oxvirt_vmm::cpuid;
+
+const L1_SCRIPT: &str = include_str!("lab/l1.sh");
+const L2_SCRIPT: &str = include_str!("lab/l2.sh");
+/// Upper bound for the whole L1 run (all scenarios).
+const LAB_TIMEOUT: Duration = Duration::from_secs(540);
+
+/// Output of one scenario.
+#[derive(Debug, Default, Clone)]
+struct Scenario {
+    console: Vec<String>,
+    stderr: Vec<String>,
+    rc: Option<i32>,
+}
+
+impl Scenario {
+    fn value(&self, key: &str) -> Option<&str> {
+        let prefix = format!("{key}=");
+        self.console.iter().find_map(|l| l.trim_end().strip_prefix(&prefix))
+    }
+
+    fn has(&self, line: &str) -> bool {
+        self.console.iter().any(|l| l.trim_end() == line)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "rc={:?}\n--- console (last 30 lines) ---\n{}\n--- stderr ---\n{}",
+            self.rc,
+            self.console.iter().rev().take(30).rev().cloned().collect::<Vec<_>>().join("\n"),
+            self.stderr.join("\n")
+        )
+    }
+}
+
+struct Lab {
+    scenarios: BTreeMap<String, Scenario>,
+    /// Lines of L1's console outside any scenario.
+    top: Vec<String>,
+}
+
+impl Lab {
+    fn scenario(&self, name: &str) -> &Scenario {
+        self.scenarios
+            .get(name)
+            .unwrap_or_else(|| panic!("lab scenario {name} did not run; L1 said:\n{}", self.top.join("\n")))
+    }
+
+    fn top_value(&self, key: &str) -> Option<&str> {
+        let prefix = format!("{key}=");
+        self.top.iter().find_map(|l| l.trim_end().strip_prefix(&prefix))
+    }
+
+    fn top_has(&self, line_start: &str) -> Option<&str> {
+        self.top.iter().map(|l| l.trim_end()).find(|l| l.starts_with(line_start))
+    }
+}
+
+/// Kills QEMU if the harness panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// Copies a binary and the shared libraries `ldd` lists into `root`, at the same paths.
+fn install_binary(root: &Path, bin: &Path, name: &str) {
+    let dest = root.join("lab/bin").join(name);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", bin.display()));
+    // Debug info only makes the L1 initramfs bigger.
+    let _ = Command::new("strip").arg(&dest).status();
+    let out = Command::new("ldd").arg(bin).output().expect("ldd is needed to collect the VMM's libraries");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            let target = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, &target).unwrap_or_else(|e| panic!("cannot copy library {path}: {e}"));
+        }
+    }
+}
+
+/// `base` followed by a newc cpio of `root` (Linux unpacks concatenated archives in order).
+fn initramfs_with(base: &Path, root: &Path, out: &Path) {
+    std::fs::copy(base, out).unwrap();
+    let cpio = out.with_extension("extra.cpio");
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("cd '{}' && find . | cpio -o -H newc --quiet > '{}'", root.display(), cpio.display())));
+    let mut f = std::fs::OpenOptions::new().append(true).open(out).unwrap();
+    std::io::copy(&mut std::fs::File::open(&cpio).unwrap(), &mut f).unwrap();
+}
+
+fn write_script(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn build_and_run_lab() -> Lab {
+    let kit = oxvirt_testkit::guest_kit();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    // L2: the guest kit plus the L2 check script.
+    let l2_root = w.join("l2-root");
+    write_script(&l2_root.join("lab/run.sh"), L2_SCRIPT);
+    let l2_initramfs = w.join("l2-initramfs.img");
+    initramfs_with(&kit.initramfs, &l2_root, &l2_initramfs);
+
+    // L1: the guest kit plus the VMM, its API client, the L2 kernel and initramfs, and the L1 script.
+    let l1_root = w.join("l1-root");
+    write_script(&l1_root.join("lab/run.sh"), L1_SCRIPT);
+    install_binary(&l1_root, Path::new(env!("CARGO_BIN_EXE_oxvirt-vmm")), "oxvirt-vmm");
+    install_binary(&l1_root, Path::new(env!("CARGO_BIN_EXE_oxvirt-vmm-api")), "oxvirt-vmm-api");
+    std::fs::create_dir_all(l1_root.join("lab/l2")).unwrap();
+    std::fs::copy(&kit.kernel, l1_root.join("lab/l2/vmlinuz")).unwrap();
+    std::fs::copy(&l2_initramfs, l1_root.join("lab/l2/initramfs.img")).unwrap();
+    let l1_initramfs = w.join("l1-initramfs.img");
+    initramfs_with(&kit.initramfs, &l1_root, &l1_initramfs);
+
+    let log = w.join("l1-console.log");
+    let qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2", "-nodefaults", "-display", "none"])
+        .args(["-no-reboot", "-serial"])
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(&kit.kernel)
+        .arg("-initrd")
+        .arg(&l1_initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-system-x86_64 is needed for the nested lab (apt-get install qemu-system-x86)");
+    let mut qemu = KillOnDrop(qemu);
+
+    let start = Instant::now();
+    let finished = oxvirt_testkit::wait_for(LAB_TIMEOUT, || {
+        std::fs::read_to_string(&log).map(|t| t.contains("OXVIRT-LAB-EXIT=")).unwrap_or(false)
+            || qemu.0.try_wait().ok().flatten().is_some()
+    });
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    if std::env::var_os("OXVIRT_LAB_LOG").is_some() {
+        let keep = PathBuf::from(std::env::var_os("OXVIRT_LAB_LOG").unwrap());
+        let _ = std::fs::write(keep, &text);
+    }
+    assert!(
+        finished && text.contains("OXVIRT-LAB-EXIT="),
+        "the L1 lab did not finish within {LAB_TIMEOUT:?} (after {:?}); L1 console tail:\n{}",
+        start.elapsed(),
+        text.lines().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("nested lab finished in {:?}", start.elapsed());
+    parse(&text)
+}
+
+fn parse(text: &str) -> Lab {
+    let mut scenarios: BTreeMap<String, Scenario> = BTreeMap::new();
+    let mut top = Vec::new();
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix('[') {
+            if let Some((name, body)) = rest.split_once("] ") {
+                match name.strip_suffix(":err") {
+                    Some(n) => scenarios.entry(n.into()).or_default().stderr.push(body.into()),
+                    None => scenarios.entry(name.into()).or_default().console.push(body.into()),
+                }
+                continue;
+            }
+        }
+        if let Some(rest) = line.strip_prefix("LAB-END ") {
+            if let Some((name, rc)) = rest.split_once(" rc=") {
+                scenarios.entry(name.into()).or_default().rc = rc.trim().parse().ok();
+                continue;
+            }
+        }
+        top.push(line.to_string());
+    }
+    Lab { scenarios, top }
+}
+
+fn lab() -> &'static Lab {
+    static LAB: OnceLock<Lab> = OnceLock::new();
+    LAB.get_or_init(build_and_run_lab)
+}
+
+fn flags(s: &Scenario) -> BTreeSet<String> {
+    s.value("FLAGS").unwrap_or_else(|| panic!("no FLAGS line:\n{}", s.describe())).split_whitespace().map(String::from).collect()
+}
+
+/// The guest booted to its init, ran the check, and powered off cleanly (VMM exit status 0).
+fn assert_clean_boot(s: &Scenario) {
+    assert!(s.has("OXVIRT-GUEST-BOOTED"), "guest did not reach its init:\n{}", s.describe());
+    assert!(s.has("OXVIRT-LAB-EXIT=0"), "guest check script failed:\n{}", s.describe());
+    assert_eq!(s.rc, Some(0), "VMM did not exit 0 after the guest powered off:\n{}", s.describe());
+}
+
+/// The flags Linux shows that we can vouch for, restricted to the known universe.
+fn known(flags: &BTreeSet<String>) -> BTreeSet<String> {
+    let universe = cpuid::known_linux_flags();
+    flags.iter().filter(|f| universe.contains(f.as_str())).cloned().collect()
+}
+
+fn model_flags(name: &str) -> BTreeSet<String> {
+    let m = cpuid::model(name).unwrap();
+    m.features.iter().filter_map(|f| cpuid::feature(f).and_then(|f| f.linux)).map(String::from).collect()
+}
+
+fn passthrough_flags(lab: &Lab) -> BTreeSet<String> {
+    lab.top_value("PT-FLAGS")
+        .unwrap_or_else(|| panic!("no PT-FLAGS line; L1 said:\n{}", lab.top.join("\n")))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn boots_with_one_vcpu_and_hides_svm_on_request() {
+    let s = lab().scenario("boot1");
+    assert_clean_boot(s);
+    assert_eq!(s.value("NPROC"), Some("1"), "{}", s.describe());
+    assert!(!flags(s).contains("svm"), "svm visible although -svm was given");
+    assert!(flags(s).contains("hypervisor"));
+}
+
+#[test]
+fn boots_with_two_vcpus_and_host_passthrough_shows_what_kvm_supports() {
+    let lab = lab();
+    let s = lab.scenario("boot2");
+    assert_clean_boot(s);
+    assert_eq!(s.value("NPROC"), Some("2"), "{}", s.describe());
+    let pt = passthrough_flags(lab);
+    assert!(pt.contains("svm"), "KVM in L1 should offer nested SVM: {pt:?}");
+    assert_eq!(known(&flags(s)), known(&pt), "guest flags differ from KVM's supported CPUID");
+}
+
+fn assert_exact_model(name: &str, scenario: &str) {
+    let s = lab().scenario(scenario);
+    assert_clean_boot(s);
+    assert_eq!(known(&flags(s)), model_flags(name), "guest flags are not exactly model {name}'s");
+}
+
+#[test]
+fn custom_qemu64_gives_exactly_its_flags() {
+    assert_exact_model("qemu64", "qemu64");
+}
+
+#[test]
+fn custom_kvm64_gives_exactly_its_flags() {
+    assert_exact_model("kvm64", "kvm64");
+}
+
+#[test]
+fn custom_haswell_is_exact_or_names_the_missing_features() {
+    let lab = lab();
+    let s = lab.scenario("haswell");
+    let pt = passthrough_flags(lab);
+    let want = model_flags("Haswell-noTSX-IBRS");
+    let missing: Vec<&str> = cpuid::model("Haswell-noTSX-IBRS")
+        .unwrap()
+        .features
+        .iter()
+        .filter(|f| **f != "hypervisor")
+        .filter(|f| cpuid::feature(f).and_then(|f| f.linux).is_some_and(|l| !pt.contains(l)))
+        .copied()
+        .collect();
+    if missing.is_empty() {
+        assert_clean_boot(s);
+        assert_eq!(known(&flags(s)), want);
+    } else {
+        assert_ne!(s.rc, Some(0), "{}", s.describe());
+        let err = s.stderr.join("\n");
+        assert_eq!(s.stderr.len(), 1, "one-line error expected: {err}");
+        for m in missing {
+            assert!(err.contains(m), "error does not name missing feature {m}: {err}");
+        }
+        assert!(!s.has("OXVIRT-GUEST-BOOTED"));
+    }
+}
+
+#[test]
+fn guest_reboot_ends_the_vmm_with_the_reset_status() {
+    let s = lab().scenario("reboot");
+    assert!(s.has("OXVIRT-GUEST-BOOTED"), "{}", s.describe());
+    assert_eq!(s.rc, Some(oxvirt_vmm::EXIT_STATUS_RESET), "{}", s.describe());
+}
+
+#[test]
+fn virtio_blk_reads_known_bytes_and_writes_reach_the_host_file() {
+    let lab = lab();
+    let s = lab.scenario("blk");
+    assert_clean_boot(s);
+    assert_eq!(s.value("BLK-RO"), Some("0"));
+    assert_eq!(s.value("BLK-READ"), Some("OXVIRT-DISK-PATTERN"), "{}", s.describe());
+    assert_eq!(s.value("BLK-REREAD"), Some("WRITTEN-BY-L2"), "{}", s.describe());
+    assert_eq!(lab.top_value("HOST-READBACK"), Some("WRITTEN-BY-L2"));
+}
+
+#[test]
+fn virtio_blk_readonly_disk_is_readonly_in_the_guest() {
+    let s = lab().scenario("blkro");
+    assert_clean_boot(s);
+    assert_eq!(s.value("BLK-RO"), Some("1"), "{}", s.describe());
+    assert_eq!(s.value("BLK-READ"), Some("OXVIRT-DISK-PATTERN"));
+    assert_eq!(s.value("BLK-WRITE"), Some("refused"));
+}
+
+#[test]
+fn virtio_net_over_tap_pings_l1_and_the_tap_goes_away() {
+    let lab = lab();
+    let s = lab.scenario("net");
+    assert_clean_boot(s);
+    assert_eq!(s.value("NET-MAC"), Some("52:54:00:aa:bb:cc"), "{}", s.describe());
+    assert!(s.has("PING-OK"), "{}", s.describe());
+    assert!(lab.top_has("TAP-GONE").is_some(), "TAP device left behind");
+}
+
+#[test]
+fn pause_stops_the_console_resume_restarts_it_and_api_poweroff_is_clean() {
+    let lab = lab();
+    let s = lab.scenario("pause");
+    let line = |p: &str| lab.top_has(p).unwrap_or_else(|| panic!("no {p} line; L1 said:\n{}", lab.top.join("\n")));
+    assert!(line("API-PAUSE").contains("\"ok\":true"));
+    assert!(line("API-STATUS-PAUSED").contains("\"state\":\"paused\""));
+    let ticks: Vec<u32> = line("PAUSED-TICKS").split_whitespace().skip(1).filter_map(|n| n.parse().ok()).collect();
+    assert_eq!(ticks.len(), 2);
+    assert!(ticks[0] >= 6, "guest was ticking before the pause: {ticks:?}");
+    assert_eq!(ticks[0], ticks[1], "console output continued while paused");
+    assert!(line("API-RESUME").contains("\"ok\":true"));
+    assert!(lab.top_has("RESUMED-TICKS-GROW").is_some(), "no output after resume");
+    assert!(line("API-STATUS-RUNNING").contains("\"state\":\"running\""));
+    assert!(line("API-POWEROFF").contains("\"ok\":true"));
+    assert!(s.console.iter().any(|l| l.contains("power button pressed")), "{}", s.describe());
+    assert_eq!(s.rc, Some(0), "{}", s.describe());
+    assert!(lab.top_has("API-SOCKET-GONE").is_some(), "API socket left behind");
+}
+
+fn assert_refused(name: &str, phrase: &str) {
+    let s = lab().scenario(name);
+    assert!(s.rc.is_some_and(|rc| rc != 0), "{name} was accepted:\n{}", s.describe());
+    assert_eq!(s.stderr.len(), 1, "{name}: one-line error expected:\n{}", s.describe());
+    let err = &s.stderr[0];
+    assert!(err.starts_with("oxvirt-vmm: error: "), "{err}");
+    assert!(err.contains(phrase), "{name}: error should mention {phrase:?}: {err}");
+    assert!(!err.contains("panicked"));
+    assert!(!s.has("OXVIRT-GUEST-BOOTED"));
+}
+
+#[test]
+fn bad_input_is_refused_with_one_clear_line() {
+    assert_refused("err-nokernel", "/nonexistent/vmlinuz");
+    assert_refused("err-notkernel", "is not a Linux kernel");
+    assert_refused("err-memory", "exceeds the host's total memory");
+    assert_refused("err-vcpus", "KVM supports at most");
+    assert_refused("err-disk", "/nonexistent/disk.img");
+    assert_refused("err-rodisk", "/ro/disk.img");
+    assert_eq!(lab().top_value("LEFTOVER-VMM"), Some("0"), "VMM processes left behind");
+}

@@ -1,0 +1,111 @@
+#!/bin/sh
+# Runs inside the L1 guest (QEMU TCG, -cpu max): loads KVM, then runs oxvirt-vmm checks on real KVM.
+# Every check's console output is printed with a "[name] " prefix, its stderr with "[name:err] ", and its end as
+# "LAB-END name rc=N"; the Rust harness (crates/vmm/tests/lab.rs) asserts on them.
+export PATH=/lab/bin:$PATH
+modprobe kvm-amd 2>/dev/null
+if [ ! -c /dev/kvm ]; then
+    echo "LAB-FATAL /dev/kvm missing after loading kvm-amd"
+    exit 1
+fi
+K=/lab/l2/vmlinuz
+I=/lab/l2/initramfs.img
+CMD="console=ttyS0 panic=-1"
+
+report() {
+    sed "s/^/[$1] /" /tmp/$1.out
+    sed "s/^/[$1:err] /" /tmp/$1.err
+    echo "LAB-END $1 rc=$2"
+}
+
+# run NAME L2MODE ARGS...: boots L2 with the lab initramfs.
+run() {
+    name=$1
+    mode=$2
+    shift 2
+    echo "LAB-BEGIN $name"
+    timeout 150 oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=$mode" "$@" </dev/null >/tmp/$name.out 2>/tmp/$name.err
+    report $name $?
+}
+
+# fail NAME ARGS...: a command line that must be refused.
+fail() {
+    name=$1
+    shift
+    echo "LAB-BEGIN $name"
+    timeout 60 oxvirt-vmm "$@" </dev/null >/tmp/$name.out 2>/tmp/$name.err
+    report $name $?
+}
+
+wait_for() {
+    n=0
+    while [ $n -lt 900 ]; do
+        eval "$1" && return 0
+        sleep 0.1
+        n=$((n + 1))
+    done
+    return 1
+}
+
+echo "PT-FLAGS=$(oxvirt-vmm --kernel $K --print-cpu-flags)"
+
+run boot1 info --vcpus 1 --memory 256 --cpu-features -svm
+run boot2 info --vcpus 2 --memory 256
+run qemu64 info --memory 256 --cpu-mode custom:qemu64
+run kvm64 info --memory 256 --cpu-mode custom:kvm64
+run haswell info --memory 256 --cpu-mode custom:Haswell-noTSX-IBRS
+run reboot reboot --memory 256
+
+# virtio-blk: known bytes in, bytes written by the guest read back here.
+printf 'OXVIRT-DISK-PATTERN' >/tmp/disk.img
+dd if=/dev/zero of=/tmp/disk.img bs=1 count=0 seek=1048576 2>/dev/null
+run blk blk --memory 256 --disk path=/tmp/disk.img
+echo "HOST-READBACK=$(dd if=/tmp/disk.img bs=1 skip=4096 count=13 2>/dev/null)"
+run blkro blkro --memory 256 --disk path=/tmp/disk.img,readonly=on
+
+# virtio-net: the VMM creates the TAP; L1 gives it an address once it exists; L2 pings it.
+echo "LAB-BEGIN net"
+oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=net" --memory 256 --net tap=oxtap0,mac=52:54:00:aa:bb:cc \
+    </dev/null >/tmp/net.out 2>/tmp/net.err &
+pid=$!
+if wait_for '[ -e /sys/class/net/oxtap0 ]'; then
+    ip addr add 10.0.2.1/24 dev oxtap0
+    ip link set oxtap0 up
+fi
+wait $pid
+rc=$?
+report net $rc
+[ -e /sys/class/net/oxtap0 ] && echo "TAP-LEFT-BEHIND" || echo "TAP-GONE"
+
+# pause / resume / status / poweroff through the API socket.
+echo "LAB-BEGIN pause"
+oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=ticker" --memory 256 --vcpus 2 --api-socket /tmp/api.sock \
+    </dev/null >/tmp/pause.out 2>/tmp/pause.err &
+pid=$!
+wait_for 'grep -q "TICK 5" /tmp/pause.out' || echo "PAUSE-NO-TICKS"
+echo "API-PAUSE $(oxvirt-vmm-api /tmp/api.sock pause)"
+echo "API-STATUS-PAUSED $(oxvirt-vmm-api /tmp/api.sock status)"
+a=$(grep -c TICK /tmp/pause.out)
+sleep 3
+b=$(grep -c TICK /tmp/pause.out)
+echo "PAUSED-TICKS $a $b"
+echo "API-RESUME $(oxvirt-vmm-api /tmp/api.sock resume)"
+if wait_for "[ \$(grep -c TICK /tmp/pause.out) -gt $((b + 5)) ]"; then echo "RESUMED-TICKS-GROW"; fi
+echo "API-STATUS-RUNNING $(oxvirt-vmm-api /tmp/api.sock status)"
+echo "API-POWEROFF $(oxvirt-vmm-api /tmp/api.sock poweroff)"
+wait $pid
+rc=$?
+report pause $rc
+[ -e /tmp/api.sock ] && echo "API-SOCKET-LEFT-BEHIND" || echo "API-SOCKET-GONE"
+
+# Bad input: refused with one clear line, nothing started.
+fail err-nokernel --kernel /nonexistent/vmlinuz --memory 256
+fail err-notkernel --kernel /lab/l2/initramfs.img --memory 256
+fail err-memory --kernel $K --initrd $I --memory 100000000
+fail err-vcpus --kernel $K --initrd $I --memory 256 --vcpus 100000
+fail err-disk --kernel $K --initrd $I --memory 256 --disk path=/nonexistent/disk.img
+mkdir -p /ro && mount -t tmpfs tmpfs /ro && dd if=/dev/zero of=/ro/disk.img bs=4096 count=16 2>/dev/null && mount -o remount,ro /ro
+fail err-rodisk --kernel $K --initrd $I --memory 256 --disk path=/ro/disk.img
+
+echo "LEFTOVER-VMM=$(ps | grep -c '[o]xvirt-vmm ')"
+exit 0

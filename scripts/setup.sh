@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what oxvirt needs on a fresh Debian 12 machine (as root), builds the workspace and the test guest kit.
+# Idempotent: what is already there is left alone.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+[ "$(id -u)" = 0 ] || { log "run as root (apt-get, /dev/kvm, TAP devices and namespaces need it)"; exit 1; }
+
+# Debian packages. qemu-system-x86 (7.2 in bookworm) and qemu-utils must come from the same release: a
+# newer preinstalled qemu-utils (a backport) blocks qemu-system-x86, so both are pinned to bookworm's version.
+packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3)
+missing=()
+for p in "${packages[@]}" qemu-system-x86 qemu-utils; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+qemu_system=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+qemu_utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+if [ ${#missing[@]} -gt 0 ] || [ "$qemu_system" != "$qemu_utils" ]; then
+    log "installing Debian packages"
+    apt-get update -qq
+    qemu_version=$(apt-cache madison qemu-system-x86 | awk -F'|' '$3 ~ /bookworm\/main/ { gsub(/ /, "", $2); print $2; exit }')
+    [ -n "$qemu_version" ] || { log "no qemu-system-x86 in the apt sources"; exit 1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --allow-downgrades \
+        "${packages[@]}" "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version" \
+        "qemu-block-extra=$qemu_version" >/dev/null
+fi
+
+command -v cargo >/dev/null || { log "cargo is missing: install the Rust toolchain (rustup) first"; exit 1; }
+log "building the workspace"
+(cd "$repo" && cargo build --workspace --bins --quiet)
+bash "$repo/scripts/guest-kit.sh"
+log "ready"
