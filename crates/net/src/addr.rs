@@ -21,6 +21,14 @@ impl Ipv4Subnet {
         })
     }
 
+    /// The /32 holding just `address`.
+    pub fn single(address: Ipv4Addr) -> Ipv4Subnet {
+        Ipv4Subnet {
+            network: address,
+            prefix: 32,
+        }
+    }
+
     pub fn network(&self) -> Ipv4Addr {
         self.network
     }

@@ -22,6 +22,7 @@
 //! // daemon start-up: take over what still runs, remove the rest
 //! for def in &active { nets.adopt(def).await?; }  // Some(status) if running, None if not
 //! nets.cleanup_orphans(&active).await?;
+//! nets.status(&def).await?;                       // net-list / net-info: Some(status) if running, no changes
 //! // net-dhcp-leases, domifaddr (lease / arp), domifstat
 //! nets.leases(&def).await?;                       // Vec<DhcpLease>
 //! nets.neighbours(bridge).await?;                 // Vec<Neighbour>

@@ -327,6 +327,24 @@ impl NetworkManager {
         }))
     }
 
+    /// Whether `def` runs, without changing anything (for `net-list`/`net-info`): its bridge exists and is
+    /// this network's. `dnsmasq_pid` is `None` also when the network's dnsmasq died (`adopt` restarts it).
+    pub async fn status(&self, def: &NetworkDef) -> Result<Option<NetworkStatus>, NetError> {
+        let bridge = require_bridge_name(def)?;
+        let Some(link) = self.netlink.link(bridge).await? else {
+            return Ok(None);
+        };
+        let running = match def.forward.mode {
+            ForwardMode::Bridge => link.kind.as_deref() == Some("bridge"),
+            _ => link.alias.as_deref() == Some(bridge_alias(def).as_str()),
+        };
+        Ok(running.then(|| NetworkStatus {
+            bridge: bridge.to_string(),
+            bridge_index: link.index,
+            dnsmasq_pid: dnsmasq::running_pid(&self.dnsmasq_files(def)),
+        }))
+    }
+
     /// Removes what oxvirt left of networks that are not in `running` (bridges marked as ours, their
     /// dnsmasq, their firewall chains, their state files except leases). Returns what was removed, for the log.
     pub async fn cleanup_orphans(&self, running: &[NetworkDef]) -> Result<Vec<String>, NetError> {

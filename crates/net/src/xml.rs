@@ -88,10 +88,10 @@ pub struct IpConfig {
 
 impl IpConfig {
     pub fn subnet(&self) -> Ipv4Subnet {
-        // The prefix is validated at parse time (0..=32), so `containing` cannot fail; fall back to a /32.
-        Ipv4Subnet::containing(self.address, self.prefix).unwrap_or_else(|| {
-            Ipv4Subnet::containing(self.address, 32).expect("/32 is a valid prefix")
-        })
+        // The prefix is validated at parse time (0..=32); a definition changed by hand to a bigger one is
+        // treated as the single address.
+        Ipv4Subnet::containing(self.address, self.prefix)
+            .unwrap_or(Ipv4Subnet::single(self.address))
     }
 }
 
@@ -1211,5 +1211,82 @@ mod tests {
         );
         let everything = [Ipv4Subnet::containing(Ipv4Addr::new(192, 168, 0, 0), 16).unwrap()];
         assert!(NetworkDef::propose_default(&everything).is_none());
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Valid definitions: a subnet, the bridge on its first host address, a DHCP range after it, and
+        /// reservations below the range.
+        fn valid_def() -> impl Strategy<Value = NetworkDef> {
+            (
+                "[a-z][a-z0-9_.-]{0,20}",
+                any::<[u8; 3]>(),
+                16u8..=28,
+                any::<bool>(),
+                prop::collection::vec(any::<[u8; 3]>(), 0..4),
+                prop::option::of(68u32..=9000),
+                any::<bool>(),
+            )
+                .prop_map(|(name, net, prefix, netmask, macs, mtu, stp)| {
+                    let base = u32::from(Ipv4Addr::new(10, net[0], net[1], net[2]))
+                        & crate::addr::prefix_to_mask(prefix).unwrap_or(0);
+                    let size = 1u32 << (32 - prefix);
+                    let at = |offset: u32| Ipv4Addr::from(base + offset);
+                    let hosts = macs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| DhcpHost {
+                            mac: Some(MacAddr([0x52, 0x54, 0x00, m[0], m[1], i as u8])),
+                            name: Some(format!("host{i}")),
+                            ip: at(2 + i as u32),
+                        })
+                        .collect();
+                    NetworkDef {
+                        name,
+                        uuid: Uuid::new_v4(),
+                        forward: Forward {
+                            mode: ForwardMode::Nat,
+                            dev: None,
+                        },
+                        bridge: Bridge {
+                            name: Some(format!("oxbr{}", net[2])),
+                            stp,
+                            delay: 0,
+                        },
+                        mac: Some(MacAddr([0x52, 0x54, 0x00, net[0], net[1], net[2]])),
+                        mtu,
+                        domain: None,
+                        dns_hosts: Vec::new(),
+                        ip: Some(IpConfig {
+                            address: at(1),
+                            prefix,
+                            written_as_netmask: netmask,
+                            dhcp: Some(Dhcp {
+                                ranges: vec![DhcpRange {
+                                    start: at(8),
+                                    end: at(size - 2),
+                                }],
+                                hosts,
+                            }),
+                        }),
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn serialized_definitions_parse_back_identically(def in valid_def()) {
+                prop_assume!(def.validate().is_ok());
+                prop_assert_eq!(NetworkDef::from_xml(&def.to_xml()), Ok(def));
+            }
+
+            #[test]
+            fn arbitrary_input_is_an_error_not_a_panic(text in "\\PC{0,200}") {
+                let _ = NetworkDef::from_xml(&text);
+                let _ = NetworkDef::from_xml(&format!("<network><name>n</name>{text}</network>"));
+            }
+        }
     }
 }

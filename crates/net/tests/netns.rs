@@ -227,6 +227,7 @@ fn adopt_after_restart_creates_nothing_twice_and_orphans_are_cleaned() {
             let rt = runtime();
             let nets = rt.block_on(NetworkManager::new(state.path())).unwrap();
             let files = nets.dnsmasq_files(&def);
+            assert_eq!(rt.block_on(nets.status(&def)).unwrap(), Some(first.clone()));
             let adopted = rt
                 .block_on(nets.adopt(&def))
                 .unwrap()
@@ -269,7 +270,8 @@ fn adopt_after_restart_creates_nothing_twice_and_orphans_are_cleaned() {
             ));
             assert!(dnsmasq_pids_with(&files.config).is_empty());
             assert_eq!(nft_table(), None);
-            // Not running any more: adopt says so.
+            // Not running any more: status and adopt say so.
+            assert_eq!(rt.block_on(nets.status(&def)).unwrap(), None);
             assert_eq!(rt.block_on(nets.adopt(&def)).unwrap(), None);
         },
     );
