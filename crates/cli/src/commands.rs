@@ -75,6 +75,12 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
             format::domstate(&client.domain_info(&domain.domain).await?, reason)
         }
         Command::Dumpxml(arg) => client.domain_xml(&arg.domain).await?,
+        Command::Domuuid(arg) => format!("{}\n", client.domain_info(&arg.domain).await?.uuid),
+        Command::Domid(arg) => match client.domain_info(&arg.domain).await?.id {
+            Some(id) => format!("{id}\n"),
+            None => "-\n".to_string(),
+        },
+        Command::Domname(arg) => format!("{}\n", client.domain_info(&arg.domain).await?.name),
         Command::Autostart { domain, disable } => {
             let domain = client.set_autostart(&domain.domain, !disable).await?;
             if disable {

@@ -103,6 +103,12 @@ enum OneShotCommand {
     },
     /// Print a domain's XML definition.
     Dumpxml(DomainArg),
+    /// Print a domain's UUID (given its name or UUID).
+    Domuuid(DomainArg),
+    /// Print a running domain's id ("-" when it is inactive).
+    Domid(DomainArg),
+    /// Print a domain's name (given its UUID or name).
+    Domname(DomainArg),
     /// Mark a domain to start when oxvirtd starts (or unmark it with --disable).
     Autostart {
         #[command(flatten)]

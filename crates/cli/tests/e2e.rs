@@ -35,6 +35,7 @@ fn domain_lifecycle_through_the_cli() {
          ---------------------------\n \
          -    e2e-life   shut off\n\n"
     );
+    assert_eq!(daemon.oxvirt(&["domid", "e2e-life"]).ok(), "-\n\n");
 
     // start, then the console shows the guest booting and its shell answering
     assert_eq!(
@@ -93,6 +94,15 @@ fn domain_lifecycle_through_the_cli() {
     assert_eq!(
         field(&daemon.oxvirt(&["dominfo", uuid]).ok(), "Name:"),
         "e2e-life"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["domuuid", "e2e-life"]).ok(),
+        format!("{uuid}\n\n")
+    );
+    assert_eq!(daemon.oxvirt(&["domname", uuid]).ok(), "e2e-life\n\n");
+    assert_eq!(
+        daemon.oxvirt(&["domid", "e2e-life"]).ok(),
+        format!("{id}\n\n")
     );
 
     // suspend: the guest really stops; resume: it answers what it was sent meanwhile
