@@ -8,6 +8,18 @@
 //!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
 //!
+//! Process contract with the daemon:
+//! - `launch` double-forks: QEMU runs in its own session with init as its parent, so it outlives
+//!   the daemon (even a SIGKILLed one) and init reaps it. A daemon that makes itself a child
+//!   subreaper must reap orphaned QEMUs itself. A restarted daemon re-attaches through the run
+//!   directory: [`read_pid_file`], [`is_alive`] (pid + uuid, so a recycled pid is never taken for
+//!   the VM), [`Qmp::connect`] on [`RunPaths::qmp_socket`].
+//! - QMP serves one client at a time; `launch` closes its own connection before returning.
+//! - The serial console is a socket ([`RunPaths::console_socket`]) mirrored to `console.log`.
+//!   A connected client must keep reading: QEMU holds back serial output for a client that does
+//!   not, and a guest printing to its console then waits too. Without a client output is only
+//!   logged.
+//!
 //! Lifecycle contract with the daemon:
 //! - Guest poweroff: QMP emits `SHUTDOWN {guest: true}` and QEMU exits (no `-no-shutdown`),
 //!   which ends the event stream. `on_poweroff='restart'` is the daemon's job (start again);

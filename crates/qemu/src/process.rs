@@ -72,6 +72,17 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     let line = build_command_line(domain, run, accel)?;
     let emulator = emulator_path(domain);
     preflight(domain, &emulator)?;
+    if let Some(pid) = read_pid_file(run) {
+        if is_alive(pid, &domain.uuid).await {
+            return Err(QemuError::invalid(
+                "run directory",
+                format!(
+                    "{} already holds this VM's running QEMU (pid {pid})",
+                    run.dir.display()
+                ),
+            ));
+        }
+    }
     prepare_run_dir(run)?;
 
     let log_path = run.qemu_log();

@@ -113,7 +113,14 @@ impl QmpEvent {
 type Reply = Result<Value, QemuError>;
 
 /// Commands sent and not yet answered, by id. `None` once the connection has closed.
-type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Reply>>>>>;
+type Pending = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
+
+/// A caller waiting for the answer to the command it sent.
+#[derive(Debug)]
+struct Waiter {
+    command: String,
+    reply: oneshot::Sender<Reply>,
+}
 
 /// A connected QMP session (capabilities already negotiated).
 #[derive(Debug)]
@@ -198,7 +205,13 @@ impl Qmp {
             let Some(waiting) = pending.as_mut() else {
                 return Err(QemuError::Disconnected);
             };
-            waiting.insert(id, reply_tx);
+            waiting.insert(
+                id,
+                Waiter {
+                    command: command.to_string(),
+                    reply: reply_tx,
+                },
+            );
         }
         let mut message = json!({ "execute": command, "id": id });
         if let Some(arguments) = arguments {
@@ -309,8 +322,7 @@ async fn read_loop(
             .and_then(|waiting| waiting.remove(&id));
         match waiter {
             Some(waiter) => {
-                let command = format!("#{id}");
-                let _ = waiter.send(reply_to_result(&command, message));
+                let _ = waiter.reply.send(reply_to_result(&waiter.command, message));
             }
             None => tracing::debug!("QMP answer to command #{id} that nobody waits for"),
         }
@@ -444,7 +456,12 @@ mod tests {
             })
         );
         match qmp.execute("bogus", Some(json!({"a": 1}))).await {
-            Err(QemuError::Command { class, desc, .. }) => {
+            Err(QemuError::Command {
+                command,
+                class,
+                desc,
+            }) => {
+                assert_eq!(command, "bogus");
                 assert_eq!(class, "CommandNotFound");
                 assert_eq!(desc, "no such command");
             }
@@ -458,6 +475,13 @@ mod tests {
             "event stream ends when the peer closes"
         );
         assert!(matches!(qmp.stop().await, Err(QemuError::Disconnected)));
+    }
+
+    #[test]
+    fn one_client_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Qmp>();
+        shareable::<QemuError>();
     }
 
     #[tokio::test]

@@ -246,6 +246,10 @@ async fn qemu_is_detached_from_the_launcher() {
     let stdout = std::fs::read_link(format!("/proc/{}/fd/1", guard.pid)).unwrap();
     assert_eq!(stdout, vm.run.qemu_log());
     assert_eq!(oxvirt_qemu::read_pid_file(&vm.run), Some(guard.pid));
+    // A second launch into the same run directory must not disturb the running VM.
+    let again = launch(&vm.domain, &vm.run, Accel::Tcg).await.unwrap_err();
+    assert!(again.to_string().contains("already holds"), "{again}");
+    assert!(vm.run.qmp_socket().exists());
     assert!(oxvirt_qemu::is_alive(guard.pid, &vm.domain.uuid).await);
     let other = oxvirt_qemu::Uuid::parse_str("00000000-0000-0000-0000-00000000abcd").unwrap();
     assert!(
@@ -614,4 +618,133 @@ async fn missing_emulator_is_a_clear_error() {
         }
         other => panic!("expected Spawn, got {other:?}"),
     }
+}
+
+/// The guest kit's initramfs with an uncompressed cpio holding the pvpanic driver modules
+/// under /extra in front (the kernel unpacks concatenated archives in order).
+fn initrd_with_pvpanic(dir: &Path) -> PathBuf {
+    let kit = guest_kit();
+    let modules = kit
+        .modules_dir
+        .join(&kit.kernel_version)
+        .join("kernel/drivers/misc/pvpanic");
+    let staging = dir.join("extra-root");
+    std::fs::create_dir_all(staging.join("extra")).unwrap();
+    for module in ["pvpanic.ko", "pvpanic-mmio.ko"] {
+        std::fs::copy(modules.join(module), staging.join("extra").join(module)).unwrap();
+    }
+    let cpio = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("find extra | cpio -o -H newc --quiet")
+        .current_dir(&staging)
+        .output()
+        .expect("cpio (apt-get install cpio)");
+    assert!(
+        cpio.status.success(),
+        "cpio failed: {}",
+        String::from_utf8_lossy(&cpio.stderr)
+    );
+    // The uncompressed archive goes first: the kernel finds a cpio header after an uncompressed
+    // archive, but not reliably after a compressed one.
+    let mut initrd = cpio.stdout;
+    initrd.extend_from_slice(&std::fs::read(&kit.initramfs).unwrap());
+    let path = dir.join("initrd-pvpanic.img");
+    std::fs::write(&path, initrd).unwrap();
+    path
+}
+
+/// A guest whose kernel panicked and reported it; dropping it kills QEMU and removes its files.
+struct CrashedGuest {
+    _vm: TestVm,
+    _images: tempfile::TempDir,
+    _guard: QemuGuard,
+    qmp: Qmp,
+    /// The events after GUEST_PANICKED.
+    events: tokio::sync::mpsc::UnboundedReceiver<QmpEvent>,
+}
+
+/// Boots a guest with the given on_crash action and makes its kernel panic.
+async fn crash_guest(name: &str, on_crash: &str) -> CrashedGuest {
+    let images = tempfile::tempdir().unwrap();
+    let initrd = initrd_with_pvpanic(images.path());
+    let xml = guest_xml(name, "", "")
+        .replace(
+            &guest_kit().initramfs.display().to_string(),
+            &initrd.display().to_string(),
+        )
+        .replace(
+            "<features>",
+            &format!("<on_crash>{on_crash}</on_crash><features>"),
+        );
+    let vm = test_vm(&xml);
+    let guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let loaded = console.run(
+        "insmod /extra/pvpanic.ko && insmod /extra/pvpanic-mmio.ko && echo loaded",
+        BOUND,
+    );
+    assert_eq!(
+        loaded.as_deref().map(str::trim),
+        Some("loaded"),
+        "pvpanic driver loads in the guest"
+    );
+    let (qmp, mut events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    console.send_line("echo c > /proc/sysrq-trigger").unwrap();
+    assert!(
+        console.wait_for_text("Trigger a crash", BOUND).is_some(),
+        "the guest takes the command"
+    );
+    // Then disconnect: QEMU holds back serial output for a console client that does not read,
+    // and the panicking kernel would wait on its console before it reports the panic.
+    drop(console);
+    let panicked = tokio::time::timeout(BOUND, async {
+        loop {
+            match events.recv().await {
+                Some(QmpEvent::GuestPanicked) => return true,
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no GUEST_PANICKED within bound; console.log:\n{}",
+            console_log(&vm.run)
+        )
+    });
+    assert!(panicked, "QEMU reports the guest's panic");
+    CrashedGuest {
+        _vm: vm,
+        _images: images,
+        _guard: guard,
+        qmp,
+        events,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_crash_destroy_ends_qemu_on_guest_panic() {
+    let mut crashed = crash_guest("oxvirt-qemu-crash-destroy", "destroy").await;
+    let events = &mut crashed.events;
+    let shutdown = next_shutdown(events).await;
+    assert_eq!(
+        shutdown,
+        Some(QmpEvent::Shutdown {
+            guest: true,
+            reason: "guest-panic".into()
+        })
+    );
+    let closed =
+        tokio::time::timeout(BOUND, async { while events.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "QEMU exits after the panic");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_crash_preserve_keeps_the_panicked_guest() {
+    let crashed = crash_guest("oxvirt-qemu-crash-preserve", "preserve").await;
+    let qmp = &crashed.qmp;
+    assert_eq!(qmp.query_status().await.unwrap(), RunState::GuestPanicked);
+    qmp.quit().await.unwrap();
 }
