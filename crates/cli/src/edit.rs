@@ -1,4 +1,4 @@
-//! `edit`: change a domain's definition in the user's editor, as `virsh edit` does.
+//! `edit` / `net-edit`: change a definition in the user's editor, as `virsh edit` does.
 //!
 //! The current XML goes to a temporary file, `$VISUAL`, `$EDITOR` or `vi` (virsh's order) runs on
 //! it through `sh`, so the variable may carry arguments, and the result is sent to the daemon,
@@ -14,10 +14,34 @@ use oxvirt_api::{Client, ClientError};
 
 use crate::commands::block_on;
 
-/// Runs the edit session; returns the message to print on success.
+/// Runs the edit session of a domain; returns the message to print on success.
 pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
     let info = block_on(client.domain_info(domain))??;
     let original = block_on(client.domain_xml(&info.uuid))??;
+    let subject = format!("Domain '{}'", info.name);
+    edit_definition(&original, &subject, &format!("domain '{}'", info.name), |edited| {
+        block_on(client.replace_domain_xml(&info.uuid, edited)).map(|r| r.map(|_| ()))
+    })
+}
+
+/// Runs the edit session of a network (`net-edit`).
+pub fn run_network(client: &Client, network: &str) -> anyhow::Result<String> {
+    let info = block_on(client.network_info(network))??;
+    let original = block_on(client.network_xml(&info.uuid))??;
+    let subject = format!("Network {}", info.name);
+    edit_definition(&original, &subject, &format!("network '{}'", info.name), |edited| {
+        block_on(client.replace_network_xml(&info.uuid, edited)).map(|r| r.map(|_| ()))
+    })
+}
+
+/// Edits `original` until `replace` accepts it or the user gives up. `subject` starts virsh's
+/// messages ("Domain 'x'", "Network x"), `what` names the object in errors.
+fn edit_definition(
+    original: &str,
+    subject: &str,
+    what: &str,
+    replace: impl Fn(&str) -> anyhow::Result<Result<(), ClientError>>,
+) -> anyhow::Result<String> {
 
     let mut file = tempfile::Builder::new()
         .prefix("oxvirt-edit-")
@@ -35,17 +59,11 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
         let edited = std::fs::read_to_string(file.path())
             .with_context(|| format!("cannot read back {}", file.path().display()))?;
         if edited == original {
-            return Ok(format!(
-                "Domain '{}' XML configuration not changed.\n",
-                info.name
-            ));
+            return Ok(format!("{subject} XML configuration not changed.\n"));
         }
-        match block_on(client.replace_domain_xml(&info.uuid, &edited))? {
-            Ok(_) => {
-                return Ok(format!(
-                    "Domain '{}' XML configuration edited.\n",
-                    info.name
-                ));
+        match replace(&edited)? {
+            Ok(()) => {
+                return Ok(format!("{subject} XML configuration edited.\n"));
             }
             Err(ClientError::Api(rejection)) => {
                 if interactive {
@@ -53,12 +71,11 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
                         continue;
                     }
                     // The reason is already on the screen.
-                    bail!("the definition of domain '{}' is unchanged", info.name);
+                    bail!("the definition of {what} is unchanged");
                 }
                 bail!(
-                    "{}; the definition of domain '{}' is unchanged",
-                    rejection.message,
-                    info.name
+                    "{}; the definition of {what} is unchanged",
+                    rejection.message
                 );
             }
             Err(other) => return Err(other.into()),

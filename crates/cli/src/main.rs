@@ -12,6 +12,7 @@ mod console;
 mod edit;
 mod format;
 mod img;
+mod net;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ struct DomainArg {
 enum Command {
     #[command(flatten)]
     OneShot(OneShotCommand),
+    #[command(flatten)]
+    Net(net::NetCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -185,6 +188,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Edit(arg) => print_virsh_output(&edit::run(&client, &arg.domain)?),
+        Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

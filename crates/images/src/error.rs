@@ -11,11 +11,11 @@ pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 /// `Corrupt` or `Unsupported`; they always name the file and what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message (not a separate `source`), so it prints once.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: image is corrupt: {what}")]
     Corrupt { path: PathBuf, what: String },
@@ -51,10 +51,10 @@ pub enum ImageError {
 }
 
 impl ImageError {
-    pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
         ImageError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
     pub(crate) fn corrupt(path: &std::path::Path, what: impl Into<String>) -> Self {

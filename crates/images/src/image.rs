@@ -161,7 +161,8 @@ impl Image {
             Image::Qcow2(q) => q.write_at(buf, offset),
         }
     }
-    /// How the range at `offset` is stored; the returned length is at least 1 and at most `max_len`.
+    /// How the range at `offset` is stored; the returned length is at most `max_len`, and 0
+    /// only at or past the end of the disk.
     pub fn allocation(&mut self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
         match self {
             Image::Raw(r) => r.allocation(offset, max_len),
@@ -323,6 +324,11 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
     }
     let size =
         size.ok_or_else(|| ImageError::InvalidArgument("an image size is required".into()))?;
+    // Like qemu-img, disks are whole 512-byte sectors.
+    let size = size
+        .checked_next_multiple_of(512)
+        .filter(|s| *s <= i64::MAX as u64)
+        .ok_or_else(|| ImageError::InvalidArgument(format!("size {size} is too large")))?;
     let qcow2 = NewQcow2 {
         size,
         cluster_size: options.cluster_size,
@@ -358,7 +364,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
                 Preallocation::Full => crate::qcow2::create::write_zeros(&file, path, 0, size)?,
                 Preallocation::Off | Preallocation::Metadata => {}
             }
-            file.sync_all().map_err(io)
+            file.sync_data().map_err(io)
         }
     }
 }

@@ -60,10 +60,14 @@ pub struct FormatSpecific {
 pub struct Qcow2Specific {
     pub compat: String,
     pub compression_type: String,
-    pub lazy_refcounts: bool,
+    /// The three feature flags exist only in version 3 ("1.1") images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lazy_refcounts: Option<bool>,
     pub refcount_bits: u32,
-    pub corrupt: bool,
-    pub extended_l2: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extended_l2: Option<bool>,
 }
 
 /// Gathers the information about an open image (opened from `path`).
@@ -84,6 +88,7 @@ pub fn image_info(image: &Image, path: &Path) -> Result<ImageInfo> {
     };
     if let Some(q) = image.as_qcow2() {
         let h = q.header();
+        let v3 = h.version >= 3;
         info.cluster_size = Some(q.cluster_size());
         info.dirty_flag = h.incompatible_features & INCOMPAT_DIRTY != 0;
         info.format_specific = Some(FormatSpecific {
@@ -96,10 +101,10 @@ pub fn image_info(image: &Image, path: &Path) -> Result<ImageInfo> {
                     "zstd"
                 }
                 .into(),
-                lazy_refcounts: h.compatible_features & COMPAT_LAZY_REFCOUNTS != 0,
+                lazy_refcounts: v3.then_some(h.compatible_features & COMPAT_LAZY_REFCOUNTS != 0),
                 refcount_bits: 1 << h.refcount_order,
-                corrupt: h.incompatible_features & INCOMPAT_CORRUPT != 0,
-                extended_l2: h.incompatible_features & INCOMPAT_EXTL2 != 0,
+                corrupt: v3.then_some(h.incompatible_features & INCOMPAT_CORRUPT != 0),
+                extended_l2: v3.then_some(h.incompatible_features & INCOMPAT_EXTL2 != 0),
             },
         });
         if let Some(name) = &h.backing_file {
@@ -166,10 +171,16 @@ pub fn render_human(info: &ImageInfo) -> String {
         line("Format specific information:".into());
         line(format!("    compat: {}", d.compat));
         line(format!("    compression type: {}", d.compression_type));
-        line(format!("    lazy refcounts: {}", d.lazy_refcounts));
+        if let Some(lazy) = d.lazy_refcounts {
+            line(format!("    lazy refcounts: {lazy}"));
+        }
         line(format!("    refcount bits: {}", d.refcount_bits));
-        line(format!("    corrupt: {}", d.corrupt));
-        line(format!("    extended l2: {}", d.extended_l2));
+        if let Some(corrupt) = d.corrupt {
+            line(format!("    corrupt: {corrupt}"));
+        }
+        if let Some(extended) = d.extended_l2 {
+            line(format!("    extended l2: {extended}"));
+        }
     }
     out
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::error::{ImageError, Result};
+use crate::error::Result;
 use crate::image::{create, Allocation, CreateOptions, Format, Image, OpenOptions};
 
 /// Work is done in chunks of this size (and progress reported after each).
@@ -62,40 +62,79 @@ pub fn convert(
         Format::Qcow2 => options.cluster_size,
         Format::Raw => 4096,
     };
-    let mut buf = vec![0u8; CHUNK as usize];
-    let mut offset = 0;
     progress(0, size);
-    while offset < size {
-        let (kind, len) = extent(source, offset, CHUNK.min(size - offset))?;
-        if kind == Allocation::Data {
-            let data = &mut buf[..len as usize];
-            source.read_at(data, offset)?;
-            // Write runs of non-zero blocks (blocks aligned to the granularity in guest offsets).
-            let mut run_start: Option<usize> = None;
-            let mut at = 0usize;
-            while at < data.len() {
-                let guest = offset + at as u64;
-                let block_end =
-                    ((guest / granularity + 1) * granularity - offset).min(len) as usize;
-                let nonzero = data[at..block_end].iter().any(|&b| b != 0);
-                match (nonzero, run_start) {
-                    (true, None) => run_start = Some(at),
-                    (false, Some(start)) => {
-                        target.write_at(&data[start..at], offset + start as u64)?;
-                        run_start = None;
-                    }
-                    _ => {}
+    // A reader thread stays a few chunks ahead, so reading the source overlaps with writing.
+    std::thread::scope(|scope| -> Result<()> {
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Result<Chunk>>(4);
+        scope.spawn(move || {
+            let mut offset = 0;
+            while offset < size {
+                let chunk = read_chunk(source, offset, CHUNK.min(size - offset));
+                let next = chunk.as_ref().ok().map(|c| c.offset + c.len);
+                if chunks.send(chunk).is_err() {
+                    break; // the writer gave up
                 }
-                at = block_end;
+                match next {
+                    Some(next) => offset = next,
+                    None => break, // the error was sent
+                }
             }
-            if let Some(start) = run_start {
-                target.write_at(&data[start..], offset + start as u64)?;
+        });
+        for chunk in received {
+            let chunk = chunk?;
+            if let Some(data) = &chunk.data {
+                write_nonzero(&mut target, data, chunk.offset, granularity)?;
             }
+            progress(chunk.offset + chunk.len, size);
         }
-        offset += len;
-        progress(offset, size);
-    }
+        Ok(())
+    })?;
     target.flush()
+}
+
+/// A piece of the source: its data, or None where it reads as zeros.
+struct Chunk {
+    offset: u64,
+    len: u64,
+    data: Option<Vec<u8>>,
+}
+
+fn read_chunk(source: &mut Image, offset: u64, max_len: u64) -> Result<Chunk> {
+    let (kind, len) = extent(source, offset, max_len)?;
+    let data = if kind == Allocation::Data {
+        let mut data = vec![0u8; len as usize];
+        source.read_at(&mut data, offset)?;
+        Some(data)
+    } else {
+        None
+    };
+    Ok(Chunk { offset, len, data })
+}
+
+/// Writes the runs of non-zero blocks of `data` (blocks aligned to `granularity` in guest
+/// offsets), so that zero blocks stay holes in the new image.
+fn write_nonzero(target: &mut Image, data: &[u8], offset: u64, granularity: u64) -> Result<()> {
+    let len = data.len() as u64;
+    let mut run_start: Option<usize> = None;
+    let mut at = 0usize;
+    while at < data.len() {
+        let guest = offset + at as u64;
+        let block_end = ((guest / granularity + 1) * granularity - offset).min(len) as usize;
+        let nonzero = data[at..block_end].iter().any(|&b| b != 0);
+        match (nonzero, run_start) {
+            (true, None) => run_start = Some(at),
+            (false, Some(start)) => {
+                target.write_at(&data[start..at], offset + start as u64)?;
+                run_start = None;
+            }
+            _ => {}
+        }
+        at = block_end;
+    }
+    if let Some(start) = run_start {
+        target.write_at(&data[start..], offset + start as u64)?;
+    }
+    Ok(())
 }
 
 /// Result of `compare`.
@@ -153,14 +192,4 @@ pub fn compare(
         progress(offset, total);
     }
     Ok(Comparison::Identical)
-}
-
-/// Fails with a clear error if `path` would be overwritten by accident.
-pub fn refuse_existing(path: &Path, overwrite: bool) -> Result<()> {
-    if !overwrite && path.exists() {
-        return Err(ImageError::Exists {
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(())
 }

@@ -104,7 +104,7 @@ impl RawImage {
     pub fn flush(&mut self) -> Result<()> {
         if self.writable {
             self.file
-                .sync_all()
+                .sync_data()
                 .map_err(|e| ImageError::io(&self.path, e))?;
         }
         Ok(())

@@ -443,9 +443,24 @@ fn mutated_images_never_panic() {
 fn dirty_lazy_refcount_images_are_reported_and_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("dirty.qcow2");
-    ok("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on", p(&img), "4M"]);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "lazy_refcounts=on",
+            p(&img),
+            "4M",
+        ],
+    );
     // qemu-io dies (SIGKILL) right after writing: refcounts are left for later, the image dirty.
-    let out = run("qemu-io", &["-c", "write -P 0xab 0 128k", "-c", "sigraise 9", p(&img)]);
+    let out = run(
+        "qemu-io",
+        &["-c", "write -P 0xab 0 128k", "-c", "sigraise 9", p(&img)],
+    );
     assert!(!out.status.success());
     assert_eq!(qemu_info_json(&img)["dirty-flag"], true);
     assert_eq!(our_info_json(&img)["dirty-flag"], true);
@@ -457,4 +472,31 @@ fn dirty_lazy_refcount_images_are_reported_and_repaired() {
     assert_eq!(qemu_info_json(&img)["dirty-flag"], false);
     let read = ok("qemu-io", &["-c", "read -P 0xab 0 128k", p(&img)]);
     assert!(!read.contains("verification failed"), "{read}");
+}
+
+#[test]
+fn guest_writes_never_land_on_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = good_image(dir.path(), "overlap.qcow2");
+    // Point the first L2 entry at the L1 table itself, flagged as writable in place.
+    let l1 = be64_at(&img, 40);
+    let l2 = be64_at(&img, l1) & 0x00ff_ffff_ffff_fe00;
+    patch(&img, l2, &(l1 | COPIED).to_be_bytes());
+    let before = std::fs::read(&img).unwrap();
+    let mut image = oxvirt_images::Image::open(
+        &img,
+        &oxvirt_images::OpenOptions {
+            write: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = image.write_at(&[0x66; 512], 0).unwrap_err();
+    assert!(err.to_string().contains("metadata"), "{err}");
+    close(image);
+    assert!(
+        std::fs::read(&img).unwrap() == before,
+        "the image was modified"
+    );
+    assert_clean_failure(&["check", p(&img)], 2, "ERROR");
 }

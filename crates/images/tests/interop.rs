@@ -275,6 +275,26 @@ fn qemu_made_images(dir: &Path) {
             &d("compressed.qcow2"),
         ],
     );
+    // A version 2 ("compat=0.10") image with a snapshot.
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            &d("v2.qcow2"),
+            "8M",
+        ],
+    );
+    ok(
+        "qemu-io",
+        &["-c", "write -P 0x5a 100k 200k", &d("v2.qcow2")],
+    );
+    ok("qemu-img", &["snapshot", "-c", "old", &d("v2.qcow2")]);
+    ok("qemu-io", &["-c", "write -P 0x5b 150k 10k", &d("v2.qcow2")]);
 }
 
 #[test]
@@ -287,6 +307,7 @@ fn images_qemu_made_are_read_correctly() {
         "top.qcow2",
         "snap.qcow2",
         "compressed.qcow2",
+        "v2.qcow2",
     ] {
         let img = dir.path().join(name);
         let theirs = qemu_info_json(&img);
@@ -470,7 +491,7 @@ fn snapshots_interoperate() {
     let data = pattern(200_000, 99);
     image.write_at(&data, 1000).unwrap();
     v2[1000..201_000].copy_from_slice(&data);
-    drop(image);
+    close(image);
     qemu_check_clean(&img);
     let v1_raw = write_file(&dir.path().join("v1.raw"), &v1);
     let v2_raw = write_file(&dir.path().join("v2.raw"), &v2);
@@ -545,6 +566,48 @@ fn resize_grows_and_shrinks() {
     expected.truncate(10 * MIB);
     qemu_compare_identical(&img, &write_file(&dir.path().join("e10.raw"), &expected));
 
+    // Shrink to an unaligned size, grow again: the cut-off bytes must not come back.
+    ours_ok(&[
+        "resize",
+        "-q",
+        "--shrink",
+        p(&img),
+        &(10 * MIB - 1024).to_string(),
+    ]);
+    let out = ours(&["resize", p(&img), "10500001"]);
+    assert!(text(&out).contains("multiple of 512"), "{}", text(&out));
+    ours_ok(&["resize", "-q", p(&img), "11M"]);
+    expected.truncate(10 * MIB - 1024);
+    expected.resize(11 * MIB, 0);
+    qemu_check_clean(&img);
+    qemu_compare_identical(&img, &write_file(&dir.path().join("e11.raw"), &expected));
+
+    // An overlay shrunk and grown again must not show its (bigger) backing file there.
+    let base = dir.path().join("base.raw");
+    ok("qemu-img", &["create", "-q", "-f", "raw", p(&base), "8M"]);
+    ok(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x42 0 8M", p(&base)],
+    );
+    let overlay = dir.path().join("overlay.qcow2");
+    ours_ok(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.raw",
+        "-F",
+        "raw",
+        p(&overlay),
+    ]);
+    ours_ok(&["resize", "-q", "--shrink", p(&overlay), "3000320"]);
+    ours_ok(&["resize", "-q", p(&overlay), "8M"]);
+    qemu_check_clean(&overlay);
+    let mut expected = vec![0x42u8; 3_000_320];
+    expected.resize(8 * MIB, 0);
+    qemu_compare_identical(&overlay, &write_file(&dir.path().join("o.raw"), &expected));
+
     let raw = dir.path().join("r.raw");
     ours_ok(&["create", "-q", "-f", "raw", p(&raw), "1M"]);
     ours_ok(&["resize", "-q", p(&raw), "2G"]);
@@ -576,4 +639,169 @@ fn compare_reports_the_first_difference() {
     assert_eq!(theirs.status.code(), Some(1));
     let missing = ours(&["compare", p(&a), p(&dir.path().join("missing"))]);
     assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn writes_over_compressed_zero_and_shared_clusters_and_odd_refcount_widths() {
+    let dir = tempfile::tempdir().unwrap();
+    for refcount_bits in ["1", "8", "64"] {
+        let src = dir.path().join(format!("src{refcount_bits}.qcow2"));
+        ok(
+            "qemu-img",
+            &[
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-o",
+                &format!("refcount_bits={refcount_bits}"),
+                p(&src),
+                "4M",
+            ],
+        );
+        ok(
+            "qemu-io",
+            &[
+                "-c",
+                "write -P 0xab 0 1M",
+                "-c",
+                "write -P 0xcd 2M 256k",
+                "-c",
+                "write -z 2M 64k",
+                p(&src),
+            ],
+        );
+        let mut expected = vec![0u8; 4 * MIB];
+        expected[..MIB].fill(0xab);
+        expected[2 * MIB + (64 << 10)..2 * MIB + (256 << 10)].fill(0xcd);
+
+        // The same content compressed, and as-is; write over both (partial clusters over
+        // compressed data, zero-flag clusters and plain data).
+        let compressed = dir.path().join(format!("c{refcount_bits}.qcow2"));
+        ok(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("refcount_bits={refcount_bits}"),
+                p(&src),
+                p(&compressed),
+            ],
+        );
+        for img in [&src, &compressed] {
+            let mut want = expected.clone();
+            write_known_content(img, &mut want, 64 << 10);
+            let mut image = Image::open(
+                img,
+                &OpenOptions {
+                    write: true,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap();
+            let data = pattern(5000, 7);
+            image.write_at(&data, 2 * MIB as u64 + 1000).unwrap(); // inside the zeroed cluster
+            want[2 * MIB + 1000..2 * MIB + 6000].copy_from_slice(&data);
+            close(image);
+            qemu_check_clean(img);
+            qemu_compare_identical(img, &write_file(&dir.path().join("w.raw"), &want));
+        }
+    }
+
+    // Applying a snapshot taken at another size restores that size.
+    let img = dir.path().join("sized.qcow2");
+    ours_ok(&["create", "-q", "-f", "qcow2", p(&img), "1M"]);
+    ours_ok(&["snapshot", "-c", "small", p(&img)]);
+    ours_ok(&["resize", "-q", p(&img), "64M"]);
+    ok("qemu-io", &["-c", "write -P 0x99 60M 1M", p(&img)]);
+    ours_ok(&["snapshot", "-a", "small", p(&img)]);
+    assert_eq!(qemu_info_json(&img)["virtual-size"], MIB as u64);
+    qemu_check_clean(&img);
+}
+
+/// Random writes and snapshots through our library on an image qemu-img made with 512-byte
+/// clusters (so its one-cluster refcount table must grow and move), checked against a model.
+#[test]
+fn random_writes_and_snapshots_against_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("model.qcow2");
+    let size = 24 * MIB;
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=512",
+            p(&img),
+            "24M",
+        ],
+    );
+    let mut model = vec![0u8; size];
+    let mut snapshots: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for round in 0..6 {
+        let mut image = Image::open(
+            &img,
+            &OpenOptions {
+                write: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        for i in 0..60 {
+            let len = 1 + (next() % (300 << 10)) as usize;
+            let offset = (next() % (size - len) as u64) as usize;
+            let data = pattern(len, round * 1000 + i);
+            image.write_at(&data, offset as u64).unwrap();
+            model[offset..offset + len].copy_from_slice(&data);
+        }
+        let q = image.as_qcow2_mut().unwrap();
+        let name = format!("r{round}");
+        q.snapshot_create(&name).unwrap();
+        snapshots.push((name, model.clone()));
+        if round == 3 {
+            // Drop an older snapshot in the middle of the history.
+            q.snapshot_delete("r1").unwrap();
+            snapshots.retain(|(n, _)| n != "r1");
+        }
+        close(image);
+        qemu_check_clean(&img);
+    }
+    // The refcount table qemu-img made (one cluster, covering 8 MiB) had to grow.
+    let header = std::fs::read(&img).unwrap();
+    let reftable_clusters = u32::from_be_bytes(header[56..60].try_into().unwrap());
+    assert!(reftable_clusters > 1, "refcount table never grew");
+    qemu_compare_identical(&img, &write_file(&dir.path().join("now.raw"), &model));
+    for (name, contents) in &snapshots {
+        let out = dir.path().join(format!("{name}.raw"));
+        ok(
+            "qemu-img",
+            &["convert", "-l", name, "-O", "raw", p(&img), p(&out)],
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == *contents,
+            "snapshot {name} differs"
+        );
+    }
+    // Revert to the first snapshot and check through qemu-img.
+    ours_ok(&["snapshot", "-a", "r0", p(&img)]);
+    qemu_check_clean(&img);
+    qemu_compare_identical(
+        &img,
+        &write_file(&dir.path().join("r0.raw"), &snapshots[0].1),
+    );
+    let our_check = ours(&["check", p(&img)]);
+    assert_eq!(our_check.status.code(), Some(0), "{}", text(&our_check));
 }

@@ -47,21 +47,21 @@ fn has_lock_at(path: &Path, byte: u64) -> bool {
 }
 
 fn start_qemu(image: &Path) -> KillOnDrop {
-    let child = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-S",
-            "-drive",
-        ])
-        .arg(format!("file={},if=virtio,format=qcow2", image.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start qemu-system-x86_64");
+    let child = spawn(
+        Command::new("qemu-system-x86_64")
+            .args([
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-display",
+                "none",
+                "-S",
+                "-drive",
+            ])
+            .arg(format!("file={},if=virtio,format=qcow2", image.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     KillOnDrop(child)
 }
 
@@ -144,7 +144,7 @@ fn a_running_guest_and_oxvirt_img_exclude_each_other() {
         stderr
     };
     assert!(output.contains("lock"), "QEMU's complaint: {output}");
-    drop(held);
+    close(held);
     ok("qemu-img", &["info", p(&img)]);
 
     // Readers share: two read-only users (us and qemu-img) coexist.
@@ -165,20 +165,20 @@ fn kill_during_convert_leaves_a_repairable_image() {
     let mut saw_leaks = false;
     for attempt in 0..8 {
         let dst = dir.path().join(format!("dst{attempt}.qcow2"));
-        let child = Command::new(ours_bin())
-            .args([
-                "convert",
-                "-O",
-                "qcow2",
-                "-o",
-                "cluster_size=64k",
-                p(&src),
-                p(&dst),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn(
+            Command::new(ours_bin())
+                .args([
+                    "convert",
+                    "-O",
+                    "qcow2",
+                    "-o",
+                    "cluster_size=64k",
+                    p(&src),
+                    p(&dst),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
         let mut child = KillOnDrop(child);
         let threshold = (8 + attempt * 8) << 20;
         let grew = wait_for(Duration::from_secs(60), || {
@@ -235,6 +235,7 @@ fn kill_during_convert_leaves_a_repairable_image() {
             let mut image = Image::open(&dst, &OpenOptions::default()).unwrap();
             let mut buf = vec![0u8; 64 << 10];
             image.read_at(&mut buf, 0).unwrap();
+            close(image);
             assert!(buf.iter().all(|&b| b == 0xab));
             break;
         }

@@ -90,6 +90,8 @@ impl Daemon {
             .arg(&socket)
             .arg("--state-dir")
             .arg(&state)
+            // These tests run in the host's network namespace: no default network there.
+            .arg("--no-default-network")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("daemon log"))
             .stderr(log)

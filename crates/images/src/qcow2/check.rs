@@ -6,10 +6,12 @@
 //! corruption (the cluster could be handed out twice). Entries that point outside the file or
 //! at unaligned offsets, and wrong COPIED flags, are corruptions too.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
-use super::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
 use super::header::OFF_INCOMPAT;
+use super::header::{INCOMPAT_CORRUPT, INCOMPAT_DIRTY};
 use super::{Mapping, Qcow2, OFFSET_MASK, REFT_OFFSET_MASK};
 use crate::error::Result;
 
@@ -50,15 +52,27 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// References counted so far (one slot per cluster of the file), and the report being built.
 struct Counter {
     refs: Vec<u32>,
-    /// (cluster, what) of references past the end of the file.
     report: CheckReport,
 }
 
 impl Counter {
     /// Counts one reference to each cluster in `offset..offset+len`. Returns false (and reports
     /// a corruption) if the range leaves the file.
+    /// Like `mark`, `times` references at once, for a range already known to be in the file.
+    fn mark_times(&mut self, cluster_bits: u32, offset: u64, len: u64, times: u32) {
+        let first = offset >> cluster_bits;
+        let end = (offset + len)
+            .div_ceil(1u64 << cluster_bits)
+            .min(self.refs.len() as u64);
+        for cluster in first..end {
+            let r = &mut self.refs[cluster as usize];
+            *r = r.saturating_add(times);
+        }
+    }
+
     fn mark(&mut self, cluster_bits: u32, offset: u64, len: u64, what: &str) -> bool {
         if len == 0 {
             return true;
@@ -88,11 +102,10 @@ impl Qcow2 {
             return self.check_once(None);
         };
         let first = self.check_once(Some(mode))?;
-        let mut last = first.clone();
-        // Repairs can add refcount blocks, which themselves need counting: converge.
+        // Repairs can add refcount blocks, which need counting themselves: repeat until clean.
         for _ in 0..4 {
-            last = self.check_once(Some(mode))?;
-            if last.corruptions == 0 && last.leaks == 0 {
+            let again = self.check_once(Some(mode))?;
+            if again.corruptions == 0 && again.leaks == 0 {
                 break;
             }
         }
@@ -100,14 +113,16 @@ impl Qcow2 {
         // A clean image is neither corrupt nor dirty (refcounts are now exact, which is what
         // replaying lazy refcounts would achieve).
         let flags = INCOMPAT_CORRUPT | INCOMPAT_DIRTY;
-        if after.corruptions == 0 && after.leaks == 0 && self.header.incompatible_features & flags != 0 {
+        if after.corruptions == 0
+            && after.leaks == 0
+            && self.header.incompatible_features & flags != 0
+        {
             self.header.incompatible_features &= !flags;
             let flags = self.header.incompatible_features.to_be_bytes();
             self.write_meta(&flags, OFF_INCOMPAT)?;
         }
         after.leaks_fixed = first.leaks.saturating_sub(after.leaks);
         after.corruptions_fixed = first.corruptions.saturating_sub(after.corruptions);
-        let _ = last;
         after.messages = first.messages;
         self.flush()?;
         Ok(after)
@@ -129,8 +144,11 @@ impl Qcow2 {
         c.mark(cb, 0, self.cluster_size, "header");
         let l1_offset = self.header.l1_table_offset;
         c.mark(cb, l1_offset, self.l1.len() as u64 * 8, "L1 table");
+        // Each distinct L2 table is read once and counted as often as L1 entries point at it,
+        // so hostile tables that all point at one L2 table cost no more than one.
+        let mut l2_uses: HashMap<u64, u32> = HashMap::new();
         let active = self.l1.clone();
-        self.count_l1(&mut c, &active, true, fix_all)?;
+        self.collect_l2(&mut c, &active, true, fix_all, &mut l2_uses)?;
         if !self.snapshots.is_empty() {
             c.mark(
                 cb,
@@ -148,7 +166,7 @@ impl Qcow2 {
                         l1.len() as u64 * 8,
                         "snapshot L1 table",
                     );
-                    self.count_l1(&mut c, &l1, false, false)?;
+                    self.collect_l2(&mut c, &l1, false, false, &mut l2_uses)?;
                 }
                 Err(e) => {
                     c.report.corruptions += 1;
@@ -156,6 +174,8 @@ impl Qcow2 {
                 }
             }
         }
+        self.count_l2_tables(&mut c, &l2_uses, fix_all)?;
+        self.active_stats(&mut c)?;
         c.mark(
             cb,
             self.header.refcount_table_offset,
@@ -269,10 +289,16 @@ impl Qcow2 {
         Ok(c.report)
     }
 
-    /// Counts the references made by one L1 table (active or snapshot).
-    fn count_l1(&mut self, c: &mut Counter, l1: &[u64], active: bool, fix_all: bool) -> Result<()> {
-        let cb = self.cluster_bits;
-        let mut last_host: Option<u64> = None;
+    /// Checks the entries of one L1 table (active or snapshot) and notes which L2 tables it
+    /// uses. With `fix_all`, active entries pointing outside the file are cleared.
+    fn collect_l2(
+        &mut self,
+        c: &mut Counter,
+        l1: &[u64],
+        active: bool,
+        fix_all: bool,
+        l2_uses: &mut HashMap<u64, u32>,
+    ) -> Result<()> {
         for (l1_index, &l1_entry) in l1.iter().enumerate() {
             let l2_offset = l1_entry & OFFSET_MASK;
             if l2_offset == 0 {
@@ -297,7 +323,23 @@ impl Qcow2 {
                 }
                 continue;
             }
-            c.mark(cb, l2_offset, self.cluster_size, "L2 table");
+            let uses = l2_uses.entry(l2_offset).or_insert(0);
+            *uses = uses.saturating_add(1);
+        }
+        Ok(())
+    }
+
+    /// Counts each distinct L2 table and the clusters it maps, `uses` times over.
+    fn count_l2_tables(
+        &mut self,
+        c: &mut Counter,
+        l2_uses: &HashMap<u64, u32>,
+        fix_all: bool,
+    ) -> Result<()> {
+        let mut tables: Vec<(u64, u32)> = l2_uses.iter().map(|(&o, &u)| (o, u)).collect();
+        tables.sort_unstable();
+        for (l2_offset, uses) in tables {
+            c.mark_times(self.cluster_bits, l2_offset, self.cluster_size, uses);
             let table = self.l2_table(l2_offset)?.clone();
             for (l2_index, entry) in table.into_iter().enumerate() {
                 let bad = |what: &str| {
@@ -308,7 +350,7 @@ impl Qcow2 {
                     Err(_) => {
                         c.report.corruptions += 1;
                         c.report.messages.push(bad("points at an unaligned offset"));
-                        if active && fix_all {
+                        if fix_all {
                             self.set_l2_entry(l2_offset, l2_index, 0)?;
                         }
                         continue;
@@ -323,30 +365,46 @@ impl Qcow2 {
                     c.report
                         .messages
                         .push(bad("points past the end of the image file"));
-                    if active && fix_all {
+                    if fix_all {
                         self.set_l2_entry(l2_offset, l2_index, 0)?;
                     }
                     continue;
                 }
-                for cluster in range.clone() {
+                for cluster in range {
                     let r = &mut c.refs[cluster as usize];
-                    *r = r.saturating_add(1);
+                    *r = r.saturating_add(uses);
                 }
-                if active {
-                    match mapping {
-                        Mapping::Data { host } | Mapping::Zero { host: Some(host) } => {
-                            c.report.allocated_clusters += 1;
-                            if last_host.is_some_and(|prev| prev + self.cluster_size != host) {
-                                c.report.fragmented_clusters += 1;
-                            }
-                            last_host = Some(host);
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocation statistics of the active state (each L2 table visited once).
+    fn active_stats(&mut self, c: &mut Counter) -> Result<()> {
+        let mut seen = HashSet::new();
+        let mut last_host: Option<u64> = None;
+        for l1_entry in self.l1.clone() {
+            let l2_offset = l1_entry & OFFSET_MASK;
+            if l2_offset == 0
+                || !seen.insert(l2_offset)
+                || self.check_meta_cluster(l2_offset, "L2 table").is_err()
+            {
+                continue;
+            }
+            for entry in self.l2_table(l2_offset)?.clone() {
+                match self.decode(entry) {
+                    Ok(Mapping::Data { host }) | Ok(Mapping::Zero { host: Some(host) }) => {
+                        c.report.allocated_clusters += 1;
+                        if last_host.is_some_and(|prev| prev + self.cluster_size != host) {
+                            c.report.fragmented_clusters += 1;
                         }
-                        Mapping::Compressed { .. } => {
-                            c.report.allocated_clusters += 1;
-                            c.report.compressed_clusters += 1;
-                        }
-                        _ => {}
+                        last_host = Some(host);
                     }
+                    Ok(Mapping::Compressed { .. }) => {
+                        c.report.allocated_clusters += 1;
+                        c.report.compressed_clusters += 1;
+                    }
+                    _ => {}
                 }
             }
         }

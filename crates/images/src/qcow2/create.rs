@@ -164,7 +164,7 @@ impl NewQcow2<'_> {
             Preallocation::Falloc => fallocate(file, path, data_offset, end - data_offset)?,
             Preallocation::Full => write_zeros(file, path, data_offset, end - data_offset)?,
         }
-        file.sync_all().map_err(io)
+        file.sync_data().map_err(io)
     }
 }
 

@@ -40,7 +40,8 @@ pub(crate) enum Mapping {
     Zero { host: Option<u64> },
     /// Plain data at `host`.
     Data { host: u64 },
-    /// Deflate-compressed data: `len` bytes at `offset`; refcounts cover `sectors_start..+sectors_len`.
+    /// Deflate-compressed data: `len` bytes at `offset` (refcounts cover the 512-byte sectors
+    /// holding them).
     Compressed { offset: u64, len: u64 },
 }
 
@@ -685,6 +686,9 @@ impl Qcow2 {
 
     /// How the guest range starting at `offset` is stored (at most to the end of its cluster).
     pub fn allocation(&mut self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
+        if offset >= self.header.size {
+            return Ok((Allocation::Zero, 0));
+        }
         let within = offset & (self.cluster_size - 1);
         let len = (self.cluster_size - within)
             .min(max_len)
@@ -791,7 +795,10 @@ impl Qcow2 {
             let (_, l2_index) = self.indices(guest);
             let entry = self.l2_table(l2_offset)?[l2_index];
             let in_place = match self.decode(entry)? {
-                Mapping::Data { host } if entry & COPIED != 0 => Some(host),
+                Mapping::Data { host } if entry & COPIED != 0 => {
+                    self.check_not_metadata(host, l2_offset)?;
+                    Some(host)
+                }
                 _ => {
                     to_allocate += 1;
                     None
@@ -877,6 +884,32 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Refuses in-place guest writes into metadata a damaged image maps as data (the header,
+    /// L1 table, refcount table, snapshot table, or the L2 table being updated).
+    fn check_not_metadata(&self, host: u64, l2_offset: u64) -> Result<()> {
+        let h = &self.header;
+        let cs = self.cluster_size;
+        let overlaps = |start: u64, bytes: u64| {
+            let end = start.saturating_add(bytes.div_ceil(cs).max(1) * cs);
+            host >= start && host < end
+        };
+        let metadata = host == l2_offset
+            || overlaps(0, cs)
+            || overlaps(h.l1_table_offset, self.l1.len() as u64 * 8)
+            || overlaps(
+                h.refcount_table_offset,
+                h.refcount_table_clusters as u64 * cs,
+            )
+            || (h.nb_snapshots > 0 && overlaps(h.snapshots_offset, self.snapshot_table_bytes));
+        if metadata {
+            return Err(ImageError::corrupt(
+                &self.path,
+                format!("L2 entry maps guest data onto metadata at {host:#x}; refusing to write"),
+            ));
+        }
+        Ok(())
+    }
+
     fn write_data(&mut self, data: &[u8], host: u64) -> Result<()> {
         self.file
             .write_all_at(data, host)
@@ -888,7 +921,7 @@ impl Qcow2 {
     pub fn flush(&mut self) -> Result<()> {
         if self.writable {
             self.file
-                .sync_all()
+                .sync_data()
                 .map_err(|e| ImageError::io(&self.path, e))?;
         }
         Ok(())
@@ -899,10 +932,12 @@ impl Qcow2 {
     /// entries were wrong.
     pub(crate) fn fix_copied_flags(&mut self, repair: bool) -> Result<u64> {
         let mut wrong = 0;
+        let mut seen = std::collections::HashSet::new();
         for l1_index in 0..self.l1.len() {
             let l1_entry = self.l1[l1_index];
             let l2_offset = l1_entry & OFFSET_MASK;
-            if l2_offset == 0 {
+            // A table listed twice (only in broken images) is still visited once.
+            if l2_offset == 0 || !seen.insert(l2_offset) {
                 continue;
             }
             if self.check_meta_cluster(l2_offset, "L2 table").is_err() {
@@ -969,6 +1004,11 @@ impl Qcow2 {
     /// snapshots exist, as QEMU does).
     pub fn resize(&mut self, new_size: u64) -> Result<()> {
         let old_size = self.header.size;
+        if new_size % 512 != 0 {
+            return Err(ImageError::InvalidArgument(format!(
+                "the new size {new_size} must be a multiple of 512 for qcow2"
+            )));
+        }
         if new_size > i64::MAX as u64 - self.cluster_size {
             return Err(ImageError::InvalidArgument(format!(
                 "size {new_size} is too large"
@@ -1023,7 +1063,51 @@ impl Qcow2 {
                 self.adjust_refcount((old_offset >> self.cluster_bits) + cluster, -1)?;
             }
         }
-        self.write_size(new_size)
+        self.write_size(new_size)?;
+        // Bytes past the old end in its last cluster may be stale (left by an earlier shrink),
+        // and a bigger backing file would show through the new range: both must read as zeros.
+        let tail_end = (old_size.div_ceil(self.cluster_size) * self.cluster_size).min(new_size);
+        if tail_end > old_size {
+            let entry = self.l2_entry(old_size)?;
+            let mapping = self.decode(entry)?;
+            let backing_shows = self
+                .backing
+                .as_ref()
+                .is_some_and(|b| b.virtual_size() > old_size);
+            if backing_shows || matches!(mapping, Mapping::Data { .. } | Mapping::Compressed { .. })
+            {
+                self.write_at(&vec![0u8; (tail_end - old_size) as usize], old_size)?;
+            }
+        }
+        if let Some(backing_size) = self.backing.as_ref().map(|b| b.virtual_size()) {
+            let end = backing_size.min(new_size);
+            if end > tail_end {
+                self.zero_clusters(tail_end, end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the cluster-aligned guest range `start..end` (end may be the unaligned disk end)
+    /// read as zeros without allocating data: zero-flagged L2 entries (qcow2 v3).
+    fn zero_clusters(&mut self, start: u64, end: u64) -> Result<()> {
+        let mut guest = start;
+        while guest < end {
+            if self.header.version < 3 {
+                let n = (end - guest).min(self.cluster_size);
+                self.write_at(&vec![0u8; n as usize], guest)?;
+                guest += n;
+                continue;
+            }
+            let (l1_index, l2_index) = self.indices(guest);
+            let l2_offset = self.writable_l2(l1_index)?;
+            let old = self.l2_table(l2_offset)?[l2_index];
+            self.set_l2_entry(l2_offset, l2_index, ZERO)?;
+            let mapping = self.decode(old)?;
+            self.release(mapping)?;
+            guest += self.cluster_size;
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,9 @@ use crate::error::{ImageError, Result};
 /// QEMU's limits: extra data per entry, and the whole table.
 const MAX_EXTRA_DATA: u32 = 1024;
 const MAX_TABLE_BYTES: u64 = 64 << 20;
+/// Our own bound on the work a check or snapshot operation may be made to do: all snapshot
+/// L1 tables together (512 MiB of entries; a 1 TiB disk with 64 KiB clusters needs 2048).
+const MAX_TOTAL_SNAPSHOT_L1: u64 = 1 << 26;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -61,6 +64,7 @@ pub(crate) fn read_table(image: &Qcow2) -> Result<(Vec<Snapshot>, u64)> {
         ));
     }
     let mut snapshots = Vec::new();
+    let mut total_l1_entries = 0u64;
     let mut at = h.snapshots_offset;
     let limit = image.file_len.min(h.snapshots_offset + MAX_TABLE_BYTES);
     let read = |at: u64, len: usize| -> Result<Vec<u8>> {
@@ -126,6 +130,15 @@ pub(crate) fn read_table(image: &Qcow2) -> Result<(Vec<Snapshot>, u64)> {
                 ),
             ));
         }
+        total_l1_entries += l1_size as u64;
+        if total_l1_entries > MAX_TOTAL_SNAPSHOT_L1 {
+            return Err(ImageError::corrupt(
+                path,
+                format!(
+                    "snapshot L1 tables hold more than {MAX_TOTAL_SNAPSHOT_L1} entries in total"
+                ),
+            ));
+        }
         at = (at + 40 + extra_len as u64 + (id_len + name_len) as u64).div_ceil(8) * 8;
         snapshots.push(snapshot);
     }
@@ -183,19 +196,23 @@ impl Qcow2 {
 
     /// Adds `delta` to the refcount of every L2 table and data cluster reachable from `l1`.
     fn update_l1_refcounts(&mut self, l1: &[u64], delta: i64) -> Result<()> {
+        // Distinct tables once each, weighted by how often the L1 table names them.
+        let mut uses: std::collections::BTreeMap<u64, i64> = std::collections::BTreeMap::new();
         for &l1_entry in l1 {
             let l2_offset = l1_entry & OFFSET_MASK;
-            if l2_offset == 0 {
-                continue;
+            if l2_offset != 0 {
+                *uses.entry(l2_offset).or_insert(0) += delta;
             }
+        }
+        for (l2_offset, weight) in uses {
             let table = self.l2_table(l2_offset)?.clone();
             for entry in table {
                 let mapping = self.decode(entry)?;
                 for cluster in self.host_clusters(mapping) {
-                    self.adjust_refcount(cluster, delta)?;
+                    self.adjust_refcount(cluster, weight)?;
                 }
             }
-            self.adjust_refcount(l2_offset >> self.cluster_bits, delta)?;
+            self.adjust_refcount(l2_offset >> self.cluster_bits, weight)?;
         }
         Ok(())
     }

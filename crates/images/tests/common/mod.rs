@@ -3,15 +3,48 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 
 use oxvirt_images::{Image, OpenOptions};
 
+/// Image locks are OFD locks: they live as long as any copy of the file descriptor. A child
+/// forked by one test thread holds copies of every open fd until it execs, so an image closed
+/// by another thread inside that window stays locked a moment longer and a following
+/// qemu-img sees "in use". Spawning and closing images in-process take this lock, so a
+/// close never falls between another thread's fork and exec.
+static SPAWN: Mutex<()> = Mutex::new(());
+
+pub fn spawn_guard() -> MutexGuard<'static, ()> {
+    SPAWN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Spawns `command` (returns once the child has exec'd).
+pub fn spawn(command: &mut Command) -> Child {
+    let _guard = spawn_guard();
+    command
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+/// Closes an image opened in this process (see `SPAWN`).
+pub fn close(image: Image) {
+    let _guard = spawn_guard();
+    drop(image);
+}
+
 pub fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+    let child = spawn(
+        Command::new(program)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"))
 }
 
 pub fn text(out: &Output) -> String {
@@ -123,6 +156,7 @@ pub fn write_known_content(image_path: &Path, expected: &mut [u8], cluster: usiz
         expected[offset..offset + len].copy_from_slice(&data);
     }
     image.flush().expect("flush");
+    close(image);
 }
 
 pub fn write_file(path: &Path, data: &[u8]) -> PathBuf {
