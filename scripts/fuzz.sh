@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target of fuzz/ for a bounded time each (default 60 s). cargo-fuzz needs nightly
-# features; the stable toolchain here provides them with RUSTC_BOOTSTRAP=1.
+# Runs every cargo-fuzz target of fuzz/ for a bounded time each (default 60 s), starting from seed inputs made
+# here: libvirt's conformance XML for the domain parser, small images made by qemu-img for the qcow2 parser.
+# cargo-fuzz needs nightly features; the stable toolchain provides them with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-60}
 command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
 cd "$repo"
+seeds=$repo/target/fuzz-seeds
+rm -rf "$seeds"
+mkdir -p "$seeds/domain_xml" "$seeds/qcow2"
+
+conformance=$repo/../shared/conformance/libvirt-qemuxmlconf
+cp "$repo"/examples/*.xml "$seeds/domain_xml/"
+if [ -d "$conformance" ]; then cp "$conformance"/*.xml "$seeds/domain_xml/"; fi
+
+qemu-img create -q -f qcow2 "$seeds/qcow2/plain.qcow2" 1M
+qemu-img create -q -f qcow2 -o cluster_size=512 "$seeds/qcow2/small-clusters.qcow2" 64K
+qemu-img create -q -f qcow2 -o compat=0.10 "$seeds/qcow2/v2.qcow2" 1M
+qemu-img create -q -f qcow2 -b plain.qcow2 -F qcow2 "$seeds/qcow2/overlay.qcow2" 1M
+qemu-img create -q -f raw "$seeds/qcow2/raw.img" 4K
+
 for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+    corpus=$repo/target/fuzz-corpus/$target
+    mkdir -p "$corpus"
     echo "fuzz: $target for ${seconds}s"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "$corpus" "$seeds/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 2>&1 | tail -n 3
 done
