@@ -72,8 +72,12 @@ pub enum DomainError {
     #[error("duplicate element {location}")]
     Duplicate { location: Location },
     /// The domain name breaks the naming rules.
-    #[error("invalid domain name '{name}': {reason}")]
-    InvalidName { name: String, reason: String },
+    #[error("invalid domain name '{name}' in {location}: {reason}")]
+    InvalidName {
+        name: String,
+        reason: String,
+        location: Location,
+    },
     /// The definition parses but is inconsistent (e.g. topology does not match vcpus).
     #[error("invalid definition at {location}: {reason}")]
     Invalid { reason: String, location: Location },
@@ -91,8 +95,8 @@ impl DomainError {
             | DomainError::InvalidValue { location, .. }
             | DomainError::Missing { location, .. }
             | DomainError::Duplicate { location }
-            | DomainError::Invalid { location, .. } => location.line,
-            DomainError::InvalidName { .. } => None,
+            | DomainError::Invalid { location, .. }
+            | DomainError::InvalidName { location, .. } => location.line,
         }
     }
 

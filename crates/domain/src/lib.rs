@@ -7,6 +7,7 @@
 
 mod error;
 mod model;
+mod names;
 mod normalize;
 mod parse;
 mod units;
@@ -17,7 +18,7 @@ pub use error::{DomainError, Location};
 pub use model::*;
 pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
 pub use units::MAX_CPU_ID;
-pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib};
+pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib, parse_size_text_kib};
 pub use validate::{validate_name, MAX_NAME_BYTES};
 
 /// Parses, validates and normalizes a `<domain>` definition.

@@ -554,7 +554,8 @@ pub struct Interface {
     /// `<mac address=>`; generated (`52:54:00:..`) when absent.
     pub mac: Option<MacAddr>,
     pub source: InterfaceSource,
-    /// `<model type=>`: `virtio`, `e1000`, `rtl8139`, ... (kept as text).
+    /// `<model type=>`: `virtio`, `e1000`, `rtl8139`, ... (kept as text); normalized to
+    /// libvirt's default `rtl8139` when absent.
     pub model: Option<String>,
     /// `<driver name=>`: `qemu` or `vhost`.
     pub driver_name: Option<InterfaceDriverName>,
@@ -604,6 +605,11 @@ impl fmt::Display for MacAddr {
 }
 
 /// `<serial>` or `<console>`.
+///
+/// After normalization, when there is a serial port, `consoles[0]` has target type
+/// `serial` and is the *same device* as `serials[0]` (libvirt's console alias: same
+/// source, printed twice); engines must not create it a second time. Other consoles are
+/// virtio consoles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CharDevice {
     pub source: CharSource,
@@ -658,7 +664,7 @@ pub enum InputBus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graphics {
     pub listen: VncListen,
-    /// `port=`: fixed port; `None` with `autoport`.
+    /// `port=`: fixed TCP port; `None` with `autoport` (and for socket displays).
     pub port: Option<u16>,
     pub autoport: bool,
     pub passwd: Option<String>,
@@ -720,6 +726,7 @@ pub enum MemBalloonModel {
 }
 
 /// `<rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>`.
+/// The backend path defaults to `/dev/random` (libvirt's default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rng {
     /// Path of the host entropy source.

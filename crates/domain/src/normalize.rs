@@ -58,10 +58,12 @@ fn normalize_os(d: &mut Domain) {
 
 fn normalize_cpu(d: &mut Domain) {
     let domain_type = d.domain_type;
+    // The CPU libvirt adds when there is none is never checked against the host, for
+    // kvm as well as qemu domains (seen with libvirt 9.0).
     let cpu = d.cpu.get_or_insert_with(|| Cpu {
         mode: CpuMode::Custom,
         match_: None,
-        check: None,
+        check: Some(CpuCheck::None),
         migratable: None,
         model: None,
         vendor: None,
@@ -70,7 +72,8 @@ fn normalize_cpu(d: &mut Domain) {
     });
     match cpu.mode {
         CpuMode::Custom => {
-            if cpu.model.is_none() {
+            // Features without a model stay invalid (validation reports it), as in libvirt.
+            if cpu.model.is_none() && cpu.features.is_empty() {
                 cpu.model = Some(CpuModel {
                     name: DEFAULT_CPU_MODEL.to_string(),
                     fallback: Some(CpuFallback::Forbid),
@@ -89,9 +92,12 @@ fn normalize_cpu(d: &mut Domain) {
         CpuMode::HostModel => {
             cpu.check.get_or_insert(CpuCheck::Partial);
         }
-        CpuMode::HostPassthrough | CpuMode::Maximum => {
+        CpuMode::HostPassthrough => {
             cpu.check.get_or_insert(CpuCheck::None);
             cpu.migratable.get_or_insert(true);
+        }
+        CpuMode::Maximum => {
+            cpu.check.get_or_insert(CpuCheck::None);
         }
     }
 }
@@ -128,8 +134,8 @@ fn normalize_devices(d: &mut Domain) {
     }
     normalize_videos(devices);
     for graphics in &mut devices.graphics {
-        // A UNIX-socket VNC server has no TCP port.
-        if matches!(graphics.listen, VncListen::Socket(_)) {
+        // A UNIX-socket VNC server has no TCP port, and autoport wins over a fixed one.
+        if matches!(graphics.listen, VncListen::Socket(_)) || graphics.autoport {
             graphics.port = None;
         }
         if graphics.port.is_none() {
@@ -145,6 +151,19 @@ fn normalize_devices(d: &mut Domain) {
         });
     }
     for iface in &mut devices.interfaces {
+        // QEMU's default NIC on x86 machines; libvirt writes it out.
+        if iface.model.is_none() {
+            iface.model = Some("rtl8139".to_string());
+        }
+        // Names with libvirt's reserved auto-generated prefixes are dropped at define
+        // time (a new one is picked at start).
+        if iface.target_dev.as_deref().is_some_and(|dev| {
+            ["vnet", "vif", "macvtap", "macvlan"]
+                .iter()
+                .any(|p| dev.starts_with(p))
+        }) {
+            iface.target_dev = None;
+        }
         if iface.mac.is_none() {
             let random = Uuid::new_v4();
             let b = random.as_bytes();
@@ -305,9 +324,12 @@ fn add_disk_controllers(devices: &mut Devices) {
             needed.push((kind, a.controller));
         }
     }
-    for (kind, index) in needed {
-        if !has_controller(devices, kind, index) {
-            insert_controller(&mut devices.controllers, new_controller(kind, index, None));
+    // libvirt adds every index up to the highest one a disk uses.
+    for (kind, highest) in needed {
+        for index in 0..=highest.min(crate::parse::MAX_CONTROLLER_INDEX) {
+            if !has_controller(devices, kind, index) {
+                insert_controller(&mut devices.controllers, new_controller(kind, index, None));
+            }
         }
     }
 }
@@ -315,13 +337,21 @@ fn add_disk_controllers(devices: &mut Devices) {
 /// The x86 console compatibility rules: `<console>` 0 of target type serial is the same
 /// device as `<serial>` 0 (created from the console when there is no serial).
 fn normalize_chardevs(devices: &mut Devices) {
-    for (i, serial) in devices.serials.iter_mut().enumerate() {
+    // Serials without a port take the lowest port no other serial uses.
+    let mut used_ports: Vec<u32> = devices
+        .serials
+        .iter()
+        .filter_map(|s| s.target.port)
+        .collect();
+    for serial in devices.serials.iter_mut() {
         let target = &mut serial.target;
         if target.target_type.is_none() {
             target.target_type = Some("isa-serial".to_string());
         }
         if target.port.is_none() {
-            target.port = Some(i as u32);
+            let port = (0..).find(|p| !used_ports.contains(p)).unwrap_or(0);
+            used_ports.push(port);
+            target.port = Some(port);
         }
         if target.model.is_none() {
             let model = match target.target_type.as_deref() {
@@ -333,12 +363,60 @@ fn normalize_chardevs(devices: &mut Devices) {
             target.model = model.map(str::to_string);
         }
     }
+    if let Some(first) = devices.consoles.first_mut() {
+        if first.target.target_type.is_none() {
+            first.target.target_type = Some("serial".to_string());
+        }
+    }
+    // With a serial port, console 0 is always its alias: libvirt inserts one in front
+    // when the first console is something else (or there is none).
+    let first_is_serial = devices
+        .consoles
+        .first()
+        .is_some_and(|c| c.target.target_type.as_deref() == Some("serial"));
+    if !first_is_serial {
+        if let Some(serial) = devices.serials.first() {
+            let alias = CharDevice {
+                source: serial.source.clone(),
+                target: CharTarget {
+                    target_type: Some("serial".to_string()),
+                    port: serial.target.port,
+                    model: None,
+                },
+            };
+            devices.consoles.insert(0, alias);
+        }
+    }
+    // Consoles after the first default to virtio; virtio consoles are numbered among
+    // themselves.
+    let mut virtio_port = 0;
+    for (i, console) in devices.consoles.iter_mut().enumerate() {
+        if i > 0 && console.target.target_type.is_none() {
+            console.target.target_type = Some("virtio".to_string());
+        }
+        if console.target.target_type.as_deref() == Some("virtio") {
+            console.target.port.get_or_insert(virtio_port);
+            virtio_port += 1;
+        }
+    }
+    let needs_virtio_serial = devices
+        .consoles
+        .iter()
+        .any(|c| c.target.target_type.as_deref() == Some("virtio"));
+    if needs_virtio_serial
+        && !devices
+            .controllers
+            .iter()
+            .any(|c| c.controller_type == ControllerType::VirtioSerial)
+    {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::VirtioSerial, 0, None),
+        );
+    }
     let Some(console) = devices.consoles.first_mut() else {
         return;
     };
-    if console.target.target_type.is_none() {
-        console.target.target_type = Some("serial".to_string());
-    }
     if console.target.target_type.as_deref() != Some("serial") {
         return;
     }
@@ -381,6 +459,16 @@ fn normalize_inputs(devices: &mut Devices) {
 }
 
 fn normalize_videos(devices: &mut Devices) {
+    // A display needs a video card: libvirt adds its x86 default, cirrus.
+    if !devices.graphics.is_empty() && devices.videos.is_empty() {
+        devices.videos.push(Video {
+            model: VideoModel::Cirrus,
+            vram_kib: None,
+            heads: None,
+            primary: false,
+            address: None,
+        });
+    }
     // libvirt keeps the primary video first.
     if let Some(i) = devices.videos.iter().position(|v| v.primary) {
         let primary = devices.videos.remove(i);
@@ -429,6 +517,9 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     for x in &devices.rngs {
         note(&x.address, &mut used);
     }
+    for x in &devices.inputs {
+        note(&x.address, &mut used);
+    }
     if let Some(b) = &devices.memballoon {
         note(&b.address, &mut used);
     }
@@ -453,17 +544,17 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
         }))
     };
 
-    // The primary video card gets slot 2 when it is free.
+    // The primary video card comes first: slot 2, or the lowest free one.
     if let Some(video) = devices.videos.first_mut() {
-        if video.model != VideoModel::None && video.address.is_none() && !used.contains(&2) {
-            used.push(2);
-            video.address = Some(Address::Pci(PciAddress {
-                domain: 0,
-                bus: 0,
-                slot: 2,
-                function: 0,
-                multifunction: None,
-            }));
+        if video.model != VideoModel::None && video.address.is_none() {
+            video.address = next_free(&mut used);
+        }
+    }
+    // libvirt's order: primary video, NICs, controllers, virtio disks, balloon, RNGs,
+    // other videos, virtio inputs.
+    for iface in &mut devices.interfaces {
+        if iface.address.is_none() {
+            iface.address = next_free(&mut used);
         }
     }
     for c in &mut devices.controllers {
@@ -477,11 +568,6 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             (ControllerType::Usb, _, Some("none")) => None,
             _ => next_free(&mut used),
         };
-    }
-    for iface in &mut devices.interfaces {
-        if iface.address.is_none() {
-            iface.address = next_free(&mut used);
-        }
     }
     for disk in &mut devices.disks {
         if disk.target.bus == DiskBus::Virtio && disk.address.is_none() {
@@ -501,6 +587,11 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     for video in devices.videos.iter_mut().skip(1) {
         if video.model != VideoModel::None && video.address.is_none() {
             video.address = next_free(&mut used);
+        }
+    }
+    for input in &mut devices.inputs {
+        if input.bus == InputBus::Virtio && input.address.is_none() {
+            input.address = next_free(&mut used);
         }
     }
 }

@@ -618,7 +618,14 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let value = text.trim().to_string();
-                crate::validate::validate_name(&value)?;
+                crate::validate::validate_name(&value).map_err(|e| match e {
+                    DomainError::InvalidName { name, reason, .. } => DomainError::InvalidName {
+                        name,
+                        reason,
+                        location: child.loc(),
+                    },
+                    other => other,
+                })?;
                 set_once(&mut name, value, &child)?;
             }
             "uuid" => {
@@ -822,7 +829,7 @@ fn parse_vcpu(elem: &mut Elem) -> Result<Vcpu> {
     let placement = elem.enum_attr("placement", PLACEMENTS)?;
     let current = elem.u32_attr("current")?;
     let cpuset = match elem.attr("cpuset") {
-        Some(text) => Some(cpuset_at(text, &elem.loc(), "cpuset")?),
+        Some(text) => Some(cpuset_at(text, &elem.loc(), "attribute 'cpuset'")?),
         None => None,
     };
     elem.finish_attrs()?;
@@ -875,7 +882,7 @@ fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
                         location: child.loc(),
                     })?;
                 let text = child.required_attr("cpuset")?;
-                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "attribute 'cpuset'")?;
                 child.finish_attrs()?;
                 child.leaf()?;
                 if tune.vcpupins.iter().any(|p| p.vcpu == vcpu) {
@@ -889,7 +896,7 @@ fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
             }
             "emulatorpin" => {
                 let text = child.required_attr("cpuset")?;
-                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "attribute 'cpuset'")?;
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut tune.emulatorpin, cpuset, &child)?;
@@ -902,7 +909,7 @@ fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
                         location: child.loc(),
                     })?;
                 let text = child.required_attr("cpuset")?;
-                let cpuset = cpuset_at(text, &child.loc(), "cpuset")?;
+                let cpuset = cpuset_at(text, &child.loc(), "attribute 'cpuset'")?;
                 child.finish_attrs()?;
                 child.leaf()?;
                 if tune.iothreadpins.iter().any(|p| p.iothread == iothread) {
@@ -1962,11 +1969,8 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let path = text.trim();
-                let path = if path.is_empty() {
-                    "/dev/urandom"
-                } else {
-                    path
-                };
+                // libvirt's default entropy source.
+                let path = if path.is_empty() { "/dev/random" } else { path };
                 set_once(&mut backend, path.to_string(), &child)?;
             }
             "address" => {

@@ -22,6 +22,18 @@ pub fn parse_size_kib(value: &str, unit: Option<&str>) -> Result<u64, DomainErro
     size_kib_at(value, unit, &Location::new("memory", None), "size")
 }
 
+/// Parses a size with an optional unit suffix, as a command line would take it: `512`
+/// (KiB), `512M`, `2GiB`, `1 G`, `4096b`. Same units and rounding as [`parse_size_kib`].
+pub fn parse_size_text_kib(text: &str) -> Result<u64, DomainError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit = unit.trim();
+    parse_size_kib(number, (!unit.is_empty()).then_some(unit))
+}
+
 /// Same as [`parse_size_kib`] with the error located at `location`/`attribute`.
 pub(crate) fn size_kib_at(
     value: &str,
@@ -213,6 +225,17 @@ mod tests {
                 *kib,
                 "{value} {unit:?}"
             );
+        }
+    }
+
+    #[test]
+    fn size_text_with_suffix() {
+        assert_eq!(parse_size_text_kib("512").unwrap(), 512);
+        assert_eq!(parse_size_text_kib("512M").unwrap(), 512 * 1024);
+        assert_eq!(parse_size_text_kib(" 2 GiB ").unwrap(), 2 * 1024 * 1024);
+        assert_eq!(parse_size_text_kib("4096b").unwrap(), 4);
+        for bad in ["", "M", "1.5G", "-1G", "12Q"] {
+            assert!(parse_size_text_kib(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -17,6 +17,7 @@ pub fn validate_name(name: &str) -> Result<(), DomainError> {
         Err(DomainError::InvalidName {
             name: name.escape_debug().to_string(),
             reason: reason.to_string(),
+            location: Location::new("name", None),
         })
     };
     if name.is_empty() {
@@ -315,6 +316,17 @@ fn validate_os(d: &Domain) -> Result<(), DomainError> {
             return Err(invalid("os/bios", "rebootTimeout must be -1 to 65535"));
         }
     }
+    let uefi = d.os.firmware == Some(Firmware::Efi)
+        || d.os
+            .loader
+            .as_ref()
+            .is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));
+    if uefi && !d.features.acpi {
+        return Err(invalid(
+            "os",
+            "UEFI firmware requires <features><acpi/></features> on x86_64",
+        ));
+    }
     if let Some(menu) = &d.os.bootmenu {
         if menu.timeout.is_some_and(|t| t > 65535) {
             return Err(invalid("os/bootmenu", "timeout must be at most 65535"));
@@ -323,17 +335,40 @@ fn validate_os(d: &Domain) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// libvirt's rules plus its QEMU driver's (checked against libvirt 9.0 `virsh define`).
 fn validate_lifecycle(d: &Domain) -> Result<(), DomainError> {
+    use LifecycleAction::*;
     for (path, action) in [("on_poweroff", d.on_poweroff), ("on_reboot", d.on_reboot)] {
-        if matches!(
-            action,
-            LifecycleAction::CoredumpDestroy | LifecycleAction::CoredumpRestart
-        ) {
+        if matches!(action, CoredumpDestroy | CoredumpRestart) {
             return Err(invalid(
                 path,
                 "coredump-destroy and coredump-restart are only valid for on_crash",
             ));
         }
+        if action == Preserve {
+            return Err(invalid(
+                path,
+                "'preserve' is only supported for on_crash by the QEMU driver",
+            ));
+        }
+    }
+    for (path, action) in [
+        ("on_poweroff", d.on_poweroff),
+        ("on_reboot", d.on_reboot),
+        ("on_crash", d.on_crash),
+    ] {
+        if action == RenameRestart {
+            return Err(invalid(
+                path,
+                "'rename-restart' is not supported by the QEMU driver",
+            ));
+        }
+    }
+    if d.on_reboot == Destroy && d.on_poweroff == Restart {
+        return Err(invalid(
+            "on_reboot",
+            "on_reboot 'destroy' together with on_poweroff 'restart' is not supported by the QEMU driver",
+        ));
     }
     Ok(())
 }
@@ -359,11 +394,13 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 format!("target '{}' is used by two disks", disk.target.dev),
             ));
         }
-        if disk.target.dev.is_empty() || !disk.target.dev.bytes().all(|b| b.is_ascii_alphanumeric())
-        {
+        if crate::normalize::disk_index(&disk.target.dev).is_none() {
             return Err(invalid(
                 path,
-                format!("target '{}' is not a device name", disk.target.dev),
+                format!(
+                    "target '{}' is not a disk name like vda, sdb, hdc (prefix hd/sd/vd/fd/xvd/ubd, then letters)",
+                    disk.target.dev
+                ),
             ));
         }
         match (&disk.source, disk.device) {
@@ -540,6 +577,18 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 if !crate::parse::SERIAL_TARGET_MODELS.contains(&m.as_str()) {
                     return Err(invalid(path, format!("unknown target model '{m}'")));
                 }
+            }
+        }
+    }
+    // libvirt defines two serials on one port but then fails to load that config again.
+    let mut serial_ports = HashSet::new();
+    for serial in &devices.serials {
+        if let Some(port) = serial.target.port {
+            if !serial_ports.insert(port) {
+                return Err(invalid(
+                    "devices/serial",
+                    format!("two serial ports use port {port}"),
+                ));
             }
         }
     }

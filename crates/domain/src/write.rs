@@ -11,14 +11,7 @@ use crate::parse::{
     UNIX_MODES, VIDEO_MODELS,
 };
 
-/// The name of `value` in a parse table (tables cover every variant).
-fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {
-    table
-        .iter()
-        .find(|(_, v)| *v == value)
-        .map(|(n, _)| *n)
-        .unwrap_or("")
-}
+use crate::names::name_of;
 
 fn yes_no(b: bool) -> &'static str {
     if b {
