@@ -90,6 +90,7 @@ impl Domain {
                 bios_reboot_timeout: None,
             },
             features: Features::default(),
+            engine: Engine::Qemu,
             cpu: None,
             clock: Clock {
                 offset: ClockOffset::Utc,

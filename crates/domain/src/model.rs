@@ -40,6 +40,31 @@ pub struct Domain {
     pub on_reboot: LifecycleAction,
     pub on_crash: LifecycleAction,
     pub devices: Devices,
+    /// `<oxvirt:engine name=...>`: which engine runs the domain (QEMU unless asked otherwise).
+    pub engine: Engine,
+}
+
+/// The XML namespace of oxvirt's own extensions to the libvirt domain format, used as libvirt uses
+/// `xmlns:qemu` for QEMU-specific ones: `<domain xmlns:oxvirt='urn:oxvirt:domain:1.0'>`.
+pub const OXVIRT_NAMESPACE: &str = "urn:oxvirt:domain:1.0";
+
+/// The engine that runs a domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Engine {
+    /// `qemu-system-x86_64`, driven over QMP: full PCs (firmware, ISO installs, VNC).
+    #[default]
+    Qemu,
+    /// `oxvirt-vmm`, oxvirt's own VMM: Linux guests booted directly from a kernel, on hardware KVM.
+    Native,
+}
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Qemu => "qemu",
+            Engine::Native => "native",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

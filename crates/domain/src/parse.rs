@@ -255,8 +255,16 @@ impl<'a, 'input> Elem<'a, 'input> {
                     } else {
                         format!("{}/{}", self.path, name)
                     };
+                    let namespace = child.tag_name().namespace();
+                    let oxvirt_extension =
+                        self.path == "domain" && namespace == Some(crate::OXVIRT_NAMESPACE);
+                    let path = if oxvirt_extension {
+                        format!("oxvirt:{name}")
+                    } else {
+                        path
+                    };
                     let elem = Elem::new(self.doc, child, path);
-                    if child.tag_name().namespace().is_some() {
+                    if namespace.is_some() && !oxvirt_extension {
                         return Err(DomainError::UnsupportedElement {
                             location: elem.loc(),
                         });
@@ -610,9 +618,35 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut on_reboot = None;
     let mut on_crash = None;
     let mut devices = None;
+    let mut engine = None;
     let root_loc = root.loc();
 
     for mut child in root.children()? {
+        if child.node.tag_name().namespace() == Some(crate::OXVIRT_NAMESPACE) {
+            match child.name() {
+                "engine" if engine.is_none() => {
+                    engine = Some(
+                        child
+                            .enum_attr(
+                                "name",
+                                &[("qemu", Engine::Qemu), ("native", Engine::Native)],
+                            )?
+                            .ok_or_else(|| DomainError::Missing {
+                                what: "attribute 'name'".to_string(),
+                                location: child.loc(),
+                            })?,
+                    );
+                    child.finish_attrs()?;
+                    child.leaf()?;
+                }
+                _ => {
+                    return Err(DomainError::UnsupportedElement {
+                        location: child.loc(),
+                    })
+                }
+            }
+            continue;
+        }
         match child.name() {
             "name" => {
                 child.finish_attrs()?;
@@ -765,6 +799,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         on_reboot: on_reboot.unwrap_or(LifecycleAction::Restart),
         on_crash: on_crash.unwrap_or(LifecycleAction::Destroy),
         devices: devices.unwrap_or_default(),
+        engine: engine.unwrap_or_default(),
     })
 }
 

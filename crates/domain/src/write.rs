@@ -110,9 +110,15 @@ pub(crate) fn to_xml(d: &Domain) -> String {
         out: String::new(),
         depth: 0,
     };
+    // The oxvirt namespace is declared only when an oxvirt element follows, so a plain libvirt
+    // definition prints exactly as libvirt prints it.
+    let native = d.engine == Engine::Native;
     w.start(
         "domain",
-        &[("type", s(name_of(DOMAIN_TYPES, d.domain_type)))],
+        &[
+            ("type", s(name_of(DOMAIN_TYPES, d.domain_type))),
+            ("xmlns:oxvirt", native.then(|| OXVIRT_NAMESPACE.to_string())),
+        ],
     );
     w.text("name", &[], &d.name);
     w.text("uuid", &[], &d.uuid.hyphenated().to_string());
@@ -182,6 +188,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     w.text("on_reboot", &[], name_of(LIFECYCLE_ACTIONS, d.on_reboot));
     w.text("on_crash", &[], name_of(LIFECYCLE_ACTIONS, d.on_crash));
     write_devices(&mut w, &d.devices);
+    if native {
+        w.empty("oxvirt:engine", &[("name", s(d.engine.as_str()))]);
+    }
     w.end("domain");
     w.out
 }

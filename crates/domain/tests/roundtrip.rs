@@ -573,6 +573,7 @@ prop_compose! {
             select(vec![LifecycleAction::Destroy, LifecycleAction::Restart, LifecycleAction::Preserve, LifecycleAction::CoredumpDestroy, LifecycleAction::CoredumpRestart]),
         ),
         devices in devices(iothreads.unwrap_or(0), if per_device_boot { vec![1, 2, 3, 4, 5] } else { Vec::new() }),
+        engine in select(vec![Engine::Qemu, Engine::Native]),
     ) -> Domain {
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
@@ -615,6 +616,7 @@ prop_compose! {
             on_reboot: if actions.0 == LifecycleAction::Restart { LifecycleAction::Restart } else { actions.1 },
             on_crash: actions.2,
             devices,
+            engine,
         }
     }
 }
