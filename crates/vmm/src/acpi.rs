@@ -5,9 +5,11 @@
 //! points at the PM1a event/control blocks, SCI is ISA IRQ 9, the power button is the fixed-feature button,
 //! and `\_S5` lets the guest power off by writing SLP_TYP/SLP_EN.
 
-use acpi_tables::aml::{self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, ResourceTemplate};
-use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
+use acpi_tables::aml::{
+    self, AddressSpace, AddressSpaceCacheable, Device, EISAName, Name, Package, ResourceTemplate,
+};
 use acpi_tables::facs::FACS;
+use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
@@ -81,7 +83,10 @@ pub fn build_tables(config: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
     let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
 
     if next > layout::ACPI_END {
-        return Err(AcpiError::TooBig { size: next - layout::ACPI_START, room: layout::ACPI_END - layout::ACPI_START });
+        return Err(AcpiError::TooBig {
+            size: next - layout::ACPI_START,
+            room: layout::ACPI_END - layout::ACPI_START,
+        });
     }
     Ok(AcpiTables {
         rsdp_addr,
@@ -101,7 +106,8 @@ pub fn build_tables(config: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
 pub fn write_tables(mem: &GuestMemoryMmap, config: &AcpiConfig) -> Result<u64, AcpiError> {
     let tables = build_tables(config)?;
     for (addr, blob) in &tables.blobs {
-        mem.write_slice(blob, GuestAddress(*addr)).map_err(|e| AcpiError::Memory(e.to_string()))?;
+        mem.write_slice(blob, GuestAddress(*addr))
+            .map_err(|e| AcpiError::Memory(e.to_string()))?;
     }
     Ok(tables.rsdp_addr)
 }
@@ -142,7 +148,12 @@ fn dsdt() -> Vec<u8> {
     Name::new("_S5_".into(), &s5).to_aml_bytes(&mut body);
 
     let bus = AddressSpace::new_bus_number(0u16, 0u16);
-    let config_ports = aml::IO::new(layout::PCI_CONFIG_ADDRESS_PORT, layout::PCI_CONFIG_ADDRESS_PORT, 1, 8);
+    let config_ports = aml::IO::new(
+        layout::PCI_CONFIG_ADDRESS_PORT,
+        layout::PCI_CONFIG_ADDRESS_PORT,
+        1,
+        8,
+    );
     let io_low = AddressSpace::new_io(0u16, layout::PCI_CONFIG_ADDRESS_PORT - 1, None);
     let io_high = AddressSpace::new_io(0x0d00u16, 0xffffu16, None);
     let mmio = AddressSpace::new_memory(
@@ -164,7 +175,11 @@ fn dsdt() -> Vec<u8> {
         Name::new("_BBN".into(), &0u8),
         Name::new("_CRS".into(), &crs),
     );
-    Device::new("_SB_.PCI0".into(), vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs]).to_aml_bytes(&mut body);
+    Device::new(
+        "_SB_.PCI0".into(),
+        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs],
+    )
+    .to_aml_bytes(&mut body);
 
     let mut dsdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     dsdt.append_slice(&body);
@@ -209,7 +224,10 @@ mod tests {
 
     #[test]
     fn tables_fit_and_have_valid_checksums() {
-        let tables = build_tables(&AcpiConfig { apic_ids: (0..8).collect() }).unwrap();
+        let tables = build_tables(&AcpiConfig {
+            apic_ids: (0..8).collect(),
+        })
+        .unwrap();
         assert_eq!(tables.rsdp_addr, layout::ACPI_START);
         for (addr, blob) in &tables.blobs {
             assert!(*addr >= layout::ACPI_START && addr + blob.len() as u64 <= layout::ACPI_END);
@@ -221,7 +239,11 @@ mod tests {
                 assert!(checksum_ok(&blob[0..20]));
                 assert!(checksum_ok(blob));
             } else {
-                assert!(checksum_ok(blob), "bad checksum in {:?}", String::from_utf8_lossy(&blob[0..4]));
+                assert!(
+                    checksum_ok(blob),
+                    "bad checksum in {:?}",
+                    String::from_utf8_lossy(&blob[0..4])
+                );
                 let len = u32::from_le_bytes(blob[4..8].try_into().unwrap()) as usize;
                 assert_eq!(len, blob.len());
             }
@@ -231,7 +253,11 @@ mod tests {
     #[test]
     fn madt_lists_every_vcpu() {
         let madt = madt(&[0, 1, 2]);
-        let lapics = madt[44..].chunks(8).take(3).filter(|e| e[0] == 0 && e[1] == 8).count();
+        let lapics = madt[44..]
+            .chunks(8)
+            .take(3)
+            .filter(|e| e[0] == 0 && e[1] == 8)
+            .count();
         assert_eq!(lapics, 3);
         assert_eq!(madt[44 + 3], 0);
         assert_eq!(madt[44 + 8 + 3], 1);

@@ -30,18 +30,27 @@ pub struct Response {
 }
 
 fn ok() -> Response {
-    Response { ok: true, ..Default::default() }
+    Response {
+        ok: true,
+        ..Default::default()
+    }
 }
 
 fn err(e: impl Into<String>) -> Response {
-    Response { ok: false, error: Some(e.into()), ..Default::default() }
+    Response {
+        ok: false,
+        error: Some(e.into()),
+        ..Default::default()
+    }
 }
 
 /// Parses one request line into a command name.
 pub fn parse_request(line: &str) -> Result<String, String> {
     let line = line.trim();
     if line.starts_with('{') {
-        serde_json::from_str::<Request>(line).map(|r| r.command).map_err(|e| format!("invalid request: {e}"))
+        serde_json::from_str::<Request>(line)
+            .map(|r| r.command)
+            .map_err(|e| format!("invalid request: {e}"))
     } else if !line.is_empty() && line.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         Ok(line.to_string())
     } else {
@@ -73,12 +82,16 @@ fn execute(vm: &VmHandle, command: &str) -> Response {
             vm.stop();
             ok()
         }
-        other => err(format!("unknown command {other:?} (status, pause, resume, poweroff, stop)")),
+        other => err(format!(
+            "unknown command {other:?} (status, pause, resume, poweroff, stop)"
+        )),
     }
 }
 
 fn serve_client(vm: &VmHandle, stream: UnixStream) {
-    let Ok(mut out) = stream.try_clone() else { return };
+    let Ok(mut out) = stream.try_clone() else {
+        return;
+    };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
         if line.trim().is_empty() {
@@ -107,18 +120,27 @@ impl ApiServer {
         if path.exists() {
             // A stale socket from a previous run: only replace it if nobody answers.
             if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another VMM is listening there"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another VMM is listening there",
+                ));
             }
             std::fs::remove_file(path)?;
         }
         let listener = UnixListener::bind(path)?;
-        std::thread::Builder::new().name("api".into()).spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let vm = vm.clone();
-                let _ = std::thread::Builder::new().name("api-client".into()).spawn(move || serve_client(&vm, stream));
-            }
-        })?;
-        Ok(ApiServer { path: path.to_path_buf() })
+        std::thread::Builder::new()
+            .name("api".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let vm = vm.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("api-client".into())
+                        .spawn(move || serve_client(&vm, stream));
+                }
+            })?;
+        Ok(ApiServer {
+            path: path.to_path_buf(),
+        })
     }
 }
 
@@ -140,9 +162,53 @@ mod tests {
         assert!(parse_request("rm -rf /").is_err());
     }
 
+    fn ask(stream: &mut UnixStream, line: &str) -> serde_json::Value {
+        stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut answer)
+            .unwrap();
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    #[test]
+    fn socket_serves_status_pause_resume_poweroff_and_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        let vm = Arc::new(VmHandle::detached(2));
+        let server = ApiServer::start(&path, vm.clone()).unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        assert_eq!(
+            ask(&mut s, r#"{"command":"status"}"#),
+            serde_json::json!({"ok": true, "state": "running", "vcpus": 2})
+        );
+        assert_eq!(ask(&mut s, "pause")["ok"], true);
+        assert_eq!(ask(&mut s, "status")["state"], "paused");
+        assert_eq!(ask(&mut s, "resume")["ok"], true);
+        assert_eq!(ask(&mut s, "status")["state"], "running");
+        // No ACPI-aware guest enabled the power button: refused, with a reason.
+        let off = ask(&mut s, "poweroff");
+        assert_eq!(off["ok"], false);
+        assert!(off["error"].as_str().unwrap().contains("power button"));
+        assert_eq!(ask(&mut s, "reboot")["ok"], false);
+        assert_eq!(ask(&mut s, "{not json")["ok"], false);
+        assert_eq!(ask(&mut s, "stop")["ok"], true);
+        assert_eq!(
+            vm.control.exit_reason(),
+            Some(crate::control::ExitReason::Poweroff)
+        );
+        // A second VMM cannot take over a live socket; dropping the server removes it.
+        assert!(ApiServer::start(&path, vm.clone()).is_err());
+        drop(server);
+        assert!(!path.exists());
+    }
+
     #[test]
     fn responses_serialize_compactly() {
         assert_eq!(serde_json::to_string(&ok()).unwrap(), "{\"ok\":true}");
-        assert_eq!(serde_json::to_string(&err("x")).unwrap(), "{\"ok\":false,\"error\":\"x\"}");
+        assert_eq!(
+            serde_json::to_string(&err("x")).unwrap(),
+            "{\"ok\":false,\"error\":\"x\"}"
+        );
     }
 }

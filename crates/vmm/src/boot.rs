@@ -10,20 +10,26 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{load_cmdline, BzImage, Cmdline, Elf, KernelLoader};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::layout::{self, E820Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
     #[error("cannot open kernel {path}: {source}")]
-    OpenKernel { path: String, source: std::io::Error },
+    OpenKernel {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a Linux kernel (neither a bzImage nor a 64-bit ELF vmlinux)")]
     NotAKernel { path: String },
     #[error("cannot load kernel {path} into guest memory: {reason}")]
     LoadKernel { path: String, reason: String },
     #[error("cannot read initrd {path}: {source}")]
-    ReadInitrd { path: String, source: std::io::Error },
+    ReadInitrd {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("initrd {path} ({size_mib} MiB) does not fit in guest memory next to the kernel")]
     InitrdTooBig { path: String, size_mib: u64 },
     #[error("invalid kernel command line: {0}")]
@@ -55,22 +61,43 @@ pub fn load_linux(
     rsdp_addr: u64,
 ) -> Result<KernelEntry, BootError> {
     let kpath = kernel_path.display().to_string();
-    let mut kernel =
-        File::open(kernel_path).map_err(|source| BootError::OpenKernel { path: kpath.clone(), source })?;
+    let mut kernel = File::open(kernel_path).map_err(|source| BootError::OpenKernel {
+        path: kpath.clone(),
+        source,
+    })?;
 
     // A bzImage carries a setup header we must pass on; an ELF vmlinux does not.
-    let (entry, mut header) = match BzImage::load(mem, None, &mut kernel, Some(GuestAddress(layout::HIGH_RAM_START))) {
+    let (entry, mut header) = match BzImage::load(
+        mem,
+        None,
+        &mut kernel,
+        Some(GuestAddress(layout::HIGH_RAM_START)),
+    ) {
         Ok(result) => {
-            let header = result.setup_header.ok_or_else(|| BootError::NotAKernel { path: kpath.clone() })?;
-            (result.kernel_load.raw_value() + BZIMAGE_64BIT_ENTRY_OFFSET, header)
+            let header = result.setup_header.ok_or_else(|| BootError::NotAKernel {
+                path: kpath.clone(),
+            })?;
+            (
+                result.kernel_load.raw_value() + BZIMAGE_64BIT_ENTRY_OFFSET,
+                header,
+            )
         }
-        Err(linux_loader::loader::Error::Bzimage(linux_loader::loader::bzimage::Error::InvalidBzImage)) => {
-            match Elf::load(mem, None, &mut kernel, Some(GuestAddress(layout::HIGH_RAM_START))) {
+        Err(linux_loader::loader::Error::Bzimage(
+            linux_loader::loader::bzimage::Error::InvalidBzImage,
+        )) => {
+            match Elf::load(
+                mem,
+                None,
+                &mut kernel,
+                Some(GuestAddress(layout::HIGH_RAM_START)),
+            ) {
                 Ok(result) => {
-                    let mut header = linux_loader::loader::bootparam::setup_header::default();
-                    header.boot_flag = KERNEL_BOOT_FLAG_MAGIC;
-                    header.header = KERNEL_HDR_MAGIC;
-                    header.kernel_alignment = KERNEL_MIN_ALIGNMENT;
+                    let header = linux_loader::loader::bootparam::setup_header {
+                        boot_flag: KERNEL_BOOT_FLAG_MAGIC,
+                        header: KERNEL_HDR_MAGIC,
+                        kernel_alignment: KERNEL_MIN_ALIGNMENT,
+                        ..Default::default()
+                    };
                     (result.kernel_load.raw_value(), header)
                 }
                 Err(linux_loader::loader::Error::Elf(
@@ -78,7 +105,12 @@ pub fn load_linux(
                     | linux_loader::loader::elf::Error::ReadElfHeader
                     | linux_loader::loader::elf::Error::BigEndianElfOnLittle,
                 )) => return Err(BootError::NotAKernel { path: kpath }),
-                Err(e) => return Err(BootError::LoadKernel { path: kpath, reason: e.to_string() }),
+                Err(e) => {
+                    return Err(BootError::LoadKernel {
+                        path: kpath,
+                        reason: e.to_string(),
+                    })
+                }
             }
         }
         Err(linux_loader::loader::Error::Bzimage(
@@ -86,12 +118,20 @@ pub fn load_linux(
             | linux_loader::loader::bzimage::Error::SeekBzImageHeader
             | linux_loader::loader::bzimage::Error::Underflow,
         )) => return Err(BootError::NotAKernel { path: kpath }),
-        Err(e) => return Err(BootError::LoadKernel { path: kpath, reason: e.to_string() }),
+        Err(e) => {
+            return Err(BootError::LoadKernel {
+                path: kpath,
+                reason: e.to_string(),
+            })
+        }
     };
 
-    let mut cl = Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| BootError::Cmdline(e.to_string()))?;
-    cl.insert_str(cmdline).map_err(|e| BootError::Cmdline(e.to_string()))?;
-    load_cmdline(mem, GuestAddress(layout::CMDLINE_START), &cl).map_err(|e| BootError::Cmdline(e.to_string()))?;
+    let mut cl =
+        Cmdline::new(layout::CMDLINE_MAX_SIZE).map_err(|e| BootError::Cmdline(e.to_string()))?;
+    cl.insert_str(cmdline)
+        .map_err(|e| BootError::Cmdline(e.to_string()))?;
+    load_cmdline(mem, GuestAddress(layout::CMDLINE_START), &cl)
+        .map_err(|e| BootError::Cmdline(e.to_string()))?;
 
     header.type_of_loader = KERNEL_LOADER_OTHER;
     header.cmd_line_ptr = layout::CMDLINE_START as u32;
@@ -103,7 +143,11 @@ pub fn load_linux(
         header.ramdisk_size = size as u32;
     }
 
-    let mut params = boot_params { hdr: header, acpi_rsdp_addr: rsdp_addr, ..Default::default() };
+    let mut params = boot_params {
+        hdr: header,
+        acpi_rsdp_addr: rsdp_addr,
+        ..Default::default()
+    };
     let e820 = layout::e820_map(mem_size);
     for (slot, e) in params.e820_table.iter_mut().zip(e820.iter()) {
         *slot = boot_e820_entry {
@@ -128,24 +172,54 @@ pub fn load_linux(
 }
 
 /// Puts the initrd at the top of low RAM (below the MMIO hole and the kernel's `initrd_addr_max`).
-fn load_initrd(mem: &GuestMemoryMmap, path: &Path, mem_size: u64, addr_max: u32) -> Result<(u64, u64), BootError> {
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    path: &Path,
+    mem_size: u64,
+    addr_max: u32,
+) -> Result<(u64, u64), BootError> {
     let p = path.display().to_string();
-    let mut file = File::open(path).map_err(|source| BootError::ReadInitrd { path: p.clone(), source })?;
-    let size = file.metadata().map_err(|source| BootError::ReadInitrd { path: p.clone(), source })?.len();
+    let mut file = File::open(path).map_err(|source| BootError::ReadInitrd {
+        path: p.clone(),
+        source,
+    })?;
+    let size = file
+        .metadata()
+        .map_err(|source| BootError::ReadInitrd {
+            path: p.clone(),
+            source,
+        })?
+        .len();
     let low_end = mem_size.min(layout::MMIO_HOLE_START);
-    let limit = if addr_max == 0 { 0x37ff_ffff } else { u64::from(addr_max) };
+    let limit = if addr_max == 0 {
+        0x37ff_ffff
+    } else {
+        u64::from(addr_max)
+    };
     let top = low_end.min(limit + 1);
     // Keep the first 64 MiB for the kernel to decompress into.
-    let addr = top.checked_sub(size).map(|a| a & !0xfff).filter(|a| *a >= 64 << 20);
-    let addr = addr.ok_or(BootError::InitrdTooBig { path: p.clone(), size_mib: size >> 20 })?;
+    let addr = top
+        .checked_sub(size)
+        .map(|a| a & !0xfff)
+        .filter(|a| *a >= 64 << 20);
+    let addr = addr.ok_or(BootError::InitrdTooBig {
+        path: p.clone(),
+        size_mib: size >> 20,
+    })?;
     mem.read_exact_volatile_from(GuestAddress(addr), &mut file, size as usize)
-        .map_err(|e| BootError::ReadInitrd { path: p, source: std::io::Error::other(e.to_string()) })?;
+        .map_err(|e| BootError::ReadInitrd {
+            path: p,
+            source: std::io::Error::other(e.to_string()),
+        })?;
     Ok((addr, size))
 }
 
 /// Identity-maps the first 4 GiB with 2 MiB pages.
 fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
-    let w = |v: u64, a: u64| mem.write_obj(v, GuestAddress(a)).map_err(|e| BootError::Memory(e.to_string()));
+    let w = |v: u64, a: u64| {
+        mem.write_obj(v, GuestAddress(a))
+            .map_err(|e| BootError::Memory(e.to_string()))
+    };
     w(layout::PDPTE_START | 0x3, layout::PML4_START)?;
     for gib in 0..4u64 {
         let pd = layout::PDE_START + gib * 0x1000;
@@ -195,7 +269,12 @@ pub fn segment_from_gdt(entry: u64, table_index: u8) -> kvm_segment {
 
 /// The boot GDT: null, 64-bit code, data, TSS.
 pub fn boot_gdt() -> [u64; 4] {
-    [gdt_entry(0, 0, 0), gdt_entry(0xa09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x808b, 0, 0xfffff)]
+    [
+        gdt_entry(0, 0, 0),
+        gdt_entry(0xa09b, 0, 0xfffff),
+        gdt_entry(0xc093, 0, 0xfffff),
+        gdt_entry(0x808b, 0, 0xfffff),
+    ]
 }
 
 fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), BootError> {
@@ -203,7 +282,8 @@ fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), BootError> {
         mem.write_obj(*e, GuestAddress(layout::BOOT_GDT_START + i as u64 * 8))
             .map_err(|e| BootError::Memory(e.to_string()))?;
     }
-    mem.write_obj(0u64, GuestAddress(layout::BOOT_IDT_START)).map_err(|e| BootError::Memory(e.to_string()))
+    mem.write_obj(0u64, GuestAddress(layout::BOOT_IDT_START))
+        .map_err(|e| BootError::Memory(e.to_string()))
 }
 
 /// Register state of the boot CPU at the kernel's 64-bit entry point.
@@ -252,13 +332,12 @@ impl BootCpuState {
     }
 
     pub fn fpu() -> kvm_fpu {
-        kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
+        kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        }
     }
-}
-
-/// The last guest physical address of RAM below 4 GiB, for sanity checks.
-pub fn low_ram_end(mem: &GuestMemoryMmap) -> u64 {
-    mem.last_addr().raw_value().min(layout::MMIO_HOLE_START - 1)
 }
 
 #[cfg(test)]
@@ -270,7 +349,17 @@ mod tests {
     fn gdt_entries_decode_to_flat_long_mode_segments() {
         let gdt = boot_gdt();
         let code = segment_from_gdt(gdt[1], 1);
-        assert_eq!((code.base, code.limit, code.l, code.db, code.present, code.selector), (0, 0xffff_ffff, 1, 0, 1, 8));
+        assert_eq!(
+            (
+                code.base,
+                code.limit,
+                code.l,
+                code.db,
+                code.present,
+                code.selector
+            ),
+            (0, 0xffff_ffff, 1, 0, 1, 8)
+        );
         let data = segment_from_gdt(gdt[2], 2);
         assert_eq!((data.type_, data.db, data.s, data.selector), (3, 1, 1, 16));
     }
@@ -288,7 +377,15 @@ mod tests {
     #[test]
     fn missing_kernel_is_reported_with_its_path() {
         let mem = create_guest_memory(64, MemoryOptions::default()).unwrap();
-        let err = load_linux(&mem, Path::new("/nonexistent/vmlinuz"), None, "", 64 << 20, 0).unwrap_err();
+        let err = load_linux(
+            &mem,
+            Path::new("/nonexistent/vmlinuz"),
+            None,
+            "",
+            64 << 20,
+            0,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err}");
     }
 }

@@ -33,7 +33,12 @@ pub struct Cli {
     #[arg(long, value_name = "MODE", default_value = "host-passthrough")]
     pub cpu_mode: CpuMode,
     /// Feature overrides, e.g. +svm,-vmx.
-    #[arg(long, value_name = "LIST", default_value = "", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
     pub cpu_features: FeatureOverrides,
     /// path=FILE[,readonly=on][,cache=none]; repeatable.
     #[arg(long, value_name = "SPEC")]
@@ -88,7 +93,9 @@ fn parse_serial(s: &str) -> Result<SerialMode, String> {
         _ => match s.split_once('=') {
             Some(("file", p)) if !p.is_empty() => Ok(SerialMode::File(p.into())),
             Some(("socket", p)) if !p.is_empty() => Ok(SerialMode::Socket(p.into())),
-            _ => Err(format!("invalid --serial {s:?}: use stdio, file=PATH or socket=PATH")),
+            _ => Err(format!(
+                "invalid --serial {s:?}: use stdio, file=PATH or socket=PATH"
+            )),
         },
     }
 }
@@ -97,9 +104,14 @@ fn parse_serial(s: &str) -> Result<SerialMode, String> {
 fn key_values<'a>(spec: &'a str, allowed: &[&str]) -> Result<Vec<(&'a str, &'a str)>, String> {
     spec.split(',')
         .map(|kv| {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("{kv:?} is not key=value"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("{kv:?} is not key=value"))?;
             if !allowed.contains(&k) {
-                return Err(format!("unknown key {k:?} (allowed: {})", allowed.join(", ")));
+                return Err(format!(
+                    "unknown key {k:?} (allowed: {})",
+                    allowed.join(", ")
+                ));
             }
             Ok((k, v))
         })
@@ -124,7 +136,11 @@ pub struct DiskSpec {
 impl std::str::FromStr for DiskSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut d = DiskSpec { path: PathBuf::new(), readonly: false, direct: false };
+        let mut d = DiskSpec {
+            path: PathBuf::new(),
+            readonly: false,
+            direct: false,
+        };
         for (k, v) in key_values(s, &["path", "readonly", "cache"])? {
             match k {
                 "path" => d.path = v.into(),
@@ -169,7 +185,10 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
 impl std::str::FromStr for NetSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut n = NetSpec { tap: String::new(), mac: None };
+        let mut n = NetSpec {
+            tap: String::new(),
+            mac: None,
+        };
         for (k, v) in key_values(s, &["tap", "mac"])? {
             match k {
                 "tap" => n.tap = v.into(),
@@ -190,9 +209,22 @@ mod tests {
     #[test]
     fn disk_specs() {
         let d: DiskSpec = "path=/x.img,readonly=on,cache=none".parse().unwrap();
-        assert_eq!(d, DiskSpec { path: "/x.img".into(), readonly: true, direct: true });
-        assert!("readonly=on".parse::<DiskSpec>().unwrap_err().contains("path"));
-        assert!("path=/x,colour=red".parse::<DiskSpec>().unwrap_err().contains("colour"));
+        assert_eq!(
+            d,
+            DiskSpec {
+                path: "/x.img".into(),
+                readonly: true,
+                direct: true
+            }
+        );
+        assert!("readonly=on"
+            .parse::<DiskSpec>()
+            .unwrap_err()
+            .contains("path"));
+        assert!("path=/x,colour=red"
+            .parse::<DiskSpec>()
+            .unwrap_err()
+            .contains("colour"));
         assert!("path=/x,readonly=maybe".parse::<DiskSpec>().is_err());
     }
 
@@ -200,21 +232,47 @@ mod tests {
     fn net_specs() {
         let n: NetSpec = "tap=tap0,mac=52:54:00:12:34:56".parse().unwrap();
         assert_eq!(n.mac, Some([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
-        assert!("tap=t,mac=01:00:00:00:00:00".parse::<NetSpec>().unwrap_err().contains("multicast"));
+        assert!("tap=t,mac=01:00:00:00:00:00"
+            .parse::<NetSpec>()
+            .unwrap_err()
+            .contains("multicast"));
         assert!("mac=52:54:00:12:34:56".parse::<NetSpec>().is_err());
     }
 
     #[test]
     fn full_command_line() {
         let cli = Cli::try_parse_from([
-            "oxvirt-vmm", "--kernel", "k", "--memory", "256", "--vcpus", "4", "--topology", "sockets=2,cores=2",
-            "--cpu-mode", "custom:kvm64", "--cpu-features", "-svm,+vmx", "--serial", "socket=/tmp/s", "--rng",
+            "oxvirt-vmm",
+            "--kernel",
+            "k",
+            "--memory",
+            "256",
+            "--vcpus",
+            "4",
+            "--topology",
+            "sockets=2,cores=2",
+            "--cpu-mode",
+            "custom:kvm64",
+            "--cpu-features",
+            "-svm,+vmx",
+            "--serial",
+            "socket=/tmp/s",
+            "--rng",
         ])
         .unwrap();
         assert_eq!(cli.topology().unwrap().vcpus(), 4);
         assert_eq!(cli.serial, SerialMode::Socket("/tmp/s".into()));
         assert_eq!(cli.cpu_features.disable, vec!["svm".to_string()]);
-        let bad = Cli::try_parse_from(["oxvirt-vmm", "--kernel", "k", "--vcpus", "3", "--topology", "cores=2"]).unwrap();
+        let bad = Cli::try_parse_from([
+            "oxvirt-vmm",
+            "--kernel",
+            "k",
+            "--vcpus",
+            "3",
+            "--topology",
+            "cores=2",
+        ])
+        .unwrap();
         assert!(bad.topology().unwrap_err().contains("gives 2 vCPUs"));
         assert!(Cli::try_parse_from(["oxvirt-vmm", "--kernel", "k", "--serial", "tcp"]).is_err());
     }

@@ -35,7 +35,12 @@ pub struct VmControl {
 
 impl VmControl {
     pub fn new(vcpus: usize) -> std::io::Result<Self> {
-        Ok(VmControl { state: Mutex::default(), changed: Condvar::new(), exit_evt: EventFd::new(0)?, vcpus })
+        Ok(VmControl {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            exit_evt: EventFd::new(0)?,
+            vcpus,
+        })
     }
 
     /// Records the first exit reason and wakes everybody. Later requests keep the first reason.
@@ -78,7 +83,10 @@ impl VmControl {
             if s.parked == self.vcpus || s.exit.is_some() {
                 return Ok(());
             }
-            let (s, _) = self.changed.wait_timeout(s, Duration::from_millis(20)).unwrap_or_else(|p| p.into_inner());
+            let (s, _) = self
+                .changed
+                .wait_timeout(s, Duration::from_millis(20))
+                .unwrap_or_else(|p| p.into_inner());
             if s.parked == self.vcpus || s.exit.is_some() {
                 return Ok(());
             }

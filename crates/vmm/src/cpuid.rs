@@ -33,7 +33,14 @@ pub struct Feature {
 
 macro_rules! f {
     ($name:literal, $linux:expr, $leaf:expr, $sub:expr, $reg:ident, $bit:expr) => {
-        Feature { name: $name, linux: $linux, leaf: $leaf, subleaf: $sub, reg: Reg::$reg, bit: $bit }
+        Feature {
+            name: $name,
+            linux: $linux,
+            leaf: $leaf,
+            subleaf: $sub,
+            reg: Reg::$reg,
+            bit: $bit,
+        }
     };
 }
 
@@ -70,7 +77,8 @@ pub const FEATURES: &[Feature] = &[
     f!("sse", Some("sse"), L1, 0, Edx, 25),
     f!("sse2", Some("sse2"), L1, 0, Edx, 26),
     f!("ss", Some("ss"), L1, 0, Edx, 27),
-    f!("ht", Some("ht"), L1, 0, Edx, 28),
+    // Set by us from the topology (more than one logical CPU per package), not by the model.
+    f!("ht", None, L1, 0, Edx, 28),
     f!("tm", Some("tm"), L1, 0, Edx, 29),
     f!("pbe", Some("pbe"), L1, 0, Edx, 31),
     // CPUID.1:ECX
@@ -135,7 +143,14 @@ pub const FEATURES: &[Feature] = &[
     f!("md-clear", Some("md_clear"), L7, 0, Edx, 10),
     f!("spec-ctrl", None, L7, 0, Edx, 26),
     f!("stibp", None, L7, 0, Edx, 27),
-    f!("arch-capabilities", Some("arch_capabilities"), L7, 0, Edx, 29),
+    f!(
+        "arch-capabilities",
+        Some("arch_capabilities"),
+        L7,
+        0,
+        Edx,
+        29
+    ),
     f!("ssbd", None, L7, 0, Edx, 31),
     // CPUID.(0xd,1):EAX
     f!("xsaveopt", Some("xsaveopt"), 0xd, 1, Eax, 0),
@@ -202,7 +217,6 @@ pub struct CpuModel {
     pub features: &'static [&'static str],
 }
 
-
 macro_rules! with_base {
     ($($extra:literal),* $(,)?) => {
         &[
@@ -246,9 +260,36 @@ pub const MODELS: &[CpuModel] = &[
         xlevel: 0x8000_0008,
         model_id: "Intel Core Processor (Haswell, no TSX, IBRS)",
         features: with_base!(
-            "pni", "pclmulqdq", "ssse3", "fma", "cx16", "pcid", "sse4.1", "sse4.2", "x2apic", "movbe", "popcnt",
-            "tsc-deadline", "aes", "xsave", "avx", "f16c", "rdrand", "arat", "fsgsbase", "bmi1", "avx2", "smep",
-            "bmi2", "erms", "invpcid", "spec-ctrl", "xsaveopt", "lahf-lm", "abm", "rdtscp",
+            "pni",
+            "pclmulqdq",
+            "ssse3",
+            "fma",
+            "cx16",
+            "pcid",
+            "sse4.1",
+            "sse4.2",
+            "x2apic",
+            "movbe",
+            "popcnt",
+            "tsc-deadline",
+            "aes",
+            "xsave",
+            "avx",
+            "f16c",
+            "rdrand",
+            "arat",
+            "fsgsbase",
+            "bmi1",
+            "avx2",
+            "smep",
+            "bmi2",
+            "erms",
+            "invpcid",
+            "spec-ctrl",
+            "xsaveopt",
+            "lahf-lm",
+            "abm",
+            "rdtscp",
         ),
     },
 ];
@@ -280,7 +321,9 @@ impl std::str::FromStr for CpuMode {
                     "unknown CPU model {name:?} (known: {})",
                     MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
                 )),
-                None => Err(format!("invalid CPU mode {s:?}: use host-passthrough, host-model or custom:MODEL")),
+                None => Err(format!(
+                    "invalid CPU mode {s:?}: use host-passthrough, host-model or custom:MODEL"
+                )),
             },
         }
     }
@@ -306,7 +349,11 @@ impl std::str::FromStr for FeatureOverrides {
             if feature(name).is_none() {
                 return Err(format!("unknown CPU feature {name:?}"));
             }
-            if on { o.enable.push(name.into()) } else { o.disable.push(name.into()) }
+            if on {
+                o.enable.push(name.into())
+            } else {
+                o.disable.push(name.into())
+            }
         }
         Ok(o)
     }
@@ -322,7 +369,11 @@ pub struct Topology {
 
 impl Topology {
     pub fn flat(vcpus: u32) -> Self {
-        Topology { sockets: 1, cores: vcpus, threads: 1 }
+        Topology {
+            sockets: 1,
+            cores: vcpus,
+            threads: 1,
+        }
     }
 
     pub fn vcpus(&self) -> u32 {
@@ -349,15 +400,29 @@ impl Topology {
 impl std::str::FromStr for Topology {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut t = Topology { sockets: 1, cores: 1, threads: 1 };
+        let mut t = Topology {
+            sockets: 1,
+            cores: 1,
+            threads: 1,
+        };
         for kv in s.split(',') {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("topology item {kv:?} is not key=value"))?;
-            let n: u32 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| format!("topology {k}={v:?} is not a positive number"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("topology item {kv:?} is not key=value"))?;
+            let n: u32 = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("topology {k}={v:?} is not a positive number"))?;
             match k {
                 "sockets" => t.sockets = n,
                 "cores" => t.cores = n,
                 "threads" => t.threads = n,
-                _ => return Err(format!("unknown topology key {k:?} (sockets, cores, threads)")),
+                _ => {
+                    return Err(format!(
+                        "unknown topology key {k:?} (sockets, cores, threads)"
+                    ))
+                }
             }
         }
         Ok(t)
@@ -365,7 +430,11 @@ impl std::str::FromStr for Topology {
 }
 
 fn ceil_log2(n: u32) -> u32 {
-    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+    if n <= 1 {
+        0
+    } else {
+        32 - (n - 1).leading_zeros()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -395,13 +464,19 @@ fn reg(e: &kvm_cpuid_entry2, r: Reg) -> u32 {
 }
 
 fn find(entries: &[kvm_cpuid_entry2], leaf: u32, subleaf: u32) -> Option<&kvm_cpuid_entry2> {
-    entries.iter().find(|e| e.function == leaf && (e.index == subleaf || e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0))
+    entries.iter().find(|e| {
+        e.function == leaf && (e.index == subleaf || e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0)
+    })
 }
 
-fn find_mut(entries: &mut [kvm_cpuid_entry2], leaf: u32, subleaf: u32) -> Option<&mut kvm_cpuid_entry2> {
-    entries
-        .iter_mut()
-        .find(|e| e.function == leaf && (e.index == subleaf || e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0))
+fn find_mut(
+    entries: &mut [kvm_cpuid_entry2],
+    leaf: u32,
+    subleaf: u32,
+) -> Option<&mut kvm_cpuid_entry2> {
+    entries.iter_mut().find(|e| {
+        e.function == leaf && (e.index == subleaf || e.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0)
+    })
 }
 
 /// Whether `f` is set in `entries`.
@@ -414,8 +489,17 @@ fn set_feature(entries: &mut Vec<kvm_cpuid_entry2>, f: &Feature, on: bool) {
         if !on {
             return;
         }
-        let flags = if f.leaf == L7 || f.leaf == 0xd { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 };
-        entries.push(kvm_cpuid_entry2 { function: f.leaf, index: f.subleaf, flags, ..Default::default() });
+        let flags = if f.leaf == L7 || f.leaf == 0xd {
+            KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+        } else {
+            0
+        };
+        entries.push(kvm_cpuid_entry2 {
+            function: f.leaf,
+            index: f.subleaf,
+            flags,
+            ..Default::default()
+        });
     }
     if let Some(e) = find_mut(entries, f.leaf, f.subleaf) {
         if on {
@@ -428,7 +512,11 @@ fn set_feature(entries: &mut Vec<kvm_cpuid_entry2>, f: &Feature, on: bool) {
 
 /// Linux /proc/cpuinfo names of the features set in `entries` (only features Linux reports faithfully).
 pub fn linux_flags(entries: &[kvm_cpuid_entry2]) -> BTreeSet<&'static str> {
-    FEATURES.iter().filter(|f| has_feature(entries, f)).filter_map(|f| f.linux).collect()
+    FEATURES
+        .iter()
+        .filter(|f| has_feature(entries, f))
+        .filter_map(|f| f.linux)
+        .collect()
 }
 
 /// All Linux flag names we can vouch for (the universe an exactness check compares on).
@@ -464,14 +552,16 @@ pub fn build_cpuid(
             "host-model".to_string()
         }
         CpuMode::Custom(name) => {
-            let m = model(name).ok_or_else(|| CpuidError::Table(format!("unknown CPU model {name}")))?;
+            let m = model(name)
+                .ok_or_else(|| CpuidError::Table(format!("unknown CPU model {name}")))?;
             apply_model(&mut entries, supported, m)?;
             wanted.extend(m.features.iter().filter_map(|n| feature(n)));
             format!("CPU model {name}")
         }
     };
     for name in &overrides.enable {
-        let f = feature(name).ok_or_else(|| CpuidError::Table(format!("unknown CPU feature {name}")))?;
+        let f = feature(name)
+            .ok_or_else(|| CpuidError::Table(format!("unknown CPU feature {name}")))?;
         wanted.push(f);
         set_feature(&mut entries, f, true);
     }
@@ -489,7 +579,10 @@ pub fn build_cpuid(
         .into_iter()
         .collect();
     if !missing.is_empty() {
-        return Err(CpuidError::Unsupported { what, missing: missing.join(", ") });
+        return Err(CpuidError::Unsupported {
+            what,
+            missing: missing.join(", "),
+        });
     }
     // Always tell the guest it runs on a hypervisor.
     if let Some(f) = feature("hypervisor") {
@@ -511,14 +604,22 @@ fn vendor_regs(vendor: &str) -> (u32, u32, u32) {
     (w(0), w(4), w(8))
 }
 
-fn apply_model(entries: &mut Vec<kvm_cpuid_entry2>, supported: &[kvm_cpuid_entry2], m: &CpuModel) -> Result<(), CpuidError> {
+fn apply_model(
+    entries: &mut Vec<kvm_cpuid_entry2>,
+    supported: &[kvm_cpuid_entry2],
+    m: &CpuModel,
+) -> Result<(), CpuidError> {
     let max_basic = find(supported, 0, 0).map(|e| e.eax).unwrap_or(1);
-    let max_ext = find(supported, 0x8000_0000, 0).map(|e| e.eax).unwrap_or(0x8000_0001);
+    let max_ext = find(supported, 0x8000_0000, 0)
+        .map(|e| e.eax)
+        .unwrap_or(0x8000_0001);
     let level = m.level.min(max_basic);
     let xlevel = m.xlevel.min(max_ext);
     entries.retain(|e| {
         let f = e.function;
-        (f <= level) || (0x4000_0000..0x8000_0000).contains(&f) || (0x8000_0000..=xlevel).contains(&f)
+        (f <= level)
+            || (0x4000_0000..0x8000_0000).contains(&f)
+            || (0x8000_0000..=xlevel).contains(&f)
     });
     // Topology leaves we do not model for named CPUs.
     entries.retain(|e| e.function != 0x1f);
@@ -532,8 +633,16 @@ fn apply_model(entries: &mut Vec<kvm_cpuid_entry2>, supported: &[kvm_cpuid_entry
         }
     }
     if let Some(e) = find_mut(entries, 1, 0) {
-        let (fam, ext_fam) = if m.family > 15 { (15, m.family - 15) } else { (m.family, 0) };
-        e.eax = m.stepping | ((m.model & 0xf) << 4) | (fam << 8) | (((m.model >> 4) & 0xf) << 16) | (ext_fam << 20);
+        let (fam, ext_fam) = if m.family > 15 {
+            (15, m.family - 15)
+        } else {
+            (m.family, 0)
+        };
+        e.eax = m.stepping
+            | ((m.model & 0xf) << 4)
+            | (fam << 8)
+            | (((m.model >> 4) & 0xf) << 16)
+            | (ext_fam << 20);
     }
     for &(leaf, sub, r) in MODEL_REGISTERS {
         if let Some(e) = find_mut(entries, leaf, sub) {
@@ -541,7 +650,9 @@ fn apply_model(entries: &mut Vec<kvm_cpuid_entry2>, supported: &[kvm_cpuid_entry
         }
     }
     for name in m.features {
-        let f = feature(name).ok_or_else(|| CpuidError::Table(format!("model {} lists unknown feature {name}", m.name)))?;
+        let f = feature(name).ok_or_else(|| {
+            CpuidError::Table(format!("model {} lists unknown feature {name}", m.name))
+        })?;
         set_feature(entries, f, true);
     }
     // AMD speculation-control and other extended feature bits of 0x80000008:EBX are not part of any model.
@@ -557,7 +668,13 @@ fn apply_model(entries: &mut Vec<kvm_cpuid_entry2>, supported: &[kvm_cpuid_entry
         if leaf > xlevel {
             continue;
         }
-        let w = |j: usize| u32::from_le_bytes(brand[i * 16 + j * 4..i * 16 + j * 4 + 4].try_into().unwrap_or([0; 4]));
+        let w = |j: usize| {
+            u32::from_le_bytes(
+                brand[i * 16 + j * 4..i * 16 + j * 4 + 4]
+                    .try_into()
+                    .unwrap_or([0; 4]),
+            )
+        };
         match find_mut(entries, leaf, 0) {
             Some(e) => (e.eax, e.ebx, e.ecx, e.edx) = (w(0), w(1), w(2), w(3)),
             None => entries.push(kvm_cpuid_entry2 {
@@ -585,15 +702,31 @@ fn apply_model(entries: &mut Vec<kvm_cpuid_entry2>, supported: &[kvm_cpuid_entry
             e.ecx = 0;
             e.edx = 0;
         }
-        entries.retain(|e| e.function != 0xd || e.index <= 1 || (e.index < 32 && mask & (1 << e.index) != 0));
+        entries.retain(|e| {
+            e.function != 0xd || e.index <= 1 || (e.index < 32 && mask & (1 << e.index) != 0)
+        });
     } else {
         entries.retain(|e| e.function != 0xd);
     }
     Ok(())
 }
 
+/// The XSAVE state components the CPUID offers (CPUID.(0xd,0):EDX:EAX), when XSAVE is offered at all.
+pub fn xcr0_mask(entries: &[kvm_cpuid_entry2]) -> Option<u64> {
+    if !feature("xsave").is_some_and(|f| has_feature(entries, f)) {
+        return None;
+    }
+    find(entries, 0xd, 0)
+        .map(|e| u64::from(e.eax) | (u64::from(e.edx) << 32))
+        .filter(|m| m & 3 == 3)
+}
+
 /// Per-vCPU CPUID: APIC id and topology in leaves 1, 4, 0xb, 0x80000008 and 0x8000001e.
-pub fn for_vcpu(base: &[kvm_cpuid_entry2], index: u32, topo: Topology) -> Result<CpuId, CpuidError> {
+pub fn for_vcpu(
+    base: &[kvm_cpuid_entry2],
+    index: u32,
+    topo: Topology,
+) -> Result<CpuId, CpuidError> {
     let mut entries = base.to_vec();
     let apic_id = topo.apic_id(index);
     let per_package = topo.cores * topo.threads;
@@ -601,7 +734,8 @@ pub fn for_vcpu(base: &[kvm_cpuid_entry2], index: u32, topo: Topology) -> Result
     for e in entries.iter_mut() {
         match e.function {
             1 => {
-                e.ebx = (apic_id << 24) | ((per_package.min(255)) << 16) | (8 << 8) | (e.ebx & 0xff);
+                e.ebx =
+                    (apic_id << 24) | ((per_package.min(255)) << 16) | (8 << 8) | (e.ebx & 0xff);
                 if per_package > 1 {
                     e.edx |= 1 << 28;
                 } else {
@@ -610,7 +744,11 @@ pub fn for_vcpu(base: &[kvm_cpuid_entry2], index: u32, topo: Topology) -> Result
             }
             4 if e.eax & 0x1f != 0 => {
                 let cache_level = (e.eax >> 5) & 7;
-                let sharing = if cache_level >= 3 { per_package } else { topo.threads };
+                let sharing = if cache_level >= 3 {
+                    per_package
+                } else {
+                    topo.threads
+                };
                 e.eax = (e.eax & 0x3fff) | ((sharing - 1) << 14) | ((topo.cores - 1) << 26);
             }
             0xb => {
@@ -640,21 +778,82 @@ mod tests {
     /// A plausible KVM_GET_SUPPORTED_CPUID: every known feature plus an unknown bit in each register.
     fn supported_everything() -> Vec<kvm_cpuid_entry2> {
         let mut v = vec![
-            kvm_cpuid_entry2 { function: 0, eax: 0x1f, ..Default::default() },
-            kvm_cpuid_entry2 { function: 1, ..Default::default() },
-            kvm_cpuid_entry2 { function: 6, ..Default::default() },
-            kvm_cpuid_entry2 { function: 7, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xb, index: 0, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xb, index: 1, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xd, index: 0, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, eax: 0xff, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xd, index: 1, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xd, index: 5, flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x4000_0000, eax: 0x4000_0001, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_0000, eax: 0x8000_0021, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_0001, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_0008, ebx: 0x1234, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_000a, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0x8000_0021, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 0,
+                eax: 0x1f,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 6,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 7,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 0,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xd,
+                index: 0,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                eax: 0xff,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xd,
+                index: 1,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xd,
+                index: 5,
+                flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x4000_0000,
+                eax: 0x4000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0000,
+                eax: 0x8000_0021,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0001,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0008,
+                ebx: 0x1234,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_000a,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0021,
+                ..Default::default()
+            },
         ];
         for f in FEATURES.iter().filter(|f| f.name != "hypervisor") {
             set_feature(&mut v, f, true);
@@ -666,25 +865,51 @@ mod tests {
     fn named_model_has_exactly_its_features() {
         let supported = supported_everything();
         for m in MODELS {
-            let cpuid = build_cpuid(&supported, &CpuMode::Custom(m.name.into()), &FeatureOverrides::default()).unwrap();
-            let got: BTreeSet<&str> = FEATURES.iter().filter(|f| has_feature(&cpuid, f)).map(|f| f.name).collect();
+            let cpuid = build_cpuid(
+                &supported,
+                &CpuMode::Custom(m.name.into()),
+                &FeatureOverrides::default(),
+            )
+            .unwrap();
+            let got: BTreeSet<&str> = FEATURES
+                .iter()
+                .filter(|f| has_feature(&cpuid, f))
+                .map(|f| f.name)
+                .collect();
             let want: BTreeSet<&str> = m.features.iter().copied().collect();
             assert_eq!(got, want, "model {}", m.name);
-            assert!(cpuid.iter().all(|e| e.function <= m.level || e.function >= 0x4000_0000));
-            assert!(cpuid.iter().all(|e| e.function < 0x8000_0000 || e.function <= m.xlevel));
+            assert!(cpuid
+                .iter()
+                .all(|e| e.function <= m.level || e.function >= 0x4000_0000));
+            assert!(cpuid
+                .iter()
+                .all(|e| e.function < 0x8000_0000 || e.function <= m.xlevel));
         }
     }
 
     #[test]
     fn model_signature_and_vendor() {
-        let cpuid =
-            build_cpuid(&supported_everything(), &CpuMode::Custom("Haswell-noTSX-IBRS".into()), &Default::default()).unwrap();
+        let cpuid = build_cpuid(
+            &supported_everything(),
+            &CpuMode::Custom("Haswell-noTSX-IBRS".into()),
+            &Default::default(),
+        )
+        .unwrap();
         let l1 = find(&cpuid, 1, 0).unwrap();
         assert_eq!(l1.eax, 0x306c1, "family 6 model 60 stepping 1");
         let l0 = find(&cpuid, 0, 0).unwrap();
         assert_eq!(vendor_regs("GenuineIntel"), (l0.ebx, l0.edx, l0.ecx));
-        let q = build_cpuid(&supported_everything(), &CpuMode::Custom("qemu64".into()), &Default::default()).unwrap();
-        assert_eq!(find(&q, 1, 0).unwrap().eax, 0x60fb1, "family 15, model 0x6b (extended model 6), stepping 1");
+        let q = build_cpuid(
+            &supported_everything(),
+            &CpuMode::Custom("qemu64".into()),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            find(&q, 1, 0).unwrap().eax,
+            0x60fb1,
+            "family 15, model 0x6b (extended model 6), stepping 1"
+        );
     }
 
     #[test]
@@ -692,7 +917,12 @@ mod tests {
         let mut supported = supported_everything();
         set_feature(&mut supported, feature("fma").unwrap(), false);
         set_feature(&mut supported, feature("avx2").unwrap(), false);
-        let err = build_cpuid(&supported, &CpuMode::Custom("Haswell-noTSX-IBRS".into()), &Default::default()).unwrap_err();
+        let err = build_cpuid(
+            &supported,
+            &CpuMode::Custom("Haswell-noTSX-IBRS".into()),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("avx2, fma"), "{err}");
         let ok = build_cpuid(
             &supported,
@@ -704,7 +934,12 @@ mod tests {
 
     #[test]
     fn svm_can_be_hidden_and_its_leaf_goes_with_it() {
-        let cpuid = build_cpuid(&supported_everything(), &CpuMode::HostPassthrough, &"-svm".parse().unwrap()).unwrap();
+        let cpuid = build_cpuid(
+            &supported_everything(),
+            &CpuMode::HostPassthrough,
+            &"-svm".parse().unwrap(),
+        )
+        .unwrap();
         assert!(!has_feature(&cpuid, feature("svm").unwrap()));
         assert!(cpuid.iter().all(|e| e.function != 0x8000_000a));
         assert!(has_feature(&cpuid, feature("hypervisor").unwrap()));
@@ -713,7 +948,10 @@ mod tests {
     #[test]
     fn overrides_parse_and_reject_unknown_names() {
         let o: FeatureOverrides = "+svm,-vmx".parse().unwrap();
-        assert_eq!((o.enable, o.disable), (vec!["svm".to_string()], vec!["vmx".to_string()]));
+        assert_eq!(
+            (o.enable, o.disable),
+            (vec!["svm".to_string()], vec!["vmx".to_string()])
+        );
         assert!("+nosuch".parse::<FeatureOverrides>().is_err());
         assert!("svm".parse::<FeatureOverrides>().is_err());
     }
@@ -735,8 +973,14 @@ mod tests {
 
     #[test]
     fn cpu_mode_parsing() {
-        assert_eq!("custom:qemu64".parse::<CpuMode>().unwrap(), CpuMode::Custom("qemu64".into()));
-        assert!("custom:pentium9".parse::<CpuMode>().unwrap_err().contains("unknown CPU model"));
+        assert_eq!(
+            "custom:qemu64".parse::<CpuMode>().unwrap(),
+            CpuMode::Custom("qemu64".into())
+        );
+        assert!("custom:pentium9"
+            .parse::<CpuMode>()
+            .unwrap_err()
+            .contains("unknown CPU model"));
         assert!("fast".parse::<CpuMode>().is_err());
     }
 }

@@ -90,14 +90,34 @@ pub fn ram_ranges(mem_size: u64) -> Vec<(u64, u64)> {
 /// RAM from 1 MiB, the MMCONFIG window reserved (Linux wants it in e820 before trusting MCFG), and high RAM.
 pub fn e820_map(mem_size: u64) -> Vec<E820Entry> {
     let mut map = vec![
-        E820Entry { addr: 0, size: EBDA_START, kind: E820Kind::Ram },
-        E820Entry { addr: EBDA_START, size: HIGH_RAM_START - EBDA_START, kind: E820Kind::Reserved },
+        E820Entry {
+            addr: 0,
+            size: EBDA_START,
+            kind: E820Kind::Ram,
+        },
+        E820Entry {
+            addr: EBDA_START,
+            size: HIGH_RAM_START - EBDA_START,
+            kind: E820Kind::Reserved,
+        },
     ];
     for (addr, size) in ram_ranges(mem_size) {
-        let (addr, size) = if addr == 0 { (HIGH_RAM_START, size - HIGH_RAM_START) } else { (addr, size) };
-        map.push(E820Entry { addr, size, kind: E820Kind::Ram });
+        let (addr, size) = if addr == 0 {
+            (HIGH_RAM_START, size - HIGH_RAM_START)
+        } else {
+            (addr, size)
+        };
+        map.push(E820Entry {
+            addr,
+            size,
+            kind: E820Kind::Ram,
+        });
     }
-    map.push(E820Entry { addr: PCI_MMCONFIG_START, size: PCI_MMCONFIG_SIZE, kind: E820Kind::Reserved });
+    map.push(E820Entry {
+        addr: PCI_MMCONFIG_START,
+        size: PCI_MMCONFIG_SIZE,
+        kind: E820Kind::Reserved,
+    });
     map.sort_by_key(|e| e.addr);
     map
 }
@@ -114,13 +134,23 @@ mod tests {
     #[test]
     fn big_guest_splits_around_the_mmio_hole() {
         let ranges = ram_ranges(4 << 30);
-        assert_eq!(ranges, vec![(0, MMIO_HOLE_START), (FOUR_GIB, (4 << 30) - MMIO_HOLE_START)]);
+        assert_eq!(
+            ranges,
+            vec![
+                (0, MMIO_HOLE_START),
+                (FOUR_GIB, (4 << 30) - MMIO_HOLE_START)
+            ]
+        );
     }
 
     #[test]
     fn e820_never_reports_ram_in_the_hole_or_legacy_area() {
         for mem in [64u64 << 20, 3 << 30, 5 << 30] {
-            let total: u64 = e820_map(mem).iter().filter(|e| e.kind == E820Kind::Ram).map(|e| e.size).sum();
+            let total: u64 = e820_map(mem)
+                .iter()
+                .filter(|e| e.kind == E820Kind::Ram)
+                .map(|e| e.size)
+                .sum();
             assert_eq!(total, mem - (HIGH_RAM_START - EBDA_START));
             for e in e820_map(mem).iter().filter(|e| e.kind == E820Kind::Ram) {
                 assert!(e.addr + e.size <= MMIO_HOLE_START || e.addr >= FOUR_GIB);

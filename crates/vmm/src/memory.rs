@@ -1,6 +1,9 @@
 //! Guest RAM: anonymous private mappings, optionally on hugepages, shared with KSM unless told not to.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
+use vm_memory::{
+    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
+    MmapRegion,
+};
 
 use crate::layout;
 
@@ -15,12 +18,18 @@ pub struct MemoryOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
-    #[error("guest memory of {requested_mib} MiB exceeds the host's total memory ({host_mib} MiB)")]
+    #[error(
+        "guest memory of {requested_mib} MiB exceeds the host's total memory ({host_mib} MiB)"
+    )]
     TooLarge { requested_mib: u64, host_mib: u64 },
     #[error("guest memory must be at least {min_mib} MiB, got {requested_mib} MiB")]
     TooSmall { requested_mib: u64, min_mib: u64 },
     #[error("cannot map {size_mib} MiB of guest memory{hint}: {source}")]
-    Map { size_mib: u64, hint: &'static str, source: vm_memory::mmap::MmapRegionError },
+    Map {
+        size_mib: u64,
+        hint: &'static str,
+        source: vm_memory::mmap::MmapRegionError,
+    },
     #[error("cannot assemble guest memory: {0}")]
     Regions(String),
 }
@@ -37,13 +46,22 @@ pub fn host_memory_bytes() -> Option<u64> {
 }
 
 /// Maps guest RAM for `mem_mib` MiB.
-pub fn create_guest_memory(mem_mib: u64, options: MemoryOptions) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create_guest_memory(
+    mem_mib: u64,
+    options: MemoryOptions,
+) -> Result<GuestMemoryMmap, MemoryError> {
     if mem_mib < MIN_MEMORY_MIB {
-        return Err(MemoryError::TooSmall { requested_mib: mem_mib, min_mib: MIN_MEMORY_MIB });
+        return Err(MemoryError::TooSmall {
+            requested_mib: mem_mib,
+            min_mib: MIN_MEMORY_MIB,
+        });
     }
     if let Some(host) = host_memory_bytes() {
         if mem_mib.saturating_mul(1 << 20) > host {
-            return Err(MemoryError::TooLarge { requested_mib: mem_mib, host_mib: host >> 20 });
+            return Err(MemoryError::TooLarge {
+                requested_mib: mem_mib,
+                host_mib: host >> 20,
+            });
         }
     }
     let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
@@ -53,13 +71,16 @@ pub fn create_guest_memory(mem_mib: u64, options: MemoryOptions) -> Result<Guest
     let mut regions = Vec::new();
     for (addr, size) in layout::ram_ranges(mem_mib << 20) {
         let size = size as usize;
-        let region = MmapRegion::build(None, size, libc::PROT_READ | libc::PROT_WRITE, flags).map_err(|source| {
-            MemoryError::Map {
+        let region = MmapRegion::build(None, size, libc::PROT_READ | libc::PROT_WRITE, flags)
+            .map_err(|source| MemoryError::Map {
                 size_mib: (size >> 20) as u64,
-                hint: if options.hugepages { " on hugepages (is vm.nr_hugepages large enough?)" } else { "" },
+                hint: if options.hugepages {
+                    " on hugepages (is vm.nr_hugepages large enough?)"
+                } else {
+                    ""
+                },
                 source,
-            }
-        })?;
+            })?;
         if options.share_pages {
             // SAFETY: the range is exactly the mapping we just created and still own; MADV_MERGEABLE only
             // changes how the kernel may back it, never its contents. Failure (no KSM) is harmless.
@@ -78,7 +99,10 @@ pub fn create_guest_memory(mem_mib: u64, options: MemoryOptions) -> Result<Guest
 pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<(u64, u64, u64)> {
     mem.iter()
         .map(|r| {
-            let host = mem.get_host_address(r.start_addr()).map(|p| p as u64).unwrap_or(0);
+            let host = mem
+                .get_host_address(r.start_addr())
+                .map(|p| p as u64)
+                .unwrap_or(0);
             (r.start_addr().0, r.len(), host)
         })
         .collect()
@@ -91,9 +115,20 @@ mod tests {
 
     #[test]
     fn maps_writable_ram_with_ksm_hint() {
-        let mem = create_guest_memory(64, MemoryOptions { hugepages: false, share_pages: true }).unwrap();
-        mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000)).unwrap();
-        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xdead_beef);
+        let mem = create_guest_memory(
+            64,
+            MemoryOptions {
+                hugepages: false,
+                share_pages: true,
+            },
+        )
+        .unwrap();
+        mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
+            0xdead_beef
+        );
         assert_eq!(host_regions(&mem).len(), 1);
     }
 
@@ -105,6 +140,9 @@ mod tests {
 
     #[test]
     fn refuses_tiny_guests() {
-        assert!(matches!(create_guest_memory(4, MemoryOptions::default()), Err(MemoryError::TooSmall { .. })));
+        assert!(matches!(
+            create_guest_memory(4, MemoryOptions::default()),
+            Err(MemoryError::TooSmall { .. })
+        ));
     }
 }

@@ -1,11 +1,16 @@
 //! Builds and runs a VM: KVM setup, guest memory, boot, devices, vCPU threads, and the stop path.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use anyhow::{anyhow, bail, Context};
-use kvm_bindings::{kvm_msi, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{
+    kvm_msi, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES,
+    KVM_PIT_SPEAKER_DUMMY,
+};
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -43,10 +48,14 @@ struct KvmIoEvents(Arc<VmFd>);
 
 impl IoEventRegistrar for KvmIoEvents {
     fn register(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
-        self.0.register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch).map_err(std::io::Error::from)
+        self.0
+            .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(std::io::Error::from)
     }
     fn unregister(&self, fd: &EventFd, addr: u64) -> std::io::Result<()> {
-        self.0.unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch).map_err(std::io::Error::from)
+        self.0
+            .unregister_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(std::io::Error::from)
     }
 }
 
@@ -110,10 +119,29 @@ impl VmHandle {
     pub fn power_button(&self) -> Result<(), String> {
         let mut pm = lock(&self.pm);
         if !pm.power_button_enabled() {
-            return Err("the guest has not enabled the ACPI power button (still booting, or no ACPI?)".into());
+            return Err(
+                "the guest has not enabled the ACPI power button (still booting, or no ACPI?)"
+                    .into(),
+            );
         }
         pm.press_power_button();
         Ok(())
+    }
+
+    /// A handle with no vCPU threads and a PM device on a dummy SCI line, for tests of the control paths.
+    #[cfg(test)]
+    pub(crate) fn detached(vcpus: u32) -> VmHandle {
+        struct NoLine;
+        impl IrqLine for NoLine {
+            fn set_level(&self, _high: bool) {}
+        }
+        let control = Arc::new(VmControl::new(0).expect("eventfd"));
+        VmHandle {
+            pm: Arc::new(Mutex::new(Pm::new(Arc::new(NoLine), control.clone()))),
+            control,
+            vcpu_threads: Mutex::new(None),
+            vcpus,
+        }
     }
 
     /// Stops the VM at once (like pulling the plug).
@@ -125,6 +153,23 @@ impl VmHandle {
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
+/// The exit eventfd's descriptor, for the SIGTERM/SIGINT handler (-1 until the VM runs).
+static TERMINATE_FD: AtomicI32 = AtomicI32::new(-1);
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn terminate_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    TERMINATED.store(true, Ordering::SeqCst);
+    let fd = TERMINATE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) is async-signal-safe; it writes 8 bytes from a live local to the eventfd, which
+        // stays open for the whole run (the handler is only armed while it is).
+        unsafe {
+            libc::write(fd, (&one as *const u64).cast(), 8);
+        }
+    }
+}
+
 fn create_vcpu(
     vm: &VmFd,
     index: u32,
@@ -132,13 +177,47 @@ fn create_vcpu(
     topo: Topology,
     entry: KernelEntry,
 ) -> anyhow::Result<VcpuFd> {
-    let vcpu = vm.create_vcpu(u64::from(topo.apic_id(index))).with_context(|| format!("cannot create vCPU {index}"))?;
+    let vcpu = vm
+        .create_vcpu(u64::from(topo.apic_id(index)))
+        .with_context(|| format!("cannot create vCPU {index}"))?;
     let cpuid = cpuid::for_vcpu(base_cpuid, index, topo)?;
-    vcpu.set_cpuid2(&cpuid).with_context(|| format!("KVM rejected the CPUID of vCPU {index}"))?;
-    // MTRRs enabled with write-back as the default type (Linux otherwise disables PAT).
-    let msrs = Msrs::from_entries(&[kvm_bindings::kvm_msr_entry { index: 0x2ff, data: (1 << 11) | 6, ..Default::default() }])
-        .map_err(|e| anyhow!("MSR list: {e:?}"))?;
-    vcpu.set_msrs(&msrs).context("cannot set vCPU MSRs")?;
+    vcpu.set_cpuid2(&cpuid)
+        .with_context(|| format!("KVM rejected the CPUID of vCPU {index}"))?;
+    // What firmware leaves behind: MTRRs enabled with write-back as the default type (Linux otherwise
+    // disables PAT), and fast string operations enabled in IA32_MISC_ENABLE (Linux otherwise clears ERMS).
+    const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
+    const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
+    let msr = |index, data| kvm_bindings::kvm_msr_entry {
+        index,
+        data,
+        ..Default::default()
+    };
+    let msrs = Msrs::from_entries(&[
+        msr(MSR_MTRR_DEF_TYPE, (1 << 11) | 6),
+        msr(MSR_IA32_MISC_ENABLE, 1),
+    ])
+    .map_err(|e| anyhow!("MSR list: {e:?}"))?;
+    let written = vcpu.set_msrs(&msrs).context("cannot set vCPU MSRs")?;
+    if written != msrs.as_slice().len() {
+        bail!(
+            "KVM accepted only {written} of {} boot MSRs of vCPU {index}",
+            msrs.as_slice().len()
+        );
+    }
+    // Start with XCR0 = every state component the CPUID offers. KVM derives CPUID.(0xd,0):EBX (the XSAVE
+    // area size) from its copy of XCR0; when XSETBV is not intercepted (seen with nested SVM under TCG), that
+    // copy never changes and the guest finds EBX inconsistent and disables XSAVE. Linux enables all
+    // offered components anyway, so starting there keeps both views equal.
+    if let Some(xcr0) = cpuid::xcr0_mask(base_cpuid) {
+        let mut xcrs = kvm_bindings::kvm_xcrs {
+            nr_xcrs: 1,
+            ..Default::default()
+        };
+        xcrs.xcrs[0].xcr = 0;
+        xcrs.xcrs[0].value = xcr0;
+        vcpu.set_xcrs(&xcrs)
+            .with_context(|| format!("cannot set XCR0 of vCPU {index}"))?;
+    }
     // LAPIC: LINT0 = ExtINT (the PIC), LINT1 = NMI, as firmware leaves them.
     let mut lapic = vcpu.get_lapic().context("cannot read the LAPIC")?;
     let mut set = |offset: usize, value: u32| {
@@ -150,10 +229,13 @@ fn create_vcpu(
     set(0x360, 0x400);
     vcpu.set_lapic(&lapic).context("cannot set the LAPIC")?;
     if index == 0 {
-        vcpu.set_regs(&BootCpuState::regs(entry)).context("cannot set boot registers")?;
+        vcpu.set_regs(&BootCpuState::regs(entry))
+            .context("cannot set boot registers")?;
         let sregs = vcpu.get_sregs().context("cannot read special registers")?;
-        vcpu.set_sregs(&BootCpuState::sregs(sregs)).context("cannot set special registers")?;
-        vcpu.set_fpu(&BootCpuState::fpu()).context("cannot set FPU state")?;
+        vcpu.set_sregs(&BootCpuState::sregs(sregs))
+            .context("cannot set special registers")?;
+        vcpu.set_fpu(&BootCpuState::fpu())
+            .context("cannot set FPU state")?;
     }
     Ok(vcpu)
 }
@@ -180,19 +262,23 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, handlers: Arc<ExitHandlers>) {
                 kvm_bindings::KVM_SYSTEM_EVENT_RESET => control.request_exit(ExitReason::Reset),
                 _ => control.request_exit(ExitReason::Poweroff),
             },
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM entry failed (reason {reason:#x}, cpu {cpu})")))
-            }
-            Ok(VcpuExit::InternalError) => {
-                control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM internal error (emulation failure)")))
-            }
+            Ok(VcpuExit::FailEntry(reason, cpu)) => control.request_exit(ExitReason::Error(
+                format!("vCPU {index}: KVM entry failed (reason {reason:#x}, cpu {cpu})"),
+            )),
+            Ok(VcpuExit::InternalError) => control.request_exit(ExitReason::Error(format!(
+                "vCPU {index}: KVM internal error (emulation failure)"
+            ))),
             Ok(other) => {
-                control.request_exit(ExitReason::Error(format!("vCPU {index}: unexpected exit {other:?}")));
+                control.request_exit(ExitReason::Error(format!(
+                    "vCPU {index}: unexpected exit {other:?}"
+                )));
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
             }
-            Err(e) => control.request_exit(ExitReason::Error(format!("vCPU {index}: KVM_RUN failed: {e}"))),
+            Err(e) => control.request_exit(ExitReason::Error(format!(
+                "vCPU {index}: KVM_RUN failed: {e}"
+            ))),
         }
     }
 }
@@ -211,50 +297,84 @@ pub struct Vm {
 /// What `--print-cpu-flags` prints: the Linux flag names of the CPUID the guest would get.
 pub fn cpu_flags(cli: &Cli) -> anyhow::Result<Vec<&'static str>> {
     let kvm = open_kvm()?;
-    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID failed")?;
-    let base = cpuid::build_cpuid(supported.as_slice(), &cli.cpu_mode, &cli.cpu_features)?;
+    let base = cpuid::build_cpuid(&supported_cpuid(&kvm)?, &cli.cpu_mode, &cli.cpu_features)?;
     Ok(cpuid::linux_flags(&base).into_iter().collect())
 }
 
+/// What KVM can give a guest: KVM_GET_SUPPORTED_CPUID, plus the TSC-deadline timer, which the in-kernel LAPIC
+/// emulates but KVM reports as a capability instead of a CPUID bit.
+fn supported_cpuid(kvm: &Kvm) -> anyhow::Result<Vec<kvm_bindings::kvm_cpuid_entry2>> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .context("KVM_GET_SUPPORTED_CPUID failed")?;
+    let mut entries = supported.as_slice().to_vec();
+    if kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        if let Some(leaf1) = entries.iter_mut().find(|e| e.function == 1) {
+            leaf1.ecx |= 1 << 24;
+        }
+    }
+    Ok(entries)
+}
+
 fn open_kvm() -> anyhow::Result<Kvm> {
-    Kvm::new().map_err(|e| anyhow!("cannot open /dev/kvm: {e} (is the kvm module loaded and accessible?)"))
+    Kvm::new().map_err(|e| {
+        anyhow!("cannot open /dev/kvm: {e} (is the kvm module loaded and accessible?)")
+    })
 }
 
 impl Vm {
     pub fn build(cli: &Cli) -> anyhow::Result<Vm> {
         let topo = cli.topology().map_err(|e| anyhow!(e))?;
         if !cli.kernel.is_file() {
-            bail!("kernel {} does not exist or is not a file", cli.kernel.display());
+            bail!(
+                "kernel {} does not exist or is not a file",
+                cli.kernel.display()
+            );
         }
         if let Some(initrd) = &cli.initrd {
             if !initrd.is_file() {
-                bail!("initrd {} does not exist or is not a file", initrd.display());
+                bail!(
+                    "initrd {} does not exist or is not a file",
+                    initrd.display()
+                );
             }
         }
         let kvm = open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();
         if cli.vcpus as usize > max_vcpus {
-            bail!("{} vCPUs requested but KVM supports at most {max_vcpus} (KVM_CAP_MAX_VCPUS)", cli.vcpus);
+            bail!(
+                "{} vCPUs requested but KVM supports at most {max_vcpus} (KVM_CAP_MAX_VCPUS)",
+                cli.vcpus
+            );
         }
         let apic_ids: Vec<u32> = (0..cli.vcpus).map(|i| topo.apic_id(i)).collect();
         if apic_ids.iter().any(|id| *id >= 255) {
             bail!("this topology needs APIC ids above 254, which the xAPIC MADT cannot describe");
         }
-        let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).context("KVM_GET_SUPPORTED_CPUID failed")?;
-        let base_cpuid = cpuid::build_cpuid(supported.as_slice(), &cli.cpu_mode, &cli.cpu_features)?;
+        let base_cpuid =
+            cpuid::build_cpuid(&supported_cpuid(&kvm)?, &cli.cpu_mode, &cli.cpu_features)?;
 
         let mem_size = cli.memory << 20;
         let memory = memory::create_guest_memory(
             cli.memory,
-            MemoryOptions { hugepages: cli.hugepages, share_pages: !cli.no_share_pages },
+            MemoryOptions {
+                hugepages: cli.hugepages,
+                share_pages: !cli.no_share_pages,
+            },
         )?;
 
         let vm = Arc::new(kvm.create_vm().context("KVM_CREATE_VM failed")?);
-        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS).context("cannot set the identity map address")?;
-        vm.set_tss_address(KVM_TSS_ADDRESS).context("cannot set the TSS address")?;
-        vm.create_irq_chip().context("cannot create the in-kernel interrupt controllers")?;
-        vm.create_pit2(kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() })
-            .context("cannot create the in-kernel PIT")?;
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
+            .context("cannot set the identity map address")?;
+        vm.set_tss_address(KVM_TSS_ADDRESS)
+            .context("cannot set the TSS address")?;
+        vm.create_irq_chip()
+            .context("cannot create the in-kernel interrupt controllers")?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .context("cannot create the in-kernel PIT")?;
         for (slot, (guest, size, host)) in memory::host_regions(&memory).into_iter().enumerate() {
             let region = kvm_userspace_memory_region {
                 slot: slot as u32,
@@ -264,22 +384,52 @@ impl Vm {
                 userspace_addr: host,
             };
             // SAFETY: the region is a live mapping owned by `memory`, which the Vm keeps until KVM is gone.
-            unsafe { vm.set_user_memory_region(region) }.context("cannot register guest memory with KVM")?;
+            unsafe { vm.set_user_memory_region(region) }
+                .context("cannot register guest memory with KVM")?;
         }
 
-        let rsdp = acpi::write_tables(&memory, &AcpiConfig { apic_ids: apic_ids.iter().map(|i| *i as u8).collect() })?;
-        let entry = boot::load_linux(&memory, &cli.kernel, cli.initrd.as_deref(), &cli.cmdline, mem_size, rsdp)?;
+        let rsdp = acpi::write_tables(
+            &memory,
+            &AcpiConfig {
+                apic_ids: apic_ids.iter().map(|i| *i as u8).collect(),
+            },
+        )?;
+        let entry = boot::load_linux(
+            &memory,
+            &cli.kernel,
+            cli.initrd.as_deref(),
+            &cli.cmdline,
+            mem_size,
+            rsdp,
+        )?;
 
-        let control = Arc::new(VmControl::new(cli.vcpus as usize).context("cannot create the exit eventfd")?);
+        let control =
+            Arc::new(VmControl::new(cli.vcpus as usize).context("cannot create the exit eventfd")?);
         let mut io = IoBus::default();
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial eventfd")?;
-        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ).context("cannot register the serial irqfd")?;
+        let serial_irq =
+            EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial eventfd")?;
+        vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
+            .context("cannot register the serial irqfd")?;
         let console = Console::new(&cli.serial, serial_irq)?;
         io.insert(layout::SERIAL_PORT, 8, console.port.clone())?;
         io.insert(layout::CMOS_PORT, 2, Arc::new(Mutex::new(Cmos::default())))?;
-        io.insert(layout::I8042_PORT, 5, Arc::new(Mutex::new(I8042::new(control.clone()))))?;
-        let pm = Arc::new(Mutex::new(Pm::new(Arc::new(KvmLine { vm: vm.clone(), irq: layout::SCI_IRQ }), control.clone())));
-        io.insert(layout::PM1_EVENT_PORT, u16::from(layout::PM1_EVENT_LEN + layout::PM1_CONTROL_LEN), pm.clone())?;
+        io.insert(
+            layout::I8042_PORT,
+            5,
+            Arc::new(Mutex::new(I8042::new(control.clone()))),
+        )?;
+        let pm = Arc::new(Mutex::new(Pm::new(
+            Arc::new(KvmLine {
+                vm: vm.clone(),
+                irq: layout::SCI_IRQ,
+            }),
+            control.clone(),
+        )));
+        io.insert(
+            layout::PM1_EVENT_PORT,
+            u16::from(layout::PM1_EVENT_LEN + layout::PM1_CONTROL_LEN),
+            pm.clone(),
+        )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
         add_virtio_devices(cli, &memory, &vm, &mut pci)?;
@@ -288,7 +438,12 @@ impl Vm {
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry))
             .collect::<anyhow::Result<Vec<_>>>()?;
 
-        let handle = Arc::new(VmHandle { control: control.clone(), pm, vcpu_threads: Mutex::new(None), vcpus: cli.vcpus });
+        let handle = Arc::new(VmHandle {
+            control: control.clone(),
+            pm,
+            vcpu_threads: Mutex::new(None),
+            vcpus: cli.vcpus,
+        });
         Ok(Vm {
             handle,
             vcpus,
@@ -305,10 +460,15 @@ impl Vm {
 
     /// Runs the guest until it powers off, resets, fails, or is stopped through the handle.
     pub fn run(mut self) -> anyhow::Result<ExitReason> {
-        vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), kick_handler)
-            .context("cannot install the vCPU kick signal handler")?;
-        let _raw = if matches!(self.console_mode_stdio(), true) { Some(RawTerminal::enable_if_tty()) } else { None };
-        self.console.start_input().context("cannot start the console input thread")?;
+        vmm_sys_util::signal::register_signal_handler(
+            vmm_sys_util::signal::SIGRTMIN(),
+            kick_handler,
+        )
+        .context("cannot install the vCPU kick signal handler")?;
+        let _raw = self.console.is_stdio().then(RawTerminal::enable_if_tty);
+        self.console
+            .start_input()
+            .context("cannot start the console input thread")?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for (i, vcpu) in self.vcpus.drain(..).enumerate() {
             let handlers = self.handlers.clone();
@@ -321,10 +481,20 @@ impl Vm {
         *lock(&self.handle.vcpu_threads) = Some(threads.iter().map(|t| t.as_pthread_t()).collect());
 
         let control = &self.handle.control;
-        while control.exit_reason().is_none() {
-            // Blocks until a device, a vCPU or the API requests the exit.
-            let _ = control.exit_evt.read();
+        // SIGTERM / SIGINT stop the VM like the API's "stop" (the terminal is raw, so ^C goes to the guest).
+        TERMINATE_FD.store(control.exit_evt.as_raw_fd(), Ordering::SeqCst);
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            vmm_sys_util::signal::register_signal_handler(sig, terminate_handler)
+                .context("cannot install the termination signal handler")?;
         }
+        while control.exit_reason().is_none() {
+            // Blocks until a device, a vCPU, the API or a termination signal requests the exit.
+            let _ = control.exit_evt.read();
+            if TERMINATED.load(Ordering::SeqCst) {
+                control.request_exit(ExitReason::Poweroff);
+            }
+        }
+        TERMINATE_FD.store(-1, Ordering::SeqCst);
         // Kick until every vCPU has left KVM_RUN and returned.
         while threads.iter().any(|t| !t.is_finished()) {
             self.handle.kick_vcpus();
@@ -336,13 +506,14 @@ impl Vm {
         }
         Ok(control.exit_reason().unwrap_or(ExitReason::Poweroff))
     }
-
-    fn console_mode_stdio(&self) -> bool {
-        self.console.is_stdio()
-    }
 }
 
-fn add_virtio_devices(cli: &Cli, memory: &GuestMemoryMmap, vm: &Arc<VmFd>, pci: &mut PciBus) -> anyhow::Result<()> {
+fn add_virtio_devices(
+    cli: &Cli,
+    memory: &GuestMemoryMmap,
+    vm: &Arc<VmFd>,
+    pci: &mut PciBus,
+) -> anyhow::Result<()> {
     use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, NetConfig, VirtioPciDevice};
     if cli.disk.is_empty() && cli.net.is_empty() && !cli.rng {
         return Ok(());
@@ -350,8 +521,16 @@ fn add_virtio_devices(cli: &Cli, memory: &GuestMemoryMmap, vm: &Arc<VmFd>, pci: 
     let mem_handle = GuestMemoryHandle::new(memory.clone());
     let msi_vm = vm.clone();
     let msi = oxvirt_virtio::msi_fn(move |m| {
-        let msi = kvm_msi { address_lo: m.address as u32, address_hi: (m.address >> 32) as u32, data: m.data, ..Default::default() };
-        msi_vm.signal_msi(msi).map(|_| ()).map_err(std::io::Error::from)
+        let msi = kvm_msi {
+            address_lo: m.address as u32,
+            address_hi: (m.address >> 32) as u32,
+            data: m.data,
+            ..Default::default()
+        };
+        msi_vm
+            .signal_msi(msi)
+            .map(|_| ())
+            .map_err(std::io::Error::from)
     });
     let mut devices = Vec::new();
     for (i, d) in cli.disk.iter().enumerate() {
@@ -366,7 +545,10 @@ fn add_virtio_devices(cli: &Cli, memory: &GuestMemoryMmap, vm: &Arc<VmFd>, pci: 
     for (i, n) in cli.net.iter().enumerate() {
         // Locally administered, derived from the index, unless given.
         let mac = n.mac.unwrap_or([0x52, 0x54, 0x00, 0x0a, 0x00, i as u8]);
-        devices.push(oxvirt_virtio::net_device(NetConfig { tap_name: n.tap.clone(), mac })?);
+        devices.push(oxvirt_virtio::net_device(NetConfig {
+            tap_name: n.tap.clone(),
+            mac,
+        })?);
     }
     if cli.rng {
         devices.push(oxvirt_virtio::rng_device());

@@ -21,7 +21,11 @@ fn main() -> ExitCode {
     match result {
         Ok(line) => {
             print!("{line}");
-            if line.contains("\"ok\":true") { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+            if line.contains("\"ok\":true") {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("oxvirt-vmm-api: {socket}: {e}");

@@ -26,7 +26,12 @@ pub struct Cmos {
 
 impl Default for Cmos {
     fn default() -> Self {
-        Self::with_clock(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+        Self::with_clock(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        })
     }
 }
 
@@ -50,7 +55,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 impl Cmos {
     pub fn with_clock(now: fn() -> u64) -> Self {
-        Cmos { index: 0, ram: [0; 128], now }
+        Cmos {
+            index: 0,
+            ram: [0; 128],
+            now,
+        }
     }
 
     fn register(&self, reg: u8) -> u8 {
@@ -82,7 +91,11 @@ impl Cmos {
 
 impl PioDevice for Cmos {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
-        let value = if offset == 1 { self.register(self.index) } else { 0xff };
+        let value = if offset == 1 {
+            self.register(self.index)
+        } else {
+            0xff
+        };
         data.fill(0);
         if let Some(first) = data.first_mut() {
             *first = value;
@@ -93,7 +106,9 @@ impl PioDevice for Cmos {
         let Some(&value) = data.first() else { return };
         match offset {
             0 => self.index = value & 0x7f,
-            1 if self.index > REG_D && self.index != REG_CENTURY => self.ram[usize::from(self.index)] = value,
+            1 if self.index > REG_D && self.index != REG_CENTURY => {
+                self.ram[usize::from(self.index)] = value
+            }
             _ => {}
         }
     }
@@ -122,7 +137,11 @@ mod tests {
         assert_eq!(read(&mut cmos, REG_MINUTES), 0x45);
         assert_eq!(read(&mut cmos, REG_SECONDS), 0x07);
         assert_eq!(read(&mut cmos, REG_WEEKDAY), 0x01);
-        assert_eq!(read(&mut cmos, REG_A) & 0x80, 0, "never reports an update in progress");
+        assert_eq!(
+            read(&mut cmos, REG_A) & 0x80,
+            0,
+            "never reports an update in progress"
+        );
     }
 
     #[test]

@@ -39,9 +39,16 @@ pub struct OverlapError {
 }
 
 impl IoBus {
-    pub fn insert(&mut self, base: u16, len: u16, device: Arc<Mutex<dyn PioDevice>>) -> Result<(), OverlapError> {
+    pub fn insert(
+        &mut self,
+        base: u16,
+        len: u16,
+        device: Arc<Mutex<dyn PioDevice>>,
+    ) -> Result<(), OverlapError> {
         let end = u32::from(base) + u32::from(len);
-        if self.ranges.iter().any(|r| u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end) {
+        if self.ranges.iter().any(|r| {
+            u32::from(base) < u32::from(r.base) + u32::from(r.len) && u32::from(r.base) < end
+        }) {
             return Err(OverlapError { base, len });
         }
         self.ranges.push(PioRange { base, len, device });
@@ -49,7 +56,10 @@ impl IoBus {
     }
 
     fn find(&self, port: u16) -> Option<(&PioRange, u16)> {
-        self.ranges.iter().find(|r| port >= r.base && u32::from(port) < u32::from(r.base) + u32::from(r.len)).map(|r| (r, port - r.base))
+        self.ranges
+            .iter()
+            .find(|r| port >= r.base && u32::from(port) < u32::from(r.base) + u32::from(r.len))
+            .map(|r| (r, port - r.base))
     }
 
     /// Returns whether a device claimed the port.
@@ -110,8 +120,11 @@ mod tests {
     #[test]
     fn routes_by_range_and_floats_unclaimed_ports() {
         let mut bus = IoBus::default();
-        bus.insert(0x100, 4, Arc::new(Mutex::new(Scratch(vec![0; 4])))).unwrap();
-        assert!(bus.insert(0x102, 4, Arc::new(Mutex::new(Scratch(vec![0; 4])))).is_err());
+        bus.insert(0x100, 4, Arc::new(Mutex::new(Scratch(vec![0; 4]))))
+            .unwrap();
+        assert!(bus
+            .insert(0x102, 4, Arc::new(Mutex::new(Scratch(vec![0; 4]))))
+            .is_err());
         assert!(bus.write(0x102, &[7]));
         let mut b = [0u8; 1];
         assert!(bus.read(0x102, &mut b));

@@ -76,11 +76,16 @@ impl PciBus {
         for n in function.notify_eventfds() {
             let addr = function.bar_address(n.bar_index).map(|b| b + n.offset);
             if let Some(a) = addr {
-                self.ioevents.register(&n.eventfd, a).map_err(|source| PciError::IoEvent { addr: a, source })?;
+                self.ioevents
+                    .register(&n.eventfd, a)
+                    .map_err(|source| PciError::IoEvent { addr: a, source })?;
             }
             notify.push((n, addr));
         }
-        self.slots.push(Arc::new(Slot { function: Mutex::new(function), notify: Mutex::new(notify) }));
+        self.slots.push(Arc::new(Slot {
+            function: Mutex::new(function),
+            notify: Mutex::new(notify),
+        }));
         Ok((self.slots.len() - 1) as u8)
     }
 
@@ -99,7 +104,9 @@ impl PciBus {
     }
 
     fn config_write(&self, bus: u8, device: u8, function: u8, offset: u16, data: &[u8]) {
-        let Some(slot) = self.config_access(device, function).filter(|_| bus == 0) else { return };
+        let Some(slot) = self.config_access(device, function).filter(|_| bus == 0) else {
+            return;
+        };
         let moved = lock(&slot.function).config_write(offset, data);
         if let Some(moved) = moved {
             self.bar_moved(slot, moved);
@@ -109,14 +116,18 @@ impl PciBus {
     /// Follows a BAR the guest reprogrammed: notify eventfds move with it.
     fn bar_moved(&self, slot: &Slot, moved: BarMoved) {
         let mut notify = lock(&slot.notify);
-        for (n, registered) in notify.iter_mut().filter(|(n, _)| n.bar_index == moved.index) {
+        for (n, registered) in notify
+            .iter_mut()
+            .filter(|(n, _)| n.bar_index == moved.index)
+        {
             if let Some(old) = registered.take() {
                 let _ = self.ioevents.unregister(&n.eventfd, old);
             }
             let new = moved.new_address + n.offset;
             // An address in the MMIO window is a real placement; anything else (sizing) stays unregistered and
             // reaches the function through MMIO exits, if at all.
-            if (layout::PCI_MMIO_START..layout::PCI_MMIO_END).contains(&new) && self.ioevents.register(&n.eventfd, new).is_ok()
+            if (layout::PCI_MMIO_START..layout::PCI_MMIO_END).contains(&new)
+                && self.ioevents.register(&n.eventfd, new).is_ok()
             {
                 *registered = Some(new);
             }
@@ -126,7 +137,9 @@ impl PciBus {
     /// Port I/O at 0xcf8..=0xcff. Returns false for ports it does not own.
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {
-            0xcf8 if data.len() == 4 => data.copy_from_slice(&lock(&self.config_address).to_le_bytes()),
+            0xcf8 if data.len() == 4 => {
+                data.copy_from_slice(&lock(&self.config_address).to_le_bytes())
+            }
             0xcfc..=0xcff => {
                 let address = *lock(&self.config_address);
                 if address & 0x8000_0000 == 0 {
@@ -143,7 +156,8 @@ impl PciBus {
     pub fn pio_write(&self, port: u16, data: &[u8]) {
         match port {
             0xcf8 if data.len() == 4 => {
-                *lock(&self.config_address) = u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                *lock(&self.config_address) =
+                    u32::from_le_bytes([data[0], data[1], data[2], data[3]]);
             }
             // Reset control register (FADT reset register and Linux's "reboot=pci").
             0xcf9 if data.len() == 1 => super::reset::reset_control_write(&self.vm, data[0]),
@@ -208,13 +222,24 @@ impl PciBus {
 
 /// (bus, device, function, register) of a mechanism-#1 CONFIG_ADDRESS value.
 fn decode_config_address(a: u32) -> (u8, u8, u8, u16) {
-    (((a >> 16) & 0xff) as u8, ((a >> 11) & 0x1f) as u8, ((a >> 8) & 0x7) as u8, (a & 0xfc) as u16)
+    (
+        ((a >> 16) & 0xff) as u8,
+        ((a >> 11) & 0x1f) as u8,
+        ((a >> 8) & 0x7) as u8,
+        (a & 0xfc) as u16,
+    )
 }
 
 /// (device, function, register) of an MMCONFIG address on bus 0.
 fn decode_mmconfig(addr: u64) -> Option<(u8, u8, u16)> {
-    let off = addr.checked_sub(layout::PCI_MMCONFIG_START).filter(|o| *o < layout::PCI_MMCONFIG_SIZE)?;
-    Some((((off >> 15) & 0x1f) as u8, ((off >> 12) & 0x7) as u8, (off & 0xfff) as u16))
+    let off = addr
+        .checked_sub(layout::PCI_MMCONFIG_START)
+        .filter(|o| *o < layout::PCI_MMCONFIG_SIZE)?;
+    Some((
+        ((off >> 15) & 0x1f) as u8,
+        ((off >> 12) & 0x7) as u8,
+        (off & 0xfff) as u16,
+    ))
 }
 
 /// 00:00.0, a PCI host bridge with no BARs.
@@ -247,7 +272,11 @@ impl PciFunction for HostBridge {
     }
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
         for (i, b) in data.iter_mut().enumerate() {
-            *b = self.config.get(usize::from(offset) + i).copied().unwrap_or(0);
+            *b = self
+                .config
+                .get(usize::from(offset) + i)
+                .copied()
+                .unwrap_or(0);
         }
     }
     fn config_write(&mut self, _offset: u16, _data: &[u8]) -> Option<BarMoved> {
@@ -285,7 +314,12 @@ mod tests {
             (0x1af4, 0x1042)
         }
         fn bars(&self) -> Vec<BarInfo> {
-            vec![BarInfo { index: 0, size: 0x4000, prefetchable: false, is_64bit: true }]
+            vec![BarInfo {
+                index: 0,
+                size: 0x4000,
+                prefetchable: false,
+                is_64bit: true,
+            }]
         }
         fn set_bar_address(&mut self, _index: u8, address: u64) {
             self.bar = Some(address);

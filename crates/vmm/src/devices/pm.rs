@@ -26,7 +26,13 @@ pub struct Pm {
 
 impl Pm {
     pub fn new(sci: Arc<dyn IrqLine>, vm: Arc<VmControl>) -> Self {
-        Pm { status: 0, enable: 0, control: SCI_EN, sci, vm }
+        Pm {
+            status: 0,
+            enable: 0,
+            control: SCI_EN,
+            sci,
+            vm,
+        }
     }
 
     fn update_sci(&self) {
@@ -55,7 +61,12 @@ fn le16(data: &[u8]) -> u16 {
 impl PioDevice for Pm {
     /// Offsets: 0 = PM1a_STS, 2 = PM1a_EN (the event block), 4 = PM1a_CNT (the control block).
     fn read(&mut self, offset: u16, data: &mut [u8]) {
-        let regs = [self.status.to_le_bytes(), self.enable.to_le_bytes(), self.control.to_le_bytes()].concat();
+        let regs = [
+            self.status.to_le_bytes(),
+            self.enable.to_le_bytes(),
+            self.control.to_le_bytes(),
+        ]
+        .concat();
         for (i, b) in data.iter_mut().enumerate() {
             *b = regs.get(usize::from(offset) + i).copied().unwrap_or(0);
         }
@@ -123,8 +134,15 @@ mod tests {
         let mut pm = Pm::new(Arc::new(Line::default()), vm.clone());
         let mut cnt = [0u8; 2];
         pm.read(4, &mut cnt);
-        assert_eq!(u16::from_le_bytes(cnt) & SCI_EN, SCI_EN, "always in ACPI mode");
-        pm.write(4, &((u16::from(S5_SLEEP_TYPE) << SLP_TYP_SHIFT) | SLP_EN).to_le_bytes());
+        assert_eq!(
+            u16::from_le_bytes(cnt) & SCI_EN,
+            SCI_EN,
+            "always in ACPI mode"
+        );
+        pm.write(
+            4,
+            &((u16::from(S5_SLEEP_TYPE) << SLP_TYP_SHIFT) | SLP_EN).to_le_bytes(),
+        );
         assert_eq!(vm.exit_reason(), Some(ExitReason::Poweroff));
     }
 }

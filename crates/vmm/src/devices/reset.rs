@@ -23,7 +23,12 @@ const STATUS_SYSTEM_FLAG: u8 = 1 << 2;
 
 impl I8042 {
     pub fn new(vm: Arc<VmControl>) -> Self {
-        I8042 { vm, command_byte: 0, pending_read: None, expect_command_byte: false }
+        I8042 {
+            vm,
+            command_byte: 0,
+            pending_read: None,
+            expect_command_byte: false,
+        }
     }
 }
 
@@ -31,7 +36,14 @@ impl PioDevice for I8042 {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         let value = match offset {
             0 => self.pending_read.take().unwrap_or(0),
-            4 => STATUS_SYSTEM_FLAG | if self.pending_read.is_some() { STATUS_OUTPUT_FULL } else { 0 },
+            4 => {
+                STATUS_SYSTEM_FLAG
+                    | if self.pending_read.is_some() {
+                        STATUS_OUTPUT_FULL
+                    } else {
+                        0
+                    }
+            }
             _ => 0xff,
         };
         data.fill(0);

@@ -124,19 +124,30 @@ impl Console {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|source| SerialError::File { path: path.clone(), source })?;
+                    .map_err(|source| SerialError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                 (Sink::File(file), None)
             }
             SerialMode::Socket(path) => {
                 let _ = std::fs::remove_file(path);
-                let listener =
-                    UnixListener::bind(path).map_err(|source| SerialError::Socket { path: path.clone(), source })?;
+                let listener = UnixListener::bind(path).map_err(|source| SerialError::Socket {
+                    path: path.clone(),
+                    source,
+                })?;
                 let client: SocketClient = Arc::new(Mutex::new(None));
-                (Sink::Socket(client.clone()), Some(InputSource::Socket(listener, client)))
+                (
+                    Sink::Socket(client.clone()),
+                    Some(InputSource::Socket(listener, client)),
+                )
             }
         };
         let uart = Serial::new(IrqFdTrigger(irq), ConsoleWriter(sink));
-        Ok(Console { port: Arc::new(Mutex::new(SerialPort(uart))), input })
+        Ok(Console {
+            port: Arc::new(Mutex::new(SerialPort(uart))),
+            input,
+        })
     }
 
     /// Whether the console is on stdio (so the terminal should go raw).
@@ -151,19 +162,25 @@ impl Console {
         match self.input.take() {
             None => {}
             Some(InputSource::Stdin) => {
-                std::thread::Builder::new().name("serial-in".into()).spawn(move || {
-                    let mut stdin = io::stdin();
-                    pump(&mut stdin, &port);
-                })?;
+                std::thread::Builder::new()
+                    .name("serial-in".into())
+                    .spawn(move || {
+                        let mut stdin = io::stdin();
+                        pump(&mut stdin, &port);
+                    })?;
             }
             Some(InputSource::Socket(listener, client)) => {
-                std::thread::Builder::new().name("serial-accept".into()).spawn(move || {
-                    for stream in listener.incoming().flatten() {
-                        let Ok(mut reader) = stream.try_clone() else { continue };
-                        *lock(&client) = Some(stream);
-                        pump(&mut reader, &port);
-                    }
-                })?;
+                std::thread::Builder::new()
+                    .name("serial-accept".into())
+                    .spawn(move || {
+                        for stream in listener.incoming().flatten() {
+                            let Ok(mut reader) = stream.try_clone() else {
+                                continue;
+                            };
+                            *lock(&client) = Some(stream);
+                            pump(&mut reader, &port);
+                        }
+                    })?;
             }
         }
         Ok(())
@@ -184,7 +201,11 @@ fn pump(input: &mut dyn Read, port: &Mutex<SerialPort>) {
                 let mut p = lock(port);
                 let room = p.0.fifo_capacity();
                 let chunk = &rest[..rest.len().min(room)];
-                if chunk.is_empty() { 0 } else { p.0.enqueue_raw_bytes(chunk).unwrap_or(0) }
+                if chunk.is_empty() {
+                    0
+                } else {
+                    p.0.enqueue_raw_bytes(chunk).unwrap_or(0)
+                }
             };
             rest = &rest[taken..];
             if !rest.is_empty() {
@@ -241,7 +262,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let console = Console::new(&SerialMode::File(path.clone()), irq.try_clone().unwrap()).unwrap();
+        let console =
+            Console::new(&SerialMode::File(path.clone()), irq.try_clone().unwrap()).unwrap();
         for b in b"hi\n" {
             lock(&console.port).write(0, &[*b]);
         }
@@ -253,13 +275,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.sock");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut console = Console::new(&SerialMode::Socket(path.clone()), irq.try_clone().unwrap()).unwrap();
+        let mut console =
+            Console::new(&SerialMode::Socket(path.clone()), irq.try_clone().unwrap()).unwrap();
         console.start_input().unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
         // Enable the "data available" interrupt so we can see input arrive.
         lock(&console.port).write(1, &[1]);
         client.write_all(b"x").unwrap();
-        assert!(oxvirt_testkit::wait_for(Duration::from_secs(5), || irq.read().is_ok()));
+        assert!(oxvirt_testkit::wait_for(Duration::from_secs(5), || irq
+            .read()
+            .is_ok()));
         let mut b = [0u8];
         lock(&console.port).read(0, &mut b);
         assert_eq!(&b, b"x");
@@ -267,8 +292,13 @@ mod tests {
         assert!(oxvirt_testkit::wait_for(Duration::from_secs(5), || {
             lock(&console.port).write(0, b"y");
             let mut got = [0u8];
-            client.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-            client.read(&mut got).map(|n| n == 1 && got[0] == b'y').unwrap_or(false)
+            client
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            client
+                .read(&mut got)
+                .map(|n| n == 1 && got[0] == b'y')
+                .unwrap_or(false)
         }));
     }
 }

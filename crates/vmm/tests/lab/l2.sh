@@ -5,6 +5,7 @@ echo "L2-MODE=$mode"
 case "$mode" in
 info)
     echo "NPROC=$(nproc)"
+    echo "SOCKETS=$(grep 'physical id' /proc/cpuinfo | sort -u | wc -l)"
     echo "FLAGS=$(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2)"
     ;;
 ticker)
