@@ -1,4 +1,5 @@
-//! virtio-blk over a [`BlockBackend`] (a raw file here; qcow2 can slot in later).
+//! virtio-blk over a [`BlockBackend`]: a raw file here, qcow2 (and raw) images from
+//! `oxvirt-images` in [`crate::disk`].
 //!
 //! Supported requests: IN (read), OUT (write), FLUSH, GET_ID. Every guest-supplied value is
 //! checked: a request that is malformed, misaligned or out of range completes with
@@ -13,6 +14,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use oxvirt_images::lock::{lock_image, LockMode};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
@@ -64,7 +66,7 @@ pub struct BlockConfig {
     pub serial: Option<String>,
 }
 
-/// A raw image file (or block device).
+/// A raw image file (or block device), locked like QEMU locks it (see [`crate::disk`]).
 pub struct RawFileBackend {
     file: File,
     size: u64,
@@ -73,6 +75,8 @@ pub struct RawFileBackend {
 }
 
 impl RawFileBackend {
+    /// Opens `path`; fails with [`Error::Image`] (`ImageError::Locked`) if QEMU, `qemu-img` or
+    /// `oxvirt img` holds a conflicting lock on it.
     pub fn open(path: &std::path::Path, readonly: bool, direct: bool) -> Result<Self, Error> {
         let open_err = |source| Error::OpenDisk {
             path: path.to_path_buf(),
@@ -93,6 +97,12 @@ impl RawFileBackend {
                 open_err(source)
             }
         })?;
+        let lock_mode = if readonly {
+            LockMode::Read
+        } else {
+            LockMode::Write
+        };
+        lock_image(&file, path, lock_mode).map_err(Error::Image)?;
         // Seeking works for block devices too, where the metadata length is 0.
         let size = file.seek(SeekFrom::End(0)).map_err(open_err)?;
         if direct && size % DIRECT_ALIGN as u64 != 0 {

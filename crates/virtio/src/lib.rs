@@ -6,7 +6,7 @@
 //! # How the VMM plugs a device in
 //!
 //! ```text
-//! let dev = oxvirt_virtio::block_device(BlockConfig { path, readonly, direct, serial })?;
+//! let dev = oxvirt_virtio::block_device_from_image(BlockConfig { path, readonly, direct, serial }, DiskFormat::Qcow2)?;
 //! let mut pci = VirtioPciDevice::new(dev, guest_memory.clone(), msi_sink)?;   // impl PciFunction
 //! for bar in pci.bars() { pci.set_bar_address(bar.index, allocate(bar.size)); }
 //! for n in pci.notify_eventfds() { vm.register_ioevent(&n.eventfd, &Mmio(bar_addr + n.offset), NoDatamatch) }
@@ -36,7 +36,7 @@
 //!
 //! | device | queues | features besides `VERSION_1` and `RING_INDIRECT_DESC` |
 //! |--------|--------|--------------------------------------------------------|
-//! | virtio-blk ([`block_device`]) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
+//! | virtio-blk ([`block_device_from_image`]: raw or qcow2) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
 //! | virtio-net ([`net_device`]) | RX, TX × 256 | `MAC` (no offloads, no mergeable RX buffers, no control queue) |
 //! | virtio-rng ([`rng_device`]) | 1 × 256 | none |
 //!
@@ -61,6 +61,7 @@
 //! register accesses; a reset or a new activation stops and joins the worker first.
 
 pub mod block;
+pub mod disk;
 pub mod msix;
 pub mod net;
 pub mod pci;
@@ -75,6 +76,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use block::{BlockBackend, BlockConfig, RawFileBackend};
+pub use disk::{DiskFormat, ImageBackend};
 pub use msix::InterruptHandle;
 pub use net::NetConfig;
 pub use pci::VirtioPciDevice;
@@ -217,6 +219,11 @@ pub enum Error {
         path: std::path::PathBuf,
         reason: String,
     },
+    #[error("unknown disk format {0:?} (raw or qcow2; the format is never probed)")]
+    UnknownDiskFormat(String),
+    /// Opening or locking a disk image failed (the message names the file).
+    #[error(transparent)]
+    Image(oxvirt_images::ImageError),
     #[error("TAP device {name}: {context}: {source}")]
     Tap {
         name: String,
@@ -239,9 +246,26 @@ pub enum Error {
     },
 }
 
-/// Returns a virtio-blk device over a raw file.
+/// Returns a virtio-blk device over a raw file (same as [`block_device_from_image`] with
+/// [`DiskFormat::Raw`]).
 pub fn block_device(config: BlockConfig) -> Result<Box<dyn VirtioDevice>, Error> {
-    Ok(Box::new(block::BlockDevice::open(config)?))
+    block_device_from_image(config, DiskFormat::Raw)
+}
+
+/// Returns a virtio-blk device over a disk image in `format` (raw or qcow2, never probed).
+/// The image and its backing files are locked like QEMU locks them for as long as the device
+/// exists. `direct` is refused for qcow2; `readonly` opens the image read-only, offers
+/// `VIRTIO_BLK_F_RO` and fails writes.
+pub fn block_device_from_image(
+    config: BlockConfig,
+    format: DiskFormat,
+) -> Result<Box<dyn VirtioDevice>, Error> {
+    let backend = disk::open_backend(&config, format)?;
+    Ok(block_device_with_backend(
+        backend,
+        config.readonly,
+        config.serial.as_deref(),
+    ))
 }
 
 /// Returns a virtio-blk device over any [`BlockBackend`] (e.g. qcow2 from `oxvirt-images`).

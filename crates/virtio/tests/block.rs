@@ -5,24 +5,9 @@ mod common;
 use std::io::Write;
 use std::path::Path;
 
+use common::blk::*;
 use common::{Buf, Driver, DATA_BASE, MEM_SIZE};
 use oxvirt_virtio::{block_device, BlockConfig, PciFunction};
-
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
-const T_FLUSH: u32 = 4;
-const T_GET_ID: u32 = 8;
-const S_OK: u8 = 0;
-const S_IOERR: u8 = 1;
-const S_UNSUPP: u8 = 2;
-const F_RO: u64 = 1 << 5;
-const F_SEG_MAX: u64 = 1 << 2;
-const F_BLK_SIZE: u64 = 1 << 6;
-const F_FLUSH: u64 = 1 << 9;
-
-const HEADER: u64 = DATA_BASE;
-const STATUS: u64 = DATA_BASE + 0x100;
-const DATA: u64 = DATA_BASE + 0x1000;
 
 /// A disk image whose byte `i` is `pattern(i)`.
 fn pattern(i: usize) -> u8 {
@@ -48,34 +33,6 @@ fn start(path: &Path, readonly: bool, direct: bool) -> Driver {
     })
     .unwrap();
     Driver::start(dev, F_SEG_MAX | F_BLK_SIZE | F_FLUSH | F_RO, 1)
-}
-
-/// Send one request: header, then either `out` data or `in_len` bytes to fill, then status.
-/// Returns (status, used length, data read).
-fn request(
-    d: &mut Driver,
-    kind: u32,
-    sector: u64,
-    out: Option<&[u8]>,
-    in_len: u32,
-) -> (u8, u32, Vec<u8>) {
-    let mut header = [0u8; 16];
-    header[0..4].copy_from_slice(&kind.to_le_bytes());
-    header[8..16].copy_from_slice(&sector.to_le_bytes());
-    d.write_mem(HEADER, &header);
-    d.write_mem(STATUS, &[0xff]);
-    let mut bufs = vec![Buf::out(HEADER, 16)];
-    if let Some(out) = out {
-        d.write_mem(DATA, out);
-        bufs.push(Buf::out(DATA, out.len() as u32));
-    } else if in_len > 0 {
-        d.write_mem(DATA, &vec![0xee; in_len as usize]);
-        bufs.push(Buf::input(DATA, in_len));
-    }
-    bufs.push(Buf::input(STATUS, 1));
-    let used = d.submit(0, &bufs);
-    let status = d.read_mem(STATUS, 1)[0];
-    (status, used, d.read_mem(DATA, in_len as usize))
 }
 
 #[test]

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the driver.
 
+pub mod blk;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
