@@ -19,6 +19,9 @@
 //!
 //! (*) only `shutdown` reads a body, and it is optional.
 //!
+//! Networks and guest interfaces: see the [`network`] module.
+//! Storage pools, volumes and `blockresize`: see the [`storage`] module.
+//!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
 use std::fmt;
@@ -31,6 +34,18 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
+
+pub mod storage;
+pub use storage::{
+    BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest, PoolInfo,
+    ResizeVolumeRequest, VolumeInfo,
+};
+
+pub mod network;
+pub use network::{
+    AddressSource, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,
+    InterfaceAddress, InterfaceStats, NetworkInfo, NetworkLease,
+};
 
 /// Version of this API; bumped only on incompatible changes.
 pub const API_VERSION: u32 = 1;

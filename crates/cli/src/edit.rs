@@ -19,9 +19,12 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
     let info = block_on(client.domain_info(domain))??;
     let original = block_on(client.domain_xml(&info.uuid))??;
     let subject = format!("Domain '{}'", info.name);
-    edit_definition(&original, &subject, &format!("domain '{}'", info.name), |edited| {
-        block_on(client.replace_domain_xml(&info.uuid, edited)).map(|r| r.map(|_| ()))
-    })
+    edit_definition(
+        &original,
+        &subject,
+        &format!("domain '{}'", info.name),
+        |edited| block_on(client.replace_domain_xml(&info.uuid, edited)).map(|r| r.map(|_| ())),
+    )
 }
 
 /// Runs the edit session of a network (`net-edit`).
@@ -29,9 +32,12 @@ pub fn run_network(client: &Client, network: &str) -> anyhow::Result<String> {
     let info = block_on(client.network_info(network))??;
     let original = block_on(client.network_xml(&info.uuid))??;
     let subject = format!("Network {}", info.name);
-    edit_definition(&original, &subject, &format!("network '{}'", info.name), |edited| {
-        block_on(client.replace_network_xml(&info.uuid, edited)).map(|r| r.map(|_| ()))
-    })
+    edit_definition(
+        &original,
+        &subject,
+        &format!("network '{}'", info.name),
+        |edited| block_on(client.replace_network_xml(&info.uuid, edited)).map(|r| r.map(|_| ())),
+    )
 }
 
 /// Edits `original` until `replace` accepts it or the user gives up. `subject` starts virsh's
@@ -42,7 +48,6 @@ fn edit_definition(
     what: &str,
     replace: impl Fn(&str) -> anyhow::Result<Result<(), ClientError>>,
 ) -> anyhow::Result<String> {
-
     let mut file = tempfile::Builder::new()
         .prefix("oxvirt-edit-")
         .suffix(".xml")

@@ -13,6 +13,7 @@ mod edit;
 mod format;
 mod img;
 mod net;
+mod pool;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ enum Command {
     OneShot(OneShotCommand),
     #[command(flatten)]
     Net(net::NetCommand),
+    #[command(flatten)]
+    Pool(pool::PoolCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Edit(arg) => print_virsh_output(&edit::run(&client, &arg.domain)?),
         Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
+        Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

@@ -217,9 +217,10 @@ async fn run_async(client: &Client, command: NetCommand) -> anyhow::Result<Strin
             }
             domifaddr(&addresses)
         }
-        NetCommand::Domifstat { domain, interface } => {
-            domifstat(&interface, &client.domain_interface_stats(&domain, &interface).await?)
-        }
+        NetCommand::Domifstat { domain, interface } => domifstat(
+            &interface,
+            &client.domain_interface_stats(&domain, &interface).await?,
+        ),
         NetCommand::AttachInterface {
             domain,
             interface_type,

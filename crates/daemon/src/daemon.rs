@@ -31,15 +31,17 @@ const QUIT_GRACE: Duration = Duration::from_secs(5);
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
-    store: Store,
+    pub(crate) store: Store,
     engine: Arc<dyn Engine>,
     state_dir: PathBuf,
     vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
+    /// Virtual networks and guest TAPs (see `networks.rs`).
+    pub(crate) networks: crate::networks::Networks,
 }
 
 /// In-memory companion of one defined domain.
 #[derive(Default)]
-struct Vm {
+pub(crate) struct Vm {
     /// Held for the whole of a user operation.
     op: Arc<tokio::sync::Mutex<()>>,
     live: Mutex<Option<Live>>,
@@ -78,19 +80,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
     ApiError::new(code::INTERNAL, format!("{context}: {err}"))
 }
 
-fn db(err: rusqlite::Error) -> ApiError {
+pub(crate) fn db(err: rusqlite::Error) -> ApiError {
     internal("state database error", err)
 }
 
-fn invalid_state(message: String) -> ApiError {
+pub(crate) fn invalid_state(message: String) -> ApiError {
     ApiError::new(code::INVALID_STATE, message)
 }
 
-fn domain_error(err: DomainError) -> ApiError {
+pub(crate) fn domain_error(err: DomainError) -> ApiError {
     match &err {
         DomainError::InvalidName { .. } => ApiError::new(code::INVALID_NAME, err.to_string()),
         _ if err.is_unsupported() => ApiError::new(code::UNSUPPORTED, err.to_string()),
@@ -98,7 +100,7 @@ fn domain_error(err: DomainError) -> ApiError {
     }
 }
 
-fn engine_failure(name: &str, err: EngineError) -> ApiError {
+pub(crate) fn engine_failure(name: &str, err: EngineError) -> ApiError {
     let code = match err.kind {
         EngineErrorKind::Unsupported => code::UNSUPPORTED,
         EngineErrorKind::Invalid => code::INVALID_XML,
@@ -126,12 +128,18 @@ fn xml_names_uuid(xml: &str) -> bool {
 }
 
 impl Daemon {
-    pub fn new(store: Store, engine: Arc<dyn Engine>, state_dir: PathBuf) -> Daemon {
+    pub fn new(
+        store: Store,
+        engine: Arc<dyn Engine>,
+        state_dir: PathBuf,
+        networks: crate::networks::Networks,
+    ) -> Daemon {
         Daemon {
             store,
             engine,
             state_dir,
             vms: Mutex::new(HashMap::new()),
+            networks,
         }
     }
 
@@ -145,7 +153,7 @@ impl Daemon {
     }
 
     /// Takes the domain's operation lock or says it is busy.
-    fn begin(&self, record: &DomainRecord) -> ApiResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
+    pub(crate) fn begin(&self, record: &DomainRecord) -> ApiResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
         let vm = self.vm(&record.uuid);
         let guard = vm.op.clone().try_lock_owned().map_err(|_| {
             ApiError::new(
@@ -160,7 +168,7 @@ impl Daemon {
     }
 
     /// Finds a domain by name, UUID or runtime id.
-    fn resolve(&self, id: &str) -> ApiResult<DomainRecord> {
+    pub(crate) fn resolve(&self, id: &str) -> ApiResult<DomainRecord> {
         if let Some(record) = self.store.find_domain(id).map_err(db)? {
             return Ok(record);
         }
@@ -247,7 +255,7 @@ impl Daemon {
                 .unwrap_or(0),
             persistent: true,
             autostart: record.autostart,
-            engine: self.engine.kind(),
+            engine: self.engine.kind_of(&domain),
             accel,
             warnings: plan.warnings,
             console_socket,
@@ -265,6 +273,10 @@ impl Daemon {
     pub fn define(&self, xml: &str) -> ApiResult<DomainSummary> {
         let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(domain_error)?;
         let names_uuid = xml_names_uuid(xml);
+        self.ensure_unique_macs(&mut domain, xml)?;
+        self.engine
+            .check_definition(&domain)
+            .map_err(|e| engine_failure(&domain.name, e))?;
         // A definition without <uuid> updates the domain of that name, as in libvirt.
         let existing = match self.store.find_domain(&domain.name).map_err(db)? {
             Some(record) if record.name == domain.name => Some(record),
@@ -280,7 +292,7 @@ impl Daemon {
             None => None,
         };
         let new_xml = domain.to_xml();
-        let engine = self.engine.kind().to_string();
+        let engine = self.engine.kind_of(&domain).to_string();
         let record = self
             .store
             .transaction_or(db, |tx| -> ApiResult<DomainRecord> {
@@ -355,6 +367,11 @@ impl Daemon {
                 ),
             ));
         }
+        self.ensure_unique_macs(&mut domain, xml)?;
+        self.engine
+            .check_definition(&domain)
+            .map_err(|e| engine_failure(&domain.name, e))?;
+        let engine = self.engine.kind_of(&domain).to_string();
         let (_vm, _guard) = self.begin(&record)?;
         let new_xml = domain.to_xml();
         self.store.transaction_or(db, |tx| -> ApiResult<()> {
@@ -364,7 +381,7 @@ impl Daemon {
                     record.name
                 )));
             }
-            store::update_domain_xml(tx, &record.uuid, &new_xml, &record.engine).map_err(db)
+            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)
         })?;
         tracing::info!(domain = %record.name, "definition replaced");
         self.summary(&DomainRecord {
@@ -440,7 +457,13 @@ impl Daemon {
                 record.name, runtime.state
             )));
         }
-        let domain = stored_domain(&record)?;
+        let mut domain = stored_domain(&record)?;
+        // The definition may predate the engine's current limits; the host may lack what the
+        // engine needs (the native engine: hardware KVM).
+        self.engine
+            .check_definition(&domain)
+            .and_then(|()| self.engine.check_host(&domain))
+            .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
         let plan = self.engine.plan_accel(&domain);
         for warning in &plan.warnings {
@@ -449,11 +472,15 @@ impl Daemon {
         let run_dir = self.run_dir(&record.uuid);
         create_private_dir(&run_dir)?;
 
-        let pid = self
-            .engine
-            .launch(&domain, &run_dir, plan.accel)
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
+        // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
+        self.plug_interfaces(&record, &mut domain).await?;
+        let pid = match self.engine.launch(&domain, &run_dir, plan.accel).await {
+            Ok(pid) => pid,
+            Err(err) => {
+                self.unplug_interfaces(&record.uuid).await;
+                return Err(engine_failure(&record.name, err));
+            }
+        };
         let launched = Launched {
             pid,
             accel: plan.accel,
@@ -465,6 +492,7 @@ impl Daemon {
             Err(err) => {
                 // Never leave a guest running that the store does not know about.
                 process::kill_and_reap(pid, &record.uuid, self.engine.as_ref()).await;
+                self.unplug_interfaces(&record.uuid).await;
                 Err(err)
             }
         }
@@ -675,6 +703,17 @@ impl Daemon {
             .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
     }
 
+    /// The control connection of a running domain (for device hotplug); the caller holds the
+    /// domain's operation lock.
+    pub(crate) fn running_control(
+        &self,
+        vm: &Vm,
+        record: &DomainRecord,
+    ) -> ApiResult<Arc<dyn Control>> {
+        let live = self.live_or_not_running(vm, record)?;
+        self.control_of(&live, record)
+    }
+
     fn control_of(&self, live: &Live, record: &DomainRecord) -> ApiResult<Arc<dyn Control>> {
         live.control.clone().ok_or_else(|| {
             ApiError::new(
@@ -740,6 +779,8 @@ impl Daemon {
             run_dir: self.run_dir(&record.uuid),
             pid,
             on_crash: domain.on_crash,
+            on_reboot: domain.on_reboot,
+            on_poweroff: domain.on_poweroff,
             intent,
         };
         tokio::spawn(supervisor.run(connection));
@@ -862,6 +903,8 @@ struct Supervisor {
     run_dir: PathBuf,
     pid: u32,
     on_crash: LifecycleAction,
+    on_reboot: LifecycleAction,
+    on_poweroff: LifecycleAction,
     intent: Arc<Mutex<Intent>>,
 }
 
@@ -869,7 +912,20 @@ struct Supervisor {
 #[derive(Debug, Default)]
 struct Observed {
     shutdown: bool,
+    /// The guest itself powered off (as opposed to a quit from the host).
+    guest_poweroff: bool,
     panicked: bool,
+    /// The guest's process ended because the guest asked for a reset.
+    rebooted: bool,
+}
+
+fn is_restart(action: LifecycleAction) -> bool {
+    matches!(
+        action,
+        LifecycleAction::Restart
+            | LifecycleAction::RenameRestart
+            | LifecycleAction::CoredumpRestart
+    )
 }
 
 impl Supervisor {
@@ -926,14 +982,28 @@ impl Supervisor {
                 EngineEvent::Reset => {}
                 EngineEvent::Shutdown { guest } => {
                     observed.shutdown = true;
+                    observed.guest_poweroff |= guest;
                     let reason = if guest { "shutdown" } else { "destroyed" };
                     self.daemon
                         .set_state(&self.vm, &self.uuid, DomainState::InShutdown, reason);
-                    // Make sure the process ends even if the engine keeps it around.
-                    let control = control.clone();
-                    tokio::spawn(async move {
-                        let _ = control.quit().await;
-                    });
+                    // on_poweroff='preserve' keeps the powered-off machine around; otherwise
+                    // make sure the process ends even if the engine keeps it.
+                    if !(guest && self.on_poweroff == LifecycleAction::Preserve) {
+                        let control = control.clone();
+                        tokio::spawn(async move {
+                            let _ = control.quit().await;
+                        });
+                    }
+                }
+                EngineEvent::Rebooted => {
+                    observed.shutdown = true;
+                    observed.rebooted = true;
+                    self.daemon.set_state(
+                        &self.vm,
+                        &self.uuid,
+                        DomainState::InShutdown,
+                        "shutdown",
+                    );
                 }
                 EngineEvent::Panicked => {
                     observed.panicked = true;
@@ -946,9 +1016,7 @@ impl Supervisor {
                             "panicked",
                         ),
                         // The engine paused the guest; restart it in place.
-                        LifecycleAction::Restart
-                        | LifecycleAction::RenameRestart
-                        | LifecycleAction::CoredumpRestart => {
+                        action if is_restart(action) => {
                             observed.panicked = false;
                             let restarted = match control.reset().await {
                                 Ok(()) => control.resume().await,
@@ -993,6 +1061,9 @@ impl Supervisor {
             Ok(runtime) => runtime.map(|r| r.id),
             Err(_) => None,
         };
+        // The guest's TAPs go with it (before the stop is visible, so a caller that saw the
+        // domain stop also sees its TAPs gone).
+        self.daemon.unplug_interfaces(&self.uuid).await;
         if let Err(err) = self.daemon.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {err}");
         }
@@ -1003,12 +1074,9 @@ impl Supervisor {
         let restart = match (intent, reason) {
             (Intent::Destroy, _) => false,
             (Intent::Reboot, "shutdown") => true,
-            (_, "crashed") => matches!(
-                self.on_crash,
-                LifecycleAction::Restart
-                    | LifecycleAction::RenameRestart
-                    | LifecycleAction::CoredumpRestart
-            ),
+            (_, "shutdown") if observed.rebooted => is_restart(self.on_reboot),
+            (_, "shutdown") => observed.guest_poweroff && is_restart(self.on_poweroff),
+            (_, "crashed") => is_restart(self.on_crash),
             _ => false,
         };
         if let (true, Some(runtime_id)) = (restart, runtime_id) {
@@ -1057,7 +1125,7 @@ fn state_of_status(status: &GuestStatus, running_reason: &str) -> (DomainState, 
     }
 }
 
-fn stored_domain(record: &DomainRecord) -> ApiResult<Domain> {
+pub(crate) fn stored_domain(record: &DomainRecord) -> ApiResult<Domain> {
     oxvirt_domain::parse_domain_xml(&record.xml).map_err(|err| {
         internal(
             &format!(

@@ -26,6 +26,9 @@ pub enum EngineEvent {
     Resume,
     /// The guest reported a kernel panic.
     Panicked,
+    /// The guest asked for a reset and its process ended (engines that do not reset in place,
+    /// like the native one): the domain's `on_reboot` decides what happens next.
+    Rebooted,
 }
 
 /// What the engine says the guest is doing.
@@ -75,6 +78,27 @@ pub struct AccelPlan {
 
 pub type Events = UnboundedReceiver<EngineEvent>;
 
+/// A NIC to hot-plug into a running guest, on a TAP device the daemon prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicPlug {
+    /// Engine-side ids of the host backend and of the guest device (unique in the guest).
+    pub netdev_id: String,
+    pub device_id: String,
+    pub tap: String,
+    pub mac: String,
+    /// NIC model, e.g. "virtio".
+    pub model: String,
+    /// PCI slot on bus 0 to plug into, if the definition fixed one.
+    pub pci_slot: Option<u8>,
+}
+
+fn no_hotplug() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot hot-plug network interfaces".to_string(),
+    }
+}
+
 #[async_trait]
 pub trait Engine: Send + Sync {
     fn kind(&self) -> EngineKind;
@@ -84,6 +108,21 @@ pub trait Engine: Send + Sync {
 
     /// The accelerator a start of `domain` would use now.
     fn plan_accel(&self, domain: &Domain) -> AccelPlan;
+
+    /// The engine that runs `domain` (differs from [`Engine::kind`] when engines are combined).
+    fn kind_of(&self, _domain: &Domain) -> EngineKind {
+        self.kind()
+    }
+
+    /// Define-time check: `Err(unsupported)` naming what in `domain` this engine cannot run.
+    fn check_definition(&self, _domain: &Domain) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Start-time check of the host (before any resource is set up for the start).
+    fn check_host(&self, _domain: &Domain) -> Result<(), EngineError> {
+        Ok(())
+    }
 
     /// Starts the guest with its files in `run_dir`; returns the process id once the control
     /// connection can be made.
@@ -118,4 +157,27 @@ pub trait Control: Send + Sync {
     async fn reset(&self) -> Result<(), EngineError>;
     /// Ends the guest's process at once.
     async fn quit(&self) -> Result<(), EngineError>;
+    /// Hot-plugs a NIC backed by an existing TAP device.
+    async fn plug_nic(&self, _nic: &NicPlug) -> Result<(), EngineError> {
+        Err(no_hotplug())
+    }
+    /// Hot-unplugs a NIC (the guest must release it) and its backend; returns once both are gone.
+    async fn unplug_nic(&self, _device_id: &str, _netdev_id: &str) -> Result<(), EngineError> {
+        Err(no_hotplug())
+    }
+    /// Current size in bytes of the disk with target `dev` (e.g. "vda"), as the guest sees it.
+    async fn block_size(&self, _dev: &str) -> Result<u64, EngineError> {
+        Err(no_block_resize())
+    }
+    /// Changes the size of the disk with target `dev` (its image grows; the guest is told).
+    async fn block_resize(&self, _dev: &str, _size: u64) -> Result<(), EngineError> {
+        Err(no_block_resize())
+    }
+}
+
+fn no_block_resize() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot resize disks of a running guest".to_string(),
+    }
 }

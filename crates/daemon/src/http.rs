@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::daemon::Daemon;
 
 /// An [`ApiError`] as an HTTP reply.
-struct Failure(ApiError);
+pub(crate) struct Failure(pub(crate) ApiError);
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
@@ -41,7 +41,7 @@ impl From<ApiError> for Failure {
 type Reply<T> = Result<Json<T>, Failure>;
 
 /// Parses a JSON body ourselves, so a bad body gets an [`ApiError`] like everything else.
-fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
+pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
     serde_json::from_slice(bytes).map_err(|e| {
         Failure(ApiError::new(
             code::BAD_REQUEST,
@@ -63,7 +63,20 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
             post(move |state, path, bytes| lifecycle(state, path, bytes, action)),
         );
     }
-    router.fallback(not_found).with_state(daemon)
+    router
+        .merge(crate::net_http::routes())
+        .merge(crate::pool_http::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(daemon)
+}
+
+async fn method_not_allowed() -> Response {
+    let error = ApiError::new(
+        code::BAD_REQUEST,
+        "this API endpoint does not accept that HTTP method",
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
 }
 
 async fn not_found() -> Failure {

@@ -3,7 +3,13 @@
 
 mod daemon;
 mod engine;
+mod engine_set;
 mod http;
+mod native_engine;
+mod net_http;
+mod networks;
+mod pool_http;
+mod pools;
 mod process;
 mod qemu_engine;
 mod store;
@@ -20,6 +26,7 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::daemon::Daemon;
+use crate::networks::Networks;
 use crate::qemu_engine::QemuEngine;
 use crate::store::Store;
 
@@ -35,6 +42,15 @@ struct Args {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive list).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Do not define libvirt's `default` NAT network on the first start (test suites that run
+    /// the daemon in the host's own network namespace use this).
+    #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
+    no_default_network: bool,
+    /// Directory for the networks' dnsmasq files and leases (default: the state directory's
+    /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
+    /// privileges, so this directory, unlike the state directory, must be reachable by others.
+    #[arg(long)]
+    network_dir: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,12 +76,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let listener = bind_socket(&args.socket)?;
     let store = Store::open(&args.state_dir.join("oxvirt.db"))?;
-    let engine = Arc::new(QemuEngine::probe().await);
-    let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone()));
+    // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
+    let engine = Arc::new(engine_set::EngineSet::new(
+        Arc::new(QemuEngine::probe().await),
+        Arc::new(native_engine::NativeEngine::probe()),
+    ));
+    let network_dir = args
+        .network_dir
+        .clone()
+        .unwrap_or_else(|| networks::default_network_dir(&args.state_dir));
+    let networks = Networks::new(&store, network_dir, !args.no_default_network).await?;
+    let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone(), networks));
+    // Pools before autostart domains, whose disks may be volumes.
+    daemon.start_pools()?;
     daemon
         .recover()
         .await
         .context("reattaching to running guests")?;
+    // Networks before autostart domains, which may need them.
+    daemon.start_networking().await;
     {
         let daemon = daemon.clone();
         tokio::spawn(async move { daemon.autostart().await });

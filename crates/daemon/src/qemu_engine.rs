@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::engine::{
     AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus,
+    GuestStatus, NicPlug,
 };
 
 pub struct QemuEngine {
@@ -202,6 +202,147 @@ impl Control for QmpControl {
 
     async fn quit(&self) -> Result<(), EngineError> {
         self.qmp.quit().await.map_err(engine_error)
+    }
+
+    async fn plug_nic(&self, nic: &NicPlug) -> Result<(), EngineError> {
+        let driver = nic_driver(&nic.model)?;
+        let netdev = serde_json::json!({
+            "type": "tap",
+            "id": nic.netdev_id,
+            "ifname": nic.tap,
+            "script": "no",
+            "downscript": "no",
+        });
+        self.qmp
+            .execute("netdev_add", Some(netdev))
+            .await
+            .map_err(engine_error)?;
+        let mut device = serde_json::json!({
+            "driver": driver,
+            "netdev": nic.netdev_id,
+            "id": nic.device_id,
+            "mac": nic.mac,
+        });
+        if let Some(slot) = nic.pci_slot {
+            device["bus"] = serde_json::json!("pci.0");
+            device["addr"] = serde_json::json!(format!("{slot:#x}"));
+        }
+        if let Err(err) = self.qmp.execute("device_add", Some(device)).await {
+            // Leave no half-plugged backend behind.
+            let _ = self
+                .qmp
+                .execute(
+                    "netdev_del",
+                    Some(serde_json::json!({ "id": nic.netdev_id })),
+                )
+                .await;
+            return Err(engine_error(err));
+        }
+        Ok(())
+    }
+
+    async fn block_size(&self, dev: &str) -> Result<u64, EngineError> {
+        let node = disk_node(dev);
+        let nodes = self
+            .qmp
+            .execute(
+                "query-named-block-nodes",
+                Some(serde_json::json!({ "flat": true })),
+            )
+            .await
+            .map_err(engine_error)?;
+        nodes
+            .as_array()
+            .and_then(|nodes| nodes.iter().find(|n| n["node-name"] == node.as_str()))
+            .and_then(|n| n["image"]["virtual-size"].as_u64())
+            .ok_or_else(|| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("QEMU does not report block node {node} (disk {dev})"),
+            })
+    }
+
+    async fn block_resize(&self, dev: &str, size: u64) -> Result<(), EngineError> {
+        self.qmp
+            .execute(
+                "block_resize",
+                Some(serde_json::json!({ "node-name": disk_node(dev), "size": size })),
+            )
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
+    async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
+        // A device the guest already released (after an earlier, timed-out request) is gone.
+        match self
+            .qmp
+            .execute("device_del", Some(serde_json::json!({ "id": device_id })))
+            .await
+        {
+            Ok(_) => {}
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
+            Err(err) => return Err(engine_error(err)),
+        }
+        // device_del only asks the guest to release the device (ACPI eject); it is gone when
+        // QEMU no longer lists it among the peripherals.
+        let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
+        loop {
+            let listed = self
+                .qmp
+                .execute(
+                    "qom-list",
+                    Some(serde_json::json!({ "path": "/machine/peripheral" })),
+                )
+                .await
+                .map_err(engine_error)?;
+            let present = listed
+                .as_array()
+                .is_some_and(|items| items.iter().any(|item| item["name"] == device_id));
+            if !present {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!(
+                        "the guest did not release NIC {device_id} within {} s (does it handle ACPI hot-unplug?)",
+                        UNPLUG_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        match self
+            .qmp
+            .execute("netdev_del", Some(serde_json::json!({ "id": netdev_id })))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+}
+
+/// The format node oxvirt-qemu gives the disk with target `dev` (see its cmdline/storage.rs).
+fn disk_node(dev: &str) -> String {
+    format!("drive-{dev}")
+}
+
+/// How long a hot-unplug waits for the guest to release the device.
+const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// QEMU's device for a libvirt NIC model.
+fn nic_driver(model: &str) -> Result<&'static str, EngineError> {
+    match model {
+        "virtio" => Ok("virtio-net-pci"),
+        "e1000" => Ok("e1000"),
+        "e1000e" => Ok("e1000e"),
+        "rtl8139" => Ok("rtl8139"),
+        other => Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: format!("NIC model '{other}' is not supported"),
+        }),
     }
 }
 

@@ -210,6 +210,11 @@ impl<'a> NetDaemon<'a> {
             .prefix("oxnet-")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        // dnsmasq drops its privileges: it must be able to reach the network directory
+        // (`state-network`, next to the state directory) through our tempdir.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod tempdir");
         let socket = dir.path().join("oxvirtd.sock");
         let state = dir.path().join("state");
         let mut daemon = NetDaemon {
@@ -420,7 +425,9 @@ pub fn dhcp(console: &mut Console, interface: &str) -> String {
     );
     let said = guest(
         console,
-        &format!("ip link set {interface} up; udhcpc -i {interface} -n -q -t 10 -T 2 -s /tmp/dhcp.sh"),
+        &format!(
+            "ip link set {interface} up; udhcpc -i {interface} -n -q -t 10 -T 2 -s /tmp/dhcp.sh"
+        ),
         Duration::from_secs(60),
     );
     let shown = guest(

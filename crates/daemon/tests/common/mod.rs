@@ -29,7 +29,7 @@ impl TestEnv {
     pub fn new() -> TestEnv {
         // Short paths: QEMU's sockets go below the state dir and sockaddr_un holds 108 bytes.
         let dir = tempfile::Builder::new()
-            .prefix("oxd")
+            .prefix("oxvirtd-test-")
             .tempdir_in("/tmp")
             .expect("create tempdir");
         let socket = dir.path().join("oxvirtd.sock");
@@ -59,6 +59,8 @@ impl TestEnv {
             .arg(&self.state_dir)
             .arg("--log-level")
             .arg("debug")
+            // These tests run in the host's network namespace: no default network there.
+            .arg("--no-default-network")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -215,7 +217,7 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         self.kill_daemon();
         // Every guest of this test has its sockets in our directory, so it is named on its command line.
-        let dir = self.dir.path().to_string_lossy().to_string();
+        let dir = format!("{}/", self.dir.path().display());
         for pid in pids_with_cmdline(&dir) {
             signal(pid, libc::SIGKILL);
         }

@@ -1,0 +1,305 @@
+//! Storage pools (type `dir`), their volumes, and live disk resizing: wire types and
+//! [`Client`] calls.
+//!
+//! Endpoints (`{pool}` is a pool name or UUID, `{vol}` a volume name, `{id}` a domain name or
+//! UUID, all percent-encoded):
+//!
+//! | method + path                                      | body                      | reply            |
+//! |----------------------------------------------------|---------------------------|------------------|
+//! | `GET /v1/pools`                                    |                           | `[PoolInfo]`     |
+//! | `POST /v1/pools`                                   | [`XmlDocument`]           | [`PoolInfo`]     |
+//! | `GET /v1/pools/{pool}`                             |                           | [`PoolInfo`]     |
+//! | `DELETE /v1/pools/{pool}`                          |                           | [`PoolInfo`]     |
+//! | `GET /v1/pools/{pool}/xml`                         |                           | [`XmlDocument`]  |
+//! | `POST /v1/pools/{pool}/{build,start,destroy,refresh}` |                        | [`PoolInfo`]     |
+//! | `PUT /v1/pools/{pool}/autostart`                   | [`AutostartRequest`]      | [`PoolInfo`]     |
+//! | `GET /v1/pools/{pool}/volumes`                     |                           | `[VolumeInfo]`   |
+//! | `POST /v1/pools/{pool}/volumes`                    | [`CreateVolumeRequest`]   | [`VolumeInfo`]   |
+//! | `GET /v1/pools/{pool}/volumes/{vol}`               |                           | [`VolumeInfo`]   |
+//! | `DELETE /v1/pools/{pool}/volumes/{vol}`            |                           | [`VolumeInfo`]   |
+//! | `GET /v1/pools/{pool}/volumes/{vol}/xml`           |                           | [`XmlDocument`]  |
+//! | `POST /v1/pools/{pool}/volumes/{vol}/clone`        | [`CloneVolumeRequest`]    | [`VolumeInfo`]   |
+//! | `POST /v1/pools/{pool}/volumes/{vol}/resize`       | [`ResizeVolumeRequest`]   | [`VolumeInfo`]   |
+//! | `POST /v1/domains/{id}/block-resize`               | [`BlockResizeRequest`]    | [`BlockResized`] |
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain_path, percent_encode_segment, to_json, AutostartRequest, Client, ClientError,
+    XmlDocument,
+};
+
+/// A defined storage pool (`pool-list`, `pool-info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub name: String,
+    pub uuid: String,
+    /// "dir" (the only pool type oxvirt has).
+    pub pool_type: String,
+    /// Whether the pool is started (its volumes can be used).
+    pub active: bool,
+    /// Always true: oxvirt has no transient pools.
+    pub persistent: bool,
+    pub autostart: bool,
+    /// The pool's directory.
+    pub target: String,
+    /// File system totals of the target (statvfs), in bytes, while the pool is active.
+    pub capacity: Option<u64>,
+    pub allocation: Option<u64>,
+    pub available: Option<u64>,
+}
+
+/// A volume: one image file in a pool's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    pub name: String,
+    /// Name of the pool holding it.
+    pub pool: String,
+    /// Absolute path of the file (also the volume's key, as in libvirt's dir pools).
+    pub path: String,
+    /// "file".
+    pub volume_type: String,
+    /// Image format: "raw" or "qcow2".
+    pub format: String,
+    /// Virtual size in bytes (what a guest sees).
+    pub capacity: u64,
+    /// Bytes the file occupies on the host.
+    pub allocation: u64,
+    /// Length of the file in bytes.
+    pub physical: u64,
+    /// The backing file of a qcow2 overlay, as stored in the image.
+    #[serde(default)]
+    pub backing_file: Option<String>,
+    #[serde(default)]
+    pub backing_format: Option<String>,
+}
+
+/// Body of `POST /v1/pools/{pool}/volumes` (`vol-create-as`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateVolumeRequest {
+    pub name: String,
+    /// Virtual size in bytes.
+    pub capacity: u64,
+    /// "raw" or "qcow2".
+    pub format: String,
+    /// qcow2 only: write all metadata up front (`preallocation=metadata`).
+    #[serde(default)]
+    pub prealloc_metadata: bool,
+    /// A volume of the same pool, or the absolute path of an image, to back a qcow2 volume.
+    #[serde(default)]
+    pub backing_vol: Option<String>,
+    /// Format of the backing volume; probed when absent.
+    #[serde(default)]
+    pub backing_format: Option<String>,
+}
+
+/// Body of `POST /v1/pools/{pool}/volumes/{vol}/clone` (`vol-clone`): a new volume in the
+/// same pool with the same format and contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneVolumeRequest {
+    pub name: String,
+}
+
+/// Body of `POST /v1/pools/{pool}/volumes/{vol}/resize` (`vol-resize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResizeVolumeRequest {
+    /// New size in bytes, or with `delta` the amount to grow (or, with `shrink`, to shrink) by.
+    pub capacity: u64,
+    #[serde(default)]
+    pub delta: bool,
+    /// Allow a smaller size (data past the new end is lost).
+    #[serde(default)]
+    pub shrink: bool,
+}
+
+/// Body of `POST /v1/domains/{id}/block-resize` (`blockresize`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockResizeRequest {
+    /// The disk: its target device ("vda") or its source path.
+    pub disk: String,
+    /// New size in bytes (rounded up to a multiple of 512).
+    pub size: u64,
+}
+
+/// Reply of `POST /v1/domains/{id}/block-resize`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockResized {
+    /// The disk's target device.
+    pub target: String,
+    /// The size it has now, in bytes.
+    pub size: u64,
+}
+
+fn pool_path(pool: &str, suffix: &str) -> String {
+    format!("/v1/pools/{}{suffix}", percent_encode_segment(pool))
+}
+
+fn volume_path(pool: &str, volume: &str, suffix: &str) -> String {
+    format!(
+        "/v1/pools/{}/volumes/{}{suffix}",
+        percent_encode_segment(pool),
+        percent_encode_segment(volume)
+    )
+}
+
+impl Client {
+    /// `GET /v1/pools`.
+    pub async fn list_pools(&self) -> Result<Vec<PoolInfo>, ClientError> {
+        self.call(Method::GET, "/v1/pools".to_string(), None).await
+    }
+
+    /// `POST /v1/pools`: define a pool (or update an inactive one of that name).
+    pub async fn define_pool(&self, xml: &str) -> Result<PoolInfo, ClientError> {
+        let body = to_json(&XmlDocument {
+            xml: xml.to_string(),
+        });
+        self.call(Method::POST, "/v1/pools".to_string(), Some(body))
+            .await
+    }
+
+    /// `GET /v1/pools/{pool}`.
+    pub async fn pool_info(&self, pool: &str) -> Result<PoolInfo, ClientError> {
+        self.call(Method::GET, pool_path(pool, ""), None).await
+    }
+
+    /// `GET /v1/pools/{pool}/xml`.
+    pub async fn pool_xml(&self, pool: &str) -> Result<String, ClientError> {
+        let doc: XmlDocument = self
+            .call(Method::GET, pool_path(pool, "/xml"), None)
+            .await?;
+        Ok(doc.xml)
+    }
+
+    /// `DELETE /v1/pools/{pool}`: undefine an inactive pool (its directory stays).
+    pub async fn undefine_pool(&self, pool: &str) -> Result<PoolInfo, ClientError> {
+        self.call(Method::DELETE, pool_path(pool, ""), None).await
+    }
+
+    /// `POST /v1/pools/{pool}/{action}` with action `build`, `start`, `destroy` or `refresh`.
+    pub async fn pool_action(&self, pool: &str, action: &str) -> Result<PoolInfo, ClientError> {
+        self.call(Method::POST, pool_path(pool, &format!("/{action}")), None)
+            .await
+    }
+
+    /// `PUT /v1/pools/{pool}/autostart`.
+    pub async fn set_pool_autostart(
+        &self,
+        pool: &str,
+        enabled: bool,
+    ) -> Result<PoolInfo, ClientError> {
+        let body = to_json(&AutostartRequest { enabled });
+        self.call(Method::PUT, pool_path(pool, "/autostart"), Some(body))
+            .await
+    }
+
+    /// `GET /v1/pools/{pool}/volumes`, sorted by name.
+    pub async fn list_volumes(&self, pool: &str) -> Result<Vec<VolumeInfo>, ClientError> {
+        self.call(Method::GET, pool_path(pool, "/volumes"), None)
+            .await
+    }
+
+    /// `POST /v1/pools/{pool}/volumes`.
+    pub async fn create_volume(
+        &self,
+        pool: &str,
+        request: &CreateVolumeRequest,
+    ) -> Result<VolumeInfo, ClientError> {
+        self.call(
+            Method::POST,
+            pool_path(pool, "/volumes"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `GET /v1/pools/{pool}/volumes/{vol}`.
+    pub async fn volume_info(&self, pool: &str, volume: &str) -> Result<VolumeInfo, ClientError> {
+        self.call(Method::GET, volume_path(pool, volume, ""), None)
+            .await
+    }
+
+    /// `GET /v1/pools/{pool}/volumes/{vol}/xml`.
+    pub async fn volume_xml(&self, pool: &str, volume: &str) -> Result<String, ClientError> {
+        let doc: XmlDocument = self
+            .call(Method::GET, volume_path(pool, volume, "/xml"), None)
+            .await?;
+        Ok(doc.xml)
+    }
+
+    /// `DELETE /v1/pools/{pool}/volumes/{vol}`: removes the file (refused while a guest uses it).
+    pub async fn delete_volume(&self, pool: &str, volume: &str) -> Result<VolumeInfo, ClientError> {
+        self.call(Method::DELETE, volume_path(pool, volume, ""), None)
+            .await
+    }
+
+    /// `POST /v1/pools/{pool}/volumes/{vol}/clone`.
+    pub async fn clone_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        new_name: &str,
+    ) -> Result<VolumeInfo, ClientError> {
+        let body = to_json(&CloneVolumeRequest {
+            name: new_name.to_string(),
+        });
+        self.call(
+            Method::POST,
+            volume_path(pool, volume, "/clone"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/pools/{pool}/volumes/{vol}/resize`.
+    pub async fn resize_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        request: ResizeVolumeRequest,
+    ) -> Result<VolumeInfo, ClientError> {
+        self.call(
+            Method::POST,
+            volume_path(pool, volume, "/resize"),
+            Some(to_json(&request)),
+        )
+        .await
+    }
+
+    /// `POST /v1/domains/{id}/block-resize`: grow a running guest's disk.
+    pub async fn block_resize(
+        &self,
+        domain: &str,
+        request: &BlockResizeRequest,
+    ) -> Result<BlockResized, ClientError> {
+        self.call(
+            Method::POST,
+            domain_path(domain, "/block-resize"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_keep_names_in_one_segment() {
+        assert_eq!(
+            volume_path("p 1", "../x", "/xml"),
+            "/v1/pools/p%201/volumes/..%2Fx/xml"
+        );
+    }
+
+    #[test]
+    fn optional_request_fields_may_be_left_out() {
+        let request: CreateVolumeRequest =
+            serde_json::from_str(r#"{"name":"v","capacity":1,"format":"raw"}"#).unwrap();
+        assert!(!request.prealloc_metadata);
+        assert_eq!(request.backing_vol, None);
+        let resize: ResizeVolumeRequest = serde_json::from_str(r#"{"capacity":5}"#).unwrap();
+        assert!(!resize.delta && !resize.shrink);
+    }
+}

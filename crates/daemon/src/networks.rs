@@ -1,0 +1,1628 @@
+//! Virtual networks in oxvirtd, and the host side of guest network interfaces.
+//!
+//! - Definitions live in the store's `networks` table (uuid, name, normalized XML, autostart,
+//!   active). `active` is what the daemon keeps running: after a restart those networks are
+//!   adopted (`NetworkManager::adopt`) and everything oxvirt left of other networks is removed
+//!   (`cleanup_orphans`). On the very first start the daemon defines libvirt's `default` NAT
+//!   network (unless started with `--no-default-network`), but does not mark it autostart:
+//!   Debian's libvirt packaging autostarts it, which puts a NAT bridge with a private address on
+//!   the host the moment the daemon starts; here the operator does that knowingly
+//!   (`oxvirt net-autostart default; oxvirt net-start default`).
+//! - Guests: when a domain starts, every `<interface type='network'|'bridge'>` gets a TAP device
+//!   attached to the right bridge, owned by the domain's uuid (the TAP's ifalias), and the
+//!   launched copy of the definition names it in `<target dev>`. That copy and the engine ids of
+//!   its NICs are kept in `live_domains` while the guest runs (`domiflist`, `domifaddr`,
+//!   `domifstat`, hotplug). The TAPs are removed when the guest stops for any reason, and at
+//!   daemon start for domains that stopped while the daemon was away.
+//! - `net-destroy` is allowed while guests use the network, as in libvirt: their TAPs lose the
+//!   bridge (no traffic) until `net-start`, which attaches them again.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use oxvirt_api::{
+    code, AddressSource, ApiError, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,
+    InterfaceAddress, InterfaceStats, NetworkInfo, NetworkLease,
+};
+use oxvirt_domain::{Address, Domain, InterfaceSource, InterfaceType, MacAddr};
+use oxvirt_net::{NetError, NetXmlError, NetworkDef, NetworkManager, TapRequest};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::daemon::{
+    db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
+};
+use crate::engine::NicPlug;
+use crate::store::{self, DomainRecord, Store};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS networks (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS live_domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    xml TEXT NOT NULL,
+    nics TEXT NOT NULL
+);
+";
+
+/// `counters` row set once the default network was offered, so undefining it sticks.
+const DEFAULT_OFFERED: &str = "default_network_offered";
+
+/// The daemon's network side.
+pub struct Networks {
+    /// `None` when the host side could not be set up (e.g. no netlink); `unavailable` says why.
+    manager: Option<NetworkManager>,
+    unavailable: String,
+    define_default: bool,
+    /// One network change (define, start, stop, undefine) at a time.
+    op: tokio::sync::Mutex<()>,
+}
+
+/// `<state dir>-network`: next to the state directory, which is private (mode 0700), while
+/// dnsmasq, running as an unprivileged user, must read its hosts files here.
+pub fn default_network_dir(state_dir: &Path) -> PathBuf {
+    let mut name = state_dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "oxvirt".into());
+    name.push("-network");
+    state_dir.with_file_name(name)
+}
+
+/// Creates `dir` (mode 0755) and warns when dnsmasq's unprivileged user could not reach it.
+fn prepare_network_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let closed = dir
+        .ancestors()
+        .find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0));
+    if let Some(closed) = closed {
+        tracing::warn!(
+            "{} is not searchable by other users: dnsmasq (which drops its privileges) cannot read the DNS hosts and DHCP reservations of networks under {}",
+            closed.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+impl Networks {
+    /// Creates the tables and the network manager (state under `state_dir`). Must run inside the
+    /// runtime the daemon serves from: the manager works in this thread's network namespace.
+    pub async fn new(
+        store: &Store,
+        state_dir: PathBuf,
+        define_default: bool,
+    ) -> anyhow::Result<Networks> {
+        store
+            .transaction(|tx| tx.execute_batch(SCHEMA))
+            .context("creating the network tables")?;
+        prepare_network_dir(&state_dir)?;
+        let (manager, unavailable) = match NetworkManager::new(state_dir).await {
+            Ok(manager) => (Some(manager), String::new()),
+            Err(err) => {
+                tracing::warn!("virtual networks unavailable: {err}");
+                (None, err.to_string())
+            }
+        };
+        Ok(Networks {
+            manager,
+            unavailable,
+            define_default,
+            op: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// A stored network definition.
+#[derive(Debug, Clone)]
+struct NetworkRecord {
+    uuid: Uuid,
+    name: String,
+    xml: String,
+    autostart: bool,
+    active: bool,
+}
+
+impl NetworkRecord {
+    fn def(&self) -> ApiResult<NetworkDef> {
+        NetworkDef::from_xml(&self.xml).map_err(|err| {
+            internal(
+                &format!(
+                    "stored definition of network '{}' does not parse",
+                    self.name
+                ),
+                err,
+            )
+        })
+    }
+
+    fn info(&self) -> NetworkInfo {
+        NetworkInfo {
+            name: self.name.clone(),
+            uuid: self.uuid.to_string(),
+            active: self.active,
+            persistent: true,
+            autostart: self.autostart,
+            bridge: self
+                .def()
+                .ok()
+                .and_then(|d| d.bridge_name().map(str::to_string)),
+        }
+    }
+}
+
+/// Engine ids of one NIC of a running guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct NicIds {
+    mac: String,
+    device: String,
+    netdev: String,
+}
+
+/// The launched copy of a running domain's definition and its NICs' engine ids.
+#[derive(Debug, Clone)]
+struct LiveDomain {
+    xml: String,
+    nics: Vec<NicIds>,
+}
+
+// ---- store access ----
+
+fn network_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NetworkRecord> {
+    let uuid: String = row.get(0)?;
+    Ok(NetworkRecord {
+        uuid: Uuid::parse_str(&uuid).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        name: row.get(1)?,
+        xml: row.get(2)?,
+        autostart: row.get(3)?,
+        active: row.get(4)?,
+    })
+}
+
+fn list_networks(tx: &Transaction<'_>) -> rusqlite::Result<Vec<NetworkRecord>> {
+    let mut stmt =
+        tx.prepare("SELECT uuid, name, xml, autostart, active FROM networks ORDER BY name")?;
+    let rows = stmt.query_map([], network_from_row)?;
+    rows.collect()
+}
+
+fn insert_network(tx: &Transaction<'_>, record: &NetworkRecord) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO networks (uuid, name, xml, autostart, active) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            record.uuid.to_string(),
+            record.name,
+            record.xml,
+            record.autostart,
+            record.active
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_network_flag(store: &Store, uuid: &Uuid, column: &str, value: bool) -> rusqlite::Result<()> {
+    // `column` is one of our two literal column names, never user input.
+    let sql = format!("UPDATE networks SET {column} = ?2 WHERE uuid = ?1");
+    store.transaction(|tx| {
+        tx.execute(&sql, params![uuid.to_string(), value])?;
+        Ok(())
+    })
+}
+
+fn live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<Option<LiveDomain>> {
+    store
+        .transaction(|tx| {
+            tx.query_row(
+                "SELECT xml, nics FROM live_domains WHERE uuid = ?1",
+                params![uuid.to_string()],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
+            )
+            .optional()
+        })
+        .map(|row| {
+            row.map(|(xml, nics)| LiveDomain {
+                xml,
+                nics: serde_json::from_str(&nics).unwrap_or_default(),
+            })
+        })
+}
+
+fn all_live_domains(store: &Store) -> rusqlite::Result<Vec<(Uuid, LiveDomain)>> {
+    let rows: Vec<(String, String, String)> = store.transaction(|tx| {
+        let mut stmt = tx.prepare("SELECT uuid, xml, nics FROM live_domains")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect()
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(uuid, xml, nics)| {
+            let uuid = Uuid::parse_str(&uuid).ok()?;
+            let nics = serde_json::from_str(&nics).unwrap_or_default();
+            Some((uuid, LiveDomain { xml, nics }))
+        })
+        .collect())
+}
+
+fn put_live_domain(store: &Store, uuid: &Uuid, live: &LiveDomain) -> rusqlite::Result<()> {
+    let nics = serde_json::to_string(&live.nics).unwrap_or_else(|_| "[]".to_string());
+    store.transaction(|tx| {
+        tx.execute(
+            "INSERT INTO live_domains (uuid, xml, nics) VALUES (?1, ?2, ?3)
+             ON CONFLICT(uuid) DO UPDATE SET xml = excluded.xml, nics = excluded.nics",
+            params![uuid.to_string(), live.xml, nics],
+        )?;
+        Ok(())
+    })
+}
+
+fn delete_live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<()> {
+    store.transaction(|tx| {
+        tx.execute(
+            "DELETE FROM live_domains WHERE uuid = ?1",
+            params![uuid.to_string()],
+        )?;
+        Ok(())
+    })
+}
+
+// ---- errors and small helpers ----
+
+fn net_error(err: NetError) -> ApiError {
+    let code = match &err {
+        NetError::Xml(_) | NetError::Invalid { .. } => code::INVALID_XML,
+        NetError::BridgeNameTaken { .. } | NetError::DeviceExists { .. } => code::ALREADY_EXISTS,
+        NetError::AlreadyRunning { .. }
+        | NetError::SubnetInUse { .. }
+        | NetError::NotOurs { .. } => code::INVALID_STATE,
+        NetError::NoSuchDevice { .. } => code::NOT_FOUND,
+        _ => code::INTERNAL,
+    };
+    ApiError::new(code, err.to_string())
+}
+
+fn net_xml_error(err: NetXmlError) -> ApiError {
+    let code = match &err {
+        NetXmlError::Unsupported { .. } => code::UNSUPPORTED,
+        NetXmlError::Conflict { .. } => code::ALREADY_EXISTS,
+        _ => code::INVALID_XML,
+    };
+    ApiError::new(code, err.to_string())
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(code::BAD_REQUEST, message)
+}
+
+/// Whether the XML text has a `<uuid>` child of its root (parsing generates one otherwise).
+fn xml_names_uuid(xml: &str) -> bool {
+    roxmltree::Document::parse(xml)
+        .map(|doc| {
+            doc.root_element()
+                .children()
+                .any(|c| c.has_tag_name("uuid"))
+        })
+        .unwrap_or(false)
+}
+
+/// For each `<interface>` of a domain XML text, in order: whether it names its MAC.
+fn interfaces_with_given_mac(xml: &str) -> Vec<bool> {
+    let Ok(doc) = roxmltree::Document::parse(xml) else {
+        return Vec::new();
+    };
+    doc.root_element()
+        .children()
+        .filter(|c| c.has_tag_name("devices"))
+        .flat_map(|devices| devices.children().filter(|c| c.has_tag_name("interface")))
+        .map(|iface| iface.children().any(|c| c.has_tag_name("mac")))
+        .collect()
+}
+
+fn random_mac() -> MacAddr {
+    let random = Uuid::new_v4();
+    let b = random.as_bytes();
+    oxvirt_domain::generate_mac([b[0], b[1], b[2]])
+}
+
+fn net_mac(mac: MacAddr) -> oxvirt_net::MacAddr {
+    oxvirt_net::MacAddr(mac.0)
+}
+
+fn type_name(interface_type: InterfaceType) -> &'static str {
+    match interface_type {
+        InterfaceType::Network => "network",
+        InterfaceType::Bridge => "bridge",
+        InterfaceType::User => "user",
+    }
+}
+
+fn source_name(source: &InterfaceSource) -> Option<String> {
+    match source {
+        InterfaceSource::None => None,
+        InterfaceSource::Network(name) | InterfaceSource::Bridge(name) => Some(name.clone()),
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+/// Adds an `<interface>` element at the end of `<devices>` of a normalized domain XML text.
+fn with_interface(domain_xml: &str, interface_xml: &str) -> ApiResult<String> {
+    let at = domain_xml
+        .rfind("</devices>")
+        .ok_or_else(|| internal("adding an interface", "the definition has no <devices>"))?;
+    Ok(format!(
+        "{}{interface_xml}\n  {}",
+        &domain_xml[..at],
+        &domain_xml[at..]
+    ))
+}
+
+/// The engine ids the QEMU command line gives NIC number `index`.
+fn launch_ids(index: usize, mac: &str) -> NicIds {
+    NicIds {
+        mac: mac.to_string(),
+        device: format!("net{index}"),
+        netdev: format!("hostnet{index}"),
+    }
+}
+
+/// Engine ids of a hot-plugged NIC (unique: MACs are unique in a domain).
+fn hotplug_ids(mac: MacAddr) -> NicIds {
+    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+    NicIds {
+        mac: mac.to_string(),
+        device: format!("net-hp{hex}"),
+        netdev: format!("hostnet-hp{hex}"),
+    }
+}
+
+/// One interface as `domiflist` shows it; `live`: the domain runs (TAP names are known).
+fn describe(iface: &oxvirt_domain::Interface, live: bool) -> DomainInterface {
+    DomainInterface {
+        target: if live { iface.target_dev.clone() } else { None },
+        interface_type: type_name(iface.interface_type).to_string(),
+        source: source_name(&iface.source),
+        model: iface.model.clone(),
+        mac: iface.mac.map(|m| m.to_string()).unwrap_or_default(),
+    }
+}
+
+/// Which of virsh's `--live` / `--config` apply; neither means the domain's current state.
+fn live_and_config(live: bool, config: bool, running: bool) -> (bool, bool) {
+    if live || config {
+        (live, config)
+    } else {
+        (running, !running)
+    }
+}
+
+fn parse_interface_type(text: &str) -> ApiResult<InterfaceType> {
+    match text {
+        "network" => Ok(InterfaceType::Network),
+        "bridge" => Ok(InterfaceType::Bridge),
+        "user" => Ok(InterfaceType::User),
+        other => Err(bad_request(format!(
+            "interface type '{other}' is not supported (use network or bridge)"
+        ))),
+    }
+}
+
+fn parse_guest_mac(text: &str) -> ApiResult<MacAddr> {
+    let mac = oxvirt_domain::parse_mac(text).map_err(|_| {
+        bad_request(format!(
+            "'{text}' is not a MAC address like 52:54:00:12:34:56"
+        ))
+    })?;
+    if mac.0[0] & 1 == 1 {
+        return Err(bad_request(format!(
+            "MAC address {mac} is a multicast address; a NIC needs a unicast one"
+        )));
+    }
+    Ok(mac)
+}
+
+impl Daemon {
+    fn net_manager(&self) -> ApiResult<&NetworkManager> {
+        self.networks.manager.as_ref().ok_or_else(|| {
+            ApiError::new(
+                code::UNSUPPORTED,
+                format!(
+                    "virtual networks are unavailable on this host: {}",
+                    self.networks.unavailable
+                ),
+            )
+        })
+    }
+
+    fn network_records(&self) -> ApiResult<Vec<NetworkRecord>> {
+        self.store.transaction(list_networks).map_err(db)
+    }
+
+    /// A network by name or UUID.
+    fn resolve_network(&self, id: &str) -> ApiResult<NetworkRecord> {
+        let records = self.network_records()?;
+        let uuid = Uuid::parse_str(id).ok();
+        records
+            .iter()
+            .find(|r| r.name == id)
+            .or_else(|| records.iter().find(|r| Some(r.uuid) == uuid))
+            .cloned()
+            .ok_or_else(|| ApiError::new(code::NOT_FOUND, format!("network '{id}' not found")))
+    }
+
+    // ---- network endpoints ----
+
+    pub fn list_networks(&self) -> ApiResult<Vec<NetworkInfo>> {
+        Ok(self
+            .network_records()?
+            .iter()
+            .map(NetworkRecord::info)
+            .collect())
+    }
+
+    pub fn network_info(&self, id: &str) -> ApiResult<NetworkInfo> {
+        Ok(self.resolve_network(id)?.info())
+    }
+
+    pub fn network_xml(&self, id: &str) -> ApiResult<String> {
+        Ok(self.resolve_network(id)?.xml)
+    }
+
+    /// net-define: create a network, or update an inactive one of the same name (and uuid).
+    pub async fn define_network(&self, xml: &str) -> ApiResult<NetworkInfo> {
+        let _guard = self.networks.op.lock().await;
+        self.define_network_locked(xml, None).await
+    }
+
+    /// net-edit's write: replace the definition of inactive network `id` (same name and uuid).
+    pub async fn replace_network_xml(&self, id: &str, xml: &str) -> ApiResult<NetworkInfo> {
+        let _guard = self.networks.op.lock().await;
+        let record = self.resolve_network(id)?;
+        self.define_network_locked(xml, Some(&record)).await
+    }
+
+    async fn define_network_locked(
+        &self,
+        xml: &str,
+        editing: Option<&NetworkRecord>,
+    ) -> ApiResult<NetworkInfo> {
+        let mut def = NetworkDef::from_xml(xml).map_err(net_xml_error)?;
+        let records = self.network_records()?;
+        let existing = records.iter().find(|r| r.name == def.name).cloned();
+        if let Some(record) = editing {
+            if def.name != record.name {
+                return Err(ApiError::new(
+                    code::INVALID_XML,
+                    format!(
+                        "the new definition of network '{}' names it '{}'; renaming is not supported",
+                        record.name, def.name
+                    ),
+                ));
+            }
+        }
+        if let Some(record) = &existing {
+            if !xml_names_uuid(xml) {
+                def.uuid = record.uuid;
+            }
+            if def.uuid != record.uuid {
+                return Err(ApiError::new(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "network '{}' already exists with uuid {}",
+                        record.name, record.uuid
+                    ),
+                ));
+            }
+            if record.active {
+                return Err(invalid_state(format!(
+                    "network '{}' is active; destroy it before changing its definition",
+                    record.name
+                )));
+            }
+        }
+        if let Some(other) = records
+            .iter()
+            .find(|r| r.uuid == def.uuid && r.name != def.name)
+        {
+            return Err(ApiError::new(
+                code::ALREADY_EXISTS,
+                format!(
+                    "network with uuid {} already exists with name '{}'",
+                    other.uuid, other.name
+                ),
+            ));
+        }
+        let others: Vec<NetworkDef> = records
+            .iter()
+            .filter(|r| r.uuid != def.uuid)
+            .filter_map(|r| r.def().ok())
+            .collect();
+        def.check_against(&others).map_err(net_xml_error)?;
+        let manager = self.net_manager()?;
+        manager
+            .fill_defaults(&mut def, &others)
+            .await
+            .map_err(net_error)?;
+        self.check_bridge_name_free(manager, &def).await?;
+
+        let record = NetworkRecord {
+            uuid: def.uuid,
+            name: def.name.clone(),
+            xml: def.to_xml(),
+            autostart: existing.as_ref().is_some_and(|r| r.autostart),
+            active: false,
+        };
+        self.store
+            .transaction(|tx| {
+                tx.execute(
+                    "DELETE FROM networks WHERE uuid = ?1",
+                    params![record.uuid.to_string()],
+                )?;
+                insert_network(tx, &record)
+            })
+            .map_err(db)?;
+        tracing::info!(network = %record.name, uuid = %record.uuid, "network defined");
+        Ok(record.info())
+    }
+
+    /// A network that creates its bridge must not name a host device that is not its own.
+    async fn check_bridge_name_free(
+        &self,
+        manager: &NetworkManager,
+        def: &NetworkDef,
+    ) -> ApiResult<()> {
+        if def.forward.mode == oxvirt_net::ForwardMode::Bridge {
+            return Ok(());
+        }
+        let Some(bridge) = def.bridge_name() else {
+            return Ok(());
+        };
+        if let Ok(link) = manager.device(bridge).await {
+            let ours = format!("{}{}", oxvirt_net::manager::BRIDGE_ALIAS_PREFIX, def.uuid);
+            if link.alias.as_deref() != Some(ours.as_str()) {
+                return Err(ApiError::new(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "network '{}' cannot use bridge name {bridge}: a {} device of that name exists and is not this network's",
+                        def.name,
+                        link.kind.as_deref().unwrap_or("network")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// net-undefine: refused while a running domain uses the network, or while it is active.
+    pub async fn undefine_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+        let _guard = self.networks.op.lock().await;
+        let record = self.resolve_network(id)?;
+        if let Some(domain) = self.domains_using_network(&record.name)?.first() {
+            return Err(invalid_state(format!(
+                "network {} is in use by domain {domain}",
+                record.name
+            )));
+        }
+        if record.active {
+            return Err(invalid_state(format!(
+                "network '{}' is active; destroy it before undefining it",
+                record.name
+            )));
+        }
+        self.store
+            .transaction(|tx| {
+                tx.execute(
+                    "DELETE FROM networks WHERE uuid = ?1",
+                    params![record.uuid.to_string()],
+                )?;
+                Ok(())
+            })
+            .map_err(db)?;
+        tracing::info!(network = %record.name, "network undefined");
+        Ok(NetworkInfo {
+            active: false,
+            ..record.info()
+        })
+    }
+
+    /// Names of the running domains with an interface on network `name`.
+    fn domains_using_network(&self, name: &str) -> ApiResult<Vec<String>> {
+        let mut users = Vec::new();
+        for (uuid, live) in all_live_domains(&self.store).map_err(db)? {
+            if self.store.runtime(&uuid).map_err(db)?.is_none() {
+                continue;
+            }
+            let Ok(domain) = oxvirt_domain::parse_domain_xml(&live.xml) else {
+                continue;
+            };
+            if domain
+                .devices
+                .interfaces
+                .iter()
+                .any(|i| i.source == InterfaceSource::Network(name.to_string()))
+            {
+                users.push(domain.name);
+            }
+        }
+        users.sort();
+        Ok(users)
+    }
+
+    pub async fn start_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+        let _guard = self.networks.op.lock().await;
+        let record = self.resolve_network(id)?;
+        if record.active {
+            return Err(invalid_state(format!(
+                "network '{}' is already active",
+                record.name
+            )));
+        }
+        self.start_network_locked(&record).await?;
+        Ok(NetworkInfo {
+            active: true,
+            ..record.info()
+        })
+    }
+
+    async fn start_network_locked(&self, record: &NetworkRecord) -> ApiResult<()> {
+        let def = record.def()?;
+        let manager = self.net_manager()?;
+        let status = manager.start(&def).await.map_err(net_error)?;
+        if let Err(err) = set_network_flag(&self.store, &record.uuid, "active", true) {
+            // The store must not disagree with the host: undo the start.
+            if let Err(stop) = manager.stop(&def).await {
+                tracing::error!(network = %record.name, "cannot stop again: {stop}");
+            }
+            return Err(db(err));
+        }
+        tracing::info!(network = %record.name, bridge = %status.bridge, "network started");
+        // Guests that stayed up while the network was down get their TAPs back on the bridge.
+        for (uuid, live) in all_live_domains(&self.store).map_err(db)? {
+            if self.store.runtime(&uuid).map_err(db)?.is_none() {
+                continue;
+            }
+            let Ok(domain) = oxvirt_domain::parse_domain_xml(&live.xml) else {
+                continue;
+            };
+            for iface in &domain.devices.interfaces {
+                if iface.source != InterfaceSource::Network(record.name.clone()) {
+                    continue;
+                }
+                if let Some(tap) = &iface.target_dev {
+                    match manager.attach_tap(tap, &status.bridge).await {
+                        Ok(()) => {
+                            tracing::info!(domain = %domain.name, tap, "TAP attached again")
+                        }
+                        Err(err) => {
+                            tracing::warn!(domain = %domain.name, tap, "cannot attach TAP: {err}")
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// net-destroy: stops the network (allowed while guests use it; see the module docs).
+    pub async fn destroy_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+        let _guard = self.networks.op.lock().await;
+        let record = self.resolve_network(id)?;
+        if !record.active {
+            return Err(invalid_state(format!(
+                "network '{}' is not active",
+                record.name
+            )));
+        }
+        let def = record.def()?;
+        self.net_manager()?.stop(&def).await.map_err(net_error)?;
+        set_network_flag(&self.store, &record.uuid, "active", false).map_err(db)?;
+        tracing::info!(network = %record.name, "network destroyed");
+        Ok(NetworkInfo {
+            active: false,
+            ..record.info()
+        })
+    }
+
+    pub fn set_network_autostart(&self, id: &str, enabled: bool) -> ApiResult<NetworkInfo> {
+        let record = self.resolve_network(id)?;
+        set_network_flag(&self.store, &record.uuid, "autostart", enabled).map_err(db)?;
+        Ok(NetworkInfo {
+            autostart: enabled,
+            ..record.info()
+        })
+    }
+
+    pub async fn network_leases(&self, id: &str) -> ApiResult<Vec<NetworkLease>> {
+        let record = self.resolve_network(id)?;
+        let def = record.def()?;
+        let prefix = def.ip.as_ref().map(|ip| ip.prefix).unwrap_or(32);
+        let leases = self.net_manager()?.leases(&def).await.map_err(net_error)?;
+        Ok(leases
+            .into_iter()
+            .map(|lease| NetworkLease {
+                expiry_unix: lease.expiry,
+                mac: lease.mac.to_string(),
+                protocol: "ipv4".to_string(),
+                address: format!("{}/{prefix}", lease.ip),
+                hostname: lease.hostname,
+                client_id: lease.client_id,
+            })
+            .collect())
+    }
+
+    // ---- daemon start-up ----
+
+    /// Brings the network side up after the domains were recovered: the default network on the
+    /// first start, adoption of running networks, removal of orphans, autostart networks, and
+    /// the TAPs of domains that stopped while the daemon was away.
+    pub async fn start_networking(&self) {
+        let Some(manager) = self.networks.manager.as_ref() else {
+            return;
+        };
+        let _guard = self.networks.op.lock().await;
+        if let Err(err) = self.offer_default_network(manager).await {
+            tracing::error!("cannot define the default network: {err}");
+        }
+        let records = match self.network_records() {
+            Ok(records) => records,
+            Err(err) => {
+                tracing::error!("cannot list networks: {err}");
+                return;
+            }
+        };
+        let mut running = Vec::new();
+        for record in records.iter().filter(|r| r.active) {
+            let adopted = match record.def() {
+                Ok(def) => match manager.adopt(&def).await {
+                    Ok(Some(status)) => {
+                        tracing::info!(network = %record.name, bridge = %status.bridge, "network adopted");
+                        running.push(def);
+                        true
+                    }
+                    Ok(None) => false,
+                    Err(err) => {
+                        tracing::error!(network = %record.name, "cannot adopt: {err}");
+                        false
+                    }
+                },
+                Err(err) => {
+                    tracing::error!("{err}");
+                    false
+                }
+            };
+            if !adopted {
+                if let Err(err) = set_network_flag(&self.store, &record.uuid, "active", false) {
+                    tracing::error!(network = %record.name, "{err}");
+                }
+            }
+        }
+        // Only a daemon that manages networks cleans up after them (a daemon without any
+        // network definition leaves the host's networking alone).
+        if !records.is_empty() {
+            match manager.cleanup_orphans(&running).await {
+                Ok(removed) => {
+                    for what in removed {
+                        tracing::info!("removed orphan {what}");
+                    }
+                }
+                Err(err) => tracing::error!("cannot clean up orphan networks: {err}"),
+            }
+        }
+        let adopted: HashSet<Uuid> = running.iter().map(|d| d.uuid).collect();
+        for record in records
+            .iter()
+            .filter(|r| r.autostart && !adopted.contains(&r.uuid))
+        {
+            match self.start_network_locked(record).await {
+                Ok(()) => tracing::info!(network = %record.name, "network autostarted"),
+                Err(err) => tracing::error!(network = %record.name, "autostart failed: {err}"),
+            }
+        }
+        self.remove_orphan_taps(manager).await;
+    }
+
+    /// libvirt's `default` network, defined once (on the first start), not autostarted (see the
+    /// module docs).
+    async fn offer_default_network(&self, manager: &NetworkManager) -> ApiResult<()> {
+        if !self.networks.define_default {
+            return Ok(());
+        }
+        let offered = self
+            .store
+            .transaction(|tx| {
+                let offered: Option<i64> = tx
+                    .query_row(
+                        "SELECT value FROM counters WHERE name = ?1",
+                        params![DEFAULT_OFFERED],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                let count: i64 = tx.query_row("SELECT COUNT(*) FROM networks", [], |r| r.get(0))?;
+                Ok(offered.is_some() || count > 0)
+            })
+            .map_err(db)?;
+        if offered {
+            return Ok(());
+        }
+        let proposal = manager
+            .propose_default_network(&[])
+            .await
+            .map_err(net_error)?;
+        self.store
+            .transaction(|tx| {
+                if let Some(def) = &proposal {
+                    insert_network(
+                        tx,
+                        &NetworkRecord {
+                            uuid: def.uuid,
+                            name: def.name.clone(),
+                            xml: def.to_xml(),
+                            autostart: false,
+                            active: false,
+                        },
+                    )?;
+                }
+                tx.execute(
+                    "INSERT INTO counters (name, value) VALUES (?1, 1)
+                     ON CONFLICT(name) DO UPDATE SET value = 1",
+                    params![DEFAULT_OFFERED],
+                )?;
+                Ok(())
+            })
+            .map_err(db)?;
+        match proposal {
+            Some(def) => tracing::info!(bridge = ?def.bridge_name(), "defined the default network"),
+            None => tracing::warn!("no free 192.168.N.0/24 for the default network"),
+        }
+        Ok(())
+    }
+
+    /// Removes the TAPs (and live records) of this daemon's domains that are not running.
+    async fn remove_orphan_taps(&self, manager: &NetworkManager) {
+        let (records, running) = match (self.store.list_domains(), self.store.list_runtime()) {
+            (Ok(records), Ok(running)) => (records, running),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::error!("cannot look for orphan TAPs: {err}");
+                return;
+            }
+        };
+        let running: HashSet<Uuid> = running.iter().map(|r| r.uuid).collect();
+        let stopped: HashSet<String> = records
+            .iter()
+            .filter(|r| !running.contains(&r.uuid))
+            .map(|r| r.uuid.to_string())
+            .collect();
+        match manager.taps().await {
+            Ok(taps) => {
+                for (tap, owner) in taps {
+                    if stopped.contains(&owner) {
+                        match manager.remove_tap(&tap).await {
+                            Ok(()) => tracing::info!(tap, owner, "removed orphan TAP"),
+                            Err(err) => tracing::warn!(tap, "cannot remove orphan TAP: {err}"),
+                        }
+                    }
+                }
+            }
+            Err(err) => tracing::error!("cannot list TAP devices: {err}"),
+        }
+        if let Ok(live) = all_live_domains(&self.store) {
+            for (uuid, _) in live.iter().filter(|(uuid, _)| !running.contains(uuid)) {
+                if let Err(err) = delete_live_domain(&self.store, uuid) {
+                    tracing::warn!(%uuid, "{err}");
+                }
+            }
+        }
+    }
+
+    // ---- domains ----
+
+    /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains:
+    /// a clash with a MAC the XML names is an error; a generated one is picked again.
+    pub(crate) fn ensure_unique_macs(&self, domain: &mut Domain, xml: &str) -> ApiResult<()> {
+        let given = interfaces_with_given_mac(xml);
+        let mut used = self.macs_in_use(Some((&domain.uuid, &domain.name)))?;
+        for (index, iface) in domain.devices.interfaces.iter_mut().enumerate() {
+            let mut mac = iface.mac.unwrap_or_else(random_mac);
+            while let Some(owner) = used.get(&mac.0) {
+                if given.get(index).copied().unwrap_or(false) {
+                    let whose = if *owner == domain.name {
+                        "another interface of this domain".to_string()
+                    } else {
+                        format!("domain '{owner}'")
+                    };
+                    return Err(ApiError::new(
+                        code::ALREADY_EXISTS,
+                        format!(
+                            "interface {index} of domain '{}': MAC address {mac} is already used by {whose}",
+                            domain.name
+                        ),
+                    ));
+                }
+                mac = random_mac();
+            }
+            used.insert(mac.0, domain.name.clone());
+            iface.mac = Some(mac);
+        }
+        Ok(())
+    }
+
+    /// MACs of every defined domain (stored and live definitions) and who has them, leaving out
+    /// the domain `except` (uuid, name).
+    fn macs_in_use(&self, except: Option<(&Uuid, &str)>) -> ApiResult<HashMap<[u8; 6], String>> {
+        let mut used = HashMap::new();
+        let records = self.store.list_domains().map_err(db)?;
+        let names: HashMap<Uuid, String> =
+            records.iter().map(|r| (r.uuid, r.name.clone())).collect();
+        let skip = |uuid: &Uuid, name: &str| except.is_some_and(|(u, n)| u == uuid || n == name);
+        let mut add = |xml: &str, name: &str| {
+            if let Ok(domain) = oxvirt_domain::parse_domain_xml(xml) {
+                for iface in &domain.devices.interfaces {
+                    if let Some(mac) = iface.mac {
+                        used.insert(mac.0, name.to_string());
+                    }
+                }
+            }
+        };
+        for record in &records {
+            if !skip(&record.uuid, &record.name) {
+                add(&record.xml, &record.name);
+            }
+        }
+        for (uuid, live) in all_live_domains(&self.store).map_err(db)? {
+            let name = names.get(&uuid).cloned().unwrap_or_default();
+            if !skip(&uuid, &name) {
+                add(&live.xml, &name);
+            }
+        }
+        Ok(used)
+    }
+
+    /// The bridge a network interface attaches to: its network's (which must be active) or the
+    /// host bridge it names.
+    fn bridge_for(
+        &self,
+        domain_name: &str,
+        interface_type: InterfaceType,
+        source: &InterfaceSource,
+    ) -> ApiResult<Option<String>> {
+        match (interface_type, source) {
+            (InterfaceType::Network, InterfaceSource::Network(name)) => {
+                let record = self
+                    .network_records()?
+                    .into_iter()
+                    .find(|r| &r.name == name)
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            code::NOT_FOUND,
+                            format!("domain '{domain_name}': network '{name}' not found"),
+                        )
+                    })?;
+                if !record.active {
+                    return Err(invalid_state(format!(
+                        "domain '{domain_name}': network '{name}' is not active"
+                    )));
+                }
+                let def = record.def()?;
+                Ok(def.bridge_name().map(str::to_string))
+            }
+            (InterfaceType::Bridge, InterfaceSource::Bridge(bridge)) => Ok(Some(bridge.clone())),
+            _ => Ok(None),
+        }
+    }
+
+    async fn create_guest_tap(
+        &self,
+        record: &DomainRecord,
+        index: usize,
+        iface: &oxvirt_domain::Interface,
+        bridge: &str,
+    ) -> ApiResult<String> {
+        let owner = record.uuid.to_string();
+        let request = TapRequest {
+            name: iface.target_dev.as_deref(),
+            bridge,
+            guest_mac: iface.mac.map(net_mac),
+            owner: &owner,
+        };
+        let what = match &iface.source {
+            InterfaceSource::Network(name) => format!("network '{name}'"),
+            _ => format!("bridge '{bridge}'"),
+        };
+        self.net_manager()?
+            .create_tap(&request)
+            .await
+            .map_err(|err| {
+                let api = net_error(err);
+                ApiError::new(
+                    &api.code,
+                    format!(
+                        "domain '{}': interface {index} on {what}: {}",
+                        record.name, api.message
+                    ),
+                )
+            })
+    }
+
+    /// Creates the TAPs of `domain`'s network interfaces and names them in `<target dev>` of
+    /// this (launched) copy; records the copy as the domain's live definition. All or nothing.
+    pub(crate) async fn plug_interfaces(
+        &self,
+        record: &DomainRecord,
+        domain: &mut Domain,
+    ) -> ApiResult<()> {
+        let mut created: Vec<String> = Vec::new();
+        let result = async {
+            for index in 0..domain.devices.interfaces.len() {
+                let iface = &domain.devices.interfaces[index];
+                let Some(bridge) =
+                    self.bridge_for(&record.name, iface.interface_type, &iface.source)?
+                else {
+                    continue;
+                };
+                let tap = self.create_guest_tap(record, index, iface, &bridge).await?;
+                created.push(tap.clone());
+                domain.devices.interfaces[index].target_dev = Some(tap);
+            }
+            let nics = domain
+                .devices
+                .interfaces
+                .iter()
+                .enumerate()
+                .map(|(i, iface)| {
+                    launch_ids(i, &iface.mac.map(|m| m.to_string()).unwrap_or_default())
+                })
+                .collect();
+            let live = LiveDomain {
+                xml: domain.to_xml(),
+                nics,
+            };
+            put_live_domain(&self.store, &record.uuid, &live).map_err(db)
+        }
+        .await;
+        if result.is_err() {
+            if let Ok(manager) = self.net_manager() {
+                for tap in &created {
+                    if let Err(err) = manager.remove_tap(tap).await {
+                        tracing::warn!(tap, "cannot remove TAP: {err}");
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    /// Removes the TAPs of domain `uuid` and forgets its live definition (the guest is gone).
+    pub(crate) async fn unplug_interfaces(&self, uuid: &Uuid) {
+        if let Some(manager) = self.networks.manager.as_ref() {
+            match manager.taps().await {
+                Ok(taps) => {
+                    let owner = uuid.to_string();
+                    for (tap, _) in taps.into_iter().filter(|(_, o)| *o == owner) {
+                        match manager.remove_tap(&tap).await {
+                            Ok(()) => tracing::debug!(tap, "TAP removed"),
+                            Err(err) => tracing::warn!(tap, "cannot remove TAP: {err}"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%uuid, "cannot list TAP devices: {err}"),
+            }
+        }
+        if let Err(err) = delete_live_domain(&self.store, uuid) {
+            tracing::warn!(%uuid, "cannot forget the live definition: {err}");
+        }
+    }
+
+    /// The definition a running domain was launched with (plus hotplugs), if it runs.
+    fn running_domain(&self, record: &DomainRecord) -> ApiResult<Option<(Domain, LiveDomain)>> {
+        if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
+            return Ok(None);
+        }
+        let Some(live) = live_domain(&self.store, &record.uuid).map_err(db)? else {
+            // Started by a daemon without network support: the stored definition is what runs.
+            let domain = stored_domain(record)?;
+            let nics = domain
+                .devices
+                .interfaces
+                .iter()
+                .enumerate()
+                .map(|(i, iface)| {
+                    launch_ids(i, &iface.mac.map(|m| m.to_string()).unwrap_or_default())
+                })
+                .collect();
+            return Ok(Some((
+                domain.clone(),
+                LiveDomain {
+                    xml: domain.to_xml(),
+                    nics,
+                },
+            )));
+        };
+        let domain = oxvirt_domain::parse_domain_xml(&live.xml).map_err(|err| {
+            internal(
+                &format!("live definition of domain '{}' does not parse", record.name),
+                err,
+            )
+        })?;
+        Ok(Some((domain, live)))
+    }
+
+    fn require_running(&self, record: &DomainRecord) -> ApiResult<(Domain, LiveDomain)> {
+        self.running_domain(record)?
+            .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
+    }
+
+    /// domiflist: the running guest's interfaces, or the definition's.
+    pub fn domain_interfaces(&self, id: &str) -> ApiResult<Vec<DomainInterface>> {
+        let record = self.resolve(id)?;
+        let (domain, live) = match self.running_domain(&record)? {
+            Some((domain, _)) => (domain, true),
+            None => (stored_domain(&record)?, false),
+        };
+        Ok(domain
+            .devices
+            .interfaces
+            .iter()
+            .map(|iface| describe(iface, live))
+            .collect())
+    }
+
+    /// domifaddr: addresses of a running guest's interfaces from DHCP leases or ARP.
+    pub async fn domain_interface_addresses(
+        &self,
+        id: &str,
+        source: AddressSource,
+    ) -> ApiResult<Vec<InterfaceAddress>> {
+        let record = self.resolve(id)?;
+        let (domain, _) = self.require_running(&record)?;
+        let manager = self.net_manager()?;
+        let networks = self.network_records()?;
+        let mut addresses = Vec::new();
+        for iface in &domain.devices.interfaces {
+            let (Some(tap), Some(mac)) = (&iface.target_dev, iface.mac) else {
+                continue;
+            };
+            let network = match &iface.source {
+                InterfaceSource::Network(name) => networks
+                    .iter()
+                    .find(|n| &n.name == name)
+                    .and_then(|n| n.def().ok()),
+                _ => None,
+            };
+            let mut push = |address: String| {
+                addresses.push(InterfaceAddress {
+                    name: tap.clone(),
+                    mac: mac.to_string(),
+                    protocol: "ipv4".to_string(),
+                    address,
+                })
+            };
+            match source {
+                AddressSource::Lease => {
+                    let Some(def) = network else { continue };
+                    let prefix = def.ip.as_ref().map(|ip| ip.prefix).unwrap_or(32);
+                    for lease in manager.leases(&def).await.map_err(net_error)? {
+                        if lease.mac.0 == mac.0 {
+                            push(format!("{}/{prefix}", lease.ip));
+                        }
+                    }
+                }
+                AddressSource::Arp => {
+                    let bridge = match (&iface.source, &network) {
+                        (_, Some(def)) => def.bridge_name().map(str::to_string),
+                        (InterfaceSource::Bridge(bridge), _) => Some(bridge.clone()),
+                        _ => None,
+                    };
+                    let Some(bridge) = bridge else { continue };
+                    // A bridge that went away (net-destroy) has no neighbours.
+                    let Ok(neighbours) = manager.neighbours(&bridge).await else {
+                        continue;
+                    };
+                    for neighbour in neighbours {
+                        if neighbour.mac.0 == mac.0 {
+                            // As libvirt: the ARP table knows no prefix.
+                            push(format!("{}/0", neighbour.ip));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(addresses)
+    }
+
+    /// domifstat: counters of a running guest's interface, named by its TAP or its MAC.
+    pub async fn domain_interface_stats(
+        &self,
+        id: &str,
+        device: &str,
+    ) -> ApiResult<InterfaceStats> {
+        let record = self.resolve(id)?;
+        let (domain, _) = self.require_running(&record)?;
+        let tap = domain
+            .devices
+            .interfaces
+            .iter()
+            .find(|iface| {
+                iface.target_dev.as_deref() == Some(device)
+                    || iface
+                        .mac
+                        .is_some_and(|m| m.to_string().eq_ignore_ascii_case(device))
+            })
+            .and_then(|iface| iface.target_dev.clone())
+            .ok_or_else(|| {
+                ApiError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "domain '{}' has no interface '{device}' (give its host device name or its MAC)",
+                        record.name
+                    ),
+                )
+            })?;
+        let host = self
+            .net_manager()?
+            .interface_stats(&tap)
+            .await
+            .map_err(net_error)?;
+        // The TAP's receive side is what the guest sent.
+        Ok(InterfaceStats {
+            rx_bytes: host.tx_bytes,
+            rx_packets: host.tx_packets,
+            rx_errs: host.tx_errors,
+            rx_drop: host.tx_dropped,
+            tx_bytes: host.rx_bytes,
+            tx_packets: host.rx_packets,
+            tx_errs: host.rx_errors,
+            tx_drop: host.rx_dropped,
+        })
+    }
+
+    /// attach-interface: hot-plug into the running guest (`live`) and/or add to the stored
+    /// definition (`config`).
+    pub async fn attach_interface(
+        &self,
+        id: &str,
+        request: &AttachInterfaceRequest,
+    ) -> ApiResult<DomainInterface> {
+        let interface_type = parse_interface_type(&request.interface_type)?;
+        if interface_type == InterfaceType::User {
+            return Err(bad_request(
+                "attach-interface supports types network and bridge".to_string(),
+            ));
+        }
+        if request.source.is_empty() {
+            return Err(bad_request("attach-interface needs a --source".to_string()));
+        }
+        let model = request
+            .model
+            .clone()
+            .unwrap_or_else(|| "virtio".to_string());
+        if model.is_empty() || !model.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(bad_request(format!("'{model}' is not a NIC model name")));
+        }
+        let given_mac = request.mac.as_deref().map(parse_guest_mac).transpose()?;
+
+        let record = self.resolve(id)?;
+        let (vm, _guard) = self.begin(&record)?;
+        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
+        let (live, config) = live_and_config(request.live, request.config, running);
+        if live && !running {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running; use --config to change its definition",
+                record.name
+            )));
+        }
+        let used = self.macs_in_use(None)?;
+        let mac = match given_mac {
+            Some(mac) => {
+                if let Some(owner) = used.get(&mac.0) {
+                    return Err(ApiError::new(
+                        code::ALREADY_EXISTS,
+                        format!("MAC address {mac} is already used by domain '{owner}'"),
+                    ));
+                }
+                mac
+            }
+            None => {
+                let mut mac = random_mac();
+                while used.contains_key(&mac.0) {
+                    mac = random_mac();
+                }
+                mac
+            }
+        };
+        let (kind, attr) = match interface_type {
+            InterfaceType::Network => ("network", "network"),
+            _ => ("bridge", "bridge"),
+        };
+        let element = |target: Option<&str>| {
+            let target = target
+                .map(|t| format!("\n      <target dev='{}'/>", xml_escape(t)))
+                .unwrap_or_default();
+            format!(
+                "  <interface type='{kind}'>\n      <mac address='{mac}'/>\n      <source {attr}='{}'/>{target}\n      <model type='{}'/>\n    </interface>",
+                xml_escape(&request.source),
+                xml_escape(&model)
+            )
+        };
+        let source = match interface_type {
+            InterfaceType::Network => InterfaceSource::Network(request.source.clone()),
+            _ => InterfaceSource::Bridge(request.source.clone()),
+        };
+
+        // Everything that can be checked is checked before anything changes.
+        let new_config = if config {
+            let xml = with_interface(&record.xml, &element(None))?;
+            Some(
+                oxvirt_domain::parse_domain_xml(&xml)
+                    .map_err(domain_error)?
+                    .to_xml(),
+            )
+        } else {
+            None
+        };
+        let mut attached = DomainInterface {
+            target: None,
+            interface_type: kind.to_string(),
+            source: Some(request.source.clone()),
+            model: Some(model.clone()),
+            mac: mac.to_string(),
+        };
+
+        if live {
+            let (_, mut live_state) = self.require_running(&record)?;
+            let control = self.running_control(&vm, &record)?;
+            let bridge = self
+                .bridge_for(&record.name, interface_type, &source)?
+                .ok_or_else(|| internal("attach-interface", "no bridge for the interface"))?;
+            let manager = self.net_manager()?;
+            let owner = record.uuid.to_string();
+            let tap = manager
+                .create_tap(&TapRequest {
+                    name: None,
+                    bridge: &bridge,
+                    guest_mac: Some(net_mac(mac)),
+                    owner: &owner,
+                })
+                .await
+                .map_err(|err| {
+                    let api = net_error(err);
+                    ApiError::new(
+                        &api.code,
+                        format!("domain '{}': new interface: {}", record.name, api.message),
+                    )
+                })?;
+            let plugged = async {
+                let xml = with_interface(&live_state.xml, &element(Some(&tap)))?;
+                let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(domain_error)?;
+                let pci_slot =
+                    domain
+                        .devices
+                        .interfaces
+                        .last()
+                        .and_then(|iface| match &iface.address {
+                            Some(Address::Pci(pci)) if pci.bus == 0 && pci.domain == 0 => {
+                                Some(pci.slot)
+                            }
+                            _ => None,
+                        });
+                let ids = hotplug_ids(mac);
+                control
+                    .plug_nic(&NicPlug {
+                        netdev_id: ids.netdev.clone(),
+                        device_id: ids.device.clone(),
+                        tap: tap.clone(),
+                        mac: mac.to_string(),
+                        model: model.clone(),
+                        pci_slot,
+                    })
+                    .await
+                    .map_err(|e| engine_failure(&record.name, e))?;
+                live_state.xml = domain.to_xml();
+                live_state.nics.push(ids);
+                Ok::<(), ApiError>(())
+            }
+            .await;
+            if let Err(err) = plugged {
+                if let Err(remove) = manager.remove_tap(&tap).await {
+                    tracing::warn!(tap, "cannot remove TAP: {remove}");
+                }
+                return Err(err);
+            }
+            put_live_domain(&self.store, &record.uuid, &live_state).map_err(db)?;
+            tracing::info!(domain = %record.name, tap, %mac, "interface hot-plugged");
+            attached.target = Some(tap);
+        }
+        if let Some(xml) = new_config {
+            self.store
+                .transaction(|tx| store::update_domain_xml(tx, &record.uuid, &xml, &record.engine))
+                .map_err(db)?;
+            tracing::info!(domain = %record.name, %mac, "interface added to the definition");
+        }
+        Ok(attached)
+    }
+
+    /// detach-interface: hot-unplug from the running guest (`live`) and/or remove from the
+    /// stored definition (`config`).
+    pub async fn detach_interface(
+        &self,
+        id: &str,
+        request: &DetachInterfaceRequest,
+    ) -> ApiResult<DomainInterface> {
+        let interface_type = parse_interface_type(&request.interface_type)?;
+        let mac = request.mac.as_deref().map(parse_guest_mac).transpose()?;
+        let record = self.resolve(id)?;
+        let (vm, _guard) = self.begin(&record)?;
+        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
+        let (live, config) = live_and_config(request.live, request.config, running);
+        if live && !running {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running; use --config to change its definition",
+                record.name
+            )));
+        }
+        let pick = |domain: &Domain| -> ApiResult<usize> {
+            let matching: Vec<usize> = domain
+                .devices
+                .interfaces
+                .iter()
+                .enumerate()
+                .filter(|(_, i)| {
+                    i.interface_type == interface_type
+                        && mac.is_none_or(|m| i.mac.is_some_and(|own| own.0 == m.0))
+                })
+                .map(|(index, _)| index)
+                .collect();
+            match (matching.as_slice(), mac) {
+                ([index], _) => Ok(*index),
+                ([], Some(mac)) => Err(ApiError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "domain '{}' has no {} interface with MAC address {mac}",
+                        record.name, request.interface_type
+                    ),
+                )),
+                ([], None) => Err(ApiError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "domain '{}' has no {} interface",
+                        record.name, request.interface_type
+                    ),
+                )),
+                (many, _) => Err(bad_request(format!(
+                    "domain '{}' has {} {} interfaces; give --mac to choose one",
+                    record.name,
+                    many.len(),
+                    request.interface_type
+                ))),
+            }
+        };
+
+        let new_config = if config {
+            let mut domain = stored_domain(&record)?;
+            let index = pick(&domain)?;
+            domain.devices.interfaces.remove(index);
+            Some(domain.to_xml())
+        } else {
+            None
+        };
+        let mut detached = None;
+        if live {
+            let (mut domain, mut live_state) = self.require_running(&record)?;
+            let index = pick(&domain)?;
+            let iface = domain.devices.interfaces.remove(index);
+            let mac_text = iface.mac.map(|m| m.to_string()).unwrap_or_default();
+            let ids = live_state
+                .nics
+                .iter()
+                .position(|n| n.mac.eq_ignore_ascii_case(&mac_text))
+                .ok_or_else(|| {
+                    internal(
+                        &format!("domain '{}'", record.name),
+                        format!("no engine ids recorded for the NIC with MAC {mac_text}"),
+                    )
+                })?;
+            let control = self.running_control(&vm, &record)?;
+            let NicIds { device, netdev, .. } = live_state.nics[ids].clone();
+            control
+                .unplug_nic(&device, &netdev)
+                .await
+                .map_err(|e| engine_failure(&record.name, e))?;
+            if let Some(tap) = &iface.target_dev {
+                if let Err(err) = self.net_manager()?.remove_tap(tap).await {
+                    tracing::warn!(tap, "cannot remove TAP: {err}");
+                }
+            }
+            live_state.nics.remove(ids);
+            live_state.xml = domain.to_xml();
+            put_live_domain(&self.store, &record.uuid, &live_state).map_err(db)?;
+            tracing::info!(domain = %record.name, mac = %mac_text, "interface hot-unplugged");
+            detached = Some(describe(&iface, true));
+        }
+        if let Some(xml) = new_config {
+            let domain = stored_domain(&record)?;
+            let index = pick(&domain)?;
+            let removed = describe(&domain.devices.interfaces[index], false);
+            self.store
+                .transaction(|tx| store::update_domain_xml(tx, &record.uuid, &xml, &record.engine))
+                .map_err(db)?;
+            tracing::info!(domain = %record.name, mac = %removed.mac, "interface removed from the definition");
+            detached.get_or_insert(removed);
+        }
+        detached.ok_or_else(|| internal("detach-interface", "nothing was detached"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_macs_are_told_apart_from_generated_ones() {
+        let xml = "<domain><devices>
+            <interface type='network'><source network='a'/></interface>
+            <interface type='network'><mac address='52:54:00:00:00:01'/><source network='a'/></interface>
+        </devices></domain>";
+        assert_eq!(interfaces_with_given_mac(xml), vec![false, true]);
+    }
+
+    #[test]
+    fn interface_goes_at_the_end_of_devices() {
+        let xml = "<domain>\n  <devices>\n    <disk/>\n  </devices>\n</domain>";
+        let out = with_interface(xml, "  <interface/>").unwrap();
+        assert_eq!(
+            out,
+            "<domain>\n  <devices>\n    <disk/>\n    <interface/>\n  </devices>\n</domain>"
+        );
+    }
+
+    #[test]
+    fn current_state_decides_when_neither_flag_is_given() {
+        assert_eq!(live_and_config(false, false, true), (true, false));
+        assert_eq!(live_and_config(false, false, false), (false, true));
+        assert_eq!(live_and_config(true, true, false), (true, true));
+        assert_eq!(live_and_config(false, true, true), (false, true));
+    }
+
+    #[test]
+    fn hotplug_ids_are_valid_qemu_ids() {
+        let ids = hotplug_ids(MacAddr([0x52, 0x54, 0, 1, 2, 0xab]));
+        assert_eq!(ids.device, "net-hp5254000102ab");
+        assert_eq!(ids.netdev, "hostnet-hp5254000102ab");
+        assert_eq!(ids.mac, "52:54:00:01:02:ab");
+    }
+
+    #[test]
+    fn network_dir_sits_next_to_the_private_state_dir() {
+        assert_eq!(
+            default_network_dir(Path::new("/var/lib/oxvirt")),
+            PathBuf::from("/var/lib/oxvirt-network")
+        );
+        assert_eq!(
+            default_network_dir(Path::new("/tmp/x/state/")),
+            PathBuf::from("/tmp/x/state-network")
+        );
+    }
+
+    #[test]
+    fn xml_text_is_escaped() {
+        assert_eq!(xml_escape("a'<b>&\""), "a&apos;&lt;b&gt;&amp;&quot;");
+    }
+}

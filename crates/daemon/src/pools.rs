@@ -1,0 +1,1091 @@
+//! Storage pools of type `dir` and their volumes, and `blockresize` of a running guest's disk.
+//!
+//! - A pool is a directory. Definitions live in the store's `pools` table (uuid, name, target
+//!   directory, autostart, active); the pool XML is generated from them. `active` persists across
+//!   daemon restarts, and autostart pools are started when the daemon starts.
+//! - A volume is a regular file directly in the pool's directory; nothing about volumes is
+//!   stored, so every listing is a fresh scan (`pool-refresh` only re-checks the directory).
+//!   Volume names are one path component: no `/`, no leading `.`, so a volume can never name a
+//!   file outside its pool; symlinks in the directory are not volumes.
+//! - Volume files are made and changed through `oxvirt-images` (create, convert, resize), which
+//!   takes QEMU's image locks: a volume a running guest has open cannot be resized, cloned while
+//!   written, or deleted.
+
+use std::ffi::CString;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use oxvirt_api::{
+    code, ApiError, BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo,
+    ResizeVolumeRequest, VolumeInfo,
+};
+use oxvirt_domain::DiskDevice;
+use oxvirt_images::lock::{lock_image, LockMode};
+use oxvirt_images::ops::{convert, ConvertOptions};
+use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preallocation};
+use rusqlite::{params, OptionalExtension, Transaction};
+use uuid::Uuid;
+
+use crate::daemon::{
+    db, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pools (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+";
+
+/// Cluster size of clones of raw volumes made as qcow2 (never: clones keep the format) and the
+/// fallback when the source does not say.
+const DEFAULT_CLUSTER_SIZE: u64 = 65536;
+
+/// A stored pool definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolRecord {
+    uuid: Uuid,
+    name: String,
+    target: PathBuf,
+    autostart: bool,
+    active: bool,
+}
+
+/// What a pool XML document defines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolDef {
+    name: String,
+    uuid: Option<Uuid>,
+    target: PathBuf,
+}
+
+fn not_found(message: String) -> ApiError {
+    ApiError::new(code::NOT_FOUND, message)
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(code::BAD_REQUEST, message)
+}
+
+/// An `oxvirt-images` failure on volume `name`, with the API code that fits it.
+fn image_error(what: &str, err: ImageError) -> ApiError {
+    let code = match &err {
+        ImageError::Locked { .. } => code::INVALID_STATE,
+        ImageError::Exists { .. } => code::ALREADY_EXISTS,
+        ImageError::InvalidArgument(_) => code::BAD_REQUEST,
+        ImageError::Corrupt { .. } | ImageError::Unsupported { .. } => code::UNSUPPORTED,
+        _ => code::INTERNAL,
+    };
+    ApiError::new(code, format!("{what}: {err}"))
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+// ---- names, paths and the pool XML ----
+
+/// Pool names: anything printable without `/` (libvirt's rule), at most 255 bytes.
+fn check_pool_name(name: &str) -> ApiResult<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(ApiError::new(
+            code::INVALID_NAME,
+            format!("invalid storage pool name '{name}': it must be 1-255 printable characters without '/'"),
+        ));
+    }
+    Ok(())
+}
+
+/// Volume names are one file name in the pool's directory: never a path, never hidden.
+fn check_volume_name(name: &str) -> ApiResult<()> {
+    let problem = if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > 255 {
+        Some("it is longer than 255 bytes")
+    } else if name.contains('/') {
+        Some("it contains '/' (a volume is a file directly in the pool's directory)")
+    } else if name.starts_with('.') {
+        Some("it starts with '.'")
+    } else if name.chars().any(char::is_control) {
+        Some("it contains control characters")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ApiError::new(
+            code::INVALID_NAME,
+            format!("invalid storage volume name '{name}': {problem}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An absolute target directory without `.`/`..` components or trailing slashes.
+fn normalize_target(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    if !path.is_absolute() {
+        return Err(format!("target path '{text}' is not absolute"));
+    }
+    let mut normalized = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::RootDir => {}
+            Component::Normal(part) => normalized.push(part),
+            Component::CurDir | Component::ParentDir | Component::Prefix(_) => {
+                return Err(format!(
+                    "target path '{text}' must not contain '.' or '..' components"
+                ))
+            }
+        }
+    }
+    if normalized == Path::new("/") {
+        return Err("the target path must not be '/'".to_string());
+    }
+    Ok(normalized)
+}
+
+/// Parses `<pool type='dir'><name/><uuid/><target><path/></target></pool>`.
+fn parse_pool_xml(xml: &str) -> ApiResult<PoolDef> {
+    let invalid = |message: String| ApiError::new(code::INVALID_XML, message);
+    let doc =
+        roxmltree::Document::parse(xml).map_err(|e| invalid(format!("malformed pool XML: {e}")))?;
+    let root = doc.root_element();
+    if !root.has_tag_name("pool") {
+        return Err(invalid(format!(
+            "the root element is <{}>, not <pool>",
+            root.tag_name().name()
+        )));
+    }
+    match root.attribute("type") {
+        Some("dir") => {}
+        Some(other) => {
+            return Err(ApiError::new(
+                code::UNSUPPORTED,
+                format!("storage pool type '{other}' is not supported (only 'dir')"),
+            ))
+        }
+        None => return Err(invalid("pool/@type is missing".to_string())),
+    }
+    let child = |name: &str| root.children().find(|c| c.has_tag_name(name));
+    let name = child("name")
+        .and_then(|n| n.text())
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("pool/name is missing".to_string()))?
+        .to_string();
+    check_pool_name(&name)?;
+    let uuid = match child("uuid").and_then(|n| n.text()).map(str::trim) {
+        Some(text) => Some(
+            Uuid::parse_str(text)
+                .map_err(|e| invalid(format!("pool/uuid '{text}' is not a UUID: {e}")))?,
+        ),
+        None => None,
+    };
+    let path = child("target")
+        .and_then(|t| t.children().find(|c| c.has_tag_name("path")))
+        .and_then(|p| p.text())
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| invalid("pool/target/path is missing".to_string()))?;
+    let target = normalize_target(path).map_err(|e| invalid(format!("pool/target/path: {e}")))?;
+    Ok(PoolDef { name, uuid, target })
+}
+
+/// File system usage of the directory, as libvirt reports it for dir pools:
+/// (capacity, allocation, available) in bytes.
+fn fs_usage(dir: &Path) -> std::io::Result<(u64, u64, u64)> {
+    let path = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs is a plain C struct; all-zero is a valid value for the kernel to fill.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid, writable statvfs.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fragment = stat.f_frsize as u64;
+    let capacity = fragment.saturating_mul(stat.f_blocks as u64);
+    let available = fragment.saturating_mul(stat.f_bfree as u64);
+    Ok((capacity, capacity.saturating_sub(available), available))
+}
+
+fn pool_info_of(record: &PoolRecord) -> PoolInfo {
+    let usage = if record.active {
+        fs_usage(&record.target).ok()
+    } else {
+        None
+    };
+    PoolInfo {
+        name: record.name.clone(),
+        uuid: record.uuid.to_string(),
+        pool_type: "dir".to_string(),
+        active: record.active,
+        persistent: true,
+        autostart: record.autostart,
+        target: record.target.display().to_string(),
+        capacity: usage.map(|u| u.0),
+        allocation: usage.map(|u| u.1),
+        available: usage.map(|u| u.2),
+    }
+}
+
+fn pool_xml_of(record: &PoolRecord) -> String {
+    let info = pool_info_of(record);
+    format!(
+        "<pool type='dir'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <capacity unit='bytes'>{capacity}</capacity>
+  <allocation unit='bytes'>{allocation}</allocation>
+  <available unit='bytes'>{available}</available>
+  <source>
+  </source>
+  <target>
+    <path>{path}</path>
+  </target>
+</pool>
+",
+        name = xml_escape(&record.name),
+        uuid = record.uuid,
+        capacity = info.capacity.unwrap_or(0),
+        allocation = info.allocation.unwrap_or(0),
+        available = info.available.unwrap_or(0),
+        path = xml_escape(&info.target),
+    )
+}
+
+fn volume_xml_of(volume: &VolumeInfo) -> String {
+    let mut xml = format!(
+        "<volume type='file'>
+  <name>{name}</name>
+  <key>{path}</key>
+  <capacity unit='bytes'>{capacity}</capacity>
+  <allocation unit='bytes'>{allocation}</allocation>
+  <physical unit='bytes'>{physical}</physical>
+  <target>
+    <path>{path}</path>
+    <format type='{format}'/>
+  </target>
+",
+        name = xml_escape(&volume.name),
+        path = xml_escape(&volume.path),
+        capacity = volume.capacity,
+        allocation = volume.allocation,
+        physical = volume.physical,
+        format = xml_escape(&volume.format),
+    );
+    if let Some(backing) = &volume.backing_file {
+        xml.push_str(&format!(
+            "  <backingStore>\n    <path>{}</path>\n",
+            xml_escape(backing)
+        ));
+        if let Some(format) = &volume.backing_format {
+            xml.push_str(&format!("    <format type='{}'/>\n", xml_escape(format)));
+        }
+        xml.push_str("  </backingStore>\n");
+    }
+    xml.push_str("</volume>\n");
+    xml
+}
+
+// ---- the pools table ----
+
+fn pool_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRecord> {
+    let uuid: String = row.get(0)?;
+    let uuid = Uuid::parse_str(&uuid).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })?;
+    let target: String = row.get(2)?;
+    Ok(PoolRecord {
+        uuid,
+        name: row.get(1)?,
+        target: PathBuf::from(target),
+        autostart: row.get(3)?,
+        active: row.get(4)?,
+    })
+}
+
+const POOL_COLUMNS: &str = "uuid, name, target, autostart, active";
+
+fn list_pool_rows(tx: &Transaction<'_>) -> rusqlite::Result<Vec<PoolRecord>> {
+    let mut stmt = tx.prepare(&format!("SELECT {POOL_COLUMNS} FROM pools ORDER BY name"))?;
+    let rows = stmt.query_map([], pool_from_row)?;
+    rows.collect()
+}
+
+fn pool_by(
+    tx: &Transaction<'_>,
+    column: &str,
+    value: &str,
+) -> rusqlite::Result<Option<PoolRecord>> {
+    tx.query_row(
+        &format!("SELECT {POOL_COLUMNS} FROM pools WHERE {column} = ?1"),
+        params![value],
+        pool_from_row,
+    )
+    .optional()
+}
+
+fn set_pool_flag(
+    tx: &Transaction<'_>,
+    uuid: &Uuid,
+    column: &str,
+    value: bool,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        &format!("UPDATE pools SET {column} = ?2 WHERE uuid = ?1"),
+        params![uuid.to_string(), value],
+    )?;
+    Ok(())
+}
+
+// ---- volumes on disk ----
+
+/// The metadata of an existing volume file, or "not found" if `path` is not a regular file
+/// (a symlink or a directory in the pool is not a volume).
+fn volume_file(pool: &PoolRecord, name: &str) -> ApiResult<(PathBuf, Metadata)> {
+    check_volume_name(name)?;
+    let path = pool.target.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_file() => Ok((path, meta)),
+        _ => Err(not_found(format!(
+            "storage volume '{name}' not found in pool '{}'",
+            pool.name
+        ))),
+    }
+}
+
+/// Reads what a volume is from its file, without locks (like `qemu-img info -U`), so it also
+/// works on disks of running guests.
+fn read_volume(
+    pool: &PoolRecord,
+    name: &str,
+    path: &Path,
+    meta: &Metadata,
+) -> ApiResult<VolumeInfo> {
+    let image = Image::open(
+        path,
+        &OpenOptions {
+            force_share: true,
+            no_backing: true,
+            ..OpenOptions::default()
+        },
+    )
+    .map_err(|e| image_error(&format!("cannot read storage volume '{name}'"), e))?;
+    let (backing_file, backing_format) = match image.as_qcow2() {
+        Some(qcow2) => (
+            qcow2.header().backing_file.clone(),
+            qcow2.header().backing_format.clone(),
+        ),
+        None => (None, None),
+    };
+    Ok(VolumeInfo {
+        name: name.to_string(),
+        pool: pool.name.clone(),
+        path: path.display().to_string(),
+        volume_type: "file".to_string(),
+        format: image.format().name().to_string(),
+        capacity: image.virtual_size(),
+        allocation: meta.blocks().saturating_mul(512),
+        physical: meta.len(),
+        backing_file,
+        backing_format,
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+fn parse_format(text: &str) -> ApiResult<Format> {
+    Format::parse(text).map_err(|_| {
+        bad_request(format!(
+            "unsupported volume format '{text}' (raw and qcow2 are supported)"
+        ))
+    })
+}
+
+impl Daemon {
+    /// Creates the pools table and starts the autostart pools (before guests autostart).
+    pub fn start_pools(&self) -> anyhow::Result<()> {
+        self.store
+            .transaction(|tx| tx.execute_batch(SCHEMA))
+            .context("creating the pools table")?;
+        for pool in self.store.transaction(list_pool_rows)? {
+            if pool.active || !pool.autostart {
+                continue;
+            }
+            match self.start_pool(&pool.uuid.to_string()) {
+                Ok(_) => tracing::info!(pool = %pool.name, "pool autostarted"),
+                Err(err) => tracing::error!(pool = %pool.name, "pool autostart failed: {err}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Finds a pool by name, then by UUID.
+    fn resolve_pool(&self, id: &str) -> ApiResult<PoolRecord> {
+        let found = self
+            .store
+            .transaction(|tx| {
+                if let Some(pool) = pool_by(tx, "name", id)? {
+                    return Ok(Some(pool));
+                }
+                match Uuid::parse_str(id) {
+                    Ok(uuid) => pool_by(tx, "uuid", &uuid.to_string()),
+                    Err(_) => Ok(None),
+                }
+            })
+            .map_err(db)?;
+        found.ok_or_else(|| not_found(format!("storage pool '{id}' not found")))
+    }
+
+    fn active_pool(&self, id: &str) -> ApiResult<PoolRecord> {
+        let pool = self.resolve_pool(id)?;
+        if !pool.active {
+            return Err(invalid_state(format!(
+                "storage pool '{}' is not active",
+                pool.name
+            )));
+        }
+        Ok(pool)
+    }
+
+    // ---- pools ----
+
+    pub fn list_pools(&self) -> ApiResult<Vec<PoolInfo>> {
+        let pools = self.store.transaction(list_pool_rows).map_err(db)?;
+        Ok(pools.iter().map(pool_info_of).collect())
+    }
+
+    pub fn pool_info(&self, id: &str) -> ApiResult<PoolInfo> {
+        Ok(pool_info_of(&self.resolve_pool(id)?))
+    }
+
+    pub fn pool_xml(&self, id: &str) -> ApiResult<String> {
+        Ok(pool_xml_of(&self.resolve_pool(id)?))
+    }
+
+    /// pool-define: a new pool, or a new target for an inactive pool of the same name (and
+    /// uuid, if the XML names one).
+    pub fn define_pool(&self, xml: &str) -> ApiResult<PoolInfo> {
+        let def = parse_pool_xml(xml)?;
+        let record = self.store.transaction_or(db, |tx| -> ApiResult<PoolRecord> {
+            let by_name = pool_by(tx, "name", &def.name).map_err(db)?;
+            let by_uuid = match def.uuid {
+                Some(uuid) => pool_by(tx, "uuid", &uuid.to_string()).map_err(db)?,
+                None => None,
+            };
+            let clash = list_pool_rows(tx)
+                .map_err(db)?
+                .into_iter()
+                .find(|p| p.target == def.target && p.name != def.name);
+            if let Some(other) = clash {
+                return Err(ApiError::new(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "storage pool '{}' already uses the directory {}",
+                        other.name,
+                        def.target.display()
+                    ),
+                ));
+            }
+            match (by_name, by_uuid) {
+                (None, None) => {
+                    let record = PoolRecord {
+                        uuid: def.uuid.unwrap_or_else(Uuid::new_v4),
+                        name: def.name.clone(),
+                        target: def.target.clone(),
+                        autostart: false,
+                        active: false,
+                    };
+                    tx.execute(
+                        "INSERT INTO pools (uuid, name, target, autostart, active) VALUES (?1, ?2, ?3, 0, 0)",
+                        params![
+                            record.uuid.to_string(),
+                            record.name,
+                            record.target.to_string_lossy()
+                        ],
+                    )
+                    .map_err(db)?;
+                    Ok(record)
+                }
+                (Some(existing), by_uuid)
+                    if def.uuid.is_none()
+                        || by_uuid.as_ref().map(|p| p.uuid) == Some(existing.uuid) =>
+                {
+                    if existing.active {
+                        return Err(invalid_state(format!(
+                            "storage pool '{}' is active; destroy it before redefining it",
+                            existing.name
+                        )));
+                    }
+                    tx.execute(
+                        "UPDATE pools SET target = ?2 WHERE uuid = ?1",
+                        params![existing.uuid.to_string(), def.target.to_string_lossy()],
+                    )
+                    .map_err(db)?;
+                    Ok(PoolRecord {
+                        target: def.target.clone(),
+                        ..existing
+                    })
+                }
+                (Some(existing), _) => Err(ApiError::new(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "storage pool '{}' already exists with uuid {}",
+                        existing.name, existing.uuid
+                    ),
+                )),
+                (None, Some(other)) => Err(ApiError::new(
+                    code::ALREADY_EXISTS,
+                    format!(
+                        "storage pool with uuid {} already exists with name '{}'",
+                        other.uuid, other.name
+                    ),
+                )),
+            }
+        })?;
+        tracing::info!(pool = %record.name, target = %record.target.display(), "pool defined");
+        Ok(pool_info_of(&record))
+    }
+
+    pub fn undefine_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+        let pool = self.resolve_pool(id)?;
+        self.store.transaction_or(db, |tx| -> ApiResult<()> {
+            let current = pool_by(tx, "uuid", &pool.uuid.to_string()).map_err(db)?;
+            if current.is_some_and(|p| p.active) {
+                return Err(invalid_state(format!(
+                    "storage pool '{}' is still active; destroy it first",
+                    pool.name
+                )));
+            }
+            tx.execute(
+                "DELETE FROM pools WHERE uuid = ?1",
+                params![pool.uuid.to_string()],
+            )
+            .map_err(db)?;
+            Ok(())
+        })?;
+        tracing::info!(pool = %pool.name, "pool undefined");
+        Ok(pool_info_of(&PoolRecord {
+            active: false,
+            ..pool
+        }))
+    }
+
+    /// pool-build: creates the target directory (and its parents) of an inactive pool.
+    pub fn build_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+        let pool = self.resolve_pool(id)?;
+        if pool.active {
+            return Err(invalid_state(format!(
+                "storage pool '{}' is active",
+                pool.name
+            )));
+        }
+        std::fs::create_dir_all(&pool.target).map_err(|e| {
+            internal(
+                &format!(
+                    "cannot build storage pool '{}': cannot create {}",
+                    pool.name,
+                    pool.target.display()
+                ),
+                e,
+            )
+        })?;
+        Ok(pool_info_of(&pool))
+    }
+
+    /// pool-start: the target directory must exist.
+    pub fn start_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+        let pool = self.resolve_pool(id)?;
+        if pool.active {
+            return Err(invalid_state(format!(
+                "storage pool '{}' is already active",
+                pool.name
+            )));
+        }
+        self.check_target(&pool, "start")?;
+        self.store
+            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "active", true))
+            .map_err(db)?;
+        tracing::info!(pool = %pool.name, "pool started");
+        Ok(pool_info_of(&PoolRecord {
+            active: true,
+            ..pool
+        }))
+    }
+
+    fn check_target(&self, pool: &PoolRecord, verb: &str) -> ApiResult<()> {
+        match std::fs::metadata(&pool.target) {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(invalid_state(format!(
+                "cannot {verb} storage pool '{}': target {} is not a directory",
+                pool.name,
+                pool.target.display()
+            ))),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found(format!(
+                "cannot {verb} storage pool '{}': target directory {} does not exist (pool-build creates it)",
+                pool.name,
+                pool.target.display()
+            ))),
+            Err(err) => Err(internal(
+                &format!(
+                    "cannot {verb} storage pool '{}': {}",
+                    pool.name,
+                    pool.target.display()
+                ),
+                err,
+            )),
+        }
+    }
+
+    /// pool-destroy: the pool becomes inactive; its files stay.
+    pub fn destroy_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+        let pool = self.active_pool(id)?;
+        self.store
+            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "active", false))
+            .map_err(db)?;
+        tracing::info!(pool = %pool.name, "pool destroyed");
+        Ok(pool_info_of(&PoolRecord {
+            active: false,
+            ..pool
+        }))
+    }
+
+    /// pool-refresh: volumes are scanned on every request, so this only checks the directory.
+    pub fn refresh_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+        let pool = self.active_pool(id)?;
+        self.check_target(&pool, "refresh")?;
+        Ok(pool_info_of(&pool))
+    }
+
+    pub fn set_pool_autostart(&self, id: &str, enabled: bool) -> ApiResult<PoolInfo> {
+        let pool = self.resolve_pool(id)?;
+        self.store
+            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "autostart", enabled))
+            .map_err(db)?;
+        Ok(pool_info_of(&PoolRecord {
+            autostart: enabled,
+            ..pool
+        }))
+    }
+
+    // ---- volumes ----
+
+    /// The pool's volumes, by name. Files that cannot be read as images are left out (and
+    /// logged), so one damaged file does not hide the others.
+    pub fn list_volumes(&self, pool_id: &str) -> ApiResult<Vec<VolumeInfo>> {
+        let pool = self.active_pool(pool_id)?;
+        let entries = std::fs::read_dir(&pool.target).map_err(|e| {
+            internal(
+                &format!("cannot read the directory of storage pool '{}'", pool.name),
+                e,
+            )
+        })?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+            .filter(|name| check_volume_name(name).is_ok())
+            .collect();
+        names.sort();
+        let mut volumes = Vec::new();
+        for name in names {
+            let Ok((path, meta)) = volume_file(&pool, &name) else {
+                continue;
+            };
+            match read_volume(&pool, &name, &path, &meta) {
+                Ok(volume) => volumes.push(volume),
+                Err(err) => tracing::warn!(pool = %pool.name, volume = %name, "skipped: {err}"),
+            }
+        }
+        Ok(volumes)
+    }
+
+    pub fn volume_info(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
+        let pool = self.active_pool(pool_id)?;
+        let (path, meta) = volume_file(&pool, name)?;
+        read_volume(&pool, name, &path, &meta)
+    }
+
+    pub fn volume_xml(&self, pool_id: &str, name: &str) -> ApiResult<String> {
+        Ok(volume_xml_of(&self.volume_info(pool_id, name)?))
+    }
+
+    /// A new volume name in `pool` that no file uses yet.
+    fn new_volume_path(&self, pool: &PoolRecord, name: &str) -> ApiResult<PathBuf> {
+        check_volume_name(name)?;
+        let path = pool.target.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            return Err(ApiError::new(
+                code::ALREADY_EXISTS,
+                format!(
+                    "storage volume '{name}' already exists in pool '{}'",
+                    pool.name
+                ),
+            ));
+        }
+        Ok(path)
+    }
+
+    /// vol-create-as (blocking: preallocation may write a lot).
+    pub fn create_volume(
+        &self,
+        pool_id: &str,
+        request: &CreateVolumeRequest,
+    ) -> ApiResult<VolumeInfo> {
+        let pool = self.active_pool(pool_id)?;
+        let format = parse_format(&request.format)?;
+        let path = self.new_volume_path(&pool, &request.name)?;
+        let backing = match (&request.backing_vol, &request.backing_format) {
+            (Some(backing), format) => {
+                let backing_path = self.backing_path(&pool, backing)?;
+                let backing_format = match format {
+                    Some(text) => parse_format(text)?,
+                    None => oxvirt_images::image::probe(&backing_path).map_err(|e| {
+                        image_error(&format!("cannot probe backing volume '{backing}'"), e)
+                    })?,
+                };
+                Some((backing_path, backing_format))
+            }
+            (None, Some(_)) => {
+                return Err(bad_request(
+                    "a backing format needs a backing volume (--backing-vol)".to_string(),
+                ))
+            }
+            (None, None) => None,
+        };
+        if backing.is_some() && format != Format::Qcow2 {
+            return Err(bad_request(
+                "only qcow2 volumes can have a backing volume".to_string(),
+            ));
+        }
+        let options = CreateOptions {
+            format,
+            size: Some(request.capacity),
+            preallocation: if request.prealloc_metadata {
+                Preallocation::Metadata
+            } else {
+                Preallocation::Off
+            },
+            backing_file: backing.as_ref().map(|(p, _)| p.display().to_string()),
+            backing_format: backing.as_ref().map(|(_, f)| *f),
+            overwrite: false,
+            ..CreateOptions::default()
+        };
+        oxvirt_images::create(&path, &options).map_err(|e| {
+            image_error(
+                &format!("cannot create storage volume '{}'", request.name),
+                e,
+            )
+        })?;
+        tracing::info!(pool = %pool.name, volume = %request.name, "volume created");
+        let (path, meta) = volume_file(&pool, &request.name)?;
+        read_volume(&pool, &request.name, &path, &meta)
+    }
+
+    /// A backing volume: a volume of the same pool by name, or an absolute path to an image.
+    fn backing_path(&self, pool: &PoolRecord, backing: &str) -> ApiResult<PathBuf> {
+        if backing.contains('/') {
+            let path = Path::new(backing);
+            if !path.is_absolute() {
+                return Err(bad_request(format!(
+                    "backing volume '{backing}' must be a volume name or an absolute path"
+                )));
+            }
+            if !path.is_file() {
+                return Err(not_found(format!(
+                    "backing volume '{backing}' does not exist"
+                )));
+            }
+            return Ok(path.to_path_buf());
+        }
+        volume_file(pool, backing)
+            .map(|(path, _)| path)
+            .map_err(|_| {
+                not_found(format!(
+                    "backing volume '{backing}' not found in pool '{}'",
+                    pool.name
+                ))
+            })
+    }
+
+    /// Names of the running domains that have `path` as a disk.
+    fn running_users(&self, path: &Path) -> ApiResult<Vec<String>> {
+        let mut users = Vec::new();
+        for runtime in self.store.list_runtime().map_err(db)? {
+            let Some(record) = self.store.domain_by_uuid(&runtime.uuid).map_err(db)? else {
+                continue;
+            };
+            let domain = stored_domain(&record)?;
+            let uses = domain
+                .devices
+                .disks
+                .iter()
+                .filter_map(|d| d.source.as_deref())
+                .any(|source| same_file(Path::new(source), path));
+            if uses {
+                users.push(record.name);
+            }
+        }
+        Ok(users)
+    }
+
+    /// vol-delete: refused while a running guest uses the volume (its definition names it, or
+    /// a process holds QEMU's write lock on it). The lock is held while the file is removed.
+    pub fn delete_volume(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
+        let pool = self.active_pool(pool_id)?;
+        let (path, meta) = volume_file(&pool, name)?;
+        let info = read_volume(&pool, name, &path, &meta).unwrap_or_else(|_| VolumeInfo {
+            name: name.to_string(),
+            pool: pool.name.clone(),
+            path: path.display().to_string(),
+            volume_type: "file".to_string(),
+            format: "raw".to_string(),
+            capacity: meta.len(),
+            allocation: meta.blocks().saturating_mul(512),
+            physical: meta.len(),
+            backing_file: None,
+            backing_format: None,
+        });
+        let users = self.running_users(&path)?;
+        if !users.is_empty() {
+            return Err(invalid_state(format!(
+                "storage volume '{name}' is in use by running domain '{}'",
+                users.join("', '")
+            )));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| internal(&format!("cannot open storage volume '{name}'"), e))?;
+        lock_image(&file, &path, LockMode::Write).map_err(|e| match e {
+            ImageError::Locked { .. } => invalid_state(format!(
+                "storage volume '{name}' is in use (a process holds its image lock): {e}"
+            )),
+            other => image_error(&format!("cannot lock storage volume '{name}'"), other),
+        })?;
+        std::fs::remove_file(&path)
+            .map_err(|e| internal(&format!("cannot delete storage volume '{name}'"), e))?;
+        drop(file);
+        tracing::info!(pool = %pool.name, volume = %name, "volume deleted");
+        Ok(info)
+    }
+
+    /// vol-clone (blocking): a copy with the same format, through `convert`, so holes stay
+    /// holes (a qcow2 overlay's backing chain is flattened into the clone, as qemu-img does).
+    pub fn clone_volume(&self, pool_id: &str, name: &str, new_name: &str) -> ApiResult<VolumeInfo> {
+        let pool = self.active_pool(pool_id)?;
+        let (source_path, _) = volume_file(&pool, name)?;
+        let target_path = self.new_volume_path(&pool, new_name)?;
+        let mut source = Image::open(&source_path, &OpenOptions::default())
+            .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
+        let options = ConvertOptions {
+            format: source.format(),
+            cluster_size: source
+                .as_qcow2()
+                .map(|q| q.cluster_size())
+                .unwrap_or(DEFAULT_CLUSTER_SIZE),
+            overwrite: false,
+        };
+        if let Err(err) = convert(&mut source, &target_path, &options, &mut |_, _| {}) {
+            // Exists: somebody else made that file meanwhile; it is not ours to remove.
+            if !matches!(err, ImageError::Exists { .. }) {
+                let _ = std::fs::remove_file(&target_path);
+            }
+            return Err(image_error(
+                &format!("cannot clone storage volume '{name}' to '{new_name}'"),
+                err,
+            ));
+        }
+        drop(source);
+        tracing::info!(pool = %pool.name, volume = %name, clone = %new_name, "volume cloned");
+        let (path, meta) = volume_file(&pool, new_name)?;
+        read_volume(&pool, new_name, &path, &meta)
+    }
+
+    /// vol-resize (blocking): growing is always allowed, shrinking only with `shrink`.
+    pub fn resize_volume(
+        &self,
+        pool_id: &str,
+        name: &str,
+        request: ResizeVolumeRequest,
+    ) -> ApiResult<VolumeInfo> {
+        let pool = self.active_pool(pool_id)?;
+        let (path, _) = volume_file(&pool, name)?;
+        let mut image = Image::open(
+            &path,
+            &OpenOptions {
+                write: true,
+                no_backing: true,
+                ..OpenOptions::default()
+            },
+        )
+        .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
+        let current = image.virtual_size();
+        let new_size = match (request.delta, request.shrink) {
+            (false, _) => Some(request.capacity),
+            (true, false) => current.checked_add(request.capacity),
+            (true, true) => current.checked_sub(request.capacity),
+        }
+        .ok_or_else(|| {
+            bad_request(format!(
+                "storage volume '{name}' is {current} bytes; it cannot change by {} bytes",
+                request.capacity
+            ))
+        })?;
+        if new_size < current && !request.shrink {
+            return Err(bad_request(format!(
+                "storage volume '{name}' is {current} bytes; shrinking it to {new_size} bytes loses data, use --shrink to confirm"
+            )));
+        }
+        image
+            .resize(new_size, request.shrink)
+            .and_then(|()| image.flush())
+            .map_err(|e| image_error(&format!("cannot resize storage volume '{name}'"), e))?;
+        drop(image);
+        tracing::info!(pool = %pool.name, volume = %name, new_size, "volume resized");
+        let (path, meta) = volume_file(&pool, name)?;
+        read_volume(&pool, name, &path, &meta)
+    }
+
+    // ---- blockresize ----
+
+    /// Grows a disk of a running guest; the guest sees the new size at once.
+    pub async fn block_resize(
+        self: &Arc<Self>,
+        id: &str,
+        request: &BlockResizeRequest,
+    ) -> ApiResult<BlockResized> {
+        let record = self.resolve(id)?;
+        let (vm, _guard) = self.begin(&record)?;
+        let control = self.running_control(&vm, &record)?;
+        let domain = stored_domain(&record)?;
+        let disk = domain
+            .devices
+            .disks
+            .iter()
+            .find(|d| d.target.dev == request.disk || d.source.as_deref() == Some(&request.disk))
+            .ok_or_else(|| {
+                not_found(format!(
+                    "domain '{}' has no disk '{}' (give its target, e.g. vda, or its source path)",
+                    record.name, request.disk
+                ))
+            })?;
+        let dev = disk.target.dev.clone();
+        if disk.source.is_none() || disk.device == DiskDevice::Cdrom || disk.readonly {
+            return Err(invalid_state(format!(
+                "disk '{dev}' of domain '{}' is read-only or has no medium; it cannot be resized",
+                record.name
+            )));
+        }
+        // QEMU wants whole sectors (qcow2 insists); round up as libvirt does.
+        let size = request
+            .size
+            .checked_add(511)
+            .map(|s| s / 512 * 512)
+            .ok_or_else(|| bad_request(format!("size {} is too large", request.size)))?;
+        let current = control
+            .block_size(&dev)
+            .await
+            .map_err(|e| engine_failure(&record.name, e))?;
+        if size < current {
+            return Err(bad_request(format!(
+                "disk '{dev}' of domain '{}' is {current} bytes; shrinking a running guest's disk to {size} bytes is not supported",
+                record.name
+            )));
+        }
+        control
+            .block_resize(&dev, size)
+            .await
+            .map_err(|e| engine_failure(&record.name, e))?;
+        tracing::info!(domain = %record.name, disk = %dev, size, "disk resized");
+        Ok(BlockResized { target: dev, size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_names_never_leave_the_pool() {
+        for bad in ["", "../x", "a/b", ".hidden", "..", ".", "x\ny"] {
+            let err = check_volume_name(bad).unwrap_err();
+            assert_eq!(err.code, code::INVALID_NAME, "{bad:?}");
+        }
+        for good in ["disk.qcow2", "a b", "x..y", "v-1_2"] {
+            assert!(check_volume_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn pool_xml_is_parsed_and_the_target_normalized() {
+        let def = parse_pool_xml(
+            "<pool type='dir'><name>p1</name><uuid>c43c80d3-124b-485a-b2bb-5dd6b962967c</uuid>\
+             <target><path>/srv/images/</path></target></pool>",
+        )
+        .unwrap();
+        assert_eq!(def.name, "p1");
+        assert_eq!(def.target, PathBuf::from("/srv/images"));
+        assert!(def.uuid.is_some());
+        let errors = [
+            (
+                "<pool type='logical'><name>p</name></pool>",
+                code::UNSUPPORTED,
+            ),
+            ("<pool><name>p</name></pool>", code::INVALID_XML),
+            ("<pool type='dir'><name>p</name></pool>", code::INVALID_XML),
+            (
+                "<pool type='dir'><name>p</name><target><path>rel</path></target></pool>",
+                code::INVALID_XML,
+            ),
+            (
+                "<pool type='dir'><name>p</name><target><path>/a/../b</path></target></pool>",
+                code::INVALID_XML,
+            ),
+            (
+                "<pool type='dir'><name>a/b</name><target><path>/a</path></target></pool>",
+                code::INVALID_NAME,
+            ),
+            ("<pool type='dir'", code::INVALID_XML),
+        ];
+        for (xml, want) in errors {
+            assert_eq!(parse_pool_xml(xml).unwrap_err().code, want, "{xml}");
+        }
+    }
+
+    #[test]
+    fn pool_xml_output_escapes_and_parses_back() {
+        let record = PoolRecord {
+            uuid: Uuid::new_v4(),
+            name: "a<b>&'c".to_string(),
+            target: PathBuf::from("/tmp/x&y"),
+            autostart: false,
+            active: false,
+        };
+        let def = parse_pool_xml(&pool_xml_of(&record)).unwrap();
+        assert_eq!(def.name, record.name);
+        assert_eq!(def.uuid, Some(record.uuid));
+        assert_eq!(def.target, record.target);
+    }
+}

@@ -1,0 +1,260 @@
+//! The native engine end to end on real KVM: a nested lab (QEMU TCG `-cpu max` L1 guest, where
+//! kvm-amd gives hardware KVM) runs oxvirtd, the oxvirt CLI and oxvirt-vmm; the guest kit boots
+//! as a native domain (L2) and `native_lab/l1.sh` drives its whole lifecycle through the CLI:
+//! start, console, list, dominfo, suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
+//! and restart, shutdown, destroy, undefine. This machine's own /dev/kvm is never used.
+//!
+//! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
+//! binaries next to `oxvirtd` (`cargo build --workspace --bins`); it fails, never skips, without
+//! them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
+const LAB_TIMEOUT: Duration = Duration::from_secs(300);
+const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
+
+/// Kills QEMU if the harness panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed: {status}");
+}
+
+/// A binary built next to oxvirtd.
+fn sibling_binary(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_oxvirtd"))
+        .parent()
+        .expect("oxvirtd lives in a directory")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before this test",
+        path.display()
+    );
+    path
+}
+
+/// Copies a binary (stripped) and the shared libraries `ldd` lists into `root`.
+fn install_binary(root: &Path, bin: &Path, name: &str) {
+    let dest = root.join("lab/bin").join(name);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", bin.display()));
+    // Debug info only makes the L1 initramfs bigger (and L1 slower to unpack it).
+    let _ = Command::new("strip").arg(&dest).status();
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .expect("ldd is needed to collect the binaries' libraries");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = line
+            .split("=>")
+            .nth(1)
+            .unwrap_or(line)
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            let target = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+            std::fs::copy(path, &target)
+                .unwrap_or_else(|e| panic!("cannot copy library {path}: {e}"));
+        }
+    }
+}
+
+/// `base` followed by a newc cpio of `root` (Linux unpacks concatenated archives in order).
+fn initramfs_with(base: &Path, root: &Path, out: &Path) {
+    std::fs::copy(base, out).unwrap();
+    let cpio = out.with_extension("extra.cpio");
+    run(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
+        root.display(),
+        cpio.display()
+    )));
+    let mut f = std::fs::OpenOptions::new().append(true).open(out).unwrap();
+    let len = f.metadata().unwrap().len();
+    std::io::Write::write_all(&mut f, &vec![0u8; ((4 - len % 4) % 4) as usize]).unwrap();
+    std::io::copy(&mut std::fs::File::open(&cpio).unwrap(), &mut f).unwrap();
+}
+
+fn write_file(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The native domain L1's oxvirtd runs (paths inside L1).
+fn domain_xml() -> String {
+    format!(
+        "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>nat</name>
+  <uuid>{UUID}</uuid>
+  <memory unit='MiB'>256</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64'>hvm</type>
+    <kernel>/lab/l2/vmlinuz</kernel>
+    <initrd>/lab/l2/initramfs.img</initrd>
+    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
+  </os>
+  <cpu mode='host-passthrough'><feature policy='disable' name='svm'/></cpu>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/tmp/disk.raw'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'/>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+  </devices>
+  <oxvirt:engine name='native'/>
+</domain>
+"
+    )
+}
+
+/// Boots L1 with the lab and returns its console log once the script ended.
+fn run_lab() -> String {
+    let kit = oxvirt_testkit::guest_kit();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+
+    let root = w.join("l1-root");
+    write_file(&root.join("lab/run.sh"), L1_SCRIPT, 0o755);
+    write_file(&root.join("lab/nat.xml"), &domain_xml(), 0o644);
+    install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
+    install_binary(&root, &sibling_binary("oxvirt"), "oxvirt");
+    install_binary(&root, &sibling_binary("oxvirt-vmm"), "oxvirt-vmm");
+    std::fs::create_dir_all(root.join("lab/l2")).unwrap();
+    std::fs::copy(&kit.kernel, root.join("lab/l2/vmlinuz")).unwrap();
+    std::fs::copy(&kit.initramfs, root.join("lab/l2/initramfs.img")).unwrap();
+    let initramfs = w.join("l1-initramfs.img");
+    initramfs_with(&kit.initramfs, &root, &initramfs);
+
+    let log = w.join("l1-console.log");
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
+        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
+        .arg(format!("file:{}", log.display()))
+        .arg("-kernel")
+        .arg(&kit.kernel)
+        .arg("-initrd")
+        .arg(&initramfs)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl in the forked child before exec touches no memory of ours; QEMU then dies
+    // with the thread that started it even if the test process is killed.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let qemu = qemu.spawn().expect(
+        "qemu-system-x86_64 is needed for the nested lab (apt-get install qemu-system-x86)",
+    );
+    let mut qemu = KillOnDrop(qemu);
+    let start = Instant::now();
+    let ended = |text: &str| text.lines().any(|l| l.starts_with("OXVIRT-LAB-EXIT="));
+    let finished = oxvirt_testkit::wait_for(LAB_TIMEOUT, || {
+        std::fs::read(&log)
+            .map(|t| ended(&String::from_utf8_lossy(&t)))
+            .unwrap_or(false)
+            || qemu.0.try_wait().ok().flatten().is_some()
+    });
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    if let Some(keep) = std::env::var_os("OXVIRT_LAB_LOG") {
+        let _ = std::fs::write(keep, &text);
+    }
+    assert!(
+        finished && ended(&text),
+        "the L1 lab did not finish within {LAB_TIMEOUT:?} (after {:?}); L1 console:\n{}",
+        start.elapsed(),
+        tail(&text, 120)
+    );
+    eprintln!("native-engine lab finished in {:?}", start.elapsed());
+    text
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[test]
+fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
+    let text = run_lab();
+    let checks: Vec<(&str, bool)> = text
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("CHECK "))
+        .filter_map(|l| {
+            let (name, verdict) = l.split_once(' ')?;
+            Some((name, verdict == "ok"))
+        })
+        .collect();
+    let expected = [
+        "define",
+        "start",
+        "booted",
+        "list-running",
+        "dominfo-engine",
+        "dominfo-accel",
+        "console-answers",
+        "guest-sees-disk",
+        "suspend",
+        "list-paused",
+        "silent-while-paused",
+        "resume",
+        "answers-after-resume",
+        "running-after-resume",
+        "console-closes-on-exit",
+        "rebooted",
+        "running-after-reboot",
+        "vmm-survives-oxvirtd",
+        "reattached-running",
+        "console-after-restart",
+        "suspend-after-restart",
+        "resume-after-restart",
+        "shutdown",
+        "shut-off",
+        "vmm-gone",
+        "start-again",
+        "booted-again",
+        "destroy",
+        "destroyed",
+        "undefine",
+        "undefined",
+    ];
+    let failed: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|name| !checks.iter().any(|(n, ok)| n == name && *ok))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed or missing checks: {failed:?}\nL1 console:\n{}",
+        tail(&text, 200)
+    );
+    assert!(
+        text.lines().any(|l| l.trim_end() == "LEFTOVER-VMM=0"),
+        "oxvirt-vmm processes left behind:\n{}",
+        tail(&text, 60)
+    );
+}

@@ -1,0 +1,126 @@
+#!/bin/sh
+# Runs inside the L1 guest of tests/native_lab.rs (QEMU TCG -cpu max, so kvm-amd gives real KVM):
+# oxvirtd runs the guest kit as a native domain (oxvirt-vmm) and the oxvirt CLI drives it, as a user
+# would. Every check prints "CHECK <name> ok" or "CHECK <name> FAIL"; the harness asserts on them.
+export PATH=/lab/bin:$PATH
+modprobe kvm-amd 2>/dev/null
+if [ ! -c /dev/kvm ]; then
+    echo "LAB-FATAL /dev/kvm missing after loading kvm-amd"
+    exit 1
+fi
+S=/tmp/ox
+SOCK=/tmp/oxvirtd.sock
+UUID=6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b
+LOG=$S/run/$UUID/console.log
+
+ox() { oxvirt --socket $SOCK "$@"; }
+
+wait_for() {
+    n=0
+    while [ $n -lt 900 ]; do
+        eval "$1" && return 0
+        sleep 0.1
+        n=$((n + 1))
+    done
+    return 1
+}
+
+check() {
+    if eval "$2"; then echo "CHECK $1 ok"; else echo "CHECK $1 FAIL"; fi
+}
+
+# run_ok NAME CMD...: the command's output, then whether it succeeded.
+run_ok() {
+    name=$1
+    shift
+    "$@" >/tmp/cmd.out 2>&1
+    rc=$?
+    sed "s/^/[$name] /" /tmp/cmd.out
+    if [ $rc -eq 0 ]; then echo "CHECK $name ok"; else echo "CHECK $name FAIL rc=$rc"; fi
+}
+
+# gone PID: the process ended (a zombie counts as ended).
+gone() { [ ! -d /proc/$1 ] || grep -q ') Z' /proc/$1/stat 2>/dev/null; }
+state_is() { ox list --all | grep -Eq "nat +$1\$"; }
+booted_count() { grep -c OXVIRT-GUEST-BOOTED $LOG 2>/dev/null || echo 0; }
+
+start_daemon() {
+    oxvirtd --socket $SOCK --state-dir $S --no-default-network --log-level debug >>/tmp/oxvirtd.log 2>&1 &
+    DPID=$!
+    wait_for "ox list >/dev/null 2>&1" || echo "LAB-FATAL oxvirtd did not come up"
+}
+
+# console N: an `oxvirt console` session fed from a FIFO on descriptor 3, output in /tmp/conN.
+console() {
+    mkfifo /tmp/cin$1
+    ox console nat </tmp/cin$1 >/tmp/con$1 2>&1 &
+    CPID=$!
+    exec 3>/tmp/cin$1
+}
+
+dd if=/dev/zero of=/tmp/disk.raw bs=1M count=8 2>/dev/null
+start_daemon
+
+run_ok define ox define /lab/nat.xml
+run_ok start ox start nat
+check booted "wait_for 'grep -q OXVIRT-GUEST-BOOTED $LOG'"
+ox list --all | sed 's/^/[list] /'
+check list-running "state_is running"
+ox dominfo nat >/tmp/dominfo 2>&1
+sed 's/^/[dominfo] /' /tmp/dominfo
+check dominfo-engine "grep -Eq '^Engine: +native' /tmp/dominfo"
+check dominfo-accel "grep -Eq '^Accel: +kvm' /tmp/dominfo"
+
+console 1
+echo 'echo MARK-$((6*7))' >&3
+check console-answers "wait_for 'grep -q MARK-42 /tmp/con1'"
+echo 'echo DISK-$(cat /sys/block/vda/size)' >&3
+check guest-sees-disk "wait_for 'grep -q DISK-16384 /tmp/con1'"
+
+run_ok suspend ox suspend nat
+check list-paused "state_is paused"
+echo 'echo PAUSE-$((5*5))' >&3
+# A paused guest cannot answer: watch the console for a while.
+sleep 3
+check silent-while-paused "! grep -q PAUSE-25 /tmp/con1"
+run_ok resume ox resume nat
+check answers-after-resume "wait_for 'grep -q PAUSE-25 /tmp/con1'"
+check running-after-resume "state_is running"
+
+# The guest reboots itself: the VMM exits with status 3 and on_reboot=restart starts it again.
+echo 'reboot -f' >&3
+check console-closes-on-exit "wait_for 'gone $CPID'"
+exec 3>&-
+check rebooted "wait_for '[ \$(booted_count) -ge 2 ]'"
+check running-after-reboot "wait_for 'state_is running'"
+
+# oxvirtd dies; the guest keeps running and the restarted oxvirtd takes it back.
+VMPID=$(cat $S/run/$UUID/vmm.pid)
+kill -9 $DPID
+wait $DPID 2>/dev/null
+check vmm-survives-oxvirtd "! gone $VMPID"
+start_daemon
+check reattached-running "state_is running"
+console 2
+echo 'echo AGAIN-$((7*8))' >&3
+check console-after-restart "wait_for 'grep -q AGAIN-56 /tmp/con2'"
+run_ok suspend-after-restart ox suspend nat
+run_ok resume-after-restart ox resume nat
+
+run_ok shutdown ox shutdown --timeout 60 nat
+check shut-off "state_is 'shut off'"
+check vmm-gone "wait_for 'gone $VMPID'"
+exec 3>&-
+
+run_ok start-again ox start nat
+check booted-again "wait_for '[ \$(booted_count) -ge 3 ]'"
+run_ok destroy ox destroy nat
+check destroyed "state_is 'shut off'"
+run_ok undefine ox undefine nat
+check undefined "! ox list --all | grep -q nat"
+
+echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
+kill $DPID
+wait $DPID 2>/dev/null
+sed 's/^/[oxvirtd] /' /tmp/oxvirtd.log | tail -n 80
+exit 0
