@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::seccomp::ThreadRole;
 use crate::vm::VmHandle;
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +132,12 @@ impl ApiServer {
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
+                // Client threads inherit the filter.
+                if let Err(e) = vm.seccomp.apply(ThreadRole::Api) {
+                    vm.control
+                        .request_exit(crate::control::ExitReason::Error(e.to_string()));
+                    return;
+                }
                 for stream in listener.incoming().flatten() {
                     let vm = vm.clone();
                     let _ = std::thread::Builder::new()

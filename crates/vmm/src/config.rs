@@ -6,6 +6,7 @@ use clap::Parser;
 
 use crate::cpuid::{CpuMode, FeatureOverrides, Topology};
 use crate::devices::serial::SerialMode;
+use crate::seccomp::SeccompMode;
 
 /// A native KVM virtual machine monitor: boots a Linux kernel directly.
 #[derive(Parser, Debug)]
@@ -61,6 +62,10 @@ pub struct Cli {
     /// Do not mark guest RAM mergeable for KSM (libvirt's <nosharepages/>).
     #[arg(long)]
     pub no_share_pages: bool,
+    /// Seccomp filters: on (a forbidden system call kills the VMM), log (allowed but logged by the kernel,
+    /// for debugging a filter) or off.
+    #[arg(long, value_name = "MODE", default_value = "on")]
+    pub seccomp: SeccompMode,
     /// Print the CPU flags (Linux /proc/cpuinfo names) the guest would see, then exit.
     #[arg(long)]
     pub print_cpu_flags: bool,
@@ -131,6 +136,8 @@ pub struct DiskSpec {
     pub path: PathBuf,
     pub readonly: bool,
     pub direct: bool,
+    /// Stated, never guessed from the content (a raw disk may hold anything, a qcow2 header too).
+    pub format: oxvirt_virtio::DiskFormat,
 }
 
 impl std::str::FromStr for DiskSpec {
@@ -140,11 +147,15 @@ impl std::str::FromStr for DiskSpec {
             path: PathBuf::new(),
             readonly: false,
             direct: false,
+            format: oxvirt_virtio::DiskFormat::Raw,
         };
-        for (k, v) in key_values(s, &["path", "readonly", "cache"])? {
+        for (k, v) in key_values(s, &["path", "readonly", "cache", "format"])? {
             match k {
                 "path" => d.path = v.into(),
                 "readonly" => d.readonly = on_off(k, v)?,
+                "format" => {
+                    d.format = v.parse().map_err(|e: oxvirt_virtio::Error| e.to_string())?
+                }
                 _ => {
                     d.direct = match v {
                         "none" => true,
@@ -214,9 +225,14 @@ mod tests {
             DiskSpec {
                 path: "/x.img".into(),
                 readonly: true,
-                direct: true
+                direct: true,
+                format: oxvirt_virtio::DiskFormat::Raw,
             }
         );
+        let q: DiskSpec = "path=/x.qcow2,format=qcow2".parse().unwrap();
+        assert_eq!(q.format, oxvirt_virtio::DiskFormat::Qcow2);
+        let err = "path=/x,format=vmdk".parse::<DiskSpec>().unwrap_err();
+        assert!(err.contains("vmdk"), "{err}");
         assert!("readonly=on"
             .parse::<DiskSpec>()
             .unwrap_err()

@@ -28,6 +28,7 @@ use crate::devices::serial::{Console, RawTerminal};
 use crate::devices::{lock, IoBus, IrqLine};
 use crate::layout;
 use crate::memory::{self, MemoryOptions};
+use crate::seccomp::{self, Filters, ThreadRole};
 
 /// Address KVM needs for the TSS and the identity map on Intel (three pages below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -91,6 +92,8 @@ pub struct VmHandle {
     /// pthread ids of the vCPU threads while they run; `None` once they are being joined.
     vcpu_threads: Mutex<Option<Vec<libc::pthread_t>>>,
     pub vcpus: u32,
+    /// Seccomp filters, installed by each thread when it starts.
+    pub seccomp: Arc<Filters>,
 }
 
 impl VmHandle {
@@ -141,6 +144,7 @@ impl VmHandle {
             control,
             vcpu_threads: Mutex::new(None),
             vcpus,
+            seccomp: Arc::new(Filters::disabled()),
         }
     }
 
@@ -286,6 +290,8 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, handlers: Arc<ExitHandlers>) {
 /// A VM that is built and ready to start.
 pub struct Vm {
     handle: Arc<VmHandle>,
+    /// Test-only (see [`seccomp::SELFTEST_ENV`]): vCPU 0 makes a forbidden call after its filter is on.
+    seccomp_selftest: bool,
     vcpus: Vec<VcpuFd>,
     handlers: Arc<ExitHandlers>,
     console: Console,
@@ -339,6 +345,8 @@ impl Vm {
                 );
             }
         }
+        // Compiled first: a filter that cannot be built stops the VMM before anything is set up.
+        let filters = Filters::compile(cli.seccomp)?;
         let kvm = open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();
         if cli.vcpus as usize > max_vcpus {
@@ -443,9 +451,11 @@ impl Vm {
             pm,
             vcpu_threads: Mutex::new(None),
             vcpus: cli.vcpus,
+            seccomp: filters,
         });
         Ok(Vm {
             handle,
+            seccomp_selftest: seccomp::selftest_requested(),
             vcpus,
             handlers: Arc::new(ExitHandlers { io, pci, control }),
             console,
@@ -467,14 +477,28 @@ impl Vm {
         .context("cannot install the vCPU kick signal handler")?;
         let _raw = self.console.is_stdio().then(RawTerminal::enable_if_tty);
         self.console
-            .start_input()
+            .start_input(self.handle.seccomp.clone(), self.handle.control.clone())
             .context("cannot start the console input thread")?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for (i, vcpu) in self.vcpus.drain(..).enumerate() {
             let handlers = self.handlers.clone();
+            let filters = self.handle.seccomp.clone();
+            let selftest = self.seccomp_selftest && i == 0;
             let t = std::thread::Builder::new()
                 .name(format!("vcpu {i}"))
-                .spawn(move || vcpu_loop(i as u32, vcpu, handlers))
+                .spawn(move || {
+                    // Before the first KVM_RUN: guest code never runs unfiltered.
+                    if let Err(e) = filters.apply(ThreadRole::Vcpu) {
+                        handlers
+                            .control
+                            .request_exit(ExitReason::Error(format!("vCPU {i}: {e}")));
+                        return;
+                    }
+                    if selftest {
+                        seccomp::selftest_violate();
+                    }
+                    vcpu_loop(i as u32, vcpu, handlers)
+                })
                 .context("cannot start a vCPU thread")?;
             threads.push(t);
         }
@@ -486,6 +510,10 @@ impl Vm {
         for sig in [libc::SIGTERM, libc::SIGINT] {
             vmm_sys_util::signal::register_signal_handler(sig, terminate_handler)
                 .context("cannot install the termination signal handler")?;
+        }
+        // Every thread is started: from here the main thread only waits, kicks, joins and tears down.
+        if let Err(e) = self.handle.seccomp.apply(ThreadRole::Main) {
+            control.request_exit(ExitReason::Error(e.to_string()));
         }
         while control.exit_reason().is_none() {
             // Blocks until a device, a vCPU, the API or a termination signal requests the exit.
@@ -534,12 +562,13 @@ fn add_virtio_devices(
     });
     let mut devices = Vec::new();
     for (i, d) in cli.disk.iter().enumerate() {
-        let dev = oxvirt_virtio::block_device(BlockConfig {
+        let config = BlockConfig {
             path: d.path.clone(),
             readonly: d.readonly,
             direct: d.direct,
             serial: Some(format!("oxvirt-disk{i}")),
-        })?;
+        };
+        let dev = oxvirt_virtio::block_device_from_image(config, d.format)?;
         devices.push(dev);
     }
     for (i, n) in cli.net.iter().enumerate() {

@@ -610,3 +610,75 @@ fn bad_input_is_refused_with_one_clear_line() {
         "VMM processes left behind"
     );
 }
+
+#[test]
+fn seccomp_filters_every_vmm_thread() {
+    let lab = lab();
+    let s = lab.scenario("seccomp");
+    assert!(
+        lab.top_has("SECCOMP-NO-TICKS").is_none(),
+        "the filtered guest did not run:\n{}",
+        s.describe()
+    );
+    // "SECCOMP-THREAD <comm> <Seccomp mode> <Seccomp_filters>" per thread of the running VMM.
+    let threads: BTreeMap<String, (String, u32)> = lab
+        .top
+        .iter()
+        .filter_map(|l| l.trim_end().strip_prefix("SECCOMP-THREAD "))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?.to_string();
+            let mode = f.next().unwrap_or("").to_string();
+            let filters = f.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            Some((name, (mode, filters)))
+        })
+        .collect();
+    for expected in ["oxvirt-vmm", "vcpu_0", "api", "virtio-blk"] {
+        assert!(
+            threads.contains_key(expected),
+            "no thread {expected} in {threads:?}"
+        );
+    }
+    for (name, (mode, filters)) in &threads {
+        // Mode 2 is SECCOMP_MODE_FILTER.
+        assert_eq!(mode, "2", "thread {name} is not filtered: {threads:?}");
+        assert!(*filters >= 1, "thread {name} has no filter: {threads:?}");
+    }
+    assert!(lab
+        .top_has("SECCOMP-POWEROFF")
+        .is_some_and(|l| l.contains("\"ok\":true")));
+    assert_eq!(
+        s.rc,
+        Some(0),
+        "filtered VMM did not power off cleanly:\n{}",
+        s.describe()
+    );
+}
+
+#[test]
+fn seccomp_violation_kills_the_vmm_and_no_scenario_hit_the_filter() {
+    let lab = lab();
+    let s = lab.scenario("seccomp-kill");
+    // The shell reports a death by SIGSYS (31) as 128 + 31.
+    assert_eq!(s.rc, Some(128 + libc::SIGSYS), "{}", s.describe());
+    assert!(
+        !s.has("OXVIRT-GUEST-BOOTED"),
+        "the guest ran although vCPU 0 made a forbidden call"
+    );
+    let audits: Vec<&str> = lab
+        .top
+        .iter()
+        .filter_map(|l| l.trim_end().strip_prefix("SECCOMP-AUDIT "))
+        .collect();
+    assert!(
+        audits.iter().any(|a| a.contains("oxvirt-vmm")
+            && a.contains(" sig=31 ")
+            && a.contains(" syscall=41 ")),
+        "the kernel did not log the kill for the hook's socket(2): {audits:?}"
+    );
+    assert_eq!(
+        audits.len(),
+        1,
+        "seccomp stopped a system call outside the self-test: {audits:?}"
+    );
+}

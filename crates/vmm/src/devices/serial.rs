@@ -12,6 +12,8 @@ use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{lock, PioDevice};
+use crate::control::{ExitReason, VmControl};
+use crate::seccomp::{Filters, ThreadRole};
 
 /// Where the console goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,14 +159,31 @@ impl Console {
 
     /// Starts feeding input to the UART (stdin or socket clients). Input threads are detached: they end with
     /// the process.
-    pub fn start_input(&mut self) -> io::Result<()> {
+    ///
+    /// The input thread installs the serial-input seccomp filter before reading; if that fails, it asks
+    /// `control` to stop the VM.
+    pub fn start_input(
+        &mut self,
+        filters: Arc<Filters>,
+        control: Arc<VmControl>,
+    ) -> io::Result<()> {
         let port = self.port.clone();
+        let sandbox = move || match filters.apply(ThreadRole::SerialInput) {
+            Ok(()) => true,
+            Err(e) => {
+                control.request_exit(ExitReason::Error(e.to_string()));
+                false
+            }
+        };
         match self.input.take() {
             None => {}
             Some(InputSource::Stdin) => {
                 std::thread::Builder::new()
                     .name("serial-in".into())
                     .spawn(move || {
+                        if !sandbox() {
+                            return;
+                        }
                         let mut stdin = io::stdin();
                         pump(&mut stdin, &port);
                     })?;
@@ -173,6 +192,9 @@ impl Console {
                 std::thread::Builder::new()
                     .name("serial-accept".into())
                     .spawn(move || {
+                        if !sandbox() {
+                            return;
+                        }
                         for stream in listener.incoming().flatten() {
                             let Ok(mut reader) = stream.try_clone() else {
                                 continue;
@@ -277,7 +299,10 @@ mod tests {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut console =
             Console::new(&SerialMode::Socket(path.clone()), irq.try_clone().unwrap()).unwrap();
-        console.start_input().unwrap();
+        let control = Arc::new(VmControl::new(0).unwrap());
+        console
+            .start_input(Arc::new(Filters::disabled()), control)
+            .unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
         // Enable the "data available" interrupt so we can see input arrive.
         lock(&console.port).write(1, &[1]);
