@@ -669,6 +669,13 @@ fn vol_delete_is_refused_while_a_process_holds_the_image_lock() {
         .contains("Capacity:       16.00 MiB"));
 }
 
+/// Keeps kernel messages (a clocksource watchdog note on a loaded host, say) off the guest's
+/// console, so they cannot land inside a command's output.
+fn quiet_kernel(console: &mut support::ConsoleSession, tag: &mut u32) {
+    *tag += 1;
+    console.run("dmesg -n 1", *tag);
+}
+
 /// Runs `command` in the guest until its output satisfies `done` (the guest may need a moment
 /// to notice a change), returning the last output.
 fn guest_wait(
@@ -724,6 +731,7 @@ fn guest_writes_to_a_qcow2_volume_and_sees_blockresize() {
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
     let mut tag = 0;
+    quiet_kernel(&mut console, &mut tag);
     assert_eq!(
         guest_wait(&mut console, "cat /sys/block/vda/size", &mut tag, |_| true),
         (16 * MIB / 512).to_string()
@@ -817,4 +825,189 @@ fn guest_writes_to_a_qcow2_volume_and_sees_blockresize() {
         .oxvirt(&["vol-delete", "guest.qcow2", "--pool", "p1"])
         .ok();
     assert!(!disk.exists());
+}
+
+/// `guest_xml` with its disk replaced by `disk` (a whole `<disk>` element).
+fn guest_xml_with_disk(
+    name: &str,
+    uuid: &str,
+    kit: &oxvirt_testkit::GuestKit,
+    disk: &str,
+) -> String {
+    let xml = guest_xml(name, uuid, kit, Path::new("/unused"), 1);
+    let start = xml.find("    <disk ").expect("guest_xml has a disk");
+    let end = xml.find("</disk>\n").expect("guest_xml has a disk") + "</disk>\n".len();
+    format!("{}{disk}\n{}", &xml[..start], &xml[end..])
+}
+
+/// `<disk type='volume'>` naming `pool`/`volume`, with `driver` as its `<driver>` element.
+fn volume_disk(driver: &str, pool: &str, volume: &str) -> String {
+    format!(
+        "    <disk type='volume' device='disk'>
+      {driver}
+      <source pool='{pool}' volume='{volume}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>"
+    )
+}
+
+#[test]
+fn guest_boots_from_a_volume_disk_named_by_pool_and_volume() {
+    const NAME: &str = "volref-guest";
+    const UUID: &str = "2f1e7c3a-5b6d-4e8f-9a0b-1c2d3e4f5a6b";
+    let kit = guest_kit();
+    let (daemon, pool) = daemon_with_pool();
+    daemon
+        .oxvirt(&[
+            "vol-create-as",
+            "p1",
+            "vm.qcow2",
+            "16M",
+            "--format",
+            "qcow2",
+        ])
+        .ok();
+    let disk = pool.join("vm.qcow2");
+    // p2 exists but is not started.
+    let p2 = daemon.dir.path().join("pool2");
+    daemon
+        .oxvirt(&["pool-define-as", "p2", "dir", "--target", path_str(&p2)])
+        .ok();
+    daemon.oxvirt(&["pool-build", "p2"]).ok();
+    let qcow2 = "<driver name='qemu' type='qcow2'/>";
+    let define = |disk: &str| {
+        let xml = guest_xml_with_disk(NAME, UUID, &kit, disk);
+        daemon.define("volref.xml", &xml).1.ok();
+    };
+
+    // Start refuses, naming the disk and what is wrong, and changes nothing.
+    let before = std::fs::read(&disk).expect("read volume");
+    let refused = [
+        (
+            volume_disk(qcow2, "nopool", "vm.qcow2"),
+            "storage pool 'nopool' not found",
+        ),
+        (
+            volume_disk(qcow2, "p2", "vm.qcow2"),
+            "storage pool 'p2' is not active",
+        ),
+        (
+            volume_disk(qcow2, "p1", "absent.qcow2"),
+            "storage volume 'absent.qcow2' not found in pool 'p1'",
+        ),
+        (
+            volume_disk("<driver name='qemu' type='raw'/>", "p1", "vm.qcow2"),
+            "<driver type='raw'> does not match storage volume 'vm.qcow2' in pool 'p1', which is qcow2",
+        ),
+    ];
+    for (disk_xml, why) in refused {
+        define(&disk_xml);
+        let err = daemon.oxvirt(&["start", NAME]).error();
+        assert!(
+            err.contains(&format!("cannot start domain '{NAME}': disk 'vda': {why}")),
+            "{err}"
+        );
+        assert_eq!(daemon.oxvirt(&["domstate", NAME]).ok(), "shut off\n\n");
+    }
+    assert!(
+        std::fs::read(&disk).expect("read volume") == before,
+        "volume changed"
+    );
+
+    // The stated format matches: the guest sees the volume and writes a pattern at 1 MiB.
+    define(&volume_disk(qcow2, "p1", "vm.qcow2"));
+    daemon.oxvirt(&["start", NAME]).ok();
+    let mut console = daemon.console(NAME);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let mut tag = 0;
+    quiet_kernel(&mut console, &mut tag);
+    tag += 1;
+    assert_eq!(
+        console.run("cat /sys/block/vda/size", tag).trim(),
+        (16 * MIB / 512).to_string()
+    );
+    tag += 1;
+    let wrote = console.run(
+        "yes OXVIRT-VOLREF | head -c 1048576 > /pattern.bin && \
+         dd if=/pattern.bin of=/dev/vda bs=65536 seek=16 2>/dev/null && sync && echo WROTE-$((1+1))",
+        tag,
+    );
+    assert_eq!(wrote.trim(), "WROTE-2");
+    // dumpxml shows what the user wrote, not the resolved file.
+    let xml = daemon.oxvirt(&["dumpxml", NAME]).ok();
+    assert!(xml.contains("<disk type='volume' device='disk'>"), "{xml}");
+    assert!(
+        xml.contains("<source pool='p1' volume='vm.qcow2'/>"),
+        "{xml}"
+    );
+    assert!(!xml.contains(path_str(&disk)), "{xml}");
+    // The volume reference counts as a use: the running guest's volume cannot be deleted.
+    let err = daemon
+        .oxvirt(&["vol-delete", "vm.qcow2", "--pool", "p1"])
+        .error();
+    assert!(
+        err.contains(&format!("in use by running domain '{NAME}'")),
+        "{err}"
+    );
+    drop(console);
+    let shutdown = daemon.oxvirt(&["shutdown", "--timeout", "60", NAME]).ok();
+    assert!(shutdown.contains("is shut off"), "{shutdown}");
+
+    // What the guest wrote is in the volume.
+    let flat = daemon.dir.path().join("volref.raw");
+    daemon
+        .oxvirt(&[
+            "img",
+            "convert",
+            "-O",
+            "raw",
+            path_str(&disk),
+            path_str(&flat),
+        ])
+        .ok();
+    let flat = std::fs::read(&flat).expect("read converted image");
+    assert_eq!(flat.len() as u64, 16 * MIB);
+    let pattern: Vec<u8> = b"OXVIRT-VOLREF\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(MIB as usize)
+        .collect();
+    assert!(
+        flat[MIB as usize..2 * MIB as usize] == pattern[..],
+        "pattern at 1 MiB differs"
+    );
+
+    // Without <driver type=> the format comes from the image: the guest sees the qcow2
+    // volume's 16 MiB and its data (read as raw it would see the qcow2 file itself).
+    define(&volume_disk("<driver name='qemu'/>", "p1", "vm.qcow2"));
+    let xml = daemon.oxvirt(&["dumpxml", NAME]).ok();
+    assert!(xml.contains("<driver name='qemu'/>"), "{xml}");
+    daemon.oxvirt(&["start", NAME]).ok();
+    let mut console = daemon.console(NAME);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    quiet_kernel(&mut console, &mut tag);
+    tag += 1;
+    assert_eq!(
+        console.run("cat /sys/block/vda/size", tag).trim(),
+        (16 * MIB / 512).to_string()
+    );
+    tag += 1;
+    assert_eq!(
+        console
+            .run(
+                "dd if=/dev/vda bs=65536 skip=16 count=1 2>/dev/null | head -n 1",
+                tag
+            )
+            .trim(),
+        "OXVIRT-VOLREF"
+    );
+    drop(console);
+    daemon.oxvirt(&["destroy", NAME]).ok();
+    daemon.oxvirt(&["undefine", NAME]).ok();
+    daemon
+        .oxvirt(&["vol-delete", "vm.qcow2", "--pool", "p1"])
+        .ok();
 }

@@ -450,9 +450,12 @@ pub struct Disk {
     pub disk_type: DiskType,
     pub device: DiskDevice,
     pub driver: DiskDriver,
-    /// `<source file=>` (type file) or `<source dev=>` (type block); `None` only for an
-    /// empty cdrom tray.
+    /// `<source file=>` (type file) or `<source dev=>` (type block); `None` for a volume
+    /// disk and for an empty cdrom tray.
     pub source: Option<String>,
+    /// `<source pool= volume=>` (type volume); `None` for the other types and for an empty
+    /// cdrom tray. The daemon resolves it to the volume's file when the domain starts.
+    pub volume: Option<DiskVolume>,
     pub target: DiskTarget,
     pub readonly: bool,
     pub shareable: bool,
@@ -465,6 +468,15 @@ pub struct Disk {
 pub enum DiskType {
     File,
     Block,
+    /// A volume of a storage pool, named by `<source pool= volume=>`.
+    Volume,
+}
+
+/// A storage volume a disk refers to by name: `<source pool='P' volume='V'/>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DiskVolume {
+    pub pool: String,
+    pub volume: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -477,6 +489,11 @@ pub enum DiskDevice {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DiskDriver {
     pub format: DiskFormat,
+    /// Whether the definition states the format (`<driver type=>`). libvirt fills in `raw`
+    /// for file and block disks when it parses them, so this is `false` only for a volume
+    /// disk without `type=`: its format is the volume's, found when the domain starts (and
+    /// `format` is then a placeholder).
+    pub format_stated: bool,
     pub cache: Option<DiskCache>,
     pub io: Option<DiskIo>,
     pub discard: Option<DiskDiscard>,
@@ -488,6 +505,7 @@ impl Default for DiskDriver {
     fn default() -> Self {
         DiskDriver {
             format: DiskFormat::Raw,
+            format_stated: true,
             cache: None,
             io: None,
             discard: None,

@@ -463,8 +463,11 @@ pub(crate) const TICK_POLICIES: &[(&str, TickPolicy)] = &[
     ("merge", TickPolicy::Merge),
     ("discard", TickPolicy::Discard),
 ];
-pub(crate) const DISK_TYPES: &[(&str, DiskType)] =
-    &[("file", DiskType::File), ("block", DiskType::Block)];
+pub(crate) const DISK_TYPES: &[(&str, DiskType)] = &[
+    ("file", DiskType::File),
+    ("block", DiskType::Block),
+    ("volume", DiskType::Volume),
+];
 pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
     &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
 pub(crate) const DISK_FORMATS: &[(&str, DiskFormat)] =
@@ -1392,6 +1395,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     elem.finish_attrs()?;
     let mut driver = None;
     let mut source: Option<Option<String>> = None;
+    let mut volume: Option<Option<DiskVolume>> = None;
     let mut target = None;
     let mut readonly = false;
     let mut shareable = false;
@@ -1406,11 +1410,10 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                         return Err(child.enum_error("attribute 'name'", name, &[("qemu", ())]));
                     }
                 }
-                let format = child
-                    .enum_attr("type", DISK_FORMATS)?
-                    .unwrap_or(DiskFormat::Raw);
+                let stated = child.enum_attr("type", DISK_FORMATS)?;
                 let parsed = DiskDriver {
-                    format,
+                    format: stated.unwrap_or(DiskFormat::Raw),
+                    format_stated: stated.is_some(),
                     cache: child.enum_attr("cache", DISK_CACHES)?,
                     io: child.enum_attr("io", DISK_IOS)?,
                     discard: child.enum_attr("discard", DISK_DISCARDS)?,
@@ -1421,10 +1424,15 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 child.leaf()?;
                 set_once(&mut driver, parsed, &child)?;
             }
+            "source" if disk_type == DiskType::Volume => {
+                let parsed = parse_volume_source(&mut child)?;
+                set_once(&mut volume, parsed, &child)?;
+            }
             "source" => {
-                let attr = match disk_type {
-                    DiskType::File => "file",
-                    DiskType::Block => "dev",
+                let attr = if disk_type == DiskType::Block {
+                    "dev"
+                } else {
+                    "file"
                 };
                 let path = child.attr(attr).map(str::to_string);
                 child.finish_attrs()?;
@@ -1499,11 +1507,31 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         what: "element <target>".to_string(),
         location: elem.loc(),
     })?;
+    let volume = volume.flatten();
+    // A volume disk without a volume is an empty cdrom tray; libvirt makes it a file disk.
+    let disk_type = match (disk_type, &volume) {
+        (DiskType::Volume, None) => DiskType::File,
+        _ => disk_type,
+    };
+    let driver = match (driver, disk_type) {
+        // libvirt's post-parse step makes raw explicit for file and block disks; a volume
+        // disk keeps an unstated format, which comes from the volume at start.
+        (Some(driver), DiskType::File | DiskType::Block) => DiskDriver {
+            format_stated: true,
+            ..driver
+        },
+        (Some(driver), DiskType::Volume) => driver,
+        (None, _) => DiskDriver {
+            format_stated: disk_type != DiskType::Volume,
+            ..DiskDriver::default()
+        },
+    };
     Ok(Disk {
         disk_type,
         device,
-        driver: driver.unwrap_or_default(),
+        driver,
         source: source.flatten(),
+        volume,
         target,
         readonly,
         shareable,
@@ -1511,6 +1539,37 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         boot_order: boot,
         address,
     })
+}
+
+/// `<source pool= volume=>` of a volume disk; `None` for `<source/>` (an empty cdrom tray).
+/// libvirt's `mode=` (iSCSI pools only) is not modelled, so it is refused by name.
+fn parse_volume_source(elem: &mut Elem) -> Result<Option<DiskVolume>> {
+    let pool = elem.attr("pool");
+    let volume = elem.attr("volume");
+    elem.finish_attrs()?;
+    elem.leaf()?;
+    match (pool, volume) {
+        (None, None) => Ok(None),
+        (Some(pool), Some(volume)) => {
+            for (attr, value) in [("pool", pool), ("volume", volume)] {
+                if value.is_empty() {
+                    return Err(elem.invalid(&format!("attribute '{attr}'"), "", "name is empty"));
+                }
+            }
+            Ok(Some(DiskVolume {
+                pool: pool.to_string(),
+                volume: volume.to_string(),
+            }))
+        }
+        (None, Some(_)) => Err(DomainError::Missing {
+            what: "attribute 'pool'".to_string(),
+            location: elem.loc(),
+        }),
+        (Some(_), None) => Err(DomainError::Missing {
+            what: "attribute 'volume'".to_string(),
+            location: elem.loc(),
+        }),
+    }
 }
 
 /// libvirt infers the bus from the target name prefix when `bus=` is absent.

@@ -403,14 +403,16 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ),
             ));
         }
+        validate_disk_source_kind(path, disk)?;
+        let has_medium = disk.source.is_some() || disk.volume.is_some();
         match (&disk.source, disk.device) {
-            (None, DiskDevice::Disk) => {
+            (None, DiskDevice::Disk) if !has_medium => {
                 return Err(invalid(
                     path,
                     format!("disk '{}' has no source", disk.target.dev),
                 ));
             }
-            (None, DiskDevice::Cdrom) if disk.target.bus == DiskBus::Usb => {
+            (None, DiskDevice::Cdrom) if !has_medium && disk.target.bus == DiskBus::Usb => {
                 return Err(invalid(
                     path,
                     format!("'usb' disk '{}' must not be empty", disk.target.dev),
@@ -673,6 +675,38 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
     }
     validate_pci_addresses(devices)?;
     Ok(())
+}
+
+/// A disk's source matches its type: a path for file and block disks, a pool volume for
+/// volume disks, with names libvirt would accept.
+fn validate_disk_source_kind(path: &str, disk: &Disk) -> Result<(), DomainError> {
+    let dev = &disk.target.dev;
+    match (disk.disk_type, &disk.source, &disk.volume) {
+        (DiskType::Volume, Some(_), _) => Err(invalid(
+            path,
+            format!("volume disk '{dev}' takes <source pool= volume=>, not a path"),
+        )),
+        (DiskType::Volume, None, None) => Err(invalid(
+            path,
+            format!("volume disk '{dev}' names no <source pool= volume=>"),
+        )),
+        (DiskType::File | DiskType::Block, _, Some(_)) => Err(invalid(
+            path,
+            format!("disk '{dev}' names a pool volume but is not type='volume'"),
+        )),
+        (DiskType::Volume, None, Some(volume)) => {
+            for (what, name) in [("pool", &volume.pool), ("volume", &volume.volume)] {
+                if name.is_empty() || name.contains('/') || name.chars().any(char::is_control) {
+                    return Err(invalid(
+                        path,
+                        format!("disk '{dev}' has an invalid {what} name '{name}'"),
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 fn validate_address(path: &str, address: &Option<Address>) -> Result<(), DomainError> {

@@ -557,7 +557,11 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
         "driver",
         &[
             ("name", s("qemu")),
-            ("type", s(name_of(DISK_FORMATS, d.format))),
+            (
+                "type",
+                d.format_stated
+                    .then(|| name_of(DISK_FORMATS, d.format).to_string()),
+            ),
             (
                 "cache",
                 d.cache.map(|c| name_of(DISK_CACHES, c).to_string()),
@@ -576,11 +580,18 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
         ],
     );
     if let Some(source) = &disk.source {
-        let key = match disk.disk_type {
-            DiskType::File => "file",
-            DiskType::Block => "dev",
+        let key = if disk.disk_type == DiskType::Block {
+            "dev"
+        } else {
+            "file"
         };
         w.empty("source", &[(key, s(source))]);
+    }
+    if let Some(volume) = &disk.volume {
+        w.empty(
+            "source",
+            &[("pool", s(&volume.pool)), ("volume", s(&volume.volume))],
+        );
     }
     w.empty(
         "target",

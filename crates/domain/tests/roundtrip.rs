@@ -183,7 +183,7 @@ fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
 
 fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<Value = Disk> {
     (
-        select(vec![DiskType::File, DiskType::Block]),
+        select(vec![DiskType::File, DiskType::Block, DiskType::Volume]),
         select(vec![DiskDevice::Disk, DiskDevice::Cdrom]),
         select(vec![
             DiskBus::Virtio,
@@ -193,7 +193,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
             DiskBus::Usb,
         ]),
         (
-            select(vec![DiskFormat::Raw, DiskFormat::Qcow2]),
+            option::of(select(vec![DiskFormat::Raw, DiskFormat::Qcow2])),
             option::of(select(vec![
                 DiskCache::None,
                 DiskCache::Writeback,
@@ -218,9 +218,10 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
         any::<bool>(),
         option::of("[A-Za-z0-9_+.-][A-Za-z0-9 _+.-]{0,10}[A-Za-z0-9]"),
         option::of((0u32..3, 0u32..2, 0u32..2)),
+        ("[a-z0-9_-]{1,8}", "[a-z0-9_.-]{1,8}"),
     )
         .prop_map(
-            move |(disk_type, device, bus, driver, source, shareable, serial, drive)| {
+            move |(disk_type, device, bus, driver, source, shareable, serial, drive, names)| {
                 let (format, cache, io, discard, detect_zeroes, iothread) = driver;
                 let bus = if device == DiskDevice::Cdrom && bus == DiskBus::Virtio {
                     DiskBus::Sata
@@ -252,11 +253,29 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     }
                     DiskDevice::Cdrom => source,
                 };
+                // A volume disk names a pool volume where the others name a path; only a
+                // volume disk may leave its format unstated.
+                // (An empty volume cdrom is a file cdrom, as in libvirt.)
+                let (disk_type, source, volume) = match (disk_type, source) {
+                    (DiskType::Volume, Some(_)) => (
+                        DiskType::Volume,
+                        None,
+                        Some(DiskVolume {
+                            pool: names.0,
+                            volume: names.1,
+                        }),
+                    ),
+                    (DiskType::Volume, None) => (DiskType::File, None, None),
+                    (disk_type, source) => (disk_type, source, None),
+                };
+                let format_stated = format.is_some() || disk_type != DiskType::Volume;
+                let format = format.unwrap_or(DiskFormat::Raw);
                 Disk {
                     disk_type,
                     device,
                     driver: DiskDriver {
                         format,
+                        format_stated,
                         cache,
                         io,
                         discard,
@@ -268,6 +287,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         },
                     },
                     source,
+                    volume,
                     target: DiskTarget {
                         dev: format!("{prefix}{letter}"),
                         bus,

@@ -135,6 +135,14 @@ impl Builder<'_> {
                 "target dev must be like vda, sda or hda",
             ));
         }
+        if disk.disk_type == DiskType::Volume {
+            // QEMU opens files and devices; the pool volume must be resolved to its file
+            // (by oxvirtd, which knows the pools) before a command line is built.
+            return Err(QemuError::invalid(
+                format!("{element}/source"),
+                "a pool volume must be resolved to its file before QEMU can open it",
+            ));
+        }
         let driver = &disk.driver;
         let cdrom = disk.device == DiskDevice::Cdrom;
         let readonly = disk.readonly || cdrom;
@@ -149,7 +157,8 @@ impl Builder<'_> {
             // block device (an LV holding an ISO, say) is plain host_device, as in libvirt.
             let real_cd_drive = source.starts_with("/dev/sr") || source.starts_with("/dev/cdrom");
             let protocol_driver = match disk.disk_type {
-                DiskType::File => "file",
+                // (Volume disks were refused above.)
+                DiskType::File | DiskType::Volume => "file",
                 DiskType::Block if cdrom && real_cd_drive => "host_cdrom",
                 DiskType::Block => "host_device",
             };
