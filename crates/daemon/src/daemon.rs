@@ -458,6 +458,9 @@ impl Daemon {
             )));
         }
         let mut domain = stored_domain(&record)?;
+        // Engines open files only: `<disk type='volume'>` becomes its volume's file in this
+        // launched copy (the stored definition keeps the reference).
+        self.resolve_volume_disks(&mut domain)?;
         // The definition may predate the engine's current limits; the host may lack what the
         // engine needs (the native engine: hardware KVM).
         self.engine

@@ -251,10 +251,10 @@ fn unsupported_devices(domain: &Domain, out: &mut Vec<String>) {
                 "only virtio disks (no IDE, SATA, SCSI, USB or floppy)",
             );
         }
-        if disk.driver.format == DiskFormat::Qcow2 {
+        if disk.driver.format == DiskFormat::Qcow2 && disk.driver.cache == Some(DiskCache::None) {
             no(
-                format!("{name}: <driver type='qcow2'>"),
-                "oxvirt-vmm reads raw images only",
+                format!("{name}: <driver type='qcow2' cache='none'>"),
+                "oxvirt-vmm uses O_DIRECT for raw images only",
             );
         }
         match disk.driver.cache {
@@ -461,6 +461,9 @@ pub fn vmm_args(domain: &Domain, paths: &VmmPaths) -> Result<Vec<OsString>, Engi
             .ok_or_else(|| unsupported(format!("<disk> {} has no <source>", disk.target.dev)))?;
         let mut spec = OsString::from("path=");
         spec.push(source);
+        if disk.driver.format == DiskFormat::Qcow2 {
+            spec.push(",format=qcow2");
+        }
         if disk.readonly {
             spec.push(",readonly=on");
         }
@@ -535,7 +538,8 @@ struct ExitWatch {
 pub struct NativeEngine {
     /// `Err(reason)` when this host has no hardware KVM.
     kvm: Result<(), String>,
-    exits: Mutex<HashMap<u32, ExitWatch>>,
+    /// Exit tracking by VMM pid, until the exit has been reported.
+    exits: Arc<Mutex<HashMap<u32, ExitWatch>>>,
     /// Run directories whose console relay runs.
     relays: Arc<Mutex<HashSet<PathBuf>>>,
 }
@@ -559,7 +563,7 @@ impl NativeEngine {
         };
         NativeEngine {
             kvm,
-            exits: Mutex::new(HashMap::new()),
+            exits: Arc::new(Mutex::new(HashMap::new())),
             relays: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -618,6 +622,45 @@ impl NativeEngine {
             let _ = std::fs::remove_file(paths.console_socket());
             lock(&relays).remove(&paths.dir);
         });
+    }
+
+    /// Waits until the VMM of a launch serves its API socket, with the console relay connected
+    /// first so it sees the guest's whole boot.
+    async fn wait_until_started(
+        &self,
+        paths: &VmmPaths,
+        pid: u32,
+        watch: &ExitWatch,
+    ) -> Result<u32, EngineError> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut exit = watch.exit.clone();
+        loop {
+            if !lock(&self.relays).contains(&paths.dir) {
+                if let Ok(serial) = UnixStream::connect(paths.serial_socket()).await {
+                    self.start_relay(paths, serial);
+                }
+            }
+            if lock(&self.relays).contains(&paths.dir)
+                && UnixStream::connect(paths.api_socket()).await.is_ok()
+            {
+                return Ok(pid);
+            }
+            if exit.borrow().is_some() {
+                let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
+                let last = log.lines().rev().find(|l| !l.trim().is_empty());
+                return Err(failed(format!(
+                    "{VMM_BINARY} exited at start: {}",
+                    last.unwrap_or("(no message)")
+                )));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "{VMM_BINARY} (pid {pid}) did not open its API socket within {} s",
+                    START_TIMEOUT.as_secs()
+                )));
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;
+        }
     }
 }
 
@@ -841,35 +884,19 @@ impl Engine for NativeEngine {
         tracing::info!(domain = %domain.name, pid, vmm = %vmm.display(), "oxvirt-vmm started");
 
         // Wait for the console (so the relay sees the boot) and the API socket.
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
-        let mut exit = watch.exit.clone();
-        loop {
-            if !lock(&self.relays).contains(&paths.dir) {
-                if let Ok(serial) = UnixStream::connect(paths.serial_socket()).await {
-                    self.start_relay(&paths, serial);
-                }
+        let result = self.wait_until_started(&paths, pid, &watch).await;
+        if result.is_err() && watch.exit.borrow().is_none() {
+            // Never leave a VMM behind that the daemon will not know about; the exit watch reaps it.
+            // SAFETY: kill(2) has no memory effects; `pid` is our child and not reaped yet (its
+            // exit watch has not seen it end), so it cannot have been recycled.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
-            if lock(&self.relays).contains(&paths.dir)
-                && UnixStream::connect(paths.api_socket()).await.is_ok()
-            {
-                return Ok(pid);
-            }
-            if exit.borrow().is_some() {
-                let log = std::fs::read_to_string(paths.vmm_log()).unwrap_or_default();
-                let last = log.lines().rev().find(|l| !l.trim().is_empty());
-                return Err(failed(format!(
-                    "{VMM_BINARY} exited at start: {}",
-                    last.unwrap_or("(no message)")
-                )));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(failed(format!(
-                    "{VMM_BINARY} (pid {pid}) did not open its API socket within {} s",
-                    START_TIMEOUT.as_secs()
-                )));
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;
         }
+        if result.is_err() {
+            lock(&self.exits).remove(&pid);
+        }
+        result
     }
 
     async fn is_alive(&self, pid: u32, uuid: &Uuid) -> bool {
@@ -908,6 +935,7 @@ impl Engine for NativeEngine {
         self.ensure_relay(&paths).await;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let log_path = paths.vmm_log();
+        let exits = self.exits.clone();
         tokio::spawn(async move {
             let mut exit = watch.exit;
             let ended = match exit.wait_for(|e| e.is_some()).await {
@@ -915,6 +943,7 @@ impl Engine for NativeEngine {
                 Err(_) => None,
             };
             let Some(ended) = ended else { return };
+            lock(&exits).remove(&pid);
             let log = tokio::fs::read_to_string(&log_path)
                 .await
                 .unwrap_or_default();
@@ -1151,8 +1180,8 @@ mod tests {
         let mut d = domain(
             "<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>\
                <source file='/img/root.raw'/><target dev='vda' bus='virtio'/></disk>\
-             <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
-               <source file='/img/data.raw'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+               <source file='/img/data.qcow2'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
              <interface type='network'><mac address='52:54:00:12:34:56'/>\
                <source network='default'/><model type='virtio'/></interface>\
              <serial type='pty'/><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
@@ -1184,7 +1213,7 @@ mod tests {
             "--disk",
             "path=/img/root.raw,cache=none",
             "--disk",
-            "path=/img/data.raw,readonly=on",
+            "path=/img/data.qcow2,format=qcow2,readonly=on",
             "--net",
             "tap=oxtap7,mac=52:54:00:12:34:56",
             "--serial",
@@ -1234,9 +1263,9 @@ mod tests {
                 "device='cdrom'",
             ),
             (
-                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>",
                 "",
-                "type='qcow2'",
+                "type='qcow2' cache='none'",
             ),
             (
                 "<disk type='file' device='disk'><source file='/x.raw'/><target dev='sda' bus='sata'/></disk>",

@@ -23,7 +23,7 @@ use oxvirt_api::{
     code, ApiError, BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo,
     ResizeVolumeRequest, VolumeInfo,
 };
-use oxvirt_domain::DiskDevice;
+use oxvirt_domain::{Disk, DiskDevice, DiskFormat, DiskType, Domain};
 use oxvirt_images::lock::{lock_image, LockMode};
 use oxvirt_images::ops::{convert, ConvertOptions};
 use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preallocation};
@@ -840,8 +840,7 @@ impl Daemon {
                 .devices
                 .disks
                 .iter()
-                .filter_map(|d| d.source.as_deref())
-                .any(|source| same_file(Path::new(source), path));
+                .any(|disk| self.disk_is_file(disk, path));
             if uses {
                 users.push(record.name);
             }
@@ -992,7 +991,8 @@ impl Daemon {
                 ))
             })?;
         let dev = disk.target.dev.clone();
-        if disk.source.is_none() || disk.device == DiskDevice::Cdrom || disk.readonly {
+        let has_medium = disk.source.is_some() || disk.volume.is_some();
+        if !has_medium || disk.device == DiskDevice::Cdrom || disk.readonly {
             return Err(invalid_state(format!(
                 "disk '{dev}' of domain '{}' is read-only or has no medium; it cannot be resized",
                 record.name
@@ -1020,6 +1020,85 @@ impl Daemon {
             .map_err(|e| engine_failure(&record.name, e))?;
         tracing::info!(domain = %record.name, disk = %dev, size, "disk resized");
         Ok(BlockResized { target: dev, size })
+    }
+}
+
+// ---- volume disks of domains ----
+
+/// `err` with what it was about in front: `cannot start domain 'D': disk 'vda': ...`.
+fn start_error(domain: &str, dev: &str, err: ApiError) -> ApiError {
+    ApiError::new(
+        &err.code,
+        format!(
+            "cannot start domain '{domain}': disk '{dev}': {}",
+            err.message
+        ),
+    )
+}
+
+fn disk_format_of(format: Format) -> DiskFormat {
+    match format {
+        Format::Raw => DiskFormat::Raw,
+        Format::Qcow2 => DiskFormat::Qcow2,
+    }
+}
+
+impl Daemon {
+    /// Makes `domain` (the launched copy; the stored definition keeps its references) name
+    /// files only: each `<disk type='volume'>` becomes a file disk on the volume's file, in
+    /// the format its image has. Refused, naming the disk: an unknown or inactive pool, a
+    /// missing volume, and a stated `<driver type=>` that is not the volume's format.
+    pub(crate) fn resolve_volume_disks(&self, domain: &mut Domain) -> ApiResult<()> {
+        let name = domain.name.clone();
+        for disk in &mut domain.devices.disks {
+            let Some(reference) = &disk.volume else {
+                continue;
+            };
+            let dev = disk.target.dev.clone();
+            let fail = |err| start_error(&name, &dev, err);
+            let pool = self.active_pool(&reference.pool).map_err(fail)?;
+            let (path, _) = volume_file(&pool, &reference.volume).map_err(fail)?;
+            let found = oxvirt_images::image::probe(&path).map_err(|e| {
+                fail(image_error(
+                    &format!("cannot read storage volume '{}'", reference.volume),
+                    e,
+                ))
+            })?;
+            if disk.driver.format_stated && disk.driver.format != disk_format_of(found) {
+                let stated = match disk.driver.format {
+                    DiskFormat::Raw => Format::Raw,
+                    DiskFormat::Qcow2 => Format::Qcow2,
+                };
+                return Err(fail(bad_request(format!(
+                    "<driver type='{}'> does not match storage volume '{}' in pool '{}', which is {}",
+                    stated.name(),
+                    reference.volume,
+                    pool.name,
+                    found.name(),
+                ))));
+            }
+            disk.disk_type = DiskType::File;
+            disk.source = Some(path.display().to_string());
+            disk.volume = None;
+            disk.driver.format = disk_format_of(found);
+            disk.driver.format_stated = true;
+        }
+        Ok(())
+    }
+
+    /// Whether `disk` of a stored definition is the file at `path`, also through a volume
+    /// reference (a pool that no longer resolves refers to nothing).
+    fn disk_is_file(&self, disk: &Disk, path: &Path) -> bool {
+        if let Some(source) = &disk.source {
+            return same_file(Path::new(source), path);
+        }
+        let Some(reference) = &disk.volume else {
+            return false;
+        };
+        match self.resolve_pool(&reference.pool) {
+            Ok(pool) => same_file(&pool.target.join(&reference.volume), path),
+            Err(_) => false,
+        }
     }
 }
 

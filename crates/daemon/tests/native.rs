@@ -159,7 +159,11 @@ async fn starting_a_native_domain_without_hardware_kvm_fails_clearly_and_leaves_
     let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
         .map(|entries| entries.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(leftovers.is_empty(), "files left in {}: {leftovers:?}", run_dir.display());
+    assert!(
+        leftovers.is_empty(),
+        "files left in {}: {leftovers:?}",
+        run_dir.display()
+    );
     // The domain stays usable: it can be undefined.
     client.undefine_domain("nat").await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! The native engine end to end on real KVM: a nested lab (QEMU TCG `-cpu max` L1 guest, where
 //! kvm-amd gives hardware KVM) runs oxvirtd, the oxvirt CLI and oxvirt-vmm; the guest kit boots
 //! as a native domain (L2) and `native_lab/l1.sh` drives its whole lifecycle through the CLI:
-//! start, console, list, dominfo, suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
+//! start, console (and a virtio disk and a bridged NIC seen by the guest), list, dominfo,
+//! suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
 //! and restart, shutdown, destroy, undefine. This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
@@ -13,7 +14,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
-const LAB_TIMEOUT: Duration = Duration::from_secs(300);
+/// L1 runs under TCG: each L2 boot takes about 50 s there.
+const LAB_TIMEOUT: Duration = Duration::from_secs(420);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
 
 /// Kills QEMU if the harness panics.
@@ -104,7 +106,7 @@ fn domain_xml() -> String {
   <name>nat</name>
   <uuid>{UUID}</uuid>
   <memory unit='MiB'>256</memory>
-  <vcpu>2</vcpu>
+  <vcpu>1</vcpu>
   <os>
     <type arch='x86_64'>hvm</type>
     <kernel>/lab/l2/vmlinuz</kernel>
@@ -119,6 +121,11 @@ fn domain_xml() -> String {
       <source file='/tmp/disk.raw'/>
       <target dev='vda' bus='virtio'/>
     </disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:cc'/>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
     <serial type='pty'/>
     <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
   </devices>
@@ -218,6 +225,7 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "dominfo-accel",
         "console-answers",
         "guest-sees-disk",
+        "guest-pings-bridge",
         "suspend",
         "list-paused",
         "silent-while-paused",
@@ -236,11 +244,12 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "shut-off",
         "vmm-gone",
         "start-again",
-        "booted-again",
+        "running-again",
         "destroy",
         "destroyed",
         "undefine",
         "undefined",
+        "taps-removed",
     ];
     let failed: Vec<&str> = expected
         .iter()

@@ -328,6 +328,9 @@ fn role_rules(role: ThreadRole) -> Rules {
                 // Queue notification addresses move with the BAR the guest programs.
                 KVM_IOEVENTFD,
             ]));
+            // The guest's serial output goes to the console socket's client from the vCPU that
+            // wrote the UART register; std's UnixStream sends with send(MSG_NOSIGNAL) = sendto.
+            rules.extend(always(&[libc::SYS_sendto]));
             // Device activation on DRIVER_OK (worker setup) and the device workers themselves.
             rules.extend(always(&[
                 libc::SYS_eventfd2,

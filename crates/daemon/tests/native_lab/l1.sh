@@ -3,6 +3,8 @@
 # oxvirtd runs the guest kit as a native domain (oxvirt-vmm) and the oxvirt CLI drives it, as a user
 # would. Every check prints "CHECK <name> ok" or "CHECK <name> FAIL"; the harness asserts on them.
 export PATH=/lab/bin:$PATH
+# A console session that ended must fail the write, not kill this script.
+trap '' PIPE
 modprobe kvm-amd 2>/dev/null
 if [ ! -c /dev/kvm ]; then
     echo "LAB-FATAL /dev/kvm missing after loading kvm-amd"
@@ -25,8 +27,26 @@ wait_for() {
     return 1
 }
 
+# What oxvirtd and the VMM said, for a failure's diagnosis.
+dump() {
+    dmesg | grep -iE 'audit|seccomp|segfault' | tail -n 10 | sed 's/^/[dmesg] /'
+    sed 's/^/[oxvirtd] /' /tmp/oxvirtd.log | tail -n 80
+    for f in $S/run/$UUID/vmm.log $LOG; do
+        [ -f $f ] && sed "s|^|[$(basename $f)] |" $f | tail -n 40
+    done
+}
+
 check() {
     if eval "$2"; then echo "CHECK $1 ok"; else echo "CHECK $1 FAIL"; fi
+}
+
+# require NAME COND: a check the rest depends on; on failure, diagnose and stop.
+require() {
+    if eval "$2"; then echo "CHECK $1 ok"; else
+        echo "CHECK $1 FAIL"
+        dump
+        exit 1
+    fi
 }
 
 # run_ok NAME CMD...: the command's output, then whether it succeeded.
@@ -59,11 +79,17 @@ console() {
 }
 
 dd if=/dev/zero of=/tmp/disk.raw bs=1M count=8 2>/dev/null
+# The domain's <interface type='bridge'>: oxvirtd's network layer puts a TAP on br0 (inside L1).
+modprobe tun 2>/dev/null
+modprobe bridge 2>/dev/null
+ip link add br0 type bridge
+ip addr add 10.0.2.1/24 dev br0
+ip link set br0 up
 start_daemon
 
 run_ok define ox define /lab/nat.xml
 run_ok start ox start nat
-check booted "wait_for 'grep -q OXVIRT-GUEST-BOOTED $LOG'"
+require booted "wait_for 'grep -q OXVIRT-GUEST-BOOTED $LOG'"
 ox list --all | sed 's/^/[list] /'
 check list-running "state_is running"
 ox dominfo nat >/tmp/dominfo 2>&1
@@ -76,6 +102,8 @@ echo 'echo MARK-$((6*7))' >&3
 check console-answers "wait_for 'grep -q MARK-42 /tmp/con1'"
 echo 'echo DISK-$(cat /sys/block/vda/size)' >&3
 check guest-sees-disk "wait_for 'grep -q DISK-16384 /tmp/con1'"
+echo 'ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ping -c 2 -W 10 10.0.2.1 >/dev/null && echo PING-$((3*11))' >&3
+check guest-pings-bridge "wait_for 'grep -q PING-33 /tmp/con1'"
 
 run_ok suspend ox suspend nat
 check list-paused "state_is paused"
@@ -113,14 +141,17 @@ check vmm-gone "wait_for 'gone $VMPID'"
 exec 3>&-
 
 run_ok start-again ox start nat
-check booted-again "wait_for '[ \$(booted_count) -ge 3 ]'"
+check running-again "state_is running"
+# Destroyed while it boots: no need to wait for the guest.
 run_ok destroy ox destroy nat
 check destroyed "state_is 'shut off'"
 run_ok undefine ox undefine nat
 check undefined "! ox list --all | grep -q nat"
+check taps-removed "[ -z \"\$(ls /sys/class/net | grep -v -e '^lo\$' -e '^br0\$')\" ]"
+ls /sys/class/net | sed 's/^/[netdevs] /'
 
 echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
 kill $DPID
 wait $DPID 2>/dev/null
-sed 's/^/[oxvirtd] /' /tmp/oxvirtd.log | tail -n 80
+dump
 exit 0
