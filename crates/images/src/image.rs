@@ -169,6 +169,15 @@ impl Image {
             Image::Qcow2(q) => q.allocation(offset, max_len),
         }
     }
+    /// Hints that the guest range at `offset` will be read soon, so that the kernel reads it
+    /// from disk while earlier data is being processed (cold-cache convert reads sparse data
+    /// in pieces the kernel's readahead does not recognise as sequential). Best effort.
+    pub(crate) fn prefetch(&mut self, offset: u64, len: u64) {
+        match self {
+            Image::Raw(r) => r.prefetch(offset, len),
+            Image::Qcow2(q) => q.prefetch(offset, len),
+        }
+    }
     pub fn flush(&mut self) -> Result<()> {
         match self {
             Image::Raw(r) => r.flush(),

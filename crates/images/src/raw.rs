@@ -88,6 +88,12 @@ impl RawImage {
         Ok((Allocation::Data, (hole as u64 - offset).min(max_len)))
     }
 
+    /// See [`Image::prefetch`](crate::Image).
+    pub(crate) fn prefetch(&self, offset: u64, len: u64) {
+        let len = len.min(self.size.saturating_sub(offset));
+        advise_willneed(&self.file, offset, len);
+    }
+
     pub fn resize(&mut self, new_size: u64) -> Result<()> {
         if !self.writable {
             return Err(ImageError::ReadOnly {
@@ -109,4 +115,21 @@ impl RawImage {
         }
         Ok(())
     }
+}
+
+/// Asks the kernel to start reading a file range into the page cache now, without waiting for
+/// it. Only a hint: errors are ignored (the later read reports any real problem).
+pub(crate) fn advise_willneed(file: &File, offset: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: plain syscall on a valid fd; no memory is passed.
+    unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_WILLNEED,
+        )
+    };
 }

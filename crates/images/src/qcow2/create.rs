@@ -162,7 +162,12 @@ impl NewQcow2<'_> {
             Preallocation::Off => file.set_len(data_offset).map_err(io)?,
             Preallocation::Metadata => file.set_len(end).map_err(io)?,
             Preallocation::Falloc => fallocate(file, path, data_offset, end - data_offset)?,
-            Preallocation::Full => write_zeros(file, path, data_offset, end - data_offset)?,
+            Preallocation::Full => {
+                // Setting the final length first spares the file system an i_size update
+                // (a journalled inode change) on every extending write.
+                file.set_len(end).map_err(io)?;
+                write_zeros(file, path, data_offset, end - data_offset)?
+            }
         }
         file.sync_data().map_err(io)
     }

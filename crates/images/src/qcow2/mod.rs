@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
 use crate::image::{Allocation, Image};
+use crate::raw::advise_willneed;
 use header::*;
 pub use snapshot::Snapshot;
 
@@ -634,6 +635,58 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// See [`Image::prefetch`]: hints the host ranges of the data clusters mapped in the guest
+    /// range (merged where they follow each other on disk), and the backing file's part of
+    /// unallocated ones. Stops quietly at metadata errors: the read will report them.
+    pub(crate) fn prefetch(&mut self, offset: u64, len: u64) {
+        let end = offset.saturating_add(len).min(self.header.size);
+        let mut guest = offset - offset % self.cluster_size;
+        let mut host_run: Option<(u64, u64)> = None; // (start, end) in the file
+        let mut backing_run: Option<(u64, u64)> = None; // (start, end) in the guest
+        while guest < end {
+            let Ok(mapping) = self.l2_entry(guest).and_then(|e| self.decode(e)) else {
+                break;
+            };
+            match mapping {
+                Mapping::Data { host } => match &mut host_run {
+                    Some((_, run_end)) if *run_end == host => *run_end += self.cluster_size,
+                    _ => {
+                        if let Some((start, run_end)) = host_run.take() {
+                            advise_willneed(&self.file, start, run_end - start);
+                        }
+                        host_run = Some((host, host + self.cluster_size));
+                    }
+                },
+                Mapping::Unallocated if self.backing.is_some() => match &mut backing_run {
+                    Some((_, run_end)) if *run_end == guest => *run_end += self.cluster_size,
+                    _ => {
+                        if let Some((start, run_end)) = backing_run.take() {
+                            self.prefetch_backing(start, run_end);
+                        }
+                        backing_run = Some((guest, guest + self.cluster_size));
+                    }
+                },
+                _ => {}
+            }
+            guest += self.cluster_size;
+        }
+        if let Some((start, run_end)) = host_run {
+            advise_willneed(&self.file, start, run_end - start);
+        }
+        if let Some((start, run_end)) = backing_run {
+            self.prefetch_backing(start, run_end);
+        }
+    }
+
+    fn prefetch_backing(&mut self, start: u64, end: u64) {
+        if let Some(backing) = &mut self.backing {
+            let end = end.min(backing.virtual_size());
+            if end > start {
+                backing.prefetch(start, end - start);
+            }
+        }
+    }
+
     fn read_backing(&mut self, chunk: &mut [u8], guest: u64) -> Result<()> {
         match &mut self.backing {
             Some(backing) => {
@@ -716,6 +769,24 @@ impl Qcow2 {
             });
         }
         self.check_range(offset, buf.len() as u64)?;
+        self.write_spans(buf, offset, false)
+    }
+
+    /// Like [`write_at`](Self::write_at), but clusters that `buf` fills with zeros and that
+    /// already read as zeros (unallocated without a backing file, or zero clusters) are left
+    /// alone instead of being allocated: convert's way of keeping zero ranges unallocated
+    /// while writing a whole chunk with a few writes.
+    pub(crate) fn write_skipping_zero_clusters(&mut self, buf: &[u8], offset: u64) -> Result<()> {
+        if !self.writable {
+            return Err(ImageError::ReadOnly {
+                path: self.path.clone(),
+            });
+        }
+        self.check_range(offset, buf.len() as u64)?;
+        self.write_spans(buf, offset, true)
+    }
+
+    fn write_spans(&mut self, buf: &[u8], offset: u64, skip_zero_clusters: bool) -> Result<()> {
         // Work one L2 table (at most 32 MiB) at a time, so the clusters of a span are
         // allocated in one batch and their L2 entries written together.
         let l2_span = self.cluster_size * self.l2_entries;
@@ -724,7 +795,7 @@ impl Qcow2 {
             let guest = offset + done as u64;
             let span_end = (guest / l2_span + 1) * l2_span;
             let n = ((span_end - guest).min(32 << 20) as usize).min(buf.len() - done);
-            self.write_span(&buf[done..done + n], guest)?;
+            self.write_span(&buf[done..done + n], guest, skip_zero_clusters)?;
             done += n;
         }
         Ok(())
@@ -768,7 +839,7 @@ impl Qcow2 {
     /// Writes `data` at guest `offset`; the range lies within one L2 table. New clusters are
     /// allocated first (refcounts), then data is written, then the L2 entries: dying half-way
     /// leaks the new clusters but never corrupts the image.
-    fn write_span(&mut self, data: &[u8], offset: u64) -> Result<()> {
+    fn write_span(&mut self, data: &[u8], offset: u64, skip_zero_clusters: bool) -> Result<()> {
         struct Piece {
             cluster_start: u64,
             within: u64,
@@ -776,6 +847,8 @@ impl Qcow2 {
             l2_index: usize,
             old_entry: u64,
             in_place: Option<u64>,
+            /// The cluster reads as zeros now (unallocated without backing file, or zero).
+            reads_zero: bool,
         }
         let (l1_index, _) = self.indices(offset);
         if l1_index >= self.l1.len() {
@@ -794,7 +867,14 @@ impl Qcow2 {
             let n = ((self.cluster_size - within) as usize).min(data.len() - done);
             let (_, l2_index) = self.indices(guest);
             let entry = self.l2_table(l2_offset)?[l2_index];
-            let in_place = match self.decode(entry)? {
+            let mapping = self.decode(entry)?;
+            let reads_zero = matches!(mapping, Mapping::Zero { .. })
+                || (mapping == Mapping::Unallocated && self.backing.is_none());
+            if skip_zero_clusters && reads_zero && data[done..done + n].iter().all(|&b| b == 0) {
+                done += n;
+                continue;
+            }
+            let in_place = match mapping {
                 Mapping::Data { host } if entry & COPIED != 0 => {
                     self.check_not_metadata(host, l2_offset)?;
                     Some(host)
@@ -811,6 +891,7 @@ impl Qcow2 {
                 l2_index,
                 old_entry: entry,
                 in_place,
+                reads_zero,
             });
             done += n;
         }
@@ -820,8 +901,9 @@ impl Qcow2 {
             0
         };
 
-        // Data. Runs of whole new clusters are contiguous on both sides: one write each.
-        let mut run: Option<(u64, std::ops::Range<usize>)> = None;
+        // Data. Runs of whole new clusters are contiguous on disk: one write each (gathered
+        // into one buffer where skipped zero clusters leave gaps in the guest range).
+        let mut run: Option<(u64, u64, Vec<std::ops::Range<usize>>)> = None; // host, len, ranges
         let mut linked = Vec::new();
         for piece in &pieces {
             if let Some(host) = piece.in_place {
@@ -841,15 +923,35 @@ impl Qcow2 {
             let whole = piece.within == 0 && piece.range.len() as u64 == self.cluster_size;
             if whole {
                 match &mut run {
-                    Some((_, range)) if range.end == piece.range.start => {
-                        range.end = piece.range.end
+                    Some((run_host, len, ranges)) if *run_host + *len == host => {
+                        *len += self.cluster_size;
+                        match ranges.last_mut() {
+                            Some(last) if last.end == piece.range.start => {
+                                last.end = piece.range.end
+                            }
+                            _ => ranges.push(piece.range.clone()),
+                        }
                     }
                     _ => {
-                        if let Some((run_host, range)) = run.take() {
-                            self.write_data(&data[range], run_host)?;
+                        if let Some((run_host, _, ranges)) = run.take() {
+                            self.write_gathered(data, &ranges, run_host)?;
                         }
-                        run = Some((host, piece.range.clone()));
+                        run = Some((host, self.cluster_size, vec![piece.range.clone()]));
                     }
+                }
+                continue;
+            }
+            if piece.reads_zero && host >= self.file_len {
+                // The new cluster lies past the end of the file, so it reads as zeros
+                // already: write only the new bytes (not a whole cluster), and extend the
+                // file over the rest of the cluster (a hole).
+                self.write_data(&data[piece.range.clone()], host + piece.within)?;
+                let cluster_end = host + self.cluster_size;
+                if self.file_len < cluster_end {
+                    self.file
+                        .set_len(cluster_end)
+                        .map_err(|e| ImageError::io(&self.path, e))?;
+                    self.file_len = cluster_end;
                 }
                 continue;
             }
@@ -860,8 +962,8 @@ impl Qcow2 {
             merged[at..at + piece.range.len()].copy_from_slice(&data[piece.range.clone()]);
             self.write_data(&merged, host)?;
         }
-        if let Some((run_host, range)) = run.take() {
-            self.write_data(&data[range], run_host)?;
+        if let Some((run_host, _, ranges)) = run.take() {
+            self.write_gathered(data, &ranges, run_host)?;
         }
 
         // L2 entries (one write for the whole changed stretch), then drop the old references.
@@ -908,6 +1010,23 @@ impl Qcow2 {
             ));
         }
         Ok(())
+    }
+
+    /// Writes the pieces `ranges` of `data` back to back at `host`.
+    fn write_gathered(
+        &mut self,
+        data: &[u8],
+        ranges: &[std::ops::Range<usize>],
+        host: u64,
+    ) -> Result<()> {
+        if let [range] = ranges {
+            return self.write_data(&data[range.clone()], host);
+        }
+        let mut gathered = Vec::with_capacity(ranges.iter().map(|r| r.len()).sum());
+        for range in ranges {
+            gathered.extend_from_slice(&data[range.clone()]);
+        }
+        self.write_data(&gathered, host)
     }
 
     fn write_data(&mut self, data: &[u8], host: u64) -> Result<()> {
@@ -1207,6 +1326,69 @@ pub(crate) fn refcount_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Small writes into new clusters write only their bytes (the rest of the cluster is a
+    /// hole past the old end of the file), and the image still reads back right and passes
+    /// qemu-img check and compare.
+    #[test]
+    fn small_allocating_writes_leave_the_rest_of_the_cluster_a_hole() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("w.qcow2");
+        let size = 64u64 << 20;
+        let options = crate::CreateOptions {
+            format: crate::Format::Qcow2,
+            size: Some(size),
+            ..crate::CreateOptions::default()
+        };
+        crate::create(&img, &options).unwrap();
+        let open = crate::OpenOptions {
+            write: true,
+            ..crate::OpenOptions::default()
+        };
+        let mut image = Image::open(&img, &open).unwrap();
+        let mut model = vec![0u8; size as usize];
+        // 4 KiB writes at every 37th 4 KiB block: new clusters, at varying places inside them,
+        // some clusters written twice; the last one ends the disk.
+        let mut offsets: Vec<u64> = (0..size / 4096).step_by(37).map(|b| b * 4096).collect();
+        offsets.push(size - 4096);
+        offsets.push(4096);
+        for (i, &offset) in offsets.iter().enumerate() {
+            let data = vec![(i % 255) as u8 + 1; 4096];
+            image.write_at(&data, offset).unwrap();
+            model[offset as usize..offset as usize + 4096].copy_from_slice(&data);
+        }
+        image.flush().unwrap();
+        let mut back = vec![0u8; size as usize];
+        image.read_at(&mut back, 0).unwrap();
+        assert!(back == model, "read back differs from what was written");
+        drop(image);
+
+        let allocated = std::fs::metadata(&img).unwrap().blocks() * 512;
+        assert!(
+            allocated < 4 << 20,
+            "{} writes of 4 KiB allocated {allocated} bytes on disk",
+            offsets.len()
+        );
+        let raw = dir.path().join("model.raw");
+        std::fs::write(&raw, &model).unwrap();
+        for args in [
+            vec!["check", img.to_str().unwrap()],
+            vec![
+                "compare",
+                "-F",
+                "raw",
+                img.to_str().unwrap(),
+                raw.to_str().unwrap(),
+            ],
+        ] {
+            let out = std::process::Command::new("qemu-img")
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "qemu-img {args:?}: {out:?}");
+        }
+    }
 
     #[test]
     fn refcount_entries_round_trip_for_every_width() {
