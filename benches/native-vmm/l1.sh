@@ -1,0 +1,108 @@
+#!/bin/sh
+# Runs inside the L1 guest of benches/native-vmm.sh (QEMU TCG, -cpu max): loads kvm-amd, then boots the same L2
+# kernel + initramfs (the guest kit, as it is) under oxvirt-vmm, QEMU -M microvm and QEMU -M pc, all on KVM,
+# and prints one "RESULT <vmm> <kind> <run> KEY=value" line per measured value. The host script computes the
+# medians. Runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt-thp, oxvirt, ...), after one uncounted
+# warm-up each; oxvirt-thp is an experiment (oxvirt-vmm with huge pages on guest RAM, see thp-preload.c).
+export PATH=/lab/bin:$PATH
+RUNS=$(sed -n 's/.*oxbench_runs=\([0-9]*\).*/\1/p' /proc/cmdline)
+RUNS=${RUNS:-5}
+K=/lab/l2/vmlinuz
+I=/lab/l2/initramfs.img
+MEM=256
+# Every console byte costs VM exits handled by an emulated L1: keep the boot log short (as the lab does).
+CMD="console=ttyS0 panic=-1 quiet"
+MARKER=OXVIRT-GUEST-BOOTED
+PROMPT="oxvirt-guest# "
+# Seconds the guest idles at its prompt before smaps is read.
+SETTLE=3
+VMMS="oxvirt microvm pc"
+# Boot (and memory) only: the huge-page experiment does not change what happens before the first KVM_RUN.
+BOOT_VMMS="oxvirt microvm pc oxvirt-thp"
+
+modprobe kvm-amd 2>/dev/null
+if [ ! -c /dev/kvm ]; then
+    echo "BENCH-FATAL /dev/kvm missing after loading kvm-amd"
+    exit 1
+fi
+
+# launch VMM PREFIX...: runs PREFIX followed by VMM's command line (same kernel, initramfs, RAM, vCPUs, console).
+launch() {
+    vmm=$1
+    shift
+    case $vmm in
+    oxvirt)
+        "$@" /lab/bin/oxvirt-vmm --kernel $K --initrd $I --memory $MEM --vcpus 1 --cmdline "$CMD"
+        ;;
+    # Experiment: the same, with transparent huge pages on guest RAM (benches/native-vmm/thp-preload.c).
+    oxvirt-thp)
+        "$@" env LD_PRELOAD=/lab/lib/thp-preload.so /lab/bin/oxvirt-vmm --kernel $K --initrd $I --memory $MEM \
+            --vcpus 1 --cmdline "$CMD"
+        ;;
+    # QEMU sits at /usr/bin with its firmware in /usr/share/{qemu,seabios}, where it looks for them.
+    # microvm needs rtc=on: without an RTC, this kernel's rtc_cmos probe of the empty CMOS ports spins in
+    # mc146818_avoid_UIP for tens of seconds of guest time (soft lockup seen in a verbose boot).
+    microvm)
+        "$@" /usr/bin/qemu-system-x86_64 -M microvm,rtc=on -enable-kvm -cpu host -m $MEM -smp 1 -nodefaults \
+            -no-user-config -display none -serial stdio -kernel $K -initrd $I -append "$CMD"
+        ;;
+    pc)
+        "$@" /usr/bin/qemu-system-x86_64 -M pc -enable-kvm -cpu host -m $MEM -smp 1 -nodefaults \
+            -no-user-config -display none -serial stdio -kernel $K -initrd $I -append "$CMD"
+        ;;
+    esac
+}
+
+# result VMM KIND RUN: prefixes the KEY=value lines of a measurement.
+result() {
+    sed "s/^/RESULT $1 $2 $3 /"
+}
+
+boot() {
+    launch "$1" oxbench-time boot 240 "$MARKER" "$PROMPT" $SETTLE $MEM -- 2>&1 | result "$1" boot "$2"
+}
+
+# strace stops the VMM only at its execve and ioctl calls (seccomp-bpf filter); oxbench-time kills it (its
+# process group) as soon as the log shows the first KVM_RUN.
+kvmrun() {
+    rm -f /tmp/strace.log
+    launch "$1" oxbench-time kvmrun 120 /tmp/strace.log -- strace -f --seccomp-bpf -ttt -T \
+        -e trace=execve,ioctl -o /tmp/strace.log -- 2>&1 | result "$1" kvmrun "$2"
+    cp /tmp/strace.log "/tmp/strace-$1.log"
+}
+
+echo "BENCH-L1-KERNEL=$(uname -r)"
+echo "BENCH-L1-CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "BENCH-L1-NPROC=$(nproc)"
+echo "BENCH-L1-MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2-)"
+echo "BENCH-QEMU-VERSION=$(/usr/bin/qemu-system-x86_64 --version | head -1)"
+echo "BENCH-STRACE-VERSION=$(strace -V | head -1)"
+for v in $BOOT_VMMS; do
+    echo "BENCH-CMD-$v=$(launch $v echo)"
+done
+echo "BENCH-L1-THP=$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
+
+for v in $BOOT_VMMS; do
+    boot $v 0
+done
+i=1
+while [ $i -le "$RUNS" ]; do
+    for v in $BOOT_VMMS; do
+        boot $v $i
+    done
+    i=$((i + 1))
+done
+for v in $VMMS; do
+    kvmrun $v 0
+done
+i=1
+while [ $i -le "$RUNS" ]; do
+    for v in $VMMS; do
+        kvmrun $v $i
+    done
+    i=$((i + 1))
+done
+# The ioctls oxvirt-vmm made before its first KVM_RUN in the last run, with their durations, for the reader.
+cut -c1-170 /tmp/strace-oxvirt.log | sed 's/^/STRACE-oxvirt /'
+echo "LEFTOVER-VMM=$(pidof oxvirt-vmm qemu-system-x86_64 strace | wc -w)"
+exit 0
