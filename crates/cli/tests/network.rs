@@ -501,6 +501,58 @@ fn bad_network_input_is_refused_and_nothing_is_half_created() {
     assert_eq!(daemon.interfaces("mac1").len(), 1);
 }
 
+#[test]
+fn multiqueue_guest_gets_its_queue_pairs_and_a_lease() {
+    let ns = Netns::new();
+    let daemon = NetDaemon::start(&ns, true);
+    start_default_network(&daemon);
+    daemon
+        .define_guest_with_vcpus(
+            "mq",
+            2,
+            "    <interface type='network'><source network='default'/><model type='virtio'/><driver queues='2'/></interface>",
+        )
+        .ok();
+    daemon.oxvirt(&["start", "mq"]).ok();
+
+    // The TAP is multiqueue; QEMU opened both queues (it keeps the second one disabled until the
+    // guest's driver turns it on).
+    let (tap, _mac) = daemon.interfaces("mq")[0].clone();
+    let details = ns.link_details(&tap);
+    assert!(
+        details.contains(" multi_queue ") && details.contains("master oxbr0"),
+        "{details}"
+    );
+
+    // The guest's virtio-net driver uses two queue pairs (one per vCPU).
+    let mut console = daemon.console("mq");
+    boot_shell(&mut console);
+    let cpus = guest(&mut console, "grep -c ^processor /proc/cpuinfo", SHORT);
+    assert_eq!(cpus.trim(), "2", "the guest should have 2 vCPUs");
+    let queues = guest(&mut console, "ls /sys/class/net/eth0/queues/", SHORT);
+    let mut seen: Vec<&str> = queues
+        .split_whitespace()
+        .filter(|q| q.starts_with("rx-") || q.starts_with("tx-"))
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, ["rx-0", "rx-1", "tx-0", "tx-1"], "{queues}");
+
+    // And it works as a network card: a lease from the default network, the bridge answers.
+    let address = dhcp(&mut console, "eth0");
+    assert!(address.starts_with("192.168.122."), "{address}");
+    let ping = guest(&mut console, "ping -c 2 -W 5 192.168.122.1", SHORT);
+    assert!(ping.contains("2 packets received"), "{ping}");
+    // Host side: both queues of the TAP are now in use.
+    let details = ns.link_details(&tap);
+    assert!(
+        details.contains(" multi_queue numqueues 2 numdisabled 0 "),
+        "{details}"
+    );
+
+    daemon.oxvirt(&["destroy", "mq"]).ok();
+    assert!(!ns.has_link(&tap), "{:?}", ns.links());
+}
+
 /// What an operator does once to use libvirt's default network: mark it autostart and start it.
 fn start_default_network(daemon: &NetDaemon) {
     assert_eq!(

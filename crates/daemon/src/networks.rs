@@ -1042,6 +1042,8 @@ impl Daemon {
             bridge,
             guest_mac: iface.mac.map(net_mac),
             owner: &owner,
+            // `<driver queues='N'/>`: QEMU opens N queues of the TAP, which must be multiqueue for that.
+            queues: iface.driver_queues.unwrap_or(1),
         };
         let what = match &iface.source {
             InterfaceSource::Network(name) => format!("network '{name}'"),
@@ -1400,6 +1402,8 @@ impl Daemon {
                     bridge: &bridge,
                     guest_mac: Some(net_mac(mac)),
                     owner: &owner,
+                    // The interface built here has no `<driver queues>`: one queue pair.
+                    queues: 1,
                 })
                 .await
                 .map_err(|err| {

@@ -28,8 +28,8 @@
 //! nets.neighbours(bridge).await?;                 // Vec<Neighbour>
 //! nets.interface_stats(tap).await?;               // InterfaceStats
 //! // <interface type='network'>: bridge = def.bridge_name(); type='bridge': <source bridge=>
-//! let tap = nets.create_tap(&TapRequest { name: target_dev, bridge, guest_mac, owner: domain }).await?;
-//! //   -> qemu -netdev tap,id=..,ifname=TAP,script=no,downscript=no
+//! let tap = nets.create_tap(&TapRequest { name: target_dev, bridge, guest_mac, owner: domain, queues }).await?;
+//! //   -> qemu -netdev tap,id=..,ifname=TAP,script=no,downscript=no[,queues=N]  (queues > 1: multiqueue TAP)
 //! nets.remove_tap(&tap).await?;                   // after QEMU exits
 //! // first start of the daemon: the default network
 //! if let Some(def) = nets.propose_default_network(&defined).await? { /* define + start it */ }

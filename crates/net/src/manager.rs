@@ -43,6 +43,9 @@ pub struct TapRequest<'a> {
     pub guest_mac: Option<MacAddr>,
     /// Who owns the TAP (e.g. the domain name), recorded in its ifalias.
     pub owner: &'a str,
+    /// Queue pairs of the guest NIC (`<driver queues=>`, 1 when absent): more than 1 creates a multiqueue TAP
+    /// (`IFF_MULTI_QUEUE`), which QEMU's `-netdev tap,ifname=..,queues=N` needs.
+    pub queues: u32,
 }
 
 /// Handles the networks of one host (or network namespace): create with [`NetworkManager::new`] inside a
@@ -452,8 +455,10 @@ impl NetworkManager {
             }
         }
         let bridge = self.host_bridge(request.bridge).await?;
-        let name =
-            crate::tap::create_persistent_tap(request.name.unwrap_or(GENERATED_TAP_PATTERN))?;
+        let name = crate::tap::create_persistent_tap(
+            request.name.unwrap_or(GENERATED_TAP_PATTERN),
+            request.queues,
+        )?;
         let result = async {
             let link = self.device(&name).await?;
             self.netlink

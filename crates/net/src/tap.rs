@@ -1,5 +1,10 @@
 //! Persistent TAP devices through `/dev/net/tun`, so QEMU can open them by name
 //! (`-netdev tap,ifname=NAME,script=no,downscript=no`).
+//!
+//! A multiqueue device (`IFF_MULTI_QUEUE`) is one the kernel lets several files attach to, one per queue pair;
+//! the flag is fixed when the device is created and every later attach must give it too (else TUNSETIFF fails
+//! with EINVAL). So a guest NIC with `<driver queues='N'/>`, N > 1, needs its TAP created multiqueue: QEMU then
+//! opens it N times by name (`-netdev tap,ifname=NAME,queues=N`).
 
 use std::fs::OpenOptions;
 use std::os::fd::AsRawFd;
@@ -12,7 +17,10 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TAP: libc::c_short = 0x0002;
 const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_MULTI_QUEUE: libc::c_short = 0x0100;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+/// The kernel's limit on the queues of one TUN/TAP device (`MAX_TAP_QUEUES`).
+pub const MAX_TAP_QUEUES: u32 = 256;
 
 /// `struct ifreq` as TUNSETIFF reads it: the name, then the flags at the start of the 24-byte union.
 #[repr(C)]
@@ -23,13 +31,20 @@ struct IfReq {
 }
 
 /// Creates a persistent TAP device named `name`, which may contain one `%d` for the kernel to number it
-/// (`oxtap%d`). Returns the device's real name. The device is down and not attached to anything.
-pub fn create_persistent_tap(name: &str) -> Result<String, NetError> {
+/// (`oxtap%d`), for `queues` queue pairs (1: an ordinary single-queue TAP; more: a multiqueue one). Returns the
+/// device's real name. The device is down and not attached to anything.
+pub fn create_persistent_tap(name: &str, queues: u32) -> Result<String, NetError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(NetError::Invalid {
             reason: format!("TAP name '{name}' must be 1..=15 bytes"),
         });
     }
+    if !(1..=MAX_TAP_QUEUES).contains(&queues) {
+        return Err(NetError::Invalid {
+            reason: format!("TAP '{name}': {queues} queues; a TAP has 1 to {MAX_TAP_QUEUES}"),
+        });
+    }
+    let multi_queue = if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
@@ -40,7 +55,7 @@ pub fn create_persistent_tap(name: &str) -> Result<String, NetError> {
         })?;
     let mut request = IfReq {
         name: [0; libc::IFNAMSIZ],
-        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | multi_queue,
         _union_rest: [0; 22],
     };
     request.name[..name.len()].copy_from_slice(name.as_bytes());

@@ -406,6 +406,7 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                     bridge: "oxbr1",
                     guest_mac: Some("52:54:00:01:02:03".parse().unwrap()),
                     owner: "vm1",
+                    queues: 1,
                 }))
                 .unwrap();
             assert!(tap.starts_with("oxtap"), "{tap}");
@@ -424,6 +425,7 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                     bridge: "oxbr1",
                     guest_mac: None,
                     owner: "vm2",
+                    queues: 1,
                 }))
                 .unwrap();
             assert_eq!(named, "vnet7");
@@ -433,6 +435,7 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                     bridge: "oxbr1",
                     guest_mac: None,
                     owner: "vm3",
+                    queues: 1,
                 }))
                 .unwrap_err();
             assert!(matches!(err, NetError::DeviceExists { .. }), "{err}");
@@ -442,6 +445,7 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                     bridge: "oxbr0",
                     guest_mac: None,
                     owner: "vm3",
+                    queues: 1,
                 }))
                 .unwrap_err();
             assert!(
@@ -483,6 +487,7 @@ fn qemu_guest_gets_a_lease_and_pings_the_bridge() {
                 bridge: "oxbr0",
                 guest_mac: Some(guest_mac.parse().unwrap()),
                 owner: "qemu-test",
+                queues: 1,
             }))
             .unwrap();
 

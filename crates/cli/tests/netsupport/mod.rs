@@ -334,9 +334,15 @@ impl<'a> NetDaemon<'a> {
         path.to_str().expect("utf-8 path").to_string()
     }
 
-    /// Defines a guest with the given `<interface>` elements.
+    /// Defines a one-vCPU guest with the given `<interface>` elements.
     pub fn define_guest(&self, name: &str, interfaces: &str) -> Run {
-        let xml = guest_xml(name, &oxvirt_testkit::guest_kit(), interfaces);
+        self.define_guest_with_vcpus(name, 1, interfaces)
+    }
+
+    /// Defines a guest with `vcpus` vCPUs (e.g. for multiqueue NICs, one queue pair per vCPU) and the
+    /// given `<interface>` elements.
+    pub fn define_guest_with_vcpus(&self, name: &str, vcpus: u32, interfaces: &str) -> Run {
+        let xml = guest_xml(name, &oxvirt_testkit::guest_kit(), vcpus, interfaces);
         let file = self.write(&format!("{name}.xml"), &xml);
         self.oxvirt(&["define", &file])
     }
@@ -443,13 +449,13 @@ pub fn dhcp(console: &mut Console, interface: &str) -> String {
         .unwrap_or_else(|| panic!("no address after udhcpc: {shown}\nudhcpc said: {said}"))
 }
 
-/// A guest that boots the kit's kernel and initramfs, no disk, with `interfaces`.
-pub fn guest_xml(name: &str, kit: &GuestKit, interfaces: &str) -> String {
+/// A guest that boots the kit's kernel and initramfs, no disk, with `vcpus` vCPUs and `interfaces`.
+pub fn guest_xml(name: &str, kit: &GuestKit, vcpus: u32, interfaces: &str) -> String {
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
   <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
+  <vcpu>{vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
