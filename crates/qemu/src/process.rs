@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oxvirt_domain::{CpuSet, DiskType, Domain, MemBalloonModel, Uuid};
+use oxvirt_domain::{CpuSet, DiskType, Domain, InterfaceDriverName, MemBalloonModel, Uuid};
 use serde_json::json;
 
 use crate::cmdline::{build_command_line, HUGEPAGES_MOUNT};
@@ -231,6 +231,26 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
                 "{HUGEPAGES_MOUNT} is not mounted (mount -t hugetlbfs hugetlbfs {HUGEPAGES_MOUNT})"
             ),
         ));
+    }
+    require_vhost_net(domain, Path::new(VHOST_NET))
+}
+
+const VHOST_NET: &str = "/dev/vhost-net";
+
+/// `<driver name='vhost'>` needs the host's vhost-net device; without it QEMU would only fail at start-up
+/// with a less direct message, so say what is missing and what to do instead.
+fn require_vhost_net(domain: &Domain, device: &Path) -> Result<(), QemuError> {
+    for (index, interface) in domain.devices.interfaces.iter().enumerate() {
+        if interface.driver_name == Some(InterfaceDriverName::Vhost) && !device.exists() {
+            return Err(QemuError::unsupported(
+                format!("devices/interface[{index}]/driver@name"),
+                format!(
+                    "vhost needs {}, which this host does not have: load it (modprobe vhost_net) \
+                     or use <driver name='qemu'> for QEMU's own virtio-net backend",
+                    device.display()
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -500,6 +520,33 @@ mod tests {
     use super::*;
 
     const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+
+    #[test]
+    fn vhost_is_refused_up_front_when_the_host_has_no_vhost_net_device() {
+        let nic = |driver: &str| {
+            oxvirt_domain::parse_domain_xml(&format!(
+                "<domain type='qemu'><name>v</name><memory>131072</memory><os><type>hvm</type></os>\
+                 <devices><interface type='bridge'><source bridge='br0'/><model type='virtio'/>{driver}\
+                 </interface></devices></domain>"
+            ))
+            .unwrap()
+        };
+        let present = tempfile::NamedTempFile::new().unwrap();
+        let missing = Path::new("/nonexistent/vhost-net");
+
+        let vhost = nic("<driver name='vhost'/>");
+        assert!(require_vhost_net(&vhost, present.path()).is_ok());
+        let err = require_vhost_net(&vhost, missing).unwrap_err().to_string();
+        assert!(
+            err.contains("devices/interface[0]/driver@name")
+                && err.contains("/nonexistent/vhost-net")
+                && err.contains("<driver name='qemu'>"),
+            "{err}"
+        );
+        // QEMU's own backend, or no driver element, never needs the device.
+        assert!(require_vhost_net(&nic("<driver name='qemu'/>"), missing).is_ok());
+        assert!(require_vhost_net(&nic(""), missing).is_ok());
+    }
 
     #[test]
     fn recognises_our_qemu_only() {
