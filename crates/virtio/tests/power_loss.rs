@@ -8,8 +8,12 @@
 //! SIGKILL keeps what reached the page cache, so this tests the order of metadata updates, not
 //! the ordering the disk keeps across a real power cut (that is what FLUSH is for).
 //!
-//! The kill comes right after the image file grew, i.e. while the writer is filling a freshly
-//! allocated cluster, so most kills leave a leak; the test insists that at least one did.
+//! The kill comes right after the image file grew, i.e. while the writer is allocating clusters.
+//! Whether a kill lands between a new cluster's refcount and its L2 entry (and so leaves a leak
+//! for `check -r` to repair) is a matter of timing: since new clusters no longer get their unused
+//! part written with zeros, that window is short and most kills land outside it. So this test
+//! holds the safety properties after every kill, and prints how many kills leaked; leak repair
+//! itself is proven deterministically in `crates/images/tests/hostile.rs` (a planted leak).
 //!
 //! Runs without the libtest harness (`harness = false`): `main` is either the test or, with
 //! `OXVIRT_POWER_LOSS_IMAGE` set, the writer.
@@ -32,9 +36,7 @@ use oxvirt_virtio::{block_device_from_image, BlockConfig, DiskFormat};
 const IMAGE_ENV: &str = "OXVIRT_POWER_LOSS_IMAGE";
 /// Write `i` goes to slot `i % SLOTS`.
 const SLOTS: u64 = 128;
-/// Big clusters: each write allocates one and fills it (zeros around the guest's 4 KiB), so
-/// filling a cluster takes long enough for the parent to see the file grow and kill the
-/// writer while the new cluster is counted but not yet mapped.
+/// Big clusters, one fresh cluster per write during the first pass over the slots.
 const CLUSTER_SIZE: &str = "cluster_size=2M";
 /// Slot distance: one fresh cluster per slot.
 const STRIDE: u64 = 2 << 20;
@@ -75,11 +77,6 @@ fn main() {
             leaky_kills += 1;
         }
     }
-    // Proof that the kills hit allocations in progress (and that repair had work to do).
-    assert!(
-        leaky_kills > 0,
-        "no kill landed inside a cluster allocation in {ATTEMPTS} attempts"
-    );
     println!("power_loss: ok, {leaky_kills} of {ATTEMPTS} kills left leaks, all repaired");
 }
 
