@@ -9,6 +9,7 @@
 //! binaries next to `oxvirtd` (`cargo build --workspace --bins`); it fails, never skips, without
 //! them.
 
+use oxvirt_testkit::lab::{initramfs_with, install_binary};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -28,13 +29,6 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn run(cmd: &mut Command) {
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(status.success(), "{cmd:?} failed: {status}");
-}
-
 /// A binary built next to oxvirtd.
 fn sibling_binary(name: &str) -> PathBuf {
     let path = Path::new(env!("CARGO_BIN_EXE_oxvirtd"))
@@ -47,49 +41,6 @@ fn sibling_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-/// Copies a binary (stripped) and the shared libraries `ldd` lists into `root`.
-fn install_binary(root: &Path, bin: &Path, name: &str) {
-    let dest = root.join("lab/bin").join(name);
-    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-    std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", bin.display()));
-    // Debug info only makes the L1 initramfs bigger (and L1 slower to unpack it).
-    let _ = Command::new("strip").arg(&dest).status();
-    let out = Command::new("ldd")
-        .arg(bin)
-        .output()
-        .expect("ldd is needed to collect the binaries' libraries");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = line
-            .split("=>")
-            .nth(1)
-            .unwrap_or(line)
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        if path.starts_with('/') {
-            let target = root.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-            std::fs::copy(path, &target)
-                .unwrap_or_else(|e| panic!("cannot copy library {path}: {e}"));
-        }
-    }
-}
-
-/// `base` followed by a newc cpio of `root` (Linux unpacks concatenated archives in order).
-fn initramfs_with(base: &Path, root: &Path, out: &Path) {
-    std::fs::copy(base, out).unwrap();
-    let cpio = out.with_extension("extra.cpio");
-    run(Command::new("sh").arg("-c").arg(format!(
-        "cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
-        root.display(),
-        cpio.display()
-    )));
-    let mut f = std::fs::OpenOptions::new().append(true).open(out).unwrap();
-    let len = f.metadata().unwrap().len();
-    std::io::Write::write_all(&mut f, &vec![0u8; ((4 - len % 4) % 4) as usize]).unwrap();
-    std::io::copy(&mut std::fs::File::open(&cpio).unwrap(), &mut f).unwrap();
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) {

@@ -180,3 +180,79 @@ impl Console {
         }
     }
 }
+
+/// Building initramfs images for nested labs: an L1 guest that runs our binaries (and an L2 guest's files)
+/// on top of the guest kit.
+pub mod lab {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// Copies a binary (stripped: debug info only makes the initramfs bigger and slower to unpack) to
+    /// `root/lab/bin/NAME`, and the shared libraries `ldd` lists into `root` at their own paths.
+    pub fn install_binary(root: &Path, bin: &Path, name: &str) {
+        let dest = root.join("lab/bin").join(name);
+        create_parent(&dest);
+        std::fs::copy(bin, &dest).unwrap_or_else(|e| panic!("cannot copy {}: {e}", bin.display()));
+        let _ = Command::new("strip").arg(&dest).status();
+        let out = Command::new("ldd")
+            .arg(bin)
+            .output()
+            .expect("ldd is needed to collect a binary's libraries");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = line
+                .split("=>")
+                .nth(1)
+                .unwrap_or(line)
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if path.starts_with('/') {
+                let target = root.join(path.trim_start_matches('/'));
+                create_parent(&target);
+                std::fs::copy(path, &target)
+                    .unwrap_or_else(|e| panic!("cannot copy library {path}: {e}"));
+            }
+        }
+    }
+
+    /// Writes `out` = `base` followed by a newc cpio of `root`: Linux unpacks concatenated archives in order,
+    /// so `root`'s files are added to (or replace) the base initramfs's.
+    pub fn initramfs_with(base: &Path, root: &Path, out: &Path) {
+        std::fs::copy(base, out).unwrap_or_else(|e| panic!("cannot copy {}: {e}", base.display()));
+        let cpio = out.with_extension("extra.cpio");
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
+                root.display(),
+                cpio.display()
+            ))
+            .status()
+            .expect("sh and cpio are needed to build an initramfs");
+        assert!(
+            status.success(),
+            "cpio of {} failed: {status}",
+            root.display()
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(out)
+            .expect("initramfs is writable");
+        // The kernel looks for the next archive at a 4-byte aligned offset; zero padding is skipped.
+        let len = f.metadata().expect("initramfs metadata").len();
+        std::io::Write::write_all(&mut f, &vec![0u8; ((4 - len % 4) % 4) as usize])
+            .expect("padding");
+        std::io::copy(
+            &mut std::fs::File::open(&cpio).expect("cpio archive"),
+            &mut f,
+        )
+        .expect("appending cpio");
+    }
+
+    fn create_parent(path: &Path) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", parent.display()));
+        }
+    }
+}
