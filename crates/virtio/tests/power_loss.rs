@@ -34,13 +34,15 @@ use oxvirt_images::{Format, Image, OpenOptions};
 use oxvirt_virtio::{block_device_from_image, BlockConfig, DiskFormat};
 
 const IMAGE_ENV: &str = "OXVIRT_POWER_LOSS_IMAGE";
-/// Write `i` goes to slot `i % SLOTS`.
-const SLOTS: u64 = 128;
-/// Big clusters, one fresh cluster per write during the first pass over the slots.
-const CLUSTER_SIZE: &str = "cluster_size=2M";
-/// Slot distance: one fresh cluster per slot.
-const STRIDE: u64 = 2 << 20;
-const WITHIN_SLOT: u64 = 1 << 20;
+/// Write `i` goes to slot `i % SLOTS`. The kill must land during the first pass, while writes
+/// still allocate; a long pass keeps that true even when the parent is descheduled for a while
+/// (with 128 slots, a few milliseconds were enough for the writer to finish the pass first).
+const SLOTS: u64 = 4096;
+/// One fresh cluster per write during the first pass over the slots.
+const CLUSTER_SIZE: &str = "cluster_size=64K";
+/// Slot distance: one fresh cluster per slot (SLOTS * STRIDE = DISK_SIZE).
+const STRIDE: u64 = 64 << 10;
+const WITHIN_SLOT: u64 = 32 << 10;
 const WRITE_LEN: usize = 4 << 10;
 const DISK_SIZE: &str = "256M";
 /// The writer stops by itself after this many writes (if nobody kills it).
