@@ -18,24 +18,11 @@ use oxvirt_testkit::{wait_for, Console, GuestKit};
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 pub const SHORT: Duration = Duration::from_secs(30);
 
-/// The `oxvirt` binary under test.
-pub fn oxvirt_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_oxvirt"))
-}
-
-/// `oxvirtd`, next to `oxvirt` (build it with `cargo build -p oxvirt-daemon`).
-pub fn oxvirtd_bin() -> PathBuf {
-    let path = oxvirt_bin()
-        .parent()
-        .expect("the oxvirt binary lives in a directory")
-        .join("oxvirtd");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` before these tests",
-        path.display()
-    );
-    path
-}
+// The binaries under test are found the same way as in the other suites.
+#[allow(dead_code)]
+#[path = "../support/mod.rs"]
+mod support;
+pub use support::{oxvirt_bin, oxvirtd_bin};
 
 fn run_command(program: &str, args: &[&str]) -> Output {
     Command::new(program)
