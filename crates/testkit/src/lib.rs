@@ -256,3 +256,76 @@ pub mod lab {
         }
     }
 }
+
+/// Running helper programs (qemu-img, qemu-io, our own binaries) from tests that also hold image locks.
+pub mod process {
+    use std::path::Path;
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Image locks are OFD locks: they live as long as any copy of the file descriptor. A child forked
+    /// by one test thread holds copies of every open fd until it execs, so an image closed by another
+    /// thread inside that window stays locked a moment longer and a following qemu-img sees "in use".
+    /// Spawning and closing image holders take this lock, so a close never falls between another
+    /// thread's fork and exec.
+    static SPAWN: Mutex<()> = Mutex::new(());
+
+    pub fn spawn_guard() -> MutexGuard<'static, ()> {
+        SPAWN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Spawns `command` (returns once the child has exec'd).
+    pub fn spawn(command: &mut Command) -> Child {
+        let _guard = spawn_guard();
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+    }
+
+    /// Drops something that holds image files open (an image, a device) under the spawn lock.
+    pub fn close<T>(holder: T) {
+        let _guard = spawn_guard();
+        drop(holder);
+    }
+
+    /// Runs a program to completion, capturing its output.
+    pub fn run(program: &str, args: &[&str]) -> Output {
+        spawn(
+            Command::new(program)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"))
+    }
+
+    /// A command's status and output, for assertion messages.
+    pub fn text(out: &Output) -> String {
+        format!(
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Runs a command and insists on success; returns its stdout.
+    pub fn ok(program: &str, args: &[&str]) -> String {
+        let out = run(program, args);
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A temporary path as an argument.
+    pub fn p(path: &Path) -> &str {
+        path.to_str().expect("temporary paths are UTF-8")
+    }
+}

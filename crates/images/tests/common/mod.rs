@@ -3,69 +3,13 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::Output;
 
 use oxvirt_images::{Image, OpenOptions};
 
-/// Image locks are OFD locks: they live as long as any copy of the file descriptor. A child
-/// forked by one test thread holds copies of every open fd until it execs, so an image closed
-/// by another thread inside that window stays locked a moment longer and a following
-/// qemu-img sees "in use". Spawning and closing images in-process take this lock, so a
-/// close never falls between another thread's fork and exec.
-static SPAWN: Mutex<()> = Mutex::new(());
-
-pub fn spawn_guard() -> MutexGuard<'static, ()> {
-    SPAWN
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Spawns `command` (returns once the child has exec'd).
-pub fn spawn(command: &mut Command) -> Child {
-    let _guard = spawn_guard();
-    command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-/// Closes an image opened in this process (see `SPAWN`).
-pub fn close(image: Image) {
-    let _guard = spawn_guard();
-    drop(image);
-}
-
-pub fn run(program: &str, args: &[&str]) -> Output {
-    let child = spawn(
-        Command::new(program)
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    );
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"))
-}
-
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a command and insists on success.
-pub fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+// Each test binary uses its own subset of these.
+#[allow(unused_imports)]
+pub use oxvirt_testkit::process::{close, ok, p, run, spawn, spawn_guard, text};
 
 pub fn ours_bin() -> &'static str {
     env!("CARGO_BIN_EXE_oxvirt-img")
@@ -77,10 +21,6 @@ pub fn ours(args: &[&str]) -> Output {
 
 pub fn ours_ok(args: &[&str]) -> String {
     ok(ours_bin(), args)
-}
-
-pub fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 temp path")
 }
 
 /// `qemu-img check` must find nothing wrong.

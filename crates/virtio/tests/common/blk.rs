@@ -2,8 +2,6 @@
 //! run qemu-img against images a device holds.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
 
 use super::{Buf, Driver, DATA_BASE};
 
@@ -70,68 +68,9 @@ pub fn read_ok(d: &mut Driver, offset: u64, len: usize) -> Vec<u8> {
     data
 }
 
-/// Image locks are OFD locks: they live as long as any copy of the file descriptor. A child
-/// forked by one test thread holds copies of every open fd until it execs, so a device closed
-/// by another thread inside that window keeps its image locked a moment longer and a
-/// following qemu-img sees "in use". Spawning and closing devices take this lock, so a close
-/// never falls between another thread's fork and exec.
-static SPAWN: Mutex<()> = Mutex::new(());
-
-pub fn spawn_guard() -> MutexGuard<'static, ()> {
-    SPAWN
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Spawns `command` (returns once the child has exec'd).
-pub fn spawn(command: &mut Command) -> Child {
-    let _guard = spawn_guard();
-    command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
-}
-
-/// Drops a driver (and with it the device and its image files), see `SPAWN`.
-pub fn close(driver: Driver) {
-    let _guard = spawn_guard();
-    drop(driver);
-}
-
-pub fn run(program: &str, args: &[&str]) -> Output {
-    spawn(
-        Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .wait_with_output()
-    .unwrap_or_else(|e| panic!("cannot wait for {program}: {e}"))
-}
-
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs a command and insists on success; returns its stdout.
-pub fn ok(program: &str, args: &[&str]) -> String {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-pub fn p(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
+// Each test binary uses its own subset of these.
+#[allow(unused_imports)]
+pub use oxvirt_testkit::process::{close, ok, p, run, spawn, spawn_guard, text};
 
 /// `qemu-img check` must find nothing at all: exit 0 and "No errors were found".
 pub fn qemu_check_clean(path: &Path) {
