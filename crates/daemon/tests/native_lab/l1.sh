@@ -55,7 +55,7 @@ run_ok() {
     shift
     "$@" >/tmp/cmd.out 2>&1
     rc=$?
-    sed "s/^/[$name] /" /tmp/cmd.out
+    awk -v p="[$name] " '{ print p $0 }' /tmp/cmd.out # awk ends every line, even an unterminated last one
     if [ $rc -eq 0 ]; then echo "CHECK $name ok"; else echo "CHECK $name FAIL rc=$rc"; fi
 }
 

@@ -14,9 +14,10 @@ I=/lab/l2/initramfs.img
 # quiet: every console byte is a VM exit handled by an emulated L1, keep the boot log short.
 CMD="console=ttyS0 panic=-1 quiet"
 
+# awk, not sed: a guest killed mid-line leaves no final newline, and sed would glue LAB-END onto that line.
 report() {
-    sed "s/^/[$1] /" /tmp/$1.out
-    sed "s/^/[$1:err] /" /tmp/$1.err
+    awk -v p="[$1] " '{ print p $0 }' /tmp/$1.out
+    awk -v p="[$1:err] " '{ print p $0 }' /tmp/$1.err
     echo "LAB-END $1 rc=$2"
 }
 
