@@ -106,7 +106,7 @@ fn run_lab() -> String {
 
     let log = w.join("l1-console.log");
     let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "2"])
+    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1"])
         .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")

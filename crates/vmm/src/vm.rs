@@ -371,6 +371,23 @@ impl Vm {
             },
         )?;
 
+        let rsdp = acpi::write_tables(
+            &memory,
+            &AcpiConfig {
+                apic_ids: apic_ids.iter().map(|i| *i as u8).collect(),
+            },
+        )?;
+        let entry = boot::load_linux(
+            &memory,
+            &cli.kernel,
+            cli.initrd.as_deref(),
+            &cli.cmdline,
+            mem_size,
+            rsdp,
+        )?;
+
+        // The VM is created only now that every boot file has been read and placed: an input error never
+        // gets as far as KVM (and a refused start costs no VM setup and teardown).
         let vm = Arc::new(kvm.create_vm().context("KVM_CREATE_VM failed")?);
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
             .context("cannot set the identity map address")?;
@@ -395,21 +412,6 @@ impl Vm {
             unsafe { vm.set_user_memory_region(region) }
                 .context("cannot register guest memory with KVM")?;
         }
-
-        let rsdp = acpi::write_tables(
-            &memory,
-            &AcpiConfig {
-                apic_ids: apic_ids.iter().map(|i| *i as u8).collect(),
-            },
-        )?;
-        let entry = boot::load_linux(
-            &memory,
-            &cli.kernel,
-            cli.initrd.as_deref(),
-            &cli.cmdline,
-            mem_size,
-            rsdp,
-        )?;
 
         let control =
             Arc::new(VmControl::new(cli.vcpus as usize).context("cannot create the exit eventfd")?);

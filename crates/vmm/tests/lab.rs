@@ -143,7 +143,7 @@ fn build_and_run_lab() -> Lab {
         "-m",
         "2048",
         "-smp",
-        "2",
+        "1",
         "-nodefaults",
         "-display",
         "none",
@@ -238,9 +238,23 @@ fn parse(text: &str) -> Lab {
     Lab { scenarios, top }
 }
 
+/// The lab's one run, shared by every test. A failed run is kept as its message: a panicking initializer would
+/// let the next waiting test boot the whole lab again, multiplying a hang by the number of test threads.
 fn lab() -> &'static Lab {
-    static LAB: OnceLock<Lab> = OnceLock::new();
-    LAB.get_or_init(build_and_run_lab)
+    static LAB: OnceLock<Result<Lab, String>> = OnceLock::new();
+    let run = LAB.get_or_init(|| {
+        std::panic::catch_unwind(build_and_run_lab).map_err(|payload| {
+            payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the nested lab panicked".into())
+        })
+    });
+    match run {
+        Ok(lab) => lab,
+        Err(message) => panic!("the nested lab failed:\n{message}"),
+    }
 }
 
 fn flags(s: &Scenario) -> BTreeSet<String> {

@@ -50,6 +50,19 @@ wait_for() {
     return 1
 }
 
+# finish NAME PID: waits (bounded) for a VMM started in the background and reports it. One that does not end
+# is killed and reported with rc=hung, so a stuck scenario fails alone instead of stalling the whole lab.
+finish() {
+    if wait_for "[ ! -d /proc/$2 ] || grep -q ') Z' /proc/$2/stat 2>/dev/null"; then
+        wait $2
+        report $1 $?
+    else
+        kill -KILL $2
+        wait $2
+        report $1 hung
+    fi
+}
+
 echo "PT-FLAGS=$(oxvirt-vmm --kernel $K --print-cpu-flags)"
 
 run boot1 info --vcpus 1 --memory 256 --cpu-features -svm
@@ -79,9 +92,7 @@ if wait_for '[ -e /sys/class/net/oxtap0 ]'; then
     ip addr add 10.0.2.1/24 dev oxtap0
     ip link set oxtap0 up
 fi
-wait $pid
-rc=$?
-report net $rc
+finish net $pid
 [ -e /sys/class/net/oxtap0 ] && echo "TAP-LEFT-BEHIND" || echo "TAP-GONE"
 
 # pause / resume / status / poweroff through the API socket.
@@ -100,9 +111,7 @@ echo "API-RESUME $(oxvirt-vmm-api /tmp/api.sock resume)"
 if wait_for "[ \$(grep -c TICK /tmp/pause.out) -gt $((b + 5)) ]"; then echo "RESUMED-TICKS-GROW"; fi
 echo "API-STATUS-RUNNING $(oxvirt-vmm-api /tmp/api.sock status)"
 echo "API-POWEROFF $(oxvirt-vmm-api /tmp/api.sock poweroff)"
-wait $pid
-rc=$?
-report pause $rc
+finish pause $pid
 [ -e /tmp/api.sock ] && echo "API-SOCKET-LEFT-BEHIND" || echo "API-SOCKET-GONE"
 
 # SIGTERM: the VMM stops the VM at once, cleans up (API socket) and exits 0.
@@ -112,9 +121,7 @@ oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=ticker" --memory 256 --a
 pid=$!
 wait_for 'grep -q "TICK 3" /tmp/sigterm.out 2>/dev/null' || echo "SIGTERM-NO-TICKS"
 kill -TERM $pid
-wait $pid
-rc=$?
-report sigterm $rc
+finish sigterm $pid
 [ -e /tmp/api2.sock ] && echo "SIGTERM-SOCKET-LEFT-BEHIND" || echo "SIGTERM-SOCKET-GONE"
 
 # seccomp: every thread of a running VMM (main, vCPUs, API, device workers) has its filter; a forbidden call
@@ -130,8 +137,7 @@ for t in /proc/$pid/task/*; do
     echo "SECCOMP-THREAD $(tr ' ' _ <$t/comm) $(awk '/^Seccomp:/ {print $2}' $t/status) $(awk '/^Seccomp_filters:/ {print $2}' $t/status)"
 done
 echo "SECCOMP-POWEROFF $(oxvirt-vmm-api /tmp/api3.sock poweroff)"
-wait $pid
-report seccomp $?
+finish seccomp $pid
 OXVIRT_VMM_TEST_SECCOMP_VIOLATION=vcpu run seccomp-kill info --memory 256
 # The kernel logs every seccomp kill; the lab's only one must be the hook's socket(2) (syscall 41).
 dmesg | grep 'type=1326' | sed 's/^/SECCOMP-AUDIT /'
