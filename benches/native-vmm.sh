@@ -84,7 +84,11 @@ else
         say "building oxvirt-vmm (release)"
         cargo build --release -q -p oxvirt-vmm
     fi
-    GIT_DESC="$(git rev-parse --short HEAD 2>/dev/null || echo '?')$( [ -n "$(git status --porcelain crates/vmm crates/virtio 2>/dev/null)" ] && echo ' plus uncommitted changes in crates/vmm or crates/virtio')"
+    # (An assignment takes the status of its last substitution: keep every part of it succeeding under set -e.)
+    GIT_DESC=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
+    if [ -n "$(git status --porcelain crates/vmm crates/virtio 2>/dev/null)" ]; then
+        GIT_DESC="$GIT_DESC plus uncommitted changes in crates/vmm or crates/virtio"
+    fi
     [ -x target/release/oxvirt-vmm ] || die "target/release/oxvirt-vmm is missing (cargo build --release -p oxvirt-vmm)"
     say "building the timing helper (benches/native-vmm/oxbench-time, outside the workspace)"
     CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -q --manifest-path benches/native-vmm/oxbench-time/Cargo.toml
@@ -114,7 +118,7 @@ else
     say "L1 initramfs: $(du -h "$WORK/l1-initramfs.img" | cut -f1)"
 
     LOG=$WORK/l1-console.log
-    L1_CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nodefaults -display none -no-reboot
+    L1_CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -display none -no-reboot
         -serial "file:$LOG" -kernel "$KIT/vmlinuz" -initrd "$WORK/l1-initramfs.img"
         -append "console=ttyS0 panic=-1 quiet oxbench_runs=$RUNS")
     say "booting L1: ${L1_CMD[*]}"
@@ -347,7 +351,7 @@ of huge pages."
 fi
 CMDLINE=$(sed -n 's/^BENCH-CMD-oxvirt=.*--cmdline //p' "$LOG" | head -1)
 SETTLE_S=$(sed -n 's/^SETTLE=//p' benches/native-vmm/l1.sh | head -1)
-L1_DESC="qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 2 -nodefaults -display none -no-reboot -serial file:LOG -kernel vmlinuz -initrd l1-initramfs.img -append 'console=ttyS0 panic=-1 quiet oxbench_runs=$RUNS'"
+L1_DESC="qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -display none -no-reboot -serial file:LOG -kernel vmlinuz -initrd l1-initramfs.img -append 'console=ttyS0 panic=-1 quiet oxbench_runs=$RUNS'"
 TEXT=$(section)
 printf '%s\n' "$TEXT" | sed -n '/^| measurement/,/^$/p' >&2
 say "targets: boot ratio vs microvm $boot_ratio (< 0.5), overhead ${MEMO[oxvirt]} MiB (< 5), first KVM_RUN ${KRUN[oxvirt]} ms (< 10)"
