@@ -102,8 +102,6 @@ else
     install_binary "$root" target/release/oxvirt-vmm lab/bin/oxvirt-vmm
     install_binary "$root" "$BENCH_TARGET/release/oxbench-time" lab/bin/oxbench-time
     install_binary "$root" "$(command -v strace)" lab/bin/strace
-    mkdir -p "$root/lab/lib"
-    cc -O2 -Wall -shared -fPIC -o "$root/lab/lib/thp-preload.so" benches/native-vmm/thp-preload.c -ldl
     # QEMU looks for its firmware relative to its binary (../share/qemu, ../share/seabios).
     install_binary "$root" "$(command -v qemu-system-x86_64)" usr/bin/qemu-system-x86_64
     mkdir -p "$root/usr/share/qemu" "$root/usr/share/seabios"
@@ -186,8 +184,6 @@ verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "n/a") print "not measur
 top_value() { sed -n "s/^$1=//p" "$LOG" | head -1; }
 
 declare -A BOOT MEMO KRUN KFIRST IOCTL INIOCTL N
-BOOT[oxvirt-thp]=$(med oxvirt-thp boot MARKER_MS 1000)
-MEMO[oxvirt-thp]=$(med oxvirt-thp boot RSS_OVERHEAD_KB 1024)
 for v in "${VMMS[@]}"; do
     BOOT[$v]=$(med "$v" boot MARKER_MS 1000)
     MEMO[$v]=$(med "$v" boot RSS_OVERHEAD_KB 1024)
@@ -221,8 +217,7 @@ $SECTION
 initramfs (the guest kit: kernel $(cat target/guest-kit/version 2>/dev/null || echo '?'), busybox initramfs, unchanged), 256 MiB, 1 vCPU,
 serial console on stdio, kernel command line \`$CMDLINE\`, booted by each VMM on real KVM
 (kvm-amd in L1). Medians of $RUNS counted runs per VMM and measurement, after one uncounted warm-up run each;
-runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt-thp, oxvirt, ...; oxvirt-thp is the experiment
-below). Ratio = oxvirt-vmm / QEMU: of the medians,
+runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt, ...). Ratio = oxvirt-vmm / QEMU: of the medians,
 and for boot also the median of the ratios within each round (the runs of a round follow each other
 within a few minutes, so they see about the same load from the other work on the machine).
 
@@ -239,14 +234,10 @@ within a few minutes, so they see about the same load from the other work on the
 Counted runs that produced a value (boot / memory / KVM_RUN): oxvirt ${N[oxvirt]}, microvm ${N[microvm]}, pc ${N[pc]}.
 oxvirt-vmm's whole resident set (guest RAM the guest touched included): $TOTAL_RSS_OX MiB.
 
-**Experiment, huge pages** (\`oxvirt-thp\` in the log): oxvirt-vmm with
-[\`thp-preload.c\`](../benches/native-vmm/thp-preload.c) preloaded, which adds \`MADV_HUGEPAGE\` to its guest
-RAM as QEMU does (QEMU's guest-RAM mapping has the \`hg\` flag below, oxvirt-vmm's has not). L1's THP
-setting is \`$THP_SETTING\`; guest RAM in huge pages at the prompt (AnonHugePages, median): $THP_HUGE MiB
-with the shim, $PLAIN_HUGE MiB without. Its boots ran in the same rounds: init marker median ${BOOT[oxvirt-thp]} s,
-median per-run ratio oxvirt-thp / oxvirt $THP_VS_OX, / microvm $(round_ratio boot MARKER_MS oxvirt-thp microvm),
-/ pc $(round_ratio boot MARKER_MS oxvirt-thp pc); overhead RSS ${MEMO[oxvirt-thp]} MiB.
-$THP_NOTE
+**Huge pages**: guest RAM in transparent huge pages at the prompt (AnonHugePages of the guest-RAM mapping,
+median, MiB): oxvirt-vmm $(huge_mib oxvirt), microvm $(huge_mib microvm), pc $(huge_mib pc); L1's THP setting is
+\`$(top_value BENCH-L1-THP)\`. Both VMMs place guest RAM on a 2 MiB boundary and mark it \`MADV_HUGEPAGE\`
+(the \`hg\` flag in the mappings below), so KVM can map it with 2 MiB pages.
 
 Every run, in order:
 
@@ -303,7 +294,6 @@ $(sed -n 's/^STRACE-oxvirt //p' "$LOG" | cut -c1-150)
 **Exact commands** (in L1; \`K=/lab/l2/vmlinuz\`, \`I=/lab/l2/initramfs.img\`):
 - oxvirt-vmm: \`$(top_value BENCH-CMD-oxvirt | sed 's|/lab/l2/vmlinuz|$K|; s|/lab/l2/initramfs.img|$I|')\` (release build)
 - QEMU microvm: \`$(top_value BENCH-CMD-microvm | sed 's|/lab/l2/vmlinuz|$K|; s|/lab/l2/initramfs.img|$I|')\`
-- oxvirt-thp (experiment): \`$(top_value BENCH-CMD-oxvirt-thp | sed 's|/lab/l2/vmlinuz|$K|; s|/lab/l2/initramfs.img|$I|')\`
 - QEMU pc: \`$(top_value BENCH-CMD-pc | sed 's|/lab/l2/vmlinuz|$K|; s|/lab/l2/initramfs.img|$I|')\`
 
 (The command line shows \`$CMDLINE\` unquoted; it is one argument.) QEMU microvm uses its defaults (qboot
@@ -333,22 +323,10 @@ time includes strace's stop at each ioctl (in L1, under TCG).
 EOF
 }
 
-THP_SETTING=$(top_value BENCH-L1-THP)
 huge_mib() {
     awk -v v="$1" '$1 == "RESULT" && $2 == v && $3 == "boot" && $4 != "0" && $5 == "GUEST_MAP" {
         for (i = 6; i <= NF; i++) if ($i ~ /^anon_huge_kb=/) print substr($i, 14) / 1024 }' "$LOG" | median
 }
-THP_HUGE=$(huge_mib oxvirt-thp)
-PLAIN_HUGE=$(huge_mib oxvirt)
-THP_VS_OX=$(round_ratio boot MARKER_MS oxvirt-thp oxvirt)
-if [[ $THP_SETTING == "[always]"* ]]; then
-    THP_NOTE='With THP `always` in L1 both runs already have their guest RAM in huge pages, so oxvirt-thp is the same
-configuration as oxvirt: the distance of its ratio ('"$THP_VS_OX"') from 1 shows how noisy single boots were in this
-run. On a host whose THP setting is `madvise` (this machine'"'"'s), only QEMU would get huge pages.'
-else
-    THP_NOTE="L1's THP setting leaves plain oxvirt-vmm's guest RAM in small pages, so the ratio above is the effect
-of huge pages."
-fi
 CMDLINE=$(sed -n 's/^BENCH-CMD-oxvirt=.*--cmdline //p' "$LOG" | head -1)
 SETTLE_S=$(sed -n 's/^SETTLE=//p' benches/native-vmm/l1.sh | head -1)
 L1_DESC="qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -display none -no-reboot -serial file:LOG -kernel vmlinuz -initrd l1-initramfs.img -append 'console=ttyS0 panic=-1 quiet oxbench_runs=$RUNS'"

@@ -2,8 +2,7 @@
 # Runs inside the L1 guest of benches/native-vmm.sh (QEMU TCG, -cpu max): loads kvm-amd, then boots the same L2
 # kernel + initramfs (the guest kit, as it is) under oxvirt-vmm, QEMU -M microvm and QEMU -M pc, all on KVM,
 # and prints one "RESULT <vmm> <kind> <run> KEY=value" line per measured value. The host script computes the
-# medians. Runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt-thp, oxvirt, ...), after one uncounted
-# warm-up each; oxvirt-thp is an experiment (oxvirt-vmm with huge pages on guest RAM, see thp-preload.c).
+# medians. Runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt, ...), after one uncounted warm-up each.
 export PATH=/lab/bin:$PATH
 RUNS=$(sed -n 's/.*oxbench_runs=\([0-9]*\).*/\1/p' /proc/cmdline)
 RUNS=${RUNS:-5}
@@ -17,8 +16,6 @@ PROMPT="oxvirt-guest# "
 # Seconds the guest idles at its prompt before smaps is read.
 SETTLE=3
 VMMS="oxvirt microvm pc"
-# Boot (and memory) only: the huge-page experiment does not change what happens before the first KVM_RUN.
-BOOT_VMMS="oxvirt microvm pc oxvirt-thp"
 
 modprobe kvm-amd 2>/dev/null
 if [ ! -c /dev/kvm ]; then
@@ -33,11 +30,6 @@ launch() {
     case $vmm in
     oxvirt)
         "$@" /lab/bin/oxvirt-vmm --kernel $K --initrd $I --memory $MEM --vcpus 1 --cmdline "$CMD"
-        ;;
-    # Experiment: the same, with transparent huge pages on guest RAM (benches/native-vmm/thp-preload.c).
-    oxvirt-thp)
-        "$@" env LD_PRELOAD=/lab/lib/thp-preload.so /lab/bin/oxvirt-vmm --kernel $K --initrd $I --memory $MEM \
-            --vcpus 1 --cmdline "$CMD"
         ;;
     # QEMU sits at /usr/bin with its firmware in /usr/share/{qemu,seabios}, where it looks for them.
     # microvm needs rtc=on: without an RTC, this kernel's rtc_cmos probe of the empty CMOS ports spins in
@@ -77,17 +69,17 @@ echo "BENCH-L1-NPROC=$(nproc)"
 echo "BENCH-L1-MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2-)"
 echo "BENCH-QEMU-VERSION=$(/usr/bin/qemu-system-x86_64 --version | head -1)"
 echo "BENCH-STRACE-VERSION=$(strace -V | head -1)"
-for v in $BOOT_VMMS; do
+for v in $VMMS; do
     echo "BENCH-CMD-$v=$(launch $v echo)"
 done
 echo "BENCH-L1-THP=$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
 
-for v in $BOOT_VMMS; do
+for v in $VMMS; do
     boot $v 0
 done
 i=1
 while [ $i -le "$RUNS" ]; do
-    for v in $BOOT_VMMS; do
+    for v in $VMMS; do
         boot $v $i
     done
     i=$((i + 1))
