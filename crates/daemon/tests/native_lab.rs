@@ -9,25 +9,14 @@
 //! binaries next to `oxvirtd` (`cargo build --workspace --bins`); it fails, never skips, without
 //! them.
 
-use oxvirt_testkit::lab::{initramfs_with, install_binary};
+use oxvirt_testkit::lab::{initramfs_with, install_binary, run_l1};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
 /// L1 runs under TCG: each L2 boot takes about 50 s there.
 const LAB_TIMEOUT: Duration = Duration::from_secs(420);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
-
-/// Kills QEMU if the harness panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A binary built next to oxvirtd.
 fn sibling_binary(name: &str) -> PathBuf {
@@ -104,51 +93,7 @@ fn run_lab() -> String {
     let initramfs = w.join("l1-initramfs.img");
     initramfs_with(&kit.initramfs, &root, &initramfs);
 
-    let log = w.join("l1-console.log");
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1"])
-        .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
-        .arg(format!("file:{}", log.display()))
-        .arg("-kernel")
-        .arg(&kit.kernel)
-        .arg("-initrd")
-        .arg(&initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: prctl in the forked child before exec touches no memory of ours; QEMU then dies
-    // with the thread that started it even if the test process is killed.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let qemu = qemu.spawn().expect(
-        "qemu-system-x86_64 is needed for the nested lab (apt-get install qemu-system-x86)",
-    );
-    let mut qemu = KillOnDrop(qemu);
-    let start = Instant::now();
-    let ended = |text: &str| text.lines().any(|l| l.starts_with("OXVIRT-LAB-EXIT="));
-    let finished = oxvirt_testkit::wait_for(LAB_TIMEOUT, || {
-        std::fs::read(&log)
-            .map(|t| ended(&String::from_utf8_lossy(&t)))
-            .unwrap_or(false)
-            || qemu.0.try_wait().ok().flatten().is_some()
-    });
-    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
-    if let Some(keep) = std::env::var_os("OXVIRT_LAB_LOG") {
-        let _ = std::fs::write(keep, &text);
-    }
-    assert!(
-        finished && ended(&text),
-        "the L1 lab did not finish within {LAB_TIMEOUT:?} (after {:?}); L1 console:\n{}",
-        start.elapsed(),
-        tail(&text, 120)
-    );
-    eprintln!("native-engine lab finished in {:?}", start.elapsed());
-    text
+    run_l1(&kit.kernel, &initramfs, w, LAB_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -185,7 +185,137 @@ impl Console {
 /// on top of the guest kit.
 pub mod lab {
     use std::path::Path;
-    use std::process::Command;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    /// The line a lab's L1 script prints at the end, with its exit status.
+    pub const L1_EXIT_MARKER: &str = "OXVIRT-LAB-EXIT=";
+    /// The line an L1 lab script prints every few seconds from a background loop (see [`run_l1`]).
+    pub const HEARTBEAT: &str = "LAB-HEARTBEAT";
+    /// L1 is taken as frozen when its console stays silent this long (its heartbeat comes every 10 s).
+    const FROZEN_AFTER: Duration = Duration::from_secs(90);
+    /// Boots after a frozen one: L1 gets one more chance, a second freeze fails the lab.
+    const ATTEMPTS: usize = 2;
+
+    /// Boots the nested lab's L1 guest (QEMU TCG, `-cpu max`, so it has SVM and loads kvm-amd) with `kernel`
+    /// and `initramfs`, whose `/lab/run.sh` is the lab script, and returns L1's console log once the script
+    /// printed [`L1_EXIT_MARKER`]. Heartbeat lines are left out of the log.
+    ///
+    /// L1 has one CPU: with two, the emulated L1 locked up now and then, one CPU waiting on the other for an
+    /// interrupt that never came. Even so, L1 as a whole has frozen once in a while (no console output at all,
+    /// not even the kernel's soft-lockup reports), somewhere in QEMU's emulation of nested SVM. The lab script
+    /// therefore prints [`HEARTBEAT`] every 10 s; when L1 falls silent for [`FROZEN_AFTER`], the run is killed
+    /// and L1 boots once more from scratch, said on stderr. Only a frozen machine is retried: a run that ends,
+    /// whatever its checks said, is returned as it is.
+    pub fn run_l1(
+        kernel: &Path,
+        initramfs: &Path,
+        work: &Path,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let mut failures = Vec::new();
+        for attempt in 1..=ATTEMPTS {
+            let log = work.join(format!("l1-console-{attempt}.log"));
+            match boot_once(kernel, initramfs, &log, timeout) {
+                Ok(text) => return Ok(text),
+                Err(Outcome::Frozen(why)) => {
+                    eprintln!("nested lab: L1 froze (attempt {attempt} of {ATTEMPTS}): {why}");
+                    failures.push(why);
+                }
+                Err(Outcome::Failed(why)) => return Err(why),
+            }
+        }
+        Err(failures.join("\n---- next attempt ----\n"))
+    }
+
+    enum Outcome {
+        Frozen(String),
+        Failed(String),
+    }
+
+    /// Kills QEMU when the harness returns or panics.
+    struct KillOnDrop(Child);
+
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn boot_once(
+        kernel: &Path,
+        initramfs: &Path,
+        log: &Path,
+        timeout: Duration,
+    ) -> Result<String, Outcome> {
+        let mut qemu = Command::new("qemu-system-x86_64");
+        qemu.args(["-accel", "tcg", "-cpu", "max", "-m", "2048", "-smp", "1"])
+            .args(["-nodefaults", "-display", "none", "-no-reboot", "-serial"])
+            .arg(format!("file:{}", log.display()))
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initramfs)
+            .args(["-append", "console=ttyS0 panic=-1 quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: prctl in the forked child before exec touches no memory of ours; QEMU then dies with the
+        // thread that started it even if the test process is killed (Drop guards do not run on signals).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let qemu = qemu.spawn().expect(
+            "qemu-system-x86_64 is needed for the nested lab (apt-get install qemu-system-x86)",
+        );
+        let mut qemu = KillOnDrop(qemu);
+        let read = || String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+        let start = Instant::now();
+        let (mut last_len, mut last_change) = (0, Instant::now());
+        let mut frozen = false;
+        let ended = crate::wait_for(timeout, || {
+            let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+            if len != last_len {
+                (last_len, last_change) = (len, Instant::now());
+            }
+            frozen = last_change.elapsed() > FROZEN_AFTER;
+            frozen
+                || read().lines().any(|l| l.starts_with(L1_EXIT_MARKER))
+                || qemu.0.try_wait().ok().flatten().is_some()
+        });
+        let text: String = read()
+            .lines()
+            .filter(|l| l.trim_end() != HEARTBEAT)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let Some(keep) = std::env::var_os("OXVIRT_LAB_LOG") {
+            let _ = std::fs::write(keep, &text);
+        }
+        let tail = || {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(80)..].join("\n")
+        };
+        if frozen {
+            return Err(Outcome::Frozen(format!(
+                "no console output for {FROZEN_AFTER:?} after {:?}; L1 console tail:\n{}",
+                start.elapsed(),
+                tail()
+            )));
+        }
+        if !ended || !text.lines().any(|l| l.starts_with(L1_EXIT_MARKER)) {
+            return Err(Outcome::Failed(format!(
+                "the L1 lab did not finish within {timeout:?} (after {:?}); L1 console tail:\n{}",
+                start.elapsed(),
+                tail()
+            )));
+        }
+        eprintln!("nested lab finished in {:?}", start.elapsed());
+        Ok(text)
+    }
 
     /// Copies a binary (stripped: debug info only makes the initramfs bigger and slower to unpack) to
     /// `root/lab/bin/NAME`, and the shared libraries `ldd` lists into `root` at their own paths.

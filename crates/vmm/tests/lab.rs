@@ -4,12 +4,11 @@
 //!
 //! The lab needs qemu-system-x86_64, cpio and the guest kit; if any is missing the tests fail (they never skip).
 
-use oxvirt_testkit::lab::{initramfs_with, install_binary};
+use oxvirt_testkit::lab::{initramfs_with, install_binary, run_l1};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oxvirt_vmm::cpuid;
 
@@ -86,16 +85,6 @@ impl Lab {
     }
 }
 
-/// Kills QEMU if the harness panics.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn write_script(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -133,76 +122,8 @@ fn build_and_run_lab() -> Lab {
     let l1_initramfs = w.join("l1-initramfs.img");
     initramfs_with(&kit.initramfs, &l1_root, &l1_initramfs);
 
-    let log = w.join("l1-console.log");
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args([
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        "2048",
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-display",
-        "none",
-    ])
-    .args(["-no-reboot", "-serial"])
-    .arg(format!("file:{}", log.display()))
-    .arg("-kernel")
-    .arg(&kit.kernel)
-    .arg("-initrd")
-    .arg(&l1_initramfs)
-    .args(["-append", "console=ttyS0 panic=-1 quiet"])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    // SAFETY: prctl in the forked child before exec touches no memory of ours; QEMU then dies with the
-    // thread that started it even if the test process is killed (Drop guards do not run on signals).
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let qemu = qemu.spawn().expect(
-        "qemu-system-x86_64 is needed for the nested lab (apt-get install qemu-system-x86)",
-    );
-    let mut qemu = KillOnDrop(qemu);
-
-    let start = Instant::now();
-    let finished = oxvirt_testkit::wait_for(LAB_TIMEOUT, || {
-        std::fs::read_to_string(&log)
-            .map(|t| l1_finished(&t))
-            .unwrap_or(false)
-            || qemu.0.try_wait().ok().flatten().is_some()
-    });
-    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
-    if std::env::var_os("OXVIRT_LAB_LOG").is_some() {
-        let keep = PathBuf::from(std::env::var_os("OXVIRT_LAB_LOG").unwrap());
-        let _ = std::fs::write(keep, &text);
-    }
-    assert!(
-        finished && l1_finished(&text),
-        "the L1 lab did not finish within {LAB_TIMEOUT:?} (after {:?}); L1 console tail:\n{}",
-        start.elapsed(),
-        text.lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    eprintln!("nested lab finished in {:?}", start.elapsed());
+    let text = run_l1(&kit.kernel, &l1_initramfs, w, LAB_TIMEOUT).unwrap_or_else(|e| panic!("{e}"));
     parse(&text)
-}
-
-/// L1's own end marker (L2's appear prefixed with their scenario name).
-fn l1_finished(text: &str) -> bool {
-    text.lines().any(|l| l.starts_with("OXVIRT-LAB-EXIT="))
 }
 
 fn parse(text: &str) -> Lab {

@@ -3,6 +3,8 @@
 # oxvirtd runs the guest kit as a native domain (oxvirt-vmm) and the oxvirt CLI drives it, as a user
 # would. Every check prints "CHECK <name> ok" or "CHECK <name> FAIL"; the harness asserts on them.
 export PATH=/lab/bin:$PATH
+# Heartbeat for the harness (oxvirt_testkit::lab::run_l1): a console silent for 90 s means L1 froze.
+(while :; do echo LAB-HEARTBEAT; sleep 10; done) &
 # A console session that ended must fail the write, not kill this script.
 trap '' PIPE
 modprobe kvm-amd 2>/dev/null

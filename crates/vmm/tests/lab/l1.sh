@@ -3,6 +3,8 @@
 # Every check's console output is printed with a "[name] " prefix, its stderr with "[name:err] ", and its end as
 # "LAB-END name rc=N"; the Rust harness (crates/vmm/tests/lab.rs) asserts on them.
 export PATH=/lab/bin:$PATH
+# Heartbeat for the harness (oxvirt_testkit::lab::run_l1): a console silent for 90 s means L1 froze.
+(while :; do echo LAB-HEARTBEAT; sleep 10; done) &
 modprobe kvm-amd 2>/dev/null
 modprobe tun 2>/dev/null
 if [ ! -c /dev/kvm ]; then
