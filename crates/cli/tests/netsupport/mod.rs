@@ -22,7 +22,7 @@ pub const SHORT: Duration = Duration::from_secs(30);
 #[allow(dead_code)]
 #[path = "../support/mod.rs"]
 mod support;
-pub use support::{oxvirt_bin, oxvirtd_bin};
+pub use support::{oxvirtd_bin, Run};
 
 fn run_command(program: &str, args: &[&str]) -> Output {
     Command::new(program)
@@ -151,32 +151,6 @@ impl Drop for Netns {
     }
 }
 
-/// What one `oxvirt` run printed.
-#[derive(Debug)]
-pub struct Run {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    #[track_caller]
-    pub fn ok(self) -> String {
-        assert_eq!(self.code, Some(0), "oxvirt failed: {self:#?}");
-        self.stdout
-    }
-
-    /// Asserts exit status 1 with one `error: ...` line; returns it.
-    #[track_caller]
-    pub fn error(self) -> String {
-        assert_eq!(self.code, Some(1), "oxvirt should have failed: {self:#?}");
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(lines.len(), 1, "want one error line: {self:#?}");
-        assert!(lines[0].starts_with("error: "), "{self:#?}");
-        lines[0].to_string()
-    }
-}
-
 /// oxvirtd inside a test namespace, with a private socket and state directory.
 pub struct NetDaemon<'a> {
     pub ns: &'a Netns,
@@ -298,20 +272,7 @@ impl<'a> NetDaemon<'a> {
     }
 
     pub fn oxvirt_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = Command::new(oxvirt_bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("VISUAL")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run oxvirt");
-        Run {
-            code: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        support::oxvirt_at(&self.socket, args, env)
     }
 
     /// Writes `text` to a file in our directory; returns its path.

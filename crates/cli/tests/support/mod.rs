@@ -68,6 +68,21 @@ impl Run {
     }
 }
 
+/// Runs `oxvirt --socket SOCKET args...` to completion, with `env` added and no `$VISUAL` (so `edit`
+/// uses the `$EDITOR` a test sets).
+pub fn oxvirt_at(socket: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let output = Command::new(oxvirt_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("VISUAL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run oxvirt");
+    Run::from_output(output)
+}
+
 /// A private oxvirtd with its own socket and state under a tempdir. Dropping it destroys every
 /// domain it runs, stops it, and kills any QEMU left from its run directory.
 pub struct Daemon {
@@ -127,16 +142,7 @@ impl Daemon {
     }
 
     pub fn oxvirt_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let output = Command::new(oxvirt_bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("VISUAL")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run oxvirt");
-        Run::from_output(output)
+        oxvirt_at(&self.socket, args, env)
     }
 
     /// Writes `xml` to a file in our tempdir and defines it; returns the file.
