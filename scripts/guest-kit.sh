@@ -119,7 +119,18 @@ mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 for m in $(echo $boot_modules); do modprobe "\$m" 2>/dev/null; done
 hostname oxvirt-guest
 ip link set lo up
-acpid -c /etc/acpi -l /tmp/acpid.log
+# acpid listens only to the input devices that exist when it starts, and the power button's event node appears
+# asynchronously after its module loaded: wait for the node, then for acpid to hold it open, so that the boot
+# marker also means "the power button works" (a press before that was lost, and shutdown/reboot with it).
+n=0
+while [ -z "\$(ls /dev/input/event* 2>/dev/null)" ] && [ \$n -lt 100 ]; do sleep 0.05; n=\$((n + 1)); done
+acpid -f -c /etc/acpi -l /tmp/acpid.log &
+acpid_pid=\$!
+n=0
+while ! ls -l /proc/\$acpid_pid/fd 2>/dev/null | grep -q /dev/input/event && [ \$n -lt 100 ]; do
+    sleep 0.05
+    n=\$((n + 1))
+done
 echo "OXVIRT-GUEST-BOOTED"
 if [ -x /lab/run.sh ]; then
     /lab/run.sh
