@@ -38,6 +38,8 @@ cd "$REPO"
 
 say() { printf '[first-vm] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 [ "$(id -u)" = 0 ] || die "run as root (libvirt's qemu:///system needs it)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
@@ -60,17 +62,7 @@ for daemon in libvirtd virtlogd virtlockd; do
     fi
 done
 
-if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    say "SKIP_BUILD=1: using the release binaries already in target/release"
-else
-    say "building oxvirtd and oxvirt (release)"
-    cargo build --release -q -p oxvirt-daemon -p oxvirt-cli
-fi
-for binary in oxvirtd oxvirt; do
-    [ -x "target/release/$binary" ] || die "target/release/$binary is missing: build it (cargo build --release -p oxvirt-daemon -p oxvirt-cli)"
-done
-say "preparing the guest kit"
-bash scripts/guest-kit.sh > /dev/null
+build_oxvirt_and_guest_kit
 
 WORK=$(mktemp -d /tmp/first-vm.XXXXXX)
 # libvirt runs QEMU as libvirt-qemu: it must be able to reach the kernel, initramfs and XML files.
@@ -84,25 +76,10 @@ OXVIRT=("$WORK/oxvirt" --socket "$OX_SOCKET")
 VIRSH=(virsh -c qemu:///system)
 SERIAL_LOG=$WORK/serial.log
 OXVIRTD_PID=
-KVM_MODE_SAVED=
 
 # ---------------------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit, also after a failure or Ctrl-C.
 # ---------------------------------------------------------------------------------------------------------
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2> /dev/null; }
-pid_from_file() { if [ -s "$1" ]; then cat "$1"; fi; }
-
-stop_pid() { # pid: SIGTERM, then SIGKILL after 10 s
-    local pid=$1 i
-    pid_alive "$pid" || return 0
-    kill "$pid" 2> /dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        pid_alive "$pid" || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null || true
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -124,22 +101,9 @@ cleanup() {
         "${OXVIRT[@]}" destroy "$VM" > /dev/null 2>&1
         stop_pid "$OXVIRTD_PID"
     fi
-    # A guest oxvirtd could not stop (it should never happen) must not outlive the benchmark.
-    local pidfile qemu_pid
-    for pidfile in "$OX_STATE"/run/*/qemu.pid; do
-        [ -e "$pidfile" ] || continue
-        qemu_pid=$(pid_from_file "$pidfile")
-        if pid_alive "$qemu_pid" && grep -qa "$OX_STATE" "/proc/$qemu_pid/cmdline"; then
-            stop_pid "$qemu_pid"
-        fi
-    done
-    for daemon in libvirtd virtlogd virtlockd; do
-        stop_pid "$(pid_from_file "$WORK/$daemon.pid")"
-    done
-    if [ -n "$KVM_MODE_SAVED" ]; then
-        chown "${KVM_MODE_SAVED% *}" /dev/kvm
-        chmod "${KVM_MODE_SAVED#* }" /dev/kvm
-    fi
+    stop_oxvirt_guests "$OX_STATE"
+    stop_libvirt_daemons "$WORK"
+    restore_kvm_mode
     if [ "${KEEP_WORK:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
     exit "$status"
 }
@@ -158,15 +122,7 @@ domain_xml() { # name, serial log path
 }
 domain_xml "$VM" "$SERIAL_LOG" > "$WORK/vm.xml"
 
-# Debian's udev gives /dev/kvm to group kvm (libvirt-qemu is a member). Without udev it stays root-only,
-# and then libvirt finds its cached QEMU capabilities "outdated" (KVM probed but not usable now) and probes
-# QEMU again on every start, which adds seconds. Give libvirt the Debian setup; put the mode back at exit.
-if ! runuser -u libvirt-qemu -- test -r /dev/kvm -a -w /dev/kvm 2> /dev/null && [ -c /dev/kvm ]; then
-    KVM_MODE_SAVED="$(stat -c '%u:%g %a' /dev/kvm)"
-    chgrp kvm /dev/kvm
-    chmod 0660 /dev/kvm
-    say "/dev/kvm: root:kvm 0660 for the run (was $KVM_MODE_SAVED)"
-fi
+give_kvm_to_libvirt
 
 # libvirt's "default" network would create virbr0 with a private address in the machine's namespace.
 NET_NOTE="libvirt's default network was not marked for autostart"
@@ -179,18 +135,7 @@ other_autostart=$(find /etc/libvirt/qemu/networks/autostart -mindepth 1 2> /dev/
 [ -z "$other_autostart" ] || die "libvirt would autostart a network ($other_autostart): disable it first"
 
 say "starting virtlogd, virtlockd, libvirtd"
-virtlogd -d -p "$WORK/virtlogd.pid"
-virtlockd -d -p "$WORK/virtlockd.pid"
-libvirtd -d -p "$WORK/libvirtd.pid"
-for ((i = 0; i < 300; i++)); do
-    "${VIRSH[@]}" version > /dev/null 2>&1 && break
-    if [ -s "$WORK/libvirtd.pid" ] && ! pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then
-        tail -3 /var/log/libvirt/libvirtd.log >&2 || true
-        die "libvirtd exited while starting (did another libvirtd start at the same time?)"
-    fi
-    sleep 0.1
-done
-"${VIRSH[@]}" version > /dev/null || die "libvirtd did not answer within 30 s"
+start_libvirt_daemons "$WORK"
 for net in $("${VIRSH[@]}" net-list --name); do # active networks: none expected
     [ "$net" = default ] || die "libvirt network '$net' is active: refusing to go on"
     "${VIRSH[@]}" net-destroy default > /dev/null

@@ -49,6 +49,8 @@ cd "$REPO"
 
 say() { printf '[network] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 [ "$(id -u)" = 0 ] || die "run as root (namespaces, bridges and libvirt's qemu:///system need it)"
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
@@ -67,17 +69,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
 fi
 
-if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    say "SKIP_BUILD=1: using the release binaries already in target/release"
-else
-    say "building oxvirtd and oxvirt (release)"
-    cargo build --release -q -p oxvirt-daemon -p oxvirt-cli
-fi
-for binary in oxvirtd oxvirt; do
-    [ -x "target/release/$binary" ] || die "target/release/$binary is missing: build it (cargo build --release -p oxvirt-daemon -p oxvirt-cli)"
-done
-say "preparing the guest kit"
-bash scripts/guest-kit.sh > /dev/null
+build_oxvirt_and_guest_kit
 
 WORK=$(mktemp -d /tmp/oxbench-network.XXXXXX)
 # libvirt runs QEMU as libvirt-qemu: it must be able to reach the kernel and initramfs.
@@ -94,33 +86,18 @@ NS_OX=${PREFIX}$SUFFIX-ox
 NS_LV=${PREFIX}$SUFFIX-lv
 OXVIRTD_PID=
 declare -a IPERF_SERVER_PIDS=()
-KVM_MODE_SAVED=
 NAMESPACES_MADE=()
 HOST_LINKS_BEFORE=$(ip -o link show | awk -F': ' '{ print $2 }' | sort)
 
 # ---------------------------------------------------------------------------------------------------------
 # Cleanup: runs on every exit, also after a failure or Ctrl-C.
 # ---------------------------------------------------------------------------------------------------------
-pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2> /dev/null; }
-pid_from_file() { if [ -s "$1" ]; then cat "$1"; fi; }
-
-stop_pid() { # pid: SIGTERM, then SIGKILL after 10 s
-    local pid=$1 i
-    pid_alive "$pid" || return 0
-    kill "$pid" 2> /dev/null || true
-    for ((i = 0; i < 100; i++)); do
-        pid_alive "$pid" || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2> /dev/null || true
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
     say "cleaning up"
-    local pid name ns pidfile
+    local pid name ns
     for pid in "${IPERF_SERVER_PIDS[@]}"; do stop_pid "$pid"; done
     if pid_alive "$LV_HOLDER_PID" && pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then
         for name in $SERVER_VM $CLIENT_VM; do
@@ -137,15 +114,8 @@ cleanup() {
         "${OXVIRT[@]}" net-destroy "$NETWORK" > /dev/null 2>&1
         stop_pid "$OXVIRTD_PID"
     fi
-    # A guest oxvirtd could not stop (it should never happen) must not outlive the benchmark.
-    for pidfile in "$OX_STATE"/run/*/qemu.pid; do
-        [ -e "$pidfile" ] || continue
-        pid=$(pid_from_file "$pidfile")
-        if pid_alive "$pid" && grep -qa "$OX_STATE" "/proc/$pid/cmdline"; then stop_pid "$pid"; fi
-    done
-    for name in libvirtd virtlogd virtlockd; do
-        stop_pid "$(pid_from_file "$WORK/$name.pid")"
-    done
+    stop_oxvirt_guests "$OX_STATE"
+    stop_libvirt_daemons "$WORK"
     stop_pid "$LV_HOLDER_PID" # the last process of libvirt's mount namespace: its private mounts go with it
     # Whatever still runs in our namespaces (a dnsmasq or QEMU whose owner failed to stop it) was started
     # by this run: stop it, then delete the namespaces.
@@ -153,10 +123,7 @@ cleanup() {
         for pid in $(ip netns pids "$ns" 2> /dev/null); do stop_pid "$pid"; done
         ip netns del "$ns"
     done
-    if [ -n "$KVM_MODE_SAVED" ]; then
-        chown "${KVM_MODE_SAVED% *}" /dev/kvm
-        chmod "${KVM_MODE_SAVED#* }" /dev/kvm
-    fi
+    restore_kvm_mode
     if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
     exit "$status"
 }
@@ -201,13 +168,7 @@ for ns in "$NS_OX" "$NS_LV"; do
 done
 say "namespaces $NS_OX (oxvirt) and $NS_LV (libvirt)"
 
-# Debian's udev gives /dev/kvm to group kvm (libvirt-qemu is a member). Without udev it stays root-only,
-# and libvirt then probes QEMU's capabilities again on every start (see the first-VM benchmark).
-if [ -c /dev/kvm ] && ! runuser -u libvirt-qemu -- test -r /dev/kvm -a -w /dev/kvm 2> /dev/null; then
-    KVM_MODE_SAVED="$(stat -c '%u:%g %a' /dev/kvm)"
-    chgrp kvm /dev/kvm
-    chmod 0660 /dev/kvm
-fi
+give_kvm_to_libvirt
 
 # libvirtd, virtlogd and virtlockd also get a private mount namespace (made by a holder process in the
 # namespace) in which their runtime, configuration, state and log directories are private: /run/libvirt is a
@@ -238,14 +199,7 @@ mkdir -p "${LV_PRIVATE}_etc_libvirt_qemu/networks/autostart"
 VIRSH=("${LV_NS[@]}" virsh -c qemu:///system)
 
 say "starting virtlogd, virtlockd, libvirtd in $NS_LV (private mount namespace of pid $LV_HOLDER_PID)"
-"${LV_NS[@]}" virtlogd -d -p "$WORK/virtlogd.pid"
-"${LV_NS[@]}" virtlockd -d -p "$WORK/virtlockd.pid"
-"${LV_NS[@]}" libvirtd -d -p "$WORK/libvirtd.pid"
-for ((i = 0; i < 300; i++)); do
-    "${VIRSH[@]}" version > /dev/null 2>&1 && break
-    sleep 0.1
-done
-"${VIRSH[@]}" version > /dev/null || die "libvirtd did not answer within 30 s"
+start_libvirt_daemons "$WORK" "${LV_NS[@]}"
 [ -z "$("${VIRSH[@]}" net-list --name | grep -v '^$' || true)" ] || die "libvirt has an active network already"
 
 say "starting oxvirtd in $NS_OX"

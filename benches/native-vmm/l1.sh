@@ -74,26 +74,18 @@ for v in $VMMS; do
 done
 echo "BENCH-L1-THP=$(cat /sys/kernel/mm/transparent_hugepage/enabled)"
 
-for v in $VMMS; do
-    boot $v 0
-done
-i=1
-while [ $i -le "$RUNS" ]; do
-    for v in $VMMS; do
-        boot $v $i
+# rounds MEASUREMENT: round 0 (the uncounted warm-up) and rounds 1..RUNS, every VMM once per round.
+rounds() {
+    i=0
+    while [ $i -le "$RUNS" ]; do
+        for v in $VMMS; do
+            "$1" $v $i
+        done
+        i=$((i + 1))
     done
-    i=$((i + 1))
-done
-for v in $VMMS; do
-    kvmrun $v 0
-done
-i=1
-while [ $i -le "$RUNS" ]; do
-    for v in $VMMS; do
-        kvmrun $v $i
-    done
-    i=$((i + 1))
-done
+}
+rounds boot
+rounds kvmrun
 # The ioctls oxvirt-vmm made before its first KVM_RUN in the last run, with their durations, for the reader.
 cut -c1-170 /tmp/strace-oxvirt.log | sed 's/^/STRACE-oxvirt /'
 echo "LEFTOVER-VMM=$(pidof oxvirt-vmm qemu-system-x86_64 strace | wc -w)"
