@@ -789,25 +789,9 @@ fn guest_writes_to_a_qcow2_volume_and_sees_blockresize() {
     let check = daemon.oxvirt(&["img", "check", path_str(&disk)]);
     assert_eq!(check.code, Some(0), "{check:#?}");
     assert_qemu_img_check_clean(&disk);
-    let flat = daemon.dir.path().join("flat.raw");
-    daemon
-        .oxvirt(&[
-            "img",
-            "convert",
-            "-O",
-            "raw",
-            path_str(&disk),
-            path_str(&flat),
-        ])
-        .ok();
-    let flat = std::fs::read(&flat).expect("read converted image");
+    let flat = converted_to_raw(&daemon, &disk, "flat.raw");
     assert_eq!(flat.len() as u64, 32 * MIB);
-    let pattern: Vec<u8> = b"OXVIRT-PATTERN\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(MIB as usize)
-        .collect();
+    let pattern = repeated(b"OXVIRT-PATTERN\n", MIB);
     let at = |offset: u64| &flat[offset as usize..(offset + MIB) as usize];
     assert!(at(MIB) == pattern.as_slice(), "pattern at 1 MiB differs");
     assert!(
@@ -955,25 +939,9 @@ fn guest_boots_from_a_volume_disk_named_by_pool_and_volume() {
     assert!(shutdown.contains("is shut off"), "{shutdown}");
 
     // What the guest wrote is in the volume.
-    let flat = daemon.dir.path().join("volref.raw");
-    daemon
-        .oxvirt(&[
-            "img",
-            "convert",
-            "-O",
-            "raw",
-            path_str(&disk),
-            path_str(&flat),
-        ])
-        .ok();
-    let flat = std::fs::read(&flat).expect("read converted image");
+    let flat = converted_to_raw(&daemon, &disk, "volref.raw");
     assert_eq!(flat.len() as u64, 16 * MIB);
-    let pattern: Vec<u8> = b"OXVIRT-VOLREF\n"
-        .iter()
-        .copied()
-        .cycle()
-        .take(MIB as usize)
-        .collect();
+    let pattern = repeated(b"OXVIRT-VOLREF\n", MIB);
     assert!(
         flat[MIB as usize..2 * MIB as usize] == pattern[..],
         "pattern at 1 MiB differs"
@@ -1010,4 +978,25 @@ fn guest_boots_from_a_volume_disk_named_by_pool_and_volume() {
     daemon
         .oxvirt(&["vol-delete", "vm.qcow2", "--pool", "p1"])
         .ok();
+}
+
+/// `oxvirt img convert -O raw IMAGE` into FILE_NAME in the daemon's directory; returns the raw bytes.
+fn converted_to_raw(daemon: &Daemon, image: &Path, file_name: &str) -> Vec<u8> {
+    let raw = daemon.dir.path().join(file_name);
+    daemon
+        .oxvirt(&[
+            "img",
+            "convert",
+            "-O",
+            "raw",
+            path_str(image),
+            path_str(&raw),
+        ])
+        .ok();
+    std::fs::read(&raw).expect("read converted image")
+}
+
+/// `text` repeated to exactly `len` bytes: what `yes TEXT | head -c LEN` writes in the guest.
+fn repeated(text: &[u8], len: u64) -> Vec<u8> {
+    text.iter().copied().cycle().take(len as usize).collect()
 }

@@ -274,18 +274,20 @@ pub mod lab {
         );
         let mut qemu = KillOnDrop(qemu);
         let read = || String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).into_owned();
+        let finished = |text: &str| text.lines().any(|l| l.starts_with(L1_EXIT_MARKER));
         let start = Instant::now();
         let (mut last_len, mut last_change) = (0, Instant::now());
         let mut frozen = false;
-        let ended = crate::wait_for(timeout, || {
+        // The log is read again only when it grew: the end marker cannot appear otherwise.
+        let mut ended = false;
+        crate::wait_for(timeout, || {
             let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
             if len != last_len {
                 (last_len, last_change) = (len, Instant::now());
+                ended = finished(&read());
             }
             frozen = last_change.elapsed() > FROZEN_AFTER;
-            frozen
-                || read().lines().any(|l| l.starts_with(L1_EXIT_MARKER))
-                || qemu.0.try_wait().ok().flatten().is_some()
+            frozen || ended || qemu.0.try_wait().ok().flatten().is_some()
         });
         let text: String = read()
             .lines()
@@ -306,7 +308,7 @@ pub mod lab {
                 tail()
             )));
         }
-        if !ended || !text.lines().any(|l| l.starts_with(L1_EXIT_MARKER)) {
+        if !finished(&text) {
             return Err(Outcome::Failed(format!(
                 "the L1 lab did not finish within {timeout:?} (after {:?}); L1 console tail:\n{}",
                 start.elapsed(),

@@ -341,24 +341,8 @@ pub fn initramfs_with_pvpanic(dir: &Path) -> PathBuf {
         std::fs::copy(&from, tree.join(&rel).join(module))
             .unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
     }
-    let extra = dir.join("pvpanic.cpio");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "cd '{}' && find . | cpio -o -H newc --quiet > '{}'",
-            tree.display(),
-            extra.display()
-        ))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cpio failed");
     let combined = dir.join("initramfs-pvpanic.img");
-    let mut bytes = std::fs::read(&kit.initramfs).unwrap();
-    // The kernel looks for an uncompressed archive only at 4-byte aligned offsets; zeros between
-    // archives are skipped.
-    bytes.resize(bytes.len().next_multiple_of(4), 0);
-    bytes.extend(std::fs::read(&extra).unwrap());
-    std::fs::write(&combined, bytes).unwrap();
+    oxvirt_testkit::lab::initramfs_with(&kit.initramfs, &tree, &combined);
     combined
 }
 
