@@ -53,6 +53,14 @@ pub const API_VERSION: u32 = 1;
 /// Where oxvirtd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/oxvirt/oxvirtd.sock";
 
+/// Largest request body oxvirtd reads (bytes). Definitions are limited to 4 MiB of XML; JSON
+/// escaping can make that up to twice as long on the wire. Larger bodies get `too_large` (413).
+pub const MAX_REQUEST_BYTES: usize = 8 << 20;
+
+/// Longest `shutdown` wait a client may ask for: one day. Longer waits are refused as
+/// `bad_request`, never turned into a deadline that overflows the clock.
+pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 24 * 60 * 60;
+
 /// Reply of `GET /v1/version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionInfo {
@@ -196,8 +204,8 @@ pub struct XmlDocument {
 /// Body of `POST /v1/domains/{id}/shutdown` (optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownRequest {
-    /// Wait up to this many seconds for the guest to power off; without it the call returns
-    /// as soon as the request was sent to the guest.
+    /// Wait up to this many seconds (at most [`MAX_SHUTDOWN_TIMEOUT_SECS`]) for the guest to
+    /// power off; without it the call returns as soon as the request was sent to the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
 }
@@ -266,8 +274,10 @@ pub mod code {
     pub const ENGINE: &str = "engine";
     pub const TIMEOUT: &str = "timeout";
     pub const INVALID_NAME: &str = "invalid_name";
-    /// A malformed request (bad JSON body, unknown action).
+    /// A malformed request (bad JSON body, unknown action, a number out of range).
     pub const BAD_REQUEST: &str = "bad_request";
+    /// The request body is larger than [`MAX_REQUEST_BYTES`](crate::MAX_REQUEST_BYTES).
+    pub const TOO_LARGE: &str = "too_large";
     /// A failure inside the daemon (its state store, the file system).
     pub const INTERNAL: &str = "internal";
 }
@@ -297,6 +307,7 @@ impl ApiError {
             code::INVALID_XML | code::INVALID_NAME | code::BAD_REQUEST => 400,
             code::ALREADY_EXISTS | code::INVALID_STATE | code::BUSY => 409,
             code::UNSUPPORTED => 422,
+            code::TOO_LARGE => 413,
             code::TIMEOUT => 504,
             _ => 500,
         }

@@ -591,6 +591,21 @@ impl Daemon {
         id: &str,
         timeout_secs: Option<u64>,
     ) -> ApiResult<DomainSummary> {
+        // Checked before the guest is asked anything: a wait that long would overflow the
+        // clock's deadline arithmetic.
+        let timeout = match timeout_secs {
+            Some(seconds) if seconds > oxvirt_api::MAX_SHUTDOWN_TIMEOUT_SECS => {
+                return Err(ApiError::new(
+                    code::BAD_REQUEST,
+                    format!(
+                        "shutdown timeout {seconds} s is too long (at most {} s)",
+                        oxvirt_api::MAX_SHUTDOWN_TIMEOUT_SECS
+                    ),
+                ))
+            }
+            Some(seconds) => Some(Duration::from_secs(seconds)),
+            None => None,
+        };
         let record = self.resolve(id)?;
         let mut changes;
         {
@@ -607,16 +622,14 @@ impl Daemon {
             tracing::info!(domain = %record.name, "shutdown requested");
         }
         // Wait without the operation lock, so a destroy can still come through.
-        if let Some(seconds) = timeout_secs {
-            if !self
-                .wait_inactive(&record, &mut changes, Duration::from_secs(seconds))
-                .await?
-            {
+        if let Some(timeout) = timeout {
+            if !self.wait_inactive(&record, &mut changes, timeout).await? {
                 return Err(ApiError::new(
                     code::TIMEOUT,
                     format!(
-                        "domain '{}' did not stop within {seconds} s after the shutdown request; it is still running",
-                        record.name
+                        "domain '{}' did not stop within {} s after the shutdown request; it is still running",
+                        record.name,
+                        timeout.as_secs()
                     ),
                 ));
             }

@@ -1,6 +1,5 @@
 //! HTTP routes of virtual networks and guest interfaces (see `oxvirt_api::network`).
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,10 +13,8 @@ use oxvirt_api::{
     NetworkLease, XmlDocument,
 };
 
-use crate::daemon::{ApiResult, Daemon};
-use crate::http::{body, Failure};
-
-type Reply<T> = Result<Json<T>, Failure>;
+use crate::daemon::Daemon;
+use crate::http::{blocking, body, detached, Failure, Reply};
 type Shared = State<Arc<Daemon>>;
 
 pub fn routes() -> Router<Arc<Daemon>> {
@@ -37,28 +34,8 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/domains/{id}/interface-stats/{dev}", get(stats))
 }
 
-/// Runs a changing operation in its own task, so a client that hangs up cannot cancel it
-/// half-way (a bridge or TAP the store does not know about).
-async fn detached<T, F>(
-    daemon: Arc<Daemon>,
-    what: &str,
-    op: impl FnOnce(Arc<Daemon>) -> F,
-) -> Reply<T>
-where
-    T: Send + 'static,
-    F: Future<Output = ApiResult<T>> + Send + 'static,
-{
-    let value = tokio::spawn(op(daemon)).await.map_err(|e| {
-        Failure(ApiError::new(
-            code::INTERNAL,
-            format!("the {what} operation failed inside the daemon: {e}"),
-        ))
-    })??;
-    Ok(Json(value))
-}
-
 async fn list(State(daemon): Shared) -> Reply<Vec<NetworkInfo>> {
-    Ok(Json(daemon.list_networks()?))
+    blocking(daemon, "net-list", |d| d.list_networks()).await
 }
 
 async fn define(State(daemon): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
@@ -70,7 +47,7 @@ async fn define(State(daemon): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
 }
 
 async fn info(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
-    Ok(Json(daemon.network_info(&id)?))
+    blocking(daemon, "net-info", move |d| d.network_info(&id)).await
 }
 
 async fn undefine(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
@@ -81,9 +58,12 @@ async fn undefine(State(daemon): Shared, Path(id): Path<String>) -> Reply<Networ
 }
 
 async fn xml(State(daemon): Shared, Path(id): Path<String>) -> Reply<XmlDocument> {
-    Ok(Json(XmlDocument {
-        xml: daemon.network_xml(&id)?,
-    }))
+    blocking(daemon, "net-dumpxml", move |d| {
+        Ok(XmlDocument {
+            xml: d.network_xml(&id)?,
+        })
+    })
+    .await
 }
 
 async fn replace_xml(
@@ -118,7 +98,10 @@ async fn autostart(
     bytes: Bytes,
 ) -> Reply<NetworkInfo> {
     let request: AutostartRequest = body(&bytes)?;
-    Ok(Json(daemon.set_network_autostart(&id, request.enabled)?))
+    blocking(daemon, "net-autostart", move |d| {
+        d.set_network_autostart(&id, request.enabled)
+    })
+    .await
 }
 
 async fn leases(State(daemon): Shared, Path(id): Path<String>) -> Reply<Vec<NetworkLease>> {
@@ -126,7 +109,7 @@ async fn leases(State(daemon): Shared, Path(id): Path<String>) -> Reply<Vec<Netw
 }
 
 async fn interfaces(State(daemon): Shared, Path(id): Path<String>) -> Reply<Vec<DomainInterface>> {
-    Ok(Json(daemon.domain_interfaces(&id)?))
+    blocking(daemon, "domiflist", move |d| d.domain_interfaces(&id)).await
 }
 
 async fn attach(

@@ -5,16 +5,14 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Router;
 use oxvirt_api::{
-    code, ApiError, AutostartRequest, BlockResizeRequest, BlockResized, CloneVolumeRequest,
-    CreateVolumeRequest, PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
+    AutostartRequest, BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest,
+    PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
 };
 
-use crate::daemon::{ApiResult, Daemon};
-use crate::http::{body, Failure};
-
-type Reply<T> = Result<Json<T>, Failure>;
+use crate::daemon::Daemon;
+use crate::http::{blocking, body, detached, Reply};
 type Shared = State<Arc<Daemon>>;
 
 pub fn routes() -> Router<Arc<Daemon>> {
@@ -38,45 +36,30 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/domains/{id}/block-resize", post(block_resize))
 }
 
-/// Runs file work (image creation, copies) on the blocking pool, in a task a client that hangs
-/// up cannot cancel half-way.
-async fn blocking<T: Send + 'static>(
-    daemon: Arc<Daemon>,
-    what: &'static str,
-    op: impl FnOnce(&Daemon) -> ApiResult<T> + Send + 'static,
-) -> Reply<T> {
-    let value = tokio::task::spawn_blocking(move || op(&daemon))
-        .await
-        .map_err(|e| {
-            Failure(ApiError::new(
-                code::INTERNAL,
-                format!("the {what} operation failed inside the daemon: {e}"),
-            ))
-        })??;
-    Ok(Json(value))
-}
-
 async fn list(State(daemon): Shared) -> Reply<Vec<PoolInfo>> {
-    Ok(Json(daemon.list_pools()?))
+    blocking(daemon, "pool-list", |d| d.list_pools()).await
 }
 
 async fn define(State(daemon): Shared, bytes: Bytes) -> Reply<PoolInfo> {
     let doc: XmlDocument = body(&bytes)?;
-    Ok(Json(daemon.define_pool(&doc.xml)?))
+    blocking(daemon, "pool-define", move |d| d.define_pool(&doc.xml)).await
 }
 
 async fn info(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    Ok(Json(daemon.pool_info(&pool)?))
+    blocking(daemon, "pool-info", move |d| d.pool_info(&pool)).await
 }
 
 async fn undefine(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    Ok(Json(daemon.undefine_pool(&pool)?))
+    blocking(daemon, "pool-undefine", move |d| d.undefine_pool(&pool)).await
 }
 
 async fn xml(State(daemon): Shared, Path(pool): Path<String>) -> Reply<XmlDocument> {
-    Ok(Json(XmlDocument {
-        xml: daemon.pool_xml(&pool)?,
-    }))
+    blocking(daemon, "pool-dumpxml", move |d| {
+        Ok(XmlDocument {
+            xml: d.pool_xml(&pool)?,
+        })
+    })
+    .await
 }
 
 async fn build(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -84,15 +67,15 @@ async fn build(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInf
 }
 
 async fn start(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    Ok(Json(daemon.start_pool(&pool)?))
+    blocking(daemon, "pool-start", move |d| d.start_pool(&pool)).await
 }
 
 async fn destroy(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    Ok(Json(daemon.destroy_pool(&pool)?))
+    blocking(daemon, "pool-destroy", move |d| d.destroy_pool(&pool)).await
 }
 
 async fn refresh(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    Ok(Json(daemon.refresh_pool(&pool)?))
+    blocking(daemon, "pool-refresh", move |d| d.refresh_pool(&pool)).await
 }
 
 async fn autostart(
@@ -101,7 +84,10 @@ async fn autostart(
     bytes: Bytes,
 ) -> Reply<PoolInfo> {
     let request: AutostartRequest = body(&bytes)?;
-    Ok(Json(daemon.set_pool_autostart(&pool, request.enabled)?))
+    blocking(daemon, "pool-autostart", move |d| {
+        d.set_pool_autostart(&pool, request.enabled)
+    })
+    .await
 }
 
 async fn volumes(State(daemon): Shared, Path(pool): Path<String>) -> Reply<Vec<VolumeInfo>> {
@@ -176,12 +162,8 @@ async fn block_resize(
     bytes: Bytes,
 ) -> Reply<BlockResized> {
     let request: BlockResizeRequest = body(&bytes)?;
-    let operation = tokio::spawn(async move { daemon.block_resize(&id, &request).await });
-    let resized = operation.await.map_err(|e| {
-        Failure(ApiError::new(
-            code::INTERNAL,
-            format!("the blockresize operation failed inside the daemon: {e}"),
-        ))
-    })??;
-    Ok(Json(resized))
+    detached(daemon, "blockresize", |d| async move {
+        d.block_resize(&id, &request).await
+    })
+    .await
 }

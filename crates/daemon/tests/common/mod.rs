@@ -295,6 +295,24 @@ pub fn domain_xml(name: &str, uuid: Option<&str>, kernel: &Path, initrd: &Path) 
     )
 }
 
+/// One HTTP/1.1 exchange by hand, for requests the typed client cannot make.
+pub fn raw_request(socket: &Path, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: oxvirtd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    // The daemon may answer (413) and close before it read a large body: a write error then is
+    // part of the exchange, and the reply is still there to read.
+    let _ = stream.write_all(body.as_bytes());
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    reply
+}
+
 /// Polls an async condition every 100 ms until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
