@@ -82,10 +82,7 @@ async fn an_overlong_shutdown_timeout_is_refused_before_the_guest_is_touched() {
     );
 
     // The largest accepted timeout works as a normal shutdown.
-    client
-        .shutdown("patient", Some(86400))
-        .await
-        .unwrap();
+    client.shutdown("patient", Some(86400)).await.unwrap();
     assert_eq!(
         client.domain_info("patient").await.unwrap().state,
         DomainState::ShutOff

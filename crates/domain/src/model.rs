@@ -462,6 +462,18 @@ pub struct Disk {
     pub serial: Option<String>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+    /// The images below `source`, nearest first, as the host found them when the domain
+    /// started (libvirt's live `<backingStore>` chain): read from qcow2 headers with their
+    /// stated formats, never probed from contents. Not part of the definition XML: parsing
+    /// leaves it empty, and empty means the engine opens no backing file at all.
+    pub backing_chain: Vec<BackingLayer>,
+}
+
+/// One image of a disk's backing chain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackingLayer {
+    pub path: String,
+    pub format: DiskFormat,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1538,6 +1538,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         serial,
         boot_order: boot,
         address,
+        backing_chain: Vec::new(),
     })
 }
 

@@ -297,6 +297,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     serial,
                     boot_order,
                     address,
+                    backing_chain: Vec::new(),
                 }
             },
         )

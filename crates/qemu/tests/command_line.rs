@@ -536,3 +536,67 @@ fn on_poweroff_preserve_keeps_qemu_after_poweroff() {
     let args = command_line(&preserve, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap();
     assert!(args.contains(&"-no-shutdown".to_string()));
 }
+
+#[test]
+fn qcow2_disks_get_exactly_the_backing_chain_the_host_resolved() {
+    let disk_xml = xml(
+        "",
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/>
+           <source file='/img/top.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+    );
+    // Nothing resolved: QEMU must not follow a backing file named in the image's header.
+    let args = args_of(&disk_xml, Accel::Tcg);
+    assert_eq!(blockdev(&args, "drive-vda")["backing"], Value::Null);
+
+    let mut vm = domain(&disk_xml);
+    vm.devices.disks[0].backing_chain = vec![
+        oxvirt_domain::BackingLayer {
+            path: "/img/mid.qcow2".into(),
+            format: oxvirt_domain::DiskFormat::Qcow2,
+        },
+        oxvirt_domain::BackingLayer {
+            path: "/img/base.raw".into(),
+            format: oxvirt_domain::DiskFormat::Raw,
+        },
+    ];
+    let args = command_line(&vm, &RunPaths::new(RUN_DIR), Accel::Tcg).expect("translation");
+    assert_eq!(
+        blockdev(&args, "drive-vda")["backing"],
+        "drive-vda-backing1"
+    );
+    let mid = blockdev(&args, "drive-vda-backing1");
+    assert_eq!(mid["driver"], "qcow2");
+    assert_eq!(mid["read-only"], true);
+    assert_eq!(mid["backing"], "drive-vda-backing2");
+    assert_eq!(mid["cache"]["direct"], true);
+    let mid_file = blockdev(&args, "drive-vda-backing1-file");
+    assert_eq!(mid_file["filename"], "/img/mid.qcow2");
+    assert_eq!(mid_file["read-only"], true);
+    let base = blockdev(&args, "drive-vda-backing2");
+    assert_eq!(base["driver"], "raw");
+    assert!(
+        base.get("backing").is_none(),
+        "raw nodes take no backing: {base}"
+    );
+    assert_eq!(
+        blockdev(&args, "drive-vda-backing2-file")["filename"],
+        "/img/base.raw"
+    );
+
+    // A raw image has no backing file; a chain on it is the host's mistake, not silently dropped.
+    let mut raw = domain(&xml(
+        "",
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+           <source file='/img/a.raw'/><target dev='vda' bus='virtio'/></disk>",
+    ));
+    raw.devices.disks[0].backing_chain = vec![oxvirt_domain::BackingLayer {
+        path: "/img/b.raw".into(),
+        format: oxvirt_domain::DiskFormat::Raw,
+    }];
+    match command_line(&raw, &RunPaths::new(RUN_DIR), Accel::Tcg) {
+        Err(QemuError::Invalid { element, .. }) => {
+            assert!(element.contains("driver@type"), "{element}")
+        }
+        other => panic!("a backing chain under a raw image: {other:?}"),
+    }
+}

@@ -112,6 +112,61 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// Read-only (protocol, format) block node pairs for `disk`'s backing chain, nearest first,
+    /// each format node pointing at the next and the last at nothing.
+    fn backing_nodes(
+        &self,
+        disk: &Disk,
+        drive: &str,
+        element: &str,
+        cache: Option<CacheFlags>,
+    ) -> Result<Vec<(Value, Value)>, QemuError> {
+        if !disk.backing_chain.is_empty() && disk.driver.format != DiskFormat::Qcow2 {
+            return Err(QemuError::invalid(
+                format!("{element}/driver@type"),
+                "only a qcow2 image can have a backing chain",
+            ));
+        }
+        let node = |layer: usize| format!("{drive}-backing{layer}");
+        let mut nodes = Vec::new();
+        for (index, layer) in disk.backing_chain.iter().enumerate() {
+            let name = node(index + 1);
+            let mut protocol = json!({
+                "driver": "file",
+                "filename": layer.path,
+                "node-name": format!("{name}-file"),
+                "read-only": true,
+            });
+            let mut format = json!({
+                "driver": match layer.format { DiskFormat::Raw => "raw", DiskFormat::Qcow2 => "qcow2" },
+                "node-name": name,
+                "file": format!("{name}-file"),
+                "read-only": true,
+            });
+            if layer.format == DiskFormat::Qcow2 {
+                format["backing"] = match disk.backing_chain.get(index + 1) {
+                    Some(_) => json!(node(index + 2)),
+                    None => Value::Null,
+                };
+            } else if index + 1 < disk.backing_chain.len() {
+                return Err(QemuError::invalid(
+                    format!("{element}/source"),
+                    format!(
+                        "backing image {} is raw, so nothing can be below it",
+                        layer.path
+                    ),
+                ));
+            }
+            if let Some(cache) = cache {
+                let flags = json!({"direct": cache.direct, "no-flush": cache.no_flush});
+                protocol["cache"] = flags.clone();
+                format["cache"] = flags;
+            }
+            nodes.push((protocol, format));
+        }
+        Ok(nodes)
+    }
+
     pub(super) fn has_controller(&self, kind: ControllerType, index: u32) -> bool {
         let builtin = match (kind, self.chipset) {
             (ControllerType::Ide, Chipset::I440fx) | (ControllerType::Sata, Chipset::Q35) => {
@@ -211,8 +266,22 @@ impl Builder<'_> {
                 };
                 format["detect-zeroes"] = json!(value);
             }
+            // QEMU follows the backing file named in a qcow2 header (probing its format if
+            // the header does not say) unless told otherwise; the host resolved the chain from
+            // trusted metadata, so QEMU gets exactly that chain and nothing else.
+            let backing_nodes = self.backing_nodes(disk, &drive, &element, cache)?;
+            if driver.format == DiskFormat::Qcow2 {
+                format["backing"] = match backing_nodes.first() {
+                    Some((_, node)) => node["node-name"].clone(),
+                    None => Value::Null,
+                };
+            }
             self.arg("-blockdev", protocol.to_string());
             self.arg("-blockdev", format.to_string());
+            for (protocol, format) in backing_nodes {
+                self.arg("-blockdev", protocol.to_string());
+                self.arg("-blockdev", format.to_string());
+            }
         } else if !cdrom {
             return Err(QemuError::invalid(
                 format!("{element}/source"),
