@@ -48,6 +48,13 @@ pub enum ImageError {
     },
     #[error("{path}: image was opened read-only")]
     ReadOnly { path: PathBuf },
+    /// The path is a FIFO, a character device, a socket or a directory: reading it as a disk
+    /// could block for ever or never end, so it is refused before anything is read.
+    #[error("{path}: is {kind}, not a disk image")]
+    NotAnImage {
+        path: PathBuf,
+        kind: crate::file::FileKind,
+    },
 }
 
 impl ImageError {

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
+use crate::file::{create_output_file, open_image_file, Access};
 use crate::lock::{lock_image, LockMode};
 use crate::qcow2::create::NewQcow2;
 use crate::qcow2::Qcow2;
@@ -108,7 +109,7 @@ pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
 
 /// Reads the first bytes to tell qcow2 from raw.
 pub fn probe(path: &Path) -> Result<Format> {
-    let mut file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    let mut file = open_image_file(path, Access::Read)?;
     probe_file(&mut file, path)
 }
 
@@ -224,11 +225,12 @@ fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -
         });
     }
     chain.push(canonical);
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(options.write)
-        .open(path)
-        .map_err(|e| ImageError::io(path, e))?;
+    let access = if options.write {
+        Access::ReadWrite
+    } else {
+        Access::Read
+    };
+    let mut file = open_image_file(path, access)?;
     if !options.force_share {
         let mode = if options.write {
             LockMode::Write
@@ -362,7 +364,7 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         }
     }
 
-    let file = create_file(path, options.overwrite)?;
+    let file = create_output_file(path, options.overwrite)?;
     let io = |e| ImageError::io(path, e);
     match options.format {
         Format::Qcow2 => qcow2.write(&file, path),
@@ -376,28 +378,4 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
             file.sync_data().map_err(io)
         }
     }
-}
-
-/// Creates (or, with `overwrite`, truncates) the file, holding a write lock so an image in use
-/// by QEMU is never clobbered.
-pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File> {
-    let mut open = fs::OpenOptions::new();
-    open.read(true).write(true);
-    if overwrite {
-        open.create(true);
-    } else {
-        open.create_new(true);
-    }
-    let file = open.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            ImageError::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ImageError::io(path, e)
-        }
-    })?;
-    lock_image(&file, path, LockMode::Write)?;
-    file.set_len(0).map_err(|e| ImageError::io(path, e))?;
-    Ok(file)
 }

@@ -2,8 +2,9 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 
@@ -39,6 +40,110 @@ fn assert_clean_failure(args: &[&str], status: i32, needle: &str) {
         all.contains(needle),
         "{args:?} should mention '{needle}': {all}"
     );
+}
+
+/// Generous: every command here ends in milliseconds unless it blocks.
+const HANG_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Like `assert_clean_failure`, but the command is killed (and the test fails) if it blocks.
+fn assert_prompt_failure(args: &[&str], status: i32, needle: &str) {
+    let out = ours_within(HANG_DEADLINE, args);
+    let all = text(&out);
+    assert!(!all.contains("panicked"), "{args:?} panicked: {all}");
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {all}");
+    assert!(
+        all.contains(needle),
+        "{args:?} should mention '{needle}': {all}"
+    );
+}
+
+/// A qcow2 overlay (made without opening its backing file) whose header names `backing`.
+fn overlay_on(dir: &Path, name: &str, backing: &Path, backing_format: &str) -> PathBuf {
+    let img = dir.join(name);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            p(backing),
+            "-F",
+            backing_format,
+            p(&img),
+            "1M",
+        ],
+    );
+    img
+}
+
+/// A FIFO as an image or backing file would block the open until a writer comes (for ever),
+/// and /dev/zero never ends: both are refused at once, saying what they are, before any read.
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    ok("mkfifo", &[p(&fifo)]);
+    let plain = good_image(dir.path(), "plain.qcow2");
+    let fifo_error = "is a FIFO (named pipe), not a disk image";
+    let cases = [
+        (
+            overlay_on(dir.path(), "on-fifo.qcow2", &fifo, "raw"),
+            fifo_error,
+        ),
+        (
+            overlay_on(dir.path(), "on-zero.qcow2", Path::new("/dev/zero"), "raw"),
+            "/dev/zero: is a character device, not a disk image",
+        ),
+    ];
+    let out = dir.path().join("out.raw");
+    for (overlay, needle) in &cases {
+        assert_prompt_failure(&["info", p(overlay)], 1, needle);
+        assert_prompt_failure(&["convert", "-O", "raw", p(overlay), p(&out)], 1, needle);
+        assert!(!out.exists(), "convert left {}", out.display());
+        // compare reports errors with status 2 (1 means "different"), like qemu-img.
+        assert_prompt_failure(&["compare", p(overlay), p(&plain)], 2, needle);
+        assert_prompt_failure(&["compare", p(&plain), p(overlay)], 2, needle);
+    }
+    // The FIFO itself, to every command that opens an existing image.
+    for args in [
+        vec!["info", p(&fifo)],
+        vec!["info", "-f", "raw", p(&fifo)],
+        vec!["check", p(&fifo)],
+        vec!["snapshot", "-l", p(&fifo)],
+        vec!["resize", p(&fifo), "1M"],
+        vec!["convert", "-O", "raw", p(&fifo), p(&out)],
+    ] {
+        assert_prompt_failure(&args, 1, fifo_error);
+    }
+    assert_prompt_failure(&["compare", p(&fifo), p(&plain)], 2, fifo_error);
+    // Nor is a FIFO an output or a backing file to create on.
+    assert_prompt_failure(
+        &["convert", "--force", "-O", "raw", p(&plain), p(&fifo)],
+        1,
+        fifo_error,
+    );
+    assert_prompt_failure(&["create", "--force", p(&fifo), "1M"], 1, fifo_error);
+    assert_prompt_failure(
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            p(&fifo),
+            "-F",
+            "raw",
+            p(&dir.path().join("new.qcow2")),
+        ],
+        1,
+        fifo_error,
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }
 
 #[test]
