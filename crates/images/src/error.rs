@@ -33,6 +33,16 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path}: backing chain loop: {path} is already part of the chain")]
     BackingLoop { path: PathBuf },
+    /// An overlay names a backing file without recording its format, and probing it was not
+    /// asked for (see `OpenOptions::probe_backing_format`).
+    #[error("{overlay}: its backing file '{backing_name}' ({backing}) has no recorded format, and backing formats are not probed (a guest could choose them); recreate the overlay with -F raw|qcow2, or record the format: qemu-img rebase -u -F raw|qcow2 -b '{backing_name}' '{overlay}'")]
+    BackingFormatMissing {
+        overlay: PathBuf,
+        /// As stored in the overlay's header.
+        backing_name: String,
+        /// Resolved against the overlay's directory.
+        backing: PathBuf,
+    },
     #[error("{path}: backing chain is deeper than {max} images")]
     BackingTooDeep { path: PathBuf, max: usize },
     #[error("invalid argument: {0}")]

@@ -20,5 +20,8 @@ pub mod raw;
 pub mod size;
 
 pub use error::{ImageError, Result};
-pub use image::{create, Allocation, CreateOptions, Format, Image, OpenOptions, Preallocation};
+pub use image::{
+    backing_chain, create, Allocation, ChainLayer, CreateOptions, Format, Image, OpenOptions,
+    Preallocation,
+};
 pub use size::parse_size;

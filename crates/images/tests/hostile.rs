@@ -605,3 +605,159 @@ fn guest_writes_never_land_on_metadata() {
     );
     assert_clean_failure(&["check", p(&img)], 2, "ERROR");
 }
+
+/// Turns the backing-format header extension of a qcow2 image made by qemu-img into the end
+/// of the extensions: the image then names its backing file without a format (QEMU 7.2 no
+/// longer creates such images, but older ones and hostile ones exist).
+fn forget_backing_format(img: &Path) {
+    let head = std::fs::read(img).unwrap();
+    let at = head[..4096]
+        .windows(4)
+        .position(|w| w == [0xE2, 0x79, 0x2A, 0xCA])
+        .expect("a backing format extension");
+    patch(img, at as u64, &[0; 4]);
+}
+
+/// A raw disk's contents belong to its guest; probing its format when it is a backing file
+/// would let the guest pick it (and through a qcow2 header, the host files opened next). So
+/// an overlay must record its backing file's format, unless the caller asks for probing.
+#[test]
+fn unrecorded_backing_formats_are_not_probed_unless_asked() {
+    use oxvirt_images::{Format, Image, ImageError, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    std::fs::write(&base, vec![0x5a; 1 << 20]).unwrap();
+    let overlay = overlay_on(dir.path(), "overlay.qcow2", Path::new("base.raw"), "raw");
+    forget_backing_format(&overlay);
+
+    for format in [Some(Format::Qcow2), None] {
+        let strict = OpenOptions {
+            format,
+            ..OpenOptions::default()
+        };
+        match Image::open(&overlay, &strict) {
+            Err(ImageError::BackingFormatMissing {
+                overlay: named_overlay,
+                backing_name,
+                backing,
+            }) => {
+                assert_eq!(named_overlay, overlay);
+                assert_eq!(backing_name, "base.raw");
+                assert_eq!(backing, base);
+            }
+            other => panic!("strict open of {overlay:?} gave {other:?}"),
+        }
+    }
+    let message = Image::open(&overlay, &OpenOptions::default())
+        .unwrap_err()
+        .to_string();
+    for needle in ["overlay.qcow2", "base.raw", "-F", "qemu-img rebase -u -F"] {
+        assert!(message.contains(needle), "'{needle}' missing in: {message}");
+    }
+
+    let probing = OpenOptions {
+        probe_backing_format: true,
+        ..OpenOptions::default()
+    };
+    let mut image = Image::open(&overlay, &probing).unwrap();
+    let mut buf = [0u8; 512];
+    image.read_at(&mut buf, 4096).unwrap();
+    assert_eq!(
+        buf, [0x5a; 512],
+        "the probed raw backing file shows through"
+    );
+    close(image);
+
+    // `oxvirt img` plays qemu-img's part, and qemu-img probes.
+    let info = our_info_json(&overlay);
+    assert_eq!(info["full-backing-filename"], p(&base), "{info}");
+    assert!(info.get("backing-filename-format").is_none(), "{info}");
+}
+
+/// `backing_chain` reads the chain from the headers, for callers (the qemu engine) that hand
+/// QEMU an explicit chain instead of letting it probe.
+#[test]
+fn backing_chain_is_read_from_headers_and_never_probed() {
+    use oxvirt_images::image::MAX_CHAIN_DEPTH;
+    use oxvirt_images::{backing_chain, ChainLayer, Format, ImageError};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    ok("qemu-img", &["create", "-q", "-f", "raw", p(&base), "1M"]);
+    let mid = overlay_on(dir.path(), "mid.qcow2", Path::new("base.raw"), "raw");
+    let top = overlay_on(dir.path(), "top.qcow2", Path::new("mid.qcow2"), "qcow2");
+    let layer = |path: &Path, format| ChainLayer {
+        path: path.to_path_buf(),
+        format,
+    };
+    assert_eq!(
+        backing_chain(&top, Format::Qcow2).unwrap(),
+        vec![
+            layer(&top, Format::Qcow2),
+            layer(&mid, Format::Qcow2),
+            layer(&base, Format::Raw),
+        ]
+    );
+    // The format given for the top image is believed, not probed.
+    assert_eq!(
+        backing_chain(&top, Format::Raw).unwrap(),
+        vec![layer(&top, Format::Raw)]
+    );
+
+    // A missing format anywhere in the chain refuses the chain, naming that overlay.
+    forget_backing_format(&mid);
+    match backing_chain(&top, Format::Qcow2) {
+        Err(ImageError::BackingFormatMissing {
+            overlay, backing, ..
+        }) => {
+            assert_eq!(overlay, mid);
+            assert_eq!(backing, base);
+        }
+        other => panic!("expected BackingFormatMissing, got {other:?}"),
+    }
+
+    // Loops, including an image backed by itself.
+    let a = dir.path().join("a.qcow2");
+    overlay_on(dir.path(), "b.qcow2", Path::new("a.qcow2"), "qcow2");
+    overlay_on(dir.path(), "a.qcow2", Path::new("b.qcow2"), "qcow2");
+    assert!(matches!(
+        backing_chain(&a, Format::Qcow2),
+        Err(ImageError::BackingLoop { path }) if path == a
+    ));
+    let selfish = overlay_on(dir.path(), "self.qcow2", Path::new("self.qcow2"), "qcow2");
+    assert!(matches!(
+        backing_chain(&selfish, Format::Qcow2),
+        Err(ImageError::BackingLoop { .. })
+    ));
+
+    // A FIFO as the raw bottom layer: refused without blocking (nothing is read from it).
+    let fifo = dir.path().join("pipe");
+    ok("mkfifo", &[p(&fifo)]);
+    let on_fifo = overlay_on(dir.path(), "on-fifo.qcow2", &fifo, "raw");
+    assert!(matches!(
+        backing_chain(&on_fifo, Format::Qcow2),
+        Err(ImageError::NotAnImage { path, .. }) if path == fifo
+    ));
+
+    // MAX_CHAIN_DEPTH images are fine, one more is not.
+    let deep = dir.path().join("deep");
+    std::fs::create_dir(&deep).unwrap();
+    ok(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", p(&deep.join("0")), "64k"],
+    );
+    for level in 1..=MAX_CHAIN_DEPTH {
+        let backing = (level - 1).to_string();
+        let format = if level == 1 { "raw" } else { "qcow2" };
+        overlay_on(&deep, &level.to_string(), Path::new(&backing), format);
+    }
+    let at_limit = deep.join((MAX_CHAIN_DEPTH - 1).to_string());
+    assert_eq!(
+        backing_chain(&at_limit, Format::Qcow2).unwrap().len(),
+        MAX_CHAIN_DEPTH
+    );
+    let too_deep = deep.join(MAX_CHAIN_DEPTH.to_string());
+    assert!(matches!(
+        backing_chain(&too_deep, Format::Qcow2),
+        Err(ImageError::BackingTooDeep { max, .. }) if max == MAX_CHAIN_DEPTH
+    ));
+}
