@@ -761,3 +761,65 @@ fn backing_chain_is_read_from_headers_and_never_probed() {
         Err(ImageError::BackingTooDeep { max, .. }) if max == MAX_CHAIN_DEPTH
     ));
 }
+
+/// The compression type is QEMU's to define: 0 (zlib) without incompatible feature bit 3, or
+/// 1 (zstd) with it. Anything else is refused at open, by us as by qemu-img, and an unknown
+/// type is never given a name.
+#[test]
+fn compression_types_follow_qemus_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    const BIT: u8 = 1 << 3; // in the last byte of the big-endian incompatible_features (72..80)
+    let make = |name: &str, compression_type: u8, bit: u8, header_length: Option<u32>| {
+        let img = dir.path().join(name);
+        ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "1M"]);
+        assert_eq!(be64_at(&img, 72), 0, "qemu-img made an image with features");
+        patch(&img, 79, &[bit]);
+        patch(&img, 104, &[compression_type]);
+        if let Some(length) = header_length {
+            patch(&img, 100, &length.to_be_bytes());
+        }
+        img
+    };
+    let cases = [
+        (make("t7-bit.qcow2", 7, BIT, None), "unknown compression type 7"),
+        (make("t7.qcow2", 7, 0, None), "unknown compression type 7"),
+        (
+            make("zlib-bit.qcow2", 0, BIT, None),
+            "compression_type is 0 (zlib), but incompatible feature bit 3 (compression type) is set",
+        ),
+        (
+            make("zstd-nobit.qcow2", 1, 0, None),
+            "compression_type is 1 (zstd), but incompatible feature bit 3 (compression type) is not set",
+        ),
+        // A 104-byte version 3 header has no compression_type field: zlib, so no bit either.
+        (
+            make("short-bit.qcow2", 0, BIT, Some(104)),
+            "compression_type is 0 (zlib), but incompatible feature bit 3",
+        ),
+    ];
+    for (img, needle) in &cases {
+        let qemu = run("qemu-img", &["info", p(img)]);
+        assert_eq!(
+            qemu.status.code(),
+            Some(1),
+            "qemu-img refuses it too: {}",
+            text(&qemu)
+        );
+        assert_clean_failure(&["info", p(img)], 1, needle);
+        // Nothing about the image is printed (the type used to be printed as "zstd").
+        let json = ours(&["info", "--output", "json", p(img)]);
+        assert!(json.stdout.is_empty(), "{}", text(&json));
+        assert_clean_failure(&["check", p(img)], 1, needle);
+    }
+
+    // The valid non-zlib case still opens, named as QEMU names it.
+    let zstd = make("zstd.qcow2", 1, BIT, None);
+    assert_eq!(
+        qemu_info_json(&zstd)["format-specific"]["data"]["compression-type"],
+        "zstd"
+    );
+    assert_eq!(
+        our_info_json(&zstd)["format-specific"]["data"]["compression-type"],
+        "zstd"
+    );
+}

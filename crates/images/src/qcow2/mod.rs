@@ -140,6 +140,14 @@ pub(crate) fn read_header(file: &File, path: &Path) -> Result<(Header, u64)> {
     let header = Header::parse(&head, file_len).map_err(|e| match e {
         HeaderError::Corrupt(w) => ImageError::corrupt(path, w),
         HeaderError::Unsupported(w) => ImageError::unsupported(path, w),
+        HeaderError::CompressionType {
+            compression_type,
+            feature_bit_set,
+        } => ImageError::CompressionType {
+            path: path.to_path_buf(),
+            compression_type,
+            feature_bit_set,
+        },
     })?;
     Ok((header, file_len))
 }
