@@ -10,9 +10,9 @@
 //! [`ImageError::NotAnImage`], and only then makes the descriptor blocking again.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
 use crate::lock::{lock_image, LockMode};
@@ -117,24 +117,102 @@ fn clear_nonblocking(file: &File) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Creates the output file of `create`/`convert` (or, with `overwrite`, opens the existing one,
-/// which must be a regular file or block device nobody is using, and truncates it), holding a
-/// write lock so an image in use by QEMU is never clobbered.
-pub(crate) fn create_output_file(path: &Path, overwrite: bool) -> Result<File> {
-    let mut options = fs::OpenOptions::new();
-    options.read(true).write(true);
-    if overwrite {
-        options.create(true);
-    } else {
-        options.create_new(true);
+/// The output file of `create` or `convert`, made by [`create_output_file`] and held with a
+/// write lock. Unless the operation calls [`keep`](Self::keep), dropping it removes the file
+/// again, but only if this operation created or truncated it (never a file it left as it was,
+/// e.g. one locked by a guest), and only if the path still names the very file it wrote (not
+/// something put there since, and not a symlink to it).
+#[derive(Debug)]
+pub(crate) struct OutputFile {
+    file: File,
+    path: PathBuf,
+    /// Device and inode of `file`, to recognise it at `path` before removing it.
+    identity: (u64, u64),
+    /// Whether a failure leaves this file worthless: we created it, or truncated it.
+    remove_on_failure: bool,
+}
+
+impl OutputFile {
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
-    let file = open_checked(path, &mut options).map_err(|e| match e {
-        OpenError::Os(e) if e.kind() == std::io::ErrorKind::AlreadyExists => ImageError::Exists {
-            path: path.to_path_buf(),
-        },
-        other => other.into_image_error(path),
-    })?;
-    lock_image(&file, path, LockMode::Write)?;
-    file.set_len(0).map_err(|e| ImageError::io(path, e))?;
-    Ok(file)
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The operation succeeded: the file stays (its lock goes away as it is closed).
+    pub(crate) fn keep(mut self) {
+        self.remove_on_failure = false;
+    }
+}
+
+impl Drop for OutputFile {
+    fn drop(&mut self) {
+        if !self.remove_on_failure {
+            return;
+        }
+        // lstat: a symlink put at the path is not our file, even if it points to it.
+        let still_ours = fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity);
+        if still_ours {
+            // Best effort: the operation's own error is the one reported.
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Creates the output file of `create`/`convert`, or with `overwrite` opens the existing one
+/// (a regular file or block device nobody is using) and truncates it. The file is held with a
+/// write lock, so an image in use by QEMU is never clobbered.
+pub(crate) fn create_output_file(path: &Path, overwrite: bool) -> Result<OutputFile> {
+    // A new file is made with O_EXCL and an existing one opened without O_CREAT, so that we
+    // always know whether the file is ours to remove. If somebody else creates or removes the
+    // path in between, try again: a few times, never for ever.
+    for _ in 0..8 {
+        let mut new = fs::OpenOptions::new();
+        new.read(true).write(true).create_new(true);
+        match open_checked(path, &mut new) {
+            Ok(file) => return locked_output(file, path, true),
+            Err(OpenError::Os(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into_image_error(path)),
+        }
+        if !overwrite {
+            return Err(ImageError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut existing = fs::OpenOptions::new();
+        existing.read(true).write(true);
+        match open_checked(path, &mut existing) {
+            Ok(file) => return locked_output(file, path, false),
+            Err(OpenError::Os(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into_image_error(path)),
+        }
+    }
+    Err(ImageError::io(
+        path,
+        std::io::Error::other("the path keeps being created and removed by someone else"),
+    ))
+}
+
+fn locked_output(file: File, path: &Path, created: bool) -> Result<OutputFile> {
+    let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
+    let mut output = OutputFile {
+        file,
+        path: path.to_path_buf(),
+        identity: (meta.dev(), meta.ino()),
+        // A file we just made is ours from the start, even if locking it fails.
+        remove_on_failure: created,
+    };
+    lock_image(&output.file, path, LockMode::Write)?;
+    if !created {
+        output
+            .file
+            .set_len(0)
+            .map_err(|e| ImageError::io(path, e))?;
+        // Its old contents are gone: a failure from here on leaves nothing worth keeping.
+        output.remove_on_failure = true;
+    }
+    Ok(output)
 }

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
-use crate::file::{create_output_file, open_image_file, Access};
+use crate::file::{create_output_file, open_image_file, Access, OutputFile};
 use crate::lock::{lock_image, LockMode};
 use crate::qcow2::create::NewQcow2;
 use crate::qcow2::Qcow2;
@@ -403,8 +403,17 @@ impl Default for CreateOptions {
     }
 }
 
-/// Creates an image. Everything is validated before the file is touched.
+/// Creates an image. Everything is validated before the file is touched, and if writing it
+/// fails, the file is removed again (an existing file is only touched, and then removed,
+/// when `overwrite` allowed truncating it).
 pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
+    create_output(path, options)?.keep();
+    Ok(())
+}
+
+/// [`create`], handing back the new file still open and locked, to be kept or (dropped)
+/// removed by the caller.
+pub(crate) fn create_output(path: &Path, options: &CreateOptions) -> Result<OutputFile> {
     let mut size = options.size;
     let mut backing = None;
     if let Some(name) = &options.backing_file {
@@ -473,18 +482,36 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         }
     }
 
-    let file = create_output_file(path, options.overwrite)?;
+    let output = create_output_file(path, options.overwrite)?;
+    let file = output.file();
     let io = |e| ImageError::io(path, e);
+    // On an error, `output` is dropped and the file we made (or truncated) removed.
     match options.format {
-        Format::Qcow2 => qcow2.write(&file, path),
+        Format::Qcow2 => qcow2.write(file, path)?,
         Format::Raw => {
             file.set_len(size).map_err(io)?;
             match options.preallocation {
-                Preallocation::Falloc => crate::qcow2::create::fallocate(&file, path, 0, size)?,
-                Preallocation::Full => crate::qcow2::create::write_zeros(&file, path, 0, size)?,
+                Preallocation::Falloc => crate::qcow2::create::fallocate(file, path, 0, size)?,
+                Preallocation::Full => crate::qcow2::create::write_zeros(file, path, 0, size)?,
                 Preallocation::Off | Preallocation::Metadata => {}
             }
-            file.sync_data().map_err(io)
+            file.sync_data().map_err(io)?;
         }
     }
+    Ok(output)
+}
+
+/// Opens the image just written into `output` by [`create_output`], for writing. It uses a
+/// second descriptor of the same open file description, which shares the output's write
+/// lock (a separate open would conflict with that lock).
+pub(crate) fn open_output(output: &OutputFile, format: Format) -> Result<Image> {
+    let path = output.path();
+    let file = output
+        .file()
+        .try_clone()
+        .map_err(|e| ImageError::io(path, e))?;
+    Ok(match format {
+        Format::Raw => Image::Raw(RawImage::open(file, path, true)?),
+        Format::Qcow2 => Image::Qcow2(Box::new(Qcow2::open(file, path, true, false)?)),
+    })
 }
