@@ -289,6 +289,8 @@ fn open(
             format,
             write,
             force_share,
+            // qemu-img probes a backing file whose format its overlay does not record.
+            probe_backing_format: true,
             ..OpenOptions::default()
         },
     )?)
@@ -417,6 +419,7 @@ fn cmd_check(a: CheckArgs) -> anyhow::Result<i32> {
             force_share: a.force_share && repair.is_none(),
             no_backing: true,
             repair: repair.is_some(),
+            probe_backing_format: true,
         },
     )?;
     let Some(qcow2) = image.as_qcow2_mut() else {
@@ -457,6 +460,7 @@ fn cmd_snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
             force_share: a.force_share && !write,
             no_backing: true,
             repair: false,
+            probe_backing_format: true,
         },
     )?;
     let path = a.file.display().to_string();

@@ -21,6 +21,16 @@ pub enum ImageError {
     Corrupt { path: PathBuf, what: String },
     #[error("{path}: unsupported image: {what}")]
     Unsupported { path: PathBuf, what: String },
+    /// The qcow2 header's `compression_type` field (and incompatible feature bit 3, which must
+    /// be set exactly when the type is not zlib) is refused, as QEMU refuses it.
+    #[error("{path}: {}", compression_type_problem(*.compression_type, *.feature_bit_set))]
+    CompressionType {
+        path: PathBuf,
+        /// The header field's value.
+        compression_type: u8,
+        /// Whether incompatible feature bit 3 ("compression type") is set.
+        feature_bit_set: bool,
+    },
     #[error("{path}: image is in use: failed to get {mode} \"{perm}\" lock (is a guest or another tool using the image?)")]
     Locked {
         path: PathBuf,
@@ -33,6 +43,16 @@ pub enum ImageError {
     Exists { path: PathBuf },
     #[error("{path}: backing chain loop: {path} is already part of the chain")]
     BackingLoop { path: PathBuf },
+    /// An overlay names a backing file without recording its format, and probing it was not
+    /// asked for (see `OpenOptions::probe_backing_format`).
+    #[error("{overlay}: its backing file '{backing_name}' ({backing}) has no recorded format, and backing formats are not probed (a guest could choose them); recreate the overlay with -F raw|qcow2, or record the format: qemu-img rebase -u -F raw|qcow2 -b '{backing_name}' '{overlay}'")]
+    BackingFormatMissing {
+        overlay: PathBuf,
+        /// As stored in the overlay's header.
+        backing_name: String,
+        /// Resolved against the overlay's directory.
+        backing: PathBuf,
+    },
     #[error("{path}: backing chain is deeper than {max} images")]
     BackingTooDeep { path: PathBuf, max: usize },
     #[error("invalid argument: {0}")]
@@ -48,6 +68,13 @@ pub enum ImageError {
     },
     #[error("{path}: image was opened read-only")]
     ReadOnly { path: PathBuf },
+    /// The path is a FIFO, a character device, a socket or a directory: reading it as a disk
+    /// could block for ever or never end, so it is refused before anything is read.
+    #[error("{path}: is {kind}, not a disk image")]
+    NotAnImage {
+        path: PathBuf,
+        kind: crate::file::FileKind,
+    },
 }
 
 impl ImageError {
@@ -67,6 +94,28 @@ impl ImageError {
         ImageError::Unsupported {
             path: path.to_path_buf(),
             what: what.into(),
+        }
+    }
+}
+
+/// What is wrong with a qcow2 header's compression type, in QEMU's terms. Never names an
+/// unknown type.
+fn compression_type_problem(value: u8, feature_bit_set: bool) -> String {
+    use crate::qcow2::header::CompressionType;
+    match CompressionType::from_field(value) {
+        None => format!(
+            "unsupported image: unknown compression type {value} in header field compression_type (0 is zlib, 1 is zstd)"
+        ),
+        Some(known) => {
+            let (is, must) = if feature_bit_set {
+                ("is set", "must not be")
+            } else {
+                ("is not set", "must be")
+            };
+            format!(
+                "image is corrupt: header field compression_type is {value} ({}), but incompatible feature bit 3 (compression type) {is}; it {must} for this type",
+                known.name()
+            )
         }
     }
 }

@@ -5,6 +5,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
+use crate::file::{create_output_file, open_image_file, Access, OutputFile};
 use crate::lock::{lock_image, LockMode};
 use crate::qcow2::create::NewQcow2;
 use crate::qcow2::Qcow2;
@@ -76,7 +77,8 @@ pub enum Allocation {
 
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
-    /// None: probe (qcow2 magic, else raw).
+    /// None: probe the top image (qcow2 magic, else raw). Callers that open disks a guest
+    /// has written should state it (see `probe_backing_format` for why).
     pub format: Option<Format>,
     pub write: bool,
     /// Take no locks (qemu-img's -U): reading an image in use may see inconsistent data.
@@ -85,6 +87,23 @@ pub struct OpenOptions {
     pub no_backing: bool,
     /// Allow opening an image marked corrupt/dirty for writing, to repair it.
     pub repair: bool,
+    /// Probe the format of a backing file whose overlay does not record one, as qemu-img
+    /// does. Off by default, and then such a chain is refused
+    /// ([`ImageError::BackingFormatMissing`]): a guest owns the contents of a raw disk, and
+    /// if that disk is a backing file whose format is probed, a qcow2 header the guest wrote
+    /// makes the host open whatever backing file the guest names. `oxvirt img` turns it on
+    /// (it plays qemu-img's part); library users such as the daemon keep it off.
+    pub probe_backing_format: bool,
+}
+
+/// One image of a backing chain, as [`backing_chain`] read it from the headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainLayer {
+    /// The image's path: the one given for the top image, then each backing file name
+    /// resolved against the directory of the image naming it (see [`resolve_backing`]).
+    pub path: PathBuf,
+    /// The format: the one given for the top image, then the one each overlay records.
+    pub format: Format,
 }
 
 #[derive(Debug)]
@@ -108,7 +127,7 @@ pub fn resolve_backing(image: &Path, name: &str) -> PathBuf {
 
 /// Reads the first bytes to tell qcow2 from raw.
 pub fn probe(path: &Path) -> Result<Format> {
-    let mut file = File::open(path).map_err(|e| ImageError::io(path, e))?;
+    let mut file = open_image_file(path, Access::Read)?;
     probe_file(&mut file, path)
 }
 
@@ -210,7 +229,45 @@ impl Image {
     }
 }
 
-fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -> Result<Image> {
+/// Reads the backing chain of `path` (of format `format`) from the image headers alone:
+/// the first layer is the image itself, each following one the backing file of the one
+/// before, with the format its overlay records. Nothing is probed and no guest data is read;
+/// no locks are taken (only headers are read, like `qemu-img info -U`), so whoever then
+/// opens the chain (QEMU, given it explicitly) takes its own.
+///
+/// Refuses a backing file without a recorded format ([`ImageError::BackingFormatMissing`]),
+/// loops ([`ImageError::BackingLoop`]), chains of more than [`MAX_CHAIN_DEPTH`] images
+/// ([`ImageError::BackingTooDeep`]), and anything that is not a regular file or block device.
+pub fn backing_chain(path: &Path, format: Format) -> Result<Vec<ChainLayer>> {
+    let mut layers = Vec::new();
+    let mut seen = Vec::new();
+    let mut next = Some(ChainLayer {
+        path: path.to_path_buf(),
+        format,
+    });
+    while let Some(layer) = next.take() {
+        enter_chain(&layer.path, &mut seen)?;
+        // Opened even when nothing is read from it (raw), so that a FIFO or device is
+        // refused here and not handed to QEMU, which would block on it.
+        let file = open_image_file(&layer.path, Access::Read)?;
+        if layer.format == Format::Qcow2 {
+            let (header, _) = crate::qcow2::read_header(&file, &layer.path)?;
+            if let Some(backing) = backing_of(&layer.path, &header)? {
+                next = Some(ChainLayer {
+                    format: backing
+                        .format
+                        .ok_or_else(|| backing.format_missing(&layer.path))?,
+                    path: backing.path,
+                });
+            }
+        }
+        layers.push(layer);
+    }
+    Ok(layers)
+}
+
+/// Adds the image at `path` to the chain being opened, refusing loops and over-deep chains.
+fn enter_chain(path: &Path, chain: &mut Vec<PathBuf>) -> Result<()> {
     let canonical = fs::canonicalize(path).map_err(|e| ImageError::io(path, e))?;
     if chain.contains(&canonical) {
         return Err(ImageError::BackingLoop {
@@ -224,11 +281,60 @@ fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -
         });
     }
     chain.push(canonical);
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(options.write)
-        .open(path)
-        .map_err(|e| ImageError::io(path, e))?;
+    Ok(())
+}
+
+/// A backing file as its overlay's header describes it.
+struct Backing {
+    /// As stored in the header.
+    name: String,
+    /// Resolved against the overlay's directory.
+    path: PathBuf,
+    /// None: the overlay records no format.
+    format: Option<Format>,
+}
+
+impl Backing {
+    fn format_missing(&self, overlay: &Path) -> ImageError {
+        ImageError::BackingFormatMissing {
+            overlay: overlay.to_path_buf(),
+            backing_name: self.name.clone(),
+            backing: self.path.clone(),
+        }
+    }
+}
+
+/// The backing file named by `overlay`'s header, if any.
+fn backing_of(overlay: &Path, header: &crate::qcow2::header::Header) -> Result<Option<Backing>> {
+    let Some(name) = &header.backing_file else {
+        return Ok(None);
+    };
+    let format = match header.backing_format.as_deref() {
+        None => None,
+        Some(recorded) => Some(Format::parse(recorded).map_err(|_| {
+            ImageError::unsupported(
+                overlay,
+                format!(
+                    "backing file '{name}' has format '{recorded}' (raw and qcow2 are supported)"
+                ),
+            )
+        })?),
+    };
+    Ok(Some(Backing {
+        name: name.clone(),
+        path: resolve_backing(overlay, name),
+        format,
+    }))
+}
+
+fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -> Result<Image> {
+    enter_chain(path, chain)?;
+    let access = if options.write {
+        Access::ReadWrite
+    } else {
+        Access::Read
+    };
+    let mut file = open_image_file(path, access)?;
     if !options.force_share {
         let mode = if options.write {
             LockMode::Write
@@ -245,21 +351,23 @@ fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -
         Format::Raw => Ok(Image::Raw(RawImage::open(file, path, options.write)?)),
         Format::Qcow2 => {
             let mut image = Qcow2::open(file, path, options.write, options.repair)?;
-            if let (false, Some(name)) = (options.no_backing, image.header.backing_file.clone()) {
-                let backing_path = resolve_backing(path, &name);
+            let backing = match options.no_backing {
+                true => None,
+                false => backing_of(path, &image.header)?,
+            };
+            if let Some(backing) = backing {
+                if backing.format.is_none() && !options.probe_backing_format {
+                    return Err(backing.format_missing(path));
+                }
                 let backing_options = OpenOptions {
-                    format: image
-                        .header
-                        .backing_format
-                        .as_deref()
-                        .map(Format::parse)
-                        .transpose()?,
+                    format: backing.format,
                     write: false,
                     force_share: options.force_share,
                     no_backing: false,
                     repair: false,
+                    probe_backing_format: options.probe_backing_format,
                 };
-                let backing = open_in_chain(&backing_path, &backing_options, chain)?;
+                let backing = open_in_chain(&backing.path, &backing_options, chain)?;
                 image.backing = Some(Box::new(backing));
             }
             Ok(Image::Qcow2(Box::new(image)))
@@ -295,8 +403,17 @@ impl Default for CreateOptions {
     }
 }
 
-/// Creates an image. Everything is validated before the file is touched.
+/// Creates an image. Everything is validated before the file is touched, and if writing it
+/// fails, the file is removed again (an existing file is only touched, and then removed,
+/// when `overwrite` allowed truncating it).
 pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
+    create_output(path, options)?.keep();
+    Ok(())
+}
+
+/// [`create`], handing back the new file still open and locked, to be kept or (dropped)
+/// removed by the caller.
+pub(crate) fn create_output(path: &Path, options: &CreateOptions) -> Result<OutputFile> {
     let mut size = options.size;
     let mut backing = None;
     if let Some(name) = &options.backing_file {
@@ -321,10 +438,13 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
                 });
             }
         }
-        // Only the size is needed: read it without locking, like qemu-img does.
+        // Only the size is needed, and it is in the backing file's own header: read it
+        // without locking, like qemu-img does, and without following the chain below it
+        // (which would mean probing or refusing formats that are not create's business).
         let probe_options = OpenOptions {
             format: Some(format),
             force_share: true,
+            no_backing: true,
             ..OpenOptions::default()
         };
         let backing_image = Image::open(&backing_path, &probe_options)?;
@@ -362,42 +482,36 @@ pub fn create(path: &Path, options: &CreateOptions) -> Result<()> {
         }
     }
 
-    let file = create_file(path, options.overwrite)?;
+    let output = create_output_file(path, options.overwrite)?;
+    let file = output.file();
     let io = |e| ImageError::io(path, e);
+    // On an error, `output` is dropped and the file we made (or truncated) removed.
     match options.format {
-        Format::Qcow2 => qcow2.write(&file, path),
+        Format::Qcow2 => qcow2.write(file, path)?,
         Format::Raw => {
             file.set_len(size).map_err(io)?;
             match options.preallocation {
-                Preallocation::Falloc => crate::qcow2::create::fallocate(&file, path, 0, size)?,
-                Preallocation::Full => crate::qcow2::create::write_zeros(&file, path, 0, size)?,
+                Preallocation::Falloc => crate::qcow2::create::fallocate(file, path, 0, size)?,
+                Preallocation::Full => crate::qcow2::create::write_zeros(file, path, 0, size)?,
                 Preallocation::Off | Preallocation::Metadata => {}
             }
-            file.sync_data().map_err(io)
+            file.sync_data().map_err(io)?;
         }
     }
+    Ok(output)
 }
 
-/// Creates (or, with `overwrite`, truncates) the file, holding a write lock so an image in use
-/// by QEMU is never clobbered.
-pub(crate) fn create_file(path: &Path, overwrite: bool) -> Result<File> {
-    let mut open = fs::OpenOptions::new();
-    open.read(true).write(true);
-    if overwrite {
-        open.create(true);
-    } else {
-        open.create_new(true);
-    }
-    let file = open.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            ImageError::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            ImageError::io(path, e)
-        }
-    })?;
-    lock_image(&file, path, LockMode::Write)?;
-    file.set_len(0).map_err(|e| ImageError::io(path, e))?;
-    Ok(file)
+/// Opens the image just written into `output` by [`create_output`], for writing. It uses a
+/// second descriptor of the same open file description, which shares the output's write
+/// lock (a separate open would conflict with that lock).
+pub(crate) fn open_output(output: &OutputFile, format: Format) -> Result<Image> {
+    let path = output.path();
+    let file = output
+        .file()
+        .try_clone()
+        .map_err(|e| ImageError::io(path, e))?;
+    Ok(match format {
+        Format::Raw => Image::Raw(RawImage::open(file, path, true)?),
+        Format::Qcow2 => Image::Qcow2(Box::new(Qcow2::open(file, path, true, false)?)),
+    })
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::error::{ImageError, Result};
 use crate::image::{resolve_backing, Image};
 use crate::qcow2::header::{
-    COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2,
+    CompressionType, COMPAT_LAZY_REFCOUNTS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY, INCOMPAT_EXTL2,
 };
 use crate::size::human_size;
 
@@ -95,12 +95,10 @@ pub fn image_info(image: &Image, path: &Path) -> Result<ImageInfo> {
             kind: "qcow2".into(),
             data: Qcow2Specific {
                 compat: if h.version >= 3 { "1.1" } else { "0.10" }.into(),
-                compression_type: if h.compression_type == 0 {
-                    "zlib"
-                } else {
-                    "zstd"
-                }
-                .into(),
+                // Opening refused unknown types; should one get here, it is not given a name.
+                compression_type: CompressionType::from_field(h.compression_type)
+                    .map(|known| known.name().to_string())
+                    .unwrap_or_else(|| format!("unknown ({})", h.compression_type)),
                 lazy_refcounts: v3.then_some(h.compatible_features & COMPAT_LAZY_REFCOUNTS != 0),
                 refcount_bits: 1 << h.refcount_order,
                 corrupt: v3.then_some(h.incompatible_features & INCOMPAT_CORRUPT != 0),

@@ -4,9 +4,12 @@
 //! - [`create`] makes new images; [`qcow2::Qcow2`] adds check/repair, snapshots and resize.
 //! - [`ops`] has convert and compare; [`info`] the `info` data; [`cli`] the command line.
 //! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
+//! - Every path is opened through [`file`], which refuses FIFOs, character devices and other
+//!   non-disks without blocking.
 
 pub mod cli;
 pub mod error;
+pub mod file;
 pub mod fuzzing;
 pub mod image;
 pub mod info;
@@ -17,5 +20,8 @@ pub mod raw;
 pub mod size;
 
 pub use error::{ImageError, Result};
-pub use image::{create, Allocation, CreateOptions, Format, Image, OpenOptions, Preallocation};
+pub use image::{
+    backing_chain, create, Allocation, ChainLayer, CreateOptions, Format, Image, OpenOptions,
+    Preallocation,
+};
 pub use size::parse_size;

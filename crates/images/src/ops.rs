@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::image::{create, Allocation, CreateOptions, Format, Image, OpenOptions};
+use crate::image::{create_output, open_output, Allocation, CreateOptions, Format, Image};
 
 /// Work is done in chunks of this size (and progress reported after each).
 const CHUNK: u64 = 2 << 20;
@@ -33,6 +33,8 @@ pub struct ConvertOptions {
 
 /// Copies the guest-visible contents of `source` (flattening its backing chain) into a new
 /// image. Ranges that read as zeros are not written, so they stay holes / unallocated.
+/// If the copy fails, the destination is removed again (unless it was not ours: an existing
+/// file without `overwrite`, or one locked by somebody else, is left untouched).
 /// `progress(done, total)` is called as work proceeds.
 pub fn convert(
     source: &mut Image,
@@ -41,7 +43,9 @@ pub fn convert(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<()> {
     let size = source.virtual_size();
-    create(
+    // Until `keep` below, any error (or panic) drops `output`, which removes the partial
+    // file; `target` is declared later, so it is closed first.
+    let output = create_output(
         destination,
         &CreateOptions {
             format: options.format,
@@ -51,14 +55,7 @@ pub fn convert(
             ..CreateOptions::default()
         },
     )?;
-    let mut target = Image::open(
-        destination,
-        &OpenOptions {
-            format: Some(options.format),
-            write: true,
-            ..OpenOptions::default()
-        },
-    )?;
+    let mut target = open_output(&output, options.format)?;
     // Zero detection granularity: a whole cluster for qcow2 (a partial one would allocate it).
     let granularity = match options.format {
         Format::Qcow2 => options.cluster_size,
@@ -98,7 +95,10 @@ pub fn convert(
         }
         Ok(())
     })?;
-    target.flush()
+    target.flush()?;
+    drop(target);
+    output.keep();
+    Ok(())
 }
 
 /// A piece of the source: its data, or None where it reads as zeros.
@@ -215,6 +215,7 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::OpenOptions;
     use std::os::unix::fs::FileExt;
     use std::process::Command;
 

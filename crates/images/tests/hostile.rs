@@ -2,8 +2,9 @@
 
 mod common;
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use common::*;
 
@@ -39,6 +40,110 @@ fn assert_clean_failure(args: &[&str], status: i32, needle: &str) {
         all.contains(needle),
         "{args:?} should mention '{needle}': {all}"
     );
+}
+
+/// Generous: every command here ends in milliseconds unless it blocks.
+const HANG_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Like `assert_clean_failure`, but the command is killed (and the test fails) if it blocks.
+fn assert_prompt_failure(args: &[&str], status: i32, needle: &str) {
+    let out = ours_within(HANG_DEADLINE, args);
+    let all = text(&out);
+    assert!(!all.contains("panicked"), "{args:?} panicked: {all}");
+    assert_eq!(out.status.code(), Some(status), "{args:?}: {all}");
+    assert!(
+        all.contains(needle),
+        "{args:?} should mention '{needle}': {all}"
+    );
+}
+
+/// A qcow2 overlay (made without opening its backing file) whose header names `backing`.
+fn overlay_on(dir: &Path, name: &str, backing: &Path, backing_format: &str) -> PathBuf {
+    let img = dir.join(name);
+    ok(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            p(backing),
+            "-F",
+            backing_format,
+            p(&img),
+            "1M",
+        ],
+    );
+    img
+}
+
+/// A FIFO as an image or backing file would block the open until a writer comes (for ever),
+/// and /dev/zero never ends: both are refused at once, saying what they are, before any read.
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    ok("mkfifo", &[p(&fifo)]);
+    let plain = good_image(dir.path(), "plain.qcow2");
+    let fifo_error = "is a FIFO (named pipe), not a disk image";
+    let cases = [
+        (
+            overlay_on(dir.path(), "on-fifo.qcow2", &fifo, "raw"),
+            fifo_error,
+        ),
+        (
+            overlay_on(dir.path(), "on-zero.qcow2", Path::new("/dev/zero"), "raw"),
+            "/dev/zero: is a character device, not a disk image",
+        ),
+    ];
+    let out = dir.path().join("out.raw");
+    for (overlay, needle) in &cases {
+        assert_prompt_failure(&["info", p(overlay)], 1, needle);
+        assert_prompt_failure(&["convert", "-O", "raw", p(overlay), p(&out)], 1, needle);
+        assert!(!out.exists(), "convert left {}", out.display());
+        // compare reports errors with status 2 (1 means "different"), like qemu-img.
+        assert_prompt_failure(&["compare", p(overlay), p(&plain)], 2, needle);
+        assert_prompt_failure(&["compare", p(&plain), p(overlay)], 2, needle);
+    }
+    // The FIFO itself, to every command that opens an existing image.
+    for args in [
+        vec!["info", p(&fifo)],
+        vec!["info", "-f", "raw", p(&fifo)],
+        vec!["check", p(&fifo)],
+        vec!["snapshot", "-l", p(&fifo)],
+        vec!["resize", p(&fifo), "1M"],
+        vec!["convert", "-O", "raw", p(&fifo), p(&out)],
+    ] {
+        assert_prompt_failure(&args, 1, fifo_error);
+    }
+    assert_prompt_failure(&["compare", p(&fifo), p(&plain)], 2, fifo_error);
+    // Nor is a FIFO an output or a backing file to create on.
+    assert_prompt_failure(
+        &["convert", "--force", "-O", "raw", p(&plain), p(&fifo)],
+        1,
+        fifo_error,
+    );
+    assert_prompt_failure(&["create", "--force", p(&fifo), "1M"], 1, fifo_error);
+    assert_prompt_failure(
+        &[
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            p(&fifo),
+            "-F",
+            "raw",
+            p(&dir.path().join("new.qcow2")),
+        ],
+        1,
+        fifo_error,
+    );
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }
 
 #[test]
@@ -499,4 +604,222 @@ fn guest_writes_never_land_on_metadata() {
         "the image was modified"
     );
     assert_clean_failure(&["check", p(&img)], 2, "ERROR");
+}
+
+/// Turns the backing-format header extension of a qcow2 image made by qemu-img into the end
+/// of the extensions: the image then names its backing file without a format (QEMU 7.2 no
+/// longer creates such images, but older ones and hostile ones exist).
+fn forget_backing_format(img: &Path) {
+    let head = std::fs::read(img).unwrap();
+    let at = head[..4096]
+        .windows(4)
+        .position(|w| w == [0xE2, 0x79, 0x2A, 0xCA])
+        .expect("a backing format extension");
+    patch(img, at as u64, &[0; 4]);
+}
+
+/// A raw disk's contents belong to its guest; probing its format when it is a backing file
+/// would let the guest pick it (and through a qcow2 header, the host files opened next). So
+/// an overlay must record its backing file's format, unless the caller asks for probing.
+#[test]
+fn unrecorded_backing_formats_are_not_probed_unless_asked() {
+    use oxvirt_images::{Format, Image, ImageError, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    std::fs::write(&base, vec![0x5a; 1 << 20]).unwrap();
+    let overlay = overlay_on(dir.path(), "overlay.qcow2", Path::new("base.raw"), "raw");
+    forget_backing_format(&overlay);
+
+    for format in [Some(Format::Qcow2), None] {
+        let strict = OpenOptions {
+            format,
+            ..OpenOptions::default()
+        };
+        match Image::open(&overlay, &strict) {
+            Err(ImageError::BackingFormatMissing {
+                overlay: named_overlay,
+                backing_name,
+                backing,
+            }) => {
+                assert_eq!(named_overlay, overlay);
+                assert_eq!(backing_name, "base.raw");
+                assert_eq!(backing, base);
+            }
+            other => panic!("strict open of {overlay:?} gave {other:?}"),
+        }
+    }
+    let message = Image::open(&overlay, &OpenOptions::default())
+        .unwrap_err()
+        .to_string();
+    for needle in ["overlay.qcow2", "base.raw", "-F", "qemu-img rebase -u -F"] {
+        assert!(message.contains(needle), "'{needle}' missing in: {message}");
+    }
+
+    let probing = OpenOptions {
+        probe_backing_format: true,
+        ..OpenOptions::default()
+    };
+    let mut image = Image::open(&overlay, &probing).unwrap();
+    let mut buf = [0u8; 512];
+    image.read_at(&mut buf, 4096).unwrap();
+    assert_eq!(
+        buf, [0x5a; 512],
+        "the probed raw backing file shows through"
+    );
+    close(image);
+
+    // `oxvirt img` plays qemu-img's part, and qemu-img probes.
+    let info = our_info_json(&overlay);
+    assert_eq!(info["full-backing-filename"], p(&base), "{info}");
+    assert!(info.get("backing-filename-format").is_none(), "{info}");
+}
+
+/// `backing_chain` reads the chain from the headers, for callers (the qemu engine) that hand
+/// QEMU an explicit chain instead of letting it probe.
+#[test]
+fn backing_chain_is_read_from_headers_and_never_probed() {
+    use oxvirt_images::image::MAX_CHAIN_DEPTH;
+    use oxvirt_images::{backing_chain, ChainLayer, Format, ImageError};
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    ok("qemu-img", &["create", "-q", "-f", "raw", p(&base), "1M"]);
+    let mid = overlay_on(dir.path(), "mid.qcow2", Path::new("base.raw"), "raw");
+    let top = overlay_on(dir.path(), "top.qcow2", Path::new("mid.qcow2"), "qcow2");
+    let layer = |path: &Path, format| ChainLayer {
+        path: path.to_path_buf(),
+        format,
+    };
+    assert_eq!(
+        backing_chain(&top, Format::Qcow2).unwrap(),
+        vec![
+            layer(&top, Format::Qcow2),
+            layer(&mid, Format::Qcow2),
+            layer(&base, Format::Raw),
+        ]
+    );
+    // The format given for the top image is believed, not probed.
+    assert_eq!(
+        backing_chain(&top, Format::Raw).unwrap(),
+        vec![layer(&top, Format::Raw)]
+    );
+
+    // A missing format anywhere in the chain refuses the chain, naming that overlay.
+    forget_backing_format(&mid);
+    match backing_chain(&top, Format::Qcow2) {
+        Err(ImageError::BackingFormatMissing {
+            overlay, backing, ..
+        }) => {
+            assert_eq!(overlay, mid);
+            assert_eq!(backing, base);
+        }
+        other => panic!("expected BackingFormatMissing, got {other:?}"),
+    }
+
+    // Loops, including an image backed by itself.
+    let a = dir.path().join("a.qcow2");
+    overlay_on(dir.path(), "b.qcow2", Path::new("a.qcow2"), "qcow2");
+    overlay_on(dir.path(), "a.qcow2", Path::new("b.qcow2"), "qcow2");
+    assert!(matches!(
+        backing_chain(&a, Format::Qcow2),
+        Err(ImageError::BackingLoop { path }) if path == a
+    ));
+    let selfish = overlay_on(dir.path(), "self.qcow2", Path::new("self.qcow2"), "qcow2");
+    assert!(matches!(
+        backing_chain(&selfish, Format::Qcow2),
+        Err(ImageError::BackingLoop { .. })
+    ));
+
+    // A FIFO as the raw bottom layer: refused without blocking (nothing is read from it).
+    let fifo = dir.path().join("pipe");
+    ok("mkfifo", &[p(&fifo)]);
+    let on_fifo = overlay_on(dir.path(), "on-fifo.qcow2", &fifo, "raw");
+    assert!(matches!(
+        backing_chain(&on_fifo, Format::Qcow2),
+        Err(ImageError::NotAnImage { path, .. }) if path == fifo
+    ));
+
+    // MAX_CHAIN_DEPTH images are fine, one more is not.
+    let deep = dir.path().join("deep");
+    std::fs::create_dir(&deep).unwrap();
+    ok(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", p(&deep.join("0")), "64k"],
+    );
+    for level in 1..=MAX_CHAIN_DEPTH {
+        let backing = (level - 1).to_string();
+        let format = if level == 1 { "raw" } else { "qcow2" };
+        overlay_on(&deep, &level.to_string(), Path::new(&backing), format);
+    }
+    let at_limit = deep.join((MAX_CHAIN_DEPTH - 1).to_string());
+    assert_eq!(
+        backing_chain(&at_limit, Format::Qcow2).unwrap().len(),
+        MAX_CHAIN_DEPTH
+    );
+    let too_deep = deep.join(MAX_CHAIN_DEPTH.to_string());
+    assert!(matches!(
+        backing_chain(&too_deep, Format::Qcow2),
+        Err(ImageError::BackingTooDeep { max, .. }) if max == MAX_CHAIN_DEPTH
+    ));
+}
+
+/// The compression type is QEMU's to define: 0 (zlib) without incompatible feature bit 3, or
+/// 1 (zstd) with it. Anything else is refused at open, by us as by qemu-img, and an unknown
+/// type is never given a name.
+#[test]
+fn compression_types_follow_qemus_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    const BIT: u8 = 1 << 3; // in the last byte of the big-endian incompatible_features (72..80)
+    let make = |name: &str, compression_type: u8, bit: u8, header_length: Option<u32>| {
+        let img = dir.path().join(name);
+        ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "1M"]);
+        assert_eq!(be64_at(&img, 72), 0, "qemu-img made an image with features");
+        patch(&img, 79, &[bit]);
+        patch(&img, 104, &[compression_type]);
+        if let Some(length) = header_length {
+            patch(&img, 100, &length.to_be_bytes());
+        }
+        img
+    };
+    let cases = [
+        (make("t7-bit.qcow2", 7, BIT, None), "unknown compression type 7"),
+        (make("t7.qcow2", 7, 0, None), "unknown compression type 7"),
+        (
+            make("zlib-bit.qcow2", 0, BIT, None),
+            "compression_type is 0 (zlib), but incompatible feature bit 3 (compression type) is set",
+        ),
+        (
+            make("zstd-nobit.qcow2", 1, 0, None),
+            "compression_type is 1 (zstd), but incompatible feature bit 3 (compression type) is not set",
+        ),
+        // A 104-byte version 3 header has no compression_type field: zlib, so no bit either.
+        (
+            make("short-bit.qcow2", 0, BIT, Some(104)),
+            "compression_type is 0 (zlib), but incompatible feature bit 3",
+        ),
+    ];
+    for (img, needle) in &cases {
+        let qemu = run("qemu-img", &["info", p(img)]);
+        assert_eq!(
+            qemu.status.code(),
+            Some(1),
+            "qemu-img refuses it too: {}",
+            text(&qemu)
+        );
+        assert_clean_failure(&["info", p(img)], 1, needle);
+        // Nothing about the image is printed (the type used to be printed as "zstd").
+        let json = ours(&["info", "--output", "json", p(img)]);
+        assert!(json.stdout.is_empty(), "{}", text(&json));
+        assert_clean_failure(&["check", p(img)], 1, needle);
+    }
+
+    // The valid non-zlib case still opens, named as QEMU names it.
+    let zstd = make("zstd.qcow2", 1, BIT, None);
+    assert_eq!(
+        qemu_info_json(&zstd)["format-specific"]["data"]["compression-type"],
+        "zstd"
+    );
+    assert_eq!(
+        our_info_json(&zstd)["format-specific"]["data"]["compression-type"],
+        "zstd"
+    );
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -244,4 +244,147 @@ fn kill_during_convert_leaves_a_repairable_image() {
         saw_leaks,
         "no kill landed between allocation and mapping in 8 attempts"
     );
+}
+
+/// Where an operation failed, what is left at `path` (for assertion messages).
+fn leftover(path: &Path) -> String {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => format!("{} was left behind ({} bytes)", path.display(), meta.len()),
+        Err(_) => String::new(),
+    }
+}
+
+/// A raw image too large for the file system (ext4 files end at 16 TiB: set_len fails with
+/// EFBIG) is an error, and the file made for it is gone again: the daemon would otherwise
+/// list a 0-byte storage volume.
+#[test]
+fn a_create_that_fails_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = dir.path().join("huge.raw");
+    let options = oxvirt_images::CreateOptions {
+        format: oxvirt_images::Format::Raw,
+        size: Some(1 << 50),
+        ..oxvirt_images::CreateOptions::default()
+    };
+    let err = oxvirt_images::create(&huge, &options).unwrap_err();
+    assert!(matches!(err, oxvirt_images::ImageError::Io { .. }), "{err}");
+    assert!(!huge.exists(), "{}", leftover(&huge));
+
+    let out = ours(&["create", "-f", "raw", p(&huge), "1P"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!huge.exists(), "{}", leftover(&huge));
+
+    // With --force, an existing file is truncated first: its old contents are gone, so the
+    // failed create removes it too.
+    std::fs::write(&huge, b"old contents").unwrap();
+    let out = ours(&["create", "--force", "-f", "raw", p(&huge), "1P"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!huge.exists(), "{}", leftover(&huge));
+}
+
+/// A convert whose source fails to read half-way (an L2 entry pointing past the end of the
+/// file, after a cluster that copies fine) is an error and leaves no output, through the
+/// command and through the library calls the daemon's vol-clone makes.
+#[test]
+fn a_convert_that_fails_half_way_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.qcow2");
+    ok("qemu-img", &["create", "-q", "-f", "qcow2", p(&src), "4M"]);
+    ok(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 0xab 0 64k",
+            "-c",
+            "write -P 0xcd 3M 64k",
+            p(&src),
+        ],
+    );
+    // The L2 entry of guest cluster 48 (3 MiB with 64 KiB clusters) is 48 entries into the
+    // first L2 table; the convert reads it in its second 2 MiB chunk, after writing the first.
+    let read_be64 = |at: u64| {
+        let mut b = [0u8; 8];
+        std::fs::File::open(&src)
+            .unwrap()
+            .read_exact_at(&mut b, at)
+            .unwrap();
+        u64::from_be_bytes(b)
+    };
+    let l1 = read_be64(40);
+    let l2 = read_be64(l1) & 0x00ff_ffff_ffff_fe00;
+    let entry_at = l2 + 48 * 8;
+    assert_ne!(read_be64(entry_at), 0, "cluster 48 is allocated");
+    let past_the_end = (1u64 << 40) | (1 << 63);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .write_all_at(&past_the_end.to_be_bytes(), entry_at)
+        .unwrap();
+
+    for format in ["raw", "qcow2"] {
+        let dst = dir.path().join(format!("dst.{format}"));
+        let out = ours(&["convert", "-O", format, p(&src), p(&dst)]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains("past the end"), "{}", text(&out));
+        assert!(!dst.exists(), "convert -O {format}: {}", leftover(&dst));
+    }
+
+    let mut source = Image::open(&src, &OpenOptions::default()).unwrap();
+    let dst = dir.path().join("clone.qcow2");
+    let options = oxvirt_images::ops::ConvertOptions {
+        format: oxvirt_images::Format::Qcow2,
+        cluster_size: 65536,
+        overwrite: false,
+    };
+    let mut progress_seen = 0;
+    let err = oxvirt_images::ops::convert(&mut source, &dst, &options, &mut |done, _| {
+        progress_seen = progress_seen.max(done)
+    })
+    .unwrap_err();
+    close(source);
+    assert!(err.to_string().contains("past the end"), "{err}");
+    assert!(progress_seen >= 2 << 20, "the first chunk was copied");
+    assert!(!dst.exists(), "{}", leftover(&dst));
+}
+
+/// A convert onto a file that is not ours to replace fails and leaves the file exactly as it
+/// was: without --force (it exists), and with --force while somebody holds it (locked).
+#[test]
+fn a_convert_refused_at_the_output_leaves_the_existing_file_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.raw");
+    std::fs::write(&src, vec![0x11; 1 << 20]).unwrap();
+    let existing = dir.path().join("existing.raw");
+    let contents = vec![0x77; 300_000];
+    std::fs::write(&existing, &contents).unwrap();
+
+    let out = ours(&["convert", "-O", "raw", p(&src), p(&existing)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("file exists"), "{}", text(&out));
+    assert!(std::fs::read(&existing).unwrap() == contents, "changed");
+
+    let mut source = Image::open(&src, &OpenOptions::default()).unwrap();
+    let options = oxvirt_images::ops::ConvertOptions {
+        format: oxvirt_images::Format::Raw,
+        cluster_size: 65536,
+        overwrite: false,
+    };
+    let err =
+        oxvirt_images::ops::convert(&mut source, &existing, &options, &mut |_, _| {}).unwrap_err();
+    close(source);
+    assert!(
+        matches!(err, oxvirt_images::ImageError::Exists { .. }),
+        "{err}"
+    );
+    assert!(std::fs::read(&existing).unwrap() == contents, "changed");
+
+    // A reader (like a guest using the disk read-only) forbids writers: --force is refused
+    // before the file is truncated, and the file is not removed.
+    let reader = Image::open(&existing, &OpenOptions::default()).unwrap();
+    let out = ours(&["convert", "--force", "-O", "raw", p(&src), p(&existing)]);
+    close(reader);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("lock"), "{}", text(&out));
+    assert!(std::fs::read(&existing).unwrap() == contents, "changed");
 }

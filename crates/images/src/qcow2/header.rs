@@ -66,17 +66,59 @@ fn be64(b: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// Why a header could not be parsed (turned into `ImageError::Corrupt`/`Unsupported` by the caller).
+/// Why a header could not be parsed (turned into an `ImageError` by the caller).
 pub enum HeaderError {
     Corrupt(String),
     Unsupported(String),
+    /// The `compression_type` field and incompatible feature bit 3 break QEMU's rule (see
+    /// [`CompressionType::check`]).
+    CompressionType {
+        compression_type: u8,
+        feature_bit_set: bool,
+    },
+}
+
+/// The compression types QEMU knows (header field `compression_type`, byte 104).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompressionType {
+    Zlib,
+    Zstd,
+}
+
+impl CompressionType {
+    /// The type a header field value stands for; None for values no QEMU knows.
+    pub fn from_field(value: u8) -> Option<CompressionType> {
+        match value {
+            0 => Some(CompressionType::Zlib),
+            1 => Some(CompressionType::Zstd),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CompressionType::Zlib => "zlib",
+            CompressionType::Zstd => "zstd",
+        }
+    }
+
+    /// QEMU's rule (block/qcow2.c, `validate_compression_type`): the type is zlib or zstd;
+    /// zlib images must not set the "compression type" incompatible feature bit, the others
+    /// must (so that a QEMU that only knows zlib refuses them instead of misreading them).
+    pub fn check(value: u8, feature_bit_set: bool) -> Option<CompressionType> {
+        match (CompressionType::from_field(value)?, feature_bit_set) {
+            (CompressionType::Zlib, false) => Some(CompressionType::Zlib),
+            (CompressionType::Zstd, true) => Some(CompressionType::Zstd),
+            _ => None,
+        }
+    }
 }
 
 impl Header {
     /// Parses the header from the start of the file. `head` holds the first bytes of the file
     /// (at least the first cluster when the file is that long); `file_len` bounds offsets.
     pub fn parse(head: &[u8], file_len: u64) -> Result<Header, HeaderError> {
-        use HeaderError::*;
+        use HeaderError::{Corrupt, Unsupported};
         if head.len() < V2_HEADER_LEN as usize {
             return Err(Corrupt(format!(
                 "file is too short for a qcow2 header ({} bytes)",
@@ -161,6 +203,15 @@ impl Header {
                 "unknown incompatible features {:#x}",
                 h.incompatible_features & !known
             )));
+        }
+        // Images whose header has no compression_type field (version 2, or a version 3
+        // header of 104 bytes) are zlib, as in QEMU.
+        let feature_bit_set = h.incompatible_features & INCOMPAT_COMPRESSION != 0;
+        if CompressionType::check(h.compression_type, feature_bit_set).is_none() {
+            return Err(HeaderError::CompressionType {
+                compression_type: h.compression_type,
+                feature_bit_set,
+            });
         }
         if h.incompatible_features & INCOMPAT_DATA_FILE != 0 {
             return Err(Unsupported("external data files".into()));

@@ -129,20 +129,34 @@ fn read_at_zero_fill(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> R
     Ok(())
 }
 
+/// Reads and checks the header of the qcow2 image in `file`; returns it with the file length.
+pub(crate) fn read_header(file: &File, path: &Path) -> Result<(Header, u64)> {
+    let file_len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+    // The first cluster (or as much as is there: at most 2 MiB) holds the header, its
+    // extensions and the backing file name.
+    let head_len = file_len.min(1 << MAX_CLUSTER_BITS) as usize;
+    let mut head = vec![0u8; head_len];
+    read_at_exact(file, path, &mut head, 0)?;
+    let header = Header::parse(&head, file_len).map_err(|e| match e {
+        HeaderError::Corrupt(w) => ImageError::corrupt(path, w),
+        HeaderError::Unsupported(w) => ImageError::unsupported(path, w),
+        HeaderError::CompressionType {
+            compression_type,
+            feature_bit_set,
+        } => ImageError::CompressionType {
+            path: path.to_path_buf(),
+            compression_type,
+            feature_bit_set,
+        },
+    })?;
+    Ok((header, file_len))
+}
+
 impl Qcow2 {
     /// Opens the qcow2 metadata of `file` (the backing file is attached by the caller).
     pub(crate) fn open(file: File, path: &Path, writable: bool, repair: bool) -> Result<Qcow2> {
-        let file_len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+        let (header, file_len) = read_header(&file, path)?;
         let corrupt = |what: String| ImageError::corrupt(path, what);
-
-        // Read the first cluster (or as much as is there: at most 2 MiB).
-        let head_len = file_len.min(1 << MAX_CLUSTER_BITS) as usize;
-        let mut head = vec![0u8; head_len];
-        read_at_exact(&file, path, &mut head, 0)?;
-        let header = Header::parse(&head, file_len).map_err(|e| match e {
-            HeaderError::Corrupt(w) => ImageError::corrupt(path, w),
-            HeaderError::Unsupported(w) => ImageError::unsupported(path, w),
-        })?;
         if writable && !repair && header.incompatible_features & INCOMPAT_CORRUPT != 0 {
             return Err(corrupt(
                 "the image is marked corrupt; repair it with `check -r all` first".into(),

@@ -103,3 +103,56 @@ pub fn write_file(path: &Path, data: &[u8]) -> PathBuf {
     std::fs::write(path, data).expect("write expected file");
     path.to_path_buf()
 }
+
+/// Runs our tool like [`ours`], but gives up on it after `deadline`: a command that blocks
+/// (e.g. opening a FIFO) is killed and the test fails saying so, instead of hanging the suite.
+pub fn ours_within(deadline: std::time::Duration, args: &[&str]) -> Output {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = spawn(
+        Command::new(ours_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
+    // The pipes reach end-of-file when the child exits; readers collect them meanwhile, so
+    // the child never blocks on a full pipe, and this thread keeps `child` to kill it.
+    let (sender, finished) = std::sync::mpsc::channel();
+    let pipes: [Box<dyn Read + Send>; 2] = [
+        Box::new(child.stdout.take().expect("stdout is piped")),
+        Box::new(child.stderr.take().expect("stderr is piped")),
+    ];
+    for (index, mut pipe) in pipes.into_iter().enumerate() {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = sender.send((index, bytes));
+        });
+    }
+    let give_up = std::time::Instant::now() + deadline;
+    let mut captured = [Vec::new(), Vec::new()];
+    for _ in 0..2 {
+        let left = give_up.saturating_duration_since(std::time::Instant::now());
+        match finished.recv_timeout(left) {
+            Ok((index, bytes)) => captured[index] = bytes,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "oxvirt-img {args:?} was still running after {deadline:?}: it blocked (killed it)"
+                );
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("cannot wait for oxvirt-img {args:?}: {e}"));
+    let [stdout, stderr] = captured;
+    Output {
+        status,
+        stdout,
+        stderr,
+    }
+}
