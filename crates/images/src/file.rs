@@ -102,6 +102,19 @@ fn open_checked(path: &Path, options: &mut fs::OpenOptions) -> Result<File, Open
     Ok(file)
 }
 
+/// The length of an image file in bytes: its size for a regular file, the device's capacity for
+/// a block device (whose `st_size` is 0).
+pub(crate) fn file_length(file: &File, path: &Path) -> Result<u64> {
+    let meta = file.metadata().map_err(|e| ImageError::io(path, e))?;
+    if !meta.file_type().is_block_device() {
+        return Ok(meta.len());
+    }
+    // Seeking a shared descriptor is harmless here: every read and write of this crate is
+    // positional (pread/pwrite), none depends on the file offset.
+    let mut handle = file;
+    std::io::Seek::seek(&mut handle, std::io::SeekFrom::End(0)).map_err(|e| ImageError::io(path, e))
+}
+
 fn clear_nonblocking(file: &File) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: F_GETFL on a descriptor owned by `file`, which outlives the call; no memory is

@@ -18,7 +18,7 @@ pub struct RawImage {
 
 impl RawImage {
     pub(crate) fn open(file: File, path: &Path, writable: bool) -> Result<RawImage> {
-        let size = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+        let size = crate::file::file_length(&file, path)?;
         Ok(RawImage {
             file,
             path: path.to_path_buf(),

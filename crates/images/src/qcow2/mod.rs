@@ -107,6 +107,12 @@ impl std::fmt::Debug for Qcow2 {
     }
 }
 
+fn is_block_device(file: &File) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    file.metadata()
+        .is_ok_and(|meta| meta.file_type().is_block_device())
+}
+
 pub(crate) fn read_at_exact(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> Result<()> {
     file.read_exact_at(buf, offset)
         .map_err(|e| ImageError::io(path, e))
@@ -131,7 +137,7 @@ fn read_at_zero_fill(file: &File, path: &Path, buf: &mut [u8], offset: u64) -> R
 
 /// Reads and checks the header of the qcow2 image in `file`; returns it with the file length.
 pub(crate) fn read_header(file: &File, path: &Path) -> Result<(Header, u64)> {
-    let file_len = file.metadata().map_err(|e| ImageError::io(path, e))?.len();
+    let file_len = crate::file::file_length(file, path)?;
     // The first cluster (or as much as is there: at most 2 MiB) holds the header, its
     // extensions and the backing file name.
     let head_len = file_len.min(1 << MAX_CLUSTER_BITS) as usize;
@@ -236,6 +242,11 @@ impl Qcow2 {
             last_compressed: None,
             header,
         };
+        if is_block_device(&image.file) {
+            // A device's length is its capacity, not where the image's data ends: new clusters
+            // go right after the last one the refcounts say is in use.
+            image.next_free = image.clusters_in_use_end()?;
+        }
         (image.snapshots, image.snapshot_table_bytes) = snapshot::read_table(&image)?;
         if writable && image.header.autoclear_features != 0 {
             // We do not maintain bitmaps: clearing the autoclear bits tells QEMU they are stale.
@@ -424,6 +435,30 @@ impl Qcow2 {
         let index = (cluster & ((1u64 << shift) - 1)) as usize;
         let block = self.refblock(block_offset)?;
         Ok(refcount_get(block, index, order))
+    }
+
+    /// One past the highest host cluster with a non-zero refcount.
+    fn clusters_in_use_end(&mut self) -> Result<u64> {
+        let shift = self.refblock_shift();
+        let order = self.header.refcount_order;
+        for rt_index in (0..self.reftable.len()).rev() {
+            let block_offset = self.reftable[rt_index] & REFT_OFFSET_MASK;
+            if block_offset == 0 {
+                continue;
+            }
+            let entries = 1usize << shift;
+            let block = self.refblock(block_offset)?;
+            if let Some(index) = (0..entries)
+                .rev()
+                .find(|&i| refcount_get(block, i, order) != 0)
+            {
+                return Ok(((rt_index as u64) << shift) + index as u64 + 1);
+            }
+        }
+        Err(ImageError::corrupt(
+            &self.path,
+            "no cluster has a reference, not even the header's",
+        ))
     }
 
     /// Sets the stored refcount of a host cluster, creating refcount blocks (and growing the
