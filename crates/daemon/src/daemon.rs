@@ -1168,11 +1168,37 @@ fn check_files_exist(domain: &Domain) -> ApiResult<()> {
         }
     }
     for (what, path) in files {
-        if !Path::new(path).exists() {
+        // stat, not open: a FIFO or device named here must not make the daemon (or the
+        // engine, which would open it) wait.
+        let problem = match std::fs::metadata(path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ApiError::new(
+                    code::NOT_FOUND,
+                    format!(
+                        "cannot start domain '{}': {what} '{path}' does not exist",
+                        domain.name
+                    ),
+                ))
+            }
+            Err(err) => Some(err.to_string()),
+            Ok(meta) => {
+                use std::os::unix::fs::FileTypeExt;
+                let kind = meta.file_type();
+                let disk = what == "disk source";
+                if kind.is_file() || (disk && kind.is_block_device()) {
+                    None
+                } else if disk {
+                    Some("it is neither a regular file nor a block device".to_string())
+                } else {
+                    Some("it is not a regular file".to_string())
+                }
+            }
+        };
+        if let Some(problem) = problem {
             return Err(ApiError::new(
-                code::NOT_FOUND,
+                code::BAD_REQUEST,
                 format!(
-                    "cannot start domain '{}': {what} '{path}' does not exist",
+                    "cannot start domain '{}': {what} '{path}': {problem}",
                     domain.name
                 ),
             ));

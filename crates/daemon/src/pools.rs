@@ -79,8 +79,11 @@ fn image_error(what: &str, err: ImageError) -> ApiError {
     let code = match &err {
         ImageError::Locked { .. } => code::INVALID_STATE,
         ImageError::Exists { .. } => code::ALREADY_EXISTS,
-        ImageError::InvalidArgument(_) => code::BAD_REQUEST,
-        ImageError::Corrupt { .. } | ImageError::Unsupported { .. } => code::UNSUPPORTED,
+        ImageError::InvalidArgument(_) | ImageError::NotAnImage { .. } => code::BAD_REQUEST,
+        ImageError::Corrupt { .. }
+        | ImageError::Unsupported { .. }
+        | ImageError::BackingFormatMissing { .. }
+        | ImageError::CompressionType { .. } => code::UNSUPPORTED,
         _ => code::INTERNAL,
     };
     ApiError::new(code, format!("{what}: {err}"))
@@ -872,11 +875,9 @@ impl Daemon {
                 users.join("', '")
             )));
         }
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| internal(&format!("cannot open storage volume '{name}'"), e))?;
+        let file =
+            oxvirt_images::file::open_image_file(&path, oxvirt_images::file::Access::ReadWrite)
+                .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
         lock_image(&file, &path, LockMode::Write).map_err(|e| match e {
             ImageError::Locked { .. } => invalid_state(format!(
                 "storage volume '{name}' is in use (a process holds its image lock): {e}"
@@ -906,16 +907,13 @@ impl Daemon {
                 .unwrap_or(DEFAULT_CLUSTER_SIZE),
             overwrite: false,
         };
-        if let Err(err) = convert(&mut source, &target_path, &options, &mut |_, _| {}) {
-            // Exists: somebody else made that file meanwhile; it is not ours to remove.
-            if !matches!(err, ImageError::Exists { .. }) {
-                let _ = std::fs::remove_file(&target_path);
-            }
-            return Err(image_error(
+        // On failure `convert` removes what it created (and never a file it did not).
+        convert(&mut source, &target_path, &options, &mut |_, _| {}).map_err(|err| {
+            image_error(
                 &format!("cannot clone storage volume '{name}' to '{new_name}'"),
                 err,
-            ));
-        }
+            )
+        })?;
         drop(source);
         tracing::info!(pool = %pool.name, volume = %name, clone = %new_name, "volume cloned");
         let (path, meta) = volume_file(&pool, new_name)?;

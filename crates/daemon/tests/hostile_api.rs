@@ -88,3 +88,40 @@ async fn an_overlong_shutdown_timeout_is_refused_before_the_guest_is_touched() {
         DomainState::ShutOff
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_is_a_fifo_is_refused_at_start() {
+    let mut env = TestEnv::new();
+    env.start_daemon().await;
+    let client = env.client();
+    let fifo = env.dir.path().join("disk.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let xml = env.domain_xml("piped", None).replace(
+        "  <devices>\n",
+        &format!(
+            "  <devices>\n    <disk type='file' device='disk'><source file='{}'/><target dev='vda' bus='virtio'/></disk>\n",
+            fifo.display()
+        ),
+    );
+    client.define_domain(&xml).await.unwrap();
+    match client.start("piped").await {
+        Err(ClientError::Api(e)) => {
+            assert_eq!(e.code, code::BAD_REQUEST, "{}", e.message);
+            assert!(
+                e.message.contains(&fifo.display().to_string()),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("start with a FIFO as its disk: {other:?}"),
+    }
+    assert_eq!(
+        client.domain_info("piped").await.unwrap().state,
+        DomainState::ShutOff
+    );
+    assert!(env.pids_mentioning(&fifo.display().to_string()).is_empty());
+}
