@@ -5,6 +5,7 @@
 //! `virsh dumpxml` would. Anything not modelled is an error naming it and its line, never
 //! silently dropped. The crate does no I/O.
 
+mod elem;
 mod error;
 mod model;
 mod names;
