@@ -157,6 +157,21 @@ impl<'a, 'input> Elem<'a, 'input> {
         }
     }
 
+    /// A value libvirt knows but oxvirt does not implement.
+    pub(crate) fn unsupported_value<T>(
+        &self,
+        what: &str,
+        value: &str,
+        table: &[(&str, T)],
+    ) -> DomainError {
+        DomainError::UnsupportedValue {
+            attribute: what.to_string(),
+            value: value.to_string(),
+            supported: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            location: self.loc(),
+        }
+    }
+
     pub(crate) fn u32_attr(&mut self, name: &'static str) -> Result<Option<u32>> {
         match self.attr(name) {
             None => Ok(None),
@@ -313,6 +328,13 @@ impl<'a, 'input> Elem<'a, 'input> {
 
     pub(crate) fn duplicate(&self) -> DomainError {
         DomainError::Duplicate {
+            location: self.loc(),
+        }
+    }
+
+    pub(crate) fn missing(&self, what: impl Into<String>) -> DomainError {
+        DomainError::Missing {
+            what: what.into(),
             location: self.loc(),
         }
     }

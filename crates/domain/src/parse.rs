@@ -442,7 +442,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
 
 /// libvirt accepts a UUID with or without dashes (32 hex digits, dashes anywhere between
 /// byte pairs); we accept the canonical dashed form and the plain 32-digit form.
-fn parse_uuid(text: &str) -> Option<Uuid> {
+pub(crate) fn parse_uuid(text: &str) -> Option<Uuid> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
