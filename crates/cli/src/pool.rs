@@ -406,17 +406,9 @@ fn pool_xml(name: &str, target: &Path) -> anyhow::Result<String> {
     };
     Ok(format!(
         "<pool type='dir'>\n  <name>{}</name>\n  <target>\n    <path>{}</path>\n  </target>\n</pool>\n",
-        xml_escape(name),
-        xml_escape(target)
+        oxvirt_xml::escape_text(name),
+        oxvirt_xml::escape_text(target)
     ))
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 /// A size as virsh's scaled integers and qemu-img's sizes: a number (fractions allowed, as

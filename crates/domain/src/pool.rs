@@ -203,7 +203,7 @@ fn parse_target(elem: &mut Elem) -> Result<(PathBuf, Option<Permissions>)> {
 fn normalize_target(text: &str) -> std::result::Result<PathBuf, &'static str> {
     let path = Path::new(text);
     if !path.is_absolute() {
-        return Err("the pool's directory must be an absolute path");
+        return Err("the path is not absolute");
     }
     let mut normalized = PathBuf::from("/");
     for component in path.components() {
@@ -417,7 +417,7 @@ mod tests {
             ),
             (
                 "<pool type='dir'><name>p</name><target><path>rel</path></target></pool>",
-                "absolute",
+                "the path is not absolute",
             ),
             (
                 "<pool type='dir'><name>p</name><target><path>/a/../b</path></target></pool>",
