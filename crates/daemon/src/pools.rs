@@ -178,6 +178,25 @@ fn volume_xml_of(volume: &VolumeInfo) -> String {
     def.to_xml()
 }
 
+/// vol-create's XML as the request vol-create-as sends. The key, physical size, target path
+/// and permissions are ignored, as libvirt ignores them: the pool decides where the file goes.
+fn create_request_of(def: &VolumeDef) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: def.name.clone(),
+        capacity: def.capacity,
+        format: def.target.format.as_str().to_string(),
+        prealloc_metadata: false,
+        // libvirt: no <allocation> means the whole capacity.
+        allocation: Some(def.allocation.unwrap_or(def.capacity)),
+        backing_vol: def.backing_store.as_ref().map(|b| b.path.clone()),
+        backing_format: def
+            .backing_store
+            .as_ref()
+            .and_then(|b| b.format)
+            .map(|f| f.as_str().to_string()),
+    }
+}
+
 // ---- the pools table ----
 
 fn pool_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRecord> {
@@ -287,6 +306,22 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
+    }
+}
+
+/// What to allocate up front: `prealloc_metadata` asks for qcow2 metadata; an allocation of the
+/// whole capacity for space reserved for all of it (libvirt's dir pools fallocate it); anything
+/// less, libvirt's pools may leave sparse, and oxvirt does.
+fn preallocation_of(request: &CreateVolumeRequest) -> Preallocation {
+    let whole = request
+        .allocation
+        .is_some_and(|a| request.capacity > 0 && a >= request.capacity);
+    if request.prealloc_metadata {
+        Preallocation::Metadata
+    } else if whole {
+        Preallocation::Falloc
+    } else {
+        Preallocation::Off
     }
 }
 
@@ -656,11 +691,7 @@ impl Daemon {
         let options = CreateOptions {
             format,
             size: Some(request.capacity),
-            preallocation: if request.prealloc_metadata {
-                Preallocation::Metadata
-            } else {
-                Preallocation::Off
-            },
+            preallocation: preallocation_of(request),
             backing_file: backing.as_ref().map(|(p, _)| p.display().to_string()),
             backing_format: backing.as_ref().map(|(_, f)| *f),
             overwrite: false,
@@ -675,6 +706,12 @@ impl Daemon {
         tracing::info!(pool = %pool.name, volume = %request.name, "volume created");
         let (path, meta) = volume_file(&pool, &request.name)?;
         read_volume(&pool, &request.name, &path, &meta)
+    }
+
+    /// vol-create: a volume from its XML, created as vol-create-as creates one.
+    pub fn create_volume_from_xml(&self, pool_id: &str, xml: &str) -> ApiResult<VolumeInfo> {
+        let def = VolumeDef::from_xml(xml).map_err(domain_error)?;
+        self.create_volume(pool_id, &create_request_of(&def))
     }
 
     /// A backing volume: a volume of the same pool by name, or an absolute path to an image.
@@ -1049,5 +1086,53 @@ mod tests {
         assert_eq!(def.name, record.name);
         assert_eq!(def.uuid, Some(record.uuid));
         assert_eq!(def.target, record.target);
+    }
+
+    #[test]
+    fn volume_xml_becomes_the_vol_create_as_request() {
+        let info = VolumeInfo {
+            name: "v.qcow2".to_string(),
+            pool: "p".to_string(),
+            path: "/p/v.qcow2".to_string(),
+            volume_type: "file".to_string(),
+            format: "qcow2".to_string(),
+            capacity: 1 << 20,
+            allocation: 196_608,
+            physical: 196_616,
+            backing_file: Some("/p/base".to_string()),
+            backing_format: Some("raw".to_string()),
+        };
+        let def = VolumeDef::from_xml(&volume_xml_of(&info)).unwrap();
+        let request = create_request_of(&def);
+        assert_eq!(
+            request,
+            CreateVolumeRequest {
+                name: "v.qcow2".to_string(),
+                capacity: 1 << 20,
+                format: "qcow2".to_string(),
+                prealloc_metadata: false,
+                allocation: Some(196_608),
+                backing_vol: Some("/p/base".to_string()),
+                backing_format: Some("raw".to_string()),
+            }
+        );
+        assert_eq!(preallocation_of(&request), Preallocation::Off);
+        // libvirt: no <allocation> is all of it; all of it is preallocated, 0 is sparse.
+        let def = VolumeDef::from_xml("<volume><name>r</name><capacity>4096</capacity></volume>")
+            .unwrap();
+        let request = create_request_of(&def);
+        assert_eq!(request.allocation, Some(4096));
+        assert_eq!(preallocation_of(&request), Preallocation::Falloc);
+        let sparse = CreateVolumeRequest {
+            allocation: Some(0),
+            ..request.clone()
+        };
+        assert_eq!(preallocation_of(&sparse), Preallocation::Off);
+        // vol-create-as sends no allocation: sparse, as before.
+        let plain = CreateVolumeRequest {
+            allocation: None,
+            ..request
+        };
+        assert_eq!(preallocation_of(&plain), Preallocation::Off);
     }
 }

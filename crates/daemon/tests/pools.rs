@@ -29,6 +29,7 @@ fn volume(name: &str, capacity: u64, format: &str) -> CreateVolumeRequest {
         capacity,
         format: format.to_string(),
         prealloc_metadata: false,
+        allocation: None,
         backing_vol: None,
         backing_format: None,
     }
