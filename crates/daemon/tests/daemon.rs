@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{process_alive, signal, wait_until, TestEnv, STATE_TIMEOUT};
+use common::{process_alive, raw_request, signal, wait_until, TestEnv, STATE_TIMEOUT};
 use oxvirt_api::{code, ClientError, DomainState};
 
 fn api_code(result: Result<impl std::fmt::Debug, ClientError>) -> String {
@@ -15,21 +15,6 @@ fn api_code(result: Result<impl std::fmt::Debug, ClientError>) -> String {
         }
         other => panic!("expected an API error, got {other:?}"),
     }
-}
-
-/// One HTTP/1.1 exchange by hand, for requests the typed client cannot make.
-fn raw_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: oxvirtd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

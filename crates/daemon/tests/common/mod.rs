@@ -295,6 +295,21 @@ pub fn domain_xml(name: &str, uuid: Option<&str>, kernel: &Path, initrd: &Path) 
     )
 }
 
+/// One HTTP/1.1 exchange by hand, for requests the typed client cannot make.
+pub fn raw_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: oxvirtd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
 /// Polls an async condition every 100 ms until it holds or `timeout` passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
 where
