@@ -15,12 +15,17 @@
 //! | `PUT /v1/pools/{pool}/autostart`                   | [`AutostartRequest`]      | [`PoolInfo`]     |
 //! | `GET /v1/pools/{pool}/volumes`                     |                           | `[VolumeInfo]`   |
 //! | `POST /v1/pools/{pool}/volumes`                    | [`CreateVolumeRequest`]   | [`VolumeInfo`]   |
+//! | `POST /v1/pools/{pool}/volume-xml`                 | [`XmlDocument`]           | [`VolumeInfo`]   |
 //! | `GET /v1/pools/{pool}/volumes/{vol}`               |                           | [`VolumeInfo`]   |
 //! | `DELETE /v1/pools/{pool}/volumes/{vol}`            |                           | [`VolumeInfo`]   |
 //! | `GET /v1/pools/{pool}/volumes/{vol}/xml`           |                           | [`XmlDocument`]  |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/clone`        | [`CloneVolumeRequest`]    | [`VolumeInfo`]   |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/resize`       | [`ResizeVolumeRequest`]   | [`VolumeInfo`]   |
 //! | `POST /v1/domains/{id}/block-resize`               | [`BlockResizeRequest`]    | [`BlockResized`] |
+//!
+//! `volume-xml` is `vol-create`: the body is libvirt volume XML (`<volume>`, as
+//! `oxvirt_domain::volume` reads it), and the volume is made as a [`CreateVolumeRequest`] would
+//! make it. (It is not `volumes/xml`, which would shadow a volume named `xml`.)
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
@@ -86,6 +91,10 @@ pub struct CreateVolumeRequest {
     /// qcow2 only: write all metadata up front (`preallocation=metadata`).
     #[serde(default)]
     pub prealloc_metadata: bool,
+    /// Bytes to allocate up front, as libvirt's `<allocation>`: the whole capacity (or more)
+    /// reserves space for all of it (fallocate); less, or none, leaves the volume sparse.
+    #[serde(default)]
+    pub allocation: Option<u64>,
     /// A volume of the same pool, or the absolute path of an image, to back a qcow2 volume.
     #[serde(default)]
     pub backing_vol: Option<String>,
@@ -213,6 +222,19 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/pools/{pool}/volume-xml`: create a volume from its XML (`vol-create`).
+    pub async fn create_volume_from_xml(
+        &self,
+        pool: &str,
+        xml: &str,
+    ) -> Result<VolumeInfo, ClientError> {
+        let body = to_json(&XmlDocument {
+            xml: xml.to_string(),
+        });
+        self.call(Method::POST, pool_path(pool, "/volume-xml"), Some(body))
+            .await
+    }
+
     /// `GET /v1/pools/{pool}/volumes/{vol}`.
     pub async fn volume_info(&self, pool: &str, volume: &str) -> Result<VolumeInfo, ClientError> {
         self.call(Method::GET, volume_path(pool, volume, ""), None)
@@ -298,6 +320,7 @@ mod tests {
         let request: CreateVolumeRequest =
             serde_json::from_str(r#"{"name":"v","capacity":1,"format":"raw"}"#).unwrap();
         assert!(!request.prealloc_metadata);
+        assert_eq!(request.allocation, None);
         assert_eq!(request.backing_vol, None);
         let resize: ResizeVolumeRequest = serde_json::from_str(r#"{"capacity":5}"#).unwrap();
         assert!(!resize.delta && !resize.shrink);

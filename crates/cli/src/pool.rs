@@ -105,6 +105,13 @@ pub enum PoolCommand {
         #[arg(long)]
         backing_vol_format: Option<String>,
     },
+    /// Create a volume from an XML file (libvirt's <volume> format, as vol-dumpxml prints it).
+    VolCreate {
+        /// Pool name or UUID.
+        pool: String,
+        /// File with the volume XML.
+        file: PathBuf,
+    },
     /// List the volumes of a pool.
     VolList {
         /// Pool name or UUID.
@@ -257,6 +264,7 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
                 capacity,
                 format,
                 prealloc_metadata,
+                allocation: None,
                 backing_vol,
                 backing_format: backing_vol_format,
             };
@@ -265,6 +273,15 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
                 .await
                 .with_context(|| format!("Failed to create vol {name}"))?;
             format!("Vol {} created\n", volume.name)
+        }
+        PoolCommand::VolCreate { pool, file } => {
+            let xml = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let volume = client
+                .create_volume_from_xml(&pool, &xml)
+                .await
+                .with_context(|| format!("Failed to create vol from {}", file.display()))?;
+            format!("Vol {} created from {}\n", volume.name, file.display())
         }
         PoolCommand::VolList { pool, details } => {
             let volumes = client.list_volumes(&pool).await?;
@@ -406,17 +423,9 @@ fn pool_xml(name: &str, target: &Path) -> anyhow::Result<String> {
     };
     Ok(format!(
         "<pool type='dir'>\n  <name>{}</name>\n  <target>\n    <path>{}</path>\n  </target>\n</pool>\n",
-        xml_escape(name),
-        xml_escape(target)
+        oxvirt_xml::escape_text(name),
+        oxvirt_xml::escape_text(target)
     ))
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 /// A size as virsh's scaled integers and qemu-img's sizes: a number (fractions allowed, as

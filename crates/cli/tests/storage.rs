@@ -611,6 +611,106 @@ fn vol_clone_keeps_format_content_and_holes() {
     }
 }
 
+#[test]
+fn vol_create_reads_what_vol_dumpxml_prints() {
+    let (daemon, pool) = daemon_with_pool();
+    daemon
+        .oxvirt(&["vol-create-as", "p1", "base.raw", "4M"])
+        .ok();
+    daemon
+        .oxvirt(&[
+            "vol-create-as",
+            "p1",
+            "web.qcow2",
+            "16M",
+            "--format",
+            "qcow2",
+            "--backing-vol",
+            "base.raw",
+            "--backing-vol-format",
+            "raw",
+        ])
+        .ok();
+
+    // vol-dumpxml, renamed (name, key and path; the latter two are ignored on create), gives
+    // an equal volume: what vol-dumpxml prints of it is the edited XML.
+    let dumped = daemon
+        .oxvirt(&["vol-dumpxml", "web.qcow2", "--pool", "p1"])
+        .ok();
+    let edited = dumped.replace("web.qcow2", "copy.qcow2");
+    let file = daemon.dir.path().join("copy.xml");
+    std::fs::write(&file, &edited).unwrap();
+    assert_eq!(
+        daemon.oxvirt(&["vol-create", "p1", path_str(&file)]).ok(),
+        format!("Vol copy.qcow2 created from {}\n\n", file.display())
+    );
+    assert_eq!(
+        daemon
+            .oxvirt(&["vol-dumpxml", "copy.qcow2", "--pool", "p1"])
+            .ok(),
+        edited
+    );
+    assert_qemu_img_check_clean(&pool.join("copy.qcow2"));
+
+    // Units as libvirt; no <allocation> means all of it (space reserved up front), 0 sparse.
+    for (name, allocation) in [
+        ("full.raw", ""),
+        ("sparse.raw", "<allocation>0</allocation>"),
+    ] {
+        let file = daemon.dir.path().join(format!("{name}.xml"));
+        std::fs::write(
+            &file,
+            format!(
+                "<volume><name>{name}</name><capacity unit='MiB'>2</capacity>{allocation}</volume>"
+            ),
+        )
+        .unwrap();
+        daemon.oxvirt(&["vol-create", "p1", path_str(&file)]).ok();
+        let meta = std::fs::metadata(pool.join(name)).unwrap();
+        assert_eq!(meta.len(), 2 * MIB, "{name}");
+        let allocated = meta.blocks() * 512;
+        if allocation.is_empty() {
+            assert!(allocated >= 2 * MIB, "{name}: {allocated} bytes allocated");
+        } else {
+            assert_eq!(allocated, 0, "{name}");
+        }
+    }
+
+    // Bad XML: exit status 1, the element and its line, and no file.
+    let before = listing(&pool);
+    let bad = daemon.dir.path().join("bad.xml");
+    std::fs::write(
+        &bad,
+        "<volume type='file'>
+  <name>bad.qcow2</name>
+  <capacity unit='M'>1</capacity>
+  <target>
+    <format type='qcow2'/>
+    <compat>1.1</compat>
+  </target>
+</volume>
+",
+    )
+    .unwrap();
+    let err = daemon.oxvirt(&["vol-create", "p1", path_str(&bad)]).error();
+    assert!(
+        err.contains(&format!("Failed to create vol from {}", bad.display()))
+            && err.contains("unsupported element <target/compat> at line 6"),
+        "{err}"
+    );
+    std::fs::write(
+        &bad,
+        "<volume>\n<name>x</name>\n<capacity unit='parsecs'>1</capacity></volume>",
+    )
+    .unwrap();
+    let err = daemon.oxvirt(&["vol-create", "p1", path_str(&bad)]).error();
+    assert!(
+        err.contains("'parsecs'") && err.contains("<capacity> at line 3"),
+        "{err}"
+    );
+    assert_eq!(listing(&pool), before);
+}
+
 /// A paused QEMU holding a disk open (with QEMU's image locks), killed on drop.
 struct LockHolder(Child);
 

@@ -118,7 +118,7 @@ fn now_unix() -> i64 {
 
 /// Whether the XML text has a `<uuid>` element (parsing fills a random one in otherwise).
 fn xml_names_uuid(xml: &str) -> bool {
-    roxmltree::Document::parse(xml)
+    oxvirt_xml::parse(xml)
         .map(|doc| {
             doc.root_element()
                 .children()

@@ -27,6 +27,8 @@ use oxvirt_api::{
 };
 use oxvirt_domain::{Address, Domain, InterfaceSource, InterfaceType, MacAddr};
 use oxvirt_net::{NetError, NetXmlError, NetworkDef, NetworkManager, TapRequest};
+// What this file writes into XML are attribute values.
+use oxvirt_xml::escape_attr as xml_escape;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -309,7 +311,7 @@ fn bad_request(message: String) -> ApiError {
 
 /// Whether the XML text has a `<uuid>` child of its root (parsing generates one otherwise).
 fn xml_names_uuid(xml: &str) -> bool {
-    roxmltree::Document::parse(xml)
+    oxvirt_xml::parse(xml)
         .map(|doc| {
             doc.root_element()
                 .children()
@@ -320,7 +322,7 @@ fn xml_names_uuid(xml: &str) -> bool {
 
 /// For each `<interface>` of a domain XML text, in order: whether it names its MAC.
 fn interfaces_with_given_mac(xml: &str) -> Vec<bool> {
-    let Ok(doc) = roxmltree::Document::parse(xml) else {
+    let Ok(doc) = oxvirt_xml::parse(xml) else {
         return Vec::new();
     };
     doc.root_element()
@@ -354,14 +356,6 @@ fn source_name(source: &InterfaceSource) -> Option<String> {
         InterfaceSource::None => None,
         InterfaceSource::Network(name) | InterfaceSource::Bridge(name) => Some(name.clone()),
     }
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 /// Adds an `<interface>` element at the end of `<devices>` of a normalized domain XML text.
@@ -1623,10 +1617,5 @@ mod tests {
             default_network_dir(Path::new("/tmp/x/state/")),
             PathBuf::from("/tmp/x/state-network")
         );
-    }
-
-    #[test]
-    fn xml_text_is_escaped() {
-        assert_eq!(xml_escape("a'<b>&\""), "a&apos;&lt;b&gt;&amp;&quot;");
     }
 }

@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/pools/{pool}/refresh", post(refresh))
         .route("/v1/pools/{pool}/autostart", put(autostart))
         .route("/v1/pools/{pool}/volumes", get(volumes).post(create_volume))
+        .route("/v1/pools/{pool}/volume-xml", post(create_volume_from_xml))
         .route(
             "/v1/pools/{pool}/volumes/{vol}",
             get(volume).delete(delete_volume),
@@ -102,6 +103,18 @@ async fn create_volume(
     let request: CreateVolumeRequest = body(&bytes)?;
     blocking(daemon, "vol-create", move |d| {
         d.create_volume(&pool, &request)
+    })
+    .await
+}
+
+async fn create_volume_from_xml(
+    State(daemon): Shared,
+    Path(pool): Path<String>,
+    bytes: Bytes,
+) -> Reply<VolumeInfo> {
+    let doc: XmlDocument = body(&bytes)?;
+    blocking(daemon, "vol-create", move |d| {
+        d.create_volume_from_xml(&pool, &doc.xml)
     })
     .await
 }

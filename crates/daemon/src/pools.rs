@@ -1,7 +1,8 @@
 //! Storage pools of type `dir` and their volumes, and `blockresize` of a running guest's disk.
 //!
 //! - A pool is a directory. Definitions live in the store's `pools` table (uuid, name, target
-//!   directory, autostart, active); the pool XML is generated from them. `active` persists across
+//!   directory, autostart, active); the pool XML is generated from them. Pool and volume XML are
+//!   read and written by `oxvirt_domain::pool` and `oxvirt_domain::volume`. `active` persists across
 //!   daemon restarts, and autostart pools are started when the daemon starts.
 //! - A volume is a regular file directly in the pool's directory; nothing about volumes is
 //!   stored, so every listing is a fresh scan (`pool-refresh` only re-checks the directory).
@@ -15,7 +16,7 @@ use std::ffi::CString;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -23,7 +24,11 @@ use oxvirt_api::{
     code, ApiError, BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo,
     ResizeVolumeRequest, VolumeInfo,
 };
-use oxvirt_domain::{Disk, DiskDevice, DiskFormat, DiskType, Domain};
+use oxvirt_domain::pool::{PoolDef, PoolUsage};
+use oxvirt_domain::volume::{
+    validate_volume_name, BackingStore, VolumeDef, VolumeFormat, VolumeTarget,
+};
+use oxvirt_domain::{Disk, DiskDevice, DiskFormat, DiskType, Domain, DomainError};
 use oxvirt_images::lock::{lock_image, LockMode};
 use oxvirt_images::ops::{convert, ConvertOptions};
 use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preallocation};
@@ -31,7 +36,7 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use uuid::Uuid;
 
 use crate::daemon::{
-    db, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
+    db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
 };
 
 const SCHEMA: &str = "
@@ -58,14 +63,6 @@ struct PoolRecord {
     active: bool,
 }
 
-/// What a pool XML document defines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PoolDef {
-    name: String,
-    uuid: Option<Uuid>,
-    target: PathBuf,
-}
-
 fn not_found(message: String) -> ApiError {
     ApiError::new(code::NOT_FOUND, message)
 }
@@ -89,124 +86,23 @@ fn image_error(what: &str, err: ImageError) -> ApiError {
     ApiError::new(code, format!("{what}: {err}"))
 }
 
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
-}
-
-// ---- names, paths and the pool XML ----
-
-/// Pool names: anything printable without `/` (libvirt's rule), at most 255 bytes.
-fn check_pool_name(name: &str) -> ApiResult<()> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.contains('/')
-        || name.chars().any(char::is_control)
-    {
-        return Err(ApiError::new(
-            code::INVALID_NAME,
-            format!("invalid storage pool name '{name}': it must be 1-255 printable characters without '/'"),
-        ));
-    }
-    Ok(())
-}
+// ---- names and XML ----
 
 /// Volume names are one file name in the pool's directory: never a path, never hidden.
 fn check_volume_name(name: &str) -> ApiResult<()> {
-    let problem = if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > 255 {
-        Some("it is longer than 255 bytes")
-    } else if name.contains('/') {
-        Some("it contains '/' (a volume is a file directly in the pool's directory)")
-    } else if name.starts_with('.') {
-        Some("it starts with '.'")
-    } else if name.chars().any(char::is_control) {
-        Some("it contains control characters")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(ApiError::new(
+    validate_volume_name(name).map_err(|err| match err {
+        DomainError::InvalidName { reason, .. } => ApiError::new(
             code::INVALID_NAME,
-            format!("invalid storage volume name '{name}': {problem}"),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// An absolute target directory without `.`/`..` components or trailing slashes.
-fn normalize_target(text: &str) -> Result<PathBuf, String> {
-    let path = Path::new(text);
-    if !path.is_absolute() {
-        return Err(format!("target path '{text}' is not absolute"));
-    }
-    let mut normalized = PathBuf::from("/");
-    for component in path.components() {
-        match component {
-            Component::RootDir => {}
-            Component::Normal(part) => normalized.push(part),
-            Component::CurDir | Component::ParentDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "target path '{text}' must not contain '.' or '..' components"
-                ))
-            }
-        }
-    }
-    if normalized == Path::new("/") {
-        return Err("the target path must not be '/'".to_string());
-    }
-    Ok(normalized)
-}
-
-/// Parses `<pool type='dir'><name/><uuid/><target><path/></target></pool>`.
-fn parse_pool_xml(xml: &str) -> ApiResult<PoolDef> {
-    let invalid = |message: String| ApiError::new(code::INVALID_XML, message);
-    let doc =
-        roxmltree::Document::parse(xml).map_err(|e| invalid(format!("malformed pool XML: {e}")))?;
-    let root = doc.root_element();
-    if !root.has_tag_name("pool") {
-        return Err(invalid(format!(
-            "the root element is <{}>, not <pool>",
-            root.tag_name().name()
-        )));
-    }
-    match root.attribute("type") {
-        Some("dir") => {}
-        Some(other) => {
-            return Err(ApiError::new(
-                code::UNSUPPORTED,
-                format!("storage pool type '{other}' is not supported (only 'dir')"),
-            ))
-        }
-        None => return Err(invalid("pool/@type is missing".to_string())),
-    }
-    let child = |name: &str| root.children().find(|c| c.has_tag_name(name));
-    let name = child("name")
-        .and_then(|n| n.text())
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| invalid("pool/name is missing".to_string()))?
-        .to_string();
-    check_pool_name(&name)?;
-    let uuid = match child("uuid").and_then(|n| n.text()).map(str::trim) {
-        Some(text) => Some(
-            Uuid::parse_str(text)
-                .map_err(|e| invalid(format!("pool/uuid '{text}' is not a UUID: {e}")))?,
+            format!("invalid storage volume name '{name}': {reason}"),
         ),
-        None => None,
-    };
-    let path = child("target")
-        .and_then(|t| t.children().find(|c| c.has_tag_name("path")))
-        .and_then(|p| p.text())
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| invalid("pool/target/path is missing".to_string()))?;
-    let target = normalize_target(path).map_err(|e| invalid(format!("pool/target/path: {e}")))?;
-    Ok(PoolDef { name, uuid, target })
+        other => bad_request(other.to_string()),
+    })
+}
+
+/// Pool XML as pool-define reads it. (Target permissions are read but not applied: the
+/// directory gets the daemon's owner and umask at pool-build.)
+fn parse_pool_xml(xml: &str) -> ApiResult<PoolDef> {
+    PoolDef::from_xml(xml).map_err(domain_error)
 }
 
 /// File system usage of the directory, as libvirt reports it for dir pools:
@@ -249,61 +145,59 @@ fn pool_info_of(record: &PoolRecord) -> PoolInfo {
 
 fn pool_xml_of(record: &PoolRecord) -> String {
     let info = pool_info_of(record);
-    format!(
-        "<pool type='dir'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <capacity unit='bytes'>{capacity}</capacity>
-  <allocation unit='bytes'>{allocation}</allocation>
-  <available unit='bytes'>{available}</available>
-  <source>
-  </source>
-  <target>
-    <path>{path}</path>
-  </target>
-</pool>
-",
-        name = xml_escape(&record.name),
-        uuid = record.uuid,
-        capacity = info.capacity.unwrap_or(0),
-        allocation = info.allocation.unwrap_or(0),
-        available = info.available.unwrap_or(0),
-        path = xml_escape(&info.target),
-    )
+    let def = PoolDef {
+        name: record.name.clone(),
+        uuid: Some(record.uuid),
+        target: record.target.clone(),
+        permissions: None,
+    };
+    def.to_xml(PoolUsage {
+        capacity: info.capacity.unwrap_or(0),
+        allocation: info.allocation.unwrap_or(0),
+        available: info.available.unwrap_or(0),
+    })
 }
 
 fn volume_xml_of(volume: &VolumeInfo) -> String {
-    let mut xml = format!(
-        "<volume type='file'>
-  <name>{name}</name>
-  <key>{path}</key>
-  <capacity unit='bytes'>{capacity}</capacity>
-  <allocation unit='bytes'>{allocation}</allocation>
-  <physical unit='bytes'>{physical}</physical>
-  <target>
-    <path>{path}</path>
-    <format type='{format}'/>
-  </target>
-",
-        name = xml_escape(&volume.name),
-        path = xml_escape(&volume.path),
-        capacity = volume.capacity,
-        allocation = volume.allocation,
-        physical = volume.physical,
-        format = xml_escape(&volume.format),
-    );
-    if let Some(backing) = &volume.backing_file {
-        xml.push_str(&format!(
-            "  <backingStore>\n    <path>{}</path>\n",
-            xml_escape(backing)
-        ));
-        if let Some(format) = &volume.backing_format {
-            xml.push_str(&format!("    <format type='{}'/>\n", xml_escape(format)));
-        }
-        xml.push_str("  </backingStore>\n");
+    // Images name their own format and their backing file's; oxvirt reads raw and qcow2 only
+    // (a backing format it does not know is left out, as for one the image does not name).
+    let format = |name: &str| VolumeFormat::from_name(name);
+    let def = VolumeDef {
+        name: volume.name.clone(),
+        key: Some(volume.path.clone()),
+        capacity: volume.capacity,
+        allocation: Some(volume.allocation),
+        physical: Some(volume.physical),
+        target: VolumeTarget {
+            path: Some(volume.path.clone()),
+            format: format(&volume.format).unwrap_or(VolumeFormat::Raw),
+            permissions: None,
+        },
+        backing_store: volume.backing_file.as_ref().map(|path| BackingStore {
+            path: path.clone(),
+            format: volume.backing_format.as_deref().and_then(format),
+        }),
+    };
+    def.to_xml()
+}
+
+/// vol-create's XML as the request vol-create-as sends. The key, physical size, target path
+/// and permissions are ignored, as libvirt ignores them: the pool decides where the file goes.
+fn create_request_of(def: &VolumeDef) -> CreateVolumeRequest {
+    CreateVolumeRequest {
+        name: def.name.clone(),
+        capacity: def.capacity,
+        format: def.target.format.as_str().to_string(),
+        prealloc_metadata: false,
+        // libvirt: no <allocation> means the whole capacity.
+        allocation: Some(def.allocation.unwrap_or(def.capacity)),
+        backing_vol: def.backing_store.as_ref().map(|b| b.path.clone()),
+        backing_format: def
+            .backing_store
+            .as_ref()
+            .and_then(|b| b.format)
+            .map(|f| f.as_str().to_string()),
     }
-    xml.push_str("</volume>\n");
-    xml
 }
 
 // ---- the pools table ----
@@ -415,6 +309,22 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
+    }
+}
+
+/// What to allocate up front: `prealloc_metadata` asks for qcow2 metadata; an allocation of the
+/// whole capacity for space reserved for all of it (libvirt's dir pools fallocate it); anything
+/// less, libvirt's pools may leave sparse, and oxvirt does.
+fn preallocation_of(request: &CreateVolumeRequest) -> Preallocation {
+    let whole = request
+        .allocation
+        .is_some_and(|a| request.capacity > 0 && a >= request.capacity);
+    if request.prealloc_metadata {
+        Preallocation::Metadata
+    } else if whole {
+        Preallocation::Falloc
+    } else {
+        Preallocation::Off
     }
 }
 
@@ -784,11 +694,7 @@ impl Daemon {
         let options = CreateOptions {
             format,
             size: Some(request.capacity),
-            preallocation: if request.prealloc_metadata {
-                Preallocation::Metadata
-            } else {
-                Preallocation::Off
-            },
+            preallocation: preallocation_of(request),
             backing_file: backing.as_ref().map(|(p, _)| p.display().to_string()),
             backing_format: backing.as_ref().map(|(_, f)| *f),
             overwrite: false,
@@ -803,6 +709,12 @@ impl Daemon {
         tracing::info!(pool = %pool.name, volume = %request.name, "volume created");
         let (path, meta) = volume_file(&pool, &request.name)?;
         read_volume(&pool, &request.name, &path, &meta)
+    }
+
+    /// vol-create: a volume from its XML, created as vol-create-as creates one.
+    pub fn create_volume_from_xml(&self, pool_id: &str, xml: &str) -> ApiResult<VolumeInfo> {
+        let def = VolumeDef::from_xml(xml).map_err(domain_error)?;
+        self.create_volume(pool_id, &create_request_of(&def))
     }
 
     /// A backing volume: a volume of the same pool by name, or an absolute path to an image.
@@ -1145,6 +1057,14 @@ mod tests {
                 code::INVALID_NAME,
             ),
             ("<pool type='dir'", code::INVALID_XML),
+            (
+                "<pool type='dir'><name>..</name><target><path>/a</path></target></pool>",
+                code::INVALID_NAME,
+            ),
+            (
+                "<pool type='dir' foo='1'><name>p</name><target><path>/a</path></target></pool>",
+                code::UNSUPPORTED,
+            ),
         ];
         for (xml, want) in errors {
             assert_eq!(parse_pool_xml(xml).unwrap_err().code, want, "{xml}");
@@ -1164,5 +1084,53 @@ mod tests {
         assert_eq!(def.name, record.name);
         assert_eq!(def.uuid, Some(record.uuid));
         assert_eq!(def.target, record.target);
+    }
+
+    #[test]
+    fn volume_xml_becomes_the_vol_create_as_request() {
+        let info = VolumeInfo {
+            name: "v.qcow2".to_string(),
+            pool: "p".to_string(),
+            path: "/p/v.qcow2".to_string(),
+            volume_type: "file".to_string(),
+            format: "qcow2".to_string(),
+            capacity: 1 << 20,
+            allocation: 196_608,
+            physical: 196_616,
+            backing_file: Some("/p/base".to_string()),
+            backing_format: Some("raw".to_string()),
+        };
+        let def = VolumeDef::from_xml(&volume_xml_of(&info)).unwrap();
+        let request = create_request_of(&def);
+        assert_eq!(
+            request,
+            CreateVolumeRequest {
+                name: "v.qcow2".to_string(),
+                capacity: 1 << 20,
+                format: "qcow2".to_string(),
+                prealloc_metadata: false,
+                allocation: Some(196_608),
+                backing_vol: Some("/p/base".to_string()),
+                backing_format: Some("raw".to_string()),
+            }
+        );
+        assert_eq!(preallocation_of(&request), Preallocation::Off);
+        // libvirt: no <allocation> is all of it; all of it is preallocated, 0 is sparse.
+        let def = VolumeDef::from_xml("<volume><name>r</name><capacity>4096</capacity></volume>")
+            .unwrap();
+        let request = create_request_of(&def);
+        assert_eq!(request.allocation, Some(4096));
+        assert_eq!(preallocation_of(&request), Preallocation::Falloc);
+        let sparse = CreateVolumeRequest {
+            allocation: Some(0),
+            ..request.clone()
+        };
+        assert_eq!(preallocation_of(&sparse), Preallocation::Off);
+        // vol-create-as sends no allocation: sparse, as before.
+        let plain = CreateVolumeRequest {
+            allocation: None,
+            ..request
+        };
+        assert_eq!(preallocation_of(&plain), Preallocation::Off);
     }
 }

@@ -29,6 +29,7 @@ fn volume(name: &str, capacity: u64, format: &str) -> CreateVolumeRequest {
         capacity,
         format: format.to_string(),
         prealloc_metadata: false,
+        allocation: None,
         backing_vol: None,
         backing_format: None,
     }
@@ -186,6 +187,30 @@ async fn bad_requests_get_clear_codes_and_change_nothing() {
         ),
         code::UNSUPPORTED
     );
+    // '.' and '..' are path components, not pool names; unknown attributes are not ignored.
+    for name in [".", ".."] {
+        assert_eq!(
+            api_code(
+                client
+                    .define_pool(&pool_xml(name, &env.dir.path().join("dots")))
+                    .await
+            ),
+            code::INVALID_NAME,
+            "{name:?}"
+        );
+    }
+    assert_eq!(
+        api_code(
+            client
+                .define_pool(
+                    &pool_xml("x", &env.dir.path().join("x"))
+                        .replace("type='dir'", "type='dir' foo='1'")
+                )
+                .await
+        ),
+        code::UNSUPPORTED
+    );
+    assert_eq!(client.list_pools().await.unwrap().len(), 1);
     assert_eq!(
         api_code(client.undefine_pool("p").await),
         code::INVALID_STATE

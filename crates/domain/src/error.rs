@@ -2,8 +2,9 @@
 
 use std::fmt;
 
-/// Where in a definition a problem is: the element path below `<domain>` (e.g.
-/// `devices/disk/driver`, or `domain` for the root) and its line when parsed from text.
+/// Where in a definition a problem is: the element path below the root element (e.g.
+/// `devices/disk/driver` in a domain, `target/path` in a pool; the root is named by itself, as
+/// `domain`) and its line when parsed from text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
     pub path: String,
@@ -28,8 +29,13 @@ impl fmt::Display for Location {
     }
 }
 
+/// What is wrong with a definition: of a domain, and also of a storage pool or volume
+/// ([`crate::pool`], [`crate::volume`]), which are read the same strict way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
+    /// The text breaks one of the XML limits (size, nesting, attributes, nodes, namespaces).
+    #[error("{0}")]
+    Limit(oxvirt_xml::LimitError),
     /// The text is not well-formed XML.
     #[error("malformed XML at line {line}, column {column}: {message}")]
     MalformedXml {
@@ -57,6 +63,14 @@ pub enum DomainError {
         allowed: String,
         location: Location,
     },
+    /// A value libvirt knows that oxvirt does not implement (e.g. a pool type other than `dir`).
+    #[error("unsupported value '{value}' for {attribute} on {location}; supported: {supported}")]
+    UnsupportedValue {
+        attribute: String,
+        value: String,
+        supported: String,
+        location: Location,
+    },
     /// A value that does not parse or is out of range.
     #[error("invalid value '{value}' for {attribute} on {location}: {reason}")]
     InvalidValue {
@@ -71,9 +85,10 @@ pub enum DomainError {
     /// An element that may appear once appears again.
     #[error("duplicate element {location}")]
     Duplicate { location: Location },
-    /// The domain name breaks the naming rules.
-    #[error("invalid domain name '{name}' in {location}: {reason}")]
+    /// A name (of a domain, storage pool or storage volume: `what`) breaks the naming rules.
+    #[error("invalid {what} name '{name}' in {location}: {reason}")]
     InvalidName {
+        what: &'static str,
         name: String,
         reason: String,
         location: Location,
@@ -88,10 +103,12 @@ impl DomainError {
     pub fn line(&self) -> Option<u32> {
         match self {
             DomainError::MalformedXml { line, .. } => Some(*line),
+            DomainError::Limit(limit) => limit.line,
             DomainError::UnsupportedElement { location }
             | DomainError::UnsupportedAttribute { location, .. }
             | DomainError::UnexpectedText { location, .. }
             | DomainError::InvalidEnumValue { location, .. }
+            | DomainError::UnsupportedValue { location, .. }
             | DomainError::InvalidValue { location, .. }
             | DomainError::Missing { location, .. }
             | DomainError::Duplicate { location }
@@ -104,7 +121,9 @@ impl DomainError {
     pub fn is_unsupported(&self) -> bool {
         matches!(
             self,
-            DomainError::UnsupportedElement { .. } | DomainError::UnsupportedAttribute { .. }
+            DomainError::UnsupportedElement { .. }
+                | DomainError::UnsupportedAttribute { .. }
+                | DomainError::UnsupportedValue { .. }
         )
     }
 }

@@ -1,17 +1,23 @@
-//! oxvirt-domain: the libvirt domain XML subset oxvirt understands.
+//! oxvirt-domain: the libvirt definition XML oxvirt understands (networks live in
+//! `oxvirt-net`).
 //!
-//! [`parse_domain_xml`] parses, validates and normalizes a definition (filling in the
-//! defaults libvirt fills in); [`Domain::to_xml`] prints libvirt's normalized form, as
-//! `virsh dumpxml` would. Anything not modelled is an error naming it and its line, never
-//! silently dropped. The crate does no I/O.
+//! [`parse_domain_xml`] parses, validates and normalizes a domain (filling in the defaults
+//! libvirt fills in); [`Domain::to_xml`] prints libvirt's normalized form, as `virsh dumpxml`
+//! would. [`pool`] and [`volume`] do the same for storage pools (type `dir`) and their volumes.
+//! Anything not modelled is an error naming it and its line, never silently dropped. All text
+//! is read through `oxvirt-xml` and its limits. The crate does no I/O.
 
+mod elem;
 mod error;
 mod model;
 mod names;
 mod normalize;
 mod parse;
+pub mod pool;
+mod storage;
 mod units;
 mod validate;
+pub mod volume;
 mod write;
 
 pub use error::{DomainError, Location};

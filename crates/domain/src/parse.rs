@@ -1,396 +1,27 @@
 //! XML text -> [`Domain`] (not yet normalized).
 //!
 //! Every element and attribute is either consumed into the model or reported: an
-//! [`Elem`] remembers which attributes were read, and `finish` rejects the rest, so
+//! [`Elem`] remembers which attributes were read, and `finish_attrs` rejects the rest, so
 //! nothing is dropped silently.
 
-use roxmltree::{Document, Node, NodeType};
-
-use crate::error::Location;
+use crate::elem::{self, lookup, set_once, truncate, Elem, Extension, Result};
 use crate::model::*;
 use crate::units::{cpuset_at, mac_at, parse_decimal_u64, size_kib_at};
 use crate::DomainError;
-
-type Result<T> = std::result::Result<T, DomainError>;
 
 /// Controller indexes above this are rejected (PCI has at most 256 buses).
 pub(crate) const MAX_CONTROLLER_INDEX: u32 = 255;
 /// Placeholder for a controller index the definition left out.
 pub(crate) const UNSET_INDEX: u32 = u32::MAX;
 
-/// Input larger than this is rejected before parsing (definitions are a few KiB).
-const MAX_XML_BYTES: usize = 4 << 20;
-
 pub(crate) fn parse(xml: &str) -> Result<Domain> {
-    if xml.len() > MAX_XML_BYTES {
-        return Err(DomainError::Invalid {
-            reason: format!("definition is larger than {MAX_XML_BYTES} bytes"),
-            location: Location::new("domain", None),
-        });
-    }
-    let depth = nesting_depth(xml);
-    if depth > MAX_NESTING {
-        return Err(DomainError::Invalid {
-            reason: format!(
-                "elements nest {depth} deep; at most {MAX_NESTING} levels are accepted"
-            ),
-            location: Location::new("domain", None),
-        });
-    }
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: false,
-        nodes_limit: 200_000,
+    let doc = elem::read(xml)?;
+    let extension = Extension {
+        namespace: crate::OXVIRT_NAMESPACE,
+        prefix: "oxvirt",
     };
-    let doc = Document::parse_with_options(xml, options).map_err(|e| {
-        let pos = e.pos();
-        DomainError::MalformedXml {
-            line: pos.row,
-            column: pos.col,
-            message: e.to_string(),
-        }
-    })?;
-    let root = doc.root_element();
-    let mut elem = Elem::new(&doc, root, root.tag_name().name().to_string());
-    if root.tag_name().name() != "domain" || root.tag_name().namespace().is_some() {
-        return Err(DomainError::UnsupportedElement {
-            location: elem.loc(),
-        });
-    }
-    parse_domain(&mut elem)
-}
-
-/// Deepest element nesting accepted. roxmltree parses nesting recursively, so a hostile
-/// document could otherwise exhaust the stack; real definitions nest about 5 deep.
-const MAX_NESTING: usize = 64;
-
-/// The element nesting depth of `xml`, from a light scan that skips comments, CDATA,
-/// processing instructions, declarations and quoted attribute values. Only used to
-/// refuse pathological input before the real parser sees it.
-fn nesting_depth(xml: &str) -> usize {
-    let b = xml.as_bytes();
-    let skip_past = |from: usize, end: &[u8]| -> usize {
-        b[from..]
-            .windows(end.len())
-            .position(|w| w == end)
-            .map_or(b.len(), |p| from + p + end.len())
-    };
-    let (mut i, mut depth, mut max) = (0, 0usize, 0usize);
-    while i < b.len() {
-        if b[i] != b'<' {
-            i += 1;
-            continue;
-        }
-        let rest = &b[i..];
-        if rest.starts_with(b"<!--") {
-            i = skip_past(i + 4, b"-->");
-        } else if rest.starts_with(b"<![CDATA[") {
-            i = skip_past(i + 9, b"]]>");
-        } else if rest.starts_with(b"<?") {
-            i = skip_past(i + 2, b"?>");
-        } else if rest.starts_with(b"<!") || rest.starts_with(b"</") {
-            if rest.starts_with(b"</") {
-                depth = depth.saturating_sub(1);
-            }
-            i = skip_past(i + 2, b">");
-        } else {
-            // A start tag: find its end outside quoted values.
-            let mut j = i + 1;
-            let mut quote = None;
-            while j < b.len() {
-                match (quote, b[j]) {
-                    (None, b'"' | b'\'') => quote = Some(b[j]),
-                    (Some(q), c) if c == q => quote = None,
-                    (None, b'>') => break,
-                    _ => {}
-                }
-                j += 1;
-            }
-            if j <= b.len() && b.get(j.wrapping_sub(1)) != Some(&b'/') {
-                depth += 1;
-                max = max.max(depth);
-            }
-            i = j + 1;
-        }
-    }
-    max
-}
-
-/// One element being parsed, with its path for error messages.
-struct Elem<'a, 'input> {
-    doc: &'a Document<'input>,
-    node: Node<'a, 'input>,
-    path: String,
-    used: Vec<&'static str>,
-}
-
-impl<'a, 'input> Elem<'a, 'input> {
-    fn new(doc: &'a Document<'input>, node: Node<'a, 'input>, path: String) -> Self {
-        Elem {
-            doc,
-            node,
-            path,
-            used: Vec::new(),
-        }
-    }
-
-    fn name(&self) -> &'a str {
-        self.node.tag_name().name()
-    }
-
-    fn line(&self) -> u32 {
-        self.doc.text_pos_at(self.node.range().start).row
-    }
-
-    fn loc(&self) -> Location {
-        Location::new(self.path.clone(), Some(self.line()))
-    }
-
-    fn attr(&mut self, name: &'static str) -> Option<&'a str> {
-        self.used.push(name);
-        self.node.attribute(name)
-    }
-
-    fn required_attr(&mut self, name: &'static str) -> Result<&'a str> {
-        self.attr(name).ok_or_else(|| DomainError::Missing {
-            what: format!("attribute '{name}'"),
-            location: self.loc(),
-        })
-    }
-
-    fn invalid(&self, attribute: &str, value: &str, reason: impl Into<String>) -> DomainError {
-        DomainError::InvalidValue {
-            attribute: attribute.to_string(),
-            value: value.to_string(),
-            reason: reason.into(),
-            location: self.loc(),
-        }
-    }
-
-    fn enum_attr<T: Copy>(&mut self, name: &'static str, table: &[(&str, T)]) -> Result<Option<T>> {
-        match self.attr(name) {
-            None => Ok(None),
-            Some(value) => lookup(table, value)
-                .map(Some)
-                .ok_or_else(|| self.enum_error(&format!("attribute '{name}'"), value, table)),
-        }
-    }
-
-    fn enum_error<T>(&self, what: &str, value: &str, table: &[(&str, T)]) -> DomainError {
-        DomainError::InvalidEnumValue {
-            attribute: what.to_string(),
-            value: value.to_string(),
-            allowed: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
-            location: self.loc(),
-        }
-    }
-
-    fn u32_attr(&mut self, name: &'static str) -> Result<Option<u32>> {
-        match self.attr(name) {
-            None => Ok(None),
-            Some(v) => parse_decimal_u64(v.trim())
-                .and_then(|n| u32::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    self.invalid(
-                        &format!("attribute '{name}'"),
-                        v,
-                        "expected an unsigned 32-bit integer",
-                    )
-                }),
-        }
-    }
-
-    /// An integer in C `strtoul(.., 0)` syntax (`0x` hex, leading `0` octal), as libvirt
-    /// accepts for address fields.
-    fn c_uint_attr(&mut self, name: &'static str, max: u64) -> Result<Option<u64>> {
-        match self.attr(name) {
-            None => Ok(None),
-            Some(v) => parse_c_uint(v.trim())
-                .filter(|n| *n <= max)
-                .map(Some)
-                .ok_or_else(|| {
-                    self.invalid(
-                        &format!("attribute '{name}'"),
-                        v,
-                        format!("expected an integer from 0 to {max:#x}"),
-                    )
-                }),
-        }
-    }
-
-    fn yes_no_attr(&mut self, name: &'static str) -> Result<Option<bool>> {
-        self.enum_attr(name, &[("yes", true), ("no", false)])
-    }
-
-    fn on_off_attr(&mut self, name: &'static str) -> Result<Option<bool>> {
-        self.enum_attr(name, &[("on", true), ("off", false)])
-    }
-
-    /// Rejects any attribute that was not read.
-    fn finish_attrs(&self) -> Result<()> {
-        for attr in self.node.attributes() {
-            if attr.namespace().is_some() || !self.used.contains(&attr.name()) {
-                let name = match attr.namespace() {
-                    Some(ns) => format!("{{{ns}}}{}", attr.name()),
-                    None => attr.name().to_string(),
-                };
-                return Err(DomainError::UnsupportedAttribute {
-                    attribute: name,
-                    location: self.loc(),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Element children; non-blank text between them is an error.
-    fn children(&self) -> Result<Vec<Elem<'a, 'input>>> {
-        let mut out = Vec::new();
-        for child in self.node.children() {
-            match child.node_type() {
-                NodeType::Element => {
-                    let name = child.tag_name().name();
-                    let path = if self.path == "domain" {
-                        name.to_string()
-                    } else {
-                        format!("{}/{}", self.path, name)
-                    };
-                    let namespace = child.tag_name().namespace();
-                    let oxvirt_extension =
-                        self.path == "domain" && namespace == Some(crate::OXVIRT_NAMESPACE);
-                    let path = if oxvirt_extension {
-                        format!("oxvirt:{name}")
-                    } else {
-                        path
-                    };
-                    let elem = Elem::new(self.doc, child, path);
-                    if namespace.is_some() && !oxvirt_extension {
-                        return Err(DomainError::UnsupportedElement {
-                            location: elem.loc(),
-                        });
-                    }
-                    out.push(elem);
-                }
-                NodeType::Text => {
-                    let text = child.text().unwrap_or("");
-                    if !text.trim().is_empty() {
-                        return Err(DomainError::UnexpectedText {
-                            text: truncate(text.trim()),
-                            location: self.loc(),
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    /// An element with no children at all (attributes only).
-    fn leaf(&self) -> Result<()> {
-        if let Some(child) = self.children()?.into_iter().next() {
-            return Err(DomainError::UnsupportedElement {
-                location: child.loc(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The element's text (no child elements allowed); not trimmed.
-    fn text(&self) -> Result<String> {
-        let mut text = String::new();
-        for child in self.node.children() {
-            match child.node_type() {
-                NodeType::Element => {
-                    let path = format!("{}/{}", self.path, child.tag_name().name());
-                    let elem = Elem::new(self.doc, child, path);
-                    return Err(DomainError::UnsupportedElement {
-                        location: elem.loc(),
-                    });
-                }
-                NodeType::Text => text.push_str(child.text().unwrap_or("")),
-                _ => {}
-            }
-        }
-        Ok(text)
-    }
-
-    fn text_u64(&self) -> Result<u64> {
-        let text = self.text()?;
-        parse_decimal_u64(text.trim())
-            .ok_or_else(|| self.invalid("value", text.trim(), "expected an unsigned integer"))
-    }
-
-    fn text_u32(&self) -> Result<u32> {
-        let n = self.text_u64()?;
-        u32::try_from(n).map_err(|_| self.invalid("value", &n.to_string(), "too large"))
-    }
-
-    fn text_i64(&self) -> Result<i64> {
-        let text = self.text()?;
-        let t = text.trim();
-        let (neg, digits) = match t.strip_prefix('-') {
-            Some(d) => (true, d),
-            None => (false, t),
-        };
-        let n = parse_decimal_u64(digits)
-            .and_then(|n| i64::try_from(n).ok())
-            .ok_or_else(|| self.invalid("value", t, "expected an integer"))?;
-        Ok(if neg { -n } else { n })
-    }
-
-    fn text_enum<T: Copy>(&self, table: &[(&str, T)]) -> Result<T> {
-        let text = self.text()?;
-        lookup(table, text.trim()).ok_or_else(|| self.enum_error("value", text.trim(), table))
-    }
-
-    fn unsupported(&self) -> DomainError {
-        DomainError::UnsupportedElement {
-            location: self.loc(),
-        }
-    }
-
-    fn duplicate(&self) -> DomainError {
-        DomainError::Duplicate {
-            location: self.loc(),
-        }
-    }
-}
-
-fn truncate(text: &str) -> String {
-    match text.char_indices().nth(40) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text.to_string(),
-    }
-}
-
-fn lookup<T: Copy>(table: &[(&str, T)], value: &str) -> Option<T> {
-    table.iter().find(|(n, _)| *n == value).map(|(_, v)| *v)
-}
-
-fn parse_c_uint(text: &str) -> Option<u64> {
-    if let Some(hex) = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
-        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        u64::from_str_radix(hex, 16).ok()
-    } else if text.len() > 1 && text.starts_with('0') {
-        if !text.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            return None;
-        }
-        u64::from_str_radix(&text[1..], 8).ok()
-    } else {
-        parse_decimal_u64(text)
-    }
-}
-
-/// Stores `value` into a singleton slot, rejecting a second occurrence.
-fn set_once<T>(slot: &mut Option<T>, value: T, elem: &Elem) -> Result<()> {
-    if slot.is_some() {
-        return Err(elem.duplicate());
-    }
-    *slot = Some(value);
-    Ok(())
+    let mut root = Elem::root(&doc, "domain", Some(extension))?;
+    parse_domain(&mut root)
 }
 
 pub(crate) const DOMAIN_TYPES: &[(&str, DomainType)] =
@@ -625,7 +256,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let root_loc = root.loc();
 
     for mut child in root.children()? {
-        if child.node.tag_name().namespace() == Some(crate::OXVIRT_NAMESPACE) {
+        if child.namespace() == Some(crate::OXVIRT_NAMESPACE) {
             match child.name() {
                 "engine" if engine.is_none() => {
                     engine = Some(
@@ -656,7 +287,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let text = child.text()?;
                 let value = text.trim().to_string();
                 crate::validate::validate_name(&value).map_err(|e| match e {
-                    DomainError::InvalidName { name, reason, .. } => DomainError::InvalidName {
+                    DomainError::InvalidName {
+                        what, name, reason, ..
+                    } => DomainError::InvalidName {
+                        what,
                         name,
                         reason,
                         location: child.loc(),
@@ -808,7 +442,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
 
 /// libvirt accepts a UUID with or without dashes (32 hex digits, dashes anywhere between
 /// byte pairs); we accept the canonical dashed form and the plain 32-digit form.
-fn parse_uuid(text: &str) -> Option<Uuid> {
+pub(crate) fn parse_uuid(text: &str) -> Option<Uuid> {
     let hex: String = text.chars().filter(|c| *c != '-').collect();
     if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -2083,22 +1717,4 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
         backend_random,
         address,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::nesting_depth;
-
-    #[test]
-    fn nesting_depth_scan() {
-        assert_eq!(nesting_depth("<a><b/><c><d x='>'/></c></a>"), 2);
-        assert_eq!(
-            nesting_depth("<a><!-- <b><c> --><![CDATA[<x><y>]]><?p <q>?></a>"),
-            1
-        );
-        assert_eq!(nesting_depth(&"<a>".repeat(100)), 100);
-        assert_eq!(nesting_depth("<a b=\"/>\"><c>"), 2);
-        assert_eq!(nesting_depth("<"), 1);
-        assert_eq!(nesting_depth(""), 0);
-    }
 }

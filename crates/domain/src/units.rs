@@ -41,6 +41,19 @@ pub(crate) fn size_kib_at(
     location: &Location,
     attribute: &str,
 ) -> Result<u64, DomainError> {
+    size_bytes_at(value, unit, 1024, location, attribute).map(|bytes| bytes.div_ceil(1024))
+}
+
+/// A size in bytes: `value` in `unit` (libvirt's units, as [`parse_size_kib`]), or in units of
+/// `default_scale` bytes without one (domains default to KiB, storage to bytes). More than
+/// `i64::MAX` bytes is an overflow error.
+pub(crate) fn size_bytes_at(
+    value: &str,
+    unit: Option<&str>,
+    default_scale: u64,
+    location: &Location,
+    attribute: &str,
+) -> Result<u64, DomainError> {
     let invalid = |reason: &str| DomainError::InvalidValue {
         attribute: attribute.to_string(),
         value: match unit {
@@ -53,7 +66,7 @@ pub(crate) fn size_kib_at(
     let number =
         parse_decimal_u64(value.trim()).ok_or_else(|| invalid("not an unsigned integer"))?;
     let scale = match unit.map(str::trim) {
-        None | Some("") => 1024,
+        None | Some("") => default_scale,
         Some(u) => unit_scale(u).ok_or_else(|| DomainError::InvalidEnumValue {
             attribute: "attribute 'unit'".to_string(),
             value: u.to_string(),
@@ -63,11 +76,10 @@ pub(crate) fn size_kib_at(
             location: location.clone(),
         })?,
     };
-    let bytes = number
+    number
         .checked_mul(scale)
         .filter(|b| *b <= MAX_SIZE_BYTES)
-        .ok_or_else(|| invalid("size overflows (more than 2^63-1 bytes)"))?;
-    Ok(bytes.div_ceil(1024))
+        .ok_or_else(|| invalid("size overflows (more than 2^63-1 bytes)"))
 }
 
 /// Bytes per `unit`, or `None` for an unknown unit.

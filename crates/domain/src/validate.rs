@@ -15,6 +15,7 @@ pub const MAX_NAME_BYTES: usize = 255;
 pub fn validate_name(name: &str) -> Result<(), DomainError> {
     let fail = |reason: &str| {
         Err(DomainError::InvalidName {
+            what: "domain",
             name: name.escape_debug().to_string(),
             reason: reason.to_string(),
             location: Location::new("name", None),

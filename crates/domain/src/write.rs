@@ -29,28 +29,6 @@ fn on_off(b: bool) -> &'static str {
     }
 }
 
-/// Escapes for both attribute values (single-quoted) and text. Whitespace other than a
-/// plain space is written as a character reference so attribute normalization keeps it.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\'' => out.push_str("&apos;"),
-            '"' => out.push_str("&quot;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn escape_attr(s: &str) -> String {
-    escape(s).replace('\t', "&#9;").replace('\n', "&#10;")
-}
-
 /// A tiny indenting XML writer.
 struct Writer {
     out: String,
@@ -73,7 +51,7 @@ impl Writer {
         self.out.push_str(name);
         for (key, value) in attrs {
             if let Some(value) = value {
-                let _ = write!(self.out, " {key}='{}'", escape_attr(value));
+                let _ = write!(self.out, " {key}='{}'", oxvirt_xml::escape_attr(value));
             }
         }
     }
@@ -85,7 +63,7 @@ impl Writer {
 
     fn text(&mut self, name: &str, attrs: Attrs, text: &str) {
         self.open_tag(name, attrs);
-        let _ = writeln!(self.out, ">{}</{name}>", escape(text));
+        let _ = writeln!(self.out, ">{}</{name}>", oxvirt_xml::escape_text(text));
     }
 
     fn start(&mut self, name: &str, attrs: Attrs) {

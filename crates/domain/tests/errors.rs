@@ -230,6 +230,53 @@ fn hostile_inputs_do_not_panic() {
     }
 }
 
+/// Just over each XML limit: the error names the limit, whatever the rest of the document.
+#[test]
+fn inputs_just_over_each_xml_limit_are_refused() {
+    use oxvirt_xml::{Limit, Limits};
+    let limits = Limits::DEFAULT;
+    let limit_of = |xml: &str| match parse_domain_xml(xml) {
+        Err(DomainError::Limit(e)) => Some((e.limit, e.max)),
+        other => panic!("expected a limit error, got {other:?}"),
+    };
+    let base = with("", "");
+    // Size: padding in a comment, one byte over.
+    let pad = limits.max_bytes + 1 - base.len() - "<!---->".len();
+    let big = format!("{base}<!--{}-->", "x".repeat(pad));
+    assert_eq!(big.len(), limits.max_bytes + 1);
+    assert_eq!(limit_of(&big), Some((Limit::Size, 4 << 20)));
+    // Depth: the domain is level 1, so 64 more levels inside <description> make 65.
+    let nest = "<x>".repeat(64) + &"</x>".repeat(64);
+    let e = err(&with(&format!("\n  <description>{nest}</description>"), ""));
+    assert!(
+        matches!(&e, DomainError::Limit(l) if l.limit == Limit::Depth && l.line == Some(8)),
+        "{e:?}"
+    );
+    assert_msg(&e, &["nesting depth limit", "64", "line 8"]);
+    // Attributes: 65 on the <driver> element.
+    let attrs: String = (0..65).map(|n| format!(" a{n}='x'")).collect();
+    let e = err(&with("", "").replace(
+        "<driver name='qemu'",
+        &format!("<driver name='qemu'{attrs}"),
+    ));
+    assert_msg(
+        &e,
+        &["attribute limit", "more than 64 attributes", "line 10"],
+    );
+    // Nodes: comments count.
+    let comments = "<!---->".repeat(limits.max_nodes);
+    assert_eq!(
+        limit_of(&with(&comments, "")),
+        Some((Limit::Nodes, 200_000))
+    );
+    // Namespace declarations.
+    let declarations = "<x xmlns:q='urn:q'/>".repeat(limits.max_namespaces + 1);
+    assert_eq!(
+        limit_of(&with(&format!("<metadata>{declarations}</metadata>"), "")),
+        Some((Limit::Namespaces, 64))
+    );
+}
+
 /// Every truncation of every libvirt test input gives Ok or an error, never a panic, and
 /// whatever parses round-trips.
 #[test]

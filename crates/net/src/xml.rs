@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+use oxvirt_xml::roxmltree;
+use oxvirt_xml::{escape_attr, escape_text, LimitError, XmlError};
 use uuid::Uuid;
 
 use crate::addr::{mask_to_prefix, Ipv4Subnet, MacAddr};
@@ -127,6 +129,9 @@ pub struct DnsHost {
 pub enum NetXmlError {
     #[error("network XML is not well-formed: {0}")]
     Syntax(String),
+    /// The text breaks one of the XML limits (size, nesting, attributes, nodes, namespaces).
+    #[error(transparent)]
+    Limit(LimitError),
     #[error("unsupported {what} at line {line}")]
     Unsupported { what: String, line: u32 },
     #[error("missing {what} at line {line}")]
@@ -152,11 +157,13 @@ impl NetworkDef {
     /// Parses and validates a `<network>` document. Defaults that depend on other networks (bridge name) are
     /// left for [`NetworkDef::fill_defaults`]; a missing `<uuid>` is generated here.
     pub fn from_xml(xml: &str) -> Result<NetworkDef, NetXmlError> {
-        let doc =
-            roxmltree::Document::parse(xml).map_err(|e| NetXmlError::Syntax(e.to_string()))?;
+        let doc = oxvirt_xml::parse(xml).map_err(|err| match err {
+            XmlError::Limit(limit) => NetXmlError::Limit(limit),
+            XmlError::Malformed { message, .. } => NetXmlError::Syntax(message),
+        })?;
         let root = doc.root_element();
         let line = |node: roxmltree::Node| doc.text_pos_at(node.range().start).row;
-        if root.tag_name().name() != "network" {
+        if root.tag_name().name() != "network" || root.tag_name().namespace().is_some() {
             return Err(NetXmlError::Unsupported {
                 what: format!(
                     "root element <{}> (expected <network>)",
@@ -185,7 +192,7 @@ impl NetworkDef {
         let mut ip: Option<IpConfig> = None;
         let mut seen = HashSet::new();
 
-        for child in root.children().filter(|n| n.is_element()) {
+        for child in elements(&doc, root)? {
             let tag = child.tag_name().name();
             if !seen.insert(tag) && tag != "ip" {
                 return Err(NetXmlError::Unsupported {
@@ -210,7 +217,7 @@ impl NetworkDef {
                 }
                 "forward" => {
                     check_attributes(&doc, child, &["mode", "dev"])?;
-                    check_no_children(&doc, child)?;
+                    check_empty(&doc, child)?;
                     forward.mode = match child.attribute("mode") {
                         None | Some("nat") => ForwardMode::Nat,
                         Some("route") => ForwardMode::Route,
@@ -229,7 +236,7 @@ impl NetworkDef {
                 }
                 "bridge" => {
                     check_attributes(&doc, child, &["name", "stp", "delay"])?;
-                    check_no_children(&doc, child)?;
+                    check_empty(&doc, child)?;
                     if let Some(n) = child.attribute("name") {
                         check_ifname(n, "<bridge name=>", line(child))?;
                         bridge.name = Some(n.to_string());
@@ -251,7 +258,7 @@ impl NetworkDef {
                 }
                 "mac" => {
                     check_attributes(&doc, child, &["address"])?;
-                    check_no_children(&doc, child)?;
+                    check_empty(&doc, child)?;
                     let text = required(child, "address", line(child))?;
                     let parsed = parse_mac(text, "<mac address=>", line(child))?;
                     if parsed.is_multicast() {
@@ -266,7 +273,7 @@ impl NetworkDef {
                 }
                 "mtu" => {
                     check_attributes(&doc, child, &["size"])?;
-                    check_no_children(&doc, child)?;
+                    check_empty(&doc, child)?;
                     let text = required(child, "size", line(child))?;
                     let size: u32 = parse_number(text, "<mtu size=>", line(child))?;
                     if !(68..=65535).contains(&size) {
@@ -276,7 +283,7 @@ impl NetworkDef {
                 }
                 "domain" => {
                     check_attributes(&doc, child, &["name"])?;
-                    check_no_children(&doc, child)?;
+                    check_empty(&doc, child)?;
                     let text = required(child, "name", line(child))?;
                     check_hostname(text, "<domain name=>", line(child))?;
                     domain = Some(text.to_string());
@@ -499,12 +506,12 @@ impl NetworkDef {
     /// Serializes in libvirt's element order, with explicit defaults, two-space indented.
     pub fn to_xml(&self) -> String {
         let mut out = String::from("<network>\n");
-        let _ = writeln!(out, "  <name>{}</name>", escape(&self.name));
+        let _ = writeln!(out, "  <name>{}</name>", escape_text(&self.name));
         let _ = writeln!(out, "  <uuid>{}</uuid>", self.uuid);
         if let Some(mode) = self.forward.mode.xml_name() {
             match &self.forward.dev {
                 Some(dev) => {
-                    let _ = writeln!(out, "  <forward mode='{mode}' dev='{}'/>", escape(dev));
+                    let _ = writeln!(out, "  <forward mode='{mode}' dev='{}'/>", escape_attr(dev));
                 }
                 None => {
                     let _ = writeln!(out, "  <forward mode='{mode}'/>");
@@ -513,12 +520,12 @@ impl NetworkDef {
         }
         match (&self.bridge.name, self.forward.mode) {
             (Some(name), ForwardMode::Bridge) => {
-                let _ = writeln!(out, "  <bridge name='{}'/>", escape(name));
+                let _ = writeln!(out, "  <bridge name='{}'/>", escape_attr(name));
             }
             (name, _) => {
                 let name_attr = name
                     .as_deref()
-                    .map(|n| format!("name='{}' ", escape(n)))
+                    .map(|n| format!("name='{}' ", escape_attr(n)))
                     .unwrap_or_default();
                 let _ = writeln!(
                     out,
@@ -535,14 +542,14 @@ impl NetworkDef {
             let _ = writeln!(out, "  <mac address='{mac}'/>");
         }
         if let Some(domain) = &self.domain {
-            let _ = writeln!(out, "  <domain name='{}'/>", escape(domain));
+            let _ = writeln!(out, "  <domain name='{}'/>", escape_attr(domain));
         }
         if !self.dns_hosts.is_empty() {
             out.push_str("  <dns>\n");
             for host in &self.dns_hosts {
                 let _ = writeln!(out, "    <host ip='{}'>", host.ip);
                 for name in &host.hostnames {
-                    let _ = writeln!(out, "      <hostname>{}</hostname>", escape(name));
+                    let _ = writeln!(out, "      <hostname>{}</hostname>", escape_text(name));
                 }
                 out.push_str("    </host>\n");
             }
@@ -574,7 +581,7 @@ impl NetworkDef {
                             let _ = write!(out, " mac='{mac}'");
                         }
                         if let Some(name) = &host.name {
-                            let _ = write!(out, " name='{}'", escape(name));
+                            let _ = write!(out, " name='{}'", escape_attr(name));
                         }
                         let _ = writeln!(out, " ip='{}'/>", host.ip);
                     }
@@ -670,7 +677,7 @@ fn parse_ip(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<IpConfig
         }
     };
     let mut dhcp = None;
-    for child in node.children().filter(|n| n.is_element()) {
+    for child in elements(doc, node)? {
         let child_line = doc.text_pos_at(child.range().start).row;
         match child.tag_name().name() {
             "dhcp" if dhcp.is_none() => {
@@ -695,9 +702,9 @@ fn parse_ip(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<IpConfig
 
 fn parse_dhcp(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<Dhcp, NetXmlError> {
     let mut dhcp = Dhcp::default();
-    for child in node.children().filter(|n| n.is_element()) {
+    for child in elements(doc, node)? {
         let line = doc.text_pos_at(child.range().start).row;
-        check_no_children(doc, child)?;
+        check_empty(doc, child)?;
         match child.tag_name().name() {
             "range" => {
                 check_attributes(doc, child, &["start", "end"])?;
@@ -744,7 +751,7 @@ fn parse_dns(
     node: roxmltree::Node,
 ) -> Result<Vec<DnsHost>, NetXmlError> {
     let mut hosts = Vec::new();
-    for child in node.children().filter(|n| n.is_element()) {
+    for child in elements(doc, node)? {
         let line = doc.text_pos_at(child.range().start).row;
         if child.tag_name().name() != "host" {
             return Err(NetXmlError::Unsupported {
@@ -755,7 +762,7 @@ fn parse_dns(
         check_attributes(doc, child, &["ip"])?;
         let ip = parse_ipv4(required(child, "ip", line)?, "<dns host ip=>", line)?;
         let mut hostnames = Vec::new();
-        for name_node in child.children().filter(|n| n.is_element()) {
+        for name_node in elements(doc, child)? {
             let name_line = doc.text_pos_at(name_node.range().start).row;
             if name_node.tag_name().name() != "hostname" {
                 return Err(NetXmlError::Unsupported {
@@ -799,6 +806,57 @@ fn check_attributes(
     Ok(())
 }
 
+/// The element children of `node`. Text between them must be blank, and an element in a
+/// namespace is not libvirt's: both are errors, never skipped.
+fn elements<'a, 'input>(
+    doc: &roxmltree::Document,
+    node: roxmltree::Node<'a, 'input>,
+) -> Result<Vec<roxmltree::Node<'a, 'input>>, NetXmlError> {
+    let mut out = Vec::new();
+    for child in node.children() {
+        let line = doc.text_pos_at(child.range().start).row;
+        if child.is_element() {
+            if let Some(namespace) = child.tag_name().namespace() {
+                return Err(NetXmlError::Unsupported {
+                    what: format!(
+                        "element <{}> of namespace '{namespace}' in <{}>",
+                        child.tag_name().name(),
+                        node.tag_name().name()
+                    ),
+                    line,
+                });
+            }
+            out.push(child);
+        } else if child.is_text() {
+            let text = child.text().unwrap_or("").trim();
+            if !text.is_empty() {
+                let shown: String = text.chars().take(40).collect();
+                return Err(NetXmlError::Unsupported {
+                    what: format!("text '{shown}' in <{}>", node.tag_name().name()),
+                    line,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An element that takes attributes only: no children, no text.
+fn check_empty(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<(), NetXmlError> {
+    if let Some(child) = elements(doc, node)?.first() {
+        return Err(NetXmlError::Unsupported {
+            what: format!(
+                "element <{}> in <{}>",
+                child.tag_name().name(),
+                node.tag_name().name()
+            ),
+            line: doc.text_pos_at(child.range().start).row,
+        });
+    }
+    Ok(())
+}
+
+/// An element that takes text only: no child elements.
 fn check_no_children(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<(), NetXmlError> {
     if let Some(child) = node.children().find(|n| n.is_element()) {
         return Err(NetXmlError::Unsupported {
@@ -816,7 +874,13 @@ fn check_no_children(doc: &roxmltree::Document, node: roxmltree::Node) -> Result
 /// The trimmed text of a leaf element; an error if it has child elements or is empty.
 fn text_of(doc: &roxmltree::Document, node: roxmltree::Node) -> Result<String, NetXmlError> {
     check_no_children(doc, node)?;
-    let text = node.text().unwrap_or("").trim().to_string();
+    // All of it: a comment splits the text into several nodes.
+    let text: String = node
+        .children()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect();
+    let text = text.trim().to_string();
     if text.is_empty() {
         return Err(NetXmlError::Missing {
             what: format!("text of <{}>", node.tag_name().name()),
@@ -930,14 +994,6 @@ fn check_hostname(name: &str, what: &str, line: u32) -> Result<(), NetXmlError> 
             "not a DNS name (letters, digits, '-', dot-separated labels)",
         ))
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('\'', "&apos;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -1072,6 +1128,81 @@ mod tests {
             "<network><name>x</name><ip family='ipv6' address='fd00::1' prefix='64'/></network>",
         );
         assert!(err.contains("<ip family='ipv6'>"), "{err}");
+    }
+
+    /// Every element of a definition using everything refuses an attribute it does not know.
+    #[test]
+    fn every_element_refuses_an_unknown_attribute() {
+        let xml = full_xml();
+        let starts: Vec<usize> = xml
+            .match_indices('<')
+            .map(|(i, _)| i)
+            .filter(|i| !xml[i + 1..].starts_with('/'))
+            .collect();
+        assert!(starts.len() > 15, "{}", starts.len());
+        for start in starts {
+            let name_end = start + 1 + xml[start + 1..].find([' ', '>', '/']).unwrap();
+            let element = &xml[start + 1..name_end];
+            let changed = format!("{} bogus='1'{}", &xml[..name_end], &xml[name_end..]);
+            match NetworkDef::from_xml(&changed) {
+                Err(NetXmlError::Unsupported { what, .. }) => assert!(
+                    what.contains("'bogus'") && what.contains(element),
+                    "<{element}>: {what}"
+                ),
+                other => panic!("<{element}> with an unknown attribute: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn namespaced_elements_and_stray_text_are_refused() {
+        let err = error_of("<network>\n<n:name xmlns:n='urn:x'>x</n:name>\n</network>");
+        assert_eq!(
+            err,
+            "unsupported element <name> of namespace 'urn:x' in <network> at line 2"
+        );
+        let err = error_of("<network><name>x</name>\n<forward mode='nat'>junk</forward></network>");
+        assert_eq!(err, "unsupported text 'junk' in <forward> at line 2");
+        let err = error_of("<network><name>x</name>stray<bridge/></network>");
+        assert_eq!(err, "unsupported text 'stray' in <network> at line 1");
+        let err = error_of(
+            "<network><name>x</name><ip address='10.0.0.1' prefix='24'><dhcp>\n<range start='10.0.0.2' end='10.0.0.9'>r</range></dhcp></ip></network>",
+        );
+        assert_eq!(err, "unsupported text 'r' in <range> at line 2");
+        // Comments are not text: the name around one is read whole.
+        let def = NetworkDef::from_xml("<network><name>a<!-- c -->b</name></network>").unwrap();
+        assert_eq!(def.name, "ab");
+    }
+
+    /// Just over each XML limit: the error names the limit.
+    #[test]
+    fn inputs_just_over_each_xml_limit_are_refused() {
+        use oxvirt_xml::{Limit, Limits};
+        let limits = Limits::DEFAULT;
+        let limit_of = |xml: &str| match NetworkDef::from_xml(xml) {
+            Err(NetXmlError::Limit(e)) => (e.limit, e.max, e.line),
+            other => panic!("expected a limit error, got {other:?}"),
+        };
+        let pad = limits.max_bytes + 1 - DEFAULT_XML.len() - "<!---->".len();
+        let big = format!("{DEFAULT_XML}<!--{}-->", "x".repeat(pad));
+        assert_eq!(limit_of(&big), (Limit::Size, limits.max_bytes, None));
+        // <network> is level 1: 64 more levels make 65.
+        let nest = "<x>".repeat(64) + &"</x>".repeat(64);
+        let deep = DEFAULT_XML.replace("<dhcp>", &format!("<dhcp>\n{nest}"));
+        assert_eq!(limit_of(&deep), (Limit::Depth, 64, Some(6)));
+        let attrs: String = (0..65).map(|n| format!(" a{n}='x'")).collect();
+        let wide = DEFAULT_XML.replace("<forward mode='nat'", &format!("<forward{attrs}"));
+        assert_eq!(limit_of(&wide), (Limit::Attributes, 64, Some(3)));
+        let many = DEFAULT_XML.replace("<dhcp>", &"<!---->".repeat(limits.max_nodes));
+        assert_eq!(limit_of(&many).0, Limit::Nodes);
+        let declarations = "<x xmlns:q='urn:q'/>".repeat(limits.max_namespaces + 1);
+        let spaced = DEFAULT_XML.replace("<dhcp>", &format!("<dhcp>{declarations}"));
+        assert_eq!(limit_of(&spaced).0, Limit::Namespaces);
+        let err = error_of(&wide);
+        assert!(
+            err.contains("attribute limit") && err.contains("line 3"),
+            "{err}"
+        );
     }
 
     #[test]

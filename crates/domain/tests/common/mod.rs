@@ -12,7 +12,7 @@ pub struct Canon {
     pub children: Vec<Canon>,
 }
 
-pub fn canon_of(node: roxmltree::Node) -> Canon {
+pub fn canon_of(node: oxvirt_xml::roxmltree::Node) -> Canon {
     let mut text = String::new();
     let mut children = Vec::new();
     for child in node.children() {
@@ -41,7 +41,7 @@ pub fn canon_of(node: roxmltree::Node) -> Canon {
 /// - `<disk model='usb-storage'>` (the `model` attribute of a disk): libvirt fills it for
 ///   USB disks; oxvirt does not model disk models.
 pub fn canonical(xml: &str, input_had_mac: &[bool]) -> Canon {
-    let doc = roxmltree::Document::parse(xml).expect("reference XML parses");
+    let doc = oxvirt_xml::roxmltree::Document::parse(xml).expect("reference XML parses");
     let mut root = canon_of(doc.root_element());
     if let Some(devices) = root.children.iter_mut().find(|c| c.name == "devices") {
         let mut nic = 0;
@@ -104,7 +104,7 @@ pub fn first_difference(ours: &Canon, theirs: &Canon, path: &str) -> Option<Stri
 
 /// Whether each `<interface>` of the input has a `<mac>`.
 pub fn input_macs(xml: &str) -> Vec<bool> {
-    let Ok(doc) = roxmltree::Document::parse(xml) else {
+    let Ok(doc) = oxvirt_xml::roxmltree::Document::parse(xml) else {
         return Vec::new();
     };
     doc.descendants()
