@@ -98,9 +98,12 @@ pub struct CreateVolumeRequest {
     /// A volume of the same pool, or the absolute path of an image, to back a qcow2 volume.
     #[serde(default)]
     pub backing_vol: Option<String>,
-    /// Format of the backing volume; probed when absent.
+    /// Format of the backing volume: the backing volume's recorded format when absent.
     #[serde(default)]
     pub backing_format: Option<String>,
+    /// qcow2 only: cluster size in bytes (64 KiB when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<u64>,
 }
 
 /// Body of `POST /v1/pools/{pool}/volumes/{vol}/clone` (`vol-clone`): a new volume in the

@@ -267,6 +267,7 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
                 allocation: None,
                 backing_vol,
                 backing_format: backing_vol_format,
+                cluster_size: None,
             };
             let volume = client
                 .create_volume(&pool, &request)

@@ -676,6 +676,19 @@ fn vol_create_reads_what_vol_dumpxml_prints() {
         }
     }
 
+    // libvirt's qcow2 details: compat 1.1 (what oxvirt makes) and a cluster size.
+    let file = daemon.dir.path().join("clusters.xml");
+    std::fs::write(
+        &file,
+        "<volume><name>big-clusters.qcow2</name><capacity unit='MiB'>4</capacity>\
+         <target><format type='qcow2'/><compat>1.1</compat>\
+         <clusterSize unit='KiB'>128</clusterSize><features/></target></volume>",
+    )
+    .unwrap();
+    daemon.oxvirt(&["vol-create", "p1", path_str(&file)]).ok();
+    let info = qemu_img_info(&pool.join("big-clusters.qcow2"));
+    assert!(info.contains("\"cluster-size\": 131072"), "{info}");
+
     // Bad XML: exit status 1, the element and its line, and no file.
     let before = listing(&pool);
     let bad = daemon.dir.path().join("bad.xml");
@@ -686,7 +699,7 @@ fn vol_create_reads_what_vol_dumpxml_prints() {
   <capacity unit='M'>1</capacity>
   <target>
     <format type='qcow2'/>
-    <compat>1.1</compat>
+    <compat>0.10</compat>
   </target>
 </volume>
 ",
@@ -695,7 +708,8 @@ fn vol_create_reads_what_vol_dumpxml_prints() {
     let err = daemon.oxvirt(&["vol-create", "p1", path_str(&bad)]).error();
     assert!(
         err.contains(&format!("Failed to create vol from {}", bad.display()))
-            && err.contains("unsupported element <target/compat> at line 6"),
+            && err.contains("'0.10'")
+            && err.contains("<target/compat> at line 6"),
         "{err}"
     );
     std::fs::write(

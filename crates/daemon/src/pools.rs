@@ -172,6 +172,7 @@ fn volume_xml_of(volume: &VolumeInfo) -> String {
             path: Some(volume.path.clone()),
             format: format(&volume.format).unwrap_or(VolumeFormat::Raw),
             permissions: None,
+            cluster_size: None,
         },
         backing_store: volume.backing_file.as_ref().map(|path| BackingStore {
             path: path.clone(),
@@ -197,6 +198,7 @@ fn create_request_of(def: &VolumeDef) -> CreateVolumeRequest {
             .as_ref()
             .and_then(|b| b.format)
             .map(|f| f.as_str().to_string()),
+        cluster_size: def.target.cluster_size,
     }
 }
 
@@ -698,7 +700,9 @@ impl Daemon {
             backing_file: backing.as_ref().map(|(p, _)| p.display().to_string()),
             backing_format: backing.as_ref().map(|(_, f)| *f),
             overwrite: false,
-            ..CreateOptions::default()
+            cluster_size: request
+                .cluster_size
+                .unwrap_or(CreateOptions::default().cluster_size),
         };
         oxvirt_images::create(&path, &options).map_err(|e| {
             image_error(
@@ -1112,6 +1116,7 @@ mod tests {
                 allocation: Some(196_608),
                 backing_vol: Some("/p/base".to_string()),
                 backing_format: Some("raw".to_string()),
+                cluster_size: None,
             }
         );
         assert_eq!(preallocation_of(&request), Preallocation::Off);

@@ -32,6 +32,7 @@ fn volume(name: &str, capacity: u64, format: &str) -> CreateVolumeRequest {
         allocation: None,
         backing_vol: None,
         backing_format: None,
+        cluster_size: None,
     }
 }
 

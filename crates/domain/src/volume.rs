@@ -15,6 +15,10 @@
 //!     <path>/pool/web1.qcow2</path>         output: kept, ignored on create
 //!     <format type='qcow2'/>                raw (default) or qcow2
 //!     <permissions>..</permissions>         kept, ignored on create (as printed by vol-dumpxml)
+//!     <timestamps>..</timestamps>           output only: ignored on create (as libvirt)
+//!     <compat>1.1</compat>                  qcow2: 1.1 (v3), the only version oxvirt creates
+//!     <clusterSize unit='KiB'>64</clusterSize>  qcow2: a power of two, 512 B to 2 MiB
+//!     <features/>                           qcow2: empty (lazy_refcounts is not supported)
 //!   </target>
 //!   <backingStore>                          qcow2 only
 //!     <path>/pool/base.raw</path>           required
@@ -85,7 +89,13 @@ pub struct VolumeTarget {
     pub format: VolumeFormat,
     /// Printed by vol-dumpxml; ignored on create.
     pub permissions: Option<Permissions>,
+    /// qcow2 cluster size in bytes (`<clusterSize>`); the image library's default when `None`.
+    pub cluster_size: Option<u64>,
 }
+
+/// Smallest and largest qcow2 cluster sizes (QEMU's limits).
+const MIN_CLUSTER_SIZE: u64 = 512;
+const MAX_CLUSTER_SIZE: u64 = 2 << 20;
 
 /// `<backingStore>`: the image a qcow2 volume is an overlay of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,6 +235,7 @@ fn parse_volume(root: &mut Elem) -> Result<VolumeDef> {
         path: None,
         format: VolumeFormat::Raw,
         permissions: None,
+        cluster_size: None,
     });
     let backing_store = match backing_store {
         Some((_, location)) if target.format != VolumeFormat::Qcow2 => {
@@ -272,6 +283,10 @@ fn parse_target(elem: &mut Elem) -> Result<VolumeTarget> {
     let mut path = None;
     let mut format = None;
     let mut permissions = None;
+    let mut timestamps = None;
+    let mut compat = None;
+    let mut cluster_size = None;
+    let mut features = None;
     for mut child in elem.children()? {
         match child.name() {
             "path" => set_once(&mut path, parse_path(&mut child)?, &child)?,
@@ -280,13 +295,77 @@ fn parse_target(elem: &mut Elem) -> Result<VolumeTarget> {
                 let parsed = parse_permissions(&mut child)?;
                 set_once(&mut permissions, parsed, &child)?;
             }
+            // What vol-dumpxml prints about the file's times: meaningless for a new volume,
+            // and libvirt ignores it on input too.
+            "timestamps" => {
+                child.finish_attrs()?;
+                for time in child.children()? {
+                    match time.name() {
+                        "atime" | "mtime" | "ctime" | "btime" => {
+                            time.finish_attrs()?;
+                            time.text()?;
+                        }
+                        _ => return Err(time.unsupported()),
+                    }
+                }
+                set_once(&mut timestamps, (), &child)?;
+            }
+            "compat" => {
+                child.finish_attrs()?;
+                let value = child.text()?.trim().to_string();
+                if value != "1.1" {
+                    return Err(child.unsupported_value("version", &value, &[("1.1", ())]));
+                }
+                set_once(&mut compat, child.loc(), &child)?;
+            }
+            "clusterSize" => {
+                let location = child.loc();
+                let size = parse_size(&mut child)?;
+                if !size.is_power_of_two() || !(MIN_CLUSTER_SIZE..=MAX_CLUSTER_SIZE).contains(&size)
+                {
+                    return Err(DomainError::InvalidValue {
+                        attribute: "<clusterSize>".to_string(),
+                        value: size.to_string(),
+                        reason: format!(
+                            "a qcow2 cluster is a power of two from {MIN_CLUSTER_SIZE} bytes to {} MiB",
+                            MAX_CLUSTER_SIZE >> 20
+                        ),
+                        location,
+                    });
+                }
+                set_once(&mut cluster_size, (size, location), &child)?;
+            }
+            "features" => {
+                child.finish_attrs()?;
+                if let Some(feature) = child.children()?.into_iter().next() {
+                    return Err(feature.unsupported());
+                }
+                set_once(&mut features, child.loc(), &child)?;
+            }
             _ => return Err(child.unsupported()),
+        }
+    }
+    let format = format.unwrap_or(VolumeFormat::Raw);
+    let qcow2_only = [
+        compat.map(|l| ("<compat>", l)),
+        cluster_size
+            .as_ref()
+            .map(|(_, l)| ("<clusterSize>", l.clone())),
+        features.map(|l| ("<features>", l)),
+    ];
+    if format != VolumeFormat::Qcow2 {
+        if let Some((what, location)) = qcow2_only.into_iter().flatten().next() {
+            return Err(DomainError::Invalid {
+                reason: format!("{what} applies to qcow2 volumes only"),
+                location,
+            });
         }
     }
     Ok(VolumeTarget {
         path,
-        format: format.unwrap_or(VolumeFormat::Raw),
+        format,
         permissions,
+        cluster_size: cluster_size.map(|(size, _)| size),
     })
 }
 
@@ -324,6 +403,7 @@ mod tests {
                 path: Some("/pool/web1.qcow2".to_string()),
                 format: VolumeFormat::Qcow2,
                 permissions: None,
+                cluster_size: None,
             },
             backing_store: Some(BackingStore {
                 path: "/pool/base.raw".to_string(),
@@ -410,8 +490,8 @@ mod tests {
                 "unsupported attribute 'x' on <volume> at line 1",
             ),
             (
-                "<volume><name>v</name><capacity>1</capacity>\n<target>\n<format type='qcow2'/>\n<compat>1.1</compat></target></volume>",
-                "unsupported element <target/compat> at line 4",
+                "<volume><name>v</name><capacity>1</capacity>\n<target>\n<format type='qcow2'/>\n<compat>0.10</compat></target></volume>",
+                "unsupported value '0.10' for version on <target/compat> at line 4",
             ),
             (
                 "<volume><name>v</name><capacity>1</capacity>\n<source/></volume>",
@@ -437,6 +517,18 @@ mod tests {
             (
                 "<volume><name>v</name><capacity>1</capacity><timestamps/></volume>",
                 "unsupported element <timestamps>",
+            ),
+            (
+                "<volume><name>v</name><capacity>1</capacity><target><clusterSize>3000</clusterSize><format type='qcow2'/></target></volume>",
+                "invalid value '3000' for <clusterSize>",
+            ),
+            (
+                "<volume><name>v</name><capacity>1</capacity><target><format type='raw'/><compat>1.1</compat></target></volume>",
+                "<compat> applies to qcow2 volumes only",
+            ),
+            (
+                "<volume><name>v</name><capacity>1</capacity><target><format type='qcow2'/><features><lazy_refcounts/></features></target></volume>",
+                "unsupported element <target/features/lazy_refcounts>",
             ),
         ];
         for (xml, want) in cases {
@@ -512,6 +604,43 @@ mod tests {
     }
 
     /// Just over each XML limit: the error names the limit.
+    #[test]
+    fn libvirts_own_vol_dumpxml_output_is_accepted() {
+        // The shape of libvirt's `virsh vol-dumpxml` for a qcow2 file volume (permissions,
+        // timestamps, compat, clusterSize, features), which users feed back to vol-create.
+        let xml = "<volume type='file'>
+  <name>disk.qcow2</name>
+  <key>/var/lib/libvirt/images/disk.qcow2</key>
+  <capacity unit='bytes'>1073741824</capacity>
+  <allocation unit='bytes'>200704</allocation>
+  <physical unit='bytes'>196624</physical>
+  <target>
+    <path>/var/lib/libvirt/images/disk.qcow2</path>
+    <format type='qcow2'/>
+    <permissions>
+      <mode>0600</mode>
+      <owner>0</owner>
+      <group>0</group>
+    </permissions>
+    <timestamps>
+      <atime>1764662400.123456789</atime>
+      <mtime>1764662400.123456789</mtime>
+      <ctime>1764662400.123456789</ctime>
+      <btime>0</btime>
+    </timestamps>
+    <compat>1.1</compat>
+    <clusterSize unit='B'>65536</clusterSize>
+    <features/>
+  </target>
+</volume>
+";
+        let def = VolumeDef::from_xml(xml).expect("libvirt-shaped output parses");
+        assert_eq!(def.name, "disk.qcow2");
+        assert_eq!(def.capacity, 1 << 30);
+        assert_eq!(def.target.format, VolumeFormat::Qcow2);
+        assert_eq!(def.target.cluster_size, Some(65536));
+    }
+
     #[test]
     fn inputs_just_over_each_xml_limit_are_refused() {
         use oxvirt_xml::{Limit, Limits};
