@@ -75,7 +75,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&args.state_dir)?;
 
     let listener = bind_socket(&args.socket)?;
-    let store = Store::open(&args.state_dir.join("oxvirt.db"))?;
+    let store = Store::open(&args.state_dir.join(store::DATABASE_FILE))?;
+    tracing::info!(
+        database = %store.path().display(),
+        schema_version = store.schema_version()?,
+        "state database open"
+    );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
     let engine = Arc::new(engine_set::EngineSet::new(
         Arc::new(QemuEngine::probe().await),
@@ -85,7 +90,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .network_dir
         .clone()
         .unwrap_or_else(|| networks::default_network_dir(&args.state_dir));
-    let networks = Networks::new(&store, network_dir, !args.no_default_network).await?;
+    let networks = Networks::new(network_dir, !args.no_default_network).await?;
     let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone(), networks));
     // Pools before autostart domains, whose disks may be volumes.
     daemon.start_pools()?;

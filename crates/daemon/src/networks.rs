@@ -37,21 +37,6 @@ use crate::daemon::{
 use crate::engine::NicPlug;
 use crate::store::{self, DomainRecord, Store};
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS networks (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    xml TEXT NOT NULL,
-    autostart INTEGER NOT NULL DEFAULT 0,
-    active INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS live_domains (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    xml TEXT NOT NULL,
-    nics TEXT NOT NULL
-);
-";
-
 /// `counters` row set once the default network was offered, so undefining it sticks.
 const DEFAULT_OFFERED: &str = "default_network_offered";
 
@@ -98,16 +83,10 @@ fn prepare_network_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 impl Networks {
-    /// Creates the tables and the network manager (state under `state_dir`). Must run inside the
-    /// runtime the daemon serves from: the manager works in this thread's network namespace.
-    pub async fn new(
-        store: &Store,
-        state_dir: PathBuf,
-        define_default: bool,
-    ) -> anyhow::Result<Networks> {
-        store
-            .transaction(|tx| tx.execute_batch(SCHEMA))
-            .context("creating the network tables")?;
+    /// Creates the network manager (state under `state_dir`); the tables are the store's. Must
+    /// run inside the runtime the daemon serves from: the manager works in this thread's network
+    /// namespace.
+    pub async fn new(state_dir: PathBuf, define_default: bool) -> anyhow::Result<Networks> {
         prepare_network_dir(&state_dir)?;
         let (manager, unavailable) = match NetworkManager::new(state_dir).await {
             Ok(manager) => (Some(manager), String::new()),
@@ -901,7 +880,7 @@ impl Daemon {
         let (records, running) = match (self.store.list_domains(), self.store.list_runtime()) {
             (Ok(records), Ok(running)) => (records, running),
             (Err(err), _) | (_, Err(err)) => {
-                tracing::error!("cannot look for orphan TAPs: {err}");
+                tracing::error!("cannot look for orphan TAPs: {}", store::named(err));
                 return;
             }
         };
@@ -927,7 +906,7 @@ impl Daemon {
         if let Ok(live) = all_live_domains(&self.store) {
             for (uuid, _) in live.iter().filter(|(uuid, _)| !running.contains(uuid)) {
                 if let Err(err) = delete_live_domain(&self.store, uuid) {
-                    tracing::warn!(%uuid, "{err}");
+                    tracing::warn!(%uuid, "{}", store::named(err));
                 }
             }
         }
@@ -1129,7 +1108,7 @@ impl Daemon {
             }
         }
         if let Err(err) = delete_live_domain(&self.store, uuid) {
-            tracing::warn!(%uuid, "cannot forget the live definition: {err}");
+            tracing::warn!(%uuid, "cannot forget the live definition: {}", store::named(err));
         }
     }
 

@@ -3,14 +3,64 @@
 //! `domains` holds the definitions (normalized XML), `runtime` one row per active domain (what a
 //! restarted daemon needs to find its guests again). Every change runs in one transaction, so a
 //! failed operation leaves the store as it was.
+//!
+//! The store owns the whole schema, the tables of `networks.rs` and `pools.rs` included, as
+//! versioned migrations (`store/migrations.rs`).
+
+mod migrations;
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
-use anyhow::Context;
 use oxvirt_api::DomainState;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use uuid::Uuid;
+
+/// The database's file name in the state directory.
+pub const DATABASE_FILE: &str = "oxvirt.db";
+
+/// What can go wrong with the state database; every message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "state database {} has schema version {found}, newer than the {known} this oxvirtd knows: \
+         it was written by a newer oxvirtd. Run that version, or restore a backup made before the \
+         upgrade",
+        path.display()
+    )]
+    TooNew {
+        path: PathBuf,
+        found: u32,
+        known: u32,
+    },
+    #[error("state database {}: upgrading to schema version {version} failed: {source}", path.display())]
+    Migration {
+        path: PathBuf,
+        version: u32,
+        source: rusqlite::Error,
+    },
+    #[error("state database {}: {source}", path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+/// The path of the open state database, for the messages of errors that reach their handlers as
+/// bare `rusqlite::Error`s (queries inside transactions, turned into API errors by `daemon::db`
+/// at many call sites). One oxvirtd opens one store (its state directory is locked), so the
+/// store opened last is the daemon's.
+static OPEN_DATABASE: RwLock<Option<PathBuf>> = RwLock::new(None);
+
+/// `err`, naming the state database it came from.
+pub fn named(err: rusqlite::Error) -> StoreError {
+    let path = OPEN_DATABASE
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DATABASE_FILE));
+    StoreError::Sqlite { path, source: err }
+}
 
 /// A stored definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,47 +93,51 @@ pub struct RuntimeRecord {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    path: PathBuf,
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS domains (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    xml TEXT NOT NULL,
-    autostart INTEGER NOT NULL DEFAULT 0,
-    engine TEXT NOT NULL DEFAULT 'qemu',
-    off_reason TEXT NOT NULL DEFAULT 'unknown'
-);
-CREATE TABLE IF NOT EXISTS runtime (
-    uuid TEXT PRIMARY KEY NOT NULL REFERENCES domains(uuid),
-    pid INTEGER NOT NULL,
-    run_dir TEXT NOT NULL,
-    state TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    id INTEGER NOT NULL UNIQUE,
-    accel TEXT NOT NULL,
-    started_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY NOT NULL,
-    value INTEGER NOT NULL
-);
-";
-
 impl Store {
-    pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let conn = Connection::open(path)
-            .with_context(|| format!("opening state database {}", path.display()))?;
+    /// Opens the database at `path` (created if missing) and brings its schema to the latest
+    /// version. Refuses a database of a newer schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sqlite)?;
+        // Before anything could write (even the journal mode): a newer schema is not ours.
+        let found = migrations::user_version(&conn).map_err(sqlite)?;
+        if found > migrations::latest() {
+            return Err(StoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                known: migrations::latest(),
+            });
+        }
         conn.pragma_update(None, "journal_mode", "WAL")
-            .context("enabling WAL")?;
+            .map_err(sqlite)?;
         conn.pragma_update(None, "foreign_keys", "ON")
-            .context("enabling foreign keys")?;
+            .map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
-            .context("setting synchronous")?;
-        conn.execute_batch(SCHEMA)
-            .with_context(|| format!("creating tables in {}", path.display()))?;
+            .map_err(sqlite)?;
+        migrations::migrate(&mut conn, path)?;
+        *OPEN_DATABASE.write().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
         Ok(Store {
             conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        migrations::user_version(&conn).map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
         })
     }
 
@@ -418,5 +472,200 @@ mod tests {
         );
         assert_eq!(store.find_domain("a").unwrap(), Some(a));
         assert_eq!(store.find_domain("zz").unwrap(), None);
+    }
+
+    fn with_mac(name: &str, mac: &str) -> DomainRecord {
+        DomainRecord {
+            xml: format!(
+                "<domain>\n  <name>{name}</name>\n  <devices>\n    <interface type='user'>\n      <mac address='{mac}'/>\n    </interface>\n  </devices>\n</domain>\n"
+            ),
+            ..record(name)
+        }
+    }
+
+    // The schema of oxvirtd before versioned migrations, verbatim: store.rs, networks.rs and
+    // pools.rs each ran theirs at start.
+    const LEGACY_STORE: &str = "
+CREATE TABLE IF NOT EXISTS domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    engine TEXT NOT NULL DEFAULT 'qemu',
+    off_reason TEXT NOT NULL DEFAULT 'unknown'
+);
+CREATE TABLE IF NOT EXISTS runtime (
+    uuid TEXT PRIMARY KEY NOT NULL REFERENCES domains(uuid),
+    pid INTEGER NOT NULL,
+    run_dir TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    id INTEGER NOT NULL UNIQUE,
+    accel TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
+";
+    const LEGACY_NETWORKS: &str = "
+CREATE TABLE IF NOT EXISTS networks (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS live_domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    xml TEXT NOT NULL,
+    nics TEXT NOT NULL
+);
+";
+    const LEGACY_POOLS: &str = "
+CREATE TABLE IF NOT EXISTS pools (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+";
+
+    /// A database as the oxvirtd before versioned migrations left it, written with its SQL.
+    fn legacy_database(path: &Path, a: &DomainRecord, live_xml: &str) {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for schema in [LEGACY_STORE, LEGACY_NETWORKS, LEGACY_POOLS] {
+            conn.execute_batch(schema).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO domains (uuid, name, xml, autostart, engine, off_reason) VALUES (?1, ?2, ?3, 1, 'qemu', 'shutdown')",
+            params![a.uuid.to_string(), a.name, a.xml],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO runtime (uuid, pid, run_dir, state, reason, id, accel, started_at)
+             VALUES (?1, 4242, '/run/x', 'paused', 'user', 7, 'tcg', 99)",
+            params![a.uuid.to_string()],
+        )
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO counters (name, value) VALUES ('runtime_id', 7), ('default_network_offered', 1);
+             INSERT INTO networks (uuid, name, xml, autostart, active)
+                 VALUES ('6f1f7c0e-1111-4111-8111-111111111111', 'default', '<network/>', 1, 1);
+             INSERT INTO pools (uuid, name, target, autostart, active)
+                 VALUES ('6f1f7c0e-2222-4222-8222-222222222222', 'images', '/srv/images', 0, 1);",
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO live_domains (uuid, xml, nics) VALUES (?1, ?2, '[]')",
+            params![a.uuid.to_string(), live_xml],
+        )
+        .unwrap();
+        assert_eq!(migrations::user_version(&conn).unwrap(), 0);
+    }
+
+    #[test]
+    fn database_of_the_unversioned_schema_upgrades_keeping_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxvirt.db");
+        let a = with_mac("a", "52:54:00:00:00:01");
+        // The running guest got a NIC hot-plugged: its live definition has a second MAC.
+        let live_xml = a.xml.replace(
+            "  </devices>",
+            "    <interface type='user'>\n      <mac address='52:54:00:00:00:02'/>\n    </interface>\n  </devices>",
+        );
+        legacy_database(&path, &a, &live_xml);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), migrations::latest());
+        let domains = store.list_domains().unwrap();
+        assert_eq!(
+            domains,
+            vec![DomainRecord {
+                autostart: true,
+                off_reason: "shutdown".into(),
+                ..a.clone()
+            }]
+        );
+        let runtime = store.list_runtime().unwrap();
+        assert_eq!(runtime.len(), 1);
+        assert_eq!((runtime[0].pid, runtime[0].id), (4242, 7));
+        assert_eq!(runtime[0].state, DomainState::Paused);
+        assert_eq!(store.transaction(next_runtime_id).unwrap(), 8);
+        let (networks, pools, live): (String, String, String) = store
+            .transaction(|tx| {
+                Ok((
+                    tx.query_row(
+                        "SELECT name || ' ' || autostart || active FROM networks",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                    tx.query_row(
+                        "SELECT name || ' ' || target || ' ' || active FROM pools",
+                        [],
+                        |r| r.get(0),
+                    )?,
+                    tx.query_row("SELECT xml FROM live_domains", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(networks, "default 11");
+        assert_eq!(pools, "images /srv/images 1");
+        assert_eq!(live, live_xml);
+        drop(store);
+
+        // Opening again changes nothing.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.list_domains().unwrap(), domains);
+    }
+
+    #[test]
+    fn database_with_only_some_of_the_old_tables_gets_the_others() {
+        // A daemon killed after the store's tables were made, before the networks' and pools'.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxvirt.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(LEGACY_STORE).unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let tables: i64 = store
+            .transaction(|tx| {
+                tx.query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
+                     AND name IN ('networks', 'live_domains', 'pools')",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(tables, 3);
+    }
+
+    #[test]
+    fn database_of_a_newer_oxvirtd_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxvirt.db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", migrations::latest() + 1)
+            .unwrap();
+        drop(conn);
+        let err = match Store::open(&path) {
+            Err(err) => err,
+            Ok(_) => panic!("a newer schema was opened"),
+        };
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+        let message = err.to_string();
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        assert!(message.contains("newer"), "{message}");
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            migrations::user_version(&conn).unwrap(),
+            migrations::latest() + 1
+        );
     }
 }
