@@ -310,6 +310,7 @@ impl Daemon {
                             off_reason: "unknown".to_string(),
                         };
                         store::insert_domain(tx, &record).map_err(db)?;
+                        crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)?;
                         Ok(record)
                     }
                     (Some(a), Some(b)) if a.uuid == b.uuid => {
@@ -320,6 +321,7 @@ impl Daemon {
                             )));
                         }
                         store::update_domain_xml(tx, &a.uuid, &new_xml, &engine).map_err(db)?;
+                        crate::networks::refuse_mac_clash(tx, &a.uuid, &a.name)?;
                         Ok(DomainRecord {
                             xml: new_xml.clone(),
                             engine: engine.clone(),
@@ -382,7 +384,8 @@ impl Daemon {
                     record.name
                 )));
             }
-            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)
+            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
+            crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)
         })?;
         tracing::info!(domain = %record.name, "definition replaced");
         self.summary(&DomainRecord {

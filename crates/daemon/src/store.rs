@@ -1,8 +1,9 @@
 //! The daemon's persistent state: one SQLite database in the state directory.
 //!
 //! `domains` holds the definitions (normalized XML), `runtime` one row per active domain (what a
-//! restarted daemon needs to find its guests again). Every change runs in one transaction, so a
-//! failed operation leaves the store as it was.
+//! restarted daemon needs to find its guests again), `domain_macs` the MAC addresses of the
+//! stored and live definitions (what MAC uniqueness checks read). Every change runs in one
+//! transaction, so a failed operation leaves the store as it was.
 //!
 //! The store owns the whole schema, the tables of `networks.rs` and `pools.rs` included, as
 //! versioned migrations (`store/migrations.rs`).
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use oxvirt_api::DomainState;
+use oxvirt_domain::MacAddr;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use uuid::Uuid;
 
@@ -268,6 +270,7 @@ pub fn domain_by_name(tx: &Transaction<'_>, name: &str) -> rusqlite::Result<Opti
     .optional()
 }
 
+/// Stores a new definition and indexes its MAC addresses.
 pub fn insert_domain(tx: &Transaction<'_>, record: &DomainRecord) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO domains (uuid, name, xml, autostart, engine, off_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -280,9 +283,10 @@ pub fn insert_domain(tx: &Transaction<'_>, record: &DomainRecord) -> rusqlite::R
             record.off_reason
         ],
     )?;
-    Ok(())
+    index_macs(tx, &record.uuid.to_string(), false, &record.xml)
 }
 
+/// Replaces a definition and the index of its MAC addresses.
 pub fn update_domain_xml(
     tx: &Transaction<'_>,
     uuid: &Uuid,
@@ -293,15 +297,16 @@ pub fn update_domain_xml(
         "UPDATE domains SET xml = ?2, engine = ?3 WHERE uuid = ?1",
         params![uuid.to_string(), xml, engine],
     )?;
-    Ok(())
+    index_macs(tx, &uuid.to_string(), false, xml)
 }
 
+/// Deletes a definition and its MAC addresses (the live ones go with the live definition).
 pub fn delete_domain(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> {
     tx.execute(
         "DELETE FROM domains WHERE uuid = ?1",
         params![uuid.to_string()],
     )?;
-    Ok(())
+    unindex_macs(tx, &uuid.to_string(), false)
 }
 
 pub fn runtime(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<RuntimeRecord>> {
@@ -348,6 +353,102 @@ pub fn next_runtime_id(tx: &Transaction<'_>) -> rusqlite::Result<u32> {
         params![next],
     )?;
     Ok(next as u32)
+}
+
+// ---- MAC addresses (`domain_macs`) ----
+
+/// The MAC addresses a domain definition gives its interfaces
+/// (`<devices><interface><mac address>`), read without validating the rest: what reserves a MAC
+/// is that a definition names it. An address that is not a MAC is skipped (such a definition
+/// never passed parsing); XML that is not well-formed is an error.
+pub fn macs_of_xml(xml: &str) -> Result<Vec<MacAddr>, roxmltree::Error> {
+    let doc = roxmltree::Document::parse(xml)?;
+    Ok(doc
+        .root_element()
+        .children()
+        .filter(|c| c.has_tag_name("devices"))
+        .flat_map(|devices| devices.children().filter(|c| c.has_tag_name("interface")))
+        .flat_map(|iface| iface.children().filter(|c| c.has_tag_name("mac")))
+        .filter_map(|mac| mac.attribute("address"))
+        .filter_map(|text| oxvirt_domain::parse_mac(text).ok())
+        .collect())
+}
+
+/// Replaces the indexed MACs of domain `uuid`'s stored (`live` false) or live definition.
+pub(crate) fn index_macs(
+    tx: &Transaction<'_>,
+    uuid: &str,
+    live: bool,
+    xml: &str,
+) -> rusqlite::Result<()> {
+    // A definition whose MACs cannot be read would reserve none: refuse to store it.
+    let macs =
+        macs_of_xml(xml).map_err(|err| rusqlite::Error::ToSqlConversionFailure(Box::new(err)))?;
+    unindex_macs(tx, uuid, live)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO domain_macs (mac, uuid, live) VALUES (?1, ?2, ?3)",
+    )?;
+    for mac in macs {
+        insert.execute(params![mac.to_string(), uuid, live])?;
+    }
+    Ok(())
+}
+
+fn unindex_macs(tx: &Transaction<'_>, uuid: &str, live: bool) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM domain_macs WHERE uuid = ?1 AND live = ?2",
+        params![uuid, live],
+    )?;
+    Ok(())
+}
+
+/// Indexes the MACs of the live definition of running domain `uuid` (hot-plugged NICs included);
+/// call in the transaction that writes that definition.
+pub fn index_live_macs(tx: &Transaction<'_>, uuid: &Uuid, xml: &str) -> rusqlite::Result<()> {
+    index_macs(tx, &uuid.to_string(), true, xml)
+}
+
+/// Forgets the MACs of domain `uuid`'s live definition (the guest is gone).
+pub fn unindex_live_macs(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> {
+    unindex_macs(tx, &uuid.to_string(), true)
+}
+
+/// The name of a domain whose stored or live definition has `mac` (its uuid if it has no stored
+/// definition any more), leaving out the domain `except` (uuid, name): the one being defined.
+pub fn mac_user(
+    tx: &Transaction<'_>,
+    mac: MacAddr,
+    except: Option<(&Uuid, &str)>,
+) -> rusqlite::Result<Option<String>> {
+    let (uuid, name) = match except {
+        Some((uuid, name)) => (Some(uuid.to_string()), Some(name)),
+        None => (None, None),
+    };
+    tx.prepare_cached(
+        "SELECT COALESCE(d.name, m.uuid) FROM domain_macs m
+         LEFT JOIN domains d ON d.uuid = m.uuid
+         WHERE m.mac = ?1 AND (?2 IS NULL OR (m.uuid != ?2 AND d.name IS NOT ?3))
+         LIMIT 1",
+    )?
+    .query_row(params![mac.to_string(), uuid, name], |row| row.get(0))
+    .optional()
+}
+
+/// A MAC address that domain `uuid` shares with another domain, and that domain's name: the
+/// last word on uniqueness, inside the transaction that stores a definition, for two defines
+/// that checked at the same time.
+pub fn mac_clash(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<(String, String)>> {
+    tx.prepare_cached(
+        "SELECT a.mac, COALESCE(d.name, b.uuid) FROM domain_macs a
+         JOIN domain_macs b ON b.mac = a.mac AND b.uuid != a.uuid
+         LEFT JOIN domains d ON d.uuid = b.uuid
+         WHERE a.uuid = ?1
+         LIMIT 1",
+    )?
+    .query_row(params![uuid.to_string()], |row| {
+        Ok((row.get(0)?, row.get(1)?))
+    })
+    .optional()
 }
 
 fn parse_uuid(index: usize, text: String) -> rusqlite::Result<Uuid> {
@@ -483,6 +584,16 @@ mod tests {
         }
     }
 
+    fn mac(text: &str) -> MacAddr {
+        oxvirt_domain::parse_mac(text).unwrap()
+    }
+
+    fn user_of(store: &Store, text: &str) -> Option<String> {
+        store
+            .transaction(|tx| mac_user(tx, mac(text), None))
+            .unwrap()
+    }
+
     // The schema of oxvirtd before versioned migrations, verbatim: store.rs, networks.rs and
     // pools.rs each ran theirs at start.
     const LEGACY_STORE: &str = "
@@ -616,6 +727,10 @@ CREATE TABLE IF NOT EXISTS pools (
         assert_eq!(networks, "default 11");
         assert_eq!(pools, "images /srv/images 1");
         assert_eq!(live, live_xml);
+        // The MAC index was filled from the stored and the live definitions.
+        assert_eq!(user_of(&store, "52:54:00:00:00:01").as_deref(), Some("a"));
+        assert_eq!(user_of(&store, "52:54:00:00:00:02").as_deref(), Some("a"));
+        assert_eq!(user_of(&store, "52:54:00:00:00:03"), None);
         drop(store);
 
         // Opening again changes nothing.
@@ -636,13 +751,13 @@ CREATE TABLE IF NOT EXISTS pools (
             .transaction(|tx| {
                 tx.query_row(
                     "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'
-                     AND name IN ('networks', 'live_domains', 'pools')",
+                     AND name IN ('networks', 'live_domains', 'pools', 'domain_macs')",
                     [],
                     |r| r.get(0),
                 )
             })
             .unwrap();
-        assert_eq!(tables, 3);
+        assert_eq!(tables, 4);
     }
 
     #[test]
@@ -666,6 +781,117 @@ CREATE TABLE IF NOT EXISTS pools (
         assert_eq!(
             migrations::user_version(&conn).unwrap(),
             migrations::latest() + 1
+        );
+    }
+
+    #[test]
+    fn migrations_are_all_or_nothing() {
+        // Version 2 creates `domain_macs`; if it is in the way, the whole upgrade rolls back.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oxvirt.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE domain_macs (x)").unwrap();
+        drop(conn);
+        let err = match Store::open(&path) {
+            Err(err) => err,
+            Ok(_) => panic!("the migration did not fail"),
+        };
+        assert!(
+            matches!(err, StoreError::Migration { version: 2, .. }),
+            "{err}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(migrations::user_version(&conn).unwrap(), 0);
+        let domains: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'domains'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(domains, 0, "version 1 was kept although version 2 failed");
+    }
+
+    #[test]
+    fn mac_index_follows_define_edit_and_undefine() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = with_mac("a", "52:54:00:00:00:01");
+        store.transaction(|tx| insert_domain(tx, &a)).unwrap();
+        assert_eq!(user_of(&store, "52:54:00:00:00:01").as_deref(), Some("a"));
+        // The domain being defined does not clash with itself, by uuid or by name.
+        for except in [(&a.uuid, "other"), (&Uuid::new_v4(), "a")] {
+            let user = store
+                .transaction(|tx| mac_user(tx, mac("52:54:00:00:00:01"), Some(except)))
+                .unwrap();
+            assert_eq!(user, None);
+        }
+        let edited = with_mac("a", "52:54:00:00:00:02");
+        store
+            .transaction(|tx| update_domain_xml(tx, &a.uuid, &edited.xml, "qemu"))
+            .unwrap();
+        assert_eq!(user_of(&store, "52:54:00:00:00:01"), None);
+        assert_eq!(user_of(&store, "52:54:00:00:00:02").as_deref(), Some("a"));
+        store.transaction(|tx| delete_domain(tx, &a.uuid)).unwrap();
+        assert_eq!(user_of(&store, "52:54:00:00:00:02"), None);
+    }
+
+    #[test]
+    fn damaged_stored_xml_still_reserves_its_macs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = with_mac("a", "52:54:00:00:00:01");
+        store.transaction(|tx| insert_domain(tx, &a)).unwrap();
+        store
+            .transaction(|tx| {
+                tx.execute(
+                    "UPDATE domains SET xml = '<domain><name>a</name' WHERE uuid = ?1",
+                    params![a.uuid.to_string()],
+                )
+            })
+            .unwrap();
+        assert_eq!(user_of(&store, "52:54:00:00:00:01").as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn xml_that_is_not_xml_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let broken = DomainRecord {
+            xml: "<domain>".into(),
+            ..record("b")
+        };
+        assert!(store.transaction(|tx| insert_domain(tx, &broken)).is_err());
+        assert_eq!(store.list_domains().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn a_mac_taken_by_two_domains_is_a_clash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = with_mac("a", "52:54:00:00:00:01");
+        let b = with_mac("b", "52:54:00:00:00:02");
+        store.transaction(|tx| insert_domain(tx, &a)).unwrap();
+        store.transaction(|tx| insert_domain(tx, &b)).unwrap();
+        assert_eq!(
+            store.transaction(|tx| mac_clash(tx, &b.uuid)).unwrap(),
+            None
+        );
+        // The same domain's live definition having its stored MACs is no clash.
+        store
+            .transaction(|tx| index_live_macs(tx, &b.uuid, &b.xml))
+            .unwrap();
+        assert_eq!(
+            store.transaction(|tx| mac_clash(tx, &b.uuid)).unwrap(),
+            None
+        );
+        let b2 = with_mac("b", "52:54:00:00:00:01");
+        store
+            .transaction(|tx| update_domain_xml(tx, &b.uuid, &b2.xml, "qemu"))
+            .unwrap();
+        assert_eq!(
+            store.transaction(|tx| mac_clash(tx, &b.uuid)).unwrap(),
+            Some(("52:54:00:00:00:01".to_string(), "a".to_string()))
         );
     }
 }

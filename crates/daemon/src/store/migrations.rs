@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::StoreError;
+use super::{index_macs, StoreError};
 
 /// One step of the schema.
 pub(super) struct Migration {
@@ -19,10 +19,16 @@ pub(super) struct Migration {
 }
 
 /// In order; the version of a database is how many of these it has.
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    what: "domains, runtime, counters, networks, live_domains, pools",
-    apply: v1_tables,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "domains, runtime, counters, networks, live_domains, pools",
+        apply: v1_tables,
+    },
+    Migration {
+        what: "domain_macs: the MAC addresses of stored and live definitions, indexed",
+        apply: v2_domain_macs,
+    },
+];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
 /// `networks.rs` and `pools.rs` each ran their own `CREATE TABLE IF NOT EXISTS`). It keeps `IF NOT
@@ -74,6 +80,41 @@ CREATE TABLE IF NOT EXISTS pools (
 
 fn v1_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(V1)
+}
+
+/// Version 2: what MAC uniqueness needs, so a define looks up its MACs instead of parsing every
+/// stored and live definition. `live` is 0 for the stored definition, 1 for the live one of a
+/// running guest (which may have hot-plugged NICs the stored one lacks). Filled from the XML
+/// already stored.
+fn v2_domain_macs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE domain_macs (
+            mac TEXT NOT NULL,
+            uuid TEXT NOT NULL,
+            live INTEGER NOT NULL,
+            PRIMARY KEY (mac, uuid, live)
+        ) WITHOUT ROWID;
+        CREATE INDEX domain_macs_by_uuid ON domain_macs (uuid, live);",
+    )?;
+    for (table, live) in [("domains", false), ("live_domains", true)] {
+        // `table` is one of two literals.
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(&format!("SELECT uuid, xml FROM {table}"))?;
+            let rows = stmt.query_map(params![], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (uuid, xml) in rows {
+            // A definition that is not even XML any more cannot be indexed; it was invisible to
+            // the MAC check before this migration too. Say so instead of failing the upgrade.
+            if let Err(err) = index_macs(tx, &uuid, live, &xml) {
+                tracing::warn!(
+                    uuid,
+                    "{table}: the MAC addresses of this definition cannot be read: {err}"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The schema version this oxvirtd writes.
