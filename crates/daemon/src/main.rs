@@ -20,7 +20,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,7 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::daemon::Daemon;
 use crate::networks::Networks;
 use crate::qemu_engine::QemuEngine;
-use crate::store::Store;
+use crate::store::{DbFile, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
@@ -74,8 +74,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Held for the daemon's lifetime: one oxvirtd per state directory.
     let _lock = lock_state_dir(&args.state_dir)?;
 
+    let db_path = args.state_dir.join(store::DATABASE_FILE);
+    check_database(&db_path)?;
     let listener = bind_socket(&args.socket)?;
-    let store = Store::open(&args.state_dir.join(store::DATABASE_FILE))?;
+    let store = Store::open(&db_path)?;
     tracing::info!(
         database = %store.path().display(),
         schema_version = store.schema_version()?,
@@ -121,6 +123,38 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("serving the API")?;
     let _ = std::fs::remove_file(&args.socket);
     Ok(())
+}
+
+/// Before the daemon takes its database: refuse one that is not usable as it is (the operator
+/// decides what happens to it). A missing database is a first start.
+fn check_database(db_path: &Path) -> anyhow::Result<()> {
+    match store::check_database_file(db_path) {
+        Ok(DbFile::Missing) => {
+            tracing::info!(database = %db_path.display(), "no state database yet: first start");
+            Ok(())
+        }
+        Ok(DbFile::Healthy(db)) => {
+            tracing::debug!(
+                database = %db_path.display(),
+                schema_version = db.schema_version()?,
+                "state database passed quick_check"
+            );
+            Ok(())
+        }
+        Err(err) if err.is_unusable_file() => Err(anyhow!(refusal(&err, db_path))),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The message of a refused database: what is wrong and the way on.
+fn refusal(err: &StoreError, db_path: &Path) -> String {
+    format!(
+        "{err}\n\
+         oxvirtd does not start on it: every domain, network and pool it defined would look gone. \
+         The file is left as it is. To start empty on purpose, move {db} (and {db}-wal, {db}-shm \
+         if present) out of the way first",
+        db = db_path.display(),
+    )
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -6,8 +6,10 @@
 //! transaction, so a failed operation leaves the store as it was.
 //!
 //! The store owns the whole schema, the tables of `networks.rs` and `pools.rs` included, as
-//! versioned migrations (`store/migrations.rs`).
+//! versioned migrations (`store/migrations.rs`). The checks of the file before it is opened are
+//! in `store/file.rs`.
 
+mod file;
 mod migrations;
 
 use std::path::{Path, PathBuf};
@@ -18,12 +20,30 @@ use oxvirt_domain::MacAddr;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use uuid::Uuid;
 
+pub use file::{check_database_file, DbFile};
+
 /// The database's file name in the state directory.
 pub const DATABASE_FILE: &str = "oxvirt.db";
 
 /// What can go wrong with the state database; every message names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("state database {} is empty (0 bytes)", path.display())]
+    Empty { path: PathBuf },
+    #[error(
+        "state database {} is not an SQLite database (it does not start with \"SQLite format 3\")",
+        path.display()
+    )]
+    NotSqlite { path: PathBuf },
+    #[error("state database {} is damaged: {detail}", path.display())]
+    Damaged { path: PathBuf, detail: String },
+    #[error(
+        "state database {} has no database file, but its write-ahead log {} is there; SQLite would \
+         replay it into a new, empty database",
+        path.display(),
+        wal.display()
+    )]
+    OrphanWal { path: PathBuf, wal: PathBuf },
     #[error(
         "state database {} has schema version {found}, newer than the {known} this oxvirtd knows: \
          it was written by a newer oxvirtd. Run that version, or restore a backup made before the \
@@ -46,6 +66,26 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// The file's content is not a database oxvirtd may take as it is: the operator decides
+    /// (restore a backup, or move the file aside).
+    pub fn is_unusable_file(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Empty { .. }
+                | StoreError::NotSqlite { .. }
+                | StoreError::Damaged { .. }
+                | StoreError::OrphanWal { .. }
+        )
+    }
 }
 
 /// The path of the open state database, for the messages of errors that reach their handlers as
@@ -100,12 +140,14 @@ pub struct Store {
 
 impl Store {
     /// Opens the database at `path` (created if missing) and brings its schema to the latest
-    /// version. Refuses a database of a newer schema.
+    /// version. Refuses a file SQLite would silently take as a new database (empty, not SQLite)
+    /// and a database of a newer schema; [`check_database_file`] is the fuller check to run first.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let sqlite = |source| StoreError::Sqlite {
             path: path.to_path_buf(),
             source,
         };
+        file::check_header(path)?;
         let mut conn = Connection::open(path).map_err(sqlite)?;
         // Before anything could write (even the journal mode): a newer schema is not ours.
         let found = migrations::user_version(&conn).map_err(sqlite)?;

@@ -1,8 +1,12 @@
-//! The state database through the real oxvirtd binary: MAC uniqueness reads the store's index.
+//! The state database through the real oxvirtd binary: a database that is empty, not SQLite or
+//! damaged stops the daemon instead of being taken for an empty one; MAC uniqueness reads the
+//! store's index.
 
 mod common;
 
-use common::TestEnv;
+use std::path::{Path, PathBuf};
+
+use common::{RunOutput, TestEnv};
 use oxvirt_api::{code, ClientError};
 
 /// A definition the daemon accepts without any file behind it (nothing here starts a guest).
@@ -18,8 +22,97 @@ fn domain_xml(name: &str, mac: Option<&str>) -> String {
     )
 }
 
-fn database(env: &TestEnv) -> std::path::PathBuf {
+fn database(env: &TestEnv) -> PathBuf {
     env.state_dir.join("oxvirt.db")
+}
+
+/// The state directory's entries (names), sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A daemon that defined `names`, then stopped (SIGTERM, so the database is checkpointed).
+async fn env_with_domains(names: &[&str]) -> TestEnv {
+    let mut env = TestEnv::new();
+    env.start_daemon().await;
+    let client = env.client();
+    for name in names {
+        client.define_domain(&domain_xml(name, None)).await.unwrap();
+    }
+    env.stop_daemon();
+    env
+}
+
+fn assert_refused(run: &RunOutput, path: &Path, what: &str) {
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{what}: oxvirtd did not exit with status 1 (None: it kept running and was killed): {run:?}"
+    );
+    let path = path.display().to_string();
+    assert!(run.stderr.contains(&path), "{what}: {}", run.stderr);
+    assert!(
+        run.stderr.contains("out of the way"),
+        "{what}: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_databases_are_refused_and_left_untouched() {
+    let names: Vec<String> = (0..30).map(|i| format!("d{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let env = env_with_domains(&names).await;
+    let path = database(&env);
+    let good = std::fs::read(&path).unwrap();
+    assert!(good.len() >= 16 * 4096, "{} bytes", good.len());
+    // Bytes that are not SQLite (a fixed pseudo-random sequence).
+    let random: Vec<u8> = (0..16_384u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let cases = [
+        ("0-byte", Vec::new()),
+        ("random bytes", random),
+        ("truncated to half", good[..good.len() / 2].to_vec()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(&path, &bytes).unwrap();
+        let before = listing(&env.state_dir);
+        let run = env.run_oxvirtd(&[]);
+        assert_refused(&run, &path, what);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what}: the database file changed"
+        );
+        assert_eq!(
+            listing(&env.state_dir),
+            before,
+            "{what}: files appeared or went"
+        );
+        assert!(!env.socket.exists(), "{what}: the API socket was bound");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_of_a_newer_oxvirtd_is_refused() {
+    let env = env_with_domains(&["a"]).await;
+    let path = database(&env);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 1000).unwrap();
+    drop(conn);
+    let run = env.run_oxvirtd(&[]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&path.display().to_string()) && run.stderr.contains("newer"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
