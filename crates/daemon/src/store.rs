@@ -6,8 +6,8 @@
 //! transaction, so a failed operation leaves the store as it was.
 //!
 //! The store owns the whole schema, the tables of `networks.rs` and `pools.rs` included, as
-//! versioned migrations (`store/migrations.rs`). The checks of the file before it is opened are
-//! in `store/file.rs`.
+//! versioned migrations (`store/migrations.rs`). Checks of the file before it is opened, backups
+//! and restoring one are in `store/file.rs`; `docs/store.md` tells the operator's side.
 
 mod file;
 mod migrations;
@@ -20,10 +20,15 @@ use oxvirt_domain::MacAddr;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use uuid::Uuid;
 
-pub use file::{check_database_file, DbFile};
+pub use file::{
+    check_database_file, list_backups, restore_backup, write_backup, BackupOutcome, DbFile,
+    ReadOnlyDb,
+};
 
 /// The database's file name in the state directory.
 pub const DATABASE_FILE: &str = "oxvirt.db";
+/// The backups' directory in the state directory.
+pub const BACKUPS_DIR: &str = "backups";
 
 /// What can go wrong with the state database; every message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +66,8 @@ pub enum StoreError {
         version: u32,
         source: rusqlite::Error,
     },
+    #[error("state database {} stayed busy; no consistent copy could be taken", path.display())]
+    Busy { path: PathBuf },
     #[error("state database {}: {source}", path.display())]
     Sqlite {
         path: PathBuf,
@@ -136,6 +143,8 @@ pub struct RuntimeRecord {
 pub struct Store {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The connection's change count when the last backup was taken.
+    backed_up: Mutex<u64>,
 }
 
 impl Store {
@@ -166,9 +175,11 @@ impl Store {
             .map_err(sqlite)?;
         migrations::migrate(&mut conn, path)?;
         *OPEN_DATABASE.write().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        let changes = conn.total_changes();
         Ok(Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            backed_up: Mutex::new(changes),
         })
     }
 
@@ -183,6 +194,31 @@ impl Store {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Writes a backup into `dir` (keeping the newest `keep`) if anything changed since the
+    /// last one this store took (or since it opened: the start backup is taken before).
+    /// Copies through a second, read-only connection, so the daemon's requests go on meanwhile.
+    pub fn backup_if_changed(
+        &self,
+        dir: &Path,
+        keep: usize,
+    ) -> Result<Option<BackupOutcome>, StoreError> {
+        let changes = self
+            .conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .total_changes();
+        let mut backed_up = self.backed_up.lock().unwrap_or_else(|p| p.into_inner());
+        if *backed_up == changes {
+            return Ok(None);
+        }
+        let db = ReadOnlyDb::open(&self.path)?;
+        let outcome = write_backup(&db, dir, keep)?;
+        // The copy holds at least the changes counted before it was taken; later ones are
+        // picked up by the next call.
+        *backed_up = changes;
+        Ok(Some(outcome))
     }
 
     /// Runs `f` in one transaction, committed only if it returns `Ok`.
@@ -935,5 +971,28 @@ CREATE TABLE IF NOT EXISTS pools (
             store.transaction(|tx| mac_clash(tx, &b.uuid)).unwrap(),
             Some(("52:54:00:00:00:01".to_string(), "a".to_string()))
         );
+    }
+
+    #[test]
+    fn backups_are_taken_when_something_changed_and_rotated() {
+        let dir = tempfile::tempdir().unwrap();
+        let backups = dir.path().join("backups");
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        assert_eq!(store.backup_if_changed(&backups, 2).unwrap(), None);
+        let mut names = Vec::new();
+        for name in ["a", "b", "c"] {
+            store
+                .transaction(|tx| insert_domain(tx, &record(name)))
+                .unwrap();
+            match store.backup_if_changed(&backups, 2).unwrap() {
+                Some(BackupOutcome::Written(path)) => names.push(path),
+                other => panic!("no backup after a change: {other:?}"),
+            }
+            assert_eq!(store.backup_if_changed(&backups, 2).unwrap(), None);
+        }
+        assert_eq!(list_backups(&backups).unwrap(), names[1..].to_vec());
+        let newest = ReadOnlyDb::open(&names[2]).unwrap();
+        newest.quick_check().unwrap();
+        assert_eq!(newest.domain_count(), Some(3));
     }
 }

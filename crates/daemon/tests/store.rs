@@ -1,12 +1,13 @@
 //! The state database through the real oxvirtd binary: a database that is empty, not SQLite or
-//! damaged stops the daemon instead of being taken for an empty one; MAC uniqueness reads the
-//! store's index.
+//! damaged stops the daemon instead of being taken for an empty one; backups and
+//! `--restore-backup` bring the definitions back; MAC uniqueness reads the store's index.
 
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use common::{RunOutput, TestEnv};
+use common::{wait_until, RunOutput, TestEnv};
 use oxvirt_api::{code, ClientError};
 
 /// A definition the daemon accepts without any file behind it (nothing here starts a guest).
@@ -36,6 +37,10 @@ fn listing(dir: &Path) -> Vec<String> {
     names
 }
 
+fn names_of(list: &[oxvirt_api::DomainSummary]) -> Vec<&str> {
+    list.iter().map(|d| d.name.as_str()).collect()
+}
+
 /// A daemon that defined `names`, then stopped (SIGTERM, so the database is checkpointed).
 async fn env_with_domains(names: &[&str]) -> TestEnv {
     let mut env = TestEnv::new();
@@ -57,7 +62,7 @@ fn assert_refused(run: &RunOutput, path: &Path, what: &str) {
     let path = path.display().to_string();
     assert!(run.stderr.contains(&path), "{what}: {}", run.stderr);
     assert!(
-        run.stderr.contains("out of the way"),
+        run.stderr.contains("--restore-backup"),
         "{what}: {}",
         run.stderr
     );
@@ -112,6 +117,87 @@ async fn database_of_a_newer_oxvirtd_is_refused() {
         run.stderr.contains(&path.display().to_string()) && run.stderr.contains("newer"),
         "{}",
         run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_backup_brings_back_the_definitions_of_a_zeroed_database() {
+    let mut env = env_with_domains(&["alpha", "beta"]).await;
+    let path = database(&env);
+    std::fs::write(&path, b"").unwrap();
+    assert_refused(&env.run_oxvirtd(&[]), &path, "zeroed");
+
+    let run = env.run_oxvirtd(&["--restore-backup"]);
+    assert_eq!(run.status.code(), Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains("2 domain definition(s)") && run.stdout.contains("Installed"),
+        "{}",
+        run.stdout
+    );
+    // The zeroed database was moved aside, not deleted.
+    let aside: Vec<String> = listing(&env.state_dir)
+        .into_iter()
+        .filter(|n| n.starts_with("oxvirt.db.broken-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{:?}", listing(&env.state_dir));
+    assert_eq!(std::fs::read(env.state_dir.join(&aside[0])).unwrap(), b"");
+
+    env.start_daemon().await;
+    let list = env.client().list_domains().await.unwrap();
+    assert_eq!(names_of(&list), ["alpha", "beta"]);
+
+    // Not while a daemon uses the state directory: nothing is moved.
+    let before = std::fs::read(&path).unwrap();
+    let run = env.run_oxvirtd(&["--restore-backup"]);
+    assert_eq!(run.status.code(), Some(1), "{run:?}");
+    assert!(run.stderr.contains("another oxvirtd"), "{}", run.stderr);
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let list = env.client().list_domains().await.unwrap();
+    assert_eq!(names_of(&list), ["alpha", "beta"]);
+}
+
+/// The domain names in a backup file.
+fn domains_in(backup: &Path) -> Vec<String> {
+    let Ok(conn) =
+        rusqlite::Connection::open_with_flags(backup, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return Vec::new();
+    };
+    let Ok(mut stmt) = conn.prepare("SELECT name FROM domains ORDER BY name") else {
+        return Vec::new();
+    };
+    stmt.query_map([], |row| row.get(0))
+        .and_then(|rows| rows.collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_daemon_backs_up_changes() {
+    let mut env = TestEnv::new();
+    env.start_daemon_with(&["--backup-interval", "1"]).await;
+    env.client()
+        .define_domain(&domain_xml("gamma", None))
+        .await
+        .unwrap();
+    let backups = env.state_dir.join("backups");
+    let backed_up = wait_until(Duration::from_secs(60), || {
+        let backups = backups.clone();
+        async move {
+            std::fs::read_dir(&backups)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("oxvirt-"))
+                        .any(|e| domains_in(&e.path()) == ["gamma"])
+                })
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(
+        backed_up,
+        "no backup holds the new domain; logs:\n{}",
+        env.logs()
     );
 }
 
