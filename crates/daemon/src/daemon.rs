@@ -84,8 +84,9 @@ pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
     ApiError::new(code::INTERNAL, format!("{context}: {err}"))
 }
 
+/// An SQLite error as an API error, naming the database file.
 pub(crate) fn db(err: rusqlite::Error) -> ApiError {
-    internal("state database error", err)
+    ApiError::new(code::INTERNAL, store::named(err).to_string())
 }
 
 pub(crate) fn invalid_state(message: String) -> ApiError {
@@ -309,6 +310,7 @@ impl Daemon {
                             off_reason: "unknown".to_string(),
                         };
                         store::insert_domain(tx, &record).map_err(db)?;
+                        crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)?;
                         Ok(record)
                     }
                     (Some(a), Some(b)) if a.uuid == b.uuid => {
@@ -319,6 +321,7 @@ impl Daemon {
                             )));
                         }
                         store::update_domain_xml(tx, &a.uuid, &new_xml, &engine).map_err(db)?;
+                        crate::networks::refuse_mac_clash(tx, &a.uuid, &a.name)?;
                         Ok(DomainRecord {
                             xml: new_xml.clone(),
                             engine: engine.clone(),
@@ -381,7 +384,8 @@ impl Daemon {
                     record.name
                 )));
             }
-            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)
+            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
+            crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)
         })?;
         tracing::info!(domain = %record.name, "definition replaced");
         self.summary(&DomainRecord {
@@ -765,7 +769,7 @@ impl Daemon {
 
     fn set_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
         if let Err(err) = self.store.set_runtime_state(uuid, state, reason) {
-            tracing::error!(%uuid, "cannot record state {state}: {err}");
+            tracing::error!(%uuid, "cannot record state {state}: {}", store::named(err));
         }
         vm.changed.send_modify(|n| *n += 1);
     }
@@ -805,13 +809,19 @@ impl Daemon {
     /// After a daemon restart: reattach to guests that still run, forget the ones that do not.
     pub async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         self.adopt_orphans().await?;
-        for runtime in self.store.list_runtime()? {
-            let Some(record) = self.store.domain_by_uuid(&runtime.uuid)? else {
+        for runtime in self.store.list_runtime().map_err(store::named)? {
+            let Some(record) = self
+                .store
+                .domain_by_uuid(&runtime.uuid)
+                .map_err(store::named)?
+            else {
                 continue;
             };
             if !self.engine.is_alive(runtime.pid, &runtime.uuid).await {
                 tracing::info!(domain = %record.name, pid = runtime.pid, "found stopped while oxvirtd was down");
-                self.store.mark_stopped(&runtime.uuid, "unknown")?;
+                self.store
+                    .mark_stopped(&runtime.uuid, "unknown")
+                    .map_err(store::named)?;
                 continue;
             }
             let domain = match stored_domain(&record) {
@@ -852,8 +862,14 @@ impl Daemon {
     /// A guest launched just before the daemon died, before its start was recorded, still runs
     /// without a runtime row: record it, so the loop in `recover` reattaches it.
     async fn adopt_orphans(&self) -> anyhow::Result<()> {
-        let active: Vec<Uuid> = self.store.list_runtime()?.iter().map(|r| r.uuid).collect();
-        for record in self.store.list_domains()? {
+        let active: Vec<Uuid> = self
+            .store
+            .list_runtime()
+            .map_err(store::named)?
+            .iter()
+            .map(|r| r.uuid)
+            .collect();
+        for record in self.store.list_domains().map_err(store::named)? {
             if active.contains(&record.uuid) {
                 continue;
             }
@@ -869,19 +885,21 @@ impl Daemon {
                 Err(_) => Accel::Tcg,
             };
             tracing::warn!(domain = %record.name, pid, "adopting a guest whose start was not recorded");
-            self.store.transaction(|tx| {
-                let runtime = RuntimeRecord {
-                    uuid: record.uuid,
-                    pid,
-                    run_dir: run_dir.clone(),
-                    state: DomainState::Running,
-                    reason: "booted".to_string(),
-                    id: store::next_runtime_id(tx)?,
-                    accel: accel.to_string(),
-                    started_at: now_unix(),
-                };
-                store::insert_runtime(tx, &runtime)
-            })?;
+            self.store
+                .transaction(|tx| {
+                    let runtime = RuntimeRecord {
+                        uuid: record.uuid,
+                        pid,
+                        run_dir: run_dir.clone(),
+                        state: DomainState::Running,
+                        reason: "booted".to_string(),
+                        id: store::next_runtime_id(tx)?,
+                        accel: accel.to_string(),
+                        started_at: now_unix(),
+                    };
+                    store::insert_runtime(tx, &runtime)
+                })
+                .map_err(store::named)?;
         }
         Ok(())
     }
@@ -891,7 +909,7 @@ impl Daemon {
         let records = match self.store.list_domains() {
             Ok(records) => records,
             Err(err) => {
-                tracing::error!("autostart: cannot list domains: {err}");
+                tracing::error!("autostart: cannot list domains: {}", store::named(err));
                 return;
             }
         };
@@ -904,7 +922,9 @@ impl Daemon {
                     Err(err) => tracing::error!(domain = %record.name, "autostart failed: {err}"),
                 },
                 Ok(Some(_)) => {}
-                Err(err) => tracing::error!(domain = %record.name, "autostart: {err}"),
+                Err(err) => {
+                    tracing::error!(domain = %record.name, "autostart: {}", store::named(err))
+                }
             }
         }
     }
@@ -1081,7 +1101,7 @@ impl Supervisor {
         // domain stop also sees its TAPs gone).
         self.daemon.unplug_interfaces(&self.uuid).await;
         if let Err(err) = self.daemon.store.mark_stopped(&self.uuid, reason) {
-            tracing::error!(domain = %self.name, "cannot record stop: {err}");
+            tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
         }
         *lock(&self.vm.live) = None;
         self.vm.changed.send_modify(|n| *n += 1);

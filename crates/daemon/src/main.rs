@@ -19,8 +19,9 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -28,7 +29,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::daemon::Daemon;
 use crate::networks::Networks;
 use crate::qemu_engine::QemuEngine;
-use crate::store::Store;
+use crate::store::{BackupOutcome, DbFile, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
@@ -51,6 +52,19 @@ struct Args {
     /// privileges, so this directory, unlike the state directory, must be reachable by others.
     #[arg(long)]
     network_dir: Option<PathBuf>,
+    /// Seconds between backups of the state database while oxvirtd runs, each taken only if
+    /// something changed since the last one; 0 keeps only the backups taken at start and at a
+    /// clean stop. Backups go to STATE_DIR/backups (see docs/store.md).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    backup_interval: u64,
+    /// How many backups STATE_DIR/backups keeps (the oldest are deleted first).
+    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
+    backup_keep: u64,
+    /// Install a backup as the state database and exit: FILE, or without it the newest backup
+    /// in STATE_DIR/backups. Refused while an oxvirtd runs on the state directory. The database
+    /// it replaces is moved aside (oxvirt.db.broken-TIME), never deleted.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    restore_backup: Option<Option<PathBuf>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +75,9 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    if let Some(file) = &args.restore_backup {
+        return restore_backup(&args.state_dir, file.as_deref());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -74,8 +91,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Held for the daemon's lifetime: one oxvirtd per state directory.
     let _lock = lock_state_dir(&args.state_dir)?;
 
+    let db_path = args.state_dir.join(store::DATABASE_FILE);
+    let backups = args.state_dir.join(store::BACKUPS_DIR);
+    let keep = args.backup_keep as usize;
+    check_and_back_up(&args.state_dir, &db_path, keep)?;
     let listener = bind_socket(&args.socket)?;
-    let store = Store::open(&args.state_dir.join("oxvirt.db"))?;
+    let store = Store::open(&db_path)?;
+    tracing::info!(
+        database = %store.path().display(),
+        schema_version = store.schema_version()?,
+        "state database open"
+    );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
     let engine = Arc::new(engine_set::EngineSet::new(
         Arc::new(QemuEngine::probe().await),
@@ -85,7 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .network_dir
         .clone()
         .unwrap_or_else(|| networks::default_network_dir(&args.state_dir));
-    let networks = Networks::new(&store, network_dir, !args.no_default_network).await?;
+    let networks = Networks::new(network_dir, !args.no_default_network).await?;
     let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone(), networks));
     // Pools before autostart domains, whose disks may be volumes.
     daemon.start_pools()?;
@@ -99,6 +125,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let daemon = daemon.clone();
         tokio::spawn(async move { daemon.autostart().await });
     }
+    if args.backup_interval > 0 {
+        let daemon = daemon.clone();
+        let every = Duration::from_secs(args.backup_interval);
+        let backups = backups.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            // The first tick is immediate; the start backup was just taken.
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                backup_if_changed(&daemon, &backups, keep, "periodic").await;
+            }
+        });
+    }
 
     tracing::info!(socket = %args.socket.display(), state_dir = %args.state_dir.display(), "oxvirtd listening");
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
@@ -110,11 +150,127 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("stopping; running guests keep running");
     };
-    axum::serve(listener, http::router(daemon))
+    axum::serve(listener, http::router(daemon.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;
     let _ = std::fs::remove_file(&args.socket);
+    backup_if_changed(&daemon, &backups, keep, "at stop").await;
+    Ok(())
+}
+
+/// Before the daemon takes its database: refuse one that is not usable as it is (the operator
+/// chooses between a backup and an empty start), and back up a healthy one before migrations
+/// touch it. A missing database is a first start.
+fn check_and_back_up(state_dir: &Path, db_path: &Path, keep: usize) -> anyhow::Result<()> {
+    let backups = state_dir.join(store::BACKUPS_DIR);
+    match store::check_database_file(db_path) {
+        Ok(DbFile::Missing) => {
+            tracing::info!(database = %db_path.display(), "no state database yet: first start");
+            Ok(())
+        }
+        Ok(DbFile::Healthy(db)) => {
+            match store::write_backup(&db, &backups, keep) {
+                Ok(BackupOutcome::Written(path)) => {
+                    tracing::info!(backup = %path.display(), "state database backed up at start")
+                }
+                Ok(BackupOutcome::Unchanged(path)) => tracing::info!(
+                    backup = %path.display(),
+                    "state database unchanged since its newest backup"
+                ),
+                // The backups are a safety net; the daemon can serve without a new one.
+                Err(err) => tracing::warn!("no backup of the state database at start: {err}"),
+            }
+            Ok(())
+        }
+        Err(err) if err.is_unusable_file() => {
+            Err(anyhow!(refusal(&err, state_dir, db_path, &backups)))
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The message of a refused database: what is wrong and the two ways on.
+fn refusal(err: &StoreError, state_dir: &Path, db_path: &Path, backups: &Path) -> String {
+    let newest = match store::list_backups(backups) {
+        Ok(list) => match list.last() {
+            Some(newest) => format!(
+                "the newest of its {} backups, {}",
+                list.len(),
+                newest.display()
+            ),
+            None => format!("a backup (there is none in {} yet)", backups.display()),
+        },
+        Err(err) => format!("a backup ({err})"),
+    };
+    format!(
+        "{err}\n\
+         oxvirtd does not start on it: every domain, network and pool it defined would look gone. \
+         The file is left as it is. Either:\n\
+         - restore {newest}, moving this file aside: oxvirtd --state-dir {state} --restore-backup [FILE]\n\
+         - or start empty on purpose: move {db} (and {db}-wal, {db}-shm if present) out of the way first",
+        state = state_dir.display(),
+        db = db_path.display(),
+    )
+}
+
+/// Takes a backup if the store changed since the last one, off the async workers.
+async fn backup_if_changed(daemon: &Arc<Daemon>, backups: &Path, keep: usize, when: &str) {
+    let daemon = daemon.clone();
+    let dir = backups.to_path_buf();
+    let result =
+        tokio::task::spawn_blocking(move || daemon.store.backup_if_changed(&dir, keep)).await;
+    match result {
+        Ok(Ok(Some(BackupOutcome::Written(path)))) => {
+            tracing::info!(backup = %path.display(), "state database backed up ({when})")
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!("state database backup ({when}) failed: {err}"),
+        Err(err) => tracing::warn!("state database backup ({when}) did not run: {err}"),
+    }
+}
+
+/// `oxvirtd --restore-backup [FILE]`: installs a backup while no daemon runs, says what it did.
+fn restore_backup(state_dir: &Path, file: Option<&Path>) -> anyhow::Result<()> {
+    // Not created: a mistyped --state-dir should fail, not become a new state directory.
+    if !state_dir.is_dir() {
+        bail!("state directory {} does not exist", state_dir.display());
+    }
+    let _lock = lock_state_dir(state_dir)
+        .context("cannot restore a backup while oxvirtd runs: stop it first")?;
+    let backups = state_dir.join(store::BACKUPS_DIR);
+    let backup = match file {
+        Some(file) => file.to_path_buf(),
+        None => store::list_backups(&backups)?.pop().ok_or_else(|| {
+            anyhow!(
+                "no backups in {}: nothing to restore (name one: --restore-backup FILE)",
+                backups.display()
+            )
+        })?,
+    };
+    let restored = store::restore_backup(&state_dir.join(store::DATABASE_FILE), &backup)?;
+    let domains = match restored.domains {
+        Some(n) => format!("{n} domain definition(s)"),
+        None => "no domains table".to_string(),
+    };
+    println!(
+        "Checked backup {}: quick_check ok, schema version {}, {domains}.",
+        restored.backup.display(),
+        restored.schema_version
+    );
+    for (from, to) in &restored.moved_aside {
+        println!("Moved {} aside to {}.", from.display(), to.display());
+    }
+    for removed in &restored.removed {
+        println!(
+            "Removed {} (SQLite's index of the write-ahead log, rebuilt on open).",
+            removed.display()
+        );
+    }
+    println!(
+        "Installed the backup as {}. Start oxvirtd to use it.",
+        restored.database.display()
+    );
     Ok(())
 }
 

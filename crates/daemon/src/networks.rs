@@ -17,7 +17,7 @@
 //! - `net-destroy` is allowed while guests use the network, as in libvirt: their TAPs lose the
 //!   bridge (no traffic) until `net-start`, which attaches them again.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -38,21 +38,6 @@ use crate::daemon::{
 };
 use crate::engine::NicPlug;
 use crate::store::{self, DomainRecord, Store};
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS networks (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    xml TEXT NOT NULL,
-    autostart INTEGER NOT NULL DEFAULT 0,
-    active INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS live_domains (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    xml TEXT NOT NULL,
-    nics TEXT NOT NULL
-);
-";
 
 /// `counters` row set once the default network was offered, so undefining it sticks.
 const DEFAULT_OFFERED: &str = "default_network_offered";
@@ -100,16 +85,10 @@ fn prepare_network_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 impl Networks {
-    /// Creates the tables and the network manager (state under `state_dir`). Must run inside the
-    /// runtime the daemon serves from: the manager works in this thread's network namespace.
-    pub async fn new(
-        store: &Store,
-        state_dir: PathBuf,
-        define_default: bool,
-    ) -> anyhow::Result<Networks> {
-        store
-            .transaction(|tx| tx.execute_batch(SCHEMA))
-            .context("creating the network tables")?;
+    /// Creates the network manager (state under `state_dir`); the tables are the store's. Must
+    /// run inside the runtime the daemon serves from: the manager works in this thread's network
+    /// namespace.
+    pub async fn new(state_dir: PathBuf, define_default: bool) -> anyhow::Result<Networks> {
         prepare_network_dir(&state_dir)?;
         let (manager, unavailable) = match NetworkManager::new(state_dir).await {
             Ok(manager) => (Some(manager), String::new()),
@@ -259,6 +238,7 @@ fn all_live_domains(store: &Store) -> rusqlite::Result<Vec<(Uuid, LiveDomain)>> 
         .collect())
 }
 
+/// Records the live definition of running domain `uuid`, and its MACs in the store's index.
 fn put_live_domain(store: &Store, uuid: &Uuid, live: &LiveDomain) -> rusqlite::Result<()> {
     let nics = serde_json::to_string(&live.nics).unwrap_or_else(|_| "[]".to_string());
     store.transaction(|tx| {
@@ -267,7 +247,7 @@ fn put_live_domain(store: &Store, uuid: &Uuid, live: &LiveDomain) -> rusqlite::R
              ON CONFLICT(uuid) DO UPDATE SET xml = excluded.xml, nics = excluded.nics",
             params![uuid.to_string(), live.xml, nics],
         )?;
-        Ok(())
+        store::index_live_macs(tx, uuid, &live.xml)
     })
 }
 
@@ -277,8 +257,76 @@ fn delete_live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<()> {
             "DELETE FROM live_domains WHERE uuid = ?1",
             params![uuid.to_string()],
         )?;
+        store::unindex_live_macs(tx, uuid)
+    })
+}
+
+/// Makes the MACs of `domain`'s interfaces unique among the defined and running domains (the
+/// store's MAC index): a clash with a MAC the XML names is an error; a generated one is picked
+/// again.
+fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> ApiResult<()> {
+    let given = interfaces_with_given_mac(xml);
+    let except = (domain.uuid, domain.name.clone());
+    let name = domain.name.clone();
+    store.transaction_or(db, |tx| {
+        let mut own: HashSet<[u8; 6]> = HashSet::new();
+        for (index, iface) in domain.devices.interfaces.iter_mut().enumerate() {
+            let mut mac = iface.mac.unwrap_or_else(random_mac);
+            loop {
+                let whose = if own.contains(&mac.0) {
+                    Some("another interface of this domain".to_string())
+                } else {
+                    store::mac_user(tx, mac, Some((&except.0, &except.1)))
+                        .map_err(db)?
+                        .map(|owner| format!("domain '{owner}'"))
+                };
+                let Some(whose) = whose else { break };
+                if given.get(index).copied().unwrap_or(false) {
+                    return Err(ApiError::new(
+                        code::ALREADY_EXISTS,
+                        format!(
+                            "interface {index} of domain '{name}': MAC address {mac} is already used by {whose}"
+                        ),
+                    ));
+                }
+                mac = random_mac();
+            }
+            own.insert(mac.0);
+            iface.mac = Some(mac);
+        }
         Ok(())
     })
+}
+
+/// A MAC for a new interface: `given` if no domain uses it, else a generated one no domain uses.
+fn free_mac(store: &Store, given: Option<MacAddr>) -> ApiResult<MacAddr> {
+    store.transaction_or(db, |tx| match given {
+        Some(mac) => match store::mac_user(tx, mac, None).map_err(db)? {
+            Some(owner) => Err(ApiError::new(
+                code::ALREADY_EXISTS,
+                format!("MAC address {mac} is already used by domain '{owner}'"),
+            )),
+            None => Ok(mac),
+        },
+        None => loop {
+            let mac = random_mac();
+            if store::mac_user(tx, mac, None).map_err(db)?.is_none() {
+                return Ok(mac);
+            }
+        },
+    })
+}
+
+/// Refuses, inside the transaction that stored domain `name`'s definition, a MAC another domain
+/// took since the check before it (a concurrent define).
+pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) -> ApiResult<()> {
+    match store::mac_clash(tx, uuid).map_err(db)? {
+        Some((mac, owner)) => Err(ApiError::new(
+            code::ALREADY_EXISTS,
+            format!("domain '{name}': MAC address {mac} is already used by domain '{owner}'"),
+        )),
+        None => Ok(()),
+    }
 }
 
 // ---- errors and small helpers ----
@@ -895,7 +943,7 @@ impl Daemon {
         let (records, running) = match (self.store.list_domains(), self.store.list_runtime()) {
             (Ok(records), Ok(running)) => (records, running),
             (Err(err), _) | (_, Err(err)) => {
-                tracing::error!("cannot look for orphan TAPs: {err}");
+                tracing::error!("cannot look for orphan TAPs: {}", store::named(err));
                 return;
             }
         };
@@ -921,7 +969,7 @@ impl Daemon {
         if let Ok(live) = all_live_domains(&self.store) {
             for (uuid, _) in live.iter().filter(|(uuid, _)| !running.contains(uuid)) {
                 if let Err(err) = delete_live_domain(&self.store, uuid) {
-                    tracing::warn!(%uuid, "{err}");
+                    tracing::warn!(%uuid, "{}", store::named(err));
                 }
             }
         }
@@ -930,64 +978,10 @@ impl Daemon {
     // ---- domains ----
 
     /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains:
-    /// a clash with a MAC the XML names is an error; a generated one is picked again.
+    /// a clash with a MAC the XML names is an error; a generated one is picked again. Reads the
+    /// store's MAC index: the cost does not grow with the number of domains.
     pub(crate) fn ensure_unique_macs(&self, domain: &mut Domain, xml: &str) -> ApiResult<()> {
-        let given = interfaces_with_given_mac(xml);
-        let mut used = self.macs_in_use(Some((&domain.uuid, &domain.name)))?;
-        for (index, iface) in domain.devices.interfaces.iter_mut().enumerate() {
-            let mut mac = iface.mac.unwrap_or_else(random_mac);
-            while let Some(owner) = used.get(&mac.0) {
-                if given.get(index).copied().unwrap_or(false) {
-                    let whose = if *owner == domain.name {
-                        "another interface of this domain".to_string()
-                    } else {
-                        format!("domain '{owner}'")
-                    };
-                    return Err(ApiError::new(
-                        code::ALREADY_EXISTS,
-                        format!(
-                            "interface {index} of domain '{}': MAC address {mac} is already used by {whose}",
-                            domain.name
-                        ),
-                    ));
-                }
-                mac = random_mac();
-            }
-            used.insert(mac.0, domain.name.clone());
-            iface.mac = Some(mac);
-        }
-        Ok(())
-    }
-
-    /// MACs of every defined domain (stored and live definitions) and who has them, leaving out
-    /// the domain `except` (uuid, name).
-    fn macs_in_use(&self, except: Option<(&Uuid, &str)>) -> ApiResult<HashMap<[u8; 6], String>> {
-        let mut used = HashMap::new();
-        let records = self.store.list_domains().map_err(db)?;
-        let names: HashMap<Uuid, String> =
-            records.iter().map(|r| (r.uuid, r.name.clone())).collect();
-        let skip = |uuid: &Uuid, name: &str| except.is_some_and(|(u, n)| u == uuid || n == name);
-        let mut add = |xml: &str, name: &str| {
-            if let Ok(domain) = oxvirt_domain::parse_domain_xml(xml) {
-                for iface in &domain.devices.interfaces {
-                    if let Some(mac) = iface.mac {
-                        used.insert(mac.0, name.to_string());
-                    }
-                }
-            }
-        };
-        for record in &records {
-            if !skip(&record.uuid, &record.name) {
-                add(&record.xml, &record.name);
-            }
-        }
-        for (uuid, live) in all_live_domains(&self.store).map_err(db)? {
-            let name = names.get(&uuid).cloned().unwrap_or_default();
-            if !skip(&uuid, &name) {
-                add(&live.xml, &name);
-            }
-        }
-        Ok(used)
+        ensure_unique_macs_in(&self.store, domain, xml)
     }
 
     /// The bridge a network interface attaches to: its network's (which must be active) or the
@@ -1123,7 +1117,7 @@ impl Daemon {
             }
         }
         if let Err(err) = delete_live_domain(&self.store, uuid) {
-            tracing::warn!(%uuid, "cannot forget the live definition: {err}");
+            tracing::warn!(%uuid, "cannot forget the live definition: {}", store::named(err));
         }
     }
 
@@ -1325,25 +1319,7 @@ impl Daemon {
                 record.name
             )));
         }
-        let used = self.macs_in_use(None)?;
-        let mac = match given_mac {
-            Some(mac) => {
-                if let Some(owner) = used.get(&mac.0) {
-                    return Err(ApiError::new(
-                        code::ALREADY_EXISTS,
-                        format!("MAC address {mac} is already used by domain '{owner}'"),
-                    ));
-                }
-                mac
-            }
-            None => {
-                let mut mac = random_mac();
-                while used.contains_key(&mac.0) {
-                    mac = random_mac();
-                }
-                mac
-            }
-        };
+        let mac = free_mac(&self.store, given_mac)?;
         let (kind, attr) = match interface_type {
             InterfaceType::Network => ("network", "network"),
             _ => ("bridge", "bridge"),
@@ -1449,9 +1425,10 @@ impl Daemon {
             attached.target = Some(tap);
         }
         if let Some(xml) = new_config {
-            self.store
-                .transaction(|tx| store::update_domain_xml(tx, &record.uuid, &xml, &record.engine))
-                .map_err(db)?;
+            self.store.transaction_or(db, |tx| {
+                store::update_domain_xml(tx, &record.uuid, &xml, &record.engine).map_err(db)?;
+                refuse_mac_clash(tx, &record.uuid, &record.name)
+            })?;
             tracing::info!(domain = %record.name, %mac, "interface added to the definition");
         }
         Ok(attached)
@@ -1617,5 +1594,127 @@ mod tests {
             default_network_dir(Path::new("/tmp/x/state/")),
             PathBuf::from("/tmp/x/state-network")
         );
+    }
+
+    /// A domain definition with one interface per MAC (`None`: no `<mac>`, one is generated).
+    fn domain_xml(name: &str, macs: &[Option<&str>]) -> String {
+        let interfaces: String = macs
+            .iter()
+            .map(|mac| match mac {
+                Some(mac) => format!("<interface type='user'><mac address='{mac}'/></interface>"),
+                None => "<interface type='user'/>".to_string(),
+            })
+            .collect();
+        format!(
+            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+             <os><type arch='x86_64'>hvm</type></os><devices>{interfaces}</devices></domain>"
+        )
+    }
+
+    /// Stores `name`'s definition as define does; returns it (MACs filled in).
+    fn define(store: &Store, name: &str, macs: &[Option<&str>]) -> ApiResult<Domain> {
+        let xml = domain_xml(name, macs);
+        let mut domain = oxvirt_domain::parse_domain_xml(&xml).unwrap();
+        ensure_unique_macs_in(store, &mut domain, &xml)?;
+        let record = DomainRecord {
+            uuid: domain.uuid,
+            name: name.to_string(),
+            xml: domain.to_xml(),
+            autostart: false,
+            engine: "qemu".to_string(),
+            off_reason: "unknown".to_string(),
+        };
+        store
+            .transaction(|tx| store::insert_domain(tx, &record))
+            .unwrap();
+        Ok(domain)
+    }
+
+    fn clash_message(result: ApiResult<Domain>) -> String {
+        match result {
+            Err(err) => {
+                assert_eq!(err.code, code::ALREADY_EXISTS, "{err:?}");
+                err.message
+            }
+            Ok(domain) => panic!("defined with MACs {:?}", domain.devices.interfaces),
+        }
+    }
+
+    #[test]
+    fn macs_of_stored_definitions_are_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        define(&store, "a", &[Some("52:54:00:aa:00:01")]).unwrap();
+        let message = clash_message(define(&store, "b", &[Some("52:54:00:AA:00:01")]));
+        assert!(
+            message.contains("52:54:00:aa:00:01 is already used by domain 'a'"),
+            "{message}"
+        );
+        let message = clash_message(define(
+            &store,
+            "c",
+            &[Some("52:54:00:aa:00:05"), Some("52:54:00:aa:00:05")],
+        ));
+        assert!(
+            message.contains("another interface of this domain"),
+            "{message}"
+        );
+        // Redefining a domain with its own MAC is no clash.
+        define(&store, "d", &[Some("52:54:00:aa:00:07")]).unwrap();
+        let xml = domain_xml("d", &[Some("52:54:00:aa:00:07")]);
+        let mut again = oxvirt_domain::parse_domain_xml(&xml).unwrap();
+        ensure_unique_macs_in(&store, &mut again, &xml).unwrap();
+        // Generated MACs are filled in and unique.
+        let generated = define(&store, "e", &[None, None]).unwrap();
+        let macs: Vec<MacAddr> = generated
+            .devices
+            .interfaces
+            .iter()
+            .map(|i| i.mac.unwrap())
+            .collect();
+        assert_ne!(macs[0], macs[1]);
+    }
+
+    #[test]
+    fn macs_hot_plugged_into_a_running_guest_are_taken_until_it_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = define(&store, "a", &[Some("52:54:00:aa:00:01")]).unwrap();
+        // `a` runs and got a NIC hot-plugged (attach-interface --live): only its live
+        // definition has that MAC.
+        let live = LiveDomain {
+            xml: oxvirt_domain::parse_domain_xml(&domain_xml(
+                "a",
+                &[Some("52:54:00:aa:00:01"), Some("52:54:00:aa:00:02")],
+            ))
+            .unwrap()
+            .to_xml(),
+            nics: Vec::new(),
+        };
+        put_live_domain(&store, &a.uuid, &live).unwrap();
+        let message = clash_message(define(&store, "b", &[Some("52:54:00:aa:00:02")]));
+        assert!(message.contains("already used by domain 'a'"), "{message}");
+        let err = free_mac(&store, Some(MacAddr([0x52, 0x54, 0, 0xaa, 0, 2]))).unwrap_err();
+        assert_eq!(err.code, code::ALREADY_EXISTS);
+        // The guest stopped: its live definition, and the hot-plugged MAC, are gone.
+        delete_live_domain(&store, &a.uuid).unwrap();
+        define(&store, "b", &[Some("52:54:00:aa:00:02")]).unwrap();
+    }
+
+    #[test]
+    fn a_definition_whose_stored_xml_is_damaged_keeps_its_macs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("oxvirt.db")).unwrap();
+        let a = define(&store, "a", &[Some("52:54:00:aa:00:01")]).unwrap();
+        store
+            .transaction(|tx| {
+                tx.execute(
+                    "UPDATE domains SET xml = 'damaged' WHERE uuid = ?1",
+                    params![a.uuid.to_string()],
+                )
+            })
+            .unwrap();
+        let message = clash_message(define(&store, "b", &[Some("52:54:00:aa:00:01")]));
+        assert!(message.contains("already used by domain 'a'"), "{message}");
     }
 }

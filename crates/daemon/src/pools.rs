@@ -19,7 +19,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
 use oxvirt_api::{
     code, ApiError, BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo,
     ResizeVolumeRequest, VolumeInfo,
@@ -38,16 +37,6 @@ use uuid::Uuid;
 use crate::daemon::{
     db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
 };
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS pools (
-    uuid TEXT PRIMARY KEY NOT NULL,
-    name TEXT NOT NULL UNIQUE,
-    target TEXT NOT NULL,
-    autostart INTEGER NOT NULL DEFAULT 0,
-    active INTEGER NOT NULL DEFAULT 0
-);
-";
 
 /// Cluster size of clones of raw volumes made as qcow2 (never: clones keep the format) and the
 /// fallback when the source does not say.
@@ -339,12 +328,13 @@ fn parse_format(text: &str) -> ApiResult<Format> {
 }
 
 impl Daemon {
-    /// Creates the pools table and starts the autostart pools (before guests autostart).
+    /// Starts the autostart pools (before guests autostart).
     pub fn start_pools(&self) -> anyhow::Result<()> {
-        self.store
-            .transaction(|tx| tx.execute_batch(SCHEMA))
-            .context("creating the pools table")?;
-        for pool in self.store.transaction(list_pool_rows)? {
+        let pools = self
+            .store
+            .transaction(list_pool_rows)
+            .map_err(crate::store::named)?;
+        for pool in pools {
             if pool.active || !pool.autostart {
                 continue;
             }

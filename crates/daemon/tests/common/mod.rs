@@ -49,6 +49,11 @@ impl TestEnv {
 
     /// Starts oxvirtd and waits until it answers.
     pub async fn start_daemon(&mut self) {
+        self.start_daemon_with(&[]).await
+    }
+
+    /// Starts oxvirtd with `extra` arguments and waits until it answers.
+    pub async fn start_daemon_with(&mut self, extra: &[&str]) {
         assert!(self.daemon.is_none(), "daemon already started");
         self.daemon_runs += 1;
         let log = std::fs::File::create(self.daemon_log(self.daemon_runs)).expect("daemon log");
@@ -61,6 +66,7 @@ impl TestEnv {
             .arg("debug")
             // These tests run in the host's network namespace: no default network there.
             .arg("--no-default-network")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -79,6 +85,42 @@ impl TestEnv {
             self.socket.display(),
             self.logs()
         );
+    }
+
+    /// Runs oxvirtd on this state directory and socket with `args`, for runs that should exit
+    /// by themselves (refusals, `--restore-backup`). One still running after 30 s (a daemon
+    /// that started serving) is killed, and reported as not exited (`status.code()` is `None`).
+    pub fn run_oxvirtd(&self, args: &[&str]) -> RunOutput {
+        let out = self.dir.path().join("run.out");
+        let err = self.dir.path().join("run.err");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_oxvirtd"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--no-default-network")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).expect("stdout file"))
+            .stderr(std::fs::File::create(&err).expect("stderr file"))
+            .spawn()
+            .expect("spawn oxvirtd");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait for oxvirtd") {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                break child.wait().expect("reap oxvirtd");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        RunOutput {
+            status,
+            stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+        }
     }
 
     fn daemon_log(&self, run: u32) -> PathBuf {
@@ -211,6 +253,14 @@ impl TestEnv {
     pub fn pids_mentioning(&self, needle: &str) -> Vec<u32> {
         pids_with_cmdline(needle)
     }
+}
+
+/// How a run of oxvirtd that exits by itself ended.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 impl Drop for TestEnv {

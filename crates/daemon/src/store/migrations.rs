@@ -1,0 +1,171 @@
+//! The schema of the state database, as an ordered list of migrations.
+//!
+//! `PRAGMA user_version` holds the number of migrations applied. At open, the missing ones run in
+//! order, in one transaction with the version update, so a database is either at its old version
+//! or at the new one, never in between. Released migrations are never edited: a change to the
+//! schema is a new migration at the end of [`MIGRATIONS`].
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, Transaction, TransactionBehavior};
+
+use super::{index_macs, StoreError};
+
+/// One step of the schema.
+pub(super) struct Migration {
+    /// What the step brings, for the log.
+    pub what: &'static str,
+    pub apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
+}
+
+/// In order; the version of a database is how many of these it has.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        what: "domains, runtime, counters, networks, live_domains, pools",
+        apply: v1_tables,
+    },
+    Migration {
+        what: "domain_macs: the MAC addresses of stored and live definitions, indexed",
+        apply: v2_domain_macs,
+    },
+];
+
+/// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
+/// `networks.rs` and `pools.rs` each ran their own `CREATE TABLE IF NOT EXISTS`). It keeps `IF NOT
+/// EXISTS`, so such a database (user_version 0, some or all tables present) becomes version 1
+/// unchanged. Later migrations create what is new to them without it.
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    engine TEXT NOT NULL DEFAULT 'qemu',
+    off_reason TEXT NOT NULL DEFAULT 'unknown'
+);
+CREATE TABLE IF NOT EXISTS runtime (
+    uuid TEXT PRIMARY KEY NOT NULL REFERENCES domains(uuid),
+    pid INTEGER NOT NULL,
+    run_dir TEXT NOT NULL,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    id INTEGER NOT NULL UNIQUE,
+    accel TEXT NOT NULL,
+    started_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS networks (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    xml TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS live_domains (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    xml TEXT NOT NULL,
+    nics TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pools (
+    uuid TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL UNIQUE,
+    target TEXT NOT NULL,
+    autostart INTEGER NOT NULL DEFAULT 0,
+    active INTEGER NOT NULL DEFAULT 0
+);
+";
+
+fn v1_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V1)
+}
+
+/// Version 2: what MAC uniqueness needs, so a define looks up its MACs instead of parsing every
+/// stored and live definition. `live` is 0 for the stored definition, 1 for the live one of a
+/// running guest (which may have hot-plugged NICs the stored one lacks). Filled from the XML
+/// already stored.
+fn v2_domain_macs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE domain_macs (
+            mac TEXT NOT NULL,
+            uuid TEXT NOT NULL,
+            live INTEGER NOT NULL,
+            PRIMARY KEY (mac, uuid, live)
+        ) WITHOUT ROWID;
+        CREATE INDEX domain_macs_by_uuid ON domain_macs (uuid, live);",
+    )?;
+    for (table, live) in [("domains", false), ("live_domains", true)] {
+        // `table` is one of two literals.
+        let rows: Vec<(String, String)> = {
+            let mut stmt = tx.prepare(&format!("SELECT uuid, xml FROM {table}"))?;
+            let rows = stmt.query_map(params![], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (uuid, xml) in rows {
+            // A definition that is not even XML any more cannot be indexed; it was invisible to
+            // the MAC check before this migration too. Say so instead of failing the upgrade.
+            if let Err(err) = index_macs(tx, &uuid, live, &xml) {
+                tracing::warn!(
+                    uuid,
+                    "{table}: the MAC addresses of this definition cannot be read: {err}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The schema version this oxvirtd writes.
+pub(super) fn latest() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+pub(super) fn user_version(conn: &Connection) -> rusqlite::Result<u32> {
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+}
+
+/// Brings the database at `path` to the latest version, in one transaction.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    // IMMEDIATE: take the write lock before reading the version, so what we read stays true.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sqlite)?;
+    let from = user_version(&tx).map_err(sqlite)?;
+    let to = latest();
+    if from > to {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: from,
+            known: to,
+        });
+    }
+    if from == to {
+        return Ok(());
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        (migration.apply)(&tx).map_err(|source| StoreError::Migration {
+            path: path.to_path_buf(),
+            version: index as u32 + 1,
+            source,
+        })?;
+        tracing::info!(
+            "state database {}: schema version {}: {}",
+            path.display(),
+            index + 1,
+            migration.what
+        );
+    }
+    tx.pragma_update(None, "user_version", to).map_err(sqlite)?;
+    tx.commit().map_err(sqlite)?;
+    tracing::info!(
+        "state database {}: upgraded from schema version {from} to {to}",
+        path.display()
+    );
+    Ok(())
+}
