@@ -67,7 +67,19 @@ struct Args {
     restore_backup: Option<Option<PathBuf>>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // One line an operator can act on (`{:#}`: the error and its causes), never a
+            // backtrace: a refusal to start is an answer, not a crash.
+            eprintln!("oxvirtd: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
         .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
