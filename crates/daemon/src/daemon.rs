@@ -472,6 +472,8 @@ impl Daemon {
             .and_then(|()| self.engine.check_host(&domain))
             .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
+        // Engines open exactly the backing images the host read from trusted metadata.
+        self.resolve_backing_chains(&mut domain)?;
         let plan = self.engine.plan_accel(&domain);
         for warning in &plan.warnings {
             tracing::warn!(domain = %record.name, "{warning}");

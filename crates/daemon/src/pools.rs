@@ -4,10 +4,15 @@
 //!   directory, autostart, active); the pool XML is generated from them. Pool and volume XML are
 //!   read and written by `oxvirt_domain::pool` and `oxvirt_domain::volume`. `active` persists across
 //!   daemon restarts, and autostart pools are started when the daemon starts.
-//! - A volume is a regular file directly in the pool's directory; nothing about volumes is
-//!   stored, so every listing is a fresh scan (`pool-refresh` only re-checks the directory).
-//!   Volume names are one path component: no `/`, no leading `.`, so a volume can never name a
-//!   file outside its pool; symlinks in the directory are not volumes.
+//! - A volume is a regular file directly in the pool's directory; every listing is a fresh scan
+//!   (`pool-refresh` only re-checks the directory). Volume names are one path component: no
+//!   `/`, no leading `.`, so a volume can never name a file outside its pool; symlinks in the
+//!   directory are not volumes.
+//! - What a volume *is* (raw or qcow2, and a qcow2 overlay's backing file) is recorded in the
+//!   store's `volume_formats` when oxvirtd creates or clones it, or the first time it sees a file
+//!   put there by other means, and never read from the file's contents again: a guest writes
+//!   its raw disk, so a format probed from it would be the guest's choice, and with a qcow2
+//!   header naming a backing file, the guest would choose which host file QEMU opens.
 //! - Volume files are made and changed through `oxvirt-images` (create, convert, resize), which
 //!   takes QEMU's image locks: a volume a running guest has open cannot be resized, cloned while
 //!   written, or deleted.
@@ -27,7 +32,7 @@ use oxvirt_domain::pool::{PoolDef, PoolUsage};
 use oxvirt_domain::volume::{
     validate_volume_name, BackingStore, VolumeDef, VolumeFormat, VolumeTarget,
 };
-use oxvirt_domain::{Disk, DiskDevice, DiskFormat, DiskType, Domain, DomainError};
+use oxvirt_domain::{BackingLayer, Disk, DiskDevice, DiskFormat, DiskType, Domain, DomainError};
 use oxvirt_images::lock::{lock_image, LockMode};
 use oxvirt_images::ops::{convert, ConvertOptions};
 use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preallocation};
@@ -37,6 +42,7 @@ use uuid::Uuid;
 use crate::daemon::{
     db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
 };
+use crate::store::{self, VolumeOrigin, VolumeRecord};
 
 /// Cluster size of clones of raw volumes made as qcow2 (never: clones keep the format) and the
 /// fallback when the source does not say.
@@ -258,17 +264,19 @@ fn volume_file(pool: &PoolRecord, name: &str) -> ApiResult<(PathBuf, Metadata)> 
     }
 }
 
-/// Reads what a volume is from its file, without locks (like `qemu-img info -U`), so it also
-/// works on disks of running guests.
+/// Reads a volume's sizes from its file, in its recorded format, without locks (like
+/// `qemu-img info -U`), so it also works on disks of running guests.
 fn read_volume(
     pool: &PoolRecord,
     name: &str,
-    path: &Path,
+    record: &VolumeRecord,
     meta: &Metadata,
 ) -> ApiResult<VolumeInfo> {
+    let path = &record.path;
     let image = Image::open(
         path,
         &OpenOptions {
+            format: Some(record.format),
             force_share: true,
             no_backing: true,
             ..OpenOptions::default()
@@ -285,7 +293,7 @@ fn read_volume(
     Ok(VolumeInfo {
         name: name.to_string(),
         pool: pool.name.clone(),
-        path: path.display().to_string(),
+        path: pool.target.join(name).display().to_string(),
         volume_type: "file".to_string(),
         format: image.format().name().to_string(),
         capacity: image.virtual_size(),
@@ -294,6 +302,39 @@ fn read_volume(
         backing_file,
         backing_format,
     })
+}
+
+/// The key of a volume file's record: its canonical path, so a disk naming the file through a
+/// symlinked directory finds the same record.
+fn record_key(path: &Path) -> ApiResult<PathBuf> {
+    std::fs::canonicalize(path)
+        .map_err(|e| internal(&format!("cannot resolve {}", path.display()), e))
+}
+
+/// The backing file a qcow2 header names, resolved against the image's directory, with the
+/// format the header states (`None` if it states none).
+fn header_backing(path: &Path) -> ApiResult<Option<(PathBuf, Option<Format>)>> {
+    let image = Image::open(
+        path,
+        &OpenOptions {
+            format: Some(Format::Qcow2),
+            force_share: true,
+            no_backing: true,
+            ..OpenOptions::default()
+        },
+    )
+    .map_err(|e| image_error(&format!("cannot read {}", path.display()), e))?;
+    let Some(qcow2) = image.as_qcow2() else {
+        return Ok(None);
+    };
+    let header = qcow2.header();
+    Ok(header.backing_file.as_ref().map(|name| {
+        let format = header
+            .backing_format
+            .as_deref()
+            .and_then(|f| Format::parse(f).ok());
+        (oxvirt_images::image::resolve_backing(path, name), format)
+    }))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -617,7 +658,10 @@ impl Daemon {
             let Ok((path, meta)) = volume_file(&pool, &name) else {
                 continue;
             };
-            match read_volume(&pool, &name, &path, &meta) {
+            let volume = self
+                .volume_record_of(&pool, &name, &path)
+                .and_then(|record| read_volume(&pool, &name, &record, &meta));
+            match volume {
                 Ok(volume) => volumes.push(volume),
                 Err(err) => tracing::warn!(pool = %pool.name, volume = %name, "skipped: {err}"),
             }
@@ -628,7 +672,106 @@ impl Daemon {
     pub fn volume_info(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
-        read_volume(&pool, name, &path, &meta)
+        let record = self.volume_record_of(&pool, name, &path)?;
+        read_volume(&pool, name, &record, &meta)
+    }
+
+    /// What the volume file `path` (`name` in `pool`) is, as recorded; a file oxvirtd has not
+    /// seen before (put into the pool's directory by other means) is recorded now, once.
+    fn volume_record_of(
+        &self,
+        pool: &PoolRecord,
+        name: &str,
+        path: &Path,
+    ) -> ApiResult<VolumeRecord> {
+        let key = record_key(path)?;
+        if let Some(record) = self
+            .store
+            .transaction(|tx| store::volume_record(tx, &key))
+            .map_err(db)?
+        {
+            return Ok(record);
+        }
+        let found = self.import_volume(&key)?;
+        // Another request may have recorded it meanwhile: the first record stays.
+        let record = self
+            .store
+            .transaction(|tx| match store::volume_record(tx, &key)? {
+                Some(existing) => Ok(existing),
+                None => store::put_volume_record(tx, &found).map(|()| found.clone()),
+            })
+            .map_err(db)?;
+        if record == found {
+            tracing::warn!(
+                pool = %pool.name,
+                volume = %name,
+                format = record.format.name(),
+                "a volume oxvirtd did not create: its format is recorded from its header, once"
+            );
+        }
+        Ok(record)
+    }
+
+    /// The record of a file found in a pool. A domain that uses the file as a disk says what
+    /// it is (its guest may have written anything into it); otherwise its header does, this
+    /// once: the file was put there by the host's administrator, not yet by a guest.
+    fn import_volume(&self, key: &Path) -> ApiResult<VolumeRecord> {
+        let format = match self.format_a_definition_gives(key)? {
+            Some(format) => format,
+            None => oxvirt_images::image::probe(key)
+                .map_err(|e| image_error(&format!("cannot read {}", key.display()), e))?,
+        };
+        let backing = match format {
+            Format::Raw => None,
+            Format::Qcow2 => match header_backing(key)? {
+                Some((path, Some(format))) => Some((path, format)),
+                // Without a stated format the chain cannot be opened; starting a domain on
+                // it says so, naming the fix.
+                Some((_, None)) | None => None,
+            },
+        };
+        Ok(VolumeRecord {
+            path: key.to_path_buf(),
+            format,
+            backing,
+            origin: VolumeOrigin::Imported,
+        })
+    }
+
+    /// The format a stored definition gives the file `key` as a file or block disk, if any does.
+    fn format_a_definition_gives(&self, key: &Path) -> ApiResult<Option<Format>> {
+        for record in self.store.list_domains().map_err(db)? {
+            let Ok(domain) = stored_domain(&record) else {
+                continue;
+            };
+            let stated = domain.devices.disks.iter().find(|disk| {
+                disk.source
+                    .as_deref()
+                    .is_some_and(|source| same_file(Path::new(source), key))
+            });
+            if let Some(disk) = stated {
+                return Ok(Some(image_format_of(disk.driver.format)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The recorded format of an image at `path` that is a volume oxvirtd knows, if it is one.
+    fn recorded_format(&self, path: &Path) -> ApiResult<Option<Format>> {
+        let Ok(key) = std::fs::canonicalize(path) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .transaction(|tx| store::volume_record(tx, &key))
+            .map_err(db)?
+            .map(|record| record.format))
+    }
+
+    fn put_record(&self, record: &VolumeRecord) -> ApiResult<()> {
+        self.store
+            .transaction(|tx| store::put_volume_record(tx, record))
+            .map_err(db)
     }
 
     pub fn volume_xml(&self, pool_id: &str, name: &str) -> ApiResult<String> {
@@ -663,11 +806,27 @@ impl Daemon {
         let backing = match (&request.backing_vol, &request.backing_format) {
             (Some(backing), format) => {
                 let backing_path = self.backing_path(&pool, backing)?;
-                let backing_format = match format {
-                    Some(text) => parse_format(text)?,
-                    None => oxvirt_images::image::probe(&backing_path).map_err(|e| {
-                        image_error(&format!("cannot probe backing volume '{backing}'"), e)
-                    })?,
+                // Never probed: the backing image may be a guest's raw disk.
+                let recorded = self.recorded_format(&backing_path)?;
+                let backing_format = match (format, recorded) {
+                    (Some(text), Some(recorded)) => {
+                        let stated = parse_format(text)?;
+                        if stated != recorded {
+                            return Err(bad_request(format!(
+                                "backing volume '{backing}' is {}, not {}",
+                                recorded.name(),
+                                stated.name()
+                            )));
+                        }
+                        stated
+                    }
+                    (Some(text), None) => parse_format(text)?,
+                    (None, Some(recorded)) => recorded,
+                    (None, None) => {
+                        return Err(bad_request(format!(
+                            "the format of backing image '{backing}' is not recorded (it is no volume oxvirtd knows) and is never probed: give it (--backing-vol-format raw|qcow2)"
+                        )))
+                    }
                 };
                 Some((backing_path, backing_format))
             }
@@ -700,9 +859,21 @@ impl Daemon {
                 e,
             )
         })?;
-        tracing::info!(pool = %pool.name, volume = %request.name, "volume created");
         let (path, meta) = volume_file(&pool, &request.name)?;
-        read_volume(&pool, &request.name, &path, &meta)
+        let record = VolumeRecord {
+            path: record_key(&path)?,
+            format,
+            backing,
+            origin: VolumeOrigin::Created,
+        };
+        if let Err(err) = self.put_record(&record) {
+            // A volume without its record would be imported from its header later; we made it,
+            // so it goes, and the request fails as a whole.
+            let _ = std::fs::remove_file(&path);
+            return Err(err);
+        }
+        tracing::info!(pool = %pool.name, volume = %request.name, "volume created");
+        read_volume(&pool, &request.name, &record, &meta)
     }
 
     /// vol-create: a volume from its XML, created as vol-create-as creates one.
@@ -727,14 +898,15 @@ impl Daemon {
             }
             return Ok(path.to_path_buf());
         }
-        volume_file(pool, backing)
-            .map(|(path, _)| path)
-            .map_err(|_| {
-                not_found(format!(
-                    "backing volume '{backing}' not found in pool '{}'",
-                    pool.name
-                ))
-            })
+        let (path, _) = volume_file(pool, backing).map_err(|_| {
+            not_found(format!(
+                "backing volume '{backing}' not found in pool '{}'",
+                pool.name
+            ))
+        })?;
+        // A volume of the pool has a record (made now if this is the first time it is seen).
+        self.volume_record_of(pool, backing, &path)?;
+        Ok(path)
     }
 
     /// Names of the running domains that have `path` as a disk.
@@ -762,18 +934,22 @@ impl Daemon {
     pub fn delete_volume(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
-        let info = read_volume(&pool, name, &path, &meta).unwrap_or_else(|_| VolumeInfo {
-            name: name.to_string(),
-            pool: pool.name.clone(),
-            path: path.display().to_string(),
-            volume_type: "file".to_string(),
-            format: "raw".to_string(),
-            capacity: meta.len(),
-            allocation: meta.blocks().saturating_mul(512),
-            physical: meta.len(),
-            backing_file: None,
-            backing_format: None,
-        });
+        let key = record_key(&path)?;
+        let info = self
+            .volume_record_of(&pool, name, &path)
+            .and_then(|record| read_volume(&pool, name, &record, &meta))
+            .unwrap_or_else(|_| VolumeInfo {
+                name: name.to_string(),
+                pool: pool.name.clone(),
+                path: path.display().to_string(),
+                volume_type: "file".to_string(),
+                format: "raw".to_string(),
+                capacity: meta.len(),
+                allocation: meta.blocks().saturating_mul(512),
+                physical: meta.len(),
+                backing_file: None,
+                backing_format: None,
+            });
         let users = self.running_users(&path)?;
         if !users.is_empty() {
             return Err(invalid_state(format!(
@@ -793,6 +969,9 @@ impl Daemon {
         std::fs::remove_file(&path)
             .map_err(|e| internal(&format!("cannot delete storage volume '{name}'"), e))?;
         drop(file);
+        self.store
+            .transaction(|tx| store::delete_volume_record(tx, &key))
+            .map_err(db)?;
         tracing::info!(pool = %pool.name, volume = %name, "volume deleted");
         Ok(info)
     }
@@ -802,9 +981,18 @@ impl Daemon {
     pub fn clone_volume(&self, pool_id: &str, name: &str, new_name: &str) -> ApiResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (source_path, _) = volume_file(&pool, name)?;
+        let source_record = self.volume_record_of(&pool, name, &source_path)?;
         let target_path = self.new_volume_path(&pool, new_name)?;
-        let mut source = Image::open(&source_path, &OpenOptions::default())
-            .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
+        // In its recorded format: a raw volume's contents are copied as they are, whatever
+        // header its guest wrote into them.
+        let mut source = Image::open(
+            &source_path,
+            &OpenOptions {
+                format: Some(source_record.format),
+                ..OpenOptions::default()
+            },
+        )
+        .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
         let options = ConvertOptions {
             format: source.format(),
             cluster_size: source
@@ -821,9 +1009,20 @@ impl Daemon {
             )
         })?;
         drop(source);
-        tracing::info!(pool = %pool.name, volume = %name, clone = %new_name, "volume cloned");
         let (path, meta) = volume_file(&pool, new_name)?;
-        read_volume(&pool, new_name, &path, &meta)
+        // The clone is self-contained: convert copied the backing chain's data into it.
+        let record = VolumeRecord {
+            path: record_key(&path)?,
+            format: options.format,
+            backing: None,
+            origin: VolumeOrigin::Cloned,
+        };
+        if let Err(err) = self.put_record(&record) {
+            let _ = std::fs::remove_file(&path);
+            return Err(err);
+        }
+        tracing::info!(pool = %pool.name, volume = %name, clone = %new_name, "volume cloned");
+        read_volume(&pool, new_name, &record, &meta)
     }
 
     /// vol-resize (blocking): growing is always allowed, shrinking only with `shrink`.
@@ -835,9 +1034,11 @@ impl Daemon {
     ) -> ApiResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, _) = volume_file(&pool, name)?;
+        let record = self.volume_record_of(&pool, name, &path)?;
         let mut image = Image::open(
             &path,
             &OpenOptions {
+                format: Some(record.format),
                 write: true,
                 no_backing: true,
                 ..OpenOptions::default()
@@ -867,8 +1068,8 @@ impl Daemon {
             .map_err(|e| image_error(&format!("cannot resize storage volume '{name}'"), e))?;
         drop(image);
         tracing::info!(pool = %pool.name, volume = %name, new_size, "volume resized");
-        let (path, meta) = volume_file(&pool, name)?;
-        read_volume(&pool, name, &path, &meta)
+        let (_, meta) = volume_file(&pool, name)?;
+        read_volume(&pool, name, &record, &meta)
     }
 
     // ---- blockresize ----
@@ -947,6 +1148,13 @@ fn disk_format_of(format: Format) -> DiskFormat {
     }
 }
 
+fn image_format_of(format: DiskFormat) -> Format {
+    match format {
+        DiskFormat::Raw => Format::Raw,
+        DiskFormat::Qcow2 => Format::Qcow2,
+    }
+}
+
 impl Daemon {
     /// Makes `domain` (the launched copy; the stored definition keeps its references) name
     /// files only: each `<disk type='volume'>` becomes a file disk on the volume's file, in
@@ -962,17 +1170,12 @@ impl Daemon {
             let fail = |err| start_error(&name, &dev, err);
             let pool = self.active_pool(&reference.pool).map_err(fail)?;
             let (path, _) = volume_file(&pool, &reference.volume).map_err(fail)?;
-            let found = oxvirt_images::image::probe(&path).map_err(|e| {
-                fail(image_error(
-                    &format!("cannot read storage volume '{}'", reference.volume),
-                    e,
-                ))
-            })?;
+            let found = self
+                .volume_record_of(&pool, &reference.volume, &path)
+                .map_err(fail)?
+                .format;
             if disk.driver.format_stated && disk.driver.format != disk_format_of(found) {
-                let stated = match disk.driver.format {
-                    DiskFormat::Raw => Format::Raw,
-                    DiskFormat::Qcow2 => Format::Qcow2,
-                };
+                let stated = image_format_of(disk.driver.format);
                 return Err(fail(bad_request(format!(
                     "<driver type='{}'> does not match storage volume '{}' in pool '{}', which is {}",
                     stated.name(),
@@ -986,6 +1189,88 @@ impl Daemon {
             disk.volume = None;
             disk.driver.format = disk_format_of(found);
             disk.driver.format_stated = true;
+        }
+        Ok(())
+    }
+
+    /// Fills in the backing chain of every qcow2 disk of `domain` (the launched copy, after
+    /// [`Daemon::resolve_volume_disks`]), read from the qcow2 headers with the formats they
+    /// state, never probed. Where a file is a volume oxvirtd recorded, the record must agree:
+    /// the format the disk is opened in, the backing file the volume was made with, and the
+    /// format of each backing image. Refused, naming the disk: anything else.
+    pub(crate) fn resolve_backing_chains(&self, domain: &mut Domain) -> ApiResult<()> {
+        let name = domain.name.clone();
+        for disk in &mut domain.devices.disks {
+            let Some(source) = disk.source.clone() else {
+                continue;
+            };
+            let dev = disk.target.dev.clone();
+            let fail = |err| start_error(&name, &dev, err);
+            let stated = image_format_of(disk.driver.format);
+            let record = match std::fs::canonicalize(&source) {
+                Ok(key) => self
+                    .store
+                    .transaction(|tx| store::volume_record(tx, &key))
+                    .map_err(|e| fail(db(e)))?,
+                Err(_) => None,
+            };
+            if let Some(record) = &record {
+                if record.format != stated {
+                    return Err(fail(bad_request(format!(
+                        "{source} is a {} volume; the definition opens it as {} (<driver type='{}'/>)",
+                        record.format.name(),
+                        stated.name(),
+                        record.format.name()
+                    ))));
+                }
+            }
+            if stated != Format::Qcow2 {
+                continue;
+            }
+            let chain = oxvirt_images::backing_chain(Path::new(&source), Format::Qcow2)
+                .map_err(|e| fail(image_error("cannot read its backing chain", e)))?;
+            let below = chain.get(1..).unwrap_or_default();
+            if let Some(record) = &record {
+                let header = below.first().map(|l| (l.path.as_path(), l.format));
+                let recorded = record.backing.as_ref().map(|(p, f)| (p.as_path(), *f));
+                let agree = match (header, recorded) {
+                    (None, None) => true,
+                    (Some((a, fa)), Some((b, fb))) => fa == fb && same_file(a, b),
+                    // Imported before its backing format was known: the header is all there is.
+                    (Some(_), None) => record.origin == VolumeOrigin::Imported,
+                    (None, Some(_)) => false,
+                };
+                if !agree {
+                    let show = |b: Option<(&Path, Format)>| match b {
+                        Some((path, format)) => format!("{} ({})", path.display(), format.name()),
+                        None => "none".to_string(),
+                    };
+                    return Err(fail(bad_request(format!(
+                        "the header of {source} names backing file {}, but oxvirtd recorded {}: the image was changed outside oxvirt",
+                        show(header),
+                        show(recorded)
+                    ))));
+                }
+            }
+            for layer in below {
+                if let Some(recorded) = self.recorded_format(&layer.path).map_err(fail)? {
+                    if recorded != layer.format {
+                        return Err(fail(bad_request(format!(
+                            "backing image {} is a {} volume, but an image above it names it {}",
+                            layer.path.display(),
+                            recorded.name(),
+                            layer.format.name()
+                        ))));
+                    }
+                }
+            }
+            disk.backing_chain = below
+                .iter()
+                .map(|layer| BackingLayer {
+                    path: layer.path.display().to_string(),
+                    format: disk_format_of(layer.format),
+                })
+                .collect();
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 
 mod file;
 mod migrations;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -23,6 +24,9 @@ use uuid::Uuid;
 pub use file::{
     check_database_file, list_backups, restore_backup, write_backup, BackupOutcome, DbFile,
     ReadOnlyDb,
+};
+pub use volumes::{
+    delete_volume_record, put_volume_record, volume_record, VolumeOrigin, VolumeRecord,
 };
 
 /// The database's file name in the state directory.

@@ -560,6 +560,27 @@ fn qcow2_disks_get_exactly_the_backing_chain_the_host_resolved() {
         },
     ];
     let args = command_line(&vm, &RunPaths::new(RUN_DIR), Accel::Tcg).expect("translation");
+    // QEMU resolves a node name when it reads it: the deepest image comes first.
+    let nodes: Vec<String> = values(&args, "-blockdev")
+        .iter()
+        .map(|v| {
+            serde_json::from_str::<Value>(v).unwrap()["node-name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            "drive-vda-backing2-file",
+            "drive-vda-backing2",
+            "drive-vda-backing1-file",
+            "drive-vda-backing1",
+            "drive-vda-file",
+            "drive-vda"
+        ]
+    );
     assert_eq!(
         blockdev(&args, "drive-vda")["backing"],
         "drive-vda-backing1"

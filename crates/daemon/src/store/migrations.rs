@@ -28,6 +28,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "domain_macs: the MAC addresses of stored and live definitions, indexed",
         apply: v2_domain_macs,
     },
+    Migration {
+        what: "volume_formats: the recorded format and backing file of every storage volume",
+        apply: v3_volume_formats,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
@@ -115,6 +119,23 @@ fn v2_domain_macs(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Version 3: what each volume file is, recorded when oxvirtd creates, clones or first sees it,
+/// and never probed again: a guest writes the contents of its raw disk, so a format read from
+/// them would be the guest's choice (see docs/security.md). Keyed by the file's path, so the
+/// record outlives a pool being undefined and defined again over the same directory. Volumes of
+/// databases from before this version are recorded when they are first seen.
+fn v3_volume_formats(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE volume_formats (
+            path TEXT PRIMARY KEY NOT NULL,
+            format TEXT NOT NULL,
+            backing_path TEXT,
+            backing_format TEXT,
+            origin TEXT NOT NULL
+        ) WITHOUT ROWID;",
+    )
 }
 
 /// The schema version this oxvirtd writes.

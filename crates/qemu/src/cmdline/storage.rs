@@ -276,12 +276,13 @@ impl Builder<'_> {
                     None => Value::Null,
                 };
             }
-            self.arg("-blockdev", protocol.to_string());
-            self.arg("-blockdev", format.to_string());
-            for (protocol, format) in backing_nodes {
+            // A node must exist before a node names it: the deepest backing image first.
+            for (protocol, format) in backing_nodes.into_iter().rev() {
                 self.arg("-blockdev", protocol.to_string());
                 self.arg("-blockdev", format.to_string());
             }
+            self.arg("-blockdev", protocol.to_string());
+            self.arg("-blockdev", format.to_string());
         } else if !cdrom {
             return Err(QemuError::invalid(
                 format!("{element}/source"),
