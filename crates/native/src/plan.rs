@@ -16,6 +16,7 @@ use oxvirt_domain::{
 };
 use oxvirt_images::Format;
 use oxvirt_vmm::cpuid;
+use oxvirt_vmm::protocol::config::DEFAULT_CMDLINE;
 use oxvirt_vmm::protocol::{
     BackingFile, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress, MemoryConfig,
     NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
@@ -135,7 +136,7 @@ impl Planner {
         VmConfig {
             kernel: kernel.into(),
             initrd: initrd.map(Into::into),
-            cmdline: cmdline.unwrap_or_else(|| VmConfig::new("").cmdline),
+            cmdline: cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
             memory,
             cpus,
             disks,
@@ -753,7 +754,7 @@ mod tests {
         )
         .unwrap();
         let config = plan(&without_cmdline, &RunPaths::new("/r")).unwrap();
-        assert_eq!(config.cmdline, VmConfig::new("/k").cmdline);
+        assert_eq!(config.cmdline, DEFAULT_CMDLINE);
     }
 
     #[test]

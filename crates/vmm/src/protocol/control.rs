@@ -29,21 +29,25 @@ pub enum Request {
     Stop,
 }
 
-const COMMANDS: [(Request, &str); 5] = [
-    (Request::Status, "status"),
-    (Request::Pause, "pause"),
-    (Request::Resume, "resume"),
-    (Request::Poweroff, "poweroff"),
-    (Request::Stop, "stop"),
+/// Every request, in the order error messages list them.
+const ALL: [Request; 5] = [
+    Request::Status,
+    Request::Pause,
+    Request::Resume,
+    Request::Poweroff,
+    Request::Stop,
 ];
 
 impl Request {
     /// The command's name on the wire.
     pub fn name(self) -> &'static str {
-        COMMANDS
-            .iter()
-            .find(|(request, _)| *request == self)
-            .map_or("status", |(_, name)| name)
+        match self {
+            Request::Status => "status",
+            Request::Pause => "pause",
+            Request::Resume => "resume",
+            Request::Poweroff => "poweroff",
+            Request::Stop => "stop",
+        }
     }
 
     /// Parses one request line: `{"command": "NAME"}` or a bare `NAME`.
@@ -82,12 +86,10 @@ impl Request {
 impl FromStr for Request {
     type Err = RequestError;
     fn from_str(name: &str) -> Result<Request, RequestError> {
-        COMMANDS
-            .iter()
-            .find(|(_, known)| *known == name)
-            .map(|(request, _)| *request)
+        ALL.into_iter()
+            .find(|request| request.name() == name)
             .ok_or_else(|| {
-                let known: Vec<&str> = COMMANDS.iter().map(|(_, name)| *name).collect();
+                let known: Vec<&str> = ALL.iter().map(|request| request.name()).collect();
                 RequestError(format!("unknown command {name:?} ({})", known.join(", ")))
             })
     }
@@ -248,7 +250,10 @@ mod tests {
 
     #[test]
     fn requests_are_written_as_the_server_reads_them() {
-        for (request, name) in COMMANDS {
+        for (request, name) in ALL
+            .into_iter()
+            .zip(["status", "pause", "resume", "poweroff", "stop"])
+        {
             assert_eq!(request.to_line(), format!("{{\"command\":\"{name}\"}}"));
             assert_eq!(serde_json::to_string(&request).unwrap(), request.to_line());
             assert_eq!(Request::parse_line(&request.to_line()), Ok(request));
