@@ -14,7 +14,11 @@ use crate::raw::RawImage;
 /// Longest backing chain we follow.
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// An image format. Serialized as its name (`"raw"`, `"qcow2"`), as in `oxvirt-vmm`'s config file.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Raw,
     Qcow2,

@@ -1,91 +1,45 @@
-//! Control API: JSON lines over a Unix socket.
-//!
-//! Each request is one line, `{"command": "<name>"}` (a bare `<name>` line is accepted too); each answer is
-//! one line, `{"ok": true, ...}` or `{"ok": false, "error": "..."}`. Commands: `status`, `pause`, `resume`,
-//! `poweroff` (ACPI power button: the guest shuts down cleanly), `stop` (immediate, like pulling the plug).
+//! Control API server: JSON lines over a Unix socket. The requests and replies are
+//! [`crate::protocol::control`]'s: `status`, `pause`, `resume`, `poweroff` (ACPI power button: the guest
+//! shuts down cleanly), `stop` (immediate, like pulling the plug).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use crate::protocol::{ExitReason, Reply, Request, RunState};
 use crate::seccomp::ThreadRole;
 use crate::vm::VmHandle;
 
-#[derive(Debug, Deserialize)]
-struct Request {
-    command: String,
-}
-
-#[derive(Debug, Serialize, Default)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub vcpus: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-fn ok() -> Response {
-    Response {
-        ok: true,
-        ..Default::default()
+fn done_or_refused(result: Result<(), String>) -> Reply {
+    match result {
+        Ok(()) => Reply::Done,
+        Err(error) => Reply::Refused { error },
     }
 }
 
-fn err(e: impl Into<String>) -> Response {
-    Response {
-        ok: false,
-        error: Some(e.into()),
-        ..Default::default()
-    }
-}
-
-/// Parses one request line into a command name.
-pub fn parse_request(line: &str) -> Result<String, String> {
-    let line = line.trim();
-    if line.starts_with('{') {
-        serde_json::from_str::<Request>(line)
-            .map(|r| r.command)
-            .map_err(|e| format!("invalid request: {e}"))
-    } else if !line.is_empty() && line.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-        Ok(line.to_string())
-    } else {
-        Err("invalid request: expected {\"command\": \"...\"}".into())
-    }
-}
-
-fn execute(vm: &VmHandle, command: &str) -> Response {
-    match command {
-        "status" => Response {
-            ok: true,
-            state: Some(if vm.control.exit_reason().is_some() {
-                "stopping"
+fn execute(vm: &VmHandle, request: Request) -> Reply {
+    match request {
+        Request::Status => Reply::Status {
+            state: if vm.control.exit_reason().is_some() {
+                RunState::Stopping
             } else if vm.control.is_paused() {
-                "paused"
+                RunState::Paused
             } else {
-                "running"
-            }),
-            vcpus: Some(vm.vcpus),
-            ..Default::default()
+                RunState::Running
+            },
+            vcpus: vm.vcpus,
         },
-        "pause" => vm.pause().map_or_else(err, |_| ok()),
-        "resume" => {
+        Request::Pause => done_or_refused(vm.pause()),
+        Request::Resume => {
             vm.resume();
-            ok()
+            Reply::Done
         }
-        "poweroff" => vm.power_button().map_or_else(err, |_| ok()),
-        "stop" => {
+        Request::Poweroff => done_or_refused(vm.power_button()),
+        Request::Stop => {
             vm.stop();
-            ok()
+            Reply::Done
         }
-        other => err(format!(
-            "unknown command {other:?} (status, pause, resume, poweroff, stop)"
-        )),
     }
 }
 
@@ -98,11 +52,11 @@ fn serve_client(vm: &VmHandle, stream: UnixStream) {
         if line.trim().is_empty() {
             continue;
         }
-        let resp = match parse_request(&line) {
-            Ok(cmd) => execute(vm, &cmd),
-            Err(e) => err(e),
+        let reply = match Request::parse_line(&line) {
+            Ok(request) => execute(vm, request),
+            Err(error) => Reply::Refused { error: error.0 },
         };
-        let mut text = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"ok\":false}".into());
+        let mut text = reply.to_line();
         text.push('\n');
         if out.write_all(text.as_bytes()).is_err() {
             return;
@@ -134,8 +88,9 @@ impl ApiServer {
             .spawn(move || {
                 // Client threads inherit the filter.
                 if let Err(e) = vm.seccomp.apply(ThreadRole::Api) {
-                    vm.control
-                        .request_exit(crate::control::ExitReason::Error(e.to_string()));
+                    vm.control.request_exit(ExitReason::Error {
+                        message: e.to_string(),
+                    });
                     return;
                 }
                 for stream in listener.incoming().flatten() {
@@ -160,14 +115,6 @@ impl Drop for ApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_parse_as_json_or_bare_words() {
-        assert_eq!(parse_request("{\"command\":\"pause\"}").unwrap(), "pause");
-        assert_eq!(parse_request("resume\n").unwrap(), "resume");
-        assert!(parse_request("{\"cmd\":1}").is_err());
-        assert!(parse_request("rm -rf /").is_err());
-    }
 
     fn ask(stream: &mut UnixStream, line: &str) -> serde_json::Value {
         stream.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -200,22 +147,10 @@ mod tests {
         assert_eq!(ask(&mut s, "reboot")["ok"], false);
         assert_eq!(ask(&mut s, "{not json")["ok"], false);
         assert_eq!(ask(&mut s, "stop")["ok"], true);
-        assert_eq!(
-            vm.control.exit_reason(),
-            Some(crate::control::ExitReason::Poweroff)
-        );
+        assert_eq!(vm.control.exit_reason(), Some(ExitReason::HostStop));
         // A second VMM cannot take over a live socket; dropping the server removes it.
         assert!(ApiServer::start(&path, vm.clone()).is_err());
         drop(server);
         assert!(!path.exists());
-    }
-
-    #[test]
-    fn responses_serialize_compactly() {
-        assert_eq!(serde_json::to_string(&ok()).unwrap(), "{\"ok\":true}");
-        assert_eq!(
-            serde_json::to_string(&err("x")).unwrap(),
-            "{\"ok\":false,\"error\":\"x\"}"
-        );
     }
 }

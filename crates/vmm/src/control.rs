@@ -7,16 +7,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::lock;
 
-/// Why the VM stopped.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ExitReason {
-    /// The guest powered off (ACPI S5) or the API asked for a forced stop.
-    Poweroff,
-    /// The guest asked for a reset (i8042, reset register, triple fault).
-    Reset,
-    /// The VM cannot continue.
-    Error(String),
-}
+/// Why the VM stopped: the exit record's reason (one type from the vCPU exit to the file).
+pub use crate::protocol::ExitReason;
 
 #[derive(Debug, Default)]
 struct State {
@@ -111,9 +103,9 @@ mod tests {
     #[test]
     fn first_exit_reason_wins() {
         let c = VmControl::new(1).unwrap();
-        c.request_exit(ExitReason::Reset);
-        c.request_exit(ExitReason::Poweroff);
-        assert_eq!(c.exit_reason(), Some(ExitReason::Reset));
+        c.request_exit(ExitReason::GuestReset);
+        c.request_exit(ExitReason::GuestPoweroff);
+        assert_eq!(c.exit_reason(), Some(ExitReason::GuestReset));
         assert_eq!(c.exit_evt.read().unwrap(), 1);
     }
 
@@ -136,7 +128,7 @@ mod tests {
         c.pause(|| {}).unwrap();
         assert!(c.is_paused());
         c.resume();
-        c.request_exit(ExitReason::Poweroff);
+        c.request_exit(ExitReason::HostStop);
         for t in threads {
             t.join().unwrap();
         }

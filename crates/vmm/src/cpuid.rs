@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
+pub use crate::protocol::{CpuFeatures, CpuMode, Topology};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reg {
     Eax,
@@ -298,17 +300,7 @@ pub fn model(name: &str) -> Option<&'static CpuModel> {
     MODELS.iter().find(|m| m.name == name)
 }
 
-/// How the guest CPU is defined.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CpuMode {
-    /// Everything KVM supports, as reported.
-    HostPassthrough,
-    /// The host's signature with the named features KVM supports, minus non-migratable ones (invtsc).
-    HostModel,
-    /// A named model from [`MODELS`].
-    Custom(String),
-}
-
+/// `--cpu-mode`: `host-passthrough`, `host-model` or `custom:MODEL`.
 impl std::str::FromStr for CpuMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -329,17 +321,11 @@ impl std::str::FromStr for CpuMode {
     }
 }
 
-/// `+name` / `-name` overrides.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FeatureOverrides {
-    pub enable: Vec<String>,
-    pub disable: Vec<String>,
-}
-
-impl std::str::FromStr for FeatureOverrides {
+/// `--cpu-features`: `+name` / `-name` overrides, comma-separated.
+impl std::str::FromStr for CpuFeatures {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut o = FeatureOverrides::default();
+        let mut o = CpuFeatures::default();
         for item in s.split(',').filter(|i| !i.is_empty()) {
             let (on, name) = match item.split_at(1) {
                 ("+", n) => (true, n),
@@ -359,27 +345,9 @@ impl std::str::FromStr for FeatureOverrides {
     }
 }
 
-/// sockets x cores x threads = vCPUs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Topology {
-    pub sockets: u32,
-    pub cores: u32,
-    pub threads: u32,
-}
-
+/// APIC ids: threads of a core, then cores of a socket, get consecutive ids; each level's field is a power of
+/// two wide.
 impl Topology {
-    pub fn flat(vcpus: u32) -> Self {
-        Topology {
-            sockets: 1,
-            cores: vcpus,
-            threads: 1,
-        }
-    }
-
-    pub fn vcpus(&self) -> u32 {
-        self.sockets * self.cores * self.threads
-    }
-
     fn thread_bits(&self) -> u32 {
         ceil_log2(self.threads)
     }
@@ -397,6 +365,7 @@ impl Topology {
     }
 }
 
+/// `--topology`: `sockets=S,cores=C,threads=T`, absent counts 1.
 impl std::str::FromStr for Topology {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -528,7 +497,7 @@ pub fn known_linux_flags() -> BTreeSet<&'static str> {
 pub fn build_cpuid(
     supported: &[kvm_cpuid_entry2],
     mode: &CpuMode,
-    overrides: &FeatureOverrides,
+    overrides: &CpuFeatures,
 ) -> Result<Vec<kvm_cpuid_entry2>, CpuidError> {
     let mut entries: Vec<kvm_cpuid_entry2> = supported.to_vec();
     // Features the request needs that KVM must support ("hypervisor" is ours to set).
@@ -868,7 +837,7 @@ mod tests {
             let cpuid = build_cpuid(
                 &supported,
                 &CpuMode::Custom(m.name.into()),
-                &FeatureOverrides::default(),
+                &CpuFeatures::default(),
             )
             .unwrap();
             let got: BTreeSet<&str> = FEATURES
@@ -947,13 +916,13 @@ mod tests {
 
     #[test]
     fn overrides_parse_and_reject_unknown_names() {
-        let o: FeatureOverrides = "+svm,-vmx".parse().unwrap();
+        let o: CpuFeatures = "+svm,-vmx".parse().unwrap();
         assert_eq!(
             (o.enable, o.disable),
             (vec!["svm".to_string()], vec!["vmx".to_string()])
         );
-        assert!("+nosuch".parse::<FeatureOverrides>().is_err());
-        assert!("svm".parse::<FeatureOverrides>().is_err());
+        assert!("+nosuch".parse::<CpuFeatures>().is_err());
+        assert!("svm".parse::<CpuFeatures>().is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `oxvirt-vmm`: a native x86-64 VMM on KVM, built from rust-vmm crates.
 //!
-//! Reading order: [`config`] (command line) → [`vm`] (assembly and run loop) → [`boot`], [`acpi`], [`cpuid`],
+//! Reading order: [`protocol`] (the VM's configuration, the control API's messages, the exit record) →
+//! [`cli`] (the command line, one front end of the configuration) → [`vm`] (assembly and run loop) → [`boot`], [`acpi`], [`cpuid`],
 //! [`memory`], [`layout`] (what the guest sees) → [`devices`] (what exits reach) → [`api`] (control socket)
 //! → [`seccomp`] (per-thread system call filters).
 //! See `docs/native-vmm.md` for the user-facing description.
@@ -8,15 +9,16 @@
 pub mod acpi;
 pub mod api;
 pub mod boot;
-pub mod config;
+pub mod cli;
 pub mod control;
 pub mod cpuid;
 pub mod devices;
 pub mod layout;
 pub mod memory;
+pub mod protocol;
 pub mod seccomp;
 pub mod vm;
 
 /// Process exit status after a guest reset (reboot): the VMM does not restart the guest itself, the
 /// management layer decides.
-pub const EXIT_STATUS_RESET: i32 = 3;
+pub const EXIT_STATUS_RESET: i32 = protocol::exit::EXIT_STATUS_RESET as i32;

@@ -2,53 +2,91 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use oxvirt_vmm::api::ApiServer;
-use oxvirt_vmm::config::Cli;
-use oxvirt_vmm::control::ExitReason;
+use oxvirt_vmm::cli::Cli;
+use oxvirt_vmm::protocol::{ExitReason, ExitRecordWriter, VmConfig};
 use oxvirt_vmm::vm::{self, Vm};
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if cli.print_cpu_flags {
-        println!("{}", vm::cpu_flags(&cli)?.join(" "));
-        return Ok(ExitCode::SUCCESS);
-    }
-    let vm = Vm::build(&cli)?;
+/// The config, validated; a problem names the config file when there is one.
+fn validated(cli: &Cli, config: &VmConfig) -> anyhow::Result<()> {
+    config.validate().map_err(|err| match cli.config_file() {
+        Some(path) => err.in_file(path).into(),
+        None => err.into(),
+    })
+}
+
+/// Runs the VM until it ends.
+fn run(cli: &Cli, config: &VmConfig) -> anyhow::Result<ExitReason> {
+    validated(cli, config)?;
+    let vm = Vm::build(config)?;
     let _api =
-        match &cli.api_socket {
+        match &config.api_socket {
             Some(path) => Some(ApiServer::start(path, vm.handle()).map_err(|e| {
                 anyhow::anyhow!("cannot listen on API socket {}: {e}", path.display())
             })?),
             None => None,
         };
-    match vm.run()? {
-        ExitReason::Poweroff => Ok(ExitCode::SUCCESS),
-        ExitReason::Reset => {
-            eprintln!(
-                "oxvirt-vmm: the guest requested a reset; exiting with status {}",
-                oxvirt_vmm::EXIT_STATUS_RESET
-            );
-            Ok(ExitCode::from(oxvirt_vmm::EXIT_STATUS_RESET as u8))
+    vm.run()
+}
+
+fn print_cpu_flags(cli: &Cli, config: &VmConfig) -> anyhow::Result<()> {
+    validated(cli, config)?;
+    println!("{}", vm::cpu_flags(config)?.join(" "));
+    Ok(())
+}
+
+/// One line: the error and its causes (a cause already quoted by its parent is not repeated).
+fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain().map(|c| c.to_string()) {
+        if !msg.ends_with(&cause) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&cause);
         }
-        ExitReason::Error(e) => Err(anyhow::anyhow!(e)),
     }
+    msg.replace('\n', " ")
+}
+
+fn fail(err: anyhow::Error) -> ExitCode {
+    eprintln!("oxvirt-vmm: error: {}", one_line(&err));
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => code,
-        Err(e) => {
-            // One line: the error and its causes (a cause already quoted by its parent is not repeated).
-            let mut msg = String::new();
-            for cause in e.chain().map(|c| c.to_string()) {
-                if !msg.ends_with(&cause) {
-                    if !msg.is_empty() {
-                        msg.push_str(": ");
-                    }
-                    msg.push_str(&cause);
-                }
-            }
-            eprintln!("oxvirt-vmm: error: {}", msg.replace('\n', " "));
-            ExitCode::FAILURE
+    let config = match cli.vm_config() {
+        Ok(config) => config,
+        Err(err) => return fail(err.into()),
+    };
+    if cli.print_cpu_flags {
+        return match print_cpu_flags(&cli, &config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => fail(err),
+        };
+    }
+    // Prepared before anything else: whatever happens from here on, the record says so.
+    let record = match config.exit_record.as_deref().map(ExitRecordWriter::prepare) {
+        Some(Ok(writer)) => Some(writer),
+        Some(Err(err)) => return fail(err.into()),
+        None => None,
+    };
+    let reason = run(&cli, &config).unwrap_or_else(|err| ExitReason::Error {
+        message: one_line(&err),
+    });
+    // The log is for people; the exit record and the exit status are for programs.
+    match &reason {
+        ExitReason::Error { message } => eprintln!("oxvirt-vmm: error: {message}"),
+        ExitReason::GuestReset => eprintln!(
+            "oxvirt-vmm: the guest requested a reset; exiting with status {}",
+            reason.exit_status()
+        ),
+        ExitReason::GuestPoweroff | ExitReason::HostStop => {}
+    }
+    if let Some(record) = record {
+        if let Err(err) = record.write(&reason) {
+            eprintln!("oxvirt-vmm: error: {err}");
         }
     }
+    ExitCode::from(reason.exit_status())
 }

@@ -25,18 +25,9 @@ use seccompiler::{
     SeccompRule, TargetArch,
 };
 
-/// What `--seccomp` selects.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SeccompMode {
-    /// Any system call outside the thread's list kills the process (SIGSYS).
-    On,
-    /// Calls outside the list are allowed but logged by the kernel (`audit: type=1326 ... syscall=N` in the
-    /// kernel log): for finding what a filter misses.
-    Log,
-    /// No filters.
-    Off,
-}
+pub use crate::protocol::SeccompMode;
 
+/// `--seccomp on|log|off`.
 impl std::str::FromStr for SeccompMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -360,6 +351,11 @@ fn role_rules(role: ThreadRole) -> Rules {
                 // Removing the API socket at exit.
                 libc::SYS_unlink,
                 libc::SYS_unlinkat,
+                // Publishing the exit record: its file was created before the filters, and is
+                // renamed into place once written (protocol/exit.rs).
+                libc::SYS_rename,
+                libc::SYS_renameat,
+                libc::SYS_renameat2,
                 // Tearing devices down: disk backends may flush on drop.
                 libc::SYS_pread64,
                 libc::SYS_pwrite64,

@@ -17,7 +17,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootCpuState, KernelEntry};
-use crate::config::Cli;
 use crate::control::{ExitReason, VmControl};
 use crate::cpuid::{self, Topology};
 use crate::devices::cmos::Cmos;
@@ -28,6 +27,7 @@ use crate::devices::serial::{Console, RawTerminal};
 use crate::devices::{lock, IoBus, IrqLine};
 use crate::layout;
 use crate::memory::{self, MemoryOptions};
+use crate::protocol::{DiskCache, DiskConfig, VmConfig};
 use crate::seccomp::{self, Filters, ThreadRole};
 
 /// Address KVM needs for the TSS and the identity map on Intel (three pages below the BIOS area).
@@ -150,7 +150,7 @@ impl VmHandle {
 
     /// Stops the VM at once (like pulling the plug).
     pub fn stop(&self) {
-        self.control.request_exit(ExitReason::Poweroff);
+        self.control.request_exit(ExitReason::HostStop);
         self.kick_vcpus();
     }
 }
@@ -261,28 +261,30 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, handlers: Arc<ExitHandlers>) {
             }
             Ok(VcpuExit::Hlt) => {}
             // Triple fault: a reset as far as the guest is concerned.
-            Ok(VcpuExit::Shutdown) => control.request_exit(ExitReason::Reset),
+            Ok(VcpuExit::Shutdown) => control.request_exit(ExitReason::GuestReset),
             Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
-                kvm_bindings::KVM_SYSTEM_EVENT_RESET => control.request_exit(ExitReason::Reset),
-                _ => control.request_exit(ExitReason::Poweroff),
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => {
+                    control.request_exit(ExitReason::GuestReset)
+                }
+                _ => control.request_exit(ExitReason::GuestPoweroff),
             },
-            Ok(VcpuExit::FailEntry(reason, cpu)) => control.request_exit(ExitReason::Error(
-                format!("vCPU {index}: KVM entry failed (reason {reason:#x}, cpu {cpu})"),
-            )),
-            Ok(VcpuExit::InternalError) => control.request_exit(ExitReason::Error(format!(
-                "vCPU {index}: KVM internal error (emulation failure)"
-            ))),
+            Ok(VcpuExit::FailEntry(reason, cpu)) => control.request_exit(ExitReason::Error {
+                message: format!("vCPU {index}: KVM entry failed (reason {reason:#x}, cpu {cpu})"),
+            }),
+            Ok(VcpuExit::InternalError) => control.request_exit(ExitReason::Error {
+                message: format!("vCPU {index}: KVM internal error (emulation failure)"),
+            }),
             Ok(other) => {
-                control.request_exit(ExitReason::Error(format!(
-                    "vCPU {index}: unexpected exit {other:?}"
-                )));
+                control.request_exit(ExitReason::Error {
+                    message: format!("vCPU {index}: unexpected exit {other:?}"),
+                });
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
             }
-            Err(e) => control.request_exit(ExitReason::Error(format!(
-                "vCPU {index}: KVM_RUN failed: {e}"
-            ))),
+            Err(e) => control.request_exit(ExitReason::Error {
+                message: format!("vCPU {index}: KVM_RUN failed: {e}"),
+            }),
         }
     }
 }
@@ -300,10 +302,11 @@ pub struct Vm {
     _vm: Arc<VmFd>,
 }
 
-/// What `--print-cpu-flags` prints: the Linux flag names of the CPUID the guest would get.
-pub fn cpu_flags(cli: &Cli) -> anyhow::Result<Vec<&'static str>> {
+/// What `--print-cpu-flags` prints: the Linux flag names of the CPUID the guest of `config` would get.
+pub fn cpu_flags(config: &VmConfig) -> anyhow::Result<Vec<&'static str>> {
     let kvm = open_kvm()?;
-    let base = cpuid::build_cpuid(&supported_cpuid(&kvm)?, &cli.cpu_mode, &cli.cpu_features)?;
+    let cpus = &config.cpus;
+    let base = cpuid::build_cpuid(&supported_cpuid(&kvm)?, &cpus.mode, &cpus.features)?;
     Ok(cpuid::linux_flags(&base).into_iter().collect())
 }
 
@@ -329,45 +332,36 @@ fn open_kvm() -> anyhow::Result<Kvm> {
 }
 
 impl Vm {
-    pub fn build(cli: &Cli) -> anyhow::Result<Vm> {
-        let topo = cli.topology().map_err(|e| anyhow!(e))?;
-        if !cli.kernel.is_file() {
-            bail!(
-                "kernel {} does not exist or is not a file",
-                cli.kernel.display()
-            );
-        }
-        if let Some(initrd) = &cli.initrd {
-            if !initrd.is_file() {
-                bail!(
-                    "initrd {} does not exist or is not a file",
-                    initrd.display()
-                );
-            }
-        }
+    /// Builds the VM `config` describes (validated again here: a library caller may not have).
+    pub fn build(config: &VmConfig) -> anyhow::Result<Vm> {
+        config.validate()?;
+        let vcpu_count = config.cpus.count;
+        let topo = config.cpus.topology();
         // Compiled first: a filter that cannot be built stops the VMM before anything is set up.
-        let filters = Filters::compile(cli.seccomp)?;
+        let filters = Filters::compile(config.seccomp)?;
         let kvm = open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();
-        if cli.vcpus as usize > max_vcpus {
+        if vcpu_count as usize > max_vcpus {
             bail!(
-                "{} vCPUs requested but KVM supports at most {max_vcpus} (KVM_CAP_MAX_VCPUS)",
-                cli.vcpus
+                "{vcpu_count} vCPUs requested but KVM supports at most {max_vcpus} (KVM_CAP_MAX_VCPUS)"
             );
         }
-        let apic_ids: Vec<u32> = (0..cli.vcpus).map(|i| topo.apic_id(i)).collect();
+        let apic_ids: Vec<u32> = (0..vcpu_count).map(|i| topo.apic_id(i)).collect();
         if apic_ids.iter().any(|id| *id >= 255) {
             bail!("this topology needs APIC ids above 254, which the xAPIC MADT cannot describe");
         }
-        let base_cpuid =
-            cpuid::build_cpuid(&supported_cpuid(&kvm)?, &cli.cpu_mode, &cli.cpu_features)?;
+        let base_cpuid = cpuid::build_cpuid(
+            &supported_cpuid(&kvm)?,
+            &config.cpus.mode,
+            &config.cpus.features,
+        )?;
 
-        let mem_size = cli.memory << 20;
+        let mem_size = config.memory.size_mib << 20;
         let memory = memory::create_guest_memory(
-            cli.memory,
+            config.memory.size_mib,
             MemoryOptions {
-                hugepages: cli.hugepages,
-                share_pages: !cli.no_share_pages,
+                hugepages: config.memory.hugepages,
+                share_pages: config.memory.share_pages,
             },
         )?;
 
@@ -379,9 +373,9 @@ impl Vm {
         )?;
         let entry = boot::load_linux(
             &memory,
-            &cli.kernel,
-            cli.initrd.as_deref(),
-            &cli.cmdline,
+            &config.kernel,
+            config.initrd.as_deref(),
+            &config.cmdline,
             mem_size,
             rsdp,
         )?;
@@ -413,14 +407,15 @@ impl Vm {
                 .context("cannot register guest memory with KVM")?;
         }
 
-        let control =
-            Arc::new(VmControl::new(cli.vcpus as usize).context("cannot create the exit eventfd")?);
+        let control = Arc::new(
+            VmControl::new(vcpu_count as usize).context("cannot create the exit eventfd")?,
+        );
         let mut io = IoBus::default();
         let serial_irq =
             EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial eventfd")?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .context("cannot register the serial irqfd")?;
-        let console = Console::new(&cli.serial, serial_irq)?;
+        let console = Console::new(&config.serial, serial_irq)?;
         io.insert(layout::SERIAL_PORT, 8, console.port.clone())?;
         io.insert(layout::CMOS_PORT, 2, Arc::new(Mutex::new(Cmos::default())))?;
         io.insert(
@@ -442,9 +437,9 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        add_virtio_devices(cli, &memory, &vm, &mut pci)?;
+        add_virtio_devices(config, &memory, &vm, &mut pci)?;
 
-        let vcpus = (0..cli.vcpus)
+        let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry))
             .collect::<anyhow::Result<Vec<_>>>()?;
 
@@ -452,7 +447,7 @@ impl Vm {
             control: control.clone(),
             pm,
             vcpu_threads: Mutex::new(None),
-            vcpus: cli.vcpus,
+            vcpus: vcpu_count,
             seccomp: filters,
         });
         Ok(Vm {
@@ -491,9 +486,9 @@ impl Vm {
                 .spawn(move || {
                     // Before the first KVM_RUN: guest code never runs unfiltered.
                     if let Err(e) = filters.apply(ThreadRole::Vcpu) {
-                        handlers
-                            .control
-                            .request_exit(ExitReason::Error(format!("vCPU {i}: {e}")));
+                        handlers.control.request_exit(ExitReason::Error {
+                            message: format!("vCPU {i}: {e}"),
+                        });
                         return;
                     }
                     if selftest {
@@ -515,13 +510,15 @@ impl Vm {
         }
         // Every thread is started: from here the main thread only waits, kicks, joins and tears down.
         if let Err(e) = self.handle.seccomp.apply(ThreadRole::Main) {
-            control.request_exit(ExitReason::Error(e.to_string()));
+            control.request_exit(ExitReason::Error {
+                message: e.to_string(),
+            });
         }
         while control.exit_reason().is_none() {
             // Blocks until a device, a vCPU, the API or a termination signal requests the exit.
             let _ = control.exit_evt.read();
             if TERMINATED.load(Ordering::SeqCst) {
-                control.request_exit(ExitReason::Poweroff);
+                control.request_exit(ExitReason::HostStop);
             }
         }
         TERMINATE_FD.store(-1, Ordering::SeqCst);
@@ -534,18 +531,19 @@ impl Vm {
         for t in threads {
             let _ = t.join();
         }
-        Ok(control.exit_reason().unwrap_or(ExitReason::Poweroff))
+        // The loop above only ends once a reason is recorded.
+        Ok(control.exit_reason().unwrap_or(ExitReason::HostStop))
     }
 }
 
 fn add_virtio_devices(
-    cli: &Cli,
+    config: &VmConfig,
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
 ) -> anyhow::Result<()> {
-    use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, NetConfig, VirtioPciDevice};
-    if cli.disk.is_empty() && cli.net.is_empty() && !cli.rng {
+    use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, VirtioPciDevice};
+    if config.disks.is_empty() && config.nets.is_empty() && !config.rng {
         return Ok(());
     }
     let mem_handle = GuestMemoryHandle::new(memory.clone());
@@ -563,30 +561,76 @@ fn add_virtio_devices(
             .map_err(std::io::Error::from)
     });
     let mut devices = Vec::new();
-    for (i, d) in cli.disk.iter().enumerate() {
-        let config = BlockConfig {
-            path: d.path.clone(),
-            readonly: d.readonly,
-            direct: d.direct,
+    for (i, disk) in config.disks.iter().enumerate() {
+        check_backing_chain(disk)?;
+        let block = BlockConfig {
+            path: disk.path.clone(),
+            readonly: disk.readonly,
+            direct: disk.cache == DiskCache::None,
             serial: Some(format!("oxvirt-disk{i}")),
         };
-        let dev = oxvirt_virtio::block_device_from_image(config, d.format)?;
-        devices.push(dev);
+        let format = match disk.format {
+            oxvirt_images::Format::Raw => oxvirt_virtio::DiskFormat::Raw,
+            oxvirt_images::Format::Qcow2 => oxvirt_virtio::DiskFormat::Qcow2,
+        };
+        devices.push(oxvirt_virtio::block_device_from_image(block, format)?);
     }
-    for (i, n) in cli.net.iter().enumerate() {
+    for (i, net) in config.nets.iter().enumerate() {
         // Locally administered, derived from the index, unless given.
-        let mac = n.mac.unwrap_or([0x52, 0x54, 0x00, 0x0a, 0x00, i as u8]);
-        devices.push(oxvirt_virtio::net_device(NetConfig {
-            tap_name: n.tap.clone(),
+        let mac = net
+            .mac
+            .map_or([0x52, 0x54, 0x00, 0x0a, 0x00, i as u8], |mac| mac.0);
+        devices.push(oxvirt_virtio::net_device(oxvirt_virtio::NetConfig {
+            tap_name: net.tap.clone(),
             mac,
         })?);
     }
-    if cli.rng {
+    if config.rng {
         devices.push(oxvirt_virtio::rng_device());
     }
     for dev in devices {
         let pci_dev = VirtioPciDevice::new(dev, mem_handle.clone(), msi.clone())?;
         pci.add(Box::new(pci_dev))?;
+    }
+    Ok(())
+}
+
+/// A disk whose config names its backing chain opens only if the image's headers name exactly
+/// that chain: the images opened are the ones its manager resolved (and checked), not whatever
+/// a header says now. (oxvirt-images then follows the same headers, with stated formats only.)
+fn check_backing_chain(disk: &DiskConfig) -> anyhow::Result<()> {
+    let Some(expected) = &disk.backing_chain else {
+        return Ok(());
+    };
+    let found = oxvirt_images::backing_chain(&disk.path, disk.format)
+        .with_context(|| format!("disk {}", disk.path.display()))?;
+    // The first layer is the image itself.
+    let found = found.get(1..).unwrap_or_default();
+    let same_file = |a: &std::path::Path, b: &std::path::Path| {
+        a == b
+            || matches!(
+                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                (Ok(a), Ok(b)) if a == b
+            )
+    };
+    for index in 0..found.len().max(expected.len()) {
+        let describe = |path: &std::path::Path, format: oxvirt_images::Format| {
+            format!("{} ({})", path.display(), format.name())
+        };
+        let (f, e) = (found.get(index), expected.get(index));
+        let matches = match (f, e) {
+            (Some(f), Some(e)) => f.format == e.format && same_file(&f.path, &e.path),
+            _ => false,
+        };
+        if !matches {
+            bail!(
+                "disk {}: its backing chain is not the configured one: image {} below it is {}, the config says {}",
+                disk.path.display(),
+                index + 1,
+                f.map_or("missing".to_string(), |f| describe(&f.path, f.format)),
+                e.map_or("nothing".to_string(), |e| describe(&e.path, e.format)),
+            );
+        }
     }
     Ok(())
 }

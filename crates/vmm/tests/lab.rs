@@ -11,11 +11,12 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use oxvirt_vmm::cpuid;
+use oxvirt_vmm::protocol::ExitReason;
 
 const L1_SCRIPT: &str = include_str!("lab/l1.sh");
 const L2_SCRIPT: &str = include_str!("lab/l2.sh");
 /// Upper bound for the whole L1 run (all scenarios).
-const LAB_TIMEOUT: Duration = Duration::from_secs(540);
+const LAB_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Output of one scenario.
 #[derive(Debug, Default, Clone)]
@@ -176,6 +177,15 @@ fn lab() -> &'static Lab {
         Ok(lab) => lab,
         Err(message) => panic!("the nested lab failed:\n{message}"),
     }
+}
+
+/// The exit record the VMM of scenario `name` left (L1 prints it as `RECORD-<name>=<json>`).
+fn exit_record(lab: &Lab, name: &str) -> ExitReason {
+    let json = lab
+        .top_value(&format!("RECORD-{name}"))
+        .unwrap_or_else(|| panic!("no RECORD-{name} line; L1 said:\n{}", lab.top.join("\n")));
+    serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("scenario {name} left no readable exit record ({e}): {json:?}"))
 }
 
 fn flags(s: &Scenario) -> BTreeSet<String> {
@@ -353,6 +363,34 @@ fn guest_reboot_ends_the_vmm_with_the_reset_status() {
         Some(oxvirt_vmm::EXIT_STATUS_RESET),
         "{}",
         s.describe()
+    );
+}
+
+#[test]
+fn exit_records_say_reset_poweroff_host_stop_or_error() {
+    let lab = lab();
+    assert_eq!(exit_record(lab, "reboot"), ExitReason::GuestReset);
+    // The API's poweroff pressed the power button; the guest powered itself off.
+    assert_eq!(exit_record(lab, "pause"), ExitReason::GuestPoweroff);
+    assert_eq!(exit_record(lab, "config"), ExitReason::GuestPoweroff);
+    assert_eq!(exit_record(lab, "sigterm"), ExitReason::HostStop);
+    match exit_record(lab, "err-disk") {
+        ExitReason::Error { message } => {
+            assert!(message.contains("/nonexistent/disk.img"), "{message}")
+        }
+        other => panic!("err-disk: expected an error record, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_config_file_boots_the_guest_it_describes() {
+    let s = lab().scenario("config");
+    assert_clean_boot(s);
+    assert_eq!(s.value("NPROC"), Some("2"), "{}", s.describe());
+    assert_eq!(s.value("SOCKETS"), Some("2"), "{}", s.describe());
+    assert!(
+        !flags(s).contains("svm"),
+        "svm visible although the config disables it"
     );
 }
 

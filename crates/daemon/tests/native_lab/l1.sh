@@ -140,6 +140,8 @@ run_ok resume-after-restart ox resume nat
 run_ok shutdown ox shutdown --timeout 60 nat
 check shut-off "state_is 'shut off'"
 check vmm-gone "wait_for 'gone $VMPID'"
+# How it ended, as the VMM recorded it for oxvirtd (which was not its parent any more).
+check exit-record-poweroff "grep -q '\"guest-poweroff\"' $S/run/$UUID/vmm-exit.json"
 exec 3>&-
 
 run_ok start-again ox start nat
@@ -147,6 +149,7 @@ check running-again "state_is running"
 # Destroyed while it boots: no need to wait for the guest.
 run_ok destroy ox destroy nat
 check destroyed "state_is 'shut off'"
+check exit-record-host-stop "wait_for 'grep -q host-stop $S/run/$UUID/vmm-exit.json 2>/dev/null'"
 run_ok undefine ox undefine nat
 check undefined "! ox list --all | grep -q nat"
 check taps-removed "[ -z \"\$(ls /sys/class/net | grep -v -e '^lo\$' -e '^br0\$')\" ]"

@@ -5,15 +5,24 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
 
+use oxvirt_vmm::protocol::{Reply, Request};
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, socket, command] = args.as_slice() else {
         eprintln!("usage: oxvirt-vmm-api SOCKET status|pause|resume|poweroff|stop");
         return ExitCode::from(2);
     };
+    let request: Request = match command.parse() {
+        Ok(request) => request,
+        Err(err) => {
+            eprintln!("oxvirt-vmm-api: {err}");
+            return ExitCode::from(2);
+        }
+    };
     let result = (|| -> std::io::Result<String> {
         let mut s = UnixStream::connect(socket)?;
-        s.write_all(format!("{{\"command\":\"{command}\"}}\n").as_bytes())?;
+        s.write_all(format!("{}\n", request.to_line()).as_bytes())?;
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line)?;
         Ok(line)
@@ -21,10 +30,13 @@ fn main() -> ExitCode {
     match result {
         Ok(line) => {
             print!("{line}");
-            if line.contains("\"ok\":true") {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
+            match Reply::parse_line(&line) {
+                Ok(Reply::Done | Reply::Status { .. }) => ExitCode::SUCCESS,
+                Ok(Reply::Refused { .. }) => ExitCode::FAILURE,
+                Err(err) => {
+                    eprintln!("oxvirt-vmm-api: unreadable answer: {err}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Err(e) => {

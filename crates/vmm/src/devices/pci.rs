@@ -398,6 +398,9 @@ mod tests {
         let vm = Arc::new(VmControl::new(1).unwrap());
         let bus = PciBus::new(Arc::new(NoIoEvents), vm.clone());
         bus.pio_write(0xcf9, &[0x06]);
-        assert_eq!(vm.exit_reason(), Some(crate::control::ExitReason::Reset));
+        assert_eq!(
+            vm.exit_reason(),
+            Some(crate::control::ExitReason::GuestReset)
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! * Power button: [`Pm::press_power_button`] sets PWRBTN_STS; while status & enable is non-zero the SCI
 //!   line is high. The guest's ACPI driver clears the status (write 1 to clear) and reports the key press.
 //! * Poweroff: the guest writes SLP_TYP = S5 with SLP_EN to PM1 control; the VM stops with
-//!   [`ExitReason::Poweroff`].
+//!   [`ExitReason::GuestPoweroff`].
 
 use std::sync::Arc;
 
@@ -88,7 +88,7 @@ impl PioDevice for Pm {
                 self.control = (value & !SLP_EN) | SCI_EN;
                 let sleep_type = (value >> SLP_TYP_SHIFT) & 7;
                 if value & SLP_EN != 0 && sleep_type == u16::from(S5_SLEEP_TYPE) {
-                    self.vm.request_exit(ExitReason::Poweroff);
+                    self.vm.request_exit(ExitReason::GuestPoweroff);
                 }
             }
             _ => {}
@@ -143,6 +143,6 @@ mod tests {
             4,
             &((u16::from(S5_SLEEP_TYPE) << SLP_TYP_SHIFT) | SLP_EN).to_le_bytes(),
         );
-        assert_eq!(vm.exit_reason(), Some(ExitReason::Poweroff));
+        assert_eq!(vm.exit_reason(), Some(ExitReason::GuestPoweroff));
     }
 }

@@ -1,5 +1,5 @@
 //! Reset paths: the i8042 controller's "pulse reset line" command (0xfe to port 0x64) and the reset control
-//! register at port 0xcf9 (the FADT's reset register). Both end the VM with [`ExitReason::Reset`].
+//! register at port 0xcf9 (the FADT's reset register). Both end the VM with [`ExitReason::GuestReset`].
 
 use std::sync::Arc;
 
@@ -60,7 +60,7 @@ impl PioDevice for I8042 {
                 self.expect_command_byte = false;
             }
             4 => match value {
-                CMD_PULSE_RESET => self.vm.request_exit(ExitReason::Reset),
+                CMD_PULSE_RESET => self.vm.request_exit(ExitReason::GuestReset),
                 CMD_READ_COMMAND_BYTE => self.pending_read = Some(self.command_byte),
                 CMD_WRITE_COMMAND_BYTE => self.expect_command_byte = true,
                 CMD_SELF_TEST => self.pending_read = Some(0x55),
@@ -74,7 +74,7 @@ impl PioDevice for I8042 {
 /// Handles a byte write to the reset control register (0xcf9): bit 2 starts a reset.
 pub fn reset_control_write(vm: &VmControl, value: u8) {
     if value & 0x04 != 0 {
-        vm.request_exit(ExitReason::Reset);
+        vm.request_exit(ExitReason::GuestReset);
     }
 }
 
@@ -92,6 +92,6 @@ mod tests {
         assert_eq!(b[0], 0x55);
         assert_eq!(vm.exit_reason(), None);
         kbd.write(4, &[CMD_PULSE_RESET]);
-        assert_eq!(vm.exit_reason(), Some(ExitReason::Reset));
+        assert_eq!(vm.exit_reason(), Some(ExitReason::GuestReset));
     }
 }

@@ -15,16 +15,7 @@ use super::{lock, PioDevice};
 use crate::control::{ExitReason, VmControl};
 use crate::seccomp::{Filters, ThreadRole};
 
-/// Where the console goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SerialMode {
-    /// Output to stdout, input from stdin (raw mode when stdin is a terminal).
-    Stdio,
-    /// Output appended to a file, no input.
-    File(PathBuf),
-    /// A listening Unix socket; one client at a time gets output and may type.
-    Socket(PathBuf),
-}
+pub use crate::protocol::SerialMode;
 
 /// The serial interrupt: signalling the irqfd injects an edge on IRQ 4.
 pub struct IrqFdTrigger(pub EventFd);
@@ -171,7 +162,9 @@ impl Console {
         let sandbox = move || match filters.apply(ThreadRole::SerialInput) {
             Ok(()) => true,
             Err(e) => {
-                control.request_exit(ExitReason::Error(e.to_string()));
+                control.request_exit(ExitReason::Error {
+                    message: e.to_string(),
+                });
                 false
             }
         };

@@ -76,7 +76,24 @@ run kvm64 info --memory 256 --cpu-mode custom:kvm64
 run haswell info --memory 256 --cpu-mode custom:Haswell-noTSX-IBRS
 # What TCG's -cpu max lacks for Haswell in this lab; the rest of the model must then be exact.
 run haswell-reduced info --memory 256 --cpu-mode custom:Haswell-noTSX-IBRS --cpu-features -invpcid,-pcid,-spec-ctrl
-run reboot reboot --memory 256
+run reboot reboot --memory 256 --exit-record /tmp/reboot-exit.json
+echo "RECORD-reboot=$(cat /tmp/reboot-exit.json 2>/dev/null)"
+
+# --config: the VM as a JSON file (what oxvirtd's native engine writes) instead of flags.
+cat >/tmp/vm.json <<EOF
+{
+  "kernel": "$K",
+  "initrd": "$I",
+  "cmdline": "$CMD oxl2=info",
+  "memory": {"size_mib": 256},
+  "cpus": {"count": 2, "topology": {"sockets": 2, "cores": 1, "threads": 1}, "features": {"disable": ["svm"]}},
+  "exit_record": "/tmp/config-exit.json"
+}
+EOF
+echo "LAB-BEGIN config"
+timeout 150 oxvirt-vmm --config /tmp/vm.json </dev/null >/tmp/config.out 2>/tmp/config.err
+report config $?
+echo "RECORD-config=$(cat /tmp/config-exit.json 2>/dev/null)"
 
 # virtio-blk: known bytes in, bytes written by the guest read back here.
 printf 'OXVIRT-DISK-PATTERN' >/tmp/disk.img
@@ -100,7 +117,7 @@ finish net $pid
 # pause / resume / status / poweroff through the API socket.
 echo "LAB-BEGIN pause"
 oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=ticker" --memory 256 --vcpus 2 --api-socket /tmp/api.sock \
-    </dev/null >/tmp/pause.out 2>/tmp/pause.err &
+    --exit-record /tmp/pause-exit.json </dev/null >/tmp/pause.out 2>/tmp/pause.err &
 pid=$!
 wait_for 'grep -q "TICK 5" /tmp/pause.out 2>/dev/null' || echo "PAUSE-NO-TICKS"
 echo "API-PAUSE $(oxvirt-vmm-api /tmp/api.sock pause)"
@@ -114,16 +131,18 @@ if wait_for "[ \$(grep -c TICK /tmp/pause.out) -gt $((b + 5)) ]"; then echo "RES
 echo "API-STATUS-RUNNING $(oxvirt-vmm-api /tmp/api.sock status)"
 echo "API-POWEROFF $(oxvirt-vmm-api /tmp/api.sock poweroff)"
 finish pause $pid
+echo "RECORD-pause=$(cat /tmp/pause-exit.json 2>/dev/null)"
 [ -e /tmp/api.sock ] && echo "API-SOCKET-LEFT-BEHIND" || echo "API-SOCKET-GONE"
 
 # SIGTERM: the VMM stops the VM at once, cleans up (API socket) and exits 0.
 echo "LAB-BEGIN sigterm"
 oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=ticker" --memory 256 --api-socket /tmp/api2.sock \
-    </dev/null >/tmp/sigterm.out 2>/tmp/sigterm.err &
+    --exit-record /tmp/sigterm-exit.json </dev/null >/tmp/sigterm.out 2>/tmp/sigterm.err &
 pid=$!
 wait_for 'grep -q "TICK 3" /tmp/sigterm.out 2>/dev/null' || echo "SIGTERM-NO-TICKS"
 kill -TERM $pid
 finish sigterm $pid
+echo "RECORD-sigterm=$(cat /tmp/sigterm-exit.json 2>/dev/null)"
 [ -e /tmp/api2.sock ] && echo "SIGTERM-SOCKET-LEFT-BEHIND" || echo "SIGTERM-SOCKET-GONE"
 
 # seccomp: every thread of a running VMM (main, vCPUs, API, device workers) has its filter; a forbidden call
@@ -149,7 +168,8 @@ fail err-nokernel --kernel /nonexistent/vmlinuz --memory 256
 fail err-notkernel --kernel /lab/l2/initramfs.img --memory 256
 fail err-memory --kernel $K --initrd $I --memory 100000000
 fail err-vcpus --kernel $K --initrd $I --memory 256 --vcpus 100000
-fail err-disk --kernel $K --initrd $I --memory 256 --disk path=/nonexistent/disk.img
+fail err-disk --kernel $K --initrd $I --memory 256 --disk path=/nonexistent/disk.img --exit-record /tmp/err-disk-exit.json
+echo "RECORD-err-disk=$(cat /tmp/err-disk-exit.json 2>/dev/null)"
 mkdir -p /ro && mount -t tmpfs tmpfs /ro && dd if=/dev/zero of=/ro/disk.img bs=4096 count=16 2>/dev/null && mount -o remount,ro /ro
 fail err-rodisk --kernel $K --initrd $I --memory 256 --disk path=/ro/disk.img
 

@@ -1,0 +1,895 @@
+//! Planning: a libvirt [`Domain`] becomes the VMM's [`VmConfig`], or refusals naming every
+//! element the native engine cannot honour. The plan *is* the support check: what the engine
+//! can run is stated once, here.
+//!
+//! Every model struct read here is destructured without `..`, so a field added to the domain
+//! model does not compile until this engine has decided what to do with it (map it, refuse it,
+//! or ignore it with a reason).
+
+use oxvirt_domain::{
+    BackingLayer, BootDevice, BootMenu, CharDevice, CharSource, Clock, ClockOffset, Controller,
+    ControllerType, Cpu, CpuMode as DomainCpuMode, CpuModel, CpuTopology, Devices, Disk, DiskBus,
+    DiskCache as DomainDiskCache, DiskDevice, DiskDriver, DiskFormat, DiskTarget, Domain,
+    DomainType, FeaturePolicy, Hugepages, Input, InputBus, InputType, Interface,
+    InterfaceDriverName, InterfaceType, LifecycleAction, MemBalloon, MemBalloonModel,
+    MemoryBacking, Os, Vcpu, VcpuPlacement, Video, VideoModel,
+};
+use oxvirt_images::Format;
+use oxvirt_vmm::cpuid;
+use oxvirt_vmm::protocol::config::DEFAULT_CMDLINE;
+use oxvirt_vmm::protocol::{
+    BackingFile, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress, MemoryConfig,
+    NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
+};
+
+use crate::error::{NativeError, Refusal};
+use crate::paths::RunPaths;
+
+/// The `oxvirt-vmm` configuration for `domain`, with its files in `run`. The domain is the
+/// launched copy: its interfaces name the TAP devices the daemon's network layer created
+/// (`<target dev>`), its volume disks are resolved to files.
+pub fn plan(domain: &Domain, run: &RunPaths) -> Result<VmConfig, NativeError> {
+    let mut planner = Planner::default();
+    let config = planner.domain(domain, run);
+    if !planner.refusals.is_empty() {
+        return Err(NativeError::Unsupported {
+            refusals: planner.refusals,
+        });
+    }
+    match planner.unresolved.into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(config),
+    }
+}
+
+/// The define-time check: `Err(Unsupported)` naming every element the native engine cannot
+/// run. What only a launch provides (TAP devices, volume files) is not required yet.
+pub fn check_definition(domain: &Domain) -> Result<(), NativeError> {
+    let mut planner = Planner::default();
+    planner.domain(domain, &RunPaths::new("/"));
+    if planner.refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(NativeError::Unsupported {
+            refusals: planner.refusals,
+        })
+    }
+}
+
+#[derive(Default)]
+struct Planner {
+    refusals: Vec<Refusal>,
+    /// What a launch must have resolved (a TAP per interface, a file per disk).
+    unresolved: Vec<NativeError>,
+}
+
+impl Planner {
+    fn no(&mut self, element: impl Into<String>, reason: impl Into<String>) {
+        self.refusals.push(Refusal {
+            element: element.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn domain(&mut self, domain: &Domain, run: &RunPaths) -> VmConfig {
+        let Domain {
+            domain_type,
+            // Identity and descriptions: the daemon's; the VMM's argv names the uuid through
+            // the run directory.
+            name: _,
+            uuid: _,
+            title: _,
+            description: _,
+            memory_kib,
+            current_memory_kib,
+            max_memory,
+            memory_backing,
+            vcpu,
+            iothreads,
+            cputune,
+            os,
+            // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
+            features: _,
+            cpu,
+            clock,
+            on_poweroff,
+            on_reboot,
+            on_crash,
+            devices,
+            // The daemon picked this engine because of it.
+            engine: _,
+        } = domain;
+        if *domain_type != DomainType::Kvm {
+            self.no(
+                "<domain type='qemu'>",
+                "the native engine runs guests on hardware KVM only; use type='kvm'",
+            );
+        }
+        let (kernel, initrd, cmdline) = self.os(os);
+        let memory = self.memory(
+            *memory_kib,
+            *current_memory_kib,
+            max_memory.is_some(),
+            memory_backing.as_ref(),
+        );
+        let cpus = self.cpus(vcpu, cpu.as_ref(), iothreads.is_some(), cputune.is_some());
+        self.clock(clock);
+        // Lifecycle: the VMM ends with its guest, so nothing can be preserved.
+        for (element, action) in [
+            ("<on_poweroff>", on_poweroff),
+            ("<on_reboot>", on_reboot),
+            ("<on_crash>", on_crash),
+        ] {
+            match action {
+                LifecycleAction::Destroy
+                | LifecycleAction::Restart
+                | LifecycleAction::RenameRestart => {}
+                LifecycleAction::Preserve => {
+                    self.no(format!("{element}preserve"), "the VMM ends with its guest")
+                }
+                LifecycleAction::CoredumpDestroy | LifecycleAction::CoredumpRestart => {
+                    self.no(format!("{element}coredump-*"), "no guest core dumps")
+                }
+            }
+        }
+        let (disks, nets, rng) = self.devices(devices);
+        VmConfig {
+            kernel: kernel.into(),
+            initrd: initrd.map(Into::into),
+            cmdline: cmdline.unwrap_or_else(|| DEFAULT_CMDLINE.to_string()),
+            memory,
+            cpus,
+            disks,
+            nets,
+            rng,
+            serial: SerialMode::Socket(run.serial_socket()),
+            api_socket: Some(run.api_socket()),
+            seccomp: SeccompMode::On,
+            exit_record: Some(run.exit_record()),
+        }
+    }
+
+    /// Boot: a Linux kernel, loaded directly. Returns kernel, initrd and command line.
+    fn os(&mut self, os: &Os) -> (String, Option<String>, Option<String>) {
+        let Os {
+            firmware,
+            // x86_64 and the machine type are all the VMM has.
+            arch: _,
+            machine: _,
+            loader,
+            nvram,
+            kernel,
+            initrd,
+            cmdline,
+            boot,
+            bootmenu,
+            // No firmware, so nothing to reboot after a failed boot.
+            bios_reboot_timeout: _,
+        } = os;
+        if firmware.is_some() {
+            self.no(
+                "<os firmware=...>",
+                "no firmware: the kernel is booted directly",
+            );
+        }
+        if loader.is_some() {
+            self.no("<os><loader>", "no firmware: the kernel is booted directly");
+        }
+        if nvram.is_some() {
+            self.no("<os><nvram>", "no firmware");
+        }
+        if kernel.is_none() {
+            self.no(
+                "<os> without <kernel>",
+                "the native engine boots a Linux kernel directly; firmware boot from disk or ISO needs the QEMU engine",
+            );
+        }
+        if boot.iter().any(|b| *b != BootDevice::Hd) {
+            self.no("<os><boot dev=...>", "only direct kernel boot");
+        }
+        if let Some(BootMenu { enable, timeout: _ }) = bootmenu {
+            if *enable {
+                self.no("<os><bootmenu enable='yes'>", "no firmware");
+            }
+        }
+        (
+            kernel.clone().unwrap_or_default(),
+            initrd.clone(),
+            cmdline.clone(),
+        )
+    }
+
+    fn memory(
+        &mut self,
+        memory_kib: u64,
+        current_memory_kib: u64,
+        has_max_memory: bool,
+        backing: Option<&MemoryBacking>,
+    ) -> MemoryConfig {
+        if has_max_memory {
+            self.no("<maxMemory>", "no memory hotplug");
+        }
+        if current_memory_kib != memory_kib {
+            self.no(
+                "<currentMemory> below <memory>",
+                "no balloon: the guest always has all of <memory>",
+            );
+        }
+        if memory_kib % 1024 != 0 {
+            self.no("<memory>", "must be a whole number of MiB");
+        }
+        let mut config = MemoryConfig {
+            size_mib: memory_kib / 1024,
+            ..MemoryConfig::default()
+        };
+        if let Some(MemoryBacking {
+            hugepages,
+            nosharepages,
+        }) = backing
+        {
+            if let Some(Hugepages { page_sizes_kib }) = hugepages {
+                if page_sizes_kib.iter().any(|&kib| kib != 2048) {
+                    self.no(
+                        "<memoryBacking><hugepages><page size=...>",
+                        "only the default 2 MiB huge pages",
+                    );
+                }
+            }
+            config.hugepages = hugepages.is_some();
+            config.share_pages = !nosharepages;
+        }
+        config
+    }
+
+    fn cpus(
+        &mut self,
+        vcpu: &Vcpu,
+        cpu: Option<&Cpu>,
+        has_iothreads: bool,
+        has_cputune: bool,
+    ) -> CpusConfig {
+        let Vcpu {
+            placement,
+            max,
+            current,
+            cpuset,
+        } = vcpu;
+        if current.is_some_and(|c| c != *max) {
+            self.no("<vcpu current=...>", "no vCPU hotplug");
+        }
+        if cpuset.is_some() {
+            self.no("<vcpu cpuset=...>", "no vCPU pinning");
+        }
+        if *placement == VcpuPlacement::Auto {
+            self.no("<vcpu placement='auto'>", "no automatic placement");
+        }
+        if has_cputune {
+            self.no("<cputune>", "no pinning or CPU quotas");
+        }
+        if has_iothreads {
+            self.no("<iothreads>", "no I/O threads");
+        }
+        let mut config = CpusConfig {
+            count: *max,
+            ..CpusConfig::default()
+        };
+        let Some(Cpu {
+            mode,
+            // Matching and checking policies, migratability and the vendor are QEMU's concerns:
+            // the VMM's CPU is exactly the mode's.
+            match_: _,
+            check: _,
+            migratable: _,
+            model,
+            vendor: _,
+            topology,
+            features,
+        }) = cpu
+        else {
+            return config;
+        };
+        if let Some(CpuTopology {
+            sockets,
+            dies,
+            clusters,
+            cores,
+            threads,
+        }) = *topology
+        {
+            if dies != 1 || clusters != 1 {
+                self.no(
+                    "<cpu><topology dies/clusters>",
+                    "only sockets, cores and threads",
+                );
+            }
+            config.topology = Some(Topology {
+                sockets,
+                cores,
+                threads,
+            });
+        }
+        config.mode = match mode {
+            DomainCpuMode::HostPassthrough | DomainCpuMode::Maximum => CpuMode::HostPassthrough,
+            DomainCpuMode::HostModel => CpuMode::HostModel,
+            DomainCpuMode::Custom => match model {
+                Some(CpuModel { name, fallback: _ }) => {
+                    if cpuid::model(name).is_none() {
+                        let known: Vec<&str> = cpuid::MODELS.iter().map(|m| m.name).collect();
+                        self.no(
+                            format!("<cpu><model>{name}</model>"),
+                            format!("the native engine knows {}", known.join(", ")),
+                        );
+                    }
+                    CpuMode::Custom(name.clone())
+                }
+                None => {
+                    self.no("<cpu mode='custom'> without <model>", "name a model");
+                    CpuMode::HostPassthrough
+                }
+            },
+        };
+        let mut overrides = CpuFeatures::default();
+        let mut optional = false;
+        for feature in features {
+            let oxvirt_domain::CpuFeature { policy, name } = feature;
+            match policy {
+                FeaturePolicy::Force | FeaturePolicy::Require => {
+                    overrides.enable.push(name.clone())
+                }
+                FeaturePolicy::Disable | FeaturePolicy::Forbid => {
+                    overrides.disable.push(name.clone())
+                }
+                FeaturePolicy::Optional => optional = true,
+            }
+        }
+        if optional {
+            self.no("<cpu><feature policy='optional'>", "use require or disable");
+        }
+        config.features = overrides;
+        config
+    }
+
+    fn clock(&mut self, clock: &Clock) {
+        // Timers: the VMM has the in-kernel PIT, the LAPIC timer and kvmclock; libvirt's timer
+        // settings tune QEMU's and have nothing to change here.
+        let Clock { offset, timers: _ } = clock;
+        if *offset == ClockOffset::Localtime {
+            self.no("<clock offset='localtime'>", "the RTC runs in UTC");
+        }
+    }
+
+    fn devices(&mut self, devices: &Devices) -> (Vec<DiskConfig>, Vec<NetConfig>, bool) {
+        let Devices {
+            // The engine is oxvirt-vmm, whatever <emulator> says.
+            emulator: _,
+            disks,
+            controllers,
+            interfaces,
+            serials,
+            consoles,
+            inputs,
+            graphics,
+            // No sound device, so no audio backend either.
+            audios: _,
+            videos,
+            memballoon,
+            rngs,
+        } = devices;
+        let disks = disks.iter().map(|disk| self.disk(disk)).collect();
+        for controller in controllers {
+            self.controller(controller);
+        }
+        let nets = interfaces
+            .iter()
+            .enumerate()
+            .map(|(index, iface)| self.interface(index, iface))
+            .collect();
+        self.serials(serials, consoles);
+        for input in inputs {
+            let Input {
+                input_type,
+                bus,
+                address: _,
+            } = input;
+            let ps2_default = *bus == InputBus::Ps2 && *input_type != InputType::Tablet;
+            if !ps2_default {
+                self.no(
+                    "<input>",
+                    "no input devices (PS/2 keyboard and mouse are implied)",
+                );
+            }
+        }
+        if !graphics.is_empty() {
+            self.no("<graphics>", "no display: the console is the serial port");
+        }
+        for video in videos {
+            let Video {
+                model,
+                vram_kib: _,
+                heads: _,
+                primary: _,
+                address: _,
+            } = video;
+            if *model != VideoModel::None {
+                self.no("<video>", "no display");
+                break;
+            }
+        }
+        // The virtio-rng device reads the host's getrandom(2), whatever the backend path says.
+        let rng = match rngs.as_slice() {
+            [] => false,
+            [oxvirt_domain::Rng {
+                backend_random: _,
+                address: _,
+            }] => true,
+            [_, _, ..] => {
+                self.no("<rng> (more than one)", "one virtio-rng");
+                true
+            }
+        };
+        if let Some(MemBalloon {
+            model,
+            autodeflate,
+            stats_period,
+            address: _,
+        }) = memballoon
+        {
+            // The implied virtio balloon is accepted and ignored (every definition gets one),
+            // but not a configured one.
+            if *model == MemBalloonModel::Virtio
+                && (autodeflate.is_some() || stats_period.is_some())
+            {
+                self.no("<memballoon> settings", "no balloon");
+            }
+        }
+        (disks, nets, rng)
+    }
+
+    fn disk(&mut self, disk: &Disk) -> DiskConfig {
+        let Disk {
+            // File and block disks are both opened by path; a volume disk is resolved to its
+            // file by the daemon before a launch (and then has a `source`).
+            disk_type: _,
+            device,
+            driver,
+            source,
+            volume: _,
+            target,
+            readonly,
+            shareable,
+            serial,
+            // Direct kernel boot: there is nothing to boot from a disk.
+            boot_order: _,
+            // The VMM assigns PCI slots itself.
+            address: _,
+            backing_chain,
+        } = disk;
+        let DiskTarget { dev, bus } = target;
+        let DiskDriver {
+            format,
+            // False only for a volume disk without `type=`, whose format the daemon finds
+            // when it resolves the volume at start.
+            format_stated: _,
+            cache,
+            io,
+            discard,
+            detect_zeroes,
+            iothread,
+        } = driver;
+        let name = format!("<disk> {dev}");
+        if *device == DiskDevice::Cdrom {
+            self.no(
+                format!("{name}: device='cdrom'"),
+                "no CD-ROM; use a virtio disk",
+            );
+        }
+        if *bus != DiskBus::Virtio {
+            self.no(
+                format!("{name}: <target bus='{}'>", bus_name(*bus)),
+                "only virtio disks (no IDE, SATA, SCSI, USB or floppy)",
+            );
+        }
+        if *format == DiskFormat::Qcow2 && *cache == Some(DomainDiskCache::None) {
+            self.no(
+                format!("{name}: <driver type='qcow2' cache='none'>"),
+                "oxvirt-vmm uses O_DIRECT for raw images only",
+            );
+        }
+        let cache = match cache {
+            None | Some(DomainDiskCache::Writeback) => DiskCache::Writeback,
+            Some(DomainDiskCache::None) => DiskCache::None,
+            Some(_) => {
+                self.no(
+                    format!("{name}: <driver cache=...>"),
+                    "only cache='none' or 'writeback'",
+                );
+                DiskCache::Writeback
+            }
+        };
+        if io.is_some() || discard.is_some() || detect_zeroes.is_some() || iothread.is_some() {
+            self.no(
+                format!("{name}: <driver io/discard/detect_zeroes/iothread>"),
+                "not implemented by oxvirt-vmm",
+            );
+        }
+        if serial.is_some() {
+            self.no(format!("{name}: <serial>"), "no disk serial numbers");
+        }
+        if *shareable {
+            self.no(format!("{name}: <shareable/>"), "no shared disks");
+        }
+        if source.is_none() {
+            self.unresolved
+                .push(NativeError::NoDiskSource { dev: dev.clone() });
+        }
+        // The host resolved a qcow2 disk's chain from its headers (empty: no backing file);
+        // the VMM opens the disk only if its headers still name exactly this chain. A raw
+        // image has no backing file to name.
+        let backing_chain = (*format == DiskFormat::Qcow2).then(|| {
+            backing_chain
+                .iter()
+                .map(|BackingLayer { path, format }| BackingFile {
+                    path: path.into(),
+                    format: image_format(*format),
+                })
+                .collect()
+        });
+        DiskConfig {
+            path: source.clone().unwrap_or_default().into(),
+            format: image_format(*format),
+            readonly: *readonly,
+            cache,
+            backing_chain,
+        }
+    }
+
+    fn controller(&mut self, controller: &Controller) {
+        let Controller {
+            controller_type,
+            index: _,
+            model: _,
+            driver_queues: _,
+            address: _,
+        } = controller;
+        let kind = match controller_type {
+            ControllerType::Ide => "ide",
+            ControllerType::Fdc => "fdc",
+            ControllerType::Scsi => "scsi",
+            ControllerType::VirtioSerial => "virtio-serial",
+            // pci-root, and the USB controller and (q35) SATA controller every definition gets:
+            // no devices can use them, so they are simply absent.
+            ControllerType::Pci | ControllerType::Usb | ControllerType::Sata => return,
+        };
+        self.no(format!("<controller type='{kind}'>"), "no such bus");
+    }
+
+    fn interface(&mut self, index: usize, iface: &Interface) -> NetConfig {
+        let Interface {
+            interface_type,
+            mac,
+            // The network or bridge is the daemon's network layer's: it made the TAP.
+            source: _,
+            model,
+            driver_name,
+            driver_queues,
+            target_dev,
+            mtu,
+            link_up,
+            // Direct kernel boot: no network boot.
+            boot_order: _,
+            // The VMM assigns PCI slots itself.
+            address: _,
+        } = iface;
+        let name = format!("<interface> #{index}");
+        if *interface_type == InterfaceType::User {
+            self.no(
+                format!("{name}: type='user'"),
+                "no user-mode networking; use a network or bridge",
+            );
+        }
+        match model.as_deref() {
+            Some("virtio") => {}
+            other => self.no(
+                format!("{name}: <model type='{}'>", other.unwrap_or("rtl8139")),
+                "only virtio NICs: write <model type='virtio'/>",
+            ),
+        }
+        if *driver_name == Some(InterfaceDriverName::Vhost) {
+            self.no(format!("{name}: <driver name='vhost'>"), "no vhost-net");
+        }
+        if driver_queues.is_some_and(|q| q > 1) {
+            self.no(format!("{name}: <driver queues=...>"), "one queue pair");
+        }
+        if mtu.is_some() {
+            self.no(format!("{name}: <mtu>"), "no MTU setting");
+        }
+        if *link_up == Some(false) {
+            self.no(format!("{name}: <link state='down'>"), "no link control");
+        }
+        if target_dev.is_none() {
+            self.unresolved.push(NativeError::NoTap { index });
+        }
+        NetConfig {
+            tap: target_dev.clone().unwrap_or_default(),
+            mac: mac.map(|mac| MacAddress(mac.0)),
+        }
+    }
+
+    /// serials[0] (and its console alias) is the console; its source is the engine's.
+    fn serials(&mut self, serials: &[CharDevice], consoles: &[CharDevice]) {
+        for (index, serial) in serials.iter().enumerate() {
+            let CharDevice { source, target } = serial;
+            if index > 0 {
+                let port = target.port.unwrap_or(0);
+                self.no(format!("<serial> port {port}"), "one serial port (COM1)");
+            } else if !matches!(source, CharSource::Pty) {
+                self.no(
+                    "<serial type='file'|'unix'>",
+                    "the console is the engine's socket and log; use type='pty'",
+                );
+            }
+        }
+        let alias = usize::from(!serials.is_empty());
+        if consoles.len() > alias {
+            self.no(
+                "<console type=... target type='virtio'>",
+                "no virtio console",
+            );
+        }
+    }
+}
+
+fn image_format(format: DiskFormat) -> Format {
+    match format {
+        DiskFormat::Raw => Format::Raw,
+        DiskFormat::Qcow2 => Format::Qcow2,
+    }
+}
+
+fn bus_name(bus: DiskBus) -> &'static str {
+    match bus {
+        DiskBus::Virtio => "virtio",
+        DiskBus::Sata => "sata",
+        DiskBus::Scsi => "scsi",
+        DiskBus::Ide => "ide",
+        DiskBus::Usb => "usb",
+        DiskBus::Fdc => "fdc",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn domain(xml_devices: &str, extra: &str) -> Domain {
+        let xml = format!(
+            "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'><name>n1</name>\
+             <uuid>8c3a0b8e-5f3e-4c7e-9d2a-1b2c3d4e5f60</uuid><memory unit='MiB'>256</memory>\
+             <vcpu>2</vcpu><os><type arch='x86_64'>hvm</type><kernel>/k/vmlinuz</kernel>\
+             <initrd>/k/initrd</initrd><cmdline>console=ttyS0 quiet</cmdline></os>{extra}\
+             <devices>{xml_devices}</devices><oxvirt:engine name='native'/></domain>"
+        );
+        oxvirt_domain::parse_domain_xml(&xml).unwrap()
+    }
+
+    #[test]
+    fn a_representative_domain_becomes_this_vm_config() {
+        let mut d = domain(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw' cache='none'/>\
+               <source file='/img/root.raw'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+               <source file='/img/data.qcow2'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
+             <interface type='network'><mac address='52:54:00:12:34:56'/>\
+               <source network='default'/><model type='virtio'/></interface>\
+             <serial type='pty'/><rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>",
+            "<memoryBacking><nosharepages/><hugepages/></memoryBacking>\
+             <cpu mode='custom'><model>Haswell-noTSX-IBRS</model>\
+             <topology sockets='1' cores='2' threads='1'/>\
+             <feature policy='require' name='svm'/><feature policy='disable' name='pcid'/></cpu>",
+        );
+        d.devices.interfaces[0].target_dev = Some("oxtap7".to_string());
+        let run = RunPaths::new("/run/ox/run/8c3a");
+        let config = plan(&d, &run).unwrap();
+        let expected = VmConfig {
+            kernel: "/k/vmlinuz".into(),
+            initrd: Some("/k/initrd".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+            memory: MemoryConfig {
+                size_mib: 256,
+                hugepages: true,
+                share_pages: false,
+            },
+            cpus: CpusConfig {
+                count: 2,
+                topology: Some(Topology {
+                    sockets: 1,
+                    cores: 2,
+                    threads: 1,
+                }),
+                mode: CpuMode::Custom("Haswell-noTSX-IBRS".into()),
+                features: CpuFeatures {
+                    enable: vec!["svm".into()],
+                    disable: vec!["pcid".into()],
+                },
+            },
+            disks: vec![
+                DiskConfig {
+                    path: "/img/root.raw".into(),
+                    format: Format::Raw,
+                    readonly: false,
+                    cache: DiskCache::None,
+                    backing_chain: None,
+                },
+                DiskConfig {
+                    path: "/img/data.qcow2".into(),
+                    format: Format::Qcow2,
+                    readonly: true,
+                    cache: DiskCache::Writeback,
+                    // A qcow2 disk without a resolved backing file: the VMM checks it has none.
+                    backing_chain: Some(Vec::new()),
+                },
+            ],
+            nets: vec![NetConfig {
+                tap: "oxtap7".into(),
+                mac: Some(MacAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])),
+            }],
+            rng: true,
+            serial: SerialMode::Socket("/run/ox/run/8c3a/vmm-serial.sock".into()),
+            api_socket: Some("/run/ox/run/8c3a/vmm-api.sock".into()),
+            seccomp: SeccompMode::On,
+            exit_record: Some("/run/ox/run/8c3a/vmm-exit.json".into()),
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn a_minimal_domain_keeps_the_vmm_defaults() {
+        let d = domain("", "<cpu mode='host-passthrough'/>");
+        let config = plan(&d, &RunPaths::new("/r")).unwrap();
+        assert_eq!(config.cpus.mode, CpuMode::HostPassthrough);
+        assert!(!config.rng);
+        assert!(!config.memory.hugepages);
+        assert!(config.nets.is_empty());
+        let without_cmdline = oxvirt_domain::parse_domain_xml(
+            "<domain type='kvm'><name>n</name><memory unit='MiB'>64</memory>\
+             <os><type>hvm</type><kernel>/k</kernel></os></domain>",
+        )
+        .unwrap();
+        let config = plan(&without_cmdline, &RunPaths::new("/r")).unwrap();
+        assert_eq!(config.cmdline, DEFAULT_CMDLINE);
+    }
+
+    #[test]
+    fn the_plan_is_a_config_the_vmm_accepts() {
+        let files = tempfile::tempdir().unwrap();
+        let kernel = files.path().join("vmlinuz");
+        std::fs::write(&kernel, b"k").unwrap();
+        let mut d = domain(
+            "<disk type='file' device='disk'><source file='/img/root.raw'/><target dev='vda' bus='virtio'/></disk>\
+             <interface type='bridge'><source bridge='br0'/><model type='virtio'/></interface>",
+            "<cpu mode='host-model'><topology sockets='2' cores='1' threads='1'/></cpu>",
+        );
+        d.os.kernel = Some(kernel.display().to_string());
+        d.os.initrd = None;
+        d.devices.interfaces[0].target_dev = Some("oxtap0".to_string());
+        let config = plan(&d, &RunPaths::new(files.path())).unwrap();
+        config.validate().unwrap();
+        assert_eq!(VmConfig::from_json(&config.to_json()).unwrap(), config);
+    }
+
+    #[test]
+    fn a_resolved_backing_chain_goes_into_the_disk_config() {
+        let mut d = domain(
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+               <source file='/img/top.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+            "",
+        );
+        d.devices.disks[0].backing_chain = vec![
+            BackingLayer {
+                path: "/img/mid.qcow2".into(),
+                format: DiskFormat::Qcow2,
+            },
+            BackingLayer {
+                path: "/img/base.raw".into(),
+                format: DiskFormat::Raw,
+            },
+        ];
+        let config = plan(&d, &RunPaths::new("/r")).unwrap();
+        assert_eq!(
+            config.disks[0].backing_chain,
+            Some(vec![
+                BackingFile {
+                    path: "/img/mid.qcow2".into(),
+                    format: Format::Qcow2,
+                },
+                BackingFile {
+                    path: "/img/base.raw".into(),
+                    format: Format::Raw,
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn an_interface_without_a_tap_is_an_error_not_a_guess() {
+        let d = domain(
+            "<interface type='network'><source network='default'/><model type='virtio'/></interface>",
+            "",
+        );
+        let err = plan(&d, &RunPaths::new("/r")).unwrap_err();
+        assert!(err.to_string().contains("no TAP device"), "{err}");
+        assert!(!err.is_unsupported());
+        // At define time there is no TAP yet, and that is fine.
+        check_definition(&d).unwrap();
+    }
+
+    #[test]
+    fn each_unsupported_element_is_named() {
+        let cases = [
+            ("<graphics type='vnc'/>", "", "<graphics>"),
+            ("<video><model type='vga'/></video>", "", "<video>"),
+            (
+                "<disk type='file' device='cdrom'><source file='/x.iso'/><target dev='hdc' bus='ide'/></disk>",
+                "",
+                "device='cdrom'",
+            ),
+            (
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none'/><source file='/x.qcow2'/><target dev='vda' bus='virtio'/></disk>",
+                "",
+                "type='qcow2' cache='none'",
+            ),
+            (
+                "<disk type='file' device='disk'><source file='/x.raw'/><target dev='sda' bus='sata'/></disk>",
+                "",
+                "bus='sata'",
+            ),
+            ("<interface type='user'><model type='virtio'/></interface>", "", "type='user'"),
+            (
+                "<interface type='network'><source network='default'/><model type='e1000'/></interface>",
+                "",
+                "<model type='e1000'>",
+            ),
+            ("", "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune>", "<cputune>"),
+            ("<input type='tablet' bus='usb'/>", "", "<input>"),
+            ("<controller type='scsi' model='virtio-scsi'/>", "", "<controller type='scsi'>"),
+            ("", "<on_crash>preserve</on_crash>", "<on_crash>preserve"),
+            ("", "<clock offset='localtime'/>", "<clock offset='localtime'>"),
+            ("", "<cpu mode='custom'><model>Skylake-Client</model></cpu>", "Skylake-Client"),
+        ];
+        for (devices, extra, element) in cases {
+            let d = domain(devices, extra);
+            let err = check_definition(&d).expect_err(element);
+            assert!(err.is_unsupported(), "{element}: {err}");
+            assert!(
+                err.to_string().contains(element),
+                "{element} not named in: {err}"
+            );
+            // A launch refuses it the same way.
+            let at_launch = plan(&d, &RunPaths::new("/r")).expect_err(element);
+            assert_eq!(at_launch.to_string(), err.to_string());
+        }
+    }
+
+    #[test]
+    fn firmware_boot_without_a_kernel_is_named() {
+        let xml = "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'><name>n</name>\
+                   <memory unit='MiB'>256</memory><os><type>hvm</type><loader>/usr/share/OVMF/OVMF_CODE.fd</loader></os>\
+                   <oxvirt:engine name='native'/></domain>";
+        let d = oxvirt_domain::parse_domain_xml(xml).unwrap();
+        let message = check_definition(&d).unwrap_err().to_string();
+        assert!(message.contains("<os><loader>"), "{message}");
+        assert!(message.contains("<os> without <kernel>"), "{message}");
+        assert!(
+            message.starts_with("the native engine (<oxvirt:engine name='native'/>) cannot run: "),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_every_definition_gets_are_accepted() {
+        // Normalization adds a USB controller, pci-root, PS/2 inputs, a virtio balloon and a
+        // console alias of the serial port: none of that may block the native engine.
+        let d = domain("<serial type='pty'/><console type='pty'/>", "");
+        check_definition(&d).unwrap();
+    }
+}

@@ -1,0 +1,547 @@
+//! The VMM process: launch in its own session, the exit watch, recognising it again by pid, and
+//! reading how it ended.
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oxvirt_domain::{Domain, Uuid};
+use oxvirt_vmm::protocol::ExitReason;
+use tokio::net::UnixStream;
+use tokio::sync::{oneshot, watch};
+
+use crate::console::Relays;
+use crate::control::VmmClient;
+use crate::error::NativeError;
+use crate::paths::RunPaths;
+use crate::plan::plan;
+use crate::VMM_BINARY;
+
+/// How long a start waits for the VMM's API socket.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a VM ended, as its manager needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEnd {
+    /// The VM is off: the guest powered it off (`by_guest`), or the host stopped it.
+    PoweredOff { by_guest: bool },
+    /// The guest asked for a reset; the VMM does not reset in place, so it ended
+    /// (libvirt's `on_reboot` decides what follows).
+    Rebooted,
+    /// The VMM failed, or was killed; `reason` is what is known.
+    Crashed { reason: String },
+}
+
+/// How the VMM process ended, as far as the exit watch could see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcessExit {
+    Status(i32),
+    Signal(i32),
+    /// Not our child (the daemon restarted since the launch): no status.
+    NotOurChild,
+}
+
+/// Exit tracking of one VMM process.
+#[derive(Clone)]
+struct ExitWatch {
+    exit: watch::Receiver<Option<ProcessExit>>,
+    /// A `stop` was sent: an exit is the host's doing.
+    stop_sent: Arc<AtomicBool>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Plain map updates: a panic cannot leave them half done.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs domains on `oxvirt-vmm` and watches the VMMs it launched or attached to. One per daemon.
+#[derive(Clone, Default)]
+pub struct Supervisor {
+    /// Exit tracking by VMM pid, until the end has been reported.
+    exits: Arc<Mutex<HashMap<u32, ExitWatch>>>,
+    relays: Relays,
+}
+
+impl Supervisor {
+    pub fn new() -> Supervisor {
+        Supervisor::default()
+    }
+
+    /// Starts `domain` (the launched copy: TAPs created, volumes resolved) with its files in
+    /// `run`: writes the plan to `vm.json` and runs `oxvirt-vmm --config vm.json` in its own
+    /// session. Returns the VMM's pid once its console relay is connected and its API answers.
+    pub async fn launch(&self, domain: &Domain, run: &RunPaths) -> Result<u32, NativeError> {
+        let config = plan(domain, run)?;
+        let vmm = find_vmm().ok_or(NativeError::VmmNotFound)?;
+        for stale in run.stale_files() {
+            let _ = std::fs::remove_file(stale);
+        }
+        let config_file = run.config_file();
+        std::fs::write(&config_file, config.to_json())
+            .map_err(|e| NativeError::io(format!("cannot write {}", config_file.display()), e))?;
+        let log = std::fs::File::create(run.vmm_log()).map_err(|e| {
+            NativeError::io(format!("cannot create {}", run.vmm_log().display()), e)
+        })?;
+        let log_out = log
+            .try_clone()
+            .map_err(|e| NativeError::io("cannot duplicate the VMM log descriptor", e))?;
+        let mut command = Command::new(&vmm);
+        command
+            .arg("--config")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(log_out)
+            .stderr(log);
+        // SAFETY: setsid is async-signal-safe and touches no memory of ours: the VMM gets its own
+        // session, so it outlives the daemon (and its terminal).
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|source| NativeError::Spawn {
+            vmm: vmm.clone(),
+            source,
+        })?;
+        let pid = child.id();
+        // The exit status is collected by the exit watch (never by std's Child).
+        drop(child);
+        let watch = spawn_exit_watch(pid, true);
+        lock(&self.exits).insert(pid, watch.clone());
+        if let Err(err) = std::fs::write(run.pid_file(), format!("{pid}\n")) {
+            tracing::warn!(pid, "cannot record the VMM pid: {err}");
+        }
+        tracing::info!(domain = %domain.name, pid, vmm = %vmm.display(), "oxvirt-vmm started");
+
+        // Wait for the console (so the relay sees the boot) and the API socket.
+        let result = self.wait_until_started(run, pid, &watch).await;
+        if result.is_err() {
+            if watch.exit.borrow().is_none() {
+                // Never leave a VMM behind that the daemon will not know about; the exit watch
+                // reaps it.
+                // SAFETY: kill(2) has no memory effects; `pid` is our child and not reaped yet
+                // (its exit watch has not seen it end), so it cannot have been recycled.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+            lock(&self.exits).remove(&pid);
+        }
+        result
+    }
+
+    /// Waits until the VMM of a launch serves its API socket, with the console relay connected
+    /// first so it sees the guest's whole boot.
+    async fn wait_until_started(
+        &self,
+        run: &RunPaths,
+        pid: u32,
+        watch: &ExitWatch,
+    ) -> Result<u32, NativeError> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut exit = watch.exit.clone();
+        loop {
+            if self.relays.try_start(run).await
+                && UnixStream::connect(run.api_socket()).await.is_ok()
+            {
+                return Ok(pid);
+            }
+            if exit.borrow().is_some() {
+                return Err(NativeError::EarlyExit {
+                    message: start_failure(run),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NativeError::StartTimeout {
+                    pid,
+                    seconds: START_TIMEOUT.as_secs(),
+                });
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;
+        }
+    }
+
+    /// Attaches to the running VMM of `run` (just launched, or found again after a daemon
+    /// restart): its control client, and the VM's end, reported once the VMM has gone.
+    pub async fn connect(
+        &self,
+        run: &RunPaths,
+    ) -> Result<(VmmClient, oneshot::Receiver<VmEnd>), NativeError> {
+        let pid = read_pid_file(run).ok_or_else(|| NativeError::NoPid {
+            path: run.pid_file(),
+        })?;
+        // The VMM must answer before we call it connected.
+        VmmClient::new(run.api_socket(), Arc::default())
+            .status()
+            .await?;
+        let watch = self.exit_watch(pid);
+        let client = VmmClient::new(run.api_socket(), watch.stop_sent.clone());
+        self.relays.ensure(run).await;
+        let (end_tx, end_rx) = oneshot::channel();
+        let exits = self.exits.clone();
+        let record = run.exit_record();
+        tokio::spawn(async move {
+            let mut exit = watch.exit;
+            let ended = match exit.wait_for(|e| e.is_some()).await {
+                Ok(ended) => *ended,
+                Err(_) => None,
+            };
+            let Some(ended) = ended else { return };
+            lock(&exits).remove(&pid);
+            let reason = match ExitReason::read(&record) {
+                Ok(reason) => reason,
+                Err(err) => {
+                    tracing::warn!(pid, "{err}");
+                    None
+                }
+            };
+            let end = interpret(reason, ended, watch.stop_sent.load(Ordering::SeqCst));
+            tracing::info!(pid, ?ended, ?end, "oxvirt-vmm ended");
+            // Nobody waiting any more is fine: the VM is gone either way.
+            let _ = end_tx.send(end);
+        });
+        Ok((client, end_rx))
+    }
+
+    /// Exit tracking of `pid`: the launch's if it is our child, else a new pidfd watch.
+    fn exit_watch(&self, pid: u32) -> ExitWatch {
+        let mut exits = lock(&self.exits);
+        if let Some(watch) = exits.get(&pid) {
+            return watch.clone();
+        }
+        let watch = spawn_exit_watch(pid, false);
+        exits.insert(pid, watch.clone());
+        watch
+    }
+}
+
+/// What a VMM that ended during its start said: its exit record, else the last line it logged.
+fn start_failure(run: &RunPaths) -> String {
+    if let Ok(Some(ExitReason::Error { message })) = ExitReason::read(&run.exit_record()) {
+        return message;
+    }
+    let log = std::fs::read_to_string(run.vmm_log()).unwrap_or_default();
+    log.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(no message)")
+        .to_string()
+}
+
+/// How the VM ended: the exit record decides; without one (the VMM was killed, or could not
+/// write it), the exit status if we saw it.
+pub(crate) fn interpret(record: Option<ExitReason>, exit: ProcessExit, stop_sent: bool) -> VmEnd {
+    // The host asked for the stop: a reset racing with it must not restart the guest.
+    let guest_reset = || {
+        if stop_sent {
+            VmEnd::PoweredOff { by_guest: false }
+        } else {
+            VmEnd::Rebooted
+        }
+    };
+    match record {
+        Some(ExitReason::GuestReset) => guest_reset(),
+        Some(ExitReason::GuestPoweroff) => VmEnd::PoweredOff {
+            by_guest: !stop_sent,
+        },
+        Some(ExitReason::HostStop) => VmEnd::PoweredOff { by_guest: false },
+        Some(ExitReason::Error { message }) => VmEnd::Crashed { reason: message },
+        None => match exit {
+            ProcessExit::Status(0) => VmEnd::PoweredOff {
+                by_guest: !stop_sent,
+            },
+            ProcessExit::Status(status) if status == oxvirt_vmm::EXIT_STATUS_RESET => guest_reset(),
+            ProcessExit::Status(status) => VmEnd::Crashed {
+                reason: format!("{VMM_BINARY} exited with status {status} and no exit record"),
+            },
+            ProcessExit::Signal(signal) => VmEnd::Crashed {
+                reason: format!("{VMM_BINARY} was killed by signal {signal}"),
+            },
+            ProcessExit::NotOurChild => VmEnd::Crashed {
+                reason: format!("{VMM_BINARY} ended without an exit record"),
+            },
+        },
+    }
+}
+
+/// Waits for `pid` to end: `waitpid` for our child (which gives the exit status), a pidfd
+/// otherwise.
+fn spawn_exit_watch(pid: u32, child: bool) -> ExitWatch {
+    let (tx, rx) = watch::channel(None);
+    std::thread::Builder::new()
+        .name(format!("vmm-exit-{pid}"))
+        .spawn(move || {
+            let exit = if child {
+                wait_child(pid)
+            } else {
+                wait_foreign(pid);
+                ProcessExit::NotOurChild
+            };
+            let _ = tx.send(Some(exit));
+        })
+        .map_err(|err| tracing::error!(pid, "cannot start the exit watch: {err}"))
+        .ok();
+    ExitWatch {
+        exit: rx,
+        stop_sent: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+fn wait_child(pid: u32) -> ProcessExit {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return ProcessExit::NotOurChild;
+    };
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only `status`, a valid local.
+        let rc = unsafe { libc::waitpid(raw, &mut status, 0) };
+        if rc == raw {
+            if libc::WIFEXITED(status) {
+                return ProcessExit::Status(libc::WEXITSTATUS(status));
+            }
+            if libc::WIFSIGNALED(status) {
+                return ProcessExit::Signal(libc::WTERMSIG(status));
+            }
+            continue;
+        }
+        if rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // Someone else reaped it (ECHILD): the exit record must tell.
+        wait_foreign(pid);
+        return ProcessExit::NotOurChild;
+    }
+}
+
+/// Blocks until `pid` has ended (pidfd; polling /proc if pidfds are unavailable).
+fn wait_foreign(pid: u32) {
+    let Ok(raw) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor we own (or -1).
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, raw, 0) } as libc::c_int;
+    if fd >= 0 {
+        let mut pollfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: one valid pollfd; a pidfd becomes readable when the process ends.
+            let rc = unsafe { libc::poll(&mut pollfd, 1, -1) };
+            if rc > 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                break;
+            }
+        }
+        // SAFETY: closing the descriptor opened above, once.
+        unsafe { libc::close(fd) };
+        return;
+    }
+    while process_is_running(pid) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+            Some(state != "Z" && state != "X")
+        })
+        .unwrap_or(false)
+}
+
+/// Whether a process' argv is `oxvirt-vmm` running the guest `uuid` (its run directory, which
+/// is named after the uuid, is in its arguments: `--config RUN/vm.json`).
+fn argv_is_vmm_of(cmdline: &[u8], uuid: &Uuid) -> bool {
+    let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
+    let Some(program) = args.next() else {
+        return false;
+    };
+    let program = String::from_utf8_lossy(program);
+    if program.rsplit('/').next() != Some(VMM_BINARY) {
+        return false;
+    }
+    let uuid = uuid.to_string();
+    args.any(|a| String::from_utf8_lossy(a).contains(&uuid))
+}
+
+/// Whether `pid` is a live (not zombie) `oxvirt-vmm` running the guest `uuid`, so a recycled
+/// pid is never taken for the VM.
+pub async fn is_alive(pid: u32, uuid: &Uuid) -> bool {
+    if !process_is_running(pid) {
+        return false;
+    }
+    match tokio::fs::read(format!("/proc/{pid}/cmdline")).await {
+        Ok(cmdline) => argv_is_vmm_of(&cmdline, uuid),
+        Err(_) => false,
+    }
+}
+
+/// The pid the launch recorded in `run`, if readable.
+pub fn read_pid_file(run: &RunPaths) -> Option<u32> {
+    read_pid(&run.pid_file())
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `oxvirt-vmm` next to the running program (oxvirtd), else in PATH.
+pub fn find_vmm() -> Option<PathBuf> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(VMM_BINARY)))
+        .filter(|path| path.is_file());
+    beside.or_else(|| {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(VMM_BINARY))
+                .find(|candidate| candidate.is_file())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exit_record_tells_what_happened() {
+        let error = ExitReason::Error {
+            message: "vCPU 0: KVM_RUN failed".into(),
+        };
+        // While the VMM is our child.
+        assert_eq!(
+            interpret(
+                Some(ExitReason::GuestPoweroff),
+                ProcessExit::Status(0),
+                false
+            ),
+            VmEnd::PoweredOff { by_guest: true }
+        );
+        assert_eq!(
+            interpret(Some(ExitReason::HostStop), ProcessExit::Status(0), true),
+            VmEnd::PoweredOff { by_guest: false }
+        );
+        assert_eq!(
+            interpret(Some(ExitReason::GuestReset), ProcessExit::Status(3), false),
+            VmEnd::Rebooted
+        );
+        assert!(matches!(
+            interpret(Some(error.clone()), ProcessExit::Status(1), false),
+            VmEnd::Crashed { .. }
+        ));
+        // After a daemon restart there is no status: the record alone decides.
+        assert_eq!(
+            interpret(
+                Some(ExitReason::GuestReset),
+                ProcessExit::NotOurChild,
+                false
+            ),
+            VmEnd::Rebooted
+        );
+        assert_eq!(
+            interpret(Some(error), ProcessExit::NotOurChild, false),
+            VmEnd::Crashed {
+                reason: "vCPU 0: KVM_RUN failed".into()
+            }
+        );
+        assert_eq!(
+            interpret(
+                Some(ExitReason::GuestPoweroff),
+                ProcessExit::NotOurChild,
+                false
+            ),
+            VmEnd::PoweredOff { by_guest: true }
+        );
+        // The host's stop wins over a guest reset or poweroff racing with it.
+        assert_eq!(
+            interpret(Some(ExitReason::GuestReset), ProcessExit::Status(3), true),
+            VmEnd::PoweredOff { by_guest: false }
+        );
+        assert_eq!(
+            interpret(
+                Some(ExitReason::GuestPoweroff),
+                ProcessExit::Status(0),
+                true
+            ),
+            VmEnd::PoweredOff { by_guest: false }
+        );
+    }
+
+    #[test]
+    fn without_a_record_the_status_or_nothing_decides() {
+        assert_eq!(
+            interpret(None, ProcessExit::Status(0), false),
+            VmEnd::PoweredOff { by_guest: true }
+        );
+        assert_eq!(
+            interpret(None, ProcessExit::Status(0), true),
+            VmEnd::PoweredOff { by_guest: false }
+        );
+        assert_eq!(
+            interpret(None, ProcessExit::Status(3), false),
+            VmEnd::Rebooted
+        );
+        for exit in [
+            ProcessExit::Status(1),
+            ProcessExit::Signal(9),
+            ProcessExit::NotOurChild,
+        ] {
+            assert!(
+                matches!(interpret(None, exit, false), VmEnd::Crashed { .. }),
+                "{exit:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_vmm_of_this_uuid_counts_as_alive() {
+        let uuid: Uuid = "8c3a0b8e-5f3e-4c7e-9d2a-1b2c3d4e5f60".parse().unwrap();
+        let other: Uuid = "00000000-5f3e-4c7e-9d2a-1b2c3d4e5f60".parse().unwrap();
+        let argv = format!("/usr/bin/oxvirt-vmm\0--config\0/var/lib/oxvirt/run/{uuid}/vm.json\0");
+        assert!(argv_is_vmm_of(argv.as_bytes(), &uuid));
+        assert!(!argv_is_vmm_of(argv.as_bytes(), &other));
+        let flags = format!(
+            "/usr/bin/oxvirt-vmm\0--kernel\0/k\0--api-socket\0/var/lib/oxvirt/run/{uuid}/vmm-api.sock\0"
+        );
+        assert!(argv_is_vmm_of(flags.as_bytes(), &uuid));
+        let qemu = format!("qemu-system-x86_64\0-uuid\0{uuid}\0");
+        assert!(!argv_is_vmm_of(qemu.as_bytes(), &uuid));
+        assert!(!argv_is_vmm_of(b"", &uuid));
+    }
+
+    #[test]
+    fn a_vmm_that_fails_at_start_is_reported_from_its_exit_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunPaths::new(dir.path());
+        std::fs::write(
+            run.vmm_log(),
+            "oxvirt-vmm: error: kernel: /k does not exist\n",
+        )
+        .unwrap();
+        assert_eq!(
+            start_failure(&run),
+            "oxvirt-vmm: error: kernel: /k does not exist"
+        );
+        std::fs::write(
+            run.exit_record(),
+            r#"{"reason":"error","message":"kernel: /k does not exist or is not a file"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            start_failure(&run),
+            "kernel: /k does not exist or is not a file"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! The control API's requests and replies: JSON lines over the Unix socket
+//! [`crate::protocol::VmConfig::api_socket`], one request per line, one reply per line.
+//!
+//! ```text
+//! → {"command":"status"}    ← {"ok":true,"state":"running","vcpus":2}
+//! → {"command":"pause"}     ← {"ok":true}
+//! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, resume, poweroff, stop)"}
+//! ```
+//!
+//! A bare word (`pause`) is accepted as a request too, for people at a shell.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireRequest", into = "WireRequest")]
+pub enum Request {
+    /// The run state and vCPU count.
+    Status,
+    /// Parks every vCPU; answered once all have stopped.
+    Pause,
+    Resume,
+    /// Presses the ACPI power button: the guest shuts down and the VMM exits.
+    Poweroff,
+    /// Stops the VM at once (pulling the plug); the VMM exits.
+    Stop,
+}
+
+/// Every request, in the order error messages list them.
+const ALL: [Request; 5] = [
+    Request::Status,
+    Request::Pause,
+    Request::Resume,
+    Request::Poweroff,
+    Request::Stop,
+];
+
+impl Request {
+    /// The command's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Request::Status => "status",
+            Request::Pause => "pause",
+            Request::Resume => "resume",
+            Request::Poweroff => "poweroff",
+            Request::Stop => "stop",
+        }
+    }
+
+    /// Parses one request line: `{"command": "NAME"}` or a bare `NAME`.
+    pub fn parse_line(line: &str) -> Result<Request, RequestError> {
+        let line = line.trim();
+        if line.starts_with('{') {
+            return serde_json::from_str::<Request>(line).map_err(|err| {
+                // The unknown-command message is ours (see `TryFrom<WireRequest>`); serde adds
+                // its position, which a one-line request does not need.
+                let text = err.to_string();
+                let text = match text.rfind(" at line ") {
+                    Some(at) => text[..at].to_string(),
+                    None => text,
+                };
+                if text.starts_with("unknown command") {
+                    RequestError(text)
+                } else {
+                    RequestError(format!("invalid request: {text}"))
+                }
+            });
+        }
+        if !line.is_empty() && line.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return line.parse();
+        }
+        Err(RequestError(
+            "invalid request: expected {\"command\": \"...\"}".to_string(),
+        ))
+    }
+
+    /// The request as one line, without the newline.
+    pub fn to_line(self) -> String {
+        format!("{{\"command\":\"{}\"}}", self.name())
+    }
+}
+
+impl FromStr for Request {
+    type Err = RequestError;
+    fn from_str(name: &str) -> Result<Request, RequestError> {
+        ALL.into_iter()
+            .find(|request| request.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = ALL.iter().map(|request| request.name()).collect();
+                RequestError(format!("unknown command {name:?} ({})", known.join(", ")))
+            })
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A request the server cannot read; the text goes back as the reply's `error`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RequestError(pub String);
+
+/// A request as it is written: `{"command": NAME}`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRequest {
+    command: String,
+}
+
+impl TryFrom<WireRequest> for Request {
+    type Error = RequestError;
+    fn try_from(wire: WireRequest) -> Result<Request, RequestError> {
+        wire.command.parse()
+    }
+}
+
+impl From<Request> for WireRequest {
+    fn from(request: Request) -> WireRequest {
+        WireRequest {
+            command: request.name().to_string(),
+        }
+    }
+}
+
+/// What the VM is doing, as `status` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Running,
+    Paused,
+    /// An exit was requested; the VMM is tearing down.
+    Stopping,
+}
+
+/// One reply. On the wire: `{"ok":true}`, `{"ok":true,"state":...,"vcpus":N}` or
+/// `{"ok":false,"error":"..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireReply", into = "WireReply")]
+pub enum Reply {
+    /// The request was carried out.
+    Done,
+    /// The answer to `status`.
+    Status { state: RunState, vcpus: u32 },
+    /// The request was refused or failed; `error` says why.
+    Refused { error: String },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireReply {
+    ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<RunState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vcpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl From<Reply> for WireReply {
+    fn from(reply: Reply) -> WireReply {
+        let none = WireReply {
+            ok: true,
+            state: None,
+            vcpus: None,
+            error: None,
+        };
+        match reply {
+            Reply::Done => none,
+            Reply::Status { state, vcpus } => WireReply {
+                state: Some(state),
+                vcpus: Some(vcpus),
+                ..none
+            },
+            Reply::Refused { error } => WireReply {
+                ok: false,
+                error: Some(error),
+                ..none
+            },
+        }
+    }
+}
+
+impl TryFrom<WireReply> for Reply {
+    type Error = String;
+    fn try_from(wire: WireReply) -> Result<Reply, String> {
+        match wire {
+            WireReply {
+                ok: false, error, ..
+            } => Ok(Reply::Refused {
+                error: error.unwrap_or_else(|| "no reason given".to_string()),
+            }),
+            WireReply {
+                ok: true,
+                state: Some(state),
+                vcpus: Some(vcpus),
+                error: None,
+            } => Ok(Reply::Status { state, vcpus }),
+            WireReply {
+                ok: true,
+                state: None,
+                vcpus: None,
+                error: None,
+            } => Ok(Reply::Done),
+            WireReply { ok: true, .. } => {
+                Err("a successful reply has both state and vcpus, or neither, and no error".into())
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// The reply as one line, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{\"ok\":false}".to_string())
+    }
+
+    /// Parses one reply line.
+    pub fn parse_line(line: &str) -> Result<Reply, String> {
+        serde_json::from_str(line.trim()).map_err(|err| err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_as_json_or_bare_words() {
+        assert_eq!(
+            Request::parse_line("{\"command\":\"pause\"}"),
+            Ok(Request::Pause)
+        );
+        assert_eq!(Request::parse_line("resume\n"), Ok(Request::Resume));
+        assert!(Request::parse_line("{\"cmd\":1}").is_err());
+        assert!(Request::parse_line("rm -rf /").is_err());
+        let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
+        assert_eq!(
+            unknown.0,
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop)"
+        );
+        assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
+    }
+
+    #[test]
+    fn requests_are_written_as_the_server_reads_them() {
+        for (request, name) in ALL
+            .into_iter()
+            .zip(["status", "pause", "resume", "poweroff", "stop"])
+        {
+            assert_eq!(request.to_line(), format!("{{\"command\":\"{name}\"}}"));
+            assert_eq!(serde_json::to_string(&request).unwrap(), request.to_line());
+            assert_eq!(Request::parse_line(&request.to_line()), Ok(request));
+        }
+    }
+
+    #[test]
+    fn replies_keep_their_wire_format() {
+        assert_eq!(Reply::Done.to_line(), "{\"ok\":true}");
+        assert_eq!(
+            Reply::Refused { error: "x".into() }.to_line(),
+            "{\"ok\":false,\"error\":\"x\"}"
+        );
+        let status = Reply::Status {
+            state: RunState::Running,
+            vcpus: 2,
+        };
+        assert_eq!(
+            status.to_line(),
+            "{\"ok\":true,\"state\":\"running\",\"vcpus\":2}"
+        );
+        for reply in [Reply::Done, status, Reply::Refused { error: "no".into() }] {
+            assert_eq!(Reply::parse_line(&reply.to_line()), Ok(reply));
+        }
+        assert!(Reply::parse_line("{\"ok\":true,\"state\":\"running\"}").is_err());
+        assert!(Reply::parse_line("{\"ok\":true,\"extra\":1}").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! What `oxvirt-vmm` and whoever runs it (oxvirtd's native engine, a user's script) exchange, as
+//! typed data. This module is the one owner of each of the three:
+//!
+//! - [`VmConfig`] (`config`): the whole configuration of one VM. `oxvirt-vmm --config FILE`
+//!   reads it as JSON, the command-line flags build the same struct, and the VM builder
+//!   consumes nothing else. [`VmConfig::validate`] names the offending field.
+//! - [`Request`] / [`Reply`] (`control`): one line each on the API socket (JSON lines).
+//! - [`ExitReason`] (`exit`): why the VM ended, written by the VMM as a small JSON file
+//!   ([`VmConfig::exit_record`]) just before it exits, so its manager reads how a guest ended
+//!   as data instead of interpreting exit statuses or log lines.
+//!
+//! The formats are described for users in `docs/native-vmm.md`.
+
+pub mod config;
+pub mod control;
+pub mod exit;
+
+pub use config::{
+    BackingFile, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress,
+    MemoryConfig, NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
+};
+pub use control::{Reply, Request, RequestError, RunState};
+pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
