@@ -89,3 +89,21 @@ stop_libvirt_daemons() {
         stop_pid "$(pid_from_file "$1/$name.pid")"
     done
 }
+
+# write_doc_section TITLE FILE: replaces the section headed TITLE (a "## ..." line, up to the next "## ")
+# of docs/benchmarks.md with the contents of FILE (which starts with that heading), or appends it.
+write_doc_section() {
+    local title=$1 section=$2 doc=$REPO/docs/benchmarks.md out
+    [ -f "$doc" ] || printf '# Benchmarks\n\nEach section is written by the script it names; re-run the script to refresh it.\n' > "$doc"
+    out=$(mktemp)
+    awk -v title="$title" -v section="$section" '
+        function put_section(  line) { while ((getline line < section) > 0) print line; close(section) }
+        $0 == title { put_section(); skipping = 1; done = 1; next }
+        skipping && /^## / { skipping = 0; print "" }
+        !skipping { print; last = $0 }
+        END { if (!done) { if (last != "") print ""; put_section() } }
+    ' "$doc" > "$out"
+    cp "$out" "$doc"
+    rm -f "$out"
+    say "wrote \"$title\" in docs/benchmarks.md"
+}
