@@ -94,7 +94,7 @@ print(f"`GET /v1/version` every 50 ms, idle (5 s) and while {clients} client thr
       f"`/v1/domains`, `/v1/networks` and `/v1/pools` ({seconds} s). `wide`: one element with 60,000 attributes "
       "(about 1 MiB; over the 64-attribute limit). `legal`: 4 MiB of elements with 60 attributes each, under every "
       "limit, so all of it is parsed before the first unknown attribute is refused. A probe that gets no answer "
-      "within 10 s counts as 10 s.")
+      "within 10 s counts as 10 s. Body status 0: the connection ended without an HTTP reply.")
 print()
 print("| daemon | bodies | version idle p50 / p99 (ms) | version loaded p50 / p99 / max (ms) | loaded / idle p99 | bodies answered (status: count) | body p50 (ms) |")
 print("|---|---|---|---|---|---|---|")
