@@ -17,10 +17,10 @@ use oxvirt_domain::{Domain, DomainError, LifecycleAction};
 use tokio::sync::{watch, OwnedMutexGuard};
 use uuid::Uuid;
 
+use crate::engine::process;
 use crate::engine::{
     Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events, GuestStatus,
 };
-use crate::process;
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,17 +1,11 @@
 //! oxvirtd: the oxvirt daemon. Keeps domain definitions, runs guests through an engine, and
 //! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
 
+mod api;
 mod daemon;
 mod engine;
-mod engine_set;
-mod http;
-mod native_engine;
-mod net_http;
 mod networks;
-mod pool_http;
 mod pools;
-mod process;
-mod qemu_engine;
 mod store;
 
 use std::fs::File;
@@ -27,8 +21,8 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::daemon::Daemon;
+use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
 use crate::networks::Networks;
-use crate::qemu_engine::QemuEngine;
 use crate::store::{BackupOutcome, DbFile, Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -115,9 +109,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "state database open"
     );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
-    let engine = Arc::new(engine_set::EngineSet::new(
+    let engine = Arc::new(EngineSet::new(
         Arc::new(QemuEngine::probe().await),
-        Arc::new(native_engine::NativeEngine::probe()),
+        Arc::new(NativeEngine::probe()),
     ));
     let network_dir = args
         .network_dir
@@ -162,7 +156,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("stopping; running guests keep running");
     };
-    axum::serve(listener, http::router(daemon.clone()))
+    axum::serve(listener, api::router(daemon.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;

@@ -4,6 +4,11 @@
 //! control connection that accepts a few commands and reports lifecycle events. [`Engine`] and
 //! [`Control`] are exactly that, so the native VMM can slot in next to QEMU.
 
+pub mod native;
+pub mod process;
+pub mod qemu;
+pub mod set;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

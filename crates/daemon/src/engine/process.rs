@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::engine::Engine;
+use super::Engine;
 
 /// Collects `pid`'s exit status if it is our exited child (after a daemon restart it is not
 /// our child any more, and init reaps it).

@@ -13,8 +13,8 @@ use oxvirt_api::{
     NetworkLease, XmlDocument,
 };
 
+use super::reply::{blocking, body, detached, Failure, Reply};
 use crate::daemon::Daemon;
-use crate::http::{blocking, body, detached, Failure, Reply};
 type Shared = State<Arc<Daemon>>;
 
 pub fn routes() -> Router<Arc<Daemon>> {

@@ -10,7 +10,7 @@ use oxvirt_qemu::{QemuError, Qmp, QmpEvent, RunPaths, RunState};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::engine::{
+use super::{
     AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
     GuestStatus, NicPlug,
 };

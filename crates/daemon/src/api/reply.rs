@@ -1,6 +1,5 @@
-//! The HTTP face of the daemon: routes of the oxvirt API (see the `oxvirt-api` crate).
-//!
-//! Two rules hold for every route:
+//! How the API's routes reply: the one place where daemon errors become HTTP replies, and the
+//! two rules every route follows:
 //! - Work that parses, touches SQLite or files runs on the blocking pool ([`blocking`]) or in a
 //!   task of its own ([`detached`]), never inline on the async workers: a large definition being
 //!   parsed must not make `version` or any other client wait, and a client that hangs up cannot
@@ -12,16 +11,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::Request;
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
-use oxvirt_api::{
-    code, Action, ApiError, AutostartRequest, DomainInfo, DomainSummary, ShutdownRequest,
-    VersionInfo, XmlDocument,
-};
+use axum::Json;
+use oxvirt_api::{code, ApiError};
 use serde::de::DeserializeOwned;
 
 use crate::daemon::{ApiResult, Daemon};
@@ -100,7 +95,7 @@ fn operation_failed(what: &str, err: tokio::task::JoinError) -> Failure {
 /// Turns the error replies axum produces by itself (plain text: a body over the limit, a path
 /// segment that does not decode, a wrong content type) into the API's JSON errors, so a client
 /// never has to parse two kinds of failure.
-async fn json_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     let is_json = response
@@ -134,118 +129,4 @@ async fn json_errors(request: Request, next: Next) -> Response {
         message
     };
     (status, Json(ApiError::new(code, message))).into_response()
-}
-
-pub fn router(daemon: Arc<Daemon>) -> Router {
-    let mut router = Router::new()
-        .route("/v1/version", get(version))
-        .route("/v1/domains", get(list).post(define))
-        .route("/v1/domains/{id}", get(info).delete(undefine))
-        .route("/v1/domains/{id}/xml", get(xml).put(replace_xml))
-        .route("/v1/domains/{id}/autostart", put(autostart));
-    for action in Action::ALL {
-        router = router.route(
-            &format!("/v1/domains/{{id}}/{}", action.as_str()),
-            post(move |state, path, bytes| lifecycle(state, path, bytes, action)),
-        );
-    }
-    router
-        .merge(crate::net_http::routes())
-        .merge(crate::pool_http::routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
-        .layer(middleware::from_fn(json_errors))
-        .with_state(daemon)
-}
-
-async fn method_not_allowed() -> Response {
-    let error = ApiError::new(
-        code::BAD_REQUEST,
-        "this API endpoint does not accept that HTTP method",
-    );
-    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
-}
-
-async fn not_found() -> Failure {
-    Failure(ApiError::new(
-        code::NOT_FOUND,
-        "no such API endpoint (this daemon speaks API version 1 under /v1/)",
-    ))
-}
-
-async fn version(State(daemon): State<Arc<Daemon>>) -> Json<VersionInfo> {
-    Json(daemon.version())
-}
-
-async fn list(State(daemon): State<Arc<Daemon>>) -> Reply<Vec<DomainSummary>> {
-    blocking(daemon, "list", |d| d.list()).await
-}
-
-async fn define(State(daemon): State<Arc<Daemon>>, bytes: Bytes) -> Reply<DomainSummary> {
-    let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "define", move |d| d.define(&doc.xml)).await
-}
-
-async fn info(State(daemon): State<Arc<Daemon>>, Path(id): Path<String>) -> Reply<DomainInfo> {
-    blocking(daemon, "dominfo", move |d| d.info(&id)).await
-}
-
-async fn undefine(
-    State(daemon): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-) -> Reply<DomainSummary> {
-    blocking(daemon, "undefine", move |d| d.undefine(&id)).await
-}
-
-async fn xml(State(daemon): State<Arc<Daemon>>, Path(id): Path<String>) -> Reply<XmlDocument> {
-    blocking(daemon, "dumpxml", move |d| {
-        Ok(XmlDocument { xml: d.xml(&id)? })
-    })
-    .await
-}
-
-async fn replace_xml(
-    State(daemon): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "edit", move |d| d.replace_xml(&id, &doc.xml)).await
-}
-
-async fn autostart(
-    State(daemon): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    let request: AutostartRequest = body(&bytes)?;
-    blocking(daemon, "autostart", move |d| {
-        d.set_autostart(&id, request.enabled)
-    })
-    .await
-}
-
-async fn lifecycle(
-    State(daemon): State<Arc<Daemon>>,
-    Path(id): Path<String>,
-    bytes: Bytes,
-    action: Action,
-) -> Reply<DomainSummary> {
-    let timeout_secs = match action {
-        Action::Shutdown if !bytes.is_empty() => body::<ShutdownRequest>(&bytes)?.timeout_secs,
-        _ => None,
-    };
-    detached(daemon, action.as_str(), move |daemon| async move {
-        match action {
-            Action::Start => daemon.start(&id).await,
-            Action::Shutdown => daemon.shutdown(&id, timeout_secs).await,
-            Action::Destroy => daemon.destroy(&id).await,
-            Action::Reboot => daemon.reboot(&id).await,
-            Action::Reset => daemon.reset(&id).await,
-            Action::Suspend => daemon.suspend(&id).await,
-            Action::Resume => daemon.resume(&id).await,
-        }
-    })
-    .await
 }

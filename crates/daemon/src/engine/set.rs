@@ -13,9 +13,7 @@ use oxvirt_api::{Accel, Engine as EngineKind};
 use oxvirt_domain::Domain;
 use uuid::Uuid;
 
-use crate::engine::{
-    AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, Events,
-};
+use super::{AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, Events};
 
 pub struct EngineSet {
     qemu: Arc<dyn Engine>,

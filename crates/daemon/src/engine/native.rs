@@ -12,7 +12,7 @@ use oxvirt_native::{NativeError, RunPaths, RunState, Supervisor, VmEnd, VmmClien
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::engine::{
+use super::{
     AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
     GuestStatus,
 };

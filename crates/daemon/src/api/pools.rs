@@ -11,8 +11,8 @@ use oxvirt_api::{
     PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
 };
 
+use super::reply::{blocking, body, detached, Reply};
 use crate::daemon::Daemon;
-use crate::http::{blocking, body, detached, Reply};
 type Shared = State<Arc<Daemon>>;
 
 pub fn routes() -> Router<Arc<Daemon>> {

@@ -1,0 +1,52 @@
+//! The HTTP face of the daemon: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
+//! One module of routes per resource; [`reply`] is how every route answers.
+
+mod domains;
+mod networks;
+mod pools;
+pub(crate) mod reply;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use oxvirt_api::{code, ApiError, VersionInfo};
+
+use crate::daemon::Daemon;
+use reply::{json_errors, Failure};
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .merge(domains::routes())
+        .merge(networks::routes())
+        .merge(pools::routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
+        .layer(middleware::from_fn(json_errors))
+        .with_state(daemon)
+}
+
+async fn method_not_allowed() -> Response {
+    let error = ApiError::new(
+        code::BAD_REQUEST,
+        "this API endpoint does not accept that HTTP method",
+    );
+    (StatusCode::METHOD_NOT_ALLOWED, Json(error)).into_response()
+}
+
+async fn not_found() -> Failure {
+    Failure(ApiError::new(
+        code::NOT_FOUND,
+        "no such API endpoint (this daemon speaks API version 1 under /v1/)",
+    ))
+}
+
+async fn version(State(daemon): State<Arc<Daemon>>) -> Json<VersionInfo> {
+    Json(daemon.version())
+}
