@@ -9,7 +9,8 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, Transaction, TransactionBehavior};
 
-use super::{index_macs, StoreError};
+use super::error::StoreError;
+use super::macs::index_macs;
 
 /// One step of the schema.
 pub(super) struct Migration {
