@@ -10,20 +10,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oxvirt_api::{
-    code, Accel, ApiError, DomainInfo, DomainState, DomainSummary, VersionInfo, API_VERSION,
-};
-use oxvirt_domain::{Domain, DomainError, LifecycleAction};
+use oxvirt_api::{Accel, DomainInfo, DomainState, DomainSummary, VersionInfo, API_VERSION};
+use oxvirt_domain::{Domain, LifecycleAction};
 use tokio::sync::{watch, OwnedMutexGuard};
 use uuid::Uuid;
 
 use crate::engine::process;
-use crate::engine::{
-    Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events, GuestStatus,
+use crate::engine::{Control, Engine, EngineEvent, Events, GuestStatus};
+use crate::services::error::{
+    db, definition_error, engine_failure, internal, invalid_state, DaemonError, DaemonResult,
+    ErrorKind,
 };
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
-
-pub type ApiResult<T> = Result<T, ApiError>;
 
 /// How long destroy waits for a quit to take effect before killing the process.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
@@ -80,36 +78,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn internal(context: &str, err: impl std::fmt::Display) -> ApiError {
-    ApiError::new(code::INTERNAL, format!("{context}: {err}"))
-}
-
-/// An SQLite error as an API error, naming the database file.
-pub(crate) fn db(err: rusqlite::Error) -> ApiError {
-    ApiError::new(code::INTERNAL, store::named(err).to_string())
-}
-
-pub(crate) fn invalid_state(message: String) -> ApiError {
-    ApiError::new(code::INVALID_STATE, message)
-}
-
-pub(crate) fn domain_error(err: DomainError) -> ApiError {
-    match &err {
-        DomainError::InvalidName { .. } => ApiError::new(code::INVALID_NAME, err.to_string()),
-        _ if err.is_unsupported() => ApiError::new(code::UNSUPPORTED, err.to_string()),
-        _ => ApiError::new(code::INVALID_XML, err.to_string()),
-    }
-}
-
-pub(crate) fn engine_failure(name: &str, err: EngineError) -> ApiError {
-    let code = match err.kind {
-        EngineErrorKind::Unsupported => code::UNSUPPORTED,
-        EngineErrorKind::Invalid => code::INVALID_XML,
-        EngineErrorKind::Failed => code::ENGINE,
-    };
-    ApiError::new(code, format!("domain '{name}': {err}"))
-}
-
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -154,11 +122,14 @@ impl Daemon {
     }
 
     /// Takes the domain's operation lock or says it is busy.
-    pub(crate) fn begin(&self, record: &DomainRecord) -> ApiResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
+    pub(crate) fn begin(
+        &self,
+        record: &DomainRecord,
+    ) -> DaemonResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
         let vm = self.vm(&record.uuid);
         let guard = vm.op.clone().try_lock_owned().map_err(|_| {
-            ApiError::new(
-                code::BUSY,
+            DaemonError::new(
+                ErrorKind::Busy,
                 format!(
                     "another operation on domain '{}' is in progress",
                     record.name
@@ -169,7 +140,7 @@ impl Daemon {
     }
 
     /// Finds a domain by name, UUID or runtime id.
-    pub(crate) fn resolve(&self, id: &str) -> ApiResult<DomainRecord> {
+    pub(crate) fn resolve(&self, id: &str) -> DaemonResult<DomainRecord> {
         if let Some(record) = self.store.find_domain(id).map_err(db)? {
             return Ok(record);
         }
@@ -181,13 +152,13 @@ impl Daemon {
                 }
             }
         }
-        Err(ApiError::new(
-            code::NOT_FOUND,
+        Err(DaemonError::new(
+            ErrorKind::NotFound,
             format!("domain '{id}' not found"),
         ))
     }
 
-    fn summary(&self, record: &DomainRecord) -> ApiResult<DomainSummary> {
+    fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         Ok(summary_of(record, runtime.as_ref()))
     }
@@ -202,7 +173,7 @@ impl Daemon {
         }
     }
 
-    pub fn list(&self) -> ApiResult<Vec<DomainSummary>> {
+    pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
         let records = self.store.list_domains().map_err(db)?;
         let runtime: HashMap<Uuid, RuntimeRecord> = self
             .store
@@ -217,7 +188,7 @@ impl Daemon {
             .collect())
     }
 
-    pub fn info(&self, id: &str) -> ApiResult<DomainInfo> {
+    pub fn info(&self, id: &str) -> DaemonResult<DomainInfo> {
         let record = self.resolve(id)?;
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         let domain = stored_domain(&record)?;
@@ -264,15 +235,15 @@ impl Daemon {
         })
     }
 
-    pub fn xml(&self, id: &str) -> ApiResult<String> {
+    pub fn xml(&self, id: &str) -> DaemonResult<String> {
         Ok(self.resolve(id)?.xml)
     }
 
     // ---- definitions ----
 
     /// virsh define: create, or update an inactive domain with the same name and uuid.
-    pub fn define(&self, xml: &str) -> ApiResult<DomainSummary> {
-        let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(domain_error)?;
+    pub fn define(&self, xml: &str) -> DaemonResult<DomainSummary> {
+        let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
         let names_uuid = xml_names_uuid(xml);
         self.ensure_unique_macs(&mut domain, xml)?;
         self.engine
@@ -296,7 +267,7 @@ impl Daemon {
         let engine = self.engine.kind_of(&domain).to_string();
         let record = self
             .store
-            .transaction_or(db, |tx| -> ApiResult<DomainRecord> {
+            .transaction_or(db, |tx| -> DaemonResult<DomainRecord> {
                 let by_name = store::domain_by_name(tx, &domain.name).map_err(db)?;
                 let by_uuid = store::domain_by_uuid(tx, &domain.uuid).map_err(db)?;
                 match (by_name, by_uuid) {
@@ -328,12 +299,12 @@ impl Daemon {
                             ..a
                         })
                     }
-                    (Some(a), _) => Err(ApiError::new(
-                        code::ALREADY_EXISTS,
+                    (Some(a), _) => Err(DaemonError::new(
+                        ErrorKind::AlreadyExists,
                         format!("domain '{}' already exists with uuid {}", a.name, a.uuid),
                     )),
-                    (None, Some(b)) => Err(ApiError::new(
-                        code::ALREADY_EXISTS,
+                    (None, Some(b)) => Err(DaemonError::new(
+                        ErrorKind::AlreadyExists,
                         format!(
                             "domain with uuid {} already exists with name '{}'",
                             b.uuid, b.name
@@ -346,12 +317,12 @@ impl Daemon {
     }
 
     /// virsh edit's write: replace the definition of an inactive domain (same name and uuid).
-    pub fn replace_xml(&self, id: &str, xml: &str) -> ApiResult<DomainSummary> {
+    pub fn replace_xml(&self, id: &str, xml: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
-        let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(domain_error)?;
+        let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
         if domain.name != record.name {
-            return Err(ApiError::new(
-                code::INVALID_XML,
+            return Err(DaemonError::new(
+                ErrorKind::InvalidXml,
                 format!(
                     "the new definition of domain '{}' names it '{}'; renaming is not supported",
                     record.name, domain.name
@@ -362,8 +333,8 @@ impl Daemon {
             domain.uuid = record.uuid;
         }
         if domain.uuid != record.uuid {
-            return Err(ApiError::new(
-                code::INVALID_XML,
+            return Err(DaemonError::new(
+                ErrorKind::InvalidXml,
                 format!(
                     "the new definition of domain '{}' has uuid {}, not {}; the uuid cannot change",
                     record.name, domain.uuid, record.uuid
@@ -377,7 +348,7 @@ impl Daemon {
         let engine = self.engine.kind_of(&domain).to_string();
         let (_vm, _guard) = self.begin(&record)?;
         let new_xml = domain.to_xml();
-        self.store.transaction_or(db, |tx| -> ApiResult<()> {
+        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
                 return Err(invalid_state(format!(
                     "domain '{}' is running; shut it off before changing its definition",
@@ -394,10 +365,10 @@ impl Daemon {
         })
     }
 
-    pub fn undefine(&self, id: &str) -> ApiResult<DomainSummary> {
+    pub fn undefine(&self, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (_vm, _guard) = self.begin(&record)?;
-        self.store.transaction_or(db, |tx| -> ApiResult<()> {
+        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
                 return Err(invalid_state(format!(
                     "domain '{}' is running; destroy it before undefining it",
@@ -417,7 +388,7 @@ impl Daemon {
         Ok(summary_of(&record, None))
     }
 
-    pub fn set_autostart(&self, id: &str, enabled: bool) -> ApiResult<DomainSummary> {
+    pub fn set_autostart(&self, id: &str, enabled: bool) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         self.store
             .set_autostart(&record.uuid, enabled)
@@ -430,7 +401,7 @@ impl Daemon {
 
     // ---- lifecycle ----
 
-    pub async fn start(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn start(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         self.start_locked(&vm, &record, None).await
@@ -443,15 +414,15 @@ impl Daemon {
         vm: &Arc<Vm>,
         record: &DomainRecord,
         keep_id: Option<u32>,
-    ) -> ApiResult<DomainSummary> {
+    ) -> DaemonResult<DomainSummary> {
         // Re-read under the lock: the definition may have changed since it was resolved.
         let record = self
             .store
             .domain_by_uuid(&record.uuid)
             .map_err(db)?
             .ok_or_else(|| {
-                ApiError::new(
-                    code::NOT_FOUND,
+                DaemonError::new(
+                    ErrorKind::NotFound,
                     format!("domain '{}' not found", record.name),
                 )
             })?;
@@ -514,7 +485,7 @@ impl Daemon {
         record: &DomainRecord,
         domain: &Domain,
         launched: &Launched,
-    ) -> ApiResult<DomainSummary> {
+    ) -> DaemonResult<DomainSummary> {
         let Launched {
             pid,
             accel,
@@ -563,7 +534,7 @@ impl Daemon {
         Ok(summary_of(record, Some(&runtime)))
     }
 
-    pub async fn destroy(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn destroy(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let live = self.live_or_not_running(&vm, &record)?;
@@ -580,8 +551,8 @@ impl Daemon {
         {
             process::kill(live.pid, &record.uuid, self.engine.as_ref()).await;
             if !self.wait_inactive(&record, &mut changes, KILL_WAIT).await? {
-                return Err(ApiError::new(
-                    code::ENGINE,
+                return Err(DaemonError::new(
+                    ErrorKind::Engine,
                     format!(
                         "domain '{}' (pid {}) did not stop even after SIGKILL",
                         record.name, live.pid
@@ -596,13 +567,13 @@ impl Daemon {
         self: &Arc<Self>,
         id: &str,
         timeout_secs: Option<u64>,
-    ) -> ApiResult<DomainSummary> {
+    ) -> DaemonResult<DomainSummary> {
         // Checked before the guest is asked anything: a wait that long would overflow the
         // clock's deadline arithmetic.
         let timeout = match timeout_secs {
             Some(seconds) if seconds > oxvirt_api::MAX_SHUTDOWN_TIMEOUT_SECS => {
-                return Err(ApiError::new(
-                    code::BAD_REQUEST,
+                return Err(DaemonError::new(
+                    ErrorKind::BadRequest,
                     format!(
                         "shutdown timeout {seconds} s is too long (at most {} s)",
                         oxvirt_api::MAX_SHUTDOWN_TIMEOUT_SECS
@@ -630,8 +601,7 @@ impl Daemon {
         // Wait without the operation lock, so a destroy can still come through.
         if let Some(timeout) = timeout {
             if !self.wait_inactive(&record, &mut changes, timeout).await? {
-                return Err(ApiError::new(
-                    code::TIMEOUT,
+                return Err(DaemonError::new(ErrorKind::Timeout,
                     format!(
                         "domain '{}' did not stop within {} s after the shutdown request; it is still running",
                         record.name,
@@ -644,7 +614,7 @@ impl Daemon {
     }
 
     /// Reboot: press the power button and start the guest again once it powered off.
-    pub async fn reboot(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn reboot(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let live = self.live_or_not_running(&vm, &record)?;
@@ -658,7 +628,7 @@ impl Daemon {
         self.summary(&record)
     }
 
-    pub async fn reset(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn reset(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let live = self.live_or_not_running(&vm, &record)?;
@@ -670,7 +640,7 @@ impl Daemon {
         self.summary(&record)
     }
 
-    pub async fn suspend(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn suspend(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let live = self.live_or_not_running(&vm, &record)?;
@@ -690,7 +660,7 @@ impl Daemon {
         self.summary(&record)
     }
 
-    pub async fn resume(self: &Arc<Self>, id: &str) -> ApiResult<DomainSummary> {
+    pub async fn resume(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let live = self.live_or_not_running(&vm, &record)?;
@@ -710,7 +680,7 @@ impl Daemon {
         self.summary(&record)
     }
 
-    fn current_state(&self, record: &DomainRecord) -> ApiResult<DomainState> {
+    fn current_state(&self, record: &DomainRecord) -> DaemonResult<DomainState> {
         Ok(self
             .store
             .runtime(&record.uuid)
@@ -719,7 +689,7 @@ impl Daemon {
             .unwrap_or(DomainState::ShutOff))
     }
 
-    fn live_or_not_running(&self, vm: &Vm, record: &DomainRecord) -> ApiResult<Live> {
+    fn live_or_not_running(&self, vm: &Vm, record: &DomainRecord) -> DaemonResult<Live> {
         lock(&vm.live)
             .clone()
             .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
@@ -731,15 +701,15 @@ impl Daemon {
         &self,
         vm: &Vm,
         record: &DomainRecord,
-    ) -> ApiResult<Arc<dyn Control>> {
+    ) -> DaemonResult<Arc<dyn Control>> {
         let live = self.live_or_not_running(vm, record)?;
         self.control_of(&live, record)
     }
 
-    fn control_of(&self, live: &Live, record: &DomainRecord) -> ApiResult<Arc<dyn Control>> {
+    fn control_of(&self, live: &Live, record: &DomainRecord) -> DaemonResult<Arc<dyn Control>> {
         live.control.clone().ok_or_else(|| {
-            ApiError::new(
-                code::ENGINE,
+            DaemonError::new(
+                ErrorKind::Engine,
                 format!(
                     "the control connection to domain '{}' (pid {}) is down; try again shortly",
                     record.name, live.pid
@@ -754,7 +724,7 @@ impl Daemon {
         record: &DomainRecord,
         changes: &mut watch::Receiver<u64>,
         timeout: Duration,
-    ) -> ApiResult<bool> {
+    ) -> DaemonResult<bool> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
@@ -1163,7 +1133,7 @@ fn state_of_status(status: &GuestStatus, running_reason: &str) -> (DomainState, 
     }
 }
 
-pub(crate) fn stored_domain(record: &DomainRecord) -> ApiResult<Domain> {
+pub(crate) fn stored_domain(record: &DomainRecord) -> DaemonResult<Domain> {
     oxvirt_domain::parse_domain_xml(&record.xml).map_err(|err| {
         internal(
             &format!(
@@ -1176,7 +1146,7 @@ pub(crate) fn stored_domain(record: &DomainRecord) -> ApiResult<Domain> {
 }
 
 /// A start must not fail deep inside the engine because a file is missing: name it.
-fn check_files_exist(domain: &Domain) -> ApiResult<()> {
+fn check_files_exist(domain: &Domain) -> DaemonResult<()> {
     let mut files: Vec<(&str, &str)> = Vec::new();
     if let Some(kernel) = &domain.os.kernel {
         files.push(("kernel", kernel));
@@ -1194,8 +1164,8 @@ fn check_files_exist(domain: &Domain) -> ApiResult<()> {
         // engine, which would open it) wait.
         let problem = match std::fs::metadata(path) {
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ApiError::new(
-                    code::NOT_FOUND,
+                return Err(DaemonError::new(
+                    ErrorKind::NotFound,
                     format!(
                         "cannot start domain '{}': {what} '{path}' does not exist",
                         domain.name
@@ -1217,8 +1187,8 @@ fn check_files_exist(domain: &Domain) -> ApiResult<()> {
             }
         };
         if let Some(problem) = problem {
-            return Err(ApiError::new(
-                code::BAD_REQUEST,
+            return Err(DaemonError::new(
+                ErrorKind::BadRequest,
                 format!(
                     "cannot start domain '{}': {what} '{path}': {problem}",
                     domain.name
@@ -1229,7 +1199,7 @@ fn check_files_exist(domain: &Domain) -> ApiResult<()> {
     Ok(())
 }
 
-fn create_private_dir(dir: &Path) -> ApiResult<()> {
+fn create_private_dir(dir: &Path) -> DaemonResult<()> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     std::fs::DirBuilder::new()
         .recursive(true)

@@ -6,6 +6,7 @@ mod daemon;
 mod engine;
 mod networks;
 mod pools;
+mod services;
 mod store;
 
 use std::fs::File;

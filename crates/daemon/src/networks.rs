@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use oxvirt_api::{
-    code, AddressSource, ApiError, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,
+    AddressSource, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,
     InterfaceAddress, InterfaceStats, NetworkInfo, NetworkLease,
 };
 use oxvirt_domain::{Address, Domain, InterfaceSource, InterfaceType, MacAddr};
@@ -33,10 +33,12 @@ use rusqlite::{params, OptionalExtension, Transaction};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::daemon::{
-    db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
-};
+use crate::daemon::{stored_domain, Daemon};
 use crate::engine::NicPlug;
+use crate::services::error::{
+    bad_request, db, definition_error, engine_failure, internal, invalid_state, DaemonError,
+    DaemonResult, ErrorKind,
+};
 use crate::store::{self, DomainRecord, Store};
 
 /// `counters` row set once the default network was offered, so undefining it sticks.
@@ -117,7 +119,7 @@ struct NetworkRecord {
 }
 
 impl NetworkRecord {
-    fn def(&self) -> ApiResult<NetworkDef> {
+    fn def(&self) -> DaemonResult<NetworkDef> {
         NetworkDef::from_xml(&self.xml).map_err(|err| {
             internal(
                 &format!(
@@ -264,7 +266,7 @@ fn delete_live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<()> {
 /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains (the
 /// store's MAC index): a clash with a MAC the XML names is an error; a generated one is picked
 /// again.
-fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> ApiResult<()> {
+fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> DaemonResult<()> {
     let given = interfaces_with_given_mac(xml);
     let except = (domain.uuid, domain.name.clone());
     let name = domain.name.clone();
@@ -282,8 +284,7 @@ fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> ApiRe
                 };
                 let Some(whose) = whose else { break };
                 if given.get(index).copied().unwrap_or(false) {
-                    return Err(ApiError::new(
-                        code::ALREADY_EXISTS,
+                    return Err(DaemonError::new(ErrorKind::AlreadyExists,
                         format!(
                             "interface {index} of domain '{name}': MAC address {mac} is already used by {whose}"
                         ),
@@ -299,11 +300,11 @@ fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> ApiRe
 }
 
 /// A MAC for a new interface: `given` if no domain uses it, else a generated one no domain uses.
-fn free_mac(store: &Store, given: Option<MacAddr>) -> ApiResult<MacAddr> {
+fn free_mac(store: &Store, given: Option<MacAddr>) -> DaemonResult<MacAddr> {
     store.transaction_or(db, |tx| match given {
         Some(mac) => match store::mac_user(tx, mac, None).map_err(db)? {
-            Some(owner) => Err(ApiError::new(
-                code::ALREADY_EXISTS,
+            Some(owner) => Err(DaemonError::new(
+                ErrorKind::AlreadyExists,
                 format!("MAC address {mac} is already used by domain '{owner}'"),
             )),
             None => Ok(mac),
@@ -319,10 +320,10 @@ fn free_mac(store: &Store, given: Option<MacAddr>) -> ApiResult<MacAddr> {
 
 /// Refuses, inside the transaction that stored domain `name`'s definition, a MAC another domain
 /// took since the check before it (a concurrent define).
-pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) -> ApiResult<()> {
+pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) -> DaemonResult<()> {
     match store::mac_clash(tx, uuid).map_err(db)? {
-        Some((mac, owner)) => Err(ApiError::new(
-            code::ALREADY_EXISTS,
+        Some((mac, owner)) => Err(DaemonError::new(
+            ErrorKind::AlreadyExists,
             format!("domain '{name}': MAC address {mac} is already used by domain '{owner}'"),
         )),
         None => Ok(()),
@@ -331,30 +332,28 @@ pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) ->
 
 // ---- errors and small helpers ----
 
-fn net_error(err: NetError) -> ApiError {
+fn net_error(err: NetError) -> DaemonError {
     let code = match &err {
-        NetError::Xml(_) | NetError::Invalid { .. } => code::INVALID_XML,
-        NetError::BridgeNameTaken { .. } | NetError::DeviceExists { .. } => code::ALREADY_EXISTS,
+        NetError::Xml(_) | NetError::Invalid { .. } => ErrorKind::InvalidXml,
+        NetError::BridgeNameTaken { .. } | NetError::DeviceExists { .. } => {
+            ErrorKind::AlreadyExists
+        }
         NetError::AlreadyRunning { .. }
         | NetError::SubnetInUse { .. }
-        | NetError::NotOurs { .. } => code::INVALID_STATE,
-        NetError::NoSuchDevice { .. } => code::NOT_FOUND,
-        _ => code::INTERNAL,
+        | NetError::NotOurs { .. } => ErrorKind::InvalidState,
+        NetError::NoSuchDevice { .. } => ErrorKind::NotFound,
+        _ => ErrorKind::Internal,
     };
-    ApiError::new(code, err.to_string())
+    DaemonError::new(code, err.to_string())
 }
 
-fn net_xml_error(err: NetXmlError) -> ApiError {
+fn net_xml_error(err: NetXmlError) -> DaemonError {
     let code = match &err {
-        NetXmlError::Unsupported { .. } => code::UNSUPPORTED,
-        NetXmlError::Conflict { .. } => code::ALREADY_EXISTS,
-        _ => code::INVALID_XML,
+        NetXmlError::Unsupported { .. } => ErrorKind::Unsupported,
+        NetXmlError::Conflict { .. } => ErrorKind::AlreadyExists,
+        _ => ErrorKind::InvalidXml,
     };
-    ApiError::new(code, err.to_string())
-}
-
-fn bad_request(message: String) -> ApiError {
-    ApiError::new(code::BAD_REQUEST, message)
+    DaemonError::new(code, err.to_string())
 }
 
 /// Whether the XML text has a `<uuid>` child of its root (parsing generates one otherwise).
@@ -407,7 +406,7 @@ fn source_name(source: &InterfaceSource) -> Option<String> {
 }
 
 /// Adds an `<interface>` element at the end of `<devices>` of a normalized domain XML text.
-fn with_interface(domain_xml: &str, interface_xml: &str) -> ApiResult<String> {
+fn with_interface(domain_xml: &str, interface_xml: &str) -> DaemonResult<String> {
     let at = domain_xml
         .rfind("</devices>")
         .ok_or_else(|| internal("adding an interface", "the definition has no <devices>"))?;
@@ -457,7 +456,7 @@ fn live_and_config(live: bool, config: bool, running: bool) -> (bool, bool) {
     }
 }
 
-fn parse_interface_type(text: &str) -> ApiResult<InterfaceType> {
+fn parse_interface_type(text: &str) -> DaemonResult<InterfaceType> {
     match text {
         "network" => Ok(InterfaceType::Network),
         "bridge" => Ok(InterfaceType::Bridge),
@@ -468,7 +467,7 @@ fn parse_interface_type(text: &str) -> ApiResult<InterfaceType> {
     }
 }
 
-fn parse_guest_mac(text: &str) -> ApiResult<MacAddr> {
+fn parse_guest_mac(text: &str) -> DaemonResult<MacAddr> {
     let mac = oxvirt_domain::parse_mac(text).map_err(|_| {
         bad_request(format!(
             "'{text}' is not a MAC address like 52:54:00:12:34:56"
@@ -483,10 +482,10 @@ fn parse_guest_mac(text: &str) -> ApiResult<MacAddr> {
 }
 
 impl Daemon {
-    fn net_manager(&self) -> ApiResult<&NetworkManager> {
+    fn net_manager(&self) -> DaemonResult<&NetworkManager> {
         self.networks.manager.as_ref().ok_or_else(|| {
-            ApiError::new(
-                code::UNSUPPORTED,
+            DaemonError::new(
+                ErrorKind::Unsupported,
                 format!(
                     "virtual networks are unavailable on this host: {}",
                     self.networks.unavailable
@@ -495,12 +494,12 @@ impl Daemon {
         })
     }
 
-    fn network_records(&self) -> ApiResult<Vec<NetworkRecord>> {
+    fn network_records(&self) -> DaemonResult<Vec<NetworkRecord>> {
         self.store.transaction(list_networks).map_err(db)
     }
 
     /// A network by name or UUID.
-    fn resolve_network(&self, id: &str) -> ApiResult<NetworkRecord> {
+    fn resolve_network(&self, id: &str) -> DaemonResult<NetworkRecord> {
         let records = self.network_records()?;
         let uuid = Uuid::parse_str(id).ok();
         records
@@ -508,12 +507,14 @@ impl Daemon {
             .find(|r| r.name == id)
             .or_else(|| records.iter().find(|r| Some(r.uuid) == uuid))
             .cloned()
-            .ok_or_else(|| ApiError::new(code::NOT_FOUND, format!("network '{id}' not found")))
+            .ok_or_else(|| {
+                DaemonError::new(ErrorKind::NotFound, format!("network '{id}' not found"))
+            })
     }
 
     // ---- network endpoints ----
 
-    pub fn list_networks(&self) -> ApiResult<Vec<NetworkInfo>> {
+    pub fn list_networks(&self) -> DaemonResult<Vec<NetworkInfo>> {
         Ok(self
             .network_records()?
             .iter()
@@ -521,22 +522,22 @@ impl Daemon {
             .collect())
     }
 
-    pub fn network_info(&self, id: &str) -> ApiResult<NetworkInfo> {
+    pub fn network_info(&self, id: &str) -> DaemonResult<NetworkInfo> {
         Ok(self.resolve_network(id)?.info())
     }
 
-    pub fn network_xml(&self, id: &str) -> ApiResult<String> {
+    pub fn network_xml(&self, id: &str) -> DaemonResult<String> {
         Ok(self.resolve_network(id)?.xml)
     }
 
     /// net-define: create a network, or update an inactive one of the same name (and uuid).
-    pub async fn define_network(&self, xml: &str) -> ApiResult<NetworkInfo> {
+    pub async fn define_network(&self, xml: &str) -> DaemonResult<NetworkInfo> {
         let _guard = self.networks.op.lock().await;
         self.define_network_locked(xml, None).await
     }
 
     /// net-edit's write: replace the definition of inactive network `id` (same name and uuid).
-    pub async fn replace_network_xml(&self, id: &str, xml: &str) -> ApiResult<NetworkInfo> {
+    pub async fn replace_network_xml(&self, id: &str, xml: &str) -> DaemonResult<NetworkInfo> {
         let _guard = self.networks.op.lock().await;
         let record = self.resolve_network(id)?;
         self.define_network_locked(xml, Some(&record)).await
@@ -546,14 +547,13 @@ impl Daemon {
         &self,
         xml: &str,
         editing: Option<&NetworkRecord>,
-    ) -> ApiResult<NetworkInfo> {
+    ) -> DaemonResult<NetworkInfo> {
         let mut def = NetworkDef::from_xml(xml).map_err(net_xml_error)?;
         let records = self.network_records()?;
         let existing = records.iter().find(|r| r.name == def.name).cloned();
         if let Some(record) = editing {
             if def.name != record.name {
-                return Err(ApiError::new(
-                    code::INVALID_XML,
+                return Err(DaemonError::new(ErrorKind::InvalidXml,
                     format!(
                         "the new definition of network '{}' names it '{}'; renaming is not supported",
                         record.name, def.name
@@ -566,8 +566,8 @@ impl Daemon {
                 def.uuid = record.uuid;
             }
             if def.uuid != record.uuid {
-                return Err(ApiError::new(
-                    code::ALREADY_EXISTS,
+                return Err(DaemonError::new(
+                    ErrorKind::AlreadyExists,
                     format!(
                         "network '{}' already exists with uuid {}",
                         record.name, record.uuid
@@ -585,8 +585,8 @@ impl Daemon {
             .iter()
             .find(|r| r.uuid == def.uuid && r.name != def.name)
         {
-            return Err(ApiError::new(
-                code::ALREADY_EXISTS,
+            return Err(DaemonError::new(
+                ErrorKind::AlreadyExists,
                 format!(
                     "network with uuid {} already exists with name '{}'",
                     other.uuid, other.name
@@ -631,7 +631,7 @@ impl Daemon {
         &self,
         manager: &NetworkManager,
         def: &NetworkDef,
-    ) -> ApiResult<()> {
+    ) -> DaemonResult<()> {
         if def.forward.mode == oxvirt_net::ForwardMode::Bridge {
             return Ok(());
         }
@@ -641,8 +641,7 @@ impl Daemon {
         if let Ok(link) = manager.device(bridge).await {
             let ours = format!("{}{}", oxvirt_net::manager::BRIDGE_ALIAS_PREFIX, def.uuid);
             if link.alias.as_deref() != Some(ours.as_str()) {
-                return Err(ApiError::new(
-                    code::ALREADY_EXISTS,
+                return Err(DaemonError::new(ErrorKind::AlreadyExists,
                     format!(
                         "network '{}' cannot use bridge name {bridge}: a {} device of that name exists and is not this network's",
                         def.name,
@@ -655,7 +654,7 @@ impl Daemon {
     }
 
     /// net-undefine: refused while a running domain uses the network, or while it is active.
-    pub async fn undefine_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+    pub async fn undefine_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
         let _guard = self.networks.op.lock().await;
         let record = self.resolve_network(id)?;
         if let Some(domain) = self.domains_using_network(&record.name)?.first() {
@@ -687,7 +686,7 @@ impl Daemon {
     }
 
     /// Names of the running domains with an interface on network `name`.
-    fn domains_using_network(&self, name: &str) -> ApiResult<Vec<String>> {
+    fn domains_using_network(&self, name: &str) -> DaemonResult<Vec<String>> {
         let mut users = Vec::new();
         for (uuid, live) in all_live_domains(&self.store).map_err(db)? {
             if self.store.runtime(&uuid).map_err(db)?.is_none() {
@@ -709,7 +708,7 @@ impl Daemon {
         Ok(users)
     }
 
-    pub async fn start_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+    pub async fn start_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
         let _guard = self.networks.op.lock().await;
         let record = self.resolve_network(id)?;
         if record.active {
@@ -725,7 +724,7 @@ impl Daemon {
         })
     }
 
-    async fn start_network_locked(&self, record: &NetworkRecord) -> ApiResult<()> {
+    async fn start_network_locked(&self, record: &NetworkRecord) -> DaemonResult<()> {
         let def = record.def()?;
         let manager = self.net_manager()?;
         let status = manager.start(&def).await.map_err(net_error)?;
@@ -765,7 +764,7 @@ impl Daemon {
     }
 
     /// net-destroy: stops the network (allowed while guests use it; see the module docs).
-    pub async fn destroy_network(&self, id: &str) -> ApiResult<NetworkInfo> {
+    pub async fn destroy_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
         let _guard = self.networks.op.lock().await;
         let record = self.resolve_network(id)?;
         if !record.active {
@@ -784,7 +783,7 @@ impl Daemon {
         })
     }
 
-    pub fn set_network_autostart(&self, id: &str, enabled: bool) -> ApiResult<NetworkInfo> {
+    pub fn set_network_autostart(&self, id: &str, enabled: bool) -> DaemonResult<NetworkInfo> {
         let record = self.resolve_network(id)?;
         set_network_flag(&self.store, &record.uuid, "autostart", enabled).map_err(db)?;
         Ok(NetworkInfo {
@@ -793,7 +792,7 @@ impl Daemon {
         })
     }
 
-    pub async fn network_leases(&self, id: &str) -> ApiResult<Vec<NetworkLease>> {
+    pub async fn network_leases(&self, id: &str) -> DaemonResult<Vec<NetworkLease>> {
         let record = self.resolve_network(id)?;
         let def = record.def()?;
         let prefix = def.ip.as_ref().map(|ip| ip.prefix).unwrap_or(32);
@@ -884,7 +883,7 @@ impl Daemon {
 
     /// libvirt's `default` network, defined once (on the first start), not autostarted (see the
     /// module docs).
-    async fn offer_default_network(&self, manager: &NetworkManager) -> ApiResult<()> {
+    async fn offer_default_network(&self, manager: &NetworkManager) -> DaemonResult<()> {
         if !self.networks.define_default {
             return Ok(());
         }
@@ -980,7 +979,7 @@ impl Daemon {
     /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains:
     /// a clash with a MAC the XML names is an error; a generated one is picked again. Reads the
     /// store's MAC index: the cost does not grow with the number of domains.
-    pub(crate) fn ensure_unique_macs(&self, domain: &mut Domain, xml: &str) -> ApiResult<()> {
+    pub(crate) fn ensure_unique_macs(&self, domain: &mut Domain, xml: &str) -> DaemonResult<()> {
         ensure_unique_macs_in(&self.store, domain, xml)
     }
 
@@ -991,7 +990,7 @@ impl Daemon {
         domain_name: &str,
         interface_type: InterfaceType,
         source: &InterfaceSource,
-    ) -> ApiResult<Option<String>> {
+    ) -> DaemonResult<Option<String>> {
         match (interface_type, source) {
             (InterfaceType::Network, InterfaceSource::Network(name)) => {
                 let record = self
@@ -999,8 +998,8 @@ impl Daemon {
                     .into_iter()
                     .find(|r| &r.name == name)
                     .ok_or_else(|| {
-                        ApiError::new(
-                            code::NOT_FOUND,
+                        DaemonError::new(
+                            ErrorKind::NotFound,
                             format!("domain '{domain_name}': network '{name}' not found"),
                         )
                     })?;
@@ -1023,7 +1022,7 @@ impl Daemon {
         index: usize,
         iface: &oxvirt_domain::Interface,
         bridge: &str,
-    ) -> ApiResult<String> {
+    ) -> DaemonResult<String> {
         let owner = record.uuid.to_string();
         let request = TapRequest {
             name: iface.target_dev.as_deref(),
@@ -1041,14 +1040,10 @@ impl Daemon {
             .create_tap(&request)
             .await
             .map_err(|err| {
-                let api = net_error(err);
-                ApiError::new(
-                    &api.code,
-                    format!(
-                        "domain '{}': interface {index} on {what}: {}",
-                        record.name, api.message
-                    ),
-                )
+                net_error(err).context(format!(
+                    "domain '{}': interface {index} on {what}",
+                    record.name
+                ))
             })
     }
 
@@ -1058,7 +1053,7 @@ impl Daemon {
         &self,
         record: &DomainRecord,
         domain: &mut Domain,
-    ) -> ApiResult<()> {
+    ) -> DaemonResult<()> {
         let mut created: Vec<String> = Vec::new();
         let result = async {
             for index in 0..domain.devices.interfaces.len() {
@@ -1122,7 +1117,7 @@ impl Daemon {
     }
 
     /// The definition a running domain was launched with (plus hotplugs), if it runs.
-    fn running_domain(&self, record: &DomainRecord) -> ApiResult<Option<(Domain, LiveDomain)>> {
+    fn running_domain(&self, record: &DomainRecord) -> DaemonResult<Option<(Domain, LiveDomain)>> {
         if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
             return Ok(None);
         }
@@ -1155,13 +1150,13 @@ impl Daemon {
         Ok(Some((domain, live)))
     }
 
-    fn require_running(&self, record: &DomainRecord) -> ApiResult<(Domain, LiveDomain)> {
+    fn require_running(&self, record: &DomainRecord) -> DaemonResult<(Domain, LiveDomain)> {
         self.running_domain(record)?
             .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
     }
 
     /// domiflist: the running guest's interfaces, or the definition's.
-    pub fn domain_interfaces(&self, id: &str) -> ApiResult<Vec<DomainInterface>> {
+    pub fn domain_interfaces(&self, id: &str) -> DaemonResult<Vec<DomainInterface>> {
         let record = self.resolve(id)?;
         let (domain, live) = match self.running_domain(&record)? {
             Some((domain, _)) => (domain, true),
@@ -1180,7 +1175,7 @@ impl Daemon {
         &self,
         id: &str,
         source: AddressSource,
-    ) -> ApiResult<Vec<InterfaceAddress>> {
+    ) -> DaemonResult<Vec<InterfaceAddress>> {
         let record = self.resolve(id)?;
         let (domain, _) = self.require_running(&record)?;
         let manager = self.net_manager()?;
@@ -1243,7 +1238,7 @@ impl Daemon {
         &self,
         id: &str,
         device: &str,
-    ) -> ApiResult<InterfaceStats> {
+    ) -> DaemonResult<InterfaceStats> {
         let record = self.resolve(id)?;
         let (domain, _) = self.require_running(&record)?;
         let tap = domain
@@ -1258,8 +1253,7 @@ impl Daemon {
             })
             .and_then(|iface| iface.target_dev.clone())
             .ok_or_else(|| {
-                ApiError::new(
-                    code::NOT_FOUND,
+                DaemonError::new(ErrorKind::NotFound,
                     format!(
                         "domain '{}' has no interface '{device}' (give its host device name or its MAC)",
                         record.name
@@ -1290,7 +1284,7 @@ impl Daemon {
         &self,
         id: &str,
         request: &AttachInterfaceRequest,
-    ) -> ApiResult<DomainInterface> {
+    ) -> DaemonResult<DomainInterface> {
         let interface_type = parse_interface_type(&request.interface_type)?;
         if interface_type == InterfaceType::User {
             return Err(bad_request(
@@ -1344,7 +1338,7 @@ impl Daemon {
             let xml = with_interface(&record.xml, &element(None))?;
             Some(
                 oxvirt_domain::parse_domain_xml(&xml)
-                    .map_err(domain_error)?
+                    .map_err(definition_error)?
                     .to_xml(),
             )
         } else {
@@ -1377,15 +1371,11 @@ impl Daemon {
                 })
                 .await
                 .map_err(|err| {
-                    let api = net_error(err);
-                    ApiError::new(
-                        &api.code,
-                        format!("domain '{}': new interface: {}", record.name, api.message),
-                    )
+                    net_error(err).context(format!("domain '{}': new interface", record.name))
                 })?;
             let plugged = async {
                 let xml = with_interface(&live_state.xml, &element(Some(&tap)))?;
-                let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(domain_error)?;
+                let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
                 let pci_slot =
                     domain
                         .devices
@@ -1411,7 +1401,7 @@ impl Daemon {
                     .map_err(|e| engine_failure(&record.name, e))?;
                 live_state.xml = domain.to_xml();
                 live_state.nics.push(ids);
-                Ok::<(), ApiError>(())
+                Ok::<(), DaemonError>(())
             }
             .await;
             if let Err(err) = plugged {
@@ -1440,7 +1430,7 @@ impl Daemon {
         &self,
         id: &str,
         request: &DetachInterfaceRequest,
-    ) -> ApiResult<DomainInterface> {
+    ) -> DaemonResult<DomainInterface> {
         let interface_type = parse_interface_type(&request.interface_type)?;
         let mac = request.mac.as_deref().map(parse_guest_mac).transpose()?;
         let record = self.resolve(id)?;
@@ -1453,7 +1443,7 @@ impl Daemon {
                 record.name
             )));
         }
-        let pick = |domain: &Domain| -> ApiResult<usize> {
+        let pick = |domain: &Domain| -> DaemonResult<usize> {
             let matching: Vec<usize> = domain
                 .devices
                 .interfaces
@@ -1467,15 +1457,15 @@ impl Daemon {
                 .collect();
             match (matching.as_slice(), mac) {
                 ([index], _) => Ok(*index),
-                ([], Some(mac)) => Err(ApiError::new(
-                    code::NOT_FOUND,
+                ([], Some(mac)) => Err(DaemonError::new(
+                    ErrorKind::NotFound,
                     format!(
                         "domain '{}' has no {} interface with MAC address {mac}",
                         record.name, request.interface_type
                     ),
                 )),
-                ([], None) => Err(ApiError::new(
-                    code::NOT_FOUND,
+                ([], None) => Err(DaemonError::new(
+                    ErrorKind::NotFound,
                     format!(
                         "domain '{}' has no {} interface",
                         record.name, request.interface_type
@@ -1612,7 +1602,7 @@ mod tests {
     }
 
     /// Stores `name`'s definition as define does; returns it (MACs filled in).
-    fn define(store: &Store, name: &str, macs: &[Option<&str>]) -> ApiResult<Domain> {
+    fn define(store: &Store, name: &str, macs: &[Option<&str>]) -> DaemonResult<Domain> {
         let xml = domain_xml(name, macs);
         let mut domain = oxvirt_domain::parse_domain_xml(&xml).unwrap();
         ensure_unique_macs_in(store, &mut domain, &xml)?;
@@ -1630,10 +1620,10 @@ mod tests {
         Ok(domain)
     }
 
-    fn clash_message(result: ApiResult<Domain>) -> String {
+    fn clash_message(result: DaemonResult<Domain>) -> String {
         match result {
             Err(err) => {
-                assert_eq!(err.code, code::ALREADY_EXISTS, "{err:?}");
+                assert_eq!(err.kind, ErrorKind::AlreadyExists, "{err:?}");
                 err.message
             }
             Ok(domain) => panic!("defined with MACs {:?}", domain.devices.interfaces),
@@ -1695,7 +1685,7 @@ mod tests {
         let message = clash_message(define(&store, "b", &[Some("52:54:00:aa:00:02")]));
         assert!(message.contains("already used by domain 'a'"), "{message}");
         let err = free_mac(&store, Some(MacAddr([0x52, 0x54, 0, 0xaa, 0, 2]))).unwrap_err();
-        assert_eq!(err.code, code::ALREADY_EXISTS);
+        assert_eq!(err.kind, ErrorKind::AlreadyExists);
         // The guest stopped: its live definition, and the hot-plugged MAC, are gone.
         delete_live_domain(&store, &a.uuid).unwrap();
         define(&store, "b", &[Some("52:54:00:aa:00:02")]).unwrap();

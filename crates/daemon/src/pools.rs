@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxvirt_api::{
-    code, ApiError, BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo,
-    ResizeVolumeRequest, VolumeInfo,
+    BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo, ResizeVolumeRequest,
+    VolumeInfo,
 };
 use oxvirt_domain::pool::{PoolDef, PoolUsage};
 use oxvirt_domain::volume::{
@@ -39,8 +39,10 @@ use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preal
 use rusqlite::{params, OptionalExtension, Transaction};
 use uuid::Uuid;
 
-use crate::daemon::{
-    db, domain_error, engine_failure, internal, invalid_state, stored_domain, ApiResult, Daemon,
+use crate::daemon::{stored_domain, Daemon};
+use crate::services::error::{
+    bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
+    DaemonError, DaemonResult, ErrorKind,
 };
 use crate::store::{self, VolumeOrigin, VolumeRecord};
 
@@ -58,36 +60,28 @@ struct PoolRecord {
     active: bool,
 }
 
-fn not_found(message: String) -> ApiError {
-    ApiError::new(code::NOT_FOUND, message)
-}
-
-fn bad_request(message: String) -> ApiError {
-    ApiError::new(code::BAD_REQUEST, message)
-}
-
 /// An `oxvirt-images` failure on volume `name`, with the API code that fits it.
-fn image_error(what: &str, err: ImageError) -> ApiError {
+fn image_error(what: &str, err: ImageError) -> DaemonError {
     let code = match &err {
-        ImageError::Locked { .. } => code::INVALID_STATE,
-        ImageError::Exists { .. } => code::ALREADY_EXISTS,
-        ImageError::InvalidArgument(_) | ImageError::NotAnImage { .. } => code::BAD_REQUEST,
+        ImageError::Locked { .. } => ErrorKind::InvalidState,
+        ImageError::Exists { .. } => ErrorKind::AlreadyExists,
+        ImageError::InvalidArgument(_) | ImageError::NotAnImage { .. } => ErrorKind::BadRequest,
         ImageError::Corrupt { .. }
         | ImageError::Unsupported { .. }
         | ImageError::BackingFormatMissing { .. }
-        | ImageError::CompressionType { .. } => code::UNSUPPORTED,
-        _ => code::INTERNAL,
+        | ImageError::CompressionType { .. } => ErrorKind::Unsupported,
+        _ => ErrorKind::Internal,
     };
-    ApiError::new(code, format!("{what}: {err}"))
+    DaemonError::new(code, format!("{what}: {err}"))
 }
 
 // ---- names and XML ----
 
 /// Volume names are one file name in the pool's directory: never a path, never hidden.
-fn check_volume_name(name: &str) -> ApiResult<()> {
+fn check_volume_name(name: &str) -> DaemonResult<()> {
     validate_volume_name(name).map_err(|err| match err {
-        DomainError::InvalidName { reason, .. } => ApiError::new(
-            code::INVALID_NAME,
+        DomainError::InvalidName { reason, .. } => DaemonError::new(
+            ErrorKind::InvalidName,
             format!("invalid storage volume name '{name}': {reason}"),
         ),
         other => bad_request(other.to_string()),
@@ -96,8 +90,8 @@ fn check_volume_name(name: &str) -> ApiResult<()> {
 
 /// Pool XML as pool-define reads it. (Target permissions are read but not applied: the
 /// directory gets the daemon's owner and umask at pool-build.)
-fn parse_pool_xml(xml: &str) -> ApiResult<PoolDef> {
-    PoolDef::from_xml(xml).map_err(domain_error)
+fn parse_pool_xml(xml: &str) -> DaemonResult<PoolDef> {
+    PoolDef::from_xml(xml).map_err(definition_error)
 }
 
 /// File system usage of the directory, as libvirt reports it for dir pools:
@@ -252,7 +246,7 @@ fn set_pool_flag(
 
 /// The metadata of an existing volume file, or "not found" if `path` is not a regular file
 /// (a symlink or a directory in the pool is not a volume).
-fn volume_file(pool: &PoolRecord, name: &str) -> ApiResult<(PathBuf, Metadata)> {
+fn volume_file(pool: &PoolRecord, name: &str) -> DaemonResult<(PathBuf, Metadata)> {
     check_volume_name(name)?;
     let path = pool.target.join(name);
     match std::fs::symlink_metadata(&path) {
@@ -271,7 +265,7 @@ fn read_volume(
     name: &str,
     record: &VolumeRecord,
     meta: &Metadata,
-) -> ApiResult<VolumeInfo> {
+) -> DaemonResult<VolumeInfo> {
     let path = &record.path;
     let image = Image::open(
         path,
@@ -306,14 +300,14 @@ fn read_volume(
 
 /// The key of a volume file's record: its canonical path, so a disk naming the file through a
 /// symlinked directory finds the same record.
-fn record_key(path: &Path) -> ApiResult<PathBuf> {
+fn record_key(path: &Path) -> DaemonResult<PathBuf> {
     std::fs::canonicalize(path)
         .map_err(|e| internal(&format!("cannot resolve {}", path.display()), e))
 }
 
 /// The backing file a qcow2 header names, resolved against the image's directory, with the
 /// format the header states (`None` if it states none).
-fn header_backing(path: &Path) -> ApiResult<Option<(PathBuf, Option<Format>)>> {
+fn header_backing(path: &Path) -> DaemonResult<Option<(PathBuf, Option<Format>)>> {
     let image = Image::open(
         path,
         &OpenOptions {
@@ -360,7 +354,7 @@ fn preallocation_of(request: &CreateVolumeRequest) -> Preallocation {
     }
 }
 
-fn parse_format(text: &str) -> ApiResult<Format> {
+fn parse_format(text: &str) -> DaemonResult<Format> {
     Format::parse(text).map_err(|_| {
         bad_request(format!(
             "unsupported volume format '{text}' (raw and qcow2 are supported)"
@@ -388,7 +382,7 @@ impl Daemon {
     }
 
     /// Finds a pool by name, then by UUID.
-    fn resolve_pool(&self, id: &str) -> ApiResult<PoolRecord> {
+    fn resolve_pool(&self, id: &str) -> DaemonResult<PoolRecord> {
         let found = self
             .store
             .transaction(|tx| {
@@ -404,7 +398,7 @@ impl Daemon {
         found.ok_or_else(|| not_found(format!("storage pool '{id}' not found")))
     }
 
-    fn active_pool(&self, id: &str) -> ApiResult<PoolRecord> {
+    fn active_pool(&self, id: &str) -> DaemonResult<PoolRecord> {
         let pool = self.resolve_pool(id)?;
         if !pool.active {
             return Err(invalid_state(format!(
@@ -417,24 +411,24 @@ impl Daemon {
 
     // ---- pools ----
 
-    pub fn list_pools(&self) -> ApiResult<Vec<PoolInfo>> {
+    pub fn list_pools(&self) -> DaemonResult<Vec<PoolInfo>> {
         let pools = self.store.transaction(list_pool_rows).map_err(db)?;
         Ok(pools.iter().map(pool_info_of).collect())
     }
 
-    pub fn pool_info(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn pool_info(&self, id: &str) -> DaemonResult<PoolInfo> {
         Ok(pool_info_of(&self.resolve_pool(id)?))
     }
 
-    pub fn pool_xml(&self, id: &str) -> ApiResult<String> {
+    pub fn pool_xml(&self, id: &str) -> DaemonResult<String> {
         Ok(pool_xml_of(&self.resolve_pool(id)?))
     }
 
     /// pool-define: a new pool, or a new target for an inactive pool of the same name (and
     /// uuid, if the XML names one).
-    pub fn define_pool(&self, xml: &str) -> ApiResult<PoolInfo> {
+    pub fn define_pool(&self, xml: &str) -> DaemonResult<PoolInfo> {
         let def = parse_pool_xml(xml)?;
-        let record = self.store.transaction_or(db, |tx| -> ApiResult<PoolRecord> {
+        let record = self.store.transaction_or(db, |tx| -> DaemonResult<PoolRecord> {
             let by_name = pool_by(tx, "name", &def.name).map_err(db)?;
             let by_uuid = match def.uuid {
                 Some(uuid) => pool_by(tx, "uuid", &uuid.to_string()).map_err(db)?,
@@ -445,8 +439,7 @@ impl Daemon {
                 .into_iter()
                 .find(|p| p.target == def.target && p.name != def.name);
             if let Some(other) = clash {
-                return Err(ApiError::new(
-                    code::ALREADY_EXISTS,
+                return Err(DaemonError::new(ErrorKind::AlreadyExists,
                     format!(
                         "storage pool '{}' already uses the directory {}",
                         other.name,
@@ -494,15 +487,13 @@ impl Daemon {
                         ..existing
                     })
                 }
-                (Some(existing), _) => Err(ApiError::new(
-                    code::ALREADY_EXISTS,
+                (Some(existing), _) => Err(DaemonError::new(ErrorKind::AlreadyExists,
                     format!(
                         "storage pool '{}' already exists with uuid {}",
                         existing.name, existing.uuid
                     ),
                 )),
-                (None, Some(other)) => Err(ApiError::new(
-                    code::ALREADY_EXISTS,
+                (None, Some(other)) => Err(DaemonError::new(ErrorKind::AlreadyExists,
                     format!(
                         "storage pool with uuid {} already exists with name '{}'",
                         other.uuid, other.name
@@ -514,9 +505,9 @@ impl Daemon {
         Ok(pool_info_of(&record))
     }
 
-    pub fn undefine_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn undefine_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
         let pool = self.resolve_pool(id)?;
-        self.store.transaction_or(db, |tx| -> ApiResult<()> {
+        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             let current = pool_by(tx, "uuid", &pool.uuid.to_string()).map_err(db)?;
             if current.is_some_and(|p| p.active) {
                 return Err(invalid_state(format!(
@@ -539,7 +530,7 @@ impl Daemon {
     }
 
     /// pool-build: creates the target directory (and its parents) of an inactive pool.
-    pub fn build_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn build_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
         let pool = self.resolve_pool(id)?;
         if pool.active {
             return Err(invalid_state(format!(
@@ -561,7 +552,7 @@ impl Daemon {
     }
 
     /// pool-start: the target directory must exist.
-    pub fn start_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn start_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
         let pool = self.resolve_pool(id)?;
         if pool.active {
             return Err(invalid_state(format!(
@@ -580,7 +571,7 @@ impl Daemon {
         }))
     }
 
-    fn check_target(&self, pool: &PoolRecord, verb: &str) -> ApiResult<()> {
+    fn check_target(&self, pool: &PoolRecord, verb: &str) -> DaemonResult<()> {
         match std::fs::metadata(&pool.target) {
             Ok(meta) if meta.is_dir() => Ok(()),
             Ok(_) => Err(invalid_state(format!(
@@ -605,7 +596,7 @@ impl Daemon {
     }
 
     /// pool-destroy: the pool becomes inactive; its files stay.
-    pub fn destroy_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn destroy_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
         let pool = self.active_pool(id)?;
         self.store
             .transaction(|tx| set_pool_flag(tx, &pool.uuid, "active", false))
@@ -618,13 +609,13 @@ impl Daemon {
     }
 
     /// pool-refresh: volumes are scanned on every request, so this only checks the directory.
-    pub fn refresh_pool(&self, id: &str) -> ApiResult<PoolInfo> {
+    pub fn refresh_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
         let pool = self.active_pool(id)?;
         self.check_target(&pool, "refresh")?;
         Ok(pool_info_of(&pool))
     }
 
-    pub fn set_pool_autostart(&self, id: &str, enabled: bool) -> ApiResult<PoolInfo> {
+    pub fn set_pool_autostart(&self, id: &str, enabled: bool) -> DaemonResult<PoolInfo> {
         let pool = self.resolve_pool(id)?;
         self.store
             .transaction(|tx| set_pool_flag(tx, &pool.uuid, "autostart", enabled))
@@ -639,7 +630,7 @@ impl Daemon {
 
     /// The pool's volumes, by name. Files that cannot be read as images are left out (and
     /// logged), so one damaged file does not hide the others.
-    pub fn list_volumes(&self, pool_id: &str) -> ApiResult<Vec<VolumeInfo>> {
+    pub fn list_volumes(&self, pool_id: &str) -> DaemonResult<Vec<VolumeInfo>> {
         let pool = self.active_pool(pool_id)?;
         let entries = std::fs::read_dir(&pool.target).map_err(|e| {
             internal(
@@ -669,7 +660,7 @@ impl Daemon {
         Ok(volumes)
     }
 
-    pub fn volume_info(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
+    pub fn volume_info(&self, pool_id: &str, name: &str) -> DaemonResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
         let record = self.volume_record_of(&pool, name, &path)?;
@@ -683,7 +674,7 @@ impl Daemon {
         pool: &PoolRecord,
         name: &str,
         path: &Path,
-    ) -> ApiResult<VolumeRecord> {
+    ) -> DaemonResult<VolumeRecord> {
         let key = record_key(path)?;
         if let Some(record) = self
             .store
@@ -715,7 +706,7 @@ impl Daemon {
     /// The record of a file found in a pool. A domain that uses the file as a disk says what
     /// it is (its guest may have written anything into it); otherwise its header does, this
     /// once: the file was put there by the host's administrator, not yet by a guest.
-    fn import_volume(&self, key: &Path) -> ApiResult<VolumeRecord> {
+    fn import_volume(&self, key: &Path) -> DaemonResult<VolumeRecord> {
         let format = match self.format_a_definition_gives(key)? {
             Some(format) => format,
             None => oxvirt_images::image::probe(key)
@@ -739,7 +730,7 @@ impl Daemon {
     }
 
     /// The format a stored definition gives the file `key` as a file or block disk, if any does.
-    fn format_a_definition_gives(&self, key: &Path) -> ApiResult<Option<Format>> {
+    fn format_a_definition_gives(&self, key: &Path) -> DaemonResult<Option<Format>> {
         for record in self.store.list_domains().map_err(db)? {
             let Ok(domain) = stored_domain(&record) else {
                 continue;
@@ -757,7 +748,7 @@ impl Daemon {
     }
 
     /// The recorded format of an image at `path` that is a volume oxvirtd knows, if it is one.
-    fn recorded_format(&self, path: &Path) -> ApiResult<Option<Format>> {
+    fn recorded_format(&self, path: &Path) -> DaemonResult<Option<Format>> {
         let Ok(key) = std::fs::canonicalize(path) else {
             return Ok(None);
         };
@@ -768,23 +759,23 @@ impl Daemon {
             .map(|record| record.format))
     }
 
-    fn put_record(&self, record: &VolumeRecord) -> ApiResult<()> {
+    fn put_record(&self, record: &VolumeRecord) -> DaemonResult<()> {
         self.store
             .transaction(|tx| store::put_volume_record(tx, record))
             .map_err(db)
     }
 
-    pub fn volume_xml(&self, pool_id: &str, name: &str) -> ApiResult<String> {
+    pub fn volume_xml(&self, pool_id: &str, name: &str) -> DaemonResult<String> {
         Ok(volume_xml_of(&self.volume_info(pool_id, name)?))
     }
 
     /// A new volume name in `pool` that no file uses yet.
-    fn new_volume_path(&self, pool: &PoolRecord, name: &str) -> ApiResult<PathBuf> {
+    fn new_volume_path(&self, pool: &PoolRecord, name: &str) -> DaemonResult<PathBuf> {
         check_volume_name(name)?;
         let path = pool.target.join(name);
         if std::fs::symlink_metadata(&path).is_ok() {
-            return Err(ApiError::new(
-                code::ALREADY_EXISTS,
+            return Err(DaemonError::new(
+                ErrorKind::AlreadyExists,
                 format!(
                     "storage volume '{name}' already exists in pool '{}'",
                     pool.name
@@ -799,7 +790,7 @@ impl Daemon {
         &self,
         pool_id: &str,
         request: &CreateVolumeRequest,
-    ) -> ApiResult<VolumeInfo> {
+    ) -> DaemonResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let format = parse_format(&request.format)?;
         let path = self.new_volume_path(&pool, &request.name)?;
@@ -877,13 +868,13 @@ impl Daemon {
     }
 
     /// vol-create: a volume from its XML, created as vol-create-as creates one.
-    pub fn create_volume_from_xml(&self, pool_id: &str, xml: &str) -> ApiResult<VolumeInfo> {
-        let def = VolumeDef::from_xml(xml).map_err(domain_error)?;
+    pub fn create_volume_from_xml(&self, pool_id: &str, xml: &str) -> DaemonResult<VolumeInfo> {
+        let def = VolumeDef::from_xml(xml).map_err(definition_error)?;
         self.create_volume(pool_id, &create_request_of(&def))
     }
 
     /// A backing volume: a volume of the same pool by name, or an absolute path to an image.
-    fn backing_path(&self, pool: &PoolRecord, backing: &str) -> ApiResult<PathBuf> {
+    fn backing_path(&self, pool: &PoolRecord, backing: &str) -> DaemonResult<PathBuf> {
         if backing.contains('/') {
             let path = Path::new(backing);
             if !path.is_absolute() {
@@ -910,7 +901,7 @@ impl Daemon {
     }
 
     /// Names of the running domains that have `path` as a disk.
-    fn running_users(&self, path: &Path) -> ApiResult<Vec<String>> {
+    fn running_users(&self, path: &Path) -> DaemonResult<Vec<String>> {
         let mut users = Vec::new();
         for runtime in self.store.list_runtime().map_err(db)? {
             let Some(record) = self.store.domain_by_uuid(&runtime.uuid).map_err(db)? else {
@@ -931,7 +922,7 @@ impl Daemon {
 
     /// vol-delete: refused while a running guest uses the volume (its definition names it, or
     /// a process holds QEMU's write lock on it). The lock is held while the file is removed.
-    pub fn delete_volume(&self, pool_id: &str, name: &str) -> ApiResult<VolumeInfo> {
+    pub fn delete_volume(&self, pool_id: &str, name: &str) -> DaemonResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
         let key = record_key(&path)?;
@@ -978,7 +969,12 @@ impl Daemon {
 
     /// vol-clone (blocking): a copy with the same format, through `convert`, so holes stay
     /// holes (a qcow2 overlay's backing chain is flattened into the clone, as qemu-img does).
-    pub fn clone_volume(&self, pool_id: &str, name: &str, new_name: &str) -> ApiResult<VolumeInfo> {
+    pub fn clone_volume(
+        &self,
+        pool_id: &str,
+        name: &str,
+        new_name: &str,
+    ) -> DaemonResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (source_path, _) = volume_file(&pool, name)?;
         let source_record = self.volume_record_of(&pool, name, &source_path)?;
@@ -1031,7 +1027,7 @@ impl Daemon {
         pool_id: &str,
         name: &str,
         request: ResizeVolumeRequest,
-    ) -> ApiResult<VolumeInfo> {
+    ) -> DaemonResult<VolumeInfo> {
         let pool = self.active_pool(pool_id)?;
         let (path, _) = volume_file(&pool, name)?;
         let record = self.volume_record_of(&pool, name, &path)?;
@@ -1079,7 +1075,7 @@ impl Daemon {
         self: &Arc<Self>,
         id: &str,
         request: &BlockResizeRequest,
-    ) -> ApiResult<BlockResized> {
+    ) -> DaemonResult<BlockResized> {
         let record = self.resolve(id)?;
         let (vm, _guard) = self.begin(&record)?;
         let control = self.running_control(&vm, &record)?;
@@ -1131,14 +1127,8 @@ impl Daemon {
 // ---- volume disks of domains ----
 
 /// `err` with what it was about in front: `cannot start domain 'D': disk 'vda': ...`.
-fn start_error(domain: &str, dev: &str, err: ApiError) -> ApiError {
-    ApiError::new(
-        &err.code,
-        format!(
-            "cannot start domain '{domain}': disk '{dev}': {}",
-            err.message
-        ),
-    )
+fn start_error(domain: &str, dev: &str, err: DaemonError) -> DaemonError {
+    err.context(format!("cannot start domain '{domain}': disk '{dev}'"))
 }
 
 fn disk_format_of(format: Format) -> DiskFormat {
@@ -1160,7 +1150,7 @@ impl Daemon {
     /// files only: each `<disk type='volume'>` becomes a file disk on the volume's file, in
     /// the format its image has. Refused, naming the disk: an unknown or inactive pool, a
     /// missing volume, and a stated `<driver type=>` that is not the volume's format.
-    pub(crate) fn resolve_volume_disks(&self, domain: &mut Domain) -> ApiResult<()> {
+    pub(crate) fn resolve_volume_disks(&self, domain: &mut Domain) -> DaemonResult<()> {
         let name = domain.name.clone();
         for disk in &mut domain.devices.disks {
             let Some(reference) = &disk.volume else {
@@ -1198,7 +1188,7 @@ impl Daemon {
     /// state, never probed. Where a file is a volume oxvirtd recorded, the record must agree:
     /// the format the disk is opened in, the backing file the volume was made with, and the
     /// format of each backing image. Refused, naming the disk: anything else.
-    pub(crate) fn resolve_backing_chains(&self, domain: &mut Domain) -> ApiResult<()> {
+    pub(crate) fn resolve_backing_chains(&self, domain: &mut Domain) -> DaemonResult<()> {
         let name = domain.name.clone();
         for disk in &mut domain.devices.disks {
             let Some(source) = disk.source.clone() else {
@@ -1299,7 +1289,7 @@ mod tests {
     fn volume_names_never_leave_the_pool() {
         for bad in ["", "../x", "a/b", ".hidden", "..", ".", "x\ny"] {
             let err = check_volume_name(bad).unwrap_err();
-            assert_eq!(err.code, code::INVALID_NAME, "{bad:?}");
+            assert_eq!(err.kind, ErrorKind::InvalidName, "{bad:?}");
         }
         for good in ["disk.qcow2", "a b", "x..y", "v-1_2"] {
             assert!(check_volume_name(good).is_ok(), "{good:?}");
@@ -1319,34 +1309,37 @@ mod tests {
         let errors = [
             (
                 "<pool type='logical'><name>p</name></pool>",
-                code::UNSUPPORTED,
+                ErrorKind::Unsupported,
             ),
-            ("<pool><name>p</name></pool>", code::INVALID_XML),
-            ("<pool type='dir'><name>p</name></pool>", code::INVALID_XML),
+            ("<pool><name>p</name></pool>", ErrorKind::InvalidXml),
+            (
+                "<pool type='dir'><name>p</name></pool>",
+                ErrorKind::InvalidXml,
+            ),
             (
                 "<pool type='dir'><name>p</name><target><path>rel</path></target></pool>",
-                code::INVALID_XML,
+                ErrorKind::InvalidXml,
             ),
             (
                 "<pool type='dir'><name>p</name><target><path>/a/../b</path></target></pool>",
-                code::INVALID_XML,
+                ErrorKind::InvalidXml,
             ),
             (
                 "<pool type='dir'><name>a/b</name><target><path>/a</path></target></pool>",
-                code::INVALID_NAME,
+                ErrorKind::InvalidName,
             ),
-            ("<pool type='dir'", code::INVALID_XML),
+            ("<pool type='dir'", ErrorKind::InvalidXml),
             (
                 "<pool type='dir'><name>..</name><target><path>/a</path></target></pool>",
-                code::INVALID_NAME,
+                ErrorKind::InvalidName,
             ),
             (
                 "<pool type='dir' foo='1'><name>p</name><target><path>/a</path></target></pool>",
-                code::UNSUPPORTED,
+                ErrorKind::Unsupported,
             ),
         ];
         for (xml, want) in errors {
-            assert_eq!(parse_pool_xml(xml).unwrap_err().code, want, "{xml}");
+            assert_eq!(parse_pool_xml(xml).unwrap_err().kind, want, "{xml}");
         }
     }
 

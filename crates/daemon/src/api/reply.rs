@@ -19,7 +19,8 @@ use axum::Json;
 use oxvirt_api::{code, ApiError};
 use serde::de::DeserializeOwned;
 
-use crate::daemon::{ApiResult, Daemon};
+use crate::daemon::Daemon;
+use crate::services::error::{DaemonError, DaemonResult, ErrorKind};
 
 /// An [`ApiError`] as an HTTP reply.
 pub(crate) struct Failure(pub(crate) ApiError);
@@ -43,6 +44,26 @@ impl From<ApiError> for Failure {
     }
 }
 
+/// The one mapping of daemon errors to the API's error codes (and through them, HTTP statuses).
+impl From<DaemonError> for Failure {
+    fn from(err: DaemonError) -> Self {
+        let code = match err.kind {
+            ErrorKind::NotFound => code::NOT_FOUND,
+            ErrorKind::InvalidXml => code::INVALID_XML,
+            ErrorKind::InvalidName => code::INVALID_NAME,
+            ErrorKind::Unsupported => code::UNSUPPORTED,
+            ErrorKind::AlreadyExists => code::ALREADY_EXISTS,
+            ErrorKind::InvalidState => code::INVALID_STATE,
+            ErrorKind::Busy => code::BUSY,
+            ErrorKind::Engine => code::ENGINE,
+            ErrorKind::Timeout => code::TIMEOUT,
+            ErrorKind::BadRequest => code::BAD_REQUEST,
+            ErrorKind::Internal => code::INTERNAL,
+        };
+        Failure(ApiError::new(code, err.message))
+    }
+}
+
 pub(crate) type Reply<T> = Result<Json<T>, Failure>;
 
 /// Parses a JSON body ourselves, so a bad body gets an [`ApiError`] like everything else.
@@ -60,7 +81,7 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
 pub(crate) async fn blocking<T: Send + 'static>(
     daemon: Arc<Daemon>,
     what: &'static str,
-    op: impl FnOnce(&Daemon) -> ApiResult<T> + Send + 'static,
+    op: impl FnOnce(&Daemon) -> DaemonResult<T> + Send + 'static,
 ) -> Reply<T> {
     let value = tokio::task::spawn_blocking(move || op(&daemon))
         .await
@@ -77,7 +98,7 @@ pub(crate) async fn detached<T, F>(
 ) -> Reply<T>
 where
     T: Send + 'static,
-    F: Future<Output = ApiResult<T>> + Send + 'static,
+    F: Future<Output = DaemonResult<T>> + Send + 'static,
 {
     let value = tokio::spawn(op(daemon))
         .await

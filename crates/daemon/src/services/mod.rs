@@ -1,0 +1,3 @@
+//! What oxvirtd does, one service per resource, on top of the store and the engines.
+
+pub mod error;
