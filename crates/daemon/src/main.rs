@@ -2,10 +2,7 @@
 //! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
 
 mod api;
-mod daemon;
 mod engine;
-mod networks;
-mod pools;
 mod services;
 mod store;
 
@@ -21,9 +18,8 @@ use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::daemon::Daemon;
 use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
-use crate::networks::Networks;
+use crate::services::Services;
 use crate::store::{BackupOutcome, DbFile, Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -117,23 +113,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let network_dir = args
         .network_dir
         .clone()
-        .unwrap_or_else(|| networks::default_network_dir(&args.state_dir));
-    let networks = Networks::new(network_dir, !args.no_default_network).await?;
-    let daemon = Arc::new(Daemon::new(store, engine, args.state_dir.clone(), networks));
-    // Pools before autostart domains, whose disks may be volumes.
-    daemon.start_pools()?;
-    daemon
-        .recover()
-        .await
-        .context("reattaching to running guests")?;
-    // Networks before autostart domains, which may need them.
-    daemon.start_networking().await;
-    {
-        let daemon = daemon.clone();
-        tokio::spawn(async move { daemon.autostart().await });
-    }
+        .unwrap_or_else(|| services::networks::default_network_dir(&args.state_dir));
+    let services = Services::new(
+        Arc::new(store),
+        engine,
+        args.state_dir.clone(),
+        network_dir,
+        !args.no_default_network,
+    )
+    .await?;
+    services.start().await?;
     if args.backup_interval > 0 {
-        let daemon = daemon.clone();
+        let store = services.store.clone();
         let every = Duration::from_secs(args.backup_interval);
         let backups = backups.clone();
         tokio::spawn(async move {
@@ -142,7 +133,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                backup_if_changed(&daemon, &backups, keep, "periodic").await;
+                backup_if_changed(&store, &backups, keep, "periodic").await;
             }
         });
     }
@@ -157,12 +148,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         tracing::info!("stopping; running guests keep running");
     };
-    axum::serve(listener, api::router(daemon.clone()))
+    axum::serve(listener, api::router(services.clone()))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;
     let _ = std::fs::remove_file(&args.socket);
-    backup_if_changed(&daemon, &backups, keep, "at stop").await;
+    backup_if_changed(&services.store, &backups, keep, "at stop").await;
     Ok(())
 }
 
@@ -222,11 +213,10 @@ fn refusal(err: &StoreError, state_dir: &Path, db_path: &Path, backups: &Path) -
 }
 
 /// Takes a backup if the store changed since the last one, off the async workers.
-async fn backup_if_changed(daemon: &Arc<Daemon>, backups: &Path, keep: usize, when: &str) {
-    let daemon = daemon.clone();
+async fn backup_if_changed(store: &Arc<Store>, backups: &Path, keep: usize, when: &str) {
+    let store = store.clone();
     let dir = backups.to_path_buf();
-    let result =
-        tokio::task::spawn_blocking(move || daemon.store.backup_if_changed(&dir, keep)).await;
+    let result = tokio::task::spawn_blocking(move || store.backup_if_changed(&dir, keep)).await;
     match result {
         Ok(Ok(Some(BackupOutcome::Written(path)))) => {
             tracing::info!(backup = %path.display(), "state database backed up ({when})")

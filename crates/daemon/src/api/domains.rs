@@ -11,9 +11,9 @@ use oxvirt_api::{
 };
 
 use super::reply::{blocking, body, detached, Reply};
-use crate::daemon::Daemon;
+use crate::services::Services;
 
-pub fn routes() -> Router<Arc<Daemon>> {
+pub fn routes() -> Router<Arc<Services>> {
     let mut router = Router::new()
         .route("/v1/domains", get(list).post(define))
         .route("/v1/domains/{id}", get(info).delete(undefine))
@@ -28,56 +28,61 @@ pub fn routes() -> Router<Arc<Daemon>> {
     router
 }
 
-async fn list(State(daemon): State<Arc<Daemon>>) -> Reply<Vec<DomainSummary>> {
-    blocking(daemon, "list", |d| d.list()).await
+async fn list(State(services): State<Arc<Services>>) -> Reply<Vec<DomainSummary>> {
+    blocking(services, "list", |d| d.domains.list()).await
 }
 
-async fn define(State(daemon): State<Arc<Daemon>>, bytes: Bytes) -> Reply<DomainSummary> {
+async fn define(State(services): State<Arc<Services>>, bytes: Bytes) -> Reply<DomainSummary> {
     let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "define", move |d| d.define(&doc.xml)).await
+    blocking(services, "define", move |d| d.domains.define(&doc.xml)).await
 }
 
-async fn info(State(daemon): State<Arc<Daemon>>, Path(id): Path<String>) -> Reply<DomainInfo> {
-    blocking(daemon, "dominfo", move |d| d.info(&id)).await
+async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<DomainInfo> {
+    blocking(services, "dominfo", move |d| d.domains.info(&id)).await
 }
 
 async fn undefine(
-    State(daemon): State<Arc<Daemon>>,
+    State(services): State<Arc<Services>>,
     Path(id): Path<String>,
 ) -> Reply<DomainSummary> {
-    blocking(daemon, "undefine", move |d| d.undefine(&id)).await
+    blocking(services, "undefine", move |d| d.domains.undefine(&id)).await
 }
 
-async fn xml(State(daemon): State<Arc<Daemon>>, Path(id): Path<String>) -> Reply<XmlDocument> {
-    blocking(daemon, "dumpxml", move |d| {
-        Ok(XmlDocument { xml: d.xml(&id)? })
+async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<XmlDocument> {
+    blocking(services, "dumpxml", move |d| {
+        Ok(XmlDocument {
+            xml: d.domains.xml(&id)?,
+        })
     })
     .await
 }
 
 async fn replace_xml(
-    State(daemon): State<Arc<Daemon>>,
+    State(services): State<Arc<Services>>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<DomainSummary> {
     let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "edit", move |d| d.replace_xml(&id, &doc.xml)).await
+    blocking(services, "edit", move |d| {
+        d.domains.replace_xml(&id, &doc.xml)
+    })
+    .await
 }
 
 async fn autostart(
-    State(daemon): State<Arc<Daemon>>,
+    State(services): State<Arc<Services>>,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<DomainSummary> {
     let request: AutostartRequest = body(&bytes)?;
-    blocking(daemon, "autostart", move |d| {
-        d.set_autostart(&id, request.enabled)
+    blocking(services, "autostart", move |d| {
+        d.domains.set_autostart(&id, request.enabled)
     })
     .await
 }
 
 async fn lifecycle(
-    State(daemon): State<Arc<Daemon>>,
+    State(services): State<Arc<Services>>,
     Path(id): Path<String>,
     bytes: Bytes,
     action: Action,
@@ -86,15 +91,15 @@ async fn lifecycle(
         Action::Shutdown if !bytes.is_empty() => body::<ShutdownRequest>(&bytes)?.timeout_secs,
         _ => None,
     };
-    detached(daemon, action.as_str(), move |daemon| async move {
+    detached(services, action.as_str(), move |services| async move {
         match action {
-            Action::Start => daemon.start(&id).await,
-            Action::Shutdown => daemon.shutdown(&id, timeout_secs).await,
-            Action::Destroy => daemon.destroy(&id).await,
-            Action::Reboot => daemon.reboot(&id).await,
-            Action::Reset => daemon.reset(&id).await,
-            Action::Suspend => daemon.suspend(&id).await,
-            Action::Resume => daemon.resume(&id).await,
+            Action::Start => services.domains.start(&id).await,
+            Action::Shutdown => services.domains.shutdown(&id, timeout_secs).await,
+            Action::Destroy => services.domains.destroy(&id).await,
+            Action::Reboot => services.domains.reboot(&id).await,
+            Action::Reset => services.domains.reset(&id).await,
+            Action::Suspend => services.domains.suspend(&id).await,
+            Action::Resume => services.domains.resume(&id).await,
         }
     })
     .await

@@ -1,4 +1,4 @@
-//! The HTTP face of the daemon: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
+//! The HTTP face of the services: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
 //! One module of routes per resource; [`reply`] is how every route answers.
 
 mod domains;
@@ -16,10 +16,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use oxvirt_api::{code, ApiError, VersionInfo};
 
-use crate::daemon::Daemon;
+use crate::services::Services;
 use reply::{json_errors, Failure};
 
-pub fn router(daemon: Arc<Daemon>) -> Router {
+pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
         .merge(domains::routes())
@@ -29,7 +29,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
         .layer(middleware::from_fn(json_errors))
-        .with_state(daemon)
+        .with_state(services)
 }
 
 async fn method_not_allowed() -> Response {
@@ -43,10 +43,10 @@ async fn method_not_allowed() -> Response {
 async fn not_found() -> Failure {
     Failure(ApiError::new(
         code::NOT_FOUND,
-        "no such API endpoint (this daemon speaks API version 1 under /v1/)",
+        "no such API endpoint (this services speaks API version 1 under /v1/)",
     ))
 }
 
-async fn version(State(daemon): State<Arc<Daemon>>) -> Json<VersionInfo> {
-    Json(daemon.version())
+async fn version(State(services): State<Arc<Services>>) -> Json<VersionInfo> {
+    Json(services.version())
 }

@@ -14,10 +14,10 @@ use oxvirt_api::{
 };
 
 use super::reply::{blocking, body, detached, Failure, Reply};
-use crate::daemon::Daemon;
-type Shared = State<Arc<Daemon>>;
+use crate::services::Services;
+type Shared = State<Arc<Services>>;
 
-pub fn routes() -> Router<Arc<Daemon>> {
+pub fn routes() -> Router<Arc<Services>> {
     Router::new()
         .route("/v1/networks", get(list).post(define))
         .route("/v1/networks/{id}", get(info).delete(undefine))
@@ -34,104 +34,110 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/domains/{id}/interface-stats/{dev}", get(stats))
 }
 
-async fn list(State(daemon): Shared) -> Reply<Vec<NetworkInfo>> {
-    blocking(daemon, "net-list", |d| d.list_networks()).await
+async fn list(State(services): Shared) -> Reply<Vec<NetworkInfo>> {
+    blocking(services, "net-list", |d| d.networks.list_networks()).await
 }
 
-async fn define(State(daemon): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
+async fn define(State(services): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
     let doc: XmlDocument = body(&bytes)?;
-    detached(daemon, "net-define", |d| async move {
-        d.define_network(&doc.xml).await
+    detached(services, "net-define", |d| async move {
+        d.networks.define_network(&doc.xml).await
     })
     .await
 }
 
-async fn info(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
-    blocking(daemon, "net-info", move |d| d.network_info(&id)).await
+async fn info(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
+    blocking(services, "net-info", move |d| d.networks.network_info(&id)).await
 }
 
-async fn undefine(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
-    detached(daemon, "net-undefine", |d| async move {
-        d.undefine_network(&id).await
+async fn undefine(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
+    detached(services, "net-undefine", |d| async move {
+        d.networks.undefine_network(&id).await
     })
     .await
 }
 
-async fn xml(State(daemon): Shared, Path(id): Path<String>) -> Reply<XmlDocument> {
-    blocking(daemon, "net-dumpxml", move |d| {
+async fn xml(State(services): Shared, Path(id): Path<String>) -> Reply<XmlDocument> {
+    blocking(services, "net-dumpxml", move |d| {
         Ok(XmlDocument {
-            xml: d.network_xml(&id)?,
+            xml: d.networks.network_xml(&id)?,
         })
     })
     .await
 }
 
 async fn replace_xml(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<NetworkInfo> {
     let doc: XmlDocument = body(&bytes)?;
-    detached(daemon, "net-edit", |d| async move {
-        d.replace_network_xml(&id, &doc.xml).await
+    detached(services, "net-edit", |d| async move {
+        d.networks.replace_network_xml(&id, &doc.xml).await
     })
     .await
 }
 
-async fn start(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
-    detached(daemon, "net-start", |d| async move {
-        d.start_network(&id).await
+async fn start(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
+    detached(services, "net-start", |d| async move {
+        d.networks.start_network(&id).await
     })
     .await
 }
 
-async fn destroy(State(daemon): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
-    detached(daemon, "net-destroy", |d| async move {
-        d.destroy_network(&id).await
+async fn destroy(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
+    detached(services, "net-destroy", |d| async move {
+        d.networks.destroy_network(&id).await
     })
     .await
 }
 
 async fn autostart(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<NetworkInfo> {
     let request: AutostartRequest = body(&bytes)?;
-    blocking(daemon, "net-autostart", move |d| {
-        d.set_network_autostart(&id, request.enabled)
+    blocking(services, "net-autostart", move |d| {
+        d.networks.set_network_autostart(&id, request.enabled)
     })
     .await
 }
 
-async fn leases(State(daemon): Shared, Path(id): Path<String>) -> Reply<Vec<NetworkLease>> {
-    Ok(Json(daemon.network_leases(&id).await?))
+async fn leases(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<NetworkLease>> {
+    Ok(Json(services.networks.network_leases(&id).await?))
 }
 
-async fn interfaces(State(daemon): Shared, Path(id): Path<String>) -> Reply<Vec<DomainInterface>> {
-    blocking(daemon, "domiflist", move |d| d.domain_interfaces(&id)).await
+async fn interfaces(
+    State(services): Shared,
+    Path(id): Path<String>,
+) -> Reply<Vec<DomainInterface>> {
+    blocking(services, "domiflist", move |d| {
+        d.interfaces.domain_interfaces(&id)
+    })
+    .await
 }
 
 async fn attach(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<DomainInterface> {
     let request: AttachInterfaceRequest = body(&bytes)?;
-    detached(daemon, "attach-interface", |d| async move {
-        d.attach_interface(&id, &request).await
+    detached(services, "attach-interface", |d| async move {
+        d.interfaces.attach_interface(&id, &request).await
     })
     .await
 }
 
 async fn detach(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<DomainInterface> {
     let request: DetachInterfaceRequest = body(&bytes)?;
-    detached(daemon, "detach-interface", |d| async move {
-        d.detach_interface(&id, &request).await
+    detached(services, "detach-interface", |d| async move {
+        d.interfaces.detach_interface(&id, &request).await
     })
     .await
 }
@@ -166,17 +172,27 @@ fn address_source(uri: &Uri) -> Result<AddressSource, Failure> {
 }
 
 async fn addresses(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     uri: Uri,
 ) -> Reply<Vec<InterfaceAddress>> {
     let source = address_source(&uri)?;
-    Ok(Json(daemon.domain_interface_addresses(&id, source).await?))
+    Ok(Json(
+        services
+            .interfaces
+            .domain_interface_addresses(&id, source)
+            .await?,
+    ))
 }
 
 async fn stats(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((id, dev)): Path<(String, String)>,
 ) -> Reply<InterfaceStats> {
-    Ok(Json(daemon.domain_interface_stats(&id, &dev).await?))
+    Ok(Json(
+        services
+            .interfaces
+            .domain_interface_stats(&id, &dev)
+            .await?,
+    ))
 }

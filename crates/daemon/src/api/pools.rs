@@ -12,10 +12,10 @@ use oxvirt_api::{
 };
 
 use super::reply::{blocking, body, detached, Reply};
-use crate::daemon::Daemon;
-type Shared = State<Arc<Daemon>>;
+use crate::services::Services;
+type Shared = State<Arc<Services>>;
 
-pub fn routes() -> Router<Arc<Daemon>> {
+pub fn routes() -> Router<Arc<Services>> {
     Router::new()
         .route("/v1/pools", get(list).post(define))
         .route("/v1/pools/{pool}", get(info).delete(undefine))
@@ -37,146 +37,164 @@ pub fn routes() -> Router<Arc<Daemon>> {
         .route("/v1/domains/{id}/block-resize", post(block_resize))
 }
 
-async fn list(State(daemon): Shared) -> Reply<Vec<PoolInfo>> {
-    blocking(daemon, "pool-list", |d| d.list_pools()).await
+async fn list(State(services): Shared) -> Reply<Vec<PoolInfo>> {
+    blocking(services, "pool-list", |d| d.pools.list_pools()).await
 }
 
-async fn define(State(daemon): Shared, bytes: Bytes) -> Reply<PoolInfo> {
+async fn define(State(services): Shared, bytes: Bytes) -> Reply<PoolInfo> {
     let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "pool-define", move |d| d.define_pool(&doc.xml)).await
+    blocking(services, "pool-define", move |d| {
+        d.pools.define_pool(&doc.xml)
+    })
+    .await
 }
 
-async fn info(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-info", move |d| d.pool_info(&pool)).await
+async fn info(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-info", move |d| d.pools.pool_info(&pool)).await
 }
 
-async fn undefine(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-undefine", move |d| d.undefine_pool(&pool)).await
+async fn undefine(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-undefine", move |d| {
+        d.pools.undefine_pool(&pool)
+    })
+    .await
 }
 
-async fn xml(State(daemon): Shared, Path(pool): Path<String>) -> Reply<XmlDocument> {
-    blocking(daemon, "pool-dumpxml", move |d| {
+async fn xml(State(services): Shared, Path(pool): Path<String>) -> Reply<XmlDocument> {
+    blocking(services, "pool-dumpxml", move |d| {
         Ok(XmlDocument {
-            xml: d.pool_xml(&pool)?,
+            xml: d.pools.pool_xml(&pool)?,
         })
     })
     .await
 }
 
-async fn build(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-build", move |d| d.build_pool(&pool)).await
+async fn build(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-build", move |d| d.pools.build_pool(&pool)).await
 }
 
-async fn start(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-start", move |d| d.start_pool(&pool)).await
+async fn start(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-start", move |d| d.pools.start_pool(&pool)).await
 }
 
-async fn destroy(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-destroy", move |d| d.destroy_pool(&pool)).await
-}
-
-async fn refresh(State(daemon): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
-    blocking(daemon, "pool-refresh", move |d| d.refresh_pool(&pool)).await
-}
-
-async fn autostart(
-    State(daemon): Shared,
-    Path(pool): Path<String>,
-    bytes: Bytes,
-) -> Reply<PoolInfo> {
-    let request: AutostartRequest = body(&bytes)?;
-    blocking(daemon, "pool-autostart", move |d| {
-        d.set_pool_autostart(&pool, request.enabled)
+async fn destroy(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-destroy", move |d| {
+        d.pools.destroy_pool(&pool)
     })
     .await
 }
 
-async fn volumes(State(daemon): Shared, Path(pool): Path<String>) -> Reply<Vec<VolumeInfo>> {
-    blocking(daemon, "vol-list", move |d| d.list_volumes(&pool)).await
+async fn refresh(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
+    blocking(services, "pool-refresh", move |d| {
+        d.pools.refresh_pool(&pool)
+    })
+    .await
+}
+
+async fn autostart(
+    State(services): Shared,
+    Path(pool): Path<String>,
+    bytes: Bytes,
+) -> Reply<PoolInfo> {
+    let request: AutostartRequest = body(&bytes)?;
+    blocking(services, "pool-autostart", move |d| {
+        d.pools.set_pool_autostart(&pool, request.enabled)
+    })
+    .await
+}
+
+async fn volumes(State(services): Shared, Path(pool): Path<String>) -> Reply<Vec<VolumeInfo>> {
+    blocking(services, "vol-list", move |d| d.volumes.list_volumes(&pool)).await
 }
 
 async fn create_volume(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(pool): Path<String>,
     bytes: Bytes,
 ) -> Reply<VolumeInfo> {
     let request: CreateVolumeRequest = body(&bytes)?;
-    blocking(daemon, "vol-create", move |d| {
-        d.create_volume(&pool, &request)
+    blocking(services, "vol-create", move |d| {
+        d.volumes.create_volume(&pool, &request)
     })
     .await
 }
 
 async fn create_volume_from_xml(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(pool): Path<String>,
     bytes: Bytes,
 ) -> Reply<VolumeInfo> {
     let doc: XmlDocument = body(&bytes)?;
-    blocking(daemon, "vol-create", move |d| {
-        d.create_volume_from_xml(&pool, &doc.xml)
+    blocking(services, "vol-create", move |d| {
+        d.volumes.create_volume_from_xml(&pool, &doc.xml)
     })
     .await
 }
 
 async fn volume(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
 ) -> Reply<VolumeInfo> {
-    blocking(daemon, "vol-info", move |d| d.volume_info(&pool, &vol)).await
+    blocking(services, "vol-info", move |d| {
+        d.volumes.volume_info(&pool, &vol)
+    })
+    .await
 }
 
 async fn volume_xml(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
 ) -> Reply<XmlDocument> {
-    blocking(daemon, "vol-dumpxml", move |d| {
+    blocking(services, "vol-dumpxml", move |d| {
         Ok(XmlDocument {
-            xml: d.volume_xml(&pool, &vol)?,
+            xml: d.volumes.volume_xml(&pool, &vol)?,
         })
     })
     .await
 }
 
 async fn delete_volume(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
 ) -> Reply<VolumeInfo> {
-    blocking(daemon, "vol-delete", move |d| d.delete_volume(&pool, &vol)).await
+    blocking(services, "vol-delete", move |d| {
+        d.volumes.delete_volume(&pool, &vol)
+    })
+    .await
 }
 
 async fn clone_volume(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Reply<VolumeInfo> {
     let request: CloneVolumeRequest = body(&bytes)?;
-    blocking(daemon, "vol-clone", move |d| {
-        d.clone_volume(&pool, &vol, &request.name)
+    blocking(services, "vol-clone", move |d| {
+        d.volumes.clone_volume(&pool, &vol, &request.name)
     })
     .await
 }
 
 async fn resize_volume(
-    State(daemon): Shared,
+    State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Reply<VolumeInfo> {
     let request: ResizeVolumeRequest = body(&bytes)?;
-    blocking(daemon, "vol-resize", move |d| {
-        d.resize_volume(&pool, &vol, request)
+    blocking(services, "vol-resize", move |d| {
+        d.volumes.resize_volume(&pool, &vol, request)
     })
     .await
 }
 
 async fn block_resize(
-    State(daemon): Shared,
+    State(services): Shared,
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<BlockResized> {
     let request: BlockResizeRequest = body(&bytes)?;
-    detached(daemon, "blockresize", |d| async move {
-        d.block_resize(&id, &request).await
+    detached(services, "blockresize", |d| async move {
+        d.domains.block_resize(&id, &request).await
     })
     .await
 }

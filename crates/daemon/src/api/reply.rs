@@ -19,8 +19,8 @@ use axum::Json;
 use oxvirt_api::{code, ApiError};
 use serde::de::DeserializeOwned;
 
-use crate::daemon::Daemon;
 use crate::services::error::{DaemonError, DaemonResult, ErrorKind};
+use crate::services::Services;
 
 /// An [`ApiError`] as an HTTP reply.
 pub(crate) struct Failure(pub(crate) ApiError);
@@ -79,9 +79,9 @@ pub(crate) fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, Failure> {
 /// Runs a synchronous daemon operation on the blocking thread pool, in a task a client that
 /// hangs up cannot cancel. A panic inside it becomes an `internal` error reply.
 pub(crate) async fn blocking<T: Send + 'static>(
-    daemon: Arc<Daemon>,
+    daemon: Arc<Services>,
     what: &'static str,
-    op: impl FnOnce(&Daemon) -> DaemonResult<T> + Send + 'static,
+    op: impl FnOnce(&Services) -> DaemonResult<T> + Send + 'static,
 ) -> Reply<T> {
     let value = tokio::task::spawn_blocking(move || op(&daemon))
         .await
@@ -92,9 +92,9 @@ pub(crate) async fn blocking<T: Send + 'static>(
 /// Runs an async daemon operation in a task of its own, so a client that hangs up cannot
 /// cancel it half-way (a launched guest, a bridge or TAP the store does not know about).
 pub(crate) async fn detached<T, F>(
-    daemon: Arc<Daemon>,
+    daemon: Arc<Services>,
     what: &'static str,
-    op: impl FnOnce(Arc<Daemon>) -> F,
+    op: impl FnOnce(Arc<Services>) -> F,
 ) -> Reply<T>
 where
     T: Send + 'static,

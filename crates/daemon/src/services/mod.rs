@@ -1,3 +1,100 @@
-//! What oxvirtd does, one service per resource, on top of the store and the engines.
+//! What oxvirtd does, one service per resource, on top of the store and the engines:
+//! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest),
+//! [`interfaces`] (a domain's NICs), [`networks`], [`pools`] and [`volumes`]. Each is a type of
+//! its own; [`guests`] holds the running side of domains in memory; every failure is a
+//! [`error::DaemonError`]. A service uses only the ones below it: domains use networks and
+//! volumes, volumes use pools, interfaces use networks; all of them use guests and the store.
 
+pub mod domains;
 pub mod error;
+pub mod guests;
+pub mod interfaces;
+pub mod networks;
+pub mod pools;
+pub mod supervisor;
+pub mod volumes;
+mod xml;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use oxvirt_api::{VersionInfo, API_VERSION};
+
+use crate::engine::Engine;
+use crate::store::Store;
+use domains::Domains;
+use guests::Guests;
+use interfaces::Interfaces;
+use networks::Networks;
+use pools::Pools;
+use volumes::Volumes;
+
+/// Every service of the daemon, as the API routes reach them.
+pub struct Services {
+    pub store: Arc<Store>,
+    engine: Arc<dyn Engine>,
+    pub domains: Arc<Domains>,
+    pub interfaces: Interfaces,
+    pub networks: Arc<Networks>,
+    pub pools: Arc<Pools>,
+    pub volumes: Arc<Volumes>,
+}
+
+impl Services {
+    /// Wires the services together (nothing starts yet: see [`Services::start`]).
+    pub async fn new(
+        store: Arc<Store>,
+        engine: Arc<dyn Engine>,
+        state_dir: PathBuf,
+        network_dir: PathBuf,
+        define_default_network: bool,
+    ) -> anyhow::Result<Arc<Services>> {
+        let guests = Arc::new(Guests::new(store.clone(), state_dir));
+        let networks =
+            Arc::new(Networks::new(store.clone(), network_dir, define_default_network).await?);
+        let pools = Arc::new(Pools::new(store.clone()));
+        let volumes = Arc::new(Volumes::new(store.clone(), pools.clone()));
+        let domains = Domains::new(
+            store.clone(),
+            engine.clone(),
+            guests.clone(),
+            networks.clone(),
+            volumes.clone(),
+        );
+        let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
+        Ok(Arc::new(Services {
+            store,
+            engine,
+            domains,
+            interfaces,
+            networks,
+            pools,
+            volumes,
+        }))
+    }
+
+    /// What the daemon does when it starts, in order: autostart pools (before domains, whose
+    /// disks may be volumes), reattach to the guests that kept running, adopt or clean up the
+    /// networks (before autostart domains, which may need them), and start the autostart
+    /// domains in the background.
+    pub async fn start(self: &Arc<Self>) -> anyhow::Result<()> {
+        self.pools.start_pools()?;
+        self.domains
+            .recover()
+            .await
+            .context("reattaching to running guests")?;
+        self.networks.start_networking().await;
+        let domains = self.domains.clone();
+        tokio::spawn(async move { domains.autostart().await });
+        Ok(())
+    }
+
+    pub fn version(&self) -> VersionInfo {
+        VersionInfo {
+            daemon: env!("CARGO_PKG_VERSION").to_string(),
+            api: API_VERSION,
+            qemu: self.engine.version(),
+        }
+    }
+}

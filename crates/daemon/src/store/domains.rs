@@ -1,9 +1,5 @@
-//! Domain definitions (`domains`) and the runtime rows of active domains (`runtime`): what a
-//! restarted daemon needs to find its guests again.
+//! Domain definitions (`domains`): the normalized XML, autostart, and why each last stopped.
 
-use std::path::PathBuf;
-
-use oxvirt_api::DomainState;
 use rusqlite::{params, OptionalExtension, Transaction};
 use uuid::Uuid;
 
@@ -22,21 +18,6 @@ pub struct DomainRecord {
     pub engine: String,
     /// Why the domain last stopped, in virsh's words; shown while it is shut off.
     pub off_reason: String,
-}
-
-/// A stored active domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeRecord {
-    pub uuid: Uuid,
-    pub pid: u32,
-    pub run_dir: PathBuf,
-    pub state: DomainState,
-    pub reason: String,
-    pub id: u32,
-    /// "kvm" or "tcg".
-    pub accel: String,
-    /// Unix seconds.
-    pub started_at: i64,
 }
 
 impl Store {
@@ -58,51 +39,6 @@ impl Store {
                 Ok(uuid) => domain_by_uuid(tx, &uuid),
                 Err(_) => Ok(None),
             }
-        })
-    }
-
-    pub fn runtime(&self, uuid: &Uuid) -> rusqlite::Result<Option<RuntimeRecord>> {
-        self.transaction(|tx| runtime(tx, uuid))
-    }
-
-    pub fn list_runtime(&self) -> rusqlite::Result<Vec<RuntimeRecord>> {
-        self.transaction(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT uuid, pid, run_dir, state, reason, id, accel, started_at FROM runtime ORDER BY id",
-            )?;
-            let rows = stmt.query_map([], runtime_from_row)?;
-            rows.collect()
-        })
-    }
-
-    /// Updates the state of an active domain (no-op if it is not active any more).
-    pub fn set_runtime_state(
-        &self,
-        uuid: &Uuid,
-        state: DomainState,
-        reason: &str,
-    ) -> rusqlite::Result<()> {
-        self.transaction(|tx| {
-            tx.execute(
-                "UPDATE runtime SET state = ?2, reason = ?3 WHERE uuid = ?1",
-                params![uuid.to_string(), state.as_str(), reason],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// Records that a domain stopped: drops its runtime row and remembers why.
-    pub fn mark_stopped(&self, uuid: &Uuid, reason: &str) -> rusqlite::Result<()> {
-        self.transaction(|tx| {
-            tx.execute(
-                "DELETE FROM runtime WHERE uuid = ?1",
-                params![uuid.to_string()],
-            )?;
-            tx.execute(
-                "UPDATE domains SET off_reason = ?2 WHERE uuid = ?1",
-                params![uuid.to_string(), reason],
-            )?;
-            Ok(())
         })
     }
 
@@ -182,52 +118,6 @@ pub fn delete_domain(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> 
     unindex_macs(tx, &uuid.to_string(), false)
 }
 
-pub fn runtime(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<RuntimeRecord>> {
-    tx.query_row(
-        "SELECT uuid, pid, run_dir, state, reason, id, accel, started_at FROM runtime WHERE uuid = ?1",
-        params![uuid.to_string()],
-        runtime_from_row,
-    )
-    .optional()
-}
-
-pub fn insert_runtime(tx: &Transaction<'_>, record: &RuntimeRecord) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO runtime (uuid, pid, run_dir, state, reason, id, accel, started_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            record.uuid.to_string(),
-            record.pid,
-            record.run_dir.to_string_lossy(),
-            record.state.as_str(),
-            record.reason,
-            record.id,
-            record.accel,
-            record.started_at
-        ],
-    )?;
-    Ok(())
-}
-
-/// Hands out runtime ids 1, 2, 3, ... across daemon restarts, like libvirt.
-pub fn next_runtime_id(tx: &Transaction<'_>) -> rusqlite::Result<u32> {
-    let current: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM counters WHERE name = 'runtime_id'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    let next = current.unwrap_or(0) + 1;
-    let next = if next > i64::from(u32::MAX) { 1 } else { next };
-    tx.execute(
-        "INSERT INTO counters (name, value) VALUES ('runtime_id', ?1)
-         ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-        params![next],
-    )?;
-    Ok(next as u32)
-}
-
 fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
     Ok(DomainRecord {
         uuid: parse_uuid(0, row.get(0)?)?,
@@ -237,39 +127,4 @@ fn domain_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DomainRecord> {
         engine: row.get(4)?,
         off_reason: row.get(5)?,
     })
-}
-
-fn runtime_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<RuntimeRecord> {
-    let state_text: String = row.get(3)?;
-    let state = parse_state(&state_text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            3,
-            rusqlite::types::Type::Text,
-            format!("unknown domain state '{state_text}'").into(),
-        )
-    })?;
-    let run_dir: String = row.get(2)?;
-    Ok(RuntimeRecord {
-        uuid: parse_uuid(0, row.get(0)?)?,
-        pid: row.get(1)?,
-        run_dir: PathBuf::from(run_dir),
-        state,
-        reason: row.get(4)?,
-        id: row.get(5)?,
-        accel: row.get(6)?,
-        started_at: row.get(7)?,
-    })
-}
-
-fn parse_state(text: &str) -> Option<DomainState> {
-    [
-        DomainState::Running,
-        DomainState::Paused,
-        DomainState::ShutOff,
-        DomainState::Crashed,
-        DomainState::InShutdown,
-        DomainState::PmSuspended,
-    ]
-    .into_iter()
-    .find(|s| s.as_str() == text)
 }

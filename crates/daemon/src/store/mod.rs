@@ -9,17 +9,22 @@
 //! versioned migrations (`store/migrations.rs`). Checks of the file before it is opened, backups
 //! and restoring one are in `store/file.rs`; `docs/store.md` tells the operator's side.
 
+mod counters;
 mod db;
 mod domains;
 mod error;
 mod file;
 mod macs;
 mod migrations;
+mod networks;
+mod pools;
+mod runtime;
 mod volumes;
 
 #[cfg(test)]
 mod tests;
 
+pub use counters::{counter, set_counter};
 pub use db::Store;
 pub use domains::*;
 pub use error::{named, StoreError, BACKUPS_DIR, DATABASE_FILE};
@@ -27,6 +32,9 @@ pub use file::{
     check_database_file, list_backups, restore_backup, write_backup, BackupOutcome, DbFile,
 };
 pub use macs::*;
+pub use networks::*;
+pub use pools::*;
+pub use runtime::*;
 pub use volumes::{
     delete_volume_record, put_volume_record, volume_record, VolumeOrigin, VolumeRecord,
 };

@@ -1,13 +1,8 @@
-//! Storage pools of type `dir` and their volumes, and `blockresize` of a running guest's disk.
+//! Storage volumes of `dir` pools, and the disks of domains as the engines open them.
 //!
-//! - A pool is a directory. Definitions live in the store's `pools` table (uuid, name, target
-//!   directory, autostart, active); the pool XML is generated from them. Pool and volume XML are
-//!   read and written by `oxvirt_domain::pool` and `oxvirt_domain::volume`. `active` persists across
-//!   daemon restarts, and autostart pools are started when the daemon starts.
-//! - A volume is a regular file directly in the pool's directory; every listing is a fresh scan
-//!   (`pool-refresh` only re-checks the directory). Volume names are one path component: no
-//!   `/`, no leading `.`, so a volume can never name a file outside its pool; symlinks in the
-//!   directory are not volumes.
+//! - A volume is a regular file directly in its pool's directory; every listing is a fresh scan.
+//!   Volume names are one path component: no `/`, no leading `.`, so a volume can never name a
+//!   file outside its pool; symlinks in the directory are not volumes.
 //! - What a volume *is* (raw or qcow2, and a qcow2 overlay's backing file) is recorded in the
 //!   store's `volume_formats` when oxvirtd creates or clones it, or the first time it sees a file
 //!   put there by other means, and never read from the file's contents again: a guest writes
@@ -16,49 +11,46 @@
 //! - Volume files are made and changed through `oxvirt-images` (create, convert, resize), which
 //!   takes QEMU's image locks: a volume a running guest has open cannot be resized, cloned while
 //!   written, or deleted.
+//! - At start, a domain's `<disk type='volume'>` becomes a file disk on the volume's file, and
+//!   each qcow2 disk gets its backing chain read from trusted metadata (`resolve_*`).
 
-use std::ffi::CString;
 use std::fs::Metadata;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use oxvirt_api::{
-    BlockResizeRequest, BlockResized, CreateVolumeRequest, PoolInfo, ResizeVolumeRequest,
-    VolumeInfo,
-};
-use oxvirt_domain::pool::{PoolDef, PoolUsage};
+use oxvirt_api::{CreateVolumeRequest, ResizeVolumeRequest, VolumeInfo};
 use oxvirt_domain::volume::{
     validate_volume_name, BackingStore, VolumeDef, VolumeFormat, VolumeTarget,
 };
-use oxvirt_domain::{BackingLayer, Disk, DiskDevice, DiskFormat, DiskType, Domain, DomainError};
+use oxvirt_domain::{BackingLayer, Disk, DiskFormat, DiskType, Domain, DomainError};
 use oxvirt_images::lock::{lock_image, LockMode};
 use oxvirt_images::ops::{convert, ConvertOptions};
 use oxvirt_images::{CreateOptions, Format, Image, ImageError, OpenOptions, Preallocation};
-use rusqlite::{params, OptionalExtension, Transaction};
-use uuid::Uuid;
 
-use crate::daemon::{stored_domain, Daemon};
-use crate::services::error::{
-    bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
-    DaemonError, DaemonResult, ErrorKind,
+use super::error::{
+    bad_request, db, definition_error, internal, invalid_state, not_found, DaemonError,
+    DaemonResult, ErrorKind,
 };
-use crate::store::{self, VolumeOrigin, VolumeRecord};
+use super::guests::stored_domain;
+use super::pools::Pools;
+use crate::store::{self, PoolRecord, Store, VolumeOrigin, VolumeRecord};
+
+/// Storage volumes, and the resolution of domain disks at start.
+pub struct Volumes {
+    store: Arc<Store>,
+    pools: Arc<Pools>,
+}
+
+impl Volumes {
+    pub fn new(store: Arc<Store>, pools: Arc<Pools>) -> Volumes {
+        Volumes { store, pools }
+    }
+}
 
 /// Cluster size of clones of raw volumes made as qcow2 (never: clones keep the format) and the
 /// fallback when the source does not say.
 const DEFAULT_CLUSTER_SIZE: u64 = 65536;
-
-/// A stored pool definition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PoolRecord {
-    uuid: Uuid,
-    name: String,
-    target: PathBuf,
-    autostart: bool,
-    active: bool,
-}
 
 /// An `oxvirt-images` failure on volume `name`, with the API code that fits it.
 fn image_error(what: &str, err: ImageError) -> DaemonError {
@@ -75,8 +67,6 @@ fn image_error(what: &str, err: ImageError) -> DaemonError {
     DaemonError::new(code, format!("{what}: {err}"))
 }
 
-// ---- names and XML ----
-
 /// Volume names are one file name in the pool's directory: never a path, never hidden.
 fn check_volume_name(name: &str) -> DaemonResult<()> {
     validate_volume_name(name).map_err(|err| match err {
@@ -85,65 +75,6 @@ fn check_volume_name(name: &str) -> DaemonResult<()> {
             format!("invalid storage volume name '{name}': {reason}"),
         ),
         other => bad_request(other.to_string()),
-    })
-}
-
-/// Pool XML as pool-define reads it. (Target permissions are read but not applied: the
-/// directory gets the daemon's owner and umask at pool-build.)
-fn parse_pool_xml(xml: &str) -> DaemonResult<PoolDef> {
-    PoolDef::from_xml(xml).map_err(definition_error)
-}
-
-/// File system usage of the directory, as libvirt reports it for dir pools:
-/// (capacity, allocation, available) in bytes.
-fn fs_usage(dir: &Path) -> std::io::Result<(u64, u64, u64)> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs is a plain C struct; all-zero is a valid value for the kernel to fill.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is a valid NUL-terminated string and `stat` a valid, writable statvfs.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let fragment = stat.f_frsize as u64;
-    let capacity = fragment.saturating_mul(stat.f_blocks as u64);
-    let available = fragment.saturating_mul(stat.f_bfree as u64);
-    Ok((capacity, capacity.saturating_sub(available), available))
-}
-
-fn pool_info_of(record: &PoolRecord) -> PoolInfo {
-    let usage = if record.active {
-        fs_usage(&record.target).ok()
-    } else {
-        None
-    };
-    PoolInfo {
-        name: record.name.clone(),
-        uuid: record.uuid.to_string(),
-        pool_type: "dir".to_string(),
-        active: record.active,
-        persistent: true,
-        autostart: record.autostart,
-        target: record.target.display().to_string(),
-        capacity: usage.map(|u| u.0),
-        allocation: usage.map(|u| u.1),
-        available: usage.map(|u| u.2),
-    }
-}
-
-fn pool_xml_of(record: &PoolRecord) -> String {
-    let info = pool_info_of(record);
-    let def = PoolDef {
-        name: record.name.clone(),
-        uuid: Some(record.uuid),
-        target: record.target.clone(),
-        permissions: None,
-    };
-    def.to_xml(PoolUsage {
-        capacity: info.capacity.unwrap_or(0),
-        allocation: info.allocation.unwrap_or(0),
-        available: info.available.unwrap_or(0),
     })
 }
 
@@ -190,59 +121,6 @@ fn create_request_of(def: &VolumeDef) -> CreateVolumeRequest {
         cluster_size: def.target.cluster_size,
     }
 }
-
-// ---- the pools table ----
-
-fn pool_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PoolRecord> {
-    let uuid: String = row.get(0)?;
-    let uuid = Uuid::parse_str(&uuid).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-    })?;
-    let target: String = row.get(2)?;
-    Ok(PoolRecord {
-        uuid,
-        name: row.get(1)?,
-        target: PathBuf::from(target),
-        autostart: row.get(3)?,
-        active: row.get(4)?,
-    })
-}
-
-const POOL_COLUMNS: &str = "uuid, name, target, autostart, active";
-
-fn list_pool_rows(tx: &Transaction<'_>) -> rusqlite::Result<Vec<PoolRecord>> {
-    let mut stmt = tx.prepare(&format!("SELECT {POOL_COLUMNS} FROM pools ORDER BY name"))?;
-    let rows = stmt.query_map([], pool_from_row)?;
-    rows.collect()
-}
-
-fn pool_by(
-    tx: &Transaction<'_>,
-    column: &str,
-    value: &str,
-) -> rusqlite::Result<Option<PoolRecord>> {
-    tx.query_row(
-        &format!("SELECT {POOL_COLUMNS} FROM pools WHERE {column} = ?1"),
-        params![value],
-        pool_from_row,
-    )
-    .optional()
-}
-
-fn set_pool_flag(
-    tx: &Transaction<'_>,
-    uuid: &Uuid,
-    column: &str,
-    value: bool,
-) -> rusqlite::Result<()> {
-    tx.execute(
-        &format!("UPDATE pools SET {column} = ?2 WHERE uuid = ?1"),
-        params![uuid.to_string(), value],
-    )?;
-    Ok(())
-}
-
-// ---- volumes on disk ----
 
 /// The metadata of an existing volume file, or "not found" if `path` is not a regular file
 /// (a symlink or a directory in the pool is not a volume).
@@ -362,276 +240,30 @@ fn parse_format(text: &str) -> DaemonResult<Format> {
     })
 }
 
-impl Daemon {
-    /// Starts the autostart pools (before guests autostart).
-    pub fn start_pools(&self) -> anyhow::Result<()> {
-        let pools = self
-            .store
-            .transaction(list_pool_rows)
-            .map_err(crate::store::named)?;
-        for pool in pools {
-            if pool.active || !pool.autostart {
-                continue;
-            }
-            match self.start_pool(&pool.uuid.to_string()) {
-                Ok(_) => tracing::info!(pool = %pool.name, "pool autostarted"),
-                Err(err) => tracing::error!(pool = %pool.name, "pool autostart failed: {err}"),
-            }
-        }
-        Ok(())
+/// `err` with what it was about in front: `cannot start domain 'D': disk 'vda': ...`.
+fn start_error(domain: &str, dev: &str, err: DaemonError) -> DaemonError {
+    err.context(format!("cannot start domain '{domain}': disk '{dev}'"))
+}
+
+fn disk_format_of(format: Format) -> DiskFormat {
+    match format {
+        Format::Raw => DiskFormat::Raw,
+        Format::Qcow2 => DiskFormat::Qcow2,
     }
+}
 
-    /// Finds a pool by name, then by UUID.
-    fn resolve_pool(&self, id: &str) -> DaemonResult<PoolRecord> {
-        let found = self
-            .store
-            .transaction(|tx| {
-                if let Some(pool) = pool_by(tx, "name", id)? {
-                    return Ok(Some(pool));
-                }
-                match Uuid::parse_str(id) {
-                    Ok(uuid) => pool_by(tx, "uuid", &uuid.to_string()),
-                    Err(_) => Ok(None),
-                }
-            })
-            .map_err(db)?;
-        found.ok_or_else(|| not_found(format!("storage pool '{id}' not found")))
+fn image_format_of(format: DiskFormat) -> Format {
+    match format {
+        DiskFormat::Raw => Format::Raw,
+        DiskFormat::Qcow2 => Format::Qcow2,
     }
+}
 
-    fn active_pool(&self, id: &str) -> DaemonResult<PoolRecord> {
-        let pool = self.resolve_pool(id)?;
-        if !pool.active {
-            return Err(invalid_state(format!(
-                "storage pool '{}' is not active",
-                pool.name
-            )));
-        }
-        Ok(pool)
-    }
-
-    // ---- pools ----
-
-    pub fn list_pools(&self) -> DaemonResult<Vec<PoolInfo>> {
-        let pools = self.store.transaction(list_pool_rows).map_err(db)?;
-        Ok(pools.iter().map(pool_info_of).collect())
-    }
-
-    pub fn pool_info(&self, id: &str) -> DaemonResult<PoolInfo> {
-        Ok(pool_info_of(&self.resolve_pool(id)?))
-    }
-
-    pub fn pool_xml(&self, id: &str) -> DaemonResult<String> {
-        Ok(pool_xml_of(&self.resolve_pool(id)?))
-    }
-
-    /// pool-define: a new pool, or a new target for an inactive pool of the same name (and
-    /// uuid, if the XML names one).
-    pub fn define_pool(&self, xml: &str) -> DaemonResult<PoolInfo> {
-        let def = parse_pool_xml(xml)?;
-        let record = self.store.transaction_or(db, |tx| -> DaemonResult<PoolRecord> {
-            let by_name = pool_by(tx, "name", &def.name).map_err(db)?;
-            let by_uuid = match def.uuid {
-                Some(uuid) => pool_by(tx, "uuid", &uuid.to_string()).map_err(db)?,
-                None => None,
-            };
-            let clash = list_pool_rows(tx)
-                .map_err(db)?
-                .into_iter()
-                .find(|p| p.target == def.target && p.name != def.name);
-            if let Some(other) = clash {
-                return Err(DaemonError::new(ErrorKind::AlreadyExists,
-                    format!(
-                        "storage pool '{}' already uses the directory {}",
-                        other.name,
-                        def.target.display()
-                    ),
-                ));
-            }
-            match (by_name, by_uuid) {
-                (None, None) => {
-                    let record = PoolRecord {
-                        uuid: def.uuid.unwrap_or_else(Uuid::new_v4),
-                        name: def.name.clone(),
-                        target: def.target.clone(),
-                        autostart: false,
-                        active: false,
-                    };
-                    tx.execute(
-                        "INSERT INTO pools (uuid, name, target, autostart, active) VALUES (?1, ?2, ?3, 0, 0)",
-                        params![
-                            record.uuid.to_string(),
-                            record.name,
-                            record.target.to_string_lossy()
-                        ],
-                    )
-                    .map_err(db)?;
-                    Ok(record)
-                }
-                (Some(existing), by_uuid)
-                    if def.uuid.is_none()
-                        || by_uuid.as_ref().map(|p| p.uuid) == Some(existing.uuid) =>
-                {
-                    if existing.active {
-                        return Err(invalid_state(format!(
-                            "storage pool '{}' is active; destroy it before redefining it",
-                            existing.name
-                        )));
-                    }
-                    tx.execute(
-                        "UPDATE pools SET target = ?2 WHERE uuid = ?1",
-                        params![existing.uuid.to_string(), def.target.to_string_lossy()],
-                    )
-                    .map_err(db)?;
-                    Ok(PoolRecord {
-                        target: def.target.clone(),
-                        ..existing
-                    })
-                }
-                (Some(existing), _) => Err(DaemonError::new(ErrorKind::AlreadyExists,
-                    format!(
-                        "storage pool '{}' already exists with uuid {}",
-                        existing.name, existing.uuid
-                    ),
-                )),
-                (None, Some(other)) => Err(DaemonError::new(ErrorKind::AlreadyExists,
-                    format!(
-                        "storage pool with uuid {} already exists with name '{}'",
-                        other.uuid, other.name
-                    ),
-                )),
-            }
-        })?;
-        tracing::info!(pool = %record.name, target = %record.target.display(), "pool defined");
-        Ok(pool_info_of(&record))
-    }
-
-    pub fn undefine_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
-        let pool = self.resolve_pool(id)?;
-        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
-            let current = pool_by(tx, "uuid", &pool.uuid.to_string()).map_err(db)?;
-            if current.is_some_and(|p| p.active) {
-                return Err(invalid_state(format!(
-                    "storage pool '{}' is still active; destroy it first",
-                    pool.name
-                )));
-            }
-            tx.execute(
-                "DELETE FROM pools WHERE uuid = ?1",
-                params![pool.uuid.to_string()],
-            )
-            .map_err(db)?;
-            Ok(())
-        })?;
-        tracing::info!(pool = %pool.name, "pool undefined");
-        Ok(pool_info_of(&PoolRecord {
-            active: false,
-            ..pool
-        }))
-    }
-
-    /// pool-build: creates the target directory (and its parents) of an inactive pool.
-    pub fn build_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
-        let pool = self.resolve_pool(id)?;
-        if pool.active {
-            return Err(invalid_state(format!(
-                "storage pool '{}' is active",
-                pool.name
-            )));
-        }
-        std::fs::create_dir_all(&pool.target).map_err(|e| {
-            internal(
-                &format!(
-                    "cannot build storage pool '{}': cannot create {}",
-                    pool.name,
-                    pool.target.display()
-                ),
-                e,
-            )
-        })?;
-        Ok(pool_info_of(&pool))
-    }
-
-    /// pool-start: the target directory must exist.
-    pub fn start_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
-        let pool = self.resolve_pool(id)?;
-        if pool.active {
-            return Err(invalid_state(format!(
-                "storage pool '{}' is already active",
-                pool.name
-            )));
-        }
-        self.check_target(&pool, "start")?;
-        self.store
-            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "active", true))
-            .map_err(db)?;
-        tracing::info!(pool = %pool.name, "pool started");
-        Ok(pool_info_of(&PoolRecord {
-            active: true,
-            ..pool
-        }))
-    }
-
-    fn check_target(&self, pool: &PoolRecord, verb: &str) -> DaemonResult<()> {
-        match std::fs::metadata(&pool.target) {
-            Ok(meta) if meta.is_dir() => Ok(()),
-            Ok(_) => Err(invalid_state(format!(
-                "cannot {verb} storage pool '{}': target {} is not a directory",
-                pool.name,
-                pool.target.display()
-            ))),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(not_found(format!(
-                "cannot {verb} storage pool '{}': target directory {} does not exist (pool-build creates it)",
-                pool.name,
-                pool.target.display()
-            ))),
-            Err(err) => Err(internal(
-                &format!(
-                    "cannot {verb} storage pool '{}': {}",
-                    pool.name,
-                    pool.target.display()
-                ),
-                err,
-            )),
-        }
-    }
-
-    /// pool-destroy: the pool becomes inactive; its files stay.
-    pub fn destroy_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
-        let pool = self.active_pool(id)?;
-        self.store
-            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "active", false))
-            .map_err(db)?;
-        tracing::info!(pool = %pool.name, "pool destroyed");
-        Ok(pool_info_of(&PoolRecord {
-            active: false,
-            ..pool
-        }))
-    }
-
-    /// pool-refresh: volumes are scanned on every request, so this only checks the directory.
-    pub fn refresh_pool(&self, id: &str) -> DaemonResult<PoolInfo> {
-        let pool = self.active_pool(id)?;
-        self.check_target(&pool, "refresh")?;
-        Ok(pool_info_of(&pool))
-    }
-
-    pub fn set_pool_autostart(&self, id: &str, enabled: bool) -> DaemonResult<PoolInfo> {
-        let pool = self.resolve_pool(id)?;
-        self.store
-            .transaction(|tx| set_pool_flag(tx, &pool.uuid, "autostart", enabled))
-            .map_err(db)?;
-        Ok(pool_info_of(&PoolRecord {
-            autostart: enabled,
-            ..pool
-        }))
-    }
-
-    // ---- volumes ----
-
+impl Volumes {
     /// The pool's volumes, by name. Files that cannot be read as images are left out (and
     /// logged), so one damaged file does not hide the others.
     pub fn list_volumes(&self, pool_id: &str) -> DaemonResult<Vec<VolumeInfo>> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let entries = std::fs::read_dir(&pool.target).map_err(|e| {
             internal(
                 &format!("cannot read the directory of storage pool '{}'", pool.name),
@@ -661,7 +293,7 @@ impl Daemon {
     }
 
     pub fn volume_info(&self, pool_id: &str, name: &str) -> DaemonResult<VolumeInfo> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
         let record = self.volume_record_of(&pool, name, &path)?;
         read_volume(&pool, name, &record, &meta)
@@ -791,7 +423,7 @@ impl Daemon {
         pool_id: &str,
         request: &CreateVolumeRequest,
     ) -> DaemonResult<VolumeInfo> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let format = parse_format(&request.format)?;
         let path = self.new_volume_path(&pool, &request.name)?;
         let backing = match (&request.backing_vol, &request.backing_format) {
@@ -923,7 +555,7 @@ impl Daemon {
     /// vol-delete: refused while a running guest uses the volume (its definition names it, or
     /// a process holds QEMU's write lock on it). The lock is held while the file is removed.
     pub fn delete_volume(&self, pool_id: &str, name: &str) -> DaemonResult<VolumeInfo> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
         let key = record_key(&path)?;
         let info = self
@@ -975,7 +607,7 @@ impl Daemon {
         name: &str,
         new_name: &str,
     ) -> DaemonResult<VolumeInfo> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let (source_path, _) = volume_file(&pool, name)?;
         let source_record = self.volume_record_of(&pool, name, &source_path)?;
         let target_path = self.new_volume_path(&pool, new_name)?;
@@ -1028,7 +660,7 @@ impl Daemon {
         name: &str,
         request: ResizeVolumeRequest,
     ) -> DaemonResult<VolumeInfo> {
-        let pool = self.active_pool(pool_id)?;
+        let pool = self.pools.active_pool(pool_id)?;
         let (path, _) = volume_file(&pool, name)?;
         let record = self.volume_record_of(&pool, name, &path)?;
         let mut image = Image::open(
@@ -1068,84 +700,6 @@ impl Daemon {
         read_volume(&pool, name, &record, &meta)
     }
 
-    // ---- blockresize ----
-
-    /// Grows a disk of a running guest; the guest sees the new size at once.
-    pub async fn block_resize(
-        self: &Arc<Self>,
-        id: &str,
-        request: &BlockResizeRequest,
-    ) -> DaemonResult<BlockResized> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let control = self.running_control(&vm, &record)?;
-        let domain = stored_domain(&record)?;
-        let disk = domain
-            .devices
-            .disks
-            .iter()
-            .find(|d| d.target.dev == request.disk || d.source.as_deref() == Some(&request.disk))
-            .ok_or_else(|| {
-                not_found(format!(
-                    "domain '{}' has no disk '{}' (give its target, e.g. vda, or its source path)",
-                    record.name, request.disk
-                ))
-            })?;
-        let dev = disk.target.dev.clone();
-        let has_medium = disk.source.is_some() || disk.volume.is_some();
-        if !has_medium || disk.device == DiskDevice::Cdrom || disk.readonly {
-            return Err(invalid_state(format!(
-                "disk '{dev}' of domain '{}' is read-only or has no medium; it cannot be resized",
-                record.name
-            )));
-        }
-        // QEMU wants whole sectors (qcow2 insists); round up as libvirt does.
-        let size = request
-            .size
-            .checked_add(511)
-            .map(|s| s / 512 * 512)
-            .ok_or_else(|| bad_request(format!("size {} is too large", request.size)))?;
-        let current = control
-            .block_size(&dev)
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        if size < current {
-            return Err(bad_request(format!(
-                "disk '{dev}' of domain '{}' is {current} bytes; shrinking a running guest's disk to {size} bytes is not supported",
-                record.name
-            )));
-        }
-        control
-            .block_resize(&dev, size)
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        tracing::info!(domain = %record.name, disk = %dev, size, "disk resized");
-        Ok(BlockResized { target: dev, size })
-    }
-}
-
-// ---- volume disks of domains ----
-
-/// `err` with what it was about in front: `cannot start domain 'D': disk 'vda': ...`.
-fn start_error(domain: &str, dev: &str, err: DaemonError) -> DaemonError {
-    err.context(format!("cannot start domain '{domain}': disk '{dev}'"))
-}
-
-fn disk_format_of(format: Format) -> DiskFormat {
-    match format {
-        Format::Raw => DiskFormat::Raw,
-        Format::Qcow2 => DiskFormat::Qcow2,
-    }
-}
-
-fn image_format_of(format: DiskFormat) -> Format {
-    match format {
-        DiskFormat::Raw => Format::Raw,
-        DiskFormat::Qcow2 => Format::Qcow2,
-    }
-}
-
-impl Daemon {
     /// Makes `domain` (the launched copy; the stored definition keeps its references) name
     /// files only: each `<disk type='volume'>` becomes a file disk on the volume's file, in
     /// the format its image has. Refused, naming the disk: an unknown or inactive pool, a
@@ -1158,7 +712,7 @@ impl Daemon {
             };
             let dev = disk.target.dev.clone();
             let fail = |err| start_error(&name, &dev, err);
-            let pool = self.active_pool(&reference.pool).map_err(fail)?;
+            let pool = self.pools.active_pool(&reference.pool).map_err(fail)?;
             let (path, _) = volume_file(&pool, &reference.volume).map_err(fail)?;
             let found = self
                 .volume_record_of(&pool, &reference.volume, &path)
@@ -1274,7 +828,7 @@ impl Daemon {
         let Some(reference) = &disk.volume else {
             return false;
         };
-        match self.resolve_pool(&reference.pool) {
+        match self.pools.resolve_pool(&reference.pool) {
             Ok(pool) => same_file(&pool.target.join(&reference.volume), path),
             Err(_) => false,
         }
@@ -1294,68 +848,6 @@ mod tests {
         for good in ["disk.qcow2", "a b", "x..y", "v-1_2"] {
             assert!(check_volume_name(good).is_ok(), "{good:?}");
         }
-    }
-
-    #[test]
-    fn pool_xml_is_parsed_and_the_target_normalized() {
-        let def = parse_pool_xml(
-            "<pool type='dir'><name>p1</name><uuid>c43c80d3-124b-485a-b2bb-5dd6b962967c</uuid>\
-             <target><path>/srv/images/</path></target></pool>",
-        )
-        .unwrap();
-        assert_eq!(def.name, "p1");
-        assert_eq!(def.target, PathBuf::from("/srv/images"));
-        assert!(def.uuid.is_some());
-        let errors = [
-            (
-                "<pool type='logical'><name>p</name></pool>",
-                ErrorKind::Unsupported,
-            ),
-            ("<pool><name>p</name></pool>", ErrorKind::InvalidXml),
-            (
-                "<pool type='dir'><name>p</name></pool>",
-                ErrorKind::InvalidXml,
-            ),
-            (
-                "<pool type='dir'><name>p</name><target><path>rel</path></target></pool>",
-                ErrorKind::InvalidXml,
-            ),
-            (
-                "<pool type='dir'><name>p</name><target><path>/a/../b</path></target></pool>",
-                ErrorKind::InvalidXml,
-            ),
-            (
-                "<pool type='dir'><name>a/b</name><target><path>/a</path></target></pool>",
-                ErrorKind::InvalidName,
-            ),
-            ("<pool type='dir'", ErrorKind::InvalidXml),
-            (
-                "<pool type='dir'><name>..</name><target><path>/a</path></target></pool>",
-                ErrorKind::InvalidName,
-            ),
-            (
-                "<pool type='dir' foo='1'><name>p</name><target><path>/a</path></target></pool>",
-                ErrorKind::Unsupported,
-            ),
-        ];
-        for (xml, want) in errors {
-            assert_eq!(parse_pool_xml(xml).unwrap_err().kind, want, "{xml}");
-        }
-    }
-
-    #[test]
-    fn pool_xml_output_escapes_and_parses_back() {
-        let record = PoolRecord {
-            uuid: Uuid::new_v4(),
-            name: "a<b>&'c".to_string(),
-            target: PathBuf::from("/tmp/x&y"),
-            autostart: false,
-            active: false,
-        };
-        let def = parse_pool_xml(&pool_xml_of(&record)).unwrap();
-        assert_eq!(def.name, record.name);
-        assert_eq!(def.uuid, Some(record.uuid));
-        assert_eq!(def.target, record.target);
     }
 
     #[test]

@@ -19,33 +19,28 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
-use oxvirt_api::{
-    AddressSource, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,
-    InterfaceAddress, InterfaceStats, NetworkInfo, NetworkLease,
-};
-use oxvirt_domain::{Address, Domain, InterfaceSource, InterfaceType, MacAddr};
+use oxvirt_api::{NetworkInfo, NetworkLease};
+use oxvirt_domain::{Domain, InterfaceSource, InterfaceType, MacAddr};
 use oxvirt_net::{NetError, NetXmlError, NetworkDef, NetworkManager, TapRequest};
-// What this file writes into XML are attribute values.
-use oxvirt_xml::escape_attr as xml_escape;
-use rusqlite::{params, OptionalExtension, Transaction};
-use serde::{Deserialize, Serialize};
+use rusqlite::Transaction;
 use uuid::Uuid;
 
-use crate::daemon::{stored_domain, Daemon};
-use crate::engine::NicPlug;
-use crate::services::error::{
-    bad_request, db, definition_error, engine_failure, internal, invalid_state, DaemonError,
-    DaemonResult, ErrorKind,
+use super::error::{db, internal, invalid_state, DaemonError, DaemonResult, ErrorKind};
+use super::xml::names_uuid;
+use crate::store::{
+    self, all_live_domains, delete_live_domain, insert_network, list_networks, put_live_domain,
+    set_network_flag, DomainRecord, LiveDomain, NetworkRecord, NicIds, Store,
 };
-use crate::store::{self, DomainRecord, Store};
 
 /// `counters` row set once the default network was offered, so undefining it sticks.
 const DEFAULT_OFFERED: &str = "default_network_offered";
 
 /// The daemon's network side.
 pub struct Networks {
+    store: Arc<Store>,
     /// `None` when the host side could not be set up (e.g. no netlink); `unavailable` says why.
     manager: Option<NetworkManager>,
     unavailable: String,
@@ -90,7 +85,11 @@ impl Networks {
     /// Creates the network manager (state under `state_dir`); the tables are the store's. Must
     /// run inside the runtime the daemon serves from: the manager works in this thread's network
     /// namespace.
-    pub async fn new(state_dir: PathBuf, define_default: bool) -> anyhow::Result<Networks> {
+    pub async fn new(
+        store: Arc<Store>,
+        state_dir: PathBuf,
+        define_default: bool,
+    ) -> anyhow::Result<Networks> {
         prepare_network_dir(&state_dir)?;
         let (manager, unavailable) = match NetworkManager::new(state_dir).await {
             Ok(manager) => (Some(manager), String::new()),
@@ -100,6 +99,7 @@ impl Networks {
             }
         };
         Ok(Networks {
+            store,
             manager,
             unavailable,
             define_default,
@@ -108,18 +108,8 @@ impl Networks {
     }
 }
 
-/// A stored network definition.
-#[derive(Debug, Clone)]
-struct NetworkRecord {
-    uuid: Uuid,
-    name: String,
-    xml: String,
-    autostart: bool,
-    active: bool,
-}
-
 impl NetworkRecord {
-    fn def(&self) -> DaemonResult<NetworkDef> {
+    pub(super) fn def(&self) -> DaemonResult<NetworkDef> {
         NetworkDef::from_xml(&self.xml).map_err(|err| {
             internal(
                 &format!(
@@ -144,123 +134,6 @@ impl NetworkRecord {
                 .and_then(|d| d.bridge_name().map(str::to_string)),
         }
     }
-}
-
-/// Engine ids of one NIC of a running guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct NicIds {
-    mac: String,
-    device: String,
-    netdev: String,
-}
-
-/// The launched copy of a running domain's definition and its NICs' engine ids.
-#[derive(Debug, Clone)]
-struct LiveDomain {
-    xml: String,
-    nics: Vec<NicIds>,
-}
-
-// ---- store access ----
-
-fn network_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NetworkRecord> {
-    let uuid: String = row.get(0)?;
-    Ok(NetworkRecord {
-        uuid: Uuid::parse_str(&uuid).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-        name: row.get(1)?,
-        xml: row.get(2)?,
-        autostart: row.get(3)?,
-        active: row.get(4)?,
-    })
-}
-
-fn list_networks(tx: &Transaction<'_>) -> rusqlite::Result<Vec<NetworkRecord>> {
-    let mut stmt =
-        tx.prepare("SELECT uuid, name, xml, autostart, active FROM networks ORDER BY name")?;
-    let rows = stmt.query_map([], network_from_row)?;
-    rows.collect()
-}
-
-fn insert_network(tx: &Transaction<'_>, record: &NetworkRecord) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO networks (uuid, name, xml, autostart, active) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            record.uuid.to_string(),
-            record.name,
-            record.xml,
-            record.autostart,
-            record.active
-        ],
-    )?;
-    Ok(())
-}
-
-fn set_network_flag(store: &Store, uuid: &Uuid, column: &str, value: bool) -> rusqlite::Result<()> {
-    // `column` is one of our two literal column names, never user input.
-    let sql = format!("UPDATE networks SET {column} = ?2 WHERE uuid = ?1");
-    store.transaction(|tx| {
-        tx.execute(&sql, params![uuid.to_string(), value])?;
-        Ok(())
-    })
-}
-
-fn live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<Option<LiveDomain>> {
-    store
-        .transaction(|tx| {
-            tx.query_row(
-                "SELECT xml, nics FROM live_domains WHERE uuid = ?1",
-                params![uuid.to_string()],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)),
-            )
-            .optional()
-        })
-        .map(|row| {
-            row.map(|(xml, nics)| LiveDomain {
-                xml,
-                nics: serde_json::from_str(&nics).unwrap_or_default(),
-            })
-        })
-}
-
-fn all_live_domains(store: &Store) -> rusqlite::Result<Vec<(Uuid, LiveDomain)>> {
-    let rows: Vec<(String, String, String)> = store.transaction(|tx| {
-        let mut stmt = tx.prepare("SELECT uuid, xml, nics FROM live_domains")?;
-        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
-        rows.collect()
-    })?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(uuid, xml, nics)| {
-            let uuid = Uuid::parse_str(&uuid).ok()?;
-            let nics = serde_json::from_str(&nics).unwrap_or_default();
-            Some((uuid, LiveDomain { xml, nics }))
-        })
-        .collect())
-}
-
-/// Records the live definition of running domain `uuid`, and its MACs in the store's index.
-fn put_live_domain(store: &Store, uuid: &Uuid, live: &LiveDomain) -> rusqlite::Result<()> {
-    let nics = serde_json::to_string(&live.nics).unwrap_or_else(|_| "[]".to_string());
-    store.transaction(|tx| {
-        tx.execute(
-            "INSERT INTO live_domains (uuid, xml, nics) VALUES (?1, ?2, ?3)
-             ON CONFLICT(uuid) DO UPDATE SET xml = excluded.xml, nics = excluded.nics",
-            params![uuid.to_string(), live.xml, nics],
-        )?;
-        store::index_live_macs(tx, uuid, &live.xml)
-    })
-}
-
-fn delete_live_domain(store: &Store, uuid: &Uuid) -> rusqlite::Result<()> {
-    store.transaction(|tx| {
-        tx.execute(
-            "DELETE FROM live_domains WHERE uuid = ?1",
-            params![uuid.to_string()],
-        )?;
-        store::unindex_live_macs(tx, uuid)
-    })
 }
 
 /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains (the
@@ -300,7 +173,7 @@ fn ensure_unique_macs_in(store: &Store, domain: &mut Domain, xml: &str) -> Daemo
 }
 
 /// A MAC for a new interface: `given` if no domain uses it, else a generated one no domain uses.
-fn free_mac(store: &Store, given: Option<MacAddr>) -> DaemonResult<MacAddr> {
+pub(super) fn free_mac(store: &Store, given: Option<MacAddr>) -> DaemonResult<MacAddr> {
     store.transaction_or(db, |tx| match given {
         Some(mac) => match store::mac_user(tx, mac, None).map_err(db)? {
             Some(owner) => Err(DaemonError::new(
@@ -320,7 +193,7 @@ fn free_mac(store: &Store, given: Option<MacAddr>) -> DaemonResult<MacAddr> {
 
 /// Refuses, inside the transaction that stored domain `name`'s definition, a MAC another domain
 /// took since the check before it (a concurrent define).
-pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) -> DaemonResult<()> {
+pub(super) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) -> DaemonResult<()> {
     match store::mac_clash(tx, uuid).map_err(db)? {
         Some((mac, owner)) => Err(DaemonError::new(
             ErrorKind::AlreadyExists,
@@ -330,9 +203,7 @@ pub(crate) fn refuse_mac_clash(tx: &Transaction<'_>, uuid: &Uuid, name: &str) ->
     }
 }
 
-// ---- errors and small helpers ----
-
-fn net_error(err: NetError) -> DaemonError {
+pub(super) fn net_error(err: NetError) -> DaemonError {
     let code = match &err {
         NetError::Xml(_) | NetError::Invalid { .. } => ErrorKind::InvalidXml,
         NetError::BridgeNameTaken { .. } | NetError::DeviceExists { .. } => {
@@ -356,17 +227,6 @@ fn net_xml_error(err: NetXmlError) -> DaemonError {
     DaemonError::new(code, err.to_string())
 }
 
-/// Whether the XML text has a `<uuid>` child of its root (parsing generates one otherwise).
-fn xml_names_uuid(xml: &str) -> bool {
-    oxvirt_xml::parse(xml)
-        .map(|doc| {
-            doc.root_element()
-                .children()
-                .any(|c| c.has_tag_name("uuid"))
-        })
-        .unwrap_or(false)
-}
-
 /// For each `<interface>` of a domain XML text, in order: whether it names its MAC.
 fn interfaces_with_given_mac(xml: &str) -> Vec<bool> {
     let Ok(doc) = oxvirt_xml::parse(xml) else {
@@ -386,39 +246,12 @@ fn random_mac() -> MacAddr {
     oxvirt_domain::generate_mac([b[0], b[1], b[2]])
 }
 
-fn net_mac(mac: MacAddr) -> oxvirt_net::MacAddr {
+pub(super) fn net_mac(mac: MacAddr) -> oxvirt_net::MacAddr {
     oxvirt_net::MacAddr(mac.0)
 }
 
-fn type_name(interface_type: InterfaceType) -> &'static str {
-    match interface_type {
-        InterfaceType::Network => "network",
-        InterfaceType::Bridge => "bridge",
-        InterfaceType::User => "user",
-    }
-}
-
-fn source_name(source: &InterfaceSource) -> Option<String> {
-    match source {
-        InterfaceSource::None => None,
-        InterfaceSource::Network(name) | InterfaceSource::Bridge(name) => Some(name.clone()),
-    }
-}
-
-/// Adds an `<interface>` element at the end of `<devices>` of a normalized domain XML text.
-fn with_interface(domain_xml: &str, interface_xml: &str) -> DaemonResult<String> {
-    let at = domain_xml
-        .rfind("</devices>")
-        .ok_or_else(|| internal("adding an interface", "the definition has no <devices>"))?;
-    Ok(format!(
-        "{}{interface_xml}\n  {}",
-        &domain_xml[..at],
-        &domain_xml[at..]
-    ))
-}
-
 /// The engine ids the QEMU command line gives NIC number `index`.
-fn launch_ids(index: usize, mac: &str) -> NicIds {
+pub(super) fn launch_ids(index: usize, mac: &str) -> NicIds {
     NicIds {
         mac: mac.to_string(),
         device: format!("net{index}"),
@@ -426,80 +259,25 @@ fn launch_ids(index: usize, mac: &str) -> NicIds {
     }
 }
 
-/// Engine ids of a hot-plugged NIC (unique: MACs are unique in a domain).
-fn hotplug_ids(mac: MacAddr) -> NicIds {
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
-    NicIds {
-        mac: mac.to_string(),
-        device: format!("net-hp{hex}"),
-        netdev: format!("hostnet-hp{hex}"),
-    }
-}
-
-/// One interface as `domiflist` shows it; `live`: the domain runs (TAP names are known).
-fn describe(iface: &oxvirt_domain::Interface, live: bool) -> DomainInterface {
-    DomainInterface {
-        target: if live { iface.target_dev.clone() } else { None },
-        interface_type: type_name(iface.interface_type).to_string(),
-        source: source_name(&iface.source),
-        model: iface.model.clone(),
-        mac: iface.mac.map(|m| m.to_string()).unwrap_or_default(),
-    }
-}
-
-/// Which of virsh's `--live` / `--config` apply; neither means the domain's current state.
-fn live_and_config(live: bool, config: bool, running: bool) -> (bool, bool) {
-    if live || config {
-        (live, config)
-    } else {
-        (running, !running)
-    }
-}
-
-fn parse_interface_type(text: &str) -> DaemonResult<InterfaceType> {
-    match text {
-        "network" => Ok(InterfaceType::Network),
-        "bridge" => Ok(InterfaceType::Bridge),
-        "user" => Ok(InterfaceType::User),
-        other => Err(bad_request(format!(
-            "interface type '{other}' is not supported (use network or bridge)"
-        ))),
-    }
-}
-
-fn parse_guest_mac(text: &str) -> DaemonResult<MacAddr> {
-    let mac = oxvirt_domain::parse_mac(text).map_err(|_| {
-        bad_request(format!(
-            "'{text}' is not a MAC address like 52:54:00:12:34:56"
-        ))
-    })?;
-    if mac.0[0] & 1 == 1 {
-        return Err(bad_request(format!(
-            "MAC address {mac} is a multicast address; a NIC needs a unicast one"
-        )));
-    }
-    Ok(mac)
-}
-
-impl Daemon {
-    fn net_manager(&self) -> DaemonResult<&NetworkManager> {
-        self.networks.manager.as_ref().ok_or_else(|| {
+impl Networks {
+    pub(super) fn net_manager(&self) -> DaemonResult<&NetworkManager> {
+        self.manager.as_ref().ok_or_else(|| {
             DaemonError::new(
                 ErrorKind::Unsupported,
                 format!(
                     "virtual networks are unavailable on this host: {}",
-                    self.networks.unavailable
+                    self.unavailable
                 ),
             )
         })
     }
 
-    fn network_records(&self) -> DaemonResult<Vec<NetworkRecord>> {
+    pub(super) fn network_records(&self) -> DaemonResult<Vec<NetworkRecord>> {
         self.store.transaction(list_networks).map_err(db)
     }
 
     /// A network by name or UUID.
-    fn resolve_network(&self, id: &str) -> DaemonResult<NetworkRecord> {
+    pub(super) fn resolve_network(&self, id: &str) -> DaemonResult<NetworkRecord> {
         let records = self.network_records()?;
         let uuid = Uuid::parse_str(id).ok();
         records
@@ -511,8 +289,6 @@ impl Daemon {
                 DaemonError::new(ErrorKind::NotFound, format!("network '{id}' not found"))
             })
     }
-
-    // ---- network endpoints ----
 
     pub fn list_networks(&self) -> DaemonResult<Vec<NetworkInfo>> {
         Ok(self
@@ -532,13 +308,13 @@ impl Daemon {
 
     /// net-define: create a network, or update an inactive one of the same name (and uuid).
     pub async fn define_network(&self, xml: &str) -> DaemonResult<NetworkInfo> {
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         self.define_network_locked(xml, None).await
     }
 
     /// net-edit's write: replace the definition of inactive network `id` (same name and uuid).
     pub async fn replace_network_xml(&self, id: &str, xml: &str) -> DaemonResult<NetworkInfo> {
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         let record = self.resolve_network(id)?;
         self.define_network_locked(xml, Some(&record)).await
     }
@@ -562,7 +338,7 @@ impl Daemon {
             }
         }
         if let Some(record) = &existing {
-            if !xml_names_uuid(xml) {
+            if !names_uuid(xml) {
                 def.uuid = record.uuid;
             }
             if def.uuid != record.uuid {
@@ -615,10 +391,7 @@ impl Daemon {
         };
         self.store
             .transaction(|tx| {
-                tx.execute(
-                    "DELETE FROM networks WHERE uuid = ?1",
-                    params![record.uuid.to_string()],
-                )?;
+                store::delete_network(tx, &record.uuid)?;
                 insert_network(tx, &record)
             })
             .map_err(db)?;
@@ -655,7 +428,7 @@ impl Daemon {
 
     /// net-undefine: refused while a running domain uses the network, or while it is active.
     pub async fn undefine_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         let record = self.resolve_network(id)?;
         if let Some(domain) = self.domains_using_network(&record.name)?.first() {
             return Err(invalid_state(format!(
@@ -670,13 +443,7 @@ impl Daemon {
             )));
         }
         self.store
-            .transaction(|tx| {
-                tx.execute(
-                    "DELETE FROM networks WHERE uuid = ?1",
-                    params![record.uuid.to_string()],
-                )?;
-                Ok(())
-            })
+            .transaction(|tx| store::delete_network(tx, &record.uuid))
             .map_err(db)?;
         tracing::info!(network = %record.name, "network undefined");
         Ok(NetworkInfo {
@@ -709,7 +476,7 @@ impl Daemon {
     }
 
     pub async fn start_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         let record = self.resolve_network(id)?;
         if record.active {
             return Err(invalid_state(format!(
@@ -765,7 +532,7 @@ impl Daemon {
 
     /// net-destroy: stops the network (allowed while guests use it; see the module docs).
     pub async fn destroy_network(&self, id: &str) -> DaemonResult<NetworkInfo> {
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         let record = self.resolve_network(id)?;
         if !record.active {
             return Err(invalid_state(format!(
@@ -810,16 +577,14 @@ impl Daemon {
             .collect())
     }
 
-    // ---- daemon start-up ----
-
     /// Brings the network side up after the domains were recovered: the default network on the
     /// first start, adoption of running networks, removal of orphans, autostart networks, and
     /// the TAPs of domains that stopped while the daemon was away.
     pub async fn start_networking(&self) {
-        let Some(manager) = self.networks.manager.as_ref() else {
+        let Some(manager) = self.manager.as_ref() else {
             return;
         };
-        let _guard = self.networks.op.lock().await;
+        let _guard = self.op.lock().await;
         if let Err(err) = self.offer_default_network(manager).await {
             tracing::error!("cannot define the default network: {err}");
         }
@@ -884,21 +649,14 @@ impl Daemon {
     /// libvirt's `default` network, defined once (on the first start), not autostarted (see the
     /// module docs).
     async fn offer_default_network(&self, manager: &NetworkManager) -> DaemonResult<()> {
-        if !self.networks.define_default {
+        if !self.define_default {
             return Ok(());
         }
         let offered = self
             .store
             .transaction(|tx| {
-                let offered: Option<i64> = tx
-                    .query_row(
-                        "SELECT value FROM counters WHERE name = ?1",
-                        params![DEFAULT_OFFERED],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                let count: i64 = tx.query_row("SELECT COUNT(*) FROM networks", [], |r| r.get(0))?;
-                Ok(offered.is_some() || count > 0)
+                let offered = store::counter(tx, DEFAULT_OFFERED)?.is_some();
+                Ok(offered || store::count_networks(tx)? > 0)
             })
             .map_err(db)?;
         if offered {
@@ -922,12 +680,7 @@ impl Daemon {
                         },
                     )?;
                 }
-                tx.execute(
-                    "INSERT INTO counters (name, value) VALUES (?1, 1)
-                     ON CONFLICT(name) DO UPDATE SET value = 1",
-                    params![DEFAULT_OFFERED],
-                )?;
-                Ok(())
+                store::set_counter(tx, DEFAULT_OFFERED, 1)
             })
             .map_err(db)?;
         match proposal {
@@ -974,8 +727,6 @@ impl Daemon {
         }
     }
 
-    // ---- domains ----
-
     /// Makes the MACs of `domain`'s interfaces unique among the defined and running domains:
     /// a clash with a MAC the XML names is an error; a generated one is picked again. Reads the
     /// store's MAC index: the cost does not grow with the number of domains.
@@ -985,7 +736,7 @@ impl Daemon {
 
     /// The bridge a network interface attaches to: its network's (which must be active) or the
     /// host bridge it names.
-    fn bridge_for(
+    pub(super) fn bridge_for(
         &self,
         domain_name: &str,
         interface_type: InterfaceType,
@@ -1016,7 +767,7 @@ impl Daemon {
         }
     }
 
-    async fn create_guest_tap(
+    pub(super) async fn create_guest_tap(
         &self,
         record: &DomainRecord,
         index: usize,
@@ -1097,7 +848,7 @@ impl Daemon {
 
     /// Removes the TAPs of domain `uuid` and forgets its live definition (the guest is gone).
     pub(crate) async fn unplug_interfaces(&self, uuid: &Uuid) {
-        if let Some(manager) = self.networks.manager.as_ref() {
+        if let Some(manager) = self.manager.as_ref() {
             match manager.taps().await {
                 Ok(taps) => {
                     let owner = uuid.to_string();
@@ -1115,428 +866,12 @@ impl Daemon {
             tracing::warn!(%uuid, "cannot forget the live definition: {}", store::named(err));
         }
     }
-
-    /// The definition a running domain was launched with (plus hotplugs), if it runs.
-    fn running_domain(&self, record: &DomainRecord) -> DaemonResult<Option<(Domain, LiveDomain)>> {
-        if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
-            return Ok(None);
-        }
-        let Some(live) = live_domain(&self.store, &record.uuid).map_err(db)? else {
-            // Started by a daemon without network support: the stored definition is what runs.
-            let domain = stored_domain(record)?;
-            let nics = domain
-                .devices
-                .interfaces
-                .iter()
-                .enumerate()
-                .map(|(i, iface)| {
-                    launch_ids(i, &iface.mac.map(|m| m.to_string()).unwrap_or_default())
-                })
-                .collect();
-            return Ok(Some((
-                domain.clone(),
-                LiveDomain {
-                    xml: domain.to_xml(),
-                    nics,
-                },
-            )));
-        };
-        let domain = oxvirt_domain::parse_domain_xml(&live.xml).map_err(|err| {
-            internal(
-                &format!("live definition of domain '{}' does not parse", record.name),
-                err,
-            )
-        })?;
-        Ok(Some((domain, live)))
-    }
-
-    fn require_running(&self, record: &DomainRecord) -> DaemonResult<(Domain, LiveDomain)> {
-        self.running_domain(record)?
-            .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
-    }
-
-    /// domiflist: the running guest's interfaces, or the definition's.
-    pub fn domain_interfaces(&self, id: &str) -> DaemonResult<Vec<DomainInterface>> {
-        let record = self.resolve(id)?;
-        let (domain, live) = match self.running_domain(&record)? {
-            Some((domain, _)) => (domain, true),
-            None => (stored_domain(&record)?, false),
-        };
-        Ok(domain
-            .devices
-            .interfaces
-            .iter()
-            .map(|iface| describe(iface, live))
-            .collect())
-    }
-
-    /// domifaddr: addresses of a running guest's interfaces from DHCP leases or ARP.
-    pub async fn domain_interface_addresses(
-        &self,
-        id: &str,
-        source: AddressSource,
-    ) -> DaemonResult<Vec<InterfaceAddress>> {
-        let record = self.resolve(id)?;
-        let (domain, _) = self.require_running(&record)?;
-        let manager = self.net_manager()?;
-        let networks = self.network_records()?;
-        let mut addresses = Vec::new();
-        for iface in &domain.devices.interfaces {
-            let (Some(tap), Some(mac)) = (&iface.target_dev, iface.mac) else {
-                continue;
-            };
-            let network = match &iface.source {
-                InterfaceSource::Network(name) => networks
-                    .iter()
-                    .find(|n| &n.name == name)
-                    .and_then(|n| n.def().ok()),
-                _ => None,
-            };
-            let mut push = |address: String| {
-                addresses.push(InterfaceAddress {
-                    name: tap.clone(),
-                    mac: mac.to_string(),
-                    protocol: "ipv4".to_string(),
-                    address,
-                })
-            };
-            match source {
-                AddressSource::Lease => {
-                    let Some(def) = network else { continue };
-                    let prefix = def.ip.as_ref().map(|ip| ip.prefix).unwrap_or(32);
-                    for lease in manager.leases(&def).await.map_err(net_error)? {
-                        if lease.mac.0 == mac.0 {
-                            push(format!("{}/{prefix}", lease.ip));
-                        }
-                    }
-                }
-                AddressSource::Arp => {
-                    let bridge = match (&iface.source, &network) {
-                        (_, Some(def)) => def.bridge_name().map(str::to_string),
-                        (InterfaceSource::Bridge(bridge), _) => Some(bridge.clone()),
-                        _ => None,
-                    };
-                    let Some(bridge) = bridge else { continue };
-                    // A bridge that went away (net-destroy) has no neighbours.
-                    let Ok(neighbours) = manager.neighbours(&bridge).await else {
-                        continue;
-                    };
-                    for neighbour in neighbours {
-                        if neighbour.mac.0 == mac.0 {
-                            // As libvirt: the ARP table knows no prefix.
-                            push(format!("{}/0", neighbour.ip));
-                        }
-                    }
-                }
-            }
-        }
-        Ok(addresses)
-    }
-
-    /// domifstat: counters of a running guest's interface, named by its TAP or its MAC.
-    pub async fn domain_interface_stats(
-        &self,
-        id: &str,
-        device: &str,
-    ) -> DaemonResult<InterfaceStats> {
-        let record = self.resolve(id)?;
-        let (domain, _) = self.require_running(&record)?;
-        let tap = domain
-            .devices
-            .interfaces
-            .iter()
-            .find(|iface| {
-                iface.target_dev.as_deref() == Some(device)
-                    || iface
-                        .mac
-                        .is_some_and(|m| m.to_string().eq_ignore_ascii_case(device))
-            })
-            .and_then(|iface| iface.target_dev.clone())
-            .ok_or_else(|| {
-                DaemonError::new(ErrorKind::NotFound,
-                    format!(
-                        "domain '{}' has no interface '{device}' (give its host device name or its MAC)",
-                        record.name
-                    ),
-                )
-            })?;
-        let host = self
-            .net_manager()?
-            .interface_stats(&tap)
-            .await
-            .map_err(net_error)?;
-        // The TAP's receive side is what the guest sent.
-        Ok(InterfaceStats {
-            rx_bytes: host.tx_bytes,
-            rx_packets: host.tx_packets,
-            rx_errs: host.tx_errors,
-            rx_drop: host.tx_dropped,
-            tx_bytes: host.rx_bytes,
-            tx_packets: host.rx_packets,
-            tx_errs: host.rx_errors,
-            tx_drop: host.rx_dropped,
-        })
-    }
-
-    /// attach-interface: hot-plug into the running guest (`live`) and/or add to the stored
-    /// definition (`config`).
-    pub async fn attach_interface(
-        &self,
-        id: &str,
-        request: &AttachInterfaceRequest,
-    ) -> DaemonResult<DomainInterface> {
-        let interface_type = parse_interface_type(&request.interface_type)?;
-        if interface_type == InterfaceType::User {
-            return Err(bad_request(
-                "attach-interface supports types network and bridge".to_string(),
-            ));
-        }
-        if request.source.is_empty() {
-            return Err(bad_request("attach-interface needs a --source".to_string()));
-        }
-        let model = request
-            .model
-            .clone()
-            .unwrap_or_else(|| "virtio".to_string());
-        if model.is_empty() || !model.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(bad_request(format!("'{model}' is not a NIC model name")));
-        }
-        let given_mac = request.mac.as_deref().map(parse_guest_mac).transpose()?;
-
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        let (live, config) = live_and_config(request.live, request.config, running);
-        if live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running; use --config to change its definition",
-                record.name
-            )));
-        }
-        let mac = free_mac(&self.store, given_mac)?;
-        let (kind, attr) = match interface_type {
-            InterfaceType::Network => ("network", "network"),
-            _ => ("bridge", "bridge"),
-        };
-        let element = |target: Option<&str>| {
-            let target = target
-                .map(|t| format!("\n      <target dev='{}'/>", xml_escape(t)))
-                .unwrap_or_default();
-            format!(
-                "  <interface type='{kind}'>\n      <mac address='{mac}'/>\n      <source {attr}='{}'/>{target}\n      <model type='{}'/>\n    </interface>",
-                xml_escape(&request.source),
-                xml_escape(&model)
-            )
-        };
-        let source = match interface_type {
-            InterfaceType::Network => InterfaceSource::Network(request.source.clone()),
-            _ => InterfaceSource::Bridge(request.source.clone()),
-        };
-
-        // Everything that can be checked is checked before anything changes.
-        let new_config = if config {
-            let xml = with_interface(&record.xml, &element(None))?;
-            Some(
-                oxvirt_domain::parse_domain_xml(&xml)
-                    .map_err(definition_error)?
-                    .to_xml(),
-            )
-        } else {
-            None
-        };
-        let mut attached = DomainInterface {
-            target: None,
-            interface_type: kind.to_string(),
-            source: Some(request.source.clone()),
-            model: Some(model.clone()),
-            mac: mac.to_string(),
-        };
-
-        if live {
-            let (_, mut live_state) = self.require_running(&record)?;
-            let control = self.running_control(&vm, &record)?;
-            let bridge = self
-                .bridge_for(&record.name, interface_type, &source)?
-                .ok_or_else(|| internal("attach-interface", "no bridge for the interface"))?;
-            let manager = self.net_manager()?;
-            let owner = record.uuid.to_string();
-            let tap = manager
-                .create_tap(&TapRequest {
-                    name: None,
-                    bridge: &bridge,
-                    guest_mac: Some(net_mac(mac)),
-                    owner: &owner,
-                    // The interface built here has no `<driver queues>`: one queue pair.
-                    queues: 1,
-                })
-                .await
-                .map_err(|err| {
-                    net_error(err).context(format!("domain '{}': new interface", record.name))
-                })?;
-            let plugged = async {
-                let xml = with_interface(&live_state.xml, &element(Some(&tap)))?;
-                let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
-                let pci_slot =
-                    domain
-                        .devices
-                        .interfaces
-                        .last()
-                        .and_then(|iface| match &iface.address {
-                            Some(Address::Pci(pci)) if pci.bus == 0 && pci.domain == 0 => {
-                                Some(pci.slot)
-                            }
-                            _ => None,
-                        });
-                let ids = hotplug_ids(mac);
-                control
-                    .plug_nic(&NicPlug {
-                        netdev_id: ids.netdev.clone(),
-                        device_id: ids.device.clone(),
-                        tap: tap.clone(),
-                        mac: mac.to_string(),
-                        model: model.clone(),
-                        pci_slot,
-                    })
-                    .await
-                    .map_err(|e| engine_failure(&record.name, e))?;
-                live_state.xml = domain.to_xml();
-                live_state.nics.push(ids);
-                Ok::<(), DaemonError>(())
-            }
-            .await;
-            if let Err(err) = plugged {
-                if let Err(remove) = manager.remove_tap(&tap).await {
-                    tracing::warn!(tap, "cannot remove TAP: {remove}");
-                }
-                return Err(err);
-            }
-            put_live_domain(&self.store, &record.uuid, &live_state).map_err(db)?;
-            tracing::info!(domain = %record.name, tap, %mac, "interface hot-plugged");
-            attached.target = Some(tap);
-        }
-        if let Some(xml) = new_config {
-            self.store.transaction_or(db, |tx| {
-                store::update_domain_xml(tx, &record.uuid, &xml, &record.engine).map_err(db)?;
-                refuse_mac_clash(tx, &record.uuid, &record.name)
-            })?;
-            tracing::info!(domain = %record.name, %mac, "interface added to the definition");
-        }
-        Ok(attached)
-    }
-
-    /// detach-interface: hot-unplug from the running guest (`live`) and/or remove from the
-    /// stored definition (`config`).
-    pub async fn detach_interface(
-        &self,
-        id: &str,
-        request: &DetachInterfaceRequest,
-    ) -> DaemonResult<DomainInterface> {
-        let interface_type = parse_interface_type(&request.interface_type)?;
-        let mac = request.mac.as_deref().map(parse_guest_mac).transpose()?;
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        let (live, config) = live_and_config(request.live, request.config, running);
-        if live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running; use --config to change its definition",
-                record.name
-            )));
-        }
-        let pick = |domain: &Domain| -> DaemonResult<usize> {
-            let matching: Vec<usize> = domain
-                .devices
-                .interfaces
-                .iter()
-                .enumerate()
-                .filter(|(_, i)| {
-                    i.interface_type == interface_type
-                        && mac.is_none_or(|m| i.mac.is_some_and(|own| own.0 == m.0))
-                })
-                .map(|(index, _)| index)
-                .collect();
-            match (matching.as_slice(), mac) {
-                ([index], _) => Ok(*index),
-                ([], Some(mac)) => Err(DaemonError::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "domain '{}' has no {} interface with MAC address {mac}",
-                        record.name, request.interface_type
-                    ),
-                )),
-                ([], None) => Err(DaemonError::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "domain '{}' has no {} interface",
-                        record.name, request.interface_type
-                    ),
-                )),
-                (many, _) => Err(bad_request(format!(
-                    "domain '{}' has {} {} interfaces; give --mac to choose one",
-                    record.name,
-                    many.len(),
-                    request.interface_type
-                ))),
-            }
-        };
-
-        let new_config = if config {
-            let mut domain = stored_domain(&record)?;
-            let index = pick(&domain)?;
-            domain.devices.interfaces.remove(index);
-            Some(domain.to_xml())
-        } else {
-            None
-        };
-        let mut detached = None;
-        if live {
-            let (mut domain, mut live_state) = self.require_running(&record)?;
-            let index = pick(&domain)?;
-            let iface = domain.devices.interfaces.remove(index);
-            let mac_text = iface.mac.map(|m| m.to_string()).unwrap_or_default();
-            let ids = live_state
-                .nics
-                .iter()
-                .position(|n| n.mac.eq_ignore_ascii_case(&mac_text))
-                .ok_or_else(|| {
-                    internal(
-                        &format!("domain '{}'", record.name),
-                        format!("no engine ids recorded for the NIC with MAC {mac_text}"),
-                    )
-                })?;
-            let control = self.running_control(&vm, &record)?;
-            let NicIds { device, netdev, .. } = live_state.nics[ids].clone();
-            control
-                .unplug_nic(&device, &netdev)
-                .await
-                .map_err(|e| engine_failure(&record.name, e))?;
-            if let Some(tap) = &iface.target_dev {
-                if let Err(err) = self.net_manager()?.remove_tap(tap).await {
-                    tracing::warn!(tap, "cannot remove TAP: {err}");
-                }
-            }
-            live_state.nics.remove(ids);
-            live_state.xml = domain.to_xml();
-            put_live_domain(&self.store, &record.uuid, &live_state).map_err(db)?;
-            tracing::info!(domain = %record.name, mac = %mac_text, "interface hot-unplugged");
-            detached = Some(describe(&iface, true));
-        }
-        if let Some(xml) = new_config {
-            let domain = stored_domain(&record)?;
-            let index = pick(&domain)?;
-            let removed = describe(&domain.devices.interfaces[index], false);
-            self.store
-                .transaction(|tx| store::update_domain_xml(tx, &record.uuid, &xml, &record.engine))
-                .map_err(db)?;
-            tracing::info!(domain = %record.name, mac = %removed.mac, "interface removed from the definition");
-            detached.get_or_insert(removed);
-        }
-        detached.ok_or_else(|| internal("detach-interface", "nothing was detached"))
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::params;
+
     use super::*;
 
     #[test]
@@ -1546,32 +881,6 @@ mod tests {
             <interface type='network'><mac address='52:54:00:00:00:01'/><source network='a'/></interface>
         </devices></domain>";
         assert_eq!(interfaces_with_given_mac(xml), vec![false, true]);
-    }
-
-    #[test]
-    fn interface_goes_at_the_end_of_devices() {
-        let xml = "<domain>\n  <devices>\n    <disk/>\n  </devices>\n</domain>";
-        let out = with_interface(xml, "  <interface/>").unwrap();
-        assert_eq!(
-            out,
-            "<domain>\n  <devices>\n    <disk/>\n    <interface/>\n  </devices>\n</domain>"
-        );
-    }
-
-    #[test]
-    fn current_state_decides_when_neither_flag_is_given() {
-        assert_eq!(live_and_config(false, false, true), (true, false));
-        assert_eq!(live_and_config(false, false, false), (false, true));
-        assert_eq!(live_and_config(true, true, false), (true, true));
-        assert_eq!(live_and_config(false, true, true), (false, true));
-    }
-
-    #[test]
-    fn hotplug_ids_are_valid_qemu_ids() {
-        let ids = hotplug_ids(MacAddr([0x52, 0x54, 0, 1, 2, 0xab]));
-        assert_eq!(ids.device, "net-hp5254000102ab");
-        assert_eq!(ids.netdev, "hostnet-hp5254000102ab");
-        assert_eq!(ids.mac, "52:54:00:01:02:ab");
     }
 
     #[test]

@@ -1,58 +1,40 @@
-//! What oxvirtd does: the domain lifecycle on top of the store and an engine.
-//!
-//! Each domain has an in-memory [`Vm`] slot with an operation lock (one user operation at a
-//! time; a second one gets `busy`) and, while active, the control connection. The store is
-//! the truth for definitions and runtime state; supervision tasks keep it current from the
-//! engine's events and the process' life.
+//! Domains: definitions (define, edit, undefine, autostart), what they are (list, dominfo,
+//! dumpxml) and their lifecycle (start, shutdown, destroy, reboot, reset, suspend, resume,
+//! blockresize), on top of the store, the engines, the guests' slots, networks and volumes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oxvirt_api::{Accel, DomainInfo, DomainState, DomainSummary, VersionInfo, API_VERSION};
-use oxvirt_domain::{Domain, LifecycleAction};
-use tokio::sync::{watch, OwnedMutexGuard};
+use oxvirt_api::{Accel, BlockResizeRequest, BlockResized, DomainInfo, DomainState, DomainSummary};
+use oxvirt_domain::{DiskDevice, Domain};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::engine::process;
-use crate::engine::{Control, Engine, EngineEvent, Events, GuestStatus};
-use crate::services::error::{
-    db, definition_error, engine_failure, internal, invalid_state, DaemonError, DaemonResult,
-    ErrorKind,
+use super::error::{
+    bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
+    DaemonError, DaemonResult, ErrorKind,
 };
+use super::guests::{lock, state_of_status, stored_domain, Guests, Intent, Live, Vm};
+use super::networks::{refuse_mac_clash, Networks};
+use super::supervisor::{Restart, Supervisor, KILL_WAIT};
+use super::volumes::Volumes;
+use super::xml::names_uuid;
+use crate::engine::{process, Control, Engine, Events, GuestStatus};
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
 /// How long destroy waits for a quit to take effect before killing the process.
 const QUIT_GRACE: Duration = Duration::from_secs(5);
-/// How long we wait for a killed process to be gone.
-const KILL_WAIT: Duration = Duration::from_secs(10);
 
-pub struct Daemon {
-    pub(crate) store: Store,
+pub struct Domains {
+    store: Arc<Store>,
     engine: Arc<dyn Engine>,
-    state_dir: PathBuf,
-    vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
-    /// Virtual networks and guest TAPs (see `networks.rs`).
-    pub(crate) networks: crate::networks::Networks,
-}
-
-/// In-memory companion of one defined domain.
-#[derive(Default)]
-pub(crate) struct Vm {
-    /// Held for the whole of a user operation.
-    op: Arc<tokio::sync::Mutex<()>>,
-    live: Mutex<Option<Live>>,
-    /// Bumped whenever the domain's state changes, to wake waiters.
-    changed: watch::Sender<u64>,
-}
-
-/// The running side of an active domain.
-#[derive(Clone)]
-struct Live {
-    pid: u32,
-    control: Option<Arc<dyn Control>>,
-    intent: Arc<Mutex<Intent>>,
+    guests: Arc<Guests>,
+    networks: Arc<Networks>,
+    volumes: Arc<Volumes>,
+    /// Where supervisors ask for a domain to be started again.
+    restarts: mpsc::UnboundedSender<Restart>,
 }
 
 /// A guest process just started for a domain.
@@ -64,20 +46,6 @@ struct Launched {
     keep_id: Option<u32>,
 }
 
-/// What the daemon asked the guest to do, so the supervisor can tell why it stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Intent {
-    #[default]
-    None,
-    Destroy,
-    Reboot,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a plain field update: a panic cannot leave it half done.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -85,92 +53,59 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// Whether the XML text has a `<uuid>` element (parsing fills a random one in otherwise).
-fn xml_names_uuid(xml: &str) -> bool {
-    oxvirt_xml::parse(xml)
-        .map(|doc| {
-            doc.root_element()
-                .children()
-                .any(|c| c.has_tag_name("uuid"))
-        })
-        .unwrap_or(false)
-}
-
-impl Daemon {
+impl Domains {
+    /// The domains service, with its task that restarts domains when their supervisors ask.
     pub fn new(
-        store: Store,
+        store: Arc<Store>,
         engine: Arc<dyn Engine>,
-        state_dir: PathBuf,
-        networks: crate::networks::Networks,
-    ) -> Daemon {
-        Daemon {
+        guests: Arc<Guests>,
+        networks: Arc<Networks>,
+        volumes: Arc<Volumes>,
+    ) -> Arc<Domains> {
+        let (restarts, mut requests) = mpsc::unbounded_channel::<Restart>();
+        let domains = Arc::new(Domains {
             store,
             engine,
-            state_dir,
-            vms: Mutex::new(HashMap::new()),
+            guests,
             networks,
-        }
-    }
-
-    fn vm(&self, uuid: &Uuid) -> Arc<Vm> {
-        lock(&self.vms).entry(*uuid).or_default().clone()
-    }
-
-    fn run_dir(&self, uuid: &Uuid) -> PathBuf {
-        // The uuid, never the name: names are user input.
-        self.state_dir.join("run").join(uuid.to_string())
-    }
-
-    /// Takes the domain's operation lock or says it is busy.
-    pub(crate) fn begin(
-        &self,
-        record: &DomainRecord,
-    ) -> DaemonResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
-        let vm = self.vm(&record.uuid);
-        let guard = vm.op.clone().try_lock_owned().map_err(|_| {
-            DaemonError::new(
-                ErrorKind::Busy,
-                format!(
-                    "another operation on domain '{}' is in progress",
-                    record.name
-                ),
-            )
-        })?;
-        Ok((vm, guard))
-    }
-
-    /// Finds a domain by name, UUID or runtime id.
-    pub(crate) fn resolve(&self, id: &str) -> DaemonResult<DomainRecord> {
-        if let Some(record) = self.store.find_domain(id).map_err(db)? {
-            return Ok(record);
-        }
-        if let Ok(runtime_id) = id.parse::<u32>() {
-            let active = self.store.list_runtime().map_err(db)?;
-            if let Some(row) = active.iter().find(|r| r.id == runtime_id) {
-                if let Some(record) = self.store.domain_by_uuid(&row.uuid).map_err(db)? {
-                    return Ok(record);
-                }
+            volumes,
+            restarts,
+        });
+        let weak = Arc::downgrade(&domains);
+        tokio::spawn(async move {
+            while let Some(restart) = requests.recv().await {
+                let Some(domains) = weak.upgrade() else {
+                    return;
+                };
+                tokio::spawn(async move { domains.restart(restart).await });
             }
-        }
-        Err(DaemonError::new(
-            ErrorKind::NotFound,
-            format!("domain '{id}' not found"),
-        ))
+        });
+        domains
     }
 
+    /// Starts a domain again after its guest stopped, as its definition asks (reboot,
+    /// on_poweroff/on_crash='restart'), once any operation in progress on it has finished.
+    async fn restart(self: Arc<Self>, restart: Restart) {
+        let vm = self.guests.slot(&restart.uuid);
+        let _guard = vm.op.clone().lock_owned().await;
+        let record = match self.store.domain_by_uuid(&restart.uuid) {
+            Ok(Some(record)) => record,
+            _ => return,
+        };
+        match self
+            .start_locked(&vm, &record, Some(restart.runtime_id))
+            .await
+        {
+            Ok(_) => tracing::info!(domain = %record.name, "started again"),
+            Err(err) => tracing::error!(domain = %record.name, "restart failed: {err}"),
+        }
+    }
+}
+
+impl Domains {
     fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         Ok(summary_of(record, runtime.as_ref()))
-    }
-
-    // ---- read-only endpoints ----
-
-    pub fn version(&self) -> VersionInfo {
-        VersionInfo {
-            daemon: env!("CARGO_PKG_VERSION").to_string(),
-            api: API_VERSION,
-            qemu: self.engine.version(),
-        }
     }
 
     pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
@@ -189,7 +124,7 @@ impl Daemon {
     }
 
     pub fn info(&self, id: &str) -> DaemonResult<DomainInfo> {
-        let record = self.resolve(id)?;
+        let record = self.guests.resolve(id)?;
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         let domain = stored_domain(&record)?;
         let plan = self.engine.plan_accel(&domain);
@@ -202,7 +137,9 @@ impl Daemon {
             Some(_) => Accel::Tcg,
             None => plan.accel,
         };
-        let console = self.engine.console_paths(&self.run_dir(&record.uuid));
+        let console = self
+            .engine
+            .console_paths(&self.guests.run_dir(&record.uuid));
         let console_socket = runtime
             .as_ref()
             .filter(|_| console.socket.exists())
@@ -236,16 +173,14 @@ impl Daemon {
     }
 
     pub fn xml(&self, id: &str) -> DaemonResult<String> {
-        Ok(self.resolve(id)?.xml)
+        Ok(self.guests.resolve(id)?.xml)
     }
-
-    // ---- definitions ----
 
     /// virsh define: create, or update an inactive domain with the same name and uuid.
     pub fn define(&self, xml: &str) -> DaemonResult<DomainSummary> {
         let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
-        let names_uuid = xml_names_uuid(xml);
-        self.ensure_unique_macs(&mut domain, xml)?;
+        let names_uuid = names_uuid(xml);
+        self.networks.ensure_unique_macs(&mut domain, xml)?;
         self.engine
             .check_definition(&domain)
             .map_err(|e| engine_failure(&domain.name, e))?;
@@ -260,7 +195,7 @@ impl Daemon {
             }
         }
         let _guard = match &existing {
-            Some(record) => Some(self.begin(record)?),
+            Some(record) => Some(self.guests.begin(record)?),
             None => None,
         };
         let new_xml = domain.to_xml();
@@ -281,7 +216,7 @@ impl Daemon {
                             off_reason: "unknown".to_string(),
                         };
                         store::insert_domain(tx, &record).map_err(db)?;
-                        crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)?;
+                        refuse_mac_clash(tx, &record.uuid, &record.name)?;
                         Ok(record)
                     }
                     (Some(a), Some(b)) if a.uuid == b.uuid => {
@@ -292,7 +227,7 @@ impl Daemon {
                             )));
                         }
                         store::update_domain_xml(tx, &a.uuid, &new_xml, &engine).map_err(db)?;
-                        crate::networks::refuse_mac_clash(tx, &a.uuid, &a.name)?;
+                        refuse_mac_clash(tx, &a.uuid, &a.name)?;
                         Ok(DomainRecord {
                             xml: new_xml.clone(),
                             engine: engine.clone(),
@@ -318,7 +253,7 @@ impl Daemon {
 
     /// virsh edit's write: replace the definition of an inactive domain (same name and uuid).
     pub fn replace_xml(&self, id: &str, xml: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
+        let record = self.guests.resolve(id)?;
         let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
         if domain.name != record.name {
             return Err(DaemonError::new(
@@ -329,7 +264,7 @@ impl Daemon {
                 ),
             ));
         }
-        if !xml_names_uuid(xml) {
+        if !names_uuid(xml) {
             domain.uuid = record.uuid;
         }
         if domain.uuid != record.uuid {
@@ -341,12 +276,12 @@ impl Daemon {
                 ),
             ));
         }
-        self.ensure_unique_macs(&mut domain, xml)?;
+        self.networks.ensure_unique_macs(&mut domain, xml)?;
         self.engine
             .check_definition(&domain)
             .map_err(|e| engine_failure(&domain.name, e))?;
         let engine = self.engine.kind_of(&domain).to_string();
-        let (_vm, _guard) = self.begin(&record)?;
+        let (_vm, _guard) = self.guests.begin(&record)?;
         let new_xml = domain.to_xml();
         self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
@@ -356,7 +291,7 @@ impl Daemon {
                 )));
             }
             store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
-            crate::networks::refuse_mac_clash(tx, &record.uuid, &record.name)
+            refuse_mac_clash(tx, &record.uuid, &record.name)
         })?;
         tracing::info!(domain = %record.name, "definition replaced");
         self.summary(&DomainRecord {
@@ -366,8 +301,8 @@ impl Daemon {
     }
 
     pub fn undefine(&self, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (_vm, _guard) = self.begin(&record)?;
+        let record = self.guests.resolve(id)?;
+        let (_vm, _guard) = self.guests.begin(&record)?;
         self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
                 return Err(invalid_state(format!(
@@ -377,19 +312,19 @@ impl Daemon {
             }
             store::delete_domain(tx, &record.uuid).map_err(db)
         })?;
-        let run_dir = self.run_dir(&record.uuid);
+        let run_dir = self.guests.run_dir(&record.uuid);
         if let Err(err) = std::fs::remove_dir_all(&run_dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!("cannot remove {}: {err}", run_dir.display());
             }
         }
-        lock(&self.vms).remove(&record.uuid);
+        self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
         Ok(summary_of(&record, None))
     }
 
     pub fn set_autostart(&self, id: &str, enabled: bool) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
+        let record = self.guests.resolve(id)?;
         self.store
             .set_autostart(&record.uuid, enabled)
             .map_err(db)?;
@@ -399,11 +334,9 @@ impl Daemon {
         })
     }
 
-    // ---- lifecycle ----
-
     pub async fn start(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
         self.start_locked(&vm, &record, None).await
     }
 
@@ -435,7 +368,7 @@ impl Daemon {
         let mut domain = stored_domain(&record)?;
         // Engines open files only: `<disk type='volume'>` becomes its volume's file in this
         // launched copy (the stored definition keeps the reference).
-        self.resolve_volume_disks(&mut domain)?;
+        self.volumes.resolve_volume_disks(&mut domain)?;
         // The definition may predate the engine's current limits; the host may lack what the
         // engine needs (the native engine: hardware KVM).
         self.engine
@@ -444,20 +377,20 @@ impl Daemon {
             .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
         // Engines open exactly the backing images the host read from trusted metadata.
-        self.resolve_backing_chains(&mut domain)?;
+        self.volumes.resolve_backing_chains(&mut domain)?;
         let plan = self.engine.plan_accel(&domain);
         for warning in &plan.warnings {
             tracing::warn!(domain = %record.name, "{warning}");
         }
-        let run_dir = self.run_dir(&record.uuid);
+        let run_dir = self.guests.run_dir(&record.uuid);
         create_private_dir(&run_dir)?;
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
-        self.plug_interfaces(&record, &mut domain).await?;
+        self.networks.plug_interfaces(&record, &mut domain).await?;
         let pid = match self.engine.launch(&domain, &run_dir, plan.accel).await {
             Ok(pid) => pid,
             Err(err) => {
-                self.unplug_interfaces(&record.uuid).await;
+                self.networks.unplug_interfaces(&record.uuid).await;
                 return Err(engine_failure(&record.name, err));
             }
         };
@@ -472,7 +405,7 @@ impl Daemon {
             Err(err) => {
                 // Never leave a guest running that the store does not know about.
                 process::kill_and_reap(pid, &record.uuid, self.engine.as_ref()).await;
-                self.unplug_interfaces(&record.uuid).await;
+                self.networks.unplug_interfaces(&record.uuid).await;
                 Err(err)
             }
         }
@@ -535,9 +468,9 @@ impl Daemon {
     }
 
     pub async fn destroy(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let live = self.live_or_not_running(&vm, &record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
         *lock(&live.intent) = Intent::Destroy;
         let mut changes = vm.changed.subscribe();
         if let Some(control) = &live.control {
@@ -546,11 +479,16 @@ impl Daemon {
             }
         }
         if !self
+            .guests
             .wait_inactive(&record, &mut changes, QUIT_GRACE)
             .await?
         {
             process::kill(live.pid, &record.uuid, self.engine.as_ref()).await;
-            if !self.wait_inactive(&record, &mut changes, KILL_WAIT).await? {
+            if !self
+                .guests
+                .wait_inactive(&record, &mut changes, KILL_WAIT)
+                .await?
+            {
                 return Err(DaemonError::new(
                     ErrorKind::Engine,
                     format!(
@@ -583,15 +521,15 @@ impl Daemon {
             Some(seconds) => Some(Duration::from_secs(seconds)),
             None => None,
         };
-        let record = self.resolve(id)?;
+        let record = self.guests.resolve(id)?;
         let mut changes;
         {
-            let (vm, _guard) = self.begin(&record)?;
-            let live = self.live_or_not_running(&vm, &record)?;
+            let (vm, _guard) = self.guests.begin(&record)?;
+            let live = self.guests.live_or_not_running(&vm, &record)?;
             // A shutdown overrides a reboot requested earlier that the guest has not acted on.
             *lock(&live.intent) = Intent::None;
             changes = vm.changed.subscribe();
-            let control = self.control_of(&live, &record)?;
+            let control = self.guests.control_of(&live, &record)?;
             control
                 .power_button()
                 .await
@@ -600,7 +538,11 @@ impl Daemon {
         }
         // Wait without the operation lock, so a destroy can still come through.
         if let Some(timeout) = timeout {
-            if !self.wait_inactive(&record, &mut changes, timeout).await? {
+            if !self
+                .guests
+                .wait_inactive(&record, &mut changes, timeout)
+                .await?
+            {
                 return Err(DaemonError::new(ErrorKind::Timeout,
                     format!(
                         "domain '{}' did not stop within {} s after the shutdown request; it is still running",
@@ -615,10 +557,10 @@ impl Daemon {
 
     /// Reboot: press the power button and start the guest again once it powered off.
     pub async fn reboot(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let live = self.live_or_not_running(&vm, &record)?;
-        let control = self.control_of(&live, &record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let control = self.guests.control_of(&live, &record)?;
         *lock(&live.intent) = Intent::Reboot;
         if let Err(err) = control.power_button().await {
             *lock(&live.intent) = Intent::None;
@@ -629,10 +571,10 @@ impl Daemon {
     }
 
     pub async fn reset(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let live = self.live_or_not_running(&vm, &record)?;
-        let control = self.control_of(&live, &record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let control = self.guests.control_of(&live, &record)?;
         control
             .reset()
             .await
@@ -641,112 +583,46 @@ impl Daemon {
     }
 
     pub async fn suspend(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let live = self.live_or_not_running(&vm, &record)?;
-        let state = self.current_state(&record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let state = self.guests.current_state(&record)?;
         if state != DomainState::Running {
             return Err(invalid_state(format!(
                 "domain '{}' is {state}, not running",
                 record.name
             )));
         }
-        let control = self.control_of(&live, &record)?;
+        let control = self.guests.control_of(&live, &record)?;
         control
             .pause()
             .await
             .map_err(|e| engine_failure(&record.name, e))?;
-        self.set_state(&vm, &record.uuid, DomainState::Paused, "user");
+        self.guests
+            .set_state(&vm, &record.uuid, DomainState::Paused, "user");
         self.summary(&record)
     }
 
     pub async fn resume(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.resolve(id)?;
-        let (vm, _guard) = self.begin(&record)?;
-        let live = self.live_or_not_running(&vm, &record)?;
-        let state = self.current_state(&record)?;
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let state = self.guests.current_state(&record)?;
         if state != DomainState::Paused {
             return Err(invalid_state(format!(
                 "domain '{}' is {state}, not paused",
                 record.name
             )));
         }
-        let control = self.control_of(&live, &record)?;
+        let control = self.guests.control_of(&live, &record)?;
         control
             .resume()
             .await
             .map_err(|e| engine_failure(&record.name, e))?;
-        self.set_state(&vm, &record.uuid, DomainState::Running, "unpaused");
+        self.guests
+            .set_state(&vm, &record.uuid, DomainState::Running, "unpaused");
         self.summary(&record)
     }
-
-    fn current_state(&self, record: &DomainRecord) -> DaemonResult<DomainState> {
-        Ok(self
-            .store
-            .runtime(&record.uuid)
-            .map_err(db)?
-            .map(|r| r.state)
-            .unwrap_or(DomainState::ShutOff))
-    }
-
-    fn live_or_not_running(&self, vm: &Vm, record: &DomainRecord) -> DaemonResult<Live> {
-        lock(&vm.live)
-            .clone()
-            .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
-    }
-
-    /// The control connection of a running domain (for device hotplug); the caller holds the
-    /// domain's operation lock.
-    pub(crate) fn running_control(
-        &self,
-        vm: &Vm,
-        record: &DomainRecord,
-    ) -> DaemonResult<Arc<dyn Control>> {
-        let live = self.live_or_not_running(vm, record)?;
-        self.control_of(&live, record)
-    }
-
-    fn control_of(&self, live: &Live, record: &DomainRecord) -> DaemonResult<Arc<dyn Control>> {
-        live.control.clone().ok_or_else(|| {
-            DaemonError::new(
-                ErrorKind::Engine,
-                format!(
-                    "the control connection to domain '{}' (pid {}) is down; try again shortly",
-                    record.name, live.pid
-                ),
-            )
-        })
-    }
-
-    /// Waits until the domain has no runtime row; false if `timeout` passed first.
-    async fn wait_inactive(
-        &self,
-        record: &DomainRecord,
-        changes: &mut watch::Receiver<u64>,
-        timeout: Duration,
-    ) -> DaemonResult<bool> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
-                return Ok(true);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => continue,
-                // The slot went away (undefined): nothing is running any more.
-                Ok(Err(_)) => return Ok(true),
-                Err(_) => return Ok(false),
-            }
-        }
-    }
-
-    fn set_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
-        if let Err(err) = self.store.set_runtime_state(uuid, state, reason) {
-            tracing::error!(%uuid, "cannot record state {state}: {}", store::named(err));
-        }
-        vm.changed.send_modify(|n| *n += 1);
-    }
-
-    // ---- supervision ----
 
     /// Runs the supervisor of an active domain in the background.
     fn supervise(
@@ -764,11 +640,15 @@ impl Daemon {
             intent: intent.clone(),
         });
         let supervisor = Supervisor {
-            daemon: self.clone(),
+            guests: self.guests.clone(),
+            engine: self.engine.clone(),
+            store: self.store.clone(),
+            networks: self.networks.clone(),
+            restarts: self.restarts.clone(),
             vm: vm.clone(),
             uuid: record.uuid,
             name: record.name.clone(),
-            run_dir: self.run_dir(&record.uuid),
+            run_dir: self.guests.run_dir(&record.uuid),
             pid,
             on_crash: domain.on_crash,
             on_reboot: domain.on_reboot,
@@ -803,7 +683,7 @@ impl Daemon {
                     continue;
                 }
             };
-            let vm = self.vm(&record.uuid);
+            let vm = self.guests.slot(&record.uuid);
             let connection = match self.engine.connect(&runtime.run_dir).await {
                 Ok((control, events)) => {
                     match control.status().await {
@@ -814,7 +694,7 @@ impl Daemon {
                             } else {
                                 reason.to_string()
                             };
-                            self.set_state(&vm, &record.uuid, state, &reason);
+                            self.guests.set_state(&vm, &record.uuid, state, &reason);
                         }
                         Err(err) => tracing::warn!(domain = %record.name, "query status: {err}"),
                     }
@@ -845,7 +725,7 @@ impl Daemon {
             if active.contains(&record.uuid) {
                 continue;
             }
-            let run_dir = self.run_dir(&record.uuid);
+            let run_dir = self.guests.run_dir(&record.uuid);
             let Some(pid) = self.engine.recorded_pid(&run_dir) else {
                 continue;
             };
@@ -886,7 +766,7 @@ impl Daemon {
             }
         };
         for record in records.into_iter().filter(|r| r.autostart) {
-            let vm = self.vm(&record.uuid);
+            let vm = self.guests.slot(&record.uuid);
             let _guard = vm.op.clone().lock_owned().await;
             match self.store.runtime(&record.uuid) {
                 Ok(None) => match self.start_locked(&vm, &record, None).await {
@@ -900,209 +780,58 @@ impl Daemon {
             }
         }
     }
-}
 
-/// Watches one active domain until its process is gone.
-struct Supervisor {
-    daemon: Arc<Daemon>,
-    vm: Arc<Vm>,
-    uuid: Uuid,
-    name: String,
-    run_dir: PathBuf,
-    pid: u32,
-    on_crash: LifecycleAction,
-    on_reboot: LifecycleAction,
-    on_poweroff: LifecycleAction,
-    intent: Arc<Mutex<Intent>>,
-}
-
-/// How the guest's process ended, as far as the supervisor saw.
-#[derive(Debug, Default)]
-struct Observed {
-    shutdown: bool,
-    /// The guest itself powered off (as opposed to a quit from the host).
-    guest_poweroff: bool,
-    panicked: bool,
-    /// The guest's process ended because the guest asked for a reset.
-    rebooted: bool,
-}
-
-fn is_restart(action: LifecycleAction) -> bool {
-    matches!(
-        action,
-        LifecycleAction::Restart
-            | LifecycleAction::RenameRestart
-            | LifecycleAction::CoredumpRestart
-    )
-}
-
-impl Supervisor {
-    async fn run(self, mut connection: Option<(Arc<dyn Control>, Events)>) {
-        let mut observed = Observed::default();
-        loop {
-            if let Some((control, events)) = connection.take() {
-                self.set_control(Some(control.clone()));
-                self.follow_events(control, events, &mut observed).await;
-                self.set_control(None);
-            }
-            // The control connection is down: either the process is exiting or gone, or the
-            // connection broke. Reap and check; reconnect while it lives.
-            if !self.alive().await {
-                break;
-            }
-            match self.daemon.engine.connect(&self.run_dir).await {
-                Ok(c) => connection = Some(c),
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
+    /// Grows a disk of a running guest; the guest sees the new size at once.
+    pub async fn block_resize(
+        self: &Arc<Self>,
+        id: &str,
+        request: &BlockResizeRequest,
+    ) -> DaemonResult<BlockResized> {
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let control = self.guests.running_control(&vm, &record)?;
+        let domain = stored_domain(&record)?;
+        let disk = domain
+            .devices
+            .disks
+            .iter()
+            .find(|d| d.target.dev == request.disk || d.source.as_deref() == Some(&request.disk))
+            .ok_or_else(|| {
+                not_found(format!(
+                    "domain '{}' has no disk '{}' (give its target, e.g. vda, or its source path)",
+                    record.name, request.disk
+                ))
+            })?;
+        let dev = disk.target.dev.clone();
+        let has_medium = disk.source.is_some() || disk.volume.is_some();
+        if !has_medium || disk.device == DiskDevice::Cdrom || disk.readonly {
+            return Err(invalid_state(format!(
+                "disk '{dev}' of domain '{}' is read-only or has no medium; it cannot be resized",
+                record.name
+            )));
         }
-        self.finish(observed).await;
-    }
-
-    async fn alive(&self) -> bool {
-        process::reap(self.pid);
-        self.daemon.engine.is_alive(self.pid, &self.uuid).await
-    }
-
-    fn set_control(&self, control: Option<Arc<dyn Control>>) {
-        if let Some(live) = lock(&self.vm.live).as_mut() {
-            live.control = control;
+        // QEMU wants whole sectors (qcow2 insists); round up as libvirt does.
+        let size = request
+            .size
+            .checked_add(511)
+            .map(|s| s / 512 * 512)
+            .ok_or_else(|| bad_request(format!("size {} is too large", request.size)))?;
+        let current = control
+            .block_size(&dev)
+            .await
+            .map_err(|e| engine_failure(&record.name, e))?;
+        if size < current {
+            return Err(bad_request(format!(
+                "disk '{dev}' of domain '{}' is {current} bytes; shrinking a running guest's disk to {size} bytes is not supported",
+                record.name
+            )));
         }
-    }
-
-    async fn follow_events(
-        &self,
-        control: Arc<dyn Control>,
-        mut events: Events,
-        observed: &mut Observed,
-    ) {
-        while let Some(event) = events.recv().await {
-            tracing::debug!(domain = %self.name, ?event, "engine event");
-            match event {
-                // A preserved panic pauses the guest: it stays "crashed", not "paused".
-                EngineEvent::Stop if !observed.shutdown && !observed.panicked => self
-                    .daemon
-                    .set_state(&self.vm, &self.uuid, DomainState::Paused, "user"),
-                EngineEvent::Stop => {}
-                EngineEvent::Resume => {
-                    self.daemon
-                        .set_state(&self.vm, &self.uuid, DomainState::Running, "unpaused")
-                }
-                EngineEvent::Reset => {}
-                EngineEvent::Shutdown { guest } => {
-                    observed.shutdown = true;
-                    observed.guest_poweroff |= guest;
-                    let reason = if guest { "shutdown" } else { "destroyed" };
-                    self.daemon
-                        .set_state(&self.vm, &self.uuid, DomainState::InShutdown, reason);
-                    // on_poweroff='preserve' keeps the powered-off machine around; otherwise
-                    // make sure the process ends even if the engine keeps it.
-                    if !(guest && self.on_poweroff == LifecycleAction::Preserve) {
-                        let control = control.clone();
-                        tokio::spawn(async move {
-                            let _ = control.quit().await;
-                        });
-                    }
-                }
-                EngineEvent::Rebooted => {
-                    observed.shutdown = true;
-                    observed.rebooted = true;
-                    self.daemon.set_state(
-                        &self.vm,
-                        &self.uuid,
-                        DomainState::InShutdown,
-                        "shutdown",
-                    );
-                }
-                EngineEvent::Panicked => {
-                    observed.panicked = true;
-                    tracing::warn!(domain = %self.name, "guest panicked; on_crash={:?}", self.on_crash);
-                    match self.on_crash {
-                        LifecycleAction::Preserve => self.daemon.set_state(
-                            &self.vm,
-                            &self.uuid,
-                            DomainState::Crashed,
-                            "panicked",
-                        ),
-                        // The engine paused the guest; restart it in place.
-                        action if is_restart(action) => {
-                            observed.panicked = false;
-                            let restarted = match control.reset().await {
-                                Ok(()) => control.resume().await,
-                                Err(err) => Err(err),
-                            };
-                            if let Err(err) = restarted {
-                                tracing::error!(domain = %self.name, "restart after panic failed: {err}");
-                            }
-                            self.daemon.set_state(
-                                &self.vm,
-                                &self.uuid,
-                                DomainState::Running,
-                                "crashed",
-                            );
-                        }
-                        _ => {
-                            let _ = control.quit().await;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn finish(self, observed: Observed) {
-        // The process may linger a moment after closing its sockets; wait (bounded) for it.
-        let deadline = tokio::time::Instant::now() + KILL_WAIT;
-        while self.alive().await && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let intent = *lock(&self.intent);
-        let reason = if intent == Intent::Destroy {
-            "destroyed"
-        } else if observed.panicked {
-            "crashed"
-        } else if observed.shutdown {
-            "shutdown"
-        } else {
-            "crashed"
-        };
-        let runtime_id = match self.daemon.store.runtime(&self.uuid) {
-            Ok(runtime) => runtime.map(|r| r.id),
-            Err(_) => None,
-        };
-        // The guest's TAPs go with it (before the stop is visible, so a caller that saw the
-        // domain stop also sees its TAPs gone).
-        self.daemon.unplug_interfaces(&self.uuid).await;
-        if let Err(err) = self.daemon.store.mark_stopped(&self.uuid, reason) {
-            tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
-        }
-        *lock(&self.vm.live) = None;
-        self.vm.changed.send_modify(|n| *n += 1);
-        tracing::info!(domain = %self.name, pid = self.pid, reason, "stopped");
-
-        let restart = match (intent, reason) {
-            (Intent::Destroy, _) => false,
-            (Intent::Reboot, "shutdown") => true,
-            (_, "shutdown") if observed.rebooted => is_restart(self.on_reboot),
-            (_, "shutdown") => observed.guest_poweroff && is_restart(self.on_poweroff),
-            (_, "crashed") => is_restart(self.on_crash),
-            _ => false,
-        };
-        if let (true, Some(runtime_id)) = (restart, runtime_id) {
-            let daemon = self.daemon.clone();
-            let vm = self.vm.clone();
-            let uuid = self.uuid;
-            tokio::spawn(async move {
-                let _guard = vm.op.clone().lock_owned().await;
-                let record = match daemon.store.domain_by_uuid(&uuid) {
-                    Ok(Some(record)) => record,
-                    _ => return,
-                };
-                match daemon.start_locked(&vm, &record, Some(runtime_id)).await {
-                    Ok(_) => tracing::info!(domain = %record.name, "started again"),
-                    Err(err) => tracing::error!(domain = %record.name, "restart failed: {err}"),
-                }
-            });
-        }
+        control
+            .block_resize(&dev, size)
+            .await
+            .map_err(|e| engine_failure(&record.name, e))?;
+        tracing::info!(domain = %record.name, disk = %dev, size, "disk resized");
+        Ok(BlockResized { target: dev, size })
     }
 }
 
@@ -1114,35 +843,6 @@ fn summary_of(record: &DomainRecord, runtime: Option<&RuntimeRecord>) -> DomainS
         state: runtime.map(|r| r.state).unwrap_or(DomainState::ShutOff),
         autostart: record.autostart,
     }
-}
-
-fn state_of_status(status: &GuestStatus, running_reason: &str) -> (DomainState, &'static str) {
-    match status {
-        GuestStatus::Running | GuestStatus::NotStarted => (
-            DomainState::Running,
-            if running_reason == "booted" {
-                "booted"
-            } else {
-                "unpaused"
-            },
-        ),
-        GuestStatus::Paused => (DomainState::Paused, "user"),
-        GuestStatus::ShutDown => (DomainState::InShutdown, "shutdown"),
-        GuestStatus::Panicked => (DomainState::Crashed, "panicked"),
-        GuestStatus::Other(_) => (DomainState::Paused, "unknown"),
-    }
-}
-
-pub(crate) fn stored_domain(record: &DomainRecord) -> DaemonResult<Domain> {
-    oxvirt_domain::parse_domain_xml(&record.xml).map_err(|err| {
-        internal(
-            &format!(
-                "stored definition of domain '{}' does not parse",
-                record.name
-            ),
-            err,
-        )
-    })
 }
 
 /// A start must not fail deep inside the engine because a file is missing: name it.

@@ -1,0 +1,212 @@
+//! The running side of domains, in memory: one slot per defined domain with its operation lock
+//! (one user operation at a time; a second one gets `busy`), its live control connection and a
+//! change notification. The store holds what survives a restart (runtime rows); this holds what
+//! only a running daemon has.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oxvirt_api::DomainState;
+use oxvirt_domain::Domain;
+use tokio::sync::{watch, OwnedMutexGuard};
+use uuid::Uuid;
+
+use super::error::{db, internal, invalid_state, DaemonError, DaemonResult, ErrorKind};
+use crate::engine::{Control, GuestStatus};
+use crate::store::{self, DomainRecord, Store};
+
+/// In-memory companion of one defined domain.
+#[derive(Default)]
+pub struct Vm {
+    /// Held for the whole of a user operation.
+    pub(super) op: Arc<tokio::sync::Mutex<()>>,
+    pub(super) live: Mutex<Option<Live>>,
+    /// Bumped whenever the domain's state changes, to wake waiters.
+    pub(super) changed: watch::Sender<u64>,
+}
+
+/// The running side of an active domain.
+#[derive(Clone)]
+pub struct Live {
+    pub pid: u32,
+    pub control: Option<Arc<dyn Control>>,
+    pub intent: Arc<Mutex<Intent>>,
+}
+
+/// What the daemon asked the guest to do, so the supervisor can tell why it stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Intent {
+    #[default]
+    None,
+    Destroy,
+    Reboot,
+}
+
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section here is a plain field update: a panic cannot leave it half done.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The slots of every domain this daemon has seen, and where their run directories are.
+pub struct Guests {
+    store: Arc<Store>,
+    state_dir: PathBuf,
+    vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
+}
+
+impl Guests {
+    pub fn new(store: Arc<Store>, state_dir: PathBuf) -> Guests {
+        Guests {
+            store,
+            state_dir,
+            vms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets an undefined domain's slot.
+    pub fn forget(&self, uuid: &Uuid) {
+        lock(&self.vms).remove(uuid);
+    }
+}
+
+impl Guests {
+    pub fn slot(&self, uuid: &Uuid) -> Arc<Vm> {
+        lock(&self.vms).entry(*uuid).or_default().clone()
+    }
+
+    pub fn run_dir(&self, uuid: &Uuid) -> PathBuf {
+        // The uuid, never the name: names are user input.
+        self.state_dir.join("run").join(uuid.to_string())
+    }
+
+    /// Takes the domain's operation lock or says it is busy.
+    pub fn begin(&self, record: &DomainRecord) -> DaemonResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
+        let vm = self.slot(&record.uuid);
+        let guard = vm.op.clone().try_lock_owned().map_err(|_| {
+            DaemonError::new(
+                ErrorKind::Busy,
+                format!(
+                    "another operation on domain '{}' is in progress",
+                    record.name
+                ),
+            )
+        })?;
+        Ok((vm, guard))
+    }
+
+    /// Finds a domain by name, UUID or runtime id.
+    pub fn resolve(&self, id: &str) -> DaemonResult<DomainRecord> {
+        if let Some(record) = self.store.find_domain(id).map_err(db)? {
+            return Ok(record);
+        }
+        if let Ok(runtime_id) = id.parse::<u32>() {
+            let active = self.store.list_runtime().map_err(db)?;
+            if let Some(row) = active.iter().find(|r| r.id == runtime_id) {
+                if let Some(record) = self.store.domain_by_uuid(&row.uuid).map_err(db)? {
+                    return Ok(record);
+                }
+            }
+        }
+        Err(DaemonError::new(
+            ErrorKind::NotFound,
+            format!("domain '{id}' not found"),
+        ))
+    }
+
+    pub fn current_state(&self, record: &DomainRecord) -> DaemonResult<DomainState> {
+        Ok(self
+            .store
+            .runtime(&record.uuid)
+            .map_err(db)?
+            .map(|r| r.state)
+            .unwrap_or(DomainState::ShutOff))
+    }
+
+    pub fn live_or_not_running(&self, vm: &Vm, record: &DomainRecord) -> DaemonResult<Live> {
+        lock(&vm.live)
+            .clone()
+            .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))
+    }
+
+    /// The control connection of a running domain (for device hotplug); the caller holds the
+    /// domain's operation lock.
+    pub fn running_control(
+        &self,
+        vm: &Vm,
+        record: &DomainRecord,
+    ) -> DaemonResult<Arc<dyn Control>> {
+        let live = self.live_or_not_running(vm, record)?;
+        self.control_of(&live, record)
+    }
+
+    pub fn control_of(&self, live: &Live, record: &DomainRecord) -> DaemonResult<Arc<dyn Control>> {
+        live.control.clone().ok_or_else(|| {
+            DaemonError::new(
+                ErrorKind::Engine,
+                format!(
+                    "the control connection to domain '{}' (pid {}) is down; try again shortly",
+                    record.name, live.pid
+                ),
+            )
+        })
+    }
+
+    /// Waits until the domain has no runtime row; false if `timeout` passed first.
+    pub async fn wait_inactive(
+        &self,
+        record: &DomainRecord,
+        changes: &mut watch::Receiver<u64>,
+        timeout: Duration,
+    ) -> DaemonResult<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.store.runtime(&record.uuid).map_err(db)?.is_none() {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                // The slot went away (undefined): nothing is running any more.
+                Ok(Err(_)) => return Ok(true),
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    pub fn set_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
+        if let Err(err) = self.store.set_runtime_state(uuid, state, reason) {
+            tracing::error!(%uuid, "cannot record state {state}: {}", store::named(err));
+        }
+        vm.changed.send_modify(|n| *n += 1);
+    }
+}
+
+pub fn state_of_status(status: &GuestStatus, running_reason: &str) -> (DomainState, &'static str) {
+    match status {
+        GuestStatus::Running | GuestStatus::NotStarted => (
+            DomainState::Running,
+            if running_reason == "booted" {
+                "booted"
+            } else {
+                "unpaused"
+            },
+        ),
+        GuestStatus::Paused => (DomainState::Paused, "user"),
+        GuestStatus::ShutDown => (DomainState::InShutdown, "shutdown"),
+        GuestStatus::Panicked => (DomainState::Crashed, "panicked"),
+        GuestStatus::Other(_) => (DomainState::Paused, "unknown"),
+    }
+}
+
+pub fn stored_domain(record: &DomainRecord) -> DaemonResult<Domain> {
+    oxvirt_domain::parse_domain_xml(&record.xml).map_err(|err| {
+        internal(
+            &format!(
+                "stored definition of domain '{}' does not parse",
+                record.name
+            ),
+            err,
+        )
+    })
+}
