@@ -4,23 +4,25 @@
 mod api;
 mod engine;
 mod services;
+mod state_dir;
 mod store;
 
-use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
 use crate::services::Services;
-use crate::store::{BackupOutcome, DbFile, Store, StoreError};
+use crate::state_dir::{
+    backup_if_changed, check_and_back_up, create_private_dir, lock_state_dir, restore_backup,
+};
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
@@ -89,8 +91,9 @@ fn run_main() -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    create_private_dir(&args.state_dir)?;
-    create_private_dir(&args.state_dir.join("run"))?;
+    for dir in [args.state_dir.clone(), args.state_dir.join("run")] {
+        create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     // Held for the daemon's lifetime: one oxvirtd per state directory.
     let _lock = lock_state_dir(&args.state_dir)?;
 
@@ -155,153 +158,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&args.socket);
     backup_if_changed(&services.store, &backups, keep, "at stop").await;
     Ok(())
-}
-
-/// Before the daemon takes its database: refuse one that is not usable as it is (the operator
-/// chooses between a backup and an empty start), and back up a healthy one before migrations
-/// touch it. A missing database is a first start.
-fn check_and_back_up(state_dir: &Path, db_path: &Path, keep: usize) -> anyhow::Result<()> {
-    let backups = state_dir.join(store::BACKUPS_DIR);
-    match store::check_database_file(db_path) {
-        Ok(DbFile::Missing) => {
-            tracing::info!(database = %db_path.display(), "no state database yet: first start");
-            Ok(())
-        }
-        Ok(DbFile::Healthy(db)) => {
-            match store::write_backup(&db, &backups, keep) {
-                Ok(BackupOutcome::Written(path)) => {
-                    tracing::info!(backup = %path.display(), "state database backed up at start")
-                }
-                Ok(BackupOutcome::Unchanged(path)) => tracing::info!(
-                    backup = %path.display(),
-                    "state database unchanged since its newest backup"
-                ),
-                // The backups are a safety net; the daemon can serve without a new one.
-                Err(err) => tracing::warn!("no backup of the state database at start: {err}"),
-            }
-            Ok(())
-        }
-        Err(err) if err.is_unusable_file() => {
-            Err(anyhow!(refusal(&err, state_dir, db_path, &backups)))
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// The message of a refused database: what is wrong and the two ways on.
-fn refusal(err: &StoreError, state_dir: &Path, db_path: &Path, backups: &Path) -> String {
-    let newest = match store::list_backups(backups) {
-        Ok(list) => match list.last() {
-            Some(newest) => format!(
-                "the newest of its {} backups, {}",
-                list.len(),
-                newest.display()
-            ),
-            None => format!("a backup (there is none in {} yet)", backups.display()),
-        },
-        Err(err) => format!("a backup ({err})"),
-    };
-    format!(
-        "{err}\n\
-         oxvirtd does not start on it: every domain, network and pool it defined would look gone. \
-         The file is left as it is. Either:\n\
-         - restore {newest}, moving this file aside: oxvirtd --state-dir {state} --restore-backup [FILE]\n\
-         - or start empty on purpose: move {db} (and {db}-wal, {db}-shm if present) out of the way first",
-        state = state_dir.display(),
-        db = db_path.display(),
-    )
-}
-
-/// Takes a backup if the store changed since the last one, off the async workers.
-async fn backup_if_changed(store: &Arc<Store>, backups: &Path, keep: usize, when: &str) {
-    let store = store.clone();
-    let dir = backups.to_path_buf();
-    let result = tokio::task::spawn_blocking(move || store.backup_if_changed(&dir, keep)).await;
-    match result {
-        Ok(Ok(Some(BackupOutcome::Written(path)))) => {
-            tracing::info!(backup = %path.display(), "state database backed up ({when})")
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(err)) => tracing::warn!("state database backup ({when}) failed: {err}"),
-        Err(err) => tracing::warn!("state database backup ({when}) did not run: {err}"),
-    }
-}
-
-/// `oxvirtd --restore-backup [FILE]`: installs a backup while no daemon runs, says what it did.
-fn restore_backup(state_dir: &Path, file: Option<&Path>) -> anyhow::Result<()> {
-    // Not created: a mistyped --state-dir should fail, not become a new state directory.
-    if !state_dir.is_dir() {
-        bail!("state directory {} does not exist", state_dir.display());
-    }
-    let _lock = lock_state_dir(state_dir)
-        .context("cannot restore a backup while oxvirtd runs: stop it first")?;
-    let backups = state_dir.join(store::BACKUPS_DIR);
-    let backup = match file {
-        Some(file) => file.to_path_buf(),
-        None => store::list_backups(&backups)?.pop().ok_or_else(|| {
-            anyhow!(
-                "no backups in {}: nothing to restore (name one: --restore-backup FILE)",
-                backups.display()
-            )
-        })?,
-    };
-    let restored = store::restore_backup(&state_dir.join(store::DATABASE_FILE), &backup)?;
-    let domains = match restored.domains {
-        Some(n) => format!("{n} domain definition(s)"),
-        None => "no domains table".to_string(),
-    };
-    println!(
-        "Checked backup {}: quick_check ok, schema version {}, {domains}.",
-        restored.backup.display(),
-        restored.schema_version
-    );
-    for (from, to) in &restored.moved_aside {
-        println!("Moved {} aside to {}.", from.display(), to.display());
-    }
-    for removed in &restored.removed {
-        println!(
-            "Removed {} (SQLite's index of the write-ahead log, rebuilt on open).",
-            removed.display()
-        );
-    }
-    println!(
-        "Installed the backup as {}. Start oxvirtd to use it.",
-        restored.database.display()
-    );
-    Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
-}
-
-/// Takes an exclusive flock on `STATE_DIR/oxvirtd.lock`, or explains who holds it.
-fn lock_state_dir(state_dir: &Path) -> anyhow::Result<File> {
-    let path = state_dir.join("oxvirtd.lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() == std::io::ErrorKind::WouldBlock {
-            bail!(
-                "another oxvirtd is running with state directory {} (it holds {})",
-                state_dir.display(),
-                path.display()
-            );
-        }
-        return Err(err).with_context(|| format!("locking {}", path.display()));
-    }
-    Ok(file)
 }
 
 /// Binds the API socket (mode 0600), replacing a stale socket file but never a live daemon's.

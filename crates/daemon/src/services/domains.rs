@@ -3,7 +3,7 @@
 //! blockresize), on top of the store, the engines, the guests' slots, networks and volumes.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +22,7 @@ use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;
 use super::xml::names_uuid;
 use crate::engine::{process, Control, Engine, Events, GuestStatus};
+use crate::state_dir::create_private_dir;
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
 /// How long destroy waits for a quit to take effect before killing the process.
@@ -383,7 +384,8 @@ impl Domains {
             tracing::warn!(domain = %record.name, "{warning}");
         }
         let run_dir = self.guests.run_dir(&record.uuid);
-        create_private_dir(&run_dir)?;
+        create_private_dir(&run_dir)
+            .map_err(|e| internal(&format!("cannot create {}", run_dir.display()), e))?;
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
         self.networks.plug_interfaces(&record, &mut domain).await?;
@@ -897,15 +899,4 @@ fn check_files_exist(domain: &Domain) -> DaemonResult<()> {
         }
     }
     Ok(())
-}
-
-fn create_private_dir(dir: &Path) -> DaemonResult<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| internal(&format!("cannot create {}", dir.display()), e))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| internal(&format!("cannot restrict {}", dir.display()), e))
 }
