@@ -14,6 +14,7 @@ mod names;
 mod normalize;
 mod parse;
 pub mod pool;
+mod rules;
 mod storage;
 mod units;
 mod validate;
@@ -23,9 +24,9 @@ mod write;
 pub use error::{DomainError, Location};
 pub use model::*;
 pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
+pub use rules::{validate_name, MAX_NAME_BYTES};
 pub use units::MAX_CPU_ID;
 pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib, parse_size_text_kib};
-pub use validate::{validate_name, MAX_NAME_BYTES};
 
 /// Parses, validates and normalizes a `<domain>` definition.
 ///

@@ -6,7 +6,8 @@
 //! is what makes `parse(to_xml(d)) == d` hold.
 
 use crate::model::*;
-use crate::parse::UNSET_INDEX;
+use crate::rules::{disk_index, is_q35, MAX_CONTROLLER_INDEX, UNSET_INDEX};
+use crate::units::generate_mac;
 
 /// The emulator libvirt reports for x86_64 guests on Debian.
 pub const DEFAULT_EMULATOR: &str = "/usr/bin/qemu-system-x86_64";
@@ -36,10 +37,6 @@ pub(crate) fn normalize(d: &mut Domain) {
     normalize_os(d);
     normalize_cpu(d);
     normalize_devices(d);
-}
-
-fn is_q35(machine: &str) -> bool {
-    machine == "q35" || machine.starts_with("pc-q35")
 }
 
 fn normalize_os(d: &mut Domain) {
@@ -167,28 +164,12 @@ fn normalize_devices(d: &mut Domain) {
         if iface.mac.is_none() {
             let random = Uuid::new_v4();
             let b = random.as_bytes();
-            iface.mac = Some(crate::units::generate_mac([b[0], b[1], b[2]]));
+            iface.mac = Some(generate_mac([b[0], b[1], b[2]]));
         }
     }
     if !q35 {
         assign_pci_addresses_i440fx(devices);
     }
-}
-
-/// libvirt's index of a disk target name: the letters after the bus prefix in bijective
-/// base 26 (`a`=0, `z`=25, `aa`=26, ...).
-pub(crate) fn disk_index(dev: &str) -> Option<u32> {
-    let letters = ["hd", "sd", "vd", "fd", "xvd", "ubd"]
-        .iter()
-        .find_map(|p| dev.strip_prefix(p))?;
-    if letters.is_empty() || letters.len() > 6 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
-        return None;
-    }
-    let mut index: u32 = 0;
-    for b in letters.bytes() {
-        index = index * 26 + u32::from(b - b'a') + 1;
-    }
-    Some(index - 1)
 }
 
 /// The drive address libvirt derives from the target name for ide/sata/scsi/fdc disks.
@@ -326,7 +307,7 @@ fn add_disk_controllers(devices: &mut Devices) {
     }
     // libvirt adds every index up to the highest one a disk uses.
     for (kind, highest) in needed {
-        for index in 0..=highest.min(crate::parse::MAX_CONTROLLER_INDEX) {
+        for index in 0..=highest.min(MAX_CONTROLLER_INDEX) {
             if !has_controller(devices, kind, index) {
                 insert_controller(&mut devices.controllers, new_controller(kind, index, None));
             }
@@ -593,21 +574,5 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
         if input.bus == InputBus::Virtio && input.address.is_none() {
             input.address = next_free(&mut used);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn disk_index_is_bijective_base26() {
-        assert_eq!(disk_index("vda"), Some(0));
-        assert_eq!(disk_index("hdd"), Some(3));
-        assert_eq!(disk_index("sdz"), Some(25));
-        assert_eq!(disk_index("sdaa"), Some(26));
-        assert_eq!(disk_index("vd"), None);
-        assert_eq!(disk_index("vda1"), None);
-        assert_eq!(disk_index("nvme0"), None);
     }
 }

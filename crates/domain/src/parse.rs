@@ -5,14 +5,13 @@
 //! nothing is dropped silently.
 
 use crate::elem::{self, lookup, set_once, truncate, Elem, Extension, Result};
+use crate::error::DomainError;
 use crate::model::*;
+use crate::names::*;
+use crate::rules::{
+    is_disk_serial, is_host_ifname, parse_uuid, validate_name, MAX_CONTROLLER_INDEX, UNSET_INDEX,
+};
 use crate::units::{cpuset_at, mac_at, parse_decimal_u64, size_kib_at};
-use crate::DomainError;
-
-/// Controller indexes above this are rejected (PCI has at most 256 buses).
-pub(crate) const MAX_CONTROLLER_INDEX: u32 = 255;
-/// Placeholder for a controller index the definition left out.
-pub(crate) const UNSET_INDEX: u32 = u32::MAX;
 
 pub(crate) fn parse(xml: &str) -> Result<Domain> {
     let doc = elem::read(xml)?;
@@ -23,206 +22,6 @@ pub(crate) fn parse(xml: &str) -> Result<Domain> {
     let mut root = Elem::root(&doc, "domain", Some(extension))?;
     parse_domain(&mut root)
 }
-
-pub(crate) const DOMAIN_TYPES: &[(&str, DomainType)] =
-    &[("kvm", DomainType::Kvm), ("qemu", DomainType::Qemu)];
-pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
-    ("destroy", LifecycleAction::Destroy),
-    ("restart", LifecycleAction::Restart),
-    ("preserve", LifecycleAction::Preserve),
-    ("rename-restart", LifecycleAction::RenameRestart),
-    ("coredump-destroy", LifecycleAction::CoredumpDestroy),
-    ("coredump-restart", LifecycleAction::CoredumpRestart),
-];
-pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
-    ("static", VcpuPlacement::Static),
-    ("auto", VcpuPlacement::Auto),
-];
-pub(crate) const CPU_MODES: &[(&str, CpuMode)] = &[
-    ("custom", CpuMode::Custom),
-    ("host-model", CpuMode::HostModel),
-    ("host-passthrough", CpuMode::HostPassthrough),
-    ("maximum", CpuMode::Maximum),
-];
-pub(crate) const CPU_MATCHES: &[(&str, CpuMatch)] = &[
-    ("minimum", CpuMatch::Minimum),
-    ("exact", CpuMatch::Exact),
-    ("strict", CpuMatch::Strict),
-];
-pub(crate) const CPU_CHECKS: &[(&str, CpuCheck)] = &[
-    ("none", CpuCheck::None),
-    ("partial", CpuCheck::Partial),
-    ("full", CpuCheck::Full),
-];
-pub(crate) const CPU_FALLBACKS: &[(&str, CpuFallback)] = &[
-    ("allow", CpuFallback::Allow),
-    ("forbid", CpuFallback::Forbid),
-];
-pub(crate) const FEATURE_POLICIES: &[(&str, FeaturePolicy)] = &[
-    ("force", FeaturePolicy::Force),
-    ("require", FeaturePolicy::Require),
-    ("optional", FeaturePolicy::Optional),
-    ("disable", FeaturePolicy::Disable),
-    ("forbid", FeaturePolicy::Forbid),
-];
-pub(crate) const FIRMWARES: &[(&str, Firmware)] =
-    &[("bios", Firmware::Bios), ("efi", Firmware::Efi)];
-pub(crate) const BOOT_DEVICES: &[(&str, BootDevice)] = &[
-    ("fd", BootDevice::Fd),
-    ("hd", BootDevice::Hd),
-    ("cdrom", BootDevice::Cdrom),
-    ("network", BootDevice::Network),
-];
-pub(crate) const LOADER_TYPES: &[(&str, LoaderType)] =
-    &[("rom", LoaderType::Rom), ("pflash", LoaderType::Pflash)];
-pub(crate) const CLOCK_OFFSETS: &[(&str, ClockOffset)] = &[
-    ("utc", ClockOffset::Utc),
-    ("localtime", ClockOffset::Localtime),
-];
-pub(crate) const TIMER_NAMES: &[(&str, TimerName)] = &[
-    ("platform", TimerName::Platform),
-    ("pit", TimerName::Pit),
-    ("rtc", TimerName::Rtc),
-    ("hpet", TimerName::Hpet),
-    ("tsc", TimerName::Tsc),
-    ("kvmclock", TimerName::Kvmclock),
-    ("hypervclock", TimerName::HypervClock),
-];
-pub(crate) const TICK_POLICIES: &[(&str, TickPolicy)] = &[
-    ("delay", TickPolicy::Delay),
-    ("catchup", TickPolicy::Catchup),
-    ("merge", TickPolicy::Merge),
-    ("discard", TickPolicy::Discard),
-];
-pub(crate) const DISK_TYPES: &[(&str, DiskType)] = &[
-    ("file", DiskType::File),
-    ("block", DiskType::Block),
-    ("volume", DiskType::Volume),
-];
-pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
-    &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
-pub(crate) const DISK_FORMATS: &[(&str, DiskFormat)] =
-    &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)];
-pub(crate) const DISK_CACHES: &[(&str, DiskCache)] = &[
-    ("none", DiskCache::None),
-    ("writethrough", DiskCache::Writethrough),
-    ("writeback", DiskCache::Writeback),
-    ("directsync", DiskCache::Directsync),
-    ("unsafe", DiskCache::Unsafe),
-];
-pub(crate) const DISK_IOS: &[(&str, DiskIo)] = &[
-    ("threads", DiskIo::Threads),
-    ("native", DiskIo::Native),
-    ("io_uring", DiskIo::IoUring),
-];
-pub(crate) const DISK_DISCARDS: &[(&str, DiskDiscard)] = &[
-    ("unmap", DiskDiscard::Unmap),
-    ("ignore", DiskDiscard::Ignore),
-];
-pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
-    ("off", DetectZeroes::Off),
-    ("on", DetectZeroes::On),
-    ("unmap", DetectZeroes::Unmap),
-];
-pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
-    ("ide", DiskBus::Ide),
-    ("fdc", DiskBus::Fdc),
-    ("scsi", DiskBus::Scsi),
-    ("virtio", DiskBus::Virtio),
-    ("usb", DiskBus::Usb),
-    ("sata", DiskBus::Sata),
-];
-pub(crate) const CONTROLLER_TYPES: &[(&str, ControllerType)] = &[
-    ("ide", ControllerType::Ide),
-    ("fdc", ControllerType::Fdc),
-    ("scsi", ControllerType::Scsi),
-    ("sata", ControllerType::Sata),
-    ("virtio-serial", ControllerType::VirtioSerial),
-    ("usb", ControllerType::Usb),
-    ("pci", ControllerType::Pci),
-];
-pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
-    ("network", InterfaceType::Network),
-    ("bridge", InterfaceType::Bridge),
-    ("user", InterfaceType::User),
-];
-pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
-    ("qemu", InterfaceDriverName::Qemu),
-    ("vhost", InterfaceDriverName::Vhost),
-];
-pub(crate) const NIC_MODELS: &[&str] = &[
-    "virtio",
-    "virtio-transitional",
-    "virtio-non-transitional",
-    "e1000",
-    "e1000e",
-    "rtl8139",
-    "ne2k_pci",
-    "pcnet",
-    "vmxnet3",
-];
-pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
-    &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
-pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
-    ("mouse", InputType::Mouse),
-    ("keyboard", InputType::Keyboard),
-    ("tablet", InputType::Tablet),
-];
-pub(crate) const INPUT_BUSES: &[(&str, InputBus)] = &[
-    ("ps2", InputBus::Ps2),
-    ("usb", InputBus::Usb),
-    ("virtio", InputBus::Virtio),
-];
-pub(crate) const VIDEO_MODELS: &[(&str, VideoModel)] = &[
-    ("vga", VideoModel::Vga),
-    ("cirrus", VideoModel::Cirrus),
-    ("virtio", VideoModel::Virtio),
-    ("bochs", VideoModel::Bochs),
-    ("ramfb", VideoModel::Ramfb),
-    ("none", VideoModel::None),
-];
-pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
-    ("virtio", MemBalloonModel::Virtio),
-    ("none", MemBalloonModel::None),
-];
-pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
-
-/// Serial/console target types libvirt knows for x86.
-pub(crate) const CHAR_TARGET_TYPES: &[&str] =
-    &["isa-serial", "usb-serial", "pci-serial", "serial", "virtio"];
-pub(crate) const SERIAL_TARGET_MODELS: &[&str] = &["isa-serial", "usb-serial", "pci-serial"];
-pub(crate) const CONTROLLER_MODELS: &[&str] = &[
-    // usb
-    "piix3-uhci",
-    "piix4-uhci",
-    "ehci",
-    "ich9-ehci1",
-    "ich9-uhci1",
-    "ich9-uhci2",
-    "ich9-uhci3",
-    "nec-xhci",
-    "qemu-xhci",
-    "none",
-    // pci
-    "pci-root",
-    "pcie-root",
-    "pci-bridge",
-    "dmi-to-pci-bridge",
-    "pcie-root-port",
-    "pcie-switch-upstream-port",
-    "pcie-switch-downstream-port",
-    "pcie-to-pci-bridge",
-    // scsi
-    "auto",
-    "buslogic",
-    "lsilogic",
-    "lsisas1068",
-    "vmpvscsi",
-    "virtio-scsi",
-    "lsisas1078",
-    "virtio-transitional",
-    "virtio-non-transitional",
-];
 
 fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let domain_type =
@@ -286,7 +85,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let value = text.trim().to_string();
-                crate::validate::validate_name(&value).map_err(|e| match e {
+                validate_name(&value).map_err(|e| match e {
                     DomainError::InvalidName {
                         what, name, reason, ..
                     } => DomainError::InvalidName {
@@ -438,19 +237,6 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         devices: devices.unwrap_or_default(),
         engine: engine.unwrap_or_default(),
     })
-}
-
-/// libvirt accepts a UUID with or without dashes (32 hex digits, dashes anywhere between
-/// byte pairs); we accept the canonical dashed form and the plain 32-digit form.
-pub(crate) fn parse_uuid(text: &str) -> Option<Uuid> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    if text.len() != 32 && Uuid::parse_str(text).is_err() {
-        return None;
-    }
-    Uuid::parse_str(&hex).ok()
 }
 
 fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
@@ -1113,11 +899,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let value = text.trim().to_string();
-                if value.is_empty()
-                    || !value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_+-. ".contains(c))
-                {
+                if !is_disk_serial(&value) {
                     return Err(child.invalid(
                         "value",
                         &value,
@@ -1350,11 +1132,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 let dev = child.required_attr("dev")?;
                 child.finish_attrs()?;
                 child.leaf()?;
-                if dev.is_empty()
-                    || dev.len() > 15
-                    || dev.contains('/')
-                    || dev.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
+                if !is_host_ifname(dev) {
                     return Err(child.invalid(
                         "attribute 'dev'",
                         dev,
