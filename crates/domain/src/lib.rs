@@ -80,6 +80,7 @@ impl Domain {
                 max: vcpus,
                 current: None,
                 cpuset: None,
+                line: SourceLine::NONE,
             },
             iothreads: None,
             cputune: None,
@@ -95,6 +96,12 @@ impl Domain {
                 boot: Vec::new(),
                 bootmenu: None,
                 bios_reboot_timeout: None,
+                line: SourceLine::NONE,
+                type_line: SourceLine::NONE,
+                kernel_line: SourceLine::NONE,
+                initrd_line: SourceLine::NONE,
+                cmdline_line: SourceLine::NONE,
+                boot_lines: SourceLines::default(),
             },
             features: Features::default(),
             engine: Engine::Qemu,
@@ -102,11 +109,20 @@ impl Domain {
             clock: Clock {
                 offset: ClockOffset::Utc,
                 timers: Vec::new(),
+                line: SourceLine::NONE,
             },
             on_poweroff: LifecycleAction::Destroy,
             on_reboot: LifecycleAction::Restart,
             on_crash: LifecycleAction::Destroy,
             devices: Devices::default(),
+            // Built in code: no element has a line.
+            line: SourceLine::NONE,
+            memory_line: SourceLine::NONE,
+            current_memory_line: SourceLine::NONE,
+            iothreads_line: SourceLine::NONE,
+            on_poweroff_line: SourceLine::NONE,
+            on_reboot_line: SourceLine::NONE,
+            on_crash_line: SourceLine::NONE,
         };
         domain.normalize();
         domain.validate()?;

@@ -66,6 +66,8 @@ fn normalize_cpu(d: &mut Domain) {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        line: SourceLine::NONE,
+        vendor_line: SourceLine::NONE,
     });
     match cpu.mode {
         CpuMode::Custom => {
@@ -74,6 +76,7 @@ fn normalize_cpu(d: &mut Domain) {
                 cpu.model = Some(CpuModel {
                     name: DEFAULT_CPU_MODEL.to_string(),
                     fallback: Some(CpuFallback::Forbid),
+                    line: SourceLine::NONE,
                 });
             }
             if let Some(model) = &mut cpu.model {
@@ -127,6 +130,7 @@ fn normalize_devices(d: &mut Domain) {
         devices.audios.push(Audio {
             id: 1,
             audio_type: AudioType::None,
+            line: SourceLine::NONE,
         });
     }
     normalize_videos(devices);
@@ -145,6 +149,7 @@ fn normalize_devices(d: &mut Domain) {
             autodeflate: None,
             stats_period: None,
             address: None,
+            line: SourceLine::NONE,
         });
     }
     for iface in &mut devices.interfaces {
@@ -181,24 +186,28 @@ fn drive_address(target: &DiskTarget) -> Option<Address> {
             bus: (idx % 4) / 2,
             target: 0,
             unit: idx % 2,
+            line: SourceLine::NONE,
         },
         DiskBus::Sata => DriveAddress {
             controller: idx / 6,
             bus: 0,
             target: 0,
             unit: idx % 6,
+            line: SourceLine::NONE,
         },
         DiskBus::Scsi => DriveAddress {
             controller: idx / 7,
             bus: 0,
             target: 0,
             unit: idx % 7,
+            line: SourceLine::NONE,
         },
         DiskBus::Fdc => DriveAddress {
             controller: 0,
             bus: 0,
             target: 0,
             unit: idx,
+            line: SourceLine::NONE,
         },
         DiskBus::Virtio | DiskBus::Usb => return None,
     };
@@ -255,6 +264,8 @@ fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Cont
         model: model.map(str::to_string),
         driver_queues: None,
         address: None,
+        line: SourceLine::NONE,
+        driver_line: SourceLine::NONE,
     }
 }
 
@@ -357,13 +368,16 @@ fn normalize_chardevs(devices: &mut Devices) {
         .is_some_and(|c| c.target.target_type.as_deref() == Some("serial"));
     if !first_is_serial {
         if let Some(serial) = devices.serials.first() {
+            // The alias is the serial port itself, so it points where the serial was written.
             let alias = CharDevice {
                 source: serial.source.clone(),
                 target: CharTarget {
                     target_type: Some("serial".to_string()),
                     port: serial.target.port,
                     model: None,
+                    line: serial.target.line,
                 },
+                line: serial.line,
             };
             devices.consoles.insert(0, alias);
         }
@@ -410,13 +424,16 @@ fn normalize_chardevs(devices: &mut Devices) {
         }
         None => {
             console.target.port = Some(0);
+            // Made from the console, so it points where the console was written.
             let serial = CharDevice {
                 source: console.source.clone(),
                 target: CharTarget {
                     target_type: Some("isa-serial".to_string()),
                     port: Some(0),
                     model: Some("isa-serial".to_string()),
+                    line: console.target.line,
                 },
+                line: console.line,
             };
             devices.serials.push(serial);
         }
@@ -434,6 +451,7 @@ fn normalize_inputs(devices: &mut Devices) {
                 input_type: kind,
                 bus: InputBus::Ps2,
                 address: None,
+                line: SourceLine::NONE,
             });
         }
     }
@@ -448,6 +466,8 @@ fn normalize_videos(devices: &mut Devices) {
             heads: None,
             primary: false,
             address: None,
+            line: SourceLine::NONE,
+            model_line: SourceLine::NONE,
         });
     }
     // libvirt keeps the primary video first.
@@ -513,6 +533,7 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             slot,
             function: 0,
             multifunction: None,
+            line: SourceLine::NONE,
         }))
     };
     let piix3 = |function: u8| {
@@ -522,6 +543,7 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             slot: 1,
             function,
             multifunction: None,
+            line: SourceLine::NONE,
         }))
     };
 

@@ -53,6 +53,13 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut devices = None;
     let mut engine = None;
     let root_loc = root.loc();
+    // Lines of the children that have no struct of their own.
+    let mut memory_line = SourceLine::NONE;
+    let mut current_memory_line = SourceLine::NONE;
+    let mut iothreads_line = SourceLine::NONE;
+    let mut on_poweroff_line = SourceLine::NONE;
+    let mut on_reboot_line = SourceLine::NONE;
+    let mut on_crash_line = SourceLine::NONE;
 
     for mut child in root.children()? {
         if child.namespace() == Some(crate::OXVIRT_NAMESPACE) {
@@ -130,16 +137,19 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             "memory" => {
                 let kib = parse_memory_elem(&mut child)?;
                 set_once(&mut memory, kib, &child)?;
+                memory_line = child.source_line();
             }
             "currentMemory" => {
                 let kib = parse_memory_elem(&mut child)?;
                 set_once(&mut current_memory, kib, &child)?;
+                current_memory_line = child.source_line();
             }
             "maxMemory" => {
                 // Slots are optional: virtio-mem hotplug needs none.
                 let slots = child.u32_attr("slots")?.unwrap_or(0);
                 let kib = parse_memory_elem(&mut child)?;
-                set_once(&mut max_memory, MaxMemory { kib, slots }, &child)?;
+                let line = child.source_line();
+                set_once(&mut max_memory, MaxMemory { kib, slots, line }, &child)?;
             }
             "memoryBacking" => {
                 let parsed = parse_memory_backing(&mut child)?;
@@ -153,6 +163,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 child.finish_attrs()?;
                 let n = child.text_u32()?;
                 set_once(&mut iothreads, n, &child)?;
+                iothreads_line = child.source_line();
             }
             "cputune" => {
                 let parsed = parse_cputune(&mut child)?;
@@ -177,12 +188,13 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             "on_poweroff" | "on_reboot" | "on_crash" => {
                 child.finish_attrs()?;
                 let action = child.text_enum(LIFECYCLE_ACTIONS)?;
-                let slot = match child.name() {
-                    "on_poweroff" => &mut on_poweroff,
-                    "on_reboot" => &mut on_reboot,
-                    _ => &mut on_crash,
+                let (slot, line) = match child.name() {
+                    "on_poweroff" => (&mut on_poweroff, &mut on_poweroff_line),
+                    "on_reboot" => (&mut on_reboot, &mut on_reboot_line),
+                    _ => (&mut on_crash, &mut on_crash_line),
                 };
                 set_once(slot, action, &child)?;
+                *line = child.source_line();
             }
             "devices" => {
                 let parsed = parse_devices(&mut child)?;
@@ -201,6 +213,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         max: 1,
         current: None,
         cpuset: None,
+        line: SourceLine::NONE,
     });
     let os = os.ok_or_else(|| DomainError::Missing {
         what: "element <os>".to_string(),
@@ -230,12 +243,20 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         clock: clock.unwrap_or(Clock {
             offset: ClockOffset::Utc,
             timers: Vec::new(),
+            line: SourceLine::NONE,
         }),
         on_poweroff: on_poweroff.unwrap_or(LifecycleAction::Destroy),
         on_reboot: on_reboot.unwrap_or(LifecycleAction::Restart),
         on_crash: on_crash.unwrap_or(LifecycleAction::Destroy),
         devices: devices.unwrap_or_default(),
         engine: engine.unwrap_or_default(),
+        line: root.source_line(),
+        memory_line,
+        current_memory_line,
+        iothreads_line,
+        on_poweroff_line,
+        on_reboot_line,
+        on_crash_line,
     })
 }
 
@@ -248,13 +269,19 @@ fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
 
 fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
     elem.finish_attrs()?;
-    let mut backing = MemoryBacking::default();
+    let mut backing = MemoryBacking {
+        line: elem.source_line(),
+        ..MemoryBacking::default()
+    };
     let mut seen_nosharepages = false;
     for child in elem.children()? {
         match child.name() {
             "hugepages" => {
                 child.finish_attrs()?;
-                let mut pages = Hugepages::default();
+                let mut pages = Hugepages {
+                    line: child.source_line(),
+                    ..Hugepages::default()
+                };
                 for mut page in child.children()? {
                     if page.name() != "page" {
                         return Err(page.unsupported());
@@ -299,12 +326,16 @@ fn parse_vcpu(elem: &mut Elem) -> Result<Vcpu> {
         max,
         current,
         cpuset,
+        line: elem.source_line(),
     })
 }
 
 fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
     elem.finish_attrs()?;
-    let mut tune = CpuTune::default();
+    let mut tune = CpuTune {
+        line: elem.source_line(),
+        ..CpuTune::default()
+    };
     for mut child in elem.children()? {
         match child.name() {
             "shares" => {
@@ -400,6 +431,12 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
         boot: Vec::new(),
         bootmenu: None,
         bios_reboot_timeout: None,
+        line: elem.source_line(),
+        type_line: SourceLine::NONE,
+        kernel_line: SourceLine::NONE,
+        initrd_line: SourceLine::NONE,
+        cmdline_line: SourceLine::NONE,
+        boot_lines: SourceLines::default(),
     };
     let mut seen_type = false;
     let mut seen_bios = false;
@@ -410,6 +447,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     return Err(child.duplicate());
                 }
                 seen_type = true;
+                os.type_line = child.source_line();
                 if let Some(arch) = child.attr("arch") {
                     if arch != "x86_64" {
                         return Err(child.enum_error("attribute 'arch'", arch, &[("x86_64", ())]));
@@ -450,6 +488,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                         readonly,
                         secure,
                         loader_type,
+                        line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -459,15 +498,24 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let path = non_empty(text.trim());
-                set_once(&mut os.nvram, Nvram { path, template }, &child)?;
+                let line = child.source_line();
+                set_once(
+                    &mut os.nvram,
+                    Nvram {
+                        path,
+                        template,
+                        line,
+                    },
+                    &child,
+                )?;
             }
             "kernel" | "initrd" | "cmdline" => {
                 child.finish_attrs()?;
                 let text = child.text()?;
-                let slot = match child.name() {
-                    "kernel" => &mut os.kernel,
-                    "initrd" => &mut os.initrd,
-                    _ => &mut os.cmdline,
+                let (slot, line) = match child.name() {
+                    "kernel" => (&mut os.kernel, &mut os.kernel_line),
+                    "initrd" => (&mut os.initrd, &mut os.initrd_line),
+                    _ => (&mut os.cmdline, &mut os.cmdline_line),
                 };
                 let value = if child.name() == "cmdline" {
                     text
@@ -475,6 +523,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     text.trim().to_string()
                 };
                 set_once(slot, value, &child)?;
+                *line = child.source_line();
             }
             "boot" => {
                 let dev = child.required_attr("dev")?;
@@ -486,6 +535,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     return Err(child.duplicate());
                 }
                 os.boot.push(dev);
+                os.boot_lines.0.push(child.source_line());
             }
             "bootmenu" => {
                 let enable = child
@@ -506,7 +556,16 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                 }
                 child.finish_attrs()?;
                 child.leaf()?;
-                set_once(&mut os.bootmenu, BootMenu { enable, timeout }, &child)?;
+                let line = child.source_line();
+                set_once(
+                    &mut os.bootmenu,
+                    BootMenu {
+                        enable,
+                        timeout,
+                        line,
+                    },
+                    &child,
+                )?;
             }
             "bios" => {
                 if seen_bios {
@@ -544,7 +603,10 @@ fn non_empty(text: &str) -> Option<String> {
 
 fn parse_features(elem: &mut Elem) -> Result<Features> {
     elem.finish_attrs()?;
-    let mut features = Features::default();
+    let mut features = Features {
+        line: elem.source_line(),
+        ..Features::default()
+    };
     for child in elem.children()? {
         child.finish_attrs()?;
         child.leaf()?;
@@ -577,6 +639,8 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        line: elem.source_line(),
+        vendor_line: SourceLine::NONE,
     };
     let mut model_fallback = None;
     for mut child in elem.children()? {
@@ -594,13 +658,18 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                     // host-model, where libvirt drops it.
                     model_fallback = Some(fallback);
                 } else {
-                    cpu.model = Some(CpuModel { name, fallback });
+                    cpu.model = Some(CpuModel {
+                        name,
+                        fallback,
+                        line: child.source_line(),
+                    });
                 }
             }
             "vendor" => {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 set_once(&mut cpu.vendor, text.trim().to_string(), &child)?;
+                cpu.vendor_line = child.source_line();
             }
             "topology" => {
                 let count = |name: &'static str, child: &mut Elem| -> Result<Option<u32>> {
@@ -631,6 +700,7 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                     clusters: clusters.unwrap_or(1),
                     cores: cores.ok_or_else(|| missing("cores"))?,
                     threads: threads.ok_or_else(|| missing("threads"))?,
+                    line: child.source_line(),
                 };
                 set_once(&mut cpu.topology, topology, &child)?;
             }
@@ -648,6 +718,7 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                 cpu.features.push(CpuFeature {
                     policy: policy.unwrap_or(FeaturePolicy::Require),
                     name,
+                    line: child.source_line(),
                 });
             }
             _ => return Err(child.unsupported()),
@@ -677,9 +748,14 @@ fn parse_clock(elem: &mut Elem) -> Result<Clock> {
             name,
             present,
             tickpolicy,
+            line: child.source_line(),
         });
     }
-    Ok(Clock { offset, timers })
+    Ok(Clock {
+        offset,
+        timers,
+        line: elem.source_line(),
+    })
 }
 
 fn parse_devices(elem: &mut Elem) -> Result<Devices> {
@@ -713,7 +789,11 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
                         })?;
                 child.finish_attrs()?;
                 child.leaf()?;
-                devices.audios.push(Audio { id, audio_type });
+                devices.audios.push(Audio {
+                    id,
+                    audio_type,
+                    line: child.source_line(),
+                });
             }
             "video" => devices.videos.push(parse_video(&mut child)?),
             "memballoon" => {
@@ -736,6 +816,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
             slot: elem.c_uint_attr("slot", 0x1f)?.unwrap_or(0) as u8,
             function: elem.c_uint_attr("function", 7)?.unwrap_or(0) as u8,
             multifunction: elem.on_off_attr("multifunction")?,
+            line: elem.source_line(),
         }),
         "drive" => Address::Drive(DriveAddress {
             controller: elem
@@ -744,6 +825,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
             bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
             target: elem.c_uint_attr("target", u32::MAX.into())?.unwrap_or(0) as u32,
             unit: elem.c_uint_attr("unit", u32::MAX.into())?.unwrap_or(0) as u32,
+            line: elem.source_line(),
         }),
         "usb" => {
             let bus = elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32;
@@ -763,7 +845,11 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
                 }
                 None => None,
             };
-            Address::Usb(UsbAddress { bus, port })
+            Address::Usb(UsbAddress {
+                bus,
+                port,
+                line: elem.source_line(),
+            })
         }
         "virtio-serial" => Address::VirtioSerial(VirtioSerialAddress {
             controller: elem
@@ -771,6 +857,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
                 .unwrap_or(0) as u32,
             bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
             port: elem.c_uint_attr("port", u32::MAX.into())?.unwrap_or(0) as u32,
+            line: elem.source_line(),
         }),
         other => {
             return Err(elem.enum_error(
@@ -822,6 +909,9 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     let mut serial = None;
     let mut boot = None;
     let mut address = None;
+    let mut source_line = SourceLine::NONE;
+    let mut serial_line = SourceLine::NONE;
+    let mut shareable_line = SourceLine::NONE;
     for mut child in elem.children()? {
         match child.name() {
             "driver" => {
@@ -839,6 +929,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     discard: child.enum_attr("discard", DISK_DISCARDS)?,
                     detect_zeroes: child.enum_attr("detect_zeroes", DETECT_ZEROES)?,
                     iothread: child.u32_attr("iothread")?,
+                    line: child.source_line(),
                 };
                 child.finish_attrs()?;
                 child.leaf()?;
@@ -847,6 +938,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
             "source" if disk_type == DiskType::Volume => {
                 let parsed = parse_volume_source(&mut child)?;
                 set_once(&mut volume, parsed, &child)?;
+                source_line = child.source_line();
             }
             "source" => {
                 let attr = if disk_type == DiskType::Block {
@@ -861,6 +953,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     return Err(child.invalid(&format!("attribute '{attr}'"), "", "path is empty"));
                 }
                 set_once(&mut source, path, &child)?;
+                source_line = child.source_line();
             }
             "target" => {
                 let dev = child.required_attr("dev")?.to_string();
@@ -880,7 +973,8 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                         child.invalid("attribute 'dev'", &dev, "cannot infer the bus; add bus=")
                     })?,
                 };
-                set_once(&mut target, DiskTarget { dev, bus }, &child)?;
+                let line = child.source_line();
+                set_once(&mut target, DiskTarget { dev, bus, line }, &child)?;
             }
             "readonly" | "shareable" => {
                 child.finish_attrs()?;
@@ -888,6 +982,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 let flag = if child.name() == "readonly" {
                     &mut readonly
                 } else {
+                    shareable_line = child.source_line();
                     &mut shareable
                 };
                 if *flag {
@@ -907,6 +1002,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     ));
                 }
                 set_once(&mut serial, value, &child)?;
+                serial_line = child.source_line();
             }
             "boot" => {
                 let order = boot_order(&mut child)?;
@@ -955,6 +1051,10 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         boot_order: boot,
         address,
         backing_chain: Vec::new(),
+        line: elem.source_line(),
+        source_line,
+        serial_line,
+        shareable_line,
     })
 }
 
@@ -1032,6 +1132,8 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
         model,
         driver_queues: None,
         address: None,
+        line: elem.source_line(),
+        driver_line: SourceLine::NONE,
     };
     for mut child in elem.children()? {
         match child.name() {
@@ -1045,6 +1147,7 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut controller.driver_queues, queues, &child)?;
+                controller.driver_line = child.source_line();
             }
             "address" => {
                 let parsed = parse_address(&mut child)?;
@@ -1073,6 +1176,12 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
         link_up: None,
         boot_order: None,
         address: None,
+        line: elem.source_line(),
+        model_line: SourceLine::NONE,
+        driver_line: SourceLine::NONE,
+        target_line: SourceLine::NONE,
+        mtu_line: SourceLine::NONE,
+        link_line: SourceLine::NONE,
     };
     let mut seen = Vec::new();
     for mut child in elem.children()? {
@@ -1121,12 +1230,14 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.model = Some(model.to_string());
+                iface.model_line = child.source_line();
             }
             "driver" => {
                 iface.driver_name = child.enum_attr("name", INTERFACE_DRIVERS)?;
                 iface.driver_queues = child.u32_attr("queues")?;
                 child.finish_attrs()?;
                 child.leaf()?;
+                iface.driver_line = child.source_line();
             }
             "target" => {
                 let dev = child.required_attr("dev")?;
@@ -1140,6 +1251,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                     ));
                 }
                 iface.target_dev = Some(dev.to_string());
+                iface.target_line = child.source_line();
             }
             "mtu" => {
                 let size = child
@@ -1151,6 +1263,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.mtu = Some(size);
+                iface.mtu_line = child.source_line();
             }
             "link" => {
                 let state = child.required_attr("state")?;
@@ -1160,6 +1273,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.link_up = Some(up);
+                iface.link_line = child.source_line();
             }
             "boot" => {
                 let order = boot_order(&mut child)?;
@@ -1245,6 +1359,7 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
                         target_type,
                         port,
                         model,
+                        line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -1265,6 +1380,7 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
     Ok(CharDevice {
         source,
         target: target.unwrap_or_default(),
+        line: elem.source_line(),
     })
 }
 
@@ -1293,6 +1409,7 @@ fn parse_input(elem: &mut Elem) -> Result<Input> {
         input_type,
         bus,
         address,
+        line: elem.source_line(),
     })
 }
 
@@ -1375,6 +1492,7 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
         port,
         autoport,
         passwd,
+        line: elem.source_line(),
     })
 }
 
@@ -1401,6 +1519,8 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
                         heads,
                         primary,
                         address: None,
+                        line: elem.source_line(),
+                        model_line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -1412,12 +1532,15 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
             _ => return Err(child.unsupported()),
         }
     }
+    // Without <model>, the video is libvirt's default model, at the line of <video>.
     let mut video = model.unwrap_or(Video {
         model: VideoModel::Cirrus,
         vram_kib: None,
         heads: None,
         primary: false,
         address: None,
+        line: elem.source_line(),
+        model_line: SourceLine::NONE,
     });
     video.address = address;
     Ok(video)
@@ -1434,6 +1557,7 @@ fn parse_memballoon(elem: &mut Elem) -> Result<MemBalloon> {
         autodeflate,
         stats_period: None,
         address: None,
+        line: elem.source_line(),
     };
     for mut child in elem.children()? {
         match child.name() {
@@ -1494,5 +1618,6 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
     Ok(Rng {
         backend_random,
         address,
+        line: elem.source_line(),
     })
 }

@@ -316,6 +316,8 @@ impl<'a> Builder<'a> {
             vendor: None,
             topology: None,
             features: Vec::new(),
+            line: oxvirt_domain::SourceLine::NONE,
+            vendor_line: oxvirt_domain::SourceLine::NONE,
         };
         let cpu = self.domain.cpu.as_ref().unwrap_or(&default_cpu);
         let mut value = match cpu.mode {

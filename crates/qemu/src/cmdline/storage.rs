@@ -457,6 +457,7 @@ impl Builder<'_> {
                             bus: 0,
                             target: 0,
                             unit: i % 7,
+                            line: oxvirt_domain::SourceLine::NONE,
                         },
                         None => {
                             return Err(QemuError::invalid(
