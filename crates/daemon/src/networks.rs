@@ -420,20 +420,21 @@ fn with_interface(domain_xml: &str, interface_xml: &str) -> ApiResult<String> {
 
 /// The engine ids the QEMU command line gives NIC number `index`.
 fn launch_ids(index: usize, mac: &str) -> NicIds {
+    let ids = oxvirt_qemu::NicIds::at_start(index);
     NicIds {
         mac: mac.to_string(),
-        device: format!("net{index}"),
-        netdev: format!("hostnet{index}"),
+        device: ids.device,
+        netdev: ids.netdev,
     }
 }
 
 /// Engine ids of a hot-plugged NIC (unique: MACs are unique in a domain).
 fn hotplug_ids(mac: MacAddr) -> NicIds {
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+    let ids = oxvirt_qemu::NicIds::hotplug(mac);
     NicIds {
         mac: mac.to_string(),
-        device: format!("net-hp{hex}"),
-        netdev: format!("hostnet-hp{hex}"),
+        device: ids.device,
+        netdev: ids.netdev,
     }
 }
 
