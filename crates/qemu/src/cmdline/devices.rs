@@ -193,6 +193,7 @@ impl Builder<'_> {
             driver_line,
             target_line,
             mtu_line,
+            // Any link state can be set (over QMP, like `link_up`).
             link_line: _,
         } = interface;
         let element = format!("devices/interface[{index}]");

@@ -160,6 +160,7 @@ struct DeviceGroups {
 /// One translation. Every model struct it reads is destructured without `..` (in `build` or
 /// the method that handles it), so a field added to the domain model does not compile until
 /// this engine has decided what to do with it: map it, refuse it, or ignore it saying why.
+/// (A `line: _` is the line of an element that method never refuses.)
 struct Builder<'a> {
     run: &'a RunPaths,
     accel: Accel,
@@ -231,6 +232,7 @@ impl<'a> Builder<'a> {
             bios_reboot_timeout,
             line: os_line,
             type_line,
+            // Any kernel path goes; whether the file exists is launch's question.
             kernel_line: _,
             initrd_line,
             cmdline_line,
