@@ -20,5 +20,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = oxvirt_qemu::build_command_line(&domain, &oxvirt_qemu::RunPaths::new(run), accel);
         }
         let _ = oxvirt_native::plan(&domain, &oxvirt_native::RunPaths::new(run));
+        // The define-time checks: the same builders, run dry.
+        let _ = oxvirt_qemu::check(&domain);
+        let _ = oxvirt_native::check_definition(&domain);
     }
 });

@@ -6,9 +6,9 @@
 use oxvirt_xml::roxmltree::{Document, Node, NodeType};
 use oxvirt_xml::XmlError;
 
-use crate::error::Location;
+use crate::error::{DomainError, Location};
+use crate::model::SourceLine;
 use crate::units::parse_decimal_u64;
-use crate::DomainError;
 
 pub(crate) type Result<T> = std::result::Result<T, DomainError>;
 
@@ -98,6 +98,11 @@ impl<'a, 'input> Elem<'a, 'input> {
 
     pub(crate) fn line(&self) -> u32 {
         self.doc.text_pos_at(self.node.range().start).row
+    }
+
+    /// The element's line, for the model (engines point at it when they refuse the element).
+    pub(crate) fn source_line(&self) -> SourceLine {
+        SourceLine::at(self.line())
     }
 
     pub(crate) fn loc(&self) -> Location {

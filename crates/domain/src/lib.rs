@@ -14,6 +14,7 @@ mod names;
 mod normalize;
 mod parse;
 pub mod pool;
+mod rules;
 mod storage;
 mod units;
 mod validate;
@@ -23,9 +24,9 @@ mod write;
 pub use error::{DomainError, Location};
 pub use model::*;
 pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
+pub use rules::{validate_name, MAX_NAME_BYTES};
 pub use units::MAX_CPU_ID;
 pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib, parse_size_text_kib};
-pub use validate::{validate_name, MAX_NAME_BYTES};
 
 /// Parses, validates and normalizes a `<domain>` definition.
 ///
@@ -79,6 +80,7 @@ impl Domain {
                 max: vcpus,
                 current: None,
                 cpuset: None,
+                line: SourceLine::NONE,
             },
             iothreads: None,
             cputune: None,
@@ -94,6 +96,12 @@ impl Domain {
                 boot: Vec::new(),
                 bootmenu: None,
                 bios_reboot_timeout: None,
+                line: SourceLine::NONE,
+                type_line: SourceLine::NONE,
+                kernel_line: SourceLine::NONE,
+                initrd_line: SourceLine::NONE,
+                cmdline_line: SourceLine::NONE,
+                boot_lines: SourceLines::default(),
             },
             features: Features::default(),
             engine: Engine::Qemu,
@@ -101,11 +109,20 @@ impl Domain {
             clock: Clock {
                 offset: ClockOffset::Utc,
                 timers: Vec::new(),
+                line: SourceLine::NONE,
             },
             on_poweroff: LifecycleAction::Destroy,
             on_reboot: LifecycleAction::Restart,
             on_crash: LifecycleAction::Destroy,
             devices: Devices::default(),
+            // Built in code: no element has a line.
+            line: SourceLine::NONE,
+            memory_line: SourceLine::NONE,
+            current_memory_line: SourceLine::NONE,
+            iothreads_line: SourceLine::NONE,
+            on_poweroff_line: SourceLine::NONE,
+            on_reboot_line: SourceLine::NONE,
+            on_crash_line: SourceLine::NONE,
         };
         domain.normalize();
         domain.validate()?;

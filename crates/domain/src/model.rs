@@ -4,6 +4,11 @@
 //! are filled in (see `normalize.rs`), so two definitions that libvirt would print the same
 //! way compare equal here.
 //!
+//! Elements a consumer may refuse (an engine, at define or at start) carry the line of the
+//! definition text they were read from: a `line` field for the struct's own element and
+//! `<child>_line` fields for children without a struct of their own ([`SourceLine`]; not part
+//! of the value, so they change neither equality nor the XML).
+//!
 //! Compatibility rule for other crates: fields and variants are only ever added, never
 //! renamed or removed.
 
@@ -11,6 +16,83 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 pub use uuid::Uuid;
+
+/// The line of the definition text a model element was read from, so that what refuses the
+/// element later (an engine, at define or at start) can point at it. No line for an element
+/// the normalizer added (a default device, an implicit controller) or a domain built in code.
+///
+/// A line is where an element came from, not part of the domain's value: every `SourceLine`
+/// equals every other and hashes to nothing, so a domain still equals itself re-read from its
+/// own `to_xml` (where the lines differ), and `to_xml` never prints one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceLine(Option<u32>);
+
+impl SourceLine {
+    /// Not read from text: added by the normalizer, or built in code.
+    pub const NONE: SourceLine = SourceLine(None);
+
+    pub fn at(line: u32) -> SourceLine {
+        SourceLine(Some(line))
+    }
+
+    pub fn get(self) -> Option<u32> {
+        self.0
+    }
+}
+
+impl From<Option<u32>> for SourceLine {
+    fn from(line: Option<u32>) -> SourceLine {
+        SourceLine(line)
+    }
+}
+
+impl PartialEq for SourceLine {
+    fn eq(&self, _other: &SourceLine) -> bool {
+        true
+    }
+}
+
+impl Eq for SourceLine {}
+
+impl std::hash::Hash for SourceLine {
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
+}
+
+/// `at line N`, or `(added by default)` for an element not read from the text; messages put
+/// it after the element, as the parser does: `<devices/disk/driver> at line 12`.
+impl fmt::Display for SourceLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(line) => write!(f, "at line {line}"),
+            None => f.write_str("(added by default)"),
+        }
+    }
+}
+
+/// The lines of a list of sibling elements kept as a list of values (`<os><boot>`), in the
+/// list's order. Like [`SourceLine`], not part of the domain's value: all lists of lines are
+/// equal, whatever their lengths.
+#[derive(Debug, Clone, Default)]
+pub struct SourceLines(pub Vec<SourceLine>);
+
+impl SourceLines {
+    /// The line of entry `index`; none for an entry that was not read from text.
+    pub fn get(&self, index: usize) -> SourceLine {
+        self.0.get(index).copied().unwrap_or_default()
+    }
+}
+
+impl PartialEq for SourceLines {
+    fn eq(&self, _other: &SourceLines) -> bool {
+        true
+    }
+}
+
+impl Eq for SourceLines {}
+
+impl std::hash::Hash for SourceLines {
+    fn hash<H: std::hash::Hasher>(&self, _state: &mut H) {}
+}
 
 /// A whole `<domain>` definition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +124,15 @@ pub struct Domain {
     pub devices: Devices,
     /// `<oxvirt:engine name=...>`: which engine runs the domain (QEMU unless asked otherwise).
     pub engine: Engine,
+    /// Lines of `<domain>` and of its children that have no struct of their own (see
+    /// [`SourceLine`]).
+    pub line: SourceLine,
+    pub memory_line: SourceLine,
+    pub current_memory_line: SourceLine,
+    pub iothreads_line: SourceLine,
+    pub on_poweroff_line: SourceLine,
+    pub on_reboot_line: SourceLine,
+    pub on_crash_line: SourceLine,
 }
 
 /// The XML namespace of oxvirt's own extensions to the libvirt domain format, used as libvirt uses
@@ -78,6 +169,8 @@ pub struct MaxMemory {
     pub kib: u64,
     /// DIMM slots; 0 when not given (virtio-mem needs none).
     pub slots: u32,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -85,12 +178,16 @@ pub struct MemoryBacking {
     pub hugepages: Option<Hugepages>,
     /// `<nosharepages/>`: opt out of KSM.
     pub nosharepages: bool,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 /// `<hugepages>`; `page_sizes_kib` empty means "the host's default huge page size".
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hugepages {
     pub page_sizes_kib: Vec<u64>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 /// `<vcpu placement= current= cpuset=>N</vcpu>`.
@@ -102,6 +199,8 @@ pub struct Vcpu {
     /// vCPUs online at boot; `None` means all of `max`.
     pub current: Option<u32>,
     pub cpuset: Option<CpuSet>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 impl Vcpu {
@@ -171,6 +270,8 @@ pub struct CpuTune {
     pub vcpupins: Vec<VcpuPin>,
     pub emulatorpin: Option<CpuSet>,
     pub iothreadpins: Vec<IoThreadPin>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,6 +297,9 @@ pub struct Cpu {
     pub vendor: Option<String>,
     pub topology: Option<CpuTopology>,
     pub features: Vec<CpuFeature>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+    pub vendor_line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -224,6 +328,8 @@ pub enum CpuCheck {
 pub struct CpuModel {
     pub name: String,
     pub fallback: Option<CpuFallback>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -240,6 +346,8 @@ pub struct CpuTopology {
     pub clusters: u32,
     pub cores: u32,
     pub threads: u32,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 impl CpuTopology {
@@ -257,6 +365,8 @@ impl CpuTopology {
 pub struct CpuFeature {
     pub policy: FeaturePolicy,
     pub name: String,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,6 +398,14 @@ pub struct Os {
     pub bootmenu: Option<BootMenu>,
     /// `<bios rebootTimeout=...>`, milliseconds; -1 disables rebooting.
     pub bios_reboot_timeout: Option<i32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+    pub type_line: SourceLine,
+    pub kernel_line: SourceLine,
+    pub initrd_line: SourceLine,
+    pub cmdline_line: SourceLine,
+    /// One per entry of `boot`.
+    pub boot_lines: SourceLines,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,6 +427,8 @@ pub struct BootMenu {
     pub enable: bool,
     /// Milliseconds.
     pub timeout: Option<u32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -317,6 +437,8 @@ pub struct Loader {
     pub readonly: Option<bool>,
     pub secure: Option<bool>,
     pub loader_type: Option<LoaderType>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -329,6 +451,8 @@ pub enum LoaderType {
 pub struct Nvram {
     pub path: Option<String>,
     pub template: Option<String>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -347,12 +471,16 @@ pub struct Features {
     pub acpi: bool,
     pub apic: bool,
     pub pae: bool,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clock {
     pub offset: ClockOffset,
     pub timers: Vec<Timer>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -366,6 +494,8 @@ pub struct Timer {
     pub name: TimerName,
     pub present: Option<bool>,
     pub tickpolicy: Option<TickPolicy>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -413,6 +543,18 @@ pub enum Address {
     VirtioSerial(VirtioSerialAddress),
 }
 
+impl Address {
+    /// The line of the `<address>` element (see [`SourceLine`]).
+    pub fn line(&self) -> SourceLine {
+        match self {
+            Address::Pci(a) => a.line,
+            Address::Drive(a) => a.line,
+            Address::Usb(a) => a.line,
+            Address::VirtioSerial(a) => a.line,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PciAddress {
     pub domain: u16,
@@ -420,6 +562,8 @@ pub struct PciAddress {
     pub slot: u8,
     pub function: u8,
     pub multifunction: Option<bool>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -428,6 +572,8 @@ pub struct DriveAddress {
     pub bus: u32,
     pub target: u32,
     pub unit: u32,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
@@ -435,6 +581,8 @@ pub struct UsbAddress {
     pub bus: u32,
     /// Dotted port path, e.g. `1.2`.
     pub port: Option<String>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -442,6 +590,8 @@ pub struct VirtioSerialAddress {
     pub controller: u32,
     pub bus: u32,
     pub port: u32,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 /// `<disk>`.
@@ -467,6 +617,12 @@ pub struct Disk {
     /// stated formats, never probed from contents. Not part of the definition XML: parsing
     /// leaves it empty, and empty means the engine opens no backing file at all.
     pub backing_chain: Vec<BackingLayer>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+    /// `<source>` (of any disk type).
+    pub source_line: SourceLine,
+    pub serial_line: SourceLine,
+    pub shareable_line: SourceLine,
 }
 
 /// One image of a disk's backing chain.
@@ -511,6 +667,8 @@ pub struct DiskDriver {
     pub discard: Option<DiskDiscard>,
     pub detect_zeroes: Option<DetectZeroes>,
     pub iothread: Option<u32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 impl Default for DiskDriver {
@@ -523,6 +681,7 @@ impl Default for DiskDriver {
             discard: None,
             detect_zeroes: None,
             iothread: None,
+            line: SourceLine::NONE,
         }
     }
 }
@@ -566,6 +725,8 @@ pub enum DetectZeroes {
 pub struct DiskTarget {
     pub dev: String,
     pub bus: DiskBus,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -589,6 +750,9 @@ pub struct Controller {
     /// `<driver queues=>` (virtio-scsi).
     pub driver_queues: Option<u32>,
     pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+    pub driver_line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -622,6 +786,13 @@ pub struct Interface {
     pub link_up: Option<bool>,
     pub boot_order: Option<u32>,
     pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+    pub model_line: SourceLine,
+    pub driver_line: SourceLine,
+    pub target_line: SourceLine,
+    pub mtu_line: SourceLine,
+    pub link_line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -669,6 +840,8 @@ impl fmt::Display for MacAddr {
 pub struct CharDevice {
     pub source: CharSource,
     pub target: CharTarget,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -691,6 +864,8 @@ pub struct CharTarget {
     pub port: Option<u32>,
     /// `<target><model name=>` (e.g. `isa-serial`).
     pub model: Option<String>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 /// `<input type= bus=>`.
@@ -699,6 +874,8 @@ pub struct Input {
     pub input_type: InputType,
     pub bus: InputBus,
     pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -723,6 +900,8 @@ pub struct Graphics {
     pub port: Option<u16>,
     pub autoport: bool,
     pub passwd: Option<String>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -737,6 +916,8 @@ pub enum VncListen {
 pub struct Audio {
     pub id: u32,
     pub audio_type: AudioType,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -752,6 +933,10 @@ pub struct Video {
     pub heads: Option<u32>,
     pub primary: bool,
     pub address: Option<Address>,
+    /// Lines of `<video>` and of its `<model>`, which holds the other fields (see
+    /// [`SourceLine`]).
+    pub line: SourceLine,
+    pub model_line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -772,6 +957,8 @@ pub struct MemBalloon {
     /// `<stats period=>`, seconds.
     pub stats_period: Option<u32>,
     pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -787,4 +974,6 @@ pub struct Rng {
     /// Path of the host entropy source.
     pub backend_random: String,
     pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }

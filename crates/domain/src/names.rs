@@ -1,8 +1,211 @@
-//! The XML spelling of each enumeration (`DiskFormat::Qcow2.as_str() == "qcow2"`), for
-//! other crates that print or log values the way libvirt writes them.
+//! The XML spelling of each enumeration and the other value tables of the domain format:
+//! the one place that says which names exist. The parser reads values through these tables,
+//! the validator checks against them, the writer prints through them, and other crates get
+//! the spelling from `as_str` (`DiskFormat::Qcow2.as_str() == "qcow2"`).
+//!
+//! A leaf module: it imports nothing of this crate but the model.
 
 use crate::model::*;
-use crate::parse::*;
+
+pub(crate) const DOMAIN_TYPES: &[(&str, DomainType)] =
+    &[("kvm", DomainType::Kvm), ("qemu", DomainType::Qemu)];
+pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
+    ("destroy", LifecycleAction::Destroy),
+    ("restart", LifecycleAction::Restart),
+    ("preserve", LifecycleAction::Preserve),
+    ("rename-restart", LifecycleAction::RenameRestart),
+    ("coredump-destroy", LifecycleAction::CoredumpDestroy),
+    ("coredump-restart", LifecycleAction::CoredumpRestart),
+];
+pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
+    ("static", VcpuPlacement::Static),
+    ("auto", VcpuPlacement::Auto),
+];
+pub(crate) const CPU_MODES: &[(&str, CpuMode)] = &[
+    ("custom", CpuMode::Custom),
+    ("host-model", CpuMode::HostModel),
+    ("host-passthrough", CpuMode::HostPassthrough),
+    ("maximum", CpuMode::Maximum),
+];
+pub(crate) const CPU_MATCHES: &[(&str, CpuMatch)] = &[
+    ("minimum", CpuMatch::Minimum),
+    ("exact", CpuMatch::Exact),
+    ("strict", CpuMatch::Strict),
+];
+pub(crate) const CPU_CHECKS: &[(&str, CpuCheck)] = &[
+    ("none", CpuCheck::None),
+    ("partial", CpuCheck::Partial),
+    ("full", CpuCheck::Full),
+];
+pub(crate) const CPU_FALLBACKS: &[(&str, CpuFallback)] = &[
+    ("allow", CpuFallback::Allow),
+    ("forbid", CpuFallback::Forbid),
+];
+pub(crate) const FEATURE_POLICIES: &[(&str, FeaturePolicy)] = &[
+    ("force", FeaturePolicy::Force),
+    ("require", FeaturePolicy::Require),
+    ("optional", FeaturePolicy::Optional),
+    ("disable", FeaturePolicy::Disable),
+    ("forbid", FeaturePolicy::Forbid),
+];
+pub(crate) const FIRMWARES: &[(&str, Firmware)] =
+    &[("bios", Firmware::Bios), ("efi", Firmware::Efi)];
+pub(crate) const BOOT_DEVICES: &[(&str, BootDevice)] = &[
+    ("fd", BootDevice::Fd),
+    ("hd", BootDevice::Hd),
+    ("cdrom", BootDevice::Cdrom),
+    ("network", BootDevice::Network),
+];
+pub(crate) const LOADER_TYPES: &[(&str, LoaderType)] =
+    &[("rom", LoaderType::Rom), ("pflash", LoaderType::Pflash)];
+pub(crate) const CLOCK_OFFSETS: &[(&str, ClockOffset)] = &[
+    ("utc", ClockOffset::Utc),
+    ("localtime", ClockOffset::Localtime),
+];
+pub(crate) const TIMER_NAMES: &[(&str, TimerName)] = &[
+    ("platform", TimerName::Platform),
+    ("pit", TimerName::Pit),
+    ("rtc", TimerName::Rtc),
+    ("hpet", TimerName::Hpet),
+    ("tsc", TimerName::Tsc),
+    ("kvmclock", TimerName::Kvmclock),
+    ("hypervclock", TimerName::HypervClock),
+];
+pub(crate) const TICK_POLICIES: &[(&str, TickPolicy)] = &[
+    ("delay", TickPolicy::Delay),
+    ("catchup", TickPolicy::Catchup),
+    ("merge", TickPolicy::Merge),
+    ("discard", TickPolicy::Discard),
+];
+pub(crate) const DISK_TYPES: &[(&str, DiskType)] = &[
+    ("file", DiskType::File),
+    ("block", DiskType::Block),
+    ("volume", DiskType::Volume),
+];
+pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
+    &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
+pub(crate) const DISK_FORMATS: &[(&str, DiskFormat)] =
+    &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)];
+pub(crate) const DISK_CACHES: &[(&str, DiskCache)] = &[
+    ("none", DiskCache::None),
+    ("writethrough", DiskCache::Writethrough),
+    ("writeback", DiskCache::Writeback),
+    ("directsync", DiskCache::Directsync),
+    ("unsafe", DiskCache::Unsafe),
+];
+pub(crate) const DISK_IOS: &[(&str, DiskIo)] = &[
+    ("threads", DiskIo::Threads),
+    ("native", DiskIo::Native),
+    ("io_uring", DiskIo::IoUring),
+];
+pub(crate) const DISK_DISCARDS: &[(&str, DiskDiscard)] = &[
+    ("unmap", DiskDiscard::Unmap),
+    ("ignore", DiskDiscard::Ignore),
+];
+pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
+    ("off", DetectZeroes::Off),
+    ("on", DetectZeroes::On),
+    ("unmap", DetectZeroes::Unmap),
+];
+pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
+    ("ide", DiskBus::Ide),
+    ("fdc", DiskBus::Fdc),
+    ("scsi", DiskBus::Scsi),
+    ("virtio", DiskBus::Virtio),
+    ("usb", DiskBus::Usb),
+    ("sata", DiskBus::Sata),
+];
+pub(crate) const CONTROLLER_TYPES: &[(&str, ControllerType)] = &[
+    ("ide", ControllerType::Ide),
+    ("fdc", ControllerType::Fdc),
+    ("scsi", ControllerType::Scsi),
+    ("sata", ControllerType::Sata),
+    ("virtio-serial", ControllerType::VirtioSerial),
+    ("usb", ControllerType::Usb),
+    ("pci", ControllerType::Pci),
+];
+pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
+    ("network", InterfaceType::Network),
+    ("bridge", InterfaceType::Bridge),
+    ("user", InterfaceType::User),
+];
+pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
+    ("qemu", InterfaceDriverName::Qemu),
+    ("vhost", InterfaceDriverName::Vhost),
+];
+pub(crate) const NIC_MODELS: &[&str] = &[
+    "virtio",
+    "virtio-transitional",
+    "virtio-non-transitional",
+    "e1000",
+    "e1000e",
+    "rtl8139",
+    "ne2k_pci",
+    "pcnet",
+    "vmxnet3",
+];
+pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
+    &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
+pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
+    ("mouse", InputType::Mouse),
+    ("keyboard", InputType::Keyboard),
+    ("tablet", InputType::Tablet),
+];
+pub(crate) const INPUT_BUSES: &[(&str, InputBus)] = &[
+    ("ps2", InputBus::Ps2),
+    ("usb", InputBus::Usb),
+    ("virtio", InputBus::Virtio),
+];
+pub(crate) const VIDEO_MODELS: &[(&str, VideoModel)] = &[
+    ("vga", VideoModel::Vga),
+    ("cirrus", VideoModel::Cirrus),
+    ("virtio", VideoModel::Virtio),
+    ("bochs", VideoModel::Bochs),
+    ("ramfb", VideoModel::Ramfb),
+    ("none", VideoModel::None),
+];
+pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
+    ("virtio", MemBalloonModel::Virtio),
+    ("none", MemBalloonModel::None),
+];
+pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
+
+/// Serial/console target types libvirt knows for x86.
+pub(crate) const CHAR_TARGET_TYPES: &[&str] =
+    &["isa-serial", "usb-serial", "pci-serial", "serial", "virtio"];
+pub(crate) const SERIAL_TARGET_MODELS: &[&str] = &["isa-serial", "usb-serial", "pci-serial"];
+pub(crate) const CONTROLLER_MODELS: &[&str] = &[
+    // usb
+    "piix3-uhci",
+    "piix4-uhci",
+    "ehci",
+    "ich9-ehci1",
+    "ich9-uhci1",
+    "ich9-uhci2",
+    "ich9-uhci3",
+    "nec-xhci",
+    "qemu-xhci",
+    "none",
+    // pci
+    "pci-root",
+    "pcie-root",
+    "pci-bridge",
+    "dmi-to-pci-bridge",
+    "pcie-root-port",
+    "pcie-switch-upstream-port",
+    "pcie-switch-downstream-port",
+    "pcie-to-pci-bridge",
+    // scsi
+    "auto",
+    "buslogic",
+    "lsilogic",
+    "lsisas1068",
+    "vmpvscsi",
+    "virtio-scsi",
+    "lsisas1078",
+    "virtio-transitional",
+    "virtio-non-transitional",
+];
 
 /// The name of `value` in its parse table (every variant is listed).
 pub(crate) fn name_of<T: PartialEq + Copy>(table: &[(&'static str, T)], value: T) -> &'static str {

@@ -6,7 +6,8 @@
 //! is what makes `parse(to_xml(d)) == d` hold.
 
 use crate::model::*;
-use crate::parse::UNSET_INDEX;
+use crate::rules::{disk_index, is_q35, MAX_CONTROLLER_INDEX, UNSET_INDEX};
+use crate::units::generate_mac;
 
 /// The emulator libvirt reports for x86_64 guests on Debian.
 pub const DEFAULT_EMULATOR: &str = "/usr/bin/qemu-system-x86_64";
@@ -38,10 +39,6 @@ pub(crate) fn normalize(d: &mut Domain) {
     normalize_devices(d);
 }
 
-fn is_q35(machine: &str) -> bool {
-    machine == "q35" || machine.starts_with("pc-q35")
-}
-
 fn normalize_os(d: &mut Domain) {
     if d.os.arch.is_empty() {
         d.os.arch = "x86_64".to_string();
@@ -69,6 +66,8 @@ fn normalize_cpu(d: &mut Domain) {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        line: SourceLine::NONE,
+        vendor_line: SourceLine::NONE,
     });
     match cpu.mode {
         CpuMode::Custom => {
@@ -77,6 +76,7 @@ fn normalize_cpu(d: &mut Domain) {
                 cpu.model = Some(CpuModel {
                     name: DEFAULT_CPU_MODEL.to_string(),
                     fallback: Some(CpuFallback::Forbid),
+                    line: SourceLine::NONE,
                 });
             }
             if let Some(model) = &mut cpu.model {
@@ -130,6 +130,7 @@ fn normalize_devices(d: &mut Domain) {
         devices.audios.push(Audio {
             id: 1,
             audio_type: AudioType::None,
+            line: SourceLine::NONE,
         });
     }
     normalize_videos(devices);
@@ -148,6 +149,7 @@ fn normalize_devices(d: &mut Domain) {
             autodeflate: None,
             stats_period: None,
             address: None,
+            line: SourceLine::NONE,
         });
     }
     for iface in &mut devices.interfaces {
@@ -167,28 +169,12 @@ fn normalize_devices(d: &mut Domain) {
         if iface.mac.is_none() {
             let random = Uuid::new_v4();
             let b = random.as_bytes();
-            iface.mac = Some(crate::units::generate_mac([b[0], b[1], b[2]]));
+            iface.mac = Some(generate_mac([b[0], b[1], b[2]]));
         }
     }
     if !q35 {
         assign_pci_addresses_i440fx(devices);
     }
-}
-
-/// libvirt's index of a disk target name: the letters after the bus prefix in bijective
-/// base 26 (`a`=0, `z`=25, `aa`=26, ...).
-pub(crate) fn disk_index(dev: &str) -> Option<u32> {
-    let letters = ["hd", "sd", "vd", "fd", "xvd", "ubd"]
-        .iter()
-        .find_map(|p| dev.strip_prefix(p))?;
-    if letters.is_empty() || letters.len() > 6 || !letters.bytes().all(|b| b.is_ascii_lowercase()) {
-        return None;
-    }
-    let mut index: u32 = 0;
-    for b in letters.bytes() {
-        index = index * 26 + u32::from(b - b'a') + 1;
-    }
-    Some(index - 1)
 }
 
 /// The drive address libvirt derives from the target name for ide/sata/scsi/fdc disks.
@@ -200,24 +186,28 @@ fn drive_address(target: &DiskTarget) -> Option<Address> {
             bus: (idx % 4) / 2,
             target: 0,
             unit: idx % 2,
+            line: SourceLine::NONE,
         },
         DiskBus::Sata => DriveAddress {
             controller: idx / 6,
             bus: 0,
             target: 0,
             unit: idx % 6,
+            line: SourceLine::NONE,
         },
         DiskBus::Scsi => DriveAddress {
             controller: idx / 7,
             bus: 0,
             target: 0,
             unit: idx % 7,
+            line: SourceLine::NONE,
         },
         DiskBus::Fdc => DriveAddress {
             controller: 0,
             bus: 0,
             target: 0,
             unit: idx,
+            line: SourceLine::NONE,
         },
         DiskBus::Virtio | DiskBus::Usb => return None,
     };
@@ -274,6 +264,8 @@ fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Cont
         model: model.map(str::to_string),
         driver_queues: None,
         address: None,
+        line: SourceLine::NONE,
+        driver_line: SourceLine::NONE,
     }
 }
 
@@ -326,7 +318,7 @@ fn add_disk_controllers(devices: &mut Devices) {
     }
     // libvirt adds every index up to the highest one a disk uses.
     for (kind, highest) in needed {
-        for index in 0..=highest.min(crate::parse::MAX_CONTROLLER_INDEX) {
+        for index in 0..=highest.min(MAX_CONTROLLER_INDEX) {
             if !has_controller(devices, kind, index) {
                 insert_controller(&mut devices.controllers, new_controller(kind, index, None));
             }
@@ -376,13 +368,16 @@ fn normalize_chardevs(devices: &mut Devices) {
         .is_some_and(|c| c.target.target_type.as_deref() == Some("serial"));
     if !first_is_serial {
         if let Some(serial) = devices.serials.first() {
+            // The alias is the serial port itself, so it points where the serial was written.
             let alias = CharDevice {
                 source: serial.source.clone(),
                 target: CharTarget {
                     target_type: Some("serial".to_string()),
                     port: serial.target.port,
                     model: None,
+                    line: serial.target.line,
                 },
+                line: serial.line,
             };
             devices.consoles.insert(0, alias);
         }
@@ -429,13 +424,16 @@ fn normalize_chardevs(devices: &mut Devices) {
         }
         None => {
             console.target.port = Some(0);
+            // Made from the console, so it points where the console was written.
             let serial = CharDevice {
                 source: console.source.clone(),
                 target: CharTarget {
                     target_type: Some("isa-serial".to_string()),
                     port: Some(0),
                     model: Some("isa-serial".to_string()),
+                    line: console.target.line,
                 },
+                line: console.line,
             };
             devices.serials.push(serial);
         }
@@ -453,6 +451,7 @@ fn normalize_inputs(devices: &mut Devices) {
                 input_type: kind,
                 bus: InputBus::Ps2,
                 address: None,
+                line: SourceLine::NONE,
             });
         }
     }
@@ -467,6 +466,8 @@ fn normalize_videos(devices: &mut Devices) {
             heads: None,
             primary: false,
             address: None,
+            line: SourceLine::NONE,
+            model_line: SourceLine::NONE,
         });
     }
     // libvirt keeps the primary video first.
@@ -532,6 +533,7 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             slot,
             function: 0,
             multifunction: None,
+            line: SourceLine::NONE,
         }))
     };
     let piix3 = |function: u8| {
@@ -541,6 +543,7 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             slot: 1,
             function,
             multifunction: None,
+            line: SourceLine::NONE,
         }))
     };
 
@@ -593,21 +596,5 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
         if input.bus == InputBus::Virtio && input.address.is_none() {
             input.address = next_free(&mut used);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn disk_index_is_bijective_base26() {
-        assert_eq!(disk_index("vda"), Some(0));
-        assert_eq!(disk_index("hdd"), Some(3));
-        assert_eq!(disk_index("sdz"), Some(25));
-        assert_eq!(disk_index("sdaa"), Some(26));
-        assert_eq!(disk_index("vd"), None);
-        assert_eq!(disk_index("vda1"), None);
-        assert_eq!(disk_index("nvme0"), None);
     }
 }

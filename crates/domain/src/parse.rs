@@ -5,14 +5,13 @@
 //! nothing is dropped silently.
 
 use crate::elem::{self, lookup, set_once, truncate, Elem, Extension, Result};
+use crate::error::DomainError;
 use crate::model::*;
+use crate::names::*;
+use crate::rules::{
+    is_disk_serial, is_host_ifname, parse_uuid, validate_name, MAX_CONTROLLER_INDEX, UNSET_INDEX,
+};
 use crate::units::{cpuset_at, mac_at, parse_decimal_u64, size_kib_at};
-use crate::DomainError;
-
-/// Controller indexes above this are rejected (PCI has at most 256 buses).
-pub(crate) const MAX_CONTROLLER_INDEX: u32 = 255;
-/// Placeholder for a controller index the definition left out.
-pub(crate) const UNSET_INDEX: u32 = u32::MAX;
 
 pub(crate) fn parse(xml: &str) -> Result<Domain> {
     let doc = elem::read(xml)?;
@@ -23,206 +22,6 @@ pub(crate) fn parse(xml: &str) -> Result<Domain> {
     let mut root = Elem::root(&doc, "domain", Some(extension))?;
     parse_domain(&mut root)
 }
-
-pub(crate) const DOMAIN_TYPES: &[(&str, DomainType)] =
-    &[("kvm", DomainType::Kvm), ("qemu", DomainType::Qemu)];
-pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
-    ("destroy", LifecycleAction::Destroy),
-    ("restart", LifecycleAction::Restart),
-    ("preserve", LifecycleAction::Preserve),
-    ("rename-restart", LifecycleAction::RenameRestart),
-    ("coredump-destroy", LifecycleAction::CoredumpDestroy),
-    ("coredump-restart", LifecycleAction::CoredumpRestart),
-];
-pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
-    ("static", VcpuPlacement::Static),
-    ("auto", VcpuPlacement::Auto),
-];
-pub(crate) const CPU_MODES: &[(&str, CpuMode)] = &[
-    ("custom", CpuMode::Custom),
-    ("host-model", CpuMode::HostModel),
-    ("host-passthrough", CpuMode::HostPassthrough),
-    ("maximum", CpuMode::Maximum),
-];
-pub(crate) const CPU_MATCHES: &[(&str, CpuMatch)] = &[
-    ("minimum", CpuMatch::Minimum),
-    ("exact", CpuMatch::Exact),
-    ("strict", CpuMatch::Strict),
-];
-pub(crate) const CPU_CHECKS: &[(&str, CpuCheck)] = &[
-    ("none", CpuCheck::None),
-    ("partial", CpuCheck::Partial),
-    ("full", CpuCheck::Full),
-];
-pub(crate) const CPU_FALLBACKS: &[(&str, CpuFallback)] = &[
-    ("allow", CpuFallback::Allow),
-    ("forbid", CpuFallback::Forbid),
-];
-pub(crate) const FEATURE_POLICIES: &[(&str, FeaturePolicy)] = &[
-    ("force", FeaturePolicy::Force),
-    ("require", FeaturePolicy::Require),
-    ("optional", FeaturePolicy::Optional),
-    ("disable", FeaturePolicy::Disable),
-    ("forbid", FeaturePolicy::Forbid),
-];
-pub(crate) const FIRMWARES: &[(&str, Firmware)] =
-    &[("bios", Firmware::Bios), ("efi", Firmware::Efi)];
-pub(crate) const BOOT_DEVICES: &[(&str, BootDevice)] = &[
-    ("fd", BootDevice::Fd),
-    ("hd", BootDevice::Hd),
-    ("cdrom", BootDevice::Cdrom),
-    ("network", BootDevice::Network),
-];
-pub(crate) const LOADER_TYPES: &[(&str, LoaderType)] =
-    &[("rom", LoaderType::Rom), ("pflash", LoaderType::Pflash)];
-pub(crate) const CLOCK_OFFSETS: &[(&str, ClockOffset)] = &[
-    ("utc", ClockOffset::Utc),
-    ("localtime", ClockOffset::Localtime),
-];
-pub(crate) const TIMER_NAMES: &[(&str, TimerName)] = &[
-    ("platform", TimerName::Platform),
-    ("pit", TimerName::Pit),
-    ("rtc", TimerName::Rtc),
-    ("hpet", TimerName::Hpet),
-    ("tsc", TimerName::Tsc),
-    ("kvmclock", TimerName::Kvmclock),
-    ("hypervclock", TimerName::HypervClock),
-];
-pub(crate) const TICK_POLICIES: &[(&str, TickPolicy)] = &[
-    ("delay", TickPolicy::Delay),
-    ("catchup", TickPolicy::Catchup),
-    ("merge", TickPolicy::Merge),
-    ("discard", TickPolicy::Discard),
-];
-pub(crate) const DISK_TYPES: &[(&str, DiskType)] = &[
-    ("file", DiskType::File),
-    ("block", DiskType::Block),
-    ("volume", DiskType::Volume),
-];
-pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
-    &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
-pub(crate) const DISK_FORMATS: &[(&str, DiskFormat)] =
-    &[("raw", DiskFormat::Raw), ("qcow2", DiskFormat::Qcow2)];
-pub(crate) const DISK_CACHES: &[(&str, DiskCache)] = &[
-    ("none", DiskCache::None),
-    ("writethrough", DiskCache::Writethrough),
-    ("writeback", DiskCache::Writeback),
-    ("directsync", DiskCache::Directsync),
-    ("unsafe", DiskCache::Unsafe),
-];
-pub(crate) const DISK_IOS: &[(&str, DiskIo)] = &[
-    ("threads", DiskIo::Threads),
-    ("native", DiskIo::Native),
-    ("io_uring", DiskIo::IoUring),
-];
-pub(crate) const DISK_DISCARDS: &[(&str, DiskDiscard)] = &[
-    ("unmap", DiskDiscard::Unmap),
-    ("ignore", DiskDiscard::Ignore),
-];
-pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
-    ("off", DetectZeroes::Off),
-    ("on", DetectZeroes::On),
-    ("unmap", DetectZeroes::Unmap),
-];
-pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
-    ("ide", DiskBus::Ide),
-    ("fdc", DiskBus::Fdc),
-    ("scsi", DiskBus::Scsi),
-    ("virtio", DiskBus::Virtio),
-    ("usb", DiskBus::Usb),
-    ("sata", DiskBus::Sata),
-];
-pub(crate) const CONTROLLER_TYPES: &[(&str, ControllerType)] = &[
-    ("ide", ControllerType::Ide),
-    ("fdc", ControllerType::Fdc),
-    ("scsi", ControllerType::Scsi),
-    ("sata", ControllerType::Sata),
-    ("virtio-serial", ControllerType::VirtioSerial),
-    ("usb", ControllerType::Usb),
-    ("pci", ControllerType::Pci),
-];
-pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
-    ("network", InterfaceType::Network),
-    ("bridge", InterfaceType::Bridge),
-    ("user", InterfaceType::User),
-];
-pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
-    ("qemu", InterfaceDriverName::Qemu),
-    ("vhost", InterfaceDriverName::Vhost),
-];
-pub(crate) const NIC_MODELS: &[&str] = &[
-    "virtio",
-    "virtio-transitional",
-    "virtio-non-transitional",
-    "e1000",
-    "e1000e",
-    "rtl8139",
-    "ne2k_pci",
-    "pcnet",
-    "vmxnet3",
-];
-pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
-    &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
-pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
-    ("mouse", InputType::Mouse),
-    ("keyboard", InputType::Keyboard),
-    ("tablet", InputType::Tablet),
-];
-pub(crate) const INPUT_BUSES: &[(&str, InputBus)] = &[
-    ("ps2", InputBus::Ps2),
-    ("usb", InputBus::Usb),
-    ("virtio", InputBus::Virtio),
-];
-pub(crate) const VIDEO_MODELS: &[(&str, VideoModel)] = &[
-    ("vga", VideoModel::Vga),
-    ("cirrus", VideoModel::Cirrus),
-    ("virtio", VideoModel::Virtio),
-    ("bochs", VideoModel::Bochs),
-    ("ramfb", VideoModel::Ramfb),
-    ("none", VideoModel::None),
-];
-pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
-    ("virtio", MemBalloonModel::Virtio),
-    ("none", MemBalloonModel::None),
-];
-pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
-
-/// Serial/console target types libvirt knows for x86.
-pub(crate) const CHAR_TARGET_TYPES: &[&str] =
-    &["isa-serial", "usb-serial", "pci-serial", "serial", "virtio"];
-pub(crate) const SERIAL_TARGET_MODELS: &[&str] = &["isa-serial", "usb-serial", "pci-serial"];
-pub(crate) const CONTROLLER_MODELS: &[&str] = &[
-    // usb
-    "piix3-uhci",
-    "piix4-uhci",
-    "ehci",
-    "ich9-ehci1",
-    "ich9-uhci1",
-    "ich9-uhci2",
-    "ich9-uhci3",
-    "nec-xhci",
-    "qemu-xhci",
-    "none",
-    // pci
-    "pci-root",
-    "pcie-root",
-    "pci-bridge",
-    "dmi-to-pci-bridge",
-    "pcie-root-port",
-    "pcie-switch-upstream-port",
-    "pcie-switch-downstream-port",
-    "pcie-to-pci-bridge",
-    // scsi
-    "auto",
-    "buslogic",
-    "lsilogic",
-    "lsisas1068",
-    "vmpvscsi",
-    "virtio-scsi",
-    "lsisas1078",
-    "virtio-transitional",
-    "virtio-non-transitional",
-];
 
 fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let domain_type =
@@ -254,6 +53,13 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut devices = None;
     let mut engine = None;
     let root_loc = root.loc();
+    // Lines of the children that have no struct of their own.
+    let mut memory_line = SourceLine::NONE;
+    let mut current_memory_line = SourceLine::NONE;
+    let mut iothreads_line = SourceLine::NONE;
+    let mut on_poweroff_line = SourceLine::NONE;
+    let mut on_reboot_line = SourceLine::NONE;
+    let mut on_crash_line = SourceLine::NONE;
 
     for mut child in root.children()? {
         if child.namespace() == Some(crate::OXVIRT_NAMESPACE) {
@@ -286,7 +92,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let value = text.trim().to_string();
-                crate::validate::validate_name(&value).map_err(|e| match e {
+                validate_name(&value).map_err(|e| match e {
                     DomainError::InvalidName {
                         what, name, reason, ..
                     } => DomainError::InvalidName {
@@ -331,16 +137,19 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             "memory" => {
                 let kib = parse_memory_elem(&mut child)?;
                 set_once(&mut memory, kib, &child)?;
+                memory_line = child.source_line();
             }
             "currentMemory" => {
                 let kib = parse_memory_elem(&mut child)?;
                 set_once(&mut current_memory, kib, &child)?;
+                current_memory_line = child.source_line();
             }
             "maxMemory" => {
                 // Slots are optional: virtio-mem hotplug needs none.
                 let slots = child.u32_attr("slots")?.unwrap_or(0);
                 let kib = parse_memory_elem(&mut child)?;
-                set_once(&mut max_memory, MaxMemory { kib, slots }, &child)?;
+                let line = child.source_line();
+                set_once(&mut max_memory, MaxMemory { kib, slots, line }, &child)?;
             }
             "memoryBacking" => {
                 let parsed = parse_memory_backing(&mut child)?;
@@ -354,6 +163,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 child.finish_attrs()?;
                 let n = child.text_u32()?;
                 set_once(&mut iothreads, n, &child)?;
+                iothreads_line = child.source_line();
             }
             "cputune" => {
                 let parsed = parse_cputune(&mut child)?;
@@ -378,12 +188,13 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             "on_poweroff" | "on_reboot" | "on_crash" => {
                 child.finish_attrs()?;
                 let action = child.text_enum(LIFECYCLE_ACTIONS)?;
-                let slot = match child.name() {
-                    "on_poweroff" => &mut on_poweroff,
-                    "on_reboot" => &mut on_reboot,
-                    _ => &mut on_crash,
+                let (slot, line) = match child.name() {
+                    "on_poweroff" => (&mut on_poweroff, &mut on_poweroff_line),
+                    "on_reboot" => (&mut on_reboot, &mut on_reboot_line),
+                    _ => (&mut on_crash, &mut on_crash_line),
                 };
                 set_once(slot, action, &child)?;
+                *line = child.source_line();
             }
             "devices" => {
                 let parsed = parse_devices(&mut child)?;
@@ -402,6 +213,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         max: 1,
         current: None,
         cpuset: None,
+        line: SourceLine::NONE,
     });
     let os = os.ok_or_else(|| DomainError::Missing {
         what: "element <os>".to_string(),
@@ -431,26 +243,21 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         clock: clock.unwrap_or(Clock {
             offset: ClockOffset::Utc,
             timers: Vec::new(),
+            line: SourceLine::NONE,
         }),
         on_poweroff: on_poweroff.unwrap_or(LifecycleAction::Destroy),
         on_reboot: on_reboot.unwrap_or(LifecycleAction::Restart),
         on_crash: on_crash.unwrap_or(LifecycleAction::Destroy),
         devices: devices.unwrap_or_default(),
         engine: engine.unwrap_or_default(),
+        line: root.source_line(),
+        memory_line,
+        current_memory_line,
+        iothreads_line,
+        on_poweroff_line,
+        on_reboot_line,
+        on_crash_line,
     })
-}
-
-/// libvirt accepts a UUID with or without dashes (32 hex digits, dashes anywhere between
-/// byte pairs); we accept the canonical dashed form and the plain 32-digit form.
-pub(crate) fn parse_uuid(text: &str) -> Option<Uuid> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    if text.len() != 32 && Uuid::parse_str(text).is_err() {
-        return None;
-    }
-    Uuid::parse_str(&hex).ok()
 }
 
 fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
@@ -462,13 +269,19 @@ fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
 
 fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
     elem.finish_attrs()?;
-    let mut backing = MemoryBacking::default();
+    let mut backing = MemoryBacking {
+        line: elem.source_line(),
+        ..MemoryBacking::default()
+    };
     let mut seen_nosharepages = false;
     for child in elem.children()? {
         match child.name() {
             "hugepages" => {
                 child.finish_attrs()?;
-                let mut pages = Hugepages::default();
+                let mut pages = Hugepages {
+                    line: child.source_line(),
+                    ..Hugepages::default()
+                };
                 for mut page in child.children()? {
                     if page.name() != "page" {
                         return Err(page.unsupported());
@@ -513,12 +326,16 @@ fn parse_vcpu(elem: &mut Elem) -> Result<Vcpu> {
         max,
         current,
         cpuset,
+        line: elem.source_line(),
     })
 }
 
 fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
     elem.finish_attrs()?;
-    let mut tune = CpuTune::default();
+    let mut tune = CpuTune {
+        line: elem.source_line(),
+        ..CpuTune::default()
+    };
     for mut child in elem.children()? {
         match child.name() {
             "shares" => {
@@ -614,6 +431,12 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
         boot: Vec::new(),
         bootmenu: None,
         bios_reboot_timeout: None,
+        line: elem.source_line(),
+        type_line: SourceLine::NONE,
+        kernel_line: SourceLine::NONE,
+        initrd_line: SourceLine::NONE,
+        cmdline_line: SourceLine::NONE,
+        boot_lines: SourceLines::default(),
     };
     let mut seen_type = false;
     let mut seen_bios = false;
@@ -624,6 +447,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     return Err(child.duplicate());
                 }
                 seen_type = true;
+                os.type_line = child.source_line();
                 if let Some(arch) = child.attr("arch") {
                     if arch != "x86_64" {
                         return Err(child.enum_error("attribute 'arch'", arch, &[("x86_64", ())]));
@@ -664,6 +488,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                         readonly,
                         secure,
                         loader_type,
+                        line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -673,15 +498,24 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let path = non_empty(text.trim());
-                set_once(&mut os.nvram, Nvram { path, template }, &child)?;
+                let line = child.source_line();
+                set_once(
+                    &mut os.nvram,
+                    Nvram {
+                        path,
+                        template,
+                        line,
+                    },
+                    &child,
+                )?;
             }
             "kernel" | "initrd" | "cmdline" => {
                 child.finish_attrs()?;
                 let text = child.text()?;
-                let slot = match child.name() {
-                    "kernel" => &mut os.kernel,
-                    "initrd" => &mut os.initrd,
-                    _ => &mut os.cmdline,
+                let (slot, line) = match child.name() {
+                    "kernel" => (&mut os.kernel, &mut os.kernel_line),
+                    "initrd" => (&mut os.initrd, &mut os.initrd_line),
+                    _ => (&mut os.cmdline, &mut os.cmdline_line),
                 };
                 let value = if child.name() == "cmdline" {
                     text
@@ -689,6 +523,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     text.trim().to_string()
                 };
                 set_once(slot, value, &child)?;
+                *line = child.source_line();
             }
             "boot" => {
                 let dev = child.required_attr("dev")?;
@@ -700,6 +535,7 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                     return Err(child.duplicate());
                 }
                 os.boot.push(dev);
+                os.boot_lines.0.push(child.source_line());
             }
             "bootmenu" => {
                 let enable = child
@@ -720,7 +556,16 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                 }
                 child.finish_attrs()?;
                 child.leaf()?;
-                set_once(&mut os.bootmenu, BootMenu { enable, timeout }, &child)?;
+                let line = child.source_line();
+                set_once(
+                    &mut os.bootmenu,
+                    BootMenu {
+                        enable,
+                        timeout,
+                        line,
+                    },
+                    &child,
+                )?;
             }
             "bios" => {
                 if seen_bios {
@@ -758,7 +603,10 @@ fn non_empty(text: &str) -> Option<String> {
 
 fn parse_features(elem: &mut Elem) -> Result<Features> {
     elem.finish_attrs()?;
-    let mut features = Features::default();
+    let mut features = Features {
+        line: elem.source_line(),
+        ..Features::default()
+    };
     for child in elem.children()? {
         child.finish_attrs()?;
         child.leaf()?;
@@ -791,6 +639,8 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        line: elem.source_line(),
+        vendor_line: SourceLine::NONE,
     };
     let mut model_fallback = None;
     for mut child in elem.children()? {
@@ -808,13 +658,18 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                     // host-model, where libvirt drops it.
                     model_fallback = Some(fallback);
                 } else {
-                    cpu.model = Some(CpuModel { name, fallback });
+                    cpu.model = Some(CpuModel {
+                        name,
+                        fallback,
+                        line: child.source_line(),
+                    });
                 }
             }
             "vendor" => {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 set_once(&mut cpu.vendor, text.trim().to_string(), &child)?;
+                cpu.vendor_line = child.source_line();
             }
             "topology" => {
                 let count = |name: &'static str, child: &mut Elem| -> Result<Option<u32>> {
@@ -845,6 +700,7 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                     clusters: clusters.unwrap_or(1),
                     cores: cores.ok_or_else(|| missing("cores"))?,
                     threads: threads.ok_or_else(|| missing("threads"))?,
+                    line: child.source_line(),
                 };
                 set_once(&mut cpu.topology, topology, &child)?;
             }
@@ -862,6 +718,7 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                 cpu.features.push(CpuFeature {
                     policy: policy.unwrap_or(FeaturePolicy::Require),
                     name,
+                    line: child.source_line(),
                 });
             }
             _ => return Err(child.unsupported()),
@@ -891,9 +748,14 @@ fn parse_clock(elem: &mut Elem) -> Result<Clock> {
             name,
             present,
             tickpolicy,
+            line: child.source_line(),
         });
     }
-    Ok(Clock { offset, timers })
+    Ok(Clock {
+        offset,
+        timers,
+        line: elem.source_line(),
+    })
 }
 
 fn parse_devices(elem: &mut Elem) -> Result<Devices> {
@@ -927,7 +789,11 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
                         })?;
                 child.finish_attrs()?;
                 child.leaf()?;
-                devices.audios.push(Audio { id, audio_type });
+                devices.audios.push(Audio {
+                    id,
+                    audio_type,
+                    line: child.source_line(),
+                });
             }
             "video" => devices.videos.push(parse_video(&mut child)?),
             "memballoon" => {
@@ -950,6 +816,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
             slot: elem.c_uint_attr("slot", 0x1f)?.unwrap_or(0) as u8,
             function: elem.c_uint_attr("function", 7)?.unwrap_or(0) as u8,
             multifunction: elem.on_off_attr("multifunction")?,
+            line: elem.source_line(),
         }),
         "drive" => Address::Drive(DriveAddress {
             controller: elem
@@ -958,6 +825,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
             bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
             target: elem.c_uint_attr("target", u32::MAX.into())?.unwrap_or(0) as u32,
             unit: elem.c_uint_attr("unit", u32::MAX.into())?.unwrap_or(0) as u32,
+            line: elem.source_line(),
         }),
         "usb" => {
             let bus = elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32;
@@ -977,7 +845,11 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
                 }
                 None => None,
             };
-            Address::Usb(UsbAddress { bus, port })
+            Address::Usb(UsbAddress {
+                bus,
+                port,
+                line: elem.source_line(),
+            })
         }
         "virtio-serial" => Address::VirtioSerial(VirtioSerialAddress {
             controller: elem
@@ -985,6 +857,7 @@ fn parse_address(elem: &mut Elem) -> Result<Address> {
                 .unwrap_or(0) as u32,
             bus: elem.c_uint_attr("bus", u32::MAX.into())?.unwrap_or(0) as u32,
             port: elem.c_uint_attr("port", u32::MAX.into())?.unwrap_or(0) as u32,
+            line: elem.source_line(),
         }),
         other => {
             return Err(elem.enum_error(
@@ -1036,6 +909,9 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     let mut serial = None;
     let mut boot = None;
     let mut address = None;
+    let mut source_line = SourceLine::NONE;
+    let mut serial_line = SourceLine::NONE;
+    let mut shareable_line = SourceLine::NONE;
     for mut child in elem.children()? {
         match child.name() {
             "driver" => {
@@ -1053,6 +929,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     discard: child.enum_attr("discard", DISK_DISCARDS)?,
                     detect_zeroes: child.enum_attr("detect_zeroes", DETECT_ZEROES)?,
                     iothread: child.u32_attr("iothread")?,
+                    line: child.source_line(),
                 };
                 child.finish_attrs()?;
                 child.leaf()?;
@@ -1061,6 +938,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
             "source" if disk_type == DiskType::Volume => {
                 let parsed = parse_volume_source(&mut child)?;
                 set_once(&mut volume, parsed, &child)?;
+                source_line = child.source_line();
             }
             "source" => {
                 let attr = if disk_type == DiskType::Block {
@@ -1075,6 +953,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     return Err(child.invalid(&format!("attribute '{attr}'"), "", "path is empty"));
                 }
                 set_once(&mut source, path, &child)?;
+                source_line = child.source_line();
             }
             "target" => {
                 let dev = child.required_attr("dev")?.to_string();
@@ -1094,7 +973,8 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                         child.invalid("attribute 'dev'", &dev, "cannot infer the bus; add bus=")
                     })?,
                 };
-                set_once(&mut target, DiskTarget { dev, bus }, &child)?;
+                let line = child.source_line();
+                set_once(&mut target, DiskTarget { dev, bus, line }, &child)?;
             }
             "readonly" | "shareable" => {
                 child.finish_attrs()?;
@@ -1102,6 +982,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 let flag = if child.name() == "readonly" {
                     &mut readonly
                 } else {
+                    shareable_line = child.source_line();
                     &mut shareable
                 };
                 if *flag {
@@ -1113,11 +994,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 child.finish_attrs()?;
                 let text = child.text()?;
                 let value = text.trim().to_string();
-                if value.is_empty()
-                    || !value
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "_+-. ".contains(c))
-                {
+                if !is_disk_serial(&value) {
                     return Err(child.invalid(
                         "value",
                         &value,
@@ -1125,6 +1002,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     ));
                 }
                 set_once(&mut serial, value, &child)?;
+                serial_line = child.source_line();
             }
             "boot" => {
                 let order = boot_order(&mut child)?;
@@ -1173,6 +1051,10 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         boot_order: boot,
         address,
         backing_chain: Vec::new(),
+        line: elem.source_line(),
+        source_line,
+        serial_line,
+        shareable_line,
     })
 }
 
@@ -1250,6 +1132,8 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
         model,
         driver_queues: None,
         address: None,
+        line: elem.source_line(),
+        driver_line: SourceLine::NONE,
     };
     for mut child in elem.children()? {
         match child.name() {
@@ -1263,6 +1147,7 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut controller.driver_queues, queues, &child)?;
+                controller.driver_line = child.source_line();
             }
             "address" => {
                 let parsed = parse_address(&mut child)?;
@@ -1291,6 +1176,12 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
         link_up: None,
         boot_order: None,
         address: None,
+        line: elem.source_line(),
+        model_line: SourceLine::NONE,
+        driver_line: SourceLine::NONE,
+        target_line: SourceLine::NONE,
+        mtu_line: SourceLine::NONE,
+        link_line: SourceLine::NONE,
     };
     let mut seen = Vec::new();
     for mut child in elem.children()? {
@@ -1339,22 +1230,20 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.model = Some(model.to_string());
+                iface.model_line = child.source_line();
             }
             "driver" => {
                 iface.driver_name = child.enum_attr("name", INTERFACE_DRIVERS)?;
                 iface.driver_queues = child.u32_attr("queues")?;
                 child.finish_attrs()?;
                 child.leaf()?;
+                iface.driver_line = child.source_line();
             }
             "target" => {
                 let dev = child.required_attr("dev")?;
                 child.finish_attrs()?;
                 child.leaf()?;
-                if dev.is_empty()
-                    || dev.len() > 15
-                    || dev.contains('/')
-                    || dev.chars().any(|c| c.is_whitespace() || c.is_control())
-                {
+                if !is_host_ifname(dev) {
                     return Err(child.invalid(
                         "attribute 'dev'",
                         dev,
@@ -1362,6 +1251,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                     ));
                 }
                 iface.target_dev = Some(dev.to_string());
+                iface.target_line = child.source_line();
             }
             "mtu" => {
                 let size = child
@@ -1373,6 +1263,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.mtu = Some(size);
+                iface.mtu_line = child.source_line();
             }
             "link" => {
                 let state = child.required_attr("state")?;
@@ -1382,6 +1273,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 iface.link_up = Some(up);
+                iface.link_line = child.source_line();
             }
             "boot" => {
                 let order = boot_order(&mut child)?;
@@ -1467,6 +1359,7 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
                         target_type,
                         port,
                         model,
+                        line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -1487,6 +1380,7 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
     Ok(CharDevice {
         source,
         target: target.unwrap_or_default(),
+        line: elem.source_line(),
     })
 }
 
@@ -1515,6 +1409,7 @@ fn parse_input(elem: &mut Elem) -> Result<Input> {
         input_type,
         bus,
         address,
+        line: elem.source_line(),
     })
 }
 
@@ -1597,6 +1492,7 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
         port,
         autoport,
         passwd,
+        line: elem.source_line(),
     })
 }
 
@@ -1623,6 +1519,8 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
                         heads,
                         primary,
                         address: None,
+                        line: elem.source_line(),
+                        model_line: child.source_line(),
                     },
                     &child,
                 )?;
@@ -1634,12 +1532,15 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
             _ => return Err(child.unsupported()),
         }
     }
+    // Without <model>, the video is libvirt's default model, at the line of <video>.
     let mut video = model.unwrap_or(Video {
         model: VideoModel::Cirrus,
         vram_kib: None,
         heads: None,
         primary: false,
         address: None,
+        line: elem.source_line(),
+        model_line: SourceLine::NONE,
     });
     video.address = address;
     Ok(video)
@@ -1656,6 +1557,7 @@ fn parse_memballoon(elem: &mut Elem) -> Result<MemBalloon> {
         autodeflate,
         stats_period: None,
         address: None,
+        line: elem.source_line(),
     };
     for mut child in elem.children()? {
         match child.name() {
@@ -1716,5 +1618,6 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
     Ok(Rng {
         backend_random,
         address,
+        line: elem.source_line(),
     })
 }

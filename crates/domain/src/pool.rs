@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::elem::{self, set_once, Elem, Result};
 use crate::error::Location;
-use crate::parse::parse_uuid;
+use crate::rules::parse_uuid;
 use crate::storage::{parse_permissions, parse_size, Lines};
 use crate::DomainError;
 

@@ -2,49 +2,16 @@
 
 use std::collections::HashSet;
 
-use crate::error::Location;
+use crate::error::{DomainError, Location};
 use crate::model::*;
-use crate::DomainError;
-
-/// Longest accepted domain name, in bytes (a name becomes a file name under libvirt's
-/// and our state directories, so it stays below NAME_MAX).
-pub const MAX_NAME_BYTES: usize = 255;
-
-/// Checks a domain name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no `/`, no NUL or
-/// other control characters, and not starting with `.` (names become file names).
-pub fn validate_name(name: &str) -> Result<(), DomainError> {
-    let fail = |reason: &str| {
-        Err(DomainError::InvalidName {
-            what: "domain",
-            name: name.escape_debug().to_string(),
-            reason: reason.to_string(),
-            location: Location::new("name", None),
-        })
-    };
-    if name.is_empty() {
-        return fail("name is empty");
-    }
-    if name.len() > MAX_NAME_BYTES {
-        return fail(&format!("name is longer than {MAX_NAME_BYTES} bytes"));
-    }
-    if name.contains('/') {
-        return fail("name contains '/'");
-    }
-    if name.chars().any(char::is_control) {
-        return fail("name contains a control character");
-    }
-    if name.starts_with('.') {
-        return fail("name starts with '.'");
-    }
-    if name.trim() != name {
-        return fail("name starts or ends with whitespace");
-    }
-    Ok(())
-}
+use crate::names::{CHAR_TARGET_TYPES, CONTROLLER_MODELS, NIC_MODELS, SERIAL_TARGET_MODELS};
+use crate::rules::{
+    disk_index, is_disk_serial, is_host_ifname, is_q35, validate_name, MAX_CONTROLLER_INDEX,
+};
 
 /// The most vCPUs QEMU 7.2 accepts for the machine type (i440fx: 255, q35: 288).
 fn max_vcpus(machine: &str) -> u32 {
-    if machine == "q35" || machine.starts_with("pc-q35") {
+    if is_q35(machine) {
         288
     } else {
         255
@@ -395,7 +362,7 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 format!("target '{}' is used by two disks", disk.target.dev),
             ));
         }
-        if crate::normalize::disk_index(&disk.target.dev).is_none() {
+        if disk_index(&disk.target.dev).is_none() {
             return Err(invalid(
                 path,
                 format!(
@@ -448,11 +415,7 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             }
         }
         if let Some(serial) = &disk.serial {
-            if serial.is_empty()
-                || !serial
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_+-. ".contains(c))
-            {
+            if !is_disk_serial(serial) {
                 return Err(invalid(
                     path,
                     "serial may only contain A-Z a-z 0-9 _ + - . and space",
@@ -480,14 +443,14 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ),
             ));
         }
-        if c.index > crate::parse::MAX_CONTROLLER_INDEX {
+        if c.index > MAX_CONTROLLER_INDEX {
             return Err(invalid(
                 "devices/controller",
                 format!("controller index {} is too large", c.index),
             ));
         }
         if let Some(model) = &c.model {
-            if !crate::parse::CONTROLLER_MODELS.contains(&model.as_str()) {
+            if !CONTROLLER_MODELS.contains(&model.as_str()) {
                 return Err(invalid(
                     "devices/controller",
                     format!("unknown controller model '{model}'"),
@@ -521,16 +484,12 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             }
         }
         if let Some(model) = &iface.model {
-            if !crate::parse::NIC_MODELS.contains(&model.as_str()) {
+            if !NIC_MODELS.contains(&model.as_str()) {
                 return Err(invalid(path, format!("unknown NIC model '{model}'")));
             }
         }
         if let Some(dev) = &iface.target_dev {
-            if dev.is_empty()
-                || dev.len() > 15
-                || dev.contains('/')
-                || dev.chars().any(|c| c.is_whitespace() || c.is_control())
-            {
+            if !is_host_ifname(dev) {
                 return Err(invalid(
                     path,
                     format!("target dev '{dev}' is not a valid interface name"),
@@ -572,12 +531,12 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 CharSource::Pty => {}
             }
             if let Some(t) = &dev.target.target_type {
-                if !crate::parse::CHAR_TARGET_TYPES.contains(&t.as_str()) {
+                if !CHAR_TARGET_TYPES.contains(&t.as_str()) {
                     return Err(invalid(path, format!("unknown target type '{t}'")));
                 }
             }
             if let Some(m) = &dev.target.model {
-                if !crate::parse::SERIAL_TARGET_MODELS.contains(&m.as_str()) {
+                if !SERIAL_TARGET_MODELS.contains(&m.as_str()) {
                     return Err(invalid(path, format!("unknown target model '{m}'")));
                 }
             }
@@ -755,30 +714,4 @@ fn validate_pci_addresses(devices: &Devices) -> Result<(), DomainError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn name_rules() {
-        for good in ["vm1", "my guest", "ünïcode-名前", &"a".repeat(255)] {
-            assert!(validate_name(good).is_ok(), "{good:?}");
-        }
-        let cases: &[(&str, &str)] = &[
-            ("", "empty"),
-            (&"a".repeat(256), "longer than 255"),
-            ("a/b", "'/'"),
-            ("a\0b", "control"),
-            ("a\nb", "control"),
-            ("a\x7fb", "control"),
-            (".hidden", "starts with '.'"),
-            (" padded", "whitespace"),
-        ];
-        for (bad, why) in cases {
-            let err = validate_name(bad).unwrap_err();
-            assert!(err.to_string().contains(why), "{bad:?}: {err}");
-        }
-    }
 }

@@ -34,6 +34,7 @@ fn pci(slot: u8) -> Address {
         slot,
         function: 0,
         multifunction: None,
+        line: SourceLine::NONE,
     })
 }
 
@@ -45,14 +46,16 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
             dies: 1,
             clusters: 1,
             cores: 1,
-            threads: 1
+            threads: 1,
+            line: SourceLine::NONE,
         })),
         Just(Some(CpuTopology {
             sockets: 1,
             dies: 1,
             clusters: 1,
             cores: vcpus,
-            threads: 1
+            threads: 1,
+            line: SourceLine::NONE,
         })),
     ];
     let features = vec(
@@ -72,7 +75,11 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
         let mut seen = BTreeSet::new();
         fs.into_iter()
             .filter(|(_, n)| seen.insert(n.clone()))
-            .map(|(policy, name)| CpuFeature { policy, name })
+            .map(|(policy, name)| CpuFeature {
+                policy,
+                name,
+                line: SourceLine::NONE,
+            })
             .collect::<Vec<_>>()
     });
     option::of(
@@ -104,12 +111,17 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
         )
             .prop_map(
                 |(mode, match_, check, migratable, model, vendor, topology, features)| {
-                    let mut model = model.map(|(name, fallback)| CpuModel { name, fallback });
+                    let mut model = model.map(|(name, fallback)| CpuModel {
+                        name,
+                        fallback,
+                        line: SourceLine::NONE,
+                    });
                     // Custom mode needs a model for features.
                     if mode == CpuMode::Custom && model.is_none() && !features.is_empty() {
                         model = Some(CpuModel {
                             name: "Haswell".to_string(),
                             fallback: None,
+                            line: SourceLine::NONE,
                         });
                     }
                     Cpu {
@@ -121,6 +133,8 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
                         vendor,
                         topology,
                         features,
+                        line: SourceLine::NONE,
+                        vendor_line: SourceLine::NONE,
                     }
                 },
             ),
@@ -169,14 +183,29 @@ fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
                     readonly,
                     secure,
                     loader_type,
+                    line: SourceLine::NONE,
                 }),
-                nvram: nvram.map(|(path, template)| Nvram { path, template }),
+                nvram: nvram.map(|(path, template)| Nvram {
+                    path,
+                    template,
+                    line: SourceLine::NONE,
+                }),
                 kernel: kernel.as_ref().map(|(k, _)| k.clone()),
                 initrd: kernel.and_then(|(_, i)| i),
                 cmdline,
                 boot,
-                bootmenu: bootmenu.map(|(enable, timeout)| BootMenu { enable, timeout }),
+                bootmenu: bootmenu.map(|(enable, timeout)| BootMenu {
+                    enable,
+                    timeout,
+                    line: SourceLine::NONE,
+                }),
                 bios_reboot_timeout: bios,
+                line: SourceLine::NONE,
+                type_line: SourceLine::NONE,
+                kernel_line: SourceLine::NONE,
+                initrd_line: SourceLine::NONE,
+                cmdline_line: SourceLine::NONE,
+                boot_lines: SourceLines::default(),
             },
         )
 }
@@ -242,6 +271,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                             bus: b,
                             target: 0,
                             unit,
+                            line: SourceLine::NONE,
                         }))
                     }
                     _ => None,
@@ -285,12 +315,14 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         } else {
                             None
                         },
+                        line: SourceLine::NONE,
                     },
                     source,
                     volume,
                     target: DiskTarget {
                         dev: format!("{prefix}{letter}"),
                         bus,
+                        line: SourceLine::NONE,
                     },
                     readonly: device == DiskDevice::Cdrom,
                     shareable,
@@ -298,6 +330,10 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     boot_order,
                     address,
                     backing_chain: Vec::new(),
+                    line: SourceLine::NONE,
+                    source_line: SourceLine::NONE,
+                    serial_line: SourceLine::NONE,
+                    shareable_line: SourceLine::NONE,
                 }
             },
         )
@@ -351,6 +387,12 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                     link_up,
                     boot_order,
                     address: addressed.then(|| pci(20 + index as u8)),
+                    line: SourceLine::NONE,
+                    model_line: SourceLine::NONE,
+                    driver_line: SourceLine::NONE,
+                    target_line: SourceLine::NONE,
+                    mtu_line: SourceLine::NONE,
+                    link_line: SourceLine::NONE,
                 }
             },
         )
@@ -374,7 +416,9 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
                 target_type: target_type.map(str::to_string),
                 port,
                 model: None,
+                line: SourceLine::NONE,
             },
+            line: SourceLine::NONE,
         })
 }
 
@@ -412,6 +456,8 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
             heads,
             primary: false,
             address: None,
+            line: SourceLine::NONE,
+            model_line: SourceLine::NONE,
         });
     let graphics = (
         prop_oneof![
@@ -427,6 +473,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
             port,
             autoport: autoport || port.is_none(),
             passwd,
+            line: SourceLine::NONE,
         });
     let balloon = prop_oneof![
         Just(None),
@@ -434,7 +481,8 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
             model: MemBalloonModel::None,
             autodeflate: None,
             stats_period: None,
-            address: None
+            address: None,
+            line: SourceLine::NONE,
         })),
         (
             option::of(any::<bool>()),
@@ -447,6 +495,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     autodeflate,
                     stats_period,
                     address: addressed.then(|| pci(30)),
+                    line: SourceLine::NONE,
                 })
             }),
     ];
@@ -463,6 +512,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 input_type,
                 bus,
                 address: None,
+                line: SourceLine::NONE,
             }),
         0..3,
     );
@@ -487,6 +537,8 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 model: model.map(str::to_string),
                 driver_queues,
                 address: None,
+                line: SourceLine::NONE,
+                driver_line: SourceLine::NONE,
             })
             .collect::<Vec<_>>()
     });
@@ -545,6 +597,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                         .map(|p| oxvirt_domain::Rng {
                             backend_random: p.unwrap_or_else(|| "/dev/urandom".to_string()),
                             address: None,
+                            line: SourceLine::NONE,
                         })
                         .collect(),
                 }
@@ -607,12 +660,13 @@ prop_compose! {
             description,
             memory_kib,
             current_memory_kib: current,
-            max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots }),
+            max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
             memory_backing: backing.map(|(pages, nosharepages)| MemoryBacking {
-                hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib }),
+                hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib, line: SourceLine::NONE }),
                 nosharepages,
+                line: SourceLine::NONE,
             }),
-            vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2 },
+            vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
             iothreads,
             cputune: cputune.map(|_| CpuTune {
                 shares: tune_shares,
@@ -623,14 +677,16 @@ prop_compose! {
                 vcpupins: pinned.iter().map(|v| VcpuPin { vcpu: *v, cpuset: pinset.clone() }).collect(),
                 emulatorpin,
                 iothreadpins: Vec::new(),
+                line: SourceLine::NONE,
             }),
             os,
             // UEFI needs ACPI.
-            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2 },
+            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2, line: SourceLine::NONE },
             cpu,
             clock: Clock {
                 offset: clock.0,
-                timers: clock.1.into_iter().map(|name| Timer { name, present: clock.3, tickpolicy: clock.2 }).collect(),
+                timers: clock.1.into_iter().map(|name| Timer { name, present: clock.3, tickpolicy: clock.2, line: SourceLine::NONE }).collect(),
+                line: SourceLine::NONE,
             },
             on_poweroff: actions.0,
             // The QEMU driver refuses reboot=destroy with poweroff=restart.
@@ -638,6 +694,13 @@ prop_compose! {
             on_crash: actions.2,
             devices,
             engine,
+            line: SourceLine::NONE,
+            memory_line: SourceLine::NONE,
+            current_memory_line: SourceLine::NONE,
+            iothreads_line: SourceLine::NONE,
+            on_poweroff_line: SourceLine::NONE,
+            on_reboot_line: SourceLine::NONE,
+            on_crash_line: SourceLine::NONE,
         }
     }
 }

@@ -2,18 +2,25 @@
 
 use std::path::PathBuf;
 
+use oxvirt_domain::SourceLine;
+
 use crate::VMM_BINARY;
 
-/// One thing in a domain the native engine cannot honour: `element` names it as in the XML.
+/// One thing in a domain the native engine cannot honour: `element` names it as in the XML,
+/// `line` is where it was written (none for an element the normalizer added).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub element: String,
+    pub line: Option<u32>,
     pub reason: String,
 }
 
+/// `<disk> vda: device='cdrom' at line 14 (no CD-ROM; use a virtio disk)`, or `... (added by
+/// default) (...)` for an element the definition did not contain.
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.element, self.reason)
+        let line = SourceLine::from(self.line);
+        write!(f, "{} {line} ({})", self.element, self.reason)
     }
 }
 

@@ -2,7 +2,7 @@
 //! VMM (see docs/native-vmm.md). The peer of `oxvirt-qemu`.
 //!
 //! - [`plan`]: the domain as the VMM's [`VmConfig`]; anything the engine cannot honour is a
-//!   refusal naming the element ([`NativeError::Unsupported`]), never dropped. The plan is the
+//!   refusal naming the element and its line ([`NativeError::Unsupported`]), never dropped. The plan is the
 //!   support check: [`check_definition`] is the same planner, at define time.
 //! - [`Supervisor::launch`]: write the plan to `RUN/vm.json`, start `oxvirt-vmm --config
 //!   RUN/vm.json` detached from the caller, return once its API answers.

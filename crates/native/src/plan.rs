@@ -4,7 +4,8 @@
 //!
 //! Every model struct read here is destructured without `..`, so a field added to the domain
 //! model does not compile until this engine has decided what to do with it (map it, refuse it,
-//! or ignore it with a reason).
+//! or ignore it with a reason). Each refusal carries the line of the element it names (the
+//! model's [`SourceLine`]s), so a define says where in the XML the problem is.
 
 use oxvirt_domain::{
     BackingLayer, BootDevice, BootMenu, CharDevice, CharSource, Clock, ClockOffset, Controller,
@@ -12,7 +13,7 @@ use oxvirt_domain::{
     DiskCache as DomainDiskCache, DiskDevice, DiskDriver, DiskFormat, DiskTarget, Domain,
     DomainType, FeaturePolicy, Hugepages, Input, InputBus, InputType, Interface,
     InterfaceDriverName, InterfaceType, LifecycleAction, MemBalloon, MemBalloonModel,
-    MemoryBacking, Os, Vcpu, VcpuPlacement, Video, VideoModel,
+    MemoryBacking, Os, SourceLine, Vcpu, VcpuPlacement, Video, VideoModel,
 };
 use oxvirt_images::Format;
 use oxvirt_vmm::cpuid;
@@ -64,9 +65,10 @@ struct Planner {
 }
 
 impl Planner {
-    fn no(&mut self, element: impl Into<String>, reason: impl Into<String>) {
+    fn no(&mut self, element: impl Into<String>, line: SourceLine, reason: impl Into<String>) {
         self.refusals.push(Refusal {
             element: element.into(),
+            line: line.get(),
             reason: reason.into(),
         });
     }
@@ -98,37 +100,50 @@ impl Planner {
             devices,
             // The daemon picked this engine because of it.
             engine: _,
+            line,
+            memory_line,
+            current_memory_line,
+            iothreads_line,
+            on_poweroff_line,
+            on_reboot_line,
+            on_crash_line,
         } = domain;
         if *domain_type != DomainType::Kvm {
             self.no(
                 "<domain type='qemu'>",
+                *line,
                 "the native engine runs guests on hardware KVM only; use type='kvm'",
             );
         }
         let (kernel, initrd, cmdline) = self.os(os);
         let memory = self.memory(
-            *memory_kib,
-            *current_memory_kib,
-            max_memory.is_some(),
+            (*memory_kib, *memory_line),
+            (*current_memory_kib, *current_memory_line),
+            max_memory.as_ref(),
             memory_backing.as_ref(),
         );
-        let cpus = self.cpus(vcpu, cpu.as_ref(), iothreads.is_some(), cputune.is_some());
+        if iothreads.is_some() {
+            self.no("<iothreads>", *iothreads_line, "no I/O threads");
+        }
+        let cpus = self.cpus(vcpu, cpu.as_ref(), cputune.as_ref());
         self.clock(clock);
         // Lifecycle: the VMM ends with its guest, so nothing can be preserved.
-        for (element, action) in [
-            ("<on_poweroff>", on_poweroff),
-            ("<on_reboot>", on_reboot),
-            ("<on_crash>", on_crash),
+        for (element, action, line) in [
+            ("<on_poweroff>", on_poweroff, on_poweroff_line),
+            ("<on_reboot>", on_reboot, on_reboot_line),
+            ("<on_crash>", on_crash, on_crash_line),
         ] {
             match action {
                 LifecycleAction::Destroy
                 | LifecycleAction::Restart
                 | LifecycleAction::RenameRestart => {}
-                LifecycleAction::Preserve => {
-                    self.no(format!("{element}preserve"), "the VMM ends with its guest")
-                }
+                LifecycleAction::Preserve => self.no(
+                    format!("{element}preserve"),
+                    *line,
+                    "the VMM ends with its guest",
+                ),
                 LifecycleAction::CoredumpDestroy | LifecycleAction::CoredumpRestart => {
-                    self.no(format!("{element}coredump-*"), "no guest core dumps")
+                    self.no(format!("{element}coredump-*"), *line, "no guest core dumps")
                 }
             }
         }
@@ -165,31 +180,53 @@ impl Planner {
             bootmenu,
             // No firmware, so nothing to reboot after a failed boot.
             bios_reboot_timeout: _,
+            line,
+            // Machine and arch are not refused; kernel, initrd and command line are taken.
+            type_line: _,
+            kernel_line: _,
+            initrd_line: _,
+            cmdline_line: _,
+            boot_lines,
         } = os;
         if firmware.is_some() {
             self.no(
                 "<os firmware=...>",
+                *line,
                 "no firmware: the kernel is booted directly",
             );
         }
-        if loader.is_some() {
-            self.no("<os><loader>", "no firmware: the kernel is booted directly");
+        if let Some(loader) = loader {
+            self.no(
+                "<os><loader>",
+                loader.line,
+                "no firmware: the kernel is booted directly",
+            );
         }
-        if nvram.is_some() {
-            self.no("<os><nvram>", "no firmware");
+        if let Some(nvram) = nvram {
+            self.no("<os><nvram>", nvram.line, "no firmware");
         }
         if kernel.is_none() {
             self.no(
                 "<os> without <kernel>",
+                *line,
                 "the native engine boots a Linux kernel directly; firmware boot from disk or ISO needs the QEMU engine",
             );
         }
-        if boot.iter().any(|b| *b != BootDevice::Hd) {
-            self.no("<os><boot dev=...>", "only direct kernel boot");
+        if let Some(index) = boot.iter().position(|b| *b != BootDevice::Hd) {
+            self.no(
+                "<os><boot dev=...>",
+                boot_lines.get(index),
+                "only direct kernel boot",
+            );
         }
-        if let Some(BootMenu { enable, timeout: _ }) = bootmenu {
+        if let Some(BootMenu {
+            enable,
+            timeout: _,
+            line,
+        }) = bootmenu
+        {
             if *enable {
-                self.no("<os><bootmenu enable='yes'>", "no firmware");
+                self.no("<os><bootmenu enable='yes'>", *line, "no firmware");
             }
         }
         (
@@ -199,24 +236,31 @@ impl Planner {
         )
     }
 
+    /// `memory` and `current` are sizes in KiB with the lines of their elements.
     fn memory(
         &mut self,
-        memory_kib: u64,
-        current_memory_kib: u64,
-        has_max_memory: bool,
+        (memory_kib, memory_line): (u64, SourceLine),
+        (current_memory_kib, current_line): (u64, SourceLine),
+        max_memory: Option<&oxvirt_domain::MaxMemory>,
         backing: Option<&MemoryBacking>,
     ) -> MemoryConfig {
-        if has_max_memory {
-            self.no("<maxMemory>", "no memory hotplug");
+        if let Some(oxvirt_domain::MaxMemory {
+            kib: _,
+            slots: _,
+            line,
+        }) = max_memory
+        {
+            self.no("<maxMemory>", *line, "no memory hotplug");
         }
         if current_memory_kib != memory_kib {
             self.no(
                 "<currentMemory> below <memory>",
+                current_line,
                 "no balloon: the guest always has all of <memory>",
             );
         }
         if memory_kib % 1024 != 0 {
-            self.no("<memory>", "must be a whole number of MiB");
+            self.no("<memory>", memory_line, "must be a whole number of MiB");
         }
         let mut config = MemoryConfig {
             size_mib: memory_kib / 1024,
@@ -225,12 +269,18 @@ impl Planner {
         if let Some(MemoryBacking {
             hugepages,
             nosharepages,
+            line: _,
         }) = backing
         {
-            if let Some(Hugepages { page_sizes_kib }) = hugepages {
+            if let Some(Hugepages {
+                page_sizes_kib,
+                line,
+            }) = hugepages
+            {
                 if page_sizes_kib.iter().any(|&kib| kib != 2048) {
                     self.no(
                         "<memoryBacking><hugepages><page size=...>",
+                        *line,
                         "only the default 2 MiB huge pages",
                     );
                 }
@@ -245,29 +295,26 @@ impl Planner {
         &mut self,
         vcpu: &Vcpu,
         cpu: Option<&Cpu>,
-        has_iothreads: bool,
-        has_cputune: bool,
+        cputune: Option<&oxvirt_domain::CpuTune>,
     ) -> CpusConfig {
         let Vcpu {
             placement,
             max,
             current,
             cpuset,
+            line,
         } = vcpu;
         if current.is_some_and(|c| c != *max) {
-            self.no("<vcpu current=...>", "no vCPU hotplug");
+            self.no("<vcpu current=...>", *line, "no vCPU hotplug");
         }
         if cpuset.is_some() {
-            self.no("<vcpu cpuset=...>", "no vCPU pinning");
+            self.no("<vcpu cpuset=...>", *line, "no vCPU pinning");
         }
         if *placement == VcpuPlacement::Auto {
-            self.no("<vcpu placement='auto'>", "no automatic placement");
+            self.no("<vcpu placement='auto'>", *line, "no automatic placement");
         }
-        if has_cputune {
-            self.no("<cputune>", "no pinning or CPU quotas");
-        }
-        if has_iothreads {
-            self.no("<iothreads>", "no I/O threads");
+        if let Some(tune) = cputune {
+            self.no("<cputune>", tune.line, "no pinning or CPU quotas");
         }
         let mut config = CpusConfig {
             count: *max,
@@ -284,6 +331,8 @@ impl Planner {
             vendor: _,
             topology,
             features,
+            line: cpu_line,
+            vendor_line: _,
         }) = cpu
         else {
             return config;
@@ -294,11 +343,13 @@ impl Planner {
             clusters,
             cores,
             threads,
+            line,
         }) = *topology
         {
             if dies != 1 || clusters != 1 {
                 self.no(
                     "<cpu><topology dies/clusters>",
+                    line,
                     "only sockets, cores and threads",
                 );
             }
@@ -312,26 +363,35 @@ impl Planner {
             DomainCpuMode::HostPassthrough | DomainCpuMode::Maximum => CpuMode::HostPassthrough,
             DomainCpuMode::HostModel => CpuMode::HostModel,
             DomainCpuMode::Custom => match model {
-                Some(CpuModel { name, fallback: _ }) => {
+                Some(CpuModel {
+                    name,
+                    fallback: _,
+                    line,
+                }) => {
                     if cpuid::model(name).is_none() {
                         let known: Vec<&str> = cpuid::MODELS.iter().map(|m| m.name).collect();
                         self.no(
                             format!("<cpu><model>{name}</model>"),
+                            *line,
                             format!("the native engine knows {}", known.join(", ")),
                         );
                     }
                     CpuMode::Custom(name.clone())
                 }
                 None => {
-                    self.no("<cpu mode='custom'> without <model>", "name a model");
+                    self.no(
+                        "<cpu mode='custom'> without <model>",
+                        *cpu_line,
+                        "name a model",
+                    );
                     CpuMode::HostPassthrough
                 }
             },
         };
         let mut overrides = CpuFeatures::default();
-        let mut optional = false;
+        let mut optional = None;
         for feature in features {
-            let oxvirt_domain::CpuFeature { policy, name } = feature;
+            let oxvirt_domain::CpuFeature { policy, name, line } = feature;
             match policy {
                 FeaturePolicy::Force | FeaturePolicy::Require => {
                     overrides.enable.push(name.clone())
@@ -339,11 +399,17 @@ impl Planner {
                 FeaturePolicy::Disable | FeaturePolicy::Forbid => {
                     overrides.disable.push(name.clone())
                 }
-                FeaturePolicy::Optional => optional = true,
+                FeaturePolicy::Optional => {
+                    optional.get_or_insert(*line);
+                }
             }
         }
-        if optional {
-            self.no("<cpu><feature policy='optional'>", "use require or disable");
+        if let Some(line) = optional {
+            self.no(
+                "<cpu><feature policy='optional'>",
+                line,
+                "use require or disable",
+            );
         }
         config.features = overrides;
         config
@@ -352,9 +418,13 @@ impl Planner {
     fn clock(&mut self, clock: &Clock) {
         // Timers: the VMM has the in-kernel PIT, the LAPIC timer and kvmclock; libvirt's timer
         // settings tune QEMU's and have nothing to change here.
-        let Clock { offset, timers: _ } = clock;
+        let Clock {
+            offset,
+            timers: _,
+            line,
+        } = clock;
         if *offset == ClockOffset::Localtime {
-            self.no("<clock offset='localtime'>", "the RTC runs in UTC");
+            self.no("<clock offset='localtime'>", *line, "the RTC runs in UTC");
         }
     }
 
@@ -390,17 +460,23 @@ impl Planner {
                 input_type,
                 bus,
                 address: _,
+                line,
             } = input;
             let ps2_default = *bus == InputBus::Ps2 && *input_type != InputType::Tablet;
             if !ps2_default {
                 self.no(
                     "<input>",
+                    *line,
                     "no input devices (PS/2 keyboard and mouse are implied)",
                 );
             }
         }
-        if !graphics.is_empty() {
-            self.no("<graphics>", "no display: the console is the serial port");
+        if let Some(first) = graphics.first() {
+            self.no(
+                "<graphics>",
+                first.line,
+                "no display: the console is the serial port",
+            );
         }
         for video in videos {
             let Video {
@@ -409,9 +485,11 @@ impl Planner {
                 heads: _,
                 primary: _,
                 address: _,
+                line,
+                model_line: _,
             } = video;
             if *model != VideoModel::None {
-                self.no("<video>", "no display");
+                self.no("<video>", *line, "no display");
                 break;
             }
         }
@@ -421,9 +499,10 @@ impl Planner {
             [oxvirt_domain::Rng {
                 backend_random: _,
                 address: _,
+                line: _,
             }] => true,
-            [_, _, ..] => {
-                self.no("<rng> (more than one)", "one virtio-rng");
+            [_, second, ..] => {
+                self.no("<rng> (more than one)", second.line, "one virtio-rng");
                 true
             }
         };
@@ -432,6 +511,7 @@ impl Planner {
             autodeflate,
             stats_period,
             address: _,
+            line,
         }) = memballoon
         {
             // The implied virtio balloon is accepted and ignored (every definition gets one),
@@ -439,7 +519,7 @@ impl Planner {
             if *model == MemBalloonModel::Virtio
                 && (autodeflate.is_some() || stats_period.is_some())
             {
-                self.no("<memballoon> settings", "no balloon");
+                self.no("<memballoon> settings", *line, "no balloon");
             }
         }
         (disks, nets, rng)
@@ -463,8 +543,17 @@ impl Planner {
             // The VMM assigns PCI slots itself.
             address: _,
             backing_chain,
+            line,
+            // The source is the file to open; nothing about it is refused.
+            source_line: _,
+            serial_line,
+            shareable_line,
         } = disk;
-        let DiskTarget { dev, bus } = target;
+        let DiskTarget {
+            dev,
+            bus,
+            line: target_line,
+        } = target;
         let DiskDriver {
             format,
             // False only for a volume disk without `type=`, whose format the daemon finds
@@ -475,48 +564,72 @@ impl Planner {
             discard,
             detect_zeroes,
             iothread,
+            line: driver_line,
         } = driver;
         let name = format!("<disk> {dev}");
         if *device == DiskDevice::Cdrom {
             self.no(
                 format!("{name}: device='cdrom'"),
+                *line,
                 "no CD-ROM; use a virtio disk",
             );
         }
         if *bus != DiskBus::Virtio {
             self.no(
                 format!("{name}: <target bus='{}'>", bus_name(*bus)),
+                *target_line,
                 "only virtio disks (no IDE, SATA, SCSI, USB or floppy)",
             );
         }
         if *format == DiskFormat::Qcow2 && *cache == Some(DomainDiskCache::None) {
             self.no(
                 format!("{name}: <driver type='qcow2' cache='none'>"),
+                *driver_line,
                 "oxvirt-vmm uses O_DIRECT for raw images only",
             );
         }
         let cache = match cache {
             None | Some(DomainDiskCache::Writeback) => DiskCache::Writeback,
             Some(DomainDiskCache::None) => DiskCache::None,
-            Some(_) => {
+            Some(other) => {
                 self.no(
-                    format!("{name}: <driver cache=...>"),
+                    format!("{name}: <driver cache='{}'>", other.as_str()),
+                    *driver_line,
                     "only cache='none' or 'writeback'",
                 );
                 DiskCache::Writeback
             }
         };
-        if io.is_some() || discard.is_some() || detect_zeroes.is_some() || iothread.is_some() {
+        // Name exactly the attributes that are set, so the message says what to remove.
+        let unimplemented: Vec<String> = [
+            io.map(|v| format!("io='{}'", v.as_str())),
+            discard.map(|v| format!("discard='{}'", v.as_str())),
+            detect_zeroes.map(|v| format!("detect_zeroes='{}'", v.as_str())),
+            iothread.map(|v| format!("iothread='{v}'")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !unimplemented.is_empty() {
             self.no(
-                format!("{name}: <driver io/discard/detect_zeroes/iothread>"),
+                format!("{name}: <driver {}>", unimplemented.join(" ")),
+                *driver_line,
                 "not implemented by oxvirt-vmm",
             );
         }
         if serial.is_some() {
-            self.no(format!("{name}: <serial>"), "no disk serial numbers");
+            self.no(
+                format!("{name}: <serial>"),
+                *serial_line,
+                "no disk serial numbers",
+            );
         }
         if *shareable {
-            self.no(format!("{name}: <shareable/>"), "no shared disks");
+            self.no(
+                format!("{name}: <shareable/>"),
+                *shareable_line,
+                "no shared disks",
+            );
         }
         if source.is_none() {
             self.unresolved
@@ -550,6 +663,8 @@ impl Planner {
             model: _,
             driver_queues: _,
             address: _,
+            line,
+            driver_line: _,
         } = controller;
         let kind = match controller_type {
             ControllerType::Ide => "ide",
@@ -560,7 +675,7 @@ impl Planner {
             // no devices can use them, so they are simply absent.
             ControllerType::Pci | ControllerType::Usb | ControllerType::Sata => return,
         };
-        self.no(format!("<controller type='{kind}'>"), "no such bus");
+        self.no(format!("<controller type='{kind}'>"), *line, "no such bus");
     }
 
     fn interface(&mut self, index: usize, iface: &Interface) -> NetConfig {
@@ -579,32 +694,54 @@ impl Planner {
             boot_order: _,
             // The VMM assigns PCI slots itself.
             address: _,
+            line,
+            model_line,
+            driver_line,
+            // The TAP's name is the daemon's to choose.
+            target_line: _,
+            mtu_line,
+            link_line,
         } = iface;
         let name = format!("<interface> #{index}");
         if *interface_type == InterfaceType::User {
             self.no(
                 format!("{name}: type='user'"),
+                *line,
                 "no user-mode networking; use a network or bridge",
             );
         }
         match model.as_deref() {
             Some("virtio") => {}
+            // Without <model>, libvirt's default (rtl8139) was added: that line says so.
             other => self.no(
                 format!("{name}: <model type='{}'>", other.unwrap_or("rtl8139")),
+                *model_line,
                 "only virtio NICs: write <model type='virtio'/>",
             ),
         }
         if *driver_name == Some(InterfaceDriverName::Vhost) {
-            self.no(format!("{name}: <driver name='vhost'>"), "no vhost-net");
+            self.no(
+                format!("{name}: <driver name='vhost'>"),
+                *driver_line,
+                "no vhost-net",
+            );
         }
         if driver_queues.is_some_and(|q| q > 1) {
-            self.no(format!("{name}: <driver queues=...>"), "one queue pair");
+            self.no(
+                format!("{name}: <driver queues=...>"),
+                *driver_line,
+                "one queue pair",
+            );
         }
         if mtu.is_some() {
-            self.no(format!("{name}: <mtu>"), "no MTU setting");
+            self.no(format!("{name}: <mtu>"), *mtu_line, "no MTU setting");
         }
         if *link_up == Some(false) {
-            self.no(format!("{name}: <link state='down'>"), "no link control");
+            self.no(
+                format!("{name}: <link state='down'>"),
+                *link_line,
+                "no link control",
+            );
         }
         if target_dev.is_none() {
             self.unresolved.push(NativeError::NoTap { index });
@@ -618,21 +755,31 @@ impl Planner {
     /// serials[0] (and its console alias) is the console; its source is the engine's.
     fn serials(&mut self, serials: &[CharDevice], consoles: &[CharDevice]) {
         for (index, serial) in serials.iter().enumerate() {
-            let CharDevice { source, target } = serial;
+            let CharDevice {
+                source,
+                target,
+                line,
+            } = serial;
             if index > 0 {
                 let port = target.port.unwrap_or(0);
-                self.no(format!("<serial> port {port}"), "one serial port (COM1)");
+                self.no(
+                    format!("<serial> port {port}"),
+                    *line,
+                    "one serial port (COM1)",
+                );
             } else if !matches!(source, CharSource::Pty) {
                 self.no(
                     "<serial type='file'|'unix'>",
+                    *line,
                     "the console is the engine's socket and log; use type='pty'",
                 );
             }
         }
         let alias = usize::from(!serials.is_empty());
-        if consoles.len() > alias {
+        if let Some(console) = consoles.get(alias) {
             self.no(
                 "<console type=... target type='virtio'>",
+                console.line,
                 "no virtio console",
             );
         }
@@ -882,6 +1029,86 @@ mod tests {
         assert!(
             message.starts_with("the native engine (<oxvirt:engine name='native'/>) cannot run: "),
             "{message}"
+        );
+    }
+
+    /// The refusals of `xml`'s domain, as (element, line).
+    fn refusals(xml: &str) -> Vec<(String, Option<u32>)> {
+        let d = oxvirt_domain::parse_domain_xml(xml).unwrap();
+        match check_definition(&d) {
+            Err(NativeError::Unsupported { refusals }) => {
+                refusals.into_iter().map(|r| (r.element, r.line)).collect()
+            }
+            other => panic!("expected refusals, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_say_the_line_of_the_element() {
+        let xml = "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <devices>
+    <disk type='file' device='disk'>
+      <source file='/img/a.raw'/>
+      <driver name='qemu' type='raw' cache='writeback' io='native'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='bridge'>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+      <driver name='vhost'/>
+    </interface>
+    <graphics type='vnc'/>
+  </devices>
+  <oxvirt:engine name='native'/>
+</domain>";
+        let found = refusals(xml);
+        let expect = [
+            ("<disk> vda: <driver io='native'>", Some(8)),
+            ("<interface> #0: <driver name='vhost'>", Some(14)),
+            ("<graphics>", Some(16)),
+            // libvirt adds a cirrus video for a display: the definition has no line for it.
+            ("<video>", None),
+        ];
+        for (element, line) in expect {
+            assert!(
+                found.contains(&(element.to_string(), line)),
+                "{element} at {line:?} not in {found:?}"
+            );
+        }
+        let d = oxvirt_domain::parse_domain_xml(xml).unwrap();
+        let message = check_definition(&d).unwrap_err().to_string();
+        assert!(
+            message.contains("<disk> vda: <driver io='native'> at line 8 (not implemented")
+                && message.contains("<video> (added by default) (no display)"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_added_default_is_named_as_such() {
+        // An IDE disk makes the normalizer add IDE controller 0, which the VMM has no bus for;
+        // a NIC without <model> gets libvirt's default model, rtl8139.
+        let found = refusals(
+            "<domain type='kvm'>\n<name>n</name><memory unit='MiB'>64</memory>\n\
+             <os><type>hvm</type><kernel>/k</kernel></os><devices>\n\
+             <disk type='file'><source file='/x'/><target dev='hda' bus='ide'/></disk>\n\
+             <interface type='bridge'><source bridge='br0'/></interface>\n\
+             </devices><oxvirt:engine name='native' xmlns:oxvirt='urn:oxvirt:domain:1.0'/></domain>",
+        );
+        assert!(
+            found.contains(&("<controller type='ide'>".to_string(), None)),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("<disk> hda: <target bus='ide'>".to_string(), Some(4))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("<interface> #0: <model type='rtl8139'>".to_string(), None)),
+            "{found:?}"
         );
     }
 

@@ -3,7 +3,12 @@
 //!
 //! - [`probe_accel`]: hardware KVM or TCG, with the reason.
 //! - [`command_line`] / [`build_command_line`]: the domain as QEMU arguments (plus warnings);
-//!   anything the engine cannot honour is [`QemuError::Unsupported`], never dropped.
+//!   anything the engine cannot honour is [`QemuError::Unsupported`], never dropped. Errors
+//!   about the definition name the element (an XML path) and its line.
+//! - [`check`]: the define-time check, a dry run of the same builder with placeholders for
+//!   what only a start provides.
+//! - [`NicIds`], [`disk_node`], [`nic_driver`]: the names this engine gives devices and block
+//!   nodes, for the daemon's QMP commands (hot-plug, resize).
 //! - [`launch`]: start QEMU detached from the caller (it outlives the daemon; init reaps it),
 //!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
@@ -40,7 +45,10 @@ mod process;
 mod qmp;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
-pub use cmdline::{build_command_line, command_line, effective_accel, QemuCommandLine};
+pub use cmdline::{
+    build_command_line, check, command_line, disk_node, effective_accel, nic_driver, NicIds,
+    QemuCommandLine,
+};
 pub use error::QemuError;
 pub use oxvirt_domain::{Domain, Uuid};
 pub use paths::RunPaths;

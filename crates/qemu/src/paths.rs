@@ -53,8 +53,7 @@ impl RunPaths {
     pub(crate) fn check_socket_path(path: &Path) -> Result<(), QemuError> {
         let len = path.as_os_str().len();
         if len > UNIX_SOCKET_PATH_MAX {
-            return Err(QemuError::invalid(
-                "run directory",
+            return Err(QemuError::invalid_run_dir(
                 format!(
                     "socket path {} is {len} bytes, longer than the {UNIX_SOCKET_PATH_MAX} a UNIX socket allows",
                     path.display()

@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use oxvirt_domain::{CpuSet, DiskType, Domain, InterfaceDriverName, MemBalloonModel, Uuid};
+use oxvirt_domain::{
+    CpuSet, DiskType, Domain, InterfaceDriverName, MemBalloonModel, SourceLine, Uuid, Vcpu,
+};
 use serde_json::json;
 
 use crate::cmdline::{build_command_line, HUGEPAGES_MOUNT};
-use crate::{Accel, QemuError, Qmp, RunPaths};
+use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
 
 /// The QEMU binary for x86_64 guests when the definition names none.
 pub const DEFAULT_EMULATOR: &str = "qemu-system-x86_64";
@@ -74,24 +76,21 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     preflight(domain, &emulator)?;
     if let Some(pid) = read_pid_file(run) {
         if is_alive(pid, &domain.uuid).await {
-            return Err(QemuError::invalid(
-                "run directory",
-                format!(
-                    "{} already holds this VM's running QEMU (pid {pid})",
-                    run.dir.display()
-                ),
-            ));
+            return Err(QemuError::invalid_run_dir(format!(
+                "{} already holds this VM's running QEMU (pid {pid})",
+                run.dir.display()
+            )));
         }
     }
     prepare_run_dir(run)?;
 
     let log_path = run.qemu_log();
-    let affinity = domain.vcpu.cpuset.clone();
+    let vcpu = domain.vcpu.clone();
     let args = line.args.clone();
     let spawn_emulator = emulator.clone();
     let (pid, log_start) = tokio::task::spawn_blocking(move || {
         let (log, log_start) = open_log(&log_path, &spawn_emulator, &args)?;
-        let pid = spawn_detached(&spawn_emulator, &args, log, affinity.as_ref())?;
+        let pid = spawn_detached(&spawn_emulator, &args, log, &vcpu)?;
         Ok::<_, QemuError>((pid, log_start))
     })
     .await
@@ -202,20 +201,29 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
         });
     }
     let os = &domain.os;
-    for (element, path) in [("os/kernel", &os.kernel), ("os/initrd", &os.initrd)] {
+    for (element, path, line) in [
+        ("os/kernel", &os.kernel, os.kernel_line),
+        ("os/initrd", &os.initrd, os.initrd_line),
+    ] {
         if let Some(path) = path {
-            require_file(element, path, true)?;
+            require_file(element, line, path, true)?;
         }
     }
     for disk in &domain.devices.disks {
         if let Some(source) = &disk.source {
             let element = format!("devices/disk[target@dev='{}']/source", disk.target.dev);
-            require_file(&element, source, disk.disk_type == DiskType::File)?;
+            require_file(
+                &element,
+                disk.source_line,
+                source,
+                disk.disk_type == DiskType::File,
+            )?;
         }
     }
     for (index, rng) in domain.devices.rngs.iter().enumerate() {
         require_file(
             &format!("devices/rng[{index}]/backend"),
+            rng.line,
             &rng.backend_random,
             false,
         )?;
@@ -223,10 +231,11 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
     let hugepages = domain
         .memory_backing
         .as_ref()
-        .is_some_and(|b| b.hugepages.is_some());
-    if hugepages && !Path::new(HUGEPAGES_MOUNT).is_dir() {
+        .and_then(|b| b.hugepages.as_ref());
+    if let Some(hugepages) = hugepages.filter(|_| !Path::new(HUGEPAGES_MOUNT).is_dir()) {
         return Err(QemuError::invalid(
             "memoryBacking/hugepages",
+            hugepages.line,
             format!(
                 "{HUGEPAGES_MOUNT} is not mounted (mount -t hugetlbfs hugetlbfs {HUGEPAGES_MOUNT})"
             ),
@@ -244,6 +253,7 @@ fn require_vhost_net(domain: &Domain, device: &Path) -> Result<(), QemuError> {
         if interface.driver_name == Some(InterfaceDriverName::Vhost) && !device.exists() {
             return Err(QemuError::unsupported(
                 format!("devices/interface[{index}]/driver@name"),
+                interface.driver_line,
                 format!(
                     "vhost needs {}, which this host does not have: load it (modprobe vhost_net) \
                      or use <driver name='qemu'> for QEMU's own virtio-net backend",
@@ -255,14 +265,20 @@ fn require_vhost_net(domain: &Domain, device: &Path) -> Result<(), QemuError> {
     Ok(())
 }
 
-fn require_file(element: &str, path: &str, regular: bool) -> Result<(), QemuError> {
+fn require_file(
+    element: &str,
+    line: SourceLine,
+    path: &str,
+    regular: bool,
+) -> Result<(), QemuError> {
     match std::fs::metadata(path) {
         Ok(meta) if regular && !meta.is_file() => Err(QemuError::invalid(
             element,
+            line,
             format!("{path} is not a regular file"),
         )),
         Ok(_) => Ok(()),
-        Err(err) => Err(QemuError::invalid(element, format!("{path}: {err}"))),
+        Err(err) => Err(QemuError::invalid(element, line, format!("{path}: {err}"))),
     }
 }
 
@@ -318,13 +334,18 @@ fn spawn_detached(
     emulator: &Path,
     args: &[String],
     log: File,
-    affinity: Option<&CpuSet>,
+    vcpu: &Vcpu,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
         reason,
     };
-    let cpu_mask = affinity.map(cpu_set_of).transpose()?;
+    // <vcpu cpuset> is QEMU's CPU affinity.
+    let cpu_mask = vcpu
+        .cpuset
+        .as_ref()
+        .map(|cpus| cpu_set_of(cpus, vcpu.line))
+        .transpose()?;
     let (pid_reader, pid_writer) =
         cloexec_pipe().map_err(|err| spawn_error(format!("pipe: {err}")))?;
     let pid_writer_fd = pid_writer.as_raw_fd();
@@ -393,7 +414,9 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn cpu_set_of(cpus: &CpuSet) -> Result<libc::cpu_set_t, QemuError> {
+/// The affinity mask of `cpus`. The command line builder already refused CPUs beyond the
+/// mask (so a define does); this keeps the `CPU_SET` below in bounds on its own.
+fn cpu_set_of(cpus: &CpuSet, line: SourceLine) -> Result<libc::cpu_set_t, QemuError> {
     // SAFETY: cpu_set_t is a plain bit array; all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let capacity = 8 * std::mem::size_of::<libc::cpu_set_t>();
@@ -401,6 +424,7 @@ fn cpu_set_of(cpus: &CpuSet) -> Result<libc::cpu_set_t, QemuError> {
         if cpu as usize >= capacity {
             return Err(QemuError::invalid(
                 "vcpu@cpuset",
+                line,
                 format!("host CPU {cpu} is beyond {capacity}"),
             ));
         }
@@ -493,7 +517,7 @@ fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
         if interface.link_up == Some(false) {
             commands.push((
                 "set_link",
-                json!({"name": format!("net{index}"), "up": false}),
+                json!({"name": NicIds::at_start(index).device, "up": false}),
             ));
         }
     }

@@ -384,7 +384,9 @@ async fn missing_kernel_is_refused_before_spawning() {
     let vm = test_vm(&xml);
     let err = launch(&vm.domain, &vm.run, Accel::Tcg).await.unwrap_err();
     match &err {
-        QemuError::Invalid { element, reason } => {
+        QemuError::Invalid {
+            element, reason, ..
+        } => {
             assert_eq!(element, "os/kernel");
             assert!(reason.contains("/nonexistent/vmlinuz"), "{reason}");
         }

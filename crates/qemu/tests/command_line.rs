@@ -33,14 +33,18 @@ fn args_of(xml: &str, accel: Accel) -> Vec<String> {
 
 fn unsupported(xml: &str) -> (String, String) {
     match command_line(&domain(xml), &RunPaths::new(RUN_DIR), Accel::Tcg) {
-        Err(QemuError::Unsupported { element, reason }) => (element, reason),
+        Err(QemuError::Unsupported {
+            element, reason, ..
+        }) => (element, reason),
         other => panic!("expected Unsupported, got {other:?}"),
     }
 }
 
 fn invalid(xml: &str) -> (String, String) {
     match command_line(&domain(xml), &RunPaths::new(RUN_DIR), Accel::Tcg) {
-        Err(QemuError::Invalid { element, reason }) => (element, reason),
+        Err(QemuError::Invalid {
+            element, reason, ..
+        }) => (element, reason),
         other => panic!("expected Invalid, got {other:?}"),
     }
 }

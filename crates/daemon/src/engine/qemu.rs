@@ -72,6 +72,12 @@ impl Engine for QemuEngine {
         self.version.clone()
     }
 
+    /// A dry run of the command line a start builds, so a define refuses what a start would,
+    /// naming the element and its line (host-dependent checks stay at start).
+    fn check_definition(&self, domain: &Domain) -> Result<(), EngineError> {
+        oxvirt_qemu::check(domain).map_err(engine_error)
+    }
+
     fn plan_accel(&self, domain: &Domain) -> AccelPlan {
         match domain.domain_type {
             // <domain type='qemu'> asks for emulation.
@@ -205,7 +211,10 @@ impl Control for QmpControl {
     }
 
     async fn plug_nic(&self, nic: &NicPlug) -> Result<(), EngineError> {
-        let driver = nic_driver(&nic.model)?;
+        let driver = oxvirt_qemu::nic_driver(&nic.model).ok_or_else(|| EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: format!("NIC model '{}' is not supported", nic.model),
+        })?;
         let netdev = serde_json::json!({
             "type": "tap",
             "id": nic.netdev_id,
@@ -242,7 +251,7 @@ impl Control for QmpControl {
     }
 
     async fn block_size(&self, dev: &str) -> Result<u64, EngineError> {
-        let node = disk_node(dev);
+        let node = oxvirt_qemu::disk_node(dev);
         let nodes = self
             .qmp
             .execute(
@@ -265,7 +274,7 @@ impl Control for QmpControl {
         self.qmp
             .execute(
                 "block_resize",
-                Some(serde_json::json!({ "node-name": disk_node(dev), "size": size })),
+                Some(serde_json::json!({ "node-name": oxvirt_qemu::disk_node(dev), "size": size })),
             )
             .await
             .map_err(engine_error)?;
@@ -324,27 +333,8 @@ impl Control for QmpControl {
     }
 }
 
-/// The format node oxvirt-qemu gives the disk with target `dev` (see its cmdline/storage.rs).
-fn disk_node(dev: &str) -> String {
-    format!("drive-{dev}")
-}
-
 /// How long a hot-unplug waits for the guest to release the device.
 const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// QEMU's device for a libvirt NIC model.
-fn nic_driver(model: &str) -> Result<&'static str, EngineError> {
-    match model {
-        "virtio" => Ok("virtio-net-pci"),
-        "e1000" => Ok("e1000"),
-        "e1000e" => Ok("e1000e"),
-        "rtl8139" => Ok("rtl8139"),
-        other => Err(EngineError {
-            kind: EngineErrorKind::Unsupported,
-            message: format!("NIC model '{other}' is not supported"),
-        }),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -66,11 +66,11 @@ fn with_interface(domain_xml: &str, interface_xml: &str) -> DaemonResult<String>
 
 /// Engine ids of a hot-plugged NIC (unique: MACs are unique in a domain).
 fn hotplug_ids(mac: MacAddr) -> NicIds {
-    let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+    let ids = oxvirt_qemu::NicIds::hotplug(mac);
     NicIds {
         mac: mac.to_string(),
-        device: format!("net-hp{hex}"),
-        netdev: format!("hostnet-hp{hex}"),
+        device: ids.device,
+        netdev: ids.netdev,
     }
 }
 

@@ -252,10 +252,11 @@ pub(super) fn net_mac(mac: MacAddr) -> oxvirt_net::MacAddr {
 
 /// The engine ids the QEMU command line gives NIC number `index`.
 pub(super) fn launch_ids(index: usize, mac: &str) -> NicIds {
+    let ids = oxvirt_qemu::NicIds::at_start(index);
     NicIds {
         mac: mac.to_string(),
-        device: format!("net{index}"),
-        netdev: format!("hostnet{index}"),
+        device: ids.device,
+        netdev: ids.netdev,
     }
 }
 

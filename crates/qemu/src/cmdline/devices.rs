@@ -1,9 +1,9 @@
-//! Serial ports, network, input, display, memory balloon and RNG devices.
+//! Serial ports, network, input, display, sound, memory balloon and RNG devices.
 
 use oxvirt_domain::{
-    CharDevice, CharSource, ControllerType, Graphics, InputBus, InputType, Interface,
-    InterfaceDriverName, InterfaceSource, InterfaceType, MemBalloonModel, UnixMode, VideoModel,
-    VncListen,
+    Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, Input,
+    InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource, InterfaceType, MacAddr,
+    MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel, VncListen,
 };
 use serde_json::json;
 
@@ -13,17 +13,61 @@ use super::{
 };
 use crate::QemuError;
 
+/// QEMU's ids of one NIC: the guest device (`-device`, `device_add`) and its host backend
+/// (`-netdev`, `netdev_add`). The command line and hot-plug name NICs by these rules, so the
+/// daemon never builds QEMU ids itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NicIds {
+    pub device: String,
+    pub netdev: String,
+}
+
+impl NicIds {
+    /// The ids the command line gives interface number `index` of the definition.
+    pub fn at_start(index: usize) -> NicIds {
+        NicIds {
+            device: format!("net{index}"),
+            netdev: format!("hostnet{index}"),
+        }
+    }
+
+    /// The ids of a NIC hot-plugged into a running guest: named after its MAC, so unique in
+    /// the guest (a domain's MACs are unique) and never one of the start-time ids.
+    pub fn hotplug(mac: MacAddr) -> NicIds {
+        let hex: String = mac.0.iter().map(|b| format!("{b:02x}")).collect();
+        NicIds {
+            device: format!("net-hp{hex}"),
+            netdev: format!("hostnet-hp{hex}"),
+        }
+    }
+}
+
+/// QEMU's device for a libvirt NIC model (`<model type=>`), if this engine supports it.
+pub fn nic_driver(model: &str) -> Option<&'static str> {
+    match model {
+        "virtio" => Some("virtio-net-pci"),
+        "e1000" => Some("e1000"),
+        "e1000e" => Some("e1000e"),
+        "rtl8139" => Some("rtl8139"),
+        _ => None,
+    }
+}
+
 impl Builder<'_> {
     // ----- character devices ------------------------------------------------------------------
 
-    pub(super) fn serials(&mut self) -> Result<(), QemuError> {
-        let devices = &self.domain.devices;
-        for (index, console) in devices.consoles.iter().enumerate() {
+    pub(super) fn serials(
+        &mut self,
+        serials: &[CharDevice],
+        consoles: &[CharDevice],
+    ) -> Result<(), QemuError> {
+        for (index, console) in consoles.iter().enumerate() {
             match console.target.target_type.as_deref() {
                 None | Some("serial") => {}
                 Some(other) => {
                     return Err(QemuError::unsupported(
                         format!("devices/console[{index}]/target@type"),
+                        console.target.line,
                         format!("console type '{other}': only serial consoles are supported"),
                     ))
                 }
@@ -31,35 +75,43 @@ impl Builder<'_> {
         }
         // A serial console (<console><target type='serial'>) is an alias of serial port 0;
         // libvirt creates that port when only the console is written.
-        let mut serials: Vec<CharDevice> = devices.serials.clone();
-        if serials.is_empty() {
-            if let Some(console) = devices.consoles.first() {
-                serials.push(console.clone());
-            }
-        }
+        let serials = match (serials, consoles.first()) {
+            ([], Some(console)) => std::slice::from_ref(console),
+            _ => serials,
+        };
         let mut console_socket_used = false;
         for (index, serial) in serials.iter().enumerate() {
+            let CharDevice {
+                source,
+                target,
+                line,
+            } = serial;
+            let CharTarget {
+                target_type,
+                port,
+                model,
+                line: target_line,
+            } = target;
             let element = format!("devices/serial[{index}]");
-            let port = serial.target.port.unwrap_or(index as u32);
-            let type_ok = matches!(
-                serial.target.target_type.as_deref(),
-                None | Some("isa-serial")
-            );
-            let model_ok = matches!(serial.target.model.as_deref(), None | Some("isa-serial"));
+            let port = port.unwrap_or(index as u32);
+            let type_ok = matches!(target_type.as_deref(), None | Some("isa-serial"));
+            let model_ok = matches!(model.as_deref(), None | Some("isa-serial"));
             if !type_ok || !model_ok {
                 return Err(QemuError::unsupported(
                     format!("{element}/target"),
+                    *target_line,
                     "only ISA serial ports are supported",
                 ));
             }
             if port > 3 {
                 return Err(QemuError::invalid(
                     format!("{element}/target@port"),
+                    *target_line,
                     "a PC has ISA serial ports 0-3",
                 ));
             }
             let id = format!("charserial{port}");
-            let chardev = match &serial.source {
+            let chardev = match source {
                 CharSource::Pty if !console_socket_used => {
                     console_socket_used = true;
                     self.console_chardev(&id)
@@ -67,6 +119,7 @@ impl Builder<'_> {
                 CharSource::Pty => {
                     return Err(QemuError::unsupported(
                         element,
+                        *line,
                         "only one pty serial port: it is served as the VM console socket",
                     ))
                 }
@@ -116,41 +169,69 @@ impl Builder<'_> {
 
     // ----- network ----------------------------------------------------------------------------
 
-    pub(super) fn interface(&mut self, index: usize) -> Result<(), QemuError> {
-        let interface: &Interface = &self.domain.devices.interfaces[index];
+    pub(super) fn interface(
+        &mut self,
+        index: usize,
+        interface: &Interface,
+    ) -> Result<(), QemuError> {
+        let Interface {
+            interface_type,
+            mac,
+            source,
+            model,
+            driver_name,
+            driver_queues,
+            target_dev,
+            mtu,
+            // Set over QMP right after start (see launch): QEMU has no command-line property.
+            link_up: _,
+            // Became `self.interface_boot` in boot_order().
+            boot_order: _,
+            address,
+            line,
+            model_line,
+            driver_line,
+            target_line,
+            mtu_line,
+            // Any link state can be set (over QMP, like `link_up`).
+            link_line: _,
+        } = interface;
         let element = format!("devices/interface[{index}]");
-        let netdev_id = format!("hostnet{index}");
-        let queues = interface.driver_queues.unwrap_or(1);
-        let model = interface.model.as_deref().unwrap_or(DEFAULT_NIC_MODEL);
+        let ids = NicIds::at_start(index);
+        let queues = driver_queues.unwrap_or(1);
+        let model = model.as_deref().unwrap_or(DEFAULT_NIC_MODEL);
         let virtio = model == "virtio";
 
-        let mut netdev = json!({"id": netdev_id});
-        match (interface.interface_type, &interface.source) {
-            (InterfaceType::User, _) => {
+        let mut netdev = json!({"id": ids.netdev});
+        match interface_type {
+            InterfaceType::User => {
                 netdev["type"] = json!("user");
                 if queues > 1 {
                     return Err(QemuError::unsupported(
                         format!("{element}/driver@queues"),
+                        *driver_line,
                         "user networking has one queue",
                     ));
                 }
-                if interface.target_dev.is_some() {
+                if target_dev.is_some() {
                     return Err(QemuError::invalid(
                         format!("{element}/target"),
+                        *target_line,
                         "type='user' has no host device",
                     ));
                 }
-                if interface.driver_name == Some(InterfaceDriverName::Vhost) {
+                if *driver_name == Some(InterfaceDriverName::Vhost) {
                     return Err(QemuError::unsupported(
                         format!("{element}/driver@name"),
+                        *driver_line,
                         "vhost needs a TAP device",
                     ));
                 }
             }
-            (InterfaceType::Network | InterfaceType::Bridge, source) => {
+            InterfaceType::Network | InterfaceType::Bridge => {
                 // The TAP device is created and attached (to the bridge, or the network's bridge)
                 // by the daemon's network layer; QEMU only opens it by name.
-                let Some(tap) = &interface.target_dev else {
+                let Some(tap) = target_dev else {
                     let what = match source {
                         InterfaceSource::Network(name) => format!("network '{name}'"),
                         InterfaceSource::Bridge(name) => format!("bridge '{name}'"),
@@ -158,12 +239,14 @@ impl Builder<'_> {
                     };
                     return Err(QemuError::unsupported(
                         element,
+                        *line,
                         format!("connecting to {what} needs a TAP device prepared by the network layer (<target dev=>), which none was"),
                     ));
                 };
                 if tap.is_empty() || tap.len() > 15 || tap.contains(['/', ',', ' ']) {
                     return Err(QemuError::invalid(
                         format!("{element}/target@dev"),
+                        *target_line,
                         format!("'{tap}' is not a network interface name"),
                     ));
                 }
@@ -171,7 +254,7 @@ impl Builder<'_> {
                 netdev["ifname"] = json!(tap);
                 netdev["script"] = json!("no");
                 netdev["downscript"] = json!("no");
-                match interface.driver_name {
+                match driver_name {
                     Some(InterfaceDriverName::Vhost) => netdev["vhost"] = json!(true),
                     Some(InterfaceDriverName::Qemu) => netdev["vhost"] = json!(false),
                     None => {}
@@ -183,27 +266,22 @@ impl Builder<'_> {
         }
         self.arg("-netdev", netdev.to_string());
 
-        let driver = match model {
-            "virtio" => "virtio-net-pci",
-            "e1000" => "e1000",
-            "e1000e" => "e1000e",
-            "rtl8139" => "rtl8139",
-            other => {
-                return Err(QemuError::unsupported(
-                    format!("{element}/model@type"),
-                    format!("NIC model '{other}'"),
-                ))
-            }
-        };
-        let mut device =
-            json!({"driver": driver, "netdev": netdev_id, "id": format!("net{index}")});
-        if let Some(mac) = interface.mac {
+        let driver = nic_driver(model).ok_or_else(|| {
+            QemuError::unsupported(
+                format!("{element}/model@type"),
+                *model_line,
+                format!("NIC model '{model}'"),
+            )
+        })?;
+        let mut device = json!({"driver": driver, "netdev": ids.netdev, "id": ids.device});
+        if let Some(mac) = mac {
             device["mac"] = json!(mac.to_string());
         }
         if queues > 1 {
             if !virtio {
                 return Err(QemuError::unsupported(
                     format!("{element}/driver@queues"),
+                    *driver_line,
                     "multiqueue needs model virtio",
                 ));
             }
@@ -211,10 +289,11 @@ impl Builder<'_> {
             // One vector per RX and TX queue, plus config and control.
             device["vectors"] = json!(2 * queues + 2);
         }
-        if let Some(mtu) = interface.mtu {
+        if let Some(mtu) = mtu {
             if !virtio {
                 return Err(QemuError::unsupported(
                     format!("{element}/mtu"),
+                    *mtu_line,
                     "an MTU can only be announced by virtio NICs",
                 ));
             }
@@ -223,26 +302,35 @@ impl Builder<'_> {
         if let Some(bootindex) = self.interface_boot[index] {
             device["bootindex"] = json!(bootindex);
         }
-        // link state down is set through QMP right after start (see launch); QEMU has no
-        // command-line property for it.
-        self.add_pci_device(device, interface.address.as_ref(), &element)
+        self.add_pci_device(device, address.as_ref(), &element)
     }
 
     // ----- input, display, misc ---------------------------------------------------------------
 
-    pub(super) fn inputs(&mut self) -> Result<(), QemuError> {
-        for (index, input) in self.domain.devices.inputs.iter().enumerate() {
+    pub(super) fn inputs(&mut self, inputs: &[Input]) -> Result<(), QemuError> {
+        for (index, input) in inputs.iter().enumerate() {
+            let Input {
+                input_type,
+                bus,
+                address,
+                line,
+            } = input;
             let element = format!("devices/input[{index}]");
-            let driver = match (input.bus, input.input_type) {
+            let driver = match (bus, input_type) {
                 // The PS/2 keyboard and mouse are part of every PC (the i8042 controller).
                 (InputBus::Ps2, InputType::Mouse | InputType::Keyboard) => continue,
                 (InputBus::Ps2, InputType::Tablet) => {
-                    return Err(QemuError::invalid(element, "there is no PS/2 tablet"))
+                    return Err(QemuError::invalid(
+                        element,
+                        *line,
+                        "there is no PS/2 tablet",
+                    ))
                 }
                 (InputBus::Usb, kind) => {
                     if !self.has_controller(ControllerType::Usb, 0) {
                         return Err(QemuError::invalid(
                             element,
+                            *line,
                             "a USB input device needs a USB controller",
                         ));
                     }
@@ -261,30 +349,43 @@ impl Builder<'_> {
                 (InputBus::Virtio, InputType::Tablet) => "virtio-tablet-pci",
             };
             let device = json!({"driver": driver, "id": format!("input{index}")});
-            self.add_pci_device(device, input.address.as_ref(), &element)?;
+            self.add_pci_device(device, address.as_ref(), &element)?;
         }
         Ok(())
     }
 
-    pub(super) fn graphics_and_video(&mut self) -> Result<(), QemuError> {
-        let devices = &self.domain.devices;
-        match devices.graphics.as_slice() {
+    pub(super) fn graphics_and_video(
+        &mut self,
+        graphics: &[Graphics],
+        videos: &[Video],
+    ) -> Result<(), QemuError> {
+        match graphics {
             [] => self.arg("-display", "none"),
             [graphics] => {
                 let vnc = self.vnc(graphics)?;
                 self.arg("-vnc", vnc);
             }
-            _ => {
+            [_, second, ..] => {
                 return Err(QemuError::unsupported(
                     "devices/graphics[1]",
+                    second.line,
                     "only one graphics device",
                 ))
             }
         }
-        for (index, video) in devices.videos.iter().enumerate() {
+        for (index, video) in videos.iter().enumerate() {
+            let Video {
+                model,
+                vram_kib,
+                heads,
+                primary,
+                address,
+                line: _,
+                model_line,
+            } = video;
             let element = format!("devices/video[{index}]");
-            let primary = index == 0 || video.primary;
-            let driver = match video.model {
+            let primary = index == 0 || *primary;
+            let driver = match model {
                 VideoModel::None => continue,
                 VideoModel::Vga => "VGA",
                 VideoModel::Cirrus => "cirrus-vga",
@@ -294,44 +395,54 @@ impl Builder<'_> {
                 VideoModel::Ramfb => "ramfb",
             };
             let mut device = json!({"driver": driver, "id": format!("video{index}")});
-            if let Some(vram) = video.vram_kib {
-                match video.model {
-                    VideoModel::Vga | VideoModel::Cirrus => device["vgamem_mb"] = json!(kib_to_mib_rounded_up(vram)),
+            if let Some(vram) = vram_kib {
+                match model {
+                    VideoModel::Vga | VideoModel::Cirrus => device["vgamem_mb"] = json!(kib_to_mib_rounded_up(*vram)),
                     VideoModel::Bochs => device["vgamem"] = json!(vram * 1024),
                     _ => self.warnings.push(format!(
                         "{element}: vram is not adjustable for this video model in QEMU; using the model's own size"
                     )),
                 }
             }
-            match video.heads {
-                Some(heads) if heads > 1 && video.model == VideoModel::Virtio => {
+            match heads {
+                Some(heads) if *heads > 1 && *model == VideoModel::Virtio => {
                     device["max_outputs"] = json!(heads)
                 }
-                Some(heads) if heads > 1 => {
+                Some(heads) if *heads > 1 => {
                     return Err(QemuError::unsupported(
                         format!("{element}/model@heads"),
+                        *model_line,
                         "several heads need model virtio",
                     ))
                 }
                 _ => {}
             }
-            if video.model == VideoModel::Ramfb {
+            if *model == VideoModel::Ramfb {
                 self.devices.on_buses.push(device);
             } else {
-                self.add_pci_device(device, video.address.as_ref(), &element)?;
+                self.add_pci_device(device, address.as_ref(), &element)?;
             }
         }
         Ok(())
     }
 
     pub(super) fn vnc(&self, graphics: &Graphics) -> Result<String, QemuError> {
-        let mut vnc = match &graphics.listen {
+        let Graphics {
+            listen,
+            port,
+            autoport,
+            // Set over QMP right after start, so it never shows in `ps` (see launch).
+            passwd,
+            line,
+        } = graphics;
+        let mut vnc = match listen {
             VncListen::Socket(path) => format!("unix:{}", escape_opt(path)),
             VncListen::Address(address) => {
                 let host = address.as_deref().unwrap_or("127.0.0.1");
                 if host.contains(',') {
                     return Err(QemuError::invalid(
                         "devices/graphics@listen",
+                        *line,
                         "not an address",
                     ));
                 }
@@ -340,13 +451,14 @@ impl Builder<'_> {
                 } else {
                     host.to_string()
                 };
-                match (graphics.port, graphics.autoport) {
-                    (Some(port), false) if port >= VNC_BASE_PORT => {
+                match (port, autoport) {
+                    (Some(port), false) if *port >= VNC_BASE_PORT => {
                         format!("{host}:{}", port - VNC_BASE_PORT)
                     }
                     (Some(_), false) => {
                         return Err(QemuError::invalid(
                             "devices/graphics@port",
+                            *line,
                             format!("VNC ports start at {VNC_BASE_PORT}"),
                         ))
                     }
@@ -355,62 +467,104 @@ impl Builder<'_> {
                 }
             }
         };
-        if graphics.passwd.is_some() {
-            // The password itself is set over QMP after start, so it never shows in `ps`.
+        if passwd.is_some() {
             vnc.push_str(",password=on");
         }
         Ok(vnc)
     }
 
-    pub(super) fn audio(&mut self) {
-        for audio in &self.domain.devices.audios {
-            // Only type='none' exists in the model: a backend that discards sound.
-            self.arg("-audiodev", format!("none,id=audio{}", audio.id));
+    pub(super) fn audio(&mut self, audios: &[Audio]) {
+        for audio in audios {
+            let Audio {
+                id,
+                audio_type,
+                line: _,
+            } = audio;
+            match audio_type {
+                // A backend that discards sound.
+                AudioType::None => self.arg("-audiodev", format!("none,id=audio{id}")),
+            }
         }
     }
 
-    pub(super) fn memballoon(&mut self) -> Result<(), QemuError> {
-        let Some(balloon) = &self.domain.devices.memballoon else {
-            return self.check_current_memory(false);
+    /// The balloon device, if the domain has one; returns whether it does.
+    pub(super) fn memballoon(&mut self, balloon: Option<&MemBalloon>) -> Result<bool, QemuError> {
+        let Some(MemBalloon {
+            model,
+            autodeflate,
+            // Set over QMP right after start (see launch).
+            stats_period: _,
+            address,
+            line: _,
+        }) = balloon
+        else {
+            return Ok(false);
         };
-        if balloon.model == MemBalloonModel::None {
-            return self.check_current_memory(false);
+        if *model == MemBalloonModel::None {
+            return Ok(false);
         }
         let mut device = json!({"driver": "virtio-balloon-pci", "id": "balloon0"});
-        if let Some(deflate) = balloon.autodeflate {
+        if let Some(deflate) = autodeflate {
             device["deflate-on-oom"] = json!(deflate);
         }
-        self.add_pci_device(device, balloon.address.as_ref(), "devices/memballoon")?;
-        self.check_current_memory(true)
+        self.add_pci_device(device, address.as_ref(), "devices/memballoon")?;
+        Ok(true)
     }
 
-    pub(super) fn check_current_memory(&self, have_balloon: bool) -> Result<(), QemuError> {
-        let domain = self.domain;
-        if domain.current_memory_kib < domain.memory_kib && !have_balloon {
-            return Err(QemuError::unsupported(
-                "currentMemory",
-                "currentMemory below memory needs a virtio memballoon to take the difference back",
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) fn rngs(&mut self) -> Result<(), QemuError> {
-        for (index, rng) in self.domain.devices.rngs.iter().enumerate() {
+    pub(super) fn rngs(&mut self, rngs: &[Rng]) -> Result<(), QemuError> {
+        for (index, rng) in rngs.iter().enumerate() {
+            let Rng {
+                backend_random,
+                address,
+                line: _,
+            } = rng;
             let backend = format!("objrng{index}");
             self.arg(
                 "-object",
-                json!({"qom-type": "rng-random", "id": backend, "filename": rng.backend_random})
+                json!({"qom-type": "rng-random", "id": backend, "filename": backend_random})
                     .to_string(),
             );
             let device =
                 json!({"driver": "virtio-rng-pci", "rng": backend, "id": format!("rng{index}")});
-            self.add_pci_device(
-                device,
-                rng.address.as_ref(),
-                &format!("devices/rng[{index}]"),
-            )?;
+            self.add_pci_device(device, address.as_ref(), &format!("devices/rng[{index}]"))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nic_ids_at_start_and_when_hot_plugged() {
+        let at_start = NicIds::at_start(2);
+        assert_eq!(
+            (at_start.device.as_str(), at_start.netdev.as_str()),
+            ("net2", "hostnet2")
+        );
+        let plugged = NicIds::hotplug(MacAddr([0x52, 0x54, 0, 1, 2, 0xab]));
+        assert_eq!(plugged.device, "net-hp5254000102ab");
+        assert_eq!(plugged.netdev, "hostnet-hp5254000102ab");
+        // QEMU ids: a letter first, then letters, digits, '-', '.', '_'; at most 127 bytes.
+        for id in [&plugged.device, &plugged.netdev, &at_start.device] {
+            assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "{id}"
+            );
+        }
+        // Another MAC, other ids; never one the command line uses.
+        let other = NicIds::hotplug(MacAddr([0x52, 0x54, 0, 1, 2, 0xac]));
+        assert_ne!(other, plugged);
+        assert_ne!(plugged, NicIds::at_start(0));
+    }
+
+    #[test]
+    fn nic_models_this_engine_knows() {
+        assert_eq!(nic_driver("virtio"), Some("virtio-net-pci"));
+        assert_eq!(nic_driver("rtl8139"), Some("rtl8139"));
+        assert_eq!(nic_driver("ne2k_pci"), None);
     }
 }

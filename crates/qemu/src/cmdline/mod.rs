@@ -25,8 +25,10 @@
 use std::fmt::Write as _;
 
 use oxvirt_domain::{
-    Address, BootDevice, ClockOffset, ControllerType, Cpu, CpuCheck, CpuMode, DiskDevice, Domain,
-    DomainType, FeaturePolicy, LifecycleAction, PciAddress, TickPolicy, TimerName, VcpuPlacement,
+    Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, Cpu, CpuCheck, CpuFeature,
+    CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
+    FeaturePolicy, Features, Hugepages, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking,
+    Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
 };
 use serde_json::{json, Value};
 
@@ -34,6 +36,9 @@ use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
 mod storage;
+
+pub use devices::{nic_driver, NicIds};
+pub use storage::disk_node;
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,9 +66,49 @@ pub fn build_command_line(
     accel: Accel,
 ) -> Result<QemuCommandLine, QemuError> {
     run.check_socket_paths()?;
-    let mut builder = Builder::new(domain, run, accel)?;
-    builder.build()?;
-    Ok(builder.finish())
+    Builder::build(domain, run, accel)
+}
+
+/// Where [`check`] pretends the VM's files are: short enough for any socket path.
+const CHECK_RUN_DIR: &str = "/run/oxvirt/check";
+/// The TAP device [`check`] pretends the network layer made for an interface.
+const CHECK_TAP: &str = "oxvirt-check";
+/// The file [`check`] pretends a storage volume resolves to.
+const CHECK_VOLUME_FILE: &str = "/run/oxvirt/check/volume";
+
+/// The define-time check: whether this engine can run `domain`, answered by a dry run of the
+/// command-line builder a start uses ([`build_command_line`]), so everything a start would
+/// refuse in the definition is refused here, with the element and its line.
+///
+/// What only a start provides is filled in with placeholders: the run directory, a TAP device
+/// for each network or bridge interface (the daemon's network layer creates it at start), the
+/// file of each storage volume (the daemon resolves it at start), and the accelerator (hardware
+/// KVM for `type='kvm'`, which the host may lack: then a start runs under TCG with a warning).
+///
+/// What depends on the host stays a start-time check ([`crate::launch`] and the daemon): that
+/// the emulator, kernel, initrd, disk images and RNG source exist, that `/dev/hugepages` is
+/// mounted for `<hugepages/>`, that `/dev/vhost-net` exists for `<driver name='vhost'>`, that
+/// the run directory's socket paths fit, the backing chains read from qcow2 headers, and the
+/// volume's real format.
+pub fn check(domain: &Domain) -> Result<(), QemuError> {
+    let mut launched = domain.clone();
+    for disk in &mut launched.devices.disks {
+        if disk.disk_type == DiskType::Volume && disk.volume.take().is_some() {
+            disk.disk_type = DiskType::File;
+            disk.source = Some(CHECK_VOLUME_FILE.to_string());
+        }
+    }
+    for interface in &mut launched.devices.interfaces {
+        let needs_tap = matches!(
+            interface.interface_type,
+            InterfaceType::Network | InterfaceType::Bridge
+        );
+        if needs_tap && interface.target_dev.is_none() {
+            interface.target_dev = Some(CHECK_TAP.to_string());
+        }
+    }
+    let run = RunPaths::new(CHECK_RUN_DIR);
+    Builder::build(&launched, &run, Accel::Kvm).map(|_| ())
 }
 
 /// The accelerator QEMU will really use: `<domain type='qemu'>` means TCG even where KVM exists.
@@ -112,56 +157,162 @@ struct DeviceGroups {
     on_buses: Vec<Value>,
 }
 
+/// One translation. Every model struct it reads is destructured without `..` (in `build` or
+/// the method that handles it), so a field added to the domain model does not compile until
+/// this engine has decided what to do with it: map it, refuse it, or ignore it saying why.
+/// (A `line: _` is the line of an element that method never refuses.)
 struct Builder<'a> {
-    domain: &'a Domain,
     run: &'a RunPaths,
     accel: Accel,
     chipset: Chipset,
     args: Vec<String>,
     warnings: Vec<String>,
     devices: DeviceGroups,
-    /// `(disk index, bootindex)` / `(interface index, bootindex)` derived from `<os><boot dev>`.
+    /// The controllers, for the devices that plug into them.
+    controllers: &'a [Controller],
+    /// `<iothreads>`: IOThreads `iothread1`..`iothreadN` exist.
+    iothreads: u32,
+    /// `bootindex` per disk / per interface, from `<os><boot dev>` or `<boot order>`.
     disk_boot: Vec<Option<u32>>,
     interface_boot: Vec<Option<u32>>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(domain: &'a Domain, run: &'a RunPaths, available: Accel) -> Result<Self, QemuError> {
-        let os = &domain.os;
-        if os.arch != "x86_64" {
+    fn build(
+        domain: &'a Domain,
+        run: &'a RunPaths,
+        available: Accel,
+    ) -> Result<QemuCommandLine, QemuError> {
+        let Domain {
+            // The accelerator (below) follows it.
+            domain_type,
+            name,
+            uuid,
+            // Metadata, for people.
+            title: _,
+            description: _,
+            memory_kib,
+            current_memory_kib,
+            max_memory,
+            memory_backing,
+            vcpu,
+            iothreads,
+            cputune,
+            os,
+            features,
+            cpu,
+            clock,
+            on_poweroff,
+            on_reboot,
+            on_crash,
+            devices,
+            // The daemon picked this engine because of it.
+            engine: _,
+            // Where <domain> and <memory> are: nothing about them is refused.
+            line: _,
+            memory_line: _,
+            current_memory_line,
+            // Any number of IOThreads is fine.
+            iothreads_line: _,
+            on_poweroff_line,
+            on_reboot_line,
+            on_crash_line,
+        } = domain;
+        let Os {
+            firmware,
+            arch,
+            machine,
+            loader,
+            nvram,
+            kernel,
+            initrd,
+            cmdline,
+            boot,
+            bootmenu,
+            bios_reboot_timeout,
+            line: os_line,
+            type_line,
+            // Any kernel path goes; whether the file exists is launch's question.
+            kernel_line: _,
+            initrd_line,
+            cmdline_line,
+            boot_lines,
+        } = os;
+        if arch != "x86_64" {
             return Err(QemuError::unsupported(
                 "os/type@arch",
-                format!("arch '{}': this engine runs x86_64 guests only", os.arch),
+                *type_line,
+                format!("arch '{arch}': this engine runs x86_64 guests only"),
             ));
         }
-        let chipset = Chipset::of(&os.machine).ok_or_else(|| {
+        let chipset = Chipset::of(machine).ok_or_else(|| {
             QemuError::unsupported(
                 "os/type@machine",
-                format!(
-                    "machine '{}': only pc (i440fx) and q35 are supported",
-                    os.machine
-                ),
+                *type_line,
+                format!("machine '{machine}': only pc (i440fx) and q35 are supported"),
             )
         })?;
         let accel = effective_accel(domain, available);
         let mut warnings = Vec::new();
-        if domain.domain_type == DomainType::Kvm && accel == Accel::Tcg {
+        if *domain_type == DomainType::Kvm && accel == Accel::Tcg {
             warnings.push(
                 "domain type is 'kvm' but hardware KVM is not available: running under TCG (much slower)"
                     .to_string(),
             );
         }
-        Ok(Builder {
-            domain,
+        let mut builder = Builder {
             run,
             accel,
             chipset,
             args: Vec::new(),
             warnings,
             devices: DeviceGroups::default(),
-            disk_boot: vec![None; domain.devices.disks.len()],
-            interface_boot: vec![None; domain.devices.interfaces.len()],
-        })
+            controllers: &devices.controllers,
+            iothreads: iothreads.unwrap_or(0),
+            disk_boot: vec![None; devices.disks.len()],
+            interface_boot: vec![None; devices.interfaces.len()],
+        };
+        let b = &mut builder;
+        b.arg(
+            "-name",
+            format!("guest={},debug-threads=on", escape_opt(name)),
+        );
+        b.arg("-uuid", uuid.to_string());
+        b.flag("-no-user-config");
+        b.flag("-nodefaults");
+        b.firmware(*firmware, *os_line, loader.as_ref(), nvram.as_ref())?;
+        b.vcpu_placement(vcpu)?;
+        b.cputune(cputune.as_ref())?;
+        b.machine_and_memory(
+            machine,
+            features,
+            clock,
+            (*memory_kib, max_memory.as_ref()),
+            memory_backing.as_ref(),
+        )?;
+        b.arg("-accel", accel.qemu_name());
+        b.cpu(cpu.as_ref())?;
+        b.smp(vcpu, cpu.as_ref().and_then(|c| c.topology.as_ref()))?;
+        b.iothreads();
+        b.monitor_and_pidfile();
+        b.clock(clock)?;
+        b.lifecycle(
+            (*on_poweroff, *on_poweroff_line),
+            (*on_reboot, *on_reboot_line),
+            (*on_crash, *on_crash_line),
+        )?;
+        b.boot_order(boot, boot_lines, devices)?;
+        b.boot_options(*bootmenu, *bios_reboot_timeout);
+        b.kernel(
+            kernel.as_deref(),
+            (initrd.as_deref(), *initrd_line),
+            (cmdline.as_deref(), *cmdline_line),
+        )?;
+        b.devices(
+            devices,
+            (*memory_kib, *current_memory_kib, *current_memory_line),
+        )?;
+        Ok(builder.finish())
     }
 
     fn arg(&mut self, option: &str, value: impl Into<String>) {
@@ -190,102 +341,169 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn build(&mut self) -> Result<(), QemuError> {
-        let domain = self.domain;
-        self.arg(
-            "-name",
-            format!("guest={},debug-threads=on", escape_opt(&domain.name)),
-        );
-        self.arg("-uuid", domain.uuid.to_string());
-        self.flag("-no-user-config");
-        self.flag("-nodefaults");
-        self.machine_and_memory()?;
-        self.arg("-accel", self.accel.qemu_name());
-        self.cpu()?;
-        self.smp()?;
-        self.iothreads();
-        self.monitor_and_pidfile();
-        self.clock()?;
-        self.lifecycle()?;
-        self.boot()?;
-        self.serials()?;
-        self.controllers()?;
-        for index in 0..domain.devices.disks.len() {
-            self.disk(index)?;
+    // ----- machine, memory, CPU ---------------------------------------------------------------
+
+    fn firmware(
+        &mut self,
+        firmware: Option<oxvirt_domain::Firmware>,
+        os_line: SourceLine,
+        loader: Option<&oxvirt_domain::Loader>,
+        nvram: Option<&oxvirt_domain::Nvram>,
+    ) -> Result<(), QemuError> {
+        const ONLY_SEABIOS: &str = "only the built-in BIOS (SeaBIOS) is supported; UEFI firmware selection is not implemented";
+        if firmware.is_some() {
+            // XPath's spelling of an attribute of <os> itself, so the path starts with `os/`
+            // like those of the other firmware elements.
+            return Err(QemuError::unsupported(
+                "os/@firmware",
+                os_line,
+                ONLY_SEABIOS,
+            ));
         }
-        for index in 0..domain.devices.interfaces.len() {
-            self.interface(index)?;
+        if let Some(loader) = loader {
+            return Err(QemuError::unsupported(
+                "os/loader",
+                loader.line,
+                ONLY_SEABIOS,
+            ));
         }
-        self.inputs()?;
-        self.graphics_and_video()?;
-        self.audio();
-        self.memballoon()?;
-        self.rngs()?;
+        if let Some(nvram) = nvram {
+            return Err(QemuError::unsupported("os/nvram", nvram.line, ONLY_SEABIOS));
+        }
         Ok(())
     }
 
-    // ----- machine, memory, CPU ---------------------------------------------------------------
-
-    fn machine_and_memory(&mut self) -> Result<(), QemuError> {
-        let domain = self.domain;
-        if domain.os.firmware.is_some() || domain.os.loader.is_some() || domain.os.nvram.is_some() {
-            return Err(QemuError::unsupported(
-                "os/firmware|loader|nvram",
-                "only the built-in BIOS (SeaBIOS) is supported; UEFI firmware selection is not implemented",
-            ));
-        }
-        if domain.vcpu.placement == VcpuPlacement::Auto {
+    fn vcpu_placement(&mut self, vcpu: &Vcpu) -> Result<(), QemuError> {
+        let Vcpu {
+            placement,
+            // -smp (below).
+            max: _,
+            current: _,
+            cpuset,
+            line,
+        } = vcpu;
+        if *placement == VcpuPlacement::Auto {
             return Err(QemuError::unsupported(
                 "vcpu@placement",
+                *line,
                 "placement='auto' needs numad, which this engine does not use",
             ));
         }
-        if let Some(tune) = &domain.cputune {
-            if *tune != Default::default() {
-                return Err(QemuError::unsupported(
-                    "cputune",
-                    "per-vCPU pinning and CPU bandwidth limits are not implemented (vcpu cpuset is)",
-                ));
-            }
+        // The cpuset becomes QEMU's CPU affinity at launch, in a fixed-size mask.
+        if let Some(cpu) = cpuset
+            .as_ref()
+            .and_then(|set| set.iter().find(|&cpu| cpu >= MAX_AFFINITY_CPUS))
+        {
+            return Err(QemuError::invalid(
+                "vcpu@cpuset",
+                *line,
+                format!("host CPU {cpu} is beyond {MAX_AFFINITY_CPUS}"),
+            ));
         }
+        Ok(())
+    }
 
-        let mut machine = domain.os.machine.clone();
+    fn cputune(&mut self, cputune: Option<&CpuTune>) -> Result<(), QemuError> {
+        let Some(CpuTune {
+            shares,
+            period,
+            quota,
+            emulator_period,
+            emulator_quota,
+            vcpupins,
+            emulatorpin,
+            iothreadpins,
+            line,
+        }) = cputune
+        else {
+            return Ok(());
+        };
+        let empty = shares.is_none()
+            && period.is_none()
+            && quota.is_none()
+            && emulator_period.is_none()
+            && emulator_quota.is_none()
+            && vcpupins.is_empty()
+            && emulatorpin.is_none()
+            && iothreadpins.is_empty();
+        if !empty {
+            return Err(QemuError::unsupported(
+                "cputune",
+                *line,
+                "per-vCPU pinning and CPU bandwidth limits are not implemented (vcpu cpuset is)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn machine_and_memory(
+        &mut self,
+        machine_type: &str,
+        features: &Features,
+        clock: &Clock,
+        (memory_kib, max_memory): (u64, Option<&MaxMemory>),
+        backing: Option<&MemoryBacking>,
+    ) -> Result<(), QemuError> {
+        let Features {
+            acpi,
+            // Always there on x86_64, whatever the definition says.
+            apic: _,
+            pae: _,
+            line: _,
+        } = features;
+        let mut machine = machine_type.to_string();
         machine.push_str(",usb=off,dump-guest-core=off");
-        if !domain.features.acpi {
+        if !acpi {
             // libvirt does the same: no <acpi/> means no ACPI tables. Note that guests then
             // cannot be powered down with the ACPI button, and Linux needs ACPI for SMP here.
             machine.push_str(",acpi=off");
         }
-        if domain
-            .clock
+        // <timer name='hpet' present='no'/> is a machine property (the timers are in clock()).
+        if clock
             .timers
             .iter()
             .any(|t| t.name == TimerName::Hpet && t.present == Some(false))
         {
             machine.push_str(",hpet=off");
         }
-        let backing = domain.memory_backing.clone().unwrap_or_default();
-        if backing.nosharepages {
+        let (hugepages, nosharepages) = match backing {
+            Some(MemoryBacking {
+                hugepages,
+                nosharepages,
+                line: _,
+            }) => (hugepages.as_ref(), *nosharepages),
+            None => (None, false),
+        };
+        if nosharepages {
             machine.push_str(",mem-merge=off");
         }
 
-        let memory_mib = kib_to_mib_rounded_up(domain.memory_kib);
+        let memory_mib = kib_to_mib_rounded_up(memory_kib);
         let mut memory = format!("size={memory_mib}M");
-        if let Some(max) = domain.max_memory {
+        if let Some(MaxMemory {
+            kib,
+            slots,
+            line: _,
+        }) = max_memory
+        {
             write!(
                 memory,
-                ",slots={},maxmem={}M",
-                max.slots,
-                kib_to_mib_rounded_up(max.kib)
+                ",slots={slots},maxmem={}M",
+                kib_to_mib_rounded_up(*kib)
             )
             .expect("writing to a String cannot fail");
         }
 
         let mut backend = None;
-        if let Some(hugepages) = &backing.hugepages {
-            if !hugepages.page_sizes_kib.is_empty() {
+        if let Some(Hugepages {
+            page_sizes_kib,
+            line,
+        }) = hugepages
+        {
+            if !page_sizes_kib.is_empty() {
                 return Err(QemuError::unsupported(
                     "memoryBacking/hugepages/page",
+                    *line,
                     "explicit huge page sizes are not supported; <hugepages/> uses the host's default size from /dev/hugepages",
                 ));
             }
@@ -306,29 +524,50 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn cpu(&mut self) -> Result<(), QemuError> {
-        let default_cpu = Cpu {
-            mode: CpuMode::Custom,
-            match_: None,
-            check: None,
-            migratable: None,
-            model: None,
-            vendor: None,
-            topology: None,
-            features: Vec::new(),
+    fn cpu(&mut self, cpu: Option<&Cpu>) -> Result<(), QemuError> {
+        let Some(Cpu {
+            mode,
+            // libvirt-side comparisons with the host CPU; check='full' is below.
+            match_: _,
+            check,
+            migratable,
+            model,
+            vendor,
+            // -smp (below).
+            topology: _,
+            features,
+            line: _,
+            vendor_line,
+        }) = cpu
+        else {
+            self.arg("-cpu", DEFAULT_CPU_MODEL);
+            return Ok(());
         };
-        let cpu = self.domain.cpu.as_ref().unwrap_or(&default_cpu);
-        let mut value = match cpu.mode {
-            CpuMode::Custom => cpu
-                .model
-                .as_ref()
-                .map(|model| model.name.clone())
-                .unwrap_or_else(|| DEFAULT_CPU_MODEL.to_string()),
+        let mut value = match mode {
+            CpuMode::Custom => match model {
+                Some(CpuModel {
+                    name,
+                    // libvirt's choice between the model and the host's closest match; QEMU
+                    // has the model or refuses to start.
+                    fallback: _,
+                    line,
+                }) => {
+                    if !is_qemu_identifier(name) {
+                        return Err(QemuError::invalid(
+                            "cpu/model",
+                            *line,
+                            "model name must be letters, digits, '-', '_' or '.'",
+                        ));
+                    }
+                    name.clone()
+                }
+                None => DEFAULT_CPU_MODEL.to_string(),
+            },
             CpuMode::Maximum => "max".to_string(),
             CpuMode::HostModel | CpuMode::HostPassthrough => match self.accel {
                 Accel::Kvm => "host".to_string(),
                 Accel::Tcg => {
-                    let mode = if cpu.mode == CpuMode::HostModel {
+                    let mode = if *mode == CpuMode::HostModel {
                         "host-model"
                     } else {
                         "host-passthrough"
@@ -340,46 +579,48 @@ impl<'a> Builder<'a> {
                 }
             },
         };
-        if cpu
-            .model
-            .as_ref()
-            .is_some_and(|m| !is_qemu_identifier(&m.name))
-        {
-            return Err(QemuError::invalid(
-                "cpu/model",
-                "model name must be letters, digits, '-', '_' or '.'",
-            ));
-        }
-        if let Some(migratable) = cpu.migratable {
-            if cpu.mode == CpuMode::HostPassthrough && self.accel == Accel::Kvm {
-                write!(value, ",migratable={}", on_off(migratable)).expect("String write");
+        if *mode != CpuMode::Custom {
+            if let Some(model) = model.as_ref().filter(|m| !is_qemu_identifier(&m.name)) {
+                return Err(QemuError::invalid(
+                    "cpu/model",
+                    model.line,
+                    "model name must be letters, digits, '-', '_' or '.'",
+                ));
             }
         }
-        if let Some(vendor) = &cpu.vendor {
+        if let Some(migratable) = migratable {
+            if *mode == CpuMode::HostPassthrough && self.accel == Accel::Kvm {
+                write!(value, ",migratable={}", on_off(*migratable)).expect("String write");
+            }
+        }
+        if let Some(vendor) = vendor {
             if vendor.len() != 12 || !vendor.is_ascii() || vendor.contains(',') {
                 return Err(QemuError::invalid(
                     "cpu/vendor",
+                    *vendor_line,
                     "a CPU vendor id is exactly 12 ASCII characters",
                 ));
             }
             write!(value, ",vendor={vendor}").expect("String write");
         }
-        for feature in &cpu.features {
-            if !is_qemu_identifier(&feature.name) {
+        for feature in features {
+            let CpuFeature { policy, name, line } = feature;
+            if !is_qemu_identifier(name) {
                 return Err(QemuError::invalid(
                     "cpu/feature@name",
-                    format!("'{}' is not a CPU feature name", feature.name),
+                    *line,
+                    format!("'{name}' is not a CPU feature name"),
                 ));
             }
             // libvirt spells features with '_' where QEMU's canonical names use '-'.
-            let name = feature.name.replace('_', "-");
-            let on = match feature.policy {
+            let name = name.replace('_', "-");
+            let on = match policy {
                 FeaturePolicy::Force | FeaturePolicy::Require | FeaturePolicy::Optional => true,
                 FeaturePolicy::Disable | FeaturePolicy::Forbid => false,
             };
             write!(value, ",{name}={}", on_off(on)).expect("String write");
         }
-        if cpu.check == Some(CpuCheck::Full) {
+        if *check == Some(CpuCheck::Full) {
             // QEMU refuses to start rather than silently drop a feature the host lacks.
             value.push_str(",enforce=on");
         }
@@ -387,38 +628,41 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn smp(&mut self) -> Result<(), QemuError> {
-        let vcpu = &self.domain.vcpu;
+    fn smp(&mut self, vcpu: &Vcpu, topology: Option<&CpuTopology>) -> Result<(), QemuError> {
         let online = vcpu.online();
         let mut smp = online.to_string();
         if online != vcpu.max {
             write!(smp, ",maxcpus={}", vcpu.max).expect("String write");
         }
-        match self.domain.cpu.as_ref().and_then(|cpu| cpu.topology) {
+        match topology {
             Some(topology) => {
+                let CpuTopology {
+                    sockets,
+                    dies,
+                    clusters,
+                    cores,
+                    threads,
+                    line,
+                } = *topology;
                 if topology.total() != Some(vcpu.max) {
                     return Err(QemuError::invalid(
                         "cpu/topology",
+                        line,
                         format!(
                             "sockets*dies*clusters*cores*threads must equal the vcpu count {}",
                             vcpu.max
                         ),
                     ));
                 }
-                write!(smp, ",sockets={},dies={}", topology.sockets, topology.dies)
-                    .expect("String write");
-                if topology.clusters != 1 {
+                write!(smp, ",sockets={sockets},dies={dies}").expect("String write");
+                if clusters != 1 {
                     return Err(QemuError::unsupported(
                         "cpu/topology@clusters",
+                        line,
                         "x86 machines have no CPU clusters in QEMU 7.2",
                     ));
                 }
-                write!(
-                    smp,
-                    ",cores={},threads={}",
-                    topology.cores, topology.threads
-                )
-                .expect("String write");
+                write!(smp, ",cores={cores},threads={threads}").expect("String write");
             }
             None => write!(smp, ",sockets={},cores=1,threads=1", vcpu.max).expect("String write"),
         }
@@ -427,7 +671,7 @@ impl<'a> Builder<'a> {
     }
 
     fn iothreads(&mut self) {
-        for id in 1..=self.domain.iothreads.unwrap_or(0) {
+        for id in 1..=self.iothreads {
             self.arg(
                 "-object",
                 json!({"qom-type": "iothread", "id": format!("iothread{id}")}).to_string(),
@@ -450,15 +694,25 @@ impl<'a> Builder<'a> {
         );
     }
 
-    fn clock(&mut self) -> Result<(), QemuError> {
-        let clock = &self.domain.clock;
-        let mut rtc = match clock.offset {
+    fn clock(&mut self, clock: &Clock) -> Result<(), QemuError> {
+        let Clock {
+            offset,
+            timers,
+            line: _,
+        } = clock;
+        let mut rtc = match offset {
             ClockOffset::Utc => "base=utc".to_string(),
             ClockOffset::Localtime => "base=localtime".to_string(),
         };
-        for timer in &clock.timers {
-            let element = format!("clock/timer[@name='{}']", timer_name(timer.name));
-            match (timer.name, timer.present, timer.tickpolicy) {
+        for timer in timers {
+            let Timer {
+                name,
+                present,
+                tickpolicy,
+                line,
+            } = timer;
+            let element = format!("clock/timer[@name='{}']", name.as_str());
+            match (name, present, tickpolicy) {
                 (TimerName::Rtc, None | Some(true), Some(TickPolicy::Catchup)) => {
                     rtc.push_str(",driftfix=slew")
                 }
@@ -473,8 +727,12 @@ impl<'a> Builder<'a> {
                 // present='no' is on -machine (above); present='yes' is the default on pc/q35.
                 (TimerName::Hpet, Some(_), None) => {}
                 (TimerName::Kvmclock, Some(present), None) => {
-                    if self.accel == Accel::Tcg && present {
-                        return Err(QemuError::unsupported(element, "kvmclock needs KVM"));
+                    if self.accel == Accel::Tcg && *present {
+                        return Err(QemuError::unsupported(
+                            element,
+                            *line,
+                            "kvmclock needs KVM",
+                        ));
                     }
                     if self.accel == Accel::Kvm && !present {
                         // Appended to -cpu, which was written just before.
@@ -484,6 +742,7 @@ impl<'a> Builder<'a> {
                 _ => {
                     return Err(QemuError::unsupported(
                         element,
+                        *line,
                         "only rtc tickpolicy catchup/delay, pit delay, hpet and kvmclock present are supported",
                     ))
                 }
@@ -501,26 +760,30 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn lifecycle(&mut self) -> Result<(), QemuError> {
-        let domain = self.domain;
-        match domain.on_poweroff {
+    fn lifecycle(
+        &mut self,
+        (on_poweroff, poweroff_line): (LifecycleAction, SourceLine),
+        (on_reboot, reboot_line): (LifecycleAction, SourceLine),
+        (on_crash, crash_line): (LifecycleAction, SourceLine),
+    ) -> Result<(), QemuError> {
+        match on_poweroff {
             // QEMU exits after the guest powers off; for 'restart' the daemon starts it again.
             LifecycleAction::Destroy | LifecycleAction::Restart => {}
             LifecycleAction::Preserve => self.flag("-no-shutdown"),
-            other => return Err(unsupported_action("on_poweroff", other)),
+            other => return Err(unsupported_action("on_poweroff", poweroff_line, other)),
         }
-        match domain.on_reboot {
+        match on_reboot {
             LifecycleAction::Restart => {}
             LifecycleAction::Destroy => self.flag("-no-reboot"),
-            other => return Err(unsupported_action("on_reboot", other)),
+            other => return Err(unsupported_action("on_reboot", reboot_line, other)),
         }
         // A pvpanic device lets the guest report a panic (GUEST_PANICKED); without one QEMU
         // could not honour on_crash at all. 'restart' pauses the VM so the daemon can reset it
         // on the GuestPanicked event.
-        let panic = match domain.on_crash {
+        let panic = match on_crash {
             LifecycleAction::Destroy => "shutdown",
             LifecycleAction::Preserve | LifecycleAction::Restart => "pause",
-            other => return Err(unsupported_action("on_crash", other)),
+            other => return Err(unsupported_action("on_crash", crash_line, other)),
         };
         self.arg("-action", format!("panic={panic}"));
         self.devices
@@ -529,24 +792,23 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
-    fn boot(&mut self) -> Result<(), QemuError> {
-        let domain = self.domain;
-        let os = &domain.os;
-        let per_device = domain.devices.disks.iter().any(|d| d.boot_order.is_some())
-            || domain
-                .devices
-                .interfaces
-                .iter()
-                .any(|i| i.boot_order.is_some());
+    /// `bootindex` of each disk and interface, from `<os><boot dev>` or `<boot order>`.
+    fn boot_order(
+        &mut self,
+        boot: &[BootDevice],
+        boot_lines: &oxvirt_domain::SourceLines,
+        devices: &oxvirt_domain::Devices,
+    ) -> Result<(), QemuError> {
+        let per_device = devices.disks.iter().any(|d| d.boot_order.is_some())
+            || devices.interfaces.iter().any(|i| i.boot_order.is_some());
         if !per_device {
             // <os><boot dev=...> in order becomes bootindex 1, 2, ... on the first device of
             // each kind, as libvirt does.
-            for (position, device) in os.boot.iter().enumerate() {
+            for (position, device) in boot.iter().enumerate() {
                 let bootindex = position as u32 + 1;
                 match device {
                     BootDevice::Hd => {
-                        let first = domain
-                            .devices
+                        let first = devices
                             .disks
                             .iter()
                             .position(|d| d.device == DiskDevice::Disk);
@@ -555,8 +817,7 @@ impl<'a> Builder<'a> {
                         }
                     }
                     BootDevice::Cdrom => {
-                        let first = domain
-                            .devices
+                        let first = devices
                             .disks
                             .iter()
                             .position(|d| d.device == DiskDevice::Cdrom);
@@ -565,72 +826,137 @@ impl<'a> Builder<'a> {
                         }
                     }
                     BootDevice::Network => {
-                        if !domain.devices.interfaces.is_empty() {
+                        if !devices.interfaces.is_empty() {
                             self.interface_boot[0] = Some(bootindex);
                         }
                     }
                     BootDevice::Fd => {
                         return Err(QemuError::unsupported(
                             "os/boot@dev",
+                            boot_lines.get(position),
                             "floppy boot: floppies are not supported",
                         ))
                     }
                 }
             }
-        } else if !os.boot.is_empty() {
+        } else if !boot.is_empty() {
             return Err(QemuError::invalid(
                 "os/boot",
+                boot_lines.get(0),
                 "<os><boot dev> and per-device <boot order> cannot be combined",
             ));
         }
-        for (index, disk) in domain.devices.disks.iter().enumerate() {
+        for (index, disk) in devices.disks.iter().enumerate() {
             if disk.boot_order.is_some() {
                 self.disk_boot[index] = disk.boot_order;
             }
         }
-        for (index, interface) in domain.devices.interfaces.iter().enumerate() {
+        for (index, interface) in devices.interfaces.iter().enumerate() {
             if interface.boot_order.is_some() {
                 self.interface_boot[index] = interface.boot_order;
             }
         }
+        Ok(())
+    }
 
+    fn boot_options(&mut self, bootmenu: Option<BootMenu>, bios_reboot_timeout: Option<i32>) {
         let mut boot = "strict=on".to_string();
-        if let Some(menu) = os.bootmenu {
-            write!(boot, ",menu={}", on_off(menu.enable)).expect("String write");
-            if let Some(timeout) = menu.timeout {
+        if let Some(BootMenu {
+            enable,
+            timeout,
+            line: _,
+        }) = bootmenu
+        {
+            write!(boot, ",menu={}", on_off(enable)).expect("String write");
+            if let Some(timeout) = timeout {
                 write!(boot, ",splash-time={timeout}").expect("String write");
             }
         }
-        if let Some(timeout) = os.bios_reboot_timeout {
+        if let Some(timeout) = bios_reboot_timeout {
             write!(boot, ",reboot-timeout={timeout}").expect("String write");
         }
         self.arg("-boot", boot);
+    }
 
-        if let Some(kernel) = &os.kernel {
-            self.arg("-kernel", kernel.clone());
+    fn kernel(
+        &mut self,
+        kernel: Option<&str>,
+        (initrd, initrd_line): (Option<&str>, SourceLine),
+        (cmdline, cmdline_line): (Option<&str>, SourceLine),
+    ) -> Result<(), QemuError> {
+        if let Some(kernel) = kernel {
+            self.arg("-kernel", kernel);
         }
-        if let Some(initrd) = &os.initrd {
-            if os.kernel.is_none() {
+        if let Some(initrd) = initrd {
+            if kernel.is_none() {
                 return Err(QemuError::invalid(
                     "os/initrd",
+                    initrd_line,
                     "an initrd needs a <kernel>",
                 ));
             }
-            self.arg("-initrd", initrd.clone());
+            self.arg("-initrd", initrd);
         }
-        if let Some(cmdline) = &os.cmdline {
-            if os.kernel.is_none() {
+        if let Some(cmdline) = cmdline {
+            if kernel.is_none() {
                 return Err(QemuError::invalid(
                     "os/cmdline",
+                    cmdline_line,
                     "a kernel command line needs a <kernel>",
                 ));
             }
-            self.arg("-append", cmdline.clone());
+            self.arg("-append", cmdline);
         }
         Ok(())
     }
 
-    /// Queue a PCI device, placing it at its `<address type='pci'>` if it has one.
+    fn devices(
+        &mut self,
+        devices: &oxvirt_domain::Devices,
+        (memory_kib, current_memory_kib, current_memory_line): (u64, u64, SourceLine),
+    ) -> Result<(), QemuError> {
+        let oxvirt_domain::Devices {
+            // The daemon chooses the binary (`emulator_path`); it is not an argument.
+            emulator: _,
+            disks,
+            // Read where devices plug into them (`self.controllers`) and emitted here.
+            controllers: _,
+            interfaces,
+            serials,
+            consoles,
+            inputs,
+            graphics,
+            audios,
+            videos,
+            memballoon,
+            rngs,
+        } = devices;
+        self.serials(serials, consoles)?;
+        self.controllers()?;
+        for (index, disk) in disks.iter().enumerate() {
+            self.disk(index, disk)?;
+        }
+        for (index, interface) in interfaces.iter().enumerate() {
+            self.interface(index, interface)?;
+        }
+        self.inputs(inputs)?;
+        self.graphics_and_video(graphics, videos)?;
+        self.audio(audios);
+        let balloon = self.memballoon(memballoon.as_ref())?;
+        // The balloon takes back what the guest does not get at boot; without one, QEMU
+        // would give the guest all of <memory>.
+        if current_memory_kib < memory_kib && !balloon {
+            return Err(QemuError::unsupported(
+                "currentMemory",
+                current_memory_line,
+                "currentMemory below memory needs a virtio memballoon to take the difference back",
+            ));
+        }
+        self.rngs(rngs)
+    }
+
+    /// Queue a PCI device, placing it at its `<address type='pci'>` if it has one. `element`
+    /// names the device, for errors about its address.
     fn add_pci_device(
         &mut self,
         mut device: Value,
@@ -645,9 +971,10 @@ impl<'a> Builder<'a> {
                 }
                 self.devices.pci_fixed.push(device);
             }
-            Some(_) => {
+            Some(other) => {
                 return Err(QemuError::invalid(
                     format!("{element}/address"),
+                    other.line(),
                     "this is a PCI device: it needs a PCI address",
                 ))
             }
@@ -664,6 +991,8 @@ const DEFAULT_CPU_MODEL: &str = "qemu64";
 const DEFAULT_NIC_MODEL: &str = "rtl8139";
 /// Where `<hugepages/>` memory comes from: the hugetlbfs mount of the default page size.
 pub(crate) const HUGEPAGES_MOUNT: &str = "/dev/hugepages";
+/// Host CPUs a `<vcpu cpuset>` can name: the size of the affinity mask `launch` applies.
+const MAX_AFFINITY_CPUS: u32 = libc::CPU_SETSIZE as u32;
 const VNC_BASE_PORT: u16 = 5900;
 const VNC_AUTOPORT_DISPLAYS: u16 = 99;
 
@@ -672,25 +1001,35 @@ fn pci_properties(
     chipset: Chipset,
     element: &str,
 ) -> Result<Vec<(&'static str, Value)>, QemuError> {
-    if pci.domain != 0 || pci.bus != 0 {
+    let PciAddress {
+        domain,
+        bus,
+        slot,
+        function,
+        multifunction,
+        line,
+    } = *pci;
+    if domain != 0 || bus != 0 {
         return Err(QemuError::unsupported(
             format!("{element}/address"),
+            line,
             "only PCI domain 0 bus 0 exists (no bridges)",
         ));
     }
-    if pci.slot > 31 || pci.function > 7 {
+    if slot > 31 || function > 7 {
         return Err(QemuError::invalid(
             format!("{element}/address"),
+            line,
             "PCI slot is 0-31 and function 0-7",
         ));
     }
-    let addr = if pci.function == 0 {
-        format!("{:#x}", pci.slot)
+    let addr = if function == 0 {
+        format!("{slot:#x}")
     } else {
-        format!("{:#x}.{:#x}", pci.slot, pci.function)
+        format!("{slot:#x}.{function:#x}")
     };
     let mut props = vec![("bus", json!(chipset.root_bus())), ("addr", json!(addr))];
-    if pci.multifunction == Some(true) {
+    if multifunction == Some(true) {
         props.push(("multifunction", json!(true)));
     }
     Ok(props)
@@ -720,44 +1059,10 @@ fn is_qemu_identifier(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-fn unsupported_action(element: &str, action: LifecycleAction) -> QemuError {
+fn unsupported_action(element: &str, line: SourceLine, action: LifecycleAction) -> QemuError {
     QemuError::unsupported(
         element,
-        format!("action '{}' is not supported", action_name(action)),
+        line,
+        format!("action '{}' is not supported", action.as_str()),
     )
-}
-
-fn action_name(action: LifecycleAction) -> &'static str {
-    match action {
-        LifecycleAction::Destroy => "destroy",
-        LifecycleAction::Restart => "restart",
-        LifecycleAction::Preserve => "preserve",
-        LifecycleAction::RenameRestart => "rename-restart",
-        LifecycleAction::CoredumpDestroy => "coredump-destroy",
-        LifecycleAction::CoredumpRestart => "coredump-restart",
-    }
-}
-
-fn timer_name(name: TimerName) -> &'static str {
-    match name {
-        TimerName::Platform => "platform",
-        TimerName::Pit => "pit",
-        TimerName::Rtc => "rtc",
-        TimerName::Hpet => "hpet",
-        TimerName::Tsc => "tsc",
-        TimerName::Kvmclock => "kvmclock",
-        TimerName::HypervClock => "hypervclock",
-    }
-}
-
-fn controller_type_name(kind: ControllerType) -> &'static str {
-    match kind {
-        ControllerType::Ide => "ide",
-        ControllerType::Fdc => "fdc",
-        ControllerType::Scsi => "scsi",
-        ControllerType::Sata => "sata",
-        ControllerType::Usb => "usb",
-        ControllerType::Pci => "pci",
-        ControllerType::VirtioSerial => "virtio-serial",
-    }
 }

@@ -1,26 +1,42 @@
 //! Controllers and disks: `-blockdev` node pairs and their frontends.
 
 use oxvirt_domain::{
-    Address, ControllerType, DetectZeroes, Disk, DiskBus, DiskCache, DiskDevice, DiskDiscard,
-    DiskFormat, DiskIo, DiskType,
+    Address, BackingLayer, Controller, ControllerType, DetectZeroes, Disk, DiskBus, DiskCache,
+    DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo, DiskTarget, DiskType, DriveAddress,
+    SourceLine, UsbAddress,
 };
 use serde_json::{json, Map, Value};
 
-use super::{controller_type_name, is_qemu_identifier, on_off, Builder, Chipset};
+use super::{is_qemu_identifier, on_off, Builder, Chipset};
 use crate::QemuError;
+
+/// The name of the block node (the format node) the command line gives the disk with target
+/// `dev` (`vda`): what QMP block commands (`block_resize`, `query-named-block-nodes`) name.
+pub fn disk_node(dev: &str) -> String {
+    format!("drive-{dev}")
+}
 
 impl Builder<'_> {
     // ----- controllers and disks --------------------------------------------------------------
 
     pub(super) fn controllers(&mut self) -> Result<(), QemuError> {
-        for controller in &self.domain.devices.controllers {
-            let index = controller.index;
-            let model = controller.model.as_deref();
+        for controller in self.controllers {
+            let Controller {
+                controller_type,
+                index,
+                model,
+                driver_queues,
+                address,
+                line,
+                driver_line,
+            } = controller;
+            let (index, line) = (*index, *line);
+            let model = model.as_deref();
             let element = format!(
                 "devices/controller[@type='{}'][@index='{index}']",
-                controller_type_name(controller.controller_type)
+                controller_type.as_str()
             );
-            let device = match (controller.controller_type, model) {
+            let device = match (controller_type, model) {
                 (ControllerType::Pci, Some("pci-root"))
                     if self.chipset == Chipset::I440fx && index == 0 =>
                 {
@@ -34,6 +50,7 @@ impl Builder<'_> {
                 (ControllerType::Pci, _) => {
                     return Err(QemuError::unsupported(
                         element,
+                        line,
                         "only the root PCI(e) bus is supported (no bridges or root ports)",
                     ))
                 }
@@ -41,6 +58,7 @@ impl Builder<'_> {
                 (ControllerType::Ide, _) => {
                     return Err(QemuError::unsupported(
                         element,
+                        line,
                         "IDE exists only as the pc machine's built-in controller 0",
                     ))
                 }
@@ -52,6 +70,7 @@ impl Builder<'_> {
                 (ControllerType::Usb, _) if index != 0 => {
                     return Err(QemuError::unsupported(
                         element,
+                        line,
                         "only one USB controller (index 0)",
                     ))
                 }
@@ -71,7 +90,7 @@ impl Builder<'_> {
                 (ControllerType::Scsi, Some("virtio-scsi")) => {
                     let mut device =
                         json!({"driver": "virtio-scsi-pci", "id": format!("scsi{index}")});
-                    if let Some(queues) = controller.driver_queues {
+                    if let Some(queues) = driver_queues {
                         device["num_queues"] = json!(queues);
                     }
                     Some(device)
@@ -82,87 +101,91 @@ impl Builder<'_> {
                 (ControllerType::Fdc, _) => {
                     return Err(QemuError::unsupported(
                         element,
+                        line,
                         "floppy controllers are not supported",
                     ))
                 }
                 (_, Some(model)) => {
                     return Err(QemuError::unsupported(
                         format!("{element}@model"),
+                        line,
                         format!("model '{model}'"),
                     ))
                 }
             };
-            if controller.driver_queues.is_some() && model != Some("virtio-scsi") {
+            if driver_queues.is_some() && model != Some("virtio-scsi") {
                 return Err(QemuError::unsupported(
                     format!("{element}/driver@queues"),
+                    *driver_line,
                     "queues apply to virtio-scsi controllers only",
                 ));
             }
             if let Some(device) = device {
-                self.add_pci_device(device, controller.address.as_ref(), &element)?;
-            } else if controller.address.is_some()
-                && !is_builtin_address_ok(controller, self.chipset)
-            {
-                return Err(QemuError::unsupported(
-                    format!("{element}/address"),
-                    "built-in controllers sit where the machine puts them",
-                ));
+                self.add_pci_device(device, address.as_ref(), &element)?;
+            } else if let Some(address) = address {
+                if !is_builtin_address_ok(address, *controller_type, self.chipset) {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/address"),
+                        address.line(),
+                        "built-in controllers sit where the machine puts them",
+                    ));
+                }
             }
         }
         Ok(())
     }
 
-    /// Read-only (protocol, format) block node pairs for `disk`'s backing chain, nearest first,
+    /// Read-only (protocol, format) block node pairs for a disk's backing chain, nearest first,
     /// each format node pointing at the next and the last at nothing.
     fn backing_nodes(
         &self,
-        disk: &Disk,
+        (format, chain): (DiskFormat, &[BackingLayer]),
         drive: &str,
-        element: &str,
+        (element, driver_line, source_line): (&str, SourceLine, SourceLine),
         cache: Option<CacheFlags>,
     ) -> Result<Vec<(Value, Value)>, QemuError> {
-        if !disk.backing_chain.is_empty() && disk.driver.format != DiskFormat::Qcow2 {
+        if !chain.is_empty() && format != DiskFormat::Qcow2 {
             return Err(QemuError::invalid(
                 format!("{element}/driver@type"),
+                driver_line,
                 "only a qcow2 image can have a backing chain",
             ));
         }
         let node = |layer: usize| format!("{drive}-backing{layer}");
         let mut nodes = Vec::new();
-        for (index, layer) in disk.backing_chain.iter().enumerate() {
+        for (index, layer) in chain.iter().enumerate() {
+            let BackingLayer { path, format } = layer;
             let name = node(index + 1);
             let mut protocol = json!({
                 "driver": "file",
-                "filename": layer.path,
+                "filename": path,
                 "node-name": format!("{name}-file"),
                 "read-only": true,
             });
-            let mut format = json!({
-                "driver": match layer.format { DiskFormat::Raw => "raw", DiskFormat::Qcow2 => "qcow2" },
+            let mut format_node = json!({
+                "driver": format.as_str(),
                 "node-name": name,
                 "file": format!("{name}-file"),
                 "read-only": true,
             });
-            if layer.format == DiskFormat::Qcow2 {
-                format["backing"] = match disk.backing_chain.get(index + 1) {
+            if *format == DiskFormat::Qcow2 {
+                format_node["backing"] = match chain.get(index + 1) {
                     Some(_) => json!(node(index + 2)),
                     None => Value::Null,
                 };
-            } else if index + 1 < disk.backing_chain.len() {
+            } else if index + 1 < chain.len() {
                 return Err(QemuError::invalid(
                     format!("{element}/source"),
-                    format!(
-                        "backing image {} is raw, so nothing can be below it",
-                        layer.path
-                    ),
+                    source_line,
+                    format!("backing image {path} is raw, so nothing can be below it"),
                 ));
             }
             if let Some(cache) = cache {
                 let flags = json!({"direct": cache.direct, "no-flush": cache.no_flush});
                 protocol["cache"] = flags.clone();
-                format["cache"] = flags;
+                format_node["cache"] = flags;
             }
-            nodes.push((protocol, format));
+            nodes.push((protocol, format_node));
         }
         Ok(nodes)
     }
@@ -175,43 +198,79 @@ impl Builder<'_> {
             _ => false,
         };
         builtin
-            || self.domain.devices.controllers.iter().any(|c| {
+            || self.controllers.iter().any(|c| {
                 c.controller_type == kind && c.index == index && c.model.as_deref() != Some("none")
             })
     }
 
-    pub(super) fn disk(&mut self, index: usize) -> Result<(), QemuError> {
-        let disk: &Disk = &self.domain.devices.disks[index];
-        let dev = &disk.target.dev;
+    pub(super) fn disk(&mut self, index: usize, disk: &Disk) -> Result<(), QemuError> {
+        let Disk {
+            disk_type,
+            device,
+            driver,
+            source,
+            // Resolved to `source` by the daemon before a start (refused below if it was not).
+            volume: _,
+            target,
+            readonly,
+            shareable,
+            serial,
+            // Became `self.disk_boot` in boot_order().
+            boot_order: _,
+            address,
+            backing_chain,
+            line,
+            source_line,
+            serial_line,
+            // Any disk can be shared (share-rw below).
+            shareable_line: _,
+        } = disk;
+        let DiskTarget {
+            dev,
+            bus,
+            line: target_line,
+        } = target;
+        let DiskDriver {
+            format,
+            // The daemon opens a volume in its recorded format; by now `format` is it.
+            format_stated: _,
+            cache,
+            io,
+            discard,
+            detect_zeroes,
+            iothread,
+            line: driver_line,
+        } = *driver;
         let element = format!("devices/disk[target@dev='{dev}']");
         if !is_qemu_identifier(dev) || !dev.starts_with(|c: char| c.is_ascii_alphabetic()) {
             return Err(QemuError::invalid(
                 format!("{element}/target@dev"),
+                *target_line,
                 "target dev must be like vda, sda or hda",
             ));
         }
-        if disk.disk_type == DiskType::Volume {
+        if *disk_type == DiskType::Volume {
             // QEMU opens files and devices; the pool volume must be resolved to its file
             // (by oxvirtd, which knows the pools) before a command line is built.
             return Err(QemuError::invalid(
                 format!("{element}/source"),
+                *source_line,
                 "a pool volume must be resolved to its file before QEMU can open it",
             ));
         }
-        let driver = &disk.driver;
-        let cdrom = disk.device == DiskDevice::Cdrom;
-        let readonly = disk.readonly || cdrom;
-        let drive = format!("drive-{dev}");
+        let cdrom = *device == DiskDevice::Cdrom;
+        let readonly = *readonly || cdrom;
+        let drive = disk_node(dev);
 
         // Block nodes: a protocol node (the file or block device) and a format node on top.
         let mut has_medium = false;
-        if let Some(source) = &disk.source {
+        let cache = CacheFlags::of(cache);
+        if let Some(source) = source {
             has_medium = true;
-            let cache = CacheFlags::of(driver.cache);
             // host_cdrom knows about tray and media changes of a real optical drive; any other
             // block device (an LV holding an ISO, say) is plain host_device, as in libvirt.
             let real_cd_drive = source.starts_with("/dev/sr") || source.starts_with("/dev/cdrom");
-            let protocol_driver = match disk.disk_type {
+            let protocol_driver = match disk_type {
                 // (Volume disks were refused above.)
                 DiskType::File | DiskType::Volume => "file",
                 DiskType::Block if cdrom && real_cd_drive => "host_cdrom",
@@ -223,8 +282,8 @@ impl Builder<'_> {
                 "node-name": format!("{drive}-file"),
                 "read-only": readonly,
             });
-            let mut format = json!({
-                "driver": match driver.format { DiskFormat::Raw => "raw", DiskFormat::Qcow2 => "qcow2" },
+            let mut format_node = json!({
+                "driver": format.as_str(),
                 "node-name": drive,
                 "file": format!("{drive}-file"),
                 "read-only": readonly,
@@ -232,46 +291,45 @@ impl Builder<'_> {
             if let Some(cache) = cache {
                 let flags = json!({"direct": cache.direct, "no-flush": cache.no_flush});
                 protocol["cache"] = flags.clone();
-                format["cache"] = flags;
+                format_node["cache"] = flags;
             }
-            if let Some(io) = driver.io {
+            if let Some(io) = io {
                 if io == DiskIo::Native && !cache.is_some_and(|c| c.direct) {
                     return Err(QemuError::invalid(
                         format!("{element}/driver@io"),
+                        driver_line,
                         "io='native' needs cache='none' or 'directsync' (O_DIRECT)",
                     ));
                 }
-                protocol["aio"] = json!(match io {
-                    DiskIo::Native => "native",
-                    DiskIo::Threads => "threads",
-                    DiskIo::IoUring => "io_uring",
-                });
+                protocol["aio"] = json!(io.as_str());
             }
-            if let Some(discard) = driver.discard {
-                let value = json!(match discard {
-                    DiskDiscard::Unmap => "unmap",
-                    DiskDiscard::Ignore => "ignore",
-                });
+            if let Some(discard) = discard {
+                let value = json!(discard.as_str());
                 protocol["discard"] = value.clone();
-                format["discard"] = value;
+                format_node["discard"] = value;
             }
-            if let Some(detect) = driver.detect_zeroes {
+            if let Some(detect) = detect_zeroes {
                 // QEMU accepts 'unmap' only where discards are passed down; libvirt degrades it
                 // to 'on' otherwise, and so do we.
                 let value = match detect {
                     DetectZeroes::Off => "off",
                     DetectZeroes::On => "on",
-                    DetectZeroes::Unmap if driver.discard == Some(DiskDiscard::Unmap) => "unmap",
+                    DetectZeroes::Unmap if discard == Some(DiskDiscard::Unmap) => "unmap",
                     DetectZeroes::Unmap => "on",
                 };
-                format["detect-zeroes"] = json!(value);
+                format_node["detect-zeroes"] = json!(value);
             }
             // QEMU follows the backing file named in a qcow2 header (probing its format if
             // the header does not say) unless told otherwise; the host resolved the chain from
             // trusted metadata, so QEMU gets exactly that chain and nothing else.
-            let backing_nodes = self.backing_nodes(disk, &drive, &element, cache)?;
-            if driver.format == DiskFormat::Qcow2 {
-                format["backing"] = match backing_nodes.first() {
+            let backing_nodes = self.backing_nodes(
+                (format, backing_chain),
+                &drive,
+                (&element, driver_line, *source_line),
+                cache,
+            )?;
+            if format == DiskFormat::Qcow2 {
+                format_node["backing"] = match backing_nodes.first() {
                     Some((_, node)) => node["node-name"].clone(),
                     None => Value::Null,
                 };
@@ -282,17 +340,18 @@ impl Builder<'_> {
                 self.arg("-blockdev", format.to_string());
             }
             self.arg("-blockdev", protocol.to_string());
-            self.arg("-blockdev", format.to_string());
+            self.arg("-blockdev", format_node.to_string());
         } else if !cdrom {
             return Err(QemuError::invalid(
                 format!("{element}/source"),
+                *line,
                 "a disk needs a source (only a cdrom may be empty)",
             ));
         }
 
-        let (kind, address) = self.disk_placement(disk, &element)?;
-        let mut device = Map::new();
-        let driver_name = match (kind, cdrom) {
+        let placement = self.disk_placement((dev, *bus, *line), address.as_ref(), &element)?;
+        let mut frontend = Map::new();
+        let driver_name = match (*bus, cdrom) {
             (DiskBus::Virtio, false) => "virtio-blk-pci",
             (DiskBus::Ide | DiskBus::Sata, false) => "ide-hd",
             (DiskBus::Ide | DiskBus::Sata, true) => "ide-cd",
@@ -302,108 +361,130 @@ impl Builder<'_> {
             (DiskBus::Virtio | DiskBus::Usb, true) => {
                 return Err(QemuError::unsupported(
                     element,
+                    *line,
                     "a cdrom must be on an ide, sata or scsi bus",
                 ))
             }
             (DiskBus::Fdc, _) => {
                 return Err(QemuError::unsupported(
                     element,
+                    *line,
                     "floppy disks are not supported",
                 ))
             }
         };
-        device.insert("driver".into(), json!(driver_name));
-        for (key, value) in address {
-            device.insert(key, value);
+        frontend.insert("driver".into(), json!(driver_name));
+        for (key, value) in placement {
+            frontend.insert(key, value);
         }
         if has_medium {
-            device.insert("drive".into(), json!(drive));
+            frontend.insert("drive".into(), json!(drive));
         }
-        device.insert("id".into(), json!(dev));
+        frontend.insert("id".into(), json!(dev));
+        // <boot order> was turned into this by boot_order().
         if let Some(bootindex) = self.disk_boot[index] {
-            device.insert("bootindex".into(), json!(bootindex));
+            frontend.insert("bootindex".into(), json!(bootindex));
         }
-        if let Some(cache) = CacheFlags::of(driver.cache) {
-            device.insert("write-cache".into(), json!(on_off(cache.write_cache)));
+        if let Some(cache) = cache {
+            frontend.insert("write-cache".into(), json!(on_off(cache.write_cache)));
         }
-        if let Some(serial) = &disk.serial {
-            if driver_name == "usb-storage" || cdrom && kind == DiskBus::Scsi {
+        if let Some(serial) = serial {
+            if driver_name == "usb-storage" || cdrom && *bus == DiskBus::Scsi {
                 return Err(QemuError::unsupported(
                     format!("{element}/serial"),
+                    *serial_line,
                     "this disk type has no serial number",
                 ));
             }
-            device.insert("serial".into(), json!(serial));
+            frontend.insert("serial".into(), json!(serial));
         }
-        if disk.shareable {
-            device.insert("share-rw".into(), json!(true));
+        if *shareable {
+            frontend.insert("share-rw".into(), json!(true));
         }
-        if let Some(iothread) = driver.iothread {
-            if kind != DiskBus::Virtio {
+        if let Some(iothread) = iothread {
+            if *bus != DiskBus::Virtio {
                 return Err(QemuError::unsupported(
                     format!("{element}/driver@iothread"),
+                    driver_line,
                     "IOThreads apply to virtio disks only",
                 ));
             }
-            if iothread == 0 || iothread > self.domain.iothreads.unwrap_or(0) {
+            if iothread == 0 || iothread > self.iothreads {
                 return Err(QemuError::invalid(
                     format!("{element}/driver@iothread"),
+                    driver_line,
                     format!("iothread {iothread} is not defined by <iothreads>"),
                 ));
             }
-            device.insert("iothread".into(), json!(format!("iothread{iothread}")));
+            frontend.insert("iothread".into(), json!(format!("iothread{iothread}")));
         }
-        let device = Value::Object(device);
-        if kind == DiskBus::Virtio {
-            self.add_pci_device(device, disk.address.as_ref(), &element)?;
+        let frontend = Value::Object(frontend);
+        if *bus == DiskBus::Virtio {
+            self.add_pci_device(frontend, address.as_ref(), &element)?;
         } else {
-            self.devices.on_buses.push(device);
+            self.devices.on_buses.push(frontend);
         }
         Ok(())
     }
 
-    /// Where a non-PCI disk plugs in: bus properties for its `-device`, per bus type.
+    /// Where a non-PCI disk plugs in: bus properties for its `-device`, per bus type. `disk` is
+    /// the target's name and bus, and the line of the `<disk>`.
     pub(super) fn disk_placement(
         &self,
-        disk: &Disk,
+        (dev, bus, line): (&str, DiskBus, SourceLine),
+        address: Option<&Address>,
         element: &str,
-    ) -> Result<(DiskBus, Vec<(String, Value)>), QemuError> {
-        let bus = disk.target.bus;
-        let drive_address = match &disk.address {
+    ) -> Result<Vec<(String, Value)>, QemuError> {
+        let drive_address = match address {
             Some(Address::Drive(address)) => Some(*address),
             Some(Address::Pci(_)) if bus == DiskBus::Virtio => None,
             Some(Address::Usb(_)) if bus == DiskBus::Usb => None,
             None => None,
-            Some(_) => {
+            Some(other) => {
                 return Err(QemuError::invalid(
                     format!("{element}/address"),
+                    other.line(),
                     "address type does not fit the disk bus",
                 ))
             }
         };
-        let unit_index = target_index(&disk.target.dev);
+        // Errors about a drive address point at the <address>.
+        let address_line = address.map_or(line, Address::line);
+        let unit_index = target_index(dev);
         let props: Vec<(String, Value)> = match bus {
             DiskBus::Virtio => Vec::new(),
             DiskBus::Ide => {
                 if self.chipset == Chipset::Q35 {
                     return Err(QemuError::unsupported(
                         element,
+                        line,
                         "q35 has no IDE bus: use bus='sata'",
                     ));
                 }
                 let (ide_bus, unit) = match drive_address {
-                    Some(a) if a.controller == 0 && a.target == 0 && a.bus < 2 && a.unit < 2 => {
-                        (a.bus, a.unit)
-                    }
+                    Some(DriveAddress {
+                        controller: 0,
+                        bus,
+                        target: 0,
+                        unit,
+                        line: _,
+                    }) if bus < 2 && unit < 2 => (bus, unit),
                     Some(_) => {
                         return Err(QemuError::invalid(
                             format!("{element}/address"),
+                            address_line,
                             "IDE has controller 0, buses 0-1, units 0-1",
                         ))
                     }
                     None => match unit_index {
                         Some(i) if i < 4 => (i / 2, i % 2),
-                        _ => return Err(QemuError::invalid(element, "IDE targets are hda-hdd")),
+                        _ => {
+                            return Err(QemuError::invalid(
+                                element,
+                                line,
+                                "IDE targets are hda-hdd",
+                            ))
+                        }
                     },
                 };
                 vec![
@@ -413,10 +494,17 @@ impl Builder<'_> {
             }
             DiskBus::Sata => {
                 let (controller, port) = match drive_address {
-                    Some(a) if a.bus == 0 && a.target == 0 => (a.controller, a.unit),
+                    Some(DriveAddress {
+                        controller,
+                        bus: 0,
+                        target: 0,
+                        unit,
+                        line: _,
+                    }) => (controller, unit),
                     Some(_) => {
                         return Err(QemuError::invalid(
                             format!("{element}/address"),
+                            address_line,
                             "SATA uses controller and unit only",
                         ))
                     }
@@ -425,6 +513,7 @@ impl Builder<'_> {
                         None => {
                             return Err(QemuError::invalid(
                                 element,
+                                line,
                                 "cannot derive a SATA port from the target dev",
                             ))
                         }
@@ -433,12 +522,14 @@ impl Builder<'_> {
                 if port >= 6 {
                     return Err(QemuError::invalid(
                         format!("{element}/address"),
+                        address_line,
                         "an AHCI controller has ports 0-5",
                     ));
                 }
                 if !self.has_controller(ControllerType::Sata, controller) {
                     return Err(QemuError::invalid(
                         element,
+                        line,
                         format!("no SATA controller {controller}"),
                     ));
                 }
@@ -452,46 +543,56 @@ impl Builder<'_> {
                 let address = match drive_address {
                     Some(a) => a,
                     None => match unit_index {
-                        Some(i) => oxvirt_domain::DriveAddress {
+                        Some(i) => DriveAddress {
                             controller: i / 7,
                             bus: 0,
                             target: 0,
                             unit: i % 7,
+                            line: SourceLine::NONE,
                         },
                         None => {
                             return Err(QemuError::invalid(
                                 element,
+                                line,
                                 "cannot derive a SCSI unit from the target dev",
                             ))
                         }
                     },
                 };
-                if !self.has_controller(ControllerType::Scsi, address.controller) {
+                let DriveAddress {
+                    controller,
+                    bus: channel,
+                    target,
+                    unit,
+                    line: _,
+                } = address;
+                if !self.has_controller(ControllerType::Scsi, controller) {
                     return Err(QemuError::invalid(
                         element,
-                        format!("no SCSI controller {}", address.controller),
+                        line,
+                        format!("no SCSI controller {controller}"),
                     ));
                 }
-                let virtio = self.domain.devices.controllers.iter().any(|c| {
+                let virtio = self.controllers.iter().any(|c| {
                     c.controller_type == ControllerType::Scsi
-                        && c.index == address.controller
+                        && c.index == controller
                         && c.model.as_deref() == Some("virtio-scsi")
                 });
-                let mut props =
-                    vec![("bus".into(), json!(format!("scsi{}.0", address.controller)))];
+                let mut props = vec![("bus".into(), json!(format!("scsi{controller}.0")))];
                 if virtio {
-                    props.push(("channel".into(), json!(address.bus)));
-                    props.push(("scsi-id".into(), json!(address.target)));
-                    props.push(("lun".into(), json!(address.unit)));
+                    props.push(("channel".into(), json!(channel)));
+                    props.push(("scsi-id".into(), json!(target)));
+                    props.push(("lun".into(), json!(unit)));
                 } else {
                     // The LSI controller is a parallel SCSI HBA: one LUN per target, unit is the id.
-                    if address.bus != 0 || address.target != 0 {
+                    if channel != 0 || target != 0 {
                         return Err(QemuError::unsupported(
                             format!("{element}/address"),
+                            address_line,
                             "the lsi controller uses unit only",
                         ));
                     }
-                    props.push(("scsi-id".into(), json!(address.unit)));
+                    props.push(("scsi-id".into(), json!(unit)));
                 }
                 props
             }
@@ -499,6 +600,7 @@ impl Builder<'_> {
                 if !self.has_controller(ControllerType::Usb, 0) {
                     return Err(QemuError::invalid(
                         element,
+                        line,
                         "a USB disk needs a USB controller",
                     ));
                 }
@@ -506,14 +608,20 @@ impl Builder<'_> {
                     ("bus".into(), json!("usb.0")),
                     ("removable".into(), json!(false)),
                 ];
-                if let Some(Address::Usb(usb)) = &disk.address {
-                    if usb.bus != 0 {
+                if let Some(Address::Usb(UsbAddress {
+                    bus,
+                    port,
+                    line: usb_line,
+                })) = address
+                {
+                    if *bus != 0 {
                         return Err(QemuError::invalid(
                             format!("{element}/address"),
+                            *usb_line,
                             "there is one USB bus, 0",
                         ));
                     }
-                    if let Some(port) = &usb.port {
+                    if let Some(port) = port {
                         props.push(("port".into(), json!(port)));
                     }
                 }
@@ -521,7 +629,7 @@ impl Builder<'_> {
             }
             DiskBus::Fdc => Vec::new(),
         };
-        Ok((bus, props))
+        Ok(props)
     }
 }
 
@@ -553,12 +661,12 @@ impl CacheFlags {
 
 /// Built-in controllers (pc's IDE at 00:01.1 and root bus, q35's AHCI at 00:1f.2) may carry
 /// their fixed address in the definition.
-fn is_builtin_address_ok(controller: &oxvirt_domain::Controller, chipset: Chipset) -> bool {
-    match (&controller.address, controller.controller_type, chipset) {
-        (Some(Address::Pci(a)), ControllerType::Ide, Chipset::I440fx) => {
+fn is_builtin_address_ok(address: &Address, kind: ControllerType, chipset: Chipset) -> bool {
+    match (address, kind, chipset) {
+        (Address::Pci(a), ControllerType::Ide, Chipset::I440fx) => {
             a.bus == 0 && a.slot == 1 && a.function == 1
         }
-        (Some(Address::Pci(a)), ControllerType::Sata, Chipset::Q35) => {
+        (Address::Pci(a), ControllerType::Sata, Chipset::Q35) => {
             a.bus == 0 && a.slot == 0x1f && a.function == 2
         }
         _ => false,
