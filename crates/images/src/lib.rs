@@ -1,13 +1,13 @@
-//! oxvirt-images: raw and qcow2 disk images, and the `oxvirt img` command (see docs/images.md).
+//! oxvirt-images: raw and qcow2 disk images (see docs/images.md). The `oxvirt img` command
+//! line over this library lives in the CLI crate (`crates/cli/src/img`).
 //!
 //! - [`Image`] opens raw/qcow2 files with their backing chains and reads/writes guest data.
 //! - [`create`] makes new images; [`qcow2::Qcow2`] adds check/repair, snapshots and resize.
-//! - [`ops`] has convert and compare; [`info`] the `info` data; [`cli`] the command line.
+//! - [`ops`] has convert and compare; [`info`] the `info` data.
 //! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
 //! - Every path is opened through [`file`], which refuses FIFOs, character devices and other
 //!   non-disks without blocking.
 
-pub mod cli;
 pub mod error;
 pub mod file;
 pub mod fuzzing;
