@@ -18,9 +18,11 @@ pub const MAX_CHAIN_DEPTH: usize = 64;
 /// volumes, `oxvirt-vmm` and its virtio-blk devices). Serialized, parsed (`FromStr`) and
 /// displayed as its name (`"raw"`, `"qcow2"`), as in `oxvirt-vmm`'s config file. There is no
 /// "auto": probing is an explicit call ([`probe`], `OpenOptions::format: None`), never a value.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// The default, as in libvirt and QEMU: a disk whose format is not stated is raw.
+    #[default]
     Raw,
     Qcow2,
 }

@@ -4,10 +4,15 @@
 //! - [`Image`] opens raw/qcow2 files with their backing chains and reads/writes guest data.
 //! - [`create`] makes new images; [`qcow2::Qcow2`] adds check/repair, snapshots and resize.
 //! - [`ops`] has convert and compare; [`info`] the `info` data.
+//! - [`Disk`] is an image opened for a guest (format stated, read-only or not, cache mode):
+//!   what a VMM's virtio-blk device reads, writes, flushes and sizes. Raw disks can use
+//!   direct I/O ([`direct`]).
 //! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
 //! - Every path is opened through [`file`], which refuses FIFOs, character devices and other
 //!   non-disks without blocking.
 
+pub mod direct;
+pub mod disk;
 pub mod error;
 pub mod file;
 pub mod fuzzing;
@@ -19,6 +24,7 @@ pub mod qcow2;
 pub mod raw;
 pub mod size;
 
+pub use disk::{CacheMode, Disk, DiskOptions};
 pub use error::{ImageError, Result};
 pub use image::{
     backing_chain, create, Allocation, ChainLayer, CreateOptions, Format, Image, OpenOptions,
