@@ -8,7 +8,7 @@
 //!   what a VMM's virtio-blk device reads, writes, flushes and sizes. Raw disks can use
 //!   direct I/O ([`direct`]).
 //! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
-//! - Every path is opened through [`file`], which refuses FIFOs, character devices and other
+//! - Every path is opened through [`file`](mod@file), which refuses FIFOs, character devices and other
 //!   non-disks without blocking.
 
 pub mod direct;

@@ -25,7 +25,7 @@ use virtio_queue::{DescriptorChain, Queue, Reader, Writer};
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::msix::copy_out;
-use crate::worker::{process_queue, Worker, WorkerHandler};
+use crate::worker::{process_queue, DeviceWorker, WorkerHandler};
 use crate::{Activation, Error, GuestMemoryHandle, InterruptHandle, VirtioDevice};
 
 /// Bytes per virtio-blk sector (fixed by the spec, whatever the disk's block size).
@@ -55,7 +55,7 @@ pub struct BlockDevice {
     readonly: bool,
     serial: [u8; SERIAL_LEN],
     config: [u8; 36],
-    worker: Option<Worker>,
+    worker: DeviceWorker,
 }
 
 impl BlockDevice {
@@ -79,7 +79,7 @@ impl BlockDevice {
             readonly,
             serial: id,
             config,
-            worker: None,
+            worker: DeviceWorker::default(),
         }
     }
 }
@@ -110,36 +110,27 @@ impl VirtioDevice for BlockDevice {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), Error> {
-        self.reset();
-        let Some(active) = activation.queues.into_iter().next() else {
-            return Ok(());
-        };
         let capacity = lock_disk(&self.disk).size() / SECTOR_SIZE * SECTOR_SIZE;
-        let handler = BlockWorker {
-            mem: activation.mem,
-            queue: active.queue,
-            interrupt: active.interrupt,
-            requests: RequestHandler {
-                disk: self.disk.clone(),
-                capacity,
-                readonly: self.readonly,
-                serial: self.serial,
-                chunk: vec![0u8; CHUNK],
-            },
+        let requests = RequestHandler {
+            disk: self.disk.clone(),
+            capacity,
+            readonly: self.readonly,
+            serial: self.serial,
+            chunk: vec![0u8; CHUNK],
         };
-        self.worker = Some(Worker::spawn(
-            "virtio-blk",
-            vec![active.kick],
-            Vec::new(),
-            handler,
-        )?);
-        Ok(())
+        self.worker
+            .start_single_queue("virtio-blk", activation, |mem, queue, interrupt| {
+                BlockWorker {
+                    mem,
+                    queue,
+                    interrupt,
+                    requests,
+                }
+            })
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        self.worker.stop();
     }
 }
 

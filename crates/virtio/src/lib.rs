@@ -50,9 +50,9 @@
 //!
 //! # Threading
 //!
-//! Each activated device runs one worker thread (see [`worker`]). Queue notifications are
-//! eventfds ("kicks"), one per queue, created with the transport and stable for its lifetime:
-//! the VMM should register them as KVM ioeventfds at the notify addresses so a guest kick never
+//! Each activated device runs one worker thread, started and stopped by its
+//! [`worker::DeviceWorker`]. Queue notifications are eventfds ("kicks"), one per queue, created
+//! with the transport and stable for its lifetime: the VMM should register them as KVM ioeventfds at the notify addresses so a guest kick never
 //! leaves the kernel; if it does not, a guest write to the notify region reaching
 //! [`PciFunction::bar_write`] signals the same eventfd, so both paths behave the same. The worker
 //! waits (epoll) on the kicks, on a stop eventfd, and on device fds (the TAP for virtio-net, so
@@ -199,7 +199,7 @@ pub trait VirtioDevice: Send {
     fn read_config(&self, offset: u64, data: &mut [u8]);
     /// Write the device-specific configuration (ignored by devices with read-only config).
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    /// Start serving the queues (normally by spawning a [`worker`] thread).
+    /// Start serving the queues (normally with a [`worker::DeviceWorker`]).
     fn activate(&mut self, activation: Activation) -> Result<(), Error>;
     /// Stop serving (join any worker) and return to the pre-activation state.
     fn reset(&mut self);
