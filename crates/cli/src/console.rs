@@ -8,13 +8,12 @@
 //! so `printf 'nproc\n' | oxvirt console vm` shows the guest's answer.
 
 use std::io::{IsTerminal, Read, Write};
-use std::mem::MaybeUninit;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use anyhow::{bail, Context};
 use oxvirt_api::Client;
+use rustix::termios::{tcgetattr, tcsetattr, OptionalActions, Termios};
 
 use crate::commands::block_on;
 
@@ -109,8 +108,8 @@ fn forward_input(mut input: impl Read, mut console: UnixStream) {
 
 /// Raw mode on a terminal for as long as this lives; the previous settings come back on drop.
 struct RawTerminal {
-    fd: RawFd,
-    saved: libc::termios,
+    /// The settings read before raw mode was switched on.
+    saved: Termios,
 }
 
 impl RawTerminal {
@@ -119,31 +118,19 @@ impl RawTerminal {
         if !stdin.is_terminal() {
             return Ok(None);
         }
-        let fd = stdin.as_raw_fd();
-        let mut saved = MaybeUninit::<libc::termios>::uninit();
-        // SAFETY: `fd` is open for the life of the process and `saved` is valid for writes of
-        // one termios, which tcgetattr fills completely when it returns 0.
-        if unsafe { libc::tcgetattr(fd, saved.as_mut_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("cannot read terminal settings");
-        }
-        // SAFETY: tcgetattr returned 0, so `saved` is initialized.
-        let saved = unsafe { saved.assume_init() };
-        let mut raw = saved;
-        // SAFETY: `raw` is a valid, initialized termios that cfmakeraw only modifies.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        // SAFETY: `fd` is open and `raw` is a valid termios.
-        if unsafe { libc::tcsetattr(fd, libc::TCSANOW, &raw) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("cannot switch the terminal to raw mode");
-        }
-        Ok(Some(RawTerminal { fd, saved }))
+        let saved = tcgetattr(stdin).context("cannot read terminal settings")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(stdin, OptionalActions::Now, &raw)
+            .context("cannot switch the terminal to raw mode")?;
+        Ok(Some(RawTerminal { saved }))
     }
 }
 
 impl Drop for RawTerminal {
     fn drop(&mut self) {
-        // SAFETY: `fd` is still open (stdin) and `saved` holds the settings read at enable.
-        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+        // Best effort: if stdin is gone there is no terminal left to restore.
+        let _ = tcsetattr(std::io::stdin(), OptionalActions::Now, &self.saved);
     }
 }
 

@@ -7,6 +7,9 @@
 //!
 //! Exit status: 0 on success, 1 on any error, reported as one `error: <message>` line on stderr.
 
+// Everything here is parsing, printing and talking to oxvirtd or image files through safe APIs.
+#![forbid(unsafe_code)]
+
 mod commands;
 mod console;
 mod edit;

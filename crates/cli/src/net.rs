@@ -335,26 +335,19 @@ pub fn dhcp_leases(leases: &[NetworkLease]) -> String {
     )
 }
 
-/// "YYYY-MM-DD HH:MM:SS" in the local time zone, as virsh prints lease expiry times.
+/// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
+/// `localtime`), as virsh prints lease expiry times; the plain number if it is no date.
 fn local_time(unix: u64) -> String {
-    let Ok(time) = libc::time_t::try_from(unix) else {
+    let Some(time) = i64::try_from(unix)
+        .ok()
+        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+    else {
         return unix.to_string();
     };
-    // SAFETY: localtime_r writes only into the `tm` we pass; `time` is a plain integer.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    let converted = unsafe { !libc::localtime_r(&time, &mut tm).is_null() };
-    if !converted {
-        return unix.to_string();
-    }
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    jiff::tz::TimeZone::system()
+        .to_datetime(time)
+        .strftime("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 /// `domiflist`: virsh's table; "-" for what is not there.
@@ -422,6 +415,20 @@ pub fn domifstat(interface: &str, stats: &InterfaceStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Local times read like libc's (here through date(1), in the same environment and zone).
+    #[test]
+    fn lease_expiry_is_in_local_time_like_libc() {
+        for unix in [0u64, 1_700_000_000, 1_719_792_000] {
+            let date = std::process::Command::new("date")
+                .args(["-d", &format!("@{unix}"), "+%Y-%m-%d %H:%M:%S"])
+                .output()
+                .expect("date(1) runs");
+            let expected = String::from_utf8_lossy(&date.stdout).trim().to_string();
+            assert_eq!(local_time(unix), expected, "unix time {unix}");
+        }
+        assert_eq!(local_time(u64::MAX), u64::MAX.to_string());
+    }
 
     fn network(name: &str, active: bool, autostart: bool) -> NetworkInfo {
         NetworkInfo {

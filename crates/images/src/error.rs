@@ -45,7 +45,7 @@ pub enum ImageError {
     BackingLoop { path: PathBuf },
     /// An overlay names a backing file without recording its format, and probing it was not
     /// asked for (see `OpenOptions::probe_backing_format`).
-    #[error("{overlay}: its backing file '{backing_name}' ({backing}) has no recorded format, and backing formats are not probed (a guest could choose them); recreate the overlay with -F raw|qcow2, or record the format: qemu-img rebase -u -F raw|qcow2 -b '{backing_name}' '{overlay}'")]
+    #[error("{overlay}: its backing file {backing_name:?} has no recorded format, and backing formats are not probed (a guest could choose them; the file is {backing}); recreate the overlay with -F raw|qcow2, or record the format: qemu-img rebase -u -F raw|qcow2 -b '{backing_name}' '{overlay}'")]
     BackingFormatMissing {
         overlay: PathBuf,
         /// As stored in the overlay's header.
@@ -68,6 +68,11 @@ pub enum ImageError {
     },
     #[error("{path}: image was opened read-only")]
     ReadOnly { path: PathBuf },
+    /// Direct I/O (`O_DIRECT`, `cache=none`) cannot be used for this disk: the format is not
+    /// raw, the file system does not support it, or the size is not a multiple of the
+    /// alignment.
+    #[error("{path}: direct I/O (cache=none) is not possible: {reason}")]
+    DirectIo { path: PathBuf, reason: String },
     /// The path is a FIFO, a character device, a socket or a directory: reading it as a disk
     /// could block for ever or never end, so it is refused before anything is read.
     #[error("{path}: is {kind}, not a disk image")]

@@ -55,6 +55,27 @@ pub fn open_image_file(path: &Path, access: Access) -> Result<File> {
     open_checked(path, &mut options).map_err(|e| e.into_image_error(path))
 }
 
+/// Opens an existing image file like [`open_image_file`], for direct I/O (`O_DIRECT`, QEMU's
+/// `cache=none`): reads and writes then bypass the host page cache and must be aligned (the
+/// raw image does that, see [`crate::direct`]). A file system without direct I/O is
+/// [`ImageError::DirectIo`].
+pub fn open_image_file_direct(path: &Path, access: Access) -> Result<File> {
+    // O_DIRECT is set once the file is known to be an image: opening a FIFO with it fails
+    // (EINVAL) before it could be refused as what it is.
+    let file = open_image_file(path, access)?;
+    set_status_flags(&file, 0, libc::O_DIRECT).map_err(|e| {
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            ImageError::DirectIo {
+                path: path.to_path_buf(),
+                reason: "its file system does not support O_DIRECT".to_string(),
+            }
+        } else {
+            ImageError::io(path, e)
+        }
+    })?;
+    Ok(file)
+}
+
 /// Why [`open_checked`] failed: the OS error is kept apart so callers can tell "file exists"
 /// and "no such file" from the rest.
 enum OpenError {
@@ -98,7 +119,7 @@ fn open_checked(path: &Path, options: &mut fs::OpenOptions) -> Result<File, Open
     // Regular files and block devices never wait on open, but some file systems (FUSE, NFS)
     // honour O_NONBLOCK on reads and writes of regular files too, and would then fail them
     // with EAGAIN: from here on the descriptor is an ordinary blocking one.
-    clear_nonblocking(&file).map_err(OpenError::Os)?;
+    set_status_flags(&file, libc::O_NONBLOCK, 0).map_err(OpenError::Os)?;
     Ok(file)
 }
 
@@ -115,7 +136,8 @@ pub(crate) fn file_length(file: &File, path: &Path) -> Result<u64> {
     std::io::Seek::seek(&mut handle, std::io::SeekFrom::End(0)).map_err(|e| ImageError::io(path, e))
 }
 
-fn clear_nonblocking(file: &File) -> std::io::Result<()> {
+/// Changes the status flags of `file`'s open file description: clears `clear`, sets `set`.
+fn set_status_flags(file: &File, clear: libc::c_int, set: libc::c_int) -> std::io::Result<()> {
     let fd = file.as_raw_fd();
     // SAFETY: F_GETFL on a descriptor owned by `file`, which outlives the call; no memory is
     // passed.
@@ -124,7 +146,7 @@ fn clear_nonblocking(file: &File) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: as above; F_SETFL only changes the status flags of this open file description.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } == -1 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, (flags & !clear) | set) } == -1 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())

@@ -14,17 +14,23 @@ use crate::raw::RawImage;
 /// Longest backing chain we follow.
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
-/// An image format. Serialized as its name (`"raw"`, `"qcow2"`), as in `oxvirt-vmm`'s config file.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+/// An image format: the one disk format type of oxvirt's I/O side (`oxvirt img`, the daemon's
+/// volumes, `oxvirt-vmm` and its virtio-blk devices). Serialized, parsed (`FromStr`) and
+/// displayed as its name (`"raw"`, `"qcow2"`), as in `oxvirt-vmm`'s config file. There is no
+/// "auto": probing is an explicit call ([`probe`], `OpenOptions::format: None`), never a value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// The default, as in libvirt and QEMU: a disk whose format is not stated is raw.
+    #[default]
     Raw,
     Qcow2,
 }
 
 impl Format {
+    /// Every format, in the order command lines list them.
+    pub const ALL: [Format; 2] = [Format::Raw, Format::Qcow2];
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Raw => "raw",
@@ -32,13 +38,28 @@ impl Format {
         }
     }
     pub fn parse(name: &str) -> Result<Format> {
-        match name {
-            "raw" => Ok(Format::Raw),
-            "qcow2" => Ok(Format::Qcow2),
-            other => Err(ImageError::InvalidArgument(format!(
-                "unsupported format '{other}' (raw and qcow2 are supported)"
-            ))),
-        }
+        Format::ALL
+            .into_iter()
+            .find(|format| format.name() == name)
+            .ok_or_else(|| {
+                ImageError::InvalidArgument(format!(
+                    "unsupported format '{name}' (raw and qcow2 are supported)"
+                ))
+            })
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = ImageError;
+
+    fn from_str(name: &str) -> Result<Format> {
+        Format::parse(name)
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

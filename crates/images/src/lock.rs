@@ -65,9 +65,10 @@ fn ofd_lock(
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = byte;
     fl.l_len = 1;
-    fl.l_pid = 0; // required to be 0 for OFD locks
-                  // SAFETY: the fd is valid for the life of `file`, and `fl` is a valid flock the kernel may
-                  // read and (for F_OFD_GETLK) write.
+    // OFD locks require l_pid to be 0.
+    fl.l_pid = 0;
+    // SAFETY: the fd is valid for the life of `file`, and `fl` is a valid flock the kernel may
+    // read and (for F_OFD_GETLK) write.
     let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &mut fl as *mut libc::flock) };
     if rc == -1 {
         Err(std::io::Error::last_os_error())

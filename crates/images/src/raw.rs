@@ -5,6 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
+use crate::direct::{DirectBuffer, DIRECT_ALIGN};
 use crate::error::{ImageError, Result};
 use crate::image::Allocation;
 
@@ -14,6 +15,9 @@ pub struct RawImage {
     path: PathBuf,
     writable: bool,
     size: u64,
+    /// Present when the file was opened for direct I/O (`O_DIRECT`): every read and write goes
+    /// through this aligned buffer (see [`crate::direct`]).
+    direct: Option<DirectBuffer>,
 }
 
 impl RawImage {
@@ -24,11 +28,32 @@ impl RawImage {
             path: path.to_path_buf(),
             writable,
             size,
+            direct: None,
         })
+    }
+
+    /// A raw image on a file opened with `O_DIRECT` (by `file::open_image_file_direct`). Its
+    /// size must be a multiple of [`DIRECT_ALIGN`]: the last block could not be read otherwise.
+    pub(crate) fn open_direct(file: File, path: &Path, writable: bool) -> Result<RawImage> {
+        let mut image = RawImage::open(file, path, writable)?;
+        if image.size % DIRECT_ALIGN as u64 != 0 {
+            return Err(ImageError::DirectIo {
+                path: path.to_path_buf(),
+                reason: format!("size {} is not a multiple of {DIRECT_ALIGN}", image.size),
+            });
+        }
+        image.direct = Some(DirectBuffer::new());
+        Ok(image)
     }
 
     pub fn virtual_size(&self) -> u64 {
         self.size
+    }
+
+    /// The open file, for tests that look at how it was opened.
+    #[cfg(test)]
+    pub(crate) fn file(&self) -> &File {
+        &self.file
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {
@@ -45,9 +70,11 @@ impl RawImage {
 
     pub fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
         self.check_range(offset, buf.len() as u64)?;
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| ImageError::io(&self.path, e))
+        match &mut self.direct {
+            None => self.file.read_exact_at(buf, offset),
+            Some(bounce) => bounce.read_at(&self.file, buf, offset),
+        }
+        .map_err(|e| ImageError::io(&self.path, e))
     }
 
     pub fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<()> {
@@ -57,9 +84,11 @@ impl RawImage {
             });
         }
         self.check_range(offset, buf.len() as u64)?;
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| ImageError::io(&self.path, e))
+        match &mut self.direct {
+            None => self.file.write_all_at(buf, offset),
+            Some(bounce) => bounce.write_at(&self.file, buf, offset),
+        }
+        .map_err(|e| ImageError::io(&self.path, e))
     }
 
     /// Uses SEEK_DATA/SEEK_HOLE: holes read as zeros.

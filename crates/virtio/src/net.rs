@@ -26,7 +26,7 @@ use vm_memory::GuestAddressSpace;
 use vmm_sys_util::epoll::EventSet;
 
 use crate::msix::copy_out;
-use crate::worker::{process_queue, WatchedFd, Worker, WorkerHandler};
+use crate::worker::{process_queue, DeviceWorker, WatchedFd, WorkerHandler};
 use crate::{Activation, Error, GuestMemoryHandle, InterruptHandle, VirtioDevice};
 
 /// Size of `virtio_net_hdr_v1` (with `num_buffers`), used on the TAP and in the queues.
@@ -132,7 +132,7 @@ impl Tap {
 pub struct NetDevice {
     tap: Arc<Tap>,
     config: [u8; 6],
-    worker: Option<Worker>,
+    worker: DeviceWorker,
 }
 
 impl NetDevice {
@@ -144,7 +144,7 @@ impl NetDevice {
         NetDevice {
             tap: Arc::new(tap),
             config: mac,
-            worker: None,
+            worker: DeviceWorker::default(),
         }
     }
 }
@@ -167,6 +167,8 @@ impl VirtioDevice for NetDevice {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), Error> {
+        // Stop the old worker first (`start` would too, but later): it reads the same TAP, and
+        // must not put frames into queues the driver is setting up anew.
         self.reset();
         let mut kicks = Vec::new();
         let mut kick_queues = Vec::new();
@@ -197,14 +199,11 @@ impl VirtioDevice for NetDevice {
             rx_frame: vec![0u8; MAX_FRAME_LEN],
             tx_frame: vec![0u8; MAX_FRAME_LEN],
         };
-        self.worker = Some(Worker::spawn("virtio-net", kicks, watched, handler)?);
-        Ok(())
+        self.worker.start("virtio-net", kicks, watched, handler)
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        self.worker.stop();
     }
 }
 

@@ -8,7 +8,7 @@ use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::{Queue, Writer};
 use vm_memory::GuestAddressSpace;
 
-use crate::worker::{process_queue, Worker, WorkerHandler};
+use crate::worker::{process_queue, DeviceWorker, WorkerHandler};
 use crate::{Activation, Error, GuestMemoryHandle, InterruptHandle, VirtioDevice};
 
 const QUEUE_SIZES: [u16; 1] = [256];
@@ -16,12 +16,14 @@ const QUEUE_SIZES: [u16; 1] = [256];
 const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
 
 pub struct RngDevice {
-    worker: Option<Worker>,
+    worker: DeviceWorker,
 }
 
 impl RngDevice {
     pub fn new() -> Self {
-        RngDevice { worker: None }
+        RngDevice {
+            worker: DeviceWorker::default(),
+        }
     }
 }
 
@@ -49,28 +51,18 @@ impl VirtioDevice for RngDevice {
     }
 
     fn activate(&mut self, activation: Activation) -> Result<(), Error> {
-        self.reset();
-        let Some(active) = activation.queues.into_iter().next() else {
-            return Ok(()); // The driver enabled no queue: nothing to serve.
-        };
-        let handler = RngWorker {
-            mem: activation.mem,
-            queue: active.queue,
-            interrupt: active.interrupt,
-        };
-        self.worker = Some(Worker::spawn(
-            "virtio-rng",
-            vec![active.kick],
-            Vec::new(),
-            handler,
-        )?);
-        Ok(())
+        self.worker
+            .start_single_queue("virtio-rng", activation, |mem, queue, interrupt| {
+                RngWorker {
+                    mem,
+                    queue,
+                    interrupt,
+                }
+            })
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            worker.stop();
-        }
+        self.worker.stop();
     }
 }
 

@@ -1,5 +1,9 @@
 //! The per-device worker thread: waits on queue kicks, a stop eventfd and device fds, and calls
 //! the device's handler. One thread per activated device; stopped and joined on reset/drop.
+//!
+//! Devices hold a [`DeviceWorker`], the one implementation of "start the worker on activation
+//! (stopping any previous one first), stop and join it on reset or drop"; they only say what the
+//! thread does ([`WorkerHandler`]) and what it waits on.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
@@ -7,15 +11,18 @@ use std::thread::JoinHandle;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::Error;
+use virtio_queue::Queue;
+
+use crate::{Activation, Error, GuestMemoryHandle, InterruptHandle};
 
 /// What a device does on its worker thread.
 pub trait WorkerHandler: Send + 'static {
     /// Called once before waiting: process whatever the driver queued before DRIVER_OK.
     fn start(&mut self) {}
-    /// The driver kicked the queue at position `queue` of the kick list given to [`Worker::spawn`].
+    /// The driver kicked the queue at position `queue` of the kick list given to
+    /// [`DeviceWorker::start`].
     fn queue_kicked(&mut self, queue: usize);
-    /// An extra fd given to [`Worker::spawn`] with `token` is ready.
+    /// An extra fd given to [`DeviceWorker::start`] with `token` is ready.
     fn fd_ready(&mut self, _token: u64, _events: EventSet) {}
 }
 
@@ -29,15 +36,62 @@ pub struct WatchedFd {
 const STOP_TOKEN: u64 = u64::MAX;
 const KICK_BASE: u64 = 1 << 32;
 
+/// A device's worker thread, if one runs. A device activated again (or reset) gets its old
+/// worker stopped and joined first, so at most one thread serves a device's queues; dropping
+/// the device stops and joins it too.
+#[derive(Default)]
+pub struct DeviceWorker(Option<Worker>);
+
+impl DeviceWorker {
+    /// Stops any running worker, then starts a thread named `name` running `handler`, woken by
+    /// `kicks` (position `i` calls [`WorkerHandler::queue_kicked`] with `i`) and `extra` fds.
+    /// `extra` tokens must be below 2^32.
+    pub fn start<H: WorkerHandler>(
+        &mut self,
+        name: &str,
+        kicks: Vec<EventFd>,
+        extra: Vec<WatchedFd>,
+        handler: H,
+    ) -> Result<(), Error> {
+        self.stop();
+        self.0 = Some(Worker::spawn(name, kicks, extra, handler)?);
+        Ok(())
+    }
+
+    /// For single-queue devices: stops any running worker, then serves the first queue the
+    /// driver enabled with the handler `make` builds from guest memory, the queue and its
+    /// interrupt. A driver that enabled no queue gets no thread (there is nothing to serve).
+    pub fn start_single_queue<H: WorkerHandler>(
+        &mut self,
+        name: &str,
+        activation: Activation,
+        make: impl FnOnce(GuestMemoryHandle, Queue, InterruptHandle) -> H,
+    ) -> Result<(), Error> {
+        self.stop();
+        let Some(active) = activation.queues.into_iter().next() else {
+            return Ok(());
+        };
+        let handler = make(activation.mem, active.queue, active.interrupt);
+        self.start(name, vec![active.kick], Vec::new(), handler)
+    }
+
+    /// Stops and joins the worker, if one runs.
+    pub fn stop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            worker.stop();
+        }
+    }
+}
+
 /// A running worker thread.
-pub struct Worker {
+struct Worker {
     stop: EventFd,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Worker {
     /// Start a thread named `name` running `handler`. `extra` tokens must be below 2^32.
-    pub fn spawn<H: WorkerHandler>(
+    fn spawn<H: WorkerHandler>(
         name: &str,
         kicks: Vec<EventFd>,
         extra: Vec<WatchedFd>,
@@ -72,7 +126,7 @@ impl Worker {
     }
 
     /// Ask the thread to stop and wait for it.
-    pub fn stop(mut self) {
+    fn stop(mut self) {
         self.stop_and_join();
     }
 

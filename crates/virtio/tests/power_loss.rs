@@ -13,7 +13,7 @@
 //! for `check -r` to repair) is a matter of timing: since new clusters no longer get their unused
 //! part written with zeros, that window is short and most kills land outside it. So this test
 //! holds the safety properties after every kill, and prints how many kills leaked; leak repair
-//! itself is proven deterministically in `crates/images/tests/hostile.rs` (a planted leak).
+//! itself is proven deterministically in `crates/cli/tests/img_hostile.rs` (a planted leak).
 //!
 //! Runs without the libtest harness (`harness = false`): `main` is either the test or, with
 //! `OXVIRT_POWER_LOSS_IMAGE` set, the writer.
@@ -31,7 +31,7 @@ use common::blk::*;
 use common::{Buf, Driver};
 use oxvirt_images::qcow2::check::Repair;
 use oxvirt_images::{Format, Image, OpenOptions};
-use oxvirt_virtio::{block_device_from_image, BlockConfig, DiskFormat};
+use oxvirt_virtio::{block_device_from_image, BlockConfig};
 
 const IMAGE_ENV: &str = "OXVIRT_POWER_LOSS_IMAGE";
 /// Write `i` goes to slot `i % SLOTS`. The kill must land during the first pass, while writes
@@ -93,7 +93,7 @@ fn writer(image: &Path) {
             direct: false,
             serial: None,
         },
-        DiskFormat::Qcow2,
+        Format::Qcow2,
     )
     .unwrap_or_else(|e| panic!("writer: {e}"));
     let mut d = Driver::start(dev, BLK_FEATURES, 1);

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::blk::*;
 use common::Driver;
-use oxvirt_images::ImageError;
-use oxvirt_virtio::{block_device_from_image, BlockConfig, DiskFormat, Error};
+use oxvirt_images::{Format, ImageError};
+use oxvirt_virtio::{block_device_from_image, BlockConfig, Error};
 
 const MIB: u64 = 1 << 20;
 
@@ -24,7 +24,7 @@ fn config(path: &Path, readonly: bool) -> BlockConfig {
     }
 }
 
-fn start(path: &Path, format: DiskFormat, readonly: bool) -> Driver {
+fn start(path: &Path, format: Format, readonly: bool) -> Driver {
     let dev = block_device_from_image(config(path, readonly), format)
         .unwrap_or_else(|e| panic!("opening {} as {format}: {e}", path.display()));
     Driver::start(dev, BLK_FEATURES, 1)
@@ -79,7 +79,7 @@ fn guest_writes_to_a_qemu_img_qcow2_read_back_through_qemu() {
     let disk = dir.path().join("disk.qcow2");
     qemu_img_create(&disk, "8M", None);
 
-    let mut d = start(&disk, DiskFormat::Qcow2, false);
+    let mut d = start(&disk, Format::Qcow2, false);
     let mut capacity = [0u8; 8];
     d.device_config(0, &mut capacity);
     assert_eq!(u64::from_le_bytes(capacity), 8 * MIB / 512, "capacity");
@@ -145,7 +145,7 @@ fn a_backing_chain_reads_through_and_only_the_top_is_written() {
     let mut expected = base_data.clone();
     expected[MIB as usize..(MIB + (64 << 10)) as usize].fill(0x5a);
 
-    let mut d = start(&top, DiskFormat::Qcow2, false);
+    let mut d = start(&top, Format::Qcow2, false);
     assert_eq!(read_ok(&mut d, 0, 8192), &expected[..8192], "from base.raw");
     let around = (MIB - 4096) as usize;
     assert_eq!(
@@ -199,7 +199,7 @@ fn a_read_only_qcow2_offers_ro_rejects_writes_and_shares_with_readers() {
     );
     let before = std::fs::read(&disk).unwrap();
 
-    let mut d = start(&disk, DiskFormat::Qcow2, true);
+    let mut d = start(&disk, Format::Qcow2, true);
     assert_ne!(d.device_features & F_RO, 0, "VIRTIO_BLK_F_RO offered");
     assert_eq!(
         request(&mut d, T_OUT, 0, Some(&[0u8; 512]), 0).0,
@@ -231,8 +231,8 @@ fn a_device_and_qemu_exclude_each_other_through_image_locks() {
     std::fs::write(&raw, vec![0u8; MIB as usize]).unwrap();
 
     // While a device has the disks open, QEMU's tools refuse to write them.
-    let qcow2_dev = start(&disk, DiskFormat::Qcow2, false);
-    let raw_dev = start(&raw, DiskFormat::Raw, false);
+    let qcow2_dev = start(&disk, Format::Qcow2, false);
+    let raw_dev = start(&raw, Format::Raw, false);
     for (path, format) in [(&disk, "qcow2"), (&raw, "raw")] {
         let write = run("qemu-io", &["-f", format, "-c", "write 0 512", p(path)]);
         assert!(
@@ -262,7 +262,7 @@ fn a_device_and_qemu_exclude_each_other_through_image_locks() {
             .stderr(Stdio::null()),
     );
     wait_for("qemu-io's write lock", || has_lock_at(&disk, 101));
-    let refused = block_device_from_image(config(&disk, false), DiskFormat::Qcow2);
+    let refused = block_device_from_image(config(&disk, false), Format::Qcow2);
     let err = refused.err().expect("opened a disk qemu-io holds");
     assert!(
         matches!(err, Error::Image(ImageError::Locked { .. })),
@@ -270,10 +270,10 @@ fn a_device_and_qemu_exclude_each_other_through_image_locks() {
     );
     assert!(err.to_string().contains("in use"), "{err}");
     // Read-only is refused too: QEMU does not share "write" with a reader that forbids it.
-    assert!(block_device_from_image(config(&disk, true), DiskFormat::Qcow2).is_err());
+    assert!(block_device_from_image(config(&disk, true), Format::Qcow2).is_err());
     drop(qemu_io.stdin.take()); // EOF: qemu-io quits
     assert!(qemu_io.wait().unwrap().success());
-    close(start(&disk, DiskFormat::Qcow2, false));
+    close(start(&disk, Format::Qcow2, false));
 
     // The same for a raw disk.
     let mut qemu_io = spawn(
@@ -286,7 +286,7 @@ fn a_device_and_qemu_exclude_each_other_through_image_locks() {
     wait_for("qemu-io's write lock on the raw disk", || {
         has_lock_at(&raw, 101)
     });
-    let err = block_device_from_image(config(&raw, false), DiskFormat::Raw)
+    let err = block_device_from_image(config(&raw, false), Format::Raw)
         .err()
         .expect("opened a raw disk qemu-io holds");
     assert!(
@@ -295,7 +295,7 @@ fn a_device_and_qemu_exclude_each_other_through_image_locks() {
     );
     drop(qemu_io.stdin.take());
     assert!(qemu_io.wait().unwrap().success());
-    close(start(&raw, DiskFormat::Raw, false));
+    close(start(&raw, Format::Raw, false));
 }
 
 #[test]
@@ -324,7 +324,7 @@ fn a_corrupt_mapping_fails_the_request_not_the_device() {
     file.write_all_at(&bogus.to_be_bytes(), l2_offset).unwrap();
     drop(file);
 
-    let mut d = start(&disk, DiskFormat::Qcow2, false);
+    let mut d = start(&disk, Format::Qcow2, false);
     assert_eq!(request(&mut d, T_IN, 0, None, 512).0, S_IOERR);
     // The device keeps serving the parts of the disk that are intact.
     assert!(read_ok(&mut d, 64 << 10, 4096).iter().all(|&b| b == 0x77));
@@ -350,17 +350,17 @@ fn formats_are_never_probed() {
     let disguised = dir.path().join("guest-wrote-a-qcow2-header.img");
     qemu_img_create(&disguised, "1G", None);
     let file_size = std::fs::metadata(&disguised).unwrap().len();
-    let mut d = start(&disguised, DiskFormat::Raw, true);
+    let mut d = start(&disguised, Format::Raw, true);
     let mut capacity = [0u8; 8];
     d.device_config(0, &mut capacity);
     assert_eq!(u64::from_le_bytes(capacity), file_size / 512, "raw size");
     assert_eq!(&read_ok(&mut d, 0, 512)[..4], b"QFI\xfb");
     close(d);
 
-    assert_eq!(DiskFormat::default(), DiskFormat::Raw);
-    assert_eq!("qcow2".parse::<DiskFormat>().unwrap(), DiskFormat::Qcow2);
-    let auto = "auto".parse::<DiskFormat>().unwrap_err();
-    assert!(matches!(auto, Error::UnknownDiskFormat(_)), "{auto}");
+    assert_eq!(Format::default(), Format::Raw);
+    assert_eq!("qcow2".parse::<Format>().unwrap(), Format::Qcow2);
+    let auto = "auto".parse::<Format>().unwrap_err();
+    assert!(matches!(auto, ImageError::InvalidArgument(_)), "{auto}");
 
     // A backing file without a recorded format would have to be probed: refused, naming it.
     let base = dir.path().join("base.raw");
@@ -370,7 +370,7 @@ fn formats_are_never_probed() {
     set_backing_without_format(&overlay, "base.raw");
     let info = ok("qemu-img", &["info", p(&overlay)]);
     assert!(info.contains("backing file: base.raw"), "{info}");
-    let err = block_device_from_image(config(&overlay, false), DiskFormat::Qcow2)
+    let err = block_device_from_image(config(&overlay, false), Format::Qcow2)
         .err()
         .expect("opened a chain that needs probing");
     assert!(
@@ -382,7 +382,7 @@ fn formats_are_never_probed() {
     // Also one level down.
     let top = dir.path().join("top.qcow2");
     qemu_img_create(&top, "1M", Some(("overlay.qcow2", "qcow2")));
-    let err = block_device_from_image(config(&top, true), DiskFormat::Qcow2)
+    let err = block_device_from_image(config(&top, true), Format::Qcow2)
         .err()
         .expect("opened a chain that needs probing");
     assert!(err.to_string().contains("overlay.qcow2"), "{err}");
@@ -395,7 +395,7 @@ fn qcow2_refuses_direct_io_and_names_bad_files() {
     qemu_img_create(&disk, "1M", None);
     let mut direct = config(&disk, false);
     direct.direct = true;
-    let err = block_device_from_image(direct, DiskFormat::Qcow2)
+    let err = block_device_from_image(direct, Format::Qcow2)
         .err()
         .expect("qcow2 with direct I/O");
     assert!(err.to_string().contains("raw disks only"), "{err}");
@@ -403,7 +403,7 @@ fn qcow2_refuses_direct_io_and_names_bad_files() {
     // A raw file opened as qcow2: a clear error naming the file, no panic.
     let not_qcow2: PathBuf = dir.path().join("plain.raw");
     std::fs::write(&not_qcow2, vec![0u8; 65536]).unwrap();
-    let err = block_device_from_image(config(&not_qcow2, false), DiskFormat::Qcow2)
+    let err = block_device_from_image(config(&not_qcow2, false), Format::Qcow2)
         .err()
         .expect("raw bytes accepted as qcow2");
     assert!(err.to_string().contains("plain.raw"), "{err}");

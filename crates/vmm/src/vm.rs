@@ -569,11 +569,7 @@ fn add_virtio_devices(
             direct: disk.cache == DiskCache::None,
             serial: Some(format!("oxvirt-disk{i}")),
         };
-        let format = match disk.format {
-            oxvirt_images::Format::Raw => oxvirt_virtio::DiskFormat::Raw,
-            oxvirt_images::Format::Qcow2 => oxvirt_virtio::DiskFormat::Qcow2,
-        };
-        devices.push(oxvirt_virtio::block_device_from_image(block, format)?);
+        devices.push(oxvirt_virtio::block_device_from_image(block, disk.format)?);
     }
     for (i, net) in config.nets.iter().enumerate() {
         // Locally administered, derived from the index, unless given.

@@ -1,9 +1,10 @@
-//! Shared helpers for the images integration tests: run qemu-img/qemu-io/our tool, and
-//! write known content while keeping an in-memory copy of what the disk should hold.
+//! Shared helpers for the `oxvirt img` tests (img_*.rs): run qemu-img/qemu-io and
+//! `oxvirt img`, and write known content while keeping an in-memory copy of what the disk
+//! should hold.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use oxvirt_images::{Image, OpenOptions};
 
@@ -11,16 +12,26 @@ use oxvirt_images::{Image, OpenOptions};
 #[allow(unused_imports)]
 pub use oxvirt_testkit::process::{close, ok, p, run, spawn, spawn_guard, text};
 
-pub fn ours_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_oxvirt-img")
+/// `oxvirt img`, ready for its arguments.
+pub fn ours_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_oxvirt"));
+    command.arg("img");
+    command
+}
+
+/// `args` after `oxvirt img`.
+fn img_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["img"];
+    all.extend_from_slice(args);
+    all
 }
 
 pub fn ours(args: &[&str]) -> Output {
-    run(ours_bin(), args)
+    run(env!("CARGO_BIN_EXE_oxvirt"), &img_args(args))
 }
 
 pub fn ours_ok(args: &[&str]) -> String {
-    ok(ours_bin(), args)
+    ok(env!("CARGO_BIN_EXE_oxvirt"), &img_args(args))
 }
 
 /// `qemu-img check` must find nothing wrong.
@@ -108,9 +119,9 @@ pub fn write_file(path: &Path, data: &[u8]) -> PathBuf {
 /// (e.g. opening a FIFO) is killed and the test fails saying so, instead of hanging the suite.
 pub fn ours_within(deadline: std::time::Duration, args: &[&str]) -> Output {
     use std::io::Read;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let mut child = spawn(
-        Command::new(ours_bin())
+        ours_command()
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -141,14 +152,14 @@ pub fn ours_within(deadline: std::time::Duration, args: &[&str]) -> Output {
                 let _ = child.kill();
                 let _ = child.wait();
                 panic!(
-                    "oxvirt-img {args:?} was still running after {deadline:?}: it blocked (killed it)"
+                    "oxvirt img {args:?} was still running after {deadline:?}: it blocked (killed it)"
                 );
             }
         }
     }
     let status = child
         .wait()
-        .unwrap_or_else(|e| panic!("cannot wait for oxvirt-img {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot wait for oxvirt img {args:?}: {e}"));
     let [stdout, stderr] = captured;
     Output {
         status,

@@ -1,13 +1,13 @@
 //! Locking against a running QEMU, and surviving kill -9 in the middle of a convert.
 
-mod common;
+mod imgsupport;
 
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use imgsupport::*;
 use oxvirt_images::{Image, OpenOptions};
 
 /// Kills the child process when dropped (also when the test fails).
@@ -166,7 +166,7 @@ fn kill_during_convert_leaves_a_repairable_image() {
     for attempt in 0..8 {
         let dst = dir.path().join(format!("dst{attempt}.qcow2"));
         let child = spawn(
-            Command::new(ours_bin())
+            ours_command()
                 .args([
                     "convert",
                     "-O",

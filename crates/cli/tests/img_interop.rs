@@ -1,11 +1,11 @@
 //! Interoperability with the real qemu-img 7.2 in both directions.
 
-mod common;
+mod imgsupport;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use imgsupport::*;
 use oxvirt_images::{Image, OpenOptions};
 
 const MIB: usize = 1 << 20;
