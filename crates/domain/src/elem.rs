@@ -296,6 +296,38 @@ impl<'a, 'input> Elem<'a, 'input> {
         Ok(text)
     }
 
+    /// The text of a `<name>` element (no attributes), checked by `validate`, whose error is
+    /// located at this element.
+    pub(crate) fn name_text(&self, validate: fn(&str) -> Result<()>) -> Result<String> {
+        self.finish_attrs()?;
+        let value = self.text()?.trim().to_string();
+        validate(&value).map_err(|err| match err {
+            DomainError::InvalidName {
+                what, name, reason, ..
+            } => DomainError::InvalidName {
+                what,
+                name,
+                reason,
+                location: self.loc(),
+            },
+            other => other,
+        })?;
+        Ok(value)
+    }
+
+    /// The text of a `<uuid>` element (no attributes) as a UUID.
+    pub(crate) fn uuid_text(&self) -> Result<uuid::Uuid> {
+        self.finish_attrs()?;
+        let text = self.text()?;
+        crate::rules::parse_uuid(text.trim()).ok_or_else(|| {
+            self.invalid(
+                "value",
+                text.trim(),
+                "expected a UUID like c7a5fdbd-edaf-9455-926a-d65c16db1809",
+            )
+        })
+    }
+
     pub(crate) fn text_u64(&self) -> Result<u64> {
         let text = self.text()?;
         parse_decimal_u64(text.trim())

@@ -379,7 +379,7 @@ pub enum FeaturePolicy {
 }
 
 /// `<os>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Os {
     /// `<os firmware=...>`: automatic firmware selection.
     pub firmware: Option<Firmware>,

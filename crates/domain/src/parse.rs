@@ -9,7 +9,7 @@ use crate::error::DomainError;
 use crate::model::*;
 use crate::names::*;
 use crate::rules::{
-    is_disk_serial, is_host_ifname, parse_uuid, validate_name, MAX_CONTROLLER_INDEX, UNSET_INDEX,
+    is_disk_serial, is_host_ifname, validate_name, MAX_CONTROLLER_INDEX, UNSET_INDEX,
 };
 use crate::units::{cpuset_at, mac_at, parse_decimal_u64, size_kib_at};
 
@@ -88,35 +88,8 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             continue;
         }
         match child.name() {
-            "name" => {
-                child.finish_attrs()?;
-                let text = child.text()?;
-                let value = text.trim().to_string();
-                validate_name(&value).map_err(|e| match e {
-                    DomainError::InvalidName {
-                        what, name, reason, ..
-                    } => DomainError::InvalidName {
-                        what,
-                        name,
-                        reason,
-                        location: child.loc(),
-                    },
-                    other => other,
-                })?;
-                set_once(&mut name, value, &child)?;
-            }
-            "uuid" => {
-                child.finish_attrs()?;
-                let text = child.text()?;
-                let parsed = parse_uuid(text.trim()).ok_or_else(|| {
-                    child.invalid(
-                        "value",
-                        text.trim(),
-                        "expected a UUID like c7a5fdbd-edaf-9455-926a-d65c16db1809",
-                    )
-                })?;
-                set_once(&mut uuid, parsed, &child)?;
-            }
+            "name" => set_once(&mut name, child.name_text(validate_name)?, &child)?,
+            "uuid" => set_once(&mut uuid, child.uuid_text()?, &child)?,
             "title" => {
                 child.finish_attrs()?;
                 let text = child.text()?;
@@ -421,22 +394,8 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
     elem.finish_attrs()?;
     let mut os = Os {
         firmware,
-        arch: String::new(),
-        machine: String::new(),
-        loader: None,
-        nvram: None,
-        kernel: None,
-        initrd: None,
-        cmdline: None,
-        boot: Vec::new(),
-        bootmenu: None,
-        bios_reboot_timeout: None,
         line: elem.source_line(),
-        type_line: SourceLine::NONE,
-        kernel_line: SourceLine::NONE,
-        initrd_line: SourceLine::NONE,
-        cmdline_line: SourceLine::NONE,
-        boot_lines: SourceLines::default(),
+        ..Os::default()
     };
     let mut seen_type = false;
     let mut seen_bios = false;

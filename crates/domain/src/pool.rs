@@ -29,7 +29,6 @@ use uuid::Uuid;
 
 use crate::elem::{self, set_once, Elem, Result};
 use crate::error::Location;
-use crate::rules::parse_uuid;
 use crate::storage::{parse_permissions, parse_size, Lines};
 use crate::DomainError;
 
@@ -130,24 +129,8 @@ fn parse_pool(root: &mut Elem) -> Result<PoolDef> {
     let (mut capacity, mut allocation, mut available, mut source) = (None, None, None, None);
     for mut child in root.children()? {
         match child.name() {
-            "name" => {
-                child.finish_attrs()?;
-                let value = child.text()?.trim().to_string();
-                validate_pool_name(&value).map_err(|e| at(e, &child))?;
-                set_once(&mut name, value, &child)?;
-            }
-            "uuid" => {
-                child.finish_attrs()?;
-                let text = child.text()?;
-                let parsed = parse_uuid(text.trim()).ok_or_else(|| {
-                    child.invalid(
-                        "value",
-                        text.trim(),
-                        "expected a UUID like c7a5fdbd-edaf-9455-926a-d65c16db1809",
-                    )
-                })?;
-                set_once(&mut uuid, parsed, &child)?;
-            }
+            "name" => set_once(&mut name, child.name_text(validate_pool_name)?, &child)?,
+            "uuid" => set_once(&mut uuid, child.uuid_text()?, &child)?,
             // Figures of a running pool: libvirt ignores them on define.
             "capacity" => set_once(&mut capacity, parse_size(&mut child)?, &child)?,
             "allocation" => set_once(&mut allocation, parse_size(&mut child)?, &child)?,
@@ -219,21 +202,6 @@ fn normalize_target(text: &str) -> std::result::Result<PathBuf, &'static str> {
         return Err("the pool's directory must not be '/'");
     }
     Ok(normalized)
-}
-
-/// A name error located at the element it was read from.
-fn at(err: DomainError, elem: &Elem) -> DomainError {
-    match err {
-        DomainError::InvalidName {
-            what, name, reason, ..
-        } => DomainError::InvalidName {
-            what,
-            name,
-            reason,
-            location: elem.loc(),
-        },
-        other => other,
-    }
 }
 
 #[cfg(test)]

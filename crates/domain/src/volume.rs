@@ -194,22 +194,7 @@ fn parse_volume(root: &mut Elem) -> Result<VolumeDef> {
     let mut backing_store = None;
     for mut child in root.children()? {
         match child.name() {
-            "name" => {
-                child.finish_attrs()?;
-                let value = child.text()?.trim().to_string();
-                validate_volume_name(&value).map_err(|e| match e {
-                    DomainError::InvalidName {
-                        what, name, reason, ..
-                    } => DomainError::InvalidName {
-                        what,
-                        name,
-                        reason,
-                        location: child.loc(),
-                    },
-                    other => other,
-                })?;
-                set_once(&mut name, value, &child)?;
-            }
+            "name" => set_once(&mut name, child.name_text(validate_volume_name)?, &child)?,
             "key" => {
                 child.finish_attrs()?;
                 let value = child.text()?.trim().to_string();
