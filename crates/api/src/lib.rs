@@ -24,6 +24,8 @@
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 

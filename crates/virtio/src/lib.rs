@@ -63,7 +63,6 @@
 
 // The only unsafe code is system calls (TAP ioctls, getrandom); each block is small and says
 // why it is sound.
-#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod block;
 pub mod msix;

@@ -577,15 +577,17 @@ mod tests {
                 file.read_to_end(&mut rest).unwrap();
                 let mut random = [0u8; 16];
                 // SAFETY: getrandom writes at most the buffer's length into it.
-                assert_eq!(
-                    unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) },
-                    16
-                );
+                let got = unsafe { libc::getrandom(random.as_mut_ptr().cast(), random.len(), 0) };
+                assert_eq!(got, 16);
                 let map: std::collections::HashMap<u32, Vec<u8>> =
                     (0..100).map(|i| (i, vec![0u8; 100_000])).collect();
                 assert_eq!(map.len(), 100);
             })
-            .unwrap_or_else(|_| unsafe { libc::_exit(4) });
+            .unwrap_or_else(|_| {
+                // SAFETY: leaving the forked child at once, without running its parent's exit
+                // handlers.
+                unsafe { libc::_exit(4) }
+            });
         if worker.join().is_err() {
             // SAFETY: leaving the child process.
             unsafe { libc::_exit(5) };
