@@ -344,47 +344,42 @@ fn wait_foreign(pid: u32) {
         unsafe { libc::close(fd) };
         return;
     }
-    while process_is_running(pid) {
+    while oxvirt_host::is_running(pid) {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
-/// Whether `pid` exists and is not a zombie.
-fn process_is_running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
-            Some(state != "Z" && state != "X")
-        })
-        .unwrap_or(false)
-}
-
-/// Whether a process' argv is `oxvirt-vmm` running the guest `uuid` (its run directory, which
-/// is named after the uuid, is in its arguments: `--config RUN/vm.json`).
-fn argv_is_vmm_of(cmdline: &[u8], uuid: &Uuid) -> bool {
-    let mut args = cmdline.split(|&b| b == 0).filter(|a| !a.is_empty());
-    let Some(program) = args.next() else {
-        return false;
-    };
-    let program = String::from_utf8_lossy(program);
-    if program.rsplit('/').next() != Some(VMM_BINARY) {
+/// Whether an argv is `oxvirt-vmm` running the guest `uuid` (its run directory, which is named
+/// after the uuid, is in its arguments: `--config RUN/vm.json`).
+fn runs_vm(argv: &[String], uuid: &Uuid) -> bool {
+    let program = argv.first().map(|p| p.rsplit('/').next().unwrap_or(p));
+    if program != Some(VMM_BINARY) {
         return false;
     }
     let uuid = uuid.to_string();
-    args.any(|a| String::from_utf8_lossy(a).contains(&uuid))
+    argv[1..].iter().any(|arg| arg.contains(&uuid))
+}
+
+/// Whether a process' NUL-separated argv is `oxvirt-vmm` running the guest `uuid`.
+#[cfg(test)]
+fn argv_is_vmm_of(cmdline: &[u8], uuid: &Uuid) -> bool {
+    let argv: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    runs_vm(&argv, uuid)
 }
 
 /// Whether `pid` is a live (not zombie) `oxvirt-vmm` running the guest `uuid`, so a recycled
 /// pid is never taken for the VM.
 pub async fn is_alive(pid: u32, uuid: &Uuid) -> bool {
-    if !process_is_running(pid) {
-        return false;
-    }
-    match tokio::fs::read(format!("/proc/{pid}/cmdline")).await {
-        Ok(cmdline) => argv_is_vmm_of(&cmdline, uuid),
-        Err(_) => false,
-    }
+    let uuid = *uuid;
+    tokio::task::spawn_blocking(move || {
+        oxvirt_host::Process::of(pid).is_some_and(|p| p.is_running() && runs_vm(&p.argv, &uuid))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// The pid the launch recorded in `run`, if readable.

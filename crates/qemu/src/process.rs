@@ -112,39 +112,31 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     })
 }
 
-/// True if `pid` is a live (not zombie) QEMU started for the VM `uuid`, judged from
-/// `/proc/PID/stat` and `/proc/PID/cmdline`, so a recycled pid is never mistaken for the VM.
+/// True if `pid` is a live (not zombie) QEMU started for the VM `uuid` (its command line has
+/// `-uuid UUID`), so a recycled pid is never mistaken for the VM.
 pub async fn is_alive(pid: i32, uuid: &Uuid) -> bool {
-    if pid <= 0 {
-        return false;
-    }
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    let (Ok(stat), Ok(cmdline)) = (
-        tokio::fs::read(proc_dir.join("stat")).await,
-        tokio::fs::read(proc_dir.join("cmdline")).await,
-    ) else {
+    let Ok(pid) = u32::try_from(pid) else {
         return false;
     };
-    process_matches(&stat, &cmdline, uuid)
+    let uuid = *uuid;
+    tokio::task::spawn_blocking(move || {
+        oxvirt_host::Process::of(pid).is_some_and(|p| p.is_running() && runs_vm(&p.argv, &uuid))
+    })
+    .await
+    .unwrap_or(false)
 }
 
-/// `stat` is `/proc/PID/stat` (state is the field after the parenthesised command name, which
-/// may itself contain spaces and parentheses); `cmdline` is NUL-separated argv.
+/// Whether `/proc/PID/stat` and `cmdline` show a live QEMU of the VM `uuid`.
+#[cfg(test)]
 fn process_matches(stat: &[u8], cmdline: &[u8], uuid: &Uuid) -> bool {
-    let Some(close) = stat.iter().rposition(|&b| b == b')') else {
-        return false;
-    };
-    let state = stat.get(close + 2).copied();
-    if matches!(state, None | Some(b'Z') | Some(b'X') | Some(b'x')) {
-        return false;
-    }
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    args.windows(2).any(|pair| {
-        pair[0] == b"-uuid"
-            && std::str::from_utf8(pair[1])
-                .ok()
-                .and_then(|text| Uuid::parse_str(text).ok())
-                .is_some_and(|found| found == *uuid)
+    oxvirt_host::Process::parse(stat, cmdline)
+        .is_some_and(|p| p.is_running() && runs_vm(&p.argv, uuid))
+}
+
+/// Whether QEMU's argv names the VM `uuid` (`-uuid UUID`).
+fn runs_vm(argv: &[String], uuid: &Uuid) -> bool {
+    argv.windows(2).any(|pair| {
+        pair[0] == "-uuid" && Uuid::parse_str(&pair[1]).is_ok_and(|found| found == *uuid)
     })
 }
 

@@ -48,41 +48,12 @@ pub async fn kill_and_reap(pid: u32, uuid: &Uuid, engine: &dyn Engine) {
 
 /// utime + stime of `pid` from /proc/PID/stat, in nanoseconds.
 pub fn cpu_time_ns(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    cpu_ticks_from_stat(&stat).map(|ticks| ticks.saturating_mul(ns_per_tick()))
-}
-
-fn ns_per_tick() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        1_000_000_000 / hz as u64
-    } else {
-        10_000_000
-    }
-}
-
-/// Fields 14 and 15 (utime, stime) of a stat line; the command name (field 2) may contain
-/// spaces and parentheses, so count from the last ')'.
-fn cpu_ticks_from_stat(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // after_comm starts at field 3 (state), so utime (14) is index 11.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    oxvirt_host::Process::of(pid)?.cpu_time_ns()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_command_name() {
-        let stat = "1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
-        assert_eq!(cpu_ticks_from_stat(stat), Some(300));
-        assert_eq!(cpu_ticks_from_stat("garbage"), None);
-    }
 
     #[test]
     fn own_process_cpu_time_is_readable() {

@@ -1,0 +1,114 @@
+//! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place.
+//!
+//! Both engines must recognise their own guest processes again after a daemon restart (by pid
+//! and by what the process' command line says), without mistaking a recycled pid or a zombie
+//! for a live VM; the daemon reports their CPU time. [`Process::of`] reads `/proc/PID/stat` and
+//! `/proc/PID/cmdline` once; each engine states its own rule over the result
+//! (`oxvirt_qemu::is_alive`, `oxvirt_native::is_alive`).
+
+#![forbid(unsafe_code)]
+
+use std::path::Path;
+
+/// A process as `/proc` shows it at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// The state letter of `/proc/PID/stat` (R, S, D, Z, X, ...).
+    pub state: char,
+    /// User and system time, in clock ticks (`None` if the line is cut short).
+    pub cpu_ticks: Option<u64>,
+    /// Its arguments, argv\[0\] first (lossily decoded: only compared against ASCII).
+    pub argv: Vec<String>,
+}
+
+impl Process {
+    /// The process `pid`, or `None` if there is none (or `/proc` cannot be read).
+    pub fn of(pid: u32) -> Option<Process> {
+        if pid == 0 {
+            return None;
+        }
+        let dir = Path::new("/proc").join(pid.to_string());
+        let stat = std::fs::read(dir.join("stat")).ok()?;
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        Process::parse(&stat, &cmdline)
+    }
+
+    /// `stat` is `/proc/PID/stat`: the fields after the parenthesised command name, which may
+    /// itself contain spaces and parentheses, so they are counted from the last `)`.
+    /// `cmdline` is the NUL-separated argv.
+    pub fn parse(stat: &[u8], cmdline: &[u8]) -> Option<Process> {
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        let after = String::from_utf8_lossy(&stat[close + 1..]);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        // After the command name: state is field 3, utime 14 and stime 15 (index 11, 12).
+        let state = fields.first()?.chars().next()?;
+        let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
+        let argv = cmdline
+            .split(|&b| b == 0)
+            .filter(|arg| !arg.is_empty())
+            .map(|arg| String::from_utf8_lossy(arg).into_owned())
+            .collect();
+        Some(Process {
+            state,
+            cpu_ticks: ticks(11).zip(ticks(12)).map(|(u, s)| u.saturating_add(s)),
+            argv,
+        })
+    }
+
+    /// Alive: neither a zombie nor dead (`Z`, `X`, `x`).
+    pub fn is_running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+
+    /// The file name of argv\[0\] (`qemu-system-x86_64` for `/usr/bin/qemu-system-x86_64`).
+    pub fn program(&self) -> Option<&str> {
+        self.argv.first().map(|p| p.rsplit('/').next().unwrap_or(p))
+    }
+
+    /// CPU time in nanoseconds, if the kernel said.
+    pub fn cpu_time_ns(&self) -> Option<u64> {
+        self.cpu_ticks.map(|t| t.saturating_mul(ns_per_tick()))
+    }
+}
+
+/// Whether `pid` is a process that has not ended (a zombie has).
+pub fn is_running(pid: u32) -> bool {
+    Process::of(pid).is_some_and(|p| p.is_running())
+}
+
+/// Nanoseconds per clock tick of `/proc` (the kernel's USER_HZ, what sysconf(_SC_CLK_TCK) says).
+fn ns_per_tick() -> u64 {
+    match rustix::param::clock_ticks_per_second() {
+        0 => 10_000_000,
+        hz => 1_000_000_000 / hz,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat = b"1234 (qemu (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        let p = Process::parse(stat, b"/usr/bin/qemu-system-x86_64\0-uuid\0abc\0").unwrap();
+        assert_eq!(p.state, 'S');
+        assert_eq!(p.cpu_ticks, Some(300));
+        assert_eq!(p.argv, ["/usr/bin/qemu-system-x86_64", "-uuid", "abc"]);
+        assert_eq!(p.program(), Some("qemu-system-x86_64"));
+        assert!(p.is_running());
+        assert_eq!(Process::parse(b"garbage", b""), None);
+        let zombie = b"7 (x) Z 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0";
+        assert!(!Process::parse(zombie, b"").unwrap().is_running());
+        assert_eq!(Process::parse(b"1 (x) S 1", b"").unwrap().cpu_ticks, None);
+    }
+
+    #[test]
+    fn this_process_is_seen_and_a_missing_one_is_not() {
+        let me = Process::of(std::process::id()).expect("our own /proc entry");
+        assert!(me.is_running());
+        assert!(!me.argv.is_empty());
+        assert!(Process::of(u32::MAX).is_none());
+        assert!(!is_running(0));
+    }
+}
