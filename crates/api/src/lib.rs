@@ -39,8 +39,8 @@ use tokio::net::UnixStream;
 
 pub mod storage;
 pub use storage::{
-    BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest, PoolInfo,
-    ResizeVolumeRequest, VolumeInfo,
+    BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest, DomainDisk,
+    PoolInfo, ResizeVolumeRequest, VolumeInfo,
 };
 
 pub mod network;

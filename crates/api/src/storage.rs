@@ -1,4 +1,5 @@
-//! Storage pools (type `dir`), their volumes, and live disk resizing: wire types and
+//! Storage pools (type `dir`), their volumes, a domain's disks and live disk resizing: wire
+//! types and
 //! [`Client`] calls.
 //!
 //! Endpoints (`{pool}` is a pool name or UUID, `{vol}` a volume name, `{id}` a domain name or
@@ -21,6 +22,7 @@
 //! | `GET /v1/pools/{pool}/volumes/{vol}/xml`           |                           | [`XmlDocument`]  |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/clone`        | [`CloneVolumeRequest`]    | [`VolumeInfo`]   |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/resize`       | [`ResizeVolumeRequest`]   | [`VolumeInfo`]   |
+//! | `GET /v1/domains/{id}/disks`                       |                           | `[DomainDisk]`   |
 //! | `POST /v1/domains/{id}/block-resize`               | [`BlockResizeRequest`]    | [`BlockResized`] |
 //!
 //! `volume-xml` is `vol-create`: the body is libvirt volume XML (`<volume>`, as
@@ -78,6 +80,19 @@ pub struct VolumeInfo {
     pub backing_file: Option<String>,
     #[serde(default)]
     pub backing_format: Option<String>,
+}
+
+/// One disk of `GET /v1/domains/{id}/disks` (`domblklist`), as the definition has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainDisk {
+    /// `file`, `block` or `volume`.
+    pub disk_type: String,
+    /// `disk` or `cdrom`.
+    pub device: String,
+    /// The guest's name for it, e.g. `vda`.
+    pub target: String,
+    /// The file or device, or the volume's name; `None` for an empty CD-ROM tray.
+    pub source: Option<String>,
 }
 
 /// Body of `POST /v1/pools/{pool}/volumes` (`vol-create-as`).
@@ -289,6 +304,12 @@ impl Client {
             Some(to_json(&request)),
         )
         .await
+    }
+
+    /// `GET /v1/domains/{id}/disks`: the domain's disks, in definition order.
+    pub async fn domain_disks(&self, domain: &str) -> Result<Vec<DomainDisk>, ClientError> {
+        self.call(Method::GET, domain_path(domain, "/disks"), None)
+            .await
     }
 
     /// `POST /v1/domains/{id}/block-resize`: grow a running guest's disk.

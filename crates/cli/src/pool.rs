@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use oxvirt_api::{
-    BlockResizeRequest, Client, CreateVolumeRequest, PoolInfo, ResizeVolumeRequest, VolumeInfo,
+    BlockResizeRequest, Client, CreateVolumeRequest, DomainDisk, PoolInfo, ResizeVolumeRequest,
+    VolumeInfo,
 };
 
 use crate::commands::block_on;
@@ -149,6 +150,17 @@ pub enum PoolCommand {
         #[arg(long)]
         shrink: bool,
     },
+    /// List a domain's disks (target and source).
+    Domblklist {
+        /// Domain name or UUID.
+        domain: String,
+        /// Also show each disk's type and device.
+        #[arg(long)]
+        details: bool,
+        /// Accepted for virsh's sake: the definition is what is listed either way.
+        #[arg(long)]
+        inactive: bool,
+    },
     /// Grow a disk of a running domain (the guest sees the new size).
     Blockresize {
         /// Domain name or UUID.
@@ -158,6 +170,31 @@ pub enum PoolCommand {
         /// New size (KiB without a suffix, as virsh; B for bytes).
         size: String,
     },
+}
+
+/// `domblklist [--details]`: virsh's table; "-" for an empty CD-ROM tray.
+pub fn domblklist(disks: &[DomainDisk], details: bool) -> String {
+    let source = |d: &DomainDisk| d.source.clone().unwrap_or_else(|| "-".to_string());
+    if details {
+        let rows: Vec<Vec<String>> = disks
+            .iter()
+            .map(|d| {
+                vec![
+                    d.disk_type.clone(),
+                    d.device.clone(),
+                    d.target.clone(),
+                    source(d),
+                ]
+            })
+            .collect();
+        table(&["Type", "Device", "Target", "Source"], &rows)
+    } else {
+        let rows: Vec<Vec<String>> = disks
+            .iter()
+            .map(|d| vec![d.target.clone(), source(d)])
+            .collect();
+        table(&["Target", "Source"], &rows)
+    }
 }
 
 /// Runs a pool, volume or blockresize command; returns what it prints on success.
@@ -353,6 +390,11 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
                 })?;
             format!("Size of volume '{name}' successfully changed to {capacity}\n")
         }
+        PoolCommand::Domblklist {
+            domain,
+            details,
+            inactive: _,
+        } => domblklist(&client.domain_disks(&domain).await?, details),
         PoolCommand::Blockresize { domain, path, size } => {
             let bytes =
                 parse_size(&size, 1024).with_context(|| format!("Malformed size {size}"))?;
@@ -603,6 +645,37 @@ fn vol_info(volume: &VolumeInfo) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn domblklist_is_virshs_table() {
+        let disk = |disk_type: &str, device: &str, target: &str, source: Option<&str>| DomainDisk {
+            disk_type: disk_type.to_string(),
+            device: device.to_string(),
+            target: target.to_string(),
+            source: source.map(str::to_string),
+        };
+        let disks = [
+            disk("file", "disk", "vda", Some("/img/a.qcow2")),
+            disk("volume", "disk", "vdb", Some("data.raw")),
+            disk("file", "cdrom", "hdc", None),
+        ];
+        assert_eq!(
+            domblklist(&disks, false),
+            " Target   Source\n\
+             ------------------------\n \
+             vda      /img/a.qcow2\n \
+             vdb      data.raw\n \
+             hdc      -\n"
+        );
+        assert_eq!(
+            domblklist(&disks, true),
+            " Type     Device   Target   Source\n\
+             ------------------------------------------\n \
+             file     disk     vda      /img/a.qcow2\n \
+             volume   disk     vdb      data.raw\n \
+             file     cdrom    hdc      -\n"
+        );
+    }
 
     #[test]
     fn sizes_take_virsh_and_qemu_img_suffixes() {

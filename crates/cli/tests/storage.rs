@@ -1114,3 +1114,32 @@ fn converted_to_raw(daemon: &Daemon, image: &Path, file_name: &str) -> Vec<u8> {
 fn repeated(text: &[u8], len: u64) -> Vec<u8> {
     text.iter().copied().cycle().take(len as usize).collect()
 }
+
+#[test]
+fn domblklist_lists_the_disks_of_a_definition() {
+    let daemon = Daemon::start();
+    let kit = oxvirt_testkit::guest_kit();
+    let disks = "    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/img/root.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <disk type='volume' device='disk'><source pool='p1' volume='data.raw'/><target dev='vdb' bus='virtio'/></disk>
+    <disk type='file' device='cdrom'><target dev='hdc' bus='ide'/><readonly/></disk>";
+    let xml = guest_xml_with_disk("disky", "8f1f3c2a-5b6d-4e7f-9a0b-1c2d3e4f5a6b", &kit, disks);
+    daemon.define("disky.xml", &xml).1.ok();
+    assert_eq!(
+        daemon.oxvirt(&["domblklist", "disky"]).ok(),
+        " Target   Source\n\
+         ---------------------------\n \
+         vda      /img/root.qcow2\n \
+         vdb      data.raw\n \
+         hdc      -\n\n"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["domblklist", "disky", "--details"]).ok(),
+        " Type     Device   Target   Source\n\
+         ---------------------------------------------\n \
+         file     disk     vda      /img/root.qcow2\n \
+         volume   disk     vdb      data.raw\n \
+         file     cdrom    hdc      -\n\n"
+    );
+    let err = daemon.oxvirt(&["domblklist", "nosuch"]).error();
+    assert!(err.contains("'nosuch'"), "{err}");
+}

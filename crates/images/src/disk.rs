@@ -19,7 +19,8 @@ use std::path::Path;
 
 use crate::error::{ImageError, Result};
 use crate::file::{open_image_file_direct, Access};
-use crate::image::{Format, Image, OpenOptions};
+use crate::format::Format;
+use crate::image::{Image, OpenOptions};
 use crate::lock::{lock_image, LockMode};
 use crate::raw::RawImage;
 

@@ -76,10 +76,7 @@ pub enum ImageError {
     /// The path is a FIFO, a character device, a socket or a directory: reading it as a disk
     /// could block for ever or never end, so it is refused before anything is read.
     #[error("{path}: is {kind}, not a disk image")]
-    NotAnImage {
-        path: PathBuf,
-        kind: crate::file::FileKind,
-    },
+    NotAnImage { path: PathBuf, kind: FileKind },
 }
 
 impl ImageError {
@@ -122,5 +119,28 @@ fn compression_type_problem(value: u8, feature_bit_set: bool) -> String {
                 known.name()
             )
         }
+    }
+}
+
+/// What a path turned out to be, when that is not something a disk image can live in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Fifo,
+    CharDevice,
+    Socket,
+    Directory,
+    /// Anything else the kernel may report.
+    Other,
+}
+
+impl std::fmt::Display for FileKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FileKind::Fifo => "a FIFO (named pipe)",
+            FileKind::CharDevice => "a character device",
+            FileKind::Socket => "a socket",
+            FileKind::Directory => "a directory",
+            FileKind::Other => "neither a regular file nor a block device",
+        })
     }
 }

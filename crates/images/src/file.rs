@@ -14,31 +14,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::error::{ImageError, Result};
+use crate::error::{FileKind, ImageError, Result};
 use crate::lock::{lock_image, LockMode};
-
-/// What a path turned out to be, when that is not something a disk image can live in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FileKind {
-    Fifo,
-    CharDevice,
-    Socket,
-    Directory,
-    /// Anything else the kernel may report.
-    Other,
-}
-
-impl std::fmt::Display for FileKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            FileKind::Fifo => "a FIFO (named pipe)",
-            FileKind::CharDevice => "a character device",
-            FileKind::Socket => "a socket",
-            FileKind::Directory => "a directory",
-            FileKind::Other => "neither a regular file nor a block device",
-        })
-    }
-}
 
 /// How an image file is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
 use crate::file::{create_output_file, open_image_file, Access, OutputFile};
+use crate::format::{Allocation, BackingImage, Format, Preallocation};
 use crate::lock::{lock_image, LockMode};
 use crate::qcow2::create::NewQcow2;
 use crate::qcow2::Qcow2;
@@ -13,92 +14,6 @@ use crate::raw::RawImage;
 
 /// Longest backing chain we follow.
 pub const MAX_CHAIN_DEPTH: usize = 64;
-
-/// An image format: the one disk format type of oxvirt's I/O side (`oxvirt img`, the daemon's
-/// volumes, `oxvirt-vmm` and its virtio-blk devices). Serialized, parsed (`FromStr`) and
-/// displayed as its name (`"raw"`, `"qcow2"`), as in `oxvirt-vmm`'s config file. There is no
-/// "auto": probing is an explicit call ([`probe`], `OpenOptions::format: None`), never a value.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// The default, as in libvirt and QEMU: a disk whose format is not stated is raw.
-    #[default]
-    Raw,
-    Qcow2,
-}
-
-impl Format {
-    /// Every format, in the order command lines list them.
-    pub const ALL: [Format; 2] = [Format::Raw, Format::Qcow2];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Qcow2 => "qcow2",
-        }
-    }
-    pub fn parse(name: &str) -> Result<Format> {
-        Format::ALL
-            .into_iter()
-            .find(|format| format.name() == name)
-            .ok_or_else(|| {
-                ImageError::InvalidArgument(format!(
-                    "unsupported format '{name}' (raw and qcow2 are supported)"
-                ))
-            })
-    }
-}
-
-impl std::str::FromStr for Format {
-    type Err = ImageError;
-
-    fn from_str(name: &str) -> Result<Format> {
-        Format::parse(name)
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// QEMU's preallocation modes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Preallocation {
-    /// Nothing allocated: the image is sparse.
-    #[default]
-    Off,
-    /// qcow2 only: all metadata written and every cluster mapped; the file is sparse.
-    Metadata,
-    /// Space reserved with fallocate().
-    Falloc,
-    /// Zeros written over the whole disk.
-    Full,
-}
-
-impl Preallocation {
-    pub fn parse(name: &str) -> Result<Preallocation> {
-        match name {
-            "off" => Ok(Preallocation::Off),
-            "metadata" => Ok(Preallocation::Metadata),
-            "falloc" => Ok(Preallocation::Falloc),
-            "full" => Ok(Preallocation::Full),
-            other => Err(ImageError::InvalidArgument(format!(
-                "unknown preallocation mode '{other}' (off, metadata, falloc, full)"
-            ))),
-        }
-    }
-}
-
-/// How a guest range is stored, looking through the backing chain.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Allocation {
-    /// Holds data (which may still happen to be zeros).
-    Data,
-    /// Known to read as zeros.
-    Zero,
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -350,6 +265,21 @@ fn backing_of(overlay: &Path, header: &crate::qcow2::header::Header) -> Result<O
         path: resolve_backing(overlay, name),
         format,
     }))
+}
+
+impl BackingImage for Image {
+    fn virtual_size(&self) -> u64 {
+        Image::virtual_size(self)
+    }
+    fn read_at(&mut self, buf: &mut [u8], offset: u64) -> Result<()> {
+        Image::read_at(self, buf, offset)
+    }
+    fn allocation(&mut self, offset: u64, max_len: u64) -> Result<(Allocation, u64)> {
+        Image::allocation(self, offset, max_len)
+    }
+    fn prefetch(&mut self, offset: u64, len: u64) {
+        Image::prefetch(self, offset, len)
+    }
 }
 
 fn open_in_chain(path: &Path, options: &OpenOptions, chain: &mut Vec<PathBuf>) -> Result<Image> {

@@ -18,6 +18,7 @@ pub mod direct;
 pub mod disk;
 pub mod error;
 pub mod file;
+pub mod format;
 pub mod fuzzing;
 pub mod image;
 pub mod info;
@@ -29,8 +30,6 @@ pub mod size;
 
 pub use disk::{CacheMode, Disk, DiskOptions};
 pub use error::{ImageError, Result};
-pub use image::{
-    backing_chain, create, Allocation, ChainLayer, CreateOptions, Format, Image, OpenOptions,
-    Preallocation,
-};
+pub use format::{Allocation, Format, Preallocation};
+pub use image::{backing_chain, create, ChainLayer, CreateOptions, Image, OpenOptions};
 pub use size::parse_size;

@@ -3,7 +3,8 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::image::{create_output, open_output, Allocation, CreateOptions, Format, Image};
+use crate::format::{Allocation, Format};
+use crate::image::{create_output, open_output, CreateOptions, Image};
 
 /// Work is done in chunks of this size (and progress reported after each).
 const CHUNK: u64 = 2 << 20;

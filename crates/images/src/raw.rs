@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::direct::{DirectBuffer, DIRECT_ALIGN};
 use crate::error::{ImageError, Result};
-use crate::image::Allocation;
+use crate::format::Allocation;
 
 #[derive(Debug)]
 pub struct RawImage {

@@ -8,7 +8,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use oxvirt_api::{
     AutostartRequest, BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest,
-    PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
+    DomainDisk, PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
 };
 
 use super::reply::{blocking, body, detached, Reply};
@@ -34,6 +34,7 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/pools/{pool}/volumes/{vol}/xml", get(volume_xml))
         .route("/v1/pools/{pool}/volumes/{vol}/clone", post(clone_volume))
         .route("/v1/pools/{pool}/volumes/{vol}/resize", post(resize_volume))
+        .route("/v1/domains/{id}/disks", get(domain_disks))
         .route("/v1/domains/{id}/block-resize", post(block_resize))
 }
 
@@ -185,6 +186,10 @@ async fn resize_volume(
         d.volumes.resize_volume(&pool, &vol, request)
     })
     .await
+}
+
+async fn domain_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
+    blocking(services, "domblklist", move |s| s.domains.disks(&id)).await
 }
 
 async fn block_resize(

@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oxvirt_api::{Accel, BlockResizeRequest, BlockResized, DomainInfo, DomainState, DomainSummary};
-use oxvirt_domain::{DiskDevice, Domain};
+use oxvirt_api::{
+    Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
+};
+use oxvirt_domain::{DiskDevice, DiskType, Domain};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -781,6 +783,36 @@ impl Domains {
                 }
             }
         }
+    }
+
+    /// `domblklist`: the disks of a domain's definition, in order, as virsh lists them (a
+    /// volume disk by its volume's name, an empty CD-ROM tray without a source).
+    pub fn disks(&self, id: &str) -> DaemonResult<Vec<DomainDisk>> {
+        let record = self.guests.resolve(id)?;
+        let domain = stored_domain(&record)?;
+        Ok(domain
+            .devices
+            .disks
+            .iter()
+            .map(|disk| DomainDisk {
+                disk_type: match disk.disk_type {
+                    DiskType::File => "file",
+                    DiskType::Block => "block",
+                    DiskType::Volume => "volume",
+                }
+                .to_string(),
+                device: match disk.device {
+                    DiskDevice::Disk => "disk",
+                    DiskDevice::Cdrom => "cdrom",
+                }
+                .to_string(),
+                target: disk.target.dev.clone(),
+                source: disk
+                    .source
+                    .clone()
+                    .or_else(|| disk.volume.as_ref().map(|v| v.volume.clone())),
+            })
+            .collect())
     }
 
     /// Grows a disk of a running guest; the guest sees the new size at once.

@@ -12,7 +12,7 @@ use std::path::Path;
 use super::header::{Header, MAX_L1_BYTES, MAX_REFTABLE_BYTES};
 use super::COPIED;
 use crate::error::{ImageError, Result};
-use crate::image::Preallocation;
+use crate::format::Preallocation;
 
 const REFCOUNT_ORDER: u32 = 4;
 

@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{ImageError, Result};
-use crate::image::{Allocation, Image};
+use crate::format::{Allocation, BackingImage};
 use crate::raw::advise_willneed;
 use header::*;
 pub use snapshot::Snapshot;
@@ -93,7 +93,7 @@ pub struct Qcow2 {
     pub(crate) file_len: u64,
     pub(crate) snapshots: Vec<Snapshot>,
     pub(crate) snapshot_table_bytes: u64,
-    pub(crate) backing: Option<Box<Image>>,
+    pub(crate) backing: Option<Box<dyn BackingImage>>,
     /// The last decompressed cluster (guest cluster offset, data), for sequential small reads.
     last_compressed: Option<(u64, Vec<u8>)>,
 }
@@ -1375,6 +1375,7 @@ pub(crate) fn refcount_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Image;
 
     /// Small writes into new clusters write only their bytes (the rest of the cluster is a
     /// hole past the old end of the file), and the image still reads back right and passes
