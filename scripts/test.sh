@@ -8,6 +8,14 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
+# CI builds everything from scratch once: incremental compilation only adds work there, and line tables are
+# enough debug info for test failures' backtraces (a developer's own runs keep cargo's defaults, so that
+# switching between this script and plain cargo does not rebuild everything).
+if [ "${CI:-}" = true ]; then
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+    export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only}
+fi
+
 start=$(date +%s)
 stage_start=$start
 times=()
