@@ -16,7 +16,9 @@
 # private root plays the part of a private domain name on a shared libvirtd. Each case is defined, dumped and
 # undefined again before the next one (cases cannot see each other). The only lasting change is the one the
 # benchmarks make too: the Debian packages below are installed when missing (libvirt-daemon-system creates
-# the libvirt-qemu user the QEMU driver runs as; Debian's policy here keeps its services from starting).
+# the libvirt-qemu user the QEMU driver runs as). On this project's machines (no systemd, and Debian's
+# policy-rc.d refuses service starts) that starts nothing; on a machine with systemd, installing
+# libvirt-daemon-system starts libvirtd and its default network, so install the packages beforehand there.
 # As in the benchmarks (benches/lib.sh), /dev/kvm is given to group kvm for the run and its mode restored at
 # exit: otherwise libvirt finds its cached QEMU capabilities outdated ("KVM was enabled when probing, but it
 # is not available now") and probes QEMU again, a minute under load, for every virsh call.
