@@ -47,7 +47,9 @@ for target in $targets; do
     [ -n "$(ls "$seeds/$target" 2> /dev/null)" ] || { echo "fuzz: no seeds for $target" >&2; exit 1; }
 done
 echo "fuzz: building $(echo $targets | wc -w) targets"
+build_start=$(date +%s)
 cargo fuzz build
+echo "fuzz: built in $(($(date +%s) - build_start))s"
 
 # run_one TARGET: the target for $seconds s from its corpus and seeds; its output in $logs/TARGET.log.
 run_one() {
@@ -66,5 +68,7 @@ export -f run_one
 export repo seeds logs seconds
 echo "fuzz: running each target for ${seconds}s, $jobs at a time"
 status=0
+runs_start=$(date +%s)
 printf '%s\n' $targets | xargs -P "$jobs" -I{} bash -c 'run_one {}' || status=$?
+echo "fuzz: ran in $(($(date +%s) - runs_start))s"
 exit "$status"

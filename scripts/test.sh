@@ -22,13 +22,13 @@ times=()
 stage_done() {
     local now
     now=$(date +%s)
-    times+=("$(printf '%-34s %5ss' "$1" $((now - stage_start)))")
+    times+=("$(printf '%-38s %5ss' "$1" $((now - stage_start)))")
     stage_start=$now
 }
 report_times() {
     echo "== stage times"
     printf '  %s\n' "${times[@]}"
-    printf '  %-34s %5ss\n' "total" $(($(date +%s) - start))
+    printf '  %-38s %5ss\n' "total" $(($(date +%s) - start))
 }
 trap report_times EXIT
 
