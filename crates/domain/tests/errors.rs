@@ -2,6 +2,8 @@
 
 use oxvirt_domain::{parse_domain_xml, DomainError};
 
+mod common;
+
 /// A small valid definition; `{EXTRA_TOP}` and `{EXTRA_DEV}` are replaced by tests.
 /// Line numbers: `<domain>` is line 1; text put at EXTRA_TOP starts line 8, at EXTRA_DEV line 11.
 const BASE: &str = "<domain type='qemu'>
@@ -277,30 +279,50 @@ fn inputs_just_over_each_xml_limit_are_refused() {
     );
 }
 
-/// Every truncation of every libvirt test input gives Ok or an error, never a panic, and
-/// whatever parses round-trips.
-#[test]
-fn truncated_libvirt_inputs_never_panic() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/libvirt-qemuxmlconf");
-    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+/// Parses every truncation (every 5th byte) of every `.xml` in `dirs`: Ok or an error, never a
+/// panic, and whatever parses round-trips. Returns how many truncations were checked.
+fn truncations_never_panic(dirs: &[std::path::PathBuf]) -> usize {
     let mut checked = 0;
-    for entry in entries {
-        let path = entry.expect("entry").path();
-        if path.extension().and_then(|e| e.to_str()) != Some("xml") {
-            continue;
-        }
-        let xml = std::fs::read_to_string(&path).expect("read");
-        for cut in (0..xml.len())
-            .step_by(5)
-            .filter(|i| xml.is_char_boundary(*i))
-        {
-            if let Ok(d) = parse_domain_xml(&xml[..cut]) {
-                assert_eq!(parse_domain_xml(&d.to_xml()).as_ref(), Ok(&d));
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("xml") {
+                continue;
             }
-            checked += 1;
+            let xml = std::fs::read_to_string(&path).expect("read");
+            for cut in (0..xml.len())
+                .step_by(5)
+                .filter(|i| xml.is_char_boundary(*i))
+            {
+                if let Ok(d) = parse_domain_xml(&xml[..cut]) {
+                    assert_eq!(parse_domain_xml(&d.to_xml()).as_ref(), Ok(&d));
+                }
+                checked += 1;
+            }
         }
     }
+    checked
+}
+
+/// Every truncation of the project's own cases (inputs and libvirt's outputs) and examples gives Ok
+/// or an error, never a panic, and whatever parses round-trips.
+#[test]
+fn truncated_inputs_never_panic() {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let checked = truncations_never_panic(&[
+        manifest.join("tests/data/cases"),
+        manifest.join("../../examples"),
+    ]);
+    assert!(checked > 10_000, "only {checked} truncations checked");
+}
+
+/// The same over libvirt's own test inputs (scripts/conformance.sh runs it; it needs the corpus
+/// at ../shared/conformance/libvirt-qemuxmlconf or $OXVIRT_LIBVIRT_CORPUS).
+#[test]
+#[ignore = "needs libvirt's qemuxmlconf corpus: run scripts/conformance.sh"]
+fn truncated_libvirt_inputs_never_panic() {
+    let checked = truncations_never_panic(&[common::libvirt_corpus()]);
     assert!(checked > 1000, "only {checked} truncations checked");
 }
 

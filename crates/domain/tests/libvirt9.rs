@@ -20,41 +20,7 @@ use std::path::Path;
 use oxvirt_domain::parse_domain_xml;
 
 mod common;
-use common::{canonical, first_difference, input_macs, Canon};
-
-fn strip_libvirt9_only(tree: &mut Canon) {
-    tree.children.retain(|c| c.name != "uuid");
-    for child in &mut tree.children {
-        match child.name.as_str() {
-            "os" => {
-                for t in child.children.iter_mut().filter(|t| t.name == "type") {
-                    if let Some(machine) = t.attrs.get_mut("machine") {
-                        if machine.starts_with("pc-i440fx-") {
-                            *machine = "pc".to_string();
-                        } else if machine.starts_with("pc-q35-") {
-                            *machine = "q35".to_string();
-                        }
-                    }
-                }
-            }
-            "cpu" => {
-                for t in child.children.iter_mut().filter(|t| t.name == "topology") {
-                    t.attrs.remove("clusters");
-                }
-            }
-            "devices" => {
-                child.children.retain(|d| d.name != "hub");
-                for device in &mut child.children {
-                    device.children.retain(|a| {
-                        !(a.name == "address"
-                            && a.attrs.get("type").map(String::as_str) == Some("usb"))
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-}
+use common::{canonical, first_difference, input_macs, strip_libvirt9_only};
 
 #[test]
 fn matches_libvirt_9_define_output() {
