@@ -316,8 +316,22 @@ fn add_disk_controllers(devices: &mut Devices) {
             needed.push((kind, a.controller));
         }
     }
-    // libvirt adds every index up to the highest one a disk uses.
-    for (kind, highest) in needed {
+    // libvirt adds, type by type in this order, every index up to the highest one a disk of
+    // that bus uses (virDomainDefAddImplicitControllers).
+    for kind in [
+        ControllerType::Scsi,
+        ControllerType::Fdc,
+        ControllerType::Ide,
+        ControllerType::Sata,
+    ] {
+        let Some(highest) = needed
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, index)| *index)
+            .max()
+        else {
+            continue;
+        };
         for index in 0..=highest.min(MAX_CONTROLLER_INDEX) {
             if !has_controller(devices, kind, index) {
                 insert_controller(&mut devices.controllers, new_controller(kind, index, None));
@@ -382,16 +396,16 @@ fn normalize_chardevs(devices: &mut Devices) {
             devices.consoles.insert(0, alias);
         }
     }
-    // Consoles after the first default to virtio; virtio consoles are numbered among
-    // themselves.
+    // Consoles after the first default to virtio; a virtio console without a port gets the
+    // one after the highest port of the virtio consoles before it, as libvirt numbers them.
     let mut virtio_port = 0;
     for (i, console) in devices.consoles.iter_mut().enumerate() {
         if i > 0 && console.target.target_type.is_none() {
             console.target.target_type = Some("virtio".to_string());
         }
         if console.target.target_type.as_deref() == Some("virtio") {
-            console.target.port.get_or_insert(virtio_port);
-            virtio_port += 1;
+            let port = *console.target.port.get_or_insert(virtio_port);
+            virtio_port = virtio_port.max(port.saturating_add(1));
         }
     }
     let needs_virtio_serial = devices

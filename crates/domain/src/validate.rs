@@ -54,8 +54,27 @@ pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
     validate_vcpus(d)?;
     validate_os(d)?;
     validate_lifecycle(d)?;
+    validate_clock(d)?;
     validate_devices(d)?;
     Ok(())
+}
+
+/// libvirt's QEMU driver has no `platform` timer (it refuses it at define).
+fn validate_clock(d: &Domain) -> Result<(), DomainError> {
+    match d
+        .clock
+        .timers
+        .iter()
+        .find(|t| t.name == TimerName::Platform)
+    {
+        Some(timer) => Err(DomainError::UnsupportedValue {
+            attribute: "attribute 'name'".to_string(),
+            value: "platform".to_string(),
+            supported: "pit, rtc, hpet, tsc, kvmclock, hypervclock".to_string(),
+            location: Location::new("clock/timer", timer.line.get()),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn validate_memory(d: &Domain) -> Result<(), DomainError> {
@@ -605,6 +624,21 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             "devices/video/model",
             "only one video can be primary",
         ));
+    }
+    // The primary video is the one marked so, else the first; QEMU's VGA device can only be
+    // that one (libvirt refuses a secondary 'vga' as well).
+    let primary = devices.videos.iter().position(|v| v.primary).unwrap_or(0);
+    if let Some(video) = devices
+        .videos
+        .iter()
+        .enumerate()
+        .find(|(i, v)| *i != primary && v.model == VideoModel::Vga)
+        .map(|(_, v)| v)
+    {
+        return Err(DomainError::Invalid {
+            reason: "video model 'vga' is only valid as the primary video device".to_string(),
+            location: Location::new("devices/video/model", video.model_line.get()),
+        });
     }
     for video in &devices.videos {
         if video.heads == Some(0) {

@@ -37,36 +37,14 @@ const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
 )];
 
 /// libvirt 9.0 refuses these; oxvirt accepts them.
-const MORE_LENIENT_THAN_LIBVIRT_9: &[(&str, &str)] = &[
-    (
-        "lenient-max-memory",
-        "<maxMemory> without NUMA cells: libvirt requires a NUMA node, oxvirt does not model NUMA \
+const MORE_LENIENT_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
+    "lenient-max-memory",
+    "<maxMemory> without NUMA cells: libvirt requires a NUMA node, oxvirt does not model NUMA \
          (docs/xml-support.md)",
-    ),
-    (
-        "lenient-timer-platform",
-        "timer 'platform': libvirt's QEMU driver refuses it; oxvirt accepts it (to fix in the domain crate)",
-    ),
-    (
-        "lenient-vga-secondary",
-        "a 'vga' video that is not the primary one: libvirt refuses it; oxvirt accepts it (to fix in \
-         the domain crate)",
-    ),
-];
+)];
 
 /// Cases whose normalized output differs from libvirt 9.0's (to fix in the domain crate).
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "console-virtio",
-        "a virtio console without a port after one with port 1: libvirt gives it the next free port \
-         (2), oxvirt port 1 again",
-    ),
-    (
-        "disk-cache-modes",
-        "implicit disk controllers for ide+scsi+sata disks: libvirt adds the SCSI controller before \
-         the IDE one, oxvirt after it",
-    ),
-];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 fn listed(list: &[(&str, &str)], name: &str) -> bool {
     list.iter().any(|(n, _)| *n == name)

@@ -580,6 +580,17 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                         s
                     })
                     .collect();
+                // QEMU's VGA device can only be the primary (first) video, as libvirt requires.
+                let videos = videos
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, mut v): (usize, Video)| {
+                        if i > 0 && v.model == VideoModel::Vga {
+                            v.model = VideoModel::Cirrus;
+                        }
+                        v
+                    })
+                    .collect();
                 Devices {
                     emulator,
                     disks,
