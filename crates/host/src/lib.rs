@@ -1,4 +1,5 @@
-//! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place.
+//! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place;
+//! and the one mutex helper the engines and the daemon share ([`lock`]).
 //!
 //! Both engines must recognise their own guest processes again after a daemon restart (by pid
 //! and by what the process' command line says), without mistaking a recycled pid or a zombie
@@ -69,6 +70,14 @@ impl Process {
     pub fn cpu_time_ns(&self) -> Option<u64> {
         self.cpu_ticks.map(|t| t.saturating_mul(ns_per_tick()))
     }
+}
+
+/// Locks `mutex` even if a thread panicked while holding it. Every mutex this is used for guards
+/// plain field or map updates that a panic cannot leave half done, so the data is still whole.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Whether `pid` is a process that has not ended (a zombie has).

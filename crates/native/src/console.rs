@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use oxvirt_host::lock;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
@@ -18,11 +19,6 @@ use crate::paths::RunPaths;
 #[derive(Clone, Default)]
 pub(crate) struct Relays {
     running: Arc<Mutex<HashSet<PathBuf>>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain set updates: a panic cannot leave them half done.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Relays {

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use oxvirt_domain::{Domain, Uuid};
+use oxvirt_host::lock;
 use oxvirt_vmm::protocol::ExitReason;
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
@@ -51,11 +52,6 @@ struct ExitWatch {
     exit: watch::Receiver<Option<ProcessExit>>,
     /// A `stop` was sent: an exit is the host's doing.
     stop_sent: Arc<AtomicBool>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Plain map updates: a panic cannot leave them half done.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs domains on `oxvirt-vmm` and watches the VMMs it launched or attached to. One per daemon.

@@ -11,6 +11,7 @@ use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
 };
 use oxvirt_domain::{DiskDevice, DiskType, Domain};
+use oxvirt_host::lock;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -18,7 +19,7 @@ use super::error::{
     bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
     DaemonError, DaemonResult, ErrorKind,
 };
-use super::guests::{lock, state_of_status, stored_domain, Guests, Intent, Live, Vm};
+use super::guests::{state_of_status, stored_domain, Guests, Intent, Live, Vm};
 use super::networks::{refuse_mac_clash, Networks};
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use oxvirt_api::DomainState;
 use oxvirt_domain::Domain;
+use oxvirt_host::lock;
 use tokio::sync::{watch, OwnedMutexGuard};
 use uuid::Uuid;
 
@@ -42,11 +43,6 @@ pub enum Intent {
     None,
     Destroy,
     Reboot,
-}
-
-pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section here is a plain field update: a panic cannot leave it half done.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The slots of every domain this daemon has seen, and where their run directories are.

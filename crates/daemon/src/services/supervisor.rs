@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use oxvirt_api::DomainState;
 use oxvirt_domain::LifecycleAction;
+use oxvirt_host::lock;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
-use super::guests::{lock, Guests, Intent, Vm};
+use super::guests::{Guests, Intent, Vm};
 use super::networks::Networks;
 use crate::engine::{process, Control, Engine, EngineEvent, Events};
 use crate::store::{self, Store};
