@@ -3,7 +3,7 @@
 # are in this repository: the project's own domain XML cases and libvirt's normalized output of them
 # (crates/domain/tests/data/cases, crates/domain/tests/data/libvirt-9.0) and examples/ for the domain parser,
 # small images made here by qemu-img for the qcow2 parser, and the XML under fuzz/seeds/ (plus the benchmarks'
-# network) for the network, pool and volume parsers. libvirt's own qemuxmlconf inputs are added to the domain
+# network) for the network, pool, volume and secret parsers. libvirt's own qemuxmlconf inputs are added to the domain
 # seeds when they are beside the repository (../shared/conformance/libvirt-qemuxmlconf, or
 # $OXVIRT_LIBVIRT_CORPUS); nothing here needs them.
 #
@@ -21,7 +21,7 @@ cd "$repo"
 seeds=$repo/target/fuzz-seeds
 logs=$repo/target/fuzz-logs
 rm -rf "$seeds" "$logs"
-mkdir -p "$seeds/domain_xml" "$seeds/qcow2" "$seeds/network_xml" "$seeds/pool_xml" "$seeds/volume_xml" "$logs"
+mkdir -p "$seeds/domain_xml" "$seeds/qcow2" "$seeds/network_xml" "$seeds/pool_xml" "$seeds/volume_xml" "$seeds/secret_xml" "$logs"
 
 # Domain XML: the project's own cases with libvirt's output of them, the libvirt 9.0 fixtures, the examples.
 for f in crates/domain/tests/data/cases/*.xml crates/domain/tests/data/libvirt-9.0/*.xml \
@@ -33,7 +33,7 @@ if [ -d "$conformance" ]; then
     for f in "$conformance"/*.xml; do cp "$f" "$seeds/domain_xml/libvirt-qemuxmlconf_$(basename "$f")"; done
     echo "fuzz: domain_xml seeds include libvirt's qemuxmlconf inputs from $conformance"
 fi
-for target in network_xml pool_xml volume_xml; do cp "$repo"/fuzz/seeds/$target/*.xml "$seeds/$target/"; done
+for target in network_xml pool_xml volume_xml secret_xml; do cp "$repo"/fuzz/seeds/$target/*.xml "$seeds/$target/"; done
 cp "$repo"/benches/network/network.xml "$seeds/network_xml/bench.xml"
 
 qemu-img create -q -f qcow2 "$seeds/qcow2/plain.qcow2" 1M

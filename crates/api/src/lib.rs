@@ -43,6 +43,9 @@ pub use storage::{
     PoolInfo, ResizeVolumeRequest, VolumeInfo,
 };
 
+pub mod secret;
+pub use secret::{SecretInfo, SecretValue};
+
 pub mod network;
 pub use network::{
     AddressSource, AttachInterfaceRequest, DetachInterfaceRequest, DomainInterface,

@@ -17,6 +17,7 @@ mod format;
 mod img;
 mod net;
 mod pool;
+mod secret;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -54,6 +55,8 @@ enum Command {
     Net(net::NetCommand),
     #[command(flatten)]
     Pool(pool::PoolCommand),
+    #[command(flatten)]
+    Secret(secret::SecretCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(arg) => print_virsh_output(&edit::run(&client, &arg.domain)?),
         Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
+        Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

@@ -17,6 +17,7 @@ mod normalize;
 mod parse;
 pub mod pool;
 mod rules;
+pub mod secret;
 mod storage;
 mod units;
 mod validate;

@@ -606,6 +606,11 @@ pub struct Disk {
     /// `<source pool= volume=>` (type volume); `None` for the other types and for an empty
     /// cdrom tray. The daemon resolves it to the volume's file when the domain starts.
     pub volume: Option<DiskVolume>,
+    /// `<source protocol= name=>` with its hosts (type network); `None` for the other types.
+    pub network: Option<NetworkSource>,
+    /// `<auth>`: the credentials of a network disk, with a reference to a secret (never the
+    /// secret's value, which the daemon's secret store holds).
+    pub auth: Option<DiskAuth>,
     pub target: DiskTarget,
     pub readonly: bool,
     pub shareable: bool,
@@ -638,6 +643,86 @@ pub enum DiskType {
     Block,
     /// A volume of a storage pool, named by `<source pool= volume=>`.
     Volume,
+    /// An image served over the network (`<source protocol=>`): NBD, iSCSI, RBD, HTTP(S),
+    /// FTP(S), Gluster, opened by QEMU's own block drivers.
+    Network,
+}
+
+/// `<source protocol= name= query=>` of a network disk.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NetworkSource {
+    pub protocol: NetworkProtocol,
+    /// The export (nbd), `IQN/LUN` (iscsi), `pool/image` (rbd), path (http, ftp) or
+    /// `volume/path` (gluster). Required except for nbd, whose default export is unnamed.
+    pub name: Option<String>,
+    /// `query=`: the URL's query string (http, https, ftp, ftps).
+    pub query: Option<String>,
+    pub hosts: Vec<NetworkHost>,
+    /// `<ssl verify='yes|no'/>` (https, ftps).
+    pub ssl_verify: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NetworkProtocol {
+    Nbd,
+    Iscsi,
+    Rbd,
+    Http,
+    Https,
+    Ftp,
+    Ftps,
+    Gluster,
+}
+
+impl NetworkProtocol {
+    /// The port libvirt fills in for a TCP host that names none; `None` where the protocol
+    /// has no fixed port (rbd: the monitors' own configuration decides).
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            NetworkProtocol::Nbd => Some(10809),
+            NetworkProtocol::Iscsi => Some(3260),
+            NetworkProtocol::Rbd => None,
+            NetworkProtocol::Http => Some(80),
+            NetworkProtocol::Https => Some(443),
+            NetworkProtocol::Ftp => Some(21),
+            NetworkProtocol::Ftps => Some(990),
+            NetworkProtocol::Gluster => Some(24007),
+        }
+    }
+}
+
+/// `<host name port/>` (TCP) or `<host transport='unix' socket/>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum NetworkHost {
+    Tcp { name: String, port: Option<u16> },
+    Unix { socket: String },
+}
+
+/// `<auth username><secret type uuid|usage/></auth>`, under `<disk>` or under `<source>`:
+/// libvirt prints it back where it was written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DiskAuth {
+    pub username: String,
+    pub secret_type: SecretUsageType,
+    pub secret: SecretLookup,
+    /// Written under `<disk>` (libvirt's older place) rather than under `<source>`.
+    pub under_disk: bool,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// The kinds of secret a disk's `<auth>` can name (`<secret type=>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecretUsageType {
+    Iscsi,
+    Ceph,
+}
+
+/// How `<auth><secret>` names its secret: by UUID, or by the secret's usage name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum SecretLookup {
+    Uuid(Uuid),
+    Usage(String),
 }
 
 /// A storage volume a disk refers to by name: `<source pool='P' volume='V'/>`.

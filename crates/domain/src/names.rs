@@ -81,6 +81,21 @@ pub(crate) const DISK_TYPES: &[(&str, DiskType)] = &[
     ("file", DiskType::File),
     ("block", DiskType::Block),
     ("volume", DiskType::Volume),
+    ("network", DiskType::Network),
+];
+pub(crate) const NETWORK_PROTOCOLS: &[(&str, NetworkProtocol)] = &[
+    ("nbd", NetworkProtocol::Nbd),
+    ("iscsi", NetworkProtocol::Iscsi),
+    ("rbd", NetworkProtocol::Rbd),
+    ("http", NetworkProtocol::Http),
+    ("https", NetworkProtocol::Https),
+    ("ftp", NetworkProtocol::Ftp),
+    ("ftps", NetworkProtocol::Ftps),
+    ("gluster", NetworkProtocol::Gluster),
+];
+pub(crate) const SECRET_USAGE_TYPES: &[(&str, SecretUsageType)] = &[
+    ("iscsi", SecretUsageType::Iscsi),
+    ("ceph", SecretUsageType::Ceph),
 ];
 pub(crate) const DISK_DEVICES: &[(&str, DiskDevice)] =
     &[("disk", DiskDevice::Disk), ("cdrom", DiskDevice::Cdrom)];
@@ -245,6 +260,8 @@ xml_names! {
     TimerName => TIMER_NAMES,
     TickPolicy => TICK_POLICIES,
     DiskType => DISK_TYPES,
+    NetworkProtocol => NETWORK_PROTOCOLS,
+    SecretUsageType => SECRET_USAGE_TYPES,
     DiskDevice => DISK_DEVICES,
     DiskFormat => DISK_FORMATS,
     DiskCache => DISK_CACHES,

@@ -862,6 +862,8 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     let mut driver = None;
     let mut source: Option<Option<String>> = None;
     let mut volume: Option<Option<DiskVolume>> = None;
+    let mut network = None;
+    let mut auth = None;
     let mut target = None;
     let mut readonly = false;
     let mut shareable = false;
@@ -893,6 +895,18 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut driver, parsed, &child)?;
+            }
+            "source" if disk_type == DiskType::Network => {
+                let (parsed, source_auth) = parse_network_source(&mut child)?;
+                set_once(&mut network, parsed, &child)?;
+                if let Some(source_auth) = source_auth {
+                    set_once(&mut auth, source_auth, &child)?;
+                }
+                source_line = child.source_line();
+            }
+            "auth" if disk_type == DiskType::Network => {
+                let parsed = parse_disk_auth(&mut child, true)?;
+                set_once(&mut auth, parsed, &child)?;
             }
             "source" if disk_type == DiskType::Volume => {
                 let parsed = parse_volume_source(&mut child)?;
@@ -987,7 +1001,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     let driver = match (driver, disk_type) {
         // libvirt's post-parse step makes raw explicit for file and block disks; a volume
         // disk keeps an unstated format, which comes from the volume at start.
-        (Some(driver), DiskType::File | DiskType::Block) => DiskDriver {
+        (Some(driver), DiskType::File | DiskType::Block | DiskType::Network) => DiskDriver {
             format_stated: true,
             ..driver
         },
@@ -1003,6 +1017,8 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         driver,
         source: source.flatten(),
         volume,
+        network,
+        auth,
         target,
         readonly,
         shareable,
@@ -1014,6 +1030,202 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         source_line,
         serial_line,
         shareable_line,
+    })
+}
+
+/// `<source protocol= name= query=>` of a network disk, with its `<host>`s, `<ssl>` and an
+/// `<auth>` written inside it. libvirt's post-parse steps are applied here: an iSCSI name
+/// without a LUN gets `/0`.
+fn parse_network_source(elem: &mut Elem) -> Result<(NetworkSource, Option<DiskAuth>)> {
+    let protocol = match elem.attr("protocol") {
+        Some(value) => lookup(NETWORK_PROTOCOLS, value)
+            .ok_or_else(|| elem.enum_error("attribute 'protocol'", value, NETWORK_PROTOCOLS))?,
+        None => return Err(elem.missing("attribute 'protocol'")),
+    };
+    let mut name = elem.attr("name").map(str::to_string);
+    let query = elem.attr("query").map(str::to_string);
+    elem.finish_attrs()?;
+    match &name {
+        None if protocol != NetworkProtocol::Nbd => {
+            return Err(elem.missing("attribute 'name' (the image the protocol serves)"))
+        }
+        Some(n) if n.is_empty() || n.chars().any(char::is_control) => {
+            return Err(elem.invalid(
+                "attribute 'name'",
+                n,
+                "name is empty or has control characters",
+            ))
+        }
+        _ => {}
+    }
+    if protocol == NetworkProtocol::Iscsi {
+        if let Some(n) = &mut name {
+            if !n.contains('/') {
+                n.push_str("/0");
+            }
+        }
+    }
+    if query.is_some()
+        && !matches!(
+            protocol,
+            NetworkProtocol::Http
+                | NetworkProtocol::Https
+                | NetworkProtocol::Ftp
+                | NetworkProtocol::Ftps
+        )
+    {
+        return Err(elem.invalid(
+            "attribute 'query'",
+            query.as_deref().unwrap_or_default(),
+            "only http, https, ftp and ftps URLs have a query",
+        ));
+    }
+    let mut hosts = Vec::new();
+    let mut ssl_verify = None;
+    let mut auth = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "host" => hosts.push(parse_network_host(&mut child, protocol)?),
+            "ssl" => {
+                let verify = child.yes_no_attr("verify")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if !matches!(protocol, NetworkProtocol::Https | NetworkProtocol::Ftps) {
+                    return Err(child.invalid(
+                        "element",
+                        "ssl",
+                        "only https and ftps sources take <ssl>",
+                    ));
+                }
+                if let Some(verify) = verify {
+                    set_once(&mut ssl_verify, verify, &child)?;
+                }
+            }
+            "auth" => {
+                let parsed = parse_disk_auth(&mut child, false)?;
+                set_once(&mut auth, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok((
+        NetworkSource {
+            protocol,
+            name,
+            query,
+            hosts,
+            ssl_verify,
+        },
+        auth,
+    ))
+}
+
+/// `<host name port/>` or `<host transport='unix' socket/>`; a TCP host without a port gets
+/// the protocol's default one, as libvirt fills it in.
+fn parse_network_host(elem: &mut Elem, protocol: NetworkProtocol) -> Result<NetworkHost> {
+    let transport = elem.attr("transport").unwrap_or("tcp");
+    let name = elem.attr("name").map(str::to_string);
+    let port = elem.attr("port").map(str::to_string);
+    let socket = elem.attr("socket").map(str::to_string);
+    elem.finish_attrs()?;
+    elem.leaf()?;
+    match transport {
+        "tcp" => {
+            if socket.is_some() {
+                return Err(elem.invalid(
+                    "attribute 'socket'",
+                    "",
+                    "only a unix transport has a socket",
+                ));
+            }
+            let name = match name {
+                Some(n) if !n.is_empty() && !n.chars().any(|c| c.is_control() || c == '/') => n,
+                Some(n) => return Err(elem.invalid("attribute 'name'", &n, "not a host name")),
+                None => return Err(elem.missing("attribute 'name'")),
+            };
+            let port = match port {
+                Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                    elem.invalid("attribute 'port'", &p, "expected a port number 1-65535")
+                })?),
+                None => protocol.default_port(),
+            };
+            Ok(NetworkHost::Tcp { name, port })
+        }
+        "unix" => {
+            if name.is_some() || port.is_some() {
+                return Err(elem.invalid(
+                    "attribute 'transport'",
+                    "unix",
+                    "a unix host has a socket, not a name or port",
+                ));
+            }
+            match socket {
+                Some(s) if s.starts_with('/') && !s.chars().any(char::is_control) => {
+                    Ok(NetworkHost::Unix { socket: s })
+                }
+                Some(s) => Err(elem.invalid("attribute 'socket'", &s, "must be an absolute path")),
+                None => Err(elem.missing("attribute 'socket'")),
+            }
+        }
+        other => Err(elem.enum_error("attribute 'transport'", other, &[("tcp", ()), ("unix", ())])),
+    }
+}
+
+/// `<auth username><secret type='iscsi|ceph' uuid=|usage=/></auth>`.
+fn parse_disk_auth(elem: &mut Elem, under_disk: bool) -> Result<DiskAuth> {
+    let username = elem.required_attr("username")?.to_string();
+    elem.finish_attrs()?;
+    if username.is_empty() || username.chars().any(char::is_control) {
+        return Err(elem.invalid(
+            "attribute 'username'",
+            &username,
+            "user name is empty or has control characters",
+        ));
+    }
+    let mut secret = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "secret" => {
+                let secret_type = match child.attr("type") {
+                    Some(value) => lookup(SECRET_USAGE_TYPES, value).ok_or_else(|| {
+                        child.enum_error("attribute 'type'", value, SECRET_USAGE_TYPES)
+                    })?,
+                    None => return Err(child.missing("attribute 'type'")),
+                };
+                let uuid = child.attr("uuid");
+                let usage = child.attr("usage");
+                child.finish_attrs()?;
+                child.leaf()?;
+                let lookup_by = match (uuid, usage) {
+                    (Some(u), None) => SecretLookup::Uuid(
+                        Uuid::parse_str(u)
+                            .map_err(|_| child.invalid("attribute 'uuid'", u, "not a UUID"))?,
+                    ),
+                    (None, Some(u)) if !u.is_empty() => SecretLookup::Usage(u.to_string()),
+                    (None, Some(u)) => {
+                        return Err(child.invalid("attribute 'usage'", u, "usage name is empty"))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(child.invalid(
+                            "attribute 'usage'",
+                            usage.unwrap_or_default(),
+                            "name the secret by uuid or by usage, not both",
+                        ))
+                    }
+                    (None, None) => return Err(child.missing("attribute 'uuid' or 'usage'")),
+                };
+                set_once(&mut secret, (secret_type, lookup_by), &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let (secret_type, secret) = secret.ok_or_else(|| elem.missing("element <secret>"))?;
+    Ok(DiskAuth {
+        username,
+        secret_type,
+        secret,
+        under_disk,
+        line: elem.source_line(),
     })
 }
 

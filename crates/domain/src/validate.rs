@@ -391,7 +391,7 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             ));
         }
         validate_disk_source_kind(path, disk)?;
-        let has_medium = disk.source.is_some() || disk.volume.is_some();
+        let has_medium = disk.source.is_some() || disk.volume.is_some() || disk.network.is_some();
         match (&disk.source, disk.device) {
             (None, DiskDevice::Disk) if !has_medium => {
                 return Err(invalid(
@@ -675,6 +675,19 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
 /// volume disks, with names libvirt would accept.
 fn validate_disk_source_kind(path: &str, disk: &Disk) -> Result<(), DomainError> {
     let dev = &disk.target.dev;
+    if disk.disk_type == DiskType::Network {
+        if disk.network.is_none() {
+            return Err(invalid(
+                path,
+                format!("network disk '{dev}' names no <source protocol=>"),
+            ));
+        }
+    } else if disk.network.is_some() || disk.auth.is_some() {
+        return Err(invalid(
+            path,
+            format!("disk '{dev}' has a network source or <auth> but is not type='network'"),
+        ));
+    }
     match (disk.disk_type, &disk.source, &disk.volume) {
         (DiskType::Volume, Some(_), _) => Err(invalid(
             path,

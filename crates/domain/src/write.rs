@@ -549,6 +549,12 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
             ),
         ],
     );
+    if let Some(auth) = disk.auth.as_ref().filter(|a| a.under_disk) {
+        write_disk_auth(w, auth);
+    }
+    if let Some(network) = &disk.network {
+        write_network_source(w, network, disk.auth.as_ref().filter(|a| !a.under_disk));
+    }
     if let Some(source) = &disk.source {
         let key = if disk.disk_type == DiskType::Block {
             "dev"
@@ -582,6 +588,53 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
     write_boot(w, disk.boot_order);
     write_address(w, &disk.address);
     w.end("disk");
+}
+
+fn write_network_source(w: &mut Writer, source: &NetworkSource, auth: Option<&DiskAuth>) {
+    let attrs = [
+        ("protocol", s(name_of(NETWORK_PROTOCOLS, source.protocol))),
+        ("name", source.name.clone()),
+        ("query", source.query.clone()),
+    ];
+    if source.hosts.is_empty() && source.ssl_verify.is_none() && auth.is_none() {
+        w.empty("source", &attrs);
+        return;
+    }
+    w.start("source", &attrs);
+    for host in &source.hosts {
+        match host {
+            NetworkHost::Tcp { name, port } => w.empty(
+                "host",
+                &[("name", s(name)), ("port", port.map(|p| p.to_string()))],
+            ),
+            NetworkHost::Unix { socket } => {
+                w.empty("host", &[("transport", s("unix")), ("socket", s(socket))])
+            }
+        }
+    }
+    if let Some(verify) = source.ssl_verify {
+        w.empty("ssl", &[("verify", s(if verify { "yes" } else { "no" }))]);
+    }
+    if let Some(auth) = auth {
+        write_disk_auth(w, auth);
+    }
+    w.end("source");
+}
+
+fn write_disk_auth(w: &mut Writer, auth: &DiskAuth) {
+    w.start("auth", &[("username", s(&auth.username))]);
+    let (key, value) = match &auth.secret {
+        SecretLookup::Uuid(uuid) => ("uuid", uuid.to_string()),
+        SecretLookup::Usage(usage) => ("usage", usage.clone()),
+    };
+    w.empty(
+        "secret",
+        &[
+            ("type", s(name_of(SECRET_USAGE_TYPES, auth.secret_type))),
+            (key, Some(value)),
+        ],
+    );
+    w.end("auth");
 }
 
 fn write_controller(w: &mut Writer, c: &Controller) {

@@ -319,6 +319,8 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     },
                     source,
                     volume,
+                    network: None,
+                    auth: None,
                     target: DiskTarget {
                         dev: format!("{prefix}{letter}"),
                         bus,

@@ -534,6 +534,9 @@ impl Planner {
             driver,
             source,
             volume: _,
+            network,
+            // Refused with the network source it belongs to.
+            auth: _,
             target,
             readonly,
             shareable,
@@ -567,6 +570,13 @@ impl Planner {
             line: driver_line,
         } = driver;
         let name = format!("<disk> {dev}");
+        if let Some(network) = network {
+            self.no(
+                format!("{name}: <source protocol='{}'>", network.protocol.as_str()),
+                *line,
+                "no network block drivers; the VMM opens local files and block devices",
+            );
+        }
         if *device == DiskDevice::Cdrom {
             self.no(
                 format!("{name}: device='cdrom'"),

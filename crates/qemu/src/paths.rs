@@ -49,6 +49,14 @@ impl RunPaths {
         self.dir.join("vnc.sock")
     }
 
+    /// The value of the secret a network disk's `<auth>` names, for QEMU's `secret` object
+    /// (`-object secret,file=`): written by the daemon at start (mode 0600), read once by
+    /// QEMU. A file keeps the value out of QEMU's command line, which every user can read in
+    /// /proc. `dev` is the disk's target name.
+    pub fn disk_secret_file(&self, dev: &str) -> PathBuf {
+        self.dir.join(format!("secret-{dev}"))
+    }
+
     /// The sockets QEMU listens on must fit in `sockaddr_un`; say so clearly rather than let QEMU fail.
     pub(crate) fn check_socket_path(path: &Path) -> Result<(), QemuError> {
         let len = path.as_os_str().len();

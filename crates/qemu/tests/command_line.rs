@@ -625,3 +625,107 @@ fn qcow2_disks_get_exactly_the_backing_chain_the_host_resolved() {
         other => panic!("a backing chain under a raw image: {other:?}"),
     }
 }
+
+#[test]
+fn network_disks_open_qemu_block_drivers_with_secrets_from_files() {
+    let devices = "
+      <disk type='network' device='disk'>
+        <source protocol='iscsi' name='iqn.2013-07.com.example:store/2'>
+          <host name='192.0.2.8'/>
+          <auth username='chap'><secret type='iscsi' usage='store'/></auth>
+        </source>
+        <target dev='vda' bus='virtio'/>
+      </disk>
+      <disk type='network' device='disk'>
+        <source protocol='rbd' name='pool/image'>
+          <host name='mon1' port='6321'/><host name='mon2'/>
+          <auth username='admin'><secret type='ceph' usage='client.admin'/></auth>
+        </source>
+        <target dev='vdb' bus='virtio'/>
+      </disk>
+      <disk type='network' device='disk'>
+        <driver name='qemu' type='qcow2'/>
+        <source protocol='gluster' name='vol/dir/img.qcow2'>
+          <host name='g1'/><host transport='unix' socket='/run/glusterd.sock'/>
+        </source>
+        <target dev='vdc' bus='virtio'/>
+      </disk>
+      <disk type='network' device='disk'>
+        <source protocol='nbd' name='exp'><host name='nbd.example'/></source>
+        <target dev='vdd' bus='virtio'/>
+      </disk>";
+    let args = args_of(&xml("", devices), Accel::Tcg);
+    let iscsi = blockdev(&args, "drive-vda-file");
+    assert_eq!(iscsi["driver"], "iscsi");
+    assert_eq!(iscsi["portal"], "192.0.2.8:3260");
+    assert_eq!(iscsi["target"], "iqn.2013-07.com.example:store");
+    assert_eq!(iscsi["lun"], 2);
+    assert_eq!(iscsi["user"], "chap");
+    let secret_id = iscsi["password-secret"].as_str().unwrap();
+    let secret = json_values(&args, "-object")
+        .into_iter()
+        .find(|o| o["id"] == secret_id)
+        .expect("the secret object");
+    assert_eq!(secret["qom-type"], "secret");
+    assert_eq!(secret["file"], format!("{RUN_DIR}/secret-vda"));
+    assert!(secret.get("data").is_none(), "a value on the command line");
+
+    let rbd = blockdev(&args, "drive-vdb-file");
+    assert_eq!(rbd["pool"], "pool");
+    assert_eq!(rbd["image"], "image");
+    assert_eq!(
+        rbd["server"],
+        serde_json::json!([{"host": "mon1", "port": "6321"}, {"host": "mon2"}])
+    );
+    assert_eq!(
+        rbd["auth-client-required"],
+        serde_json::json!(["cephx", "none"])
+    );
+    assert!(rbd["key-secret"].is_string());
+
+    let gluster = blockdev(&args, "drive-vdc-file");
+    assert_eq!(gluster["volume"], "vol");
+    assert_eq!(gluster["path"], "dir/img.qcow2");
+    assert_eq!(gluster["server"][0]["port"], "24007");
+    assert_eq!(gluster["server"][1]["type"], "unix");
+    // A network qcow2's own backing file is never opened: the host cannot read its header.
+    assert_eq!(blockdev(&args, "drive-vdc")["backing"], Value::Null);
+
+    let nbd = blockdev(&args, "drive-vdd-file");
+    assert_eq!(
+        nbd["server"],
+        serde_json::json!({"type": "inet", "host": "nbd.example", "port": "10809"})
+    );
+    assert_eq!(nbd["export"], "exp");
+}
+
+#[test]
+fn network_disks_qemu_cannot_open_are_refused_naming_the_disk() {
+    let two_hosts = "<disk type='network' device='disk'>
+        <source protocol='nbd' name='e'><host name='a'/><host name='b'/></source>
+        <target dev='vda' bus='virtio'/></disk>";
+    let (element, reason) = invalid(&xml("", two_hosts));
+    assert_eq!(element, "devices/disk[target@dev='vda']/source");
+    assert!(reason.contains("only one <host>"), "{reason}");
+
+    let nbd_auth = "<disk type='network' device='disk'>
+        <source protocol='nbd' name='e'><host name='a'/>
+          <auth username='u'><secret type='iscsi' usage='x'/></auth></source>
+        <target dev='vda' bus='virtio'/></disk>";
+    let (element, reason) = unsupported(&xml("", nbd_auth));
+    assert_eq!(element, "devices/disk[target@dev='vda']/auth");
+    assert!(reason.contains("no user authentication"), "{reason}");
+
+    let wrong_type = "<disk type='network' device='disk'>
+        <source protocol='rbd' name='p/i'>
+          <auth username='u'><secret type='iscsi' usage='x'/></auth></source>
+        <target dev='vda' bus='virtio'/></disk>";
+    let (_, reason) = invalid(&xml("", wrong_type));
+    assert!(reason.contains("type 'ceph'"), "{reason}");
+
+    let io = "<disk type='network' device='disk'><driver name='qemu' type='raw' io='threads'/>
+        <source protocol='http' name='/x'><host name='a'/></source>
+        <target dev='vda' bus='virtio'/></disk>";
+    let (element, _) = unsupported(&xml("", io));
+    assert_eq!(element, "devices/disk[target@dev='vda']/driver@io");
+}

@@ -13,7 +13,8 @@
 //!   `optional` (libvirt resolves it against the test host's CPU);
 //! - each disk, matched in definition order: frontend driver, bootindex, `write-cache`, PCI
 //!   address, bus and unit, and on its block nodes `cache.direct`, `cache.no-flush`, the
-//!   protocol driver, the format driver, `read-only` and the file name;
+//!   protocol driver, the format driver, `read-only` and the file name or what locates a
+//!   network disk's image (URL, server, export, user, ...);
 //! - each NIC, in order: driver, MAC, bootindex, PCI address, netdev type;
 //! - the memballoon: presence, `deflate-on-oom`, PCI address;
 //! - `-vnc` for UNIX-socket listens.
@@ -341,11 +342,31 @@ fn compare_disks(cmp: &mut Comparison, domain: &oxvirt_qemu::Domain, libvirt: &L
             &l_proto["driver"],
             &o_proto["driver"],
         );
-        cmp.check(
-            &format!("disk {dev} filename"),
-            &l_proto["filename"],
-            &o_proto["filename"],
-        );
+        // A file's name, or what locates a network disk's image (secrets' ids are names).
+        for key in [
+            "filename",
+            "url",
+            "sslverify",
+            "username",
+            "server",
+            "export",
+            "portal",
+            "target",
+            "lun",
+            "transport",
+            "user",
+            "pool",
+            "image",
+            "auth-client-required",
+            "volume",
+            "path",
+        ] {
+            cmp.check(
+                &format!("disk {dev} protocol {key}"),
+                &l_proto[key],
+                &o_proto[key],
+            );
+        }
         cmp.check(
             &format!("disk {dev} read-only"),
             &l_top["read-only"],

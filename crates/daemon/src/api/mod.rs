@@ -5,6 +5,7 @@ mod domains;
 mod networks;
 mod pools;
 pub(crate) mod reply;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub fn router(services: Arc<Services>) -> Router {
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())
+        .merge(secrets::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))

@@ -97,6 +97,25 @@ pub struct NicPlug {
     pub pci_slot: Option<u8>,
 }
 
+/// The value of the secret a network disk's `<auth>` names, for the engine to hand to its
+/// process at start (never on a command line). Its Debug form leaves the value out.
+pub struct DiskSecret {
+    /// The disk's target name.
+    pub dev: String,
+    pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for DiskSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "DiskSecret {{ dev: {:?}, value: <{} bytes> }}",
+            self.dev,
+            self.value.len()
+        )
+    }
+}
+
 fn no_hotplug() -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,
@@ -127,6 +146,27 @@ pub trait Engine: Send + Sync {
     /// Start-time check of the host (before any resource is set up for the start).
     fn check_host(&self, _domain: &Domain) -> Result<(), EngineError> {
         Ok(())
+    }
+
+    /// Puts the secrets of `domain`'s network disks where [`Engine::launch`] will give them to
+    /// the engine's process (in `run_dir`, which exists and is private). Engines without
+    /// network disks have none to take.
+    fn write_disk_secrets(
+        &self,
+        _domain: &Domain,
+        _run_dir: &Path,
+        secrets: &[DiskSecret],
+    ) -> Result<(), EngineError> {
+        match secrets.first() {
+            None => Ok(()),
+            Some(secret) => Err(EngineError {
+                kind: EngineErrorKind::Unsupported,
+                message: format!(
+                    "disk '{}': this engine has no network disks to give a secret to",
+                    secret.dev
+                ),
+            }),
+        }
     }
 
     /// Starts the guest with its files in `run_dir`; returns the process id once the control

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus, NicPlug,
+    AccelPlan, ConsolePaths, Control, DiskSecret, Engine, EngineError, EngineErrorKind,
+    EngineEvent, Events, GuestStatus, NicPlug,
 };
 
 pub struct QemuEngine {
@@ -104,6 +104,36 @@ impl Engine for QemuEngine {
         }
     }
 
+    /// Each secret goes to the file QEMU's `secret` object of that disk reads
+    /// (`RunPaths::disk_secret_file`), created with mode 0600. The files are removed once QEMU
+    /// runs ([`Engine::launch`]): it read them while starting.
+    fn write_disk_secrets(
+        &self,
+        _domain: &Domain,
+        run_dir: &Path,
+        secrets: &[DiskSecret],
+    ) -> Result<(), EngineError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let run = RunPaths::new(run_dir);
+        for secret in secrets {
+            let path = run.disk_secret_file(&secret.dev);
+            // A file left by an earlier start is replaced, never appended to or followed.
+            let _ = std::fs::remove_file(&path);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut file| file.write_all(&secret.value))
+                .map_err(|err| EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!("cannot write {}: {err}", path.display()),
+                })?;
+        }
+        Ok(())
+    }
+
     async fn launch(
         &self,
         domain: &Domain,
@@ -114,9 +144,15 @@ impl Engine for QemuEngine {
             Accel::Kvm => oxvirt_qemu::Accel::Kvm,
             Accel::Tcg => oxvirt_qemu::Accel::Tcg,
         };
-        let launched = oxvirt_qemu::launch(domain, &RunPaths::new(run_dir), accel)
-            .await
-            .map_err(engine_error)?;
+        let run = RunPaths::new(run_dir);
+        let launched = oxvirt_qemu::launch(domain, &run, accel).await;
+        // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
+        for disk in &domain.devices.disks {
+            if disk.auth.is_some() {
+                let _ = std::fs::remove_file(run.disk_secret_file(&disk.target.dev));
+            }
+        }
+        let launched = launched.map_err(engine_error)?;
         for warning in &launched.warnings {
             tracing::warn!(domain = %domain.name, "{warning}");
         }

@@ -13,7 +13,9 @@ use oxvirt_api::{Accel, Engine as EngineKind};
 use oxvirt_domain::Domain;
 use uuid::Uuid;
 
-use super::{AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, Events};
+use super::{
+    AccelPlan, ConsolePaths, Control, DiskSecret, Engine, EngineError, EngineErrorKind, Events,
+};
 
 pub struct EngineSet {
     qemu: Arc<dyn Engine>,
@@ -70,6 +72,16 @@ impl Engine for EngineSet {
 
     fn check_host(&self, domain: &Domain) -> Result<(), EngineError> {
         self.for_domain(domain).check_host(domain)
+    }
+
+    fn write_disk_secrets(
+        &self,
+        domain: &Domain,
+        run_dir: &Path,
+        secrets: &[DiskSecret],
+    ) -> Result<(), EngineError> {
+        self.for_domain(domain)
+            .write_disk_secrets(domain, run_dir, secrets)
     }
 
     async fn launch(

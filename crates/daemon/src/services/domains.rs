@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
 };
-use oxvirt_domain::{DiskDevice, DiskType, Domain};
+use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -21,6 +21,7 @@ use super::error::{
 };
 use super::guests::{state_of_status, stored_domain, Guests, Intent, Live, Vm};
 use super::networks::{refuse_mac_clash, Networks};
+use super::secrets::Secrets;
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;
 use super::xml::names_uuid;
@@ -37,6 +38,7 @@ pub struct Domains {
     guests: Arc<Guests>,
     networks: Arc<Networks>,
     volumes: Arc<Volumes>,
+    secrets: Arc<Secrets>,
     /// Where supervisors ask for a domain to be started again.
     restarts: mpsc::UnboundedSender<Restart>,
 }
@@ -65,6 +67,7 @@ impl Domains {
         guests: Arc<Guests>,
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
+        secrets: Arc<Secrets>,
     ) -> Arc<Domains> {
         let (restarts, mut requests) = mpsc::unbounded_channel::<Restart>();
         let domains = Arc::new(Domains {
@@ -73,6 +76,7 @@ impl Domains {
             guests,
             networks,
             volumes,
+            secrets,
             restarts,
         });
         let weak = Arc::downgrade(&domains);
@@ -382,6 +386,8 @@ impl Domains {
         check_files_exist(&domain)?;
         // Engines open exactly the backing images the host read from trusted metadata.
         self.volumes.resolve_backing_chains(&mut domain)?;
+        // Network disks' credentials, found before anything is set up for the start.
+        let disk_secrets = self.secrets.disk_secrets(&domain)?;
         let plan = self.engine.plan_accel(&domain);
         for warning in &plan.warnings {
             tracing::warn!(domain = %record.name, "{warning}");
@@ -389,6 +395,10 @@ impl Domains {
         let run_dir = self.guests.run_dir(&record.uuid);
         create_private_dir(&run_dir)
             .map_err(|e| internal(&format!("cannot create {}", run_dir.display()), e))?;
+        self.engine
+            .write_disk_secrets(&domain, &run_dir, &disk_secrets)
+            .map_err(|e| engine_failure(&record.name, e))?;
+        drop(disk_secrets);
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
         self.networks.plug_interfaces(&record, &mut domain).await?;
@@ -796,12 +806,7 @@ impl Domains {
             .disks
             .iter()
             .map(|disk| DomainDisk {
-                disk_type: match disk.disk_type {
-                    DiskType::File => "file",
-                    DiskType::Block => "block",
-                    DiskType::Volume => "volume",
-                }
-                .to_string(),
+                disk_type: disk.disk_type.as_str().to_string(),
                 device: match disk.device {
                     DiskDevice::Disk => "disk",
                     DiskDevice::Cdrom => "cdrom",
@@ -811,7 +816,9 @@ impl Domains {
                 source: disk
                     .source
                     .clone()
-                    .or_else(|| disk.volume.as_ref().map(|v| v.volume.clone())),
+                    .or_else(|| disk.volume.as_ref().map(|v| v.volume.clone()))
+                    // virsh shows a network disk's source name.
+                    .or_else(|| disk.network.as_ref().and_then(|n| n.name.clone())),
             })
             .collect())
     }

@@ -1,9 +1,9 @@
 //! What oxvirtd does, one service per resource, on top of the store and the engines:
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest),
-//! [`interfaces`] (a domain's NICs), [`networks`], [`pools`] and [`volumes`]. Each is a type of
+//! [`interfaces`] (a domain's NICs), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
-//! [`error::DaemonError`]. A service uses only the ones below it: domains use networks and
-//! volumes, volumes use pools, interfaces use networks; all of them use guests and the store.
+//! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
+//! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
 pub mod domains;
 pub mod error;
@@ -11,6 +11,7 @@ pub mod guests;
 pub mod interfaces;
 pub mod networks;
 pub mod pools;
+pub mod secrets;
 pub mod supervisor;
 pub mod volumes;
 mod xml;
@@ -28,6 +29,7 @@ use guests::Guests;
 use interfaces::Interfaces;
 use networks::Networks;
 use pools::Pools;
+use secrets::Secrets;
 use volumes::Volumes;
 
 /// Every service of the daemon, as the API routes reach them.
@@ -38,6 +40,7 @@ pub struct Services {
     pub interfaces: Interfaces,
     pub networks: Arc<Networks>,
     pub pools: Arc<Pools>,
+    pub secrets: Arc<Secrets>,
     pub volumes: Arc<Volumes>,
 }
 
@@ -55,12 +58,14 @@ impl Services {
             Arc::new(Networks::new(store.clone(), network_dir, define_default_network).await?);
         let pools = Arc::new(Pools::new(store.clone()));
         let volumes = Arc::new(Volumes::new(store.clone(), pools.clone()));
+        let secrets = Arc::new(Secrets::new(store.clone()));
         let domains = Domains::new(
             store.clone(),
             engine.clone(),
             guests.clone(),
             networks.clone(),
             volumes.clone(),
+            secrets.clone(),
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
         Ok(Arc::new(Services {
@@ -70,6 +75,7 @@ impl Services {
             interfaces,
             networks,
             pools,
+            secrets,
             volumes,
         }))
     }

@@ -33,6 +33,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "volume_formats: the recorded format and backing file of every storage volume",
         apply: v3_volume_formats,
     },
+    Migration {
+        what: "secrets: secret definitions and their values (secret-define, secret-set-value)",
+        apply: v4_secrets,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
@@ -135,6 +139,21 @@ fn v3_volume_formats(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             backing_path TEXT,
             backing_format TEXT,
             origin TEXT NOT NULL
+        ) WITHOUT ROWID;",
+    )
+}
+
+/// Version 4: secrets (passwords and keys that network disks' `<auth>` name). `xml` is the
+/// normalized definition; `usage` is `TYPE ID` (unique: one secret per usage, as in libvirt);
+/// `value` is NULL until secret-set-value. The database file is private to root (mode 0600 in
+/// a 0700 state directory), as libvirt's secret files are.
+fn v4_secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE secrets (
+            uuid TEXT PRIMARY KEY NOT NULL,
+            usage TEXT UNIQUE,
+            xml TEXT NOT NULL,
+            value BLOB
         ) WITHOUT ROWID;",
     )
 }

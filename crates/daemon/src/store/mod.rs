@@ -19,6 +19,7 @@ mod migrations;
 mod networks;
 mod pools;
 mod runtime;
+mod secrets;
 mod volumes;
 
 #[cfg(test)]
@@ -35,6 +36,7 @@ pub use macs::*;
 pub use networks::*;
 pub use pools::*;
 pub use runtime::*;
+pub use secrets::*;
 pub use volumes::{
     delete_volume_record, put_volume_record, volume_record, VolumeOrigin, VolumeRecord,
 };

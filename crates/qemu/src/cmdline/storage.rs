@@ -1,9 +1,10 @@
 //! Controllers and disks: `-blockdev` node pairs and their frontends.
 
 use oxvirt_domain::{
-    Address, BackingLayer, Controller, ControllerType, DetectZeroes, Disk, DiskBus, DiskCache,
-    DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo, DiskTarget, DiskType, DriveAddress,
-    SourceLine, UsbAddress,
+    Address, BackingLayer, Controller, ControllerType, DetectZeroes, Disk, DiskAuth, DiskBus,
+    DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo, DiskTarget, DiskType,
+    DriveAddress, NetworkHost, NetworkProtocol, NetworkSource, SecretUsageType, SourceLine,
+    UsbAddress,
 };
 use serde_json::{json, Map, Value};
 
@@ -137,6 +138,218 @@ impl Builder<'_> {
 
     /// Read-only (protocol, format) block node pairs for a disk's backing chain, nearest first,
     /// each format node pointing at the next and the last at nothing.
+    /// The protocol node of a network disk, as libvirt builds it for QEMU's block drivers, and
+    /// the `secret` object its `<auth>` needs. The secret's value is never on the command line:
+    /// the object reads [`RunPaths::disk_secret_file`], which the daemon writes at start.
+    fn network_protocol(
+        &self,
+        network: &NetworkSource,
+        auth: Option<&DiskAuth>,
+        dev: &str,
+        (element, source_line): (&str, SourceLine),
+    ) -> Result<(Value, Option<Value>), QemuError> {
+        let NetworkSource {
+            protocol,
+            name,
+            query,
+            hosts,
+            ssl_verify,
+        } = network;
+        let source = format!("{element}/source");
+        let invalid = |why: String| QemuError::invalid(source.clone(), source_line, why);
+        let protocol_name = protocol.as_str();
+        let tcp = |host: &NetworkHost| match host {
+            NetworkHost::Tcp { name, port } => Ok((name.clone(), *port)),
+            NetworkHost::Unix { .. } => Err(invalid(format!(
+                "protocol '{protocol_name}' takes a TCP host, not a unix socket"
+            ))),
+        };
+        let one_host = || match hosts.as_slice() {
+            [host] => Ok(host),
+            [] => Err(invalid(format!(
+                "protocol '{protocol_name}' needs a <host>"
+            ))),
+            _ => Err(invalid(format!(
+                "protocol '{protocol_name}' accepts only one <host>"
+            ))),
+        };
+        let inet = |name: &str, port: Option<u16>| {
+            let mut server = json!({"type": "inet", "host": name});
+            if let Some(port) = port {
+                server["port"] = json!(port.to_string());
+            }
+            server
+        };
+        let name = name.as_deref();
+        let secret_id = format!("{}-auth-secret", disk_node(dev));
+        let (user, secret) = match auth {
+            None => (None, None),
+            Some(DiskAuth {
+                username,
+                secret_type,
+                secret: _,
+                under_disk: _,
+                line,
+            }) => {
+                let wanted = match protocol {
+                    NetworkProtocol::Iscsi
+                    | NetworkProtocol::Http
+                    | NetworkProtocol::Https
+                    | NetworkProtocol::Ftp
+                    | NetworkProtocol::Ftps => SecretUsageType::Iscsi,
+                    NetworkProtocol::Rbd => SecretUsageType::Ceph,
+                    NetworkProtocol::Nbd | NetworkProtocol::Gluster => {
+                        return Err(QemuError::unsupported(
+                            format!("{element}/auth"),
+                            *line,
+                            format!(
+                                "protocol '{protocol_name}' has no user authentication in QEMU"
+                            ),
+                        ))
+                    }
+                };
+                if *secret_type != wanted {
+                    return Err(QemuError::invalid(
+                        format!("{element}/auth/secret@type"),
+                        *line,
+                        format!(
+                            "protocol '{protocol_name}' authenticates with a secret of type '{}'",
+                            wanted.as_str()
+                        ),
+                    ));
+                }
+                let object = json!({
+                    "qom-type": "secret",
+                    "id": secret_id,
+                    "format": "raw",
+                    "file": self.run.disk_secret_file(dev),
+                });
+                (Some(username.clone()), Some(object))
+            }
+        };
+        let node = match protocol {
+            NetworkProtocol::Nbd => {
+                let server = match one_host()? {
+                    NetworkHost::Tcp { name, port } => inet(name, *port),
+                    NetworkHost::Unix { socket } => json!({"type": "unix", "path": socket}),
+                };
+                let mut node = json!({"driver": "nbd", "server": server});
+                if let Some(export) = name {
+                    node["export"] = json!(export);
+                }
+                node
+            }
+            NetworkProtocol::Iscsi => {
+                let (host, port) = tcp(one_host()?)?;
+                let name = name.unwrap_or_default();
+                let (target, lun) = name
+                    .rsplit_once('/')
+                    .and_then(|(target, lun)| Some((target, lun.parse::<u32>().ok()?)))
+                    .ok_or_else(|| invalid(format!("iSCSI name '{name}' is not IQN/LUN")))?;
+                let portal = match port {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                };
+                let mut node = json!({
+                    "driver": "iscsi",
+                    "portal": portal,
+                    "target": target,
+                    "lun": lun,
+                    "transport": "tcp",
+                });
+                if let Some(user) = &user {
+                    node["user"] = json!(user);
+                    node["password-secret"] = json!(secret_id);
+                }
+                node
+            }
+            NetworkProtocol::Rbd => {
+                let name = name.unwrap_or_default();
+                let (pool, image) = name
+                    .split_once('/')
+                    .filter(|(pool, image)| !pool.is_empty() && !image.is_empty())
+                    .ok_or_else(|| invalid(format!("RBD name '{name}' is not POOL/IMAGE")))?;
+                let mut node = json!({"driver": "rbd", "pool": pool, "image": image});
+                if !hosts.is_empty() {
+                    let servers = hosts
+                        .iter()
+                        .map(|host| {
+                            let (name, port) = tcp(host)?;
+                            let mut server = json!({"host": name});
+                            if let Some(port) = port {
+                                server["port"] = json!(port.to_string());
+                            }
+                            Ok(server)
+                        })
+                        .collect::<Result<Vec<_>, QemuError>>()?;
+                    node["server"] = json!(servers);
+                }
+                match &user {
+                    Some(user) => {
+                        node["user"] = json!(user);
+                        node["auth-client-required"] = json!(["cephx", "none"]);
+                        node["key-secret"] = json!(secret_id);
+                    }
+                    None => node["auth-client-required"] = json!(["none"]),
+                }
+                node
+            }
+            NetworkProtocol::Http
+            | NetworkProtocol::Https
+            | NetworkProtocol::Ftp
+            | NetworkProtocol::Ftps => {
+                let (host, port) = tcp(one_host()?)?;
+                let path = name.unwrap_or_default();
+                let slash = if path.starts_with('/') { "" } else { "/" };
+                // An IPv6 literal is bracketed in a URL.
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                let mut url = match port {
+                    Some(port) => format!("{protocol_name}://{host}:{port}{slash}{path}"),
+                    None => format!("{protocol_name}://{host}{slash}{path}"),
+                };
+                if let Some(query) = query {
+                    url.push('?');
+                    url.push_str(query);
+                }
+                let mut node = json!({"driver": protocol_name, "url": url});
+                if let Some(verify) = ssl_verify {
+                    node["sslverify"] = json!(verify);
+                }
+                if let Some(user) = &user {
+                    node["username"] = json!(user);
+                    node["password-secret"] = json!(secret_id);
+                }
+                node
+            }
+            NetworkProtocol::Gluster => {
+                let name = name.unwrap_or_default();
+                let (volume, path) = name
+                    .split_once('/')
+                    .filter(|(volume, path)| !volume.is_empty() && !path.is_empty())
+                    .ok_or_else(|| invalid(format!("Gluster name '{name}' is not VOLUME/PATH")))?;
+                if hosts.is_empty() {
+                    return Err(invalid(
+                        "protocol 'gluster' needs at least one <host>".into(),
+                    ));
+                }
+                let servers: Vec<Value> = hosts
+                    .iter()
+                    .map(|host| match host {
+                        NetworkHost::Tcp { name, port } => inet(name, *port),
+                        NetworkHost::Unix { socket } => json!({"type": "unix", "path": socket}),
+                    })
+                    .collect();
+                // libvirt's default gluster_debug_level (qemu.conf).
+                json!({"driver": "gluster", "volume": volume, "path": path, "server": servers, "debug": 4})
+            }
+        };
+        Ok((node, secret))
+    }
+
     fn backing_nodes(
         &self,
         (format, chain): (DiskFormat, &[BackingLayer]),
@@ -211,6 +424,8 @@ impl Builder<'_> {
             source,
             // Resolved to `source` by the daemon before a start (refused below if it was not).
             volume: _,
+            network,
+            auth,
             target,
             readonly,
             shareable,
@@ -265,23 +480,45 @@ impl Builder<'_> {
         // Block nodes: a protocol node (the file or block device) and a format node on top.
         let mut has_medium = false;
         let cache = CacheFlags::of(cache);
-        if let Some(source) = source {
+        let protocol = match (source, network) {
+            (Some(source), _) => {
+                // host_cdrom knows about tray and media changes of a real optical drive; any
+                // other block device (an LV holding an ISO, say) is plain host_device, as in
+                // libvirt.
+                let real_cd_drive =
+                    source.starts_with("/dev/sr") || source.starts_with("/dev/cdrom");
+                let protocol_driver = match disk_type {
+                    DiskType::Block if cdrom && real_cd_drive => "host_cdrom",
+                    DiskType::Block => "host_device",
+                    // (Volume disks were refused above; a network disk has no path.)
+                    DiskType::File | DiskType::Volume | DiskType::Network => "file",
+                };
+                Some(json!({
+                    "driver": protocol_driver,
+                    "filename": source,
+                }))
+            }
+            (None, Some(network)) => {
+                if io.is_some() {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/driver@io"),
+                        driver_line,
+                        "io= applies to file and block disks (QEMU's network drivers do their own I/O)",
+                    ));
+                }
+                let (node, secret) =
+                    self.network_protocol(network, auth.as_ref(), dev, (&element, *source_line))?;
+                if let Some(secret) = secret {
+                    self.arg("-object", secret.to_string());
+                }
+                Some(node)
+            }
+            (None, None) => None,
+        };
+        if let Some(mut protocol) = protocol {
             has_medium = true;
-            // host_cdrom knows about tray and media changes of a real optical drive; any other
-            // block device (an LV holding an ISO, say) is plain host_device, as in libvirt.
-            let real_cd_drive = source.starts_with("/dev/sr") || source.starts_with("/dev/cdrom");
-            let protocol_driver = match disk_type {
-                // (Volume disks were refused above.)
-                DiskType::File | DiskType::Volume => "file",
-                DiskType::Block if cdrom && real_cd_drive => "host_cdrom",
-                DiskType::Block => "host_device",
-            };
-            let mut protocol = json!({
-                "driver": protocol_driver,
-                "filename": source,
-                "node-name": format!("{drive}-file"),
-                "read-only": readonly,
-            });
+            protocol["node-name"] = json!(format!("{drive}-file"));
+            protocol["read-only"] = json!(readonly);
             let mut format_node = json!({
                 "driver": format.as_str(),
                 "node-name": drive,
