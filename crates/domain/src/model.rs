@@ -532,6 +532,8 @@ pub struct Devices {
     pub videos: Vec<Video>,
     pub memballoon: Option<MemBalloon>,
     pub rngs: Vec<Rng>,
+    /// `<hostdev>`: host PCI and USB devices given to the guest.
+    pub hostdevs: Vec<HostDev>,
 }
 
 /// A guest device address (`<address type=...>`), kept so definitions round-trip.
@@ -592,6 +594,61 @@ pub struct VirtioSerialAddress {
     pub port: u32,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
+}
+
+/// `<hostdev mode='subsystem' type='pci|usb' managed>`: a host device passed through to the
+/// guest (VFIO for PCI, QEMU's usb-host for USB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDev {
+    pub source: HostDevSource,
+    /// `managed='yes'`: oxvirtd binds a PCI device to vfio-pci at start and gives it back to
+    /// its host driver at stop; `no` (libvirt's default): it must already be bound.
+    pub managed: bool,
+    /// `<driver name='vfio'/>` (PCI; VFIO is the only backend, as in current libvirt).
+    pub driver_vfio: bool,
+    pub boot_order: Option<u32>,
+    /// `<rom bar='on|off'/>` (PCI).
+    pub rom_bar: Option<bool>,
+    /// Where the device appears in the guest.
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostDevSource {
+    /// `<source><address domain bus slot function/></source>`: the host PCI function.
+    Pci {
+        domain: u16,
+        bus: u8,
+        slot: u8,
+        function: u8,
+    },
+    /// `<source startupPolicy><vendor id/><product id/><address bus device/></source>`: the
+    /// host USB device by its ids, its place, or both.
+    Usb {
+        vendor: Option<u16>,
+        product: Option<u16>,
+        bus: Option<u32>,
+        device: Option<u32>,
+        /// `startupPolicy='optional'`: a missing device is left out at start, not an error.
+        optional: bool,
+    },
+}
+
+impl HostDevSource {
+    /// The host PCI address in sysfs form (`0000:06:02.0`), for a PCI source.
+    pub fn pci_name(&self) -> Option<String> {
+        match self {
+            HostDevSource::Pci {
+                domain,
+                bus,
+                slot,
+                function,
+            } => Some(format!("{domain:04x}:{bus:02x}:{slot:02x}.{function:x}")),
+            HostDevSource::Usb { .. } => None,
+        }
+    }
 }
 
 /// `<disk>`.

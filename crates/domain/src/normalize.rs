@@ -47,7 +47,8 @@ fn normalize_os(d: &mut Domain) {
         d.os.machine = "pc".to_string();
     }
     let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
-        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some());
+        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some())
+        || d.devices.hostdevs.iter().any(|x| x.boot_order.is_some());
     if d.os.boot.is_empty() && !per_device_boot {
         d.os.boot.push(BootDevice::Hd);
     }
@@ -535,6 +536,9 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     for x in &devices.inputs {
         note(&x.address, &mut used);
     }
+    for x in &devices.hostdevs {
+        note(&x.address, &mut used);
+    }
     if let Some(b) = &devices.memballoon {
         note(&b.address, &mut used);
     }
@@ -567,7 +571,7 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             video.address = next_free(&mut used);
         }
     }
-    // libvirt's order: primary video, NICs, controllers, virtio disks, balloon, RNGs,
+    // libvirt's order: primary video, NICs, controllers, virtio disks, PCI host devices, balloon, RNGs,
     // other videos, virtio inputs.
     for iface in &mut devices.interfaces {
         if iface.address.is_none() {
@@ -589,6 +593,11 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     for disk in &mut devices.disks {
         if disk.target.bus == DiskBus::Virtio && disk.address.is_none() {
             disk.address = next_free(&mut used);
+        }
+    }
+    for hostdev in &mut devices.hostdevs {
+        if matches!(hostdev.source, HostDevSource::Pci { .. }) && hostdev.address.is_none() {
+            hostdev.address = next_free(&mut used);
         }
     }
     if let Some(balloon) = &mut devices.memballoon {

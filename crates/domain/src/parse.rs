@@ -728,6 +728,7 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
                 set_once(&mut devices.emulator, text.trim().to_string(), &child)?;
             }
             "disk" => devices.disks.push(parse_disk(&mut child)?),
+            "hostdev" => devices.hostdevs.push(parse_hostdev(&mut child)?),
             "controller" => devices.controllers.push(parse_controller(&mut child)?),
             "interface" => devices.interfaces.push(parse_interface(&mut child)?),
             "serial" => devices.serials.push(parse_chardev(&mut child)?),
@@ -849,6 +850,156 @@ fn boot_order(elem: &mut Elem) -> Result<u32> {
     elem.finish_attrs()?;
     elem.leaf()?;
     Ok(order)
+}
+
+/// `<hostdev mode='subsystem' type='pci|usb'>`. Other modes and types (scsi, mdev,
+/// capabilities) are refused by name.
+fn parse_hostdev(elem: &mut Elem) -> Result<HostDev> {
+    let mode = elem.attr("mode").unwrap_or("subsystem");
+    if mode != "subsystem" {
+        return Err(elem.unsupported_value("attribute 'mode'", mode, &[("subsystem", ())]));
+    }
+    let kind = elem.required_attr("type")?;
+    let is_pci = match kind {
+        "pci" => true,
+        "usb" => false,
+        other => {
+            return Err(elem.unsupported_value(
+                "attribute 'type'",
+                other,
+                &[("pci", ()), ("usb", ())],
+            ))
+        }
+    };
+    let managed = elem.yes_no_attr("managed")?.unwrap_or(false);
+    elem.finish_attrs()?;
+    let (mut source, mut driver, mut boot, mut rom, mut address) = (None, None, None, None, None);
+    for mut child in elem.children()? {
+        match child.name() {
+            "source" if is_pci => {
+                let parsed = parse_hostdev_pci_source(&mut child)?;
+                set_once(&mut source, parsed, &child)?;
+            }
+            "source" => {
+                let parsed = parse_hostdev_usb_source(&mut child)?;
+                set_once(&mut source, parsed, &child)?;
+            }
+            "driver" if is_pci => {
+                let name = child.required_attr("name")?;
+                if name != "vfio" {
+                    return Err(child.unsupported_value("attribute 'name'", name, &[("vfio", ())]));
+                }
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut driver, (), &child)?;
+            }
+            "rom" if is_pci => {
+                let bar = child.on_off_attr("bar")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut rom, bar, &child)?;
+            }
+            "boot" => {
+                let order = boot_order(&mut child)?;
+                set_once(&mut boot, order, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let source = source.ok_or_else(|| elem.missing("element <source>"))?;
+    Ok(HostDev {
+        source,
+        managed,
+        driver_vfio: driver.is_some(),
+        boot_order: boot,
+        rom_bar: rom.flatten(),
+        address,
+        line: elem.source_line(),
+    })
+}
+
+fn parse_hostdev_pci_source(elem: &mut Elem) -> Result<HostDevSource> {
+    elem.finish_attrs()?;
+    let mut found = None;
+    for mut child in elem.children()? {
+        if child.name() != "address" {
+            return Err(child.unsupported());
+        }
+        let parsed = HostDevSource::Pci {
+            domain: child.c_uint_attr("domain", 0xffff)?.unwrap_or(0) as u16,
+            bus: child.c_uint_attr("bus", 0xff)?.unwrap_or(0) as u8,
+            slot: child.c_uint_attr("slot", 0x1f)?.unwrap_or(0) as u8,
+            function: child.c_uint_attr("function", 7)?.unwrap_or(0) as u8,
+        };
+        child.finish_attrs()?;
+        child.leaf()?;
+        set_once(&mut found, parsed, &child)?;
+    }
+    found.ok_or_else(|| elem.missing("element <address> (the host PCI device)"))
+}
+
+fn parse_hostdev_usb_source(elem: &mut Elem) -> Result<HostDevSource> {
+    let optional = match elem.attr("startupPolicy") {
+        None | Some("mandatory") => false,
+        Some("optional") => true,
+        Some(other) => {
+            return Err(elem.enum_error(
+                "attribute 'startupPolicy'",
+                other,
+                &[("mandatory", ()), ("optional", ())],
+            ))
+        }
+    };
+    elem.finish_attrs()?;
+    let (mut vendor, mut product, mut place) = (None, None, None);
+    for mut child in elem.children()? {
+        match child.name() {
+            name @ ("vendor" | "product") => {
+                let id = child
+                    .c_uint_attr("id", 0xffff)?
+                    .ok_or_else(|| child.missing("attribute 'id'"))?
+                    as u16;
+                child.finish_attrs()?;
+                child.leaf()?;
+                let slot = if name == "vendor" {
+                    &mut vendor
+                } else {
+                    &mut product
+                };
+                set_once(slot, id, &child)?;
+            }
+            "address" => {
+                let bus = child.c_uint_attr("bus", u32::MAX.into())?;
+                let device = child.c_uint_attr("device", u32::MAX.into())?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                let (Some(bus), Some(device)) = (bus, device) else {
+                    return Err(child.missing("attributes 'bus' and 'device'"));
+                };
+                set_once(&mut place, (bus as u32, device as u32), &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    match (vendor, product, place) {
+        (None, Some(_), _) => return Err(elem.missing("element <vendor>")),
+        (Some(_), None, _) => return Err(elem.missing("element <product>")),
+        (None, None, None) => {
+            return Err(elem.missing("element <vendor> and <product>, or <address>"))
+        }
+        _ => {}
+    }
+    Ok(HostDevSource::Usb {
+        vendor,
+        product,
+        bus: place.map(|p| p.0),
+        device: place.map(|p| p.1),
+        optional,
+    })
 }
 
 fn parse_disk(elem: &mut Elem) -> Result<Disk> {

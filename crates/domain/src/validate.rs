@@ -273,7 +273,8 @@ fn validate_os(d: &Domain) -> Result<(), DomainError> {
         ));
     }
     let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
-        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some());
+        || d.devices.interfaces.iter().any(|x| x.boot_order.is_some())
+        || d.devices.hostdevs.iter().any(|x| x.boot_order.is_some());
     if per_device_boot && !d.os.boot.is_empty() {
         return Err(invalid(
             "os/boot",
@@ -533,6 +534,41 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         }
         validate_address(path, &iface.address)?;
     }
+    let mut host_sources = HashSet::new();
+    for hostdev in &devices.hostdevs {
+        let path = "devices/hostdev";
+        if !host_sources.insert(&hostdev.source) {
+            return Err(invalid(
+                path,
+                "the same host device is given to the guest twice",
+            ));
+        }
+        if let Some(order) = hostdev.boot_order {
+            if order == 0 || !boot_orders.insert(order) {
+                return Err(invalid(
+                    path,
+                    format!("boot order {order} is zero or used twice"),
+                ));
+            }
+        }
+        match (&hostdev.source, &hostdev.address) {
+            (_, None) | (HostDevSource::Pci { .. }, Some(Address::Pci(_))) => {}
+            (HostDevSource::Usb { .. }, Some(Address::Usb(_))) => {}
+            (HostDevSource::Pci { .. }, Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "a PCI host device takes a PCI address in the guest",
+                ))
+            }
+            (HostDevSource::Usb { .. }, Some(_)) => {
+                return Err(invalid(
+                    path,
+                    "a USB host device takes a USB address in the guest",
+                ))
+            }
+        }
+        validate_address(path, &hostdev.address)?;
+    }
     for (path, list) in [
         ("devices/serial", &devices.serials),
         ("devices/console", &devices.consoles),
@@ -746,6 +782,7 @@ fn validate_pci_addresses(devices: &Devices) -> Result<(), DomainError> {
     all.extend(devices.videos.iter().map(|x| &x.address));
     all.extend(devices.rngs.iter().map(|x| &x.address));
     all.extend(devices.memballoon.iter().map(|x| &x.address));
+    all.extend(devices.hostdevs.iter().map(|x| &x.address));
     let mut seen = HashSet::new();
     for address in all {
         if let Some(Address::Pci(p)) = address {

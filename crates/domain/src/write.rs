@@ -480,6 +480,9 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
         write_address(w, &video.address);
         w.end("video");
     }
+    for hostdev in &devices.hostdevs {
+        write_hostdev(w, hostdev);
+    }
     if let Some(balloon) = &devices.memballoon {
         let attrs = [
             (
@@ -512,6 +515,72 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
         w.end("rng");
     }
     w.end("devices");
+}
+
+fn write_hostdev(w: &mut Writer, hostdev: &HostDev) {
+    let kind = match hostdev.source {
+        HostDevSource::Pci { .. } => "pci",
+        HostDevSource::Usb { .. } => "usb",
+    };
+    w.start(
+        "hostdev",
+        &[
+            ("mode", s("subsystem")),
+            ("type", s(kind)),
+            ("managed", s(if hostdev.managed { "yes" } else { "no" })),
+        ],
+    );
+    if hostdev.driver_vfio {
+        w.empty("driver", &[("name", s("vfio"))]);
+    }
+    match &hostdev.source {
+        HostDevSource::Pci {
+            domain,
+            bus,
+            slot,
+            function,
+        } => {
+            w.start("source", &[]);
+            w.empty(
+                "address",
+                &[
+                    ("domain", Some(format!("{domain:#06x}"))),
+                    ("bus", Some(format!("{bus:#04x}"))),
+                    ("slot", Some(format!("{slot:#04x}"))),
+                    ("function", Some(format!("{function:#x}"))),
+                ],
+            );
+            w.end("source");
+        }
+        HostDevSource::Usb {
+            vendor,
+            product,
+            bus,
+            device,
+            optional,
+        } => {
+            w.start(
+                "source",
+                &[("startupPolicy", optional.then(|| "optional".to_string()))],
+            );
+            if let Some(vendor) = vendor {
+                w.empty("vendor", &[("id", Some(format!("{vendor:#06x}")))]);
+            }
+            if let Some(product) = product {
+                w.empty("product", &[("id", Some(format!("{product:#06x}")))]);
+            }
+            if let (Some(bus), Some(device)) = (bus, device) {
+                w.empty("address", &[("bus", s(bus)), ("device", s(device))]);
+            }
+            w.end("source");
+        }
+    }
+    write_boot(w, hostdev.boot_order);
+    if let Some(bar) = hostdev.rom_bar {
+        w.empty("rom", &[("bar", s(on_off(bar)))]);
+    }
+    write_address(w, &hostdev.address);
+    w.end("hostdev");
 }
 
 fn write_disk(w: &mut Writer, disk: &Disk) {

@@ -76,12 +76,9 @@ fn unsupported_element_names_path_and_line() {
     let e = err(&with("\n  <seclabel type='none'/>", ""));
     assert_msg(&e, &["unsupported element <seclabel> at line 8"]);
 
-    let xml = with("", "").replace(
-        "  </devices>",
-        "    <hostdev mode='subsystem'/>\n  </devices>",
-    );
+    let xml = with("", "").replace("  </devices>", "    <smartcard mode='host'/>\n  </devices>");
     let e = err(&xml);
-    assert_msg(&e, &["unsupported element <devices/hostdev> at line 14"]);
+    assert_msg(&e, &["unsupported element <devices/smartcard> at line 14"]);
 }
 
 #[test]

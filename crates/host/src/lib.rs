@@ -1,5 +1,6 @@
 //! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place;
-//! and the one mutex helper the engines and the daemon share ([`lock`]).
+//! host devices for passthrough as sysfs shows them ([`devices`]); and the one mutex helper
+//! the engines and the daemon share ([`lock`]).
 //!
 //! Both engines must recognise their own guest processes again after a daemon restart (by pid
 //! and by what the process' command line says), without mistaking a recycled pid or a zombie
@@ -8,6 +9,8 @@
 //! (`oxvirt_qemu::is_alive`, `oxvirt_native::is_alive`).
 
 #![forbid(unsafe_code)]
+
+pub mod devices;
 
 use std::path::Path;
 

@@ -444,7 +444,15 @@ impl Planner {
             videos,
             memballoon,
             rngs,
+            hostdevs,
         } = devices;
+        for hostdev in hostdevs {
+            self.no(
+                "<hostdev>",
+                hostdev.line,
+                "no device passthrough (VFIO or USB)",
+            );
+        }
         let disks = disks.iter().map(|disk| self.disk(disk)).collect();
         for controller in controllers {
             self.controller(controller);

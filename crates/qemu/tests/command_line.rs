@@ -729,3 +729,36 @@ fn network_disks_qemu_cannot_open_are_refused_naming_the_disk() {
     let (element, _) = unsupported(&xml("", io));
     assert_eq!(element, "devices/disk[target@dev='vda']/driver@io");
 }
+
+#[test]
+fn host_devices_are_vfio_pci_and_usb_host_as_libvirt_writes_them() {
+    let devices = "
+      <hostdev mode='subsystem' type='pci' managed='yes'>
+        <source><address domain='0x0000' bus='0x06' slot='0x12' function='0x5'/></source>
+        <boot order='1'/><rom bar='off'/>
+        <address type='pci' domain='0x0000' bus='0x00' slot='0x07' function='0x0'/>
+      </hostdev>
+      <hostdev mode='subsystem' type='usb'>
+        <source><vendor id='0x046d'/><product id='0xc52b'/></source>
+      </hostdev>
+      <hostdev mode='subsystem' type='usb'>
+        <source><address bus='1' device='4'/></source>
+      </hostdev>";
+    let args = args_of(&xml("", devices), Accel::Tcg);
+    let vfio = device(&args, "hostdev0");
+    assert_eq!(vfio["driver"], "vfio-pci");
+    assert_eq!(vfio["host"], "0000:06:12.5");
+    assert_eq!(vfio["bootindex"], 1);
+    assert_eq!(vfio["rombar"], 0);
+    assert_eq!(vfio["addr"], "0x7");
+    let by_ids = device(&args, "hostdev1");
+    assert_eq!(by_ids["driver"], "usb-host");
+    assert_eq!(by_ids["vendorid"], 0x046d);
+    assert_eq!(by_ids["productid"], 0xc52b);
+    assert_eq!(by_ids["bus"], "usb.0");
+    let by_place = device(&args, "hostdev2");
+    assert_eq!(
+        (by_place["hostbus"].clone(), by_place["hostaddr"].clone()),
+        (1.into(), 4.into())
+    );
+}

@@ -20,6 +20,7 @@ use super::error::{
     DaemonError, DaemonResult, ErrorKind,
 };
 use super::guests::{state_of_status, stored_domain, Guests, Intent, Live, Vm};
+use super::hostdevs::HostDevs;
 use super::networks::{refuse_mac_clash, Networks};
 use super::secrets::Secrets;
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
@@ -39,6 +40,7 @@ pub struct Domains {
     networks: Arc<Networks>,
     volumes: Arc<Volumes>,
     secrets: Arc<Secrets>,
+    hostdevs: Arc<HostDevs>,
     /// Where supervisors ask for a domain to be started again.
     restarts: mpsc::UnboundedSender<Restart>,
 }
@@ -68,6 +70,7 @@ impl Domains {
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         secrets: Arc<Secrets>,
+        hostdevs: Arc<HostDevs>,
     ) -> Arc<Domains> {
         let (restarts, mut requests) = mpsc::unbounded_channel::<Restart>();
         let domains = Arc::new(Domains {
@@ -77,6 +80,7 @@ impl Domains {
             networks,
             volumes,
             secrets,
+            hostdevs,
             restarts,
         });
         let weak = Arc::downgrade(&domains);
@@ -399,13 +403,19 @@ impl Domains {
             .write_disk_secrets(&domain, &run_dir, &disk_secrets)
             .map_err(|e| engine_failure(&record.name, e))?;
         drop(disk_secrets);
+        // Host devices: checked, and managed PCI functions bound to vfio-pci.
+        self.hostdevs.prepare(&record.uuid, &mut domain)?;
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
-        self.networks.plug_interfaces(&record, &mut domain).await?;
+        if let Err(err) = self.networks.plug_interfaces(&record, &mut domain).await {
+            self.hostdevs.release(&record.uuid);
+            return Err(err);
+        }
         let pid = match self.engine.launch(&domain, &run_dir, plan.accel).await {
             Ok(pid) => pid,
             Err(err) => {
                 self.networks.unplug_interfaces(&record.uuid).await;
+                self.hostdevs.release(&record.uuid);
                 return Err(engine_failure(&record.name, err));
             }
         };
@@ -421,6 +431,7 @@ impl Domains {
                 // Never leave a guest running that the store does not know about.
                 process::kill_and_reap(pid, &record.uuid, self.engine.as_ref()).await;
                 self.networks.unplug_interfaces(&record.uuid).await;
+                self.hostdevs.release(&record.uuid);
                 Err(err)
             }
         }
@@ -659,6 +670,7 @@ impl Domains {
             engine: self.engine.clone(),
             store: self.store.clone(),
             networks: self.networks.clone(),
+            hostdevs: self.hostdevs.clone(),
             restarts: self.restarts.clone(),
             vm: vm.clone(),
             uuid: record.uuid,

@@ -1,6 +1,6 @@
 //! What oxvirtd does, one service per resource, on top of the store and the engines:
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest),
-//! [`interfaces`] (a domain's NICs), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
+//! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
@@ -8,6 +8,7 @@
 pub mod domains;
 pub mod error;
 pub mod guests;
+pub mod hostdevs;
 pub mod interfaces;
 pub mod networks;
 pub mod pools;
@@ -26,6 +27,7 @@ use crate::engine::Engine;
 use crate::store::Store;
 use domains::Domains;
 use guests::Guests;
+use hostdevs::HostDevs;
 use interfaces::Interfaces;
 use networks::Networks;
 use pools::Pools;
@@ -66,6 +68,7 @@ impl Services {
             networks.clone(),
             volumes.clone(),
             secrets.clone(),
+            Arc::new(HostDevs::default()),
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
         Ok(Arc::new(Services {

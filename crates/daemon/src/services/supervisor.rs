@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use super::guests::{Guests, Intent, Vm};
+use super::hostdevs::HostDevs;
 use super::networks::Networks;
 use crate::engine::{process, Control, Engine, EngineEvent, Events};
 use crate::store::{self, Store};
@@ -33,6 +34,7 @@ pub struct Supervisor {
     pub engine: Arc<dyn Engine>,
     pub store: Arc<Store>,
     pub networks: Arc<Networks>,
+    pub hostdevs: Arc<HostDevs>,
     pub restarts: UnboundedSender<Restart>,
     pub vm: Arc<Vm>,
     pub uuid: Uuid,
@@ -201,6 +203,7 @@ impl Supervisor {
         // The guest's TAPs go with it (before the stop is visible, so a caller that saw the
         // domain stop also sees its TAPs gone).
         self.networks.unplug_interfaces(&self.uuid).await;
+        self.hostdevs.release(&self.uuid);
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
         }

@@ -1,9 +1,10 @@
 //! Serial ports, network, input, display, sound, memory balloon and RNG devices.
 
 use oxvirt_domain::{
-    Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, Input,
-    InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource, InterfaceType, MacAddr,
-    MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel, VncListen,
+    Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, HostDev,
+    HostDevSource, Input, InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource,
+    InterfaceType, MacAddr, MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel,
+    VncListen,
 };
 use serde_json::json;
 
@@ -509,6 +510,82 @@ impl Builder<'_> {
         }
         self.add_pci_device(device, address.as_ref(), "devices/memballoon")?;
         Ok(true)
+    }
+
+    /// `<hostdev>`: PCI functions through VFIO (`vfio-pci`), USB devices through `usb-host`,
+    /// with libvirt's ids (`hostdev0`, ...). That the host can give the device (an IOMMU, the
+    /// vfio-pci driver, the device present) is the daemon's start-time check.
+    pub(super) fn hostdevs(&mut self, hostdevs: &[HostDev]) -> Result<(), QemuError> {
+        for (index, hostdev) in hostdevs.iter().enumerate() {
+            let HostDev {
+                source,
+                // Binding to vfio-pci at start (and back at stop) is the daemon's job.
+                managed: _,
+                // VFIO is the only PCI backend.
+                driver_vfio: _,
+                boot_order,
+                rom_bar,
+                address,
+                line,
+            } = hostdev;
+            let element = format!("devices/hostdev[{index}]");
+            let id = format!("hostdev{index}");
+            match source {
+                HostDevSource::Pci { .. } => {
+                    let mut device = json!({
+                        "driver": "vfio-pci",
+                        "host": source.pci_name(),
+                        "id": id,
+                    });
+                    if let Some(order) = boot_order {
+                        device["bootindex"] = json!(order);
+                    }
+                    if let Some(bar) = rom_bar {
+                        device["rombar"] = json!(u8::from(*bar));
+                    }
+                    self.add_pci_device(device, address.as_ref(), &element)?;
+                }
+                HostDevSource::Usb {
+                    vendor,
+                    product,
+                    bus,
+                    device: host_device,
+                    // The daemon leaves a missing optional device out before a start.
+                    optional: _,
+                } => {
+                    if !self.has_controller(ControllerType::Usb, 0) {
+                        return Err(QemuError::invalid(
+                            element,
+                            *line,
+                            "a USB host device needs a USB controller",
+                        ));
+                    }
+                    if address.is_some() {
+                        return Err(QemuError::unsupported(
+                            format!("{element}/address"),
+                            *line,
+                            "USB host devices are placed on the first free port",
+                        ));
+                    }
+                    let mut device = json!({"driver": "usb-host", "id": id, "bus": "usb.0"});
+                    match (bus, host_device) {
+                        (Some(bus), Some(host_device)) => {
+                            device["hostbus"] = json!(bus);
+                            device["hostaddr"] = json!(host_device);
+                        }
+                        _ => {
+                            device["vendorid"] = json!(vendor.unwrap_or_default());
+                            device["productid"] = json!(product.unwrap_or_default());
+                        }
+                    }
+                    if let Some(order) = boot_order {
+                        device["bootindex"] = json!(order);
+                    }
+                    self.devices.on_buses.push(device);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn rngs(&mut self, rngs: &[Rng]) -> Result<(), QemuError> {

@@ -800,7 +800,8 @@ impl<'a> Builder<'a> {
         devices: &oxvirt_domain::Devices,
     ) -> Result<(), QemuError> {
         let per_device = devices.disks.iter().any(|d| d.boot_order.is_some())
-            || devices.interfaces.iter().any(|i| i.boot_order.is_some());
+            || devices.interfaces.iter().any(|i| i.boot_order.is_some())
+            || devices.hostdevs.iter().any(|h| h.boot_order.is_some());
         if !per_device {
             // <os><boot dev=...> in order becomes bootindex 1, 2, ... on the first device of
             // each kind, as libvirt does.
@@ -930,6 +931,7 @@ impl<'a> Builder<'a> {
             videos,
             memballoon,
             rngs,
+            hostdevs,
         } = devices;
         self.serials(serials, consoles)?;
         self.controllers()?;
@@ -942,6 +944,7 @@ impl<'a> Builder<'a> {
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
         self.audio(audios);
+        self.hostdevs(hostdevs)?;
         let balloon = self.memballoon(memballoon.as_ref())?;
         // The balloon takes back what the guest does not get at boot; without one, QEMU
         // would give the guest all of <memory>.
