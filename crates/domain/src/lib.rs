@@ -15,6 +15,7 @@ mod model;
 mod names;
 mod normalize;
 mod parse;
+mod pci;
 pub mod pool;
 mod rules;
 pub mod secret;

@@ -892,9 +892,36 @@ pub struct Controller {
     /// `<driver queues=>` (virtio-scsi).
     pub driver_queues: Option<u32>,
     pub address: Option<Address>,
+    /// `ports=` (USB controllers): how many ports the controller has.
+    pub ports: Option<u32>,
+    /// `<model name=>` (PCI controllers): the QEMU device that implements the controller
+    /// (`pcie-root-port`, `pci-bridge`, `i82801b11-bridge`, `pcie-pci-bridge`, `ioh3420`); the
+    /// normalizer fills in libvirt's default for the model.
+    pub model_name: Option<String>,
+    /// `<target chassisNr= chassis= port=>` (PCI controllers).
+    pub target: Option<ControllerTarget>,
+    /// `<master startport=>` (USB companion controllers `ich9-uhci1`..`3` of an `ich9-ehci1`).
+    pub master_startport: Option<u32>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
     pub driver_line: SourceLine,
+    pub model_name_line: SourceLine,
+    pub master_line: SourceLine,
+}
+
+/// `<controller type='pci'><target>`: the numbers a PCI bridge or root port shows the guest.
+/// The normalizer fills them in as libvirt does (`chassisNr` of a pci-bridge, `chassis` and
+/// `port` of a pcie-root-port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ControllerTarget {
+    /// `chassisNr=` (pci-bridge).
+    pub chassis_nr: Option<u32>,
+    /// `chassis=` (pcie-root-port).
+    pub chassis: Option<u32>,
+    /// `port=` (pcie-root-port).
+    pub port: Option<u32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

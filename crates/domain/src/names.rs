@@ -210,6 +210,8 @@ pub(crate) const CONTROLLER_MODELS: &[&str] = &[
     "pcie-switch-upstream-port",
     "pcie-switch-downstream-port",
     "pcie-to-pci-bridge",
+    "pci-expander-bus",
+    "pcie-expander-bus",
     // scsi
     "auto",
     "buslogic",
@@ -220,6 +222,36 @@ pub(crate) const CONTROLLER_MODELS: &[&str] = &[
     "lsisas1078",
     "virtio-transitional",
     "virtio-non-transitional",
+];
+
+/// PCI controller models oxvirt lays out (see `pci.rs`).
+pub(crate) const PCI_CONTROLLER_MODELS: &[&str] = &[
+    "pci-root",
+    "pcie-root",
+    "pcie-root-port",
+    "pci-bridge",
+    "dmi-to-pci-bridge",
+    "pcie-to-pci-bridge",
+];
+/// PCI controller models libvirt knows that oxvirt does not lay out.
+pub(crate) const LIBVIRT_ONLY_PCI_CONTROLLER_MODELS: &[&str] = &[
+    "pcie-switch-upstream-port",
+    "pcie-switch-downstream-port",
+    "pci-expander-bus",
+    "pcie-expander-bus",
+];
+/// `<controller type='pci'><model name=>`: the QEMU devices libvirt names there.
+pub(crate) const PCI_CONTROLLER_MODEL_NAMES: &[&str] = &[
+    "pci-bridge",
+    "i82801b11-bridge",
+    "ioh3420",
+    "pcie-root-port",
+    "x3130-upstream",
+    "xio3130-downstream",
+    "pxb",
+    "pxb-pcie",
+    "pcie-pci-bridge",
+    "spapr-pci-host-bridge",
 ];
 
 /// The name of `value` in its parse table (every variant is listed).

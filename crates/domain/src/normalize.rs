@@ -6,6 +6,7 @@
 //! is what makes `parse(to_xml(d)) == d` hold.
 
 use crate::model::*;
+use crate::pci::{self, insert_controller, new_controller};
 use crate::rules::{disk_index, is_q35, MAX_CONTROLLER_INDEX, UNSET_INDEX};
 use crate::units::generate_mac;
 
@@ -173,9 +174,10 @@ fn normalize_devices(d: &mut Domain) {
             iface.mac = Some(generate_mac([b[0], b[1], b[2]]));
         }
     }
-    if !q35 {
-        assign_pci_addresses_i440fx(devices);
-    }
+    // PCI buses and addresses last: they depend on every device and model above. An error
+    // (an address the machine cannot take) leaves the layout unfinished; validation reports
+    // it (`pci::check`).
+    let _ = pci::assign(d);
 }
 
 /// The drive address libvirt derives from the target name for ide/sata/scsi/fdc disks.
@@ -233,41 +235,11 @@ fn assign_controller_indexes(controllers: &mut [Controller]) {
     }
 }
 
-/// Inserts like libvirt: among controllers of the same type, by index; else at the end.
-fn insert_controller(controllers: &mut Vec<Controller>, controller: Controller) {
-    let mut insert_at = None;
-    let mut last_same_type = None;
-    for (i, c) in controllers.iter().enumerate().rev() {
-        if c.controller_type == controller.controller_type {
-            if controller.index < c.index {
-                insert_at = Some(i);
-            }
-            last_same_type.get_or_insert(i);
-        }
-    }
-    let at = insert_at
-        .or(last_same_type.map(|i| i + 1))
-        .unwrap_or(controllers.len());
-    controllers.insert(at, controller);
-}
-
 fn has_controller(devices: &Devices, kind: ControllerType, index: u32) -> bool {
     devices
         .controllers
         .iter()
         .any(|c| c.controller_type == kind && c.index == index)
-}
-
-fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Controller {
-    Controller {
-        controller_type: kind,
-        index,
-        model: model.map(str::to_string),
-        driver_queues: None,
-        address: None,
-        line: SourceLine::NONE,
-        driver_line: SourceLine::NONE,
-    }
 }
 
 fn add_default_controllers(devices: &mut Devices, q35: bool) {
@@ -287,6 +259,13 @@ fn add_default_controllers(devices: &mut Devices, q35: bool) {
             c.model = Some(usb_model.to_string());
         }
     }
+    // libvirt adds the q35's built-in SATA controller before the root bus.
+    if q35 && !has_controller(devices, ControllerType::Sata, 0) {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::Sata, 0, None),
+        );
+    }
     let root_model = if q35 { "pcie-root" } else { "pci-root" };
     if !has_controller(devices, ControllerType::Pci, 0) {
         insert_controller(
@@ -294,11 +273,15 @@ fn add_default_controllers(devices: &mut Devices, q35: bool) {
             new_controller(ControllerType::Pci, 0, Some(root_model)),
         );
     }
-    if q35 && !has_controller(devices, ControllerType::Sata, 0) {
-        insert_controller(
-            &mut devices.controllers,
-            new_controller(ControllerType::Sata, 0, None),
-        );
+    for c in &mut devices.controllers {
+        // The UHCI companions of an ICH9 EHCI take two ports each, in order.
+        let first_port = match c.model.as_deref() {
+            Some("ich9-uhci1") => 0,
+            Some("ich9-uhci2") => 2,
+            Some("ich9-uhci3") => 4,
+            _ => continue,
+        };
+        c.master_startport.get_or_insert(first_port);
     }
 }
 
@@ -503,121 +486,6 @@ fn normalize_videos(devices: &mut Devices) {
         video.heads.get_or_insert(1);
         if i == 0 {
             video.primary = true;
-        }
-    }
-}
-
-/// Assigns PCI slots on bus 0 of an i440fx (`pc`) machine in libvirt's order.
-fn assign_pci_addresses_i440fx(devices: &mut Devices) {
-    // Slot 0 is the host bridge; slot 1 the PIIX3 (ISA, IDE at .1, USB UHCI at .2).
-    let mut used: Vec<u8> = vec![0, 1];
-    let note = |a: &Option<Address>, used: &mut Vec<u8>| {
-        if let Some(Address::Pci(p)) = a {
-            if p.bus == 0 && p.domain == 0 {
-                used.push(p.slot);
-            }
-        }
-    };
-    for c in &devices.controllers {
-        note(&c.address, &mut used);
-    }
-    for x in &devices.interfaces {
-        note(&x.address, &mut used);
-    }
-    for x in &devices.disks {
-        note(&x.address, &mut used);
-    }
-    for x in &devices.videos {
-        note(&x.address, &mut used);
-    }
-    for x in &devices.rngs {
-        note(&x.address, &mut used);
-    }
-    for x in &devices.inputs {
-        note(&x.address, &mut used);
-    }
-    for x in &devices.hostdevs {
-        note(&x.address, &mut used);
-    }
-    if let Some(b) = &devices.memballoon {
-        note(&b.address, &mut used);
-    }
-    let next_free = |used: &mut Vec<u8>| -> Option<Address> {
-        let slot = (2..32u8).find(|s| !used.contains(s))?;
-        used.push(slot);
-        Some(Address::Pci(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot,
-            function: 0,
-            multifunction: None,
-            line: SourceLine::NONE,
-        }))
-    };
-    let piix3 = |function: u8| {
-        Some(Address::Pci(PciAddress {
-            domain: 0,
-            bus: 0,
-            slot: 1,
-            function,
-            multifunction: None,
-            line: SourceLine::NONE,
-        }))
-    };
-
-    // The primary video card comes first: slot 2, or the lowest free one.
-    if let Some(video) = devices.videos.first_mut() {
-        if video.model != VideoModel::None && video.address.is_none() {
-            video.address = next_free(&mut used);
-        }
-    }
-    // libvirt's order: primary video, NICs, controllers, virtio disks, PCI host devices, balloon, RNGs,
-    // other videos, virtio inputs.
-    for iface in &mut devices.interfaces {
-        if iface.address.is_none() {
-            iface.address = next_free(&mut used);
-        }
-    }
-    for c in &mut devices.controllers {
-        if c.address.is_some() {
-            continue;
-        }
-        c.address = match (c.controller_type, c.index, c.model.as_deref()) {
-            (ControllerType::Ide, 0, _) => piix3(1),
-            (ControllerType::Usb, 0, Some("piix3-uhci")) => piix3(2),
-            (ControllerType::Pci, 0, _) | (ControllerType::Fdc, _, _) => None,
-            (ControllerType::Usb, _, Some("none")) => None,
-            _ => next_free(&mut used),
-        };
-    }
-    for disk in &mut devices.disks {
-        if disk.target.bus == DiskBus::Virtio && disk.address.is_none() {
-            disk.address = next_free(&mut used);
-        }
-    }
-    for hostdev in &mut devices.hostdevs {
-        if matches!(hostdev.source, HostDevSource::Pci { .. }) && hostdev.address.is_none() {
-            hostdev.address = next_free(&mut used);
-        }
-    }
-    if let Some(balloon) = &mut devices.memballoon {
-        if balloon.model == MemBalloonModel::Virtio && balloon.address.is_none() {
-            balloon.address = next_free(&mut used);
-        }
-    }
-    for rng in &mut devices.rngs {
-        if rng.address.is_none() {
-            rng.address = next_free(&mut used);
-        }
-    }
-    for video in devices.videos.iter_mut().skip(1) {
-        if video.model != VideoModel::None && video.address.is_none() {
-            video.address = next_free(&mut used);
-        }
-    }
-    for input in &mut devices.inputs {
-        if input.bus == InputBus::Virtio && input.address.is_none() {
-            input.address = next_free(&mut used);
         }
     }
 }

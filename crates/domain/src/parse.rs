@@ -1446,6 +1446,12 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
         }
         None => None,
     };
+    if controller_type == ControllerType::Pci {
+        if let Some(m) = model.as_deref() {
+            check_pci_controller_model(elem, m)?;
+        }
+    }
+    let ports = elem.u32_attr("ports")?;
     elem.finish_attrs()?;
     let mut controller = Controller {
         controller_type,
@@ -1454,11 +1460,57 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
         model,
         driver_queues: None,
         address: None,
+        ports,
+        model_name: None,
+        target: None,
+        master_startport: None,
         line: elem.source_line(),
         driver_line: SourceLine::NONE,
+        model_name_line: SourceLine::NONE,
+        master_line: SourceLine::NONE,
     };
     for mut child in elem.children()? {
         match child.name() {
+            "model" if controller_type == ControllerType::Pci => {
+                let name = child.required_attr("name")?;
+                if !PCI_CONTROLLER_MODEL_NAMES.contains(&name) {
+                    let table: Vec<(&str, ())> = PCI_CONTROLLER_MODEL_NAMES
+                        .iter()
+                        .map(|m| (*m, ()))
+                        .collect();
+                    return Err(child.enum_error("attribute 'name'", name, &table));
+                }
+                let name = name.to_string();
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut controller.model_name, name, &child)?;
+                controller.model_name_line = child.source_line();
+            }
+            "target" if controller_type == ControllerType::Pci => {
+                let target = ControllerTarget {
+                    // libvirt reads these with base 0 (port='0x10') and bounds them to a byte.
+                    chassis_nr: child.c_uint_attr("chassisNr", 0xff)?.map(|n| n as u32),
+                    chassis: child.c_uint_attr("chassis", 0xff)?.map(|n| n as u32),
+                    port: child.c_uint_attr("port", 0xff)?.map(|n| n as u32),
+                    line: child.source_line(),
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut controller.target, target, &child)?;
+            }
+            "master" if controller_type == ControllerType::Usb => {
+                let startport =
+                    child
+                        .u32_attr("startport")?
+                        .ok_or_else(|| DomainError::Missing {
+                            what: "attribute 'startport'".to_string(),
+                            location: child.loc(),
+                        })?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut controller.master_startport, startport, &child)?;
+                controller.master_line = child.source_line();
+            }
             "driver" => {
                 let queues = child
                     .u32_attr("queues")?
@@ -1479,6 +1531,20 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
         }
     }
     Ok(controller)
+}
+
+/// The PCI controller models oxvirt lays out (`pci-root`, `pcie-root`, `pcie-root-port`,
+/// `pci-bridge`, `dmi-to-pci-bridge`, `pcie-to-pci-bridge`); the other models libvirt knows
+/// (switch ports, expander buses) are refused as unsupported.
+fn check_pci_controller_model(elem: &Elem, model: &str) -> Result<()> {
+    if PCI_CONTROLLER_MODELS.contains(&model) {
+        return Ok(());
+    }
+    let table: Vec<(&str, ())> = PCI_CONTROLLER_MODELS.iter().map(|m| (*m, ())).collect();
+    if LIBVIRT_ONLY_PCI_CONTROLLER_MODELS.contains(&model) {
+        return Err(elem.unsupported_value("attribute 'model'", model, &table));
+    }
+    Err(elem.enum_error("attribute 'model'", model, &table))
 }
 
 fn parse_interface(elem: &mut Elem) -> Result<Interface> {

@@ -454,7 +454,17 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
     }
     let mut controllers = HashSet::new();
     for c in &devices.controllers {
-        if !controllers.insert((c.controller_type, c.index)) {
+        // An ICH9 USB2 set (EHCI and its UHCI companions) is one USB bus: one index.
+        let ich9 = |c: &Controller| {
+            c.controller_type == ControllerType::Usb
+                && c.model.as_deref().is_some_and(|m| m.starts_with("ich9-"))
+        };
+        let mixed_set = ich9(c)
+            && devices.controllers.iter().any(|o| {
+                o.controller_type == ControllerType::Usb && o.index == c.index && !ich9(o)
+            });
+        let key_model = if ich9(c) { c.model.clone() } else { None };
+        if mixed_set || !controllers.insert((c.controller_type, c.index, key_model)) {
             return Err(invalid(
                 "devices/controller",
                 format!(
@@ -703,7 +713,32 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         }
         validate_address("devices/rng", &rng.address)?;
     }
-    validate_pci_addresses(devices)?;
+    validate_drive_addresses(devices)?;
+    crate::pci::check(d)?;
+    Ok(())
+}
+
+/// Two disks of one bus may not share a drive address (libvirt's message).
+fn validate_drive_addresses(devices: &Devices) -> Result<(), DomainError> {
+    for (i, disk) in devices.disks.iter().enumerate() {
+        let Some(Address::Drive(a)) = &disk.address else {
+            continue;
+        };
+        let twin = devices.disks[..i].iter().any(|other| {
+            other.target.bus == disk.target.bus
+                && matches!(&other.address, Some(Address::Drive(b))
+                    if (b.controller, b.bus, b.target, b.unit) == (a.controller, a.bus, a.target, a.unit))
+        });
+        if twin {
+            return Err(DomainError::Invalid {
+                reason: format!(
+                    "Found duplicate drive address for disk with target name '{}' controller='{}' bus='{}' target='{}' unit='{}'",
+                    disk.target.dev, a.controller, a.bus, a.target, a.unit
+                ),
+                location: Location::new("devices/disk/address", a.line.get().or(disk.line.get())),
+            });
+        }
+    }
     Ok(())
 }
 
@@ -771,31 +806,4 @@ fn validate_address(path: &str, address: &Option<Address>) -> Result<(), DomainE
         },
         _ => Ok(()),
     }
-}
-
-/// Two devices may not share a PCI function.
-fn validate_pci_addresses(devices: &Devices) -> Result<(), DomainError> {
-    let mut all: Vec<&Option<Address>> = Vec::new();
-    all.extend(devices.disks.iter().map(|x| &x.address));
-    all.extend(devices.controllers.iter().map(|x| &x.address));
-    all.extend(devices.interfaces.iter().map(|x| &x.address));
-    all.extend(devices.videos.iter().map(|x| &x.address));
-    all.extend(devices.rngs.iter().map(|x| &x.address));
-    all.extend(devices.memballoon.iter().map(|x| &x.address));
-    all.extend(devices.hostdevs.iter().map(|x| &x.address));
-    let mut seen = HashSet::new();
-    for address in all {
-        if let Some(Address::Pci(p)) = address {
-            if !seen.insert((p.domain, p.bus, p.slot, p.function)) {
-                return Err(invalid(
-                    "devices",
-                    format!(
-                        "PCI address {:04x}:{:02x}:{:02x}.{:x} is used twice",
-                        p.domain, p.bus, p.slot, p.function
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }

@@ -720,14 +720,37 @@ fn write_controller(w: &mut Writer, c: &Controller) {
         ("type", s(kind)),
         ("index", s(c.index)),
         ("model", c.model.clone()),
+        ("ports", c.ports.map(|p| p.to_string())),
     ];
-    if c.driver_queues.is_none() && c.address.is_none() {
+    if c.driver_queues.is_none()
+        && c.address.is_none()
+        && c.model_name.is_none()
+        && c.target.is_none()
+        && c.master_startport.is_none()
+    {
         w.empty("controller", &attrs);
         return;
     }
     w.start("controller", &attrs);
+    // libvirt's order: <model>, <target>, <driver>, then the device info (<master>, <address>).
+    if let Some(name) = &c.model_name {
+        w.empty("model", &[("name", s(name))]);
+    }
+    if let Some(t) = &c.target {
+        w.empty(
+            "target",
+            &[
+                ("chassisNr", t.chassis_nr.map(|n| n.to_string())),
+                ("chassis", t.chassis.map(|n| n.to_string())),
+                ("port", t.port.map(|p| format!("{p:#x}"))),
+            ],
+        );
+    }
     if let Some(queues) = c.driver_queues {
         w.empty("driver", &[("queues", s(queues))]);
+    }
+    if let Some(startport) = c.master_startport {
+        w.empty("master", &[("startport", s(startport))]);
     }
     write_address(w, &c.address);
     w.end("controller");

@@ -270,7 +270,8 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                             controller,
                             bus: b,
                             target: 0,
-                            unit,
+                            // One unit per disk: libvirt refuses two disks at one address.
+                            unit: unit * 8 + index as u32,
                             line: SourceLine::NONE,
                         }))
                     }
@@ -539,8 +540,14 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 model: model.map(str::to_string),
                 driver_queues,
                 address: None,
+                ports: None,
+                model_name: None,
+                target: None,
+                master_startport: None,
                 line: SourceLine::NONE,
                 driver_line: SourceLine::NONE,
+                model_name_line: SourceLine::NONE,
+                master_line: SourceLine::NONE,
             })
             .collect::<Vec<_>>()
     });
@@ -664,6 +671,16 @@ prop_compose! {
         devices in devices(iothreads.unwrap_or(0), if per_device_boot { vec![1, 2, 3, 4, 5] } else { Vec::new() }),
         engine in select(vec![Engine::Qemu, Engine::Native]),
     ) -> Domain {
+        // A q35 takes PCIe root ports where a pc takes PCI bridges (libvirt refuses a bare
+        // pci-bridge on q35: nothing there would hold it).
+        let mut devices = devices;
+        if os.machine.contains("q35") {
+            for c in &mut devices.controllers {
+                if c.model.as_deref() == Some("pci-bridge") {
+                    c.model = Some("pcie-root-port".to_string());
+                }
+            }
+        }
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
             || os.loader.as_ref().is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));

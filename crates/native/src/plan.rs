@@ -680,7 +680,17 @@ impl Planner {
             index: _,
             model: _,
             driver_queues: _,
+            // The VMM lays out its own PCI bus: the PCI topology libvirt's XML describes (root
+            // ports, bridges, their numbers, every device's address) is not what the guest sees
+            // here, so none of it is read.
             address: _,
+            ports: _,
+            model_name: _,
+            target: _,
+            model_name_line: _,
+            // USB companion controllers: there is no USB at all.
+            master_startport: _,
+            master_line: _,
             line,
             driver_line: _,
         } = controller;
@@ -689,8 +699,9 @@ impl Planner {
             ControllerType::Fdc => "fdc",
             ControllerType::Scsi => "scsi",
             ControllerType::VirtioSerial => "virtio-serial",
-            // pci-root, and the USB controller and (q35) SATA controller every definition gets:
-            // no devices can use them, so they are simply absent.
+            // pci-root and the PCI controllers of a q35 (root ports, bridges), and the USB
+            // controller and (q35) SATA controller every definition gets: no devices can use
+            // them, so they are simply absent.
             ControllerType::Pci | ControllerType::Usb | ControllerType::Sata => return,
         };
         self.no(format!("<controller type='{kind}'>"), *line, "no such bus");

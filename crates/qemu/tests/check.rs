@@ -118,7 +118,7 @@ fn an_element_added_by_default_is_named_as_such() {
 #[test]
 fn the_check_refuses_exactly_what_a_start_refuses() {
     let cases = [
-        "    <controller type='pci' index='1' model='pci-bridge'/>",
+        "    <controller type='usb' index='0' model='ehci'/>",
         "    <serial type='pty'/>\n    <serial type='pty'/>",
         "    <console type='pty'><target type='virtio'/></console>",
         "    <video><model type='cirrus' heads='2'/></video>",

@@ -479,8 +479,8 @@ fn what_the_engine_cannot_do_is_named() {
         ),
         (
             "",
-            "<controller type='pci' index='1' model='pci-bridge'/>",
-            "devices/controller[@type='pci'][@index='1']",
+            "<controller type='usb' index='0' model='ehci'/>",
+            "devices/controller[@type='usb'][@index='0']",
         ),
         (
             "",

@@ -25,8 +25,8 @@
 use std::fmt::Write as _;
 
 use oxvirt_domain::{
-    Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, Cpu, CpuCheck, CpuFeature,
-    CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
+    Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, ControllerType, Cpu, CpuCheck,
+    CpuFeature, CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
     FeaturePolicy, Features, Hugepages, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking,
     Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
 };
@@ -969,7 +969,7 @@ impl<'a> Builder<'a> {
         match address {
             None => self.devices.pci_auto.push(device),
             Some(Address::Pci(pci)) => {
-                for (key, value) in pci_properties(pci, self.chipset, element)? {
+                for (key, value) in pci_properties(pci, self.chipset, self.controllers, element)? {
                     device[key] = value;
                 }
                 self.devices.pci_fixed.push(device);
@@ -999,9 +999,13 @@ const MAX_AFFINITY_CPUS: u32 = libc::CPU_SETSIZE as u32;
 const VNC_BASE_PORT: u16 = 5900;
 const VNC_AUTOPORT_DISPLAYS: u16 = 99;
 
+/// `bus` and `addr` (and `multifunction`) of a device at a PCI address: bus 0 is the root
+/// bus (`pci.0` on pc, `pcie.0` on q35), bus N the bus of PCI controller N (`pci.N`, libvirt's
+/// id for it).
 fn pci_properties(
     pci: &PciAddress,
     chipset: Chipset,
+    controllers: &[Controller],
     element: &str,
 ) -> Result<Vec<(&'static str, Value)>, QemuError> {
     let PciAddress {
@@ -1012,13 +1016,27 @@ fn pci_properties(
         multifunction,
         line,
     } = *pci;
-    if domain != 0 || bus != 0 {
+    if domain != 0 {
         return Err(QemuError::unsupported(
             format!("{element}/address"),
             line,
-            "only PCI domain 0 bus 0 exists (no bridges)",
+            "only PCI domain 0 exists",
         ));
     }
+    let bus_id = if bus == 0 {
+        chipset.root_bus().to_string()
+    } else if controllers
+        .iter()
+        .any(|c| c.controller_type == ControllerType::Pci && c.index == u32::from(bus))
+    {
+        format!("pci.{bus}")
+    } else {
+        return Err(QemuError::invalid(
+            format!("{element}/address"),
+            line,
+            format!("PCI bus {bus:#04x} has no PCI controller with index {bus}"),
+        ));
+    };
     if slot > 31 || function > 7 {
         return Err(QemuError::invalid(
             format!("{element}/address"),
@@ -1031,7 +1049,7 @@ fn pci_properties(
     } else {
         format!("{slot:#x}.{function:#x}")
     };
-    let mut props = vec![("bus", json!(chipset.root_bus())), ("addr", json!(addr))];
+    let mut props = vec![("bus", json!(bus_id)), ("addr", json!(addr))];
     if multifunction == Some(true) {
         props.push(("multifunction", json!(true)));
     }

@@ -1,10 +1,10 @@
 //! Controllers and disks: `-blockdev` node pairs and their frontends.
 
 use oxvirt_domain::{
-    Address, BackingLayer, Controller, ControllerType, DetectZeroes, Disk, DiskAuth, DiskBus,
-    DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo, DiskTarget, DiskType,
-    DriveAddress, NetworkHost, NetworkProtocol, NetworkSource, SecretUsageType, SourceLine,
-    UsbAddress,
+    Address, BackingLayer, Controller, ControllerTarget, ControllerType, DetectZeroes, Disk,
+    DiskAuth, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo,
+    DiskTarget, DiskType, DriveAddress, NetworkHost, NetworkProtocol, NetworkSource,
+    SecretUsageType, SourceLine, UsbAddress,
 };
 use serde_json::{json, Map, Value};
 
@@ -21,15 +21,25 @@ impl Builder<'_> {
     // ----- controllers and disks --------------------------------------------------------------
 
     pub(super) fn controllers(&mut self) -> Result<(), QemuError> {
-        for controller in self.controllers {
+        // The PCI controllers first, by index: a bus must exist before what plugs into it
+        // (libvirt's order too).
+        let mut order: Vec<&Controller> = self.controllers.iter().collect();
+        order.sort_by_key(|c| (c.controller_type != ControllerType::Pci, c.index));
+        for controller in order {
             let Controller {
                 controller_type,
                 index,
                 model,
                 driver_queues,
                 address,
+                ports,
+                model_name,
+                target,
+                master_startport,
                 line,
                 driver_line,
+                model_name_line,
+                master_line,
             } = controller;
             let (index, line) = (*index, *line);
             let model = model.as_deref();
@@ -37,6 +47,20 @@ impl Builder<'_> {
                 "devices/controller[@type='{}'][@index='{index}']",
                 controller_type.as_str()
             );
+            if master_startport.is_some() && !is_usb_companion(model) {
+                return Err(QemuError::unsupported(
+                    format!("{element}/master"),
+                    *master_line,
+                    "<master> applies to the UHCI companions (ich9-uhci1..3) of an ich9-ehci1",
+                ));
+            }
+            if ports.is_some() && model != Some("qemu-xhci") {
+                return Err(QemuError::unsupported(
+                    format!("{element}@ports"),
+                    line,
+                    "ports= is supported for the qemu-xhci USB controller only",
+                ));
+            }
             let device = match (controller_type, model) {
                 (ControllerType::Pci, Some("pci-root"))
                     if self.chipset == Chipset::I440fx && index == 0 =>
@@ -48,11 +72,22 @@ impl Builder<'_> {
                 {
                     None
                 }
+                (ControllerType::Pci, Some(kind @ ("pcie-root-port" | "pci-bridge" | "dmi-to-pci-bridge" | "pcie-to-pci-bridge")))
+                    if index > 0 =>
+                {
+                    Some(pci_controller(
+                        kind,
+                        index,
+                        (model_name.as_deref(), *model_name_line),
+                        target.as_ref(),
+                        &element,
+                    )?)
+                }
                 (ControllerType::Pci, _) => {
                     return Err(QemuError::unsupported(
                         element,
                         line,
-                        "only the root PCI(e) bus is supported (no bridges or root ports)",
+                        "PCI controller model: pci-root (pc) or pcie-root (q35) at index 0; pcie-root-port, pci-bridge, dmi-to-pci-bridge, pcie-to-pci-bridge above",
                     ))
                 }
                 (ControllerType::Ide, _) if self.chipset == Chipset::I440fx && index == 0 => None,
@@ -83,7 +118,38 @@ impl Builder<'_> {
                     Some(json!({"driver": "piix3-usb-uhci", "id": "usb"}))
                 }
                 (ControllerType::Usb, Some("qemu-xhci")) => {
-                    Some(json!({"driver": "qemu-xhci", "id": "usb"}))
+                    let mut device = json!({"driver": "qemu-xhci", "id": "usb"});
+                    if let Some(ports) = ports {
+                        // USB 2 and USB 3 ports alike, as libvirt passes them.
+                        device["p2"] = json!(ports);
+                        device["p3"] = json!(ports);
+                    }
+                    Some(device)
+                }
+                (ControllerType::Usb, Some("ich9-ehci1")) => {
+                    Some(json!({"driver": "ich9-usb-ehci1", "id": "usb"}))
+                }
+                (ControllerType::Usb, Some(uhci @ ("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3"))) => {
+                    // A companion of the EHCI of its index: its ports are the EHCI's, from
+                    // its start port on; it has no bus of its own (no id).
+                    let ehci = self.controllers.iter().any(|c| {
+                        c.controller_type == ControllerType::Usb
+                            && c.index == index
+                            && c.model.as_deref() == Some("ich9-ehci1")
+                    });
+                    if !ehci {
+                        return Err(QemuError::unsupported(
+                            element,
+                            line,
+                            "a UHCI companion needs the ich9-ehci1 controller of its index",
+                        ));
+                    }
+                    let number = uhci.trim_start_matches("ich9-uhci");
+                    Some(json!({
+                        "driver": format!("ich9-usb-uhci{number}"),
+                        "masterbus": "usb.0",
+                        "firstport": master_startport.unwrap_or(0),
+                    }))
                 }
                 (ControllerType::Scsi, None | Some("lsilogic")) => {
                     Some(json!({"driver": "lsi", "id": format!("scsi{index}")}))
@@ -898,6 +964,59 @@ impl CacheFlags {
 
 /// Built-in controllers (pc's IDE at 00:01.1 and root bus, q35's AHCI at 00:1f.2) may carry
 /// their fixed address in the definition.
+fn is_usb_companion(model: Option<&str>) -> bool {
+    matches!(model, Some("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3"))
+}
+
+/// A PCI controller above the root bus: libvirt's `-device` for it, its bus `pci.N` (N its
+/// index) for the devices plugged into it. The numbers come from the normalized definition
+/// (libvirt's defaults are filled in there).
+fn pci_controller(
+    kind: &str,
+    index: u32,
+    (model_name, model_name_line): (Option<&str>, SourceLine),
+    target: Option<&ControllerTarget>,
+    element: &str,
+) -> Result<Value, QemuError> {
+    let (default_name, names): (&str, &[&str]) = match kind {
+        "pcie-root-port" => ("pcie-root-port", &["pcie-root-port", "ioh3420"]),
+        "pci-bridge" => ("pci-bridge", &["pci-bridge"]),
+        "dmi-to-pci-bridge" => ("i82801b11-bridge", &["i82801b11-bridge"]),
+        _ => ("pcie-pci-bridge", &["pcie-pci-bridge"]),
+    };
+    let driver = model_name.unwrap_or(default_name);
+    if !names.contains(&driver) {
+        return Err(QemuError::unsupported(
+            format!("{element}/model@name"),
+            model_name_line,
+            format!("model name '{driver}' for a {kind}"),
+        ));
+    }
+    let mut device = json!({"driver": driver});
+    let ControllerTarget {
+        chassis_nr,
+        chassis,
+        port,
+        line: _,
+    } = target.copied().unwrap_or_default();
+    match kind {
+        "pcie-root-port" => {
+            if let Some(port) = port {
+                device["port"] = json!(port);
+            }
+            if let Some(chassis) = chassis {
+                device["chassis"] = json!(chassis);
+            }
+        }
+        "pci-bridge" => {
+            device["chassis_nr"] = json!(chassis_nr.unwrap_or(index));
+        }
+        _ => {}
+    }
+    device["id"] = json!(format!("pci.{index}"));
+    Ok(device)
+}
+
 fn is_builtin_address_ok(address: &Address, kind: ControllerType, chipset: Chipset) -> bool {
     match (address, kind, chipset) {
         (Address::Pci(a), ControllerType::Ide, Chipset::I440fx) => {
