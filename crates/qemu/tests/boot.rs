@@ -750,3 +750,110 @@ async fn on_crash_preserve_keeps_the_panicked_guest() {
     assert_eq!(qmp.query_status().await.unwrap(), RunState::GuestPanicked);
     qmp.quit().await.unwrap();
 }
+
+/// A sparse raw image of `mib` MiB (no blocks written: tests stay small on disk).
+fn sparse_disk(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let path = dir.join(name);
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(mib * 1024 * 1024).unwrap();
+    path
+}
+
+/// The PCI address a normalized domain gave a device, as the guest names it (`bb:ss.f`).
+fn pci_name(address: &Option<oxvirt_domain::Address>) -> String {
+    match address {
+        Some(oxvirt_domain::Address::Pci(a)) => {
+            format!("{:02x}:{:02x}.{:x}", a.bus, a.slot, a.function)
+        }
+        other => panic!("not a PCI address: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn q35_virtio_disk_sits_behind_its_pcie_root_port() {
+    let images = tempfile::tempdir().unwrap();
+    let disk = sparse_disk(images.path(), "vda.raw", 1);
+    let devices = format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+           <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+        disk.display()
+    );
+    let xml = guest_xml("oxvirt-qemu-q35-root-port", "", &devices)
+        .replace("machine='pc'", "machine='q35'");
+    let vm = test_vm(&xml);
+    // The domain crate put the disk alone on a root port's bus, the root port on bus 0.
+    let disk_address = &vm.domain.devices.disks[0].address;
+    let Some(oxvirt_domain::Address::Pci(on)) = disk_address else {
+        panic!("{disk_address:?}")
+    };
+    assert!(on.bus > 0 && on.slot == 0, "{on:?}");
+    let port = vm
+        .domain
+        .devices
+        .controllers
+        .iter()
+        .find(|c| c.index == u32::from(on.bus) && c.model.as_deref() == Some("pcie-root-port"))
+        .expect("the disk's bus is a pcie-root-port");
+    let port_name = pci_name(&port.address);
+    assert!(port_name.starts_with("00:"), "{port_name}");
+
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut run = |command: &str| {
+        console
+            .run(command, BOUND)
+            .unwrap_or_else(|| panic!("no answer to {command}"))
+    };
+    assert_eq!(run("cat /sys/block/vda/size").trim(), "2048");
+    // The guest numbers the buses behind the root ports in their order on bus 0, as libvirt
+    // numbers them: the disk is function 0 of the one slot of that root port's bus.
+    let path = run("readlink -f /sys/block/vda");
+    let expected = format!("/0000:{port_name}/0000:{}/", pci_name(disk_address));
+    assert!(path.contains(&expected), "{path} should contain {expected}");
+    // QEMU's generic PCIe root port (1b36:000c).
+    assert_eq!(
+        run(&format!("cat /sys/bus/pci/devices/0000:{port_name}/device")).trim(),
+        "0x000c"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pc_guest_with_40_virtio_disks_sees_them_all() {
+    let images = tempfile::tempdir().unwrap();
+    let mut devices = String::new();
+    for i in 0..40u8 {
+        // vda..vdz, vdaa..vdan
+        let name = if i < 26 {
+            format!("vd{}", char::from(b'a' + i))
+        } else {
+            format!("vda{}", char::from(b'a' + i - 26))
+        };
+        let disk = sparse_disk(images.path(), &format!("{name}.raw"), 1);
+        devices.push_str(&format!(
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/>
+               <source file='{}'/><target dev='{name}' bus='virtio'/></disk>",
+            disk.display()
+        ));
+    }
+    let vm = test_vm(&guest_xml("oxvirt-qemu-40-disks", "", &devices));
+    // Bus 0 runs out: libvirt's pci-bridge (index 1) takes the rest.
+    assert!(vm
+        .domain
+        .devices
+        .controllers
+        .iter()
+        .any(|c| c.index == 1 && c.model.as_deref() == Some("pci-bridge")));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let count = console
+        .run("ls /sys/block | grep -c '^vd'", BOUND)
+        .expect("answer");
+    assert_eq!(count.trim(), "40");
+    // The last disk is behind the bridge (bus 1 in the guest as in the definition).
+    let last = console
+        .run("readlink -f /sys/block/vdan", BOUND)
+        .expect("answer");
+    assert!(last.contains("/0000:01:"), "{last}");
+}
