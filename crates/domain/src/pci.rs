@@ -701,10 +701,15 @@ fn check_controllers(d: &Domain) -> Result<(), DomainError> {
             line: c.line,
         };
         let Some(model) = controller_model(c) else {
-            return Err(error(
-                site,
-                format!("PCI controller with index '{}' has no model", c.index),
-            ));
+            let reason = if c.index == 0 {
+                format!(
+                    "The PCI controller with index='0' must be model='{}' for this machine type, but no model was given",
+                    if q35 { "pcie-root" } else { "pci-root" }
+                )
+            } else {
+                format!("PCI controller with index '{}' has no model", c.index)
+            };
+            return Err(error(site, reason));
         };
         let root = matches!(model, PciModel::PciRoot | PciModel::PcieRoot);
         if root && c.index != 0 {
@@ -740,7 +745,8 @@ fn check_controllers(d: &Domain) -> Result<(), DomainError> {
             if !model.model_names().contains(&name.as_str()) {
                 return Err(DomainError::Invalid {
                     reason: format!(
-                        "PCI controller model name '{name}' is not valid for a PCI controller with model '{}'",
+                        "Option 'modelName' has invalid value for PCI controller with index '{}', model '{}' and modelName '{name}'",
+                        c.index,
                         model.name()
                     ),
                     location: Location::new("devices/controller/model", c.model_name_line.get()),

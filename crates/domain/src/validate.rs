@@ -463,6 +463,27 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             && devices.controllers.iter().any(|o| {
                 o.controller_type == ControllerType::Usb && o.index == c.index && !ich9(o)
             });
+        let companion = c.controller_type == ControllerType::Usb
+            && matches!(
+                c.model.as_deref(),
+                Some("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3")
+            );
+        if companion
+            && !devices.controllers.iter().any(|o| {
+                o.controller_type == ControllerType::Usb
+                    && o.index == c.index
+                    && o.model.as_deref() == Some("ich9-ehci1")
+            })
+        {
+            return Err(DomainError::Invalid {
+                reason: format!(
+                    "No master USB controller specified: a {} needs the ich9-ehci1 of index {}",
+                    c.model.as_deref().unwrap_or_default(),
+                    c.index
+                ),
+                location: Location::new("devices/controller", c.line.get()),
+            });
+        }
         let key_model = if ich9(c) { c.model.clone() } else { None };
         if mixed_set || !controllers.insert((c.controller_type, c.index, key_model)) {
             return Err(invalid(

@@ -1050,8 +1050,9 @@ fn pci_properties(
         format!("{slot:#x}.{function:#x}")
     };
     let mut props = vec![("bus", json!(bus_id)), ("addr", json!(addr))];
-    if multifunction == Some(true) {
-        props.push(("multifunction", json!(true)));
+    // As libvirt: `multifunction` when the definition says on or off.
+    if let Some(multifunction) = multifunction {
+        props.push(("multifunction", json!(multifunction)));
     }
     Ok(props)
 }
