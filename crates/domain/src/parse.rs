@@ -1451,7 +1451,13 @@ fn parse_controller(elem: &mut Elem) -> Result<Controller> {
             check_pci_controller_model(elem, m)?;
         }
     }
-    let ports = elem.u32_attr("ports")?;
+    // `ports=` of USB controllers; libvirt ignores it on the others (and virtio-serial's
+    // ports are another thing), so there it stays an unsupported attribute.
+    let ports = if controller_type == ControllerType::Usb {
+        elem.u32_attr("ports")?
+    } else {
+        None
+    };
     elem.finish_attrs()?;
     let mut controller = Controller {
         controller_type,

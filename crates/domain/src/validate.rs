@@ -484,6 +484,22 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 location: Location::new("devices/controller", c.line.get()),
             });
         }
+        if c.master_startport.is_some() && !companion {
+            return Err(DomainError::Invalid {
+                reason: "No master USB controller specified: <master> is for the UHCI companions (ich9-uhci1..3) of an ich9-ehci1".to_string(),
+                location: Location::new("devices/controller/master", c.master_line.get()),
+            });
+        }
+        if let (Some(ports), Some(model @ ("qemu-xhci" | "nec-xhci"))) =
+            (c.ports, c.model.as_deref())
+        {
+            if ports > 15 {
+                return Err(DomainError::Invalid {
+                    reason: format!("'{model}' controller only supports up to '15' ports"),
+                    location: Location::new("devices/controller", c.line.get()),
+                });
+            }
+        }
         let key_model = if ich9(c) { c.model.clone() } else { None };
         if mixed_set || !controllers.insert((c.controller_type, c.index, key_model)) {
             return Err(invalid(
