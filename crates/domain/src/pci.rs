@@ -462,7 +462,7 @@ enum Dev {
     Input(usize),
     Balloon,
     Rng(usize),
-    HostDev(usize),
+    Host(usize),
 }
 
 fn address_mut(d: &mut Devices, dev: Dev) -> Option<&mut Option<Address>> {
@@ -474,7 +474,7 @@ fn address_mut(d: &mut Devices, dev: Dev) -> Option<&mut Option<Address>> {
         Dev::Input(i) => &mut d.inputs.get_mut(i)?.address,
         Dev::Balloon => &mut d.memballoon.as_mut()?.address,
         Dev::Rng(i) => &mut d.rngs.get_mut(i)?.address,
-        Dev::HostDev(i) => &mut d.hostdevs.get_mut(i)?.address,
+        Dev::Host(i) => &mut d.hostdevs.get_mut(i)?.address,
     })
 }
 
@@ -487,7 +487,7 @@ fn address(d: &Devices, dev: Dev) -> Option<&Option<Address>> {
         Dev::Input(i) => &d.inputs.get(i)?.address,
         Dev::Balloon => &d.memballoon.as_ref()?.address,
         Dev::Rng(i) => &d.rngs.get(i)?.address,
-        Dev::HostDev(i) => &d.hostdevs.get(i)?.address,
+        Dev::Host(i) => &d.hostdevs.get(i)?.address,
     })
 }
 
@@ -500,7 +500,7 @@ fn site(d: &Devices, dev: Dev) -> Site {
         Dev::Input(i) => ("devices/input", d.inputs.get(i).map(|x| x.line)),
         Dev::Balloon => ("devices/memballoon", d.memballoon.as_ref().map(|x| x.line)),
         Dev::Rng(i) => ("devices/rng", d.rngs.get(i).map(|x| x.line)),
-        Dev::HostDev(i) => ("devices/hostdev", d.hostdevs.get(i).map(|x| x.line)),
+        Dev::Host(i) => ("devices/hostdev", d.hostdevs.get(i).map(|x| x.line)),
     };
     // The <address> line when there is one: that is what an address error is about.
     match address(d, dev).and_then(|a| a.as_ref()) {
@@ -513,7 +513,7 @@ fn site(d: &Devices, dev: Dev) -> Site {
                 Dev::Input(_) => "devices/input/address",
                 Dev::Balloon => "devices/memballoon/address",
                 Dev::Rng(_) => "devices/rng/address",
-                Dev::HostDev(_) => "devices/hostdev/address",
+                Dev::Host(_) => "devices/hostdev/address",
             },
             line: a.line(),
         },
@@ -627,7 +627,7 @@ impl Flags {
             // libvirt reads the host device's PCI Express capability from sysfs; this crate
             // does no I/O and takes PCI Express, which is what libvirt assumes for a device it
             // cannot read (and what almost every assignable device is). On pc it is PCI.
-            Dev::HostDev(i) => match d.hostdevs.get(i).map(|h| &h.source) {
+            Dev::Host(i) => match d.hostdevs.get(i).map(|h| &h.source) {
                 Some(HostDevSource::Pci { .. }) => self.pcie,
                 _ => 0,
             },
@@ -640,7 +640,7 @@ fn all_devices(d: &Devices) -> Vec<Dev> {
     let mut all = Vec::new();
     all.extend((0..d.disks.len()).map(Dev::Disk));
     all.extend((0..d.interfaces.len()).map(Dev::Interface));
-    all.extend((0..d.hostdevs.len()).map(Dev::HostDev));
+    all.extend((0..d.hostdevs.len()).map(Dev::Host));
     all.extend((0..d.videos.len()).map(Dev::Video));
     all.extend((0..d.controllers.len()).map(Dev::Controller));
     all.extend((0..d.inputs.len()).map(Dev::Input));
@@ -1022,7 +1022,7 @@ fn assign_slots(d: &mut Domain, addrs: &mut AddressSet, flags: &Flags) -> Result
         next(devs, addrs, Dev::Disk(i))?;
     }
     for i in 0..devs.hostdevs.len() {
-        next(devs, addrs, Dev::HostDev(i))?;
+        next(devs, addrs, Dev::Host(i))?;
     }
     next(devs, addrs, Dev::Balloon)?;
     for i in 0..devs.rngs.len() {
