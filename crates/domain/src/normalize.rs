@@ -126,20 +126,32 @@ fn normalize_devices(d: &mut Domain) {
     }
     normalize_chardevs(devices);
     normalize_inputs(devices);
+    normalize_channels(devices);
     if devices.audios.is_empty() {
+        // libvirt's default audio backend follows the display: SPICE carries sound to its
+        // client (the last display decides: libvirt goes through them in order); without
+        // SPICE, no host audio.
+        let spice = devices.graphics.last().is_some_and(|g| g.spice.is_some());
         devices.audios.push(Audio {
             id: 1,
-            audio_type: AudioType::None,
+            audio_type: if spice {
+                AudioType::Spice
+            } else {
+                AudioType::None
+            },
             line: SourceLine::NONE,
         });
     }
     normalize_videos(devices);
-    for graphics in &mut devices.graphics {
+    for graphics in devices.graphics.iter_mut().filter(|g| g.spice.is_none()) {
         // A UNIX-socket VNC server has no TCP port, and autoport wins over a fixed one.
         if matches!(graphics.listen, VncListen::Socket(_)) || graphics.autoport {
             graphics.port = None;
         }
-        if graphics.port.is_none() {
+        // A socket display prints no port nor autoport: it reads back with autoport on.
+        // `autoport='no'` without a port stays so (libvirt prints it without a port); the
+        // QEMU engine lets QEMU pick a display for it as for autoport.
+        if matches!(graphics.listen, VncListen::Socket(_)) {
             graphics.autoport = true;
         }
     }
@@ -263,6 +275,7 @@ fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Cont
         index,
         model: model.map(str::to_string),
         driver_queues: None,
+        ports: None,
         address: None,
         line: SourceLine::NONE,
         driver_line: SourceLine::NONE,
@@ -454,6 +467,46 @@ fn normalize_chardevs(devices: &mut Devices) {
     }
 }
 
+/// Channels are ports of virtio-serial controller 0 (added when missing); one without an
+/// address takes the lowest free port from 1 on its bus 0 (port 0 is the console's), as
+/// libvirt numbers them.
+fn normalize_channels(devices: &mut Devices) {
+    if devices.channels.is_empty() {
+        return;
+    }
+    if !devices
+        .controllers
+        .iter()
+        .any(|c| c.controller_type == ControllerType::VirtioSerial)
+    {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::VirtioSerial, 0, None),
+        );
+    }
+    let mut used: Vec<(u32, u32, u32)> = devices
+        .channels
+        .iter()
+        .filter_map(|c| match &c.address {
+            Some(Address::VirtioSerial(a)) => Some((a.controller, a.bus, a.port)),
+            _ => None,
+        })
+        .collect();
+    for channel in devices.channels.iter_mut() {
+        if channel.address.is_some() {
+            continue;
+        }
+        let port = (1..).find(|p| !used.contains(&(0, 0, *p))).unwrap_or(1);
+        used.push((0, 0, port));
+        channel.address = Some(Address::VirtioSerial(VirtioSerialAddress {
+            controller: 0,
+            bus: 0,
+            port,
+            line: SourceLine::NONE,
+        }));
+    }
+}
+
 fn normalize_inputs(devices: &mut Devices) {
     for kind in [InputType::Mouse, InputType::Keyboard] {
         if !devices
@@ -476,7 +529,9 @@ fn normalize_videos(devices: &mut Devices) {
     if !devices.graphics.is_empty() && devices.videos.is_empty() {
         devices.videos.push(Video {
             model: VideoModel::Cirrus,
+            ram_kib: None,
             vram_kib: None,
+            vgamem_kib: None,
             heads: None,
             primary: false,
             address: None,
@@ -498,6 +553,12 @@ fn normalize_videos(devices: &mut Devices) {
             VideoModel::Vga | VideoModel::Cirrus | VideoModel::Bochs
         ) {
             video.vram_kib.get_or_insert(16384);
+        }
+        if video.model == VideoModel::Qxl {
+            // libvirt's QXL defaults (KiB).
+            video.ram_kib.get_or_insert(65536);
+            video.vram_kib.get_or_insert(65536);
+            video.vgamem_kib.get_or_insert(16384);
         }
         video.heads.get_or_insert(1);
         if i == 0 {
@@ -538,6 +599,9 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     if let Some(b) = &devices.memballoon {
         note(&b.address, &mut used);
     }
+    for x in &devices.sounds {
+        note(&x.address, &mut used);
+    }
     let next_free = |used: &mut Vec<u8>| -> Option<Address> {
         let slot = (2..32u8).find(|s| !used.contains(s))?;
         used.push(slot);
@@ -567,11 +631,22 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             video.address = next_free(&mut used);
         }
     }
-    // libvirt's order: primary video, NICs, controllers, virtio disks, balloon, RNGs,
+    // libvirt's order: primary video, NICs, sound cards, controllers, virtio disks, balloon, RNGs,
     // other videos, virtio inputs.
     for iface in &mut devices.interfaces {
         if iface.address.is_none() {
             iface.address = next_free(&mut used);
+        }
+    }
+    // Sound cards come after the NICs; the ISA ones (sb16, pcspk) and USB audio have no PCI
+    // address.
+    for sound in &mut devices.sounds {
+        let pci = !matches!(
+            sound.model,
+            SoundModel::Sb16 | SoundModel::Pcspk | SoundModel::Usb
+        );
+        if pci && sound.address.is_none() {
+            sound.address = next_free(&mut used);
         }
     }
     for c in &mut devices.controllers {

@@ -452,7 +452,9 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
     )
         .prop_map(|(model, vram_kib, heads)| Video {
             model,
+            ram_kib: None,
             vram_kib,
+            vgamem_kib: None,
             heads,
             primary: false,
             address: None,
@@ -473,6 +475,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
             port,
             autoport: autoport || port.is_none(),
             passwd,
+            spice: None,
             line: SourceLine::NONE,
         });
     let balloon = prop_oneof![
@@ -528,6 +531,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
     .prop_map(|list| {
         list.into_iter()
             .map(|(controller_type, model, driver_queues)| Controller {
+                ports: None,
                 controller_type,
                 index: if controller_type == ControllerType::Pci {
                     1
@@ -592,6 +596,9 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     })
                     .collect();
                 Devices {
+                    channels: Vec::new(),
+                    sounds: Vec::new(),
+                    redirdevs: Vec::new(),
                     emulator,
                     disks,
                     controllers,
@@ -669,6 +676,8 @@ prop_compose! {
             uuid: Uuid::from_bytes(uuid),
             title,
             description,
+            metadata: None,
+            pm: None,
             memory_kib,
             current_memory_kib: current,
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
@@ -692,7 +701,7 @@ prop_compose! {
             }),
             os,
             // UEFI needs ACPI.
-            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2, line: SourceLine::NONE },
+            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2, vmport: None, vmport_line: SourceLine::NONE, line: SourceLine::NONE },
             cpu,
             clock: Clock {
                 offset: clock.0,
