@@ -82,6 +82,8 @@ impl Planner {
             uuid: _,
             title: _,
             description: _,
+            // Other applications' data: never interpreted (libvirt's rule).
+            metadata: _,
             memory_kib,
             current_memory_kib,
             max_memory,
@@ -91,12 +93,14 @@ impl Planner {
             cputune,
             os,
             // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
-            features: _,
+            // VMware's I/O port is never there (vmport='on' is refused below).
+            features,
             cpu,
             clock,
             on_poweroff,
             on_reboot,
             on_crash,
+            pm,
             devices,
             // The daemon picked this engine because of it.
             engine: _,
@@ -114,6 +118,19 @@ impl Planner {
                 *line,
                 "the native engine runs guests on hardware KVM only; use type='kvm'",
             );
+        }
+        if features.vmport == Some(true) {
+            self.no(
+                "<features/vmport>",
+                features.vmport_line,
+                "no VMware I/O port",
+            );
+        }
+        // The VMM has no ACPI sleep states: <pm> may only say they are off.
+        if let Some(pm) = pm {
+            if pm.suspend_to_mem == Some(true) || pm.suspend_to_disk == Some(true) {
+                self.no("<pm>", pm.line, "no suspend to RAM or disk");
+            }
         }
         let (kernel, initrd, cmdline) = self.os(os);
         let memory = self.memory(
@@ -444,7 +461,23 @@ impl Planner {
             videos,
             memballoon,
             rngs,
+            channels,
+            sounds,
+            redirdevs,
         } = devices;
+        if let Some(channel) = channels.first() {
+            self.no(
+                "<channel>",
+                channel.line,
+                "no virtio-serial ports (no guest agent channel)",
+            );
+        }
+        if let Some(sound) = sounds.first() {
+            self.no("<sound>", sound.line, "no sound device");
+        }
+        if let Some(redirdev) = redirdevs.first() {
+            self.no("<redirdev>", redirdev.line, "no USB (and no SPICE)");
+        }
         let disks = disks.iter().map(|disk| self.disk(disk)).collect();
         for controller in controllers {
             self.controller(controller);
@@ -481,7 +514,9 @@ impl Planner {
         for video in videos {
             let Video {
                 model,
+                ram_kib: _,
                 vram_kib: _,
+                vgamem_kib: _,
                 heads: _,
                 primary: _,
                 address: _,
@@ -662,6 +697,8 @@ impl Planner {
             index: _,
             model: _,
             driver_queues: _,
+            // A USB controller is absent anyway (below).
+            ports: _,
             address: _,
             line,
             driver_line: _,

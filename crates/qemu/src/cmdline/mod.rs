@@ -191,6 +191,8 @@ impl<'a> Builder<'a> {
             // Metadata, for people.
             title: _,
             description: _,
+            // Other applications' data: never interpreted (libvirt's rule), not an argument.
+            metadata: _,
             memory_kib,
             current_memory_kib,
             max_memory,
@@ -205,6 +207,7 @@ impl<'a> Builder<'a> {
             on_poweroff,
             on_reboot,
             on_crash,
+            pm,
             devices,
             // The daemon picked this engine because of it.
             engine: _,
@@ -301,6 +304,7 @@ impl<'a> Builder<'a> {
             (*on_reboot, *on_reboot_line),
             (*on_crash, *on_crash_line),
         )?;
+        b.pm(pm.as_ref());
         b.boot_order(boot, boot_lines, devices)?;
         b.boot_options(*bootmenu, *bios_reboot_timeout);
         b.kernel(
@@ -449,10 +453,17 @@ impl<'a> Builder<'a> {
             // Always there on x86_64, whatever the definition says.
             apic: _,
             pae: _,
+            vmport,
+            vmport_line: _,
             line: _,
         } = features;
         let mut machine = machine_type.to_string();
-        machine.push_str(",usb=off,dump-guest-core=off");
+        machine.push_str(",usb=off");
+        // libvirt puts vmport between usb and dump-guest-core.
+        if let Some(vmport) = vmport {
+            machine.push_str(if *vmport { ",vmport=on" } else { ",vmport=off" });
+        }
+        machine.push_str(",dump-guest-core=off");
         if !acpi {
             // libvirt does the same: no <acpi/> means no ACPI tables. Note that guests then
             // cannot be powered down with the ACPI button, and Linux needs ACPI for SMP here.
@@ -910,6 +921,29 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// `<pm>`: ACPI S3/S4 on or off, a property of the chipset's power management device,
+    /// as libvirt sets it.
+    fn pm(&mut self, pm: Option<&oxvirt_domain::Pm>) {
+        let Some(oxvirt_domain::Pm {
+            suspend_to_mem,
+            suspend_to_disk,
+            line: _,
+        }) = pm
+        else {
+            return;
+        };
+        let device = match self.chipset {
+            Chipset::I440fx => "PIIX4_PM",
+            Chipset::Q35 => "ICH9-LPC",
+        };
+        for (state, enabled) in [("s3", suspend_to_mem), ("s4", suspend_to_disk)] {
+            if let Some(enabled) = enabled {
+                let disable = if *enabled { 0 } else { 1 };
+                self.arg("-global", format!("{device}.disable_{state}={disable}"));
+            }
+        }
+    }
+
     fn devices(
         &mut self,
         devices: &oxvirt_domain::Devices,
@@ -930,6 +964,9 @@ impl<'a> Builder<'a> {
             videos,
             memballoon,
             rngs,
+            channels,
+            sounds,
+            redirdevs,
         } = devices;
         self.serials(serials, consoles)?;
         self.controllers()?;
@@ -941,7 +978,9 @@ impl<'a> Builder<'a> {
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
-        self.audio(audios);
+        self.channels(channels)?;
+        self.sounds_and_redirdevs(sounds, redirdevs)?;
+        self.audio(audios)?;
         let balloon = self.memballoon(memballoon.as_ref())?;
         // The balloon takes back what the guest does not get at boot; without one, QEMU
         // would give the guest all of <memory>.

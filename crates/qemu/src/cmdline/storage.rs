@@ -26,6 +26,7 @@ impl Builder<'_> {
                 index,
                 model,
                 driver_queues,
+                ports,
                 address,
                 line,
                 driver_line,
@@ -82,7 +83,13 @@ impl Builder<'_> {
                     Some(json!({"driver": "piix3-usb-uhci", "id": "usb"}))
                 }
                 (ControllerType::Usb, Some("qemu-xhci")) => {
-                    Some(json!({"driver": "qemu-xhci", "id": "usb"}))
+                    let mut device = json!({"driver": "qemu-xhci", "id": "usb"});
+                    // libvirt: ports='N' gives N USB 2 and N USB 3 ports.
+                    if let Some(ports) = ports {
+                        device["p2"] = json!(ports);
+                        device["p3"] = json!(ports);
+                    }
+                    Some(device)
                 }
                 (ControllerType::Scsi, None | Some("lsilogic")) => {
                     Some(json!({"driver": "lsi", "id": format!("scsi{index}")}))
@@ -113,6 +120,13 @@ impl Builder<'_> {
                     ))
                 }
             };
+            if ports.is_some() && model != Some("qemu-xhci") {
+                return Err(QemuError::unsupported(
+                    format!("{element}@ports"),
+                    line,
+                    "ports apply to qemu-xhci controllers only",
+                ));
+            }
             if driver_queues.is_some() && model != Some("virtio-scsi") {
                 return Err(QemuError::unsupported(
                     format!("{element}/driver@queues"),
