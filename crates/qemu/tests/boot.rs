@@ -750,3 +750,39 @@ async fn on_crash_preserve_keeps_the_panicked_guest() {
     assert_eq!(qmp.query_status().await.unwrap(), RunState::GuestPanicked);
     qmp.quit().await.unwrap();
 }
+
+/// What virt-install writes for `--graphics spice`: QEMU starts with SPICE listening on the
+/// address and the port the start picked (autoport), the password set over QMP, and the agent
+/// channels, sound card, QXL card and USB redirection in place.
+#[tokio::test(flavor = "multi_thread")]
+async fn spice_display_listens_on_the_picked_port() {
+    let devices = "<controller type='usb' model='qemu-xhci' ports='15'/>
+         <channel type='unix'><source mode='bind'/>
+           <target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+         <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
+         <graphics type='spice' autoport='yes' listen='127.0.0.1' passwd='s3cret'>
+           <image compression='off'/>
+         </graphics>
+         <sound model='ich6'/>
+         <video><model type='qxl'/></video>
+         <redirdev bus='usb' type='spicevmc'/>";
+    let vm = test_vm(&guest_xml("oxvirt-qemu-spice", "", devices));
+    let _guard = start(&vm).await;
+    let (qmp, _events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    let spice = qmp.execute("query-spice", None).await.expect("query-spice");
+    assert_eq!(spice["enabled"], true, "{spice}");
+    assert_eq!(spice["host"], "127.0.0.1", "{spice}");
+    assert_eq!(
+        spice["auth"], "spice",
+        "password authentication is on: {spice}"
+    );
+    let port = spice["port"].as_u64().expect("a TCP port") as u16;
+    assert!(port >= 5900, "{spice}");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("SPICE accepts a TCP connection");
+    let channel = vm.run.dir.join("channel-0.sock");
+    assert!(
+        channel.exists(),
+        "the guest agent's socket is in the run directory"
+    );
+    qmp.quit().await.unwrap();
+}

@@ -1,10 +1,10 @@
 //! Serial ports, network, input, display, sound, memory balloon and RNG devices.
 
 use oxvirt_domain::{
-    Address, Audio, AudioType, Channel, ChannelSource, CharDevice, CharSource, CharTarget,
-    ControllerType, Graphics, Input, InputBus, InputType, Interface, InterfaceDriverName,
-    InterfaceSource, InterfaceType, MacAddr, MemBalloon, MemBalloonModel, RedirDev, Rng, Sound,
-    UnixMode, Video, VideoModel, VirtioSerialAddress, VncListen,
+    Address, Channel, ChannelSource, CharDevice, CharSource, CharTarget, ControllerType, Graphics,
+    Input, InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource, InterfaceType,
+    MacAddr, MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel, VirtioSerialAddress,
+    VncListen,
 };
 use serde_json::json;
 
@@ -362,10 +362,16 @@ impl Builder<'_> {
     ) -> Result<(), QemuError> {
         match graphics {
             [] => self.arg("-display", "none"),
-            [graphics] => {
-                let vnc = self.vnc(graphics)?;
-                self.arg("-vnc", vnc);
-            }
+            [graphics] => match &graphics.spice {
+                Some(spice) => {
+                    let spice = self.spice(graphics, spice)?;
+                    self.arg("-spice", spice);
+                }
+                None => {
+                    let vnc = self.vnc(graphics)?;
+                    self.arg("-vnc", vnc);
+                }
+            },
             [_, second, ..] => {
                 return Err(QemuError::unsupported(
                     "devices/graphics[1]",
@@ -464,10 +470,10 @@ impl Builder<'_> {
             line,
         } = graphics;
         if spice.is_some() {
-            return Err(QemuError::unsupported(
+            return Err(QemuError::invalid(
                 "devices/graphics",
                 *line,
-                "SPICE displays are not supported by the qemu engine yet (use VNC)",
+                "a SPICE display is not a VNC one (spice.rs builds it)",
             ));
         }
         let mut vnc = match listen {
@@ -516,31 +522,13 @@ impl Builder<'_> {
         Ok(vnc)
     }
 
-    pub(super) fn audio(&mut self, audios: &[Audio]) -> Result<(), QemuError> {
-        for audio in audios {
-            let Audio {
-                id,
-                audio_type,
-                line,
-            } = audio;
-            match audio_type {
-                // A backend that discards sound.
-                AudioType::None => self.arg("-audiodev", format!("none,id=audio{id}")),
-                AudioType::Spice => {
-                    return Err(QemuError::unsupported(
-                        "devices/audio",
-                        *line,
-                        "audio type 'spice' needs a SPICE display, which the qemu engine does not support yet",
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// `<channel>`: virtio-serial ports (`virtserialport`) on the controller normalization
     /// added, each with its chardev, as libvirt builds them.
-    pub(super) fn channels(&mut self, channels: &[Channel]) -> Result<(), QemuError> {
+    pub(super) fn channels(
+        &mut self,
+        channels: &[Channel],
+        spice_display: bool,
+    ) -> Result<(), QemuError> {
         for (index, channel) in channels.iter().enumerate() {
             let Channel {
                 source,
@@ -573,11 +561,15 @@ impl Builder<'_> {
                         "pty channels are not supported (use a unix socket)",
                     ))
                 }
+                // The SPICE agent's port, carried by the SPICE server.
+                ChannelSource::SpiceVmc if spice_display => {
+                    format!("spicevmc,id={id},name=vdagent")
+                }
                 ChannelSource::SpiceVmc => {
-                    return Err(QemuError::unsupported(
+                    return Err(QemuError::invalid(
                         element,
                         *line,
-                        "the SPICE agent channel needs a SPICE display, which the qemu engine does not support yet",
+                        "the SPICE agent channel needs a SPICE display",
                     ))
                 }
             };
@@ -610,34 +602,6 @@ impl Builder<'_> {
                 "id": format!("channel{index}"),
                 "name": target_name,
             }));
-        }
-        Ok(())
-    }
-
-    /// Sound cards and SPICE USB redirection: not supported by the qemu engine yet.
-    pub(super) fn sounds_and_redirdevs(
-        &mut self,
-        sounds: &[Sound],
-        redirdevs: &[RedirDev],
-    ) -> Result<(), QemuError> {
-        if let Some(Sound {
-            model: _,
-            address: _,
-            line,
-        }) = sounds.first()
-        {
-            return Err(QemuError::unsupported(
-                "devices/sound",
-                *line,
-                "sound cards are not supported by the qemu engine yet",
-            ));
-        }
-        if let Some(RedirDev { address: _, line }) = redirdevs.first() {
-            return Err(QemuError::unsupported(
-                "devices/redirdev",
-                *line,
-                "USB redirection needs a SPICE display, which the qemu engine does not support yet",
-            ));
         }
         Ok(())
     }

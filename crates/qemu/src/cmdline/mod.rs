@@ -35,9 +35,11 @@ use serde_json::{json, Value};
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod spice;
 mod storage;
 
 pub use devices::{nic_driver, NicIds};
+pub use spice::assign_spice_ports;
 pub use storage::disk_node;
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
@@ -107,6 +109,8 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
             interface.target_dev = Some(CHECK_TAP.to_string());
         }
     }
+    // A start picks free SPICE ports (assign_spice_ports); the check pretends it did.
+    spice::placeholder_spice_ports(&mut launched);
     let run = RunPaths::new(CHECK_RUN_DIR);
     Builder::build(&launched, &run, Accel::Kvm).map(|_| ())
 }
@@ -978,9 +982,11 @@ impl<'a> Builder<'a> {
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
-        self.channels(channels)?;
-        self.sounds_and_redirdevs(sounds, redirdevs)?;
-        self.audio(audios)?;
+        let spice_display = graphics.iter().any(|g| g.spice.is_some());
+        self.channels(channels, spice_display)?;
+        self.sounds(sounds, audios)?;
+        self.audio(audios, spice_display)?;
+        self.redirdevs(redirdevs, spice_display)?;
         let balloon = self.memballoon(memballoon.as_ref())?;
         // The balloon takes back what the guest does not get at boot; without one, QEMU
         // would give the guest all of <memory>.
