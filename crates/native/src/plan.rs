@@ -1039,6 +1039,19 @@ mod tests {
             ("", "<on_crash>preserve</on_crash>", "<on_crash>preserve"),
             ("", "<clock offset='localtime'/>", "<clock offset='localtime'>"),
             ("", "<cpu mode='custom'><model>Skylake-Client</model></cpu>", "Skylake-Client"),
+            (
+                "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
+                "",
+                "<channel>",
+            ),
+            ("<sound model='ich6'/>", "", "<sound>"),
+            (
+                "<graphics type='spice'/><redirdev bus='usb' type='spicevmc'/>",
+                "",
+                "<redirdev>",
+            ),
+            ("", "<features><acpi/><vmport state='on'/></features>", "<features/vmport>"),
+            ("", "<pm><suspend-to-mem enabled='yes'/></pm>", "<pm>"),
         ];
         for (devices, extra, element) in cases {
             let d = domain(devices, extra);
