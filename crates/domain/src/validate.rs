@@ -602,7 +602,10 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             if port < 5900 && port != 0 {
                 return Err(invalid(
                     "devices/graphics",
-                    format!("VNC port {port} must be 5900 or above"),
+                    format!(
+                        "{} port {port} must be 5900 or above",
+                        if g.spice.is_some() { "SPICE" } else { "VNC" }
+                    ),
                 ));
             }
         }
