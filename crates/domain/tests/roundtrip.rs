@@ -676,17 +676,20 @@ fn metadata() -> impl Strategy<Value = Metadata> {
     })
 }
 
+/// A SPICE display: listen address, port, autoport, `port='-1'`, image compression.
+type SpiceExtra = (
+    Option<String>,
+    Option<u16>,
+    bool,
+    bool,
+    Option<SpiceImageCompression>,
+);
+
 /// What virt-install adds: a SPICE display (replacing the generated graphics), channels, sound
 /// cards and USB redirection (only with SPICE).
 #[derive(Debug, Clone)]
 struct Extras {
-    spice: Option<(
-        Option<String>,
-        Option<u16>,
-        bool,
-        bool,
-        Option<SpiceImageCompression>,
-    )>,
+    spice: Option<SpiceExtra>,
     channels: Vec<(u8, Option<String>)>,
     sounds: Vec<SoundModel>,
     redirdevs: usize,
