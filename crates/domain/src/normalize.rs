@@ -409,16 +409,15 @@ fn normalize_chardevs(devices: &mut Devices) {
             devices.consoles.insert(0, alias);
         }
     }
-    // Consoles after the first default to virtio; a virtio console without a port gets the
-    // one after the highest port of the virtio consoles before it, as libvirt numbers them.
-    let mut virtio_port = 0;
+    // Consoles after the first default to virtio; libvirt numbers a virtio console by its
+    // place among the consoles (after the serial alias is in front), whatever port it was
+    // given: `<target type='virtio' port='5'/>` as the second console becomes port 1.
     for (i, console) in devices.consoles.iter_mut().enumerate() {
         if i > 0 && console.target.target_type.is_none() {
             console.target.target_type = Some("virtio".to_string());
         }
         if console.target.target_type.as_deref() == Some("virtio") {
-            let port = *console.target.port.get_or_insert(virtio_port);
-            virtio_port = virtio_port.max(port.saturating_add(1));
+            console.target.port = u32::try_from(i).ok();
         }
     }
     let needs_virtio_serial = devices
