@@ -16,11 +16,11 @@
 //!
 //! Fixed choices, the same for every VM (see also the crate documentation):
 //! - QMP on `RunPaths::qmp_socket`, serial port 0 on `RunPaths::console_socket` (logged to
-//!   `console.log`), `-pidfile`, `-nodefaults -no-user-config`, `-display none` unless VNC.
+//!   `console.log`), `-pidfile`, `-nodefaults -no-user-config`, `-display none` unless VNC or SPICE.
 //! - No `-no-shutdown` (unless `on_poweroff='preserve'`): a guest poweroff emits SHUTDOWN and
 //!   QEMU exits, so the daemon sees both the event and the end of the process.
 //! - No `-S`: the guest starts running at once; settings that only QMP can make (balloon target,
-//!   VNC password, link state) are applied by [`crate::launch`] right after start.
+//!   VNC or SPICE password, link state) are applied by [`crate::launch`] right after start.
 
 use std::fmt::Write as _;
 
