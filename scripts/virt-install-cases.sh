@@ -21,7 +21,10 @@
 #     implementation must be registered"): the wrapper registers libvirt's default one;
 #   - virt-install 4.1 drops a disk's path when the connection has no storage driver (the embedded QEMU
 #     driver has none): `diskbackend.manage_path` returns no path then ("Device type 'disk' requires a
-#     path"). The wrapper keeps the path, which is what virt-install does for paths it does not manage.
+#     path"). The wrapper keeps the path, which is what virt-install does for paths it does not manage;
+#   - without a storage pool virt-install writes no image format (`<driver name='qemu'/>`, which libvirt
+#     reads as raw); on a host with the storage driver it takes the format libvirt's pool probed. The
+#     wrapper reads it from the image's header the same way (the dummy images are real, empty qcow2 files).
 # Debian 12's osinfo-db (0.20221130) does not know `debian12` (virt-install: "Unknown OS name"), so the
 # seeds' `--os-variant debian12` is `debian11` here.
 #
@@ -42,7 +45,7 @@ source "$repo/benches/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root (libvirt's QEMU driver in a privileged embedded root needs it)"
 [ -c /dev/kvm ] || die "/dev/kvm is missing: virt-install would choose type='qemu' instead of 'kvm'"
 
-packages=(virtinst libvirt-daemon-driver-qemu python3-libvirt qemu-system-x86 ovmf)
+packages=(virtinst libvirt-daemon-driver-qemu python3-libvirt qemu-system-x86 qemu-utils ovmf)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -61,16 +64,17 @@ root=$work/root
 mkdir -p "$root" "$work/var/lib/oxvirt/images" "$work/tmp"
 export LIBVIRT_LOG_OUTPUTS="1:file:$work/libvirt.log"
 
-# The files the commands name, under $work (cut out of the stored paths). virt-install only checks that they
-# exist: with no storage driver it reads none of them.
+# The files the commands name, under $work (cut out of the stored paths): empty qcow2 images (their format is
+# read from the header, see the wrapper) and an empty ISO.
 for f in vm1.qcow2 debian-11-genericcloud-amd64.qcow2 data.qcow2; do
-    truncate -s 1M "$work/var/lib/oxvirt/images/$f"
+    qemu-img create -q -f qcow2 "$work/var/lib/oxvirt/images/$f" 20G
 done
 truncate -s 1M "$work/tmp/debian.iso"
 img=$work/var/lib/oxvirt/images
 iso=$work/tmp/debian.iso
 
 cat > "$work/virt-install.py" << 'EOF'
+import os
 import sys
 sys.path.insert(0, "/usr/share/virt-manager")
 import libvirt
@@ -90,6 +94,23 @@ def manage_path(conn, path):
 
 
 diskbackend.manage_path = manage_path
+
+_get_driver_type = diskbackend.StorageBackend.get_driver_type
+
+
+def get_driver_type(self):
+    # On a host with libvirt's storage driver, virt-install finds an existing image in a pool
+    # (it makes one for the image's directory) and takes the format libvirt probed. The
+    # embedded driver has no pools: probe the header the same way (qcow2 magic, else raw).
+    fmt = _get_driver_type(self)
+    path = self.get_path()
+    if fmt is None and not self._conn.support.conn_storage() and path and os.path.isfile(path):
+        with open(path, "rb") as image:
+            fmt = "qcow2" if image.read(4) == b"QFI\xfb" else "raw"
+    return fmt
+
+
+diskbackend.StorageBackend.get_driver_type = get_driver_type
 sys.argv[0] = "virt-install"
 virtinstall.runcli()
 EOF
