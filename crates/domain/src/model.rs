@@ -1052,8 +1052,6 @@ pub struct Spice {
     /// `port='-1'` without `autoport='yes'`: libvirt keeps it so and picks a free port at
     /// start, as with autoport.
     pub port_any: bool,
-    /// `autoport=` as written: libvirt prints `autoport` only when given or a port is set.
-    pub autoport_stated: bool,
     /// `<image compression=>`.
     pub image_compression: Option<SpiceImageCompression>,
     pub image_line: SourceLine,

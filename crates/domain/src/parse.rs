@@ -1567,15 +1567,15 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
     } else {
         (port, port_any)
     };
-    // A SPICE display without any port listens nowhere: libvirt makes it <listen type='none'/>
-    // (and drops a listen address).
-    let listen = if port.is_none() && !port_any && !autoport {
-        VncListen::None
-    } else if listen == VncListen::None {
-        VncListen::Address(None)
-    } else {
-        listen
-    };
+    // A SPICE display listens nowhere when it says so (<listen type='none'/>) or has neither a
+    // port nor autoport: libvirt then drops the ports, autoport and a listen address (the
+    // `spice-*` cases).
+    let (listen, port, port_any, autoport) =
+        if listen == VncListen::None || (port.is_none() && !port_any && !autoport) {
+            (VncListen::None, None, false, false)
+        } else {
+            (listen, port, port_any, autoport)
+        };
     Ok(Graphics {
         listen,
         port,
@@ -1583,8 +1583,6 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
         passwd,
         spice: Some(Spice {
             port_any,
-            // libvirt prints autoport once a port is set; so it reads back the same.
-            autoport_stated: autoport_attr.is_some() || port.is_some() || port_any,
             image_compression: image.map(|(c, _)| c),
             image_line: image.map(|(_, l)| l).unwrap_or_default(),
         }),

@@ -830,7 +830,8 @@ fn write_spice(w: &mut Writer, g: &Graphics, spice: &Spice) {
         (None, true) => Some("-1".to_string()),
         (None, false) => None,
     };
-    let show_autoport = g.autoport || port.is_some() || spice.autoport_stated;
+    // libvirt prints autoport (yes or no) for a display that listens on an address.
+    let show_autoport = matches!(g.listen, VncListen::Address(_));
     let address = match &g.listen {
         VncListen::Address(a) => a.clone(),
         VncListen::Socket(_) | VncListen::None => None,

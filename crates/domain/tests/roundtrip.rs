@@ -747,7 +747,6 @@ fn apply_extras(devices: &mut Devices, extras: Extras) {
             passwd: None,
             spice: Some(Spice {
                 port_any: port_any && !autoport,
-                autoport_stated: true,
                 image_compression,
                 image_line: SourceLine::NONE,
             }),

@@ -91,8 +91,6 @@ impl Builder<'_> {
         } = graphics;
         let Spice {
             port_any,
-            // How libvirt prints it; no difference to QEMU.
-            autoport_stated: _,
             image_compression,
             image_line: _,
         } = spice;
