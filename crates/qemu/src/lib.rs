@@ -10,7 +10,9 @@
 //! - [`NicIds`], [`disk_node`], [`nic_driver`]: the names this engine gives devices and block
 //!   nodes, for the daemon's QMP commands (hot-plug, resize).
 //! - [`launch`]: start QEMU detached from the caller (it outlives the daemon; init reaps it),
-//!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid.
+//!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid. It first
+//!   gives SPICE displays with `autoport` a free TCP port ([`assign_spice_ports`]), as libvirt
+//!   does at start: QEMU has no automatic SPICE port.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
 //!
 //! Process contract with the daemon:
