@@ -96,6 +96,11 @@ impl<'a, 'input> Elem<'a, 'input> {
         self.node.tag_name().namespace()
     }
 
+    /// The roxmltree node, for a subtree kept verbatim (`<metadata>`).
+    pub(crate) fn node(&self) -> Node<'a, 'input> {
+        self.node
+    }
+
     pub(crate) fn line(&self) -> u32 {
         self.doc.text_pos_at(self.node.range().start).row
     }

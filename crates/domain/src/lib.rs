@@ -11,6 +11,7 @@
 
 mod elem;
 mod error;
+mod metadata;
 mod model;
 mod names;
 mod normalize;
@@ -75,6 +76,7 @@ impl Domain {
             uuid: Uuid::nil(),
             title: None,
             description: None,
+            metadata: None,
             memory_kib,
             current_memory_kib: 0,
             max_memory: None,
@@ -100,6 +102,7 @@ impl Domain {
             on_poweroff: LifecycleAction::Destroy,
             on_reboot: LifecycleAction::Restart,
             on_crash: LifecycleAction::Destroy,
+            pm: None,
             devices: Devices::default(),
             // Built in code: no element has a line.
             line: SourceLine::NONE,

@@ -103,6 +103,9 @@ pub struct Domain {
     pub uuid: Uuid,
     pub title: Option<String>,
     pub description: Option<String>,
+    /// `<metadata>`: other applications' data, kept verbatim and never interpreted (engines
+    /// ignore it).
+    pub metadata: Option<Metadata>,
     /// `<memory>`, in KiB (the maximum memory at boot).
     pub memory_kib: u64,
     /// `<currentMemory>`, in KiB (the balloon target). Defaults to `memory_kib`.
@@ -121,6 +124,8 @@ pub struct Domain {
     pub on_poweroff: LifecycleAction,
     pub on_reboot: LifecycleAction,
     pub on_crash: LifecycleAction,
+    /// `<pm>`: whether the guest may suspend to RAM / to disk (ACPI S3 / S4).
+    pub pm: Option<Pm>,
     pub devices: Devices,
     /// `<oxvirt:engine name=...>`: which engine runs the domain (QEMU unless asked otherwise).
     pub engine: Engine,
@@ -471,8 +476,67 @@ pub struct Features {
     pub acpi: bool,
     pub apic: bool,
     pub pae: bool,
+    /// `<vmport state='on|off'/>`: VMware's I/O port (virt-install turns it off).
+    pub vmport: Option<bool>,
+    pub vmport_line: SourceLine,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
+}
+
+/// `<pm>`: `<suspend-to-mem enabled=>` and `<suspend-to-disk enabled=>`; `None` when the
+/// element is absent (the hypervisor's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pm {
+    pub suspend_to_mem: Option<bool>,
+    pub suspend_to_disk: Option<bool>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<metadata>`, as written: namespace declarations printed on `<metadata>` itself and its
+/// children (each in its own namespace). See `metadata.rs` for what libvirt keeps.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Metadata {
+    pub namespaces: Vec<XmlNamespace>,
+    pub children: Vec<XmlElement>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// A namespace declaration: `xmlns:prefix='uri'`, or `xmlns='uri'` without a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XmlNamespace {
+    pub prefix: Option<String>,
+    pub uri: String,
+}
+
+/// An element of another application's XML, kept verbatim.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XmlElement {
+    /// The name as written, with its prefix (`libosinfo:os`).
+    pub name: String,
+    /// Namespace declarations written on this element.
+    pub namespaces: Vec<XmlNamespace>,
+    pub attributes: Vec<XmlAttribute>,
+    pub children: Vec<XmlNode>,
+}
+
+/// An attribute, named as written (`r:attr`), with its value unescaped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct XmlAttribute {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum XmlNode {
+    Element(XmlElement),
+    Text(String),
+    Comment(String),
+    ProcessingInstruction {
+        target: String,
+        value: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,6 +598,69 @@ pub struct Devices {
     pub rngs: Vec<Rng>,
     /// `<hostdev>`: host PCI and USB devices given to the guest.
     pub hostdevs: Vec<HostDev>,
+    /// `<channel>`: guest agent and SPICE agent ports on a virtio-serial controller.
+    pub channels: Vec<Channel>,
+    /// `<sound model=>`.
+    pub sounds: Vec<Sound>,
+    /// `<redirdev bus='usb' type='spicevmc'>`: USB redirection from a SPICE client.
+    pub redirdevs: Vec<RedirDev>,
+}
+
+/// `<channel type=>`: a virtio-serial port the guest sees by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Channel {
+    pub source: ChannelSource,
+    /// `<target type='virtio' name=>` (only virtio channels are modelled).
+    pub target_name: String,
+    /// A `virtio-serial` address (assigned by normalization as libvirt does).
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelSource {
+    /// `type='unix'`, `<source mode='bind' path=>`; a bind socket without a path is placed by
+    /// the engine at start (libvirt: under its channel directory), and printed without source.
+    Unix {
+        mode: UnixMode,
+        path: Option<String>,
+    },
+    /// `type='pty'`.
+    Pty,
+    /// `type='spicevmc'`: the SPICE agent channel, carried by the SPICE server.
+    SpiceVmc,
+}
+
+/// `<sound model=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sound {
+    pub model: SoundModel,
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SoundModel {
+    Ich6,
+    Ich9,
+    Ac97,
+    Es1370,
+    Sb16,
+    Pcspk,
+    Usb,
+    Ich7,
+}
+
+/// `<redirdev bus='usb' type='spicevmc'>` (the only kind modelled).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirDev {
+    /// A USB address, kept when given (libvirt assigns one; not assigned here, as for
+    /// other USB devices).
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
 }
 
 /// A guest device address (`<address type=...>`), kept so definitions round-trip.
@@ -1061,7 +1188,7 @@ pub enum InputBus {
     Virtio,
 }
 
-/// `<graphics type='vnc'>`.
+/// `<graphics type='vnc'>` or `<graphics type='spice'>` (then `spice` is set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Graphics {
     pub listen: VncListen,
@@ -1069,6 +1196,8 @@ pub struct Graphics {
     pub port: Option<u16>,
     pub autoport: bool,
     pub passwd: Option<String>,
+    /// SPICE: what only a SPICE display has; `None` for VNC.
+    pub spice: Option<Spice>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
 }
@@ -1079,6 +1208,30 @@ pub enum VncListen {
     Address(Option<String>),
     /// `socket=`: a UNIX socket path.
     Socket(String),
+    /// `<listen type='none'/>`: no network listener (SPICE without any port, as libvirt
+    /// normalizes it).
+    None,
+}
+
+/// The SPICE-only part of `<graphics type='spice'>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Spice {
+    /// `port='-1'` without `autoport='yes'`: libvirt keeps it so and picks a free port at
+    /// start, as with autoport.
+    pub port_any: bool,
+    /// `<image compression=>`.
+    pub image_compression: Option<SpiceImageCompression>,
+    pub image_line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpiceImageCompression {
+    AutoGlz,
+    AutoLz,
+    Quic,
+    Glz,
+    Lz,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1092,13 +1245,19 @@ pub struct Audio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioType {
     None,
+    /// Sound through the SPICE client (libvirt's default backend with a SPICE display).
+    Spice,
 }
 
 /// `<video><model type= vram= heads= primary=>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Video {
     pub model: VideoModel,
+    /// `ram=` (qxl only), KiB.
+    pub ram_kib: Option<u64>,
     pub vram_kib: Option<u64>,
+    /// `vgamem=` (qxl only), KiB.
+    pub vgamem_kib: Option<u64>,
     pub heads: Option<u32>,
     pub primary: bool,
     pub address: Option<Address>,
@@ -1116,6 +1275,8 @@ pub enum VideoModel {
     Bochs,
     Ramfb,
     None,
+    /// QXL, the paravirtual display card of SPICE.
+    Qxl,
 }
 
 /// `<memballoon model= autodeflate=>`.

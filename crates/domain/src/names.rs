@@ -178,12 +178,32 @@ pub(crate) const VIDEO_MODELS: &[(&str, VideoModel)] = &[
     ("bochs", VideoModel::Bochs),
     ("ramfb", VideoModel::Ramfb),
     ("none", VideoModel::None),
+    ("qxl", VideoModel::Qxl),
 ];
 pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
     ("virtio", MemBalloonModel::Virtio),
     ("none", MemBalloonModel::None),
 ];
-pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
+pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] =
+    &[("none", AudioType::None), ("spice", AudioType::Spice)];
+pub(crate) const SOUND_MODELS: &[(&str, SoundModel)] = &[
+    ("sb16", SoundModel::Sb16),
+    ("es1370", SoundModel::Es1370),
+    ("pcspk", SoundModel::Pcspk),
+    ("ac97", SoundModel::Ac97),
+    ("ich6", SoundModel::Ich6),
+    ("ich9", SoundModel::Ich9),
+    ("usb", SoundModel::Usb),
+    ("ich7", SoundModel::Ich7),
+];
+pub(crate) const SPICE_IMAGE_COMPRESSIONS: &[(&str, SpiceImageCompression)] = &[
+    ("auto_glz", SpiceImageCompression::AutoGlz),
+    ("auto_lz", SpiceImageCompression::AutoLz),
+    ("quic", SpiceImageCompression::Quic),
+    ("glz", SpiceImageCompression::Glz),
+    ("lz", SpiceImageCompression::Lz),
+    ("off", SpiceImageCompression::Off),
+];
 
 /// Serial/console target types libvirt knows for x86.
 pub(crate) const CHAR_TARGET_TYPES: &[&str] =
@@ -310,6 +330,8 @@ xml_names! {
     VideoModel => VIDEO_MODELS,
     MemBalloonModel => BALLOON_MODELS,
     AudioType => AUDIO_TYPES,
+    SoundModel => SOUND_MODELS,
+    SpiceImageCompression => SPICE_IMAGE_COMPRESSIONS,
 }
 
 #[cfg(test)]
@@ -328,7 +350,7 @@ mod tests {
             (DISK_BUSES.len(), 6),
             (LIFECYCLE_ACTIONS.len(), 6),
             (CONTROLLER_TYPES.len(), 7),
-            (VIDEO_MODELS.len(), 6),
+            (VIDEO_MODELS.len(), 7),
             (TIMER_NAMES.len(), 7),
         ] {
             assert_eq!(table_len, names);

@@ -128,20 +128,32 @@ fn normalize_devices(d: &mut Domain) {
     }
     normalize_chardevs(devices);
     normalize_inputs(devices);
+    normalize_channels(devices);
     if devices.audios.is_empty() {
+        // libvirt's default audio backend follows the display: SPICE carries sound to its
+        // client (the last display decides: libvirt goes through them in order); without
+        // SPICE, no host audio.
+        let spice = devices.graphics.last().is_some_and(|g| g.spice.is_some());
         devices.audios.push(Audio {
             id: 1,
-            audio_type: AudioType::None,
+            audio_type: if spice {
+                AudioType::Spice
+            } else {
+                AudioType::None
+            },
             line: SourceLine::NONE,
         });
     }
     normalize_videos(devices);
-    for graphics in &mut devices.graphics {
+    for graphics in devices.graphics.iter_mut().filter(|g| g.spice.is_none()) {
         // A UNIX-socket VNC server has no TCP port, and autoport wins over a fixed one.
         if matches!(graphics.listen, VncListen::Socket(_)) || graphics.autoport {
             graphics.port = None;
         }
-        if graphics.port.is_none() {
+        // A socket display prints no port nor autoport: it reads back with autoport on.
+        // `autoport='no'` without a port stays so (libvirt prints it without a port); the
+        // QEMU engine lets QEMU pick a display for it as for autoport.
+        if matches!(graphics.listen, VncListen::Socket(_)) {
             graphics.autoport = true;
         }
     }
@@ -380,16 +392,15 @@ fn normalize_chardevs(devices: &mut Devices) {
             devices.consoles.insert(0, alias);
         }
     }
-    // Consoles after the first default to virtio; a virtio console without a port gets the
-    // one after the highest port of the virtio consoles before it, as libvirt numbers them.
-    let mut virtio_port = 0;
+    // Consoles after the first default to virtio; libvirt numbers a virtio console by its
+    // place among the consoles (after the serial alias is in front), whatever port it was
+    // given: `<target type='virtio' port='5'/>` as the second console becomes port 1.
     for (i, console) in devices.consoles.iter_mut().enumerate() {
         if i > 0 && console.target.target_type.is_none() {
             console.target.target_type = Some("virtio".to_string());
         }
         if console.target.target_type.as_deref() == Some("virtio") {
-            let port = *console.target.port.get_or_insert(virtio_port);
-            virtio_port = virtio_port.max(port.saturating_add(1));
+            console.target.port = u32::try_from(i).ok();
         }
     }
     let needs_virtio_serial = devices
@@ -438,6 +449,46 @@ fn normalize_chardevs(devices: &mut Devices) {
     }
 }
 
+/// Channels are ports of virtio-serial controller 0 (added when missing); one without an
+/// address takes the lowest free port from 1 on its bus 0 (port 0 is the console's), as
+/// libvirt numbers them.
+fn normalize_channels(devices: &mut Devices) {
+    if devices.channels.is_empty() {
+        return;
+    }
+    if !devices
+        .controllers
+        .iter()
+        .any(|c| c.controller_type == ControllerType::VirtioSerial)
+    {
+        insert_controller(
+            &mut devices.controllers,
+            new_controller(ControllerType::VirtioSerial, 0, None),
+        );
+    }
+    let mut used: Vec<(u32, u32, u32)> = devices
+        .channels
+        .iter()
+        .filter_map(|c| match &c.address {
+            Some(Address::VirtioSerial(a)) => Some((a.controller, a.bus, a.port)),
+            _ => None,
+        })
+        .collect();
+    for channel in devices.channels.iter_mut() {
+        if channel.address.is_some() {
+            continue;
+        }
+        let port = (1..).find(|p| !used.contains(&(0, 0, *p))).unwrap_or(1);
+        used.push((0, 0, port));
+        channel.address = Some(Address::VirtioSerial(VirtioSerialAddress {
+            controller: 0,
+            bus: 0,
+            port,
+            line: SourceLine::NONE,
+        }));
+    }
+}
+
 fn normalize_inputs(devices: &mut Devices) {
     for kind in [InputType::Mouse, InputType::Keyboard] {
         if !devices
@@ -460,7 +511,9 @@ fn normalize_videos(devices: &mut Devices) {
     if !devices.graphics.is_empty() && devices.videos.is_empty() {
         devices.videos.push(Video {
             model: VideoModel::Cirrus,
+            ram_kib: None,
             vram_kib: None,
+            vgamem_kib: None,
             heads: None,
             primary: false,
             address: None,
@@ -482,6 +535,12 @@ fn normalize_videos(devices: &mut Devices) {
             VideoModel::Vga | VideoModel::Cirrus | VideoModel::Bochs
         ) {
             video.vram_kib.get_or_insert(16384);
+        }
+        if video.model == VideoModel::Qxl {
+            // libvirt's QXL defaults (KiB).
+            video.ram_kib.get_or_insert(65536);
+            video.vram_kib.get_or_insert(65536);
+            video.vgamem_kib.get_or_insert(16384);
         }
         video.heads.get_or_insert(1);
         if i == 0 {

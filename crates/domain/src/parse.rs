@@ -52,6 +52,8 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut on_crash = None;
     let mut devices = None;
     let mut engine = None;
+    let mut metadata = None;
+    let mut pm = None;
     let root_loc = root.loc();
     // Lines of the children that have no struct of their own.
     let mut memory_line = SourceLine::NONE;
@@ -173,6 +175,17 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let parsed = parse_devices(&mut child)?;
                 set_once(&mut devices, parsed, &child)?;
             }
+            "metadata" => {
+                // libvirt reads the first <metadata> and ignores a second one; oxvirt refuses it
+                // rather than drop its content.
+                let parsed = crate::metadata::parse(child.node(), &child.loc().path)?;
+                set_once(&mut metadata, parsed, &child)?;
+            }
+            "pm" => {
+                // An empty <pm/> says nothing: libvirt drops it, and so does parse_pm's caller.
+                let parsed = parse_pm(&mut child)?;
+                set_once(&mut pm, parsed, &child)?;
+            }
             _ => return Err(child.unsupported()),
         }
     }
@@ -202,6 +215,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         uuid: uuid.unwrap_or_else(Uuid::nil),
         title,
         description,
+        metadata,
         memory_kib,
         // Zero marks "absent": normalization copies memory.
         current_memory_kib: current_memory.unwrap_or(0),
@@ -221,6 +235,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         on_poweroff: on_poweroff.unwrap_or(LifecycleAction::Destroy),
         on_reboot: on_reboot.unwrap_or(LifecycleAction::Restart),
         on_crash: on_crash.unwrap_or(LifecycleAction::Destroy),
+        pm: pm.filter(|pm| pm.suspend_to_mem.is_some() || pm.suspend_to_disk.is_some()),
         devices: devices.unwrap_or_default(),
         engine: engine.unwrap_or_default(),
         line: root.source_line(),
@@ -231,6 +246,27 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         on_reboot_line,
         on_crash_line,
     })
+}
+
+fn parse_pm(elem: &mut Elem) -> Result<Pm> {
+    elem.finish_attrs()?;
+    let mut pm = Pm {
+        line: elem.source_line(),
+        ..Pm::default()
+    };
+    for mut child in elem.children()? {
+        let enabled = child.yes_no_attr("enabled")?;
+        child.finish_attrs()?;
+        child.leaf()?;
+        let slot = match child.name() {
+            "suspend-to-mem" => &mut pm.suspend_to_mem,
+            "suspend-to-disk" => &mut pm.suspend_to_disk,
+            _ => return Err(child.unsupported()),
+        };
+        let enabled = enabled.ok_or_else(|| child.missing("attribute 'enabled'"))?;
+        set_once(slot, enabled, &child)?;
+    }
+    Ok(pm)
 }
 
 fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
@@ -566,7 +602,17 @@ fn parse_features(elem: &mut Elem) -> Result<Features> {
         line: elem.source_line(),
         ..Features::default()
     };
-    for child in elem.children()? {
+    for mut child in elem.children()? {
+        if child.name() == "vmport" {
+            let state = child
+                .on_off_attr("state")?
+                .ok_or_else(|| child.missing("attribute 'state'"))?;
+            child.finish_attrs()?;
+            child.leaf()?;
+            set_once(&mut features.vmport, state, &child)?;
+            features.vmport_line = child.source_line();
+            continue;
+        }
         child.finish_attrs()?;
         child.leaf()?;
         let flag = match child.name() {
@@ -761,6 +807,9 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
                 set_once(&mut devices.memballoon, balloon, &child)?;
             }
             "rng" => devices.rngs.push(parse_rng(&mut child)?),
+            "channel" => devices.channels.push(parse_channel(&mut child)?),
+            "sound" => devices.sounds.push(parse_sound(&mut child)?),
+            "redirdev" => devices.redirdevs.push(parse_redirdev(&mut child)?),
             _ => return Err(child.unsupported()),
         }
     }
@@ -1809,9 +1858,12 @@ fn parse_input(elem: &mut Elem) -> Result<Input> {
 
 fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
     let kind = elem.required_attr("type")?;
-    if kind != "vnc" {
-        return Err(elem.enum_error("attribute 'type'", kind, &[("vnc", ())]));
-    }
+    let spice = match kind {
+        "vnc" => false,
+        "spice" => true,
+        _ => return Err(elem.enum_error("attribute 'type'", kind, &[("vnc", ()), ("spice", ())])),
+    };
+    let mut port_any = false;
     let port = match elem.attr("port") {
         None => None,
         Some(p) => {
@@ -1820,36 +1872,57 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
                 .parse()
                 .map_err(|_| elem.invalid("attribute 'port'", p, "expected a TCP port"))?;
             match n {
-                -1 => None,
+                -1 => {
+                    port_any = spice;
+                    None
+                }
                 0..=65535 => Some(n as u16),
                 _ => return Err(elem.invalid("attribute 'port'", p, "expected a TCP port")),
             }
         }
     };
-    let autoport = elem.yes_no_attr("autoport")?;
+    let tls_port = if spice { elem.attr("tlsPort") } else { None };
+    let autoport_attr = elem.yes_no_attr("autoport")?;
     let listen_attr = elem.attr("listen").map(str::to_string);
-    let socket_attr = elem.attr("socket").map(str::to_string);
+    let socket_attr = if spice {
+        None
+    } else {
+        elem.attr("socket").map(str::to_string)
+    };
     let passwd = elem.attr("passwd").map(str::to_string);
     elem.finish_attrs()?;
     let mut listen_child: Option<VncListen> = None;
+    let mut image: Option<(SpiceImageCompression, SourceLine)> = None;
     for mut child in elem.children()? {
         match child.name() {
             "listen" => {
                 let kind = child.required_attr("type")?;
                 let listen = match kind {
                     "address" => VncListen::Address(child.attr("address").map(str::to_string)),
-                    "socket" => VncListen::Socket(child.required_attr("socket")?.to_string()),
+                    "socket" if !spice => {
+                        VncListen::Socket(child.required_attr("socket")?.to_string())
+                    }
+                    "none" if spice => VncListen::None,
                     other => {
-                        return Err(child.enum_error(
-                            "attribute 'type'",
-                            other,
-                            &[("address", ()), ("socket", ())],
-                        ))
+                        let table: &[(&str, ())] = if spice {
+                            &[("address", ()), ("none", ())]
+                        } else {
+                            &[("address", ()), ("socket", ())]
+                        };
+                        return Err(child.enum_error("attribute 'type'", other, table));
                     }
                 };
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut listen_child, listen, &child)?;
+            }
+            "image" if spice => {
+                let compression = child
+                    .enum_attr("compression", SPICE_IMAGE_COMPRESSIONS)?
+                    .ok_or_else(|| child.missing("attribute 'compression'"))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut image, (compression, child.source_line()), &child)?;
             }
             _ => return Err(child.unsupported()),
         }
@@ -1874,18 +1947,199 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
         (None, None, Some(listen)) => listen,
         (None, None, None) => VncListen::Address(None),
     };
-    // libvirt: autoport defaults to yes when no port is given; an explicit port turns
-    // autoport off.
-    let autoport = match (port, autoport) {
-        (_, Some(a)) => a,
-        (Some(_), None) => false,
-        (None, None) => true,
+    if !spice {
+        // libvirt: autoport defaults to yes when no port is given; an explicit port turns
+        // autoport off.
+        let autoport = match (port, autoport_attr) {
+            (_, Some(a)) => a,
+            (Some(_), None) => false,
+            (None, None) => true,
+        };
+        return Ok(Graphics {
+            listen,
+            port,
+            autoport,
+            passwd,
+            spice: None,
+            line: elem.source_line(),
+        });
+    }
+    let autoport = autoport_attr.unwrap_or(false);
+    // libvirt 9.0 (QEMU driver) takes a SPICE TLS port only with TLS on in its qemu.conf, which
+    // it is not by default: it refuses the definition; with autoport it drops the port.
+    if let Some(tls) = tls_port.filter(|_| !autoport) {
+        return Err(elem.invalid(
+            "attribute 'tlsPort'",
+            tls,
+            "a SPICE TLS port needs TLS, which is off (libvirt refuses it the same way)",
+        ));
+    }
+    let (port, port_any) = if autoport {
+        (None, false)
+    } else {
+        (port, port_any)
     };
+    // A SPICE display listens nowhere when it says so (<listen type='none'/>) or has neither a
+    // port nor autoport: libvirt then drops the ports, autoport and a listen address (the
+    // `spice-*` cases).
+    let (listen, port, port_any, autoport) =
+        if listen == VncListen::None || (port.is_none() && !port_any && !autoport) {
+            (VncListen::None, None, false, false)
+        } else {
+            (listen, port, port_any, autoport)
+        };
     Ok(Graphics {
         listen,
         port,
         autoport,
         passwd,
+        spice: Some(Spice {
+            port_any,
+            image_compression: image.map(|(c, _)| c),
+            image_line: image.map(|(_, l)| l).unwrap_or_default(),
+        }),
+        line: elem.source_line(),
+    })
+}
+
+fn parse_channel(elem: &mut Elem) -> Result<Channel> {
+    let kind = elem.required_attr("type")?;
+    let table = [("unix", ()), ("pty", ()), ("spicevmc", ())];
+    if lookup(&table, kind).is_none() {
+        return Err(elem.enum_error("attribute 'type'", kind, &table));
+    }
+    elem.finish_attrs()?;
+    let mut source = None;
+    let mut target = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "source" if kind == "unix" => {
+                let mode = child
+                    .enum_attr("mode", UNIX_MODES)?
+                    .unwrap_or(UnixMode::Connect);
+                let path = child.attr("path").map(str::to_string);
+                child.finish_attrs()?;
+                child.leaf()?;
+                if path.is_none() && mode == UnixMode::Connect {
+                    return Err(child.missing("attribute 'path'"));
+                }
+                set_once(&mut source, ChannelSource::Unix { mode, path }, &child)?;
+            }
+            "target" => {
+                let target_type = child.attr("type");
+                let name = child.attr("name");
+                child.finish_attrs()?;
+                child.leaf()?;
+                match target_type {
+                    Some("virtio") => {}
+                    // libvirt: "target type must be specified for channel device".
+                    None => return Err(child.missing("attribute 'type'")),
+                    Some(other) => {
+                        return Err(child.unsupported_value(
+                            "attribute 'type'",
+                            other,
+                            &[("virtio", ())],
+                        ))
+                    }
+                }
+                let name = match (name, kind) {
+                    (Some(n), _) => n.to_string(),
+                    // libvirt's default name of the SPICE agent channel.
+                    (None, "spicevmc") => "com.redhat.spice.0".to_string(),
+                    (None, _) => return Err(child.missing("attribute 'name'")),
+                };
+                if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) {
+                    return Err(child.invalid("attribute 'name'", &name, "not a port name"));
+                }
+                set_once(&mut target, name, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                if !matches!(parsed, Address::VirtioSerial(_)) {
+                    return Err(child.invalid(
+                        "attribute 'type'",
+                        "",
+                        "a virtio channel has a virtio-serial address",
+                    ));
+                }
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    let target_name = target.ok_or_else(|| {
+        // libvirt: "target type must be specified for channel device".
+        elem.missing("element <target> (target type must be specified for channel device)")
+    })?;
+    let source = match kind {
+        "pty" => ChannelSource::Pty,
+        "spicevmc" => ChannelSource::SpiceVmc,
+        // libvirt prints a bind socket whose path it picks without <source>.
+        _ => source.unwrap_or(ChannelSource::Unix {
+            mode: UnixMode::Bind,
+            path: None,
+        }),
+    };
+    Ok(Channel {
+        source,
+        target_name,
+        address,
+        line: elem.source_line(),
+    })
+}
+
+fn parse_sound(elem: &mut Elem) -> Result<Sound> {
+    let model = elem.required_attr("model")?;
+    let model = lookup(SOUND_MODELS, model)
+        .ok_or_else(|| elem.enum_error("attribute 'model'", model, SOUND_MODELS))?;
+    elem.finish_attrs()?;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(Sound {
+        model,
+        address,
+        line: elem.source_line(),
+    })
+}
+
+fn parse_redirdev(elem: &mut Elem) -> Result<RedirDev> {
+    let bus = elem.attr("bus").unwrap_or("usb");
+    if bus != "usb" {
+        return Err(elem.enum_error("attribute 'bus'", bus, &[("usb", ())]));
+    }
+    let kind = elem.required_attr("type")?;
+    if kind != "spicevmc" {
+        return Err(elem.unsupported_value("attribute 'type'", kind, &[("spicevmc", ())]));
+    }
+    elem.finish_attrs()?;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                if !matches!(parsed, Address::Usb(_)) {
+                    return Err(child.invalid(
+                        "attribute 'type'",
+                        "",
+                        "a USB redirection device has a usb address",
+                    ));
+                }
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(RedirDev {
+        address,
         line: elem.source_line(),
     })
 }
@@ -1900,16 +2154,31 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
                 let kind = child.required_attr("type")?;
                 let kind = lookup(VIDEO_MODELS, kind)
                     .ok_or_else(|| child.enum_error("attribute 'type'", kind, VIDEO_MODELS))?;
+                let ram_kib = child.u32_attr("ram")?.map(u64::from);
                 let vram_kib = child.u32_attr("vram")?.map(u64::from);
+                let vgamem_kib = child.u32_attr("vgamem")?.map(u64::from);
                 let heads = child.u32_attr("heads")?;
                 let primary = child.yes_no_attr("primary")?.unwrap_or(false);
                 child.finish_attrs()?;
+                if kind != VideoModel::Qxl {
+                    // libvirt ignores ram/vgamem on other models; oxvirt refuses them.
+                    for (name, value) in [("ram", ram_kib), ("vgamem", vgamem_kib)] {
+                        if value.is_some() {
+                            return Err(DomainError::UnsupportedAttribute {
+                                attribute: name.to_string(),
+                                location: child.loc(),
+                            });
+                        }
+                    }
+                }
                 child.leaf()?;
                 set_once(
                     &mut model,
                     Video {
                         model: kind,
+                        ram_kib,
                         vram_kib,
+                        vgamem_kib,
                         heads,
                         primary,
                         address: None,
@@ -1929,7 +2198,9 @@ fn parse_video(elem: &mut Elem) -> Result<Video> {
     // Without <model>, the video is libvirt's default model, at the line of <video>.
     let mut video = model.unwrap_or(Video {
         model: VideoModel::Cirrus,
+        ram_kib: None,
         vram_kib: None,
+        vgamem_kib: None,
         heads: None,
         primary: false,
         address: None,

@@ -463,6 +463,7 @@ enum Dev {
     Balloon,
     Rng(usize),
     Host(usize),
+    Sound(usize),
 }
 
 fn address_mut(d: &mut Devices, dev: Dev) -> Option<&mut Option<Address>> {
@@ -475,6 +476,7 @@ fn address_mut(d: &mut Devices, dev: Dev) -> Option<&mut Option<Address>> {
         Dev::Balloon => &mut d.memballoon.as_mut()?.address,
         Dev::Rng(i) => &mut d.rngs.get_mut(i)?.address,
         Dev::Host(i) => &mut d.hostdevs.get_mut(i)?.address,
+        Dev::Sound(i) => &mut d.sounds.get_mut(i)?.address,
     })
 }
 
@@ -488,6 +490,7 @@ fn address(d: &Devices, dev: Dev) -> Option<&Option<Address>> {
         Dev::Balloon => &d.memballoon.as_ref()?.address,
         Dev::Rng(i) => &d.rngs.get(i)?.address,
         Dev::Host(i) => &d.hostdevs.get(i)?.address,
+        Dev::Sound(i) => &d.sounds.get(i)?.address,
     })
 }
 
@@ -501,6 +504,7 @@ fn site(d: &Devices, dev: Dev) -> Site {
         Dev::Balloon => ("devices/memballoon", d.memballoon.as_ref().map(|x| x.line)),
         Dev::Rng(i) => ("devices/rng", d.rngs.get(i).map(|x| x.line)),
         Dev::Host(i) => ("devices/hostdev", d.hostdevs.get(i).map(|x| x.line)),
+        Dev::Sound(i) => ("devices/sound", d.sounds.get(i).map(|x| x.line)),
     };
     // The <address> line when there is one: that is what an address error is about.
     match address(d, dev).and_then(|a| a.as_ref()) {
@@ -514,6 +518,7 @@ fn site(d: &Devices, dev: Dev) -> Site {
                 Dev::Balloon => "devices/memballoon/address",
                 Dev::Rng(_) => "devices/rng/address",
                 Dev::Host(_) => "devices/hostdev/address",
+                Dev::Sound(_) => "devices/sound/address",
             },
             line: a.line(),
         },
@@ -631,6 +636,12 @@ impl Flags {
                 Some(HostDevSource::Pci { .. }) => self.pcie,
                 _ => 0,
             },
+            // Sound cards are conventional PCI devices; the ISA ones and USB audio are not on
+            // PCI at all.
+            Dev::Sound(i) => match d.sounds.get(i).map(|x| x.model) {
+                Some(SoundModel::Sb16 | SoundModel::Pcspk | SoundModel::Usb) | None => 0,
+                Some(_) => self.pci,
+            },
         }
     }
 }
@@ -640,6 +651,7 @@ fn all_devices(d: &Devices) -> Vec<Dev> {
     let mut all = Vec::new();
     all.extend((0..d.disks.len()).map(Dev::Disk));
     all.extend((0..d.interfaces.len()).map(Dev::Interface));
+    all.extend((0..d.sounds.len()).map(Dev::Sound));
     all.extend((0..d.hostdevs.len()).map(Dev::Host));
     all.extend((0..d.videos.len()).map(Dev::Video));
     all.extend((0..d.controllers.len()).map(Dev::Controller));
@@ -842,6 +854,20 @@ fn chipset(d: &mut Domain, addrs: &mut AddressSet, flags: &Flags) -> Result<(), 
                 _ => {}
             }
         }
+        // 00:1b.0 is where ICH9 has its HD audio: an `ich9` sound card without an address
+        // goes there when it is free (libvirt's rule).
+        for i in 0..devs.sounds.len() {
+            let dev = Dev::Sound(i);
+            if devs.sounds[i].model != SoundModel::Ich9 || !wanted(devs, dev) {
+                continue;
+            }
+            let mut a = pci_at(0, 0x1b, 0);
+            if !addrs.slot_in_use(&a) {
+                let s = site(devs, dev);
+                addrs.reserve(&mut a, fixed, true, s)?;
+                set_pci(devs, dev, a);
+            }
+        }
         // The ISA bridge (00:1f.0) and SMBus (00:1f.3) every q35 has.
         let s = Site {
             path: "devices",
@@ -951,6 +977,10 @@ fn assign_slots(d: &mut Domain, addrs: &mut AddressSet, flags: &Flags) -> Result
     }
     for i in 0..devs.interfaces.len() {
         next(devs, addrs, Dev::Interface(i))?;
+    }
+    // Sound cards after the NICs, as libvirt assigns them.
+    for i in 0..devs.sounds.len() {
+        next(devs, addrs, Dev::Sound(i))?;
     }
     for i in 0..devs.controllers.len() {
         let c = &devs.controllers[i];

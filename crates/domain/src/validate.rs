@@ -685,13 +685,53 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             if port < 5900 && port != 0 {
                 return Err(invalid(
                     "devices/graphics",
-                    format!("VNC port {port} must be 5900 or above"),
+                    format!(
+                        "{} port {port} must be 5900 or above",
+                        if g.spice.is_some() { "SPICE" } else { "VNC" }
+                    ),
                 ));
             }
         }
         if let Some(p) = &g.passwd {
             check_text("devices/graphics", "passwd", p)?;
         }
+    }
+    // SPICE's agent channel and USB redirection are carried by a SPICE display (libvirt:
+    // "chardev 'spicevmc' not supported without spice graphics").
+    if !devices.graphics.iter().any(|g| g.spice.is_some()) {
+        let spicevmc = devices
+            .channels
+            .iter()
+            .find(|c| c.source == ChannelSource::SpiceVmc)
+            .map(|c| ("devices/channel", c.line))
+            .or_else(|| {
+                devices
+                    .redirdevs
+                    .first()
+                    .map(|r| ("devices/redirdev", r.line))
+            });
+        if let Some((path, line)) = spicevmc {
+            return Err(DomainError::Invalid {
+                reason: "chardev 'spicevmc' not supported without spice graphics".to_string(),
+                location: Location::new(path, line.get()),
+            });
+        }
+    }
+    let mut channel_names = HashSet::new();
+    for channel in &devices.channels {
+        validate_address("devices/channel", &channel.address)?;
+        if !channel_names.insert(channel.target_name.as_str()) {
+            return Err(DomainError::Invalid {
+                reason: format!(
+                    "two channels named '{}' (each virtio port has its own name)",
+                    channel.target_name
+                ),
+                location: Location::new("devices/channel/target", channel.line.get()),
+            });
+        }
+    }
+    for sound in &devices.sounds {
+        validate_address("devices/sound", &sound.address)?;
     }
     let mut audio_ids = HashSet::new();
     for audio in &devices.audios {

@@ -98,6 +98,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     if let Some(description) = &d.description {
         w.text("description", &[], description);
     }
+    if let Some(metadata) = &d.metadata {
+        crate::metadata::write(metadata, w.depth, &mut w.out);
+    }
     if let Some(max) = &d.max_memory {
         w.text(
             "maxMemory",
@@ -144,6 +147,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
                 w.empty(name, &[]);
             }
         }
+        if let Some(state) = d.features.vmport {
+            w.empty("vmport", &[("state", s(on_off(state)))]);
+        }
         w.end("features");
     }
     if let Some(cpu) = &d.cpu {
@@ -157,12 +163,32 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     );
     w.text("on_reboot", &[], name_of(LIFECYCLE_ACTIONS, d.on_reboot));
     w.text("on_crash", &[], name_of(LIFECYCLE_ACTIONS, d.on_crash));
+    if let Some(pm) = &d.pm {
+        write_pm(&mut w, pm);
+    }
     write_devices(&mut w, &d.devices);
     if native {
         w.empty("oxvirt:engine", &[("name", s(d.engine.as_str()))]);
     }
     w.end("domain");
     w.out
+}
+
+fn write_pm(w: &mut Writer, pm: &Pm) {
+    if pm.suspend_to_mem.is_none() && pm.suspend_to_disk.is_none() {
+        w.empty("pm", &[]);
+        return;
+    }
+    w.start("pm", &[]);
+    for (name, value) in [
+        ("suspend-to-mem", pm.suspend_to_mem),
+        ("suspend-to-disk", pm.suspend_to_disk),
+    ] {
+        if let Some(enabled) = value {
+            w.empty(name, &[("enabled", s(yes_no(enabled)))]);
+        }
+    }
+    w.end("pm");
 }
 
 fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
@@ -447,6 +473,9 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
     for console in &devices.consoles {
         write_chardev(w, "console", console);
     }
+    for channel in &devices.channels {
+        write_channel(w, channel);
+    }
     for input in &devices.inputs {
         let attrs = [
             ("type", s(name_of(INPUT_TYPES, input.input_type))),
@@ -463,8 +492,24 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
     for graphics in &devices.graphics {
         write_graphics(w, graphics);
     }
+    for sound in &devices.sounds {
+        let attrs = [("model", s(name_of(SOUND_MODELS, sound.model)))];
+        if sound.address.is_some() {
+            w.start("sound", &attrs);
+            write_address(w, &sound.address);
+            w.end("sound");
+        } else {
+            w.empty("sound", &attrs);
+        }
+    }
     for audio in &devices.audios {
-        w.empty("audio", &[("id", s(audio.id)), ("type", s("none"))]);
+        w.empty(
+            "audio",
+            &[
+                ("id", s(audio.id)),
+                ("type", s(name_of(AUDIO_TYPES, audio.audio_type))),
+            ],
+        );
     }
     for video in &devices.videos {
         w.start("video", &[]);
@@ -472,7 +517,9 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
             "model",
             &[
                 ("type", s(name_of(VIDEO_MODELS, video.model))),
+                ("ram", video.ram_kib.map(|v| v.to_string())),
                 ("vram", video.vram_kib.map(|v| v.to_string())),
+                ("vgamem", video.vgamem_kib.map(|v| v.to_string())),
                 ("heads", video.heads.map(|h| h.to_string())),
                 ("primary", video.primary.then(|| "yes".to_string())),
             ],
@@ -482,6 +529,16 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
     }
     for hostdev in &devices.hostdevs {
         write_hostdev(w, hostdev);
+    }
+    for redirdev in &devices.redirdevs {
+        let attrs = [("bus", s("usb")), ("type", s("spicevmc"))];
+        if redirdev.address.is_some() {
+            w.start("redirdev", &attrs);
+            write_address(w, &redirdev.address);
+            w.end("redirdev");
+        } else {
+            w.empty("redirdev", &attrs);
+        }
     }
     if let Some(balloon) = &devices.memballoon {
         let attrs = [
@@ -836,24 +893,55 @@ fn write_chardev(w: &mut Writer, element: &str, dev: &CharDevice) {
     w.end(element);
 }
 
+fn write_channel(w: &mut Writer, channel: &Channel) {
+    let kind = match channel.source {
+        ChannelSource::Unix { .. } => "unix",
+        ChannelSource::Pty => "pty",
+        ChannelSource::SpiceVmc => "spicevmc",
+    };
+    w.start("channel", &[("type", s(kind))]);
+    // A bind socket without a path is printed without <source>, as libvirt prints it (it
+    // picks the path at start).
+    if let ChannelSource::Unix {
+        mode,
+        path: Some(path),
+    } = &channel.source
+    {
+        w.empty(
+            "source",
+            &[("mode", s(name_of(UNIX_MODES, *mode))), ("path", s(path))],
+        );
+    }
+    w.empty(
+        "target",
+        &[("type", s("virtio")), ("name", s(&channel.target_name))],
+    );
+    write_address(w, &channel.address);
+    w.end("channel");
+}
+
 fn write_graphics(w: &mut Writer, g: &Graphics) {
+    if let Some(spice) = &g.spice {
+        write_spice(w, g, spice);
+        return;
+    }
     let mut attrs: Vec<(&str, Option<String>)> = vec![("type", s("vnc"))];
     match &g.listen {
         VncListen::Socket(path) => {
             attrs.push(("socket", s(path)));
         }
         VncListen::Address(address) => {
+            // No port: `-1` with autoport; none at all with `autoport='no'`, as libvirt.
             attrs.push((
                 "port",
-                Some(
-                    g.port
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "-1".to_string()),
-                ),
+                g.port
+                    .map(|p| p.to_string())
+                    .or_else(|| g.autoport.then(|| "-1".to_string())),
             ));
             attrs.push(("autoport", s(yes_no(g.autoport))));
             attrs.push(("listen", address.clone()));
         }
+        VncListen::None => {}
     }
     attrs.push(("passwd", g.passwd.clone()));
     match &g.listen {
@@ -872,5 +960,54 @@ fn write_graphics(w: &mut Writer, g: &Graphics) {
             w.empty("listen", &[("type", s("address"))]);
             w.end("graphics");
         }
+        VncListen::None => {
+            w.start("graphics", &attrs);
+            w.empty("listen", &[("type", s("none"))]);
+            w.end("graphics");
+        }
     }
+}
+
+fn write_spice(w: &mut Writer, g: &Graphics, spice: &Spice) {
+    let port = match (g.port, spice.port_any) {
+        (Some(p), _) => Some(p.to_string()),
+        (None, true) => Some("-1".to_string()),
+        (None, false) => None,
+    };
+    // libvirt prints autoport (yes or no) for a display that listens on an address.
+    let show_autoport = matches!(g.listen, VncListen::Address(_));
+    let address = match &g.listen {
+        VncListen::Address(a) => a.clone(),
+        VncListen::Socket(_) | VncListen::None => None,
+    };
+    w.start(
+        "graphics",
+        &[
+            ("type", s("spice")),
+            ("port", port),
+            (
+                "autoport",
+                show_autoport.then(|| yes_no(g.autoport).to_string()),
+            ),
+            ("listen", address.clone()),
+            ("passwd", g.passwd.clone()),
+        ],
+    );
+    match &g.listen {
+        VncListen::None | VncListen::Socket(_) => w.empty("listen", &[("type", s("none"))]),
+        VncListen::Address(_) => w.empty(
+            "listen",
+            &[("type", s("address")), ("address", address.clone())],
+        ),
+    }
+    if let Some(compression) = spice.image_compression {
+        w.empty(
+            "image",
+            &[(
+                "compression",
+                s(name_of(SPICE_IMAGE_COMPRESSIONS, compression)),
+            )],
+        );
+    }
+    w.end("graphics");
 }

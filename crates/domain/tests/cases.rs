@@ -31,10 +31,32 @@ use common::{
 };
 
 /// libvirt 9.0 defines these; oxvirt refuses them on purpose (not as unsupported).
-const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
-    "stricter-usb-cdrom-empty",
-    "an empty USB cdrom: newer libvirt refuses it too (its disk-cdrom-usb-empty test case)",
-)];
+const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[
+    (
+        "stricter-usb-cdrom-empty",
+        "an empty USB cdrom: newer libvirt refuses it too (its disk-cdrom-usb-empty test case)",
+    ),
+    (
+        "stricter-metadata-no-namespace",
+        "a <metadata> child without a namespace: libvirt drops it silently, oxvirt drops nothing",
+    ),
+    (
+        "stricter-metadata-same-namespace",
+        "two <metadata> children in one namespace: libvirt keeps the first silently",
+    ),
+    (
+        "stricter-metadata-text",
+        "text directly in <metadata>: libvirt drops it silently",
+    ),
+    (
+        "stricter-metadata-twice",
+        "a second <metadata>: libvirt ignores it silently",
+    ),
+    (
+        "stricter-spice-port",
+        "a SPICE port above 65535: libvirt 9.0 stores it (QEMU cannot use it)",
+    ),
+];
 
 /// libvirt 9.0 refuses these; oxvirt accepts them.
 const MORE_LENIENT_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
@@ -288,12 +310,13 @@ fn own_cases_agree_with_libvirt_9() {
     );
     // The data folder must not shrink unnoticed (docs/xml-support.md gives these counts).
     assert!(
-        out.equal.len() >= 45,
+        out.equal.len() >= 70,
         "only {} equal cases",
         out.equal.len()
     );
-    assert!(out.refused_unsupported.len() >= 20);
-    assert!(out.refused_like_libvirt.len() >= 10);
+    // (channel, metadata, sound and spice became supported: their refuse-* cases are compared.)
+    assert!(out.refused_unsupported.len() >= 15);
+    assert!(out.refused_like_libvirt.len() >= 15);
 }
 
 /// Every element and attribute path of the supported domain XML appears in some case that is

@@ -455,7 +455,9 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
     )
         .prop_map(|(model, vram_kib, heads)| Video {
             model,
+            ram_kib: None,
             vram_kib,
+            vgamem_kib: None,
             heads,
             primary: false,
             address: None,
@@ -476,6 +478,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
             port,
             autoport: autoport || port.is_none(),
             passwd,
+            spice: None,
             line: SourceLine::NONE,
         });
     let balloon = prop_oneof![
@@ -601,6 +604,9 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     })
                     .collect();
                 Devices {
+                    channels: Vec::new(),
+                    sounds: Vec::new(),
+                    redirdevs: Vec::new(),
                     emulator,
                     disks,
                     controllers,
@@ -625,6 +631,196 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 }
             },
         )
+}
+
+/// `<metadata>` in the form parsing gives it: each child in its own namespace, declared on it;
+/// text never blank-only, and never next to other text.
+fn metadata() -> impl Strategy<Value = Metadata> {
+    let text = "[a-zA-Z0-9&<>'\"ü.-][a-zA-Z0-9 &<>'\"ü.-]{0,19}";
+    let child = (
+        option::of(text),
+        option::of(text),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    vec(child, 0..3).prop_map(|children| Metadata {
+        namespaces: Vec::new(),
+        children: children
+            .into_iter()
+            .enumerate()
+            .map(|(i, (attr, body, inner, comment))| {
+                let prefix = format!("p{i}");
+                let mut nodes = Vec::new();
+                if let Some(body) = body {
+                    nodes.push(XmlNode::Text(body));
+                }
+                if inner {
+                    nodes.push(XmlNode::Element(XmlElement {
+                        name: format!("{prefix}:inner"),
+                        namespaces: Vec::new(),
+                        attributes: Vec::new(),
+                        children: Vec::new(),
+                    }));
+                }
+                if comment {
+                    nodes.push(XmlNode::Comment(" a comment ".to_string()));
+                }
+                XmlElement {
+                    name: format!("{prefix}:x"),
+                    namespaces: vec![XmlNamespace {
+                        prefix: Some(prefix),
+                        uri: format!("urn:example:{i}"),
+                    }],
+                    attributes: attr
+                        .into_iter()
+                        .map(|value| XmlAttribute {
+                            name: "k".to_string(),
+                            value,
+                        })
+                        .collect(),
+                    children: nodes,
+                }
+            })
+            .collect(),
+        line: SourceLine::NONE,
+    })
+}
+
+/// A SPICE display: listen address, port, autoport, `port='-1'`, image compression.
+type SpiceExtra = (
+    Option<String>,
+    Option<u16>,
+    bool,
+    bool,
+    Option<SpiceImageCompression>,
+);
+
+/// What virt-install adds: a SPICE display (replacing the generated graphics), channels, sound
+/// cards and USB redirection (only with SPICE).
+#[derive(Debug, Clone)]
+struct Extras {
+    spice: Option<SpiceExtra>,
+    channels: Vec<(u8, Option<String>)>,
+    sounds: Vec<SoundModel>,
+    redirdevs: usize,
+    qxl: Option<(Option<u64>, Option<u64>)>,
+}
+
+fn extras() -> impl Strategy<Value = Extras> {
+    (
+        option::of((
+            option::of(word()),
+            option::of(5900u16..6000),
+            any::<bool>(),
+            any::<bool>(),
+            option::of(select(vec![
+                SpiceImageCompression::Off,
+                SpiceImageCompression::AutoGlz,
+                SpiceImageCompression::Quic,
+            ])),
+        )),
+        vec((0u8..3, option::of(path())), 0..3),
+        vec(
+            select(vec![
+                SoundModel::Ich6,
+                SoundModel::Ich9,
+                SoundModel::Ac97,
+                SoundModel::Es1370,
+            ]),
+            0..3,
+        ),
+        0usize..3,
+        option::of((option::of(4096u64..131072), option::of(1024u64..32768))),
+    )
+        .prop_map(|(spice, channels, sounds, redirdevs, qxl)| Extras {
+            spice,
+            channels,
+            sounds,
+            redirdevs,
+            qxl,
+        })
+}
+
+fn apply_extras(devices: &mut Devices, extras: Extras) {
+    if let Some((listen, port, autoport, port_any, image_compression)) = extras.spice {
+        let port = if autoport || port_any { None } else { port };
+        // The forms parsing gives: no port and no autoport listens nowhere.
+        let listen = if port.is_none() && !autoport && !port_any {
+            VncListen::None
+        } else {
+            VncListen::Address(listen)
+        };
+        devices.graphics = vec![Graphics {
+            listen,
+            port,
+            autoport,
+            passwd: None,
+            spice: Some(Spice {
+                port_any: port_any && !autoport,
+                image_compression,
+                image_line: SourceLine::NONE,
+            }),
+            line: SourceLine::NONE,
+        }];
+        devices.redirdevs = (0..extras.redirdevs)
+            .map(|_| RedirDev {
+                address: None,
+                line: SourceLine::NONE,
+            })
+            .collect();
+    }
+    let spice = extras_has_spice(devices);
+    devices.channels = extras
+        .channels
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (kind, path))| {
+            let (source, target_name) = match kind {
+                0 => (
+                    ChannelSource::Unix {
+                        mode: UnixMode::Bind,
+                        path,
+                    },
+                    format!("org.example.agent{i}"),
+                ),
+                1 => (ChannelSource::Pty, format!("org.example.pty{i}")),
+                _ if spice => (ChannelSource::SpiceVmc, format!("com.redhat.spice.{i}")),
+                _ => return None,
+            };
+            Some(Channel {
+                source,
+                target_name,
+                address: None,
+                line: SourceLine::NONE,
+            })
+        })
+        .collect();
+    devices.sounds = extras
+        .sounds
+        .into_iter()
+        .map(|model| Sound {
+            model,
+            address: None,
+            line: SourceLine::NONE,
+        })
+        .collect();
+    if let Some((ram, vgamem)) = extras.qxl {
+        devices.videos.push(Video {
+            model: VideoModel::Qxl,
+            ram_kib: ram,
+            vram_kib: None,
+            vgamem_kib: vgamem,
+            heads: None,
+            primary: false,
+            address: None,
+            line: SourceLine::NONE,
+            model_line: SourceLine::NONE,
+        });
+    }
+}
+
+fn extras_has_spice(devices: &Devices) -> bool {
+    devices.graphics.iter().any(|g| g.spice.is_some())
 }
 
 prop_compose! {
@@ -670,6 +866,10 @@ prop_compose! {
         ),
         devices in devices(iothreads.unwrap_or(0), if per_device_boot { vec![1, 2, 3, 4, 5] } else { Vec::new() }),
         engine in select(vec![Engine::Qemu, Engine::Native]),
+        metadata in option::of(metadata()),
+        pm in option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
+        vmport in option::of(any::<bool>()),
+        extras in extras(),
     ) -> Domain {
         // A q35 takes PCIe root ports where a pc takes PCI bridges (libvirt refuses a bare
         // pci-bridge on q35: nothing there would hold it).
@@ -681,6 +881,7 @@ prop_compose! {
                 }
             }
         }
+        apply_extras(&mut devices, extras);
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
             || os.loader.as_ref().is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));
@@ -690,6 +891,11 @@ prop_compose! {
             uuid: Uuid::from_bytes(uuid),
             title,
             description,
+            metadata,
+            // An empty <pm/> is dropped by parsing.
+            pm: pm
+                .filter(|(mem, disk)| mem.is_some() || disk.is_some())
+                .map(|(suspend_to_mem, suspend_to_disk)| Pm { suspend_to_mem, suspend_to_disk, line: SourceLine::NONE }),
             memory_kib,
             current_memory_kib: current,
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
@@ -713,7 +919,7 @@ prop_compose! {
             }),
             os,
             // UEFI needs ACPI.
-            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2, line: SourceLine::NONE },
+            features: Features { acpi: features.0 || uefi, apic: features.1, pae: features.2, vmport, vmport_line: SourceLine::NONE, line: SourceLine::NONE },
             cpu,
             clock: Clock {
                 offset: clock.0,

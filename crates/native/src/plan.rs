@@ -82,6 +82,8 @@ impl Planner {
             uuid: _,
             title: _,
             description: _,
+            // Other applications' data: never interpreted (libvirt's rule).
+            metadata: _,
             memory_kib,
             current_memory_kib,
             max_memory,
@@ -91,12 +93,14 @@ impl Planner {
             cputune,
             os,
             // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
-            features: _,
+            // VMware's I/O port is never there (vmport='on' is refused below).
+            features,
             cpu,
             clock,
             on_poweroff,
             on_reboot,
             on_crash,
+            pm,
             devices,
             // The daemon picked this engine because of it.
             engine: _,
@@ -114,6 +118,19 @@ impl Planner {
                 *line,
                 "the native engine runs guests on hardware KVM only; use type='kvm'",
             );
+        }
+        if features.vmport == Some(true) {
+            self.no(
+                "<features/vmport>",
+                features.vmport_line,
+                "no VMware I/O port",
+            );
+        }
+        // The VMM has no ACPI sleep states: <pm> may only say they are off.
+        if let Some(pm) = pm {
+            if pm.suspend_to_mem == Some(true) || pm.suspend_to_disk == Some(true) {
+                self.no("<pm>", pm.line, "no suspend to RAM or disk");
+            }
         }
         let (kernel, initrd, cmdline) = self.os(os);
         let memory = self.memory(
@@ -445,6 +462,9 @@ impl Planner {
             memballoon,
             rngs,
             hostdevs,
+            channels,
+            sounds,
+            redirdevs,
         } = devices;
         for hostdev in hostdevs {
             self.no(
@@ -452,6 +472,19 @@ impl Planner {
                 hostdev.line,
                 "no device passthrough (VFIO or USB)",
             );
+        }
+        if let Some(channel) = channels.first() {
+            self.no(
+                "<channel>",
+                channel.line,
+                "no virtio-serial ports (no guest agent channel)",
+            );
+        }
+        if let Some(sound) = sounds.first() {
+            self.no("<sound>", sound.line, "no sound device");
+        }
+        if let Some(redirdev) = redirdevs.first() {
+            self.no("<redirdev>", redirdev.line, "no USB (and no SPICE)");
         }
         let disks = disks.iter().map(|disk| self.disk(disk)).collect();
         for controller in controllers {
@@ -489,7 +522,9 @@ impl Planner {
         for video in videos {
             let Video {
                 model,
+                ram_kib: _,
                 vram_kib: _,
+                vgamem_kib: _,
                 heads: _,
                 primary: _,
                 address: _,
@@ -1031,6 +1066,19 @@ mod tests {
             ("", "<on_crash>preserve</on_crash>", "<on_crash>preserve"),
             ("", "<clock offset='localtime'/>", "<clock offset='localtime'>"),
             ("", "<cpu mode='custom'><model>Skylake-Client</model></cpu>", "Skylake-Client"),
+            (
+                "<channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>",
+                "",
+                "<channel>",
+            ),
+            ("<sound model='ich6'/>", "", "<sound>"),
+            (
+                "<graphics type='spice'/><redirdev bus='usb' type='spicevmc'/>",
+                "",
+                "<redirdev>",
+            ),
+            ("", "<features><acpi/><vmport state='on'/></features>", "<features/vmport>"),
+            ("", "<pm><suspend-to-mem enabled='yes'/></pm>", "<pm>"),
         ];
         for (devices, extra, element) in cases {
             let d = domain(devices, extra);

@@ -10,7 +10,9 @@
 //! - [`NicIds`], [`disk_node`], [`nic_driver`]: the names this engine gives devices and block
 //!   nodes, for the daemon's QMP commands (hot-plug, resize).
 //! - [`launch`]: start QEMU detached from the caller (it outlives the daemon; init reaps it),
-//!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid.
+//!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid. It first
+//!   gives SPICE displays with `autoport` a free TCP port ([`assign_spice_ports`]), as libvirt
+//!   does at start: QEMU has no automatic SPICE port.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
 //!
 //! Process contract with the daemon:
@@ -46,8 +48,8 @@ mod qmp;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
-    build_command_line, check, command_line, disk_node, effective_accel, nic_driver, NicIds,
-    QemuCommandLine,
+    assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
+    nic_driver, NicIds, QemuCommandLine,
 };
 pub use error::QemuError;
 pub use oxvirt_domain::{Domain, Uuid};

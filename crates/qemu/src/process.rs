@@ -25,7 +25,7 @@ use oxvirt_domain::{
 };
 use serde_json::json;
 
-use crate::cmdline::{build_command_line, HUGEPAGES_MOUNT};
+use crate::cmdline::{assign_spice_ports, build_command_line, HUGEPAGES_MOUNT};
 use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
 
 /// The QEMU binary for x86_64 guests when the definition names none.
@@ -71,6 +71,9 @@ fn is_executable(path: &Path) -> bool {
 /// Everything that can be checked before spawning is: the translation, the emulator, and the
 /// files the definition names (kernel, initrd, disk sources, RNG source).
 pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Launched, QemuError> {
+    // QEMU has no automatic SPICE port: pick the free ones now, as libvirt does at start.
+    let with_ports = assign_spice_ports(domain)?;
+    let domain = with_ports.as_ref().unwrap_or(domain);
     let line = build_command_line(domain, run, accel)?;
     let emulator = emulator_path(domain);
     preflight(domain, &emulator)?;
@@ -513,13 +516,17 @@ fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
             ));
         }
     }
-    if let Some(password) = domain
-        .devices
-        .graphics
-        .first()
-        .and_then(|g| g.passwd.as_ref())
-    {
-        commands.push(("change-vnc-password", json!({"password": password})));
+    if let Some(graphics) = domain.devices.graphics.first() {
+        if let Some(password) = &graphics.passwd {
+            if graphics.spice.is_some() {
+                commands.push((
+                    "set_password",
+                    json!({"protocol": "spice", "password": password}),
+                ));
+            } else {
+                commands.push(("change-vnc-password", json!({"password": password})));
+            }
+        }
     }
     commands
 }

@@ -857,3 +857,66 @@ async fn pc_guest_with_40_virtio_disks_sees_them_all() {
         .expect("answer");
     assert!(last.contains("/0000:01:"), "{last}");
 }
+
+/// What virt-install writes for `--graphics spice`: QEMU starts with SPICE listening on the
+/// address and the port the start picked (autoport), the password set over QMP, and the agent
+/// channels, sound card, QXL card and USB redirection in place; the guest sees both virtio
+/// ports by name, and what it writes to the guest agent's port reaches the socket on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn spice_display_listens_and_the_agent_channel_reaches_the_host() {
+    let devices = "<controller type='usb' model='qemu-xhci' ports='15'/>
+         <channel type='unix'><source mode='bind'/>
+           <target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+         <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
+         <graphics type='spice' autoport='yes' listen='127.0.0.1' passwd='s3cret'>
+           <image compression='off'/>
+         </graphics>
+         <sound model='ich6'/>
+         <video><model type='qxl'/></video>
+         <redirdev bus='usb' type='spicevmc'/>";
+    let vm = test_vm(&guest_xml("oxvirt-qemu-spice", "", devices));
+    let _guard = start(&vm).await;
+    let (qmp, _events) = Qmp::connect(&vm.run.qmp_socket()).await.expect("qmp");
+    let spice = qmp.execute("query-spice", None).await.expect("query-spice");
+    assert_eq!(spice["enabled"], true, "{spice}");
+    assert_eq!(spice["host"], "127.0.0.1", "{spice}");
+    assert_eq!(
+        spice["auth"], "spice",
+        "password authentication is on: {spice}"
+    );
+    let port = spice["port"].as_u64().expect("a TCP port") as u16;
+    assert!(port >= 5900, "{spice}");
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("SPICE accepts a TCP connection");
+    let channel = vm.run.dir.join("channel-0.sock");
+    assert!(
+        channel.exists(),
+        "the guest agent's socket is in the run directory"
+    );
+
+    // The guest sees both ports by name, and what it writes to the agent's port comes out of
+    // the socket on the host.
+    let mut agent = std::os::unix::net::UnixStream::connect(&channel).expect("agent socket");
+    agent.set_read_timeout(Some(BOUND)).unwrap();
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let names = console
+        .run("cat /sys/class/virtio-ports/*/name", BOUND)
+        .expect("virtio port names");
+    assert!(names.contains("org.qemu.guest_agent.0"), "{names}");
+    assert!(names.contains("com.redhat.spice.0"), "{names}");
+    // No udev in the guest kit: find the port's device node by its name in sysfs.
+    let wrote = console
+        .run(
+            "for p in /sys/class/virtio-ports/*; do \
+               [ \"$(cat $p/name)\" = org.qemu.guest_agent.0 ] && echo hello-from-the-guest > /dev/${p##*/} && echo written; \
+             done",
+            BOUND,
+        )
+        .expect("write to the agent port");
+    assert!(wrote.contains("written"), "{wrote}");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&mut agent), &mut line)
+        .expect("read the agent socket");
+    assert_eq!(line.trim(), "hello-from-the-guest");
+    qmp.quit().await.unwrap();
+}

@@ -762,3 +762,134 @@ fn host_devices_are_vfio_pci_and_usb_host_as_libvirt_writes_them() {
         (1.into(), 4.into())
     );
 }
+
+/// What virt-install writes for `--graphics spice` on a pc machine (its devices, and the
+/// port a start would have picked), as libvirt 9.0 would run it.
+#[test]
+fn spice_display_with_qxl_sound_agent_channels_and_usb_redirection() {
+    let devices = "<controller type='usb' model='qemu-xhci' ports='15'/>
+        <channel type='unix'><source mode='bind'/>
+          <target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+        <channel type='spicevmc'><target type='virtio' name='com.redhat.spice.0'/></channel>
+        <graphics type='spice' port='5901' listen='127.0.0.1'><image compression='off'/></graphics>
+        <sound model='ich6'/><sound model='ac97'/>
+        <video><model type='qxl'/></video>
+        <redirdev bus='usb' type='spicevmc'/>";
+    let args = args_of(
+        &xml(
+            "<features><acpi/><vmport state='off'/></features>
+             <pm><suspend-to-mem enabled='no'/><suspend-to-disk enabled='no'/></pm>",
+            devices,
+        ),
+        Accel::Tcg,
+    );
+    assert_eq!(
+        value(&args, "-spice"),
+        "port=5901,addr=127.0.0.1,disable-ticketing=on,image-compression=off,seamless-migration=on"
+    );
+    assert!(!args.contains(&"-vnc".to_string()));
+    assert_eq!(
+        value(&args, "-machine"),
+        "pc,usb=off,vmport=off,dump-guest-core=off"
+    );
+    let globals = values(&args, "-global");
+    assert!(
+        globals.contains(&"PIIX4_PM.disable_s3=1") && globals.contains(&"PIIX4_PM.disable_s4=1")
+    );
+    // The default audio backend of a SPICE display is SPICE's (libvirt: <audio type='spice'>).
+    assert_eq!(value(&args, "-audiodev"), "spice,id=audio1");
+    let qxl = device(&args, "video0");
+    assert_eq!(qxl["driver"], "qxl-vga");
+    assert_eq!(qxl["ram_size"], 67108864);
+    assert_eq!(qxl["vram_size"], 67108864);
+    assert_eq!(qxl["vgamem_mb"], 16);
+    assert_eq!(qxl["max_outputs"], 1);
+    assert_eq!(device(&args, "sound0")["driver"], "intel-hda");
+    let codec = device(&args, "sound0-codec0");
+    assert_eq!(codec["driver"], "hda-duplex");
+    assert_eq!(codec["bus"], "sound0.0");
+    assert_eq!(codec["audiodev"], "audio1");
+    assert_eq!(device(&args, "sound1")["driver"], "AC97");
+    assert_eq!(device(&args, "sound1")["audiodev"], "audio1");
+    let xhci = device(&args, "usb");
+    assert_eq!(
+        (xhci["p2"].clone(), xhci["p3"].clone()),
+        (15.into(), 15.into())
+    );
+    // virtio-serial controller added by normalization; channels numbered from port 1.
+    assert_eq!(
+        device(&args, "virtio-serial0")["driver"],
+        "virtio-serial-pci"
+    );
+    let chardevs = values(&args, "-chardev");
+    assert!(chardevs
+        .contains(&"socket,id=charchannel0,path=/run/oxvirt/vm/channel-0.sock,server=on,wait=off"));
+    assert!(chardevs.contains(&"spicevmc,id=charchannel1,name=vdagent"));
+    assert!(chardevs.contains(&"spicevmc,id=charredir0,name=usbredir"));
+    let agent = device(&args, "channel0");
+    assert_eq!(agent["driver"], "virtserialport");
+    assert_eq!(agent["bus"], "virtio-serial0.0");
+    assert_eq!(agent["nr"], 1);
+    assert_eq!(agent["name"], "org.qemu.guest_agent.0");
+    assert_eq!(device(&args, "channel1")["nr"], 2);
+    assert_eq!(device(&args, "channel1")["name"], "com.redhat.spice.0");
+    let redir = device(&args, "redir0");
+    assert_eq!(redir["driver"], "usb-redir");
+    assert_eq!(redir["bus"], "usb.0");
+}
+
+#[test]
+fn spice_autoport_gets_a_free_port_at_start_and_a_passwordless_spice_none_listens_nowhere() {
+    let autoport = domain(&xml(
+        "",
+        "<graphics type='spice' autoport='yes' listen='127.0.0.1'/>",
+    ));
+    // Without a picked port the builder refuses (a start picks one first).
+    let err = command_line(&autoport, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap_err();
+    assert!(err.to_string().contains("picked at start"), "{err}");
+    oxvirt_qemu::check(&autoport).expect("the define-time check pretends a port was picked");
+    let picked = oxvirt_qemu::assign_spice_ports(&autoport)
+        .expect("a free port")
+        .expect("autoport asks for one");
+    let args = command_line(&picked, &RunPaths::new(RUN_DIR), Accel::Tcg).expect("translation");
+    let spice = value(&args, "-spice");
+    let port: u16 = spice
+        .strip_prefix("port=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{spice}"));
+    assert!(port >= 5900);
+    assert!(
+        spice.contains(",addr=127.0.0.1,disable-ticketing=on"),
+        "{spice}"
+    );
+
+    // <graphics type='spice'/> alone: libvirt makes it <listen type='none'/>.
+    let none = args_of(&xml("", "<graphics type='spice'/>"), Accel::Tcg);
+    assert_eq!(
+        value(&none, "-spice"),
+        "disable-ticketing=on,seamless-migration=on"
+    );
+    // A password is set over QMP after start: no ticketing switch-off, no password in argv.
+    let secret = args_of(
+        &xml("", "<graphics type='spice' port='5902' passwd='s3cret'/>"),
+        Accel::Tcg,
+    );
+    assert_eq!(
+        value(&secret, "-spice"),
+        "port=5902,addr=127.0.0.1,seamless-migration=on"
+    );
+    assert!(!secret.iter().any(|a| a.contains("s3cret")));
+}
+
+#[test]
+fn sound_models_qemu_lacks_are_refused() {
+    let (element, reason) = unsupported(&xml("", "<sound model='sb16'/>"));
+    assert_eq!(element, "devices/sound[0]@model");
+    assert!(reason.contains("ich6"), "{reason}");
+    let (element, _) = unsupported(&xml(
+        "",
+        "<channel type='pty'><target type='virtio' name='org.example.pty'/></channel>",
+    ));
+    assert_eq!(element, "devices/channel[0]");
+}

@@ -1,10 +1,10 @@
 //! Serial ports, network, input, display, sound, memory balloon and RNG devices.
 
 use oxvirt_domain::{
-    Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, HostDev,
-    HostDevSource, Input, InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource,
-    InterfaceType, MacAddr, MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel,
-    VncListen,
+    Address, Channel, ChannelSource, CharDevice, CharSource, CharTarget, ControllerType, Graphics,
+    HostDev, HostDevSource, Input, InputBus, InputType, Interface, InterfaceDriverName,
+    InterfaceSource, InterfaceType, MacAddr, MemBalloon, MemBalloonModel, Rng, UnixMode, Video,
+    VideoModel, VirtioSerialAddress, VncListen,
 };
 use serde_json::json;
 
@@ -362,10 +362,16 @@ impl Builder<'_> {
     ) -> Result<(), QemuError> {
         match graphics {
             [] => self.arg("-display", "none"),
-            [graphics] => {
-                let vnc = self.vnc(graphics)?;
-                self.arg("-vnc", vnc);
-            }
+            [graphics] => match &graphics.spice {
+                Some(spice) => {
+                    let spice = self.spice(graphics, spice)?;
+                    self.arg("-spice", spice);
+                }
+                None => {
+                    let vnc = self.vnc(graphics)?;
+                    self.arg("-vnc", vnc);
+                }
+            },
             [_, second, ..] => {
                 return Err(QemuError::unsupported(
                     "devices/graphics[1]",
@@ -377,7 +383,9 @@ impl Builder<'_> {
         for (index, video) in videos.iter().enumerate() {
             let Video {
                 model,
+                ram_kib,
                 vram_kib,
+                vgamem_kib,
                 heads,
                 primary,
                 address,
@@ -394,9 +402,32 @@ impl Builder<'_> {
                 VideoModel::Virtio if primary => "virtio-vga",
                 VideoModel::Virtio => "virtio-gpu-pci",
                 VideoModel::Ramfb => "ramfb",
+                VideoModel::Qxl if primary => "qxl-vga",
+                VideoModel::Qxl => "qxl",
             };
             let mut device = json!({"driver": driver, "id": format!("video{index}")});
-            if let Some(vram) = vram_kib {
+            if *model == VideoModel::Qxl {
+                // libvirt's QXL properties: ram and vram in bytes, vgamem in MiB, one output
+                // per head (normalization filled in libvirt's defaults).
+                if let Some(ram) = ram_kib {
+                    device["ram_size"] = json!(ram * 1024);
+                }
+                if let Some(vram) = vram_kib {
+                    device["vram_size"] = json!(vram * 1024);
+                }
+                device["vram64_size_mb"] = json!(0);
+                if let Some(vgamem) = vgamem_kib {
+                    device["vgamem_mb"] = json!(kib_to_mib_rounded_up(*vgamem));
+                }
+                device["max_outputs"] = json!(heads.unwrap_or(1));
+            } else if ram_kib.is_some() || vgamem_kib.is_some() {
+                return Err(QemuError::unsupported(
+                    format!("{element}/model"),
+                    *model_line,
+                    "ram and vgamem apply to qxl only",
+                ));
+            }
+            if let Some(vram) = vram_kib.as_ref().filter(|_| *model != VideoModel::Qxl) {
                 match model {
                     VideoModel::Vga | VideoModel::Cirrus => device["vgamem_mb"] = json!(kib_to_mib_rounded_up(*vram)),
                     VideoModel::Bochs => device["vgamem"] = json!(vram * 1024),
@@ -406,6 +437,7 @@ impl Builder<'_> {
                 }
             }
             match heads {
+                Some(_) if *model == VideoModel::Qxl => {}
                 Some(heads) if *heads > 1 && *model == VideoModel::Virtio => {
                     device["max_outputs"] = json!(heads)
                 }
@@ -434,10 +466,26 @@ impl Builder<'_> {
             autoport,
             // Set over QMP right after start, so it never shows in `ps` (see launch).
             passwd,
+            spice,
             line,
         } = graphics;
+        if spice.is_some() {
+            return Err(QemuError::invalid(
+                "devices/graphics",
+                *line,
+                "a SPICE display is not a VNC one (spice.rs builds it)",
+            ));
+        }
         let mut vnc = match listen {
             VncListen::Socket(path) => format!("unix:{}", escape_opt(path)),
+            // Only SPICE displays listen nowhere (refused above).
+            VncListen::None => {
+                return Err(QemuError::unsupported(
+                    "devices/graphics/listen",
+                    *line,
+                    "a display without a listener",
+                ))
+            }
             VncListen::Address(address) => {
                 let host = address.as_deref().unwrap_or("127.0.0.1");
                 if host.contains(',') {
@@ -474,18 +522,88 @@ impl Builder<'_> {
         Ok(vnc)
     }
 
-    pub(super) fn audio(&mut self, audios: &[Audio]) {
-        for audio in audios {
-            let Audio {
-                id,
-                audio_type,
+    /// `<channel>`: virtio-serial ports (`virtserialport`) on the controller normalization
+    /// added, each with its chardev, as libvirt builds them.
+    pub(super) fn channels(
+        &mut self,
+        channels: &[Channel],
+        spice_display: bool,
+    ) -> Result<(), QemuError> {
+        for (index, channel) in channels.iter().enumerate() {
+            let Channel {
+                source,
+                target_name,
+                address,
+                line,
+            } = channel;
+            let element = format!("devices/channel[{index}]");
+            let id = format!("charchannel{index}");
+            let chardev = match source {
+                ChannelSource::Unix { mode, path } => {
+                    // A bind socket without a path goes into the run directory, named after
+                    // the port (libvirt: its channel directory).
+                    let path = match path {
+                        Some(path) => std::path::PathBuf::from(path),
+                        None => self.run.dir.join(format!("channel-{index}.sock")),
+                    };
+                    let bind = *mode == UnixMode::Bind;
+                    format!(
+                        "socket,id={id},path={},server={}{}",
+                        escape_opt(&path.to_string_lossy()),
+                        on_off(bind),
+                        if bind { ",wait=off" } else { "" }
+                    )
+                }
+                ChannelSource::Pty => {
+                    return Err(QemuError::unsupported(
+                        element,
+                        *line,
+                        "pty channels are not supported (use a unix socket)",
+                    ))
+                }
+                // The SPICE agent's port, carried by the SPICE server.
+                ChannelSource::SpiceVmc if spice_display => {
+                    format!("spicevmc,id={id},name=vdagent")
+                }
+                ChannelSource::SpiceVmc => {
+                    return Err(QemuError::invalid(
+                        element,
+                        *line,
+                        "the SPICE agent channel needs a SPICE display",
+                    ))
+                }
+            };
+            let Some(Address::VirtioSerial(VirtioSerialAddress {
+                controller,
+                bus,
+                port,
                 line: _,
-            } = audio;
-            match audio_type {
-                // A backend that discards sound.
-                AudioType::None => self.arg("-audiodev", format!("none,id=audio{id}")),
+            })) = address
+            else {
+                return Err(QemuError::invalid(
+                    element,
+                    *line,
+                    "a channel needs a virtio-serial address (normalization gives one)",
+                ));
+            };
+            if *bus != 0 {
+                return Err(QemuError::unsupported(
+                    format!("{element}/address@bus"),
+                    *line,
+                    "virtio-serial bus 0 only",
+                ));
             }
+            self.arg("-chardev", chardev);
+            self.devices.on_buses.push(json!({
+                "driver": "virtserialport",
+                "bus": format!("virtio-serial{controller}.0"),
+                "nr": port,
+                "chardev": id,
+                "id": format!("channel{index}"),
+                "name": target_name,
+            }));
         }
+        Ok(())
     }
 
     /// The balloon device, if the domain has one; returns whether it does.

@@ -16,11 +16,11 @@
 //!
 //! Fixed choices, the same for every VM (see also the crate documentation):
 //! - QMP on `RunPaths::qmp_socket`, serial port 0 on `RunPaths::console_socket` (logged to
-//!   `console.log`), `-pidfile`, `-nodefaults -no-user-config`, `-display none` unless VNC.
+//!   `console.log`), `-pidfile`, `-nodefaults -no-user-config`, `-display none` unless VNC or SPICE.
 //! - No `-no-shutdown` (unless `on_poweroff='preserve'`): a guest poweroff emits SHUTDOWN and
 //!   QEMU exits, so the daemon sees both the event and the end of the process.
 //! - No `-S`: the guest starts running at once; settings that only QMP can make (balloon target,
-//!   VNC password, link state) are applied by [`crate::launch`] right after start.
+//!   VNC or SPICE password, link state) are applied by [`crate::launch`] right after start.
 
 use std::fmt::Write as _;
 
@@ -35,9 +35,11 @@ use serde_json::{json, Value};
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod spice;
 mod storage;
 
 pub use devices::{nic_driver, NicIds};
+pub use spice::assign_spice_ports;
 pub use storage::disk_node;
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
@@ -107,6 +109,8 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
             interface.target_dev = Some(CHECK_TAP.to_string());
         }
     }
+    // A start picks free SPICE ports (assign_spice_ports); the check pretends it did.
+    spice::placeholder_spice_ports(&mut launched);
     let run = RunPaths::new(CHECK_RUN_DIR);
     Builder::build(&launched, &run, Accel::Kvm).map(|_| ())
 }
@@ -191,6 +195,8 @@ impl<'a> Builder<'a> {
             // Metadata, for people.
             title: _,
             description: _,
+            // Other applications' data: never interpreted (libvirt's rule), not an argument.
+            metadata: _,
             memory_kib,
             current_memory_kib,
             max_memory,
@@ -205,6 +211,7 @@ impl<'a> Builder<'a> {
             on_poweroff,
             on_reboot,
             on_crash,
+            pm,
             devices,
             // The daemon picked this engine because of it.
             engine: _,
@@ -301,6 +308,7 @@ impl<'a> Builder<'a> {
             (*on_reboot, *on_reboot_line),
             (*on_crash, *on_crash_line),
         )?;
+        b.pm(pm.as_ref());
         b.boot_order(boot, boot_lines, devices)?;
         b.boot_options(*bootmenu, *bios_reboot_timeout);
         b.kernel(
@@ -449,10 +457,17 @@ impl<'a> Builder<'a> {
             // Always there on x86_64, whatever the definition says.
             apic: _,
             pae: _,
+            vmport,
+            vmport_line: _,
             line: _,
         } = features;
         let mut machine = machine_type.to_string();
-        machine.push_str(",usb=off,dump-guest-core=off");
+        machine.push_str(",usb=off");
+        // libvirt puts vmport between usb and dump-guest-core.
+        if let Some(vmport) = vmport {
+            machine.push_str(if *vmport { ",vmport=on" } else { ",vmport=off" });
+        }
+        machine.push_str(",dump-guest-core=off");
         if !acpi {
             // libvirt does the same: no <acpi/> means no ACPI tables. Note that guests then
             // cannot be powered down with the ACPI button, and Linux needs ACPI for SMP here.
@@ -911,6 +926,29 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// `<pm>`: ACPI S3/S4 on or off, a property of the chipset's power management device,
+    /// as libvirt sets it.
+    fn pm(&mut self, pm: Option<&oxvirt_domain::Pm>) {
+        let Some(oxvirt_domain::Pm {
+            suspend_to_mem,
+            suspend_to_disk,
+            line: _,
+        }) = pm
+        else {
+            return;
+        };
+        let device = match self.chipset {
+            Chipset::I440fx => "PIIX4_PM",
+            Chipset::Q35 => "ICH9-LPC",
+        };
+        for (state, enabled) in [("s3", suspend_to_mem), ("s4", suspend_to_disk)] {
+            if let Some(enabled) = enabled {
+                let disable = if *enabled { 0 } else { 1 };
+                self.arg("-global", format!("{device}.disable_{state}={disable}"));
+            }
+        }
+    }
+
     fn devices(
         &mut self,
         devices: &oxvirt_domain::Devices,
@@ -932,6 +970,9 @@ impl<'a> Builder<'a> {
             memballoon,
             rngs,
             hostdevs,
+            channels,
+            sounds,
+            redirdevs,
         } = devices;
         self.serials(serials, consoles)?;
         self.controllers()?;
@@ -943,8 +984,12 @@ impl<'a> Builder<'a> {
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
-        self.audio(audios);
         self.hostdevs(hostdevs)?;
+        let spice_display = graphics.iter().any(|g| g.spice.is_some());
+        self.channels(channels, spice_display)?;
+        self.sounds(sounds, audios)?;
+        self.audio(audios, spice_display)?;
+        self.redirdevs(redirdevs, spice_display)?;
         let balloon = self.memballoon(memballoon.as_ref())?;
         // The balloon takes back what the guest does not get at boot; without one, QEMU
         // would give the guest all of <memory>.
