@@ -47,6 +47,15 @@ fn normalize_os(d: &mut Domain) {
     if d.os.machine.is_empty() {
         d.os.machine = "pc".to_string();
     }
+    // A loader given by path without a type is a ROM when no firmware is autoselected
+    // (libvirt 9.0 prints `<loader type='rom'>`, with or without `<nvram>`).
+    if d.os.firmware.is_none() {
+        if let Some(loader) = d.os.loader.as_mut() {
+            if loader.path.is_some() && loader.loader_type.is_none() {
+                loader.loader_type = Some(LoaderType::Rom);
+            }
+        }
+    }
     let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
         || d.devices.interfaces.iter().any(|x| x.boot_order.is_some())
         || d.devices.hostdevs.iter().any(|x| x.boot_order.is_some());
@@ -339,21 +348,23 @@ fn add_disk_controllers(devices: &mut Devices) {
 /// The x86 console compatibility rules: `<console>` 0 of target type serial is the same
 /// device as `<serial>` 0 (created from the console when there is no serial).
 fn normalize_chardevs(devices: &mut Devices) {
-    // Serials without a port take the lowest port no other serial uses.
-    let mut used_ports: Vec<u32> = devices
+    // Serials without a port take, in document order, the ports after the highest port any
+    // serial states (libvirt 9.0: `port='1'` then a portless serial gives 1, 2; a portless
+    // serial then `port='0'` gives 1, 0), not the lowest free ones.
+    let mut next_port = devices
         .serials
         .iter()
         .filter_map(|s| s.target.port)
-        .collect();
+        .max()
+        .map_or(0, |p| p.saturating_add(1));
     for serial in devices.serials.iter_mut() {
         let target = &mut serial.target;
         if target.target_type.is_none() {
             target.target_type = Some("isa-serial".to_string());
         }
         if target.port.is_none() {
-            let port = (0..).find(|p| !used_ports.contains(p)).unwrap_or(0);
-            used_ports.push(port);
-            target.port = Some(port);
+            target.port = Some(next_port);
+            next_port = next_port.saturating_add(1);
         }
         if target.model.is_none() {
             let model = match target.target_type.as_deref() {

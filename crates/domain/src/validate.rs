@@ -304,6 +304,14 @@ fn validate_os(d: &Domain) -> Result<(), DomainError> {
             return Err(invalid("os/bios", "rebootTimeout must be -1 to 65535"));
         }
     }
+    // Without firmware autoselection the loader must name its file (libvirt: "no loader path
+    // specified and firmware auto selection disabled").
+    if d.os.firmware.is_none() && d.os.loader.as_ref().is_some_and(|l| l.path.is_none()) {
+        return Err(invalid(
+            "os/loader",
+            "no loader path specified and firmware auto selection disabled",
+        ));
+    }
     let uefi = d.os.firmware == Some(Firmware::Efi)
         || d.os
             .loader

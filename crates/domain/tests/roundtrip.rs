@@ -179,7 +179,12 @@ fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
                 arch: "x86_64".to_string(),
                 machine: machine.to_string(),
                 loader: loader.map(|(path, readonly, secure, loader_type)| Loader {
-                    path,
+                    // Without firmware autoselection a loader names its file (as in libvirt).
+                    path: path.or_else(|| {
+                        firmware
+                            .is_none()
+                            .then(|| "/usr/share/OVMF/OVMF_CODE.fd".to_string())
+                    }),
                     readonly,
                     secure,
                     loader_type,
