@@ -56,6 +56,12 @@ fn normalize_os(d: &mut Domain) {
             }
         }
     }
+    // libvirt reads the boot menu timeout only with enable='yes'.
+    if let Some(menu) = d.os.bootmenu.as_mut() {
+        if !menu.enable {
+            menu.timeout = None;
+        }
+    }
     let per_device_boot = d.devices.disks.iter().any(|x| x.boot_order.is_some())
         || d.devices.interfaces.iter().any(|x| x.boot_order.is_some())
         || d.devices.hostdevs.iter().any(|x| x.boot_order.is_some());

@@ -1771,6 +1771,20 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
             }
             "target" => {
                 let target_type = match child.attr("type") {
+                    // libvirt gives a PCI serial port a PCI address; oxvirt neither places
+                    // nor runs one (only ISA serial ports and virtio consoles).
+                    Some("pci-serial") => {
+                        let table: Vec<(&str, ())> = CHAR_TARGET_TYPES
+                            .iter()
+                            .filter(|m| **m != "pci-serial")
+                            .map(|m| (*m, ()))
+                            .collect();
+                        return Err(child.unsupported_value(
+                            "attribute 'type'",
+                            "pci-serial",
+                            &table,
+                        ));
+                    }
                     Some(t) if CHAR_TARGET_TYPES.contains(&t) => Some(t.to_string()),
                     Some(t) => {
                         let table: Vec<(&str, ())> =
@@ -1787,6 +1801,14 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
                         return Err(grandchild.unsupported());
                     }
                     let name = grandchild.required_attr("name")?;
+                    if name == "pci-serial" {
+                        let table: Vec<(&str, ())> = SERIAL_TARGET_MODELS
+                            .iter()
+                            .filter(|m| **m != "pci-serial")
+                            .map(|m| (*m, ()))
+                            .collect();
+                        return Err(grandchild.unsupported_value("attribute 'name'", name, &table));
+                    }
                     if !SERIAL_TARGET_MODELS.contains(&name) {
                         let table: Vec<(&str, ())> =
                             SERIAL_TARGET_MODELS.iter().map(|m| (*m, ())).collect();

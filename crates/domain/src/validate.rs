@@ -756,18 +756,34 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             "only one video can be primary",
         ));
     }
-    // The primary video is the one marked so, else the first; QEMU's VGA device can only be
-    // that one (libvirt refuses a secondary 'vga' as well).
+    // The primary video is the one marked so, else the first; only a virtio card can be
+    // another one, or a qxl (libvirt 9.0 refuses a secondary vga, cirrus, bochs or ramfb),
+    // and 'none' must be the only one.
     let primary = devices.videos.iter().position(|v| v.primary).unwrap_or(0);
+    if devices.videos.len() > 1 {
+        if let Some(video) = devices.videos.iter().find(|v| v.model == VideoModel::None) {
+            return Err(DomainError::Invalid {
+                reason: "a 'none' video type must be the only video device".to_string(),
+                location: Location::new("devices/video/model", video.model_line.get()),
+            });
+        }
+    }
     if let Some(video) = devices
         .videos
         .iter()
         .enumerate()
-        .find(|(i, v)| *i != primary && v.model == VideoModel::Vga)
+        .find(|(i, v)| *i != primary && !matches!(v.model, VideoModel::Virtio | VideoModel::Qxl))
         .map(|(_, v)| v)
     {
+        let model = match video.model {
+            VideoModel::Vga => "vga",
+            VideoModel::Cirrus => "cirrus",
+            VideoModel::Bochs => "bochs",
+            VideoModel::Ramfb => "ramfb",
+            VideoModel::Virtio | VideoModel::Qxl | VideoModel::None => "none",
+        };
         return Err(DomainError::Invalid {
-            reason: "video model 'vga' is only valid as the primary video device".to_string(),
+            reason: format!("video model '{model}' is only valid as the primary video device"),
             location: Location::new("devices/video/model", video.model_line.get()),
         });
     }

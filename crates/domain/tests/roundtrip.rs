@@ -415,7 +415,7 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
             (path(), select(vec![UnixMode::Bind, UnixMode::Connect]))
                 .prop_map(|(path, mode)| CharSource::Unix { path, mode }),
         ],
-        option::of(select(vec!["isa-serial", "pci-serial", "usb-serial"])),
+        option::of(select(vec!["isa-serial", "usb-serial"])),
         option::of(0u32..4),
     )
         .prop_map(|(source, target_type, port)| CharDevice {
@@ -597,13 +597,13 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                         s
                     })
                     .collect();
-                // QEMU's VGA device can only be the primary (first) video, as libvirt requires.
+                // Only a virtio card can be a secondary video, as libvirt requires.
                 let videos = videos
                     .into_iter()
                     .enumerate()
                     .map(|(i, mut v): (usize, Video)| {
-                        if i > 0 && v.model == VideoModel::Vga {
-                            v.model = VideoModel::Cirrus;
+                        if i > 0 {
+                            v.model = VideoModel::Virtio;
                         }
                         v
                     })
