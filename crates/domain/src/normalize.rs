@@ -172,6 +172,12 @@ fn normalize_devices(d: &mut Domain) {
             graphics.autoport = true;
         }
     }
+    // A statistics period of 0 turns the statistics off: libvirt does not print it.
+    if let Some(balloon) = devices.memballoon.as_mut() {
+        if balloon.stats_period == Some(0) {
+            balloon.stats_period = None;
+        }
+    }
     if devices.memballoon.is_none() {
         devices.memballoon = Some(MemBalloon {
             model: MemBalloonModel::Virtio,
@@ -558,6 +564,12 @@ fn normalize_videos(devices: &mut Devices) {
             video.ram_kib.get_or_insert(65536);
             video.vram_kib.get_or_insert(65536);
             video.vgamem_kib.get_or_insert(16384);
+        }
+        // libvirt rounds the video RAM up to a power of two (9216 KiB becomes 16384).
+        if let Some(vram) = video.vram_kib.as_mut() {
+            if *vram > 0 {
+                *vram = vram.checked_next_power_of_two().unwrap_or(*vram);
+            }
         }
         video.heads.get_or_insert(1);
         if i == 0 {

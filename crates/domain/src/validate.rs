@@ -575,6 +575,13 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             return Err(invalid(path, "driver queues must be at least 1"));
         }
         if let Some(mtu) = iface.mtu {
+            // libvirt 9.0 sets an MTU only on the host side of a tap device.
+            if iface.interface_type == InterfaceType::User {
+                return Err(invalid(
+                    path,
+                    "setting MTU on interface type user is not supported",
+                ));
+            }
             if !(68..=65535).contains(&mtu) {
                 return Err(invalid(path, format!("MTU {mtu} must be 68..65535")));
             }
@@ -790,6 +797,12 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
     for video in &devices.videos {
         if video.heads == Some(0) {
             return Err(invalid("devices/video/model", "heads must be at least 1"));
+        }
+        if video.model == VideoModel::Vga && video.vram_kib.is_some_and(|v| v < 1024) {
+            return Err(invalid(
+                "devices/video/model",
+                "value for 'vram' must be at least 1 MiB (1024 KiB)",
+            ));
         }
         validate_address("devices/video", &video.address)?;
     }

@@ -391,7 +391,8 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                     driver_name,
                     driver_queues,
                     target_dev,
-                    mtu,
+                    // libvirt sets no MTU on a user-mode NIC.
+                    mtu: mtu.filter(|_| interface_type != InterfaceType::User),
                     link_up,
                     boot_order,
                     address: addressed.then(|| pci(20 + index as u8)),

@@ -124,7 +124,7 @@ fn the_check_refuses_exactly_what_a_start_refuses() {
         "    <video><model type='cirrus' heads='2'/></video>",
         "    <graphics type='vnc'/>\n    <graphics type='vnc'/>",
         "    <disk type='file' device='cdrom'><source file='/i/x.iso'/><target dev='sda' bus='usb'/></disk>",
-        "    <interface type='user'><model type='virtio'/><mtu size='1400'/><target dev='tap0'/></interface>",
+        "    <interface type='user'><model type='virtio'/><target dev='tap0'/></interface>",
     ];
     let run = RunPaths::new("/run/oxvirt/vm");
     for devices in cases {
