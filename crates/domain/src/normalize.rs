@@ -88,8 +88,9 @@ fn normalize_cpu(d: &mut Domain) {
     });
     match cpu.mode {
         CpuMode::Custom => {
-            // Features without a model stay invalid (validation reports it), as in libvirt.
-            if cpu.model.is_none() && cpu.features.is_empty() {
+            // Features or a vendor without a model stay invalid (validation reports it), as
+            // in libvirt.
+            if cpu.model.is_none() && cpu.features.is_empty() && cpu.vendor.is_none() {
                 cpu.model = Some(CpuModel {
                     name: DEFAULT_CPU_MODEL.to_string(),
                     fallback: Some(CpuFallback::Forbid),
@@ -106,14 +107,18 @@ fn normalize_cpu(d: &mut Domain) {
                 DomainType::Kvm => CpuCheck::Partial,
             });
         }
+        // libvirt keeps `match` for custom CPUs only (below too).
         CpuMode::HostModel => {
+            cpu.match_ = None;
             cpu.check.get_or_insert(CpuCheck::Partial);
         }
         CpuMode::HostPassthrough => {
+            cpu.match_ = None;
             cpu.check.get_or_insert(CpuCheck::None);
             cpu.migratable.get_or_insert(true);
         }
         CpuMode::Maximum => {
+            cpu.match_ = None;
             cpu.check.get_or_insert(CpuCheck::None);
         }
     }
@@ -188,6 +193,10 @@ fn normalize_devices(d: &mut Domain) {
         });
     }
     for iface in &mut devices.interfaces {
+        // One queue is what a NIC has anyway: libvirt does not print queues='1'.
+        if iface.driver_queues == Some(1) {
+            iface.driver_queues = None;
+        }
         // QEMU's default NIC on x86 machines; libvirt writes it out.
         if iface.model.is_none() {
             iface.model = Some("rtl8139".to_string());

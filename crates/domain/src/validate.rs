@@ -165,6 +165,12 @@ fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
         }
     }
     if let Some(cpu) = &d.cpu {
+        if cpu.vendor.is_some() && cpu.model.is_none() {
+            return Err(invalid(
+                "cpu/vendor",
+                "CPU vendor specified without CPU model",
+            ));
+        }
         if cpu.mode == CpuMode::Custom && cpu.model.is_none() && !cpu.features.is_empty() {
             return Err(invalid(
                 "cpu",
@@ -377,6 +383,24 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 "devices/emulator",
                 format!("emulator '{emulator}' must be an absolute path"),
             ));
+        }
+    }
+    // The PIIX3 IDE controller of a pc machine is the only one; q35 has none (libvirt 9.0
+    // refuses both, also when a disk name like hde asks for a second controller).
+    for controller in &devices.controllers {
+        if controller.controller_type == ControllerType::Ide {
+            if is_q35(&d.os.machine) {
+                return Err(invalid(
+                    "devices/controller",
+                    "IDE controllers are unsupported for this QEMU binary or machine type",
+                ));
+            }
+            if controller.index > 0 {
+                return Err(invalid(
+                    "devices/controller",
+                    "Only a single IDE controller is supported for this machine type",
+                ));
+            }
         }
     }
     let iothreads = d.iothreads.unwrap_or(0);

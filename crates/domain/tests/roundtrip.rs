@@ -129,8 +129,9 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
                         match_,
                         check,
                         migratable,
+                        // A vendor needs a model (as in libvirt).
+                        vendor: vendor.filter(|_| model.is_some()),
                         model,
-                        vendor,
                         topology,
                         features,
                         line: SourceLine::NONE,
@@ -272,7 +273,8 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     (DiskBus::Virtio, Some(_)) => Some(pci(10 + index as u8)),
                     (DiskBus::Ide | DiskBus::Sata | DiskBus::Scsi, Some((controller, b, unit))) => {
                         Some(Address::Drive(DriveAddress {
-                            controller,
+                            // A pc has one IDE controller (libvirt refuses a second).
+                            controller: if bus == DiskBus::Ide { 0 } else { controller },
                             bus: b,
                             target: 0,
                             // One unit per disk: libvirt refuses two disks at one address.
@@ -891,6 +893,14 @@ prop_compose! {
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
             || os.loader.as_ref().is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));
+        // q35 has no IDE controller (libvirt refuses one): its disks go on SATA.
+        if os.machine.contains("q35") {
+            for disk in &mut devices.disks {
+                if disk.target.bus == DiskBus::Ide {
+                    disk.target.bus = DiskBus::Sata;
+                }
+            }
+        }
         Domain {
             domain_type,
             name,
