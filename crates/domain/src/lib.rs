@@ -15,6 +15,7 @@ mod metadata;
 mod model;
 mod names;
 mod normalize;
+mod order;
 mod parse;
 mod pci;
 pub mod pool;

@@ -30,6 +30,11 @@ pub(crate) fn normalize(d: &mut Domain) {
             d.cputune = None;
         }
     }
+    // libvirt keeps pinnings per vCPU / iothread and prints them in id order.
+    if let Some(tune) = d.cputune.as_mut() {
+        tune.vcpupins.sort_by_key(|p| p.vcpu);
+        tune.iothreadpins.sort_by_key(|p| p.iothread);
+    }
     if let Some(backing) = &d.memory_backing {
         if backing.hugepages.is_none() && !backing.nosharepages {
             d.memory_backing = None;
@@ -130,6 +135,16 @@ fn normalize_devices(d: &mut Domain) {
     if devices.emulator.is_none() {
         devices.emulator = Some(DEFAULT_EMULATOR.to_string());
     }
+    // libvirt's disk order (see `order`; the parser already applied it with the buses as
+    // written, this keeps a domain built in code in that order too).
+    let disks = std::mem::take(&mut devices.disks)
+        .into_iter()
+        .map(|disk| {
+            let bus = Some(disk.target.bus);
+            (disk, bus)
+        })
+        .collect();
+    devices.disks = crate::order::libvirt_disk_order(disks);
     for disk in &mut devices.disks {
         if disk.device == DiskDevice::Cdrom {
             disk.readonly = true;
@@ -139,6 +154,13 @@ fn normalize_devices(d: &mut Domain) {
         }
     }
     assign_controller_indexes(&mut devices.controllers);
+    // libvirt keeps the controllers of one type together, sorted by index, in the order
+    // each type first appears (libvirt 9.0 sorts `scsi 1, usb 0, scsi 0` as `scsi 0, scsi 1,
+    // usb 0`; one without an index it leaves where it was until it reloads its output, which
+    // then is sorted too: oxvirt prints the sorted form, which parses back to itself).
+    for controller in std::mem::take(&mut devices.controllers) {
+        insert_controller(&mut devices.controllers, controller);
+    }
     add_default_controllers(devices, q35);
     add_disk_controllers(devices);
     for controller in &mut devices.controllers {

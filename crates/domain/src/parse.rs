@@ -766,6 +766,8 @@ fn parse_clock(elem: &mut Elem) -> Result<Clock> {
 fn parse_devices(elem: &mut Elem) -> Result<Devices> {
     elem.finish_attrs()?;
     let mut devices = Devices::default();
+    // With the bus each disk's target stated, for libvirt's disk order (see `order`).
+    let mut disks = Vec::new();
     for mut child in elem.children()? {
         match child.name() {
             "emulator" => {
@@ -773,7 +775,7 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
                 let text = child.text()?;
                 set_once(&mut devices.emulator, text.trim().to_string(), &child)?;
             }
-            "disk" => devices.disks.push(parse_disk(&mut child)?),
+            "disk" => disks.push(parse_disk(&mut child)?),
             "hostdev" => devices.hostdevs.push(parse_hostdev(&mut child)?),
             "controller" => devices.controllers.push(parse_controller(&mut child)?),
             "interface" => devices.interfaces.push(parse_interface(&mut child)?),
@@ -813,6 +815,7 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
             _ => return Err(child.unsupported()),
         }
     }
+    devices.disks = crate::order::libvirt_disk_order(disks);
     Ok(devices)
 }
 
@@ -1051,7 +1054,8 @@ fn parse_hostdev_usb_source(elem: &mut Elem) -> Result<HostDevSource> {
     })
 }
 
-fn parse_disk(elem: &mut Elem) -> Result<Disk> {
+/// A disk, and the bus its `<target bus=>` stated (None: inferred from the name).
+fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
     let disk_type = elem
         .enum_attr("type", DISK_TYPES)?
         .unwrap_or(DiskType::File);
@@ -1065,6 +1069,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
     let mut network = None;
     let mut auth = None;
     let mut target = None;
+    let mut stated_bus = None;
     let mut readonly = false;
     let mut shareable = false;
     let mut serial = None;
@@ -1131,6 +1136,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
             "target" => {
                 let dev = child.required_attr("dev")?.to_string();
                 let bus = child.enum_attr("bus", DISK_BUSES)?;
+                stated_bus = bus;
                 child.finish_attrs()?;
                 child.leaf()?;
                 if dev.is_empty() || !dev.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -1211,7 +1217,7 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
             ..DiskDriver::default()
         },
     };
-    Ok(Disk {
+    let disk = Disk {
         disk_type,
         device,
         driver,
@@ -1230,7 +1236,8 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
         source_line,
         serial_line,
         shareable_line,
-    })
+    };
+    Ok((disk, stated_bus))
 }
 
 /// `<source protocol= name= query=>` of a network disk, with its `<host>`s, `<ssl>` and an

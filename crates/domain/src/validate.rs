@@ -683,6 +683,17 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             }
         }
     }
+    if devices
+        .consoles
+        .iter()
+        .skip(1)
+        .any(|c| c.target.target_type.as_deref() == Some("serial"))
+    {
+        return Err(invalid(
+            "devices/console",
+            "Only the first console can be a serial port",
+        ));
+    }
     // libvirt defines two serials on one port but then fails to load that config again.
     let mut serial_ports = HashSet::new();
     for serial in &devices.serials {
