@@ -40,6 +40,18 @@ pub(crate) fn normalize(d: &mut Domain) {
             d.memory_backing = None;
         }
     }
+    // libvirt reads these as strings that are absent when empty.
+    for text in [
+        &mut d.title,
+        &mut d.description,
+        &mut d.os.kernel,
+        &mut d.os.initrd,
+        &mut d.os.cmdline,
+    ] {
+        if text.as_deref() == Some("") {
+            *text = None;
+        }
+    }
     normalize_os(d);
     normalize_cpu(d);
     normalize_devices(d);

@@ -1978,12 +1978,14 @@ fn parse_graphics(elem: &mut Elem) -> Result<Graphics> {
     };
     if !spice {
         // libvirt: autoport defaults to yes when no port is given; an explicit port turns
-        // autoport off.
+        // autoport off. port='0' is no port at all, but still turns autoport off (libvirt 9.0
+        // prints `autoport='no'` without a port).
         let autoport = match (port, autoport_attr) {
             (_, Some(a)) => a,
             (Some(_), None) => false,
             (None, None) => true,
         };
+        let port = port.filter(|p| *p != 0);
         return Ok(Graphics {
             listen,
             port,
