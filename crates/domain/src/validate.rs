@@ -466,6 +466,21 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ));
             }
         }
+        // Two guests writing one qcow2 image corrupt it: libvirt 9.0 refuses a shareable,
+        // writable disk in a format without concurrent access.
+        if disk.shareable
+            && !disk.readonly
+            && disk.driver.format == DiskFormat::Qcow2
+            && disk.driver.format_stated
+        {
+            return Err(invalid(
+                path,
+                format!(
+                    "shared access for disk '{}' requires use of supported storage format",
+                    disk.target.dev
+                ),
+            ));
+        }
         if let Some(serial) = &disk.serial {
             if !is_disk_serial(serial) {
                 return Err(invalid(

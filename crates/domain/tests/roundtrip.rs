@@ -335,7 +335,9 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         line: SourceLine::NONE,
                     },
                     readonly: device == DiskDevice::Cdrom,
-                    shareable,
+                    // A writable qcow2 cannot be shared (libvirt refuses it).
+                    shareable: shareable
+                        && (device == DiskDevice::Cdrom || format != DiskFormat::Qcow2),
                     serial,
                     boot_order,
                     address,
