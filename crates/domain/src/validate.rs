@@ -310,6 +310,12 @@ fn validate_os(d: &Domain) -> Result<(), DomainError> {
             return Err(invalid("os/bios", "rebootTimeout must be -1 to 65535"));
         }
     }
+    if d.os.firmware == Some(Firmware::Bios) && d.os.nvram.is_some() {
+        return Err(invalid(
+            "os/nvram",
+            "firmware type 'bios' does not support nvram",
+        ));
+    }
     // Without firmware autoselection the loader must name its file (libvirt: "no loader path
     // specified and firmware auto selection disabled").
     if d.os.firmware.is_none() && d.os.loader.as_ref().is_some_and(|l| l.path.is_none()) {
@@ -498,6 +504,7 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             }
         }
         validate_address(path, &disk.address)?;
+        validate_disk_address(disk)?;
     }
     let mut controllers = HashSet::new();
     for c in &devices.controllers {
@@ -948,6 +955,61 @@ fn validate_disk_source_kind(path: &str, disk: &Disk) -> Result<(), DomainError>
             Ok(())
         }
         _ => Ok(()),
+    }
+}
+
+/// The address kind a disk's bus takes, and libvirt 9.0's rules for drive addresses (two
+/// disks on one drive address: see the check after the disks).
+fn validate_disk_address(disk: &Disk) -> Result<(), DomainError> {
+    let path = "devices/disk/address";
+    let dev = &disk.target.dev;
+    let bus = disk.target.bus;
+    let bus_name = match bus {
+        DiskBus::Virtio => "virtio",
+        DiskBus::Sata => "sata",
+        DiskBus::Scsi => "scsi",
+        DiskBus::Ide => "ide",
+        DiskBus::Usb => "usb",
+        DiskBus::Fdc => "fdc",
+    };
+    match (&disk.address, bus) {
+        (None, _) => Ok(()),
+        (Some(Address::Pci(_)), DiskBus::Virtio) => Ok(()),
+        (Some(_), DiskBus::Virtio) => Err(invalid(
+            path,
+            "virtio disk cannot have an address of type other than 'pci'",
+        )),
+        // A PCI address on another bus is refused where PCI addresses are laid out (pci.rs).
+        (Some(Address::Pci(_)), _) => Ok(()),
+        (Some(Address::Usb(_)), DiskBus::Usb) => Ok(()),
+        (Some(_), DiskBus::Usb) => Err(invalid(path, "unexpected address type for usb disk")),
+        (Some(Address::Drive(a)), _) => {
+            if matches!(bus, DiskBus::Ide | DiskBus::Sata | DiskBus::Fdc) && a.target != 0 {
+                return Err(invalid(
+                    path,
+                    format!("target must be 0 for {bus_name} controller"),
+                ));
+            }
+            if matches!(bus, DiskBus::Sata | DiskBus::Fdc) && a.bus != 0 {
+                return Err(invalid(
+                    path,
+                    format!("bus must be 0 for {bus_name} controller"),
+                ));
+            }
+            Ok(())
+        }
+        (Some(other), _) => Err(invalid(
+            path,
+            format!(
+                "Invalid address type '{}' for the disk '{dev}' with the bus type '{bus_name}'",
+                match other {
+                    Address::Pci(_) => "pci",
+                    Address::Usb(_) => "usb",
+                    Address::VirtioSerial(_) => "virtio-serial",
+                    Address::Drive(_) => "drive",
+                }
+            ),
+        )),
     }
 }
 

@@ -191,11 +191,14 @@ fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
                     loader_type,
                     line: SourceLine::NONE,
                 }),
-                nvram: nvram.map(|(path, template)| Nvram {
-                    path,
-                    template,
-                    line: SourceLine::NONE,
-                }),
+                // A BIOS has no NVRAM (libvirt refuses one).
+                nvram: nvram.filter(|_| firmware != Some(Firmware::Bios)).map(
+                    |(path, template)| Nvram {
+                        path,
+                        template,
+                        line: SourceLine::NONE,
+                    },
+                ),
                 kernel: kernel.as_ref().map(|(k, _)| k.clone()),
                 initrd: kernel.and_then(|(_, i)| i),
                 cmdline,
@@ -271,10 +274,17 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                 let letter = (b'a' + index as u8) as char;
                 let address = match (bus, drive) {
                     (DiskBus::Virtio, Some(_)) => Some(pci(10 + index as u8)),
-                    (DiskBus::Ide | DiskBus::Sata | DiskBus::Scsi, Some((controller, b, unit))) => {
+                    (DiskBus::Ide | DiskBus::Sata | DiskBus::Scsi, Some((controller, _, _))) => {
+                        // Addresses as libvirt accepts them: one IDE controller, SATA bus 0, and
+                        // no two disks of a bus on one address (the index keeps them apart).
+                        let i = index as u32;
+                        let (controller, b, unit) = match bus {
+                            DiskBus::Ide => (0, i / 2, i % 2),
+                            DiskBus::Sata => (controller, 0, i),
+                            _ => (controller, 0, i),
+                        };
                         Some(Address::Drive(DriveAddress {
-                            // A pc has one IDE controller (libvirt refuses a second).
-                            controller: if bus == DiskBus::Ide { 0 } else { controller },
+                            controller,
                             bus: b,
                             target: 0,
                             // One unit per disk: libvirt refuses two disks at one address.
