@@ -61,7 +61,7 @@ pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
 
 /// libvirt's QEMU driver has no `platform` timer (it refuses it at define).
 fn validate_clock(d: &Domain) -> Result<(), DomainError> {
-    match d
+    let () = match d
         .clock
         .timers
         .iter()
@@ -74,7 +74,38 @@ fn validate_clock(d: &Domain) -> Result<(), DomainError> {
             location: Location::new("clock/timer", timer.line.get()),
         }),
         None => Ok(()),
+    }?;
+    // The tick policies libvirt's QEMU driver can set (libvirt 9.0 refuses the others).
+    for timer in &d.clock.timers {
+        let Some(policy) = timer.tickpolicy else {
+            continue;
+        };
+        let name = match policy {
+            TickPolicy::Delay => "delay",
+            TickPolicy::Catchup => "catchup",
+            TickPolicy::Merge => "merge",
+            TickPolicy::Discard => "discard",
+        };
+        let reason = match (timer.name, policy) {
+            (TimerName::Kvmclock, _) => {
+                Some("timer kvmclock doesn't support setting of timer tickpolicy".to_string())
+            }
+            (TimerName::Rtc, TickPolicy::Merge | TickPolicy::Discard) => {
+                Some(format!("unsupported rtc timer tickpolicy '{name}'"))
+            }
+            (TimerName::Pit, TickPolicy::Merge) => {
+                Some(format!("unsupported pit tickpolicy '{name}'"))
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            return Err(DomainError::Invalid {
+                reason,
+                location: Location::new("clock/timer", timer.line.get()),
+            });
+        }
     }
+    Ok(())
 }
 
 fn validate_memory(d: &Domain) -> Result<(), DomainError> {

@@ -951,7 +951,8 @@ prop_compose! {
             cpu,
             clock: Clock {
                 offset: clock.0,
-                timers: clock.1.into_iter().map(|name| Timer { name, present: clock.3, tickpolicy: clock.2, line: SourceLine::NONE }).collect(),
+                // kvmclock takes no tick policy (libvirt refuses one).
+                timers: clock.1.into_iter().map(|name| Timer { name, present: clock.3, tickpolicy: clock.2.filter(|_| name != TimerName::Kvmclock), line: SourceLine::NONE }).collect(),
                 line: SourceLine::NONE,
             },
             on_poweroff: actions.0,
