@@ -667,6 +667,17 @@ pub struct DiskDriver {
     pub discard: Option<DiskDiscard>,
     pub detect_zeroes: Option<DetectZeroes>,
     pub iothread: Option<u32>,
+    /// `error_policy=`: what a write error does (libvirt also applies it to reads when
+    /// `rerror_policy` is absent, except `enospace`).
+    pub error_policy: Option<DiskErrorPolicy>,
+    /// `rerror_policy=`: what a read error does (never `enospace`).
+    pub rerror_policy: Option<DiskErrorPolicy>,
+    /// `copy_on_read=on|off`.
+    pub copy_on_read: Option<bool>,
+    /// `queues=`: virtio-blk request queues (0, libvirt's "unset", is `None`).
+    pub queues: Option<u32>,
+    /// `queue_size=`: virtio-blk virtqueue size (0 is `None`).
+    pub queue_size: Option<u32>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
 }
@@ -681,9 +692,24 @@ impl Default for DiskDriver {
             discard: None,
             detect_zeroes: None,
             iothread: None,
+            error_policy: None,
+            rerror_policy: None,
+            copy_on_read: None,
+            queues: None,
+            queue_size: None,
             line: SourceLine::NONE,
         }
     }
+}
+
+/// `<driver error_policy= rerror_policy=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskErrorPolicy {
+    Stop,
+    Report,
+    Ignore,
+    /// Stop on "no space left", report other errors (write errors only).
+    Enospace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

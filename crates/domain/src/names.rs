@@ -107,6 +107,12 @@ pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
     ("on", DetectZeroes::On),
     ("unmap", DetectZeroes::Unmap),
 ];
+pub(crate) const DISK_ERROR_POLICIES: &[(&str, DiskErrorPolicy)] = &[
+    ("stop", DiskErrorPolicy::Stop),
+    ("report", DiskErrorPolicy::Report),
+    ("ignore", DiskErrorPolicy::Ignore),
+    ("enospace", DiskErrorPolicy::Enospace),
+];
 pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
     ("ide", DiskBus::Ide),
     ("fdc", DiskBus::Fdc),
@@ -251,6 +257,7 @@ xml_names! {
     DiskIo => DISK_IOS,
     DiskDiscard => DISK_DISCARDS,
     DetectZeroes => DETECT_ZEROES,
+    DiskErrorPolicy => DISK_ERROR_POLICIES,
     DiskBus => DISK_BUSES,
     ControllerType => CONTROLLER_TYPES,
     InterfaceType => INTERFACE_TYPES,

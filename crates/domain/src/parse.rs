@@ -888,8 +888,21 @@ fn parse_disk(elem: &mut Elem) -> Result<Disk> {
                     discard: child.enum_attr("discard", DISK_DISCARDS)?,
                     detect_zeroes: child.enum_attr("detect_zeroes", DETECT_ZEROES)?,
                     iothread: child.u32_attr("iothread")?,
+                    error_policy: child.enum_attr("error_policy", DISK_ERROR_POLICIES)?,
+                    rerror_policy: child.enum_attr("rerror_policy", DISK_ERROR_POLICIES)?,
+                    copy_on_read: child.on_off_attr("copy_on_read")?,
+                    // libvirt reads 0 as "not set" and drops it.
+                    queues: child.u32_attr("queues")?.filter(|n| *n != 0),
+                    queue_size: child.u32_attr("queue_size")?.filter(|n| *n != 0),
                     line: child.source_line(),
                 };
+                if parsed.rerror_policy == Some(DiskErrorPolicy::Enospace) {
+                    return Err(child.invalid(
+                        "attribute 'rerror_policy'",
+                        "enospace",
+                        "enospace is a write error policy only",
+                    ));
+                }
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut driver, parsed, &child)?;

@@ -433,6 +433,17 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ));
             }
         }
+        if disk.driver.queues.is_some() && disk.target.bus != DiskBus::Virtio {
+            // libvirt 9.0 refuses queues there, but lets queue_size through (QEMU then fails
+            // at start; the qemu engine refuses it at define).
+            return Err(DomainError::Invalid {
+                reason: format!(
+                    "disk '{}': queues is only supported by virtio disks",
+                    disk.target.dev
+                ),
+                location: Location::new("devices/disk/driver", disk.driver.line.get()),
+            });
+        }
         if let Some(serial) = &disk.serial {
             if !is_disk_serial(serial) {
                 return Err(invalid(

@@ -536,7 +536,21 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
                 "cache",
                 d.cache.map(|c| name_of(DISK_CACHES, c).to_string()),
             ),
+            (
+                "error_policy",
+                d.error_policy
+                    .map(|c| name_of(DISK_ERROR_POLICIES, c).to_string()),
+            ),
+            (
+                "rerror_policy",
+                d.rerror_policy
+                    .map(|c| name_of(DISK_ERROR_POLICIES, c).to_string()),
+            ),
             ("io", d.io.map(|c| name_of(DISK_IOS, c).to_string())),
+            (
+                "copy_on_read",
+                d.copy_on_read.map(|c| on_off(c).to_string()),
+            ),
             (
                 "discard",
                 d.discard.map(|c| name_of(DISK_DISCARDS, c).to_string()),
@@ -547,6 +561,8 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
                 d.detect_zeroes
                     .map(|c| name_of(DETECT_ZEROES, c).to_string()),
             ),
+            ("queues", d.queues.map(|n| n.to_string())),
+            ("queue_size", d.queue_size.map(|n| n.to_string())),
         ],
     );
     if let Some(source) = &disk.source {

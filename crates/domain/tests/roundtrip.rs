@@ -248,10 +248,38 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
         option::of("[A-Za-z0-9_+.-][A-Za-z0-9 _+.-]{0,10}[A-Za-z0-9]"),
         option::of((0u32..3, 0u32..2, 0u32..2)),
         ("[a-z0-9_-]{1,8}", "[a-z0-9_.-]{1,8}"),
+        (
+            option::of(select(vec![
+                DiskErrorPolicy::Stop,
+                DiskErrorPolicy::Report,
+                DiskErrorPolicy::Ignore,
+                DiskErrorPolicy::Enospace,
+            ])),
+            option::of(select(vec![
+                DiskErrorPolicy::Stop,
+                DiskErrorPolicy::Report,
+                DiskErrorPolicy::Ignore,
+            ])),
+            option::of(any::<bool>()),
+            option::of(1u32..16),
+            option::of(1u32..1024),
+        ),
     )
         .prop_map(
-            move |(disk_type, device, bus, driver, source, shareable, serial, drive, names)| {
+            move |(
+                disk_type,
+                device,
+                bus,
+                driver,
+                source,
+                shareable,
+                serial,
+                drive,
+                names,
+                driver2,
+            )| {
                 let (format, cache, io, discard, detect_zeroes, iothread) = driver;
+                let (error_policy, rerror_policy, copy_on_read, queues, queue_size) = driver2;
                 let bus = if device == DiskDevice::Cdrom && bus == DiskBus::Virtio {
                     DiskBus::Sata
                 } else {
@@ -315,6 +343,11 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         } else {
                             None
                         },
+                        error_policy,
+                        rerror_policy,
+                        copy_on_read,
+                        queues: queues.filter(|_| bus == DiskBus::Virtio),
+                        queue_size,
                         line: SourceLine::NONE,
                     },
                     source,

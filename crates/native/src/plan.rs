@@ -564,6 +564,11 @@ impl Planner {
             discard,
             detect_zeroes,
             iothread,
+            error_policy,
+            rerror_policy,
+            copy_on_read,
+            queues,
+            queue_size,
             line: driver_line,
         } = driver;
         let name = format!("<disk> {dev}");
@@ -606,6 +611,11 @@ impl Planner {
             discard.map(|v| format!("discard='{}'", v.as_str())),
             detect_zeroes.map(|v| format!("detect_zeroes='{}'", v.as_str())),
             iothread.map(|v| format!("iothread='{v}'")),
+            error_policy.map(|v| format!("error_policy='{}'", v.as_str())),
+            rerror_policy.map(|v| format!("rerror_policy='{}'", v.as_str())),
+            copy_on_read.map(|v| format!("copy_on_read='{}'", if v { "on" } else { "off" })),
+            queues.map(|v| format!("queues='{v}'")),
+            queue_size.map(|v| format!("queue_size='{v}'")),
         ]
         .into_iter()
         .flatten()

@@ -352,6 +352,37 @@ async fn guest_sees_disks_and_nic_as_defined() {
     assert!(run("cat /sys/class/misc/hw_random/rng_available").contains("virtio_rng"));
 }
 
+/// `<driver queues='2'>` gives the guest a virtio-blk with two request queues, one blk-mq
+/// hardware queue each (with 3 vCPUs, QEMU's default would be 3); the disk still reads through
+/// its copy-on-read node and its error policies.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_sees_virtio_blk_queues() {
+    let images = tempfile::tempdir().unwrap();
+    let disk = patterned_disk(images.path(), "mq.raw", b"OXVIRT-MQ-DISK", b"");
+    let devices = format!(
+        "<disk type='file' device='disk'>
+           <driver name='qemu' type='raw' queues='2' queue_size='64' copy_on_read='on' error_policy='stop' rerror_policy='report'/>
+           <source file='{}'/><target dev='vda' bus='virtio'/>
+         </disk>",
+        disk.display()
+    );
+    let xml =
+        guest_xml("oxvirt-qemu-blk-mq", "", &devices).replace("<vcpu>1</vcpu>", "<vcpu>3</vcpu>");
+    let vm = test_vm(&xml);
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut run = |command: &str| {
+        console
+            .run(command, BOUND)
+            .unwrap_or_else(|| panic!("no answer to {command}"))
+    };
+    assert_eq!(run("grep -c ^processor /proc/cpuinfo").trim(), "3");
+    assert_eq!(run("ls /sys/block/vda/mq/ | wc -l").trim(), "2");
+    let sector0 = run("dd if=/dev/vda bs=512 count=1 2>/dev/null | hexdump -C | head -n 1");
+    assert!(sector0.contains("|OXVIRT-MQ-DISK"), "{sector0}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

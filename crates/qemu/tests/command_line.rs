@@ -309,6 +309,63 @@ fn disk_io_discard_readonly_serial_iothread() {
     assert!(reason.contains("cache='none'"), "{reason}");
 }
 
+/// libvirt 9.0's mapping (checked with `virsh domxml-to-native` of the own case
+/// disk-driver-options): queues/queue_size on virtio-blk, werror/rerror on the frontend, and a
+/// copy-on-read filter node the device reads through.
+#[test]
+fn disk_queues_error_policies_and_copy_on_read() {
+    let xml = xml(
+        "",
+        "<disk type='file' device='disk'>
+           <driver name='qemu' type='raw' queues='4' queue_size='256' error_policy='stop' rerror_policy='report' copy_on_read='on'/>
+           <source file='/img/a.raw'/><target dev='vda' bus='virtio'/>
+         </disk>
+         <disk type='file' device='disk'>
+           <driver name='qemu' type='qcow2' error_policy='enospace'/>
+           <source file='/img/b.qcow2'/><target dev='vdb' bus='virtio'/>
+         </disk>
+         <disk type='file' device='disk'>
+           <driver name='qemu' type='raw' error_policy='ignore'/>
+           <source file='/img/c.raw'/><target dev='hda' bus='ide'/>
+         </disk>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let vda = device(&args, "vda");
+    assert_eq!(vda["num-queues"], 4);
+    assert_eq!(vda["queue-size"], 256);
+    assert_eq!(vda["werror"], "stop");
+    assert_eq!(vda["rerror"], "report");
+    assert_eq!(vda["drive"], "drive-vda-cor");
+    let cor = blockdev(&args, "drive-vda-cor");
+    assert_eq!(cor["driver"], "copy-on-read");
+    assert_eq!(cor["file"], "drive-vda");
+    // The filter comes after the node it reads.
+    let nodes: Vec<Value> = json_values(&args, "-blockdev");
+    let position = |name: &str| nodes.iter().position(|n| n["node-name"] == name).unwrap();
+    assert!(position("drive-vda") < position("drive-vda-cor"));
+
+    let vdb = device(&args, "vdb");
+    assert_eq!(vdb["werror"], "enospc");
+    assert!(vdb.get("rerror").is_none(), "{vdb}");
+    assert_eq!(vdb["drive"], "drive-vdb");
+    assert!(vdb.get("num-queues").is_none());
+    let hda = device(&args, "hda");
+    assert_eq!(hda["werror"], "ignore");
+    assert_eq!(hda["rerror"], "ignore");
+
+    // libvirt 9.0 defines queue_size on an IDE disk; QEMU's ide-hd has no such property.
+    let ide_queue = xml.replace(
+        "type='raw' error_policy='ignore'",
+        "type='raw' queue_size='64'",
+    );
+    let (element, reason) = invalid(&ide_queue);
+    assert!(
+        element.ends_with("disk[target@dev='hda']/driver@queue_size"),
+        "{element}"
+    );
+    assert!(reason.contains("virtio"), "{reason}");
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(
