@@ -30,6 +30,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 what: "attribute 'type'".to_string(),
                 location: root.loc(),
             })?;
+    // `id` is the number of a running domain (what `virsh dumpxml` of a running one prints);
+    // libvirt does not even read it when it defines a domain, and prints no id for a defined
+    // one, whatever the value: neither does oxvirt.
+    let _running_id = root.attr("id");
     root.finish_attrs()?;
 
     let mut name = None;
