@@ -873,8 +873,43 @@ pub struct CharDevice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CharSource {
     Pty,
-    File { path: String, append: Option<bool> },
-    Unix { path: String, mode: UnixMode },
+    File {
+        path: String,
+        append: Option<bool>,
+    },
+    Unix {
+        path: String,
+        mode: UnixMode,
+    },
+    /// `type='tcp'`: `<source mode= host= service=>` (mode `bind` listens) and
+    /// `<protocol type=>` (libvirt's default `raw`, always printed).
+    Tcp {
+        mode: UnixMode,
+        host: String,
+        /// A port number or service name, as libvirt keeps it.
+        service: String,
+        protocol: TcpProtocol,
+    },
+    /// `type='udp'`: datagrams go to the `connect` address and come in on the `bind` one.
+    Udp {
+        bind_host: Option<String>,
+        bind_service: Option<String>,
+        connect_host: Option<String>,
+        connect_service: String,
+    },
+    /// `type='null'`: output discarded, no input.
+    Null,
+    /// `type='stdio'`: the emulator's standard input and output.
+    Stdio,
+    /// `type='vc'`: a virtual console of the emulator's display.
+    Vc,
+}
+
+/// `<serial type='tcp'><protocol type=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpProtocol {
+    Raw,
+    Telnet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

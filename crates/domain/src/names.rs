@@ -150,6 +150,8 @@ pub(crate) const NIC_MODELS: &[&str] = &[
     "pcnet",
     "vmxnet3",
 ];
+pub(crate) const TCP_PROTOCOLS: &[(&str, TcpProtocol)] =
+    &[("raw", TcpProtocol::Raw), ("telnet", TcpProtocol::Telnet)];
 pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
     &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
 pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
@@ -263,6 +265,7 @@ xml_names! {
     InterfaceType => INTERFACE_TYPES,
     InterfaceDriverName => INTERFACE_DRIVERS,
     UnixMode => UNIX_MODES,
+    TcpProtocol => TCP_PROTOCOLS,
     InputType => INPUT_TYPES,
     InputBus => INPUT_BUSES,
     VideoModel => VIDEO_MODELS,

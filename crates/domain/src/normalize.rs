@@ -343,20 +343,18 @@ fn add_disk_controllers(devices: &mut Devices) {
 /// The x86 console compatibility rules: `<console>` 0 of target type serial is the same
 /// device as `<serial>` 0 (created from the console when there is no serial).
 fn normalize_chardevs(devices: &mut Devices) {
-    // Serials without a port take the lowest port no other serial uses.
-    let mut used_ports: Vec<u32> = devices
-        .serials
-        .iter()
-        .filter_map(|s| s.target.port)
-        .collect();
+    // Serials without a port take, in order, the one after the highest port any serial has
+    // (libvirt 9.0: `<serial type='null'/><serial><target port='1'/></serial>` numbers the
+    // first one 2, not 0).
+    let mut highest: Option<u32> = devices.serials.iter().filter_map(|s| s.target.port).max();
     for serial in devices.serials.iter_mut() {
         let target = &mut serial.target;
         if target.target_type.is_none() {
             target.target_type = Some("isa-serial".to_string());
         }
         if target.port.is_none() {
-            let port = (0..).find(|p| !used_ports.contains(p)).unwrap_or(0);
-            used_ports.push(port);
+            let port = highest.map_or(0, |p| p.saturating_add(1));
+            highest = Some(port);
             target.port = Some(port);
         }
         if target.model.is_none() {

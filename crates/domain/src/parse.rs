@@ -1273,15 +1273,66 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
 
 fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
     let kind = elem.required_attr("type")?;
-    let table = [("pty", ()), ("file", ()), ("unix", ())];
+    let table = [
+        ("pty", ()),
+        ("file", ()),
+        ("unix", ()),
+        ("tcp", ()),
+        ("udp", ()),
+        ("null", ()),
+        ("stdio", ()),
+        ("vc", ()),
+    ];
     if lookup(&table, kind).is_none() {
         return Err(elem.enum_error("attribute 'type'", kind, &table));
     }
     elem.finish_attrs()?;
     let mut source = None;
     let mut target = None;
+    // tcp and udp: every <source mode host service> (udp has a bind and a connect one) and
+    // tcp's <protocol>.
+    let mut net_sources: Vec<(
+        UnixMode,
+        Option<String>,
+        Option<String>,
+        crate::error::Location,
+    )> = Vec::new();
+    let mut protocol = None;
     for mut child in elem.children()? {
         match child.name() {
+            "source" if matches!(kind, "tcp" | "udp") => {
+                let mode = child
+                    .enum_attr("mode", UNIX_MODES)?
+                    .unwrap_or(UnixMode::Connect);
+                let host = child.attr("host").map(str::to_string);
+                let service = child.attr("service").map(str::to_string);
+                child.finish_attrs()?;
+                child.leaf()?;
+                if net_sources.iter().any(|(m, ..)| *m == mode)
+                    || kind == "tcp" && !net_sources.is_empty()
+                {
+                    return Err(child.duplicate());
+                }
+                net_sources.push((mode, host, service, child.loc()));
+            }
+            "protocol" if kind == "tcp" => {
+                let value = child.required_attr("type")?;
+                let parsed = match lookup(TCP_PROTOCOLS, value) {
+                    Some(p) => p,
+                    // TLS needs host certificates oxvirt does not manage.
+                    None if matches!(value, "telnets" | "tls") => {
+                        return Err(child.unsupported_value(
+                            "attribute 'type'",
+                            value,
+                            TCP_PROTOCOLS,
+                        ))
+                    }
+                    None => return Err(child.enum_error("attribute 'type'", value, TCP_PROTOCOLS)),
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut protocol, parsed, &child)?;
+            }
             "source" => {
                 let parsed = match kind {
                     "file" => {
@@ -1343,8 +1394,49 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
             _ => return Err(child.unsupported()),
         }
     }
+    let missing = |what: &str, location: &crate::error::Location| DomainError::Missing {
+        what: format!("attribute '{what}'"),
+        location: location.clone(),
+    };
     let source = match (kind, source) {
         ("pty", _) => CharSource::Pty,
+        ("null", _) => CharSource::Null,
+        ("stdio", _) => CharSource::Stdio,
+        ("vc", _) => CharSource::Vc,
+        ("tcp", _) => {
+            let Some((mode, host, service, location)) = net_sources.pop() else {
+                return Err(elem.missing("element <source>"));
+            };
+            CharSource::Tcp {
+                mode,
+                host: host.ok_or_else(|| missing("host", &location))?,
+                service: service.ok_or_else(|| missing("service", &location))?,
+                protocol: protocol.unwrap_or(TcpProtocol::Raw),
+            }
+        }
+        ("udp", _) => {
+            let find = |wanted: UnixMode| {
+                net_sources
+                    .iter()
+                    .find(|(mode, ..)| *mode == wanted)
+                    .map(|(_, host, service, location)| (host.clone(), service.clone(), location))
+            };
+            let (connect_host, connect_service) = match find(UnixMode::Connect) {
+                Some((host, Some(service), _)) => (host, service),
+                Some((_, None, location)) => return Err(missing("service", location)),
+                None => return Err(elem.missing("element <source mode='connect'> with a service")),
+            };
+            let (bind_host, bind_service) = match find(UnixMode::Bind) {
+                Some((host, service, _)) => (host, service),
+                None => (None, None),
+            };
+            CharSource::Udp {
+                bind_host,
+                bind_service,
+                connect_host,
+                connect_service,
+            }
+        }
         (_, Some(source)) => source,
         (_, None) => {
             return Err(DomainError::Missing {

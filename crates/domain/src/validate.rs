@@ -558,7 +558,36 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                         ));
                     }
                 }
-                CharSource::Pty => {}
+                CharSource::Tcp { host, service, .. } => {
+                    for text in [host, service] {
+                        if text.is_empty() || text.chars().any(char::is_control) {
+                            return Err(invalid(
+                                path,
+                                "tcp source host or service is empty or has control characters",
+                            ));
+                        }
+                    }
+                }
+                CharSource::Udp {
+                    bind_host,
+                    bind_service,
+                    connect_host,
+                    connect_service,
+                } => {
+                    let texts = [bind_host, bind_service, connect_host]
+                        .into_iter()
+                        .flatten()
+                        .chain([connect_service]);
+                    for text in texts {
+                        if text.is_empty() || text.chars().any(char::is_control) {
+                            return Err(invalid(
+                                path,
+                                "udp source host or service is empty or has control characters",
+                            ));
+                        }
+                    }
+                }
+                CharSource::Pty | CharSource::Null | CharSource::Stdio | CharSource::Vc => {}
             }
             if let Some(t) = &dev.target.target_type {
                 if !CHAR_TARGET_TYPES.contains(&t.as_str()) {

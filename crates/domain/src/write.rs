@@ -676,10 +676,59 @@ fn write_chardev(w: &mut Writer, element: &str, dev: &CharDevice) {
         CharSource::Pty => "pty",
         CharSource::File { .. } => "file",
         CharSource::Unix { .. } => "unix",
+        CharSource::Tcp { .. } => "tcp",
+        CharSource::Udp { .. } => "udp",
+        CharSource::Null => "null",
+        CharSource::Stdio => "stdio",
+        CharSource::Vc => "vc",
     };
     w.start(element, &[("type", s(kind))]);
     match &dev.source {
-        CharSource::Pty => {}
+        CharSource::Pty | CharSource::Null | CharSource::Stdio | CharSource::Vc => {}
+        CharSource::Tcp {
+            mode,
+            host,
+            service,
+            protocol,
+        } => {
+            w.empty(
+                "source",
+                &[
+                    ("mode", s(name_of(UNIX_MODES, *mode))),
+                    ("host", s(host)),
+                    ("service", s(service)),
+                ],
+            );
+            w.empty(
+                "protocol",
+                &[("type", s(name_of(TCP_PROTOCOLS, *protocol)))],
+            );
+        }
+        CharSource::Udp {
+            bind_host,
+            bind_service,
+            connect_host,
+            connect_service,
+        } => {
+            if bind_host.is_some() || bind_service.is_some() {
+                w.empty(
+                    "source",
+                    &[
+                        ("mode", s("bind")),
+                        ("host", bind_host.clone()),
+                        ("service", bind_service.clone()),
+                    ],
+                );
+            }
+            w.empty(
+                "source",
+                &[
+                    ("mode", s("connect")),
+                    ("host", connect_host.clone()),
+                    ("service", s(connect_service)),
+                ],
+            );
+        }
         CharSource::File { path, append } => w.empty(
             "source",
             &[

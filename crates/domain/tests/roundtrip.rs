@@ -439,6 +439,35 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
                 .prop_map(|(path, append)| CharSource::File { path, append }),
             (path(), select(vec![UnixMode::Bind, UnixMode::Connect]))
                 .prop_map(|(path, mode)| CharSource::Unix { path, mode }),
+            (
+                select(vec![UnixMode::Bind, UnixMode::Connect]),
+                "[a-z0-9.:]{1,12}",
+                "[a-z0-9]{1,6}",
+                select(vec![TcpProtocol::Raw, TcpProtocol::Telnet]),
+            )
+                .prop_map(|(mode, host, service, protocol)| CharSource::Tcp {
+                    mode,
+                    host,
+                    service,
+                    protocol
+                }),
+            (
+                option::of("[a-z0-9.:]{1,12}"),
+                option::of("[0-9]{1,5}"),
+                option::of("[a-z0-9.:]{1,12}"),
+                "[0-9]{1,5}",
+            )
+                .prop_map(
+                    |(bind_host, bind_service, connect_host, connect_service)| CharSource::Udp {
+                        bind_host,
+                        bind_service,
+                        connect_host,
+                        connect_service
+                    }
+                ),
+            Just(CharSource::Null),
+            Just(CharSource::Stdio),
+            Just(CharSource::Vc),
         ],
         option::of(select(vec!["isa-serial", "pci-serial", "usb-serial"])),
         option::of(0u32..4),

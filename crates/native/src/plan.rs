@@ -779,7 +779,7 @@ impl Planner {
                 );
             } else if !matches!(source, CharSource::Pty) {
                 self.no(
-                    "<serial type='file'|'unix'>",
+                    "<serial type='file'|'unix'|'tcp'|'udp'|'null'|'stdio'|'vc'>",
                     *line,
                     "the console is the engine's socket and log; use type='pty'",
                 );

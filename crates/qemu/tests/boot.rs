@@ -383,6 +383,44 @@ async fn guest_sees_virtio_blk_queues() {
     assert!(sector0.contains("|OXVIRT-MQ-DISK"), "{sector0}");
 }
 
+/// A `<serial type='tcp'>` server on 127.0.0.1: the test connects to it and reads what the
+/// guest writes to that port (ttyS1; ttyS0 stays the console the test drives).
+#[tokio::test(flavor = "multi_thread")]
+async fn serial_tcp_server_carries_guest_output() {
+    use std::io::Read;
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let devices = format!(
+        "<serial type='tcp'>
+           <source mode='bind' host='127.0.0.1' service='{port}'/>
+           <protocol type='raw'/>
+           <target port='1'/>
+         </serial>"
+    );
+    let vm = test_vm(&guest_xml("oxvirt-qemu-serial-tcp", "", &devices));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).expect("QEMU listens");
+    socket.set_read_timeout(Some(BOUND)).unwrap();
+    console
+        .run("echo OXVIRT-OVER-TCP > /dev/ttyS1", BOUND)
+        .expect("guest wrote to ttyS1");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("OXVIRT-OVER-TCP") {
+        let n = socket.read(&mut buf).expect("read from the serial socket");
+        assert!(
+            n > 0,
+            "socket closed; got {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

@@ -366,6 +366,49 @@ fn disk_queues_error_policies_and_copy_on_read() {
     assert!(reason.contains("virtio"), "{reason}");
 }
 
+/// Serial ports of the other chardev types, as libvirt 9.0 maps them (its `domxml-to-native`
+/// of the own cases serial-tcp-udp and serial-null-stdio-vc).
+#[test]
+fn serial_tcp_udp_null_stdio_vc() {
+    let xml = xml(
+        "",
+        "<serial type='pty'><target port='0'/></serial>
+         <serial type='tcp'><source mode='bind' host='127.0.0.1' service='4555'/><protocol type='telnet'/></serial>
+         <serial type='tcp'><source host='192.0.2.1' service='4556'/></serial>
+         <serial type='udp'><source mode='bind' host='0.0.0.0' service='4557'/><source mode='connect' host='192.0.2.2' service='4558'/></serial>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let chardevs = values(&args, "-chardev");
+    for expected in [
+        "socket,id=charserial1,host=127.0.0.1,port=4555,telnet=on,server=on,wait=off",
+        "socket,id=charserial2,host=192.0.2.1,port=4556",
+        "udp,id=charserial3,host=192.0.2.2,port=4558,localaddr=0.0.0.0,localport=4557",
+    ] {
+        assert!(
+            chardevs.contains(&expected),
+            "{expected} not in {chardevs:?}"
+        );
+    }
+    assert_eq!(device(&args, "serial2")["chardev"], "charserial2");
+
+    let xml = self::xml(
+        "",
+        "<serial type='null'/><serial type='stdio'/><serial type='vc'/>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let chardevs = values(&args, "-chardev");
+    for expected in [
+        "null,id=charserial0",
+        "stdio,id=charserial1",
+        "vc,id=charserial2",
+    ] {
+        assert!(
+            chardevs.contains(&expected),
+            "{expected} not in {chardevs:?}"
+        );
+    }
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(

@@ -3,7 +3,7 @@
 use oxvirt_domain::{
     Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, Input,
     InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource, InterfaceType, MacAddr,
-    MemBalloon, MemBalloonModel, Rng, UnixMode, Video, VideoModel, VncListen,
+    MemBalloon, MemBalloonModel, Rng, TcpProtocol, UnixMode, Video, VideoModel, VncListen,
 };
 use serde_json::json;
 
@@ -142,6 +142,26 @@ impl Builder<'_> {
                         ""
                     }
                 ),
+                CharSource::Tcp {
+                    mode,
+                    host,
+                    service,
+                    protocol,
+                } => tcp_chardev(&id, *mode, host, service, *protocol),
+                CharSource::Udp {
+                    bind_host,
+                    bind_service,
+                    connect_host,
+                    connect_service,
+                } => udp_chardev(
+                    &id,
+                    (connect_host.as_deref(), connect_service),
+                    (bind_host.as_deref(), bind_service.as_deref()),
+                ),
+                // What goes to stdio lands in qemu.log (QEMU's stdin is /dev/null).
+                CharSource::Null => format!("null,id={id}"),
+                CharSource::Stdio => format!("stdio,id={id}"),
+                CharSource::Vc => format!("vc,id={id}"),
             };
             self.arg("-chardev", chardev);
             self.devices.on_buses.push(json!({
@@ -530,6 +550,51 @@ impl Builder<'_> {
         }
         Ok(())
     }
+}
+
+/// `-chardev` of a tcp serial port, as libvirt 9.0 writes it: a listening socket does not
+/// wait for its client (the guest runs without one); `telnet=on` for the telnet protocol.
+fn tcp_chardev(
+    id: &str,
+    mode: UnixMode,
+    host: &str,
+    service: &str,
+    protocol: TcpProtocol,
+) -> String {
+    let mut chardev = format!(
+        "socket,id={id},host={},port={}",
+        escape_opt(host),
+        escape_opt(service)
+    );
+    if protocol == TcpProtocol::Telnet {
+        chardev.push_str(",telnet=on");
+    }
+    if mode == UnixMode::Bind {
+        chardev.push_str(",server=on,wait=off");
+    }
+    chardev
+}
+
+/// `-chardev` of a udp serial port: it sends to `host:port` (`connect`) and receives on
+/// `localaddr:localport` (`bind`). Where libvirt passes empty hosts and `localport=0`, oxvirt
+/// leaves them to QEMU's defaults (`localhost`, any local port), which mean the same.
+fn udp_chardev(
+    id: &str,
+    (connect_host, connect_service): (Option<&str>, &str),
+    (bind_host, bind_service): (Option<&str>, Option<&str>),
+) -> String {
+    let mut chardev = format!("udp,id={id}");
+    if let Some(host) = connect_host {
+        chardev.push_str(&format!(",host={}", escape_opt(host)));
+    }
+    chardev.push_str(&format!(",port={}", escape_opt(connect_service)));
+    if let Some(host) = bind_host {
+        chardev.push_str(&format!(",localaddr={}", escape_opt(host)));
+    }
+    if let Some(service) = bind_service {
+        chardev.push_str(&format!(",localport={}", escape_opt(service)));
+    }
+    chardev
 }
 
 #[cfg(test)]
