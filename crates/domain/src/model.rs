@@ -528,6 +528,7 @@ pub struct Devices {
     pub consoles: Vec<CharDevice>,
     pub inputs: Vec<Input>,
     pub graphics: Vec<Graphics>,
+    pub sounds: Vec<Sound>,
     pub audios: Vec<Audio>,
     pub videos: Vec<Video>,
     pub memballoon: Option<MemBalloon>,
@@ -973,10 +974,21 @@ pub enum VncListen {
     Socket(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `<audio id= type=>`: a host audio backend that sound devices play into.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audio {
     pub id: u32,
     pub audio_type: AudioType,
+    /// `timerPeriod=`, microseconds.
+    pub timer_period: Option<u32>,
+    /// `serverName=` (pulseaudio).
+    pub server_name: Option<String>,
+    /// `driver=` (sdl): SDL's own audio driver (`esd`, `alsa`, `arts`, `pulseaudio`).
+    pub sdl_driver: Option<String>,
+    /// `path=` (file): the WAV file written.
+    pub path: Option<String>,
+    pub input: Option<AudioStream>,
+    pub output: Option<AudioStream>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
 }
@@ -984,6 +996,86 @@ pub struct Audio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioType {
     None,
+    Alsa,
+    Coreaudio,
+    Jack,
+    Oss,
+    Pulseaudio,
+    Sdl,
+    Spice,
+    File,
+    Dbus,
+}
+
+/// `<audio><input>` or `<output>`: one direction of an audio backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AudioStream {
+    pub mixing_engine: Option<bool>,
+    pub fixed_settings: Option<bool>,
+    pub voices: Option<u32>,
+    /// `bufferLength=`, microseconds.
+    pub buffer_length: Option<u32>,
+    /// `<settings frequency= channels= format=>` (only with `fixedSettings='yes'`).
+    pub settings: Option<AudioSettings>,
+    /// `dev=` (alsa, oss).
+    pub dev: Option<String>,
+    /// `tryPoll=` (oss).
+    pub try_poll: Option<bool>,
+    /// `name=`, `streamName=`, `latency=` (pulseaudio).
+    pub name: Option<String>,
+    pub stream_name: Option<String>,
+    pub latency: Option<u32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AudioSettings {
+    pub frequency: Option<u32>,
+    pub channels: Option<u32>,
+    pub format: Option<AudioFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioFormat {
+    U8,
+    S8,
+    U16,
+    S16,
+    U32,
+    S32,
+    F32,
+}
+
+/// `<sound model=>`: an emulated sound card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sound {
+    pub model: SoundModel,
+    /// `<codec type=>` of an HD Audio controller (libvirt reads them for ich6/ich9 only);
+    /// none means QEMU's duplex codec.
+    pub codecs: Vec<SoundCodec>,
+    /// `<audio id=>`: the backend it plays into; none means the first `<audio>`.
+    pub audio_id: Option<u32>,
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SoundModel {
+    Sb16,
+    Es1370,
+    Ac97,
+    Ich6,
+    Ich9,
+    Usb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SoundCodec {
+    Duplex,
+    Micro,
+    Output,
 }
 
 /// `<video><model type= vram= heads= primary=>`.

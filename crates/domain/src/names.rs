@@ -176,7 +176,45 @@ pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
     ("virtio", MemBalloonModel::Virtio),
     ("none", MemBalloonModel::None),
 ];
-pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[("none", AudioType::None)];
+pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[
+    ("none", AudioType::None),
+    ("alsa", AudioType::Alsa),
+    ("coreaudio", AudioType::Coreaudio),
+    ("jack", AudioType::Jack),
+    ("oss", AudioType::Oss),
+    ("pulseaudio", AudioType::Pulseaudio),
+    ("sdl", AudioType::Sdl),
+    ("spice", AudioType::Spice),
+    ("file", AudioType::File),
+    ("dbus", AudioType::Dbus),
+];
+pub(crate) const AUDIO_FORMATS: &[(&str, AudioFormat)] = &[
+    ("u8", AudioFormat::U8),
+    ("s8", AudioFormat::S8),
+    ("u16", AudioFormat::U16),
+    ("s16", AudioFormat::S16),
+    ("u32", AudioFormat::U32),
+    ("s32", AudioFormat::S32),
+    ("f32", AudioFormat::F32),
+];
+/// libvirt's SDL audio drivers (`<audio type='sdl' driver=>`).
+pub(crate) const SDL_AUDIO_DRIVERS: &[&str] = &["esd", "alsa", "arts", "pulseaudio"];
+pub(crate) const SOUND_MODELS: &[(&str, SoundModel)] = &[
+    ("sb16", SoundModel::Sb16),
+    ("es1370", SoundModel::Es1370),
+    ("ac97", SoundModel::Ac97),
+    ("ich6", SoundModel::Ich6),
+    ("ich9", SoundModel::Ich9),
+    ("usb", SoundModel::Usb),
+];
+/// libvirt 9.0 models QEMU 7.2 has no device for (`ich7`) or that are a machine option
+/// (`pcspk`).
+pub(crate) const SOUND_MODELS_UNSUPPORTED: &[&str] = &["pcspk", "ich7"];
+pub(crate) const SOUND_CODECS: &[(&str, SoundCodec)] = &[
+    ("duplex", SoundCodec::Duplex),
+    ("micro", SoundCodec::Micro),
+    ("output", SoundCodec::Output),
+];
 
 /// Serial/console target types libvirt knows for x86.
 pub(crate) const CHAR_TARGET_TYPES: &[&str] =
@@ -271,6 +309,9 @@ xml_names! {
     VideoModel => VIDEO_MODELS,
     MemBalloonModel => BALLOON_MODELS,
     AudioType => AUDIO_TYPES,
+    AudioFormat => AUDIO_FORMATS,
+    SoundModel => SOUND_MODELS,
+    SoundCodec => SOUND_CODECS,
 }
 
 #[cfg(test)]

@@ -130,6 +130,12 @@ fn normalize_devices(d: &mut Domain) {
         devices.audios.push(Audio {
             id: 1,
             audio_type: AudioType::None,
+            timer_period: None,
+            server_name: None,
+            sdl_driver: None,
+            path: None,
+            input: None,
+            output: None,
             line: SourceLine::NONE,
         });
     }
@@ -521,6 +527,9 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
     for x in &devices.interfaces {
         note(&x.address, &mut used);
     }
+    for x in &devices.sounds {
+        note(&x.address, &mut used);
+    }
     for x in &devices.disks {
         note(&x.address, &mut used);
     }
@@ -565,11 +574,17 @@ fn assign_pci_addresses_i440fx(devices: &mut Devices) {
             video.address = next_free(&mut used);
         }
     }
-    // libvirt's order: primary video, NICs, controllers, virtio disks, balloon, RNGs,
-    // other videos, virtio inputs.
+    // libvirt's order: primary video, NICs, PCI sound cards, controllers, virtio disks,
+    // balloon, RNGs, other videos, virtio inputs.
     for iface in &mut devices.interfaces {
         if iface.address.is_none() {
             iface.address = next_free(&mut used);
+        }
+    }
+    for sound in &mut devices.sounds {
+        let on_pci = !matches!(sound.model, SoundModel::Sb16 | SoundModel::Usb);
+        if on_pci && sound.address.is_none() {
+            sound.address = next_free(&mut used);
         }
     }
     for c in &mut devices.controllers {

@@ -738,26 +738,8 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
             "console" => devices.consoles.push(parse_chardev(&mut child)?),
             "input" => devices.inputs.push(parse_input(&mut child)?),
             "graphics" => devices.graphics.push(parse_graphics(&mut child)?),
-            "audio" => {
-                let id = child.u32_attr("id")?.ok_or_else(|| DomainError::Missing {
-                    what: "attribute 'id'".to_string(),
-                    location: child.loc(),
-                })?;
-                let audio_type =
-                    child
-                        .enum_attr("type", AUDIO_TYPES)?
-                        .ok_or_else(|| DomainError::Missing {
-                            what: "attribute 'type'".to_string(),
-                            location: child.loc(),
-                        })?;
-                child.finish_attrs()?;
-                child.leaf()?;
-                devices.audios.push(Audio {
-                    id,
-                    audio_type,
-                    line: child.source_line(),
-                });
-            }
+            "audio" => devices.audios.push(parse_audio(&mut child)?),
+            "sound" => devices.sounds.push(parse_sound(&mut child)?),
             "video" => devices.videos.push(parse_video(&mut child)?),
             "memballoon" => {
                 let balloon = parse_memballoon(&mut child)?;
@@ -1685,6 +1667,180 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
     })?;
     Ok(Rng {
         backend_random,
+        address,
+        line: elem.source_line(),
+    })
+}
+
+/// libvirt's `VIR_XML_PROP_NONZERO` numbers of `<audio>`.
+fn nonzero_u32(elem: &mut Elem, name: &'static str) -> Result<Option<u32>> {
+    match elem.u32_attr(name)? {
+        Some(0) => Err(elem.invalid(&format!("attribute '{name}'"), "0", "zero is not permitted")),
+        other => Ok(other),
+    }
+}
+
+fn parse_audio(elem: &mut Elem) -> Result<Audio> {
+    let id = elem
+        .u32_attr("id")?
+        .ok_or_else(|| elem.missing("attribute 'id'"))?;
+    if id == 0 {
+        return Err(elem.invalid("attribute 'id'", "0", "audio ids start at 1"));
+    }
+    let audio_type = elem
+        .enum_attr("type", AUDIO_TYPES)?
+        .ok_or_else(|| elem.missing("attribute 'type'"))?;
+    let timer_period = nonzero_u32(elem, "timerPeriod")?;
+    // Attributes of one backend type only; on another type they are unknown attributes.
+    let server_name = match audio_type {
+        AudioType::Pulseaudio => elem.attr("serverName").map(str::to_string),
+        _ => None,
+    };
+    let sdl_driver = match elem.attr_if(audio_type == AudioType::Sdl, "driver") {
+        None => None,
+        Some(driver) if SDL_AUDIO_DRIVERS.contains(&driver) => Some(driver.to_string()),
+        Some(driver) => {
+            let table: Vec<(&str, ())> = SDL_AUDIO_DRIVERS.iter().map(|d| (*d, ())).collect();
+            return Err(elem.enum_error("attribute 'driver'", driver, &table));
+        }
+    };
+    let path = match audio_type {
+        AudioType::File => elem.attr("path").map(str::to_string),
+        _ => None,
+    };
+    elem.finish_attrs()?;
+    let mut input = None;
+    let mut output = None;
+    for mut child in elem.children()? {
+        let slot = match child.name() {
+            "input" => &mut input,
+            "output" => &mut output,
+            _ => return Err(child.unsupported()),
+        };
+        let stream = parse_audio_stream(&mut child, audio_type)?;
+        if slot.is_some() {
+            return Err(child.duplicate());
+        }
+        // An empty <input/> says nothing; libvirt prints none.
+        *slot = (stream != AudioStream::default()).then_some(stream);
+    }
+    Ok(Audio {
+        id,
+        audio_type,
+        timer_period,
+        server_name,
+        sdl_driver,
+        path,
+        input,
+        output,
+        line: elem.source_line(),
+    })
+}
+
+fn parse_audio_stream(elem: &mut Elem, audio_type: AudioType) -> Result<AudioStream> {
+    let mut stream = AudioStream {
+        mixing_engine: elem.yes_no_attr("mixingEngine")?,
+        fixed_settings: elem.yes_no_attr("fixedSettings")?,
+        voices: nonzero_u32(elem, "voices")?,
+        buffer_length: nonzero_u32(elem, "bufferLength")?,
+        ..AudioStream::default()
+    };
+    match audio_type {
+        AudioType::Alsa => stream.dev = elem.attr("dev").map(str::to_string),
+        AudioType::Oss => {
+            stream.dev = elem.attr("dev").map(str::to_string);
+            stream.try_poll = elem.yes_no_attr("tryPoll")?;
+        }
+        AudioType::Pulseaudio => {
+            stream.name = elem.attr("name").map(str::to_string);
+            stream.stream_name = elem.attr("streamName").map(str::to_string);
+            stream.latency = nonzero_u32(elem, "latency")?;
+        }
+        _ => {}
+    }
+    elem.finish_attrs()?;
+    for mut child in elem.children()? {
+        if child.name() != "settings" {
+            return Err(child.unsupported());
+        }
+        let settings = AudioSettings {
+            frequency: nonzero_u32(&mut child, "frequency")?,
+            channels: nonzero_u32(&mut child, "channels")?,
+            format: child.enum_attr("format", AUDIO_FORMATS)?,
+        };
+        child.finish_attrs()?;
+        child.leaf()?;
+        if stream.fixed_settings != Some(true) {
+            return Err(DomainError::Invalid {
+                reason: "audio settings specified without fixedSettings='yes'".to_string(),
+                location: child.loc(),
+            });
+        }
+        set_once(&mut stream.settings, settings, &child)?;
+    }
+    if stream.fixed_settings == Some(true) {
+        if stream.mixing_engine != Some(true) {
+            return Err(DomainError::Invalid {
+                reason: "fixed audio settings need mixingEngine='yes'".to_string(),
+                location: elem.loc(),
+            });
+        }
+        // libvirt prints <settings/> for fixed settings, even empty ones.
+        stream.settings.get_or_insert_with(AudioSettings::default);
+    }
+    if stream != AudioStream::default() {
+        stream.line = elem.source_line();
+    }
+    Ok(stream)
+}
+
+fn parse_sound(elem: &mut Elem) -> Result<Sound> {
+    let model = elem.required_attr("model")?;
+    let model = match lookup(SOUND_MODELS, model) {
+        Some(model) => model,
+        None if SOUND_MODELS_UNSUPPORTED.contains(&model) => {
+            return Err(elem.unsupported_value("attribute 'model'", model, SOUND_MODELS))
+        }
+        None => return Err(elem.enum_error("attribute 'model'", model, SOUND_MODELS)),
+    };
+    elem.finish_attrs()?;
+    let mut codecs = Vec::new();
+    let mut audio_id = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "codec" => {
+                let codec = child
+                    .enum_attr("type", SOUND_CODECS)?
+                    .ok_or_else(|| child.missing("attribute 'type'"))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                codecs.push(codec);
+            }
+            "audio" => {
+                let id = child
+                    .u32_attr("id")?
+                    .ok_or_else(|| child.missing("attribute 'id'"))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                // libvirt reads id 0 as "no link".
+                set_once(&mut audio_id, id, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    // libvirt reads codecs of HD Audio controllers only and drops them elsewhere.
+    if !matches!(model, SoundModel::Ich6 | SoundModel::Ich9) {
+        codecs.clear();
+    }
+    Ok(Sound {
+        model,
+        codecs,
+        audio_id: audio_id.filter(|id| *id != 0),
         address,
         line: elem.source_line(),
     })

@@ -658,6 +658,32 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 format!("audio id {} is zero or used twice", audio.id),
             ));
         }
+        if audio.audio_type == AudioType::Spice {
+            // libvirt 9.0: spice audio needs spice graphics, which oxvirt does not model.
+            return Err(DomainError::Invalid {
+                reason: "spice audio needs <graphics type='spice'>".to_string(),
+                location: Location::new("devices/audio", audio.line.get()),
+            });
+        }
+        for text in [&audio.server_name, &audio.path].into_iter().flatten() {
+            if text.is_empty() || text.chars().any(char::is_control) {
+                return Err(invalid(
+                    "devices/audio",
+                    "empty value or control characters",
+                ));
+            }
+        }
+    }
+    for sound in &devices.sounds {
+        if let Some(id) = sound.audio_id {
+            if !audio_ids.contains(&id) {
+                return Err(DomainError::Invalid {
+                    reason: format!("no audio device with id {id}"),
+                    location: Location::new("devices/sound/audio", sound.line.get()),
+                });
+            }
+        }
+        validate_address("devices/sound", &sound.address)?;
     }
     if devices.videos.iter().filter(|v| v.primary).count() > 1 {
         return Err(invalid(

@@ -463,8 +463,11 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
     for graphics in &devices.graphics {
         write_graphics(w, graphics);
     }
+    for sound in &devices.sounds {
+        write_sound(w, sound);
+    }
     for audio in &devices.audios {
-        w.empty("audio", &[("id", s(audio.id)), ("type", s("none"))]);
+        write_audio(w, audio);
     }
     for video in &devices.videos {
         w.start("video", &[]);
@@ -754,6 +757,81 @@ fn write_chardev(w: &mut Writer, element: &str, dev: &CharDevice) {
         None => w.empty("target", &attrs),
     }
     w.end(element);
+}
+
+fn write_sound(w: &mut Writer, sound: &Sound) {
+    let attrs = [("model", s(name_of(SOUND_MODELS, sound.model)))];
+    if sound.codecs.is_empty() && sound.audio_id.is_none() && sound.address.is_none() {
+        w.empty("sound", &attrs);
+        return;
+    }
+    w.start("sound", &attrs);
+    for codec in &sound.codecs {
+        w.empty("codec", &[("type", s(name_of(SOUND_CODECS, *codec)))]);
+    }
+    if let Some(id) = sound.audio_id {
+        w.empty("audio", &[("id", s(id))]);
+    }
+    write_address(w, &sound.address);
+    w.end("sound");
+}
+
+/// In libvirt's attribute order: common ones, then the backend type's, then `<settings>`.
+fn write_audio(w: &mut Writer, audio: &Audio) {
+    let attrs = [
+        ("id", s(audio.id)),
+        ("type", s(name_of(AUDIO_TYPES, audio.audio_type))),
+        ("timerPeriod", audio.timer_period.map(|n| n.to_string())),
+        ("serverName", audio.server_name.clone()),
+        ("driver", audio.sdl_driver.clone()),
+        ("path", audio.path.clone()),
+    ];
+    if audio.input.is_none() && audio.output.is_none() {
+        w.empty("audio", &attrs);
+        return;
+    }
+    w.start("audio", &attrs);
+    for (name, stream) in [("input", &audio.input), ("output", &audio.output)] {
+        let Some(stream) = stream else { continue };
+        let attrs = [
+            (
+                "mixingEngine",
+                stream.mixing_engine.map(|b| yes_no(b).to_string()),
+            ),
+            (
+                "fixedSettings",
+                stream.fixed_settings.map(|b| yes_no(b).to_string()),
+            ),
+            ("voices", stream.voices.map(|n| n.to_string())),
+            ("bufferLength", stream.buffer_length.map(|n| n.to_string())),
+            ("dev", stream.dev.clone()),
+            ("tryPoll", stream.try_poll.map(|b| yes_no(b).to_string())),
+            ("name", stream.name.clone()),
+            ("streamName", stream.stream_name.clone()),
+            ("latency", stream.latency.map(|n| n.to_string())),
+        ];
+        match &stream.settings {
+            Some(settings) => {
+                w.start(name, &attrs);
+                w.empty(
+                    "settings",
+                    &[
+                        ("frequency", settings.frequency.map(|n| n.to_string())),
+                        ("channels", settings.channels.map(|n| n.to_string())),
+                        (
+                            "format",
+                            settings
+                                .format
+                                .map(|f| name_of(AUDIO_FORMATS, f).to_string()),
+                        ),
+                    ],
+                );
+                w.end(name);
+            }
+            None => w.empty(name, &attrs),
+        }
+    }
+    w.end("audio");
 }
 
 fn write_graphics(w: &mut Writer, g: &Graphics) {

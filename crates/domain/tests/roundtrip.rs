@@ -662,6 +662,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     consoles,
                     inputs,
                     graphics,
+                    sounds: Vec::new(),
                     audios: Vec::new(),
                     videos,
                     memballoon,

@@ -439,7 +439,8 @@ impl Planner {
             consoles,
             inputs,
             graphics,
-            // No sound device, so no audio backend either.
+            sounds,
+            // Without a sound card (refused below) a backend plays nothing.
             audios: _,
             videos,
             memballoon,
@@ -455,6 +456,13 @@ impl Planner {
             .map(|(index, iface)| self.interface(index, iface))
             .collect();
         self.serials(serials, consoles);
+        for sound in sounds {
+            self.no(
+                format!("<sound model='{}'>", sound.model.as_str()),
+                sound.line,
+                "no sound cards",
+            );
+        }
         for input in inputs {
             let Input {
                 input_type,

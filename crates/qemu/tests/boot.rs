@@ -421,6 +421,43 @@ async fn serial_tcp_server_carries_guest_output() {
     }
 }
 
+/// Sound cards on a `file` audio backend: QEMU starts with them, the guest finds them on its
+/// PCI bus (the cloud kernel has no sound drivers, so by vendor:device), and QEMU writes the
+/// WAV file on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_sees_sound_cards_on_a_wav_backend() {
+    let out = tempfile::tempdir().unwrap();
+    let wav = out.path().join("sound.wav");
+    let devices = format!(
+        "<sound model='ich9'><codec type='output'/><audio id='1'/></sound>
+         <sound model='ac97'/>
+         <sound model='es1370'/>
+         <audio id='1' type='file' path='{}'/>",
+        wav.display()
+    );
+    let vm = test_vm(&guest_xml("oxvirt-qemu-sound", "", &devices));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let ids = console
+        .run(
+            "for d in /sys/bus/pci/devices/*; do echo $(cat $d/vendor):$(cat $d/device); done",
+            BOUND,
+        )
+        .expect("PCI ids");
+    for (card, id) in [
+        ("ich9-intel-hda", "0x8086:0x293e"),
+        ("AC97", "0x8086:0x2415"),
+        ("ES1370", "0x1274:0x5000"),
+    ] {
+        assert!(
+            ids.contains(id),
+            "{card} ({id}) not on the guest's PCI bus:\n{ids}"
+        );
+    }
+    assert!(wav.is_file(), "QEMU did not open the WAV file");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

@@ -409,6 +409,76 @@ fn serial_tcp_udp_null_stdio_vc() {
     }
 }
 
+/// Audio backends and sound cards as libvirt 9.0 maps them (its `domxml-to-native` of the own
+/// cases sound-models and audio-backends).
+#[test]
+fn sound_cards_and_audio_backends() {
+    let xml = xml(
+        "",
+        "<sound model='ich6'><audio id='2'/></sound>
+         <sound model='ich9'><codec type='micro'/><codec type='output'/></sound>
+         <sound model='ac97'/><sound model='es1370'/><sound model='sb16'/><sound model='usb'/>
+         <audio id='1' type='pulseaudio' serverName='unix:/run/pulse/native' timerPeriod='100'>
+           <input mixingEngine='yes' fixedSettings='yes' voices='1' bufferLength='100' name='in0' streamName='mic' latency='20000'>
+             <settings frequency='44100' channels='2' format='s16'/>
+           </input>
+           <output mixingEngine='no' name='out0'/>
+         </audio>
+         <audio id='2' type='alsa'><input dev='default'/><output dev='hw:0'/></audio>
+         <audio id='3' type='oss'><input dev='/dev/dsp0' tryPoll='yes'/></audio>
+         <audio id='4' type='file' path='/tmp/out.wav'/>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let audiodevs = json_values(&args, "-audiodev");
+    assert_eq!(
+        audiodevs[0],
+        serde_json::json!({"id":"audio1","driver":"pa","timer-period":100,"server":"unix:/run/pulse/native",
+            "in":{"mixing-engine":true,"fixed-settings":true,"voices":1,"buffer-length":100,"frequency":44100,
+                  "channels":2,"format":"s16","name":"in0","stream-name":"mic","latency":20000},
+            "out":{"mixing-engine":false,"name":"out0"}})
+    );
+    assert_eq!(
+        audiodevs[1],
+        serde_json::json!({"id":"audio2","driver":"alsa","in":{"dev":"default"},"out":{"dev":"hw:0"}})
+    );
+    assert_eq!(
+        audiodevs[2],
+        serde_json::json!({"id":"audio3","driver":"oss","in":{"dev":"/dev/dsp0","try-poll":true}})
+    );
+    assert_eq!(
+        audiodevs[3],
+        serde_json::json!({"id":"audio4","driver":"wav","path":"/tmp/out.wav"})
+    );
+    assert_eq!(device(&args, "sound0")["driver"], "intel-hda");
+    let codec = device(&args, "sound0-codec0");
+    assert_eq!(codec["driver"], "hda-duplex");
+    assert_eq!(codec["bus"], "sound0.0");
+    assert_eq!(codec["audiodev"], "audio2");
+    assert_eq!(device(&args, "sound1")["driver"], "ich9-intel-hda");
+    assert_eq!(device(&args, "sound1-codec0")["driver"], "hda-micro");
+    let output = device(&args, "sound1-codec1");
+    assert_eq!(output["driver"], "hda-output");
+    assert_eq!(output["cad"], 1);
+    // Without a link, the first <audio>.
+    assert_eq!(output["audiodev"], "audio1");
+    assert_eq!(device(&args, "sound2")["driver"], "AC97");
+    assert_eq!(device(&args, "sound2")["audiodev"], "audio1");
+    assert_eq!(device(&args, "sound3")["driver"], "ES1370");
+    assert_eq!(device(&args, "sound4")["driver"], "sb16");
+    assert_eq!(device(&args, "sound5")["driver"], "usb-audio");
+    assert_eq!(device(&args, "sound5")["bus"], "usb.0");
+
+    // What QEMU here cannot do, or a file backend without its file.
+    let (element, _) = unsupported(
+        &xml.replace("type='oss'", "type='dbus'")
+            .replace("<input dev='/dev/dsp0' tryPoll='yes'/>", ""),
+    );
+    assert_eq!(element, "devices/audio[@id='3']");
+    let (element, reason) = invalid(&xml.replace(" path='/tmp/out.wav'", ""));
+    assert_eq!(element, "devices/audio[@id='4']@path");
+    assert!(reason.contains("WAV"), "{reason}");
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(

@@ -1,9 +1,9 @@
 //! Serial ports, network, input, display, sound, memory balloon and RNG devices.
 
 use oxvirt_domain::{
-    Audio, AudioType, CharDevice, CharSource, CharTarget, ControllerType, Graphics, Input,
-    InputBus, InputType, Interface, InterfaceDriverName, InterfaceSource, InterfaceType, MacAddr,
-    MemBalloon, MemBalloonModel, Rng, TcpProtocol, UnixMode, Video, VideoModel, VncListen,
+    CharDevice, CharSource, CharTarget, ControllerType, Graphics, Input, InputBus, InputType,
+    Interface, InterfaceDriverName, InterfaceSource, InterfaceType, MacAddr, MemBalloon,
+    MemBalloonModel, Rng, TcpProtocol, UnixMode, Video, VideoModel, VncListen,
 };
 use serde_json::json;
 
@@ -491,20 +491,6 @@ impl Builder<'_> {
             vnc.push_str(",password=on");
         }
         Ok(vnc)
-    }
-
-    pub(super) fn audio(&mut self, audios: &[Audio]) {
-        for audio in audios {
-            let Audio {
-                id,
-                audio_type,
-                line: _,
-            } = audio;
-            match audio_type {
-                // A backend that discards sound.
-                AudioType::None => self.arg("-audiodev", format!("none,id=audio{id}")),
-            }
-        }
     }
 
     /// The balloon device, if the domain has one; returns whether it does.

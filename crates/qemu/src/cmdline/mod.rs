@@ -35,6 +35,7 @@ use serde_json::{json, Value};
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod sound;
 mod storage;
 
 pub use devices::{nic_driver, NicIds};
@@ -926,6 +927,7 @@ impl<'a> Builder<'a> {
             consoles,
             inputs,
             graphics,
+            sounds,
             audios,
             videos,
             memballoon,
@@ -941,7 +943,8 @@ impl<'a> Builder<'a> {
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
-        self.audio(audios);
+        self.sounds(sounds, audios)?;
+        self.audio(audios)?;
         let balloon = self.memballoon(memballoon.as_ref())?;
         // The balloon takes back what the guest does not get at boot; without one, QEMU
         // would give the guest all of <memory>.
