@@ -808,6 +808,9 @@ pub struct Interface {
     pub driver_queues: Option<u32>,
     /// `<target dev=>`: the host tap device name.
     pub target_dev: Option<String>,
+    /// `<target managed=>`: `Some(false)` (ethernet only) means `target_dev` is a TAP the
+    /// host already has, which nobody creates or deletes for the guest.
+    pub target_managed: Option<bool>,
     pub mtu: Option<u32>,
     /// `<link state=>`: `Some(false)` is `down`.
     pub link_up: Option<bool>,
@@ -827,6 +830,10 @@ pub enum InterfaceType {
     Network,
     Bridge,
     User,
+    /// A TAP device of its own, attached to nothing (or an existing one, `managed='no'`).
+    Ethernet,
+    /// A macvtap device on a host interface (`<source dev mode>`).
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -835,6 +842,20 @@ pub enum InterfaceSource {
     None,
     Network(String),
     Bridge(String),
+    /// `type='direct'`: the host interface and the macvtap mode (libvirt's default `vepa`).
+    Direct {
+        dev: String,
+        mode: DirectMode,
+    },
+}
+
+/// `<interface type='direct'><source mode=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DirectMode {
+    Vepa,
+    Bridge,
+    Private,
+    Passthrough,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -134,6 +134,14 @@ pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
     ("network", InterfaceType::Network),
     ("bridge", InterfaceType::Bridge),
     ("user", InterfaceType::User),
+    ("ethernet", InterfaceType::Ethernet),
+    ("direct", InterfaceType::Direct),
+];
+pub(crate) const DIRECT_MODES: &[(&str, DirectMode)] = &[
+    ("vepa", DirectMode::Vepa),
+    ("bridge", DirectMode::Bridge),
+    ("private", DirectMode::Private),
+    ("passthrough", DirectMode::Passthrough),
 ];
 pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
     ("qemu", InterfaceDriverName::Qemu),
@@ -301,6 +309,7 @@ xml_names! {
     DiskBus => DISK_BUSES,
     ControllerType => CONTROLLER_TYPES,
     InterfaceType => INTERFACE_TYPES,
+    DirectMode => DIRECT_MODES,
     InterfaceDriverName => INTERFACE_DRIVERS,
     UnixMode => UNIX_MODES,
     TcpProtocol => TCP_PROTOCOLS,

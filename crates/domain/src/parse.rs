@@ -1130,6 +1130,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
         driver_name: None,
         driver_queues: None,
         target_dev: None,
+        target_managed: None,
         mtu: None,
         link_up: None,
         boot_order: None,
@@ -1173,7 +1174,23 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                     InterfaceType::Bridge => {
                         InterfaceSource::Bridge(child.required_attr("bridge")?.to_string())
                     }
-                    InterfaceType::User => return Err(child.unsupported()),
+                    InterfaceType::Direct => {
+                        let dev = child.required_attr("dev")?.to_string();
+                        let mode = child
+                            .enum_attr("mode", DIRECT_MODES)?
+                            .unwrap_or(DirectMode::Vepa);
+                        if !is_host_ifname(&dev) {
+                            return Err(child.invalid(
+                                "attribute 'dev'",
+                                &dev,
+                                "not a valid host interface name (1-15 characters, no '/' or spaces)",
+                            ));
+                        }
+                        InterfaceSource::Direct { dev, mode }
+                    }
+                    InterfaceType::User | InterfaceType::Ethernet => {
+                        return Err(child.unsupported())
+                    }
                 };
                 child.finish_attrs()?;
                 child.leaf()?;
@@ -1198,17 +1215,32 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 iface.driver_line = child.source_line();
             }
             "target" => {
-                let dev = child.required_attr("dev")?;
+                let managed = child.yes_no_attr("managed")?;
+                // libvirt lets an ethernet target give only managed=; elsewhere dev is needed.
+                let dev = if managed.is_some() {
+                    child.attr("dev")
+                } else {
+                    Some(child.required_attr("dev")?)
+                };
                 child.finish_attrs()?;
                 child.leaf()?;
-                if !is_host_ifname(dev) {
-                    return Err(child.invalid(
-                        "attribute 'dev'",
-                        dev,
-                        "not a valid host interface name (1-15 characters, no '/' or spaces)",
-                    ));
+                if let Some(dev) = dev {
+                    if !is_host_ifname(dev) {
+                        return Err(child.invalid(
+                            "attribute 'dev'",
+                            dev,
+                            "not a valid host interface name (1-15 characters, no '/' or spaces)",
+                        ));
+                    }
                 }
-                iface.target_dev = Some(dev.to_string());
+                if managed == Some(false) && interface_type != InterfaceType::Ethernet {
+                    return Err(DomainError::Invalid {
+                        reason: "unmanaged target dev is only supported on interfaces of type 'ethernet'".to_string(),
+                        location: child.loc(),
+                    });
+                }
+                iface.target_dev = dev.map(str::to_string);
+                iface.target_managed = managed;
                 iface.target_line = child.source_line();
             }
             "mtu" => {
@@ -1244,7 +1276,11 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
             _ => return Err(child.unsupported()),
         }
     }
-    if interface_type != InterfaceType::User && iface.source == InterfaceSource::None {
+    if !matches!(
+        interface_type,
+        InterfaceType::User | InterfaceType::Ethernet
+    ) && iface.source == InterfaceSource::None
+    {
         return Err(DomainError::Missing {
             what: "element <source>".to_string(),
             location: elem.loc(),

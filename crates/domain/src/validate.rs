@@ -494,8 +494,16 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         match (&iface.interface_type, &iface.source) {
             (InterfaceType::User, InterfaceSource::None)
             | (InterfaceType::Network, InterfaceSource::Network(_))
-            | (InterfaceType::Bridge, InterfaceSource::Bridge(_)) => {}
+            | (InterfaceType::Bridge, InterfaceSource::Bridge(_))
+            | (InterfaceType::Ethernet, InterfaceSource::None)
+            | (InterfaceType::Direct, InterfaceSource::Direct { .. }) => {}
             _ => return Err(invalid(path, "interface source does not match its type")),
+        }
+        if iface.target_managed == Some(false) && iface.interface_type != InterfaceType::Ethernet {
+            return Err(invalid(
+                path,
+                "unmanaged target dev is only supported on interfaces of type 'ethernet'",
+            ));
         }
         match &iface.source {
             InterfaceSource::Network(n) | InterfaceSource::Bridge(n)

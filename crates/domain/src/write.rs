@@ -642,9 +642,22 @@ fn write_interface(w: &mut Writer, iface: &Interface) {
         InterfaceSource::None => {}
         InterfaceSource::Network(n) => w.empty("source", &[("network", s(n))]),
         InterfaceSource::Bridge(b) => w.empty("source", &[("bridge", s(b))]),
+        InterfaceSource::Direct { dev, mode } => w.empty(
+            "source",
+            &[("dev", s(dev)), ("mode", s(name_of(DIRECT_MODES, *mode)))],
+        ),
     }
-    if let Some(dev) = &iface.target_dev {
-        w.empty("target", &[("dev", s(dev))]);
+    if iface.target_dev.is_some() || iface.target_managed.is_some() {
+        w.empty(
+            "target",
+            &[
+                ("dev", iface.target_dev.clone()),
+                (
+                    "managed",
+                    iface.target_managed.map(|m| yes_no(m).to_string()),
+                ),
+            ],
+        );
     }
     if let Some(model) = &iface.model {
         w.empty("model", &[("type", s(model))]);

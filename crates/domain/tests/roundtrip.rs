@@ -378,6 +378,16 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
             Just(InterfaceSource::None),
             "[a-z0-9;_-]{1,10}".prop_map(InterfaceSource::Network),
             "[a-z0-9_-]{1,10}".prop_map(InterfaceSource::Bridge),
+            (
+                "[a-z][a-z0-9]{0,8}",
+                select(vec![
+                    DirectMode::Vepa,
+                    DirectMode::Bridge,
+                    DirectMode::Private,
+                    DirectMode::Passthrough
+                ])
+            )
+                .prop_map(|(dev, mode)| InterfaceSource::Direct { dev, mode }),
         ],
         option::of(any::<[u8; 3]>()),
         option::of(select(vec!["virtio", "e1000", "rtl8139", "e1000e"])),
@@ -390,6 +400,7 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
         option::of(68u32..=65535),
         option::of(any::<bool>()),
         any::<bool>(),
+        (any::<bool>(), option::of(any::<bool>())),
     )
         .prop_map(
             move |(
@@ -402,11 +413,19 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                 mtu,
                 link_up,
                 addressed,
+                (ethernet, managed),
             )| {
                 let interface_type = match source {
+                    InterfaceSource::None if ethernet => InterfaceType::Ethernet,
                     InterfaceSource::None => InterfaceType::User,
                     InterfaceSource::Network(_) => InterfaceType::Network,
                     InterfaceSource::Bridge(_) => InterfaceType::Bridge,
+                    InterfaceSource::Direct { .. } => InterfaceType::Direct,
+                };
+                // Only an ethernet interface may name an unmanaged TAP.
+                let target_managed = match interface_type {
+                    InterfaceType::Ethernet => managed,
+                    _ => managed.filter(|m| *m),
                 };
                 Interface {
                     interface_type,
@@ -416,6 +435,7 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                     driver_name,
                     driver_queues,
                     target_dev,
+                    target_managed,
                     mtu,
                     link_up,
                     boot_order,

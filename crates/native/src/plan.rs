@@ -706,6 +706,8 @@ impl Planner {
             driver_name,
             driver_queues,
             target_dev,
+            // An ethernet TAP the host made (managed='no') is opened by name like the daemon's.
+            target_managed: _,
             mtu,
             link_up,
             // Direct kernel boot: no network boot.
@@ -726,6 +728,13 @@ impl Planner {
                 format!("{name}: type='user'"),
                 *line,
                 "no user-mode networking; use a network or bridge",
+            );
+        }
+        if *interface_type == InterfaceType::Direct {
+            self.no(
+                format!("{name}: type='direct'"),
+                *line,
+                "no macvtap; use a network, bridge or ethernet",
             );
         }
         match model.as_deref() {

@@ -444,6 +444,20 @@ impl NetworkManager {
     /// up. Returns its name, for QEMU's `-netdev tap,ifname=NAME,script=no,downscript=no`. Nothing is left
     /// behind on failure.
     pub async fn create_tap(&self, request: &TapRequest<'_>) -> Result<String, NetError> {
+        self.new_tap(request, true).await
+    }
+
+    /// Creates a persistent TAP for an `<interface type='ethernet'>`: as [`NetworkManager::create_tap`] (name,
+    /// MAC, owner, queues, up), but attached to no bridge (`request.bridge` is not used): what the host does
+    /// with the device (routes, its own bridge) is up to it, as with libvirt's ethernet interfaces.
+    pub async fn create_unattached_tap(
+        &self,
+        request: &TapRequest<'_>,
+    ) -> Result<String, NetError> {
+        self.new_tap(request, false).await
+    }
+
+    async fn new_tap(&self, request: &TapRequest<'_>, attach: bool) -> Result<String, NetError> {
         if let Some(name) = request.name {
             check_ifname_text(name).map_err(|reason| NetError::Invalid {
                 reason: format!("TAP name '{name}': {reason}"),
@@ -454,7 +468,11 @@ impl NetworkManager {
                 });
             }
         }
-        let bridge = self.host_bridge(request.bridge).await?;
+        let bridge = if attach {
+            Some(self.host_bridge(request.bridge).await?)
+        } else {
+            None
+        };
         let name = crate::tap::create_persistent_tap(
             request.name.unwrap_or(GENERATED_TAP_PATTERN),
             request.queues,
@@ -469,12 +487,14 @@ impl NetworkManager {
                 bytes[0] = 0xfe;
                 self.netlink.set_mac(link.index, MacAddr(bytes)).await?;
             }
-            if let Some(mtu) = bridge.mtu {
-                self.netlink.set_mtu(link.index, mtu).await?;
+            if let Some(bridge) = &bridge {
+                if let Some(mtu) = bridge.mtu {
+                    self.netlink.set_mtu(link.index, mtu).await?;
+                }
+                self.netlink
+                    .set_controller(link.index, bridge.index)
+                    .await?;
             }
-            self.netlink
-                .set_controller(link.index, bridge.index)
-                .await?;
             self.netlink.set_up(link.index).await
         }
         .await;

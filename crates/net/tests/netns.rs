@@ -462,6 +462,21 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                 rt.block_on(nets.remove_tap("oxbr0")),
                 Err(NetError::NotOurs { .. })
             ));
+            // An ethernet interface's TAP: the same, attached to nothing.
+            let loose = rt
+                .block_on(nets.create_unattached_tap(&TapRequest {
+                    name: Some("oxeth0"),
+                    bridge: "",
+                    guest_mac: Some("52:54:00:01:02:04".parse().unwrap()),
+                    owner: "vm4",
+                    queues: 1,
+                }))
+                .unwrap();
+            let link = rt.block_on(nets.device(&loose)).unwrap();
+            assert_eq!(link.controller, None);
+            assert_eq!(link.kind.as_deref(), Some("tun"));
+            assert_eq!(link.mac.unwrap().to_string(), "fe:54:00:01:02:04");
+            rt.block_on(nets.remove_tap(&loose)).unwrap();
             rt.block_on(nets.remove_tap(&tap)).unwrap();
             rt.block_on(nets.remove_tap("vnet7")).unwrap();
             assert!(rt.block_on(nets.taps()).unwrap().is_empty());

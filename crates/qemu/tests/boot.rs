@@ -458,6 +458,117 @@ async fn guest_sees_sound_cards_on_a_wav_backend() {
     assert!(wav.is_file(), "QEMU did not open the WAV file");
 }
 
+/// A network namespace made for one test, deleted with whatever runs in it when dropped: tests
+/// that touch real links never use the machine's own namespace.
+struct Netns(String);
+
+impl Netns {
+    fn create() -> Netns {
+        let name = format!("oxvirt-qt-{}", std::process::id());
+        let netns = Netns(name);
+        netns.ip(&["netns", "add", &netns.0]);
+        netns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let status = std::process::Command::new("ip")
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip {args:?} failed");
+    }
+
+    /// `ip` inside the namespace.
+    fn ip_in(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let pids = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.0])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for pid in pids
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) of a process inside this test's own namespace (its QEMU).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// `<interface type='ethernet'><target dev='T' managed='no'/>`: QEMU opens the host's own TAP
+/// by name and the guest talks through it. All of it inside a namespace made for the test: the
+/// TAP is created there, and QEMU runs there (its `<emulator>` is a wrapper that enters it).
+#[tokio::test(flavor = "multi_thread")]
+async fn ethernet_interface_uses_an_existing_tap() {
+    let netns = Netns::create();
+    let tap = "oxveth0";
+    netns.ip_in(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"]);
+    netns.ip_in(&["addr", "add", "10.77.0.1/24", "dev", tap]);
+    netns.ip_in(&["link", "set", tap, "up"]);
+    netns.ip_in(&["link", "set", "lo", "up"]);
+    let tools = tempfile::tempdir().unwrap();
+    let wrapper = tools.path().join("qemu-in-netns");
+    let qemu = which_qemu();
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
+            netns.0, qemu
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let devices = format!(
+        "<emulator>{}</emulator>
+         <interface type='ethernet'>
+           <mac address='52:54:00:77:00:02'/>
+           <target dev='{tap}' managed='no'/>
+           <model type='virtio'/>
+         </interface>",
+        wrapper.display()
+    );
+    let vm = test_vm(&guest_xml("oxvirt-qemu-ethernet", "", &devices));
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut run = |command: &str| {
+        console
+            .run(command, BOUND)
+            .unwrap_or_else(|| panic!("no answer to {command}"))
+    };
+    run("ip link set eth0 up; ip addr add 10.77.0.2/24 dev eth0");
+    let ping = run("ping -c 3 -W 5 10.77.0.1 >/dev/null 2>&1 && echo PING-OK || echo PING-FAILED");
+    assert_eq!(
+        ping.trim(),
+        "PING-OK",
+        "the guest cannot reach the TAP's address"
+    );
+}
+
+/// The QEMU binary the engine would run without `<emulator>`.
+fn which_qemu() -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "command -v qemu-system-x86_64"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

@@ -479,6 +479,36 @@ fn sound_cards_and_audio_backends() {
     assert!(reason.contains("WAV"), "{reason}");
 }
 
+/// `type='ethernet'`: a TAP QEMU opens by name (the daemon's, or the host's own with
+/// managed='no'); `type='direct'` (macvtap) is refused clearly.
+#[test]
+fn ethernet_and_direct_interfaces() {
+    let xml = xml(
+        "",
+        "<interface type='ethernet'><mac address='52:54:00:00:00:01'/><target dev='mytap1' managed='no'/><model type='virtio'/></interface>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    let netdev: Value = serde_json::from_str(value(&args, "-netdev")).unwrap();
+    assert_eq!(netdev["type"], "tap");
+    assert_eq!(netdev["ifname"], "mytap1");
+    assert_eq!(netdev["script"], "no");
+    // The define-time check passes an ethernet interface without a TAP yet (the daemon makes
+    // it at start), but not an unmanaged one without a name.
+    let managed = xml.replace("<target dev='mytap1' managed='no'/>", "");
+    oxvirt_qemu::check(&domain(&managed)).expect("managed ethernet passes the check");
+    let unnamed = xml.replace("dev='mytap1' ", "");
+    let err = oxvirt_qemu::check(&domain(&unnamed)).unwrap_err();
+    assert!(err.to_string().contains("managed='no'"), "{err}");
+
+    let direct = self::xml(
+        "",
+        "<interface type='direct'><mac address='52:54:00:00:00:02'/><source dev='eth0' mode='bridge'/></interface>",
+    );
+    let (element, reason) = unsupported(&direct);
+    assert_eq!(element, "devices/interface[0]");
+    assert!(reason.contains("macvtap"), "{reason}");
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(

@@ -799,6 +799,33 @@ impl Networks {
             })
     }
 
+    /// The TAP of an `<interface type='ethernet'>` (managed): owned like the others (so it goes when the
+    /// guest stops), attached to no bridge.
+    async fn create_ethernet_tap(
+        &self,
+        record: &DomainRecord,
+        index: usize,
+        iface: &oxvirt_domain::Interface,
+    ) -> DaemonResult<String> {
+        let owner = record.uuid.to_string();
+        let request = TapRequest {
+            name: iface.target_dev.as_deref(),
+            bridge: "",
+            guest_mac: iface.mac.map(net_mac),
+            owner: &owner,
+            queues: iface.driver_queues.unwrap_or(1),
+        };
+        self.net_manager()?
+            .create_unattached_tap(&request)
+            .await
+            .map_err(|err| {
+                net_error(err).context(format!(
+                    "domain '{}': interface {index} (ethernet)",
+                    record.name
+                ))
+            })
+    }
+
     /// Creates the TAPs of `domain`'s network interfaces and names them in `<target dev>` of
     /// this (launched) copy; records the copy as the domain's live definition. All or nothing.
     pub(crate) async fn plug_interfaces(
@@ -810,6 +837,15 @@ impl Networks {
         let result = async {
             for index in 0..domain.devices.interfaces.len() {
                 let iface = &domain.devices.interfaces[index];
+                if iface.interface_type == InterfaceType::Ethernet {
+                    // managed='no': the host's own TAP, which QEMU opens by name as it is.
+                    if iface.target_managed != Some(false) {
+                        let tap = self.create_ethernet_tap(record, index, iface).await?;
+                        created.push(tap.clone());
+                        domain.devices.interfaces[index].target_dev = Some(tap);
+                    }
+                    continue;
+                }
                 let Some(bridge) =
                     self.bridge_for(&record.name, iface.interface_type, &iface.source)?
                 else {

@@ -202,6 +202,7 @@ impl Builder<'_> {
             driver_name,
             driver_queues,
             target_dev,
+            target_managed,
             mtu,
             // Set over QMP right after start (see launch): QEMU has no command-line property.
             link_up: _,
@@ -248,14 +249,32 @@ impl Builder<'_> {
                     ));
                 }
             }
-            InterfaceType::Network | InterfaceType::Bridge => {
-                // The TAP device is created and attached (to the bridge, or the network's bridge)
-                // by the daemon's network layer; QEMU only opens it by name.
+            InterfaceType::Direct => {
+                return Err(QemuError::unsupported(
+                    element,
+                    *line,
+                    "type='direct' (macvtap): QEMU would need the daemon to create the macvtap device and \
+                     pass it an open /dev/tapN, which oxvirt does not do yet; use type='bridge' or 'ethernet'",
+                ))
+            }
+            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
+                // The TAP device is created (and attached to the bridge, or the network's bridge)
+                // by the daemon's network layer, or is the host's own (ethernet, managed='no');
+                // QEMU only opens it by name.
                 let Some(tap) = target_dev else {
+                    if *target_managed == Some(false) {
+                        return Err(QemuError::invalid(
+                            format!("{element}/target"),
+                            *target_line,
+                            "managed='no' names an existing TAP: it needs dev=",
+                        ));
+                    }
                     let what = match source {
                         InterfaceSource::Network(name) => format!("network '{name}'"),
                         InterfaceSource::Bridge(name) => format!("bridge '{name}'"),
-                        InterfaceSource::None => "its source".to_string(),
+                        InterfaceSource::None | InterfaceSource::Direct { .. } => {
+                            "its TAP".to_string()
+                        }
                     };
                     return Err(QemuError::unsupported(
                         element,

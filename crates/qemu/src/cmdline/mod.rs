@@ -100,10 +100,12 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
         }
     }
     for interface in &mut launched.devices.interfaces {
-        let needs_tap = matches!(
-            interface.interface_type,
-            InterfaceType::Network | InterfaceType::Bridge
-        );
+        // (An unmanaged ethernet TAP is the host's own: it must be named.)
+        let needs_tap = match interface.interface_type {
+            InterfaceType::Network | InterfaceType::Bridge => true,
+            InterfaceType::Ethernet => interface.target_managed != Some(false),
+            InterfaceType::User | InterfaceType::Direct => false,
+        };
         if needs_tap && interface.target_dev.is_none() {
             interface.target_dev = Some(CHECK_TAP.to_string());
         }
