@@ -178,8 +178,54 @@ pub struct MemoryBacking {
     pub hugepages: Option<Hugepages>,
     /// `<nosharepages/>`: opt out of KSM.
     pub nosharepages: bool,
+    /// `<locked/>`: guest memory locked in host RAM (never swapped).
+    pub locked: bool,
+    /// `<source type=>`: where guest RAM comes from.
+    pub source: Option<MemorySource>,
+    /// `<access mode=>`: whether the RAM is shared with other processes (vhost-user needs it).
+    pub access: Option<MemoryAccess>,
+    /// `<allocation mode=>`.
+    pub allocation: Option<MemoryAllocation>,
+    /// `<allocation threads=>`: threads that preallocate.
+    pub allocation_threads: Option<u32>,
+    /// `<discard/>`: drop a file backing's contents when the guest stops.
+    pub discard: bool,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
+}
+
+impl MemoryBacking {
+    /// Says nothing libvirt would print (it then drops `<memoryBacking>`).
+    pub fn is_empty(&self) -> bool {
+        self.hugepages.is_none()
+            && !self.nosharepages
+            && !self.locked
+            && self.source.is_none()
+            && self.access.is_none()
+            && self.allocation.is_none()
+            && self.allocation_threads.is_none()
+            && !self.discard
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemorySource {
+    File,
+    Anonymous,
+    Memfd,
+}
+
+/// `<memoryBacking><access mode=>` and a NUMA cell's `memAccess=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryAccess {
+    Shared,
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryAllocation {
+    Immediate,
+    Ondemand,
 }
 
 /// `<hugepages>`; `page_sizes_kib` empty means "the host's default huge page size".

@@ -17,6 +17,19 @@ pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
     ("coredump-destroy", LifecycleAction::CoredumpDestroy),
     ("coredump-restart", LifecycleAction::CoredumpRestart),
 ];
+pub(crate) const MEMORY_SOURCES: &[(&str, MemorySource)] = &[
+    ("file", MemorySource::File),
+    ("anonymous", MemorySource::Anonymous),
+    ("memfd", MemorySource::Memfd),
+];
+pub(crate) const MEMORY_ACCESSES: &[(&str, MemoryAccess)] = &[
+    ("shared", MemoryAccess::Shared),
+    ("private", MemoryAccess::Private),
+];
+pub(crate) const MEMORY_ALLOCATIONS: &[(&str, MemoryAllocation)] = &[
+    ("immediate", MemoryAllocation::Immediate),
+    ("ondemand", MemoryAllocation::Ondemand),
+];
 pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
     ("static", VcpuPlacement::Static),
     ("auto", VcpuPlacement::Auto),
@@ -287,6 +300,9 @@ xml_names! {
     DomainType => DOMAIN_TYPES,
     LifecycleAction => LIFECYCLE_ACTIONS,
     VcpuPlacement => PLACEMENTS,
+    MemorySource => MEMORY_SOURCES,
+    MemoryAccess => MEMORY_ACCESSES,
+    MemoryAllocation => MEMORY_ALLOCATIONS,
     CpuMode => CPU_MODES,
     CpuMatch => CPU_MATCHES,
     CpuCheck => CPU_CHECKS,

@@ -30,7 +30,7 @@ pub(crate) fn normalize(d: &mut Domain) {
         }
     }
     if let Some(backing) = &d.memory_backing {
-        if backing.hugepages.is_none() && !backing.nosharepages {
+        if backing.is_empty() {
             d.memory_backing = None;
         }
     }

@@ -251,7 +251,8 @@ fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
         ..MemoryBacking::default()
     };
     let mut seen_nosharepages = false;
-    for child in elem.children()? {
+    let (mut seen_source, mut seen_access, mut seen_allocation) = (None, None, None);
+    for mut child in elem.children()? {
         match child.name() {
             "hugepages" => {
                 child.finish_attrs()?;
@@ -280,6 +281,43 @@ fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
                 }
                 seen_nosharepages = true;
                 backing.nosharepages = true;
+            }
+            "locked" | "discard" => {
+                child.finish_attrs()?;
+                child.leaf()?;
+                let flag = if child.name() == "locked" {
+                    &mut backing.locked
+                } else {
+                    &mut backing.discard
+                };
+                if *flag {
+                    return Err(child.duplicate());
+                }
+                *flag = true;
+            }
+            // An empty <source/>, <access/> or <allocation/> says nothing (libvirt drops it).
+            "source" => {
+                let source = child.enum_attr("type", MEMORY_SOURCES)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_source, (), &child)?;
+                backing.source = source;
+            }
+            "access" => {
+                let access = child.enum_attr("mode", MEMORY_ACCESSES)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_access, (), &child)?;
+                backing.access = access;
+            }
+            "allocation" => {
+                let allocation = child.enum_attr("mode", MEMORY_ALLOCATIONS)?;
+                let threads = child.u32_attr("threads")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_allocation, (), &child)?;
+                backing.allocation = allocation;
+                backing.allocation_threads = threads;
             }
             _ => return Err(child.unsupported()),
         }

@@ -101,6 +101,14 @@ fn validate_memory(d: &Domain) -> Result<(), DomainError> {
             ));
         }
     }
+    if let Some(backing) = &d.memory_backing {
+        if backing.hugepages.is_some() && backing.source == Some(MemorySource::Anonymous) {
+            return Err(DomainError::Invalid {
+                reason: "hugepages are not allowed with anonymous memory source".to_string(),
+                location: Location::new("memoryBacking", backing.line.get()),
+            });
+        }
+    }
     if let Some(huge) = d.memory_backing.as_ref().and_then(|b| b.hugepages.as_ref()) {
         let mut seen = HashSet::new();
         for size in &huge.page_sizes_kib {

@@ -166,7 +166,7 @@ pub(crate) fn to_xml(d: &Domain) -> String {
 }
 
 fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
-    if backing.hugepages.is_none() && !backing.nosharepages {
+    if backing.is_empty() {
         return;
     }
     w.start("memoryBacking", &[]);
@@ -183,6 +183,32 @@ fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
     }
     if backing.nosharepages {
         w.empty("nosharepages", &[]);
+    }
+    if backing.locked {
+        w.empty("locked", &[]);
+    }
+    if let Some(source) = backing.source {
+        w.empty("source", &[("type", s(name_of(MEMORY_SOURCES, source)))]);
+    }
+    if let Some(access) = backing.access {
+        w.empty("access", &[("mode", s(name_of(MEMORY_ACCESSES, access)))]);
+    }
+    if backing.allocation.is_some() || backing.allocation_threads.is_some() {
+        w.empty(
+            "allocation",
+            &[
+                (
+                    "mode",
+                    backing
+                        .allocation
+                        .map(|a| name_of(MEMORY_ALLOCATIONS, a).to_string()),
+                ),
+                ("threads", backing.allocation_threads.map(|n| n.to_string())),
+            ],
+        );
+    }
+    if backing.discard {
+        w.empty("discard", &[]);
     }
     w.end("memoryBacking");
 }

@@ -716,7 +716,18 @@ prop_compose! {
         description in option::of(free_text()),
         current in 0u64..=memory_kib,
         max_memory in option::of((0u64..=memory_kib, 0u32..16)),
-        backing in option::of((option::of(subsequence(vec![2048u64, 1_048_576], 0..=2)), any::<bool>())),
+        backing in option::of((
+            option::of(subsequence(vec![2048u64, 1_048_576], 0..=2)),
+            any::<bool>(),
+            (
+                any::<bool>(),
+                option::of(select(vec![MemorySource::File, MemorySource::Memfd])),
+                option::of(select(vec![MemoryAccess::Shared, MemoryAccess::Private])),
+                option::of(select(vec![MemoryAllocation::Immediate, MemoryAllocation::Ondemand])),
+                option::of(1u32..8),
+                any::<bool>(),
+            ),
+        )),
         vcpu in (select(vec![VcpuPlacement::Static, VcpuPlacement::Auto]), option::of(1..=vcpus), option::of(cpuset())),
         cputune in option::of((
             option::of(2u64..262_144),
@@ -755,9 +766,15 @@ prop_compose! {
             memory_kib,
             current_memory_kib: current,
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
-            memory_backing: backing.map(|(pages, nosharepages)| MemoryBacking {
+            memory_backing: backing.map(|(pages, nosharepages, (locked, source, access, allocation, allocation_threads, discard))| MemoryBacking {
                 hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib, line: SourceLine::NONE }),
                 nosharepages,
+                locked,
+                source,
+                access,
+                allocation,
+                allocation_threads,
+                discard,
                 line: SourceLine::NONE,
             }),
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },

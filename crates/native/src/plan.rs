@@ -269,9 +269,34 @@ impl Planner {
         if let Some(MemoryBacking {
             hugepages,
             nosharepages,
-            line: _,
+            locked,
+            source,
+            access,
+            allocation,
+            allocation_threads,
+            discard,
+            line,
         }) = backing
         {
+            // Name exactly what is set, so the message says what to remove.
+            let unimplemented: Vec<String> = [
+                locked.then(|| "<locked/>".to_string()),
+                source.map(|v| format!("<source type='{}'/>", v.as_str())),
+                access.map(|v| format!("<access mode='{}'/>", v.as_str())),
+                allocation.map(|v| format!("<allocation mode='{}'/>", v.as_str())),
+                allocation_threads.map(|v| format!("<allocation threads='{v}'/>")),
+                discard.then(|| "<discard/>".to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !unimplemented.is_empty() {
+                self.no(
+                    format!("<memoryBacking> {}", unimplemented.join(" ")),
+                    *line,
+                    "oxvirt-vmm backs guest RAM with anonymous (or huge page) memory only",
+                );
+            }
             if let Some(Hugepages {
                 page_sizes_kib,
                 line,

@@ -220,9 +220,11 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
             false,
         )?;
     }
+    // (memfd huge pages come from the kernel's pool, not from a hugetlbfs mount.)
     let hugepages = domain
         .memory_backing
         .as_ref()
+        .filter(|b| b.source != Some(oxvirt_domain::MemorySource::Memfd))
         .and_then(|b| b.hugepages.as_ref());
     if let Some(hugepages) = hugepages.filter(|_| !Path::new(HUGEPAGES_MOUNT).is_dir()) {
         return Err(QemuError::invalid(

@@ -569,6 +569,44 @@ fn which_qemu() -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Guest RAM from the memory backends `<memoryBacking>` asks for (memfd shared and
+/// preallocated; a file in the run directory, shared, discarded): QEMU starts, the guest runs
+/// with all its memory, and no RAM file is left in the run directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_runs_on_memfd_and_file_memory_backends() {
+    for backing in [
+        "<source type='memfd'/><access mode='shared'/><allocation mode='immediate'/>",
+        "<source type='file'/><access mode='shared'/><discard/>",
+    ] {
+        let xml = guest_xml("oxvirt-qemu-membacking", "", "").replace(
+            "<vcpu>1</vcpu>",
+            &format!("<vcpu>1</vcpu><memoryBacking>{backing}</memoryBacking>"),
+        );
+        let vm = test_vm(&xml);
+        let _guard = start(&vm).await;
+        wait_for_boots(&vm.run, 1);
+        let mut console = shell(&vm.run);
+        let total = console
+            .run("grep MemTotal /proc/meminfo", BOUND)
+            .expect("meminfo");
+        let kib: u64 = total
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("MemTotal line: {total}"));
+        assert!(
+            (200_000..=262_144).contains(&kib),
+            "{backing}: MemTotal {kib} KiB"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&vm.run.dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("mem"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

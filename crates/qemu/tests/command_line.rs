@@ -509,6 +509,64 @@ fn ethernet_and_direct_interfaces() {
     assert!(reason.contains("macvtap"), "{reason}");
 }
 
+/// `<memoryBacking>` source/access/allocation/locked/discard, as libvirt 9.0 maps them (its
+/// `domxml-to-native` of the own memory-backing-* cases).
+#[test]
+fn memory_backing_sources_and_access() {
+    let backend = |backing: &str| -> (Value, Vec<String>) {
+        let args = args_of(
+            &xml(&format!("<memoryBacking>{backing}</memoryBacking>"), ""),
+            Accel::Tcg,
+        );
+        let object = json_values(&args, "-object")
+            .into_iter()
+            .find(|o| o["id"] == "pc.ram")
+            .unwrap_or_else(|| panic!("no pc.ram backend for {backing}"));
+        assert!(value(&args, "-machine").contains("memory-backend=pc.ram"));
+        (object, args)
+    };
+    let (file, _) = backend(
+        "<source type='file'/><access mode='shared'/><allocation mode='immediate'/><discard/>",
+    );
+    assert_eq!(file["qom-type"], "memory-backend-file");
+    assert_eq!(file["mem-path"], RUN_DIR);
+    assert_eq!(file["share"], true);
+    assert_eq!(file["prealloc"], true);
+    assert_eq!(file["discard-data"], true);
+
+    let (memfd, args) =
+        backend("<nosharepages/><locked/><source type='memfd'/><access mode='shared'/>");
+    assert_eq!(memfd["qom-type"], "memory-backend-memfd");
+    assert_eq!(memfd["share"], true);
+    assert!(memfd.get("prealloc").is_none());
+    assert_eq!(value(&args, "-overcommit"), "mem-lock=on");
+    assert!(value(&args, "-machine").contains("mem-merge=off"));
+
+    // libvirt: an access mode makes even anonymous memory a file backend.
+    let (anonymous, _) = backend(
+        "<source type='anonymous'/><access mode='private'/><allocation mode='immediate' threads='2'/>",
+    );
+    assert_eq!(anonymous["qom-type"], "memory-backend-file");
+    assert_eq!(anonymous["share"], false);
+    assert_eq!(anonymous["prealloc-threads"], 2);
+
+    let (ram, _) = backend("<allocation mode='immediate'/>");
+    assert_eq!(ram["qom-type"], "memory-backend-ram");
+    assert_eq!(ram["prealloc"], true);
+
+    let (huge, _) = backend("<hugepages/><source type='memfd'/>");
+    assert_eq!(huge["qom-type"], "memory-backend-memfd");
+    assert_eq!(huge["hugetlb"], true);
+
+    // Only locked: no backend object, just the lock.
+    let args = args_of(
+        &xml("<memoryBacking><locked/></memoryBacking>", ""),
+        Accel::Tcg,
+    );
+    assert!(!value(&args, "-machine").contains("memory-backend"));
+    assert_eq!(value(&args, "-overcommit"), "mem-lock=on");
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(

@@ -27,14 +27,15 @@ use std::fmt::Write as _;
 use oxvirt_domain::{
     Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, Cpu, CpuCheck, CpuFeature,
     CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
-    FeaturePolicy, Features, Hugepages, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking,
-    Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
+    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking, Os,
+    PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
 };
 use serde_json::{json, Value};
 
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod memory;
 mod sound;
 mod storage;
 
@@ -469,14 +470,8 @@ impl<'a> Builder<'a> {
         {
             machine.push_str(",hpet=off");
         }
-        let (hugepages, nosharepages) = match backing {
-            Some(MemoryBacking {
-                hugepages,
-                nosharepages,
-                line: _,
-            }) => (hugepages.as_ref(), *nosharepages),
-            None => (None, false),
-        };
+        let nosharepages = backing.is_some_and(|b| b.nosharepages);
+        let locked = backing.is_some_and(|b| b.locked);
         if nosharepages {
             machine.push_str(",mem-merge=off");
         }
@@ -497,32 +492,24 @@ impl<'a> Builder<'a> {
             .expect("writing to a String cannot fail");
         }
 
-        let mut backend = None;
-        if let Some(Hugepages {
-            page_sizes_kib,
-            line,
-        }) = hugepages
-        {
-            if !page_sizes_kib.is_empty() {
-                return Err(QemuError::unsupported(
-                    "memoryBacking/hugepages/page",
-                    *line,
-                    "explicit huge page sizes are not supported; <hugepages/> uses the host's default size from /dev/hugepages",
-                ));
-            }
+        let backend = memory::backend(
+            self.run,
+            backing,
+            ("pc.ram", memory_mib * 1024 * 1024),
+            memory::CellMemory::default(),
+            false,
+        )?;
+        if backend.is_some() {
             machine.push_str(",memory-backend=pc.ram");
-            backend = Some(json!({
-                "qom-type": "memory-backend-file",
-                "id": "pc.ram",
-                "mem-path": HUGEPAGES_MOUNT,
-                "prealloc": true,
-                "size": memory_mib * 1024 * 1024,
-            }));
         }
         self.arg("-machine", machine);
         self.arg("-m", memory);
         if let Some(backend) = backend {
             self.arg("-object", backend.to_string());
+        }
+        if locked {
+            // <locked/>: QEMU mlocks guest memory (the host must allow it: RLIMIT_MEMLOCK).
+            self.arg("-overcommit", "mem-lock=on");
         }
         Ok(())
     }
