@@ -114,6 +114,8 @@ pub struct Domain {
     /// `<iothreads>`: number of IOThreads.
     pub iothreads: Option<u32>,
     pub cputune: Option<CpuTune>,
+    /// `<numatune>`: where on the host's NUMA nodes guest memory goes.
+    pub numatune: Option<NumaTune>,
     pub os: Os,
     pub features: Features,
     pub cpu: Option<Cpu>,
@@ -343,9 +345,65 @@ pub struct Cpu {
     pub vendor: Option<String>,
     pub topology: Option<CpuTopology>,
     pub features: Vec<CpuFeature>,
+    /// `<numa><cell>`: the guest's NUMA nodes, in id order (cell `i` has id `i`); empty: none.
+    pub numa: Vec<NumaCell>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
     pub vendor_line: SourceLine,
+}
+
+/// `<cpu><numa><cell id= cpus= memory= memAccess= discard=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaCell {
+    /// The guest's vCPUs on this node; none for a memory-only node.
+    pub cpus: Option<CpuSet>,
+    pub memory_kib: u64,
+    /// Overrides `<memoryBacking><access>` for this node.
+    pub mem_access: Option<MemoryAccess>,
+    /// Overrides `<memoryBacking><discard>` for this node.
+    pub discard: Option<bool>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NumaTune {
+    /// `<memory>`: the policy for all guest memory.
+    pub memory: Option<NumaMemory>,
+    /// `<memnode>`: per guest NUMA cell policies, by cell id.
+    pub memnodes: Vec<MemNode>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune><memory mode= placement= nodeset=>`: `nodeset` is set exactly when the
+/// placement is static (libvirt drops a nodeset given with `placement='auto'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaMemory {
+    pub mode: NumaMode,
+    pub placement: VcpuPlacement,
+    pub nodeset: Option<CpuSet>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune><memnode cellid= mode= nodeset=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemNode {
+    pub cellid: u32,
+    pub mode: NumaMode,
+    pub nodeset: CpuSet,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumaMode {
+    Strict,
+    Preferred,
+    Interleave,
+    Restrictive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -30,6 +30,12 @@ pub(crate) const MEMORY_ALLOCATIONS: &[(&str, MemoryAllocation)] = &[
     ("immediate", MemoryAllocation::Immediate),
     ("ondemand", MemoryAllocation::Ondemand),
 ];
+pub(crate) const NUMA_MODES: &[(&str, NumaMode)] = &[
+    ("strict", NumaMode::Strict),
+    ("preferred", NumaMode::Preferred),
+    ("interleave", NumaMode::Interleave),
+    ("restrictive", NumaMode::Restrictive),
+];
 pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
     ("static", VcpuPlacement::Static),
     ("auto", VcpuPlacement::Auto),
@@ -300,6 +306,7 @@ xml_names! {
     DomainType => DOMAIN_TYPES,
     LifecycleAction => LIFECYCLE_ACTIONS,
     VcpuPlacement => PLACEMENTS,
+    NumaMode => NUMA_MODES,
     MemorySource => MEMORY_SOURCES,
     MemoryAccess => MEMORY_ACCESSES,
     MemoryAllocation => MEMORY_ALLOCATIONS,

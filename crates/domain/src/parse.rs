@@ -47,6 +47,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut vcpu = None;
     let mut iothreads = None;
     let mut cputune = None;
+    let mut numatune = None;
     let mut os = None;
     let mut features = None;
     let mut cpu = None;
@@ -146,6 +147,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let parsed = parse_cputune(&mut child)?;
                 set_once(&mut cputune, parsed, &child)?;
             }
+            "numatune" => {
+                let parsed = parse_numatune(&mut child)?;
+                set_once(&mut numatune, parsed, &child)?;
+            }
             "os" => {
                 let parsed = parse_os(&mut child)?;
                 set_once(&mut os, parsed, &child)?;
@@ -214,6 +219,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         vcpu,
         iothreads,
         cputune,
+        numatune,
         os,
         features: features.unwrap_or_default(),
         cpu,
@@ -640,10 +646,12 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        numa: Vec::new(),
         line: elem.source_line(),
         vendor_line: SourceLine::NONE,
     };
     let mut model_fallback = None;
+    let mut seen_numa = None;
     for mut child in elem.children()? {
         match child.name() {
             "model" => {
@@ -665,6 +673,10 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                         line: child.source_line(),
                     });
                 }
+            }
+            "numa" => {
+                set_once(&mut seen_numa, (), &child)?;
+                cpu.numa = parse_numa(&mut child)?;
             }
             "vendor" => {
                 child.finish_attrs()?;
@@ -1918,4 +1930,122 @@ fn parse_sound(elem: &mut Elem) -> Result<Sound> {
         address,
         line: elem.source_line(),
     })
+}
+
+/// `<cpu><numa>`: cells by id, which must be 0..n-1, each once (a cell without `id` takes its
+/// position), as libvirt stores them.
+fn parse_numa(elem: &mut Elem) -> Result<Vec<NumaCell>> {
+    elem.finish_attrs()?;
+    let mut cells: Vec<Option<NumaCell>> = Vec::new();
+    let children = elem.children()?;
+    if children.is_empty() {
+        return Err(DomainError::Invalid {
+            reason: "NUMA topology defined without NUMA cells".to_string(),
+            location: elem.loc(),
+        });
+    }
+    let count = children.len();
+    cells.resize(count, None);
+    for (index, mut child) in children.into_iter().enumerate() {
+        if child.name() != "cell" {
+            return Err(child.unsupported());
+        }
+        let id = child.u32_attr("id")?.unwrap_or(index as u32);
+        let cpus = match child.attr("cpus") {
+            Some(text) => Some(cpuset_at(text, &child.loc(), "attribute 'cpus'")?),
+            None => None,
+        };
+        let memory = child.required_attr("memory")?;
+        let unit = child.attr("unit");
+        let mem_access = child.enum_attr("memAccess", MEMORY_ACCESSES)?;
+        let discard = child.yes_no_attr("discard")?;
+        child.finish_attrs()?;
+        child.leaf()?;
+        let memory_kib = size_kib_at(memory, unit, &child.loc(), "attribute 'memory'")?;
+        let slot = cells.get_mut(id as usize).filter(|slot| slot.is_none());
+        let Some(slot) = slot else {
+            return Err(DomainError::Invalid {
+                reason: "exactly one <cell> per guest NUMA cell, with ids from 0 and no gaps"
+                    .to_string(),
+                location: child.loc(),
+            });
+        };
+        *slot = Some(NumaCell {
+            cpus,
+            memory_kib,
+            mem_access,
+            discard,
+            line: child.source_line(),
+        });
+    }
+    // Every slot is filled: n cells took n distinct ids below n.
+    Ok(cells.into_iter().flatten().collect())
+}
+
+fn parse_numatune(elem: &mut Elem) -> Result<NumaTune> {
+    elem.finish_attrs()?;
+    let mut tune = NumaTune {
+        line: elem.source_line(),
+        ..NumaTune::default()
+    };
+    for mut child in elem.children()? {
+        match child.name() {
+            "memory" => {
+                let mode = child
+                    .enum_attr("mode", NUMA_MODES)?
+                    .unwrap_or(NumaMode::Strict);
+                let placement = child.enum_attr("placement", PLACEMENTS)?;
+                let nodeset = match child.attr("nodeset") {
+                    Some(text) => Some(cpuset_at(text, &child.loc(), "attribute 'nodeset'")?),
+                    None => None,
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                // libvirt: a nodeset makes the placement static, unless it says auto (which
+                // drops the nodeset); static needs one.
+                let placement = placement.unwrap_or(if nodeset.is_some() {
+                    VcpuPlacement::Static
+                } else {
+                    VcpuPlacement::Auto
+                });
+                let nodeset = match placement {
+                    VcpuPlacement::Auto => None,
+                    VcpuPlacement::Static => Some(nodeset.ok_or_else(|| DomainError::Invalid {
+                        reason: "nodeset for NUMA memory tuning must be set if 'placement' is 'static'".to_string(),
+                        location: child.loc(),
+                    })?),
+                };
+                let memory = NumaMemory {
+                    mode,
+                    placement,
+                    nodeset,
+                    line: child.source_line(),
+                };
+                set_once(&mut tune.memory, memory, &child)?;
+            }
+            "memnode" => {
+                let cellid = child
+                    .u32_attr("cellid")?
+                    .ok_or_else(|| child.missing("attribute 'cellid'"))?;
+                let mode = child
+                    .enum_attr("mode", NUMA_MODES)?
+                    .unwrap_or(NumaMode::Strict);
+                let nodeset = child.required_attr("nodeset")?;
+                let nodeset = cpuset_at(nodeset, &child.loc(), "attribute 'nodeset'")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if tune.memnodes.iter().any(|m| m.cellid == cellid) {
+                    return Err(child.duplicate());
+                }
+                tune.memnodes.push(MemNode {
+                    cellid,
+                    mode,
+                    nodeset,
+                    line: child.source_line(),
+                });
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(tune)
 }

@@ -39,6 +39,65 @@ fn check_text(path: &str, what: &str, text: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Guest NUMA cells and `<numatune>`, with libvirt 9.0's rules.
+fn validate_numa(d: &Domain) -> Result<(), DomainError> {
+    let cells = d.cpu.as_ref().map_or(&[][..], |c| &c.numa[..]);
+    let at = |path: &str, line: SourceLine, reason: String| DomainError::Invalid {
+        reason,
+        location: Location::new(path, line.get()),
+    };
+    let mut seen: Vec<(usize, u32)> = Vec::new();
+    for (id, cell) in cells.iter().enumerate() {
+        if cell.memory_kib == 0 {
+            return Err(at(
+                "cpu/numa/cell",
+                cell.line,
+                format!("NUMA cell {id} has no memory"),
+            ));
+        }
+        for cpu in cell.cpus.iter().flat_map(|c| c.iter()) {
+            if cpu >= d.vcpu.max {
+                return Err(at(
+                    "cpu/numa/cell",
+                    cell.line,
+                    "Number of CPUs in <numa> exceeds the <vcpu> count".to_string(),
+                ));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, c)| *c == cpu) {
+                return Err(at(
+                    "cpu/numa/cell",
+                    cell.line,
+                    format!("NUMA cells {id} and {other} have overlapping vCPU ids"),
+                ));
+            }
+            seen.push((id, cpu));
+        }
+    }
+    let Some(tune) = &d.numatune else {
+        return Ok(());
+    };
+    for node in &tune.memnodes {
+        if cells.is_empty() {
+            return Err(at(
+                "numatune/memnode",
+                node.line,
+                "<memnode> is invalid without any guest NUMA cells".to_string(),
+            ));
+        }
+        if node.cellid as usize >= cells.len() {
+            return Err(at(
+                "numatune/memnode",
+                node.line,
+                format!(
+                    "cellid {} in memnode must correspond to existing guest's NUMA cell",
+                    node.cellid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
     validate_name(&d.name)?;
     if let Some(title) = &d.title {
@@ -52,6 +111,7 @@ pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
     }
     validate_memory(d)?;
     validate_vcpus(d)?;
+    validate_numa(d)?;
     validate_os(d)?;
     validate_lifecycle(d)?;
     validate_clock(d)?;

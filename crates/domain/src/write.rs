@@ -132,6 +132,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     if let Some(tune) = &d.cputune {
         write_cputune(&mut w, tune);
     }
+    if let Some(tune) = &d.numatune {
+        write_numatune(&mut w, tune);
+    }
     write_os(&mut w, &d.os);
     if d.features != Features::default() {
         w.start("features", &[]);
@@ -331,6 +334,7 @@ fn write_cpu(w: &mut Writer, cpu: &Cpu) {
         && cpu.vendor.is_none()
         && cpu.topology.is_none()
         && cpu.features.is_empty()
+        && cpu.numa.is_empty()
     {
         w.empty("cpu", &attrs);
         return;
@@ -372,7 +376,56 @@ fn write_cpu(w: &mut Writer, cpu: &Cpu) {
             ],
         );
     }
+    if !cpu.numa.is_empty() {
+        w.start("numa", &[]);
+        for (id, cell) in cpu.numa.iter().enumerate() {
+            w.empty(
+                "cell",
+                &[
+                    ("id", s(id)),
+                    ("cpus", cell.cpus.as_ref().map(|c| c.to_string())),
+                    ("memory", s(cell.memory_kib)),
+                    ("unit", s("KiB")),
+                    (
+                        "memAccess",
+                        cell.mem_access
+                            .map(|a| name_of(MEMORY_ACCESSES, a).to_string()),
+                    ),
+                    ("discard", cell.discard.map(|b| yes_no(b).to_string())),
+                ],
+            );
+        }
+        w.end("numa");
+    }
     w.end("cpu");
+}
+
+fn write_numatune(w: &mut Writer, tune: &NumaTune) {
+    w.start("numatune", &[]);
+    if let Some(memory) = &tune.memory {
+        w.empty(
+            "memory",
+            &[
+                ("mode", s(name_of(NUMA_MODES, memory.mode))),
+                (
+                    "placement",
+                    (memory.placement == VcpuPlacement::Auto).then(|| "auto".to_string()),
+                ),
+                ("nodeset", memory.nodeset.as_ref().map(|n| n.to_string())),
+            ],
+        );
+    }
+    for node in &tune.memnodes {
+        w.empty(
+            "memnode",
+            &[
+                ("cellid", s(node.cellid)),
+                ("mode", s(name_of(NUMA_MODES, node.mode))),
+                ("nodeset", s(&node.nodeset)),
+            ],
+        );
+    }
+    w.end("numatune");
 }
 
 fn write_clock(w: &mut Writer, clock: &Clock) {

@@ -133,6 +133,7 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
                         vendor,
                         topology,
                         features,
+                        numa: Vec::new(),
                         line: SourceLine::NONE,
                         vendor_line: SourceLine::NONE,
                     }
@@ -779,6 +780,7 @@ prop_compose! {
             }),
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
             iothreads,
+            numatune: None,
             cputune: cputune.map(|_| CpuTune {
                 shares: tune_shares,
                 period: tune_period,

@@ -89,6 +89,7 @@ impl Planner {
             vcpu,
             iothreads,
             cputune,
+            numatune,
             os,
             // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
             features: _,
@@ -122,6 +123,9 @@ impl Planner {
             max_memory.as_ref(),
             memory_backing.as_ref(),
         );
+        if let Some(tune) = numatune {
+            self.no("<numatune>", tune.line, "no host NUMA memory policy");
+        }
         if iothreads.is_some() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
         }
@@ -356,12 +360,20 @@ impl Planner {
             vendor: _,
             topology,
             features,
+            numa,
             line: cpu_line,
             vendor_line: _,
         }) = cpu
         else {
             return config;
         };
+        if let Some(cell) = numa.first() {
+            self.no(
+                "<cpu><numa>",
+                cell.line,
+                "one NUMA node: no guest NUMA topology",
+            );
+        }
         if let Some(CpuTopology {
             sockets,
             dies,

@@ -235,7 +235,36 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
             ),
         ));
     }
+    require_host_numa_nodes(domain)?;
     require_vhost_net(domain, Path::new(VHOST_NET))
+}
+
+/// `<numatune>` binds guest memory to host NUMA nodes: they must exist (QEMU's mbind would
+/// fail later with a less clear message; libvirt says "NUMA node N is unavailable").
+fn require_host_numa_nodes(domain: &Domain) -> Result<(), QemuError> {
+    let Some(tune) = &domain.numatune else {
+        return Ok(());
+    };
+    let memory = tune
+        .memory
+        .iter()
+        .filter_map(|m| Some(("numatune/memory", m.line, m.nodeset.as_ref()?)));
+    let memnodes = tune
+        .memnodes
+        .iter()
+        .map(|m| ("numatune/memnode", m.line, &m.nodeset));
+    for (element, line, nodeset) in memory.chain(memnodes) {
+        for node in nodeset.iter() {
+            if !Path::new(&format!("/sys/devices/system/node/node{node}")).is_dir() {
+                return Err(QemuError::invalid(
+                    format!("{element}@nodeset"),
+                    line,
+                    format!("host NUMA node {node} is unavailable"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 const VHOST_NET: &str = "/dev/vhost-net";

@@ -607,6 +607,45 @@ async fn guest_runs_on_memfd_and_file_memory_backends() {
     }
 }
 
+/// `<cpu><numa>` with two cells: the guest sees two NUMA nodes, with their vCPUs and memory.
+#[tokio::test(flavor = "multi_thread")]
+async fn guest_sees_its_numa_nodes() {
+    let xml = guest_xml("oxvirt-qemu-numa", "", "").replace(
+        "<vcpu>1</vcpu>",
+        "<vcpu>2</vcpu>
+         <cpu><numa>
+           <cell id='0' cpus='0' memory='128' unit='MiB'/>
+           <cell id='1' cpus='1' memory='128' unit='MiB' memAccess='shared'/>
+         </numa></cpu>",
+    );
+    let vm = test_vm(&xml);
+    let _guard = start(&vm).await;
+    wait_for_boots(&vm.run, 1);
+    let mut console = shell(&vm.run);
+    let mut run = |command: &str| {
+        console
+            .run(command, BOUND)
+            .unwrap_or_else(|| panic!("no answer to {command}"))
+    };
+    assert_eq!(
+        run("ls -d /sys/devices/system/node/node* | wc -l").trim(),
+        "2"
+    );
+    assert_eq!(
+        run("cat /sys/devices/system/node/node1/cpulist").trim(),
+        "1"
+    );
+    let node1 = run("grep MemTotal /sys/devices/system/node/node1/meminfo");
+    let kib: u64 = node1
+        .split_whitespace()
+        .rev()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("node1 meminfo: {node1}"));
+    // (The kernel keeps some of each node for itself.)
+    assert!((64_000..=131_072).contains(&kib), "node1 has {kib} KiB");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn on_reboot_destroy_ends_qemu_when_the_guest_reboots() {
     let xml = guest_xml("oxvirt-qemu-noreboot", "", "")

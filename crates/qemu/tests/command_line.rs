@@ -567,6 +567,96 @@ fn memory_backing_sources_and_access() {
     assert_eq!(value(&args, "-overcommit"), "mem-lock=on");
 }
 
+/// Guest NUMA cells and numatune, as libvirt 9.0 maps them (its `domxml-to-native` of the own
+/// cases numa-cells, numatune-memnode, numa-memory-only-cell and numatune-memory-only).
+#[test]
+fn numa_cells_and_numatune() {
+    let xml = xml(
+        "<numatune><memnode cellid='0' mode='preferred' nodeset='0'/><memnode cellid='1' mode='interleave' nodeset='0'/></numatune>
+         <cpu><numa>
+           <cell id='0' cpus='0' memory='256' unit='MiB' memAccess='shared'/>
+           <cell id='1' cpus='1' memory='262144' discard='yes'/>
+           <cell id='2' memory='128' unit='MiB'/>
+         </numa></cpu>",
+        "",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    // <memory> became the cells' sum; no pc.ram backend.
+    assert_eq!(value(&args, "-m"), "size=655360k");
+    assert!(!value(&args, "-machine").contains("memory-backend"));
+    let objects = json_values(&args, "-object");
+    let node = |id: &str| {
+        objects
+            .iter()
+            .find(|o| o["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {objects:?}"))
+            .clone()
+    };
+    let node0 = node("ram-node0");
+    assert_eq!(node0["qom-type"], "memory-backend-file");
+    assert_eq!(node0["share"], true);
+    assert_eq!(node0["size"], 268_435_456u64);
+    assert_eq!(node0["host-nodes"], serde_json::json!([0]));
+    assert_eq!(node0["policy"], "preferred");
+    let node1 = node("ram-node1");
+    assert_eq!(node1["qom-type"], "memory-backend-ram");
+    assert_eq!(node1["policy"], "interleave");
+    let node2 = node("ram-node2");
+    assert!(node2.get("host-nodes").is_none());
+    assert_eq!(
+        values(&args, "-numa"),
+        [
+            "node,nodeid=0,cpus=0,memdev=ram-node0",
+            "node,nodeid=1,cpus=1,memdev=ram-node1",
+            "node,nodeid=2,memdev=ram-node2",
+        ]
+    );
+
+    // Non-contiguous vCPUs: one cpus= per range.
+    let split = xml
+        .replace("cpus='0' memory='256'", "cpus='0,2-3' memory='256'")
+        .replace("<vcpu>2</vcpu>", "<vcpu>4</vcpu>");
+    let args = args_of(&split, Accel::Tcg);
+    assert_eq!(
+        values(&args, "-numa")[0],
+        "node,nodeid=0,cpus=0,cpus=2-3,memdev=ram-node0"
+    );
+
+    // numatune memory without cells binds pc.ram (strict: 'bind').
+    let args = args_of(
+        &self::xml(
+            "<numatune><memory mode='interleave' nodeset='0'/></numatune>",
+            "",
+        ),
+        Accel::Tcg,
+    );
+    let ram = json_values(&args, "-object")
+        .into_iter()
+        .find(|o| o["id"] == "pc.ram")
+        .expect("pc.ram");
+    assert_eq!(ram["qom-type"], "memory-backend-ram");
+    assert_eq!(ram["policy"], "interleave");
+    assert!(value(&args, "-machine").contains("memory-backend=pc.ram"));
+    let args = args_of(
+        &self::xml(
+            "<numatune><memory mode='strict' nodeset='0'/></numatune>",
+            "",
+        ),
+        Accel::Tcg,
+    );
+    assert!(
+        args.iter().any(|a| a.contains("\"policy\":\"bind\"")),
+        "{args:?}"
+    );
+
+    // What needs numad or cgroups.
+    let (element, _) = unsupported(&self::xml(
+        "<numatune><memory mode='restrictive' nodeset='0'/></numatune>",
+        "",
+    ));
+    assert_eq!(element, "numatune/memory@mode");
+}
+
 #[test]
 fn disk_buses() {
     let pc = xml(

@@ -1,7 +1,10 @@
 //! Guest RAM as QEMU memory-backend objects, the way libvirt 9.0 builds them from
 //! `<memoryBacking>` (and, for a NUMA cell, its `memAccess`/`discard`).
 
-use oxvirt_domain::{Hugepages, MemoryAccess, MemoryAllocation, MemoryBacking, MemorySource};
+use oxvirt_domain::{
+    CpuSet, Hugepages, MemNode, MemoryAccess, MemoryAllocation, MemoryBacking, MemorySource,
+    NumaMemory, NumaMode, NumaTune, SourceLine, VcpuPlacement,
+};
 use serde_json::{json, Map, Value};
 
 use super::HUGEPAGES_MOUNT;
@@ -101,4 +104,90 @@ pub(super) fn backend(
         value[key] = v;
     }
     Ok(Some(value))
+}
+
+/// QEMU's `policy` of a host-nodes binding for a numatune mode. libvirt applies `strict` and
+/// `restrictive` through the cgroup cpuset controller; oxvirt manages no cgroups, so `strict`
+/// binds the backend (the same placement, enforced by the kernel's mbind) and `restrictive`
+/// (cgroups only, by definition) is refused.
+fn policy(mode: NumaMode, element: &str, line: SourceLine) -> Result<&'static str, QemuError> {
+    match mode {
+        NumaMode::Strict => Ok("bind"),
+        NumaMode::Preferred => Ok("preferred"),
+        NumaMode::Interleave => Ok("interleave"),
+        NumaMode::Restrictive => Err(QemuError::unsupported(
+            format!("{element}@mode"),
+            line,
+            "mode='restrictive' is enforced through cgroups, which oxvirt does not manage",
+        )),
+    }
+}
+
+/// The host nodes and policy a backend is bound to: the cell's `<memnode>` (`cell` is its id),
+/// else `<numatune><memory>`; none without numatune.
+pub(super) fn binding(
+    tune: Option<&NumaTune>,
+    cell: Option<usize>,
+) -> Result<Option<(Vec<u32>, &'static str)>, QemuError> {
+    let Some(NumaTune {
+        memory,
+        memnodes,
+        line: _,
+    }) = tune
+    else {
+        return Ok(None);
+    };
+    if let Some(node) = cell.and_then(|id| memnodes.iter().find(|n| n.cellid as usize == id)) {
+        let MemNode {
+            cellid,
+            mode,
+            nodeset,
+            line,
+        } = node;
+        let element = format!("numatune/memnode[@cellid='{cellid}']");
+        return Ok(Some((
+            nodeset.iter().collect(),
+            policy(*mode, &element, *line)?,
+        )));
+    }
+    let Some(NumaMemory {
+        mode,
+        placement,
+        nodeset,
+        line,
+    }) = memory
+    else {
+        return Ok(None);
+    };
+    match (placement, nodeset) {
+        (VcpuPlacement::Static, Some(nodeset)) => Ok(Some((
+            nodeset.iter().collect(),
+            policy(*mode, "numatune/memory", *line)?,
+        ))),
+        _ => Err(QemuError::unsupported(
+            "numatune/memory@placement",
+            *line,
+            "placement='auto' needs numad, which this engine does not use",
+        )),
+    }
+}
+
+/// Puts a host-nodes binding on a backend object.
+pub(super) fn bind(backend: &mut Value, binding: Option<(Vec<u32>, &'static str)>) {
+    if let Some((nodes, policy)) = binding {
+        backend["host-nodes"] = json!(nodes);
+        backend["policy"] = json!(policy);
+    }
+}
+
+/// `-numa node,nodeid=N,cpus=A-B[,cpus=C],memdev=ram-nodeN` (QEMU takes one `cpus=` per range).
+pub(super) fn numa_node(id: usize, cpus: Option<&CpuSet>) -> String {
+    let mut node = format!("node,nodeid={id}");
+    if let Some(cpus) = cpus {
+        for range in cpus.to_string().split(',') {
+            node.push_str(&format!(",cpus={range}"));
+        }
+    }
+    node.push_str(&format!(",memdev=ram-node{id}"));
+    node
 }

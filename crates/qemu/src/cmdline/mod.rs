@@ -27,8 +27,8 @@ use std::fmt::Write as _;
 use oxvirt_domain::{
     Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, Cpu, CpuCheck, CpuFeature,
     CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
-    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking, Os,
-    PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
+    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking, NumaCell,
+    NumaTune, Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
 };
 use serde_json::{json, Value};
 
@@ -179,6 +179,9 @@ struct Builder<'a> {
     /// `bootindex` per disk / per interface, from `<os><boot dev>` or `<boot order>`.
     disk_boot: Vec<Option<u32>>,
     interface_boot: Vec<Option<u32>>,
+    /// Guest NUMA cells (`<cpu><numa>`): guest RAM is then one backend per cell.
+    numa_cells: usize,
+    numatune: Option<&'a NumaTune>,
 }
 
 impl<'a> Builder<'a> {
@@ -202,6 +205,7 @@ impl<'a> Builder<'a> {
             vcpu,
             iothreads,
             cputune,
+            numatune,
             os,
             features,
             cpu,
@@ -275,6 +279,8 @@ impl<'a> Builder<'a> {
             iothreads: iothreads.unwrap_or(0),
             disk_boot: vec![None; devices.disks.len()],
             interface_boot: vec![None; devices.interfaces.len()],
+            numa_cells: cpu.as_ref().map_or(0, |c| c.numa.len()),
+            numatune: numatune.as_ref(),
         };
         let b = &mut builder;
         b.arg(
@@ -292,6 +298,11 @@ impl<'a> Builder<'a> {
             features,
             clock,
             (*memory_kib, max_memory.as_ref()),
+            memory_backing.as_ref(),
+        )?;
+        b.numa(
+            cpu.as_ref().map_or(&[][..], |c| &c.numa[..]),
+            numatune.as_ref(),
             memory_backing.as_ref(),
         )?;
         b.arg("-accel", accel.qemu_name());
@@ -470,6 +481,8 @@ impl<'a> Builder<'a> {
         {
             machine.push_str(",hpet=off");
         }
+        // With guest NUMA cells, each cell has a backend of its own (numa()), and no pc.ram.
+        let numa = self.numa_cells > 0;
         let nosharepages = backing.is_some_and(|b| b.nosharepages);
         let locked = backing.is_some_and(|b| b.locked);
         if nosharepages {
@@ -477,7 +490,12 @@ impl<'a> Builder<'a> {
         }
 
         let memory_mib = kib_to_mib_rounded_up(memory_kib);
-        let mut memory = format!("size={memory_mib}M");
+        // The cells' sizes must add up to it exactly: in KiB then, as libvirt writes it.
+        let mut memory = if numa {
+            format!("size={memory_kib}k")
+        } else {
+            format!("size={memory_mib}M")
+        };
         if let Some(MaxMemory {
             kib,
             slots,
@@ -492,13 +510,34 @@ impl<'a> Builder<'a> {
             .expect("writing to a String cannot fail");
         }
 
-        let backend = memory::backend(
-            self.run,
-            backing,
-            ("pc.ram", memory_mib * 1024 * 1024),
-            memory::CellMemory::default(),
-            false,
-        )?;
+        let mut backend = if numa {
+            None
+        } else {
+            memory::backend(
+                self.run,
+                backing,
+                ("pc.ram", memory_mib * 1024 * 1024),
+                memory::CellMemory::default(),
+                false,
+            )?
+        };
+        // <numatune><memory> without guest cells binds all of guest RAM (QEMU needs a
+        // backend object for that).
+        if !numa {
+            if let Some(binding) = memory::binding(self.numatune, None)? {
+                let backend = backend.get_or_insert(
+                    memory::backend(
+                        self.run,
+                        backing,
+                        ("pc.ram", memory_mib * 1024 * 1024),
+                        memory::CellMemory::default(),
+                        true,
+                    )?
+                    .expect("a backend is always made when asked to"),
+                );
+                memory::bind(backend, Some(binding));
+            }
+        }
         if backend.is_some() {
             machine.push_str(",memory-backend=pc.ram");
         }
@@ -510,6 +549,43 @@ impl<'a> Builder<'a> {
         if locked {
             // <locked/>: QEMU mlocks guest memory (the host must allow it: RLIMIT_MEMLOCK).
             self.arg("-overcommit", "mem-lock=on");
+        }
+        Ok(())
+    }
+
+    /// One memory backend and one `-numa node` per guest NUMA cell, as libvirt: the backend
+    /// follows `<memoryBacking>` with the cell's own memAccess/discard, bound to the host
+    /// nodes of the cell's `<memnode>` (or of `<numatune><memory>`).
+    fn numa(
+        &mut self,
+        cells: &[NumaCell],
+        numatune: Option<&NumaTune>,
+        backing: Option<&MemoryBacking>,
+    ) -> Result<(), QemuError> {
+        for (id, cell) in cells.iter().enumerate() {
+            let NumaCell {
+                cpus,
+                memory_kib,
+                mem_access,
+                discard,
+                // Nothing about a cell itself is refused.
+                line: _,
+            } = cell;
+            let cell_memory = memory::CellMemory {
+                access: *mem_access,
+                discard: *discard,
+            };
+            let mut backend = memory::backend(
+                self.run,
+                backing,
+                (&format!("ram-node{id}"), memory_kib.saturating_mul(1024)),
+                cell_memory,
+                true,
+            )?
+            .expect("a backend is always made when asked to");
+            memory::bind(&mut backend, memory::binding(numatune, Some(id))?);
+            self.arg("-object", backend.to_string());
+            self.arg("-numa", memory::numa_node(id, cpus.as_ref()));
         }
         Ok(())
     }
@@ -526,6 +602,8 @@ impl<'a> Builder<'a> {
             // -smp (below).
             topology: _,
             features,
+            // -numa (numa()).
+            numa: _,
             line: _,
             vendor_line,
         }) = cpu
