@@ -39,8 +39,8 @@ const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
 /// libvirt 9.0 refuses these; oxvirt accepts them.
 const MORE_LENIENT_THAN_LIBVIRT_9: &[(&str, &str)] = &[(
     "lenient-max-memory",
-    "<maxMemory> without NUMA cells: libvirt requires a NUMA node, oxvirt does not model NUMA \
-         (docs/xml-support.md)",
+    "<maxMemory> without NUMA cells: libvirt requires a NUMA node; oxvirt keeps accepting it, \
+         as QEMU's -m maxmem (and the native engine) need none (docs/xml-support.md)",
 )];
 
 /// Cases whose normalized output differs from libvirt 9.0's (to fix in the domain crate).
