@@ -552,11 +552,26 @@ async fn ethernet_interface_uses_an_existing_tap() {
             .unwrap_or_else(|| panic!("no answer to {command}"))
     };
     run("ip link set eth0 up; ip addr add 10.77.0.2/24 dev eth0");
-    let ping = run("ping -c 3 -W 5 10.77.0.1 >/dev/null 2>&1 && echo PING-OK || echo PING-FAILED");
+    // A TCG guest on a loaded host answers slowly: a few tries.
+    let ping = run(
+        "r=PING-FAILED; for i in 1 2 3 4 5 6 7 8 9 10; do \
+         if ping -c 1 -W 3 10.77.0.1 >/dev/null 2>&1; then r=PING-OK; break; fi; sleep 1; done; echo $r",
+    );
+    let diagnostics = if ping.trim() == "PING-OK" {
+        String::new()
+    } else {
+        let guest = run("ip addr; ip route; cat /sys/class/net/eth0/carrier");
+        let host = std::process::Command::new("ip")
+            .args(["-n", &netns.0, "-s", "addr"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!("guest:\n{guest}\nhost namespace:\n{host}")
+    };
     assert_eq!(
         ping.trim(),
         "PING-OK",
-        "the guest cannot reach the TAP's address"
+        "the guest cannot reach the TAP's address\n{diagnostics}"
     );
 }
 
