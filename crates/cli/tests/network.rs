@@ -325,6 +325,52 @@ fn ethernet_guest_gets_a_tap_of_its_own() {
     assert!(ns.has_link("hosttap0"), "the host's TAP stays");
 }
 
+/// `<interface type='direct'>`: oxvirtd makes a macvtap device on the host interface with the
+/// guest's MAC, QEMU gets its /dev/tapN, and the guest talks to a macvlan sibling on the same
+/// interface (bridge mode); the device goes at destroy.
+#[test]
+fn direct_guest_talks_through_a_macvtap() {
+    let ns = Netns::new();
+    ns.ip(&[
+        "link", "add", "low0", "type", "veth", "peer", "name", "low1",
+    ]);
+    ns.ip(&["link", "set", "low0", "up"]);
+    ns.ip(&["link", "set", "low1", "up"]);
+    ns.ip(&[
+        "link", "add", "link", "low0", "name", "mvl0", "type", "macvlan", "mode", "bridge",
+    ]);
+    ns.ip(&["addr", "add", "10.79.0.1/24", "dev", "mvl0"]);
+    ns.ip(&["link", "set", "mvl0", "up"]);
+    let daemon = NetDaemon::start(&ns, false);
+    daemon
+        .define_guest(
+            "direct",
+            "    <interface type='direct'><mac address='52:54:00:79:00:02'/><source dev='low0' mode='bridge'/><model type='virtio'/></interface>",
+        )
+        .ok();
+    daemon.oxvirt(&["start", "direct"]).ok();
+    let (macvtap, _mac) = daemon.interfaces("direct")[0].clone();
+    assert!(macvtap.starts_with("oxmvt"), "{macvtap}");
+    let details = ns.link_details(&macvtap);
+    assert!(details.contains("52:54:00:79:00:02"), "{details}");
+    let mut console = daemon.console("direct");
+    boot_shell(&mut console);
+    guest(
+        &mut console,
+        "ip addr add 10.79.0.2/24 dev eth0; ip link set eth0 up",
+        SHORT,
+    );
+    let mut answer = String::new();
+    let reached = wait_for(SHORT, || {
+        answer = guest(&mut console, "ping -c 1 -W 2 10.79.0.1", SHORT);
+        answer.contains("1 packets received")
+    });
+    assert!(reached, "{answer}");
+    daemon.oxvirt(&["destroy", "direct"]).ok();
+    assert!(!ns.has_link(&macvtap), "the macvtap goes with the guest");
+    assert!(ns.has_link("low0"), "the host interface stays");
+}
+
 #[test]
 fn restarts_adopt_networks_and_a_killed_daemon_leaves_no_orphans() {
     let ns = Netns::new();

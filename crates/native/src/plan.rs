@@ -771,7 +771,7 @@ impl Planner {
             self.no(
                 format!("{name}: type='direct'"),
                 *line,
-                "no macvtap; use a network, bridge or ethernet",
+                "no macvtap (oxvirt-vmm opens TAPs by name); use a network, bridge or ethernet",
             );
         }
         match model.as_deref() {

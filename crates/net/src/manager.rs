@@ -48,6 +48,32 @@ pub struct TapRequest<'a> {
     pub queues: u32,
 }
 
+/// A macvtap device for a guest interface (`<interface type='direct'>`).
+#[derive(Debug, Clone)]
+pub struct MacvtapRequest<'a> {
+    /// `<target dev=>`; `None`: the first free `oxmvtN`.
+    pub name: Option<&'a str>,
+    /// `<source dev=>`: the host interface the macvtap sits on.
+    pub lower: &'a str,
+    pub mode: MacvtapMode,
+    /// The guest's MAC address, which the macvtap device takes (it receives frames for it only).
+    pub guest_mac: Option<MacAddr>,
+    /// Who owns the device, recorded in its ifalias (as for TAPs: removed with them).
+    pub owner: &'a str,
+}
+
+/// `<source mode=>` of a direct interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvtapMode {
+    Vepa,
+    Bridge,
+    Private,
+    Passthrough,
+}
+
+/// Names oxvirt gives the macvtap devices it creates when the definition names none.
+pub const GENERATED_MACVTAP_PREFIX: &str = "oxmvt";
+
 /// Handles the networks of one host (or network namespace): create with [`NetworkManager::new`] inside a
 /// tokio runtime; the netlink socket belongs to the calling thread's network namespace.
 pub struct NetworkManager {
@@ -502,6 +528,63 @@ impl NetworkManager {
             if let Ok(Some(link)) = self.netlink.link(&name).await {
                 let _ = self.netlink.delete_link(link.index).await;
             }
+            return Err(error);
+        }
+        Ok(name)
+    }
+
+    /// Creates a macvtap device on `request.lower` with the guest's MAC, owned like a TAP (listed by
+    /// [`NetworkManager::taps`], removed by [`NetworkManager::remove_tap`]), up. Returns its name; QEMU
+    /// then reads and writes the guest's frames through `/dev/tapINDEX`.
+    pub async fn create_macvtap(&self, request: &MacvtapRequest<'_>) -> Result<String, NetError> {
+        use rtnetlink::packet_route::link::MacVtapMode;
+        let _guard = self.lock.lock().await;
+        let lower = self.device(request.lower).await?;
+        let name = match request.name {
+            Some(name) => {
+                check_ifname_text(name).map_err(|reason| NetError::Invalid {
+                    reason: format!("macvtap name '{name}': {reason}"),
+                })?;
+                if self.netlink.link(name).await?.is_some() {
+                    return Err(NetError::DeviceExists {
+                        device: name.to_string(),
+                    });
+                }
+                name.to_string()
+            }
+            None => {
+                let taken: Vec<String> = self
+                    .netlink
+                    .links()
+                    .await?
+                    .into_iter()
+                    .map(|l| l.name)
+                    .collect();
+                (0..)
+                    .map(|n| format!("{GENERATED_MACVTAP_PREFIX}{n}"))
+                    .find(|candidate| !taken.contains(candidate))
+                    .unwrap_or_else(|| GENERATED_MACVTAP_PREFIX.to_string())
+            }
+        };
+        let mode = match request.mode {
+            MacvtapMode::Vepa => MacVtapMode::Vepa,
+            MacvtapMode::Bridge => MacVtapMode::Bridge,
+            MacvtapMode::Private => MacVtapMode::Private,
+            MacvtapMode::Passthrough => MacVtapMode::Passthrough,
+        };
+        let index = self
+            .netlink
+            .create_macvtap(&name, lower.index, mode, request.guest_mac)
+            .await?;
+        let result = async {
+            self.netlink
+                .set_alias(index, &format!("{TAP_ALIAS_PREFIX}{}", request.owner))
+                .await?;
+            self.netlink.set_up(index).await
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = self.netlink.delete_link(index).await;
             return Err(error);
         }
         Ok(name)

@@ -500,12 +500,21 @@ fn ethernet_and_direct_interfaces() {
     let err = oxvirt_qemu::check(&domain(&unnamed)).unwrap_err();
     assert!(err.to_string().contains("managed='no'"), "{err}");
 
+    // type='direct': the daemon makes the macvtap device; launch hands QEMU its /dev/tapN as
+    // a descriptor the command line names.
     let direct = self::xml(
         "",
-        "<interface type='direct'><mac address='52:54:00:00:00:02'/><source dev='eth0' mode='bridge'/></interface>",
+        "<interface type='user'/><interface type='direct'><mac address='52:54:00:00:00:02'/><source dev='eth0' mode='bridge'/><target dev='mymv0'/><model type='virtio'/></interface>",
     );
-    let (element, reason) = unsupported(&direct);
-    assert_eq!(element, "devices/interface[0]");
+    let args = args_of(&direct, Accel::Tcg);
+    let netdevs = json_values(&args, "-netdev");
+    assert_eq!(netdevs[1]["type"], "tap");
+    assert_eq!(netdevs[1]["fd"], oxvirt_qemu::macvtap_fd(1).to_string());
+    assert!(netdevs[1].get("ifname").is_none());
+    let unmade = direct.replace("<target dev='mymv0'/>", "");
+    oxvirt_qemu::check(&domain(&unmade)).expect("the daemon makes the device at start");
+    let (element, reason) = unsupported(&unmade);
+    assert_eq!(element, "devices/interface[1]");
     assert!(reason.contains("macvtap"), "{reason}");
 }
 

@@ -250,12 +250,31 @@ impl Builder<'_> {
                 }
             }
             InterfaceType::Direct => {
-                return Err(QemuError::unsupported(
-                    element,
-                    *line,
-                    "type='direct' (macvtap): QEMU would need the daemon to create the macvtap device and \
-                     pass it an open /dev/tapN, which oxvirt does not do yet; use type='bridge' or 'ethernet'",
-                ))
+                // The daemon made the macvtap device (<target dev>); launch opens its
+                // /dev/tapN and hands it to QEMU as this descriptor, as libvirt does.
+                if target_dev.is_none() {
+                    return Err(QemuError::unsupported(
+                        element,
+                        *line,
+                        "type='direct' needs the macvtap device the network layer makes (<target dev=>), which none was",
+                    ));
+                }
+                if *driver_name == Some(InterfaceDriverName::Vhost) {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/driver@name"),
+                        *driver_line,
+                        "vhost on a macvtap device needs a /dev/vhost-net descriptor, which oxvirt does not pass",
+                    ));
+                }
+                if queues > 1 {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/driver@queues"),
+                        *driver_line,
+                        "a macvtap device is opened once: one queue",
+                    ));
+                }
+                netdev["type"] = json!("tap");
+                netdev["fd"] = json!(macvtap_fd(index).to_string());
             }
             InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
                 // The TAP device is created (and attached to the bridge, or the network's bridge)
@@ -601,6 +620,15 @@ fn udp_chardev(
     }
     chardev
 }
+
+/// The descriptor number a direct interface's macvtap (`/dev/tapN`) has in QEMU: launch opens
+/// it and moves it there before QEMU starts.
+pub fn macvtap_fd(index: usize) -> i32 {
+    MACVTAP_FD_BASE.saturating_add(i32::try_from(index).unwrap_or(i32::MAX - MACVTAP_FD_BASE))
+}
+
+/// Far above what a fresh QEMU process has open (stdio, the log), so nothing else lands there.
+const MACVTAP_FD_BASE: i32 = 200;
 
 #[cfg(test)]
 mod tests {

@@ -39,7 +39,7 @@ mod memory;
 mod sound;
 mod storage;
 
-pub use devices::{nic_driver, NicIds};
+pub use devices::{macvtap_fd, nic_driver, NicIds};
 pub use storage::disk_node;
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
@@ -105,7 +105,9 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
         let needs_tap = match interface.interface_type {
             InterfaceType::Network | InterfaceType::Bridge => true,
             InterfaceType::Ethernet => interface.target_managed != Some(false),
-            InterfaceType::User | InterfaceType::Direct => false,
+            // (The macvtap device the daemon makes at start.)
+            InterfaceType::Direct => true,
+            InterfaceType::User => false,
         };
         if needs_tap && interface.target_dev.is_none() {
             interface.target_dev = Some(CHECK_TAP.to_string());
