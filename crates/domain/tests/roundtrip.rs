@@ -505,6 +505,141 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
         })
 }
 
+/// Audio backends (ids 1..=n, each type with only its own attributes) and sound cards linked
+/// to one of them or to none.
+fn sound_and_audio() -> impl Strategy<Value = (Vec<Sound>, Vec<Audio>)> {
+    let stream = || {
+        (
+            option::of(any::<bool>()),
+            option::of(1u32..8),
+            option::of(1u32..100_000),
+            option::of((
+                option::of(8000u32..96_000),
+                option::of(1u32..8),
+                option::of(select(vec![
+                    AudioFormat::S16,
+                    AudioFormat::F32,
+                    AudioFormat::U8,
+                ])),
+            )),
+            option::of(word()),
+            option::of(any::<bool>()),
+            option::of(1u32..100_000),
+        )
+    };
+    let audio = (
+        select(vec![
+            AudioType::None,
+            AudioType::Alsa,
+            AudioType::Oss,
+            AudioType::Pulseaudio,
+            AudioType::Sdl,
+            AudioType::File,
+            AudioType::Jack,
+        ]),
+        option::of(1u32..1000),
+        option::of(path()),
+        option::of(stream()),
+        option::of(stream()),
+    );
+    let sound = (
+        select(vec![
+            SoundModel::Sb16,
+            SoundModel::Es1370,
+            SoundModel::Ac97,
+            SoundModel::Ich6,
+            SoundModel::Ich9,
+            SoundModel::Usb,
+        ]),
+        vec(
+            select(vec![
+                SoundCodec::Duplex,
+                SoundCodec::Micro,
+                SoundCodec::Output,
+            ]),
+            0..3,
+        ),
+        option::of(1u32..4),
+    );
+    (vec(audio, 0..3), vec(sound, 0..3)).prop_map(|(audios, sounds)| {
+        let count = audios.len() as u32;
+        let audios: Vec<Audio> = audios
+            .into_iter()
+            .enumerate()
+            .map(|(i, (audio_type, timer_period, text, input, output))| {
+                let own = |wanted: AudioType| text.clone().filter(|_| audio_type == wanted);
+                let stream = |s: Option<(
+                    Option<bool>,
+                    Option<u32>,
+                    Option<u32>,
+                    Option<(Option<u32>, Option<u32>, Option<AudioFormat>)>,
+                    Option<String>,
+                    Option<bool>,
+                    Option<u32>,
+                )>| {
+                    s.map(
+                        |(fixed, voices, buffer_length, settings, name, try_poll, latency)| {
+                            // Fixed settings need the mixing engine, and print their <settings>.
+                            let fixed = fixed.filter(|f| *f);
+                            AudioStream {
+                                mixing_engine: fixed,
+                                fixed_settings: fixed,
+                                voices,
+                                buffer_length,
+                                settings: fixed.map(|_| {
+                                    let (frequency, channels, format) =
+                                        settings.unwrap_or_default();
+                                    AudioSettings {
+                                        frequency,
+                                        channels,
+                                        format,
+                                    }
+                                }),
+                                dev: name.clone().filter(|_| {
+                                    matches!(audio_type, AudioType::Alsa | AudioType::Oss)
+                                }),
+                                try_poll: try_poll.filter(|_| audio_type == AudioType::Oss),
+                                name: name.filter(|_| audio_type == AudioType::Pulseaudio),
+                                stream_name: None,
+                                latency: latency.filter(|_| audio_type == AudioType::Pulseaudio),
+                                line: SourceLine::NONE,
+                            }
+                        },
+                    )
+                    // An empty stream is no stream (libvirt prints none).
+                    .filter(|s| *s != AudioStream::default())
+                };
+                Audio {
+                    id: i as u32 + 1,
+                    audio_type,
+                    timer_period,
+                    server_name: own(AudioType::Pulseaudio),
+                    sdl_driver: (audio_type == AudioType::Sdl).then(|| "pulseaudio".to_string()),
+                    path: own(AudioType::File),
+                    input: stream(input),
+                    output: stream(output),
+                    line: SourceLine::NONE,
+                }
+            })
+            .collect();
+        let sounds = sounds
+            .into_iter()
+            .map(|(model, codecs, audio_id)| Sound {
+                model,
+                codecs: if matches!(model, SoundModel::Ich6 | SoundModel::Ich9) {
+                    codecs
+                } else {
+                    Vec::new()
+                },
+                audio_id: audio_id.filter(|id| *id <= count),
+                address: None,
+                line: SourceLine::NONE,
+            })
+            .collect();
+        (sounds, audios)
+    })
+}
+
 fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devices> {
     let disk_boots: Vec<Option<u32>> = boot_orders.iter().step_by(2).map(|o| Some(*o)).collect();
     let nic_boots: Vec<Option<u32>> = boot_orders
@@ -637,6 +772,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
         vec(video, 0..3),
         balloon,
         vec(option::of(path()), 0..2),
+        sound_and_audio(),
     )
         .prop_map(
             |(
@@ -651,6 +787,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 videos,
                 memballoon,
                 rngs,
+                (sounds, audios),
             )| {
                 // Serial port numbers must be unique: an explicit port is its position.
                 let serials = serials
@@ -683,8 +820,8 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     consoles,
                     inputs,
                     graphics,
-                    sounds: Vec::new(),
-                    audios: Vec::new(),
+                    sounds,
+                    audios,
                     videos,
                     memballoon,
                     rngs: rngs
