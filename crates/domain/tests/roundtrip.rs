@@ -505,6 +505,18 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
         })
 }
 
+/// What `sound_and_audio` draws for one `<input>`/`<output>`: fixed, voices, bufferLength,
+/// settings, a name (dev or name by type), tryPoll, latency.
+type GeneratedStream = (
+    Option<bool>,
+    Option<u32>,
+    Option<u32>,
+    Option<(Option<u32>, Option<u32>, Option<AudioFormat>)>,
+    Option<String>,
+    Option<bool>,
+    Option<u32>,
+);
+
 /// Audio backends (ids 1..=n, each type with only its own attributes) and sound cards linked
 /// to one of them or to none.
 fn sound_and_audio() -> impl Strategy<Value = (Vec<Sound>, Vec<Audio>)> {
@@ -568,15 +580,7 @@ fn sound_and_audio() -> impl Strategy<Value = (Vec<Sound>, Vec<Audio>)> {
             .enumerate()
             .map(|(i, (audio_type, timer_period, text, input, output))| {
                 let own = |wanted: AudioType| text.clone().filter(|_| audio_type == wanted);
-                let stream = |s: Option<(
-                    Option<bool>,
-                    Option<u32>,
-                    Option<u32>,
-                    Option<(Option<u32>, Option<u32>, Option<AudioFormat>)>,
-                    Option<String>,
-                    Option<bool>,
-                    Option<u32>,
-                )>| {
+                let stream = |s: Option<GeneratedStream>| {
                     s.map(
                         |(fixed, voices, buffer_length, settings, name, try_poll, latency)| {
                             // Fixed settings need the mixing engine, and print their <settings>.
