@@ -895,7 +895,57 @@ prop_compose! {
         ),
         devices in devices(iothreads.unwrap_or(0), if per_device_boot { vec![1, 2, 3, 4, 5] } else { Vec::new() }),
         engine in select(vec![Engine::Qemu, Engine::Native]),
+        numa in option::of((
+            1usize..=3,
+            option::of((
+                select(vec![NumaMode::Strict, NumaMode::Preferred, NumaMode::Interleave, NumaMode::Restrictive]),
+                btree_set(0u32..4, 1..3),
+                any::<bool>(),
+            )),
+            option::of(select(vec![MemoryAccess::Shared, MemoryAccess::Private])),
+        )),
     ) -> Domain {
+        // Guest NUMA cells share out the vCPUs (round robin) and the memory (which is then
+        // their sum, as libvirt makes it); numatune binds memory, and cell 0 on its own.
+        let mut cpu = cpu;
+        let mut numatune = None;
+        if let Some((cells, tune, access)) = numa.filter(|(n, ..)| memory_kib >= *n as u64) {
+            let cells = cells.min(vcpus as usize);
+            let share = memory_kib / cells as u64;
+            let numa_cells = (0..cells)
+                .map(|id| NumaCell {
+                    cpus: Some(CpuSet((0..vcpus).filter(|v| *v as usize % cells == id).collect())),
+                    memory_kib: if id == 0 { memory_kib - share * (cells as u64 - 1) } else { share },
+                    mem_access: access.filter(|_| id == 0),
+                    discard: None,
+                    line: SourceLine::NONE,
+                })
+                .collect();
+            let mut with_cells = cpu.unwrap_or(Cpu {
+                mode: CpuMode::Custom,
+                match_: None,
+                check: None,
+                migratable: None,
+                model: None,
+                vendor: None,
+                topology: None,
+                features: Vec::new(),
+                numa: Vec::new(),
+                line: SourceLine::NONE,
+                vendor_line: SourceLine::NONE,
+            });
+            with_cells.numa = numa_cells;
+            cpu = Some(with_cells);
+            numatune = tune.map(|(mode, nodes, memnode)| NumaTune {
+                memory: Some(NumaMemory { mode, placement: VcpuPlacement::Static, nodeset: Some(CpuSet(nodes.clone())), line: SourceLine::NONE }),
+                memnodes: if memnode {
+                    vec![MemNode { cellid: 0, mode: NumaMode::Interleave, nodeset: CpuSet(nodes), line: SourceLine::NONE }]
+                } else {
+                    Vec::new()
+                },
+                line: SourceLine::NONE,
+            });
+        }
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
             || os.loader.as_ref().is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));
@@ -921,7 +971,7 @@ prop_compose! {
             }),
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
             iothreads,
-            numatune: None,
+            numatune,
             cputune: cputune.map(|_| CpuTune {
                 shares: tune_shares,
                 period: tune_period,
