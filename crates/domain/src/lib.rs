@@ -90,6 +90,7 @@ impl Domain {
             },
             iothreads: None,
             cputune: None,
+            numatune: None,
             os: Os::default(),
             features: Features::default(),
             engine: Engine::Qemu,

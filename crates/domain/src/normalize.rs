@@ -19,6 +19,7 @@ pub(crate) fn normalize(d: &mut Domain) {
     if d.uuid.is_nil() {
         d.uuid = Uuid::new_v4();
     }
+    normalize_numa(d);
     if d.current_memory_kib == 0 || d.current_memory_kib > d.memory_kib {
         d.current_memory_kib = d.memory_kib;
     }
@@ -31,13 +32,51 @@ pub(crate) fn normalize(d: &mut Domain) {
         }
     }
     if let Some(backing) = &d.memory_backing {
-        if backing.hugepages.is_none() && !backing.nosharepages {
+        if backing.is_empty() {
             d.memory_backing = None;
         }
     }
     normalize_os(d);
     normalize_cpu(d);
     normalize_devices(d);
+}
+
+/// libvirt's NUMA rules: with guest NUMA cells, `<memory>` is the sum of theirs; automatic
+/// placement of the vCPUs and of the memory go together (a numatune placed automatically
+/// makes vCPUs without a cpuset automatic too, and automatic vCPUs give memory a strict
+/// automatic numatune); an empty `<numatune/>` is dropped.
+fn normalize_numa(d: &mut Domain) {
+    if let Some(cpu) = &d.cpu {
+        if !cpu.numa.is_empty() {
+            d.memory_kib = cpu
+                .numa
+                .iter()
+                .fold(0u64, |sum, cell| sum.saturating_add(cell.memory_kib));
+        }
+    }
+    if d.numatune
+        .as_ref()
+        .is_some_and(|t| t.memory.is_none() && t.memnodes.is_empty())
+    {
+        d.numatune = None;
+    }
+    let memory_auto = d
+        .numatune
+        .as_ref()
+        .and_then(|t| t.memory.as_ref())
+        .is_some_and(|m| m.placement == VcpuPlacement::Auto);
+    if memory_auto && d.vcpu.cpuset.is_none() {
+        d.vcpu.placement = VcpuPlacement::Auto;
+    }
+    if d.vcpu.placement == VcpuPlacement::Auto {
+        let tune = d.numatune.get_or_insert_with(NumaTune::default);
+        tune.memory.get_or_insert(NumaMemory {
+            mode: NumaMode::Strict,
+            placement: VcpuPlacement::Auto,
+            nodeset: None,
+            line: SourceLine::NONE,
+        });
+    }
 }
 
 fn normalize_os(d: &mut Domain) {
@@ -68,6 +107,7 @@ fn normalize_cpu(d: &mut Domain) {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        numa: Vec::new(),
         line: SourceLine::NONE,
         vendor_line: SourceLine::NONE,
     });
@@ -141,6 +181,12 @@ fn normalize_devices(d: &mut Domain) {
             } else {
                 AudioType::None
             },
+            timer_period: None,
+            server_name: None,
+            sdl_driver: None,
+            path: None,
+            input: None,
+            output: None,
             line: SourceLine::NONE,
         });
     }
@@ -339,20 +385,18 @@ fn add_disk_controllers(devices: &mut Devices) {
 /// The x86 console compatibility rules: `<console>` 0 of target type serial is the same
 /// device as `<serial>` 0 (created from the console when there is no serial).
 fn normalize_chardevs(devices: &mut Devices) {
-    // Serials without a port take the lowest port no other serial uses.
-    let mut used_ports: Vec<u32> = devices
-        .serials
-        .iter()
-        .filter_map(|s| s.target.port)
-        .collect();
+    // Serials without a port take, in order, the one after the highest port any serial has
+    // (libvirt 9.0: `<serial type='null'/><serial><target port='1'/></serial>` numbers the
+    // first one 2, not 0).
+    let mut highest: Option<u32> = devices.serials.iter().filter_map(|s| s.target.port).max();
     for serial in devices.serials.iter_mut() {
         let target = &mut serial.target;
         if target.target_type.is_none() {
             target.target_type = Some("isa-serial".to_string());
         }
         if target.port.is_none() {
-            let port = (0..).find(|p| !used_ports.contains(p)).unwrap_or(0);
-            used_ports.push(port);
+            let port = highest.map_or(0, |p| p.saturating_add(1));
+            highest = Some(port);
             target.port = Some(port);
         }
         if target.model.is_none() {
