@@ -873,6 +873,14 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         }
     }
     for sound in &devices.sounds {
+        if sound.model == SoundModel::Ich7 {
+            // libvirt 9.0 reads the model but QEMU 7.2 has no such device: it refuses it at
+            // define (without an address while placing it, with one while validating).
+            return Err(DomainError::Invalid {
+                reason: "sound card model 'ich7' is not supported by qemu".to_string(),
+                location: Location::new("devices/sound", sound.line.get()),
+            });
+        }
         if let Some(id) = sound.audio_id {
             if !audio_ids.contains(&id) {
                 return Err(DomainError::Invalid {

@@ -1244,11 +1244,10 @@ fn spice_autoport_gets_a_free_port_at_start_and_a_passwordless_spice_none_listen
 
 #[test]
 fn sound_models_qemu_lacks_are_refused() {
-    for model in ["pcspk", "ich7"] {
-        let (element, reason) = unsupported(&xml("", &format!("<sound model='{model}'/>")));
-        assert_eq!(element, "devices/sound[0]@model");
-        assert!(reason.contains("ich6"), "{reason}");
-    }
+    // (ich7: libvirt 9.0 refuses it at define already, and so does the domain crate.)
+    let (element, reason) = unsupported(&xml("", "<sound model='pcspk'/>"));
+    assert_eq!(element, "devices/sound[0]@model");
+    assert!(reason.contains("ich6"), "{reason}");
     let (element, _) = unsupported(&xml(
         "",
         "<channel type='pty'><target type='virtio' name='org.example.pty'/></channel>",

@@ -126,8 +126,9 @@ impl Builder<'_> {
                 SoundModel::Ich9 => "ich9-intel-hda",
                 SoundModel::Ac97 => "AC97",
                 SoundModel::Es1370 => "ES1370",
-                // libvirt maps pcspk onto the machine's own speaker (-machine pcspk-audiodev=);
-                // QEMU 7.2 has no ich7 device.
+                // libvirt maps pcspk onto the machine's own speaker (-machine pcspk-audiodev=),
+                // which is not done here. QEMU 7.2 has no ich7 device (validation refuses it
+                // already, as libvirt 9.0 does).
                 SoundModel::Pcspk | SoundModel::Ich7 => {
                     return Err(QemuError::unsupported(
                         format!("{element}@model"),
