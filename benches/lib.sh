@@ -2,6 +2,17 @@
 # release build and guest kit, /dev/kvm for libvirt, and libvirt's three daemons. The caller defines say()
 # and die(), and runs with `set -euo pipefail`.
 
+# install_missing PACKAGE...: installs (quietly, without recommends) the Debian packages not installed yet.
+install_missing() {
+    local p missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    printf 'installing %s\n' "${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
+}
 pid_alive() { [ -n "${1:-}" ] && kill -0 "$1" 2> /dev/null; }
 pid_from_file() { if [ -s "$1" ]; then cat "$1"; fi; }
 

@@ -41,16 +41,7 @@ source "$repo/benches/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root (libvirt's QEMU driver in a privileged embedded root needs it)"
 [ -c /dev/kvm ] || die "/dev/kvm is missing: the type='kvm' cases cannot be defined without it"
 
-packages=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-fi
+install_missing libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu qemu-system-x86
 libvirt_version=$(dpkg-query -W -f='${Version}' libvirt-daemon-driver-qemu)
 qemu_version=$(dpkg-query -W -f='${Version}' qemu-system-x86)
 

@@ -45,16 +45,7 @@ source "$repo/benches/lib.sh"
 [ "$(id -u)" = 0 ] || die "run as root (libvirt's QEMU driver in a privileged embedded root needs it)"
 [ -c /dev/kvm ] || die "/dev/kvm is missing: virt-install would choose type='qemu' instead of 'kvm'"
 
-packages=(virtinst libvirt-daemon-driver-qemu python3-libvirt qemu-system-x86 qemu-utils ovmf)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2> /dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" > /dev/null
-fi
+install_missing virtinst libvirt-daemon-driver-qemu python3-libvirt qemu-system-x86 qemu-utils ovmf
 virtinst_version=$(dpkg-query -W -f='${Version}' virtinst)
 
 work=$(mktemp -d /tmp/oxvirt-virt-install-cases.XXXXXX)

@@ -110,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
     let engine = Arc::new(EngineSet::new(
-        Arc::new(QemuEngine::probe().await),
+        Arc::new(QemuEngine::probe(args.state_dir.join("nvram")).await),
         Arc::new(NativeEngine::probe()),
     ));
     let network_dir = args

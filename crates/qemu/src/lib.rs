@@ -9,6 +9,8 @@
 //!   what only a start provides.
 //! - [`NicIds`], [`disk_node`], [`nic_driver`]: the names this engine gives devices and block
 //!   nodes, for the daemon's QMP commands (hot-plug, resize).
+//! - [`firmware`]: UEFI firmware for `<os firmware='efi'>` from QEMU's firmware descriptors,
+//!   as libvirt picks it, and the domain's NVRAM ([`firmware::resolve_uefi`], at start).
 //! - [`launch`]: start QEMU detached from the caller (it outlives the daemon; init reaps it),
 //!   wait until QMP listens; [`is_alive`] recognises the process later by pid and uuid. It first
 //!   gives SPICE displays with `autoport` a free TCP port ([`assign_spice_ports`]), as libvirt
@@ -42,6 +44,7 @@
 mod accel;
 mod cmdline;
 mod error;
+pub mod firmware;
 mod paths;
 mod process;
 mod qmp;

@@ -182,10 +182,10 @@ fn the_accelerator_is_the_one_the_domain_type_asks_for() {
 
 /// What virt-install writes (the `virt-install-*` cases of the domain crate, made by
 /// `scripts/virt-install-cases.sh`), and libvirt's `dumpxml` of it: the qemu engine runs every
-/// one, on pc and on q35 (virt-install's default), except `--boot uefi`: firmware selection
-/// (`<os firmware='efi'>`) is not implemented, and the refusal says so.
+/// one, on pc and on q35 (virt-install's default), `--boot uefi` included (the firmware is
+/// resolved at start; `crate::firmware`).
 #[test]
-fn virt_install_output_is_accepted_but_uefi() {
+fn virt_install_output_is_accepted() {
     let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../domain/tests/data/cases");
     let mut checked = Vec::new();
     for entry in std::fs::read_dir(&cases).expect("the domain crate's cases") {
@@ -200,17 +200,7 @@ fn virt_install_output_is_accepted_but_uefi() {
             continue;
         }
         let xml = std::fs::read_to_string(&path).expect("case");
-        let d = domain(&xml);
-        if name.starts_with("virt-install-uefi") {
-            match check(&d) {
-                Err(QemuError::Unsupported { element, .. }) => {
-                    assert_eq!(element, "os/@firmware", "{name}")
-                }
-                other => panic!("{name}: expected the firmware refusal, got {other:?}"),
-            }
-        } else {
-            check(&d).unwrap_or_else(|err| panic!("{name}: {err}"));
-        }
+        check(&domain(&xml)).unwrap_or_else(|err| panic!("{name}: {err}"));
         checked.push(name);
     }
     assert!(checked.len() >= 30, "{checked:?}");

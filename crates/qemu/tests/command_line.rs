@@ -863,8 +863,6 @@ fn what_the_engine_cannot_do_is_named() {
         );
         assert!(!reason.is_empty());
     }
-    let efi = xml("<features><acpi/></features>", "").replace("<os>", "<os firmware='efi'>");
-    assert!(unsupported(&efi).0.starts_with("os/"));
     // The domain crate accepts x86_64 only today; the engine checks on its own.
     let mut arm = domain(&xml("", ""));
     arm.os.arch = "aarch64".into();
@@ -1253,4 +1251,64 @@ fn sound_models_qemu_lacks_are_refused() {
         "<channel type='pty'><target type='virtio' name='org.example.pty'/></channel>",
     ));
     assert_eq!(element, "devices/channel[0]");
+}
+
+#[test]
+fn uefi_flash_and_nvram_are_libvirts_pflash_nodes() {
+    // What firmware::resolve_uefi makes of virt-install's `--boot uefi` on q35, and libvirt's
+    // arguments for it (`virsh domxml-to-native`, libvirt 9.0 with Debian's ovmf).
+    let os = "<os><type arch='x86_64' machine='q35'>hvm</type>
+        <loader readonly='yes' secure='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.ms.fd</loader>
+        <nvram template='/usr/share/OVMF/OVMF_VARS_4M.ms.fd'>/var/lib/oxvirt/nvram/vm1_VARS.fd</nvram>
+      </os>";
+    let q35 = xml("<features><acpi/></features>", "")
+        .replace("<os><type arch='x86_64' machine='pc'>hvm</type></os>", os);
+    let args = args_of(&q35, Accel::Tcg);
+    let blockdevs = json_values(&args, "-blockdev");
+    assert_eq!(
+        blockdevs[0],
+        serde_json::json!({"driver":"file","filename":"/usr/share/OVMF/OVMF_CODE_4M.ms.fd",
+            "node-name":"libvirt-pflash0-storage","auto-read-only":true,"discard":"unmap"})
+    );
+    assert_eq!(
+        blockdevs[1],
+        serde_json::json!({"node-name":"libvirt-pflash0-format","read-only":true,"driver":"raw",
+            "file":"libvirt-pflash0-storage"})
+    );
+    assert_eq!(
+        blockdevs[2]["filename"],
+        "/var/lib/oxvirt/nvram/vm1_VARS.fd"
+    );
+    assert_eq!(blockdevs[3]["read-only"], false);
+    let machine = value(&args, "-machine");
+    assert!(
+        machine.starts_with("q35,usb=off,smm=on,dump-guest-core=off"),
+        "{machine}"
+    );
+    assert!(
+        machine.ends_with(",pflash0=libvirt-pflash0-format,pflash1=libvirt-pflash1-format"),
+        "{machine}"
+    );
+    assert!(values(&args, "-global").contains(&"driver=cfi.pflash01,property=secure,value=on"));
+
+    // Unresolved firmware is a start that skipped resolve_uefi; Secure Boot needs q35.
+    let efi = xml("<features><acpi/></features>", "").replace("<os>", "<os firmware='efi'>");
+    let (element, reason) = invalid(&efi);
+    assert_eq!(element, "os/@firmware");
+    assert!(reason.contains("not resolved"), "{reason}");
+    let secure_pc = xml("<features><acpi/></features>", "").replace(
+        "</os>",
+        "<loader readonly='yes' secure='yes' type='pflash'>/fw.fd</loader><nvram>/v.fd</nvram></os>",
+    );
+    let (element, _) = invalid(&secure_pc);
+    assert_eq!(element, "os/loader@secure");
+    // A ROM loader is -bios.
+    let rom = xml("<features><acpi/></features>", "").replace(
+        "</os>",
+        "<loader type='rom'>/usr/share/seabios/bios.bin</loader></os>",
+    );
+    assert_eq!(
+        value(&args_of(&rom, Accel::Tcg), "-bios"),
+        "/usr/share/seabios/bios.bin"
+    );
 }

@@ -169,6 +169,10 @@ pub trait Engine: Send + Sync {
         }
     }
 
+    /// The domain `uuid` was undefined: remove what the engine keeps for it across starts
+    /// (the qemu engine: the NVRAM it made for a UEFI guest).
+    fn forget_domain(&self, _uuid: &Uuid) {}
+
     /// Starts the guest with its files in `run_dir`; returns the process id once the control
     /// connection can be made.
     async fn launch(

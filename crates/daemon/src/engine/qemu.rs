@@ -1,6 +1,6 @@
 //! [`Engine`] on top of `oxvirt-qemu`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,14 +18,18 @@ use super::{
 pub struct QemuEngine {
     version: Option<String>,
     probe: oxvirt_qemu::AccelProbe,
+    /// Where UEFI guests' NVRAM files live (`STATE_DIR/nvram/UUID_VARS.fd`): unlike the run
+    /// directory, it outlives a start.
+    nvram_dir: PathBuf,
 }
 
 impl QemuEngine {
     /// Probes the host once: the emulator's version and whether hardware KVM is usable.
-    pub async fn probe() -> QemuEngine {
+    pub async fn probe(nvram_dir: PathBuf) -> QemuEngine {
         QemuEngine {
             version: emulator_version().await,
             probe: oxvirt_qemu::probe_accel(),
+            nvram_dir,
         }
     }
 }
@@ -104,6 +108,17 @@ impl Engine for QemuEngine {
         }
     }
 
+    /// The NVRAM made for a UEFI guest that named none (a path the definition gives is the
+    /// operator's file and stays, as with libvirt's `undefine --keep-nvram`).
+    fn forget_domain(&self, uuid: &Uuid) {
+        let path = oxvirt_qemu::firmware::nvram_file(&self.nvram_dir, uuid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("removed NVRAM {}", path.display()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => tracing::warn!("cannot remove NVRAM {}: {err}", path.display()),
+        }
+    }
+
     /// Each secret goes to the file QEMU's `secret` object of that disk reads
     /// (`RunPaths::disk_secret_file`), created with mode 0600. The files are removed once QEMU
     /// runs ([`Engine::launch`]): it read them while starting.
@@ -145,6 +160,15 @@ impl Engine for QemuEngine {
             Accel::Tcg => oxvirt_qemu::Accel::Tcg,
         };
         let run = RunPaths::new(run_dir);
+        // UEFI: the firmware the host's descriptors offer, and the domain's NVRAM.
+        let mut domain = domain.clone();
+        let descriptor_dirs: Vec<&Path> = oxvirt_qemu::firmware::FIRMWARE_DESCRIPTOR_DIRS
+            .iter()
+            .map(Path::new)
+            .collect();
+        oxvirt_qemu::firmware::resolve_uefi(&mut domain, &descriptor_dirs, &self.nvram_dir)
+            .map_err(engine_error)?;
+        let domain = &domain;
         let launched = oxvirt_qemu::launch(domain, &run, accel).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
         for disk in &domain.devices.disks {

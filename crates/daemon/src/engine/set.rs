@@ -74,6 +74,11 @@ impl Engine for EngineSet {
         self.for_domain(domain).check_host(domain)
     }
 
+    fn forget_domain(&self, uuid: &Uuid) {
+        self.qemu.forget_domain(uuid);
+        self.native.forget_domain(uuid);
+    }
+
     fn write_disk_secrets(
         &self,
         domain: &Domain,

@@ -330,6 +330,7 @@ impl Domains {
                 tracing::warn!("cannot remove {}: {err}", run_dir.display());
             }
         }
+        self.engine.forget_domain(&record.uuid);
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
         Ok(summary_of(&record, None))

@@ -77,6 +77,9 @@ pub fn build_command_line(
 const CHECK_RUN_DIR: &str = "/run/oxvirt/check";
 /// The TAP device [`check`] pretends the network layer made for an interface.
 const CHECK_TAP: &str = "oxvirt-check";
+/// The UEFI firmware and NVRAM [`check`] pretends a start resolves.
+const CHECK_FIRMWARE: &str = "/run/oxvirt/check/firmware.fd";
+const CHECK_NVRAM: &str = "/run/oxvirt/check/nvram.fd";
 /// The file [`check`] pretends a storage volume resolves to.
 const CHECK_VOLUME_FILE: &str = "/run/oxvirt/check/volume";
 
@@ -114,6 +117,33 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
         if needs_tap && interface.target_dev.is_none() {
             interface.target_dev = Some(CHECK_TAP.to_string());
         }
+    }
+    // A start resolves UEFI firmware from the host's descriptors (firmware::resolve_uefi);
+    // the check pretends it found one, with the Secure Boot the definition asks for.
+    let os = &mut launched.os;
+    if os.firmware == Some(oxvirt_domain::Firmware::Efi)
+        && os.loader.as_ref().is_none_or(|l| l.path.is_none())
+    {
+        let stated = os.loader.take();
+        os.loader = Some(oxvirt_domain::Loader {
+            path: Some(CHECK_FIRMWARE.to_string()),
+            readonly: Some(true),
+            secure: stated.as_ref().and_then(|l| l.secure),
+            loader_type: Some(oxvirt_domain::LoaderType::Pflash),
+            line: stated.map_or(SourceLine::NONE, |l| l.line),
+        });
+    }
+    let pflash = os
+        .loader
+        .as_ref()
+        .is_some_and(|l| l.loader_type == Some(oxvirt_domain::LoaderType::Pflash));
+    if pflash {
+        let nvram = os.nvram.get_or_insert(oxvirt_domain::Nvram {
+            path: None,
+            template: None,
+            line: SourceLine::NONE,
+        });
+        nvram.path.get_or_insert_with(|| CHECK_NVRAM.to_string());
     }
     // A start picks free SPICE ports (assign_spice_ports); the check pretends it did.
     spice::placeholder_spice_ports(&mut launched);
@@ -188,6 +218,17 @@ struct Builder<'a> {
     /// Guest NUMA cells (`<cpu><numa>`): guest RAM is then one backend per cell.
     numa_cells: usize,
     numatune: Option<&'a NumaTune>,
+    /// `-machine` options the firmware needs (`smm=on`, `pflash0=`, `pflash1=`), added by
+    /// machine_and_memory() in libvirt's order.
+    machine_firmware: MachineFirmware,
+}
+
+/// What the firmware asks of the machine.
+#[derive(Default)]
+struct MachineFirmware {
+    smm: bool,
+    pflash0: bool,
+    pflash1: bool,
 }
 
 impl<'a> Builder<'a> {
@@ -290,6 +331,7 @@ impl<'a> Builder<'a> {
             interface_boot: vec![None; devices.interfaces.len()],
             numa_cells: cpu.as_ref().map_or(0, |c| c.numa.len()),
             numatune: numatune.as_ref(),
+            machine_firmware: MachineFirmware::default(),
         };
         let b = &mut builder;
         b.arg(
@@ -368,6 +410,11 @@ impl<'a> Builder<'a> {
 
     // ----- machine, memory, CPU ---------------------------------------------------------------
 
+    /// `<os firmware>`, `<loader>`, `<nvram>`. `firmware='efi'` must have been resolved to a
+    /// loader and an NVRAM before a start (`crate::firmware::resolve_uefi`; [`check`] uses
+    /// placeholders). A pflash loader becomes libvirt's read-only `pflash0` node and the NVRAM
+    /// the writable `pflash1`; a ROM loader is `-bios`. Secure Boot needs SMM (q35) and a
+    /// secure flash.
     fn firmware(
         &mut self,
         firmware: Option<oxvirt_domain::Firmware>,
@@ -375,27 +422,94 @@ impl<'a> Builder<'a> {
         loader: Option<&oxvirt_domain::Loader>,
         nvram: Option<&oxvirt_domain::Nvram>,
     ) -> Result<(), QemuError> {
-        const ONLY_SEABIOS: &str = "only the built-in BIOS (SeaBIOS) is supported; UEFI firmware selection is not implemented";
-        if firmware.is_some() {
-            // XPath's spelling of an attribute of <os> itself, so the path starts with `os/`
-            // like those of the other firmware elements.
-            return Err(QemuError::unsupported(
-                "os/@firmware",
-                os_line,
-                ONLY_SEABIOS,
-            ));
+        let loader_path = loader.and_then(|l| l.path.as_deref());
+        let Some(loader_path) = loader_path else {
+            if firmware == Some(oxvirt_domain::Firmware::Efi) {
+                return Err(QemuError::invalid(
+                    "os/@firmware",
+                    os_line,
+                    "the UEFI firmware was not resolved before the start",
+                ));
+            }
+            if let Some(nvram) = nvram {
+                return Err(QemuError::invalid(
+                    "os/nvram",
+                    nvram.line,
+                    "an NVRAM needs a pflash <loader>",
+                ));
+            }
+            // The built-in BIOS (SeaBIOS).
+            return Ok(());
+        };
+        let Some(oxvirt_domain::Loader {
+            path: _,
+            readonly,
+            secure,
+            loader_type,
+            line,
+        }) = loader
+        else {
+            return Ok(());
+        };
+        if *loader_type != Some(oxvirt_domain::LoaderType::Pflash) {
+            if secure == &Some(true) || nvram.is_some() {
+                return Err(QemuError::invalid(
+                    "os/loader",
+                    *line,
+                    "Secure Boot and an NVRAM need a pflash loader (type='pflash')",
+                ));
+            }
+            self.arg("-bios", loader_path);
+            return Ok(());
         }
-        if let Some(loader) = loader {
-            return Err(QemuError::unsupported(
-                "os/loader",
-                loader.line,
-                ONLY_SEABIOS,
-            ));
+        if *secure == Some(true) {
+            if self.chipset != Chipset::Q35 {
+                return Err(QemuError::invalid(
+                    "os/loader@secure",
+                    *line,
+                    "Secure Boot needs SMM, which only q35 machines have",
+                ));
+            }
+            self.machine_firmware.smm = true;
         }
-        if let Some(nvram) = nvram {
-            return Err(QemuError::unsupported("os/nvram", nvram.line, ONLY_SEABIOS));
+        let read_only = *readonly != Some(false);
+        self.pflash(0, loader_path, read_only);
+        self.machine_firmware.pflash0 = true;
+        match nvram.and_then(|n| n.path.as_deref()) {
+            Some(path) => {
+                self.pflash(1, path, false);
+                self.machine_firmware.pflash1 = true;
+            }
+            None if read_only => {
+                return Err(QemuError::invalid(
+                    "os/nvram",
+                    *line,
+                    "a read-only pflash loader needs an NVRAM for its variables",
+                ))
+            }
+            None => {}
+        }
+        if *secure == Some(true) {
+            self.arg("-global", "driver=cfi.pflash01,property=secure,value=on");
         }
         Ok(())
+    }
+
+    /// A pflash unit as libvirt writes it: a file node and a raw format node.
+    fn pflash(&mut self, unit: u8, path: &str, read_only: bool) {
+        let storage = format!("libvirt-pflash{unit}-storage");
+        self.arg(
+            "-blockdev",
+            json!({"driver": "file", "filename": path, "node-name": storage,
+                   "auto-read-only": true, "discard": "unmap"})
+            .to_string(),
+        );
+        self.arg(
+            "-blockdev",
+            json!({"node-name": format!("libvirt-pflash{unit}-format"), "read-only": read_only,
+                   "driver": "raw", "file": storage})
+            .to_string(),
+        );
     }
 
     fn vcpu_placement(&mut self, vcpu: &Vcpu) -> Result<(), QemuError> {
@@ -484,6 +598,9 @@ impl<'a> Builder<'a> {
         if let Some(vmport) = vmport {
             machine.push_str(if *vmport { ",vmport=on" } else { ",vmport=off" });
         }
+        if self.machine_firmware.smm {
+            machine.push_str(",smm=on");
+        }
         machine.push_str(",dump-guest-core=off");
         if !acpi {
             // libvirt does the same: no <acpi/> means no ACPI tables. Note that guests then
@@ -557,6 +674,12 @@ impl<'a> Builder<'a> {
         }
         if backend.is_some() {
             machine.push_str(",memory-backend=pc.ram");
+        }
+        if self.machine_firmware.pflash0 {
+            machine.push_str(",pflash0=libvirt-pflash0-format");
+        }
+        if self.machine_firmware.pflash1 {
+            machine.push_str(",pflash1=libvirt-pflash1-format");
         }
         self.arg("-machine", machine);
         self.arg("-m", memory);
