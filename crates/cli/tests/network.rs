@@ -268,6 +268,109 @@ fn bridged_guest_talks_to_a_veth_peer() {
     assert!(ns.has_link("brtest"), "a host bridge is never removed");
 }
 
+/// `<interface type='ethernet'>`: oxvirtd makes the guest a TAP of its own on no bridge (the
+/// host routes it as it likes) and removes it when the guest stops; with `managed='no'` the
+/// guest uses the host's TAP, which outlives it.
+#[test]
+fn ethernet_guest_gets_a_tap_of_its_own() {
+    let ns = Netns::new();
+    let daemon = NetDaemon::start(&ns, false);
+    daemon
+        .define_guest(
+            "eth",
+            "    <interface type='ethernet'><model type='virtio'/></interface>",
+        )
+        .ok();
+    daemon.oxvirt(&["start", "eth"]).ok();
+    let (tap, _mac) = daemon.interfaces("eth")[0].clone();
+    assert!(tap.starts_with("oxtap"), "{tap}");
+    assert!(
+        !ns.link_details(&tap).contains("master"),
+        "attached to nothing"
+    );
+    let listed = daemon.oxvirt(&["domiflist", "eth"]).ok();
+    assert!(listed.contains("ethernet"), "{listed}");
+    // The host side routes to the guest through the TAP.
+    ns.ip(&["addr", "add", "10.78.0.1/24", "dev", &tap]);
+    let mut console = daemon.console("eth");
+    boot_shell(&mut console);
+    guest(
+        &mut console,
+        "ip addr add 10.78.0.2/24 dev eth0; ip link set eth0 up",
+        SHORT,
+    );
+    let mut answer = String::new();
+    let reached = wait_for(SHORT, || {
+        answer = guest(&mut console, "ping -c 1 -W 2 10.78.0.1", SHORT);
+        answer.contains("1 packets received")
+    });
+    assert!(reached, "{answer}");
+    daemon.oxvirt(&["destroy", "eth"]).ok();
+    assert!(taps(&ns).is_empty(), "the guest's TAP goes with it");
+
+    // managed='no': the host's TAP, opened by name, never removed.
+    ns.ip(&[
+        "tuntap", "add", "dev", "hosttap0", "mode", "tap", "vnet_hdr",
+    ]);
+    daemon
+        .define_guest(
+            "ethhost",
+            "    <interface type='ethernet'><target dev='hosttap0' managed='no'/><model type='virtio'/></interface>",
+        )
+        .ok();
+    daemon.oxvirt(&["start", "ethhost"]).ok();
+    assert_eq!(daemon.interfaces("ethhost")[0].0, "hosttap0");
+    assert!(taps(&ns).is_empty(), "no TAP made for it");
+    daemon.oxvirt(&["destroy", "ethhost"]).ok();
+    assert!(ns.has_link("hosttap0"), "the host's TAP stays");
+}
+
+/// `<interface type='direct'>`: oxvirtd makes a macvtap device on the host interface with the
+/// guest's MAC, QEMU gets its /dev/tapN, and the guest talks to a macvlan sibling on the same
+/// interface (bridge mode); the device goes at destroy.
+#[test]
+fn direct_guest_talks_through_a_macvtap() {
+    let ns = Netns::new();
+    ns.ip(&[
+        "link", "add", "low0", "type", "veth", "peer", "name", "low1",
+    ]);
+    ns.ip(&["link", "set", "low0", "up"]);
+    ns.ip(&["link", "set", "low1", "up"]);
+    ns.ip(&[
+        "link", "add", "link", "low0", "name", "mvl0", "type", "macvlan", "mode", "bridge",
+    ]);
+    ns.ip(&["addr", "add", "10.79.0.1/24", "dev", "mvl0"]);
+    ns.ip(&["link", "set", "mvl0", "up"]);
+    let daemon = NetDaemon::start(&ns, false);
+    daemon
+        .define_guest(
+            "direct",
+            "    <interface type='direct'><mac address='52:54:00:79:00:02'/><source dev='low0' mode='bridge'/><model type='virtio'/></interface>",
+        )
+        .ok();
+    daemon.oxvirt(&["start", "direct"]).ok();
+    let (macvtap, _mac) = daemon.interfaces("direct")[0].clone();
+    assert!(macvtap.starts_with("oxmvt"), "{macvtap}");
+    let details = ns.link_details(&macvtap);
+    assert!(details.contains("52:54:00:79:00:02"), "{details}");
+    let mut console = daemon.console("direct");
+    boot_shell(&mut console);
+    guest(
+        &mut console,
+        "ip addr add 10.79.0.2/24 dev eth0; ip link set eth0 up",
+        SHORT,
+    );
+    let mut answer = String::new();
+    let reached = wait_for(SHORT, || {
+        answer = guest(&mut console, "ping -c 1 -W 2 10.79.0.1", SHORT);
+        answer.contains("1 packets received")
+    });
+    assert!(reached, "{answer}");
+    daemon.oxvirt(&["destroy", "direct"]).ok();
+    assert!(!ns.has_link(&macvtap), "the macvtap goes with the guest");
+    assert!(ns.has_link("low0"), "the host interface stays");
+}
+
 #[test]
 fn restarts_adopt_networks_and_a_killed_daemon_leaves_no_orphans() {
     let ns = Netns::new();

@@ -119,6 +119,16 @@ impl<'a, 'input> Elem<'a, 'input> {
         self.node.attribute(name)
     }
 
+    /// `name`'s value when `wanted`; otherwise the attribute is left unread (so
+    /// `finish_attrs` refuses it as unknown there).
+    pub(crate) fn attr_if(&mut self, wanted: bool, name: &'static str) -> Option<&'a str> {
+        if wanted {
+            self.attr(name)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn required_attr(&mut self, name: &'static str) -> Result<&'a str> {
         self.attr(name).ok_or_else(|| DomainError::Missing {
             what: format!("attribute '{name}'"),

@@ -91,6 +91,7 @@ impl Domain {
             },
             iothreads: None,
             cputune: None,
+            numatune: None,
             os: Os::default(),
             features: Features::default(),
             engine: Engine::Qemu,

@@ -117,6 +117,8 @@ pub struct Domain {
     /// `<iothreads>`: number of IOThreads.
     pub iothreads: Option<u32>,
     pub cputune: Option<CpuTune>,
+    /// `<numatune>`: where on the host's NUMA nodes guest memory goes.
+    pub numatune: Option<NumaTune>,
     pub os: Os,
     pub features: Features,
     pub cpu: Option<Cpu>,
@@ -183,8 +185,54 @@ pub struct MemoryBacking {
     pub hugepages: Option<Hugepages>,
     /// `<nosharepages/>`: opt out of KSM.
     pub nosharepages: bool,
+    /// `<locked/>`: guest memory locked in host RAM (never swapped).
+    pub locked: bool,
+    /// `<source type=>`: where guest RAM comes from.
+    pub source: Option<MemorySource>,
+    /// `<access mode=>`: whether the RAM is shared with other processes (vhost-user needs it).
+    pub access: Option<MemoryAccess>,
+    /// `<allocation mode=>`.
+    pub allocation: Option<MemoryAllocation>,
+    /// `<allocation threads=>`: threads that preallocate.
+    pub allocation_threads: Option<u32>,
+    /// `<discard/>`: drop a file backing's contents when the guest stops.
+    pub discard: bool,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
+}
+
+impl MemoryBacking {
+    /// Says nothing libvirt would print (it then drops `<memoryBacking>`).
+    pub fn is_empty(&self) -> bool {
+        self.hugepages.is_none()
+            && !self.nosharepages
+            && !self.locked
+            && self.source.is_none()
+            && self.access.is_none()
+            && self.allocation.is_none()
+            && self.allocation_threads.is_none()
+            && !self.discard
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemorySource {
+    File,
+    Anonymous,
+    Memfd,
+}
+
+/// `<memoryBacking><access mode=>` and a NUMA cell's `memAccess=`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryAccess {
+    Shared,
+    Private,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MemoryAllocation {
+    Immediate,
+    Ondemand,
 }
 
 /// `<hugepages>`; `page_sizes_kib` empty means "the host's default huge page size".
@@ -302,9 +350,65 @@ pub struct Cpu {
     pub vendor: Option<String>,
     pub topology: Option<CpuTopology>,
     pub features: Vec<CpuFeature>,
+    /// `<numa><cell>`: the guest's NUMA nodes, in id order (cell `i` has id `i`); empty: none.
+    pub numa: Vec<NumaCell>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
     pub vendor_line: SourceLine,
+}
+
+/// `<cpu><numa><cell id= cpus= memory= memAccess= discard=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaCell {
+    /// The guest's vCPUs on this node; none for a memory-only node.
+    pub cpus: Option<CpuSet>,
+    pub memory_kib: u64,
+    /// Overrides `<memoryBacking><access>` for this node.
+    pub mem_access: Option<MemoryAccess>,
+    /// Overrides `<memoryBacking><discard>` for this node.
+    pub discard: Option<bool>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NumaTune {
+    /// `<memory>`: the policy for all guest memory.
+    pub memory: Option<NumaMemory>,
+    /// `<memnode>`: per guest NUMA cell policies, by cell id.
+    pub memnodes: Vec<MemNode>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune><memory mode= placement= nodeset=>`: `nodeset` is set exactly when the
+/// placement is static (libvirt drops a nodeset given with `placement='auto'`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumaMemory {
+    pub mode: NumaMode,
+    pub placement: VcpuPlacement,
+    pub nodeset: Option<CpuSet>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<numatune><memnode cellid= mode= nodeset=>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemNode {
+    pub cellid: u32,
+    pub mode: NumaMode,
+    pub nodeset: CpuSet,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumaMode {
+    Strict,
+    Preferred,
+    Interleave,
+    Restrictive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -632,27 +736,6 @@ pub enum ChannelSource {
     SpiceVmc,
 }
 
-/// `<sound model=>`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sound {
-    pub model: SoundModel,
-    pub address: Option<Address>,
-    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
-    pub line: SourceLine,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SoundModel {
-    Ich6,
-    Ich9,
-    Ac97,
-    Es1370,
-    Sb16,
-    Pcspk,
-    Usb,
-    Ich7,
-}
-
 /// `<redirdev bus='usb' type='spicevmc'>` (the only kind modelled).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedirDev {
@@ -936,6 +1019,17 @@ pub struct DiskDriver {
     pub discard: Option<DiskDiscard>,
     pub detect_zeroes: Option<DetectZeroes>,
     pub iothread: Option<u32>,
+    /// `error_policy=`: what a write error does (libvirt also applies it to reads when
+    /// `rerror_policy` is absent, except `enospace`).
+    pub error_policy: Option<DiskErrorPolicy>,
+    /// `rerror_policy=`: what a read error does (never `enospace`).
+    pub rerror_policy: Option<DiskErrorPolicy>,
+    /// `copy_on_read=on|off`.
+    pub copy_on_read: Option<bool>,
+    /// `queues=`: virtio-blk request queues (0, libvirt's "unset", is `None`).
+    pub queues: Option<u32>,
+    /// `queue_size=`: virtio-blk virtqueue size (0 is `None`).
+    pub queue_size: Option<u32>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
 }
@@ -950,9 +1044,24 @@ impl Default for DiskDriver {
             discard: None,
             detect_zeroes: None,
             iothread: None,
+            error_policy: None,
+            rerror_policy: None,
+            copy_on_read: None,
+            queues: None,
+            queue_size: None,
             line: SourceLine::NONE,
         }
     }
+}
+
+/// `<driver error_policy= rerror_policy=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiskErrorPolicy {
+    Stop,
+    Report,
+    Ignore,
+    /// Stop on "no space left", report other errors (write errors only).
+    Enospace,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1077,6 +1186,9 @@ pub struct Interface {
     pub driver_queues: Option<u32>,
     /// `<target dev=>`: the host tap device name.
     pub target_dev: Option<String>,
+    /// `<target managed=>`: `Some(false)` (ethernet only) means `target_dev` is a TAP the
+    /// host already has, which nobody creates or deletes for the guest.
+    pub target_managed: Option<bool>,
     pub mtu: Option<u32>,
     /// `<link state=>`: `Some(false)` is `down`.
     pub link_up: Option<bool>,
@@ -1096,6 +1208,10 @@ pub enum InterfaceType {
     Network,
     Bridge,
     User,
+    /// A TAP device of its own, attached to nothing (or an existing one, `managed='no'`).
+    Ethernet,
+    /// A macvtap device on a host interface (`<source dev mode>`).
+    Direct,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1104,6 +1220,20 @@ pub enum InterfaceSource {
     None,
     Network(String),
     Bridge(String),
+    /// `type='direct'`: the host interface and the macvtap mode (libvirt's default `vepa`).
+    Direct {
+        dev: String,
+        mode: DirectMode,
+    },
+}
+
+/// `<interface type='direct'><source mode=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DirectMode {
+    Vepa,
+    Bridge,
+    Private,
+    Passthrough,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1143,8 +1273,43 @@ pub struct CharDevice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CharSource {
     Pty,
-    File { path: String, append: Option<bool> },
-    Unix { path: String, mode: UnixMode },
+    File {
+        path: String,
+        append: Option<bool>,
+    },
+    Unix {
+        path: String,
+        mode: UnixMode,
+    },
+    /// `type='tcp'`: `<source mode= host= service=>` (mode `bind` listens) and
+    /// `<protocol type=>` (libvirt's default `raw`, always printed).
+    Tcp {
+        mode: UnixMode,
+        host: String,
+        /// A port number or service name, as libvirt keeps it.
+        service: String,
+        protocol: TcpProtocol,
+    },
+    /// `type='udp'`: datagrams go to the `connect` address and come in on the `bind` one.
+    Udp {
+        bind_host: Option<String>,
+        bind_service: Option<String>,
+        connect_host: Option<String>,
+        connect_service: String,
+    },
+    /// `type='null'`: output discarded, no input.
+    Null,
+    /// `type='stdio'`: the emulator's standard input and output.
+    Stdio,
+    /// `type='vc'`: a virtual console of the emulator's display.
+    Vc,
+}
+
+/// `<serial type='tcp'><protocol type=>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpProtocol {
+    Raw,
+    Telnet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1234,10 +1399,21 @@ pub enum SpiceImageCompression {
     Off,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `<audio id= type=>`: a host audio backend that sound devices play into.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audio {
     pub id: u32,
     pub audio_type: AudioType,
+    /// `timerPeriod=`, microseconds.
+    pub timer_period: Option<u32>,
+    /// `serverName=` (pulseaudio).
+    pub server_name: Option<String>,
+    /// `driver=` (sdl): SDL's own audio driver (`esd`, `alsa`, `arts`, `pulseaudio`).
+    pub sdl_driver: Option<String>,
+    /// `path=` (file): the WAV file written.
+    pub path: Option<String>,
+    pub input: Option<AudioStream>,
+    pub output: Option<AudioStream>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
 }
@@ -1245,8 +1421,89 @@ pub struct Audio {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioType {
     None,
-    /// Sound through the SPICE client (libvirt's default backend with a SPICE display).
+    Alsa,
+    Coreaudio,
+    Jack,
+    Oss,
+    Pulseaudio,
+    Sdl,
     Spice,
+    File,
+    Dbus,
+}
+
+/// `<audio><input>` or `<output>`: one direction of an audio backend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AudioStream {
+    pub mixing_engine: Option<bool>,
+    pub fixed_settings: Option<bool>,
+    pub voices: Option<u32>,
+    /// `bufferLength=`, microseconds.
+    pub buffer_length: Option<u32>,
+    /// `<settings frequency= channels= format=>` (only with `fixedSettings='yes'`).
+    pub settings: Option<AudioSettings>,
+    /// `dev=` (alsa, oss).
+    pub dev: Option<String>,
+    /// `tryPoll=` (oss).
+    pub try_poll: Option<bool>,
+    /// `name=`, `streamName=`, `latency=` (pulseaudio).
+    pub name: Option<String>,
+    pub stream_name: Option<String>,
+    pub latency: Option<u32>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AudioSettings {
+    pub frequency: Option<u32>,
+    pub channels: Option<u32>,
+    pub format: Option<AudioFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AudioFormat {
+    U8,
+    S8,
+    U16,
+    S16,
+    U32,
+    S32,
+    F32,
+}
+
+/// `<sound model=>`: an emulated sound card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sound {
+    pub model: SoundModel,
+    /// `<codec type=>` of an HD Audio controller (libvirt reads them for ich6/ich9 only);
+    /// none means QEMU's duplex codec.
+    pub codecs: Vec<SoundCodec>,
+    /// `<audio id=>`: the backend it plays into; none means the first `<audio>`.
+    pub audio_id: Option<u32>,
+    pub address: Option<Address>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SoundModel {
+    Sb16,
+    Es1370,
+    Ac97,
+    Ich6,
+    Ich9,
+    Usb,
+    /// The PC speaker and ich7: read and printed; the qemu engine refuses them.
+    Pcspk,
+    Ich7,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SoundCodec {
+    Duplex,
+    Micro,
+    Output,
 }
 
 /// `<video><model type= vram= heads= primary=>`.

@@ -17,6 +17,25 @@ pub(crate) const LIFECYCLE_ACTIONS: &[(&str, LifecycleAction)] = &[
     ("coredump-destroy", LifecycleAction::CoredumpDestroy),
     ("coredump-restart", LifecycleAction::CoredumpRestart),
 ];
+pub(crate) const MEMORY_SOURCES: &[(&str, MemorySource)] = &[
+    ("file", MemorySource::File),
+    ("anonymous", MemorySource::Anonymous),
+    ("memfd", MemorySource::Memfd),
+];
+pub(crate) const MEMORY_ACCESSES: &[(&str, MemoryAccess)] = &[
+    ("shared", MemoryAccess::Shared),
+    ("private", MemoryAccess::Private),
+];
+pub(crate) const MEMORY_ALLOCATIONS: &[(&str, MemoryAllocation)] = &[
+    ("immediate", MemoryAllocation::Immediate),
+    ("ondemand", MemoryAllocation::Ondemand),
+];
+pub(crate) const NUMA_MODES: &[(&str, NumaMode)] = &[
+    ("strict", NumaMode::Strict),
+    ("preferred", NumaMode::Preferred),
+    ("interleave", NumaMode::Interleave),
+    ("restrictive", NumaMode::Restrictive),
+];
 pub(crate) const PLACEMENTS: &[(&str, VcpuPlacement)] = &[
     ("static", VcpuPlacement::Static),
     ("auto", VcpuPlacement::Auto),
@@ -122,6 +141,12 @@ pub(crate) const DETECT_ZEROES: &[(&str, DetectZeroes)] = &[
     ("on", DetectZeroes::On),
     ("unmap", DetectZeroes::Unmap),
 ];
+pub(crate) const DISK_ERROR_POLICIES: &[(&str, DiskErrorPolicy)] = &[
+    ("stop", DiskErrorPolicy::Stop),
+    ("report", DiskErrorPolicy::Report),
+    ("ignore", DiskErrorPolicy::Ignore),
+    ("enospace", DiskErrorPolicy::Enospace),
+];
 pub(crate) const DISK_BUSES: &[(&str, DiskBus)] = &[
     ("ide", DiskBus::Ide),
     ("fdc", DiskBus::Fdc),
@@ -143,6 +168,14 @@ pub(crate) const INTERFACE_TYPES: &[(&str, InterfaceType)] = &[
     ("network", InterfaceType::Network),
     ("bridge", InterfaceType::Bridge),
     ("user", InterfaceType::User),
+    ("ethernet", InterfaceType::Ethernet),
+    ("direct", InterfaceType::Direct),
+];
+pub(crate) const DIRECT_MODES: &[(&str, DirectMode)] = &[
+    ("vepa", DirectMode::Vepa),
+    ("bridge", DirectMode::Bridge),
+    ("private", DirectMode::Private),
+    ("passthrough", DirectMode::Passthrough),
 ];
 pub(crate) const INTERFACE_DRIVERS: &[(&str, InterfaceDriverName)] = &[
     ("qemu", InterfaceDriverName::Qemu),
@@ -159,6 +192,8 @@ pub(crate) const NIC_MODELS: &[&str] = &[
     "pcnet",
     "vmxnet3",
 ];
+pub(crate) const TCP_PROTOCOLS: &[(&str, TcpProtocol)] =
+    &[("raw", TcpProtocol::Raw), ("telnet", TcpProtocol::Telnet)];
 pub(crate) const UNIX_MODES: &[(&str, UnixMode)] =
     &[("bind", UnixMode::Bind), ("connect", UnixMode::Connect)];
 pub(crate) const INPUT_TYPES: &[(&str, InputType)] = &[
@@ -184,8 +219,29 @@ pub(crate) const BALLOON_MODELS: &[(&str, MemBalloonModel)] = &[
     ("virtio", MemBalloonModel::Virtio),
     ("none", MemBalloonModel::None),
 ];
-pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] =
-    &[("none", AudioType::None), ("spice", AudioType::Spice)];
+pub(crate) const AUDIO_TYPES: &[(&str, AudioType)] = &[
+    ("none", AudioType::None),
+    ("alsa", AudioType::Alsa),
+    ("coreaudio", AudioType::Coreaudio),
+    ("jack", AudioType::Jack),
+    ("oss", AudioType::Oss),
+    ("pulseaudio", AudioType::Pulseaudio),
+    ("sdl", AudioType::Sdl),
+    ("spice", AudioType::Spice),
+    ("file", AudioType::File),
+    ("dbus", AudioType::Dbus),
+];
+pub(crate) const AUDIO_FORMATS: &[(&str, AudioFormat)] = &[
+    ("u8", AudioFormat::U8),
+    ("s8", AudioFormat::S8),
+    ("u16", AudioFormat::U16),
+    ("s16", AudioFormat::S16),
+    ("u32", AudioFormat::U32),
+    ("s32", AudioFormat::S32),
+    ("f32", AudioFormat::F32),
+];
+/// libvirt's SDL audio drivers (`<audio type='sdl' driver=>`).
+pub(crate) const SDL_AUDIO_DRIVERS: &[&str] = &["esd", "alsa", "arts", "pulseaudio"];
 pub(crate) const SOUND_MODELS: &[(&str, SoundModel)] = &[
     ("sb16", SoundModel::Sb16),
     ("es1370", SoundModel::Es1370),
@@ -195,6 +251,11 @@ pub(crate) const SOUND_MODELS: &[(&str, SoundModel)] = &[
     ("ich9", SoundModel::Ich9),
     ("usb", SoundModel::Usb),
     ("ich7", SoundModel::Ich7),
+];
+pub(crate) const SOUND_CODECS: &[(&str, SoundCodec)] = &[
+    ("duplex", SoundCodec::Duplex),
+    ("micro", SoundCodec::Micro),
+    ("output", SoundCodec::Output),
 ];
 pub(crate) const SPICE_IMAGE_COMPRESSIONS: &[(&str, SpiceImageCompression)] = &[
     ("auto_glz", SpiceImageCompression::AutoGlz),
@@ -300,6 +361,10 @@ xml_names! {
     DomainType => DOMAIN_TYPES,
     LifecycleAction => LIFECYCLE_ACTIONS,
     VcpuPlacement => PLACEMENTS,
+    NumaMode => NUMA_MODES,
+    MemorySource => MEMORY_SOURCES,
+    MemoryAccess => MEMORY_ACCESSES,
+    MemoryAllocation => MEMORY_ALLOCATIONS,
     CpuMode => CPU_MODES,
     CpuMatch => CPU_MATCHES,
     CpuCheck => CPU_CHECKS,
@@ -320,17 +385,22 @@ xml_names! {
     DiskIo => DISK_IOS,
     DiskDiscard => DISK_DISCARDS,
     DetectZeroes => DETECT_ZEROES,
+    DiskErrorPolicy => DISK_ERROR_POLICIES,
     DiskBus => DISK_BUSES,
     ControllerType => CONTROLLER_TYPES,
     InterfaceType => INTERFACE_TYPES,
+    DirectMode => DIRECT_MODES,
     InterfaceDriverName => INTERFACE_DRIVERS,
     UnixMode => UNIX_MODES,
+    TcpProtocol => TCP_PROTOCOLS,
     InputType => INPUT_TYPES,
     InputBus => INPUT_BUSES,
     VideoModel => VIDEO_MODELS,
     MemBalloonModel => BALLOON_MODELS,
     AudioType => AUDIO_TYPES,
+    AudioFormat => AUDIO_FORMATS,
     SoundModel => SOUND_MODELS,
+    SoundCodec => SOUND_CODECS,
     SpiceImageCompression => SPICE_IMAGE_COMPRESSIONS,
 }
 

@@ -19,6 +19,7 @@ pub(crate) fn normalize(d: &mut Domain) {
     if d.uuid.is_nil() {
         d.uuid = Uuid::new_v4();
     }
+    normalize_numa(d);
     if d.current_memory_kib == 0 || d.current_memory_kib > d.memory_kib {
         d.current_memory_kib = d.memory_kib;
     }
@@ -36,7 +37,7 @@ pub(crate) fn normalize(d: &mut Domain) {
         tune.iothreadpins.sort_by_key(|p| p.iothread);
     }
     if let Some(backing) = &d.memory_backing {
-        if backing.hugepages.is_none() && !backing.nosharepages {
+        if backing.is_empty() {
             d.memory_backing = None;
         }
     }
@@ -55,6 +56,44 @@ pub(crate) fn normalize(d: &mut Domain) {
     normalize_os(d);
     normalize_cpu(d);
     normalize_devices(d);
+}
+
+/// libvirt's NUMA rules: with guest NUMA cells, `<memory>` is the sum of theirs; automatic
+/// placement of the vCPUs and of the memory go together (a numatune placed automatically
+/// makes vCPUs without a cpuset automatic too, and automatic vCPUs give memory a strict
+/// automatic numatune); an empty `<numatune/>` is dropped.
+fn normalize_numa(d: &mut Domain) {
+    if let Some(cpu) = &d.cpu {
+        if !cpu.numa.is_empty() {
+            d.memory_kib = cpu
+                .numa
+                .iter()
+                .fold(0u64, |sum, cell| sum.saturating_add(cell.memory_kib));
+        }
+    }
+    if d.numatune
+        .as_ref()
+        .is_some_and(|t| t.memory.is_none() && t.memnodes.is_empty())
+    {
+        d.numatune = None;
+    }
+    let memory_auto = d
+        .numatune
+        .as_ref()
+        .and_then(|t| t.memory.as_ref())
+        .is_some_and(|m| m.placement == VcpuPlacement::Auto);
+    if memory_auto && d.vcpu.cpuset.is_none() {
+        d.vcpu.placement = VcpuPlacement::Auto;
+    }
+    if d.vcpu.placement == VcpuPlacement::Auto {
+        let tune = d.numatune.get_or_insert_with(NumaTune::default);
+        tune.memory.get_or_insert(NumaMemory {
+            mode: NumaMode::Strict,
+            placement: VcpuPlacement::Auto,
+            nodeset: None,
+            line: SourceLine::NONE,
+        });
+    }
 }
 
 fn normalize_os(d: &mut Domain) {
@@ -100,6 +139,7 @@ fn normalize_cpu(d: &mut Domain) {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        numa: Vec::new(),
         line: SourceLine::NONE,
         vendor_line: SourceLine::NONE,
     });
@@ -195,6 +235,12 @@ fn normalize_devices(d: &mut Domain) {
             } else {
                 AudioType::None
             },
+            timer_period: None,
+            server_name: None,
+            sdl_driver: None,
+            path: None,
+            input: None,
+            output: None,
             line: SourceLine::NONE,
         });
     }

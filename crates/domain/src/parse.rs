@@ -30,6 +30,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 what: "attribute 'type'".to_string(),
                 location: root.loc(),
             })?;
+    // `id` is the number of a running domain (what `virsh dumpxml` of a running one prints);
+    // libvirt does not even read it when it defines a domain, and prints no id for a defined
+    // one, whatever the value: neither does oxvirt.
+    let _running_id = root.attr("id");
     root.finish_attrs()?;
 
     let mut name = None;
@@ -43,6 +47,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut vcpu = None;
     let mut iothreads = None;
     let mut cputune = None;
+    let mut numatune = None;
     let mut os = None;
     let mut features = None;
     let mut cpu = None;
@@ -144,6 +149,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let parsed = parse_cputune(&mut child)?;
                 set_once(&mut cputune, parsed, &child)?;
             }
+            "numatune" => {
+                let parsed = parse_numatune(&mut child)?;
+                set_once(&mut numatune, parsed, &child)?;
+            }
             "os" => {
                 let parsed = parse_os(&mut child)?;
                 set_once(&mut os, parsed, &child)?;
@@ -224,6 +233,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         vcpu,
         iothreads,
         cputune,
+        numatune,
         os,
         features: features.unwrap_or_default(),
         cpu,
@@ -283,7 +293,8 @@ fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
         ..MemoryBacking::default()
     };
     let mut seen_nosharepages = false;
-    for child in elem.children()? {
+    let (mut seen_source, mut seen_access, mut seen_allocation) = (None, None, None);
+    for mut child in elem.children()? {
         match child.name() {
             "hugepages" => {
                 child.finish_attrs()?;
@@ -312,6 +323,43 @@ fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {
                 }
                 seen_nosharepages = true;
                 backing.nosharepages = true;
+            }
+            "locked" | "discard" => {
+                child.finish_attrs()?;
+                child.leaf()?;
+                let flag = if child.name() == "locked" {
+                    &mut backing.locked
+                } else {
+                    &mut backing.discard
+                };
+                if *flag {
+                    return Err(child.duplicate());
+                }
+                *flag = true;
+            }
+            // An empty <source/>, <access/> or <allocation/> says nothing (libvirt drops it).
+            "source" => {
+                let source = child.enum_attr("type", MEMORY_SOURCES)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_source, (), &child)?;
+                backing.source = source;
+            }
+            "access" => {
+                let access = child.enum_attr("mode", MEMORY_ACCESSES)?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_access, (), &child)?;
+                backing.access = access;
+            }
+            "allocation" => {
+                let allocation = child.enum_attr("mode", MEMORY_ALLOCATIONS)?;
+                let threads = child.u32_attr("threads")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut seen_allocation, (), &child)?;
+                backing.allocation = allocation;
+                backing.allocation_threads = threads;
             }
             _ => return Err(child.unsupported()),
         }
@@ -644,10 +692,12 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
         vendor: None,
         topology: None,
         features: Vec::new(),
+        numa: Vec::new(),
         line: elem.source_line(),
         vendor_line: SourceLine::NONE,
     };
     let mut model_fallback = None;
+    let mut seen_numa = None;
     for mut child in elem.children()? {
         match child.name() {
             "model" => {
@@ -669,6 +719,10 @@ fn parse_cpu(elem: &mut Elem) -> Result<Cpu> {
                         line: child.source_line(),
                     });
                 }
+            }
+            "numa" => {
+                set_once(&mut seen_numa, (), &child)?;
+                cpu.numa = parse_numa(&mut child)?;
             }
             "vendor" => {
                 child.finish_attrs()?;
@@ -783,26 +837,8 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
             "console" => devices.consoles.push(parse_chardev(&mut child)?),
             "input" => devices.inputs.push(parse_input(&mut child)?),
             "graphics" => devices.graphics.push(parse_graphics(&mut child)?),
-            "audio" => {
-                let id = child.u32_attr("id")?.ok_or_else(|| DomainError::Missing {
-                    what: "attribute 'id'".to_string(),
-                    location: child.loc(),
-                })?;
-                let audio_type =
-                    child
-                        .enum_attr("type", AUDIO_TYPES)?
-                        .ok_or_else(|| DomainError::Missing {
-                            what: "attribute 'type'".to_string(),
-                            location: child.loc(),
-                        })?;
-                child.finish_attrs()?;
-                child.leaf()?;
-                devices.audios.push(Audio {
-                    id,
-                    audio_type,
-                    line: child.source_line(),
-                });
-            }
+            "audio" => devices.audios.push(parse_audio(&mut child)?),
+            "sound" => devices.sounds.push(parse_sound(&mut child)?),
             "video" => devices.videos.push(parse_video(&mut child)?),
             "memballoon" => {
                 let balloon = parse_memballoon(&mut child)?;
@@ -810,7 +846,6 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
             }
             "rng" => devices.rngs.push(parse_rng(&mut child)?),
             "channel" => devices.channels.push(parse_channel(&mut child)?),
-            "sound" => devices.sounds.push(parse_sound(&mut child)?),
             "redirdev" => devices.redirdevs.push(parse_redirdev(&mut child)?),
             _ => return Err(child.unsupported()),
         }
@@ -1095,8 +1130,21 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
                     discard: child.enum_attr("discard", DISK_DISCARDS)?,
                     detect_zeroes: child.enum_attr("detect_zeroes", DETECT_ZEROES)?,
                     iothread: child.u32_attr("iothread")?,
+                    error_policy: child.enum_attr("error_policy", DISK_ERROR_POLICIES)?,
+                    rerror_policy: child.enum_attr("rerror_policy", DISK_ERROR_POLICIES)?,
+                    copy_on_read: child.on_off_attr("copy_on_read")?,
+                    // libvirt reads 0 as "not set" and drops it.
+                    queues: child.u32_attr("queues")?.filter(|n| *n != 0),
+                    queue_size: child.u32_attr("queue_size")?.filter(|n| *n != 0),
                     line: child.source_line(),
                 };
+                if parsed.rerror_policy == Some(DiskErrorPolicy::Enospace) {
+                    return Err(child.invalid(
+                        "attribute 'rerror_policy'",
+                        "enospace",
+                        "enospace is a write error policy only",
+                    ));
+                }
                 child.finish_attrs()?;
                 child.leaf()?;
                 set_once(&mut driver, parsed, &child)?;
@@ -1622,6 +1670,7 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
         driver_name: None,
         driver_queues: None,
         target_dev: None,
+        target_managed: None,
         mtu: None,
         link_up: None,
         boot_order: None,
@@ -1665,7 +1714,23 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                     InterfaceType::Bridge => {
                         InterfaceSource::Bridge(child.required_attr("bridge")?.to_string())
                     }
-                    InterfaceType::User => return Err(child.unsupported()),
+                    InterfaceType::Direct => {
+                        let dev = child.required_attr("dev")?.to_string();
+                        let mode = child
+                            .enum_attr("mode", DIRECT_MODES)?
+                            .unwrap_or(DirectMode::Vepa);
+                        if !is_host_ifname(&dev) {
+                            return Err(child.invalid(
+                                "attribute 'dev'",
+                                &dev,
+                                "not a valid host interface name (1-15 characters, no '/' or spaces)",
+                            ));
+                        }
+                        InterfaceSource::Direct { dev, mode }
+                    }
+                    InterfaceType::User | InterfaceType::Ethernet => {
+                        return Err(child.unsupported())
+                    }
                 };
                 child.finish_attrs()?;
                 child.leaf()?;
@@ -1690,17 +1755,32 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
                 iface.driver_line = child.source_line();
             }
             "target" => {
-                let dev = child.required_attr("dev")?;
+                let managed = child.yes_no_attr("managed")?;
+                // libvirt lets an ethernet target give only managed=; elsewhere dev is needed.
+                let dev = if managed.is_some() {
+                    child.attr("dev")
+                } else {
+                    Some(child.required_attr("dev")?)
+                };
                 child.finish_attrs()?;
                 child.leaf()?;
-                if !is_host_ifname(dev) {
-                    return Err(child.invalid(
-                        "attribute 'dev'",
-                        dev,
-                        "not a valid host interface name (1-15 characters, no '/' or spaces)",
-                    ));
+                if let Some(dev) = dev {
+                    if !is_host_ifname(dev) {
+                        return Err(child.invalid(
+                            "attribute 'dev'",
+                            dev,
+                            "not a valid host interface name (1-15 characters, no '/' or spaces)",
+                        ));
+                    }
                 }
-                iface.target_dev = Some(dev.to_string());
+                if managed == Some(false) && interface_type != InterfaceType::Ethernet {
+                    return Err(DomainError::Invalid {
+                        reason: "unmanaged target dev is only supported on interfaces of type 'ethernet'".to_string(),
+                        location: child.loc(),
+                    });
+                }
+                iface.target_dev = dev.map(str::to_string);
+                iface.target_managed = managed;
                 iface.target_line = child.source_line();
             }
             "mtu" => {
@@ -1736,7 +1816,11 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
             _ => return Err(child.unsupported()),
         }
     }
-    if interface_type != InterfaceType::User && iface.source == InterfaceSource::None {
+    if !matches!(
+        interface_type,
+        InterfaceType::User | InterfaceType::Ethernet
+    ) && iface.source == InterfaceSource::None
+    {
         return Err(DomainError::Missing {
             what: "element <source>".to_string(),
             location: elem.loc(),
@@ -1747,15 +1831,66 @@ fn parse_interface(elem: &mut Elem) -> Result<Interface> {
 
 fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
     let kind = elem.required_attr("type")?;
-    let table = [("pty", ()), ("file", ()), ("unix", ())];
+    let table = [
+        ("pty", ()),
+        ("file", ()),
+        ("unix", ()),
+        ("tcp", ()),
+        ("udp", ()),
+        ("null", ()),
+        ("stdio", ()),
+        ("vc", ()),
+    ];
     if lookup(&table, kind).is_none() {
         return Err(elem.enum_error("attribute 'type'", kind, &table));
     }
     elem.finish_attrs()?;
     let mut source = None;
     let mut target = None;
+    // tcp and udp: every <source mode host service> (udp has a bind and a connect one) and
+    // tcp's <protocol>.
+    let mut net_sources: Vec<(
+        UnixMode,
+        Option<String>,
+        Option<String>,
+        crate::error::Location,
+    )> = Vec::new();
+    let mut protocol = None;
     for mut child in elem.children()? {
         match child.name() {
+            "source" if matches!(kind, "tcp" | "udp") => {
+                let mode = child
+                    .enum_attr("mode", UNIX_MODES)?
+                    .unwrap_or(UnixMode::Connect);
+                let host = child.attr("host").map(str::to_string);
+                let service = child.attr("service").map(str::to_string);
+                child.finish_attrs()?;
+                child.leaf()?;
+                if net_sources.iter().any(|(m, ..)| *m == mode)
+                    || kind == "tcp" && !net_sources.is_empty()
+                {
+                    return Err(child.duplicate());
+                }
+                net_sources.push((mode, host, service, child.loc()));
+            }
+            "protocol" if kind == "tcp" => {
+                let value = child.required_attr("type")?;
+                let parsed = match lookup(TCP_PROTOCOLS, value) {
+                    Some(p) => p,
+                    // TLS needs host certificates oxvirt does not manage.
+                    None if matches!(value, "telnets" | "tls") => {
+                        return Err(child.unsupported_value(
+                            "attribute 'type'",
+                            value,
+                            TCP_PROTOCOLS,
+                        ))
+                    }
+                    None => return Err(child.enum_error("attribute 'type'", value, TCP_PROTOCOLS)),
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                set_once(&mut protocol, parsed, &child)?;
+            }
             "source" => {
                 let parsed = match kind {
                     "file" => {
@@ -1839,8 +1974,49 @@ fn parse_chardev(elem: &mut Elem) -> Result<CharDevice> {
             _ => return Err(child.unsupported()),
         }
     }
+    let missing = |what: &str, location: &crate::error::Location| DomainError::Missing {
+        what: format!("attribute '{what}'"),
+        location: location.clone(),
+    };
     let source = match (kind, source) {
         ("pty", _) => CharSource::Pty,
+        ("null", _) => CharSource::Null,
+        ("stdio", _) => CharSource::Stdio,
+        ("vc", _) => CharSource::Vc,
+        ("tcp", _) => {
+            let Some((mode, host, service, location)) = net_sources.pop() else {
+                return Err(elem.missing("element <source>"));
+            };
+            CharSource::Tcp {
+                mode,
+                host: host.ok_or_else(|| missing("host", &location))?,
+                service: service.ok_or_else(|| missing("service", &location))?,
+                protocol: protocol.unwrap_or(TcpProtocol::Raw),
+            }
+        }
+        ("udp", _) => {
+            let find = |wanted: UnixMode| {
+                net_sources
+                    .iter()
+                    .find(|(mode, ..)| *mode == wanted)
+                    .map(|(_, host, service, location)| (host.clone(), service.clone(), location))
+            };
+            let (connect_host, connect_service) = match find(UnixMode::Connect) {
+                Some((host, Some(service), _)) => (host, service),
+                Some((_, None, location)) => return Err(missing("service", location)),
+                None => return Err(elem.missing("element <source mode='connect'> with a service")),
+            };
+            let (bind_host, bind_service) = match find(UnixMode::Bind) {
+                Some((host, service, _)) => (host, service),
+                None => (None, None),
+            };
+            CharSource::Udp {
+                bind_host,
+                bind_service,
+                connect_host,
+                connect_service,
+            }
+        }
         (_, Some(source)) => source,
         (_, None) => {
             return Err(DomainError::Missing {
@@ -2120,28 +2296,6 @@ fn parse_channel(elem: &mut Elem) -> Result<Channel> {
     })
 }
 
-fn parse_sound(elem: &mut Elem) -> Result<Sound> {
-    let model = elem.required_attr("model")?;
-    let model = lookup(SOUND_MODELS, model)
-        .ok_or_else(|| elem.enum_error("attribute 'model'", model, SOUND_MODELS))?;
-    elem.finish_attrs()?;
-    let mut address = None;
-    for mut child in elem.children()? {
-        match child.name() {
-            "address" => {
-                let parsed = parse_address(&mut child)?;
-                set_once(&mut address, parsed, &child)?;
-            }
-            _ => return Err(child.unsupported()),
-        }
-    }
-    Ok(Sound {
-        model,
-        address,
-        line: elem.source_line(),
-    })
-}
-
 fn parse_redirdev(elem: &mut Elem) -> Result<RedirDev> {
     let bus = elem.attr("bus").unwrap_or("usb");
     if bus != "usb" {
@@ -2316,4 +2470,291 @@ fn parse_rng(elem: &mut Elem) -> Result<Rng> {
         address,
         line: elem.source_line(),
     })
+}
+
+/// libvirt's `VIR_XML_PROP_NONZERO` numbers of `<audio>`.
+fn nonzero_u32(elem: &mut Elem, name: &'static str) -> Result<Option<u32>> {
+    match elem.u32_attr(name)? {
+        Some(0) => Err(elem.invalid(&format!("attribute '{name}'"), "0", "zero is not permitted")),
+        other => Ok(other),
+    }
+}
+
+fn parse_audio(elem: &mut Elem) -> Result<Audio> {
+    let id = elem
+        .u32_attr("id")?
+        .ok_or_else(|| elem.missing("attribute 'id'"))?;
+    if id == 0 {
+        return Err(elem.invalid("attribute 'id'", "0", "audio ids start at 1"));
+    }
+    let audio_type = elem
+        .enum_attr("type", AUDIO_TYPES)?
+        .ok_or_else(|| elem.missing("attribute 'type'"))?;
+    let timer_period = nonzero_u32(elem, "timerPeriod")?;
+    // Attributes of one backend type only; on another type they are unknown attributes.
+    let server_name = match audio_type {
+        AudioType::Pulseaudio => elem.attr("serverName").map(str::to_string),
+        _ => None,
+    };
+    let sdl_driver = match elem.attr_if(audio_type == AudioType::Sdl, "driver") {
+        None => None,
+        Some(driver) if SDL_AUDIO_DRIVERS.contains(&driver) => Some(driver.to_string()),
+        Some(driver) => {
+            let table: Vec<(&str, ())> = SDL_AUDIO_DRIVERS.iter().map(|d| (*d, ())).collect();
+            return Err(elem.enum_error("attribute 'driver'", driver, &table));
+        }
+    };
+    let path = match audio_type {
+        AudioType::File => elem.attr("path").map(str::to_string),
+        _ => None,
+    };
+    elem.finish_attrs()?;
+    let mut input = None;
+    let mut output = None;
+    for mut child in elem.children()? {
+        let slot = match child.name() {
+            "input" => &mut input,
+            "output" => &mut output,
+            _ => return Err(child.unsupported()),
+        };
+        let stream = parse_audio_stream(&mut child, audio_type)?;
+        if slot.is_some() {
+            return Err(child.duplicate());
+        }
+        // An empty <input/> says nothing; libvirt prints none.
+        *slot = (stream != AudioStream::default()).then_some(stream);
+    }
+    Ok(Audio {
+        id,
+        audio_type,
+        timer_period,
+        server_name,
+        sdl_driver,
+        path,
+        input,
+        output,
+        line: elem.source_line(),
+    })
+}
+
+fn parse_audio_stream(elem: &mut Elem, audio_type: AudioType) -> Result<AudioStream> {
+    let mut stream = AudioStream {
+        mixing_engine: elem.yes_no_attr("mixingEngine")?,
+        fixed_settings: elem.yes_no_attr("fixedSettings")?,
+        voices: nonzero_u32(elem, "voices")?,
+        buffer_length: nonzero_u32(elem, "bufferLength")?,
+        ..AudioStream::default()
+    };
+    match audio_type {
+        AudioType::Alsa => stream.dev = elem.attr("dev").map(str::to_string),
+        AudioType::Oss => {
+            stream.dev = elem.attr("dev").map(str::to_string);
+            stream.try_poll = elem.yes_no_attr("tryPoll")?;
+        }
+        AudioType::Pulseaudio => {
+            stream.name = elem.attr("name").map(str::to_string);
+            stream.stream_name = elem.attr("streamName").map(str::to_string);
+            stream.latency = nonzero_u32(elem, "latency")?;
+        }
+        _ => {}
+    }
+    elem.finish_attrs()?;
+    for mut child in elem.children()? {
+        if child.name() != "settings" {
+            return Err(child.unsupported());
+        }
+        let settings = AudioSettings {
+            frequency: nonzero_u32(&mut child, "frequency")?,
+            channels: nonzero_u32(&mut child, "channels")?,
+            format: child.enum_attr("format", AUDIO_FORMATS)?,
+        };
+        child.finish_attrs()?;
+        child.leaf()?;
+        if stream.fixed_settings != Some(true) {
+            return Err(DomainError::Invalid {
+                reason: "audio settings specified without fixedSettings='yes'".to_string(),
+                location: child.loc(),
+            });
+        }
+        set_once(&mut stream.settings, settings, &child)?;
+    }
+    if stream.fixed_settings == Some(true) {
+        if stream.mixing_engine != Some(true) {
+            return Err(DomainError::Invalid {
+                reason: "fixed audio settings need mixingEngine='yes'".to_string(),
+                location: elem.loc(),
+            });
+        }
+        // libvirt prints <settings/> for fixed settings, even empty ones.
+        stream.settings.get_or_insert_with(AudioSettings::default);
+    }
+    if stream != AudioStream::default() {
+        stream.line = elem.source_line();
+    }
+    Ok(stream)
+}
+
+fn parse_sound(elem: &mut Elem) -> Result<Sound> {
+    let model = elem.required_attr("model")?;
+    let model = lookup(SOUND_MODELS, model)
+        .ok_or_else(|| elem.enum_error("attribute 'model'", model, SOUND_MODELS))?;
+    elem.finish_attrs()?;
+    let mut codecs = Vec::new();
+    let mut audio_id = None;
+    let mut address = None;
+    for mut child in elem.children()? {
+        match child.name() {
+            "codec" => {
+                let codec = child
+                    .enum_attr("type", SOUND_CODECS)?
+                    .ok_or_else(|| child.missing("attribute 'type'"))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                codecs.push(codec);
+            }
+            "audio" => {
+                let id = child
+                    .u32_attr("id")?
+                    .ok_or_else(|| child.missing("attribute 'id'"))?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                // libvirt reads id 0 as "no link".
+                set_once(&mut audio_id, id, &child)?;
+            }
+            "address" => {
+                let parsed = parse_address(&mut child)?;
+                set_once(&mut address, parsed, &child)?;
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    // libvirt reads codecs of HD Audio controllers only and drops them elsewhere.
+    if !matches!(model, SoundModel::Ich6 | SoundModel::Ich9) {
+        codecs.clear();
+    }
+    Ok(Sound {
+        model,
+        codecs,
+        audio_id: audio_id.filter(|id| *id != 0),
+        address,
+        line: elem.source_line(),
+    })
+}
+
+/// `<cpu><numa>`: cells by id, which must be 0..n-1, each once (a cell without `id` takes its
+/// position), as libvirt stores them.
+fn parse_numa(elem: &mut Elem) -> Result<Vec<NumaCell>> {
+    elem.finish_attrs()?;
+    let mut cells: Vec<Option<NumaCell>> = Vec::new();
+    let children = elem.children()?;
+    if children.is_empty() {
+        return Err(DomainError::Invalid {
+            reason: "NUMA topology defined without NUMA cells".to_string(),
+            location: elem.loc(),
+        });
+    }
+    let count = children.len();
+    cells.resize(count, None);
+    for (index, mut child) in children.into_iter().enumerate() {
+        if child.name() != "cell" {
+            return Err(child.unsupported());
+        }
+        let id = child.u32_attr("id")?.unwrap_or(index as u32);
+        let cpus = match child.attr("cpus") {
+            Some(text) => Some(cpuset_at(text, &child.loc(), "attribute 'cpus'")?),
+            None => None,
+        };
+        let memory = child.required_attr("memory")?;
+        let unit = child.attr("unit");
+        let mem_access = child.enum_attr("memAccess", MEMORY_ACCESSES)?;
+        let discard = child.yes_no_attr("discard")?;
+        child.finish_attrs()?;
+        child.leaf()?;
+        let memory_kib = size_kib_at(memory, unit, &child.loc(), "attribute 'memory'")?;
+        let slot = cells.get_mut(id as usize).filter(|slot| slot.is_none());
+        let Some(slot) = slot else {
+            return Err(DomainError::Invalid {
+                reason: "exactly one <cell> per guest NUMA cell, with ids from 0 and no gaps"
+                    .to_string(),
+                location: child.loc(),
+            });
+        };
+        *slot = Some(NumaCell {
+            cpus,
+            memory_kib,
+            mem_access,
+            discard,
+            line: child.source_line(),
+        });
+    }
+    // Every slot is filled: n cells took n distinct ids below n.
+    Ok(cells.into_iter().flatten().collect())
+}
+
+fn parse_numatune(elem: &mut Elem) -> Result<NumaTune> {
+    elem.finish_attrs()?;
+    let mut tune = NumaTune {
+        line: elem.source_line(),
+        ..NumaTune::default()
+    };
+    for mut child in elem.children()? {
+        match child.name() {
+            "memory" => {
+                let mode = child
+                    .enum_attr("mode", NUMA_MODES)?
+                    .unwrap_or(NumaMode::Strict);
+                let placement = child.enum_attr("placement", PLACEMENTS)?;
+                let nodeset = match child.attr("nodeset") {
+                    Some(text) => Some(cpuset_at(text, &child.loc(), "attribute 'nodeset'")?),
+                    None => None,
+                };
+                child.finish_attrs()?;
+                child.leaf()?;
+                // libvirt: a nodeset makes the placement static, unless it says auto (which
+                // drops the nodeset); static needs one.
+                let placement = placement.unwrap_or(if nodeset.is_some() {
+                    VcpuPlacement::Static
+                } else {
+                    VcpuPlacement::Auto
+                });
+                let nodeset = match placement {
+                    VcpuPlacement::Auto => None,
+                    VcpuPlacement::Static => Some(nodeset.ok_or_else(|| DomainError::Invalid {
+                        reason: "nodeset for NUMA memory tuning must be set if 'placement' is 'static'".to_string(),
+                        location: child.loc(),
+                    })?),
+                };
+                let memory = NumaMemory {
+                    mode,
+                    placement,
+                    nodeset,
+                    line: child.source_line(),
+                };
+                set_once(&mut tune.memory, memory, &child)?;
+            }
+            "memnode" => {
+                let cellid = child
+                    .u32_attr("cellid")?
+                    .ok_or_else(|| child.missing("attribute 'cellid'"))?;
+                let mode = child
+                    .enum_attr("mode", NUMA_MODES)?
+                    .unwrap_or(NumaMode::Strict);
+                let nodeset = child.required_attr("nodeset")?;
+                let nodeset = cpuset_at(nodeset, &child.loc(), "attribute 'nodeset'")?;
+                child.finish_attrs()?;
+                child.leaf()?;
+                if tune.memnodes.iter().any(|m| m.cellid == cellid) {
+                    return Err(child.duplicate());
+                }
+                tune.memnodes.push(MemNode {
+                    cellid,
+                    mode,
+                    nodeset,
+                    line: child.source_line(),
+                });
+            }
+            _ => return Err(child.unsupported()),
+        }
+    }
+    Ok(tune)
 }

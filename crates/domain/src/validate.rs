@@ -39,6 +39,65 @@ fn check_text(path: &str, what: &str, text: &str) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// Guest NUMA cells and `<numatune>`, with libvirt 9.0's rules.
+fn validate_numa(d: &Domain) -> Result<(), DomainError> {
+    let cells = d.cpu.as_ref().map_or(&[][..], |c| &c.numa[..]);
+    let at = |path: &str, line: SourceLine, reason: String| DomainError::Invalid {
+        reason,
+        location: Location::new(path, line.get()),
+    };
+    let mut seen: Vec<(usize, u32)> = Vec::new();
+    for (id, cell) in cells.iter().enumerate() {
+        if cell.memory_kib == 0 {
+            return Err(at(
+                "cpu/numa/cell",
+                cell.line,
+                format!("NUMA cell {id} has no memory"),
+            ));
+        }
+        for cpu in cell.cpus.iter().flat_map(|c| c.iter()) {
+            if cpu >= d.vcpu.max {
+                return Err(at(
+                    "cpu/numa/cell",
+                    cell.line,
+                    "Number of CPUs in <numa> exceeds the <vcpu> count".to_string(),
+                ));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, c)| *c == cpu) {
+                return Err(at(
+                    "cpu/numa/cell",
+                    cell.line,
+                    format!("NUMA cells {id} and {other} have overlapping vCPU ids"),
+                ));
+            }
+            seen.push((id, cpu));
+        }
+    }
+    let Some(tune) = &d.numatune else {
+        return Ok(());
+    };
+    for node in &tune.memnodes {
+        if cells.is_empty() {
+            return Err(at(
+                "numatune/memnode",
+                node.line,
+                "<memnode> is invalid without any guest NUMA cells".to_string(),
+            ));
+        }
+        if node.cellid as usize >= cells.len() {
+            return Err(at(
+                "numatune/memnode",
+                node.line,
+                format!(
+                    "cellid {} in memnode must correspond to existing guest's NUMA cell",
+                    node.cellid
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
     validate_name(&d.name)?;
     if let Some(title) = &d.title {
@@ -52,6 +111,7 @@ pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
     }
     validate_memory(d)?;
     validate_vcpus(d)?;
+    validate_numa(d)?;
     validate_os(d)?;
     validate_lifecycle(d)?;
     validate_clock(d)?;
@@ -130,6 +190,14 @@ fn validate_memory(d: &Domain) -> Result<(), DomainError> {
                     max.kib, d.memory_kib
                 ),
             ));
+        }
+    }
+    if let Some(backing) = &d.memory_backing {
+        if backing.hugepages.is_some() && backing.source == Some(MemorySource::Anonymous) {
+            return Err(DomainError::Invalid {
+                reason: "hugepages are not allowed with anonymous memory source".to_string(),
+                location: Location::new("memoryBacking", backing.line.get()),
+            });
         }
     }
     if let Some(huge) = d.memory_backing.as_ref().and_then(|b| b.hugepages.as_ref()) {
@@ -518,6 +586,17 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ),
             ));
         }
+        if disk.driver.queues.is_some() && disk.target.bus != DiskBus::Virtio {
+            // libvirt 9.0 refuses queues there, but lets queue_size through (QEMU then fails
+            // at start; the qemu engine refuses it at define).
+            return Err(DomainError::Invalid {
+                reason: format!(
+                    "disk '{}': queues is only supported by virtio disks",
+                    disk.target.dev
+                ),
+                location: Location::new("devices/disk/driver", disk.driver.line.get()),
+            });
+        }
         if let Some(serial) = &disk.serial {
             if !is_disk_serial(serial) {
                 return Err(invalid(
@@ -616,8 +695,16 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         match (&iface.interface_type, &iface.source) {
             (InterfaceType::User, InterfaceSource::None)
             | (InterfaceType::Network, InterfaceSource::Network(_))
-            | (InterfaceType::Bridge, InterfaceSource::Bridge(_)) => {}
+            | (InterfaceType::Bridge, InterfaceSource::Bridge(_))
+            | (InterfaceType::Ethernet, InterfaceSource::None)
+            | (InterfaceType::Direct, InterfaceSource::Direct { .. }) => {}
             _ => return Err(invalid(path, "interface source does not match its type")),
+        }
+        if iface.target_managed == Some(false) && iface.interface_type != InterfaceType::Ethernet {
+            return Err(invalid(
+                path,
+                "unmanaged target dev is only supported on interfaces of type 'ethernet'",
+            ));
         }
         match &iface.source {
             InterfaceSource::Network(n) | InterfaceSource::Bridge(n)
@@ -722,7 +809,36 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                         ));
                     }
                 }
-                CharSource::Pty => {}
+                CharSource::Tcp { host, service, .. } => {
+                    for text in [host, service] {
+                        if text.is_empty() || text.chars().any(char::is_control) {
+                            return Err(invalid(
+                                path,
+                                "tcp source host or service is empty or has control characters",
+                            ));
+                        }
+                    }
+                }
+                CharSource::Udp {
+                    bind_host,
+                    bind_service,
+                    connect_host,
+                    connect_service,
+                } => {
+                    let texts = [bind_host, bind_service, connect_host]
+                        .into_iter()
+                        .flatten()
+                        .chain([connect_service]);
+                    for text in texts {
+                        if text.is_empty() || text.chars().any(char::is_control) {
+                            return Err(invalid(
+                                path,
+                                "udp source host or service is empty or has control characters",
+                            ));
+                        }
+                    }
+                }
+                CharSource::Pty | CharSource::Null | CharSource::Stdio | CharSource::Vc => {}
             }
             if let Some(t) = &dev.target.target_type {
                 if !CHAR_TARGET_TYPES.contains(&t.as_str()) {
@@ -833,9 +949,6 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             });
         }
     }
-    for sound in &devices.sounds {
-        validate_address("devices/sound", &sound.address)?;
-    }
     let mut audio_ids = HashSet::new();
     for audio in &devices.audios {
         if audio.id == 0 || !audio_ids.insert(audio.id) {
@@ -844,6 +957,42 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 format!("audio id {} is zero or used twice", audio.id),
             ));
         }
+        if audio.audio_type == AudioType::Spice
+            && !devices.graphics.iter().any(|g| g.spice.is_some())
+        {
+            // libvirt 9.0: the SPICE client carries the sound, so there must be one.
+            return Err(DomainError::Invalid {
+                reason: "spice audio needs <graphics type='spice'>".to_string(),
+                location: Location::new("devices/audio", audio.line.get()),
+            });
+        }
+        for text in [&audio.server_name, &audio.path].into_iter().flatten() {
+            if text.is_empty() || text.chars().any(char::is_control) {
+                return Err(invalid(
+                    "devices/audio",
+                    "empty value or control characters",
+                ));
+            }
+        }
+    }
+    for sound in &devices.sounds {
+        if sound.model == SoundModel::Ich7 {
+            // libvirt 9.0 reads the model but QEMU 7.2 has no such device: it refuses it at
+            // define (without an address while placing it, with one while validating).
+            return Err(DomainError::Invalid {
+                reason: "sound card model 'ich7' is not supported by qemu".to_string(),
+                location: Location::new("devices/sound", sound.line.get()),
+            });
+        }
+        if let Some(id) = sound.audio_id {
+            if !audio_ids.contains(&id) {
+                return Err(DomainError::Invalid {
+                    reason: format!("no audio device with id {id}"),
+                    location: Location::new("devices/sound/audio", sound.line.get()),
+                });
+            }
+        }
+        validate_address("devices/sound", &sound.address)?;
     }
     if devices.videos.iter().filter(|v| v.primary).count() > 1 {
         return Err(invalid(

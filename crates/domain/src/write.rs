@@ -135,6 +135,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     if let Some(tune) = &d.cputune {
         write_cputune(&mut w, tune);
     }
+    if let Some(tune) = &d.numatune {
+        write_numatune(&mut w, tune);
+    }
     write_os(&mut w, &d.os);
     if d.features != Features::default() {
         w.start("features", &[]);
@@ -192,7 +195,7 @@ fn write_pm(w: &mut Writer, pm: &Pm) {
 }
 
 fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
-    if backing.hugepages.is_none() && !backing.nosharepages {
+    if backing.is_empty() {
         return;
     }
     w.start("memoryBacking", &[]);
@@ -209,6 +212,32 @@ fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {
     }
     if backing.nosharepages {
         w.empty("nosharepages", &[]);
+    }
+    if backing.locked {
+        w.empty("locked", &[]);
+    }
+    if let Some(source) = backing.source {
+        w.empty("source", &[("type", s(name_of(MEMORY_SOURCES, source)))]);
+    }
+    if let Some(access) = backing.access {
+        w.empty("access", &[("mode", s(name_of(MEMORY_ACCESSES, access)))]);
+    }
+    if backing.allocation.is_some() || backing.allocation_threads.is_some() {
+        w.empty(
+            "allocation",
+            &[
+                (
+                    "mode",
+                    backing
+                        .allocation
+                        .map(|a| name_of(MEMORY_ALLOCATIONS, a).to_string()),
+                ),
+                ("threads", backing.allocation_threads.map(|n| n.to_string())),
+            ],
+        );
+    }
+    if backing.discard {
+        w.empty("discard", &[]);
     }
     w.end("memoryBacking");
 }
@@ -331,6 +360,7 @@ fn write_cpu(w: &mut Writer, cpu: &Cpu) {
         && cpu.vendor.is_none()
         && cpu.topology.is_none()
         && cpu.features.is_empty()
+        && cpu.numa.is_empty()
     {
         w.empty("cpu", &attrs);
         return;
@@ -372,7 +402,56 @@ fn write_cpu(w: &mut Writer, cpu: &Cpu) {
             ],
         );
     }
+    if !cpu.numa.is_empty() {
+        w.start("numa", &[]);
+        for (id, cell) in cpu.numa.iter().enumerate() {
+            w.empty(
+                "cell",
+                &[
+                    ("id", s(id)),
+                    ("cpus", cell.cpus.as_ref().map(|c| c.to_string())),
+                    ("memory", s(cell.memory_kib)),
+                    ("unit", s("KiB")),
+                    (
+                        "memAccess",
+                        cell.mem_access
+                            .map(|a| name_of(MEMORY_ACCESSES, a).to_string()),
+                    ),
+                    ("discard", cell.discard.map(|b| yes_no(b).to_string())),
+                ],
+            );
+        }
+        w.end("numa");
+    }
     w.end("cpu");
+}
+
+fn write_numatune(w: &mut Writer, tune: &NumaTune) {
+    w.start("numatune", &[]);
+    if let Some(memory) = &tune.memory {
+        w.empty(
+            "memory",
+            &[
+                ("mode", s(name_of(NUMA_MODES, memory.mode))),
+                (
+                    "placement",
+                    (memory.placement == VcpuPlacement::Auto).then(|| "auto".to_string()),
+                ),
+                ("nodeset", memory.nodeset.as_ref().map(|n| n.to_string())),
+            ],
+        );
+    }
+    for node in &tune.memnodes {
+        w.empty(
+            "memnode",
+            &[
+                ("cellid", s(node.cellid)),
+                ("mode", s(name_of(NUMA_MODES, node.mode))),
+                ("nodeset", s(&node.nodeset)),
+            ],
+        );
+    }
+    w.end("numatune");
 }
 
 fn write_clock(w: &mut Writer, clock: &Clock) {
@@ -493,23 +572,10 @@ fn write_devices(w: &mut Writer, devices: &Devices) {
         write_graphics(w, graphics);
     }
     for sound in &devices.sounds {
-        let attrs = [("model", s(name_of(SOUND_MODELS, sound.model)))];
-        if sound.address.is_some() {
-            w.start("sound", &attrs);
-            write_address(w, &sound.address);
-            w.end("sound");
-        } else {
-            w.empty("sound", &attrs);
-        }
+        write_sound(w, sound);
     }
     for audio in &devices.audios {
-        w.empty(
-            "audio",
-            &[
-                ("id", s(audio.id)),
-                ("type", s(name_of(AUDIO_TYPES, audio.audio_type))),
-            ],
-        );
+        write_audio(w, audio);
     }
     for video in &devices.videos {
         w.start("video", &[]);
@@ -662,7 +728,21 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
                 "cache",
                 d.cache.map(|c| name_of(DISK_CACHES, c).to_string()),
             ),
+            (
+                "error_policy",
+                d.error_policy
+                    .map(|c| name_of(DISK_ERROR_POLICIES, c).to_string()),
+            ),
+            (
+                "rerror_policy",
+                d.rerror_policy
+                    .map(|c| name_of(DISK_ERROR_POLICIES, c).to_string()),
+            ),
             ("io", d.io.map(|c| name_of(DISK_IOS, c).to_string())),
+            (
+                "copy_on_read",
+                d.copy_on_read.map(|c| on_off(c).to_string()),
+            ),
             (
                 "discard",
                 d.discard.map(|c| name_of(DISK_DISCARDS, c).to_string()),
@@ -673,6 +753,8 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
                 d.detect_zeroes
                     .map(|c| name_of(DETECT_ZEROES, c).to_string()),
             ),
+            ("queues", d.queues.map(|n| n.to_string())),
+            ("queue_size", d.queue_size.map(|n| n.to_string())),
         ],
     );
     if let Some(auth) = disk.auth.as_ref().filter(|a| a.under_disk) {
@@ -825,9 +907,22 @@ fn write_interface(w: &mut Writer, iface: &Interface) {
         InterfaceSource::None => {}
         InterfaceSource::Network(n) => w.empty("source", &[("network", s(n))]),
         InterfaceSource::Bridge(b) => w.empty("source", &[("bridge", s(b))]),
+        InterfaceSource::Direct { dev, mode } => w.empty(
+            "source",
+            &[("dev", s(dev)), ("mode", s(name_of(DIRECT_MODES, *mode)))],
+        ),
     }
-    if let Some(dev) = &iface.target_dev {
-        w.empty("target", &[("dev", s(dev))]);
+    if iface.target_dev.is_some() || iface.target_managed.is_some() {
+        w.empty(
+            "target",
+            &[
+                ("dev", iface.target_dev.clone()),
+                (
+                    "managed",
+                    iface.target_managed.map(|m| yes_no(m).to_string()),
+                ),
+            ],
+        );
     }
     if let Some(model) = &iface.model {
         w.empty("model", &[("type", s(model))]);
@@ -862,10 +957,59 @@ fn write_chardev(w: &mut Writer, element: &str, dev: &CharDevice) {
         CharSource::Pty => "pty",
         CharSource::File { .. } => "file",
         CharSource::Unix { .. } => "unix",
+        CharSource::Tcp { .. } => "tcp",
+        CharSource::Udp { .. } => "udp",
+        CharSource::Null => "null",
+        CharSource::Stdio => "stdio",
+        CharSource::Vc => "vc",
     };
     w.start(element, &[("type", s(kind))]);
     match &dev.source {
-        CharSource::Pty => {}
+        CharSource::Pty | CharSource::Null | CharSource::Stdio | CharSource::Vc => {}
+        CharSource::Tcp {
+            mode,
+            host,
+            service,
+            protocol,
+        } => {
+            w.empty(
+                "source",
+                &[
+                    ("mode", s(name_of(UNIX_MODES, *mode))),
+                    ("host", s(host)),
+                    ("service", s(service)),
+                ],
+            );
+            w.empty(
+                "protocol",
+                &[("type", s(name_of(TCP_PROTOCOLS, *protocol)))],
+            );
+        }
+        CharSource::Udp {
+            bind_host,
+            bind_service,
+            connect_host,
+            connect_service,
+        } => {
+            if bind_host.is_some() || bind_service.is_some() {
+                w.empty(
+                    "source",
+                    &[
+                        ("mode", s("bind")),
+                        ("host", bind_host.clone()),
+                        ("service", bind_service.clone()),
+                    ],
+                );
+            }
+            w.empty(
+                "source",
+                &[
+                    ("mode", s("connect")),
+                    ("host", connect_host.clone()),
+                    ("service", s(connect_service)),
+                ],
+            );
+        }
         CharSource::File { path, append } => w.empty(
             "source",
             &[
@@ -918,6 +1062,81 @@ fn write_channel(w: &mut Writer, channel: &Channel) {
     );
     write_address(w, &channel.address);
     w.end("channel");
+}
+
+fn write_sound(w: &mut Writer, sound: &Sound) {
+    let attrs = [("model", s(name_of(SOUND_MODELS, sound.model)))];
+    if sound.codecs.is_empty() && sound.audio_id.is_none() && sound.address.is_none() {
+        w.empty("sound", &attrs);
+        return;
+    }
+    w.start("sound", &attrs);
+    for codec in &sound.codecs {
+        w.empty("codec", &[("type", s(name_of(SOUND_CODECS, *codec)))]);
+    }
+    if let Some(id) = sound.audio_id {
+        w.empty("audio", &[("id", s(id))]);
+    }
+    write_address(w, &sound.address);
+    w.end("sound");
+}
+
+/// In libvirt's attribute order: common ones, then the backend type's, then `<settings>`.
+fn write_audio(w: &mut Writer, audio: &Audio) {
+    let attrs = [
+        ("id", s(audio.id)),
+        ("type", s(name_of(AUDIO_TYPES, audio.audio_type))),
+        ("timerPeriod", audio.timer_period.map(|n| n.to_string())),
+        ("serverName", audio.server_name.clone()),
+        ("driver", audio.sdl_driver.clone()),
+        ("path", audio.path.clone()),
+    ];
+    if audio.input.is_none() && audio.output.is_none() {
+        w.empty("audio", &attrs);
+        return;
+    }
+    w.start("audio", &attrs);
+    for (name, stream) in [("input", &audio.input), ("output", &audio.output)] {
+        let Some(stream) = stream else { continue };
+        let attrs = [
+            (
+                "mixingEngine",
+                stream.mixing_engine.map(|b| yes_no(b).to_string()),
+            ),
+            (
+                "fixedSettings",
+                stream.fixed_settings.map(|b| yes_no(b).to_string()),
+            ),
+            ("voices", stream.voices.map(|n| n.to_string())),
+            ("bufferLength", stream.buffer_length.map(|n| n.to_string())),
+            ("dev", stream.dev.clone()),
+            ("tryPoll", stream.try_poll.map(|b| yes_no(b).to_string())),
+            ("name", stream.name.clone()),
+            ("streamName", stream.stream_name.clone()),
+            ("latency", stream.latency.map(|n| n.to_string())),
+        ];
+        match &stream.settings {
+            Some(settings) => {
+                w.start(name, &attrs);
+                w.empty(
+                    "settings",
+                    &[
+                        ("frequency", settings.frequency.map(|n| n.to_string())),
+                        ("channels", settings.channels.map(|n| n.to_string())),
+                        (
+                            "format",
+                            settings
+                                .format
+                                .map(|f| name_of(AUDIO_FORMATS, f).to_string()),
+                        ),
+                    ],
+                );
+                w.end(name);
+            }
+            None => w.empty(name, &attrs),
+        }
+    }
+    w.end("audio");
 }
 
 fn write_graphics(w: &mut Writer, g: &Graphics) {

@@ -93,8 +93,8 @@ fn unsupported_attribute_names_it() {
         &["unsupported attribute 'foo' on <devices/disk/driver> at line 10"],
     );
 
-    let e = err(&with("", "").replace("<domain type='qemu'>", "<domain type='qemu' id='3'>"));
-    assert_msg(&e, &["unsupported attribute 'id' on <domain> at line 1"]);
+    let e = err(&with("", "").replace("<domain type='qemu'>", "<domain type='qemu' ids='3'>"));
+    assert_msg(&e, &["unsupported attribute 'ids' on <domain> at line 1"]);
 }
 
 #[test]

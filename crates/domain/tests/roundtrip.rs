@@ -134,6 +134,7 @@ fn cpu(vcpus: u32) -> impl Strategy<Value = Option<Cpu>> {
                         model,
                         topology,
                         features,
+                        numa: Vec::new(),
                         line: SourceLine::NONE,
                         vendor_line: SourceLine::NONE,
                     }
@@ -257,10 +258,38 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
         option::of("[A-Za-z0-9_+.-][A-Za-z0-9 _+.-]{0,10}[A-Za-z0-9]"),
         option::of((0u32..3, 0u32..2, 0u32..2)),
         ("[a-z0-9_-]{1,8}", "[a-z0-9_.-]{1,8}"),
+        (
+            option::of(select(vec![
+                DiskErrorPolicy::Stop,
+                DiskErrorPolicy::Report,
+                DiskErrorPolicy::Ignore,
+                DiskErrorPolicy::Enospace,
+            ])),
+            option::of(select(vec![
+                DiskErrorPolicy::Stop,
+                DiskErrorPolicy::Report,
+                DiskErrorPolicy::Ignore,
+            ])),
+            option::of(any::<bool>()),
+            option::of(1u32..16),
+            option::of(1u32..1024),
+        ),
     )
         .prop_map(
-            move |(disk_type, device, bus, driver, source, shareable, serial, drive, names)| {
+            move |(
+                disk_type,
+                device,
+                bus,
+                driver,
+                source,
+                shareable,
+                serial,
+                drive,
+                names,
+                driver2,
+            )| {
                 let (format, cache, io, discard, detect_zeroes, iothread) = driver;
+                let (error_policy, rerror_policy, copy_on_read, queues, queue_size) = driver2;
                 let bus = if device == DiskDevice::Cdrom && bus == DiskBus::Virtio {
                     DiskBus::Sata
                 } else {
@@ -333,6 +362,11 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         } else {
                             None
                         },
+                        error_policy,
+                        rerror_policy,
+                        copy_on_read,
+                        queues: queues.filter(|_| bus == DiskBus::Virtio),
+                        queue_size,
                         line: SourceLine::NONE,
                     },
                     source,
@@ -367,6 +401,16 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
             Just(InterfaceSource::None),
             "[a-z0-9;_-]{1,10}".prop_map(InterfaceSource::Network),
             "[a-z0-9_-]{1,10}".prop_map(InterfaceSource::Bridge),
+            (
+                "[a-z][a-z0-9]{0,8}",
+                select(vec![
+                    DirectMode::Vepa,
+                    DirectMode::Bridge,
+                    DirectMode::Private,
+                    DirectMode::Passthrough
+                ])
+            )
+                .prop_map(|(dev, mode)| InterfaceSource::Direct { dev, mode }),
         ],
         option::of(any::<[u8; 3]>()),
         option::of(select(vec!["virtio", "e1000", "rtl8139", "e1000e"])),
@@ -379,6 +423,7 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
         option::of(68u32..=65535),
         option::of(any::<bool>()),
         any::<bool>(),
+        (any::<bool>(), option::of(any::<bool>())),
     )
         .prop_map(
             move |(
@@ -391,11 +436,19 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                 mtu,
                 link_up,
                 addressed,
+                (ethernet, managed),
             )| {
                 let interface_type = match source {
+                    InterfaceSource::None if ethernet => InterfaceType::Ethernet,
                     InterfaceSource::None => InterfaceType::User,
                     InterfaceSource::Network(_) => InterfaceType::Network,
                     InterfaceSource::Bridge(_) => InterfaceType::Bridge,
+                    InterfaceSource::Direct { .. } => InterfaceType::Direct,
+                };
+                // Only an ethernet interface may name an unmanaged TAP.
+                let target_managed = match interface_type {
+                    InterfaceType::Ethernet => managed,
+                    _ => managed.filter(|m| *m),
                 };
                 Interface {
                     interface_type,
@@ -405,6 +458,7 @@ fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Int
                     driver_name,
                     driver_queues,
                     target_dev,
+                    target_managed,
                     // libvirt sets no MTU on a user-mode NIC.
                     mtu: mtu.filter(|_| interface_type != InterfaceType::User),
                     link_up,
@@ -429,6 +483,35 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
                 .prop_map(|(path, append)| CharSource::File { path, append }),
             (path(), select(vec![UnixMode::Bind, UnixMode::Connect]))
                 .prop_map(|(path, mode)| CharSource::Unix { path, mode }),
+            (
+                select(vec![UnixMode::Bind, UnixMode::Connect]),
+                "[a-z0-9.:]{1,12}",
+                "[a-z0-9]{1,6}",
+                select(vec![TcpProtocol::Raw, TcpProtocol::Telnet]),
+            )
+                .prop_map(|(mode, host, service, protocol)| CharSource::Tcp {
+                    mode,
+                    host,
+                    service,
+                    protocol
+                }),
+            (
+                option::of("[a-z0-9.:]{1,12}"),
+                option::of("[0-9]{1,5}"),
+                option::of("[a-z0-9.:]{1,12}"),
+                "[0-9]{1,5}",
+            )
+                .prop_map(
+                    |(bind_host, bind_service, connect_host, connect_service)| CharSource::Udp {
+                        bind_host,
+                        bind_service,
+                        connect_host,
+                        connect_service
+                    }
+                ),
+            Just(CharSource::Null),
+            Just(CharSource::Stdio),
+            Just(CharSource::Vc),
         ],
         option::of(select(vec!["isa-serial", "usb-serial"])),
         option::of(0u32..4),
@@ -443,6 +526,146 @@ fn chardev() -> impl Strategy<Value = CharDevice> {
             },
             line: SourceLine::NONE,
         })
+}
+
+/// What `sound_and_audio` draws for one `<input>`/`<output>`: fixed, voices, bufferLength,
+/// settings, a name (dev or name by type), tryPoll, latency.
+type GeneratedStream = (
+    Option<bool>,
+    Option<u32>,
+    Option<u32>,
+    Option<(Option<u32>, Option<u32>, Option<AudioFormat>)>,
+    Option<String>,
+    Option<bool>,
+    Option<u32>,
+);
+
+/// Audio backends (ids 1..=n, each type with only its own attributes) and sound cards linked
+/// to one of them or to none.
+fn sound_and_audio() -> impl Strategy<Value = (Vec<Sound>, Vec<Audio>)> {
+    let stream = || {
+        (
+            option::of(any::<bool>()),
+            option::of(1u32..8),
+            option::of(1u32..100_000),
+            option::of((
+                option::of(8000u32..96_000),
+                option::of(1u32..8),
+                option::of(select(vec![
+                    AudioFormat::S16,
+                    AudioFormat::F32,
+                    AudioFormat::U8,
+                ])),
+            )),
+            option::of(word()),
+            option::of(any::<bool>()),
+            option::of(1u32..100_000),
+        )
+    };
+    let audio = (
+        select(vec![
+            AudioType::None,
+            AudioType::Alsa,
+            AudioType::Oss,
+            AudioType::Pulseaudio,
+            AudioType::Sdl,
+            AudioType::File,
+            AudioType::Jack,
+        ]),
+        option::of(1u32..1000),
+        option::of(path()),
+        option::of(stream()),
+        option::of(stream()),
+    );
+    let sound = (
+        select(vec![
+            SoundModel::Sb16,
+            SoundModel::Es1370,
+            SoundModel::Ac97,
+            SoundModel::Ich6,
+            SoundModel::Ich9,
+            SoundModel::Usb,
+            SoundModel::Pcspk,
+        ]),
+        vec(
+            select(vec![
+                SoundCodec::Duplex,
+                SoundCodec::Micro,
+                SoundCodec::Output,
+            ]),
+            0..3,
+        ),
+        option::of(1u32..4),
+    );
+    (vec(audio, 0..3), vec(sound, 0..3)).prop_map(|(audios, sounds)| {
+        let count = audios.len() as u32;
+        let audios: Vec<Audio> = audios
+            .into_iter()
+            .enumerate()
+            .map(|(i, (audio_type, timer_period, text, input, output))| {
+                let own = |wanted: AudioType| text.clone().filter(|_| audio_type == wanted);
+                let stream = |s: Option<GeneratedStream>| {
+                    s.map(
+                        |(fixed, voices, buffer_length, settings, name, try_poll, latency)| {
+                            // Fixed settings need the mixing engine, and print their <settings>.
+                            let fixed = fixed.filter(|f| *f);
+                            AudioStream {
+                                mixing_engine: fixed,
+                                fixed_settings: fixed,
+                                voices,
+                                buffer_length,
+                                settings: fixed.map(|_| {
+                                    let (frequency, channels, format) =
+                                        settings.unwrap_or_default();
+                                    AudioSettings {
+                                        frequency,
+                                        channels,
+                                        format,
+                                    }
+                                }),
+                                dev: name.clone().filter(|_| {
+                                    matches!(audio_type, AudioType::Alsa | AudioType::Oss)
+                                }),
+                                try_poll: try_poll.filter(|_| audio_type == AudioType::Oss),
+                                name: name.filter(|_| audio_type == AudioType::Pulseaudio),
+                                stream_name: None,
+                                latency: latency.filter(|_| audio_type == AudioType::Pulseaudio),
+                                line: SourceLine::NONE,
+                            }
+                        },
+                    )
+                    // An empty stream is no stream (libvirt prints none).
+                    .filter(|s| *s != AudioStream::default())
+                };
+                Audio {
+                    id: i as u32 + 1,
+                    audio_type,
+                    timer_period,
+                    server_name: own(AudioType::Pulseaudio),
+                    sdl_driver: (audio_type == AudioType::Sdl).then(|| "pulseaudio".to_string()),
+                    path: own(AudioType::File),
+                    input: stream(input),
+                    output: stream(output),
+                    line: SourceLine::NONE,
+                }
+            })
+            .collect();
+        let sounds = sounds
+            .into_iter()
+            .map(|(model, codecs, audio_id)| Sound {
+                model,
+                codecs: if matches!(model, SoundModel::Ich6 | SoundModel::Ich9) {
+                    codecs
+                } else {
+                    Vec::new()
+                },
+                audio_id: audio_id.filter(|id| *id <= count),
+                address: None,
+                line: SourceLine::NONE,
+            })
+            .collect();
+        (sounds, audios)
+    })
 }
 
 fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devices> {
@@ -586,6 +809,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
         vec(video, 0..3),
         balloon,
         vec(option::of(path()), 0..2),
+        sound_and_audio(),
     )
         .prop_map(
             |(
@@ -600,6 +824,7 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                 videos,
                 memballoon,
                 rngs,
+                (sounds, audios),
             )| {
                 // Serial port numbers must be unique: an explicit port is its position.
                 let serials = serials
@@ -625,7 +850,6 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     .collect();
                 Devices {
                     channels: Vec::new(),
-                    sounds: Vec::new(),
                     redirdevs: Vec::new(),
                     emulator,
                     disks,
@@ -635,7 +859,8 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
                     consoles,
                     inputs,
                     graphics,
-                    audios: Vec::new(),
+                    sounds,
+                    audios,
                     videos,
                     memballoon,
                     rngs: rngs
@@ -815,15 +1040,16 @@ fn apply_extras(devices: &mut Devices, extras: Extras) {
             })
         })
         .collect();
-    devices.sounds = extras
+    // More PCI cards, playing into the first backend.
+    devices
         .sounds
-        .into_iter()
-        .map(|model| Sound {
+        .extend(extras.sounds.into_iter().map(|model| Sound {
             model,
+            codecs: Vec::new(),
+            audio_id: None,
             address: None,
             line: SourceLine::NONE,
-        })
-        .collect();
+        }));
     if let Some((ram, vgamem)) = extras.qxl {
         devices.videos.push(Video {
             model: VideoModel::Qxl,
@@ -860,7 +1086,18 @@ prop_compose! {
         description in option::of(free_text()),
         current in 0u64..=memory_kib,
         max_memory in option::of((0u64..=memory_kib, 0u32..16)),
-        backing in option::of((option::of(subsequence(vec![2048u64, 1_048_576], 0..=2)), any::<bool>())),
+        backing in option::of((
+            option::of(subsequence(vec![2048u64, 1_048_576], 0..=2)),
+            any::<bool>(),
+            (
+                any::<bool>(),
+                option::of(select(vec![MemorySource::File, MemorySource::Memfd])),
+                option::of(select(vec![MemoryAccess::Shared, MemoryAccess::Private])),
+                option::of(select(vec![MemoryAllocation::Immediate, MemoryAllocation::Ondemand])),
+                option::of(1u32..8),
+                any::<bool>(),
+            ),
+        )),
         vcpu in (select(vec![VcpuPlacement::Static, VcpuPlacement::Auto]), option::of(1..=vcpus), option::of(cpuset())),
         cputune in option::of((
             option::of(2u64..262_144),
@@ -890,6 +1127,15 @@ prop_compose! {
         pm in option::of((option::of(any::<bool>()), option::of(any::<bool>()))),
         vmport in option::of(any::<bool>()),
         extras in extras(),
+        numa in option::of((
+            1usize..=3,
+            option::of((
+                select(vec![NumaMode::Strict, NumaMode::Preferred, NumaMode::Interleave, NumaMode::Restrictive]),
+                btree_set(0u32..4, 1..3),
+                any::<bool>(),
+            )),
+            option::of(select(vec![MemoryAccess::Shared, MemoryAccess::Private])),
+        )),
     ) -> Domain {
         // A q35 takes PCIe root ports where a pc takes PCI bridges (libvirt refuses a bare
         // pci-bridge on q35: nothing there would hold it).
@@ -902,6 +1148,47 @@ prop_compose! {
             }
         }
         apply_extras(&mut devices, extras);
+        // Guest NUMA cells share out the vCPUs (round robin) and the memory (which is then
+        // their sum, as libvirt makes it); numatune binds memory, and cell 0 on its own.
+        let mut cpu = cpu;
+        let mut numatune = None;
+        if let Some((cells, tune, access)) = numa.filter(|(n, ..)| memory_kib >= *n as u64) {
+            let cells = cells.min(vcpus as usize);
+            let share = memory_kib / cells as u64;
+            let numa_cells = (0..cells)
+                .map(|id| NumaCell {
+                    cpus: Some(CpuSet((0..vcpus).filter(|v| *v as usize % cells == id).collect())),
+                    memory_kib: if id == 0 { memory_kib - share * (cells as u64 - 1) } else { share },
+                    mem_access: access.filter(|_| id == 0),
+                    discard: None,
+                    line: SourceLine::NONE,
+                })
+                .collect();
+            let mut with_cells = cpu.unwrap_or(Cpu {
+                mode: CpuMode::Custom,
+                match_: None,
+                check: None,
+                migratable: None,
+                model: None,
+                vendor: None,
+                topology: None,
+                features: Vec::new(),
+                numa: Vec::new(),
+                line: SourceLine::NONE,
+                vendor_line: SourceLine::NONE,
+            });
+            with_cells.numa = numa_cells;
+            cpu = Some(with_cells);
+            numatune = tune.map(|(mode, nodes, memnode)| NumaTune {
+                memory: Some(NumaMemory { mode, placement: VcpuPlacement::Static, nodeset: Some(CpuSet(nodes.clone())), line: SourceLine::NONE }),
+                memnodes: if memnode {
+                    vec![MemNode { cellid: 0, mode: NumaMode::Interleave, nodeset: CpuSet(nodes), line: SourceLine::NONE }]
+                } else {
+                    Vec::new()
+                },
+                line: SourceLine::NONE,
+            });
+        }
         let (tune_shares, tune_period, tune_quota, pinned, emulatorpin, pinset) = cputune.clone().unwrap_or_default();
         let uefi = os.firmware == Some(Firmware::Efi)
             || os.loader.as_ref().is_some_and(|l| l.loader_type == Some(LoaderType::Pflash));
@@ -927,13 +1214,20 @@ prop_compose! {
             memory_kib,
             current_memory_kib: current,
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
-            memory_backing: backing.map(|(pages, nosharepages)| MemoryBacking {
+            memory_backing: backing.map(|(pages, nosharepages, (locked, source, access, allocation, allocation_threads, discard))| MemoryBacking {
                 hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib, line: SourceLine::NONE }),
                 nosharepages,
+                locked,
+                source,
+                access,
+                allocation,
+                allocation_threads,
+                discard,
                 line: SourceLine::NONE,
             }),
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
             iothreads,
+            numatune,
             cputune: cputune.map(|_| CpuTune {
                 shares: tune_shares,
                 period: tune_period,

@@ -91,6 +91,7 @@ impl Planner {
             vcpu,
             iothreads,
             cputune,
+            numatune,
             os,
             // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
             // VMware's I/O port is never there (vmport='on' is refused below).
@@ -139,6 +140,9 @@ impl Planner {
             max_memory.as_ref(),
             memory_backing.as_ref(),
         );
+        if let Some(tune) = numatune {
+            self.no("<numatune>", tune.line, "no host NUMA memory policy");
+        }
         if iothreads.is_some() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
         }
@@ -286,9 +290,34 @@ impl Planner {
         if let Some(MemoryBacking {
             hugepages,
             nosharepages,
-            line: _,
+            locked,
+            source,
+            access,
+            allocation,
+            allocation_threads,
+            discard,
+            line,
         }) = backing
         {
+            // Name exactly what is set, so the message says what to remove.
+            let unimplemented: Vec<String> = [
+                locked.then(|| "<locked/>".to_string()),
+                source.map(|v| format!("<source type='{}'/>", v.as_str())),
+                access.map(|v| format!("<access mode='{}'/>", v.as_str())),
+                allocation.map(|v| format!("<allocation mode='{}'/>", v.as_str())),
+                allocation_threads.map(|v| format!("<allocation threads='{v}'/>")),
+                discard.then(|| "<discard/>".to_string()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            if !unimplemented.is_empty() {
+                self.no(
+                    format!("<memoryBacking> {}", unimplemented.join(" ")),
+                    *line,
+                    "oxvirt-vmm backs guest RAM with anonymous (or huge page) memory only",
+                );
+            }
             if let Some(Hugepages {
                 page_sizes_kib,
                 line,
@@ -348,12 +377,20 @@ impl Planner {
             vendor: _,
             topology,
             features,
+            numa,
             line: cpu_line,
             vendor_line: _,
         }) = cpu
         else {
             return config;
         };
+        if let Some(cell) = numa.first() {
+            self.no(
+                "<cpu><numa>",
+                cell.line,
+                "one NUMA node: no guest NUMA topology",
+            );
+        }
         if let Some(CpuTopology {
             sockets,
             dies,
@@ -456,7 +493,7 @@ impl Planner {
             consoles,
             inputs,
             graphics,
-            // No sound device, so no audio backend either.
+            // Without a sound card (refused below) a backend plays nothing.
             audios: _,
             videos,
             memballoon,
@@ -480,9 +517,6 @@ impl Planner {
                 "no virtio-serial ports (no guest agent channel)",
             );
         }
-        if let Some(sound) = sounds.first() {
-            self.no("<sound>", sound.line, "no sound device");
-        }
         if let Some(redirdev) = redirdevs.first() {
             self.no("<redirdev>", redirdev.line, "no USB (and no SPICE)");
         }
@@ -496,6 +530,13 @@ impl Planner {
             .map(|(index, iface)| self.interface(index, iface))
             .collect();
         self.serials(serials, consoles);
+        for sound in sounds {
+            self.no(
+                format!("<sound model='{}'>", sound.model.as_str()),
+                sound.line,
+                "no sound cards",
+            );
+        }
         for input in inputs {
             let Input {
                 input_type,
@@ -610,6 +651,11 @@ impl Planner {
             discard,
             detect_zeroes,
             iothread,
+            error_policy,
+            rerror_policy,
+            copy_on_read,
+            queues,
+            queue_size,
             line: driver_line,
         } = driver;
         let name = format!("<disk> {dev}");
@@ -659,6 +705,11 @@ impl Planner {
             discard.map(|v| format!("discard='{}'", v.as_str())),
             detect_zeroes.map(|v| format!("detect_zeroes='{}'", v.as_str())),
             iothread.map(|v| format!("iothread='{v}'")),
+            error_policy.map(|v| format!("error_policy='{}'", v.as_str())),
+            rerror_policy.map(|v| format!("rerror_policy='{}'", v.as_str())),
+            copy_on_read.map(|v| format!("copy_on_read='{}'", if v { "on" } else { "off" })),
+            queues.map(|v| format!("queues='{v}'")),
+            queue_size.map(|v| format!("queue_size='{v}'")),
         ]
         .into_iter()
         .flatten()
@@ -752,6 +803,8 @@ impl Planner {
             driver_name,
             driver_queues,
             target_dev,
+            // An ethernet TAP the host made (managed='no') is opened by name like the daemon's.
+            target_managed: _,
             mtu,
             link_up,
             // Direct kernel boot: no network boot.
@@ -772,6 +825,13 @@ impl Planner {
                 format!("{name}: type='user'"),
                 *line,
                 "no user-mode networking; use a network or bridge",
+            );
+        }
+        if *interface_type == InterfaceType::Direct {
+            self.no(
+                format!("{name}: type='direct'"),
+                *line,
+                "no macvtap (oxvirt-vmm opens TAPs by name); use a network, bridge or ethernet",
             );
         }
         match model.as_deref() {
@@ -833,7 +893,7 @@ impl Planner {
                 );
             } else if !matches!(source, CharSource::Pty) {
                 self.no(
-                    "<serial type='file'|'unix'>",
+                    "<serial type='file'|'unix'|'tcp'|'udp'|'null'|'stdio'|'vc'>",
                     *line,
                     "the console is the engine's socket and log; use type='pty'",
                 );
@@ -1071,7 +1131,7 @@ mod tests {
                 "",
                 "<channel>",
             ),
-            ("<sound model='ich6'/>", "", "<sound>"),
+            ("<sound model='ich6'/>", "", "<sound model='ich6'>"),
             (
                 "<graphics type='spice'/><redirdev bus='usb' type='spicevmc'/>",
                 "",

@@ -47,7 +47,7 @@ pub mod xml;
 
 pub use addr::{Ipv4Subnet, MacAddr};
 pub use dnsmasq::DhcpLease;
-pub use manager::{NetworkManager, NetworkStatus, TapRequest};
+pub use manager::{MacvtapMode, MacvtapRequest, NetworkManager, NetworkStatus, TapRequest};
 pub use netlink::{InterfaceStats, Link, Neighbour};
 pub use xml::{ForwardMode, NetXmlError, NetworkDef};
 

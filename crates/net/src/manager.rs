@@ -48,6 +48,32 @@ pub struct TapRequest<'a> {
     pub queues: u32,
 }
 
+/// A macvtap device for a guest interface (`<interface type='direct'>`).
+#[derive(Debug, Clone)]
+pub struct MacvtapRequest<'a> {
+    /// `<target dev=>`; `None`: the first free `oxmvtN`.
+    pub name: Option<&'a str>,
+    /// `<source dev=>`: the host interface the macvtap sits on.
+    pub lower: &'a str,
+    pub mode: MacvtapMode,
+    /// The guest's MAC address, which the macvtap device takes (it receives frames for it only).
+    pub guest_mac: Option<MacAddr>,
+    /// Who owns the device, recorded in its ifalias (as for TAPs: removed with them).
+    pub owner: &'a str,
+}
+
+/// `<source mode=>` of a direct interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacvtapMode {
+    Vepa,
+    Bridge,
+    Private,
+    Passthrough,
+}
+
+/// Names oxvirt gives the macvtap devices it creates when the definition names none.
+pub const GENERATED_MACVTAP_PREFIX: &str = "oxmvt";
+
 /// Handles the networks of one host (or network namespace): create with [`NetworkManager::new`] inside a
 /// tokio runtime; the netlink socket belongs to the calling thread's network namespace.
 pub struct NetworkManager {
@@ -444,6 +470,20 @@ impl NetworkManager {
     /// up. Returns its name, for QEMU's `-netdev tap,ifname=NAME,script=no,downscript=no`. Nothing is left
     /// behind on failure.
     pub async fn create_tap(&self, request: &TapRequest<'_>) -> Result<String, NetError> {
+        self.new_tap(request, true).await
+    }
+
+    /// Creates a persistent TAP for an `<interface type='ethernet'>`: as [`NetworkManager::create_tap`] (name,
+    /// MAC, owner, queues, up), but attached to no bridge (`request.bridge` is not used): what the host does
+    /// with the device (routes, its own bridge) is up to it, as with libvirt's ethernet interfaces.
+    pub async fn create_unattached_tap(
+        &self,
+        request: &TapRequest<'_>,
+    ) -> Result<String, NetError> {
+        self.new_tap(request, false).await
+    }
+
+    async fn new_tap(&self, request: &TapRequest<'_>, attach: bool) -> Result<String, NetError> {
         if let Some(name) = request.name {
             check_ifname_text(name).map_err(|reason| NetError::Invalid {
                 reason: format!("TAP name '{name}': {reason}"),
@@ -454,7 +494,11 @@ impl NetworkManager {
                 });
             }
         }
-        let bridge = self.host_bridge(request.bridge).await?;
+        let bridge = if attach {
+            Some(self.host_bridge(request.bridge).await?)
+        } else {
+            None
+        };
         let name = crate::tap::create_persistent_tap(
             request.name.unwrap_or(GENERATED_TAP_PATTERN),
             request.queues,
@@ -469,12 +513,14 @@ impl NetworkManager {
                 bytes[0] = 0xfe;
                 self.netlink.set_mac(link.index, MacAddr(bytes)).await?;
             }
-            if let Some(mtu) = bridge.mtu {
-                self.netlink.set_mtu(link.index, mtu).await?;
+            if let Some(bridge) = &bridge {
+                if let Some(mtu) = bridge.mtu {
+                    self.netlink.set_mtu(link.index, mtu).await?;
+                }
+                self.netlink
+                    .set_controller(link.index, bridge.index)
+                    .await?;
             }
-            self.netlink
-                .set_controller(link.index, bridge.index)
-                .await?;
             self.netlink.set_up(link.index).await
         }
         .await;
@@ -482,6 +528,63 @@ impl NetworkManager {
             if let Ok(Some(link)) = self.netlink.link(&name).await {
                 let _ = self.netlink.delete_link(link.index).await;
             }
+            return Err(error);
+        }
+        Ok(name)
+    }
+
+    /// Creates a macvtap device on `request.lower` with the guest's MAC, owned like a TAP (listed by
+    /// [`NetworkManager::taps`], removed by [`NetworkManager::remove_tap`]), up. Returns its name; QEMU
+    /// then reads and writes the guest's frames through `/dev/tapINDEX`.
+    pub async fn create_macvtap(&self, request: &MacvtapRequest<'_>) -> Result<String, NetError> {
+        use rtnetlink::packet_route::link::MacVtapMode;
+        let _guard = self.lock.lock().await;
+        let lower = self.device(request.lower).await?;
+        let name = match request.name {
+            Some(name) => {
+                check_ifname_text(name).map_err(|reason| NetError::Invalid {
+                    reason: format!("macvtap name '{name}': {reason}"),
+                })?;
+                if self.netlink.link(name).await?.is_some() {
+                    return Err(NetError::DeviceExists {
+                        device: name.to_string(),
+                    });
+                }
+                name.to_string()
+            }
+            None => {
+                let taken: Vec<String> = self
+                    .netlink
+                    .links()
+                    .await?
+                    .into_iter()
+                    .map(|l| l.name)
+                    .collect();
+                (0..)
+                    .map(|n| format!("{GENERATED_MACVTAP_PREFIX}{n}"))
+                    .find(|candidate| !taken.contains(candidate))
+                    .unwrap_or_else(|| GENERATED_MACVTAP_PREFIX.to_string())
+            }
+        };
+        let mode = match request.mode {
+            MacvtapMode::Vepa => MacVtapMode::Vepa,
+            MacvtapMode::Bridge => MacVtapMode::Bridge,
+            MacvtapMode::Private => MacVtapMode::Private,
+            MacvtapMode::Passthrough => MacVtapMode::Passthrough,
+        };
+        let index = self
+            .netlink
+            .create_macvtap(&name, lower.index, mode, request.guest_mac)
+            .await?;
+        let result = async {
+            self.netlink
+                .set_alias(index, &format!("{TAP_ALIAS_PREFIX}{}", request.owner))
+                .await?;
+            self.netlink.set_up(index).await
+        }
+        .await;
+        if let Err(error) = result {
+            let _ = self.netlink.delete_link(index).await;
             return Err(error);
         }
         Ok(name)

@@ -7,13 +7,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::MacVtapMode;
 use rtnetlink::packet_route::link::{
     BridgeStpState, InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{LinkBridge, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{LinkBridge, LinkMacVtap, LinkUnspec, RouteMessageBuilder};
 
 use crate::addr::{Ipv4Subnet, MacAddr};
 use crate::NetError;
@@ -155,6 +156,31 @@ impl Netlink {
             .ok_or_else(|| NetError::Invalid {
                 reason: format!("bridge {} vanished right after it was created", spec.name),
             })?;
+        Ok(link.index)
+    }
+
+    /// Creates a macvtap device `name` (down) on link `lower` in `mode`, with MAC `mac` (the guest's:
+    /// a macvtap passes frames for its own address only), and returns its index.
+    pub async fn create_macvtap(
+        &self,
+        name: &str,
+        lower: u32,
+        mode: MacVtapMode,
+        mac: Option<MacAddr>,
+    ) -> Result<u32, NetError> {
+        let mut builder = LinkMacVtap::new(name, lower, mode);
+        if let Some(mac) = mac {
+            builder = builder.address(mac.0.to_vec());
+        }
+        self.handle
+            .link()
+            .add(builder.build())
+            .execute()
+            .await
+            .map_err(nl_error(format!("creating macvtap {name}")))?;
+        let link = self.link(name).await?.ok_or_else(|| NetError::Invalid {
+            reason: format!("macvtap {name} vanished right after it was created"),
+        })?;
         Ok(link.index)
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{
     dnsmasq_pids_with, in_fresh_netns, nft_table, run, run_in, runtime, udhcpc_script, SHORT,
 };
-use oxvirt_net::{NetError, NetworkDef, NetworkManager, TapRequest};
+use oxvirt_net::{MacvtapMode, MacvtapRequest, NetError, NetworkDef, NetworkManager, TapRequest};
 use oxvirt_testkit::wait_for;
 
 const NAT_XML: &str = "<network>
@@ -462,6 +462,55 @@ fn default_network_avoids_used_ranges_and_taps_are_managed() {
                 rt.block_on(nets.remove_tap("oxbr0")),
                 Err(NetError::NotOurs { .. })
             ));
+            // An ethernet interface's TAP: the same, attached to nothing.
+            let loose = rt
+                .block_on(nets.create_unattached_tap(&TapRequest {
+                    name: Some("oxeth0"),
+                    bridge: "",
+                    guest_mac: Some("52:54:00:01:02:04".parse().unwrap()),
+                    owner: "vm4",
+                    queues: 1,
+                }))
+                .unwrap();
+            let link = rt.block_on(nets.device(&loose)).unwrap();
+            assert_eq!(link.controller, None);
+            assert_eq!(link.kind.as_deref(), Some("tun"));
+            assert_eq!(link.mac.unwrap().to_string(), "fe:54:00:01:02:04");
+            rt.block_on(nets.remove_tap(&loose)).unwrap();
+            // A direct interface's macvtap on a host interface: the guest's MAC, owned, removed like a TAP.
+            run(
+                "ip",
+                &[
+                    "link", "add", "oxlow0", "type", "veth", "peer", "name", "oxlow1",
+                ],
+            );
+            run("ip", &["link", "set", "oxlow0", "up"]);
+            let macvtap = rt
+                .block_on(nets.create_macvtap(&MacvtapRequest {
+                    name: None,
+                    lower: "oxlow0",
+                    mode: MacvtapMode::Bridge,
+                    guest_mac: Some("52:54:00:01:02:05".parse().unwrap()),
+                    owner: "vm5",
+                }))
+                .unwrap();
+            assert_eq!(macvtap, "oxmvt0");
+            let link = rt.block_on(nets.device(&macvtap)).unwrap();
+            assert_eq!(link.kind.as_deref(), Some("macvtap"));
+            assert_eq!(link.mac.unwrap().to_string(), "52:54:00:01:02:05");
+            assert!(link.up);
+            assert!(std::path::Path::new(&format!("/dev/tap{}", link.index)).exists());
+            let err = rt
+                .block_on(nets.create_macvtap(&MacvtapRequest {
+                    name: None,
+                    lower: "nosuchdev",
+                    mode: MacvtapMode::Vepa,
+                    guest_mac: None,
+                    owner: "vm5",
+                }))
+                .unwrap_err();
+            assert!(matches!(err, NetError::NoSuchDevice { .. }), "{err}");
+            rt.block_on(nets.remove_tap(&macvtap)).unwrap();
             rt.block_on(nets.remove_tap(&tap)).unwrap();
             rt.block_on(nets.remove_tap("vnet7")).unwrap();
             assert!(rt.block_on(nets.taps()).unwrap().is_empty());

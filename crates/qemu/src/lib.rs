@@ -52,7 +52,7 @@ mod qmp;
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
-    nic_driver, NicIds, QemuCommandLine,
+    macvtap_fd, nic_driver, NicIds, QemuCommandLine,
 };
 pub use error::QemuError;
 pub use oxvirt_domain::{Domain, Uuid};

@@ -21,7 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oxvirt_domain::{
-    CpuSet, DiskType, Domain, InterfaceDriverName, MemBalloonModel, SourceLine, Uuid, Vcpu,
+    CpuSet, DiskType, Domain, InterfaceDriverName, InterfaceType, MemBalloonModel, SourceLine,
+    Uuid, Vcpu,
 };
 use serde_json::json;
 
@@ -91,9 +92,10 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     let vcpu = domain.vcpu.clone();
     let args = line.args.clone();
     let spawn_emulator = emulator.clone();
+    let macvtaps = open_macvtaps(domain)?;
     let (pid, log_start) = tokio::task::spawn_blocking(move || {
         let (log, log_start) = open_log(&log_path, &spawn_emulator, &args)?;
-        let pid = spawn_detached(&spawn_emulator, &args, log, &vcpu)?;
+        let pid = spawn_detached(&spawn_emulator, &args, log, &vcpu, &macvtaps)?;
         Ok::<_, QemuError>((pid, log_start))
     })
     .await
@@ -223,9 +225,11 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
             false,
         )?;
     }
+    // (memfd huge pages come from the kernel's pool, not from a hugetlbfs mount.)
     let hugepages = domain
         .memory_backing
         .as_ref()
+        .filter(|b| b.source != Some(oxvirt_domain::MemorySource::Memfd))
         .and_then(|b| b.hugepages.as_ref());
     if let Some(hugepages) = hugepages.filter(|_| !Path::new(HUGEPAGES_MOUNT).is_dir()) {
         return Err(QemuError::invalid(
@@ -236,7 +240,36 @@ fn preflight(domain: &Domain, emulator: &Path) -> Result<(), QemuError> {
             ),
         ));
     }
+    require_host_numa_nodes(domain)?;
     require_vhost_net(domain, Path::new(VHOST_NET))
+}
+
+/// `<numatune>` binds guest memory to host NUMA nodes: they must exist (QEMU's mbind would
+/// fail later with a less clear message; libvirt says "NUMA node N is unavailable").
+fn require_host_numa_nodes(domain: &Domain) -> Result<(), QemuError> {
+    let Some(tune) = &domain.numatune else {
+        return Ok(());
+    };
+    let memory = tune
+        .memory
+        .iter()
+        .filter_map(|m| Some(("numatune/memory", m.line, m.nodeset.as_ref()?)));
+    let memnodes = tune
+        .memnodes
+        .iter()
+        .map(|m| ("numatune/memnode", m.line, &m.nodeset));
+    for (element, line, nodeset) in memory.chain(memnodes) {
+        for node in nodeset.iter() {
+            if !Path::new(&format!("/sys/devices/system/node/node{node}")).is_dir() {
+                return Err(QemuError::invalid(
+                    format!("{element}@nodeset"),
+                    line,
+                    format!("host NUMA node {node} is unavailable"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 const VHOST_NET: &str = "/dev/vhost-net";
@@ -325,16 +358,84 @@ fn open_log(path: &Path, emulator: &Path, args: &[String]) -> Result<(File, u64)
 }
 
 /// Spawn `emulator args` detached (see the module documentation) and return its pid.
+/// The `/dev/tapN` of each direct interface's macvtap device (made by the daemon, named in
+/// `<target dev>`), with the descriptor number QEMU's command line gives it.
+fn open_macvtaps(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+    let mut out = Vec::new();
+    for (index, iface) in domain.devices.interfaces.iter().enumerate() {
+        if iface.interface_type != InterfaceType::Direct {
+            continue;
+        }
+        let element = format!("devices/interface[{index}]");
+        let Some(dev) = &iface.target_dev else {
+            return Err(QemuError::invalid(
+                element,
+                iface.line,
+                "no macvtap device was made for it",
+            ));
+        };
+        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .ok_or_else(|| {
+                QemuError::invalid(
+                    format!("{element}/target@dev"),
+                    iface.target_line,
+                    format!("macvtap device '{dev}' does not exist"),
+                )
+            })?;
+        let path = format!("/dev/tap{ifindex}");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|err| {
+                QemuError::invalid(
+                    format!("{element}/target@dev"),
+                    iface.target_line,
+                    format!("cannot open {path} of macvtap '{dev}': {err}"),
+                )
+            })?;
+        out.push((file, crate::cmdline::macvtap_fd(index)));
+    }
+    Ok(out)
+}
+
 fn spawn_detached(
     emulator: &Path,
     args: &[String],
     log: File,
     vcpu: &Vcpu,
+    inherited: &[(File, i32)],
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
         reason,
     };
+    // (source descriptor, the number QEMU expects it at) for QEMU's process. The sources are
+    // copies above every target first, so moving one never overwrites another.
+    let floor = inherited
+        .iter()
+        .map(|(_, target)| *target + 1)
+        .max()
+        .unwrap_or(0);
+    let mut copies = Vec::new();
+    for (file, target) in inherited {
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor this function borrows.
+        let copy = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
+        if copy < 0 {
+            return Err(spawn_error(format!(
+                "duplicating a macvtap descriptor: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        // SAFETY: fcntl just returned this new descriptor, owned by nobody else.
+        copies.push((unsafe { OwnedFd::from_raw_fd(copy) }, *target));
+    }
+    let moves: Vec<(libc::c_int, libc::c_int)> = copies
+        .iter()
+        .map(|(fd, target)| (fd.as_raw_fd(), *target))
+        .collect();
     // <vcpu cpuset> is QEMU's CPU affinity.
     let cpu_mask = vcpu
         .cpuset
@@ -355,12 +456,14 @@ fn spawn_detached(
         .stdout(stdout)
         .stderr(log);
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, sched_setaffinity, fork, write, _exit) on data prepared before the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit) on data prepared before
+    // the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+
             if let Some(mask) = &cpu_mask {
                 if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), mask) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -368,7 +471,17 @@ fn spawn_detached(
             }
             match libc::fork() {
                 -1 => Err(std::io::Error::last_os_error()),
-                0 => Ok(()), // The grandchild goes on to exec QEMU.
+                0 => {
+                    // The grandchild goes on to exec QEMU, with the descriptors its command
+                    // line names (fd=N) at their numbers; dup2 leaves them open across exec.
+                    // (Sources are above every target, so none is overwritten.)
+                    for &(source, target) in &moves {
+                        if libc::dup2(source, target) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                }
                 grandchild => {
                     let bytes = grandchild.to_ne_bytes();
                     let written = libc::write(pid_writer_fd, bytes.as_ptr().cast(), bytes.len());

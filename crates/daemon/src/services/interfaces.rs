@@ -42,6 +42,8 @@ fn type_name(interface_type: InterfaceType) -> &'static str {
         InterfaceType::Network => "network",
         InterfaceType::Bridge => "bridge",
         InterfaceType::User => "user",
+        InterfaceType::Ethernet => "ethernet",
+        InterfaceType::Direct => "direct",
     }
 }
 
@@ -49,6 +51,7 @@ fn source_name(source: &InterfaceSource) -> Option<String> {
     match source {
         InterfaceSource::None => None,
         InterfaceSource::Network(name) | InterfaceSource::Bridge(name) => Some(name.clone()),
+        InterfaceSource::Direct { dev, .. } => Some(dev.clone()),
     }
 }
 

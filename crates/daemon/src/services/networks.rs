@@ -23,8 +23,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use oxvirt_api::{NetworkInfo, NetworkLease};
-use oxvirt_domain::{Domain, InterfaceSource, InterfaceType, MacAddr};
-use oxvirt_net::{NetError, NetXmlError, NetworkDef, NetworkManager, TapRequest};
+use oxvirt_domain::{DirectMode, Domain, InterfaceSource, InterfaceType, MacAddr};
+use oxvirt_net::{
+    MacvtapMode, MacvtapRequest, NetError, NetXmlError, NetworkDef, NetworkManager, TapRequest,
+};
 use rusqlite::Transaction;
 use uuid::Uuid;
 
@@ -799,6 +801,66 @@ impl Networks {
             })
     }
 
+    /// The macvtap device of an `<interface type='direct'>` on host interface `dev`, with the guest's MAC,
+    /// owned like the TAPs (so it goes when the guest stops).
+    async fn create_guest_macvtap(
+        &self,
+        record: &DomainRecord,
+        index: usize,
+        iface: &oxvirt_domain::Interface,
+        (dev, mode): (&str, DirectMode),
+    ) -> DaemonResult<String> {
+        let owner = record.uuid.to_string();
+        let request = MacvtapRequest {
+            name: iface.target_dev.as_deref(),
+            lower: dev,
+            mode: match mode {
+                DirectMode::Vepa => MacvtapMode::Vepa,
+                DirectMode::Bridge => MacvtapMode::Bridge,
+                DirectMode::Private => MacvtapMode::Private,
+                DirectMode::Passthrough => MacvtapMode::Passthrough,
+            },
+            guest_mac: iface.mac.map(net_mac),
+            owner: &owner,
+        };
+        self.net_manager()?
+            .create_macvtap(&request)
+            .await
+            .map_err(|err| {
+                net_error(err).context(format!(
+                    "domain '{}': interface {index} (direct on '{dev}')",
+                    record.name
+                ))
+            })
+    }
+
+    /// The TAP of an `<interface type='ethernet'>` (managed): owned like the others (so it goes when the
+    /// guest stops), attached to no bridge.
+    async fn create_ethernet_tap(
+        &self,
+        record: &DomainRecord,
+        index: usize,
+        iface: &oxvirt_domain::Interface,
+    ) -> DaemonResult<String> {
+        let owner = record.uuid.to_string();
+        let request = TapRequest {
+            name: iface.target_dev.as_deref(),
+            bridge: "",
+            guest_mac: iface.mac.map(net_mac),
+            owner: &owner,
+            queues: iface.driver_queues.unwrap_or(1),
+        };
+        self.net_manager()?
+            .create_unattached_tap(&request)
+            .await
+            .map_err(|err| {
+                net_error(err).context(format!(
+                    "domain '{}': interface {index} (ethernet)",
+                    record.name
+                ))
+            })
+    }
+
     /// Creates the TAPs of `domain`'s network interfaces and names them in `<target dev>` of
     /// this (launched) copy; records the copy as the domain's live definition. All or nothing.
     pub(crate) async fn plug_interfaces(
@@ -810,6 +872,23 @@ impl Networks {
         let result = async {
             for index in 0..domain.devices.interfaces.len() {
                 let iface = &domain.devices.interfaces[index];
+                if let InterfaceSource::Direct { dev, mode } = &iface.source {
+                    let tap = self
+                        .create_guest_macvtap(record, index, iface, (dev, *mode))
+                        .await?;
+                    created.push(tap.clone());
+                    domain.devices.interfaces[index].target_dev = Some(tap);
+                    continue;
+                }
+                if iface.interface_type == InterfaceType::Ethernet {
+                    // managed='no': the host's own TAP, which QEMU opens by name as it is.
+                    if iface.target_managed != Some(false) {
+                        let tap = self.create_ethernet_tap(record, index, iface).await?;
+                        created.push(tap.clone());
+                        domain.devices.interfaces[index].target_dev = Some(tap);
+                    }
+                    continue;
+                }
                 let Some(bridge) =
                     self.bridge_for(&record.name, iface.interface_type, &iface.source)?
                 else {

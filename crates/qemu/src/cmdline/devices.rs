@@ -3,8 +3,8 @@
 use oxvirt_domain::{
     Address, Channel, ChannelSource, CharDevice, CharSource, CharTarget, ControllerType, Graphics,
     HostDev, HostDevSource, Input, InputBus, InputType, Interface, InterfaceDriverName,
-    InterfaceSource, InterfaceType, MacAddr, MemBalloon, MemBalloonModel, Rng, UnixMode, Video,
-    VideoModel, VirtioSerialAddress, VncListen,
+    InterfaceSource, InterfaceType, MacAddr, MemBalloon, MemBalloonModel, Rng, TcpProtocol,
+    UnixMode, Video, VideoModel, VirtioSerialAddress, VncListen,
 };
 use serde_json::json;
 
@@ -143,6 +143,26 @@ impl Builder<'_> {
                         ""
                     }
                 ),
+                CharSource::Tcp {
+                    mode,
+                    host,
+                    service,
+                    protocol,
+                } => tcp_chardev(&id, *mode, host, service, *protocol),
+                CharSource::Udp {
+                    bind_host,
+                    bind_service,
+                    connect_host,
+                    connect_service,
+                } => udp_chardev(
+                    &id,
+                    (connect_host.as_deref(), connect_service),
+                    (bind_host.as_deref(), bind_service.as_deref()),
+                ),
+                // What goes to stdio lands in qemu.log (QEMU's stdin is /dev/null).
+                CharSource::Null => format!("null,id={id}"),
+                CharSource::Stdio => format!("stdio,id={id}"),
+                CharSource::Vc => format!("vc,id={id}"),
             };
             self.arg("-chardev", chardev);
             self.devices.on_buses.push(json!({
@@ -183,6 +203,7 @@ impl Builder<'_> {
             driver_name,
             driver_queues,
             target_dev,
+            target_managed,
             mtu,
             // Set over QMP right after start (see launch): QEMU has no command-line property.
             link_up: _,
@@ -229,14 +250,51 @@ impl Builder<'_> {
                     ));
                 }
             }
-            InterfaceType::Network | InterfaceType::Bridge => {
-                // The TAP device is created and attached (to the bridge, or the network's bridge)
-                // by the daemon's network layer; QEMU only opens it by name.
+            InterfaceType::Direct => {
+                // The daemon made the macvtap device (<target dev>); launch opens its
+                // /dev/tapN and hands it to QEMU as this descriptor, as libvirt does.
+                if target_dev.is_none() {
+                    return Err(QemuError::unsupported(
+                        element,
+                        *line,
+                        "type='direct' needs the macvtap device the network layer makes (<target dev=>), which none was",
+                    ));
+                }
+                if *driver_name == Some(InterfaceDriverName::Vhost) {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/driver@name"),
+                        *driver_line,
+                        "vhost on a macvtap device needs a /dev/vhost-net descriptor, which oxvirt does not pass",
+                    ));
+                }
+                if queues > 1 {
+                    return Err(QemuError::unsupported(
+                        format!("{element}/driver@queues"),
+                        *driver_line,
+                        "a macvtap device is opened once: one queue",
+                    ));
+                }
+                netdev["type"] = json!("tap");
+                netdev["fd"] = json!(macvtap_fd(index).to_string());
+            }
+            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
+                // The TAP device is created (and attached to the bridge, or the network's bridge)
+                // by the daemon's network layer, or is the host's own (ethernet, managed='no');
+                // QEMU only opens it by name.
                 let Some(tap) = target_dev else {
+                    if *target_managed == Some(false) {
+                        return Err(QemuError::invalid(
+                            format!("{element}/target"),
+                            *target_line,
+                            "managed='no' names an existing TAP: it needs dev=",
+                        ));
+                    }
                     let what = match source {
                         InterfaceSource::Network(name) => format!("network '{name}'"),
                         InterfaceSource::Bridge(name) => format!("bridge '{name}'"),
-                        InterfaceSource::None => "its source".to_string(),
+                        InterfaceSource::None | InterfaceSource::Direct { .. } => {
+                            "its TAP".to_string()
+                        }
                     };
                     return Err(QemuError::unsupported(
                         element,
@@ -726,6 +784,60 @@ impl Builder<'_> {
         Ok(())
     }
 }
+
+/// `-chardev` of a tcp serial port, as libvirt 9.0 writes it: a listening socket does not
+/// wait for its client (the guest runs without one); `telnet=on` for the telnet protocol.
+fn tcp_chardev(
+    id: &str,
+    mode: UnixMode,
+    host: &str,
+    service: &str,
+    protocol: TcpProtocol,
+) -> String {
+    let mut chardev = format!(
+        "socket,id={id},host={},port={}",
+        escape_opt(host),
+        escape_opt(service)
+    );
+    if protocol == TcpProtocol::Telnet {
+        chardev.push_str(",telnet=on");
+    }
+    if mode == UnixMode::Bind {
+        chardev.push_str(",server=on,wait=off");
+    }
+    chardev
+}
+
+/// `-chardev` of a udp serial port: it sends to `host:port` (`connect`) and receives on
+/// `localaddr:localport` (`bind`). Where libvirt passes empty hosts and `localport=0`, oxvirt
+/// leaves them to QEMU's defaults (`localhost`, any local port), which mean the same.
+fn udp_chardev(
+    id: &str,
+    (connect_host, connect_service): (Option<&str>, &str),
+    (bind_host, bind_service): (Option<&str>, Option<&str>),
+) -> String {
+    let mut chardev = format!("udp,id={id}");
+    if let Some(host) = connect_host {
+        chardev.push_str(&format!(",host={}", escape_opt(host)));
+    }
+    chardev.push_str(&format!(",port={}", escape_opt(connect_service)));
+    if let Some(host) = bind_host {
+        chardev.push_str(&format!(",localaddr={}", escape_opt(host)));
+    }
+    if let Some(service) = bind_service {
+        chardev.push_str(&format!(",localport={}", escape_opt(service)));
+    }
+    chardev
+}
+
+/// The descriptor number a direct interface's macvtap (`/dev/tapN`) has in QEMU: launch opens
+/// it and moves it there before QEMU starts.
+pub fn macvtap_fd(index: usize) -> i32 {
+    MACVTAP_FD_BASE.saturating_add(i32::try_from(index).unwrap_or(i32::MAX - MACVTAP_FD_BASE))
+}
+
+/// Far above what a fresh QEMU process has open (stdio, the log), so nothing else lands there.
+const MACVTAP_FD_BASE: i32 = 200;
 
 #[cfg(test)]
 mod tests {

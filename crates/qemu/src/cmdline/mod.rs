@@ -27,18 +27,20 @@ use std::fmt::Write as _;
 use oxvirt_domain::{
     Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, ControllerType, Cpu, CpuCheck,
     CpuFeature, CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
-    FeaturePolicy, Features, Hugepages, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking,
-    Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
+    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking, NumaCell,
+    NumaTune, Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
 };
 use serde_json::{json, Value};
 
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod memory;
+mod sound;
 mod spice;
 mod storage;
 
-pub use devices::{nic_driver, NicIds};
+pub use devices::{macvtap_fd, nic_driver, NicIds};
 pub use spice::assign_spice_ports;
 pub use storage::disk_node;
 
@@ -104,10 +106,14 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
         }
     }
     for interface in &mut launched.devices.interfaces {
-        let needs_tap = matches!(
-            interface.interface_type,
-            InterfaceType::Network | InterfaceType::Bridge
-        );
+        // (An unmanaged ethernet TAP is the host's own: it must be named.)
+        let needs_tap = match interface.interface_type {
+            InterfaceType::Network | InterfaceType::Bridge => true,
+            InterfaceType::Ethernet => interface.target_managed != Some(false),
+            // (The macvtap device the daemon makes at start.)
+            InterfaceType::Direct => true,
+            InterfaceType::User => false,
+        };
         if needs_tap && interface.target_dev.is_none() {
             interface.target_dev = Some(CHECK_TAP.to_string());
         }
@@ -209,6 +215,9 @@ struct Builder<'a> {
     /// `bootindex` per disk / per interface, from `<os><boot dev>` or `<boot order>`.
     disk_boot: Vec<Option<u32>>,
     interface_boot: Vec<Option<u32>>,
+    /// Guest NUMA cells (`<cpu><numa>`): guest RAM is then one backend per cell.
+    numa_cells: usize,
+    numatune: Option<&'a NumaTune>,
     /// `-machine` options the firmware needs (`smm=on`, `pflash0=`, `pflash1=`), added by
     /// machine_and_memory() in libvirt's order.
     machine_firmware: MachineFirmware,
@@ -245,6 +254,7 @@ impl<'a> Builder<'a> {
             vcpu,
             iothreads,
             cputune,
+            numatune,
             os,
             features,
             cpu,
@@ -319,6 +329,8 @@ impl<'a> Builder<'a> {
             iothreads: iothreads.unwrap_or(0),
             disk_boot: vec![None; devices.disks.len()],
             interface_boot: vec![None; devices.interfaces.len()],
+            numa_cells: cpu.as_ref().map_or(0, |c| c.numa.len()),
+            numatune: numatune.as_ref(),
             machine_firmware: MachineFirmware::default(),
         };
         let b = &mut builder;
@@ -337,6 +349,11 @@ impl<'a> Builder<'a> {
             features,
             clock,
             (*memory_kib, max_memory.as_ref()),
+            memory_backing.as_ref(),
+        )?;
+        b.numa(
+            cpu.as_ref().map_or(&[][..], |c| &c.numa[..]),
+            numatune.as_ref(),
             memory_backing.as_ref(),
         )?;
         b.arg("-accel", accel.qemu_name());
@@ -598,20 +615,21 @@ impl<'a> Builder<'a> {
         {
             machine.push_str(",hpet=off");
         }
-        let (hugepages, nosharepages) = match backing {
-            Some(MemoryBacking {
-                hugepages,
-                nosharepages,
-                line: _,
-            }) => (hugepages.as_ref(), *nosharepages),
-            None => (None, false),
-        };
+        // With guest NUMA cells, each cell has a backend of its own (numa()), and no pc.ram.
+        let numa = self.numa_cells > 0;
+        let nosharepages = backing.is_some_and(|b| b.nosharepages);
+        let locked = backing.is_some_and(|b| b.locked);
         if nosharepages {
             machine.push_str(",mem-merge=off");
         }
 
         let memory_mib = kib_to_mib_rounded_up(memory_kib);
-        let mut memory = format!("size={memory_mib}M");
+        // The cells' sizes must add up to it exactly: in KiB then, as libvirt writes it.
+        let mut memory = if numa {
+            format!("size={memory_kib}k")
+        } else {
+            format!("size={memory_mib}M")
+        };
         if let Some(MaxMemory {
             kib,
             slots,
@@ -626,27 +644,36 @@ impl<'a> Builder<'a> {
             .expect("writing to a String cannot fail");
         }
 
-        let mut backend = None;
-        if let Some(Hugepages {
-            page_sizes_kib,
-            line,
-        }) = hugepages
-        {
-            if !page_sizes_kib.is_empty() {
-                return Err(QemuError::unsupported(
-                    "memoryBacking/hugepages/page",
-                    *line,
-                    "explicit huge page sizes are not supported; <hugepages/> uses the host's default size from /dev/hugepages",
-                ));
+        let mut backend = if numa {
+            None
+        } else {
+            memory::backend(
+                self.run,
+                backing,
+                ("pc.ram", memory_mib * 1024 * 1024),
+                memory::CellMemory::default(),
+                false,
+            )?
+        };
+        // <numatune><memory> without guest cells binds all of guest RAM (QEMU needs a
+        // backend object for that).
+        if !numa {
+            if let Some(binding) = memory::binding(self.numatune, None)? {
+                let backend = backend.get_or_insert(
+                    memory::backend(
+                        self.run,
+                        backing,
+                        ("pc.ram", memory_mib * 1024 * 1024),
+                        memory::CellMemory::default(),
+                        true,
+                    )?
+                    .expect("a backend is always made when asked to"),
+                );
+                memory::bind(backend, Some(binding));
             }
+        }
+        if backend.is_some() {
             machine.push_str(",memory-backend=pc.ram");
-            backend = Some(json!({
-                "qom-type": "memory-backend-file",
-                "id": "pc.ram",
-                "mem-path": HUGEPAGES_MOUNT,
-                "prealloc": true,
-                "size": memory_mib * 1024 * 1024,
-            }));
         }
         if self.machine_firmware.pflash0 {
             machine.push_str(",pflash0=libvirt-pflash0-format");
@@ -658,6 +685,47 @@ impl<'a> Builder<'a> {
         self.arg("-m", memory);
         if let Some(backend) = backend {
             self.arg("-object", backend.to_string());
+        }
+        if locked {
+            // <locked/>: QEMU mlocks guest memory (the host must allow it: RLIMIT_MEMLOCK).
+            self.arg("-overcommit", "mem-lock=on");
+        }
+        Ok(())
+    }
+
+    /// One memory backend and one `-numa node` per guest NUMA cell, as libvirt: the backend
+    /// follows `<memoryBacking>` with the cell's own memAccess/discard, bound to the host
+    /// nodes of the cell's `<memnode>` (or of `<numatune><memory>`).
+    fn numa(
+        &mut self,
+        cells: &[NumaCell],
+        numatune: Option<&NumaTune>,
+        backing: Option<&MemoryBacking>,
+    ) -> Result<(), QemuError> {
+        for (id, cell) in cells.iter().enumerate() {
+            let NumaCell {
+                cpus,
+                memory_kib,
+                mem_access,
+                discard,
+                // Nothing about a cell itself is refused.
+                line: _,
+            } = cell;
+            let cell_memory = memory::CellMemory {
+                access: *mem_access,
+                discard: *discard,
+            };
+            let mut backend = memory::backend(
+                self.run,
+                backing,
+                (&format!("ram-node{id}"), memory_kib.saturating_mul(1024)),
+                cell_memory,
+                true,
+            )?
+            .expect("a backend is always made when asked to");
+            memory::bind(&mut backend, memory::binding(numatune, Some(id))?);
+            self.arg("-object", backend.to_string());
+            self.arg("-numa", memory::numa_node(id, cpus.as_ref()));
         }
         Ok(())
     }
@@ -674,6 +742,8 @@ impl<'a> Builder<'a> {
             // -smp (below).
             topology: _,
             features,
+            // -numa (numa()).
+            numa: _,
             line: _,
             vendor_line,
         }) = cpu

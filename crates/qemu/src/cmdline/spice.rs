@@ -1,5 +1,5 @@
-//! SPICE: the display (`-spice`), its sound backend, the agent channel and USB redirection
-//! (`spicevmc` chardevs), and sound cards, as libvirt 9.0 builds them for QEMU 7.2:
+//! SPICE: the display (`-spice`), its sound backend (see `sound.rs`), the agent channel and
+//! USB redirection (`spicevmc` chardevs), as libvirt 9.0 builds them for QEMU 7.2:
 //!
 //! ```text
 //! -spice port=5901,addr=127.0.0.1,disable-ticketing=on,image-compression=off,seamless-migration=on
@@ -16,8 +16,7 @@
 use std::net::TcpListener;
 
 use oxvirt_domain::{
-    Audio, AudioType, ControllerType, Domain, Graphics, RedirDev, Sound, SoundModel, Spice,
-    SpiceImageCompression, VncListen,
+    ControllerType, Domain, Graphics, RedirDev, Spice, SpiceImageCompression, VncListen,
 };
 use serde_json::json;
 
@@ -141,77 +140,6 @@ impl Builder<'_> {
         }
         options.push("seamless-migration=on".to_string());
         Ok(options.join(","))
-    }
-
-    /// `-audiodev` for each `<audio>`.
-    pub(super) fn audio(&mut self, audios: &[Audio], spice_display: bool) -> Result<(), QemuError> {
-        for audio in audios {
-            let Audio {
-                id,
-                audio_type,
-                line,
-            } = audio;
-            match audio_type {
-                // A backend that discards sound.
-                AudioType::None => self.arg("-audiodev", format!("none,id=audio{id}")),
-                AudioType::Spice if spice_display => {
-                    self.arg("-audiodev", format!("spice,id=audio{id}"))
-                }
-                AudioType::Spice => {
-                    return Err(QemuError::invalid(
-                        "devices/audio",
-                        *line,
-                        "audio type 'spice' needs a SPICE display",
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sound cards; the HDA ones get their codec (`hda-duplex`), as libvirt adds it. All play
-    /// into the first audio backend.
-    pub(super) fn sounds(&mut self, sounds: &[Sound], audios: &[Audio]) -> Result<(), QemuError> {
-        let audiodev = audios.first().map(|a| format!("audio{}", a.id));
-        for (index, sound) in sounds.iter().enumerate() {
-            let Sound {
-                model,
-                address,
-                line,
-            } = sound;
-            let element = format!("devices/sound[{index}]");
-            let id = format!("sound{index}");
-            let (driver, hda) = match model {
-                SoundModel::Ich6 => ("intel-hda", true),
-                SoundModel::Ich9 => ("ich9-intel-hda", true),
-                SoundModel::Ac97 => ("AC97", false),
-                SoundModel::Es1370 => ("ES1370", false),
-                SoundModel::Sb16 | SoundModel::Pcspk | SoundModel::Usb | SoundModel::Ich7 => {
-                    return Err(QemuError::unsupported(
-                        format!("{element}@model"),
-                        *line,
-                        "sound models ich6, ich9, ac97 and es1370 are supported",
-                    ))
-                }
-            };
-            let mut device = json!({"driver": driver, "id": id});
-            if !hda {
-                if let Some(audiodev) = &audiodev {
-                    device["audiodev"] = json!(audiodev);
-                }
-            }
-            self.add_pci_device(device, address.as_ref(), &element)?;
-            if hda {
-                let mut codec = json!({
-                    "driver": "hda-duplex", "id": format!("{id}-codec0"), "bus": format!("{id}.0"), "cad": 0,
-                });
-                if let Some(audiodev) = &audiodev {
-                    codec["audiodev"] = json!(audiodev);
-                }
-                self.devices.on_buses.push(codec);
-            }
-        }
-        Ok(())
     }
 
     /// `<redirdev bus='usb' type='spicevmc'>`: a `usb-redir` device fed by the SPICE client.

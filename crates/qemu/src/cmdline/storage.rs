@@ -2,8 +2,8 @@
 
 use oxvirt_domain::{
     Address, BackingLayer, Controller, ControllerTarget, ControllerType, DetectZeroes, Disk,
-    DiskAuth, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskFormat, DiskIo,
-    DiskTarget, DiskType, DriveAddress, NetworkHost, NetworkProtocol, NetworkSource,
+    DiskAuth, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskErrorPolicy, DiskFormat,
+    DiskIo, DiskTarget, DiskType, DriveAddress, NetworkHost, NetworkProtocol, NetworkSource,
     SecretUsageType, SourceLine, UsbAddress,
 };
 use serde_json::{json, Map, Value};
@@ -520,6 +520,11 @@ impl Builder<'_> {
             discard,
             detect_zeroes,
             iothread,
+            error_policy,
+            rerror_policy,
+            copy_on_read,
+            queues,
+            queue_size,
             line: driver_line,
         } = *driver;
         let element = format!("devices/disk[target@dev='{dev}']");
@@ -545,6 +550,8 @@ impl Builder<'_> {
 
         // Block nodes: a protocol node (the file or block device) and a format node on top.
         let mut has_medium = false;
+        // The node the device reads: the format node, or a copy-on-read filter above it.
+        let mut medium_node = drive.clone();
         let cache = CacheFlags::of(cache);
         let protocol = match (source, network) {
             (Some(source), _) => {
@@ -644,6 +651,19 @@ impl Builder<'_> {
             }
             self.arg("-blockdev", protocol.to_string());
             self.arg("-blockdev", format_node.to_string());
+            if copy_on_read == Some(true) {
+                // As libvirt: a copy-on-read filter node on top of the format node, which the
+                // device then uses (data read from a backing image is copied into the top one).
+                let cor = format!("{drive}-cor");
+                let node = json!({
+                    "driver": "copy-on-read",
+                    "node-name": cor,
+                    "file": drive,
+                    "discard": "unmap",
+                });
+                self.arg("-blockdev", node.to_string());
+                medium_node = cor;
+            }
         } else if !cdrom {
             return Err(QemuError::invalid(
                 format!("{element}/source"),
@@ -681,7 +701,7 @@ impl Builder<'_> {
             frontend.insert(key, value);
         }
         if has_medium {
-            frontend.insert("drive".into(), json!(drive));
+            frontend.insert("drive".into(), json!(medium_node));
         }
         frontend.insert("id".into(), json!(dev));
         // <boot order> was turned into this by boot_order().
@@ -720,6 +740,48 @@ impl Builder<'_> {
                 ));
             }
             frontend.insert("iothread".into(), json!(format!("iothread{iothread}")));
+        }
+        for (attribute, value, property) in [
+            ("queues", queues, "num-queues"),
+            ("queue_size", queue_size, "queue-size"),
+        ] {
+            let Some(value) = value else { continue };
+            if driver_name != "virtio-blk-pci" {
+                return Err(QemuError::invalid(
+                    format!("{element}/driver@{attribute}"),
+                    driver_line,
+                    format!("{attribute} applies to virtio disks only"),
+                ));
+            }
+            frontend.insert(property.into(), json!(value));
+        }
+        // libvirt's mapping: error_policy is werror (enospace spelled 'enospc'); rerror is
+        // rerror_policy, or the same policy when only error_policy is given (QEMU has no
+        // 'enospc' for reads, so that one leaves reads at QEMU's default).
+        let werror = error_policy.map(|p| match p {
+            DiskErrorPolicy::Enospace => "enospc",
+            other => other.as_str(),
+        });
+        let rerror = match (rerror_policy, error_policy) {
+            (Some(policy), _) => Some(policy.as_str()),
+            (None, Some(DiskErrorPolicy::Enospace)) | (None, None) => None,
+            (None, Some(policy)) => Some(policy.as_str()),
+        };
+        if werror.is_some() || rerror.is_some() {
+            // usb-storage has no error properties in QEMU.
+            if driver_name == "usb-storage" {
+                return Err(QemuError::unsupported(
+                    format!("{element}/driver@error_policy"),
+                    driver_line,
+                    "USB disks have no error policy in QEMU",
+                ));
+            }
+            if let Some(werror) = werror {
+                frontend.insert("werror".into(), json!(werror));
+            }
+            if let Some(rerror) = rerror {
+                frontend.insert("rerror".into(), json!(rerror));
+            }
         }
         let frontend = Value::Object(frontend);
         if *bus == DiskBus::Virtio {
