@@ -76,6 +76,23 @@ pub fn guest_kit() -> GuestKit {
 }
 
 /// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+/// A line the guest kernel printed on its console: `[    9.040921] text`.
+fn is_kernel_log_line(line: &str) -> bool {
+    let Some(rest) = line.strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = rest.split_once("] ") else {
+        return false;
+    };
+    let stamp = stamp.trim_start();
+    stamp.split_once('.').is_some_and(|(secs, frac)| {
+        !secs.is_empty()
+            && secs.bytes().all(|b| b.is_ascii_digit())
+            && frac.len() == 6
+            && frac.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -161,7 +178,14 @@ impl Console {
                 .unwrap_or(""),
             None => body.split_once('\n').map(|(_, rest)| rest).unwrap_or(""),
         };
-        Some(after_echo.replace('\r', ""))
+        // The kernel prints on the same console whenever it likes (a link coming up, a device
+        // found): its timestamped lines are not the command's output.
+        let output: String = after_echo
+            .replace('\r', "")
+            .split_inclusive('\n')
+            .filter(|line| !is_kernel_log_line(line))
+            .collect();
+        Some(output)
     }
 
     /// What has been received and not yet consumed by a wait.
@@ -459,5 +483,21 @@ pub mod process {
     /// A temporary path as an argument.
     pub fn p(path: &Path) -> &str {
         path.to_str().expect("temporary paths are UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::is_kernel_log_line;
+
+    #[test]
+    fn kernel_log_lines_are_told_from_output() {
+        assert!(is_kernel_log_line(
+            "[    9.040921] IPv6: ADDRCONF(NETDEV_CHANGE): eth0: link becomes ready\n"
+        ));
+        assert!(is_kernel_log_line("[12345.000001] x"));
+        assert!(!is_kernel_log_line("PING-OK\n"));
+        assert!(!is_kernel_log_line("[ ok ] started\n"));
+        assert!(!is_kernel_log_line("[1.5] not a printk stamp"));
     }
 }
