@@ -75,7 +75,6 @@ fn script(socket: &Path) -> ExitCode {
 
 fn interactive(socket: &Path) -> ExitCode {
     let config = Config::builder()
-        .auto_add_history(true)
         .completion_type(CompletionType::List)
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = match Editor::with_config(config) {
@@ -102,6 +101,11 @@ fn interactive(socket: &Path) -> ExitCode {
     loop {
         match editor.readline(PROMPT) {
             Ok(line) => {
+                // Without the space a completion leaves at the end; blank lines are not kept.
+                let entry = line.trim_end();
+                if !entry.trim_start().is_empty() {
+                    let _ = editor.add_history_entry(entry);
+                }
                 let flow = run_line(socket, &line);
                 // Saved after every line, so that a console session killed from outside or a
                 // second shell does not lose it.
