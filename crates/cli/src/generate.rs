@@ -116,6 +116,10 @@ pub fn print_names(
     let Some(kind) = kind else {
         return Ok(());
     };
+    // `oxvirt --socket PATH dominfo <TAB>` asks the daemon the line names.
+    let line_socket = line.and_then(socket_in_line);
+    let line_client = line_socket.map(Client::new);
+    let client = line_client.as_ref().unwrap_or(client);
     let mut out = std::io::stdout().lock();
     for name in names(client, kind, pool.as_deref())? {
         if name.starts_with(&prefix) {
@@ -123,6 +127,20 @@ pub fn print_names(
         }
     }
     Ok(())
+}
+
+/// The value of `--socket PATH` or `--socket=PATH` in a partial command line.
+fn socket_in_line(line: &str) -> Option<std::path::PathBuf> {
+    let mut words = line.split_whitespace();
+    let mut socket = None;
+    while let Some(word) = words.next() {
+        if word == "--socket" {
+            socket = words.next().map(std::path::PathBuf::from);
+        } else if let Some(path) = word.strip_prefix("--socket=") {
+            socket = Some(std::path::PathBuf::from(path));
+        }
+    }
+    socket
 }
 
 /// Dynamic completion for bash: after clap's static completion of verbs and options, names from
@@ -137,7 +155,7 @@ _oxvirt_with_names() {
     line=${line#*[[:space:]]}
     local IFS=$'\n'
     local names
-    names=($("${COMP_WORDS[0]}" __complete-names --line "$line" 2>/dev/null))
+    names=($("${COMP_WORDS[0]}" __complete-names --line="$line" 2>/dev/null))
     if [[ ${#names[@]} -gt 0 ]]; then
         COMPREPLY=("${names[@]}")
     fi
@@ -149,7 +167,7 @@ complete -F _oxvirt_with_names -o nosort -o bashdefault -o default oxvirt
 /// The same for fish: an extra source of candidates that is empty except where a name goes.
 const FISH_NAMES: &str = r#"
 # Names from oxvirtd (oxvirt __complete-names) where a domain, network, pool or volume goes.
-complete -c oxvirt -f -a '(oxvirt __complete-names --line (commandline -cp | string replace -r "^\S+\s*" "") 2>/dev/null)'
+complete -c oxvirt -f -a '(oxvirt __complete-names --line=(commandline -cp | string replace -r "^\S+\s*" "") 2>/dev/null)'
 "#;
 
 /// `oxvirt completion SHELL`.
@@ -222,6 +240,13 @@ mod tests {
             missing.is_empty(),
             "verbs missing from docs/cli.md: {missing:?}"
         );
+    }
+
+    #[test]
+    fn a_socket_in_the_line_is_found() {
+        assert_eq!(socket_in_line("--socket /s dominfo d"), Some("/s".into()));
+        assert_eq!(socket_in_line("dominfo --socket=/t d"), Some("/t".into()));
+        assert_eq!(socket_in_line("dominfo d"), None);
     }
 
     #[test]

@@ -315,7 +315,15 @@ printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         let output = Command::new("bash")
             .arg("-c")
             .arg(script)
-            .env("OXVIRT_SOCKET", &daemon.socket)
+            // The daemon from the line's --socket if it has one, else from the environment.
+            .env(
+                "OXVIRT_SOCKET",
+                if words.contains(&"--socket") {
+                    Path::new("/nonexistent")
+                } else {
+                    &daemon.socket
+                },
+            )
             .output()
             .expect("run bash");
         assert!(output.status.success(), "{output:?}");
@@ -326,6 +334,11 @@ printf '%s\\n' \"${{COMPREPLY[@]}}\"",
             .collect()
     };
     assert_eq!(complete(&["oxvirt", "dominfo", "b"]), ["bash-vm"]);
+    let socket = daemon.socket.to_str().expect("utf-8 path");
+    assert_eq!(
+        complete(&["oxvirt", "--socket", socket, "start", "--console", ""]),
+        ["bash-vm"]
+    );
     assert!(complete(&["oxvirt", "li"]).contains(&"list".to_string()));
 
     for shell in ["zsh", "fish"] {
