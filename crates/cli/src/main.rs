@@ -6,6 +6,9 @@
 //! needs no daemon.
 //!
 //! Exit status: 0 on success, 1 on any error, reported as one `error: <message>` line on stderr.
+//!
+//! With no command (or `oxvirt shell`) it is virsh's interactive shell (src/shell.rs); `oxvirt
+//! completion` and the man pages (src/generate.rs) are generated from the same clap definition.
 
 // Everything here is parsing, printing and talking to oxvirtd or image files through safe APIs.
 #![forbid(unsafe_code)]
@@ -14,13 +17,15 @@ mod commands;
 mod console;
 mod edit;
 mod format;
+mod generate;
 mod img;
 mod net;
 mod pool;
 mod secret;
+mod shell;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,15 +34,17 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "oxvirt",
     version,
-    about = "Manage oxvirt virtual machines (virsh-like)"
+    about = "Manage oxvirt virtual machines (virsh-like)",
+    after_long_help = "With no command, oxvirt opens its interactive shell (see `oxvirt shell --help`)."
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// oxvirtd's API socket.
     #[arg(long, global = true, env = "OXVIRT_SOCKET", default_value = oxvirt_api::DEFAULT_SOCKET)]
     socket: PathBuf,
 
+    /// None: the interactive shell, as virsh with no command.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 /// A domain, by name or UUID.
@@ -71,6 +78,38 @@ enum Command {
     Console(DomainArg),
     /// Create, inspect and convert disk images (no daemon needed).
     Img(img::ImgArgs),
+    /// Interactive shell (also `oxvirt` with no command).
+    #[command(long_about = shell::LONG_ABOUT)]
+    Shell,
+    /// Print a shell completion script (bash completes domain, network, pool and volume names).
+    #[command(
+        after_long_help = "bash: source <(oxvirt completion bash), or install it as \
+                           /usr/share/bash-completion/completions/oxvirt"
+    )]
+    Completion {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print the names of one kind of object, one a line (for the completion scripts).
+    #[command(name = "__complete-names", hide = true)]
+    CompleteNames {
+        /// What to name.
+        #[arg(required_unless_present = "line")]
+        kind: Option<generate::NameKind>,
+        /// Volumes of this pool only (default: of every pool).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Instead of KIND: a command line up to the cursor (without `oxvirt`); prints the names
+        /// completing its last word, if a name goes there.
+        #[arg(long, conflicts_with = "kind")]
+        line: Option<String>,
+    },
+    /// Write the man pages (oxvirt.1 and one oxvirt-VERB.1 per verb) into DIR.
+    #[command(name = "__man-pages", hide = true)]
+    ManPages {
+        /// Directory to write the pages into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// Commands that make a few API calls and print one result.
@@ -170,7 +209,13 @@ fn main() -> ExitCode {
             return code;
         }
     };
-    match run(cli) {
+    let Some(command) = cli.command else {
+        return shell::run(&cli.socket);
+    };
+    if matches!(command, Command::Shell) {
+        return shell::run(&cli.socket);
+    }
+    match run(&cli.socket, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report_error(&err);
@@ -179,9 +224,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let client = oxvirt_api::Client::new(cli.socket);
-    match cli.command {
+/// Runs one command: from the command line, or one line of the shell.
+fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
+    let client = oxvirt_api::Client::new(socket.to_path_buf());
+    match command {
+        Command::Shell => anyhow::bail!("already in the oxvirt shell"),
+        Command::Completion { shell } => generate::completion(shell),
+        Command::CompleteNames { kind, pool, line } => {
+            generate::print_names(&client, kind, pool.as_deref(), line.as_deref())
+        }
+        Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {
@@ -253,7 +305,10 @@ mod tests {
         assert_eq!(cli.socket, PathBuf::from("/tmp/x.sock"));
         assert!(matches!(
             cli.command,
-            Command::OneShot(OneShotCommand::List(ListArgs { all: true, .. }))
+            Some(Command::OneShot(OneShotCommand::List(ListArgs {
+                all: true,
+                ..
+            })))
         ));
         // The option is global: it may follow the subcommand too.
         let cli = Cli::try_parse_from(["oxvirt", "dominfo", "vm", "--socket", "/tmp/y.sock"])
@@ -266,7 +321,7 @@ mod tests {
         let cli = Cli::try_parse_from(["oxvirt", "shutdown", "--timeout", "60", "vm"])
             .expect("valid command line");
         match cli.command {
-            Command::OneShot(OneShotCommand::Shutdown { domain, timeout }) => {
+            Some(Command::OneShot(OneShotCommand::Shutdown { domain, timeout })) => {
                 assert_eq!(domain.domain, "vm");
                 assert_eq!(timeout, Some(60));
             }

@@ -1,0 +1,258 @@
+//! What is generated from the clap definition: completion scripts, man pages, and the names the
+//! completions fetch from the daemon (`oxvirt __complete-names`, shared with the shell).
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::{CommandFactory, ValueEnum};
+use oxvirt_api::Client;
+
+use crate::{commands, Cli};
+
+/// The kinds of objects whose names complete.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameKind {
+    Domain,
+    Network,
+    Pool,
+    Volume,
+    Secret,
+}
+
+impl NameKind {
+    /// The kind an argument names, from its clap id (`DomainArg::domain`, `NetworkArg::network`,
+    /// `PoolArg::pool`, `VolumeArg::vol` and `--pool`, `SecretArg::secret`).
+    pub fn of_arg(id: &str) -> Option<NameKind> {
+        match id {
+            "domain" => Some(NameKind::Domain),
+            "network" => Some(NameKind::Network),
+            "pool" => Some(NameKind::Pool),
+            "vol" => Some(NameKind::Volume),
+            "secret" => Some(NameKind::Secret),
+            _ => None,
+        }
+    }
+}
+
+/// The visible verbs of `command`, sorted.
+pub fn verbs(command: &clap::Command) -> Vec<String> {
+    let mut verbs: Vec<String> = command
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set())
+        .map(|sub| sub.get_name().to_string())
+        .collect();
+    verbs.sort();
+    verbs
+}
+
+/// The names of every object of `kind` (secrets by UUID; volumes of `pool`, or of every pool).
+pub fn names(client: &Client, kind: NameKind, pool: Option<&str>) -> anyhow::Result<Vec<String>> {
+    commands::block_on(async {
+        let names: Vec<String> = match kind {
+            NameKind::Domain => client
+                .list_domains()
+                .await?
+                .into_iter()
+                .map(|domain| domain.name)
+                .collect(),
+            NameKind::Network => client
+                .list_networks()
+                .await?
+                .into_iter()
+                .map(|network| network.name)
+                .collect(),
+            NameKind::Pool => client
+                .list_pools()
+                .await?
+                .into_iter()
+                .map(|pool| pool.name)
+                .collect(),
+            NameKind::Secret => client
+                .list_secrets()
+                .await?
+                .into_iter()
+                .map(|secret| secret.uuid)
+                .collect(),
+            NameKind::Volume => {
+                let pools = match pool {
+                    Some(pool) => vec![pool.to_string()],
+                    None => client
+                        .list_pools()
+                        .await?
+                        .into_iter()
+                        .map(|pool| pool.name)
+                        .collect(),
+                };
+                let mut names = Vec::new();
+                for pool in pools {
+                    // An inactive pool has no volume list; its neighbours still complete.
+                    if let Ok(volumes) = client.list_volumes(&pool).await {
+                        names.extend(volumes.into_iter().map(|volume| volume.name));
+                    }
+                }
+                names
+            }
+        };
+        anyhow::Ok(names)
+    })?
+}
+
+/// `oxvirt __complete-names`: the names of `kind`, or, with `line` (a command line up to the
+/// cursor, without the program name), the names that complete its last word, if it is a name.
+pub fn print_names(
+    client: &Client,
+    kind: Option<NameKind>,
+    pool: Option<&str>,
+    line: Option<&str>,
+) -> anyhow::Result<()> {
+    let (kind, pool, prefix) = match line {
+        None => (kind, pool.map(str::to_string), String::new()),
+        Some(line) => match crate::shell::name_target(line) {
+            Some((kind, line_pool, prefix)) => (Some(kind), line_pool, prefix),
+            None => (None, None, String::new()),
+        },
+    };
+    let Some(kind) = kind else {
+        return Ok(());
+    };
+    // `oxvirt --socket PATH dominfo <TAB>` asks the daemon the line names.
+    let line_socket = line.and_then(socket_in_line);
+    let line_client = line_socket.map(Client::new);
+    let client = line_client.as_ref().unwrap_or(client);
+    let mut out = std::io::stdout().lock();
+    for name in names(client, kind, pool.as_deref())? {
+        if name.starts_with(&prefix) {
+            writeln!(out, "{name}")?;
+        }
+    }
+    Ok(())
+}
+
+/// The value of `--socket PATH` or `--socket=PATH` in a partial command line.
+fn socket_in_line(line: &str) -> Option<std::path::PathBuf> {
+    let mut words = line.split_whitespace();
+    let mut socket = None;
+    while let Some(word) = words.next() {
+        if word == "--socket" {
+            socket = words.next().map(std::path::PathBuf::from);
+        } else if let Some(path) = word.strip_prefix("--socket=") {
+            socket = Some(std::path::PathBuf::from(path));
+        }
+    }
+    socket
+}
+
+/// Dynamic completion for bash: after clap's static completion of verbs and options, names from
+/// the daemon where the word is a domain, network, pool, volume or secret.
+const BASH_NAMES: &str = r#"
+# Names from oxvirtd (oxvirt __complete-names) where a domain, network, pool or volume goes.
+_oxvirt_with_names() {
+    _oxvirt "$@"
+    local cur=${COMP_WORDS[COMP_CWORD]}
+    [[ $cur == -* ]] && return 0
+    local line=${COMP_LINE:0:$COMP_POINT}
+    line=${line#*[[:space:]]}
+    local IFS=$'\n'
+    local names
+    names=($("${COMP_WORDS[0]}" __complete-names --line="$line" 2>/dev/null))
+    if [[ ${#names[@]} -gt 0 ]]; then
+        COMPREPLY=("${names[@]}")
+    fi
+    return 0
+}
+complete -F _oxvirt_with_names -o nosort -o bashdefault -o default oxvirt
+"#;
+
+/// The same for fish: an extra source of candidates that is empty except where a name goes.
+const FISH_NAMES: &str = r#"
+# Names from oxvirtd (oxvirt __complete-names) where a domain, network, pool or volume goes.
+complete -c oxvirt -f -a '(oxvirt __complete-names --line=(commandline -cp | string replace -r "^\S+\s*" "") 2>/dev/null)'
+"#;
+
+/// `oxvirt completion SHELL`.
+pub fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "oxvirt", &mut script);
+    match shell {
+        clap_complete::Shell::Bash => script.extend_from_slice(BASH_NAMES.as_bytes()),
+        clap_complete::Shell::Fish => script.extend_from_slice(FISH_NAMES.as_bytes()),
+        _ => {}
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `oxvirt __man-pages DIR`: oxvirt.1, and oxvirt-VERB.1 for every visible verb (and
+/// oxvirt-img-VERB.1 for `img`'s own verbs).
+pub fn man_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut command = Cli::command();
+    command.build();
+    write_pages(&command, "oxvirt", dir)
+}
+
+fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.1"));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone().name(name.to_string()))
+        .render(&mut page)
+        .with_context(|| format!("cannot render {name}(1)"))?;
+    std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+    for sub in command.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        write_pages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/cli.md is written by hand: every verb must appear in it (as `` `VERB`` or
+    /// `` `oxvirt VERB``, and `img`'s verbs as `img a|VERB|...`), so that it never drifts from
+    /// the definition.
+    #[test]
+    fn every_verb_is_documented() {
+        let doc = include_str!("../../../docs/cli.md");
+        let command = Cli::command();
+        let mut missing = Vec::new();
+        for verb in verbs(&command) {
+            if !doc.contains(&format!("`{verb}")) && !doc.contains(&format!("`oxvirt {verb}")) {
+                missing.push(verb.clone());
+            }
+            let sub = command.find_subcommand(&verb).expect("listed verb");
+            for sub_verb in verbs(sub) {
+                let documented = doc.contains(&format!("{verb} {sub_verb}"))
+                    || doc.contains(&format!("|{sub_verb}|"))
+                    || doc.contains(&format!("|{sub_verb}`"));
+                if !documented {
+                    missing.push(format!("{verb} {sub_verb}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "verbs missing from docs/cli.md: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn a_socket_in_the_line_is_found() {
+        assert_eq!(socket_in_line("--socket /s dominfo d"), Some("/s".into()));
+        assert_eq!(socket_in_line("dominfo --socket=/t d"), Some("/t".into()));
+        assert_eq!(socket_in_line("dominfo d"), None);
+    }
+
+    #[test]
+    fn argument_ids_name_their_kinds() {
+        assert_eq!(NameKind::of_arg("domain"), Some(NameKind::Domain));
+        assert_eq!(NameKind::of_arg("vol"), Some(NameKind::Volume));
+        assert_eq!(NameKind::of_arg("file"), None);
+    }
+}
