@@ -1,6 +1,7 @@
 //! The HTTP face of the services: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
 //! One module of routes per resource; [`reply`] is how every route answers.
 
+mod admin;
 mod domains;
 mod networks;
 mod pools;
@@ -23,6 +24,7 @@ use reply::{json_errors, Failure};
 pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
+        .merge(admin::routes())
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())
