@@ -10,6 +10,7 @@
 // Everything here is parsing, printing and talking to oxvirtd or image files through safe APIs.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod commands;
 mod console;
 mod edit;
@@ -71,6 +72,9 @@ enum Command {
     Console(DomainArg),
     /// Create, inspect and convert disk images (no daemon needed).
     Img(img::ImgArgs),
+    /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// Commands that make a few API calls and print one result.
@@ -200,6 +204,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
+        Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

@@ -32,7 +32,6 @@ use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Defaults, as etc/oxvirtd.conf documents them.
 pub const DEFAULT_LEVEL: u8 = 2;
-pub const DEFAULT_OUTPUTS: &str = "2:stderr";
 pub const DEFAULT_MAX_SIZE: u64 = 2 * 1024 * 1024;
 pub const DEFAULT_MAX_BACKUPS: u32 = 3;
 

@@ -165,7 +165,8 @@ impl Settings {
         logging::filter_directives(level, &filters).map_err(|e| m.bad("log_filters", e))?;
         let outputs = m
             .string("log_outputs", "--log-outputs", args.log_outputs.clone())?
-            .unwrap_or_else(|| logging::DEFAULT_OUTPUTS.to_string());
+            // As libvirtd: without outputs, stderr at log_level.
+            .unwrap_or_else(|| format!("{level}:stderr"));
         logging::parse_outputs(&outputs).map_err(|e| m.bad("log_outputs", e))?;
         let max_size = m
             .integer("log_max_size", "--log-max-size", args.log_max_size)?
