@@ -29,5 +29,8 @@ fi
 command -v cargo >/dev/null || { log "cargo is missing: install the Rust toolchain (rustup) first"; exit 1; }
 log "building the workspace"
 (cd "$repo" && cargo build --workspace --bins --quiet)
+# The documented example configuration (every key commented out at its default, see
+# docs/configuration.md). oxvirtd reads /etc/oxvirt/oxvirtd.conf; without it, the defaults.
+install -D -m 0644 "$repo/etc/oxvirtd.conf" /etc/oxvirt/oxvirtd.conf.example
 bash "$repo/scripts/guest-kit.sh"
 log "ready"
