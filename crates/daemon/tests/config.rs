@@ -243,3 +243,34 @@ async fn log_filters_change_without_restart() {
         env.logs()
     );
 }
+
+/// socket_mode and log_format from the file: the socket gets the mode, the log is JSON lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_mode_and_json_log_from_the_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut env = TestEnv::new();
+    let log = env.dir.path().join("oxvirtd.json.log");
+    let conf = write_conf(
+        &env,
+        &format!(
+            "socket_mode = \"0660\"\nsocket_group = \"0\"\nlog_format = \"json\"\nlog_outputs = \"1:file:{}\"\n",
+            log.display()
+        ),
+    );
+    env.start_daemon_with(&["--config", conf.to_str().unwrap()])
+        .await;
+    let mode = std::fs::metadata(&env.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    raw_request(&env.socket, "GET", "/v1/seq-7", "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut seen = false;
+    for line in text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).expect(line);
+        assert!(
+            value["timestamp"].is_string() && value["level"].is_string(),
+            "{line}"
+        );
+        seen |= value["fields"]["path"] == "/v1/seq-7";
+    }
+    assert!(seen, "{text}");
+}
