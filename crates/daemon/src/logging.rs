@@ -7,7 +7,7 @@
 //!   `oxvirtd::engine`), any other first part `X` is the crate `oxvirt_X` (`qemu` is
 //!   `oxvirt_qemu`, `net.dnsmasq` is `oxvirt_net::dnsmasq`);
 //! - `log_outputs` (`"1:file:/var/log/oxvirt/oxvirtd.log 3:stderr 2:syslog:oxvirtd"`): where
-//!   lines go, each output with its own minimum level;
+//!   lines go, each output with its own minimum level (also `LEVEL:journald`);
 //! - files rotate by size (`log_max_size` bytes, `log_max_backups` gzip-compressed backups
 //!   `FILE.1.gz` newest .. `FILE.N.gz` oldest), so no logrotate is needed.
 //!
@@ -137,6 +137,7 @@ pub enum Sink {
     Stderr,
     File(PathBuf),
     Syslog(String),
+    Journald,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,11 +165,7 @@ pub fn parse_outputs(text: &str) -> Result<Vec<OutputSpec>, String> {
             (Some("syslog"), Some(ident)) if !ident.is_empty() && !ident.contains('\0') => {
                 Sink::Syslog(ident.to_string())
             }
-            (Some("journald"), None) => {
-                return Err(format!(
-                    "log output '{entry}': journald is not supported yet; use syslog (journald reads it)"
-                ))
-            }
+            (Some("journald"), None) => Sink::Journald,
             _ => {
                 return Err(format!(
                     "bad log output '{entry}' (LEVEL:stderr, LEVEL:file:PATH or LEVEL:syslog:IDENT)"
@@ -322,6 +319,7 @@ enum Output {
     Stderr,
     File(RotatingFile),
     Syslog,
+    Journald(std::os::unix::net::UnixDatagram),
 }
 
 struct ActiveOutput {
@@ -347,6 +345,7 @@ fn open_outputs(
                 open_syslog(ident);
                 Output::Syslog
             }
+            Sink::Journald => Output::Journald(open_journald()?),
         };
         outputs.push(ActiveOutput {
             level: spec.level,
@@ -384,6 +383,43 @@ fn syslog(level: Level, line: &[u8]) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), text.as_ptr()) };
 }
 
+/// journald's native protocol socket (systemd.journal-fields(7), sd_journal_sendv).
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// Whether a journald output could be opened (`--check-config`).
+pub fn check_journald() -> Result<(), String> {
+    if !Path::new(JOURNAL_SOCKET).exists() {
+        return Err(format!(
+            "log output journald: no journal here ({JOURNAL_SOCKET} does not exist)"
+        ));
+    }
+    Ok(())
+}
+
+fn open_journald() -> Result<std::os::unix::net::UnixDatagram, String> {
+    check_journald()?;
+    std::os::unix::net::UnixDatagram::unbound()
+        .map_err(|e| format!("log output journald: creating a socket: {e}"))
+}
+
+/// One journal entry: PRIORITY, SYSLOG_IDENTIFIER and MESSAGE, the message in the protocol's
+/// length-prefixed form (it may hold newlines of its own).
+fn journal_entry(level: Level, line: &[u8]) -> Vec<u8> {
+    let priority = match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    };
+    let message = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut entry =
+        format!("PRIORITY={priority}\nSYSLOG_IDENTIFIER=oxvirtd\nMESSAGE\n").into_bytes();
+    entry.extend_from_slice(&(message.len() as u64).to_le_bytes());
+    entry.extend_from_slice(message);
+    entry.push(b'\n');
+    entry
+}
+
 /// The fmt layer's writer: one formatted line per event, sent to every output whose level
 /// admits the event's.
 #[derive(Clone)]
@@ -407,6 +443,9 @@ impl Write for LineWriter {
                 }
                 Output::File(file) => file.write_line(buf),
                 Output::Syslog => syslog(self.level, buf),
+                Output::Journald(socket) => {
+                    let _ = socket.send_to(&journal_entry(self.level, buf), JOURNAL_SOCKET);
+                }
             }
         }
         Ok(buf.len())
@@ -628,9 +667,26 @@ mod tests {
         assert_eq!(outputs.len(), 3);
         assert_eq!(outputs[0].sink, Sink::File("/var/log/x.log".into()));
         assert_eq!(outputs[2].level, Level::WARN);
-        for bad in ["", "0:stderr", "1:file:rel", "1:disk", "1:syslog:"] {
+        assert_eq!(parse_outputs("1:journald").unwrap()[0].sink, Sink::Journald);
+        for bad in [
+            "",
+            "0:stderr",
+            "1:file:rel",
+            "1:disk",
+            "1:syslog:",
+            "1:journald:x",
+        ] {
             assert!(parse_outputs(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn journal_entries_use_the_length_prefixed_message() {
+        let entry = journal_entry(Level::WARN, b"a\nb\n");
+        let head = b"PRIORITY=4\nSYSLOG_IDENTIFIER=oxvirtd\nMESSAGE\n";
+        assert_eq!(&entry[..head.len()], head);
+        assert_eq!(&entry[head.len()..head.len() + 8], &3u64.to_le_bytes());
+        assert_eq!(&entry[head.len() + 8..], b"a\nb\n");
     }
 
     #[test]

@@ -215,8 +215,14 @@ impl Settings {
         for output in
             logging::parse_outputs(&self.log.outputs).map_err(|e| self.bad("log_outputs", e))?
         {
-            if let Sink::File(path) = output.sink {
-                logging::check_writable(&path).map_err(|e| self.bad("log_outputs", e))?;
+            match output.sink {
+                Sink::File(path) => {
+                    logging::check_writable(&path).map_err(|e| self.bad("log_outputs", e))?
+                }
+                Sink::Journald => {
+                    logging::check_journald().map_err(|e| self.bad("log_outputs", e))?
+                }
+                Sink::Stderr | Sink::Syslog(_) => {}
             }
         }
         Ok(())
