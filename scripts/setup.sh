@@ -37,5 +37,8 @@ log "installing man pages (man oxvirt, man oxvirt-VERB) and bash completion"
 "$oxvirt" __man-pages /usr/local/share/man/man1
 mkdir -p /usr/local/share/bash-completion/completions
 "$oxvirt" completion bash > /usr/local/share/bash-completion/completions/oxvirt
+# The documented example configuration (every key commented out at its default, see
+# docs/configuration.md). oxvirtd reads /etc/oxvirt/oxvirtd.conf; without it, the defaults.
+install -D -m 0644 "$repo/etc/oxvirtd.conf" /etc/oxvirt/oxvirtd.conf.example
 bash "$repo/scripts/guest-kit.sh"
 log "ready"

@@ -43,6 +43,9 @@ pub use storage::{
     PoolInfo, ResizeVolumeRequest, VolumeInfo,
 };
 
+pub mod admin;
+pub use admin::{LogFilters, LogOutputs};
+
 pub mod secret;
 pub use secret::{SecretInfo, SecretValue};
 

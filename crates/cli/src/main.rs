@@ -13,6 +13,7 @@
 // Everything here is parsing, printing and talking to oxvirtd or image files through safe APIs.
 #![forbid(unsafe_code)]
 
+mod admin;
 mod commands;
 mod console;
 mod edit;
@@ -110,6 +111,9 @@ enum Command {
         /// Directory to write the pages into (created if missing).
         dir: PathBuf,
     },
+    /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// Commands that make a few API calls and print one result.
@@ -252,6 +256,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
+        Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

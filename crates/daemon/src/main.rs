@@ -2,8 +2,11 @@
 //! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
 
 mod api;
+mod config;
 mod engine;
+mod logging;
 mod services;
+mod settings;
 mod state_dir;
 mod store;
 
@@ -19,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
 use crate::services::Services;
+use crate::settings::Settings;
 use crate::state_dir::{
     backup_if_changed, check_and_back_up, create_private_dir, lock_state_dir, restore_backup,
 };
@@ -27,32 +31,67 @@ use crate::store::Store;
 #[derive(Debug, Parser)]
 #[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
 struct Args {
-    /// Unix socket to serve the API on.
-    #[arg(long, default_value = oxvirt_api::DEFAULT_SOCKET)]
-    socket: PathBuf,
-    /// Directory for the state database and the guests' run directories.
-    #[arg(long, default_value = "/var/lib/oxvirt")]
-    state_dir: PathBuf,
-    /// Log filter (error, warn, info, debug, trace, or a tracing directive list).
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    /// Configuration file (libvirtd.conf syntax; see docs/configuration.md). A missing default
+    /// file means defaults; a missing file named here is an error. Flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration file and flags, then exit (0 valid, 1 not) without starting.
+    #[arg(long)]
+    check_config: bool,
+    /// Unix socket to serve the API on [key socket_path; default /run/oxvirt/oxvirtd.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// The API socket's permissions, octal [key socket_mode; default 0600].
+    #[arg(long, value_name = "MODE")]
+    socket_mode: Option<String>,
+    /// Group owning the API socket [key socket_group; default: root's].
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// Directory for the state database and the guests' run directories [key state_dir;
+    /// default /var/lib/oxvirt].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Level for every module no filter names: 1 debug, 2 info, 3 warning, 4 error (or
+    /// debug, info, warn, error) [key log_level; default 2].
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Per-module levels, "LEVEL:NAME ..." (e.g. "3:qemu 1:daemon.engine") [key log_filters].
+    #[arg(long, value_name = "FILTERS")]
+    log_filters: Option<String>,
+    /// Where the log goes, "LEVEL:stderr LEVEL:file:PATH LEVEL:syslog:IDENT" [key
+    /// log_outputs; default "2:stderr"].
+    #[arg(long, value_name = "OUTPUTS")]
+    log_outputs: Option<String>,
+    /// Rotate a log file once it would grow past this many bytes; 0 never [key log_max_size;
+    /// default 2097152].
+    #[arg(long, value_name = "BYTES")]
+    log_max_size: Option<u64>,
+    /// How many gzip-compressed rotated log files to keep [key log_max_backups; default 3].
+    #[arg(long, value_name = "N")]
+    log_max_backups: Option<u32>,
+    /// Log line format, text or json [key log_format; default text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Do not define libvirt's `default` NAT network on the first start (test suites that run
-    /// the daemon in the host's own network namespace use this).
+    /// the daemon in the host's own network namespace use this) [key default_network = 0].
     #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
     no_default_network: bool,
     /// Directory for the networks' dnsmasq files and leases (default: the state directory's
     /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
-    /// privileges, so this directory, unlike the state directory, must be reachable by others.
+    /// privileges, so this directory, unlike the state directory, must be reachable by others
+    /// [key network_dir].
     #[arg(long)]
     network_dir: Option<PathBuf>,
     /// Seconds between backups of the state database while oxvirtd runs, each taken only if
     /// something changed since the last one; 0 keeps only the backups taken at start and at a
-    /// clean stop. Backups go to STATE_DIR/backups (see docs/store.md).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    backup_interval: u64,
-    /// How many backups STATE_DIR/backups keeps (the oldest are deleted first).
-    #[arg(long, value_name = "N", default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..))]
-    backup_keep: u64,
+    /// clean stop. Backups go to STATE_DIR/backups (see docs/store.md) [key backup_interval;
+    /// default 600].
+    #[arg(long, value_name = "SECONDS")]
+    backup_interval: Option<u64>,
+    /// How many backups STATE_DIR/backups keeps (the oldest are deleted first) [key
+    /// backup_keep; default 7].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    backup_keep: Option<u64>,
     /// Install a backup as the state database and exit: FILE, or without it the newest backup
     /// in STATE_DIR/backups. Refused while an oxvirtd runs on the state directory. The database
     /// it replaces is moved aside (oxvirt.db.broken-TIME), never deleted.
@@ -74,23 +113,24 @@ fn main() -> std::process::ExitCode {
 
 fn run_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let settings = Settings::resolve(&args)?;
+    if args.check_config {
+        settings.check()?;
+        println!("oxvirtd: configuration is valid");
+        return Ok(());
+    }
+    settings.init_logging()?;
     if let Some(file) = &args.restore_backup {
-        return restore_backup(&args.state_dir, file.as_deref());
+        return restore_backup(&settings.state_dir, file.as_deref());
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(args))
+    runtime.block_on(run(settings))
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Settings) -> anyhow::Result<()> {
     for dir in [args.state_dir.clone(), args.state_dir.join("run")] {
         create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -101,7 +141,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let backups = args.state_dir.join(store::BACKUPS_DIR);
     let keep = args.backup_keep as usize;
     check_and_back_up(&args.state_dir, &db_path, keep)?;
-    let listener = bind_socket(&args.socket)?;
+    let listener = bind_socket(&args.socket, args.socket_mode, args.socket_gid)?;
     let store = Store::open(&db_path)?;
     tracing::info!(
         database = %store.path().display(),
@@ -122,7 +162,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         engine,
         args.state_dir.clone(),
         network_dir,
-        !args.no_default_network,
+        args.default_network,
     )
     .await?;
     services.start().await?;
@@ -161,7 +201,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Binds the API socket (mode 0600), replacing a stale socket file but never a live daemon's.
-fn bind_socket(socket: &Path) -> anyhow::Result<UnixListener> {
+fn bind_socket(socket: &Path, mode: u32, gid: Option<u32>) -> anyhow::Result<UnixListener> {
     if let Some(parent) = socket.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;
@@ -178,7 +218,11 @@ fn bind_socket(socket: &Path) -> anyhow::Result<UnixListener> {
     }
     let listener =
         UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", socket.display()))?;
+    if let Some(gid) = gid {
+        std::os::unix::fs::chown(socket, None, Some(gid))
+            .with_context(|| format!("giving {} to group {gid}", socket.display()))?;
+    }
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", socket.display()))?;
     Ok(listener)
 }

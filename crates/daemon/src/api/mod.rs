@@ -1,6 +1,7 @@
 //! The HTTP face of the services: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
 //! One module of routes per resource; [`reply`] is how every route answers.
 
+mod admin;
 mod domains;
 mod networks;
 mod pools;
@@ -23,6 +24,7 @@ use reply::{json_errors, Failure};
 pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
+        .merge(admin::routes())
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())
@@ -31,7 +33,18 @@ pub fn router(services: Arc<Services>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
         .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(log_requests))
         .with_state(services)
+}
+
+/// One debug line per request (target `oxvirtd::api`, filter name `daemon.api`), for an
+/// operator who turns it on with `oxvirt admin daemon-log-filters "1:daemon.api"`.
+async fn log_requests(request: axum::extract::Request, next: middleware::Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+    response
 }
 
 async fn method_not_allowed() -> Response {

@@ -1,0 +1,254 @@
+//! oxvirtd's settings: the configuration file's keys, each overridden by its flag, checked
+//! once here so that a bad value stops oxvirtd (or fails `--check-config`) with a message
+//! naming the key and where it was set.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use crate::config::{ConfError, ConfFile, Origin, DEFAULT_CONFIG};
+use crate::logging::{self, Format, LogError, LogSettings, Sink};
+use crate::Args;
+
+#[derive(Debug)]
+pub struct Settings {
+    pub socket: PathBuf,
+    pub socket_mode: u32,
+    pub socket_gid: Option<u32>,
+    pub state_dir: PathBuf,
+    pub network_dir: Option<PathBuf>,
+    pub default_network: bool,
+    pub backup_interval: u64,
+    pub backup_keep: u64,
+    pub log: LogSettings,
+    /// Where each key's value came from (keys at their default are absent).
+    origins: HashMap<&'static str, Origin>,
+}
+
+/// Looks a key up: the flag if given, else the file, else nothing.
+struct Merge<'a> {
+    file: Option<&'a ConfFile>,
+    origins: HashMap<&'static str, Origin>,
+}
+
+impl Merge<'_> {
+    fn string(
+        &mut self,
+        key: &'static str,
+        flag: &'static str,
+        value: Option<String>,
+    ) -> Result<Option<String>, ConfError> {
+        if let Some(value) = value {
+            self.origins.insert(key, Origin::Flag(flag));
+            return Ok(Some(value));
+        }
+        let Some(file) = self.file else {
+            return Ok(None);
+        };
+        Ok(file.string(key)?.map(|(value, origin)| {
+            self.origins.insert(key, origin);
+            value
+        }))
+    }
+
+    fn integer(
+        &mut self,
+        key: &'static str,
+        flag: &'static str,
+        value: Option<u64>,
+    ) -> Result<Option<u64>, ConfError> {
+        if let Some(value) = value {
+            self.origins.insert(key, Origin::Flag(flag));
+            return Ok(Some(value));
+        }
+        let Some(file) = self.file else {
+            return Ok(None);
+        };
+        Ok(file.integer(key)?.map(|(value, origin)| {
+            self.origins.insert(key, origin);
+            value
+        }))
+    }
+
+    fn origin(&self, key: &'static str) -> Origin {
+        self.origins.get(key).cloned().unwrap_or(Origin::Default)
+    }
+
+    /// An error about `key`'s value, naming where it was set.
+    fn bad(&self, key: &'static str, message: impl std::fmt::Display) -> ConfError {
+        ConfError::new(self.origin(key), format!("key '{key}': {message}"))
+    }
+}
+
+impl Settings {
+    pub fn resolve(args: &Args) -> Result<Settings, ConfError> {
+        let file = match &args.config {
+            Some(path) => ConfFile::load(path, true)?,
+            None => ConfFile::load(std::path::Path::new(DEFAULT_CONFIG), false)?,
+        };
+        let mut m = Merge {
+            file: file.as_ref(),
+            origins: HashMap::new(),
+        };
+        let path = |s: Option<String>| s.map(PathBuf::from);
+        let socket = path(m.string(
+            "socket_path",
+            "--socket",
+            args.socket.as_ref().map(|p| p.display().to_string()),
+        )?)
+        .unwrap_or_else(|| PathBuf::from(oxvirt_api::DEFAULT_SOCKET));
+        let socket_mode =
+            match m.string("socket_mode", "--socket-mode", args.socket_mode.clone())? {
+                None => 0o600,
+                Some(text) => u32::from_str_radix(&text, 8)
+                    .ok()
+                    .filter(|mode| *mode <= 0o777)
+                    .ok_or_else(|| {
+                        m.bad(
+                            "socket_mode",
+                            format!("'{text}' is not an octal mode like \"0660\""),
+                        )
+                    })?,
+            };
+        let socket_gid =
+            match m.string("socket_group", "--socket-group", args.socket_group.clone())? {
+                None => None,
+                Some(name) => Some(
+                    group_id(&name)
+                        .ok_or_else(|| m.bad("socket_group", format!("no group '{name}'")))?,
+                ),
+            };
+        let state_dir = path(m.string(
+            "state_dir",
+            "--state-dir",
+            args.state_dir.as_ref().map(|p| p.display().to_string()),
+        )?)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/oxvirt"));
+        let network_dir = path(m.string(
+            "network_dir",
+            "--network-dir",
+            args.network_dir.as_ref().map(|p| p.display().to_string()),
+        )?);
+        let default_network = match m.integer(
+            "default_network",
+            "--no-default-network",
+            args.no_default_network.then_some(0),
+        )? {
+            None | Some(1) => true,
+            Some(0) => false,
+            Some(n) => return Err(m.bad("default_network", format!("{n} is neither 0 nor 1"))),
+        };
+        let backup_interval = m
+            .integer("backup_interval", "--backup-interval", args.backup_interval)?
+            .unwrap_or(600);
+        let backup_keep = m
+            .integer("backup_keep", "--backup-keep", args.backup_keep)?
+            .unwrap_or(7);
+        if backup_keep == 0 {
+            return Err(m.bad("backup_keep", "must be at least 1"));
+        }
+        // log_level is an integer in the file (as in libvirtd.conf), a word or number as a flag.
+        let level = match &args.log_level {
+            Some(text) => {
+                m.origins.insert("log_level", Origin::Flag("--log-level"));
+                logging::parse_level(text).map_err(|e| m.bad("log_level", e))?
+            }
+            None => match m.integer("log_level", "--log-level", None)? {
+                None => logging::DEFAULT_LEVEL,
+                Some(n) => {
+                    logging::parse_level(&n.to_string()).map_err(|e| m.bad("log_level", e))?
+                }
+            },
+        };
+        let filters = m
+            .string("log_filters", "--log-filters", args.log_filters.clone())?
+            .unwrap_or_default();
+        logging::filter_directives(level, &filters).map_err(|e| m.bad("log_filters", e))?;
+        let outputs = m
+            .string("log_outputs", "--log-outputs", args.log_outputs.clone())?
+            // As libvirtd: without outputs, stderr at log_level.
+            .unwrap_or_else(|| format!("{level}:stderr"));
+        logging::parse_outputs(&outputs).map_err(|e| m.bad("log_outputs", e))?;
+        let max_size = m
+            .integer("log_max_size", "--log-max-size", args.log_max_size)?
+            .unwrap_or(logging::DEFAULT_MAX_SIZE);
+        let max_backups = m
+            .integer(
+                "log_max_backups",
+                "--log-max-backups",
+                args.log_max_backups.map(u64::from),
+            )?
+            .map(|n| u32::try_from(n).map_err(|_| m.bad("log_max_backups", "too large")))
+            .transpose()?
+            .unwrap_or(logging::DEFAULT_MAX_BACKUPS);
+        let format = match m.string("log_format", "--log-format", args.log_format.clone())? {
+            None => Format::Text,
+            Some(text) => Format::parse(&text).map_err(|e| m.bad("log_format", e))?,
+        };
+        Ok(Settings {
+            socket,
+            socket_mode,
+            socket_gid,
+            state_dir,
+            network_dir,
+            default_network,
+            backup_interval,
+            backup_keep,
+            log: LogSettings {
+                level,
+                filters,
+                outputs,
+                max_size,
+                max_backups,
+                format,
+            },
+            origins: m.origins,
+        })
+    }
+
+    fn bad(&self, key: &'static str, message: impl std::fmt::Display) -> ConfError {
+        let origin = self.origins.get(key).cloned().unwrap_or(Origin::Default);
+        ConfError::new(origin, format!("key '{key}': {message}"))
+    }
+
+    /// `--check-config`: what starting would check, without creating or opening anything.
+    pub fn check(&self) -> Result<(), ConfError> {
+        for output in
+            logging::parse_outputs(&self.log.outputs).map_err(|e| self.bad("log_outputs", e))?
+        {
+            match output.sink {
+                Sink::File(path) => {
+                    logging::check_writable(&path).map_err(|e| self.bad("log_outputs", e))?
+                }
+                Sink::Journald => {
+                    logging::check_journald().map_err(|e| self.bad("log_outputs", e))?
+                }
+                Sink::Stderr | Sink::Syslog(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Installs the log; an output that cannot be opened names its key and line.
+    pub fn init_logging(&self) -> Result<(), ConfError> {
+        logging::init(&self.log).map_err(|err| match err {
+            LogError::Filters(e) => self.bad("log_filters", e),
+            LogError::Outputs(e) => self.bad("log_outputs", e),
+        })
+    }
+}
+
+/// A group's id by name (or a numeric id as is).
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam reads a NUL-terminated name; the result, if any, points to static
+    // storage that is read at once (oxvirtd resolves groups only at start, single-threaded).
+    let group = unsafe { libc::getgrnam(c.as_ptr()) };
+    if group.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, as checked.
+    Some(unsafe { (*group).gr_gid })
+}
