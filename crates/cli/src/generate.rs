@@ -5,46 +5,11 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
-use clap::{CommandFactory, ValueEnum};
+use clap::CommandFactory;
 use oxvirt_api::Client;
 
+use crate::complete::NameKind;
 use crate::{commands, Cli};
-
-/// The kinds of objects whose names complete.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameKind {
-    Domain,
-    Network,
-    Pool,
-    Volume,
-    Secret,
-}
-
-impl NameKind {
-    /// The kind an argument names, from its clap id (`DomainArg::domain`, `NetworkArg::network`,
-    /// `PoolArg::pool`, `VolumeArg::vol` and `--pool`, `SecretArg::secret`).
-    pub fn of_arg(id: &str) -> Option<NameKind> {
-        match id {
-            "domain" => Some(NameKind::Domain),
-            "network" => Some(NameKind::Network),
-            "pool" => Some(NameKind::Pool),
-            "vol" => Some(NameKind::Volume),
-            "secret" => Some(NameKind::Secret),
-            _ => None,
-        }
-    }
-}
-
-/// The visible verbs of `command`, sorted.
-pub fn verbs(command: &clap::Command) -> Vec<String> {
-    let mut verbs: Vec<String> = command
-        .get_subcommands()
-        .filter(|sub| !sub.is_hide_set())
-        .map(|sub| sub.get_name().to_string())
-        .collect();
-    verbs.sort();
-    verbs
-}
 
 /// The names of every object of `kind` (secrets by UUID; volumes of `pool`, or of every pool).
 pub fn names(client: &Client, kind: NameKind, pool: Option<&str>) -> anyhow::Result<Vec<String>> {
@@ -108,7 +73,7 @@ pub fn print_names(
 ) -> anyhow::Result<()> {
     let (kind, pool, prefix) = match line {
         None => (kind, pool.map(str::to_string), String::new()),
-        Some(line) => match crate::shell::name_target(line) {
+        Some(line) => match crate::complete::name_target(line) {
             Some((kind, line_pool, prefix)) => (Some(kind), line_pool, prefix),
             None => (None, None, String::new()),
         },
@@ -213,6 +178,7 @@ fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::complete::verbs;
 
     /// docs/cli.md is written by hand: every verb must appear in it (as `` `VERB`` or
     /// `` `oxvirt VERB``, and `img`'s verbs as `img a|VERB|...`), so that it never drifts from

@@ -15,6 +15,7 @@
 
 mod admin;
 mod commands;
+mod complete;
 mod console;
 mod edit;
 mod format;
@@ -96,7 +97,7 @@ enum Command {
     CompleteNames {
         /// What to name.
         #[arg(required_unless_present = "line")]
-        kind: Option<generate::NameKind>,
+        kind: Option<complete::NameKind>,
         /// Volumes of this pool only (default: of every pool).
         #[arg(long)]
         pool: Option<String>,

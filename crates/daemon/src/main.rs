@@ -11,7 +11,7 @@ mod state_dir;
 mod store;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,82 +22,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
 use crate::services::Services;
-use crate::settings::Settings;
+use crate::settings::{Args, Settings};
 use crate::state_dir::{
     backup_if_changed, check_and_back_up, create_private_dir, lock_state_dir, restore_backup,
 };
 use crate::store::Store;
-
-#[derive(Debug, Parser)]
-#[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
-struct Args {
-    /// Configuration file (libvirtd.conf syntax; see docs/configuration.md). A missing default
-    /// file means defaults; a missing file named here is an error. Flags override its keys.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Check the configuration file and flags, then exit (0 valid, 1 not) without starting.
-    #[arg(long)]
-    check_config: bool,
-    /// Unix socket to serve the API on [key socket_path; default /run/oxvirt/oxvirtd.sock].
-    #[arg(long)]
-    socket: Option<PathBuf>,
-    /// The API socket's permissions, octal [key socket_mode; default 0600].
-    #[arg(long, value_name = "MODE")]
-    socket_mode: Option<String>,
-    /// Group owning the API socket [key socket_group; default: root's].
-    #[arg(long, value_name = "GROUP")]
-    socket_group: Option<String>,
-    /// Directory for the state database and the guests' run directories [key state_dir;
-    /// default /var/lib/oxvirt].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
-    /// Level for every module no filter names: 1 debug, 2 info, 3 warning, 4 error (or
-    /// debug, info, warn, error) [key log_level; default 2].
-    #[arg(long)]
-    log_level: Option<String>,
-    /// Per-module levels, "LEVEL:NAME ..." (e.g. "3:qemu 1:daemon.engine") [key log_filters].
-    #[arg(long, value_name = "FILTERS")]
-    log_filters: Option<String>,
-    /// Where the log goes, "LEVEL:stderr LEVEL:file:PATH LEVEL:syslog:IDENT" [key
-    /// log_outputs; default "2:stderr"].
-    #[arg(long, value_name = "OUTPUTS")]
-    log_outputs: Option<String>,
-    /// Rotate a log file once it would grow past this many bytes; 0 never [key log_max_size;
-    /// default 2097152].
-    #[arg(long, value_name = "BYTES")]
-    log_max_size: Option<u64>,
-    /// How many gzip-compressed rotated log files to keep [key log_max_backups; default 3].
-    #[arg(long, value_name = "N")]
-    log_max_backups: Option<u32>,
-    /// Log line format, text or json [key log_format; default text].
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-    /// Do not define libvirt's `default` NAT network on the first start (test suites that run
-    /// the daemon in the host's own network namespace use this) [key default_network = 0].
-    #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
-    no_default_network: bool,
-    /// Directory for the networks' dnsmasq files and leases (default: the state directory's
-    /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
-    /// privileges, so this directory, unlike the state directory, must be reachable by others
-    /// [key network_dir].
-    #[arg(long)]
-    network_dir: Option<PathBuf>,
-    /// Seconds between backups of the state database while oxvirtd runs, each taken only if
-    /// something changed since the last one; 0 keeps only the backups taken at start and at a
-    /// clean stop. Backups go to STATE_DIR/backups (see docs/store.md) [key backup_interval;
-    /// default 600].
-    #[arg(long, value_name = "SECONDS")]
-    backup_interval: Option<u64>,
-    /// How many backups STATE_DIR/backups keeps (the oldest are deleted first) [key
-    /// backup_keep; default 7].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    backup_keep: Option<u64>,
-    /// Install a backup as the state database and exit: FILE, or without it the newest backup
-    /// in STATE_DIR/backups. Refused while an oxvirtd runs on the state directory. The database
-    /// it replaces is moved aside (oxvirt.db.broken-TIME), never deleted.
-    #[arg(long, value_name = "FILE", num_args = 0..=1)]
-    restore_backup: Option<Option<PathBuf>>,
-}
 
 fn main() -> std::process::ExitCode {
     match run_main() {

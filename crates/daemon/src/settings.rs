@@ -5,9 +5,83 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use clap::Parser;
+
 use crate::config::{ConfError, ConfFile, Origin, DEFAULT_CONFIG};
 use crate::logging::{self, Format, LogError, LogSettings, Sink};
-use crate::Args;
+
+/// oxvirtd's flags: each configuration key, and the actions that are not keys
+/// (`--config`, `--check-config`, `--restore-backup`).
+#[derive(Debug, Parser)]
+#[command(name = "oxvirtd", version, about = "The oxvirt daemon")]
+pub struct Args {
+    /// Configuration file (libvirtd.conf syntax; see docs/configuration.md). A missing default
+    /// file means defaults; a missing file named here is an error. Flags override its keys.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check the configuration file and flags, then exit (0 valid, 1 not) without starting.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Unix socket to serve the API on [key socket_path; default /run/oxvirt/oxvirtd.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The API socket's permissions, octal [key socket_mode; default 0600].
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// Group owning the API socket [key socket_group; default: root's].
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+    /// Directory for the state database and the guests' run directories [key state_dir;
+    /// default /var/lib/oxvirt].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Level for every module no filter names: 1 debug, 2 info, 3 warning, 4 error (or
+    /// debug, info, warn, error) [key log_level; default 2].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Per-module levels, "LEVEL:NAME ..." (e.g. "3:qemu 1:daemon.engine") [key log_filters].
+    #[arg(long, value_name = "FILTERS")]
+    pub log_filters: Option<String>,
+    /// Where the log goes, "LEVEL:stderr LEVEL:file:PATH LEVEL:syslog:IDENT" [key
+    /// log_outputs; default "2:stderr"].
+    #[arg(long, value_name = "OUTPUTS")]
+    pub log_outputs: Option<String>,
+    /// Rotate a log file once it would grow past this many bytes; 0 never [key log_max_size;
+    /// default 2097152].
+    #[arg(long, value_name = "BYTES")]
+    pub log_max_size: Option<u64>,
+    /// How many gzip-compressed rotated log files to keep [key log_max_backups; default 3].
+    #[arg(long, value_name = "N")]
+    pub log_max_backups: Option<u32>,
+    /// Log line format, text or json [key log_format; default text].
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Do not define libvirt's `default` NAT network on the first start (test suites that run
+    /// the daemon in the host's own network namespace use this) [key default_network = 0].
+    #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
+    pub no_default_network: bool,
+    /// Directory for the networks' dnsmasq files and leases (default: the state directory's
+    /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
+    /// privileges, so this directory, unlike the state directory, must be reachable by others
+    /// [key network_dir].
+    #[arg(long)]
+    pub network_dir: Option<PathBuf>,
+    /// Seconds between backups of the state database while oxvirtd runs, each taken only if
+    /// something changed since the last one; 0 keeps only the backups taken at start and at a
+    /// clean stop. Backups go to STATE_DIR/backups (see docs/store.md) [key backup_interval;
+    /// default 600].
+    #[arg(long, value_name = "SECONDS")]
+    pub backup_interval: Option<u64>,
+    /// How many backups STATE_DIR/backups keeps (the oldest are deleted first) [key
+    /// backup_keep; default 7].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub backup_keep: Option<u64>,
+    /// Install a backup as the state database and exit: FILE, or without it the newest backup
+    /// in STATE_DIR/backups. Refused while an oxvirtd runs on the state directory. The database
+    /// it replaces is moved aside (oxvirt.db.broken-TIME), never deleted.
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
+    pub restore_backup: Option<Option<PathBuf>>,
+}
 
 #[derive(Debug)]
 pub struct Settings {
