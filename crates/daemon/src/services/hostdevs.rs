@@ -56,6 +56,9 @@ impl HostDevs {
                 format!("cannot start domain '{name}': {message}"),
             )
         };
+        if domain.devices.hostdevs.is_empty() {
+            return Ok(());
+        }
         let usb = usb_devices(&self.usb_devices);
         let mut to_bind = Vec::new();
         let mut kept = Vec::new();

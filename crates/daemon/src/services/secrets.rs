@@ -221,6 +221,11 @@ impl Secrets {
     /// of another type, one without a value.
     pub fn disk_secrets(&self, domain: &Domain) -> DaemonResult<Vec<DiskSecret>> {
         let mut found = Vec::new();
+        if domain.devices.disks.iter().all(|d| d.auth.is_none()) {
+            return Ok(found);
+        }
+        // Read once: every disk's secret is looked up in the same list.
+        let all = self.all()?;
         for disk in &domain.devices.disks {
             let Some(auth) = &disk.auth else { continue };
             let dev = &disk.target.dev;
@@ -234,14 +239,13 @@ impl Secrets {
                 )
             };
             let wanted = auth.secret_type.as_str();
-            let all = self.all()?;
             let secret = match &auth.secret {
                 SecretLookup::Uuid(uuid) => all
-                    .into_iter()
+                    .iter()
                     .find(|s| s.uuid == *uuid)
                     .ok_or_else(|| fail(format!("no secret with UUID '{uuid}'")))?,
                 SecretLookup::Usage(usage) => all
-                    .into_iter()
+                    .iter()
                     .find(|s| {
                         s.def
                             .usage
@@ -259,6 +263,7 @@ impl Secrets {
             }
             let value = secret
                 .value
+                .clone()
                 .ok_or_else(|| fail(format!("secret {} has no value", secret.uuid)))?;
             found.push(DiskSecret {
                 dev: dev.clone(),
