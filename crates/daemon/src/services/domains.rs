@@ -610,44 +610,43 @@ impl Domains {
     }
 
     pub async fn suspend(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
-        let record = self.guests.resolve(id)?;
-        let (vm, _guard) = self.guests.begin(&record)?;
-        let live = self.guests.live_or_not_running(&vm, &record)?;
-        let state = self.guests.current_state(&record)?;
-        if state != DomainState::Running {
-            return Err(invalid_state(format!(
-                "domain '{}' is {state}, not running",
-                record.name
-            )));
-        }
-        let control = self.guests.control_of(&live, &record)?;
-        control
-            .pause()
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        self.guests
-            .set_state(&vm, &record.uuid, DomainState::Paused, "user");
-        self.summary(&record)
+        self.set_paused(id, true).await
     }
 
     pub async fn resume(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
+        self.set_paused(id, false).await
+    }
+
+    /// suspend (`pause`) a running guest, or resume a paused one.
+    async fn set_paused(self: &Arc<Self>, id: &str, pause: bool) -> DaemonResult<DomainSummary> {
+        let (from, to, reason, wanted) = if pause {
+            (DomainState::Running, DomainState::Paused, "user", "running")
+        } else {
+            (
+                DomainState::Paused,
+                DomainState::Running,
+                "unpaused",
+                "paused",
+            )
+        };
         let record = self.guests.resolve(id)?;
         let (vm, _guard) = self.guests.begin(&record)?;
         let live = self.guests.live_or_not_running(&vm, &record)?;
         let state = self.guests.current_state(&record)?;
-        if state != DomainState::Paused {
+        if state != from {
             return Err(invalid_state(format!(
-                "domain '{}' is {state}, not paused",
+                "domain '{}' is {state}, not {wanted}",
                 record.name
             )));
         }
         let control = self.guests.control_of(&live, &record)?;
-        control
-            .resume()
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        self.guests
-            .set_state(&vm, &record.uuid, DomainState::Running, "unpaused");
+        let done = if pause {
+            control.pause().await
+        } else {
+            control.resume().await
+        };
+        done.map_err(|e| engine_failure(&record.name, e))?;
+        self.guests.set_state(&vm, &record.uuid, to, reason);
         self.summary(&record)
     }
 
