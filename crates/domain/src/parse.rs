@@ -854,6 +854,15 @@ fn parse_devices(elem: &mut Elem) -> Result<Devices> {
     Ok(devices)
 }
 
+/// An `<address>` that must be of one kind (`fits`); `why` says which, in the error.
+fn address_of_kind(elem: &mut Elem, fits: fn(&Address) -> bool, why: &str) -> Result<Address> {
+    let parsed = parse_address(elem)?;
+    if !fits(&parsed) {
+        return Err(elem.invalid("attribute 'type'", "", why));
+    }
+    Ok(parsed)
+}
+
 fn parse_address(elem: &mut Elem) -> Result<Address> {
     let kind = elem.required_attr("type")?;
     let address = match kind {
@@ -2262,14 +2271,11 @@ fn parse_channel(elem: &mut Elem) -> Result<Channel> {
                 set_once(&mut target, name, &child)?;
             }
             "address" => {
-                let parsed = parse_address(&mut child)?;
-                if !matches!(parsed, Address::VirtioSerial(_)) {
-                    return Err(child.invalid(
-                        "attribute 'type'",
-                        "",
-                        "a virtio channel has a virtio-serial address",
-                    ));
-                }
+                let parsed = address_of_kind(
+                    &mut child,
+                    |a| matches!(a, Address::VirtioSerial(_)),
+                    "a virtio channel has a virtio-serial address",
+                )?;
                 set_once(&mut address, parsed, &child)?;
             }
             _ => return Err(child.unsupported()),
@@ -2310,14 +2316,11 @@ fn parse_redirdev(elem: &mut Elem) -> Result<RedirDev> {
     for mut child in elem.children()? {
         match child.name() {
             "address" => {
-                let parsed = parse_address(&mut child)?;
-                if !matches!(parsed, Address::Usb(_)) {
-                    return Err(child.invalid(
-                        "attribute 'type'",
-                        "",
-                        "a USB redirection device has a usb address",
-                    ));
-                }
+                let parsed = address_of_kind(
+                    &mut child,
+                    |a| matches!(a, Address::Usb(_)),
+                    "a USB redirection device has a usb address",
+                )?;
                 set_once(&mut address, parsed, &child)?;
             }
             _ => return Err(child.unsupported()),
