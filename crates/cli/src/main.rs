@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod builder;
 mod commands;
 mod complete;
 mod console;
@@ -80,6 +81,8 @@ enum Command {
     Console(DomainArg),
     /// Create, inspect and convert disk images (no daemon needed).
     Img(img::ImgArgs),
+    /// Build a bootable Debian disk image from Debian's packages (virt-builder's role; no daemon needed).
+    Builder(builder::BuilderArgs),
     /// Interactive shell (also `oxvirt` with no command).
     #[command(long_about = shell::LONG_ABOUT)]
     Shell,
@@ -240,6 +243,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
+        Command::Builder(args) => builder::run(args),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {
             let started = commands::block_on(client.start(&domain.domain))??;
