@@ -64,3 +64,43 @@ pub fn medium_node_names(dev: &str) -> Vec<String> {
     let node = disk_node(dev);
     vec![format!("{node}-cor"), node.clone(), format!("{node}-file")]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(xml_disk: &str) -> Disk {
+        let domain = oxvirt_domain::parse_domain_xml(&format!(
+            "<domain type='qemu'><name>m</name><memory>131072</memory><os><type>hvm</type></os>\
+             <devices>{xml_disk}</devices></domain>"
+        ))
+        .unwrap();
+        domain.devices.disks[0].clone()
+    }
+
+    #[test]
+    fn a_new_medium_gets_the_node_names_of_the_start() {
+        let mut cdrom =
+            disk("<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/></disk>");
+        assert!(medium_blockdevs(&cdrom).is_err(), "nothing to insert");
+        cdrom.source = Some("/srv/a.iso".into());
+        let nodes = medium_blockdevs(&cdrom).unwrap();
+        assert_eq!(
+            nodes[0],
+            json!({"driver": "file", "filename": "/srv/a.iso", "node-name": "drive-hdc-file", "read-only": true})
+        );
+        assert_eq!(
+            nodes[1],
+            json!({"driver": "raw", "node-name": "drive-hdc", "file": "drive-hdc-file", "read-only": true})
+        );
+        assert_eq!(
+            medium_node_names("hdc"),
+            ["drive-hdc-cor", "drive-hdc", "drive-hdc-file"]
+        );
+        let hard_disk = disk(
+            "<disk type='file' device='disk'><source file='/srv/d.raw'/><target dev='vda' bus='virtio'/></disk>",
+        );
+        let err = medium_blockdevs(&hard_disk).unwrap_err().to_string();
+        assert!(err.contains("only a CD-ROM drive"), "{err}");
+    }
+}
