@@ -225,23 +225,35 @@ fn uri_host(listen: Option<&str>) -> String {
     }
 }
 
-/// `vnc://127.0.0.1:0` (VNC: the display number), `spice://127.0.0.1:5900?tls-port=5901`, with
-/// `:PASSWORD@` before the host when asked for; `None` for a display without a TCP port.
+/// virsh's URI of a display: `vnc://127.0.0.1:0` (VNC: the display number),
+/// `spice://127.0.0.1:5900?tls-port=5901`, `vnc+unix:///path` for a UNIX socket display; with a
+/// password, `:PASSWORD@` before the host (and SPICE's `password=` parameter too, as virsh).
 fn display_uri(display: &GraphicsDisplay) -> Option<String> {
-    let port = display.port?;
-    let mut uri = format!("{}://", display.protocol);
+    let mut uri = match &display.socket {
+        Some(_) => format!("{}+unix://", display.protocol),
+        None => format!("{}://", display.protocol),
+    };
     if let Some(password) = &display.password {
         uri.push_str(&format!(":{password}@"));
     }
-    uri.push_str(&uri_host(display.listen.as_deref()));
-    let shown = if display.protocol == "vnc" {
-        i32::from(port) - 5900
+    if let Some(socket) = &display.socket {
+        uri.push_str(socket);
     } else {
-        i32::from(port)
-    };
-    uri.push_str(&format!(":{shown}"));
+        let port = display.port?;
+        uri.push_str(&uri_host(display.listen.as_deref()));
+        let shown = if display.protocol == "vnc" {
+            i32::from(port) - 5900
+        } else {
+            i32::from(port)
+        };
+        uri.push_str(&format!(":{shown}"));
+    }
     if let Some(tls) = display.tls_port {
         uri.push_str(&format!("?tls-port={tls}"));
+    }
+    if let (Some(password), "spice") = (&display.password, display.protocol.as_str()) {
+        let separator = if display.tls_port.is_some() { '&' } else { '?' };
+        uri.push_str(&format!("{separator}password={password}"));
     }
     Some(uri)
 }
@@ -301,6 +313,19 @@ mod tests {
         let mut secret = display("vnc", "127.0.0.1", 5900);
         secret.password = Some("pw".into());
         assert_eq!(display_uri(&secret).unwrap(), "vnc://:pw@127.0.0.1:0");
+        let mut spice = display("spice", "127.0.0.1", 5901);
+        spice.password = Some("pw".into());
+        assert_eq!(
+            display_uri(&spice).unwrap(),
+            "spice://:pw@127.0.0.1:5901?password=pw"
+        );
+        let socket = GraphicsDisplay {
+            listen: None,
+            port: None,
+            socket: Some("/run/vnc.sock".into()),
+            ..display("vnc", "", 0)
+        };
+        assert_eq!(display_uri(&socket).unwrap(), "vnc+unix:///run/vnc.sock");
         assert_eq!(
             vnc_display(&display("vnc", "127.0.0.1", 5902)),
             "127.0.0.1:2\n"
