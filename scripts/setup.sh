@@ -10,10 +10,11 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # Debian packages. qemu-system-x86 (7.2 in bookworm) and qemu-utils must come from the same release: a
 # newer preinstalled qemu-utils (a backport) blocks qemu-system-x86, so both are pinned to bookworm's version.
 # man-db: `man oxvirt`; bash-completion: `oxvirt` completes in bash; tmux: the shell's tests drive it
-# through tmux's pseudo-terminal. `oxvirt builder` (docs/builder.md): mmdebstrap, fdisk, e2fsprogs,
-# dosfstools, mtools, grub-pc-bin (grub-bios-setup), mount.
+# through tmux's pseudo-terminal; vncsnapshot and xorriso: the graphical console's tests connect a real VNC client
+# and make CD-ROM media. `oxvirt builder` (docs/builder.md): mmdebstrap, fdisk, e2fsprogs, dosfstools, mtools,
+# grub-pc-bin (grub-bios-setup), mount.
 packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion tmux
-    mmdebstrap fdisk e2fsprogs dosfstools mtools grub-pc-bin mount)
+          vncsnapshot xorriso mmdebstrap fdisk e2fsprogs dosfstools mtools grub-pc-bin mount)
 missing=()
 for p in "${packages[@]}" qemu-system-x86 qemu-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

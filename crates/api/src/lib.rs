@@ -21,6 +21,7 @@
 //!
 //! Networks and guest interfaces: see the [`network`] module.
 //! Storage pools, volumes and `blockresize`: see the [`storage`] module.
+//! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -41,6 +42,12 @@ pub mod storage;
 pub use storage::{
     BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest, DomainDisk,
     PoolInfo, ResizeVolumeRequest, VolumeInfo,
+};
+
+pub mod display;
+pub use display::{
+    ChangeMediaRequest, DisplaysRequest, GraphicsDisplay, KeysSent, MediaAction, MediaChanged,
+    Screenshot, ScreenshotRequest, SendKeyRequest,
 };
 
 pub mod admin;

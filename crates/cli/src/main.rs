@@ -18,6 +18,7 @@ mod builder;
 mod commands;
 mod complete;
 mod console;
+mod display;
 mod edit;
 mod format;
 mod generate;
@@ -67,6 +68,8 @@ enum Command {
     Pool(pool::PoolCommand),
     #[command(flatten)]
     Secret(secret::SecretCommand),
+    #[command(flatten)]
+    Display(display::DisplayCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -261,6 +264,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Net(command) => print_virsh_output(&net::run(&client, command)?),
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
+        Command::Display(command) => print_virsh_output(&display::run(&client, command)?),
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;

@@ -157,7 +157,8 @@ pub enum PoolCommand {
         /// Also show each disk's type and device.
         #[arg(long)]
         details: bool,
-        /// Accepted for virsh's sake: the definition is what is listed either way.
+        /// Accepted for virsh's sake; a running domain's disks are those of its live
+        /// definition either way (the media change-media put in).
         #[arg(long)]
         inactive: bool,
     },

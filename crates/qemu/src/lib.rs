@@ -16,6 +16,7 @@
 //!   gives SPICE displays with `autoport` a free TCP port ([`assign_spice_ports`]), as libvirt
 //!   does at start: QEMU has no automatic SPICE port.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
+//! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
 //!
 //! Process contract with the daemon:
 //! - `launch` double-forks: QEMU runs in its own session with init as its parent, so it outlives
@@ -45,6 +46,7 @@ mod accel;
 mod cmdline;
 mod error;
 pub mod firmware;
+pub mod keycodes;
 mod paths;
 mod process;
 mod qmp;
@@ -52,7 +54,7 @@ mod qmp;
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
-    macvtap_fd, nic_driver, NicIds, QemuCommandLine,
+    macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, NicIds, QemuCommandLine,
 };
 pub use error::QemuError;
 pub use oxvirt_domain::{Domain, Uuid};

@@ -2,6 +2,7 @@
 //! One module of routes per resource; [`reply`] is how every route answers.
 
 mod admin;
+mod display;
 mod domains;
 mod networks;
 mod pools;
@@ -25,6 +26,7 @@ pub fn router(services: Arc<Services>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
         .merge(admin::routes())
+        .merge(display::routes())
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())

@@ -222,6 +222,47 @@ pub trait Control: Send + Sync {
     async fn block_resize(&self, _dev: &str, _size: u64) -> Result<(), EngineError> {
         Err(no_block_resize())
     }
+    /// Where the guest's graphical displays really listen (ports picked at start included).
+    async fn displays(&self) -> Result<Vec<DisplayListen>, EngineError> {
+        Ok(Vec::new())
+    }
+    /// Writes a PNG of screen `screen` (0: the primary display) to `file`.
+    async fn screendump(&self, _file: &Path, _screen: u32) -> Result<(), EngineError> {
+        Err(no_graphics("take screenshots"))
+    }
+    /// Presses `keys` (QNUM codes) together, held `hold_ms` milliseconds (the engine's default
+    /// when `None`).
+    async fn send_keys(&self, _keys: &[u32], _hold_ms: Option<u32>) -> Result<(), EngineError> {
+        Err(no_graphics("send keys"))
+    }
+    /// Changes the medium of the removable drive with target `dev`: out (`None`) or the file
+    /// or block device `medium` in. `force` opens a tray the guest locked.
+    async fn change_media(
+        &self,
+        _dev: &str,
+        _medium: Option<&oxvirt_domain::Disk>,
+        _force: bool,
+    ) -> Result<(), EngineError> {
+        Err(no_graphics("change removable media"))
+    }
+}
+
+/// A graphical display of a running guest, as its engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayListen {
+    /// `vnc` or `spice`.
+    pub protocol: &'static str,
+    /// The address it listens on.
+    pub host: String,
+    pub port: u16,
+    pub tls_port: Option<u16>,
+}
+
+fn no_graphics(what: &str) -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: format!("this engine cannot {what}"),
+    }
 }
 
 fn no_block_resize() -> EngineError {

@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, DiskSecret, Engine, EngineError, EngineErrorKind,
-    EngineEvent, Events, GuestStatus, NicPlug,
+    AccelPlan, ConsolePaths, Control, DiskSecret, DisplayListen, Engine, EngineError,
+    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug,
 };
 
 pub struct QemuEngine {
@@ -341,6 +341,154 @@ impl Control for QmpControl {
         Ok(())
     }
 
+    /// QEMU's own answer (`query-vnc`, `query-spice`): the port an automatic display got.
+    async fn displays(&self) -> Result<Vec<DisplayListen>, EngineError> {
+        let mut displays = Vec::new();
+        // A QEMU without that display answers with an error or `enabled: false`.
+        if let Ok(vnc) = self.qmp.execute("query-vnc", None).await {
+            let port = vnc["service"].as_str().and_then(|p| p.parse::<u16>().ok());
+            if let (true, Some(host), Some(port)) =
+                (vnc["enabled"] == true, vnc["host"].as_str(), port)
+            {
+                displays.push(DisplayListen {
+                    protocol: "vnc",
+                    host: host.to_string(),
+                    port,
+                    tls_port: None,
+                });
+            }
+        }
+        if let Ok(spice) = self.qmp.execute("query-spice", None).await {
+            let port = spice["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+            if let (true, Some(host), Some(port)) =
+                (spice["enabled"] == true, spice["host"].as_str(), port)
+            {
+                displays.push(DisplayListen {
+                    protocol: "spice",
+                    host: host.to_string(),
+                    port,
+                    tls_port: spice["tls-port"]
+                        .as_u64()
+                        .and_then(|p| u16::try_from(p).ok()),
+                });
+            }
+        }
+        Ok(displays)
+    }
+
+    async fn screendump(&self, file: &Path, screen: u32) -> Result<(), EngineError> {
+        let filename = file.to_str().ok_or_else(|| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("screenshot path {} is not UTF-8", file.display()),
+        })?;
+        let mut arguments = serde_json::json!({ "filename": filename, "format": "png" });
+        if screen > 0 {
+            // Heads of the primary video device (the only one libvirt numbers screens of).
+            arguments["device"] = serde_json::json!("video0");
+            arguments["head"] = serde_json::json!(screen);
+        }
+        self.qmp
+            .execute("screendump", Some(arguments))
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
+    async fn send_keys(&self, keys: &[u32], hold_ms: Option<u32>) -> Result<(), EngineError> {
+        let keys: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|code| serde_json::json!({ "type": "number", "data": code }))
+            .collect();
+        let mut arguments = serde_json::json!({ "keys": keys });
+        if let Some(hold) = hold_ms {
+            arguments["hold-time"] = serde_json::json!(hold);
+        }
+        self.qmp
+            .execute("send-key", Some(arguments))
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
+    /// As libvirt does with -blockdev: open the tray, take the medium out and delete its nodes,
+    /// add the new medium's nodes and insert them, close the tray.
+    async fn change_media(
+        &self,
+        dev: &str,
+        medium: Option<&oxvirt_domain::Disk>,
+        force: bool,
+    ) -> Result<(), EngineError> {
+        let new_nodes = medium
+            .map(oxvirt_qemu::medium_blockdevs)
+            .transpose()
+            .map_err(engine_error)?;
+        let id = serde_json::json!({ "id": dev });
+        self.qmp
+            .execute(
+                "blockdev-open-tray",
+                Some(serde_json::json!({ "id": dev, "force": force })),
+            )
+            .await
+            .map_err(engine_error)?;
+        // A guest that locked the tray is asked to eject; the tray opens when it agrees.
+        let deadline = tokio::time::Instant::now() + TRAY_TIMEOUT;
+        while !self.tray_open(dev).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!(
+                        "the guest keeps the tray of {dev} locked (--force opens it anyway)"
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        self.qmp
+            .execute("blockdev-remove-medium", Some(id.clone()))
+            .await
+            .map_err(engine_error)?;
+        for node in oxvirt_qemu::medium_node_names(dev) {
+            match self
+                .qmp
+                .execute(
+                    "blockdev-del",
+                    Some(serde_json::json!({ "node-name": node })),
+                )
+                .await
+            {
+                Ok(_) => {}
+                // A node the drive never had (no copy-on-read filter, an empty tray).
+                Err(QemuError::Command { class, .. }) if class == "GenericError" => {}
+                Err(err) => return Err(engine_error(err)),
+            }
+        }
+        if let Some(nodes) = new_nodes {
+            for node in &nodes {
+                self.qmp
+                    .execute("blockdev-add", Some(node.clone()))
+                    .await
+                    .map_err(engine_error)?;
+            }
+            let top = nodes
+                .last()
+                .and_then(|node| node["node-name"].as_str())
+                .unwrap_or_default()
+                .to_string();
+            self.qmp
+                .execute(
+                    "blockdev-insert-medium",
+                    Some(serde_json::json!({ "id": dev, "node-name": top })),
+                )
+                .await
+                .map_err(engine_error)?;
+        }
+        self.qmp
+            .execute("blockdev-close-tray", Some(id))
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
     async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
         // A device the guest already released (after an earlier, timed-out request) is gone.
         match self
@@ -392,6 +540,28 @@ impl Control for QmpControl {
         }
     }
 }
+
+impl QmpControl {
+    /// Whether the tray of the drive with device id `dev` is open (`query-block`).
+    async fn tray_open(&self, dev: &str) -> Result<bool, EngineError> {
+        let devices = self
+            .qmp
+            .execute("query-block", None)
+            .await
+            .map_err(engine_error)?;
+        let drive = devices
+            .as_array()
+            .and_then(|list| list.iter().find(|d| d["qdev"] == dev))
+            .ok_or_else(|| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("QEMU does not report a drive {dev}"),
+            })?;
+        Ok(drive["tray_open"] == true)
+    }
+}
+
+/// How long a media change waits for a guest to unlock and open the tray.
+const TRAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a hot-unplug waits for the guest to release the device.
 const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);

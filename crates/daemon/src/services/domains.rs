@@ -34,9 +34,9 @@ use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 const QUIT_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Domains {
-    store: Arc<Store>,
-    engine: Arc<dyn Engine>,
-    guests: Arc<Guests>,
+    pub(super) store: Arc<Store>,
+    pub(super) engine: Arc<dyn Engine>,
+    pub(super) guests: Arc<Guests>,
     networks: Arc<Networks>,
     volumes: Arc<Volumes>,
     secrets: Arc<Secrets>,
@@ -184,8 +184,10 @@ impl Domains {
         })
     }
 
+    /// dumpxml: the live definition while the domain runs (see `display.rs`), else the stored one.
     pub fn xml(&self, id: &str) -> DaemonResult<String> {
-        Ok(self.guests.resolve(id)?.xml)
+        let record = self.guests.resolve(id)?;
+        Ok(self.live_xml(&record)?.unwrap_or(record.xml))
     }
 
     /// virsh define: create, or update an inactive domain with the same name and uuid.
@@ -469,6 +471,8 @@ impl Domains {
             status = GuestStatus::Running;
         }
         let (state, reason) = state_of_status(&status, "booted");
+        self.record_live_definition(record, control.as_ref(), run_dir)
+            .await;
         let runtime = self
             .store
             .transaction(|tx| -> rusqlite::Result<RuntimeRecord> {
@@ -808,11 +812,12 @@ impl Domains {
         }
     }
 
-    /// `domblklist`: the disks of a domain's definition, in order, as virsh lists them (a
-    /// volume disk by its volume's name, an empty CD-ROM tray without a source).
+    /// `domblklist`: the disks of a domain's definition (the live one while it runs), in
+    /// order, as virsh lists them (a volume disk by its volume's name, an empty CD-ROM tray
+    /// without a source).
     pub fn disks(&self, id: &str) -> DaemonResult<Vec<DomainDisk>> {
         let record = self.guests.resolve(id)?;
-        let domain = stored_domain(&record)?;
+        let domain = self.current_domain(&record)?;
         Ok(domain
             .devices
             .disks

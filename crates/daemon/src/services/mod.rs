@@ -1,10 +1,12 @@
 //! What oxvirtd does, one service per resource, on top of the store and the engines:
-//! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest),
+//! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
+//! running guest's displays, screenshots, keys, CD-ROM media and live definition),
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
+pub mod display;
 pub mod domains;
 pub mod error;
 pub mod guests;

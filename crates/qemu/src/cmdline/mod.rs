@@ -35,12 +35,14 @@ use serde_json::{json, Value};
 use crate::{Accel, QemuError, RunPaths};
 
 mod devices;
+mod media;
 mod memory;
 mod sound;
 mod spice;
 mod storage;
 
 pub use devices::{macvtap_fd, nic_driver, NicIds};
+pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
 pub use storage::disk_node;
 
