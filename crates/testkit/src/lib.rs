@@ -501,3 +501,107 @@ mod console_tests {
         assert!(!is_kernel_log_line("[1.5] not a printk stamp"));
     }
 }
+
+/// Firmware-bootable media made from the guest kit with GRUB (`grub-mkrescue`, Debian's grub-common,
+/// grub-pc-bin, grub-efi-amd64-bin, xorriso, mtools): hybrid images that boot as a CD-ROM and as a
+/// disk, under SeaBIOS and under OVMF.
+pub mod media {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use super::GuestKit;
+
+    /// What the kernel command line of a system installed by [`installer_iso`] carries, so a test
+    /// can tell it booted from the disk and not from the installer.
+    pub const INSTALLED_MARKER: &str = "oxvirt.installed=yes";
+    /// The installer prints this, then waits for a line on its console before it writes the disk.
+    pub const INSTALLER_READY: &str = "OXVIRT-INSTALLER-READY";
+    /// The installer prints this when the disk is written (then the kit powers off).
+    pub const INSTALLER_DONE: &str = "OXVIRT-INSTALLER-DONE";
+
+    /// A hybrid image of `tree` with `grub_cfg` as its GRUB configuration.
+    fn grub_image(tree: &Path, grub_cfg: &str, out: &Path) {
+        let grub = tree.join("boot/grub");
+        std::fs::create_dir_all(&grub).expect("media tree");
+        std::fs::write(grub.join("grub.cfg"), grub_cfg).expect("grub.cfg");
+        let output = Command::new("grub-mkrescue")
+            .arg("-o")
+            .arg(out)
+            .arg(tree)
+            .output()
+            .expect("grub-mkrescue is needed (Debian: grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools)");
+        assert!(
+            output.status.success(),
+            "grub-mkrescue failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn entry(title: &str, cmdline: &str) -> String {
+        format!(
+            "set timeout=1\nserial --unit=0 --speed=115200\nterminal_output --append serial\n\
+             menuentry '{title}' {{\n  linux /vmlinuz {cmdline}\n  initrd /initramfs.img\n}}\n"
+        )
+    }
+
+    /// A bootable disk image of the kit: GRUB boots the kit's kernel with [`INSTALLED_MARKER`] on
+    /// its command line; the kit then prints its boot marker and serves its shell.
+    pub fn installed_system(kit: &GuestKit, dir: &Path) -> PathBuf {
+        let tree = dir.join("system-tree");
+        std::fs::create_dir_all(&tree).expect("system tree");
+        std::fs::copy(&kit.kernel, tree.join("vmlinuz")).expect("kernel");
+        std::fs::copy(&kit.initramfs, tree.join("initramfs.img")).expect("initramfs");
+        let out = dir.join("system.img");
+        grub_image(
+            &tree,
+            &entry(
+                "oxvirt test system",
+                &format!("console=tty0 console=ttyS0 panic=-1 {INSTALLED_MARKER}"),
+            ),
+            &out,
+        );
+        std::fs::remove_dir_all(&tree).expect("remove system tree");
+        out
+    }
+
+    /// An installer ISO: it boots the kit, whose /lab/run.sh prints [`INSTALLER_READY`], waits for
+    /// a line on the console (the time a test takes screenshots of the installer), writes
+    /// [`installed_system`] onto /dev/vda, prints [`INSTALLER_DONE`] and powers off. The kernel also
+    /// prints on the screen (console=tty0), so the installer's screen is not blank.
+    pub fn installer_iso(kit: &GuestKit, dir: &Path) -> PathBuf {
+        let system = installed_system(kit, dir);
+        let lab = dir.join("installer-lab");
+        std::fs::create_dir_all(lab.join("lab")).expect("installer lab tree");
+        std::fs::rename(&system, lab.join("system.img")).expect("system image into the installer");
+        let script = format!(
+            "#!/bin/sh\necho {INSTALLER_READY}\nread answer\n\
+             dd if=/system.img of=/dev/vda bs=1M conv=fsync 2>/dev/null || exit 1\n\
+             sync\necho {INSTALLER_DONE}\n"
+        );
+        let run = lab.join("lab/run.sh");
+        std::fs::write(&run, script).expect("installer script");
+        std::fs::set_permissions(
+            &run,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("script mode");
+        let tree = dir.join("installer-tree");
+        std::fs::create_dir_all(&tree).expect("installer tree");
+        std::fs::copy(&kit.kernel, tree.join("vmlinuz")).expect("kernel");
+        super::lab::initramfs_with(&kit.initramfs, &lab, &tree.join("initramfs.img"));
+        let extra = tree.join("initramfs.extra.cpio");
+        let _ = std::fs::remove_file(extra);
+        let out = dir.join("installer.iso");
+        grub_image(
+            &tree,
+            &entry(
+                "oxvirt test installer",
+                "console=tty0 console=ttyS0 panic=-1",
+            ),
+            &out,
+        );
+        std::fs::remove_dir_all(&tree).expect("remove installer tree");
+        std::fs::remove_dir_all(&lab).expect("remove installer lab");
+        out
+    }
+}
