@@ -21,6 +21,7 @@ mod edit;
 mod format;
 mod generate;
 mod img;
+mod install;
 mod net;
 mod pool;
 mod secret;
@@ -111,6 +112,17 @@ enum Command {
     ManPages {
         /// Directory to write the pages into (created if missing).
         dir: PathBuf,
+    },
+    /// Create a domain and install or import its OS (virt-install's job and flags).
+    Install(Box<install::InstallArgs>),
+    /// Finish a detached install: wait for the first instance to end, define the final XML.
+    #[command(name = "__install-finish", hide = true)]
+    InstallFinish {
+        domain: String,
+        xml: PathBuf,
+        /// Files to remove then (the seed ISO, the installer's kernel).
+        #[arg(long)]
+        remove: Vec<PathBuf>,
     },
     /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs).
     #[command(subcommand)]
@@ -240,6 +252,12 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
+        Command::Install(args) => install::run(&client, *args),
+        Command::InstallFinish {
+            domain,
+            xml,
+            remove,
+        } => install::finish(&client, &domain, &xml, &remove),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {
             let started = commands::block_on(client.start(&domain.domain))??;
