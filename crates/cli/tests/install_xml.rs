@@ -36,7 +36,7 @@ const SPECS: &[(&str, bool, &str)] = &[
     ("virt-install-cpu-model", false, "--name model --memory 1024 --vcpus 2,maxvcpus=4 --cpu Skylake-Client,+vmx --disk path=IMG/vm1.qcow2,format=qcow2,cache=writeback,io=threads --import --os-variant debian11 --network bridge=br0,model=e1000 --graphics vnc,port=5901,password=secret --noautoconsole"),
     ("virt-install-cloud-init", true, "--name ci IMPORT --cloud-init root-password-generate=on"),
     ("virt-install-generic", false, "--name generic --memory 1024 --vcpus 1 --disk path=IMG/vm1.qcow2,format=qcow2 --import --os-variant generic --network network=default --noautoconsole"),
-    ("virt-install-seed-location", true, "--network bridge:br0 --name centos7 --ram=4096 --vcpus=2 --disk path=IMG/centos7.qcow2,format=qcow2,bus=virtio,cache=none,size=16 --graphics none --location TREE --extra-args=console=tty0\u{20}console=ttyS0,115200"),
+    ("virt-install-seed-location", true, "--network bridge:br0 --name centos7 --ram=4096 --vcpus=2 --disk path=IMG/centos7.qcow2,format=qcow2,bus=virtio,cache=none,size=16 --graphics none --location TREE --extra-args=console=tty0 console=ttyS0,115200"),
     ("virt-install-seed-cdrom", true, "--name seedcd --memory 2048 --vcpus 2 --disk path=IMG/seedcd.qcow2,size=8,format=qcow2 --cdrom ISO --os-variant debian11 --graphics vnc,listen=0.0.0.0"),
 ];
 
@@ -60,8 +60,8 @@ fn fixed_ids(case: &str) -> (String, Option<String>) {
     (uuid, mac)
 }
 
-/// The argument list of a spec, for a case's ids. `--extra-args` holds a space (`\u{20}` above,
-/// so the spec can be split at plain spaces).
+/// The argument list of a spec, for a case's ids. The spec is split at spaces; the one space
+/// inside `--extra-args`'s value is put back.
 fn arguments(spec: &str, root: &Path, uuid: &str, mac: Option<&str>) -> Vec<String> {
     let spec = spec.replace("IMPORT", IMPORT);
     let img = root.join("var/lib/oxvirt/images");
@@ -71,11 +71,8 @@ fn arguments(spec: &str, root: &Path, uuid: &str, mac: Option<&str>) -> Vec<Stri
             word.replace("IMG", img.to_str().unwrap())
                 .replace("ISO", root.join("tmp/debian.iso").to_str().unwrap())
                 .replace("TREE", root.join("tmp/centos7").to_str().unwrap())
-                .replace('\u{20}', " ")
         })
         .collect();
-    // The spec's own words hold `\u{20}` as a real space already (Rust unescaped it): re-join
-    // the --extra-args value that the split cut.
     if let Some(pos) = args.iter().position(|a| a.starts_with("--extra-args=")) {
         let rest = args.remove(pos + 1);
         args[pos] = format!("{} {rest}", args[pos]);

@@ -27,7 +27,8 @@ use crate::commands::block_on;
 /// What this run made, to remove on failure.
 #[derive(Debug, Default)]
 struct Created {
-    domain: Option<String>,
+    /// (UUID, name).
+    domain: Option<(String, String)>,
     volumes: Vec<(String, String, String)>,
     files: Vec<PathBuf>,
 }
@@ -35,7 +36,7 @@ struct Created {
 impl Created {
     fn cleanup(&mut self, client: &Client) {
         let mut err = std::io::stderr();
-        if let Some(domain) = self.domain.take() {
+        if let Some((domain, name)) = self.domain.take() {
             let _ = writeln!(
                 err,
                 "Domain installation does not appear to have been successful."
@@ -47,10 +48,10 @@ impl Created {
             }
             match block_on(client.undefine_domain(&domain)) {
                 Ok(Ok(_)) => {
-                    let _ = writeln!(err, "Removing domain '{domain}'");
+                    let _ = writeln!(err, "Removing domain '{name}'");
                 }
                 _ => {
-                    let _ = writeln!(err, "Could not remove domain '{domain}'");
+                    let _ = writeln!(err, "Could not remove domain '{name}'");
                 }
             }
         }
@@ -69,9 +70,8 @@ impl Created {
 /// Whether the plan needs oxvirtd even for `--print-xml` (volumes and pools are looked up).
 fn needs_daemon(args: &InstallArgs) -> bool {
     args.disk.iter().any(|disk| {
-        disk.contains("vol=")
-            || disk.contains("pool=")
-            || !(disk.contains("path=") || !disk.split(',').next().unwrap_or("").contains('='))
+        let bare_path = !disk.split(',').next().unwrap_or("").contains('=');
+        disk.contains("vol=") || disk.contains("pool=") || !(disk.contains("path=") || bare_path)
     })
 }
 
@@ -173,7 +173,7 @@ fn install(
     say("Creating domain...")?;
     let defined = block_on(client.define_domain(&first))?
         .with_context(|| format!("cannot define domain '{}'", plan.name))?;
-    created.domain = Some(defined.uuid.clone());
+    created.domain = Some((defined.uuid.clone(), defined.name.clone()));
     block_on(client.start(&defined.uuid))?
         .with_context(|| format!("cannot start domain '{}'", plan.name))?;
     let info = block_on(client.domain_info(&defined.uuid))??;
@@ -217,9 +217,7 @@ fn install(
                 say("Domain creation completed.")?;
             } else {
                 say("Domain is still running. Installation may be in progress.")?;
-                say(&format!(
-                    "You can reconnect to the console to complete the installation process."
-                ))?;
+                say("You can reconnect to the console to complete the installation process.")?;
             }
             return Ok(());
         }

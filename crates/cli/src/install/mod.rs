@@ -44,10 +44,10 @@ pub struct InstallArgs {
     #[arg(long)]
     pub disk: Vec<String>,
     /// Install from this ISO, booted from a CD-ROM first.
-    #[arg(short = 'c', long, value_name = "ISO", conflicts_with_all = ["location", "import"])]
+    #[arg(short = 'c', long, value_name = "ISO")]
     pub cdrom: Option<String>,
     /// Install from a tree (directory or ISO): its kernel and initrd boot the installer.
-    #[arg(short = 'l', long, value_name = "TREE", conflicts_with = "import")]
+    #[arg(short = 'l', long, value_name = "TREE")]
     pub location: Option<String>,
     /// Kernel command line of a --location install.
     #[arg(short = 'x', long, value_name = "ARGS", requires = "location")]
@@ -168,8 +168,15 @@ async fn plan(
     if name.is_empty() || name.contains('/') {
         bail!("--name '{name}': not a valid domain name");
     }
+    // One line each, checked here rather than by clap (whose usage text is several lines).
     if args.import && args.cdrom.is_some() {
         bail!("--cdrom and --import cannot be used together");
+    }
+    if args.import && args.location.is_some() {
+        bail!("--location and --import cannot be used together");
+    }
+    if args.cdrom.is_some() && args.location.is_some() {
+        bail!("--cdrom and --location cannot be used together");
     }
     let location = args
         .location

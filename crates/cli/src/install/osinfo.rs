@@ -162,7 +162,7 @@ mod tests {
             Some("http://debian.org/debian/11")
         );
         assert_eq!(lookup("centos7").unwrap().name, "centos7.0");
-        assert_eq!(lookup("name=win11").unwrap().needs_efi, true);
+        assert!(lookup("name=win11").unwrap().needs_efi);
         assert!(!lookup("generic").unwrap().q35());
         let err = lookup("plan9").unwrap_err().to_string();
         assert!(err.contains("oxvirt install --osinfo list"), "{err}");
