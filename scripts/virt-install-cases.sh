@@ -144,8 +144,6 @@ specs=(
     "virt-install-serial-console|no|--name serial $common_import --graphics none --console pty,target_type=serial"
     "virt-install-pc-serial-console|no|--name pcserial $common_import --machine pc --graphics none --console pty,target_type=serial"
     "virt-install-host-passthrough|no|--name passthrough $common_import --cpu host-passthrough"
-    # Windows: local time clock, Hyper-V enlightenments, no virtio devices, UEFI for win11.
-    "virt-install-win10|no|--name win10 --memory 4096 --vcpus 2 --disk path=$img/vm1.qcow2,format=qcow2 --import --os-variant win10 --network network=default --graphics vnc --noautoconsole"
     # Two vCPUs of four, a named CPU model with a feature, VNC on a fixed port with a password.
     "virt-install-cpu-model|no|--name model --memory 1024 --vcpus 2,maxvcpus=4 --cpu Skylake-Client,+vmx --disk path=$img/vm1.qcow2,format=qcow2,cache=writeback,io=threads --import --os-variant debian11 --network bridge=br0,model=e1000 --graphics vnc,port=5901,password=secret --noautoconsole"
     # The seeds' two command lines (issue 9), as written but for the paths: a network install of CentOS 7

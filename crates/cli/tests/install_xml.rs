@@ -32,7 +32,6 @@ const SPECS: &[(&str, bool, &str)] = &[
     ("virt-install-serial-console", false, "--name serial IMPORT --graphics none --console pty,target_type=serial"),
     ("virt-install-pc-serial-console", false, "--name pcserial IMPORT --machine pc --graphics none --console pty,target_type=serial"),
     ("virt-install-host-passthrough", false, "--name passthrough IMPORT --cpu host-passthrough"),
-    ("virt-install-win10", false, "--name win10 --memory 4096 --vcpus 2 --disk path=IMG/vm1.qcow2,format=qcow2 --import --os-variant win10 --network network=default --graphics vnc --noautoconsole"),
     ("virt-install-cpu-model", false, "--name model --memory 1024 --vcpus 2,maxvcpus=4 --cpu Skylake-Client,+vmx --disk path=IMG/vm1.qcow2,format=qcow2,cache=writeback,io=threads --import --os-variant debian11 --network bridge=br0,model=e1000 --graphics vnc,port=5901,password=secret --noautoconsole"),
     ("virt-install-cloud-init", true, "--name ci IMPORT --cloud-init root-password-generate=on"),
     ("virt-install-generic", false, "--name generic --memory 1024 --vcpus 1 --disk path=IMG/vm1.qcow2,format=qcow2 --import --os-variant generic --network network=default --noautoconsole"),
