@@ -11,7 +11,10 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # newer preinstalled qemu-utils (a backport) blocks qemu-system-x86, so both are pinned to bookworm's version.
 # man-db: `man oxvirt`; bash-completion: `oxvirt` completes in bash; tmux: the shell's tests drive it
 # through tmux's pseudo-terminal.
-packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion tmux)
+# xorriso: `oxvirt install`'s cloud-init seed ISO and reading --location ISOs; grub-common, grub-pc-bin,
+# grub-efi-amd64-bin and mtools: the bootable disk the install tests import (grub-mkrescue).
+packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion tmux
+    xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools)
 missing=()
 for p in "${packages[@]}" qemu-system-x86 qemu-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

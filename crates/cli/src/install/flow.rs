@@ -192,7 +192,7 @@ fn install(
         // The serial console until the guest stops or the user detaches.
         crate::console::run(client, &defined.uuid)?;
     } else {
-        print_display(client, &defined.uuid, plan)?;
+        print_display(plan)?;
     }
     let limit = match (args.noautoconsole, wait) {
         (_, Some(limit)) => limit,
@@ -207,7 +207,7 @@ fn install(
         }
         Waited::StillRunning => {
             if phase {
-                spawn_finisher(&defined.uuid, plan, files)?;
+                spawn_finisher(client, &defined.uuid, plan, files)?;
             }
             // Nothing more to remove on failure: the domain is the user's now.
             created.domain = None;
@@ -223,7 +223,7 @@ fn install(
         }
     }
     if phase {
-        finish_first_boot(client, &defined.uuid, plan, files)?;
+        finish_first_boot(client, plan, files)?;
         created.domain = None;
         created.volumes.clear();
         created.files.clear();
@@ -243,20 +243,16 @@ fn install(
 }
 
 /// Where the graphical console is, or how to reach the serial one.
-fn print_display(client: &Client, domain: &str, plan: &Plan) -> anyhow::Result<()> {
+fn print_display(plan: &Plan) -> anyhow::Result<()> {
     match &plan.graphics {
         GraphicsOption::None => say(&format!(
             "Domain is running. Connect to its serial console with: oxvirt console {}",
             plan.name
         )),
-        GraphicsOption::Vnc { .. } | GraphicsOption::Spice { .. } => {
-            let _ = client;
-            let _ = domain;
-            say(&format!(
-                "Domain is running. Its graphical console: oxvirt domdisplay {}",
-                plan.name
-            ))
-        }
+        GraphicsOption::Vnc { .. } | GraphicsOption::Spice { .. } => say(&format!(
+            "Domain is running. Its graphical console: oxvirt domdisplay {}",
+            plan.name
+        )),
     }
 }
 
@@ -292,16 +288,10 @@ fn wait_for_shutoff(
 
 /// The first instance has ended: the final document replaces the install one, and the seed
 /// and kernel copies go.
-fn finish_first_boot(
-    client: &Client,
-    domain: &str,
-    plan: &Plan,
-    files: &BootFiles,
-) -> anyhow::Result<()> {
+fn finish_first_boot(client: &Client, plan: &Plan, files: &BootFiles) -> anyhow::Result<()> {
     block_on(client.define_domain(&plan.final_xml()))?
         .with_context(|| format!("cannot define the final definition of '{}'", plan.name))?;
     remove_boot_files(files);
-    let _ = domain;
     Ok(())
 }
 
@@ -317,7 +307,12 @@ fn remove_boot_files(files: &BootFiles) {
 
 /// `--noautoconsole` with an install phase: a detached `oxvirt install --finish` waits for the
 /// first instance to end and defines the final document (see the module comment).
-fn spawn_finisher(domain: &str, plan: &Plan, files: &BootFiles) -> anyhow::Result<()> {
+fn spawn_finisher(
+    client: &Client,
+    domain: &str,
+    plan: &Plan,
+    files: &BootFiles,
+) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let dir = tempfile::Builder::new()
         .prefix("oxvirt-install-")
@@ -328,7 +323,11 @@ fn spawn_finisher(domain: &str, plan: &Plan, files: &BootFiles) -> anyhow::Resul
     std::fs::write(&xml, plan.final_xml())?;
     let exe = std::env::current_exe().context("cannot find the oxvirt executable")?;
     let mut command = std::process::Command::new(exe);
-    command.args(["__install-finish", domain]).arg(&xml);
+    command
+        .arg("--socket")
+        .arg(client.socket())
+        .args(["__install-finish", domain])
+        .arg(&xml);
     for path in files.seed.iter() {
         command.arg("--remove").arg(path);
     }
