@@ -115,11 +115,10 @@ enum Command {
     },
     /// Create a domain and install or import its OS (virt-install's job and flags).
     Install(Box<install::InstallArgs>),
-    /// Finish a detached install: wait for the first instance to end, define the final XML.
+    /// Finish a detached install: wait for the first instance to end, remove its files.
     #[command(name = "__install-finish", hide = true)]
     InstallFinish {
         domain: String,
-        xml: PathBuf,
         /// Files to remove then (the seed ISO, the installer's kernel).
         #[arg(long)]
         remove: Vec<PathBuf>,
@@ -170,7 +169,13 @@ enum OneShotCommand {
         reason: bool,
     },
     /// Print a domain's XML definition.
-    Dumpxml(DomainArg),
+    Dumpxml {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// The definition for the next start (what `define` gave while it ran).
+        #[arg(long)]
+        inactive: bool,
+    },
     /// Print a domain's UUID (given its name or UUID).
     Domuuid(DomainArg),
     /// Print a running domain's id ("-" when it is inactive).
@@ -253,11 +258,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
         Command::Install(args) => install::run(&client, *args),
-        Command::InstallFinish {
-            domain,
-            xml,
-            remove,
-        } => install::finish(&client, &domain, &xml, &remove),
+        Command::InstallFinish { domain, remove } => install::finish(&client, &domain, &remove),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {
             let started = commands::block_on(client.start(&domain.domain))??;

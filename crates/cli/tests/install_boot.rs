@@ -117,6 +117,13 @@ fn import_boots_the_disk_and_a_cloud_init_seed_lives_for_the_first_boot_only() {
     let first = daemon.oxvirt(&["dumpxml", "ci"]).ok();
     assert!(first.contains(seed.to_str().unwrap()), "{first}");
     assert!(first.contains("ds=nocloud"), "{first}");
+    // The final definition waits in oxvirtd for the next start (define of a running domain).
+    let next = daemon.oxvirt(&["dumpxml", "--inactive", "ci"]).ok();
+    assert!(
+        !next.contains("cloudinit.iso") && !next.contains("ds=nocloud"),
+        "{next}"
+    );
+    assert!(next.contains("<boot dev='hd'/>"), "{next}");
     let mut console = daemon.console_when_ready("ci", BOOT);
     console.expect_text(PROMPT, BOOT);
     // The guest sees the seed's SMBIOS serial.

@@ -7,10 +7,10 @@
 //! A failure (or Ctrl-C while waiting) removes what this run created: the domain, the new
 //! volumes, the seed ISO and the kernel copies, each said on stderr as virt-install says it.
 //!
-//! oxvirtd cannot yet hold a pending definition for a running domain (libvirt's define of a
-//! running domain), so the switch to the final document is made here, by this process, when the
-//! first instance ends: with `--noautoconsole` and no `--wait`, a detached `oxvirt install
-//! --finish` process waits for it instead.
+//! The final document is defined right after the start, while the install phase runs: oxvirtd
+//! keeps it for the next start (libvirt's define of a running domain) and makes it current when
+//! the first instance ends. The seed ISO and kernel copies are deleted then, by this process when
+//! it waits, else (`--noautoconsole`) by a detached `oxvirt __install-finish` process.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -176,6 +176,13 @@ fn install(
     created.domain = Some((defined.uuid.clone(), defined.name.clone()));
     block_on(client.start(&defined.uuid))?
         .with_context(|| format!("cannot start domain '{}'", plan.name))?;
+    if plan.has_install_phase() {
+        // As virt-install: the final definition is defined while the install phase runs, so
+        // oxvirtd keeps it for the next start and makes it the definition when the first
+        // instance ends, whoever is watching then.
+        block_on(client.define_domain(&plan.final_xml()))?
+            .with_context(|| format!("cannot define the final definition of '{}'", plan.name))?;
+    }
     let info = block_on(client.domain_info(&defined.uuid))??;
     for warning in &info.warnings {
         eprintln!("WARNING  {warning}");
@@ -207,7 +214,7 @@ fn install(
         }
         Waited::StillRunning => {
             if phase {
-                spawn_finisher(client, &defined.uuid, plan, files)?;
+                spawn_finisher(client, &defined.uuid, files)?;
             }
             // Nothing more to remove on failure: the domain is the user's now.
             created.domain = None;
@@ -223,7 +230,7 @@ fn install(
         }
     }
     if phase {
-        finish_first_boot(client, plan, files)?;
+        remove_boot_files(files);
         created.domain = None;
         created.volumes.clear();
         created.files.clear();
@@ -286,15 +293,6 @@ fn wait_for_shutoff(
     })?
 }
 
-/// The first instance has ended: the final document replaces the install one, and the seed
-/// and kernel copies go.
-fn finish_first_boot(client: &Client, plan: &Plan, files: &BootFiles) -> anyhow::Result<()> {
-    block_on(client.define_domain(&plan.final_xml()))?
-        .with_context(|| format!("cannot define the final definition of '{}'", plan.name))?;
-    remove_boot_files(files);
-    Ok(())
-}
-
 fn remove_boot_files(files: &BootFiles) {
     if let Some(seed) = &files.seed {
         let _ = std::fs::remove_file(seed);
@@ -305,29 +303,16 @@ fn remove_boot_files(files: &BootFiles) {
     }
 }
 
-/// `--noautoconsole` with an install phase: a detached `oxvirt install --finish` waits for the
-/// first instance to end and defines the final document (see the module comment).
-fn spawn_finisher(
-    client: &Client,
-    domain: &str,
-    plan: &Plan,
-    files: &BootFiles,
-) -> anyhow::Result<()> {
+/// `--noautoconsole` with an install phase: a detached `oxvirt __install-finish` waits for the
+/// first instance to end and removes the seed and the kernel copies.
+fn spawn_finisher(client: &Client, domain: &str, files: &BootFiles) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
-    let dir = tempfile::Builder::new()
-        .prefix("oxvirt-install-")
-        .tempdir()
-        .context("cannot make a temporary directory")?
-        .keep();
-    let xml = dir.join("final.xml");
-    std::fs::write(&xml, plan.final_xml())?;
     let exe = std::env::current_exe().context("cannot find the oxvirt executable")?;
     let mut command = std::process::Command::new(exe);
     command
         .arg("--socket")
         .arg(client.socket())
-        .args(["__install-finish", domain])
-        .arg(&xml);
+        .args(["__install-finish", domain]);
     for path in files.seed.iter() {
         command.arg("--remove").arg(path);
     }
@@ -348,11 +333,9 @@ fn spawn_finisher(
     Ok(())
 }
 
-/// `oxvirt __install-finish DOMAIN FINAL.XML [--remove FILE]...`: waits for the domain's first
-/// instance to end, then defines FINAL.XML and removes the files.
-pub fn finish(client: &Client, domain: &str, xml: &Path, remove: &[PathBuf]) -> anyhow::Result<()> {
-    let final_xml =
-        std::fs::read_to_string(xml).with_context(|| format!("cannot read {}", xml.display()))?;
+/// `oxvirt __install-finish DOMAIN [--remove FILE]...`: waits for the domain's first instance
+/// to end (oxvirtd then makes the final definition current), then removes the files.
+pub fn finish(client: &Client, domain: &str, remove: &[PathBuf]) -> anyhow::Result<()> {
     loop {
         let info = block_on(client.domain_info(domain))??;
         if !info.state.is_active() {
@@ -360,12 +343,8 @@ pub fn finish(client: &Client, domain: &str, xml: &Path, remove: &[PathBuf]) -> 
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    block_on(client.define_domain(&final_xml))??;
     for file in remove {
         let _ = std::fs::remove_file(file);
-    }
-    if let Some(dir) = xml.parent() {
-        let _ = std::fs::remove_dir_all(dir);
     }
     Ok(())
 }
