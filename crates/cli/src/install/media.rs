@@ -183,4 +183,44 @@ mod tests {
         assert!(Location::open("/nonexistent/tree").is_err());
         assert!(check_iso("/nonexistent.iso").is_err());
     }
+
+    /// An ISO tree is read with xorriso (skipped where xorriso is not installed).
+    #[test]
+    fn an_iso_tree_gives_its_kernel_and_os() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("images/pxeboot")).unwrap();
+        std::fs::write(tree.join("images/pxeboot/vmlinuz"), "kernel-bytes").unwrap();
+        std::fs::write(tree.join("images/pxeboot/initrd.img"), "initrd-bytes").unwrap();
+        std::fs::write(
+            tree.join(".treeinfo"),
+            "[general]\nfamily = Fedora\nversion = 37\n",
+        )
+        .unwrap();
+        let iso = dir.path().join("tree.iso");
+        let made = Command::new("xorriso")
+            .args(["-as", "genisoimage", "-o"])
+            .arg(&iso)
+            .args(["-V", "TREE", "-J", "-r"])
+            .arg(&tree)
+            .output();
+        let Ok(made) = made else {
+            eprintln!("xorriso is not installed: skipped");
+            return;
+        };
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let location = Location::open(iso.to_str().unwrap()).unwrap();
+        assert_eq!(
+            location.find_kernel().unwrap(),
+            ("images/pxeboot/vmlinuz", "images/pxeboot/initrd.img")
+        );
+        assert_eq!(location.detect_os().unwrap().as_deref(), Some("fedora37"));
+        let out = dir.path().join("vmlinuz");
+        location.copy_out("images/pxeboot/vmlinuz", &out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"kernel-bytes");
+    }
 }
