@@ -136,6 +136,18 @@ fn bad_input_is_refused_and_leaves_nothing() {
         nothing_left(&daemon, &boot, what);
     }
 
+    // A dry run checks with oxvirtd and creates nothing.
+    let out = install(&[
+        "--os-variant",
+        "debian11",
+        "--import",
+        "--disk",
+        "pool=imgs,size=1",
+        "--dry-run",
+    ]);
+    assert!(out.ok().contains("Dry run completed successfully"));
+    nothing_left(&daemon, &boot, "dry run");
+
     // A name already defined: the existing domain stays, nothing new is made.
     let kit_disk = support::make_disk(daemon.dir.path(), "taken.img", 2048);
     let xml = format!(

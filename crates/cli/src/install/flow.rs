@@ -76,7 +76,9 @@ fn needs_daemon(args: &InstallArgs) -> bool {
 }
 
 pub fn run(client: &Client, args: InstallArgs) -> anyhow::Result<()> {
-    let offline = (args.print_xml || args.dry_run) && !needs_daemon(&args);
+    // `--dry-run` asks oxvirtd (the name must be free, pools must have room); `--print-xml` of
+    // file paths needs no daemon.
+    let offline = args.print_xml && !needs_daemon(&args);
     let daemon = (!offline).then_some(client);
     let (plan, resolved, files, seed) = block_on(plan(daemon, &args))??;
     if args.print_xml {
@@ -87,12 +89,10 @@ pub fn run(client: &Client, args: InstallArgs) -> anyhow::Result<()> {
         out.write_all(plan.final_xml().as_bytes())?;
         return Ok(());
     }
-    if !offline {
-        match block_on(client.domain_info(&plan.name))? {
-            Ok(_) => bail!("Guest name '{}' is already in use.", plan.name),
-            Err(err) if err.api_code() == Some(oxvirt_api::code::NOT_FOUND) => {}
-            Err(err) => return Err(err.into()),
-        }
+    match block_on(client.domain_info(&plan.name))? {
+        Ok(_) => bail!("Guest name '{}' is already in use.", plan.name),
+        Err(err) if err.api_code() == Some(oxvirt_api::code::NOT_FOUND) => {}
+        Err(err) => return Err(err.into()),
     }
     if args.dry_run {
         println!("Dry run completed successfully");
@@ -195,15 +195,18 @@ fn install(
         .wait
         .map(|minutes| (minutes >= 0).then(|| Duration::from_secs(minutes.unsigned_abs() * 60)));
     let text_console = plan.graphics == GraphicsOption::None;
-    if !args.noautoconsole && wait.is_none() && text_console {
+    let attach = !args.noautoconsole && wait.is_none() && text_console;
+    if attach {
         // The serial console until the guest stops or the user detaches.
         crate::console::run(client, &defined.uuid)?;
     } else {
         print_display(plan)?;
     }
+    // As virt-install: after the console, only a check (the user may have detached); with no
+    // console to attach, wait for the end (its default `--wait -1`); `--noautoconsole`: no wait.
     let limit = match (args.noautoconsole, wait) {
         (_, Some(limit)) => limit,
-        // No --wait: attached (or shown a display) means waiting for the end, as virt-install.
+        _ if attach => Some(Duration::from_secs(2)),
         (false, None) => None,
         (true, None) => Some(Duration::ZERO),
     };
@@ -220,7 +223,7 @@ fn install(
             created.domain = None;
             created.volumes.clear();
             created.files.clear();
-            if args.noautoconsole && limit == Some(Duration::ZERO) && !phase {
+            if !phase {
                 say("Domain creation completed.")?;
             } else {
                 say("Domain is still running. Installation may be in progress.")?;
