@@ -11,10 +11,13 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 # newer preinstalled qemu-utils (a backport) blocks qemu-system-x86, so both are pinned to bookworm's version.
 # man-db: `man oxvirt`; bash-completion: `oxvirt` completes in bash; tmux: the shell's tests drive it
 # through tmux's pseudo-terminal; vncsnapshot and xorriso: the graphical console's tests connect a real VNC client
-# and make CD-ROM media. `oxvirt builder` (docs/builder.md): mmdebstrap, fdisk, e2fsprogs, dosfstools, mtools,
+# and make CD-ROM media; xorriso also makes `oxvirt install`'s cloud-init seed ISO and reads --location ISOs.
+# grub-common, grub-pc-bin, grub-efi-amd64-bin, mtools: the bootable media the install tests use
+# (grub-mkrescue). `oxvirt builder` (docs/builder.md): mmdebstrap, fdisk, e2fsprogs, dosfstools, mtools,
 # grub-pc-bin (grub-bios-setup), mount.
 packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion tmux
-          vncsnapshot xorriso mmdebstrap fdisk e2fsprogs dosfstools mtools grub-pc-bin mount)
+          vncsnapshot xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap fdisk e2fsprogs
+          dosfstools mount)
 missing=()
 for p in "${packages[@]}" qemu-system-x86 qemu-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

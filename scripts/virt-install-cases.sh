@@ -11,6 +11,9 @@
 #     (/var/lib/oxvirt/images/vm1.qcow2, /tmp/debian.iso);
 #   - the random <uuid> and interface <mac> are replaced by fixed ones derived from the case name, so the
 #     references do not change at every run (the cases README asks cases for both);
+#   - the random part of the names of the kernel and initrd a --location install copies out of the tree
+#     (/var/lib/libvirt/boot/virtinst-RANDOM-vmlinuz) and of the cloud-init seed ISO is cut out (virtinst-vmlinuz,
+#     virtinst-cloudinit.iso), for the same reason;
 # The commands are listed below (`specs`); the cases README lists them too. (An XML comment cannot hold them:
 # `--` is not allowed inside one.)
 # A command that installs from media gives two documents: the definition virt-install keeps (stored as NAME)
@@ -56,13 +59,30 @@ mkdir -p "$root" "$work/var/lib/oxvirt/images" "$work/tmp"
 export LIBVIRT_LOG_OUTPUTS="1:file:$work/libvirt.log"
 
 # The files the commands name, under $work (cut out of the stored paths): empty qcow2 images (their format is
-# read from the header, see the wrapper) and an empty ISO.
-for f in vm1.qcow2 debian-11-genericcloud-amd64.qcow2 data.qcow2; do
+# read from the header, see the wrapper) and an empty ISO. A `size=` disk is one of them too: the embedded
+# driver has no storage driver to create it with, and virt-install writes the same XML for an existing image.
+for f in vm1.qcow2 debian-11-genericcloud-amd64.qcow2 data.qcow2 centos7.qcow2 seedcd.qcow2; do
     qemu-img create -q -f qcow2 "$work/var/lib/oxvirt/images/$f" 20G
 done
 truncate -s 1M "$work/tmp/debian.iso"
 img=$work/var/lib/oxvirt/images
 iso=$work/tmp/debian.iso
+# An install tree for --location, laid out as CentOS 7's (virt-install reads .treeinfo to find the
+# kernel and initrd and to detect the OS): the files only need to exist.
+tree=$work/tmp/centos7
+mkdir -p "$tree/images/pxeboot"
+printf 'kernel\n' > "$tree/images/pxeboot/vmlinuz"
+printf 'initrd\n' > "$tree/images/pxeboot/initrd.img"
+cat > "$tree/.treeinfo" << 'EOF_TREEINFO'
+[general]
+family = CentOS
+version = 7
+arch = x86_64
+name = CentOS 7
+[images-x86_64]
+kernel = images/pxeboot/vmlinuz
+initrd = images/pxeboot/initrd.img
+EOF_TREEINFO
 
 cat > "$work/virt-install.py" << 'EOF'
 import os
@@ -106,7 +126,8 @@ sys.argv[0] = "virt-install"
 virtinstall.runcli()
 EOF
 
-# NAME|keep the install document too (yes/no)|virt-install arguments (word-split; no spaces inside one)
+# NAME|keep the install document too (yes/no)|virt-install arguments (split into words as a shell does, so an
+# argument with spaces is quoted; the paths hold no spaces or quotes)
 common_import="--memory 1024 --vcpus 1 --disk path=$img/debian-11-genericcloud-amd64.qcow2,format=qcow2 --import --os-variant debian11 --network network=default --noautoconsole"
 specs=(
     "virt-install-cdrom|yes|--name vm1 --memory 2048 --vcpus 2 --disk path=$img/vm1.qcow2,size=20,format=qcow2 --cdrom $iso --os-variant debian11 --network network=default --graphics vnc,listen=0.0.0.0 --noautoconsole"
@@ -123,6 +144,16 @@ specs=(
     "virt-install-serial-console|no|--name serial $common_import --graphics none --console pty,target_type=serial"
     "virt-install-pc-serial-console|no|--name pcserial $common_import --machine pc --graphics none --console pty,target_type=serial"
     "virt-install-host-passthrough|no|--name passthrough $common_import --cpu host-passthrough"
+    # Two vCPUs of four, a named CPU model with a feature, VNC on a fixed port with a password.
+    "virt-install-cpu-model|no|--name model --memory 1024 --vcpus 2,maxvcpus=4 --cpu Skylake-Client,+vmx --disk path=$img/vm1.qcow2,format=qcow2,cache=writeback,io=threads --import --os-variant debian11 --network bridge=br0,model=e1000 --graphics vnc,port=5901,password=secret --noautoconsole"
+    # The seeds' two command lines (issue 9), as written but for the paths: a network install of CentOS 7
+    # from a tree with a serial console, and a CD-ROM install shown on VNC.
+    "virt-install-seed-location|yes|--network bridge:br0 --name centos7 --ram=4096 --vcpus=2 --disk path=$img/centos7.qcow2,format=qcow2,bus=virtio,cache=none,size=16 --graphics none --location $tree --extra-args='console=tty0 console=ttyS0,115200'"
+    # An import with a cloud-init NoCloud seed (virt-install generates the root password and the seed ISO).
+    "virt-install-cloud-init|yes|--name ci $common_import --cloud-init root-password-generate=on"
+    # --os-variant generic: what virt-install picks for an OS it knows nothing about.
+    "virt-install-generic|no|--name generic --memory 1024 --vcpus 1 --disk path=$img/vm1.qcow2,format=qcow2 --import --os-variant generic --network network=default --noautoconsole"
+    "virt-install-seed-cdrom|yes|--name seedcd --memory 2048 --vcpus 2 --disk path=$img/seedcd.qcow2,size=8,format=qcow2 --cdrom $iso --os-variant debian11 --graphics vnc,listen=0.0.0.0"
 )
 
 # A fixed UUID and MAC for a case, from its name.
@@ -138,8 +169,8 @@ for spec in "${specs[@]}"; do
         for w in "${wanted[@]}"; do [ "$w" = "$name" ] && match=yes; done
         [ $match = yes ] || continue
     fi
-    # shellcheck disable=SC2086 # the arguments are meant to be split into words
-    if ! /usr/bin/python3 "$work/virt-install.py" --connect "qemu:///embed?root=$root" --print-xml $args \
+    eval "argv=($args)"
+    if ! /usr/bin/python3 "$work/virt-install.py" --connect "qemu:///embed?root=$root" --print-xml "${argv[@]}" \
         > "$work/out.xml" 2> "$work/err"; then
         cat "$work/err" >&2
         die "$name: virt-install failed"
@@ -160,6 +191,7 @@ for spec in "${specs[@]}"; do
         sed -e "s|$work||g" \
             -e "s|<uuid>[^<]*</uuid>|<uuid>$(fixed_uuid "$case_name")</uuid>|" \
             -e "s|<mac address=\"[^\"]*\"/>|<mac address=\"$(fixed_mac "$case_name")\"/>|" \
+            -e "s,/virtinst-[a-z0-9_]*-\(vmlinuz<\|initrd\.img<\|cloudinit\.iso\"\),/virtinst-\1," \
             "$file" > "$cases/$case_name.xml"
         log "$case_name: virt-install $shown"
         made+=("$case_name")

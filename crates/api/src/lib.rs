@@ -418,6 +418,15 @@ impl Client {
         Ok(doc.xml)
     }
 
+    /// `GET /v1/domains/{id}/inactive-xml`: the definition for the next start (`dumpxml
+    /// --inactive`): what `define` gave while the domain ran, else its definition.
+    pub async fn domain_inactive_xml(&self, id: &str) -> Result<String, ClientError> {
+        let doc: XmlDocument = self
+            .call(Method::GET, domain_path(id, "/inactive-xml"), None)
+            .await?;
+        Ok(doc.xml)
+    }
+
     /// `PUT /v1/domains/{id}/xml`: replace the definition (name and uuid must stay the same).
     pub async fn replace_domain_xml(
         &self,

@@ -74,7 +74,13 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
         Command::Domstate { domain, reason } => {
             format::domstate(&client.domain_info(&domain.domain).await?, reason)
         }
-        Command::Dumpxml(arg) => client.domain_xml(&arg.domain).await?,
+        Command::Dumpxml { domain, inactive } => {
+            if inactive {
+                client.domain_inactive_xml(&domain.domain).await?
+            } else {
+                client.domain_xml(&domain.domain).await?
+            }
+        }
         Command::Domuuid(arg) => format!("{}\n", client.domain_info(&arg.domain).await?.uuid),
         Command::Domid(arg) => match client.domain_info(&arg.domain).await?.id {
             Some(id) => format!("{id}\n"),

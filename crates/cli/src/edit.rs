@@ -17,7 +17,8 @@ use crate::commands::block_on;
 /// Runs the edit session of a domain; returns the message to print on success.
 pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
     let info = block_on(client.domain_info(domain))??;
-    let original = block_on(client.domain_xml(&info.uuid))??;
+    // virsh edits the persistent definition: of a running domain, the one for its next start.
+    let original = block_on(client.domain_inactive_xml(&info.uuid))??;
     let subject = format!("Domain '{}'", info.name);
     edit_definition(
         &original,

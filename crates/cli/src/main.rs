@@ -23,6 +23,7 @@ mod edit;
 mod format;
 mod generate;
 mod img;
+mod install;
 mod net;
 mod pool;
 mod secret;
@@ -118,6 +119,16 @@ enum Command {
         /// Directory to write the pages into (created if missing).
         dir: PathBuf,
     },
+    /// Create a domain and install or import its OS (virt-install's job and flags).
+    Install(Box<install::InstallArgs>),
+    /// Finish a detached install: wait for the first instance to end, remove its files.
+    #[command(name = "__install-finish", hide = true)]
+    InstallFinish {
+        domain: String,
+        /// Files to remove then (the seed ISO, the installer's kernel).
+        #[arg(long)]
+        remove: Vec<PathBuf>,
+    },
     /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -164,7 +175,13 @@ enum OneShotCommand {
         reason: bool,
     },
     /// Print a domain's XML definition.
-    Dumpxml(DomainArg),
+    Dumpxml {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// The definition for the next start (what `define` gave while it ran).
+        #[arg(long)]
+        inactive: bool,
+    },
     /// Print a domain's UUID (given its name or UUID).
     Domuuid(DomainArg),
     /// Print a running domain's id ("-" when it is inactive).
@@ -247,6 +264,8 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
         Command::Builder(args) => builder::run(args),
+        Command::Install(args) => install::run(&client, *args),
+        Command::InstallFinish { domain, remove } => install::finish(&client, &domain, &remove),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {
             let started = commands::block_on(client.start(&domain.domain))??;

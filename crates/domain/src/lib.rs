@@ -22,6 +22,7 @@ pub mod pool;
 mod rules;
 pub mod secret;
 mod storage;
+mod sysinfo;
 mod units;
 mod validate;
 pub mod volume;
@@ -92,6 +93,7 @@ impl Domain {
             iothreads: None,
             cputune: None,
             numatune: None,
+            sysinfo: None,
             os: Os::default(),
             features: Features::default(),
             engine: Engine::Qemu,

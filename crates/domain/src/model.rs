@@ -119,6 +119,8 @@ pub struct Domain {
     pub cputune: Option<CpuTune>,
     /// `<numatune>`: where on the host's NUMA nodes guest memory goes.
     pub numatune: Option<NumaTune>,
+    /// `<sysinfo type='smbios'>`: SMBIOS strings (see sysinfo.rs).
+    pub sysinfo: Option<Sysinfo>,
     pub os: Os,
     pub features: Features,
     pub cpu: Option<Cpu>,
@@ -487,6 +489,24 @@ pub enum FeaturePolicy {
     Forbid,
 }
 
+/// `<sysinfo type='smbios'>`: the `<system>` table's entries (name, value) in libvirt's order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sysinfo {
+    pub system: Vec<(String, String)>,
+    pub line: SourceLine,
+}
+
+/// `<os><smbios mode=...>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SmbiosMode {
+    /// QEMU's own strings (the default).
+    Emulate,
+    /// The host's strings.
+    Host,
+    /// The strings of `<sysinfo>`.
+    Sysinfo,
+}
+
 /// `<os>`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Os {
@@ -507,6 +527,9 @@ pub struct Os {
     pub bootmenu: Option<BootMenu>,
     /// `<bios rebootTimeout=...>`, milliseconds; -1 disables rebooting.
     pub bios_reboot_timeout: Option<i32>,
+    /// `<smbios mode=...>`: where the guest's SMBIOS strings come from.
+    pub smbios: Option<SmbiosMode>,
+    pub smbios_line: SourceLine,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
     pub type_line: SourceLine,

@@ -339,13 +339,26 @@ fn drive_address(target: &DiskTarget) -> Option<Address> {
     Some(Address::Drive(address))
 }
 
-/// Controllers without an index get the lowest index unused by their type.
+/// Controllers without an index get the lowest index unused by their type; a USB companion
+/// (with `<master>`) takes the index of the USB controller before it, its master, as libvirt
+/// gives it (virt-install writes an ich9-ehci1 and its three ich9-uhci companions unindexed).
 fn assign_controller_indexes(controllers: &mut [Controller]) {
     for i in 0..controllers.len() {
         if controllers[i].index != UNSET_INDEX {
             continue;
         }
         let kind = controllers[i].controller_type;
+        if kind == ControllerType::Usb && controllers[i].master_startport.is_some() {
+            let master = controllers[..i]
+                .iter()
+                .rev()
+                .find(|c| c.controller_type == ControllerType::Usb)
+                .map(|c| c.index);
+            if let Some(index) = master {
+                controllers[i].index = index;
+                continue;
+            }
+        }
         let mut index = 0;
         while controllers
             .iter()

@@ -59,6 +59,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut engine = None;
     let mut metadata = None;
     let mut pm = None;
+    let mut sysinfo = None;
     let root_loc = root.loc();
     // Lines of the children that have no struct of their own.
     let mut memory_line = SourceLine::NONE;
@@ -153,6 +154,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let parsed = parse_numatune(&mut child)?;
                 set_once(&mut numatune, parsed, &child)?;
             }
+            "sysinfo" => {
+                let parsed = crate::sysinfo::parse(&mut child)?;
+                set_once(&mut sysinfo, parsed, &child)?;
+            }
             "os" => {
                 let parsed = parse_os(&mut child)?;
                 set_once(&mut os, parsed, &child)?;
@@ -214,6 +219,9 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         what: "element <os>".to_string(),
         location: root_loc.clone(),
     })?;
+    if let Some(uuid) = &uuid {
+        crate::sysinfo::check_uuid(sysinfo.as_ref(), uuid)?;
+    }
     Ok(Domain {
         domain_type,
         name: name.ok_or_else(|| DomainError::Missing {
@@ -234,6 +242,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         iothreads,
         cputune,
         numatune,
+        sysinfo,
         os,
         features: features.unwrap_or_default(),
         cpu,
@@ -627,6 +636,14 @@ fn parse_os(elem: &mut Elem) -> Result<Os> {
                 }
                 child.finish_attrs()?;
                 child.leaf()?;
+            }
+            "smbios" => {
+                if os.smbios.is_some() {
+                    return Err(child.duplicate());
+                }
+                let (mode, line) = crate::sysinfo::parse_mode(&mut child)?;
+                os.smbios = Some(mode);
+                os.smbios_line = line;
             }
             _ => return Err(child.unsupported()),
         }

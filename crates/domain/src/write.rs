@@ -138,6 +138,17 @@ pub(crate) fn to_xml(d: &Domain) -> String {
     if let Some(tune) = &d.numatune {
         write_numatune(&mut w, tune);
     }
+    if let Some(sysinfo) = &d.sysinfo {
+        w.start("sysinfo", &[("type", s("smbios"))]);
+        if !sysinfo.system.is_empty() {
+            w.start("system", &[]);
+            for (name, value) in &sysinfo.system {
+                w.text("entry", &[("name", s(name))], value);
+            }
+            w.end("system");
+        }
+        w.end("sysinfo");
+    }
     write_os(&mut w, &d.os);
     if d.features != Features::default() {
         w.start("features", &[]);
@@ -335,6 +346,12 @@ fn write_os(w: &mut Writer, os: &Os) {
                 ("enable", s(yes_no(menu.enable))),
                 ("timeout", menu.timeout.map(|t| t.to_string())),
             ],
+        );
+    }
+    if let Some(mode) = os.smbios {
+        w.empty(
+            "smbios",
+            &[("mode", s(name_of(crate::sysinfo::SMBIOS_MODES, mode)))],
         );
     }
     if let Some(t) = os.bios_reboot_timeout {

@@ -174,48 +174,57 @@ fn os(per_device_boot: bool) -> impl Strategy<Value = Os> {
         boot,
         option::of((any::<bool>(), option::of(0u32..=65535))),
         option::of(-1i32..=65535),
+        option::of(select(vec![
+            oxvirt_domain::SmbiosMode::Emulate,
+            oxvirt_domain::SmbiosMode::Host,
+            oxvirt_domain::SmbiosMode::Sysinfo,
+        ])),
     )
         .prop_map(
-            |(firmware, machine, loader, nvram, kernel, cmdline, boot, bootmenu, bios)| Os {
-                firmware,
-                arch: "x86_64".to_string(),
-                machine: machine.to_string(),
-                loader: loader.map(|(path, readonly, secure, loader_type)| Loader {
-                    // Without firmware autoselection a loader names its file (as in libvirt).
-                    path: path.or_else(|| {
-                        firmware
-                            .is_none()
-                            .then(|| "/usr/share/OVMF/OVMF_CODE.fd".to_string())
-                    }),
-                    readonly,
-                    secure,
-                    loader_type,
-                    line: SourceLine::NONE,
-                }),
-                // A BIOS has no NVRAM (libvirt refuses one).
-                nvram: nvram.filter(|_| firmware != Some(Firmware::Bios)).map(
-                    |(path, template)| Nvram {
-                        path,
-                        template,
+            |(firmware, machine, loader, nvram, kernel, cmdline, boot, bootmenu, bios, smbios)| {
+                Os {
+                    firmware,
+                    arch: "x86_64".to_string(),
+                    machine: machine.to_string(),
+                    loader: loader.map(|(path, readonly, secure, loader_type)| Loader {
+                        // Without firmware autoselection a loader names its file (as in libvirt).
+                        path: path.or_else(|| {
+                            firmware
+                                .is_none()
+                                .then(|| "/usr/share/OVMF/OVMF_CODE.fd".to_string())
+                        }),
+                        readonly,
+                        secure,
+                        loader_type,
                         line: SourceLine::NONE,
-                    },
-                ),
-                kernel: kernel.as_ref().map(|(k, _)| k.clone()),
-                initrd: kernel.and_then(|(_, i)| i),
-                cmdline,
-                boot,
-                bootmenu: bootmenu.map(|(enable, timeout)| BootMenu {
-                    enable,
-                    timeout,
+                    }),
+                    // A BIOS has no NVRAM (libvirt refuses one).
+                    nvram: nvram.filter(|_| firmware != Some(Firmware::Bios)).map(
+                        |(path, template)| Nvram {
+                            path,
+                            template,
+                            line: SourceLine::NONE,
+                        },
+                    ),
+                    kernel: kernel.as_ref().map(|(k, _)| k.clone()),
+                    initrd: kernel.and_then(|(_, i)| i),
+                    cmdline,
+                    boot,
+                    bootmenu: bootmenu.map(|(enable, timeout)| BootMenu {
+                        enable,
+                        timeout,
+                        line: SourceLine::NONE,
+                    }),
+                    bios_reboot_timeout: bios,
+                    smbios,
+                    smbios_line: SourceLine::NONE,
                     line: SourceLine::NONE,
-                }),
-                bios_reboot_timeout: bios,
-                line: SourceLine::NONE,
-                type_line: SourceLine::NONE,
-                kernel_line: SourceLine::NONE,
-                initrd_line: SourceLine::NONE,
-                cmdline_line: SourceLine::NONE,
-                boot_lines: SourceLines::default(),
+                    type_line: SourceLine::NONE,
+                    kernel_line: SourceLine::NONE,
+                    initrd_line: SourceLine::NONE,
+                    cmdline_line: SourceLine::NONE,
+                    boot_lines: SourceLines::default(),
+                }
             },
         )
 }
@@ -1228,6 +1237,8 @@ prop_compose! {
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
             iothreads,
             numatune,
+            // <sysinfo> round trips are the sysinfo-* cases' (tests/cases.rs).
+            sysinfo: None,
             cputune: cputune.map(|_| CpuTune {
                 shares: tune_shares,
                 period: tune_period,

@@ -92,6 +92,7 @@ impl Planner {
             iothreads,
             cputune,
             numatune,
+            sysinfo,
             os,
             // ACPI, APIC and PAE are always there: the VMM describes the machine with ACPI only.
             // VMware's I/O port is never there (vmport='on' is refused below).
@@ -142,6 +143,9 @@ impl Planner {
         );
         if let Some(tune) = numatune {
             self.no("<numatune>", tune.line, "no host NUMA memory policy");
+        }
+        if let Some(sysinfo) = sysinfo {
+            self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
         }
         if iothreads.is_some() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
@@ -201,6 +205,9 @@ impl Planner {
             bootmenu,
             // No firmware, so nothing to reboot after a failed boot.
             bios_reboot_timeout: _,
+            // Refused below when it asks for other strings than none at all.
+            smbios,
+            smbios_line,
             line,
             // Machine and arch are not refused; kernel, initrd and command line are taken.
             type_line: _,
@@ -209,6 +216,12 @@ impl Planner {
             cmdline_line: _,
             boot_lines,
         } = os;
+        if matches!(
+            smbios,
+            Some(oxvirt_domain::SmbiosMode::Host | oxvirt_domain::SmbiosMode::Sysinfo)
+        ) {
+            self.no("<os/smbios>", *smbios_line, "no SMBIOS tables");
+        }
         if firmware.is_some() {
             self.no(
                 "<os firmware=...>",

@@ -1316,3 +1316,34 @@ fn uefi_flash_and_nvram_are_libvirts_pflash_nodes() {
         "/usr/share/seabios/bios.bin"
     );
 }
+
+/// `<os><smbios mode='sysinfo'>`: the `<sysinfo>` system strings are SMBIOS table 1, as libvirt
+/// passes them (commas doubled); without the mode (or with 'emulate') QEMU keeps its own.
+#[test]
+fn sysinfo_system_strings_become_smbios_type_1() {
+    let with_mode = |mode: &str| {
+        format!(
+            "<domain type='kvm'>
+               <name>vm1</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
+               <memory unit='KiB'>219100</memory>
+               <sysinfo type='smbios'><system>
+                 <entry name='serial'>ds=nocloud;s=http://h/,x</entry>
+                 <entry name='manufacturer'>oxvirt</entry>
+               </system></sysinfo>
+               <os><type arch='x86_64' machine='pc'>hvm</type>{mode}</os>
+               <devices/>
+             </domain>"
+        )
+    };
+    let args = args_of(&with_mode("<smbios mode='sysinfo'/>"), Accel::Tcg);
+    assert_eq!(
+        value(&args, "-smbios"),
+        "type=1,manufacturer=oxvirt,serial=ds=nocloud;s=http://h/,,x"
+    );
+    assert!(values(&args_of(&with_mode(""), Accel::Tcg), "-smbios").is_empty());
+    let emulate = with_mode("<smbios mode='emulate'/>");
+    assert!(values(&args_of(&emulate, Accel::Tcg), "-smbios").is_empty());
+    let (element, reason) = unsupported(&with_mode("<smbios mode='host'/>"));
+    assert_eq!(element, "os/smbios");
+    assert!(reason.contains("host"), "{reason}");
+}

@@ -18,6 +18,7 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains", get(list).post(define))
         .route("/v1/domains/{id}", get(info).delete(undefine))
         .route("/v1/domains/{id}/xml", get(xml).put(replace_xml))
+        .route("/v1/domains/{id}/inactive-xml", get(inactive_xml))
         .route("/v1/domains/{id}/autostart", put(autostart));
     for action in Action::ALL {
         router = router.route(
@@ -52,6 +53,19 @@ async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> R
     blocking(services, "dumpxml", move |d| {
         Ok(XmlDocument {
             xml: d.domains.xml(&id)?,
+        })
+    })
+    .await
+}
+
+/// `dumpxml --inactive`: the definition for the next start.
+async fn inactive_xml(
+    State(services): State<Arc<Services>>,
+    Path(id): Path<String>,
+) -> Reply<XmlDocument> {
+    blocking(services, "dumpxml --inactive", move |d| {
+        Ok(XmlDocument {
+            xml: d.domains.inactive_xml(&id)?,
         })
     })
     .await

@@ -190,6 +190,16 @@ impl Domains {
         Ok(self.live_xml(&record)?.unwrap_or(record.xml))
     }
 
+    /// `dumpxml --inactive`: the definition the domain has when it next starts (what `define`
+    /// gave while it ran, else its definition).
+    pub fn inactive_xml(&self, id: &str) -> DaemonResult<String> {
+        let record = self.guests.resolve(id)?;
+        let next = self.store.transaction_or(db, |tx| {
+            store::next_definition(tx, &record.uuid).map_err(db)
+        })?;
+        Ok(next.unwrap_or(record.xml))
+    }
+
     /// virsh define: create, or update an inactive domain with the same name and uuid.
     pub fn define(&self, xml: &str) -> DaemonResult<DomainSummary> {
         let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
@@ -235,10 +245,11 @@ impl Domains {
                     }
                     (Some(a), Some(b)) if a.uuid == b.uuid => {
                         if store::runtime(tx, &a.uuid).map_err(db)?.is_some() {
-                            return Err(invalid_state(format!(
-                                "domain '{}' is running; shut it off before redefining it",
-                                a.name
-                            )));
+                            // libvirt's define of a running domain: the new definition is for
+                            // its next start; the running guest keeps what it was started with.
+                            store::set_next_definition(tx, &a.uuid, &new_xml, &engine)
+                                .map_err(db)?;
+                            return Ok(a);
                         }
                         store::update_domain_xml(tx, &a.uuid, &new_xml, &engine).map_err(db)?;
                         refuse_mac_clash(tx, &a.uuid, &a.name)?;
@@ -265,7 +276,8 @@ impl Domains {
         self.summary(&record)
     }
 
-    /// virsh edit's write: replace the definition of an inactive domain (same name and uuid).
+    /// virsh edit's write: replace the definition (same name and uuid); of a running domain, the
+    /// definition for its next start.
     pub fn replace_xml(&self, id: &str, xml: &str) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let mut domain = oxvirt_domain::parse_domain_xml(xml).map_err(definition_error)?;
@@ -299,10 +311,9 @@ impl Domains {
         let new_xml = domain.to_xml();
         self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
-                return Err(invalid_state(format!(
-                    "domain '{}' is running; shut it off before changing its definition",
-                    record.name
-                )));
+                // As `virsh edit` of a running domain: the edit is for its next start.
+                return store::set_next_definition(tx, &record.uuid, &new_xml, &engine)
+                    .map_err(db);
             }
             store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
             refuse_mac_clash(tx, &record.uuid, &record.name)

@@ -109,8 +109,57 @@ pub fn update_domain_xml(
     index_macs(tx, &uuid.to_string(), false, xml)
 }
 
+/// Stores the definition a running domain takes when it stops (replacing an earlier one).
+pub fn set_next_definition(
+    tx: &Transaction<'_>,
+    uuid: &Uuid,
+    xml: &str,
+    engine: &str,
+) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO next_definitions (uuid, xml, engine) VALUES (?1, ?2, ?3)
+         ON CONFLICT(uuid) DO UPDATE SET xml = excluded.xml, engine = excluded.engine",
+        params![uuid.to_string(), xml, engine],
+    )?;
+    Ok(())
+}
+
+/// The definition a running domain takes when it stops, if `define` gave one.
+pub fn next_definition(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<Option<String>> {
+    tx.query_row(
+        "SELECT xml FROM next_definitions WHERE uuid = ?1",
+        params![uuid.to_string()],
+        |row| row.get(0),
+    )
+    .optional()
+}
+
+/// The domain stopped: its next definition, if any, becomes its definition.
+pub fn apply_next_definition(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<bool> {
+    let next: Option<(String, String)> = tx
+        .query_row(
+            "SELECT xml, engine FROM next_definitions WHERE uuid = ?1",
+            params![uuid.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((xml, engine)) = next else {
+        return Ok(false);
+    };
+    update_domain_xml(tx, uuid, &xml, &engine)?;
+    tx.execute(
+        "DELETE FROM next_definitions WHERE uuid = ?1",
+        params![uuid.to_string()],
+    )?;
+    Ok(true)
+}
+
 /// Deletes a definition and its MAC addresses (the live ones go with the live definition).
 pub fn delete_domain(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM next_definitions WHERE uuid = ?1",
+        params![uuid.to_string()],
+    )?;
     tx.execute(
         "DELETE FROM domains WHERE uuid = ?1",
         params![uuid.to_string()],

@@ -37,6 +37,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "secrets: secret definitions and their values (secret-define, secret-set-value)",
         apply: v4_secrets,
     },
+    Migration {
+        what: "next_definitions: a running domain's definition for its next start (define while running)",
+        apply: v5_next_definitions,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
@@ -154,6 +158,19 @@ fn v4_secrets(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             usage TEXT UNIQUE,
             xml TEXT NOT NULL,
             value BLOB
+        ) WITHOUT ROWID;",
+    )
+}
+
+/// Version 5: the definition a running domain gets when it next stops (libvirt's persistent
+/// config of a running domain: `define` while it runs stores it here, `dumpxml --inactive`
+/// shows it, and it replaces `domains.xml` when the guest stops). At most one per domain.
+fn v5_next_definitions(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE next_definitions (
+            uuid TEXT PRIMARY KEY NOT NULL REFERENCES domains(uuid),
+            xml TEXT NOT NULL,
+            engine TEXT NOT NULL
         ) WITHOUT ROWID;",
     )
 }

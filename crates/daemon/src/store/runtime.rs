@@ -71,6 +71,8 @@ impl Store {
                 "UPDATE domains SET off_reason = ?2 WHERE uuid = ?1",
                 params![uuid.to_string(), reason],
             )?;
+            // A definition given while it ran is the one it has from now on.
+            super::domains::apply_next_definition(tx, uuid)?;
             Ok(())
         })
     }

@@ -257,6 +257,7 @@ impl<'a> Builder<'a> {
             iothreads,
             cputune,
             numatune,
+            sysinfo,
             os,
             features,
             cpu,
@@ -290,6 +291,8 @@ impl<'a> Builder<'a> {
             boot,
             bootmenu,
             bios_reboot_timeout,
+            smbios,
+            smbios_line,
             line: os_line,
             type_line,
             // Any kernel path goes; whether the file exists is launch's question.
@@ -341,6 +344,7 @@ impl<'a> Builder<'a> {
             format!("guest={},debug-threads=on", escape_opt(name)),
         );
         b.arg("-uuid", uuid.to_string());
+        b.smbios(*smbios, *smbios_line, sysinfo.as_ref())?;
         b.flag("-no-user-config");
         b.flag("-nodefaults");
         b.firmware(*firmware, *os_line, loader.as_ref(), nvram.as_ref())?;
@@ -1068,6 +1072,41 @@ impl<'a> Builder<'a> {
             }
         }
         Ok(())
+    }
+
+    /// `<os><smbios mode='sysinfo'>`: the `<sysinfo>` system strings as SMBIOS table 1, as
+    /// libvirt passes them (`-smbios type=1,serial=...`). QEMU's own strings otherwise.
+    fn smbios(
+        &mut self,
+        mode: Option<oxvirt_domain::SmbiosMode>,
+        line: SourceLine,
+        sysinfo: Option<&oxvirt_domain::Sysinfo>,
+    ) -> Result<(), QemuError> {
+        match mode {
+            None | Some(oxvirt_domain::SmbiosMode::Emulate) => Ok(()),
+            Some(oxvirt_domain::SmbiosMode::Host) => Err(QemuError::unsupported(
+                "os/smbios",
+                line,
+                "mode 'host' (the host's SMBIOS tables) is not supported; use 'sysinfo' or 'emulate'",
+            )),
+            Some(oxvirt_domain::SmbiosMode::Sysinfo) => {
+                let Some(sysinfo) = sysinfo else {
+                    return Err(QemuError::unsupported(
+                        "os/smbios",
+                        line,
+                        "mode 'sysinfo' needs a <sysinfo type='smbios'> element",
+                    ));
+                };
+                if !sysinfo.system.is_empty() {
+                    let mut table = "type=1".to_string();
+                    for (name, value) in &sysinfo.system {
+                        write!(table, ",{name}={}", escape_opt(value)).expect("String write");
+                    }
+                    self.arg("-smbios", table);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn boot_options(&mut self, bootmenu: Option<BootMenu>, bios_reboot_timeout: Option<i32>) {
