@@ -3,6 +3,7 @@
 //! Each test owns a daemon (socket and state in its own tempdir), so tests run in parallel. What
 //! the guest saw is checked through `oxvirt console`: its boot marker, its answers to commands.
 
+#[allow(dead_code)]
 mod support;
 
 use std::time::Duration;

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, GuestKit, BOOT_MARKER, PROMPT};
-use support::{make_disk, ConsoleSession, Daemon};
+use support::{make_disk, png_stats, vncsnapshot, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -105,43 +105,6 @@ fn vnc_security_types(port: u16) -> Vec<u8> {
     let mut types = vec![0u8; usize::from(count[0])];
     stream.read_exact(&mut types).expect("security types");
     types
-}
-
-/// Runs vncsnapshot against `display` with the password file `password`; whether it saved an
-/// image.
-fn vncsnapshot(dir: &Path, display: &str, password: &[u8], image: &str) -> bool {
-    let password_file = dir.join(format!("{image}.passwd"));
-    std::fs::write(&password_file, password).expect("password file");
-    let image = dir.join(image);
-    let output = Command::new("timeout")
-        .arg("60")
-        .arg("vncsnapshot")
-        .arg("-quiet")
-        .arg("-passwd")
-        .arg(&password_file)
-        .arg(display)
-        .arg(&image)
-        .stdin(Stdio::null())
-        .output()
-        .expect("vncsnapshot (apt-get install vncsnapshot; scripts/setup.sh installs it)");
-    output.status.success() && std::fs::metadata(&image).is_ok_and(|m| m.len() > 1000)
-}
-
-/// Decodes a PNG and returns (width, height, variance of the pixels' luminance).
-fn png_stats(bytes: &[u8]) -> (u32, u32, f64) {
-    let decoder = png::Decoder::new(bytes);
-    let mut reader = decoder.read_info().expect("a PNG header");
-    let mut buffer = vec![0; reader.output_buffer_size()];
-    let frame = reader.next_frame(&mut buffer).expect("a PNG frame");
-    let data = &buffer[..frame.buffer_size()];
-    let channels = frame.color_type.samples();
-    let values: Vec<f64> = data
-        .chunks(channels)
-        .map(|px| px.iter().take(3).map(|&v| f64::from(v)).sum::<f64>())
-        .collect();
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
-    (frame.width, frame.height, variance)
 }
 
 /// The guest's count of keyboard controller (i8042) interrupts.

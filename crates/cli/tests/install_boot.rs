@@ -8,38 +8,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use oxvirt_testkit::{guest_kit, wait_for, PROMPT};
+use oxvirt_testkit::{guest_kit, media, wait_for, PROMPT};
 use support::Daemon;
 
 const BOOT: Duration = Duration::from_secs(240);
 
 /// A disk that boots under SeaBIOS through GRUB to the kit's guest (serial console).
 fn grub_disk(dir: &Path, name: &str) -> PathBuf {
-    let kit = guest_kit();
-    let tree = dir.join(format!("{name}-tree"));
-    std::fs::create_dir_all(tree.join("boot/grub")).unwrap();
-    std::fs::copy(&kit.kernel, tree.join("vmlinuz")).unwrap();
-    std::fs::copy(&kit.initramfs, tree.join("initramfs.img")).unwrap();
-    std::fs::write(
-        tree.join("boot/grub/grub.cfg"),
-        "serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\nset timeout=0\nmenuentry guest {\n  linux /vmlinuz console=ttyS0 panic=-1\n  initrd /initramfs.img\n}\n",
-    )
-    .unwrap();
     let disk = dir.join(format!("{name}.img"));
-    let out = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&disk)
-        .arg(&tree)
-        .output()
-        .expect("grub-mkrescue (Debian packages grub-common grub-pc-bin xorriso mtools; scripts/setup.sh installs them)");
-    assert!(
-        out.status.success(),
-        "grub-mkrescue: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    media::installed_system(&guest_kit(), &disk);
     disk
 }
 

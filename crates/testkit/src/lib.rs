@@ -544,24 +544,23 @@ pub mod media {
         )
     }
 
-    /// A bootable disk image of the kit: GRUB boots the kit's kernel with [`INSTALLED_MARKER`] on
-    /// its command line; the kit then prints its boot marker and serves its shell.
-    pub fn installed_system(kit: &GuestKit, dir: &Path) -> PathBuf {
-        let tree = dir.join("system-tree");
+    /// Writes `out`, a bootable disk image of the kit: GRUB boots the kit's kernel with
+    /// [`INSTALLED_MARKER`] on its command line; the kit then prints its boot marker and serves its
+    /// shell on the serial console.
+    pub fn installed_system(kit: &GuestKit, out: &Path) {
+        let tree = out.with_extension("tree");
         std::fs::create_dir_all(&tree).expect("system tree");
         std::fs::copy(&kit.kernel, tree.join("vmlinuz")).expect("kernel");
         std::fs::copy(&kit.initramfs, tree.join("initramfs.img")).expect("initramfs");
-        let out = dir.join("system.img");
         grub_image(
             &tree,
             &entry(
                 "oxvirt test system",
                 &format!("console=tty0 console=ttyS0 panic=-1 {INSTALLED_MARKER}"),
             ),
-            &out,
+            out,
         );
         std::fs::remove_dir_all(&tree).expect("remove system tree");
-        out
     }
 
     /// An installer ISO: it boots the kit, whose /lab/run.sh prints [`INSTALLER_READY`], waits for
@@ -569,10 +568,9 @@ pub mod media {
     /// [`installed_system`] onto /dev/vda, prints [`INSTALLER_DONE`] and powers off. The kernel also
     /// prints on the screen (console=tty0), so the installer's screen is not blank.
     pub fn installer_iso(kit: &GuestKit, dir: &Path) -> PathBuf {
-        let system = installed_system(kit, dir);
         let lab = dir.join("installer-lab");
         std::fs::create_dir_all(lab.join("lab")).expect("installer lab tree");
-        std::fs::rename(&system, lab.join("system.img")).expect("system image into the installer");
+        installed_system(kit, &lab.join("system.img"));
         let script = format!(
             "#!/bin/sh\necho {INSTALLER_READY}\nread answer\n\
              dd if=/system.img of=/dev/vda bs=1M conv=fsync 2>/dev/null || exit 1\n\
@@ -580,11 +578,8 @@ pub mod media {
         );
         let run = lab.join("lab/run.sh");
         std::fs::write(&run, script).expect("installer script");
-        std::fs::set_permissions(
-            &run,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("script mode");
+        std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("script mode");
         let tree = dir.join("installer-tree");
         std::fs::create_dir_all(&tree).expect("installer tree");
         std::fs::copy(&kit.kernel, tree.join("vmlinuz")).expect("kernel");

@@ -312,8 +312,7 @@ impl Domains {
         self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
                 // As `virsh edit` of a running domain: the edit is for its next start.
-                return store::set_next_definition(tx, &record.uuid, &new_xml, &engine)
-                    .map_err(db);
+                return store::set_next_definition(tx, &record.uuid, &new_xml, &engine).map_err(db);
             }
             store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
             refuse_mac_clash(tx, &record.uuid, &record.name)
