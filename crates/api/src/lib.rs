@@ -129,6 +129,15 @@ impl fmt::Display for DomainState {
     }
 }
 
+/// What `undefine` does with a UEFI guest's NVRAM file (virsh's `--nvram` / `--keep-nvram`);
+/// without either, a domain that has one is refused, as libvirt refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NvramOnUndefine {
+    Remove,
+    Keep,
+}
+
 /// One line of `GET /v1/domains`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DomainSummary {
@@ -441,8 +450,19 @@ impl Client {
     }
 
     /// `DELETE /v1/domains/{id}`: undefine an inactive domain. Returns what was removed.
-    pub async fn undefine_domain(&self, id: &str) -> Result<DomainSummary, ClientError> {
-        self.call(Method::DELETE, domain_path(id, ""), None).await
+    /// A domain with an NVRAM file is refused unless `nvram` says what to do with it.
+    pub async fn undefine_domain(
+        &self,
+        id: &str,
+        nvram: Option<NvramOnUndefine>,
+    ) -> Result<DomainSummary, ClientError> {
+        let query = match nvram {
+            None => String::new(),
+            Some(NvramOnUndefine::Remove) => "?nvram=remove".to_string(),
+            Some(NvramOnUndefine::Keep) => "?nvram=keep".to_string(),
+        };
+        self.call(Method::DELETE, domain_path(id, &query), None)
+            .await
     }
 
     /// `POST /v1/domains/{id}/{action}` without a body.

@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use anyhow::Context;
-use oxvirt_api::Client;
+use oxvirt_api::{Client, NvramOnUndefine};
 
 use crate::{format, OneShotCommand as Command};
 
@@ -32,8 +32,17 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
                 .with_context(|| format!("failed to define domain from {}", file.display()))?;
             format!("Domain '{}' defined from {}\n", domain.name, file.display())
         }
-        Command::Undefine(arg) => {
-            let domain = client.undefine_domain(&arg.domain).await?;
+        Command::Undefine {
+            domain,
+            nvram,
+            keep_nvram,
+        } => {
+            let choice = match (nvram, keep_nvram) {
+                (true, _) => Some(NvramOnUndefine::Remove),
+                (_, true) => Some(NvramOnUndefine::Keep),
+                _ => None,
+            };
+            let domain = client.undefine_domain(&domain.domain, choice).await?;
             format!("Domain '{}' has been undefined\n", domain.name)
         }
         Command::Shutdown { domain, timeout } => {

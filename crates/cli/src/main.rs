@@ -143,7 +143,17 @@ enum OneShotCommand {
         file: PathBuf,
     },
     /// Undefine an inactive domain.
-    Undefine(DomainArg),
+    Undefine {
+        #[command(flatten)]
+        domain: DomainArg,
+        /// Also remove the UEFI guest's NVRAM file (a domain that has one needs this or
+        /// --keep-nvram, as in virsh).
+        #[arg(long, conflicts_with = "keep_nvram")]
+        nvram: bool,
+        /// Keep the UEFI guest's NVRAM file.
+        #[arg(long)]
+        keep_nvram: bool,
+    },
     /// Gracefully shut down a domain (ACPI power button).
     Shutdown {
         #[command(flatten)]

@@ -1,23 +1,30 @@
-//! `oxvirt builder debian-12`: the image it makes boots through its own GRUB under BIOS (SeaBIOS)
-//! and under UEFI with Secure Boot (q35 gets OVMF with Microsoft's keys enrolled from libvirt's
-//! firmware autoselection), and the guest has what was asked of the builder: its hostname, root's
-//! password (the test logs in with it on the serial console), the SSH key; sshd runs on host keys of
-//! its own. The image is built once per run of this file; the template's root filesystem comes from
-//! the builder's cache (/var/cache/oxvirt/builder) after the first build on a machine.
+//! `oxvirt builder debian-12` and `oxvirt install --import --cloud-init`, together, as an operator
+//! uses them: the image the builder makes (root password, SSH key for root) is imported with a
+//! cloud-init NoCloud seed, and boots through its own GRUB under BIOS (SeaBIOS) and, separately,
+//! under UEFI with Secure Boot enforced (`--boot uefi`: q35 gets OVMF with Microsoft's keys from
+//! libvirt's firmware autoselection). Checked inside the guest, logged in on the serial console with
+//! the builder's password: cloud-init's hostname, user with its SSH key and user-data file; the
+//! builder's SSH key for root and sshd on host keys of the guest's own; the seed present in the first
+//! boot and gone after it (from the definition and the host); under UEFI, Secure Boot on and an EFI
+//! variable written in the first boot still there in the second (the NVRAM is kept). The image is
+//! built once per run of this file; the template's root filesystem comes from the builder's cache
+//! (/var/cache/oxvirt/builder) after the first build on a machine.
 
 #[allow(dead_code)]
 mod support;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use support::{oxvirt_bin, Daemon};
+use oxvirt_testkit::wait_for;
+use support::{oxvirt_bin, ConsoleSession, Daemon};
 
 /// A full Debian boot under TCG, on a machine shared with other guests.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 const ROOT_PASSWORD: &str = "oxvirt-built";
-const HOSTNAME: &str = "built-by-oxvirt";
 
 struct Built {
     image: PathBuf,
@@ -39,7 +46,7 @@ fn built() -> &'static Built {
             .args(["builder", "debian-12", "-o"])
             .arg(&image)
             .arg("--force")
-            .args(["--size", "3G", "--hostname", HOSTNAME])
+            .args(["--size", "3G", "--hostname", "built-by-oxvirt"])
             .arg(format!("--root-password=password:{ROOT_PASSWORD}"))
             .arg("--ssh-inject")
             .arg(&key)
@@ -64,108 +71,191 @@ fn built() -> &'static Built {
 fn overlay(daemon: &Daemon, name: &str) -> PathBuf {
     let path = daemon.dir.path().join(format!("{name}.qcow2"));
     let image = &built().image;
-    let run = daemon.oxvirt(&[
-        "img",
-        "create",
-        "-f",
-        "qcow2",
-        "-F",
-        "qcow2",
-        "-b",
-        image.to_str().unwrap(),
-        path.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, Some(0), "{run:?}");
+    daemon
+        .oxvirt(&[
+            "img",
+            "create",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            image.to_str().unwrap(),
+            path.to_str().unwrap(),
+        ])
+        .ok();
     path
 }
 
-/// A definition as virt-install --import writes one, booting the disk through firmware.
-fn disk_boot_xml(name: &str, os: &str, disk: &Path) -> String {
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>1024</memory>
-  <vcpu>2</vcpu>
-  {os}
-  <features><acpi/><apic/></features>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-",
-        disk = disk.display()
-    )
-}
-
-/// Boots `name`, logs in as root on the serial console and returns the session.
-fn boot_and_log_in(daemon: &Daemon, name: &str) -> support::ConsoleSession {
-    let mut console = daemon.start_with_console(name);
-    console.expect_text(&format!("{HOSTNAME} login: "), BOOT_TIMEOUT);
+/// Logs in as root on the serial console of a guest that is booting (the root password is the
+/// builder's) and waits until systemd has finished starting units.
+fn log_in(console: &mut ConsoleSession) {
+    console.expect_text(" login: ", BOOT_TIMEOUT);
     console.send_line("root");
     console.expect_text("Password: ", Duration::from_secs(60));
     console.send_line(ROOT_PASSWORD);
-    console.expect_text(&format!("root@{HOSTNAME}:~# "), Duration::from_secs(120));
-    console
-}
-
-/// What every image must show, whichever firmware booted it.
-fn check_customizations(console: &mut support::ConsoleSession) {
-    // The login prompt comes before the boot is over: wait for systemd to finish starting units
-    // (the shell computes the marker, so its echo cannot match).
+    console.expect_text(":~# ", Duration::from_secs(120));
+    // The login prompt comes before the boot is over (the shell computes the marker, so its
+    // echo cannot match).
     console.send_line("systemctl is-system-running --wait; echo BOOT-DONE-$((20+1))");
     console.expect_text("BOOT-DONE-21", BOOT_TIMEOUT);
-    assert_eq!(console.run("hostname", 1).trim(), HOSTNAME);
+}
+
+/// What the builder put into the image, seen from inside the guest.
+fn check_builder_customizations(console: &mut ConsoleSession) {
     let keys = console.run("cat /root/.ssh/authorized_keys", 2);
-    assert_eq!(keys.trim(), built().public_key);
+    assert!(keys.contains(&built().public_key), "{keys}");
     // sshd needs host keys made for this machine (the builder removed the template's).
     let sshd = console.run(
         "systemctl is-active ssh; ls /etc/ssh/ssh_host_ed25519_key.pub",
         3,
     );
-    assert!(sshd.contains("active\n"), "{sshd}");
-    assert!(!sshd.contains("inactive"), "{sshd}");
+    assert!(sshd.starts_with("active\n"), "{sshd}");
     assert!(sshd.contains("/etc/ssh/ssh_host_ed25519_key.pub"), "{sshd}");
     // The root filesystem was mounted by the UUID fstab names, read-write.
-    let root = console.run("findmnt -n -o SOURCE,FSTYPE,OPTIONS /", 4);
-    assert!(root.contains("ext4") && root.contains("rw"), "{root}");
+    let root = console.run("findmnt -n -o FSTYPE,OPTIONS /", 4);
+    assert!(root.starts_with("ext4") && root.contains("rw"), "{root}");
+}
+
+const CLOUD_USER_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOxadminKeyFromCloudInitUserData01234567 oxadmin@oxvirt";
+const USER_DATA_FILE: &str = "/var/lib/oxvirt-test/written-by-user-data";
+
+/// `oxvirt install --import --cloud-init` of the built image, run as an operator runs it (it waits
+/// for the first boot to end and starts the guest again); returns the install process and the
+/// path of the seed ISO it makes.
+fn install_with_cloud_init(daemon: &Daemon, name: &str, extra: &[&str]) -> (Child, PathBuf) {
+    let dir = daemon.dir.path();
+    let disk = overlay(daemon, name);
+    let user_data = dir.join("user-data");
+    std::fs::write(
+        &user_data,
+        format!(
+            "#cloud-config\nusers:\n  - name: oxadmin\n    shell: /bin/bash\n    \
+             ssh_authorized_keys:\n      - {CLOUD_USER_KEY}\nwrite_files:\n  - path: {USER_DATA_FILE}\n    \
+             content: \"cloud-init user-data of {name}\\n\"\n"
+        ),
+    )
+    .unwrap();
+    let meta_data = dir.join("meta-data");
+    std::fs::write(
+        &meta_data,
+        format!("instance-id: iid-{name}\nlocal-hostname: {name}\n"),
+    )
+    .unwrap();
+    let boot = dir.join("boot");
+    let child = Command::new(oxvirt_bin())
+        .arg("--socket")
+        .arg(&daemon.socket)
+        .args([
+            "install", "--name", name, "--memory", "1024", "--vcpus", "2",
+        ])
+        .args(["--os-variant", "debian11", "--import", "--network", "none"])
+        .args(["--graphics", "none", "--wait", "-1", "--disk"])
+        .arg(format!("path={},format=qcow2", disk.display()))
+        .arg("--cloud-init")
+        .arg(format!(
+            "user-data={},meta-data={}",
+            user_data.display(),
+            meta_data.display()
+        ))
+        .args(extra)
+        .env("OXVIRT_BOOT_DIR", &boot)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run oxvirt install");
+    (child, boot.join(format!("oxvirt-{name}-cloudinit.iso")))
+}
+
+/// The first boot: cloud-init did what the seed says, and the builder's image is as built.
+fn check_first_boot(console: &mut ConsoleSession, name: &str) {
+    log_in(console);
+    let status = console.run("cloud-init status --wait", 5);
+    assert!(status.contains("status: done"), "{status}");
+    assert_eq!(console.run("hostname", 6).trim(), name);
+    let keys = console.run("cat /home/oxadmin/.ssh/authorized_keys", 7);
+    assert!(keys.contains(CLOUD_USER_KEY), "{keys}");
+    let written = console.run(&format!("cat {USER_DATA_FILE}"), 8);
+    assert_eq!(written.trim(), format!("cloud-init user-data of {name}"));
+    // The seed is the CD-ROM labelled cidata.
+    let seed = console.run("blkid -L cidata || echo no-seed", 9);
+    assert!(seed.trim().starts_with("/dev/sr"), "{seed}");
+    check_builder_customizations(console);
+}
+
+/// Reboots the guest; the install's first instance ends there (its definition says so), and
+/// `oxvirt install` starts the final definition. Checks the seed is gone.
+fn end_first_boot(
+    daemon: &Daemon,
+    console: ConsoleSession,
+    install: &mut Child,
+    seed: &Path,
+    name: &str,
+) {
+    let mut console = console;
+    console.send_line("systemctl reboot");
+    drop(console);
+    let ended = wait_for(BOOT_TIMEOUT, || !matches!(install.try_wait(), Ok(None)));
+    let mut out = String::new();
+    install
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut err = String::new();
+    install
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(ended, "oxvirt install did not end: {out}{err}");
+    assert!(install.wait().unwrap().success(), "{out}\n{err}");
+    assert!(out.contains("Domain has shutdown. Continuing."), "{out}");
+    assert!(
+        !seed.exists(),
+        "the seed ISO {} is still there",
+        seed.display()
+    );
+    let xml = daemon.oxvirt(&["dumpxml", name]).ok();
+    assert!(!xml.contains("cloudinit.iso"), "{xml}");
 }
 
 #[test]
-fn a_built_debian_image_boots_under_bios_through_its_own_grub() {
+fn a_built_image_imported_with_cloud_init_boots_under_bios() {
     let daemon = Daemon::start();
-    let disk = overlay(&daemon, "bios");
-    let xml = disk_boot_xml(
-        "built-bios",
-        "<os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>",
-        &disk,
-    );
-    daemon.define("bios.xml", &xml).1.ok();
-    let mut console = boot_and_log_in(&daemon, "built-bios");
-    check_customizations(&mut console);
+    let name = "cloudy-bios";
+    let (mut install, seed) = install_with_cloud_init(&daemon, name, &[]);
+    let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
+    check_first_boot(&mut console, name);
     let firmware = console.run("test -d /sys/firmware/efi && echo uefi || echo bios", 10);
     assert_eq!(firmware.trim(), "bios");
     let cmdline = console.run("cat /proc/cmdline", 11);
     assert!(cmdline.contains("console=ttyS0,115200"), "{cmdline}");
+    end_first_boot(&daemon, console, &mut install, &seed, name);
+
+    // The second boot: no seed, and what cloud-init did stays.
+    let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
+    log_in(&mut console);
+    assert_eq!(
+        console.run("blkid -L cidata || echo no-seed", 20).trim(),
+        "no-seed"
+    );
+    assert_eq!(console.run("hostname", 21).trim(), name);
+    drop(console);
+    daemon.oxvirt(&["destroy", name]).ok();
 }
 
 #[test]
-fn a_built_debian_image_boots_under_uefi_with_secure_boot() {
+fn a_built_image_imported_with_cloud_init_boots_under_uefi_with_secure_boot() {
     let daemon = Daemon::start();
-    let disk = overlay(&daemon, "uefi");
-    let xml = disk_boot_xml(
-        "built-uefi",
-        "<os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type><boot dev='hd'/></os>",
-        &disk,
-    );
-    daemon.define("uefi.xml", &xml).1.ok();
-    let mut console = boot_and_log_in(&daemon, "built-uefi");
-    check_customizations(&mut console);
+    let name = "cloudy-uefi";
+    let (mut install, seed) = install_with_cloud_init(&daemon, name, &["--boot", "uefi"]);
+    let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
+    check_first_boot(&mut console, name);
     // The SecureBoot variable's last byte is 1 when the firmware enforced signatures on shim,
     // GRUB and the kernel.
     let secure_boot = console.run(
@@ -177,9 +267,35 @@ fn a_built_debian_image_boots_under_uefi_with_secure_boot() {
         "Secure Boot is not on: {secure_boot}"
     );
     // The EFI system partition is mounted where Debian's GRUB packages update it.
-    let esp = console.run("findmnt -n -o FSTYPE /boot/efi", 11);
-    assert_eq!(esp.trim(), "vfat");
+    assert_eq!(
+        console.run("findmnt -n -o FSTYPE /boot/efi", 11).trim(),
+        "vfat"
+    );
+    // A variable of our own in the NVRAM (attributes: non-volatile, boot and run time).
+    console.run(
+        &format!("printf '\\007\\000\\000\\000kept' > /sys/firmware/efi/efivars/{NVRAM_PROBE}"),
+        12,
+    );
+    end_first_boot(&daemon, console, &mut install, &seed, name);
+
+    // The second boot keeps the NVRAM: the variable is still there.
+    let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
+    log_in(&mut console);
+    let kept = console.run(
+        &format!("tail -c 4 /sys/firmware/efi/efivars/{NVRAM_PROBE}; echo"),
+        20,
+    );
+    assert_eq!(kept.trim(), "kept");
+    assert_eq!(
+        console.run("blkid -L cidata || echo no-seed", 21).trim(),
+        "no-seed"
+    );
+    drop(console);
+    daemon.oxvirt(&["destroy", name]).ok();
 }
+
+/// An EFI variable name with a GUID of this test's own.
+const NVRAM_PROBE: &str = "OxvirtProbe-2f1c9a4e-7d3b-4c55-9e0a-6b8f1d2c3e4f";
 
 #[test]
 fn bad_builder_input_is_refused_before_any_work() {

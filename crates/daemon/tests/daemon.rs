@@ -85,7 +85,7 @@ async fn guest_boots_pauses_resumes_and_shuts_down() {
         other => panic!("second start: {other:?}"),
     }
     assert_eq!(
-        api_code(client.undefine_domain("life").await),
+        api_code(client.undefine_domain("life", None).await),
         code::INVALID_STATE
     );
 
@@ -100,7 +100,7 @@ async fn guest_boots_pauses_resumes_and_shuts_down() {
         "QEMU is gone"
     );
 
-    let removed = client.undefine_domain("life").await.unwrap();
+    let removed = client.undefine_domain("life", None).await.unwrap();
     assert_eq!(removed.name, "life");
     assert!(client.list_domains().await.unwrap().is_empty());
 }
@@ -268,7 +268,7 @@ async fn failed_requests_change_nothing() {
         code::NOT_FOUND
     );
     assert_eq!(
-        api_code(client.undefine_domain("nosuch").await),
+        api_code(client.undefine_domain("nosuch", None).await),
         code::NOT_FOUND
     );
     assert_eq!(api_code(client.destroy("alpha").await), code::INVALID_STATE);
@@ -311,7 +311,7 @@ async fn failed_requests_change_nothing() {
     }
     let gamma = client.domain_info("gamma").await.unwrap();
     assert_eq!(gamma.state, DomainState::ShutOff);
-    client.undefine_domain("gamma").await.unwrap();
+    client.undefine_domain("gamma", None).await.unwrap();
     assert_eq!(snapshot().await, before);
 
     // Redefining with the same name and uuid updates it.

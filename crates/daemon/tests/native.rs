@@ -165,5 +165,5 @@ async fn starting_a_native_domain_without_hardware_kvm_fails_clearly_and_leaves_
         run_dir.display()
     );
     // The domain stays usable: it can be undefined.
-    client.undefine_domain("nat").await.unwrap();
+    client.undefine_domain("nat", None).await.unwrap();
 }

@@ -59,5 +59,5 @@ async fn define_while_running_takes_effect_at_the_next_start() {
     env.wait_for_state("pending", DomainState::ShutOff).await;
     let now = client.domain_xml("pending").await.unwrap();
     assert!(!now.contains("<title>"), "{now}");
-    client.undefine_domain("pending").await.unwrap();
+    client.undefine_domain("pending", None).await.unwrap();
 }

@@ -8,6 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use common::TestEnv;
+use oxvirt_api::NvramOnUndefine;
 
 async fn in_guest(env: &TestEnv, name: &str, command: &str) -> String {
     let mut console = env.console(name).await;
@@ -70,6 +71,27 @@ async fn an_efi_guest_boots_through_ovmf_with_its_own_nvram() {
     client.destroy("efi").await.unwrap();
     assert_eq!(std::fs::metadata(&nvram).unwrap().ino(), inode);
 
-    client.undefine_domain("efi").await.unwrap();
-    assert!(!nvram.exists(), "undefine leaves the NVRAM it made");
+    // As libvirt: undefine says no while the NVRAM is there and nothing says what to do with
+    // it; --keep-nvram keeps the file, --nvram removes it.
+    let refused = client.undefine_domain("efi", None).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("cannot undefine domain 'efi' with nvram"),
+        "{refused}"
+    );
+    assert!(client.domain_info("efi").await.is_ok(), "still defined");
+    client
+        .undefine_domain("efi", Some(NvramOnUndefine::Keep))
+        .await
+        .unwrap();
+    assert!(nvram.exists(), "--keep-nvram keeps it");
+    // Defined again with the same uuid, the domain finds its variables again.
+    let same = xml.replacen("</name>", &format!("</name><uuid>{uuid}</uuid>"), 1);
+    client.define_domain(&same).await.unwrap();
+    client
+        .undefine_domain("efi", Some(NvramOnUndefine::Remove))
+        .await
+        .unwrap();
+    assert!(!nvram.exists(), "--nvram removes the NVRAM it made");
 }

@@ -19,7 +19,8 @@ pub struct Template {
     ///   the guest can update its own bootloader and kernel later;
     /// - cloud-init and what it configures: ifupdown with a DHCP client (Debian's cloud images use
     ///   them), OpenSSH, sudo, and cloud-guest-utils for growing the root partition to the disk;
-    /// - what an operator expects to find: procps, iproute2, kmod.
+    /// - what an operator expects to find: procps, iproute2, kmod, and locales (cloud-init's locale
+    ///   module runs update-locale, and fails the whole run without it).
     pub packages: &'static [&'static str],
 }
 
@@ -51,6 +52,7 @@ pub static TEMPLATES: &[Template] = &[Template {
         "procps",
         "iproute2",
         "kmod",
+        "locales",
     ],
 }];
 

@@ -46,7 +46,10 @@ impl Created {
                     let _ = block_on(client.destroy(&domain));
                 }
             }
-            match block_on(client.undefine_domain(&domain)) {
+            // The NVRAM of a UEFI guest was made by this run too.
+            match block_on(
+                client.undefine_domain(&domain, Some(oxvirt_api::NvramOnUndefine::Remove)),
+            ) {
                 Ok(Ok(_)) => {
                     let _ = writeln!(err, "Removing domain '{name}'");
                 }

@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::routing::{get, post, put};
 use axum::Router;
 use oxvirt_api::{
-    Action, AutostartRequest, DomainInfo, DomainSummary, ShutdownRequest, XmlDocument,
+    Action, AutostartRequest, DomainInfo, DomainSummary, NvramOnUndefine, ShutdownRequest,
+    XmlDocument,
 };
 
 use super::reply::{blocking, body, detached, Reply};
@@ -42,11 +43,21 @@ async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> 
     blocking(services, "dominfo", move |d| d.domains.info(&id)).await
 }
 
+/// `?nvram=remove|keep`: what to do with a UEFI guest's NVRAM file.
+#[derive(serde::Deserialize)]
+struct UndefineQuery {
+    nvram: Option<NvramOnUndefine>,
+}
+
 async fn undefine(
     State(services): State<Arc<Services>>,
     Path(id): Path<String>,
+    Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
-    blocking(services, "undefine", move |d| d.domains.undefine(&id)).await
+    blocking(services, "undefine", move |d| {
+        d.domains.undefine(&id, query.nvram)
+    })
+    .await
 }
 
 async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<XmlDocument> {

@@ -169,9 +169,15 @@ pub trait Engine: Send + Sync {
         }
     }
 
+    /// The NVRAM file the engine made and keeps for `uuid` (a UEFI guest's variables), if there
+    /// is one: undefine asks what to do with it, as libvirt does.
+    fn nvram_file(&self, _uuid: &Uuid) -> Option<PathBuf> {
+        None
+    }
+
     /// The domain `uuid` was undefined: remove what the engine keeps for it across starts
-    /// (the qemu engine: the NVRAM it made for a UEFI guest).
-    fn forget_domain(&self, _uuid: &Uuid) {}
+    /// (the qemu engine: the NVRAM it made for a UEFI guest, unless `keep_nvram`).
+    fn forget_domain(&self, _uuid: &Uuid, _keep_nvram: bool) {}
 
     /// Starts the guest with its files in `run_dir`; returns the process id once the control
     /// connection can be made.

@@ -110,7 +110,15 @@ impl Engine for QemuEngine {
 
     /// The NVRAM made for a UEFI guest that named none (a path the definition gives is the
     /// operator's file and stays, as with libvirt's `undefine --keep-nvram`).
-    fn forget_domain(&self, uuid: &Uuid) {
+    fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
+        let path = oxvirt_qemu::firmware::nvram_file(&self.nvram_dir, uuid);
+        path.is_file().then_some(path)
+    }
+
+    fn forget_domain(&self, uuid: &Uuid, keep_nvram: bool) {
+        if keep_nvram {
+            return;
+        }
         let path = oxvirt_qemu::firmware::nvram_file(&self.nvram_dir, uuid);
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!("removed NVRAM {}", path.display()),

@@ -74,9 +74,15 @@ impl Engine for EngineSet {
         self.for_domain(domain).check_host(domain)
     }
 
-    fn forget_domain(&self, uuid: &Uuid) {
-        self.qemu.forget_domain(uuid);
-        self.native.forget_domain(uuid);
+    fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
+        self.qemu
+            .nvram_file(uuid)
+            .or_else(|| self.native.nvram_file(uuid))
+    }
+
+    fn forget_domain(&self, uuid: &Uuid, keep_nvram: bool) {
+        self.qemu.forget_domain(uuid, keep_nvram);
+        self.native.forget_domain(uuid, keep_nvram);
     }
 
     fn write_disk_secrets(

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
+    NvramOnUndefine,
 };
 use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
@@ -324,9 +325,25 @@ impl Domains {
         })
     }
 
-    pub fn undefine(&self, id: &str) -> DaemonResult<DomainSummary> {
+    /// virsh undefine. A UEFI guest's NVRAM file is removed with `Remove`, kept with `Keep`; with
+    /// neither, the domain stays defined and the answer says why (libvirt: "cannot undefine
+    /// domain with nvram").
+    pub fn undefine(
+        &self,
+        id: &str,
+        nvram: Option<NvramOnUndefine>,
+    ) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let (_vm, _guard) = self.guests.begin(&record)?;
+        if nvram.is_none() {
+            if let Some(path) = self.engine.nvram_file(&record.uuid) {
+                return Err(invalid_state(format!(
+                    "cannot undefine domain '{}' with nvram {} (--nvram removes it, --keep-nvram keeps it)",
+                    record.name,
+                    path.display()
+                )));
+            }
+        }
         self.store.transaction_or(db, |tx| -> DaemonResult<()> {
             if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
                 return Err(invalid_state(format!(
@@ -342,7 +359,8 @@ impl Domains {
                 tracing::warn!("cannot remove {}: {err}", run_dir.display());
             }
         }
-        self.engine.forget_domain(&record.uuid);
+        self.engine
+            .forget_domain(&record.uuid, nvram == Some(NvramOnUndefine::Keep));
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
         Ok(summary_of(&record, None))
