@@ -172,7 +172,7 @@ fn install_with_cloud_init(daemon: &Daemon, name: &str, extra: &[&str]) -> (Chil
 /// The first boot: cloud-init did what the seed says, and the builder's image is as built.
 fn check_first_boot(console: &mut ConsoleSession, name: &str) {
     log_in(console);
-    let status = console.run("cloud-init status --wait", 5);
+    let status = console.run("cloud-init status --wait --long", 5);
     assert!(status.contains("status: done"), "{status}");
     assert_eq!(console.run("hostname", 6).trim(), name);
     let keys = console.run("cat /home/oxadmin/.ssh/authorized_keys", 7);

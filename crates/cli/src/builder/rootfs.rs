@@ -16,7 +16,7 @@ use super::template::Template;
 use super::tools::{self, MMDEBSTRAP, TAR};
 
 /// Bump when what goes into the tarball changes without any input above changing.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 
 /// The cached tarball of `template`'s root filesystem, made when missing (or when `rebuild`).
 /// Returns its path and whether it came from the cache.
@@ -45,6 +45,11 @@ pub fn tarball(
         .arg("--mode=root")
         .arg("--format=tar")
         .arg(format!("--include={}", template.packages.join(",")))
+        // cloud-init's locale module sets en_US.UTF-8 with update-locale, which refuses a locale
+        // that is not generated (Debian's locale-gen ignores the name cloud-init gives it): the
+        // image carries it generated, as Debian's cloud images do.
+        .arg("--customize-hook=echo 'en_US.UTF-8 UTF-8' > \"$1/etc/locale.gen\"")
+        .arg("--customize-hook=chroot \"$1\" locale-gen")
         .arg(template.suite)
         .arg(partial.path())
         .arg(template.mirror);
