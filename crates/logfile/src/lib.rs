@@ -311,6 +311,25 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_loses_and_repeats_nothing_whatever_its_chunks() {
+        let text: String = (0..300).map(|i| format!("SEQ-{i}\r\n")).collect();
+        for chunk in 1..=23 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("console.log");
+            let rotation = Rotation {
+                max_size: 256,
+                max_backups: 100,
+            };
+            let mut file = RotatingFile::open(&path, rotation).unwrap();
+            for piece in text.as_bytes().chunks(chunk) {
+                file.write_stream(piece);
+            }
+            let all = read_all(&path, 100).unwrap();
+            assert_eq!(String::from_utf8(all).unwrap(), text, "chunks of {chunk}");
+        }
+    }
+
+    #[test]
     fn no_backups_and_no_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.log");
