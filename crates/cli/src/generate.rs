@@ -135,6 +135,24 @@ const FISH_NAMES: &str = r#"
 complete -c oxvirt -f -a '(oxvirt __complete-names --line=(commandline -cp | string replace -r "^\S+\s*" "") 2>/dev/null)'
 "#;
 
+/// The same for zsh: names where one goes (a word not starting with `-`), else clap's
+/// completion of verbs and options.
+const ZSH_NAMES: &str = r#"
+# Names from oxvirtd (oxvirt __complete-names) where a domain, network, pool or volume goes.
+_oxvirt_with_names() {
+    if [[ $PREFIX != -* ]]; then
+        local -a names
+        names=(${(f)"$(${words[1]} __complete-names --line="${(j: :)words[2,CURRENT]}" 2>/dev/null)"})
+        if (( ${#names} )); then
+            compadd -a names
+            return 0
+        fi
+    fi
+    _oxvirt "$@"
+}
+compdef _oxvirt_with_names oxvirt
+"#;
+
 /// `oxvirt completion SHELL`.
 pub fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     let mut script = Vec::new();
@@ -142,6 +160,7 @@ pub fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     match shell {
         clap_complete::Shell::Bash => script.extend_from_slice(BASH_NAMES.as_bytes()),
         clap_complete::Shell::Fish => script.extend_from_slice(FISH_NAMES.as_bytes()),
+        clap_complete::Shell::Zsh => script.extend_from_slice(ZSH_NAMES.as_bytes()),
         _ => {}
     }
     let mut out = std::io::stdout().lock();

@@ -5,6 +5,7 @@ mod api;
 mod config;
 mod engine;
 mod logging;
+mod manpages;
 mod services;
 mod settings;
 mod state_dir;
@@ -44,6 +45,22 @@ fn main() -> std::process::ExitCode {
             .collect();
         let status = args.map_or(2, |args| oxvirt_logfile::writer::run(&args));
         return std::process::ExitCode::from(status as u8);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|mode| mode == manpages::MAN_PAGES)
+    {
+        let Some(dir) = std::env::args_os().nth(2) else {
+            eprintln!("usage: oxvirtd {} DIR", manpages::MAN_PAGES);
+            return std::process::ExitCode::FAILURE;
+        };
+        return match manpages::write(Path::new(&dir)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("oxvirtd: error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
     }
     match run_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
