@@ -194,14 +194,20 @@ fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Resul
     Ok(())
 }
 
+// docs/cli.md's reference is generated (and checked) by a unit test below, so these are
+// test-only code.
+
 /// The markers around the generated part of docs/cli.md.
-pub const REFERENCE_BEGIN: &str =
+#[cfg(test)]
+const REFERENCE_BEGIN: &str =
     "<!-- generated from the command-line definition (crates/cli/src/generate.rs, cli_reference); do not edit: a test checks it -->";
-pub const REFERENCE_END: &str = "<!-- end of the generated reference -->";
+#[cfg(test)]
+const REFERENCE_END: &str = "<!-- end of the generated reference -->";
 
 /// docs/cli.md's reference: every visible verb (and `img`'s verbs) with its usage and what it
 /// does, from the clap definition, so that the page never drifts from it.
-pub fn cli_reference() -> String {
+#[cfg(test)]
+fn cli_reference() -> String {
     let mut command = Cli::command();
     command.build();
     let mut text = String::from("| usage | does |\n|---|---|\n");
@@ -209,6 +215,7 @@ pub fn cli_reference() -> String {
     text
 }
 
+#[cfg(test)]
 fn reference_rows(command: &clap::Command, text: &mut String) {
     let mut subs: Vec<&clap::Command> = command
         .get_subcommands()
