@@ -51,7 +51,8 @@ impl RunPaths {
         self
     }
 
-    /// The FIFO the log writer reads the console log from (it writes `console.log`).
+    /// The FIFO the log writer reads the console log from (it writes `console.log`); removed
+    /// once QEMU has opened it, so only during a start does it exist.
     pub fn console_log_pipe(&self) -> PathBuf {
         self.dir.join(CONSOLE_LOG_PIPE)
     }

@@ -144,6 +144,12 @@ pub async fn launch_with_logs(
     tracing::info!(pid, name = %domain.name, "QEMU started");
 
     let qmp = wait_until_ready(pid, &domain.uuid, run, log_start, writer_pid).await?;
+    if writer_pid.is_some() {
+        // QEMU has opened its console log (chardevs exist before QMP answers) and the writer
+        // holds the other end: the FIFO needs no name any more. Without one, nothing else can
+        // open it and take the guest's output from the writer (or block reading it).
+        let _ = std::fs::remove_file(run.console_log_pipe());
+    }
     if let Err(err) = apply_runtime_settings(domain, &qmp).await {
         // Started but not as defined: do not leave a half-configured guest running.
         kill_now(pid);
