@@ -9,13 +9,13 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 
 # Debian packages. qemu-system-x86 (7.2 in bookworm) and qemu-utils must come from the same release: a
 # newer preinstalled qemu-utils (a backport) blocks qemu-system-x86, so both are pinned to bookworm's version.
-# man-db: `man oxvirt`; bash-completion: `oxvirt` completes in bash; tmux: the shell's tests drive it
-# through tmux's pseudo-terminal; vncsnapshot and xorriso: the graphical console's tests connect a real VNC client
-# and make CD-ROM media; xorriso also makes `oxvirt install`'s cloud-init seed ISO and reads --location ISOs.
-# grub-common, grub-pc-bin, grub-efi-amd64-bin, mtools: the bootable media the install tests use
-# (grub-mkrescue). `oxvirt builder` (docs/builder.md): mmdebstrap, fdisk, e2fsprogs, dosfstools, mtools,
-# grub-pc-bin (grub-bios-setup), mount.
-packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion tmux
+# man-db: `man oxvirt`; bash-completion: `oxvirt` completes in bash; zsh and fish: the tests of their
+# completion scripts; tmux: the shell's tests drive it through tmux's pseudo-terminal; vncsnapshot and
+# xorriso: the graphical console's tests connect a real VNC client and make CD-ROM media; xorriso also makes
+# `oxvirt install`'s cloud-init seed ISO and reads --location ISOs. grub-common, grub-pc-bin,
+# grub-efi-amd64-bin, mtools: the bootable media the install tests use (grub-mkrescue). `oxvirt builder`
+# (docs/builder.md): mmdebstrap, fdisk, e2fsprogs, dosfstools, mtools, grub-pc-bin (grub-bios-setup), mount.
+packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion zsh fish tmux
           vncsnapshot xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap fdisk e2fsprogs
           dosfstools mount)
 missing=()
@@ -37,10 +37,16 @@ fi
 command -v cargo >/dev/null || { log "cargo is missing: install the Rust toolchain (rustup) first"; exit 1; }
 log "building the workspace"
 (cd "$repo" && cargo build --workspace --bins --quiet)
-# Man pages and bash completion, generated from oxvirt's command-line definition.
+# Man pages and bash completion, generated from oxvirt's and oxvirtd's definitions.
 oxvirt="${CARGO_TARGET_DIR:-$repo/target}/debug/oxvirt"
-log "installing man pages (man oxvirt, man oxvirt-VERB) and bash completion"
+oxvirtd="${CARGO_TARGET_DIR:-$repo/target}/debug/oxvirtd"
+log "installing man pages (man oxvirt, man oxvirt-VERB, man oxvirtd, man oxvirtd.conf) and bash completion"
 "$oxvirt" __man-pages /usr/local/share/man/man1
+pages=$(mktemp -d)
+"$oxvirtd" __man-pages "$pages"
+install -D -m 0644 "$pages/oxvirtd.8" /usr/local/share/man/man8/oxvirtd.8
+install -D -m 0644 "$pages/oxvirtd.conf.5" /usr/local/share/man/man5/oxvirtd.conf.5
+rm -rf "$pages"
 mkdir -p /usr/local/share/bash-completion/completions
 "$oxvirt" completion bash > /usr/local/share/bash-completion/completions/oxvirt
 # The documented example configuration (every key commented out at its default, see

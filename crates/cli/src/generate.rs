@@ -135,6 +135,24 @@ const FISH_NAMES: &str = r#"
 complete -c oxvirt -f -a '(oxvirt __complete-names --line=(commandline -cp | string replace -r "^\S+\s*" "") 2>/dev/null)'
 "#;
 
+/// The same for zsh: names where one goes (a word not starting with `-`), else clap's
+/// completion of verbs and options.
+const ZSH_NAMES: &str = r#"
+# Names from oxvirtd (oxvirt __complete-names) where a domain, network, pool or volume goes.
+_oxvirt_with_names() {
+    if [[ $PREFIX != -* ]]; then
+        local -a names
+        names=(${(f)"$(${words[1]} __complete-names --line="${(j: :)words[2,CURRENT]}" 2>/dev/null)"})
+        if (( ${#names} )); then
+            compadd -a names
+            return 0
+        fi
+    fi
+    _oxvirt "$@"
+}
+compdef _oxvirt_with_names oxvirt
+"#;
+
 /// `oxvirt completion SHELL`.
 pub fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     let mut script = Vec::new();
@@ -142,6 +160,7 @@ pub fn completion(shell: clap_complete::Shell) -> anyhow::Result<()> {
     match shell {
         clap_complete::Shell::Bash => script.extend_from_slice(BASH_NAMES.as_bytes()),
         clap_complete::Shell::Fish => script.extend_from_slice(FISH_NAMES.as_bytes()),
+        clap_complete::Shell::Zsh => script.extend_from_slice(ZSH_NAMES.as_bytes()),
         _ => {}
     }
     let mut out = std::io::stdout().lock();
@@ -175,6 +194,52 @@ fn write_pages(command: &clap::Command, name: &str, dir: &Path) -> anyhow::Resul
     Ok(())
 }
 
+// docs/cli.md's reference is generated (and checked) by a unit test below, so these are
+// test-only code.
+
+/// The markers around the generated part of docs/cli.md.
+#[cfg(test)]
+const REFERENCE_BEGIN: &str =
+    "<!-- generated from the command-line definition (crates/cli/src/generate.rs, cli_reference); do not edit: a test checks it -->";
+#[cfg(test)]
+const REFERENCE_END: &str = "<!-- end of the generated reference -->";
+
+/// docs/cli.md's reference: every visible verb (and `img`'s verbs) with its usage and what it
+/// does, from the clap definition, so that the page never drifts from it.
+#[cfg(test)]
+fn cli_reference() -> String {
+    let mut command = Cli::command();
+    command.build();
+    let mut text = String::from("| usage | does |\n|---|---|\n");
+    reference_rows(&command, &mut text);
+    text
+}
+
+#[cfg(test)]
+fn reference_rows(command: &clap::Command, text: &mut String) {
+    let mut subs: Vec<&clap::Command> = command
+        .get_subcommands()
+        .filter(|sub| !sub.is_hide_set() && sub.get_name() != "help")
+        .collect();
+    subs.sort_by_key(|sub| sub.get_name());
+    for sub in subs {
+        if sub.has_subcommands() {
+            reference_rows(sub, text);
+            continue;
+        }
+        // After build(), the usage names the whole command: `oxvirt admin daemon-log-filters ...`.
+        let usage = sub.clone().render_usage().to_string();
+        let usage = usage.trim_start_matches("Usage: ").to_string();
+        let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+        let cell = |text: &str| text.replace('|', "\\|").replace('\n', " ");
+        text.push_str(&format!(
+            "| `{}` | {} |\n",
+            cell(usage.trim_end()),
+            cell(&about)
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +270,37 @@ mod tests {
         assert!(
             missing.is_empty(),
             "verbs missing from docs/cli.md: {missing:?}"
+        );
+    }
+
+    /// docs/cli.md's reference part is what `cli_reference` generates now. After a change of
+    /// the command line, `OXVIRT_BLESS=1 cargo test -p oxvirt-cli --bin oxvirt cli_reference`
+    /// rewrites it.
+    #[test]
+    fn cli_reference_is_generated() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md");
+        let doc = std::fs::read_to_string(&path).expect("docs/cli.md");
+        let (head, rest) = doc
+            .split_once(REFERENCE_BEGIN)
+            .expect("docs/cli.md has the generated reference's begin marker");
+        let (current, tail) = rest
+            .split_once(REFERENCE_END)
+            .expect("docs/cli.md has the generated reference's end marker");
+        let generated = format!("\n{}", cli_reference());
+        if current == generated {
+            return;
+        }
+        if std::env::var_os("OXVIRT_BLESS").is_some() {
+            std::fs::write(
+                &path,
+                format!("{head}{REFERENCE_BEGIN}{generated}{REFERENCE_END}{tail}"),
+            )
+            .expect("rewrite docs/cli.md");
+            return;
+        }
+        panic!(
+            "docs/cli.md's reference differs from the command-line definition: run \
+             OXVIRT_BLESS=1 cargo test -p oxvirt-cli --bin oxvirt cli_reference"
         );
     }
 

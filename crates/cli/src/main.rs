@@ -90,7 +90,7 @@ enum Command {
     /// Interactive shell (also `oxvirt` with no command).
     #[command(long_about = shell::LONG_ABOUT)]
     Shell,
-    /// Print a shell completion script (bash completes domain, network, pool and volume names).
+    /// Print a shell completion script (bash, zsh and fish complete domain, network, pool and volume names).
     #[command(
         after_long_help = "bash: source <(oxvirt completion bash), or install it as \
                            /usr/share/bash-completion/completions/oxvirt"

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{oxvirt_bin, Daemon};
+use support::{oxvirt_bin, oxvirtd_bin, Daemon};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -340,19 +340,104 @@ printf '%s\\n' \"${{COMPREPLY[@]}}\"",
         ["bash-vm"]
     );
     assert!(complete(&["oxvirt", "li"]).contains(&"list".to_string()));
-
-    for shell in ["zsh", "fish"] {
-        let output = Command::new(oxvirt_bin())
-            .args(["completion", shell])
-            .output()
-            .expect("run oxvirt");
-        assert!(
-            output.status.success() && !output.stdout.is_empty(),
-            "{shell}"
-        );
-    }
 }
 
+/// Runs `shell -c script` (or a script file) with `oxvirt` in PATH and the daemon's socket in
+/// the environment; returns its stdout.
+fn run_shell(shell: &str, args: &[&str], daemon: &Daemon) -> String {
+    let bin_dir = oxvirt_bin().parent().expect("bin dir").to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = Command::new(shell)
+        .args(args)
+        .env("PATH", path)
+        .env("OXVIRT_SOCKET", &daemon.socket)
+        .env("HOME", daemon.dir.path())
+        .output()
+        .unwrap_or_else(|err| panic!("{shell}: {err} (scripts/setup.sh installs zsh and fish)"));
+    assert!(output.status.success(), "{shell} {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// zsh and fish load `oxvirt completion zsh|fish` without error, register it, and complete
+/// verbs and, from the daemon, domain names (zsh driven through its own pseudo-terminal
+/// module, zpty, since its completion runs only in the line editor).
+#[test]
+fn zsh_and_fish_completion_register_and_complete_names() {
+    let daemon = Daemon::start();
+    define_domain(&daemon, "zsh-vm", "2b3c4d5e-6f70-4a8b-9c0d-1e2f3a4b5c6d");
+    let compdump = daemon.dir.path().join("zcompdump");
+    let compdump = compdump.to_str().expect("utf-8 path");
+
+    let registered = run_shell(
+        "zsh",
+        &[
+            "-f",
+            "-c",
+            &format!(
+                "autoload -U compinit && compinit -u -d '{compdump}'; \
+                 source <(oxvirt completion zsh); print -r -- $_comps[oxvirt]"
+            ),
+        ],
+        &daemon,
+    );
+    assert_eq!(registered.trim(), "_oxvirt_with_names");
+    let script = daemon.dir.path().join("drive.zsh");
+    std::fs::write(
+        &script,
+        format!(
+            r#"zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PS1="> "; autoload -U compinit; compinit -u -d {compdump}; source <(oxvirt completion zsh)'
+for typed in $'oxvirt dominfo zs\t' $'\C-u oxvirt li\t'; do
+    zpty -w -n z "$typed"
+    sleep 2
+done
+zpty -w -n z $'\C-u\n'
+sleep 1
+out=""
+while zpty -r -t z line; do out+="$line"; done
+zpty -d z
+print -r -- "$out" | tr -d '\r'
+"#
+        ),
+    )
+    .expect("write the zsh script");
+    let screen = run_shell("zsh", &["-f", script.to_str().expect("utf-8")], &daemon);
+    assert!(screen.contains("oxvirt dominfo zsh-vm"), "{screen}");
+    assert!(screen.contains("oxvirt list"), "{screen}");
+
+    let fish = |command: &str| {
+        run_shell(
+            "fish",
+            &[
+                "--no-config",
+                "-c",
+                &format!("source (oxvirt completion fish | psub); {command}"),
+            ],
+            &daemon,
+        )
+    };
+    assert!(
+        fish("complete -c oxvirt").contains("complete"),
+        "fish registered nothing"
+    );
+    assert!(
+        fish("complete -C 'oxvirt dominfo zs'")
+            .lines()
+            .any(|line| line.split('\t').next() == Some("zsh-vm")),
+        "fish completes domain names"
+    );
+    assert!(fish("complete -C 'oxvirt li'")
+        .lines()
+        .any(|line| line.starts_with("list")));
+}
+
+/// oxvirt's pages (section 1) and oxvirtd's (oxvirtd(8), oxvirtd.conf(5)), as scripts/setup.sh
+/// generates them, each rendered by man-db.
 #[test]
 fn man_pages_render() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -361,6 +446,12 @@ fn man_pages_render() {
         .arg(dir.path())
         .status()
         .expect("run oxvirt");
+    assert!(status.success());
+    let status = Command::new(oxvirtd_bin())
+        .arg("__man-pages")
+        .arg(dir.path())
+        .status()
+        .expect("run oxvirtd");
     assert!(status.success());
     let mut pages: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .expect("read the pages")
@@ -377,6 +468,8 @@ fn man_pages_render() {
         "oxvirt-dominfo.1",
         "oxvirt-shell.1",
         "oxvirt-img-create.1",
+        "oxvirtd.8",
+        "oxvirtd.conf.5",
     ] {
         assert!(names.iter().any(|name| name == want), "{want} in {names:?}");
     }
@@ -405,4 +498,31 @@ fn man_pages_render() {
             page.display()
         );
     }
+
+    // oxvirtd.conf(5) comes from oxvirtd's key table; the installed example file must name
+    // the same keys (and the page every one of the example's).
+    let conf_page = std::fs::read_to_string(dir.path().join("oxvirtd.conf.5")).expect("page");
+    let page_keys: Vec<&str> = conf_page
+        .lines()
+        .filter_map(|line| line.strip_prefix(".B "))
+        .filter(|key| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../etc/oxvirtd.conf"),
+    )
+    .expect("etc/oxvirtd.conf");
+    let example_keys: Vec<&str> = example
+        .lines()
+        .filter_map(|line| line.strip_prefix('#')?.split_once(" = "))
+        .map(|(key, _)| key)
+        .collect();
+    assert!(page_keys.len() > 10, "{page_keys:?}");
+    let mut sorted_page = page_keys.clone();
+    sorted_page.sort();
+    let mut sorted_example = example_keys.clone();
+    sorted_example.sort();
+    assert_eq!(
+        sorted_page, sorted_example,
+        "oxvirtd.conf(5) and etc/oxvirtd.conf"
+    );
 }

@@ -57,6 +57,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log_max_size", "--log-max-size"),
     ("log_max_backups", "--log-max-backups"),
     ("log_format", "--log-format"),
+    ("guest_log_max_size", "--guest-log-max-size"),
+    ("guest_log_max_backups", "--guest-log-max-backups"),
 ];
 
 /// A parsed file: each key's value and line.

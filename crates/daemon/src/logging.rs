@@ -9,16 +9,17 @@
 //! - `log_outputs` (`"1:file:/var/log/oxvirt/oxvirtd.log 3:stderr 2:syslog:oxvirtd"`): where
 //!   lines go, each output with its own minimum level (also `LEVEL:journald`);
 //! - files rotate by size (`log_max_size` bytes, `log_max_backups` gzip-compressed backups
-//!   `FILE.1.gz` newest .. `FILE.N.gz` oldest), so no logrotate is needed.
+//!   `FILE.1.gz` newest .. `FILE.N.gz` oldest), so no logrotate is needed: oxvirt-logfile's
+//!   `RotatingFile`, which also writes the guests' logs.
 //!
 //! Filters and outputs change at run time (`oxvirt admin daemon-log-filters`): the filter is a
 //! tracing-subscriber reload layer, the outputs a list behind a mutex that the writer reads for
 //! each line. Both live in one process-wide [`LogControl`], as the tracing subscriber does.
 
-use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use oxvirt_logfile::{RotatingFile, Rotation};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::{Event, Level, Subscriber};
@@ -213,108 +214,6 @@ pub fn check_writable(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A log file that rotates by size. Rotation happens between two whole lines, under the
-/// outputs' lock: the live file is renamed aside and a new one opened before anything is
-/// compressed, so every line is either in the live file or in a backup.
-struct RotatingFile {
-    path: PathBuf,
-    file: File,
-    size: u64,
-    max_size: u64,
-    max_backups: u32,
-    /// A rotation that failed is reported once (on stderr), then logging carries on in the
-    /// live file rather than losing lines.
-    failed: bool,
-}
-
-impl RotatingFile {
-    fn open(path: &Path, max_size: u64, max_backups: u32) -> std::io::Result<RotatingFile> {
-        let file = open_append(path)?;
-        let size = file.metadata()?.len();
-        Ok(RotatingFile {
-            path: path.to_path_buf(),
-            file,
-            size,
-            max_size,
-            max_backups,
-            failed: false,
-        })
-    }
-
-    fn write_line(&mut self, line: &[u8]) {
-        if self.max_size > 0
-            && self.size > 0
-            && self.size + line.len() as u64 > self.max_size
-            && !self.failed
-        {
-            if let Err(err) = self.rotate() {
-                self.failed = true;
-                eprintln!(
-                    "oxvirtd: rotating log file {} failed: {err}",
-                    self.path.display()
-                );
-            }
-        }
-        if self.file.write_all(line).is_ok() {
-            self.size += line.len() as u64;
-        }
-    }
-
-    fn backup(&self, n: u32) -> PathBuf {
-        let mut name = self.path.as_os_str().to_owned();
-        name.push(format!(".{n}.gz"));
-        PathBuf::from(name)
-    }
-
-    fn rotate(&mut self) -> std::io::Result<()> {
-        let mut staging = self.path.as_os_str().to_owned();
-        staging.push(".rotating");
-        let staging = PathBuf::from(staging);
-        std::fs::rename(&self.path, &staging)?;
-        self.file = open_append(&self.path)?;
-        self.size = 0;
-        if self.max_backups == 0 {
-            return std::fs::remove_file(&staging);
-        }
-        let _ = std::fs::remove_file(self.backup(self.max_backups));
-        for n in (1..self.max_backups).rev() {
-            let from = self.backup(n);
-            if from.exists() {
-                std::fs::rename(&from, self.backup(n + 1))?;
-            }
-        }
-        let mut tmp = self.backup(1).into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        {
-            let mut input = File::open(&staging)?;
-            let mut encoder =
-                flate2::write::GzEncoder::new(open_new(&tmp)?, flate2::Compression::default());
-            std::io::copy(&mut input, &mut encoder)?;
-            encoder.finish()?.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.backup(1))?;
-        std::fs::remove_file(&staging)
-    }
-}
-
-fn open_append(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
-fn open_new(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
 enum Output {
     Stderr,
     File(RotatingFile),
@@ -338,8 +237,14 @@ fn open_outputs(
         let output = match &spec.sink {
             Sink::Stderr => Output::Stderr,
             Sink::File(path) => Output::File(
-                RotatingFile::open(path, max_size, max_backups)
-                    .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
+                RotatingFile::open(
+                    path,
+                    Rotation {
+                        max_size,
+                        max_backups,
+                    },
+                )
+                .map_err(|e| format!("cannot open log file {}: {e}", path.display()))?,
             ),
             Sink::Syslog(ident) => {
                 open_syslog(ident);
@@ -441,7 +346,13 @@ impl Write for LineWriter {
                 Output::Stderr => {
                     let _ = std::io::stderr().write_all(buf);
                 }
-                Output::File(file) => file.write_line(buf),
+                Output::File(file) => {
+                    file.write_line(buf);
+                    if let Some(err) = file.take_error() {
+                        // Reported once; logging carries on in the live file.
+                        eprintln!("oxvirtd: {err}");
+                    }
+                }
                 Output::Syslog => syslog(self.level, buf),
                 Output::Journald(socket) => {
                     let _ = socket.send_to(&journal_entry(self.level, buf), JOURNAL_SOCKET);
@@ -687,34 +598,5 @@ mod tests {
         assert_eq!(&entry[..head.len()], head);
         assert_eq!(&entry[head.len()..head.len() + 8], &3u64.to_le_bytes());
         assert_eq!(&entry[head.len() + 8..], b"a\nb\n");
-    }
-
-    #[test]
-    fn rotation_keeps_every_line_and_caps_backups() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.log");
-        let mut file = RotatingFile::open(&path, 100, 2).unwrap();
-        for i in 0..40 {
-            file.write_line(format!("line {i:04}\n").as_bytes());
-        }
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["d.log", "d.log.1.gz", "d.log.2.gz"]);
-        let mut text = String::new();
-        for n in [2, 1] {
-            let gz = File::open(dir.path().join(format!("d.log.{n}.gz"))).unwrap();
-            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(gz), &mut text)
-                .unwrap();
-        }
-        text.push_str(&std::fs::read_to_string(&path).unwrap());
-        let numbers: Vec<u32> = text
-            .lines()
-            .map(|l| l.trim_start_matches("line ").parse().unwrap())
-            .collect();
-        let first = numbers[0];
-        assert_eq!(numbers, (first..40).collect::<Vec<_>>());
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod config;
 mod engine;
 mod logging;
+mod manpages;
 mod services;
 mod settings;
 mod state_dir;
@@ -28,7 +29,39 @@ use crate::state_dir::{
 };
 use crate::store::Store;
 
+/// The hidden mode in which oxvirtd is each guest's log writer (`oxvirt_logfile::writer`,
+/// started by the qemu engine with the guest, outliving oxvirtd as the guest does):
+/// `oxvirtd __guest-log-writer MAX_SIZE MAX_BACKUPS OUTPUT_LOG [FIFO LOG]...`.
+const GUEST_LOG_WRITER: &str = "__guest-log-writer";
+
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|mode| mode == GUEST_LOG_WRITER)
+    {
+        let args: Option<Vec<String>> = std::env::args_os()
+            .skip(2)
+            .map(|arg| arg.into_string().ok())
+            .collect();
+        let status = args.map_or(2, |args| oxvirt_logfile::writer::run(&args));
+        return std::process::ExitCode::from(status as u8);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|mode| mode == manpages::MAN_PAGES)
+    {
+        let Some(dir) = std::env::args_os().nth(2) else {
+            eprintln!("usage: oxvirtd {} DIR", manpages::MAN_PAGES);
+            return std::process::ExitCode::FAILURE;
+        };
+        return match manpages::write(Path::new(&dir)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("oxvirtd: error: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     match run_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
@@ -78,9 +111,16 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         "state database open"
     );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
+    // Each guest's logs rotate: the qemu engine's through a log writer, this very binary in
+    // its hidden mode, the native engine's console relay here in oxvirtd.
+    let log_writer = oxvirt_qemu::WriterProgram {
+        program: std::env::current_exe().context("finding oxvirtd's own executable")?,
+        args: vec![GUEST_LOG_WRITER.to_string()],
+        rotation: args.guest_logs,
+    };
     let engine = Arc::new(EngineSet::new(
-        Arc::new(QemuEngine::probe(args.state_dir.join("nvram")).await),
-        Arc::new(NativeEngine::probe()),
+        Arc::new(QemuEngine::probe(args.state_dir.join("nvram"), log_writer).await),
+        Arc::new(NativeEngine::probe(args.guest_logs)),
     ));
     let network_dir = args
         .network_dir

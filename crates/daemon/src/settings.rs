@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::config::{ConfError, ConfFile, Origin, DEFAULT_CONFIG};
 use crate::logging::{self, Format, LogError, LogSettings, Sink};
+use oxvirt_logfile::Rotation;
 
 /// oxvirtd's flags: each configuration key, and the actions that are not keys
 /// (`--config`, `--check-config`, `--restore-backup`).
@@ -53,6 +54,14 @@ pub struct Args {
     /// How many gzip-compressed rotated log files to keep [key log_max_backups; default 3].
     #[arg(long, value_name = "N")]
     pub log_max_backups: Option<u32>,
+    /// Rotate each guest's logs (console.log, qemu.log) once they would grow past this many
+    /// bytes; 0 never [key guest_log_max_size; default 2097152].
+    #[arg(long, value_name = "BYTES")]
+    pub guest_log_max_size: Option<u64>,
+    /// How many gzip-compressed rotated files of each guest log to keep [key
+    /// guest_log_max_backups; default 3].
+    #[arg(long, value_name = "N")]
+    pub guest_log_max_backups: Option<u32>,
     /// Log line format, text or json [key log_format; default text].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -94,6 +103,8 @@ pub struct Settings {
     pub backup_interval: u64,
     pub backup_keep: u64,
     pub log: LogSettings,
+    /// How each guest's logs rotate (the log writer's, and the native console relay's).
+    pub guest_logs: Rotation,
     /// Where each key's value came from (keys at their default are absent).
     origins: HashMap<&'static str, Origin>,
 }
@@ -254,6 +265,24 @@ impl Settings {
             .map(|n| u32::try_from(n).map_err(|_| m.bad("log_max_backups", "too large")))
             .transpose()?
             .unwrap_or(logging::DEFAULT_MAX_BACKUPS);
+        let guest_logs = Rotation {
+            max_size: m
+                .integer(
+                    "guest_log_max_size",
+                    "--guest-log-max-size",
+                    args.guest_log_max_size,
+                )?
+                .unwrap_or(logging::DEFAULT_MAX_SIZE),
+            max_backups: m
+                .integer(
+                    "guest_log_max_backups",
+                    "--guest-log-max-backups",
+                    args.guest_log_max_backups.map(u64::from),
+                )?
+                .map(|n| u32::try_from(n).map_err(|_| m.bad("guest_log_max_backups", "too large")))
+                .transpose()?
+                .unwrap_or(logging::DEFAULT_MAX_BACKUPS),
+        };
         let format = match m.string("log_format", "--log-format", args.log_format.clone())? {
             None => Format::Text,
             Some(text) => Format::parse(&text).map_err(|e| m.bad("log_format", e))?,
@@ -275,6 +304,7 @@ impl Settings {
                 max_backups,
                 format,
             },
+            guest_logs,
             origins: m.origins,
         })
     }

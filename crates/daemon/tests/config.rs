@@ -130,6 +130,8 @@ fn example_config_is_valid() {
         "log_max_size",
         "log_max_backups",
         "log_format",
+        "guest_log_max_size",
+        "guest_log_max_backups",
     ] {
         assert!(text.contains(&format!("#{key} = ")), "{key} missing");
     }

@@ -1,14 +1,17 @@
 //! The console relay: the VMM's serial socket has one client and drops output while none is
 //! connected, so the engine keeps a relay connected to it. The relay appends everything the
 //! guest prints to `console.log` and serves `console.sock` to any number of clients, whose
-//! input goes to the serial port.
+//! input goes to the serial port. `console.log` rotates (oxvirt-logfile, the guest log
+//! settings): the relay writes it directly, as it lives in oxvirtd. While oxvirtd restarts no
+//! relay runs and the VMM drops what the guest prints (as before: the VMM's serial socket keeps
+//! nothing without a client); the next oxvirtd's relay appends to the same files.
 
 use std::collections::HashSet;
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use oxvirt_host::lock;
+use oxvirt_logfile::{RotatingFile, Rotation};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
@@ -19,9 +22,18 @@ use crate::paths::RunPaths;
 #[derive(Clone, Default)]
 pub(crate) struct Relays {
     running: Arc<Mutex<HashSet<PathBuf>>>,
+    /// How console.log rotates.
+    rotation: Rotation,
 }
 
 impl Relays {
+    pub(crate) fn new(rotation: Rotation) -> Relays {
+        Relays {
+            running: Arc::default(),
+            rotation,
+        }
+    }
+
     pub(crate) fn is_running(&self, run: &RunPaths) -> bool {
         lock(&self.running).contains(&run.dir)
     }
@@ -56,8 +68,9 @@ impl Relays {
         }
         let running = self.running.clone();
         let run = run.clone();
+        let rotation = self.rotation;
         tokio::spawn(async move {
-            if let Err(err) = relay(serial, &run).await {
+            if let Err(err) = relay(serial, &run, rotation).await {
                 tracing::warn!("console relay of {}: {err}", run.dir.display());
             }
             let _ = std::fs::remove_file(run.console_socket());
@@ -68,7 +81,7 @@ impl Relays {
 
 /// Copies the VMM's serial output to the console log and to every client of the console
 /// socket, and the clients' input to the serial port, until the VMM closes the serial socket.
-async fn relay(serial: UnixStream, run: &RunPaths) -> std::io::Result<()> {
+async fn relay(serial: UnixStream, run: &RunPaths, rotation: Rotation) -> std::io::Result<()> {
     let socket = run.console_socket();
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
@@ -76,10 +89,7 @@ async fn relay(serial: UnixStream, run: &RunPaths) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     }
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run.console_log())?;
+    let mut log = RotatingFile::open(&run.console_log(), rotation)?;
     let (mut serial_in, serial_out) = serial.into_split();
     let serial_out = Arc::new(tokio::sync::Mutex::new(serial_out));
     let (output_tx, _) = broadcast::channel::<Arc<[u8]>>(1024);
@@ -102,7 +112,10 @@ async fn relay(serial: UnixStream, run: &RunPaths) -> std::io::Result<()> {
             Ok(0) => break Ok(()),
             Ok(n) => {
                 // The log is best effort: a full disk must not stop the console.
-                let _ = log.write_all(&buf[..n]);
+                log.write_stream(&buf[..n]);
+                if let Some(err) = log.take_error() {
+                    tracing::warn!("console log of {}: {err}", run.dir.display());
+                }
                 let _ = output_tx.send(Arc::from(&buf[..n]));
             }
             Err(err) => break Err(err),

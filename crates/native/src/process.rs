@@ -67,6 +67,14 @@ impl Supervisor {
         Supervisor::default()
     }
 
+    /// A supervisor whose guests' console logs rotate as `rotation` says.
+    pub fn with_log_rotation(rotation: oxvirt_logfile::Rotation) -> Supervisor {
+        Supervisor {
+            exits: Arc::default(),
+            relays: Relays::new(rotation),
+        }
+    }
+
     /// Starts `domain` (the launched copy: TAPs created, volumes resolved) with its files in
     /// `run`: writes the plan to `vm.json` and runs `oxvirt-vmm --config vm.json` in its own
     /// session. Returns the VMM's pid once its console relay is connected and its API answers.

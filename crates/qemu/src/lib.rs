@@ -25,7 +25,9 @@
 //!   directory: [`read_pid_file`], [`is_alive`] (pid + uuid, so a recycled pid is never taken for
 //!   the VM), [`Qmp::connect`] on [`RunPaths::qmp_socket`].
 //! - QMP serves one client at a time; `launch` closes its own connection before returning.
-//! - The serial console is a socket ([`RunPaths::console_socket`]) mirrored to `console.log`.
+//! - The serial console is a socket ([`RunPaths::console_socket`]) mirrored to `console.log`
+//!   (with [`launch_with_logs`], through a log writer that rotates it and `qemu.log`; the writer
+//!   outlives the daemon as QEMU does and ends when QEMU's output pipe closes).
 //!   A connected client must keep reading: QEMU holds back serial output for a client that does
 //!   not, and a guest printing to its console then waits too. Without a client output is only
 //!   logged.
@@ -58,8 +60,10 @@ pub use cmdline::{
 };
 pub use error::QemuError;
 pub use oxvirt_domain::{Domain, Uuid};
+pub use oxvirt_logfile::{writer::WriterProgram, Rotation};
 pub use paths::RunPaths;
 pub use process::{
-    emulator_path, is_alive, launch, read_pid_file, terminate, Launched, DEFAULT_EMULATOR,
+    emulator_path, is_alive, launch, launch_with_logs, read_pid_file, terminate, Launched,
+    DEFAULT_EMULATOR,
 };
 pub use qmp::{Qmp, QmpEvent, RunState};

@@ -9,14 +9,24 @@ use crate::QemuError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPaths {
     pub dir: PathBuf,
+    /// Whether QEMU's console log goes through a log writer's FIFO ([`RunPaths::with_log_pipes`]).
+    log_pipes: bool,
 }
+
+/// The log files' names in the run directory (the log writer is given names, not paths).
+pub(crate) const CONSOLE_LOG: &str = "console.log";
+pub(crate) const CONSOLE_LOG_PIPE: &str = "console.pipe";
+pub(crate) const QEMU_LOG: &str = "qemu.log";
 
 /// `sun_path` in `struct sockaddr_un` holds 108 bytes including the terminating NUL.
 const UNIX_SOCKET_PATH_MAX: usize = 107;
 
 impl RunPaths {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        RunPaths { dir: dir.into() }
+        RunPaths {
+            dir: dir.into(),
+            log_pipes: false,
+        }
     }
 
     /// QMP (control monitor) socket; QEMU listens on it.
@@ -31,12 +41,35 @@ impl RunPaths {
 
     /// Everything the guest wrote on its serial console (appended across restarts).
     pub fn console_log(&self) -> PathBuf {
-        self.dir.join("console.log")
+        self.dir.join(CONSOLE_LOG)
+    }
+
+    /// The same paths, for a QEMU whose logs go through a log writer (`launch_with_logs`): its
+    /// console log is then written into [`RunPaths::console_log_pipe`].
+    pub fn with_log_pipes(mut self) -> Self {
+        self.log_pipes = true;
+        self
+    }
+
+    /// The FIFO the log writer reads the console log from (it writes `console.log`); removed
+    /// once QEMU has opened it, so only during a start does it exist.
+    pub fn console_log_pipe(&self) -> PathBuf {
+        self.dir.join(CONSOLE_LOG_PIPE)
+    }
+
+    /// What QEMU's console chardev writes its log into (`logfile=`): `console.log` itself, or
+    /// the log writer's FIFO.
+    pub fn console_log_target(&self) -> PathBuf {
+        if self.log_pipes {
+            self.console_log_pipe()
+        } else {
+            self.console_log()
+        }
     }
 
     /// QEMU's own stdout and stderr (appended across restarts).
     pub fn qemu_log(&self) -> PathBuf {
-        self.dir.join("qemu.log")
+        self.dir.join(QEMU_LOG)
     }
 
     /// QEMU writes its pid here.

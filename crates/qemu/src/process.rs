@@ -7,7 +7,11 @@
 //! which reaps it when it exits: the daemon never has to, and a daemon restart (even SIGKILL)
 //! leaves guests running. A daemon that makes itself a subreaper takes over that duty.
 //!
-//! QEMU's stdin is /dev/null; stdout and stderr are appended to `qemu.log`. `launch` returns once
+//! QEMU's stdin is /dev/null; stdout and stderr are appended to `qemu.log`. With
+//! [`launch_with_logs`] (what oxvirtd does), a log writer (`oxvirt_logfile::writer`) started
+//! just before QEMU, in its own session too, writes `qemu.log` and `console.log` as rotated
+//! files: QEMU's stdout and stderr are its stdin pipe and the console chardev's `logfile=` is
+//! its FIFO (`console.pipe`). `launch` returns once
 //! QEMU answers on its QMP socket (the connection is closed again: QMP serves one client at a
 //! time, and that is the daemon's); if QEMU dies first, the error carries the end of what it
 //! wrote to qemu.log during this start.
@@ -27,7 +31,9 @@ use oxvirt_domain::{
 use serde_json::json;
 
 use crate::cmdline::{assign_spice_ports, build_command_line, HUGEPAGES_MOUNT};
+use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
+use oxvirt_logfile::writer::WriterProgram;
 
 /// The QEMU binary for x86_64 guests when the definition names none.
 pub const DEFAULT_EMULATOR: &str = "qemu-system-x86_64";
@@ -72,6 +78,25 @@ fn is_executable(path: &Path) -> bool {
 /// Everything that can be checked before spawning is: the translation, the emulator, and the
 /// files the definition names (kernel, initrd, disk sources, RNG source).
 pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Launched, QemuError> {
+    launch_with_logs(domain, run, accel, None).await
+}
+
+/// [`launch`], with QEMU's output and console log written by `writer` (rotated, see the module
+/// documentation) rather than appended by QEMU itself without bound.
+pub async fn launch_with_logs(
+    domain: &Domain,
+    run: &RunPaths,
+    accel: Accel,
+    writer: Option<&WriterProgram>,
+) -> Result<Launched, QemuError> {
+    let piped;
+    let run = match writer {
+        Some(_) => {
+            piped = run.clone().with_log_pipes();
+            &piped
+        }
+        None => run,
+    };
     // QEMU has no automatic SPICE port: pick the free ones now, as libvirt does at start.
     let with_ports = assign_spice_ports(domain)?;
     let domain = with_ports.as_ref().unwrap_or(domain);
@@ -93,10 +118,23 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     let args = line.args.clone();
     let spawn_emulator = emulator.clone();
     let macvtaps = open_macvtaps(domain)?;
-    let (pid, log_start) = tokio::task::spawn_blocking(move || {
+    let writer = writer.cloned();
+    let run_dir = run.dir.clone();
+    let (pid, log_start, writer_pid) = tokio::task::spawn_blocking(move || {
         let (log, log_start) = open_log(&log_path, &spawn_emulator, &args)?;
-        let pid = spawn_detached(&spawn_emulator, &args, log, &vcpu, &macvtaps)?;
-        Ok::<_, QemuError>((pid, log_start))
+        let (output, writer_pid) = match &writer {
+            None => (log, None),
+            Some(writer) => {
+                // The header above is in the file; from here on only the writer writes it.
+                drop(log);
+                let started = writer
+                    .start(&run_dir, QEMU_LOG, &[(CONSOLE_LOG_PIPE, CONSOLE_LOG)])
+                    .map_err(|err| QemuError::io("starting the guest's log writer", err))?;
+                (File::from(started.output), Some(started.pid))
+            }
+        };
+        let pid = spawn_detached(&spawn_emulator, &args, output, &vcpu, &macvtaps)?;
+        Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
     .await
     .map_err(|err| QemuError::Spawn {
@@ -105,7 +143,13 @@ pub async fn launch(domain: &Domain, run: &RunPaths, accel: Accel) -> Result<Lau
     })??;
     tracing::info!(pid, name = %domain.name, "QEMU started");
 
-    let qmp = wait_until_ready(pid, &domain.uuid, run, log_start).await?;
+    let qmp = wait_until_ready(pid, &domain.uuid, run, log_start, writer_pid).await?;
+    if writer_pid.is_some() {
+        // QEMU has opened its console log (chardevs exist before QMP answers) and the writer
+        // holds the other end: the FIFO needs no name any more. Without one, nothing else can
+        // open it and take the guest's output from the writer (or block reading it).
+        let _ = std::fs::remove_file(run.console_log_pipe());
+    }
     if let Err(err) = apply_runtime_settings(domain, &qmp).await {
         // Started but not as defined: do not leave a half-configured guest running.
         kill_now(pid);
@@ -553,15 +597,22 @@ async fn wait_until_ready(
     uuid: &Uuid,
     run: &RunPaths,
     log_start: u64,
+    writer_pid: Option<i32>,
 ) -> Result<Qmp, QemuError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let socket = run.qmp_socket();
-    let early_exit = || QemuError::EarlyExit {
-        log_tail: log_tail(&run.qemu_log(), log_start),
+    let early_exit = || async {
+        // What QEMU said last passes through the log writer, which ends once it has all.
+        if let Some(writer) = writer_pid {
+            wait_for_exit(writer, Duration::from_secs(2)).await;
+        }
+        QemuError::EarlyExit {
+            log_tail: log_tail(&run.qemu_log(), log_start),
+        }
     };
     loop {
         if !is_alive(pid, uuid).await {
-            return Err(early_exit());
+            return Err(early_exit().await);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
@@ -578,11 +629,23 @@ async fn wait_until_ready(
             {
                 match qmp.query_status().await {
                     Ok(_) => return Ok(qmp),
-                    Err(_) if !is_alive(pid, uuid).await => return Err(early_exit()),
+                    Err(_) if !is_alive(pid, uuid).await => return Err(early_exit().await),
                     Err(err) => tracing::debug!("QEMU not ready yet: {err}"),
                 }
             }
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most `limit`) until the process `pid` has ended.
+async fn wait_for_exit(pid: i32, limit: Duration) {
+    let Ok(pid) = u32::try_from(pid) else {
+        return;
+    };
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && oxvirt_host::Process::of(pid).is_some_and(|p| p.is_running())
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -593,6 +656,8 @@ fn log_tail(path: &Path, start: u64) -> String {
         return String::new();
     };
     let end = file.seek(SeekFrom::End(0)).unwrap_or(start);
+    // A file shorter than `start` was rotated meanwhile: this start's output is all of it.
+    let start = if end < start { 0 } else { start };
     let from = start.max(end.saturating_sub(LOG_TAIL_BYTES));
     let mut text = Vec::new();
     if file.seek(SeekFrom::Start(from)).is_ok() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("xml", 0),
     ("host", 0),
+    ("logfile", 0),
     ("images", 0),
     ("api", 0),
     ("testkit", 0),

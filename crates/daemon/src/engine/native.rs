@@ -25,7 +25,7 @@ pub struct NativeEngine {
 
 impl NativeEngine {
     /// Probes the host once for hardware KVM (the native engine cannot emulate).
-    pub fn probe() -> NativeEngine {
+    pub fn probe(guest_logs: oxvirt_logfile::Rotation) -> NativeEngine {
         let probe = oxvirt_qemu::probe_accel();
         let kvm = match probe.accel {
             oxvirt_qemu::Accel::Kvm => Ok(()),
@@ -37,7 +37,7 @@ impl NativeEngine {
         };
         NativeEngine {
             kvm,
-            supervisor: Supervisor::new(),
+            supervisor: Supervisor::with_log_rotation(guest_logs),
         }
     }
 

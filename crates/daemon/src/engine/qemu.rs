@@ -21,15 +21,18 @@ pub struct QemuEngine {
     /// Where UEFI guests' NVRAM files live (`STATE_DIR/nvram/UUID_VARS.fd`): unlike the run
     /// directory, it outlives a start.
     nvram_dir: PathBuf,
+    /// Writes each guest's qemu.log and console.log, rotated (guest_log_max_size/-backups).
+    log_writer: oxvirt_qemu::WriterProgram,
 }
 
 impl QemuEngine {
     /// Probes the host once: the emulator's version and whether hardware KVM is usable.
-    pub async fn probe(nvram_dir: PathBuf) -> QemuEngine {
+    pub async fn probe(nvram_dir: PathBuf, log_writer: oxvirt_qemu::WriterProgram) -> QemuEngine {
         QemuEngine {
             version: emulator_version().await,
             probe: oxvirt_qemu::probe_accel(),
             nvram_dir,
+            log_writer,
         }
     }
 }
@@ -177,7 +180,8 @@ impl Engine for QemuEngine {
         oxvirt_qemu::firmware::resolve_uefi(&mut domain, &descriptor_dirs, &self.nvram_dir)
             .map_err(engine_error)?;
         let domain = &domain;
-        let launched = oxvirt_qemu::launch(domain, &run, accel).await;
+        let launched =
+            oxvirt_qemu::launch_with_logs(domain, &run, accel, Some(&self.log_writer)).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
         for disk in &domain.devices.disks {
             if disk.auth.is_some() {

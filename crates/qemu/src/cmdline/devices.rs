@@ -184,7 +184,7 @@ impl Builder<'_> {
         format!(
             "socket,id={id},path={},server=on,wait=off,logfile={},logappend=on",
             escape_opt(&self.run.console_socket().to_string_lossy()),
-            escape_opt(&self.run.console_log().to_string_lossy()),
+            escape_opt(&self.run.console_log_target().to_string_lossy()),
         )
     }
 
