@@ -13,14 +13,12 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use oxvirt_testkit::wait_for;
-use support::{oxvirt_bin, ConsoleSession, Daemon};
+use support::{oxvirt_bin, wait_for_exit, ConsoleSession, Daemon};
 
 /// A full Debian boot under TCG, on a machine shared with other guests.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -174,7 +172,16 @@ fn check_first_boot(console: &mut ConsoleSession, name: &str) {
     log_in(console);
     let status = console.run("cloud-init status --wait --long", 5);
     assert!(status.contains("status: done"), "{status}");
-    assert_eq!(console.run("hostname", 6).trim(), name);
+    let hostname = console.run("hostname", 6);
+    assert_eq!(
+        hostname.trim(),
+        name,
+        "cloud-init did not set the hostname; its log says: {}",
+        console.run(
+            "cat /run/cloud-init/ds-identify.log | tail -5; grep -iE 'hostname|datasource' /var/log/cloud-init.log | head -20",
+            60
+        )
+    );
     let keys = console.run("cat /home/oxadmin/.ssh/authorized_keys", 7);
     assert!(keys.contains(CLOUD_USER_KEY), "{keys}");
     let written = console.run(&format!("cat {USER_DATA_FILE}"), 8);
@@ -190,30 +197,14 @@ fn check_first_boot(console: &mut ConsoleSession, name: &str) {
 fn end_first_boot(
     daemon: &Daemon,
     console: ConsoleSession,
-    install: &mut Child,
+    install: Child,
     seed: &Path,
     name: &str,
 ) {
     let mut console = console;
     console.send_line("systemctl reboot");
     drop(console);
-    let ended = wait_for(BOOT_TIMEOUT, || !matches!(install.try_wait(), Ok(None)));
-    let mut out = String::new();
-    install
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    install
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(ended, "oxvirt install did not end: {out}{err}");
-    assert!(install.wait().unwrap().success(), "{out}\n{err}");
+    let out = wait_for_exit(install, BOOT_TIMEOUT).ok();
     assert!(out.contains("Domain has shutdown. Continuing."), "{out}");
     assert!(
         !seed.exists(),
@@ -228,14 +219,14 @@ fn end_first_boot(
 fn a_built_image_imported_with_cloud_init_boots_under_bios() {
     let daemon = Daemon::start();
     let name = "cloudy-bios";
-    let (mut install, seed) = install_with_cloud_init(&daemon, name, &[]);
+    let (install, seed) = install_with_cloud_init(&daemon, name, &[]);
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
     check_first_boot(&mut console, name);
     let firmware = console.run("test -d /sys/firmware/efi && echo uefi || echo bios", 10);
     assert_eq!(firmware.trim(), "bios");
     let cmdline = console.run("cat /proc/cmdline", 11);
     assert!(cmdline.contains("console=ttyS0,115200"), "{cmdline}");
-    end_first_boot(&daemon, console, &mut install, &seed, name);
+    end_first_boot(&daemon, console, install, &seed, name);
 
     // The second boot: no seed, and what cloud-init did stays.
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
@@ -253,7 +244,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_bios() {
 fn a_built_image_imported_with_cloud_init_boots_under_uefi_with_secure_boot() {
     let daemon = Daemon::start();
     let name = "cloudy-uefi";
-    let (mut install, seed) = install_with_cloud_init(&daemon, name, &["--boot", "uefi"]);
+    let (install, seed) = install_with_cloud_init(&daemon, name, &["--boot", "uefi"]);
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
     check_first_boot(&mut console, name);
     // The SecureBoot variable's last byte is 1 when the firmware enforced signatures on shim,
@@ -276,7 +267,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_uefi_with_secure_boot() {
         &format!("printf '\\007\\000\\000\\000kept' > /sys/firmware/efi/efivars/{NVRAM_PROBE}"),
         12,
     );
-    end_first_boot(&daemon, console, &mut install, &seed, name);
+    end_first_boot(&daemon, console, install, &seed, name);
 
     // The second boot keeps the NVRAM: the variable is still there.
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);

@@ -10,12 +10,11 @@
 #[allow(dead_code)]
 mod support;
 
-use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use oxvirt_testkit::{guest_kit, media, wait_for, PROMPT};
-use support::{oxvirt_bin, png_stats, vncsnapshot, Daemon};
+use oxvirt_testkit::{guest_kit, media, PROMPT};
+use support::{oxvirt_bin, png_stats, vncsnapshot, wait_for_exit, Daemon};
 
 /// Firmware, GRUB and the kit under TCG, on a machine shared with other guests.
 const BOOT: Duration = Duration::from_secs(300);
@@ -40,7 +39,7 @@ fn an_iso_install_writes_the_disk_and_the_guest_then_boots_from_it() {
 
     // No --noautoconsole: with a graphical console, oxvirt install says where it is and waits for
     // the install to end, as virt-install does.
-    let mut install = Command::new(oxvirt_bin())
+    let install = Command::new(oxvirt_bin())
         .arg("--socket")
         .arg(&daemon.socket)
         .args([
@@ -96,23 +95,7 @@ fn an_iso_install_writes_the_disk_and_the_guest_then_boots_from_it() {
     console.send_line("");
     console.expect_text(media::INSTALLER_DONE, BOOT);
     drop(console);
-    let ended = wait_for(BOOT, || !matches!(install.try_wait(), Ok(None)));
-    let mut out = String::new();
-    install
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let mut err = String::new();
-    install
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(ended, "oxvirt install did not end: {out}{err}");
-    assert!(install.wait().unwrap().success(), "{out}\n{err}");
+    let out = wait_for_exit(install, BOOT).ok();
     assert!(out.contains("Domain has shutdown. Continuing."), "{out}");
     assert!(out.contains("Domain creation completed."), "{out}");
 

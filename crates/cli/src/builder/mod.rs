@@ -357,59 +357,39 @@ fn build(request: &Request, args: &BuilderArgs, work: &Path, steps: &Steps) -> a
     write_output(request, &raw, steps)
 }
 
-/// Writes the finished raw disk to the output: converted, or moved. A partial output never remains.
+/// Writes the finished raw disk to the output: moved when it is to stay raw and the output is on
+/// the same filesystem, else copied by oxvirt-images (to qcow2, or raw keeping the holes). A partial
+/// output never remains.
 fn write_output(request: &Request, raw: &Path, steps: &Steps) -> anyhow::Result<()> {
     let partial = request.output.with_extension("oxvirt-partial");
     let result = (|| -> anyhow::Result<()> {
-        match request.format {
-            Format::Qcow2 => {
-                steps.step("Writing the qcow2 image");
-                let mut source = Image::open(
-                    raw,
-                    &OpenOptions {
-                        format: Some(Format::Raw),
-                        ..OpenOptions::default()
-                    },
-                )?;
-                let bar = steps.bytes_bar();
-                convert(
-                    &mut source,
-                    &partial,
-                    &ConvertOptions {
-                        format: Format::Qcow2,
-                        cluster_size: 65536,
-                        overwrite: true,
-                    },
-                    &mut |done, total| {
-                        bar.set_length(total);
-                        bar.set_position(done);
-                    },
-                )?;
-                bar.finish_and_clear();
-            }
-            Format::Raw => {
-                steps.step("Writing the raw image");
-                if std::fs::rename(raw, &partial).is_err() {
-                    // Another filesystem: copy, keeping holes.
-                    let mut source = Image::open(
-                        raw,
-                        &OpenOptions {
-                            format: Some(Format::Raw),
-                            ..OpenOptions::default()
-                        },
-                    )?;
-                    convert(
-                        &mut source,
-                        &partial,
-                        &ConvertOptions {
-                            format: Format::Raw,
-                            cluster_size: 65536,
-                            overwrite: true,
-                        },
-                        &mut |_, _| {},
-                    )?;
-                }
-            }
+        let format = request.format;
+        steps.step(&format!("Writing the {format} image"));
+        let moved = format == Format::Raw && std::fs::rename(raw, &partial).is_ok();
+        if !moved {
+            let mut source = Image::open(
+                raw,
+                &OpenOptions {
+                    format: Some(Format::Raw),
+                    ..OpenOptions::default()
+                },
+            )?;
+            let bar = steps.bytes_bar();
+            convert(
+                &mut source,
+                &partial,
+                &ConvertOptions {
+                    format,
+                    // qemu-img's default cluster size; raw has no clusters.
+                    cluster_size: 65536,
+                    overwrite: true,
+                },
+                &mut |done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            )?;
+            bar.finish_and_clear();
         }
         std::fs::rename(&partial, &request.output)
             .with_context(|| format!("cannot write {}", request.output.display()))
@@ -424,14 +404,7 @@ fn summary(request: &Request) -> anyhow::Result<()> {
     let size = request.size as f64 / (1u64 << 30) as f64;
     println!("{:>30}: {}", "Output file", request.output.display());
     println!("{:>30}: {size:.1}G", "Output size");
-    println!(
-        "{:>30}: {}",
-        "Output format",
-        match request.format {
-            Format::Qcow2 => "qcow2",
-            Format::Raw => "raw",
-        }
-    );
+    println!("{:>30}: {}", "Output format", request.format);
     println!(
         "{:>30}: {}",
         "Boots under",

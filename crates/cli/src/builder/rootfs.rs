@@ -44,7 +44,11 @@ pub fn tarball(
         .arg("--variant=minbase")
         .arg("--mode=root")
         .arg("--format=tar")
-        .arg(format!("--include={}", template.packages.join(",")))
+        .arg(format!(
+            "--include={},{}",
+            template.kernel,
+            template.packages.join(",")
+        ))
         // cloud-init's locale module sets en_US.UTF-8 with update-locale, which refuses a locale
         // that is not generated (Debian's locale-gen ignores the name cloud-init gives it): the
         // image carries it generated, as Debian's cloud images do.
@@ -91,6 +95,7 @@ fn cache_key(template: &Template, mmdebstrap_version: &str) -> String {
         template.name,
         template.suite,
         template.mirror,
+        template.kernel,
         mmdebstrap_version,
     ] {
         hasher.update(part.as_bytes());
@@ -123,5 +128,10 @@ mod tests {
             ..*template
         };
         assert_ne!(key, cache_key(&fewer, "mmdebstrap 1.3.5"));
+        let other_kernel = Template {
+            kernel: "linux-image-rt-amd64",
+            ..*template
+        };
+        assert_ne!(key, cache_key(&other_kernel, "mmdebstrap 1.3.5"));
     }
 }

@@ -89,6 +89,21 @@ impl Plan {
         }
     }
 
+    /// A raw CD-ROM drive on [`Self::cdrom_bus`], at the next free target (its medium is given
+    /// when it is written).
+    fn cdrom_drive(&self, targets: &mut Targets) -> XmlDisk {
+        let bus = self.cdrom_bus();
+        XmlDisk {
+            device: "cdrom".to_string(),
+            path: None,
+            format: Some("raw".to_string()),
+            bus: bus.to_string(),
+            target: targets.next(bus),
+            cache: None,
+            io: None,
+        }
+    }
+
     /// The install-phase document, when there is one.
     pub fn install_xml(&self) -> Option<String> {
         self.has_install_phase().then(|| self.document(true))
@@ -269,16 +284,7 @@ impl Plan {
         }
         let mut targets = Targets::of(&self.disks);
         if let InstallMedia::Cdrom(iso) = &self.media {
-            let bus = self.cdrom_bus();
-            let drive = XmlDisk {
-                device: "cdrom".to_string(),
-                path: None,
-                format: Some("raw".to_string()),
-                bus: bus.to_string(),
-                target: targets.next(bus),
-                cache: None,
-                io: None,
-            };
+            let drive = self.cdrom_drive(&mut targets);
             // The final definition keeps the drive with its tray empty.
             Self::write_disk(x, &drive, install.then_some(iso.as_str()));
         }
@@ -407,16 +413,7 @@ impl Plan {
             if let InstallMedia::Cdrom(_) = self.media {
                 targets.next(self.cdrom_bus());
             }
-            let bus = self.cdrom_bus();
-            let drive = XmlDisk {
-                device: "cdrom".to_string(),
-                path: None,
-                format: Some("raw".to_string()),
-                bus: bus.to_string(),
-                target: targets.next(bus),
-                cache: None,
-                io: None,
-            };
+            let drive = self.cdrom_drive(&mut targets);
             Self::write_disk(x, &drive, install.then_some(seed.as_str()));
         }
     }

@@ -459,3 +459,17 @@ pub fn png_stats(bytes: &[u8]) -> (u32, u32, f64) {
     let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / values.len() as f64;
     (frame.width, frame.height, variance)
 }
+
+/// Waits up to `timeout` for an `oxvirt` started with piped output (`install`, which runs while
+/// the test drives the guest) to end by itself, and returns what it printed; kills it and fails
+/// the test if it does not end.
+#[track_caller]
+pub fn wait_for_exit(mut child: Child, timeout: Duration) -> Run {
+    let ended = wait_for(timeout, || !matches!(child.try_wait(), Ok(None)));
+    if !ended {
+        let _ = child.kill();
+    }
+    let run = Run::from_output(child.wait_with_output().expect("collect oxvirt's output"));
+    assert!(ended, "oxvirt did not end within {timeout:?}: {run:#?}");
+    run
+}
