@@ -1,7 +1,8 @@
 //! The API's client connections, counted and capped as libvirtd's `max_clients` does:
 //! [`CountedListener`] wraps the Unix listener handed to `axum::serve`, so that every accepted
-//! connection holds a [`ClientGuard`] for as long as hyper keeps its stream (an upgraded console
-//! stream too), and a connection beyond the limit is closed at once, with a log line.
+//! connection holds a [`ClientGuard`] for as long as hyper keeps its stream (a kept-alive
+//! connection until its client closes it), and a connection beyond the limit is closed at once,
+//! with a log line.
 //! `oxvirt admin server-clients-info` reads the count, `server-clients-set` changes the limit.
 
 use std::io;
