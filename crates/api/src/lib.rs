@@ -51,7 +51,7 @@ pub use display::{
 };
 
 pub mod admin;
-pub use admin::{LogFilters, LogOutputs};
+pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimits};
 
 pub mod secret;
 pub use secret::{SecretInfo, SecretValue};
@@ -578,10 +578,15 @@ impl Client {
         let request = builder
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(format!("building request for {path}: {e}")))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.protocol(format!("request {path}: {e}")))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            let hint = if closed_unanswered(&e) {
+                " (oxvirtd closed the connection without an answer: it closes those beyond \
+                     its max_clients at once; see its log)"
+            } else {
+                ""
+            };
+            self.protocol(format!("request {path}: {e}{hint}"))
+        })?;
         let status = response.status();
         let bytes = response
             .into_body()
@@ -598,6 +603,26 @@ impl Client {
             detail,
         }
     }
+}
+
+/// Whether the daemon closed the connection before answering (it does so with the connections
+/// beyond its `max_clients`, or when it stops mid-request).
+fn closed_unanswered(err: &hyper::Error) -> bool {
+    if err.is_incomplete_message() || err.is_closed() || err.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind;
+            return matches!(
+                io.kind(),
+                ErrorKind::BrokenPipe | ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn to_json<T: Serialize>(value: &T) -> Vec<u8> {

@@ -129,7 +129,8 @@ enum Command {
         #[arg(long)]
         remove: Vec<PathBuf>,
     },
-    /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs).
+    /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs,
+    /// server-list, server-clients-info, server-clients-set).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
 }

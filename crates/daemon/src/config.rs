@@ -46,6 +46,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("socket_path", "--socket"),
     ("socket_mode", "--socket-mode"),
     ("socket_group", "--socket-group"),
+    ("max_clients", "--max-clients"),
     ("state_dir", "--state-dir"),
     ("network_dir", "--network-dir"),
     ("default_network", "--no-default-network"),

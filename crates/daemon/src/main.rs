@@ -2,6 +2,7 @@
 //! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
 
 mod api;
+mod clients;
 mod config;
 mod engine;
 mod logging;
@@ -21,6 +22,7 @@ use clap::Parser;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::clients::{Clients, CountedListener};
 use crate::engine::{native::NativeEngine, qemu::QemuEngine, set::EngineSet};
 use crate::services::Services;
 use crate::settings::{Args, Settings};
@@ -160,7 +162,10 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         }
         tracing::info!("stopping; running guests keep running");
     };
-    axum::serve(listener, api::router(services.clone()))
+    // Every API connection is counted while open, and refused beyond max_clients.
+    let clients = Clients::new(args.max_clients);
+    let listener = CountedListener::new(listener, clients.clone());
+    axum::serve(listener, api::router(services.clone(), clients))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;

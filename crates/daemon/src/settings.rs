@@ -32,6 +32,11 @@ pub struct Args {
     /// Group owning the API socket [key socket_group; default: root's].
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// The most API connections open at once; one more is closed at once, with a log line
+    /// (libvirtd's max_clients). Changed at run time with oxvirt admin server-clients-set
+    /// [key max_clients; default 5000].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_clients: Option<u32>,
     /// Directory for the state database and the guests' run directories [key state_dir;
     /// default /var/lib/oxvirt].
     #[arg(long)]
@@ -97,6 +102,8 @@ pub struct Settings {
     pub socket: PathBuf,
     pub socket_mode: u32,
     pub socket_gid: Option<u32>,
+    /// The most API connections open at once (src/clients.rs).
+    pub max_clients: u32,
     pub state_dir: PathBuf,
     pub network_dir: Option<PathBuf>,
     pub default_network: bool,
@@ -202,6 +209,15 @@ impl Settings {
                         .ok_or_else(|| m.bad("socket_group", format!("no group '{name}'")))?,
                 ),
             };
+        let max_clients = match m.integer(
+            "max_clients",
+            "--max-clients",
+            args.max_clients.map(u64::from),
+        )? {
+            None => crate::clients::DEFAULT_MAX_CLIENTS,
+            Some(0) => return Err(m.bad("max_clients", "must be at least 1")),
+            Some(n) => u32::try_from(n).map_err(|_| m.bad("max_clients", "too large"))?,
+        };
         let state_dir = path(m.string(
             "state_dir",
             "--state-dir",
@@ -291,6 +307,7 @@ impl Settings {
             socket,
             socket_mode,
             socket_gid,
+            max_clients,
             state_dir,
             network_dir,
             default_network,

@@ -48,6 +48,10 @@ fn bad_config_names_key_and_line() {
             "log_filters = \"1:daemon 5:qemu\"\n".to_string(),
             "line 1: key 'log_filters': log filter '5:qemu': bad log level '5'",
         ),
+        (
+            "\n\nmax_clients = 0\n".to_string(),
+            "line 3: key 'max_clients': must be at least 1",
+        ),
     ];
     for (text, expected) in cases {
         let conf = write_conf(&env, &text);
@@ -119,6 +123,7 @@ fn example_config_is_valid() {
         "socket_path",
         "socket_mode",
         "socket_group",
+        "max_clients",
         "state_dir",
         "network_dir",
         "default_network",

@@ -93,6 +93,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// A private oxvirtd started with `extra` flags too (e.g. `--config FILE`).
+    pub fn start_with(extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-e2e-")
             .tempdir()
@@ -107,6 +112,7 @@ impl Daemon {
             .arg(&state)
             // These tests run in the host's network namespace: no default network there.
             .arg("--no-default-network")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("daemon log"))
             .stderr(log)

@@ -1,21 +1,32 @@
 //! HTTP routes of daemon administration (see `oxvirt_api::admin`): the log's filters and
-//! outputs, changed without a restart (src/logging.rs).
+//! outputs, changed without a restart (src/logging.rs); the API's client connections and
+//! their limit (src/clients.rs).
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::routing::get;
-use axum::{Json, Router};
-use oxvirt_api::{code, ApiError, LogFilters, LogOutputs};
+use axum::{Extension, Json, Router};
+use oxvirt_api::{
+    code, ApiError, ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimits,
+};
 
 use super::reply::{body, Failure, Reply};
+use crate::clients::{Clients, SERVER_NAME};
 use crate::logging;
 use crate::services::Services;
 
-pub fn routes() -> Router<Arc<Services>> {
+pub fn routes(clients: Arc<Clients>) -> Router<Arc<Services>> {
     Router::new()
         .route("/v1/admin/log-filters", get(filters).put(set_filters))
         .route("/v1/admin/log-outputs", get(outputs).put(set_outputs))
+        .route("/v1/admin/servers", get(servers))
+        .route(
+            "/v1/admin/servers/{server}/clients",
+            get(client_limits).put(set_client_limits),
+        )
+        .layer(Extension(clients))
 }
 
 fn bad(message: String) -> Failure {
@@ -52,4 +63,58 @@ async fn set_outputs(bytes: Bytes) -> Reply<LogOutputs> {
         .map_err(bad)?;
     tracing::info!(outputs = %logging::outputs(), "log outputs changed");
     outputs().await
+}
+
+async fn servers() -> Reply<Vec<ServerInfo>> {
+    Ok(Json(vec![ServerInfo {
+        id: 0,
+        name: SERVER_NAME.to_string(),
+    }]))
+}
+
+/// The one server's name, or `not_found` (virt-admin: "No server named ...").
+fn check_server(server: &str) -> Result<(), Failure> {
+    if server == SERVER_NAME {
+        return Ok(());
+    }
+    Err(Failure(ApiError::new(
+        code::NOT_FOUND,
+        format!("no server named '{server}' (oxvirtd has one server, '{SERVER_NAME}')"),
+    )))
+}
+
+fn limits(clients: &Clients) -> ClientLimits {
+    ClientLimits {
+        nclients_max: clients.max(),
+        nclients: clients.open(),
+        // The Unix socket authenticates by its permissions at connect: nobody waits.
+        nclients_unauth_max: 0,
+        nclients_unauth: 0,
+    }
+}
+
+async fn client_limits(
+    Path(server): Path<String>,
+    Extension(clients): Extension<Arc<Clients>>,
+) -> Reply<ClientLimits> {
+    check_server(&server)?;
+    Ok(Json(limits(&clients)))
+}
+
+async fn set_client_limits(
+    Path(server): Path<String>,
+    Extension(clients): Extension<Arc<Clients>>,
+    bytes: Bytes,
+) -> Reply<ClientLimits> {
+    check_server(&server)?;
+    let request: SetClientLimits = body(&bytes)?;
+    if let Some(max) = request.nclients_max {
+        // 0 would shut out every client, the one that could raise it again too.
+        if max == 0 {
+            return Err(bad("nclients_max must be at least 1".to_string()));
+        }
+        clients.set_max(max);
+        tracing::info!(max_clients = max, "client limit changed");
+    }
+    Ok(Json(limits(&clients)))
 }

@@ -19,13 +19,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use oxvirt_api::{code, ApiError, VersionInfo};
 
+use crate::clients::Clients;
 use crate::services::Services;
 use reply::{json_errors, Failure};
 
-pub fn router(services: Arc<Services>) -> Router {
+pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
-        .merge(admin::routes())
+        .merge(admin::routes(clients))
         .merge(display::routes())
         .merge(domains::routes())
         .merge(networks::routes())
