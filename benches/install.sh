@@ -246,6 +246,7 @@ domstate() { # system, name
     if [ "$1" = ox ]; then "${OXVIRT[@]}" domstate "$2" 2> /dev/null; else "${VIRSH[@]}" domstate "$2" 2> /dev/null; fi
 }
 
+OTHERS=()
 # install_once SYSTEM LABEL: sets RETURNED and FINISHED (seconds from just before the install command).
 install_once() {
     local system=$1 label=$2 name=$PREFIX$1-$2 overlay t0 deadline state
@@ -253,6 +254,8 @@ install_once() {
     qemu-img create -q -f qcow2 -F qcow2 -b "$WORK/base.qcow2" "$overlay"
     printf 'instance-id: %s\nlocal-hostname: %s\n' "$name" "$name" > "$WORK/$name.meta-data"
     chmod 644 "$overlay" "$WORK/$name.meta-data"
+    # Other guests on this shared machine (not ours) compete for the 2 cores: counted for the doc.
+    OTHERS+=("$(pgrep -af qemu-system | grep -vc "guest=$PREFIX" || true)")
     t0=$EPOCHREALTIME
     install_cmd "$system" "$name" "$overlay" "$WORK/$name.meta-data" > "$WORK/$name.install.log" 2>&1 ||
         die "$system install failed: $(cat "$WORK/$name.install.log")"
@@ -367,6 +370,7 @@ RAW=$(
     echo "- install returns (s): oxvirt ${RET_OX[*]}; virt-install ${RET_LV[*]}"
     echo "- to shut off (s): oxvirt ${FIN_OX[*]}; virt-install ${FIN_LV[*]}"
     echo "- builder warm (s): ${WARM_TIMES[*]}${COLD_TIME:+; cold: $COLD_TIME}"
+    echo "- other QEMU processes on the machine (not this benchmark's) when each install started, warm-ups included: ${OTHERS[*]}"
 )
 
 echo
@@ -413,8 +417,8 @@ sits on the ICH9 AHCI (SATA) controller. Debian 12's cloud kernel (linux-image-c
 \`oxvirt builder\` installs) is built without AHCI (\`# CONFIG_SATA_AHCI is not set\`), so on q35 the guest
 never sees the cidata disc: in a trial run of this script on q35, oxvirt's guest logged "Cloud-init v.
 22.4.2 finished ... Datasource DataSourceNoCloud [seed=dmi]" (only oxvirt's SMBIOS \`ds=nocloud\` hint, no
-user-data, no meta-data: hostname still \`debian\`), and never powered off. The same q35 + SATA CD-ROM
-layout comes from virt-install. On i440fx the CD-ROM is on PIIX IDE, which the cloud kernel drives
+user-data, no meta-data: hostname still \`debian\`), and never powered off. virt-install also puts the CD-ROM on
+SATA on q35 (its default there). On i440fx the CD-ROM is on PIIX IDE, which the cloud kernel drives
 (ata_piix), and cloud-init reads the seed.
 
 **Commands timed** (\`\$SOCK\` is the private oxvirtd's socket; NAME, OVERLAY, USER_DATA, META_DATA per run):
@@ -437,8 +441,10 @@ oxvirtd runs it under TCG because /dev/kvm here is not hardware KVM (its start w
 as libvirt refuses type='kvm' without hardware KVM. \`--cpu $CPU\` is given to both because their defaults
 differ under TCG (oxvirt: host-passthrough, run as \`-cpu max\`; virt-install with type qemu: no \`<cpu>\`,
 QEMU's qemu64). Not the same work: libvirt also runs QEMU as libvirt-qemu with its seccomp sandbox, DAC
-relabelling, cgroups and a paused start configured over QMP (see the First VM section); both build a
-cidata seed ISO on the host.
+relabelling, cgroups and a paused start configured over QMP (see the First VM section). Both build a
+cidata seed ISO on the host and add the SMBIOS hint \`serial=ds=nocloud\`; virt-install deletes its ISO
+as it returns (QEMU keeps it open), oxvirt leaves it to a detached \`oxvirt __install-finish\` that
+removes it when the first instance ends.
 
 ### \`oxvirt builder debian-12\`
 
