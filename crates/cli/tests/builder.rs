@@ -203,8 +203,10 @@ fn end_first_boot(
 ) {
     let mut console = console;
     console.send_line("systemctl reboot");
-    drop(console);
+    // The console stays attached until the install ends: killing `oxvirt console` right after
+    // the line was handed to it could lose the line.
     let out = wait_for_exit(install, BOOT_TIMEOUT).ok();
+    drop(console);
     assert!(out.contains("Domain has shutdown. Continuing."), "{out}");
     assert!(
         !seed.exists(),

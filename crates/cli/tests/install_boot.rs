@@ -136,4 +136,27 @@ fn import_boots_the_disk_and_a_cloud_init_seed_lives_for_the_first_boot_only() {
     console.expect_text(PROMPT, BOOT);
     drop(console);
     daemon.oxvirt(&["destroy", "ci"]).ok();
+    // A domain destroyed and undefined at once, before the detached finisher polls it: its
+    // first instance is over all the same, and the seed is removed.
+    let disk = grub_disk(daemon.dir.path(), "gone");
+    install(
+        &daemon,
+        &boot_dir,
+        &[
+            "--name",
+            "gone",
+            "--disk",
+            &format!("path={}", disk.display()),
+            "--cloud-init",
+            "root-password-generate=on",
+        ],
+    );
+    let seed = boot_dir.join("oxvirt-gone-cloudinit.iso");
+    assert!(seed.is_file(), "the seed ISO is made");
+    daemon.oxvirt(&["destroy", "gone"]).ok();
+    daemon.oxvirt(&["undefine", "gone"]).ok();
+    assert!(
+        wait_for(Duration::from_secs(30), || !seed.exists()),
+        "the seed of an undefined domain stays"
+    );
 }

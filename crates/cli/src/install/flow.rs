@@ -343,9 +343,15 @@ fn spawn_finisher(client: &Client, domain: &str, files: &BootFiles) -> anyhow::R
 /// to end (oxvirtd then makes the final definition current), then removes the files.
 pub fn finish(client: &Client, domain: &str, remove: &[PathBuf]) -> anyhow::Result<()> {
     loop {
-        let info = block_on(client.domain_info(domain))??;
-        if !info.state.is_active() {
-            break;
+        match block_on(client.domain_info(domain))? {
+            Ok(info) if !info.state.is_active() => break,
+            Ok(_) => {}
+            // Undefined before this poll saw it stop: its first instance is over all the same,
+            // and the files are still this install's to remove.
+            Err(oxvirt_api::ClientError::Api(err)) if err.code == oxvirt_api::code::NOT_FOUND => {
+                break
+            }
+            Err(err) => return Err(err.into()),
         }
         std::thread::sleep(Duration::from_millis(500));
     }
