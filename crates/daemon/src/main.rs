@@ -113,16 +113,17 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         "state database open"
     );
     // QEMU by default; the native engine for domains that ask for it (<oxvirt:engine>).
-    // Each guest's logs rotate: the qemu engine's through a log writer, this very binary in
-    // its hidden mode, the native engine's console relay here in oxvirtd.
+    // Each guest's logs rotate: QEMU's output and console log and the VMM's output through a
+    // log writer, this very binary in its hidden mode; the native engine's console log through
+    // its console relay here in oxvirtd.
     let log_writer = oxvirt_qemu::WriterProgram {
         program: std::env::current_exe().context("finding oxvirtd's own executable")?,
         args: vec![GUEST_LOG_WRITER.to_string()],
         rotation: args.guest_logs,
     };
     let engine = Arc::new(EngineSet::new(
-        Arc::new(QemuEngine::probe(args.state_dir.join("nvram"), log_writer).await),
-        Arc::new(NativeEngine::probe(args.guest_logs)),
+        Arc::new(QemuEngine::probe(args.state_dir.join("nvram"), log_writer.clone()).await),
+        Arc::new(NativeEngine::probe(args.guest_logs, log_writer)),
     ));
     let network_dir = args
         .network_dir

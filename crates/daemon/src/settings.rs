@@ -59,8 +59,8 @@ pub struct Args {
     /// How many gzip-compressed rotated log files to keep [key log_max_backups; default 3].
     #[arg(long, value_name = "N")]
     pub log_max_backups: Option<u32>,
-    /// Rotate each guest's logs (console.log, qemu.log) once they would grow past this many
-    /// bytes; 0 never [key guest_log_max_size; default 2097152].
+    /// Rotate each guest's logs (console.log, qemu.log, vmm.log) once they would grow past this
+    /// many bytes; 0 never [key guest_log_max_size; default 2097152].
     #[arg(long, value_name = "BYTES")]
     pub guest_log_max_size: Option<u64>,
     /// How many gzip-compressed rotated files of each guest log to keep [key

@@ -17,7 +17,8 @@
 //!   ([`RunPaths`]): [`read_pid_file`], [`is_alive`] (the VMM's argv names the run directory,
 //!   and so the uuid: a recycled pid is never taken for the VM), [`Supervisor::connect`]; the
 //!   VMM is then not its child, init reaps it, and a pidfd tells when it ended.
-//! - The VMM's stdout and stderr go to `vmm.log` (for people). Programs learn how the VM ended
+//! - The VMM's stdout and stderr go to `vmm.log` (for people): through a log writer that rotates
+//!   it ([`Supervisor::with_log_writer`], what oxvirtd does), else straight into the file. Programs learn how the VM ended
 //!   from the exit record `vmm-exit.json`, which the VMM writes atomically before it exits.
 //! - The VMM's serial socket has a single client and drops output while none is connected, so
 //!   the engine keeps a console relay on it: everything the guest prints is appended to

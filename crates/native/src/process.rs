@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use oxvirt_domain::{Domain, Uuid};
 use oxvirt_host::lock;
+use oxvirt_logfile::writer::WriterProgram;
+use oxvirt_logfile::RotatingFile;
 use oxvirt_vmm::protocol::ExitReason;
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
@@ -24,6 +26,22 @@ use crate::VMM_BINARY;
 
 /// How long a start waits for the VMM's API socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a failed start waits for the log writer to have written the VMM's last words (it
+/// ends by itself once the VMM's output pipe closes, that is right after the VMM).
+const WRITER_DRAIN: Duration = Duration::from_secs(2);
+/// The log writer's output file in the run directory (`RunPaths::vmm_log`).
+const VMM_LOG: &str = "vmm.log";
+
+/// Waits (at most `limit`) until the process `pid` (not our child) has ended.
+async fn wait_for_exit(pid: i32, limit: Duration) {
+    let Ok(pid) = u32::try_from(pid) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline && oxvirt_host::is_running(pid) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// How a VM ended, as its manager needs to know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +78,8 @@ pub struct Supervisor {
     /// Exit tracking by VMM pid, until the end has been reported.
     exits: Arc<Mutex<HashMap<u32, ExitWatch>>>,
     relays: Relays,
+    /// Writes each VMM's vmm.log, rotated; without one the VMM writes the file itself.
+    log_writer: Option<WriterProgram>,
 }
 
 impl Supervisor {
@@ -72,7 +92,16 @@ impl Supervisor {
         Supervisor {
             exits: Arc::default(),
             relays: Relays::new(rotation),
+            log_writer: None,
         }
+    }
+
+    /// This supervisor, with each VMM's stdout and stderr (`vmm.log`) written by a log writer
+    /// (`oxvirt_logfile::writer`) started just before the VMM, in its own session too: the file
+    /// rotates as `writer.rotation` says and keeps filling while oxvirtd restarts.
+    pub fn with_log_writer(mut self, writer: WriterProgram) -> Supervisor {
+        self.log_writer = Some(writer);
+        self
     }
 
     /// Starts `domain` (the launched copy: TAPs created, volumes resolved) with its files in
@@ -87,10 +116,8 @@ impl Supervisor {
         let config_file = run.config_file();
         std::fs::write(&config_file, config.to_json())
             .map_err(|e| NativeError::io(format!("cannot write {}", config_file.display()), e))?;
-        let log = std::fs::File::create(run.vmm_log()).map_err(|e| {
-            NativeError::io(format!("cannot create {}", run.vmm_log().display()), e)
-        })?;
-        let log_out = log
+        let (output, writer_pid) = self.open_output(run)?;
+        let error_output = output
             .try_clone()
             .map_err(|e| NativeError::io("cannot duplicate the VMM log descriptor", e))?;
         let mut command = Command::new(&vmm);
@@ -98,8 +125,8 @@ impl Supervisor {
             .arg("--config")
             .arg(&config_file)
             .stdin(Stdio::null())
-            .stdout(log_out)
-            .stderr(log);
+            .stdout(output)
+            .stderr(error_output);
         // SAFETY: setsid is async-signal-safe and touches no memory of ours: the VMM gets its own
         // session, so it outlives the daemon (and its terminal).
         unsafe {
@@ -110,7 +137,11 @@ impl Supervisor {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| NativeError::Spawn {
+        let spawned = command.spawn();
+        // The command holds our copies of the output descriptors: with a writer, the VMM's
+        // pipe must have no other write end, or the writer would never see it close.
+        drop(command);
+        let child = spawned.map_err(|source| NativeError::Spawn {
             vmm: vmm.clone(),
             source,
         })?;
@@ -125,7 +156,7 @@ impl Supervisor {
         tracing::info!(domain = %domain.name, pid, vmm = %vmm.display(), "oxvirt-vmm started");
 
         // Wait for the console (so the relay sees the boot) and the API socket.
-        let result = self.wait_until_started(run, pid, &watch).await;
+        let result = self.wait_until_started(run, pid, &watch, writer_pid).await;
         if result.is_err() {
             if watch.exit.borrow().is_none() {
                 // Never leave a VMM behind that the daemon will not know about; the exit watch
@@ -148,6 +179,7 @@ impl Supervisor {
         run: &RunPaths,
         pid: u32,
         watch: &ExitWatch,
+        writer_pid: Option<i32>,
     ) -> Result<u32, NativeError> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut exit = watch.exit.clone();
@@ -158,6 +190,11 @@ impl Supervisor {
                 return Ok(pid);
             }
             if exit.borrow().is_some() {
+                // What the VMM said last passes through the log writer, which ends once it
+                // has all of it.
+                if let Some(writer) = writer_pid {
+                    wait_for_exit(writer, WRITER_DRAIN).await;
+                }
                 return Err(NativeError::EarlyExit {
                     message: start_failure(run),
                 });
@@ -170,6 +207,27 @@ impl Supervisor {
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;
         }
+    }
+
+    /// The VMM's stdout and stderr for a start: vmm.log emptied (it holds one start's output,
+    /// as it always has), then either the file itself or the pipe of a log writer that fills it
+    /// (with the writer's pid).
+    fn open_output(&self, run: &RunPaths) -> Result<(std::fs::File, Option<i32>), NativeError> {
+        let log_path = run.vmm_log();
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| NativeError::io(format!("cannot create {}", log_path.display()), e))?;
+        let Some(writer) = &self.log_writer else {
+            return Ok((log, None));
+        };
+        drop(log);
+        // A previous start's backups are not this start's.
+        for n in 1..=writer.rotation.max_backups {
+            let _ = std::fs::remove_file(RotatingFile::backup_path(&log_path, n));
+        }
+        let started = writer
+            .start(&run.dir, VMM_LOG, &[])
+            .map_err(|e| NativeError::io("cannot start the VMM's log writer", e))?;
+        Ok((std::fs::File::from(started.output), Some(started.pid)))
     }
 
     /// Attaches to the running VMM of `run` (just launched, or found again after a daemon
@@ -518,6 +576,48 @@ mod tests {
         let qemu = format!("qemu-system-x86_64\0-uuid\0{uuid}\0");
         assert!(!argv_is_vmm_of(qemu.as_bytes(), &uuid));
         assert!(!argv_is_vmm_of(b"", &uuid));
+    }
+
+    /// The output plumbing of a start with a log writer: vmm.log and the last start's backups
+    /// emptied, the VMM's output going through the writer's pipe, and a failure's message read
+    /// once the writer has finished. The writer here is a shell's `cat`, given the arguments
+    /// oxvirtd's writer mode gets (`MAX_SIZE MAX_BACKUPS OUTPUT_LOG`).
+    #[tokio::test]
+    async fn vmm_output_goes_through_the_log_writer() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunPaths::new(dir.path());
+        std::fs::write(run.vmm_log(), "the last start\n").unwrap();
+        let old_backup = RotatingFile::backup_path(&run.vmm_log(), 1);
+        std::fs::write(&old_backup, "old").unwrap();
+        let supervisor = Supervisor::new().with_log_writer(WriterProgram {
+            program: "/bin/sh".into(),
+            // Slow on purpose: the failure's message must wait for the writer.
+            args: vec![
+                "-c".into(),
+                r#"sleep 0.3; cat >> "$3""#.into(),
+                "writer".into(),
+            ],
+            rotation: oxvirt_logfile::Rotation {
+                max_size: 1000,
+                max_backups: 2,
+            },
+        });
+        let (mut output, writer_pid) = supervisor.open_output(&run).unwrap();
+        let writer_pid = writer_pid.expect("a writer was started");
+        assert!(!old_backup.exists());
+        assert_eq!(std::fs::read_to_string(run.vmm_log()).unwrap(), "");
+        output
+            .write_all(b"oxvirt-vmm: error: kernel: /k does not exist\n")
+            .unwrap();
+        // The VMM exits: the pipe's last write end closes.
+        drop(output);
+        wait_for_exit(writer_pid, Duration::from_secs(10)).await;
+        assert!(!oxvirt_host::is_running(writer_pid as u32));
+        assert_eq!(
+            start_failure(&run),
+            "oxvirt-vmm: error: kernel: /k does not exist"
+        );
     }
 
     #[test]

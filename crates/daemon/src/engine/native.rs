@@ -24,8 +24,12 @@ pub struct NativeEngine {
 }
 
 impl NativeEngine {
-    /// Probes the host once for hardware KVM (the native engine cannot emulate).
-    pub fn probe(guest_logs: oxvirt_logfile::Rotation) -> NativeEngine {
+    /// Probes the host once for hardware KVM (the native engine cannot emulate). Console logs
+    /// rotate as `guest_logs` says; each VMM's vmm.log is written by `log_writer`.
+    pub fn probe(
+        guest_logs: oxvirt_logfile::Rotation,
+        log_writer: oxvirt_logfile::writer::WriterProgram,
+    ) -> NativeEngine {
         let probe = oxvirt_qemu::probe_accel();
         let kvm = match probe.accel {
             oxvirt_qemu::Accel::Kvm => Ok(()),
@@ -37,7 +41,7 @@ impl NativeEngine {
         };
         NativeEngine {
             kvm,
-            supervisor: Supervisor::with_log_rotation(guest_logs),
+            supervisor: Supervisor::with_log_rotation(guest_logs).with_log_writer(log_writer),
         }
     }
 
