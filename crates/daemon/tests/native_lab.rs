@@ -3,7 +3,7 @@
 //! as a native domain (L2) and `native_lab/l1.sh` drives its whole lifecycle through the CLI:
 //! start, console (and a virtio disk and a bridged NIC seen by the guest), list, dominfo,
 //! suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
-//! and restart, shutdown, destroy, undefine. This machine's own /dev/kvm is never used.
+//! and restart (the log writer filling vmm.log outlives it as the VMM does), shutdown, destroy, undefine. This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
 //! binaries next to `oxvirtd` (`cargo build --workspace --bins`); it fails, never skips, without
@@ -117,6 +117,7 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "start",
         "booted",
         "list-running",
+        "vmm-log-writer",
         "dominfo-engine",
         "dominfo-accel",
         "console-answers",
@@ -132,6 +133,7 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "rebooted",
         "running-after-reboot",
         "vmm-survives-oxvirtd",
+        "vmm-log-writer-survives-oxvirtd",
         "reattached-running",
         "console-after-restart",
         "suspend-after-restart",
@@ -139,6 +141,7 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "shutdown",
         "shut-off",
         "vmm-gone",
+        "vmm-log-writer-gone",
         "exit-record-poweroff",
         "start-again",
         "running-again",

@@ -64,6 +64,16 @@ run_ok() {
 # gone PID: the process ended (a zombie counts as ended).
 gone() { [ ! -d /proc/$1 ] || grep -q ') Z' /proc/$1/stat 2>/dev/null; }
 state_is() { ox list --all | grep -Eq "nat +$1\$"; }
+# The guest's log writer (oxvirtd __guest-log-writer, working in the run directory) filling vmm.log
+# from the VMM's stdout/stderr (a zombie has no cwd, so it does not count).
+vmm_log_writer() {
+    for p in /proc/[0-9]*; do
+        [ "$(readlink $p/cwd 2>/dev/null)" = "$S/run/$UUID" ] &&
+            grep -q __guest-log-writer $p/cmdline 2>/dev/null &&
+            grep -q vmm.log $p/cmdline 2>/dev/null && return 0
+    done
+    return 1
+}
 booted_count() { grep -c OXVIRT-GUEST-BOOTED $LOG 2>/dev/null || echo 0; }
 
 start_daemon() {
@@ -94,6 +104,7 @@ run_ok start ox start nat
 require booted "wait_for 'grep -q OXVIRT-GUEST-BOOTED $LOG'"
 ox list --all | sed 's/^/[list] /'
 check list-running "state_is running"
+check vmm-log-writer "vmm_log_writer && [ -f $S/run/$UUID/vmm.log ]"
 ox dominfo nat >/tmp/dominfo 2>&1
 sed 's/^/[dominfo] /' /tmp/dominfo
 check dominfo-engine "grep -Eq '^Engine: +native' /tmp/dominfo"
@@ -129,6 +140,7 @@ VMPID=$(cat $S/run/$UUID/vmm.pid)
 kill -9 $DPID
 wait $DPID 2>/dev/null
 check vmm-survives-oxvirtd "! gone $VMPID"
+check vmm-log-writer-survives-oxvirtd "vmm_log_writer"
 start_daemon
 check reattached-running "state_is running"
 console 2
@@ -140,6 +152,7 @@ run_ok resume-after-restart ox resume nat
 run_ok shutdown ox shutdown --timeout 60 nat
 check shut-off "state_is 'shut off'"
 check vmm-gone "wait_for 'gone $VMPID'"
+check vmm-log-writer-gone "wait_for '! vmm_log_writer'"
 # How it ended, as the VMM recorded it for oxvirtd (which was not its parent any more).
 check exit-record-poweroff "grep -q '\"guest-poweroff\"' $S/run/$UUID/vmm-exit.json"
 exec 3>&-
