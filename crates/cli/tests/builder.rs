@@ -14,7 +14,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -142,28 +142,36 @@ fn install_with_cloud_init(daemon: &Daemon, name: &str, extra: &[&str]) -> (Chil
     )
     .unwrap();
     let boot = dir.join("boot");
-    let child = Command::new(oxvirt_bin())
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args([
-            "install", "--name", name, "--memory", "1024", "--vcpus", "2",
-        ])
-        .args(["--os-variant", "debian11", "--import", "--network", "none"])
-        .args(["--graphics", "none", "--wait", "-1", "--disk"])
-        .arg(format!("path={},format=qcow2", disk.display()))
-        .arg("--cloud-init")
-        .arg(format!(
-            "user-data={},meta-data={}",
-            user_data.display(),
-            meta_data.display()
-        ))
-        .args(extra)
-        .env("OXVIRT_BOOT_DIR", &boot)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run oxvirt install");
+    let disk_option = format!("path={},format=qcow2", disk.display());
+    let seed_option = format!(
+        "user-data={},meta-data={}",
+        user_data.display(),
+        meta_data.display()
+    );
+    let mut args = vec![
+        "install",
+        "--name",
+        name,
+        "--memory",
+        "1024",
+        "--vcpus",
+        "2",
+        "--os-variant",
+        "debian11",
+        "--import",
+        "--network",
+        "none",
+        "--graphics",
+        "none",
+        "--wait",
+        "-1",
+        "--disk",
+        &disk_option,
+        "--cloud-init",
+        &seed_option,
+    ];
+    args.extend_from_slice(extra);
+    let child = daemon.spawn_oxvirt(&args, &[("OXVIRT_BOOT_DIR", &boot)]);
     (child, boot.join(format!("oxvirt-{name}-cloudinit.iso")))
 }
 

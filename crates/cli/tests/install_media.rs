@@ -10,11 +10,10 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, media, PROMPT};
-use support::{oxvirt_bin, png_stats, vncsnapshot, wait_for_exit, Daemon};
+use support::{png_stats, vncsnapshot, wait_for_exit, Daemon};
 
 /// Firmware, GRUB and the kit under TCG, on a machine shared with other guests.
 const BOOT: Duration = Duration::from_secs(300);
@@ -39,28 +38,29 @@ fn an_iso_install_writes_the_disk_and_the_guest_then_boots_from_it() {
 
     // No --noautoconsole: with a graphical console, oxvirt install says where it is and waits for
     // the install to end, as virt-install does.
-    let install = Command::new(oxvirt_bin())
-        .arg("--socket")
-        .arg(&daemon.socket)
-        .args([
-            "install", "--name", "inst", "--memory", "512", "--vcpus", "1",
-        ])
-        .args([
+    let boot = dir.join("boot");
+    let install = daemon.spawn_oxvirt(
+        &[
+            "install",
+            "--name",
+            "inst",
+            "--memory",
+            "512",
+            "--vcpus",
+            "1",
             "--os-variant",
             "debian11",
             "--network",
             "none",
             "--graphics",
             "vnc",
-        ])
-        .args(["--disk", "size=1", "--cdrom"])
-        .arg(&iso)
-        .env("OXVIRT_BOOT_DIR", dir.join("boot"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run oxvirt install");
+            "--disk",
+            "size=1",
+            "--cdrom",
+            iso.to_str().unwrap(),
+        ],
+        &[("OXVIRT_BOOT_DIR", &boot)],
+    );
 
     let mut console = daemon.console_when_ready("inst", BOOT);
     console.expect_text(media::INSTALLER_READY, BOOT);

@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::customize::KERNEL_CONSOLE;
-use super::tools::{self, CHROOT, GRUB_BIOS_SETUP, LOSETUP, MKE2FS, MOUNT, UMOUNT};
+use super::disk::sparse_file;
+use super::tools::{self, Mount, CHROOT, GRUB_BIOS_SETUP, LOSETUP, MKE2FS};
 
 /// /boot/grub/grub.cfg: one entry, on the serial console as well as the screen.
 pub fn write_grub_cfg(root: &Path, root_uuid: &str, title: &str) -> anyhow::Result<()> {
@@ -92,9 +93,7 @@ pub fn prepare_bios(root: &Path, root_uuid: &str, work: &Path) -> anyhow::Result
 /// The BIOS half, part 2: boot.img into the MBR and core.img into the BIOS boot partition of `disk`.
 pub fn install_bios(disk: &Path, images: &Path, work: &Path) -> anyhow::Result<()> {
     let scratch = work.join("grub-bios.ext2");
-    fs::File::create(&scratch)
-        .and_then(|f| f.set_len(8 * 1024 * 1024))
-        .context("cannot create GRUB's scratch filesystem")?;
+    sparse_file(&scratch, 8 * 1024 * 1024)?;
     let mut command = tools::command(MKE2FS);
     command
         .args(["-q", "-F", "-t", "ext2", "-d"])
@@ -104,7 +103,12 @@ pub fn install_bios(disk: &Path, images: &Path, work: &Path) -> anyhow::Result<(
     let loop_device = LoopDevice::attach(&scratch)?;
     let mount_point = work.join("grub-bios-mnt");
     fs::create_dir_all(&mount_point)?;
-    let mount = Mount::new(&loop_device.path, &mount_point)?;
+    let mount = Mount::new(
+        [&loop_device.path],
+        &mount_point,
+        false,
+        "mounting GRUB's scratch filesystem",
+    )?;
     let device_map = mount_point.join("device.map");
     fs::write(
         &device_map,
@@ -184,32 +188,6 @@ impl Drop for LoopDevice {
         let mut command = tools::command(LOSETUP);
         command.arg("--detach").arg(&self.path);
         if let Err(err) = tools::run(command, "detaching the loop device") {
-            eprintln!("warning: {err:#}");
-        }
-    }
-}
-
-/// A mounted filesystem, unmounted when dropped.
-struct Mount {
-    target: PathBuf,
-}
-
-impl Mount {
-    fn new(device: &Path, target: &Path) -> anyhow::Result<Mount> {
-        let mut command = tools::command(MOUNT);
-        command.arg(device).arg(target);
-        tools::run(command, "mounting GRUB's scratch filesystem")?;
-        Ok(Mount {
-            target: target.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let mut command = tools::command(UMOUNT);
-        command.arg(&self.target);
-        if let Err(err) = tools::run(command, "unmounting GRUB's scratch filesystem") {
             eprintln!("warning: {err:#}");
         }
     }

@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use super::disk::FilesystemIds;
 use super::template::Template;
-use super::tools::{self, CHROOT, MOUNT, UMOUNT};
+use super::tools::{self, Mount, CHROOT};
 
 /// The kernel command line of every boot entry: the serial console first-class, as cloud images have.
 pub const KERNEL_CONSOLE: &str = "console=tty0 console=ttyS0,115200";
@@ -191,15 +191,11 @@ fn apt(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 /// /proc, /sys and /dev inside the tree while apt runs there; unmounted when dropped, in reverse.
-struct ChrootMounts {
-    mounted: Vec<PathBuf>,
-}
+struct ChrootMounts(Vec<Mount>);
 
 impl ChrootMounts {
     fn new(root: &Path) -> anyhow::Result<ChrootMounts> {
-        let mut mounts = ChrootMounts {
-            mounted: Vec::new(),
-        };
+        let mut mounts = ChrootMounts(Vec::new());
         for (what, args) in [
             ("/proc", &["-t", "proc", "proc"][..]),
             ("/sys", &["-t", "sysfs", "sysfs"][..]),
@@ -208,10 +204,15 @@ impl ChrootMounts {
         ] {
             let target = guest_path(root, what);
             fs::create_dir_all(&target)?;
-            let mut command = tools::command(MOUNT);
-            command.args(args).arg(&target);
-            tools::run(command, &format!("mounting {what} for the build"))?;
-            mounts.mounted.push(target);
+            // Lazy: a process apt left behind must not keep the host's /dev bound into a
+            // directory that is removed next.
+            let mount = Mount::new(
+                args,
+                &target,
+                true,
+                &format!("mounting {what} for the build"),
+            )?;
+            mounts.0.push(mount);
         }
         Ok(mounts)
     }
@@ -219,14 +220,9 @@ impl ChrootMounts {
 
 impl Drop for ChrootMounts {
     fn drop(&mut self) {
-        for target in self.mounted.iter().rev() {
-            let mut command = tools::command(UMOUNT);
-            // Lazy: a process apt left behind must not keep the host's /dev bound into a
-            // directory that is removed next.
-            command.arg("--lazy").arg(target);
-            if let Err(err) = tools::run(command, "unmounting after the build") {
-                eprintln!("warning: {err:#}");
-            }
+        // /dev/pts before /dev.
+        while let Some(mount) = self.0.pop() {
+            drop(mount);
         }
     }
 }

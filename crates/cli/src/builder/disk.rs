@@ -114,11 +114,16 @@ impl Layout {
     }
 }
 
+/// Creates (or truncates) `path` as a sparse file of `size` bytes.
+pub fn sparse_file(path: &Path, size: u64) -> anyhow::Result<()> {
+    File::create(path)
+        .and_then(|file| file.set_len(size))
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 /// Makes `disk` a sparse file of the layout's size with its partition table.
 pub fn partition(disk: &Path, layout: &Layout) -> anyhow::Result<()> {
-    File::create(disk)
-        .and_then(|file| file.set_len(layout.disk_size))
-        .with_context(|| format!("cannot create {}", disk.display()))?;
+    sparse_file(disk, layout.disk_size)?;
     let mut command = tools::command(SFDISK);
     command.arg("--quiet").arg(disk);
     tools::run_with_input(
@@ -136,9 +141,7 @@ pub fn make_root_filesystem(
     tree: &Path,
     ids: &FilesystemIds,
 ) -> anyhow::Result<()> {
-    File::create(file)
-        .and_then(|f| f.set_len(size))
-        .with_context(|| format!("cannot create {}", file.display()))?;
+    sparse_file(file, size)?;
     let mut command = tools::command(MKE2FS);
     command
         .args(["-q", "-F", "-t", "ext4", "-L", "root", "-U"])
@@ -157,9 +160,7 @@ pub fn make_esp(
     volume_id: &str,
     files: &[(&str, &Path)],
 ) -> anyhow::Result<()> {
-    File::create(file)
-        .and_then(|f| f.set_len(size))
-        .with_context(|| format!("cannot create {}", file.display()))?;
+    sparse_file(file, size)?;
     let mut command = tools::command(MKFS_VFAT);
     command
         .args(["-F", "32", "-n", "EFI", "-i"])

@@ -1,7 +1,8 @@
 //! The Debian tools the builder drives, and the one way it runs them: a failure names the program,
 //! what it was doing and the end of its error output; a missing program names its Debian package.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
@@ -99,6 +100,44 @@ pub fn command(tool: Tool) -> Command {
     let path = std::env::var("PATH").unwrap_or_default();
     command.env("PATH", format!("{path}:/usr/sbin:/sbin"));
     command
+}
+
+/// A filesystem mounted by [`Mount::new`], unmounted when dropped.
+pub struct Mount {
+    target: PathBuf,
+    /// `umount --lazy`: for mounts a leftover process could keep busy.
+    lazy: bool,
+}
+
+impl Mount {
+    /// Runs `mount ARGS... TARGET`; `what` says what it was for in the error.
+    pub fn new<A: AsRef<OsStr>>(
+        args: impl IntoIterator<Item = A>,
+        target: &Path,
+        lazy: bool,
+        what: &str,
+    ) -> anyhow::Result<Mount> {
+        let mut command = command(MOUNT);
+        command.args(args).arg(target);
+        run(command, what)?;
+        Ok(Mount {
+            target: target.to_path_buf(),
+            lazy,
+        })
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let mut command = command(UMOUNT);
+        if self.lazy {
+            command.arg("--lazy");
+        }
+        command.arg(&self.target);
+        if let Err(err) = run(command, &format!("unmounting {}", self.target.display())) {
+            eprintln!("warning: {err:#}");
+        }
+    }
 }
 
 /// Runs `command` to completion; `what` says what it was for in the error.

@@ -151,6 +151,22 @@ impl Daemon {
         oxvirt_at(&self.socket, args, env)
     }
 
+    /// Starts `oxvirt --socket <ours> args...` with `env` added, no stdin and its output piped: a
+    /// command the test lets run (`install`, which waits for the guest) while it drives the guest;
+    /// [`wait_for_exit`] collects it.
+    pub fn spawn_oxvirt(&self, args: &[&str], env: &[(&str, &Path)]) -> Child {
+        Command::new(oxvirt_bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run oxvirt")
+    }
+
     /// Writes `xml` to a file in our tempdir and defines it; returns the file.
     pub fn define(&self, file_name: &str, xml: &str) -> (PathBuf, Run) {
         let path = self.dir.path().join(file_name);
