@@ -40,11 +40,12 @@ impl Tmux {
         let socket = dir.join("tmux.sock");
         let status = dir.join("tmux.status");
         let quoted: Vec<String> = argv.iter().map(|arg| format!("'{arg}'")).collect();
-        // The exit status goes to a file: the pane disappears with the command.
+        // The exit status goes to a file: the pane disappears with the command. Written aside
+        // and renamed, so the test never reads the file between its creation and the write.
         let script = format!(
-            "{}; echo \"exit=$?\" > '{}'",
+            "{}; echo \"exit=$?\" > '{status}.part' && mv '{status}.part' '{status}'",
             quoted.join(" "),
-            status.display()
+            status = status.display()
         );
         let mut command = Command::new("tmux");
         command.arg("-S").arg(&socket).args([
