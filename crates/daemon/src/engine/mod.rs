@@ -83,6 +83,24 @@ pub struct AccelPlan {
 
 pub type Events = UnboundedReceiver<EngineEvent>;
 
+/// Where a guest's saved machine state (memory, vCPUs, devices) is written or read: the engine's own
+/// stream, in `path` from byte `offset` on (oxvirt's save-image header and the domain XML come before
+/// it; see services/saves.rs). The same for `save`/`restore`, managed saves and the native engine's
+/// snapshots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateFile {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
+#[allow(dead_code)] // until the save service calls Control::save_state
+fn no_saved_state(what: &str) -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: format!("this engine cannot {what} a guest's machine state"),
+    }
+}
+
 /// A NIC to hot-plug into a running guest, on a TAP device the daemon prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NicPlug {
@@ -180,12 +198,15 @@ pub trait Engine: Send + Sync {
     fn forget_domain(&self, _uuid: &Uuid, _keep_nvram: bool) {}
 
     /// Starts the guest with its files in `run_dir`; returns the process id once the control
-    /// connection can be made.
+    /// connection can be made. With `incoming`, the guest does not boot: its machine state is
+    /// loaded from that file (written by [`Control::save_state`]) and it stays paused, for the
+    /// caller to resume or not.
     async fn launch(
         &self,
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
+        incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError>;
 
     /// Whether `pid` is still the process running the guest `uuid` (guards against pid reuse).
@@ -212,6 +233,11 @@ pub trait Control: Send + Sync {
     async fn reset(&self) -> Result<(), EngineError>;
     /// Ends the guest's process at once.
     async fn quit(&self) -> Result<(), EngineError>;
+    /// Writes the machine state of the paused guest to `state` (the engine's stream from
+    /// `state.offset` on); returns once all of it is on disk.
+    async fn save_state(&self, _state: &StateFile) -> Result<(), EngineError> {
+        Err(no_saved_state("save"))
+    }
     /// Hot-plugs a NIC backed by an existing TAP device.
     async fn plug_nic(&self, _nic: &NicPlug) -> Result<(), EngineError> {
         Err(no_hotplug())

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus,
+    GuestStatus, StateFile,
 };
 
 pub struct NativeEngine {
@@ -112,8 +112,15 @@ impl Engine for NativeEngine {
         domain: &Domain,
         run_dir: &Path,
         _accel: Accel,
+        incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError> {
         self.check_host()?;
+        if incoming.is_some() {
+            return Err(EngineError {
+                kind: EngineErrorKind::Unsupported,
+                message: "the native engine cannot load a saved machine state yet".to_string(),
+            });
+        }
         self.supervisor
             .launch(domain, &RunPaths::new(run_dir))
             .await

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, DiskSecret, DisplayListen, Engine, EngineError,
-    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug,
+    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug, StateFile,
 };
 
 pub struct QemuEngine {
@@ -165,7 +165,14 @@ impl Engine for QemuEngine {
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
+        incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError> {
+        if incoming.is_some() {
+            return Err(EngineError {
+                kind: EngineErrorKind::Unsupported,
+                message: "the qemu engine cannot load a saved machine state yet".to_string(),
+            });
+        }
         let accel = match accel {
             Accel::Kvm => oxvirt_qemu::Accel::Kvm,
             Accel::Tcg => oxvirt_qemu::Accel::Tcg,

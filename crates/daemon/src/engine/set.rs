@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, DiskSecret, Engine, EngineError, EngineErrorKind, Events,
+    StateFile,
 };
 
 pub struct EngineSet {
@@ -100,6 +101,7 @@ impl Engine for EngineSet {
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
+        incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError> {
         let engine = self.for_domain(domain);
         std::fs::write(marker(run_dir), format!("{}\n", engine.kind())).map_err(|err| {
@@ -108,7 +110,7 @@ impl Engine for EngineSet {
                 message: format!("cannot write {}: {err}", marker(run_dir).display()),
             }
         })?;
-        engine.launch(domain, run_dir, accel).await
+        engine.launch(domain, run_dir, accel, incoming).await
     }
 
     async fn is_alive(&self, pid: u32, uuid: &Uuid) -> bool {

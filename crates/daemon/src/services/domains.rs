@@ -442,7 +442,11 @@ impl Domains {
             self.hostdevs.release(&record.uuid);
             return Err(err);
         }
-        let pid = match self.engine.launch(&domain, &run_dir, plan.accel).await {
+        let pid = match self
+            .engine
+            .launch(&domain, &run_dir, plan.accel, None)
+            .await
+        {
             Ok(pid) => pid,
             Err(err) => {
                 self.networks.unplug_interfaces(&record.uuid).await;
