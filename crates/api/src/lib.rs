@@ -22,6 +22,7 @@
 //! Networks and guest interfaces: see the [`network`] module.
 //! Storage pools, volumes and `blockresize`: see the [`storage`] module.
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
+//! Snapshots: see the [`snapshot`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -55,6 +56,9 @@ pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimit
 
 pub mod secret;
 pub use secret::{SecretInfo, SecretValue};
+
+pub mod snapshot;
+pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 
 pub mod network;
 pub use network::{
@@ -136,6 +140,15 @@ impl fmt::Display for DomainState {
 pub enum NvramOnUndefine {
     Remove,
     Keep,
+}
+
+/// What `undefine` may remove besides the definition (virsh's flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UndefineOptions {
+    pub nvram: Option<NvramOnUndefine>,
+    /// Forget the domain's snapshots' metadata (`--snapshots-metadata`); without it a domain
+    /// with snapshots is refused.
+    pub snapshots_metadata: bool,
 }
 
 /// One line of `GET /v1/domains`.
@@ -456,10 +469,35 @@ impl Client {
         id: &str,
         nvram: Option<NvramOnUndefine>,
     ) -> Result<DomainSummary, ClientError> {
-        let query = match nvram {
-            None => String::new(),
-            Some(NvramOnUndefine::Remove) => "?nvram=remove".to_string(),
-            Some(NvramOnUndefine::Keep) => "?nvram=keep".to_string(),
+        self.undefine_domain_with(
+            id,
+            &UndefineOptions {
+                nvram,
+                ..UndefineOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// `DELETE /v1/domains/{id}` with every undefine option.
+    pub async fn undefine_domain_with(
+        &self,
+        id: &str,
+        options: &UndefineOptions,
+    ) -> Result<DomainSummary, ClientError> {
+        let mut query = Vec::new();
+        match options.nvram {
+            None => {}
+            Some(NvramOnUndefine::Remove) => query.push("nvram=remove"),
+            Some(NvramOnUndefine::Keep) => query.push("nvram=keep"),
+        }
+        if options.snapshots_metadata {
+            query.push("snapshots_metadata=true");
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
         };
         self.call(Method::DELETE, domain_path(id, &query), None)
             .await

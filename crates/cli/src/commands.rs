@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use anyhow::Context;
-use oxvirt_api::{Client, NvramOnUndefine};
+use oxvirt_api::{Client, NvramOnUndefine, UndefineOptions};
 
 use crate::{format, OneShotCommand as Command};
 
@@ -36,13 +36,20 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
             domain,
             nvram,
             keep_nvram,
+            snapshots_metadata,
         } => {
             let choice = match (nvram, keep_nvram) {
                 (true, _) => Some(NvramOnUndefine::Remove),
                 (_, true) => Some(NvramOnUndefine::Keep),
                 _ => None,
             };
-            let domain = client.undefine_domain(&domain.domain, choice).await?;
+            let options = UndefineOptions {
+                nvram: choice,
+                snapshots_metadata,
+            };
+            let domain = client
+                .undefine_domain_with(&domain.domain, &options)
+                .await?;
             format!("Domain '{}' has been undefined\n", domain.name)
         }
         Command::Shutdown { domain, timeout } => {

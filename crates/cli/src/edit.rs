@@ -23,6 +23,7 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<String> {
     edit_definition(
         &original,
         &subject,
+        &format!("{subject} XML configuration edited.\n"),
         &format!("domain '{}'", info.name),
         |edited| block_on(client.replace_domain_xml(&info.uuid, edited)).map(|r| r.map(|_| ())),
     )
@@ -36,16 +37,34 @@ pub fn run_network(client: &Client, network: &str) -> anyhow::Result<String> {
     edit_definition(
         &original,
         &subject,
+        &format!("{subject} XML configuration edited.\n"),
         &format!("network '{}'", info.name),
         |edited| block_on(client.replace_network_xml(&info.uuid, edited)).map(|r| r.map(|_| ())),
     )
 }
 
+/// Runs the edit session of a snapshot (`snapshot-edit`).
+pub fn run_snapshot(client: &Client, domain: &str, snapshot: &str) -> anyhow::Result<String> {
+    let original = block_on(client.snapshot_xml(domain, snapshot))??;
+    let subject = format!("Snapshot {snapshot}");
+    edit_definition(
+        &original,
+        &subject,
+        &format!("{subject} edited.\n"),
+        &format!("snapshot '{snapshot}'"),
+        |edited| {
+            block_on(client.replace_snapshot_xml(domain, snapshot, edited)).map(|r| r.map(|_| ()))
+        },
+    )
+}
+
 /// Edits `original` until `replace` accepts it or the user gives up. `subject` starts virsh's
-/// messages ("Domain 'x'", "Network x"), `what` names the object in errors.
+/// messages ("Domain 'x'", "Network x"), `edited_message` is what success prints, `what`
+/// names the object in errors.
 fn edit_definition(
     original: &str,
     subject: &str,
+    edited_message: &str,
     what: &str,
     replace: impl Fn(&str) -> anyhow::Result<Result<(), ClientError>>,
 ) -> anyhow::Result<String> {
@@ -69,7 +88,7 @@ fn edit_definition(
         }
         match replace(&edited)? {
             Ok(()) => {
-                return Ok(format!("{subject} XML configuration edited.\n"));
+                return Ok(edited_message.to_string());
             }
             Err(ClientError::Api(rejection)) => {
                 if interactive {

@@ -379,3 +379,25 @@ Warning:        TCG: no hardware KVM here (kvm_pvm)
         );
     }
 }
+
+/// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
+/// `localtime`), as virsh prints lease expiry times; with `offset`, followed by the zone's
+/// offset (" +0000"), as virsh prints snapshots' creation times. The plain number if it is no
+/// date.
+pub fn local_time(unix: u64, offset: bool) -> String {
+    let Some(time) = i64::try_from(unix)
+        .ok()
+        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+    else {
+        return unix.to_string();
+    };
+    let zone = jiff::tz::TimeZone::system();
+    let local = zone.to_datetime(time).strftime("%Y-%m-%d %H:%M:%S");
+    if !offset {
+        return local.to_string();
+    }
+    let seconds = zone.to_offset(time).seconds();
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let minutes = seconds.unsigned_abs() / 60;
+    format!("{local} {sign}{:02}{:02}", minutes / 60, minutes % 60)
+}

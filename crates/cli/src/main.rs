@@ -28,6 +28,7 @@ mod net;
 mod pool;
 mod secret;
 mod shell;
+mod snapshot;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,8 @@ enum Command {
     Secret(secret::SecretCommand),
     #[command(flatten)]
     Display(display::DisplayCommand),
+    #[command(flatten)]
+    Snapshot(snapshot::SnapshotCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -154,6 +157,10 @@ enum OneShotCommand {
         /// Keep the UEFI guest's NVRAM file.
         #[arg(long)]
         keep_nvram: bool,
+        /// Also forget the domain's snapshots (their data stays in the images); a domain with
+        /// snapshots needs it, as in virsh.
+        #[arg(long)]
+        snapshots_metadata: bool,
     },
     /// Gracefully shut down a domain (ACPI power button).
     Shutdown {
@@ -295,6 +302,17 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
         Command::Display(command) => print_virsh_output(&display::run(&client, command)?),
+        Command::Snapshot(command) => {
+            let output = snapshot::run(&client, command)?;
+            if output.blank_line {
+                print_virsh_output(&output.text)
+            } else {
+                let mut stdout = std::io::stdout().lock();
+                stdout.write_all(output.text.as_bytes())?;
+                stdout.flush()?;
+                Ok(())
+            }
+        }
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;

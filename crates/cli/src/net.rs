@@ -312,7 +312,7 @@ pub fn dhcp_leases(leases: &[NetworkLease]) -> String {
         .map(|l| {
             vec![
                 l.expiry_unix
-                    .map(local_time)
+                    .map(|unix| crate::format::local_time(unix, false))
                     .unwrap_or_else(|| "never".to_string()),
                 l.mac.clone(),
                 l.protocol.clone(),
@@ -333,21 +333,6 @@ pub fn dhcp_leases(leases: &[NetworkLease]) -> String {
         ],
         &rows,
     )
-}
-
-/// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
-/// `localtime`), as virsh prints lease expiry times; the plain number if it is no date.
-fn local_time(unix: u64) -> String {
-    let Some(time) = i64::try_from(unix)
-        .ok()
-        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
-    else {
-        return unix.to_string();
-    };
-    jiff::tz::TimeZone::system()
-        .to_datetime(time)
-        .strftime("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 /// `domiflist`: virsh's table; "-" for what is not there.
@@ -425,9 +410,16 @@ mod tests {
                 .output()
                 .expect("date(1) runs");
             let expected = String::from_utf8_lossy(&date.stdout).trim().to_string();
-            assert_eq!(local_time(unix), expected, "unix time {unix}");
+            assert_eq!(
+                crate::format::local_time(unix, false),
+                expected,
+                "unix time {unix}"
+            );
         }
-        assert_eq!(local_time(u64::MAX), u64::MAX.to_string());
+        assert_eq!(
+            crate::format::local_time(u64::MAX, false),
+            u64::MAX.to_string()
+        );
     }
 
     fn network(name: &str, active: bool, autostart: bool) -> NetworkInfo {

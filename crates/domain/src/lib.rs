@@ -21,6 +21,7 @@ mod pci;
 pub mod pool;
 mod rules;
 pub mod secret;
+pub mod snapshot;
 mod storage;
 mod sysinfo;
 mod units;

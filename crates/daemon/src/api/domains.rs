@@ -47,6 +47,9 @@ async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> 
 #[derive(serde::Deserialize)]
 struct UndefineQuery {
     nvram: Option<NvramOnUndefine>,
+    /// Forget the domain's snapshots (virsh's `--snapshots-metadata`).
+    #[serde(default)]
+    snapshots_metadata: bool,
 }
 
 async fn undefine(
@@ -55,7 +58,8 @@ async fn undefine(
     Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
     blocking(services, "undefine", move |d| {
-        d.domains.undefine(&id, query.nvram)
+        d.domains
+            .undefine(&id, query.nvram, query.snapshots_metadata)
     })
     .await
 }

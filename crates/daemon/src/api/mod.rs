@@ -8,6 +8,7 @@ mod networks;
 mod pools;
 pub(crate) mod reply;
 mod secrets;
+mod snapshots;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(networks::routes())
         .merge(pools::routes())
         .merge(secrets::routes())
+        .merge(snapshots::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))

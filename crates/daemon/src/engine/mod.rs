@@ -238,6 +238,36 @@ pub trait Control: Send + Sync {
     async fn save_state(&self, _state: &StateFile) -> Result<(), EngineError> {
         Err(no_saved_state("save"))
     }
+    /// Takes internal snapshot `tag` of the running or paused guest: its memory and device
+    /// state into the image of disk `vmstate`, and every disk of `disks` (targets, `vmstate`
+    /// among them) at the same instant. The guest's run state is as before once it returns.
+    async fn snapshot_save(
+        &self,
+        _tag: &str,
+        _vmstate: &str,
+        _disks: &[String],
+    ) -> Result<(), EngineError> {
+        Err(no_snapshots())
+    }
+    /// Brings back internal snapshot `tag` (memory, devices and `disks`); the guest is left
+    /// paused, for the caller to resume or not.
+    async fn snapshot_load(
+        &self,
+        _tag: &str,
+        _vmstate: &str,
+        _disks: &[String],
+    ) -> Result<(), EngineError> {
+        Err(no_snapshots())
+    }
+    /// Deletes internal snapshot `tag` from `disks`.
+    async fn snapshot_delete(&self, _tag: &str, _disks: &[String]) -> Result<(), EngineError> {
+        Err(no_snapshots())
+    }
+    /// External disk snapshots, all or none: each disk's current image becomes the backing
+    /// file of its overlay (a qcow2 file the daemon made), which the guest writes to from now on.
+    async fn add_overlays(&self, _overlays: &[DiskOverlay]) -> Result<(), EngineError> {
+        Err(no_snapshots())
+    }
     /// Hot-plugs a NIC backed by an existing TAP device.
     async fn plug_nic(&self, _nic: &NicPlug) -> Result<(), EngineError> {
         Err(no_hotplug())
@@ -288,6 +318,22 @@ pub struct DisplayListen {
     pub host: String,
     pub port: u16,
     pub tls_port: Option<u16>,
+}
+
+/// One disk's part in an external snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOverlay {
+    /// The disk's target (e.g. `vda`).
+    pub dev: String,
+    /// The new qcow2 image, whose backing file is the disk's current image.
+    pub overlay: PathBuf,
+}
+
+fn no_snapshots() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot snapshot a running guest".to_string(),
+    }
 }
 
 fn no_graphics(what: &str) -> EngineError {

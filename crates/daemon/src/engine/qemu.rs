@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use oxvirt_api::{Accel, Engine as EngineKind};
@@ -11,7 +12,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, DiskSecret, DisplayListen, Engine, EngineError,
+    AccelPlan, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine, EngineError,
     EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug, StateFile,
 };
 
@@ -255,6 +256,111 @@ struct QmpControl {
     qmp: Qmp,
 }
 
+/// How long a snapshot job (`snapshot-save`, `-load`, `-delete`) may take: it writes or reads
+/// the guest's whole memory, which under TCG and on slow disks takes a while.
+const SNAPSHOT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a running job's state is asked for.
+const JOB_POLL: Duration = Duration::from_millis(50);
+
+/// Whether `qdev` (from `query-block`) is the device oxvirt gave id `dev`: QEMU names a
+/// virtio disk by its QOM path (`/machine/peripheral/vda/virtio-backend`), others by id.
+fn qdev_is(qdev: &str, dev: &str) -> bool {
+    let peripheral = format!("/machine/peripheral/{dev}");
+    qdev == dev || qdev == peripheral || qdev.starts_with(&format!("{peripheral}/"))
+}
+
+impl QmpControl {
+    /// The node QEMU reads and writes disk `dev` through now: the top of its chain (an
+    /// external snapshot puts an overlay above the node the command line made).
+    async fn top_node(&self, dev: &str) -> Result<String, EngineError> {
+        let blocks = self
+            .qmp
+            .execute("query-block", None)
+            .await
+            .map_err(engine_error)?;
+        blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|block| block["qdev"].as_str().is_some_and(|q| qdev_is(q, dev)))
+            .and_then(|block| block["inserted"]["node-name"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("QEMU reports no medium in disk {dev}"),
+            })
+    }
+
+    async fn top_nodes(&self, disks: &[String]) -> Result<Vec<String>, EngineError> {
+        let mut nodes = Vec::with_capacity(disks.len());
+        for dev in disks {
+            nodes.push(self.top_node(dev).await?);
+        }
+        Ok(nodes)
+    }
+
+    /// Runs a job command to its end and dismisses it; its error is QEMU's own words.
+    async fn run_job(
+        &self,
+        command: &str,
+        mut arguments: serde_json::Value,
+    ) -> Result<(), EngineError> {
+        static NEXT_JOB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let job = format!(
+            "oxvirt-{command}-{}",
+            NEXT_JOB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        arguments["job-id"] = serde_json::json!(job);
+        self.qmp
+            .execute(command, Some(arguments))
+            .await
+            .map_err(engine_error)?;
+        let deadline = tokio::time::Instant::now() + SNAPSHOT_JOB_TIMEOUT;
+        loop {
+            let jobs = self
+                .qmp
+                .execute("query-jobs", None)
+                .await
+                .map_err(engine_error)?;
+            let this = jobs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|j| j["id"] == job.as_str())
+                .cloned();
+            let Some(this) = this else {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!("QEMU lost job {job} ({command})"),
+                });
+            };
+            if this["status"] == "concluded" {
+                let _ = self
+                    .qmp
+                    .execute("job-dismiss", Some(serde_json::json!({ "id": job })))
+                    .await;
+                return match this["error"].as_str() {
+                    Some(error) => Err(EngineError {
+                        kind: EngineErrorKind::Failed,
+                        message: format!("{command}: {error}"),
+                    }),
+                    None => Ok(()),
+                };
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!(
+                        "{command} did not finish in {} s",
+                        SNAPSHOT_JOB_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(JOB_POLL).await;
+        }
+    }
+}
+
 #[async_trait]
 impl Control for QmpControl {
     async fn status(&self) -> Result<GuestStatus, EngineError> {
@@ -287,6 +393,104 @@ impl Control for QmpControl {
 
     async fn quit(&self) -> Result<(), EngineError> {
         self.qmp.quit().await.map_err(engine_error)
+    }
+
+    async fn snapshot_save(
+        &self,
+        tag: &str,
+        vmstate: &str,
+        disks: &[String],
+    ) -> Result<(), EngineError> {
+        let arguments = serde_json::json!({
+            "tag": tag,
+            "vmstate": self.top_node(vmstate).await?,
+            "devices": self.top_nodes(disks).await?,
+        });
+        self.run_job("snapshot-save", arguments).await
+    }
+
+    async fn snapshot_load(
+        &self,
+        tag: &str,
+        vmstate: &str,
+        disks: &[String],
+    ) -> Result<(), EngineError> {
+        // The job resumes a guest that ran before it; the caller decides that.
+        self.qmp.stop().await.map_err(engine_error)?;
+        let arguments = serde_json::json!({
+            "tag": tag,
+            "vmstate": self.top_node(vmstate).await?,
+            "devices": self.top_nodes(disks).await?,
+        });
+        self.run_job("snapshot-load", arguments).await
+    }
+
+    async fn snapshot_delete(&self, tag: &str, disks: &[String]) -> Result<(), EngineError> {
+        let arguments = serde_json::json!({
+            "tag": tag,
+            "devices": self.top_nodes(disks).await?,
+        });
+        self.run_job("snapshot-delete", arguments).await
+    }
+
+    async fn add_overlays(&self, overlays: &[DiskOverlay]) -> Result<(), EngineError> {
+        static NEXT_OVERLAY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut added: Vec<String> = Vec::new();
+        let mut actions = Vec::new();
+        let result = async {
+            for overlay in overlays {
+                let top = self.top_node(&overlay.dev).await?;
+                let filename = overlay.overlay.to_str().ok_or_else(|| EngineError {
+                    kind: EngineErrorKind::Invalid,
+                    message: format!("overlay path {} is not UTF-8", overlay.overlay.display()),
+                })?;
+                let node = format!(
+                    "ovl-{}-{}",
+                    overlay.dev,
+                    NEXT_OVERLAY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                );
+                // No backing yet: blockdev-snapshot attaches the current top as its backing.
+                self.qmp
+                    .execute(
+                        "blockdev-add",
+                        Some(serde_json::json!({
+                            "driver": "qcow2",
+                            "node-name": node,
+                            "file": { "driver": "file", "filename": filename },
+                            "backing": null,
+                        })),
+                    )
+                    .await
+                    .map_err(engine_error)?;
+                added.push(node.clone());
+                actions.push(serde_json::json!({
+                    "type": "blockdev-snapshot",
+                    "data": { "node": top, "overlay": node },
+                }));
+            }
+            // One transaction: every disk switches at the same instant, or none does.
+            self.qmp
+                .execute(
+                    "transaction",
+                    Some(serde_json::json!({ "actions": actions })),
+                )
+                .await
+                .map_err(engine_error)?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            for node in added {
+                let _ = self
+                    .qmp
+                    .execute(
+                        "blockdev-del",
+                        Some(serde_json::json!({ "node-name": node })),
+                    )
+                    .await;
+            }
+        }
+        result
     }
 
     async fn plug_nic(&self, nic: &NicPlug) -> Result<(), EngineError> {
@@ -330,7 +534,7 @@ impl Control for QmpControl {
     }
 
     async fn block_size(&self, dev: &str) -> Result<u64, EngineError> {
-        let node = oxvirt_qemu::disk_node(dev);
+        let node = self.top_node(dev).await?;
         let nodes = self
             .qmp
             .execute(
@@ -353,7 +557,7 @@ impl Control for QmpControl {
         self.qmp
             .execute(
                 "block_resize",
-                Some(serde_json::json!({ "node-name": oxvirt_qemu::disk_node(dev), "size": size })),
+                Some(serde_json::json!({ "node-name": self.top_node(dev).await?, "size": size })),
             )
             .await
             .map_err(engine_error)?;

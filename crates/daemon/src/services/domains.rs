@@ -39,7 +39,7 @@ pub struct Domains {
     pub(super) engine: Arc<dyn Engine>,
     pub(super) guests: Arc<Guests>,
     networks: Arc<Networks>,
-    volumes: Arc<Volumes>,
+    pub(super) volumes: Arc<Volumes>,
     secrets: Arc<Secrets>,
     hostdevs: Arc<HostDevs>,
     /// Where supervisors ask for a domain to be started again.
@@ -55,7 +55,7 @@ struct Launched {
     keep_id: Option<u32>,
 }
 
-fn now_unix() -> i64 {
+pub(super) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -116,7 +116,7 @@ impl Domains {
 }
 
 impl Domains {
-    fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
+    pub(super) fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         Ok(summary_of(record, runtime.as_ref()))
     }
@@ -332,9 +332,17 @@ impl Domains {
         &self,
         id: &str,
         nvram: Option<NvramOnUndefine>,
+        snapshots_metadata: bool,
     ) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let (_vm, _guard) = self.guests.begin(&record)?;
+        let snapshots = self.snapshot_count(&record)?;
+        if snapshots > 0 && !snapshots_metadata {
+            return Err(invalid_state(format!(
+                "cannot delete inactive domain '{}' with {snapshots} snapshots (--snapshots-metadata forgets them; their data stays in the images)",
+                record.name
+            )));
+        }
         if nvram.is_none() {
             if let Some(path) = self.engine.nvram_file(&record.uuid) {
                 return Err(invalid_state(format!(
@@ -385,7 +393,7 @@ impl Domains {
 
     /// Starts a domain; the caller holds its operation lock. `keep_id` is the runtime id of a
     /// guest being restarted (reboot, on_crash=restart): it keeps its id, as in libvirt.
-    async fn start_locked(
+    pub(super) async fn start_locked(
         self: &Arc<Self>,
         vm: &Arc<Vm>,
         record: &DomainRecord,
@@ -533,7 +541,16 @@ impl Domains {
     pub async fn destroy(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let (vm, _guard) = self.guests.begin(&record)?;
-        let live = self.guests.live_or_not_running(&vm, &record)?;
+        self.destroy_locked(&vm, &record).await
+    }
+
+    /// Stops a guest at once; the caller holds its operation lock.
+    pub(super) async fn destroy_locked(
+        self: &Arc<Self>,
+        vm: &Arc<Vm>,
+        record: &DomainRecord,
+    ) -> DaemonResult<DomainSummary> {
+        let live = self.guests.live_or_not_running(vm, record)?;
         *lock(&live.intent) = Intent::Destroy;
         let mut changes = vm.changed.subscribe();
         if let Some(control) = &live.control {
@@ -543,13 +560,13 @@ impl Domains {
         }
         if !self
             .guests
-            .wait_inactive(&record, &mut changes, QUIT_GRACE)
+            .wait_inactive(record, &mut changes, QUIT_GRACE)
             .await?
         {
             process::kill(live.pid, &record.uuid, self.engine.as_ref()).await;
             if !self
                 .guests
-                .wait_inactive(&record, &mut changes, KILL_WAIT)
+                .wait_inactive(record, &mut changes, KILL_WAIT)
                 .await?
             {
                 return Err(DaemonError::new(
@@ -561,7 +578,7 @@ impl Domains {
                 ));
             }
         }
-        self.summary(&record)
+        self.summary(record)
     }
 
     pub async fn shutdown(

@@ -252,7 +252,7 @@ fn disk_format_of(format: Format) -> DiskFormat {
     }
 }
 
-fn image_format_of(format: DiskFormat) -> Format {
+pub(super) fn image_format_of(format: DiskFormat) -> Format {
     match format {
         DiskFormat::Raw => Format::Raw,
         DiskFormat::Qcow2 => Format::Qcow2,

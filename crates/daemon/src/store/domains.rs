@@ -154,8 +154,10 @@ pub fn apply_next_definition(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Res
     Ok(true)
 }
 
-/// Deletes a definition and its MAC addresses (the live ones go with the live definition).
+/// Deletes a definition, its snapshots' metadata and its MAC addresses (the live ones go with
+/// the live definition).
 pub fn delete_domain(tx: &Transaction<'_>, uuid: &Uuid) -> rusqlite::Result<()> {
+    super::delete_domain_snapshots(tx, uuid)?;
     tx.execute(
         "DELETE FROM next_definitions WHERE uuid = ?1",
         params![uuid.to_string()],

@@ -41,6 +41,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "next_definitions: a running domain's definition for its next start (define while running)",
         apply: v5_next_definitions,
     },
+    Migration {
+        what: "snapshots: domain snapshots' metadata (snapshot-create, snapshot-list, ...)",
+        apply: super::snapshots::v6_snapshots,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,

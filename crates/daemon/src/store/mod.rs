@@ -20,6 +20,7 @@ mod networks;
 mod pools;
 mod runtime;
 mod secrets;
+mod snapshots;
 mod volumes;
 
 #[cfg(test)]
@@ -37,6 +38,7 @@ pub use networks::*;
 pub use pools::*;
 pub use runtime::*;
 pub use secrets::*;
+pub use snapshots::*;
 pub use volumes::{
     delete_volume_record, put_volume_record, volume_record, VolumeOrigin, VolumeRecord,
 };

@@ -1,0 +1,419 @@
+//! Snapshots through the CLI, against a private oxvirtd running real QEMU (TCG) guests: what
+//! the guest sees after a revert (its disk, its memory, a counter it runs), external overlays as
+//! `qemu-img` sees them, the snapshot tree as Debian's virsh prints it for the same operations,
+//! and bad input that changes nothing.
+
+#[allow(dead_code)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
+use support::{guest_xml, Daemon};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn qemu_img(args: &[&str]) -> String {
+    let output = Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("run qemu-img");
+    assert!(
+        output.status.success(),
+        "qemu-img {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    qemu_img(&["create", "-q", "-f", "qcow2", path.to_str().unwrap(), "64M"]);
+    path
+}
+
+fn qcow2_guest_xml(name: &str, uuid: &str, disk: &Path) -> String {
+    guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'")
+}
+
+/// Reads the counter the guest's background loop writes.
+fn counter(console: &mut support::ConsoleSession, tag: u32) -> u64 {
+    let text = console.run("cat /tmp/count", tag);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("counter is not a number: {text:?}"))
+}
+
+#[test]
+fn revert_brings_back_disk_memory_and_a_running_counter() {
+    let daemon = Daemon::start();
+    let disk = qcow2_disk(daemon.dir.path(), "snap.qcow2");
+    let xml = qcow2_guest_xml("snap", "6a1c3e0b-8f2d-4b7e-9d51-3c2e7f0a9b14", &disk);
+    daemon.define("snap.xml", &xml).1.ok();
+    let mut console = daemon.start_with_console("snap");
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+
+    // Marker A on the disk (sector 100) and in tmpfs; a counter ticking every 200 ms.
+    console.run(
+        "echo MARKER-A | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null; echo MEM-A > /tmp/marker",
+        1,
+    );
+    console.run(
+        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; usleep 200000; done) & true",
+        2,
+    );
+    assert!(wait_for(Duration::from_secs(30), || counter(
+        &mut console,
+        3
+    ) >= 3));
+    let before = counter(&mut console, 4);
+    assert_eq!(
+        daemon
+            .oxvirt(&["snapshot-create-as", "snap", "s1", "--description", "A"])
+            .ok(),
+        "Domain snapshot s1 created\n"
+    );
+    let after = counter(&mut console, 5);
+
+    // Marker B everywhere, and the counter runs far ahead.
+    console.run(
+        "echo MARKER-B | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null; echo MEM-B > /tmp/marker",
+        6,
+    );
+    assert!(wait_for(Duration::from_secs(60), || {
+        counter(&mut console, 7) >= after + 25
+    }));
+    let ahead = counter(&mut console, 8);
+
+    assert_eq!(
+        daemon.oxvirt(&["snapshot-revert", "snap", "s1"]).ok(),
+        "Domain snapshot s1 reverted\n\n"
+    );
+    assert_eq!(daemon.oxvirt(&["domstate", "snap"]).ok(), "running\n\n");
+    // The shell the snapshot holds waits for a line: give it one, then ask.
+    console.send_line("");
+    let disk_marker = console.run(
+        "dd if=/dev/vda bs=512 skip=100 count=1 2>/dev/null | head -n 1",
+        9,
+    );
+    assert_eq!(disk_marker.trim(), "MARKER-A");
+    assert_eq!(console.run("cat /tmp/marker", 10).trim(), "MEM-A");
+    let resumed = counter(&mut console, 11);
+    assert!(
+        resumed >= before && resumed < ahead,
+        "the counter went on from the snapshot ({before}..{after}), not from {ahead} or 0: {resumed}"
+    );
+
+    // What virsh shows of it.
+    let info = daemon.oxvirt(&["snapshot-info", "snap", "s1"]).ok();
+    assert!(info.contains("State:          running\n"), "{info}");
+    assert!(info.contains("Location:       internal\n"), "{info}");
+    assert!(info.contains("Current:        yes\n"), "{info}");
+    let xml = daemon.oxvirt(&["snapshot-dumpxml", "snap", "s1"]).ok();
+    assert!(xml.contains("<memory snapshot='internal'/>"), "{xml}");
+    assert!(xml.contains("<description>A</description>"), "{xml}");
+    // QEMU's own view of the image: the snapshot holds the VM state.
+    let listed = qemu_img(&["snapshot", "-U", "-l", disk.to_str().unwrap()]);
+    assert!(listed.contains(" s1 "), "{listed}");
+
+    // Disk-only external snapshot: the guest goes on writing into the new overlay.
+    assert_eq!(
+        daemon
+            .oxvirt(&[
+                "snapshot-create-as",
+                "snap",
+                "ext1",
+                "--disk-only",
+                "--atomic"
+            ])
+            .ok(),
+        "Domain snapshot ext1 created\n"
+    );
+    let overlay = disk.with_extension("ext1");
+    assert!(overlay.exists(), "no overlay {}", overlay.display());
+    console.run(
+        "echo MARKER-C | dd of=/dev/vda bs=512 seek=200 conv=fsync 2>/dev/null",
+        12,
+    );
+    let chain = qemu_img(&["info", "-U", "--backing-chain", overlay.to_str().unwrap()]);
+    assert!(
+        chain.contains(&format!("backing file: {}", disk.display())),
+        "{chain}"
+    );
+    let written = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "qemu-io -U -r -f qcow2 -c 'read -v 102400 16' {} | head -n 1",
+            overlay.display()
+        ))
+        .output()
+        .expect("qemu-io");
+    // qemu-io's text column prints '-' as '.', so compare the hex bytes of "MARKER-C".
+    assert!(
+        String::from_utf8_lossy(&written.stdout).contains("4d 41 52 4b 45 52 2d 43"),
+        "the overlay does not hold the guest's new write: {}",
+        String::from_utf8_lossy(&written.stdout)
+    );
+    let base = std::fs::read(&disk).expect("read base image");
+    assert!(
+        !base.windows(8).any(|w| w == b"MARKER-C"),
+        "the write went into the base image"
+    );
+    let dumpxml = daemon.oxvirt(&["dumpxml", "snap"]).ok();
+    assert!(
+        dumpxml.contains(&format!("<source file='{}'", overlay.display())),
+        "{dumpxml}"
+    );
+    let inactive = daemon.oxvirt(&["dumpxml", "--inactive", "snap"]).ok();
+    assert!(
+        inactive.contains(&format!("<source file='{}'", overlay.display())),
+        "{inactive}"
+    );
+    let listed = daemon.oxvirt(&["snapshot-list", "snap", "--parent"]).ok();
+    assert!(listed.contains(" disk-snapshot   s1\n"), "{listed}");
+
+    // undefine is refused while snapshots exist; --snapshots-metadata forgets them.
+    daemon.oxvirt(&["destroy", "snap"]).ok();
+    let refused = daemon.oxvirt(&["undefine", "snap"]).error();
+    assert!(refused.contains("2 snapshots"), "{refused}");
+    daemon
+        .oxvirt(&["undefine", "snap", "--snapshots-metadata"])
+        .ok();
+}
+
+/// The shut-off domain of the tree test, for oxvirt and for libvirt alike.
+fn tree_domain_xml(disk: &Path) -> String {
+    format!(
+        "<domain type='qemu'><name>tree</name><uuid>0b7c5e2a-1d3f-4e6a-8b9c-2f4d6e8a0c1e</uuid>\
+         <memory unit='MiB'>64</memory><os><type arch='x86_64' machine='pc'>hvm</type></os>\
+         <devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk></devices></domain>",
+        disk.display()
+    )
+}
+
+/// The same operations, each a list of arguments after the verb's domain.
+const TREE_STEPS: &[&[&str]] = &[
+    &["snapshot-create-as", "tree", "s1"],
+    &["snapshot-create-as", "tree", "s2"],
+    &["snapshot-create-as", "tree", "s3"],
+    &["snapshot-revert", "tree", "s1"],
+    &["snapshot-create-as", "tree", "b1"],
+];
+
+const TREE_QUERIES: &[&[&str]] = &[
+    &["snapshot-list", "tree", "--tree"],
+    &["snapshot-list", "tree", "--name"],
+    &["snapshot-list", "tree", "--roots", "--name"],
+    &["snapshot-list", "tree", "--leaves", "--name"],
+    &["snapshot-list", "tree", "--from", "s1", "--name"],
+    &[
+        "snapshot-list",
+        "tree",
+        "--from",
+        "s1",
+        "--descendants",
+        "--name",
+    ],
+    &["snapshot-parent", "tree", "b1"],
+    &["snapshot-parent", "tree", "s3"],
+    &["snapshot-current", "tree", "--name"],
+    &["snapshot-info", "tree", "s1"],
+    &["snapshot-info", "tree", "--current"],
+];
+
+#[test]
+fn snapshot_tree_matches_what_virsh_prints() {
+    let daemon = Daemon::start();
+    let our_disk = qcow2_disk(daemon.dir.path(), "ours.qcow2");
+    let their_disk = qcow2_disk(daemon.dir.path(), "theirs.qcow2");
+    daemon
+        .define("tree.xml", &tree_domain_xml(&our_disk))
+        .1
+        .ok();
+
+    // libvirt 9.0's QEMU driver embedded in virsh: its own private root, no daemon.
+    let root = daemon.dir.path().join("libvirt-root");
+    let uri = format!("qemu:///embed?root={}", root.display());
+    let libvirt_xml = daemon.dir.path().join("libvirt-tree.xml");
+    std::fs::write(&libvirt_xml, tree_domain_xml(&their_disk)).unwrap();
+    let mut script = vec![format!("define {}", libvirt_xml.display())];
+    for step in TREE_STEPS {
+        daemon.oxvirt(step).ok();
+        script.push(step.join(" "));
+    }
+    let virsh_run = |args: &[&str]| {
+        let output = Command::new("virsh")
+            .arg("-c")
+            .arg(&uri)
+            .args(args)
+            .output()
+            .expect("run virsh (Debian's libvirt-clients, installed by scripts/setup.sh)");
+        (
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            output.status.code(),
+        )
+    };
+    // One virsh process for the setup (commands separated by ';'): the embedded driver's
+    // state lives in the root.
+    let setup = Command::new("virsh")
+        .arg("-c")
+        .arg(&uri)
+        .arg(script.join("; "))
+        .output()
+        .expect("run virsh");
+    assert!(
+        setup.status.success(),
+        "virsh failed: {}",
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    for query in TREE_QUERIES {
+        let (expected, code) = virsh_run(query);
+        assert_eq!(code, Some(0), "virsh {query:?}");
+        let ours = daemon.oxvirt(query).ok();
+        assert_eq!(ours, expected, "oxvirt {query:?} differs from virsh");
+    }
+    // The table: the same names, states and parents (times differ).
+    let strip_times = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .map(|line| {
+                line.split("   ")
+                    .filter(|cell| !cell.trim().is_empty())
+                    .filter(|cell| !cell.contains(':') || cell.contains("Creation"))
+                    .map(str::trim)
+                    .collect::<Vec<_>>()
+                    .join("|")
+            })
+            .collect()
+    };
+    let (expected, _) = virsh_run(&["snapshot-list", "tree", "--parent"]);
+    let ours = daemon.oxvirt(&["snapshot-list", "tree", "--parent"]).ok();
+    assert_eq!(strip_times(&ours), strip_times(&expected));
+    // Deleting a middle snapshot moves its children up, in both.
+    daemon.oxvirt(&["snapshot-delete", "tree", "s2"]).ok();
+    let (_, code) = virsh_run(&["snapshot-delete", "tree", "s2"]);
+    assert_eq!(code, Some(0));
+    let (expected, _) = virsh_run(&["snapshot-list", "tree", "--tree"]);
+    assert_eq!(
+        daemon.oxvirt(&["snapshot-list", "tree", "--tree"]).ok(),
+        expected
+    );
+    let (expected, _) = virsh_run(&["snapshot-parent", "tree", "s3"]);
+    assert_eq!(
+        daemon.oxvirt(&["snapshot-parent", "tree", "s3"]).ok(),
+        expected
+    );
+
+    // The images agree: the same internal snapshots in both qcow2 files.
+    let tags = |image: &Path| -> Vec<String> {
+        let listed = qemu_img(&["snapshot", "-l", image.to_str().unwrap()]);
+        let mut tags: Vec<String> = listed
+            .lines()
+            .skip(2)
+            .filter_map(|line| line.split_whitespace().nth(1).map(str::to_string))
+            .collect();
+        tags.sort();
+        tags
+    };
+    assert_eq!(tags(&our_disk), tags(&their_disk));
+    assert_eq!(tags(&our_disk), ["b1", "s1", "s3"]);
+    let check = Command::new("qemu-img")
+        .args(["check", our_disk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "qemu-img check: {}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
+#[test]
+fn bad_snapshot_requests_change_nothing() {
+    let daemon = Daemon::start();
+    let qcow2 = qcow2_disk(daemon.dir.path(), "bad.qcow2");
+    daemon.define("bad.xml", &tree_domain_xml(&qcow2)).1.ok();
+    daemon.oxvirt(&["snapshot-create-as", "tree", "good"]).ok();
+    let listing = daemon.oxvirt(&["snapshot-list", "tree", "--name"]).ok();
+
+    let refused = [
+        (
+            vec!["snapshot-revert", "tree", "nope"],
+            "no domain snapshot with matching name 'nope'",
+        ),
+        (
+            vec!["snapshot-create-as", "tree", "a/b"],
+            "can't contain '/'",
+        ),
+        (vec!["snapshot-create-as", "tree", "good"], "already exists"),
+        (vec!["snapshot-delete", "tree", "nope"], "'nope'"),
+        (vec!["snapshot-parent", "tree", "good"], "has no parent"),
+        (
+            vec![
+                "snapshot-create-as",
+                "tree",
+                "m",
+                "--memspec",
+                "snapshot=external,file=/tmp/m",
+            ],
+            "external memory",
+        ),
+    ];
+    for (args, expected) in refused {
+        let error = daemon.oxvirt(&args).error();
+        assert!(error.contains(expected), "{args:?}: {error}");
+    }
+    // A snapshot XML file with what only a redefinition may give: refused with its line.
+    let file = daemon.dir.path().join("snap.xml");
+    std::fs::write(
+        &file,
+        "<domainsnapshot>\n  <name>x</name>\n  <creationTime>1</creationTime>\n</domainsnapshot>\n",
+    )
+    .unwrap();
+    let error = daemon
+        .oxvirt(&["snapshot-create", "tree", file.to_str().unwrap()])
+        .error();
+    assert!(
+        error.contains("creationTime") && error.contains("line 3"),
+        "{error}"
+    );
+
+    // An internal snapshot of a raw disk: refused naming the disk.
+    let raw = daemon.dir.path().join("raw.img");
+    std::fs::File::create(&raw)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let raw_xml = tree_domain_xml(&raw)
+        .replace("type='qcow2'", "type='raw'")
+        .replace("<name>tree</name>", "<name>rawdom</name>")
+        .replace(
+            "0b7c5e2a-1d3f-4e6a-8b9c-2f4d6e8a0c1e",
+            "5e2a0b7c-1d3f-4e6a-8b9c-2f4d6e8a0c1f",
+        );
+    daemon.define("raw.xml", &raw_xml).1.ok();
+    let error = daemon
+        .oxvirt(&["snapshot-create-as", "rawdom", "r1"])
+        .error();
+    assert!(
+        error.contains("disk 'vda'") && error.contains("raw") && error.contains("qcow2"),
+        "{error}"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["snapshot-list", "rawdom", "--name"]).ok(),
+        "\n"
+    );
+
+    // Nothing changed.
+    assert_eq!(
+        daemon.oxvirt(&["snapshot-list", "tree", "--name"]).ok(),
+        listing
+    );
+    let tags = qemu_img(&["snapshot", "-l", qcow2.to_str().unwrap()]);
+    assert!(tags.contains(" good "), "{tags}");
+    assert!(!tags.contains(" a/b ") && !tags.contains(" x "), "{tags}");
+}
