@@ -22,6 +22,7 @@
 //! Networks and guest interfaces: see the [`network`] module.
 //! Storage pools, volumes and `blockresize`: see the [`storage`] module.
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
+//! `save`, `restore` and managed saves: see the [`save`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -49,6 +50,9 @@ pub use display::{
     ChangeMediaRequest, DisplaysRequest, GraphicsDisplay, KeysSent, MediaAction, MediaChanged,
     Screenshot, ScreenshotRequest, SendKeyRequest,
 };
+
+pub mod save;
+pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
 
 pub mod admin;
 pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimits};
@@ -148,6 +152,10 @@ pub struct DomainSummary {
     pub uuid: String,
     pub state: DomainState,
     pub autostart: bool,
+    /// The domain has a managed save: its next start resumes the saved guest (`list`'s
+    /// `--with-managed-save`). Only `list` fills it in.
+    #[serde(default)]
+    pub managed_save: bool,
 }
 
 /// Which engine runs a domain.
@@ -208,6 +216,9 @@ pub struct DomainInfo {
     pub cpu_time_ns: u64,
     pub persistent: bool,
     pub autostart: bool,
+    /// The domain has a managed save (dominfo's "Managed save").
+    #[serde(default)]
+    pub managed_save: bool,
     pub engine: Engine,
     /// The accelerator in use while active, or the one a start would use now.
     pub accel: Accel,
@@ -456,10 +467,30 @@ impl Client {
         id: &str,
         nvram: Option<NvramOnUndefine>,
     ) -> Result<DomainSummary, ClientError> {
-        let query = match nvram {
-            None => String::new(),
-            Some(NvramOnUndefine::Remove) => "?nvram=remove".to_string(),
-            Some(NvramOnUndefine::Keep) => "?nvram=keep".to_string(),
+        self.undefine_domain_with(id, nvram, false).await
+    }
+
+    /// [`Client::undefine_domain`]; with `managed_save`, a domain that has a managed save is
+    /// undefined and the save removed (`?managed_save=true`; without, it is refused).
+    pub async fn undefine_domain_with(
+        &self,
+        id: &str,
+        nvram: Option<NvramOnUndefine>,
+        managed_save: bool,
+    ) -> Result<DomainSummary, ClientError> {
+        let mut query: Vec<&str> = Vec::new();
+        match nvram {
+            None => {}
+            Some(NvramOnUndefine::Remove) => query.push("nvram=remove"),
+            Some(NvramOnUndefine::Keep) => query.push("nvram=keep"),
+        }
+        if managed_save {
+            query.push("managed_save=true");
+        }
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
         };
         self.call(Method::DELETE, domain_path(id, &query), None)
             .await

@@ -36,13 +36,16 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
             domain,
             nvram,
             keep_nvram,
+            managed_save,
         } => {
             let choice = match (nvram, keep_nvram) {
                 (true, _) => Some(NvramOnUndefine::Remove),
                 (_, true) => Some(NvramOnUndefine::Keep),
                 _ => None,
             };
-            let domain = client.undefine_domain(&domain.domain, choice).await?;
+            let domain = client
+                .undefine_domain_with(&domain.domain, choice, managed_save)
+                .await?;
             format!("Domain '{}' has been undefined\n", domain.name)
         }
         Command::Shutdown { domain, timeout } => {

@@ -25,7 +25,14 @@ pub fn select_domains(domains: Vec<DomainSummary>, args: ListArgs) -> Vec<Domain
             } else {
                 true
             };
-            by_activity && by_autostart
+            let by_managed_save = if args.with_managed_save {
+                d.managed_save
+            } else if args.without_managed_save {
+                !d.managed_save
+            } else {
+                true
+            };
+            by_activity && by_autostart && by_managed_save
         })
         .collect();
     selected.sort_by(|a, b| match (a.state.is_active(), b.state.is_active()) {
@@ -125,7 +132,7 @@ pub fn dominfo(info: &DomainInfo) -> String {
     fields.push(("Persistent:", yes_no(info.persistent).to_string()));
     let autostart = if info.autostart { "enable" } else { "disable" };
     fields.push(("Autostart:", autostart.to_string()));
-    fields.push(("Managed save:", "no".to_string()));
+    fields.push(("Managed save:", yes_no(info.managed_save).to_string()));
     fields.push(("Security model:", "none".to_string()));
     fields.push(("Security DOI:", "0".to_string()));
     fields.push(("Engine:", info.engine.to_string()));
@@ -183,6 +190,8 @@ mod tests {
             uuid: format!("00000000-0000-0000-0000-{:0>12}", name.len()),
             state,
             autostart,
+            // Domains whose name starts with a capital have a managed save.
+            managed_save: name.starts_with(char::is_uppercase),
         }
     }
 
@@ -220,6 +229,29 @@ mod tests {
                         -    a-much-longer-domain-name   shut off\n \
                         -    Abc                         shut off\n";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn managed_save_filters() {
+        let names = |args: ListArgs| -> Vec<String> {
+            select_domains(sample(), args)
+                .into_iter()
+                .map(|d| d.name)
+                .collect()
+        };
+        let with = ListArgs {
+            with_managed_save: true,
+            ..all()
+        };
+        assert_eq!(names(with), ["Abc"]);
+        let without = ListArgs {
+            without_managed_save: true,
+            ..all()
+        };
+        assert_eq!(names(without), ["test", "web", "a-much-longer-domain-name"]);
+        let mut saved = info(DomainState::ShutOff, None, 0);
+        saved.managed_save = true;
+        assert!(dominfo(&saved).contains("Managed save:   yes\n"));
     }
 
     #[test]
@@ -313,6 +345,7 @@ mod tests {
             cpu_time_ns,
             persistent: true,
             autostart: false,
+            managed_save: false,
             engine: Engine::Qemu,
             accel: Accel::Tcg,
             warnings: vec!["TCG: no hardware KVM here (kvm_pvm)".to_string()],

@@ -26,6 +26,7 @@ mod img;
 mod install;
 mod net;
 mod pool;
+mod save;
 mod secret;
 mod shell;
 
@@ -71,6 +72,8 @@ enum Command {
     Secret(secret::SecretCommand),
     #[command(flatten)]
     Display(display::DisplayCommand),
+    #[command(flatten)]
+    Save(save::SaveCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -154,6 +157,10 @@ enum OneShotCommand {
         /// Keep the UEFI guest's NVRAM file.
         #[arg(long)]
         keep_nvram: bool,
+        /// Also remove the domain's managed save (a domain that has one needs this, as in
+        /// virsh).
+        #[arg(long)]
+        managed_save: bool,
     },
     /// Gracefully shut down a domain (ACPI power button).
     Shutdown {
@@ -232,6 +239,12 @@ pub struct ListArgs {
     /// Print only UUIDs, one a line (with --name: "UUID NAME").
     #[arg(long)]
     pub uuid: bool,
+    /// List only domains with a managed save.
+    #[arg(long, conflicts_with = "without_managed_save")]
+    pub with_managed_save: bool,
+    /// List only domains without a managed save.
+    #[arg(long)]
+    pub without_managed_save: bool,
 }
 
 fn main() -> ExitCode {
@@ -295,6 +308,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Pool(command) => print_virsh_output(&pool::run(&client, command)?),
         Command::Secret(command) => print_virsh_output(&secret::run(&client, command)?),
         Command::Display(command) => print_virsh_output(&display::run(&client, command)?),
+        Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;

@@ -47,6 +47,9 @@ async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> 
 #[derive(serde::Deserialize)]
 struct UndefineQuery {
     nvram: Option<NvramOnUndefine>,
+    /// `?managed_save=true`: remove a managed save too (else a domain with one is refused).
+    #[serde(default)]
+    managed_save: bool,
 }
 
 async fn undefine(
@@ -55,7 +58,7 @@ async fn undefine(
     Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
     blocking(services, "undefine", move |d| {
-        d.domains.undefine(&id, query.nvram)
+        d.domains.undefine(&id, query.nvram, query.managed_save)
     })
     .await
 }

@@ -7,6 +7,7 @@ mod domains;
 mod networks;
 mod pools;
 pub(crate) mod reply;
+mod saves;
 mod secrets;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())
+        .merge(saves::routes())
         .merge(secrets::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -27,7 +27,7 @@ use super::secrets::Secrets;
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;
 use super::xml::names_uuid;
-use crate::engine::{process, Control, Engine, Events, GuestStatus};
+use crate::engine::{process, Control, Engine, Events, GuestStatus, StateFile};
 use crate::state_dir::create_private_dir;
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
@@ -116,9 +116,12 @@ impl Domains {
 }
 
 impl Domains {
-    fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
+    pub(super) fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
-        Ok(summary_of(record, runtime.as_ref()))
+        Ok(DomainSummary {
+            managed_save: self.has_managed_save(&record.uuid),
+            ..summary_of(record, runtime.as_ref())
+        })
     }
 
     pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
@@ -132,7 +135,10 @@ impl Domains {
             .collect();
         Ok(records
             .iter()
-            .map(|record| summary_of(record, runtime.get(&record.uuid)))
+            .map(|record| DomainSummary {
+                managed_save: self.has_managed_save(&record.uuid),
+                ..summary_of(record, runtime.get(&record.uuid))
+            })
             .collect())
     }
 
@@ -177,6 +183,7 @@ impl Domains {
                 .unwrap_or(0),
             persistent: true,
             autostart: record.autostart,
+            managed_save: self.has_managed_save(&record.uuid),
             engine: self.engine.kind_of(&domain),
             accel,
             warnings: plan.warnings,
@@ -327,14 +334,21 @@ impl Domains {
 
     /// virsh undefine. A UEFI guest's NVRAM file is removed with `Remove`, kept with `Keep`; with
     /// neither, the domain stays defined and the answer says why (libvirt: "cannot undefine
-    /// domain with nvram").
+    /// domain with nvram"). A managed save is removed with `managed_save`, else refused too.
     pub fn undefine(
         &self,
         id: &str,
         nvram: Option<NvramOnUndefine>,
+        managed_save: bool,
     ) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let (_vm, _guard) = self.guests.begin(&record)?;
+        if !managed_save && self.has_managed_save(&record.uuid) {
+            return Err(invalid_state(format!(
+                "cannot undefine domain '{}' while it has a managed save image (--managed-save removes it)",
+                record.name
+            )));
+        }
         if nvram.is_none() {
             if let Some(path) = self.engine.nvram_file(&record.uuid) {
                 return Err(invalid_state(format!(
@@ -353,6 +367,9 @@ impl Domains {
             }
             store::delete_domain(tx, &record.uuid).map_err(db)
         })?;
+        if let Err(err) = self.remove_managed_save(&record) {
+            tracing::warn!(domain = %record.name, "{err}");
+        }
         let run_dir = self.guests.run_dir(&record.uuid);
         if let Err(err) = std::fs::remove_dir_all(&run_dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
@@ -408,7 +425,28 @@ impl Domains {
                 record.name, runtime.state
             )));
         }
-        let mut domain = stored_domain(&record)?;
+        // A managed save is where the domain left off: it resumes rather than boots (libvirt).
+        if let Some(image) = self.managed_save_image(&record)? {
+            return self
+                .start_from_managed_save(vm, &record, image, keep_id)
+                .await;
+        }
+        let domain = stored_domain(&record)?;
+        self.launch_locked(vm, &record, domain, keep_id, None).await
+    }
+
+    /// Launches `domain` (of `record`, whose XML becomes its live definition) and records it
+    /// as running; with `incoming`, its machine state is loaded from that file instead of it
+    /// booting, and it stays paused. The caller holds the operation lock and checked that the
+    /// domain is not running.
+    pub(super) async fn launch_locked(
+        self: &Arc<Self>,
+        vm: &Arc<Vm>,
+        record: &DomainRecord,
+        mut domain: Domain,
+        keep_id: Option<u32>,
+        incoming: Option<&StateFile>,
+    ) -> DaemonResult<DomainSummary> {
         // Engines open files only: `<disk type='volume'>` becomes its volume's file in this
         // launched copy (the stored definition keeps the reference).
         self.volumes.resolve_volume_disks(&mut domain)?;
@@ -438,13 +476,13 @@ impl Domains {
         self.hostdevs.prepare(&record.uuid, &mut domain)?;
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
-        if let Err(err) = self.networks.plug_interfaces(&record, &mut domain).await {
+        if let Err(err) = self.networks.plug_interfaces(record, &mut domain).await {
             self.hostdevs.release(&record.uuid);
             return Err(err);
         }
         let pid = match self
             .engine
-            .launch(&domain, &run_dir, plan.accel, None)
+            .launch(&domain, &run_dir, plan.accel, incoming)
             .await
         {
             Ok(pid) => pid,
@@ -460,7 +498,7 @@ impl Domains {
             run_dir,
             keep_id,
         };
-        match self.attach_new(vm, &record, &domain, &launched).await {
+        match self.attach_new(vm, record, &domain, &launched).await {
             Ok(summary) => Ok(summary),
             Err(err) => {
                 // Never leave a guest running that the store does not know about.
@@ -534,7 +572,20 @@ impl Domains {
         let record = self.guests.resolve(id)?;
         let (vm, _guard) = self.guests.begin(&record)?;
         let live = self.guests.live_or_not_running(&vm, &record)?;
-        *lock(&live.intent) = Intent::Destroy;
+        self.end_guest(&vm, &record, &live, Intent::Destroy).await?;
+        self.summary(&record)
+    }
+
+    /// Ends the guest's process (quit, then kill) and waits until the domain is shut off;
+    /// `intent` tells the supervisor why. The caller holds the operation lock.
+    pub(super) async fn end_guest(
+        &self,
+        vm: &Vm,
+        record: &DomainRecord,
+        live: &Live,
+        intent: Intent,
+    ) -> DaemonResult<()> {
+        *lock(&live.intent) = intent;
         let mut changes = vm.changed.subscribe();
         if let Some(control) = &live.control {
             if let Err(err) = control.quit().await {
@@ -543,13 +594,13 @@ impl Domains {
         }
         if !self
             .guests
-            .wait_inactive(&record, &mut changes, QUIT_GRACE)
+            .wait_inactive(record, &mut changes, QUIT_GRACE)
             .await?
         {
             process::kill(live.pid, &record.uuid, self.engine.as_ref()).await;
             if !self
                 .guests
-                .wait_inactive(&record, &mut changes, KILL_WAIT)
+                .wait_inactive(record, &mut changes, KILL_WAIT)
                 .await?
             {
                 return Err(DaemonError::new(
@@ -561,7 +612,7 @@ impl Domains {
                 ));
             }
         }
-        self.summary(&record)
+        Ok(())
     }
 
     pub async fn shutdown(
@@ -933,6 +984,7 @@ fn summary_of(record: &DomainRecord, runtime: Option<&RuntimeRecord>) -> DomainS
         uuid: record.uuid.to_string(),
         state: runtime.map(|r| r.state).unwrap_or(DomainState::ShutOff),
         autostart: record.autostart,
+        managed_save: false,
     }
 }
 

@@ -94,6 +94,10 @@ impl Supervisor {
         self.engine.is_alive(self.pid, &self.uuid).await
     }
 
+    fn is_running(&self) -> bool {
+        matches!(self.store.runtime(&self.uuid), Ok(Some(runtime)) if runtime.state == DomainState::Running)
+    }
+
     fn set_control(&self, control: Option<Arc<dyn Control>>) {
         if let Some(live) = lock(&self.vm.live).as_mut() {
             live.control = control;
@@ -114,10 +118,12 @@ impl Supervisor {
                     .guests
                     .set_state(&self.vm, &self.uuid, DomainState::Paused, "user"),
                 EngineEvent::Stop => {}
-                EngineEvent::Resume => {
+                // (A resume the daemon made already set its reason, e.g. "restored".)
+                EngineEvent::Resume if !self.is_running() => {
                     self.guests
                         .set_state(&self.vm, &self.uuid, DomainState::Running, "unpaused")
                 }
+                EngineEvent::Resume => {}
                 EngineEvent::Reset => {}
                 EngineEvent::Shutdown { guest } => {
                     observed.shutdown = true;
@@ -189,6 +195,8 @@ impl Supervisor {
         let intent = *lock(&self.intent);
         let reason = if intent == Intent::Destroy {
             "destroyed"
+        } else if intent == Intent::Save {
+            "saved"
         } else if observed.panicked {
             "crashed"
         } else if observed.shutdown {
@@ -212,7 +220,7 @@ impl Supervisor {
         tracing::info!(domain = %self.name, pid = self.pid, reason, "stopped");
 
         let restart = match (intent, reason) {
-            (Intent::Destroy, _) => false,
+            (Intent::Destroy | Intent::Save, _) => false,
             (Intent::Reboot, "shutdown") => true,
             (_, "shutdown") if observed.rebooted => is_restart(self.on_reboot),
             (_, "shutdown") => observed.guest_poweroff && is_restart(self.on_poweroff),
