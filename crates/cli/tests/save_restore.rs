@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, ConsoleSession, Daemon};
+use support::{field, guest_xml, make_disk, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -47,27 +47,33 @@ fn guest_clock(console: &mut ConsoleSession, tag: u32) -> GuestClock {
     }
 }
 
-/// Defines and starts `name`, waits for its shell; returns its console.
-fn boot(daemon: &Daemon, name: &str, uuid: &str) -> ConsoleSession {
-    let kit = guest_kit();
+/// Defines `name`, a test guest with one CPU and a disk of its own.
+fn define_guest(daemon: &Daemon, name: &str, uuid: &str) {
     let disk = make_disk(daemon.dir.path(), &format!("{name}.raw"), 2048);
-    let (_, run) = daemon.define(
-        &format!("{name}.xml"),
-        &guest_xml(name, uuid, &kit, &disk, 1),
-    );
-    run.ok();
+    let xml = guest_xml(name, uuid, &guest_kit(), &disk, 1);
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+}
+
+/// Defines and starts `name`, waits for its shell, and has it write `marker` into a fresh
+/// tmpfs (`/mnt/ram/m`: only the guest's RAM holds it); returns its console and its clock.
+fn boot_with_marker(
+    daemon: &Daemon,
+    name: &str,
+    uuid: &str,
+    marker: &str,
+) -> (ConsoleSession, GuestClock) {
+    define_guest(daemon, name, uuid);
     let mut console = daemon.start_with_console(name);
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
-    console
-}
-
-fn field(dominfo: &str, label: &str) -> String {
-    dominfo
-        .lines()
-        .find_map(|line| line.strip_prefix(label))
-        .map(|value| value.trim().to_string())
-        .unwrap_or_else(|| panic!("no {label} in:\n{dominfo}"))
+    console.run(
+        &format!(
+            "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo {marker} > /mnt/ram/m"
+        ),
+        1,
+    );
+    let clock = guest_clock(&mut console, 2);
+    (console, clock)
 }
 
 fn path(p: &Path) -> &str {
@@ -78,14 +84,7 @@ fn path(p: &Path) -> &str {
 fn a_saved_guest_resumes_where_it_was() {
     let daemon = Daemon::start();
     let uuid = "5d1f0c2e-7a43-4b8e-9f61-2c3b4a5d6e7f";
-    let mut console = boot(&daemon, "sr-vm", uuid);
-    // Something only the guest's RAM holds.
-    console.run(
-        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo marker-$((40+2)) > /mnt/ram/m",
-        1,
-    );
-    let before = guest_clock(&mut console, 2);
-
+    let (mut console, before) = boot_with_marker(&daemon, "sr-vm", uuid, "marker-42");
     // save: the domain is shut off (saved), the image holds the definition it ran with
     let image = daemon.dir.path().join("sr-vm.save");
     assert_eq!(
@@ -187,12 +186,7 @@ fn a_saved_guest_resumes_where_it_was() {
 fn start_resumes_a_managed_save() {
     let daemon = Daemon::start();
     let uuid = "8c2d4e6f-1a3b-4c5d-8e7f-9a0b1c2d3e4f";
-    let mut console = boot(&daemon, "ms-vm", uuid);
-    console.run(
-        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo kept > /mnt/ram/m",
-        1,
-    );
-    let before = guest_clock(&mut console, 2);
+    let (mut console, before) = boot_with_marker(&daemon, "ms-vm", uuid, "kept");
     let managed = daemon
         .dir
         .path()
@@ -316,16 +310,7 @@ fn foreign_and_missing_save_images_are_refused() {
     assert_eq!(daemon.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
 
     // Only running or paused domains can be saved, into files that can be written.
-    let kit = guest_kit();
-    let disk = make_disk(dir, "off.raw", 2048);
-    let xml = guest_xml(
-        "off-vm",
-        "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9",
-        &kit,
-        &disk,
-        1,
-    );
-    daemon.define("off.xml", &xml).1.ok();
+    define_guest(&daemon, "off-vm", "0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9");
     let err = daemon
         .oxvirt(&["save", "off-vm", path(&dir.join("off.save"))])
         .error();
