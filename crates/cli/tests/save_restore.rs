@@ -122,6 +122,49 @@ fn a_saved_guest_resumes_where_it_was() {
         "shut off (saved)\n\n"
     );
 
+    // A whole image whose machine state QEMU cannot load (its stream's magic overwritten): the
+    // start fails with QEMU's reason and nothing stays running. As a managed save, the start
+    // says so and keeps it.
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&bytes[40..48]);
+    let offset = usize::try_from(u64::from_le_bytes(offset)).unwrap();
+    let mut corrupt = bytes.clone();
+    corrupt[offset..offset + 4].copy_from_slice(b"XXXX");
+    let unloadable = daemon.dir.path().join("unloadable.save");
+    std::fs::write(&unloadable, &corrupt).unwrap();
+    let err = daemon.oxvirt(&["restore", path(&unloadable)]).error();
+    assert!(
+        // (QEMU's own words come along.)
+        err.contains("sr-vm")
+            && err.contains("loading the guest's state failed")
+            && err.contains("Not a migration stream"),
+        "{err}"
+    );
+    assert_eq!(daemon.oxvirt(&["list", "--name"]).ok(), "\n");
+    let managed = daemon
+        .dir
+        .path()
+        .join("state/save")
+        .join(format!("{uuid}.save"));
+    std::fs::create_dir_all(managed.parent().unwrap()).unwrap();
+    std::fs::write(&managed, &corrupt).unwrap();
+    let err = daemon.oxvirt(&["start", "sr-vm"]).error();
+    assert!(
+        err.contains("managed save") && err.contains("managedsave-remove"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&managed).unwrap(), corrupt);
+    assert_eq!(
+        field(&daemon.oxvirt(&["dominfo", "sr-vm"]).ok(), "Managed save:"),
+        "yes"
+    );
+    daemon.oxvirt(&["managedsave-remove", "sr-vm"]).ok();
+    assert!(!managed.exists());
+    assert_eq!(
+        daemon.oxvirt(&["domstate", "--reason", "sr-vm"]).ok(),
+        "shut off (saved)\n\n"
+    );
+
     // restore: the guest goes on, with its tmpfs, its boot and its clock
     assert_eq!(
         daemon.oxvirt(&["restore", path(&image)]).ok(),
