@@ -94,8 +94,10 @@ impl Supervisor {
         self.engine.is_alive(self.pid, &self.uuid).await
     }
 
+    /// Whether the store has the domain running now.
     fn is_running(&self) -> bool {
-        matches!(self.store.runtime(&self.uuid), Ok(Some(runtime)) if runtime.state == DomainState::Running)
+        let runtime = self.store.runtime(&self.uuid);
+        matches!(runtime, Ok(Some(r)) if r.state == DomainState::Running)
     }
 
     fn set_control(&self, control: Option<Arc<dyn Control>>) {
