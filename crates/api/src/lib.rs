@@ -23,6 +23,7 @@
 //! Storage pools, volumes and `blockresize`: see the [`storage`] module.
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
+//! `save`, `restore` and managed saves: see the [`save`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -50,6 +51,9 @@ pub use display::{
     ChangeMediaRequest, DisplaysRequest, GraphicsDisplay, KeysSent, MediaAction, MediaChanged,
     Screenshot, ScreenshotRequest, SendKeyRequest,
 };
+
+pub mod save;
+pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
 
 pub mod admin;
 pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimits};
@@ -149,6 +153,9 @@ pub struct UndefineOptions {
     /// Forget the domain's snapshots' metadata (`--snapshots-metadata`); without it a domain
     /// with snapshots is refused.
     pub snapshots_metadata: bool,
+    /// Remove the domain's managed save (`--managed-save`); without it a domain with one is
+    /// refused.
+    pub managed_save: bool,
 }
 
 /// One line of `GET /v1/domains`.
@@ -161,6 +168,10 @@ pub struct DomainSummary {
     pub uuid: String,
     pub state: DomainState,
     pub autostart: bool,
+    /// The domain has a managed save: its next start resumes the saved guest (`list`'s
+    /// `--with-managed-save`). Only `list` fills it in.
+    #[serde(default)]
+    pub managed_save: bool,
 }
 
 /// Which engine runs a domain.
@@ -221,6 +232,9 @@ pub struct DomainInfo {
     pub cpu_time_ns: u64,
     pub persistent: bool,
     pub autostart: bool,
+    /// The domain has a managed save (dominfo's "Managed save").
+    #[serde(default)]
+    pub managed_save: bool,
     pub engine: Engine,
     /// The accelerator in use while active, or the one a start would use now.
     pub accel: Accel,
@@ -485,7 +499,7 @@ impl Client {
         id: &str,
         options: &UndefineOptions,
     ) -> Result<DomainSummary, ClientError> {
-        let mut query = Vec::new();
+        let mut query: Vec<&str> = Vec::new();
         match options.nvram {
             None => {}
             Some(NvramOnUndefine::Remove) => query.push("nvram=remove"),
@@ -493,6 +507,9 @@ impl Client {
         }
         if options.snapshots_metadata {
             query.push("snapshots_metadata=true");
+        }
+        if options.managed_save {
+            query.push("managed_save=true");
         }
         let query = if query.is_empty() {
             String::new()

@@ -37,6 +37,7 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
             nvram,
             keep_nvram,
             snapshots_metadata,
+            managed_save,
         } => {
             let choice = match (nvram, keep_nvram) {
                 (true, _) => Some(NvramOnUndefine::Remove),
@@ -46,6 +47,7 @@ async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> 
             let options = UndefineOptions {
                 nvram: choice,
                 snapshots_metadata,
+                managed_save,
             };
             let domain = client
                 .undefine_domain_with(&domain.domain, &options)

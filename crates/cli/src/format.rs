@@ -25,7 +25,14 @@ pub fn select_domains(domains: Vec<DomainSummary>, args: ListArgs) -> Vec<Domain
             } else {
                 true
             };
-            by_activity && by_autostart
+            let by_managed_save = if args.with_managed_save {
+                d.managed_save
+            } else if args.without_managed_save {
+                !d.managed_save
+            } else {
+                true
+            };
+            by_activity && by_autostart && by_managed_save
         })
         .collect();
     selected.sort_by(|a, b| match (a.state.is_active(), b.state.is_active()) {
@@ -125,7 +132,7 @@ pub fn dominfo(info: &DomainInfo) -> String {
     fields.push(("Persistent:", yes_no(info.persistent).to_string()));
     let autostart = if info.autostart { "enable" } else { "disable" };
     fields.push(("Autostart:", autostart.to_string()));
-    fields.push(("Managed save:", "no".to_string()));
+    fields.push(("Managed save:", yes_no(info.managed_save).to_string()));
     fields.push(("Security model:", "none".to_string()));
     fields.push(("Security DOI:", "0".to_string()));
     fields.push(("Engine:", info.engine.to_string()));
@@ -171,6 +178,28 @@ pub fn version(cli_version: &str, daemon: &VersionInfo) -> String {
     )
 }
 
+/// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
+/// `localtime`), as virsh prints lease expiry times; with `offset`, followed by the zone's
+/// offset (" +0000"), as virsh prints snapshots' creation times. The plain number if it is no
+/// date.
+pub fn local_time(unix: u64, offset: bool) -> String {
+    let Some(time) = i64::try_from(unix)
+        .ok()
+        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
+    else {
+        return unix.to_string();
+    };
+    let zone = jiff::tz::TimeZone::system();
+    let local = zone.to_datetime(time).strftime("%Y-%m-%d %H:%M:%S");
+    if !offset {
+        return local.to_string();
+    }
+    let seconds = zone.to_offset(time).seconds();
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let minutes = seconds.unsigned_abs() / 60;
+    format!("{local} {sign}{:02}{:02}", minutes / 60, minutes % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +212,8 @@ mod tests {
             uuid: format!("00000000-0000-0000-0000-{:0>12}", name.len()),
             state,
             autostart,
+            // Domains whose name starts with a capital have a managed save.
+            managed_save: name.starts_with(char::is_uppercase),
         }
     }
 
@@ -220,6 +251,29 @@ mod tests {
                         -    a-much-longer-domain-name   shut off\n \
                         -    Abc                         shut off\n";
         assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn managed_save_filters() {
+        let names = |args: ListArgs| -> Vec<String> {
+            select_domains(sample(), args)
+                .into_iter()
+                .map(|d| d.name)
+                .collect()
+        };
+        let with = ListArgs {
+            with_managed_save: true,
+            ..all()
+        };
+        assert_eq!(names(with), ["Abc"]);
+        let without = ListArgs {
+            without_managed_save: true,
+            ..all()
+        };
+        assert_eq!(names(without), ["test", "web", "a-much-longer-domain-name"]);
+        let mut saved = info(DomainState::ShutOff, None, 0);
+        saved.managed_save = true;
+        assert!(dominfo(&saved).contains("Managed save:   yes\n"));
     }
 
     #[test]
@@ -313,6 +367,7 @@ mod tests {
             cpu_time_ns,
             persistent: true,
             autostart: false,
+            managed_save: false,
             engine: Engine::Qemu,
             accel: Accel::Tcg,
             warnings: vec!["TCG: no hardware KVM here (kvm_pvm)".to_string()],
@@ -378,26 +433,4 @@ Warning:        TCG: no hardware KVM here (kvm_pvm)
              Using API: oxvirtd 0.1.0 (API 1)\nRunning hypervisor: QEMU 7.2.22\n"
         );
     }
-}
-
-/// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
-/// `localtime`), as virsh prints lease expiry times; with `offset`, followed by the zone's
-/// offset (" +0000"), as virsh prints snapshots' creation times. The plain number if it is no
-/// date.
-pub fn local_time(unix: u64, offset: bool) -> String {
-    let Some(time) = i64::try_from(unix)
-        .ok()
-        .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
-    else {
-        return unix.to_string();
-    };
-    let zone = jiff::tz::TimeZone::system();
-    let local = zone.to_datetime(time).strftime("%Y-%m-%d %H:%M:%S");
-    if !offset {
-        return local.to_string();
-    }
-    let seconds = zone.to_offset(time).seconds();
-    let sign = if seconds < 0 { '-' } else { '+' };
-    let minutes = seconds.unsigned_abs() / 60;
-    format!("{local} {sign}{:02}{:02}", minutes / 60, minutes % 60)
 }

@@ -26,6 +26,7 @@ mod img;
 mod install;
 mod net;
 mod pool;
+mod save;
 mod secret;
 mod shell;
 mod snapshot;
@@ -74,6 +75,8 @@ enum Command {
     Display(display::DisplayCommand),
     #[command(flatten)]
     Snapshot(snapshot::SnapshotCommand),
+    #[command(flatten)]
+    Save(save::SaveCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -161,6 +164,10 @@ enum OneShotCommand {
         /// snapshots needs it, as in virsh.
         #[arg(long)]
         snapshots_metadata: bool,
+        /// Also remove the domain's managed save (a domain that has one needs this, as in
+        /// virsh).
+        #[arg(long)]
+        managed_save: bool,
     },
     /// Gracefully shut down a domain (ACPI power button).
     Shutdown {
@@ -239,6 +246,12 @@ pub struct ListArgs {
     /// Print only UUIDs, one a line (with --name: "UUID NAME").
     #[arg(long)]
     pub uuid: bool,
+    /// List only domains with a managed save.
+    #[arg(long, conflicts_with = "without_managed_save")]
+    pub with_managed_save: bool,
+    /// List only domains without a managed save.
+    #[arg(long)]
+    pub without_managed_save: bool,
 }
 
 fn main() -> ExitCode {
@@ -313,6 +326,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;

@@ -11,6 +11,8 @@ use oxvirt_api::{Client, CreateSnapshot, DeleteSnapshot, RevertSnapshot, Snapsho
 use crate::commands::block_on;
 use crate::format::table;
 
+// The variants are virsh's verbs, which all begin with "snapshot-".
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand, Debug)]
 pub enum SnapshotCommand {
     /// Create a snapshot from a <domainsnapshot> XML file (every default without one).

@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, Daemon};
+use support::{field, guest_xml, make_disk, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -432,16 +432,4 @@ fn edit_applies_valid_changes_and_keeps_the_old_definition_on_errors() {
     assert_eq!(console.run("nproc", 6).trim(), "2");
     assert_eq!(console.detach(), Some(0));
     daemon.oxvirt(&["destroy", "edit-me"]).ok();
-}
-
-/// The value of a `dominfo` field (label padded to 15 columns, then one space).
-#[track_caller]
-fn field(dominfo: &str, label: &str) -> String {
-    dominfo
-        .lines()
-        .find_map(|line| {
-            let (key, value) = line.split_at_checked(15)?;
-            (key.trim_end() == label).then(|| value.trim_start().to_string())
-        })
-        .unwrap_or_else(|| panic!("no {label} in dominfo:\n{dominfo}"))
 }

@@ -66,6 +66,10 @@ pub enum QemuError {
         desc: String,
     },
 
+    /// Saving or loading a guest's machine state failed; `reason` is QEMU's.
+    #[error("{what} failed: {reason}")]
+    Migration { what: &'static str, reason: String },
+
     /// The QMP connection closed (usually: QEMU exited).
     #[error("QMP connection closed")]
     Disconnected,

@@ -16,6 +16,8 @@
 //!   gives SPICE displays with `autoport` a free TCP port ([`assign_spice_ports`]), as libvirt
 //!   does at start: QEMU has no automatic SPICE port.
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
+//! - [`save_state`] and [`LaunchOptions::incoming`]: a guest's machine state into a file and,
+//!   at a later start, out of it (QEMU's migration stream over a descriptor passed on QMP).
 //! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
 //!
 //! Process contract with the daemon:
@@ -49,6 +51,7 @@ mod cmdline;
 mod error;
 pub mod firmware;
 pub mod keycodes;
+mod migration;
 mod paths;
 mod process;
 mod qmp;
@@ -59,11 +62,12 @@ pub use cmdline::{
     macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, NicIds, QemuCommandLine,
 };
 pub use error::QemuError;
+pub use migration::save_state;
 pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};
 pub use paths::RunPaths;
 pub use process::{
-    emulator_path, is_alive, launch, launch_with_logs, read_pid_file, terminate, Launched,
-    DEFAULT_EMULATOR,
+    emulator_path, is_alive, launch, launch_with, launch_with_logs, read_pid_file, terminate,
+    LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
 pub use qmp::{Qmp, QmpEvent, RunState};

@@ -30,7 +30,8 @@ use oxvirt_domain::{
 };
 use serde_json::json;
 
-use crate::cmdline::{assign_spice_ports, build_command_line, HUGEPAGES_MOUNT};
+use crate::cmdline::{assign_spice_ports, build_command_line, HUGEPAGES_MOUNT, INCOMING_ARGS};
+use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
 use oxvirt_logfile::writer::WriterProgram;
@@ -89,6 +90,32 @@ pub async fn launch_with_logs(
     accel: Accel,
     writer: Option<&WriterProgram>,
 ) -> Result<Launched, QemuError> {
+    let options = LaunchOptions {
+        writer,
+        incoming: None,
+    };
+    launch_with(domain, run, accel, options).await
+}
+
+/// How a start goes beyond what the definition says.
+#[derive(Debug, Default)]
+pub struct LaunchOptions<'a> {
+    /// Writes QEMU's output and console log (see [`launch_with_logs`]).
+    pub writer: Option<&'a WriterProgram>,
+    /// Load the guest's machine state from this file, from its current position on (written
+    /// by [`crate::save_state`]), instead of booting. The guest is paused when the launch
+    /// returns.
+    pub incoming: Option<File>,
+}
+
+/// [`launch`] with `options`.
+pub async fn launch_with(
+    domain: &Domain,
+    run: &RunPaths,
+    accel: Accel,
+    options: LaunchOptions<'_>,
+) -> Result<Launched, QemuError> {
+    let LaunchOptions { writer, incoming } = options;
     let piped;
     let run = match writer {
         Some(_) => {
@@ -115,7 +142,10 @@ pub async fn launch_with_logs(
 
     let log_path = run.qemu_log();
     let vcpu = domain.vcpu.clone();
-    let args = line.args.clone();
+    let mut args = line.args.clone();
+    if incoming.is_some() {
+        args.extend(INCOMING_ARGS.map(str::to_string));
+    }
     let spawn_emulator = emulator.clone();
     let macvtaps = open_macvtaps(domain)?;
     let writer = writer.cloned();
@@ -149,6 +179,27 @@ pub async fn launch_with_logs(
         // holds the other end: the FIFO needs no name any more. Without one, nothing else can
         // open it and take the guest's output from the writer (or block reading it).
         let _ = std::fs::remove_file(run.console_log_pipe());
+    }
+    if let Some(file) = &incoming {
+        let uuid = domain.uuid;
+        let loaded = load_state(&qmp, file, || is_alive(pid, &uuid)).await;
+        if let Err(err) = loaded {
+            // Half a machine is no guest: end it, and say what QEMU said.
+            kill_now(pid);
+            if let Some(writer) = writer_pid {
+                wait_for_exit(writer, Duration::from_secs(2)).await;
+            }
+            return Err(match err {
+                QemuError::Migration { what, reason } => QemuError::Migration {
+                    what,
+                    reason: format!(
+                        "{reason}; end of qemu.log:\n{}",
+                        log_tail(&run.qemu_log(), log_start)
+                    ),
+                },
+                other => other,
+            });
+        }
     }
     if let Err(err) = apply_runtime_settings(domain, &qmp).await {
         // Started but not as defined: do not leave a half-configured guest running.

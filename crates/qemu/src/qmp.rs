@@ -7,6 +7,7 @@
 //! yields `None`.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use oxvirt_host::lock;
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Interest};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -199,6 +200,29 @@ impl Qmp {
         command: &str,
         arguments: Option<Value>,
     ) -> Result<Value, QemuError> {
+        self.execute_passing(command, arguments, None).await
+    }
+
+    /// Hands QEMU the open file `fd` under `name` (QMP `getfd`: the descriptor travels with the
+    /// command as SCM_RIGHTS ancillary data), for a later command to use as `fd:NAME`. QEMU
+    /// keeps its own copy; the caller may close `fd` once this returns.
+    pub async fn pass_fd(&self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QemuError> {
+        self.execute_passing(
+            "getfd",
+            Some(json!({ "fdname": name })),
+            Some(fd.as_raw_fd()),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// [`Qmp::execute`], with `fd` attached to the command's bytes when given.
+    async fn execute_passing(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<RawFd>,
+    ) -> Result<Value, QemuError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         {
@@ -220,7 +244,10 @@ impl Qmp {
         }
         let sent = {
             let mut writer = self.writer.lock().await;
-            write_message(&mut writer, &message).await
+            match fd {
+                None => write_message(&mut writer, &message).await,
+                Some(fd) => write_message_with_fd(&mut writer, &message, fd).await,
+            }
         };
         if let Err(err) = sent {
             self.forget(id);
@@ -393,6 +420,71 @@ async fn write_message(writer: &mut OwnedWriteHalf, message: &Value) -> Result<(
             }
             _ => QemuError::io("writing to QMP socket", err),
         })
+}
+
+/// Writes `message` with `fd` attached as SCM_RIGHTS to its first bytes. The caller holds the
+/// writer's lock, so no other command's bytes interleave: QEMU takes the descriptor with the
+/// bytes it arrived with, and `getfd` then names it.
+async fn write_message_with_fd(
+    writer: &mut OwnedWriteHalf,
+    message: &Value,
+    fd: RawFd,
+) -> Result<(), QemuError> {
+    let mut bytes = message.to_string().into_bytes();
+    bytes.push(b'\n');
+    let stream = writer.as_ref();
+    let socket = stream.as_raw_fd();
+    let sent = stream
+        .async_io(Interest::WRITABLE, || send_with_fd(socket, &bytes, fd))
+        .await
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                QemuError::Disconnected
+            }
+            _ => QemuError::io("passing a file descriptor over the QMP socket", err),
+        })?;
+    // A stream socket may take fewer bytes; the descriptor went with the first of them.
+    if sent < bytes.len() {
+        writer
+            .write_all(&bytes[sent..])
+            .await
+            .map_err(|err| QemuError::io("writing to QMP socket", err))?;
+    }
+    Ok(())
+}
+
+/// One `sendmsg` of `bytes` on the socket `socket` with `fd` as SCM_RIGHTS; the bytes sent.
+fn send_with_fd(socket: RawFd, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+    const FD_BYTES: u32 = std::mem::size_of::<RawFd>() as u32;
+    // A u64 buffer keeps the control message aligned as cmsghdr needs.
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(FD_BYTES) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; all zeroes is an empty message, filled in below.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: msg_control points to `space` writable, aligned bytes, room for one cmsghdr with
+    // one descriptor (CMSG_SPACE), so CMSG_FIRSTHDR is non-null and CMSG_DATA lies inside it.
+    let sent = unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(FD_BYTES) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        // iov and control live until sendmsg returns; the kernel copies what it sends.
+        libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL)
+    };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 #[cfg(test)]

@@ -396,6 +396,18 @@ impl Drop for ConsoleSession {
     }
 }
 
+/// The value of a `dominfo` field (label padded to 15 columns, then one space).
+#[track_caller]
+pub fn field(dominfo: &str, label: &str) -> String {
+    dominfo
+        .lines()
+        .find_map(|line| {
+            let (key, value) = line.split_at_checked(15)?;
+            (key.trim_end() == label).then(|| value.trim_start().to_string())
+        })
+        .unwrap_or_else(|| panic!("no {label} in dominfo:\n{dominfo}"))
+}
+
 /// A raw disk image of `sectors` 512-byte sectors.
 pub fn make_disk(dir: &Path, name: &str, sectors: u64) -> PathBuf {
     let path = dir.join(name);

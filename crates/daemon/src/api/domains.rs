@@ -8,7 +8,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use oxvirt_api::{
     Action, AutostartRequest, DomainInfo, DomainSummary, NvramOnUndefine, ShutdownRequest,
-    XmlDocument,
+    UndefineOptions, XmlDocument,
 };
 
 use super::reply::{blocking, body, detached, Reply};
@@ -50,6 +50,9 @@ struct UndefineQuery {
     /// Forget the domain's snapshots (virsh's `--snapshots-metadata`).
     #[serde(default)]
     snapshots_metadata: bool,
+    /// `?managed_save=true`: remove a managed save too (else a domain with one is refused).
+    #[serde(default)]
+    managed_save: bool,
 }
 
 async fn undefine(
@@ -58,8 +61,14 @@ async fn undefine(
     Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
     blocking(services, "undefine", move |d| {
-        d.domains
-            .undefine(&id, query.nvram, query.snapshots_metadata)
+        d.domains.undefine(
+            &id,
+            &UndefineOptions {
+                nvram: query.nvram,
+                snapshots_metadata: query.snapshots_metadata,
+                managed_save: query.managed_save,
+            },
+        )
     })
     .await
 }

@@ -7,6 +7,7 @@ mod domains;
 mod networks;
 mod pools;
 pub(crate) mod reply;
+mod saves;
 mod secrets;
 mod snapshots;
 
@@ -32,6 +33,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(domains::routes())
         .merge(networks::routes())
         .merge(pools::routes())
+        .merge(saves::routes())
         .merge(secrets::routes())
         .merge(snapshots::routes())
         .fallback(not_found)

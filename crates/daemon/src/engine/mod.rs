@@ -93,7 +93,6 @@ pub struct StateFile {
     pub offset: u64,
 }
 
-#[allow(dead_code)] // until the save service calls Control::save_state
 fn no_saved_state(what: &str) -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,

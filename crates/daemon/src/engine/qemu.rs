@@ -168,12 +168,9 @@ impl Engine for QemuEngine {
         accel: Accel,
         incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError> {
-        if incoming.is_some() {
-            return Err(EngineError {
-                kind: EngineErrorKind::Unsupported,
-                message: "the qemu engine cannot load a saved machine state yet".to_string(),
-            });
-        }
+        let incoming = incoming
+            .map(|state| open_state_file(state, false))
+            .transpose()?;
         let accel = match accel {
             Accel::Kvm => oxvirt_qemu::Accel::Kvm,
             Accel::Tcg => oxvirt_qemu::Accel::Tcg,
@@ -188,8 +185,11 @@ impl Engine for QemuEngine {
         oxvirt_qemu::firmware::resolve_uefi(&mut domain, &descriptor_dirs, &self.nvram_dir)
             .map_err(engine_error)?;
         let domain = &domain;
-        let launched =
-            oxvirt_qemu::launch_with_logs(domain, &run, accel, Some(&self.log_writer)).await;
+        let options = oxvirt_qemu::LaunchOptions {
+            writer: Some(&self.log_writer),
+            incoming,
+        };
+        let launched = oxvirt_qemu::launch_with(domain, &run, accel, options).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
         for disk in &domain.devices.disks {
             if disk.auth.is_some() {
@@ -250,6 +250,24 @@ impl Engine for QemuEngine {
             log: paths.console_log(),
         }
     }
+}
+
+/// The state file, open for QEMU to read (`write`: to write) and positioned where the engine's
+/// stream starts.
+fn open_state_file(state: &StateFile, write: bool) -> Result<std::fs::File, EngineError> {
+    use std::io::{Seek as _, SeekFrom};
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(&state.path)
+        .and_then(|mut file| {
+            file.seek(SeekFrom::Start(state.offset))?;
+            Ok(file)
+        })
+        .map_err(|err| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("cannot open {}: {err}", state.path.display()),
+        })
 }
 
 struct QmpControl {
@@ -491,6 +509,13 @@ impl Control for QmpControl {
             }
         }
         result
+    }
+
+    async fn save_state(&self, state: &StateFile) -> Result<(), EngineError> {
+        let file = open_state_file(state, true)?;
+        oxvirt_qemu::save_state(&self.qmp, &file)
+            .await
+            .map_err(engine_error)
     }
 
     async fn plug_nic(&self, nic: &NicPlug) -> Result<(), EngineError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
-    NvramOnUndefine,
+    NvramOnUndefine, UndefineOptions,
 };
 use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
@@ -27,7 +27,7 @@ use super::secrets::Secrets;
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;
 use super::xml::names_uuid;
-use crate::engine::{process, Control, Engine, Events, GuestStatus};
+use crate::engine::{process, Control, Engine, Events, GuestStatus, StateFile};
 use crate::state_dir::create_private_dir;
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
@@ -118,7 +118,10 @@ impl Domains {
 impl Domains {
     pub(super) fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
-        Ok(summary_of(record, runtime.as_ref()))
+        Ok(DomainSummary {
+            managed_save: self.has_managed_save(&record.uuid),
+            ..summary_of(record, runtime.as_ref())
+        })
     }
 
     pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
@@ -132,7 +135,10 @@ impl Domains {
             .collect();
         Ok(records
             .iter()
-            .map(|record| summary_of(record, runtime.get(&record.uuid)))
+            .map(|record| DomainSummary {
+                managed_save: self.has_managed_save(&record.uuid),
+                ..summary_of(record, runtime.get(&record.uuid))
+            })
             .collect())
     }
 
@@ -177,6 +183,7 @@ impl Domains {
                 .unwrap_or(0),
             persistent: true,
             autostart: record.autostart,
+            managed_save: self.has_managed_save(&record.uuid),
             engine: self.engine.kind_of(&domain),
             accel,
             warnings: plan.warnings,
@@ -327,23 +334,25 @@ impl Domains {
 
     /// virsh undefine. A UEFI guest's NVRAM file is removed with `Remove`, kept with `Keep`; with
     /// neither, the domain stays defined and the answer says why (libvirt: "cannot undefine
-    /// domain with nvram").
-    pub fn undefine(
-        &self,
-        id: &str,
-        nvram: Option<NvramOnUndefine>,
-        snapshots_metadata: bool,
-    ) -> DaemonResult<DomainSummary> {
+    /// domain with nvram"). A managed save is removed with `managed_save`, else refused too, and
+    /// snapshots are forgotten with `snapshots_metadata`, else refused too.
+    pub fn undefine(&self, id: &str, options: &UndefineOptions) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
         let (_vm, _guard) = self.guests.begin(&record)?;
+        if !options.managed_save && self.has_managed_save(&record.uuid) {
+            return Err(invalid_state(format!(
+                "cannot undefine domain '{}' while it has a managed save image (--managed-save removes it)",
+                record.name
+            )));
+        }
         let snapshots = self.snapshot_count(&record)?;
-        if snapshots > 0 && !snapshots_metadata {
+        if snapshots > 0 && !options.snapshots_metadata {
             return Err(invalid_state(format!(
                 "cannot delete inactive domain '{}' with {snapshots} snapshots (--snapshots-metadata forgets them; their data stays in the images)",
                 record.name
             )));
         }
-        if nvram.is_none() {
+        if options.nvram.is_none() {
             if let Some(path) = self.engine.nvram_file(&record.uuid) {
                 return Err(invalid_state(format!(
                     "cannot undefine domain '{}' with nvram {} (--nvram removes it, --keep-nvram keeps it)",
@@ -361,6 +370,9 @@ impl Domains {
             }
             store::delete_domain(tx, &record.uuid).map_err(db)
         })?;
+        if let Err(err) = self.remove_managed_save(&record) {
+            tracing::warn!(domain = %record.name, "{err}");
+        }
         let run_dir = self.guests.run_dir(&record.uuid);
         if let Err(err) = std::fs::remove_dir_all(&run_dir) {
             if err.kind() != std::io::ErrorKind::NotFound {
@@ -368,7 +380,7 @@ impl Domains {
             }
         }
         self.engine
-            .forget_domain(&record.uuid, nvram == Some(NvramOnUndefine::Keep));
+            .forget_domain(&record.uuid, options.nvram == Some(NvramOnUndefine::Keep));
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
         Ok(summary_of(&record, None))
@@ -416,7 +428,28 @@ impl Domains {
                 record.name, runtime.state
             )));
         }
-        let mut domain = stored_domain(&record)?;
+        // A managed save is where the domain left off: it resumes rather than boots (libvirt).
+        if let Some(image) = self.managed_save_image(&record)? {
+            return self
+                .start_from_managed_save(vm, &record, image, keep_id)
+                .await;
+        }
+        let domain = stored_domain(&record)?;
+        self.launch_locked(vm, &record, domain, keep_id, None).await
+    }
+
+    /// Launches `domain` (of `record`, whose XML becomes its live definition) and records it
+    /// as running; with `incoming`, its machine state is loaded from that file instead of it
+    /// booting, and it stays paused. The caller holds the operation lock and checked that the
+    /// domain is not running.
+    pub(super) async fn launch_locked(
+        self: &Arc<Self>,
+        vm: &Arc<Vm>,
+        record: &DomainRecord,
+        mut domain: Domain,
+        keep_id: Option<u32>,
+        incoming: Option<&StateFile>,
+    ) -> DaemonResult<DomainSummary> {
         // Engines open files only: `<disk type='volume'>` becomes its volume's file in this
         // launched copy (the stored definition keeps the reference).
         self.volumes.resolve_volume_disks(&mut domain)?;
@@ -446,13 +479,13 @@ impl Domains {
         self.hostdevs.prepare(&record.uuid, &mut domain)?;
 
         // TAPs for the guest's network interfaces; `domain` becomes the launched (live) copy.
-        if let Err(err) = self.networks.plug_interfaces(&record, &mut domain).await {
+        if let Err(err) = self.networks.plug_interfaces(record, &mut domain).await {
             self.hostdevs.release(&record.uuid);
             return Err(err);
         }
         let pid = match self
             .engine
-            .launch(&domain, &run_dir, plan.accel, None)
+            .launch(&domain, &run_dir, plan.accel, incoming)
             .await
         {
             Ok(pid) => pid,
@@ -468,7 +501,7 @@ impl Domains {
             run_dir,
             keep_id,
         };
-        match self.attach_new(vm, &record, &domain, &launched).await {
+        match self.attach_new(vm, record, &domain, &launched).await {
             Ok(summary) => Ok(summary),
             Err(err) => {
                 // Never leave a guest running that the store does not know about.
@@ -547,11 +580,24 @@ impl Domains {
     /// Stops a guest at once; the caller holds its operation lock.
     pub(super) async fn destroy_locked(
         self: &Arc<Self>,
-        vm: &Arc<Vm>,
+        vm: &Vm,
         record: &DomainRecord,
     ) -> DaemonResult<DomainSummary> {
         let live = self.guests.live_or_not_running(vm, record)?;
-        *lock(&live.intent) = Intent::Destroy;
+        self.end_guest(vm, record, &live, Intent::Destroy).await?;
+        self.summary(record)
+    }
+
+    /// Ends the guest's process (quit, then kill) and waits until the domain is shut off;
+    /// `intent` tells the supervisor why. The caller holds the operation lock.
+    pub(super) async fn end_guest(
+        &self,
+        vm: &Vm,
+        record: &DomainRecord,
+        live: &Live,
+        intent: Intent,
+    ) -> DaemonResult<()> {
+        *lock(&live.intent) = intent;
         let mut changes = vm.changed.subscribe();
         if let Some(control) = &live.control {
             if let Err(err) = control.quit().await {
@@ -578,7 +624,7 @@ impl Domains {
                 ));
             }
         }
-        self.summary(record)
+        Ok(())
     }
 
     pub async fn shutdown(
@@ -950,6 +996,7 @@ fn summary_of(record: &DomainRecord, runtime: Option<&RuntimeRecord>) -> DomainS
         uuid: record.uuid.to_string(),
         state: runtime.map(|r| r.state).unwrap_or(DomainState::ShutOff),
         autostart: record.autostart,
+        managed_save: false,
     }
 }
 

@@ -43,6 +43,8 @@ pub enum Intent {
     None,
     Destroy,
     Reboot,
+    /// The guest's state was saved (`save`, `managedsave`) and its process ends.
+    Save,
 }
 
 /// The slots of every domain this daemon has seen, and where their run directories are.
@@ -75,6 +77,11 @@ impl Guests {
     pub fn run_dir(&self, uuid: &Uuid) -> PathBuf {
         // The uuid, never the name: names are user input.
         self.state_dir.join("run").join(uuid.to_string())
+    }
+
+    /// The domain's managed save image (`managedsave`): the uuid, never the name.
+    pub fn managed_save_path(&self, uuid: &Uuid) -> PathBuf {
+        self.state_dir.join("save").join(format!("{uuid}.save"))
     }
 
     /// Takes the domain's operation lock or says it is busy.

@@ -2,6 +2,7 @@
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
 //! snapshot-create, -list, -revert, -delete),
+//! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
@@ -15,6 +16,7 @@ pub mod hostdevs;
 pub mod interfaces;
 pub mod networks;
 pub mod pools;
+pub mod saves;
 pub mod secrets;
 pub mod snapshots;
 pub mod supervisor;

@@ -611,6 +611,11 @@ impl Domains {
             .map_err(|err| internal("the snapshot's domain does not parse", err))?;
         let state = self.guests.current_state(&record)?;
         let active = matches!(state, DomainState::Running | DomainState::Paused);
+        if !active && self.has_managed_save(&record.uuid) {
+            // The saved memory belongs to the disks as they are now, not as they are after the
+            // revert: resuming it later would corrupt them (libvirt discards it too).
+            self.remove_managed_save(&record)?;
+        }
         match snapshot.state {
             SnapshotState::Running | SnapshotState::Paused => {
                 if !active {

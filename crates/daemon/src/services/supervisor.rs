@@ -94,6 +94,12 @@ impl Supervisor {
         self.engine.is_alive(self.pid, &self.uuid).await
     }
 
+    /// Whether the store has the domain running now.
+    fn is_running(&self) -> bool {
+        let runtime = self.store.runtime(&self.uuid);
+        matches!(runtime, Ok(Some(r)) if r.state == DomainState::Running)
+    }
+
     fn set_control(&self, control: Option<Arc<dyn Control>>) {
         if let Some(live) = lock(&self.vm.live).as_mut() {
             live.control = control;
@@ -114,10 +120,12 @@ impl Supervisor {
                     .guests
                     .set_state(&self.vm, &self.uuid, DomainState::Paused, "user"),
                 EngineEvent::Stop => {}
-                EngineEvent::Resume => {
+                // (A resume the daemon made already set its reason, e.g. "restored".)
+                EngineEvent::Resume if !self.is_running() => {
                     self.guests
                         .set_state(&self.vm, &self.uuid, DomainState::Running, "unpaused")
                 }
+                EngineEvent::Resume => {}
                 EngineEvent::Reset => {}
                 EngineEvent::Shutdown { guest } => {
                     observed.shutdown = true;
@@ -189,6 +197,8 @@ impl Supervisor {
         let intent = *lock(&self.intent);
         let reason = if intent == Intent::Destroy {
             "destroyed"
+        } else if intent == Intent::Save {
+            "saved"
         } else if observed.panicked {
             "crashed"
         } else if observed.shutdown {
@@ -212,7 +222,7 @@ impl Supervisor {
         tracing::info!(domain = %self.name, pid = self.pid, reason, "stopped");
 
         let restart = match (intent, reason) {
-            (Intent::Destroy, _) => false,
+            (Intent::Destroy | Intent::Save, _) => false,
             (Intent::Reboot, "shutdown") => true,
             (_, "shutdown") if observed.rebooted => is_restart(self.on_reboot),
             (_, "shutdown") => observed.guest_poweroff && is_restart(self.on_poweroff),

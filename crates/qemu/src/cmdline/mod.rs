@@ -20,7 +20,9 @@
 //! - No `-no-shutdown` (unless `on_poweroff='preserve'`): a guest poweroff emits SHUTDOWN and
 //!   QEMU exits, so the daemon sees both the event and the end of the process.
 //! - No `-S`: the guest starts running at once; settings that only QMP can make (balloon target,
-//!   VNC or SPICE password, link state) are applied by [`crate::launch`] right after start.
+//!   VNC or SPICE password, link state) are applied by [`crate::launch`] right after start. A
+//!   start that loads a saved machine state adds [`INCOMING_ARGS`] instead (a launch option,
+//!   not part of the definition).
 
 use std::fmt::Write as _;
 
@@ -55,6 +57,11 @@ pub struct QemuCommandLine {
     /// passthrough under TCG).
     pub warnings: Vec<String>,
 }
+
+/// Added to the arguments of a start that loads a saved machine state rather than booting
+/// ([`crate::LaunchOptions::incoming`]): QEMU waits for `migrate-incoming`, and the loaded guest
+/// stays paused (`-S`) until the daemon resumes it.
+pub(crate) const INCOMING_ARGS: [&str; 3] = ["-S", "-incoming", "defer"];
 
 /// QEMU's arguments for `domain` (without argv\[0\]); see [`build_command_line`] for warnings.
 pub fn command_line(
