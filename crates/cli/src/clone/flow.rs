@@ -77,10 +77,8 @@ pub(super) fn domain_names(client: &Client) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// A clone on the same oxvirtd.
 pub fn run(client: &Client, args: super::CloneArgs) -> anyhow::Result<()> {
-    if let Some(socket) = &args.to {
-        return super::remote::clone_to(client, &args, &Client::new(socket.clone()));
-    }
     let (original, paused) = original(client, &args.original)?;
     let names = domain_names(client)?;
     let plan = block_on(plan::plan(client, &original, &args, |n| {

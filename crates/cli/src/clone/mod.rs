@@ -81,5 +81,12 @@ pub struct ImportArgs {
     pub pool: String,
 }
 
-pub use flow::run;
 pub use remote::{export, import};
+
+/// Entry point: a clone here, or with `--to` on another oxvirtd.
+pub fn run(client: &oxvirt_api::Client, args: CloneArgs) -> anyhow::Result<()> {
+    match &args.to {
+        Some(socket) => remote::clone_to(client, &args, &oxvirt_api::Client::new(socket.clone())),
+        None => flow::run(client, args),
+    }
+}
