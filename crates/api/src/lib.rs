@@ -544,13 +544,21 @@ impl Client {
         let body = Full::new(Bytes::from(body.unwrap_or_default()));
         let response = self.send(method, path, body, content_type).await?;
         let status = response.status();
-        let bytes = response
+        Ok((status, self.reply_body(path, response).await?))
+    }
+
+    /// The whole body of a (short: JSON) reply.
+    pub(crate) async fn reply_body(
+        &self,
+        path: &str,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(response
             .into_body()
             .collect()
             .await
             .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
-            .to_bytes();
-        Ok((status, bytes))
+            .to_bytes())
     }
 
     /// Sends one request with any body (a JSON document, or a stream of image bytes) on a fresh

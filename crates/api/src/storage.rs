@@ -299,15 +299,7 @@ impl Client {
             .send(Method::PUT, &path, body, Some("application/octet-stream"))
             .await?;
         let status = response.status();
-        let bytes = {
-            use http_body_util::BodyExt;
-            response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
-                .to_bytes()
-        };
+        let bytes = self.reply_body(&path, response).await?;
         if !status.is_success() {
             return Err(self.error_reply(&path, status, &bytes));
         }
@@ -331,13 +323,7 @@ impl Client {
             .await?;
         let status = response.status();
         if !status.is_success() {
-            use http_body_util::BodyExt;
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
-                .to_bytes();
+            let bytes = self.reply_body(&path, response).await?;
             return Err(self.error_reply(&path, status, &bytes));
         }
         let length = response

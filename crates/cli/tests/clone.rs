@@ -31,6 +31,24 @@ fn pool(daemon: &Daemon, name: &str) -> PathBuf {
     dir
 }
 
+/// A pool `images` with a new qcow2 volume `a.qcow2`, and the guest `a` on it; its file.
+fn original_in_a_pool(daemon: &Daemon) -> PathBuf {
+    let images = pool(daemon, "images");
+    daemon
+        .oxvirt(&[
+            "vol-create-as",
+            "images",
+            "a.qcow2",
+            "64M",
+            "--format",
+            "qcow2",
+        ])
+        .ok();
+    let disk = images.join("a.qcow2");
+    define_original(daemon, "a", &disk);
+    disk
+}
+
 /// The kit's guest on a qcow2 disk with a virtio NIC (user networking, a fixed MAC).
 fn define_original(daemon: &Daemon, name: &str, disk: &Path) {
     let kit = guest_kit();
@@ -127,19 +145,8 @@ fn boot_and_check(daemon: &Daemon, name: &str, uuid: &str, mac: &str, tag: u32) 
 #[test]
 fn a_clone_boots_with_its_own_mac_uuid_and_disk_and_refusals_change_nothing() {
     let daemon = Daemon::start();
-    let images = pool(&daemon, "images");
-    daemon
-        .oxvirt(&[
-            "vol-create-as",
-            "images",
-            "a.qcow2",
-            "64M",
-            "--format",
-            "qcow2",
-        ])
-        .ok();
-    let original_disk = images.join("a.qcow2");
-    define_original(&daemon, "a", &original_disk);
+    let original_disk = original_in_a_pool(&daemon);
+    let images = original_disk.parent().unwrap().to_path_buf();
     let (a_uuid, a_mac) = uuid_and_mac(&daemon, "a");
     let before = sha256(&original_disk);
 
@@ -262,17 +269,7 @@ fn a_clone_boots_with_its_own_mac_uuid_and_disk_and_refusals_change_nothing() {
 #[test]
 fn a_clone_sent_to_another_oxvirtd_boots_there() {
     let here = Daemon::start();
-    let images = pool(&here, "images");
-    here.oxvirt(&[
-        "vol-create-as",
-        "images",
-        "a.qcow2",
-        "64M",
-        "--format",
-        "qcow2",
-    ])
-    .ok();
-    define_original(&here, "a", &images.join("a.qcow2"));
+    let original_disk = original_in_a_pool(&here);
     let there = Daemon::start();
     let remote_pool = pool(&there, "default");
 

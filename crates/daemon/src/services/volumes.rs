@@ -209,6 +209,24 @@ fn header_backing(path: &Path) -> DaemonResult<Option<(PathBuf, Option<Format>)>
     }))
 }
 
+/// Volume `name`'s file (`path`), opened with QEMU's image lock of `mode` held: refused while
+/// another process holds a lock that conflicts (a guest writing it).
+fn open_locked(path: &Path, name: &str, mode: LockMode) -> DaemonResult<std::fs::File> {
+    let access = match mode {
+        LockMode::Read => oxvirt_images::file::Access::Read,
+        LockMode::Write => oxvirt_images::file::Access::ReadWrite,
+    };
+    let file = oxvirt_images::file::open_image_file(path, access)
+        .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
+    lock_image(&file, path, mode).map_err(|e| match e {
+        ImageError::Locked { .. } => invalid_state(format!(
+            "storage volume '{name}' is in use (a process holds its image lock): {e}"
+        )),
+        other => image_error(&format!("cannot lock storage volume '{name}'"), other),
+    })?;
+    Ok(file)
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -620,15 +638,7 @@ impl Volumes {
                 backing_format: None,
             });
         self.refuse_running_users(name, &path)?;
-        let file =
-            oxvirt_images::file::open_image_file(&path, oxvirt_images::file::Access::ReadWrite)
-                .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
-        lock_image(&file, &path, LockMode::Write).map_err(|e| match e {
-            ImageError::Locked { .. } => invalid_state(format!(
-                "storage volume '{name}' is in use (a process holds its image lock): {e}"
-            )),
-            other => image_error(&format!("cannot lock storage volume '{name}'"), other),
-        })?;
+        let file = open_locked(&path, name, LockMode::Write)?;
         std::fs::remove_file(&path)
             .map_err(|e| internal(&format!("cannot delete storage volume '{name}'"), e))?;
         drop(file);
@@ -783,14 +793,7 @@ impl Volumes {
         let pool = self.pools.active_pool(pool_id)?;
         let (path, meta) = volume_file(&pool, name)?;
         self.refuse_running_users(name, &path)?;
-        let file = oxvirt_images::file::open_image_file(&path, oxvirt_images::file::Access::Read)
-            .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
-        lock_image(&file, &path, LockMode::Read).map_err(|e| match e {
-            ImageError::Locked { .. } => invalid_state(format!(
-                "storage volume '{name}' is being written (a process holds its image lock): {e}"
-            )),
-            other => image_error(&format!("cannot lock storage volume '{name}'"), other),
-        })?;
+        let file = open_locked(&path, name, LockMode::Read)?;
         Ok((file, meta.len()))
     }
 
