@@ -310,7 +310,7 @@ fn a_clone_sent_to_another_oxvirtd_boots_there() {
         .args([
             "compare",
             "-U",
-            p(&images.join("a.qcow2")),
+            p(&original_disk),
             p(&remote_pool.join("d.qcow2")),
         ])
         .status()
