@@ -259,11 +259,206 @@ fn a_clone_boots_with_its_own_mac_uuid_and_disk_and_refusals_change_nothing() {
         .oxvirt(&["clone", "--original", "a", "--name", "x", "--auto-clone"])
         .error();
     assert!(err.contains("must be shutoff"), "{err}");
-    drop(console);
-    daemon.oxvirt(&["destroy", "a"]).ok();
     assert_eq!(names(&daemon), domains);
     assert_eq!(dir_listing(&images), files);
+
+    // A paused original is cloned (its QEMU flushed the disk when it paused).
+    daemon.oxvirt(&["suspend", "a"]).ok();
+    let out = daemon
+        .oxvirt(&["clone", "--original", "a", "--name", "p", "--auto-clone"])
+        .ok();
+    assert!(out.contains("Clone 'p' created successfully."), "{out}");
+    drop(console);
+    daemon.oxvirt(&["destroy", "a"]).ok();
+    assert!(qemu_img_same(&original_disk, &images.join("p.qcow2")));
     assert_eq!(sha256(&original_disk), before);
+}
+
+/// Whether `qemu-img compare` finds the same guest-visible contents.
+fn qemu_img_same(a: &Path, b: &Path) -> bool {
+    std::process::Command::new("qemu-img")
+        .args(["compare", "-U", p(a), p(b)])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("qemu-img compare")
+        .success()
+}
+
+/// Disks outside every pool are plain files the CLI makes, named as virt-clone names them;
+/// `--mac`, `--preserve-data`; refusals (a bad MAC, a missing kept file, too many `--file`s, a
+/// file system that cannot reflink) define nothing and leave no file.
+#[test]
+fn plain_files_macs_preserved_data_and_refusals() {
+    let daemon = Daemon::start();
+    let dir = daemon.dir.path().join("imgs");
+    std::fs::create_dir(&dir).unwrap();
+    let web = dir.join("web.qcow2");
+    let data = dir.join("data.img");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", p(&web), "16M"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // 64 MiB, data at 1 MiB and 40 MiB only.
+    let mut raw = std::fs::File::create(&data).unwrap();
+    raw.set_len(64 << 20).unwrap();
+    for at in [1u64 << 20, 40 << 20] {
+        use std::io::{Seek, Write};
+        raw.seek(std::io::SeekFrom::Start(at)).unwrap();
+        raw.write_all(&[0x5a; 8192]).unwrap();
+    }
+    drop(raw);
+    // Taken: the copy of web.qcow2 becomes web2-1.qcow2.
+    std::fs::write(dir.join("web2.qcow2"), b"").unwrap();
+    let kit = guest_kit();
+    let xml = support::guest_xml("web", "6c2a3f4e-0c10-4d6e-8a1b-00000000c0a1", &kit, &web, 1)
+        .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "    <serial type='pty'>",
+            &format!(
+                "    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{}'/><target dev='vdb' bus='virtio'/></disk>\n    <interface type='user'><mac address='{ORIGINAL_MAC}'/></interface>\n    <serial type='pty'>",
+                data.display()
+            ),
+        );
+    daemon.define("web.xml", &xml).1.ok();
+
+    let out = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "web2",
+            "--auto-clone",
+            "--mac",
+            "52:54:00:aa:bb:cc",
+        ])
+        .ok();
+    assert!(out.contains("Allocating 'web2-1.qcow2'"), "{out}");
+    assert!(out.contains("Allocating 'data-clone.img'"), "{out}");
+    // What virt-clone 4.1 prints for the same layout (`virt-clone --connect test:///default
+    // --original-xml web.xml --name web2 --auto-clone --print-xml`, with web2.qcow2 taken):
+    // <source file="DIR/web2-1.qcow2"/> and <source file="DIR/data-clone.img"/>.
+    let xml = daemon.oxvirt(&["dumpxml", "web2"]).ok();
+    assert!(
+        xml.contains(&format!(
+            "<source file='{}'/>",
+            dir.join("web2-1.qcow2").display()
+        )),
+        "{xml}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "<source file='{}'/>",
+            dir.join("data-clone.img").display()
+        )),
+        "{xml}"
+    );
+    assert!(xml.contains("<mac address='52:54:00:aa:bb:cc'/>"), "{xml}");
+    assert!(qemu_img_same(&data, &dir.join("data-clone.img")));
+    assert!(qemu_img_same(&web, &dir.join("web2-1.qcow2")));
+    // Holes stayed holes.
+    assert!(allocated(&dir.join("data-clone.img")) < 1 << 20);
+
+    // --preserve-data: the files given are used as they are.
+    let kept = sha256(&dir.join("data-clone.img"));
+    let out = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "keep",
+            "--preserve-data",
+            "--file",
+            p(&dir.join("web2-1.qcow2")),
+            "--file",
+            p(&dir.join("data-clone.img")),
+        ])
+        .ok();
+    assert!(!out.contains("Allocating"), "{out}");
+    let xml = daemon.oxvirt(&["dumpxml", "keep"]).ok();
+    assert!(
+        xml.contains(&format!(
+            "<source file='{}'/>",
+            dir.join("data-clone.img").display()
+        )),
+        "{xml}"
+    );
+    assert_eq!(sha256(&dir.join("data-clone.img")), kept);
+
+    let domains = names(&daemon);
+    let files = dir_listing(&dir);
+    let err = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "m",
+            "--auto-clone",
+            "--mac",
+            "52:54:00:zz:00:01",
+        ])
+        .error();
+    assert!(err.contains("--mac 52:54:00:zz:00:01"), "{err}");
+    let missing = dir.join("missing.img");
+    let err = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "m",
+            "--preserve-data",
+            "--file",
+            p(&web),
+            "--file",
+            p(&missing),
+        ])
+        .error();
+    assert!(
+        err.contains(&format!("{} does not exist", missing.display())),
+        "{err}"
+    );
+    let err = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "m",
+            "--file",
+            p(&dir.join("m1.qcow2")),
+            "--file",
+            p(&dir.join("m2.img")),
+            "--file",
+            p(&dir.join("m3.img")),
+        ])
+        .error();
+    assert!(err.contains("more --file paths than disks"), "{err}");
+    // --reflink: where the file system shares extents (btrfs, XFS) the clone is a full copy;
+    // where it cannot (ext4, this machine's /tmp) it is refused, and the file it made goes.
+    let run = daemon.oxvirt(&[
+        "clone",
+        "--original",
+        "web",
+        "--name",
+        "m",
+        "--auto-clone",
+        "--reflink",
+    ]);
+    if run.code == Some(0) {
+        assert!(qemu_img_same(&web, &dir.join("m.qcow2")));
+        daemon.oxvirt(&["undefine", "m"]).ok();
+        std::fs::remove_file(dir.join("m.qcow2")).unwrap();
+        std::fs::remove_file(dir.join("data-clone-1.img")).unwrap();
+    } else {
+        let err = run.error();
+        assert!(err.contains("FICLONE"), "{err}");
+    }
+    assert_eq!(names(&daemon), domains);
+    assert_eq!(dir_listing(&dir), files);
 }
 
 #[test]
