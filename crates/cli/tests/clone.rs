@@ -311,8 +311,18 @@ fn plain_files_macs_preserved_data_and_refusals() {
     // Taken: the copy of web.qcow2 becomes web2-1.qcow2.
     std::fs::write(dir.join("web2.qcow2"), b"").unwrap();
     let kit = guest_kit();
+    // A UEFI store the definition names: copied to NAME_VARS.fd beside it, as virt-clone does.
+    let vars = dir.join("web_VARS.fd");
+    std::fs::write(&vars, b"uefi variables of web").unwrap();
     let xml = support::guest_xml("web", "6c2a3f4e-0c10-4d6e-8a1b-00000000c0a1", &kit, &web, 1)
         .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "  </os>",
+            &format!(
+                "    <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>\n    <nvram>{}</nvram>\n  </os>",
+                vars.display()
+            ),
+        )
         .replace(
             "    <serial type='pty'>",
             &format!(
@@ -355,6 +365,12 @@ fn plain_files_macs_preserved_data_and_refusals() {
         "{xml}"
     );
     assert!(xml.contains("<mac address='52:54:00:aa:bb:cc'/>"), "{xml}");
+    let new_vars = dir.join("web2_VARS.fd");
+    assert!(
+        xml.contains(&format!("<nvram>{}</nvram>", new_vars.display())),
+        "{xml}"
+    );
+    assert_eq!(std::fs::read(&new_vars).unwrap(), b"uefi variables of web");
     assert!(qemu_img_same(&data, &dir.join("data-clone.img")));
     assert!(qemu_img_same(&web, &dir.join("web2-1.qcow2")));
     // Holes stayed holes.
@@ -491,6 +507,19 @@ fn a_clone_sent_to_another_oxvirtd_boots_there() {
     let (c_uuid, c_mac) = uuid_and_mac(&there, "c");
     assert_ne!(c_mac, ORIGINAL_MAC);
     boot_and_check(&there, "c", &c_uuid, &c_mac, 1);
+    // A clone of a volume disk is a new volume of the same pool, named by reference too.
+    there
+        .oxvirt(&["clone", "--original", "c", "--name", "c2", "--auto-clone"])
+        .ok();
+    let c2_xml = there.oxvirt(&["dumpxml", "c2"]).ok();
+    assert!(
+        c2_xml.contains("<source pool='default' volume='c2.qcow2'/>"),
+        "{c2_xml}"
+    );
+    assert!(qemu_img_same(
+        &remote_pool.join("c.qcow2"),
+        &remote_pool.join("c2.qcow2")
+    ));
 
     // The same through a file: export here, import there under a new name.
     let archive = here.dir.path().join("a.tar");
@@ -535,6 +564,27 @@ fn a_clone_sent_to_another_oxvirtd_boots_there() {
         .oxvirt(&["vol-upload", "d.qcow2", p(&junk), "--pool", "default"])
         .error();
     assert!(err.contains("not a qcow2 image"), "{err}");
+    // Nor may an uploaded qcow2 header name a host file for QEMU to open.
+    let evil = there.dir.path().join("evil.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/passwd",
+            "-F",
+            "raw",
+            p(&evil),
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let err = there
+        .oxvirt(&["vol-upload", "d.qcow2", p(&evil), "--pool", "default"])
+        .error();
+    assert!(err.contains("names backing file /etc/passwd"), "{err}");
     assert_eq!(sha256(&copy), sha256(&remote_pool.join("d.qcow2")));
     assert_eq!(dir_listing(&remote_pool), before);
 }

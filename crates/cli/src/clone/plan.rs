@@ -161,10 +161,11 @@ pub fn clone_path(
 }
 
 /// A random locally administered MAC in QEMU's range, as virt-clone generates them.
-pub fn random_mac() -> anyhow::Result<oxvirt_domain::MacAddr> {
+fn random_mac() -> oxvirt_domain::MacAddr {
+    // A v4 UUID's first bytes are random (from the OS's generator).
     let uuid = Uuid::new_v4();
     let b = uuid.as_bytes();
-    Ok(oxvirt_domain::generate_mac([b[0], b[1], b[2]]))
+    oxvirt_domain::generate_mac([b[0], b[1], b[2]])
 }
 
 /// The changes every clone gets, local or remote: name, UUID (and `<sysinfo>`'s), MACs
@@ -199,7 +200,7 @@ pub fn new_identity(
     }
     for (i, interface) in domain.devices.interfaces.iter_mut().enumerate() {
         interface.mac = Some(match macs.get(i).map(String::as_str) {
-            None | Some("RANDOM") => random_mac()?,
+            None | Some("RANDOM") => random_mac(),
             Some(text) => oxvirt_domain::parse_mac(text).map_err(|_| {
                 anyhow::anyhow!("--mac {text}: not a MAC address like 52:54:00:12:34:56")
             })?,
