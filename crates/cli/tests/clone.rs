@@ -217,6 +217,17 @@ fn a_clone_boots_with_its_own_mac_uuid_and_disk_and_refusals_change_nothing() {
     boot_and_check(&daemon, "l", &l_uuid, &l_mac, 10);
     assert!(std::fs::metadata(&linked).unwrap().len() > 4 << 20);
     assert_eq!(sha256(&original_disk), before);
+    // While the linked clone runs, its QEMU reads the original as a backing file: an upload
+    // that would replace it is refused (the image lock says so), and nothing changes.
+    let saved = daemon.dir.path().join("a-saved.qcow2");
+    std::fs::copy(&original_disk, &saved).unwrap();
+    daemon.oxvirt(&["start", "l"]).ok();
+    let err = daemon
+        .oxvirt(&["vol-upload", "a.qcow2", p(&saved), "--pool", "images"])
+        .error();
+    assert!(err.contains("holds its image lock"), "{err}");
+    daemon.oxvirt(&["destroy", "l"]).ok();
+    assert_eq!(sha256(&original_disk), before);
 
     // Refusals: a taken name, an existing file, a running original. Nothing is defined, no
     // file is left behind.

@@ -446,7 +446,8 @@ fn append<W: std::io::Write>(
     size: u64,
     data: impl Read,
 ) -> anyhow::Result<()> {
-    let mut header = tar::Header::new_ustar();
+    // GNU headers: a long file name gets its own entry instead of being refused.
+    let mut header = tar::Header::new_gnu();
     header.set_size(size);
     header.set_mode(0o600);
     header.set_entry_type(tar::EntryType::Regular);

@@ -708,7 +708,8 @@ impl Volumes {
     /// backing file the record has: a header naming another file would let the uploader choose
     /// which host file QEMU opens). They go to a hidden file in the pool's directory first, all
     /// zero blocks as holes, renamed over the volume at the end: a refused or broken upload
-    /// leaves the volume as it was. Refused while a running guest uses the volume.
+    /// leaves the volume as it was. Refused while a running guest uses the volume, or any
+    /// process holds its image lock (a QEMU reading it as a backing file).
     pub fn upload_volume(
         &self,
         pool_id: &str,
@@ -719,6 +720,9 @@ impl Volumes {
         let (path, _) = volume_file(&pool, name)?;
         let record = self.volume_record_of(&pool, name, &path)?;
         self.refuse_running_users(name, &path)?;
+        // Held until the new file replaced this one: no process (a QEMU with the volume as a
+        // disk or as a backing file) has it open meanwhile.
+        let _lock = open_locked(&path, name, LockMode::Write)?;
         let partial = PartialFile::create(&pool.target, name)?;
         let file = std::fs::OpenOptions::new()
             .write(true)
