@@ -464,6 +464,25 @@ fn plain_files_macs_preserved_data_and_refusals() {
         ])
         .error();
     assert!(err.contains("more --file paths than disks"), "{err}");
+    // The original's own MAC: oxvirtd refuses the definition after the disks were copied, and
+    // the copies go again.
+    let err = daemon
+        .oxvirt(&[
+            "clone",
+            "--original",
+            "web",
+            "--name",
+            "m",
+            "--auto-clone",
+            "--mac",
+            ORIGINAL_MAC,
+        ])
+        .error();
+    assert!(
+        err.contains(&format!("{ORIGINAL_MAC} is already used by domain 'web'")),
+        "{err}"
+    );
+    assert_eq!(dir_listing(&dir), files);
     // --reflink: where the file system shares extents (btrfs, XFS) the clone is a full copy;
     // where it cannot (ext4, this machine's /tmp) it is refused, and the file it made goes.
     let run = daemon.oxvirt(&[
