@@ -285,6 +285,20 @@ fn a_clone_boots_with_its_own_mac_uuid_and_disk_and_refusals_change_nothing() {
     assert_eq!(sha256(&original_disk), before);
 }
 
+/// `oxvirt clone --original ORIGINAL --name NAME ARGS...`.
+fn clone_of(daemon: &Daemon, original: &str, name: &str, args: &[&str]) -> support::Run {
+    let mut all = vec!["clone", "--original", original, "--name", name];
+    all.extend_from_slice(args);
+    daemon.oxvirt(&all)
+}
+
+/// Asserts that the definition `xml` has a disk on `file`.
+#[track_caller]
+fn assert_names_file(xml: &str, file: &Path) {
+    let source = format!("<source file='{}'/>", file.display());
+    assert!(xml.contains(&source), "no {source} in {xml}");
+}
+
 /// Whether `qemu-img compare` finds the same guest-visible contents.
 fn qemu_img_same(a: &Path, b: &Path) -> bool {
     std::process::Command::new("qemu-img")
@@ -343,38 +357,21 @@ fn plain_files_macs_preserved_data_and_refusals() {
         );
     daemon.define("web.xml", &xml).1.ok();
 
-    let out = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "web2",
-            "--auto-clone",
-            "--mac",
-            "52:54:00:aa:bb:cc",
-        ])
-        .ok();
+    let out = clone_of(
+        &daemon,
+        "web",
+        "web2",
+        &["--auto-clone", "--mac", "52:54:00:aa:bb:cc"],
+    )
+    .ok();
     assert!(out.contains("Allocating 'web2-1.qcow2'"), "{out}");
     assert!(out.contains("Allocating 'data-clone.img'"), "{out}");
     // What virt-clone 4.1 prints for the same layout (`virt-clone --connect test:///default
     // --original-xml web.xml --name web2 --auto-clone --print-xml`, with web2.qcow2 taken):
     // <source file="DIR/web2-1.qcow2"/> and <source file="DIR/data-clone.img"/>.
     let xml = daemon.oxvirt(&["dumpxml", "web2"]).ok();
-    assert!(
-        xml.contains(&format!(
-            "<source file='{}'/>",
-            dir.join("web2-1.qcow2").display()
-        )),
-        "{xml}"
-    );
-    assert!(
-        xml.contains(&format!(
-            "<source file='{}'/>",
-            dir.join("data-clone.img").display()
-        )),
-        "{xml}"
-    );
+    assert_names_file(&xml, &dir.join("web2-1.qcow2"));
+    assert_names_file(&xml, &dir.join("data-clone.img"));
     assert!(xml.contains("<mac address='52:54:00:aa:bb:cc'/>"), "{xml}");
     let new_vars = dir.join("web2_VARS.fd");
     assert!(
@@ -389,95 +386,42 @@ fn plain_files_macs_preserved_data_and_refusals() {
 
     // --preserve-data: the files given are used as they are.
     let kept = sha256(&dir.join("data-clone.img"));
-    let out = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "keep",
+    let (kept_web, kept_data) = (dir.join("web2-1.qcow2"), dir.join("data-clone.img"));
+    let out = clone_of(
+        &daemon,
+        "web",
+        "keep",
+        &[
             "--preserve-data",
             "--file",
-            p(&dir.join("web2-1.qcow2")),
+            p(&kept_web),
             "--file",
-            p(&dir.join("data-clone.img")),
-        ])
-        .ok();
+            p(&kept_data),
+        ],
+    )
+    .ok();
     assert!(!out.contains("Allocating"), "{out}");
     let xml = daemon.oxvirt(&["dumpxml", "keep"]).ok();
-    assert!(
-        xml.contains(&format!(
-            "<source file='{}'/>",
-            dir.join("data-clone.img").display()
-        )),
-        "{xml}"
-    );
+    assert_names_file(&xml, &dir.join("data-clone.img"));
     assert_eq!(sha256(&dir.join("data-clone.img")), kept);
 
     let domains = names(&daemon);
     let files = dir_listing(&dir);
-    let err = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "m",
-            "--auto-clone",
-            "--mac",
-            "52:54:00:zz:00:01",
-        ])
-        .error();
+    let refused = |args: &[&str]| clone_of(&daemon, "web", "m", args).error();
+    let err = refused(&["--auto-clone", "--mac", "52:54:00:zz:00:01"]);
     assert!(err.contains("--mac 52:54:00:zz:00:01"), "{err}");
     let missing = dir.join("missing.img");
-    let err = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "m",
-            "--preserve-data",
-            "--file",
-            p(&web),
-            "--file",
-            p(&missing),
-        ])
-        .error();
+    let err = refused(&["--preserve-data", "--file", p(&web), "--file", p(&missing)]);
     assert!(
         err.contains(&format!("{} does not exist", missing.display())),
         "{err}"
     );
-    let err = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "m",
-            "--file",
-            p(&dir.join("m1.qcow2")),
-            "--file",
-            p(&dir.join("m2.img")),
-            "--file",
-            p(&dir.join("m3.img")),
-        ])
-        .error();
+    let (m1, m2, m3) = (dir.join("m1.qcow2"), dir.join("m2.img"), dir.join("m3.img"));
+    let err = refused(&["--file", p(&m1), "--file", p(&m2), "--file", p(&m3)]);
     assert!(err.contains("more --file paths than disks"), "{err}");
     // The original's own MAC: oxvirtd refuses the definition after the disks were copied, and
     // the copies go again.
-    let err = daemon
-        .oxvirt(&[
-            "clone",
-            "--original",
-            "web",
-            "--name",
-            "m",
-            "--auto-clone",
-            "--mac",
-            ORIGINAL_MAC,
-        ])
-        .error();
+    let err = refused(&["--auto-clone", "--mac", ORIGINAL_MAC]);
     assert!(
         err.contains(&format!("{ORIGINAL_MAC} is already used by domain 'web'")),
         "{err}"
