@@ -42,8 +42,8 @@ use tokio::net::UnixStream;
 
 pub mod storage;
 pub use storage::{
-    BlockResizeRequest, BlockResized, CloneVolumeRequest, CreateVolumeRequest, DomainDisk,
-    PoolInfo, ResizeVolumeRequest, VolumeInfo,
+    BlockResizeRequest, BlockResized, BodySender, ChannelBody, CloneVolumeRequest,
+    CreateVolumeRequest, DomainDisk, PoolInfo, ResizeVolumeRequest, VolumeDownload, VolumeInfo,
 };
 
 pub mod display;
@@ -585,13 +585,7 @@ impl Client {
             serde_json::from_slice(&bytes)
                 .map_err(|e| self.protocol(format!("reply to {path}: {e}")))
         } else {
-            match serde_json::from_slice::<ApiError>(&bytes) {
-                Ok(api_error) => Err(ClientError::Api(api_error)),
-                Err(_) => Err(self.protocol(format!(
-                    "{path} answered HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes).trim()
-                ))),
-            }
+            Err(self.error_reply(&path, status, &bytes))
         }
     }
 
@@ -601,6 +595,40 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let content_type = body.is_some().then_some("application/json");
+        let body = Full::new(Bytes::from(body.unwrap_or_default()));
+        let response = self.send(method, path, body, content_type).await?;
+        let status = response.status();
+        Ok((status, self.reply_body(path, response).await?))
+    }
+
+    /// The whole body of a (short: JSON) reply.
+    pub(crate) async fn reply_body(
+        &self,
+        path: &str,
+        response: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Bytes, ClientError> {
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
+            .to_bytes())
+    }
+
+    /// Sends one request with any body (a JSON document, or a stream of image bytes) on a fresh
+    /// connection and returns the response with its body still unread.
+    pub(crate) async fn send<B>(
+        &self,
+        method: Method,
+        path: &str,
+        body: B,
+        content_type: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
             use std::io::ErrorKind;
             match e.kind() {
@@ -627,13 +655,13 @@ impl Client {
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "oxvirtd");
-        if body.is_some() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(content_type) = content_type {
+            builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
         }
         let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(body)
             .map_err(|e| self.protocol(format!("building request for {path}: {e}")))?;
-        let response = sender.send_request(request).await.map_err(|e| {
+        sender.send_request(request).await.map_err(|e| {
             let hint = if closed_unanswered(&e) {
                 " (oxvirtd closed the connection without an answer: it closes those beyond \
                      its max_clients at once; see its log)"
@@ -641,18 +669,21 @@ impl Client {
                 ""
             };
             self.protocol(format!("request {path}: {e}{hint}"))
-        })?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| self.protocol(format!("reading reply to {path}: {e}")))?
-            .to_bytes();
-        Ok((status, bytes))
+        })
     }
 
-    fn protocol(&self, detail: String) -> ClientError {
+    /// An error reply (`status` not 2xx) as the [`ClientError`] it is.
+    pub(crate) fn error_reply(&self, path: &str, status: StatusCode, bytes: &[u8]) -> ClientError {
+        match serde_json::from_slice::<ApiError>(bytes) {
+            Ok(api_error) => ClientError::Api(api_error),
+            Err(_) => self.protocol(format!(
+                "{path} answered HTTP {status}: {}",
+                String::from_utf8_lossy(bytes).trim()
+            )),
+        }
+    }
+
+    pub(crate) fn protocol(&self, detail: String) -> ClientError {
         ClientError::Protocol {
             socket: self.socket.clone(),
             detail,

@@ -22,13 +22,25 @@
 //! | `GET /v1/pools/{pool}/volumes/{vol}/xml`           |                           | [`XmlDocument`]  |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/clone`        | [`CloneVolumeRequest`]    | [`VolumeInfo`]   |
 //! | `POST /v1/pools/{pool}/volumes/{vol}/resize`       | [`ResizeVolumeRequest`]   | [`VolumeInfo`]   |
+//! | `PUT /v1/pools/{pool}/volumes/{vol}/data`          | the file's bytes          | [`VolumeInfo`]   |
+//! | `GET /v1/pools/{pool}/volumes/{vol}/data`          |                           | the file's bytes |
 //! | `GET /v1/domains/{id}/disks`                       |                           | `[DomainDisk]`   |
 //! | `POST /v1/domains/{id}/block-resize`               | [`BlockResizeRequest`]    | [`BlockResized`] |
 //!
 //! `volume-xml` is `vol-create`: the body is libvirt volume XML (`<volume>`, as
 //! `oxvirt_domain::volume` reads it), and the volume is made as a [`CreateVolumeRequest`] would
 //! make it. (It is not `volumes/xml`, which would shadow a volume named `xml`.)
+//!
+//! `data` is `vol-upload` (PUT) and `vol-download` (GET): the bytes of the volume's file as
+//! they are (a qcow2 volume's qcow2 file), streamed (`application/octet-stream`, any length:
+//! the request size limit does not apply). An upload replaces the whole file and must be an
+//! image of the volume's recorded format (a qcow2 upload with the backing file the volume
+//! was made with, none for most); all-zero blocks land as holes.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Bytes, Frame, SizeHint};
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +48,8 @@ use crate::{
     domain_path, percent_encode_segment, to_json, AutostartRequest, Client, ClientError,
     XmlDocument,
 };
+
+pub use hyper::body::Bytes as BodyBytes;
 
 /// A defined storage pool (`pool-list`, `pool-info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,7 +184,161 @@ fn volume_path(pool: &str, volume: &str, suffix: &str) -> String {
     )
 }
 
+/// A streamed HTTP body fed through a channel: the image bytes of an upload (the client) or a
+/// download (the daemon), produced by a task that reads the file, so a whole image is never in
+/// memory. The producer sends an error to make the receiving side fail instead of taking a
+/// short stream as the end; [`ChannelBody::channel`] makes the pair.
+#[derive(Debug)]
+pub struct ChannelBody {
+    receiver: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    length: Option<u64>,
+}
+
+/// The sending side of a [`ChannelBody`].
+pub type BodySender = tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+impl ChannelBody {
+    /// A body of `length` bytes if known (sent as Content-Length; otherwise chunked) and the
+    /// sender that fills it. A few chunks are buffered, no more.
+    pub fn channel(length: Option<u64>) -> (BodySender, ChannelBody) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        (sender, ChannelBody { receiver, length })
+    }
+
+    /// A body of the `length` bytes `reader` gives, read in 1 MiB chunks on a blocking thread
+    /// (call it inside a Tokio runtime). `progress(bytes so far)` is called after each chunk.
+    pub fn from_reader(
+        mut reader: impl std::io::Read + Send + 'static,
+        length: u64,
+        mut progress: impl FnMut(u64) + Send + 'static,
+    ) -> ChannelBody {
+        let (sender, body) = ChannelBody::channel(Some(length));
+        tokio::task::spawn_blocking(move || {
+            let mut done = 0u64;
+            while done < length {
+                let want = (length - done).min(1 << 20) as usize;
+                let mut chunk = vec![0u8; want];
+                let item = match reader.read_exact(&mut chunk) {
+                    Ok(()) => Ok(Bytes::from(chunk)),
+                    Err(err) => Err(err),
+                };
+                let failed = item.is_err();
+                if sender.blocking_send(item).is_err() || failed {
+                    return;
+                }
+                done += want as u64;
+                progress(done);
+            }
+        });
+        body
+    }
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.receiver
+            .poll_recv(cx)
+            .map(|item| item.map(|chunk| chunk.map(Frame::data)))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(length) => SizeHint::with_exact(length),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// A volume's bytes as `GET .../data` streams them: [`VolumeDownload::next_chunk`] until `None`.
+#[derive(Debug)]
+pub struct VolumeDownload {
+    body: hyper::body::Incoming,
+    client: Client,
+    path: String,
+    /// The file's length, from Content-Length.
+    pub length: Option<u64>,
+}
+
+impl VolumeDownload {
+    /// The next piece of the file, `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        use http_body_util::BodyExt;
+        loop {
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(Err(e)) => {
+                    return Err(self.client.protocol(format!("reading {}: {e}", self.path)))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Client {
+    /// `PUT /v1/pools/{pool}/volumes/{vol}/data` (`vol-upload`): replaces the volume's file with
+    /// the streamed bytes.
+    pub async fn upload_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+        body: ChannelBody,
+    ) -> Result<VolumeInfo, ClientError> {
+        let path = volume_path(pool, volume, "/data");
+        let response = self
+            .send(Method::PUT, &path, body, Some("application/octet-stream"))
+            .await?;
+        let status = response.status();
+        let bytes = self.reply_body(&path, response).await?;
+        if !status.is_success() {
+            return Err(self.error_reply(&path, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| self.protocol(format!("reply to {path}: {e}")))
+    }
+
+    /// `GET /v1/pools/{pool}/volumes/{vol}/data` (`vol-download`): the volume's file, streamed.
+    pub async fn download_volume(
+        &self,
+        pool: &str,
+        volume: &str,
+    ) -> Result<VolumeDownload, ClientError> {
+        let path = volume_path(pool, volume, "/data");
+        let response = self
+            .send(
+                Method::GET,
+                &path,
+                http_body_util::Empty::<Bytes>::new(),
+                None,
+            )
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = self.reply_body(&path, response).await?;
+            return Err(self.error_reply(&path, status, &bytes));
+        }
+        let length = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        Ok(VolumeDownload {
+            body: response.into_body(),
+            client: self.clone(),
+            path,
+            length,
+        })
+    }
+
     /// `GET /v1/pools`.
     pub async fn list_pools(&self) -> Result<Vec<PoolInfo>, ClientError> {
         self.call(Method::GET, "/v1/pools".to_string(), None).await

@@ -23,7 +23,8 @@ impl NameKind {
     /// `PoolArg::pool`, `VolumeArg::vol` and `--pool`, `SecretArg::secret`).
     pub fn of_arg(id: &str) -> Option<NameKind> {
         match id {
-            "domain" => Some(NameKind::Domain),
+            // `clone --original DOMAIN` names one too.
+            "domain" | "original" => Some(NameKind::Domain),
             "network" => Some(NameKind::Network),
             "pool" => Some(NameKind::Pool),
             "vol" => Some(NameKind::Volume),

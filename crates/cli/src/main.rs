@@ -15,6 +15,7 @@
 
 mod admin;
 mod builder;
+mod clone;
 mod commands;
 mod complete;
 mod console;
@@ -135,6 +136,13 @@ enum Command {
         #[arg(long)]
         remove: Vec<PathBuf>,
     },
+    /// Copy a domain: new name, UUID and MACs, its disks copied (virt-clone's job and flags);
+    /// with --to, onto another oxvirtd.
+    Clone(Box<clone::CloneArgs>),
+    /// Write a domain's definition and disk images into a tar file (for `oxvirt import`).
+    Export(clone::ExportArgs),
+    /// Define a domain from an `oxvirt export` file, its disks as new volumes of a pool.
+    Import(clone::ImportArgs),
     /// Administer oxvirtd itself (virt-admin's daemon-log-filters, daemon-log-outputs,
     /// server-list, server-clients-info, server-clients-set).
     #[command(subcommand)]
@@ -296,6 +304,9 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Img(args) => img::run(args),
         Command::Builder(args) => builder::run(args),
         Command::Install(args) => install::run(&client, *args),
+        Command::Clone(args) => clone::run(&client, *args),
+        Command::Export(args) => clone::export(&client, args),
+        Command::Import(args) => clone::import(&client, args),
         Command::InstallFinish { domain, remove } => install::finish(&client, &domain, &remove),
         Command::Console(arg) => console::run(&client, &arg.domain),
         Command::Start { domain, console } => {

@@ -136,6 +136,21 @@ pub enum PoolCommand {
         /// Name of the copy.
         new_name: String,
     },
+    /// Replace a volume's contents with a file (an image of the volume's format; zero blocks
+    /// become holes).
+    VolUpload {
+        #[command(flatten)]
+        volume: VolumeArg,
+        /// The file to send.
+        file: PathBuf,
+    },
+    /// Save a volume's file (holes kept where the volume reads zeros).
+    VolDownload {
+        #[command(flatten)]
+        volume: VolumeArg,
+        /// Where to write it (must not exist yet).
+        file: PathBuf,
+    },
     /// Change a volume's size (shrinking needs --shrink).
     VolResize {
         #[command(flatten)]
@@ -358,6 +373,20 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
                 .with_context(|| format!("Failed to clone vol from {name}"))?;
             format!("Vol {} cloned from {name}\n", clone.name)
         }
+        PoolCommand::VolUpload { volume, file } => {
+            let (pool, name) = locate_volume(client, &volume).await?;
+            upload_file(client, &pool, &name, &file, None)
+                .await
+                .with_context(|| format!("cannot upload to volume {name}"))?;
+            String::new()
+        }
+        PoolCommand::VolDownload { volume, file } => {
+            let (pool, name) = locate_volume(client, &volume).await?;
+            download_file(client, &pool, &name, &file)
+                .await
+                .with_context(|| format!("cannot download from volume {name}"))?;
+            String::new()
+        }
         PoolCommand::VolResize {
             volume,
             capacity,
@@ -429,6 +458,84 @@ async fn action(
 
 /// The pool and name of a volume given by name (with `--pool`) or by path (the active pool
 /// whose directory holds it).
+/// Sends `file` as the new contents of volume `name` of `pool`; `bar` shows the bytes sent.
+pub(crate) async fn upload_file(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    file: &Path,
+    bar: Option<indicatif::ProgressBar>,
+) -> anyhow::Result<oxvirt_api::VolumeInfo> {
+    let opened =
+        std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+    let length = opened
+        .metadata()
+        .with_context(|| format!("cannot stat {}", file.display()))?
+        .len();
+    upload_reader(client, pool, name, opened, length, bar).await
+}
+
+/// Sends `length` bytes of `reader` as the new contents of volume `name` of `pool`.
+pub(crate) async fn upload_reader(
+    client: &Client,
+    pool: &str,
+    name: &str,
+    reader: impl std::io::Read + Send + 'static,
+    length: u64,
+    bar: Option<indicatif::ProgressBar>,
+) -> anyhow::Result<oxvirt_api::VolumeInfo> {
+    if let Some(bar) = &bar {
+        bar.set_length(length);
+    }
+    let shown = bar.clone();
+    let body = oxvirt_api::ChannelBody::from_reader(reader, length, move |done| {
+        if let Some(bar) = &shown {
+            bar.set_position(done);
+        }
+    });
+    let info = client.upload_volume(pool, name, body).await?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    Ok(info)
+}
+
+/// Writes volume `name` of `pool` into the new file `file`, zero blocks as holes; a failed
+/// download removes the file again.
+async fn download_file(client: &Client, pool: &str, name: &str, file: &Path) -> anyhow::Result<()> {
+    let mut download = client.download_volume(pool, name).await?;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .with_context(|| format!("cannot create {}", file.display()))?;
+    let mut writer = oxvirt_images::sparse::SparseWriter::new(created);
+    let result = async {
+        while let Some(chunk) = download.next_chunk().await? {
+            writer
+                .write_all(&chunk)
+                .with_context(|| format!("cannot write {}", file.display()))?;
+        }
+        if let Some(length) = download.length {
+            if writer.len() != length {
+                bail!(
+                    "the download ended after {} of {length} bytes",
+                    writer.len()
+                );
+            }
+        }
+        writer
+            .finish()
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(file);
+    }
+    result
+}
+
 async fn locate_volume(client: &Client, arg: &VolumeArg) -> anyhow::Result<(String, String)> {
     if let Some(pool) = &arg.pool {
         return Ok((pool.clone(), arg.vol.clone()));

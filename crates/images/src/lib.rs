@@ -8,6 +8,7 @@
 //!   what a VMM's virtio-blk device reads, writes, flushes and sizes. Raw disks can use
 //!   direct I/O ([`direct`]).
 //! - Every open takes QEMU-compatible OFD locks ([`lock`]) unless force-share is asked for.
+//! - [`sparse::SparseWriter`] lands a byte stream in a file with its zero blocks as holes.
 //! - Every path is opened through [`file`](mod@file), which refuses FIFOs, character devices
 //!   and other non-disks without blocking.
 
@@ -27,6 +28,7 @@ pub mod ops;
 pub mod qcow2;
 pub mod raw;
 pub mod size;
+pub mod sparse;
 
 pub use disk::{CacheMode, Disk, DiskOptions};
 pub use error::{ImageError, Result};

@@ -242,7 +242,7 @@ pub fn copy_into(image: &Path, disk: &Path, part: Partition) -> anyhow::Result<(
 
 /// The ranges of `file` that hold data, from SEEK_DATA and SEEK_HOLE; the whole file where the
 /// filesystem cannot tell.
-fn data_ranges(file: &File, length: u64) -> Vec<(u64, u64)> {
+pub(crate) fn data_ranges(file: &File, length: u64) -> Vec<(u64, u64)> {
     use rustix::fs::{seek, SeekFrom};
     let mut ranges = Vec::new();
     let mut at = 0;

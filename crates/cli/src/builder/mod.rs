@@ -15,6 +15,7 @@
 mod bootloader;
 mod customize;
 mod disk;
+pub(crate) use disk::data_ranges;
 mod rootfs;
 mod template;
 mod tools;

@@ -11,7 +11,8 @@ use oxvirt_api::{
     DomainDisk, PoolInfo, ResizeVolumeRequest, VolumeInfo, XmlDocument,
 };
 
-use super::reply::{blocking, body, detached, Reply};
+use super::reply::{blocking, body, detached, Failure, Reply};
+use crate::services::volumes::UploadChunk;
 use crate::services::Services;
 type Shared = State<Arc<Services>>;
 
@@ -34,6 +35,10 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/pools/{pool}/volumes/{vol}/xml", get(volume_xml))
         .route("/v1/pools/{pool}/volumes/{vol}/clone", post(clone_volume))
         .route("/v1/pools/{pool}/volumes/{vol}/resize", post(resize_volume))
+        .route(
+            "/v1/pools/{pool}/volumes/{vol}/data",
+            get(download_volume).put(upload_volume),
+        )
         .route("/v1/domains/{id}/disks", get(domain_disks))
         .route("/v1/domains/{id}/block-resize", post(block_resize))
 }
@@ -186,6 +191,70 @@ async fn resize_volume(
         d.volumes.resize_volume(&pool, &vol, request)
     })
     .await
+}
+
+/// vol-upload: the body is streamed to the volume service's writer a few chunks at a time, never
+/// held whole (`Body` is not under the JSON bodies' size limit). If the service refuses
+/// before the end, the rest of the body is read and dropped, so the client gets the refusal
+/// rather than a broken connection.
+async fn upload_volume(
+    State(services): Shared,
+    Path((pool, vol)): Path<(String, String)>,
+    body: axum::body::Body,
+) -> Reply<VolumeInfo> {
+    use http_body_util::BodyExt;
+    let (sender, chunks) = tokio::sync::mpsc::channel(4);
+    let writer = tokio::spawn(blocking(services, "vol-upload", move |d| {
+        d.volumes.upload_volume(&pool, &vol, chunks)
+    }));
+    let mut body = body;
+    let mut taken = true;
+    loop {
+        let chunk = match body.frame().await {
+            None => UploadChunk::End,
+            Some(Err(err)) => UploadChunk::Failed(err.to_string()),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => UploadChunk::Data(data),
+                Err(_) => continue,
+            },
+        };
+        let last = !matches!(chunk, UploadChunk::Data(_));
+        if taken && sender.send(chunk).await.is_err() {
+            taken = false;
+        }
+        if last {
+            break;
+        }
+    }
+    drop(sender);
+    writer.await.map_err(|err| {
+        Failure(oxvirt_api::ApiError::new(
+            oxvirt_api::code::INTERNAL,
+            format!("the vol-upload operation failed inside the daemon: {err}"),
+        ))
+    })?
+}
+
+/// vol-download: the file's bytes, read on a blocking thread into a streamed body (the read lock
+/// goes with the file when the stream ends).
+async fn download_volume(
+    State(services): Shared,
+    Path((pool, vol)): Path<(String, String)>,
+) -> Result<axum::response::Response, Failure> {
+    let axum::Json((file, length)) = blocking(services, "vol-download", move |d| {
+        d.volumes.open_download(&pool, &vol)
+    })
+    .await?;
+    let stream = oxvirt_api::ChannelBody::from_reader(file, length, |_| {});
+    axum::response::Response::builder()
+        .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+        .body(axum::body::Body::new(stream))
+        .map_err(|err| {
+            Failure(oxvirt_api::ApiError::new(
+                oxvirt_api::code::INTERNAL,
+                format!("cannot build the vol-download reply: {err}"),
+            ))
+        })
 }
 
 async fn domain_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {

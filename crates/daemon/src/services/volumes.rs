@@ -209,6 +209,24 @@ fn header_backing(path: &Path) -> DaemonResult<Option<(PathBuf, Option<Format>)>
     }))
 }
 
+/// Volume `name`'s file (`path`), opened with QEMU's image lock of `mode` held: refused while
+/// another process holds a lock that conflicts (a guest writing it).
+fn open_locked(path: &Path, name: &str, mode: LockMode) -> DaemonResult<std::fs::File> {
+    let access = match mode {
+        LockMode::Read => oxvirt_images::file::Access::Read,
+        LockMode::Write => oxvirt_images::file::Access::ReadWrite,
+    };
+    let file = oxvirt_images::file::open_image_file(path, access)
+        .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
+    lock_image(&file, path, mode).map_err(|e| match e {
+        ImageError::Locked { .. } => invalid_state(format!(
+            "storage volume '{name}' is in use (a process holds its image lock): {e}"
+        )),
+        other => image_error(&format!("cannot lock storage volume '{name}'"), other),
+    })?;
+    Ok(file)
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -256,6 +274,52 @@ pub(super) fn image_format_of(format: DiskFormat) -> Format {
     match format {
         DiskFormat::Raw => Format::Raw,
         DiskFormat::Qcow2 => Format::Qcow2,
+    }
+}
+
+/// One piece of a `vol-upload` body, as the route hands it over.
+#[derive(Debug)]
+pub enum UploadChunk {
+    Data(oxvirt_api::storage::BodyBytes),
+    /// The body ended as the client meant it to.
+    End,
+    /// Reading the body failed (the client went away).
+    Failed(String),
+}
+
+/// An upload's hidden file in the pool's directory (a leading `.`: never a volume), removed
+/// unless it replaced its volume.
+struct PartialFile {
+    path: PathBuf,
+    done: bool,
+}
+
+impl PartialFile {
+    fn create(dir: &Path, name: &str) -> DaemonResult<PartialFile> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join(format!(".{name}.upload-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| internal(&format!("cannot create {}", path.display()), e))?;
+        Ok(PartialFile { path, done: false })
+    }
+
+    fn replace(mut self, target: &Path) -> DaemonResult<()> {
+        std::fs::rename(&self.path, target)
+            .map_err(|e| internal(&format!("cannot replace {}", target.display()), e))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -573,22 +637,8 @@ impl Volumes {
                 backing_file: None,
                 backing_format: None,
             });
-        let users = self.running_users(&path)?;
-        if !users.is_empty() {
-            return Err(invalid_state(format!(
-                "storage volume '{name}' is in use by running domain '{}'",
-                users.join("', '")
-            )));
-        }
-        let file =
-            oxvirt_images::file::open_image_file(&path, oxvirt_images::file::Access::ReadWrite)
-                .map_err(|e| image_error(&format!("cannot open storage volume '{name}'"), e))?;
-        lock_image(&file, &path, LockMode::Write).map_err(|e| match e {
-            ImageError::Locked { .. } => invalid_state(format!(
-                "storage volume '{name}' is in use (a process holds its image lock): {e}"
-            )),
-            other => image_error(&format!("cannot lock storage volume '{name}'"), other),
-        })?;
+        self.refuse_running_users(name, &path)?;
+        let file = open_locked(&path, name, LockMode::Write)?;
         std::fs::remove_file(&path)
             .map_err(|e| internal(&format!("cannot delete storage volume '{name}'"), e))?;
         drop(file);
@@ -651,6 +701,115 @@ impl Volumes {
         }
         tracing::info!(pool = %pool.name, volume = %name, clone = %new_name, "volume cloned");
         read_volume(&pool, new_name, &record, &meta)
+    }
+
+    /// vol-upload (blocking): the volume's file is replaced by the bytes `chunks` brings, once
+    /// they all arrived and form an image of the volume's recorded format (a qcow2 one with the
+    /// backing file the record has: a header naming another file would let the uploader choose
+    /// which host file QEMU opens). They go to a hidden file in the pool's directory first, all
+    /// zero blocks as holes, renamed over the volume at the end: a refused or broken upload
+    /// leaves the volume as it was. Refused while a running guest uses the volume, or any
+    /// process holds its image lock (a QEMU reading it as a backing file).
+    pub fn upload_volume(
+        &self,
+        pool_id: &str,
+        name: &str,
+        mut chunks: tokio::sync::mpsc::Receiver<UploadChunk>,
+    ) -> DaemonResult<VolumeInfo> {
+        let pool = self.pools.active_pool(pool_id)?;
+        let (path, _) = volume_file(&pool, name)?;
+        let record = self.volume_record_of(&pool, name, &path)?;
+        self.refuse_running_users(name, &path)?;
+        // Held until the new file replaced this one: no process (a QEMU with the volume as a
+        // disk or as a backing file) has it open meanwhile.
+        let _lock = open_locked(&path, name, LockMode::Write)?;
+        let partial = PartialFile::create(&pool.target, name)?;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&partial.path)
+            .map_err(|e| internal(&format!("cannot open {}", partial.path.display()), e))?;
+        let mut writer = oxvirt_images::sparse::SparseWriter::new(file);
+        let write_error = |e| internal(&format!("cannot write storage volume '{name}'"), e);
+        loop {
+            match chunks.blocking_recv() {
+                Some(UploadChunk::Data(data)) => writer.write_all(&data).map_err(write_error)?,
+                Some(UploadChunk::End) => break,
+                Some(UploadChunk::Failed(err)) => {
+                    return Err(bad_request(format!(
+                        "the upload to storage volume '{name}' broke off: {err}"
+                    )))
+                }
+                None => {
+                    return Err(bad_request(format!(
+                        "the upload to storage volume '{name}' broke off"
+                    )))
+                }
+            }
+        }
+        drop(writer.finish().map_err(write_error)?);
+        // The uploaded bytes, read as the volume's recorded format; never probed.
+        let image = Image::open(
+            &partial.path,
+            &OpenOptions {
+                format: Some(record.format),
+                force_share: true,
+                no_backing: true,
+                ..OpenOptions::default()
+            },
+        )
+        .map_err(|e| {
+            bad_request(format!(
+                "the upload is not a {} image, as storage volume '{name}' is: {e}",
+                record.format.name()
+            ))
+        })?;
+        if record.format == Format::Qcow2 {
+            let header = image
+                .as_qcow2()
+                .and_then(|q| q.header().backing_file.clone());
+            let named = header.map(|b| oxvirt_images::image::resolve_backing(&path, &b));
+            let recorded = record.backing.as_ref().map(|(p, _)| p.as_path());
+            let agree = match (named.as_deref(), recorded) {
+                (None, None) => true,
+                (Some(a), Some(b)) => same_file(a, b),
+                _ => false,
+            };
+            if !agree {
+                return Err(bad_request(format!(
+                    "the uploaded qcow2 image names backing file {}; storage volume '{name}' has {}",
+                    named.map_or("none".to_string(), |p| p.display().to_string()),
+                    recorded.map_or("none".to_string(), |p| p.display().to_string())
+                )));
+            }
+        }
+        drop(image);
+        // Checked again: a guest may have started on the volume while the bytes came.
+        self.refuse_running_users(name, &path)?;
+        partial.replace(&path)?;
+        tracing::info!(pool = %pool.name, volume = %name, "volume uploaded");
+        let (_, meta) = volume_file(&pool, name)?;
+        read_volume(&pool, name, &record, &meta)
+    }
+
+    /// vol-download (blocking): the volume's file, opened with QEMU's read lock (no writer while
+    /// it is read), and its length. Refused while a running guest uses the volume.
+    pub fn open_download(&self, pool_id: &str, name: &str) -> DaemonResult<(std::fs::File, u64)> {
+        let pool = self.pools.active_pool(pool_id)?;
+        let (path, meta) = volume_file(&pool, name)?;
+        self.refuse_running_users(name, &path)?;
+        let file = open_locked(&path, name, LockMode::Read)?;
+        Ok((file, meta.len()))
+    }
+
+    fn refuse_running_users(&self, name: &str, path: &Path) -> DaemonResult<()> {
+        let users = self.running_users(path)?;
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(invalid_state(format!(
+            "storage volume '{name}' is in use by running domain '{}'",
+            users.join("', '")
+        )))
     }
 
     /// vol-resize (blocking): growing is always allowed, shrinking only with `shrink`.
