@@ -132,6 +132,14 @@ impl VirtioDevice for BlockDevice {
     fn reset(&mut self) {
         self.worker.stop();
     }
+
+    fn pause(&mut self) -> Result<(), Error> {
+        self.worker.pause()
+    }
+
+    fn resume(&mut self) {
+        self.worker.resume();
+    }
 }
 
 type SharedDisk = Arc<Mutex<Disk>>;

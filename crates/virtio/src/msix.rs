@@ -6,7 +6,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{MsiInterrupt, MsiMessage};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, MsiInterrupt, MsiMessage};
 
 /// "No vector" value of the virtio `msix_config` / `queue_msix_vector` registers.
 pub const NO_VECTOR: u16 = 0xffff;
@@ -198,6 +200,47 @@ impl Msix {
         self.deliver(vec![message]);
     }
 
+    pub(crate) fn save(&self) -> MsixSaved {
+        let state = self.lock();
+        MsixSaved {
+            enabled: state.enabled,
+            function_masked: state.function_masked,
+            table: state.table.clone(),
+            pending: state.pending.clone(),
+            queue_vectors: state.queue_vectors.clone(),
+            config_vector: state.config_vector,
+            isr: state.isr,
+        }
+    }
+
+    /// Takes back [`Self::save`]'s state; sizes must match this function's.
+    pub(crate) fn restore(&self, saved: &MsixSaved) -> Result<(), Error> {
+        let mut state = self.lock();
+        if saved.table.len() != state.table.len()
+            || saved.pending.len() != state.pending.len()
+            || saved.queue_vectors.len() != state.queue_vectors.len()
+        {
+            return Err(Error::State(format!(
+                "the saved MSI-X state has {} table bytes, {} vectors and {} queue vectors; \
+                 this device has {}, {} and {}",
+                saved.table.len(),
+                saved.pending.len(),
+                saved.queue_vectors.len(),
+                state.table.len(),
+                state.pending.len(),
+                state.queue_vectors.len()
+            )));
+        }
+        state.enabled = saved.enabled;
+        state.function_masked = saved.function_masked;
+        state.table.clone_from(&saved.table);
+        state.pending.clone_from(&saved.pending);
+        state.queue_vectors.clone_from(&saved.queue_vectors);
+        state.config_vector = saved.config_vector;
+        state.isr = saved.isr;
+        Ok(())
+    }
+
     pub(crate) fn reset(&self) {
         let mut state = self.lock();
         let vectors = u16::try_from(state.vector_count()).unwrap_or(u16::MAX);
@@ -209,6 +252,20 @@ impl Msix {
         state.config_vector = NO_VECTOR;
         state.isr = 0;
     }
+}
+
+/// MSI-X as saved in the VMM's machine state: the table as the guest wrote it, pending bits,
+/// enable/mask bits and the virtio vector registers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MsixSaved {
+    enabled: bool,
+    function_masked: bool,
+    table: Vec<u8>,
+    pending: Vec<bool>,
+    queue_vectors: Vec<u16>,
+    config_vector: u16,
+    isr: u8,
 }
 
 /// Sends one kind of interrupt of one device: a queue's used-buffer notification, or the

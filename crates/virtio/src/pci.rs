@@ -23,7 +23,11 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::msix::{copy_out, InterruptHandle, Msix, MSIX_ENABLE, MSIX_FUNCTION_MASK, NO_VECTOR};
+use serde::{Deserialize, Serialize};
+
+use crate::msix::{
+    copy_out, InterruptHandle, Msix, MsixSaved, MSIX_ENABLE, MSIX_FUNCTION_MASK, NO_VECTOR,
+};
 use crate::{
     Activation, ActiveQueue, BarInfo, BarMoved, Error, GuestMemoryHandle, MsiInterrupt,
     NotifyEventFd, PciFunction, VirtioDevice, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
@@ -91,8 +95,9 @@ const CC_QUEUE_DESC: usize = 0x20;
 const CC_QUEUE_DRIVER: usize = 0x28;
 const CC_QUEUE_DEVICE: usize = 0x30;
 
-/// What the driver programmed for one queue before DRIVER_OK.
-#[derive(Clone, Copy, Debug)]
+/// What the driver programmed for one queue before DRIVER_OK, and where the device starts
+/// serving it (0 on a fresh start; a restored device goes on where it was saved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct QueueSetup {
     max_size: u16,
     size: u16,
@@ -100,6 +105,8 @@ struct QueueSetup {
     desc: u64,
     driver: u64,
     device: u64,
+    next_avail: u16,
+    next_used: u16,
 }
 
 impl QueueSetup {
@@ -111,8 +118,33 @@ impl QueueSetup {
             desc: 0,
             driver: 0,
             device: 0,
+            next_avail: 0,
+            next_used: 0,
         }
     }
+}
+
+/// The transport's saved state (see [`PciFunction::save_state`]): PCI header registers, the
+/// virtio common configuration, every queue's setup and position, and MSI-X.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportState {
+    device_id: u16,
+    command: u16,
+    interrupt_line: u8,
+    bar0_address: u64,
+    bar0_sizing_low: bool,
+    bar0_sizing_high: bool,
+    device_features: u64,
+    driver_features: u64,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    status: u8,
+    queue_select: u16,
+    queues: Vec<QueueSetup>,
+    /// Whether the device was serving its queues (the driver had set DRIVER_OK).
+    active: bool,
+    msix: MsixSaved,
 }
 
 /// A virtio device behind the modern virtio-pci transport. Implements [`PciFunction`].
@@ -138,6 +170,10 @@ pub struct VirtioPciDevice {
     queues: Vec<QueueSetup>,
     kicks: Vec<EventFd>,
     active: bool,
+    /// Paused for a snapshot ([`PciFunction::snapshot_pause`]).
+    paused: bool,
+    /// Restored as active, waiting for [`PciFunction::start_restored`].
+    restored_active: bool,
 }
 
 impl VirtioPciDevice {
@@ -188,6 +224,8 @@ impl VirtioPciDevice {
             queues: max_sizes.into_iter().map(QueueSetup::new).collect(),
             kicks,
             active: false,
+            paused: false,
+            restored_active: false,
         })
     }
 
@@ -525,6 +563,8 @@ impl VirtioPciDevice {
                     .try_set_used_ring_address(GuestAddress(setup.device))
                     .map_err(|e| invalid(format!("device area {:#x}: {e}", setup.device)))?;
                 queue.set_event_idx(event_idx);
+                queue.set_next_avail(setup.next_avail);
+                queue.set_next_used(setup.next_used);
                 queue.set_ready(true);
                 if !queue.is_valid(&*mem) {
                     return Err(invalid("rings are not inside guest memory".to_string()));
@@ -649,6 +689,128 @@ impl PciFunction for VirtioPciDevice {
             MSIX_TABLE_OFFSET => self.msix.table_write(within, data),
             _ => {}
         }
+    }
+
+    fn snapshot_pause(&mut self) -> Result<(), Error> {
+        if self.active && !self.paused {
+            self.device.pause()?;
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    fn snapshot_resume(&mut self) {
+        if self.active && self.paused {
+            self.device.resume();
+        }
+        self.paused = false;
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        if self.active && !self.paused {
+            return Err(Error::State(
+                "the device is serving its queues: pause it first".to_string(),
+            ));
+        }
+        let mut queues = self.queues.clone();
+        if self.active {
+            // Every chain the device took is back in the used ring (it is paused between two
+            // requests, and all three devices return a chain in the call that takes it), so the
+            // used ring's index is where both the device's avail and used positions are.
+            use vm_memory::Bytes;
+            let mem = self.mem.memory();
+            for q in queues.iter_mut().filter(|q| q.enabled) {
+                let at = q.device.checked_add(2).map(GuestAddress);
+                let used = at
+                    .and_then(|at| mem.read_obj::<u16>(at).ok())
+                    .ok_or_else(|| {
+                        Error::State(format!(
+                            "the used ring at {:#x} is outside guest memory",
+                            q.device
+                        ))
+                    })?;
+                q.next_avail = used;
+                q.next_used = used;
+            }
+        }
+        let state = TransportState {
+            device_id: self.device_id,
+            command: self.command,
+            interrupt_line: self.interrupt_line,
+            bar0_address: self.bar0_address,
+            bar0_sizing_low: self.bar0_sizing_low,
+            bar0_sizing_high: self.bar0_sizing_high,
+            device_features: self.device_features,
+            driver_features: self.driver_features,
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            status: self.status,
+            queue_select: self.queue_select,
+            queues,
+            active: self.active,
+            msix: self.msix.save(),
+        };
+        serde_json::to_vec(&state).map_err(|e| Error::State(e.to_string()))
+    }
+
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let state: TransportState =
+            serde_json::from_slice(bytes).map_err(|e| Error::State(e.to_string()))?;
+        let mismatch = |what: &str, saved: String, here: String| {
+            Err(Error::State(format!(
+                "virtio device {:#x}: the saved {what} is {saved}, this device has {here}",
+                self.device_id
+            )))
+        };
+        if state.device_id != self.device_id {
+            return mismatch(
+                "device",
+                format!("{:#x}", state.device_id),
+                format!("{:#x}", self.device_id),
+            );
+        }
+        if state.device_features != self.device_features {
+            return mismatch(
+                "feature set",
+                format!("{:#x}", state.device_features),
+                format!("{:#x}", self.device_features),
+            );
+        }
+        let max_sizes: Vec<u16> = self.queues.iter().map(|q| q.max_size).collect();
+        let saved_sizes: Vec<u16> = state.queues.iter().map(|q| q.max_size).collect();
+        if saved_sizes != max_sizes {
+            return mismatch(
+                "queue layout",
+                format!("{saved_sizes:?}"),
+                format!("{max_sizes:?}"),
+            );
+        }
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+        self.msix.restore(&state.msix)?;
+        self.command = state.command & COMMAND_WRITABLE;
+        self.interrupt_line = state.interrupt_line;
+        self.bar0_address = state.bar0_address & !(BAR0_SIZE - 1);
+        self.bar0_sizing_low = state.bar0_sizing_low;
+        self.bar0_sizing_high = state.bar0_sizing_high;
+        self.driver_features = state.driver_features;
+        self.device_feature_select = state.device_feature_select;
+        self.driver_feature_select = state.driver_feature_select;
+        self.status = state.status;
+        self.queue_select = state.queue_select;
+        self.queues = state.queues;
+        self.restored_active = state.active;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn start_restored(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.restored_active) {
+            self.activate()?;
+        }
+        Ok(())
     }
 
     fn notify_eventfds(&self) -> Vec<NotifyEventFd> {

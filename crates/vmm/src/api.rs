@@ -20,6 +20,7 @@ fn done_or_refused(result: Result<(), String>) -> Reply {
 
 fn execute(vm: &VmHandle, request: Request) -> Reply {
     match request {
+        Request::Save { path, offset } => done_or_refused(vm.save(&path, offset)),
         Request::Status => Reply::Status {
             state: if vm.control.exit_reason().is_some() {
                 RunState::Stopping

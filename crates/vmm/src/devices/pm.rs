@@ -16,6 +16,15 @@ const SCI_EN: u16 = 1;
 const SLP_EN: u16 = 1 << 13;
 const SLP_TYP_SHIFT: u16 = 10;
 
+/// The PM registers as saved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmState {
+    status: u16,
+    enable: u16,
+    control: u16,
+}
+
 pub struct Pm {
     status: u16,
     enable: u16,
@@ -37,6 +46,22 @@ impl Pm {
 
     fn update_sci(&self) {
         self.sci.set_level(self.status & self.enable != 0);
+    }
+
+    pub fn state(&self) -> PmState {
+        PmState {
+            status: self.status,
+            enable: self.enable,
+            control: self.control,
+        }
+    }
+
+    /// Takes back saved registers; the SCI line follows them (the IOAPIC's saved state has it too).
+    pub fn restore(&mut self, state: PmState) {
+        self.status = state.status;
+        self.enable = state.enable;
+        self.control = state.control;
+        self.update_sci();
     }
 
     pub fn press_power_button(&mut self) {

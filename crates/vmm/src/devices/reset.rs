@@ -6,6 +6,15 @@ use std::sync::Arc;
 use super::PioDevice;
 use crate::control::{ExitReason, VmControl};
 
+/// The controller's saved state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct I8042State {
+    command_byte: u8,
+    pending_read: Option<u8>,
+    expect_command_byte: bool,
+}
+
 /// Ports 0x60..=0x64. Reads as an empty, idle controller; the only command honoured is reset.
 pub struct I8042 {
     vm: Arc<VmControl>,
@@ -29,6 +38,22 @@ impl I8042 {
             pending_read: None,
             expect_command_byte: false,
         }
+    }
+}
+
+impl I8042 {
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            command_byte: self.command_byte,
+            pending_read: self.pending_read,
+            expect_command_byte: self.expect_command_byte,
+        }
+    }
+
+    pub fn restore(&mut self, state: I8042State) {
+        self.command_byte = state.command_byte;
+        self.pending_read = state.pending_read;
+        self.expect_command_byte = state.expect_command_byte;
     }
 }
 
