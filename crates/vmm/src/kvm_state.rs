@@ -1,6 +1,6 @@
 //! KVM's part of the saved machine state: each vCPU's registers, FPU/XSAVE, XCRs, LAPIC, MSRs, events,
 //! MP state and debug registers, and the VM's in-kernel PIC/IOAPIC, PIT and clock. Encoded as
-//! [`crate::snapshot`] blobs, restored in the order KVM needs (see [`restore_vcpu`]).
+//! [`crate::snapshot`] blobs, restored in the order KVM needs (see [`VcpuState::apply`]).
 
 use kvm_bindings::{
     kvm_clock_data, kvm_irqchip, kvm_msr_entry, kvm_pit_state2, Msrs, KVM_IRQCHIP_IOAPIC,
@@ -121,64 +121,96 @@ pub fn save_vcpu(vcpu: &VcpuFd, index: u32, msr_list: &[u32]) -> Result<Vec<u8>,
     Ok(e.0)
 }
 
-/// Sets a vCPU (created as for a fresh boot, CPUID set) to a VCPU section's state.
-///
-/// The order matters: registers before the LAPIC (its mode follows APIC_BASE in sregs), MSRs after the
-/// LAPIC (the TSC deadline MSR needs the LAPIC in TSC-deadline mode), events last (they may refer to
-/// an interrupt the LAPIC must already hold).
-pub fn restore_vcpu(vcpu: &VcpuFd, index: u32, payload: &[u8]) -> Result<(), StateError> {
-    let name = format!("vCPU {index} state");
-    let what = |call: &str| format!("vCPU {index}: {call}");
-    let mut d = Decoder::new(payload, &name);
-    let mp_state: kvm_bindings::kvm_mp_state = d.kvm("mp_state")?;
-    let regs: kvm_bindings::kvm_regs = d.kvm("regs")?;
-    let sregs: kvm_bindings::kvm_sregs = d.kvm("sregs")?;
-    let xsave: kvm_bindings::kvm_xsave = d.kvm("xsave")?;
-    let xcrs: kvm_bindings::kvm_xcrs = d.kvm("xcrs")?;
-    let debugregs: kvm_bindings::kvm_debugregs = d.kvm("debugregs")?;
-    let lapic: kvm_bindings::kvm_lapic_state = d.kvm("lapic")?;
-    let count = d.u32("MSR count")?;
-    if count > MAX_MSRS {
-        return Err(StateError::Corrupt(format!(
-            "{name} lists {count} MSRs, more than the {MAX_MSRS} it can"
-        )));
-    }
-    let mut msrs = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        msrs.push(kvm_msr_entry {
-            index: d.u32("MSR index")?,
-            data: d.u64("MSR value")?,
-            ..Default::default()
-        });
-    }
-    let events: kvm_bindings::kvm_vcpu_events = d.kvm("events")?;
-    let tsc_khz = d.u32("TSC frequency")?;
-    d.end()?;
+/// A VCPU section, decoded and checked (sizes, counts) but not applied yet.
+pub struct VcpuState {
+    mp_state: kvm_bindings::kvm_mp_state,
+    regs: kvm_bindings::kvm_regs,
+    sregs: kvm_bindings::kvm_sregs,
+    xsave: kvm_bindings::kvm_xsave,
+    xcrs: kvm_bindings::kvm_xcrs,
+    debugregs: kvm_bindings::kvm_debugregs,
+    lapic: kvm_bindings::kvm_lapic_state,
+    msrs: Vec<kvm_msr_entry>,
+    events: kvm_bindings::kvm_vcpu_events,
+    tsc_khz: u32,
+}
 
-    if tsc_khz != 0 && vcpu.get_tsc_khz().is_ok_and(|here| here != tsc_khz) {
-        vcpu.set_tsc_khz(tsc_khz).map_err(StateError::kvm(format!(
-            "vCPU {index}: the guest's TSC ran at {tsc_khz} kHz and KVM cannot set that (KVM_SET_TSC_KHZ)"
-        )))?;
+impl VcpuState {
+    /// Decodes vCPU `index`'s section payload.
+    pub fn decode(payload: &[u8], index: u32) -> Result<VcpuState, StateError> {
+        let name = format!("vCPU {index} state");
+        let mut d = Decoder::new(payload, &name);
+        let mp_state = d.kvm("mp_state")?;
+        let regs = d.kvm("regs")?;
+        let sregs = d.kvm("sregs")?;
+        let xsave = d.kvm("xsave")?;
+        let xcrs = d.kvm("xcrs")?;
+        let debugregs = d.kvm("debugregs")?;
+        let lapic = d.kvm("lapic")?;
+        let count = d.u32("MSR count")?;
+        if count > MAX_MSRS {
+            return Err(StateError::Corrupt(format!(
+                "{name} lists {count} MSRs, more than the {MAX_MSRS} it can"
+            )));
+        }
+        let mut msrs = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            msrs.push(kvm_msr_entry {
+                index: d.u32("MSR index")?,
+                data: d.u64("MSR value")?,
+                ..Default::default()
+            });
+        }
+        let events = d.kvm("events")?;
+        let tsc_khz = d.u32("TSC frequency")?;
+        d.end()?;
+        Ok(VcpuState {
+            mp_state,
+            regs,
+            sregs,
+            xsave,
+            xcrs,
+            debugregs,
+            lapic,
+            msrs,
+            events,
+            tsc_khz,
+        })
     }
-    vcpu.set_mp_state(mp_state)
-        .map_err(StateError::kvm(what("KVM_SET_MP_STATE")))?;
-    vcpu.set_regs(&regs)
-        .map_err(StateError::kvm(what("KVM_SET_REGS")))?;
-    vcpu.set_sregs(&sregs)
-        .map_err(StateError::kvm(what("KVM_SET_SREGS")))?;
-    // SAFETY: KVM_SET_XSAVE reads the 4096-byte kvm_xsave given; it reads beyond it only for XSTATE
-    // features enabled dynamically (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM), which this VMM never enables.
-    unsafe { vcpu.set_xsave(&xsave) }.map_err(StateError::kvm(what("KVM_SET_XSAVE")))?;
-    vcpu.set_xcrs(&xcrs)
-        .map_err(StateError::kvm(what("KVM_SET_XCRS")))?;
-    vcpu.set_debug_regs(&debugregs)
-        .map_err(StateError::kvm(what("KVM_SET_DEBUGREGS")))?;
-    vcpu.set_lapic(&lapic)
-        .map_err(StateError::kvm(what("KVM_SET_LAPIC")))?;
-    write_msrs(vcpu, index, &msrs)?;
-    vcpu.set_vcpu_events(&events)
-        .map_err(StateError::kvm(what("KVM_SET_VCPU_EVENTS")))?;
-    Ok(())
+
+    /// Sets vCPU `index` (created as for a fresh boot, CPUID set) to this state.
+    ///
+    /// The order matters: registers before the LAPIC (its mode follows APIC_BASE in sregs), MSRs after
+    /// the LAPIC (the TSC deadline MSR needs the LAPIC in TSC-deadline mode), events last (they may refer
+    /// to an interrupt the LAPIC must already hold).
+    pub fn apply(&self, vcpu: &VcpuFd, index: u32) -> Result<(), StateError> {
+        let what = |call: &str| format!("vCPU {index}: {call}");
+        let tsc_khz = self.tsc_khz;
+        if tsc_khz != 0 && vcpu.get_tsc_khz().is_ok_and(|here| here != tsc_khz) {
+            vcpu.set_tsc_khz(tsc_khz).map_err(StateError::kvm(format!(
+                "vCPU {index}: the guest's TSC ran at {tsc_khz} kHz and KVM cannot set that (KVM_SET_TSC_KHZ)"
+            )))?;
+        }
+        vcpu.set_mp_state(self.mp_state)
+            .map_err(StateError::kvm(what("KVM_SET_MP_STATE")))?;
+        vcpu.set_regs(&self.regs)
+            .map_err(StateError::kvm(what("KVM_SET_REGS")))?;
+        vcpu.set_sregs(&self.sregs)
+            .map_err(StateError::kvm(what("KVM_SET_SREGS")))?;
+        // SAFETY: KVM_SET_XSAVE reads the 4096-byte kvm_xsave given; it reads beyond it only for XSTATE
+        // features enabled dynamically (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM), which this VMM never enables.
+        unsafe { vcpu.set_xsave(&self.xsave) }.map_err(StateError::kvm(what("KVM_SET_XSAVE")))?;
+        vcpu.set_xcrs(&self.xcrs)
+            .map_err(StateError::kvm(what("KVM_SET_XCRS")))?;
+        vcpu.set_debug_regs(&self.debugregs)
+            .map_err(StateError::kvm(what("KVM_SET_DEBUGREGS")))?;
+        vcpu.set_lapic(&self.lapic)
+            .map_err(StateError::kvm(what("KVM_SET_LAPIC")))?;
+        write_msrs(vcpu, index, &self.msrs)?;
+        vcpu.set_vcpu_events(&self.events)
+            .map_err(StateError::kvm(what("KVM_SET_VCPU_EVENTS")))?;
+        Ok(())
+    }
 }
 
 fn irqchip(vm: &VmFd, chip_id: u32, name: &str) -> Result<kvm_irqchip, StateError> {
@@ -232,4 +264,89 @@ pub fn restore_vm(vm: &VmFd, payload: &[u8]) -> Result<(), StateError> {
     vm.set_clock(&clock)
         .map_err(StateError::kvm("KVM_SET_CLOCK"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A VCPU payload as `save_vcpu` lays it out, from default structures and two MSRs.
+    fn payload() -> Vec<u8> {
+        let mut e = Encoder::default();
+        e.kvm(&kvm_bindings::kvm_mp_state::default())
+            .kvm(&kvm_bindings::kvm_regs {
+                rip: 0xffff_ffff_8100_0000,
+                ..Default::default()
+            })
+            .kvm(&kvm_bindings::kvm_sregs::default())
+            .kvm(&kvm_bindings::kvm_xsave::default())
+            .kvm(&kvm_bindings::kvm_xcrs::default())
+            .kvm(&kvm_bindings::kvm_debugregs::default())
+            .kvm(&kvm_bindings::kvm_lapic_state::default())
+            .u32(2)
+            .u32(0x10)
+            .u64(123_456)
+            .u32(0x6e0)
+            .u64(0)
+            .kvm(&kvm_bindings::kvm_vcpu_events::default())
+            .u32(2_000_000);
+        e.0
+    }
+
+    #[test]
+    fn a_vcpu_payload_decodes_and_every_cut_is_refused() {
+        let bytes = payload();
+        let state = VcpuState::decode(&bytes, 0).unwrap();
+        assert_eq!(state.regs.rip, 0xffff_ffff_8100_0000);
+        assert_eq!(state.msrs.len(), 2);
+        assert_eq!((state.msrs[0].index, state.msrs[0].data), (0x10, 123_456));
+        assert_eq!(state.tsc_khz, 2_000_000);
+        for len in 0..bytes.len() {
+            assert!(VcpuState::decode(&bytes[..len], 0).is_err(), "length {len}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let Err(err) = VcpuState::decode(&longer, 3) else {
+            panic!("a payload with a byte too many was accepted")
+        };
+        assert!(
+            err.to_string()
+                .contains("vCPU 3 state has 1 bytes too many"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_msr_count_beyond_the_limit_is_refused_before_reading_them() {
+        let mut e = Encoder::default();
+        e.kvm(&kvm_bindings::kvm_mp_state::default())
+            .kvm(&kvm_bindings::kvm_regs::default())
+            .kvm(&kvm_bindings::kvm_sregs::default())
+            .kvm(&kvm_bindings::kvm_xsave::default())
+            .kvm(&kvm_bindings::kvm_xcrs::default())
+            .kvm(&kvm_bindings::kvm_debugregs::default())
+            .kvm(&kvm_bindings::kvm_lapic_state::default())
+            .u32(u32::MAX);
+        let Err(err) = VcpuState::decode(&e.0, 0) else {
+            panic!("4 billion MSRs were accepted")
+        };
+        assert!(err.to_string().contains("more than the 4096"), "{err}");
+    }
+
+    proptest! {
+        /// Damaged payloads are refused or decoded, never a panic.
+        #[test]
+        fn damaged_vcpu_payloads_never_panic(
+            at in 0usize..9000,
+            value in any::<u8>(),
+            cut in 0usize..9000,
+        ) {
+            let mut bytes = payload();
+            let at = at % bytes.len();
+            bytes[at] = value;
+            bytes.truncate(cut.max(1));
+            let _ = VcpuState::decode(&bytes, 0);
+        }
+    }
 }

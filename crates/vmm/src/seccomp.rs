@@ -427,8 +427,13 @@ fn role_rules(role: ThreadRole) -> Rules {
             let mut requests = vec![KVM_IRQ_LINE];
             requests.extend(KVM_SAVE_IOCTLS);
             rules.push(ioctls(&requests));
-            // "save": into the file opened (see `save_open_filter`) at its offset, then synced.
-            rules.extend(always(&[libc::SYS_lseek, libc::SYS_fsync]));
+            // "save": into the file opened (see `save_open_filter`) at its offset, then synced;
+            // the disks are flushed first (virtio-blk's pause).
+            rules.extend(always(&[
+                libc::SYS_lseek,
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+            ]));
         }
         ThreadRole::SerialInput => {
             rules.extend(always(&[

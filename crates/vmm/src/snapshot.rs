@@ -556,6 +556,30 @@ mod tests {
         assert!(err.to_string().contains("expected"), "{err}");
     }
 
+    proptest::proptest! {
+        // Each case maps and scans 64 MiB of RAM.
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// A damaged stream (a byte changed, cut anywhere) is read or refused, never a panic.
+        #[test]
+        fn damaged_streams_never_panic(
+            at in 0usize..1 << 16,
+            value in proptest::prelude::any::<u8>(),
+            cut in 0usize..1 << 16,
+        ) {
+            let mem = memory();
+            let mut bytes = sample(&mem);
+            let at = at % bytes.len();
+            bytes[at] = value;
+            bytes.truncate(cut.max(1));
+            let copy = create_guest_memory(32, MemoryOptions::default()).unwrap();
+            let mut r = match StreamReader::new(&bytes[..], bytes.len() as u64) {
+                Ok(r) => r,
+                Err(_) => return Ok(()),
+            };
+            let _ = r.expect(TAG_MACHINE).and_then(|_| r.ram(&copy));
+        }
+    }
+
     #[test]
     fn ram_of_another_size_is_a_mismatch() {
         let mem = memory();

@@ -28,7 +28,7 @@ use crate::devices::{lock, IoBus, IrqLine};
 use crate::kvm_state;
 use crate::layout;
 use crate::memory::{self, MemoryOptions};
-use crate::protocol::{DiskCache, DiskConfig, RestoreSource, VmConfig};
+use crate::protocol::{CpusConfig, DiskCache, DiskConfig, RestoreSource, VmConfig};
 use crate::seccomp::{self, Filters, ThreadRole};
 use crate::snapshot::{self, StateError, StreamReader, StreamWriter};
 
@@ -359,7 +359,8 @@ struct Machine {
 #[serde(deny_unknown_fields)]
 struct MachineShape {
     memory_mib: u64,
-    vcpus: u32,
+    /// vCPU count, topology and CPU model: the guest was booted with their CPUID.
+    cpus: CpusConfig,
     disks: usize,
     nets: usize,
     rng: bool,
@@ -369,11 +370,37 @@ impl MachineShape {
     fn of(config: &VmConfig) -> MachineShape {
         MachineShape {
             memory_mib: config.memory.size_mib,
-            vcpus: config.cpus.count,
+            cpus: config.cpus.clone(),
             disks: config.disks.len(),
             nets: config.nets.len(),
             rng: config.rng,
         }
+    }
+}
+
+impl MachineShape {
+    /// What differs between a saved machine (`self`) and a configured one, for the refusal.
+    fn differences(&self, here: &MachineShape) -> String {
+        let mut diffs = Vec::new();
+        let mut compare = |what: &str, saved: String, configured: String| {
+            if saved != configured {
+                diffs.push(format!("{what}: saved {saved}, configured {configured}"));
+            }
+        };
+        compare(
+            "memory",
+            format!("{} MiB", self.memory_mib),
+            format!("{} MiB", here.memory_mib),
+        );
+        compare(
+            "CPUs",
+            format!("{:?}", self.cpus),
+            format!("{:?}", here.cpus),
+        );
+        compare("disks", self.disks.to_string(), here.disks.to_string());
+        compare("NICs", self.nets.to_string(), here.nets.to_string());
+        compare("rng", self.rng.to_string(), here.rng.to_string());
+        diffs.join("; ")
     }
 }
 
@@ -445,15 +472,13 @@ impl Machine {
         let mut r = StreamReader::new(input, len - source.offset)?;
         let saved: MachineShape = from_json(&r.expect(snapshot::TAG_MACHINE)?, "MACH")?;
         if saved != self.shape {
-            return Err(StateError::Mismatch(format!(
-                "saved {saved:?}, configured {:?}",
-                self.shape
-            )));
+            return Err(StateError::Mismatch(saved.differences(&self.shape)));
         }
         r.ram(&self.memory)?;
         kvm_state::restore_vm(&self.vm, &r.expect(snapshot::TAG_VM)?)?;
         for (i, vcpu) in self.vcpus.iter().enumerate() {
-            kvm_state::restore_vcpu(&lock(vcpu), i as u32, &r.expect(snapshot::TAG_VCPU)?)?;
+            let state = kvm_state::VcpuState::decode(&r.expect(snapshot::TAG_VCPU)?, i as u32)?;
+            state.apply(&lock(vcpu), i as u32)?;
         }
         let platform: PlatformState = from_json(&r.expect(snapshot::TAG_DEVICES)?, "DEVS")?;
         lock(&self.serial)

@@ -608,8 +608,12 @@ fn saved_state_restores_into_a_new_vmm_and_the_guest_goes_on() {
 }
 
 #[test]
-fn a_truncated_state_is_refused_with_one_clear_line() {
+fn a_truncated_state_or_another_machine_is_refused_with_one_clear_line() {
     assert_refused("snap-truncated", "the state stream is truncated");
+    assert_refused(
+        "snap-mismatch",
+        "does not match this configuration: memory: saved 256 MiB, configured 512 MiB",
+    );
 }
 
 fn assert_refused(name: &str, phrase: &str) {

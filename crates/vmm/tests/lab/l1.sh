@@ -169,8 +169,8 @@ echo "LAB-BEGIN snapshot"
 printf 'OXVIRT-DISK-PATTERN' >/tmp/snapdisk.img
 dd if=/dev/zero of=/tmp/snapdisk.img bs=1 count=0 seek=1048576 2>/dev/null
 # Split on purpose: the same devices for both VMMs (no value has a space).
-SNAP_DEV="--memory 256 --vcpus 2 --rng --disk path=/tmp/snapdisk.img --net tap=oxsnap0,mac=52:54:00:aa:bb:01"
-oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=counter" $SNAP_DEV --api-socket /tmp/snap.sock \
+SNAP_DEV="--rng --disk path=/tmp/snapdisk.img --net tap=oxsnap0,mac=52:54:00:aa:bb:01"
+oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=counter" --memory 256 --vcpus 2 $SNAP_DEV --api-socket /tmp/snap.sock \
     </dev/null >/tmp/snapshot.out 2>/tmp/snapshot.err &
 pid=$!
 wait_for 'grep -q "^COUNT 25 " /tmp/snapshot.out 2>/dev/null' || echo "SNAP-NO-COUNT"
@@ -186,7 +186,7 @@ echo "SNAP-STATE-BYTES=$(stat -c %s /tmp/snap.state)"
 wait_for '[ ! -e /sys/class/net/oxsnap0 ]'
 echo "LAB-BEGIN restored"
 t0=$(cut -d' ' -f1 /proc/uptime)
-oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=counter" $SNAP_DEV --api-socket /tmp/snap2.sock \
+oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=counter" --memory 256 --vcpus 2 $SNAP_DEV --api-socket /tmp/snap2.sock \
     --restore /tmp/snap.state --restore-offset 13 </dev/null >/tmp/restored.out 2>/tmp/restored.err &
 pid=$!
 wait_for '[ -S /tmp/snap2.sock ] && oxvirt-vmm-api /tmp/snap2.sock status >/dev/null 2>&1'
@@ -199,7 +199,10 @@ echo "SNAP-POWEROFF=$(oxvirt-vmm-api /tmp/snap2.sock poweroff)"
 finish restored $pid
 # A stream cut short is refused with a clear error, before anything runs.
 head -c 100000 /tmp/snap.state >/tmp/snap-short.state
-fail snap-truncated --kernel $K --initrd $I $SNAP_DEV --restore /tmp/snap-short.state --restore-offset 13
+fail snap-truncated --kernel $K --initrd $I --memory 256 --vcpus 2 $SNAP_DEV --restore /tmp/snap-short.state \
+    --restore-offset 13
+# So is a machine that is not the saved one.
+fail snap-mismatch --kernel $K --initrd $I --memory 512 --vcpus 2 $SNAP_DEV --restore /tmp/snap.state --restore-offset 13
 
 # Bad input: refused with one clear line, nothing started.
 fail err-nokernel --kernel /nonexistent/vmlinuz --memory 256
