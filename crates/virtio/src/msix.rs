@@ -25,6 +25,9 @@ pub const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
 
+/// Also what the VMM's saved machine state holds of MSI-X (the transport's `save_state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MsixState {
     enabled: bool,
     function_masked: bool,
@@ -200,44 +203,26 @@ impl Msix {
         self.deliver(vec![message]);
     }
 
-    pub(crate) fn save(&self) -> MsixSaved {
-        let state = self.lock();
-        MsixSaved {
-            enabled: state.enabled,
-            function_masked: state.function_masked,
-            table: state.table.clone(),
-            pending: state.pending.clone(),
-            queue_vectors: state.queue_vectors.clone(),
-            config_vector: state.config_vector,
-            isr: state.isr,
-        }
+    pub(crate) fn save(&self) -> MsixState {
+        self.lock().clone()
     }
 
     /// Takes back [`Self::save`]'s state; sizes must match this function's.
-    pub(crate) fn restore(&self, saved: &MsixSaved) -> Result<(), Error> {
+    pub(crate) fn restore(&self, saved: &MsixState) -> Result<(), Error> {
         let mut state = self.lock();
         if saved.table.len() != state.table.len()
             || saved.pending.len() != state.pending.len()
             || saved.queue_vectors.len() != state.queue_vectors.len()
         {
             return Err(Error::State(format!(
-                "the saved MSI-X state has {} table bytes, {} vectors and {} queue vectors; \
-                 this device has {}, {} and {}",
-                saved.table.len(),
+                "the saved MSI-X state ({} vectors, {} queues) does not fit this device ({} vectors, {} queues)",
                 saved.pending.len(),
                 saved.queue_vectors.len(),
-                state.table.len(),
                 state.pending.len(),
                 state.queue_vectors.len()
             )));
         }
-        state.enabled = saved.enabled;
-        state.function_masked = saved.function_masked;
-        state.table.clone_from(&saved.table);
-        state.pending.clone_from(&saved.pending);
-        state.queue_vectors.clone_from(&saved.queue_vectors);
-        state.config_vector = saved.config_vector;
-        state.isr = saved.isr;
+        state.clone_from(saved);
         Ok(())
     }
 
@@ -252,20 +237,6 @@ impl Msix {
         state.config_vector = NO_VECTOR;
         state.isr = 0;
     }
-}
-
-/// MSI-X as saved in the VMM's machine state: the table as the guest wrote it, pending bits,
-/// enable/mask bits and the virtio vector registers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct MsixSaved {
-    enabled: bool,
-    function_masked: bool,
-    table: Vec<u8>,
-    pending: Vec<bool>,
-    queue_vectors: Vec<u16>,
-    config_vector: u16,
-    isr: u8,
 }
 
 /// Sends one kind of interrupt of one device: a queue's used-buffer notification, or the

@@ -69,53 +69,22 @@ fn write_msrs(vcpu: &VcpuFd, index: u32, entries: &[kvm_msr_entry]) -> Result<()
 
 /// One vCPU's state as a VCPU section payload. The vCPU must not be running.
 pub fn save_vcpu(vcpu: &VcpuFd, index: u32, msr_list: &[u32]) -> Result<Vec<u8>, StateError> {
-    let what = |call: &str| format!("vCPU {index}: {call}");
+    let k = |call: &str| StateError::kvm(format!("vCPU {index}: {call}"));
     let mut e = Encoder::default();
     // The MP state first: KVM_GET_MP_STATE settles pending INIT/SIPI events into it.
-    let mp_state = vcpu
-        .get_mp_state()
-        .map_err(StateError::kvm(what("KVM_GET_MP_STATE")))?;
-    e.kvm(&mp_state);
-    e.kvm(
-        &vcpu
-            .get_regs()
-            .map_err(StateError::kvm(what("KVM_GET_REGS")))?,
-    );
-    e.kvm(
-        &vcpu
-            .get_sregs()
-            .map_err(StateError::kvm(what("KVM_GET_SREGS")))?,
-    );
-    e.kvm(
-        &vcpu
-            .get_xsave()
-            .map_err(StateError::kvm(what("KVM_GET_XSAVE")))?,
-    );
-    e.kvm(
-        &vcpu
-            .get_xcrs()
-            .map_err(StateError::kvm(what("KVM_GET_XCRS")))?,
-    );
-    e.kvm(
-        &vcpu
-            .get_debug_regs()
-            .map_err(StateError::kvm(what("KVM_GET_DEBUGREGS")))?,
-    );
-    e.kvm(
-        &vcpu
-            .get_lapic()
-            .map_err(StateError::kvm(what("KVM_GET_LAPIC")))?,
-    );
+    e.kvm(&vcpu.get_mp_state().map_err(k("KVM_GET_MP_STATE"))?);
+    e.kvm(&vcpu.get_regs().map_err(k("KVM_GET_REGS"))?);
+    e.kvm(&vcpu.get_sregs().map_err(k("KVM_GET_SREGS"))?);
+    e.kvm(&vcpu.get_xsave().map_err(k("KVM_GET_XSAVE"))?);
+    e.kvm(&vcpu.get_xcrs().map_err(k("KVM_GET_XCRS"))?);
+    e.kvm(&vcpu.get_debug_regs().map_err(k("KVM_GET_DEBUGREGS"))?);
+    e.kvm(&vcpu.get_lapic().map_err(k("KVM_GET_LAPIC"))?);
     let msrs = read_msrs(vcpu, msr_list)?;
     e.u32(msrs.len() as u32);
     for msr in &msrs {
         e.u32(msr.index).u64(msr.data);
     }
-    e.kvm(
-        &vcpu
-            .get_vcpu_events()
-            .map_err(StateError::kvm(what("KVM_GET_VCPU_EVENTS")))?,
-    );
+    e.kvm(&vcpu.get_vcpu_events().map_err(k("KVM_GET_VCPU_EVENTS"))?);
     // 0 when KVM cannot tell (no KVM_CAP_GET_TSC_KHZ): the restore then leaves the frequency alone.
     e.u32(vcpu.get_tsc_khz().unwrap_or(0));
     Ok(e.0)
@@ -184,7 +153,7 @@ impl VcpuState {
     /// the LAPIC (the TSC deadline MSR needs the LAPIC in TSC-deadline mode), events last (they may refer
     /// to an interrupt the LAPIC must already hold).
     pub fn apply(&self, vcpu: &VcpuFd, index: u32) -> Result<(), StateError> {
-        let what = |call: &str| format!("vCPU {index}: {call}");
+        let k = |call: &str| StateError::kvm(format!("vCPU {index}: {call}"));
         let tsc_khz = self.tsc_khz;
         if tsc_khz != 0 && vcpu.get_tsc_khz().is_ok_and(|here| here != tsc_khz) {
             vcpu.set_tsc_khz(tsc_khz).map_err(StateError::kvm(format!(
@@ -192,23 +161,19 @@ impl VcpuState {
             )))?;
         }
         vcpu.set_mp_state(self.mp_state)
-            .map_err(StateError::kvm(what("KVM_SET_MP_STATE")))?;
-        vcpu.set_regs(&self.regs)
-            .map_err(StateError::kvm(what("KVM_SET_REGS")))?;
-        vcpu.set_sregs(&self.sregs)
-            .map_err(StateError::kvm(what("KVM_SET_SREGS")))?;
+            .map_err(k("KVM_SET_MP_STATE"))?;
+        vcpu.set_regs(&self.regs).map_err(k("KVM_SET_REGS"))?;
+        vcpu.set_sregs(&self.sregs).map_err(k("KVM_SET_SREGS"))?;
         // SAFETY: KVM_SET_XSAVE reads the 4096-byte kvm_xsave given; it reads beyond it only for XSTATE
         // features enabled dynamically (arch_prctl ARCH_REQ_XCOMP_GUEST_PERM), which this VMM never enables.
-        unsafe { vcpu.set_xsave(&self.xsave) }.map_err(StateError::kvm(what("KVM_SET_XSAVE")))?;
-        vcpu.set_xcrs(&self.xcrs)
-            .map_err(StateError::kvm(what("KVM_SET_XCRS")))?;
+        unsafe { vcpu.set_xsave(&self.xsave) }.map_err(k("KVM_SET_XSAVE"))?;
+        vcpu.set_xcrs(&self.xcrs).map_err(k("KVM_SET_XCRS"))?;
         vcpu.set_debug_regs(&self.debugregs)
-            .map_err(StateError::kvm(what("KVM_SET_DEBUGREGS")))?;
-        vcpu.set_lapic(&self.lapic)
-            .map_err(StateError::kvm(what("KVM_SET_LAPIC")))?;
+            .map_err(k("KVM_SET_DEBUGREGS"))?;
+        vcpu.set_lapic(&self.lapic).map_err(k("KVM_SET_LAPIC"))?;
         write_msrs(vcpu, index, &self.msrs)?;
         vcpu.set_vcpu_events(&self.events)
-            .map_err(StateError::kvm(what("KVM_SET_VCPU_EVENTS")))?;
+            .map_err(k("KVM_SET_VCPU_EVENTS"))?;
         Ok(())
     }
 }

@@ -493,6 +493,12 @@ impl VmConfig {
         existing_file("kernel", &self.kernel)?;
         if let Some(restore) = &self.restore {
             existing_file("restore.path", &restore.path)?;
+            if self.api_socket.is_none() {
+                return Err(ConfigError::invalid(
+                    "restore",
+                    "needs api_socket: a restored VM starts paused, and only the control API resumes it",
+                ));
+            }
         }
         if let Some(initrd) = &self.initrd {
             existing_file("initrd", initrd)?;
@@ -710,6 +716,10 @@ mod tests {
         config.serial = SerialMode::Socket("/s.sock".into());
         config.seccomp = SeccompMode::Log;
         config.exit_record = Some("/run/exit.json".into());
+        config.restore = Some(RestoreSource {
+            path: "/var/lib/saved".into(),
+            offset: 8192,
+        });
         let json = config.to_json();
         assert!(json.contains(r#""custom": "kvm64""#), "{json}");
         assert!(json.contains(r#""mac": "52:54:00:01:02:03""#), "{json}");
@@ -787,6 +797,20 @@ mod tests {
         let mut c = valid.clone();
         c.initrd = Some("/nonexistent/initrd".into());
         assert_eq!(invalid_field(&c), "initrd");
+
+        let mut c = valid.clone();
+        c.restore = Some(RestoreSource {
+            path: "/nonexistent/state".into(),
+            offset: 0,
+        });
+        assert_eq!(invalid_field(&c), "restore.path");
+        c.restore = Some(RestoreSource {
+            path: kernel.path().to_path_buf(),
+            offset: 4096,
+        });
+        assert_eq!(invalid_field(&c), "restore");
+        c.api_socket = Some("/run/api.sock".into());
+        c.validate().unwrap();
 
         let mut c = valid.clone();
         c.memory.size_mib = 16;
