@@ -137,7 +137,19 @@ mod tests {
             ask(&mut s, r#"{"command":"status"}"#),
             serde_json::json!({"ok": true, "state": "running", "vcpus": 2})
         );
+        let save = r#"{"command":"save","path":"/nonexistent/state","offset":0}"#;
+        let running = ask(&mut s, save);
+        assert_eq!(running["ok"], false);
+        assert!(running["error"]
+            .as_str()
+            .unwrap()
+            .contains("pause it before saving"));
         assert_eq!(ask(&mut s, "pause")["ok"], true);
+        assert_eq!(ask(&mut s, "status")["state"], "paused");
+        // Paused, but this handle has no machine behind it: refused with a reason, still paused.
+        let detached = ask(&mut s, save);
+        assert_eq!(detached["ok"], false);
+        assert!(detached["error"].as_str().unwrap().contains("cannot save"));
         assert_eq!(ask(&mut s, "status")["state"], "paused");
         assert_eq!(ask(&mut s, "resume")["ok"], true);
         assert_eq!(ask(&mut s, "status")["state"], "running");
