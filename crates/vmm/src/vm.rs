@@ -376,9 +376,7 @@ impl MachineShape {
             rng: config.rng,
         }
     }
-}
 
-impl MachineShape {
     /// What differs between a saved machine (`self`) and a configured one, for the refusal.
     fn differences(&self, here: &MachineShape) -> String {
         let mut diffs = Vec::new();

@@ -199,10 +199,11 @@ echo "SNAP-POWEROFF=$(oxvirt-vmm-api /tmp/snap2.sock poweroff)"
 finish restored $pid
 # A stream cut short is refused with a clear error, before anything runs.
 head -c 100000 /tmp/snap.state >/tmp/snap-short.state
-fail snap-truncated --kernel $K --initrd $I --memory 256 --vcpus 2 $SNAP_DEV --restore /tmp/snap-short.state \
-    --restore-offset 13
+fail snap-truncated --kernel $K --initrd $I --memory 256 --vcpus 2 $SNAP_DEV --api-socket /tmp/snap3.sock \
+    --restore /tmp/snap-short.state --restore-offset 13
 # So is a machine that is not the saved one.
-fail snap-mismatch --kernel $K --initrd $I --memory 512 --vcpus 2 $SNAP_DEV --restore /tmp/snap.state --restore-offset 13
+fail snap-mismatch --kernel $K --initrd $I --memory 512 --vcpus 2 $SNAP_DEV --api-socket /tmp/snap3.sock \
+    --restore /tmp/snap.state --restore-offset 13
 
 # Bad input: refused with one clear line, nothing started.
 fail err-nokernel --kernel /nonexistent/vmlinuz --memory 256
