@@ -15,6 +15,8 @@ use crate::error::NativeError;
 
 /// How long one request may take (a pause waits for every vCPU to stop).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long saving the machine state may take: all of guest RAM goes to disk and is synced.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Control of one running VMM.
 #[derive(Debug, Clone)]
@@ -55,6 +57,17 @@ impl VmmClient {
         self.request(Request::Poweroff).await.map(drop)
     }
 
+    /// Writes the paused VM's whole machine state into the existing file `path` from byte
+    /// `offset` on (the bytes before it are left alone) and syncs it; the VM stays paused. A
+    /// running VM is refused. [`crate::Supervisor::launch_restoring`] starts it again.
+    pub async fn save_state(&self, path: &std::path::Path, offset: u64) -> Result<(), NativeError> {
+        let request = Request::Save {
+            path: path.to_path_buf(),
+            offset,
+        };
+        self.request_within(request, SAVE_TIMEOUT).await.map(drop)
+    }
+
     /// Stops the VM at once; the VMM exits.
     pub async fn stop(&self) -> Result<(), NativeError> {
         self.stop_sent.store(true, Ordering::SeqCst);
@@ -63,6 +76,14 @@ impl VmmClient {
 
     /// One request on a fresh connection; a refusal is an error carrying the VMM's reason.
     async fn request(&self, request: Request) -> Result<Reply, NativeError> {
+        self.request_within(request, REQUEST_TIMEOUT).await
+    }
+
+    async fn request_within(
+        &self,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Reply, NativeError> {
         let command = request.to_string();
         let exchange = async {
             let mut stream = UnixStream::connect(&self.socket).await?;
@@ -73,7 +94,7 @@ impl VmmClient {
             BufReader::new(stream).read_line(&mut answer).await?;
             Ok::<String, std::io::Error>(answer)
         };
-        let answer = match tokio::time::timeout(REQUEST_TIMEOUT, exchange).await {
+        let answer = match tokio::time::timeout(timeout, exchange).await {
             Ok(Ok(answer)) if !answer.trim().is_empty() => answer,
             Ok(Ok(_)) => {
                 return Err(NativeError::Api {
@@ -90,7 +111,7 @@ impl VmmClient {
             Err(_) => {
                 return Err(NativeError::Timeout {
                     command,
-                    seconds: REQUEST_TIMEOUT.as_secs(),
+                    seconds: timeout.as_secs(),
                 })
             }
         };
@@ -111,9 +132,9 @@ mod tests {
     use tokio::net::UnixListener;
 
     /// A VMM stand-in that answers each request line with `reply` and records the requests.
-    async fn fake_vmm(listener: UnixListener, reply: &'static str) -> Vec<String> {
+    async fn fake_vmm(listener: UnixListener, reply: &'static str, requests: usize) -> Vec<String> {
         let mut seen = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..requests {
             let (stream, _) = listener.accept().await.unwrap();
             let (read, mut write) = stream.into_split();
             let mut line = String::new();
@@ -132,6 +153,7 @@ mod tests {
         let server = tokio::spawn(fake_vmm(
             listener,
             "{\"ok\":false,\"error\":\"the guest has not enabled the ACPI power button\"}\n",
+            2,
         ));
         let stop_sent = Arc::new(AtomicBool::new(false));
         let client = VmmClient::new(socket, stop_sent.clone());
@@ -161,11 +183,20 @@ mod tests {
         let server = tokio::spawn(fake_vmm(
             listener,
             "{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n",
+            3,
         ));
         let client = VmmClient::new(socket, Arc::default());
         assert_eq!(client.status().await.unwrap(), RunState::Paused);
+        // The state file and the offset travel in the request.
+        client
+            .save_state(std::path::Path::new("/run/x/save"), 8192)
+            .await
+            .unwrap();
         // A status reply to a pause is not what the protocol allows for it, but it is a success.
         client.pause().await.unwrap();
-        server.await.unwrap();
+        assert_eq!(
+            server.await.unwrap()[1],
+            "{\"command\":\"save\",\"path\":\"/run/x/save\",\"offset\":8192}"
+        );
     }
 }

@@ -6,7 +6,9 @@
 //!   support check: [`check_definition`] is the same planner, at define time.
 //! - [`Supervisor::launch`]: write the plan to `RUN/vm.json`, start `oxvirt-vmm --config
 //!   RUN/vm.json` detached from the caller, return once its API answers.
-//! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop) and
+//! - [`Supervisor::launch_restoring`]: the same from a machine state [`VmmClient::save_state`]
+//!   wrote (the VMM starts paused).
+//! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop, save) and
 //!   the VM's [`VmEnd`], reported once the VMM has gone.
 //! - [`is_alive`], [`read_pid_file`]: recognise a running VMM again by pid and uuid.
 //!
@@ -49,7 +51,7 @@ mod process;
 
 pub use control::VmmClient;
 pub use error::{NativeError, Refusal};
-pub use oxvirt_vmm::protocol::{RunState, VmConfig};
+pub use oxvirt_vmm::protocol::{RestoreSource, RunState, VmConfig};
 pub use paths::RunPaths;
 pub use plan::{check_definition, plan};
 pub use process::{find_vmm, is_alive, read_pid_file, Supervisor, VmEnd};

@@ -186,6 +186,8 @@ impl Planner {
             api_socket: Some(run.api_socket()),
             seccomp: SeccompMode::On,
             exit_record: Some(run.exit_record()),
+            // A launch from saved state sets it (Supervisor::launch_restoring).
+            restore: None,
         }
     }
 
@@ -1022,6 +1024,7 @@ mod tests {
             api_socket: Some("/run/ox/run/8c3a/vmm-api.sock".into()),
             seccomp: SeccompMode::On,
             exit_record: Some("/run/ox/run/8c3a/vmm-exit.json".into()),
+            restore: None,
         };
         assert_eq!(config, expected);
     }

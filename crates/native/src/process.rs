@@ -13,7 +13,7 @@ use oxvirt_domain::{Domain, Uuid};
 use oxvirt_host::lock;
 use oxvirt_logfile::writer::WriterProgram;
 use oxvirt_logfile::RotatingFile;
-use oxvirt_vmm::protocol::ExitReason;
+use oxvirt_vmm::protocol::{ExitReason, RestoreSource};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 
@@ -26,6 +26,8 @@ use crate::VMM_BINARY;
 
 /// How long a start waits for the VMM's API socket.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A restoring VMM reads all of the saved RAM before its API answers.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a failed start waits for the log writer to have written the VMM's last words (it
 /// ends by itself once the VMM's output pipe closes, that is right after the VMM).
 const WRITER_DRAIN: Duration = Duration::from_secs(2);
@@ -108,7 +110,33 @@ impl Supervisor {
     /// `run`: writes the plan to `vm.json` and runs `oxvirt-vmm --config vm.json` in its own
     /// session. Returns the VMM's pid once its console relay is connected and its API answers.
     pub async fn launch(&self, domain: &Domain, run: &RunPaths) -> Result<u32, NativeError> {
-        let config = plan(domain, run)?;
+        self.launch_with(domain, run, None).await
+    }
+
+    /// Like [`Self::launch`], but the VM starts from the machine state saved at `source` (by
+    /// [`crate::VmmClient::save_state`] of the same domain) instead of booting, and stays paused
+    /// until [`crate::VmmClient::resume`]. Counts as started once the restored VMM's API answers.
+    pub async fn launch_restoring(
+        &self,
+        domain: &Domain,
+        run: &RunPaths,
+        source: RestoreSource,
+    ) -> Result<u32, NativeError> {
+        self.launch_with(domain, run, Some(source)).await
+    }
+
+    async fn launch_with(
+        &self,
+        domain: &Domain,
+        run: &RunPaths,
+        restore: Option<RestoreSource>,
+    ) -> Result<u32, NativeError> {
+        let mut config = plan(domain, run)?;
+        let timeout = match restore {
+            Some(_) => RESTORE_TIMEOUT,
+            None => START_TIMEOUT,
+        };
+        config.restore = restore;
         let vmm = find_vmm().ok_or(NativeError::VmmNotFound)?;
         for stale in run.stale_files() {
             let _ = std::fs::remove_file(stale);
@@ -156,7 +184,9 @@ impl Supervisor {
         tracing::info!(domain = %domain.name, pid, vmm = %vmm.display(), "oxvirt-vmm started");
 
         // Wait for the console (so the relay sees the boot) and the API socket.
-        let result = self.wait_until_started(run, pid, &watch, writer_pid).await;
+        let result = self
+            .wait_until_started(run, pid, &watch, writer_pid, timeout)
+            .await;
         if result.is_err() {
             if watch.exit.borrow().is_none() {
                 // Never leave a VMM behind that the daemon will not know about; the exit watch
@@ -180,8 +210,9 @@ impl Supervisor {
         pid: u32,
         watch: &ExitWatch,
         writer_pid: Option<i32>,
+        timeout: Duration,
     ) -> Result<u32, NativeError> {
-        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut exit = watch.exit.clone();
         loop {
             if self.relays.try_start(run).await
@@ -202,7 +233,7 @@ impl Supervisor {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NativeError::StartTimeout {
                     pid,
-                    seconds: START_TIMEOUT.as_secs(),
+                    seconds: timeout.as_secs(),
                 });
             }
             let _ = tokio::time::timeout(Duration::from_millis(50), exit.changed()).await;

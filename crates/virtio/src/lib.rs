@@ -167,6 +167,35 @@ pub trait PciFunction: Send {
     fn notify_eventfds(&self) -> Vec<NotifyEventFd> {
         Vec::new()
     }
+    /// Saved machine state, step 1 (the vCPUs are paused): finish the requests in flight and
+    /// take no new ones until [`Self::snapshot_resume`]. Default: nothing runs on its own.
+    fn snapshot_pause(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// Serve the queues again after [`Self::snapshot_pause`].
+    fn snapshot_resume(&mut self) {}
+    /// The function's state as bytes, for [`Self::restore_state`] in another process (paused).
+    /// Default: a function with no state of its own (its config space is constant).
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+    /// Takes back the state [`Self::save_state`] returned, on a function built from the same
+    /// configuration. A running device is not started yet: see [`Self::start_restored`].
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), Error> {
+        if state.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::State(format!(
+                "{} bytes of state for a function that has none",
+                state.len()
+            )))
+        }
+    }
+    /// Starts serving the queues of a restored device that the driver had started. Called on
+    /// the thread whose seccomp filter the device workers should inherit (a vCPU thread).
+    fn start_restored(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// What a device gets when the driver sets DRIVER_OK.
@@ -207,6 +236,11 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), Error>;
     /// Stop serving (join any worker) and return to the pre-activation state.
     fn reset(&mut self);
+    /// Finish the requests in flight and wait (see [`worker::DeviceWorker::pause`]); every chain
+    /// the device took from its queues is back in their used rings when this returns.
+    fn pause(&mut self) -> Result<(), Error>;
+    /// Go on after [`Self::pause`].
+    fn resume(&mut self);
 }
 
 /// Errors of this crate.
@@ -229,6 +263,9 @@ pub enum Error {
     Worker(io::Error),
     #[error("queue {index}: {reason}")]
     InvalidQueue { index: u16, reason: String },
+    /// Saved state that does not fit this device.
+    #[error("saved device state: {0}")]
+    State(String),
     #[error("device {device_type} declares {count} queues; the transport supports 1 to {max}")]
     QueueCount {
         device_type: u32,

@@ -6,7 +6,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::{MsiInterrupt, MsiMessage};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, MsiInterrupt, MsiMessage};
 
 /// "No vector" value of the virtio `msix_config` / `queue_msix_vector` registers.
 pub const NO_VECTOR: u16 = 0xffff;
@@ -23,6 +25,9 @@ pub const MSIX_FUNCTION_MASK: u16 = 1 << 14;
 pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
 
+/// Also what the VMM's saved machine state holds of MSI-X (the transport's `save_state`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct MsixState {
     enabled: bool,
     function_masked: bool,
@@ -196,6 +201,29 @@ impl Msix {
             state.message(v)
         };
         self.deliver(vec![message]);
+    }
+
+    pub(crate) fn save(&self) -> MsixState {
+        self.lock().clone()
+    }
+
+    /// Takes back [`Self::save`]'s state; sizes must match this function's.
+    pub(crate) fn restore(&self, saved: &MsixState) -> Result<(), Error> {
+        let mut state = self.lock();
+        if saved.table.len() != state.table.len()
+            || saved.pending.len() != state.pending.len()
+            || saved.queue_vectors.len() != state.queue_vectors.len()
+        {
+            return Err(Error::State(format!(
+                "the saved MSI-X state ({} vectors, {} queues) does not fit this device ({} vectors, {} queues)",
+                saved.pending.len(),
+                saved.queue_vectors.len(),
+                state.pending.len(),
+                state.queue_vectors.len()
+            )));
+        }
+        state.clone_from(saved);
+        Ok(())
     }
 
     pub(crate) fn reset(&self) {

@@ -205,6 +205,14 @@ impl VirtioDevice for NetDevice {
     fn reset(&mut self) {
         self.worker.stop();
     }
+
+    fn pause(&mut self) -> Result<(), Error> {
+        self.worker.pause()
+    }
+
+    fn resume(&mut self) {
+        self.worker.resume();
+    }
 }
 
 struct NetWorker {

@@ -23,7 +23,11 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::{GuestAddress, GuestAddressSpace};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::msix::{copy_out, InterruptHandle, Msix, MSIX_ENABLE, MSIX_FUNCTION_MASK, NO_VECTOR};
+use serde::{Deserialize, Serialize};
+
+use crate::msix::{
+    copy_out, InterruptHandle, Msix, MsixState, MSIX_ENABLE, MSIX_FUNCTION_MASK, NO_VECTOR,
+};
 use crate::{
     Activation, ActiveQueue, BarInfo, BarMoved, Error, GuestMemoryHandle, MsiInterrupt,
     NotifyEventFd, PciFunction, VirtioDevice, VIRTIO_PCI_DEVICE_ID_BASE, VIRTIO_PCI_VENDOR_ID,
@@ -91,8 +95,9 @@ const CC_QUEUE_DESC: usize = 0x20;
 const CC_QUEUE_DRIVER: usize = 0x28;
 const CC_QUEUE_DEVICE: usize = 0x30;
 
-/// What the driver programmed for one queue before DRIVER_OK.
-#[derive(Clone, Copy, Debug)]
+/// What the driver programmed for one queue before DRIVER_OK, and where the device starts
+/// serving it (0 on a fresh start; a restored device goes on where it was saved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct QueueSetup {
     max_size: u16,
     size: u16,
@@ -100,6 +105,8 @@ struct QueueSetup {
     desc: u64,
     driver: u64,
     device: u64,
+    next_avail: u16,
+    next_used: u16,
 }
 
 impl QueueSetup {
@@ -111,8 +118,42 @@ impl QueueSetup {
             desc: 0,
             driver: 0,
             device: 0,
+            next_avail: 0,
+            next_used: 0,
         }
     }
+}
+
+/// The transport's saved state (see [`PciFunction::save_state`]): PCI header registers, the
+/// virtio common configuration, every queue's setup and position, and MSI-X.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportState {
+    device_id: u16,
+    device_features: u64,
+    registers: Registers,
+    queues: Vec<QueueSetup>,
+    /// Whether the device was serving its queues (the driver had set DRIVER_OK).
+    active: bool,
+    msix: MsixState,
+}
+
+/// The registers the guest writes: PCI header and virtio common configuration (saved as they are).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registers {
+    // PCI header.
+    command: u16,
+    interrupt_line: u8,
+    bar0_address: u64,
+    bar0_sizing_low: bool,
+    bar0_sizing_high: bool,
+    // Virtio common configuration.
+    driver_features: u64,
+    device_feature_select: u32,
+    driver_feature_select: u32,
+    status: u8,
+    queue_select: u16,
 }
 
 /// A virtio device behind the modern virtio-pci transport. Implements [`PciFunction`].
@@ -122,22 +163,15 @@ pub struct VirtioPciDevice {
     msix: Msix,
     device_id: u16,
     class_code: u32,
-    // PCI header state.
-    command: u16,
-    interrupt_line: u8,
-    bar0_address: u64,
-    bar0_sizing_low: bool,
-    bar0_sizing_high: bool,
-    // Virtio common configuration state.
     device_features: u64,
-    driver_features: u64,
-    device_feature_select: u32,
-    driver_feature_select: u32,
-    status: u8,
-    queue_select: u16,
+    regs: Registers,
     queues: Vec<QueueSetup>,
     kicks: Vec<EventFd>,
     active: bool,
+    /// Paused for a snapshot ([`PciFunction::snapshot_pause`]).
+    paused: bool,
+    /// Restored as active, waiting for [`PciFunction::start_restored`].
+    restored_active: bool,
 }
 
 impl VirtioPciDevice {
@@ -175,25 +209,18 @@ impl VirtioPciDevice {
             msix: Msix::new(vectors, max_sizes.len(), msi),
             device_id,
             class_code,
-            command: 0,
-            interrupt_line: 0,
-            bar0_address: 0,
-            bar0_sizing_low: false,
-            bar0_sizing_high: false,
-            driver_features: 0,
-            device_feature_select: 0,
-            driver_feature_select: 0,
-            status: 0,
-            queue_select: 0,
+            regs: Registers::default(),
             queues: max_sizes.into_iter().map(QueueSetup::new).collect(),
             kicks,
             active: false,
+            paused: false,
+            restored_active: false,
         })
     }
 
     /// The virtio device status register (for diagnostics and tests).
     pub fn device_status(&self) -> u8 {
-        self.status
+        self.regs.status
     }
 
     fn reset(&mut self) {
@@ -209,11 +236,11 @@ impl VirtioPciDevice {
             *q = QueueSetup::new(q.max_size);
         }
         self.msix.reset();
-        self.driver_features = 0;
-        self.device_feature_select = 0;
-        self.driver_feature_select = 0;
-        self.queue_select = 0;
-        self.status = 0;
+        self.regs.driver_features = 0;
+        self.regs.device_feature_select = 0;
+        self.regs.driver_feature_select = 0;
+        self.regs.queue_select = 0;
+        self.regs.status = 0;
     }
 
     // ---- config space ----
@@ -222,26 +249,26 @@ impl VirtioPciDevice {
         let mut h = [0u8; HEADER_SIZE];
         put16(&mut h, 0x00, VIRTIO_PCI_VENDOR_ID);
         put16(&mut h, 0x02, self.device_id);
-        put16(&mut h, PCI_COMMAND, self.command);
+        put16(&mut h, PCI_COMMAND, self.regs.command);
         put16(&mut h, 0x06, PCI_STATUS_CAP_LIST);
         // Revision 1 (modern), then the 24-bit class code.
         put32(&mut h, 0x08, (self.class_code << 8) | 1);
-        let bar0_low = if self.bar0_sizing_low {
+        let bar0_low = if self.regs.bar0_sizing_low {
             !(BAR0_SIZE - 1) as u32
         } else {
-            self.bar0_address as u32
+            self.regs.bar0_address as u32
         };
         put32(&mut h, PCI_BAR0, bar0_low | BAR_MEM_64BIT);
-        let bar0_high = if self.bar0_sizing_high {
+        let bar0_high = if self.regs.bar0_sizing_high {
             (!(BAR0_SIZE - 1) >> 32) as u32
         } else {
-            (self.bar0_address >> 32) as u32
+            (self.regs.bar0_address >> 32) as u32
         };
         put32(&mut h, PCI_BAR1, bar0_high);
         put16(&mut h, 0x2c, VIRTIO_PCI_VENDOR_ID);
         put16(&mut h, 0x2e, 0x0040);
         h[0x34] = CAP_MSIX as u8;
-        h[PCI_INTERRUPT_LINE] = self.interrupt_line;
+        h[PCI_INTERRUPT_LINE] = self.regs.interrupt_line;
         // Interrupt pin 0: no INTx.
 
         // MSI-X: table size is N-1; table and PBA in BAR 0.
@@ -298,32 +325,32 @@ impl VirtioPciDevice {
         match reg {
             PCI_COMMAND => {
                 // Status (upper half) is write-one-to-clear with nothing to clear.
-                self.command = (value as u16) & COMMAND_WRITABLE;
+                self.regs.command = (value as u16) & COMMAND_WRITABLE;
                 None
             }
             PCI_BAR0 => {
-                let old = self.bar0_address;
+                let old = self.regs.bar0_address;
                 if value == u32::MAX {
-                    self.bar0_sizing_low = true;
+                    self.regs.bar0_sizing_low = true;
                     return None;
                 }
-                self.bar0_sizing_low = false;
+                self.regs.bar0_sizing_low = false;
                 let low = u64::from(value) & !(BAR0_SIZE - 1) & 0xffff_ffff;
-                self.bar0_address = (old & !0xffff_ffff) | low;
+                self.regs.bar0_address = (old & !0xffff_ffff) | low;
                 self.bar_moved(old)
             }
             PCI_BAR1 => {
-                let old = self.bar0_address;
+                let old = self.regs.bar0_address;
                 if value == u32::MAX {
-                    self.bar0_sizing_high = true;
+                    self.regs.bar0_sizing_high = true;
                     return None;
                 }
-                self.bar0_sizing_high = false;
-                self.bar0_address = (old & 0xffff_ffff) | (u64::from(value) << 32);
+                self.regs.bar0_sizing_high = false;
+                self.regs.bar0_address = (old & 0xffff_ffff) | (u64::from(value) << 32);
                 self.bar_moved(old)
             }
             PCI_INTERRUPT_LINE => {
-                self.interrupt_line = value as u8;
+                self.regs.interrupt_line = value as u8;
                 None
             }
             CAP_MSIX => {
@@ -337,32 +364,40 @@ impl VirtioPciDevice {
     }
 
     fn bar_moved(&self, old: u64) -> Option<BarMoved> {
-        (old != self.bar0_address).then_some(BarMoved {
+        (old != self.regs.bar0_address).then_some(BarMoved {
             index: 0,
             old_address: old,
-            new_address: self.bar0_address,
+            new_address: self.regs.bar0_address,
         })
     }
 
     // ---- common configuration ----
 
     fn selected_queue(&self) -> Option<&QueueSetup> {
-        self.queues.get(usize::from(self.queue_select))
+        self.queues.get(usize::from(self.regs.queue_select))
     }
 
     fn common_cfg_snapshot(&self) -> [u8; COMMON_CFG_LEN as usize] {
         let mut c = [0u8; COMMON_CFG_LEN as usize];
-        put32(&mut c, CC_DEVICE_FEATURE_SELECT, self.device_feature_select);
-        let device_feature = match self.device_feature_select {
+        put32(
+            &mut c,
+            CC_DEVICE_FEATURE_SELECT,
+            self.regs.device_feature_select,
+        );
+        let device_feature = match self.regs.device_feature_select {
             0 => self.device_features as u32,
             1 => (self.device_features >> 32) as u32,
             _ => 0,
         };
         put32(&mut c, CC_DEVICE_FEATURE, device_feature);
-        put32(&mut c, CC_DRIVER_FEATURE_SELECT, self.driver_feature_select);
-        let driver_feature = match self.driver_feature_select {
-            0 => self.driver_features as u32,
-            1 => (self.driver_features >> 32) as u32,
+        put32(
+            &mut c,
+            CC_DRIVER_FEATURE_SELECT,
+            self.regs.driver_feature_select,
+        );
+        let driver_feature = match self.regs.driver_feature_select {
+            0 => self.regs.driver_features as u32,
+            1 => (self.regs.driver_features >> 32) as u32,
             _ => 0,
         };
         put32(&mut c, CC_DRIVER_FEATURE, driver_feature);
@@ -370,22 +405,22 @@ impl VirtioPciDevice {
             let state = self.msix.lock();
             let qv = state
                 .queue_vectors
-                .get(usize::from(self.queue_select))
+                .get(usize::from(self.regs.queue_select))
                 .copied()
                 .unwrap_or(NO_VECTOR);
             (state.config_vector, qv)
         };
         put16(&mut c, CC_MSIX_CONFIG, config_vector);
         put16(&mut c, CC_NUM_QUEUES, self.queues.len() as u16);
-        c[CC_DEVICE_STATUS] = self.status;
+        c[CC_DEVICE_STATUS] = self.regs.status;
         c[CC_CONFIG_GENERATION] = 0;
-        put16(&mut c, CC_QUEUE_SELECT, self.queue_select);
+        put16(&mut c, CC_QUEUE_SELECT, self.regs.queue_select);
         if let Some(q) = self.selected_queue() {
             // A queue that does not exist reads as size 0 ("not available").
             put16(&mut c, CC_QUEUE_SIZE, q.size);
             put16(&mut c, CC_QUEUE_MSIX_VECTOR, queue_vector);
             put16(&mut c, CC_QUEUE_ENABLE, u16::from(q.enabled));
-            put16(&mut c, CC_QUEUE_NOTIFY_OFF, self.queue_select);
+            put16(&mut c, CC_QUEUE_NOTIFY_OFF, self.regs.queue_select);
             put64(&mut c, CC_QUEUE_DESC, q.desc);
             put64(&mut c, CC_QUEUE_DRIVER, q.driver);
             put64(&mut c, CC_QUEUE_DEVICE, q.device);
@@ -405,16 +440,21 @@ impl VirtioPciDevice {
         let c = &snapshot;
 
         if touched(CC_DEVICE_FEATURE_SELECT, 4) {
-            self.device_feature_select = get32(c, CC_DEVICE_FEATURE_SELECT);
+            self.regs.device_feature_select = get32(c, CC_DEVICE_FEATURE_SELECT);
         }
         if touched(CC_DRIVER_FEATURE_SELECT, 4) {
-            self.driver_feature_select = get32(c, CC_DRIVER_FEATURE_SELECT);
+            self.regs.driver_feature_select = get32(c, CC_DRIVER_FEATURE_SELECT);
         }
-        if touched(CC_DRIVER_FEATURE, 4) && self.status & VIRTIO_CONFIG_S_FEATURES_OK as u8 == 0 {
+        if touched(CC_DRIVER_FEATURE, 4)
+            && self.regs.status & VIRTIO_CONFIG_S_FEATURES_OK as u8 == 0
+        {
             let value = u64::from(get32(c, CC_DRIVER_FEATURE));
-            match self.driver_feature_select {
-                0 => self.driver_features = (self.driver_features & !0xffff_ffff) | value,
-                1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (value << 32),
+            match self.regs.driver_feature_select {
+                0 => self.regs.driver_features = (self.regs.driver_features & !0xffff_ffff) | value,
+                1 => {
+                    self.regs.driver_features =
+                        (self.regs.driver_features & 0xffff_ffff) | (value << 32)
+                }
                 _ => {}
             }
         }
@@ -423,10 +463,10 @@ impl VirtioPciDevice {
             self.msix.lock().config_vector = vector;
         }
         if touched(CC_QUEUE_SELECT, 2) {
-            self.queue_select = get16(c, CC_QUEUE_SELECT);
+            self.regs.queue_select = get16(c, CC_QUEUE_SELECT);
         }
-        let setup_allowed = self.status & VIRTIO_CONFIG_S_DRIVER_OK as u8 == 0;
-        let qi = usize::from(self.queue_select);
+        let setup_allowed = self.regs.status & VIRTIO_CONFIG_S_DRIVER_OK as u8 == 0;
+        let qi = usize::from(self.regs.queue_select);
         if touched(CC_QUEUE_MSIX_VECTOR, 2) && qi < self.queues.len() {
             let vector = self.checked_vector(get16(c, CC_QUEUE_MSIX_VECTOR));
             self.msix.lock().queue_vectors[qi] = vector;
@@ -472,35 +512,38 @@ impl VirtioPciDevice {
         }
         let features_ok = VIRTIO_CONFIG_S_FEATURES_OK as u8;
         let driver_ok = VIRTIO_CONFIG_S_DRIVER_OK as u8;
-        let mut new = value | (self.status & VIRTIO_CONFIG_S_NEEDS_RESET as u8);
-        if new & features_ok != 0 && self.status & features_ok == 0 && !self.features_acceptable() {
+        let mut new = value | (self.regs.status & VIRTIO_CONFIG_S_NEEDS_RESET as u8);
+        if new & features_ok != 0
+            && self.regs.status & features_ok == 0
+            && !self.features_acceptable()
+        {
             // The driver reads status back and gives up when FEATURES_OK did not stick.
             new &= !features_ok;
         }
         let start = new & driver_ok != 0
-            && self.status & driver_ok == 0
+            && self.regs.status & driver_ok == 0
             && new & features_ok != 0
             && new & VIRTIO_CONFIG_S_FAILED as u8 == 0;
-        self.status = new;
+        self.regs.status = new;
         if start {
             if let Err(e) = self.activate() {
                 tracing::warn!(
                     "virtio device {:#x}: activation failed: {e}",
                     self.device_id
                 );
-                self.status |= VIRTIO_CONFIG_S_NEEDS_RESET as u8;
+                self.regs.status |= VIRTIO_CONFIG_S_NEEDS_RESET as u8;
                 InterruptHandle::for_config(self.msix.clone()).signal();
             }
         }
     }
 
     fn features_acceptable(&self) -> bool {
-        self.driver_features & !self.device_features == 0
-            && self.driver_features & (1 << VIRTIO_F_VERSION_1) != 0
+        self.regs.driver_features & !self.device_features == 0
+            && self.regs.driver_features & (1 << VIRTIO_F_VERSION_1) != 0
     }
 
     fn activate(&mut self) -> Result<(), Error> {
-        let event_idx = self.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+        let event_idx = self.regs.driver_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
         let mut queues = Vec::new();
         {
             let mem = self.mem.memory();
@@ -525,6 +568,8 @@ impl VirtioPciDevice {
                     .try_set_used_ring_address(GuestAddress(setup.device))
                     .map_err(|e| invalid(format!("device area {:#x}: {e}", setup.device)))?;
                 queue.set_event_idx(event_idx);
+                queue.set_next_avail(setup.next_avail);
+                queue.set_next_used(setup.next_used);
                 queue.set_ready(true);
                 if !queue.is_valid(&*mem) {
                     return Err(invalid("rings are not inside guest memory".to_string()));
@@ -540,7 +585,7 @@ impl VirtioPciDevice {
         }
         self.device.activate(Activation {
             mem: self.mem.clone(),
-            acked_features: self.driver_features,
+            acked_features: self.regs.driver_features,
             queues,
             config_interrupt: InterruptHandle::for_config(self.msix.clone()),
         })?;
@@ -573,12 +618,12 @@ impl PciFunction for VirtioPciDevice {
 
     fn set_bar_address(&mut self, index: u8, address: u64) {
         if index == 0 {
-            self.bar0_address = address & !(BAR0_SIZE - 1);
+            self.regs.bar0_address = address & !(BAR0_SIZE - 1);
         }
     }
 
     fn bar_address(&self, index: u8) -> Option<u64> {
-        (index == 0).then_some(self.bar0_address)
+        (index == 0).then_some(self.regs.bar0_address)
     }
 
     fn config_read(&mut self, offset: u16, data: &mut [u8]) {
@@ -649,6 +694,113 @@ impl PciFunction for VirtioPciDevice {
             MSIX_TABLE_OFFSET => self.msix.table_write(within, data),
             _ => {}
         }
+    }
+
+    fn snapshot_pause(&mut self) -> Result<(), Error> {
+        if self.active && !self.paused {
+            self.device.pause()?;
+        }
+        self.paused = true;
+        Ok(())
+    }
+
+    fn snapshot_resume(&mut self) {
+        if self.active && self.paused {
+            self.device.resume();
+        }
+        self.paused = false;
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        if self.active && !self.paused {
+            return Err(Error::State(
+                "the device is serving its queues: pause it first".to_string(),
+            ));
+        }
+        let mut queues = self.queues.clone();
+        if self.active {
+            // Every chain the device took is back in the used ring (it is paused between two
+            // requests, and all three devices return a chain in the call that takes it), so the
+            // used ring's index is where both the device's avail and used positions are.
+            use vm_memory::Bytes;
+            let mem = self.mem.memory();
+            for q in queues.iter_mut().filter(|q| q.enabled) {
+                let at = q.device.checked_add(2).map(GuestAddress);
+                let used = at
+                    .and_then(|at| mem.read_obj::<u16>(at).ok())
+                    .ok_or_else(|| {
+                        Error::State(format!(
+                            "the used ring at {:#x} is outside guest memory",
+                            q.device
+                        ))
+                    })?;
+                q.next_avail = used;
+                q.next_used = used;
+            }
+        }
+        let state = TransportState {
+            device_id: self.device_id,
+            device_features: self.device_features,
+            registers: self.regs.clone(),
+            queues,
+            active: self.active,
+            msix: self.msix.save(),
+        };
+        serde_json::to_vec(&state).map_err(|e| Error::State(e.to_string()))
+    }
+
+    fn restore_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let state: TransportState =
+            serde_json::from_slice(bytes).map_err(|e| Error::State(e.to_string()))?;
+        let mismatch = |what: &str, saved: String, here: String| {
+            Err(Error::State(format!(
+                "virtio device {:#x}: the saved {what} is {saved}, this device has {here}",
+                self.device_id
+            )))
+        };
+        if state.device_id != self.device_id {
+            return mismatch(
+                "device",
+                format!("{:#x}", state.device_id),
+                format!("{:#x}", self.device_id),
+            );
+        }
+        if state.device_features != self.device_features {
+            return mismatch(
+                "feature set",
+                format!("{:#x}", state.device_features),
+                format!("{:#x}", self.device_features),
+            );
+        }
+        let max_sizes: Vec<u16> = self.queues.iter().map(|q| q.max_size).collect();
+        let saved_sizes: Vec<u16> = state.queues.iter().map(|q| q.max_size).collect();
+        if saved_sizes != max_sizes {
+            return mismatch(
+                "queue layout",
+                format!("{saved_sizes:?}"),
+                format!("{max_sizes:?}"),
+            );
+        }
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+        self.msix.restore(&state.msix)?;
+        self.regs = state.registers;
+        // As a guest write would leave them.
+        self.regs.command &= COMMAND_WRITABLE;
+        self.regs.bar0_address &= !(BAR0_SIZE - 1);
+        self.queues = state.queues;
+        self.restored_active = state.active;
+        self.paused = false;
+        Ok(())
+    }
+
+    fn start_restored(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.restored_active) {
+            self.activate()?;
+        }
+        Ok(())
     }
 
     fn notify_eventfds(&self) -> Vec<NotifyEventFd> {

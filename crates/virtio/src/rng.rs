@@ -64,6 +64,14 @@ impl VirtioDevice for RngDevice {
     fn reset(&mut self) {
         self.worker.stop();
     }
+
+    fn pause(&mut self) -> Result<(), Error> {
+        self.worker.pause()
+    }
+
+    fn resume(&mut self) {
+        self.worker.resume();
+    }
 }
 
 struct RngWorker {

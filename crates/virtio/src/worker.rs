@@ -6,7 +6,9 @@
 //! thread does ([`WorkerHandler`]) and what it waits on.
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -34,6 +36,9 @@ pub struct WatchedFd {
 }
 
 const STOP_TOKEN: u64 = u64::MAX;
+const PAUSE_TOKEN: u64 = u64::MAX - 1;
+/// How long [`DeviceWorker::pause`] waits for the thread to finish the request it is serving.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 const KICK_BASE: u64 = 1 << 32;
 
 /// A device's worker thread, if one runs. A device activated again (or reset) gets its old
@@ -81,11 +86,67 @@ impl DeviceWorker {
             worker.stop();
         }
     }
+
+    /// Parks the worker between two events: returns once the thread has finished what it was
+    /// serving (every chain it took is back in the used ring) and waits for [`Self::resume`].
+    /// Kicks and device fds that become ready meanwhile stay pending. No worker: nothing to do.
+    pub fn pause(&mut self) -> Result<(), Error> {
+        match &self.0 {
+            Some(worker) => worker.pause(),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets a paused worker go on.
+    pub fn resume(&mut self) {
+        if let Some(worker) = &self.0 {
+            worker.gate.release();
+        }
+    }
+}
+
+/// Where a paused worker thread waits: `requested` is set by [`DeviceWorker::pause`], `parked`
+/// by the thread once it waits.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    requested: bool,
+    parked: bool,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// On the worker thread: waits while a pause is requested.
+    fn park(&self) {
+        let mut state = self.lock();
+        state.parked = true;
+        self.changed.notify_all();
+        while state.requested {
+            state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.parked = false;
+        self.changed.notify_all();
+    }
+
+    fn release(&self) {
+        self.lock().requested = false;
+        self.changed.notify_all();
+    }
 }
 
 /// A running worker thread.
 struct Worker {
     stop: EventFd,
+    pause: EventFd,
+    gate: Arc<Gate>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -98,6 +159,8 @@ impl Worker {
         mut handler: H,
     ) -> Result<Worker, Error> {
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let pause = EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?;
+        let gate = Arc::new(Gate::default());
         let epoll = Epoll::new().map_err(Error::Worker)?;
         let add = |fd: RawFd, token: u64, events: EventSet| {
             epoll
@@ -105,6 +168,7 @@ impl Worker {
                 .map_err(Error::Worker)
         };
         add(stop.as_raw_fd(), STOP_TOKEN, EventSet::IN)?;
+        add(pause.as_raw_fd(), PAUSE_TOKEN, EventSet::IN)?;
         for (i, kick) in kicks.iter().enumerate() {
             add(kick.as_raw_fd(), KICK_BASE + i as u64, EventSet::IN)?;
         }
@@ -112,17 +176,50 @@ impl Worker {
             add(watched.fd, watched.token, watched.events)?;
         }
         let thread_stop = stop.try_clone().map_err(Error::EventFd)?;
+        let thread_pause = Paused {
+            evt: pause.try_clone().map_err(Error::EventFd)?,
+            gate: gate.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
                 handler.start();
-                run(epoll, &thread_stop, &kicks, &mut handler);
+                run(epoll, &thread_stop, &thread_pause, &kicks, &mut handler);
             })
             .map_err(Error::Worker)?;
         Ok(Worker {
             stop,
+            pause,
+            gate,
             thread: Some(thread),
         })
+    }
+
+    fn pause(&self) -> Result<(), Error> {
+        let mut state = self.gate.lock();
+        state.requested = true;
+        self.pause.write(1).map_err(Error::EventFd)?;
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while !state.parked {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                state.requested = false;
+                return Err(Error::Worker(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "the device worker did not finish its request within {} s",
+                        PAUSE_TIMEOUT.as_secs()
+                    ),
+                )));
+            }
+            state = self
+                .gate
+                .changed
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
     }
 
     /// Ask the thread to stop and wait for it.
@@ -132,6 +229,8 @@ impl Worker {
 
     fn stop_and_join(&mut self) {
         if let Some(thread) = self.thread.take() {
+            // A paused thread must wake up to see the stop request.
+            self.gate.release();
             if let Err(e) = self.stop.write(1) {
                 tracing::error!("cannot signal device worker to stop: {e}");
                 return;
@@ -149,7 +248,19 @@ impl Drop for Worker {
     }
 }
 
-fn run<H: WorkerHandler>(epoll: Epoll, stop: &EventFd, kicks: &[EventFd], handler: &mut H) {
+/// The worker thread's side of pausing.
+struct Paused {
+    evt: EventFd,
+    gate: Arc<Gate>,
+}
+
+fn run<H: WorkerHandler>(
+    epoll: Epoll,
+    stop: &EventFd,
+    paused: &Paused,
+    kicks: &[EventFd],
+    handler: &mut H,
+) {
     let mut events = vec![EpollEvent::default(); 16];
     loop {
         let n = match epoll.wait(-1, &mut events) {
@@ -165,6 +276,12 @@ fn run<H: WorkerHandler>(epoll: Epoll, stop: &EventFd, kicks: &[EventFd], handle
             if token == STOP_TOKEN {
                 let _ = stop.read();
                 return;
+            }
+            if token == PAUSE_TOKEN {
+                let _ = paused.evt.read();
+                // Between two handler calls: nothing is in flight.
+                paused.gate.park();
+                continue;
             }
             if token >= KICK_BASE {
                 let queue = (token - KICK_BASE) as usize;

@@ -397,3 +397,51 @@ fn many_requests_in_flight_wrap_the_rings() {
     }
     assert_eq!(d.used_idx(0), 320, "320 requests through a 256-entry ring");
 }
+
+#[test]
+fn saved_transport_state_restores_into_a_new_device_and_requests_go_on() {
+    use oxvirt_virtio::{rng_device, GuestMemoryHandle, VirtioPciDevice};
+    let dir = tempfile::tempdir().unwrap();
+    let path = image(dir.path(), 16);
+    let mut d = start(&path, false, false);
+    for sector in 0..3 {
+        assert_eq!(request(&mut d, T_IN, sector, None, 512).0, S_OK);
+    }
+    // A running device refuses to be saved: its worker could be taking a chain.
+    assert!(d.dev.save_state().is_err());
+    d.dev.snapshot_pause().unwrap();
+    let state = d.dev.save_state().unwrap();
+    let status = d.status();
+
+    // A new process: the same guest RAM, a new transport over the same disk (the old one is
+    // gone first: it holds the image's lock).
+    let handle = GuestMemoryHandle::new(d.mem.clone());
+    let (msi, sink) = common::msi_log();
+    let placeholder = VirtioPciDevice::new(rng_device(), handle.clone(), sink.clone()).unwrap();
+    drop(std::mem::replace(&mut d.dev, placeholder));
+    let disk = block_device(BlockConfig {
+        path: path.clone(),
+        readonly: false,
+        direct: false,
+        serial: Some("OXVIRT-SERIAL-0001".into()),
+    })
+    .unwrap();
+    let mut restored = VirtioPciDevice::new(disk, handle.clone(), sink.clone()).unwrap();
+    // Another kind of device does not take the state.
+    let mut rng = VirtioPciDevice::new(rng_device(), handle, sink).unwrap();
+    let err = rng.restore_state(&state).unwrap_err();
+    assert!(err.to_string().contains("saved device"), "{err}");
+    restored.restore_state(&state).unwrap();
+    restored.start_restored().unwrap();
+    d.dev = restored;
+    d.msi = msi;
+    assert_eq!(d.status(), status);
+    // The queue goes on at the fourth request, with the driver's vectors.
+    let (status, _, data) = request(&mut d, T_IN, 5, None, 512);
+    assert_eq!(status, S_OK);
+    assert_eq!(data, (5 * 512..6 * 512).map(pattern).collect::<Vec<_>>());
+    assert_eq!(d.used_idx(0), 4);
+    // Truncated or foreign bytes are refused, not a panic.
+    assert!(d.dev.restore_state(&state[..state.len() / 2]).is_err());
+    assert!(d.dev.restore_state(b"OXVMSTAT").is_err());
+}

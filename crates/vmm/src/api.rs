@@ -20,6 +20,7 @@ fn done_or_refused(result: Result<(), String>) -> Reply {
 
 fn execute(vm: &VmHandle, request: Request) -> Reply {
     match request {
+        Request::Save { path, offset } => done_or_refused(vm.save(&path, offset)),
         Request::Status => Reply::Status {
             state: if vm.control.exit_reason().is_some() {
                 RunState::Stopping
@@ -136,7 +137,19 @@ mod tests {
             ask(&mut s, r#"{"command":"status"}"#),
             serde_json::json!({"ok": true, "state": "running", "vcpus": 2})
         );
+        let save = r#"{"command":"save","path":"/nonexistent/state","offset":0}"#;
+        let running = ask(&mut s, save);
+        assert_eq!(running["ok"], false);
+        assert!(running["error"]
+            .as_str()
+            .unwrap()
+            .contains("pause it before saving"));
         assert_eq!(ask(&mut s, "pause")["ok"], true);
+        assert_eq!(ask(&mut s, "status")["state"], "paused");
+        // Paused, but this handle has no machine behind it: refused with a reason, still paused.
+        let detached = ask(&mut s, save);
+        assert_eq!(detached["ok"], false);
+        assert!(detached["error"].as_str().unwrap().contains("cannot save"));
         assert_eq!(ask(&mut s, "status")["state"], "paused");
         assert_eq!(ask(&mut s, "resume")["ok"], true);
         assert_eq!(ask(&mut s, "status")["state"], "running");

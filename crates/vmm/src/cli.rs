@@ -8,7 +8,7 @@ use clap::Parser;
 
 use crate::protocol::{
     ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress, MemoryConfig,
-    NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
+    NetConfig, RestoreSource, SeccompMode, SerialMode, Topology, VmConfig,
 };
 
 /// The flags that describe the VM; `--config` replaces them all.
@@ -96,6 +96,13 @@ pub struct Cli {
     /// Before exiting, write why the VM ended to this file (JSON, see docs/native-vmm.md).
     #[arg(long, value_name = "FILE")]
     pub exit_record: Option<PathBuf>,
+    /// Start from the machine state saved in FILE (the control request `save`) instead of booting; the
+    /// VM starts paused. The other options must describe the saved VM (memory, vCPUs, devices).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// Where the saved state starts in the --restore file.
+    #[arg(long, value_name = "BYTES", default_value_t = 0, requires = "restore")]
+    pub restore_offset: u64,
     /// Print the CPU flags (Linux /proc/cpuinfo names) the guest would see, then exit.
     #[arg(long)]
     pub print_cpu_flags: bool,
@@ -136,6 +143,10 @@ impl Cli {
             api_socket: self.api_socket.clone(),
             seccomp: self.seccomp,
             exit_record: self.exit_record.clone(),
+            restore: self.restore.clone().map(|path| RestoreSource {
+                path,
+                offset: self.restore_offset,
+            }),
         })
     }
 }

@@ -89,6 +89,17 @@ impl VmControl {
         }
     }
 
+    /// Before the vCPU threads start: they park at once, until [`Self::resume`] (a restored VM).
+    pub fn start_paused(&self) {
+        lock(&self.state).paused = true;
+    }
+
+    /// Whether every vCPU is parked (paused and out of KVM_RUN).
+    pub fn all_parked(&self) -> bool {
+        let s = lock(&self.state);
+        s.paused && s.parked == self.vcpus
+    }
+
     pub fn resume(&self) {
         lock(&self.state).paused = false;
         self.changed.notify_all();

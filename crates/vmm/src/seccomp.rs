@@ -12,6 +12,10 @@
 //! epoll, getrandom for virtio-rng) and may start threads (`clone` with `CLONE_THREAD` only; `clone3`,
 //! whose flags a filter cannot read, fails with ENOSYS so the C library falls back to `clone`).
 //!
+//! The one exception is the API thread's `save` request: it opens the existing state file its caller
+//! names, for writing only (never creating or truncating a file, never reading one), and reads the KVM
+//! state of the paused vCPUs and the VM.
+//!
 //! Opening files is refused with EACCES rather than killing: glibc's allocator opens
 //! `/proc/sys/vm/overcommit_memory` once, lazily, the first time a thread arena shrinks, and copes with the
 //! failure. Every other call outside the list kills the process.
@@ -74,8 +78,10 @@ pub enum SeccompError {
 
 /// Compiled filters for every role (empty when seccomp is off).
 pub struct Filters {
-    /// Installed first on every thread: `open`/`openat` fail with EACCES (see the module docs).
+    /// Installed first on every thread but the API's: `open`/`openat` fail with EACCES (see the module docs).
     no_open: Option<BpfProgram>,
+    /// The API thread's: the same, except `openat` of an existing file for writing only (`save`).
+    no_open_but_save: Option<BpfProgram>,
     /// Installed first on threads that may start threads: turns `clone3` into ENOSYS.
     no_clone3: Option<BpfProgram>,
     vcpu: Option<BpfProgram>,
@@ -103,6 +109,12 @@ impl Filters {
         };
         Ok(Arc::new(Filters {
             no_open: refusal("open", &[libc::SYS_open, libc::SYS_openat], libc::EACCES)?,
+            no_open_but_save: save_open_filter().map(Some).map_err(|source| {
+                SeccompError::BuildRefusal {
+                    calls: "open except for saving",
+                    source,
+                }
+            })?,
             no_clone3: refusal("clone3", &[libc::SYS_clone3], libc::ENOSYS)?,
             vcpu: build(ThreadRole::Vcpu)?,
             main: build(ThreadRole::Main)?,
@@ -115,6 +127,7 @@ impl Filters {
     pub fn disabled() -> Filters {
         Filters {
             no_open: None,
+            no_open_but_save: None,
             no_clone3: None,
             vcpu: None,
             main: None,
@@ -138,7 +151,11 @@ impl Filters {
             seccompiler::apply_filter(program)
                 .map_err(|source| SeccompError::Install { role, source })
         };
-        if let Some(no_open) = &self.no_open {
+        let no_open = match role {
+            ThreadRole::Api => &self.no_open_but_save,
+            _ => &self.no_open,
+        };
+        if let Some(no_open) = no_open {
             install(no_open)?;
         }
         if role_starts_threads(role) {
@@ -176,6 +193,34 @@ pub(crate) const KVM_IOEVENTFD: u64 = ioc(
     0x79,
     std::mem::size_of::<kvm_bindings::kvm_ioeventfd>(),
 );
+const IOC_READ: u32 = 2;
+const fn ior<T>(nr: u32) -> u64 {
+    ioc(IOC_READ, nr, std::mem::size_of::<T>())
+}
+/// What saving the machine state reads (crate::kvm_state): each vCPU's state, then the VM's.
+pub(crate) const KVM_SAVE_IOCTLS: [u64; 13] = [
+    ior::<kvm_bindings::kvm_mp_state>(0x98),
+    ior::<kvm_bindings::kvm_regs>(0x81),
+    ior::<kvm_bindings::kvm_sregs>(0x83),
+    ior::<kvm_bindings::kvm_xsave>(0xa4),
+    ior::<kvm_bindings::kvm_xcrs>(0xa6),
+    ior::<kvm_bindings::kvm_debugregs>(0xa1),
+    ior::<kvm_bindings::kvm_lapic_state>(0x8e),
+    ioc(
+        IOC_READ | IOC_WRITE,
+        0x88,
+        std::mem::size_of::<kvm_bindings::kvm_msrs>(),
+    ),
+    ior::<kvm_bindings::kvm_vcpu_events>(0x9f),
+    ioc(0, 0xa3, 0), // KVM_GET_TSC_KHZ
+    ioc(
+        IOC_READ | IOC_WRITE,
+        0x62,
+        std::mem::size_of::<kvm_bindings::kvm_irqchip>(),
+    ),
+    ior::<kvm_bindings::kvm_pit_state2>(0x9f),
+    ior::<kvm_bindings::kvm_clock_data>(0x7c),
+];
 
 /// Rules for one system call: unconditional, or "any of these rules".
 type Rules = Vec<(libc::c_long, Vec<SeccompRule>)>;
@@ -378,8 +423,17 @@ fn role_rules(role: ThreadRole) -> Rules {
                 libc::SYS_sendto,
                 libc::SYS_shutdown,
             ]));
-            // "poweroff" raises the SCI line.
-            rules.push(ioctls(&[KVM_IRQ_LINE]));
+            // "poweroff" raises the SCI line; "save" reads the KVM state.
+            let mut requests = vec![KVM_IRQ_LINE];
+            requests.extend(KVM_SAVE_IOCTLS);
+            rules.push(ioctls(&requests));
+            // "save": into the file opened (see `save_open_filter`) at its offset, then synced;
+            // the disks are flushed first (virtio-blk's pause).
+            rules.extend(always(&[
+                libc::SYS_lseek,
+                libc::SYS_fsync,
+                libc::SYS_fdatasync,
+            ]));
         }
         ThreadRole::SerialInput => {
             rules.extend(always(&[
@@ -415,6 +469,38 @@ fn refusal_filter(
         map,
         SeccompAction::Allow,
         SeccompAction::Errno(errno as u32),
+        TargetArch::x86_64,
+    )?
+    .try_into()
+}
+
+/// The API thread's open filter: like [`refusal_filter`] for `open` and `openat`, except that `openat` of
+/// an existing file for writing only (O_WRONLY without O_CREAT or O_TRUNC: how `save` opens the state
+/// file) goes on to the allowlist.
+fn save_open_filter() -> Result<BpfProgram, seccompiler::BackendError> {
+    let flags = |mask: libc::c_int, value: libc::c_int| {
+        rule(vec![cond(
+            2,
+            SeccompCmpOp::MaskedEq(mask as u64),
+            value as u64,
+        )])
+    };
+    let refused_openat = vec![
+        flags(libc::O_ACCMODE, libc::O_RDONLY),
+        flags(libc::O_ACCMODE, libc::O_RDWR),
+        flags(libc::O_CREAT, libc::O_CREAT),
+        flags(libc::O_TRUNC, libc::O_TRUNC),
+    ];
+    let map = [
+        (libc::SYS_open, Vec::new()),
+        (libc::SYS_openat, refused_openat),
+    ]
+    .into_iter()
+    .collect();
+    SeccompFilter::new(
+        map,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
         TargetArch::x86_64,
     )?
     .try_into()
@@ -492,6 +578,11 @@ mod tests {
         assert_eq!(KVM_IRQ_LINE, 0x4008_ae61);
         assert_eq!(KVM_SIGNAL_MSI, 0x4020_aea5);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
+        // <linux/kvm.h> on x86-64: KVM_GET_REGS, KVM_GET_MSRS, KVM_GET_IRQCHIP, KVM_GET_CLOCK.
+        assert!(KVM_SAVE_IOCTLS.contains(&0x8090_ae81));
+        assert!(KVM_SAVE_IOCTLS.contains(&0xc008_ae88));
+        assert!(KVM_SAVE_IOCTLS.contains(&0xc208_ae62));
+        assert!(KVM_SAVE_IOCTLS.contains(&0x8030_ae7c));
     }
 
     #[test]
@@ -664,5 +755,49 @@ mod tests {
                 "{role:?}: status {status:#x}"
             );
         }
+    }
+
+    #[test]
+    fn the_api_thread_may_open_an_existing_file_for_writing_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("state");
+        std::fs::write(&existing, b"header").unwrap();
+        let missing = dir.path().join("missing");
+        let status = in_filtered_child(ThreadRole::Api, || {
+            use std::io::{Seek, Write};
+            let refused = |r: std::io::Result<std::fs::File>| {
+                r.is_err_and(|e| e.raw_os_error() == Some(libc::EACCES))
+            };
+            let mut file = match std::fs::OpenOptions::new().write(true).open(&existing) {
+                Ok(file) => file,
+                // SAFETY: leaving the child process with the verdict as status.
+                Err(_) => unsafe { libc::_exit(1) },
+            };
+            let wrote = file.seek(std::io::SeekFrom::Start(6)).is_ok()
+                && file.write_all(b"state").is_ok()
+                && file.sync_all().is_ok();
+            let others_refused = refused(std::fs::File::open(&existing))
+                && refused(
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .open(&existing),
+                )
+                && refused(std::fs::File::create(&existing))
+                && refused(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&missing),
+                );
+            // SAFETY: leaving the child process with the verdict as status.
+            unsafe { libc::_exit(if wrote && others_refused { 0 } else { 2 }) };
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status:#x}"
+        );
+        assert_eq!(std::fs::read(&existing).unwrap(), b"headerstate");
     }
 }

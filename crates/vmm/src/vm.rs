@@ -19,16 +19,18 @@ use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootCpuState, KernelEntry};
 use crate::control::{ExitReason, VmControl};
 use crate::cpuid::{self, Topology};
-use crate::devices::cmos::Cmos;
+use crate::devices::cmos::{Cmos, CmosState};
 use crate::devices::pci::{IoEventRegistrar, PciBus};
-use crate::devices::pm::Pm;
-use crate::devices::reset::I8042;
-use crate::devices::serial::{Console, RawTerminal};
+use crate::devices::pm::{Pm, PmState};
+use crate::devices::reset::{I8042State, I8042};
+use crate::devices::serial::{Console, RawTerminal, SerialPort, UartState};
 use crate::devices::{lock, IoBus, IrqLine};
+use crate::kvm_state;
 use crate::layout;
 use crate::memory::{self, MemoryOptions};
-use crate::protocol::{DiskCache, DiskConfig, VmConfig};
+use crate::protocol::{CpusConfig, DiskCache, DiskConfig, RestoreSource, VmConfig};
 use crate::seccomp::{self, Filters, ThreadRole};
+use crate::snapshot::{self, StateError, StreamReader, StreamWriter};
 
 /// Address KVM needs for the TSS and the identity map on Intel (three pages below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -94,6 +96,10 @@ pub struct VmHandle {
     pub vcpus: u32,
     /// Seccomp filters, installed by each thread when it starts.
     pub seccomp: Arc<Filters>,
+    /// What saving the machine state reads; none in tests of the control paths.
+    machine: Option<Arc<Machine>>,
+    /// Held while the state is saved, so a `resume` waits until it is written.
+    saving: Mutex<()>,
 }
 
 impl VmHandle {
@@ -115,7 +121,34 @@ impl VmHandle {
     }
 
     pub fn resume(&self) {
+        let _saved = lock(&self.saving);
         self.control.resume();
+    }
+
+    /// Writes the paused VM's machine state into the existing file `path` from byte `offset` on, then
+    /// syncs the file. Refused while the VM runs.
+    pub fn save(&self, path: &std::path::Path, offset: u64) -> Result<(), String> {
+        let _saving = lock(&self.saving);
+        if self.control.exit_reason().is_some() {
+            return Err("the VM is stopping".into());
+        }
+        if !self.control.all_parked() {
+            return Err("the VM is running: pause it before saving its state".into());
+        }
+        let Some(machine) = &self.machine else {
+            return Err("this VM cannot save its state".into());
+        };
+        let started = std::time::Instant::now();
+        let written = machine
+            .save(path, offset)
+            .map_err(|e| format!("cannot save the machine state to {}: {e}", path.display()))?;
+        eprintln!(
+            "oxvirt-vmm: saved the machine state ({} MiB) to {} in {} ms",
+            written >> 20,
+            path.display(),
+            started.elapsed().as_millis()
+        );
+        Ok(())
     }
 
     /// Presses the ACPI power button. Fails if the guest has not enabled the event (no ACPI-aware OS).
@@ -145,6 +178,8 @@ impl VmHandle {
             vcpu_threads: Mutex::new(None),
             vcpus,
             seccomp: Arc::new(Filters::disabled()),
+            machine: None,
+            saving: Mutex::new(()),
         }
     }
 
@@ -179,7 +214,7 @@ fn create_vcpu(
     index: u32,
     base_cpuid: &[kvm_bindings::kvm_cpuid_entry2],
     topo: Topology,
-    entry: KernelEntry,
+    entry: Option<KernelEntry>,
 ) -> anyhow::Result<VcpuFd> {
     let vcpu = vm
         .create_vcpu(u64::from(topo.apic_id(index)))
@@ -232,7 +267,7 @@ fn create_vcpu(
     set(0x350, 0x700);
     set(0x360, 0x400);
     vcpu.set_lapic(&lapic).context("cannot set the LAPIC")?;
-    if index == 0 {
+    if let (0, Some(entry)) = (index, entry) {
         vcpu.set_regs(&BootCpuState::regs(entry))
             .context("cannot set boot registers")?;
         let sregs = vcpu.get_sregs().context("cannot read special registers")?;
@@ -244,12 +279,14 @@ fn create_vcpu(
     Ok(vcpu)
 }
 
-fn vcpu_loop(index: u32, mut vcpu: VcpuFd, handlers: Arc<ExitHandlers>) {
+fn vcpu_loop(index: u32, vcpu: &Mutex<VcpuFd>, handlers: Arc<ExitHandlers>) {
     let control = &handlers.control;
     loop {
         if control.park_while_paused() {
             return;
         }
+        // Held for one run and its exit only: a parked vCPU leaves its state to the `save` request.
+        let mut vcpu = lock(vcpu);
         match vcpu.run() {
             Ok(VcpuExit::IoIn(port, data)) => handlers.io_in(port, data),
             Ok(VcpuExit::IoOut(port, data)) => handlers.io_out(port, data),
@@ -294,12 +331,180 @@ pub struct Vm {
     handle: Arc<VmHandle>,
     /// Test-only (see [`seccomp::SELFTEST_ENV`]): vCPU 0 makes a forbidden call after its filter is on.
     seccomp_selftest: bool,
-    vcpus: Vec<VcpuFd>,
-    handlers: Arc<ExitHandlers>,
+    /// Restored from a saved state: vCPU 0 starts the device workers the guest's drivers had started.
+    restored: bool,
+    machine: Arc<Machine>,
     console: Console,
-    // Kept alive for the VM's lifetime (KVM memory slots point into it).
-    _memory: GuestMemoryMmap,
-    _vm: Arc<VmFd>,
+}
+
+/// What the saved machine state is made of; the VM's memory and KVM objects live as long as this.
+struct Machine {
+    vm: Arc<VmFd>,
+    vcpus: Vec<Arc<Mutex<VcpuFd>>>,
+    // KVM memory slots point into it.
+    memory: GuestMemoryMmap,
+    handlers: Arc<ExitHandlers>,
+    serial: Arc<Mutex<SerialPort>>,
+    cmos: Arc<Mutex<Cmos>>,
+    i8042: Arc<Mutex<I8042>>,
+    pm: Arc<Mutex<Pm>>,
+    /// The MSRs each vCPU's state lists (KVM_GET_MSR_INDEX_LIST, read once at build).
+    msr_list: Vec<u32>,
+    shape: MachineShape,
+}
+
+/// What a saved state must be restored into: the parts of the configuration that decide the machine's
+/// layout (RAM regions, vCPUs, PCI functions). The MACH section.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachineShape {
+    memory_mib: u64,
+    /// vCPU count, topology and CPU model: the guest was booted with their CPUID.
+    cpus: CpusConfig,
+    disks: usize,
+    nets: usize,
+    rng: bool,
+}
+
+impl MachineShape {
+    fn of(config: &VmConfig) -> MachineShape {
+        MachineShape {
+            memory_mib: config.memory.size_mib,
+            cpus: config.cpus.clone(),
+            disks: config.disks.len(),
+            nets: config.nets.len(),
+            rng: config.rng,
+        }
+    }
+
+    /// What differs between a saved machine (`self`) and a configured one, for the refusal.
+    fn differences(&self, here: &MachineShape) -> String {
+        let mut diffs = Vec::new();
+        let mut compare = |what: &str, saved: String, configured: String| {
+            if saved != configured {
+                diffs.push(format!("{what}: saved {saved}, configured {configured}"));
+            }
+        };
+        compare(
+            "memory",
+            format!("{} MiB", self.memory_mib),
+            format!("{} MiB", here.memory_mib),
+        );
+        compare(
+            "CPUs",
+            format!("{:?}", self.cpus),
+            format!("{:?}", here.cpus),
+        );
+        compare("disks", self.disks.to_string(), here.disks.to_string());
+        compare("NICs", self.nets.to_string(), here.nets.to_string());
+        compare("rng", self.rng.to_string(), here.rng.to_string());
+        diffs.join("; ")
+    }
+}
+
+/// The platform devices' state: the DEVS section.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlatformState {
+    serial: UartState,
+    cmos: CmosState,
+    pm: PmState,
+    i8042: I8042State,
+    pci_config_address: u32,
+}
+
+impl Machine {
+    /// Writes the stream (all vCPUs parked); returns its length.
+    fn save(&self, path: &std::path::Path, offset: u64) -> Result<u64, StateError> {
+        use std::io::{Seek, SeekFrom};
+        let pci = &self.handlers.pci;
+        // Device workers finish what they serve and wait: queues and RAM hold still from here on.
+        pci.snapshot_pause().map_err(StateError::Device)?;
+        let result = (|| {
+            // The file exists (its owner wrote its own header before `offset`): never created or truncated.
+            let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut w = StreamWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut file))?;
+            w.section(snapshot::TAG_MACHINE, &to_json(&self.shape)?)?;
+            w.ram(&self.memory)?;
+            w.section(snapshot::TAG_VM, &kvm_state::save_vm(&self.vm)?)?;
+            for (i, vcpu) in self.vcpus.iter().enumerate() {
+                let state = kvm_state::save_vcpu(&lock(vcpu), i as u32, &self.msr_list)?;
+                w.section(snapshot::TAG_VCPU, &state)?;
+            }
+            let platform = PlatformState {
+                serial: lock(&self.serial).state(),
+                cmos: lock(&self.cmos).state(),
+                pm: lock(&self.pm).state(),
+                i8042: lock(&self.i8042).state(),
+                pci_config_address: pci.config_address(),
+            };
+            w.section(snapshot::TAG_DEVICES, &to_json(&platform)?)?;
+            for function in pci.save_functions().map_err(StateError::Device)? {
+                w.section(snapshot::TAG_PCI, &function)?;
+            }
+            w.finish()?
+                .into_inner()
+                .map_err(|e| StateError::Io(e.into_error()))?;
+            let end = file.stream_position()?;
+            file.sync_all()?;
+            Ok(end - offset)
+        })();
+        pci.snapshot_resume();
+        result
+    }
+
+    /// Reads the stream into this freshly built (not yet running) machine.
+    fn restore(&self, source: &RestoreSource) -> Result<(), StateError> {
+        use std::io::{Seek, SeekFrom};
+        let mut file = std::fs::File::open(&source.path)?;
+        let len = file.metadata()?.len();
+        if source.offset > len {
+            return Err(StateError::Truncated(format!(
+                "the file ({len} bytes) ends before the offset {}",
+                source.offset
+            )));
+        }
+        file.seek(SeekFrom::Start(source.offset))?;
+        let input = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut r = StreamReader::new(input, len - source.offset)?;
+        let saved: MachineShape = from_json(&r.expect(snapshot::TAG_MACHINE)?, "MACH")?;
+        if saved != self.shape {
+            return Err(StateError::Mismatch(saved.differences(&self.shape)));
+        }
+        r.ram(&self.memory)?;
+        kvm_state::restore_vm(&self.vm, &r.expect(snapshot::TAG_VM)?)?;
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            let state = kvm_state::VcpuState::decode(&r.expect(snapshot::TAG_VCPU)?, i as u32)?;
+            state.apply(&lock(vcpu), i as u32)?;
+        }
+        let platform: PlatformState = from_json(&r.expect(snapshot::TAG_DEVICES)?, "DEVS")?;
+        lock(&self.serial)
+            .restore(&platform.serial)
+            .map_err(StateError::Device)?;
+        lock(&self.cmos)
+            .restore(&platform.cmos)
+            .map_err(StateError::Device)?;
+        lock(&self.pm).restore(platform.pm);
+        lock(&self.i8042).restore(platform.i8042);
+        let pci = &self.handlers.pci;
+        pci.set_config_address(platform.pci_config_address);
+        let functions = (0..pci.function_count())
+            .map(|_| r.expect(snapshot::TAG_PCI))
+            .collect::<Result<Vec<_>, _>>()?;
+        pci.restore_functions(&functions)
+            .map_err(StateError::Device)?;
+        r.finish()
+    }
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], section: &str) -> Result<T, StateError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StateError::Corrupt(format!("section {section}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StateError> {
+    serde_json::to_vec(value).map_err(|e| StateError::Device(e.to_string()))
 }
 
 /// What `--print-cpu-flags` prints: the Linux flag names of the CPUID the guest of `config` would get.
@@ -365,20 +570,26 @@ impl Vm {
             },
         )?;
 
-        let rsdp = acpi::write_tables(
-            &memory,
-            &AcpiConfig {
-                apic_ids: apic_ids.iter().map(|i| *i as u8).collect(),
-            },
-        )?;
-        let entry = boot::load_linux(
-            &memory,
-            &config.kernel,
-            config.initrd.as_deref(),
-            &config.cmdline,
-            mem_size,
-            rsdp,
-        )?;
+        // A restored VM gets its RAM (tables, kernel and all) from the saved state instead.
+        let entry = match &config.restore {
+            Some(_) => None,
+            None => {
+                let rsdp = acpi::write_tables(
+                    &memory,
+                    &AcpiConfig {
+                        apic_ids: apic_ids.iter().map(|i| *i as u8).collect(),
+                    },
+                )?;
+                Some(boot::load_linux(
+                    &memory,
+                    &config.kernel,
+                    config.initrd.as_deref(),
+                    &config.cmdline,
+                    mem_size,
+                    rsdp,
+                )?)
+            }
+        };
 
         // The VM is created only now that every boot file has been read and placed: an input error never
         // gets as far as KVM (and a refused start costs no VM setup and teardown).
@@ -417,12 +628,10 @@ impl Vm {
             .context("cannot register the serial irqfd")?;
         let console = Console::new(&config.serial, serial_irq)?;
         io.insert(layout::SERIAL_PORT, 8, console.port.clone())?;
-        io.insert(layout::CMOS_PORT, 2, Arc::new(Mutex::new(Cmos::default())))?;
-        io.insert(
-            layout::I8042_PORT,
-            5,
-            Arc::new(Mutex::new(I8042::new(control.clone()))),
-        )?;
+        let cmos = Arc::new(Mutex::new(Cmos::default()));
+        io.insert(layout::CMOS_PORT, 2, cmos.clone())?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(control.clone())));
+        io.insert(layout::I8042_PORT, 5, i8042.clone())?;
         let pm = Arc::new(Mutex::new(Pm::new(
             Arc::new(KvmLine {
                 vm: vm.clone(),
@@ -440,8 +649,42 @@ impl Vm {
         add_virtio_devices(config, &memory, &vm, &mut pci)?;
 
         let vcpus = (0..vcpu_count)
-            .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry))
+            .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let msr_list = kvm_state::msr_index_list(&kvm)?;
+
+        let machine = Arc::new(Machine {
+            vm,
+            vcpus,
+            memory,
+            handlers: Arc::new(ExitHandlers {
+                io,
+                pci,
+                control: control.clone(),
+            }),
+            serial: console.port.clone(),
+            cmos,
+            i8042,
+            pm: pm.clone(),
+            msr_list,
+            shape: MachineShape::of(config),
+        });
+        if let Some(source) = &config.restore {
+            let started = std::time::Instant::now();
+            machine.restore(source).with_context(|| {
+                format!(
+                    "cannot restore the machine state from {} (offset {})",
+                    source.path.display(),
+                    source.offset
+                )
+            })?;
+            control.start_paused();
+            eprintln!(
+                "oxvirt-vmm: restored the machine state from {} in {} ms; paused until resumed",
+                source.path.display(),
+                started.elapsed().as_millis()
+            );
+        }
 
         let handle = Arc::new(VmHandle {
             control: control.clone(),
@@ -449,15 +692,15 @@ impl Vm {
             vcpu_threads: Mutex::new(None),
             vcpus: vcpu_count,
             seccomp: filters,
+            machine: Some(machine.clone()),
+            saving: Mutex::new(()),
         });
         Ok(Vm {
             handle,
             seccomp_selftest: seccomp::selftest_requested(),
-            vcpus,
-            handlers: Arc::new(ExitHandlers { io, pci, control }),
+            restored: config.restore.is_some(),
+            machine,
             console,
-            _memory: memory,
-            _vm: vm,
         })
     }
 
@@ -477,10 +720,11 @@ impl Vm {
             .start_input(self.handle.seccomp.clone(), self.handle.control.clone())
             .context("cannot start the console input thread")?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
-        for (i, vcpu) in self.vcpus.drain(..).enumerate() {
-            let handlers = self.handlers.clone();
+        for (i, vcpu) in self.machine.vcpus.iter().cloned().enumerate() {
+            let handlers = self.machine.handlers.clone();
             let filters = self.handle.seccomp.clone();
             let selftest = self.seccomp_selftest && i == 0;
+            let start_restored = self.restored && i == 0;
             let t = std::thread::Builder::new()
                 .name(format!("vcpu {i}"))
                 .spawn(move || {
@@ -494,7 +738,15 @@ impl Vm {
                     if selftest {
                         seccomp::selftest_violate();
                     }
-                    vcpu_loop(i as u32, vcpu, handlers)
+                    if start_restored {
+                        if let Err(e) = handlers.pci.start_restored() {
+                            handlers.control.request_exit(ExitReason::Error {
+                                message: format!("restoring the devices: {e}"),
+                            });
+                            return;
+                        }
+                    }
+                    vcpu_loop(i as u32, &vcpu, handlers)
                 })
                 .context("cannot start a vCPU thread")?;
             threads.push(t);

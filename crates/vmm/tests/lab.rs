@@ -16,7 +16,7 @@ use oxvirt_vmm::protocol::ExitReason;
 const L1_SCRIPT: &str = include_str!("lab/l1.sh");
 const L2_SCRIPT: &str = include_str!("lab/l2.sh");
 /// Upper bound for the whole L1 run (all scenarios).
-const LAB_TIMEOUT: Duration = Duration::from_secs(600);
+const LAB_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Output of one scenario.
 #[derive(Debug, Default, Clone)]
@@ -493,6 +493,126 @@ fn sigterm_stops_the_vm_and_cleans_up() {
     assert!(
         lab.top_has("SIGTERM-SOCKET-GONE").is_some(),
         "API socket left behind after SIGTERM"
+    );
+}
+
+/// The counter lines of the `counter` L2 mode: (count, uptime, tmpfs marker), complete lines only (a line
+/// the pause cut in two is left out).
+fn counts(s: &Scenario) -> Vec<(u64, f64, String)> {
+    s.console
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["COUNT", n, "UP", up, "MARK", mark] if mark.len() == 36 => {
+                    Some((n.parse().ok()?, up.parse().ok()?, mark.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn saved_state_restores_into_a_new_vmm_and_the_guest_goes_on() {
+    let lab = lab();
+    let value = |key: &str| {
+        lab.top_value(key)
+            .unwrap_or_else(|| panic!("no {key} line; L1 said:\n{}", lab.top.join("\n")))
+    };
+    let before = lab.scenario("snapshot");
+    let after = lab.scenario("restored");
+    assert!(value("SNAP-PAUSE").contains("\"ok\":true"));
+    assert!(
+        value("SNAP-SAVE").contains("\"ok\":true"),
+        "{}\n{}",
+        value("SNAP-SAVE"),
+        before.describe()
+    );
+    assert!(
+        value("SNAP-SAVE-RUNNING-REFUSED").contains("pause it before saving"),
+        "{}",
+        value("SNAP-SAVE-RUNNING-REFUSED")
+    );
+    // The bytes before the offset are the caller's and stay.
+    assert_eq!(value("SNAP-HEADER"), "DAEMON-HEADER");
+    let bytes: u64 = value("SNAP-STATE-BYTES").parse().unwrap();
+    // Zero pages are left out: far less than the 256 MiB of RAM.
+    assert!(bytes < 200 << 20, "{bytes} bytes");
+    assert!(value("SNAP-STATUS-RESTORED").contains("\"state\":\"paused\""));
+    assert!(value("SNAP-RESUME").contains("\"ok\":true"));
+    // For docs/benchmarks.md (no assertion on timing).
+    let said = |s: &Scenario, what: &str| {
+        s.stderr
+            .iter()
+            .find(|l| l.contains(what))
+            .cloned()
+            .unwrap_or_default()
+    };
+    println!(
+        "snapshot timing (256 MiB guest, nested lab): restore to running (new VMM process to resumed) {} ms; \
+         state {bytes} bytes; {}; {}",
+        value("SNAP-RESTORE-TO-RUNNING-MS"),
+        said(before, "saved the machine state"),
+        said(after, "restored the machine state")
+    );
+
+    let old = counts(before);
+    let new = counts(after);
+    let marker = before.value("MARKER").expect("no MARKER line");
+    let (last_n, last_up, _) = old
+        .last()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", before.describe()));
+    let (first_n, first_up, _) = new
+        .first()
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", after.describe()));
+    assert!(last_n >= 25, "{}", before.describe());
+    // The next count (or the one after, when the pause cut its line): not from 0.
+    assert!(
+        first_n == last_n + 1 || first_n == last_n + 2,
+        "counted to {last_n} before the save, went on at {first_n}\n{}",
+        after.describe()
+    );
+    assert!(
+        new.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "{}",
+        after.describe()
+    );
+    assert!(
+        new.iter().all(|(_, _, m)| m == marker),
+        "tmpfs marker changed:\n{}",
+        after.describe()
+    );
+    // The guest's clock goes on from where it was saved.
+    assert!(
+        first_up >= last_up,
+        "uptime {last_up} before, {first_up} after"
+    );
+    let (_, end_up, _) = new.last().cloned().unwrap();
+    assert!(
+        end_up > first_up,
+        "uptime stands still after the restore: {first_up}..{end_up}"
+    );
+    // virtio-blk serves requests made after the restore.
+    let blk_after = after
+        .console
+        .iter()
+        .filter(|l| l.trim_end() == "BLK OXVIRT-DISK-PATTERN")
+        .count();
+    assert!(blk_after >= 2, "{}", after.describe());
+    // The power button (PM state restored) ends the restored guest cleanly.
+    assert!(value("SNAP-POWEROFF").contains("\"ok\":true"));
+    assert_eq!(after.rc, Some(0), "{}", after.describe());
+}
+
+#[test]
+fn a_truncated_state_or_another_machine_is_refused_with_one_clear_line() {
+    assert_refused("snap-truncated", "the state stream is truncated");
+    assert_refused(
+        "snap-mismatch",
+        "does not match this configuration: memory: saved 256 MiB, configured 512 MiB",
     );
 }
 

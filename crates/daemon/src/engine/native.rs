@@ -115,16 +115,19 @@ impl Engine for NativeEngine {
         incoming: Option<&StateFile>,
     ) -> Result<u32, EngineError> {
         self.check_host()?;
-        if incoming.is_some() {
-            return Err(EngineError {
-                kind: EngineErrorKind::Unsupported,
-                message: "the native engine cannot load a saved machine state yet".to_string(),
-            });
+        let run = RunPaths::new(run_dir);
+        match incoming {
+            // The VMM loads the state and starts paused.
+            Some(state) => {
+                let source = oxvirt_native::RestoreSource {
+                    path: state.path.clone(),
+                    offset: state.offset,
+                };
+                self.supervisor.launch_restoring(domain, &run, source).await
+            }
+            None => self.supervisor.launch(domain, &run).await,
         }
-        self.supervisor
-            .launch(domain, &RunPaths::new(run_dir))
-            .await
-            .map_err(engine_error)
+        .map_err(engine_error)
     }
 
     async fn is_alive(&self, pid: u32, uuid: &Uuid) -> bool {
@@ -183,6 +186,13 @@ impl Control for VmmControl {
 
     async fn pause(&self) -> Result<(), EngineError> {
         self.client.pause().await.map_err(engine_error)
+    }
+
+    async fn save_state(&self, state: &StateFile) -> Result<(), EngineError> {
+        self.client
+            .save_state(&state.path, state.offset)
+            .await
+            .map_err(engine_error)
     }
 
     async fn resume(&self) -> Result<(), EngineError> {

@@ -1,5 +1,6 @@
 //! Minimal client for the `oxvirt-vmm` control socket: `oxvirt-vmm-api SOCKET COMMAND` prints the JSON answer
-//! and exits 0 when it says `"ok":true`.
+//! and exits 0 when it says `"ok":true`. COMMAND is a bare name or a whole JSON request
+//! (`{"command":"save","path":"/x","offset":0}`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -10,10 +11,10 @@ use oxvirt_vmm::protocol::{Reply, Request};
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let [_, socket, command] = args.as_slice() else {
-        eprintln!("usage: oxvirt-vmm-api SOCKET status|pause|resume|poweroff|stop");
+        eprintln!("usage: oxvirt-vmm-api SOCKET status|pause|resume|poweroff|stop|JSON-REQUEST");
         return ExitCode::from(2);
     };
-    let request: Request = match command.parse() {
+    let request: Request = match Request::parse_line(command) {
         Ok(request) => request,
         Err(err) => {
             eprintln!("oxvirt-vmm-api: {err}");

@@ -17,6 +17,15 @@ const REG_C: u8 = 0x0c;
 const REG_D: u8 = 0x0d;
 const REG_CENTURY: u8 = 0x32;
 
+/// The CMOS's saved state: the index register and the RAM (the clock registers come from the host's
+/// time whenever they are read).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CmosState {
+    index: u8,
+    ram: Vec<u8>,
+}
+
 /// Ports 0x70 (index; bit 7 is the NMI mask) and 0x71 (data).
 pub struct Cmos {
     index: u8,
@@ -60,6 +69,25 @@ impl Cmos {
             ram: [0; 128],
             now,
         }
+    }
+
+    pub fn state(&self) -> CmosState {
+        CmosState {
+            index: self.index,
+            ram: self.ram.to_vec(),
+        }
+    }
+
+    pub fn restore(&mut self, state: &CmosState) -> Result<(), String> {
+        self.ram = state.ram.as_slice().try_into().map_err(|_| {
+            format!(
+                "the saved CMOS RAM has {} bytes, expected {}",
+                state.ram.len(),
+                self.ram.len()
+            )
+        })?;
+        self.index = state.index;
+        Ok(())
     }
 
     fn register(&self, reg: u8) -> u8 {

@@ -134,6 +134,102 @@ impl PciBus {
         }
     }
 
+    /// How many functions are plugged in (the host bridge included).
+    pub fn function_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The CONFIG_ADDRESS latch, for the saved machine state.
+    pub fn config_address(&self) -> u32 {
+        *lock(&self.config_address)
+    }
+
+    pub fn set_config_address(&self, value: u32) {
+        *lock(&self.config_address) = value;
+    }
+
+    /// Saving: every function finishes its requests in flight and takes no new ones (see
+    /// [`PciFunction::snapshot_pause`]); on failure the ones already paused go on.
+    pub fn snapshot_pause(&self) -> Result<(), String> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            if let Err(e) = lock(&slot.function).snapshot_pause() {
+                self.snapshot_resume();
+                return Err(format!("PCI device {i}: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn snapshot_resume(&self) {
+        for slot in &self.slots {
+            lock(&slot.function).snapshot_resume();
+        }
+    }
+
+    /// Every function's saved state, in slot order.
+    pub fn save_functions(&self) -> Result<Vec<Vec<u8>>, String> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| {
+                lock(&slot.function)
+                    .save_state()
+                    .map_err(|e| format!("PCI device {i}: {e}"))
+            })
+            .collect()
+    }
+
+    /// Gives each function its saved state (one per slot, in order) and moves the notify ioeventfds
+    /// to the BAR addresses the guest had programmed.
+    pub fn restore_functions(&self, states: &[Vec<u8>]) -> Result<(), String> {
+        if states.len() != self.slots.len() {
+            return Err(format!(
+                "the saved machine has {} PCI functions, this one {} (are the disks, NICs and rng the same?)",
+                states.len(),
+                self.slots.len()
+            ));
+        }
+        for (i, (slot, state)) in self.slots.iter().zip(states).enumerate() {
+            let mut f = lock(&slot.function);
+            let before: Vec<_> = f
+                .bars()
+                .iter()
+                .map(|b| (b.index, f.bar_address(b.index)))
+                .collect();
+            f.restore_state(state)
+                .map_err(|e| format!("PCI device {i}: {e}"))?;
+            for (index, old) in before {
+                let new = f.bar_address(index);
+                if let (Some(old_address), Some(new_address)) = (old, new) {
+                    if old_address != new_address {
+                        drop(f);
+                        self.bar_moved(
+                            slot,
+                            BarMoved {
+                                index,
+                                old_address,
+                                new_address,
+                            },
+                        );
+                        f = lock(&slot.function);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the restored devices the guest's drivers had started (on a vCPU thread: the device
+    /// workers inherit its seccomp filter).
+    pub fn start_restored(&self) -> Result<(), String> {
+        for (i, slot) in self.slots.iter().enumerate() {
+            lock(&slot.function)
+                .start_restored()
+                .map_err(|e| format!("PCI device {i}: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Port I/O at 0xcf8..=0xcff. Returns false for ports it does not own.
     pub fn pio_read(&self, port: u16, data: &mut [u8]) {
         match port {

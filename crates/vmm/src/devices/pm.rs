@@ -16,10 +16,17 @@ const SCI_EN: u16 = 1;
 const SLP_EN: u16 = 1 << 13;
 const SLP_TYP_SHIFT: u16 = 10;
 
-pub struct Pm {
+/// The PM registers (also what the saved machine state holds of the device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PmState {
     status: u16,
     enable: u16,
     control: u16,
+}
+
+pub struct Pm {
+    regs: PmState,
     sci: Arc<dyn IrqLine>,
     vm: Arc<VmControl>,
 }
@@ -27,26 +34,38 @@ pub struct Pm {
 impl Pm {
     pub fn new(sci: Arc<dyn IrqLine>, vm: Arc<VmControl>) -> Self {
         Pm {
-            status: 0,
-            enable: 0,
-            control: SCI_EN,
+            regs: PmState {
+                status: 0,
+                enable: 0,
+                control: SCI_EN,
+            },
             sci,
             vm,
         }
     }
 
     fn update_sci(&self) {
-        self.sci.set_level(self.status & self.enable != 0);
+        self.sci.set_level(self.regs.status & self.regs.enable != 0);
+    }
+
+    pub fn state(&self) -> PmState {
+        self.regs
+    }
+
+    /// Takes back saved registers; the SCI line follows them (the IOAPIC's saved state has it too).
+    pub fn restore(&mut self, state: PmState) {
+        self.regs = state;
+        self.update_sci();
     }
 
     pub fn press_power_button(&mut self) {
-        self.status |= PWRBTN;
+        self.regs.status |= PWRBTN;
         self.update_sci();
     }
 
     /// Whether the guest enabled the power button event (an ACPI-aware OS does at boot).
     pub fn power_button_enabled(&self) -> bool {
-        self.enable & PWRBTN != 0
+        self.regs.enable & PWRBTN != 0
     }
 }
 
@@ -62,9 +81,9 @@ impl PioDevice for Pm {
     /// Offsets: 0 = PM1a_STS, 2 = PM1a_EN (the event block), 4 = PM1a_CNT (the control block).
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         let regs = [
-            self.status.to_le_bytes(),
-            self.enable.to_le_bytes(),
-            self.control.to_le_bytes(),
+            self.regs.status.to_le_bytes(),
+            self.regs.enable.to_le_bytes(),
+            self.regs.control.to_le_bytes(),
         ]
         .concat();
         for (i, b) in data.iter_mut().enumerate() {
@@ -76,16 +95,16 @@ impl PioDevice for Pm {
         let value = le16(data);
         match (offset, data.len()) {
             (0, _) => {
-                self.status &= !value;
+                self.regs.status &= !value;
                 self.update_sci();
             }
             (2, _) => {
-                self.enable = value;
+                self.regs.enable = value;
                 self.update_sci();
             }
             // A 4-byte write at 0 covers status and enable.
             (4, _) => {
-                self.control = (value & !SLP_EN) | SCI_EN;
+                self.regs.control = (value & !SLP_EN) | SCI_EN;
                 let sleep_type = (value >> SLP_TYP_SHIFT) & 7;
                 if value & SLP_EN != 0 && sleep_type == u16::from(S5_SLEEP_TYPE) {
                     self.vm.request_exit(ExitReason::GuestPoweroff);
@@ -94,7 +113,7 @@ impl PioDevice for Pm {
             _ => {}
         }
         if offset == 0 && data.len() == 4 {
-            self.enable = u16::from_le_bytes([data[2], data[3]]);
+            self.regs.enable = u16::from_le_bytes([data[2], data[3]]);
             self.update_sci();
         }
     }

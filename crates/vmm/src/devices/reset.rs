@@ -6,12 +6,19 @@ use std::sync::Arc;
 use super::PioDevice;
 use crate::control::{ExitReason, VmControl};
 
-/// Ports 0x60..=0x64. Reads as an empty, idle controller; the only command honoured is reset.
-pub struct I8042 {
-    vm: Arc<VmControl>,
+/// The controller's registers (also what the saved machine state holds of it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct I8042State {
     command_byte: u8,
     pending_read: Option<u8>,
     expect_command_byte: bool,
+}
+
+/// Ports 0x60..=0x64. Reads as an empty, idle controller; the only command honoured is reset.
+pub struct I8042 {
+    vm: Arc<VmControl>,
+    regs: I8042State,
 }
 
 const CMD_READ_COMMAND_BYTE: u8 = 0x20;
@@ -25,20 +32,28 @@ impl I8042 {
     pub fn new(vm: Arc<VmControl>) -> Self {
         I8042 {
             vm,
-            command_byte: 0,
-            pending_read: None,
-            expect_command_byte: false,
+            regs: I8042State::default(),
         }
+    }
+}
+
+impl I8042 {
+    pub fn state(&self) -> I8042State {
+        self.regs
+    }
+
+    pub fn restore(&mut self, state: I8042State) {
+        self.regs = state;
     }
 }
 
 impl PioDevice for I8042 {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         let value = match offset {
-            0 => self.pending_read.take().unwrap_or(0),
+            0 => self.regs.pending_read.take().unwrap_or(0),
             4 => {
                 STATUS_SYSTEM_FLAG
-                    | if self.pending_read.is_some() {
+                    | if self.regs.pending_read.is_some() {
                         STATUS_OUTPUT_FULL
                     } else {
                         0
@@ -55,15 +70,15 @@ impl PioDevice for I8042 {
     fn write(&mut self, offset: u16, data: &[u8]) {
         let Some(&value) = data.first() else { return };
         match offset {
-            0 if self.expect_command_byte => {
-                self.command_byte = value;
-                self.expect_command_byte = false;
+            0 if self.regs.expect_command_byte => {
+                self.regs.command_byte = value;
+                self.regs.expect_command_byte = false;
             }
             4 => match value {
                 CMD_PULSE_RESET => self.vm.request_exit(ExitReason::GuestReset),
-                CMD_READ_COMMAND_BYTE => self.pending_read = Some(self.command_byte),
-                CMD_WRITE_COMMAND_BYTE => self.expect_command_byte = true,
-                CMD_SELF_TEST => self.pending_read = Some(0x55),
+                CMD_READ_COMMAND_BYTE => self.regs.pending_read = Some(self.regs.command_byte),
+                CMD_WRITE_COMMAND_BYTE => self.regs.expect_command_byte = true,
+                CMD_SELF_TEST => self.regs.pending_read = Some(0x55),
                 _ => {}
             },
             _ => {}

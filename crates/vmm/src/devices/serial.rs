@@ -71,6 +71,72 @@ pub type Uart = Serial<IrqFdTrigger, vm_superio::serial::NoEvents, ConsoleWriter
 /// The UART on the I/O bus (8 registers).
 pub struct SerialPort(pub Uart);
 
+/// The UART's saved registers and the input bytes the guest has not read yet (vm-superio's
+/// `SerialState`, which has no serde of its own).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UartState {
+    baud_divisor_low: u8,
+    baud_divisor_high: u8,
+    interrupt_enable: u8,
+    interrupt_identification: u8,
+    line_control: u8,
+    line_status: u8,
+    modem_control: u8,
+    modem_status: u8,
+    scratch: u8,
+    in_buffer: Vec<u8>,
+}
+
+impl SerialPort {
+    pub fn state(&self) -> UartState {
+        let s = self.0.state();
+        UartState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Takes back saved registers, keeping this UART's interrupt and output.
+    pub fn restore(&mut self, state: &UartState) -> Result<(), String> {
+        let saved = vm_superio::serial::SerialState {
+            baud_divisor_low: state.baud_divisor_low,
+            baud_divisor_high: state.baud_divisor_high,
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        let irq = |uart: &Uart| {
+            uart.interrupt_evt()
+                .0
+                .try_clone()
+                .map(IrqFdTrigger)
+                .map_err(|e| format!("serial interrupt eventfd: {e}"))
+        };
+        // vm-superio builds a UART from a state only with a new trigger and writer: move ours over.
+        let placeholder = Serial::new(irq(&self.0)?, ConsoleWriter(Sink::Stdout(io::stdout())));
+        let old = std::mem::replace(&mut self.0, placeholder);
+        let trigger = irq(&old)?;
+        let writer = old.into_writer();
+        self.0 = Serial::from_state(&saved, trigger, vm_superio::serial::NoEvents, writer)
+            .map_err(|e| format!("the saved serial state: {e:?}"))?;
+        Ok(())
+    }
+}
+
 impl PioDevice for SerialPort {
     fn read(&mut self, offset: u16, data: &mut [u8]) {
         data.fill(0);

@@ -63,6 +63,21 @@ pub struct VmConfig {
     /// Where the VMM writes its [`crate::protocol::ExitReason`] before it exits; none without it.
     #[serde(default)]
     pub exit_record: Option<PathBuf>,
+    /// Start from a saved machine state (the control request `save`) instead of booting the kernel:
+    /// the VM is built as configured (same memory, vCPUs and devices as the saved one), takes
+    /// RAM and every state from the stream, and starts paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSource>,
+}
+
+/// Where a saved machine state is: the stream starts at byte `offset` of the file `path` (what is
+/// before it belongs to whoever wrote the file, oxvirtd's own header for instance).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSource {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub offset: u64,
 }
 
 fn default_cmdline() -> String {
@@ -424,6 +439,7 @@ impl VmConfig {
             api_socket: None,
             seccomp: SeccompMode::default(),
             exit_record: None,
+            restore: None,
         }
     }
 
@@ -475,6 +491,15 @@ impl VmConfig {
     /// the kernel and initrd are files (the VMM reads them before it creates the VM).
     pub fn validate(&self) -> Result<(), ConfigError> {
         existing_file("kernel", &self.kernel)?;
+        if let Some(restore) = &self.restore {
+            existing_file("restore.path", &restore.path)?;
+            if self.api_socket.is_none() {
+                return Err(ConfigError::invalid(
+                    "restore",
+                    "needs api_socket: a restored VM starts paused, and only the control API resumes it",
+                ));
+            }
+        }
         if let Some(initrd) = &self.initrd {
             existing_file("initrd", initrd)?;
         }
@@ -691,6 +716,10 @@ mod tests {
         config.serial = SerialMode::Socket("/s.sock".into());
         config.seccomp = SeccompMode::Log;
         config.exit_record = Some("/run/exit.json".into());
+        config.restore = Some(RestoreSource {
+            path: "/var/lib/saved".into(),
+            offset: 8192,
+        });
         let json = config.to_json();
         assert!(json.contains(r#""custom": "kvm64""#), "{json}");
         assert!(json.contains(r#""mac": "52:54:00:01:02:03""#), "{json}");
@@ -768,6 +797,20 @@ mod tests {
         let mut c = valid.clone();
         c.initrd = Some("/nonexistent/initrd".into());
         assert_eq!(invalid_field(&c), "initrd");
+
+        let mut c = valid.clone();
+        c.restore = Some(RestoreSource {
+            path: "/nonexistent/state".into(),
+            offset: 0,
+        });
+        assert_eq!(invalid_field(&c), "restore.path");
+        c.restore = Some(RestoreSource {
+            path: kernel.path().to_path_buf(),
+            offset: 4096,
+        });
+        assert_eq!(invalid_field(&c), "restore");
+        c.api_socket = Some("/run/api.sock".into());
+        c.validate().unwrap();
 
         let mut c = valid.clone();
         c.memory.size_mib = 16;

@@ -4,18 +4,20 @@
 //! ```text
 //! → {"command":"status"}    ← {"ok":true,"state":"running","vcpus":2}
 //! → {"command":"pause"}     ← {"ok":true}
-//! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, resume, poweroff, stop)"}
+//! → {"command":"save","path":"/var/lib/x.state","offset":4096}   ← {"ok":true}
+//! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, resume, poweroff, stop, save)"}
 //! ```
 //!
 //! A bare word (`pause`) is accepted as a request too, for people at a shell.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 /// One request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "WireRequest", into = "WireRequest")]
 pub enum Request {
     /// The run state and vCPU count.
@@ -27,42 +29,44 @@ pub enum Request {
     Poweroff,
     /// Stops the VM at once (pulling the plug); the VMM exits.
     Stop,
+    /// Writes the paused VM's whole machine state (`crate::snapshot`'s stream) into the existing
+    /// file `path` from byte `offset` on (what is before it is kept), and syncs it. The VM stays
+    /// paused. `{"command":"save","path":"/x","offset":4096}`.
+    Save {
+        path: PathBuf,
+        offset: u64,
+    },
 }
 
-/// Every request, in the order error messages list them.
-const ALL: [Request; 5] = [
-    Request::Status,
-    Request::Pause,
-    Request::Resume,
-    Request::Poweroff,
-    Request::Stop,
-];
+/// Every command's name, in the order error messages list them.
+const NAMES: [&str; 6] = ["status", "pause", "resume", "poweroff", "stop", "save"];
 
 impl Request {
     /// The command's name on the wire.
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Request::Status => "status",
             Request::Pause => "pause",
             Request::Resume => "resume",
             Request::Poweroff => "poweroff",
             Request::Stop => "stop",
+            Request::Save { .. } => "save",
         }
     }
 
-    /// Parses one request line: `{"command": "NAME"}` or a bare `NAME`.
+    /// Parses one request line: `{"command": "NAME", ...}` or a bare `NAME`.
     pub fn parse_line(line: &str) -> Result<Request, RequestError> {
         let line = line.trim();
         if line.starts_with('{') {
             return serde_json::from_str::<Request>(line).map_err(|err| {
-                // The unknown-command message is ours (see `TryFrom<WireRequest>`); serde adds
+                // The messages about commands are ours (see `TryFrom<WireRequest>`); serde adds
                 // its position, which a one-line request does not need.
                 let text = err.to_string();
                 let text = match text.rfind(" at line ") {
                     Some(at) => text[..at].to_string(),
                     None => text,
                 };
-                if text.starts_with("unknown command") {
+                if text.starts_with("unknown command") || text.starts_with("command ") {
                     RequestError(text)
                 } else {
                     RequestError(format!("invalid request: {text}"))
@@ -78,20 +82,31 @@ impl Request {
     }
 
     /// The request as one line, without the newline.
-    pub fn to_line(self) -> String {
-        format!("{{\"command\":\"{}\"}}", self.name())
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| format!("{{\"command\":\"{}\"}}", self.name()))
     }
 }
 
 impl FromStr for Request {
     type Err = RequestError;
+    /// A bare command name (commands with arguments need the JSON form).
     fn from_str(name: &str) -> Result<Request, RequestError> {
-        ALL.into_iter()
-            .find(|request| request.name() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = ALL.iter().map(|request| request.name()).collect();
-                RequestError(format!("unknown command {name:?} ({})", known.join(", ")))
-            })
+        match name {
+            "status" => Ok(Request::Status),
+            "pause" => Ok(Request::Pause),
+            "resume" => Ok(Request::Resume),
+            "poweroff" => Ok(Request::Poweroff),
+            "stop" => Ok(Request::Stop),
+            "save" => Err(RequestError(
+                "command save needs a path and an offset: {\"command\":\"save\",\"path\":\"FILE\",\"offset\":N}"
+                    .to_string(),
+            )),
+            _ => Err(RequestError(format!(
+                "unknown command {name:?} ({})",
+                NAMES.join(", ")
+            ))),
+        }
     }
 }
 
@@ -106,24 +121,62 @@ impl fmt::Display for Request {
 #[error("{0}")]
 pub struct RequestError(pub String);
 
-/// A request as it is written: `{"command": NAME}`.
+/// A request as it is written: `{"command": NAME}`, plus `path` and `offset` for `save`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireRequest {
     command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    offset: Option<u64>,
 }
 
 impl TryFrom<WireRequest> for Request {
     type Error = RequestError;
     fn try_from(wire: WireRequest) -> Result<Request, RequestError> {
-        wire.command.parse()
+        if wire.command == "save" {
+            let Some(path) = wire.path else {
+                return Err(RequestError(
+                    "command save needs \"path\": the file to write the state into".to_string(),
+                ));
+            };
+            if !path.is_absolute() {
+                return Err(RequestError(format!(
+                    "command save: path {} is not absolute",
+                    path.display()
+                )));
+            }
+            return Ok(Request::Save {
+                path,
+                offset: wire.offset.unwrap_or(0),
+            });
+        }
+        let request: Request = wire.command.parse()?;
+        if wire.path.is_some() || wire.offset.is_some() {
+            return Err(RequestError(format!(
+                "command {} takes no path or offset",
+                request.name()
+            )));
+        }
+        Ok(request)
     }
 }
 
 impl From<Request> for WireRequest {
     fn from(request: Request) -> WireRequest {
-        WireRequest {
-            command: request.name().to_string(),
+        let command = request.name().to_string();
+        match request {
+            Request::Save { path, offset } => WireRequest {
+                command,
+                path: Some(path),
+                offset: Some(offset),
+            },
+            _ => WireRequest {
+                command,
+                path: None,
+                offset: None,
+            },
         }
     }
 }
@@ -243,20 +296,57 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
     }
 
     #[test]
+    fn save_carries_its_file_and_offset() {
+        let save = Request::parse_line(r#"{"command":"save","path":"/x/state","offset":4096}"#);
+        assert_eq!(
+            save,
+            Ok(Request::Save {
+                path: "/x/state".into(),
+                offset: 4096
+            })
+        );
+        let line = save.unwrap().to_line();
+        assert_eq!(
+            line,
+            r#"{"command":"save","path":"/x/state","offset":4096}"#
+        );
+        for (bad, phrase) in [
+            ("save", "needs a path and an offset"),
+            (r#"{"command":"save"}"#, "needs \"path\""),
+            (r#"{"command":"save","path":"rel"}"#, "not absolute"),
+            (
+                r#"{"command":"pause","offset":1}"#,
+                "takes no path or offset",
+            ),
+            (
+                r#"{"command":"save","path":"/x","offset":-1}"#,
+                "invalid request",
+            ),
+        ] {
+            let err = Request::parse_line(bad).unwrap_err();
+            assert!(err.0.contains(phrase), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn requests_are_written_as_the_server_reads_them() {
-        for (request, name) in ALL
-            .into_iter()
-            .zip(["status", "pause", "resume", "poweroff", "stop"])
-        {
+        let simple = [
+            Request::Status,
+            Request::Pause,
+            Request::Resume,
+            Request::Poweroff,
+            Request::Stop,
+        ];
+        for (request, name) in simple.into_iter().zip(NAMES) {
             assert_eq!(request.to_line(), format!("{{\"command\":\"{name}\"}}"));
             assert_eq!(serde_json::to_string(&request).unwrap(), request.to_line());
-            assert_eq!(Request::parse_line(&request.to_line()), Ok(request));
+            assert_eq!(Request::parse_line(&request.to_line()), Ok(request.clone()));
         }
     }
 

@@ -17,7 +17,7 @@ pub mod exit;
 
 pub use config::{
     BackingFile, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress,
-    MemoryConfig, NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
+    MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode, Topology, VmConfig,
 };
 pub use control::{Reply, Request, RequestError, RunState};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};

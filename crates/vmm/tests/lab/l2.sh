@@ -47,6 +47,26 @@ net)
     done
     [ $n -lt 30 ] || echo "PING-FAIL"
     ;;
+counter)
+    # The counter's value lives in a tmpfs (guest RAM): after a save and a restore into a new VMM process it
+    # must go on from where it was, with the tmpfs marker and the uptime intact.
+    mkdir -p /state && mount -t tmpfs tmpfs /state
+    cat /proc/sys/kernel/random/uuid >/state/marker
+    echo "MARKER=$(cat /state/marker)"
+    echo 0 >/state/counter
+    i=0
+    while [ $i -lt 5000 ]; do
+        i=$(($(cat /state/counter) + 1))
+        echo $i >/state/counter
+        echo "COUNT $i UP $(cut -d' ' -f1 /proc/uptime) MARK $(cat /state/marker)"
+        if [ $((i % 10)) -eq 0 ]; then
+            # Through the virtio-blk queue, not the page cache.
+            echo 3 >/proc/sys/vm/drop_caches
+            echo "BLK $(dd if=/dev/vda bs=19 count=1 2>/dev/null)"
+        fi
+        sleep 0.2
+    done
+    ;;
 reboot)
     reboot -f
     sleep 30
