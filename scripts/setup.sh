@@ -18,6 +18,10 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion zsh fish tmux
           vncsnapshot xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap fdisk e2fsprogs
           dosfstools mount)
+# Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
+# driver, qemu:///embed, in a temporary root): client, daemon library and QEMU driver only, without
+# recommends and without libvirt-daemon-system, so no libvirtd runs and no default network (virbr0) appears.
+libvirt_packages=(libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu)
 missing=()
 for p in "${packages[@]}" qemu-system-x86 qemu-utils; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -33,6 +37,19 @@ if [ ${#missing[@]} -gt 0 ] || [ "$qemu_system" != "$qemu_utils" ]; then
         "${packages[@]}" "qemu-system-x86=$qemu_version" "qemu-utils=$qemu_version" \
         "qemu-block-extra=$qemu_version" >/dev/null
 fi
+missing=()
+for p in "${libvirt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian's libvirt (client and QEMU driver, no daemon service)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# libvirt's QEMU driver runs guests as libvirt-qemu:kvm; libvirt-daemon-system would create them.
+getent group kvm >/dev/null || groupadd -r kvm
+getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+getent passwd libvirt-qemu >/dev/null || useradd -r -g kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
 
 command -v cargo >/dev/null || { log "cargo is missing: install the Rust toolchain (rustup) first"; exit 1; }
 log "building the workspace"
