@@ -89,6 +89,7 @@ pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Daemon {
@@ -103,35 +104,54 @@ impl Daemon {
             .tempdir()
             .expect("tempdir");
         let socket = dir.path().join("oxvirtd.sock");
-        let state = dir.path().join("state");
-        let log = std::fs::File::create(dir.path().join("oxvirtd.log")).expect("daemon log");
+        let mut daemon = Daemon {
+            dir,
+            socket,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        daemon.launch();
+        daemon
+    }
+
+    /// Starts oxvirtd on this daemon's socket and state (again, after [`Daemon::kill`]): its
+    /// log goes on in the same file.
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("oxvirtd.log"))
+            .expect("daemon log");
         let child = Command::new(oxvirtd_bin())
             .arg("--socket")
-            .arg(&socket)
+            .arg(&self.socket)
             .arg("--state-dir")
-            .arg(&state)
+            .arg(self.dir.path().join("state"))
             // These tests run in the host's network namespace: no default network there.
             .arg("--no-default-network")
-            .args(extra)
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("daemon log"))
             .stderr(log)
             .spawn()
             .expect("spawn oxvirtd");
-        let mut daemon = Daemon {
-            dir,
-            socket,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let up = wait_for(Duration::from_secs(20), || {
-            daemon.has_exited() || daemon.oxvirt(&["version"]).code == Some(0)
+            self.has_exited() || self.oxvirt(&["version"]).code == Some(0)
         });
         assert!(
-            up && !daemon.has_exited(),
+            up && !self.has_exited(),
             "oxvirtd did not come up; its log:\n{}",
-            daemon.log()
+            self.log()
         );
-        daemon
+    }
+
+    /// SIGKILLs oxvirtd (its guests go on running, as after a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL oxvirtd");
+            child.wait().expect("reap oxvirtd");
+        }
     }
 
     fn has_exited(&mut self) -> bool {

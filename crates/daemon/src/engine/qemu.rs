@@ -317,6 +317,36 @@ impl QmpControl {
         Ok(nodes)
     }
 
+    /// Jobs an earlier oxvirtd started and never saw end (it was killed meanwhile): concluded
+    /// ones are dismissed; one still running means QEMU is busy with it, said as such.
+    async fn dismiss_leftover_jobs(&self) -> Result<(), EngineError> {
+        let jobs = self
+            .qmp
+            .execute("query-jobs", None)
+            .await
+            .map_err(engine_error)?;
+        for job in jobs.as_array().into_iter().flatten() {
+            let Some(id) = job["id"].as_str().filter(|id| id.starts_with("oxvirt-")) else {
+                continue;
+            };
+            if job["status"] == "concluded" {
+                tracing::warn!(job = %id, error = ?job["error"].as_str(), "dismissing a job an earlier oxvirtd left behind");
+                let _ = self
+                    .qmp
+                    .execute("job-dismiss", Some(serde_json::json!({ "id": id })))
+                    .await;
+            } else {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!(
+                        "QEMU still runs job {id}, which an earlier oxvirtd started; try again when it ends"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Runs a job command to its end and dismisses it; its error is QEMU's own words.
     async fn run_job(
         &self,
@@ -324,11 +354,17 @@ impl QmpControl {
         mut arguments: serde_json::Value,
     ) -> Result<(), EngineError> {
         static NEXT_JOB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        self.dismiss_leftover_jobs().await?;
+        // The daemon's pid in the id: QEMU outlives a restarted oxvirtd, whose counter starts
+        // over, and a job id must be new to QEMU.
         let job = format!(
-            "oxvirt-{command}-{}",
+            "oxvirt-{command}-{}-{}",
+            std::process::id(),
             NEXT_JOB.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         arguments["job-id"] = serde_json::json!(job);
+        // QEMU may run the whole job before it answers the command (snapshot-save does).
+        tracing::info!(job = %job, "starting QEMU job");
         self.qmp
             .execute(command, Some(arguments))
             .await
@@ -444,6 +480,25 @@ impl Control for QmpControl {
     }
 
     async fn snapshot_delete(&self, tag: &str, disks: &[String]) -> Result<(), EngineError> {
+        // No job when no disk holds the tag (the common case of a create clearing leftovers).
+        let blocks = self
+            .qmp
+            .execute("query-block", None)
+            .await
+            .map_err(engine_error)?;
+        let holds_tag = blocks.as_array().into_iter().flatten().any(|block| {
+            block["qdev"]
+                .as_str()
+                .is_some_and(|q| disks.iter().any(|dev| qdev_is(q, dev)))
+                && block["inserted"]["image"]["snapshots"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|snapshot| snapshot["name"] == tag)
+        });
+        if !holds_tag {
+            return Ok(());
+        }
         let arguments = serde_json::json!({
             "tag": tag,
             "devices": self.top_nodes(disks).await?,

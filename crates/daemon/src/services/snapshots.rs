@@ -424,6 +424,12 @@ impl Domains {
             self.take_external(&vm, &record, &steps).await?;
         } else if active {
             let control = self.guests.running_control(&vm, &record)?;
+            // The store knows no snapshot of this name, so one in the images is what a create
+            // interrupted before its metadata was written (oxvirtd killed) left: it goes.
+            control
+                .snapshot_delete(&name, &internal_devs)
+                .await
+                .map_err(|e| engine_failure(&record.name, e))?;
             control
                 .snapshot_save(&name, &internal_devs[0], &internal_devs)
                 .await
@@ -431,6 +437,10 @@ impl Domains {
         } else {
             let mut done: Vec<DiskStep> = Vec::new();
             let taken = for_each_internal(&steps, |qcow2, step| {
+                // As above: a leftover of an interrupted create, unknown to the store.
+                if qcow2.snapshots().iter().any(|s| s.name == name) {
+                    qcow2.snapshot_delete(&name)?;
+                }
                 qcow2.snapshot_create(&name)?;
                 done.push(step.clone());
                 Ok(())
