@@ -23,6 +23,7 @@
 //! Storage pools, volumes and `blockresize`: see the [`storage`] module.
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
+//! `qemu-monitor-command`: see the [`monitor`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
@@ -60,6 +61,9 @@ pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimit
 
 pub mod secret;
 pub use secret::{SecretInfo, SecretValue};
+
+pub mod monitor;
+pub use monitor::{MonitorAnswer, MonitorCommand};
 
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};

@@ -25,6 +25,7 @@ mod format;
 mod generate;
 mod img;
 mod install;
+mod monitor;
 mod net;
 mod pool;
 mod save;
@@ -76,6 +77,8 @@ enum Command {
     Display(display::DisplayCommand),
     #[command(flatten)]
     Snapshot(snapshot::SnapshotCommand),
+    #[command(flatten)]
+    Monitor(monitor::MonitorVerb),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -328,16 +331,13 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Display(command) => print_virsh_output(&display::run(&client, command)?),
         Command::Snapshot(command) => {
             let output = snapshot::run(&client, command)?;
-            if output.blank_line {
-                print_virsh_output(&output.text)
-            } else {
-                let mut stdout = std::io::stdout().lock();
-                stdout.write_all(output.text.as_bytes())?;
-                stdout.flush()?;
-                Ok(())
-            }
+            print_output(&output.text, output.blank_line)
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
+        Command::Monitor(command) => {
+            let output = monitor::run(&client, command)?;
+            print_output(&output.text, output.blank_line)
+        }
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
@@ -354,6 +354,17 @@ fn print_virsh_output(output: &str) -> anyhow::Result<()> {
         stdout.write_all(b"\n")?;
     }
     stdout.write_all(b"\n")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// `text` as it is, with virsh's blank line after it or not (the few verbs that print none).
+fn print_output(text: &str, blank_line: bool) -> anyhow::Result<()> {
+    if blank_line {
+        return print_virsh_output(text);
+    }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
 }

@@ -121,6 +121,8 @@ type Pending = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
 #[derive(Debug)]
 struct Waiter {
     command: String,
+    /// The answer as QEMU wrote it (a JSON string value holding the line), error or not.
+    verbatim: bool,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -216,12 +218,38 @@ impl Qmp {
         .map(drop)
     }
 
+    /// Runs one QMP command and returns QEMU's answer as QEMU wrote it, `return` or `error`
+    /// (keys in QEMU's order, the id ours), for a user who speaks QMP through oxvirt
+    /// (`qemu-monitor-command`).
+    pub async fn execute_verbatim(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+    ) -> Result<String, QemuError> {
+        match self.send(command, arguments, None, true).await? {
+            Value::String(line) => Ok(line),
+            other => Err(QemuError::Protocol(format!(
+                "answer to {command} not kept verbatim: {other}"
+            ))),
+        }
+    }
+
     /// [`Qmp::execute`], with `fd` attached to the command's bytes when given.
     async fn execute_passing(
         &self,
         command: &str,
         arguments: Option<Value>,
         fd: Option<RawFd>,
+    ) -> Result<Value, QemuError> {
+        self.send(command, arguments, fd, false).await
+    }
+
+    async fn send(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<RawFd>,
+        verbatim: bool,
     ) -> Result<Value, QemuError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
@@ -234,6 +262,7 @@ impl Qmp {
                 id,
                 Waiter {
                     command: command.to_string(),
+                    verbatim,
                     reply: reply_tx,
                 },
             );
@@ -320,8 +349,8 @@ async fn read_loop(
     events: mpsc::UnboundedSender<QmpEvent>,
 ) {
     loop {
-        let message = match read_message(&mut reader).await {
-            Ok(message) => message,
+        let (message, line) = match read_line_message(&mut reader).await {
+            Ok(read) => read,
             Err(QemuError::Disconnected) => break,
             Err(err) => {
                 tracing::warn!("closing QMP connection: {err}");
@@ -343,7 +372,12 @@ async fn read_loop(
             .and_then(|waiting| waiting.remove(&id));
         match waiter {
             Some(waiter) => {
-                let _ = waiter.reply.send(reply_to_result(&waiter.command, message));
+                let reply = if waiter.verbatim {
+                    Ok(Value::String(line))
+                } else {
+                    reply_to_result(&waiter.command, message)
+                };
+                let _ = waiter.reply.send(reply);
             }
             None => tracing::debug!("QMP answer to command #{id} that nobody waits for"),
         }
@@ -378,6 +412,13 @@ fn reply_to_result(command: &str, message: Value) -> Reply {
 
 /// Read one newline-terminated JSON message. EOF before any byte is `Disconnected`.
 async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Value, QemuError> {
+    read_line_message(reader).await.map(|(message, _)| message)
+}
+
+/// [`read_message`], with the message's line as QEMU wrote it (without its line end).
+async fn read_line_message<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Result<(Value, String), QemuError> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -399,12 +440,15 @@ async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Value, 
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        return serde_json::from_slice(&line).map_err(|err| {
-            QemuError::Protocol(format!(
-                "malformed JSON from QEMU ({err}): {}",
-                String::from_utf8_lossy(&line).trim_end()
-            ))
-        });
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        return serde_json::from_slice(&line)
+            .map(|message| (message, text))
+            .map_err(|err| {
+                QemuError::Protocol(format!(
+                    "malformed JSON from QEMU ({err}): {}",
+                    String::from_utf8_lossy(&line).trim_end()
+                ))
+            });
     }
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod display;
 mod domains;
+mod monitor;
 mod networks;
 mod pools;
 pub(crate) mod reply;
@@ -31,6 +32,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(admin::routes(clients))
         .merge(display::routes())
         .merge(domains::routes())
+        .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())
         .merge(saves::routes())

@@ -306,6 +306,15 @@ pub trait Control: Send + Sync {
     ) -> Result<(), EngineError> {
         Err(no_graphics("change removable media"))
     }
+    /// Passes `command` to the engine's own monitor as the user wrote it (QEMU: a QMP command
+    /// as JSON, or an HMP command line with `hmp`) and returns the monitor's answer as it
+    /// wrote it, an error answer included.
+    async fn monitor_command(&self, _command: &str, _hmp: bool) -> Result<String, EngineError> {
+        Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: "this engine has no QEMU monitor".to_string(),
+        })
+    }
 }
 
 /// A graphical display of a running guest, as its engine reports it.

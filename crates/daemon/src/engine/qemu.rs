@@ -697,6 +697,38 @@ impl Control for QmpControl {
         Ok(())
     }
 
+    async fn monitor_command(&self, command: &str, hmp: bool) -> Result<String, EngineError> {
+        if hmp {
+            // HMP's answer is text, errors included ("unknown command: ...").
+            let answer = self
+                .qmp
+                .execute(
+                    "human-monitor-command",
+                    Some(serde_json::json!({ "command-line": command })),
+                )
+                .await
+                .map_err(engine_error)?;
+            return Ok(answer.as_str().unwrap_or_default().to_string());
+        }
+        let invalid = |message: String| EngineError {
+            kind: EngineErrorKind::Invalid,
+            message,
+        };
+        let request: serde_json::Value = serde_json::from_str(command)
+            .map_err(|err| invalid(format!("the QMP command is not JSON: {err}")))?;
+        let Some(name) = request.get("execute").and_then(serde_json::Value::as_str) else {
+            return Err(invalid(
+                "a QMP command is an object with \"execute\" (a command name) and, optionally, \"arguments\"; with --hmp, a human monitor command line"
+                    .to_string(),
+            ));
+        };
+        // Arguments of the wrong shape go to QEMU too: its refusal is the answer, as in libvirt.
+        self.qmp
+            .execute_verbatim(name, request.get("arguments").cloned())
+            .await
+            .map_err(engine_error)
+    }
+
     async fn send_keys(&self, keys: &[u32], hold_ms: Option<u32>) -> Result<(), EngineError> {
         let keys: Vec<serde_json::Value> = keys
             .iter()

@@ -1,7 +1,7 @@
 //! What oxvirtd does, one service per resource, on top of the store and the engines:
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
-//! snapshot-create, -list, -revert, -delete),
+//! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -14,6 +14,7 @@ pub mod error;
 pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
+pub mod monitor;
 pub mod networks;
 pub mod pools;
 pub mod saves;
