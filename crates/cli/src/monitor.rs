@@ -126,11 +126,7 @@ fn tokens(json: &str) -> Vec<&str> {
             }
             b'"' => {
                 let start = at;
-                at += 1;
-                while at < bytes.len() && bytes[at] != b'"' {
-                    at += if bytes[at] == b'\\' { 2 } else { 1 };
-                }
-                at = (at + 1).min(bytes.len());
+                at = string_end(bytes, at);
                 tokens.push(&json[start..at]);
             }
             _ => {
@@ -143,6 +139,15 @@ fn tokens(json: &str) -> Vec<&str> {
         }
     }
     tokens
+}
+
+/// Where the JSON string that opens at `start` (its `"`) ends: just past its closing quote.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    let mut at = start + 1;
+    while at < bytes.len() && bytes[at] != b'"' {
+        at += if bytes[at] == b'\\' { 2 } else { 1 };
+    }
+    (at + 1).min(bytes.len())
 }
 
 /// JSON without whitespace between tokens, as libvirt prints it.
@@ -218,11 +223,7 @@ fn top_level_member<'a>(json: &'a str, key: &str) -> Option<&'a str> {
             }
             b'"' => {
                 let start = at;
-                at += 1;
-                while at < bytes.len() && bytes[at] != b'"' {
-                    at += if bytes[at] == b'\\' { 2 } else { 1 };
-                }
-                at = (at + 1).min(bytes.len());
+                at = string_end(bytes, at);
                 if expecting_key && depth == 1 && json.get(start..at) == Some(wanted.as_str()) {
                     return member_value(json, at);
                 }
@@ -249,10 +250,8 @@ fn member_value(json: &str, at: usize) -> Option<&str> {
             b'}' | b']' => depth -= 1,
             b',' if depth == 0 => return Some(json[start..i].trim()),
             b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
+                i = string_end(bytes, i);
+                continue;
             }
             _ => {}
         }

@@ -46,15 +46,24 @@ fn counter(console: &mut support::ConsoleSession, tag: u32) -> u64 {
         .unwrap_or_else(|_| panic!("counter is not a number: {text:?}"))
 }
 
+/// Defines `name` on a new qcow2 disk and boots it to its prompt; the disk and the console.
+fn boot_qcow2_guest(daemon: &Daemon, name: &str, uuid: &str) -> (PathBuf, support::ConsoleSession) {
+    let disk = qcow2_disk(daemon.dir.path(), &format!("{name}.qcow2"));
+    daemon
+        .define(&format!("{name}.xml"), &qcow2_guest_xml(name, uuid, &disk))
+        .1
+        .ok();
+    let mut console = daemon.start_with_console(name);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    (disk, console)
+}
+
 #[test]
 fn revert_brings_back_disk_memory_and_a_running_counter() {
     let daemon = Daemon::start();
-    let disk = qcow2_disk(daemon.dir.path(), "snap.qcow2");
-    let xml = qcow2_guest_xml("snap", "6a1c3e0b-8f2d-4b7e-9d51-3c2e7f0a9b14", &disk);
-    daemon.define("snap.xml", &xml).1.ok();
-    let mut console = daemon.start_with_console("snap");
-    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
-    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let (disk, mut console) =
+        boot_qcow2_guest(&daemon, "snap", "6a1c3e0b-8f2d-4b7e-9d51-3c2e7f0a9b14");
 
     // Marker A on the disk (sector 100) and in tmpfs; a counter ticking every 200 ms. The
     // kernel keeps its messages (a revert's clock jump makes some) off the console, where they
@@ -436,12 +445,8 @@ fn image_snapshot_names(image: &Path) -> Vec<String> {
 #[test]
 fn a_daemon_killed_during_snapshot_create_leaves_store_and_images_consistent() {
     let mut daemon = Daemon::start();
-    let disk = qcow2_disk(daemon.dir.path(), "fault.qcow2");
-    let xml = qcow2_guest_xml("fault", "2d4f6a8c-0e1b-4c3d-9e5f-7a9b1c3d5e7f", &disk);
-    daemon.define("fault.xml", &xml).1.ok();
-    let mut console = daemon.start_with_console("fault");
-    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
-    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let (disk, mut console) =
+        boot_qcow2_guest(&daemon, "fault", "2d4f6a8c-0e1b-4c3d-9e5f-7a9b1c3d5e7f");
     // The kernel's messages stay off the console (see above).
     console.run(
         "dmesg -n 1; echo MARKER-A | dd of=/dev/vda bs=512 seek=100 conv=fsync 2>/dev/null",
