@@ -47,12 +47,13 @@ fn write_file(path: &Path, text: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The native domain L1's oxvirtd runs (paths inside L1).
-fn domain_xml() -> String {
+/// A native domain for L1's oxvirtd (paths inside L1): the guest kit, 256 MiB, one vCPU, virtio
+/// disk `vda` of `format` at `disk`, and `devices`.
+fn native_domain_xml(name: &str, uuid: &str, format: &str, disk: &str, devices: &str) -> String {
     format!(
         "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
-  <name>nat</name>
-  <uuid>{UUID}</uuid>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os>
@@ -65,17 +66,11 @@ fn domain_xml() -> String {
   <on_reboot>restart</on_reboot>
   <devices>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='/tmp/disk.raw'/>
+      <driver name='qemu' type='{format}'/>
+      <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='bridge'>
-      <mac address='52:54:00:aa:bb:cc'/>
-      <source bridge='br0'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+{devices}    <serial type='pty'/>
   </devices>
   <oxvirt:engine name='native'/>
 </domain>
@@ -83,33 +78,26 @@ fn domain_xml() -> String {
     )
 }
 
-/// The native domain of the snapshot scenario: a qcow2 disk L1 makes, no NIC.
-fn snap_domain_xml() -> String {
-    format!(
-        "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
-  <name>snap</name>
-  <uuid>{SNAP_UUID}</uuid>
-  <memory unit='MiB'>256</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64'>hvm</type>
-    <kernel>/lab/l2/vmlinuz</kernel>
-    <initrd>/lab/l2/initramfs.img</initrd>
-    <cmdline>console=ttyS0 panic=-1 quiet</cmdline>
-  </os>
-  <cpu mode='host-passthrough'><feature policy='disable' name='svm'/></cpu>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='/tmp/snap.qcow2'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'/>
-  </devices>
-  <oxvirt:engine name='native'/>
-</domain>
-"
+/// The lifecycle scenario's domain: a raw disk, a bridged NIC, an rng.
+fn domain_xml() -> String {
+    native_domain_xml(
+        "nat",
+        UUID,
+        "raw",
+        "/tmp/disk.raw",
+        "    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:cc'/>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+",
     )
+}
+
+/// The snapshot scenario's domain: a qcow2 disk L1 makes, no NIC.
+fn snap_domain_xml() -> String {
+    native_domain_xml("snap", SNAP_UUID, "qcow2", "/tmp/snap.qcow2", "")
 }
 
 /// The lab's L1 console log, from one run shared by every test of this file.
