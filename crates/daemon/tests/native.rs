@@ -167,3 +167,94 @@ async fn starting_a_native_domain_without_hardware_kvm_fails_clearly_and_leaves_
     // The domain stays usable: it can be undefined.
     client.undefine_domain("nat", None).await.unwrap();
 }
+
+fn disk_xml(path: &std::path::Path, format: &str) -> String {
+    format!(
+        "<disk type='file' device='disk'><driver name='qemu' type='{format}'/>\
+         <source file='{}'/><target dev='vda' bus='virtio'/></disk>",
+        path.display()
+    )
+}
+
+/// A shut-off native domain's snapshots need no VMM: its disks' internal snapshots are taken
+/// offline, and a raw disk is refused naming it, with nothing stored. The machine state a
+/// snapshot of a running native guest keeps beside the images (tests/native_lab.rs takes real
+/// ones) goes with its snapshot, and all of them with `undefine --snapshots-metadata`.
+#[tokio::test(flavor = "multi_thread")]
+async fn native_snapshots_of_a_shut_off_domain_and_their_state_files() {
+    use oxvirt_api::{CreateSnapshot, DeleteSnapshot, UndefineOptions};
+    let mut env = TestEnv::new();
+    env.start_daemon().await;
+    let client = env.client();
+    let images = tempfile::tempdir().unwrap();
+    let raw = images.path().join("root.raw");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    client
+        .define_domain(&native_xml("nat", "", &disk_xml(&raw, "raw")))
+        .await
+        .unwrap();
+    let named = |name: &str| CreateSnapshot {
+        xml: format!("<domainsnapshot><name>{name}</name></domainsnapshot>"),
+        ..CreateSnapshot::default()
+    };
+    let err = api_error(client.create_snapshot("nat", &named("s1")).await);
+    assert!(
+        err.message.contains("disk 'vda'") && err.message.contains("qcow2"),
+        "the refusal should name the disk: {}",
+        err.message
+    );
+    assert!(client.list_snapshots("nat").await.unwrap().is_empty());
+
+    let qcow2 = images.path().join("root.qcow2");
+    oxvirt_images::create(
+        &qcow2,
+        &oxvirt_images::CreateOptions {
+            format: oxvirt_images::Format::Qcow2,
+            size: Some(1 << 20),
+            ..oxvirt_images::CreateOptions::default()
+        },
+    )
+    .unwrap();
+    client
+        .define_domain(&native_xml("nat", "", &disk_xml(&qcow2, "qcow2")))
+        .await
+        .unwrap();
+    for name in ["s1", "s2"] {
+        let taken = client.create_snapshot("nat", &named(name)).await.unwrap();
+        assert_eq!(taken.state, "shutoff");
+    }
+    let image = oxvirt_images::Image::open(&qcow2, &oxvirt_images::OpenOptions::default()).unwrap();
+    let tags: Vec<String> = image
+        .as_qcow2()
+        .unwrap()
+        .snapshots()
+        .iter()
+        .map(|s| s.name.clone())
+        .collect();
+    assert_eq!(tags, ["s1", "s2"]);
+    drop(image);
+
+    // What a running guest's snapshots would have left (the lab makes real ones).
+    let states = env.state_dir.join("snapshot").join(UUID);
+    std::fs::create_dir_all(&states).unwrap();
+    for name in ["s1", "s2"] {
+        std::fs::write(states.join(format!("{name}.save")), b"state").unwrap();
+    }
+    client
+        .delete_snapshot("nat", "s1", &DeleteSnapshot::default())
+        .await
+        .unwrap();
+    assert!(!states.join("s1.save").exists(), "s1's state file stayed");
+    assert!(states.join("s2.save").exists(), "s2's state file went too");
+    client
+        .undefine_domain_with(
+            "nat",
+            &UndefineOptions {
+                snapshots_metadata: true,
+                ..UndefineOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!states.exists(), "{} stayed", states.display());
+}

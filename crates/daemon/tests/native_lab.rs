@@ -3,7 +3,11 @@
 //! as a native domain (L2) and `native_lab/l1.sh` drives its whole lifecycle through the CLI:
 //! start, console (and a virtio disk and a bridged NIC seen by the guest), list, dominfo,
 //! suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
-//! and restart (the log writer filling vmm.log outlives it as the VMM does), shutdown, destroy, undefine. This machine's own /dev/kvm is never used.
+//! and restart (the log writer filling vmm.log outlives it as the VMM does), shutdown, destroy, undefine.
+//! Then `native_lab/snapshots.sh` runs a second native domain with a qcow2 disk through
+//! snapshot-create-as/-revert/-delete, save/restore and managedsave/start, checking what its
+//! guest kept (disk, tmpfs, a counter, uptime). Both tests read the same lab run (one L1 boot).
+//! This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
 //! binaries next to `oxvirtd` (`cargo build --workspace --bins`); it fails, never skips, without
@@ -11,12 +15,16 @@
 
 use oxvirt_testkit::lab::{initramfs_with, install_binary, run_l1};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
-/// L1 runs under TCG: each L2 boot takes about 50 s there.
-const LAB_TIMEOUT: Duration = Duration::from_secs(420);
+const SNAPSHOTS_SCRIPT: &str = include_str!("native_lab/snapshots.sh");
+/// L1 runs under TCG: each L2 boot takes about 50 s there, each save or restore of a guest a few.
+const LAB_TIMEOUT: Duration = Duration::from_secs(900);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
+/// The domain of the snapshot scenario (snapshots.sh says the same).
+const SNAP_UUID: &str = "7a2e3d4c-5b6a-4f70-8b9c-0d1e2f3a4b5c";
 
 /// A binary built next to oxvirtd.
 fn sibling_binary(name: &str) -> PathBuf {
@@ -39,12 +47,13 @@ fn write_file(path: &Path, text: &str, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The native domain L1's oxvirtd runs (paths inside L1).
-fn domain_xml() -> String {
+/// A native domain for L1's oxvirtd (paths inside L1): the guest kit, 256 MiB, one vCPU, virtio
+/// disk `vda` of `format` at `disk`, and `devices`.
+fn native_domain_xml(name: &str, uuid: &str, format: &str, disk: &str, devices: &str) -> String {
     format!(
         "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
-  <name>nat</name>
-  <uuid>{UUID}</uuid>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
   <memory unit='MiB'>256</memory>
   <vcpu>1</vcpu>
   <os>
@@ -57,22 +66,44 @@ fn domain_xml() -> String {
   <on_reboot>restart</on_reboot>
   <devices>
     <disk type='file' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source file='/tmp/disk.raw'/>
+      <driver name='qemu' type='{format}'/>
+      <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
     </disk>
-    <interface type='bridge'>
-      <mac address='52:54:00:aa:bb:cc'/>
-      <source bridge='br0'/>
-      <model type='virtio'/>
-    </interface>
-    <serial type='pty'/>
-    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+{devices}    <serial type='pty'/>
   </devices>
   <oxvirt:engine name='native'/>
 </domain>
 "
     )
+}
+
+/// The lifecycle scenario's domain: a raw disk, a bridged NIC, an rng.
+fn domain_xml() -> String {
+    native_domain_xml(
+        "nat",
+        UUID,
+        "raw",
+        "/tmp/disk.raw",
+        "    <interface type='bridge'>
+      <mac address='52:54:00:aa:bb:cc'/>
+      <source bridge='br0'/>
+      <model type='virtio'/>
+    </interface>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+",
+    )
+}
+
+/// The snapshot scenario's domain: a qcow2 disk L1 makes, no NIC.
+fn snap_domain_xml() -> String {
+    native_domain_xml("snap", SNAP_UUID, "qcow2", "/tmp/snap.qcow2", "")
+}
+
+/// The lab's L1 console log, from one run shared by every test of this file.
+fn lab() -> &'static str {
+    static LAB: OnceLock<String> = OnceLock::new();
+    LAB.get_or_init(run_lab)
 }
 
 /// Boots L1 with the lab and returns its console log once the script ended.
@@ -84,6 +115,8 @@ fn run_lab() -> String {
     let root = w.join("l1-root");
     write_file(&root.join("lab/run.sh"), L1_SCRIPT, 0o755);
     write_file(&root.join("lab/nat.xml"), &domain_xml(), 0o644);
+    write_file(&root.join("lab/snapshots.sh"), SNAPSHOTS_SCRIPT, 0o644);
+    write_file(&root.join("lab/snap.xml"), &snap_domain_xml(), 0o644);
     install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
     install_binary(&root, &sibling_binary("oxvirt"), "oxvirt");
     install_binary(&root, &sibling_binary("oxvirt-vmm"), "oxvirt-vmm");
@@ -101,17 +134,35 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[test]
-fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
-    let text = run_lab();
-    let checks: Vec<(&str, bool)> = text
-        .lines()
+/// The checks the lab script reported: (name, passed).
+fn checks(text: &str) -> Vec<(&str, bool)> {
+    text.lines()
         .filter_map(|l| l.trim_end().strip_prefix("CHECK "))
         .filter_map(|l| {
             let (name, verdict) = l.split_once(' ')?;
             Some((name, verdict == "ok"))
         })
+        .collect()
+}
+
+/// Fails naming every check of `expected` that failed or is missing.
+fn assert_checks(text: &str, expected: &[&str]) {
+    let checks = checks(text);
+    let failed: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|name| !checks.iter().any(|(n, ok)| n == name && *ok))
         .collect();
+    assert!(
+        failed.is_empty(),
+        "failed or missing checks: {failed:?}\nL1 console:\n{}",
+        tail(text, 200)
+    );
+}
+
+#[test]
+fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
+    let text = lab();
     let expected = [
         "define",
         "start",
@@ -152,19 +203,77 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "undefined",
         "taps-removed",
     ];
-    let failed: Vec<&str> = expected
-        .iter()
-        .copied()
-        .filter(|name| !checks.iter().any(|(n, ok)| n == name && *ok))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "failed or missing checks: {failed:?}\nL1 console:\n{}",
-        tail(&text, 200)
-    );
+    assert_checks(text, &expected);
     assert!(
         text.lines().any(|l| l.trim_end() == "LEFTOVER-VMM=0"),
         "oxvirt-vmm processes left behind:\n{}",
-        tail(&text, 60)
+        tail(text, 60)
+    );
+}
+
+#[test]
+fn native_snapshots_and_saves_keep_what_the_guest_had() {
+    let text = lab();
+    assert_checks(
+        text,
+        &[
+            "snap-img-create",
+            "snap-define",
+            "snap-start",
+            "snap-booted",
+            "snap-guest-setup",
+            "snap-count-before",
+            "snapshot-create",
+            "snapshot-running-after",
+            "snapshot-state-file",
+            "snapshot-listed",
+            "snapshot-xml-memory",
+            "snap-guest-goes-on",
+            "snapshot-revert",
+            "snapshot-revert-running",
+            "revert-answers",
+            "revert-disk-a",
+            "revert-tmpfs-a",
+            "revert-count-continues",
+            "save-uptime-before",
+            "save",
+            "saved-shut-off",
+            "restore",
+            "restored-running",
+            "restore-answers",
+            "restore-uptime-continues",
+            "restore-tmpfs",
+            "managedsave-uptime-before",
+            "managedsave",
+            "managedsave-shut-off",
+            "managedsave-dominfo",
+            "managedsave-start",
+            "managedsave-running",
+            "managedsave-consumed",
+            "managedsave-answers",
+            "managedsave-uptime-continues",
+            "managedsave-tmpfs",
+            "never-rebooted",
+            "snapshot-paused-suspend",
+            "snapshot-create-paused",
+            "snapshot-paused-after",
+            "snapshot-paused-state",
+            "snapshot-paused-resume",
+            "snapshot-delete",
+            "snapshot-delete-running",
+            "snapshot-delete-state-file",
+            "snapshot-delete-listed",
+            "snapshot-delete-answers",
+            "never-rebooted-after-delete",
+            "snap-destroy",
+            "snap-image-tags",
+            "snap-undefine",
+            "snap-state-dir-removed",
+        ],
+    );
+    assert!(
+        text.lines().any(|l| l.trim_end() == "SNAP-LEFTOVER-VMM=0"),
+        "oxvirt-vmm processes left behind:\n{}",
+        tail(text, 60)
     );
 }

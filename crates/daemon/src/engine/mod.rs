@@ -192,6 +192,15 @@ pub trait Engine: Send + Sync {
         None
     }
 
+    /// Whether the engine takes internal snapshots of `domain` while it runs
+    /// ([`Control::snapshot_save`] and friends, with the images open). An engine that cannot
+    /// (the native one) gets them offline: the daemon saves the guest's machine state, ends its
+    /// process, works on the closed images and relaunches it from that state
+    /// (services/snapshots.rs).
+    fn live_internal_snapshots(&self, _domain: &Domain) -> bool {
+        false
+    }
+
     /// The domain `uuid` was undefined: remove what the engine keeps for it across starts
     /// (the qemu engine: the NVRAM it made for a UEFI guest, unless `keep_nvram`).
     fn forget_domain(&self, _uuid: &Uuid, _keep_nvram: bool) {}
@@ -265,7 +274,12 @@ pub trait Control: Send + Sync {
     /// External disk snapshots, all or none: each disk's current image becomes the backing
     /// file of its overlay (a qcow2 file the daemon made), which the guest writes to from now on.
     async fn add_overlays(&self, _overlays: &[DiskOverlay]) -> Result<(), EngineError> {
-        Err(no_snapshots())
+        Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: "this engine cannot switch a running guest's disks to overlays: take an \
+                      external (--disk-only) snapshot while the domain is shut off"
+                .to_string(),
+        })
     }
     /// Hot-plugs a NIC backed by an existing TAP device.
     async fn plug_nic(&self, _nic: &NicPlug) -> Result<(), EngineError> {

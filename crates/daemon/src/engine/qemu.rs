@@ -114,6 +114,11 @@ impl Engine for QemuEngine {
 
     /// The NVRAM made for a UEFI guest that named none (a path the definition gives is the
     /// operator's file and stays, as with libvirt's `undefine --keep-nvram`).
+    /// QEMU's `snapshot-save`/`snapshot-load` jobs work on the images it holds open.
+    fn live_internal_snapshots(&self, _domain: &Domain) -> bool {
+        true
+    }
+
     fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
         let path = oxvirt_qemu::firmware::nvram_file(&self.nvram_dir, uuid);
         path.is_file().then_some(path)

@@ -75,6 +75,10 @@ impl Engine for EngineSet {
         self.for_domain(domain).check_host(domain)
     }
 
+    fn live_internal_snapshots(&self, domain: &Domain) -> bool {
+        self.for_domain(domain).live_internal_snapshots(domain)
+    }
+
     fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
         self.qemu
             .nvram_file(uuid)

@@ -373,10 +373,16 @@ impl Domains {
         if let Err(err) = self.remove_managed_save(&record) {
             tracing::warn!(domain = %record.name, "{err}");
         }
-        let run_dir = self.guests.run_dir(&record.uuid);
-        if let Err(err) = std::fs::remove_dir_all(&run_dir) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!("cannot remove {}: {err}", run_dir.display());
+        // The run directory, and the snapshots' machine states (the native engine's) that
+        // went with the snapshots' metadata.
+        for dir in [
+            self.guests.run_dir(&record.uuid),
+            self.guests.snapshot_state_dir(&record.uuid),
+        ] {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {err}", dir.display());
+                }
             }
         }
         self.engine

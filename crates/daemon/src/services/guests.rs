@@ -84,6 +84,18 @@ impl Guests {
         self.state_dir.join("save").join(format!("{uuid}.save"))
     }
 
+    /// Where the machine states of the domain's snapshots live, for engines that keep them
+    /// outside the disk images (the native engine): one save image per snapshot, `NAME.save`.
+    pub fn snapshot_state_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.state_dir.join("snapshot").join(uuid.to_string())
+    }
+
+    /// The machine state of the domain's snapshot `name` (a checked snapshot name: no `/`, no
+    /// leading dot, so it is one file name and never one of the daemon's own dot files).
+    pub fn snapshot_state_path(&self, uuid: &Uuid, name: &str) -> PathBuf {
+        self.snapshot_state_dir(uuid).join(format!("{name}.save"))
+    }
+
     /// Takes the domain's operation lock or says it is busy.
     pub fn begin(&self, record: &DomainRecord) -> DaemonResult<(Arc<Vm>, OwnedMutexGuard<()>)> {
         let vm = self.slot(&record.uuid);

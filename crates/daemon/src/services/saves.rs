@@ -345,6 +345,18 @@ fn host_path(file: &str) -> DaemonResult<PathBuf> {
     Ok(path)
 }
 
+/// How [`Domains::with_guest_offline`] stops a guest, and where it resumes from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Halt<'a> {
+    /// Its machine state is saved into this save image first, and it resumes from there
+    /// (also when the work failed).
+    SaveTo(&'a Path),
+    /// Its current state is thrown away (a revert), and it starts from this save image once
+    /// the work succeeded (it stays shut off when the work failed: the image no longer fits
+    /// the disks). A guest that is not running is not stopped.
+    Replace(&'a Path),
+}
+
 /// Why a start failed that should have resumed the managed save at `path`, and the way out.
 fn cannot_resume(record: &DomainRecord, path: &Path) -> String {
     format!(
@@ -433,7 +445,18 @@ impl Domains {
         after: Option<RunAfter>,
     ) -> DaemonResult<()> {
         let (vm, _guard) = self.guests.begin(record)?;
-        let live = self.guests.live_or_not_running(&vm, record)?;
+        self.save_locked(&vm, record, target, after).await
+    }
+
+    /// [`Domains::save_guest`] with the domain's operation lock held by the caller.
+    async fn save_locked(
+        self: &Arc<Self>,
+        vm: &Vm,
+        record: &DomainRecord,
+        target: &Path,
+        after: Option<RunAfter>,
+    ) -> DaemonResult<()> {
+        let live = self.guests.live_or_not_running(vm, record)?;
         let state = self.guests.current_state(record)?;
         if !matches!(state, DomainState::Running | DomainState::Paused) {
             return Err(invalid_state(format!(
@@ -481,7 +504,72 @@ impl Domains {
         }
         tracing::info!(domain = %record.name, file = %target.display(), "saved");
         // Its state is in the image: the guest's process ends, and the domain is shut off.
-        self.end_guest(&vm, record, &live, Intent::Save).await
+        self.end_guest(vm, record, &live, Intent::Save).await
+    }
+
+    /// Runs `work` while the guest's process is stopped, for what the images its engine holds
+    /// open forbid (the native engine's internal snapshots: services/snapshots.rs), then
+    /// relaunches the guest from a save image as `halt` says, keeping its runtime id, running
+    /// or paused as `after` says (else as the image says). The caller holds the operation
+    /// lock and undoes what a failed `work` did; its error is returned.
+    pub(super) async fn with_guest_offline<T>(
+        self: &Arc<Self>,
+        vm: &Arc<Vm>,
+        record: &DomainRecord,
+        halt: Halt<'_>,
+        work: impl FnOnce() -> DaemonResult<T>,
+        after: Option<RunAfter>,
+    ) -> DaemonResult<T> {
+        let keep_id = self.store.runtime(&record.uuid).map_err(db)?.map(|r| r.id);
+        let resume_from = match halt {
+            Halt::SaveTo(image) => {
+                if let Some(dir) = image.parent() {
+                    create_private_dir(dir)
+                        .map_err(|e| internal(&format!("cannot create {}", dir.display()), e))?;
+                }
+                self.save_locked(vm, record, image, None).await?;
+                image
+            }
+            Halt::Replace(image) => {
+                if keep_id.is_some() {
+                    let live = self.guests.live_or_not_running(vm, record)?;
+                    self.end_guest(vm, record, &live, Intent::Destroy).await?;
+                }
+                image
+            }
+        };
+        let worked = work();
+        if worked.is_err() && matches!(halt, Halt::Replace(_)) {
+            return worked;
+        }
+        let resumed = async {
+            let image = SaveImage::read(resume_from)?;
+            // `work` may have changed the definition (a revert restores the snapshot's).
+            let record = self
+                .store
+                .domain_by_uuid(&record.uuid)
+                .map_err(db)?
+                .unwrap_or_else(|| record.clone());
+            self.start_from_image(vm, &record, &image, after, keep_id)
+                .await
+        }
+        .await;
+        match (worked, resumed) {
+            (Ok(value), Ok(_)) => Ok(value),
+            (Err(err), Ok(_)) => Err(err),
+            (Ok(_), Err(err)) => Err(err.context(format!(
+                "domain '{}' is shut off: it could not resume from {}",
+                record.name,
+                resume_from.display()
+            ))),
+            (Err(err), Err(resume)) => {
+                tracing::error!(domain = %record.name, "cannot resume after a failure: {resume}");
+                Err(err.context(format!(
+                    "domain '{}' is shut off (it could not resume: {})",
+                    record.name, resume.message
+                )))
+            }
+        }
     }
 
     /// virsh restore: starts the domain saved in `file` where it left off.

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oxvirt_api::{
-    CreateSnapshot, DeleteSnapshot, DomainState, DomainSummary, RevertSnapshot, SnapshotSummary,
+    CreateSnapshot, DeleteSnapshot, DomainState, DomainSummary, RevertSnapshot, RunAfter,
+    SnapshotSummary,
 };
 use oxvirt_domain::snapshot::{
     validate_snapshot_name, DiskSnapshotKind, MemoryKind, Snapshot, SnapshotDisk, SnapshotRequest,
@@ -32,6 +33,7 @@ use super::error::{
     ErrorKind,
 };
 use super::guests::{stored_domain, Vm};
+use super::saves::{Halt, SaveImage};
 use super::volumes::image_format_of;
 use crate::engine::DiskOverlay;
 use crate::store::{self, DomainRecord, SnapshotRecord};
@@ -134,7 +136,66 @@ fn for_each_internal(
     Ok(())
 }
 
+/// Takes internal snapshot `name` in each internal disk of `steps`, offline; all or none.
+fn take_internal_offline(steps: &[DiskStep], name: &str) -> DaemonResult<()> {
+    let mut done: Vec<DiskStep> = Vec::new();
+    let taken = for_each_internal(steps, |qcow2, step| {
+        // The store knows no snapshot of this name (the caller checked), so one in the image
+        // is what a create interrupted before its metadata was written left: it goes.
+        if qcow2.snapshots().iter().any(|s| s.name == name) {
+            qcow2.snapshot_delete(name)?;
+        }
+        qcow2.snapshot_create(name)?;
+        done.push(step.clone());
+        Ok(())
+    });
+    if taken.is_err() {
+        let _ = for_each_internal(&done, |qcow2, _| qcow2.snapshot_delete(name));
+    }
+    taken
+}
+
+/// Deletes internal snapshot `name` from each disk of `steps` that has it, offline.
+fn delete_internal_offline(steps: &[DiskStep], name: &str) -> DaemonResult<()> {
+    for_each_internal(steps, |qcow2, _| {
+        if qcow2.snapshots().iter().any(|s| s.name == name) {
+            qcow2.snapshot_delete(name)
+        } else {
+            Ok(())
+        }
+    })
+}
+
+/// Removes a snapshot's machine state file (a missing one is no error: most snapshots have none).
+fn remove_state_file(path: &Path) {
+    match std::fs::remove_file(path) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            tracing::warn!("cannot remove {}: {err}", path.display());
+        }
+        _ => {}
+    }
+}
+
 impl Domains {
+    /// The internal disk steps for the disks `devs` of `domain` (a volume disk: its file).
+    fn internal_steps(&self, domain: &Domain, devs: &[String]) -> DaemonResult<Vec<DiskStep>> {
+        let mut resolved = domain.clone();
+        self.volumes.resolve_volume_disks(&mut resolved)?;
+        Ok(resolved
+            .devices
+            .disks
+            .iter()
+            .filter(|d| devs.contains(&d.target.dev))
+            .map(|d| DiskStep {
+                dev: d.target.dev.clone(),
+                path: PathBuf::from(d.source.clone().unwrap_or_default()),
+                kind: DiskSnapshotKind::Internal,
+                overlay: None,
+                format: d.driver.format,
+            })
+            .collect())
+    }
+
     fn snapshot_record(&self, record: &DomainRecord, name: &str) -> DaemonResult<SnapshotRecord> {
         self.store
             .transaction(|tx| store::snapshot(tx, &record.uuid, name))
@@ -419,6 +480,21 @@ impl Domains {
             domain_xml: domain.to_xml(),
         };
 
+        // The row that records it once its data exists: the new snapshot is the current one.
+        let row = SnapshotRecord {
+            domain: record.uuid,
+            name: name.clone(),
+            parent,
+            created,
+            current: true,
+            xml: snapshot.to_xml(),
+        };
+        if !external && active && !self.engine.live_internal_snapshots(&domain) {
+            self.create_offline(&vm, &record, &steps, &row).await?;
+            tracing::info!(domain = %record.name, snapshot = %name, state = snapshot_state.as_str(), "snapshot created");
+            return summary_of(&row);
+        }
+
         // The data first.
         if external {
             self.take_external(&vm, &record, &steps).await?;
@@ -435,43 +511,71 @@ impl Domains {
                 .await
                 .map_err(|e| engine_failure(&record.name, e))?;
         } else {
-            let mut done: Vec<DiskStep> = Vec::new();
-            let taken = for_each_internal(&steps, |qcow2, step| {
-                // As above: a leftover of an interrupted create, unknown to the store.
-                if qcow2.snapshots().iter().any(|s| s.name == name) {
-                    qcow2.snapshot_delete(&name)?;
-                }
-                qcow2.snapshot_create(&name)?;
-                done.push(step.clone());
-                Ok(())
-            });
-            if let Err(err) = taken {
-                let _ = for_each_internal(&done, |qcow2, _| qcow2.snapshot_delete(&name));
-                return Err(err);
-            }
+            take_internal_offline(&steps, &name)?;
         }
 
-        // Then the metadata: the new snapshot is the current one.
-        let row = SnapshotRecord {
-            domain: record.uuid,
-            name: name.clone(),
-            parent,
-            created,
-            current: true,
-            xml: snapshot.to_xml(),
-        };
-        if let Err(err) = self
-            .store
-            .transaction(|tx| store::insert_snapshot(tx, &row))
-        {
+        // Then the metadata.
+        self.record_snapshot(&record, &row)?;
+        tracing::info!(domain = %record.name, snapshot = %name, state = snapshot_state.as_str(), "snapshot created");
+        summary_of(&row)
+    }
+
+    /// Inserts a snapshot's row; its data exists already (and stays if the row cannot be
+    /// written: the error says so).
+    fn record_snapshot(&self, record: &DomainRecord, row: &SnapshotRecord) -> DaemonResult<()> {
+        let name = &row.name;
+        if let Err(err) = self.store.transaction(|tx| store::insert_snapshot(tx, row)) {
             tracing::error!(domain = %record.name, snapshot = %name, "cannot record the snapshot: {}", store::named(err));
             return Err(internal(
                 &format!("cannot record snapshot '{name}'; its data stays in the images"),
                 "the state database refused the write",
             ));
         }
-        tracing::info!(domain = %record.name, snapshot = %name, state = snapshot_state.as_str(), "snapshot created");
-        summary_of(&row)
+        Ok(())
+    }
+
+    /// The snapshot `row` of a running or paused guest whose engine cannot snapshot its open
+    /// images (the native engine): its machine state goes into the snapshot's save image, its
+    /// process ends, the qcow2 snapshots are taken offline, and it goes on from that image. A
+    /// failure before the row is written leaves no snapshot (no tags, no state file) and the
+    /// guest running from its state.
+    async fn create_offline(
+        self: &Arc<Self>,
+        vm: &Arc<Vm>,
+        record: &DomainRecord,
+        steps: &[DiskStep],
+        row: &SnapshotRecord,
+    ) -> DaemonResult<()> {
+        let state = self.guests.snapshot_state_path(&record.uuid, &row.name);
+        let mut recorded = false;
+        let taken = self
+            .with_guest_offline(
+                vm,
+                record,
+                Halt::SaveTo(&state),
+                || {
+                    take_internal_offline(steps, &row.name)?;
+                    if let Err(err) = self.record_snapshot(record, row) {
+                        let _ =
+                            for_each_internal(steps, |qcow2, _| qcow2.snapshot_delete(&row.name));
+                        return Err(err);
+                    }
+                    recorded = true;
+                    Ok(())
+                },
+                None,
+            )
+            .await;
+        if !recorded {
+            remove_state_file(&state);
+        }
+        taken.map_err(|err| {
+            if recorded {
+                err.context(format!("snapshot '{}' was taken", row.name))
+            } else {
+                err
+            }
+        })
     }
 
     /// Disk-only snapshot: the overlays are made (backed by each disk's image), the running
@@ -626,7 +730,40 @@ impl Domains {
             // revert: resuming it later would corrupt them (libvirt discards it too).
             self.remove_managed_save(&record)?;
         }
+        let run = request.running || (!request.paused && snapshot.state == SnapshotState::Running);
         match snapshot.state {
+            SnapshotState::Running | SnapshotState::Paused
+                if !self.engine.live_internal_snapshots(&snapshot_domain) =>
+            {
+                // The engine keeps the machine state in a save image beside the disks
+                // (create_offline): the guest's process ends, the disks go back offline, and
+                // it starts from the snapshot's state.
+                let state_file = self.guests.snapshot_state_path(&record.uuid, name);
+                // A missing or damaged state fails here, with the guest untouched.
+                SaveImage::read(&state_file).map_err(|err| {
+                    err.context(format!(
+                        "snapshot '{name}' of domain '{}' has no usable machine state",
+                        record.name
+                    ))
+                })?;
+                let steps = self.internal_steps(&snapshot_domain, &devs)?;
+                let after = if run {
+                    RunAfter::Running
+                } else {
+                    RunAfter::Paused
+                };
+                self.with_guest_offline(
+                    &vm,
+                    &record,
+                    Halt::Replace(&state_file),
+                    || {
+                        for_each_internal(&steps, |qcow2, _| qcow2.snapshot_apply(name))?;
+                        self.restore_definition(&record, &snapshot_domain)
+                    },
+                    Some(after),
+                )
+                .await?;
+            }
             SnapshotState::Running | SnapshotState::Paused => {
                 if !active {
                     // Start from the snapshot's definition, then load its state.
@@ -639,8 +776,6 @@ impl Domains {
                     .snapshot_load(name, &devs[0], &devs)
                     .await
                     .map_err(|e| engine_failure(&record.name, e))?;
-                let run = request.running
-                    || (!request.paused && snapshot.state == SnapshotState::Running);
                 if run {
                     control
                         .resume()
@@ -657,21 +792,7 @@ impl Domains {
                 if active {
                     self.destroy_locked(&vm, &record).await?;
                 }
-                let mut resolved = snapshot_domain.clone();
-                self.volumes.resolve_volume_disks(&mut resolved)?;
-                let steps: Vec<DiskStep> = resolved
-                    .devices
-                    .disks
-                    .iter()
-                    .filter(|d| devs.contains(&d.target.dev))
-                    .map(|d| DiskStep {
-                        dev: d.target.dev.clone(),
-                        path: PathBuf::from(d.source.clone().unwrap_or_default()),
-                        kind: DiskSnapshotKind::Internal,
-                        overlay: None,
-                        format: d.driver.format,
-                    })
-                    .collect();
+                let steps = self.internal_steps(&snapshot_domain, &devs)?;
                 for_each_internal(&steps, |qcow2, _| qcow2.snapshot_apply(name))?;
                 self.restore_definition(&record, &snapshot_domain)?;
                 if request.running || request.paused {
@@ -754,48 +875,65 @@ impl Domains {
                     external.name
                 )));
             }
-            let control = self.guests.running_control(&vm, &record).ok();
             let current = self.current_domain(&record)?;
             let mut resolved = current.clone();
             self.volumes.resolve_volume_disks(&mut resolved)?;
             // Deepest first, so a failure leaves a consistent tree.
-            for (row, snapshot) in snapshots.iter().rev() {
-                let devs: Vec<String> = snapshot
-                    .disks
-                    .iter()
-                    .filter(|d| d.kind == DiskSnapshotKind::Internal)
-                    .map(|d| d.name.clone())
-                    .filter(|dev| resolved.devices.disks.iter().any(|d| &d.target.dev == dev))
-                    .collect();
-                match &control {
-                    Some(control) => control
-                        .snapshot_delete(&row.name, &devs)
+            let plan: Vec<(&str, Vec<String>)> = snapshots
+                .iter()
+                .rev()
+                .map(|(row, snapshot)| {
+                    let devs = snapshot
+                        .disks
+                        .iter()
+                        .filter(|d| d.kind == DiskSnapshotKind::Internal)
+                        .map(|d| d.name.clone())
+                        .filter(|dev| resolved.devices.disks.iter().any(|d| &d.target.dev == dev))
+                        .collect();
+                    (row.name.as_str(), devs)
+                })
+                .collect();
+            let state = self.guests.current_state(&record)?;
+            let active = matches!(state, DomainState::Running | DomainState::Paused);
+            if active && self.engine.live_internal_snapshots(&current) {
+                let control = self.guests.running_control(&vm, &record)?;
+                for (name, devs) in &plan {
+                    control
+                        .snapshot_delete(name, devs)
                         .await
-                        .map_err(|e| engine_failure(&record.name, e))?,
-                    None => {
-                        let steps: Vec<DiskStep> = resolved
-                            .devices
-                            .disks
-                            .iter()
-                            .filter(|d| devs.contains(&d.target.dev))
-                            .map(|d| DiskStep {
-                                dev: d.target.dev.clone(),
-                                path: PathBuf::from(d.source.clone().unwrap_or_default()),
-                                kind: DiskSnapshotKind::Internal,
-                                overlay: None,
-                                format: d.driver.format,
-                            })
-                            .collect();
-                        for_each_internal(&steps, |qcow2, _| {
-                            if qcow2.snapshots().iter().any(|s| s.name == row.name) {
-                                qcow2.snapshot_delete(&row.name)
-                            } else {
-                                Ok(())
-                            }
-                        })?;
-                    }
+                        .map_err(|e| engine_failure(&record.name, e))?;
+                    self.forget_snapshot(&record, name)?;
                 }
-                self.forget_snapshot(&record, &row.name)?;
+            } else {
+                let delete_all = || -> DaemonResult<()> {
+                    for (name, devs) in &plan {
+                        delete_internal_offline(&self.internal_steps(&current, devs)?, name)?;
+                        self.forget_snapshot(&record, name)?;
+                    }
+                    Ok(())
+                };
+                if active && plan.iter().any(|(_, devs)| !devs.is_empty()) {
+                    // The engine holds the images open (native): the guest's process ends
+                    // around the offline deletion and goes on from its state, saved in a
+                    // temporary image (a dot name no snapshot's state file can have).
+                    let temporary = self
+                        .guests
+                        .snapshot_state_dir(&record.uuid)
+                        .join(".delete.save");
+                    let deleted = self
+                        .with_guest_offline(
+                            &vm,
+                            &record,
+                            Halt::SaveTo(&temporary),
+                            delete_all,
+                            None,
+                        )
+                        .await;
+                    remove_state_file(&temporary);
+                    deleted?;
+                } else {
+                    delete_all()?;
+                }
             }
         } else {
             for (row, _) in snapshots.iter().rev() {
@@ -835,7 +973,11 @@ impl Domains {
                 store::set_current_snapshot(tx, &record.uuid, row.parent.as_deref()).map_err(db)?;
             }
             Ok(())
-        })
+        })?;
+        // A machine state kept beside the images (the native engine's) goes with its row:
+        // without the row nothing could use it (also after `--metadata`).
+        remove_state_file(&self.guests.snapshot_state_path(&record.uuid, name));
+        Ok(())
     }
 
     /// How many snapshots the domain has (undefine refuses a domain with any).

@@ -33,7 +33,7 @@ wait_for() {
 dump() {
     dmesg | grep -iE 'audit|seccomp|segfault' | tail -n 10 | sed 's/^/[dmesg] /'
     sed 's/^/[oxvirtd] /' /tmp/oxvirtd.log | tail -n 80
-    for f in $S/run/$UUID/vmm.log $LOG; do
+    for f in $S/run/*/vmm.log $S/run/*/console.log; do
         [ -f $f ] && sed "s|^|[$(basename $f)] |" $f | tail -n 40
     done
 }
@@ -169,6 +169,9 @@ check taps-removed "[ -z \"\$(ls /sys/class/net | grep -v -e '^lo\$' -e '^br0\$'
 ls /sys/class/net | sed 's/^/[netdevs] /'
 
 echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
+
+# Snapshots, save/restore and managed save of a second native domain.
+. /lab/snapshots.sh
 kill $DPID
 wait $DPID 2>/dev/null
 dump
