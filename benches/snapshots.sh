@@ -475,11 +475,16 @@ if wants snapshot; then
         REVERT_PROCESS+="${REVERT_PROCESS:+; }$(system_name "$system"): the same QEMU process after $same revert(s), a new one after $new"
     done
 fi
+# printed FILE: a clone command's output without its progress meter: the "Allocating 'FILE'" and
+# "Clone ..." lines, on one line.
+printed() {
+    tr '\r' '\n' < "$1" | sed -n "s/^\(Allocating '[^']*'\).*/\1/p; /^Clone /p" | uniq | paste -sd' '
+}
 CLONE_OUTPUT=
 if wants clone; then
     CLONE_OUTPUT=$(
-        echo "What each printed (first run): oxvirt: \`$(tr -d '\r' < "$WORK/clone-ox.out" | sed '/^$/d' | paste -sd' ')\`;"
-        echo "virt-clone: \`$(tr -d '\r' < "$WORK/clone-lv.out" | sed '/^$/d' | paste -sd' ')\`. The new disks (\`qemu-img info\`):"
+        echo "What each printed (first run, progress meters left out): oxvirt: \`$(printed "$WORK/clone-ox.out")\`;"
+        echo "virt-clone: \`$(printed "$WORK/clone-lv.out")\`. The new disks (\`qemu-img info\`):"
         for system in ox lv; do
             echo "$(system_name "$system"): $(awk -F': ' '/file format|virtual size|disk size|cluster_size|preallocation/ { printf "%s%s: %s", sep, $1, $2; sep = ", " }' "$WORK/clone-$system.info");"
         done
@@ -562,9 +567,10 @@ Every run, in order:
 
 $RAW
 
-**Machine**: $(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB (\`free -g\`), kernel $(uname -r). Shared with other
-work while this ran (a nested-KVM lab test and builds): \`uptime\` at the start: \`$UPTIME_AT_START\`; at the
-end: \`$UPTIME_AT_END\`; load average at the start of each part: ${LOADS[*]}. TCG guests and the copies are
+**Machine**: $(nproc) cores ($CPU_MODEL), ${MEM_GIB} GiB (\`free -g\`), kernel $(uname -r), shared with other
+work (other workers' builds, tests and guests: the last line of the runs above counts their QEMU processes).
+\`uptime\` at the start: \`$UPTIME_AT_START\`; at the end: \`$UPTIME_AT_END\`; load average (1/5/15 min)
+at the start of each part: $(printf '%s; ' "${LOADS[@]}" | sed 's/; $//'). TCG guests and the copies are
 CPU-bound, so absolute times move with the load; the ratios, from runs interleaved in time, are the
 figures to compare.
 
