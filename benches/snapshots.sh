@@ -256,6 +256,9 @@ snapshot_once() { # system, snapshot name, counted (1/0)
     offset=$(log_size "$(serial_log "$system")")
     timed "$system" "$WORK/$system-disk.qcow2" client "$system" snapshot-create-as "$VM" "$snap"
     local created=$RETURNED created_synced=$SYNCED
+    # A tick printed after the create returned, so after the snapshot's moment (one printed between the
+    # offset above and the snapshot is in the snapshot): the revert below must go back before it.
+    offset=$(log_size "$(serial_log "$system")")
     wait_running "$system" "$offset"
     offset=$(log_size "$(serial_log "$system")")
     local before pid_before pid_after
