@@ -6,7 +6,7 @@
 #
 #   sudo bash benches/first-vm.sh                 # RUNS=5 runs per measurement, 500 defined domains
 #   RUNS=2 WRITE_DOC=0 bash benches/first-vm.sh   # quick run while developing, doc left alone
-#   SKIP_BUILD=1 ...                              # use target/release/{oxvirtd,oxvirt} as they are
+#   SKIP_BUILD=1 ...                              # use the release oxvirtd and oxvirt as they are
 #
 # What it measures:
 #   1. wall time of `oxvirt start` / `virsh start` until the command returns, and until the guest's boot
@@ -32,7 +32,6 @@ MARKER='OXVIRT-GUEST-BOOTED'
 PREFIX=firstvm-
 VM=${PREFIX}vm
 LIBVIRT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
-DEFAULT_NET_AUTOSTART=/etc/libvirt/qemu/networks/autostart/default.xml
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
@@ -56,23 +55,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >&2
 fi
-for daemon in libvirtd virtlogd virtlockd; do
-    if pgrep -x "$daemon" > /dev/null; then
-        die "$daemon is already running (pid $(pgrep -x "$daemon" | tr '\n' ' ')); this benchmark starts and stops its own: stop it first"
-    fi
-done
+refuse_running_libvirt_daemons
 
 build_oxvirt_and_guest_kit
 
-WORK=$(mktemp -d /tmp/first-vm.XXXXXX)
-# libvirt runs QEMU as libvirt-qemu: it must be able to reach the kernel, initramfs and XML files.
-chmod 755 "$WORK"
-# Private copies: other work on this machine may rebuild target/release while the benchmark runs.
-cp target/release/oxvirtd target/release/oxvirt "$WORK/"
+make_work_dir /tmp/first-vm.XXXXXX
 OXVIRTD_BIN=$WORK/oxvirtd
-OX_SOCKET=$WORK/oxvirtd.sock
-OX_STATE=$WORK/oxvirt-state
-OXVIRT=("$WORK/oxvirt" --socket "$OX_SOCKET")
 VIRSH=(virsh -c qemu:///system)
 SERIAL_LOG=$WORK/serial.log
 OXVIRTD_PID=
@@ -85,18 +73,7 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     say "cleaning up"
-    local libvirtd_pid
-    libvirtd_pid=$(pid_from_file "$WORK/libvirtd.pid")
-    if pid_alive "$libvirtd_pid"; then
-        local active all
-        active=$("${VIRSH[@]}" list --name 2> /dev/null | grep "^$PREFIX")
-        all=$("${VIRSH[@]}" list --all --name 2> /dev/null | grep "^$PREFIX")
-        {
-            for name in $active; do echo "destroy $name"; done
-            for name in $all; do echo "undefine $name"; done
-        } | "${VIRSH[@]}" -q > /dev/null 2>&1
-        rm -f /var/log/libvirt/qemu/"$PREFIX"*.log
-    fi
+    if pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then remove_libvirt_domains "$PREFIX"; fi
     if pid_alive "$OXVIRTD_PID"; then
         "${OXVIRT[@]}" destroy "$VM" > /dev/null 2>&1
         stop_pid "$OXVIRTD_PID"
@@ -124,15 +101,7 @@ domain_xml "$VM" "$SERIAL_LOG" > "$WORK/vm.xml"
 
 give_kvm_to_libvirt
 
-# libvirt's "default" network would create virbr0 with a private address in the machine's namespace.
-NET_NOTE="libvirt's default network was not marked for autostart"
-if [ -e "$DEFAULT_NET_AUTOSTART" ] || [ -L "$DEFAULT_NET_AUTOSTART" ]; then
-    rm -f "$DEFAULT_NET_AUTOSTART" # what `virsh net-autostart --disable default` does
-    NET_NOTE="libvirt's default network was marked for autostart: the script removed $DEFAULT_NET_AUTOSTART (= net-autostart --disable) before starting libvirtd"
-    say "$NET_NOTE"
-fi
-other_autostart=$(find /etc/libvirt/qemu/networks/autostart -mindepth 1 2> /dev/null | head -1)
-[ -z "$other_autostart" ] || die "libvirt would autostart a network ($other_autostart): disable it first"
+keep_libvirt_networks_down
 
 say "starting virtlogd, virtlockd, libvirtd"
 start_libvirt_daemons "$WORK"
@@ -143,14 +112,7 @@ done
 ! ip link show virbr0 > /dev/null 2>&1 || say "warning: virbr0 exists (not created by this run)"
 
 say "starting oxvirtd"
-"$OXVIRTD_BIN" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --log-level warn 2> "$WORK/oxvirtd.log" &
-OXVIRTD_PID=$!
-for ((i = 0; i < 300; i++)); do
-    "${OXVIRT[@]}" version > /dev/null 2>&1 && break
-    pid_alive "$OXVIRTD_PID" || die "oxvirtd exited: $(cat "$WORK/oxvirtd.log")"
-    sleep 0.1
-done
-"${OXVIRT[@]}" version > /dev/null || die "oxvirtd did not answer within 30 s"
+start_oxvirtd "$WORK/oxvirtd.log" "$OXVIRTD_BIN" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --log-level warn
 
 LIBVIRTD_PID=$(pid_from_file "$WORK/libvirtd.pid")
 VIRTLOGD_PID=$(pid_from_file "$WORK/virtlogd.pid")

@@ -52,10 +52,8 @@ PREFIX=instbench-
 ROOT_PASSWORD=bench
 TITLE="## Install and builder: oxvirt vs virt-install"
 LIBVIRT_PACKAGES=(libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu virtinst qemu-utils)
-DEFAULT_NET_AUTOSTART=/etc/libvirt/qemu/networks/autostart/default.xml
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
-RELEASE=${CARGO_TARGET_DIR:-$REPO/target}/release
 
 say() { printf '[install] %s\n' "$*" >&2; }
 die() {
@@ -74,30 +72,10 @@ done
 # Setup
 # ---------------------------------------------------------------------------------------------------------
 install_missing "${LIBVIRT_PACKAGES[@]}"
-for daemon in libvirtd virtlogd virtlockd; do
-    if pgrep -x "$daemon" > /dev/null; then
-        die "$daemon is already running (pid $(pgrep -x "$daemon" | tr '\n' ' ')); this benchmark starts and stops its own: stop it first"
-    fi
-done
+refuse_running_libvirt_daemons
+build_oxvirt
 
-if [ "${SKIP_BUILD:-0}" = 1 ]; then
-    say "SKIP_BUILD=1: using the release binaries in $RELEASE as they are"
-else
-    say "building oxvirtd and oxvirt (release)"
-    cargo build --release -q -p oxvirt-daemon -p oxvirt-cli
-fi
-for binary in oxvirtd oxvirt; do
-    [ -x "$RELEASE/$binary" ] || die "$RELEASE/$binary is missing: cargo build --release -p oxvirt-daemon -p oxvirt-cli"
-done
-
-WORK=$(mktemp -d /var/tmp/install-bench.XXXXXX)
-# libvirt runs QEMU as libvirt-qemu: it must reach the image and the overlays.
-chmod 755 "$WORK"
-# Private copies: other work on this machine may rebuild the release binaries while the benchmark runs.
-cp "$RELEASE/oxvirtd" "$RELEASE/oxvirt" "$WORK/"
-OX_SOCKET=$WORK/oxvirtd.sock
-OX_STATE=$WORK/oxvirt-state
-OXVIRT=("$WORK/oxvirt" --socket "$OX_SOCKET")
+make_work_dir /var/tmp/install-bench.XXXXXX
 VIRSH=(virsh -c qemu:///system)
 OXVIRTD_PID=
 DAEMONS_STARTED=0
@@ -110,21 +88,9 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     say "cleaning up"
-    if pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then
-        local active all name
-        active=$("${VIRSH[@]}" list --name 2> /dev/null | grep "^$PREFIX")
-        all=$("${VIRSH[@]}" list --all --name 2> /dev/null | grep "^$PREFIX")
-        {
-            for name in $active; do echo "destroy $name"; done
-            for name in $all; do echo "undefine $name"; done
-        } | "${VIRSH[@]}" -q > /dev/null 2>&1
-        rm -f /var/log/libvirt/qemu/"$PREFIX"*.log
-    fi
+    if pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then remove_libvirt_domains "$PREFIX"; fi
     if pid_alive "$OXVIRTD_PID"; then
-        for name in $("${OXVIRT[@]}" list --all --name 2> /dev/null | grep "^$PREFIX"); do
-            "${OXVIRT[@]}" destroy "$name" > /dev/null 2>&1
-            "${OXVIRT[@]}" undefine "$name" > /dev/null 2>&1
-        done
+        remove_oxvirt_domains "$PREFIX"
         stop_pid "$OXVIRTD_PID"
     fi
     stop_oxvirt_guests "$OX_STATE"
@@ -184,14 +150,7 @@ fi
 # 2. Daemons
 # ---------------------------------------------------------------------------------------------------------
 give_kvm_to_libvirt
-NET_NOTE="libvirt's default network was not marked for autostart"
-if [ -e "$DEFAULT_NET_AUTOSTART" ] || [ -L "$DEFAULT_NET_AUTOSTART" ]; then
-    rm -f "$DEFAULT_NET_AUTOSTART" # what `virsh net-autostart --disable default` does
-    NET_NOTE="libvirt's default network was marked for autostart: the script removed $DEFAULT_NET_AUTOSTART (= net-autostart --disable) before starting libvirtd"
-    say "$NET_NOTE"
-fi
-other_autostart=$(find /etc/libvirt/qemu/networks/autostart -mindepth 1 2> /dev/null | head -1)
-[ -z "$other_autostart" ] || die "libvirt would autostart a network ($other_autostart): disable it first"
+keep_libvirt_networks_down
 
 say "starting virtlogd, virtlockd, libvirtd"
 DAEMONS_STARTED=1
@@ -201,15 +160,7 @@ for net in $("${VIRSH[@]}" net-list --name); do
 done
 
 say "starting oxvirtd"
-"$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn \
-    2> "$WORK/oxvirtd.log" &
-OXVIRTD_PID=$!
-for ((i = 0; i < 300; i++)); do
-    "${OXVIRT[@]}" version > /dev/null 2>&1 && break
-    pid_alive "$OXVIRTD_PID" || die "oxvirtd exited: $(cat "$WORK/oxvirtd.log")"
-    sleep 0.1
-done
-"${OXVIRT[@]}" version > /dev/null || die "oxvirtd did not answer within 30 s"
+start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. install --import --cloud-init until cloud-init finished (the guest powers itself off)

@@ -1,6 +1,6 @@
 # Shared by the benchmark scripts that run oxvirt beside libvirt (sourced, not run): process helpers, the
-# release build and guest kit, /dev/kvm for libvirt, and libvirt's three daemons. The caller defines say()
-# and die(), and runs with `set -euo pipefail`.
+# release build and guest kit, /dev/kvm for libvirt, libvirt's three daemons and its networks, oxvirtd. The
+# caller defines say() and die(), runs with `set -euo pipefail`, and sources this from the repository's root.
 
 # install_missing PACKAGE...: installs (quietly, without recommends) the Debian packages not installed yet.
 install_missing() {
@@ -27,20 +27,116 @@ stop_pid() { # pid: SIGTERM, then SIGKILL after 10 s
     kill -KILL "$pid" 2> /dev/null || true
 }
 
-# Builds oxvirtd and oxvirt (release; SKIP_BUILD=1 uses target/release as it is) and the guest kit.
-build_oxvirt_and_guest_kit() {
+# Where cargo puts the release binaries: CARGO_TARGET_DIR's release/ when it is set, as cargo does.
+RELEASE=${CARGO_TARGET_DIR:-$PWD/target}/release
+
+# Builds oxvirtd and oxvirt (release; SKIP_BUILD=1 uses those in $RELEASE as they are).
+build_oxvirt() {
     local binary
     if [ "${SKIP_BUILD:-0}" = 1 ]; then
-        say "SKIP_BUILD=1: using the release binaries already in target/release"
+        say "SKIP_BUILD=1: using the release binaries in $RELEASE as they are"
     else
         say "building oxvirtd and oxvirt (release)"
         cargo build --release -q -p oxvirt-daemon -p oxvirt-cli
     fi
     for binary in oxvirtd oxvirt; do
-        [ -x "target/release/$binary" ] || die "target/release/$binary is missing: build it (cargo build --release -p oxvirt-daemon -p oxvirt-cli)"
+        [ -x "$RELEASE/$binary" ] || die "$RELEASE/$binary is missing: build it (cargo build --release -p oxvirt-daemon -p oxvirt-cli)"
     done
+}
+
+# build_oxvirt, and the guest kit.
+build_oxvirt_and_guest_kit() {
+    build_oxvirt
     say "preparing the guest kit"
     bash scripts/guest-kit.sh > /dev/null
+}
+
+# The benchmarks start their own libvirt daemons (there is no systemd here): they refuse to run beside others.
+refuse_running_libvirt_daemons() {
+    local daemon
+    for daemon in libvirtd virtlogd virtlockd; do
+        if pgrep -x "$daemon" > /dev/null; then
+            die "$daemon is already running (pid $(pgrep -x "$daemon" | tr '\n' ' ')); this benchmark starts and stops its own: stop it first"
+        fi
+    done
+}
+
+# libvirt's "default" network would create virbr0 with a private address in the machine's namespace: takes
+# it off autostart (what `virsh net-autostart --disable default` does) before libvirtd starts, and refuses
+# to go on if another network would autostart. Sets NET_NOTE, a sentence for the doc.
+DEFAULT_NET_AUTOSTART=/etc/libvirt/qemu/networks/autostart/default.xml
+keep_libvirt_networks_down() {
+    local other
+    NET_NOTE="libvirt's default network was not marked for autostart"
+    if [ -e "$DEFAULT_NET_AUTOSTART" ] || [ -L "$DEFAULT_NET_AUTOSTART" ]; then
+        rm -f "$DEFAULT_NET_AUTOSTART"
+        NET_NOTE="libvirt's default network was marked for autostart: the script removed $DEFAULT_NET_AUTOSTART (= net-autostart --disable) before starting libvirtd"
+        say "$NET_NOTE"
+    fi
+    other=$(find /etc/libvirt/qemu/networks/autostart -mindepth 1 2> /dev/null | head -1)
+    [ -z "$other" ] || die "libvirt would autostart a network ($other): disable it first"
+}
+
+# start_oxvirtd LOG COMMAND...: runs COMMAND (an oxvirtd, with its options, behind any prefix such as
+# `ip netns exec NS`) in the background with its stderr in LOG, sets OXVIRTD_PID, and waits until
+# "${OXVIRT[@]}" answers.
+start_oxvirtd() {
+    local log=$1 i
+    shift
+    "$@" 2> "$log" &
+    OXVIRTD_PID=$!
+    for ((i = 0; i < 300; i++)); do
+        "${OXVIRT[@]}" version > /dev/null 2>&1 && return 0
+        pid_alive "$OXVIRTD_PID" || die "oxvirtd exited: $(cat "$log")"
+        sleep 0.1
+    done
+    "${OXVIRT[@]}" version > /dev/null || die "oxvirtd did not answer within 30 s"
+}
+
+# make_work_dir TEMPLATE: makes the run's directory (mktemp -d TEMPLATE) in WORK, open to libvirt's QEMU (it
+# runs as libvirt-qemu and must reach the kernel, initramfs, disks and log files there), with private copies
+# of oxvirtd and oxvirt (other work on this machine may rebuild the release binaries while the benchmark
+# runs); sets OX_SOCKET, OX_STATE and OXVIRT, the client command, for the oxvirtd run from there.
+make_work_dir() {
+    WORK=$(mktemp -d "$1")
+    chmod 755 "$WORK"
+    cp "$RELEASE/oxvirtd" "$RELEASE/oxvirt" "$WORK/"
+    OX_SOCKET=$WORK/oxvirtd.sock
+    OX_STATE=$WORK/oxvirt-state
+    OXVIRT=("$WORK/oxvirt" --socket "$OX_SOCKET")
+}
+
+# remove_libvirt_domains PREFIX [UNDEFINE_OPTION...]: destroys and undefines every libvirt domain whose name
+# starts with PREFIX (one virsh session reading the commands), and removes their QEMU logs. For cleanups:
+# errors are ignored.
+remove_libvirt_domains() {
+    local prefix=$1 name active all
+    shift
+    active=$("${VIRSH[@]}" list --name 2> /dev/null | grep "^$prefix")
+    all=$("${VIRSH[@]}" list --all --name 2> /dev/null | grep "^$prefix")
+    {
+        for name in $active; do echo "destroy $name"; done
+        for name in $all; do echo "undefine $name $*"; done
+    } | "${VIRSH[@]}" -q > /dev/null 2>&1
+    rm -f /var/log/libvirt/qemu/"$prefix"*.log
+}
+
+# remove_oxvirt_domains PREFIX [UNDEFINE_OPTION...]: the same with "${OXVIRT[@]}".
+remove_oxvirt_domains() {
+    local prefix=$1 name
+    shift
+    for name in $("${OXVIRT[@]}" list --name 2> /dev/null | grep "^$prefix"); do
+        "${OXVIRT[@]}" destroy "$name" > /dev/null 2>&1
+    done
+    for name in $("${OXVIRT[@]}" list --all --name 2> /dev/null | grep "^$prefix"); do
+        "${OXVIRT[@]}" undefine "$name" "$@" > /dev/null 2>&1
+    done
+}
+
+# finish_work STATUS: removes WORK after a successful run; keeps it (and says so) after a failure or with
+# KEEP_WORK=1.
+finish_work() {
+    if [ "${KEEP_WORK:-0}" = 1 ] || [ "$1" != 0 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
 }
 
 # Debian's udev gives /dev/kvm to group kvm (libvirt-qemu is a member). Without udev it stays root-only,

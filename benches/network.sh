@@ -7,7 +7,7 @@
 #
 #   sudo bash benches/network.sh                            # RUNS=3 rounds, 10 s per iperf3 run, queues 1 and 4
 #   RUNS=1 DURATION=3 WRITE_DOC=0 bash benches/network.sh    # quick run while developing, doc left alone
-#   QUEUES="1" SKIP_BUILD=1 ...                              # only 1 queue; use target/release as it is
+#   QUEUES="1" SKIP_BUILD=1 ...                              # only 1 queue; release binaries as they are
 #
 # What it measures, for each system (oxvirt's qemu engine, libvirt) and each queue count N:
 #   (a) guest -> bridge: iperf3 client in a guest, server in the network's namespace on the bridge address;
@@ -71,14 +71,8 @@ fi
 
 build_oxvirt_and_guest_kit
 
-WORK=$(mktemp -d /tmp/oxbench-network.XXXXXX)
-# libvirt runs QEMU as libvirt-qemu: it must be able to reach the kernel and initramfs.
-chmod 755 "$WORK"
+make_work_dir /tmp/oxbench-network.XXXXXX
 mkdir -p "$WORK/logs"
-cp target/release/oxvirtd target/release/oxvirt "$WORK/"
-OX_SOCKET=$WORK/oxvirtd.sock
-OX_STATE=$WORK/oxvirt-state
-OXVIRT=("$WORK/oxvirt" --socket "$OX_SOCKET")
 VIRSH=() # set once libvirt's private mount namespace exists (below)
 LV_HOLDER_PID=
 SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
@@ -124,7 +118,7 @@ cleanup() {
         ip netns del "$ns"
     done
     restore_kvm_mode
-    if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
+    finish_work "$status"
     exit "$status"
 }
 trap cleanup EXIT
@@ -203,15 +197,8 @@ start_libvirt_daemons "$WORK" "${LV_NS[@]}"
 [ -z "$("${VIRSH[@]}" net-list --name | grep -v '^$' || true)" ] || die "libvirt has an active network already"
 
 say "starting oxvirtd in $NS_OX"
-ip netns exec "$NS_OX" "$WORK/oxvirtd" --no-default-network --socket "$OX_SOCKET" --state-dir "$OX_STATE" \
-    --log-level warn 2> "$WORK/logs/oxvirtd.log" &
-OXVIRTD_PID=$!
-for ((i = 0; i < 300; i++)); do
-    "${OXVIRT[@]}" version > /dev/null 2>&1 && break
-    pid_alive "$OXVIRTD_PID" || die "oxvirtd exited: $(cat "$WORK/logs/oxvirtd.log")"
-    sleep 0.1
-done
-"${OXVIRT[@]}" version > /dev/null || die "oxvirtd did not answer within 30 s"
+start_oxvirtd "$WORK/logs/oxvirtd.log" ip netns exec "$NS_OX" "$WORK/oxvirtd" --no-default-network \
+    --socket "$OX_SOCKET" --state-dir "$OX_STATE" --log-level warn
 
 # Each daemon must really live in its namespace: its network's bridge must be there and nowhere else.
 in_namespace_of() { [ "$(readlink "/proc/$1/ns/net")" = "$(ip netns exec "$2" readlink /proc/self/ns/net)" ]; }
