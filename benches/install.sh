@@ -71,14 +71,7 @@ done
 # ---------------------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------------------
-install_missing "${LIBVIRT_PACKAGES[@]}"
-refuse_running_libvirt_daemons
-build_oxvirt
-
-make_work_dir /var/tmp/install-bench.XXXXXX
-VIRSH=(virsh -c qemu:///system)
-OXVIRTD_PID=
-DAEMONS_STARTED=0
+start_libvirt_side build_oxvirt /var/tmp/install-bench.XXXXXX "${LIBVIRT_PACKAGES[@]}"
 # oxvirt install writes its seed ISOs here (default /var/lib/oxvirt/boot): kept inside the work directory.
 export OXVIRT_BOOT_DIR=$WORK/boot
 mkdir "$OXVIRT_BOOT_DIR"
@@ -149,18 +142,7 @@ fi
 # ---------------------------------------------------------------------------------------------------------
 # 2. Daemons
 # ---------------------------------------------------------------------------------------------------------
-give_kvm_to_libvirt
-keep_libvirt_networks_down
-
-say "starting virtlogd, virtlockd, libvirtd"
-DAEMONS_STARTED=1
-start_libvirt_daemons "$WORK"
-for net in $("${VIRSH[@]}" net-list --name); do
-    die "libvirt network '$net' is active: refusing to go on"
-done
-
-say "starting oxvirtd"
-start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
+start_both_daemons
 
 # ---------------------------------------------------------------------------------------------------------
 # 3. install --import --cloud-init until cloud-init finished (the guest powers itself off)

@@ -214,3 +214,35 @@ write_doc_section() {
     rm -f "$out"
     say "wrote \"$title\" in docs/benchmarks.md"
 }
+
+# start_libvirt_side BUILD TEMPLATE PACKAGE...: the first steps of a bench that runs Debian's libvirt on
+# qemu:///system beside oxvirtd: its packages, no libvirt daemon already running, the release build (BUILD:
+# build_oxvirt or build_oxvirt_and_guest_kit), the run's directory (make_work_dir TEMPLATE), and the globals
+# the caller's cleanup reads (VIRSH, OXVIRTD_PID, DAEMONS_STARTED: 1 once libvirt's daemons run).
+start_libvirt_side() {
+    local build=$1 template=$2
+    shift 2
+    install_missing "$@"
+    refuse_running_libvirt_daemons
+    "$build"
+    make_work_dir "$template"
+    VIRSH=(virsh -c qemu:///system)
+    OXVIRTD_PID=
+    DAEMONS_STARTED=0
+}
+
+# start_both_daemons: libvirt's three daemons (with /dev/kvm for its QEMU, its networks kept down, and a
+# refusal if one is active anyway) and then oxvirtd, both keeping their files in WORK.
+start_both_daemons() {
+    local net
+    give_kvm_to_libvirt
+    keep_libvirt_networks_down
+    say "starting virtlogd, virtlockd, libvirtd"
+    DAEMONS_STARTED=1
+    start_libvirt_daemons "$WORK"
+    for net in $("${VIRSH[@]}" net-list --name); do
+        die "libvirt network '$net' is active: refusing to go on"
+    done
+    say "starting oxvirtd"
+    start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
+}

@@ -49,10 +49,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
 say() { printf '[snapshots] %s\n' "$*" >&2; }
-die() {
-    say "error: $*"
-    exit 1
-}
+die() { say "error: $*"; exit 1; }
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
@@ -69,15 +66,8 @@ wants() { [[ " $ROWS " == *" $1 "* ]]; }
 # ---------------------------------------------------------------------------------------------------------
 # Setup
 # ---------------------------------------------------------------------------------------------------------
-install_missing "${LIBVIRT_PACKAGES[@]}"
-refuse_running_libvirt_daemons
-build_oxvirt_and_guest_kit
-
 # In /var/tmp: the clone part writes several GiB.
-make_work_dir /var/tmp/snapshots-bench.XXXXXX
-VIRSH=(virsh -c qemu:///system)
-OXVIRTD_PID=
-DAEMONS_STARTED=0
+start_libvirt_side build_oxvirt_and_guest_kit /var/tmp/snapshots-bench.XXXXXX "${LIBVIRT_PACKAGES[@]}"
 CLONE_POOLS_BEFORE=
 
 cleanup() {
@@ -141,19 +131,8 @@ domain_xml() { # name, disk, serial log
 # ---------------------------------------------------------------------------------------------------------
 # Daemons
 # ---------------------------------------------------------------------------------------------------------
-give_kvm_to_libvirt
-keep_libvirt_networks_down
-
-say "starting virtlogd, virtlockd, libvirtd"
-DAEMONS_STARTED=1
-start_libvirt_daemons "$WORK"
-for net in $("${VIRSH[@]}" net-list --name); do
-    die "libvirt network '$net' is active: refusing to go on"
-done
+start_both_daemons
 CLONE_POOLS_BEFORE=$("${VIRSH[@]}" pool-list --all --name | paste -sd' ')
-
-say "starting oxvirtd"
-start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
 
 # ---------------------------------------------------------------------------------------------------------
 # Measurement helpers

@@ -358,7 +358,7 @@ fn bad_snapshot_requests_change_nothing() {
         ),
         (
             vec!["snapshot-create-as", "tree", "a/b"],
-            "can't contain '/'",
+            "name contains '/'",
         ),
         (vec!["snapshot-create-as", "tree", "good"], "already exists"),
         (vec!["snapshot-delete", "tree", "nope"], "'nope'"),

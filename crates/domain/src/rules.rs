@@ -21,19 +21,30 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// Checks a domain name: non-empty, at most [`MAX_NAME_BYTES`] bytes, no `/`, no NUL or
 /// other control characters, and not starting with `.` (names become file names).
 pub fn validate_name(name: &str) -> Result<(), DomainError> {
+    check_name("domain", "name", MAX_NAME_BYTES, name)
+}
+
+/// The rules of a name that becomes part of a file name (a domain's, a snapshot's): the error
+/// names `what` and the element at `path`.
+pub(crate) fn check_name(
+    what: &'static str,
+    path: &'static str,
+    max_bytes: usize,
+    name: &str,
+) -> Result<(), DomainError> {
     let fail = |reason: &str| {
         Err(DomainError::InvalidName {
-            what: "domain",
+            what,
             name: name.escape_debug().to_string(),
             reason: reason.to_string(),
-            location: Location::new("name", None),
+            location: Location::new(path, None),
         })
     };
     if name.is_empty() {
         return fail("name is empty");
     }
-    if name.len() > MAX_NAME_BYTES {
-        return fail(&format!("name is longer than {MAX_NAME_BYTES} bytes"));
+    if name.len() > max_bytes {
+        return fail(&format!("name is longer than {max_bytes} bytes"));
     }
     if name.contains('/') {
         return fail("name contains '/'");

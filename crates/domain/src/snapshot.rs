@@ -29,7 +29,7 @@
 
 use crate::elem::{self, lookup, set_once, Elem, Result};
 use crate::storage::Lines;
-use crate::{DomainError, Location};
+use crate::DomainError;
 
 /// Longest snapshot name oxvirt takes (libvirt has no limit; names become QEMU snapshot tags
 /// and file name parts, which have).
@@ -165,35 +165,12 @@ pub struct Snapshot {
 /// Checks a snapshot name: libvirt refuses `/`; oxvirt also refuses what cannot be a file name
 /// part or a QEMU snapshot tag (control characters, leading dots, overlong names).
 pub fn validate_snapshot_name(name: &str) -> std::result::Result<(), DomainError> {
-    let fail = |reason: &str| {
-        Err(DomainError::InvalidName {
-            what: "snapshot",
-            name: name.escape_debug().to_string(),
-            reason: reason.to_string(),
-            location: Location::new("domainsnapshot/name", None),
-        })
-    };
-    if name.is_empty() {
-        return fail("name is empty");
-    }
-    if name.contains('/') {
-        return fail("name can't contain '/'");
-    }
-    if name.len() > MAX_SNAPSHOT_NAME_BYTES {
-        return fail(&format!(
-            "name is longer than {MAX_SNAPSHOT_NAME_BYTES} bytes"
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return fail("name contains a control character");
-    }
-    if name.starts_with('.') {
-        return fail("name starts with '.'");
-    }
-    if name.trim() != name {
-        return fail("name starts or ends with whitespace");
-    }
-    Ok(())
+    crate::rules::check_name(
+        "snapshot",
+        "domainsnapshot/name",
+        MAX_SNAPSHOT_NAME_BYTES,
+        name,
+    )
 }
 
 impl SnapshotRequest {
@@ -213,19 +190,7 @@ fn parse_request(root: &mut Elem) -> Result<SnapshotRequest> {
     for mut child in root.children()? {
         match child.name() {
             "name" => {
-                child.finish_attrs()?;
-                let text = child.text()?;
-                validate_snapshot_name(&text).map_err(|err| match err {
-                    DomainError::InvalidName {
-                        what, name, reason, ..
-                    } => DomainError::InvalidName {
-                        what,
-                        name,
-                        reason,
-                        location: child.loc(),
-                    },
-                    other => other,
-                })?;
+                let text = child.name_text(validate_snapshot_name)?;
                 set_once(&mut name, text, &child)?;
             }
             "description" => {
@@ -534,7 +499,7 @@ mod tests {
         let err = SnapshotRequest::from_xml("<domainsnapshot><name>a/b</name></domainsnapshot>")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("can't contain '/'"), "{err}");
+        assert!(err.contains("name contains '/'"), "{err}");
         let err = SnapshotRequest::from_xml(
             "<domainsnapshot><memory snapshot='external'/></domainsnapshot>",
         )
