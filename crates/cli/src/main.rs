@@ -23,6 +23,7 @@ mod display;
 mod edit;
 mod format;
 mod generate;
+mod host;
 mod img;
 mod install;
 mod monitor;
@@ -97,6 +98,9 @@ enum Command {
     Img(img::ImgArgs),
     /// Build a bootable Debian disk image from Debian's packages (virt-builder's role; no daemon needed).
     Builder(builder::BuilderArgs),
+    /// What this machine can do for guests: `host validate` (virt-host-validate's role; no daemon
+    /// needed).
+    Host(host::HostArgs),
     /// Interactive shell (also `oxvirt` with no command).
     #[command(long_about = shell::LONG_ABOUT)]
     Shell,
@@ -306,6 +310,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::ManPages { dir } => generate::man_pages(&dir),
         Command::Img(args) => img::run(args),
         Command::Builder(args) => builder::run(args),
+        Command::Host(args) => host::run(args),
         Command::Install(args) => install::run(&client, *args),
         Command::Clone(args) => clone::run(&client, *args),
         Command::Export(args) => clone::export(&client, args),

@@ -1,6 +1,8 @@
 //! The native engine end to end on real KVM: a nested lab (QEMU TCG `-cpu max` L1 guest, where
 //! kvm-amd gives hardware KVM) runs oxvirtd, the oxvirt CLI and oxvirt-vmm; the guest kit boots
-//! as a native domain (L2) and `native_lab/l1.sh` drives its whole lifecycle through the CLI:
+//! as a native domain (L2) and `native_lab/l1.sh` first checks `oxvirt host validate` on real KVM
+//! (hardware virtualization, hardware KVM, nested as kvm_amd reports it), then drives the domain's
+//! whole lifecycle through the CLI:
 //! start, console (and a virtio disk and a bridged NIC seen by the guest), list, dominfo,
 //! suspend/resume, guest reboot (on_reboot), an oxvirtd SIGKILL
 //! and restart (the log writer filling vmm.log outlives it as the VMM does), shutdown, destroy, undefine.
@@ -164,6 +166,9 @@ fn assert_checks(text: &str, expected: &[&str]) {
 fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
     let text = lab();
     let expected = [
+        "host-validate-hardware",
+        "host-validate-kvm",
+        "host-validate-nested",
         "define",
         "start",
         "booted",

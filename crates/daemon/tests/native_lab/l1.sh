@@ -99,6 +99,15 @@ ip addr add 10.0.2.1/24 dev br0
 ip link set br0 up
 start_daemon
 
+# oxvirt host validate on real KVM (kvm-amd): hardware virtualization and a hardware KVM pass, and
+# nested is reported as the module says.
+oxvirt host validate >/tmp/validate.out 2>&1
+sed 's/^/[validate] /' /tmp/validate.out
+check host-validate-hardware "grep -Eq 'Checking for hardware virtualization +: PASS' /tmp/validate.out"
+check host-validate-kvm "grep -Eq 'Checking if /dev/kvm runs guests as hardware KVM +: PASS' /tmp/validate.out"
+case $(cat /sys/module/kvm_amd/parameters/nested 2>/dev/null) in 1 | Y) NESTED=PASS ;; *) NESTED=WARN ;; esac
+check host-validate-nested "grep -Eq 'Checking for nested virtualization +: $NESTED' /tmp/validate.out"
+
 run_ok define ox define /lab/nat.xml
 run_ok start ox start nat
 require booted "wait_for 'grep -q OXVIRT-GUEST-BOOTED $LOG'"
