@@ -95,6 +95,11 @@ fn answers_are_printed_as_virsh_prints_them() {
 
     // libvirt's side: one virsh process (the embedded driver's guest lives as long as it).
     let root = daemon.dir.path().join("libvirt");
+    // The guest's output to a file, not through virtlogd (which Debian's libvirt-daemon-system
+    // would otherwise ask for, and which no one runs here): the embedded driver reads
+    // ROOT/etc/qemu.conf.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/qemu.conf"), "stdio_handler = \"file\"\n").unwrap();
     let libvirt_xml = daemon.dir.path().join("libvirt-m.xml");
     std::fs::write(&libvirt_xml, libvirt_domain_xml()).unwrap();
     let quote = |word: &str| format!("'{}'", word.replace('\'', r"'\''"));
