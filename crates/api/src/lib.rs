@@ -24,6 +24,7 @@
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
 //! `qemu-monitor-command`: see the [`monitor`] module.
+//! `vcpuinfo`, `vcpupin`, `emulatorpin`: see the [`tuning`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
@@ -64,6 +65,9 @@ pub use secret::{SecretInfo, SecretValue};
 
 pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
+
+pub mod tuning;
+pub use tuning::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
 
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};

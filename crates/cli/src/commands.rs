@@ -8,6 +8,22 @@ use oxvirt_api::{Client, NvramOnUndefine, UndefineOptions};
 use crate::{format, OneShotCommand as Command};
 
 /// Runs `future` to completion on a small runtime of its own (each command makes a few calls).
+/// What a change or a question is about (virsh's `--live`, `--config`, `--current`): the
+/// running guest, the definition it starts with next, or (neither: `--current`) the running
+/// guest if it runs, else the definition.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Scope {
+    /// The running guest.
+    #[arg(long)]
+    pub live: bool,
+    /// The definition (the domain's next start).
+    #[arg(long)]
+    pub config: bool,
+    /// The running guest if it runs, else the definition (the default).
+    #[arg(long, conflicts_with_all = ["live", "config"])]
+    pub current: bool,
+}
+
 pub fn block_on<F: Future>(future: F) -> anyhow::Result<F::Output> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,7 +11,7 @@ use oxvirt_api::{
     SendKeyRequest,
 };
 
-use crate::commands::block_on;
+use crate::commands::{block_on, Scope};
 
 #[derive(Subcommand, Debug)]
 pub enum DisplayCommand {
@@ -79,15 +79,9 @@ pub enum DisplayCommand {
         /// Open a tray the guest locked.
         #[arg(long)]
         force: bool,
-        /// Change the running guest.
-        #[arg(long)]
-        live: bool,
-        /// Change the persistent definition (of a shut-off domain, for now).
-        #[arg(long)]
-        config: bool,
-        /// The running guest if it runs, else the definition.
-        #[arg(long, conflicts_with_all = ["live", "config"])]
-        current: bool,
+        /// What changes (--config: the definition of a shut-off domain, for now).
+        #[command(flatten)]
+        scope: Scope,
         /// SOURCE is a block device.
         #[arg(long)]
         block: bool,
@@ -179,9 +173,7 @@ async fn run_async(client: &Client, command: DisplayCommand) -> anyhow::Result<S
             insert,
             update: _,
             force,
-            live,
-            config,
-            current: _,
+            scope,
             block,
         } => {
             let action = if eject {
@@ -200,8 +192,8 @@ async fn run_async(client: &Client, command: DisplayCommand) -> anyhow::Result<S
                         action,
                         block,
                         force,
-                        live,
-                        config,
+                        live: scope.live,
+                        config: scope.config,
                     },
                 )
                 .await?;

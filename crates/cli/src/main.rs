@@ -33,6 +33,7 @@ mod save;
 mod secret;
 mod shell;
 mod snapshot;
+mod tuning;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,8 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     #[command(flatten)]
     Monitor(monitor::MonitorVerb),
+    #[command(flatten)]
+    Tuning(tuning::TuningCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -339,6 +342,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
             print_output(&output.text, output.blank_line)
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
+        Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output.text, output.blank_line)

@@ -12,6 +12,7 @@
 // Only the KVM probe needs unsafe code (guest memory, a memory region); it allows it itself.
 #![deny(unsafe_code)]
 
+pub mod affinity;
 pub mod devices;
 #[allow(unsafe_code)]
 pub mod kvm_probe;

@@ -11,6 +11,7 @@ pub(crate) mod reply;
 mod saves;
 mod secrets;
 mod snapshots;
+mod tuning;
 
 use std::sync::Arc;
 
@@ -38,6 +39,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(saves::routes())
         .merge(secrets::routes())
         .merge(snapshots::routes())
+        .merge(tuning::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))

@@ -320,6 +320,13 @@ pub trait Control: Send + Sync {
     ) -> Result<(), EngineError> {
         Err(no_graphics("change removable media"))
     }
+    /// The host thread id of each vCPU, by vCPU number.
+    async fn vcpu_threads(&self) -> Result<Vec<u32>, EngineError> {
+        Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: "this engine does not report its vCPU threads".to_string(),
+        })
+    }
     /// Passes `command` to the engine's own monitor as the user wrote it (QEMU: a QMP command
     /// as JSON, or an HMP command line with `hmp`) and returns the monitor's answer as it
     /// wrote it, an error answer included.

@@ -702,6 +702,26 @@ impl Control for QmpControl {
         Ok(())
     }
 
+    async fn vcpu_threads(&self) -> Result<Vec<u32>, EngineError> {
+        let cpus = self
+            .qmp
+            .execute("query-cpus-fast", None)
+            .await
+            .map_err(engine_error)?;
+        let mut threads: Vec<(u64, u32)> = cpus
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|cpu| {
+                let index = cpu["cpu-index"].as_u64()?;
+                let thread = u32::try_from(cpu["thread-id"].as_u64()?).ok()?;
+                Some((index, thread))
+            })
+            .collect();
+        threads.sort_unstable();
+        Ok(threads.into_iter().map(|(_, thread)| thread).collect())
+    }
+
     async fn monitor_command(&self, command: &str, hmp: bool) -> Result<String, EngineError> {
         if hmp {
             // HMP's answer is text, errors included ("unknown command: ...").

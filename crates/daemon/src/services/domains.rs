@@ -466,6 +466,7 @@ impl Domains {
             .and_then(|()| self.engine.check_host(&domain))
             .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
+        self.check_pins_fit_host(&domain)?;
         // Engines open exactly the backing images the host read from trusted metadata.
         self.volumes.resolve_backing_chains(&mut domain)?;
         // Network disks' credentials, found before anything is set up for the start.
@@ -542,6 +543,8 @@ impl Domains {
             .status()
             .await
             .map_err(|e| engine_failure(&record.name, e))?;
+        // Pinned before the guest runs its first instruction.
+        self.apply_cputune(domain, pid, control.as_ref()).await?;
         if status == GuestStatus::NotStarted {
             control
                 .resume()

@@ -1,7 +1,8 @@
 //! What oxvirtd does, one service per resource, on top of the store and the engines:
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
-//! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command),
+//! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command; [`tuning`]:
+//! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -21,6 +22,7 @@ pub mod saves;
 pub mod secrets;
 pub mod snapshots;
 pub mod supervisor;
+pub mod tuning;
 pub mod volumes;
 mod xml;
 

@@ -562,27 +562,26 @@ impl<'a> Builder<'a> {
             quota,
             emulator_period,
             emulator_quota,
-            vcpupins,
-            emulatorpin,
+            // Applied by oxvirtd to QEMU's threads at start (no command-line option).
+            vcpupins: _,
+            emulatorpin: _,
             iothreadpins,
             line,
         }) = cputune
         else {
             return Ok(());
         };
-        let empty = shares.is_none()
-            && period.is_none()
-            && quota.is_none()
-            && emulator_period.is_none()
-            && emulator_quota.is_none()
-            && vcpupins.is_empty()
-            && emulatorpin.is_none()
-            && iothreadpins.is_empty();
-        if !empty {
+        let unsupported = shares.is_some()
+            || period.is_some()
+            || quota.is_some()
+            || emulator_period.is_some()
+            || emulator_quota.is_some()
+            || !iothreadpins.is_empty();
+        if unsupported {
             return Err(QemuError::unsupported(
                 "cputune",
                 *line,
-                "per-vCPU pinning and CPU bandwidth limits are not implemented (vcpu cpuset is)",
+                "CPU bandwidth limits (shares, period, quota) and iothreadpin are not implemented (vcpupin and emulatorpin are)",
             ));
         }
         Ok(())

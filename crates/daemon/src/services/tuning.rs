@@ -1,0 +1,397 @@
+//! Where a guest's threads run (more of [`Domains`]): `vcpuinfo`, `vcpupin`, `emulatorpin`,
+//! and `<cputune>`'s `<vcpupin>`/`<emulatorpin>` applied when a guest starts.
+//!
+//! A running guest is one engine process: each vCPU is one of its threads (the engine says
+//! which), and every other thread is the "emulator" (libvirt's word). Pinning is the kernel's
+//! CPU affinity of those threads (`oxvirt_host::affinity`); the definition records it in
+//! `<cputune>`, as libvirt's does. Pinning a vCPU to every host CPU removes its `<vcpupin>`.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use oxvirt_api::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
+use oxvirt_domain::{CpuSet, CpuTune, Domain, VcpuPin};
+use oxvirt_host::affinity;
+
+use super::display::live_xml_path;
+use super::domains::Domains;
+use super::error::{bad_request, db, engine_failure, internal, invalid_state, DaemonResult};
+use super::guests::Vm;
+use crate::engine::Control;
+use crate::store::{self, DomainRecord};
+
+/// What a pin call works on (virsh's `--live`, `--config`, or neither: `--current`).
+struct Targets {
+    live: bool,
+    config: bool,
+}
+
+impl Targets {
+    fn of(request: &PinRequest, running: bool) -> Targets {
+        match (request.live, request.config) {
+            (false, false) => Targets {
+                live: running,
+                config: !running,
+            },
+            (live, config) => Targets { live, config },
+        }
+    }
+}
+
+/// `cpulist` as a set of host CPUs; each must exist (virsh's words when one does not).
+fn host_cpu_set(cpulist: &str) -> DaemonResult<BTreeSet<u32>> {
+    let host = affinity::online_cpus();
+    let cpus = oxvirt_domain::parse_cpuset(cpulist)
+        .map_err(|err| bad_request(format!("invalid cpulist '{cpulist}': {err}")))?;
+    check_on_host(&cpus, &host, &format!("cpulist '{cpulist}'"))?;
+    Ok(cpus.0)
+}
+
+fn check_on_host(cpus: &CpuSet, host: &BTreeSet<u32>, what: &str) -> DaemonResult<()> {
+    match cpus.iter().find(|cpu| !host.contains(cpu)) {
+        Some(cpu) => Err(bad_request(format!(
+            "CPU {cpu} in {what} exceed the maxcpu {}",
+            host.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn cpulist(cpus: &BTreeSet<u32>) -> String {
+    CpuSet(cpus.clone()).to_string()
+}
+
+/// The definition's pinning of `vcpu`: its `<vcpupin>`, else `<vcpu cpuset>`, else every host CPU.
+fn configured_vcpu_pin(domain: &Domain, vcpu: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    domain
+        .cputune
+        .as_ref()
+        .and_then(|tune| tune.vcpupins.iter().find(|pin| pin.vcpu == vcpu))
+        .map(|pin| pin.cpuset.0.clone())
+        .or_else(|| domain.vcpu.cpuset.as_ref().map(|set| set.0.clone()))
+        .unwrap_or_else(|| host.clone())
+}
+
+/// The definition's pinning of the emulator threads: `<emulatorpin>`, else `<vcpu cpuset>`,
+/// else every host CPU.
+fn configured_emulator_pin(domain: &Domain, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    domain
+        .cputune
+        .as_ref()
+        .and_then(|tune| tune.emulatorpin.as_ref())
+        .or(domain.vcpu.cpuset.as_ref())
+        .map(|set| set.0.clone())
+        .unwrap_or_else(|| host.clone())
+}
+
+/// Records a pin in `domain`'s `<cputune>` (`vcpu` `None`: the emulator); every host CPU means
+/// no pin, as in libvirt.
+fn record_pin(domain: &mut Domain, vcpu: Option<u32>, cpus: &BTreeSet<u32>, host: &BTreeSet<u32>) {
+    let tune = domain.cputune.get_or_insert_with(CpuTune::default);
+    let pin = (cpus != host).then(|| CpuSet(cpus.clone()));
+    match vcpu {
+        Some(vcpu) => {
+            tune.vcpupins.retain(|p| p.vcpu != vcpu);
+            if let Some(cpuset) = pin {
+                tune.vcpupins.push(VcpuPin { vcpu, cpuset });
+                tune.vcpupins.sort_by_key(|p| p.vcpu);
+            }
+        }
+        None => tune.emulatorpin = pin,
+    }
+    let empty = CpuTune {
+        line: tune.line,
+        ..CpuTune::default()
+    };
+    if *tune == empty {
+        domain.cputune = None;
+    }
+}
+
+impl Domains {
+    /// `vcpuinfo`: each vCPU's host CPU, CPU time and affinity.
+    pub async fn vcpu_info(self: &Arc<Self>, id: &str) -> DaemonResult<VcpuInfo> {
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let (pid, threads) = self.guest_threads(&vm, &record).await?;
+        let mut vcpus = Vec::with_capacity(threads.len());
+        for (vcpu, tid) in threads.into_iter().enumerate() {
+            let stat = affinity::thread_stat(pid, tid);
+            vcpus.push(VcpuState {
+                vcpu: vcpu as u32,
+                cpu: stat.map_or(0, |s| s.cpu),
+                cpu_time_ns: stat.map_or(0, |s| s.cpu_time_ns),
+                affinity: affinity::affinity(tid)
+                    .map_err(|err| internal("cannot read a vCPU's affinity", err))?
+                    .into_iter()
+                    .collect(),
+            });
+        }
+        let host_cpus = affinity::online_cpus().last().map_or(1, |last| last + 1);
+        Ok(VcpuInfo { host_cpus, vcpus })
+    }
+
+    /// The running guest's engine process and its vCPU threads (by vCPU number).
+    async fn guest_threads(&self, vm: &Vm, record: &DomainRecord) -> DaemonResult<(u32, Vec<u32>)> {
+        let control = self.guests.running_control(vm, record)?;
+        let pid = self
+            .store
+            .runtime(&record.uuid)
+            .map_err(db)?
+            .map(|runtime| runtime.pid)
+            .ok_or_else(|| invalid_state(format!("domain '{}' is not running", record.name)))?;
+        let threads = control
+            .vcpu_threads()
+            .await
+            .map_err(|err| engine_failure(&record.name, err))?;
+        Ok((pid, threads))
+    }
+
+    /// `vcpupin`: asks (no `cpulist`) or pins.
+    pub async fn vcpu_pin(self: &Arc<Self>, id: &str, request: &PinRequest) -> DaemonResult<Pins> {
+        self.pin(id, request, true).await
+    }
+
+    /// `emulatorpin`: asks (no `cpulist`) or pins.
+    pub async fn emulator_pin(
+        self: &Arc<Self>,
+        id: &str,
+        request: &PinRequest,
+    ) -> DaemonResult<Pins> {
+        self.pin(id, request, false).await
+    }
+
+    async fn pin(
+        self: &Arc<Self>,
+        id: &str,
+        request: &PinRequest,
+        of_vcpus: bool,
+    ) -> DaemonResult<Pins> {
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let record = self.guests.resolve(id)?;
+        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
+        let targets = Targets::of(request, running);
+        if targets.live && !running {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running (--live is the running guest; --config its definition)",
+                record.name
+            )));
+        }
+        let host = affinity::online_cpus();
+        let vcpu = if of_vcpus { request.vcpu } else { None };
+        let Some(list) = &request.cpulist else {
+            if targets.live && targets.config {
+                return Err(bad_request("ask with --live or with --config, not both"));
+            }
+            return if targets.live {
+                let (pid, threads) = self.guest_threads(&vm, &record).await?;
+                live_pins(pid, &threads, of_vcpus, vcpu)
+            } else {
+                let domain = self.persistent_domain(&record)?;
+                configured_pins(&domain, of_vcpus, vcpu, &host)
+            };
+        };
+        let cpus = host_cpu_set(list)?;
+        if of_vcpus && vcpu.is_none() {
+            return Err(bad_request("which vCPU? (vcpupin DOMAIN VCPU CPULIST)"));
+        }
+        if targets.live {
+            let (pid, threads) = self.guest_threads(&vm, &record).await?;
+            let tids = match vcpu {
+                Some(n) => vec![*threads.get(n as usize).ok_or_else(|| {
+                    bad_request(format!(
+                        "vcpu {n} is out of range of live cpu count {}",
+                        threads.len()
+                    ))
+                })?],
+                None => emulator_threads(pid, &threads),
+            };
+            for tid in tids {
+                affinity::set_affinity(tid, &cpus)
+                    .map_err(|err| internal("cannot set a thread's CPU affinity", err))?;
+            }
+            let mut live = self.current_domain(&record)?;
+            record_pin(&mut live, vcpu, &cpus, &host);
+            let path = live_xml_path(&self.guests.run_dir(&record.uuid));
+            std::fs::write(&path, live.to_xml())
+                .map_err(|err| internal(&format!("cannot write {}", path.display()), err))?;
+        }
+        if targets.config {
+            self.change_persistent(&record, |domain| {
+                if let Some(n) = vcpu {
+                    if n >= domain.vcpu.max {
+                        return Err(bad_request(format!(
+                            "vcpu {n} is out of range of persistent cpu count {}",
+                            domain.vcpu.max
+                        )));
+                    }
+                }
+                record_pin(domain, vcpu, &cpus, &host);
+                Ok(())
+            })?;
+        }
+        tracing::info!(domain = %record.name, vcpu = ?vcpu, cpus = %cpulist(&cpus), live = targets.live, config = targets.config, "pinned");
+        Ok(Pins { pins: Vec::new() })
+    }
+
+    /// The definition the domain starts with next (`define` while it runs may have given one).
+    fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
+        let xml = self
+            .store
+            .transaction_or(db, |tx| {
+                store::next_definition(tx, &record.uuid).map_err(db)
+            })?
+            .unwrap_or_else(|| record.xml.clone());
+        oxvirt_domain::parse_domain_xml(&xml)
+            .map_err(|err| internal("the stored definition does not parse", err))
+    }
+
+    /// Changes the definition the domain starts with next: the stored one, or while it runs
+    /// the next one (as `define` of a running domain).
+    fn change_persistent(
+        &self,
+        record: &DomainRecord,
+        change: impl FnOnce(&mut Domain) -> DaemonResult<()>,
+    ) -> DaemonResult<()> {
+        let mut domain = self.persistent_domain(record)?;
+        change(&mut domain)?;
+        self.engine
+            .check_definition(&domain)
+            .map_err(|err| engine_failure(&record.name, err))?;
+        let engine = self.engine.kind_of(&domain).to_string();
+        let xml = domain.to_xml();
+        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
+            if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
+                store::set_next_definition(tx, &record.uuid, &xml, &engine).map_err(db)
+            } else {
+                store::update_domain_xml(tx, &record.uuid, &xml, &engine).map_err(db)
+            }
+        })
+    }
+
+    /// Before a start: every CPU `<cputune>` pins to must exist on this host.
+    pub(super) fn check_pins_fit_host(&self, domain: &Domain) -> DaemonResult<()> {
+        let Some(tune) = &domain.cputune else {
+            return Ok(());
+        };
+        let host = affinity::online_cpus();
+        for pin in &tune.vcpupins {
+            check_on_host(
+                &pin.cpuset,
+                &host,
+                &format!("<vcpupin vcpu='{}'>", pin.vcpu),
+            )?;
+        }
+        if let Some(emulator) = &tune.emulatorpin {
+            check_on_host(emulator, &host, "<emulatorpin>")?;
+        }
+        Ok(())
+    }
+
+    /// At start, before the guest runs: `<cputune>`'s pins on the engine's threads.
+    pub(super) async fn apply_cputune(
+        &self,
+        domain: &Domain,
+        pid: u32,
+        control: &dyn Control,
+    ) -> DaemonResult<()> {
+        let Some(tune) = &domain.cputune else {
+            return Ok(());
+        };
+        if tune.vcpupins.is_empty() && tune.emulatorpin.is_none() {
+            return Ok(());
+        }
+        let threads = control
+            .vcpu_threads()
+            .await
+            .map_err(|err| engine_failure(&domain.name, err))?;
+        let failed = |err: std::io::Error| internal("cannot set a thread's CPU affinity", err);
+        for pin in &tune.vcpupins {
+            if let Some(&tid) = threads.get(pin.vcpu as usize) {
+                affinity::set_affinity(tid, &pin.cpuset.0).map_err(failed)?;
+            }
+        }
+        if let Some(emulator) = &tune.emulatorpin {
+            for tid in emulator_threads(pid, &threads) {
+                affinity::set_affinity(tid, &emulator.0).map_err(failed)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every thread of the engine process that is not a vCPU's.
+fn emulator_threads(pid: u32, vcpu_threads: &[u32]) -> Vec<u32> {
+    affinity::threads(pid)
+        .into_iter()
+        .filter(|tid| !vcpu_threads.contains(tid))
+        .collect()
+}
+
+fn configured_pins(
+    domain: &Domain,
+    of_vcpus: bool,
+    vcpu: Option<u32>,
+    host: &BTreeSet<u32>,
+) -> DaemonResult<Pins> {
+    if !of_vcpus {
+        return Ok(Pins {
+            pins: vec![Pin {
+                vcpu: None,
+                cpulist: cpulist(&configured_emulator_pin(domain, host)),
+            }],
+        });
+    }
+    if let Some(n) = vcpu {
+        if n >= domain.vcpu.max {
+            return Err(bad_request(format!(
+                "vcpu {n} is out of range of persistent cpu count {}",
+                domain.vcpu.max
+            )));
+        }
+    }
+    Ok(Pins {
+        pins: (0..domain.vcpu.max)
+            .filter(|n| vcpu.is_none_or(|wanted| wanted == *n))
+            .map(|n| Pin {
+                vcpu: Some(n),
+                cpulist: cpulist(&configured_vcpu_pin(domain, n, host)),
+            })
+            .collect(),
+    })
+}
+
+/// The running guest's pins, as the kernel has them.
+fn live_pins(pid: u32, threads: &[u32], of_vcpus: bool, vcpu: Option<u32>) -> DaemonResult<Pins> {
+    let read = |tid: u32| {
+        affinity::affinity(tid)
+            .map(|cpus| cpulist(&cpus))
+            .map_err(|err| internal("cannot read a thread's CPU affinity", err))
+    };
+    if !of_vcpus {
+        return Ok(Pins {
+            pins: vec![Pin {
+                vcpu: None,
+                cpulist: read(pid)?,
+            }],
+        });
+    }
+    let mut pins = Vec::new();
+    for (n, tid) in threads.iter().enumerate() {
+        if vcpu.is_none_or(|wanted| wanted as usize == n) {
+            pins.push(Pin {
+                vcpu: Some(n as u32),
+                cpulist: read(*tid)?,
+            });
+        }
+    }
+    if pins.is_empty() {
+        return Err(bad_request(format!(
+            "vcpu {} is out of range of live cpu count {}",
+            vcpu.unwrap_or(0),
+            threads.len()
+        )));
+    }
+    Ok(Pins { pins })
+}
