@@ -1,6 +1,7 @@
-# Shared by the benchmark scripts that run oxvirt beside libvirt (sourced, not run): process helpers, the
-# release build and guest kit, /dev/kvm for libvirt, libvirt's three daemons and its networks, oxvirtd. The
-# caller defines say() and die(), runs with `set -euo pipefail`, and sources this from the repository's root.
+# Shared by the benchmark scripts (sourced, not run): process helpers, the release build and guest kit, /dev/kvm
+# for libvirt, libvirt's three daemons and its networks, oxvirtd (the scripts that run oxvirt beside libvirt);
+# the nested lab's L1 guest (benches/native-vmm.sh, benches/native-restore.sh). The caller defines say() and
+# die(), runs with `set -euo pipefail`, and sources this from the repository's root.
 
 # install_missing PACKAGE...: installs (quietly, without recommends) the Debian packages not installed yet.
 install_missing() {
@@ -245,4 +246,193 @@ start_both_daemons() {
     done
     say "starting oxvirtd"
     start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
+}
+
+# ---------------------------------------------------------------------------------------------------------
+# The nested lab: an L1 guest under QEMU TCG (-cpu max) that loads kvm-amd and runs oxvirt-vmm on real KVM
+# (docs/native-vmm.md, "Tests"). The caller's L1 script (/lab/run.sh in L1) prints its results on L1's serial
+# console and ends with OXVIRT-LAB-EXIT=STATUS.
+# ---------------------------------------------------------------------------------------------------------
+
+# Where the lab keeps the timing helper's build and the console logs of its runs.
+BENCH_TARGET=$PWD/target/native-vmm-bench
+
+# lab_begin NAME: the settings' defaults (RUNS=5 counted runs, WRITE_DOC=1, L1_TIMEOUT=2400 s), checks RUNS,
+# notes the start's date and load (date_start, load_start), makes the run's directory WORK (/tmp/NAME.XXXXXX)
+# and sets the exit trap that kills L1's QEMU (QEMU_PID) and removes WORK.
+lab_begin() {
+    RUNS=${RUNS:-5}
+    WRITE_DOC=${WRITE_DOC:-1}
+    L1_TIMEOUT=${L1_TIMEOUT:-2400}
+    [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
+    load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+    date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+    WORK=$(mktemp -d "/tmp/$1.XXXXXX")
+    QEMU_PID=
+    trap lab_cleanup EXIT
+}
+lab_cleanup() {
+    if [ -n "$QEMU_PID" ]; then
+        kill "$QEMU_PID" 2> /dev/null || true
+        wait "$QEMU_PID" 2> /dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+
+# lab_replay: with L1_LOG=FILE (a console log kept by an earlier run), sets LOG to it and succeeds: the caller
+# reports from it instead of booting L1. Fails without L1_LOG.
+lab_replay() {
+    [ -n "${L1_LOG:-}" ] || return 1
+    [ -f "$L1_LOG" ] || die "L1_LOG=$L1_LOG does not exist"
+    say "reporting from $L1_LOG (no L1 boot)"
+    LOG=$L1_LOG
+}
+
+# install_binary ROOT BINARY DEST: copies BINARY to ROOT/DEST and the shared libraries ldd lists, at their own
+# paths.
+install_binary() {
+    local root=$1 bin=$2 dest=$1/$3 lib
+    mkdir -p "$(dirname "$dest")"
+    cp "$bin" "$dest"
+    strip "$dest" 2> /dev/null || true
+    for lib in $(ldd "$bin" | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^\s*\(\/[^ ]*\) (.*/\1/p'); do
+        mkdir -p "$root$(dirname "$lib")"
+        cp -L "$lib" "$root$lib"
+    done
+}
+
+# append_cpio BASE DIR OUT: BASE followed by a newc cpio of DIR (Linux unpacks concatenated archives in order;
+# the next archive must start 4-byte aligned).
+append_cpio() {
+    cp "$1" "$3"
+    local pad=$(((4 - $(stat -c %s "$3") % 4) % 4))
+    head -c "$pad" /dev/zero >> "$3"
+    (cd "$2" && find . | cpio -o -H newc --quiet) >> "$3"
+}
+
+# build_lab BENCH_TARGET TOOL...: checks the host tools (qemu-system-x86_64, cpio, ldd, cc and TOOL...),
+# builds oxvirt-vmm (release; SKIP_BUILD=1 uses the one in $RELEASE as it is) and the timing helper
+# benches/native-vmm/oxbench-time (outside the workspace, in BENCH_TARGET), and prepares the guest kit. Sets
+# GIT_DESC (the commit oxvirt-vmm was built from) and OXBENCH_TIME (the helper's path).
+build_lab() {
+    local target=$1 tool
+    shift
+    for tool in qemu-system-x86_64 cpio ldd cc "$@"; do
+        command -v "$tool" > /dev/null || die "$tool is missing (apt-get install qemu-system-x86 strace cpio gcc)"
+    done
+    if [ "${SKIP_BUILD:-0}" = 1 ]; then
+        say "SKIP_BUILD=1: using $RELEASE/oxvirt-vmm as it is"
+    else
+        say "building oxvirt-vmm (release)"
+        cargo build --release -q -p oxvirt-vmm
+    fi
+    # (An assignment takes the status of its last substitution: keep every part of it succeeding under set -e.)
+    GIT_DESC=$(git rev-parse --short HEAD 2> /dev/null || echo '?')
+    if [ -n "$(git status --porcelain crates/vmm crates/virtio 2> /dev/null)" ]; then
+        GIT_DESC="$GIT_DESC plus uncommitted changes in crates/vmm or crates/virtio"
+    fi
+    [ -x "$RELEASE/oxvirt-vmm" ] || die "$RELEASE/oxvirt-vmm is missing (cargo build --release -p oxvirt-vmm)"
+    say "building the timing helper (benches/native-vmm/oxbench-time, outside the workspace)"
+    CARGO_TARGET_DIR=$target cargo build --release -q --manifest-path benches/native-vmm/oxbench-time/Cargo.toml
+    OXBENCH_TIME=$target/release/oxbench-time
+    say "preparing the guest kit"
+    bash scripts/guest-kit.sh > /dev/null
+}
+
+# lab_root ROOT L1_SCRIPT: the files every lab run puts in L1: L1_SCRIPT as /lab/run.sh with what it sources,
+# benches/native-vmm/l1-common.sh, as /lab/common.sh; oxvirt-vmm and oxbench-time in /lab/bin; the guest kit's
+# kernel and initramfs, unchanged, for L2 in /lab/l2.
+lab_root() {
+    mkdir -p "$1/lab/l2"
+    install -m 755 "$2" "$1/lab/run.sh"
+    install -m 644 benches/native-vmm/l1-common.sh "$1/lab/common.sh"
+    install_binary "$1" "$RELEASE/oxvirt-vmm" lab/bin/oxvirt-vmm
+    install_binary "$1" "$OXBENCH_TIME" lab/bin/oxbench-time
+    cp target/guest-kit/vmlinuz "$1/lab/l2/vmlinuz"
+    cp target/guest-kit/initramfs.img "$1/lab/l2/initramfs.img"
+}
+
+# L1's QEMU command without its serial log, initramfs and the runs argument (for the reports); L1_EXTRA: more
+# options a benchmark gives L1 (a disk, ...).
+L1_QEMU=(qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -display none -no-reboot)
+L1_EXTRA=()
+
+# run_l1 ROOT WORK RUNS KEEP_LOG: boots L1 with the guest kit's initramfs plus ROOT (kernel argument
+# oxbench_runs=RUNS), waits (L1_TIMEOUT seconds at most) until its console shows OXVIRT-LAB-EXIT=, stops it,
+# and keeps the console in KEEP_LOG followed by the host's side of the run (HOST-DATE, HOST-LOAD-START from
+# $date_start and $load_start, HOST-LOAD-END, HOST-RUNS, HOST-GIT). Sets QEMU_PID while L1 runs (the caller's
+# exit trap kills it). Dies, showing the console's end, when the L1 script did not exit 0.
+run_l1() {
+    local root=$1 work=$2 runs=$3 keep=$4 started console=$2/l1-console.log
+    append_cpio target/guest-kit/initramfs.img "$root" "$work/l1-initramfs.img"
+    say "L1 initramfs: $(du -h "$work/l1-initramfs.img" | cut -f1)"
+    local cmd=("${L1_QEMU[@]}" "${L1_EXTRA[@]}" -serial "file:$console" -kernel target/guest-kit/vmlinuz
+        -initrd "$work/l1-initramfs.img" -append "console=ttyS0 panic=-1 quiet oxbench_runs=$runs")
+    say "booting L1: ${cmd[*]}"
+    started=$(date +%s)
+    "${cmd[@]}" < /dev/null > /dev/null 2> "$work/l1-qemu.err" &
+    QEMU_PID=$!
+    while ! grep -q '^OXVIRT-LAB-EXIT=' "$console" 2> /dev/null; do
+        kill -0 "$QEMU_PID" 2> /dev/null || break
+        if [ $(($(date +%s) - started)) -gt "${L1_TIMEOUT:-2400}" ]; then
+            say "L1 did not finish within ${L1_TIMEOUT:-2400}s"
+            break
+        fi
+        sleep 2
+    done
+    kill "$QEMU_PID" 2> /dev/null || true
+    wait "$QEMU_PID" 2> /dev/null || true
+    QEMU_PID=
+    mkdir -p "$(dirname "$keep")"
+    {
+        tr -d '\r' < "$console"
+        # The host's side of the run, for reports made later from this log (L1_LOG=...).
+        echo "HOST-DATE=$date_start"
+        echo "HOST-LOAD-START=$load_start"
+        echo "HOST-LOAD-END=$(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "HOST-RUNS=$runs"
+        echo "HOST-GIT=$GIT_DESC"
+    } > "$keep"
+    say "L1 finished in $(($(date +%s) - started)) s; console log kept in $keep"
+    grep -q '^OXVIRT-LAB-EXIT=0' "$keep" || {
+        tail -40 "$keep" >&2
+        cat "$work/l1-qemu.err" >&2
+        die "the L1 run failed"
+    }
+}
+
+# Reading a lab console log ($LOG): "RESULT <vmm> <kind> <run> KEY=value" lines (run 0 is an uncounted
+# warm-up) and "NAME=value" lines.
+# values VMM KIND KEY: the KEY values of the counted runs (run 0 is the warm-up), one per line.
+values() {
+    awk -v v="$1" -v k="$2" -v key="$3=" '$1 == "RESULT" && $2 == v && $3 == k && $4 != "0" && index($5, key) == 1 {
+        print substr($5, length(key) + 1) }' "$LOG"
+}
+median() {
+    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2];
+        else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+# med VMM KIND KEY [DIVISOR [DECIMALS]]: the median, divided (ms -> s, KiB -> MiB), 2 decimals by default.
+med() {
+    local m
+    m=$(values "$1" "$2" "$3" | grep -E '^[0-9.]+$' | median)
+    [ "$m" = n/a ] && { echo n/a; return; }
+    awk -v m="$m" -v d="${4:-1}" -v n="${5:-2}" 'BEGIN { printf "%.*f", n, m / d }'
+}
+count() { values "$1" "$2" "$3" | grep -cE '^[0-9.]+$' || true; }
+all() { values "$1" "$2" "$3" | awk -v d="${4:-1}" '{ if ($1 ~ /^[0-9.]+$/) printf "%s%.2f", sep, $1 / d; else printf "%s%s", sep, $1; sep = ", " }'; }
+# spread VMM KIND KEY [DIVISOR [DECIMALS]]: "min-max" of the counted runs' values.
+spread() {
+    values "$1" "$2" "$3" | grep -E '^[0-9.]+$' | sort -n | awk -v d="${4:-1}" -v n="${5:-2}" '
+        NR == 1 { lo = $1 } { hi = $1 } END { if (NR == 0) print "n/a"; else printf "%.*f-%.*f", n, lo / d, n, hi / d }'
+}
+top_value() { sed -n "s/^$1=//p" "$LOG" | head -1; }
+
+# lab_host_values: a log written by run_l1 carries the date, load and run count of its own run: sets
+# date_start, load_start, load_end and RUNS from it (a log without them keeps this run's values).
+lab_host_values() {
+    date_start=$(top_value HOST-DATE | grep . || echo "$date_start")
+    load_start=$(top_value HOST-LOAD-START | grep . || echo "$load_start")
+    load_end=$(top_value HOST-LOAD-END | grep . || cut -d' ' -f1-3 /proc/loadavg)
+    RUNS=$(top_value HOST-RUNS | grep . || echo "$RUNS")
 }

@@ -9,7 +9,7 @@
 #
 #   bash benches/native-vmm.sh                  # RUNS=5 counted runs per VMM and measurement
 #   RUNS=2 WRITE_DOC=0 bash benches/native-vmm.sh
-#   SKIP_BUILD=1 ...                            # use target/release/oxvirt-vmm as it is
+#   SKIP_BUILD=1 ...                            # use oxvirt-vmm in $CARGO_TARGET_DIR/release (or target/release) as it is
 #   L1_LOG=FILE ...                             # do not boot L1: report from a console log of an earlier run
 #
 # Needs qemu-system-x86 7.2, seabios, strace, cpio and the guest kit (scripts/guest-kit.sh). The machine's own
@@ -17,90 +17,26 @@
 set -euo pipefail
 export LC_ALL=C
 
-RUNS=${RUNS:-5}
-WRITE_DOC=${WRITE_DOC:-1}
-L1_TIMEOUT=${L1_TIMEOUT:-2400}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
-BENCH_TARGET=$REPO/target/native-vmm-bench
-KEEP_LOG=$BENCH_TARGET/l1-console.log
 SECTION='## Native VMM vs QEMU (nested lab)'
 VMMS=(oxvirt microvm pc)
 
 say() { printf '[native-vmm] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
-
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
-load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+KEEP_LOG=$BENCH_TARGET/l1-console.log
 
 # ---------------------------------------------------------------------------------------------------------
 # Build the L1 initramfs and boot it
 # ---------------------------------------------------------------------------------------------------------
-WORK=$(mktemp -d /tmp/native-vmm.XXXXXX)
-QEMU_PID=
-cleanup() {
-    if [ -n "$QEMU_PID" ]; then
-        kill "$QEMU_PID" 2>/dev/null || true
-        wait "$QEMU_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-# install ROOT BINARY DEST: copies BINARY to ROOT/DEST and the shared libraries ldd lists, at their own paths.
-install_binary() {
-    local root=$1 bin=$2 dest=$1/$3 lib
-    mkdir -p "$(dirname "$dest")"
-    cp "$bin" "$dest"
-    strip "$dest" 2>/dev/null || true
-    for lib in $(ldd "$bin" | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^\s*\(\/[^ ]*\) (.*/\1/p'); do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
-
-# append_cpio BASE DIR OUT: BASE followed by a newc cpio of DIR (Linux unpacks concatenated archives in order;
-# the next archive must start 4-byte aligned).
-append_cpio() {
-    cp "$1" "$3"
-    local pad=$(((4 - $(stat -c %s "$3") % 4) % 4))
-    head -c "$pad" /dev/zero >>"$3"
-    (cd "$2" && find . | cpio -o -H newc --quiet) >>"$3"
-}
-
-if [ -n "${L1_LOG:-}" ]; then
-    [ -f "$L1_LOG" ] || die "L1_LOG=$L1_LOG does not exist"
-    say "reporting from $L1_LOG (no L1 boot)"
-    LOG=$L1_LOG
-else
-    for tool in qemu-system-x86_64 strace cpio ldd cc; do
-        command -v "$tool" >/dev/null || die "$tool is missing (apt-get install qemu-system-x86 strace cpio gcc)"
-    done
+lab_begin native-vmm
+if ! lab_replay; then
+    build_lab "$BENCH_TARGET" strace
     [ -f /usr/share/seabios/bios-256k.bin ] || die "/usr/share/seabios/bios-256k.bin is missing (apt-get install seabios)"
-    if [ "${SKIP_BUILD:-0}" = 1 ]; then
-        say "SKIP_BUILD=1: using target/release/oxvirt-vmm as it is"
-    else
-        say "building oxvirt-vmm (release)"
-        cargo build --release -q -p oxvirt-vmm
-    fi
-    # (An assignment takes the status of its last substitution: keep every part of it succeeding under set -e.)
-    GIT_DESC=$(git rev-parse --short HEAD 2>/dev/null || echo '?')
-    if [ -n "$(git status --porcelain crates/vmm crates/virtio 2>/dev/null)" ]; then
-        GIT_DESC="$GIT_DESC plus uncommitted changes in crates/vmm or crates/virtio"
-    fi
-    [ -x target/release/oxvirt-vmm ] || die "target/release/oxvirt-vmm is missing (cargo build --release -p oxvirt-vmm)"
-    say "building the timing helper (benches/native-vmm/oxbench-time, outside the workspace)"
-    CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -q --manifest-path benches/native-vmm/oxbench-time/Cargo.toml
-    say "preparing the guest kit"
-    bash scripts/guest-kit.sh >/dev/null
-    KIT=target/guest-kit
-
     root=$WORK/l1-root
-    mkdir -p "$root/lab/l2"
-    install -m 755 benches/native-vmm/l1.sh "$root/lab/run.sh"
-    install_binary "$root" target/release/oxvirt-vmm lab/bin/oxvirt-vmm
-    install_binary "$root" "$BENCH_TARGET/release/oxbench-time" lab/bin/oxbench-time
+    lab_root "$root" benches/native-vmm/l1.sh
     install_binary "$root" "$(command -v strace)" lab/bin/strace
     # QEMU looks for its firmware relative to its binary (../share/qemu, ../share/seabios).
     install_binary "$root" "$(command -v qemu-system-x86_64)" usr/bin/qemu-system-x86_64
@@ -109,66 +45,14 @@ else
     for f in qboot.rom bios-microvm.bin linuxboot_dma.bin linuxboot.bin kvmvapic.bin pvh.bin multiboot_dma.bin; do
         cp -L "/usr/share/qemu/$f" "$root/usr/share/qemu/"
     done
-    # L2 boots the guest kit unchanged: its init prints the marker, then waits at its shell prompt.
-    cp "$KIT/vmlinuz" "$root/lab/l2/vmlinuz"
-    cp "$KIT/initramfs.img" "$root/lab/l2/initramfs.img"
-    append_cpio "$KIT/initramfs.img" "$root" "$WORK/l1-initramfs.img"
-    say "L1 initramfs: $(du -h "$WORK/l1-initramfs.img" | cut -f1)"
-
-    LOG=$WORK/l1-console.log
-    L1_CMD=(qemu-system-x86_64 -accel tcg -cpu max -m 2048 -smp 1 -nodefaults -display none -no-reboot
-        -serial "file:$LOG" -kernel "$KIT/vmlinuz" -initrd "$WORK/l1-initramfs.img"
-        -append "console=ttyS0 panic=-1 quiet oxbench_runs=$RUNS")
-    say "booting L1: ${L1_CMD[*]}"
-    started=$(date +%s)
-    "${L1_CMD[@]}" </dev/null >/dev/null 2>"$WORK/l1-qemu.err" &
-    QEMU_PID=$!
-    while ! grep -q '^OXVIRT-LAB-EXIT=' "$LOG" 2>/dev/null; do
-        kill -0 "$QEMU_PID" 2>/dev/null || break
-        if [ $(($(date +%s) - started)) -gt "$L1_TIMEOUT" ]; then
-            say "L1 did not finish within ${L1_TIMEOUT}s"
-            break
-        fi
-        sleep 2
-    done
-    kill "$QEMU_PID" 2>/dev/null || true
-    wait "$QEMU_PID" 2>/dev/null || true
-    QEMU_PID=
-    mkdir -p "$BENCH_TARGET"
-    {
-        tr -d '\r' <"$LOG"
-        # The host's side of the run, for reports made later from this log (L1_LOG=...).
-        echo "HOST-DATE=$date_start"
-        echo "HOST-LOAD-START=$load_start"
-        echo "HOST-LOAD-END=$(cut -d' ' -f1-3 /proc/loadavg)"
-        echo "HOST-RUNS=$RUNS"
-        echo "HOST-GIT=$GIT_DESC"
-    } >"$KEEP_LOG"
+    run_l1 "$root" "$WORK" "$RUNS" "$KEEP_LOG"
     LOG=$KEEP_LOG
-    say "L1 finished in $(($(date +%s) - started)) s; console log kept in $KEEP_LOG"
-    grep -q '^OXVIRT-LAB-EXIT=0' "$LOG" || { tail -40 "$LOG" >&2; cat "$WORK/l1-qemu.err" >&2; die "the L1 run failed"; }
 fi
 grep -q '^BENCH-FATAL' "$LOG" && die "$(grep '^BENCH-FATAL' "$LOG")"
 
 # ---------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------
-# values VMM KIND KEY: the KEY values of the counted runs (run 0 is the warm-up), one per line.
-values() {
-    awk -v v="$1" -v k="$2" -v key="$3=" '$1 == "RESULT" && $2 == v && $3 == k && $4 != "0" && index($5, key) == 1 {
-        print substr($5, length(key) + 1) }' "$LOG"
-}
-median() {
-    sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR + 1) / 2];
-        else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-# med VMM KIND KEY [DIVISOR [DECIMALS]]: the median, divided (ms -> s, KiB -> MiB), 2 decimals by default.
-med() {
-    local m
-    m=$(values "$1" "$2" "$3" | grep -E '^[0-9.]+$' | median)
-    [ "$m" = n/a ] && { echo n/a; return; }
-    awk -v m="$m" -v d="${4:-1}" -v n="${5:-2}" 'BEGIN { printf "%.*f", n, m / d }'
-}
 # round_ratio KIND KEY A B: the median over the counted runs of A's value / B's value in the same run (round),
 # which follows the machine's changing load better than the ratio of the medians.
 round_ratio() {
@@ -177,11 +61,8 @@ round_ratio() {
         END { for (i = 1; i <= 1000; i++) if ((a, i) in v && (b, i) in v && v[b, i] > 0) print v[a, i] / v[b, i] }' "$LOG" |
         median | awk '{ if ($1 == "n/a") print; else printf "%.2f", $1 }'
 }
-count() { values "$1" "$2" "$3" | grep -cE '^[0-9.]+$' || true; }
-all() { values "$1" "$2" "$3" | awk -v d="${4:-1}" '{ if ($1 ~ /^[0-9.]+$/) printf "%s%.2f", sep, $1 / d; else printf "%s%s", sep, $1; sep = ", " }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 verdict() { awk -v x="$1" -v lim="$2" 'BEGIN { if (x == "n/a") print "not measured"; else if (x < lim) print "**met**"; else print "**not met**" }'; }
-top_value() { sed -n "s/^$1=//p" "$LOG" | head -1; }
 
 declare -A BOOT MEMO KRUN KFIRST IOCTL INIOCTL N
 for v in "${VMMS[@]}"; do
@@ -194,14 +75,9 @@ for v in "${VMMS[@]}"; do
     N[$v]="$(count "$v" boot MARKER_MS)/$(count "$v" boot RSS_OVERHEAD_KB)/$(count "$v" kvmrun FIRST_KVM_RUN_MS)"
 done
 TOTAL_RSS_OX=$(med oxvirt boot RSS_TOTAL_KB 1024)
-# A log written by this script carries the date, load and run count of its own run.
-date_start=$(top_value HOST-DATE | grep . || echo "$date_start")
-load_start=$(top_value HOST-LOAD-START | grep . || echo "$load_start")
-load_end_logged=$(top_value HOST-LOAD-END)
-RUNS=$(top_value HOST-RUNS | grep . || echo "$RUNS")
+lab_host_values
 boot_ratio=$(ratio "${BOOT[oxvirt]}" "${BOOT[microvm]}")
 boot_round_mv=$(round_ratio boot MARKER_MS oxvirt microvm)
-load_end=${load_end_logged:-$(cut -d' ' -f1-3 /proc/loadavg)}
 
 # The guest-RAM mappings and the biggest other mappings of the last counted run of each VMM.
 maps_of() {

@@ -3,25 +3,10 @@
 # kernel + initramfs (the guest kit, as it is) under oxvirt-vmm, QEMU -M microvm and QEMU -M pc, all on KVM,
 # and prints one "RESULT <vmm> <kind> <run> KEY=value" line per measured value. The host script computes the
 # medians. Runs alternate between the VMMs (oxvirt, microvm, pc, oxvirt, ...), after one uncounted warm-up each.
-export PATH=/lab/bin:$PATH
-RUNS=$(sed -n 's/.*oxbench_runs=\([0-9]*\).*/\1/p' /proc/cmdline)
-RUNS=${RUNS:-5}
-K=/lab/l2/vmlinuz
-I=/lab/l2/initramfs.img
-MEM=256
-# Every console byte costs VM exits handled by an emulated L1: keep the boot log short (as the lab does).
-CMD="console=ttyS0 panic=-1 quiet"
-MARKER=OXVIRT-GUEST-BOOTED
-PROMPT="oxvirt-guest# "
+. /lab/common.sh
 # Seconds the guest idles at its prompt before smaps is read.
 SETTLE=3
 VMMS="oxvirt microvm pc"
-
-modprobe kvm-amd 2>/dev/null
-if [ ! -c /dev/kvm ]; then
-    echo "BENCH-FATAL /dev/kvm missing after loading kvm-amd"
-    exit 1
-fi
 
 # launch VMM PREFIX...: runs PREFIX followed by VMM's command line (same kernel, initramfs, RAM, vCPUs, console).
 launch() {
@@ -45,11 +30,6 @@ launch() {
     esac
 }
 
-# result VMM KIND RUN: prefixes the KEY=value lines of a measurement.
-result() {
-    sed "s/^/RESULT $1 $2 $3 /"
-}
-
 boot() {
     launch "$1" oxbench-time boot 240 "$MARKER" "$PROMPT" $SETTLE $MEM -- 2>&1 | result "$1" boot "$2"
 }
@@ -63,10 +43,6 @@ kvmrun() {
     cp /tmp/strace.log "/tmp/strace-$1.log"
 }
 
-echo "BENCH-L1-KERNEL=$(uname -r)"
-echo "BENCH-L1-CPU=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-echo "BENCH-L1-NPROC=$(nproc)"
-echo "BENCH-L1-MEMTOTAL=$(grep MemTotal /proc/meminfo | tr -s ' ' | cut -d' ' -f2-)"
 echo "BENCH-QEMU-VERSION=$(/usr/bin/qemu-system-x86_64 --version | head -1)"
 echo "BENCH-STRACE-VERSION=$(strace -V | head -1)"
 for v in $VMMS; do

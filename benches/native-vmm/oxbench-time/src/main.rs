@@ -1,6 +1,6 @@
-//! Timing and memory probe for the native-VMM benchmark (benches/native-vmm.sh), run inside the nested lab's
-//! L1 guest, where busybox `date` has no sub-second clock. It starts a VMM as a child process and reports, as
-//! `KEY=value` lines on stdout:
+//! Timing and memory probe for the native-VMM benchmarks (benches/native-vmm.sh, benches/native-restore.sh),
+//! run inside the nested lab's L1 guest, where busybox `date` has no sub-second clock. It starts a VMM as a
+//! child process and reports, as `KEY=value` lines on stdout:
 //!
 //! - `boot TIMEOUT_S MARKER PROMPT SETTLE_S RAM_MIB -- CMD...`: milliseconds from just before the child is
 //!   spawned to the moment the first chunk of its stdout (the guest's serial console) containing MARKER is read
@@ -12,11 +12,19 @@
 //!   first KVM ioctl (`FIRST_KVM_IOCTL_MS`) and to its first KVM_RUN (`FIRST_KVM_RUN_MS`), the number of
 //!   ioctls before that and the time spent inside them.
 //!
+//! - `restore TIMEOUT_S API_SOCKET COMMAND ANSWER -- CMD...`: CMD is an `oxvirt-vmm --restore FILE
+//!   --api-socket API_SOCKET ...` command line. Milliseconds from just before the spawn to: the VMM's stderr
+//!   line saying it restored the state (`RESTORED_MS`, with the duration that line gives, `VMM_RESTORE_MS`),
+//!   the API's answer to `resume` (`RESUMED_MS`), and, after COMMAND was typed on the serial console, the
+//!   first console chunk completing ANSWER (`ANSWER_MS`). Then the API's `stop`. A VMM that ends before it
+//!   restored gives `RESTORED_MS=failed`, the time its stderr closed (`ENDED_MS`) and its exit status.
+//! - `elapsed -- CMD...`: runs CMD (stdio inherited) and prints its wall time (`ELAPSED_MS`) and exit status.
+//!
 //! The child gets a pipe as stdin that is kept open and never written, so a guest shell on the serial console
 //! waits for input instead of seeing end-of-file. The child runs in its own process group, which is killed
 //! before this program exits.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -41,7 +49,7 @@ fn signal_group(child: &Child, sig: i32) {
 /// The child's stdin pipe is held here so it stays open until the child is gone.
 struct Vmm {
     child: Child,
-    _stdin: Option<std::process::ChildStdin>,
+    stdin: Option<std::process::ChildStdin>,
     started: Instant,
 }
 
@@ -53,6 +61,10 @@ impl Drop for Vmm {
 }
 
 fn spawn(cmd: &[String], stdout: Stdio) -> Result<Vmm, String> {
+    spawn_with_stderr(cmd, stdout, Stdio::inherit())
+}
+
+fn spawn_with_stderr(cmd: &[String], stdout: Stdio, stderr: Stdio) -> Result<Vmm, String> {
     use std::os::unix::process::CommandExt;
     let (program, args) = cmd.split_first().ok_or("no command given after --")?;
     let mut command = Command::new(program);
@@ -60,7 +72,7 @@ fn spawn(cmd: &[String], stdout: Stdio) -> Result<Vmm, String> {
         .args(args)
         .stdin(Stdio::piped())
         .stdout(stdout)
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .process_group(0);
     let started = Instant::now();
     let mut child = command
@@ -69,7 +81,7 @@ fn spawn(cmd: &[String], stdout: Stdio) -> Result<Vmm, String> {
     let stdin = child.stdin.take();
     Ok(Vmm {
         child,
-        _stdin: stdin,
+        stdin,
         started,
     })
 }
@@ -252,19 +264,26 @@ fn boot(probe: &BootProbe, cmd: &[String]) -> Result<(), String> {
     println!("RSS_GUEST_KB={guest}");
     println!("RSS_OVERHEAD_KB={}", total - guest);
     signal_group(&vmm.child, SIGTERM);
-    let grace = Instant::now() + TERM_GRACE;
-    let mut ended = "killed".to_string();
-    while Instant::now() < grace {
-        if let Ok(Some(status)) = vmm.child.try_wait() {
-            ended = status.code().map_or("signal".into(), |c| c.to_string());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    println!("EXIT_AFTER_SIGTERM={ended}");
+    println!(
+        "EXIT_AFTER_SIGTERM={}",
+        exit_within_grace(&mut vmm).unwrap_or_else(|| "killed".into())
+    );
     drop(vmm);
     let _ = drain.join();
     Ok(())
+}
+
+/// The VMM's exit status once it exits within TERM_GRACE ("signal" if a signal ended it); None if it did
+/// not (the caller's drop of `vmm` kills it).
+fn exit_within_grace(vmm: &mut Vmm) -> Option<String> {
+    let grace = Instant::now() + TERM_GRACE;
+    while Instant::now() < grace {
+        if let Ok(Some(status)) = vmm.child.try_wait() {
+            return Some(status.code().map_or("signal".into(), |c| c.to_string()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
 }
 
 /// The `-T` duration at the end of an strace line ("... = 0 <0.000123>"), in seconds.
@@ -332,6 +351,139 @@ fn kvmrun(timeout: Duration, log: &str, cmd: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// What the VMM's stderr line after a restore starts with (crates/vmm/src/vm.rs), and how it ends:
+/// "oxvirt-vmm: restored the machine state from FILE in N ms; paused until resumed".
+const RESTORED_LINE: &str = "oxvirt-vmm: restored the machine state";
+
+/// The N of "... in N ms; ..." in the VMM's restore line.
+fn restore_line_ms(line: &str) -> Option<&str> {
+    let after = &line[line.rfind(" in ")? + 4..];
+    after.split(" ms").next()
+}
+
+/// One JSON-line request on the VMM's API socket, retried until the socket accepts (it is bound while the
+/// VMM starts); returns the answer line.
+fn api_request(socket: &str, request: &str, deadline: Instant) -> Result<String, String> {
+    let stream = loop {
+        match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("cannot connect to {socket}: {e}"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    };
+    let mut writer = stream.try_clone().map_err(|e| format!("{socket}: {e}"))?;
+    writer
+        .write_all(format!("{request}\n").as_bytes())
+        .map_err(|e| format!("cannot write to {socket}: {e}"))?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| format!("cannot read the answer from {socket}: {e}"))?;
+    Ok(answer.trim_end().to_string())
+}
+
+struct RestoreProbe<'a> {
+    timeout: Duration,
+    socket: &'a str,
+    command: &'a str,
+    answer: &'a str,
+}
+
+fn restore(probe: &RestoreProbe, cmd: &[String]) -> Result<(), String> {
+    let mut vmm = spawn_with_stderr(cmd, Stdio::piped(), Stdio::piped())?;
+    let deadline = vmm.started + probe.timeout;
+    let rx = console_reader(&mut vmm);
+    // The VMM's stderr, line by line with the instant each was read; every line is also passed on.
+    let err = vmm.child.stderr.take().expect("stderr is piped");
+    let (err_tx, err_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines() {
+            let Ok(line) = line else { break };
+            println!("VMM_LOG| {line}");
+            if err_tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let restored = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match err_rx.recv_timeout(left) {
+            Ok((at, line)) if line.starts_with(RESTORED_LINE) => break Ok((at, line)),
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    let (restored_at, line) = match restored {
+        Ok(restored) => restored,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            println!("RESTORED_MS=timeout");
+            return Ok(());
+        }
+        // stderr closed without the line: the VMM ended (an error, its line passed on above).
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            println!("RESTORED_MS=failed");
+            println!("ENDED_MS={}", ms(vmm.started.elapsed()));
+            let status = vmm
+                .child
+                .wait()
+                .map_err(|e| format!("cannot wait for the VMM: {e}"))?;
+            println!(
+                "EXIT={}",
+                status.code().map_or("signal".into(), |c| c.to_string())
+            );
+            return Ok(());
+        }
+    };
+    println!("RESTORED_MS={}", ms(restored_at - vmm.started));
+    println!("VMM_RESTORE_MS={}", restore_line_ms(&line).unwrap_or("?"));
+    let answer = api_request(probe.socket, r#"{"command":"resume"}"#, deadline)?;
+    println!("RESUMED_MS={}", ms(vmm.started.elapsed()));
+    if !answer.contains(r#""ok":true"#) {
+        println!("RESUME=failed {answer}");
+        return Ok(());
+    }
+    let stdin = vmm.stdin.as_mut().expect("stdin is piped");
+    stdin
+        .write_all(format!("{}\n", probe.command).as_bytes())
+        .map_err(|e| format!("cannot type on the serial console: {e}"))?;
+    let mut console = Vec::new();
+    match wait_for_marker(&rx, &mut console, probe.answer, deadline) {
+        Some(at) => println!("ANSWER_MS={}", ms(at - vmm.started)),
+        None => {
+            println!("ANSWER_MS=timeout");
+            print_console_tail(&console);
+        }
+    }
+    let stopped = api_request(
+        probe.socket,
+        r#"{"command":"stop"}"#,
+        Instant::now() + TERM_GRACE,
+    );
+    let ended = exit_within_grace(&mut vmm).unwrap_or_else(|| match stopped {
+        Ok(_) => "killed".into(),
+        Err(e) => format!("killed (stop: {e})"),
+    });
+    println!("EXIT_AFTER_STOP={ended}");
+    Ok(())
+}
+
+fn elapsed(cmd: &[String]) -> Result<(), String> {
+    let (program, args) = cmd.split_first().ok_or("no command given after --")?;
+    let started = Instant::now();
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    println!("ELAPSED_MS={}", ms(started.elapsed()));
+    println!(
+        "STATUS={}",
+        status.code().map_or("signal".into(), |c| c.to_string())
+    );
+    Ok(())
+}
+
 fn seconds(arg: Option<&String>, what: &str) -> Result<Duration, String> {
     arg.and_then(|a| a.parse::<f64>().ok())
         .filter(|s| *s >= 0.0)
@@ -360,7 +512,17 @@ fn run(args: &[String]) -> Result<(), String> {
             boot(&probe, cmd)
         }
         Some("kvmrun") if opts.len() == 3 => kvmrun(seconds(opts.get(1), "TIMEOUT_S")?, &opts[2], cmd),
-        _ => Err("usage: oxbench-time boot TIMEOUT_S MARKER PROMPT SETTLE_S RAM_MIB -- CMD... | kvmrun TIMEOUT_S LOG -- CMD...".into()),
+        Some("restore") if opts.len() == 5 => {
+            let probe = RestoreProbe {
+                timeout: seconds(opts.get(1), "TIMEOUT_S")?,
+                socket: &opts[2],
+                command: &opts[3],
+                answer: &opts[4],
+            };
+            restore(&probe, cmd)
+        }
+        Some("elapsed") if opts.len() == 1 => elapsed(cmd),
+        _ => Err("usage: oxbench-time boot TIMEOUT_S MARKER PROMPT SETTLE_S RAM_MIB -- CMD... | kvmrun TIMEOUT_S LOG -- CMD... | restore TIMEOUT_S API_SOCKET COMMAND ANSWER -- CMD... | elapsed -- CMD...".into()),
     }
 }
 
