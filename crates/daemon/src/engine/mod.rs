@@ -193,7 +193,7 @@ pub trait Engine: Send + Sync {
     }
 
     /// Whether the engine takes internal snapshots of `domain` while it runs
-    /// ([`Control::snapshot_save`] and friends, with the images open). An engine that cannot
+    /// ([`Control::snapshot_job`] and friends, with the images open). An engine that cannot
     /// (the native one) gets them offline: the daemon saves the guest's machine state, ends its
     /// process, works on the closed images and relaunches it from that state
     /// (services/snapshots.rs).
@@ -246,21 +246,14 @@ pub trait Control: Send + Sync {
     async fn save_state(&self, _state: &StateFile) -> Result<(), EngineError> {
         Err(no_saved_state("save"))
     }
-    /// Takes internal snapshot `tag` of the running or paused guest: its memory and device
-    /// state into the image of disk `vmstate`, and every disk of `disks` (targets, `vmstate`
-    /// among them) at the same instant. The guest's run state is as before once it returns.
-    async fn snapshot_save(
+    /// Internal snapshot `tag` of the running or paused guest, with its memory and device state
+    /// in the image of disk `vmstate` and every disk of `disks` (targets, `vmstate` among them)
+    /// at the same instant. `Save` takes it (the guest's run state is as before once it
+    /// returns); `Load` brings it back and leaves the guest paused, for the caller to resume or
+    /// not.
+    async fn snapshot_job(
         &self,
-        _tag: &str,
-        _vmstate: &str,
-        _disks: &[String],
-    ) -> Result<(), EngineError> {
-        Err(no_snapshots())
-    }
-    /// Brings back internal snapshot `tag` (memory, devices and `disks`); the guest is left
-    /// paused, for the caller to resume or not.
-    async fn snapshot_load(
-        &self,
+        _job: SnapshotJob,
         _tag: &str,
         _vmstate: &str,
         _disks: &[String],
@@ -347,6 +340,13 @@ pub struct DisplayListen {
     pub host: String,
     pub port: u16,
     pub tls_port: Option<u16>,
+}
+
+/// What [`Control::snapshot_job`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotJob {
+    Save,
+    Load,
 }
 
 /// One disk's part in an external snapshot.

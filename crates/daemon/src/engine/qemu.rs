@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine, EngineError,
-    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug, StateFile,
+    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug, SnapshotJob, StateFile,
 };
 
 pub struct QemuEngine {
@@ -454,34 +454,27 @@ impl Control for QmpControl {
         self.qmp.quit().await.map_err(engine_error)
     }
 
-    async fn snapshot_save(
+    async fn snapshot_job(
         &self,
+        job: SnapshotJob,
         tag: &str,
         vmstate: &str,
         disks: &[String],
     ) -> Result<(), EngineError> {
+        let command = match job {
+            SnapshotJob::Save => "snapshot-save",
+            SnapshotJob::Load => {
+                // The job resumes a guest that ran before it; the caller decides that.
+                self.qmp.stop().await.map_err(engine_error)?;
+                "snapshot-load"
+            }
+        };
         let arguments = serde_json::json!({
             "tag": tag,
             "vmstate": self.top_node(vmstate).await?,
             "devices": self.top_nodes(disks).await?,
         });
-        self.run_job("snapshot-save", arguments).await
-    }
-
-    async fn snapshot_load(
-        &self,
-        tag: &str,
-        vmstate: &str,
-        disks: &[String],
-    ) -> Result<(), EngineError> {
-        // The job resumes a guest that ran before it; the caller decides that.
-        self.qmp.stop().await.map_err(engine_error)?;
-        let arguments = serde_json::json!({
-            "tag": tag,
-            "vmstate": self.top_node(vmstate).await?,
-            "devices": self.top_nodes(disks).await?,
-        });
-        self.run_job("snapshot-load", arguments).await
+        self.run_job(command, arguments).await
     }
 
     async fn snapshot_delete(&self, tag: &str, disks: &[String]) -> Result<(), EngineError> {

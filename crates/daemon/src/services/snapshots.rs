@@ -35,7 +35,7 @@ use super::error::{
 use super::guests::{stored_domain, Vm};
 use super::saves::{Halt, SaveImage};
 use super::volumes::image_format_of;
-use crate::engine::DiskOverlay;
+use crate::engine::{DiskOverlay, SnapshotJob};
 use crate::store::{self, DomainRecord, SnapshotRecord};
 
 /// What a snapshot does to one disk, with the file it concerns.
@@ -507,7 +507,7 @@ impl Domains {
                 .await
                 .map_err(|e| engine_failure(&record.name, e))?;
             control
-                .snapshot_save(&name, &internal_devs[0], &internal_devs)
+                .snapshot_job(SnapshotJob::Save, &name, &internal_devs[0], &internal_devs)
                 .await
                 .map_err(|e| engine_failure(&record.name, e))?;
         } else {
@@ -773,7 +773,7 @@ impl Domains {
                 }
                 let control = self.guests.running_control(&vm, &record)?;
                 control
-                    .snapshot_load(name, &devs[0], &devs)
+                    .snapshot_job(SnapshotJob::Load, name, &devs[0], &devs)
                     .await
                     .map_err(|e| engine_failure(&record.name, e))?;
                 if run {
