@@ -256,36 +256,59 @@ fn snapshot_tree_matches_what_virsh_prints() {
         daemon.oxvirt(step).ok();
         script.push(step.join(" "));
     }
-    let virsh_run = |args: &[&str]| {
-        let output = Command::new("virsh")
-            .arg("-c")
-            .arg(&uri)
-            .args(args)
-            .output()
-            .expect("run virsh (Debian's libvirt-clients, installed by scripts/setup.sh)");
-        (
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            output.status.code(),
-        )
-    };
-    // One virsh process for the setup (commands separated by ';'): the embedded driver's
-    // state lives in the root.
-    let setup = Command::new("virsh")
+    // Then the questions, and the changes between them, in the same order on both sides.
+    // One virsh process runs it all (each one starts libvirt's driver anew, which costs
+    // seconds): a marker line (virsh's `echo`) before each command splits its output.
+    let after_steps: Vec<Vec<&str>> = TREE_QUERIES
+        .iter()
+        .map(|q| q.to_vec())
+        .chain([
+            vec!["snapshot-list", "tree", "--parent"],
+            vec!["snapshot-delete", "tree", "s2"],
+            vec!["snapshot-list", "tree", "--tree"],
+            vec!["snapshot-parent", "tree", "s3"],
+        ])
+        .collect();
+    for (i, command) in after_steps.iter().enumerate() {
+        script.push(format!("echo @@{i}@@"));
+        script.push(command.join(" "));
+    }
+    let session = Command::new("virsh")
         .arg("-c")
         .arg(&uri)
         .arg(script.join("; "))
         .output()
-        .expect("run virsh");
+        .expect("run virsh (Debian's libvirt-clients, installed by scripts/setup.sh)");
+    let printed = String::from_utf8_lossy(&session.stdout).into_owned();
     assert!(
-        setup.status.success(),
-        "virsh failed: {}",
-        String::from_utf8_lossy(&setup.stderr)
+        session.status.success() && session.stderr.is_empty(),
+        "virsh failed: {}{printed}",
+        String::from_utf8_lossy(&session.stderr)
     );
-    for query in TREE_QUERIES {
-        let (expected, code) = virsh_run(query);
-        assert_eq!(code, Some(0), "virsh {query:?}");
-        let ours = daemon.oxvirt(query).ok();
-        assert_eq!(ours, expected, "oxvirt {query:?} differs from virsh");
+    let theirs: Vec<String> = (0..after_steps.len())
+        .map(|i| {
+            let marker = format!("@@{i}@@\n");
+            let start = printed
+                .find(&marker)
+                .unwrap_or_else(|| panic!("no output of {:?}: {printed}", after_steps[i]))
+                + marker.len();
+            let end = printed[start..]
+                .find(&format!("@@{}@@\n", i + 1))
+                .map_or(printed.len(), |at| start + at);
+            printed[start..end].to_string()
+        })
+        .collect();
+    let ours: Vec<String> = after_steps
+        .iter()
+        .map(|command| daemon.oxvirt(command).ok())
+        .collect();
+    let queries = TREE_QUERIES.len();
+    for i in 0..queries {
+        assert_eq!(
+            ours[i], theirs[i],
+            "oxvirt {:?} differs from virsh",
+            after_steps[i]
+        );
     }
     // The table: the same names, states and parents (times differ).
     let strip_times = |table: &str| -> Vec<String> {
@@ -301,22 +324,17 @@ fn snapshot_tree_matches_what_virsh_prints() {
             })
             .collect()
     };
-    let (expected, _) = virsh_run(&["snapshot-list", "tree", "--parent"]);
-    let ours = daemon.oxvirt(&["snapshot-list", "tree", "--parent"]).ok();
-    assert_eq!(strip_times(&ours), strip_times(&expected));
+    assert_eq!(strip_times(&ours[queries]), strip_times(&theirs[queries]));
     // Deleting a middle snapshot moves its children up, in both.
-    daemon.oxvirt(&["snapshot-delete", "tree", "s2"]).ok();
-    let (_, code) = virsh_run(&["snapshot-delete", "tree", "s2"]);
-    assert_eq!(code, Some(0));
-    let (expected, _) = virsh_run(&["snapshot-list", "tree", "--tree"]);
     assert_eq!(
-        daemon.oxvirt(&["snapshot-list", "tree", "--tree"]).ok(),
-        expected
+        ours[queries + 2],
+        theirs[queries + 2],
+        "--tree after the delete"
     );
-    let (expected, _) = virsh_run(&["snapshot-parent", "tree", "s3"]);
     assert_eq!(
-        daemon.oxvirt(&["snapshot-parent", "tree", "s3"]).ok(),
-        expected
+        ours[queries + 3],
+        theirs[queries + 3],
+        "parent after the delete"
     );
 
     // The images agree: the same internal snapshots in both qcow2 files.
