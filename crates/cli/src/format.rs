@@ -178,6 +178,13 @@ pub fn version(cli_version: &str, daemon: &VersionInfo) -> String {
     )
 }
 
+/// What a verb prints, and whether virsh's blank line follows it (most verbs print one; a
+/// few, such as `snapshot-parent` or `qemu-monitor-command --pretty`, do not).
+pub struct Output {
+    pub text: String,
+    pub blank_line: bool,
+}
+
 /// "YYYY-MM-DD HH:MM:SS" in the local time zone (`TZ`, else /etc/localtime, as for libc's
 /// `localtime`), as virsh prints lease expiry times; with `offset`, followed by the zone's
 /// offset (" +0000"), as virsh prints snapshots' creation times. The plain number if it is no

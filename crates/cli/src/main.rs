@@ -339,13 +339,13 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Display(command) => print_virsh_output(&display::run(&client, command)?),
         Command::Snapshot(command) => {
             let output = snapshot::run(&client, command)?;
-            print_output(&output.text, output.blank_line)
+            print_output(&output)
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
-            print_output(&output.text, output.blank_line)
+            print_output(&output)
         }
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
@@ -367,13 +367,13 @@ fn print_virsh_output(output: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `text` as it is, with virsh's blank line after it or not (the few verbs that print none).
-fn print_output(text: &str, blank_line: bool) -> anyhow::Result<()> {
-    if blank_line {
-        return print_virsh_output(text);
+/// A verb's text as it is, with virsh's blank line after it or not (the few verbs that print none).
+fn print_output(output: &format::Output) -> anyhow::Result<()> {
+    if output.blank_line {
+        return print_virsh_output(&output.text);
     }
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
+    stdout.write_all(output.text.as_bytes())?;
     stdout.flush()?;
     Ok(())
 }

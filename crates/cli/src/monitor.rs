@@ -10,6 +10,7 @@ use clap::Subcommand;
 use oxvirt_api::{Client, MonitorCommand};
 
 use crate::commands::block_on;
+use crate::format::Output;
 
 #[derive(Subcommand, Debug)]
 pub enum MonitorVerb {
@@ -33,12 +34,6 @@ pub enum MonitorVerb {
         #[arg(required = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
-}
-
-/// What to print, and whether virsh's blank line follows it.
-pub struct Output {
-    pub text: String,
-    pub blank_line: bool,
 }
 
 pub fn run(client: &Client, verb: MonitorVerb) -> anyhow::Result<Output> {

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use oxvirt_api::{Client, CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 
 use crate::commands::block_on;
-use crate::format::table;
+use crate::format::{table, Output};
 
 // The variants are virsh's verbs, which all begin with "snapshot-".
 #[allow(clippy::enum_variant_names)]
@@ -183,13 +183,8 @@ pub struct WhichSnapshot {
     current: bool,
 }
 
-/// What a verb prints, and whether virsh follows it with a blank line (most verbs do;
-/// `snapshot-create-as`, `snapshot-current --name` and `snapshot-parent` do not).
-pub struct Output {
-    pub text: String,
-    pub blank_line: bool,
-}
-
+// Most verbs print virsh's blank line after their output; `snapshot-create-as`,
+// `snapshot-current --name` and `snapshot-parent` do not.
 fn with_blank(text: String) -> Output {
     Output {
         text,

@@ -101,16 +101,11 @@ pub fn thread_stat(pid: u32, tid: u32) -> Option<ThreadStat> {
 }
 
 fn parse_thread_stat(stat: &[u8]) -> Option<ThreadStat> {
-    // The fields after the parenthesised name (which may hold spaces): state is the first;
-    // utime and stime the 12th and 13th; processor the 37th.
-    let close = stat.iter().rposition(|&b| b == b')')?;
-    let after = String::from_utf8_lossy(&stat[close + 1..]);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let number = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
-    let ticks = number(11)?.saturating_add(number(12)?);
+    let fields = crate::StatFields::of(stat)?;
     Some(ThreadStat {
-        cpu: u32::try_from(number(36)?).ok()?,
-        cpu_time_ns: ticks.saturating_mul(crate::ns_per_tick()),
+        // "processor", the line's field 39.
+        cpu: u32::try_from(fields.number(36)?).ok()?,
+        cpu_time_ns: fields.cpu_ticks()?.saturating_mul(crate::ns_per_tick()),
     })
 }
 

@@ -36,19 +36,22 @@ pub fn probe(host_flags: &[String]) -> KvmProbe {
     if !std::path::Path::new("/dev/kvm").exists() {
         return KvmProbe::Missing;
     }
-    match run_test_program() {
+    let kvm = match Kvm::new() {
+        Ok(kvm) => kvm,
+        Err(err) => return KvmProbe::Failed(format!("opening /dev/kvm: {err}")),
+    };
+    match run_test_program(&kvm) {
         Err(failure) => KvmProbe::Failed(failure),
         Ok(()) => KvmProbe::Ran {
-            hidden: hidden_features(host_flags),
+            hidden: hidden_features(&kvm, host_flags),
         },
     }
 }
 
-fn run_test_program() -> Result<(), String> {
+fn run_test_program(kvm: &Kvm) -> Result<(), String> {
     // Made first, so it is dropped (unmapped) after the VM.
     let memory = GuestPage::new().map_err(|err| format!("mapping guest memory: {err}"))?;
     memory.write(&CODE);
-    let kvm = Kvm::new().map_err(|err| format!("opening /dev/kvm: {err}"))?;
     let vm = kvm
         .create_vm()
         .map_err(|err| format!("KVM_CREATE_VM: {err}"))?;
@@ -93,10 +96,7 @@ fn run_test_program() -> Result<(), String> {
     Err("the guest did not halt".into())
 }
 
-fn hidden_features(host_flags: &[String]) -> Vec<&'static str> {
-    let Ok(kvm) = Kvm::new() else {
-        return Vec::new();
-    };
+fn hidden_features(kvm: &Kvm, host_flags: &[String]) -> Vec<&'static str> {
     let Ok(cpuid) = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES) else {
         return Vec::new();
     };

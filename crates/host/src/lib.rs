@@ -47,12 +47,8 @@ impl Process {
     /// itself contain spaces and parentheses, so they are counted from the last `)`.
     /// `cmdline` is the NUL-separated argv.
     pub fn parse(stat: &[u8], cmdline: &[u8]) -> Option<Process> {
-        let close = stat.iter().rposition(|&b| b == b')')?;
-        let after = String::from_utf8_lossy(&stat[close + 1..]);
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // After the command name: state is field 3, utime 14 and stime 15 (index 11, 12).
-        let state = fields.first()?.chars().next()?;
-        let ticks = |index: usize| fields.get(index).and_then(|f| f.parse::<u64>().ok());
+        let fields = StatFields::of(stat)?;
+        let state = fields.0.first()?.chars().next()?;
         let argv = cmdline
             .split(|&b| b == 0)
             .filter(|arg| !arg.is_empty())
@@ -60,7 +56,7 @@ impl Process {
             .collect();
         Some(Process {
             state,
-            cpu_ticks: ticks(11).zip(ticks(12)).map(|(u, s)| u.saturating_add(s)),
+            cpu_ticks: fields.cpu_ticks(),
             argv,
         })
     }
@@ -78,6 +74,31 @@ impl Process {
     /// CPU time in nanoseconds, if the kernel said.
     pub fn cpu_time_ns(&self) -> Option<u64> {
         self.cpu_ticks.map(|t| t.saturating_mul(ns_per_tick()))
+    }
+}
+
+/// The fields of a `/proc/PID/stat` (or `/proc/PID/task/TID/stat`) line after the
+/// parenthesised command name, which may itself hold spaces and parentheses, so they are
+/// counted from the last `)`: index 0 is the state (the line's field 3).
+pub(crate) struct StatFields(Vec<String>);
+
+impl StatFields {
+    pub(crate) fn of(stat: &[u8]) -> Option<StatFields> {
+        let close = stat.iter().rposition(|&b| b == b')')?;
+        let after = String::from_utf8_lossy(&stat[close + 1..]);
+        Some(StatFields(
+            after.split_whitespace().map(str::to_string).collect(),
+        ))
+    }
+
+    /// The number at `index` (field `index + 3` of the line).
+    pub(crate) fn number(&self, index: usize) -> Option<u64> {
+        self.0.get(index).and_then(|f| f.parse().ok())
+    }
+
+    /// User and system time (fields 14 and 15), in clock ticks.
+    pub(crate) fn cpu_ticks(&self) -> Option<u64> {
+        Some(self.number(11)?.saturating_add(self.number(12)?))
     }
 }
 

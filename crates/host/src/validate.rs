@@ -130,8 +130,9 @@ impl HostView {
 /// Every check, in report order.
 pub fn validate(host: &HostView, probe: &KvmProbe) -> Vec<Check> {
     let flags = host.cpu_flags();
-    let mut checks = qemu_checks(host, &flags);
-    checks.extend(lxc_checks(host));
+    let cgroups = Cgroups::of(host);
+    let mut checks = qemu_checks(host, &flags, &cgroups);
+    checks.extend(lxc_checks(host, &cgroups));
     checks.extend(oxvirt_checks(host, &flags, probe));
     checks
 }
@@ -156,7 +157,7 @@ fn device(host: &HostView, section: &'static str, path: &str, missing: Verdict) 
     Check::new(section, format!("if device {path} exists"), verdict)
 }
 
-fn qemu_checks(host: &HostView, flags: &[String]) -> Vec<Check> {
+fn qemu_checks(host: &HostView, flags: &[String], cgroups: &Cgroups) -> Vec<Check> {
     const QEMU: &str = "QEMU";
     let mut checks = Vec::new();
     let hardware = has(flags, "vmx") || has(flags, "svm");
@@ -213,7 +214,6 @@ fn qemu_checks(host: &HostView, flags: &[String]) -> Vec<Check> {
         "/dev/net/tun",
         Verdict::Fail("Load the 'tun' module to enable networking for QEMU guests".into()),
     ));
-    let cgroups = Cgroups::of(host);
     for controller in ["cpu", "cpuacct", "cpuset", "memory", "devices", "blkio"] {
         checks.push(cgroups.check(QEMU, controller));
     }
@@ -271,7 +271,7 @@ fn secure_guest_check(host: &HostView, flags: &[String]) -> Check {
     Check::new("QEMU", what, verdict)
 }
 
-fn lxc_checks(host: &HostView) -> Vec<Check> {
+fn lxc_checks(host: &HostView, cgroups: &Cgroups) -> Vec<Check> {
     const LXC: &str = "LXC";
     let mut checks = Vec::new();
     let release = host.value("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -297,7 +297,6 @@ fn lxc_checks(host: &HostView) -> Vec<Check> {
             verdict,
         ));
     }
-    let cgroups = Cgroups::of(host);
     for controller in [
         "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio",
     ] {

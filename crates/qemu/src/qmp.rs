@@ -373,7 +373,9 @@ async fn read_loop(
         match waiter {
             Some(waiter) => {
                 let reply = if waiter.verbatim {
-                    Ok(Value::String(line))
+                    Ok(Value::String(
+                        String::from_utf8_lossy(&line).trim_end().to_string(),
+                    ))
                 } else {
                     reply_to_result(&waiter.command, message)
                 };
@@ -415,10 +417,10 @@ async fn read_message<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<Value, 
     read_line_message(reader).await.map(|(message, _)| message)
 }
 
-/// [`read_message`], with the message's line as QEMU wrote it (without its line end).
+/// [`read_message`], with the message's line as QEMU wrote it.
 async fn read_line_message<R: AsyncBufRead + Unpin>(
     reader: &mut R,
-) -> Result<(Value, String), QemuError> {
+) -> Result<(Value, Vec<u8>), QemuError> {
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -440,15 +442,13 @@ async fn read_line_message<R: AsyncBufRead + Unpin>(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        return serde_json::from_slice(&line)
-            .map(|message| (message, text))
-            .map_err(|err| {
-                QemuError::Protocol(format!(
-                    "malformed JSON from QEMU ({err}): {}",
-                    String::from_utf8_lossy(&line).trim_end()
-                ))
-            });
+        return match serde_json::from_slice(&line) {
+            Ok(message) => Ok((message, line)),
+            Err(err) => Err(QemuError::Protocol(format!(
+                "malformed JSON from QEMU ({err}): {}",
+                String::from_utf8_lossy(&line).trim_end()
+            ))),
+        };
     }
 }
 

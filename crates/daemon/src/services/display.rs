@@ -78,6 +78,17 @@ impl Domains {
         }
     }
 
+    /// Replaces the live definition of a running domain (after a change made to it live).
+    pub(super) fn write_live_definition(
+        &self,
+        record: &DomainRecord,
+        live: &Domain,
+    ) -> DaemonResult<()> {
+        let path = live_xml_path(&self.guests.run_dir(&record.uuid));
+        std::fs::write(&path, live.to_xml())
+            .map_err(|e| internal(&format!("cannot write {}", path.display()), e))
+    }
+
     /// The live definition of a running domain, `None` when it is not running (or its live
     /// definition was not recorded).
     pub(super) fn live_xml(&self, record: &DomainRecord) -> DaemonResult<Option<String>> {
@@ -337,10 +348,7 @@ impl Domains {
                 .await
                 .map_err(|e| engine_failure(&record.name, e))?;
             let displays = control.displays().await.unwrap_or_default();
-            let live = with_display_ports(domain.clone(), &displays);
-            let path = live_xml_path(&self.guests.run_dir(&record.uuid));
-            std::fs::write(&path, live.to_xml())
-                .map_err(|e| internal(&format!("cannot write {}", path.display()), e))?;
+            self.write_live_definition(&record, &with_display_ports(domain.clone(), &displays))?;
         }
         if config {
             self.engine

@@ -202,10 +202,33 @@ impl Domains {
     /// gave while it ran, else its definition).
     pub fn inactive_xml(&self, id: &str) -> DaemonResult<String> {
         let record = self.guests.resolve(id)?;
+        self.next_start_xml(&record)
+    }
+
+    /// The definition `record`'s domain starts with next: what `define` gave while it ran,
+    /// else its stored one.
+    pub(super) fn next_start_xml(&self, record: &DomainRecord) -> DaemonResult<String> {
         let next = self.store.transaction_or(db, |tx| {
             store::next_definition(tx, &record.uuid).map_err(db)
         })?;
-        Ok(next.unwrap_or(record.xml))
+        Ok(next.unwrap_or_else(|| record.xml.clone()))
+    }
+
+    /// Stores `xml` as the definition the domain starts with next: its definition, or while
+    /// it runs its next one (libvirt's persistent config of a running domain).
+    pub(super) fn store_next_start_xml(
+        &self,
+        record: &DomainRecord,
+        xml: &str,
+        engine: &str,
+    ) -> DaemonResult<()> {
+        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
+            if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
+                return store::set_next_definition(tx, &record.uuid, xml, engine).map_err(db);
+            }
+            store::update_domain_xml(tx, &record.uuid, xml, engine).map_err(db)?;
+            refuse_mac_clash(tx, &record.uuid, &record.name)
+        })
     }
 
     /// virsh define: create, or update an inactive domain with the same name and uuid.
@@ -317,14 +340,8 @@ impl Domains {
         let engine = self.engine.kind_of(&domain).to_string();
         let (_vm, _guard) = self.guests.begin(&record)?;
         let new_xml = domain.to_xml();
-        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
-            if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
-                // As `virsh edit` of a running domain: the edit is for its next start.
-                return store::set_next_definition(tx, &record.uuid, &new_xml, &engine).map_err(db);
-            }
-            store::update_domain_xml(tx, &record.uuid, &new_xml, &engine).map_err(db)?;
-            refuse_mac_clash(tx, &record.uuid, &record.name)
-        })?;
+        // As `virsh edit` of a running domain: the edit is for its next start.
+        self.store_next_start_xml(&record, &new_xml, &engine)?;
         tracing::info!(domain = %record.name, "definition replaced");
         self.summary(&DomainRecord {
             xml: new_xml,

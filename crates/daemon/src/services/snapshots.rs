@@ -26,7 +26,6 @@ use oxvirt_domain::snapshot::{
 use oxvirt_domain::{DiskDevice, DiskFormat, DiskType, Domain};
 use oxvirt_images::{CreateOptions, Format, Image, OpenOptions};
 
-use super::display::live_xml_path;
 use super::domains::{now_unix, Domains};
 use super::error::{
     bad_request, db, engine_failure, internal, invalid_state, not_found, DaemonError, DaemonResult,
@@ -683,11 +682,10 @@ impl Domains {
         if let Err(err) = result {
             tracing::error!(domain = %record.name, "cannot point the definition at the snapshot's overlays: {}", store::named(err));
         }
-        let live = live_xml_path(&self.guests.run_dir(&record.uuid));
-        if let Ok(xml) = std::fs::read_to_string(&live) {
+        if let Ok(Some(xml)) = self.live_xml(record) {
             if let Ok(mut domain) = oxvirt_domain::parse_domain_xml(&xml) {
                 rewrite(&mut domain);
-                if let Err(err) = std::fs::write(&live, domain.to_xml()) {
+                if let Err(err) = self.write_live_definition(record, &domain) {
                     tracing::warn!(domain = %record.name, "cannot update the live definition: {err}");
                 }
             }

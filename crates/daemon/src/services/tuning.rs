@@ -13,12 +13,11 @@ use oxvirt_api::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
 use oxvirt_domain::{CpuSet, CpuTune, Domain, VcpuPin};
 use oxvirt_host::affinity;
 
-use super::display::live_xml_path;
 use super::domains::Domains;
 use super::error::{bad_request, db, engine_failure, internal, invalid_state, DaemonResult};
 use super::guests::Vm;
 use crate::engine::Control;
-use crate::store::{self, DomainRecord};
+use crate::store::DomainRecord;
 
 /// What a pin call works on (virsh's `--live`, `--config`, or neither: `--current`).
 struct Targets {
@@ -38,12 +37,11 @@ impl Targets {
     }
 }
 
-/// `cpulist` as a set of host CPUs; each must exist (virsh's words when one does not).
-fn host_cpu_set(cpulist: &str) -> DaemonResult<BTreeSet<u32>> {
-    let host = affinity::online_cpus();
+/// `cpulist` as a set of the `host`'s CPUs; each must exist (virsh's words when one does not).
+fn host_cpu_set(cpulist: &str, host: &BTreeSet<u32>) -> DaemonResult<BTreeSet<u32>> {
     let cpus = oxvirt_domain::parse_cpuset(cpulist)
         .map_err(|err| bad_request(format!("invalid cpulist '{cpulist}': {err}")))?;
-    check_on_host(&cpus, &host, &format!("cpulist '{cpulist}'"))?;
+    check_on_host(&cpus, host, &format!("cpulist '{cpulist}'"))?;
     Ok(cpus.0)
 }
 
@@ -169,6 +167,7 @@ impl Domains {
     ) -> DaemonResult<Pins> {
         let record = self.guests.resolve(id)?;
         let (vm, _guard) = self.guests.begin(&record)?;
+        // Re-read under the lock: the definition may have changed since it was resolved.
         let record = self.guests.resolve(id)?;
         let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
         let targets = Targets::of(request, running);
@@ -192,7 +191,7 @@ impl Domains {
                 configured_pins(&domain, of_vcpus, vcpu, &host)
             };
         };
-        let cpus = host_cpu_set(list)?;
+        let cpus = host_cpu_set(list, &host)?;
         if of_vcpus && vcpu.is_none() {
             return Err(bad_request("which vCPU? (vcpupin DOMAIN VCPU CPULIST)"));
         }
@@ -213,9 +212,7 @@ impl Domains {
             }
             let mut live = self.current_domain(&record)?;
             record_pin(&mut live, vcpu, &cpus, &host);
-            let path = live_xml_path(&self.guests.run_dir(&record.uuid));
-            std::fs::write(&path, live.to_xml())
-                .map_err(|err| internal(&format!("cannot write {}", path.display()), err))?;
+            self.write_live_definition(&record, &live)?;
         }
         if targets.config {
             self.change_persistent(&record, |domain| {
@@ -237,18 +234,11 @@ impl Domains {
 
     /// The definition the domain starts with next (`define` while it runs may have given one).
     fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
-        let xml = self
-            .store
-            .transaction_or(db, |tx| {
-                store::next_definition(tx, &record.uuid).map_err(db)
-            })?
-            .unwrap_or_else(|| record.xml.clone());
-        oxvirt_domain::parse_domain_xml(&xml)
+        oxvirt_domain::parse_domain_xml(&self.next_start_xml(record)?)
             .map_err(|err| internal("the stored definition does not parse", err))
     }
 
-    /// Changes the definition the domain starts with next: the stored one, or while it runs
-    /// the next one (as `define` of a running domain).
+    /// Changes the definition the domain starts with next.
     fn change_persistent(
         &self,
         record: &DomainRecord,
@@ -260,14 +250,7 @@ impl Domains {
             .check_definition(&domain)
             .map_err(|err| engine_failure(&record.name, err))?;
         let engine = self.engine.kind_of(&domain).to_string();
-        let xml = domain.to_xml();
-        self.store.transaction_or(db, |tx| -> DaemonResult<()> {
-            if store::runtime(tx, &record.uuid).map_err(db)?.is_some() {
-                store::set_next_definition(tx, &record.uuid, &xml, &engine).map_err(db)
-            } else {
-                store::update_domain_xml(tx, &record.uuid, &xml, &engine).map_err(db)
-            }
-        })
+        self.store_next_start_xml(record, &domain.to_xml(), &engine)
     }
 
     /// Before a start: every CPU `<cputune>` pins to must exist on this host.
