@@ -28,6 +28,7 @@ mod img;
 mod install;
 mod monitor;
 mod net;
+mod node;
 mod pool;
 mod save;
 mod secret;
@@ -83,6 +84,8 @@ enum Command {
     Monitor(monitor::MonitorVerb),
     #[command(flatten)]
     Tuning(tuning::TuningCommand),
+    #[command(flatten)]
+    Node(node::NodeCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -343,6 +346,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
+        Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)
