@@ -6,7 +6,6 @@
 #[allow(dead_code)]
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
@@ -90,17 +89,13 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
 
     // As virsh prints the same definition's pins (libvirt's embedded driver, no daemon).
     let libvirt_root = daemon.dir.path().join("libvirt");
-    let virsh = Command::new("virsh")
-        .arg("-c")
-        .arg(format!("qemu:///embed?root={}", libvirt_root.display()))
-        .arg(format!(
+    let theirs = support::virsh_embedded(
+        &libvirt_root,
+        &format!(
             "define {}; vcpupin pin --config; emulatorpin pin --config; vcpupin pin 1 --config",
             daemon.dir.path().join("pin.xml").display()
-        ))
-        .output()
-        .expect("run virsh (Debian's libvirt-clients, installed by scripts/setup.sh)");
-    let theirs = String::from_utf8_lossy(&virsh.stdout).into_owned();
-    assert!(virsh.status.success(), "{theirs}");
+        ),
+    );
     let ours = [
         daemon.oxvirt(&["vcpupin", "pin", "--config"]).ok(),
         daemon.oxvirt(&["emulatorpin", "pin", "--config"]).ok(),

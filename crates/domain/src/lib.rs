@@ -83,6 +83,7 @@ impl Domain {
             memory_kib,
             current_memory_kib: 0,
             max_memory: None,
+            memtune: None,
             memory_backing: None,
             vcpu: Vcpu {
                 placement: VcpuPlacement::Static,

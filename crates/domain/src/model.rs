@@ -112,6 +112,8 @@ pub struct Domain {
     pub current_memory_kib: u64,
     /// `<maxMemory slots=...>`: memory hotplug ceiling.
     pub max_memory: Option<MaxMemory>,
+    /// `<memtune>`: limits on the host memory the guest's engine process may use.
+    pub memtune: Option<MemTune>,
     pub memory_backing: Option<MemoryBacking>,
     pub vcpu: Vcpu,
     /// `<iothreads>`: number of IOThreads.
@@ -314,6 +316,22 @@ impl fmt::Display for CpuSet {
         Ok(())
     }
 }
+
+/// `<memtune>`: each limit in KiB, absent when unlimited (libvirt's "unlimited" is
+/// [`MEMTUNE_UNLIMITED_KIB`] and is never written).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemTune {
+    pub hard_limit_kib: Option<u64>,
+    pub soft_limit_kib: Option<u64>,
+    pub min_guarantee_kib: Option<u64>,
+    pub swap_hard_limit_kib: Option<u64>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// libvirt's "no limit" for memory tunables, in KiB (2^53 - 1: the largest integer a double
+/// holds exactly).
+pub const MEMTUNE_UNLIMITED_KIB: u64 = 9_007_199_254_740_991;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CpuTune {

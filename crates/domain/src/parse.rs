@@ -43,6 +43,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut memory = None;
     let mut current_memory = None;
     let mut max_memory = None;
+    let mut memtune = None;
     let mut memory_backing = None;
     let mut vcpu = None;
     let mut iothreads = None;
@@ -131,6 +132,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let kib = parse_memory_elem(&mut child)?;
                 let line = child.source_line();
                 set_once(&mut max_memory, MaxMemory { kib, slots, line }, &child)?;
+            }
+            "memtune" => {
+                let parsed = parse_memtune(&mut child)?;
+                set_once(&mut memtune, parsed, &child)?;
             }
             "memoryBacking" => {
                 let parsed = parse_memory_backing(&mut child)?;
@@ -237,6 +242,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         // Zero marks "absent": normalization copies memory.
         current_memory_kib: current_memory.unwrap_or(0),
         max_memory,
+        memtune,
         memory_backing,
         vcpu,
         iothreads,
@@ -293,6 +299,29 @@ fn parse_memory_elem(elem: &mut Elem) -> Result<u64> {
     elem.finish_attrs()?;
     let text = elem.text()?;
     size_kib_at(text.trim(), unit, &elem.loc(), "value")
+}
+
+fn parse_memtune(elem: &mut Elem) -> Result<MemTune> {
+    elem.finish_attrs()?;
+    let mut tune = MemTune {
+        line: elem.source_line(),
+        ..MemTune::default()
+    };
+    for mut child in elem.children()? {
+        let slot = match child.name() {
+            "hard_limit" => &mut tune.hard_limit_kib,
+            "soft_limit" => &mut tune.soft_limit_kib,
+            "min_guarantee" => &mut tune.min_guarantee_kib,
+            "swap_hard_limit" => &mut tune.swap_hard_limit_kib,
+            _ => return Err(child.unsupported()),
+        };
+        let kib = parse_memory_elem(&mut child)?;
+        // libvirt's "unlimited" is no limit: not kept, so not written back.
+        if kib < MEMTUNE_UNLIMITED_KIB {
+            set_once(slot, kib, &child)?;
+        }
+    }
+    Ok(tune)
 }
 
 fn parse_memory_backing(elem: &mut Elem) -> Result<MemoryBacking> {

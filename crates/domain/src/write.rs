@@ -117,6 +117,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
         &[("unit", s("KiB"))],
         &d.current_memory_kib.to_string(),
     );
+    if let Some(tune) = &d.memtune {
+        write_memtune(&mut w, tune);
+    }
     if let Some(backing) = &d.memory_backing {
         write_memory_backing(&mut w, backing);
     }
@@ -203,6 +206,27 @@ fn write_pm(w: &mut Writer, pm: &Pm) {
         }
     }
     w.end("pm");
+}
+
+/// libvirt's order: hard_limit, soft_limit, min_guarantee, swap_hard_limit; an empty
+/// `<memtune>` is not written.
+fn write_memtune(w: &mut Writer, tune: &MemTune) {
+    let limits = [
+        ("hard_limit", tune.hard_limit_kib),
+        ("soft_limit", tune.soft_limit_kib),
+        ("min_guarantee", tune.min_guarantee_kib),
+        ("swap_hard_limit", tune.swap_hard_limit_kib),
+    ];
+    if limits.iter().all(|(_, kib)| kib.is_none()) {
+        return;
+    }
+    w.start("memtune", &[]);
+    for (name, kib) in limits {
+        if let Some(kib) = kib {
+            w.text(name, &[("unit", s("KiB"))], &kib.to_string());
+        }
+    }
+    w.end("memtune");
 }
 
 fn write_memory_backing(w: &mut Writer, backing: &MemoryBacking) {

@@ -1223,6 +1223,15 @@ prop_compose! {
             memory_kib,
             current_memory_kib: current,
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
+            // Derived from the memory size (the strategy's tuple is at its size limit): a third
+            // of the cases carry limits, some with a swap limit.
+            memtune: (memory_kib % 3 == 0).then(|| MemTune {
+                hard_limit_kib: Some(memory_kib * 2),
+                soft_limit_kib: Some(memory_kib),
+                min_guarantee_kib: None,
+                swap_hard_limit_kib: (memory_kib % 2 == 0).then_some(memory_kib * 3),
+                line: SourceLine::NONE,
+            }),
             memory_backing: backing.map(|(pages, nosharepages, (locked, source, access, allocation, allocation_threads, discard))| MemoryBacking {
                 hugepages: pages.map(|page_sizes_kib| Hugepages { page_sizes_kib, line: SourceLine::NONE }),
                 nosharepages,

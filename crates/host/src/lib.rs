@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod affinity;
+pub mod cgroup;
 pub mod devices;
 #[allow(unsafe_code)]
 pub mod kvm_probe;

@@ -87,6 +87,7 @@ impl Planner {
             memory_kib,
             current_memory_kib,
             max_memory,
+            memtune,
             memory_backing,
             vcpu,
             iothreads,
@@ -143,6 +144,9 @@ impl Planner {
         );
         if let Some(tune) = numatune {
             self.no("<numatune>", tune.line, "no host NUMA memory policy");
+        }
+        if let Some(tune) = memtune {
+            self.no("<memtune>", tune.line, "no memory cgroup for its VMM yet");
         }
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");

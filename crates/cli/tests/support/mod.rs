@@ -527,3 +527,21 @@ pub fn wait_for_exit(mut child: Child, timeout: Duration) -> Run {
     assert!(ended, "oxvirt did not end within {timeout:?}: {run:#?}");
     run
 }
+
+/// Debian's virsh on libvirt's embedded QEMU driver rooted at `root` (no daemon): runs
+/// `script` (commands separated by `;`) in one process and returns what it printed.
+pub fn virsh_embedded(root: &Path, script: &str) -> String {
+    let output = Command::new("virsh")
+        .arg("-c")
+        .arg(format!("qemu:///embed?root={}", root.display()))
+        .arg(script)
+        .output()
+        .expect("run virsh (Debian's libvirt-clients, installed by scripts/setup.sh)");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "virsh failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}

@@ -4,6 +4,7 @@
 mod admin;
 mod display;
 mod domains;
+mod limits;
 mod monitor;
 mod networks;
 mod node;
@@ -40,6 +41,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(saves::routes())
         .merge(secrets::routes())
         .merge(snapshots::routes())
+        .merge(limits::routes())
         .merge(node::routes())
         .merge(tuning::routes())
         .fallback(not_found)

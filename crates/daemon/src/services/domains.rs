@@ -562,6 +562,7 @@ impl Domains {
             .map_err(|e| engine_failure(&record.name, e))?;
         // Pinned before the guest runs its first instruction.
         self.apply_cputune(domain, pid, control.as_ref()).await?;
+        self.apply_cgroups(domain, pid, control.as_ref()).await?;
         if status == GuestStatus::NotStarted {
             control
                 .resume()

@@ -188,6 +188,19 @@ impl Supervisor {
         }
     }
 
+    /// The guest's cgroups go once its last threads have left them (bounded: a group that
+    /// stays is logged, and reused by the next start).
+    async fn remove_cgroups(&self) {
+        let group = oxvirt_host::cgroup::of_guest(&self.uuid.to_string());
+        for _ in 0..100 {
+            if group.remove() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::warn!(domain = %self.name, "its cgroups still have tasks; left in place");
+    }
+
     async fn finish(self, observed: Observed) {
         // The process may linger a moment after closing its sockets; wait (bounded) for it.
         let deadline = tokio::time::Instant::now() + KILL_WAIT;
@@ -214,6 +227,7 @@ impl Supervisor {
         // domain stop also sees its TAPs gone).
         self.networks.unplug_interfaces(&self.uuid).await;
         self.hostdevs.release(&self.uuid);
+        self.remove_cgroups().await;
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
         }

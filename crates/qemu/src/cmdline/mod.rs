@@ -29,8 +29,9 @@ use std::fmt::Write as _;
 use oxvirt_domain::{
     Address, BootDevice, BootMenu, Clock, ClockOffset, Controller, ControllerType, Cpu, CpuCheck,
     CpuFeature, CpuMode, CpuModel, CpuTopology, CpuTune, DiskDevice, DiskType, Domain, DomainType,
-    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemoryBacking, NumaCell,
-    NumaTune, Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu, VcpuPlacement,
+    FeaturePolicy, Features, InterfaceType, LifecycleAction, MaxMemory, MemTune, MemoryBacking,
+    NumaCell, NumaTune, Os, PciAddress, SourceLine, TickPolicy, Timer, TimerName, Vcpu,
+    VcpuPlacement,
 };
 use serde_json::{json, Value};
 
@@ -259,6 +260,7 @@ impl<'a> Builder<'a> {
             memory_kib,
             current_memory_kib,
             max_memory,
+            memtune,
             memory_backing,
             vcpu,
             iothreads,
@@ -357,6 +359,7 @@ impl<'a> Builder<'a> {
         b.firmware(*firmware, *os_line, loader.as_ref(), nvram.as_ref())?;
         b.vcpu_placement(vcpu)?;
         b.cputune(cputune.as_ref())?;
+        b.memtune(memtune.as_ref())?;
         b.machine_and_memory(
             machine,
             features,
@@ -557,12 +560,13 @@ impl<'a> Builder<'a> {
 
     fn cputune(&mut self, cputune: Option<&CpuTune>) -> Result<(), QemuError> {
         let Some(CpuTune {
-            shares,
-            period,
-            quota,
-            emulator_period,
-            emulator_quota,
-            // Applied by oxvirtd to QEMU's threads at start (no command-line option).
+            // Applied by oxvirtd at start, no command-line option: pins to QEMU's threads,
+            // shares, periods and quotas to the guest's cgroups.
+            shares: _,
+            period: _,
+            quota: _,
+            emulator_period: _,
+            emulator_quota: _,
             vcpupins: _,
             emulatorpin: _,
             iothreadpins,
@@ -571,20 +575,27 @@ impl<'a> Builder<'a> {
         else {
             return Ok(());
         };
-        let unsupported = shares.is_some()
-            || period.is_some()
-            || quota.is_some()
-            || emulator_period.is_some()
-            || emulator_quota.is_some()
-            || !iothreadpins.is_empty();
-        if unsupported {
+        if !iothreadpins.is_empty() {
             return Err(QemuError::unsupported(
                 "cputune",
                 *line,
-                "CPU bandwidth limits (shares, period, quota) and iothreadpin are not implemented (vcpupin and emulatorpin are)",
+                "iothreadpin is not implemented (vcpupin, emulatorpin, shares, period and quota are)",
             ));
         }
         Ok(())
+    }
+
+    /// `<memtune>`'s limits are the guest's memory cgroup, set by oxvirtd at start;
+    /// `min_guarantee` has no cgroup counterpart (libvirt's QEMU driver refuses it too).
+    fn memtune(&mut self, memtune: Option<&MemTune>) -> Result<(), QemuError> {
+        match memtune {
+            Some(tune) if tune.min_guarantee_kib.is_some() => Err(QemuError::unsupported(
+                "memtune/min_guarantee",
+                tune.line,
+                "a guaranteed minimum has no cgroup setting for QEMU (hard_limit, soft_limit and swap_hard_limit work)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn machine_and_memory(
