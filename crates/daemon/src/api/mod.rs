@@ -4,6 +4,7 @@
 mod admin;
 mod display;
 mod domains;
+mod memory;
 mod monitor;
 mod networks;
 mod node;
@@ -34,6 +35,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(admin::routes(clients))
         .merge(display::routes())
         .merge(domains::routes())
+        .merge(memory::routes())
         .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())

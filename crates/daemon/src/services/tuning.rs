@@ -233,13 +233,13 @@ impl Domains {
     }
 
     /// The definition the domain starts with next (`define` while it runs may have given one).
-    fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
+    pub(super) fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
         oxvirt_domain::parse_domain_xml(&self.next_start_xml(record)?)
             .map_err(|err| internal("the stored definition does not parse", err))
     }
 
     /// Changes the definition the domain starts with next.
-    fn change_persistent(
+    pub(super) fn change_persistent(
         &self,
         record: &DomainRecord,
         change: impl FnOnce(&mut Domain) -> DaemonResult<()>,
