@@ -292,6 +292,28 @@ fn balloon_moves_the_guests_memory_and_dommemstat_reports_it() {
         .1
         .error();
     assert!(err.contains("memballoon"), "{err}");
+
+    // A running guest without one: its memory cannot change, dommemstat has its size and rss.
+    let full_size = no_balloon.replace("\n  <currentMemory unit='MiB'>160</currentMemory>", "");
+    daemon
+        .define(
+            "nob.xml",
+            &full_size
+                .replace("<name>mem</name>", "<name>nob</name>")
+                .replace(UUID, "6b2c3d4e-5f60-4b7c-9d8e-0f1a2b3c4d5e"),
+        )
+        .1
+        .ok();
+    daemon.oxvirt(&["start", "nob"]).ok();
+    let err = daemon.oxvirt(&["setmem", "nob", "128M"]).error();
+    assert!(err.contains("has no memory balloon device"), "{err}");
+    let err = daemon
+        .oxvirt(&["dommemstat", "nob", "--period", "1"])
+        .error();
+    assert!(err.contains("has no memory balloon device"), "{err}");
+    let stats = daemon.oxvirt(&["dommemstat", "nob"]).ok();
+    assert!(stats.starts_with("actual 262144\nrss "), "{stats}");
+    daemon.oxvirt(&["destroy", "nob"]).ok();
 }
 
 /// The host's 2 MiB huge page pool, given back as it was when the test ends (even by a
