@@ -1,5 +1,5 @@
 //! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place;
-//! its resident memory ([`resident_kib`], and [`kib_field`] for any `KEY: N kB` line);
+//! its resident memory ([`resident_kib`]);
 //! host devices for passthrough as sysfs shows them ([`devices`]); and the one mutex helper
 //! the engines and the daemon share ([`lock`]); `oxvirt host validate`'s checks ([`validate`])
 //! and its test of `/dev/kvm` ([`kvm_probe`]).
@@ -126,15 +126,7 @@ pub fn is_running(pid: u32) -> bool {
 pub fn resident_kib(pid: u32) -> Option<u64> {
     let status =
         std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    kib_field(&status, "VmRSS")
-}
-
-/// The value of a `KEY:   N kB` line of a /proc file (`/proc/PID/status`, `/proc/meminfo`).
-pub fn kib_field(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|n| n.trim().parse().ok())
+    node::meminfo_value(&status, "VmRSS")
 }
 
 /// Nanoseconds per clock tick of `/proc` (the kernel's USER_HZ, what sysconf(_SC_CLK_TCK) says).
@@ -167,13 +159,13 @@ mod tests {
     #[test]
     fn resident_memory_is_vmrss() {
         assert_eq!(
-            kib_field(
+            node::meminfo_value(
                 "Name:\tqemu\nVmPeak:\t  900 kB\nVmRSS:\t   123456 kB\n",
                 "VmRSS"
             ),
             Some(123456)
         );
-        assert_eq!(kib_field("Name:\tkthreadd\n", "VmRSS"), None);
+        assert_eq!(node::meminfo_value("Name:\tkthreadd\n", "VmRSS"), None);
         assert!(resident_kib(std::process::id()).is_some_and(|kib| kib > 0));
     }
 

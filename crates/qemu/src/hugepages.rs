@@ -55,7 +55,7 @@ impl HugepagePool {
 
 /// The host's default huge page size (`Hugepagesize:` in /proc/meminfo), in KiB.
 fn default_page_kib(meminfo: &str) -> Option<u64> {
-    oxvirt_host::kib_field(meminfo, "Hugepagesize")
+    oxvirt_host::node::meminfo_value(meminfo, "Hugepagesize")
 }
 
 /// The page size of the hugetlbfs mounted at `mount_point` (its `pagesize=` option in
