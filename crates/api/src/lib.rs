@@ -26,6 +26,7 @@
 //! `qemu-monitor-command`: see the [`monitor`] module.
 //! `vcpuinfo`, `vcpupin`, `emulatorpin`: see the [`tuning`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
+//! `setmem`, `setmaxmem`, `dommemstat`: see the [`memory`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -63,6 +64,8 @@ pub use admin::{ClientLimits, LogFilters, LogOutputs, ServerInfo, SetClientLimit
 pub mod secret;
 pub use secret::{SecretInfo, SecretValue};
 
+pub mod memory;
+pub use memory::{DomainMemoryStats, MemoryChanged, MemoryRequest, MemoryStat, StatsPeriodRequest};
 pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 

@@ -27,6 +27,7 @@ mod host;
 mod img;
 mod install;
 mod limits;
+mod memory;
 mod monitor;
 mod net;
 mod node;
@@ -89,6 +90,8 @@ enum Command {
     Node(node::NodeCommand),
     #[command(flatten)]
     Limits(limits::LimitsCommand),
+    #[command(flatten)]
+    Memory(memory::MemoryCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -351,6 +354,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Limits(command) => print_virsh_output(&limits::run(&client, command)?),
+        Command::Memory(command) => print_virsh_output(&memory::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)

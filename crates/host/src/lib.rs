@@ -1,4 +1,5 @@
 //! oxvirt-host: what the host's kernel says about a process, read from `/proc`, in one place;
+//! its resident memory ([`resident_kib`]);
 //! host devices for passthrough as sysfs shows them ([`devices`]); and the one mutex helper
 //! the engines and the daemon share ([`lock`]); `oxvirt host validate`'s checks ([`validate`])
 //! and its test of `/dev/kvm` ([`kvm_probe`]).
@@ -121,6 +122,14 @@ pub fn is_running(pid: u32) -> bool {
     Process::of(pid).is_some_and(|p| p.is_running())
 }
 
+/// The resident memory of process `pid` in KiB (`VmRSS:` of `/proc/PID/status`, what
+/// virsh dommemstat calls `rss`); `None` if it has ended or the kernel does not say.
+pub fn resident_kib(pid: u32) -> Option<u64> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    node::meminfo_value(&status, "VmRSS")
+}
+
 /// Nanoseconds per clock tick of `/proc` (the kernel's USER_HZ, what sysconf(_SC_CLK_TCK) says).
 fn ns_per_tick() -> u64 {
     match rustix::param::clock_ticks_per_second() {
@@ -146,6 +155,19 @@ mod tests {
         let zombie = b"7 (x) Z 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0";
         assert!(!Process::parse(zombie, b"").unwrap().is_running());
         assert_eq!(Process::parse(b"1 (x) S 1", b"").unwrap().cpu_ticks, None);
+    }
+
+    #[test]
+    fn resident_memory_is_vmrss() {
+        assert_eq!(
+            node::meminfo_value(
+                "Name:\tqemu\nVmPeak:\t  900 kB\nVmRSS:\t   123456 kB\n",
+                "VmRSS"
+            ),
+            Some(123456)
+        );
+        assert_eq!(node::meminfo_value("Name:\tkthreadd\n", "VmRSS"), None);
+        assert!(resident_kib(std::process::id()).is_some_and(|kib| kib > 0));
     }
 
     #[test]

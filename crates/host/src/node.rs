@@ -372,8 +372,9 @@ fn cell_hugepages_dir(cell: u32, size_kib: u64) -> String {
     format!("/sys/devices/system/node/node{cell}/hugepages/hugepages-{size_kib}kB")
 }
 
-/// `Key: value kB` of `/proc/meminfo`, or `Node 0 Key: value kB` of a cell's `meminfo`.
-fn meminfo_value(meminfo: &str, key: &str) -> Option<u64> {
+/// `Key: value kB` of `/proc/meminfo` (or `/proc/PID/status`), or `Node 0 Key: value kB` of
+/// a cell's `meminfo`.
+pub fn meminfo_value(meminfo: &str, key: &str) -> Option<u64> {
     meminfo.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
         (name.split_whitespace().last() == Some(key))

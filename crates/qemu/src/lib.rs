@@ -19,6 +19,9 @@
 //! - [`save_state`] and [`LaunchOptions::incoming`]: a guest's machine state into a file and,
 //!   at a later start, out of it (QEMU's migration stream over a descriptor passed on QMP).
 //! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
+//! - [`check_hugepages`]: before a start, whether the host's huge page pool holds a
+//!   `<hugepages/>` guest ([`HugepagePool`]); [`BALLOON_QOM_PATH`]: the balloon device's QOM
+//!   path, for its statistics.
 //!
 //! Process contract with the daemon:
 //! - `launch` double-forks: QEMU runs in its own session with init as its parent, so it outlives
@@ -50,6 +53,7 @@ mod accel;
 mod cmdline;
 mod error;
 pub mod firmware;
+mod hugepages;
 pub mod keycodes;
 mod migration;
 mod paths;
@@ -60,8 +64,10 @@ pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
     macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, NicIds, QemuCommandLine,
+    BALLOON_QOM_PATH,
 };
 pub use error::QemuError;
+pub use hugepages::{check_hugepages, HugepagePool};
 pub use migration::save_state;
 pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};

@@ -30,7 +30,9 @@ use oxvirt_domain::{
 };
 use serde_json::json;
 
-use crate::cmdline::{assign_spice_ports, build_command_line, HUGEPAGES_MOUNT, INCOMING_ARGS};
+use crate::cmdline::{
+    assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
+};
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
@@ -734,7 +736,7 @@ fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
     if let Some(period) = balloon.and_then(|b| b.stats_period) {
         commands.push((
             "qom-set",
-            json!({"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": period}),
+            json!({"path": BALLOON_QOM_PATH, "property": "guest-stats-polling-interval", "value": period}),
         ));
     }
     for (index, interface) in domain.devices.interfaces.iter().enumerate() {

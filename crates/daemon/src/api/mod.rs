@@ -5,6 +5,7 @@ mod admin;
 mod display;
 mod domains;
 mod limits;
+mod memory;
 mod monitor;
 mod networks;
 mod node;
@@ -35,6 +36,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(admin::routes(clients))
         .merge(display::routes())
         .merge(domains::routes())
+        .merge(memory::routes())
         .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())

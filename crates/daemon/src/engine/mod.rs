@@ -329,41 +329,34 @@ pub trait Control: Send + Sync {
             message: "this engine has no QEMU monitor".to_string(),
         })
     }
-    // The balloon's three methods and `MemoryStats` are shared by the qemu and native engines'
-    // work in progress (setmem, dommemstat); the verbs that call them land with it.
     /// Asks the guest's balloon driver to leave the guest `target_kib` KiB of memory (the rest
     /// goes back to the host); returns once the request is made, not once the guest complied.
-    #[allow(dead_code)]
     async fn set_balloon(&self, _target_kib: u64) -> Result<(), EngineError> {
         Err(no_balloon())
     }
     /// The balloon device's view of the guest's memory: its current size and the guest
     /// driver's last statistics.
-    #[allow(dead_code)]
     async fn memory_stats(&self) -> Result<MemoryStats, EngineError> {
         Err(no_balloon())
     }
     /// How often (seconds; 0: never) the guest's balloon driver refreshes its statistics.
-    #[allow(dead_code)]
     async fn set_memory_stats_period(&self, _seconds: u32) -> Result<(), EngineError> {
         Err(no_balloon())
     }
 }
 
 /// A guest's memory as its balloon device reports it, in virsh dommemstat's terms.
-#[allow(dead_code)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryStats {
     /// The memory the guest has now (KiB): its size less what the balloon holds.
     pub actual_kib: u64,
-    /// The guest driver's last statistics under virsh's keys (`swap_in`, `swap_out`,
-    /// `major_fault`, `minor_fault`, `unused`, `available`, `usable`, `disk_caches`,
-    /// `hugetlb_pgalloc`, `hugetlb_pgfail`, `last_update`), memory sizes in KiB, `last_update`
-    /// in seconds since the epoch; the ones the guest did not report are left out.
+    /// The guest driver's last statistics under virsh's keys, in libvirt's order (`swap_in`,
+    /// `swap_out`, `major_fault`, `minor_fault`, `unused`, `available`, `usable`,
+    /// `last_update`, `disk_caches`, `hugetlb_pgalloc`, `hugetlb_pgfail`), memory sizes in KiB,
+    /// `last_update` in seconds since the epoch; the ones the guest did not report are left out.
     pub guest: Vec<(&'static str, u64)>,
 }
 
-#[allow(dead_code)]
 fn no_balloon() -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,

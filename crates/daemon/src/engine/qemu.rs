@@ -13,7 +13,8 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine, EngineError,
-    EngineErrorKind, EngineEvent, Events, GuestStatus, NicPlug, SnapshotJob, StateFile,
+    EngineErrorKind, EngineEvent, Events, GuestStatus, MemoryStats, NicPlug, SnapshotJob,
+    StateFile,
 };
 
 pub struct QemuEngine {
@@ -84,6 +85,12 @@ impl Engine for QemuEngine {
     /// naming the element and its line (host-dependent checks stay at start).
     fn check_definition(&self, domain: &Domain) -> Result<(), EngineError> {
         oxvirt_qemu::check(domain).map_err(engine_error)
+    }
+
+    /// `<hugepages/>`: the host's pool must hold all of the guest's memory, or QEMU would die
+    /// while preallocating it; the refusal names the page size and both counts.
+    fn check_host(&self, domain: &Domain) -> Result<(), EngineError> {
+        oxvirt_qemu::check_hugepages(domain).map_err(engine_error)
     }
 
     fn plan_accel(&self, domain: &Domain) -> AccelPlan {
@@ -842,6 +849,71 @@ impl Control for QmpControl {
         Ok(())
     }
 
+    /// QMP `balloon` takes the guest's new size in bytes.
+    async fn set_balloon(&self, target_kib: u64) -> Result<(), EngineError> {
+        let bytes = target_kib.checked_mul(1024).ok_or_else(|| EngineError {
+            kind: EngineErrorKind::Invalid,
+            message: format!("{target_kib} KiB is more than QEMU can be asked for"),
+        })?;
+        self.qmp
+            .execute("balloon", Some(serde_json::json!({ "value": bytes })))
+            .await
+            .map_err(balloon_error)?;
+        Ok(())
+    }
+
+    /// `query-balloon` for the size, the balloon device's `guest-stats` property for the rest
+    /// (libvirt's way: an error there, such as "guest hasn't updated any stats yet", leaves
+    /// the size alone).
+    async fn memory_stats(&self) -> Result<MemoryStats, EngineError> {
+        let balloon = self
+            .qmp
+            .execute("query-balloon", None)
+            .await
+            .map_err(balloon_error)?;
+        let actual = balloon["actual"].as_u64().ok_or_else(|| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("QEMU's query-balloon answer has no size: {balloon}"),
+        })?;
+        let guest = match self
+            .qmp
+            .execute(
+                "qom-get",
+                Some(serde_json::json!({
+                    "path": oxvirt_qemu::BALLOON_QOM_PATH,
+                    "property": "guest-stats",
+                })),
+            )
+            .await
+        {
+            Ok(stats) => guest_memory_stats(&stats),
+            Err(QemuError::Command { desc, .. }) => {
+                tracing::debug!("no balloon statistics: {desc}");
+                Vec::new()
+            }
+            Err(err) => return Err(engine_error(err)),
+        };
+        Ok(MemoryStats {
+            actual_kib: actual / 1024,
+            guest,
+        })
+    }
+
+    async fn set_memory_stats_period(&self, seconds: u32) -> Result<(), EngineError> {
+        self.qmp
+            .execute(
+                "qom-set",
+                Some(serde_json::json!({
+                    "path": oxvirt_qemu::BALLOON_QOM_PATH,
+                    "property": "guest-stats-polling-interval",
+                    "value": seconds,
+                })),
+            )
+            .await
+            .map_err(balloon_error)?;
+        Ok(())
+    }
+
     async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
         // A device the guest already released (after an earlier, timed-out request) is gone.
         match self
@@ -913,6 +985,55 @@ impl QmpControl {
     }
 }
 
+/// QEMU's words for "no balloon" (`DeviceNotActive`, or no object at the balloon's QOM path)
+/// become the engine's "this guest has no balloon" refusal.
+fn balloon_error(err: QemuError) -> EngineError {
+    match &err {
+        QemuError::Command { class, desc, .. }
+            if class == "DeviceNotActive" || class == "DeviceNotFound" =>
+        {
+            EngineError {
+                kind: EngineErrorKind::Unsupported,
+                message: format!("the guest has no memory balloon device ({desc})"),
+            }
+        }
+        _ => engine_error(err),
+    }
+}
+
+/// QEMU's balloon statistics (the `guest-stats` property: `stats` by QEMU's names in bytes or
+/// counts, `last-update` in seconds) under virsh's keys and units, in libvirt's order; a
+/// statistic the guest never reported (QEMU keeps -1 for it) is left out, as libvirt does.
+fn guest_memory_stats(value: &serde_json::Value) -> Vec<(&'static str, u64)> {
+    // (QEMU's name, virsh's key, divisor: bytes to KiB, or 1 for counts)
+    const STATS: [(&str, &str, u64); 11] = [
+        ("stat-swap-in", "swap_in", 1024),
+        ("stat-swap-out", "swap_out", 1024),
+        ("stat-major-faults", "major_fault", 1),
+        ("stat-minor-faults", "minor_fault", 1),
+        ("stat-free-memory", "unused", 1024),
+        ("stat-total-memory", "available", 1024),
+        ("stat-available-memory", "usable", 1024),
+        ("last-update", "last_update", 1),
+        ("stat-disk-caches", "disk_caches", 1024),
+        ("stat-htlb-pgalloc", "hugetlb_pgalloc", 1),
+        ("stat-htlb-pgfail", "hugetlb_pgfail", 1),
+    ];
+    STATS
+        .iter()
+        .filter_map(|(qemu, key, divisor)| {
+            let field = if *qemu == "last-update" {
+                &value[qemu]
+            } else {
+                &value["stats"][qemu]
+            };
+            // -1 (unset) comes as u64::MAX, or as a negative number from other QEMUs.
+            let number = field.as_u64().filter(|n| *n != u64::MAX)?;
+            Some((*key, number / divisor))
+        })
+        .collect()
+}
+
 /// How long a media change waits for a guest to unlock and open the tray.
 const TRAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -921,7 +1042,43 @@ const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
-    use super::parse_version;
+    use super::{guest_memory_stats, parse_version};
+
+    #[test]
+    fn balloon_statistics_take_virsh_keys_and_kib() {
+        let stats = serde_json::json!({
+            "stats": {
+                "stat-swap-in": 4096,
+                "stat-swap-out": 0,
+                "stat-major-faults": 12,
+                "stat-minor-faults": 3456,
+                "stat-free-memory": 104_857_600,
+                "stat-total-memory": 134_217_728,
+                "stat-available-memory": 110_100_480,
+                "stat-disk-caches": 2_097_152,
+                "stat-htlb-pgalloc": 0,
+                "stat-htlb-pgfail": u64::MAX,
+                "stat-oom-kills": 0,
+            },
+            "last-update": 1_764_730_000,
+        });
+        assert_eq!(
+            guest_memory_stats(&stats),
+            vec![
+                ("swap_in", 4),
+                ("swap_out", 0),
+                ("major_fault", 12),
+                ("minor_fault", 3456),
+                ("unused", 102_400),
+                ("available", 131_072),
+                ("usable", 107_520),
+                ("last_update", 1_764_730_000),
+                ("disk_caches", 2048),
+                ("hugetlb_pgalloc", 0),
+            ]
+        );
+        assert_eq!(guest_memory_stats(&serde_json::json!({})), vec![]);
+    }
 
     #[test]
     fn version_is_the_number_after_version() {

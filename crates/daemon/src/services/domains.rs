@@ -176,7 +176,10 @@ impl Domains {
             state_reason,
             vcpus: domain.vcpu.online(),
             max_memory_kib: domain.memory_kib,
-            used_memory_kib: domain.current_memory_kib,
+            // A running guest's balloon may have changed it (setmem --live).
+            used_memory_kib: self
+                .current_domain(&record)
+                .map_or(domain.current_memory_kib, |d| d.current_memory_kib),
             cpu_time_ns: runtime
                 .as_ref()
                 .and_then(|r| process::cpu_time_ns(r.pid))

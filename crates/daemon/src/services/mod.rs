@@ -2,7 +2,8 @@
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
 //! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command; [`tuning`]:
-//! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start),
+//! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start; [`memory`]: setmem, setmaxmem,
+//! dommemstat),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -16,6 +17,7 @@ pub mod error;
 pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
+pub mod memory;
 pub mod monitor;
 pub mod networks;
 pub mod pools;

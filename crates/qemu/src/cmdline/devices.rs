@@ -14,6 +14,12 @@ use super::{
 };
 use crate::QemuError;
 
+/// The memory balloon's device id (libvirt's alias for it).
+const BALLOON_ID: &str = "balloon0";
+/// Where the balloon device is in QEMU's object tree, for `qom-get`/`qom-set` of its
+/// `guest-stats` and `guest-stats-polling-interval` properties.
+pub const BALLOON_QOM_PATH: &str = "/machine/peripheral/balloon0";
+
 /// QEMU's ids of one NIC: the guest device (`-device`, `device_add`) and its host backend
 /// (`-netdev`, `netdev_add`). The command line and hot-plug name NICs by these rules, so the
 /// daemon never builds QEMU ids itself.
@@ -664,7 +670,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// The balloon device, if the domain has one; returns whether it does.
+    /// The balloon device, if the domain has one (id [`BALLOON_ID`]); returns whether it does.
     pub(super) fn memballoon(&mut self, balloon: Option<&MemBalloon>) -> Result<bool, QemuError> {
         let Some(MemBalloon {
             model,
@@ -680,7 +686,7 @@ impl Builder<'_> {
         if *model == MemBalloonModel::None {
             return Ok(false);
         }
-        let mut device = json!({"driver": "virtio-balloon-pci", "id": "balloon0"});
+        let mut device = json!({"driver": "virtio-balloon-pci", "id": BALLOON_ID});
         if let Some(deflate) = autodeflate {
             device["deflate-on-oom"] = json!(deflate);
         }

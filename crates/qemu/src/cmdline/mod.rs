@@ -44,7 +44,7 @@ mod sound;
 mod spice;
 mod storage;
 
-pub use devices::{macvtap_fd, nic_driver, NicIds};
+pub use devices::{macvtap_fd, nic_driver, NicIds, BALLOON_QOM_PATH};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
 pub use storage::disk_node;

@@ -1,0 +1,65 @@
+//! HTTP routes of guest memory (see `oxvirt_api::memory`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::Router;
+use oxvirt_api::{DomainMemoryStats, MemoryChanged, MemoryRequest, StatsPeriodRequest};
+
+use super::reply::{blocking, body, detached, Reply};
+use crate::services::Services;
+
+type Shared = State<Arc<Services>>;
+
+pub fn routes() -> Router<Arc<Services>> {
+    Router::new()
+        .route("/v1/domains/{id}/setmem", post(set_memory))
+        .route("/v1/domains/{id}/setmaxmem", post(set_max_memory))
+        .route("/v1/domains/{id}/memstats", get(memory_stats))
+        .route("/v1/domains/{id}/memstats-period", post(stats_period))
+}
+
+async fn set_memory(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<MemoryChanged> {
+    let request: MemoryRequest = body(&bytes)?;
+    detached(services, "setmem", |d| async move {
+        d.domains.set_memory(&id, &request).await
+    })
+    .await
+}
+
+async fn set_max_memory(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<MemoryChanged> {
+    let request: MemoryRequest = body(&bytes)?;
+    blocking(services, "setmaxmem", move |d| {
+        d.domains.set_max_memory(&id, &request)
+    })
+    .await
+}
+
+async fn memory_stats(State(services): Shared, Path(id): Path<String>) -> Reply<DomainMemoryStats> {
+    detached(services, "dommemstat", |d| async move {
+        d.domains.memory_stats(&id).await
+    })
+    .await
+}
+
+async fn stats_period(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<MemoryChanged> {
+    let request: StatsPeriodRequest = body(&bytes)?;
+    detached(services, "dommemstat --period", |d| async move {
+        d.domains.set_memory_stats_period(&id, &request).await
+    })
+    .await
+}
