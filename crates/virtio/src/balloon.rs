@@ -60,19 +60,19 @@ const CFG_LEN: usize = 8;
 const WAKE_TOKEN: u64 = 1;
 const TIMER_TOKEN: u64 = 2;
 
-/// The guest statistics tags of the virtio 1.x spec (5.5.6.3), with the names `virsh dommemstat`
-/// gives them. Unknown tags are kept under their number.
-pub const STAT_NAMES: [(u16, &str); 10] = [
-    (0, "swap_in"),
-    (1, "swap_out"),
-    (2, "major_fault"),
-    (3, "minor_fault"),
-    (4, "unused"),
-    (5, "available"),
-    (6, "usable"),
-    (7, "disk_caches"),
-    (8, "hugetlb_pgalloc"),
-    (9, "hugetlb_pgfail"),
+/// The guest statistics tags of the virtio 1.x spec (5.5.6.3): the name `virsh dommemstat` gives
+/// each, and whether its value is a memory size in bytes (the others are counts).
+pub const STAT_NAMES: [(u16, &str, bool); 10] = [
+    (0, "swap_in", true),
+    (1, "swap_out", true),
+    (2, "major_fault", false),
+    (3, "minor_fault", false),
+    (4, "unused", true),
+    (5, "available", true),
+    (6, "usable", true),
+    (7, "disk_caches", true),
+    (8, "hugetlb_pgalloc", false),
+    (9, "hugetlb_pgfail", false),
 ];
 
 /// How a balloon is set up.
@@ -566,10 +566,21 @@ fn read_stats(
     Some(entries)
 }
 
-/// The name `virsh dommemstat` gives a statistics tag, if the spec defines it.
-pub fn stat_name(tag: u16) -> Option<&'static str> {
-    STAT_NAMES
-        .iter()
-        .find(|(t, _)| *t == tag)
-        .map(|(_, name)| *name)
+impl GuestStats {
+    /// The entries the spec defines, under `virsh dommemstat`'s names, memory sizes in KiB
+    /// (tags it does not define are left out; a tag sent twice counts once, the last value).
+    pub fn virsh_terms(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for (tag, value) in &self.entries {
+            let Some((_, name, bytes)) = STAT_NAMES.iter().find(|(t, _, _)| t == tag) else {
+                continue;
+            };
+            let value = if *bytes { value / 1024 } else { *value };
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 = value,
+                None => out.push((name, value)),
+            }
+        }
+        out
+    }
 }

@@ -164,3 +164,15 @@ fn a_pause_returns_the_statistics_buffer_and_state_survives_a_restore() {
     assert_eq!(restored.actual_pages(), 300);
     assert_eq!(config_u32(&mut other, 0), 512);
 }
+
+#[test]
+fn statistics_read_in_virsh_terms() {
+    let stats = oxvirt_virtio::GuestStats {
+        entries: vec![(0, 8192), (2, 5), (4, 1 << 20), (77, 1), (4, 2 << 20)],
+        received_s: 1,
+    };
+    assert_eq!(
+        stats.virsh_terms(),
+        vec![("swap_in", 8), ("major_fault", 5), ("unused", 2048)]
+    );
+}

@@ -389,6 +389,8 @@ fn role_rules(role: ThreadRole) -> Rules {
                 libc::SYS_fstat,
                 libc::SYS_newfstatat,
                 libc::SYS_statx,
+                // The balloon worker's statistics timer (created at build, re-armed by the worker).
+                libc::SYS_timerfd_settime,
             ]));
         }
         ThreadRole::Main => {
