@@ -75,7 +75,7 @@ version=$(ls "$work/pkg/lib/modules" | head -n 1)
 moddir=$work/pkg/lib/modules/$version
 
 # The modules the guest loads at boot, in modprobe names. Dependencies come from modules.dep below.
-boot_modules="virtio_pci virtio_blk virtio_net virtio_scsi virtio-rng virtio_console
+boot_modules="virtio_pci virtio_blk virtio_net virtio_scsi virtio-rng virtio_console virtio_balloon
     ata_piix sd_mod sr_mod button evdev"
 # Extra modules shipped (not loaded) so tests can load them on demand.
 extra_modules="tun bridge kvm kvm-amd kvm-intel irqbypass"

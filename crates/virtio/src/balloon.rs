@@ -217,7 +217,7 @@ impl BalloonDevice {
                 ..State::default()
             }),
             wake: EventFd::new(libc::EFD_NONBLOCK).map_err(Error::EventFd)?,
-            timer: Mutex::new(TimerFd::new().map_err(|e| Error::Worker(e.into()))?),
+            timer: Mutex::new(nonblocking_timer()?),
             stats_queue: Mutex::new(None),
         });
         Ok((
@@ -466,8 +466,10 @@ impl WorkerHandler for BalloonWorker {
                 self.arm_timer();
             }
             TIMER_TOKEN => {
-                // Consume the expirations (the fd is readable, so this does not block).
-                let _ = lock(&self.shared.timer).wait();
+                // Consume the expirations; none (EAGAIN) means the timer was re-armed since.
+                if lock(&self.shared.timer).wait().is_err() {
+                    return;
+                }
                 if let Some(stats) = lock(&self.shared.stats_queue).as_mut() {
                     stats.release();
                 }
@@ -475,6 +477,26 @@ impl WorkerHandler for BalloonWorker {
             _ => {}
         }
     }
+}
+
+/// A timerfd whose read never blocks: the worker must not wait on a timer re-armed (its
+/// expirations cleared) between epoll's report and the read.
+fn nonblocking_timer() -> Result<TimerFd, Error> {
+    let timer = TimerFd::new().map_err(|e| Error::Worker(e.into()))?;
+    let fd = timer.as_raw_fd();
+    // SAFETY: fcntl on a descriptor `timer` owns; F_GETFL/F_SETFL only read and set its status flags.
+    let rc = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            flags
+        } else {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK)
+        }
+    };
+    if rc < 0 {
+        return Err(Error::Worker(std::io::Error::last_os_error()));
+    }
+    Ok(timer)
 }
 
 /// The PFNs of one inflate/deflate buffer (the readable part of the chain, up to

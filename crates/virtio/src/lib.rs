@@ -185,14 +185,7 @@ pub trait PciFunction: Send {
     /// Takes back the state [`Self::save_state`] returned, on a function built from the same
     /// configuration. A running device is not started yet: see [`Self::start_restored`].
     fn restore_state(&mut self, state: &[u8]) -> Result<(), Error> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::State(format!(
-                "{} bytes of state for a function that has none",
-                state.len()
-            )))
-        }
+        no_state(state, "function")
     }
     /// Starts serving the queues of a restored device that the driver had started. Called on
     /// the thread whose seccomp filter the device workers should inherit (a vCPU thread).
@@ -252,14 +245,19 @@ pub trait VirtioDevice: Send {
     /// Takes back what [`Self::save_state`] returned, on a device built from the same
     /// configuration and not activated.
     fn restore_state(&mut self, state: &[u8]) -> Result<(), Error> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::State(format!(
-                "{} bytes of device state for a device that has none",
-                state.len()
-            )))
-        }
+        no_state(state, "device")
+    }
+}
+
+/// The default `restore_state` of something (`what`) without state of its own: only nothing fits.
+fn no_state(state: &[u8], what: &str) -> Result<(), Error> {
+    if state.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::State(format!(
+            "{} bytes of state for a {what} that has none",
+            state.len()
+        )))
     }
 }
 

@@ -23,15 +23,24 @@ fn config_u32(d: &mut Driver, offset: u64) -> u32 {
     u32::from_le_bytes(b)
 }
 
-fn stats_buffer(entries: &[(u16, u64)]) -> Vec<u8> {
-    entries
+/// Posts a statistics buffer holding `entries` as the driver does, waits until the device read
+/// it, and returns its head.
+fn post_stats(d: &mut Driver, handle: &BalloonHandle, entries: &[(u16, u64)]) -> u16 {
+    let buf: Vec<u8> = entries
         .iter()
         .flat_map(|(tag, value)| {
             let mut e = tag.to_le_bytes().to_vec();
             e.extend_from_slice(&value.to_le_bytes());
             e
         })
-        .collect()
+        .collect();
+    d.write_mem(DATA_BASE, &buf);
+    let head = d.write_chain(2, &[Buf::out(DATA_BASE, buf.len() as u32)]);
+    d.make_available(2, head);
+    d.kick(2);
+    let msi = d.msi.clone();
+    msi.wait_until("the statistics", || handle.stats().is_some());
+    head
 }
 
 #[test]
@@ -120,13 +129,8 @@ fn statistics_are_kept_and_the_buffer_held_until_a_refresh() {
     let (mut d, handle) = started(BalloonConfig::default());
     assert!(handle.stats().is_none());
     let entries = [(4u16, 100 << 20), (5, 256 << 20), (6, 200 << 20), (99, 7)];
-    let buf = stats_buffer(&entries);
-    d.write_mem(DATA_BASE, &buf);
-    let head = d.write_chain(2, &[Buf::out(DATA_BASE, buf.len() as u32)]);
-    d.make_available(2, head);
-    d.kick(2);
+    let head = post_stats(&mut d, &handle, &entries);
     let msi = d.msi.clone();
-    msi.wait_until("the statistics", || handle.stats().is_some());
     assert_eq!(handle.stats().unwrap().entries, entries.to_vec());
     assert!(d.take_used(2).is_empty(), "the device keeps the buffer");
     // A period makes the device hand it back for a refresh.
@@ -142,13 +146,7 @@ fn statistics_are_kept_and_the_buffer_held_until_a_refresh() {
 #[test]
 fn a_pause_returns_the_statistics_buffer_and_state_survives_a_restore() {
     let (mut d, handle) = started(BalloonConfig::default());
-    let buf = stats_buffer(&[(4, 1)]);
-    d.write_mem(DATA_BASE, &buf);
-    let head = d.write_chain(2, &[Buf::out(DATA_BASE, buf.len() as u32)]);
-    d.make_available(2, head);
-    d.kick(2);
-    let msi = d.msi.clone();
-    msi.wait_until("the statistics", || handle.stats().is_some());
+    let head = post_stats(&mut d, &handle, &[(4, 1)]);
     handle.set_target_pages(512);
     d.bar_write32(d.layout.device + 4, 300);
     d.dev.snapshot_pause().unwrap();
