@@ -8,7 +8,10 @@
 //! and restart (the log writer filling vmm.log outlives it as the VMM does), shutdown, destroy, undefine.
 //! Then `native_lab/snapshots.sh` runs a second native domain with a qcow2 disk through
 //! snapshot-create-as/-revert/-delete, save/restore and managedsave/start, checking what its
-//! guest kept (disk, tmpfs, a counter, uptime). Both tests read the same lab run (one L1 boot).
+//! guest kept (disk, tmpfs, a counter, uptime). Then `native_lab/balloon.sh` drives a native
+//! domain's virtio balloon on the VMM's control socket (the guest's MemTotal down to half and
+//! back, its statistics), checks guest RAM's KSM flag with and without `<nosharepages/>`, and
+//! the vCPU threads (vcpuinfo, vcpupin, emulatorpin). Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
@@ -22,11 +25,15 @@ use std::time::Duration;
 
 const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
 const SNAPSHOTS_SCRIPT: &str = include_str!("native_lab/snapshots.sh");
+const BALLOON_SCRIPT: &str = include_str!("native_lab/balloon.sh");
 /// L1 runs under TCG: each L2 boot takes about 50 s there, each save or restore of a guest a few.
 const LAB_TIMEOUT: Duration = Duration::from_secs(900);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
 /// The domain of the snapshot scenario (snapshots.sh says the same).
 const SNAP_UUID: &str = "7a2e3d4c-5b6a-4f70-8b9c-0d1e2f3a4b5c";
+/// The domains of the balloon scenario (balloon.sh says the same).
+const BAL_UUID: &str = "8b3f4e5d-6c7b-4081-9cad-1e2f3a4b5c6d";
+const NSP_UUID: &str = "9c4a5f6e-7d8c-4192-8dbe-2f3a4b5c6d7e";
 
 /// A binary built next to oxvirtd.
 fn sibling_binary(name: &str) -> PathBuf {
@@ -102,6 +109,25 @@ fn snap_domain_xml() -> String {
     native_domain_xml("snap", SNAP_UUID, "qcow2", "/tmp/snap.qcow2", "")
 }
 
+/// The balloon scenario's domain: a virtio balloon (what every definition gets, written out).
+fn bal_domain_xml() -> String {
+    native_domain_xml(
+        "bal",
+        BAL_UUID,
+        "raw",
+        "/tmp/bal.raw",
+        "    <memballoon model='virtio'/>\n",
+    )
+}
+
+/// The same guest with `<memoryBacking><nosharepages/>`.
+fn nsp_domain_xml() -> String {
+    native_domain_xml("nsp", NSP_UUID, "raw", "/tmp/bal.raw", "").replace(
+        "  <vcpu>1</vcpu>",
+        "  <memoryBacking><nosharepages/></memoryBacking>\n  <vcpu>1</vcpu>",
+    )
+}
+
 /// The lab's L1 console log, from one run shared by every test of this file.
 fn lab() -> &'static str {
     static LAB: OnceLock<String> = OnceLock::new();
@@ -119,9 +145,13 @@ fn run_lab() -> String {
     write_file(&root.join("lab/nat.xml"), &domain_xml(), 0o644);
     write_file(&root.join("lab/snapshots.sh"), SNAPSHOTS_SCRIPT, 0o644);
     write_file(&root.join("lab/snap.xml"), &snap_domain_xml(), 0o644);
+    write_file(&root.join("lab/balloon.sh"), BALLOON_SCRIPT, 0o644);
+    write_file(&root.join("lab/bal.xml"), &bal_domain_xml(), 0o644);
+    write_file(&root.join("lab/nsp.xml"), &nsp_domain_xml(), 0o644);
     install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
     install_binary(&root, &sibling_binary("oxvirt"), "oxvirt");
     install_binary(&root, &sibling_binary("oxvirt-vmm"), "oxvirt-vmm");
+    install_binary(&root, &sibling_binary("oxvirt-vmm-api"), "oxvirt-vmm-api");
     std::fs::create_dir_all(root.join("lab/l2")).unwrap();
     std::fs::copy(&kit.kernel, root.join("lab/l2/vmlinuz")).unwrap();
     std::fs::copy(&kit.initramfs, root.join("lab/l2/initramfs.img")).unwrap();
@@ -278,6 +308,50 @@ fn native_snapshots_and_saves_keep_what_the_guest_had() {
     );
     assert!(
         text.lines().any(|l| l.trim_end() == "SNAP-LEFTOVER-VMM=0"),
+        "oxvirt-vmm processes left behind:\n{}",
+        tail(text, 60)
+    );
+}
+
+#[test]
+fn native_balloon_and_memory_backing() {
+    let text = lab();
+    assert_checks(
+        text,
+        &[
+            "bal-define",
+            "bal-start",
+            "bal-ram-mergeable",
+            "bal-booted",
+            "bal-driver",
+            "bal-stats-keys",
+            "bal-stats-guest-keys",
+            "bal-actual-full",
+            "bal-set-half",
+            "bal-actual-half",
+            "bal-memtotal-drops",
+            "bal-refused-above",
+            "bal-set-full",
+            "bal-actual-back",
+            "bal-memtotal-back",
+            "bal-stats-period",
+            "bal-stats-refresh",
+            "bal-vcpuinfo",
+            "bal-vcpuinfo-vcpu0",
+            "bal-vcpupin",
+            "bal-emulatorpin",
+            "bal-destroy",
+            "bal-undefine",
+            "nsp-define",
+            "nsp-start",
+            "nsp-ram-flags",
+            "nsp-ram-not-mergeable",
+            "nsp-destroy",
+            "nsp-undefine",
+        ],
+    );
+    assert!(
+        text.lines().any(|l| l.trim_end() == "BAL-LEFTOVER-VMM=0"),
         "oxvirt-vmm processes left behind:\n{}",
         tail(text, 60)
     );

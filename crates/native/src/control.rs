@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxvirt_vmm::protocol::{Reply, Request, RunState};
+use oxvirt_vmm::protocol::{BalloonReport, Reply, Request, RunState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -66,6 +66,32 @@ impl VmmClient {
             offset,
         };
         self.request_within(request, SAVE_TIMEOUT).await.map(drop)
+    }
+
+    /// Asks the guest's balloon driver to leave the guest `target_kib` KiB (refused above its
+    /// memory, or without a balloon); returns once asked.
+    pub async fn set_balloon(&self, target_kib: u64) -> Result<(), NativeError> {
+        self.request(Request::Balloon { target_kib })
+            .await
+            .map(drop)
+    }
+
+    /// The balloon's view of guest memory: its size now, the target, the guest's statistics.
+    pub async fn balloon_stats(&self) -> Result<BalloonReport, NativeError> {
+        match self.request(Request::BalloonStats).await? {
+            Reply::Balloon(report) => Ok(report),
+            other => Err(NativeError::Protocol {
+                command: Request::BalloonStats.to_string(),
+                reason: format!("expected a balloon report, got {other:?}"),
+            }),
+        }
+    }
+
+    /// How often (seconds; 0: never) the guest refreshes its balloon statistics.
+    pub async fn set_balloon_stats_period(&self, seconds: u32) -> Result<(), NativeError> {
+        self.request(Request::BalloonStatsPeriod { seconds })
+            .await
+            .map(drop)
     }
 
     /// Stops the VM at once; the VMM exits.
@@ -197,6 +223,33 @@ mod tests {
         assert_eq!(
             server.await.unwrap()[1],
             "{\"command\":\"save\",\"path\":\"/run/x/save\",\"offset\":8192}"
+        );
+    }
+
+    #[tokio::test]
+    async fn balloon_requests_and_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let server = tokio::spawn(fake_vmm(
+            listener,
+            "{\"ok\":true,\"balloon\":{\"actual_kib\":1024,\"target_kib\":512,\"stats_period_s\":2,\"guest\":[[\"unused\",100]],\"last_update\":7}}\n",
+            3,
+        ));
+        let client = VmmClient::new(socket, Arc::default());
+        let report = client.balloon_stats().await.unwrap();
+        assert_eq!(report.actual_kib, 1024);
+        assert_eq!(report.guest, vec![("unused".to_string(), 100)]);
+        // A report where a plain success was expected is still a success.
+        client.set_balloon(512).await.unwrap();
+        client.set_balloon_stats_period(2).await.unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            vec![
+                "{\"command\":\"balloon-stats\"}",
+                "{\"command\":\"balloon\",\"target_kib\":512}",
+                "{\"command\":\"balloon-stats-period\",\"seconds\":2}"
+            ]
         );
     }
 }

@@ -19,8 +19,8 @@ use oxvirt_images::Format;
 use oxvirt_vmm::cpuid;
 use oxvirt_vmm::protocol::config::DEFAULT_CMDLINE;
 use oxvirt_vmm::protocol::{
-    BackingFile, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress, MemoryConfig,
-    NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
+    BackingFile, BalloonSettings, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig,
+    MacAddress, MemoryConfig, NetConfig, SeccompMode, SerialMode, Topology, VmConfig,
 };
 
 use crate::error::{NativeError, Refusal};
@@ -138,7 +138,6 @@ impl Planner {
         let (kernel, initrd, cmdline) = self.os(os);
         let memory = self.memory(
             (*memory_kib, *memory_line),
-            (*current_memory_kib, *current_memory_line),
             max_memory.as_ref(),
             memory_backing.as_ref(),
         );
@@ -176,7 +175,18 @@ impl Planner {
                 }
             }
         }
-        let (disks, nets, rng) = self.devices(devices);
+        let (disks, nets, rng, mut balloon) = self.devices(devices);
+        // The guest boots with all of <memory>; the balloon then takes it down to <currentMemory>.
+        if current_memory_kib < memory_kib {
+            match balloon.as_mut() {
+                Some(balloon) => balloon.target_kib = Some(*current_memory_kib),
+                None => self.no(
+                    "<currentMemory> below <memory>",
+                    *current_memory_line,
+                    "without a balloon (<memballoon model='none'>) the guest always has all of <memory>",
+                ),
+            }
+        }
         VmConfig {
             kernel: kernel.into(),
             initrd: initrd.map(Into::into),
@@ -186,6 +196,7 @@ impl Planner {
             disks,
             nets,
             rng,
+            balloon,
             serial: SerialMode::Socket(run.serial_socket()),
             api_socket: Some(run.api_socket()),
             seccomp: SeccompMode::On,
@@ -276,11 +287,10 @@ impl Planner {
         )
     }
 
-    /// `memory` and `current` are sizes in KiB with the lines of their elements.
+    /// `memory` is a size in KiB with the line of its element.
     fn memory(
         &mut self,
         (memory_kib, memory_line): (u64, SourceLine),
-        (current_memory_kib, current_line): (u64, SourceLine),
         max_memory: Option<&oxvirt_domain::MaxMemory>,
         backing: Option<&MemoryBacking>,
     ) -> MemoryConfig {
@@ -291,13 +301,6 @@ impl Planner {
         }) = max_memory
         {
             self.no("<maxMemory>", *line, "no memory hotplug");
-        }
-        if current_memory_kib != memory_kib {
-            self.no(
-                "<currentMemory> below <memory>",
-                current_line,
-                "no balloon: the guest always has all of <memory>",
-            );
         }
         if memory_kib % 1024 != 0 {
             self.no("<memory>", memory_line, "must be a whole number of MiB");
@@ -501,7 +504,15 @@ impl Planner {
         }
     }
 
-    fn devices(&mut self, devices: &Devices) -> (Vec<DiskConfig>, Vec<NetConfig>, bool) {
+    fn devices(
+        &mut self,
+        devices: &Devices,
+    ) -> (
+        Vec<DiskConfig>,
+        Vec<NetConfig>,
+        bool,
+        Option<BalloonSettings>,
+    ) {
         let Devices {
             // The engine is oxvirt-vmm, whatever <emulator> says.
             emulator: _,
@@ -609,23 +620,26 @@ impl Planner {
                 true
             }
         };
-        if let Some(MemBalloon {
-            model,
-            autodeflate,
-            stats_period,
-            address: _,
-            line,
-        }) = memballoon
-        {
-            // The implied virtio balloon is accepted and ignored (every definition gets one),
-            // but not a configured one.
-            if *model == MemBalloonModel::Virtio
-                && (autodeflate.is_some() || stats_period.is_some())
-            {
-                self.no("<memballoon> settings", *line, "no balloon");
-            }
-        }
-        (disks, nets, rng)
+        let balloon = match memballoon {
+            Some(MemBalloon {
+                model: MemBalloonModel::Virtio,
+                autodeflate,
+                stats_period,
+                // Devices get the VMM's own slots, whatever address the definition gives.
+                address: _,
+                line: _,
+            }) => Some(BalloonSettings {
+                deflate_on_oom: autodeflate.unwrap_or(false),
+                stats_period_s: stats_period.unwrap_or(0),
+                target_kib: None,
+            }),
+            Some(MemBalloon {
+                model: MemBalloonModel::None,
+                ..
+            })
+            | None => None,
+        };
+        (disks, nets, rng, balloon)
     }
 
     fn disk(&mut self, disk: &Disk) -> DiskConfig {
@@ -1024,6 +1038,7 @@ mod tests {
                 mac: Some(MacAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56])),
             }],
             rng: true,
+            balloon: config.balloon,
             serial: SerialMode::Socket("/run/ox/run/8c3a/vmm-serial.sock".into()),
             api_socket: Some("/run/ox/run/8c3a/vmm-api.sock".into()),
             seccomp: SeccompMode::On,
@@ -1031,6 +1046,38 @@ mod tests {
             restore: None,
         };
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn memballoon_becomes_the_balloon_and_current_memory_its_first_target() {
+        let d = domain(
+            "<memballoon model='virtio' autodeflate='on'><stats period='10'/></memballoon>",
+            "<currentMemory unit='MiB'>128</currentMemory>",
+        );
+        let config = plan(&d, &RunPaths::new("/r")).unwrap();
+        assert_eq!(
+            config.balloon,
+            Some(BalloonSettings {
+                deflate_on_oom: true,
+                stats_period_s: 10,
+                target_kib: Some(128 * 1024),
+            })
+        );
+        // The balloon every definition gets by default: no settings, the whole memory.
+        let d = domain("", "");
+        assert_eq!(
+            plan(&d, &RunPaths::new("/r")).unwrap().balloon,
+            Some(BalloonSettings::default())
+        );
+        let none = domain("<memballoon model='none'/>", "");
+        assert_eq!(plan(&none, &RunPaths::new("/r")).unwrap().balloon, None);
+        // Without a balloon nothing can take the guest below <memory>.
+        let none = domain(
+            "<memballoon model='none'/>",
+            "<currentMemory unit='MiB'>128</currentMemory>",
+        );
+        let err = plan(&none, &RunPaths::new("/r")).unwrap_err().to_string();
+        assert!(err.contains("<currentMemory> below <memory>"), "{err}");
     }
 
     #[test]

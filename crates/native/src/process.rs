@@ -480,6 +480,29 @@ pub fn read_pid_file(run: &RunPaths) -> Option<u32> {
     read_pid(&run.pid_file())
 }
 
+/// The host thread ids of the VMM `pid`'s vCPU threads, in vCPU order (they are named
+/// [`oxvirt_vmm::protocol::VCPU_THREAD_PREFIX`] and their index).
+pub fn vcpu_threads(pid: u32) -> Vec<u32> {
+    let mut vcpus: Vec<(u32, u32)> = oxvirt_host::affinity::threads(pid)
+        .into_iter()
+        .filter_map(|tid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            let index = vcpu_index(&comm)?;
+            Some((index, tid))
+        })
+        .collect();
+    vcpus.sort_unstable();
+    vcpus.into_iter().map(|(_, tid)| tid).collect()
+}
+
+/// The vCPU index a thread name (`comm`, with its newline) stands for, if it is a vCPU's.
+fn vcpu_index(comm: &str) -> Option<u32> {
+    comm.trim_end()
+        .strip_prefix(oxvirt_vmm::protocol::VCPU_THREAD_PREFIX)?
+        .parse()
+        .ok()
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -673,5 +696,26 @@ mod tests {
             start_failure(&run),
             "kernel: /k does not exist or is not a file"
         );
+    }
+
+    #[test]
+    fn vcpu_threads_are_known_by_their_names() {
+        assert_eq!(vcpu_index("vcpu 0\n"), Some(0));
+        assert_eq!(vcpu_index("vcpu 12\n"), Some(12));
+        assert_eq!(vcpu_index("api-client\n"), None);
+        assert_eq!(vcpu_index("vcpu x\n"), None);
+        // This test process has no vCPU threads; one named like a vCPU is found.
+        let named = std::thread::Builder::new()
+            .name("vcpu 3".into())
+            .spawn(|| {
+                // SAFETY: gettid has no preconditions.
+                let tid = unsafe { libc::gettid() } as u32;
+                let found = vcpu_threads(std::process::id());
+                (tid, found)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(named.1, vec![named.0]);
     }
 }

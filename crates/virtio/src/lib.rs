@@ -39,6 +39,7 @@
 //! | virtio-blk ([`block_device_from_image`]: raw or qcow2, opened by `oxvirt-images`) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
 //! | virtio-net ([`net_device`]) | RX, TX × 256 | `MAC` (no offloads, no mergeable RX buffers, no control queue) |
 //! | virtio-rng ([`rng_device`]) | 1 × 256 | none |
+//! | virtio-balloon ([`balloon_device`]) | inflate, deflate, stats × 256 | `STATS_VQ`, `DEFLATE_ON_OOM` if asked |
 //!
 //! `RING_EVENT_IDX` is not offered: the driver notifies on every kick (cheap with ioeventfd) and
 //! the device interrupts unless the driver set `VRING_AVAIL_F_NO_INTERRUPT`.
@@ -64,6 +65,7 @@
 // The only unsafe code is system calls (TAP ioctls, getrandom); each block is small and says
 // why it is sound.
 
+pub mod balloon;
 pub mod block;
 pub mod msix;
 pub mod net;
@@ -79,6 +81,7 @@ use virtio_queue::Queue;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
+pub use balloon::{BalloonConfig, BalloonHandle, GuestStats};
 pub use block::BlockConfig;
 pub use msix::InterruptHandle;
 pub use net::NetConfig;
@@ -182,14 +185,7 @@ pub trait PciFunction: Send {
     /// Takes back the state [`Self::save_state`] returned, on a function built from the same
     /// configuration. A running device is not started yet: see [`Self::start_restored`].
     fn restore_state(&mut self, state: &[u8]) -> Result<(), Error> {
-        if state.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::State(format!(
-                "{} bytes of state for a function that has none",
-                state.len()
-            )))
-        }
+        no_state(state, "function")
     }
     /// Starts serving the queues of a restored device that the driver had started. Called on
     /// the thread whose seccomp filter the device workers should inherit (a vCPU thread).
@@ -241,6 +237,28 @@ pub trait VirtioDevice: Send {
     fn pause(&mut self) -> Result<(), Error>;
     /// Go on after [`Self::pause`].
     fn resume(&mut self);
+    /// The device's own state for a saved machine state (the queues are the transport's).
+    /// Default: none (its configuration is fixed at creation).
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+    /// Takes back what [`Self::save_state`] returned, on a device built from the same
+    /// configuration and not activated.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), Error> {
+        no_state(state, "device")
+    }
+}
+
+/// The default `restore_state` of something (`what`) without state of its own: only nothing fits.
+fn no_state(state: &[u8], what: &str) -> Result<(), Error> {
+    if state.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::State(format!(
+            "{} bytes of state for a {what} that has none",
+            state.len()
+        )))
+    }
 }
 
 /// Errors of this crate.
@@ -314,6 +332,14 @@ pub fn net_device(config: NetConfig) -> Result<Box<dyn VirtioDevice>, Error> {
 /// Returns a virtio-rng device fed by the host's `getrandom`.
 pub fn rng_device() -> Box<dyn VirtioDevice> {
     Box::new(rng::RngDevice::new())
+}
+
+/// Returns a virtio-balloon device and the handle the VMM drives it with.
+pub fn balloon_device(
+    config: BalloonConfig,
+) -> Result<(Box<dyn VirtioDevice>, BalloonHandle), Error> {
+    let (device, handle) = balloon::BalloonDevice::new(config)?;
+    Ok((Box::new(device), handle))
 }
 
 /// Convenience for tests and the VMM: an `Arc<dyn MsiInterrupt>` from a closure.

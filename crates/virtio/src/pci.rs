@@ -136,6 +136,9 @@ struct TransportState {
     /// Whether the device was serving its queues (the driver had set DRIVER_OK).
     active: bool,
     msix: MsixState,
+    /// The device's own state ([`VirtioDevice::save_state`]); absent for devices without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    device_state: Vec<u8>,
 }
 
 /// The registers the guest writes: PCI header and virtio common configuration (saved as they are).
@@ -199,6 +202,8 @@ impl VirtioPciDevice {
         let class_code = match device_type {
             virtio_bindings::virtio_ids::VIRTIO_ID_NET => 0x02_00_00,
             virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK => 0x01_80_00,
+            // "Other memory controller", as QEMU's virtio-balloon-pci.
+            virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON => 0x05_80_00,
             _ => 0xff_00_00,
         };
         let device_id = VIRTIO_PCI_DEVICE_ID_BASE.wrapping_add(device_type as u16);
@@ -720,7 +725,8 @@ impl PciFunction for VirtioPciDevice {
         let mut queues = self.queues.clone();
         if self.active {
             // Every chain the device took is back in the used ring (it is paused between two
-            // requests, and all three devices return a chain in the call that takes it), so the
+            // requests, blk, net and rng return a chain in the call that takes it, and the balloon
+            // gives its statistics buffer back when it pauses), so the
             // used ring's index is where both the device's avail and used positions are.
             use vm_memory::Bytes;
             let mem = self.mem.memory();
@@ -745,6 +751,7 @@ impl PciFunction for VirtioPciDevice {
             queues,
             active: self.active,
             msix: self.msix.save(),
+            device_state: self.device.save_state()?,
         };
         serde_json::to_vec(&state).map_err(|e| Error::State(e.to_string()))
     }
@@ -785,6 +792,7 @@ impl PciFunction for VirtioPciDevice {
             self.device.reset();
             self.active = false;
         }
+        self.device.restore_state(&state.device_state)?;
         self.msix.restore(&state.msix)?;
         self.regs = state.registers;
         // As a guest write would leave them.

@@ -7,7 +7,8 @@ mod common;
 use std::io::Write;
 
 use common::{write_desc, Buf, Driver, DATA_BASE, MEM_SIZE};
-use oxvirt_virtio::{block_device, rng_device, BlockConfig, PciFunction};
+use oxvirt_virtio::BlockConfig;
+use oxvirt_virtio::{balloon_device, block_device, rng_device, BalloonConfig, PciFunction};
 use proptest::prelude::*;
 
 const QUEUE_SIZE: u16 = 16;
@@ -168,5 +169,40 @@ proptest! {
         // Bytes just outside every buffer stay untouched.
         prop_assert_eq!(d.read_mem(area - 16, 16), vec![0u8; 16]);
         prop_assert_eq!(d.read_mem(area + 0xb000, 16), vec![0u8; 16]);
+    }
+
+    #[test]
+    fn random_chains_never_break_virtio_balloon(
+        queue in 0usize..3,
+        table in proptest::collection::vec(junk_desc(), GOOD_FIRST_SLOT as usize),
+        heads in proptest::collection::vec(junk_index(), 1..10),
+        junk_bytes in proptest::collection::vec(any::<u8>(), 256),
+    ) {
+        let (dev, handle) = balloon_device(BalloonConfig::default()).unwrap();
+        let mut d = common::Driver::start(dev, 1 << 1, 3);
+        // Random PFNs and statistics wherever junk descriptors point.
+        for chunk in 0..JUNK_LEN / 256 {
+            d.write_mem(JUNK_BASE + chunk * 256, &junk_bytes);
+        }
+        let desc_table = d.queues[queue].desc;
+        for (slot, desc) in table.iter().enumerate() {
+            write_desc(&d.mem, desc_table, slot as u16, desc.addr, desc.len, desc.flags, desc.next);
+        }
+        for head in &heads {
+            d.make_available(queue, *head);
+        }
+        d.kick(queue);
+        // The good request: one page given up on the inflate queue, served after the junk.
+        let page = DATA_BASE + 0x1000;
+        d.write_mem(page, &[0x77; 4096]);
+        d.write_mem(DATA_BASE, &((page >> 12) as u32).to_le_bytes());
+        write_desc(&d.mem, d.queues[0].desc, GOOD_FIRST_SLOT, DATA_BASE, 4, 0, 0);
+        let used = d.submit_head(0, GOOD_FIRST_SLOT);
+        prop_assert_eq!(used, 0);
+        prop_assert_eq!(d.read_mem(page, 4096), vec![0u8; 4096]);
+        prop_assert_eq!(d.status() & common::STATUS_NEEDS_RESET, 0);
+        // The handle still answers.
+        handle.set_target_pages(1);
+        let _ = handle.stats();
     }
 }

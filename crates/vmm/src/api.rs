@@ -1,6 +1,7 @@
 //! Control API server: JSON lines over a Unix socket. The requests and replies are
 //! [`crate::protocol::control`]'s: `status`, `pause`, `resume`, `poweroff` (ACPI power button: the guest
-//! shuts down cleanly), `stop` (immediate, like pulling the plug).
+//! shuts down cleanly), `stop` (immediate, like pulling the plug),
+//! `balloon`, `balloon-stats`, `balloon-stats-period` (the virtio-balloon's target, report and period).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -40,6 +41,14 @@ fn execute(vm: &VmHandle, request: Request) -> Reply {
         Request::Stop => {
             vm.stop();
             Reply::Done
+        }
+        Request::Balloon { target_kib } => done_or_refused(vm.set_balloon_target(target_kib)),
+        Request::BalloonStats => match vm.balloon_report() {
+            Ok(report) => Reply::Balloon(report),
+            Err(error) => Reply::Refused { error },
+        },
+        Request::BalloonStatsPeriod { seconds } => {
+            done_or_refused(vm.set_balloon_stats_period(seconds))
         }
     }
 }
@@ -158,6 +167,11 @@ mod tests {
         assert_eq!(off["ok"], false);
         assert!(off["error"].as_str().unwrap().contains("power button"));
         assert_eq!(ask(&mut s, "reboot")["ok"], false);
+        // No balloon here: the balloon requests say so.
+        let balloon = ask(&mut s, r#"{"command":"balloon","target_kib":1024}"#);
+        assert_eq!(balloon["ok"], false);
+        assert!(balloon["error"].as_str().unwrap().contains("no balloon"));
+        assert_eq!(ask(&mut s, "balloon-stats")["ok"], false);
         assert_eq!(ask(&mut s, "{not json")["ok"], false);
         assert_eq!(ask(&mut s, "stop")["ok"], true);
         assert_eq!(vm.control.exit_reason(), Some(ExitReason::HostStop));

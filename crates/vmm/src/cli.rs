@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::protocol::{
-    ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress, MemoryConfig,
-    NetConfig, RestoreSource, SeccompMode, SerialMode, Topology, VmConfig,
+    BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig,
+    MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode, Topology,
+    VmConfig,
 };
 
 /// The flags that describe the VM; `--config` replaces them all.
-const VM_FLAGS: [&str; 17] = [
+const VM_FLAGS: [&str; 18] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -24,6 +25,7 @@ const VM_FLAGS: [&str; 17] = [
     "disk",
     "net",
     "rng",
+    "balloon",
     "serial",
     "api_socket",
     "hugepages",
@@ -77,6 +79,9 @@ pub struct Cli {
     /// Add a virtio-rng device.
     #[arg(long)]
     pub rng: bool,
+    /// Add a virtio-balloon device; its statistics refresh every SECONDS (0: never).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "0")]
+    pub balloon: Option<u32>,
     /// Console: stdio, file=PATH or socket=PATH.
     #[arg(long, value_name = "SPEC", default_value = "stdio", value_parser = parse_serial)]
     pub serial: SerialMode,
@@ -139,6 +144,11 @@ impl Cli {
             disks: self.disk.clone(),
             nets: self.net.clone(),
             rng: self.rng,
+            balloon: self.balloon.map(|stats_period_s| BalloonSettings {
+                deflate_on_oom: false,
+                stats_period_s,
+                target_kib: None,
+            }),
             serial: self.serial.clone(),
             api_socket: self.api_socket.clone(),
             seccomp: self.seccomp,

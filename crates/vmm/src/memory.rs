@@ -89,11 +89,17 @@ pub fn create_guest_memory(
                 libc::madvise(host.cast(), size, libc::MADV_HUGEPAGE);
             }
         }
-        if options.share_pages {
-            // SAFETY: as above; MADV_MERGEABLE lets KSM share identical pages. Failure (no KSM) is harmless.
-            unsafe {
-                libc::madvise(host.cast(), size, libc::MADV_MERGEABLE);
-            }
+        // As QEMU's mem-merge: on by default, off with <nosharepages/>. Unmergeable is said explicitly, so a
+        // process-wide KSM setting (prctl PR_SET_MEMORY_MERGE, inherited on newer kernels) does not apply.
+        let advice = if options.share_pages {
+            libc::MADV_MERGEABLE
+        } else {
+            libc::MADV_UNMERGEABLE
+        };
+        // SAFETY: as above; the advice only decides whether KSM may share identical pages. Failure (no KSM)
+        // is harmless.
+        unsafe {
+            libc::madvise(host.cast(), size, advice);
         }
         // SAFETY: `host` is a fresh private mapping of `size` readable and writable bytes that nothing else
         // refers to, and it is never unmapped (see map_aligned), so it outlives the region.
@@ -238,6 +244,48 @@ mod tests {
                     "no guard page above RAM at {host:#x}"
                 );
             }
+        }
+    }
+
+    /// The VmFlags line of the mapping that starts at `addr`, from /proc/self/smaps.
+    fn vm_flags(addr: u64) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((from, _)) = first.split_once('-') {
+                if let Ok(from) = u64::from_str_radix(from, 16) {
+                    inside = from == addr;
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(flags) = line.strip_prefix("VmFlags:") {
+                    return flags.trim().to_string();
+                }
+            }
+        }
+        panic!("no mapping at {addr:#x}");
+    }
+
+    #[test]
+    fn ram_is_mergeable_unless_told_not_to_share() {
+        for (share_pages, mergeable) in [(true, true), (false, false)] {
+            let mem = create_guest_memory(
+                34,
+                MemoryOptions {
+                    hugepages: false,
+                    share_pages,
+                },
+            )
+            .unwrap();
+            let (_, _, host) = host_regions(&mem)[0];
+            let flags = vm_flags(host);
+            assert_eq!(
+                flags.split_whitespace().any(|f| f == "mg"),
+                mergeable,
+                "share_pages {share_pages}: VmFlags {flags}"
+            );
         }
     }
 

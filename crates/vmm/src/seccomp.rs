@@ -389,6 +389,8 @@ fn role_rules(role: ThreadRole) -> Rules {
                 libc::SYS_fstat,
                 libc::SYS_newfstatat,
                 libc::SYS_statx,
+                // The balloon worker's statistics timer (created at build, re-armed by the worker).
+                libc::SYS_timerfd_settime,
             ]));
         }
         ThreadRole::Main => {
@@ -423,8 +425,9 @@ fn role_rules(role: ThreadRole) -> Rules {
                 libc::SYS_sendto,
                 libc::SYS_shutdown,
             ]));
-            // "poweroff" raises the SCI line; "save" reads the KVM state.
-            let mut requests = vec![KVM_IRQ_LINE];
+            // "poweroff" raises the SCI line; "save" reads the KVM state; "balloon" sends the
+            // balloon's configuration-change MSI, and pausing it for "save" the statistics queue's.
+            let mut requests = vec![KVM_IRQ_LINE, KVM_SIGNAL_MSI];
             requests.extend(KVM_SAVE_IOCTLS);
             rules.push(ioctls(&requests));
             // "save": into the file opened (see `save_open_filter`) at its offset, then synced;

@@ -100,6 +100,10 @@ pub struct VmHandle {
     machine: Option<Arc<Machine>>,
     /// Held while the state is saved, so a `resume` waits until it is written.
     saving: Mutex<()>,
+    /// The virtio-balloon device, if the VM has one.
+    balloon: Option<oxvirt_virtio::BalloonHandle>,
+    /// Guest RAM in KiB, what the balloon's target is measured against.
+    memory_kib: u64,
 }
 
 impl VmHandle {
@@ -151,6 +155,64 @@ impl VmHandle {
         Ok(())
     }
 
+    fn balloon(&self) -> Result<&oxvirt_virtio::BalloonHandle, String> {
+        self.balloon
+            .as_ref()
+            .ok_or_else(|| "this VM has no balloon device".to_string())
+    }
+
+    /// Asks the guest to keep `target_kib` KiB of RAM (at most all of it): the balloon's target
+    /// is the rest, in 4 KiB pages.
+    pub fn set_balloon_target(&self, target_kib: u64) -> Result<(), String> {
+        let balloon = self.balloon()?;
+        if target_kib > self.memory_kib {
+            return Err(format!(
+                "the balloon target {target_kib} KiB is above the guest's memory ({} KiB)",
+                self.memory_kib
+            ));
+        }
+        let pages =
+            (self.memory_kib - target_kib) / (oxvirt_virtio::balloon::BALLOON_PAGE_SIZE / 1024);
+        // Guest RAM is at most the host's, far below 2^32 pages of 4 KiB (16 TiB).
+        let pages =
+            u32::try_from(pages).map_err(|_| "the balloon target is too large".to_string())?;
+        balloon.set_target_pages(pages);
+        Ok(())
+    }
+
+    /// The balloon's view of guest memory.
+    pub fn balloon_report(&self) -> Result<crate::protocol::BalloonReport, String> {
+        let balloon = self.balloon()?;
+        let page_kib = oxvirt_virtio::balloon::BALLOON_PAGE_SIZE / 1024;
+        let stats = balloon.stats();
+        Ok(crate::protocol::BalloonReport {
+            actual_kib: self
+                .memory_kib
+                .saturating_sub(u64::from(balloon.actual_pages()) * page_kib),
+            target_kib: self
+                .memory_kib
+                .saturating_sub(u64::from(balloon.target_pages()) * page_kib),
+            stats_period_s: balloon.stats_period(),
+            guest: stats
+                .as_ref()
+                .map(|s| {
+                    s.virsh_terms()
+                        .into_iter()
+                        .map(|(name, value)| (name.to_string(), value))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            last_update: stats.map(|s| s.received_s),
+        })
+    }
+
+    /// Sets how often the guest refreshes its statistics (0: never).
+    pub fn set_balloon_stats_period(&self, seconds: u32) -> Result<(), String> {
+        self.balloon()?
+            .set_stats_period(seconds)
+            .map_err(|e| format!("cannot set the statistics period: {e}"))
+    }
+
     /// Presses the ACPI power button. Fails if the guest has not enabled the event (no ACPI-aware OS).
     pub fn power_button(&self) -> Result<(), String> {
         let mut pm = lock(&self.pm);
@@ -180,6 +242,8 @@ impl VmHandle {
             seccomp: Arc::new(Filters::disabled()),
             machine: None,
             saving: Mutex::new(()),
+            balloon: None,
+            memory_kib: 0,
         }
     }
 
@@ -364,6 +428,9 @@ struct MachineShape {
     disks: usize,
     nets: usize,
     rng: bool,
+    /// Absent in states saved before balloons existed: none then.
+    #[serde(default)]
+    balloon: bool,
 }
 
 impl MachineShape {
@@ -374,6 +441,7 @@ impl MachineShape {
             disks: config.disks.len(),
             nets: config.nets.len(),
             rng: config.rng,
+            balloon: config.balloon.is_some(),
         }
     }
 
@@ -398,6 +466,11 @@ impl MachineShape {
         compare("disks", self.disks.to_string(), here.disks.to_string());
         compare("NICs", self.nets.to_string(), here.nets.to_string());
         compare("rng", self.rng.to_string(), here.rng.to_string());
+        compare(
+            "balloon",
+            self.balloon.to_string(),
+            here.balloon.to_string(),
+        );
         diffs.join("; ")
     }
 }
@@ -646,7 +719,7 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        add_virtio_devices(config, &memory, &vm, &mut pci)?;
+        let balloon = add_virtio_devices(config, &memory, &vm, &mut pci)?;
 
         let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))
@@ -694,6 +767,8 @@ impl Vm {
             seccomp: filters,
             machine: Some(machine.clone()),
             saving: Mutex::new(()),
+            balloon,
+            memory_kib: config.memory.size_mib * 1024,
         });
         Ok(Vm {
             handle,
@@ -726,7 +801,7 @@ impl Vm {
             let selftest = self.seccomp_selftest && i == 0;
             let start_restored = self.restored && i == 0;
             let t = std::thread::Builder::new()
-                .name(format!("vcpu {i}"))
+                .name(format!("{}{i}", crate::protocol::VCPU_THREAD_PREFIX))
                 .spawn(move || {
                     // Before the first KVM_RUN: guest code never runs unfiltered.
                     if let Err(e) = filters.apply(ThreadRole::Vcpu) {
@@ -793,10 +868,11 @@ fn add_virtio_devices(
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<oxvirt_virtio::BalloonHandle>> {
     use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, VirtioPciDevice};
-    if config.disks.is_empty() && config.nets.is_empty() && !config.rng {
-        return Ok(());
+    if config.disks.is_empty() && config.nets.is_empty() && !config.rng && config.balloon.is_none()
+    {
+        return Ok(None);
     }
     let mem_handle = GuestMemoryHandle::new(memory.clone());
     let msi_vm = vm.clone();
@@ -836,11 +912,26 @@ fn add_virtio_devices(
     if config.rng {
         devices.push(oxvirt_virtio::rng_device());
     }
+    let mut balloon = None;
+    if let Some(settings) = config.balloon {
+        let (device, handle) = oxvirt_virtio::balloon_device(oxvirt_virtio::BalloonConfig {
+            deflate_on_oom: settings.deflate_on_oom,
+            stats_period_s: settings.stats_period_s,
+        })?;
+        if let Some(target_kib) = settings.target_kib {
+            // Validated: at most all of RAM.
+            let pages = (config.memory.size_mib * 1024).saturating_sub(target_kib)
+                / (oxvirt_virtio::balloon::BALLOON_PAGE_SIZE / 1024);
+            handle.set_target_pages(u32::try_from(pages).unwrap_or(u32::MAX));
+        }
+        devices.push(device);
+        balloon = Some(handle);
+    }
     for dev in devices {
         let pci_dev = VirtioPciDevice::new(dev, mem_handle.clone(), msi.clone())?;
         pci.add(Box::new(pci_dev))?;
     }
-    Ok(())
+    Ok(balloon)
 }
 
 /// A disk whose config names its backing chain opens only if the image's headers name exactly

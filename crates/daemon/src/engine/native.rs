@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus, StateFile,
+    GuestStatus, MemoryStats, StateFile,
 };
 
 pub struct NativeEngine {
@@ -158,7 +158,13 @@ impl Engine for NativeEngine {
             }
             // Dropping the sender ends the event stream: the supervisor sees the guest gone.
         });
-        Ok((Arc::new(VmmControl { client }), events_rx))
+        Ok((
+            Arc::new(VmmControl {
+                client,
+                run: RunPaths::new(run_dir),
+            }),
+            events_rx,
+        ))
     }
 
     fn console_paths(&self, run_dir: &Path) -> ConsolePaths {
@@ -172,6 +178,42 @@ impl Engine for NativeEngine {
 
 struct VmmControl {
     client: VmmClient,
+    /// Where the VMM's pid file is (its vCPU threads are found from the pid).
+    run: RunPaths,
+}
+
+/// The balloon report as the daemon's [`MemoryStats`]: the VMM already uses virsh's names and
+/// units; the names are matched to the static set the daemon knows (others are dropped).
+fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
+    const KNOWN: [&str; 10] = [
+        "swap_in",
+        "swap_out",
+        "major_fault",
+        "minor_fault",
+        "unused",
+        "available",
+        "usable",
+        "disk_caches",
+        "hugetlb_pgalloc",
+        "hugetlb_pgfail",
+    ];
+    let mut guest: Vec<(&'static str, u64)> = report
+        .guest
+        .iter()
+        .filter_map(|(name, value)| {
+            KNOWN
+                .iter()
+                .find(|known| *known == name)
+                .map(|known| (*known, *value))
+        })
+        .collect();
+    if let Some(at) = report.last_update {
+        guest.push(("last_update", at));
+    }
+    MemoryStats {
+        actual_kib: report.actual_kib,
+        guest,
+    }
 }
 
 #[async_trait]
@@ -210,6 +252,43 @@ impl Control for VmmControl {
     async fn quit(&self) -> Result<(), EngineError> {
         self.client.stop().await.map_err(engine_error)
     }
+
+    async fn vcpu_threads(&self) -> Result<Vec<u32>, EngineError> {
+        let pid = oxvirt_native::read_pid_file(&self.run).ok_or_else(|| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("no VMM pid in {}", self.run.pid_file().display()),
+        })?;
+        let threads = oxvirt_native::vcpu_threads(pid);
+        if threads.is_empty() {
+            return Err(EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("the VMM (pid {pid}) has no vCPU threads"),
+            });
+        }
+        Ok(threads)
+    }
+
+    async fn set_balloon(&self, target_kib: u64) -> Result<(), EngineError> {
+        self.client
+            .set_balloon(target_kib)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn memory_stats(&self) -> Result<MemoryStats, EngineError> {
+        self.client
+            .balloon_stats()
+            .await
+            .map(memory_stats_of)
+            .map_err(engine_error)
+    }
+
+    async fn set_memory_stats_period(&self, seconds: u32) -> Result<(), EngineError> {
+        self.client
+            .set_balloon_stats_period(seconds)
+            .await
+            .map_err(engine_error)
+    }
 }
 
 #[cfg(test)]
@@ -232,6 +311,32 @@ mod tests {
                 reason: "killed by signal 9".into()
             }),
             vec![]
+        );
+    }
+
+    #[test]
+    fn a_balloon_report_becomes_memory_stats() {
+        let report = oxvirt_native::BalloonReport {
+            actual_kib: 131072,
+            target_kib: 131072,
+            stats_period_s: 0,
+            guest: vec![
+                ("unused".to_string(), 1000),
+                ("something_new".to_string(), 1),
+                ("available".to_string(), 2000),
+            ],
+            last_update: Some(1_780_000_000),
+        };
+        assert_eq!(
+            memory_stats_of(report),
+            MemoryStats {
+                actual_kib: 131072,
+                guest: vec![
+                    ("unused", 1000),
+                    ("available", 2000),
+                    ("last_update", 1_780_000_000)
+                ],
+            }
         );
     }
 

@@ -61,6 +61,19 @@ run_ok() {
     if [ $rc -eq 0 ]; then echo "CHECK $name ok"; else echo "CHECK $name FAIL rc=$rc"; fi
 }
 
+# log_answer LOG TAG: the last value a guest printed for TAG (TAG=value, values are words and
+# numbers; the echo of the typed command has `$(` there instead) in the console log LOG.
+log_answer() { tr -d '\r' <$1 | grep -ao "$2=[A-Za-z0-9-][A-Za-z0-9-]*" | tail -n 1 | cut -d= -f2; }
+# console_say DOMAIN N CMD: a new console session N on DOMAIN (the previous one on descriptor 3 is
+# closed) types CMD; more lines go to descriptor 3.
+console_say() {
+    exec 3>&-
+    mkfifo /tmp/cin$2
+    ox console $1 </tmp/cin$2 >/tmp/con$2 2>&1 &
+    exec 3>/tmp/cin$2
+    echo "$3" >&3
+}
+
 # gone PID: the process ended (a zombie counts as ended).
 gone() { [ ! -d /proc/$1 ] || grep -q ') Z' /proc/$1/stat 2>/dev/null; }
 state_is() { ox list --all | grep -Eq "nat +$1\$"; }
@@ -181,6 +194,8 @@ echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
 
 # Snapshots, save/restore and managed save of a second native domain.
 . /lab/snapshots.sh
+# The balloon, memory backing and vCPU threads of native domains.
+. /lab/balloon.sh
 kill $DPID
 wait $DPID 2>/dev/null
 dump

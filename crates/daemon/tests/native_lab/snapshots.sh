@@ -8,18 +8,10 @@ SLOG=$S/run/$SUUID/console.log
 SSTATE=$S/snapshot/$SUUID
 snap_is() { ox list --all | grep -Eq "snap +$1\$"; }
 snap_booted() { grep -ac OXVIRT-GUEST-BOOTED $SLOG 2>/dev/null || echo 0; }
-# answer TAG: the last value the guest printed for TAG (values are words and numbers; the echo of
-# the typed command has `$(` there instead).
-answer() { tr -d '\r' <$SLOG | grep -ao "$1=[A-Za-z0-9-][A-Za-z0-9-]*" | tail -n 1 | cut -d= -f2; }
+answer() { log_answer $SLOG $1; }
 answered() { [ -n "$(answer $1)" ]; }
 # say N CMD: a new console session N (the previous one ended with its VMM) types CMD.
-say() {
-    exec 3>&-
-    mkfifo /tmp/cin$1
-    ox console snap </tmp/cin$1 >/tmp/con$1 2>&1 &
-    exec 3>/tmp/cin$1
-    echo "$2" >&3
-}
+say() { console_say snap "$@"; }
 # Reads the first 6 bytes of the disk itself, not of the page cache (which comes back with the
 # memory): O_DIRECT.
 DISK='dd if=/dev/vda bs=4096 count=1 iflag=direct 2>/dev/null | head -c 6'

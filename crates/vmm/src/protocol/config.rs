@@ -52,6 +52,9 @@ pub struct VmConfig {
     /// A virtio-rng device (after the NICs).
     #[serde(default)]
     pub rng: bool,
+    /// A virtio-balloon device (after the rng); none without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<BalloonSettings>,
     /// Where COM1 goes.
     #[serde(default)]
     pub serial: SerialMode,
@@ -82,6 +85,22 @@ pub struct RestoreSource {
 
 fn default_cmdline() -> String {
     DEFAULT_CMDLINE.to_string()
+}
+
+/// The virtio-balloon device (libvirt's `<memballoon model='virtio'>`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalloonSettings {
+    /// Let the guest take pages back from the balloon when it runs out of memory
+    /// (`VIRTIO_BALLOON_F_DEFLATE_ON_OOM`, libvirt's `autodeflate='on'`).
+    pub deflate_on_oom: bool,
+    /// Seconds between two refreshes of the guest's memory statistics; 0: none
+    /// (`<stats period=...>`; the control request `balloon-stats-period` changes it).
+    pub stats_period_s: u32,
+    /// The memory (KiB) the guest is asked to keep from the start (libvirt's `<currentMemory>`
+    /// below `<memory>`); none: all of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_kib: Option<u64>,
 }
 
 /// Guest RAM.
@@ -435,6 +454,7 @@ impl VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            balloon: None,
             serial: SerialMode::default(),
             api_socket: None,
             seccomp: SeccompMode::default(),
@@ -513,6 +533,15 @@ impl VmConfig {
             ));
         }
         self.validate_cpus()?;
+        if let Some(target) = self.balloon.and_then(|b| b.target_kib) {
+            let memory_kib = self.memory.size_mib.saturating_mul(1024);
+            if target > memory_kib {
+                return Err(ConfigError::invalid(
+                    "balloon.target_kib",
+                    format!("{target} KiB is above memory.size_mib ({memory_kib} KiB)"),
+                ));
+            }
+        }
         for (index, disk) in self.disks.iter().enumerate() {
             disk.validate(&format!("disks[{index}]"))?;
         }

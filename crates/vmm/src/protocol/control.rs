@@ -5,7 +5,10 @@
 //! → {"command":"status"}    ← {"ok":true,"state":"running","vcpus":2}
 //! → {"command":"pause"}     ← {"ok":true}
 //! → {"command":"save","path":"/var/lib/x.state","offset":4096}   ← {"ok":true}
-//! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, resume, poweroff, stop, save)"}
+//! → {"command":"balloon","target_kib":262144}   ← {"ok":true}
+//! → {"command":"balloon-stats"}   ← {"ok":true,"balloon":{"actual_kib":262144,"target_kib":262144,"stats_period_s":0,"guest":[["swap_in",0],...],"last_update":1780000000}}
+//! → {"command":"balloon-stats-period","seconds":5}   ← {"ok":true}
+//! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, ...)"}
 //! ```
 //!
 //! A bare word (`pause`) is accepted as a request too, for people at a shell.
@@ -36,10 +39,32 @@ pub enum Request {
         path: PathBuf,
         offset: u64,
     },
+    /// Asks the guest's balloon driver to leave the guest `target_kib` KiB of RAM (at most the
+    /// configured memory); answered once asked, not once done. `{"command":"balloon","target_kib":N}`.
+    Balloon {
+        target_kib: u64,
+    },
+    /// The balloon's view of guest memory ([`BalloonReport`]).
+    BalloonStats,
+    /// How often the guest refreshes its statistics (0: never).
+    /// `{"command":"balloon-stats-period","seconds":N}`.
+    BalloonStatsPeriod {
+        seconds: u32,
+    },
 }
 
 /// Every command's name, in the order error messages list them.
-const NAMES: [&str; 6] = ["status", "pause", "resume", "poweroff", "stop", "save"];
+const NAMES: [&str; 9] = [
+    "status",
+    "pause",
+    "resume",
+    "poweroff",
+    "stop",
+    "save",
+    "balloon",
+    "balloon-stats",
+    "balloon-stats-period",
+];
 
 impl Request {
     /// The command's name on the wire.
@@ -51,6 +76,9 @@ impl Request {
             Request::Poweroff => "poweroff",
             Request::Stop => "stop",
             Request::Save { .. } => "save",
+            Request::Balloon { .. } => "balloon",
+            Request::BalloonStats => "balloon-stats",
+            Request::BalloonStatsPeriod { .. } => "balloon-stats-period",
         }
     }
 
@@ -98,6 +126,14 @@ impl FromStr for Request {
             "resume" => Ok(Request::Resume),
             "poweroff" => Ok(Request::Poweroff),
             "stop" => Ok(Request::Stop),
+            "balloon-stats" => Ok(Request::BalloonStats),
+            "balloon" => Err(RequestError(
+                "command balloon needs a target: {\"command\":\"balloon\",\"target_kib\":N}".to_string(),
+            )),
+            "balloon-stats-period" => Err(RequestError(
+                "command balloon-stats-period needs seconds: {\"command\":\"balloon-stats-period\",\"seconds\":N}"
+                    .to_string(),
+            )),
             "save" => Err(RequestError(
                 "command save needs a path and an offset: {\"command\":\"save\",\"path\":\"FILE\",\"offset\":N}"
                     .to_string(),
@@ -121,8 +157,9 @@ impl fmt::Display for Request {
 #[error("{0}")]
 pub struct RequestError(pub String);
 
-/// A request as it is written: `{"command": NAME}`, plus `path` and `offset` for `save`.
-#[derive(Serialize, Deserialize)]
+/// A request as it is written: `{"command": NAME}`, plus `path` and `offset` for `save`,
+/// `target_kib` for `balloon`, `seconds` for `balloon-stats-period`.
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireRequest {
     command: String,
@@ -130,6 +167,10 @@ struct WireRequest {
     path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     offset: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_kib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seconds: Option<u32>,
 }
 
 impl TryFrom<WireRequest> for Request {
@@ -152,7 +193,33 @@ impl TryFrom<WireRequest> for Request {
                 offset: wire.offset.unwrap_or(0),
             });
         }
+        if wire.command == "balloon" || wire.command == "balloon-stats-period" {
+            if wire.path.is_some() || wire.offset.is_some() {
+                return Err(RequestError(format!(
+                    "command {} takes no path or offset",
+                    wire.command
+                )));
+            }
+            return match (wire.command.as_str(), wire.target_kib, wire.seconds) {
+                ("balloon", Some(target_kib), None) => Ok(Request::Balloon { target_kib }),
+                ("balloon-stats-period", None, Some(seconds)) => {
+                    Ok(Request::BalloonStatsPeriod { seconds })
+                }
+                ("balloon", ..) => Err(RequestError(
+                    "command balloon takes \"target_kib\" (KiB), and only that".to_string(),
+                )),
+                _ => Err(RequestError(
+                    "command balloon-stats-period takes \"seconds\", and only that".to_string(),
+                )),
+            };
+        }
         let request: Request = wire.command.parse()?;
+        if wire.target_kib.is_some() || wire.seconds.is_some() {
+            return Err(RequestError(format!(
+                "command {} takes no target_kib or seconds",
+                request.name()
+            )));
+        }
         if wire.path.is_some() || wire.offset.is_some() {
             return Err(RequestError(format!(
                 "command {} takes no path or offset",
@@ -171,11 +238,21 @@ impl From<Request> for WireRequest {
                 command,
                 path: Some(path),
                 offset: Some(offset),
+                ..WireRequest::default()
+            },
+            Request::Balloon { target_kib } => WireRequest {
+                command,
+                target_kib: Some(target_kib),
+                ..WireRequest::default()
+            },
+            Request::BalloonStatsPeriod { seconds } => WireRequest {
+                command,
+                seconds: Some(seconds),
+                ..WireRequest::default()
             },
             _ => WireRequest {
                 command,
-                path: None,
-                offset: None,
+                ..WireRequest::default()
             },
         }
     }
@@ -200,8 +277,29 @@ pub enum Reply {
     Done,
     /// The answer to `status`.
     Status { state: RunState, vcpus: u32 },
+    /// The answer to `balloon-stats`.
+    Balloon(BalloonReport),
     /// The request was refused or failed; `error` says why.
     Refused { error: String },
+}
+
+/// The balloon's view of guest memory, in `virsh dommemstat`'s terms.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonReport {
+    /// The memory the guest has now (KiB): its configured size less what the balloon holds.
+    pub actual_kib: u64,
+    /// The memory the host asked the guest to keep (KiB).
+    pub target_kib: u64,
+    /// Seconds between two statistics refreshes (0: none).
+    pub stats_period_s: u32,
+    /// The guest's last statistics under virsh's names (`swap_in`, `unused`, `available`, ...),
+    /// memory sizes in KiB, in the order the guest sent them; empty until it sent any.
+    #[serde(default)]
+    pub guest: Vec<(String, u64)>,
+    /// When the device received them (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_update: Option<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -213,6 +311,8 @@ struct WireReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vcpus: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    balloon: Option<BalloonReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -222,6 +322,7 @@ impl From<Reply> for WireReply {
             ok: true,
             state: None,
             vcpus: None,
+            balloon: None,
             error: None,
         };
         match reply {
@@ -229,6 +330,10 @@ impl From<Reply> for WireReply {
             Reply::Status { state, vcpus } => WireReply {
                 state: Some(state),
                 vcpus: Some(vcpus),
+                ..none
+            },
+            Reply::Balloon(report) => WireReply {
+                balloon: Some(report),
                 ..none
             },
             Reply::Refused { error } => WireReply {
@@ -253,17 +358,27 @@ impl TryFrom<WireReply> for Reply {
                 ok: true,
                 state: Some(state),
                 vcpus: Some(vcpus),
+                balloon: None,
                 error: None,
             } => Ok(Reply::Status { state, vcpus }),
             WireReply {
                 ok: true,
                 state: None,
                 vcpus: None,
+                balloon: Some(report),
+                error: None,
+            } => Ok(Reply::Balloon(report)),
+            WireReply {
+                ok: true,
+                state: None,
+                vcpus: None,
+                balloon: None,
                 error: None,
             } => Ok(Reply::Done),
-            WireReply { ok: true, .. } => {
-                Err("a successful reply has both state and vcpus, or neither, and no error".into())
-            }
+            WireReply { ok: true, .. } => Err(
+                "a successful reply has state and vcpus, or balloon, or nothing, and no error"
+                    .into(),
+            ),
         }
     }
 }
@@ -296,7 +411,7 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, balloon, balloon-stats, balloon-stats-period)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
     }
@@ -332,6 +447,63 @@ mod tests {
             let err = Request::parse_line(bad).unwrap_err();
             assert!(err.0.contains(phrase), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn balloon_requests_carry_their_target_and_period() {
+        for (line, request) in [
+            (
+                r#"{"command":"balloon","target_kib":131072}"#,
+                Request::Balloon { target_kib: 131072 },
+            ),
+            (r#"{"command":"balloon-stats"}"#, Request::BalloonStats),
+            (
+                r#"{"command":"balloon-stats-period","seconds":5}"#,
+                Request::BalloonStatsPeriod { seconds: 5 },
+            ),
+        ] {
+            assert_eq!(Request::parse_line(line), Ok(request.clone()));
+            assert_eq!(request.to_line(), line);
+        }
+        for (bad, phrase) in [
+            ("balloon", "needs a target"),
+            (r#"{"command":"balloon"}"#, "takes \"target_kib\""),
+            (
+                r#"{"command":"balloon","seconds":1}"#,
+                "takes \"target_kib\"",
+            ),
+            (
+                r#"{"command":"balloon-stats-period","target_kib":1}"#,
+                "takes \"seconds\"",
+            ),
+            (
+                r#"{"command":"balloon","target_kib":1,"path":"/x"}"#,
+                "takes no path",
+            ),
+            (
+                r#"{"command":"pause","seconds":1}"#,
+                "takes no target_kib or seconds",
+            ),
+            (
+                r#"{"command":"balloon","target_kib":-1}"#,
+                "invalid request",
+            ),
+        ] {
+            let err = Request::parse_line(bad).unwrap_err();
+            assert!(err.0.contains(phrase), "{bad}: {err}");
+        }
+        let report = Reply::Balloon(BalloonReport {
+            actual_kib: 200,
+            target_kib: 100,
+            stats_period_s: 0,
+            guest: vec![("unused".into(), 5)],
+            last_update: Some(9),
+        });
+        assert_eq!(
+            report.to_line(),
+            r#"{"ok":true,"balloon":{"actual_kib":200,"target_kib":100,"stats_period_s":0,"guest":[["unused",5]],"last_update":9}}"#
+        );
+        assert_eq!(Reply::parse_line(&report.to_line()), Ok(report));
     }
 
     #[test]

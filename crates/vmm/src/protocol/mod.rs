@@ -13,11 +13,16 @@
 
 pub mod config;
 pub mod control;
+
+/// The vCPU threads' names: `vcpu 0`, `vcpu 1`, ... (what `/proc/PID/task/TID/comm` shows), how
+/// a manager finds them to pin them.
+pub const VCPU_THREAD_PREFIX: &str = "vcpu ";
 pub mod exit;
 
 pub use config::{
-    BackingFile, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, MacAddress,
-    MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode, Topology, VmConfig,
+    BackingFile, BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache,
+    DiskConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
+    Topology, VmConfig,
 };
-pub use control::{Reply, Request, RequestError, RunState};
+pub use control::{BalloonReport, Reply, Request, RequestError, RunState};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
