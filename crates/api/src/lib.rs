@@ -24,7 +24,7 @@
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
 //! `qemu-monitor-command`: see the [`monitor`] module.
-//! `vcpuinfo`, `vcpupin`, `emulatorpin`: see the [`tuning`] module.
+//! `vcpuinfo`, `vcpupin`, `emulatorpin`, `vcpucount`, `setvcpus`: see the [`tuning`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
@@ -67,7 +67,7 @@ pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 
 pub mod tuning;
-pub use tuning::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
+pub use tuning::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};
 
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
