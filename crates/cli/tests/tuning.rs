@@ -218,14 +218,20 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
 
 const HOTPLUG_UUID: &str = "5a7c9e1b-3d5f-4a7b-9c1d-3e5f7a9b1c2d";
 
-/// Waits (bounded) until the guest's `nproc` says `want`; returns what it said last.
+/// Waits (bounded) until the guest's `nproc` says `want`; returns what it said last, and
+/// what the console showed (the kernel's CPU messages) when it never did.
 fn nproc_becomes(console: &mut support::ConsoleSession, tag: &mut u32, want: &str) -> String {
     let mut last = String::new();
-    oxvirt_testkit::wait_for(Duration::from_secs(60), || {
+    let reached = oxvirt_testkit::wait_for(Duration::from_secs(60), || {
         *tag += 1;
         last = console.run("nproc", *tag).trim().to_string();
         last == want
     });
+    if !reached {
+        let output = console.all_output();
+        let tail = &output[output.len().saturating_sub(3000)..];
+        eprintln!("nproc stayed {last}, not {want}; the console ends with:\n{tail}");
+    }
     last
 }
 

@@ -1011,7 +1011,8 @@ fn vcpu_failure(id: u32, why: &str) -> EngineError {
 }
 
 /// How long a vCPU hot-unplug waits for the guest to offline and eject the CPU.
-const VCPU_UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+/// TCG on a busy host makes the guest's CPU offlining (a stop_machine across its vCPUs) slow.
+const VCPU_UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a media change waits for a guest to unlock and open the tray.
 const TRAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
