@@ -108,6 +108,16 @@ echo "oxvirt-guest: power button pressed, powering off"
 EOF
 chmod +x "$root/etc/acpi/PWRF/00000080"
 
+# Run for each kernel device event (busybox uevent, on netlink: the kernel has no /proc/sys/kernel/hotplug):
+# a hot-plugged CPU arrives offline and, as udev's rule does on distributions, it is brought online.
+cat >"$root/sbin/hotplug" <<'EOF'
+#!/bin/sh
+if [ "$ACTION" = add ] && [ "$SUBSYSTEM" = cpu ] && [ -f "/sys$DEVPATH/online" ]; then
+    echo 1 >"/sys$DEVPATH/online"
+fi
+EOF
+chmod +x "$root/sbin/hotplug"
+
 cat >"$root/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -117,6 +127,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
 for m in $(echo $boot_modules); do modprobe "\$m" 2>/dev/null; done
+uevent /sbin/hotplug &
 hostname oxvirt-guest
 ip link set lo up
 # acpid listens only to the input devices that exist when it starts, and the power button's event node appears

@@ -24,7 +24,7 @@
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
 //! `qemu-monitor-command`: see the [`monitor`] module.
-//! `vcpuinfo`, `vcpupin`, `emulatorpin`: see the [`tuning`] module.
+//! `vcpuinfo`, `vcpupin`, `emulatorpin`, `vcpucount`, `setvcpus`: see the [`tuning`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //! `setmem`, `setmaxmem`, `dommemstat`: see the [`memory`] module.
 //!
@@ -79,7 +79,7 @@ pub use node::{
 };
 
 pub mod tuning;
-pub use tuning::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
+pub use tuning::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};
 
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};

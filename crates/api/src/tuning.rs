@@ -6,6 +6,8 @@
 //! | `GET /v1/domains/{id}/vcpuinfo`        |                | [`VcpuInfo`]  |
 //! | `POST /v1/domains/{id}/vcpupin`        | [`PinRequest`] | [`Pins`]      |
 //! | `POST /v1/domains/{id}/emulatorpin`    | [`PinRequest`] | [`Pins`]      |
+//! | `GET /v1/domains/{id}/vcpucount`       |                | [`VcpuCounts`]|
+//! | `POST /v1/domains/{id}/setvcpus`       | [`SetVcpus`]   | [`VcpuCounts`]|
 //!
 //! A pin request without `cpulist` asks; with one, it pins. `live` is the running guest's
 //! threads, `config` the definition; neither is virsh's `--current` (the running guest, else
@@ -64,6 +66,31 @@ pub struct Pin {
     pub cpulist: String,
 }
 
+/// A domain's vCPU counts (virsh's `vcpucount`): the definition's, and the running guest's
+/// (`None` when it is not running).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcpuCounts {
+    pub config_maximum: u32,
+    pub config_current: u32,
+    pub live_maximum: Option<u32>,
+    pub live_current: Option<u32>,
+}
+
+/// Body of `setvcpus`: `count` vCPUs online (or, with `maximum`, the definition's maximum).
+/// `live`/`config` as for pins; `guest` asks a guest agent, which oxvirt does not have.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetVcpus {
+    pub count: u32,
+    #[serde(default)]
+    pub live: bool,
+    #[serde(default)]
+    pub config: bool,
+    #[serde(default)]
+    pub maximum: bool,
+    #[serde(default)]
+    pub guest: bool,
+}
+
 impl Client {
     /// `GET /v1/domains/{id}/vcpuinfo`.
     pub async fn vcpu_info(&self, domain: &str) -> Result<VcpuInfo, ClientError> {
@@ -90,6 +117,26 @@ impl Client {
         self.call(
             Method::POST,
             domain_path(domain, "/emulatorpin"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `GET /v1/domains/{id}/vcpucount`.
+    pub async fn vcpu_count(&self, domain: &str) -> Result<VcpuCounts, ClientError> {
+        self.call(Method::GET, domain_path(domain, "/vcpucount"), None)
+            .await
+    }
+
+    /// `POST /v1/domains/{id}/setvcpus`.
+    pub async fn set_vcpus(
+        &self,
+        domain: &str,
+        request: &SetVcpus,
+    ) -> Result<VcpuCounts, ClientError> {
+        self.call(
+            Method::POST,
+            domain_path(domain, "/setvcpus"),
             Some(to_json(request)),
         )
         .await

@@ -1,7 +1,8 @@
-//! vCPU placement: `vcpuinfo`, `vcpupin`, `emulatorpin`, with virsh's arguments and output.
+//! vCPUs: where they run (`vcpuinfo`, `vcpupin`, `emulatorpin`) and how many there are
+//! (`vcpucount`, `setvcpus`), with virsh's arguments and output.
 
 use clap::Subcommand;
-use oxvirt_api::{Client, PinRequest, VcpuInfo};
+use oxvirt_api::{Client, PinRequest, SetVcpus, VcpuCounts, VcpuInfo};
 
 use crate::commands::{block_on, Scope};
 use crate::format::table;
@@ -33,6 +34,45 @@ pub enum TuningCommand {
         cpulist: Option<String>,
         #[command(flatten)]
         scope: Scope,
+    },
+    /// Change the number of vCPUs: hot-plug or unplug them in the running guest (--live) or
+    /// set the count, or with --maximum the maximum, the domain starts with (--config).
+    Setvcpus {
+        /// Domain name or UUID.
+        domain: String,
+        /// The number of vCPUs.
+        count: u32,
+        /// Set the maximum the domain starts with next (only with --config).
+        #[arg(long)]
+        maximum: bool,
+        #[command(flatten)]
+        scope: Scope,
+        /// Through a guest agent (oxvirt has none: refused).
+        #[arg(long)]
+        guest: bool,
+    },
+    /// Show a domain's vCPU counts: all of them as a table, or the one the options pick.
+    Vcpucount {
+        /// Domain name or UUID.
+        domain: String,
+        /// The maximum.
+        #[arg(long, conflicts_with = "active")]
+        maximum: bool,
+        /// The vCPUs online.
+        #[arg(long)]
+        active: bool,
+        /// The running guest.
+        #[arg(long, conflicts_with = "config")]
+        live: bool,
+        /// The definition (the domain's next start).
+        #[arg(long)]
+        config: bool,
+        /// The running guest if it runs, else the definition.
+        #[arg(long, conflicts_with_all = ["live", "config"])]
+        current: bool,
+        /// As the guest counts them (needs a guest agent, which oxvirt does not have).
+        #[arg(long)]
+        guest: bool,
     },
 }
 
@@ -91,7 +131,85 @@ pub fn run(client: &Client, command: TuningCommand) -> anyhow::Result<String> {
                 "emulator: CPU Affinity\n----------------------------------\n       *: {cpus}\n"
             ))
         }
+        TuningCommand::Setvcpus {
+            domain,
+            count,
+            maximum,
+            scope,
+            guest,
+        } => {
+            let request = SetVcpus {
+                count,
+                live: scope.live,
+                config: scope.config,
+                maximum,
+                guest,
+            };
+            block_on(client.set_vcpus(&domain, &request))??;
+            Ok(String::new())
+        }
+        TuningCommand::Vcpucount {
+            domain,
+            maximum,
+            active,
+            live,
+            config,
+            current,
+            guest,
+        } => {
+            if guest {
+                anyhow::bail!(
+                    "--guest counts the vCPUs through a guest agent, which oxvirt does not have"
+                );
+            }
+            let all = !(maximum || active || live || config || current);
+            let counts = block_on(client.vcpu_count(&domain))??;
+            vcpu_count_text(&counts, &domain, maximum, live, config, all)
+        }
     }
+}
+
+/// virsh's `vcpucount`: the table of every count known (the live ones while the domain
+/// runs), or the one count asked for.
+fn vcpu_count_text(
+    counts: &VcpuCounts,
+    domain: &str,
+    maximum: bool,
+    live: bool,
+    config: bool,
+    all: bool,
+) -> anyhow::Result<String> {
+    if all {
+        let rows = [
+            ("maximum", "config", Some(counts.config_maximum)),
+            ("maximum", "live", counts.live_maximum),
+            ("current", "config", Some(counts.config_current)),
+            ("current", "live", counts.live_current),
+        ];
+        return Ok(rows
+            .iter()
+            .filter_map(|(which, state, count)| {
+                count.map(|count| format!("{which:<12} {state:<12} {count:>3}\n"))
+            })
+            .collect());
+    }
+    let running = counts.live_maximum.is_some();
+    let from_live = live || (!config && running);
+    let count = if from_live {
+        let (Some(max), Some(current)) = (counts.live_maximum, counts.live_current) else {
+            anyhow::bail!("domain '{domain}' is not running (--live is the running guest)");
+        };
+        if maximum {
+            max
+        } else {
+            current
+        }
+    } else if maximum {
+        counts.config_maximum
+    } else {
+        counts.config_current
+    };
+    Ok(format!("{count}\n"))
 }
 
 /// virsh's blocks, one a vCPU; "CPU time" only when the kernel counted some, as virsh prints it.
@@ -155,6 +273,39 @@ mod tests {
             vcpu_info_text(&info),
             "VCPU:           0\nCPU:            1\nState:          running\nCPU time:       0.0s\nCPU Affinity:   -y\n\
              \nVCPU:           1\nCPU:            0\nState:          running\nCPU Affinity:   yy\n"
+        );
+    }
+
+    #[test]
+    fn vcpucount_prints_as_virsh() {
+        let stopped = VcpuCounts {
+            config_maximum: 4,
+            config_current: 1,
+            live_maximum: None,
+            live_current: None,
+        };
+        assert_eq!(
+            vcpu_count_text(&stopped, "d", false, false, false, true).unwrap(),
+            "maximum      config         4\ncurrent      config         1\n"
+        );
+        assert_eq!(
+            vcpu_count_text(&stopped, "d", true, false, false, false).unwrap(),
+            "4\n"
+        );
+        let err = vcpu_count_text(&stopped, "d", false, true, false, false).unwrap_err();
+        assert!(err.to_string().contains("not running"), "{err}");
+        let running = VcpuCounts {
+            live_maximum: Some(4),
+            live_current: Some(3),
+            ..stopped
+        };
+        assert_eq!(
+            vcpu_count_text(&running, "d", false, false, false, false).unwrap(),
+            "3\n"
+        );
+        assert_eq!(
+            vcpu_count_text(&running, "d", false, false, true, false).unwrap(),
+            "1\n"
         );
     }
 }

@@ -2,6 +2,8 @@
 //! are on QEMU's threads when the guest starts, `vcpupin`/`emulatorpin` move them live and in
 //! the definition, as the kernel shows (`/proc/PID/task/TID/status`); the tables print as
 //! Debian's virsh prints them for the same definition; bad pins are refused and change nothing.
+//! `setvcpus --live` hot-plugs vCPUs the guest brings online (its `nproc`) and unplugs them
+//! again; `vcpucount`, `vcpuinfo` and the live definition agree; bad counts change nothing.
 
 #[allow(dead_code)]
 mod support;
@@ -41,20 +43,24 @@ fn allowed(pid: u32, tid: u32) -> String {
 /// QEMU's pid (the process whose command line names our domain's uuid) and its vCPU threads,
 /// as QEMU reports them through `qemu-monitor-command`.
 fn qemu_threads(daemon: &Daemon) -> (u32, Vec<u32>) {
+    qemu_threads_of(daemon, "pin", UUID)
+}
+
+fn qemu_threads_of(daemon: &Daemon, domain: &str, uuid: &str) -> (u32, Vec<u32>) {
     let pid = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .find(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(UUID))
+                .map(|c| String::from_utf8_lossy(&c).contains(uuid))
                 .unwrap_or(false)
         })
         .expect("the guest's QEMU");
     let answer = daemon
         .oxvirt(&[
             "qemu-monitor-command",
-            "pin",
+            domain,
             "--return-value",
             r#"{"execute":"query-cpus-fast"}"#,
         ])
@@ -203,4 +209,152 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
         "{err}"
     );
     assert_eq!(daemon.oxvirt(&["domstate", "pin"]).ok(), "shut off\n\n");
+}
+
+const HOTPLUG_UUID: &str = "5a7c9e1b-3d5f-4a7b-9c1d-3e5f7a9b1c2d";
+
+/// Waits (bounded) until the guest's `nproc` says `want`; returns what it said last, and
+/// what the console showed (the kernel's CPU messages) when it never did.
+fn nproc_becomes(console: &mut support::ConsoleSession, tag: &mut u32, want: &str) -> String {
+    let mut last = String::new();
+    let reached = oxvirt_testkit::wait_for(Duration::from_secs(60), || {
+        *tag += 1;
+        last = console.run("nproc", *tag).trim().to_string();
+        last == want
+    });
+    if !reached {
+        let output = console.all_output();
+        let tail = &output[output.len().saturating_sub(3000)..];
+        eprintln!("nproc stayed {last}, not {want}; the console ends with:\n{tail}");
+    }
+    last
+}
+
+#[test]
+fn setvcpus_hot_plugs_and_unplugs_vcpus_the_guest_brings_online() {
+    let daemon = Daemon::start();
+    let disk = make_disk(daemon.dir.path(), "hp.img", 2048);
+    let xml = guest_xml("hp", HOTPLUG_UUID, &guest_kit(), &disk, 4)
+        .replace("<vcpu>4</vcpu>", "<vcpu current='1'>4</vcpu>");
+    daemon.define("hp.xml", &xml).1.ok();
+    // Shut off: the definition's counts only, as virsh prints them.
+    assert_eq!(
+        daemon.oxvirt(&["vcpucount", "hp"]).ok(),
+        "maximum      config         4\ncurrent      config         1\n\n"
+    );
+    let err = daemon.oxvirt(&["setvcpus", "hp", "2", "--live"]).error();
+    assert!(err.contains("is not running"), "{err}");
+
+    let mut console = daemon.start_with_console("hp");
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let mut tag = 0;
+    assert_eq!(nproc_becomes(&mut console, &mut tag, "1"), "1");
+
+    // Up to 3: QEMU gets two CPUs, the guest's hotplug helper brings them online.
+    daemon.oxvirt(&["setvcpus", "hp", "3", "--live"]).ok();
+    assert_eq!(nproc_becomes(&mut console, &mut tag, "3"), "3");
+    assert_eq!(
+        daemon.oxvirt(&["vcpucount", "hp"]).ok(),
+        "maximum      config         4\nmaximum      live           4\n\
+         current      config         1\ncurrent      live           3\n\n"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["vcpucount", "hp", "--active"]).ok(),
+        "3\n\n"
+    );
+    assert_eq!(
+        daemon
+            .oxvirt(&["vcpucount", "hp", "--maximum", "--live"])
+            .ok(),
+        "4\n\n"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["vcpucount", "hp", "--config"]).ok(),
+        "1\n\n"
+    );
+    let info = daemon.oxvirt(&["vcpuinfo", "hp"]).ok();
+    assert_eq!(info.matches("VCPU:").count(), 3, "{info}");
+    assert!(info.contains("VCPU:           2\n"), "{info}");
+    let (_, threads) = qemu_threads_of(&daemon, "hp", HOTPLUG_UUID);
+    assert_eq!(threads.len(), 3);
+    let live = daemon.oxvirt(&["dumpxml", "hp"]).ok();
+    assert!(
+        live.contains("<vcpu placement='static' current='3'>4</vcpu>"),
+        "{live}"
+    );
+    assert!(
+        live.contains(
+            "<vcpus>\n    <vcpu id='0' enabled='yes' hotpluggable='no' order='1'/>\n    \
+             <vcpu id='1' enabled='yes' hotpluggable='yes' order='2'/>\n    \
+             <vcpu id='2' enabled='yes' hotpluggable='yes' order='3'/>\n    \
+             <vcpu id='3' enabled='no' hotpluggable='yes'/>\n  </vcpus>"
+        ),
+        "{live}"
+    );
+    let stored = daemon.oxvirt(&["dumpxml", "--inactive", "hp"]).ok();
+    assert!(stored.contains("current='1'>4</vcpu>"), "{stored}");
+
+    // Beyond the maximum, 0, --guest, --maximum live: refused, nothing changes.
+    let err = daemon.oxvirt(&["setvcpus", "hp", "5", "--live"]).error();
+    assert!(
+        err.contains(
+            "requested vcpus is greater than max allowable vcpus for the live domain: 5 > 4"
+        ),
+        "{err}"
+    );
+    let err = daemon.oxvirt(&["setvcpus", "hp", "0", "--live"]).error();
+    assert!(err.contains("Can't set 0 processors"), "{err}");
+    let err = daemon.oxvirt(&["setvcpus", "hp", "2", "--guest"]).error();
+    assert!(err.contains("guest agent"), "{err}");
+    let err = daemon
+        .oxvirt(&["setvcpus", "hp", "2", "--maximum", "--live"])
+        .error();
+    assert!(err.contains("--maximum"), "{err}");
+    let err = daemon.oxvirt(&["vcpucount", "hp", "--guest"]).error();
+    assert!(err.contains("guest agent"), "{err}");
+    assert_eq!(nproc_becomes(&mut console, &mut tag, "3"), "3");
+    assert_eq!(daemon.oxvirt(&["dumpxml", "hp"]).ok(), live);
+    assert_eq!(daemon.oxvirt(&["dumpxml", "--inactive", "hp"]).ok(), stored);
+
+    // Down to 2: the last hot-plugged vCPU goes (the guest offlines and ejects it).
+    daemon.oxvirt(&["setvcpus", "hp", "2", "--live"]).ok();
+    assert_eq!(nproc_becomes(&mut console, &mut tag, "2"), "2");
+    assert_eq!(daemon.oxvirt(&["vcpucount", "hp", "--live"]).ok(), "2\n\n");
+    let info = daemon.oxvirt(&["vcpuinfo", "hp"]).ok();
+    assert_eq!(info.matches("VCPU:").count(), 2, "{info}");
+    let live = daemon.oxvirt(&["dumpxml", "hp"]).ok();
+    assert!(
+        live.contains("current='2'>4</vcpu>")
+            && live.contains("<vcpu id='2' enabled='no' hotpluggable='yes'/>"),
+        "{live}"
+    );
+    // Down to 1: the other hot-plugged vCPU goes too.
+    daemon.oxvirt(&["setvcpus", "hp", "1", "--live"]).ok();
+    assert_eq!(nproc_becomes(&mut console, &mut tag, "1"), "1");
+
+    // --config: the next start's count, the running guest untouched.
+    daemon.oxvirt(&["setvcpus", "hp", "2", "--config"]).ok();
+    let stored = daemon.oxvirt(&["dumpxml", "--inactive", "hp"]).ok();
+    assert!(
+        stored.contains("<vcpu placement='static' current='2'>4</vcpu>"),
+        "{stored}"
+    );
+    let err = daemon.oxvirt(&["setvcpus", "hp", "5", "--config"]).error();
+    assert!(
+        err.contains("greater than max allowable vcpus for the persistent domain: 5 > 4"),
+        "{err}"
+    );
+    let err = daemon.oxvirt(&["setvcpus", "hp", "6", "--maximum"]).error();
+    assert!(err.contains("--maximum"), "{err}");
+    daemon
+        .oxvirt(&["setvcpus", "hp", "6", "--maximum", "--config"])
+        .ok();
+    assert_eq!(
+        daemon.oxvirt(&["vcpucount", "hp"]).ok(),
+        "maximum      config         6\nmaximum      live           4\n\
+         current      config         2\ncurrent      live           1\n\n"
+    );
+    drop(console);
+    daemon.oxvirt(&["destroy", "hp"]).ok();
 }

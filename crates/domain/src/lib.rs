@@ -90,6 +90,7 @@ impl Domain {
                 max: vcpus,
                 current: None,
                 cpuset: None,
+                slots: Vec::new(),
                 line: SourceLine::NONE,
             },
             iothreads: None,

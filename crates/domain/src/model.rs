@@ -256,8 +256,21 @@ pub struct Vcpu {
     /// vCPUs online at boot; `None` means all of `max`.
     pub current: Option<u32>,
     pub cpuset: Option<CpuSet>,
+    /// `<vcpus>`: each vCPU's state, by id (empty: the element is absent, and the first
+    /// `current` vCPUs are the online ones). libvirt prints it once vCPUs were hot-plugged.
+    pub slots: Vec<VcpuSlot>,
     /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
     pub line: SourceLine,
+}
+
+/// One `<vcpus><vcpu id enabled hotpluggable order>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct VcpuSlot {
+    pub id: u32,
+    pub enabled: bool,
+    pub hotpluggable: Option<bool>,
+    /// The order vCPUs came online in (1 first); `None` for offline ones.
+    pub order: Option<u32>,
 }
 
 impl Vcpu {

@@ -46,6 +46,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut memtune = None;
     let mut memory_backing = None;
     let mut vcpu = None;
+    let mut vcpu_slots: Option<Vec<VcpuSlot>> = None;
     let mut iothreads = None;
     let mut cputune = None;
     let mut numatune = None;
@@ -145,6 +146,10 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
                 let parsed = parse_vcpu(&mut child)?;
                 set_once(&mut vcpu, parsed, &child)?;
             }
+            "vcpus" => {
+                let parsed = parse_vcpus(&mut child)?;
+                set_once(&mut vcpu_slots, parsed, &child)?;
+            }
             "iothreads" => {
                 child.finish_attrs()?;
                 let n = child.text_u32()?;
@@ -213,13 +218,32 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         what: "element <memory>".to_string(),
         location: root_loc.clone(),
     })?;
-    let vcpu = vcpu.unwrap_or(Vcpu {
+    let mut vcpu = vcpu.unwrap_or(Vcpu {
         placement: VcpuPlacement::Static,
         max: 1,
         current: None,
         cpuset: None,
+        slots: Vec::new(),
         line: SourceLine::NONE,
     });
+    if let Some(mut slots) = vcpu_slots {
+        // As libvirt: the states of <vcpus> decide which vCPUs are online, and so `current`.
+        // Those it leaves out are offline (libvirt prints every vCPU).
+        for id in 0..vcpu.max {
+            if !slots.iter().any(|slot| slot.id == id) {
+                slots.push(VcpuSlot {
+                    id,
+                    enabled: false,
+                    hotpluggable: None,
+                    order: None,
+                });
+            }
+        }
+        slots.sort_by_key(|slot| slot.id);
+        let enabled = slots.iter().filter(|slot| slot.enabled).count() as u32;
+        vcpu.current = (enabled != vcpu.max).then_some(enabled);
+        vcpu.slots = slots;
+    }
     let os = os.ok_or_else(|| DomainError::Missing {
         what: "element <os>".to_string(),
         location: root_loc.clone(),
@@ -421,8 +445,40 @@ fn parse_vcpu(elem: &mut Elem) -> Result<Vcpu> {
         max,
         current,
         cpuset,
+        slots: Vec::new(),
         line: elem.source_line(),
     })
+}
+
+/// `<vcpus>`: one `<vcpu id enabled [hotpluggable] [order]>` a vCPU (ids checked against
+/// `<vcpu>` in validate.rs).
+fn parse_vcpus(elem: &mut Elem) -> Result<Vec<VcpuSlot>> {
+    elem.finish_attrs()?;
+    let mut slots: Vec<VcpuSlot> = Vec::new();
+    for mut child in elem.children()? {
+        if child.name() != "vcpu" {
+            return Err(child.unsupported());
+        }
+        let id = child
+            .u32_attr("id")?
+            .ok_or_else(|| child.missing("attribute 'id'"))?;
+        let enabled = child
+            .yes_no_attr("enabled")?
+            .ok_or_else(|| child.missing("attribute 'enabled'"))?;
+        let hotpluggable = child.yes_no_attr("hotpluggable")?;
+        let order = child.u32_attr("order")?.filter(|order| *order != 0);
+        child.finish_attrs()?;
+        if slots.iter().any(|slot| slot.id == id) {
+            return Err(child.duplicate());
+        }
+        slots.push(VcpuSlot {
+            id,
+            enabled,
+            hotpluggable,
+            order,
+        });
+    }
+    Ok(slots)
 }
 
 fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {

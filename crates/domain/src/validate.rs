@@ -214,6 +214,26 @@ fn validate_memory(d: &Domain) -> Result<(), DomainError> {
     Ok(())
 }
 
+/// `<vcpus>`, with libvirt's words: ids below the maximum; vCPU 0 online, not hotpluggable.
+fn validate_vcpu_slots(vcpu: &Vcpu) -> Result<(), DomainError> {
+    if let Some(slot) = vcpu.slots.iter().find(|slot| slot.id >= vcpu.max) {
+        return Err(invalid(
+            "vcpus/vcpu",
+            format!(
+                "vcpu id '{}' is out of range of maximum vcpu count",
+                slot.id
+            ),
+        ));
+    }
+    match vcpu.slots.first() {
+        Some(first) if !first.enabled => Err(invalid("vcpus/vcpu", "vcpu 0 can't be offline")),
+        Some(first) if first.hotpluggable == Some(true) => {
+            Err(invalid("vcpus/vcpu", "vcpu0 can't be hotpluggable"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
     let max = d.vcpu.max;
     let limit = max_vcpus(&d.os.machine);
@@ -226,6 +246,7 @@ fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
             ),
         ));
     }
+    validate_vcpu_slots(&d.vcpu)?;
     if let Some(current) = d.vcpu.current {
         if current == 0 || current > max {
             return Err(invalid(

@@ -132,6 +132,24 @@ pub(crate) fn to_xml(d: &Domain) -> String {
         ],
         &d.vcpu.max.to_string(),
     );
+    if !d.vcpu.slots.is_empty() {
+        w.start("vcpus", &[]);
+        for slot in &d.vcpu.slots {
+            w.empty(
+                "vcpu",
+                &[
+                    ("id", s(slot.id)),
+                    ("enabled", s(yes_no(slot.enabled))),
+                    (
+                        "hotpluggable",
+                        slot.hotpluggable.map(|b| yes_no(b).to_string()),
+                    ),
+                    ("order", slot.order.map(|o| o.to_string())),
+                ],
+            );
+        }
+        w.end("vcpus");
+    }
     if let Some(n) = d.iothreads {
         w.text("iothreads", &[], &n.to_string());
     }

@@ -337,3 +337,41 @@ fn domain_new_builds_a_normalized_domain() {
         oxvirt_domain::Domain::new(oxvirt_domain::DomainType::Qemu, "zero", 1024, 0).unwrap_err();
     assert_msg(&e, &["vCPU count 0"]);
 }
+
+#[test]
+fn vcpus_states_are_checked_as_libvirt_checks_them() {
+    let slots = |inner: &str| with(&format!("\n  <vcpus>{inner}</vcpus>"), "");
+    let e = err(&slots("<vcpu id='2' enabled='yes'/>"));
+    assert_msg(
+        &e,
+        &[
+            "vcpus/vcpu",
+            "vcpu id '2' is out of range of maximum vcpu count",
+        ],
+    );
+    let e = err(&slots("<vcpu id='0' enabled='no'/>"));
+    assert_msg(&e, &["vcpu 0 can't be offline"]);
+    let e = err(&slots("<vcpu id='0' enabled='yes' hotpluggable='yes'/>"));
+    assert_msg(&e, &["vcpu0 can't be hotpluggable"]);
+    let e = err(&slots(
+        "<vcpu id='0' enabled='yes'/><vcpu id='0' enabled='yes'/>",
+    ));
+    assert_msg(&e, &["duplicate", "line 8"]);
+    let e = err(&slots("<vcpu id='1'/>"));
+    assert_msg(&e, &["attribute 'enabled'", "line 8"]);
+    // Those left out are offline; the enabled ones make `current`.
+    let d = parse_domain_xml(&slots(
+        "<vcpu id='0' enabled='yes' hotpluggable='no' order='1'/>",
+    ))
+    .unwrap();
+    assert_eq!(d.vcpu.current, Some(1));
+    let xml = d.to_xml();
+    assert!(
+        xml.contains(
+            "<vcpu placement='static' current='1'>2</vcpu>\n  <vcpus>\n    \
+             <vcpu id='0' enabled='yes' hotpluggable='no' order='1'/>\n    \
+             <vcpu id='1' enabled='no'/>\n  </vcpus>"
+        ),
+        "{xml}"
+    );
+}

@@ -1243,7 +1243,7 @@ prop_compose! {
                 discard,
                 line: SourceLine::NONE,
             }),
-            vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, line: SourceLine::NONE },
+            vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, slots: Vec::new(), line: SourceLine::NONE },
             iothreads,
             numatune,
             // <sysinfo> round trips are the sysinfo-* cases' (tests/cases.rs).

@@ -370,6 +370,8 @@ impl Planner {
             max,
             current,
             cpuset,
+            // The enabled ones are `current`, refused below when fewer than `max`.
+            slots: _,
             line,
         } = vcpu;
         if current.is_some_and(|c| c != *max) {

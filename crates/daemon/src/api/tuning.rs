@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::Router;
-use oxvirt_api::{PinRequest, Pins, VcpuInfo};
+use oxvirt_api::{PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo};
 
 use super::reply::{body, detached, Reply};
 use crate::services::Services;
@@ -18,6 +18,27 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/vcpuinfo", get(vcpu_info))
         .route("/v1/domains/{id}/vcpupin", post(vcpu_pin))
         .route("/v1/domains/{id}/emulatorpin", post(emulator_pin))
+        .route("/v1/domains/{id}/vcpucount", get(vcpu_count))
+        .route("/v1/domains/{id}/setvcpus", post(set_vcpus))
+}
+
+async fn vcpu_count(State(services): Shared, Path(id): Path<String>) -> Reply<VcpuCounts> {
+    detached(services, "vcpucount", |d| async move {
+        d.domains.vcpu_count(&id).await
+    })
+    .await
+}
+
+async fn set_vcpus(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<VcpuCounts> {
+    let request: SetVcpus = body(&bytes)?;
+    detached(services, "setvcpus", |d| async move {
+        d.domains.set_vcpus(&id, &request).await
+    })
+    .await
 }
 
 async fn vcpu_info(State(services): Shared, Path(id): Path<String>) -> Reply<VcpuInfo> {

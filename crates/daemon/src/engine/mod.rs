@@ -343,6 +343,20 @@ pub trait Control: Send + Sync {
     async fn set_memory_stats_period(&self, _seconds: u32) -> Result<(), EngineError> {
         Err(no_balloon())
     }
+    /// Each vCPU slot of the guest, by vCPU id (`0..max`): online or not, and whether it was
+    /// hot-plugged (only those can be unplugged).
+    async fn vcpu_slots(&self) -> Result<Vec<VcpuSlotState>, EngineError> {
+        Err(no_vcpu_hotplug())
+    }
+    /// Hot-plugs vCPU `id` (an offline slot); the guest is told, and onlines it itself.
+    async fn plug_vcpu(&self, _id: u32) -> Result<(), EngineError> {
+        Err(no_vcpu_hotplug())
+    }
+    /// Hot-unplugs vCPU `id` (one [`Control::plug_vcpu`] added); returns once the guest has
+    /// released it, or fails after a bounded wait.
+    async fn unplug_vcpu(&self, _id: u32) -> Result<(), EngineError> {
+        Err(no_vcpu_hotplug())
+    }
 }
 
 /// A guest's memory as its balloon device reports it, in virsh dommemstat's terms.
@@ -361,6 +375,21 @@ fn no_balloon() -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,
         message: "this guest has no memory balloon device its engine can drive".to_string(),
+    }
+}
+
+/// One vCPU slot of a running guest ([`Control::vcpu_slots`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VcpuSlotState {
+    pub online: bool,
+    /// Added while the guest ran (not one of the vCPUs it booted with).
+    pub hotplugged: bool,
+}
+
+fn no_vcpu_hotplug() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot change the vCPUs of a running guest".to_string(),
     }
 }
 

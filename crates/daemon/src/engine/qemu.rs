@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{
     AccelPlan, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine, EngineError,
     EngineErrorKind, EngineEvent, Events, GuestStatus, MemoryStats, NicPlug, SnapshotJob,
-    StateFile,
+    StateFile, VcpuSlotState,
 };
 
 pub struct QemuEngine {
@@ -915,16 +915,7 @@ impl Control for QmpControl {
     }
 
     async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
-        // A device the guest already released (after an earlier, timed-out request) is gone.
-        match self
-            .qmp
-            .execute("device_del", Some(serde_json::json!({ "id": device_id })))
-            .await
-        {
-            Ok(_) => {}
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
-            Err(err) => return Err(engine_error(err)),
-        }
+        self.delete_if_present("device_del", device_id).await?;
         // device_del only asks the guest to release the device (ACPI eject); it is gone when
         // QEMU no longer lists it among the peripherals.
         let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
@@ -954,14 +945,72 @@ impl Control for QmpControl {
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        match self
-            .qmp
-            .execute("netdev_del", Some(serde_json::json!({ "id": netdev_id })))
+        self.delete_if_present("netdev_del", netdev_id).await
+    }
+
+    async fn vcpu_slots(&self) -> Result<Vec<VcpuSlotState>, EngineError> {
+        Ok(self
+            .hotpluggable_cpus()
+            .await?
+            .iter()
+            .map(|cpu| {
+                let path = cpu["qom-path"].as_str();
+                VcpuSlotState {
+                    online: path.is_some(),
+                    hotplugged: path.is_some_and(|p| p.starts_with("/machine/peripheral/")),
+                }
+            })
+            .collect())
+    }
+
+    /// `device_add` of the slot's CPU type at its socket/die/core/thread, with libvirt's id.
+    async fn plug_vcpu(&self, id: u32) -> Result<(), EngineError> {
+        let cpus = self.hotpluggable_cpus().await?;
+        let slot = cpus
+            .get(id as usize)
+            .ok_or_else(|| vcpu_failure(id, "QEMU has no such slot"))?;
+        if slot.get("qom-path").is_some() {
+            return Err(vcpu_failure(id, "it is online already"));
+        }
+        let mut device = slot["props"].clone();
+        let Some(props) = device.as_object_mut() else {
+            return Err(vcpu_failure(id, "QEMU reports no properties for its slot"));
+        };
+        // `node-id` comes from -numa and is not a property the device takes again.
+        props.remove("node-id");
+        props.insert("driver".to_string(), slot["type"].clone());
+        props.insert("id".to_string(), serde_json::json!(vcpu_device_id(id)));
+        self.qmp
+            .execute("device_add", Some(device))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
-            Err(err) => Err(engine_error(err)),
+            .map_err(engine_error)?;
+        Ok(())
+    }
+
+    /// `device_del`, then the slot is watched until QEMU reports it empty: that is when QEMU
+    /// emitted DEVICE_DELETED (the guest ejected the CPU through ACPI).
+    async fn unplug_vcpu(&self, id: u32) -> Result<(), EngineError> {
+        self.delete_if_present("device_del", &vcpu_device_id(id))
+            .await?;
+        let deadline = tokio::time::Instant::now() + VCPU_UNPLUG_TIMEOUT;
+        loop {
+            let cpus = self.hotpluggable_cpus().await?;
+            if cpus
+                .get(id as usize)
+                .is_none_or(|cpu| cpu.get("qom-path").is_none())
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(vcpu_failure(
+                    id,
+                    &format!(
+                        "the guest did not release it within {} s (does it handle ACPI CPU hot-unplug?)",
+                        VCPU_UNPLUG_TIMEOUT.as_secs()
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -1033,6 +1082,57 @@ fn guest_memory_stats(value: &serde_json::Value) -> Vec<(&'static str, u64)> {
         })
         .collect()
 }
+
+impl QmpControl {
+    /// `command` (`device_del`, `netdev_del`) on `id`; one QEMU no longer has is gone
+    /// already: not an error (a device the guest released after an earlier, timed-out
+    /// request). `device_del` only asks the guest to release the device (ACPI eject): the
+    /// caller waits until it is gone.
+    async fn delete_if_present(&self, command: &str, id: &str) -> Result<(), EngineError> {
+        match self
+            .qmp
+            .execute(command, Some(serde_json::json!({ "id": id })))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+
+    /// QEMU's `query-hotpluggable-cpus`, in vCPU id order: by socket, die, core, thread (QEMU
+    /// lists them the other way round), which is the order QEMU numbers CPUs in.
+    async fn hotpluggable_cpus(&self) -> Result<Vec<serde_json::Value>, EngineError> {
+        let answer = self
+            .qmp
+            .execute("query-hotpluggable-cpus", None)
+            .await
+            .map_err(engine_error)?;
+        let mut cpus = answer.as_array().cloned().unwrap_or_default();
+        let key = |cpu: &serde_json::Value| {
+            ["socket-id", "die-id", "core-id", "thread-id"]
+                .map(|prop| cpu["props"][prop].as_u64().unwrap_or(0))
+        };
+        cpus.sort_by_key(key);
+        Ok(cpus)
+    }
+}
+
+/// The device id of hot-plugged vCPU `id`, libvirt's alias.
+fn vcpu_device_id(id: u32) -> String {
+    format!("vcpu{id}")
+}
+
+fn vcpu_failure(id: u32, why: &str) -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Failed,
+        message: format!("vCPU {id}: {why}"),
+    }
+}
+
+/// How long a vCPU hot-unplug waits for the guest to offline and eject the CPU.
+/// TCG on a busy host makes the guest's CPU offlining (a stop_machine across its vCPUs) slow.
+const VCPU_UNPLUG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a media change waits for a guest to unlock and open the tray.
 const TRAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

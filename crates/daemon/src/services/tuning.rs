@@ -1,5 +1,6 @@
 //! Where a guest's threads run (more of [`Domains`]): `vcpuinfo`, `vcpupin`, `emulatorpin`,
-//! and `<cputune>`'s `<vcpupin>`/`<emulatorpin>` applied when a guest starts.
+//! and `<cputune>`'s `<vcpupin>`/`<emulatorpin>` applied when a guest starts; how many vCPUs
+//! it has: `vcpucount`, `setvcpus` (vCPU hotplug through the engine's [`Control`]).
 //!
 //! A running guest is one engine process: each vCPU is one of its threads (the engine says
 //! which), and every other thread is the "emulator" (libvirt's word). Pinning is the kernel's
@@ -9,14 +10,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use oxvirt_api::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
-use oxvirt_domain::{CpuSet, CpuTune, Domain, VcpuPin};
+use oxvirt_api::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};
+use oxvirt_domain::{CpuSet, CpuTune, Domain, Vcpu, VcpuPin, VcpuSlot};
 use oxvirt_host::affinity;
 
 use super::domains::Domains;
 use super::error::{bad_request, db, engine_failure, internal, invalid_state, DaemonResult};
 use super::guests::Vm;
-use crate::engine::Control;
+use crate::engine::{Control, VcpuSlotState};
 use crate::store::DomainRecord;
 
 /// What a pin call works on (virsh's `--live`, `--config`, or neither: `--current`).
@@ -27,7 +28,11 @@ struct Targets {
 
 impl Targets {
     fn of(request: &PinRequest, running: bool) -> Targets {
-        match (request.live, request.config) {
+        Targets::from_flags(request.live, request.config, running)
+    }
+
+    fn from_flags(live: bool, config: bool, running: bool) -> Targets {
+        match (live, config) {
             (false, false) => Targets {
                 live: running,
                 config: !running,
@@ -304,6 +309,227 @@ impl Domains {
     }
 }
 
+impl Domains {
+    /// `vcpucount`: the definition's counts, and the running guest's (its live definition).
+    pub async fn vcpu_count(self: &Arc<Self>, id: &str) -> DaemonResult<VcpuCounts> {
+        let record = self.guests.resolve(id)?;
+        let (_vm, _guard) = self.guests.begin(&record)?;
+        let record = self.guests.resolve(id)?;
+        self.vcpu_counts(&record)
+    }
+
+    fn vcpu_counts(&self, record: &DomainRecord) -> DaemonResult<VcpuCounts> {
+        let config = self.persistent_domain(record)?.vcpu;
+        let live = match self.store.runtime(&record.uuid).map_err(db)? {
+            Some(_) => Some(self.current_domain(record)?.vcpu),
+            None => None,
+        };
+        Ok(VcpuCounts {
+            config_maximum: config.max,
+            config_current: config.online(),
+            live_maximum: live.as_ref().map(|v| v.max),
+            live_current: live.as_ref().map(Vcpu::online),
+        })
+    }
+
+    /// `setvcpus`: vCPUs hot-plugged into or unplugged from the running guest (`live`), and/or
+    /// the count (or, with `maximum`, the maximum) the definition starts with (`config`).
+    /// Everything is checked before anything changes.
+    pub async fn set_vcpus(
+        self: &Arc<Self>,
+        id: &str,
+        request: &SetVcpus,
+    ) -> DaemonResult<VcpuCounts> {
+        let record = self.guests.resolve(id)?;
+        let (vm, _guard) = self.guests.begin(&record)?;
+        let record = self.guests.resolve(id)?;
+        let count = request.count;
+        if request.guest {
+            return Err(bad_request(
+                "--guest changes the vCPUs through a guest agent, which oxvirt does not have: \
+                 use --live (vCPU hotplug) instead",
+            ));
+        }
+        if count == 0 {
+            return Err(bad_request("Can't set 0 processors for a VM"));
+        }
+        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
+        let targets = Targets::from_flags(request.live, request.config, running);
+        if request.maximum && (request.live || !request.config) {
+            return Err(bad_request(
+                "--maximum changes the maximum the definition starts with: only with --config \
+                 (the maximum of a running guest can't be modified)",
+            ));
+        }
+        if targets.live && !running {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running (--live is the running guest; --config its definition)",
+                record.name
+            )));
+        }
+        let mut persistent = self.persistent_domain(&record)?;
+        if targets.config {
+            set_config_vcpus(&mut persistent, count, request.maximum)?;
+            let xml = persistent.to_xml();
+            oxvirt_domain::parse_domain_xml(&xml).map_err(|err| bad_request(err.to_string()))?;
+            self.engine
+                .check_definition(&persistent)
+                .map_err(|err| engine_failure(&record.name, err))?;
+        }
+        if targets.live {
+            self.set_live_vcpus(&vm, &record, count).await?;
+        }
+        if targets.config {
+            let engine = self.engine.kind_of(&persistent).to_string();
+            self.store_next_start_xml(&record, &persistent.to_xml(), &engine)?;
+        }
+        tracing::info!(domain = %record.name, count, maximum = request.maximum, live = targets.live, config = targets.config, "set vCPUs");
+        self.vcpu_counts(&record)
+    }
+
+    /// Hot-plugs the lowest offline vCPUs, or unplugs the highest hot-plugged ones, until
+    /// `count` are online; the live definition then says what the guest has.
+    async fn set_live_vcpus(&self, vm: &Vm, record: &DomainRecord, count: u32) -> DaemonResult<()> {
+        let mut live = self.current_domain(record)?;
+        let max = live.vcpu.max;
+        if count > max {
+            return Err(bad_request(format!(
+                "requested vcpus is greater than max allowable vcpus for the live domain: {count} > {max}"
+            )));
+        }
+        let control = self.guests.running_control(vm, record)?;
+        let failed = |err| engine_failure(&record.name, err);
+        let slots = control.vcpu_slots().await.map_err(failed)?;
+        let online = slots.iter().filter(|slot| slot.online).count() as u32;
+        let result = if count > online {
+            let mut plugged = Ok(());
+            for id in offline_ids(&slots)
+                .into_iter()
+                .take((count - online) as usize)
+            {
+                plugged = control.plug_vcpu(id).await.map_err(failed);
+                if plugged.is_err() {
+                    break;
+                }
+            }
+            plugged
+        } else {
+            let removable = hotplugged_ids(&slots);
+            let wanted = (online - count) as usize;
+            if removable.len() < wanted {
+                return Err(bad_request(format!(
+                    "failed to find appropriate hotpluggable vcpus to reach the desired target \
+                     vcpu count (only vCPUs hot-plugged while the guest runs can be unplugged; \
+                     {} are)",
+                    removable.len()
+                )));
+            }
+            let mut unplugged = Ok(());
+            for id in removable.into_iter().take(wanted) {
+                unplugged = control.unplug_vcpu(id).await.map_err(failed);
+                if unplugged.is_err() {
+                    break;
+                }
+            }
+            unplugged
+        };
+        // What the guest has now, even after a failure midway.
+        let slots = control.vcpu_slots().await.map_err(failed)?;
+        record_live_vcpus(&mut live.vcpu, &slots);
+        self.write_live_definition(record, &live)?;
+        result
+    }
+}
+
+/// `--config` (`maximum`: `--config --maximum`) on the definition, with libvirt's words.
+fn set_config_vcpus(domain: &mut Domain, count: u32, maximum: bool) -> DaemonResult<()> {
+    let vcpu = &mut domain.vcpu;
+    if maximum {
+        if let Some(total) = domain
+            .cpu
+            .as_ref()
+            .and_then(|cpu| cpu.topology)
+            .and_then(|t| t.total())
+        {
+            if total != count {
+                return Err(bad_request(
+                    "CPU topology doesn't match the desired vcpu count",
+                ));
+            }
+        }
+        let online = vcpu.online().min(count);
+        vcpu.max = count;
+        vcpu.current = (online != count).then_some(online);
+        // Their order may no longer hold, as libvirt clears it.
+        vcpu.slots.clear();
+        return Ok(());
+    }
+    if count > vcpu.max {
+        return Err(bad_request(format!(
+            "requested vcpus is greater than max allowable vcpus for the persistent domain: {count} > {}",
+            vcpu.max
+        )));
+    }
+    vcpu.current = (count != vcpu.max).then_some(count);
+    for slot in &mut vcpu.slots {
+        slot.enabled = slot.id < count;
+        if !slot.enabled {
+            slot.order = None;
+        }
+    }
+    Ok(())
+}
+
+/// Offline vCPU ids, lowest first (the ones hotplug adds next).
+fn offline_ids(slots: &[VcpuSlotState]) -> Vec<u32> {
+    (0..slots.len() as u32)
+        .filter(|&id| !slots[id as usize].online)
+        .collect()
+}
+
+/// Hot-plugged vCPU ids, highest first (the ones unplug removes next); vCPU 0 and those the
+/// guest booted with never are.
+fn hotplugged_ids(slots: &[VcpuSlotState]) -> Vec<u32> {
+    (1..slots.len() as u32)
+        .rev()
+        .filter(|&id| slots[id as usize].hotplugged)
+        .collect()
+}
+
+/// The live definition's `<vcpu current>` and `<vcpus>` after a hotplug, as libvirt prints
+/// them: boot vCPUs not hotpluggable, hot-plugged and offline ones hotpluggable, `order` the
+/// order they came online in (the boot vCPUs, the first ones, by id when none was recorded).
+fn record_live_vcpus(vcpu: &mut Vcpu, slots: &[VcpuSlotState]) {
+    let previous = std::mem::take(&mut vcpu.slots);
+    let mut next_order = previous
+        .iter()
+        .filter_map(|slot| slot.order)
+        .max()
+        .unwrap_or(0);
+    let mut recorded = Vec::with_capacity(slots.len());
+    for (id, state) in slots.iter().enumerate() {
+        let id = id as u32;
+        let before = previous.iter().find(|slot| slot.id == id);
+        let order = match before.and_then(|slot| slot.enabled.then_some(slot.order).flatten()) {
+            Some(order) if state.online => Some(order),
+            _ if state.online => {
+                next_order += 1;
+                Some(next_order)
+            }
+            _ => None,
+        };
+        recorded.push(VcpuSlot {
+            id,
+            enabled: state.online,
+            hotpluggable: Some(!state.online || state.hotplugged),
+            order,
+        });
+    }
+    let online = recorded.iter().filter(|slot| slot.enabled).count() as u32;
+    vcpu.current = (online != vcpu.max).then_some(online);
+    vcpu.slots = recorded;
+}
+
 /// Every thread of the engine process that is not a vCPU's.
 fn emulator_threads(pid: u32, vcpu_threads: &[u32]) -> Vec<u32> {
     affinity::threads(pid)
@@ -377,4 +603,76 @@ fn live_pins(pid: u32, threads: &[u32], of_vcpus: bool, vcpu: Option<u32>) -> Da
         )));
     }
     Ok(Pins { pins })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(online: bool, hotplugged: bool) -> VcpuSlotState {
+        VcpuSlotState { online, hotplugged }
+    }
+
+    fn domain(max: u32) -> Domain {
+        Domain::new(oxvirt_domain::DomainType::Qemu, "t", 256 * 1024, max).unwrap()
+    }
+
+    #[test]
+    fn live_vcpus_are_recorded_as_libvirt_prints_them() {
+        let mut live = domain(4).vcpu;
+        live.current = Some(1);
+        record_live_vcpus(
+            &mut live,
+            &[
+                state(true, false),
+                state(true, true),
+                state(true, true),
+                state(false, false),
+            ],
+        );
+        assert_eq!(live.current, Some(3));
+        let orders: Vec<_> = live
+            .slots
+            .iter()
+            .map(|s| (s.enabled, s.hotpluggable, s.order))
+            .collect();
+        assert_eq!(
+            orders,
+            [
+                (true, Some(false), Some(1)),
+                (true, Some(true), Some(2)),
+                (true, Some(true), Some(3)),
+                (false, Some(true), None)
+            ]
+        );
+        // vCPU 1 out, then 3 in: the order goes on from the highest recorded.
+        record_live_vcpus(
+            &mut live,
+            &[
+                state(true, false),
+                state(false, false),
+                state(true, true),
+                state(true, true),
+            ],
+        );
+        let orders: Vec<_> = live.slots.iter().map(|s| s.order).collect();
+        assert_eq!(orders, [Some(1), None, Some(3), Some(4)]);
+        assert_eq!(live.current, Some(3));
+    }
+
+    #[test]
+    fn config_counts_follow_libvirt() {
+        let mut domain = domain(4);
+        let err = set_config_vcpus(&mut domain, 5, false).unwrap_err();
+        assert!(
+            err.to_string().contains("persistent domain: 5 > 4"),
+            "{err}"
+        );
+        set_config_vcpus(&mut domain, 2, false).unwrap();
+        assert_eq!((domain.vcpu.max, domain.vcpu.current), (4, Some(2)));
+        set_config_vcpus(&mut domain, 6, true).unwrap();
+        assert_eq!((domain.vcpu.max, domain.vcpu.current), (6, Some(2)));
+        set_config_vcpus(&mut domain, 1, true).unwrap();
+        assert_eq!((domain.vcpu.max, domain.vcpu.current), (1, None));
+    }
 }

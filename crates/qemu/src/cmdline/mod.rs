@@ -535,8 +535,22 @@ impl<'a> Builder<'a> {
             max: _,
             current: _,
             cpuset,
+            slots,
             line,
         } = vcpu;
+        // QEMU boots the first vCPUs (-smp); libvirt would hot-plug the others at start.
+        // Enabled hotpluggable ones boot with them (only vCPUs hot-plugged while the guest
+        // runs can be unplugged).
+        if slots
+            .iter()
+            .any(|slot| slot.enabled && slot.id >= vcpu.online())
+        {
+            return Err(QemuError::unsupported(
+                "vcpus/vcpu@enabled",
+                *line,
+                "the enabled vCPUs must be the first ones (vCPUs hot-plugged at start are not supported)",
+            ));
+        }
         if *placement == VcpuPlacement::Auto {
             return Err(QemuError::unsupported(
                 "vcpu@placement",
