@@ -69,6 +69,12 @@ pub use monitor::{MonitorAnswer, MonitorCommand};
 pub mod tuning;
 pub use tuning::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
 
+pub mod disks;
+pub use disks::{
+    AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, DetachDiskRequest, DeviceAction,
+    DeviceRequest, DiskChanged, IoTuneRequest,
+};
+
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 

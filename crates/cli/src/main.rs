@@ -19,6 +19,7 @@ mod clone;
 mod commands;
 mod complete;
 mod console;
+mod disks;
 mod display;
 mod edit;
 mod format;
@@ -83,6 +84,8 @@ enum Command {
     Monitor(monitor::MonitorVerb),
     #[command(flatten)]
     Tuning(tuning::TuningCommand),
+    #[command(flatten)]
+    Disk(disks::DiskCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -343,6 +346,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
+        Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)

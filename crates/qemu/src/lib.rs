@@ -59,7 +59,8 @@ mod qmp;
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
-    macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, NicIds, QemuCommandLine,
+    hotplug_disk, macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, DiskPlug, NicIds,
+    QemuCommandLine,
 };
 pub use error::QemuError;
 pub use migration::save_state;

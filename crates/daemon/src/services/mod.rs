@@ -2,13 +2,15 @@
 //! [`domains`] (definitions and lifecycle, with a [`supervisor`] per running guest; [`display`]: a
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
 //! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command; [`tuning`]:
-//! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start),
+//! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start; [`disks`]: disk hotplug,
+//! domblkinfo, domblkstat, blkdeviotune),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
+pub mod disks;
 pub mod display;
 pub mod domains;
 pub mod error;
