@@ -7,6 +7,7 @@
 //! | `POST /v1/domains/{id}/attach-disk`         | [`AttachDiskRequest`]  | [`DiskChanged`]  |
 //! | `POST /v1/domains/{id}/detach-disk`         | [`DetachDiskRequest`]  | [`DiskChanged`]  |
 //! | `POST /v1/domains/{id}/device`              | [`DeviceRequest`]      | [`DiskChanged`]  |
+//! | `GET /v1/domains/{id}/inactive-disks`      |                        | `[DomainDisk]`   |
 //! | `GET /v1/domains/{id}/blkinfo`              |                        | `[BlockInfo]`    |
 //! | `GET /v1/domains/{id}/blkstat`              |                        | `[BlockStat]`    |
 //! | `POST /v1/domains/{id}/blkiotune`           | [`IoTuneRequest`]      | [`BlockIoTune`]  |
@@ -18,7 +19,7 @@
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::{domain_path, to_json, Client, ClientError};
+use crate::{domain_path, to_json, Client, ClientError, DomainDisk};
 
 /// Body of `attach-disk`: virsh's arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,6 +232,12 @@ impl Client {
             Some(to_json(request)),
         )
         .await
+    }
+
+    /// `GET /v1/domains/{id}/inactive-disks` (`domblklist --inactive`).
+    pub async fn inactive_disks(&self, domain: &str) -> Result<Vec<DomainDisk>, ClientError> {
+        self.call(Method::GET, domain_path(domain, "/inactive-disks"), None)
+            .await
     }
 
     /// `GET /v1/domains/{id}/blkinfo`.

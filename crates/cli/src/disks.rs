@@ -13,6 +13,7 @@ use oxvirt_api::{
 
 use crate::commands::{block_on, Scope};
 use crate::format::table;
+use crate::pool::pretty_capacity_places;
 
 /// virsh's `--live`, `--config`, `--current` and `--persistent` (`--config`, and `--live` too
 /// while the domain runs).
@@ -81,32 +82,11 @@ pub enum DiskCommand {
         scope: ChangeScope,
     },
     /// Attach a device from an XML file (a <disk> element).
-    AttachDevice {
-        /// Domain name or UUID.
-        domain: String,
-        /// The device XML.
-        file: PathBuf,
-        #[command(flatten)]
-        scope: ChangeScope,
-    },
+    AttachDevice(DeviceArgs),
     /// Detach a device described in an XML file (a <disk>, found by its target).
-    DetachDevice {
-        /// Domain name or UUID.
-        domain: String,
-        /// The device XML.
-        file: PathBuf,
-        #[command(flatten)]
-        scope: ChangeScope,
-    },
+    DetachDevice(DeviceArgs),
     /// Update a device from an XML file (a CD-ROM <disk>: its medium).
-    UpdateDevice {
-        /// Domain name or UUID.
-        domain: String,
-        /// The device XML.
-        file: PathBuf,
-        #[command(flatten)]
-        scope: ChangeScope,
-    },
+    UpdateDevice(DeviceArgs),
     /// Show a disk's capacity, allocation and physical size.
     Domblkinfo {
         /// Domain name or UUID.
@@ -142,6 +122,17 @@ pub enum DiskCommand {
         #[command(flatten)]
         scope: Scope,
     },
+}
+
+/// The arguments of attach-device, detach-device, update-device.
+#[derive(Args, Debug)]
+pub struct DeviceArgs {
+    /// Domain name or UUID.
+    domain: String,
+    /// The device XML.
+    file: PathBuf,
+    #[command(flatten)]
+    scope: ChangeScope,
 }
 
 /// blkdeviotune's limits, by libvirt's names.
@@ -189,46 +180,76 @@ pub struct IoLimits {
 }
 
 impl IoLimits {
+    /// The limits given, under [`BlockIoTune`]'s names.
     fn changes(&self) -> Vec<(String, u64)> {
-        [
-            ("total_bytes_sec", self.total_bytes_sec),
-            ("read_bytes_sec", self.read_bytes_sec),
-            ("write_bytes_sec", self.write_bytes_sec),
-            ("total_iops_sec", self.total_iops_sec),
-            ("read_iops_sec", self.read_iops_sec),
-            ("write_iops_sec", self.write_iops_sec),
-            ("total_bytes_sec_max", self.total_bytes_sec_max),
-            ("read_bytes_sec_max", self.read_bytes_sec_max),
-            ("write_bytes_sec_max", self.write_bytes_sec_max),
-            ("total_iops_sec_max", self.total_iops_sec_max),
-            ("read_iops_sec_max", self.read_iops_sec_max),
-            ("write_iops_sec_max", self.write_iops_sec_max),
-            ("size_iops_sec", self.size_iops_sec),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name.to_string(), value?)))
-        .collect()
+        let given = [
+            self.total_bytes_sec,
+            self.read_bytes_sec,
+            self.write_bytes_sec,
+            self.total_iops_sec,
+            self.read_iops_sec,
+            self.write_iops_sec,
+            self.total_bytes_sec_max,
+            self.read_bytes_sec_max,
+            self.write_bytes_sec_max,
+            self.total_iops_sec_max,
+            self.read_iops_sec_max,
+            self.write_iops_sec_max,
+            self.size_iops_sec,
+        ];
+        // (In BlockIoTune::fields' order.)
+        BlockIoTune::default()
+            .fields()
+            .iter()
+            .zip(given)
+            .filter_map(|((name, _), value)| Some((name.to_string(), value?)))
+            .collect()
     }
 }
 
+/// attach-, detach- or update-device; returns virsh's message (`done`: attached, ...).
 fn device_change(
     client: &Client,
-    domain: &str,
-    file: &PathBuf,
-    scope: &ChangeScope,
+    args: DeviceArgs,
     action: DeviceAction,
-) -> anyhow::Result<()> {
-    let xml = std::fs::read_to_string(file)
+    done: &str,
+) -> anyhow::Result<String> {
+    let DeviceArgs {
+        domain,
+        file,
+        scope,
+    } = args;
+    let xml = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read device XML {}", file.display()))?;
-    let (live, config) = scope.flags(client, domain)?;
+    let (live, config) = scope.flags(client, &domain)?;
     let request = DeviceRequest {
         action,
         xml,
         live,
         config,
     };
-    block_on(client.change_device(domain, &request))??;
-    Ok(())
+    block_on(client.change_device(&domain, &request))??;
+    Ok(format!("Device {done} successfully\n"))
+}
+
+/// The target of the disk `device` names: itself if `targets` has it, else the disk whose
+/// source path it is.
+fn target_of(
+    client: &Client,
+    domain: &str,
+    device: &str,
+    targets: &[&str],
+) -> anyhow::Result<String> {
+    if targets.contains(&device) {
+        return Ok(device.to_string());
+    }
+    block_on(client.domain_disks(domain))??
+        .into_iter()
+        .find(|d| d.source.as_deref() == Some(device))
+        .map(|d| d.target)
+        .ok_or_else(|| {
+            anyhow::anyhow!("invalid argument: invalid path {device} not assigned to domain")
+        })
 }
 
 pub fn run(client: &Client, command: DiskCommand) -> anyhow::Result<String> {
@@ -276,29 +297,14 @@ pub fn run(client: &Client, command: DiskCommand) -> anyhow::Result<String> {
             block_on(client.detach_disk(&domain, &request))??;
             Ok("Disk detached successfully\n".to_string())
         }
-        DiskCommand::AttachDevice {
-            domain,
-            file,
-            scope,
-        } => {
-            device_change(client, &domain, &file, &scope, DeviceAction::Attach)?;
-            Ok("Device attached successfully\n".to_string())
+        DiskCommand::AttachDevice(args) => {
+            device_change(client, args, DeviceAction::Attach, "attached")
         }
-        DiskCommand::DetachDevice {
-            domain,
-            file,
-            scope,
-        } => {
-            device_change(client, &domain, &file, &scope, DeviceAction::Detach)?;
-            Ok("Device detached successfully\n".to_string())
+        DiskCommand::DetachDevice(args) => {
+            device_change(client, args, DeviceAction::Detach, "detached")
         }
-        DiskCommand::UpdateDevice {
-            domain,
-            file,
-            scope,
-        } => {
-            device_change(client, &domain, &file, &scope, DeviceAction::Update)?;
-            Ok("Device updated successfully\n".to_string())
+        DiskCommand::UpdateDevice(args) => {
+            device_change(client, args, DeviceAction::Update, "updated")
         }
         DiskCommand::Domblkinfo {
             domain,
@@ -311,23 +317,11 @@ pub fn run(client: &Client, command: DiskCommand) -> anyhow::Result<String> {
                 return Ok(blkinfo_table(&infos, human));
             }
             let device = device.unwrap_or_default();
-            let info = infos
-                .iter()
-                .find(|i| i.target == device)
-                .or_else(|| {
-                    // A source path names the disk too.
-                    let disks = block_on(client.domain_disks(&domain)).ok()?.ok()?;
-                    let target = disks
-                        .into_iter()
-                        .find(|d| d.source.as_deref() == Some(device.as_str()))?
-                        .target;
-                    infos.iter().find(|i| i.target == target)
-                })
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "invalid argument: invalid path {device} not assigned to domain"
-                    )
-                })?;
+            let targets: Vec<&str> = infos.iter().map(|i| i.target.as_str()).collect();
+            let target = target_of(client, &domain, &device, &targets)?;
+            let info = infos.iter().find(|i| i.target == target).ok_or_else(|| {
+                anyhow::anyhow!("invalid argument: invalid path {device} not assigned to domain")
+            })?;
             Ok(blkinfo_text(info, human))
         }
         DiskCommand::Domblkstat {
@@ -338,21 +332,15 @@ pub fn run(client: &Client, command: DiskCommand) -> anyhow::Result<String> {
             let stats = block_on(client.block_stats(&domain))??;
             let (name, stat) = match &device {
                 Some(device) => {
-                    let target = match stats.iter().find(|s| &s.target == device) {
-                        Some(stat) => stat.target.clone(),
-                        None => block_on(client.domain_disks(&domain))??
-                            .into_iter()
-                            .find(|d| d.source.as_deref() == Some(device.as_str()))
-                            .map(|d| d.target)
-                            .ok_or_else(|| {
-                                anyhow::anyhow!("invalid argument: invalid path: {device}")
-                            })?,
-                    };
+                    let targets: Vec<&str> = stats.iter().map(|s| s.target.as_str()).collect();
+                    let target = target_of(client, &domain, device, &targets)?;
                     let stat = stats
                         .into_iter()
                         .find(|s| s.target == target)
                         .ok_or_else(|| {
-                            anyhow::anyhow!("invalid argument: invalid path: {device}")
+                            anyhow::anyhow!(
+                                "invalid argument: invalid path {device} not assigned to domain"
+                            )
                         })?;
                     (device.clone(), stat)
                 }
@@ -441,21 +429,10 @@ pub fn blkstat_text(device: &str, stat: &BlockStat, human: bool) -> String {
     out
 }
 
-/// virsh's `vshPrettyCapacity`: the largest binary unit under which the value is below 1024.
-fn pretty(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.3} {}", UNITS[unit])
-}
-
 fn size(bytes: u64, human: bool) -> String {
     if human {
-        pretty(bytes)
+        // domblkinfo prints three decimals (pool-info two).
+        pretty_capacity_places(bytes, 3)
     } else {
         bytes.to_string()
     }
@@ -530,7 +507,7 @@ mod tests {
             "Capacity:       1073741824\nAllocation:     200704\nPhysical:       1073741824\n"
         );
         assert!(blkinfo_text(&info, true).starts_with("Capacity:       1.000 GiB\n"));
-        assert_eq!(pretty(200704), "196.000 KiB");
+        assert_eq!(size(200704, true), "196.000 KiB");
         let tune = BlockIoTune {
             total_iops_sec: 50,
             ..Default::default()

@@ -162,25 +162,22 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         .oxvirt(&["detach-disk", "dpc", "vda", "--live"])
         .error();
     assert!(error.contains("booted from"), "{error}");
-    let broken = dir.join("broken.xml");
-    std::fs::write(
-        &broken,
+    let refused_device = |name: &str, xml: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, xml).unwrap();
+        daemon
+            .oxvirt(&["attach-device", "dpc", file.to_str().unwrap(), "--live"])
+            .error()
+    };
+    let error = refused_device(
+        "broken.xml",
         "<disk type='file' device='disk'>\n  <source file='/x'>\n  <target dev='vdb'/>\n</disk>\n",
-    )
-    .unwrap();
-    let error = daemon
-        .oxvirt(&["attach-device", "dpc", broken.to_str().unwrap(), "--live"])
-        .error();
+    );
     assert!(error.contains("line 4"), "{error}");
-    let nic = dir.join("nic.xml");
-    std::fs::write(
-        &nic,
+    let error = refused_device(
+        "nic.xml",
         "<interface type='network'><source network='default'/></interface>\n",
-    )
-    .unwrap();
-    let error = daemon
-        .oxvirt(&["attach-device", "dpc", nic.to_str().unwrap(), "--live"])
-        .error();
+    );
     assert!(error.contains("<interface> at line 1"), "{error}");
     assert_eq!(daemon.oxvirt(&["dumpxml", "dpc"]).ok(), live_before);
     assert_eq!(
@@ -222,6 +219,8 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         "{info}"
     );
     // Live only: the next start's definition has no vdb.
+    let list = daemon.oxvirt(&["domblklist", "dpc", "--inactive"]).ok();
+    assert!(list.contains(" vda ") && !list.contains("vdb"), "{list}");
     let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
     assert!(!inactive.contains("vdb"), "{inactive}");
     assert!(daemon

@@ -8,10 +8,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use oxvirt_api::{
     AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, DetachDiskRequest, DeviceRequest,
-    DiskChanged, IoTuneRequest,
+    DiskChanged, DomainDisk, IoTuneRequest,
 };
 
-use super::reply::{body, detached, Reply};
+use super::reply::{blocking, body, detached, Reply};
 use crate::services::Services;
 
 type Shared = State<Arc<Services>>;
@@ -21,6 +21,7 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/attach-disk", post(attach_disk))
         .route("/v1/domains/{id}/detach-disk", post(detach_disk))
         .route("/v1/domains/{id}/device", post(change_device))
+        .route("/v1/domains/{id}/inactive-disks", get(inactive_disks))
         .route("/v1/domains/{id}/blkinfo", get(block_info))
         .route("/v1/domains/{id}/blkstat", get(block_stats))
         .route("/v1/domains/{id}/blkiotune", post(block_io_tune))
@@ -58,6 +59,13 @@ async fn change_device(
     let request: DeviceRequest = body(&bytes)?;
     detached(services, "device", |d| async move {
         d.domains.change_device(&id, &request).await
+    })
+    .await
+}
+
+async fn inactive_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
+    blocking(services, "domblklist", move |s| {
+        s.domains.inactive_disks(&id)
     })
     .await
 }

@@ -844,17 +844,7 @@ impl Control for QmpControl {
     }
 
     async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
-        // A device the guest already released (after an earlier, timed-out request) is gone.
-        match self
-            .qmp
-            .execute("device_del", Some(serde_json::json!({ "id": device_id })))
-            .await
-        {
-            Ok(_) => {}
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
-            Err(err) => return Err(engine_error(err)),
-        }
-        self.wait_device_gone(device_id, "NIC").await?;
+        self.delete_device(device_id, "NIC").await?;
         match self
             .qmp
             .execute("netdev_del", Some(serde_json::json!({ "id": netdev_id })))
@@ -909,16 +899,7 @@ impl Control for QmpControl {
     }
 
     async fn unplug_disk(&self, dev: &str) -> Result<(), EngineError> {
-        match self
-            .qmp
-            .execute("device_del", Some(serde_json::json!({ "id": dev })))
-            .await
-        {
-            Ok(_) => {}
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
-            Err(err) => return Err(engine_error(err)),
-        }
-        self.wait_device_gone(dev, "disk").await?;
+        self.delete_device(dev, "disk").await?;
         // The disk's nodes (its format and protocol nodes, backing images, a copy-on-read
         // filter, external snapshots' overlays) all have names that start with its node's; a
         // node still used by another is deleted on a later pass, once that one is gone.
@@ -1064,10 +1045,20 @@ fn qemu_throttle_key(name: &str) -> String {
 }
 
 impl QmpControl {
-    /// Waits until the guest released device `id` after a `device_del` (`what`: its kind, for
-    /// the error). device_del only asks the guest to release the device (ACPI or PCIe native
+    /// Hot-unplugs device `id` (`what`: its kind, for the error) and waits until the guest
+    /// released it. device_del only asks the guest to release the device (ACPI or PCIe native
     /// eject); it is gone when QEMU no longer lists it among the peripherals.
-    async fn wait_device_gone(&self, id: &str, what: &str) -> Result<(), EngineError> {
+    async fn delete_device(&self, id: &str, what: &str) -> Result<(), EngineError> {
+        // A device the guest already released (after an earlier, timed-out request) is gone.
+        match self
+            .qmp
+            .execute("device_del", Some(serde_json::json!({ "id": id })))
+            .await
+        {
+            Ok(_) => {}
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
+            Err(err) => return Err(engine_error(err)),
+        }
         let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
         loop {
             let listed = self

@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use oxvirt_api::{
     AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, ChangeMediaRequest, DetachDiskRequest,
-    DeviceAction, DeviceRequest, DiskChanged, IoTuneRequest, MediaAction,
+    DeviceAction, DeviceRequest, DiskChanged, DomainDisk, IoTuneRequest, MediaAction,
 };
 use oxvirt_domain::{BootDevice, ControllerType, Disk, DiskBus, DiskDevice, DiskType, Domain};
 use oxvirt_xml::escape_attr;
 
-use super::domains::Domains;
+use super::domains::{disk_list, Domains};
 use super::error::{
     bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
     DaemonError, DaemonResult, ErrorKind,
@@ -26,6 +26,7 @@ use super::error::{
 use super::guests::Vm;
 use super::volumes::image_error;
 use crate::store::DomainRecord;
+use tokio::sync::OwnedMutexGuard;
 
 /// Which definitions a change goes to (virsh's `--live`, `--config`; neither: `--current`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +238,28 @@ fn pci_controllers(domain: &Domain) -> usize {
         .count()
 }
 
+/// A change under way: the domain, its operation lock (held until dropped) and its scope.
+struct Change {
+    record: DomainRecord,
+    vm: Arc<Vm>,
+    guard: OwnedMutexGuard<()>,
+    scope: Scope,
+}
+
 impl Domains {
+    /// Takes domain `id`'s operation lock for a change with virsh's `--live`/`--config`.
+    fn begin_change(&self, id: &str, live: bool, config: bool) -> DaemonResult<Change> {
+        let record = self.guests.resolve(id)?;
+        let (vm, guard) = self.guests.begin(&record)?;
+        let scope = Scope::of(live, config, self.is_running(&record)?, &record.name)?;
+        Ok(Change {
+            record,
+            vm,
+            guard,
+            scope,
+        })
+    }
+
     fn is_running(&self, record: &DomainRecord) -> DaemonResult<bool> {
         Ok(self.store.runtime(&record.uuid).map_err(db)?.is_some())
     }
@@ -334,9 +356,13 @@ impl Domains {
         live: bool,
         config: bool,
     ) -> DaemonResult<DiskChanged> {
-        let record = self.guests.resolve(id)?;
-        let (vm, _guard) = self.guests.begin(&record)?;
-        let scope = Scope::of(live, config, self.is_running(&record)?, &record.name)?;
+        let Change {
+            record,
+            vm,
+            scope,
+            // Held until the change is done.
+            guard: _guard,
+        } = self.begin_change(id, live, config)?;
         let dev = disk.target.dev.clone();
         check_source(&disk)?;
         let in_use = |domain: &Domain| -> DaemonResult<()> {
@@ -429,14 +455,13 @@ impl Domains {
         id: &str,
         request: &DetachDiskRequest,
     ) -> DaemonResult<DiskChanged> {
-        let record = self.guests.resolve(id)?;
-        let (vm, _guard) = self.guests.begin(&record)?;
-        let scope = Scope::of(
-            request.live,
-            request.config,
-            self.is_running(&record)?,
-            &record.name,
-        )?;
+        let Change {
+            record,
+            vm,
+            scope,
+            // Held until the change is done.
+            guard: _guard,
+        } = self.begin_change(id, request.live, request.config)?;
         let name = &request.target;
         let new_config = if scope.config {
             let mut domain = self.next_start_domain(&record)?;
@@ -484,6 +509,12 @@ impl Domains {
             live: scope.live,
             config: scope.config,
         })
+    }
+
+    /// `domblklist --inactive`: the disks of the definition the domain starts with next.
+    pub fn inactive_disks(&self, id: &str) -> DaemonResult<Vec<DomainDisk>> {
+        let record = self.guests.resolve(id)?;
+        Ok(disk_list(&self.next_start_domain(&record)?))
     }
 
     /// `domblkinfo`: each disk's capacity (what the guest sees), allocation (what its image
@@ -552,14 +583,13 @@ impl Domains {
         id: &str,
         request: &IoTuneRequest,
     ) -> DaemonResult<BlockIoTune> {
-        let record = self.guests.resolve(id)?;
-        let (vm, _guard) = self.guests.begin(&record)?;
-        let scope = Scope::of(
-            request.live,
-            request.config,
-            self.is_running(&record)?,
-            &record.name,
-        )?;
+        let Change {
+            record,
+            vm,
+            scope,
+            // Held until the change is done.
+            guard: _guard,
+        } = self.begin_change(id, request.live, request.config)?;
         if scope.config {
             return Err(DaemonError::new(
                 ErrorKind::Unsupported,
