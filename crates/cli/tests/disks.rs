@@ -127,6 +127,17 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     );
     let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
     assert!(!inactive.contains("vdc"), "{inactive}");
+    // update-device changes a CD-ROM's medium only.
+    let update = dir.join("update.xml");
+    std::fs::write(
+        &update,
+        format!("<disk type='file' device='disk'><source file='{data_path}'/><target dev='vda' bus='virtio'/></disk>"),
+    )
+    .unwrap();
+    let error = daemon
+        .oxvirt(&["update-device", "dpc", update.to_str().unwrap()])
+        .error();
+    assert!(error.contains("only a CD-ROM's medium"), "{error}");
 
     let mut console = boot(&daemon, "dpc");
 
@@ -236,6 +247,11 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     );
     let after = stat_value(&daemon.oxvirt(&["domblkstat", "dpc", "vdb"]).ok(), "rd_req");
     assert!(after >= before + 10, "rd_req {before} -> {after}");
+    let human = daemon.oxvirt(&["domblkstat", "dpc", "vdb", "--human"]).ok();
+    assert!(
+        human.starts_with("Device: vdb\n number of read operations:      "),
+        "{human}"
+    );
 
     // blkdeviotune: 50 IOPS, then 200 direct reads take at least ~2 s of the guest's time.
     assert_eq!(
