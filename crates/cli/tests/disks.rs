@@ -56,8 +56,10 @@ fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
     console
 }
 
-/// Waits in the guest (bounded) until /sys/block/DEV exists (`present`) or is gone.
-fn guest_sees(console: &mut ConsoleSession, dev: &str, present: bool, tag: u32) -> bool {
+/// Waits in the guest (bounded) until /sys/block/DEV exists (`present`) or is gone; fails
+/// the test, with the console's output, if it does not come to that.
+#[track_caller]
+fn expect_guest_sees(console: &mut ConsoleSession, dev: &str, present: bool, tag: u32) {
     let test = if present { "-e" } else { "! -e" };
     let out = console.run(
         &format!(
@@ -65,7 +67,11 @@ fn guest_sees(console: &mut ConsoleSession, dev: &str, present: bool, tag: u32) 
         ),
         tag,
     );
-    out.contains("YES-2")
+    assert!(
+        out.contains("YES-2"),
+        "the guest never got to {test} /sys/block/{dev}:\n{}",
+        console.all_output()
+    );
 }
 
 fn stat_value(text: &str, key: &str) -> u64 {
@@ -195,7 +201,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok(),
         config_before
     );
-    assert!(guest_sees(&mut console, "vdb", false, 1));
+    expect_guest_sees(&mut console, "vdb", false, 1);
 
     // attach-disk --live: the guest gets /dev/vdb with the image's bytes.
     assert_eq!(
@@ -212,11 +218,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
             .ok(),
         "Disk attached successfully\n\n"
     );
-    assert!(
-        guest_sees(&mut console, "vdb", true, 2),
-        "{}",
-        console.all_output()
-    );
+    expect_guest_sees(&mut console, "vdb", true, 2);
     let bytes = console.run("hexdump -C -n 16 /dev/vdb", 3);
     assert!(
         bytes.contains("5a 5a 5a 5a 5a 5a 5a 5a  5a 5a 5a 5a 5a 5a 5a 5a"),
@@ -298,11 +300,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         daemon.oxvirt(&["detach-disk", "dpc", "vdb", "--live"]).ok(),
         "Disk detached successfully\n\n"
     );
-    assert!(
-        guest_sees(&mut console, "vdb", false, 6),
-        "{}",
-        console.all_output()
-    );
+    expect_guest_sees(&mut console, "vdb", false, 6);
     assert!(!daemon.oxvirt(&["domblklist", "dpc"]).ok().contains("vdb"));
     let error = daemon
         .oxvirt(&["detach-disk", "dpc", "vdb", "--live"])
@@ -333,7 +331,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         "{inactive}"
     );
     assert!(!daemon.oxvirt(&["dumpxml", "dpc"]).ok().contains("vdd"));
-    assert!(guest_sees(&mut console, "vdd", false, 7));
+    expect_guest_sees(&mut console, "vdd", false, 7);
     assert_eq!(
         daemon
             .oxvirt(&["detach-device", "dpc", device.to_str().unwrap(), "--config"])
@@ -376,17 +374,11 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
             "--live",
         ])
         .ok();
-    assert!(
-        guest_sees(&mut console, "vdb", true, 1),
-        "{}",
-        console.all_output()
-    );
+    expect_guest_sees(&mut console, "vdb", true, 1);
     let bytes = console.run("hexdump -C -n 16 /dev/vdb", 2);
     assert!(bytes.contains("5a 5a 5a 5a"), "{bytes}");
-    // The one spare root port is taken now: a second disk is refused, saying how to add one.
-    let live_before = daemon.oxvirt(&["dumpxml", "dq35"]).ok();
-    let error = daemon
-        .oxvirt(&[
+    let attach_readonly_vdc = || {
+        daemon.oxvirt(&[
             "attach-disk",
             "dq35",
             data_path,
@@ -397,42 +389,25 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
             "qcow2",
             "--live",
         ])
-        .error();
+    };
+    // The one spare root port is taken now: a second disk is refused, saying how to add one.
+    let live_before = daemon.oxvirt(&["dumpxml", "dq35"]).ok();
+    let error = attach_readonly_vdc().error();
     assert!(
         error.contains("<controller type='pci' model='pcie-root-port'/>"),
         "{error}"
     );
     assert_eq!(daemon.oxvirt(&["dumpxml", "dq35"]).ok(), live_before);
-    assert!(guest_sees(&mut console, "vdc", false, 3));
+    expect_guest_sees(&mut console, "vdc", false, 3);
 
     daemon
         .oxvirt(&["detach-disk", "dq35", "vdb", "--live"])
         .ok();
-    assert!(
-        guest_sees(&mut console, "vdb", false, 4),
-        "{}",
-        console.all_output()
-    );
+    expect_guest_sees(&mut console, "vdb", false, 4);
     // The port is free again. (The guest names disks in the order it finds them: the new
     // one is its vdb again, read-only as attached.)
-    daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dq35",
-            data_path,
-            "vdc",
-            "--mode",
-            "readonly",
-            "--subdriver",
-            "qcow2",
-            "--live",
-        ])
-        .ok();
-    assert!(
-        guest_sees(&mut console, "vdb", true, 5),
-        "{}",
-        console.all_output()
-    );
+    attach_readonly_vdc().ok();
+    expect_guest_sees(&mut console, "vdb", true, 5);
     let readonly = console.run("cat /sys/block/vdb/ro", 6);
     assert_eq!(readonly.trim(), "1", "{readonly}");
     let list = daemon.oxvirt(&["domblklist", "dq35"]).ok();
