@@ -66,6 +66,12 @@ pub use secret::{SecretInfo, SecretValue};
 pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 
+pub mod node;
+pub use node::{
+    AllocPages, CellFree, CellsFree, FreePages, KsmSettings, NodeCpuMap, NodeInfo, NodeValue,
+    NodeValues, PageCount, PagePool,
+};
+
 pub mod tuning;
 pub use tuning::{Pin, PinRequest, Pins, VcpuInfo, VcpuState};
 

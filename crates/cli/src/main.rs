@@ -29,6 +29,7 @@ mod img;
 mod install;
 mod monitor;
 mod net;
+mod node;
 mod pool;
 mod save;
 mod secret;
@@ -86,6 +87,8 @@ enum Command {
     Tuning(tuning::TuningCommand),
     #[command(flatten)]
     Disk(disks::DiskCommand),
+    #[command(flatten)]
+    Node(node::NodeCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -347,6 +350,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
+        Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)

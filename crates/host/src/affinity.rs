@@ -16,7 +16,7 @@ pub fn online_cpus() -> BTreeSet<u32> {
 }
 
 /// `0-3,6` as a set (the kernel's list format; malformed parts are skipped).
-fn cpu_list(text: &str) -> BTreeSet<u32> {
+pub(crate) fn cpu_list(text: &str) -> BTreeSet<u32> {
     let mut cpus = BTreeSet::new();
     for part in text.split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {

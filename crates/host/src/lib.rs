@@ -16,7 +16,12 @@ pub mod affinity;
 pub mod devices;
 #[allow(unsafe_code)]
 pub mod kvm_probe;
+pub mod node;
+pub mod tune;
 pub mod validate;
+mod view;
+
+pub use view::HostView;
 
 use std::path::Path;
 

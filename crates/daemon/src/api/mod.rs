@@ -7,6 +7,7 @@ mod display;
 mod domains;
 mod monitor;
 mod networks;
+mod node;
 mod pools;
 pub(crate) mod reply;
 mod saves;
@@ -41,6 +42,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(saves::routes())
         .merge(secrets::routes())
         .merge(snapshots::routes())
+        .merge(node::routes())
         .merge(tuning::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
