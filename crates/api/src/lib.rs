@@ -81,6 +81,12 @@ pub use node::{
 pub mod tuning;
 pub use tuning::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};
 
+pub mod disks;
+pub use disks::{
+    AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, DetachDiskRequest, DeviceAction,
+    DeviceRequest, DiskChanged, IoTuneRequest,
+};
+
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 

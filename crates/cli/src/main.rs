@@ -19,6 +19,7 @@ mod clone;
 mod commands;
 mod complete;
 mod console;
+mod disks;
 mod display;
 mod edit;
 mod format;
@@ -86,6 +87,8 @@ enum Command {
     Monitor(monitor::MonitorVerb),
     #[command(flatten)]
     Tuning(tuning::TuningCommand),
+    #[command(flatten)]
+    Disk(disks::DiskCommand),
     #[command(flatten)]
     Node(node::NodeCommand),
     #[command(flatten)]
@@ -352,6 +355,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
+        Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Limits(command) => print_virsh_output(&limits::run(&client, command)?),
         Command::Memory(command) => print_virsh_output(&memory::run(&client, command)?),

@@ -172,8 +172,8 @@ pub enum PoolCommand {
         /// Also show each disk's type and device.
         #[arg(long)]
         details: bool,
-        /// Accepted for virsh's sake; a running domain's disks are those of its live
-        /// definition either way (the media change-media put in).
+        /// The disks of the definition the domain starts with next (without it, a running
+        /// domain's are those of its live definition: hot-plugged disks, changed media).
         #[arg(long)]
         inactive: bool,
     },
@@ -423,8 +423,15 @@ async fn run_async(client: &Client, command: PoolCommand) -> anyhow::Result<Stri
         PoolCommand::Domblklist {
             domain,
             details,
-            inactive: _,
-        } => domblklist(&client.domain_disks(&domain).await?, details),
+            inactive,
+        } => {
+            let disks = if inactive {
+                client.inactive_disks(&domain).await?
+            } else {
+                client.domain_disks(&domain).await?
+            };
+            domblklist(&disks, details)
+        }
         PoolCommand::Blockresize { domain, path, size } => {
             let bytes =
                 parse_size(&size, 1024).with_context(|| format!("Malformed size {size}"))?;
@@ -625,6 +632,11 @@ pub fn parse_size(text: &str, default_scale: u64) -> anyhow::Result<u64> {
 
 /// virsh's "1.00 GiB": two decimals in the largest binary unit that keeps the number >= 1.
 pub fn pretty_capacity(bytes: u64) -> String {
+    pretty_capacity_places(bytes, 2)
+}
+
+/// virsh's `vshPrettyCapacity` value with `places` decimals (pool-info: 2, domblkinfo: 3).
+pub fn pretty_capacity_places(bytes: u64, places: usize) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -632,7 +644,7 @@ pub fn pretty_capacity(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    format!("{value:.2} {}", UNITS[unit])
+    format!("{value:.places$} {}", UNITS[unit])
 }
 
 fn yes_no(value: bool) -> String {

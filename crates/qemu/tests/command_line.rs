@@ -1347,3 +1347,41 @@ fn sysinfo_system_strings_become_smbios_type_1() {
     assert_eq!(element, "os/smbios");
     assert!(reason.contains("host"), "{reason}");
 }
+
+#[test]
+fn a_hot_plugged_disk_gets_the_nodes_and_device_of_a_start() {
+    for machine in ["pc", "q35"] {
+        let text = xml(
+            "",
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2' cache='none' io='native'/>\
+               <source file='/srv/a.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='raw'/>\
+               <source file='/srv/b.raw'/><target dev='vdb' bus='virtio'/><readonly/></disk>",
+        )
+        .replace("machine='pc'", &format!("machine='{machine}'"));
+        // Normalized as the daemon stores it: every virtio disk has its PCI address.
+        let normalized = domain(&domain(&text).to_xml());
+        let args = command_line(&normalized, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap();
+        let plug = oxvirt_qemu::hotplug_disk(&normalized, "vdb").unwrap();
+        let started: Vec<Value> = json_values(&args, "-blockdev")
+            .into_iter()
+            .filter(|node| {
+                node["node-name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("drive-vdb"))
+            })
+            .collect();
+        assert_eq!(plug.blockdevs, started, "{machine}");
+        assert_eq!(plug.device, device(&args, "vdb"), "{machine}");
+        assert_eq!(plug.device["driver"], "virtio-blk-pci");
+        assert!(plug.device["bus"].is_string(), "{machine}: {}", plug.device);
+    }
+    let ide = domain(&xml(
+        "",
+        "<disk type='file' device='disk'><source file='/srv/c.raw'/><target dev='hdb' bus='ide'/></disk>",
+    ));
+    let err = oxvirt_qemu::hotplug_disk(&ide, "hdb")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bus 'virtio'"), "{err}");
+}

@@ -357,7 +357,42 @@ pub trait Control: Send + Sync {
     async fn unplug_vcpu(&self, _id: u32) -> Result<(), EngineError> {
         Err(no_vcpu_hotplug())
     }
+    /// Hot-plugs disk `dev` of `domain` (the running guest's definition with the disk in it,
+    /// normalized and resolved as for a start): its block nodes, then its device; neither is
+    /// left behind when the device cannot be added.
+    async fn plug_disk(&self, _domain: &Domain, _dev: &str) -> Result<(), EngineError> {
+        Err(no_disk_hotplug())
+    }
+    /// Hot-unplugs disk `dev` (the guest must release it) and removes its block nodes.
+    async fn unplug_disk(&self, _dev: &str) -> Result<(), EngineError> {
+        Err(no_disk_hotplug())
+    }
+    /// I/O counters of each disk of the running guest, by target.
+    async fn block_stats(&self) -> Result<Vec<BlockStats>, EngineError> {
+        Err(no_disk_hotplug())
+    }
+    /// The I/O limits of disk `dev` now.
+    async fn block_io_tune(&self, _dev: &str) -> Result<IoTune, EngineError> {
+        Err(no_disk_hotplug())
+    }
+    /// Sets the I/O limits of disk `dev` (0: no limit).
+    async fn set_block_io_tune(&self, _dev: &str, _tune: &IoTune) -> Result<(), EngineError> {
+        Err(no_disk_hotplug())
+    }
 }
+
+fn no_disk_hotplug() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot change the disks of a running guest".to_string(),
+    }
+}
+
+/// One disk's I/O counters (`dev` in `target`), virsh domblkstat's keys.
+pub type BlockStats = oxvirt_api::BlockStat;
+/// A disk's I/O limits, as libvirt's `<iotune>` and blkdeviotune name them (bytes or
+/// operations per second; 0: none).
+pub type IoTune = oxvirt_api::BlockIoTune;
 
 /// A guest's memory as its balloon device reports it, in virsh dommemstat's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

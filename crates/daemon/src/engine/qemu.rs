@@ -12,9 +12,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine, EngineError,
-    EngineErrorKind, EngineEvent, Events, GuestStatus, MemoryStats, NicPlug, SnapshotJob,
-    StateFile, VcpuSlotState,
+    AccelPlan, BlockStats, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine,
+    EngineError, EngineErrorKind, EngineEvent, Events, GuestStatus, IoTune, MemoryStats, NicPlug,
+    SnapshotJob, StateFile, VcpuSlotState,
 };
 
 pub struct QemuEngine {
@@ -914,40 +914,6 @@ impl Control for QmpControl {
         Ok(())
     }
 
-    async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
-        self.delete_if_present("device_del", device_id).await?;
-        // device_del only asks the guest to release the device (ACPI eject); it is gone when
-        // QEMU no longer lists it among the peripherals.
-        let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
-        loop {
-            let listed = self
-                .qmp
-                .execute(
-                    "qom-list",
-                    Some(serde_json::json!({ "path": "/machine/peripheral" })),
-                )
-                .await
-                .map_err(engine_error)?;
-            let present = listed
-                .as_array()
-                .is_some_and(|items| items.iter().any(|item| item["name"] == device_id));
-            if !present {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(EngineError {
-                    kind: EngineErrorKind::Failed,
-                    message: format!(
-                        "the guest did not release NIC {device_id} within {} s (does it handle ACPI hot-unplug?)",
-                        UNPLUG_TIMEOUT.as_secs()
-                    ),
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        self.delete_if_present("netdev_del", netdev_id).await
-    }
-
     async fn vcpu_slots(&self) -> Result<Vec<VcpuSlotState>, EngineError> {
         Ok(self
             .hotpluggable_cpus()
@@ -1013,9 +979,271 @@ impl Control for QmpControl {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
+        self.delete_device(device_id, "NIC").await?;
+        match self
+            .qmp
+            .execute("netdev_del", Some(serde_json::json!({ "id": netdev_id })))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
+    }
+
+    /// As libvirt with -blockdev: `blockdev-add` of each node (deepest first), then
+    /// `device_add`; a failure deletes the nodes already added, newest first.
+    async fn plug_disk(&self, domain: &Domain, dev: &str) -> Result<(), EngineError> {
+        let plug = oxvirt_qemu::hotplug_disk(domain, dev).map_err(engine_error)?;
+        let mut added: Vec<String> = Vec::new();
+        let mut result = Ok(());
+        for node in &plug.blockdevs {
+            if let Err(err) = self.qmp.execute("blockdev-add", Some(node.clone())).await {
+                result = Err(engine_error(err));
+                break;
+            }
+            added.push(node["node-name"].as_str().unwrap_or_default().to_string());
+        }
+        if result.is_ok() {
+            if let Err(err) = self
+                .qmp
+                .execute("device_add", Some(plug.device.clone()))
+                .await
+            {
+                result = Err(engine_error(err));
+            }
+        }
+        if result.is_err() {
+            for node in added.iter().rev() {
+                if let Err(err) = self
+                    .qmp
+                    .execute(
+                        "blockdev-del",
+                        Some(serde_json::json!({ "node-name": node })),
+                    )
+                    .await
+                {
+                    tracing::warn!(
+                        node,
+                        "cannot delete block node after a failed hot-plug: {err}"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    async fn unplug_disk(&self, dev: &str) -> Result<(), EngineError> {
+        self.delete_device(dev, "disk").await?;
+        // The disk's nodes (its format and protocol nodes, backing images, a copy-on-read
+        // filter, external snapshots' overlays) all have names that start with its node's; a
+        // node still used by another is deleted on a later pass, once that one is gone.
+        let node = oxvirt_qemu::disk_node(dev);
+        let listed = self
+            .qmp
+            .execute(
+                "query-named-block-nodes",
+                Some(serde_json::json!({ "flat": true })),
+            )
+            .await
+            .map_err(engine_error)?;
+        let mut left: Vec<String> = listed
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["node-name"].as_str())
+            .filter(|name| *name == node || name.starts_with(&format!("{node}-")))
+            .map(str::to_string)
+            .collect();
+        left.dedup();
+        // The device lets go of its nodes a moment after it leaves the peripherals.
+        let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
+        while !left.is_empty() {
+            let before = left.len();
+            let mut still = Vec::new();
+            let mut last_error = String::new();
+            for name in left {
+                if let Err(err) = self
+                    .qmp
+                    .execute(
+                        "blockdev-del",
+                        Some(serde_json::json!({ "node-name": name })),
+                    )
+                    .await
+                {
+                    last_error = err.to_string();
+                    still.push(name);
+                }
+            }
+            if still.len() == before {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(EngineError {
+                        kind: EngineErrorKind::Failed,
+                        message: format!(
+                            "disk {dev} was unplugged but its block nodes {} cannot be deleted: {last_error}",
+                            still.join(", ")
+                        ),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            left = still;
+        }
+        Ok(())
+    }
+
+    async fn block_stats(&self) -> Result<Vec<BlockStats>, EngineError> {
+        let answer = self
+            .qmp
+            .execute("query-blockstats", None)
+            .await
+            .map_err(engine_error)?;
+        let number = |stats: &serde_json::Value, key: &str| stats[key].as_u64().unwrap_or(0);
+        Ok(answer
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                // A -blockdev disk is named by its device's QOM path.
+                let qdev = entry["qdev"].as_str()?;
+                let dev = qdev
+                    .strip_prefix("/machine/peripheral/")
+                    .unwrap_or(qdev)
+                    .split('/')
+                    .next()?
+                    .to_string();
+                let stats = &entry["stats"];
+                Some(BlockStats {
+                    target: dev,
+                    rd_req: number(stats, "rd_operations"),
+                    rd_bytes: number(stats, "rd_bytes"),
+                    wr_req: number(stats, "wr_operations"),
+                    wr_bytes: number(stats, "wr_bytes"),
+                    flush_operations: number(stats, "flush_operations"),
+                    rd_total_times: number(stats, "rd_total_time_ns"),
+                    wr_total_times: number(stats, "wr_total_time_ns"),
+                    flush_total_times: number(stats, "flush_total_time_ns"),
+                })
+            })
+            .filter(|stats| !stats.target.is_empty())
+            .collect())
+    }
+
+    async fn block_io_tune(&self, dev: &str) -> Result<IoTune, EngineError> {
+        let block = self.block_of(dev).await?;
+        let inserted = &block["inserted"];
+        let mut tune = IoTune::default();
+        for (name, _) in IoTune::default().fields() {
+            let key = qemu_throttle_key(name);
+            tune.set(name, inserted[key.as_str()].as_u64().unwrap_or(0));
+        }
+        Ok(tune)
+    }
+
+    async fn set_block_io_tune(&self, dev: &str, tune: &IoTune) -> Result<(), EngineError> {
+        // block_set_io_throttle names the device by the qdev QEMU reports for it (a virtio
+        // disk's backend, below the PCI device oxvirt named `dev`).
+        let block = self.block_of(dev).await?;
+        let mut arguments = serde_json::json!({ "id": block["qdev"] });
+        for (name, value) in tune.fields() {
+            arguments[qemu_throttle_key(name)] = serde_json::json!(value);
+        }
+        self.qmp
+            .execute("block_set_io_throttle", Some(arguments))
+            .await
+            .map_err(engine_error)?;
+        Ok(())
+    }
+}
+
+/// QEMU's name of a libvirt I/O limit: `bps`/`iops` for bytes/operations, `_rd`/`_wr`
+/// for reads/writes, `_max` for bursts (`total_bytes_sec_max` is `bps_max`).
+fn qemu_throttle_key(name: &str) -> String {
+    if name == "size_iops_sec" {
+        return "iops_size".to_string();
+    }
+    let (base, max) = match name.strip_suffix("_max") {
+        Some(base) => (base, "_max"),
+        None => (name, ""),
+    };
+    let (direction, unit) = base
+        .trim_end_matches("_sec")
+        .split_once('_')
+        .unwrap_or(("total", "bytes"));
+    let unit = if unit == "bytes" { "bps" } else { "iops" };
+    let direction = match direction {
+        "read" => "_rd",
+        "write" => "_wr",
+        _ => "",
+    };
+    format!("{unit}{direction}{max}")
 }
 
 impl QmpControl {
+    /// Hot-unplugs device `id` (`what`: its kind, for the error) and waits until the guest
+    /// released it. device_del only asks the guest to release the device (ACPI or PCIe native
+    /// eject); it is gone when QEMU no longer lists it among the peripherals.
+    async fn delete_device(&self, id: &str, what: &str) -> Result<(), EngineError> {
+        // A device the guest already released (after an earlier, timed-out request) is gone.
+        match self
+            .qmp
+            .execute("device_del", Some(serde_json::json!({ "id": id })))
+            .await
+        {
+            Ok(_) => {}
+            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
+            Err(err) => return Err(engine_error(err)),
+        }
+        let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
+        loop {
+            let listed = self
+                .qmp
+                .execute(
+                    "qom-list",
+                    Some(serde_json::json!({ "path": "/machine/peripheral" })),
+                )
+                .await
+                .map_err(engine_error)?;
+            let present = listed
+                .as_array()
+                .is_some_and(|items| items.iter().any(|item| item["name"] == id));
+            if !present {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message: format!(
+                        "the guest did not release {what} {id} within {} s (does it handle hot-unplug?)",
+                        UNPLUG_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `query-block`'s entry of the disk with target `dev`.
+    async fn block_of(&self, dev: &str) -> Result<serde_json::Value, EngineError> {
+        let blocks = self
+            .qmp
+            .execute("query-block", None)
+            .await
+            .map_err(engine_error)?;
+        blocks
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|block| block["qdev"].as_str().is_some_and(|q| qdev_is(q, dev)))
+            .cloned()
+            .ok_or_else(|| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("QEMU reports no disk {dev}"),
+            })
+    }
+
     /// Whether the tray of the drive with device id `dev` is open (`query-block`).
     async fn tray_open(&self, dev: &str) -> Result<bool, EngineError> {
         let devices = self
@@ -1142,7 +1370,7 @@ const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
-    use super::{guest_memory_stats, parse_version};
+    use super::{guest_memory_stats, parse_version, qemu_throttle_key};
 
     #[test]
     fn balloon_statistics_take_virsh_keys_and_kib() {
@@ -1178,6 +1406,15 @@ mod tests {
             ]
         );
         assert_eq!(guest_memory_stats(&serde_json::json!({})), vec![]);
+    }
+
+    #[test]
+    fn throttle_keys_are_qemus() {
+        assert_eq!(qemu_throttle_key("total_bytes_sec"), "bps");
+        assert_eq!(qemu_throttle_key("read_iops_sec"), "iops_rd");
+        assert_eq!(qemu_throttle_key("write_bytes_sec_max"), "bps_wr_max");
+        assert_eq!(qemu_throttle_key("total_iops_sec_max"), "iops_max");
+        assert_eq!(qemu_throttle_key("size_iops_sec"), "iops_size");
     }
 
     #[test]

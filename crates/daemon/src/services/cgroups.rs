@@ -11,9 +11,7 @@ use oxvirt_host::cgroup::{self, GuestCgroup, Limits, UNLIMITED_KIB};
 use uuid::Uuid;
 
 use super::domains::Domains;
-use super::error::{
-    bad_request, db, engine_failure, invalid_state, DaemonError, DaemonResult, ErrorKind,
-};
+use super::error::{bad_request, engine_failure, DaemonError, DaemonResult, ErrorKind};
 use crate::engine::Control;
 
 /// A guest's groups, named by its UUID (unique, stable across renames and daemon restarts).
@@ -240,29 +238,16 @@ impl Domains {
         request: &LimitsRequest,
         kind: LimitKind,
     ) -> DaemonResult<LimitValues> {
-        let record = self.guests.resolve(id)?;
-        let (_vm, _guard) = self.guests.begin(&record)?;
-        // Re-read under the lock: the definition may have changed since it was resolved.
-        let record = self.guests.resolve(id)?;
-        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        let (live, config) = match (request.live, request.config) {
-            (false, false) => (running, !running),
-            both => both,
-        };
-        if live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running (--live is the running guest; --config its definition)",
-                record.name
-            )));
-        }
+        let change = self.begin_change(id, request.live, request.config)?;
+        let (record, live, config) = (&change.record, change.scope.live, change.scope.config);
         if request.set.is_empty() {
             if live && config {
                 return Err(bad_request("ask with --live or with --config, not both"));
             }
             let domain = if live {
-                self.current_domain(&record)?
+                self.current_domain(record)?
             } else {
-                self.persistent_domain(&record)?
+                self.persistent_domain(record)?
             };
             return Ok(limit_values(&domain, kind, live));
         }
@@ -273,10 +258,10 @@ impl Domains {
             }
             Ok(())
         };
-        apply(&mut self.persistent_domain(&record)?)?;
+        apply(&mut self.persistent_domain(record)?)?;
         let mut answer = None;
         if live {
-            let mut domain = self.current_domain(&record)?;
+            let mut domain = self.current_domain(record)?;
             apply(&mut domain)?;
             let group = guest_cgroup(&record.uuid);
             let limits = cgroup_limits(&domain, kind);
@@ -285,15 +270,15 @@ impl Domains {
                 LimitKind::Memory => group.set_memory_limits(&limits),
             }
             .map_err(|err| cgroup_failure(&record.name, err))?;
-            self.write_live_definition(&record, &domain)?;
+            self.write_live_definition(record, &domain)?;
             answer = Some(limit_values(&domain, kind, true));
         }
         if config {
-            self.change_persistent(&record, apply)?;
+            self.change_persistent(record, apply)?;
         }
         let answer = match answer {
             Some(answer) => answer,
-            None => limit_values(&self.persistent_domain(&record)?, kind, false),
+            None => limit_values(&self.persistent_domain(record)?, kind, false),
         };
         tracing::info!(domain = %record.name, verb = kind.verb(), live, config, "limits set");
         Ok(answer)

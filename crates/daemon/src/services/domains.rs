@@ -942,29 +942,35 @@ impl Domains {
     /// without a source).
     pub fn disks(&self, id: &str) -> DaemonResult<Vec<DomainDisk>> {
         let record = self.guests.resolve(id)?;
-        let domain = self.current_domain(&record)?;
-        Ok(domain
-            .devices
-            .disks
-            .iter()
-            .map(|disk| DomainDisk {
-                disk_type: disk.disk_type.as_str().to_string(),
-                device: match disk.device {
-                    DiskDevice::Disk => "disk",
-                    DiskDevice::Cdrom => "cdrom",
-                }
-                .to_string(),
-                target: disk.target.dev.clone(),
-                source: disk
-                    .source
-                    .clone()
-                    .or_else(|| disk.volume.as_ref().map(|v| v.volume.clone()))
-                    // virsh shows a network disk's source name.
-                    .or_else(|| disk.network.as_ref().and_then(|n| n.name.clone())),
-            })
-            .collect())
+        Ok(disk_list(&self.current_domain(&record)?))
     }
+}
 
+/// `domain`'s disks as `domblklist` lists them.
+pub(super) fn disk_list(domain: &Domain) -> Vec<DomainDisk> {
+    domain
+        .devices
+        .disks
+        .iter()
+        .map(|disk| DomainDisk {
+            disk_type: disk.disk_type.as_str().to_string(),
+            device: match disk.device {
+                DiskDevice::Disk => "disk",
+                DiskDevice::Cdrom => "cdrom",
+            }
+            .to_string(),
+            target: disk.target.dev.clone(),
+            source: disk
+                .source
+                .clone()
+                .or_else(|| disk.volume.as_ref().map(|v| v.volume.clone()))
+                // virsh shows a network disk's source name.
+                .or_else(|| disk.network.as_ref().and_then(|n| n.name.clone())),
+        })
+        .collect()
+}
+
+impl Domains {
     /// Grows a disk of a running guest; the guest sees the new size at once.
     pub async fn block_resize(
         self: &Arc<Self>,

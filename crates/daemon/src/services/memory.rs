@@ -12,31 +12,10 @@ use std::sync::Arc;
 
 use oxvirt_api::{DomainMemoryStats, MemoryChanged, MemoryRequest, MemoryStat, StatsPeriodRequest};
 use oxvirt_domain::{Domain, MemBalloon, MemBalloonModel};
-use tokio::sync::OwnedMutexGuard;
 
 use super::domains::Domains;
 use super::error::{bad_request, db, engine_failure, invalid_state, DaemonResult};
-use super::guests::Vm;
 use crate::store::DomainRecord;
-
-/// A change under way: the domain's operation lock held, and what it is about.
-struct Change {
-    vm: Arc<Vm>,
-    _guard: OwnedMutexGuard<()>,
-    record: DomainRecord,
-    live: bool,
-    config: bool,
-}
-
-/// What a change is about: (the running guest, the next start's definition). Neither flag is
-/// virsh's `--current`: the running guest if it runs, else the definition.
-fn scope(live: bool, config: bool, running: bool) -> (bool, bool) {
-    if live || config {
-        (live, config)
-    } else {
-        (running, !running)
-    }
-}
 
 /// The domain's virtio balloon, if it has one.
 fn balloon(domain: &mut Domain) -> Option<&mut MemBalloon> {
@@ -72,30 +51,6 @@ fn check_below_maximum(size_kib: u64, domain: &Domain) -> DaemonResult<()> {
 }
 
 impl Domains {
-    /// Takes the domain's operation lock for a change with virsh's flags `live`/`config`,
-    /// and says what it is about; `--live` needs a running guest.
-    fn begin_change(&self, id: &str, live: bool, config: bool) -> DaemonResult<Change> {
-        let record = self.guests.resolve(id)?;
-        let (vm, guard) = self.guests.begin(&record)?;
-        // Re-read under the lock: the definition may have changed since it was resolved.
-        let record = self.guests.resolve(id)?;
-        let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        if live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running (--live is the running guest; --config its definition)",
-                record.name
-            )));
-        }
-        let (live, config) = scope(live, config, running);
-        Ok(Change {
-            vm,
-            _guard: guard,
-            record,
-            live,
-            config,
-        })
-    }
-
     /// Stores the next start's definition a change made (checked already), if it made one.
     fn store_next(&self, record: &DomainRecord, next: Option<Domain>) -> DaemonResult<()> {
         match next {
@@ -115,7 +70,12 @@ impl Domains {
     ) -> DaemonResult<MemoryChanged> {
         let size = nonzero_size(request)?;
         let change = self.begin_change(id, request.live, request.config)?;
-        let (vm, record, live, config) = (&change.vm, &change.record, change.live, change.config);
+        let (vm, record, live, config) = (
+            &change.vm,
+            &change.record,
+            change.scope.live,
+            change.scope.config,
+        );
         // Everything is checked before anything changes.
         let mut next = None;
         if config {
@@ -158,7 +118,7 @@ impl Domains {
     pub fn set_max_memory(&self, id: &str, request: &MemoryRequest) -> DaemonResult<MemoryChanged> {
         let size = nonzero_size(request)?;
         let change = self.begin_change(id, request.live, request.config)?;
-        let (record, live) = (&change.record, change.live);
+        let (record, live) = (&change.record, change.scope.live);
         if live {
             return Err(invalid_state(format!(
                 "cannot resize the maximum memory of running domain '{}': QEMU guests here \
@@ -227,7 +187,12 @@ impl Domains {
         request: &StatsPeriodRequest,
     ) -> DaemonResult<MemoryChanged> {
         let change = self.begin_change(id, request.live, request.config)?;
-        let (vm, record, live, config) = (&change.vm, &change.record, change.live, change.config);
+        let (vm, record, live, config) = (
+            &change.vm,
+            &change.record,
+            change.scope.live,
+            change.scope.config,
+        );
         let period = (request.period > 0).then_some(request.period);
         let what = "no statistics period to set";
         let mut next = None;
@@ -255,18 +220,5 @@ impl Domains {
         Ok(MemoryChanged {
             name: record.name.clone(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scope;
-
-    #[test]
-    fn no_flag_is_the_running_guest_or_else_the_definition() {
-        assert_eq!(scope(false, false, true), (true, false));
-        assert_eq!(scope(false, false, false), (false, true));
-        assert_eq!(scope(true, true, true), (true, true));
-        assert_eq!(scope(false, true, true), (false, true));
     }
 }

@@ -3,7 +3,8 @@
 //! running guest's displays, screenshots, keys, CD-ROM media and live definition; [`snapshots`]:
 //! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command; [`tuning`]:
 //! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start; [`memory`]: setmem, setmaxmem,
-//! dommemstat),
+//! dommemstat; [`disks`]: disk hotplug, domblkinfo, domblkstat, blkdeviotune; [`cgroups`]:
+//! a guest's cgroups, schedinfo, memtune),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -11,6 +12,8 @@
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
 pub mod cgroups;
+pub mod change;
+pub mod disks;
 pub mod display;
 pub mod domains;
 pub mod error;

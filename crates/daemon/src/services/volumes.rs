@@ -53,7 +53,7 @@ impl Volumes {
 const DEFAULT_CLUSTER_SIZE: u64 = 65536;
 
 /// An `oxvirt-images` failure on volume `name`, with the API code that fits it.
-fn image_error(what: &str, err: ImageError) -> DaemonError {
+pub(super) fn image_error(what: &str, err: ImageError) -> DaemonError {
     let code = match &err {
         ImageError::Locked { .. } => ErrorKind::InvalidState,
         ImageError::Exists { .. } => ErrorKind::AlreadyExists,

@@ -47,7 +47,7 @@ mod storage;
 pub use devices::{macvtap_fd, nic_driver, NicIds, BALLOON_QOM_PATH};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
-pub use storage::disk_node;
+pub use storage::{disk_node, hotplug_disk, DiskPlug};
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
 #[derive(Debug, Clone, PartialEq, Eq)]

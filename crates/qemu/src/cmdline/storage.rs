@@ -3,18 +3,133 @@
 use oxvirt_domain::{
     Address, BackingLayer, Controller, ControllerTarget, ControllerType, DetectZeroes, Disk,
     DiskAuth, DiskBus, DiskCache, DiskDevice, DiskDiscard, DiskDriver, DiskErrorPolicy, DiskFormat,
-    DiskIo, DiskTarget, DiskType, DriveAddress, NetworkHost, NetworkProtocol, NetworkSource,
-    SecretUsageType, SourceLine, UsbAddress,
+    DiskIo, DiskTarget, DiskType, Domain, DriveAddress, NetworkHost, NetworkProtocol,
+    NetworkSource, SecretUsageType, SourceLine, UsbAddress,
 };
 use serde_json::{json, Map, Value};
 
-use super::{is_qemu_identifier, on_off, Builder, Chipset};
-use crate::QemuError;
+use super::{
+    is_qemu_identifier, on_off, pci_properties, Builder, Chipset, DeviceGroups, MachineFirmware,
+};
+use crate::{Accel, QemuError, RunPaths};
 
 /// The name of the block node (the format node) the command line gives the disk with target
 /// `dev` (`vda`): what QMP block commands (`block_resize`, `query-named-block-nodes`) name.
 pub fn disk_node(dev: &str) -> String {
     format!("drive-{dev}")
+}
+
+/// A disk as [`Builder::disk_parts`] makes it, before it goes on a command line or to QMP.
+struct DiskParts {
+    /// `-object`s (a network disk's secret).
+    objects: Vec<Value>,
+    /// `-blockdev`s, each after the nodes it names.
+    blockdevs: Vec<Value>,
+    /// The frontend `-device`, without its PCI placement.
+    device: Value,
+    address: PartsPlacement,
+    /// The disk's element path, for errors.
+    element: String,
+}
+
+/// Where a disk's frontend goes.
+enum PartsPlacement {
+    /// A PCI device (virtio), at its `<address>` or one QEMU picks.
+    Pci(Option<Address>),
+    /// On a controller's bus (IDE, SATA, SCSI, USB): the placement is in the device already.
+    OnBus,
+}
+
+/// A disk to hot-plug into a running guest: exactly the block nodes and the device a start
+/// would give it ([`Builder::disk_parts`]), for `blockdev-add` (in this order) and `device_add`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskPlug {
+    pub blockdevs: Vec<Value>,
+    pub device: Value,
+}
+
+/// The hot-plug of the disk with target `dev` of `domain` (the running guest's definition with
+/// the disk in it, normalized so it has its PCI address, its volume and backing chain resolved
+/// as for a start). Only virtio disks on a file or block device are hot-plugged: their device
+/// plugs into a PCI slot (bus 0 on pc, a PCIe root port on q35).
+pub fn hotplug_disk(domain: &Domain, dev: &str) -> Result<DiskPlug, QemuError> {
+    let element = format!("devices/disk[target@dev='{dev}']");
+    let (index, disk) = domain
+        .devices
+        .disks
+        .iter()
+        .enumerate()
+        .find(|(_, disk)| disk.target.dev == dev)
+        .ok_or_else(|| {
+            QemuError::invalid(element.clone(), SourceLine::NONE, "no such disk to plug")
+        })?;
+    if disk.target.bus != DiskBus::Virtio || disk.device != DiskDevice::Disk {
+        return Err(QemuError::unsupported(
+            format!("{element}/target@bus"),
+            disk.target.line,
+            "only disks on bus 'virtio' can be hot-plugged",
+        ));
+    }
+    if !matches!(disk.disk_type, DiskType::File | DiskType::Block) {
+        return Err(QemuError::unsupported(
+            format!("{element}/source"),
+            disk.source_line,
+            "a hot-plugged disk must be a file or a block device",
+        ));
+    }
+    let chipset = Chipset::of(&domain.os.machine).ok_or_else(|| {
+        QemuError::unsupported(
+            "os/type@machine",
+            domain.os.type_line,
+            format!("machine '{}'", domain.os.machine),
+        )
+    })?;
+    // The run directory only names a network disk's secret file, and those are refused above.
+    let run = RunPaths::new(super::CHECK_RUN_DIR);
+    let builder = Builder {
+        run: &run,
+        accel: Accel::Tcg,
+        chipset,
+        args: Vec::new(),
+        warnings: Vec::new(),
+        devices: DeviceGroups::default(),
+        controllers: &domain.devices.controllers,
+        iothreads: domain.iothreads.unwrap_or(0),
+        // A hot-plugged disk is not a boot device (the firmware ran long ago).
+        disk_boot: vec![None; domain.devices.disks.len()],
+        interface_boot: Vec::new(),
+        numa_cells: 0,
+        numatune: None,
+        machine_firmware: MachineFirmware::default(),
+    };
+    let DiskParts {
+        objects,
+        blockdevs,
+        mut device,
+        address,
+        element,
+    } = builder.disk_parts(index, disk)?;
+    if !objects.is_empty() {
+        return Err(QemuError::unsupported(
+            format!("{element}/auth"),
+            disk.source_line,
+            "a hot-plugged disk cannot have credentials",
+        ));
+    }
+    let Some(Address::Pci(pci)) = (match address {
+        PartsPlacement::Pci(address) => address,
+        PartsPlacement::OnBus => None,
+    }) else {
+        return Err(QemuError::invalid(
+            format!("{element}/address"),
+            disk.line,
+            "a hot-plugged disk needs its PCI address",
+        ));
+    };
+    for (key, value) in pci_properties(&pci, chipset, &domain.devices.controllers, &element)? {
+        device[key] = value;
+    }
+    Ok(DiskPlug { blockdevs, device })
 }
 
 impl Builder<'_> {
@@ -483,6 +598,34 @@ impl Builder<'_> {
     }
 
     pub(super) fn disk(&mut self, index: usize, disk: &Disk) -> Result<(), QemuError> {
+        let DiskParts {
+            objects,
+            blockdevs,
+            device,
+            address,
+            element,
+        } = self.disk_parts(index, disk)?;
+        for object in objects {
+            self.arg("-object", object.to_string());
+        }
+        for node in blockdevs {
+            self.arg("-blockdev", node.to_string());
+        }
+        match address {
+            PartsPlacement::Pci(address) => {
+                self.add_pci_device(device, address.as_ref(), &element)?
+            }
+            PartsPlacement::OnBus => self.devices.on_buses.push(device),
+        }
+        Ok(())
+    }
+
+    /// Everything disk `index` of the definition is in QEMU: the objects and block nodes (in
+    /// the order they must be created) and the frontend device, the same for a start and a
+    /// hot-plug ([`hotplug_disk`]).
+    fn disk_parts(&self, index: usize, disk: &Disk) -> Result<DiskParts, QemuError> {
+        let mut objects = Vec::new();
+        let mut blockdevs = Vec::new();
         let Disk {
             disk_type,
             device,
@@ -581,9 +724,7 @@ impl Builder<'_> {
                 }
                 let (node, secret) =
                     self.network_protocol(network, auth.as_ref(), dev, (&element, *source_line))?;
-                if let Some(secret) = secret {
-                    self.arg("-object", secret.to_string());
-                }
+                objects.extend(secret);
                 Some(node)
             }
             (None, None) => None,
@@ -646,11 +787,11 @@ impl Builder<'_> {
             }
             // A node must exist before a node names it: the deepest backing image first.
             for (protocol, format) in backing_nodes.into_iter().rev() {
-                self.arg("-blockdev", protocol.to_string());
-                self.arg("-blockdev", format.to_string());
+                blockdevs.push(protocol);
+                blockdevs.push(format);
             }
-            self.arg("-blockdev", protocol.to_string());
-            self.arg("-blockdev", format_node.to_string());
+            blockdevs.push(protocol);
+            blockdevs.push(format_node);
             if copy_on_read == Some(true) {
                 // As libvirt: a copy-on-read filter node on top of the format node, which the
                 // device then uses (data read from a backing image is copied into the top one).
@@ -661,7 +802,7 @@ impl Builder<'_> {
                     "file": drive,
                     "discard": "unmap",
                 });
-                self.arg("-blockdev", node.to_string());
+                blockdevs.push(node);
                 medium_node = cor;
             }
         } else if !cdrom {
@@ -783,13 +924,17 @@ impl Builder<'_> {
                 frontend.insert("rerror".into(), json!(rerror));
             }
         }
-        let frontend = Value::Object(frontend);
-        if *bus == DiskBus::Virtio {
-            self.add_pci_device(frontend, address.as_ref(), &element)?;
-        } else {
-            self.devices.on_buses.push(frontend);
-        }
-        Ok(())
+        Ok(DiskParts {
+            objects,
+            blockdevs,
+            device: Value::Object(frontend),
+            address: if *bus == DiskBus::Virtio {
+                PartsPlacement::Pci(address.clone())
+            } else {
+                PartsPlacement::OnBus
+            },
+            element,
+        })
     }
 
     /// Where a non-PCI disk plugs in: bus properties for its `-device`, per bus type. `disk` is

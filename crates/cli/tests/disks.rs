@@ -1,0 +1,416 @@
+//! Disks of running guests against a private oxvirtd running real QEMU (TCG) guests: a qcow2
+//! image with known bytes hot-plugged into a `pc` and a `q35` guest is a block device the guest
+//! reads those bytes from, and is gone from it after detach-disk; `--config` changes only the
+//! next start's definition; domblklist, domblkinfo, domblkstat follow; blkdeviotune's IOPS limit
+//! slows the guest's own reads; bad input is refused and changes nothing.
+
+#[allow(dead_code)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
+use support::{guest_xml, make_disk, ConsoleSession, Daemon};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const IMAGE_MIB: u64 = 16;
+
+/// A qcow2 image whose first 64 KiB are the byte `0x5a`, written by QEMU's own qemu-io.
+fn known_qcow2(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let run = |program: &str, args: &[&str]| {
+        let output = Command::new(program).args(args).output().expect(program);
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let file = path.to_str().unwrap();
+    run(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            file,
+            &format!("{IMAGE_MIB}M"),
+        ],
+    );
+    run(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x5a 0 64k", file],
+    );
+    path
+}
+
+fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
+    let mut console = daemon.start_with_console(name);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    // The kernel's messages about the devices coming and going would cut the shell's lines.
+    console.run("dmesg -n 1", 100);
+    console
+}
+
+/// Waits in the guest (bounded) until /sys/block/DEV exists (`present`) or is gone; fails
+/// the test, with the console's output, if it does not come to that.
+#[track_caller]
+fn expect_guest_sees(console: &mut ConsoleSession, dev: &str, present: bool, tag: u32) {
+    let test = if present { "-e" } else { "! -e" };
+    let out = console.run(
+        &format!(
+            "i=0; while [ $i -lt 200 ] && ! [ {test} /sys/block/{dev} ]; do sleep 0.1; i=$((i+1)); done; [ {test} /sys/block/{dev} ] && echo YES-$((1+1))"
+        ),
+        tag,
+    );
+    assert!(
+        out.contains("YES-2"),
+        "the guest never got to {test} /sys/block/{dev}:\n{}",
+        console.all_output()
+    );
+}
+
+fn stat_value(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("vdb {key} ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
+    let daemon = Daemon::start();
+    let dir = daemon.dir.path();
+    let root = make_disk(dir, "root.img", 2048);
+    let data = known_qcow2(dir, "data.qcow2");
+    let data_path = data.to_str().unwrap();
+    daemon
+        .define(
+            "dpc.xml",
+            &guest_xml(
+                "dpc",
+                "5b1d7e0a-3c4f-4a6b-8d2e-1f3a5c7e9b0d",
+                &guest_kit(),
+                &root,
+                1,
+            ),
+        )
+        .1
+        .ok();
+
+    // Shut off: --live is refused, the default (--current) is the definition.
+    let error = daemon
+        .oxvirt(&["attach-disk", "dpc", data_path, "vdb", "--live"])
+        .error();
+    assert!(error.contains("not running"), "{error}");
+    assert_eq!(
+        daemon
+            .oxvirt(&[
+                "attach-disk",
+                "dpc",
+                data_path,
+                "vdc",
+                "--subdriver",
+                "qcow2"
+            ])
+            .ok(),
+        "Disk attached successfully\n\n"
+    );
+    let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
+    assert!(
+        inactive.contains("<target dev='vdc' bus='virtio'/>"),
+        "{inactive}"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["detach-disk", "dpc", "vdc"]).ok(),
+        "Disk detached successfully\n\n"
+    );
+    let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
+    assert!(!inactive.contains("vdc"), "{inactive}");
+    // update-device changes a CD-ROM's medium only.
+    let update = dir.join("update.xml");
+    std::fs::write(
+        &update,
+        format!("<disk type='file' device='disk'><source file='{data_path}'/><target dev='vda' bus='virtio'/></disk>"),
+    )
+    .unwrap();
+    let error = daemon
+        .oxvirt(&["update-device", "dpc", update.to_str().unwrap()])
+        .error();
+    assert!(error.contains("only a CD-ROM's medium"), "{error}");
+
+    let mut console = boot(&daemon, "dpc");
+
+    // Bad input: each refused with what and where, nothing changes.
+    let live_before = daemon.oxvirt(&["dumpxml", "dpc"]).ok();
+    let config_before = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
+    let error = daemon
+        .oxvirt(&["attach-disk", "dpc", data_path, "vda", "--live"])
+        .error();
+    assert_eq!(error, "error: target vda already exists");
+    let missing = dir.join("missing.qcow2");
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dpc",
+            missing.to_str().unwrap(),
+            "vdb",
+            "--live",
+        ])
+        .error();
+    assert!(
+        error.contains("Cannot access storage file") && error.contains("missing.qcow2"),
+        "{error}"
+    );
+    let error = daemon
+        .oxvirt(&["detach-disk", "dpc", "vdz", "--live"])
+        .error();
+    assert_eq!(
+        error,
+        "error: No disk found whose source path or target is vdz"
+    );
+    let error = daemon
+        .oxvirt(&["detach-disk", "dpc", "vda", "--live"])
+        .error();
+    assert!(error.contains("booted from"), "{error}");
+    let refused_device = |name: &str, xml: &str| {
+        let file = dir.join(name);
+        std::fs::write(&file, xml).unwrap();
+        daemon
+            .oxvirt(&["attach-device", "dpc", file.to_str().unwrap(), "--live"])
+            .error()
+    };
+    let error = refused_device(
+        "broken.xml",
+        "<disk type='file' device='disk'>\n  <source file='/x'>\n  <target dev='vdb'/>\n</disk>\n",
+    );
+    assert!(error.contains("line 4"), "{error}");
+    let error = refused_device(
+        "nic.xml",
+        "<interface type='network'><source network='default'/></interface>\n",
+    );
+    assert!(error.contains("<interface> at line 1"), "{error}");
+    assert_eq!(daemon.oxvirt(&["dumpxml", "dpc"]).ok(), live_before);
+    assert_eq!(
+        daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok(),
+        config_before
+    );
+    expect_guest_sees(&mut console, "vdb", false, 1);
+
+    // attach-disk --live: the guest gets /dev/vdb with the image's bytes.
+    assert_eq!(
+        daemon
+            .oxvirt(&[
+                "attach-disk",
+                "dpc",
+                data_path,
+                "vdb",
+                "--subdriver",
+                "qcow2",
+                "--live"
+            ])
+            .ok(),
+        "Disk attached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "vdb", true, 2);
+    let bytes = console.run("hexdump -C -n 16 /dev/vdb", 3);
+    assert!(
+        bytes.contains("5a 5a 5a 5a 5a 5a 5a 5a  5a 5a 5a 5a 5a 5a 5a 5a"),
+        "{bytes}"
+    );
+    let list = daemon.oxvirt(&["domblklist", "dpc"]).ok();
+    assert!(list.contains(&format!(" vdb      {data_path}\n")), "{list}");
+    let info = daemon.oxvirt(&["domblkinfo", "dpc", "vdb"]).ok();
+    assert!(
+        info.starts_with(&format!("Capacity:       {}\n", IMAGE_MIB << 20)),
+        "{info}"
+    );
+    // Live only: the next start's definition has no vdb.
+    let list = daemon.oxvirt(&["domblklist", "dpc", "--inactive"]).ok();
+    assert!(list.contains(" vda ") && !list.contains("vdb"), "{list}");
+    let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
+    assert!(!inactive.contains("vdb"), "{inactive}");
+    assert!(daemon
+        .oxvirt(&["dumpxml", "dpc"])
+        .ok()
+        .contains("<target dev='vdb' bus='virtio'/>"));
+
+    // domblkstat: a guest read is counted.
+    let before = stat_value(&daemon.oxvirt(&["domblkstat", "dpc", "vdb"]).ok(), "rd_req");
+    console.run(
+        "dd if=/dev/vdb of=/dev/null bs=4k count=10 skip=100 iflag=direct 2>/dev/null",
+        4,
+    );
+    let after = stat_value(&daemon.oxvirt(&["domblkstat", "dpc", "vdb"]).ok(), "rd_req");
+    assert!(after >= before + 10, "rd_req {before} -> {after}");
+    let human = daemon.oxvirt(&["domblkstat", "dpc", "vdb", "--human"]).ok();
+    assert!(
+        human.starts_with("Device: vdb\n number of read operations:      "),
+        "{human}"
+    );
+
+    // blkdeviotune: 50 IOPS, then 200 direct reads take at least ~2 s of the guest's time.
+    assert_eq!(
+        daemon
+            .oxvirt(&["blkdeviotune", "dpc", "vdb", "--total-iops-sec", "50"])
+            .ok(),
+        "\n"
+    );
+    let shown = daemon.oxvirt(&["blkdeviotune", "dpc", "vdb"]).ok();
+    assert!(shown.contains("total_iops_sec : 50\n"), "{shown}");
+    let timing = console.run(
+        "a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/vdb of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null; b=$(cut -d' ' -f1 /proc/uptime); echo T $a $b",
+        5,
+    );
+    let times: Vec<f64> = timing
+        .lines()
+        .find_map(|l| l.strip_prefix("T "))
+        .unwrap_or_else(|| panic!("{timing}"))
+        .split(' ')
+        .map(|t| t.trim().parse().unwrap())
+        .collect();
+    let elapsed = times[1] - times[0];
+    let rate = 200.0 / elapsed.max(0.01);
+    eprintln!("200 direct 4 KiB reads at --total-iops-sec 50: {elapsed:.2} s, {rate:.1} IOPS");
+    assert!(rate <= 100.0, "{rate:.1} IOPS at a limit of 50");
+    let error = daemon
+        .oxvirt(&[
+            "blkdeviotune",
+            "dpc",
+            "vdb",
+            "--total-iops-sec",
+            "50",
+            "--read-iops-sec",
+            "10",
+        ])
+        .error();
+    assert!(error.contains("total_iops_sec cannot be set"), "{error}");
+    daemon
+        .oxvirt(&["blkdeviotune", "dpc", "vdb", "--total-iops-sec", "0"])
+        .ok();
+
+    // detach-disk --live: the guest releases it.
+    assert_eq!(
+        daemon.oxvirt(&["detach-disk", "dpc", "vdb", "--live"]).ok(),
+        "Disk detached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "vdb", false, 6);
+    assert!(!daemon.oxvirt(&["domblklist", "dpc"]).ok().contains("vdb"));
+    let error = daemon
+        .oxvirt(&["detach-disk", "dpc", "vdb", "--live"])
+        .error();
+    assert_eq!(
+        error,
+        "error: No disk found whose source path or target is vdb"
+    );
+
+    // attach-device --config of a running domain: the next start has it, the guest not.
+    let device = dir.join("disk.xml");
+    std::fs::write(
+        &device,
+        format!(
+            "<disk type='file' device='disk'>\n  <driver name='qemu' type='qcow2'/>\n  <source file='{data_path}'/>\n  <target dev='vdd' bus='virtio'/>\n</disk>\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        daemon
+            .oxvirt(&["attach-device", "dpc", device.to_str().unwrap(), "--config"])
+            .ok(),
+        "Device attached successfully\n\n"
+    );
+    let inactive = daemon.oxvirt(&["dumpxml", "dpc", "--inactive"]).ok();
+    assert!(
+        inactive.contains("<target dev='vdd' bus='virtio'/>"),
+        "{inactive}"
+    );
+    assert!(!daemon.oxvirt(&["dumpxml", "dpc"]).ok().contains("vdd"));
+    expect_guest_sees(&mut console, "vdd", false, 7);
+    assert_eq!(
+        daemon
+            .oxvirt(&["detach-device", "dpc", device.to_str().unwrap(), "--config"])
+            .ok(),
+        "Device detached successfully\n\n"
+    );
+    assert!(!daemon
+        .oxvirt(&["dumpxml", "dpc", "--inactive"])
+        .ok()
+        .contains("vdd"));
+    daemon.oxvirt(&["destroy", "dpc"]).ok();
+}
+
+#[test]
+fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
+    let daemon = Daemon::start();
+    let dir = daemon.dir.path();
+    let root = make_disk(dir, "root.img", 2048);
+    let data = known_qcow2(dir, "data.qcow2");
+    let data_path = data.to_str().unwrap();
+    let xml = guest_xml(
+        "dq35",
+        "6c2e8f1b-4d5a-4b7c-9e3f-2a4b6d8f0c1e",
+        &guest_kit(),
+        &root,
+        1,
+    )
+    .replace("machine='pc'", "machine='q35'");
+    daemon.define("dq35.xml", &xml).1.ok();
+    let mut console = boot(&daemon, "dq35");
+
+    daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dq35",
+            data_path,
+            "vdb",
+            "--subdriver",
+            "qcow2",
+            "--live",
+        ])
+        .ok();
+    expect_guest_sees(&mut console, "vdb", true, 1);
+    let bytes = console.run("hexdump -C -n 16 /dev/vdb", 2);
+    assert!(bytes.contains("5a 5a 5a 5a"), "{bytes}");
+    let attach_readonly_vdc = || {
+        daemon.oxvirt(&[
+            "attach-disk",
+            "dq35",
+            data_path,
+            "vdc",
+            "--mode",
+            "readonly",
+            "--subdriver",
+            "qcow2",
+            "--live",
+        ])
+    };
+    // The one spare root port is taken now: a second disk is refused, saying how to add one.
+    let live_before = daemon.oxvirt(&["dumpxml", "dq35"]).ok();
+    let error = attach_readonly_vdc().error();
+    assert!(
+        error.contains("<controller type='pci' model='pcie-root-port'/>"),
+        "{error}"
+    );
+    assert_eq!(daemon.oxvirt(&["dumpxml", "dq35"]).ok(), live_before);
+    expect_guest_sees(&mut console, "vdc", false, 3);
+
+    daemon
+        .oxvirt(&["detach-disk", "dq35", "vdb", "--live"])
+        .ok();
+    expect_guest_sees(&mut console, "vdb", false, 4);
+    // The port is free again. (The guest names disks in the order it finds them: the new
+    // one is its vdb again, read-only as attached.)
+    attach_readonly_vdc().ok();
+    expect_guest_sees(&mut console, "vdb", true, 5);
+    let readonly = console.run("cat /sys/block/vdb/ro", 6);
+    assert_eq!(readonly.trim(), "1", "{readonly}");
+    let list = daemon.oxvirt(&["domblklist", "dq35"]).ok();
+    assert!(list.contains(&format!(" vdc      {data_path}\n")), "{list}");
+    daemon.oxvirt(&["destroy", "dq35"]).ok();
+}
