@@ -66,6 +66,9 @@ pub use secret::{SecretInfo, SecretValue};
 pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 
+pub mod capabilities;
+pub use capabilities::{CpuModelInfo, CpuModels};
+
 pub mod node;
 pub use node::{
     AllocPages, CellFree, CellsFree, FreePages, KsmSettings, NodeCpuMap, NodeInfo, NodeValue,

@@ -15,6 +15,7 @@
 
 mod admin;
 mod builder;
+mod capabilities;
 mod clone;
 mod commands;
 mod complete;
@@ -86,6 +87,8 @@ enum Command {
     Tuning(tuning::TuningCommand),
     #[command(flatten)]
     Node(node::NodeCommand),
+    #[command(flatten)]
+    Capabilities(capabilities::CapabilitiesCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -347,6 +350,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
+        Command::Capabilities(command) => print_virsh_output(&capabilities::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)

@@ -2,6 +2,7 @@
 //! One module of routes per resource; [`reply`] is how every route answers.
 
 mod admin;
+mod capabilities;
 mod display;
 mod domains;
 mod monitor;
@@ -32,6 +33,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
     Router::new()
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
+        .merge(capabilities::routes())
         .merge(display::routes())
         .merge(domains::routes())
         .merge(monitor::routes())

@@ -9,6 +9,7 @@
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
+pub mod capabilities;
 pub mod display;
 pub mod domains;
 pub mod error;
