@@ -299,6 +299,53 @@ fn compare_gives_virshs_verdicts_and_names_what_the_host_lacks() {
     );
     assert!(error.contains("avx512f"), "{error}");
 
+    // Whole documents, as virsh reads them: libvirt's own domcapabilities (its host-model CPU
+    // is TCG's max as libvirt sees it) is identical for both; in capabilities the host's <cpu>
+    // counts, not the <cpu id=...> entries of its NUMA cells.
+    let (code, domcaps, err) = virsh(&root, &["domcapabilities", "--virttype", "qemu"]);
+    assert_eq!(code, Some(0), "{err}");
+    let domcaps_file = dir.join("domcaps.xml");
+    std::fs::write(&domcaps_file, &domcaps).unwrap();
+    let domcaps_file = domcaps_file.to_str().unwrap();
+    let ours = daemon
+        .oxvirt(&["hypervisor-cpu-compare", domcaps_file])
+        .ok();
+    let (code, theirs, err) = virsh(
+        &root,
+        &["hypervisor-cpu-compare", domcaps_file, "--virttype", "qemu"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(ours, theirs);
+    assert!(ours.contains("is identical to"), "{ours}");
+    let (code, caps, err) = virsh(&root, &["capabilities"]);
+    assert_eq!(code, Some(0), "{err}");
+    let caps_file = dir.join("caps.xml");
+    std::fs::write(&caps_file, &caps).unwrap();
+    let run = daemon.oxvirt(&[
+        "hypervisor-cpu-baseline",
+        caps_file.to_str().unwrap(),
+        domcaps_file,
+    ]);
+    let line_of = |text: &str, start: &str| {
+        1 + text
+            .lines()
+            .position(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no {start} in {text}"))
+    };
+    let hosts: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(hosts.len(), 2, "{run:?}");
+    let host_cpu = line_of(&caps, "<cpu>");
+    let host_model = line_of(&domcaps, "<mode name='host-model'");
+    assert!(
+        hosts[0].starts_with(&format!("host 1 ({}:{host_cpu})", caps_file.display())),
+        "{run:?}"
+    );
+    assert!(
+        hosts[1].starts_with(&format!("host 2 ({domcaps_file}:{host_model})")),
+        "{run:?}"
+    );
+    assert!(run.ok().contains("<model fallback='forbid'>"));
+
     // virttype kvm needs hardware KVM; this host's /dev/kvm (kvm_pvm) is not.
     let error = daemon
         .oxvirt(&["hypervisor-cpu-compare", skylake, "--virttype", "kvm"])

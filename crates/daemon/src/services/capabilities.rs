@@ -4,6 +4,7 @@
 //! after an upgrade of QEMU starts one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use oxvirt_api::{CpuModelInfo, CpuModels};
 use oxvirt_qemu::cpu_models::{self, CpuDatabase};
@@ -91,7 +92,9 @@ fn read_cache(path: &Path) -> Option<CpuDatabase> {
 
 fn write_cache(dir: &Path, path: &Path, database: &CpuDatabase) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let temporary = path.with_extension("json.tmp");
+    // Two requests may probe at once: each writes its own file, and a rename is atomic.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let temporary = path.with_extension(format!("tmp{}", NEXT.fetch_add(1, Ordering::Relaxed)));
     std::fs::write(&temporary, serde_json::to_vec(database)?)?;
     std::fs::rename(&temporary, path)
 }
