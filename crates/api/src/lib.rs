@@ -71,6 +71,8 @@ pub use monitor::{MonitorAnswer, MonitorCommand};
 
 pub mod limits;
 pub use limits::{LimitValue, LimitValues, LimitsRequest};
+pub mod capabilities;
+pub use capabilities::{CpuModelInfo, CpuModels};
 
 pub mod node;
 pub use node::{

@@ -15,6 +15,7 @@
 
 mod admin;
 mod builder;
+mod capabilities;
 mod clone;
 mod commands;
 mod complete;
@@ -95,6 +96,8 @@ enum Command {
     Limits(limits::LimitsCommand),
     #[command(flatten)]
     Memory(memory::MemoryCommand),
+    #[command(flatten)]
+    Capabilities(capabilities::CapabilitiesCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
     /// Start a defined, inactive domain.
@@ -359,6 +362,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Limits(command) => print_virsh_output(&limits::run(&client, command)?),
         Command::Memory(command) => print_virsh_output(&memory::run(&client, command)?),
+        Command::Capabilities(command) => print_virsh_output(&capabilities::run(&client, command)?),
         Command::Monitor(command) => {
             let output = monitor::run(&client, command)?;
             print_output(&output)

@@ -18,6 +18,8 @@
 //! - [`Qmp`]: commands and the event stream ([`QmpEvent`]).
 //! - [`save_state`] and [`LaunchOptions::incoming`]: a guest's machine state into a file and,
 //!   at a later start, out of it (QEMU's migration stream over a descriptor passed on QMP).
+//! - [`cpu_models`]: the named CPU models this QEMU offers and their features, asked of a
+//!   short-lived QEMU over QMP (`oxvirt cpu-models`, `hypervisor-cpu-baseline`/`-compare`).
 //! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
 //! - [`check_hugepages`]: before a start, whether the host's huge page pool holds a
 //!   `<hugepages/>` guest ([`HugepagePool`]); [`BALLOON_QOM_PATH`]: the balloon device's QOM
@@ -51,6 +53,7 @@
 
 mod accel;
 mod cmdline;
+pub mod cpu_models;
 mod error;
 pub mod firmware;
 mod hugepages;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod disks;
+mod capabilities;
 mod display;
 mod domains;
 mod limits;
@@ -36,6 +37,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
         .merge(disks::routes())
+        .merge(capabilities::routes())
         .merge(display::routes())
         .merge(domains::routes())
         .merge(memory::routes())

@@ -14,6 +14,7 @@
 pub mod cgroups;
 pub mod change;
 pub mod disks;
+pub mod capabilities;
 pub mod display;
 pub mod domains;
 pub mod error;

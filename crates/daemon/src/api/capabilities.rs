@@ -1,0 +1,36 @@
+//! HTTP routes of the hypervisor's capabilities (see `oxvirt_api::capabilities`): the CPU model
+//! database, answered by `services/capabilities.rs` (a QEMU probe cached per QEMU version).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::Router;
+use oxvirt_api::CpuModels;
+use serde::Deserialize;
+
+use super::reply::{blocking, Reply};
+use crate::services::Services;
+
+pub fn routes() -> Router<Arc<Services>> {
+    Router::new().route("/v1/capabilities/cpu-models", get(cpu_models))
+}
+
+#[derive(Deserialize)]
+struct ModelsQuery {
+    arch: Option<String>,
+    virttype: Option<String>,
+}
+
+async fn cpu_models(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<ModelsQuery>,
+) -> Reply<CpuModels> {
+    blocking(services, "cpu-models", move |services| {
+        services.cpu_models(
+            query.arch.as_deref().unwrap_or("x86_64"),
+            query.virttype.as_deref().unwrap_or("qemu"),
+        )
+    })
+    .await
+}
