@@ -28,15 +28,20 @@ for tool in fio sysbench; do
     }
 done
 
+mkdir -p "$out"
+# Tests build the kit from parallel threads: one builds, the others wait and find it cached.
+exec 9>"$out/.lock"
+flock 9
+
 versions=$(dpkg-query -W -f='${Package} ${Version}\n' fio sysbench)
-stamp=$( { sha256sum "$0"; cat "$guest_kit/stamp"; echo "$versions"; } | sha256sum | cut -d' ' -f1)
+# The script's content, not its path: the same kit whether run as scripts/bench-kit.sh or by absolute path.
+stamp=$( { sha256sum <"$0"; cat "$guest_kit/stamp"; echo "$versions"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] &&
     [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.img" ]; then
     exit 0
 fi
 
 log "building with $(echo "$versions" | tr '\n' ' ')"
-mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 root=$work/root
@@ -62,6 +67,7 @@ head -c $(( (4 - size % 4) % 4 )) /dev/zero >>"$work/initramfs.img"
 
 cp "$guest_kit/vmlinuz" "$out/vmlinuz"
 cp "$guest_kit/version" "$out/version"
-cp "$work/initramfs.img" "$out/initramfs.img"
+cp "$work/initramfs.img" "$out/initramfs.img.new"
+mv "$out/initramfs.img.new" "$out/initramfs.img"
 echo "$stamp" >"$out/stamp"
 log "ready in $out"

@@ -198,9 +198,7 @@ impl Console {
                     "the console closed (the guest stopped); its last output:\n{}",
                     last_lines(&self.pending)
                 ),
-                Ok(n) => self
-                    .pending
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => self.pending.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e).context("cannot read the bench guest's console"),

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::format::table;
+
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +73,8 @@ impl Report {
 
     /// The absolute figures, then each target as a percentage of the baseline.
     pub fn tables(&self) -> String {
-        let mut head = vec!["Workload".to_string(), "Unit".to_string()];
-        head.extend(self.targets.iter().cloned());
+        let mut head = vec!["Workload", "Unit"];
+        head.extend(self.targets.iter().map(String::as_str));
         let rows: Vec<Vec<String>> = self
             .workloads
             .iter()
@@ -94,8 +96,9 @@ impl Report {
         if others.is_empty() {
             return out;
         }
-        let mut head = vec!["Workload".to_string()];
-        head.extend(others.iter().map(|t| format!("{t} % of {base}")));
+        let titles: Vec<String> = others.iter().map(|t| format!("{t} % of {base}")).collect();
+        let mut head = vec!["Workload"];
+        head.extend(titles.iter().map(String::as_str));
         let rows: Vec<Vec<String>> = self
             .workloads
             .iter()
@@ -191,9 +194,7 @@ impl Report {
 
 /// `bench compare`: every figure of `a` next to `b`'s, and `b` as a percentage of `a`.
 pub fn compare(a: &Report, b: &Report) -> anyhow::Result<String> {
-    let head: Vec<String> = ["Workload", "Target", "Unit", "A", "B", "B/A"]
-        .map(String::from)
-        .to_vec();
+    let head = ["Workload", "Target", "Unit", "A", "B", "B/A"];
     let mut rows = Vec::new();
     for wa in &a.workloads {
         let Some(wb) = b.workloads.iter().find(|w| w.id == wa.id) else {
@@ -229,35 +230,6 @@ fn percent(base: Option<&f64>, value: Option<&f64>) -> String {
     }
 }
 
-/// Columns padded to their widest cell: the first left-aligned, the others right-aligned.
-fn table(head: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = head.iter().map(String::len).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: &[String]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i == 0 {
-                let _ = write!(s, "{cell:<w$}");
-            } else {
-                let _ = write!(s, "  {cell:>w$}");
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = line(head);
-    out.push_str(&"-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
-    out.push('\n');
-    for row in rows {
-        out.push_str(&line(row));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,7 +259,10 @@ mod tests {
     #[test]
     fn tables_give_figures_and_percentages_of_the_host() {
         let text = report().tables();
-        assert!(text.contains("cpu       events/s  200.0  50.0"), "{text}");
+        assert!(
+            text.contains(" cpu        events/s   200.0   50.0\n"),
+            "{text}"
+        );
         assert!(text.contains("qemu % of host"), "{text}");
         assert!(text.contains("25.0%"), "{text}");
         let same = compare(&report(), &report()).unwrap();

@@ -234,7 +234,10 @@ mod tests {
         let units: Vec<&str> = ALL.iter().map(|w| w.unit).collect();
         assert_eq!(
             units,
-            ["events/s", "MiB/s", "IOPS", "IOPS", "IOPS", "IOPS", "MiB/s", "MiB/s", "MiB/s", "MiB/s"]
+            [
+                "events/s", "MiB/s", "IOPS", "IOPS", "IOPS", "IOPS", "MiB/s", "MiB/s", "MiB/s",
+                "MiB/s"
+            ]
         );
     }
 }
