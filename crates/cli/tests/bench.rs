@@ -221,3 +221,71 @@ fn read_only_or_full_bench_directory_fails_cleanly() {
     assert_eq!(left, "", "files left in the full directory");
     assert_no_guest(&daemon);
 }
+
+/// The nested target's path (benches/bench-nested.sh): the commands `--print-commands` gives, run for real
+/// (here on the host, by sh, as L2's shell runs them) between the console markers, read back by
+/// `import-console`; a log missing a workload is refused, naming it.
+#[test]
+fn printed_commands_run_and_their_console_log_imports() {
+    let daemon = Daemon::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("data.raw");
+    std::fs::write(&disk, vec![7u8; 64 << 20]).expect("data disk");
+    let commands = daemon
+        .oxvirt(&["bench", "--profile", "short", "--print-commands", p(&disk)])
+        .ok();
+    let mut script = String::new();
+    for line in commands.lines() {
+        let (id, command) = line.split_once('\t').expect("ID<TAB>COMMAND");
+        script.push_str(&format!(
+            "echo BENCH-BEGIN-{id}; {command} 2>&1; echo BENCH-END-{id}-$?\n"
+        ));
+    }
+    assert_eq!(commands.lines().count(), WORKLOADS.len(), "{commands}");
+    let log = dir.path().join("console.log");
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .expect("run the commands");
+    std::fs::write(&log, &out.stdout).expect("console log");
+
+    let json = dir.path().join("replay.json");
+    let tables = daemon
+        .oxvirt(&[
+            "bench",
+            "import-console",
+            p(&log),
+            "--target",
+            "replay",
+            "--profile",
+            "short",
+            "--json",
+            p(&json),
+        ])
+        .ok();
+    assert!(tables.contains(" randwrite-4k-qd32 "), "{tables}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
+    assert_eq!(report["targets"], serde_json::json!(["replay"]));
+    for row in report["workloads"].as_array().expect("workloads") {
+        assert!(
+            row["results"]["replay"].as_f64().is_some_and(|v| v > 0.0),
+            "{row}"
+        );
+    }
+
+    let cut = String::from_utf8_lossy(&out.stdout).replace("BENCH-END-memory-", "BENCH-GONE-");
+    std::fs::write(&log, cut).expect("console log");
+    let err = daemon
+        .oxvirt(&[
+            "bench",
+            "import-console",
+            p(&log),
+            "--target",
+            "replay",
+            "--profile",
+            "short",
+        ])
+        .error();
+    assert!(err.contains("no output of memory"), "{err}");
+}

@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG bar chart into FILE.
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
+
+    /// Print each workload's id and command line (fio working on DISK), tab-separated, and run nothing:
+    /// benches/bench-nested.sh types them in its L2 guest.
+    #[arg(long, value_name = "DISK", hide = true)]
+    print_commands: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -63,6 +68,25 @@ enum BenchCommand {
         a: PathBuf,
         /// The report compared with it.
         b: PathBuf,
+    },
+    /// Read the workloads' outputs from a guest's console log (each between the lines `BENCH-BEGIN-ID` and
+    /// `BENCH-END-ID-STATUS`, as benches/bench-nested.sh has its L2 guest print them) as TARGET's figures.
+    #[command(name = "import-console", hide = true)]
+    ImportConsole {
+        /// The console log.
+        log: PathBuf,
+        /// The target name the figures are for (e.g. nested).
+        #[arg(long)]
+        target: String,
+        /// The profile the workloads ran with.
+        #[arg(long, default_value = "full")]
+        profile: String,
+        /// Add the target to this report (from `--json`) instead of starting a new one.
+        #[arg(long, value_name = "FILE")]
+        merge: Option<PathBuf>,
+        /// Write the result as JSON into FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
 }
 
@@ -91,12 +115,28 @@ impl Target {
 }
 
 pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchCommand::Compare { a, b }) = args.command {
-        let text = report::compare(&report::Report::read(&a)?, &report::Report::read(&b)?)?;
-        print!("{text}");
-        return Ok(());
+    match args.command {
+        Some(BenchCommand::Compare { a, b }) => {
+            let text = report::compare(&Report::read(&a)?, &Report::read(&b)?)?;
+            print!("{text}");
+            return Ok(());
+        }
+        Some(BenchCommand::ImportConsole {
+            log,
+            target,
+            profile,
+            merge,
+            json,
+        }) => return import_console(&log, &target, &profile, merge.as_deref(), json.as_deref()),
+        None => {}
     }
     let profile = Profile::parse(&args.profile)?;
+    if let Some(disk) = &args.print_commands {
+        for w in &workloads::ALL {
+            println!("{}\t{}", w.id, w.argv(profile, disk).join(" "));
+        }
+        return Ok(());
+    }
     let mut targets = Vec::new();
     for name in &args.targets {
         let target = Target::parse(name)?;
@@ -186,9 +226,7 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
         workloads: results,
     };
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        write_json(&report, path)?;
     }
     if let Some(path) = &args.chart {
         std::fs::write(path, report.chart_svg())
@@ -196,6 +234,87 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut stdout = std::io::stdout();
     stdout.write_all(report.tables().as_bytes())?;
+    Ok(())
+}
+
+fn write_json(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `bench import-console`: the figures of `target` from a console log, alone or added to `merge`'s report.
+fn import_console(
+    log: &Path,
+    target: &str,
+    profile: &str,
+    merge: Option<&Path>,
+    json: Option<&Path>,
+) -> anyhow::Result<()> {
+    let profile = Profile::parse(profile)?;
+    // A leading newline: a marker on the log's first line starts a line too.
+    let text = "\n".to_string()
+        + &std::fs::read_to_string(log)
+            .with_context(|| format!("cannot read {}", log.display()))?
+            .replace('\r', "");
+    let mut report = match merge {
+        Some(path) => Report::read(path)?,
+        None => Report {
+            format: report::FORMAT.to_string(),
+            oxvirt_version: env!("CARGO_PKG_VERSION").to_string(),
+            profile: profile.name().to_string(),
+            started: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            machine: machine(),
+            targets: Vec::new(),
+            workloads: Vec::new(),
+        },
+    };
+    if report.profile != profile.name() {
+        bail!(
+            "{} ran the {} profile, the console log the {} one",
+            merge.map_or_else(String::new, |p| p.display().to_string()),
+            report.profile,
+            profile.name()
+        );
+    }
+    if report.targets.iter().any(|t| t == target) {
+        bail!("the report already has the target '{target}'");
+    }
+    report.targets.push(target.to_string());
+    for w in &workloads::ALL {
+        let begin = format!("\nBENCH-BEGIN-{}\n", w.id);
+        let end = format!("\nBENCH-END-{}-", w.id);
+        let output = text
+            .split_once(&begin)
+            .and_then(|(_, rest)| rest.split_once(&end))
+            .with_context(|| format!("{}: no output of {} in it", log.display(), w.id))?;
+        let status: String = output.1.chars().take_while(char::is_ascii_digit).collect();
+        if status != "0" {
+            bail!(
+                "{} failed on {target} (exit status {status}):\n{}",
+                w.id,
+                output.0
+            );
+        }
+        let value = w
+            .parse(output.0)
+            .with_context(|| format!("{} on {target}", w.id))?;
+        match report.workloads.iter_mut().find(|r| r.id == w.id) {
+            Some(row) => {
+                row.results.insert(target.to_string(), value);
+            }
+            None => report.workloads.push(WorkloadResult {
+                id: w.id.to_string(),
+                unit: w.unit.to_string(),
+                results: [(target.to_string(), value)].into(),
+            }),
+        }
+    }
+    if let Some(path) = json {
+        write_json(&report, path)?;
+    }
+    print!("{}", report.tables());
     Ok(())
 }
 
