@@ -162,6 +162,27 @@ fn unknown_profile_and_target_are_refused() {
         ])
         .error();
     assert!(err.contains("cannot read /nonexistent/a.json"), "{err}");
+    // No daemon behind the socket: said before anything is written.
+    let kit = bench_kit();
+    let socket = dir.path().join("no-daemon.sock");
+    let err = support::oxvirt_at(
+        &socket,
+        &[
+            "bench",
+            "--targets",
+            "qemu",
+            "--kit",
+            p(&kit),
+            "--dir",
+            p(dir.path()),
+        ],
+        &[],
+    )
+    .error();
+    assert!(
+        err.contains(&format!("the qemu target needs oxvirtd at {}", p(&socket))),
+        "{err}"
+    );
     assert!(entries(dir.path()).is_empty());
     assert_no_guest(&daemon);
 }

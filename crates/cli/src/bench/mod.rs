@@ -148,7 +148,15 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
         bail!("no bench target given");
     }
     let kit = if targets.contains(&Target::Qemu) {
-        Some(guest::Kit::open(&args.kit)?)
+        let kit = guest::Kit::open(&args.kit)?;
+        // Before the data disk is written: a missing daemon is found in a moment, not after a 1 GiB write.
+        crate::commands::block_on(client.version())?.with_context(|| {
+            format!(
+                "the qemu target needs oxvirtd at {}",
+                client.socket().display()
+            )
+        })?;
+        Some(kit)
     } else {
         None
     };
