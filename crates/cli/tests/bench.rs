@@ -271,19 +271,13 @@ fn printed_commands_run_and_their_console_log_imports() {
     std::fs::write(&log, &out.stdout).expect("console log");
 
     let json = dir.path().join("replay.json");
-    let tables = daemon
-        .oxvirt(&[
-            "bench",
-            "import-console",
-            p(&log),
-            "--target",
-            "replay",
-            "--profile",
-            "short",
-            "--json",
-            p(&json),
-        ])
-        .ok();
+    let import = |extra: &[&str]| {
+        let mut args = vec!["bench", "import-console", p(&log), "--target", "replay"];
+        args.extend(["--profile", "short"]);
+        args.extend(extra);
+        daemon.oxvirt(&args)
+    };
+    let tables = import(&["--json", p(&json)]).ok();
     assert!(tables.contains(" randwrite-4k-qd32 "), "{tables}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("json");
@@ -297,16 +291,6 @@ fn printed_commands_run_and_their_console_log_imports() {
 
     let cut = String::from_utf8_lossy(&out.stdout).replace("BENCH-END-memory-", "BENCH-GONE-");
     std::fs::write(&log, cut).expect("console log");
-    let err = daemon
-        .oxvirt(&[
-            "bench",
-            "import-console",
-            p(&log),
-            "--target",
-            "replay",
-            "--profile",
-            "short",
-        ])
-        .error();
+    let err = import(&[]).error();
     assert!(err.contains("no output of memory"), "{err}");
 }
