@@ -18,6 +18,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3 man-db bash-completion zsh fish tmux
           vncsnapshot xorriso grub-common grub-pc-bin grub-efi-amd64-bin mtools mmdebstrap fdisk e2fsprogs
           dosfstools mount)
+# fio and sysbench: `oxvirt bench`'s workloads, on the host and (scripts/bench-kit.sh) in its guests.
+packages+=(fio sysbench)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
 # driver, qemu:///embed, in a temporary root): client, daemon library and QEMU driver only, without
 # recommends and without libvirt-daemon-system, so no libvirtd runs and no default network (virbr0) appears.

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod bench;
 mod builder;
 mod capabilities;
 mod clone;
@@ -119,6 +120,8 @@ enum Command {
     /// What this machine can do for guests: `host validate` (virt-host-validate's role; no daemon
     /// needed).
     Host(host::HostArgs),
+    /// What virtualization costs: fio and sysbench on the host and in a guest, as tables, JSON and a chart.
+    Bench(bench::BenchArgs),
     /// Interactive shell (also `oxvirt` with no command).
     #[command(long_about = shell::LONG_ABOUT)]
     Shell,
@@ -329,6 +332,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Img(args) => img::run(args),
         Command::Builder(args) => builder::run(args),
         Command::Host(args) => host::run(args),
+        Command::Bench(args) => bench::run(&client, args),
         Command::Install(args) => install::run(&client, *args),
         Command::Clone(args) => clone::run(&client, *args),
         Command::Export(args) => clone::export(&client, args),

@@ -1,0 +1,213 @@
+//! The `qemu` target: a guest of oxvirtd's qemu engine booted from the bench kit (scripts/bench-kit.sh), with
+//! the data disk as its `vda`, driven over its serial console. Every wait is bounded; the guest is destroyed
+//! and undefined however the run ends.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use oxvirt_api::Client;
+
+use crate::commands::block_on;
+
+/// The guest kit's shell prompt (scripts/guest-kit.sh).
+const PROMPT: &str = "oxvirt-guest# ";
+/// Booting the kit under TCG takes seconds; unpacking the bench kit's libraries adds some.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// Beyond a workload's own run time: starting the tool, laying out, printing the report.
+const COMMAND_SLACK: Duration = Duration::from_secs(180);
+
+/// The bench kit's files.
+#[derive(Debug, Clone)]
+pub struct Kit {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl Kit {
+    /// The kit in `dir`, which must hold what scripts/bench-kit.sh writes.
+    pub fn open(dir: &Path) -> anyhow::Result<Kit> {
+        let kit = Kit {
+            kernel: dir.join("vmlinuz"),
+            initramfs: dir.join("initramfs.img"),
+        };
+        for file in [&kit.kernel, &kit.initramfs] {
+            if !file.is_file() {
+                bail!(
+                    "the bench kit has no {} (build it with scripts/bench-kit.sh, or point --kit at it)",
+                    file.display()
+                );
+            }
+        }
+        Ok(kit)
+    }
+}
+
+/// The definition of the bench guest: one vCPU, 1 GiB (the kit's initramfs holds fio's and sysbench's
+/// libraries), the data disk on virtio-blk, raw, cache=none, io=native.
+fn domain_xml(name: &str, kit: &Kit, disk: &Path) -> String {
+    use oxvirt_xml::escape_text as e;
+    format!(
+        "<domain type='qemu'>
+  <name>{name}</name>
+  <memory unit='MiB'>1024</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{kernel}</kernel>
+    <initrd>{initrd}</initrd>
+    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1</cmdline>
+  </os>
+  <features><acpi/></features>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='pty'><target port='0'/></serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+  </devices>
+</domain>
+",
+        name = e(name),
+        kernel = e(&kit.kernel.display().to_string()),
+        initrd = e(&kit.initramfs.display().to_string()),
+        disk = e(&disk.display().to_string()),
+    )
+}
+
+/// A defined (and maybe running) bench guest; dropping it destroys and undefines it.
+pub struct Guest {
+    client: Client,
+    name: String,
+    console: Option<Console>,
+}
+
+impl Guest {
+    /// Defines and starts the guest, then waits for its shell.
+    pub fn boot(client: &Client, kit: &Kit, disk: &Path) -> anyhow::Result<Guest> {
+        let name = format!("oxvirt-bench-{}", std::process::id());
+        block_on(client.define_domain(&domain_xml(&name, kit, disk)))?
+            .with_context(|| format!("cannot define the bench guest '{name}'"))?;
+        let mut guest = Guest {
+            client: client.clone(),
+            name,
+            console: None,
+        };
+        block_on(client.start(&guest.name))?
+            .with_context(|| format!("cannot start the bench guest '{}'", guest.name))?;
+        let info = block_on(client.domain_info(&guest.name))??;
+        let socket = info
+            .console_socket
+            .with_context(|| format!("the bench guest '{}' has no console", guest.name))?;
+        let mut console = Console::connect(Path::new(&socket))?;
+        console
+            .wait_for(PROMPT, BOOT_TIMEOUT)
+            .with_context(|| format!("the bench guest '{}' did not boot", guest.name))?;
+        guest.console = Some(console);
+        // The kernel's own messages would land in the middle of a tool's report.
+        guest.run("dmesg -n 1", Duration::from_secs(30))?;
+        Ok(guest)
+    }
+
+    /// Runs `command` in the guest's shell and returns its output (stdout and stderr); a non-zero exit
+    /// status is an error carrying that output.
+    pub fn run(&mut self, command: &str, run_time: Duration) -> anyhow::Result<String> {
+        let console = self.console.as_mut().context("the bench guest is not up")?;
+        // The quotes keep the markers in the echoed command line apart from the ones the shell prints.
+        console.send(&format!(
+            "echo BENCH\"\"-BEGIN; {command} 2>&1; echo BENCH\"\"-END-$?-DO\"\"NE\n"
+        ))?;
+        let text = console
+            .wait_for("-DONE", run_time + COMMAND_SLACK)
+            .with_context(|| format!("'{command}' did not finish in the bench guest"))?;
+        let text = text.replace('\r', "");
+        let body = text
+            .rsplit_once("BENCH-BEGIN\n")
+            .map(|(_, body)| body)
+            .unwrap_or(&text);
+        let (output, status) = body
+            .rsplit_once("BENCH-END-")
+            .with_context(|| format!("no end marker after '{command}' in the bench guest"))?;
+        let status = status.trim_end_matches("-DONE");
+        if status != "0" {
+            bail!("'{command}' failed in the bench guest (exit status {status}):\n{output}");
+        }
+        Ok(output.to_string())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // The guest may already be off; either way it must not outlive the run.
+        let _ = block_on(self.client.destroy(&self.name));
+        let _ = block_on(self.client.undefine_domain(&self.name, None));
+    }
+}
+
+/// A guest's serial console (the Unix socket the engine serves), read with bounded waits.
+struct Console {
+    stream: UnixStream,
+    /// Received and not yet consumed by a wait.
+    pending: String,
+}
+
+impl Console {
+    fn connect(socket: &Path) -> anyhow::Result<Console> {
+        let stream = UnixStream::connect(socket)
+            .with_context(|| format!("cannot connect to the console at {}", socket.display()))?;
+        stream.set_read_timeout(Some(Duration::from_millis(200)))?;
+        Ok(Console {
+            stream,
+            pending: String::new(),
+        })
+    }
+
+    fn send(&mut self, text: &str) -> anyhow::Result<()> {
+        self.stream
+            .write_all(text.as_bytes())
+            .context("cannot write to the bench guest's console")
+    }
+
+    /// Reads until `pattern` arrives; returns everything up to and including it. Errors when the console
+    /// closes (the guest stopped) or `timeout` passes.
+    fn wait_for(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(at) = self.pending.find(pattern) {
+                let end = at + pattern.len();
+                let text = self.pending[..end].to_string();
+                self.pending.drain(..end);
+                return Ok(text);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nothing matched '{pattern}' within {timeout:?}; the console's last output:\n{}",
+                    last_lines(&self.pending)
+                );
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) => bail!(
+                    "the console closed (the guest stopped); its last output:\n{}",
+                    last_lines(&self.pending)
+                ),
+                Ok(n) => self.pending.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).context("cannot read the bench guest's console"),
+            }
+        }
+    }
+}
+
+fn last_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
