@@ -61,7 +61,7 @@ fi
 [ -n "$deb" ] || { log "cannot find or download the Debian cloud kernel package"; exit 1; }
 
 busybox_version=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || /bin/busybox | head -n 1)
-stamp=$( { sha256sum "$0"; basename "$deb"; echo "$busybox_version"; } | sha256sum | cut -d' ' -f1)
+stamp=$( { sha256sum <"$0"; basename "$deb"; echo "$busybox_version"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ] &&
     [ -f "$out/vmlinuz" ] && [ -f "$out/initramfs.img" ]; then
     exit 0

@@ -2,8 +2,8 @@
 //! One module of routes per resource; [`reply`] is how every route answers.
 
 mod admin;
-mod disks;
 mod capabilities;
+mod disks;
 mod display;
 mod domains;
 mod limits;

@@ -982,15 +982,7 @@ impl Control for QmpControl {
 
     async fn unplug_nic(&self, device_id: &str, netdev_id: &str) -> Result<(), EngineError> {
         self.delete_device(device_id, "NIC").await?;
-        match self
-            .qmp
-            .execute("netdev_del", Some(serde_json::json!({ "id": netdev_id })))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => Ok(()),
-            Err(err) => Err(engine_error(err)),
-        }
+        self.delete_if_present("netdev_del", netdev_id).await
     }
 
     /// As libvirt with -blockdev: `blockdev-add` of each node (deepest first), then
@@ -1186,16 +1178,7 @@ impl QmpControl {
     /// released it. device_del only asks the guest to release the device (ACPI or PCIe native
     /// eject); it is gone when QEMU no longer lists it among the peripherals.
     async fn delete_device(&self, id: &str, what: &str) -> Result<(), EngineError> {
-        // A device the guest already released (after an earlier, timed-out request) is gone.
-        match self
-            .qmp
-            .execute("device_del", Some(serde_json::json!({ "id": id })))
-            .await
-        {
-            Ok(_) => {}
-            Err(QemuError::Command { class, .. }) if class == "DeviceNotFound" => {}
-            Err(err) => return Err(engine_error(err)),
-        }
+        self.delete_if_present("device_del", id).await?;
         let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
         loop {
             let listed = self

@@ -11,10 +11,10 @@
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
 //! volumes and secrets, volumes use pools, interfaces use networks; all of them use guests and the store.
 
+pub mod capabilities;
 pub mod cgroups;
 pub mod change;
 pub mod disks;
-pub mod capabilities;
 pub mod display;
 pub mod domains;
 pub mod error;
