@@ -75,10 +75,12 @@ pub mod capabilities;
 pub use capabilities::{CpuModelInfo, CpuModels};
 
 pub mod node;
+pub mod stats;
 pub use node::{
     AllocPages, CellFree, CellsFree, FreePages, KsmSettings, NodeCpuMap, NodeInfo, NodeValue,
     NodeValues, PageCount, PagePool,
 };
+pub use stats::{DomainStats, DomainsStats, StatField, StatsRequest};
 
 pub mod tuning;
 pub use tuning::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};

@@ -39,6 +39,7 @@ mod save;
 mod secret;
 mod shell;
 mod snapshot;
+mod stats;
 mod tuning;
 
 use std::io::Write;
@@ -111,6 +112,7 @@ enum Command {
     },
     /// Edit a domain's XML definition with $EDITOR.
     Edit(DomainArg),
+    Domstats(stats::DomstatsArgs),
     /// Connect to a domain's serial console (Ctrl-] detaches).
     Console(DomainArg),
     /// Create, inspect and convert disk images (no daemon needed).
@@ -364,6 +366,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
+        Command::Domstats(args) => print_virsh_output(&stats::run(&client, args)?),
         Command::Limits(command) => print_virsh_output(&limits::run(&client, command)?),
         Command::Memory(command) => print_virsh_output(&memory::run(&client, command)?),
         Command::Capabilities(command) => print_virsh_output(&capabilities::run(&client, command)?),

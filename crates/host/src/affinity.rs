@@ -100,6 +100,13 @@ pub fn thread_stat(pid: u32, tid: u32) -> Option<ThreadStat> {
     parse_thread_stat(&stat)
 }
 
+/// How long thread `tid` of process `pid` has waited on a run queue so far, in nanoseconds
+/// (the second field of `/proc/PID/task/TID/schedstat`: what libvirt reports as a vCPU's delay).
+pub fn thread_delay_ns(pid: u32, tid: u32) -> Option<u64> {
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/schedstat")).ok()?;
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn parse_thread_stat(stat: &[u8]) -> Option<ThreadStat> {
     let fields = crate::StatFields::of(stat)?;
     Some(ThreadStat {

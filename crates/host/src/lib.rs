@@ -130,6 +130,18 @@ pub fn resident_kib(pid: u32) -> Option<u64> {
     node::meminfo_value(&status, "VmRSS")
 }
 
+/// The user and the system time of process `pid` so far, in nanoseconds (`/proc/PID/stat`'s
+/// utime and stime), or `None` if it is gone.
+pub fn user_and_system_ns(pid: u32) -> Option<(u64, u64)> {
+    let stat = std::fs::read(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
+    let fields = StatFields::of(&stat)?;
+    let tick = ns_per_tick();
+    Some((
+        fields.number(11)?.saturating_mul(tick),
+        fields.number(12)?.saturating_mul(tick),
+    ))
+}
+
 /// Nanoseconds per clock tick of `/proc` (the kernel's USER_HZ, what sysconf(_SC_CLK_TCK) says).
 fn ns_per_tick() -> u64 {
     match rustix::param::clock_ticks_per_second() {

@@ -831,7 +831,16 @@ fn user_strings_cannot_inject_options() {
 #[test]
 fn what_the_engine_cannot_do_is_named() {
     let cases = [
-        ("<cputune><shares>2048</shares></cputune>", "", "cputune"),
+        (
+            "<iothreads>1</iothreads><cputune><iothreadpin iothread='1' cpuset='0'/></cputune>",
+            "",
+            "cputune",
+        ),
+        (
+            "<memtune><min_guarantee unit='MiB'>64</min_guarantee></memtune>",
+            "",
+            "memtune/min_guarantee",
+        ),
         ("<on_crash>coredump-destroy</on_crash>", "", "on_crash"),
         (
             "<cpu><topology sockets='1' dies='1' clusters='2' cores='1' threads='1'/></cpu>",

@@ -16,6 +16,7 @@ pub(crate) mod reply;
 mod saves;
 mod secrets;
 mod snapshots;
+mod stats;
 mod tuning;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(snapshots::routes())
         .merge(limits::routes())
         .merge(node::routes())
+        .merge(stats::routes())
         .merge(tuning::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

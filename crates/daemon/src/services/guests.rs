@@ -63,12 +63,12 @@ impl Guests {
         }
     }
 
-    /// Forgets an undefined domain's slot.
     /// The daemon's state directory (its `cache/` holds what is asked of QEMU once per version).
     pub fn state_dir(&self) -> &std::path::Path {
         &self.state_dir
     }
 
+    /// Forgets an undefined domain's slot.
     pub fn forget(&self, uuid: &Uuid) {
         lock(&self.vms).remove(uuid);
     }

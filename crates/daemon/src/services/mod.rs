@@ -28,6 +28,7 @@ pub mod pools;
 pub mod saves;
 pub mod secrets;
 pub mod snapshots;
+pub mod stats;
 pub mod supervisor;
 pub mod tuning;
 pub mod volumes;
