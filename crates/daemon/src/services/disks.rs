@@ -211,17 +211,6 @@ fn pci_controllers(domain: &Domain) -> usize {
 }
 
 impl Domains {
-    /// The definition the domain starts with next, parsed.
-    fn next_start_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
-        let xml = self.next_start_xml(record)?;
-        oxvirt_domain::parse_domain_xml(&xml).map_err(|err| {
-            internal(
-                &format!("definition of domain '{}' does not parse", record.name),
-                err,
-            )
-        })
-    }
-
     /// `attach-disk`.
     pub async fn attach_disk(
         self: &Arc<Self>,
@@ -320,7 +309,7 @@ impl Domains {
         };
         // Everything is checked before anything changes.
         let new_config = if scope.config {
-            let current = self.next_start_domain(&record)?;
+            let current = self.persistent_domain(&record)?;
             in_use(&current)?;
             let new = with_disk(&current, &disk)?;
             self.engine
@@ -411,7 +400,7 @@ impl Domains {
         } = self.begin_change(id, request.live, request.config)?;
         let name = &request.target;
         let new_config = if scope.config {
-            let mut domain = self.next_start_domain(&record)?;
+            let mut domain = self.persistent_domain(&record)?;
             let index = find_disk(&domain, name).ok_or_else(|| no_such_disk(name))?;
             domain.devices.disks.remove(index);
             Some(domain)
@@ -461,7 +450,7 @@ impl Domains {
     /// `domblklist --inactive`: the disks of the definition the domain starts with next.
     pub fn inactive_disks(&self, id: &str) -> DaemonResult<Vec<DomainDisk>> {
         let record = self.guests.resolve(id)?;
-        Ok(disk_list(&self.next_start_domain(&record)?))
+        Ok(disk_list(&self.persistent_domain(&record)?))
     }
 
     /// `domblkinfo`: each disk's capacity (what the guest sees), allocation (what its image

@@ -217,6 +217,17 @@ impl Domains {
         Ok(next.unwrap_or_else(|| record.xml.clone()))
     }
 
+    /// The definition the domain starts with next (`define` while it runs may have given
+    /// one), parsed.
+    pub(super) fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
+        oxvirt_domain::parse_domain_xml(&self.next_start_xml(record)?).map_err(|err| {
+            internal(
+                &format!("definition of domain '{}' does not parse", record.name),
+                err,
+            )
+        })
+    }
+
     /// Stores `xml` as the definition the domain starts with next: its definition, or while
     /// it runs its next one (libvirt's persistent config of a running domain).
     pub(super) fn store_next_start_xml(

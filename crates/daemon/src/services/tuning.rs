@@ -237,12 +237,6 @@ impl Domains {
         Ok(Pins { pins: Vec::new() })
     }
 
-    /// The definition the domain starts with next (`define` while it runs may have given one).
-    pub(super) fn persistent_domain(&self, record: &DomainRecord) -> DaemonResult<Domain> {
-        oxvirt_domain::parse_domain_xml(&self.next_start_xml(record)?)
-            .map_err(|err| internal("the stored definition does not parse", err))
-    }
-
     /// Changes the definition the domain starts with next.
     pub(super) fn change_persistent(
         &self,
