@@ -72,7 +72,11 @@ pub use monitor::{MonitorAnswer, MonitorCommand};
 pub mod limits;
 pub use limits::{LimitValue, LimitValues, LimitsRequest};
 pub mod capabilities;
-pub use capabilities::{CpuModelInfo, CpuModels};
+pub use capabilities::{
+    CacheBankInfo, CapabilityEnum, CapabilityGroup, CellCpuInfo, CpuModelInfo, CpuModels,
+    DomainCapabilities, DomainCapabilitiesQuery, GuestCapabilities, GuestFeature, HostCapabilities,
+    HostCpuCapabilities, MachineInfo, NumaCellInfo,
+};
 
 pub mod node;
 pub mod stats;
