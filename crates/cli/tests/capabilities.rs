@@ -774,6 +774,15 @@ fn domcapabilities_have_libvirts_structure_and_agree_on_the_same_qemu() {
         ["Denverton", "KnightsMill"]
     );
 
+    // The host-model CPU is the CPU the hypervisor provides, as a model plus features: the
+    // comparison reads it back as identical.
+    let file = daemon.dir.path().join("domcaps.xml");
+    std::fs::write(&file, &ours).unwrap();
+    let verdict = daemon
+        .oxvirt(&["hypervisor-cpu-compare", file.to_str().unwrap()])
+        .ok();
+    assert!(verdict.contains("is identical to"), "{verdict}");
+
     // Another machine of the same QEMU, by its alias.
     let ours = daemon.oxvirt(&["domcapabilities", "--machine", "q35"]).ok();
     let (code, theirs, err) = virsh(

@@ -311,27 +311,34 @@ mod tests {
     fn topology_of_a_two_core_host() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write(root, "/proc/cpuinfo", "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nstepping\t: 1\nmicrocode\t: 0x1000065\ncpu MHz\t\t: 2596.130\nflags\t\t: fpu constant_tsc nonstop_tsc\naddress sizes\t: 48 bits physical, 48 bits virtual\n\nprocessor\t: 1\n");
-        write(root, "/proc/meminfo", "MemTotal:       24683568 kB\n");
-        write(root, "/sys/devices/system/cpu/online", "0-1\n");
-        write(root, "/sys/devices/system/node/online", "0\n");
-        write(root, "/sys/devices/system/node/node0/cpulist", "0-1\n");
-        write(root, "/sys/devices/system/node/node0/distance", "10\n");
-        write(
-            root,
-            "/sys/devices/system/node/node0/meminfo",
-            "Node 0 MemTotal:       24683568 kB\n",
-        );
-        write(
-            root,
-            "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages",
-            "0\n",
-        );
-        write(
-            root,
-            "/sys/devices/system/node/node0/hugepages/hugepages-2048kB/nr_hugepages",
-            "3\n",
-        );
+        let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
+                       model\t\t: 17\nstepping\t: 1\nmicrocode\t: 0x1000065\n\
+                       cpu MHz\t\t: 2596.130\nflags\t\t: fpu constant_tsc nonstop_tsc\n\
+                       address sizes\t: 48 bits physical, 48 bits virtual\n\nprocessor\t: 1\n";
+        let node = "/sys/devices/system/node/node0";
+        let files = [
+            ("/proc/cpuinfo".to_string(), cpuinfo),
+            ("/proc/meminfo".into(), "MemTotal:       24683568 kB\n"),
+            ("/sys/devices/system/cpu/online".into(), "0-1\n"),
+            ("/sys/devices/system/node/online".into(), "0\n"),
+            (format!("{node}/cpulist"), "0-1\n"),
+            (format!("{node}/distance"), "10\n"),
+            (
+                format!("{node}/meminfo"),
+                "Node 0 MemTotal:       24683568 kB\n",
+            ),
+            (
+                "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages".into(),
+                "0\n",
+            ),
+            (
+                format!("{node}/hugepages/hugepages-2048kB/nr_hugepages"),
+                "3\n",
+            ),
+        ];
+        for (path, text) in &files {
+            write(root, path, text);
+        }
         for cpu in 0..2 {
             let topology = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
             write(root, &format!("{topology}/physical_package_id"), "0\n");

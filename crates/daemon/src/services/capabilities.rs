@@ -40,17 +40,8 @@ impl Services {
                 "no CPU models for architecture '{arch}': this host's QEMU engine runs x86_64"
             )));
         }
-        if virttype == "kvm" {
-            // Only hardware KVM provides "the host CPU"; a paravirtual /dev/kvm (kvm_pvm)
-            // does not, and the probe says why.
-            let probe = probe_accel();
-            if probe.accel != Accel::Kvm {
-                return Err(bad_request(format!(
-                    "virttype kvm is not available on this host: {}",
-                    probe.reason
-                )));
-            }
-        }
+        // Only hardware KVM provides "the host CPU".
+        kvm_if_asked(virttype)?;
         let database = self.cpu_database(arch)?;
         Ok(CpuModels {
             qemu_version: database.qemu_version,
@@ -224,15 +215,7 @@ impl Services {
                  runs x86_64 guests only"
             )));
         }
-        if virttype == "kvm" {
-            let probe = probe_accel();
-            if probe.accel != Accel::Kvm {
-                return Err(bad_request(format!(
-                    "virttype kvm is not available on this host: {}",
-                    probe.reason
-                )));
-            }
-        }
+        kvm_if_asked(virttype)?;
         let emulator = oxvirt_qemu::default_emulator();
         if let Some(asked) = query.emulatorbin.as_deref() {
             // The engine runs one QEMU binary per architecture; another one's answers would
@@ -294,6 +277,22 @@ impl Services {
             features: support.features.iter().map(group).collect(),
         })
     }
+}
+
+/// For `virttype` kvm, that this host has hardware KVM: a paravirtual /dev/kvm (kvm_pvm) is
+/// not, and the refusal gives the probe's reason.
+fn kvm_if_asked(virttype: &str) -> DaemonResult<()> {
+    if virttype != "kvm" {
+        return Ok(());
+    }
+    let probe = probe_accel();
+    if probe.accel != Accel::Kvm {
+        return Err(bad_request(format!(
+            "virttype kvm is not available on this host: {}",
+            probe.reason
+        )));
+    }
+    Ok(())
 }
 
 /// The machine types as `<guest>` lists them: each alias right after its machine.
