@@ -75,7 +75,7 @@ impl Trial<'_> {
             vcpus = parts.vcpus.unwrap_or(1),
             top = parts.top,
             os_attrs = parts.os_attrs,
-            machine = self.machine,
+            machine = oxvirt_xml::escape_attr(self.machine),
             os = parts.os,
             devices = parts.devices,
         );
@@ -395,14 +395,9 @@ fn devices(trial: &Trial) -> Vec<Support> {
                      </source></hostdev>"
                 ))
             }),
-            accepted("pciBackend", &["default", "kvm", "vfio", "xen"], |backend| {
-                if backend == "default" {
-                    // A backend of its own choosing is what `default` stands for: listed
-                    // with the named ones libvirt lists beside it.
-                    false
-                } else {
-                    devices(&pci(&format!("<driver name='{backend}'/>")))
-                }
+            // (libvirt's `default`, its own choice of backend, is not written in a definition.)
+            accepted("pciBackend", &["kvm", "vfio", "xen"], |backend| {
+                devices(&pci(&format!("<driver name='{backend}'/>")))
             }),
         ],
     ));
