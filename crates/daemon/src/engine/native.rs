@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus, MemoryStats, StateFile,
+    AccelPlan, BlockStats, ConsolePaths, Control, Engine, EngineError, EngineErrorKind,
+    EngineEvent, Events, GuestStatus, MemoryStats, StateFile,
 };
 
 pub struct NativeEngine {
@@ -183,9 +183,10 @@ struct VmmControl {
 }
 
 /// The balloon report as the daemon's [`MemoryStats`]: the VMM already uses virsh's names and
-/// units; the names are matched to the static set the daemon knows (others are dropped).
+/// units; they are put in libvirt's order (`last_update`, which the VMM reports apart, among
+/// them) and matched to the static set the daemon knows (others are dropped).
 fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
-    const KNOWN: [&str; 10] = [
+    const LIBVIRT_ORDER: [&str; 11] = [
         "swap_in",
         "swap_out",
         "major_fault",
@@ -193,27 +194,52 @@ fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
         "unused",
         "available",
         "usable",
+        "last_update",
         "disk_caches",
         "hugetlb_pgalloc",
         "hugetlb_pgfail",
     ];
-    let mut guest: Vec<(&'static str, u64)> = report
-        .guest
+    let guest = LIBVIRT_ORDER
         .iter()
-        .filter_map(|(name, value)| {
-            KNOWN
-                .iter()
-                .find(|known| *known == name)
-                .map(|known| (*known, *value))
+        .filter_map(|key| {
+            let value = if *key == "last_update" {
+                report.last_update
+            } else {
+                report
+                    .guest
+                    .iter()
+                    .find(|(name, _)| name == key)
+                    .map(|(_, value)| *value)
+            };
+            value.map(|value| (*key, value))
         })
         .collect();
-    if let Some(at) = report.last_update {
-        guest.push(("last_update", at));
-    }
     MemoryStats {
         actual_kib: report.actual_kib,
         guest,
     }
+}
+
+/// The VMM's disk counters as the daemon's [`BlockStats`], each under its disk's target (the
+/// `id` the plan gave it; a disk without one is not a disk of the domain's and is left out).
+fn block_stats_of(disks: Vec<oxvirt_native::DiskStats>) -> Vec<BlockStats> {
+    disks
+        .into_iter()
+        .filter_map(|disk| {
+            let c = disk.counters;
+            Some(BlockStats {
+                target: disk.id?,
+                rd_req: c.rd_req,
+                rd_bytes: c.rd_bytes,
+                wr_req: c.wr_req,
+                wr_bytes: c.wr_bytes,
+                flush_operations: c.flush_operations,
+                rd_total_times: c.rd_total_times,
+                wr_total_times: c.wr_total_times,
+                flush_total_times: c.flush_total_times,
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -289,6 +315,14 @@ impl Control for VmmControl {
             .await
             .map_err(engine_error)
     }
+
+    async fn block_stats(&self) -> Result<Vec<BlockStats>, EngineError> {
+        self.client
+            .block_stats()
+            .await
+            .map(block_stats_of)
+            .map_err(engine_error)
+    }
 }
 
 #[cfg(test)]
@@ -320,10 +354,13 @@ mod tests {
             actual_kib: 131072,
             target_kib: 131072,
             stats_period_s: 0,
+            // In the order the guest sent them, which is not libvirt's.
             guest: vec![
-                ("unused".to_string(), 1000),
-                ("something_new".to_string(), 1),
+                ("disk_caches".to_string(), 300),
                 ("available".to_string(), 2000),
+                ("something_new".to_string(), 1),
+                ("unused".to_string(), 1000),
+                ("swap_in".to_string(), 0),
             ],
             last_update: Some(1_780_000_000),
         };
@@ -332,11 +369,49 @@ mod tests {
             MemoryStats {
                 actual_kib: 131072,
                 guest: vec![
+                    ("swap_in", 0),
                     ("unused", 1000),
                     ("available", 2000),
-                    ("last_update", 1_780_000_000)
+                    ("last_update", 1_780_000_000),
+                    ("disk_caches", 300),
                 ],
             }
+        );
+    }
+
+    #[test]
+    fn disk_counters_go_under_their_targets() {
+        let vda = oxvirt_native::DiskStats {
+            index: 0,
+            id: Some("vda".into()),
+            counters: oxvirt_native::BlockStats {
+                rd_req: 3,
+                rd_bytes: 1536,
+                wr_req: 2,
+                wr_bytes: 1024,
+                flush_operations: 1,
+                rd_total_times: 7,
+                wr_total_times: 8,
+                flush_total_times: 9,
+            },
+        };
+        let unnamed = oxvirt_native::DiskStats {
+            index: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            block_stats_of(vec![vda, unnamed]),
+            vec![BlockStats {
+                target: "vda".into(),
+                rd_req: 3,
+                rd_bytes: 1536,
+                wr_req: 2,
+                wr_bytes: 1024,
+                flush_operations: 1,
+                rd_total_times: 7,
+                wr_total_times: 8,
+                flush_total_times: 9,
+            }]
         );
     }
 
