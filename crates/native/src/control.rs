@@ -183,16 +183,29 @@ mod tests {
         seen
     }
 
-    #[tokio::test]
-    async fn requests_are_typed_lines_and_refusals_carry_the_reason() {
+    /// A [`fake_vmm`] serving `requests` requests on a fresh socket: its directory (removed
+    /// when dropped), the socket, and the task that returns the requests it saw.
+    fn serve(
+        reply: &'static str,
+        requests: usize,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        tokio::task::JoinHandle<Vec<String>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
+        let server = tokio::spawn(fake_vmm(listener, reply, requests));
+        (dir, socket, server)
+    }
+
+    #[tokio::test]
+    async fn requests_are_typed_lines_and_refusals_carry_the_reason() {
+        let (_dir, socket, server) = serve(
             "{\"ok\":false,\"error\":\"the guest has not enabled the ACPI power button\"}\n",
             2,
-        ));
+        );
         let stop_sent = Arc::new(AtomicBool::new(false));
         let client = VmmClient::new(socket, stop_sent.clone());
         let err = client.power_button().await.unwrap_err();
@@ -215,14 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_reads_the_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
-            "{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n",
-            3,
-        ));
+        let (_dir, socket, server) = serve("{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n", 3);
         let client = VmmClient::new(socket, Arc::default());
         assert_eq!(client.status().await.unwrap(), RunState::Paused);
         // The state file and the offset travel in the request.
@@ -240,14 +246,10 @@ mod tests {
 
     #[tokio::test]
     async fn balloon_requests_and_the_report() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
+        let (_dir, socket, server) = serve(
             "{\"ok\":true,\"balloon\":{\"actual_kib\":1024,\"target_kib\":512,\"stats_period_s\":2,\"guest\":[[\"unused\",100]],\"last_update\":7}}\n",
             3,
-        ));
+        );
         let client = VmmClient::new(socket, Arc::default());
         let report = client.balloon_stats().await.unwrap();
         assert_eq!(report.actual_kib, 1024);
@@ -267,31 +269,32 @@ mod tests {
 
     #[tokio::test]
     async fn block_stats_reads_each_disks_counters_and_a_vmm_without_them_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
-            "{\"ok\":true,\"disks\":[{\"index\":0,\"id\":\"vda\",\"rd_req\":2,\"rd_bytes\":1024,\"wr_req\":1,\"wr_bytes\":512,\"flush_operations\":0,\"rd_total_times\":5,\"wr_total_times\":6,\"flush_total_times\":0}]}\n",
+        let (_dir, socket, server) = serve(
+            "{\"ok\":true,\"disks\":[{\"index\":0,\"id\":\"vda\",\"read\":{\"requests\":2,\"bytes\":1024,\"total_ns\":5},\"write\":{\"requests\":1,\"bytes\":512,\"total_ns\":6},\"flush\":{\"requests\":0,\"bytes\":0,\"total_ns\":0}}]}\n",
             1,
-        ));
-        let client = VmmClient::new(socket.clone(), Arc::default());
-        let disks = client.block_stats().await.unwrap();
-        assert_eq!(disks.len(), 1);
-        assert_eq!(disks[0].id.as_deref(), Some("vda"));
-        let counters = disks[0].counters;
-        assert_eq!((counters.rd_bytes, counters.wr_bytes), (1024, 512));
+        );
+        let disks = VmmClient::new(socket, Arc::default())
+            .block_stats()
+            .await
+            .unwrap();
         assert_eq!(server.await.unwrap(), vec!["{\"command\":\"block-stats\"}"]);
+        let [vda] = disks.as_slice() else {
+            panic!("one disk expected: {disks:?}");
+        };
+        assert_eq!(vda.id.as_deref(), Some("vda"));
+        let (read, write) = (vda.counters.read, vda.counters.write);
+        assert_eq!((read.requests, read.bytes, write.bytes), (2, 1024, 512));
 
         // A VMM from before the request refuses it as unknown: the error says so.
-        std::fs::remove_file(&socket).unwrap();
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
+        let (_old_dir, old_socket, server) = serve(
             "{\"ok\":false,\"error\":\"unknown command \\\"block-stats\\\" (status, pause)\"}\n",
             1,
-        ));
-        let err = client.block_stats().await.unwrap_err().to_string();
+        );
+        let err = VmmClient::new(old_socket, Arc::default())
+            .block_stats()
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("refused 'block-stats': unknown command"),
             "{err}"

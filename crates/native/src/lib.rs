@@ -54,7 +54,7 @@ mod process;
 pub use control::VmmClient;
 pub use error::{NativeError, Refusal};
 pub use oxvirt_vmm::protocol::{
-    BalloonReport, BlockStats, DiskStats, RestoreSource, RunState, VmConfig,
+    BalloonReport, BlockStats, DiskStats, RequestStats, RestoreSource, RunState, VmConfig,
 };
 pub use paths::RunPaths;
 pub use plan::{check_definition, plan};

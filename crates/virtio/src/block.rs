@@ -54,22 +54,26 @@ pub struct BlockConfig {
 }
 
 /// A virtio-blk device's I/O counters since the device was created (a restored VM's start
-/// from 0): the requests that succeeded, their data bytes, and the nanoseconds the device spent
-/// on them (the disk I/O and the copies to and from guest memory). Under `virsh domblkstat`'s
-/// names. A failed request is not counted (QEMU counts those apart, and domblkstat does not
-/// show them);
-/// GET_ID is no I/O and is not counted either. The VMM's control API sends them as they are
-/// (`block-stats`).
+/// from 0), by kind of request: what `virsh domblkstat` shows of a disk. A failed request is
+/// not counted (QEMU counts those apart, and domblkstat does not show them); GET_ID is no I/O
+/// and is not counted either. The VMM's control API sends them as they are (`block-stats`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BlockStats {
-    pub rd_req: u64,
-    pub rd_bytes: u64,
-    pub wr_req: u64,
-    pub wr_bytes: u64,
-    pub flush_operations: u64,
-    pub rd_total_times: u64,
-    pub wr_total_times: u64,
-    pub flush_total_times: u64,
+    pub read: RequestStats,
+    pub write: RequestStats,
+    /// Flushes move no data: their `bytes` stay 0.
+    pub flush: RequestStats,
+}
+
+/// The requests of one kind that succeeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestStats {
+    pub requests: u64,
+    /// Their data bytes.
+    pub bytes: u64,
+    /// Nanoseconds the device spent on them: the disk I/O and the copies to and from guest
+    /// memory.
+    pub total_ns: u64,
 }
 
 /// The VMM's view of one virtio-blk device's [`BlockStats`]. Cheap to clone; it stays valid
@@ -86,32 +90,16 @@ impl BlockStatsHandle {
     /// Counts one request of `kind` that succeeded, with `bytes` of data, begun at `started`.
     fn count(&self, kind: Counted, bytes: u64, started: Instant) {
         let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let mut guard = lock_stats(&self.0);
-        // One borrow of the whole struct, split into its fields.
-        let stats = &mut *guard;
-        let (requests, total_bytes, total_ns) = match kind {
-            Counted::Read => (
-                &mut stats.rd_req,
-                Some(&mut stats.rd_bytes),
-                &mut stats.rd_total_times,
-            ),
-            Counted::Write => (
-                &mut stats.wr_req,
-                Some(&mut stats.wr_bytes),
-                &mut stats.wr_total_times,
-            ),
-            Counted::Flush => (
-                &mut stats.flush_operations,
-                None,
-                &mut stats.flush_total_times,
-            ),
+        let mut stats = lock_stats(&self.0);
+        let counted = match kind {
+            Counted::Read => &mut stats.read,
+            Counted::Write => &mut stats.write,
+            Counted::Flush => &mut stats.flush,
         };
         // Wrapping, as any counter that runs long enough: never a panic.
-        *requests = requests.wrapping_add(1);
-        if let Some(total) = total_bytes {
-            *total = total.wrapping_add(bytes);
-        }
-        *total_ns = total_ns.wrapping_add(ns);
+        counted.requests = counted.requests.wrapping_add(1);
+        counted.bytes = counted.bytes.wrapping_add(bytes);
+        counted.total_ns = counted.total_ns.wrapping_add(ns);
     }
 }
 

@@ -82,7 +82,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use balloon::{BalloonConfig, BalloonHandle, GuestStats};
-pub use block::{BlockConfig, BlockStats, BlockStatsHandle};
+pub use block::{BlockConfig, BlockStats, BlockStatsHandle, RequestStats};
 pub use msix::InterruptHandle;
 pub use net::NetConfig;
 pub use pci::VirtioPciDevice;

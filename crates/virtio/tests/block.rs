@@ -474,14 +474,12 @@ fn counters_add_up_the_requests_that_succeeded_and_their_bytes() {
     write_ok(&mut d, 512, &[7u8; 1536]);
     assert_eq!(request(&mut d, T_FLUSH, 0, None, 0).0, S_OK);
     let after = stats.get();
-    assert_eq!(
-        (after.rd_req, after.rd_bytes, after.wr_req, after.wr_bytes),
-        (2, 5120, 1, 1536)
-    );
-    assert_eq!(after.flush_operations, 1);
+    assert_eq!((after.read.requests, after.read.bytes), (2, 5120));
+    assert_eq!((after.write.requests, after.write.bytes), (1, 1536));
+    assert_eq!((after.flush.requests, after.flush.bytes), (1, 0));
     // Each request took some time on the disk.
     assert!(
-        after.rd_total_times > 0 && after.wr_total_times > 0,
+        after.read.total_ns > 0 && after.write.total_ns > 0,
         "{after:?}"
     );
 
@@ -499,8 +497,8 @@ fn counters_add_up_the_requests_that_succeeded_and_their_bytes() {
     d.setup_queues_and_start(1, 128);
     read_ok(&mut d, 0, 512);
     let last = stats.get();
-    assert_eq!((last.rd_req, last.rd_bytes), (3, 5632));
-    assert_eq!((last.wr_req, last.wr_bytes), (1, 1536));
+    assert_eq!((last.read.requests, last.read.bytes), (3, 5632));
+    assert_eq!(last.write, after.write);
 }
 
 #[test]
@@ -511,9 +509,6 @@ fn a_read_only_disk_counts_its_reads_and_no_refused_write() {
     assert_eq!(request(&mut d, T_OUT, 0, Some(&[0u8; 512]), 0).0, S_IOERR);
     read_ok(&mut d, 0, 2048);
     let stats = stats.get();
-    assert_eq!((stats.rd_req, stats.rd_bytes), (1, 2048));
-    assert_eq!(
-        (stats.wr_req, stats.wr_bytes, stats.wr_total_times),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.read.requests, stats.read.bytes), (1, 2048));
+    assert_eq!(stats.write, oxvirt_virtio::RequestStats::default());
 }

@@ -220,23 +220,24 @@ fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
     }
 }
 
-/// The VMM's disk counters as the daemon's [`BlockStats`], each under its disk's target (the
-/// `id` the plan gave it; a disk without one is not a disk of the domain's and is left out).
+/// The VMM's disk counters as the daemon's [`BlockStats`] (virsh's keys), each under its disk's
+/// target (the `id` the plan gave it; a disk without one is not a disk of the domain's and is
+/// left out).
 fn block_stats_of(disks: Vec<oxvirt_native::DiskStats>) -> Vec<BlockStats> {
     disks
         .into_iter()
         .filter_map(|disk| {
-            let c = disk.counters;
+            let oxvirt_native::BlockStats { read, write, flush } = disk.counters;
             Some(BlockStats {
                 target: disk.id?,
-                rd_req: c.rd_req,
-                rd_bytes: c.rd_bytes,
-                wr_req: c.wr_req,
-                wr_bytes: c.wr_bytes,
-                flush_operations: c.flush_operations,
-                rd_total_times: c.rd_total_times,
-                wr_total_times: c.wr_total_times,
-                flush_total_times: c.flush_total_times,
+                rd_req: read.requests,
+                rd_bytes: read.bytes,
+                wr_req: write.requests,
+                wr_bytes: write.bytes,
+                flush_operations: flush.requests,
+                rd_total_times: read.total_ns,
+                wr_total_times: write.total_ns,
+                flush_total_times: flush.total_ns,
             })
         })
         .collect()
@@ -381,38 +382,40 @@ mod tests {
 
     #[test]
     fn disk_counters_go_under_their_targets() {
-        let vda = oxvirt_native::DiskStats {
+        use oxvirt_native::{BlockStats as Counters, DiskStats, RequestStats};
+        let kind = |requests, bytes, total_ns| RequestStats {
+            requests,
+            bytes,
+            total_ns,
+        };
+        let vda = DiskStats {
             index: 0,
             id: Some("vda".into()),
-            counters: oxvirt_native::BlockStats {
-                rd_req: 3,
-                rd_bytes: 1536,
-                wr_req: 2,
-                wr_bytes: 1024,
-                flush_operations: 1,
-                rd_total_times: 7,
-                wr_total_times: 8,
-                flush_total_times: 9,
+            counters: Counters {
+                read: kind(1, 2, 3),
+                write: kind(4, 5, 6),
+                flush: kind(7, 0, 8),
             },
         };
-        let unnamed = oxvirt_native::DiskStats {
+        let unnamed = DiskStats {
             index: 1,
             ..Default::default()
         };
-        assert_eq!(
-            block_stats_of(vec![vda, unnamed]),
-            vec![BlockStats {
-                target: "vda".into(),
-                rd_req: 3,
-                rd_bytes: 1536,
-                wr_req: 2,
-                wr_bytes: 1024,
-                flush_operations: 1,
-                rd_total_times: 7,
-                wr_total_times: 8,
-                flush_total_times: 9,
-            }]
-        );
+        let stats = block_stats_of(vec![vda, unnamed]);
+        assert_eq!(stats.len(), 1, "{stats:?}");
+        let s = &stats[0];
+        assert_eq!(s.target, "vda");
+        // virsh's order: rd_req rd_bytes wr_req wr_bytes flush_operations, then the times.
+        let values = [
+            s.rd_req,
+            s.rd_bytes,
+            s.wr_req,
+            s.wr_bytes,
+            s.flush_operations,
+        ];
+        assert_eq!(values, [1, 2, 4, 5, 7]);
+        let times = [s.rd_total_times, s.wr_total_times, s.flush_total_times];
+        assert_eq!(times, [3, 6, 8]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! → {"command":"balloon","target_kib":262144}   ← {"ok":true}
 //! → {"command":"balloon-stats"}   ← {"ok":true,"balloon":{"actual_kib":262144,"target_kib":262144,"stats_period_s":0,"guest":[["swap_in",0],...],"last_update":1780000000}}
 //! → {"command":"balloon-stats-period","seconds":5}   ← {"ok":true}
-//! → {"command":"block-stats"}   ← {"ok":true,"disks":[{"index":0,"id":"vda","rd_req":120,"rd_bytes":2461696,...}]}
+//! → {"command":"block-stats"}   ← {"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":120,"bytes":2461696,"total_ns":8210331},"write":{...},"flush":{...}}]}
 //! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, ...)"}
 //! ```
 //!
@@ -316,8 +316,8 @@ pub struct BalloonReport {
 }
 
 /// One disk's I/O counters since the VMM opened it: its place and id, then the device's
-/// counters ([`BlockStats`]: `virsh domblkstat`'s names, the requests that succeeded, their
-/// bytes, the time spent on them in ns) in the same object. Fields it does not know are
+/// counters ([`BlockStats`]: `read`, `write`, `flush`, each the requests that succeeded, their
+/// bytes and the time spent on them in ns) in the same object. Fields it does not know are
 /// ignored, so a VMM may report more counters than its manager reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiskStats {
@@ -424,6 +424,7 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxvirt_virtio::RequestStats;
 
     #[test]
     fn requests_parse_as_json_or_bare_words() {
@@ -588,14 +589,21 @@ mod tests {
                 index: 0,
                 id: Some("vda".into()),
                 counters: BlockStats {
-                    rd_req: 3,
-                    rd_bytes: 1536,
-                    wr_req: 1,
-                    wr_bytes: 512,
-                    flush_operations: 1,
-                    rd_total_times: 10,
-                    wr_total_times: 20,
-                    flush_total_times: 30,
+                    read: RequestStats {
+                        requests: 3,
+                        bytes: 1536,
+                        total_ns: 10,
+                    },
+                    write: RequestStats {
+                        requests: 1,
+                        bytes: 512,
+                        total_ns: 20,
+                    },
+                    flush: RequestStats {
+                        requests: 1,
+                        bytes: 0,
+                        total_ns: 30,
+                    },
                 },
             },
             DiskStats {
@@ -606,7 +614,7 @@ mod tests {
         let line = reply.to_line();
         assert_eq!(
             line,
-            r#"{"ok":true,"disks":[{"index":0,"id":"vda","rd_req":3,"rd_bytes":1536,"wr_req":1,"wr_bytes":512,"flush_operations":1,"rd_total_times":10,"wr_total_times":20,"flush_total_times":30},{"index":1,"rd_req":0,"rd_bytes":0,"wr_req":0,"wr_bytes":0,"flush_operations":0,"rd_total_times":0,"wr_total_times":0,"flush_total_times":0}]}"#
+            r#"{"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":3,"bytes":1536,"total_ns":10},"write":{"requests":1,"bytes":512,"total_ns":20},"flush":{"requests":1,"bytes":0,"total_ns":30}},{"index":1,"read":{"requests":0,"bytes":0,"total_ns":0},"write":{"requests":0,"bytes":0,"total_ns":0},"flush":{"requests":0,"bytes":0,"total_ns":0}}]}"#
         );
         assert_eq!(Reply::parse_line(&line), Ok(reply));
         // No disks is an empty list, not a plain success.
@@ -616,11 +624,15 @@ mod tests {
         );
         assert!(Reply::parse_line(r#"{"ok":true,"disks":[],"vcpus":1}"#).is_err());
         // A counter this side does not know yet is ignored; a missing one is an error.
-        let newer = r#"{"ok":true,"disks":[{"index":0,"rd_req":1,"rd_bytes":2,"wr_req":3,"wr_bytes":4,"flush_operations":5,"rd_total_times":6,"wr_total_times":7,"flush_total_times":8,"discard_req":9}]}"#;
-        let Ok(Reply::Block(disks)) = Reply::parse_line(newer) else {
+        let zero = r#"{"requests":0,"bytes":0,"total_ns":0}"#;
+        let newer = format!(
+            r#"{{"ok":true,"disks":[{{"index":0,"read":{zero},"write":{zero},"flush":{{"requests":8,"bytes":0,"total_ns":0}},"discard":{zero}}}]}}"#
+        );
+        let Ok(Reply::Block(disks)) = Reply::parse_line(&newer) else {
             panic!("{newer}");
         };
-        assert_eq!(disks[0].counters.flush_total_times, 8);
-        assert!(Reply::parse_line(r#"{"ok":true,"disks":[{"index":0,"rd_req":1}]}"#).is_err());
+        assert_eq!(disks[0].counters.flush.requests, 8);
+        let missing = format!(r#"{{"ok":true,"disks":[{{"index":0,"read":{zero}}}]}}"#);
+        assert!(Reply::parse_line(&missing).is_err());
     }
 }

@@ -26,4 +26,4 @@ pub use config::{
 };
 pub use control::{BalloonReport, DiskStats, Reply, Request, RequestError, RunState};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
-pub use oxvirt_virtio::BlockStats;
+pub use oxvirt_virtio::{BlockStats, RequestStats};
