@@ -79,4 +79,4 @@ pub use process::{
     emulator_path, is_alive, launch, launch_with, launch_with_logs, read_pid_file, terminate,
     LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
-pub use qmp::{Qmp, QmpEvent, RunState};
+pub use qmp::{Qmp, QmpEvent, QmpEventMessage, RunState};

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
-    NvramOnUndefine, UndefineOptions,
+    Lifecycle, LifecycleDetail, NvramOnUndefine, UndefineOptions,
 };
 use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
@@ -53,6 +53,8 @@ struct Launched {
     run_dir: PathBuf,
     /// Runtime id to keep (restart of a running guest), or `None` for a fresh one.
     keep_id: Option<u32>,
+    /// Its machine state came from a save image rather than a boot.
+    restored: bool,
 }
 
 pub(super) fn now_unix() -> i64 {
@@ -318,6 +320,14 @@ impl Domains {
                 }
             })?;
         tracing::info!(domain = %record.name, uuid = %record.uuid, "defined");
+        let detail = if existing.is_some() {
+            LifecycleDetail::Updated
+        } else {
+            LifecycleDetail::Added
+        };
+        self.guests
+            .events()
+            .lifecycle(&record.name, &record.uuid, Lifecycle::Defined, detail);
         self.summary(&record)
     }
 
@@ -357,6 +367,12 @@ impl Domains {
         // As `virsh edit` of a running domain: the edit is for its next start.
         self.store_next_start_xml(&record, &new_xml, &engine)?;
         tracing::info!(domain = %record.name, "definition replaced");
+        self.guests.events().lifecycle(
+            &record.name,
+            &record.uuid,
+            Lifecycle::Defined,
+            LifecycleDetail::Updated,
+        );
         self.summary(&DomainRecord {
             xml: new_xml,
             ..record
@@ -420,6 +436,12 @@ impl Domains {
             .forget_domain(&record.uuid, options.nvram == Some(NvramOnUndefine::Keep));
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
+        self.guests.events().lifecycle(
+            &record.name,
+            &record.uuid,
+            Lifecycle::Undefined,
+            LifecycleDetail::Removed,
+        );
         Ok(summary_of(&record, None))
     }
 
@@ -538,6 +560,7 @@ impl Domains {
             accel: plan.accel,
             run_dir,
             keep_id,
+            restored: incoming.is_some(),
         };
         match self.attach_new(vm, record, &domain, &launched).await {
             Ok(summary) => Ok(summary),
@@ -564,6 +587,7 @@ impl Domains {
             accel,
             ref run_dir,
             keep_id,
+            restored,
         } = *launched;
         let (control, events) = self
             .engine
@@ -608,6 +632,14 @@ impl Domains {
             });
         let runtime = runtime.map_err(db)?;
         tracing::info!(domain = %record.name, pid, id = runtime.id, "started");
+        let detail = if restored {
+            LifecycleDetail::Restored
+        } else {
+            LifecycleDetail::Booted
+        };
+        self.guests
+            .events()
+            .lifecycle(&record.name, &record.uuid, Lifecycle::Started, detail);
         self.supervise(vm, record, domain, pid, Some((control, events)));
         Ok(summary_of(record, Some(&runtime)))
     }
