@@ -167,22 +167,19 @@ pub struct MonitorEvent {
     pub data: Option<String>,
 }
 
-/// The query of `GET /v1/events`: which events to send (all, without any).
+/// The query of `GET /v1/events`: which events to send (all, without any). Any member may
+/// be left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EventFilter {
     /// Only this domain's (name or UUID).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<EventKind>,
     /// Only monitor events of this name (lifecycle events have none and are not sent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// `event` is a regular expression, matched anywhere in the name.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub regex: bool,
     /// `event` matches without regard to case.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub nocase: bool,
 }
 

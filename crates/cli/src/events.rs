@@ -178,17 +178,7 @@ fn event(client: &Client, args: EventArgs) -> anyhow::Result<()> {
         kind: Some(EventKind::Lifecycle),
         ..EventFilter::default()
     };
-    follow(
-        client,
-        &filter,
-        &args.wait,
-        |event, timestamp| match &event.body {
-            EventBody::Lifecycle(lifecycle) => {
-                Some(lifecycle_line(&event.domain, lifecycle, timestamp))
-            }
-            EventBody::Monitor(_) => None,
-        },
-    )
+    follow(client, &filter, &args.wait, false)
 }
 
 fn monitor_event(client: &Client, args: MonitorEventArgs) -> anyhow::Result<()> {
@@ -199,18 +189,7 @@ fn monitor_event(client: &Client, args: MonitorEventArgs) -> anyhow::Result<()> 
         regex: args.regex,
         nocase: args.no_case,
     };
-    let pretty = args.pretty;
-    follow(
-        client,
-        &filter,
-        &args.wait,
-        |event, timestamp| match &event.body {
-            EventBody::Monitor(monitor) => {
-                Some(monitor_line(&event.domain, monitor, pretty, timestamp))
-            }
-            EventBody::Lifecycle(_) => None,
-        },
-    )
+    follow(client, &filter, &args.wait, args.pretty)
 }
 
 fn domtime(client: &Client, args: &DomtimeArgs) -> anyhow::Result<()> {
@@ -234,14 +213,10 @@ enum Ended {
     Closed,
 }
 
-/// Subscribes with `filter`, prints each event `line` gives a line for as it comes (flushed:
-/// a reader sees it at once), until `wait` says to stop; then virsh's closing lines.
-fn follow(
-    client: &Client,
-    filter: &EventFilter,
-    wait: &Wait,
-    line: impl Fn(&Event, bool) -> Option<String>,
-) -> anyhow::Result<()> {
+/// Subscribes with `filter`, prints each event as it comes (flushed: a reader sees it at
+/// once; monitor events' data indented with `pretty`), until `wait` says to stop; then virsh's
+/// closing lines.
+fn follow(client: &Client, filter: &EventFilter, wait: &Wait, pretty: bool) -> anyhow::Result<()> {
     let mut count = 0u64;
     let ended = block_on(async {
         let mut stream = client.events(filter).await?;
@@ -272,12 +247,10 @@ fn follow(
                     );
                 }
                 Some(Ok(StreamItem::Event(event))) => {
-                    if let Some(text) = line(&event, wait.timestamp) {
-                        write_out(&text)?;
-                        count += 1;
-                        if !wait.looping {
-                            return Ok(Ended::Done);
-                        }
+                    write_out(&event_line(&event, pretty, wait.timestamp))?;
+                    count += 1;
+                    if !wait.looping {
+                        return Ok(Ended::Done);
                     }
                 }
             }
@@ -306,6 +279,14 @@ fn write_out(text: &str) -> anyhow::Result<()> {
     stdout.write_all(text.as_bytes())?;
     stdout.flush()?;
     Ok(())
+}
+
+/// virsh's line of `event`.
+fn event_line(event: &Event, pretty: bool, timestamp: bool) -> String {
+    match &event.body {
+        EventBody::Lifecycle(lifecycle) => lifecycle_line(&event.domain, lifecycle, timestamp),
+        EventBody::Monitor(monitor) => monitor_line(&event.domain, monitor, pretty, timestamp),
+    }
 }
 
 /// virsh's line of a lifecycle event; with `timestamp`, prefixed with the time it is printed
@@ -373,50 +354,37 @@ mod tests {
 
     #[test]
     fn lines_are_virshs() {
-        let started = LifecycleEvent {
-            event: Lifecycle::Started,
-            detail: LifecycleDetail::Booted,
-        };
+        let line = |event, detail| lifecycle_line("web", &LifecycleEvent { event, detail }, false);
         assert_eq!(
-            lifecycle_line("web", &started, false),
+            line(Lifecycle::Started, LifecycleDetail::Booted),
             "event 'lifecycle' for domain 'web': Started Booted\n"
         );
-        let shutdown = LifecycleEvent {
-            event: Lifecycle::Shutdown,
-            detail: LifecycleDetail::FinishedAfterGuestRequest,
-        };
         assert_eq!(
-            lifecycle_line("web", &shutdown, false),
+            line(
+                Lifecycle::Shutdown,
+                LifecycleDetail::FinishedAfterGuestRequest
+            ),
             "event 'lifecycle' for domain 'web': Shutdown Finished after guest request\n"
         );
-        let stop = MonitorEvent {
-            event: "STOP".into(),
-            seconds: 1_700_000_000,
-            microseconds: 42,
-            data: None,
+        let monitor = |event: &str, seconds, microseconds, data: Option<&str>| MonitorEvent {
+            event: event.into(),
+            seconds,
+            microseconds,
+            data: data.map(str::to_string),
         };
-        assert_eq!(
-            monitor_line("web", &stop, false, false),
-            "event STOP at 1700000000.000042 for domain 'web': <null>\n"
-        );
-        assert_eq!(
-            monitor_line("web", &stop, false, true),
-            "2023-11-14 22:13:20.000+0000: event STOP for domain 'web': <null>\n"
-        );
-        let shutdown = MonitorEvent {
-            event: "SHUTDOWN".into(),
-            seconds: 5,
-            microseconds: 123_456,
-            data: Some(r#"{"guest":false,"reason":"host-qmp-quit"}"#.into()),
-        };
-        assert_eq!(
-            monitor_line("web", &shutdown, false, false),
-            "event SHUTDOWN at 5.123456 for domain 'web': {\"guest\":false,\"reason\":\"host-qmp-quit\"}\n"
-        );
-        assert_eq!(
-            monitor_line("web", &shutdown, true, false),
-            "event SHUTDOWN at 5.123456 for domain 'web': {\n  \"guest\": false,\n  \"reason\": \"host-qmp-quit\"\n}\n"
-        );
+        let stop = monitor("STOP", 1_700_000_000, 42, None);
+        let data = r#"{"guest":false,"reason":"host-qmp-quit"}"#;
+        let shutdown = monitor("SHUTDOWN", 5, 123_456, Some(data));
+        // (event, --pretty, --timestamp, virsh's line)
+        let cases = [
+            (&stop, false, false, "event STOP at 1700000000.000042 for domain 'web': <null>\n"),
+            (&stop, false, true, "2023-11-14 22:13:20.000+0000: event STOP for domain 'web': <null>\n"),
+            (&shutdown, false, false, "event SHUTDOWN at 5.123456 for domain 'web': {\"guest\":false,\"reason\":\"host-qmp-quit\"}\n"),
+            (&shutdown, true, false, "event SHUTDOWN at 5.123456 for domain 'web': {\n  \"guest\": false,\n  \"reason\": \"host-qmp-quit\"\n}\n"),
+        ];
+        for (event, pretty, timestamp, line) in cases {
+            assert_eq!(monitor_line("web", event, pretty, timestamp), line);
+        }
     }
 
     #[test]

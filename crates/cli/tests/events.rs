@@ -46,6 +46,15 @@ impl Listener {
         self.output.lock().unwrap().clone()
     }
 
+    /// Does `act` until the output holds `text` (bounded): for a listener that may not have
+    /// subscribed yet when the first event happens.
+    fn repeat_until(&self, text: &str, mut act: impl FnMut()) -> bool {
+        wait_for(WAIT, || {
+            act();
+            wait_for(Duration::from_secs(2), || self.output().contains(text))
+        })
+    }
+
     /// Waits (bounded) until the output holds `text`.
     #[track_caller]
     fn expect(&self, text: &str) {
@@ -62,6 +71,11 @@ impl Drop for Listener {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn suspend_and_resume(daemon: &Daemon) {
+    daemon.oxvirt(&["suspend", "ev"]).ok();
+    daemon.oxvirt(&["resume", "ev"]).ok();
 }
 
 fn define_guest(daemon: &Daemon) -> std::path::PathBuf {
@@ -81,11 +95,8 @@ fn lifecycle_and_monitor_events_of_a_real_guest() {
     // It prints nothing until an event comes: define again (each one is "Defined Updated")
     // until it shows one, so it is surely subscribed before the start.
     assert!(
-        wait_for(WAIT, || {
+        lifecycle.repeat_until("Defined Updated", || {
             daemon.oxvirt(&["define", file]).ok();
-            wait_for(Duration::from_secs(2), || {
-                lifecycle.output().contains("Defined Updated")
-            })
         }),
         "the listener never saw a define: {}",
         lifecycle.output()
@@ -130,8 +141,7 @@ fn lifecycle_and_monitor_events_of_a_real_guest() {
         .as_secs();
     // Suspend and resume until it has seen one (it may subscribe after the first).
     let exited = wait_for(WAIT, || {
-        daemon.oxvirt(&["suspend", "ev"]).ok();
-        daemon.oxvirt(&["resume", "ev"]).ok();
+        suspend_and_resume(&daemon);
         wait_for(Duration::from_secs(2), || {
             matches!(stop.child.try_wait(), Ok(Some(_)))
         })
@@ -175,13 +185,7 @@ fn lifecycle_and_monitor_events_of_a_real_guest() {
         ],
     );
     assert!(
-        wait_for(WAIT, || {
-            daemon.oxvirt(&["suspend", "ev"]).ok();
-            daemon.oxvirt(&["resume", "ev"]).ok();
-            wait_for(Duration::from_secs(2), || {
-                picked.output().contains("event STOP")
-            })
-        }),
+        picked.repeat_until("event STOP", || suspend_and_resume(&daemon)),
         "{}",
         picked.output()
     );

@@ -118,6 +118,13 @@ impl Domains {
 }
 
 impl Domains {
+    /// Publishes lifecycle `event` of `record`'s domain (services/events.rs).
+    fn published(&self, record: &DomainRecord, event: Lifecycle, detail: LifecycleDetail) {
+        self.guests
+            .events()
+            .lifecycle(&record.name, &record.uuid, event, detail);
+    }
+
     pub(super) fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         Ok(DomainSummary {
@@ -320,14 +327,11 @@ impl Domains {
                 }
             })?;
         tracing::info!(domain = %record.name, uuid = %record.uuid, "defined");
-        let detail = if existing.is_some() {
-            LifecycleDetail::Updated
-        } else {
-            LifecycleDetail::Added
+        let detail = match existing {
+            Some(_) => LifecycleDetail::Updated,
+            None => LifecycleDetail::Added,
         };
-        self.guests
-            .events()
-            .lifecycle(&record.name, &record.uuid, Lifecycle::Defined, detail);
+        self.published(&record, Lifecycle::Defined, detail);
         self.summary(&record)
     }
 
@@ -367,12 +371,7 @@ impl Domains {
         // As `virsh edit` of a running domain: the edit is for its next start.
         self.store_next_start_xml(&record, &new_xml, &engine)?;
         tracing::info!(domain = %record.name, "definition replaced");
-        self.guests.events().lifecycle(
-            &record.name,
-            &record.uuid,
-            Lifecycle::Defined,
-            LifecycleDetail::Updated,
-        );
+        self.published(&record, Lifecycle::Defined, LifecycleDetail::Updated);
         self.summary(&DomainRecord {
             xml: new_xml,
             ..record
@@ -436,12 +435,7 @@ impl Domains {
             .forget_domain(&record.uuid, options.nvram == Some(NvramOnUndefine::Keep));
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
-        self.guests.events().lifecycle(
-            &record.name,
-            &record.uuid,
-            Lifecycle::Undefined,
-            LifecycleDetail::Removed,
-        );
+        self.published(&record, Lifecycle::Undefined, LifecycleDetail::Removed);
         Ok(summary_of(&record, None))
     }
 
@@ -637,9 +631,7 @@ impl Domains {
         } else {
             LifecycleDetail::Booted
         };
-        self.guests
-            .events()
-            .lifecycle(&record.name, &record.uuid, Lifecycle::Started, detail);
+        self.published(record, Lifecycle::Started, detail);
         self.supervise(vm, record, domain, pid, Some((control, events)));
         Ok(summary_of(record, Some(&runtime)))
     }

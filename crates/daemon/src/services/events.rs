@@ -221,13 +221,13 @@ mod tests {
         let re = regex::Regex::new("^(STOP|RESUME)$").unwrap();
         assert!(sub(NameMatch::Pattern(re.clone())).wants(&monitor("RESUME")));
         assert!(!sub(NameMatch::Pattern(re)).wants(&monitor("SHUTDOWN")));
+        let started = LifecycleEvent {
+            event: Lifecycle::Started,
+            detail: LifecycleDetail::Booted,
+        };
         let lifecycle = Event {
-            domain: "d".into(),
-            uuid: "u".into(),
-            body: EventBody::Lifecycle(LifecycleEvent {
-                event: Lifecycle::Started,
-                detail: LifecycleDetail::Booted,
-            }),
+            body: EventBody::Lifecycle(started),
+            ..monitor("none")
         };
         assert!(!sub(NameMatch::Exact("STOP".into())).wants(&lifecycle));
         let other_domain = Subscription {
