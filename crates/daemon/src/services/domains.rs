@@ -9,17 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
-    Lifecycle, LifecycleDetail, NvramOnUndefine, UndefineOptions,
+    Event, EventFilter, Lifecycle, LifecycleDetail, NvramOnUndefine, UndefineOptions,
 };
 use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use super::error::{
     bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
     DaemonError, DaemonResult, ErrorKind,
 };
+use super::events::Subscription;
 use super::guests::{state_of_status, stored_domain, Guests, Intent, Live, Vm};
 use super::hostdevs::HostDevs;
 use super::networks::{refuse_mac_clash, Networks};
@@ -118,6 +119,19 @@ impl Domains {
 }
 
 impl Domains {
+    /// A new subscriber of the events `filter` lets through (services/events.rs): its domain
+    /// must exist.
+    pub fn subscribe_events(
+        &self,
+        filter: &EventFilter,
+    ) -> DaemonResult<(Subscription, broadcast::Receiver<Event>)> {
+        let uuid = match &filter.domain {
+            Some(id) => Some(self.guests.resolve(id)?.uuid),
+            None => None,
+        };
+        self.guests.events().subscribe_with(filter, uuid.as_ref())
+    }
+
     /// Publishes lifecycle `event` of `record`'s domain (services/events.rs).
     fn published(&self, record: &DomainRecord, event: Lifecycle, detail: LifecycleDetail) {
         self.guests

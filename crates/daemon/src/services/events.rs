@@ -17,7 +17,6 @@ use oxvirt_api::{
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use super::domains::Domains;
 use super::error::{bad_request, DaemonResult};
 
 /// How many events a subscriber may fall behind before it loses some.
@@ -62,6 +61,34 @@ impl EventBus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()
+    }
+
+    /// A new subscriber of the events `filter` lets through (its domain already found:
+    /// `uuid`): its name pattern compiled before any event, and its receiver.
+    pub fn subscribe_with(
+        &self,
+        filter: &EventFilter,
+        uuid: Option<&Uuid>,
+    ) -> DaemonResult<(Subscription, broadcast::Receiver<Event>)> {
+        let name = match &filter.event {
+            None => None,
+            Some(name) if filter.regex => Some(NameMatch::Pattern(
+                regex::RegexBuilder::new(name)
+                    .case_insensitive(filter.nocase)
+                    .size_limit(1 << 20)
+                    .build()
+                    .map_err(|e| bad_request(format!("bad event name pattern '{name}': {e}")))?,
+            )),
+            Some(name) if filter.nocase => Some(NameMatch::NoCase(name.clone())),
+            Some(name) => Some(NameMatch::Exact(name.clone())),
+        };
+        // Subscribed last: a refused filter leaves no receiver behind.
+        let subscription = Subscription {
+            uuid: uuid.map(Uuid::to_string),
+            kind: filter.kind,
+            name,
+        };
+        Ok((subscription, self.subscribe()))
     }
 }
 
@@ -132,41 +159,6 @@ impl Subscription {
             }
             (Some(NameMatch::Pattern(re)), EventBody::Monitor(m)) => re.is_match(&m.event),
         }
-    }
-}
-
-impl Domains {
-    /// A new subscriber of the events `filter` lets through: its filter checked (the domain
-    /// exists, the pattern compiles) before any event, and its receiver.
-    pub fn subscribe_events(
-        &self,
-        filter: &EventFilter,
-    ) -> DaemonResult<(Subscription, broadcast::Receiver<Event>)> {
-        let uuid = match &filter.domain {
-            Some(id) => Some(self.guests.resolve(id)?.uuid.to_string()),
-            None => None,
-        };
-        let name = match &filter.event {
-            None => None,
-            Some(name) if filter.regex => Some(NameMatch::Pattern(
-                regex::RegexBuilder::new(name)
-                    .case_insensitive(filter.nocase)
-                    .size_limit(1 << 20)
-                    .build()
-                    .map_err(|e| bad_request(format!("bad event name pattern '{name}': {e}")))?,
-            )),
-            Some(name) if filter.nocase => Some(NameMatch::NoCase(name.clone())),
-            Some(name) => Some(NameMatch::Exact(name.clone())),
-        };
-        // Subscribed last: a refused filter leaves no receiver behind.
-        Ok((
-            Subscription {
-                uuid,
-                kind: filter.kind,
-                name,
-            },
-            self.guests.events().subscribe(),
-        ))
     }
 }
 
