@@ -86,4 +86,4 @@ pub use process::{
     default_emulator, emulator_path, is_alive, launch, launch_with, launch_with_logs,
     read_pid_file, terminate, LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
-pub use qmp::{Qmp, QmpEvent, RunState};
+pub use qmp::{Qmp, QmpEvent, QmpEventMessage, RunState};
