@@ -256,7 +256,13 @@ impl Engine for QemuEngine {
                 }
             }
         });
-        Ok((Arc::new(QmpControl { qmp }), events_rx))
+        Ok((
+            Arc::new(QmpControl {
+                qmp,
+                unplug_marker: run_dir.join(TCG_VCPU_UNPLUGGED),
+            }),
+            events_rx,
+        ))
     }
 
     fn console_paths(&self, run_dir: &Path) -> ConsolePaths {
@@ -300,7 +306,17 @@ fn open_state_file(state: &StateFile, write: bool) -> Result<std::fs::File, Engi
 
 struct QmpControl {
     qmp: Qmp,
+    /// RUN/[`TCG_VCPU_UNPLUGGED`]: present once a vCPU was unplugged from a QEMU that then
+    /// crashes on its next `device_add`.
+    unplug_marker: PathBuf,
 }
+
+/// The marker, in the guest's run directory, that a vCPU was unplugged from its QEMU 7 under
+/// TCG. Debian 12's QEMU 7.2 under TCG crashes (SIGSEGV) on the next `device_add`, of any
+/// device, after a vCPU unplug; libvirt's QEMU does too (found by benches/live.sh). oxvirt refuses
+/// those hot-plugs instead of losing the guest. A file, not a flag in memory, so that it outlives
+/// an oxvirtd restart; the run directory, and the marker with it, goes when the QEMU process ends.
+const TCG_VCPU_UNPLUGGED: &str = "tcg-vcpu-unplugged";
 
 /// How long a snapshot job (`snapshot-save`, `-load`, `-delete`) may take: it writes or reads
 /// the guest's whole memory, which under TCG and on slow disks takes a while.
@@ -316,6 +332,57 @@ fn qdev_is(qdev: &str, dev: &str) -> bool {
 }
 
 impl QmpControl {
+    /// Whether this QEMU crashes on a `device_add` after a vCPU unplug: QEMU 7 (seen with 7.2)
+    /// under TCG. Newer versions have not been tried here.
+    async fn crashes_on_device_add_after_vcpu_unplug(&self) -> Result<bool, EngineError> {
+        let kvm = self
+            .qmp
+            .execute("query-kvm", None)
+            .await
+            .map_err(engine_error)?;
+        if kvm.get("enabled").and_then(serde_json::Value::as_bool) == Some(true) {
+            return Ok(false);
+        }
+        let version = self
+            .qmp
+            .execute("query-version", None)
+            .await
+            .map_err(engine_error)?;
+        let major = version
+            .pointer("/qemu/major")
+            .and_then(serde_json::Value::as_u64);
+        Ok(major.is_some_and(|major| major <= 7))
+    }
+
+    /// Leaves [`TCG_VCPU_UNPLUGGED`] before a vCPU unplug of a QEMU that crashes on the next
+    /// `device_add` (before, so that a failed or slow unplug is covered too).
+    async fn note_vcpu_unplug(&self) {
+        match self.crashes_on_device_add_after_vcpu_unplug().await {
+            Ok(false) => {}
+            Ok(true) => {
+                if let Err(err) = std::fs::write(&self.unplug_marker, b"") {
+                    tracing::warn!(path = %self.unplug_marker.display(), "cannot leave the vCPU unplug marker: {err}");
+                }
+            }
+            Err(err) => tracing::warn!(
+                "cannot tell whether QEMU survives a hot-plug after a vCPU unplug: {}",
+                err.message
+            ),
+        }
+    }
+
+    fn refuse_device_add_after_vcpu_unplug(&self, what: &str) -> Result<(), EngineError> {
+        if self.unplug_marker.exists() {
+            return Err(EngineError {
+                kind: EngineErrorKind::Unsupported,
+                message: format!(
+                    "cannot hot-plug {what}: a vCPU was unplugged from this guest, and its QEMU (7.x under TCG) crashes on the next device_add after that; restart the guest first"
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// The node QEMU reads and writes disk `dev` through now: the top of its chain (an
     /// external snapshot puts an overlay above the node the command line made).
     async fn top_node(&self, dev: &str) -> Result<String, EngineError> {
@@ -595,6 +662,7 @@ impl Control for QmpControl {
     }
 
     async fn plug_nic(&self, nic: &NicPlug) -> Result<(), EngineError> {
+        self.refuse_device_add_after_vcpu_unplug("a NIC")?;
         let driver = oxvirt_qemu::nic_driver(&nic.model).ok_or_else(|| EngineError {
             kind: EngineErrorKind::Unsupported,
             message: format!("NIC model '{}' is not supported", nic.model),
@@ -947,6 +1015,7 @@ impl Control for QmpControl {
 
     /// `device_add` of the slot's CPU type at its socket/die/core/thread, with libvirt's id.
     async fn plug_vcpu(&self, id: u32) -> Result<(), EngineError> {
+        self.refuse_device_add_after_vcpu_unplug("a vCPU")?;
         let cpus = self.hotpluggable_cpus().await?;
         let slot = cpus
             .get(id as usize)
@@ -972,6 +1041,7 @@ impl Control for QmpControl {
     /// `device_del`, then the slot is watched until QEMU reports it empty: that is when QEMU
     /// emitted DEVICE_DELETED (the guest ejected the CPU through ACPI).
     async fn unplug_vcpu(&self, id: u32) -> Result<(), EngineError> {
+        self.note_vcpu_unplug().await;
         self.delete_if_present("device_del", &vcpu_device_id(id))
             .await?;
         let deadline = tokio::time::Instant::now() + VCPU_UNPLUG_TIMEOUT;
@@ -1004,6 +1074,7 @@ impl Control for QmpControl {
     /// As libvirt with -blockdev: `blockdev-add` of each node (deepest first), then
     /// `device_add`; a failure deletes the nodes already added, newest first.
     async fn plug_disk(&self, domain: &Domain, dev: &str) -> Result<(), EngineError> {
+        self.refuse_device_add_after_vcpu_unplug(&format!("disk {dev}"))?;
         let plug = oxvirt_qemu::hotplug_disk(domain, dev).map_err(engine_error)?;
         let mut added: Vec<String> = Vec::new();
         let mut result = Ok(());
