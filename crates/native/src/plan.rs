@@ -111,6 +111,7 @@ impl Planner {
             memory_line,
             current_memory_line,
             iothreads_line,
+            iothreadids_line,
             on_poweroff_line,
             on_reboot_line,
             on_crash_line,
@@ -150,8 +151,19 @@ impl Planner {
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
         }
-        if iothreads.is_some() {
+        // The VMM runs each disk's I/O in that disk's own worker thread: it has no IOThreads
+        // to create, list or pin.
+        if iothreads.ids_stated {
+            self.no("<iothreadids>", *iothreadids_line, "no I/O threads");
+        } else if !iothreads.is_empty() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
+        }
+        for pin in cputune.iter().flat_map(|tune| &tune.iothreadpins) {
+            self.no(
+                "<cputune/iothreadpin>",
+                pin.line,
+                "no I/O threads to pin",
+            );
         }
         let cpus = self.cpus(vcpu, cpu.as_ref(), cputune.as_ref());
         self.clock(clock);
