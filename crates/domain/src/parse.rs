@@ -325,23 +325,17 @@ fn parse_iothreadids(elem: &mut Elem) -> Result<Vec<u32>> {
         if child.name() != "iothread" {
             return Err(child.unsupported());
         }
-        let id = child
-            .u32_attr("id")?
-            .ok_or_else(|| DomainError::Missing {
-                what: "attribute 'id'".to_string(),
-                location: child.loc(),
-            })?;
+        let id = child.u32_attr("id")?.ok_or_else(|| DomainError::Missing {
+            what: "attribute 'id'".to_string(),
+            location: child.loc(),
+        })?;
         child.finish_attrs()?;
         child.leaf()?;
         if id == 0 {
             return Err(child.invalid("attribute 'id'", "0", "IOThread ids start at 1"));
         }
         if ids.contains(&id) {
-            return Err(child.invalid(
-                "attribute 'id'",
-                &id.to_string(),
-                "duplicate iothread id",
-            ));
+            return Err(child.invalid("attribute 'id'", &id.to_string(), "duplicate iothread id"));
         }
         if ids.len() >= MAX_IOTHREADS as usize {
             return Err(child.invalid(
@@ -361,7 +355,10 @@ fn parse_iothreadids(elem: &mut Elem) -> Result<Vec<u32>> {
 fn io_threads(count: u32, listed: Option<Vec<u32>>) -> IoThreads {
     let ids_stated = listed.as_ref().is_some_and(|ids| !ids.is_empty());
     let mut ids = listed.unwrap_or_default();
-    let mut free = (1..=count).filter(|id| !ids.contains(id)).collect::<Vec<_>>().into_iter();
+    let mut free = (1..=count)
+        .filter(|id| !ids.contains(id))
+        .collect::<Vec<_>>()
+        .into_iter();
     while ids.len() < count as usize {
         match free.next() {
             Some(id) => ids.push(id),

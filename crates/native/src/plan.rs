@@ -159,11 +159,7 @@ impl Planner {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
         }
         for pin in cputune.iter().flat_map(|tune| &tune.iothreadpins) {
-            self.no(
-                "<cputune/iothreadpin>",
-                pin.line,
-                "no I/O threads to pin",
-            );
+            self.no("<cputune/iothreadpin>", pin.line, "no I/O threads to pin");
         }
         let cpus = self.cpus(vcpu, cpu.as_ref(), cputune.as_ref());
         self.clock(clock);

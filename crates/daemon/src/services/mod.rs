@@ -21,6 +21,7 @@ pub mod error;
 pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
+pub mod iothreads;
 pub mod memory;
 pub mod monitor;
 pub mod networks;
