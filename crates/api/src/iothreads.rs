@@ -101,12 +101,7 @@ impl Client {
         domain: &str,
         request: &IoThreadRequest,
     ) -> Result<IoThreadsChanged, ClientError> {
-        self.call(
-            Method::POST,
-            domain_path(domain, "/iothreadadd"),
-            Some(to_json(request)),
-        )
-        .await
+        self.iothread_change(domain, "/iothreadadd", request).await
     }
 
     /// `POST /v1/domains/{id}/iothreaddel`.
@@ -115,9 +110,18 @@ impl Client {
         domain: &str,
         request: &IoThreadRequest,
     ) -> Result<IoThreadsChanged, ClientError> {
+        self.iothread_change(domain, "/iothreaddel", request).await
+    }
+
+    async fn iothread_change(
+        &self,
+        domain: &str,
+        verb: &str,
+        request: &IoThreadRequest,
+    ) -> Result<IoThreadsChanged, ClientError> {
         self.call(
             Method::POST,
-            domain_path(domain, "/iothreaddel"),
+            domain_path(domain, verb),
             Some(to_json(request)),
         )
         .await

@@ -12,34 +12,10 @@ mod support;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, Daemon};
+use support::{allowed_cpus, guest_xml, host_cpus, make_disk, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const UUID: &str = "5a7c9e1b-3d5f-4a7c-9e1b-3d5f7a9c1e3b";
-
-/// The host's last CPU and its CPUs as the kernel lists them, e.g. (1, "0-1").
-fn host_cpus() -> (u32, String) {
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
-    let last: u32 = online
-        .trim()
-        .rsplit(['-', ','])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (last, online.trim().to_string())
-}
-
-/// The allowed CPUs of a thread, as /proc shows them.
-fn allowed(pid: u32, tid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 /// The threads of `pid` QEMU named `IO iothreadN` (`-name debug-threads=on`), by N.
 fn named_iothreads(pid: u32) -> Vec<(u32, u32)> {
@@ -58,16 +34,7 @@ fn named_iothreads(pid: u32) -> Vec<(u32, u32)> {
 }
 
 fn qemu_pid() -> u32 {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(UUID))
-                .unwrap_or(false)
-        })
-        .expect("the guest's QEMU")
+    support::qemu_pid(UUID).expect("the guest's QEMU")
 }
 
 /// QEMU's IOThreads through `qemu-monitor-command` (`query-iothreads`): (N of iothreadN, thread).
@@ -166,8 +133,8 @@ fn iothreads_are_made_pinned_and_removed_on_qemus_threads() {
     );
     assert_eq!(threads.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 2]);
     let (io1, io2) = (thread_of(&threads, 1), thread_of(&threads, 2));
-    assert_eq!(allowed(pid, io1), "0");
-    assert_eq!(allowed(pid, io2), all);
+    assert_eq!(allowed_cpus(pid, io1), "0");
+    assert_eq!(allowed_cpus(pid, io2), all);
     assert_eq!(
         daemon.oxvirt(&["iothreadinfo", "iot"]).ok(),
         format!(" IOThread ID   CPU Affinity\n-----------------------------\n 1             0\n 2             {all}\n\n")
@@ -177,8 +144,8 @@ fn iothreads_are_made_pinned_and_removed_on_qemus_threads() {
     daemon
         .oxvirt(&["iothreadpin", "iot", "2", &last.to_string(), "--live"])
         .ok();
-    assert_eq!(allowed(pid, io2), last.to_string());
-    assert_eq!(allowed(pid, io1), "0");
+    assert_eq!(allowed_cpus(pid, io2), last.to_string());
+    assert_eq!(allowed_cpus(pid, io1), "0");
     let live = daemon.oxvirt(&["dumpxml", "iot"]).ok();
     assert!(
         live.contains(&format!("<iothreadpin iothread='2' cpuset='{last}'/>")),
@@ -226,8 +193,8 @@ fn iothreads_are_made_pinned_and_removed_on_qemus_threads() {
         "{err}"
     );
     assert_eq!(qmp_iothreads(&daemon), threads);
-    assert_eq!(allowed(pid, io1), "0");
-    assert_eq!(allowed(pid, io2), last.to_string());
+    assert_eq!(allowed_cpus(pid, io1), "0");
+    assert_eq!(allowed_cpus(pid, io2), last.to_string());
     assert_eq!(daemon.oxvirt(&["dumpxml", "iot"]).ok(), live);
     assert_eq!(
         daemon.oxvirt(&["dumpxml", "--inactive", "iot"]).ok(),
@@ -264,7 +231,7 @@ fn iothreads_are_made_pinned_and_removed_on_qemus_threads() {
     let pid = qemu_pid();
     let threads = qmp_iothreads(&daemon);
     assert_eq!(threads.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 4]);
-    assert_eq!(allowed(pid, thread_of(&threads, 1)), "0");
-    assert_eq!(allowed(pid, thread_of(&threads, 4)), last.to_string());
+    assert_eq!(allowed_cpus(pid, thread_of(&threads, 1)), "0");
+    assert_eq!(allowed_cpus(pid, thread_of(&threads, 4)), last.to_string());
     daemon.oxvirt(&["destroy", "iot"]).ok();
 }

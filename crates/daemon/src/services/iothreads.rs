@@ -20,7 +20,7 @@ use oxvirt_host::affinity;
 
 use super::domains::Domains;
 use super::error::{bad_request, engine_failure, internal, DaemonResult};
-use super::tuning::{cpulist, host_cpu_set};
+use super::tuning::{configured_cpus, cpulist, host_cpu_set};
 use crate::store::DomainRecord;
 
 /// The side of a domain a check speaks of, for messages.
@@ -115,16 +115,15 @@ fn record_del(domain: &mut Domain, id: u32) {
     }
 }
 
-/// The definition's pinning of IOThread `id`: its `<iothreadpin>`, else `<vcpu cpuset>`, else
-/// every host CPU (what libvirt reports for a domain that is not running).
+/// The definition's pinning of IOThread `id` (what libvirt reports for a domain that is not
+/// running).
 fn configured_pin(domain: &Domain, id: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
-    domain
+    let pin = domain
         .cputune
         .as_ref()
         .and_then(|tune| tune.iothreadpins.iter().find(|pin| pin.iothread == id))
-        .map(|pin| pin.cpuset.0.clone())
-        .or_else(|| domain.vcpu.cpuset.as_ref().map(|set| set.0.clone()))
-        .unwrap_or_else(|| host.clone())
+        .map(|pin| &pin.cpuset);
+    configured_cpus(domain, pin, host)
 }
 
 impl Domains {
@@ -227,34 +226,7 @@ impl Domains {
         id: &str,
         request: &IoThreadRequest,
     ) -> DaemonResult<IoThreadsChanged> {
-        let change = self.begin_change(id, request.live, request.config)?;
-        let (record, live, config) = (&change.record, change.scope.live, change.scope.config);
-        let n = request.iothread;
-        let next = if config {
-            Some(self.next_definition(record, |domain| {
-                check_new(domain, n, false)?;
-                record_add(domain, n);
-                Ok(())
-            })?)
-        } else {
-            None
-        };
-        if live {
-            let mut current = self.current_domain(record)?;
-            check_new(&current, n, true)?;
-            let control = self.guests.running_control(&change.vm, record)?;
-            control
-                .add_iothread(n)
-                .await
-                .map_err(|err| engine_failure(&record.name, err))?;
-            record_add(&mut current, n);
-            self.write_live_definition(record, &current)?;
-        }
-        self.store_next(record, next)?;
-        tracing::info!(domain = %record.name, iothread = n, live, config, "iothreadadd");
-        Ok(IoThreadsChanged {
-            name: record.name.clone(),
-        })
+        self.iothread_change(id, request, Op::Add).await
     }
 
     /// `iothreaddel`: removes an IOThread no disk uses (QEMU's `object-del` while it runs).
@@ -263,34 +235,63 @@ impl Domains {
         id: &str,
         request: &IoThreadRequest,
     ) -> DaemonResult<IoThreadsChanged> {
+        self.iothread_change(id, request, Op::Del).await
+    }
+
+    async fn iothread_change(
+        self: &Arc<Self>,
+        id: &str,
+        request: &IoThreadRequest,
+        op: Op,
+    ) -> DaemonResult<IoThreadsChanged> {
         let change = self.begin_change(id, request.live, request.config)?;
         let (record, live, config) = (&change.record, change.scope.live, change.scope.config);
         let n = request.iothread;
         let next = if config {
-            Some(self.next_definition(record, |domain| {
-                check_unused(domain, n, false)?;
-                record_del(domain, n);
-                Ok(())
-            })?)
+            Some(self.next_definition(record, |domain| op.apply(domain, n, false))?)
         } else {
             None
         };
         if live {
             let mut current = self.current_domain(record)?;
-            check_unused(&current, n, true)?;
+            op.apply(&mut current, n, true)?;
             let control = self.guests.running_control(&change.vm, record)?;
-            control
-                .del_iothread(n)
-                .await
-                .map_err(|err| engine_failure(&record.name, err))?;
-            record_del(&mut current, n);
+            match op {
+                Op::Add => control.add_iothread(n).await,
+                Op::Del => control.del_iothread(n).await,
+            }
+            .map_err(|err| engine_failure(&record.name, err))?;
             self.write_live_definition(record, &current)?;
         }
         self.store_next(record, next)?;
-        tracing::info!(domain = %record.name, iothread = n, live, config, "iothreaddel");
+        tracing::info!(domain = %record.name, iothread = n, live, config, op = ?op, "iothread change");
         Ok(IoThreadsChanged {
             name: record.name.clone(),
         })
+    }
+}
+
+/// What `iothreadadd` and `iothreaddel` do to a definition.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Add,
+    Del,
+}
+
+impl Op {
+    /// Checks the change against `domain` (`live`: the running guest's) and makes it.
+    fn apply(self, domain: &mut Domain, id: u32, live: bool) -> DaemonResult<()> {
+        match self {
+            Op::Add => {
+                check_new(domain, id, live)?;
+                record_add(domain, id);
+            }
+            Op::Del => {
+                check_unused(domain, id, live)?;
+                record_del(domain, id);
+            }
+        }
+        Ok(())
     }
 }
 

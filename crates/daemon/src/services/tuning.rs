@@ -64,27 +64,35 @@ pub(super) fn cpulist(cpus: &BTreeSet<u32>) -> String {
     CpuSet(cpus.clone()).to_string()
 }
 
-/// The definition's pinning of `vcpu`: its `<vcpupin>`, else `<vcpu cpuset>`, else every host CPU.
-fn configured_vcpu_pin(domain: &Domain, vcpu: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
-    domain
-        .cputune
-        .as_ref()
-        .and_then(|tune| tune.vcpupins.iter().find(|pin| pin.vcpu == vcpu))
-        .map(|pin| pin.cpuset.0.clone())
-        .or_else(|| domain.vcpu.cpuset.as_ref().map(|set| set.0.clone()))
+/// A thread's pinning in the definition: its own pin, else `<vcpu cpuset>`, else every host
+/// CPU (libvirt's rule for vCPUs, the emulator and IOThreads).
+pub(super) fn configured_cpus(
+    domain: &Domain,
+    pin: Option<&CpuSet>,
+    host: &BTreeSet<u32>,
+) -> BTreeSet<u32> {
+    pin.or(domain.vcpu.cpuset.as_ref())
+        .map(|set| set.0.clone())
         .unwrap_or_else(|| host.clone())
 }
 
-/// The definition's pinning of the emulator threads: `<emulatorpin>`, else `<vcpu cpuset>`,
-/// else every host CPU.
-fn configured_emulator_pin(domain: &Domain, host: &BTreeSet<u32>) -> BTreeSet<u32> {
-    domain
+/// The definition's pinning of `vcpu`.
+fn configured_vcpu_pin(domain: &Domain, vcpu: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let pin = domain
         .cputune
         .as_ref()
-        .and_then(|tune| tune.emulatorpin.as_ref())
-        .or(domain.vcpu.cpuset.as_ref())
-        .map(|set| set.0.clone())
-        .unwrap_or_else(|| host.clone())
+        .and_then(|tune| tune.vcpupins.iter().find(|pin| pin.vcpu == vcpu))
+        .map(|pin| &pin.cpuset);
+    configured_cpus(domain, pin, host)
+}
+
+/// The definition's pinning of the emulator threads.
+fn configured_emulator_pin(domain: &Domain, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let pin = domain
+        .cputune
+        .as_ref()
+        .and_then(|tune| tune.emulatorpin.as_ref());
+    configured_cpus(domain, pin, host)
 }
 
 /// Records a pin in `domain`'s `<cputune>` (`vcpu` `None`: the emulator); every host CPU means
