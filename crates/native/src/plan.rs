@@ -1257,6 +1257,37 @@ mod tests {
         }
     }
 
+    /// The VMM has no IOThreads: the count, the listed ids and their pins are each refused.
+    #[test]
+    fn iothreads_are_refused_by_name() {
+        let xml = |iothreads: &str| {
+            format!(
+                "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+{iothreads}
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <oxvirt:engine name='native'/>
+</domain>"
+            )
+        };
+        let found = refusals(&xml("  <iothreads>2</iothreads>"));
+        assert!(
+            found.contains(&("<iothreads>".to_string(), Some(4))),
+            "{found:?}"
+        );
+        let found = refusals(&xml("  <iothreadids><iothread id='3'/></iothreadids>
+  <cputune><iothreadpin iothread='3' cpuset='0'/></cputune>"));
+        assert!(
+            found.contains(&("<iothreadids>".to_string(), Some(4))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("<cputune/iothreadpin>".to_string(), Some(5))),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn refusals_say_the_line_of_the_element() {
         let xml = "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
