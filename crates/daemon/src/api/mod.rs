@@ -6,6 +6,7 @@ mod capabilities;
 mod disks;
 mod display;
 mod domains;
+mod events;
 mod iothreads;
 mod limits;
 mod memory;
@@ -42,6 +43,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(capabilities::routes())
         .merge(display::routes())
         .merge(domains::routes())
+        .merge(events::routes())
         .merge(iothreads::routes())
         .merge(memory::routes())
         .merge(monitor::routes())
