@@ -26,6 +26,7 @@
 //! `qemu-monitor-command`: see the [`monitor`] module.
 //! The event stream (`event`, `qemu-monitor-event`): see the [`events`] module.
 //! `vcpuinfo`, `vcpupin`, `emulatorpin`, `vcpucount`, `setvcpus`: see the [`tuning`] module.
+//! `iothreadinfo`, `iothreadpin`, `iothreadadd`, `iothreaddel`: see the [`iothreads`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //! `setmem`, `setmaxmem`, `dommemstat`: see the [`memory`] module.
 //!
@@ -92,6 +93,12 @@ pub use node::{
     NodeValues, PageCount, PagePool,
 };
 pub use stats::{DomainStats, DomainsStats, StatField, StatsRequest};
+
+pub mod iothreads;
+pub use iothreads::{
+    IoThreadAffinity, IoThreadInfo, IoThreadPinRequest, IoThreadRequest, IoThreadScope,
+    IoThreadsChanged,
+};
 
 pub mod tuning;
 pub use tuning::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuState};

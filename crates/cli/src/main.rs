@@ -30,6 +30,7 @@ mod generate;
 mod host;
 mod img;
 mod install;
+mod iothreads;
 mod limits;
 mod memory;
 mod monitor;
@@ -93,6 +94,8 @@ enum Command {
     Events(events::EventCommand),
     #[command(flatten)]
     Tuning(tuning::TuningCommand),
+    #[command(flatten)]
+    IoThreads(iothreads::IoThreadCommand),
     #[command(flatten)]
     Disk(disks::DiskCommand),
     #[command(flatten)]
@@ -367,6 +370,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
+        Command::IoThreads(command) => print_virsh_output(&iothreads::run(&client, command)?),
         Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
         Command::Domstats(args) => print_virsh_output(&stats::run(&client, args)?),

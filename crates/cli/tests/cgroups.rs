@@ -40,19 +40,6 @@ fn read(path: &Path) -> String {
         .to_string()
 }
 
-fn qemu_pid() -> u32 {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(UUID))
-                .unwrap_or(false)
-        })
-        .expect("the guest's QEMU")
-}
-
 #[test]
 fn limits_reach_the_guests_cgroups_and_hold() {
     let daemon = Daemon::start();
@@ -87,7 +74,7 @@ fn limits_reach_the_guests_cgroups_and_hold() {
     let mut console = daemon.start_with_console("cg");
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
-    let pid = qemu_pid();
+    let pid = support::qemu_pid(UUID).expect("the guest's QEMU");
 
     // The kernel's view: QEMU in its own groups, the limits in their files.
     let (cpu_root, v2) = mount_of("cpu");

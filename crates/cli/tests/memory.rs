@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::{field, guest_xml, make_disk, ConsoleSession, Daemon};
+use support::{field, guest_xml, make_disk, qemu_pid, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the guest's balloon driver may take to follow a new target under TCG.
@@ -52,22 +52,6 @@ fn stat(text: &str, key: &str) -> Option<u64> {
         let (name, value) = l.split_once(' ')?;
         (name == key).then(|| value.parse().ok())?
     })
-}
-
-/// The pid of the QEMU whose command line names `uuid`, if one runs.
-fn qemu_pid(uuid: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let argv = String::from_utf8_lossy(&argv);
-            argv.split('\0')
-                .next()
-                .is_some_and(|a| a.contains("qemu-system"))
-                && argv.contains(uuid)
-        })
 }
 
 /// The smaps entry of the guest's RAM in QEMU `pid`: the mapping of `memory_kib` (QEMU may

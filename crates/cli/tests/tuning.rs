@@ -11,34 +11,10 @@ mod support;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, Daemon};
+use support::{allowed_cpus, guest_xml, host_cpus, make_disk, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const UUID: &str = "3e5f7a9b-1c2d-4e6f-8a0b-2c4d6e8f0a1b";
-
-/// The host's CPUs as the kernel lists them, e.g. "0-1".
-fn host_cpus() -> (u32, String) {
-    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
-    let last: u32 = online
-        .trim()
-        .rsplit(['-', ','])
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (last, online.trim().to_string())
-}
-
-/// The allowed CPUs of a thread, as /proc shows them.
-fn allowed(pid: u32, tid: u32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
 
 /// QEMU's pid (the process whose command line names our domain's uuid) and its vCPU threads,
 /// as QEMU reports them through `qemu-monitor-command`.
@@ -47,16 +23,7 @@ fn qemu_threads(daemon: &Daemon) -> (u32, Vec<u32>) {
 }
 
 fn qemu_threads_of(daemon: &Daemon, domain: &str, uuid: &str) -> (u32, Vec<u32>) {
-    let pid = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(uuid))
-                .unwrap_or(false)
-        })
-        .expect("the guest's QEMU");
+    let pid = support::qemu_pid(uuid).expect("the guest's QEMU");
     let answer = daemon
         .oxvirt(&[
             "qemu-monitor-command",
@@ -120,10 +87,10 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
     console.expect_text(PROMPT, BOOT_TIMEOUT);
     let (pid, vcpus) = qemu_threads(&daemon);
     assert_eq!(vcpus.len(), 2);
-    assert_eq!(allowed(pid, vcpus[0]), all);
-    assert_eq!(allowed(pid, vcpus[1]), "0");
+    assert_eq!(allowed_cpus(pid, vcpus[0]), all);
+    assert_eq!(allowed_cpus(pid, vcpus[1]), "0");
     assert_eq!(
-        allowed(pid, pid),
+        allowed_cpus(pid, pid),
         last.to_string(),
         "the emulator's main thread"
     );
@@ -132,7 +99,7 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
     daemon
         .oxvirt(&["vcpupin", "pin", "0", &last.to_string(), "--live"])
         .ok();
-    assert_eq!(allowed(pid, vcpus[0]), last.to_string());
+    assert_eq!(allowed_cpus(pid, vcpus[0]), last.to_string());
     let table = daemon.oxvirt(&["vcpupin", "pin"]).ok();
     assert_eq!(
         table,
@@ -151,7 +118,7 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
         .collect();
     assert!(info.contains(&format!("CPU Affinity:   {map}\n")), "{info}");
     daemon.oxvirt(&["emulatorpin", "pin", "0", "--live"]).ok();
-    assert_eq!(allowed(pid, pid), "0");
+    assert_eq!(allowed_cpus(pid, pid), "0");
     assert_eq!(
         daemon.oxvirt(&["emulatorpin", "pin"]).ok(),
         "emulator: CPU Affinity\n----------------------------------\n       *: 0\n\n"
@@ -170,7 +137,7 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
         err.contains("vcpu 5 is out of range of live cpu count 2"),
         "{err}"
     );
-    assert_eq!(allowed(pid, vcpus[0]), last.to_string());
+    assert_eq!(allowed_cpus(pid, vcpus[0]), last.to_string());
     assert_eq!(
         daemon.oxvirt(&["dumpxml", "pin"]).ok(),
         live_xml.replace(
@@ -184,7 +151,7 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
         .oxvirt(&["vcpupin", "pin", "0", "0", "--config"])
         .ok();
     assert_eq!(
-        allowed(pid, vcpus[0]),
+        allowed_cpus(pid, vcpus[0]),
         last.to_string(),
         "--config leaves the running guest"
     );
@@ -192,9 +159,9 @@ fn pins_reach_qemus_threads_live_and_from_the_definition() {
     daemon.oxvirt(&["destroy", "pin"]).ok();
     daemon.oxvirt(&["start", "pin"]).ok();
     let (pid, vcpus) = qemu_threads(&daemon);
-    assert_eq!(allowed(pid, vcpus[0]), "0");
-    assert_eq!(allowed(pid, vcpus[1]), "0");
-    assert_eq!(allowed(pid, pid), last.to_string());
+    assert_eq!(allowed_cpus(pid, vcpus[0]), "0");
+    assert_eq!(allowed_cpus(pid, vcpus[1]), "0");
+    assert_eq!(allowed_cpus(pid, pid), last.to_string());
     daemon.oxvirt(&["destroy", "pin"]).ok();
 
     // A pin to a CPU the host lacks: the start is refused naming it; nothing runs.

@@ -116,8 +116,8 @@ pub struct Domain {
     pub memtune: Option<MemTune>,
     pub memory_backing: Option<MemoryBacking>,
     pub vcpu: Vcpu,
-    /// `<iothreads>`: number of IOThreads.
-    pub iothreads: Option<u32>,
+    /// `<iothreads>` and `<iothreadids>`: the guest's IOThreads.
+    pub iothreads: IoThreads,
     pub cputune: Option<CpuTune>,
     /// `<numatune>`: where on the host's NUMA nodes guest memory goes.
     pub numatune: Option<NumaTune>,
@@ -141,6 +141,7 @@ pub struct Domain {
     pub memory_line: SourceLine,
     pub current_memory_line: SourceLine,
     pub iothreads_line: SourceLine,
+    pub iothreadids_line: SourceLine,
     pub on_poweroff_line: SourceLine,
     pub on_reboot_line: SourceLine,
     pub on_crash_line: SourceLine,
@@ -370,6 +371,54 @@ pub struct VcpuPin {
 pub struct IoThreadPin {
     pub iothread: u32,
     pub cpuset: CpuSet,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// `<iothreads>N</iothreads>` and `<iothreadids><iothread id='N'/>...`: the guest's IOThreads
+/// (QEMU's `iothread` objects that virtio disks may run their I/O in).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IoThreads {
+    /// Their ids (each > 0, unique), in libvirt's order: those `<iothreadids>` lists, as it
+    /// lists them, then the lowest free ids up to `<iothreads>`'s count (libvirt fills them
+    /// in); an IOThread added while defined goes last.
+    pub ids: Vec<u32>,
+    /// Whether `<iothreadids>` is printed: libvirt prints it unless it filled in every id
+    /// itself (then the ids are `1..=count` and the count says it all).
+    pub ids_stated: bool,
+}
+
+impl IoThreads {
+    pub fn contains(&self, id: u32) -> bool {
+        self.ids.contains(&id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether `<iothreadids>` is printed: when stated, and whenever the ids are not what
+    /// the count alone reads back as (`1..=count` in order).
+    pub fn print_ids(&self) -> bool {
+        let filled_in = self.ids.iter().copied().eq(1..=self.ids.len() as u32);
+        !self.ids.is_empty() && (self.ids_stated || !filled_in)
+    }
+
+    /// The ids as a list for messages (`1, 2, 4`; `none`).
+    pub fn list(&self) -> String {
+        if self.ids.is_empty() {
+            return "none".to_string();
+        }
+        self.ids
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// `<cpu>`.

@@ -31,10 +31,14 @@ pub(crate) fn normalize(d: &mut Domain) {
             d.cputune = None;
         }
     }
-    // libvirt keeps pinnings per vCPU / iothread and prints them in id order.
+    normalize_iothreads(&mut d.iothreads);
+    // libvirt keeps pinnings per vCPU / IOThread and prints them in the order of its vCPUs and
+    // IOThreads (vCPU ids; IOThreads in their list's order).
     if let Some(tune) = d.cputune.as_mut() {
         tune.vcpupins.sort_by_key(|p| p.vcpu);
-        tune.iothreadpins.sort_by_key(|p| p.iothread);
+        let ids = &d.iothreads.ids;
+        tune.iothreadpins
+            .sort_by_key(|p| ids.iter().position(|id| *id == p.iothread));
     }
     if let Some(backing) = &d.memory_backing {
         if backing.is_empty() {
@@ -56,6 +60,13 @@ pub(crate) fn normalize(d: &mut Domain) {
     normalize_os(d);
     normalize_cpu(d);
     normalize_devices(d);
+}
+
+/// libvirt prints `<iothreadids>` when any id was not filled in by itself; ids that are not
+/// `1..=count` in order (after an IOThread was deleted, say) must be printed to read back the
+/// same (libvirt's IOThread deletion marks the ids after it stated for that reason).
+fn normalize_iothreads(threads: &mut IoThreads) {
+    threads.ids_stated = threads.print_ids();
 }
 
 /// libvirt's NUMA rules: with guest NUMA cells, `<memory>` is the sum of theirs; automatic

@@ -48,6 +48,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut vcpu = None;
     let mut vcpu_slots: Option<Vec<VcpuSlot>> = None;
     let mut iothreads = None;
+    let mut iothreadids: Option<Vec<u32>> = None;
     let mut cputune = None;
     let mut numatune = None;
     let mut os = None;
@@ -67,6 +68,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
     let mut memory_line = SourceLine::NONE;
     let mut current_memory_line = SourceLine::NONE;
     let mut iothreads_line = SourceLine::NONE;
+    let mut iothreadids_line = SourceLine::NONE;
     let mut on_poweroff_line = SourceLine::NONE;
     let mut on_reboot_line = SourceLine::NONE;
     let mut on_crash_line = SourceLine::NONE;
@@ -153,8 +155,20 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
             "iothreads" => {
                 child.finish_attrs()?;
                 let n = child.text_u32()?;
+                if n > MAX_IOTHREADS {
+                    return Err(child.invalid(
+                        "value",
+                        &n.to_string(),
+                        format!("at most {MAX_IOTHREADS} IOThreads"),
+                    ));
+                }
                 set_once(&mut iothreads, n, &child)?;
                 iothreads_line = child.source_line();
+            }
+            "iothreadids" => {
+                let parsed = parse_iothreadids(&mut child)?;
+                set_once(&mut iothreadids, parsed, &child)?;
+                iothreadids_line = child.source_line();
             }
             "cputune" => {
                 let parsed = parse_cputune(&mut child)?;
@@ -248,6 +262,7 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         what: "element <os>".to_string(),
         location: root_loc.clone(),
     })?;
+    let iothreads = io_threads(iothreads.unwrap_or(0), iothreadids);
     if let Some(uuid) = &uuid {
         crate::sysinfo::check_uuid(sysinfo.as_ref(), uuid)?;
     }
@@ -291,10 +306,67 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         memory_line,
         current_memory_line,
         iothreads_line,
+        iothreadids_line,
         on_poweroff_line,
         on_reboot_line,
         on_crash_line,
     })
+}
+
+/// More IOThreads than any guest needs; the bound keeps a definition from making oxvirt
+/// allocate an id list of billions.
+const MAX_IOTHREADS: u32 = 1024;
+
+/// `<iothreadids>`: each `<iothread id='N'/>`, ids above 0 and unique (libvirt's rules).
+fn parse_iothreadids(elem: &mut Elem) -> Result<Vec<u32>> {
+    elem.finish_attrs()?;
+    let mut ids = Vec::new();
+    for mut child in elem.children()? {
+        if child.name() != "iothread" {
+            return Err(child.unsupported());
+        }
+        let id = child.u32_attr("id")?.ok_or_else(|| DomainError::Missing {
+            what: "attribute 'id'".to_string(),
+            location: child.loc(),
+        })?;
+        child.finish_attrs()?;
+        child.leaf()?;
+        if id == 0 {
+            return Err(child.invalid("attribute 'id'", "0", "IOThread ids start at 1"));
+        }
+        if ids.contains(&id) {
+            return Err(child.invalid("attribute 'id'", &id.to_string(), "duplicate iothread id"));
+        }
+        if ids.len() >= MAX_IOTHREADS as usize {
+            return Err(child.invalid(
+                "attribute 'id'",
+                &id.to_string(),
+                format!("at most {MAX_IOTHREADS} IOThreads"),
+            ));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// libvirt's IOThreads from `<iothreads>`'s count and `<iothreadids>`: the listed ids, then
+/// the lowest free ids in `1..=count` until there are `count` (a count below the number of
+/// listed ids is raised to it).
+fn io_threads(count: u32, listed: Option<Vec<u32>>) -> IoThreads {
+    let ids_stated = listed.as_ref().is_some_and(|ids| !ids.is_empty());
+    let mut ids = listed.unwrap_or_default();
+    let mut free = (1..=count)
+        .filter(|id| !ids.contains(id))
+        .collect::<Vec<_>>()
+        .into_iter();
+    while ids.len() < count as usize {
+        match free.next() {
+            Some(id) => ids.push(id),
+            // Cannot happen: 1..=count has count ids, and fewer than count are listed.
+            None => break,
+        }
+    }
+    IoThreads { ids, ids_stated }
 }
 
 fn parse_pm(elem: &mut Elem) -> Result<Pm> {
@@ -559,7 +631,11 @@ fn parse_cputune(elem: &mut Elem) -> Result<CpuTune> {
                         "IOThread is pinned twice",
                     ));
                 }
-                tune.iothreadpins.push(IoThreadPin { iothread, cpuset });
+                tune.iothreadpins.push(IoThreadPin {
+                    iothread,
+                    cpuset,
+                    line: child.source_line(),
+                });
             }
             _ => return Err(child.unsupported()),
         }

@@ -312,7 +312,6 @@ fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
             }
         }
     }
-    let iothreads = d.iothreads.unwrap_or(0);
     if let Some(tune) = &d.cputune {
         let mut pinned = HashSet::new();
         for pin in &tune.vcpupins {
@@ -337,20 +336,23 @@ fn validate_vcpus(d: &Domain) -> Result<(), DomainError> {
         }
         let mut pinned = HashSet::new();
         for pin in &tune.iothreadpins {
-            if pin.iothread == 0 || pin.iothread > iothreads {
-                return Err(invalid(
-                    "cputune/iothreadpin",
-                    format!(
-                        "iothreadpin for IOThread {} but the domain has {iothreads} IOThreads",
-                        pin.iothread
-                    ),
-                ));
+            let at = |reason: String| DomainError::Invalid {
+                reason,
+                location: Location::new("cputune/iothreadpin", pin.line.get()),
+            };
+            if !d.iothreads.contains(pin.iothread) {
+                return Err(at(format!(
+                    "iothreadpin for IOThread {} but the domain has {} IOThreads (ids: {})",
+                    pin.iothread,
+                    d.iothreads.len(),
+                    d.iothreads.list()
+                )));
             }
             if !pinned.insert(pin.iothread) {
-                return Err(invalid(
-                    "cputune/iothreadpin",
-                    format!("IOThread {} is pinned twice", pin.iothread),
-                ));
+                return Err(at(format!("IOThread {} is pinned twice", pin.iothread)));
+            }
+            if pin.cpuset.is_empty() {
+                return Err(at("cpuset is empty".to_string()));
             }
         }
         if tune.emulatorpin.as_ref().is_some_and(CpuSet::is_empty) {
@@ -529,7 +531,6 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             }
         }
     }
-    let iothreads = d.iothreads.unwrap_or(0);
     let mut targets = HashSet::new();
     let mut boot_orders = HashSet::new();
     for disk in &devices.disks {
@@ -582,14 +583,16 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
             if disk.target.bus != DiskBus::Virtio {
                 return Err(invalid(path, "iothread is only valid for virtio disks"));
             }
-            if thread == 0 || thread > iothreads {
-                return Err(invalid(
-                    path,
-                    format!(
-                        "disk '{}' uses IOThread {thread} but the domain has {iothreads}",
-                        disk.target.dev
+            if !d.iothreads.contains(thread) {
+                return Err(DomainError::Invalid {
+                    reason: format!(
+                        "disk '{}' uses IOThread {thread} but the domain has {} IOThreads (ids: {})",
+                        disk.target.dev,
+                        d.iothreads.len(),
+                        d.iothreads.list()
                     ),
-                ));
+                    location: Location::new("devices/disk/driver", disk.driver.line.get()),
+                });
             }
         }
         // Two guests writing one qcow2 image corrupt it: libvirt 9.0 refuses a shareable,

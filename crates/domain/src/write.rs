@@ -150,8 +150,15 @@ pub(crate) fn to_xml(d: &Domain) -> String {
         }
         w.end("vcpus");
     }
-    if let Some(n) = d.iothreads {
-        w.text("iothreads", &[], &n.to_string());
+    if !d.iothreads.is_empty() {
+        w.text("iothreads", &[], &d.iothreads.len().to_string());
+        if d.iothreads.print_ids() {
+            w.start("iothreadids", &[]);
+            for id in &d.iothreads.ids {
+                w.empty("iothread", &[("id", s(id))]);
+            }
+            w.end("iothreadids");
+        }
     }
     if let Some(tune) = &d.cputune {
         write_cputune(&mut w, tune);

@@ -369,6 +369,7 @@ fn own_cases_cover_every_supported_family() {
         "/vcpu@cpuset",
         "/vcpu@current",
         "/iothreads",
+        "/iothreadids/iothread@id",
         "/cputune/vcpupin",
         "/cputune/emulatorpin",
         "/cputune/iothreadpin",

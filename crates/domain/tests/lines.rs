@@ -16,6 +16,12 @@ const XML: &str = "<domain type='kvm'>
   <currentMemory unit='MiB'>128</currentMemory>
   <vcpu placement='static'>2</vcpu>
   <iothreads>1</iothreads>
+  <iothreadids>
+    <iothread id='3'/>
+  </iothreadids>
+  <cputune>
+    <iothreadpin iothread='3' cpuset='0'/>
+  </cputune>
   <!-- a comment moves everything below down by one -->
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
@@ -78,6 +84,20 @@ fn the_parser_records_the_line_of_each_element() {
     assert_eq!(d.current_memory_line.get(), at("<currentMemory"));
     assert_eq!(d.vcpu.line.get(), at("<vcpu"));
     assert_eq!(d.iothreads_line.get(), at("<iothreads>"));
+    assert_eq!(d.iothreadids_line.get(), at("<iothreadids>"));
+    assert_eq!(d.iothreads.ids, [3]);
+    let tune = d.cputune.as_ref().expect("cputune");
+    assert_eq!(tune.iothreadpins[0].line.get(), at("<iothreadpin"));
+    // A pin naming an IOThread the domain lacks: the error points at the pin's line.
+    let wrong = XML.replace("iothread='3'", "iothread='4'");
+    let err = parse_domain_xml(&wrong).expect_err("IOThread 4 does not exist");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "invalid definition at <cputune/iothreadpin> at line {}: iothreadpin for IOThread 4 but the domain has 1 IOThreads (ids: 3)",
+            at("<iothreadpin").unwrap()
+        )
+    );
     assert_eq!(d.on_crash_line.get(), at("<on_crash>"));
     assert_eq!(d.on_poweroff_line.get(), None, "not written");
 

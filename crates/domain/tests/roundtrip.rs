@@ -1087,6 +1087,8 @@ prop_compose! {
     )(
         vcpus in Just(vcpus),
         iothreads in Just(iothreads),
+        // `<iothreadids>` stated, in reverse order (libvirt keeps the listed order).
+        iothreadids_reversed in any::<bool>(),
         memory_kib in Just(memory_kib),
         domain_type in select(vec![DomainType::Kvm, DomainType::Qemu]),
         name in "[a-zA-Z0-9_&<'\"ü-][a-zA-Z0-9 _&<'\"ü.-]{0,20}[a-zA-Z0-9]",
@@ -1244,7 +1246,14 @@ prop_compose! {
                 line: SourceLine::NONE,
             }),
             vcpu: Vcpu { placement: vcpu.0, max: vcpus, current: vcpu.1, cpuset: vcpu.2, slots: Vec::new(), line: SourceLine::NONE },
-            iothreads,
+            iothreads: IoThreads {
+                ids: if iothreadids_reversed {
+                    (1..=iothreads.unwrap_or(0)).rev().collect()
+                } else {
+                    (1..=iothreads.unwrap_or(0)).collect()
+                },
+                ids_stated: iothreadids_reversed && iothreads.unwrap_or(0) > 0,
+            },
             numatune,
             // <sysinfo> round trips are the sysinfo-* cases' (tests/cases.rs).
             sysinfo: None,
@@ -1256,7 +1265,15 @@ prop_compose! {
                 emulator_quota: None,
                 vcpupins: pinned.iter().map(|v| VcpuPin { vcpu: *v, cpuset: pinset.clone() }).collect(),
                 emulatorpin,
-                iothreadpins: Vec::new(),
+                // Pins follow the IOThreads' order, as libvirt prints them.
+                iothreadpins: if iothreadids_reversed {
+                    (1..=iothreads.unwrap_or(0)).rev().collect::<Vec<_>>()
+                } else {
+                    (1..=iothreads.unwrap_or(0)).collect()
+                }
+                .into_iter()
+                .map(|iothread| IoThreadPin { iothread, cpuset: pinset.clone(), line: SourceLine::NONE })
+                .collect(),
                 line: SourceLine::NONE,
             }),
             os,
@@ -1279,6 +1296,7 @@ prop_compose! {
             memory_line: SourceLine::NONE,
             current_memory_line: SourceLine::NONE,
             iothreads_line: SourceLine::NONE,
+            iothreadids_line: SourceLine::NONE,
             on_poweroff_line: SourceLine::NONE,
             on_reboot_line: SourceLine::NONE,
             on_crash_line: SourceLine::NONE,

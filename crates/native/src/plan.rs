@@ -111,6 +111,7 @@ impl Planner {
             memory_line,
             current_memory_line,
             iothreads_line,
+            iothreadids_line,
             on_poweroff_line,
             on_reboot_line,
             on_crash_line,
@@ -150,8 +151,15 @@ impl Planner {
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
         }
-        if iothreads.is_some() {
+        // The VMM runs each disk's I/O in that disk's own worker thread: it has no IOThreads
+        // to create, list or pin.
+        if iothreads.ids_stated {
+            self.no("<iothreadids>", *iothreadids_line, "no I/O threads");
+        } else if !iothreads.is_empty() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
+        }
+        for pin in cputune.iter().flat_map(|tune| &tune.iothreadpins) {
+            self.no("<cputune/iothreadpin>", pin.line, "no I/O threads to pin");
         }
         let cpus = self.cpus(vcpu, cpu.as_ref(), cputune.as_ref());
         self.clock(clock);
@@ -1251,6 +1259,37 @@ mod tests {
             }
             other => panic!("expected refusals, got {other:?}"),
         }
+    }
+
+    /// The VMM has no IOThreads: the count, the listed ids and their pins are each refused.
+    #[test]
+    fn iothreads_are_refused_by_name() {
+        let xml = |iothreads: &str| {
+            format!(
+                "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+{iothreads}
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <oxvirt:engine name='native'/>
+</domain>"
+            )
+        };
+        let found = refusals(&xml("  <iothreads>2</iothreads>"));
+        assert!(
+            found.contains(&("<iothreads>".to_string(), Some(4))),
+            "{found:?}"
+        );
+        let found = refusals(&xml("  <iothreadids><iothread id='3'/></iothreadids>
+  <cputune><iothreadpin iothread='3' cpuset='0'/></cputune>"));
+        assert!(
+            found.contains(&("<iothreadids>".to_string(), Some(4))),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&("<cputune/iothreadpin>".to_string(), Some(5))),
+            "{found:?}"
+        );
     }
 
     #[test]

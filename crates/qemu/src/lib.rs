@@ -73,8 +73,8 @@ mod qmp_probe;
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
-    hotplug_disk, macvtap_fd, medium_blockdevs, medium_node_names, nic_driver, DiskPlug, NicIds,
-    QemuCommandLine, BALLOON_QOM_PATH,
+    hotplug_disk, iothread_object, iothread_qom_id, macvtap_fd, medium_blockdevs,
+    medium_node_names, nic_driver, DiskPlug, NicIds, QemuCommandLine, BALLOON_QOM_PATH,
 };
 pub use error::QemuError;
 pub use hugepages::{check_hugepages, HugepagePool};

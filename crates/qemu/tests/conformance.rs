@@ -17,6 +17,7 @@
 //!   network disk's image (URL, server, export, user, ...);
 //! - each NIC, in order: driver, MAC, bootindex, PCI address, netdev type;
 //! - the memballoon: presence, `deflate-on-oom`, PCI address;
+//! - the `iothread` objects, in order (`-object {"qom-type":"iothread","id":"iothreadN"}`);
 //! - `-vnc` for UNIX-socket listens.
 
 use std::collections::BTreeMap;
@@ -240,6 +241,13 @@ fn compare(
             cmp.check(&format!("-boot {key}"), l_opts.get(key), o_opts.get(key));
         }
     }
+    let iothreads = |line: &Line| -> Vec<Value> {
+        line.json("-object")
+            .into_iter()
+            .filter(|o| o["qom-type"] == "iothread")
+            .collect()
+    };
+    cmp.check("iothread objects", iothreads(libvirt), iothreads(ours));
     compare_cpu(&mut cmp, domain, libvirt, ours);
     compare_disks(&mut cmp, domain, libvirt, ours);
     compare_nics(&mut cmp, libvirt, ours);

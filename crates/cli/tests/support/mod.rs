@@ -545,3 +545,43 @@ pub fn virsh_embedded(root: &Path, script: &str) -> String {
     );
     text
 }
+
+/// The pid of the QEMU whose command line names `uuid`, if one runs.
+pub fn qemu_pid(uuid: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&argv);
+            argv.split('\0')
+                .next()
+                .is_some_and(|a| a.contains("qemu-system"))
+                && argv.contains(uuid)
+        })
+}
+
+/// The host's last CPU and its CPUs as the kernel lists them, e.g. (1, "0-1").
+pub fn host_cpus() -> (u32, String) {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap();
+    let last: u32 = online
+        .trim()
+        .rsplit(['-', ','])
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (last, online.trim().to_string())
+}
+
+/// The CPUs thread `tid` of process `pid` may run on, as /proc shows them (`0-1`).
+pub fn allowed_cpus(pid: u32, tid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}

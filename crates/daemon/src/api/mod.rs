@@ -7,6 +7,7 @@ mod disks;
 mod display;
 mod domains;
 mod events;
+mod iothreads;
 mod limits;
 mod memory;
 mod monitor;
@@ -43,6 +44,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(display::routes())
         .merge(domains::routes())
         .merge(events::routes())
+        .merge(iothreads::routes())
         .merge(memory::routes())
         .merge(monitor::routes())
         .merge(networks::routes())

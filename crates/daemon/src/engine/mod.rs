@@ -323,6 +323,18 @@ pub trait Control: Send + Sync {
             message: "this engine does not report its vCPU threads".to_string(),
         })
     }
+    /// The guest's IOThreads (`<iothreadids>`), each with its host thread.
+    async fn iothreads(&self) -> Result<Vec<IoThreadState>, EngineError> {
+        Err(no_iothreads())
+    }
+    /// Adds IOThread `id` to the running guest.
+    async fn add_iothread(&self, _id: u32) -> Result<(), EngineError> {
+        Err(no_iothreads())
+    }
+    /// Removes IOThread `id` (no disk may use it) from the running guest.
+    async fn del_iothread(&self, _id: u32) -> Result<(), EngineError> {
+        Err(no_iothreads())
+    }
     /// Passes `command` to the engine's own monitor as the user wrote it (QEMU: a QMP command
     /// as JSON, or an HMP command line with `hmp`) and returns the monitor's answer as it
     /// wrote it, an error answer included.
@@ -381,6 +393,22 @@ pub trait Control: Send + Sync {
     /// Sets the I/O limits of disk `dev` (0: no limit).
     async fn set_block_io_tune(&self, _dev: &str, _tune: &IoTune) -> Result<(), EngineError> {
         Err(no_disk_hotplug())
+    }
+}
+
+/// One IOThread of a running guest ([`Control::iothreads`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoThreadState {
+    /// Its id in the definition (`<iothread id>`).
+    pub id: u32,
+    /// Its host thread.
+    pub thread: u32,
+}
+
+fn no_iothreads() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine has no IOThreads (each disk has its own worker thread)".to_string(),
     }
 }
 

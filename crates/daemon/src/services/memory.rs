@@ -52,7 +52,11 @@ fn check_below_maximum(size_kib: u64, domain: &Domain) -> DaemonResult<()> {
 
 impl Domains {
     /// Stores the next start's definition a change made (checked already), if it made one.
-    fn store_next(&self, record: &DomainRecord, next: Option<Domain>) -> DaemonResult<()> {
+    pub(super) fn store_next(
+        &self,
+        record: &DomainRecord,
+        next: Option<Domain>,
+    ) -> DaemonResult<()> {
         match next {
             Some(domain) => self.change_persistent(record, |stored| {
                 *stored = domain;

@@ -23,6 +23,7 @@ pub mod events;
 pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
+pub mod iothreads;
 pub mod memory;
 pub mod monitor;
 pub mod networks;

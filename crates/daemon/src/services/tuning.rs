@@ -17,7 +17,7 @@ use oxvirt_host::affinity;
 use super::domains::Domains;
 use super::error::{bad_request, db, engine_failure, internal, invalid_state, DaemonResult};
 use super::guests::Vm;
-use crate::engine::{Control, VcpuSlotState};
+use crate::engine::{Control, EngineErrorKind, IoThreadState, VcpuSlotState};
 use crate::store::DomainRecord;
 
 /// What a pin call works on (virsh's `--live`, `--config`, or neither: `--current`).
@@ -43,14 +43,14 @@ impl Targets {
 }
 
 /// `cpulist` as a set of the `host`'s CPUs; each must exist (virsh's words when one does not).
-fn host_cpu_set(cpulist: &str, host: &BTreeSet<u32>) -> DaemonResult<BTreeSet<u32>> {
+pub(super) fn host_cpu_set(cpulist: &str, host: &BTreeSet<u32>) -> DaemonResult<BTreeSet<u32>> {
     let cpus = oxvirt_domain::parse_cpuset(cpulist)
         .map_err(|err| bad_request(format!("invalid cpulist '{cpulist}': {err}")))?;
     check_on_host(&cpus, host, &format!("cpulist '{cpulist}'"))?;
     Ok(cpus.0)
 }
 
-fn check_on_host(cpus: &CpuSet, host: &BTreeSet<u32>, what: &str) -> DaemonResult<()> {
+pub(super) fn check_on_host(cpus: &CpuSet, host: &BTreeSet<u32>, what: &str) -> DaemonResult<()> {
     match cpus.iter().find(|cpu| !host.contains(cpu)) {
         Some(cpu) => Err(bad_request(format!(
             "CPU {cpu} in {what} exceed the maxcpu {}",
@@ -60,31 +60,39 @@ fn check_on_host(cpus: &CpuSet, host: &BTreeSet<u32>, what: &str) -> DaemonResul
     }
 }
 
-fn cpulist(cpus: &BTreeSet<u32>) -> String {
+pub(super) fn cpulist(cpus: &BTreeSet<u32>) -> String {
     CpuSet(cpus.clone()).to_string()
 }
 
-/// The definition's pinning of `vcpu`: its `<vcpupin>`, else `<vcpu cpuset>`, else every host CPU.
-fn configured_vcpu_pin(domain: &Domain, vcpu: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
-    domain
-        .cputune
-        .as_ref()
-        .and_then(|tune| tune.vcpupins.iter().find(|pin| pin.vcpu == vcpu))
-        .map(|pin| pin.cpuset.0.clone())
-        .or_else(|| domain.vcpu.cpuset.as_ref().map(|set| set.0.clone()))
+/// A thread's pinning in the definition: its own pin, else `<vcpu cpuset>`, else every host
+/// CPU (libvirt's rule for vCPUs, the emulator and IOThreads).
+pub(super) fn configured_cpus(
+    domain: &Domain,
+    pin: Option<&CpuSet>,
+    host: &BTreeSet<u32>,
+) -> BTreeSet<u32> {
+    pin.or(domain.vcpu.cpuset.as_ref())
+        .map(|set| set.0.clone())
         .unwrap_or_else(|| host.clone())
 }
 
-/// The definition's pinning of the emulator threads: `<emulatorpin>`, else `<vcpu cpuset>`,
-/// else every host CPU.
-fn configured_emulator_pin(domain: &Domain, host: &BTreeSet<u32>) -> BTreeSet<u32> {
-    domain
+/// The definition's pinning of `vcpu`.
+fn configured_vcpu_pin(domain: &Domain, vcpu: u32, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let pin = domain
         .cputune
         .as_ref()
-        .and_then(|tune| tune.emulatorpin.as_ref())
-        .or(domain.vcpu.cpuset.as_ref())
-        .map(|set| set.0.clone())
-        .unwrap_or_else(|| host.clone())
+        .and_then(|tune| tune.vcpupins.iter().find(|pin| pin.vcpu == vcpu))
+        .map(|pin| &pin.cpuset);
+    configured_cpus(domain, pin, host)
+}
+
+/// The definition's pinning of the emulator threads.
+fn configured_emulator_pin(domain: &Domain, host: &BTreeSet<u32>) -> BTreeSet<u32> {
+    let pin = domain
+        .cputune
+        .as_ref()
+        .and_then(|tune| tune.emulatorpin.as_ref());
+    configured_cpus(domain, pin, host)
 }
 
 /// Records a pin in `domain`'s `<cputune>` (`vcpu` `None`: the emulator); every host CPU means
@@ -209,7 +217,12 @@ impl Domains {
                         threads.len()
                     ))
                 })?],
-                None => emulator_threads(pid, &threads),
+                None => {
+                    let control = self.guests.running_control(&vm, &record)?;
+                    let domain = self.current_domain(&record)?;
+                    let iothreads = io_threads(control.as_ref(), &domain, false).await?;
+                    emulator_threads(pid, &threads, &iothreads)
+                }
             };
             for tid in tids {
                 affinity::set_affinity(tid, &cpus)
@@ -268,10 +281,18 @@ impl Domains {
         if let Some(emulator) = &tune.emulatorpin {
             check_on_host(emulator, &host, "<emulatorpin>")?;
         }
+        for pin in &tune.iothreadpins {
+            check_on_host(
+                &pin.cpuset,
+                &host,
+                &format!("<iothreadpin iothread='{}'>", pin.iothread),
+            )?;
+        }
         Ok(())
     }
 
-    /// At start, before the guest runs: `<cputune>`'s pins on the engine's threads.
+    /// At start, before the guest runs: `<cputune>`'s pins on the engine's threads (vCPUs,
+    /// IOThreads from the engine's list, and the emulator: every other thread).
     pub(super) async fn apply_cputune(
         &self,
         domain: &Domain,
@@ -281,25 +302,53 @@ impl Domains {
         let Some(tune) = &domain.cputune else {
             return Ok(());
         };
-        if tune.vcpupins.is_empty() && tune.emulatorpin.is_none() {
+        if tune.vcpupins.is_empty() && tune.emulatorpin.is_none() && tune.iothreadpins.is_empty() {
             return Ok(());
+        }
+        let failed = |err: std::io::Error| internal("cannot set a thread's CPU affinity", err);
+        let iothreads = io_threads(control, domain, !tune.iothreadpins.is_empty()).await?;
+        for pin in &tune.iothreadpins {
+            let thread = iothreads
+                .iter()
+                .find(|t| t.id == pin.iothread)
+                .ok_or_else(|| {
+                    invalid_state(format!(
+                        "the engine of domain '{}' has no IOThread {} to pin",
+                        domain.name, pin.iothread
+                    ))
+                })?;
+            affinity::set_affinity(thread.thread, &pin.cpuset.0).map_err(failed)?;
         }
         let threads = control
             .vcpu_threads()
             .await
             .map_err(|err| engine_failure(&domain.name, err))?;
-        let failed = |err: std::io::Error| internal("cannot set a thread's CPU affinity", err);
         for pin in &tune.vcpupins {
             if let Some(&tid) = threads.get(pin.vcpu as usize) {
                 affinity::set_affinity(tid, &pin.cpuset.0).map_err(failed)?;
             }
         }
         if let Some(emulator) = &tune.emulatorpin {
-            for tid in emulator_threads(pid, &threads) {
+            for tid in emulator_threads(pid, &threads, &iothreads) {
                 affinity::set_affinity(tid, &emulator.0).map_err(failed)?;
             }
         }
         Ok(())
+    }
+}
+
+/// The engine's IOThreads; an engine without any has none (`needed`: that is an error).
+pub(super) async fn io_threads(
+    control: &dyn Control,
+    domain: &Domain,
+    needed: bool,
+) -> DaemonResult<Vec<IoThreadState>> {
+    match control.iothreads().await {
+        Ok(threads) => Ok(threads),
+        Err(err) if needed || err.kind != EngineErrorKind::Unsupported => {
+            Err(engine_failure(&domain.name, err))
+        }
+        Err(_) => Ok(Vec::new()),
     }
 }
 
@@ -524,11 +573,12 @@ fn record_live_vcpus(vcpu: &mut Vcpu, slots: &[VcpuSlotState]) {
     vcpu.slots = recorded;
 }
 
-/// Every thread of the engine process that is not a vCPU's.
-fn emulator_threads(pid: u32, vcpu_threads: &[u32]) -> Vec<u32> {
+/// Every thread of the engine process that is neither a vCPU's nor an IOThread (libvirt's
+/// "emulator"; IOThreads have their own pins).
+fn emulator_threads(pid: u32, vcpu_threads: &[u32], iothreads: &[IoThreadState]) -> Vec<u32> {
     affinity::threads(pid)
         .into_iter()
-        .filter(|tid| !vcpu_threads.contains(tid))
+        .filter(|tid| !vcpu_threads.contains(tid) && !iothreads.iter().any(|t| t.thread == *tid))
         .collect()
 }
 

@@ -161,6 +161,17 @@ pub fn check(domain: &Domain) -> Result<(), QemuError> {
     Builder::build(&launched, &run, Accel::Kvm).map(|_| ())
 }
 
+/// The QOM id of IOThread `id` (libvirt's name: `iothreadN`), on the command line, in
+/// `query-iothreads` and for `object-add`/`object-del`.
+pub fn iothread_qom_id(id: u32) -> String {
+    format!("iothread{id}")
+}
+
+/// IOThread `id`'s object, as `-object` takes it at start and `object-add` while it runs.
+pub fn iothread_object(id: u32) -> serde_json::Value {
+    json!({"qom-type": "iothread", "id": iothread_qom_id(id)})
+}
+
 /// The accelerator QEMU will really use: `<domain type='qemu'>` means TCG even where KVM exists.
 pub fn effective_accel(domain: &Domain, available: Accel) -> Accel {
     match domain.domain_type {
@@ -220,8 +231,8 @@ struct Builder<'a> {
     devices: DeviceGroups,
     /// The controllers, for the devices that plug into them.
     controllers: &'a [Controller],
-    /// `<iothreads>`: IOThreads `iothread1`..`iothreadN` exist.
-    iothreads: u32,
+    /// `<iothreads>`/`<iothreadids>`: IOThread `iothreadN` exists for each of these ids.
+    iothreads: &'a [u32],
     /// `bootindex` per disk / per interface, from `<os><boot dev>` or `<boot order>`.
     disk_boot: Vec<Option<u32>>,
     interface_boot: Vec<Option<u32>>,
@@ -282,8 +293,9 @@ impl<'a> Builder<'a> {
             line: _,
             memory_line: _,
             current_memory_line,
-            // Any number of IOThreads is fine.
+            // Any number of IOThreads, with any ids, is fine.
             iothreads_line: _,
+            iothreadids_line: _,
             on_poweroff_line,
             on_reboot_line,
             on_crash_line,
@@ -340,7 +352,7 @@ impl<'a> Builder<'a> {
             warnings,
             devices: DeviceGroups::default(),
             controllers: &devices.controllers,
-            iothreads: iothreads.unwrap_or(0),
+            iothreads: &iothreads.ids,
             disk_boot: vec![None; devices.disks.len()],
             interface_boot: vec![None; devices.interfaces.len()],
             numa_cells: cpu.as_ref().map_or(0, |c| c.numa.len()),
@@ -574,8 +586,9 @@ impl<'a> Builder<'a> {
 
     fn cputune(&mut self, cputune: Option<&CpuTune>) -> Result<(), QemuError> {
         let Some(CpuTune {
-            // Applied by oxvirtd at start, no command-line option: pins to QEMU's threads,
-            // shares, periods and quotas to the guest's cgroups.
+            // Applied by oxvirtd at start, no command-line option: pins to QEMU's threads
+            // (IOThreads' from query-iothreads), shares, periods and quotas to the guest's
+            // cgroups.
             shares: _,
             period: _,
             quota: _,
@@ -583,19 +596,12 @@ impl<'a> Builder<'a> {
             emulator_quota: _,
             vcpupins: _,
             emulatorpin: _,
-            iothreadpins,
-            line,
+            iothreadpins: _,
+            line: _,
         }) = cputune
         else {
             return Ok(());
         };
-        if !iothreadpins.is_empty() {
-            return Err(QemuError::unsupported(
-                "cputune",
-                *line,
-                "iothreadpin is not implemented (vcpupin, emulatorpin, shares, period and quota are)",
-            ));
-        }
         Ok(())
     }
 
@@ -915,12 +921,10 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// One `iothread` object per IOThread, in the definition's order (libvirt's).
     fn iothreads(&mut self) {
-        for id in 1..=self.iothreads {
-            self.arg(
-                "-object",
-                json!({"qom-type": "iothread", "id": format!("iothread{id}")}).to_string(),
-            );
+        for id in self.iothreads {
+            self.arg("-object", iothread_object(*id).to_string());
         }
     }
 

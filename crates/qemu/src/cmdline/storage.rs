@@ -94,7 +94,7 @@ pub fn hotplug_disk(domain: &Domain, dev: &str) -> Result<DiskPlug, QemuError> {
         warnings: Vec::new(),
         devices: DeviceGroups::default(),
         controllers: &domain.devices.controllers,
-        iothreads: domain.iothreads.unwrap_or(0),
+        iothreads: &domain.iothreads.ids,
         // A hot-plugged disk is not a boot device (the firmware ran long ago).
         disk_boot: vec![None; domain.devices.disks.len()],
         interface_boot: Vec::new(),
@@ -873,14 +873,14 @@ impl Builder<'_> {
                     "IOThreads apply to virtio disks only",
                 ));
             }
-            if iothread == 0 || iothread > self.iothreads {
+            if !self.iothreads.contains(&iothread) {
                 return Err(QemuError::invalid(
                     format!("{element}/driver@iothread"),
                     driver_line,
-                    format!("iothread {iothread} is not defined by <iothreads>"),
+                    format!("iothread {iothread} is not defined by <iothreads>/<iothreadids>"),
                 ));
             }
-            frontend.insert("iothread".into(), json!(format!("iothread{iothread}")));
+            frontend.insert("iothread".into(), json!(super::iothread_qom_id(iothread)));
         }
         for (attribute, value, property) in [
             ("queues", queues, "num-queues"),
