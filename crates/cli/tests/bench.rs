@@ -65,6 +65,22 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `oxvirt bench --profile short --kit KIT --dir DIR --json JSON` with `args`; its stdout.
+fn short_run(daemon: &Daemon, kit: &Path, dir: &Path, json: &Path, args: &[&str]) -> String {
+    let mut all = vec![
+        "bench",
+        "--profile",
+        "short",
+        "--kit",
+        p(kit),
+        "--dir",
+        p(dir),
+    ];
+    all.extend(["--json", p(json)]);
+    all.extend(args);
+    daemon.oxvirt(&all).ok()
+}
+
 fn assert_no_guest(daemon: &Daemon) {
     let list = daemon.oxvirt(&["list", "--all", "--name"]).ok();
     assert_eq!(list.trim(), "", "a bench guest was left defined");
@@ -79,23 +95,13 @@ fn short_profile_on_host_qemu_guest_and_nested_guest_end_to_end() {
     std::fs::create_dir(&bench_dir).expect("bench dir");
     let json = out.path().join("run.json");
     let chart = out.path().join("run.svg");
-    let stdout = daemon
-        .oxvirt(&[
-            "bench",
-            "--profile",
-            "short",
-            "--targets",
-            "host,qemu,nested",
-            "--dir",
-            p(&bench_dir),
-            "--kit",
-            p(&kit),
-            "--json",
-            p(&json),
-            "--chart",
-            p(&chart),
-        ])
-        .ok();
+    let stdout = short_run(
+        &daemon,
+        &kit,
+        &bench_dir,
+        &json,
+        &["--targets", "host,qemu,nested", "--chart", p(&chart)],
+    );
 
     // The tables: every workload with every target's figures, and the guests' as a percentage of the host's.
     assert!(stdout.contains("Results (short profile)"), "{stdout}");
@@ -375,23 +381,13 @@ fn matrix_of_two_disk_settings_gives_a_column_each() {
     let bench_dir = out.path().join("work");
     std::fs::create_dir(&bench_dir).expect("bench dir");
     let json = out.path().join("matrix.json");
-    let stdout = daemon
-        .oxvirt(&[
-            "bench",
-            "--profile",
-            "short",
-            "--targets",
-            "qemu",
-            "--matrix",
-            "io=native,threads",
-            "--dir",
-            p(&bench_dir),
-            "--kit",
-            p(&kit),
-            "--json",
-            p(&json),
-        ])
-        .ok();
+    let stdout = short_run(
+        &daemon,
+        &kit,
+        &bench_dir,
+        &json,
+        &["--targets", "qemu", "--matrix", "io=native,threads"],
+    );
     let columns = ["qemu:io=native", "qemu:io=threads"];
     assert!(
         stdout.contains("qemu:io=threads % of qemu:io=native"),

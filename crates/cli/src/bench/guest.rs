@@ -47,9 +47,16 @@ impl Kit {
     }
 }
 
-/// The definition of the bench guest: one vCPU, 1 GiB (the kit's initramfs holds fio's and sysbench's
-/// libraries), the data disk (when given; `--matrix` hot-plugs it) on virtio-blk, raw, cache=none, io=native.
-fn domain_xml(name: &str, kit: &Kit, disk: Option<&Path>) -> String {
+/// A bench guest's definition (the qemu target's, and the nested target's L1): `<domain type='qemu'>`, one
+/// vCPU, `memory_mib`, booting `kernel` and `initrd`, `cpu` (a `<cpu>` element, or nothing), and the data disk
+/// (when given; `--matrix` hot-plugs it) as `vda` on virtio-blk, raw, cache=none, io=native.
+pub fn domain_xml(
+    name: &str,
+    memory_mib: u32,
+    (kernel, initrd): (&Path, &Path),
+    cpu: &str,
+    disk: Option<&Path>,
+) -> String {
     use oxvirt_xml::escape_text as e;
     let disk = disk.map_or_else(String::new, |disk| {
         format!(
@@ -65,14 +72,15 @@ fn domain_xml(name: &str, kit: &Kit, disk: Option<&Path>) -> String {
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>1024</memory>
+  <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1</cmdline>
+    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check</cmdline>
   </os>
+  {cpu}
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
@@ -84,8 +92,8 @@ fn domain_xml(name: &str, kit: &Kit, disk: Option<&Path>) -> String {
 </domain>
 ",
         name = e(name),
-        kernel = e(&kit.kernel.display().to_string()),
-        initrd = e(&kit.initramfs.display().to_string()),
+        kernel = e(&kernel.display().to_string()),
+        initrd = e(&initrd.display().to_string()),
     )
 }
 
@@ -100,7 +108,9 @@ impl Guest {
     /// Defines and starts the qemu target's guest, then waits for its shell.
     pub fn boot(client: &Client, kit: &Kit, disk: Option<&Path>) -> anyhow::Result<Guest> {
         let name = format!("oxvirt-bench-{}", std::process::id());
-        let mut guest = Guest::start(client, &name, &domain_xml(&name, kit, disk))?;
+        // 1 GiB: the kit's initramfs holds fio's and sysbench's libraries.
+        let xml = domain_xml(&name, 1024, (&kit.kernel, &kit.initramfs), "", disk);
+        let mut guest = Guest::start(client, &name, &xml)?;
         guest
             .console()?
             .wait_for(PROMPT, BOOT_TIMEOUT)
@@ -130,12 +140,13 @@ impl Guest {
         Ok(guest)
     }
 
-    /// Hot-plugs `source` as the guest's `vda` with `setting`'s cache, io and format, and waits until the
-    /// guest has `/dev/vda`.
+    /// Hot-plugs `source` as the guest's `vdb` with `setting`'s cache, io and format, and waits until the
+    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`: oxvirtd takes a guest's first
+    /// disk for the one it booted from, and refuses to unplug it.)
     pub fn plug_data_disk(&mut self, source: &Path, setting: &DiskSetting) -> anyhow::Result<()> {
         let request = AttachDiskRequest {
             source: source.display().to_string(),
-            target: "vda".to_string(),
+            target: "vdb".to_string(),
             subdriver: Some(setting.format.clone()),
             cache: Some(setting.cache.clone()),
             io: Some(setting.io.clone()),
@@ -145,24 +156,24 @@ impl Guest {
         block_on(self.client.attach_disk(&self.name, &request))?
             .with_context(|| format!("cannot plug the data disk as {}", setting.target()))?;
         self.run(
-            "n=0; while [ ! -b /dev/vda ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b /dev/vda ]",
+            "n=0; while [ ! -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b /dev/vdb ]",
             Duration::from_secs(60),
         )
         .with_context(|| format!("the guest did not see the data disk ({})", setting.target()))?;
         Ok(())
     }
 
-    /// Unplugs `vda` and waits until the guest let go of it.
+    /// Unplugs `vdb` and waits until the guest let go of it.
     pub fn unplug_data_disk(&mut self) -> anyhow::Result<()> {
         let request = DetachDiskRequest {
-            target: "vda".to_string(),
+            target: "vdb".to_string(),
             live: true,
             ..DetachDiskRequest::default()
         };
         block_on(self.client.detach_disk(&self.name, &request))?
             .context("cannot unplug the data disk")?;
         self.run(
-            "n=0; while [ -b /dev/vda ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b /dev/vda ]",
+            "n=0; while [ -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b /dev/vdb ]",
             Duration::from_secs(60),
         )
         .context("the guest kept the unplugged data disk")?;

@@ -65,8 +65,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "AXIS=VALUES", num_args = 1..)]
     matrix: Vec<String>,
 
-    /// Give the nested target's L1 a CPU without SVM, as a host without nested virtualization does (tests
-    /// of that error).
+    /// Give the nested target's L1 a CPU without SVM (QEMU's kvm64), as a host without nested virtualization
+    /// does (tests of that error).
     #[arg(long, hide = true)]
     nested_l1_without_svm: bool,
 
@@ -256,12 +256,16 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
                     bar.set_message("qemu: booting the bench guest");
                     let kit = kit.as_ref().context("the bench kit is needed")?;
                     let mut guest = guest::Guest::boot(client, kit, Some(&disk))?;
-                    run_in_guest(&mut guest, "qemu", profile, &mut results, &bar)?;
+                    run_in_guest(&mut guest, "qemu", "/dev/vda", profile, &mut results, &bar)?;
                 }
                 Target::Qemu => {
                     bar.set_message("qemu: booting the bench guest");
                     let kit = kit.as_ref().context("the bench kit is needed")?;
-                    let mut guest = guest::Guest::boot(client, kit, None)?;
+                    // The first disk, which the data disk is plugged beside (guest.rs says why).
+                    let first = work.path().join("first.raw");
+                    std::fs::write(&first, [0u8; 4096])
+                        .with_context(|| format!("cannot write {}", first.display()))?;
+                    let mut guest = guest::Guest::boot(client, kit, Some(&first))?;
                     let mut qcow2 = None;
                     for setting in &settings {
                         let column = setting.target();
@@ -271,7 +275,7 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
                             _ => disk.clone(),
                         };
                         guest.plug_data_disk(&source, setting)?;
-                        run_in_guest(&mut guest, &column, profile, &mut results, &bar)?;
+                        run_in_guest(&mut guest, &column, "/dev/vdb", profile, &mut results, &bar)?;
                         guest.unplug_data_disk()?;
                     }
                 }
@@ -383,17 +387,18 @@ fn import_console(
     Ok(())
 }
 
-/// Every workload in `guest` (its data disk is `/dev/vda`), as the figures of `column`.
+/// Every workload in `guest` (its data disk is `device`), as the figures of `column`.
 fn run_in_guest(
     guest: &mut guest::Guest,
     column: &str,
+    device: &str,
     profile: Profile,
     results: &mut [WorkloadResult],
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     for (w, result) in workloads::ALL.iter().zip(results.iter_mut()) {
         bar.set_message(format!("{column}: {}", w.id));
-        let command = w.argv(profile, "/dev/vda").join(" ");
+        let command = w.argv(profile, device).join(" ");
         let output = guest
             .run(&command, Duration::from_secs(profile.seconds().into()))
             .with_context(|| format!("{} in the qemu guest ({column})", w.id))?;

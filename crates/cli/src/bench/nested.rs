@@ -59,47 +59,22 @@ impl Kit {
 }
 
 /// L1's definition: 2 GiB (L2 gets 768 MiB; L1's initramfs carries L2's files), one vCPU (the nested lab's
-/// L1 locked up now and then with two), the data disk as virtio-blk, raw, cache=none, io=native, as the qemu
-/// target has it. `svm: false` takes SVM away from L1's CPU: what a host without nested virtualization
-/// gives (for tests of that error).
+/// L1 locked up now and then with two), `-cpu max` with SVM, the data disk as the qemu target has it.
+/// `svm: false` gives L1 QEMU's kvm64 model, which has no SVM: what a host without nested virtualization
+/// gives (for tests of that error). (`-cpu max,svm=off` is no such CPU: QEMU 7.2's TCG then breaks static
+/// glibc programs, busybox among them, at start.)
 fn l1_xml(name: &str, kit: &Kit, disk: &Path, svm: bool) -> String {
-    use oxvirt_xml::escape_text as e;
     let cpu = if svm {
         "<cpu mode='maximum'/>"
     } else {
-        "<cpu mode='maximum'><feature policy='disable' name='svm'/></cpu>"
+        "<cpu mode='custom' match='exact'><model>kvm64</model></cpu>"
     };
-    format!(
-        "<domain type='qemu'>
-  <name>{name}</name>
-  <memory unit='MiB'>2048</memory>
-  <vcpu>1</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{kernel}</kernel>
-    <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1</cmdline>
-  </os>
-  {cpu}
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'><target port='0'/></serial>
-    <console type='pty'><target type='serial' port='0'/></console>
-  </devices>
-</domain>
-",
-        name = e(name),
-        kernel = e(&kit.kernel.display().to_string()),
-        initrd = e(&kit.l1_initramfs.display().to_string()),
-        disk = e(&disk.display().to_string()),
+    super::guest::domain_xml(
+        name,
+        2048,
+        (&kit.kernel, &kit.l1_initramfs),
+        cpu,
+        Some(disk),
     )
 }
 

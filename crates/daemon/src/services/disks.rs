@@ -151,12 +151,8 @@ fn no_such_disk(name: &str) -> DaemonError {
 }
 
 /// The disk the guest booted from: the one with the first `<boot order>`, else (booting from
-/// `hd`, the default) the first hard disk; none when the guest booted a `<kernel>` directly
-/// (its disks are data disks, and `oxvirt bench --matrix` unplugs the only one).
+/// `hd`, the default) the first hard disk.
 fn boot_disk(domain: &Domain) -> Option<&str> {
-    if domain.os.kernel.is_some() {
-        return None;
-    }
     let disks = &domain.devices.disks;
     if let Some(disk) = disks
         .iter()
@@ -707,20 +703,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--cache 'fast'"));
-    }
-
-    #[test]
-    fn a_guest_booted_from_a_kernel_has_no_boot_disk() {
-        let xml = |os: &str| {
-            format!(
-                "<domain type='qemu'><name>b</name><memory>131072</memory><os><type arch='x86_64' machine='pc'>hvm</type>{os}</os><devices><disk type='file' device='disk'><source file='/x'/><target dev='vda' bus='virtio'/></disk></devices></domain>"
-            )
-        };
-        let from_disk = oxvirt_domain::parse_domain_xml(&xml("")).unwrap();
-        assert_eq!(boot_disk(&from_disk), Some("vda"));
-        let from_kernel =
-            oxvirt_domain::parse_domain_xml(&xml("<kernel>/boot/vmlinuz</kernel>")).unwrap();
-        assert_eq!(boot_disk(&from_kernel), None);
     }
 
     #[test]
