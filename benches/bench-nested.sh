@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
-# `oxvirt bench`'s nested target (docs/bench.md): the same workloads in an L2 guest under KVM inside an L1 guest.
-# It reuses the native VMM's nested lab (benches/lib.sh): L1 = QEMU TCG -cpu max with kvm-amd loaded and
-# oxvirt-vmm inside; L2 = an oxvirt-vmm microVM booted from the bench kit (scripts/bench-kit.sh), whose disk is
-# L1's virtio disk, a file of the host's (raw, cache=none, aio=native), as the qemu target's disk is.
-# The workloads' command lines come from `oxvirt bench --print-commands`, their figures are read by
-# `oxvirt bench import-console`: the product's own definitions and parsers.
+# A thin wrapper around `oxvirt bench --targets nested` (docs/bench.md): the same workloads in an L2 guest under
+# KVM inside an L1 guest of oxvirtd's qemu engine, run against a private oxvirtd (release build) in a temporary
+# directory. The method, the L1 script and the kit are the product's (crates/cli/src/bench/nested.rs,
+# scripts/nested/bench-l1.sh, scripts/bench-kit.sh --nested).
 #
-#   bash benches/bench-nested.sh                         # PROFILE=short; writes target/bench-nested.json
-#   PROFILE=full BASE=run.json OUT=all.json bash benches/bench-nested.sh
-#       BASE: a report of `oxvirt bench --json` (same profile) to add the "nested" column to
-#   OXVIRT=path/to/oxvirt ...                            # default: the release build, built if missing
-#   SKIP_BUILD=1 ...                                     # use oxvirt-vmm in $RELEASE as it is
+#   bash benches/bench-nested.sh                          # PROFILE=short; writes target/bench-nested.json
+#   PROFILE=full TARGETS=host,qemu,nested OUT=all.json bash benches/bench-nested.sh
+#   SKIP_BUILD=1 ...                                      # use oxvirtd, oxvirt and oxvirt-vmm in $RELEASE as they are
 #
-# Everything runs in a temporary directory, removed at exit; L1's QEMU is killed on exit.
+# Everything runs in a temporary directory, removed at exit; oxvirtd is stopped on exit.
 set -euo pipefail
 export LC_ALL=C
 
@@ -25,34 +21,25 @@ die() { say "error: $*"; exit 1; }
 . benches/lib.sh
 
 PROFILE=${PROFILE:-short}
+TARGETS=${TARGETS:-nested}
 OUT=${OUT:-target/bench-nested.json}
-case $PROFILE in
-    short) DISK_MIB=64 ;;
-    full) DISK_MIB=1024 ;;
-    *) die "unknown profile '$PROFILE' (known: short, full)" ;;
-esac
-[ -z "${BASE:-}" ] || [ -f "$BASE" ] || die "BASE=$BASE does not exist"
 
-lab_begin bench-nested
-build_lab "$BENCH_TARGET"
-if [ -z "${OXVIRT:-}" ]; then
-    OXVIRT=$RELEASE/oxvirt
-    [ -x "$OXVIRT" ] || cargo build --release -q -p oxvirt-cli
+build_oxvirt
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    cargo build --release -q -p oxvirt-vmm
 fi
-say "preparing the bench kit"
-bash scripts/bench-kit.sh
+say "preparing the bench kit (with the nested target's L1)"
+OXVIRT_VMM=$RELEASE/oxvirt-vmm bash scripts/bench-kit.sh --nested
 
-root=$WORK/l1-root
-lab_root "$root" benches/bench-nested/l1.sh
-cp target/bench-kit/initramfs.img "$root/lab/l2/initramfs.img"
-"$OXVIRT" bench --profile "$PROFILE" --print-commands /dev/vda > "$root/lab/workloads"
-# Non-zero data: reads of holes would cost nothing.
-{ yes oxvirt-bench || true; } | head -c "${DISK_MIB}M" > "$WORK/data.raw"
-L1_EXTRA=(-drive "if=virtio,format=raw,file=$WORK/data.raw,cache=none,aio=native")
-run_l1 "$root" "$WORK" 1 "$BENCH_TARGET/l1-bench-console.log"
-
-sed -n '/^L2-CONSOLE-BEGIN$/,/^L2-CONSOLE-END$/p' "$BENCH_TARGET/l1-bench-console.log" > "$WORK/l2-console.log"
-merge=()
-[ -z "${BASE:-}" ] || merge=(--merge "$BASE")
-"$OXVIRT" bench import-console "$WORK/l2-console.log" --target nested --profile "$PROFILE" "${merge[@]}" --json "$OUT"
+make_work_dir /tmp/bench-nested.XXXXXX
+OXVIRTD_PID=
+cleanup() {
+    stop_pid "$OXVIRTD_PID"
+    stop_oxvirt_guests "$OX_STATE"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+say "starting oxvirtd"
+start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
+"${OXVIRT[@]}" bench --profile "$PROFILE" --targets "$TARGETS" --kit target/bench-kit --dir "$WORK" --json "$OUT"
 say "report written to $OUT"

@@ -254,6 +254,10 @@ start_both_daemons() {
 # console and ends with OXVIRT-LAB-EXIT=STATUS.
 # ---------------------------------------------------------------------------------------------------------
 
+# install_binary, append_cpio and lab_l1_root: shared with scripts/bench-kit.sh (oxvirt bench's nested kit).
+# shellcheck source=scripts/nested/lab.sh
+. scripts/nested/lab.sh
+
 # Where the lab keeps the timing helper's build and the console logs of its runs.
 BENCH_TARGET=$PWD/target/native-vmm-bench
 
@@ -288,28 +292,6 @@ lab_replay() {
     LOG=$L1_LOG
 }
 
-# install_binary ROOT BINARY DEST: copies BINARY to ROOT/DEST and the shared libraries ldd lists, at their own
-# paths.
-install_binary() {
-    local root=$1 bin=$2 dest=$1/$3 lib
-    mkdir -p "$(dirname "$dest")"
-    cp "$bin" "$dest"
-    strip "$dest" 2> /dev/null || true
-    for lib in $(ldd "$bin" | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^\s*\(\/[^ ]*\) (.*/\1/p'); do
-        mkdir -p "$root$(dirname "$lib")"
-        cp -L "$lib" "$root$lib"
-    done
-}
-
-# append_cpio BASE DIR OUT: BASE followed by a newc cpio of DIR (Linux unpacks concatenated archives in order;
-# the next archive must start 4-byte aligned).
-append_cpio() {
-    cp "$1" "$3"
-    local pad=$(((4 - $(stat -c %s "$3") % 4) % 4))
-    head -c "$pad" /dev/zero >> "$3"
-    (cd "$2" && find . | cpio -o -H newc --quiet) >> "$3"
-}
-
 # build_lab BENCH_TARGET TOOL...: checks the host tools (qemu-system-x86_64, cpio, ldd, cc and TOOL...),
 # builds oxvirt-vmm (release; SKIP_BUILD=1 uses the one in $RELEASE as it is) and the timing helper
 # benches/native-vmm/oxbench-time (outside the workspace, in BENCH_TARGET), and prepares the guest kit. Sets
@@ -339,17 +321,12 @@ build_lab() {
     bash scripts/guest-kit.sh > /dev/null
 }
 
-# lab_root ROOT L1_SCRIPT: the files every lab run puts in L1: L1_SCRIPT as /lab/run.sh with what it sources,
-# benches/native-vmm/l1-common.sh, as /lab/common.sh; oxvirt-vmm and oxbench-time in /lab/bin; the guest kit's
-# kernel and initramfs, unchanged, for L2 in /lab/l2.
+# lab_root ROOT L1_SCRIPT: the files every lab run puts in L1 (lab_l1_root: L1_SCRIPT as /lab/run.sh,
+# scripts/nested/l1-common.sh as /lab/common.sh, oxvirt-vmm, the guest kit's kernel and initramfs, unchanged,
+# for L2 in /lab/l2), and oxbench-time in /lab/bin.
 lab_root() {
-    mkdir -p "$1/lab/l2"
-    install -m 755 "$2" "$1/lab/run.sh"
-    install -m 644 benches/native-vmm/l1-common.sh "$1/lab/common.sh"
-    install_binary "$1" "$RELEASE/oxvirt-vmm" lab/bin/oxvirt-vmm
+    lab_l1_root "$1" "$2" "$RELEASE/oxvirt-vmm" target/guest-kit/vmlinuz target/guest-kit/initramfs.img
     install_binary "$1" "$OXBENCH_TIME" lab/bin/oxbench-time
-    cp target/guest-kit/vmlinuz "$1/lab/l2/vmlinuz"
-    cp target/guest-kit/initramfs.img "$1/lab/l2/initramfs.img"
 }
 
 # L1's QEMU command without its serial log, initramfs and the runs argument (for the reports); L1_EXTRA: more

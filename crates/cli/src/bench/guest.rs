@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use oxvirt_api::Client;
+use oxvirt_api::{AttachDiskRequest, Client, DetachDiskRequest};
+
+use super::matrix::DiskSetting;
 
 use crate::commands::block_on;
 
@@ -45,40 +47,53 @@ impl Kit {
     }
 }
 
-/// The definition of the bench guest: one vCPU, 1 GiB (the kit's initramfs holds fio's and sysbench's
-/// libraries), the data disk on virtio-blk, raw, cache=none, io=native.
-fn domain_xml(name: &str, kit: &Kit, disk: &Path) -> String {
+/// A bench guest's definition (the qemu target's, and the nested target's L1): `<domain type='qemu'>`, one
+/// vCPU, `memory_mib`, booting `kernel` and `initrd`, `cpu` (a `<cpu>` element, or nothing), and the data disk
+/// (when given; `--matrix` hot-plugs it) as `vda` on virtio-blk, raw, cache=none, io=native.
+pub fn domain_xml(
+    name: &str,
+    memory_mib: u32,
+    (kernel, initrd): (&Path, &Path),
+    cpu: &str,
+    disk: Option<&Path>,
+) -> String {
     use oxvirt_xml::escape_text as e;
+    let disk = disk.map_or_else(String::new, |disk| {
+        format!(
+            "    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw' cache='none' io='native'/>
+      <source file='{}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+",
+            e(&disk.display().to_string())
+        )
+    });
     format!(
         "<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>1024</memory>
+  <memory unit='MiB'>{memory_mib}</memory>
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{kernel}</kernel>
     <initrd>{initrd}</initrd>
-    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1</cmdline>
+    <cmdline>console=ttyS0 quiet loglevel=1 panic=-1 no_timer_check</cmdline>
   </os>
+  {cpu}
   <features><acpi/></features>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='raw' cache='none' io='native'/>
-      <source file='{disk}'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='pty'><target port='0'/></serial>
+{disk}    <serial type='pty'><target port='0'/></serial>
     <console type='pty'><target type='serial' port='0'/></console>
   </devices>
 </domain>
 ",
         name = e(name),
-        kernel = e(&kit.kernel.display().to_string()),
-        initrd = e(&kit.initramfs.display().to_string()),
-        disk = e(&disk.display().to_string()),
+        kernel = e(&kernel.display().to_string()),
+        initrd = e(&initrd.display().to_string()),
     )
 }
 
@@ -90,36 +105,94 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Defines and starts the guest, then waits for its shell.
-    pub fn boot(client: &Client, kit: &Kit, disk: &Path) -> anyhow::Result<Guest> {
+    /// Defines and starts the qemu target's guest, then waits for its shell.
+    pub fn boot(client: &Client, kit: &Kit, disk: Option<&Path>) -> anyhow::Result<Guest> {
         let name = format!("oxvirt-bench-{}", std::process::id());
-        block_on(client.define_domain(&domain_xml(&name, kit, disk)))?
-            .with_context(|| format!("cannot define the bench guest '{name}'"))?;
-        let mut guest = Guest {
-            client: client.clone(),
-            name,
-            console: None,
-        };
-        block_on(client.start(&guest.name))?
-            .with_context(|| format!("cannot start the bench guest '{}'", guest.name))?;
-        let info = block_on(client.domain_info(&guest.name))??;
-        let socket = info
-            .console_socket
-            .with_context(|| format!("the bench guest '{}' has no console", guest.name))?;
-        let mut console = Console::connect(Path::new(&socket))?;
-        console
+        // 1 GiB: the kit's initramfs holds fio's and sysbench's libraries.
+        let xml = domain_xml(&name, 1024, (&kit.kernel, &kit.initramfs), "", disk);
+        let mut guest = Guest::start(client, &name, &xml)?;
+        guest
+            .console()?
             .wait_for(PROMPT, BOOT_TIMEOUT)
-            .with_context(|| format!("the bench guest '{}' did not boot", guest.name))?;
-        guest.console = Some(console);
+            .with_context(|| format!("the bench guest '{name}' did not boot"))?;
         // The kernel's own messages would land in the middle of a tool's report.
         guest.run("dmesg -n 1", Duration::from_secs(30))?;
         Ok(guest)
     }
 
+    /// Defines `xml` (a domain called `name`) through oxvirtd, starts it and connects to its console. From
+    /// the definition on, the returned guest (or, on an error, the half-made one) undefines it when dropped.
+    pub fn start(client: &Client, name: &str, xml: &str) -> anyhow::Result<Guest> {
+        block_on(client.define_domain(xml))?
+            .with_context(|| format!("cannot define the bench guest '{name}'"))?;
+        let mut guest = Guest {
+            client: client.clone(),
+            name: name.to_string(),
+            console: None,
+        };
+        block_on(client.start(name))?
+            .with_context(|| format!("cannot start the bench guest '{name}'"))?;
+        let info = block_on(client.domain_info(name))??;
+        let socket = info
+            .console_socket
+            .with_context(|| format!("the bench guest '{name}' has no console"))?;
+        guest.console = Some(Console::connect(Path::new(&socket))?);
+        Ok(guest)
+    }
+
+    /// Hot-plugs `source` as the guest's `vdb` with `setting`'s cache, io and format, and waits until the
+    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`: oxvirtd takes a guest's first
+    /// disk for the one it booted from, and refuses to unplug it.)
+    pub fn plug_data_disk(&mut self, source: &Path, setting: &DiskSetting) -> anyhow::Result<()> {
+        let request = AttachDiskRequest {
+            source: source.display().to_string(),
+            target: "vdb".to_string(),
+            subdriver: Some(setting.format.clone()),
+            cache: Some(setting.cache.clone()),
+            io: Some(setting.io.clone()),
+            live: true,
+            ..AttachDiskRequest::default()
+        };
+        block_on(self.client.attach_disk(&self.name, &request))?
+            .with_context(|| format!("cannot plug the data disk as {}", setting.target()))?;
+        self.run(
+            "n=0; while [ ! -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b /dev/vdb ]",
+            Duration::from_secs(60),
+        )
+        .with_context(|| format!("the guest did not see the data disk ({})", setting.target()))?;
+        Ok(())
+    }
+
+    /// Unplugs `vdb` and waits until the guest let go of it.
+    pub fn unplug_data_disk(&mut self) -> anyhow::Result<()> {
+        let request = DetachDiskRequest {
+            target: "vdb".to_string(),
+            live: true,
+            ..DetachDiskRequest::default()
+        };
+        block_on(self.client.detach_disk(&self.name, &request))?
+            .context("cannot unplug the data disk")?;
+        self.run(
+            "n=0; while [ -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b /dev/vdb ]",
+            Duration::from_secs(60),
+        )
+        .context("the guest kept the unplugged data disk")?;
+        Ok(())
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The guest's serial console.
+    pub fn console(&mut self) -> anyhow::Result<&mut Console> {
+        self.console.as_mut().context("the bench guest is not up")
+    }
+
     /// Runs `command` in the guest's shell and returns its output (stdout and stderr); a non-zero exit
     /// status is an error carrying that output.
     pub fn run(&mut self, command: &str, run_time: Duration) -> anyhow::Result<String> {
-        let console = self.console.as_mut().context("the bench guest is not up")?;
+        let console = self.console()?;
         // The quotes keep the markers in the echoed command line apart from the ones the shell prints.
         console.send(&format!(
             "echo BENCH\"\"-BEGIN; {command} 2>&1; echo BENCH\"\"-END-$?-DO\"\"NE\n"
@@ -152,7 +225,7 @@ impl Drop for Guest {
 }
 
 /// A guest's serial console (the Unix socket the engine serves), read with bounded waits.
-struct Console {
+pub struct Console {
     stream: UnixStream,
     /// Received and not yet consumed by a wait.
     pending: String,
@@ -169,7 +242,7 @@ impl Console {
         })
     }
 
-    fn send(&mut self, text: &str) -> anyhow::Result<()> {
+    pub fn send(&mut self, text: &str) -> anyhow::Result<()> {
         self.stream
             .write_all(text.as_bytes())
             .context("cannot write to the bench guest's console")
@@ -177,19 +250,34 @@ impl Console {
 
     /// Reads until `pattern` arrives; returns everything up to and including it. Errors when the console
     /// closes (the guest stopped) or `timeout` passes.
-    fn wait_for(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> anyhow::Result<String> {
+        self.wait_for_any(&[pattern], timeout).map(|(_, text)| text)
+    }
+
+    /// Reads until one of `patterns` arrives; returns which (the one that came first) and everything up to
+    /// and including it. Errors as [`Console::wait_for`] does.
+    pub fn wait_for_any(
+        &mut self,
+        patterns: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 8192];
         loop {
-            if let Some(at) = self.pending.find(pattern) {
-                let end = at + pattern.len();
+            let first = patterns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| self.pending.find(p).map(|at| (at, i, at + p.len())))
+                .min();
+            if let Some((_, which, end)) = first {
                 let text = self.pending[..end].to_string();
                 self.pending.drain(..end);
-                return Ok(text);
+                return Ok((which, text));
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "nothing matched '{pattern}' within {timeout:?}; the console's last output:\n{}",
+                    "nothing matched '{}' within {timeout:?}; the console's last output:\n{}",
+                    patterns.join("' or '"),
                     last_lines(&self.pending)
                 );
             }

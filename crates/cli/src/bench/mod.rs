@@ -1,5 +1,6 @@
 //! `oxvirt bench`: what virtualization costs. The same workloads (fio and sysbench from Debian: workloads.rs)
-//! run on the host and in a guest of the qemu engine (guest.rs), then the figures are printed as tables, each
+//! run on the host, in a guest of the qemu engine (guest.rs) and in a nested guest, L2 under KVM inside an L1
+//! guest of the qemu engine (nested.rs), then the figures are printed as tables, each
 //! also as a percentage of the host's, and optionally written as JSON and an SVG chart (report.rs).
 //! `oxvirt bench compare A.json B.json` sets two runs side by side. docs/bench.md has the method.
 //!
@@ -7,6 +8,8 @@
 //! however the run ends; the guest is destroyed and undefined the same way.
 
 mod guest;
+mod matrix;
+mod nested;
 mod report;
 mod workloads;
 
@@ -33,7 +36,8 @@ pub struct BenchArgs {
     #[arg(long, default_value = "full")]
     profile: String,
 
-    /// Where to run, comma-separated: host, qemu (a guest of oxvirtd's qemu engine).
+    /// Where to run, comma-separated: host, qemu (a guest of oxvirtd's qemu engine), nested (L2 under KVM
+    /// inside an L1 guest of the qemu engine; needs `scripts/bench-kit.sh --nested`).
     #[arg(long, default_value = "host,qemu", value_delimiter = ',')]
     targets: Vec<String>,
 
@@ -53,6 +57,18 @@ pub struct BenchArgs {
     /// Also draw the results as an SVG bar chart into FILE.
     #[arg(long, value_name = "FILE")]
     chart: Option<PathBuf>,
+
+    /// Measure the qemu target with every combination of these disk settings, one column each: AXIS=VALUE[,VALUE...]
+    /// per axis, axes cache (none, writeback), io (native, threads, io_uring), format (raw, qcow2), bus (virtio;
+    /// scsi is refused for now). An axis not given keeps the qemu target's setting (cache=none io=native
+    /// format=raw bus=virtio). The combinations run in one guest, the data disk hot-plugged with each.
+    #[arg(long, value_name = "AXIS=VALUES", num_args = 1..)]
+    matrix: Vec<String>,
+
+    /// Give the nested target's L1 a CPU without SVM (QEMU's kvm64), as a host without nested virtualization
+    /// does (tests of that error).
+    #[arg(long, hide = true)]
+    nested_l1_without_svm: bool,
 
     /// Print each workload's id and command line (fio working on DISK), tab-separated, and run nothing:
     /// benches/bench-nested.sh types them in its L2 guest.
@@ -95,6 +111,7 @@ enum BenchCommand {
 enum Target {
     Host,
     Qemu,
+    Nested,
 }
 
 impl Target {
@@ -102,7 +119,8 @@ impl Target {
         match name.trim() {
             "host" => Ok(Target::Host),
             "qemu" => Ok(Target::Qemu),
-            other => bail!("unknown bench target '{other}' (known: host, qemu)"),
+            "nested" => Ok(Target::Nested),
+            other => bail!("unknown bench target '{other}' (known: host, qemu, nested)"),
         }
     }
 
@@ -110,6 +128,7 @@ impl Target {
         match self {
             Target::Host => "host",
             Target::Qemu => "qemu",
+            Target::Nested => "nested",
         }
     }
 }
@@ -147,19 +166,43 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
     if targets.is_empty() {
         bail!("no bench target given");
     }
+    let mut skipped = Vec::new();
+    let settings = matrix::parse(&args.matrix, &mut skipped)?;
+    if !args.matrix.is_empty() && !targets.contains(&Target::Qemu) {
+        bail!("--matrix measures the qemu target: add qemu to --targets");
+    }
+    for note in &skipped {
+        eprintln!("note: --matrix: left out {note}");
+    }
+    // oxvirtd opens the kit's and the data disk's files: relative paths would be read from its directory.
+    let kit_dir = std::path::absolute(&args.kit)
+        .with_context(|| format!("cannot resolve {}", args.kit.display()))?;
+    let bench_dir = std::path::absolute(&args.dir)
+        .with_context(|| format!("cannot resolve {}", args.dir.display()))?;
+    // The kits and the daemon before the data disk is written: what is missing is said in a moment, not
+    // after a 1 GiB write.
     let kit = if targets.contains(&Target::Qemu) {
-        let kit = guest::Kit::open(&args.kit)?;
-        // Before the data disk is written: a missing daemon is found in a moment, not after a 1 GiB write.
-        crate::commands::block_on(client.version())?.with_context(|| {
-            format!(
-                "the qemu target needs oxvirtd at {}",
-                client.socket().display()
-            )
-        })?;
-        Some(kit)
+        Some(guest::Kit::open(&kit_dir)?)
     } else {
         None
     };
+    let nested_kit = if targets.contains(&Target::Nested) {
+        Some(nested::Kit::open(&kit_dir)?)
+    } else {
+        None
+    };
+    if let Some(target) = targets
+        .iter()
+        .find(|t| matches!(t, Target::Qemu | Target::Nested))
+    {
+        crate::commands::block_on(client.version())?.with_context(|| {
+            format!(
+                "the {} target needs oxvirtd at {}",
+                target.name(),
+                client.socket().display()
+            )
+        })?;
+    }
     for tool in ["fio", "sysbench"] {
         if targets.contains(&Target::Host) && tool_version(tool).is_none() {
             bail!("{tool} is not installed on this host (apt-get install fio sysbench)");
@@ -168,7 +211,7 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
 
     let work = tempfile::Builder::new()
         .prefix("oxvirt-bench-")
-        .tempdir_in(&args.dir)
+        .tempdir_in(&bench_dir)
         .with_context(|| format!("cannot create a work directory in {}", args.dir.display()))?;
     let disk = work.path().join("data.raw");
     write_data_disk(&disk, profile.disk_mib())?;
@@ -176,7 +219,14 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let bar = ProgressBar::new((targets.len() * workloads::ALL.len()) as u64);
+    let columns: Vec<String> = targets
+        .iter()
+        .flat_map(|t| match t {
+            Target::Qemu => settings.iter().map(matrix::DiskSetting::target).collect(),
+            other => vec![other.name().to_string()],
+        })
+        .collect();
+    let bar = ProgressBar::new((columns.len() * workloads::ALL.len()) as u64);
     bar.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -202,17 +252,43 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
                         bar.inc(1);
                     }
                 }
+                Target::Qemu if args.matrix.is_empty() => {
+                    bar.set_message("qemu: booting the bench guest");
+                    let kit = kit.as_ref().context("the bench kit is needed")?;
+                    let mut guest = guest::Guest::boot(client, kit, Some(&disk))?;
+                    run_in_guest(&mut guest, "qemu", "/dev/vda", profile, &mut results, &bar)?;
+                }
                 Target::Qemu => {
                     bar.set_message("qemu: booting the bench guest");
                     let kit = kit.as_ref().context("the bench kit is needed")?;
-                    let mut guest = guest::Guest::boot(client, kit, &disk)?;
+                    // The first disk, which the data disk is plugged beside (guest.rs says why).
+                    let first = work.path().join("first.raw");
+                    std::fs::write(&first, [0u8; 4096])
+                        .with_context(|| format!("cannot write {}", first.display()))?;
+                    let mut guest = guest::Guest::boot(client, kit, Some(&first))?;
+                    let mut qcow2 = None;
+                    for setting in &settings {
+                        let column = setting.target();
+                        bar.set_message(format!("{column}: plugging the data disk"));
+                        let source = match setting.format.as_str() {
+                            "qcow2" => qcow2_copy(&mut qcow2, &disk)?,
+                            _ => disk.clone(),
+                        };
+                        guest.plug_data_disk(&source, setting)?;
+                        run_in_guest(&mut guest, &column, "/dev/vdb", profile, &mut results, &bar)?;
+                        guest.unplug_data_disk()?;
+                    }
+                }
+                Target::Nested => {
+                    bar.set_message("nested: booting L1, then L2 in it");
+                    let kit = nested_kit.as_ref().context("the nested kit is needed")?;
+                    let mut nested =
+                        nested::Nested::boot(client, kit, &disk, !args.nested_l1_without_svm)?;
                     for (w, result) in workloads::ALL.iter().zip(results.iter_mut()) {
-                        bar.set_message(format!("qemu: {}", w.id));
-                        let command = w.argv(profile, "/dev/vda").join(" ");
-                        let output = guest
-                            .run(&command, Duration::from_secs(profile.seconds().into()))
-                            .with_context(|| format!("{} in the qemu guest", w.id))?;
-                        result.results.insert("qemu".into(), w.parse(&output)?);
+                        bar.set_message(format!("nested: {}", w.id));
+                        result
+                            .results
+                            .insert("nested".into(), nested.run(w, profile)?);
                         bar.inc(1);
                     }
                 }
@@ -230,7 +306,7 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
         profile: profile.name().to_string(),
         started,
         machine: machine(),
-        targets: targets.iter().map(|t| t.name().to_string()).collect(),
+        targets: columns,
         workloads: results,
     };
     if let Some(path) = &args.json {
@@ -291,23 +367,8 @@ fn import_console(
     }
     report.targets.push(target.to_string());
     for w in &workloads::ALL {
-        let begin = format!("\nBENCH-BEGIN-{}\n", w.id);
-        let end = format!("\nBENCH-END-{}-", w.id);
-        let output = text
-            .split_once(&begin)
-            .and_then(|(_, rest)| rest.split_once(&end))
-            .with_context(|| format!("{}: no output of {} in it", log.display(), w.id))?;
-        let status: String = output.1.chars().take_while(char::is_ascii_digit).collect();
-        if status != "0" {
-            bail!(
-                "{} failed on {target} (exit status {status}):\n{}",
-                w.id,
-                output.0
-            );
-        }
-        let value = w
-            .parse(output.0)
-            .with_context(|| format!("{} on {target}", w.id))?;
+        let value = figure_from_console(&text, w, target)
+            .with_context(|| format!("in {}", log.display()))?;
         match report.workloads.iter_mut().find(|r| r.id == w.id) {
             Some(row) => {
                 row.results.insert(target.to_string(), value);
@@ -324,6 +385,76 @@ fn import_console(
     }
     print!("{}", report.tables());
     Ok(())
+}
+
+/// Every workload in `guest` (its data disk is `device`), as the figures of `column`.
+fn run_in_guest(
+    guest: &mut guest::Guest,
+    column: &str,
+    device: &str,
+    profile: Profile,
+    results: &mut [WorkloadResult],
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    for (w, result) in workloads::ALL.iter().zip(results.iter_mut()) {
+        bar.set_message(format!("{column}: {}", w.id));
+        let command = w.argv(profile, device).join(" ");
+        let output = guest
+            .run(&command, Duration::from_secs(profile.seconds().into()))
+            .with_context(|| format!("{} in the qemu guest ({column})", w.id))?;
+        result.results.insert(column.to_string(), w.parse(&output)?);
+        bar.inc(1);
+    }
+    Ok(())
+}
+
+/// The data disk as qcow2 (`data.qcow2` beside it, every cluster allocated as the raw disk's blocks are
+/// written), made on first use.
+fn qcow2_copy(made: &mut Option<PathBuf>, raw: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(path) = made {
+        return Ok(path.clone());
+    }
+    use oxvirt_images::ops::{convert, ConvertOptions};
+    use oxvirt_images::{CreateOptions, Format, Image, OpenOptions};
+    let path = raw.with_file_name("data.qcow2");
+    let mut image = Image::open(
+        raw,
+        &OpenOptions {
+            format: Some(Format::Raw),
+            ..OpenOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open {}", raw.display()))?;
+    let options = ConvertOptions {
+        format: Format::Qcow2,
+        cluster_size: CreateOptions::default().cluster_size,
+        overwrite: false,
+    };
+    convert(&mut image, &path, &options, &mut |_, _| {})
+        .with_context(|| format!("cannot write the qcow2 data disk {}", path.display()))?;
+    *made = Some(path.clone());
+    Ok(path)
+}
+
+/// `w`'s figure on `target` from a console's text (with `\n` line ends and a `\n` before its first line),
+/// where the workload's output sits between the lines `BENCH-BEGIN-ID` and `BENCH-END-ID-STATUS`.
+fn figure_from_console(text: &str, w: &Workload, target: &str) -> anyhow::Result<f64> {
+    let begin = format!("\nBENCH-BEGIN-{}\n", w.id);
+    let end = format!("\nBENCH-END-{}-", w.id);
+    let output = text
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .with_context(|| format!("no output of {} on {target}", w.id))?;
+    let status: String = output.1.chars().take_while(char::is_ascii_digit).collect();
+    if status != "0" {
+        bail!(
+            "{} failed on {target} (exit status {status}):\n{}",
+            w.id,
+            output.0
+        );
+    }
+    w.parse(output.0)
+        .with_context(|| format!("{} on {target}", w.id))
 }
 
 /// Fills the data disk with non-zero data, so reads cost what reads of written blocks cost (a sparse file's

@@ -1,6 +1,7 @@
-# Sourced (as /lab/common.sh) by the L1 scripts of the nested-lab benchmarks (benches/native-vmm/l1.sh,
-# benches/native-restore/l1.sh), in L1's busybox sh: the L2 machine they all run, kvm-amd loaded, and L1's
-# description on the console.
+# Sourced (as /lab/common.sh, scripts/nested/lab.sh puts it there) by the L1 scripts of the nested lab
+# (benches/native-vmm/l1.sh, benches/native-restore/l1.sh, and scripts/nested/bench-l1.sh for `oxvirt bench`'s
+# nested target), in L1's busybox sh: the L2 machine they all run, kvm-amd loaded, and L1's description on the
+# console.
 export PATH=/lab/bin:$PATH
 RUNS=$(sed -n 's/.*oxbench_runs=\([0-9]*\).*/\1/p' /proc/cmdline)
 RUNS=${RUNS:-5}
