@@ -352,6 +352,8 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     let root = make_disk(dir, "root.img", 2048);
     let data = known_qcow2(dir, "data.qcow2");
     let data_path = data.to_str().unwrap();
+    // No disk at start: the first disk hot-plugged is the first hard disk of the live
+    // definition, yet not one the guest booted from, so it can be detached.
     let xml = guest_xml(
         "dq35",
         "6c2e8f1b-4d5a-4b7c-9e3f-2a4b6d8f0c1e",
@@ -360,6 +362,9 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
         1,
     )
     .replace("machine='pc'", "machine='q35'");
+    let disk_start = xml.find("    <disk ").unwrap();
+    let disk_end = xml.find("</disk>\n").unwrap() + "</disk>\n".len();
+    let xml = format!("{}{}", &xml[..disk_start], &xml[disk_end..]);
     daemon.define("dq35.xml", &xml).1.ok();
     let mut console = boot(&daemon, "dq35");
 
@@ -374,8 +379,9 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
             "--live",
         ])
         .ok();
-    expect_guest_sees(&mut console, "vdb", true, 1);
-    let bytes = console.run("hexdump -C -n 16 /dev/vdb", 2);
+    // The guest names disks in the order it finds them: its first is vda.
+    expect_guest_sees(&mut console, "vda", true, 1);
+    let bytes = console.run("hexdump -C -n 16 /dev/vda", 2);
     assert!(bytes.contains("5a 5a 5a 5a"), "{bytes}");
     let attach_readonly_vdc = || {
         daemon.oxvirt(&[
@@ -398,17 +404,16 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
         "{error}"
     );
     assert_eq!(daemon.oxvirt(&["dumpxml", "dq35"]).ok(), live_before);
-    expect_guest_sees(&mut console, "vdc", false, 3);
+    expect_guest_sees(&mut console, "vdb", false, 3);
 
     daemon
         .oxvirt(&["detach-disk", "dq35", "vdb", "--live"])
         .ok();
-    expect_guest_sees(&mut console, "vdb", false, 4);
-    // The port is free again. (The guest names disks in the order it finds them: the new
-    // one is its vdb again, read-only as attached.)
+    expect_guest_sees(&mut console, "vda", false, 4);
+    // The port is free again: the new disk is the guest's vda again, read-only as attached.
     attach_readonly_vdc().ok();
-    expect_guest_sees(&mut console, "vdb", true, 5);
-    let readonly = console.run("cat /sys/block/vdb/ro", 6);
+    expect_guest_sees(&mut console, "vda", true, 5);
+    let readonly = console.run("cat /sys/block/vda/ro", 6);
     assert_eq!(readonly.trim(), "1", "{readonly}");
     let list = daemon.oxvirt(&["domblklist", "dq35"]).ok();
     assert!(list.contains(&format!(" vdc      {data_path}\n")), "{list}");

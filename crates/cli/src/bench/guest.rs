@@ -141,8 +141,8 @@ impl Guest {
     }
 
     /// Hot-plugs `source` as the guest's `vdb` with `setting`'s cache, io and format, and waits until the
-    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`: oxvirtd takes a guest's first
-    /// disk for the one it booted from, and refuses to unplug it.)
+    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`, so that the data disk is the
+    /// guest's `/dev/vdb`: a guest names its disks in the order it finds them.)
     pub fn plug_data_disk(&mut self, source: &Path, setting: &DiskSetting) -> anyhow::Result<()> {
         let request = AttachDiskRequest {
             source: source.display().to_string(),

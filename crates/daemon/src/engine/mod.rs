@@ -382,6 +382,11 @@ pub trait Control: Send + Sync {
     async fn unplug_disk(&self, _dev: &str) -> Result<(), EngineError> {
         Err(no_disk_hotplug())
     }
+    /// Whether disk `dev` was hot-plugged into the running guest (then the guest did not boot
+    /// from it, whatever its place in the definition).
+    async fn disk_hot_plugged(&self, _dev: &str) -> Result<bool, EngineError> {
+        Ok(false)
+    }
     /// I/O counters of each disk of the running guest, by target.
     async fn block_stats(&self) -> Result<Vec<BlockStats>, EngineError> {
         Err(no_disk_hotplug())

@@ -1154,6 +1154,22 @@ impl Control for QmpControl {
         result
     }
 
+    /// QEMU's own record: a device's `hotplugged` property is true when it came by device_add.
+    async fn disk_hot_plugged(&self, dev: &str) -> Result<bool, EngineError> {
+        let hotplugged = self
+            .qmp
+            .execute(
+                "qom-get",
+                Some(serde_json::json!({
+                    "path": format!("/machine/peripheral/{dev}"),
+                    "property": "hotplugged",
+                })),
+            )
+            .await
+            .map_err(engine_error)?;
+        Ok(hotplugged.as_bool() == Some(true))
+    }
+
     async fn unplug_disk(&self, dev: &str) -> Result<(), EngineError> {
         self.delete_device(dev, "disk").await?;
         // The disk's nodes (its format and protocol nodes, backing images, a copy-on-read

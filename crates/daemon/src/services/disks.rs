@@ -413,12 +413,6 @@ impl Domains {
             let index = find_disk(&domain, name).ok_or_else(|| no_such_disk(name))?;
             let disk = &domain.devices.disks[index];
             let dev = disk.target.dev.clone();
-            if boot_disk(&domain) == Some(dev.as_str()) {
-                return Err(invalid_state(format!(
-                    "disk {dev} is the disk domain '{}' booted from; it cannot be detached while the guest runs (use --config to remove it from the next start)",
-                    record.name
-                )));
-            }
             if disk.target.bus != DiskBus::Virtio || disk.device != DiskDevice::Disk {
                 return Err(DaemonError::new(
                     ErrorKind::Unsupported,
@@ -426,6 +420,19 @@ impl Domains {
                 ));
             }
             let control = self.guests.running_control(&vm, &record)?;
+            // A disk hot-plugged into the running guest is not the one it booted from, even
+            // when it is the first hard disk now (a guest that started without one).
+            if boot_disk(&domain) == Some(dev.as_str())
+                && !control
+                    .disk_hot_plugged(&dev)
+                    .await
+                    .map_err(|e| engine_failure(&record.name, e))?
+            {
+                return Err(invalid_state(format!(
+                    "disk {dev} is the disk domain '{}' booted from; it cannot be detached while the guest runs (use --config to remove it from the next start)",
+                    record.name
+                )));
+            }
             control
                 .unplug_disk(&dev)
                 .await
