@@ -248,6 +248,52 @@ start_both_daemons() {
     start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
 }
 
+# kit_with_lab_script SCRIPT: the test guest kit with SCRIPT as its lab script (/lab/run.sh, which the kit's
+# init runs after boot) in WORK: vmlinuz and initramfs.img, readable by libvirt's QEMU; GUEST_KERNEL: the
+# kernel's version.
+kit_with_lab_script() {
+    local extra=$WORK/extra-root
+    mkdir -p "$extra/lab"
+    install -m 755 "$1" "$extra/lab/run.sh"
+    append_cpio target/guest-kit/initramfs.img "$extra" "$WORK/initramfs.img" gzip
+    cp target/guest-kit/vmlinuz "$WORK/vmlinuz"
+    chmod 644 "$WORK/vmlinuz" "$WORK/initramfs.img"
+    GUEST_KERNEL=$(cat target/guest-kit/version)
+}
+
+# check_root_runs_warmup: the checks a side-by-side bench with RUNS and WARMUP starts with.
+check_root_runs_warmup() {
+    [ "$(id -u)" = 0 ] || die "run as root (libvirt's qemu:///system needs it)"
+    [[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
+    [[ $WARMUP =~ ^[01]$ ]] || die "WARMUP must be 0 or 1, not '$WARMUP'"
+}
+
+# stop_both_sides PREFIX [UNDEFINE_OPTION...]: the end of a bench that ran start_both_daemons (for its
+# exit trap; errors are ignored): every domain whose name starts with PREFIX destroyed and undefined in
+# both systems, oxvirtd stopped (and any guest it left), libvirt's daemons stopped, /dev/kvm's mode back.
+stop_both_sides() {
+    if pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then
+        remove_libvirt_domains "$@"
+    fi
+    if pid_alive "$OXVIRTD_PID"; then
+        remove_oxvirt_domains "$@"
+        stop_pid "$OXVIRTD_PID"
+    fi
+    stop_oxvirt_guests "$OX_STATE"
+    [ "$DAEMONS_STARTED" = 0 ] || stop_libvirt_daemons "$WORK"
+    restore_kvm_mode
+}
+
+# Timing: seconds since an $EPOCHREALTIME, and the median, minimum and maximum of runs, with TIME_DECIMALS
+# decimals (default 2); a ratio with 2; the load average.
+seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" -v d="${TIME_DECIMALS:-2}" 'BEGIN { printf("%." d "f", b - a) }'; }
+stats() { # values...: "median min max"
+    printf '%s\n' "$@" | sort -g | awk -v d="${TIME_DECIMALS:-2}" '{ v[NR] = $1 }
+        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; f = "%." d "f"; printf(f " " f " " f "\n", m, v[1], v[NR]) }'
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
 # ---------------------------------------------------------------------------------------------------------
 # The nested lab: an L1 guest under QEMU TCG (-cpu max) that loads kvm-amd and runs oxvirt-vmm on real KVM
 # (docs/native-vmm.md, "Tests"). The caller's L1 script (/lab/run.sh in L1) prints its results on L1's serial

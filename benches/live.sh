@@ -44,9 +44,7 @@ die() { say "error: $*"; exit 1; }
 # shellcheck source=benches/lib.sh
 source benches/lib.sh
 
-[ "$(id -u)" = 0 ] || die "run as root (libvirt's qemu:///system needs it)"
-[[ $RUNS =~ ^[1-9][0-9]*$ ]] || die "RUNS must be a positive number, not '$RUNS'"
-[[ $WARMUP =~ ^[01]$ ]] || die "WARMUP must be 0 or 1, not '$WARMUP'"
+check_root_runs_warmup
 
 # ---------------------------------------------------------------------------------------------------------
 # Setup
@@ -58,40 +56,18 @@ cleanup() {
     trap - EXIT INT TERM
     set +e
     say "cleaning up"
-    if pid_alive "$(pid_from_file "$WORK/libvirtd.pid")"; then
-        remove_libvirt_domains "$PREFIX"
-    fi
-    if pid_alive "$OXVIRTD_PID"; then
-        remove_oxvirt_domains "$PREFIX"
-        stop_pid "$OXVIRTD_PID"
-    fi
-    stop_oxvirt_guests "$OX_STATE"
-    [ "$DAEMONS_STARTED" = 0 ] || stop_libvirt_daemons "$WORK"
-    restore_kvm_mode
+    stop_both_sides "$PREFIX"
     finish_work "$status"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-seconds_since() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
-stats() { # values...: "median min max"
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-        END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%.3f %.3f %.3f\n", m, v[1], v[NR] }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
+TIME_DECIMALS=3 # milliseconds: the changes take a fraction of a second
 UPTIME_AT_START=$(uptime)
 
 # The guest: the test guest kit plus a cpio with the script that reports what it sees.
-extra=$WORK/extra-root
-mkdir -p "$extra/lab"
-install -m 755 benches/live/guest/run.sh "$extra/lab/run.sh"
-(cd "$extra" && find . -mindepth 1 | cpio -o -H newc --quiet | gzip -1) > "$WORK/extra.cpio.gz"
-cat target/guest-kit/initramfs.img "$WORK/extra.cpio.gz" > "$WORK/initramfs.img"
-cp target/guest-kit/vmlinuz "$WORK/vmlinuz"
-chmod 644 "$WORK/vmlinuz" "$WORK/initramfs.img"
-GUEST_KERNEL=$(cat target/guest-kit/version)
+kit_with_lab_script benches/live/guest/run.sh
 
 serial_log() { echo "$WORK/$1.serial.log"; }
 for system in ox lv; do

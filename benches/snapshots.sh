@@ -114,14 +114,7 @@ LOAD_AT_START=$(load)
 # ---------------------------------------------------------------------------------------------------------
 # The guest: the test guest kit plus a cpio with the script that dirties its memory and then ticks
 # ---------------------------------------------------------------------------------------------------------
-extra=$WORK/extra-root
-mkdir -p "$extra/lab"
-install -m 755 benches/snapshots/guest/run.sh "$extra/lab/run.sh"
-(cd "$extra" && find . -mindepth 1 | cpio -o -H newc --quiet | gzip -1) > "$WORK/extra.cpio.gz"
-cat target/guest-kit/initramfs.img "$WORK/extra.cpio.gz" > "$WORK/initramfs.img"
-cp target/guest-kit/vmlinuz "$WORK/vmlinuz"
-chmod 644 "$WORK/vmlinuz" "$WORK/initramfs.img"
-GUEST_KERNEL=$(cat target/guest-kit/version)
+kit_with_lab_script benches/snapshots/guest/run.sh
 
 domain_xml() { # name, disk, serial log
     sed -e "s|@NAME@|$1|" -e "s|@DISK@|$2|" -e "s|@SERIAL_LOG@|$3|" -e "s|@DIRTY@|$DIRTY|" \
