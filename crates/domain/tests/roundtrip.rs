@@ -387,6 +387,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         bus,
                         line: SourceLine::NONE,
                     },
+                    iotune: iotune_for(index),
                     readonly: device == DiskDevice::Cdrom,
                     // A writable qcow2 cannot be shared (libvirt refuses it).
                     shareable: shareable
@@ -402,6 +403,30 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                 }
             },
         )
+}
+
+/// Limits that pass libvirt's rules, different per disk (none for every third one), with each
+/// kind of limit and the group written somewhere.
+fn iotune_for(index: usize) -> Option<IoTune> {
+    let n = index as u64 + 1;
+    let mut tune = IoTune::default();
+    match index % 3 {
+        0 => return None,
+        1 => {
+            tune.set(IoLimit::TotalIopsSec, 50 * n);
+            tune.set(IoLimit::TotalIopsSecMax, 100 * n);
+            tune.set(IoLimit::TotalIopsSecMaxLength, n);
+            tune.set(IoLimit::ReadBytesSec, 1000 * n);
+            tune.set(IoLimit::SizeIopsSec, 4096);
+            tune.group_name = Some(format!("group{index}"));
+        }
+        _ => {
+            tune.set(IoLimit::TotalBytesSec, 1 << 20);
+            tune.set(IoLimit::WriteIopsSec, 10 * n);
+            tune.set(IoLimit::WriteIopsSecMax, 20 * n);
+        }
+    }
+    Some(tune)
 }
 
 fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Interface> {

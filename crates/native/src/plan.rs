@@ -657,6 +657,7 @@ impl Planner {
             // Refused with the network source it belongs to.
             auth: _,
             target,
+            iotune,
             readonly,
             shareable,
             serial,
@@ -699,6 +700,13 @@ impl Planner {
                 format!("{name}: <source protocol='{}'>", network.protocol.as_str()),
                 *line,
                 "no network block drivers; the VMM opens local files and block devices",
+            );
+        }
+        if let Some(tune) = iotune {
+            self.no(
+                format!("{name}: <iotune>"),
+                tune.line,
+                "no I/O throttling in oxvirt-vmm; remove <iotune> or use the qemu engine",
             );
         }
         if *device == DiskDevice::Cdrom {

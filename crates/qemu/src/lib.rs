@@ -20,6 +20,8 @@
 //!   at a later start, out of it (QEMU's migration stream over a descriptor passed on QMP).
 //! - [`cpu_models`]: the named CPU models this QEMU offers and their features, asked of a
 //!   short-lived QEMU over QMP (`oxvirt cpu-models`, `hypervisor-cpu-baseline`/`-compare`).
+//! - [`throttle`]: a disk's I/O limits (`<iotune>`, blkdeviotune) over QMP, set at start
+//!   before the guest runs and live.
 //! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
 //! - [`check_hugepages`]: before a start, whether the host's huge page pool holds a
 //!   `<hugepages/>` guest ([`HugepagePool`]); [`BALLOON_QOM_PATH`]: the balloon device's QOM
@@ -62,6 +64,7 @@ mod migration;
 mod paths;
 mod process;
 mod qmp;
+pub mod throttle;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{

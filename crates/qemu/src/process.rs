@@ -35,7 +35,7 @@ use crate::cmdline::{
 };
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
-use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
+use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
 use oxvirt_logfile::writer::WriterProgram;
 
 /// The QEMU binary for x86_64 guests when the definition names none.
@@ -148,6 +148,17 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
+    // Disk limits are QMP settings: the guest waits for them (as under libvirt, which always
+    // starts paused), so they hold from its first I/O on.
+    let paused_for_settings = incoming.is_none()
+        && domain
+            .devices
+            .disks
+            .iter()
+            .any(|disk| throttle::throttled_at_start(disk).is_some());
+    if paused_for_settings {
+        args.push("-S".to_string());
+    }
     let spawn_emulator = emulator.clone();
     let macvtaps = open_macvtaps(domain)?;
     let writer = writer.cloned();
@@ -203,7 +214,11 @@ pub async fn launch_with(
             });
         }
     }
-    if let Err(err) = apply_runtime_settings(domain, &qmp).await {
+    let applied = match apply_runtime_settings(domain, &qmp).await {
+        Ok(()) if paused_for_settings => qmp.cont().await,
+        other => other,
+    };
+    if let Err(err) = applied {
         // Started but not as defined: do not leave a half-configured guest running.
         kill_now(pid);
         return Err(err);
@@ -744,6 +759,14 @@ fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
             commands.push((
                 "set_link",
                 json!({"name": NicIds::at_start(index).device, "up": false}),
+            ));
+        }
+    }
+    for disk in &domain.devices.disks {
+        if let Some(tune) = throttle::throttled_at_start(disk) {
+            commands.push((
+                "block_set_io_throttle",
+                throttle::throttle_arguments(&throttle::disk_qom_name(disk), tune),
             ));
         }
     }

@@ -636,6 +636,9 @@ impl Builder<'_> {
             network,
             auth,
             target,
+            // Not an argument: set over QMP before the guest runs (crate::throttle), as
+            // libvirt does with -blockdev.
+            iotune: _,
             readonly,
             shareable,
             serial,
