@@ -162,17 +162,17 @@ impl IoLimit {
             IoDirection::Read => "read",
             IoDirection::Write => "write",
         };
-        let what = match unit {
-            IoUnit::Bytes => "throughput, bytes per second",
-            IoUnit::Iops => "I/O operations per second",
+        let (noun, rate) = match unit {
+            IoUnit::Bytes => ("throughput", "throughput, bytes per second"),
+            IoUnit::Iops => ("I/O operations", "I/O operations per second"),
             IoUnit::Size => {
                 return "Size of an I/O operation counted by the iops limits, bytes".into()
             }
         };
         match level {
-            IoLevel::Rate => format!("Limit of {which} {what}"),
-            IoLevel::Max => format!("Burst of {which} {what}"),
-            IoLevel::MaxLength => format!("How long the burst of {which} {what} may last, seconds"),
+            IoLevel::Rate => format!("Limit of {which} {rate}"),
+            IoLevel::Max => format!("Burst of {which} {rate}"),
+            IoLevel::MaxLength => format!("How long a burst of {which} {noun} may last, seconds"),
         }
     }
 }

@@ -799,6 +799,32 @@ mod tests {
     const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
 
     #[test]
+    fn disk_limits_are_set_over_qmp_for_disks_with_a_medium() {
+        let domain = oxvirt_domain::parse_domain_xml(
+            "<domain type='qemu'><name>v</name><memory>131072</memory><os><type>hvm</type></os>\
+             <devices><disk type='file'><source file='/a'/><target dev='vdb' bus='virtio'/>\
+             <iotune><total_iops_sec>50</total_iops_sec><group_name>g</group_name></iotune></disk>\
+             <disk type='file' device='cdrom'><target dev='sda' bus='sata'/>\
+             <iotune><read_bytes_sec>5</read_bytes_sec></iotune></disk>\
+             <disk type='file'><source file='/b'/><target dev='sdb' bus='sata'/>\
+             <iotune><write_bytes_sec>7</write_bytes_sec></iotune></disk></devices></domain>",
+        )
+        .unwrap();
+        let throttles: Vec<_> = runtime_settings(&domain)
+            .into_iter()
+            .filter(|(command, _)| *command == "block_set_io_throttle")
+            .map(|(_, arguments)| arguments)
+            .collect();
+        // The empty CD-ROM drive is left out (QEMU cannot throttle it; libvirt skips it).
+        assert_eq!(throttles.len(), 2, "{throttles:?}");
+        assert_eq!(throttles[0]["id"], "/machine/peripheral/vdb/virtio-backend");
+        assert_eq!(throttles[0]["iops"], 50);
+        assert_eq!(throttles[0]["group"], "g");
+        assert_eq!(throttles[1]["id"], "sdb");
+        assert_eq!(throttles[1]["bps_wr"], 7);
+    }
+
+    #[test]
     fn vhost_is_refused_up_front_when_the_host_has_no_vhost_net_device() {
         let nic = |driver: &str| {
             oxvirt_domain::parse_domain_xml(&format!(

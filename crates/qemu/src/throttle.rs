@@ -67,7 +67,8 @@ pub fn io_tune_of(inserted: &Value) -> IoTune {
     // A length means nothing without its burst: never report one that would not pass
     // IoTune::check when it is set again.
     for limit in IoLimit::ALL {
-        if limit.needs().is_some_and(|needed| tune.get(needed) == 0) {
+        let length = limit.kind().2 == IoLevel::MaxLength;
+        if length && limit.needs().is_some_and(|needed| tune.get(needed) == 0) {
             tune.set(limit, 0);
         }
     }
@@ -93,6 +94,7 @@ mod tests {
     fn limits_take_qemus_names_and_come_back() {
         let mut tune = IoTune::default();
         tune.set(IoLimit::TotalIopsSec, 50);
+        tune.set(IoLimit::ReadBytesSec, 5);
         tune.set(IoLimit::ReadBytesSecMax, 7);
         tune.group_name = Some("g1".into());
         let args = throttle_arguments("vdb", &tune);
@@ -104,6 +106,10 @@ mod tests {
         assert!(args.get("iops_max_length").is_none(), "{args}");
         let back = io_tune_of(&args);
         assert_eq!(back, tune);
+        // QEMU's length of a burst it does not have is dropped.
+        let mut reported = args.clone();
+        reported["iops_max_length"] = json!(1);
+        assert_eq!(io_tune_of(&reported), tune);
         let names: std::collections::BTreeSet<_> = IoLimit::ALL.map(qemu_name).into();
         assert_eq!(names.len(), IoLimit::ALL.len());
     }

@@ -382,6 +382,16 @@ impl Domains {
             .plug_disk(&launched, dev)
             .await
             .map_err(|e| engine_failure(&record.name, e))?;
+        // Its <iotune>, as libvirt sets it after device_add; a disk that cannot get its
+        // limits is taken out again rather than left running without them.
+        if let Some(tune) = &new.devices.disks[index].iotune {
+            if let Err(err) = control.set_block_io_tune(dev, tune).await {
+                if let Err(unplug) = control.unplug_disk(dev).await {
+                    tracing::warn!(domain = %record.name, disk = %dev, "{unplug}");
+                }
+                return Err(engine_failure(&record.name, err));
+            }
+        }
         self.write_live_definition(record, &new)?;
         tracing::info!(domain = %record.name, disk = %dev, "disk hot-plugged");
         Ok(())
