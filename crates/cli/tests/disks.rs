@@ -49,6 +49,14 @@ fn known_qcow2(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A private oxvirtd, with a root disk and [`known_qcow2`]'s image in its directory.
+fn daemon_and_images() -> (Daemon, PathBuf, PathBuf) {
+    let daemon = Daemon::start();
+    let root = make_disk(daemon.dir.path(), "root.img", 2048);
+    let data = known_qcow2(daemon.dir.path(), "data.qcow2");
+    (daemon, root, data)
+}
+
 fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
     let mut console = daemon.start_with_console(name);
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
@@ -107,10 +115,8 @@ fn stat_value(text: &str, key: &str) -> u64 {
 
 #[test]
 fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
-    let daemon = Daemon::start();
+    let (daemon, root, data) = daemon_and_images();
     let dir = daemon.dir.path();
-    let root = make_disk(dir, "root.img", 2048);
-    let data = known_qcow2(dir, "data.qcow2");
     let data_path = data.to_str().unwrap();
     daemon
         .define(
@@ -377,10 +383,7 @@ fn refused_iotune(daemon: &Daemon, args: &[&str], wanted: &str) {
 
 #[test]
 fn a_disk_defined_with_iotune_is_throttled_from_its_first_io() {
-    let daemon = Daemon::start();
-    let dir = daemon.dir.path();
-    let root = make_disk(dir, "root.img", 2048);
-    let data = known_qcow2(dir, "data.qcow2");
+    let (daemon, root, data) = daemon_and_images();
     let xml = guest_xml(
         "dio",
         "0c7e3b6a-9d41-4f2e-8a57-3b1d6e9f2c48",
@@ -396,17 +399,12 @@ fn a_disk_defined_with_iotune_is_throttled_from_its_first_io() {
         ),
     );
     daemon.define("dio.xml", &xml).1.ok();
-    let inactive = daemon.oxvirt(&["dumpxml", "dio", "--inactive"]).ok();
-    assert!(
-        inactive.contains("<iotune>\n        <total_iops_sec>50</total_iops_sec>\n      </iotune>"),
-        "{inactive}"
-    );
-    // Shut off: blkdeviotune reads the definition (--current is --config).
-    let shown = daemon.oxvirt(&["blkdeviotune", "dio", "vdb"]).ok();
-    assert!(
-        shown.starts_with("total_bytes_sec: 0\n") && shown.contains("total_iops_sec : 50\n"),
-        "{shown}"
-    );
+    // Shut off: blkdeviotune reads the definition (--current is --config), which keeps it.
+    assert_eq!(total_iops(&daemon, &[]), 50);
+    assert!(daemon
+        .oxvirt(&["dumpxml", "dio", "--inactive"])
+        .ok()
+        .contains("<iotune>\n        <total_iops_sec>50</total_iops_sec>\n      </iotune>"));
     // Bad input: refused, exit 1, the definition unchanged.
     refused_iotune(
         &daemon,
@@ -441,34 +439,17 @@ fn a_disk_defined_with_iotune_is_throttled_from_its_first_io() {
     let rate = guest_direct_read_rate(&mut console, 200, 1);
     assert!(rate <= 100.0, "{rate:.1} IOPS at <total_iops_sec>50");
     // The running guest's limits, read from QEMU.
-    let shown = daemon.oxvirt(&["blkdeviotune", "dio", "vdb"]).ok();
-    assert!(shown.contains("total_iops_sec : 50\n"), "{shown}");
+    assert_eq!(total_iops(&daemon, &[]), 50);
 
     // --config while it runs: the next start's definition only.
-    assert_eq!(
-        daemon
-            .oxvirt(&[
-                "blkdeviotune",
-                "dio",
-                "vdb",
-                "--config",
-                "--total-iops-sec",
-                "25"
-            ])
-            .ok(),
-        "\n"
-    );
+    set_iotune(&daemon, &["--config", "--total-iops-sec", "25"]);
     let inactive = daemon.oxvirt(&["dumpxml", "dio", "--inactive"]).ok();
     assert!(
         inactive.contains("<total_iops_sec>25</total_iops_sec>"),
         "{inactive}"
     );
-    let config = daemon
-        .oxvirt(&["blkdeviotune", "dio", "vdb", "--config"])
-        .ok();
-    assert!(config.contains("total_iops_sec : 25\n"), "{config}");
-    let live = daemon.oxvirt(&["blkdeviotune", "dio", "vdb"]).ok();
-    assert!(live.contains("total_iops_sec : 50\n"), "{live}");
+    assert_eq!(total_iops(&daemon, &["--config"]), 25);
+    assert_eq!(total_iops(&daemon, &["--live"]), 50);
     refused_iotune(
         &daemon,
         &[
@@ -482,41 +463,50 @@ fn a_disk_defined_with_iotune_is_throttled_from_its_first_io() {
         "total and read/write iops_sec cannot be set at the same time",
     );
     // The live path still works on a disk that started with limits.
-    daemon
-        .oxvirt(&[
-            "blkdeviotune",
-            "dio",
-            "vdb",
-            "--live",
-            "--total-iops-sec",
-            "40",
-        ])
-        .ok();
-    let live = daemon.oxvirt(&["blkdeviotune", "dio", "vdb"]).ok();
-    assert!(live.contains("total_iops_sec : 40\n"), "{live}");
-    assert!(daemon
-        .oxvirt(&["dumpxml", "dio"])
-        .ok()
-        .contains("<total_iops_sec>40</total_iops_sec>"));
+    set_iotune(&daemon, &["--live", "--total-iops-sec", "40"]);
+    assert_eq!(total_iops(&daemon, &[]), 40);
+    let live = daemon.oxvirt(&["dumpxml", "dio"]).ok();
+    assert!(
+        live.contains("<total_iops_sec>40</total_iops_sec>"),
+        "{live}"
+    );
     drop(console);
     daemon.oxvirt(&["destroy", "dio"]).ok();
 
     // The next start has the --config limit.
     let mut console = boot(&daemon, "dio");
-    let shown = daemon.oxvirt(&["blkdeviotune", "dio", "vdb"]).ok();
-    assert!(shown.contains("total_iops_sec : 25\n"), "{shown}");
+    assert_eq!(total_iops(&daemon, &[]), 25);
     let rate = guest_direct_read_rate(&mut console, 100, 2);
     assert!(rate <= 50.0, "{rate:.1} IOPS at <total_iops_sec>25");
     drop(console);
     daemon.oxvirt(&["destroy", "dio"]).ok();
 }
 
+/// `blkdeviotune dio vdb ARGS... LIMITS...`, which prints nothing but its empty line.
+#[track_caller]
+fn set_iotune(daemon: &Daemon, args: &[&str]) {
+    let run = daemon.oxvirt(&[&["blkdeviotune", "dio", "vdb"], args].concat());
+    assert_eq!(run.ok(), "\n");
+}
+
+/// The `total_iops_sec` blkdeviotune shows for dio's vdb (`scope`: `--live`, `--config` or none).
+#[track_caller]
+fn total_iops(daemon: &Daemon, scope: &[&str]) -> u64 {
+    let shown = daemon
+        .oxvirt(&[&["blkdeviotune", "dio", "vdb"], scope].concat())
+        .ok();
+    // virsh's order: the byte rates first.
+    assert!(shown.starts_with("total_bytes_sec: "), "{shown}");
+    shown
+        .lines()
+        .find_map(|line| line.strip_prefix("total_iops_sec : "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no total_iops_sec in:\n{shown}"))
+}
+
 #[test]
 fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
-    let daemon = Daemon::start();
-    let dir = daemon.dir.path();
-    let root = make_disk(dir, "root.img", 2048);
-    let data = known_qcow2(dir, "data.qcow2");
+    let (daemon, root, data) = daemon_and_images();
     let data_path = data.to_str().unwrap();
     let xml = guest_xml(
         "dq35",

@@ -188,6 +188,17 @@ pub struct IoTune {
     pub line: SourceLine,
 }
 
+/// Limits from (limit, value) pairs, no group.
+impl FromIterator<(IoLimit, u64)> for IoTune {
+    fn from_iter<T: IntoIterator<Item = (IoLimit, u64)>>(limits: T) -> IoTune {
+        let mut tune = IoTune::default();
+        for (limit, value) in limits {
+            tune.set(limit, value);
+        }
+        tune
+    }
+}
+
 impl IoTune {
     pub fn get(&self, limit: IoLimit) -> u64 {
         self.values[limit as usize]
@@ -343,10 +354,13 @@ mod tests {
 
     #[test]
     fn changes_replace_their_kind_only() {
-        let mut tune = IoTune::default();
-        tune.set(IoLimit::ReadIopsSec, 10);
-        tune.set(IoLimit::WriteIopsSec, 20);
-        tune.set(IoLimit::TotalBytesSec, 1000);
+        let mut tune: IoTune = [
+            (IoLimit::ReadIopsSec, 10),
+            (IoLimit::WriteIopsSec, 20),
+            (IoLimit::TotalBytesSec, 1000),
+        ]
+        .into_iter()
+        .collect();
         tune.group_name = Some("g".into());
         tune.apply(&[(IoLimit::TotalIopsSec, 50)], None);
         assert_eq!(tune.get(IoLimit::TotalIopsSec), 50);

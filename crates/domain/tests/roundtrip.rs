@@ -409,24 +409,31 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
 /// kind of limit and the group written somewhere.
 fn iotune_for(index: usize) -> Option<IoTune> {
     let n = index as u64 + 1;
-    let mut tune = IoTune::default();
     match index % 3 {
-        0 => return None,
+        0 => None,
         1 => {
-            tune.set(IoLimit::TotalIopsSec, 50 * n);
-            tune.set(IoLimit::TotalIopsSecMax, 100 * n);
-            tune.set(IoLimit::TotalIopsSecMaxLength, n);
-            tune.set(IoLimit::ReadBytesSec, 1000 * n);
-            tune.set(IoLimit::SizeIopsSec, 4096);
+            let mut tune: IoTune = [
+                (IoLimit::TotalIopsSec, 50 * n),
+                (IoLimit::TotalIopsSecMax, 100 * n),
+                (IoLimit::TotalIopsSecMaxLength, n),
+                (IoLimit::ReadBytesSec, 1000 * n),
+                (IoLimit::SizeIopsSec, 4096),
+            ]
+            .into_iter()
+            .collect();
             tune.group_name = Some(format!("group{index}"));
+            Some(tune)
         }
-        _ => {
-            tune.set(IoLimit::TotalBytesSec, 1 << 20);
-            tune.set(IoLimit::WriteIopsSec, 10 * n);
-            tune.set(IoLimit::WriteIopsSecMax, 20 * n);
-        }
+        _ => Some(
+            [
+                (IoLimit::TotalBytesSec, 1 << 20),
+                (IoLimit::WriteIopsSec, 10 * n),
+                (IoLimit::WriteIopsSecMax, 20 * n),
+            ]
+            .into_iter()
+            .collect(),
+        ),
     }
-    Some(tune)
 }
 
 fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Interface> {

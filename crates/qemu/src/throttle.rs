@@ -92,10 +92,11 @@ mod tests {
 
     #[test]
     fn limits_take_qemus_names_and_come_back() {
-        let mut tune = IoTune::default();
-        tune.set(IoLimit::TotalIopsSec, 50);
-        tune.set(IoLimit::ReadBytesSec, 5);
-        tune.set(IoLimit::ReadBytesSecMax, 7);
+        let mut tune = IoTune::from_iter([
+            (IoLimit::TotalIopsSec, 50),
+            (IoLimit::ReadBytesSec, 5),
+            (IoLimit::ReadBytesSecMax, 7),
+        ]);
         tune.group_name = Some("g1".into());
         let args = throttle_arguments("vdb", &tune);
         assert_eq!(args["id"], "vdb");
