@@ -1268,6 +1268,7 @@ mod tests {
       <source file='/img/a.raw'/>
       <driver name='qemu' type='raw' cache='writeback' io='native'/>
       <target dev='vda' bus='virtio'/>
+      <iotune><total_iops_sec>50</total_iops_sec></iotune>
     </disk>
     <interface type='bridge'>
       <source bridge='br0'/>
@@ -1281,8 +1282,9 @@ mod tests {
         let found = refusals(xml);
         let expect = [
             ("<disk> vda: <driver io='native'>", Some(8)),
-            ("<interface> #0: <driver name='vhost'>", Some(14)),
-            ("<graphics>", Some(16)),
+            ("<disk> vda: <iotune>", Some(10)),
+            ("<interface> #0: <driver name='vhost'>", Some(15)),
+            ("<graphics>", Some(17)),
             // libvirt adds a cirrus video for a display: the definition has no line for it.
             ("<video>", None),
         ];
@@ -1296,6 +1298,7 @@ mod tests {
         let message = check_definition(&d).unwrap_err().to_string();
         assert!(
             message.contains("<disk> vda: <driver io='native'> at line 8 (not implemented")
+                && message.contains("<disk> vda: <iotune> at line 10 (no I/O throttling")
                 && message.contains("<video> (added by default) (no display)"),
             "{message}"
         );
