@@ -2,8 +2,6 @@
 //! list of the limits' names ([`IoLimit`]), their order, and libvirt's rules between them, for
 //! the definition (parse, validate, write) and for a running guest's limits alike.
 
-use crate::model::SourceLine;
-
 /// One limit, by libvirt's name. Every limit is per second except the burst lengths
 /// (`*_max_length`, seconds) and `size_iops_sec` (bytes counted as one operation); 0 is "none".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -184,8 +182,6 @@ pub struct IoTune {
     values: [u64; 19],
     /// `<group_name>`: disks of one group share their limits.
     pub group_name: Option<String>,
-    /// The `<iotune>` element (not part of the value; see [`SourceLine`]).
-    pub line: SourceLine,
 }
 
 /// Limits from (limit, value) pairs, no group.

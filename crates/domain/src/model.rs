@@ -954,6 +954,7 @@ pub struct Disk {
     pub source_line: SourceLine,
     pub serial_line: SourceLine,
     pub shareable_line: SourceLine,
+    pub iotune_line: SourceLine,
 }
 
 /// One image of a disk's backing chain.

@@ -1223,6 +1223,7 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
     let mut boot = None;
     let mut address = None;
     let mut iotune = None;
+    let mut iotune_line = SourceLine::NONE;
     let mut source_line = SourceLine::NONE;
     let mut serial_line = SourceLine::NONE;
     let mut shareable_line = SourceLine::NONE;
@@ -1355,6 +1356,7 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
             "iotune" => {
                 let parsed = parse_iotune(&mut child)?;
                 set_once(&mut iotune, parsed, &child)?;
+                iotune_line = child.source_line();
             }
             _ => return Err(child.unsupported()),
         }
@@ -1403,6 +1405,7 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
         source_line,
         serial_line,
         shareable_line,
+        iotune_line,
     };
     Ok((disk, stated_bus))
 }
@@ -1412,7 +1415,6 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
 fn parse_iotune(elem: &mut Elem) -> Result<IoTune> {
     elem.finish_attrs()?;
     let mut tune = IoTune::default();
-    tune.line = elem.source_line();
     let mut seen = Vec::new();
     let mut group = None;
     for child in elem.children()? {

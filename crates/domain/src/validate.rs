@@ -637,7 +637,7 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
         if let Some(tune) = &disk.iotune {
             tune.check().map_err(|reason| DomainError::Invalid {
                 reason: format!("disk '{}': {reason}", disk.target.dev),
-                location: Location::new("devices/disk/iotune", tune.line.get()),
+                location: Location::new("devices/disk/iotune", disk.iotune_line.get()),
             })?;
         }
         validate_address(path, &disk.address)?;

@@ -400,6 +400,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     source_line: SourceLine::NONE,
                     serial_line: SourceLine::NONE,
                     shareable_line: SourceLine::NONE,
+                    iotune_line: SourceLine::NONE,
                 }
             },
         )

@@ -671,6 +671,7 @@ impl Planner {
             source_line: _,
             serial_line,
             shareable_line,
+            iotune_line,
         } = disk;
         let DiskTarget {
             dev,
@@ -702,10 +703,10 @@ impl Planner {
                 "no network block drivers; the VMM opens local files and block devices",
             );
         }
-        if let Some(tune) = iotune {
+        if iotune.is_some() {
             self.no(
                 format!("{name}: <iotune>"),
-                tune.line,
+                *iotune_line,
                 "no I/O throttling in oxvirt-vmm; remove <iotune> or use the qemu engine",
             );
         }

@@ -651,6 +651,8 @@ impl Builder<'_> {
             serial_line,
             // Any disk can be shared (share-rw below).
             shareable_line: _,
+            // Nothing about the limits is refused.
+            iotune_line: _,
         } = disk;
         let DiskTarget {
             dev,
