@@ -24,6 +24,7 @@
 //! Graphical displays, screenshots, keys and removable media: see the [`display`] module.
 //! Snapshots: see the [`snapshot`] module.
 //! `qemu-monitor-command`: see the [`monitor`] module.
+//! The event stream (`event`, `qemu-monitor-event`): see the [`events`] module.
 //! `vcpuinfo`, `vcpupin`, `emulatorpin`, `vcpucount`, `setvcpus`: see the [`tuning`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //! `setmem`, `setmaxmem`, `dommemstat`: see the [`memory`] module.
@@ -66,13 +67,23 @@ pub use secret::{SecretInfo, SecretValue};
 
 pub mod memory;
 pub use memory::{DomainMemoryStats, MemoryChanged, MemoryRequest, MemoryStat, StatsPeriodRequest};
+pub mod events;
+pub use events::{
+    Event, EventBody, EventFilter, EventKind, EventStream, Lifecycle, LifecycleDetail,
+    LifecycleEvent, MonitorEvent, StreamItem,
+};
+pub mod json_text;
 pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 
 pub mod limits;
 pub use limits::{LimitValue, LimitValues, LimitsRequest};
 pub mod capabilities;
-pub use capabilities::{CpuModelInfo, CpuModels};
+pub use capabilities::{
+    CacheBankInfo, CapabilityEnum, CapabilityGroup, CellCpuInfo, CpuModelInfo, CpuModels,
+    DomainCapabilities, DomainCapabilitiesQuery, GuestCapabilities, GuestFeature, HostCapabilities,
+    HostCpuCapabilities, MachineInfo, NumaCellInfo,
+};
 
 pub mod node;
 pub mod stats;

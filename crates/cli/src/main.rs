@@ -24,6 +24,7 @@ mod console;
 mod disks;
 mod display;
 mod edit;
+mod events;
 mod format;
 mod generate;
 mod host;
@@ -88,6 +89,8 @@ enum Command {
     Snapshot(snapshot::SnapshotCommand),
     #[command(flatten)]
     Monitor(monitor::MonitorVerb),
+    #[command(flatten)]
+    Events(events::EventCommand),
     #[command(flatten)]
     Tuning(tuning::TuningCommand),
     #[command(flatten)]
@@ -374,6 +377,7 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
             let output = monitor::run(&client, command)?;
             print_output(&output)
         }
+        Command::Events(command) => events::run(&client, command),
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
@@ -407,6 +411,10 @@ fn print_output(output: &format::Output) -> anyhow::Result<()> {
 
 /// One `error: ...` line on stderr.
 fn report_error(err: &anyhow::Error) {
+    // virsh's event wait that received nothing fails without a message.
+    if err.is::<events::NoEvents>() {
+        return;
+    }
     // Nothing sensible is left to do if stderr itself is gone.
     let _ = writeln!(std::io::stderr(), "error: {}", one_line(err));
 }

@@ -4,11 +4,14 @@
 //! EPYC: tests/cpus/) gives a CPU each of them runs, agrees with libvirt where libvirt answers,
 //! and a guest defined with it boots under TCG with that model; `hypervisor-cpu-compare`
 //! gives virsh's verdicts and names what the host lacks; bad files are named with their line.
+//! `capabilities` and `domcapabilities` parse as XML and have libvirt's element structure but
+//! for the differences listed here with their reasons, and the values both sides read from
+//! the same host and the same QEMU binary agree.
 
 #[allow(dead_code)]
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -389,4 +392,453 @@ fn files_that_are_not_cpu_descriptions_are_named_with_their_line() {
         error.contains("line 2: unknown CPU model 'Pentium-9000'"),
         "{error}"
     );
+}
+
+/// Every element path of an XML document (`capabilities/host/cpu/feature`), with the `name`
+/// of `<mode>` and `<enum>` kept (`.../enum[@name='bus']/value`): the document's structure.
+/// Parsing is through oxvirt's reader of untrusted XML, under its limits.
+fn element_paths(xml: &str) -> BTreeSet<String> {
+    let document = oxvirt_xml::parse(xml).unwrap_or_else(|err| panic!("{err}: {xml}"));
+    document
+        .descendants()
+        .filter(|n| n.is_element())
+        .map(|node| {
+            let mut parts: Vec<String> = node
+                .ancestors()
+                .filter(|n| n.is_element())
+                .map(|n| match (n.tag_name().name(), n.attribute("name")) {
+                    (tag @ ("mode" | "enum"), Some(name)) => format!("{tag}[@name='{name}']"),
+                    (tag, _) => tag.to_string(),
+                })
+                .collect();
+            parts.reverse();
+            parts.join("/")
+        })
+        .collect()
+}
+
+/// Paths only in `ours` and only in `theirs`.
+fn path_differences(ours: &str, theirs: &str) -> (Vec<String>, Vec<String>) {
+    let (ours, theirs) = (element_paths(ours), element_paths(theirs));
+    (
+        ours.difference(&theirs).cloned().collect(),
+        theirs.difference(&ours).cloned().collect(),
+    )
+}
+
+/// The listed differences, each with its reason; the reasons are for the reader.
+fn allowed(list: &[(&str, &str)]) -> Vec<String> {
+    list.iter().map(|(path, _why)| path.to_string()).collect()
+}
+
+/// The attributes of the first element at `path` (tag names from the root's child down).
+fn attrs_at(xml: &str, path: &[&str]) -> BTreeMap<String, String> {
+    let document = oxvirt_xml::parse(xml).unwrap();
+    let mut node = document.root_element();
+    for tag in path {
+        node = node
+            .children()
+            .find(|c| c.has_tag_name(*tag))
+            .unwrap_or_else(|| panic!("no {path:?} in {xml}"));
+    }
+    node.attributes()
+        .map(|a| (a.name().to_string(), a.value().to_string()))
+        .chain(
+            node.text()
+                .map(|t| ("#text".to_string(), t.trim().to_string())),
+        )
+        .collect()
+}
+
+fn text_at(xml: &str, path: &[&str]) -> String {
+    attrs_at(xml, path).remove("#text").unwrap_or_default()
+}
+
+/// The x86_64 `<guest>`'s machines (name, canonical, maxCpus, deprecated) and domain types.
+type Machines = Vec<(String, Option<String>, Option<String>, Option<String>)>;
+fn x86_64_guest(xml: &str) -> (Machines, Vec<String>, Vec<String>) {
+    let document = oxvirt_xml::parse(xml).unwrap();
+    let arch = document
+        .descendants()
+        .find(|n| n.has_tag_name("arch") && n.attribute("name") == Some("x86_64"))
+        .unwrap_or_else(|| panic!("no x86_64 guest in {xml}"));
+    let machines = arch
+        .children()
+        .filter(|n| n.has_tag_name("machine"))
+        .map(|m| {
+            let attr = |name: &str| m.attribute(name).map(String::from);
+            (
+                m.text().unwrap_or_default().to_string(),
+                attr("canonical"),
+                attr("maxCpus"),
+                attr("deprecated"),
+            )
+        })
+        .collect();
+    let types = arch
+        .children()
+        .filter(|n| n.has_tag_name("domain"))
+        .filter_map(|n| n.attribute("type").map(String::from))
+        .collect();
+    let features = arch
+        .parent()
+        .into_iter()
+        .flat_map(|guest| guest.children())
+        .filter(|n| n.has_tag_name("features"))
+        .flat_map(|f| f.children().filter(|n| n.is_element()))
+        .map(|n| {
+            let mut text = n.tag_name().name().to_string();
+            for a in n.attributes() {
+                text += &format!(" {}={}", a.name(), a.value());
+            }
+            text
+        })
+        .collect();
+    (machines, types, features)
+}
+
+#[test]
+fn capabilities_have_libvirts_structure_and_the_same_host_and_machines() {
+    let daemon = Daemon::start();
+    let ours = daemon.oxvirt(&["capabilities"]).ok();
+    assert!(ours.ends_with("</capabilities>\n\n"), "virsh's blank line");
+    let (code, theirs, err) = virsh(&daemon.dir.path().join("libvirt"), &["capabilities"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (only_ours, only_theirs) = path_differences(&ours, &theirs);
+    assert_eq!(only_ours, Vec::<String>::new());
+    assert_eq!(
+        only_theirs,
+        allowed(&[
+            (
+                "capabilities/guest/features/nonpae",
+                "libvirt's i686 guest; oxvirt's QEMU engine runs x86_64 guests only"
+            ),
+            ("capabilities/guest/features/pae", "the same i686 guest"),
+            (
+                "capabilities/host/migration_features",
+                "oxvirt has no migration between hosts (no `migrate` verb)"
+            ),
+            ("capabilities/host/migration_features/live", "the same"),
+            (
+                "capabilities/host/migration_features/uri_transports",
+                "the same"
+            ),
+            (
+                "capabilities/host/migration_features/uri_transports/uri_transport",
+                "the same"
+            ),
+            (
+                "capabilities/host/secmodel/baselabel",
+                "libvirt's DAC model runs QEMU as its own user; oxvirt relabels nothing \
+                 (secmodel none only)"
+            ),
+        ])
+    );
+
+    // The same machine, read by both.
+    for path in [
+        &["host", "cpu", "arch"][..],
+        &["host", "cpu", "vendor"],
+        &["host", "cpu", "microcode"],
+        &["host", "cpu", "signature"],
+        &["host", "cpu", "counter"],
+        &["host", "cpu", "topology"],
+        &["host", "cpu", "maxphysaddr"],
+        &["host", "iommu"],
+        &["host", "topology", "cells"],
+        &["host", "topology", "cells", "cell"],
+        &["host", "topology", "cells", "cell", "memory"],
+        &["host", "topology", "cells", "cell", "distances", "sibling"],
+        &["host", "topology", "cells", "cell", "cpus"],
+        &["host", "cache", "bank"],
+    ] {
+        assert_eq!(attrs_at(&ours, path), attrs_at(&theirs, path), "{path:?}");
+    }
+    let cells = |xml: &str| {
+        let document = oxvirt_xml::parse(xml).unwrap();
+        document
+            .descendants()
+            .filter(|n| n.has_tag_name("cell") || n.has_tag_name("pages"))
+            .filter(|n| n.ancestors().any(|a| a.has_tag_name("topology")))
+            .flat_map(|n| n.descendants())
+            .filter(|n| n.has_tag_name("cpu") || n.has_tag_name("pages"))
+            .map(|n| {
+                n.attributes()
+                    .map(|a| format!("{}={}", a.name(), a.value()))
+                    .chain(n.text().map(String::from))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(cells(&ours), cells(&theirs));
+    let page_sizes = |xml: &str| {
+        oxvirt_xml::parse(xml)
+            .unwrap()
+            .descendants()
+            .filter(|n| {
+                n.has_tag_name("pages") && n.parent().is_some_and(|p| p.has_tag_name("cpu"))
+            })
+            .filter_map(|n| n.attribute("size").map(String::from))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page_sizes(&ours), page_sizes(&theirs));
+    assert_eq!(
+        text_at(&ours, &["host", "secmodel", "model"]),
+        "none",
+        "oxvirt's only model"
+    );
+
+    // The same QEMU binary: its emulator path, machine types (canonical names, aliases,
+    // maxCpus, deprecation, in libvirt's order) and guest features.
+    let (our_machines, our_types, our_features) = x86_64_guest(&ours);
+    let (their_machines, their_types, their_features) = x86_64_guest(&theirs);
+    assert_eq!(our_machines, their_machines);
+    assert!(our_machines.iter().any(|m| m.0 == "q35"));
+    assert_eq!(our_features, their_features);
+    assert_eq!(
+        text_at(&ours, &["guest", "arch", "emulator"]),
+        text_at(&theirs, &["guest", "arch", "emulator"]).replace("i386", "x86_64")
+    );
+    // qemu (TCG) is offered; kvm is not, as this host's /dev/kvm is kvm_pvm, not hardware
+    // KVM. libvirt offers kvm because /dev/kvm opens.
+    assert_eq!(our_types, ["qemu"]);
+    assert_eq!(their_types, ["qemu", "kvm"]);
+}
+
+/// The values of each `<enum>` of a domcapabilities document, by its path.
+fn enums(xml: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let document = oxvirt_xml::parse(xml).unwrap();
+    let mut map = BTreeMap::new();
+    for node in document.descendants().filter(|n| n.has_tag_name("enum")) {
+        let parent = node
+            .parent()
+            .map(|p| p.tag_name().name())
+            .unwrap_or_default();
+        let values = node
+            .children()
+            .filter(|c| c.has_tag_name("value"))
+            .filter_map(|c| c.text().map(String::from))
+            .collect();
+        map.insert(
+            format!("{parent}/{}", node.attribute("name").unwrap_or_default()),
+            values,
+        );
+    }
+    map
+}
+
+#[test]
+fn domcapabilities_have_libvirts_structure_and_agree_on_the_same_qemu() {
+    let daemon = Daemon::start();
+    let root = daemon.dir.path().join("libvirt");
+    let ours = daemon
+        .oxvirt(&["domcapabilities", "--virttype", "qemu"])
+        .ok();
+    let (code, theirs, err) = virsh(&root, &["domcapabilities", "--virttype", "qemu"]);
+    assert_eq!(code, Some(0), "{err}");
+
+    let (only_ours, only_theirs) = path_differences(&ours, &theirs);
+    assert_eq!(
+        only_ours,
+        allowed(&[
+            (
+                "domainCapabilities/devices/crypto",
+                "newer libvirt (10.x) lists <crypto>; Debian's 9.0 does not (oxvirt: supported='no')"
+            ),
+            (
+                "domainCapabilities/devices/hostdev/enum[@name='pciBackend']/value",
+                "oxvirt accepts <driver name='vfio'/> at define; libvirt lists no backend \
+                 where the host has no VFIO (checked at start by oxvirt)"
+            ),
+            (
+                "domainCapabilities/devices/interface",
+                "newer libvirt (10.x) lists interface backends; Debian's 9.0 does not"
+            ),
+            (
+                "domainCapabilities/devices/interface/enum[@name='backendType']",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/interface/enum[@name='backendType']/value",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/panic",
+                "newer libvirt (10.x) lists panic models; oxvirt has no <panic> (supported='no')"
+            ),
+            (
+                "domainCapabilities/features/async-teardown",
+                "newer libvirt (10.x) lists it; oxvirt does not accept it (supported='no')"
+            ),
+        ])
+    );
+    assert_eq!(
+        only_theirs,
+        allowed(&[
+            (
+                "domainCapabilities/devices/disk/enum[@name='model']/value",
+                "oxvirt's <disk> has no model= attribute (an empty enum)"
+            ),
+            (
+                "domainCapabilities/devices/filesystem/enum[@name='driverType']",
+                "oxvirt has no <filesystem> (supported='no')"
+            ),
+            (
+                "domainCapabilities/devices/filesystem/enum[@name='driverType']/value",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='backendModel']",
+                "oxvirt has no <tpm> (supported='no')"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='backendModel']/value",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='backendVersion']",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='backendVersion']/value",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='model']",
+                "the same"
+            ),
+            (
+                "domainCapabilities/devices/tpm/enum[@name='model']/value",
+                "the same"
+            ),
+            (
+                "domainCapabilities/features/hyperv/enum[@name='features']",
+                "oxvirt has no Hyper-V enlightenments (supported='no')"
+            ),
+            (
+                "domainCapabilities/features/hyperv/enum[@name='features']/value",
+                "the same"
+            ),
+        ])
+    );
+
+    // The same QEMU and host: binary, default machine, vCPU limit, firmware files, memory
+    // sources.
+    for path in ["path", "domain", "machine", "arch"] {
+        assert_eq!(text_at(&ours, &[path]), text_at(&theirs, &[path]), "{path}");
+    }
+    assert_eq!(text_at(&ours, &["machine"]), "pc-i440fx-7.2");
+    assert_eq!(attrs_at(&ours, &["vcpu"]), attrs_at(&theirs, &["vcpu"]));
+    assert_eq!(
+        text_at(&ours, &["os", "loader", "value"]),
+        text_at(&theirs, &["os", "loader", "value"])
+    );
+    // Every value oxvirt lists, QEMU (as libvirt sees it) has too, but for what libvirt
+    // leaves out for its own reasons.
+    let (our_enums, their_enums) = (enums(&ours), enums(&theirs));
+    for (name, values) in &our_enums {
+        let theirs = their_enums.get(name).cloned().unwrap_or_default();
+        let extra: Vec<&String> = values.difference(&theirs).collect();
+        let expected: &[&str] = match name.as_str() {
+            // libvirt 9.0 lists efi only (bios is what no firmware= means).
+            "os/firmware" => &["bios"],
+            "hostdev/pciBackend" => &["vfio"],
+            "interface/backendType" => &["default"],
+            _ => &[],
+        };
+        assert_eq!(extra, expected, "{name}: {values:?} against {theirs:?}");
+    }
+    assert_eq!(
+        our_enums["memoryBacking/sourceType"],
+        their_enums["memoryBacking/sourceType"]
+    );
+    assert_eq!(our_enums["disk/bus"].len(), 5, "ide scsi virtio usb sata");
+    assert!(
+        !our_enums["disk/bus"].contains("fdc"),
+        "no floppies in oxvirt"
+    );
+    // The custom models are QEMU's, with cpu-models' differences to libvirt's map.
+    let models = |xml: &str| {
+        oxvirt_xml::parse(xml)
+            .unwrap()
+            .descendants()
+            .filter(|n| n.has_tag_name("model") && n.attribute("usable").is_some())
+            .filter_map(|n| n.text().map(String::from))
+            .collect::<BTreeSet<_>>()
+    };
+    let (our_models, their_models) = (models(&ours), models(&theirs));
+    assert_eq!(
+        our_models.difference(&their_models).collect::<Vec<_>>(),
+        ["Denverton", "KnightsMill"]
+    );
+
+    // The host-model CPU is the CPU the hypervisor provides, as a model plus features: the
+    // comparison reads it back as identical.
+    let file = daemon.dir.path().join("domcaps.xml");
+    std::fs::write(&file, &ours).unwrap();
+    let verdict = daemon
+        .oxvirt(&["hypervisor-cpu-compare", file.to_str().unwrap()])
+        .ok();
+    assert!(verdict.contains("is identical to"), "{verdict}");
+
+    // Another machine of the same QEMU, by its alias.
+    let ours = daemon.oxvirt(&["domcapabilities", "--machine", "q35"]).ok();
+    let (code, theirs, err) = virsh(
+        &root,
+        &["domcapabilities", "--virttype", "qemu", "--machine", "q35"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(text_at(&ours, &["machine"]), "pc-q35-7.2");
+    assert_eq!(text_at(&ours, &["machine"]), text_at(&theirs, &["machine"]));
+    assert_eq!(attrs_at(&ours, &["vcpu"]), attrs_at(&theirs, &["vcpu"]));
+    assert!(element_paths(&ours).contains("domainCapabilities/cpu/mode[@name='custom']/model"));
+}
+
+#[test]
+fn bad_capability_requests_are_refused_with_what_was_wrong() {
+    let daemon = Daemon::start();
+    let error = daemon
+        .oxvirt(&["domcapabilities", "--arch", "aarch64"])
+        .error();
+    assert!(
+        error.contains("architecture 'aarch64'") && error.contains("x86_64"),
+        "{error}"
+    );
+    let error = daemon
+        .oxvirt(&["domcapabilities", "--virttype", "xen"])
+        .error();
+    assert!(
+        error.contains("unknown virttype 'xen': expected qemu or kvm"),
+        "{error}"
+    );
+    let error = daemon
+        .oxvirt(&["domcapabilities", "--machine", "pc-i440fx-99.9"])
+        .error();
+    assert!(
+        error.contains("unknown machine type 'pc-i440fx-99.9'"),
+        "{error}"
+    );
+    // kvm needs hardware KVM, which this host's kvm_pvm is not.
+    let error = daemon
+        .oxvirt(&["domcapabilities", "--virttype", "kvm"])
+        .error();
+    assert!(
+        error.contains("virttype kvm is not available") && error.contains("kvm_pvm"),
+        "{error}"
+    );
+    let error = daemon
+        .oxvirt(&["domcapabilities", "--emulatorbin", "/bin/true"])
+        .error();
+    assert!(error.contains("emulator '/bin/true'"), "{error}");
+    let error = daemon
+        .oxvirt(&["capabilities", "--xpath", "//cpu/arch"])
+        .error();
+    assert!(
+        error.contains("--xpath '//cpu/arch' is not supported"),
+        "{error}"
+    );
+    let error = daemon.oxvirt(&["domcapabilities", "--wrap"]).error();
+    assert!(error.contains("--wrap"), "{error}");
 }

@@ -9,9 +9,11 @@
 //! Then `native_lab/snapshots.sh` runs a second native domain with a qcow2 disk through
 //! snapshot-create-as/-revert/-delete, save/restore and managedsave/start, checking what its
 //! guest kept (disk, tmpfs, a counter, uptime). Then `native_lab/balloon.sh` drives a native
-//! domain's virtio balloon on the VMM's control socket (the guest's MemTotal down to half and
-//! back, its statistics), checks guest RAM's KSM flag with and without `<nosharepages/>`, and
-//! the vCPU threads (vcpuinfo, vcpupin, emulatorpin). Every test reads the same lab run (one L1 boot).
+//! domain's virtio balloon through oxvirtd (`setmem --live`: the guest's MemTotal down to half
+//! and back, refused above the maximum with nothing changed; `dommemstat` and its `--period`;
+//! the VMM's own API agrees), its disk counters (`domblkstat` grows by what the guest read and
+//! wrote with dd), checks guest RAM's KSM flag with and without `<nosharepages/>`, and the
+//! vCPU threads (vcpuinfo, vcpupin, emulatorpin). Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
@@ -329,13 +331,27 @@ fn native_balloon_and_memory_backing() {
             "bal-actual-full",
             "bal-set-half",
             "bal-actual-half",
+            "bal-vmm-agrees-half",
             "bal-memtotal-drops",
+            "bal-live-xml-half",
             "bal-refused-above",
+            "bal-refused-unchanged",
             "bal-set-full",
             "bal-actual-back",
+            "bal-vmm-agrees-back",
             "bal-memtotal-back",
             "bal-stats-period",
+            "bal-stats-period-vmm",
             "bal-stats-refresh",
+            "bal-blkstat-before",
+            "bal-blkstat-guest-io",
+            "bal-blkstat-rd-bytes",
+            "bal-blkstat-wr-bytes",
+            "bal-blkstat-requests",
+            "bal-blkstat-times",
+            "bal-blkstat-all",
+            "bal-blkstat-vmm",
+            "bal-blkstat-unknown-disk",
             "bal-vcpuinfo",
             "bal-vcpuinfo-vcpu0",
             "bal-vcpupin",

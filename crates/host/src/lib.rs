@@ -19,6 +19,7 @@ pub mod devices;
 #[allow(unsafe_code)]
 pub mod kvm_probe;
 pub mod node;
+pub mod topology;
 pub mod tune;
 pub mod validate;
 mod view;

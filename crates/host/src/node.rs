@@ -341,20 +341,20 @@ fn read(host: &HostView, path: &str) -> Result<String, NodeError> {
         .ok_or_else(|| NodeError::Unreadable(path.to_string()))
 }
 
-fn online_cpus(host: &HostView) -> Result<BTreeSet<u32>, NodeError> {
+pub(crate) fn online_cpus(host: &HostView) -> Result<BTreeSet<u32>, NodeError> {
     Ok(cpu_list(
         read(host, "/sys/devices/system/cpu/online")?.trim(),
     ))
 }
 
 /// The NUMA cells (`/sys/devices/system/node/online`); a host without NUMA support has one.
-fn cells(host: &HostView) -> BTreeSet<u32> {
+pub(crate) fn cells(host: &HostView) -> BTreeSet<u32> {
     host.value("/sys/devices/system/node/online")
         .map(|list| cpu_list(&list))
         .unwrap_or_default()
 }
 
-fn cell_meminfo(host: &HostView, cell: u32) -> Result<String, NodeError> {
+pub(crate) fn cell_meminfo(host: &HostView, cell: u32) -> Result<String, NodeError> {
     let cells = cells(host);
     if !cells.contains(&cell) {
         return Err(NodeError::NoSuchCell {
@@ -368,7 +368,7 @@ fn cell_meminfo(host: &HostView, cell: u32) -> Result<String, NodeError> {
     )
 }
 
-fn cell_hugepages_dir(cell: u32, size_kib: u64) -> String {
+pub(crate) fn cell_hugepages_dir(cell: u32, size_kib: u64) -> String {
     format!("/sys/devices/system/node/node{cell}/hugepages/hugepages-{size_kib}kB")
 }
 
@@ -396,7 +396,7 @@ fn cpu_mhz(host: &HostView) -> u32 {
 }
 
 /// The huge page sizes the kernel offers, in KiB, smallest first.
-fn huge_page_sizes(host: &HostView) -> Vec<u64> {
+pub(crate) fn huge_page_sizes(host: &HostView) -> Vec<u64> {
     let mut sizes: Vec<u64> = std::fs::read_dir(host.path("/sys/kernel/mm/hugepages"))
         .map(|dir| {
             dir.flatten()
@@ -423,7 +423,7 @@ fn sizes_text(sizes: &[u64]) -> String {
 }
 
 /// The system page size in KiB (4 on x86_64).
-fn system_page_kib() -> u64 {
+pub(crate) fn system_page_kib() -> u64 {
     rustix::param::page_size() as u64 / 1024
 }
 

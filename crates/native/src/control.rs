@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxvirt_vmm::protocol::{BalloonReport, Reply, Request, RunState};
+use oxvirt_vmm::protocol::{BalloonReport, DiskStats, Reply, Request, RunState};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -94,6 +94,18 @@ impl VmmClient {
             .map(drop)
     }
 
+    /// Each disk's I/O counters, in the configuration's order (each names its disk by the
+    /// config's `id`: the target oxvirtd planned).
+    pub async fn block_stats(&self) -> Result<Vec<DiskStats>, NativeError> {
+        match self.request(Request::BlockStats).await? {
+            Reply::Block(disks) => Ok(disks),
+            other => Err(NativeError::Protocol {
+                command: Request::BlockStats.to_string(),
+                reason: format!("expected disk counters, got {other:?}"),
+            }),
+        }
+    }
+
     /// Stops the VM at once; the VMM exits.
     pub async fn stop(&self) -> Result<(), NativeError> {
         self.stop_sent.store(true, Ordering::SeqCst);
@@ -171,16 +183,29 @@ mod tests {
         seen
     }
 
-    #[tokio::test]
-    async fn requests_are_typed_lines_and_refusals_carry_the_reason() {
+    /// A [`fake_vmm`] serving `requests` requests on a fresh socket: its directory (removed
+    /// when dropped), the socket, and the task that returns the requests it saw.
+    fn serve(
+        reply: &'static str,
+        requests: usize,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        tokio::task::JoinHandle<Vec<String>>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("api.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
+        let server = tokio::spawn(fake_vmm(listener, reply, requests));
+        (dir, socket, server)
+    }
+
+    #[tokio::test]
+    async fn requests_are_typed_lines_and_refusals_carry_the_reason() {
+        let (_dir, socket, server) = serve(
             "{\"ok\":false,\"error\":\"the guest has not enabled the ACPI power button\"}\n",
             2,
-        ));
+        );
         let stop_sent = Arc::new(AtomicBool::new(false));
         let client = VmmClient::new(socket, stop_sent.clone());
         let err = client.power_button().await.unwrap_err();
@@ -203,14 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn status_reads_the_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
-            "{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n",
-            3,
-        ));
+        let (_dir, socket, server) = serve("{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n", 3);
         let client = VmmClient::new(socket, Arc::default());
         assert_eq!(client.status().await.unwrap(), RunState::Paused);
         // The state file and the offset travel in the request.
@@ -228,14 +246,10 @@ mod tests {
 
     #[tokio::test]
     async fn balloon_requests_and_the_report() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("api.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(fake_vmm(
-            listener,
+        let (_dir, socket, server) = serve(
             "{\"ok\":true,\"balloon\":{\"actual_kib\":1024,\"target_kib\":512,\"stats_period_s\":2,\"guest\":[[\"unused\",100]],\"last_update\":7}}\n",
             3,
-        ));
+        );
         let client = VmmClient::new(socket, Arc::default());
         let report = client.balloon_stats().await.unwrap();
         assert_eq!(report.actual_kib, 1024);
@@ -251,5 +265,40 @@ mod tests {
                 "{\"command\":\"balloon-stats-period\",\"seconds\":2}"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn block_stats_reads_each_disks_counters_and_a_vmm_without_them_is_named() {
+        let (_dir, socket, server) = serve(
+            "{\"ok\":true,\"disks\":[{\"index\":0,\"id\":\"vda\",\"read\":{\"requests\":2,\"bytes\":1024,\"total_ns\":5},\"write\":{\"requests\":1,\"bytes\":512,\"total_ns\":6},\"flush\":{\"requests\":0,\"bytes\":0,\"total_ns\":0}}]}\n",
+            1,
+        );
+        let disks = VmmClient::new(socket, Arc::default())
+            .block_stats()
+            .await
+            .unwrap();
+        assert_eq!(server.await.unwrap(), vec!["{\"command\":\"block-stats\"}"]);
+        let [vda] = disks.as_slice() else {
+            panic!("one disk expected: {disks:?}");
+        };
+        assert_eq!(vda.id.as_deref(), Some("vda"));
+        let (read, write) = (vda.counters.read, vda.counters.write);
+        assert_eq!((read.requests, read.bytes, write.bytes), (2, 1024, 512));
+
+        // A VMM from before the request refuses it as unknown: the error says so.
+        let (_old_dir, old_socket, server) = serve(
+            "{\"ok\":false,\"error\":\"unknown command \\\"block-stats\\\" (status, pause)\"}\n",
+            1,
+        );
+        let err = VmmClient::new(old_socket, Arc::default())
+            .block_stats()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refused 'block-stats': unknown command"),
+            "{err}"
+        );
+        server.await.unwrap();
     }
 }

@@ -8,7 +8,8 @@
 //!   RUN/vm.json` detached from the caller, return once its API answers.
 //! - [`Supervisor::launch_restoring`]: the same from a machine state [`VmmClient::save_state`]
 //!   wrote (the VMM starts paused).
-//! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop, save, the balloon) and
+//! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop, save, the balloon,
+//!   the disks' I/O counters) and
 //!   the VM's [`VmEnd`], reported once the VMM has gone.
 //! - [`is_alive`], [`read_pid_file`]: recognise a running VMM again by pid and uuid;
 //!   [`vcpu_threads`]: its vCPU threads, for pinning.
@@ -52,7 +53,9 @@ mod process;
 
 pub use control::VmmClient;
 pub use error::{NativeError, Refusal};
-pub use oxvirt_vmm::protocol::{BalloonReport, RestoreSource, RunState, VmConfig};
+pub use oxvirt_vmm::protocol::{
+    BalloonReport, BlockStats, DiskStats, RequestStats, RestoreSource, RunState, VmConfig,
+};
 pub use paths::RunPaths;
 pub use plan::{check_definition, plan};
 pub use process::{find_vmm, is_alive, read_pid_file, vcpu_threads, Supervisor, VmEnd};

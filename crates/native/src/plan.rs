@@ -801,6 +801,8 @@ impl Planner {
             readonly: *readonly,
             cache,
             backing_chain,
+            // The VMM names the disk's counters by it (domblkstat).
+            id: Some(dev.clone()),
         }
     }
 
@@ -1034,6 +1036,7 @@ mod tests {
                     readonly: false,
                     cache: DiskCache::None,
                     backing_chain: None,
+                    id: Some("vda".into()),
                 },
                 DiskConfig {
                     path: "/img/data.qcow2".into(),
@@ -1042,6 +1045,7 @@ mod tests {
                     cache: DiskCache::Writeback,
                     // A qcow2 disk without a resolved backing file: the VMM checks it has none.
                     backing_chain: Some(Vec::new()),
+                    id: Some("vdb".into()),
                 },
             ],
             nets: vec![NetConfig {

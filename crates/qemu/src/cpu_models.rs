@@ -2,26 +2,20 @@
 //! set, asked of QEMU itself (never a table of our own, so it follows the installed QEMU).
 //!
 //! [`probe`] runs a short-lived `qemu-system-x86_64 -machine none -accel tcg -nodefaults
-//! -nographic -qmp stdio` and asks it `query-cpu-definitions`, then `query-cpu-model-expansion`
-//! (type `static`: a model as `base` plus the properties it sets, under QEMU's canonical names)
-//! for each named model and for `max`, the CPU TCG provides. Feature names are then given
+//! -nographic -qmp stdio` (`qmp_probe.rs`) and asks it `query-cpu-definitions`, then
+//! `query-cpu-model-expansion` (type `static`: a model as `base` plus the properties it sets,
+//! under QEMU's canonical names) for each named model and for `max`, the CPU TCG provides. Feature names are then given
 //! libvirt's spelling where it differs ([`libvirt_feature_name`]), so the sets compare with
 //! libvirt `<cpu>` descriptions. The caller caches the result by QEMU's version.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::qmp_probe::{self, Session};
 use crate::QemuError;
-
-/// How long the whole probe may take (about 60 expansions; a second or two normally).
-const PROBE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every named model of one architecture and the CPU the hypervisor provides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +28,9 @@ pub struct CpuDatabase {
     pub models: Vec<CpuModel>,
     /// TCG's `max` CPU: what `virttype='qemu'` provides on this host.
     pub tcg_max: BTreeSet<String>,
+    /// The CPUID vendor string of TCG's `max`. (A cache written before it was kept does not
+    /// read, so it is asked of QEMU again.)
+    pub tcg_max_vendor: String,
 }
 
 /// One named model.
@@ -74,6 +71,94 @@ pub fn libvirt_feature_name(qemu: &str) -> Option<String> {
     Some(qemu.to_string())
 }
 
+/// Linux's names (`/proc/cpuinfo` flags) of CPU features whose libvirt name differs.
+const LINUX_RENAMED: &[(&str, &str)] = &[
+    ("pclmulqdq", "pclmuldq"),
+    ("sse4_1", "sse4.1"),
+    ("sse4_2", "sse4.2"),
+    ("tsc_deadline_timer", "tsc-deadline"),
+    ("cr8_legacy", "cr8legacy"),
+    ("sha_ni", "sha-ni"),
+    ("avx512_vbmi2", "avx512vbmi2"),
+    ("avx512_vnni", "avx512vnni"),
+    ("avx512_bitalg", "avx512bitalg"),
+    ("avx512_vpopcntdq", "avx512-vpopcntdq"),
+    ("avx512_bf16", "avx512-bf16"),
+    ("avx512_4vnniw", "avx512-4vnniw"),
+    ("avx512_4fmaps", "avx512-4fmaps"),
+    ("avx512_vp2intersect", "avx512-vp2intersect"),
+    ("avx512_fp16", "avx512-fp16"),
+    ("nrip_save", "nrip-save"),
+    ("amd_ssbd", "amd-ssbd"),
+    ("amd_stibp", "amd-stibp"),
+    ("virt_ssbd", "virt-ssbd"),
+];
+
+/// libvirt feature names that no QEMU model sets (so the model database does not know them)
+/// but that libvirt reports for a host CPU, under the same name as Linux's flag.
+const LIBVIRT_HOST_ONLY: &[&str] = &[
+    "vme",
+    "ht",
+    "ds",
+    "acpi",
+    "tm",
+    "pbe",
+    "dtes64",
+    "ds_cpl",
+    "vmx",
+    "smx",
+    "est",
+    "tm2",
+    "xtpr",
+    "pdcm",
+    "dca",
+    "osxsave",
+    "cmp_legacy",
+    "extapic",
+    "ibs",
+    "skinit",
+    "wdt",
+    "lwp",
+    "nodeid_msr",
+    "perfctr_nb",
+    "tsc_adjust",
+    "avx512ifma",
+    "pku",
+    "ospke",
+    "md-clear",
+    "flush-l1d",
+];
+
+/// The host CPU's features under libvirt's names, in `/proc/cpuinfo`'s order, from its
+/// `flags`: a flag counts when its libvirt name is one `known` (every feature of the model
+/// database) or one libvirt reports only for hosts; Linux's own flags (`constant_tsc`,
+/// `rep_good`, ...) are left out. `invtsc` (an invariant TSC) is what Linux shows as
+/// `constant_tsc` with `nonstop_tsc`.
+pub fn host_cpu_features(flags: &[String], known: &BTreeSet<String>) -> Vec<String> {
+    let has = |flag: &str| flags.iter().any(|f| f == flag);
+    let mut features: Vec<String> = Vec::new();
+    for flag in flags {
+        let name = LINUX_RENAMED
+            .iter()
+            .find(|(linux, _)| linux == flag)
+            .map(|(_, libvirt)| (*libvirt).to_string())
+            .or_else(|| {
+                [flag.clone(), flag.replace('_', "-")]
+                    .into_iter()
+                    .find(|name| known.contains(name) || LIBVIRT_HOST_ONLY.contains(&name.as_str()))
+            });
+        if let Some(name) = name {
+            if !features.contains(&name) {
+                features.push(name);
+            }
+        }
+    }
+    if has("constant_tsc") && has("nonstop_tsc") {
+        features.push("invtsc".to_string());
+    }
+    features
+}
+
 /// Whether `name` is one of QEMU's versioned model names (`Haswell-v4`), which virsh does not
 /// list: the unversioned alias stands for it.
 fn is_versioned(name: &str) -> bool {
@@ -88,86 +173,10 @@ pub fn probe(emulator: &Path, arch: &str) -> Result<CpuDatabase, QemuError> {
             "no CPU models for architecture '{arch}': this QEMU engine supports x86_64 only"
         )));
     }
-    let mut child = Command::new(emulator)
-        .args([
-            "-machine",
-            "none",
-            "-accel",
-            "tcg",
-            "-nodefaults",
-            "-nographic",
-        ])
-        .args(["-qmp", "stdio"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|err| QemuError::Spawn {
-            emulator: emulator.to_path_buf(),
-            reason: err.to_string(),
-        })?;
-    // A watchdog ends a QEMU that stops answering, which ends the reads below with EOF.
-    let (done, watch) = mpsc::channel::<()>();
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(PROBE_TIMEOUT) {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped yet (the reaping
-            // wait() below happens only after this thread is told to stop or has fired).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-        }
-    });
-    let result = converse(&mut child, arch);
-    drop(done);
-    let _ = watchdog.join();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    qmp_probe::ask(emulator, |session| converse(session, arch))
 }
 
-struct Session<'a> {
-    stdin: ChildStdin,
-    lines: std::io::Lines<BufReader<&'a mut std::process::ChildStdout>>,
-}
-
-impl Session<'_> {
-    fn execute(&mut self, command: Value) -> Result<Value, QemuError> {
-        let io = |err: std::io::Error| QemuError::Protocol(format!("QMP over stdio: {err}"));
-        writeln!(self.stdin, "{command}").map_err(io)?;
-        loop {
-            let line = self
-                .lines
-                .next()
-                .ok_or_else(|| QemuError::Protocol("QEMU exited during the CPU probe".into()))?
-                .map_err(io)?;
-            let reply: Value = serde_json::from_str(&line)
-                .map_err(|err| QemuError::Protocol(format!("not JSON from QMP: {err}")))?;
-            if reply.get("event").is_some() {
-                continue;
-            }
-            if let Some(ret) = reply.get("return") {
-                return Ok(ret.clone());
-            }
-            return Err(QemuError::Protocol(format!(
-                "QMP refused {command}: {}",
-                reply.get("error").unwrap_or(&reply)
-            )));
-        }
-    }
-}
-
-fn converse(child: &mut Child, arch: &str) -> Result<CpuDatabase, QemuError> {
-    let missing = || QemuError::Protocol("QEMU's stdio pipes are missing".into());
-    let stdin = child.stdin.take().ok_or_else(missing)?;
-    let stdout = child.stdout.as_mut().ok_or_else(missing)?;
-    let mut lines = BufReader::new(stdout).lines();
-    let greeting: Value = match lines.next() {
-        Some(Ok(line)) => serde_json::from_str(&line)
-            .map_err(|err| QemuError::Protocol(format!("QMP greeting is not JSON: {err}")))?,
-        _ => return Err(QemuError::Protocol("QEMU gave no QMP greeting".into())),
-    };
-    let qemu_version = version_of(&greeting)?;
-    let mut session = Session { stdin, lines };
-    session.execute(json!({"execute": "qmp_capabilities"}))?;
+fn converse(session: &mut Session, arch: &str) -> Result<CpuDatabase, QemuError> {
     let definitions = session.execute(json!({"execute": "query-cpu-definitions"}))?;
     let definitions = definitions
         .as_array()
@@ -184,7 +193,7 @@ fn converse(child: &mut Child, arch: &str) -> Result<CpuDatabase, QemuError> {
             .get("unavailable-features")
             .and_then(Value::as_array)
             .is_none_or(|list| list.is_empty());
-        let (vendor, features) = expand(&mut session, name)?;
+        let (vendor, features) = expand(session, name)?;
         models.push(CpuModel {
             name: name.to_string(),
             vendor,
@@ -192,28 +201,14 @@ fn converse(child: &mut Child, arch: &str) -> Result<CpuDatabase, QemuError> {
             features,
         });
     }
-    let (_, tcg_max) = expand(&mut session, "max")?;
-    let _ = session.execute(json!({"execute": "quit"}));
+    let (tcg_max_vendor, tcg_max) = expand(session, "max")?;
     Ok(CpuDatabase {
-        qemu_version,
+        qemu_version: session.qemu_version.clone(),
         arch: arch.to_string(),
         models,
         tcg_max,
+        tcg_max_vendor,
     })
-}
-
-fn version_of(greeting: &Value) -> Result<String, QemuError> {
-    let version = &greeting["QMP"]["version"]["qemu"];
-    match (
-        version["major"].as_u64(),
-        version["minor"].as_u64(),
-        version["micro"].as_u64(),
-    ) {
-        (Some(major), Some(minor), Some(micro)) => Ok(format!("{major}.{minor}.{micro}")),
-        _ => Err(QemuError::Protocol(format!(
-            "QMP greeting has no version: {greeting}"
-        ))),
-    }
 }
 
 /// One model's vendor and enabled features (libvirt's names).
@@ -255,6 +250,20 @@ mod tests {
             Some("spec-ctrl")
         );
         assert_eq!(libvirt_feature_name("kvmclock"), None);
+    }
+
+    #[test]
+    fn linux_flags_get_libvirts_names() {
+        let flags: Vec<String> =
+            "fpu vme pni pclmulqdq sse4_2 rep_good constant_tsc lahf_lm nonstop_tsc"
+                .split(' ')
+                .map(String::from)
+                .collect();
+        let known: BTreeSet<String> = ["fpu", "pni", "lahf_lm", "sse4.2"].map(String::from).into();
+        assert_eq!(
+            host_cpu_features(&flags, &known),
+            ["fpu", "vme", "pni", "pclmuldq", "sse4.2", "lahf_lm", "invtsc"]
+        );
     }
 
     #[test]

@@ -99,16 +99,13 @@ fn descriptor_files(dirs: &[&Path]) -> Vec<PathBuf> {
     files.into_iter().map(|(_, path)| path).collect()
 }
 
-/// The first UEFI firmware of `dirs` for an x86_64 `machine`, with Secure Boot as `secure`
-/// asks (`None`: either, as the descriptors' order prefers). Secure Boot firmware needs SMM,
-/// which only q35 has.
-pub fn select_uefi(
-    dirs: &[&Path],
-    machine: &str,
-    secure: Option<bool>,
-) -> Result<UefiFirmware, QemuError> {
+/// Every UEFI firmware of `dirs` an x86_64 `machine` can boot, in the descriptors' order
+/// (libvirt's preference): what `domcapabilities` lists as `<loader>` values. Secure Boot
+/// firmware needs SMM, which only q35 has.
+pub fn uefi_firmwares(dirs: &[&Path], machine: &str) -> Vec<UefiFirmware> {
     let versioned = versioned_machine(machine);
     let q35 = versioned.starts_with("pc-q35-");
+    let mut found = Vec::new();
     for path in descriptor_files(dirs) {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
@@ -134,16 +131,31 @@ pub fn select_uefi(
             || vars.format != "raw"
             || !fits_machine
             || (needs_smm && !q35)
-            || secure.is_some_and(|wanted| wanted != secure_boot)
         {
             continue;
         }
-        return Ok(UefiFirmware {
+        found.push(UefiFirmware {
             descriptor: path,
             code: PathBuf::from(&code.filename),
             vars_template: PathBuf::from(&vars.filename),
             secure_boot,
         });
+    }
+    found
+}
+
+/// The first UEFI firmware of `dirs` for an x86_64 `machine`, with Secure Boot as `secure`
+/// asks (`None`: either, as the descriptors' order prefers).
+pub fn select_uefi(
+    dirs: &[&Path],
+    machine: &str,
+    secure: Option<bool>,
+) -> Result<UefiFirmware, QemuError> {
+    if let Some(firmware) = uefi_firmwares(dirs, machine)
+        .into_iter()
+        .find(|f| secure.is_none_or(|wanted| wanted == f.secure_boot))
+    {
+        return Ok(firmware);
     }
     let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     Err(QemuError::invalid(

@@ -22,6 +22,10 @@
 //!   short-lived QEMU over QMP (`oxvirt cpu-models`, `hypervisor-cpu-baseline`/`-compare`).
 //! - [`throttle`]: a disk's I/O limits (`<iotune>`, blkdeviotune) over QMP, set at start
 //!   before the guest runs and live.
+//! - [`machines`]: the machine types this QEMU offers (`query-machines`, on the same kind of
+//!   short-lived QEMU: `qmp_probe.rs`); [`domcaps`]: what the engine accepts in a definition,
+//!   found by running libvirt's vocabulary through the parser and [`check`]
+//!   (`oxvirt domcapabilities`).
 //! - [`keycodes`]: `send-key`'s code sets and key names, translated to QEMU's QNUM codes.
 //! - [`check_hugepages`]: before a start, whether the host's huge page pool holds a
 //!   `<hugepages/>` guest ([`HugepagePool`]); [`BALLOON_QOM_PATH`]: the balloon device's QOM
@@ -56,14 +60,17 @@
 mod accel;
 mod cmdline;
 pub mod cpu_models;
+pub mod domcaps;
 mod error;
 pub mod firmware;
 mod hugepages;
 pub mod keycodes;
+pub mod machines;
 mod migration;
 mod paths;
 mod process;
 mod qmp;
+mod qmp_probe;
 pub mod throttle;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
@@ -79,7 +86,7 @@ pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};
 pub use paths::RunPaths;
 pub use process::{
-    emulator_path, is_alive, launch, launch_with, launch_with_logs, read_pid_file, terminate,
-    LaunchOptions, Launched, DEFAULT_EMULATOR,
+    default_emulator, emulator_path, is_alive, launch, launch_with, launch_with_logs,
+    read_pid_file, terminate, LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
-pub use qmp::{Qmp, QmpEvent, RunState};
+pub use qmp::{Qmp, QmpEvent, QmpEventMessage, RunState};

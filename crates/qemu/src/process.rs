@@ -60,6 +60,12 @@ pub fn emulator_path(domain: &Domain) -> PathBuf {
     if let Some(emulator) = &domain.devices.emulator {
         return PathBuf::from(emulator);
     }
+    default_emulator()
+}
+
+/// [`DEFAULT_EMULATOR`] as found on PATH (the bare name when it is not there, so the error
+/// of running it names it).
+pub fn default_emulator() -> PathBuf {
     find_in_path(DEFAULT_EMULATOR).unwrap_or_else(|| PathBuf::from(DEFAULT_EMULATOR))
 }
 

@@ -88,6 +88,20 @@ pub enum QmpEvent {
     Other { name: String, data: Value },
 }
 
+/// One event as QEMU sent it: what the daemon acts on ([`QmpEvent`]) and the whole of it, for
+/// whoever follows the guest's monitor events (`qemu-monitor-event`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QmpEventMessage {
+    pub event: QmpEvent,
+    /// QEMU's name of the event (`STOP`, `SHUTDOWN`, ...).
+    pub name: String,
+    /// QEMU's timestamp: seconds and microseconds since the epoch (-1, -1 without one).
+    pub seconds: i64,
+    pub microseconds: i64,
+    /// The message as QEMU wrote it (one JSON line, its members in QEMU's order).
+    pub line: String,
+}
+
 impl QmpEvent {
     fn from_message(name: &str, data: Value) -> QmpEvent {
         let guest = data.get("guest").and_then(Value::as_bool).unwrap_or(false);
@@ -147,7 +161,7 @@ impl Qmp {
     /// Returns the client and the receiver of the VM's asynchronous events.
     pub async fn connect(
         socket: &Path,
-    ) -> Result<(Qmp, mpsc::UnboundedReceiver<QmpEvent>), QemuError> {
+    ) -> Result<(Qmp, mpsc::UnboundedReceiver<QmpEventMessage>), QemuError> {
         let stream = UnixStream::connect(socket).await.map_err(|err| {
             QemuError::io(
                 format!("connecting to QMP socket {}", socket.display()),
@@ -346,7 +360,7 @@ impl Qmp {
 async fn read_loop(
     mut reader: BufReader<OwnedReadHalf>,
     pending: Pending,
-    events: mpsc::UnboundedSender<QmpEvent>,
+    events: mpsc::UnboundedSender<QmpEventMessage>,
 ) {
     loop {
         let (message, line) = match read_line_message(&mut reader).await {
@@ -359,8 +373,16 @@ async fn read_loop(
         };
         if let Some(name) = message.get("event").and_then(Value::as_str) {
             let data = message.get("data").cloned().unwrap_or(Value::Null);
+            let stamp = |unit: &str| message["timestamp"][unit].as_i64().unwrap_or(-1);
+            let received = QmpEventMessage {
+                event: QmpEvent::from_message(name, data),
+                name: name.to_string(),
+                seconds: stamp("seconds"),
+                microseconds: stamp("microseconds"),
+                line: String::from_utf8_lossy(&line).trim_end().to_string(),
+            };
             // A dropped receiver only means nobody listens for events; commands still work.
-            let _ = events.send(QmpEvent::from_message(name, data));
+            let _ = events.send(received);
             continue;
         }
         let Some(id) = message.get("id").and_then(Value::as_u64) else {
@@ -578,13 +600,23 @@ mod tests {
 
         let (qmp, mut events) = Qmp::connect(&socket).await.unwrap();
         assert_eq!(qmp.query_status().await.unwrap(), RunState::Paused);
+        let received = events.recv().await.unwrap();
         assert_eq!(
-            events.recv().await,
-            Some(QmpEvent::Shutdown {
+            received.event,
+            QmpEvent::Shutdown {
                 guest: true,
                 reason: "guest-shutdown".into()
-            })
+            }
         );
+        assert_eq!(
+            (
+                received.name.as_str(),
+                received.seconds,
+                received.microseconds
+            ),
+            ("SHUTDOWN", 1, 2)
+        );
+        assert!(received.line.contains(r#""reason":"guest-shutdown""#));
         match qmp.execute("bogus", Some(json!({"a": 1}))).await {
             Err(QemuError::Command {
                 command,

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use oxvirt_qemu::{launch, probe_accel, Accel, QemuError, Qmp, QmpEvent, RunPaths, RunState};
+use oxvirt_qemu::{
+    launch, probe_accel, Accel, QemuError, Qmp, QmpEvent, QmpEventMessage, RunPaths, RunState,
+};
 use oxvirt_testkit::{guest_kit, wait_for, Console, BOOT_MARKER};
 
 const BOUND: Duration = Duration::from_secs(60);
@@ -125,12 +127,13 @@ fn shell(run: &RunPaths) -> Console {
 }
 
 async fn next_shutdown(
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<QmpEvent>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<QmpEventMessage>,
 ) -> Option<QmpEvent> {
     loop {
         match tokio::time::timeout(BOUND, events.recv())
             .await
             .expect("event within bound")?
+            .event
         {
             event @ QmpEvent::Shutdown { .. } => return Some(event),
             _ => continue,
@@ -199,7 +202,7 @@ async fn system_reset_reboots_the_guest() {
     qmp.system_reset().await.unwrap();
     let reset = tokio::time::timeout(BOUND, async {
         loop {
-            match events.recv().await {
+            match events.recv().await.map(|m| m.event) {
                 Some(QmpEvent::Reset { guest }) => return Some(guest),
                 Some(_) => continue,
                 None => return None,
@@ -972,7 +975,7 @@ struct CrashedGuest {
     _guard: QemuGuard,
     qmp: Qmp,
     /// The events after GUEST_PANICKED.
-    events: tokio::sync::mpsc::UnboundedReceiver<QmpEvent>,
+    events: tokio::sync::mpsc::UnboundedReceiver<QmpEventMessage>,
 }
 
 /// Boots a guest with the given on_crash action and makes its kernel panic.
@@ -1012,7 +1015,7 @@ async fn crash_guest(name: &str, on_crash: &str) -> CrashedGuest {
     drop(console);
     let panicked = tokio::time::timeout(BOUND, async {
         loop {
-            match events.recv().await {
+            match events.recv().await.map(|m| m.event) {
                 Some(QmpEvent::GuestPanicked) => return true,
                 Some(_) => continue,
                 None => return false,

@@ -7,10 +7,14 @@
 //! the status byte is returned unused. Data is copied in bounded chunks, so a huge request
 //! costs time, not host memory. Errors from the image (including one found corrupt) fail that
 //! request and are logged at debug level, never a panic.
+//!
+//! Each device counts the requests it completed ([`BlockStats`], read through a
+//! [`BlockStatsHandle`]): what `virsh domblkstat` shows of a disk.
 
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use oxvirt_images::{Disk, ImageError};
 use virtio_bindings::virtio_blk::{
@@ -49,9 +53,76 @@ pub struct BlockConfig {
     pub serial: Option<String>,
 }
 
+/// A virtio-blk device's I/O counters since the device was created (a restored VM's start
+/// from 0), by kind of request: what `virsh domblkstat` shows of a disk. A failed request is
+/// not counted (QEMU counts those apart, and domblkstat does not show them); GET_ID is no I/O
+/// and is not counted either. The VMM's control API sends them as they are (`block-stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlockStats {
+    pub read: RequestStats,
+    pub write: RequestStats,
+    /// Flushes move no data: their `bytes` stay 0.
+    pub flush: RequestStats,
+}
+
+/// The requests of one kind that succeeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RequestStats {
+    pub requests: u64,
+    /// Their data bytes.
+    pub bytes: u64,
+    /// Nanoseconds the device spent on them: the disk I/O and the copies to and from guest
+    /// memory.
+    pub total_ns: u64,
+}
+
+/// The VMM's view of one virtio-blk device's [`BlockStats`]. Cheap to clone; it stays valid
+/// across resets and re-activations of the device (the counters go on).
+#[derive(Clone, Debug, Default)]
+pub struct BlockStatsHandle(Arc<Mutex<BlockStats>>);
+
+impl BlockStatsHandle {
+    /// The counters now.
+    pub fn get(&self) -> BlockStats {
+        *lock_stats(&self.0)
+    }
+
+    /// Counts one request of `kind` that succeeded, with `bytes` of data, begun at `started`.
+    fn count(&self, kind: Counted, bytes: u64, started: Instant) {
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let mut stats = lock_stats(&self.0);
+        let counted = match kind {
+            Counted::Read => &mut stats.read,
+            Counted::Write => &mut stats.write,
+            Counted::Flush => &mut stats.flush,
+        };
+        // Wrapping, as any counter that runs long enough: never a panic.
+        counted.requests = counted.requests.wrapping_add(1);
+        counted.bytes = counted.bytes.wrapping_add(bytes);
+        counted.total_ns = counted.total_ns.wrapping_add(ns);
+    }
+}
+
+/// The kinds of request the counters tell apart.
+#[derive(Clone, Copy)]
+enum Counted {
+    Read,
+    Write,
+    Flush,
+}
+
+/// The counters are plain numbers: a panic while they are held leaves nothing half-done that
+/// matters, so a poisoned lock is used as is.
+fn lock_stats(stats: &Mutex<BlockStats>) -> MutexGuard<'_, BlockStats> {
+    stats
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The virtio-blk device model.
 pub struct BlockDevice {
     disk: SharedDisk,
+    stats: BlockStatsHandle,
     readonly: bool,
     serial: [u8; SERIAL_LEN],
     config: [u8; 36],
@@ -76,11 +147,17 @@ impl BlockDevice {
         config[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
         BlockDevice {
             disk: Arc::new(Mutex::new(disk)),
+            stats: BlockStatsHandle::default(),
             readonly,
             serial: id,
             config,
             worker: DeviceWorker::default(),
         }
+    }
+
+    /// The handle the VMM reads this device's I/O counters through.
+    pub fn stats(&self) -> BlockStatsHandle {
+        self.stats.clone()
     }
 }
 
@@ -113,6 +190,7 @@ impl VirtioDevice for BlockDevice {
         let capacity = lock_disk(&self.disk).size() / SECTOR_SIZE * SECTOR_SIZE;
         let requests = RequestHandler {
             disk: self.disk.clone(),
+            stats: self.stats.clone(),
             capacity,
             readonly: self.readonly,
             serial: self.serial,
@@ -209,6 +287,7 @@ impl RequestError {
 /// Executes virtio-blk requests against the disk.
 pub(crate) struct RequestHandler {
     disk: SharedDisk,
+    stats: BlockStatsHandle,
     /// Usable bytes: whole sectors only.
     capacity: u64,
     readonly: bool,
@@ -263,11 +342,14 @@ impl RequestHandler {
         let mut sector_bytes = [0u8; 8];
         sector_bytes.copy_from_slice(&header[8..16]);
         let sector = u64::from_le_bytes(sector_bytes);
+        let started = Instant::now();
         match request_type {
             VIRTIO_BLK_T_IN => {
                 let len = data.available_bytes();
                 let offset = self.checked_range(sector, len)?;
-                self.read(offset, len, data)
+                self.read(offset, len, data)?;
+                self.stats.count(Counted::Read, len as u64, started);
+                Ok(())
             }
             VIRTIO_BLK_T_OUT => {
                 if self.readonly {
@@ -275,9 +357,15 @@ impl RequestHandler {
                 }
                 let len = reader.available_bytes();
                 let offset = self.checked_range(sector, len)?;
-                self.write(offset, len, reader)
+                self.write(offset, len, reader)?;
+                self.stats.count(Counted::Write, len as u64, started);
+                Ok(())
             }
-            VIRTIO_BLK_T_FLUSH => lock_disk(&self.disk).flush().map_err(RequestError::Disk),
+            VIRTIO_BLK_T_FLUSH => {
+                lock_disk(&self.disk).flush().map_err(RequestError::Disk)?;
+                self.stats.count(Counted::Flush, 0, started);
+                Ok(())
+            }
             VIRTIO_BLK_T_GET_ID => {
                 let n = data.available_bytes().min(SERIAL_LEN);
                 data.write_all(&self.serial[..n]).map_err(RequestError::Io)

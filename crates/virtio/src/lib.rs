@@ -36,7 +36,7 @@
 //!
 //! | device | queues | features besides `VERSION_1` and `RING_INDIRECT_DESC` |
 //! |--------|--------|--------------------------------------------------------|
-//! | virtio-blk ([`block_device_from_image`]: raw or qcow2, opened by `oxvirt-images`) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
+//! | virtio-blk ([`block_device_from_image`]: raw or qcow2, opened by `oxvirt-images`; [`block_device_with_stats`] with its I/O counters) | 1 × 256 | `SEG_MAX`, `BLK_SIZE` (512), `FLUSH`, `RO` if read-only |
 //! | virtio-net ([`net_device`]) | RX, TX × 256 | `MAC` (no offloads, no mergeable RX buffers, no control queue) |
 //! | virtio-rng ([`rng_device`]) | 1 × 256 | none |
 //! | virtio-balloon ([`balloon_device`]) | inflate, deflate, stats × 256 | `STATS_VQ`, `DEFLATE_ON_OOM` if asked |
@@ -82,7 +82,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use balloon::{BalloonConfig, BalloonHandle, GuestStats};
-pub use block::BlockConfig;
+pub use block::{BlockConfig, BlockStats, BlockStatsHandle, RequestStats};
 pub use msix::InterruptHandle;
 pub use net::NetConfig;
 pub use pci::VirtioPciDevice;
@@ -307,6 +307,15 @@ pub fn block_device_from_image(
     config: BlockConfig,
     format: Format,
 ) -> Result<Box<dyn VirtioDevice>, Error> {
+    block_device_with_stats(config, format).map(|(device, _)| device)
+}
+
+/// [`block_device_from_image`], and the handle its I/O counters are read through
+/// ([`BlockStats`]: `virsh domblkstat`'s figures).
+pub fn block_device_with_stats(
+    config: BlockConfig,
+    format: Format,
+) -> Result<(Box<dyn VirtioDevice>, BlockStatsHandle), Error> {
     let options = DiskOptions {
         format,
         readonly: config.readonly,
@@ -317,11 +326,9 @@ pub fn block_device_from_image(
         },
     };
     let disk = Disk::open(&config.path, options).map_err(Error::Image)?;
-    Ok(Box::new(block::BlockDevice::new(
-        disk,
-        config.readonly,
-        config.serial.as_deref(),
-    )))
+    let device = block::BlockDevice::new(disk, config.readonly, config.serial.as_deref());
+    let stats = device.stats();
+    Ok((Box::new(device), stats))
 }
 
 /// Returns a virtio-net device over a TAP interface (created if absent).

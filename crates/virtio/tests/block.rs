@@ -7,7 +7,9 @@ use std::path::Path;
 
 use common::blk::*;
 use common::{Buf, Driver, DATA_BASE, MEM_SIZE};
-use oxvirt_virtio::{block_device, BlockConfig, PciFunction};
+use oxvirt_virtio::{
+    block_device, block_device_with_stats, BlockConfig, BlockStats, BlockStatsHandle, PciFunction,
+};
 
 /// A disk image whose byte `i` is `pattern(i)`.
 fn pattern(i: usize) -> u8 {
@@ -444,4 +446,69 @@ fn saved_transport_state_restores_into_a_new_device_and_requests_go_on() {
     // Truncated or foreign bytes are refused, not a panic.
     assert!(d.dev.restore_state(&state[..state.len() / 2]).is_err());
     assert!(d.dev.restore_state(b"OXVMSTAT").is_err());
+}
+
+/// A started device over `path` and the handle its counters are read through.
+fn start_counted(path: &Path, readonly: bool) -> (Driver, BlockStatsHandle) {
+    let (dev, stats) = block_device_with_stats(
+        BlockConfig {
+            path: path.to_path_buf(),
+            readonly,
+            direct: false,
+            serial: None,
+        },
+        oxvirt_images::Format::Raw,
+    )
+    .unwrap();
+    assert_eq!(stats.get(), BlockStats::default(), "nothing counted yet");
+    (Driver::start(dev, BLK_FEATURES, 1), stats)
+}
+
+#[test]
+fn counters_add_up_the_requests_that_succeeded_and_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = image(dir.path(), 64);
+    let (mut d, stats) = start_counted(&path, false);
+    read_ok(&mut d, 0, 4096);
+    read_ok(&mut d, 8192, 1024);
+    write_ok(&mut d, 512, &[7u8; 1536]);
+    assert_eq!(request(&mut d, T_FLUSH, 0, None, 0).0, S_OK);
+    let after = stats.get();
+    assert_eq!((after.read.requests, after.read.bytes), (2, 5120));
+    assert_eq!((after.write.requests, after.write.bytes), (1, 1536));
+    assert_eq!((after.flush.requests, after.flush.bytes), (1, 0));
+    // Each request took some time on the disk.
+    assert!(
+        after.read.total_ns > 0 && after.write.total_ns > 0,
+        "{after:?}"
+    );
+
+    // Failed requests, GET_ID and unknown types are no I/O done: nothing changes.
+    assert_eq!(request(&mut d, T_IN, 64, None, 512).0, S_IOERR);
+    assert_eq!(request(&mut d, T_OUT, 0, Some(&[1u8; 100]), 0).0, S_IOERR);
+    assert_eq!(request(&mut d, T_GET_ID, 0, None, 20).0, S_OK);
+    assert_eq!(request(&mut d, 0x1234, 0, None, 0).0, S_UNSUPP);
+    assert_eq!(stats.get(), after);
+
+    // The counters go on across a reset and a new driver (Linux's unbind/rebind).
+    d.queues.clear();
+    d.begin();
+    assert!(d.negotiate(d.device_features));
+    d.setup_queues_and_start(1, 128);
+    read_ok(&mut d, 0, 512);
+    let last = stats.get();
+    assert_eq!((last.read.requests, last.read.bytes), (3, 5632));
+    assert_eq!(last.write, after.write);
+}
+
+#[test]
+fn a_read_only_disk_counts_its_reads_and_no_refused_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = image(dir.path(), 16);
+    let (mut d, stats) = start_counted(&path, true);
+    assert_eq!(request(&mut d, T_OUT, 0, Some(&[0u8; 512]), 0).0, S_IOERR);
+    read_ok(&mut d, 0, 2048);
+    let stats = stats.get();
+    assert_eq!((stats.read.requests, stats.read.bytes), (1, 2048));
+    assert_eq!(stats.write, oxvirt_virtio::RequestStats::default());
 }

@@ -1,7 +1,8 @@
 //! Control API server: JSON lines over a Unix socket. The requests and replies are
 //! [`crate::protocol::control`]'s: `status`, `pause`, `resume`, `poweroff` (ACPI power button: the guest
 //! shuts down cleanly), `stop` (immediate, like pulling the plug),
-//! `balloon`, `balloon-stats`, `balloon-stats-period` (the virtio-balloon's target, report and period).
+//! `balloon`, `balloon-stats`, `balloon-stats-period` (the virtio-balloon's target, report and period),
+//! `block-stats` (each disk's I/O counters).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -50,6 +51,7 @@ fn execute(vm: &VmHandle, request: Request) -> Reply {
         Request::BalloonStatsPeriod { seconds } => {
             done_or_refused(vm.set_balloon_stats_period(seconds))
         }
+        Request::BlockStats => Reply::Block(vm.block_stats()),
     }
 }
 
@@ -172,6 +174,11 @@ mod tests {
         assert_eq!(balloon["ok"], false);
         assert!(balloon["error"].as_str().unwrap().contains("no balloon"));
         assert_eq!(ask(&mut s, "balloon-stats")["ok"], false);
+        // No disks here: an empty list.
+        assert_eq!(
+            ask(&mut s, "block-stats"),
+            serde_json::json!({"ok": true, "disks": []})
+        );
         assert_eq!(ask(&mut s, "{not json")["ok"], false);
         assert_eq!(ask(&mut s, "stop")["ok"], true);
         assert_eq!(vm.control.exit_reason(), Some(ExitReason::HostStop));

@@ -70,7 +70,7 @@ pub struct Cli {
         allow_hyphen_values = true
     )]
     pub cpu_features: CpuFeatures,
-    /// path=FILE[,format=raw|qcow2][,readonly=on][,cache=none]; repeatable.
+    /// path=FILE[,format=raw|qcow2][,readonly=on][,cache=none][,id=NAME]; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<DiskConfig>,
     /// tap=NAME[,mac=MAC]; repeatable.
@@ -200,14 +200,15 @@ fn on_off(k: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-/// `--disk path=FILE[,format=raw|qcow2][,readonly=on][,cache=none|writeback]`.
+/// `--disk path=FILE[,format=raw|qcow2][,readonly=on][,cache=none|writeback][,id=NAME]`.
 impl std::str::FromStr for DiskConfig {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let mut d = DiskConfig::new(PathBuf::new());
-        for (k, v) in key_values(s, &["path", "readonly", "cache", "format"])? {
+        for (k, v) in key_values(s, &["path", "readonly", "cache", "format", "id"])? {
             match k {
                 "path" => d.path = v.into(),
+                "id" => d.id = Some(v.into()),
                 "readonly" => d.readonly = on_off(k, v)?,
                 "format" => {
                     d.format = oxvirt_images::Format::parse(v).map_err(|e| e.to_string())?
@@ -265,10 +266,12 @@ mod tests {
                 readonly: true,
                 cache: DiskCache::None,
                 backing_chain: None,
+                id: None,
             }
         );
-        let q: DiskConfig = "path=/x.qcow2,format=qcow2".parse().unwrap();
+        let q: DiskConfig = "path=/x.qcow2,format=qcow2,id=data".parse().unwrap();
         assert_eq!(q.format, Format::Qcow2);
+        assert_eq!(q.id.as_deref(), Some("data"));
         let err = "path=/x,format=vmdk".parse::<DiskConfig>().unwrap_err();
         assert!(err.contains("vmdk"), "{err}");
         assert!("readonly=on"

@@ -104,6 +104,8 @@ pub struct VmHandle {
     balloon: Option<oxvirt_virtio::BalloonHandle>,
     /// Guest RAM in KiB, what the balloon's target is measured against.
     memory_kib: u64,
+    /// Each disk's id (from its config) and I/O counters, in `VmConfig::disks` order.
+    disks: Vec<(Option<String>, oxvirt_virtio::BlockStatsHandle)>,
 }
 
 impl VmHandle {
@@ -206,6 +208,19 @@ impl VmHandle {
         })
     }
 
+    /// Each disk's I/O counters, in `VmConfig::disks` order.
+    pub fn block_stats(&self) -> Vec<crate::protocol::DiskStats> {
+        self.disks
+            .iter()
+            .enumerate()
+            .map(|(index, (id, stats))| crate::protocol::DiskStats {
+                index,
+                id: id.clone(),
+                counters: stats.get(),
+            })
+            .collect()
+    }
+
     /// Sets how often the guest refreshes its statistics (0: never).
     pub fn set_balloon_stats_period(&self, seconds: u32) -> Result<(), String> {
         self.balloon()?
@@ -244,6 +259,7 @@ impl VmHandle {
             saving: Mutex::new(()),
             balloon: None,
             memory_kib: 0,
+            disks: Vec::new(),
         }
     }
 
@@ -719,7 +735,7 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        let balloon = add_virtio_devices(config, &memory, &vm, &mut pci)?;
+        let VirtioHandles { balloon, disks } = add_virtio_devices(config, &memory, &vm, &mut pci)?;
 
         let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))
@@ -769,6 +785,7 @@ impl Vm {
             saving: Mutex::new(()),
             balloon,
             memory_kib: config.memory.size_mib * 1024,
+            disks,
         });
         Ok(Vm {
             handle,
@@ -863,16 +880,24 @@ impl Vm {
     }
 }
 
+/// What the VMM keeps of its virtio devices to drive or read them later.
+#[derive(Default)]
+struct VirtioHandles {
+    balloon: Option<oxvirt_virtio::BalloonHandle>,
+    /// Each disk's id and counters, in `VmConfig::disks` order.
+    disks: Vec<(Option<String>, oxvirt_virtio::BlockStatsHandle)>,
+}
+
 fn add_virtio_devices(
     config: &VmConfig,
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
-) -> anyhow::Result<Option<oxvirt_virtio::BalloonHandle>> {
+) -> anyhow::Result<VirtioHandles> {
     use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, VirtioPciDevice};
     if config.disks.is_empty() && config.nets.is_empty() && !config.rng && config.balloon.is_none()
     {
-        return Ok(None);
+        return Ok(VirtioHandles::default());
     }
     let mem_handle = GuestMemoryHandle::new(memory.clone());
     let msi_vm = vm.clone();
@@ -889,6 +914,7 @@ fn add_virtio_devices(
             .map_err(std::io::Error::from)
     });
     let mut devices = Vec::new();
+    let mut handles = VirtioHandles::default();
     for (i, disk) in config.disks.iter().enumerate() {
         check_backing_chain(disk)?;
         let block = BlockConfig {
@@ -897,7 +923,9 @@ fn add_virtio_devices(
             direct: disk.cache == DiskCache::None,
             serial: Some(format!("oxvirt-disk{i}")),
         };
-        devices.push(oxvirt_virtio::block_device_from_image(block, disk.format)?);
+        let (device, stats) = oxvirt_virtio::block_device_with_stats(block, disk.format)?;
+        devices.push(device);
+        handles.disks.push((disk.id.clone(), stats));
     }
     for (i, net) in config.nets.iter().enumerate() {
         // Locally administered, derived from the index, unless given.
@@ -912,7 +940,6 @@ fn add_virtio_devices(
     if config.rng {
         devices.push(oxvirt_virtio::rng_device());
     }
-    let mut balloon = None;
     if let Some(settings) = config.balloon {
         let (device, handle) = oxvirt_virtio::balloon_device(oxvirt_virtio::BalloonConfig {
             deflate_on_oom: settings.deflate_on_oom,
@@ -925,13 +952,13 @@ fn add_virtio_devices(
             handle.set_target_pages(u32::try_from(pages).unwrap_or(u32::MAX));
         }
         devices.push(device);
-        balloon = Some(handle);
+        handles.balloon = Some(handle);
     }
     for dev in devices {
         let pci_dev = VirtioPciDevice::new(dev, mem_handle.clone(), msi.clone())?;
         pci.add(Box::new(pci_dev))?;
     }
-    Ok(balloon)
+    Ok(handles)
 }
 
 /// A disk whose config names its backing chain opens only if the image's headers name exactly

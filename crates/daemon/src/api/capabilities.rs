@@ -1,19 +1,40 @@
 //! HTTP routes of the hypervisor's capabilities (see `oxvirt_api::capabilities`): the CPU model
-//! database, answered by `services/capabilities.rs` (a QEMU probe cached per QEMU version).
+//! database, the host's capabilities and a domain type's, answered by
+//! `services/capabilities.rs` (QEMU probes cached per QEMU version).
 
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::Router;
-use oxvirt_api::CpuModels;
+use oxvirt_api::{CpuModels, DomainCapabilities, DomainCapabilitiesQuery, HostCapabilities};
 use serde::Deserialize;
 
 use super::reply::{blocking, Reply};
 use crate::services::Services;
 
 pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route("/v1/capabilities/cpu-models", get(cpu_models))
+    Router::new()
+        .route("/v1/capabilities/cpu-models", get(cpu_models))
+        .route("/v1/capabilities/host", get(host_capabilities))
+        .route("/v1/capabilities/domain", get(domain_capabilities))
+}
+
+async fn host_capabilities(State(services): State<Arc<Services>>) -> Reply<HostCapabilities> {
+    blocking(services, "capabilities", |services| {
+        services.host_capabilities()
+    })
+    .await
+}
+
+async fn domain_capabilities(
+    State(services): State<Arc<Services>>,
+    Query(query): Query<DomainCapabilitiesQuery>,
+) -> Reply<DomainCapabilities> {
+    blocking(services, "domcapabilities", move |services| {
+        services.domain_capabilities(&query)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

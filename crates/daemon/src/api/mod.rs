@@ -6,6 +6,7 @@ mod capabilities;
 mod disks;
 mod display;
 mod domains;
+mod events;
 mod limits;
 mod memory;
 mod monitor;
@@ -41,6 +42,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(capabilities::routes())
         .merge(display::routes())
         .merge(domains::routes())
+        .merge(events::routes())
         .merge(memory::routes())
         .merge(monitor::routes())
         .merge(networks::routes())

@@ -34,6 +34,9 @@ pub enum EngineEvent {
     /// The guest asked for a reset and its process ended (engines that do not reset in place,
     /// like the native one): the domain's `on_reboot` decides what happens next.
     Rebooted,
+    /// An event of the engine's own monitor, whole (QEMU: every QMP event, the ones above
+    /// included), for the event stream; it changes nothing.
+    Monitor(oxvirt_api::MonitorEvent),
 }
 
 /// What the engine says the guest is doing.

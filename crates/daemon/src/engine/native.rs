@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    AccelPlan, ConsolePaths, Control, Engine, EngineError, EngineErrorKind, EngineEvent, Events,
-    GuestStatus, MemoryStats, StateFile,
+    AccelPlan, BlockStats, ConsolePaths, Control, Engine, EngineError, EngineErrorKind,
+    EngineEvent, Events, GuestStatus, MemoryStats, StateFile,
 };
 
 pub struct NativeEngine {
@@ -183,9 +183,10 @@ struct VmmControl {
 }
 
 /// The balloon report as the daemon's [`MemoryStats`]: the VMM already uses virsh's names and
-/// units; the names are matched to the static set the daemon knows (others are dropped).
+/// units; they are put in libvirt's order (`last_update`, which the VMM reports apart, among
+/// them) and matched to the static set the daemon knows (others are dropped).
 fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
-    const KNOWN: [&str; 10] = [
+    const LIBVIRT_ORDER: [&str; 11] = [
         "swap_in",
         "swap_out",
         "major_fault",
@@ -193,27 +194,53 @@ fn memory_stats_of(report: oxvirt_native::BalloonReport) -> MemoryStats {
         "unused",
         "available",
         "usable",
+        "last_update",
         "disk_caches",
         "hugetlb_pgalloc",
         "hugetlb_pgfail",
     ];
-    let mut guest: Vec<(&'static str, u64)> = report
-        .guest
+    let guest = LIBVIRT_ORDER
         .iter()
-        .filter_map(|(name, value)| {
-            KNOWN
-                .iter()
-                .find(|known| *known == name)
-                .map(|known| (*known, *value))
+        .filter_map(|key| {
+            let value = if *key == "last_update" {
+                report.last_update
+            } else {
+                report
+                    .guest
+                    .iter()
+                    .find(|(name, _)| name == key)
+                    .map(|(_, value)| *value)
+            };
+            value.map(|value| (*key, value))
         })
         .collect();
-    if let Some(at) = report.last_update {
-        guest.push(("last_update", at));
-    }
     MemoryStats {
         actual_kib: report.actual_kib,
         guest,
     }
+}
+
+/// The VMM's disk counters as the daemon's [`BlockStats`] (virsh's keys), each under its disk's
+/// target (the `id` the plan gave it; a disk without one is not a disk of the domain's and is
+/// left out).
+fn block_stats_of(disks: Vec<oxvirt_native::DiskStats>) -> Vec<BlockStats> {
+    disks
+        .into_iter()
+        .filter_map(|disk| {
+            let oxvirt_native::BlockStats { read, write, flush } = disk.counters;
+            Some(BlockStats {
+                target: disk.id?,
+                rd_req: read.requests,
+                rd_bytes: read.bytes,
+                wr_req: write.requests,
+                wr_bytes: write.bytes,
+                flush_operations: flush.requests,
+                rd_total_times: read.total_ns,
+                wr_total_times: write.total_ns,
+                flush_total_times: flush.total_ns,
+            })
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -289,6 +316,14 @@ impl Control for VmmControl {
             .await
             .map_err(engine_error)
     }
+
+    async fn block_stats(&self) -> Result<Vec<BlockStats>, EngineError> {
+        self.client
+            .block_stats()
+            .await
+            .map(block_stats_of)
+            .map_err(engine_error)
+    }
 }
 
 #[cfg(test)]
@@ -320,10 +355,13 @@ mod tests {
             actual_kib: 131072,
             target_kib: 131072,
             stats_period_s: 0,
+            // In the order the guest sent them, which is not libvirt's.
             guest: vec![
-                ("unused".to_string(), 1000),
-                ("something_new".to_string(), 1),
+                ("disk_caches".to_string(), 300),
                 ("available".to_string(), 2000),
+                ("something_new".to_string(), 1),
+                ("unused".to_string(), 1000),
+                ("swap_in".to_string(), 0),
             ],
             last_update: Some(1_780_000_000),
         };
@@ -332,12 +370,52 @@ mod tests {
             MemoryStats {
                 actual_kib: 131072,
                 guest: vec![
+                    ("swap_in", 0),
                     ("unused", 1000),
                     ("available", 2000),
-                    ("last_update", 1_780_000_000)
+                    ("last_update", 1_780_000_000),
+                    ("disk_caches", 300),
                 ],
             }
         );
+    }
+
+    #[test]
+    fn disk_counters_go_under_their_targets() {
+        use oxvirt_native::{BlockStats as Counters, DiskStats, RequestStats};
+        let kind = |requests, bytes, total_ns| RequestStats {
+            requests,
+            bytes,
+            total_ns,
+        };
+        let vda = DiskStats {
+            index: 0,
+            id: Some("vda".into()),
+            counters: Counters {
+                read: kind(1, 2, 3),
+                write: kind(4, 5, 6),
+                flush: kind(7, 0, 8),
+            },
+        };
+        let unnamed = DiskStats {
+            index: 1,
+            ..Default::default()
+        };
+        let stats = block_stats_of(vec![vda, unnamed]);
+        assert_eq!(stats.len(), 1, "{stats:?}");
+        let s = &stats[0];
+        assert_eq!(s.target, "vda");
+        // virsh's order: rd_req rd_bytes wr_req wr_bytes flush_operations, then the times.
+        let values = [
+            s.rd_req,
+            s.rd_bytes,
+            s.wr_req,
+            s.wr_bytes,
+            s.flush_operations,
+        ];
+        assert_eq!(values, [1, 2, 4, 5, 7]);
+        let times = [s.rd_total_times, s.wr_total_times, s.flush_total_times];
+        assert_eq!(times, [3, 6, 8]);
     }
 
     #[test]

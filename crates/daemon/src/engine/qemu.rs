@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use oxvirt_api::{Accel, Engine as EngineKind};
 use oxvirt_domain::{Domain, DomainType};
-use oxvirt_qemu::{throttle, QemuError, Qmp, QmpEvent, RunPaths, RunState};
+use oxvirt_qemu::{throttle, QemuError, Qmp, QmpEvent, QmpEventMessage, RunPaths, RunState};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -233,21 +233,25 @@ impl Engine for QemuEngine {
         let socket = RunPaths::new(run_dir).qmp_socket();
         let (qmp, mut qmp_events) = Qmp::connect(&socket).await.map_err(engine_error)?;
         let (events_tx, events_rx) = mpsc::unbounded_channel();
-        // Translate QMP events; this task ends with the QMP connection.
+        // Translate QMP events; this task ends with the QMP connection. Every event also goes
+        // on whole (its name, timestamp and data) for the event stream (services/events.rs).
         tokio::spawn(async move {
-            while let Some(event) = qmp_events.recv().await {
-                let event = match event {
-                    QmpEvent::Shutdown { guest, .. } => EngineEvent::Shutdown { guest },
-                    QmpEvent::Reset { .. } => EngineEvent::Reset,
-                    QmpEvent::Stop => EngineEvent::Stop,
-                    QmpEvent::Resume => EngineEvent::Resume,
-                    QmpEvent::GuestPanicked => EngineEvent::Panicked,
+            while let Some(message) = qmp_events.recv().await {
+                let whole = EngineEvent::Monitor(monitor_event(&message));
+                let event = match message.event {
+                    QmpEvent::Shutdown { guest, .. } => Some(EngineEvent::Shutdown { guest }),
+                    QmpEvent::Reset { .. } => Some(EngineEvent::Reset),
+                    QmpEvent::Stop => Some(EngineEvent::Stop),
+                    QmpEvent::Resume => Some(EngineEvent::Resume),
+                    QmpEvent::GuestPanicked => Some(EngineEvent::Panicked),
                     QmpEvent::Other { name, .. } => {
                         tracing::debug!("QMP event {name}");
-                        continue;
+                        None
                     }
                 };
-                if events_tx.send(event).is_err() {
+                if events_tx.send(whole).is_err()
+                    || event.is_some_and(|event| events_tx.send(event).is_err())
+                {
                     break;
                 }
             }
@@ -261,6 +265,18 @@ impl Engine for QemuEngine {
             socket: paths.console_socket(),
             log: paths.console_log(),
         }
+    }
+}
+
+/// A QMP event as the event stream carries it: its data compact, in QEMU's member order, as
+/// libvirt passes it on.
+fn monitor_event(message: &QmpEventMessage) -> oxvirt_api::MonitorEvent {
+    oxvirt_api::MonitorEvent {
+        event: message.name.clone(),
+        seconds: message.seconds,
+        microseconds: u32::try_from(message.microseconds).unwrap_or(0),
+        data: oxvirt_api::json_text::top_level_member(&message.line, "data")
+            .map(oxvirt_api::json_text::compact),
     }
 }
 

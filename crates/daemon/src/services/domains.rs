@@ -9,17 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxvirt_api::{
     Accel, BlockResizeRequest, BlockResized, DomainDisk, DomainInfo, DomainState, DomainSummary,
-    NvramOnUndefine, UndefineOptions,
+    Event, EventFilter, Lifecycle, LifecycleDetail, NvramOnUndefine, UndefineOptions,
 };
 use oxvirt_domain::{DiskDevice, Domain};
 use oxvirt_host::lock;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use super::error::{
     bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
     DaemonError, DaemonResult, ErrorKind,
 };
+use super::events::Subscription;
 use super::guests::{state_of_status, stored_domain, Guests, Intent, Live, Vm};
 use super::hostdevs::HostDevs;
 use super::networks::{refuse_mac_clash, Networks};
@@ -53,6 +54,8 @@ struct Launched {
     run_dir: PathBuf,
     /// Runtime id to keep (restart of a running guest), or `None` for a fresh one.
     keep_id: Option<u32>,
+    /// Its machine state came from a save image rather than a boot.
+    restored: bool,
 }
 
 pub(super) fn now_unix() -> i64 {
@@ -116,6 +119,26 @@ impl Domains {
 }
 
 impl Domains {
+    /// A new subscriber of the events `filter` lets through (services/events.rs): its domain
+    /// must exist.
+    pub fn subscribe_events(
+        &self,
+        filter: &EventFilter,
+    ) -> DaemonResult<(Subscription, broadcast::Receiver<Event>)> {
+        let uuid = match &filter.domain {
+            Some(id) => Some(self.guests.resolve(id)?.uuid),
+            None => None,
+        };
+        self.guests.events().subscribe_with(filter, uuid.as_ref())
+    }
+
+    /// Publishes lifecycle `event` of `record`'s domain (services/events.rs).
+    fn published(&self, record: &DomainRecord, event: Lifecycle, detail: LifecycleDetail) {
+        self.guests
+            .events()
+            .lifecycle(&record.name, &record.uuid, event, detail);
+    }
+
     pub(super) fn summary(&self, record: &DomainRecord) -> DaemonResult<DomainSummary> {
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
         Ok(DomainSummary {
@@ -318,6 +341,11 @@ impl Domains {
                 }
             })?;
         tracing::info!(domain = %record.name, uuid = %record.uuid, "defined");
+        let detail = match existing {
+            Some(_) => LifecycleDetail::Updated,
+            None => LifecycleDetail::Added,
+        };
+        self.published(&record, Lifecycle::Defined, detail);
         self.summary(&record)
     }
 
@@ -357,6 +385,7 @@ impl Domains {
         // As `virsh edit` of a running domain: the edit is for its next start.
         self.store_next_start_xml(&record, &new_xml, &engine)?;
         tracing::info!(domain = %record.name, "definition replaced");
+        self.published(&record, Lifecycle::Defined, LifecycleDetail::Updated);
         self.summary(&DomainRecord {
             xml: new_xml,
             ..record
@@ -420,6 +449,7 @@ impl Domains {
             .forget_domain(&record.uuid, options.nvram == Some(NvramOnUndefine::Keep));
         self.guests.forget(&record.uuid);
         tracing::info!(domain = %record.name, "undefined");
+        self.published(&record, Lifecycle::Undefined, LifecycleDetail::Removed);
         Ok(summary_of(&record, None))
     }
 
@@ -538,6 +568,7 @@ impl Domains {
             accel: plan.accel,
             run_dir,
             keep_id,
+            restored: incoming.is_some(),
         };
         match self.attach_new(vm, record, &domain, &launched).await {
             Ok(summary) => Ok(summary),
@@ -564,6 +595,7 @@ impl Domains {
             accel,
             ref run_dir,
             keep_id,
+            restored,
         } = *launched;
         let (control, events) = self
             .engine
@@ -608,6 +640,12 @@ impl Domains {
             });
         let runtime = runtime.map_err(db)?;
         tracing::info!(domain = %record.name, pid, id = runtime.id, "started");
+        let detail = if restored {
+            LifecycleDetail::Restored
+        } else {
+            LifecycleDetail::Booted
+        };
+        self.published(record, Lifecycle::Started, detail);
         self.supervise(vm, record, domain, pid, Some((control, events)));
         Ok(summary_of(record, Some(&runtime)))
     }

@@ -15,6 +15,7 @@ use tokio::sync::{watch, OwnedMutexGuard};
 use uuid::Uuid;
 
 use super::error::{db, internal, invalid_state, DaemonError, DaemonResult, ErrorKind};
+use super::events::{lifecycle_of, EventBus};
 use crate::engine::{Control, GuestStatus};
 use crate::store::{self, DomainRecord, Store};
 
@@ -52,6 +53,8 @@ pub struct Guests {
     store: Arc<Store>,
     state_dir: PathBuf,
     vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
+    /// Where every domain event goes (services/events.rs).
+    events: EventBus,
 }
 
 impl Guests {
@@ -60,12 +63,18 @@ impl Guests {
             store,
             state_dir,
             vms: Mutex::new(HashMap::new()),
+            events: EventBus::default(),
         }
     }
 
     /// The daemon's state directory (its `cache/` holds what is asked of QEMU once per version).
     pub fn state_dir(&self) -> &std::path::Path {
         &self.state_dir
+    }
+
+    /// The event bus every service publishes domain events on.
+    pub fn events(&self) -> &EventBus {
+        &self.events
     }
 
     /// Forgets an undefined domain's slot.
@@ -194,11 +203,23 @@ impl Guests {
         }
     }
 
+    /// Records a running domain's new state; a change of state is published as libvirt's
+    /// lifecycle event for it ([`lifecycle_of`]), the one place Suspended, Resumed, Shutdown and
+    /// Crashed come from.
     pub fn set_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
+        let before = self.store.runtime(uuid).ok().flatten().map(|r| r.state);
         if let Err(err) = self.store.set_runtime_state(uuid, state, reason) {
             tracing::error!(%uuid, "cannot record state {state}: {}", store::named(err));
         }
         vm.changed.send_modify(|n| *n += 1);
+        if before == Some(state) {
+            return;
+        }
+        if let Some((event, detail)) = lifecycle_of(state, reason) {
+            if let Ok(Some(record)) = self.store.domain_by_uuid(uuid) {
+                self.events.lifecycle(&record.name, uuid, event, detail);
+            }
+        }
     }
 }
 

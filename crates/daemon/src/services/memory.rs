@@ -121,8 +121,8 @@ impl Domains {
         let (record, live) = (&change.record, change.scope.live);
         if live {
             return Err(invalid_state(format!(
-                "cannot resize the maximum memory of running domain '{}': QEMU guests here \
-                 have no memory hotplug (--config changes it for the next start)",
+                "cannot resize the maximum memory of running domain '{}': guests here have no \
+                 memory hotplug (--config changes it for the next start)",
                 record.name
             )));
         }

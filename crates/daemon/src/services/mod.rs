@@ -4,7 +4,8 @@
 //! snapshot-create, -list, -revert, -delete; [`monitor`]: qemu-monitor-command; [`tuning`]:
 //! vcpuinfo, vcpupin, emulatorpin and `<cputune>` at start; [`memory`]: setmem, setmaxmem,
 //! dommemstat; [`disks`]: disk hotplug, domblkinfo, domblkstat, blkdeviotune; [`cgroups`]:
-//! a guest's cgroups, schedinfo, memtune),
+//! a guest's cgroups, schedinfo, memtune; [`events`]: the event bus of lifecycle and monitor
+//! events),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format;
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -18,6 +19,7 @@ pub mod disks;
 pub mod display;
 pub mod domains;
 pub mod error;
+pub mod events;
 pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use oxvirt_api::DomainState;
+use oxvirt_api::{DomainState, Lifecycle};
 use oxvirt_domain::LifecycleAction;
 use oxvirt_host::lock;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
+use super::events::stopped_detail;
 use super::guests::{Guests, Intent, Vm};
 use super::hostdevs::HostDevs;
 use super::networks::Networks;
@@ -115,6 +116,9 @@ impl Supervisor {
         while let Some(event) = events.recv().await {
             tracing::debug!(domain = %self.name, ?event, "engine event");
             match event {
+                EngineEvent::Monitor(event) => {
+                    self.guests.events().monitor(&self.name, &self.uuid, event)
+                }
                 // A preserved panic pauses the guest: it stays "crashed", not "paused".
                 EngineEvent::Stop if !observed.shutdown && !observed.panicked => self
                     .guests
@@ -234,6 +238,12 @@ impl Supervisor {
         *lock(&self.vm.live) = None;
         self.vm.changed.send_modify(|n| *n += 1);
         tracing::info!(domain = %self.name, pid = self.pid, reason, "stopped");
+        self.guests.events().lifecycle(
+            &self.name,
+            &self.uuid,
+            Lifecycle::Stopped,
+            stopped_detail(reason, observed.panicked),
+        );
 
         let restart = match (intent, reason) {
             (Intent::Destroy | Intent::Save, _) => false,

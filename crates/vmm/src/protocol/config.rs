@@ -240,6 +240,10 @@ pub struct DiskConfig {
     /// (paths and formats), else the disk is refused; `Some([])` means no backing file at all.
     #[serde(default)]
     pub backing_chain: Option<Vec<BackingFile>>,
+    /// The disk's name for its manager, given back with its I/O counters (`block-stats`);
+    /// oxvirtd's native engine sets the disk's target (`vda`). Unique among the disks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 fn raw() -> Format {
@@ -255,6 +259,7 @@ impl DiskConfig {
             readonly: false,
             cache: DiskCache::Writeback,
             backing_chain: None,
+            id: None,
         }
     }
 }
@@ -544,6 +549,17 @@ impl VmConfig {
         }
         for (index, disk) in self.disks.iter().enumerate() {
             disk.validate(&format!("disks[{index}]"))?;
+            if let Some(id) = &disk.id {
+                if self.disks[..index]
+                    .iter()
+                    .any(|d| d.id.as_ref() == Some(id))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("disks[{index}].id"),
+                        format!("{id:?} is the id of an earlier disk too"),
+                    ));
+                }
+            }
         }
         for (index, net) in self.nets.iter().enumerate() {
             let field = format!("nets[{index}].tap");
@@ -636,6 +652,9 @@ impl DiskConfig {
     fn validate(&self, field: &str) -> Result<(), ConfigError> {
         if self.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid(format!("{field}.path"), "is empty"));
+        }
+        if self.id.as_ref().is_some_and(|id| id.is_empty()) {
+            return Err(ConfigError::invalid(format!("{field}.id"), "is empty"));
         }
         if self.cache == DiskCache::None && self.format != Format::Raw {
             return Err(ConfigError::invalid(
@@ -737,6 +756,7 @@ mod tests {
                 path: "/base.raw".into(),
                 format: Format::Raw,
             }]),
+            id: Some("vda".into()),
         }];
         config.nets = vec![NetConfig {
             tap: "tap0".into(),
@@ -914,6 +934,16 @@ mod tests {
         ]);
         c.disks = vec![disk];
         assert_eq!(invalid_field(&c), "disks[0].backing_chain[0]");
+
+        let mut c = valid.clone();
+        c.disks = vec![DiskConfig::new("/a.raw"), DiskConfig::new("/b.raw")];
+        c.disks[0].id = Some("vda".into());
+        c.disks[1].id = Some("vda".into());
+        assert_eq!(invalid_field(&c), "disks[1].id");
+        c.disks[1].id = Some(String::new());
+        assert_eq!(invalid_field(&c), "disks[1].id");
+        c.disks[1].id = None;
+        assert!(c.validate().is_ok());
 
         let mut c = valid.clone();
         c.nets = vec![NetConfig {

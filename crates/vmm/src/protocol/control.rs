@@ -8,15 +8,21 @@
 //! → {"command":"balloon","target_kib":262144}   ← {"ok":true}
 //! → {"command":"balloon-stats"}   ← {"ok":true,"balloon":{"actual_kib":262144,"target_kib":262144,"stats_period_s":0,"guest":[["swap_in",0],...],"last_update":1780000000}}
 //! → {"command":"balloon-stats-period","seconds":5}   ← {"ok":true}
+//! → {"command":"block-stats"}   ← {"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":120,"bytes":2461696,"total_ns":8210331},"write":{...},"flush":{...}}]}
 //! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, ...)"}
 //! ```
 //!
 //! A bare word (`pause`) is accepted as a request too, for people at a shell.
+//!
+//! The protocol grows by new commands and new optional fields, never by changing what an existing
+//! one means: a VMM older than a command refuses it as unknown (`"ok":false`, naming the commands
+//! it has), which its manager reports as such.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use oxvirt_virtio::BlockStats;
 use serde::{Deserialize, Serialize};
 
 /// One request.
@@ -51,10 +57,12 @@ pub enum Request {
     BalloonStatsPeriod {
         seconds: u32,
     },
+    /// Each disk's I/O counters ([`DiskStats`]), in `VmConfig::disks` order.
+    BlockStats,
 }
 
 /// Every command's name, in the order error messages list them.
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "status",
     "pause",
     "resume",
@@ -64,6 +72,7 @@ const NAMES: [&str; 9] = [
     "balloon",
     "balloon-stats",
     "balloon-stats-period",
+    "block-stats",
 ];
 
 impl Request {
@@ -79,6 +88,7 @@ impl Request {
             Request::Balloon { .. } => "balloon",
             Request::BalloonStats => "balloon-stats",
             Request::BalloonStatsPeriod { .. } => "balloon-stats-period",
+            Request::BlockStats => "block-stats",
         }
     }
 
@@ -127,6 +137,7 @@ impl FromStr for Request {
             "poweroff" => Ok(Request::Poweroff),
             "stop" => Ok(Request::Stop),
             "balloon-stats" => Ok(Request::BalloonStats),
+            "block-stats" => Ok(Request::BlockStats),
             "balloon" => Err(RequestError(
                 "command balloon needs a target: {\"command\":\"balloon\",\"target_kib\":N}".to_string(),
             )),
@@ -279,6 +290,8 @@ pub enum Reply {
     Status { state: RunState, vcpus: u32 },
     /// The answer to `balloon-stats`.
     Balloon(BalloonReport),
+    /// The answer to `block-stats`: one entry per disk.
+    Block(Vec<DiskStats>),
     /// The request was refused or failed; `error` says why.
     Refused { error: String },
 }
@@ -302,6 +315,21 @@ pub struct BalloonReport {
     pub last_update: Option<u64>,
 }
 
+/// One disk's I/O counters since the VMM opened it: its place and id, then the device's
+/// counters ([`BlockStats`]: `read`, `write`, `flush`, each the requests that succeeded, their
+/// bytes and the time spent on them in ns) in the same object. Fields it does not know are
+/// ignored, so a VMM may report more counters than its manager reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStats {
+    /// The disk's place in `VmConfig::disks` (from 0).
+    pub index: usize,
+    /// Its `id` in the configuration, if it has one (oxvirtd's: the disk's target, `vda`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub counters: BlockStats,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct WireReply {
@@ -313,6 +341,8 @@ struct WireReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     balloon: Option<BalloonReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    disks: Option<Vec<DiskStats>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -323,6 +353,7 @@ impl From<Reply> for WireReply {
             state: None,
             vcpus: None,
             balloon: None,
+            disks: None,
             error: None,
         };
         match reply {
@@ -334,6 +365,10 @@ impl From<Reply> for WireReply {
             },
             Reply::Balloon(report) => WireReply {
                 balloon: Some(report),
+                ..none
+            },
+            Reply::Block(disks) => WireReply {
+                disks: Some(disks),
                 ..none
             },
             Reply::Refused { error } => WireReply {
@@ -348,35 +383,26 @@ impl From<Reply> for WireReply {
 impl TryFrom<WireReply> for Reply {
     type Error = String;
     fn try_from(wire: WireReply) -> Result<Reply, String> {
-        match wire {
-            WireReply {
-                ok: false, error, ..
-            } => Ok(Reply::Refused {
+        let WireReply {
+            ok,
+            state,
+            vcpus,
+            balloon,
+            disks,
+            error,
+        } = wire;
+        if !ok {
+            return Ok(Reply::Refused {
                 error: error.unwrap_or_else(|| "no reason given".to_string()),
-            }),
-            WireReply {
-                ok: true,
-                state: Some(state),
-                vcpus: Some(vcpus),
-                balloon: None,
-                error: None,
-            } => Ok(Reply::Status { state, vcpus }),
-            WireReply {
-                ok: true,
-                state: None,
-                vcpus: None,
-                balloon: Some(report),
-                error: None,
-            } => Ok(Reply::Balloon(report)),
-            WireReply {
-                ok: true,
-                state: None,
-                vcpus: None,
-                balloon: None,
-                error: None,
-            } => Ok(Reply::Done),
-            WireReply { ok: true, .. } => Err(
-                "a successful reply has state and vcpus, or balloon, or nothing, and no error"
+            });
+        }
+        match (state, vcpus, balloon, disks, error) {
+            (Some(state), Some(vcpus), None, None, None) => Ok(Reply::Status { state, vcpus }),
+            (None, None, Some(report), None, None) => Ok(Reply::Balloon(report)),
+            (None, None, None, Some(disks), None) => Ok(Reply::Block(disks)),
+            (None, None, None, None, None) => Ok(Reply::Done),
+            _ => Err(
+                "a successful reply has state and vcpus, or balloon, or disks, or nothing, and no error"
                     .into(),
             ),
         }
@@ -398,6 +424,7 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxvirt_virtio::RequestStats;
 
     #[test]
     fn requests_parse_as_json_or_bare_words() {
@@ -411,7 +438,7 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, balloon, balloon-stats, balloon-stats-period)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, balloon, balloon-stats, balloon-stats-period, block-stats)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
     }
@@ -542,5 +569,70 @@ mod tests {
         }
         assert!(Reply::parse_line("{\"ok\":true,\"state\":\"running\"}").is_err());
         assert!(Reply::parse_line("{\"ok\":true,\"extra\":1}").is_err());
+    }
+
+    #[test]
+    fn block_stats_asks_for_every_disk_and_the_reply_carries_their_counters() {
+        assert_eq!(Request::parse_line("block-stats"), Ok(Request::BlockStats));
+        assert_eq!(
+            Request::parse_line(r#"{"command":"block-stats"}"#),
+            Ok(Request::BlockStats)
+        );
+        assert_eq!(
+            Request::BlockStats.to_line(),
+            r#"{"command":"block-stats"}"#
+        );
+        let err = Request::parse_line(r#"{"command":"block-stats","seconds":1}"#).unwrap_err();
+        assert!(err.0.contains("takes no target_kib or seconds"), "{err}");
+        let reply = Reply::Block(vec![
+            DiskStats {
+                index: 0,
+                id: Some("vda".into()),
+                counters: BlockStats {
+                    read: RequestStats {
+                        requests: 3,
+                        bytes: 1536,
+                        total_ns: 10,
+                    },
+                    write: RequestStats {
+                        requests: 1,
+                        bytes: 512,
+                        total_ns: 20,
+                    },
+                    flush: RequestStats {
+                        requests: 1,
+                        bytes: 0,
+                        total_ns: 30,
+                    },
+                },
+            },
+            DiskStats {
+                index: 1,
+                ..DiskStats::default()
+            },
+        ]);
+        let line = reply.to_line();
+        assert_eq!(
+            line,
+            r#"{"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":3,"bytes":1536,"total_ns":10},"write":{"requests":1,"bytes":512,"total_ns":20},"flush":{"requests":1,"bytes":0,"total_ns":30}},{"index":1,"read":{"requests":0,"bytes":0,"total_ns":0},"write":{"requests":0,"bytes":0,"total_ns":0},"flush":{"requests":0,"bytes":0,"total_ns":0}}]}"#
+        );
+        assert_eq!(Reply::parse_line(&line), Ok(reply));
+        // No disks is an empty list, not a plain success.
+        assert_eq!(
+            Reply::parse_line(r#"{"ok":true,"disks":[]}"#),
+            Ok(Reply::Block(Vec::new()))
+        );
+        assert!(Reply::parse_line(r#"{"ok":true,"disks":[],"vcpus":1}"#).is_err());
+        // A counter this side does not know yet is ignored; a missing one is an error.
+        let zero = r#"{"requests":0,"bytes":0,"total_ns":0}"#;
+        let newer = format!(
+            r#"{{"ok":true,"disks":[{{"index":0,"read":{zero},"write":{zero},"flush":{{"requests":8,"bytes":0,"total_ns":0}},"discard":{zero}}}]}}"#
+        );
+        let Ok(Reply::Block(disks)) = Reply::parse_line(&newer) else {
+            panic!("{newer}");
+        };
+        assert_eq!(disks[0].counters.flush.requests, 8);
+        let missing = format!(r#"{{"ok":true,"disks":[{{"index":0,"read":{zero}}}]}}"#);
+        assert!(Reply::parse_line(&missing).is_err());
     }
 }

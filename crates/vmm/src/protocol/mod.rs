@@ -24,5 +24,6 @@ pub use config::{
     DiskConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
     Topology, VmConfig,
 };
-pub use control::{BalloonReport, Reply, Request, RequestError, RunState};
+pub use control::{BalloonReport, DiskStats, Reply, Request, RequestError, RunState};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
+pub use oxvirt_virtio::{BlockStats, RequestStats};
