@@ -116,75 +116,28 @@ pub struct BlockStat {
     pub flush_total_times: u64,
 }
 
-/// A disk's I/O limits, libvirt's names (per second; 0: no limit).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A disk's I/O limits (`blkdeviotune`), as virsh lists them. The names and their order are
+/// oxvirt-domain's `IoLimit` (the one list of them), so this type does not repeat them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockIoTune {
-    pub total_bytes_sec: u64,
-    pub read_bytes_sec: u64,
-    pub write_bytes_sec: u64,
-    pub total_iops_sec: u64,
-    pub read_iops_sec: u64,
-    pub write_iops_sec: u64,
-    pub total_bytes_sec_max: u64,
-    pub read_bytes_sec_max: u64,
-    pub write_bytes_sec_max: u64,
-    pub total_iops_sec_max: u64,
-    pub read_iops_sec_max: u64,
-    pub write_iops_sec_max: u64,
-    pub size_iops_sec: u64,
+    /// Every limit under libvirt's name, in libvirt's order (per second; 0: no limit).
+    pub limits: Vec<(String, u64)>,
+    /// The throttle group the disk shares its limits in (`group_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
 }
 
-impl BlockIoTune {
-    /// Each value under its name, in virsh blkdeviotune's order.
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
-        [
-            ("total_bytes_sec", self.total_bytes_sec),
-            ("read_bytes_sec", self.read_bytes_sec),
-            ("write_bytes_sec", self.write_bytes_sec),
-            ("total_iops_sec", self.total_iops_sec),
-            ("read_iops_sec", self.read_iops_sec),
-            ("write_iops_sec", self.write_iops_sec),
-            ("total_bytes_sec_max", self.total_bytes_sec_max),
-            ("read_bytes_sec_max", self.read_bytes_sec_max),
-            ("write_bytes_sec_max", self.write_bytes_sec_max),
-            ("total_iops_sec_max", self.total_iops_sec_max),
-            ("read_iops_sec_max", self.read_iops_sec_max),
-            ("write_iops_sec_max", self.write_iops_sec_max),
-            ("size_iops_sec", self.size_iops_sec),
-        ]
-    }
-
-    /// Sets the value named `name`; `false` for a name it does not have.
-    pub fn set(&mut self, name: &str, value: u64) -> bool {
-        let field = match name {
-            "total_bytes_sec" => &mut self.total_bytes_sec,
-            "read_bytes_sec" => &mut self.read_bytes_sec,
-            "write_bytes_sec" => &mut self.write_bytes_sec,
-            "total_iops_sec" => &mut self.total_iops_sec,
-            "read_iops_sec" => &mut self.read_iops_sec,
-            "write_iops_sec" => &mut self.write_iops_sec,
-            "total_bytes_sec_max" => &mut self.total_bytes_sec_max,
-            "read_bytes_sec_max" => &mut self.read_bytes_sec_max,
-            "write_bytes_sec_max" => &mut self.write_bytes_sec_max,
-            "total_iops_sec_max" => &mut self.total_iops_sec_max,
-            "read_iops_sec_max" => &mut self.read_iops_sec_max,
-            "write_iops_sec_max" => &mut self.write_iops_sec_max,
-            "size_iops_sec" => &mut self.size_iops_sec,
-            _ => return false,
-        };
-        *field = value;
-        true
-    }
-}
-
-/// Body of `blkdeviotune`: without `set`, it asks.
+/// Body of `blkdeviotune`: without `set` and `group_name`, it asks (`live` or `config`, not both).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoTuneRequest {
     /// The disk's target or source path.
     pub target: String,
-    /// Values to change, by [`BlockIoTune`]'s names.
+    /// Limits to change, by libvirt's names.
     #[serde(default)]
     pub set: Vec<(String, u64)>,
+    /// The throttle group to put the disk in (`--group-name`; empty: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
     #[serde(default)]
     pub live: bool,
     #[serde(default)]

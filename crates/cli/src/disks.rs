@@ -10,6 +10,7 @@ use oxvirt_api::{
     AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, Client, DetachDiskRequest, DeviceAction,
     DeviceRequest, IoTuneRequest,
 };
+use oxvirt_domain::{IoLevel, IoLimit};
 
 use crate::commands::{block_on, Scope};
 use crate::format::table;
@@ -111,7 +112,7 @@ pub enum DiskCommand {
         #[arg(long)]
         human: bool,
     },
-    /// Show or set a running domain's disk I/O limits (per second; 0 removes one).
+    /// Show or set a disk's I/O limits, of the running guest or the definition (per second; 0 removes one).
     Blkdeviotune {
         /// Domain name or UUID.
         domain: String,
@@ -135,75 +136,70 @@ pub struct DeviceArgs {
     scope: ChangeScope,
 }
 
-/// blkdeviotune's limits, by libvirt's names.
-#[derive(Args, Debug, Clone, Default)]
+/// blkdeviotune's limits, by libvirt's names (`--total-iops-sec` or `--total_iops_sec`): the
+/// options come from oxvirt-domain's [`IoLimit`] list, so a limit is named in one place.
+#[derive(Debug, Clone, Default)]
 pub struct IoLimits {
-    /// Total throughput limit, bytes per second.
-    #[arg(long, alias = "total_bytes_sec")]
-    total_bytes_sec: Option<u64>,
-    /// Read throughput limit, bytes per second.
-    #[arg(long, alias = "read_bytes_sec")]
-    read_bytes_sec: Option<u64>,
-    /// Write throughput limit, bytes per second.
-    #[arg(long, alias = "write_bytes_sec")]
-    write_bytes_sec: Option<u64>,
-    /// Total I/O operations per second.
-    #[arg(long, alias = "total_iops_sec")]
-    total_iops_sec: Option<u64>,
-    /// Read I/O operations per second.
-    #[arg(long, alias = "read_iops_sec")]
-    read_iops_sec: Option<u64>,
-    /// Write I/O operations per second.
-    #[arg(long, alias = "write_iops_sec")]
-    write_iops_sec: Option<u64>,
-    /// Total throughput burst, bytes per second.
-    #[arg(long, alias = "total_bytes_sec_max")]
-    total_bytes_sec_max: Option<u64>,
-    /// Read throughput burst, bytes per second.
-    #[arg(long, alias = "read_bytes_sec_max")]
-    read_bytes_sec_max: Option<u64>,
-    /// Write throughput burst, bytes per second.
-    #[arg(long, alias = "write_bytes_sec_max")]
-    write_bytes_sec_max: Option<u64>,
-    /// Total I/O operations burst per second.
-    #[arg(long, alias = "total_iops_sec_max")]
-    total_iops_sec_max: Option<u64>,
-    /// Read I/O operations burst per second.
-    #[arg(long, alias = "read_iops_sec_max")]
-    read_iops_sec_max: Option<u64>,
-    /// Write I/O operations burst per second.
-    #[arg(long, alias = "write_iops_sec_max")]
-    write_iops_sec_max: Option<u64>,
-    /// Size of an I/O operation counted by the iops limits, bytes.
-    #[arg(long, alias = "size_iops_sec")]
-    size_iops_sec: Option<u64>,
+    given: Vec<(IoLimit, u64)>,
+    group_name: Option<String>,
 }
 
-impl IoLimits {
-    /// The limits given, under [`BlockIoTune`]'s names.
-    fn changes(&self) -> Vec<(String, u64)> {
-        let given = [
-            self.total_bytes_sec,
-            self.read_bytes_sec,
-            self.write_bytes_sec,
-            self.total_iops_sec,
-            self.read_iops_sec,
-            self.write_iops_sec,
-            self.total_bytes_sec_max,
-            self.read_bytes_sec_max,
-            self.write_bytes_sec_max,
-            self.total_iops_sec_max,
-            self.read_iops_sec_max,
-            self.write_iops_sec_max,
-            self.size_iops_sec,
-        ];
-        // (In BlockIoTune::fields' order.)
-        BlockIoTune::default()
-            .fields()
-            .iter()
-            .zip(given)
-            .filter_map(|((name, _), value)| Some((name.to_string(), value?)))
-            .collect()
+/// The option of `--group-name`.
+const GROUP_NAME: &str = "group_name";
+
+impl clap::FromArgMatches for IoLimits {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut limits = IoLimits::default();
+        limits.update_from_arg_matches(matches)?;
+        Ok(limits)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        for limit in IoLimit::ALL {
+            if let Some(value) = matches.get_one::<u64>(limit.name()) {
+                self.given.retain(|(given, _)| *given != limit);
+                self.given.push((limit, *value));
+            }
+        }
+        if let Some(group) = matches.get_one::<String>(GROUP_NAME) {
+            self.group_name = Some(group.clone());
+        }
+        Ok(())
+    }
+}
+
+impl Args for IoLimits {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let mut cmd = cmd;
+        for limit in IoLimit::ALL {
+            // virsh lists the group after size_iops_sec, before the burst lengths.
+            if limit == IoLimit::TotalBytesSecMaxLength {
+                cmd = cmd.arg(
+                    clap::Arg::new(GROUP_NAME)
+                        .long("group-name")
+                        .alias(GROUP_NAME)
+                        .value_name("NAME")
+                        .help(
+                            "Throttle group: disks of one group share their limits (empty: none)",
+                        ),
+                );
+            }
+            cmd = cmd.arg(
+                clap::Arg::new(limit.name())
+                    .long(limit.name().replace('_', "-"))
+                    .alias(limit.name())
+                    .value_name("N")
+                    // So that `-5` is refused as a value, not taken for an option.
+                    .allow_negative_numbers(true)
+                    .value_parser(clap::value_parser!(u64))
+                    .help(limit.describe()),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
     }
 }
 
@@ -354,11 +350,15 @@ pub fn run(client: &Client, command: DiskCommand) -> anyhow::Result<String> {
             limits,
             scope,
         } => {
-            let set = limits.changes();
-            let asking = set.is_empty();
+            let IoLimits { given, group_name } = limits;
+            let asking = given.is_empty() && group_name.is_none();
             let request = IoTuneRequest {
                 target: device,
-                set,
+                set: given
+                    .into_iter()
+                    .map(|(limit, value)| (limit.name().to_string(), value))
+                    .collect(),
+                group_name,
                 live: scope.live,
                 config: scope.config,
             };
@@ -467,12 +467,24 @@ pub fn blkinfo_table(infos: &[BlockInfo], human: bool) -> String {
     table(&["Target", "Capacity", "Allocation", "Physical"], &rows)
 }
 
-/// virsh blkdeviotune without limits: `name: value` lines, names padded to 15.
+/// virsh blkdeviotune without limits: `name: value` lines, names padded to 15, in libvirt's
+/// order (the group, when there is one, before the burst lengths).
 pub fn iotune_text(tune: &BlockIoTune) -> String {
-    tune.fields()
-        .iter()
-        .map(|(name, value)| format!("{name:<15}: {value}\n"))
-        .collect()
+    let mut text = String::new();
+    let mut group = tune.group_name.as_deref();
+    for (name, value) in &tune.limits {
+        let level = IoLimit::from_name(name).map(|limit| limit.kind().2);
+        if level == Some(IoLevel::MaxLength) {
+            if let Some(group) = group.take() {
+                text.push_str(&format!("{GROUP_NAME:<15}: {group}\n"));
+            }
+        }
+        text.push_str(&format!("{name:<15}: {value}\n"));
+    }
+    if let Some(group) = group {
+        text.push_str(&format!("{GROUP_NAME:<15}: {group}\n"));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -509,10 +521,25 @@ mod tests {
         assert!(blkinfo_text(&info, true).starts_with("Capacity:       1.000 GiB\n"));
         assert_eq!(size(200704, true), "196.000 KiB");
         let tune = BlockIoTune {
-            total_iops_sec: 50,
-            ..Default::default()
+            limits: IoLimit::ALL
+                .iter()
+                .map(|limit| {
+                    (
+                        limit.name().to_string(),
+                        u64::from(*limit == IoLimit::TotalIopsSec) * 50,
+                    )
+                })
+                .collect(),
+            group_name: Some("g1".into()),
         };
-        assert!(iotune_text(&tune).contains("total_iops_sec : 50\n"));
-        assert!(iotune_text(&tune).starts_with("total_bytes_sec: 0\n"));
+        let text = iotune_text(&tune);
+        assert!(text.contains("total_iops_sec : 50\n"), "{text}");
+        assert!(text.starts_with("total_bytes_sec: 0\n"), "{text}");
+        assert!(
+            text.contains(
+                "size_iops_sec  : 0\ngroup_name     : g1\ntotal_bytes_sec_max_length: 0\n"
+            ),
+            "{text}"
+        );
     }
 }

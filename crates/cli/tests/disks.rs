@@ -2,7 +2,9 @@
 //! image with known bytes hot-plugged into a `pc` and a `q35` guest is a block device the guest
 //! reads those bytes from, and is gone from it after detach-disk; `--config` changes only the
 //! next start's definition; domblklist, domblkinfo, domblkstat follow; blkdeviotune's IOPS limit
-//! slows the guest's own reads; bad input is refused and changes nothing.
+//! slows the guest's own reads, and so does an `<iotune>` in the definition from the guest's
+//! first I/O (blkdeviotune --config changes it for the next start); bad input is refused and
+//! changes nothing.
 
 #[allow(dead_code)]
 mod support;
@@ -47,6 +49,14 @@ fn known_qcow2(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// A private oxvirtd, with a root disk and [`known_qcow2`]'s image in its directory.
+fn daemon_and_images() -> (Daemon, PathBuf, PathBuf) {
+    let daemon = Daemon::start();
+    let root = make_disk(daemon.dir.path(), "root.img", 2048);
+    let data = known_qcow2(daemon.dir.path(), "data.qcow2");
+    (daemon, root, data)
+}
+
 fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
     let mut console = daemon.start_with_console(name);
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
@@ -74,6 +84,26 @@ fn expect_guest_sees(console: &mut ConsoleSession, dev: &str, present: bool, tag
     );
 }
 
+/// Reads `count` 4 KiB blocks of /dev/vdb with direct I/O in the guest and returns the rate
+/// the guest measured (operations per second, by its own clock).
+fn guest_direct_read_rate(console: &mut ConsoleSession, count: u32, tag: u32) -> f64 {
+    let timing = console.run(
+        &format!("a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/vdb of=/dev/null bs=4k count={count} iflag=direct 2>/dev/null; b=$(cut -d' ' -f1 /proc/uptime); echo T $a $b"),
+        tag,
+    );
+    let times: Vec<f64> = timing
+        .lines()
+        .find_map(|l| l.strip_prefix("T "))
+        .unwrap_or_else(|| panic!("{timing}"))
+        .split(' ')
+        .map(|t| t.trim().parse().unwrap())
+        .collect();
+    let elapsed = times[1] - times[0];
+    let rate = f64::from(count) / elapsed.max(0.01);
+    eprintln!("{count} direct 4 KiB reads: {elapsed:.2} s, {rate:.1} IOPS");
+    rate
+}
+
 fn stat_value(text: &str, key: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("vdb {key} ")))
@@ -85,10 +115,8 @@ fn stat_value(text: &str, key: &str) -> u64 {
 
 #[test]
 fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
-    let daemon = Daemon::start();
+    let (daemon, root, data) = daemon_and_images();
     let dir = daemon.dir.path();
-    let root = make_disk(dir, "root.img", 2048);
-    let data = known_qcow2(dir, "data.qcow2");
     let data_path = data.to_str().unwrap();
     daemon
         .define(
@@ -264,20 +292,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     );
     let shown = daemon.oxvirt(&["blkdeviotune", "dpc", "vdb"]).ok();
     assert!(shown.contains("total_iops_sec : 50\n"), "{shown}");
-    let timing = console.run(
-        "a=$(cut -d' ' -f1 /proc/uptime); dd if=/dev/vdb of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null; b=$(cut -d' ' -f1 /proc/uptime); echo T $a $b",
-        5,
-    );
-    let times: Vec<f64> = timing
-        .lines()
-        .find_map(|l| l.strip_prefix("T "))
-        .unwrap_or_else(|| panic!("{timing}"))
-        .split(' ')
-        .map(|t| t.trim().parse().unwrap())
-        .collect();
-    let elapsed = times[1] - times[0];
-    let rate = 200.0 / elapsed.max(0.01);
-    eprintln!("200 direct 4 KiB reads at --total-iops-sec 50: {elapsed:.2} s, {rate:.1} IOPS");
+    let rate = guest_direct_read_rate(&mut console, 200, 5);
     assert!(rate <= 100.0, "{rate:.1} IOPS at a limit of 50");
     let error = daemon
         .oxvirt(&[
@@ -290,7 +305,10 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
             "10",
         ])
         .error();
-    assert!(error.contains("total_iops_sec cannot be set"), "{error}");
+    assert!(
+        error.contains("total and read/write iops_sec cannot be set at the same time"),
+        "{error}"
+    );
     daemon
         .oxvirt(&["blkdeviotune", "dpc", "vdb", "--total-iops-sec", "0"])
         .ok();
@@ -345,12 +363,150 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     daemon.oxvirt(&["destroy", "dpc"]).ok();
 }
 
+/// `blkdeviotune DOM vdb ARGS...` must fail with exit 1 and `wanted` in its error, and change
+/// nothing in the next start's definition.
+#[track_caller]
+fn refused_iotune(daemon: &Daemon, args: &[&str], wanted: &str) {
+    let before = daemon.oxvirt(&["dumpxml", "dio", "--inactive"]).ok();
+    let run = daemon.oxvirt(&[&["blkdeviotune", "dio"], args].concat());
+    // (clap's usage errors add a hint line; the daemon's are one line.)
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.starts_with("error: ") && run.stderr.contains(wanted),
+        "{run:#?}"
+    );
+    assert_eq!(
+        daemon.oxvirt(&["dumpxml", "dio", "--inactive"]).ok(),
+        before
+    );
+}
+
+#[test]
+fn a_disk_defined_with_iotune_is_throttled_from_its_first_io() {
+    let (daemon, root, data) = daemon_and_images();
+    let xml = guest_xml(
+        "dio",
+        "0c7e3b6a-9d41-4f2e-8a57-3b1d6e9f2c48",
+        &guest_kit(),
+        &root,
+        1,
+    )
+    .replace(
+        "    <serial type='pty'>",
+        &format!(
+            "    <disk type='file' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source file='{}'/>\n      <target dev='vdb' bus='virtio'/>\n      <iotune>\n        <total_iops_sec>50</total_iops_sec>\n      </iotune>\n    </disk>\n    <serial type='pty'>",
+            data.display()
+        ),
+    );
+    daemon.define("dio.xml", &xml).1.ok();
+    // Shut off: blkdeviotune reads the definition (--current is --config), which keeps it.
+    assert_eq!(total_iops(&daemon, &[]), 50);
+    assert!(daemon
+        .oxvirt(&["dumpxml", "dio", "--inactive"])
+        .ok()
+        .contains("<iotune>\n        <total_iops_sec>50</total_iops_sec>\n      </iotune>"));
+    // Bad input: refused, exit 1, the definition unchanged.
+    refused_iotune(
+        &daemon,
+        &["vdb", "--read-iops-sec", "10", "--total-iops-sec", "60"],
+        "total and read/write iops_sec cannot be set at the same time",
+    );
+    refused_iotune(
+        &daemon,
+        &["vdb", "--total-iops-sec", "-5"],
+        "invalid value '-5'",
+    );
+    refused_iotune(
+        &daemon,
+        &["vdz", "--total-iops-sec", "5"],
+        "No disk found whose source path or target is vdz",
+    );
+    refused_iotune(
+        &daemon,
+        &[
+            "vdb",
+            "--total-iops-sec-max",
+            "100",
+            "--total-iops-sec",
+            "0",
+        ],
+        "value 'total_iops_sec_max' cannot be set if 'total_iops_sec' is not set",
+    );
+    refused_iotune(&daemon, &["vdb", "--live"], "not running");
+
+    // From the guest's first I/O on vdb: at most about twice the limit.
+    let mut console = boot(&daemon, "dio");
+    let rate = guest_direct_read_rate(&mut console, 200, 1);
+    assert!(rate <= 100.0, "{rate:.1} IOPS at <total_iops_sec>50");
+    // The running guest's limits, read from QEMU.
+    assert_eq!(total_iops(&daemon, &[]), 50);
+
+    // --config while it runs: the next start's definition only.
+    set_iotune(&daemon, &["--config", "--total-iops-sec", "25"]);
+    let inactive = daemon.oxvirt(&["dumpxml", "dio", "--inactive"]).ok();
+    assert!(
+        inactive.contains("<total_iops_sec>25</total_iops_sec>"),
+        "{inactive}"
+    );
+    assert_eq!(total_iops(&daemon, &["--config"]), 25);
+    assert_eq!(total_iops(&daemon, &["--live"]), 50);
+    refused_iotune(
+        &daemon,
+        &[
+            "vdb",
+            "--config",
+            "--write-iops-sec",
+            "5",
+            "--total-iops-sec",
+            "5",
+        ],
+        "total and read/write iops_sec cannot be set at the same time",
+    );
+    // The live path still works on a disk that started with limits.
+    set_iotune(&daemon, &["--live", "--total-iops-sec", "40"]);
+    assert_eq!(total_iops(&daemon, &[]), 40);
+    let live = daemon.oxvirt(&["dumpxml", "dio"]).ok();
+    assert!(
+        live.contains("<total_iops_sec>40</total_iops_sec>"),
+        "{live}"
+    );
+    drop(console);
+    daemon.oxvirt(&["destroy", "dio"]).ok();
+
+    // The next start has the --config limit.
+    let mut console = boot(&daemon, "dio");
+    assert_eq!(total_iops(&daemon, &[]), 25);
+    let rate = guest_direct_read_rate(&mut console, 100, 2);
+    assert!(rate <= 50.0, "{rate:.1} IOPS at <total_iops_sec>25");
+    drop(console);
+    daemon.oxvirt(&["destroy", "dio"]).ok();
+}
+
+/// `blkdeviotune dio vdb ARGS... LIMITS...`, which prints nothing but its empty line.
+#[track_caller]
+fn set_iotune(daemon: &Daemon, args: &[&str]) {
+    let run = daemon.oxvirt(&[&["blkdeviotune", "dio", "vdb"], args].concat());
+    assert_eq!(run.ok(), "\n");
+}
+
+/// The `total_iops_sec` blkdeviotune shows for dio's vdb (`scope`: `--live`, `--config` or none).
+#[track_caller]
+fn total_iops(daemon: &Daemon, scope: &[&str]) -> u64 {
+    let shown = daemon
+        .oxvirt(&[&["blkdeviotune", "dio", "vdb"], scope].concat())
+        .ok();
+    // virsh's order: the byte rates first.
+    assert!(shown.starts_with("total_bytes_sec: "), "{shown}");
+    shown
+        .lines()
+        .find_map(|line| line.strip_prefix("total_iops_sec : "))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no total_iops_sec in:\n{shown}"))
+}
+
 #[test]
 fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
-    let daemon = Daemon::start();
-    let dir = daemon.dir.path();
-    let root = make_disk(dir, "root.img", 2048);
-    let data = known_qcow2(dir, "data.qcow2");
+    let (daemon, root, data) = daemon_and_images();
     let data_path = data.to_str().unwrap();
     // No disk at start: the first disk hot-plugged is the first hard disk of the live
     // definition, yet not one the guest booted from, so it can be detached.

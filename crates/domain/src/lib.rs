@@ -11,6 +11,7 @@
 
 mod elem;
 mod error;
+mod iotune;
 mod metadata;
 mod model;
 mod names;
@@ -30,6 +31,7 @@ pub mod volume;
 mod write;
 
 pub use error::{DomainError, Location};
+pub use iotune::{IoDirection, IoLevel, IoLimit, IoTune, IoUnit, IO_LIMIT_MAX};
 pub use model::*;
 pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
 pub use rules::{validate_name, MAX_NAME_BYTES};

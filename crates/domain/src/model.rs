@@ -15,6 +15,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
+use crate::iotune::IoTune;
+
 pub use uuid::Uuid;
 
 /// The line of the definition text a model element was read from, so that what refuses the
@@ -982,6 +984,9 @@ pub struct Disk {
     /// secret's value, which the daemon's secret store holds).
     pub auth: Option<DiskAuth>,
     pub target: DiskTarget,
+    /// `<iotune>`: the disk's I/O limits; `None` when it has none (libvirt then writes no
+    /// element, also for an `<iotune>` without any limit or group).
+    pub iotune: Option<IoTune>,
     pub readonly: bool,
     pub shareable: bool,
     pub serial: Option<String>,
@@ -998,6 +1003,7 @@ pub struct Disk {
     pub source_line: SourceLine,
     pub serial_line: SourceLine,
     pub shareable_line: SourceLine,
+    pub iotune_line: SourceLine,
 }
 
 /// One image of a disk's backing chain.

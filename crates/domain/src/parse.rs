@@ -6,6 +6,7 @@
 
 use crate::elem::{self, lookup, set_once, truncate, Elem, Extension, Result};
 use crate::error::DomainError;
+use crate::iotune::{IoLimit, IoTune};
 use crate::model::*;
 use crate::names::*;
 use crate::rules::{
@@ -1297,6 +1298,8 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
     let mut serial = None;
     let mut boot = None;
     let mut address = None;
+    let mut iotune = None;
+    let mut iotune_line = SourceLine::NONE;
     let mut source_line = SourceLine::NONE;
     let mut serial_line = SourceLine::NONE;
     let mut shareable_line = SourceLine::NONE;
@@ -1426,6 +1429,11 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
                 let parsed = parse_address(&mut child)?;
                 set_once(&mut address, parsed, &child)?;
             }
+            "iotune" => {
+                let parsed = parse_iotune(&mut child)?;
+                set_once(&mut iotune, parsed, &child)?;
+                iotune_line = child.source_line();
+            }
             _ => return Err(child.unsupported()),
         }
     }
@@ -1461,6 +1469,8 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
         network,
         auth,
         target,
+        // libvirt keeps no <iotune> without a limit or a group.
+        iotune: iotune.filter(|tune: &IoTune| !tune.is_empty()),
         readonly,
         shareable,
         serial,
@@ -1471,8 +1481,34 @@ fn parse_disk(elem: &mut Elem) -> Result<(Disk, Option<DiskBus>)> {
         source_line,
         serial_line,
         shareable_line,
+        iotune_line,
     };
     Ok((disk, stated_bus))
+}
+
+/// `<iotune>`: each limit at most once, as an unsigned number (0 is libvirt's "not set"), and
+/// `<group_name>` (empty is no group, as in libvirt).
+fn parse_iotune(elem: &mut Elem) -> Result<IoTune> {
+    elem.finish_attrs()?;
+    let mut tune = IoTune::default();
+    let mut seen = Vec::new();
+    let mut group = None;
+    for child in elem.children()? {
+        child.finish_attrs()?;
+        if child.name() == "group_name" {
+            let name = child.text()?.trim().to_string();
+            set_once(&mut group, name, &child)?;
+            continue;
+        }
+        let limit = IoLimit::from_name(child.name()).ok_or_else(|| child.unsupported())?;
+        if seen.contains(&limit) {
+            return Err(child.duplicate());
+        }
+        seen.push(limit);
+        tune.set(limit, child.text_u64()?);
+    }
+    tune.group_name = group.filter(|name| !name.is_empty());
+    Ok(tune)
 }
 
 /// `<source protocol= name= query=>` of a network disk, with its `<host>`s, `<ssl>` and an

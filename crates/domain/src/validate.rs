@@ -637,6 +637,12 @@ fn validate_devices(d: &Domain) -> Result<(), DomainError> {
                 ));
             }
         }
+        if let Some(tune) = &disk.iotune {
+            tune.check().map_err(|reason| DomainError::Invalid {
+                reason: format!("disk '{}': {reason}", disk.target.dev),
+                location: Location::new("devices/disk/iotune", disk.iotune_line.get()),
+            })?;
+        }
         validate_address(path, &disk.address)?;
         validate_disk_address(disk)?;
     }

@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use crate::iotune::{IoLevel, IoTune};
 use crate::model::*;
 use crate::names::*;
 
@@ -850,6 +851,9 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
             ("bus", s(name_of(DISK_BUSES, disk.target.bus))),
         ],
     );
+    if let Some(tune) = &disk.iotune {
+        write_iotune(w, tune);
+    }
     if disk.readonly {
         w.empty("readonly", &[]);
     }
@@ -862,6 +866,27 @@ fn write_disk(w: &mut Writer, disk: &Disk) {
     write_boot(w, disk.boot_order);
     write_address(w, &disk.address);
     w.end("disk");
+}
+
+/// `<iotune>` in libvirt's order: the limits set, the group before the burst lengths.
+fn write_iotune(w: &mut Writer, tune: &IoTune) {
+    if tune.is_empty() {
+        return;
+    }
+    w.start("iotune", &[]);
+    let mut group = tune.group_name.as_deref();
+    for (limit, value) in tune.limits() {
+        if limit.kind().2 == IoLevel::MaxLength {
+            if let Some(name) = group.take() {
+                w.text("group_name", &[], name);
+            }
+        }
+        w.text(limit.name(), &[], &value.to_string());
+    }
+    if let Some(name) = group {
+        w.text("group_name", &[], name);
+    }
+    w.end("iotune");
 }
 
 fn write_network_source(w: &mut Writer, source: &NetworkSource, auth: Option<&DiskAuth>) {

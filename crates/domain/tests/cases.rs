@@ -56,6 +56,20 @@ const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[
         "stricter-spice-port",
         "a SPICE port above 65535: libvirt 9.0 stores it (QEMU cannot use it)",
     ),
+    (
+        "stricter-iotune-max-without-rate",
+        "an <iotune> burst without its rate: libvirt 9.0 stores it, QEMU refuses it at start \
+         and libvirt's blkdeviotune refuses it with this message",
+    ),
+    (
+        "stricter-iotune-max-below-rate",
+        "an <iotune> burst below its rate: libvirt 9.0 stores it, QEMU refuses it at start",
+    ),
+    (
+        "stricter-iotune-length-without-max",
+        "an <iotune> burst length without its burst: libvirt 9.0 stores it, QEMU refuses it \
+         at start",
+    ),
 ];
 
 /// libvirt 9.0 refuses these; oxvirt accepts them.
@@ -351,6 +365,26 @@ fn own_cases_cover_every_supported_family() {
     let required = [
         "@type=kvm",
         "@type=qemu",
+        "/devices/disk/iotune/total_bytes_sec",
+        "/devices/disk/iotune/read_bytes_sec",
+        "/devices/disk/iotune/write_bytes_sec",
+        "/devices/disk/iotune/total_iops_sec",
+        "/devices/disk/iotune/read_iops_sec",
+        "/devices/disk/iotune/write_iops_sec",
+        "/devices/disk/iotune/total_bytes_sec_max",
+        "/devices/disk/iotune/read_bytes_sec_max",
+        "/devices/disk/iotune/write_bytes_sec_max",
+        "/devices/disk/iotune/total_iops_sec_max",
+        "/devices/disk/iotune/read_iops_sec_max",
+        "/devices/disk/iotune/write_iops_sec_max",
+        "/devices/disk/iotune/size_iops_sec",
+        "/devices/disk/iotune/group_name",
+        "/devices/disk/iotune/total_bytes_sec_max_length",
+        "/devices/disk/iotune/read_bytes_sec_max_length",
+        "/devices/disk/iotune/write_bytes_sec_max_length",
+        "/devices/disk/iotune/total_iops_sec_max_length",
+        "/devices/disk/iotune/read_iops_sec_max_length",
+        "/devices/disk/iotune/write_iops_sec_max_length",
         "/title",
         "/description",
         "/memory@unit=GB",

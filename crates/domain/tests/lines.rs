@@ -45,6 +45,7 @@ const XML: &str = "<domain type='kvm'>
       <driver name='qemu' type='raw' cache='writeback' io='native'/>
       <source file='/img/a.raw'/>
       <target dev='vda' bus='virtio'/>
+      <iotune><total_iops_sec>50</total_iops_sec></iotune>
       <serial>S1</serial>
       <address type='pci' domain='0' bus='0' slot='7' function='0'/>
     </disk>
@@ -126,6 +127,7 @@ fn the_parser_records_the_line_of_each_element() {
     assert_eq!(disk.target.line.get(), at("<target dev='vda'"));
     assert_eq!(disk.serial_line.get(), at("<serial>S1"));
     assert_eq!(disk.shareable_line.get(), None);
+    assert_eq!(disk.iotune_line.get(), at("<iotune>"));
     assert_eq!(
         disk.address.as_ref().unwrap().line().get(),
         at("slot='7'"),

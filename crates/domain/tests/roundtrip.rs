@@ -387,6 +387,7 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                         bus,
                         line: SourceLine::NONE,
                     },
+                    iotune: iotune_for(index),
                     readonly: device == DiskDevice::Cdrom,
                     // A writable qcow2 cannot be shared (libvirt refuses it).
                     shareable: shareable
@@ -399,9 +400,41 @@ fn disk(index: usize, boot_order: Option<u32>, iothreads: u32) -> impl Strategy<
                     source_line: SourceLine::NONE,
                     serial_line: SourceLine::NONE,
                     shareable_line: SourceLine::NONE,
+                    iotune_line: SourceLine::NONE,
                 }
             },
         )
+}
+
+/// Limits that pass libvirt's rules, different per disk (none for every third one), with each
+/// kind of limit and the group written somewhere.
+fn iotune_for(index: usize) -> Option<IoTune> {
+    let n = index as u64 + 1;
+    match index % 3 {
+        0 => None,
+        1 => {
+            let mut tune: IoTune = [
+                (IoLimit::TotalIopsSec, 50 * n),
+                (IoLimit::TotalIopsSecMax, 100 * n),
+                (IoLimit::TotalIopsSecMaxLength, n),
+                (IoLimit::ReadBytesSec, 1000 * n),
+                (IoLimit::SizeIopsSec, 4096),
+            ]
+            .into_iter()
+            .collect();
+            tune.group_name = Some(format!("group{index}"));
+            Some(tune)
+        }
+        _ => Some(
+            [
+                (IoLimit::TotalBytesSec, 1 << 20),
+                (IoLimit::WriteIopsSec, 10 * n),
+                (IoLimit::WriteIopsSecMax, 20 * n),
+            ]
+            .into_iter()
+            .collect(),
+        ),
+    }
 }
 
 fn interface(index: usize, boot_order: Option<u32>) -> impl Strategy<Value = Interface> {

@@ -665,6 +665,7 @@ impl Planner {
             // Refused with the network source it belongs to.
             auth: _,
             target,
+            iotune,
             readonly,
             shareable,
             serial,
@@ -678,6 +679,7 @@ impl Planner {
             source_line: _,
             serial_line,
             shareable_line,
+            iotune_line,
         } = disk;
         let DiskTarget {
             dev,
@@ -707,6 +709,13 @@ impl Planner {
                 format!("{name}: <source protocol='{}'>", network.protocol.as_str()),
                 *line,
                 "no network block drivers; the VMM opens local files and block devices",
+            );
+        }
+        if iotune.is_some() {
+            self.no(
+                format!("{name}: <iotune>"),
+                *iotune_line,
+                "no I/O throttling in oxvirt-vmm; remove <iotune> or use the qemu engine",
             );
         }
         if *device == DiskDevice::Cdrom {
@@ -1303,6 +1312,7 @@ mod tests {
       <source file='/img/a.raw'/>
       <driver name='qemu' type='raw' cache='writeback' io='native'/>
       <target dev='vda' bus='virtio'/>
+      <iotune><total_iops_sec>50</total_iops_sec></iotune>
     </disk>
     <interface type='bridge'>
       <source bridge='br0'/>
@@ -1316,8 +1326,9 @@ mod tests {
         let found = refusals(xml);
         let expect = [
             ("<disk> vda: <driver io='native'>", Some(8)),
-            ("<interface> #0: <driver name='vhost'>", Some(14)),
-            ("<graphics>", Some(16)),
+            ("<disk> vda: <iotune>", Some(10)),
+            ("<interface> #0: <driver name='vhost'>", Some(15)),
+            ("<graphics>", Some(17)),
             // libvirt adds a cirrus video for a display: the definition has no line for it.
             ("<video>", None),
         ];
@@ -1331,6 +1342,7 @@ mod tests {
         let message = check_definition(&d).unwrap_err().to_string();
         assert!(
             message.contains("<disk> vda: <driver io='native'> at line 8 (not implemented")
+                && message.contains("<disk> vda: <iotune> at line 10 (no I/O throttling")
                 && message.contains("<video> (added by default) (no display)"),
             "{message}"
         );

@@ -20,6 +20,8 @@
 //!   at a later start, out of it (QEMU's migration stream over a descriptor passed on QMP).
 //! - [`cpu_models`]: the named CPU models this QEMU offers and their features, asked of a
 //!   short-lived QEMU over QMP (`oxvirt cpu-models`, `hypervisor-cpu-baseline`/`-compare`).
+//! - [`throttle`]: a disk's I/O limits (`<iotune>`, blkdeviotune) over QMP, set at start
+//!   before the guest runs and live.
 //! - [`machines`]: the machine types this QEMU offers (`query-machines`, on the same kind of
 //!   short-lived QEMU: `qmp_probe.rs`); [`domcaps`]: what the engine accepts in a definition,
 //!   found by running libvirt's vocabulary through the parser and [`check`]
@@ -69,6 +71,7 @@ mod paths;
 mod process;
 mod qmp;
 mod qmp_probe;
+pub mod throttle;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{

@@ -35,7 +35,7 @@ use crate::cmdline::{
 };
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
-use crate::{Accel, NicIds, QemuError, Qmp, RunPaths};
+use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
 use oxvirt_logfile::writer::WriterProgram;
 
 /// The QEMU binary for x86_64 guests when the definition names none.
@@ -154,6 +154,17 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
+    // Disk limits are QMP settings: the guest waits for them (as under libvirt, which always
+    // starts paused), so they hold from its first I/O on.
+    let paused_for_settings = incoming.is_none()
+        && domain
+            .devices
+            .disks
+            .iter()
+            .any(|disk| throttle::throttled_at_start(disk).is_some());
+    if paused_for_settings {
+        args.push("-S".to_string());
+    }
     let spawn_emulator = emulator.clone();
     let macvtaps = open_macvtaps(domain)?;
     let writer = writer.cloned();
@@ -209,7 +220,11 @@ pub async fn launch_with(
             });
         }
     }
-    if let Err(err) = apply_runtime_settings(domain, &qmp).await {
+    let applied = match apply_runtime_settings(domain, &qmp).await {
+        Ok(()) if paused_for_settings => qmp.cont().await,
+        other => other,
+    };
+    if let Err(err) = applied {
         // Started but not as defined: do not leave a half-configured guest running.
         kill_now(pid);
         return Err(err);
@@ -753,6 +768,14 @@ fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
             ));
         }
     }
+    for disk in &domain.devices.disks {
+        if let Some(tune) = throttle::throttled_at_start(disk) {
+            commands.push((
+                "block_set_io_throttle",
+                throttle::throttle_arguments(&throttle::disk_qom_name(disk), tune),
+            ));
+        }
+    }
     if let Some(graphics) = domain.devices.graphics.first() {
         if let Some(password) = &graphics.passwd {
             if graphics.spice.is_some() {
@@ -780,6 +803,32 @@ mod tests {
     use super::*;
 
     const UUID: &str = "c7a5fdbd-edaf-9455-926a-d65c16db1809";
+
+    #[test]
+    fn disk_limits_are_set_over_qmp_for_disks_with_a_medium() {
+        let domain = oxvirt_domain::parse_domain_xml(
+            "<domain type='qemu'><name>v</name><memory>131072</memory><os><type>hvm</type></os>\
+             <devices><disk type='file'><source file='/a'/><target dev='vdb' bus='virtio'/>\
+             <iotune><total_iops_sec>50</total_iops_sec><group_name>g</group_name></iotune></disk>\
+             <disk type='file' device='cdrom'><target dev='sda' bus='sata'/>\
+             <iotune><read_bytes_sec>5</read_bytes_sec></iotune></disk>\
+             <disk type='file'><source file='/b'/><target dev='sdb' bus='sata'/>\
+             <iotune><write_bytes_sec>7</write_bytes_sec></iotune></disk></devices></domain>",
+        )
+        .unwrap();
+        let throttles: Vec<_> = runtime_settings(&domain)
+            .into_iter()
+            .filter(|(command, _)| *command == "block_set_io_throttle")
+            .map(|(_, arguments)| arguments)
+            .collect();
+        // The empty CD-ROM drive is left out (QEMU cannot throttle it; libvirt skips it).
+        assert_eq!(throttles.len(), 2, "{throttles:?}");
+        assert_eq!(throttles[0]["id"], "/machine/peripheral/vdb/virtio-backend");
+        assert_eq!(throttles[0]["iops"], 50);
+        assert_eq!(throttles[0]["group"], "g");
+        assert_eq!(throttles[1]["id"], "sdb");
+        assert_eq!(throttles[1]["bps_wr"], 7);
+    }
 
     #[test]
     fn vhost_is_refused_up_front_when_the_host_has_no_vhost_net_device() {

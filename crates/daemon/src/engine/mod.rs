@@ -426,9 +426,9 @@ fn no_disk_hotplug() -> EngineError {
 
 /// One disk's I/O counters (`dev` in `target`), virsh domblkstat's keys.
 pub type BlockStats = oxvirt_api::BlockStat;
-/// A disk's I/O limits, as libvirt's `<iotune>` and blkdeviotune name them (bytes or
-/// operations per second; 0: none).
-pub type IoTune = oxvirt_api::BlockIoTune;
+/// A disk's I/O limits: the definition's `<iotune>` model, which blkdeviotune shows and
+/// changes live too.
+pub use oxvirt_domain::IoTune;
 
 /// A guest's memory as its balloon device reports it, in virsh dommemstat's terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

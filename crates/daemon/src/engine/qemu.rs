@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use oxvirt_api::{Accel, Engine as EngineKind};
 use oxvirt_domain::{Domain, DomainType};
-use oxvirt_qemu::{QemuError, Qmp, QmpEvent, QmpEventMessage, RunPaths, RunState};
+use oxvirt_qemu::{throttle, QemuError, Qmp, QmpEvent, QmpEventMessage, RunPaths, RunState};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -1268,52 +1268,23 @@ impl Control for QmpControl {
 
     async fn block_io_tune(&self, dev: &str) -> Result<IoTune, EngineError> {
         let block = self.block_of(dev).await?;
-        let inserted = &block["inserted"];
-        let mut tune = IoTune::default();
-        for (name, _) in IoTune::default().fields() {
-            let key = qemu_throttle_key(name);
-            tune.set(name, inserted[key.as_str()].as_u64().unwrap_or(0));
-        }
-        Ok(tune)
+        Ok(throttle::io_tune_of(&block["inserted"]))
     }
 
     async fn set_block_io_tune(&self, dev: &str, tune: &IoTune) -> Result<(), EngineError> {
         // block_set_io_throttle names the device by the qdev QEMU reports for it (a virtio
         // disk's backend, below the PCI device oxvirt named `dev`).
         let block = self.block_of(dev).await?;
-        let mut arguments = serde_json::json!({ "id": block["qdev"] });
-        for (name, value) in tune.fields() {
-            arguments[qemu_throttle_key(name)] = serde_json::json!(value);
-        }
+        let qdev = block["qdev"].as_str().unwrap_or(dev);
         self.qmp
-            .execute("block_set_io_throttle", Some(arguments))
+            .execute(
+                "block_set_io_throttle",
+                Some(throttle::throttle_arguments(qdev, tune)),
+            )
             .await
             .map_err(engine_error)?;
         Ok(())
     }
-}
-
-/// QEMU's name of a libvirt I/O limit: `bps`/`iops` for bytes/operations, `_rd`/`_wr`
-/// for reads/writes, `_max` for bursts (`total_bytes_sec_max` is `bps_max`).
-fn qemu_throttle_key(name: &str) -> String {
-    if name == "size_iops_sec" {
-        return "iops_size".to_string();
-    }
-    let (base, max) = match name.strip_suffix("_max") {
-        Some(base) => (base, "_max"),
-        None => (name, ""),
-    };
-    let (direction, unit) = base
-        .trim_end_matches("_sec")
-        .split_once('_')
-        .unwrap_or(("total", "bytes"));
-    let unit = if unit == "bytes" { "bps" } else { "iops" };
-    let direction = match direction {
-        "read" => "_rd",
-        "write" => "_wr",
-        _ => "",
-    };
-    format!("{unit}{direction}{max}")
 }
 
 impl QmpControl {
@@ -1496,7 +1467,7 @@ const UNPLUG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[cfg(test)]
 mod tests {
-    use super::{guest_memory_stats, parse_version, qemu_throttle_key};
+    use super::{guest_memory_stats, parse_version};
 
     #[test]
     fn balloon_statistics_take_virsh_keys_and_kib() {
@@ -1532,15 +1503,6 @@ mod tests {
             ]
         );
         assert_eq!(guest_memory_stats(&serde_json::json!({})), vec![]);
-    }
-
-    #[test]
-    fn throttle_keys_are_qemus() {
-        assert_eq!(qemu_throttle_key("total_bytes_sec"), "bps");
-        assert_eq!(qemu_throttle_key("read_iops_sec"), "iops_rd");
-        assert_eq!(qemu_throttle_key("write_bytes_sec_max"), "bps_wr_max");
-        assert_eq!(qemu_throttle_key("total_iops_sec_max"), "iops_max");
-        assert_eq!(qemu_throttle_key("size_iops_sec"), "iops_size");
     }
 
     #[test]

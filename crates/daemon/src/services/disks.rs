@@ -15,7 +15,9 @@ use oxvirt_api::{
     AttachDiskRequest, BlockInfo, BlockIoTune, BlockStat, ChangeMediaRequest, DetachDiskRequest,
     DeviceAction, DeviceRequest, DiskChanged, DomainDisk, IoTuneRequest, MediaAction,
 };
-use oxvirt_domain::{BootDevice, ControllerType, Disk, DiskBus, DiskDevice, DiskType, Domain};
+use oxvirt_domain::{
+    BootDevice, ControllerType, Disk, DiskBus, DiskDevice, DiskType, Domain, IoLimit, IoTune,
+};
 use oxvirt_xml::escape_attr;
 
 use super::change::{Change, Scope};
@@ -380,6 +382,16 @@ impl Domains {
             .plug_disk(&launched, dev)
             .await
             .map_err(|e| engine_failure(&record.name, e))?;
+        // Its <iotune>, as libvirt sets it after device_add; a disk that cannot get its
+        // limits is taken out again rather than left running without them.
+        if let Some(tune) = &new.devices.disks[index].iotune {
+            if let Err(err) = control.set_block_io_tune(dev, tune).await {
+                if let Err(unplug) = control.unplug_disk(dev).await {
+                    tracing::warn!(domain = %record.name, disk = %dev, "{unplug}");
+                }
+                return Err(engine_failure(&record.name, err));
+            }
+        }
         self.write_live_definition(record, &new)?;
         tracing::info!(domain = %record.name, disk = %dev, "disk hot-plugged");
         Ok(())
@@ -520,12 +532,15 @@ impl Domains {
             .collect())
     }
 
-    /// `blkdeviotune`: shows or changes a running guest's disk I/O limits.
+    /// `blkdeviotune`: shows or changes a disk's I/O limits, of the running guest (`live`)
+    /// or of the definition it starts with next (`config`, its `<iotune>`).
     pub async fn block_io_tune(
         self: &Arc<Self>,
         id: &str,
         request: &IoTuneRequest,
     ) -> DaemonResult<BlockIoTune> {
+        let changes = io_limit_changes(request)?;
+        let asking = changes.is_empty() && request.group_name.is_none();
         let Change {
             record,
             vm,
@@ -533,100 +548,98 @@ impl Domains {
             // Held until the change is done.
             guard: _guard,
         } = self.begin_change(id, request.live, request.config)?;
-        if scope.config {
-            return Err(DaemonError::new(
-                ErrorKind::Unsupported,
-                format!(
-                    "domain '{}': <iotune> in the definition is not supported yet; blkdeviotune changes a running guest's limits (--live)",
-                    record.name
-                ),
+        if asking && scope.live && scope.config {
+            return Err(bad_request(
+                "blkdeviotune shows the limits of the running guest (--live) or of the definition (--config), not both",
             ));
         }
-        let domain = self.current_domain(&record)?;
-        let index =
-            find_disk(&domain, &request.target).ok_or_else(|| no_such_disk(&request.target))?;
-        let dev = domain.devices.disks[index].target.dev.clone();
-        let control = self.guests.running_control(&vm, &record)?;
-        let mut tune = control
-            .block_io_tune(&dev)
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        if request.set.is_empty() {
-            return Ok(tune);
-        }
-        for (name, value) in &request.set {
-            if !tune.set(name, *value) {
-                return Err(bad_request(format!("unknown I/O limit '{name}'")));
+        // Everything is checked before anything changes.
+        let mut shown = None;
+        let mut next = None;
+        if scope.config {
+            let mut domain = self.persistent_domain(&record)?;
+            let index =
+                find_disk(&domain, &request.target).ok_or_else(|| no_such_disk(&request.target))?;
+            let disk = &mut domain.devices.disks[index];
+            let mut tune = disk.iotune.clone().unwrap_or_default();
+            if !asking {
+                changed_io_tune(&mut tune, &changes, request, &disk.target.dev)?;
+                disk.iotune = (!tune.is_empty()).then(|| tune.clone());
+                next = Some(domain);
             }
+            shown = Some(tune);
         }
-        check_io_tune(&tune)?;
-        control
-            .set_block_io_tune(&dev, &tune)
-            .await
-            .map_err(|e| engine_failure(&record.name, e))?;
-        tracing::info!(domain = %record.name, disk = %dev, ?tune, "disk I/O limits set");
-        Ok(tune)
+        if scope.live {
+            let mut current = self.current_domain(&record)?;
+            let index = find_disk(&current, &request.target)
+                .ok_or_else(|| no_such_disk(&request.target))?;
+            let dev = current.devices.disks[index].target.dev.clone();
+            let control = self.guests.running_control(&vm, &record)?;
+            let mut tune = control
+                .block_io_tune(&dev)
+                .await
+                .map_err(|e| engine_failure(&record.name, e))?;
+            if !asking {
+                changed_io_tune(&mut tune, &changes, request, &dev)?;
+                control
+                    .set_block_io_tune(&dev, &tune)
+                    .await
+                    .map_err(|e| engine_failure(&record.name, e))?;
+                current.devices.disks[index].iotune = (!tune.is_empty()).then(|| tune.clone());
+                self.write_live_definition(&record, &current)?;
+                tracing::info!(domain = %record.name, disk = %dev, ?tune, "disk I/O limits set");
+            }
+            shown = Some(tune);
+        }
+        if let Some(domain) = next {
+            self.change_persistent(&record, |stored| {
+                *stored = domain;
+                Ok(())
+            })?;
+            tracing::info!(domain = %record.name, disk = %request.target, "next start's disk I/O limits set");
+        }
+        Ok(io_tune_reply(&shown.unwrap_or_default()))
     }
 }
 
-/// libvirt's rules: a total limit excludes its read and write ones; a burst needs its rate.
-fn check_io_tune(tune: &BlockIoTune) -> DaemonResult<()> {
-    let pairs = [
-        (
-            "bytes_sec",
-            tune.total_bytes_sec,
-            tune.read_bytes_sec,
-            tune.write_bytes_sec,
-        ),
-        (
-            "iops_sec",
-            tune.total_iops_sec,
-            tune.read_iops_sec,
-            tune.write_iops_sec,
-        ),
-    ];
-    for (unit, total, read, write) in pairs {
-        if total != 0 && (read != 0 || write != 0) {
-            return Err(bad_request(format!(
-                "total_{unit} cannot be set at the same time as read_{unit} or write_{unit}"
-            )));
-        }
-    }
-    for (max, rate, name) in [
-        (
-            tune.total_bytes_sec_max,
-            tune.total_bytes_sec,
-            "total_bytes_sec",
-        ),
-        (
-            tune.read_bytes_sec_max,
-            tune.read_bytes_sec,
-            "read_bytes_sec",
-        ),
-        (
-            tune.write_bytes_sec_max,
-            tune.write_bytes_sec,
-            "write_bytes_sec",
-        ),
-        (
-            tune.total_iops_sec_max,
-            tune.total_iops_sec,
-            "total_iops_sec",
-        ),
-        (tune.read_iops_sec_max, tune.read_iops_sec, "read_iops_sec"),
-        (
-            tune.write_iops_sec_max,
-            tune.write_iops_sec,
-            "write_iops_sec",
-        ),
-    ] {
-        if max != 0 && max < rate {
-            return Err(bad_request(format!(
-                "{name}_max must be at least {name} ({rate})"
-            )));
-        }
-    }
+/// The limits a blkdeviotune request gives, by libvirt's names.
+fn io_limit_changes(request: &IoTuneRequest) -> DaemonResult<Vec<(IoLimit, u64)>> {
+    request
+        .set
+        .iter()
+        .map(|(name, value)| {
+            IoLimit::from_name(name)
+                .map(|limit| (limit, *value))
+                .ok_or_else(|| bad_request(format!("unknown I/O limit '{name}'")))
+        })
+        .collect()
+}
+
+/// `tune` with the request's changes, as libvirt makes them, if they pass libvirt's rules.
+fn changed_io_tune(
+    tune: &mut IoTune,
+    changes: &[(IoLimit, u64)],
+    request: &IoTuneRequest,
+    dev: &str,
+) -> DaemonResult<()> {
+    let mut changed = tune.clone();
+    changed.apply(changes, request.group_name.as_deref());
+    changed
+        .check()
+        .map_err(|reason| bad_request(format!("disk '{dev}': {reason}")))?;
+    *tune = changed;
     Ok(())
+}
+
+/// The wire form of `tune`: every limit by name, in libvirt's order.
+fn io_tune_reply(tune: &IoTune) -> BlockIoTune {
+    BlockIoTune {
+        limits: IoLimit::ALL
+            .into_iter()
+            .map(|limit| (limit.name().to_string(), tune.get(limit)))
+            .collect(),
+        group_name: tune.group_name.clone(),
+    }
 }
 
 /// Capacity, allocation and physical size of a disk's host file or device.
@@ -713,19 +726,31 @@ mod tests {
     }
 
     #[test]
-    fn io_limits_follow_libvirts_rules() {
-        let mut tune = BlockIoTune {
-            total_iops_sec: 50,
+    fn io_limits_are_named_and_checked() {
+        let request = IoTuneRequest {
+            target: "vdb".into(),
+            set: vec![("total_iops_sec".into(), 50), ("read_iops_sec".into(), 10)],
             ..Default::default()
         };
-        assert!(check_io_tune(&tune).is_ok());
-        tune.read_iops_sec = 10;
-        assert!(check_io_tune(&tune).is_err());
-        let tune = BlockIoTune {
-            total_bytes_sec: 100,
-            total_bytes_sec_max: 50,
-            ..Default::default()
+        let changes = io_limit_changes(&request).unwrap();
+        let mut tune = IoTune::default();
+        let err = changed_io_tune(&mut tune, &changes, &request, "vdb").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("disk 'vdb': total and read/write iops_sec"),
+            "{err}"
+        );
+        assert!(
+            tune.is_empty(),
+            "a refused change leaves the limits as they were"
+        );
+        let unknown = IoTuneRequest {
+            set: vec![("fast".into(), 1)],
+            ..request
         };
-        assert!(check_io_tune(&tune).is_err());
+        assert!(io_limit_changes(&unknown).is_err());
+        let reply = io_tune_reply(&tune);
+        assert_eq!(reply.limits.len(), IoLimit::ALL.len());
+        assert_eq!(reply.limits[0], ("total_bytes_sec".to_string(), 0));
     }
 }

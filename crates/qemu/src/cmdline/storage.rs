@@ -636,6 +636,9 @@ impl Builder<'_> {
             network,
             auth,
             target,
+            // Not an argument: set over QMP before the guest runs (crate::throttle), as
+            // libvirt does with -blockdev.
+            iotune: _,
             readonly,
             shareable,
             serial,
@@ -648,6 +651,8 @@ impl Builder<'_> {
             serial_line,
             // Any disk can be shared (share-rw below).
             shareable_line: _,
+            // Nothing about the limits is refused.
+            iotune_line: _,
         } = disk;
         let DiskTarget {
             dev,
