@@ -147,15 +147,20 @@ impl Domains {
         })
     }
 
-    pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
-        let records = self.store.list_domains().map_err(db)?;
-        let runtime: HashMap<Uuid, RuntimeRecord> = self
+    /// The runtime rows of the running guests, by UUID.
+    pub(super) fn runtimes_by_uuid(&self) -> DaemonResult<HashMap<Uuid, RuntimeRecord>> {
+        Ok(self
             .store
             .list_runtime()
             .map_err(db)?
             .into_iter()
             .map(|r| (r.uuid, r))
-            .collect();
+            .collect())
+    }
+
+    pub fn list(&self) -> DaemonResult<Vec<DomainSummary>> {
+        let records = self.store.list_domains().map_err(db)?;
+        let runtime = self.runtimes_by_uuid()?;
         Ok(records
             .iter()
             .map(|record| DomainSummary {

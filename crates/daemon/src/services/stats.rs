@@ -9,13 +9,11 @@
 //! TAP (its receive is the TAP's transmit); disk counters from the engine's Control, sizes from
 //! the engine and the image file.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use oxvirt_api::{DomainState, DomainStats, DomainsStats, StatField, StatsRequest};
 use oxvirt_domain::Domain;
 use oxvirt_host::affinity;
-use uuid::Uuid;
 
 use super::domains::Domains;
 use super::error::{bad_request, db, DaemonResult};
@@ -154,13 +152,7 @@ impl Domains {
                 .map(|id| self.guests.resolve(id))
                 .collect::<DaemonResult<Vec<_>>>()?
         };
-        let runtimes: HashMap<Uuid, RuntimeRecord> = self
-            .store
-            .list_runtime()
-            .map_err(db)?
-            .into_iter()
-            .map(|r| (r.uuid, r))
-            .collect();
+        let runtimes = self.runtimes_by_uuid()?;
         let net_dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
         let mut domains = Vec::new();
         for record in records {
