@@ -184,6 +184,14 @@ impl Guest {
         &self.name
     }
 
+    /// Reads this guest's vCPU time through oxvirtd, apart from its console.
+    pub fn vcpu_clock(&self) -> VcpuClock {
+        VcpuClock {
+            client: self.client.clone(),
+            name: self.name.clone(),
+        }
+    }
+
     /// The guest's serial console.
     pub fn console(&mut self) -> anyhow::Result<&mut Console> {
         self.console.as_mut().context("the bench guest is not up")
@@ -224,6 +232,22 @@ impl Drop for Guest {
     }
 }
 
+/// A running guest's vCPU time, as `vcpuinfo` shows it: how a caller waiting on the console tells a guest that
+/// works from one that stopped running.
+pub struct VcpuClock {
+    client: Client,
+    name: String,
+}
+
+impl VcpuClock {
+    /// The CPU time all its vCPU threads have used so far, in nanoseconds.
+    pub fn cpu_time_ns(&self) -> anyhow::Result<u64> {
+        let info = block_on(self.client.vcpu_info(&self.name))?
+            .with_context(|| format!("cannot read the vCPU time of '{}'", self.name))?;
+        Ok(info.vcpus.iter().map(|v| v.cpu_time_ns).sum())
+    }
+}
+
 /// A guest's serial console (the Unix socket the engine serves), read with bounded waits.
 pub struct Console {
     stream: UnixStream,
@@ -261,7 +285,20 @@ impl Console {
         patterns: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<(usize, String)> {
+        self.wait_for_any_checked(patterns, timeout, timeout, || Ok(()))
+    }
+
+    /// As [`Console::wait_for_any`], and calls `check` every `every` while nothing matched: an error from
+    /// it ends the wait (a guest found not to be running need not be waited for until `timeout`).
+    pub fn wait_for_any_checked(
+        &mut self,
+        patterns: &[&str],
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
+        let mut next_check = Instant::now() + every;
         let mut buf = [0u8; 8192];
         loop {
             let first = patterns
@@ -273,6 +310,10 @@ impl Console {
                 let text = self.pending[..end].to_string();
                 self.pending.drain(..end);
                 return Ok((which, text));
+            }
+            if Instant::now() >= next_check {
+                check()?;
+                next_check = Instant::now() + every;
             }
             if Instant::now() >= deadline {
                 bail!(
