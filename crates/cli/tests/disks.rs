@@ -575,3 +575,214 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     assert!(list.contains(&format!(" vdc      {data_path}\n")), "{list}");
     daemon.oxvirt(&["destroy", "dq35"]).ok();
 }
+
+/// `dumpxml NAME` and `dumpxml NAME --inactive`.
+fn both_definitions(daemon: &Daemon, name: &str) -> (String, String) {
+    (
+        daemon.oxvirt(&["dumpxml", name]).ok(),
+        daemon.oxvirt(&["dumpxml", name, "--inactive"]).ok(),
+    )
+}
+
+#[test]
+fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_one() {
+    let (daemon, root, data) = daemon_and_images();
+    let dir = daemon.dir.path();
+    let data_path = data.to_str().unwrap();
+    daemon
+        .define(
+            "dscsi.xml",
+            &guest_xml(
+                "dscsi",
+                "3e9a1c5d-7b2f-4c8e-a6d4-0f1b3d5e7a9c",
+                &guest_kit(),
+                &root,
+                1,
+            ),
+        )
+        .1
+        .ok();
+    let defined = daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok();
+    assert!(!defined.contains("type='scsi'"), "{defined}");
+    let mut console = boot(&daemon, "dscsi");
+    let before = both_definitions(&daemon, "dscsi");
+
+    // A SCSI disk's target is sdX: refused, nothing changes.
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dscsi",
+            data_path,
+            "vdb",
+            "--targetbus",
+            "scsi",
+            "--live",
+        ])
+        .error();
+    assert_eq!(
+        error,
+        "error: target vdb: a disk on bus 'scsi' is named sdX (sda, sdb, ...)"
+    );
+    assert_eq!(both_definitions(&daemon, "dscsi"), before);
+
+    // attach-disk --live: the controller comes first, then the disk at its drive address;
+    // the guest finds a QEMU hard disk with the image's bytes, its first SCSI disk (sda).
+    assert_eq!(
+        daemon
+            .oxvirt(&[
+                "attach-disk",
+                "dscsi",
+                data_path,
+                "sdb",
+                "--targetbus",
+                "scsi",
+                "--subdriver",
+                "qcow2",
+                "--live"
+            ])
+            .ok(),
+        "Disk attached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sda", true, 1);
+    let identity = console.run(
+        "cat /sys/block/sda/device/vendor /sys/block/sda/device/model",
+        2,
+    );
+    let identity: Vec<&str> = identity.lines().map(str::trim).collect();
+    assert!(
+        identity.windows(2).any(|w| w == ["QEMU", "QEMU HARDDISK"]),
+        "{identity:?}"
+    );
+    let bytes = console.run("hexdump -C -n 16 /dev/sda", 3);
+    assert!(
+        bytes.contains("5a 5a 5a 5a 5a 5a 5a 5a  5a 5a 5a 5a 5a 5a 5a 5a"),
+        "{bytes}"
+    );
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    let controller = live
+        .find("<controller type='scsi' index='0' model='virtio-scsi'>\n      <address type='pci' ")
+        .unwrap_or_else(|| panic!("no virtio-scsi controller with its PCI address:\n{live}"));
+    assert!(live[controller..].contains("</controller>"), "{live}");
+    assert!(
+        live.contains(&format!(
+            "<source file='{data_path}'/>\n      <target dev='sdb' bus='scsi'/>\n      <address type='drive' controller='0' bus='0' target='0' unit='1'/>"
+        )),
+        "{live}"
+    );
+    // Live only.
+    assert_eq!(
+        daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok(),
+        before.1
+    );
+
+    // Bad input with the controller there: each refused, nothing changes.
+    let after_plug = both_definitions(&daemon, "dscsi");
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dscsi",
+            data_path,
+            "sdb",
+            "--targetbus",
+            "scsi",
+            "--live",
+        ])
+        .error();
+    assert_eq!(error, "error: target sdb already exists");
+    // (A second image: QEMU locks an image in use against a second user.)
+    let second_image = known_qcow2(dir, "second.qcow2");
+    let second_path = second_image.to_str().unwrap();
+    let device = |name: &str, dev: &str, address: &str| {
+        let file = dir.join(name);
+        std::fs::write(
+            &file,
+            format!(
+                "<disk type='file' device='disk'>\n  <driver name='qemu' type='qcow2'/>\n  <source file='{second_path}'/>\n  <target dev='{dev}' bus='scsi'/>\n  <readonly/>\n{address}</disk>\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let taken = device(
+        "taken.xml",
+        "sdc",
+        "  <address type='drive' controller='0' bus='0' target='0' unit='1'/>\n",
+    );
+    let error = daemon
+        .oxvirt(&["attach-device", "dscsi", taken.to_str().unwrap(), "--live"])
+        .error();
+    assert!(
+        error.contains("duplicate drive address for disk with target name 'sdc'")
+            && error.contains("unit='1'"),
+        "{error}"
+    );
+    assert_eq!(both_definitions(&daemon, "dscsi"), after_plug);
+    expect_guest_sees(&mut console, "sdb", false, 4);
+
+    // attach-device --live of a second one: on the same controller, the guest's sdb.
+    let second = device("second.xml", "sdc", "");
+    assert_eq!(
+        daemon
+            .oxvirt(&["attach-device", "dscsi", second.to_str().unwrap(), "--live"])
+            .ok(),
+        "Device attached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sdb", true, 5);
+    let readonly = console.run("cat /sys/block/sdb/ro", 6);
+    assert_eq!(readonly.trim(), "1", "{readonly}");
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    assert_eq!(live.matches("<controller type='scsi'").count(), 1, "{live}");
+    assert!(
+        live.contains("<target dev='sdc' bus='scsi'/>\n      <readonly/>\n      <address type='drive' controller='0' bus='0' target='0' unit='2'/>"),
+        "{live}"
+    );
+
+    // detach-disk and detach-device --live: the guest lets go of each; the controller stays,
+    // as libvirt leaves it.
+    assert_eq!(
+        daemon
+            .oxvirt(&["detach-disk", "dscsi", "sdb", "--live"])
+            .ok(),
+        "Disk detached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sda", false, 7);
+    assert_eq!(
+        daemon
+            .oxvirt(&["detach-device", "dscsi", second.to_str().unwrap(), "--live"])
+            .ok(),
+        "Device detached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sdb", false, 8);
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    assert!(!live.contains("bus='scsi'"), "{live}");
+    assert!(
+        live.contains("<controller type='scsi' index='0' model='virtio-scsi'>"),
+        "{live}"
+    );
+    // Plugged again, the disk is back on the controller the guest has.
+    daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dscsi",
+            data_path,
+            "sdb",
+            "--subdriver",
+            "qcow2",
+            "--live",
+        ])
+        .ok();
+    expect_guest_sees(&mut console, "sda", true, 9);
+
+    // --config: the next start's definition gets the disk and a virtio-scsi controller too.
+    daemon
+        .oxvirt(&["attach-disk", "dscsi", data_path, "sdd", "--config"])
+        .ok();
+    let inactive = daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok();
+    assert!(
+        inactive.contains("<controller type='scsi' index='0' model='virtio-scsi'>")
+            && inactive.contains("<target dev='sdd' bus='scsi'/>\n      <address type='drive' controller='0' bus='0' target='0' unit='3'/>"),
+        "{inactive}"
+    );
+    assert!(!daemon.oxvirt(&["dumpxml", "dscsi"]).ok().contains("sdd"));
+    daemon.oxvirt(&["destroy", "dscsi"]).ok();
+}
