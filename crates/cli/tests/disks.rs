@@ -66,6 +66,27 @@ fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
     console
 }
 
+/// Defines the test guest `name` (a pc machine booting from `root`, its `vda`).
+fn define_guest(daemon: &Daemon, name: &str, uuid: &str, root: &Path) {
+    let xml = guest_xml(name, uuid, &guest_kit(), root, 1);
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+}
+
+/// `attach-disk DOMAIN SOURCE TARGET ARGS... --live`, which must succeed.
+#[track_caller]
+fn attach_live(daemon: &Daemon, domain: &str, source: &str, target: &str, args: &[&str]) {
+    let run =
+        daemon.oxvirt(&[&["attach-disk", domain, source, target], args, &["--live"]].concat());
+    assert_eq!(run.ok(), "Disk attached successfully\n\n");
+}
+
+/// `detach-disk DOMAIN TARGET --live`, which must succeed.
+#[track_caller]
+fn detach_live(daemon: &Daemon, domain: &str, target: &str) {
+    let run = daemon.oxvirt(&["detach-disk", domain, target, "--live"]);
+    assert_eq!(run.ok(), "Disk detached successfully\n\n");
+}
+
 /// Waits in the guest (bounded) until /sys/block/DEV exists (`present`) or is gone; fails
 /// the test, with the console's output, if it does not come to that.
 #[track_caller]
@@ -118,19 +139,12 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     let (daemon, root, data) = daemon_and_images();
     let dir = daemon.dir.path();
     let data_path = data.to_str().unwrap();
-    daemon
-        .define(
-            "dpc.xml",
-            &guest_xml(
-                "dpc",
-                "5b1d7e0a-3c4f-4a6b-8d2e-1f3a5c7e9b0d",
-                &guest_kit(),
-                &root,
-                1,
-            ),
-        )
-        .1
-        .ok();
+    define_guest(
+        &daemon,
+        "dpc",
+        "5b1d7e0a-3c4f-4a6b-8d2e-1f3a5c7e9b0d",
+        &root,
+    );
 
     // Shut off: --live is refused, the default (--current) is the definition.
     let error = daemon
@@ -232,20 +246,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     expect_guest_sees(&mut console, "vdb", false, 1);
 
     // attach-disk --live: the guest gets /dev/vdb with the image's bytes.
-    assert_eq!(
-        daemon
-            .oxvirt(&[
-                "attach-disk",
-                "dpc",
-                data_path,
-                "vdb",
-                "--subdriver",
-                "qcow2",
-                "--live"
-            ])
-            .ok(),
-        "Disk attached successfully\n\n"
-    );
+    attach_live(&daemon, "dpc", data_path, "vdb", &["--subdriver", "qcow2"]);
     expect_guest_sees(&mut console, "vdb", true, 2);
     let bytes = console.run("hexdump -C -n 16 /dev/vdb", 3);
     assert!(
@@ -314,10 +315,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         .ok();
 
     // detach-disk --live: the guest releases it.
-    assert_eq!(
-        daemon.oxvirt(&["detach-disk", "dpc", "vdb", "--live"]).ok(),
-        "Disk detached successfully\n\n"
-    );
+    detach_live(&daemon, "dpc", "vdb");
     expect_guest_sees(&mut console, "vdb", false, 6);
     assert!(!daemon.oxvirt(&["domblklist", "dpc"]).ok().contains("vdb"));
     let error = daemon
@@ -524,17 +522,7 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     daemon.define("dq35.xml", &xml).1.ok();
     let mut console = boot(&daemon, "dq35");
 
-    daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dq35",
-            data_path,
-            "vdb",
-            "--subdriver",
-            "qcow2",
-            "--live",
-        ])
-        .ok();
+    attach_live(&daemon, "dq35", data_path, "vdb", &["--subdriver", "qcow2"]);
     // The guest names disks in the order it finds them: its first is vda.
     expect_guest_sees(&mut console, "vda", true, 1);
     let bytes = console.run("hexdump -C -n 16 /dev/vda", 2);
@@ -562,9 +550,7 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     assert_eq!(daemon.oxvirt(&["dumpxml", "dq35"]).ok(), live_before);
     expect_guest_sees(&mut console, "vdb", false, 3);
 
-    daemon
-        .oxvirt(&["detach-disk", "dq35", "vdb", "--live"])
-        .ok();
+    detach_live(&daemon, "dq35", "vdb");
     expect_guest_sees(&mut console, "vda", false, 4);
     // The port is free again: the new disk is the guest's vda again, read-only as attached.
     attach_readonly_vdc().ok();
@@ -589,19 +575,12 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
     let (daemon, root, data) = daemon_and_images();
     let dir = daemon.dir.path();
     let data_path = data.to_str().unwrap();
-    daemon
-        .define(
-            "dscsi.xml",
-            &guest_xml(
-                "dscsi",
-                "3e9a1c5d-7b2f-4c8e-a6d4-0f1b3d5e7a9c",
-                &guest_kit(),
-                &root,
-                1,
-            ),
-        )
-        .1
-        .ok();
+    define_guest(
+        &daemon,
+        "dscsi",
+        "3e9a1c5d-7b2f-4c8e-a6d4-0f1b3d5e7a9c",
+        &root,
+    );
     let defined = daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok();
     assert!(!defined.contains("type='scsi'"), "{defined}");
     let mut console = boot(&daemon, "dscsi");
@@ -627,22 +606,8 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
 
     // attach-disk --live: the controller comes first, then the disk at its drive address;
     // the guest finds a QEMU hard disk with the image's bytes, its first SCSI disk (sda).
-    assert_eq!(
-        daemon
-            .oxvirt(&[
-                "attach-disk",
-                "dscsi",
-                data_path,
-                "sdb",
-                "--targetbus",
-                "scsi",
-                "--subdriver",
-                "qcow2",
-                "--live"
-            ])
-            .ok(),
-        "Disk attached successfully\n\n"
-    );
+    let scsi_qcow2 = ["--targetbus", "scsi", "--subdriver", "qcow2"];
+    attach_live(&daemon, "dscsi", data_path, "sdb", &scsi_qcow2);
     expect_guest_sees(&mut console, "sda", true, 1);
     let identity = console.run(
         "cat /sys/block/sda/device/vendor /sys/block/sda/device/model",
@@ -739,12 +704,7 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
 
     // detach-disk and detach-device --live: the guest lets go of each; the controller stays,
     // as libvirt leaves it.
-    assert_eq!(
-        daemon
-            .oxvirt(&["detach-disk", "dscsi", "sdb", "--live"])
-            .ok(),
-        "Disk detached successfully\n\n"
-    );
+    detach_live(&daemon, "dscsi", "sdb");
     expect_guest_sees(&mut console, "sda", false, 7);
     assert_eq!(
         daemon
@@ -759,18 +719,15 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
         live.contains("<controller type='scsi' index='0' model='virtio-scsi'>"),
         "{live}"
     );
-    // Plugged again, the disk is back on the controller the guest has.
-    daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dscsi",
-            data_path,
-            "sdb",
-            "--subdriver",
-            "qcow2",
-            "--live",
-        ])
-        .ok();
+    // Plugged again (without --targetbus: its name says scsi, as in virsh), the disk is back
+    // on the controller the guest has.
+    attach_live(
+        &daemon,
+        "dscsi",
+        data_path,
+        "sdb",
+        &["--subdriver", "qcow2"],
+    );
     expect_guest_sees(&mut console, "sda", true, 9);
 
     // --config: the next start's definition gets the disk and a virtio-scsi controller too.
