@@ -603,6 +603,29 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
         "error: target vdb: a disk on bus 'scsi' is named sdX (sda, sdb, ...)"
     );
     assert_eq!(both_definitions(&daemon, "dscsi"), before);
+    // An image QEMU cannot open (the root disk, which it holds locked): the controller plugged
+    // for the disk is unplugged again, the guest loses it, nothing changes.
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            "dscsi",
+            root.to_str().unwrap(),
+            "sdb",
+            "--targetbus",
+            "scsi",
+            "--live",
+        ])
+        .error();
+    assert!(
+        error.contains("device_add failed") && error.contains("Failed to get \"write\" lock"),
+        "{error}"
+    );
+    assert_eq!(both_definitions(&daemon, "dscsi"), before);
+    let hosts = console.run(
+        "i=0; while [ $i -lt 200 ] && [ -n \"$(ls /sys/bus/virtio/drivers/virtio_scsi | grep virtio)\" ]; do sleep 0.1; i=$((i+1)); done; echo HOSTS-$(ls /sys/bus/virtio/drivers/virtio_scsi | grep -c virtio)",
+        10,
+    );
+    assert!(hosts.contains("HOSTS-0"), "{hosts}");
 
     // attach-disk --live: the controller comes first, then the disk at its drive address;
     // the guest finds a QEMU hard disk with the image's bytes, its first SCSI disk (sda).
