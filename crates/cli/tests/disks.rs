@@ -570,6 +570,26 @@ fn both_definitions(daemon: &Daemon, name: &str) -> (String, String) {
     )
 }
 
+/// `attach-disk DOMAIN SOURCE TARGET --targetbus scsi --live`, which must fail and change neither
+/// definition; its error.
+#[track_caller]
+fn refused_scsi_attach(daemon: &Daemon, domain: &str, source: &str, target: &str) -> String {
+    let before = both_definitions(daemon, domain);
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            domain,
+            source,
+            target,
+            "--targetbus",
+            "scsi",
+            "--live",
+        ])
+        .error();
+    assert_eq!(both_definitions(daemon, domain), before);
+    error
+}
+
 #[test]
 fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_one() {
     let (daemon, root, data) = daemon_and_images();
@@ -587,40 +607,17 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
     let before = both_definitions(&daemon, "dscsi");
 
     // A SCSI disk's target is sdX: refused, nothing changes.
-    let error = daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dscsi",
-            data_path,
-            "vdb",
-            "--targetbus",
-            "scsi",
-            "--live",
-        ])
-        .error();
     assert_eq!(
-        error,
+        refused_scsi_attach(&daemon, "dscsi", data_path, "vdb"),
         "error: target vdb: a disk on bus 'scsi' is named sdX (sda, sdb, ...)"
     );
-    assert_eq!(both_definitions(&daemon, "dscsi"), before);
     // An image QEMU cannot open (the root disk, which it holds locked): the controller plugged
     // for the disk is unplugged again, the guest loses it, nothing changes.
-    let error = daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dscsi",
-            root.to_str().unwrap(),
-            "sdb",
-            "--targetbus",
-            "scsi",
-            "--live",
-        ])
-        .error();
+    let error = refused_scsi_attach(&daemon, "dscsi", root.to_str().unwrap(), "sdb");
     assert!(
         error.contains("device_add failed") && error.contains("Failed to get \"write\" lock"),
         "{error}"
     );
-    assert_eq!(both_definitions(&daemon, "dscsi"), before);
     let hosts = console.run(
         "i=0; while [ $i -lt 200 ] && [ -n \"$(ls /sys/bus/virtio/drivers/virtio_scsi | grep virtio)\" ]; do sleep 0.1; i=$((i+1)); done; echo HOSTS-$(ls /sys/bus/virtio/drivers/virtio_scsi | grep -c virtio)",
         10,
@@ -665,18 +662,10 @@ fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_
 
     // Bad input with the controller there: each refused, nothing changes.
     let after_plug = both_definitions(&daemon, "dscsi");
-    let error = daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dscsi",
-            data_path,
-            "sdb",
-            "--targetbus",
-            "scsi",
-            "--live",
-        ])
-        .error();
-    assert_eq!(error, "error: target sdb already exists");
+    assert_eq!(
+        refused_scsi_attach(&daemon, "dscsi", data_path, "sdb"),
+        "error: target sdb already exists"
+    );
     // (A second image: QEMU locks an image in use against a second user.)
     let second_image = known_qcow2(dir, "second.qcow2");
     let second_path = second_image.to_str().unwrap();
