@@ -1254,6 +1254,28 @@ pub struct Controller {
     pub master_line: SourceLine,
 }
 
+impl Controller {
+    /// A controller added by oxvirt, not read from a definition (no line): the ones the
+    /// normalizer adds, and one the daemon adds for a hot-plugged disk.
+    pub fn new(kind: ControllerType, index: u32, model: Option<&str>) -> Controller {
+        Controller {
+            controller_type: kind,
+            index,
+            model: model.map(str::to_string),
+            driver_queues: None,
+            address: None,
+            ports: None,
+            model_name: None,
+            target: None,
+            master_startport: None,
+            line: SourceLine::NONE,
+            driver_line: SourceLine::NONE,
+            model_name_line: SourceLine::NONE,
+            master_line: SourceLine::NONE,
+        }
+    }
+}
+
 /// `<controller type='pci'><target>`: the numbers a PCI bridge or root port shows the guest.
 /// The normalizer fills them in as libvirt does (`chassisNr` of a pci-bridge, `chassis` and
 /// `port` of a pcie-root-port).

@@ -819,23 +819,16 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
     .prop_map(|list| {
         list.into_iter()
             .map(|(controller_type, model, driver_queues)| Controller {
-                controller_type,
-                index: if controller_type == ControllerType::Pci {
-                    1
-                } else {
-                    0
-                },
-                model: model.map(str::to_string),
                 driver_queues,
-                address: None,
-                ports: None,
-                model_name: None,
-                target: None,
-                master_startport: None,
-                line: SourceLine::NONE,
-                driver_line: SourceLine::NONE,
-                model_name_line: SourceLine::NONE,
-                master_line: SourceLine::NONE,
+                ..Controller::new(
+                    controller_type,
+                    if controller_type == ControllerType::Pci {
+                        1
+                    } else {
+                        0
+                    },
+                    model,
+                )
             })
             .collect::<Vec<_>>()
     });

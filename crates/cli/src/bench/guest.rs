@@ -140,40 +140,43 @@ impl Guest {
         Ok(guest)
     }
 
-    /// Hot-plugs `source` as the guest's `vdb` with `setting`'s cache, io and format, and waits until the
-    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`, so that the data disk is the
-    /// guest's `/dev/vdb`: a guest names its disks in the order it finds them.)
+    /// Hot-plugs `source` as the data disk with `setting`'s cache, io, format and bus, and waits until the
+    /// guest has its device ([`DiskSetting::data_disk`]). (The guest's definition has a first disk, `vda`, so
+    /// that a virtio data disk is the guest's `/dev/vdb`: a guest names its disks in the order it finds them.)
     pub fn plug_data_disk(&mut self, source: &Path, setting: &DiskSetting) -> anyhow::Result<()> {
+        let (target, device) = setting.data_disk();
         let request = AttachDiskRequest {
             source: source.display().to_string(),
-            target: "vdb".to_string(),
+            target: target.to_string(),
             subdriver: Some(setting.format.clone()),
             cache: Some(setting.cache.clone()),
             io: Some(setting.io.clone()),
+            targetbus: Some(setting.bus.clone()),
             live: true,
             ..AttachDiskRequest::default()
         };
         block_on(self.client.attach_disk(&self.name, &request))?
             .with_context(|| format!("cannot plug the data disk as {}", setting.target()))?;
         self.run(
-            "n=0; while [ ! -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b /dev/vdb ]",
+            &format!("n=0; while [ ! -b {device} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b {device} ]"),
             Duration::from_secs(60),
         )
         .with_context(|| format!("the guest did not see the data disk ({})", setting.target()))?;
         Ok(())
     }
 
-    /// Unplugs `vdb` and waits until the guest let go of it.
-    pub fn unplug_data_disk(&mut self) -> anyhow::Result<()> {
+    /// Unplugs the data disk [`Guest::plug_data_disk`] plugged and waits until the guest let go of it.
+    pub fn unplug_data_disk(&mut self, setting: &DiskSetting) -> anyhow::Result<()> {
+        let (target, device) = setting.data_disk();
         let request = DetachDiskRequest {
-            target: "vdb".to_string(),
+            target: target.to_string(),
             live: true,
             ..DetachDiskRequest::default()
         };
         block_on(self.client.detach_disk(&self.name, &request))?
             .context("cannot unplug the data disk")?;
         self.run(
-            "n=0; while [ -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b /dev/vdb ]",
+            &format!("n=0; while [ -b {device} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b {device} ]"),
             Duration::from_secs(60),
         )
         .context("the guest kept the unplugged data disk")?;

@@ -59,8 +59,8 @@ pub struct BenchArgs {
     chart: Option<PathBuf>,
 
     /// Measure the qemu target with every combination of these disk settings, one column each: AXIS=VALUE[,VALUE...]
-    /// per axis, axes cache (none, writeback), io (native, threads, io_uring), format (raw, qcow2), bus (virtio;
-    /// scsi is refused for now). An axis not given keeps the qemu target's setting (cache=none io=native
+    /// per axis, axes cache (none, writeback), io (native, threads, io_uring), format (raw, qcow2), bus (virtio,
+    /// scsi). An axis not given keeps the qemu target's setting (cache=none io=native
     /// format=raw bus=virtio). The combinations run in one guest, the data disk hot-plugged with each.
     #[arg(long, value_name = "AXIS=VALUES", num_args = 1..)]
     matrix: Vec<String>,
@@ -275,8 +275,9 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
                             _ => disk.clone(),
                         };
                         guest.plug_data_disk(&source, setting)?;
-                        run_in_guest(&mut guest, &column, "/dev/vdb", profile, &mut results, &bar)?;
-                        guest.unplug_data_disk()?;
+                        let (_, device) = setting.data_disk();
+                        run_in_guest(&mut guest, &column, device, profile, &mut results, &bar)?;
+                        guest.unplug_data_disk(setting)?;
                     }
                 }
                 Target::Nested => {
