@@ -87,6 +87,7 @@ impl Planner {
             memory_kib,
             current_memory_kib,
             max_memory,
+            blkiotune,
             memtune,
             memory_backing,
             vcpu,
@@ -147,6 +148,9 @@ impl Planner {
         }
         if let Some(tune) = memtune {
             self.no("<memtune>", tune.line, "no memory cgroup for its VMM yet");
+        }
+        if let Some(tune) = blkiotune {
+            self.no("<blkiotune>", tune.line, "no blkio cgroup for its VMM yet");
         }
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
