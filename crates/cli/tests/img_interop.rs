@@ -3,7 +3,7 @@
 mod imgsupport;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imgsupport::*;
 use oxvirt_images::{Image, OpenOptions};
@@ -818,26 +818,26 @@ fn images_on_block_devices_have_the_devices_size() {
 
     // Raw: the device's capacity (st_size of a block device is 0).
     let mut expected = vec![0u8; size as usize];
-    write_known_content(&device.path(), &mut expected, 65536);
-    let ours = our_info_json(&device.path());
+    write_known_content(device.path(), &mut expected, 65536);
+    let ours = our_info_json(device.path());
     assert_eq!(ours["virtual-size"], size, "{ours}");
     assert_eq!(
         ours["virtual-size"],
-        qemu_info_json(&device.path())["virtual-size"]
+        qemu_info_json(device.path())["virtual-size"]
     );
     let copy = dir.path().join("copy.raw");
-    ours_ok(&["convert", "-O", "raw", p(&device.path()), p(&copy)]);
+    ours_ok(&["convert", "-O", "raw", p(device.path()), p(&copy)]);
     assert_eq!(std::fs::read(&copy).unwrap(), expected);
 
     // qcow2 formatted onto the device by qemu-img: its metadata may lie anywhere on it.
     ok(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&device.path()), "32M"],
+        &["create", "-q", "-f", "qcow2", p(device.path()), "32M"],
     );
     let mut expected = vec![0u8; 32 << 20];
-    write_known_content(&device.path(), &mut expected, 65536);
-    qemu_check_clean(&device.path());
+    write_known_content(device.path(), &mut expected, 65536);
+    qemu_check_clean(device.path());
     let raw = write_file(&dir.path().join("expected.raw"), &expected);
-    qemu_compare_identical(&device.path(), &raw);
-    assert_eq!(our_info_json(&device.path())["virtual-size"], 32u64 << 20);
+    qemu_compare_identical(device.path(), &raw);
+    assert_eq!(our_info_json(device.path())["virtual-size"], 32u64 << 20);
 }

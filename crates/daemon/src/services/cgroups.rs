@@ -120,6 +120,14 @@ pub(crate) fn cgroup_failure(name: &str, err: impl std::fmt::Display) -> DaemonE
 }
 
 impl Domains {
+    /// Before a start: `<blkiotune>`'s devices must be block devices of this host (refused
+    /// before anything is launched, with libvirt's words).
+    pub(super) fn check_blkio_fits_host(&self, domain: &Domain) -> DaemonResult<()> {
+        blkio_limits(domain)
+            .map(|_| ())
+            .map_err(|err| cgroup_failure(&domain.name, err))
+    }
+
     /// At start, before the guest runs: its process and threads into its groups, with its
     /// limits. A guest whose engine does not report vCPU threads gets one group for all.
     pub(super) async fn apply_cgroups(

@@ -533,9 +533,7 @@ impl Domains {
             .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
         self.check_pins_fit_host(&domain)?;
-        // <blkiotune>'s devices must be block devices here: refused before anything launches.
-        super::cgroups::blkio_limits(&domain)
-            .map_err(|err| super::cgroups::cgroup_failure(&domain.name, err))?;
+        self.check_blkio_fits_host(&domain)?;
         // Engines open exactly the backing images the host read from trusted metadata.
         self.volumes.resolve_backing_chains(&mut domain)?;
         // Network disks' credentials, found before anything is set up for the start.
