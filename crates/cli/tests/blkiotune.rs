@@ -201,15 +201,18 @@ fn blkiotune_reaches_the_guests_blkio_group_and_throttles_its_reads() {
 
     // Live: a faster throttle reaches the kernel's file and the live definition, not the
     // stored one, and the guest reads faster than the old limit, within the new one.
-    daemon
-        .oxvirt(&[
+    let set_read_throttle = |bytes: u64| {
+        let list = format!("{dev},{bytes}");
+        let args = [
             "blkiotune",
             "bt",
             "--live",
             "--device-read-bytes-sec",
-            &format!("{dev},{}", 8 * MIB),
-        ])
-        .ok();
+            &list,
+        ];
+        daemon.oxvirt(&args).ok();
+    };
+    set_read_throttle(8 * MIB);
     assert_eq!(read_throttle(&group, v2, &number), Some(8 * MIB));
     let rate = guest_read_rate(&mut console, 2, 8, 16);
     assert!(rate > 1.5 * MIB as f64, "the old limit is gone: {rate} B/s");
@@ -242,74 +245,46 @@ fn blkiotune_reaches_the_guests_blkio_group_and_throttles_its_reads() {
             .join("\n")
     };
     let before = files(&group);
-    let err = daemon
-        .oxvirt(&["blkiotune", "bt", "--live", "--config", "--weight", "5000"])
-        .error();
-    assert!(
-        err.contains("I/O weight 5000 is out of range [10, 1000]"),
-        "{err}"
-    );
-    let err = daemon
-        .oxvirt(&[
-            "blkiotune",
-            "bt",
-            "--live",
-            "--device-read-bytes-sec",
-            "/dev/oxvirt-none,1000",
-        ])
-        .error();
-    assert!(
-        err.contains("Path '/dev/oxvirt-none' is not accessible"),
-        "{err}"
-    );
-    let err = daemon
-        .oxvirt(&[
-            "blkiotune",
-            "bt",
-            "--config",
-            "--device-weights",
-            "/etc/hostname,500",
-        ])
-        .error();
-    assert!(
-        err.contains("Path '/etc/hostname' must be a block device"),
-        "{err}"
-    );
-    let err = daemon
-        .oxvirt(&["blkiotune", "bt", "--device-weights", &format!("{dev},5")])
-        .error();
-    assert!(
-        err.contains(&format!("I/O weight 5 of device '{dev}' is out of range")),
-        "{err}"
-    );
-    let err = daemon.oxvirt(&["blkiotune", "bt", "--weight", "0"]).error();
-    assert!(err.contains("Invalid value of 0 for I/O weight"), "{err}");
-    let err = daemon
-        .oxvirt(&[
-            "blkiotune",
-            "bt",
-            "--device-read-iops-sec",
-            &format!("{dev},x"),
-        ])
-        .error();
-    assert!(
-        err.contains("invalid value 'x' for parameter 'device_read_iops_sec'"),
-        "{err}"
-    );
+    let weight_5 = format!("{dev},5");
+    let malformed = format!("{dev},x");
+    let refused: [(&[&str], String); 6] = [
+        (
+            &["--live", "--config", "--weight", "5000"],
+            "I/O weight 5000 is out of range [10, 1000]".to_string(),
+        ),
+        (
+            &["--live", "--device-read-bytes-sec", "/dev/oxvirt-none,1000"],
+            "Path '/dev/oxvirt-none' is not accessible".to_string(),
+        ),
+        (
+            &["--config", "--device-weights", "/etc/hostname,500"],
+            "Path '/etc/hostname' must be a block device".to_string(),
+        ),
+        (
+            &["--device-weights", &weight_5],
+            format!("I/O weight 5 of device '{dev}' is out of range [10, 1000]"),
+        ),
+        (
+            &["--weight", "0"],
+            "Invalid value of 0 for I/O weight".to_string(),
+        ),
+        (
+            &["--device-read-iops-sec", &malformed],
+            "invalid value 'x' for parameter 'device_read_iops_sec'".to_string(),
+        ),
+    ];
+    for (args, expected) in refused {
+        let err = daemon
+            .oxvirt(&[&["blkiotune", "bt"][..], args].concat())
+            .error();
+        assert!(err.contains(&expected), "{args:?}: {err}");
+    }
     assert_eq!(files(&group), before);
     assert_eq!(daemon.oxvirt(&["blkiotune", "bt"]).ok(), live);
     assert_eq!(daemon.oxvirt(&["blkiotune", "bt", "--config"]).ok(), config);
 
     // A device value of 0 removes that setting live (the kernel's file loses the device).
-    daemon
-        .oxvirt(&[
-            "blkiotune",
-            "bt",
-            "--live",
-            "--device-read-bytes-sec",
-            &format!("{dev},0"),
-        ])
-        .ok();
+    set_read_throttle(0);
     assert_eq!(read_throttle(&group, v2, &number), None);
     let live = daemon.oxvirt(&["blkiotune", "bt"]).ok();
     assert!(live.contains("device_read_bytes_sec: \n"), "{live}");

@@ -1305,6 +1305,24 @@ mod tests {
         );
     }
 
+    /// No blkio cgroup for the VMM yet: `<blkiotune>` is refused with its line.
+    #[test]
+    fn blkiotune_is_refused_by_name() {
+        let found = refusals(
+            "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+  <blkiotune><weight>500</weight></blkiotune>
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <oxvirt:engine name='native'/>
+</domain>",
+        );
+        assert!(
+            found.contains(&("<blkiotune>".to_string(), Some(4))),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn refusals_say_the_line_of_the_element() {
         let xml = "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
