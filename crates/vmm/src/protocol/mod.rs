@@ -21,7 +21,7 @@ pub mod exit;
 
 pub use config::{
     BackingFile, BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache,
-    DiskConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
+    DiskConfig, JailConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
     Topology, VmConfig,
 };
 pub use control::{BalloonReport, DiskStats, Reply, Request, RequestError, RunState};
