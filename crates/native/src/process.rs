@@ -153,9 +153,7 @@ impl Supervisor {
             })?),
             None => None,
         };
-        let launched = self
-            .launch_config(domain, run, config, user, timeout)
-            .await;
+        let launched = self.launch_config(domain, run, config, user, timeout).await;
         if let (Err(_), Some(sandbox), Some(user)) = (&launched, &self.sandbox, user) {
             sandbox.release(user);
         }

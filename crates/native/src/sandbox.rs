@@ -27,7 +27,10 @@ impl Sandbox {
     /// The lowest free id, now taken; none when every id is.
     pub(crate) fn take(&self) -> Option<u32> {
         let mut taken = lock(&self.taken);
-        let id = self.users.clone().find(|id| *id != 0 && !taken.contains(id))?;
+        let id = self
+            .users
+            .clone()
+            .find(|id| *id != 0 && !taken.contains(id))?;
         taken.insert(id);
         Some(id)
     }

@@ -113,9 +113,13 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Serves clients of `listener` (bound at `path` by `crate::resources`) on a background
+    /// Serves clients of `listener` (bound at `path`: `crate::resources::ApiSocket`) on a background
     /// thread (one thread per client).
-    pub fn start(listener: UnixListener, path: &Path, vm: Arc<VmHandle>) -> std::io::Result<ApiServer> {
+    pub fn start(
+        listener: UnixListener,
+        path: &Path,
+        vm: Arc<VmHandle>,
+    ) -> std::io::Result<ApiServer> {
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
@@ -151,7 +155,7 @@ mod tests {
     use std::io::{BufRead, BufReader};
 
     fn start(path: &Path, vm: Arc<VmHandle>) -> std::io::Result<ApiServer> {
-        let listener = crate::resources::bind_api_socket(path)?;
+        let listener = crate::resources::ApiSocket::bind(path)?.listen()?;
         ApiServer::start(listener, path, vm)
     }
 
@@ -191,11 +195,17 @@ mod tests {
         assert_eq!(ask(&mut s, "status")["state"], "paused");
         // save-fd needs the file to come with the line.
         let no_fd = ask(&mut s, r#"{"command":"save-fd","offset":0}"#);
-        assert!(no_fd["error"].as_str().unwrap().contains("no file descriptor"));
+        assert!(no_fd["error"]
+            .as_str()
+            .unwrap()
+            .contains("no file descriptor"));
         // With one, it is taken (and here refused for want of a machine, like save).
         let file = tempfile::tempfile().unwrap();
-        s.send_with_fd(&b"{\"command\":\"save-fd\",\"offset\":0}\n"[..], std::os::fd::AsRawFd::as_raw_fd(&file))
-            .unwrap();
+        s.send_with_fd(
+            &b"{\"command\":\"save-fd\",\"offset\":0}\n"[..],
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+        )
+        .unwrap();
         let mut answer = String::new();
         BufReader::new(s.try_clone().unwrap())
             .read_line(&mut answer)

@@ -171,7 +171,8 @@ pub fn load_linux(
     header.cmdline_size = cmdline.len() as u32 + 1;
 
     if let Some((initrd, initrd_path)) = initrd {
-        let (addr, size) = load_initrd(mem, initrd, &initrd_path, mem_size, header.initrd_addr_max)?;
+        let (addr, size) =
+            load_initrd(mem, initrd, &initrd_path, mem_size, header.initrd_addr_max)?;
         header.ramdisk_image = addr as u32;
         header.ramdisk_size = size as u32;
     }

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 
 use crate::protocol::{
-    BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig, JailConfig,
-    MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode, Topology,
-    VmConfig,
+    BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig,
+    JailConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
+    Topology, VmConfig,
 };
 
 /// The flags that describe the VM; `--config` replaces them all.

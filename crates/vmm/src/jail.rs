@@ -137,11 +137,7 @@ pub fn enter(jail: &JailConfig, limits: Limits) -> Result<(), JailError> {
         None,
         c"/",
         None,
-        libc::MS_REMOUNT
-            | libc::MS_RDONLY
-            | libc::MS_NOSUID
-            | libc::MS_NODEV
-            | libc::MS_NOEXEC,
+        libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         None,
     )?;
 
@@ -178,8 +174,7 @@ fn change_root() -> Result<(), JailError> {
     // pivot_root(".", "."): the old root ends up stacked on the new one, and is detached next
     // (pivot_root(2)'s own recipe); no directory for it is needed in the read-only root.
     // SAFETY: pivot_root reads two NUL-terminated paths; no memory of ours is kept.
-    let pivoted =
-        unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } == 0;
+    let pivoted = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) } == 0;
     if pivoted {
         // SAFETY: umount2 reads a NUL-terminated path.
         check("detaching the old root", unsafe {
@@ -221,9 +216,8 @@ fn set_limit(
 
 fn path_c(path: &Path) -> Result<CString, JailError> {
     use std::os::unix::ffi::OsStrExt as _;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-        JailError::Refused(format!("{} has a NUL byte", path.display()))
-    })
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| JailError::Refused(format!("{} has a NUL byte", path.display())))
 }
 
 fn mount(
@@ -278,6 +272,9 @@ mod tests {
             file_size: 1,
         };
         let err = enter(&jail, limits).unwrap_err().to_string();
-        assert!(err.contains("not the first process of a new PID namespace"), "{err}");
+        assert!(
+            err.contains("not the first process of a new PID namespace"),
+            "{err}"
+        );
     }
 }

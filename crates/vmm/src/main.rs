@@ -27,8 +27,10 @@ fn run(cli: &Cli, config: &VmConfig) -> anyhow::Result<ExitReason> {
     let api = host.api.take();
     let vm = Vm::build(config, host)?;
     let _api = match (api, &config.api_socket) {
-        (Some(listener), Some(path)) => Some(
-            ApiServer::start(listener, path, vm.handle())
+        (Some(socket), Some(path)) => Some(
+            socket
+                .listen()
+                .and_then(|listener| ApiServer::start(listener, path, vm.handle()))
                 .map_err(|e| anyhow::anyhow!("cannot serve the API socket: {e}"))?,
         ),
         _ => None,

@@ -9,6 +9,7 @@
 //! same path is taken without a jail, so both run the same code.
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
@@ -32,7 +33,7 @@ pub struct HostResources {
     /// In `VmConfig::nets` order.
     pub taps: Vec<Tap>,
     pub console: ConsoleEndpoint,
-    pub api: Option<UnixListener>,
+    pub api: Option<ApiSocket>,
     /// The file `VmConfig::restore` names (read after the jail: its contents come from an
     /// earlier run of the guest, so they are parsed by the confined VMM only).
     pub restore: Option<File>,
@@ -56,9 +57,10 @@ impl HostResources {
             .collect::<Result<Vec<_>, _>>()?;
         let console = ConsoleEndpoint::open(&config.serial)?;
         let api = match &config.api_socket {
-            Some(path) => Some(bind_api_socket(path).map_err(|e| {
-                anyhow!("cannot listen on API socket {}: {e}", path.display())
-            })?),
+            Some(path) => Some(
+                ApiSocket::bind(path)
+                    .map_err(|e| anyhow!("cannot listen on API socket {}: {e}", path.display()))?,
+            ),
             None => None,
         };
         let restore = match &config.restore {
@@ -108,18 +110,66 @@ fn open_disk(disk: &DiskConfig) -> anyhow::Result<Disk> {
     Disk::open(&disk.path, options).with_context(|| format!("disk {}", disk.path.display()))
 }
 
-/// Binds the API socket; a stale socket of a previous run is replaced only if nobody answers.
-pub(crate) fn bind_api_socket(path: &Path) -> std::io::Result<UnixListener> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+/// The API socket, bound at its path but not listening yet: a client's connect is refused until
+/// [`ApiSocket::listen`], once the VM is built (restoring a large state takes a while), so a
+/// manager waiting for the API knows the VM is ready when it answers.
+pub struct ApiSocket(OwnedFd);
+
+impl ApiSocket {
+    /// Binds `path`; a stale socket of a previous run is replaced only if nobody answers.
+    pub fn bind(path: &Path) -> std::io::Result<ApiSocket> {
+        use std::os::unix::ffi::OsStrExt as _;
+        if path.exists() {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another VMM is listening there",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        // SAFETY: all-zero is a valid sockaddr_un (its family is set below).
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let bytes = path.as_os_str().as_bytes();
+        if bytes.len() >= addr.sun_path.len() {
             return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another VMM is listening there",
+                std::io::ErrorKind::InvalidInput,
+                "the path is too long for a Unix socket",
             ));
         }
-        std::fs::remove_file(path)?;
+        for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: socket takes plain integers and returns a new descriptor (or -1).
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just created and is owned by nobody else.
+        let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: bind reads `addr`, a valid sockaddr_un of the size given.
+        let rc = unsafe {
+            libc::bind(
+                socket.as_raw_fd(),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(ApiSocket(socket))
     }
-    UnixListener::bind(path)
+
+    /// Starts accepting connections.
+    pub fn listen(self) -> std::io::Result<UnixListener> {
+        // SAFETY: listen takes a descriptor we own and a backlog.
+        if unsafe { libc::listen(self.0.as_raw_fd(), 128) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(UnixListener::from(self.0))
+    }
 }
 
 /// A disk whose config names its backing chain opens only if the image's headers name exactly

@@ -17,7 +17,6 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiConfig};
 use crate::boot::{self, BootCpuState, KernelEntry};
-use crate::resources::{open_kvm, HostResources};
 use crate::control::{ExitReason, VmControl};
 use crate::cpuid::{self, Topology};
 use crate::devices::cmos::{Cmos, CmosState};
@@ -30,6 +29,7 @@ use crate::kvm_state;
 use crate::layout;
 use crate::memory;
 use crate::protocol::{CpusConfig, RestoreSource, VmConfig};
+use crate::resources::{open_kvm, HostResources};
 use crate::seccomp::{self, Filters, ThreadRole};
 use crate::snapshot::{self, StateError, StreamReader, StreamWriter};
 
@@ -747,7 +747,8 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        let VirtioHandles { balloon, disks } = add_virtio_devices(config, &memory, &vm, &mut pci, disks, taps)?;
+        let VirtioHandles { balloon, disks } =
+            add_virtio_devices(config, &memory, &vm, &mut pci, disks, taps)?;
 
         let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))

@@ -363,11 +363,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let console =
-            Console::new(
-                ConsoleEndpoint::open(&SerialMode::File(path.clone())).unwrap(),
-                irq.try_clone().unwrap(),
-            );
+        let console = Console::new(
+            ConsoleEndpoint::open(&SerialMode::File(path.clone())).unwrap(),
+            irq.try_clone().unwrap(),
+        );
         for b in b"hi\n" {
             lock(&console.port).write(0, &[*b]);
         }
@@ -379,11 +378,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.sock");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut console =
-            Console::new(
-                ConsoleEndpoint::open(&SerialMode::Socket(path.clone())).unwrap(),
-                irq.try_clone().unwrap(),
-            );
+        let mut console = Console::new(
+            ConsoleEndpoint::open(&SerialMode::Socket(path.clone())).unwrap(),
+            irq.try_clone().unwrap(),
+        );
         let control = Arc::new(VmControl::new(0).unwrap());
         console
             .start_input(Arc::new(Filters::disabled()), control)

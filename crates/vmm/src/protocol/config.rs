@@ -564,13 +564,11 @@ impl VmConfig {
     /// [`Self::validate`] without looking at the host's files: what a jailed VMM, which no
     /// longer sees them, checks again before it builds the VM.
     pub fn validate_settings(&self) -> Result<(), ConfigError> {
-        if self.restore.is_some() {
-            if self.api_socket.is_none() {
-                return Err(ConfigError::invalid(
-                    "restore",
-                    "needs api_socket: a restored VM starts paused, and only the control API resumes it",
-                ));
-            }
+        if self.restore.is_some() && self.api_socket.is_none() {
+            return Err(ConfigError::invalid(
+                "restore",
+                "needs api_socket: a restored VM starts paused, and only the control API resumes it",
+            ));
         }
         if self.memory.size_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::invalid(
@@ -747,7 +745,10 @@ impl JailConfig {
         if !self.root.is_dir() {
             return Err(ConfigError::invalid(
                 "jail.root",
-                format!("{} does not exist or is not a directory", self.root.display()),
+                format!(
+                    "{} does not exist or is not a directory",
+                    self.root.display()
+                ),
             ));
         }
         // Root would keep every file of the host in reach: the jail is for another user.
@@ -755,7 +756,10 @@ impl JailConfig {
             return Err(ConfigError::invalid("jail.uid", "must not be 0 (root)"));
         }
         if self.gid == 0 {
-            return Err(ConfigError::invalid("jail.gid", "must not be 0 (root's group)"));
+            return Err(ConfigError::invalid(
+                "jail.gid",
+                "must not be 0 (root's group)",
+            ));
         }
         Ok(())
     }

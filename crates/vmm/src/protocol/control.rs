@@ -472,8 +472,8 @@ mod tests {
         let save = Request::parse_line(r#"{"command":"save-fd","offset":4096}"#).unwrap();
         assert_eq!(save, Request::SaveFd { offset: 4096 });
         assert_eq!(Request::parse_line(&save.to_line()), Ok(save));
-        let err = Request::parse_line(r#"{"command":"save-fd","path":"/x","offset":1}"#)
-            .unwrap_err();
+        let err =
+            Request::parse_line(r#"{"command":"save-fd","path":"/x","offset":1}"#).unwrap_err();
         assert!(err.0.contains("offset\" only"), "{err}");
     }
 
