@@ -123,7 +123,12 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     };
     let engine = Arc::new(EngineSet::new(
         Arc::new(QemuEngine::probe(args.state_dir.join("nvram"), log_writer.clone()).await),
-        Arc::new(NativeEngine::probe(args.guest_logs, log_writer)),
+        Arc::new(NativeEngine::probe(
+            args.guest_logs,
+            log_writer,
+            args.sandbox
+                .then(|| oxvirt_native::Sandbox::new(args.native_users.clone())),
+        )),
     ));
     let network_dir = args
         .network_dir

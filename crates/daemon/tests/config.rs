@@ -52,6 +52,18 @@ fn bad_config_names_key_and_line() {
             "\n\nmax_clients = 0\n".to_string(),
             "line 3: key 'max_clients': must be at least 1",
         ),
+        (
+            "sandbox = 2\n".to_string(),
+            "line 1: key 'sandbox': 2 is neither 0 nor 1",
+        ),
+        (
+            "native_user_range = \"0-99\"\n".to_string(),
+            "line 1: key 'native_user_range': '0-99' must run from a first id",
+        ),
+        (
+            "\nnative_user_range = \"3001000\"\n".to_string(),
+            "line 2: key 'native_user_range': '3001000' is not a range of ids",
+        ),
     ];
     for (text, expected) in cases {
         let conf = write_conf(&env, &text);
@@ -127,6 +139,8 @@ fn example_config_is_valid() {
         "state_dir",
         "network_dir",
         "default_network",
+        "sandbox",
+        "native_user_range",
         "backup_interval",
         "backup_keep",
         "log_level",

@@ -13,7 +13,9 @@
 //! and back, refused above the maximum with nothing changed; `dommemstat` and its `--period`;
 //! the VMM's own API agrees), its disk counters (`domblkstat` grows by what the guest read and
 //! wrote with dd), checks guest RAM's KSM flag with and without `<nosharepages/>`, and the
-//! vCPU threads (vcpuinfo, vcpupin, emulatorpin). Every test reads the same lab run (one L1 boot).
+//! vCPU threads (vcpuinfo, vcpupin, emulatorpin). `native_lab/jail.sh` checks, while the first
+//! domain runs, that its VMM is jailed (every scenario runs jailed, oxvirtd's default), and l1.sh
+//! that `oxvirtd --no-sandbox` turns the jail off. Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
@@ -28,6 +30,7 @@ use std::time::Duration;
 const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
 const SNAPSHOTS_SCRIPT: &str = include_str!("native_lab/snapshots.sh");
 const BALLOON_SCRIPT: &str = include_str!("native_lab/balloon.sh");
+const JAIL_SCRIPT: &str = include_str!("native_lab/jail.sh");
 /// L1 runs under TCG: each L2 boot takes about 50 s there, each save or restore of a guest a few.
 const LAB_TIMEOUT: Duration = Duration::from_secs(900);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
@@ -148,6 +151,7 @@ fn run_lab() -> String {
     write_file(&root.join("lab/snapshots.sh"), SNAPSHOTS_SCRIPT, 0o644);
     write_file(&root.join("lab/snap.xml"), &snap_domain_xml(), 0o644);
     write_file(&root.join("lab/balloon.sh"), BALLOON_SCRIPT, 0o644);
+    write_file(&root.join("lab/jail.sh"), JAIL_SCRIPT, 0o644);
     write_file(&root.join("lab/bal.xml"), &bal_domain_xml(), 0o644);
     write_file(&root.join("lab/nsp.xml"), &nsp_domain_xml(), 0o644);
     install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
@@ -245,6 +249,32 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         text.lines().any(|l| l.trim_end() == "LEFTOVER-VMM=0"),
         "oxvirt-vmm processes left behind:\n{}",
         tail(text, 60)
+    );
+}
+
+/// oxvirtd jails each oxvirt-vmm by default (docs/security.md): a user of its own, no new
+/// privileges, seccomp, PID 1 of its own PID namespace, new mount/IPC/network namespaces, an
+/// empty read-only root, resource limits; the guest still reads and writes its disk (and the
+/// lifecycle, snapshot and balloon scenarios all run jailed). `--no-sandbox` turns it off.
+#[test]
+fn the_native_vmm_runs_jailed() {
+    assert_checks(
+        lab(),
+        &[
+            "jail-uid",
+            "jail-gid",
+            "jail-seccomp",
+            "jail-no-new-privs",
+            "jail-pid-namespace",
+            "jail-namespaces",
+            "jail-root-empty",
+            "jail-limits",
+            "jail-guest-disk",
+            "jail-disk-in-host-file",
+            "jail-nothing-relabelled",
+            "no-sandbox-unjailed",
+            "no-sandbox-seccomp",
+        ],
     );
 }
 

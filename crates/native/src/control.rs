@@ -60,12 +60,18 @@ impl VmmClient {
     /// Writes the paused VM's whole machine state into the existing file `path` from byte
     /// `offset` on (the bytes before it are left alone) and syncs it; the VM stays paused. A
     /// running VM is refused. [`crate::Supervisor::launch_restoring`] starts it again.
+    ///
+    /// The file is opened here and passed to the VMM with the request (`save-fd`): a jailed
+    /// VMM could not open it, and its owner and mode stay as they are.
     pub async fn save_state(&self, path: &std::path::Path, offset: u64) -> Result<(), NativeError> {
-        let request = Request::Save {
-            path: path.to_path_buf(),
-            offset,
-        };
-        self.request_within(request, SAVE_TIMEOUT).await.map(drop)
+        // Existing, written only: never created or truncated here (its header is the caller's).
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| NativeError::io(format!("cannot open {}", path.display()), e))?;
+        self.exchange(Request::SaveFd { offset }, Some(file), SAVE_TIMEOUT)
+            .await
+            .map(drop)
     }
 
     /// Asks the guest's balloon driver to leave the guest `target_kib` KiB (refused above its
@@ -122,12 +128,28 @@ impl VmmClient {
         request: Request,
         timeout: Duration,
     ) -> Result<Reply, NativeError> {
+        self.exchange(request, None, timeout).await
+    }
+
+    /// One request, with `file`'s descriptor attached (SCM_RIGHTS) if there is one.
+    async fn exchange(
+        &self,
+        request: Request,
+        file: Option<std::fs::File>,
+        timeout: Duration,
+    ) -> Result<Reply, NativeError> {
         let command = request.to_string();
         let exchange = async {
-            let mut stream = UnixStream::connect(&self.socket).await?;
-            stream
-                .write_all(format!("{}\n", request.to_line()).as_bytes())
-                .await?;
+            let mut line = request.to_line();
+            line.push('\n');
+            let stream = match file {
+                Some(file) => send_with_file(&self.socket, line.as_bytes(), file).await?,
+                None => {
+                    let mut stream = UnixStream::connect(&self.socket).await?;
+                    stream.write_all(line.as_bytes()).await?;
+                    stream
+                }
+            };
             let mut answer = String::new();
             BufReader::new(stream).read_line(&mut answer).await?;
             Ok::<String, std::io::Error>(answer)
@@ -162,6 +184,35 @@ impl VmmClient {
             Err(reason) => Err(NativeError::Protocol { command, reason }),
         }
     }
+}
+
+/// Connects and sends `line` with `file`'s descriptor, from a blocking thread (a line this short
+/// goes in one `sendmsg` on a local socket); the stream then serves the answer.
+async fn send_with_file(
+    socket: &std::path::Path,
+    line: &[u8],
+    file: std::fs::File,
+) -> std::io::Result<UnixStream> {
+    use std::os::fd::AsRawFd as _;
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket as _;
+    let socket = socket.to_path_buf();
+    let line = line.to_vec();
+    let stream = tokio::task::spawn_blocking(move || {
+        let stream = std::os::unix::net::UnixStream::connect(&socket)?;
+        let sent = stream
+            .send_with_fd(&line[..], file.as_raw_fd())
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        if sent != line.len() {
+            return Err(std::io::Error::other("the request was cut short"));
+        }
+        // Our copy of the descriptor closes here; the VMM holds its own.
+        drop(file);
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    UnixStream::from_std(stream)
 }
 
 #[cfg(test)]
@@ -231,16 +282,14 @@ mod tests {
         let (_dir, socket, server) = serve("{\"ok\":true,\"state\":\"paused\",\"vcpus\":2}\n", 3);
         let client = VmmClient::new(socket, Arc::default());
         assert_eq!(client.status().await.unwrap(), RunState::Paused);
-        // The state file and the offset travel in the request.
-        client
-            .save_state(std::path::Path::new("/run/x/save"), 8192)
-            .await
-            .unwrap();
+        // The state file travels with the request, the offset in it.
+        let state = tempfile::NamedTempFile::new().unwrap();
+        client.save_state(state.path(), 8192).await.unwrap();
         // A status reply to a pause is not what the protocol allows for it, but it is a success.
         client.pause().await.unwrap();
         assert_eq!(
             server.await.unwrap()[1],
-            "{\"command\":\"save\",\"path\":\"/run/x/save\",\"offset\":8192}"
+            "{\"command\":\"save-fd\",\"offset\":8192}"
         );
     }
 

@@ -56,6 +56,13 @@ pub enum NativeError {
     #[error("{VMM_BINARY} was found neither next to oxvirtd nor in PATH")]
     VmmNotFound,
 
+    /// Every id of the jailed VMMs' range is held by a running guest.
+    #[error(
+        "every user id of native_user_range ({first}-{last}) is taken by a running guest: \
+         widen the range in oxvirtd's configuration"
+    )]
+    NoFreeUser { first: u32, last: u32 },
+
     /// A file in the run directory could not be written or read.
     #[error("{context}: {source}")]
     Io {

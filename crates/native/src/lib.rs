@@ -16,7 +16,11 @@
 //!
 //! Process contract with the daemon:
 //! - The VMM runs in its own session (`setsid`), so it outlives the daemon, even a SIGKILLed
-//!   one. While the daemon that launched it runs, the VMM is its child and the engine reaps it
+//!   one. With a [`Sandbox`] ([`Supervisor::with_sandbox`], oxvirtd's default) it is started as
+//!   the first process of a new PID namespace (`spawn.rs`) and jails itself
+//!   (`VmConfig::jail`: its own root `RUN/root`, a user id of its own, see docs/security.md);
+//!   its machine state is saved through a descriptor passed on the API socket
+//!   (`save-fd`), since it can name no file of the host. While the daemon that launched it runs, the VMM is its child and the engine reaps it
 //!   (a thread per VMM waits for it). A restarted daemon re-attaches through the run directory
 //!   ([`RunPaths`]): [`read_pid_file`], [`is_alive`] (the VMM's argv names the run directory,
 //!   and so the uuid: a recycled pid is never taken for the VM), [`Supervisor::connect`]; the
@@ -50,6 +54,8 @@ mod error;
 mod paths;
 mod plan;
 mod process;
+mod sandbox;
+mod spawn;
 
 pub use control::VmmClient;
 pub use error::{NativeError, Refusal};
@@ -59,6 +65,7 @@ pub use oxvirt_vmm::protocol::{
 pub use paths::RunPaths;
 pub use plan::{check_definition, plan};
 pub use process::{find_vmm, is_alive, read_pid_file, vcpu_threads, Supervisor, VmEnd};
+pub use sandbox::Sandbox;
 
 /// The VMM's executable name (found next to the daemon, or in PATH).
 pub const VMM_BINARY: &str = "oxvirt-vmm";

@@ -50,6 +50,12 @@ impl RunPaths {
         self.dir.join("console.sock")
     }
 
+    /// The jailed VMM's root: an empty directory on the host, on which the VMM mounts its own
+    /// empty read-only file system (`oxvirt_vmm::jail`).
+    pub fn jail_root(&self) -> PathBuf {
+        self.dir.join("root")
+    }
+
     /// Everything the guest printed on its console (appended across starts).
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
@@ -92,5 +98,6 @@ mod tests {
         assert_eq!(run.vmm_log(), Path::new("/run/ox/8c3a/vmm.log"));
         assert_eq!(run.console_socket(), Path::new("/run/ox/8c3a/console.sock"));
         assert_eq!(run.console_log(), Path::new("/run/ox/8c3a/console.log"));
+        assert_eq!(run.jail_root(), Path::new("/run/ox/8c3a/root"));
     }
 }

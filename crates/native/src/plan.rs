@@ -215,6 +215,8 @@ impl Planner {
             exit_record: Some(run.exit_record()),
             // A launch from saved state sets it (Supervisor::launch_restoring).
             restore: None,
+            // A launch with a sandbox sets it (Supervisor::with_sandbox).
+            jail: None,
         }
     }
 
@@ -1071,6 +1073,7 @@ mod tests {
             seccomp: SeccompMode::On,
             exit_record: Some("/run/ox/run/8c3a/vmm-exit.json".into()),
             restore: None,
+            jail: None,
         };
         assert_eq!(config, expected);
     }

@@ -2,9 +2,8 @@
 //! reading how it ended.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt as _;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use oxvirt_domain::{Domain, Uuid};
 use oxvirt_host::lock;
 use oxvirt_logfile::writer::WriterProgram;
 use oxvirt_logfile::RotatingFile;
-use oxvirt_vmm::protocol::{ExitReason, RestoreSource};
+use oxvirt_vmm::protocol::{ExitReason, JailConfig, RestoreSource, VmConfig};
 use tokio::net::UnixStream;
 use tokio::sync::{oneshot, watch};
 
@@ -22,6 +21,7 @@ use crate::control::VmmClient;
 use crate::error::NativeError;
 use crate::paths::RunPaths;
 use crate::plan::plan;
+use crate::sandbox::Sandbox;
 use crate::VMM_BINARY;
 
 /// How long a start waits for the VMM's API socket.
@@ -82,6 +82,8 @@ pub struct Supervisor {
     relays: Relays,
     /// Writes each VMM's vmm.log, rotated; without one the VMM writes the file itself.
     log_writer: Option<WriterProgram>,
+    /// Jails each VMM (`oxvirt_vmm::jail`) as one of these users; none: VMMs run as started.
+    sandbox: Option<Sandbox>,
 }
 
 impl Supervisor {
@@ -95,7 +97,14 @@ impl Supervisor {
             exits: Arc::default(),
             relays: Relays::new(rotation),
             log_writer: None,
+            sandbox: None,
         }
+    }
+
+    /// This supervisor, jailing every VMM it launches as a user of `sandbox` (docs/security.md).
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Supervisor {
+        self.sandbox = Some(sandbox);
+        self
     }
 
     /// This supervisor, with each VMM's stdout and stderr (`vmm.log`) written by a log writer
@@ -137,6 +146,41 @@ impl Supervisor {
             None => START_TIMEOUT,
         };
         config.restore = restore;
+        let user = match &self.sandbox {
+            Some(sandbox) => Some(sandbox.take().ok_or(NativeError::NoFreeUser {
+                first: *sandbox.range().start(),
+                last: *sandbox.range().end(),
+            })?),
+            None => None,
+        };
+        let launched = self.launch_config(domain, run, config, user, timeout).await;
+        if let (Err(_), Some(sandbox), Some(user)) = (&launched, &self.sandbox, user) {
+            sandbox.release(user);
+        }
+        launched
+    }
+
+    /// Launches the VMM of `config`, jailed as `user` if there is one.
+    async fn launch_config(
+        &self,
+        domain: &Domain,
+        run: &RunPaths,
+        mut config: VmConfig,
+        user: Option<u32>,
+        timeout: Duration,
+    ) -> Result<u32, NativeError> {
+        if let Some(user) = user {
+            let root = run.jail_root();
+            std::fs::create_dir_all(&root)
+                .map_err(|e| NativeError::io(format!("cannot create {}", root.display()), e))?;
+            config.jail = Some(JailConfig {
+                root,
+                uid: user,
+                gid: user,
+                pid_namespace: true,
+                net_namespace: true,
+            });
+        }
         let vmm = find_vmm().ok_or(NativeError::VmmNotFound)?;
         for stale in run.stale_files() {
             let _ = std::fs::remove_file(stale);
@@ -148,40 +192,33 @@ impl Supervisor {
         let error_output = output
             .try_clone()
             .map_err(|e| NativeError::io("cannot duplicate the VMM log descriptor", e))?;
-        let mut command = Command::new(&vmm);
-        command
-            .arg("--config")
-            .arg(&config_file)
-            .stdin(Stdio::null())
-            .stdout(output)
-            .stderr(error_output);
-        // SAFETY: setsid is async-signal-safe and touches no memory of ours: the VMM gets its own
-        // session, so it outlives the daemon (and its terminal).
-        unsafe {
-            command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let spawned = command.spawn();
-        // The command holds our copies of the output descriptors: with a writer, the VMM's
-        // pipe must have no other write end, or the writer would never see it close.
-        drop(command);
-        let child = spawned.map_err(|source| NativeError::Spawn {
+        // The spawn consumes our copies of the output descriptors: with a writer, the VMM's pipe
+        // must have no other write end, or the writer would never see it close. Its own
+        // session: it outlives the daemon (and its terminal). The exit status is collected by
+        // the exit watch.
+        let pid = crate::spawn::spawn(
+            &vmm,
+            &["--config".as_ref(), config_file.as_os_str()],
+            OwnedFd::from(output),
+            OwnedFd::from(error_output),
+            config.jail.is_some(),
+        )
+        .map_err(|source| NativeError::Spawn {
             vmm: vmm.clone(),
             source,
         })?;
-        let pid = child.id();
-        // The exit status is collected by the exit watch (never by std's Child).
-        drop(child);
         let watch = spawn_exit_watch(pid, true);
         lock(&self.exits).insert(pid, watch.clone());
         if let Err(err) = std::fs::write(run.pid_file(), format!("{pid}\n")) {
             tracing::warn!(pid, "cannot record the VMM pid: {err}");
         }
-        tracing::info!(domain = %domain.name, pid, vmm = %vmm.display(), "oxvirt-vmm started");
+        tracing::info!(
+            domain = %domain.name,
+            pid,
+            vmm = %vmm.display(),
+            user = ?config.jail.as_ref().map(|j| j.uid),
+            "oxvirt-vmm started"
+        );
 
         // Wait for the console (so the relay sees the boot) and the API socket.
         let result = self
@@ -280,6 +317,15 @@ impl Supervisor {
         let (end_tx, end_rx) = oneshot::channel();
         let exits = self.exits.clone();
         let record = run.exit_record();
+        // The user a jailed VMM runs as stays taken until it has gone (also after a restart).
+        let user = VmConfig::read_file(&run.config_file())
+            .ok()
+            .and_then(|config| config.jail)
+            .map(|jail| jail.uid);
+        let sandbox = self.sandbox.clone();
+        if let (Some(sandbox), Some(user)) = (&sandbox, user) {
+            sandbox.hold(user);
+        }
         tokio::spawn(async move {
             let mut exit = watch.exit;
             let ended = match exit.wait_for(|e| e.is_some()).await {
@@ -288,6 +334,9 @@ impl Supervisor {
             };
             let Some(ended) = ended else { return };
             lock(&exits).remove(&pid);
+            if let (Some(sandbox), Some(user)) = (&sandbox, user) {
+                sandbox.release(user);
+            }
             let reason = match ExitReason::read(&record) {
                 Ok(reason) => reason,
                 Err(err) => {

@@ -2,9 +2,10 @@
 //! [`crate::protocol::control`]'s: `status`, `pause`, `resume`, `poweroff` (ACPI power button: the guest
 //! shuts down cleanly), `stop` (immediate, like pulling the plug),
 //! `balloon`, `balloon-stats`, `balloon-stats-period` (the virtio-balloon's target, report and period),
-//! `block-stats` (each disk's I/O counters).
+//! `block-stats` (each disk's I/O counters), `save` and `save-fd` (the machine state, into a
+//! file named or passed with the request: a jailed VMM can only be given one).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +13,10 @@ use std::sync::Arc;
 use crate::protocol::{ExitReason, Reply, Request, RunState};
 use crate::seccomp::ThreadRole;
 use crate::vm::VmHandle;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+/// The longest request line a client may send.
+const MAX_LINE: usize = 64 << 10;
 
 fn done_or_refused(result: Result<(), String>) -> Reply {
     match result {
@@ -20,9 +25,16 @@ fn done_or_refused(result: Result<(), String>) -> Reply {
     }
 }
 
-fn execute(vm: &VmHandle, request: Request) -> Reply {
+/// Runs one request; `passed` is the last descriptor the client sent, taken by `save-fd`.
+fn execute(vm: &VmHandle, request: Request, passed: &mut Option<std::fs::File>) -> Reply {
     match request {
         Request::Save { path, offset } => done_or_refused(vm.save(&path, offset)),
+        Request::SaveFd { offset } => match passed.take() {
+            Some(file) => done_or_refused(vm.save_into(file, "the file passed", offset)),
+            None => Reply::Refused {
+                error: "save-fd: no file descriptor came with the request".into(),
+            },
+        },
         Request::Status => Reply::Status {
             state: if vm.control.exit_reason().is_some() {
                 RunState::Stopping
@@ -55,22 +67,41 @@ fn execute(vm: &VmHandle, request: Request) -> Reply {
     }
 }
 
-fn serve_client(vm: &VmHandle, stream: UnixStream) {
-    let Ok(mut out) = stream.try_clone() else {
-        return;
-    };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let reply = match Request::parse_line(&line) {
-            Ok(request) => execute(vm, request),
-            Err(error) => Reply::Refused { error: error.0 },
+/// Serves one client: lines in, one reply line out each. Read with `recvmsg`, so a descriptor
+/// sent with a line (`save-fd`) is received with it.
+fn serve_client(vm: &VmHandle, mut stream: UnixStream) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut passed: Option<std::fs::File> = None;
+    let mut buf = [0u8; 4096];
+    loop {
+        let (read, file) = match stream.recv_with_fd(&mut buf) {
+            Ok(received) => received,
+            Err(_) => return,
         };
-        let mut text = reply.to_line();
-        text.push('\n');
-        if out.write_all(text.as_bytes()).is_err() {
+        if let Some(file) = file {
+            passed = Some(file);
+        }
+        if read == 0 {
+            return;
+        }
+        pending.extend_from_slice(&buf[..read]);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            if line.trim().is_empty() {
+                continue;
+            }
+            let reply = match Request::parse_line(&line) {
+                Ok(request) => execute(vm, request, &mut passed),
+                Err(error) => Reply::Refused { error: error.0 },
+            };
+            let mut text = reply.to_line();
+            text.push('\n');
+            if stream.write_all(text.as_bytes()).is_err() {
+                return;
+            }
+        }
+        if pending.len() > MAX_LINE {
             return;
         }
     }
@@ -82,19 +113,13 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds the socket and serves clients on a background thread (one thread per client).
-    pub fn start(path: &Path, vm: Arc<VmHandle>) -> std::io::Result<ApiServer> {
-        if path.exists() {
-            // A stale socket from a previous run: only replace it if nobody answers.
-            if UnixStream::connect(path).is_ok() {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "another VMM is listening there",
-                ));
-            }
-            std::fs::remove_file(path)?;
-        }
-        let listener = UnixListener::bind(path)?;
+    /// Serves clients of `listener` (bound at `path`: `crate::resources::ApiSocket`) on a background
+    /// thread (one thread per client).
+    pub fn start(
+        listener: UnixListener,
+        path: &Path,
+        vm: Arc<VmHandle>,
+    ) -> std::io::Result<ApiServer> {
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
@@ -127,6 +152,12 @@ impl Drop for ApiServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
+
+    fn start(path: &Path, vm: Arc<VmHandle>) -> std::io::Result<ApiServer> {
+        let listener = crate::resources::ApiSocket::bind(path)?.listen()?;
+        ApiServer::start(listener, path, vm)
+    }
 
     fn ask(stream: &mut UnixStream, line: &str) -> serde_json::Value {
         stream.write_all(format!("{line}\n").as_bytes()).unwrap();
@@ -142,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
         let vm = Arc::new(VmHandle::detached(2));
-        let server = ApiServer::start(&path, vm.clone()).unwrap();
+        let server = start(&path, vm.clone()).unwrap();
         let mut s = UnixStream::connect(&path).unwrap();
         assert_eq!(
             ask(&mut s, r#"{"command":"status"}"#),
@@ -162,6 +193,24 @@ mod tests {
         assert_eq!(detached["ok"], false);
         assert!(detached["error"].as_str().unwrap().contains("cannot save"));
         assert_eq!(ask(&mut s, "status")["state"], "paused");
+        // save-fd needs the file to come with the line.
+        let no_fd = ask(&mut s, r#"{"command":"save-fd","offset":0}"#);
+        assert!(no_fd["error"]
+            .as_str()
+            .unwrap()
+            .contains("no file descriptor"));
+        // With one, it is taken (and here refused for want of a machine, like save).
+        let file = tempfile::tempfile().unwrap();
+        s.send_with_fd(
+            &b"{\"command\":\"save-fd\",\"offset\":0}\n"[..],
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+        )
+        .unwrap();
+        let mut answer = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut answer)
+            .unwrap();
+        assert!(answer.contains("cannot save"), "{answer}");
         assert_eq!(ask(&mut s, "resume")["ok"], true);
         assert_eq!(ask(&mut s, "status")["state"], "running");
         // No ACPI-aware guest enabled the power button: refused, with a reason.
@@ -183,7 +232,7 @@ mod tests {
         assert_eq!(ask(&mut s, "stop")["ok"], true);
         assert_eq!(vm.control.exit_reason(), Some(ExitReason::HostStop));
         // A second VMM cannot take over a live socket; dropping the server removes it.
-        assert!(ApiServer::start(&path, vm.clone()).is_err());
+        assert!(start(&path, vm.clone()).is_err());
         drop(server);
         assert!(!path.exists());
     }

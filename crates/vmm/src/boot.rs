@@ -51,20 +51,53 @@ const KERNEL_MIN_ALIGNMENT: u32 = 0x100_0000;
 /// Offset of the 64-bit entry point from the start of a bzImage's protected-mode code.
 const BZIMAGE_64BIT_ENTRY_OFFSET: u64 = 0x200;
 
+/// The kernel and initrd, opened (before the jail: `crate::resources`), with their paths for
+/// messages.
+pub struct BootFiles {
+    kernel: File,
+    kernel_path: String,
+    initrd: Option<(File, String)>,
+}
+
+impl BootFiles {
+    pub fn open(kernel: &Path, initrd: Option<&Path>) -> Result<BootFiles, BootError> {
+        let kernel_path = kernel.display().to_string();
+        let kernel = File::open(kernel).map_err(|source| BootError::OpenKernel {
+            path: kernel_path.clone(),
+            source,
+        })?;
+        let initrd = match initrd {
+            Some(path) => {
+                let name = path.display().to_string();
+                let file = File::open(path).map_err(|source| BootError::ReadInitrd {
+                    path: name.clone(),
+                    source,
+                })?;
+                Some((file, name))
+            }
+            None => None,
+        };
+        Ok(BootFiles {
+            kernel,
+            kernel_path,
+            initrd,
+        })
+    }
+}
+
 /// Loads the kernel and initrd, writes the command line, zero page and page tables.
 pub fn load_linux(
     mem: &GuestMemoryMmap,
-    kernel_path: &Path,
-    initrd_path: Option<&Path>,
+    files: BootFiles,
     cmdline: &str,
     mem_size: u64,
     rsdp_addr: u64,
 ) -> Result<KernelEntry, BootError> {
-    let kpath = kernel_path.display().to_string();
-    let mut kernel = File::open(kernel_path).map_err(|source| BootError::OpenKernel {
-        path: kpath.clone(),
-        source,
-    })?;
+    let BootFiles {
+        mut kernel,
+        kernel_path: kpath,
+        initrd,
+    } = files;
 
     // A bzImage carries a setup header we must pass on; an ELF vmlinux does not.
     let (entry, mut header) = match BzImage::load(
@@ -137,8 +170,9 @@ pub fn load_linux(
     header.cmd_line_ptr = layout::CMDLINE_START as u32;
     header.cmdline_size = cmdline.len() as u32 + 1;
 
-    if let Some(initrd_path) = initrd_path {
-        let (addr, size) = load_initrd(mem, initrd_path, mem_size, header.initrd_addr_max)?;
+    if let Some((initrd, initrd_path)) = initrd {
+        let (addr, size) =
+            load_initrd(mem, initrd, &initrd_path, mem_size, header.initrd_addr_max)?;
         header.ramdisk_image = addr as u32;
         header.ramdisk_size = size as u32;
     }
@@ -174,15 +208,12 @@ pub fn load_linux(
 /// Puts the initrd at the top of low RAM (below the MMIO hole and the kernel's `initrd_addr_max`).
 fn load_initrd(
     mem: &GuestMemoryMmap,
-    path: &Path,
+    mut file: File,
+    path: &str,
     mem_size: u64,
     addr_max: u32,
 ) -> Result<(u64, u64), BootError> {
-    let p = path.display().to_string();
-    let mut file = File::open(path).map_err(|source| BootError::ReadInitrd {
-        path: p.clone(),
-        source,
-    })?;
+    let p = path.to_string();
     let size = file
         .metadata()
         .map_err(|source| BootError::ReadInitrd {
@@ -370,22 +401,16 @@ mod tests {
         let path = dir.path().join("not-a-kernel");
         std::fs::write(&path, vec![0x5au8; 64 * 1024]).unwrap();
         let mem = create_guest_memory(64, MemoryOptions::default()).unwrap();
-        let err = load_linux(&mem, &path, None, "console=ttyS0", 64 << 20, 0).unwrap_err();
+        let files = BootFiles::open(&path, None).unwrap();
+        let err = load_linux(&mem, files, "console=ttyS0", 64 << 20, 0).unwrap_err();
         assert!(matches!(err, BootError::NotAKernel { .. }), "{err}");
     }
 
     #[test]
     fn missing_kernel_is_reported_with_its_path() {
-        let mem = create_guest_memory(64, MemoryOptions::default()).unwrap();
-        let err = load_linux(
-            &mem,
-            Path::new("/nonexistent/vmlinuz"),
-            None,
-            "",
-            64 << 20,
-            0,
-        )
-        .unwrap_err();
+        let Err(err) = BootFiles::open(Path::new("/nonexistent/vmlinuz"), None) else {
+            panic!("a missing kernel opened");
+        };
         assert!(err.to_string().contains("/nonexistent/vmlinuz"), "{err}");
     }
 }

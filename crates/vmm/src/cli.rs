@@ -8,12 +8,12 @@ use clap::Parser;
 
 use crate::protocol::{
     BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache, DiskConfig,
-    MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode, Topology,
-    VmConfig,
+    JailConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
+    Topology, VmConfig,
 };
 
 /// The flags that describe the VM; `--config` replaces them all.
-const VM_FLAGS: [&str; 18] = [
+const VM_FLAGS: [&str; 21] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -32,6 +32,9 @@ const VM_FLAGS: [&str; 18] = [
     "no_share_pages",
     "seccomp",
     "exit_record",
+    "jail",
+    "uid",
+    "gid",
 ];
 
 /// A native KVM virtual machine monitor: boots a Linux kernel directly.
@@ -101,6 +104,18 @@ pub struct Cli {
     /// Before exiting, write why the VM ended to this file (JSON, see docs/native-vmm.md).
     #[arg(long, value_name = "FILE")]
     pub exit_record: Option<PathBuf>,
+    /// Confine the VMM once it has opened what the VM uses: DIR becomes its (empty, read-only)
+    /// root, in new mount, IPC and network namespaces, as --uid/--gid with no new privileges
+    /// (docs/native-vmm.md, "The jail"). It must be PID 1 of a new PID namespace: run it under
+    /// `unshare --pid --fork`.
+    #[arg(long, value_name = "DIR", requires_all = ["uid", "gid"])]
+    pub jail: Option<PathBuf>,
+    /// The user a jailed VMM runs as (not 0).
+    #[arg(long, value_name = "UID", requires = "jail")]
+    pub uid: Option<u32>,
+    /// The group a jailed VMM runs as (not 0).
+    #[arg(long, value_name = "GID", requires = "jail")]
+    pub gid: Option<u32>,
     /// Start from the machine state saved in FILE (the control request `save`) instead of booting; the
     /// VM starts paused. The other options must describe the saved VM (memory, vCPUs, devices).
     #[arg(long, value_name = "FILE")]
@@ -156,6 +171,14 @@ impl Cli {
             restore: self.restore.clone().map(|path| RestoreSource {
                 path,
                 offset: self.restore_offset,
+            }),
+            jail: self.jail.clone().map(|root| JailConfig {
+                root,
+                // clap requires both with --jail; 0 is refused by validation.
+                uid: self.uid.unwrap_or(0),
+                gid: self.gid.unwrap_or(0),
+                pid_namespace: true,
+                net_namespace: true,
             }),
         })
     }

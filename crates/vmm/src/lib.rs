@@ -1,7 +1,8 @@
 //! `oxvirt-vmm`: a native x86-64 VMM on KVM, built from rust-vmm crates.
 //!
 //! Reading order: [`protocol`] (the VM's configuration, the control API's messages, the exit record) →
-//! [`cli`] (the command line, one front end of the configuration) → [`vm`] (assembly and run loop) → [`boot`], [`acpi`], [`cpuid`],
+//! [`cli`] (the command line, one front end of the configuration) → [`resources`] (what of the host is opened
+//! first) → [`jail`] (the confinement entered next) → [`vm`] (assembly and run loop) → [`boot`], [`acpi`], [`cpuid`],
 //! [`memory`], [`layout`] (what the guest sees) → [`devices`] (what exits reach) → [`api`] (control socket)
 //! → [`seccomp`] (per-thread system call filters) → [`snapshot`] and [`kvm_state`] (the saved machine state).
 //! See `docs/native-vmm.md` for the user-facing description.
@@ -13,10 +14,12 @@ pub mod cli;
 pub mod control;
 pub mod cpuid;
 pub mod devices;
+pub mod jail;
 pub mod kvm_state;
 pub mod layout;
 pub mod memory;
 pub mod protocol;
+pub mod resources;
 pub mod seccomp;
 pub mod snapshot;
 pub mod vm;

@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use oxvirt_vmm::api::ApiServer;
 use oxvirt_vmm::cli::Cli;
+use oxvirt_vmm::jail::{self, Limits};
 use oxvirt_vmm::protocol::{ExitReason, ExitRecordWriter, VmConfig};
+use oxvirt_vmm::resources::HostResources;
 use oxvirt_vmm::vm::{self, Vm};
 
 /// The config, validated; a problem names the config file when there is one.
@@ -14,17 +16,25 @@ fn validated(cli: &Cli, config: &VmConfig) -> anyhow::Result<()> {
     })
 }
 
-/// Runs the VM until it ends.
+/// Runs the VM until it ends: everything of the host it uses opened, the jail entered (if
+/// configured), then the VM built and run. One order with or without a jail.
 fn run(cli: &Cli, config: &VmConfig) -> anyhow::Result<ExitReason> {
     validated(cli, config)?;
-    let vm = Vm::build(config)?;
-    let _api =
-        match &config.api_socket {
-            Some(path) => Some(ApiServer::start(path, vm.handle()).map_err(|e| {
-                anyhow::anyhow!("cannot listen on API socket {}: {e}", path.display())
-            })?),
-            None => None,
-        };
+    let mut host = HostResources::open(config)?;
+    if let Some(jail) = &config.jail {
+        jail::enter(jail, Limits::of(config, &host))?;
+    }
+    let api = host.api.take();
+    let vm = Vm::build(config, host)?;
+    let _api = match (api, &config.api_socket) {
+        (Some(socket), Some(path)) => Some(
+            socket
+                .listen()
+                .and_then(|listener| ApiServer::start(listener, path, vm.handle()))
+                .map_err(|e| anyhow::anyhow!("cannot serve the API socket: {e}"))?,
+        ),
+        _ => None,
+    };
     vm.run()
 }
 
@@ -66,7 +76,12 @@ fn main() -> ExitCode {
         };
     }
     // Prepared before anything else: whatever happens from here on, the record says so.
-    let record = match config.exit_record.as_deref().map(ExitRecordWriter::prepare) {
+    // A jailed VMM cannot rename in the record's directory: it writes the record in place.
+    let prepare = match config.jail {
+        Some(_) => ExitRecordWriter::prepare_in_place,
+        None => ExitRecordWriter::prepare,
+    };
+    let record = match config.exit_record.as_deref().map(prepare) {
         Some(Ok(writer)) => Some(writer),
         Some(Err(err)) => return fail(err.into()),
         None => None,

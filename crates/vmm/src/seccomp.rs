@@ -14,7 +14,8 @@
 //!
 //! The one exception is the API thread's `save` request: it opens the existing state file its caller
 //! names, for writing only (never creating or truncating a file, never reading one), and reads the KVM
-//! state of the paused vCPUs and the VM.
+//! state of the paused vCPUs and the VM. `save-fd` (what a jailed VMM is given, `crate::jail`) writes
+//! into a descriptor received with the request instead, and opens nothing.
 //!
 //! Opening files is refused with EACCES rather than killing: glibc's allocator opens
 //! `/proc/sys/vm/overcommit_memory` once, lazily, the first time a thread arena shrinks, and copes with the
@@ -422,6 +423,8 @@ fn role_rules(role: ThreadRole) -> Rules {
             rules.extend(always(&[
                 libc::SYS_accept4,
                 libc::SYS_recvfrom,
+                // Requests are read with recvmsg: `save-fd`'s file comes as SCM_RIGHTS.
+                libc::SYS_recvmsg,
                 libc::SYS_sendto,
                 libc::SYS_shutdown,
             ]));

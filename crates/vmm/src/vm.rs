@@ -27,8 +27,9 @@ use crate::devices::serial::{Console, RawTerminal, SerialPort, UartState};
 use crate::devices::{lock, IoBus, IrqLine};
 use crate::kvm_state;
 use crate::layout;
-use crate::memory::{self, MemoryOptions};
-use crate::protocol::{CpusConfig, DiskCache, DiskConfig, RestoreSource, VmConfig};
+use crate::memory;
+use crate::protocol::{CpusConfig, RestoreSource, VmConfig};
+use crate::resources::{open_kvm, HostResources};
 use crate::seccomp::{self, Filters, ThreadRole};
 use crate::snapshot::{self, StateError, StreamReader, StreamWriter};
 
@@ -134,27 +135,43 @@ impl VmHandle {
     /// Writes the paused VM's machine state into the existing file `path` from byte `offset` on, then
     /// syncs the file. Refused while the VM runs.
     pub fn save(&self, path: &std::path::Path, offset: u64) -> Result<(), String> {
+        self.saveable()?;
+        // The file exists (its owner wrote its own header before `offset`): never created or
+        // truncated.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| format!("cannot save the machine state to {}: {e}", path.display()))?;
+        self.save_into(file, &path.display().to_string(), offset)
+    }
+
+    /// [`Self::save`] into an open file (`what` names it in messages).
+    pub fn save_into(&self, file: std::fs::File, what: &str, offset: u64) -> Result<(), String> {
         let _saving = lock(&self.saving);
+        let machine = self.saveable()?;
+        let started = std::time::Instant::now();
+        let written = machine
+            .save(file, offset)
+            .map_err(|e| format!("cannot save the machine state to {what}: {e}"))?;
+        eprintln!(
+            "oxvirt-vmm: saved the machine state ({} MiB) to {what} in {} ms",
+            written >> 20,
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    }
+
+    /// The machine to save, unless the VM is in no state to be saved.
+    fn saveable(&self) -> Result<&Arc<Machine>, String> {
         if self.control.exit_reason().is_some() {
             return Err("the VM is stopping".into());
         }
         if !self.control.all_parked() {
             return Err("the VM is running: pause it before saving its state".into());
         }
-        let Some(machine) = &self.machine else {
-            return Err("this VM cannot save its state".into());
-        };
-        let started = std::time::Instant::now();
-        let written = machine
-            .save(path, offset)
-            .map_err(|e| format!("cannot save the machine state to {}: {e}", path.display()))?;
-        eprintln!(
-            "oxvirt-vmm: saved the machine state ({} MiB) to {} in {} ms",
-            written >> 20,
-            path.display(),
-            started.elapsed().as_millis()
-        );
-        Ok(())
+        self.machine
+            .as_ref()
+            .ok_or_else(|| "this VM cannot save its state".to_string())
     }
 
     fn balloon(&self) -> Result<&oxvirt_virtio::BalloonHandle, String> {
@@ -504,14 +521,12 @@ struct PlatformState {
 
 impl Machine {
     /// Writes the stream (all vCPUs parked); returns its length.
-    fn save(&self, path: &std::path::Path, offset: u64) -> Result<u64, StateError> {
+    fn save(&self, mut file: std::fs::File, offset: u64) -> Result<u64, StateError> {
         use std::io::{Seek, SeekFrom};
         let pci = &self.handlers.pci;
         // Device workers finish what they serve and wait: queues and RAM hold still from here on.
         pci.snapshot_pause().map_err(StateError::Device)?;
         let result = (|| {
-            // The file exists (its owner wrote its own header before `offset`): never created or truncated.
-            let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
             file.seek(SeekFrom::Start(offset))?;
             let mut w = StreamWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut file))?;
             w.section(snapshot::TAG_MACHINE, &to_json(&self.shape)?)?;
@@ -543,10 +558,10 @@ impl Machine {
         result
     }
 
-    /// Reads the stream into this freshly built (not yet running) machine.
-    fn restore(&self, source: &RestoreSource) -> Result<(), StateError> {
+    /// Reads the stream (in `file`, opened from `source`) into this freshly built (not yet
+    /// running) machine.
+    fn restore(&self, mut file: std::fs::File, source: &RestoreSource) -> Result<(), StateError> {
         use std::io::{Seek, SeekFrom};
-        let mut file = std::fs::File::open(&source.path)?;
         let len = file.metadata()?.len();
         if source.offset > len {
             return Err(StateError::Truncated(format!(
@@ -619,21 +634,26 @@ fn supported_cpuid(kvm: &Kvm) -> anyhow::Result<Vec<kvm_bindings::kvm_cpuid_entr
     Ok(entries)
 }
 
-fn open_kvm() -> anyhow::Result<Kvm> {
-    Kvm::new().map_err(|e| {
-        anyhow!("cannot open /dev/kvm: {e} (is the kvm module loaded and accessible?)")
-    })
-}
-
 impl Vm {
-    /// Builds the VM `config` describes (validated again here: a library caller may not have).
-    pub fn build(config: &VmConfig) -> anyhow::Result<Vm> {
-        config.validate()?;
+    /// Builds the VM `config` describes on its host resources, opened by
+    /// [`HostResources::open`] (its settings validated again here: a library caller may not
+    /// have; its files were checked when they were opened).
+    pub fn build(config: &VmConfig, host: HostResources) -> anyhow::Result<Vm> {
+        config.validate_settings()?;
+        let HostResources {
+            kvm,
+            boot: boot_files,
+            disks,
+            taps,
+            console,
+            api: _,
+            restore: restore_file,
+            memory,
+        } = host;
         let vcpu_count = config.cpus.count;
         let topo = config.cpus.topology();
         // Compiled first: a filter that cannot be built stops the VMM before anything is set up.
         let filters = Filters::compile(config.seccomp)?;
-        let kvm = open_kvm()?;
         let max_vcpus = kvm.get_max_vcpus();
         if vcpu_count as usize > max_vcpus {
             bail!(
@@ -651,13 +671,6 @@ impl Vm {
         )?;
 
         let mem_size = config.memory.size_mib << 20;
-        let memory = memory::create_guest_memory(
-            config.memory.size_mib,
-            MemoryOptions {
-                hugepages: config.memory.hugepages,
-                share_pages: config.memory.share_pages,
-            },
-        )?;
 
         // A restored VM gets its RAM (tables, kernel and all) from the saved state instead.
         let entry = match &config.restore {
@@ -671,8 +684,7 @@ impl Vm {
                 )?;
                 Some(boot::load_linux(
                     &memory,
-                    &config.kernel,
-                    config.initrd.as_deref(),
+                    boot_files,
                     &config.cmdline,
                     mem_size,
                     rsdp,
@@ -715,7 +727,7 @@ impl Vm {
             EventFd::new(libc::EFD_NONBLOCK).context("cannot create the serial eventfd")?;
         vm.register_irqfd(&serial_irq, layout::SERIAL_IRQ)
             .context("cannot register the serial irqfd")?;
-        let console = Console::new(&config.serial, serial_irq)?;
+        let console = Console::new(console, serial_irq);
         io.insert(layout::SERIAL_PORT, 8, console.port.clone())?;
         let cmos = Arc::new(Mutex::new(Cmos::default()));
         io.insert(layout::CMOS_PORT, 2, cmos.clone())?;
@@ -735,7 +747,8 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        let VirtioHandles { balloon, disks } = add_virtio_devices(config, &memory, &vm, &mut pci)?;
+        let VirtioHandles { balloon, disks } =
+            add_virtio_devices(config, &memory, &vm, &mut pci, disks, taps)?;
 
         let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))
@@ -758,9 +771,9 @@ impl Vm {
             msr_list,
             shape: MachineShape::of(config),
         });
-        if let Some(source) = &config.restore {
+        if let (Some(source), Some(file)) = (&config.restore, restore_file) {
             let started = std::time::Instant::now();
-            machine.restore(source).with_context(|| {
+            machine.restore(file, source).with_context(|| {
                 format!(
                     "cannot restore the machine state from {} (offset {})",
                     source.path.display(),
@@ -893,8 +906,10 @@ fn add_virtio_devices(
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
+    disks: Vec<oxvirt_images::Disk>,
+    taps: Vec<oxvirt_virtio::net::Tap>,
 ) -> anyhow::Result<VirtioHandles> {
-    use oxvirt_virtio::{BlockConfig, GuestMemoryHandle, VirtioPciDevice};
+    use oxvirt_virtio::{GuestMemoryHandle, VirtioPciDevice};
     if config.disks.is_empty() && config.nets.is_empty() && !config.rng && config.balloon.is_none()
     {
         return Ok(VirtioHandles::default());
@@ -913,29 +928,20 @@ fn add_virtio_devices(
             .map(|_| ())
             .map_err(std::io::Error::from)
     });
-    let mut devices = Vec::new();
+    let mut devices: Vec<Box<dyn oxvirt_virtio::VirtioDevice>> = Vec::new();
     let mut handles = VirtioHandles::default();
-    for (i, disk) in config.disks.iter().enumerate() {
-        check_backing_chain(disk)?;
-        let block = BlockConfig {
-            path: disk.path.clone(),
-            readonly: disk.readonly,
-            direct: disk.cache == DiskCache::None,
-            serial: Some(format!("oxvirt-disk{i}")),
-        };
-        let (device, stats) = oxvirt_virtio::block_device_with_stats(block, disk.format)?;
-        devices.push(device);
-        handles.disks.push((disk.id.clone(), stats));
+    for (i, (config, disk)) in config.disks.iter().zip(disks).enumerate() {
+        let serial = format!("oxvirt-disk{i}");
+        let device = oxvirt_virtio::block::BlockDevice::new(disk, config.readonly, Some(&serial));
+        handles.disks.push((config.id.clone(), device.stats()));
+        devices.push(Box::new(device));
     }
-    for (i, net) in config.nets.iter().enumerate() {
+    for (i, (net, tap)) in config.nets.iter().zip(taps).enumerate() {
         // Locally administered, derived from the index, unless given.
         let mac = net
             .mac
             .map_or([0x52, 0x54, 0x00, 0x0a, 0x00, i as u8], |mac| mac.0);
-        devices.push(oxvirt_virtio::net_device(oxvirt_virtio::NetConfig {
-            tap_name: net.tap.clone(),
-            mac,
-        })?);
+        devices.push(Box::new(oxvirt_virtio::net::NetDevice::with_tap(tap, mac)));
     }
     if config.rng {
         devices.push(oxvirt_virtio::rng_device());
@@ -959,44 +965,4 @@ fn add_virtio_devices(
         pci.add(Box::new(pci_dev))?;
     }
     Ok(handles)
-}
-
-/// A disk whose config names its backing chain opens only if the image's headers name exactly
-/// that chain: the images opened are the ones its manager resolved (and checked), not whatever
-/// a header says now. (oxvirt-images then follows the same headers, with stated formats only.)
-fn check_backing_chain(disk: &DiskConfig) -> anyhow::Result<()> {
-    let Some(expected) = &disk.backing_chain else {
-        return Ok(());
-    };
-    let found = oxvirt_images::backing_chain(&disk.path, disk.format)
-        .with_context(|| format!("disk {}", disk.path.display()))?;
-    // The first layer is the image itself.
-    let found = found.get(1..).unwrap_or_default();
-    let same_file = |a: &std::path::Path, b: &std::path::Path| {
-        a == b
-            || matches!(
-                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
-                (Ok(a), Ok(b)) if a == b
-            )
-    };
-    for index in 0..found.len().max(expected.len()) {
-        let describe = |path: &std::path::Path, format: oxvirt_images::Format| {
-            format!("{} ({})", path.display(), format.name())
-        };
-        let (f, e) = (found.get(index), expected.get(index));
-        let matches = match (f, e) {
-            (Some(f), Some(e)) => f.format == e.format && same_file(&f.path, &e.path),
-            _ => false,
-        };
-        if !matches {
-            bail!(
-                "disk {}: its backing chain is not the configured one: image {} below it is {}, the config says {}",
-                disk.path.display(),
-                index + 1,
-                f.map_or("missing".to_string(), |f| describe(&f.path, f.format)),
-                e.map_or("nothing".to_string(), |e| describe(&e.path, e.format)),
-            );
-        }
-    }
-    Ok(())
 }

@@ -415,6 +415,25 @@ fn virtio_blk_reads_known_bytes_and_writes_reach_the_host_file() {
     assert_eq!(lab.top_value("HOST-READBACK"), Some("WRITTEN-BY-L2"));
 }
 
+/// `--jail` (docs/native-vmm.md, "The jail") under `unshare --pid --fork`: the same guest as
+/// `blk` boots, reads the disk's known bytes and writes its own, which reach the host file (still
+/// root's: nothing relabelled); the exit record, written in place, says poweroff.
+#[test]
+fn a_jailed_vmm_boots_and_its_guest_reads_and_writes_its_disk() {
+    let lab = lab();
+    let s = lab.scenario("jail");
+    assert_clean_boot(s);
+    assert_eq!(
+        s.value("BLK-READ"),
+        Some("OXVIRT-DISK-PATTERN"),
+        "{}",
+        s.describe()
+    );
+    assert_eq!(lab.top_value("JAIL-READBACK"), Some("WRITTEN-BY-L2"));
+    assert_eq!(lab.top_value("JAIL-DISK-OWNER"), Some("0"));
+    assert_eq!(exit_record(lab, "jail"), ExitReason::GuestPoweroff);
+}
+
 #[test]
 fn virtio_blk_readonly_disk_is_readonly_in_the_guest() {
     let s = lab().scenario("blkro");

@@ -25,10 +25,12 @@ pub struct NativeEngine {
 
 impl NativeEngine {
     /// Probes the host once for hardware KVM (the native engine cannot emulate). Console logs
-    /// rotate as `guest_logs` says; each VMM's vmm.log is written by `log_writer`.
+    /// rotate as `guest_logs` says; each VMM's vmm.log is written by `log_writer`; each VMM is
+    /// jailed as one of `sandbox`'s users (none: `oxvirtd --no-sandbox`).
     pub fn probe(
         guest_logs: oxvirt_logfile::Rotation,
         log_writer: oxvirt_logfile::writer::WriterProgram,
+        sandbox: Option<oxvirt_native::Sandbox>,
     ) -> NativeEngine {
         let probe = oxvirt_qemu::probe_accel();
         let kvm = match probe.accel {
@@ -41,7 +43,14 @@ impl NativeEngine {
         };
         NativeEngine {
             kvm,
-            supervisor: Supervisor::with_log_rotation(guest_logs).with_log_writer(log_writer),
+            supervisor: {
+                let supervisor =
+                    Supervisor::with_log_rotation(guest_logs).with_log_writer(log_writer);
+                match sandbox {
+                    Some(sandbox) => supervisor.with_sandbox(sandbox),
+                    None => supervisor,
+                }
+            },
         }
     }
 

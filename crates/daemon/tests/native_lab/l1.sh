@@ -89,8 +89,9 @@ vmm_log_writer() {
 }
 booted_count() { grep -c OXVIRT-GUEST-BOOTED $LOG 2>/dev/null || echo 0; }
 
+# start_daemon [FLAG...]: oxvirtd with the lab's settings and FLAGs.
 start_daemon() {
-    oxvirtd --socket $SOCK --state-dir $S --no-default-network --log-level debug >>/tmp/oxvirtd.log 2>&1 &
+    oxvirtd --socket $SOCK --state-dir $S --no-default-network --log-level debug "$@" >>/tmp/oxvirtd.log 2>&1 &
     DPID=$!
     wait_for "ox list >/dev/null 2>&1" || echo "LAB-FATAL oxvirtd did not come up"
 }
@@ -139,6 +140,8 @@ echo 'echo DISK-$(cat /sys/block/vda/size)' >&3
 check guest-sees-disk "wait_for 'grep -q DISK-16384 /tmp/con1'"
 echo 'ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0; ping -c 2 -W 10 10.0.2.1 >/dev/null && echo PING-$((3*11))' >&3
 check guest-pings-bridge "wait_for 'grep -q PING-33 /tmp/con1'"
+# The VMM runs jailed (oxvirtd's default): its /proc, and the guest's disk.
+. /lab/jail.sh
 
 run_ok suspend ox suspend nat
 check list-paused "state_is paused"
@@ -179,12 +182,24 @@ check vmm-log-writer-gone "wait_for '! vmm_log_writer'"
 check exit-record-poweroff "grep -q '\"guest-poweroff\"' $S/run/$UUID/vmm-exit.json"
 exec 3>&-
 
+# oxvirtd --no-sandbox: the VMM runs as root in the host's root (its seccomp filters stay).
+kill $DPID
+wait $DPID 2>/dev/null
+start_daemon --no-sandbox
 run_ok start-again ox start nat
 check running-again "state_is running"
+NPID=$(cat $S/run/$UUID/vmm.pid)
+grep -E '^(Uid|NSpid|NoNewPrivs|Seccomp):' /proc/$NPID/status | sed 's/^/[no-sandbox-status] /'
+check no-sandbox-unjailed "[ \"\$(field $NPID Uid)\" = '0 0 0 0' ] && [ -d /proc/$NPID/root/lab ] && [ \"\$(field $NPID NSpid)\" = $NPID ]"
+check no-sandbox-seccomp "[ \"\$(field $NPID Seccomp)\" = 2 ]"
 # Destroyed while it boots: no need to wait for the guest.
 run_ok destroy ox destroy nat
 check destroyed "state_is 'shut off'"
 check exit-record-host-stop "wait_for 'grep -q host-stop $S/run/$UUID/vmm-exit.json 2>/dev/null'"
+# The other scenarios run jailed again.
+kill $DPID
+wait $DPID 2>/dev/null
+start_daemon
 run_ok undefine ox undefine nat
 check undefined "! ox list --all | grep -q nat"
 check taps-removed "[ -z \"\$(ls /sys/class/net | grep -v -e '^lo\$' -e '^br0\$')\" ]"

@@ -173,28 +173,48 @@ enum InputSource {
     Socket(UnixListener, SocketClient),
 }
 
-impl Console {
-    /// Creates the UART; `irq` is the eventfd the VMM registers as the IRQ 4 irqfd.
-    pub fn new(mode: &SerialMode, irq: EventFd) -> Result<Console, SerialError> {
-        let (sink, input) = match mode {
-            SerialMode::Stdio => (Sink::Stdout(io::stdout()), Some(InputSource::Stdin)),
-            SerialMode::File(path) => {
-                let file = std::fs::OpenOptions::new()
+/// Where the console goes, opened (before the jail: `crate::resources`): the file, the
+/// listening socket, or stdio.
+pub enum ConsoleEndpoint {
+    Stdio,
+    File(std::fs::File),
+    Socket(UnixListener),
+}
+
+impl ConsoleEndpoint {
+    pub fn open(mode: &SerialMode) -> Result<ConsoleEndpoint, SerialError> {
+        Ok(match mode {
+            SerialMode::Stdio => ConsoleEndpoint::Stdio,
+            SerialMode::File(path) => ConsoleEndpoint::File(
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
                     .map_err(|source| SerialError::File {
                         path: path.clone(),
                         source,
-                    })?;
-                (Sink::File(file), None)
-            }
+                    })?,
+            ),
             SerialMode::Socket(path) => {
                 let _ = std::fs::remove_file(path);
-                let listener = UnixListener::bind(path).map_err(|source| SerialError::Socket {
-                    path: path.clone(),
-                    source,
-                })?;
+                ConsoleEndpoint::Socket(UnixListener::bind(path).map_err(|source| {
+                    SerialError::Socket {
+                        path: path.clone(),
+                        source,
+                    }
+                })?)
+            }
+        })
+    }
+}
+
+impl Console {
+    /// Creates the UART on `endpoint`; `irq` is the eventfd the VMM registers as the IRQ 4 irqfd.
+    pub fn new(endpoint: ConsoleEndpoint, irq: EventFd) -> Console {
+        let (sink, input) = match endpoint {
+            ConsoleEndpoint::Stdio => (Sink::Stdout(io::stdout()), Some(InputSource::Stdin)),
+            ConsoleEndpoint::File(file) => (Sink::File(file), None),
+            ConsoleEndpoint::Socket(listener) => {
                 let client: SocketClient = Arc::new(Mutex::new(None));
                 (
                     Sink::Socket(client.clone()),
@@ -203,10 +223,10 @@ impl Console {
             }
         };
         let uart = Serial::new(IrqFdTrigger(irq), ConsoleWriter(sink));
-        Ok(Console {
+        Console {
             port: Arc::new(Mutex::new(SerialPort(uart))),
             input,
-        })
+        }
     }
 
     /// Whether the console is on stdio (so the terminal should go raw).
@@ -343,8 +363,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let console =
-            Console::new(&SerialMode::File(path.clone()), irq.try_clone().unwrap()).unwrap();
+        let console = Console::new(
+            ConsoleEndpoint::open(&SerialMode::File(path.clone())).unwrap(),
+            irq.try_clone().unwrap(),
+        );
         for b in b"hi\n" {
             lock(&console.port).write(0, &[*b]);
         }
@@ -356,8 +378,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.sock");
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut console =
-            Console::new(&SerialMode::Socket(path.clone()), irq.try_clone().unwrap()).unwrap();
+        let mut console = Console::new(
+            ConsoleEndpoint::open(&SerialMode::Socket(path.clone())).unwrap(),
+            irq.try_clone().unwrap(),
+        );
         let control = Arc::new(VmControl::new(0).unwrap());
         console
             .start_input(Arc::new(Filters::disabled()), control)

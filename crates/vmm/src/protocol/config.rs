@@ -71,6 +71,38 @@ pub struct VmConfig {
     /// RAM and every state from the stream, and starts paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSource>,
+    /// Confine the VMM before it sets up the VM (`crate::jail`); none: it runs as started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jail: Option<JailConfig>,
+}
+
+/// The jail `oxvirt-vmm` enters once it has opened every host file and device the VM uses
+/// (docs/native-vmm.md, "The jail"): new mount, IPC and network namespaces, `root` as its `/`,
+/// the ids `uid`/`gid`, no new privileges, resource limits; then KVM setup and the seccomp
+/// filters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JailConfig {
+    /// An existing directory that becomes the VMM's root (an empty, read-only file system is
+    /// mounted on it, in the VMM's own mount namespace only).
+    pub root: PathBuf,
+    /// The user the VMM runs as (not 0).
+    pub uid: u32,
+    /// Its group (not 0); it keeps no supplementary groups.
+    pub gid: u32,
+    /// The VMM must be the first process of a new PID namespace, which only its launcher can
+    /// create (oxvirtd does; by hand `unshare --pid --fork oxvirt-vmm ...`). Off: it checks
+    /// nothing and sees the host's processes' ids (it still cannot signal them: other uid).
+    #[serde(default = "yes")]
+    pub pid_namespace: bool,
+    /// A new, empty network namespace: the VMM's TAPs are opened before, and it needs no other
+    /// network.
+    #[serde(default = "yes")]
+    pub net_namespace: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where a saved machine state is: the stream starts at byte `offset` of the file `path` (what is
@@ -465,6 +497,7 @@ impl VmConfig {
             seccomp: SeccompMode::default(),
             exit_record: None,
             restore: None,
+            jail: None,
         }
     }
 
@@ -518,15 +551,24 @@ impl VmConfig {
         existing_file("kernel", &self.kernel)?;
         if let Some(restore) = &self.restore {
             existing_file("restore.path", &restore.path)?;
-            if self.api_socket.is_none() {
-                return Err(ConfigError::invalid(
-                    "restore",
-                    "needs api_socket: a restored VM starts paused, and only the control API resumes it",
-                ));
-            }
         }
         if let Some(initrd) = &self.initrd {
             existing_file("initrd", initrd)?;
+        }
+        if let Some(jail) = &self.jail {
+            jail.validate()?;
+        }
+        self.validate_settings()
+    }
+
+    /// [`Self::validate`] without looking at the host's files: what a jailed VMM, which no
+    /// longer sees them, checks again before it builds the VM.
+    pub fn validate_settings(&self) -> Result<(), ConfigError> {
+        if self.restore.is_some() && self.api_socket.is_none() {
+            return Err(ConfigError::invalid(
+                "restore",
+                "needs api_socket: a restored VM starts paused, and only the control API resumes it",
+            ));
         }
         if self.memory.size_mib < MIN_MEMORY_MIB {
             return Err(ConfigError::invalid(
@@ -687,6 +729,37 @@ impl DiskConfig {
                     ),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl JailConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.root.is_absolute() {
+            return Err(ConfigError::invalid(
+                "jail.root",
+                format!("{} is not an absolute path", self.root.display()),
+            ));
+        }
+        if !self.root.is_dir() {
+            return Err(ConfigError::invalid(
+                "jail.root",
+                format!(
+                    "{} does not exist or is not a directory",
+                    self.root.display()
+                ),
+            ));
+        }
+        // Root would keep every file of the host in reach: the jail is for another user.
+        if self.uid == 0 {
+            return Err(ConfigError::invalid("jail.uid", "must not be 0 (root)"));
+        }
+        if self.gid == 0 {
+            return Err(ConfigError::invalid(
+                "jail.gid",
+                "must not be 0 (root's group)",
+            ));
         }
         Ok(())
     }

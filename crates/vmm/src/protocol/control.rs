@@ -45,6 +45,11 @@ pub enum Request {
         path: PathBuf,
         offset: u64,
     },
+    /// `save` into the file whose descriptor comes with the request line (`SCM_RIGHTS`): how a
+    /// jailed VMM, which can name no file of the host, saves. `{"command":"save-fd","offset":N}`.
+    SaveFd {
+        offset: u64,
+    },
     /// Asks the guest's balloon driver to leave the guest `target_kib` KiB of RAM (at most the
     /// configured memory); answered once asked, not once done. `{"command":"balloon","target_kib":N}`.
     Balloon {
@@ -62,13 +67,14 @@ pub enum Request {
 }
 
 /// Every command's name, in the order error messages list them.
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "status",
     "pause",
     "resume",
     "poweroff",
     "stop",
     "save",
+    "save-fd",
     "balloon",
     "balloon-stats",
     "balloon-stats-period",
@@ -85,6 +91,7 @@ impl Request {
             Request::Poweroff => "poweroff",
             Request::Stop => "stop",
             Request::Save { .. } => "save",
+            Request::SaveFd { .. } => "save-fd",
             Request::Balloon { .. } => "balloon",
             Request::BalloonStats => "balloon-stats",
             Request::BalloonStatsPeriod { .. } => "balloon-stats-period",
@@ -145,6 +152,7 @@ impl FromStr for Request {
                 "command balloon-stats-period needs seconds: {\"command\":\"balloon-stats-period\",\"seconds\":N}"
                     .to_string(),
             )),
+            "save-fd" => Ok(Request::SaveFd { offset: 0 }),
             "save" => Err(RequestError(
                 "command save needs a path and an offset: {\"command\":\"save\",\"path\":\"FILE\",\"offset\":N}"
                     .to_string(),
@@ -204,6 +212,17 @@ impl TryFrom<WireRequest> for Request {
                 offset: wire.offset.unwrap_or(0),
             });
         }
+        if wire.command == "save-fd" {
+            if wire.path.is_some() || wire.target_kib.is_some() || wire.seconds.is_some() {
+                return Err(RequestError(
+                    "command save-fd takes \"offset\" only: the file comes with the request"
+                        .to_string(),
+                ));
+            }
+            return Ok(Request::SaveFd {
+                offset: wire.offset.unwrap_or(0),
+            });
+        }
         if wire.command == "balloon" || wire.command == "balloon-stats-period" {
             if wire.path.is_some() || wire.offset.is_some() {
                 return Err(RequestError(format!(
@@ -248,6 +267,11 @@ impl From<Request> for WireRequest {
             Request::Save { path, offset } => WireRequest {
                 command,
                 path: Some(path),
+                offset: Some(offset),
+                ..WireRequest::default()
+            },
+            Request::SaveFd { offset } => WireRequest {
+                command,
                 offset: Some(offset),
                 ..WireRequest::default()
             },
@@ -438,9 +462,19 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, balloon, balloon-stats, balloon-stats-period, block-stats)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, save-fd, balloon, balloon-stats, balloon-stats-period, block-stats)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
+    }
+
+    #[test]
+    fn save_fd_carries_only_its_offset() {
+        let save = Request::parse_line(r#"{"command":"save-fd","offset":4096}"#).unwrap();
+        assert_eq!(save, Request::SaveFd { offset: 4096 });
+        assert_eq!(Request::parse_line(&save.to_line()), Ok(save));
+        let err =
+            Request::parse_line(r#"{"command":"save-fd","path":"/x","offset":1}"#).unwrap_err();
+        assert!(err.0.contains("offset\" only"), "{err}");
     }
 
     #[test]

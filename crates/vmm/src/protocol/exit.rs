@@ -8,6 +8,11 @@
 //!
 //! The temporary file is created when the VMM starts ([`ExitRecordWriter::prepare`]), because
 //! by the time the VM ends the main thread's seccomp filter no longer allows opening files.
+//!
+//! A jailed VMM (`crate::jail`) cannot rename in its manager's directory, which is outside its
+//! root: it writes the record in place instead ([`ExitRecordWriter::prepare_in_place`]), into
+//! the file it emptied at start. An empty record is no record; its manager reads it only once
+//! the VMM has gone, so it never sees a record being written.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -55,6 +60,9 @@ impl ExitReason {
                 })
             }
         };
+        if text.is_empty() {
+            return Ok(None);
+        }
         serde_json::from_str(&text)
             .map(Some)
             .map_err(|err| ExitRecordError::Malformed {
@@ -80,6 +88,7 @@ pub enum ExitRecordError {
 #[derive(Debug)]
 pub struct ExitRecordWriter {
     path: PathBuf,
+    /// Where the record is written: `PATH.tmp`, or `path` itself when written in place.
     temp: PathBuf,
     file: Option<File>,
 }
@@ -108,6 +117,20 @@ impl ExitRecordWriter {
         })
     }
 
+    /// Empties the record at `path` (creating it), to be written in place at the end: for a
+    /// VMM that will not be able to rename files in that directory (a jailed one).
+    pub fn prepare_in_place(path: &Path) -> Result<ExitRecordWriter, ExitRecordError> {
+        let file = File::create(path).map_err(|source| ExitRecordError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(ExitRecordWriter {
+            path: path.to_path_buf(),
+            temp: path.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
     /// Writes `reason` and renames the temporary file to the record's name.
     pub fn write(mut self, reason: &ExitReason) -> Result<(), ExitRecordError> {
         let io = |source| ExitRecordError::Io {
@@ -124,14 +147,17 @@ impl ExitRecordWriter {
         // On disk before it has its name: after a host crash the record is whole or absent.
         file.sync_data().map_err(io)?;
         drop(file);
+        if self.temp == self.path {
+            return Ok(());
+        }
         std::fs::rename(&self.temp, &self.path).map_err(io)
     }
 }
 
 impl Drop for ExitRecordWriter {
     fn drop(&mut self) {
-        // Never written: leave no half-made record behind.
-        if self.file.take().is_some() {
+        // Never written: leave no half-made record behind (an empty one in place says none).
+        if self.file.take().is_some() && self.temp != self.path {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
@@ -182,6 +208,22 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("exit.json")]);
+    }
+
+    #[test]
+    fn a_record_written_in_place_is_none_until_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("exit.json");
+        std::fs::write(&path, r#"{"reason":"guest-reset"}"#).unwrap();
+        let writer = ExitRecordWriter::prepare_in_place(&path).unwrap();
+        assert_eq!(ExitReason::read(&path).unwrap(), None);
+        writer.write(&ExitReason::GuestPoweroff).unwrap();
+        assert_eq!(
+            ExitReason::read(&path).unwrap(),
+            Some(ExitReason::GuestPoweroff)
+        );
+        drop(ExitRecordWriter::prepare_in_place(&path).unwrap());
+        assert_eq!(ExitReason::read(&path).unwrap(), None);
     }
 
     #[test]

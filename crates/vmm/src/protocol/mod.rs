@@ -21,8 +21,8 @@ pub mod exit;
 
 pub use config::{
     BackingFile, BalloonSettings, ConfigError, CpuFeatures, CpuMode, CpusConfig, DiskCache,
-    DiskConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode, SerialMode,
-    Topology, VmConfig,
+    DiskConfig, JailConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode,
+    SerialMode, Topology, VmConfig,
 };
 pub use control::{BalloonReport, DiskStats, Reply, Request, RequestError, RunState};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};

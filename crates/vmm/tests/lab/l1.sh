@@ -102,6 +102,20 @@ run blk blk --memory 256 --disk path=/tmp/disk.img
 echo "HOST-READBACK=$(dd if=/tmp/disk.img bs=1 skip=4096 count=13 2>/dev/null)"
 run blkro blkro --memory 256 --disk path=/tmp/disk.img,readonly=on
 
+# --jail by hand: PID 1 of a new PID namespace (unshare --fork), an empty root, another user; the
+# guest reads and writes its disk through the descriptor opened before, and the record is written.
+printf 'OXVIRT-DISK-PATTERN' >/tmp/jdisk.img
+dd if=/dev/zero of=/tmp/jdisk.img bs=1 count=0 seek=1048576 2>/dev/null
+mkdir -p /tmp/jroot
+echo "LAB-BEGIN jail"
+timeout 150 unshare --pid --fork oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=blk" --memory 256 \
+    --disk path=/tmp/jdisk.img --exit-record /tmp/jail-exit.json --jail /tmp/jroot --uid 3001000 --gid 3001000 \
+    </dev/null >/tmp/jail.out 2>/tmp/jail.err
+report jail $?
+echo "JAIL-READBACK=$(dd if=/tmp/jdisk.img bs=1 skip=4096 count=13 2>/dev/null)"
+echo "JAIL-DISK-OWNER=$(stat -c %u /tmp/jdisk.img)"
+echo "RECORD-jail=$(cat /tmp/jail-exit.json 2>/dev/null)"
+
 # virtio-net: the VMM creates the TAP; L1 gives it an address once it exists; L2 pings it.
 echo "LAB-BEGIN net"
 oxvirt-vmm --kernel $K --initrd $I --cmdline "$CMD oxl2=net" --memory 256 --net tap=oxtap0,mac=52:54:00:aa:bb:cc \
