@@ -50,6 +50,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("state_dir", "--state-dir"),
     ("network_dir", "--network-dir"),
     ("default_network", "--no-default-network"),
+    ("sandbox", "--no-sandbox"),
+    ("qemu_user_range", "--qemu-user-range"),
     ("backup_interval", "--backup-interval"),
     ("backup_keep", "--backup-keep"),
     ("log_level", "--log-level"),

@@ -33,6 +33,7 @@ use serde_json::json;
 use crate::cmdline::{
     assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
 };
+use crate::confine::{self, Confinement, SANDBOX_ARGS};
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
@@ -101,6 +102,7 @@ pub async fn launch_with_logs(
     let options = LaunchOptions {
         writer,
         incoming: None,
+        confinement: None,
     };
     launch_with(domain, run, accel, options).await
 }
@@ -114,6 +116,9 @@ pub struct LaunchOptions<'a> {
     /// by [`crate::save_state`]), instead of booting. The guest is paused when the launch
     /// returns.
     pub incoming: Option<File>,
+    /// How QEMU is confined (see [`crate::confine`]); `None` runs it unconfined, as oxvirtd's
+    /// user.
+    pub confinement: Option<Confinement>,
 }
 
 /// [`launch`] with `options`.
@@ -123,7 +128,11 @@ pub async fn launch_with(
     accel: Accel,
     options: LaunchOptions<'_>,
 ) -> Result<Launched, QemuError> {
-    let LaunchOptions { writer, incoming } = options;
+    let LaunchOptions {
+        writer,
+        incoming,
+        confinement,
+    } = options;
     let piped;
     let run = match writer {
         Some(_) => {
@@ -154,6 +163,9 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
+    if confinement.is_some() {
+        args.extend(SANDBOX_ARGS.map(str::to_string));
+    }
     // Disk limits are QMP settings: the guest waits for them (as under libvirt, which always
     // starts paused), so they hold from its first I/O on.
     let paused_for_settings = incoming.is_none()
@@ -182,7 +194,14 @@ pub async fn launch_with(
                 (File::from(started.output), Some(started.pid))
             }
         };
-        let pid = spawn_detached(&spawn_emulator, &args, output, &vcpu, &macvtaps)?;
+        let pid = spawn_detached(
+            &spawn_emulator,
+            &args,
+            output,
+            &vcpu,
+            &macvtaps,
+            confinement.as_ref(),
+        )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
     .await
@@ -525,6 +544,7 @@ fn spawn_detached(
     log: File,
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
+    confinement: Option<&Confinement>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -573,9 +593,10 @@ fn spawn_detached(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(log);
+    let confinement = confinement.cloned();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit) on data prepared before
-    // the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's prctl,
+    // setgroups, setresgid, setresuid) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -598,7 +619,12 @@ fn spawn_detached(
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    Ok(())
+                    // Last: the steps above still need root (the affinity of a CPU set
+                    // outside the daemon's own, say).
+                    match &confinement {
+                        Some(confinement) => confine::apply_in_child(confinement),
+                        None => Ok(()),
+                    }
                 }
                 grandchild => {
                     let bytes = grandchild.to_ne_bytes();

@@ -25,16 +25,23 @@ pub struct QemuEngine {
     nvram_dir: PathBuf,
     /// Writes each guest's qemu.log and console.log, rotated (guest_log_max_size/-backups).
     log_writer: oxvirt_qemu::WriterProgram,
+    /// Whether each QEMU runs confined (`oxvirt_qemu::confine`; off: `oxvirtd --no-sandbox`).
+    sandbox: bool,
 }
 
 impl QemuEngine {
     /// Probes the host once: the emulator's version and whether hardware KVM is usable.
-    pub async fn probe(nvram_dir: PathBuf, log_writer: oxvirt_qemu::WriterProgram) -> QemuEngine {
+    pub async fn probe(
+        nvram_dir: PathBuf,
+        log_writer: oxvirt_qemu::WriterProgram,
+        sandbox: bool,
+    ) -> QemuEngine {
         QemuEngine {
             version: emulator_version().await,
             probe: oxvirt_qemu::probe_accel(),
             nvram_dir,
             log_writer,
+            sandbox,
         }
     }
 }
@@ -200,6 +207,7 @@ impl Engine for QemuEngine {
         let options = oxvirt_qemu::LaunchOptions {
             writer: Some(&self.log_writer),
             incoming,
+            confinement: self.sandbox.then(oxvirt_qemu::Confinement::default),
         };
         let launched = oxvirt_qemu::launch_with(domain, &run, accel, options).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
