@@ -13,6 +13,8 @@ use support::{field, guest_xml, make_disk, qemu_pid, Daemon};
 
 const CONFINED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c01";
 const UNCONFINED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c02";
+const FIRST: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c04";
+const SECOND: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c03";
 
 /// The value of `key` in /proc/PID/status (e.g. "Seccomp" -> "2").
 fn status_field(pid: u32, key: &str) -> String {
@@ -77,6 +79,57 @@ fn qemu_runs_with_no_new_privileges_under_its_seccomp_sandbox() {
         ),
         "{log}"
     );
+}
+
+/// What QEMU answers when asked over QMP to open `path` (a read-only file node).
+fn open_through_qemu(daemon: &Daemon, domain: &str, node: &str, path: &str) -> String {
+    let command = format!(
+        r#"{{"execute":"blockdev-add","arguments":{{"driver":"file","node-name":"{node}","filename":"{path}","read-only":true}}}}"#
+    );
+    let run = daemon.oxvirt(&["qemu-monitor-command", domain, &command]);
+    format!("{}{}", run.stdout, run.stderr)
+}
+
+#[test]
+fn qemu_reaches_only_the_files_of_its_own_definition() {
+    let daemon = Daemon::start();
+    start_guest(&daemon, "first", FIRST);
+    start_guest(&daemon, "second", SECOND);
+    let kit = guest_kit();
+
+    // Its own kernel, named by its definition, QEMU may open again.
+    let own = open_through_qemu(&daemon, "first", "own", &kit.kernel.display().to_string());
+    assert!(own.contains(r#""return":{}"#), "{own}");
+    // The host's secrets and the other guest's disk it may not, though QEMU runs as root.
+    let shadow = open_through_qemu(&daemon, "first", "shadow", "/etc/shadow");
+    assert!(shadow.contains("Permission denied"), "{shadow}");
+    let other_disk = daemon.dir.path().join("second.raw");
+    let other = open_through_qemu(&daemon, "first", "other", &other_disk.display().to_string());
+    assert!(other.contains("Permission denied"), "{other}");
+    // The other guest still opens its own disk.
+    let its_own = open_through_qemu(
+        &daemon,
+        "second",
+        "again",
+        &other_disk.display().to_string(),
+    );
+    assert!(!its_own.contains("Permission denied"), "{its_own}");
+
+    // A disk plugged in later was not in the definition: QEMU gets it open, and the guest
+    // sees it.
+    let plugged = make_disk(daemon.dir.path(), "plugged.raw", 4096);
+    daemon
+        .oxvirt(&[
+            "attach-disk",
+            "first",
+            plugged.to_str().expect("utf-8"),
+            "vdb",
+        ])
+        .ok();
+    let blocks = daemon
+        .oxvirt(&["qemu-monitor-command", "first", "--hmp", "info block"])
+        .ok();
+    assert!(blocks.contains("/dev/fdset/"), "{blocks}");
 }
 
 #[test]

@@ -51,7 +51,6 @@ pub const KEYS: &[(&str, &str)] = &[
     ("network_dir", "--network-dir"),
     ("default_network", "--no-default-network"),
     ("sandbox", "--no-sandbox"),
-    ("qemu_user_range", "--qemu-user-range"),
     ("backup_interval", "--backup-interval"),
     ("backup_keep", "--backup-keep"),
     ("log_level", "--log-level"),

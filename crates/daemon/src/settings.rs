@@ -74,16 +74,10 @@ pub struct Args {
     /// the daemon in the host's own network namespace use this) [key default_network = 0].
     #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
     pub no_default_network: bool,
-    /// UNSAFE: run every QEMU as root with the whole host in reach, as before confinement:
-    /// no seccomp sandbox, no NoNewPrivs, no user of its own (docs/security.md) [key sandbox =
-    /// 0].
+    /// UNSAFE: run every QEMU with all of oxvirtd's rights and the whole host in reach: no
+    /// seccomp sandbox, no NoNewPrivs, no Landlock (docs/security.md) [key sandbox = 0].
     #[arg(long)]
     pub no_sandbox: bool,
-    /// The uids (and gids, the same numbers) confined QEMUs run as, "FIRST-LAST": FIRST is the
-    /// group of shareable disks, each running guest takes one of the others [key
-    /// qemu_user_range; default "3000000-3000999"].
-    #[arg(long, value_name = "FIRST-LAST")]
-    pub qemu_user_range: Option<String>,
     /// Directory for the networks' dnsmasq files and leases (default: the state directory's
     /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
     /// privileges, so this directory, unlike the state directory, must be reachable by others
@@ -117,10 +111,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub network_dir: Option<PathBuf>,
     pub default_network: bool,
-    /// Whether QEMUs run confined (false: `--no-sandbox`).
+    /// Whether QEMUs run sandboxed (false: `--no-sandbox`).
     pub sandbox: bool,
-    /// The ids confined QEMUs take (key qemu_user_range).
-    pub qemu_users: std::ops::RangeInclusive<u32>,
     pub backup_interval: u64,
     pub backup_keep: u64,
     pub log: LogSettings,
@@ -257,14 +249,6 @@ impl Settings {
             Some(0) => false,
             Some(n) => return Err(m.bad("sandbox", format!("{n} is neither 0 nor 1"))),
         };
-        let qemu_users = match m.string(
-            "qemu_user_range",
-            "--qemu-user-range",
-            args.qemu_user_range.clone(),
-        )? {
-            None => DEFAULT_QEMU_USERS,
-            Some(text) => parse_user_range(&text).map_err(|e| m.bad("qemu_user_range", e))?,
-        };
         let backup_interval = m
             .integer("backup_interval", "--backup-interval", args.backup_interval)?
             .unwrap_or(600);
@@ -339,7 +323,6 @@ impl Settings {
             network_dir,
             default_network,
             sandbox,
-            qemu_users,
             backup_interval,
             backup_keep,
             log: LogSettings {
@@ -385,26 +368,6 @@ impl Settings {
             LogError::Outputs(e) => self.bad("log_outputs", e),
         })
     }
-}
-
-/// The uids (and gids) confined QEMUs take when the configuration names none: above the
-/// 16-bit ids distributions give to accounts and the subordinate ranges (/etc/subuid) of a
-/// host's first users; a host that uses them otherwise moves the range.
-pub const DEFAULT_QEMU_USERS: std::ops::RangeInclusive<u32> = 3_000_000..=3_000_999;
-
-/// "FIRST-LAST": at least two ids (the shared group and one guest), none of them root's.
-fn parse_user_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
-    let bad = || format!("'{text}' is not a range of ids like \"3000000-3000999\"");
-    let (first, last) = text.split_once('-').ok_or_else(bad)?;
-    let first: u32 = first.trim().parse().map_err(|_| bad())?;
-    let last: u32 = last.trim().parse().map_err(|_| bad())?;
-    if first == 0 || last <= first || last == u32::MAX {
-        return Err(format!(
-            "'{text}' must hold at least two ids, none of them 0 (root) or {}",
-            u32::MAX
-        ));
-    }
-    Ok(first..=last)
 }
 
 /// A group's id by name (or a numeric id as is).

@@ -80,7 +80,7 @@ pub use cmdline::{
     hotplug_disk, iothread_object, iothread_qom_id, macvtap_fd, medium_blockdevs,
     medium_node_names, nic_driver, DiskPlug, NicIds, QemuCommandLine, BALLOON_QOM_PATH,
 };
-pub use confine::{Confinement, GuestUser};
+pub use confine::{blockdev_add, landlock_abi};
 pub use error::QemuError;
 pub use hugepages::{check_hugepages, HugepagePool};
 pub use migration::save_state;

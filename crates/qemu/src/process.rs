@@ -33,7 +33,7 @@ use serde_json::json;
 use crate::cmdline::{
     assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
 };
-use crate::confine::{self, Confinement, SANDBOX_ARGS};
+use crate::confine::{self, SANDBOX_ARGS};
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
@@ -102,7 +102,7 @@ pub async fn launch_with_logs(
     let options = LaunchOptions {
         writer,
         incoming: None,
-        confinement: None,
+        sandbox: false,
     };
     launch_with(domain, run, accel, options).await
 }
@@ -116,9 +116,9 @@ pub struct LaunchOptions<'a> {
     /// by [`crate::save_state`]), instead of booting. The guest is paused when the launch
     /// returns.
     pub incoming: Option<File>,
-    /// How QEMU is confined (see [`crate::confine`]); `None` runs it unconfined, as oxvirtd's
-    /// user.
-    pub confinement: Option<Confinement>,
+    /// Run QEMU sandboxed (see [`crate::confine`]); false runs it with all of oxvirtd's
+    /// rights.
+    pub sandbox: bool,
 }
 
 /// [`launch`] with `options`.
@@ -131,7 +131,7 @@ pub async fn launch_with(
     let LaunchOptions {
         writer,
         incoming,
-        confinement,
+        sandbox,
     } = options;
     let piped;
     let run = match writer {
@@ -163,9 +163,19 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
-    if confinement.is_some() {
+    let ruleset = if sandbox {
         args.extend(SANDBOX_ARGS.map(str::to_string));
-    }
+        let ruleset = confine::landlock_ruleset(domain, run, &emulator)?;
+        if ruleset.is_none() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("this kernel has no Landlock: QEMU's file system is not confined")
+            });
+        }
+        ruleset
+    } else {
+        None
+    };
     // Disk limits are QMP settings: the guest waits for them (as under libvirt, which always
     // starts paused), so they hold from its first I/O on.
     let paused_for_settings = incoming.is_none()
@@ -200,7 +210,7 @@ pub async fn launch_with(
             output,
             &vcpu,
             &macvtaps,
-            confinement.as_ref(),
+            sandbox.then_some(ruleset.as_ref()),
         )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
@@ -544,7 +554,7 @@ fn spawn_detached(
     log: File,
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
-    confinement: Option<&Confinement>,
+    sandbox: Option<Option<&OwnedFd>>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -593,10 +603,13 @@ fn spawn_detached(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(log);
-    let confinement = confinement.cloned();
+    // Some(ruleset): sandboxed, with the Landlock ruleset if the kernel has Landlock. The
+    // ruleset descriptor stays open in this process until the spawn returns.
+    let sandbox: Option<Option<libc::c_int>> =
+        sandbox.map(|ruleset| ruleset.map(|fd| fd.as_raw_fd()));
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's prctl,
-    // setgroups, setresgid, setresuid) on data prepared before the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's prctl and
+    // landlock_restrict_self) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -619,10 +632,8 @@ fn spawn_detached(
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    // Last: the steps above still need root (the affinity of a CPU set
-                    // outside the daemon's own, say).
-                    match &confinement {
-                        Some(confinement) => confine::apply_in_child(confinement),
+                    match sandbox {
+                        Some(ruleset) => confine::apply_in_child(ruleset),
                         None => Ok(()),
                     }
                 }
