@@ -400,3 +400,85 @@ fn files_of_node(
         files_of_node(child, format!("{pointer}/{key}"), read_only, out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn files_of_a_node_tree_are_found_with_their_access() {
+        let node = json!({
+            "driver": "qcow2",
+            "node-name": "ovl",
+            "file": {"driver": "file", "filename": "/srv/a/b.qcow2"},
+            "backing": {"driver": "raw", "read-only": true,
+                        "file": {"driver": "host_device", "filename": "/dev/loop7"}},
+        });
+        let mut files = Vec::new();
+        files_of_node(&node, String::new(), false, &mut files);
+        files.sort();
+        assert_eq!(
+            files,
+            vec![
+                (
+                    "/backing/file/filename".to_string(),
+                    "/dev/loop7".to_string(),
+                    true
+                ),
+                (
+                    "/file/filename".to_string(),
+                    "/srv/a/b.qcow2".to_string(),
+                    false
+                ),
+            ]
+        );
+        // Protocols QEMU opens by name only for files; a set already passed stays.
+        let nbd = json!({"driver": "nbd", "filename": "nbd://h/x"});
+        let passed = json!({"driver": "file", "filename": "/dev/fdset/3"});
+        for node in [nbd, passed] {
+            let mut files = Vec::new();
+            files_of_node(&node, String::new(), false, &mut files);
+            assert!(files.is_empty(), "{node}");
+        }
+    }
+
+    #[test]
+    fn a_definition_allows_its_own_files_and_no_more_than_it_needs() {
+        let domain = oxvirt_domain::parse_domain_xml(
+            "<domain type='qemu'><name>v</name><memory>131072</memory>\
+             <os><type>hvm</type><kernel>/k/vmlinuz</kernel><initrd>/k/initrd</initrd></os>\
+             <devices>\
+             <disk type='file'><source file='/d/rw.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file'><source file='/d/ro.raw'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
+             <disk type='file' device='cdrom'><source file='/d/x.iso'/><target dev='sda' bus='sata'/></disk>\
+             <serial type='file'><source path='/logs/serial.txt'/><target port='0'/></serial>\
+             </devices></domain>",
+        )
+        .unwrap();
+        let paths = domain_paths(&domain, Path::new("/usr/bin/qemu-system-x86_64"));
+        let access = |path: &str| {
+            paths
+                .iter()
+                .find(|(p, _, _)| p == Path::new(path))
+                .map(|(_, access, required)| (*access, *required))
+        };
+        assert_eq!(
+            access("/usr/bin/qemu-system-x86_64"),
+            Some((READ_EXEC, true))
+        );
+        assert_eq!(access("/k/vmlinuz"), Some((READ, true)));
+        assert_eq!(access("/k/initrd"), Some((READ, true)));
+        assert_eq!(access("/d/rw.qcow2"), Some((READ_WRITE, true)));
+        assert_eq!(access("/d/ro.raw"), Some((READ, true)));
+        assert_eq!(access("/d/x.iso"), Some((READ, true)));
+        // A serial file QEMU makes: the right to make it, and to the file if it is there.
+        assert_eq!(access("/logs"), Some((MAKE_REG | REMOVE_FILE, true)));
+        assert_eq!(access("/logs/serial.txt"), Some((READ_WRITE, false)));
+        assert_eq!(access("/d"), None, "a disk's directory is not given away");
+        // Nothing of the host's secrets.
+        assert!(HOST_READ
+            .iter()
+            .all(|(path, _)| !path.starts_with("/etc/shadow") && *path != "/etc" && *path != "/"));
+    }
+}
