@@ -204,8 +204,8 @@ fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
         .into_iter()
         .map(|(path, access)| (path, access, true))
         .collect();
-    // Character devices' files and sockets: QEMU may make them, so the right to do so in
-    // their directory, and to the file itself if it is there.
+    // Character devices' files and sockets, a file audio backend's WAV file: QEMU may make
+    // them, so the right to do so in their directory, and to the file itself if it is there.
     let chars = domain
         .devices
         .serials
@@ -218,6 +218,10 @@ fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
             CharSource::Unix { path, .. } => made.push((path, MAKE_SOCK)),
             _ => {}
         }
+    }
+    // A file audio backend writes a WAV file.
+    for path in domain.devices.audios.iter().filter_map(|a| a.path.as_ref()) {
+        made.push((path, MAKE_REG));
     }
     for channel in &domain.devices.channels {
         if let ChannelSource::Unix {
@@ -453,6 +457,7 @@ mod tests {
              <disk type='file'><source file='/d/ro.raw'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
              <disk type='file' device='cdrom'><source file='/d/x.iso'/><target dev='sda' bus='sata'/></disk>\
              <serial type='file'><source path='/logs/serial.txt'/><target port='0'/></serial>\
+             <audio id='1' type='file' path='/snd/out.wav'/>\
              </devices></domain>",
         )
         .unwrap();
@@ -475,6 +480,8 @@ mod tests {
         // A serial file QEMU makes: the right to make it, and to the file if it is there.
         assert_eq!(access("/logs"), Some((MAKE_REG | REMOVE_FILE, true)));
         assert_eq!(access("/logs/serial.txt"), Some((READ_WRITE, false)));
+        assert_eq!(access("/snd"), Some((MAKE_REG | REMOVE_FILE, true)));
+        assert_eq!(access("/snd/out.wav"), Some((READ_WRITE, false)));
         assert_eq!(access("/d"), None, "a disk's directory is not given away");
         // Nothing of the host's secrets.
         assert!(HOST_READ
