@@ -52,6 +52,10 @@ fn bad_config_names_key_and_line() {
             "\n\nmax_clients = 0\n".to_string(),
             "line 3: key 'max_clients': must be at least 1",
         ),
+        (
+            "sandbox = 2\n".to_string(),
+            "line 1: key 'sandbox': 2 is neither 0 nor 1",
+        ),
     ];
     for (text, expected) in cases {
         let conf = write_conf(&env, &text);
@@ -127,6 +131,7 @@ fn example_config_is_valid() {
         "state_dir",
         "network_dir",
         "default_network",
+        "sandbox",
         "backup_interval",
         "backup_keep",
         "log_level",
