@@ -83,7 +83,7 @@ if [ -z "$vmm" ]; then
     fi
 fi
 [ -x "$vmm" ] || { log "no oxvirt-vmm at $vmm"; exit 1; }
-l1_stamp=$( { echo "$stamp"; sha256sum <"$vmm"; cat "$repo/scripts/nested/"*.sh; } | sha256sum | cut -d' ' -f1)
+l1_stamp=$( { echo "$stamp"; sha256sum <"$vmm"; if [ -x "$vmm-api" ]; then sha256sum <"$vmm-api"; fi; cat "$repo/scripts/nested/"*.sh; } | sha256sum | cut -d' ' -f1)
 if [ -f "$out/l1-stamp" ] && [ "$(cat "$out/l1-stamp")" = "$l1_stamp" ] && [ -f "$out/l1-initramfs.img" ]; then
     exit 0
 fi

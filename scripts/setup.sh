@@ -20,6 +20,8 @@ packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3
           dosfstools mount)
 # fio and sysbench: `oxvirt bench`'s workloads, on the host and (scripts/bench-kit.sh) in its guests.
 packages+=(fio sysbench)
+# The Prometheus project's own OpenMetrics parser, which crates/cli/tests/metrics.rs reads GET /metrics with.
+packages+=(python3-prometheus-client)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
 # driver, qemu:///embed, in a temporary root): client, daemon library and QEMU driver only, without
 # recommends and without libvirt-daemon-system, so no libvirtd runs and no default network (virbr0) appears.

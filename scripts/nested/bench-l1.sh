@@ -12,8 +12,9 @@
 #   prints BENCH-L1-NEXT again. The line "BENCH-L1-AGAIN ID" has L2 print the last output again (a console byte
 #   garbled on the way out: seen in L2's serial output under this emulated nested KVM); BENCH-L1-DONE ends.
 
+# fatal REASON...: the host reads the reason up to the end of the line: it is printed as one.
 fatal() {
-    echo "BENCH-FATAL $*"
+    echo "BENCH-FATAL $(printf '%s' "$*" | tr '\r\n' '  ')"
     exit 1
 }
 
@@ -25,21 +26,36 @@ grep -qw svm /proc/cpuinfo || fatal "L1's CPU has no svm flag: kvm-amd cannot lo
 MEM=768
 [ -c /dev/kvm ] || fatal "kvm-amd did not give L1 a /dev/kvm"
 
-# until_seen REGEX SECONDS [COUNT]: waits until L2's console shows REGEX on COUNT lines (default 1).
+# until_seen REGEX SECONDS [COUNT]: waits until L2's console shows REGEX on COUNT lines (default 1), at most
+# SECONDS by the clock (a count of one-second sleeps runs long where the emulated L1 is slow, and the host,
+# which waits longer than L1 does, must hear L1's reason rather than time out itself).
 until_seen() {
-    left=$2
+    deadline=$(($(date +%s) + $2))
     while [ "$(grep -c "$1" /tmp/l2.console)" -lt "${3:-1}" ]; do
-        [ "$left" -gt 0 ] || return 1
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
         kill -0 "$VPID" 2>/dev/null || return 1
-        left=$((left - 1))
         sleep 1
     done
+}
+
+# stall_report: what L1 sees of an L2 that stopped making progress, for the reason the host prints: L1's own
+# disk requests in flight (an L1 disk that hangs holds L2's up), each VMM thread's state and kernel stack top
+# (a vCPU halted in KVM with the disk worker idle in epoll means L2 waits for an interrupt that never came),
+# and the VMM's count of L2's completed disk requests, then L2's last console lines.
+stall_report() {
+    echo "L1 vda in flight: $(cat /sys/block/vda/inflight 2>/dev/null);"
+    for task in /proc/"$VPID"/task/*; do
+        echo "thread $(cat "$task/comm" 2>/dev/null) $(sed 's/.*) //' "$task/stat" 2>/dev/null | cut -d' ' -f1)" \
+            "$(head -3 "$task/stack" 2>/dev/null | sed 's/^\[<[0-9a-f]*>\] //' | tr '\n' ' ');"
+    done
+    echo "VMM block-stats: $(oxvirt-vmm-api /tmp/l2.api block-stats 2>&1);"
+    echo "L2 console: $(tail -5 /tmp/l2.console)"
 }
 
 [ -b /dev/vda ] || fatal "L1 has no /dev/vda (the data disk)"
 rm -f /tmp/l2.in
 mkfifo /tmp/l2.in
-oxvirt-vmm --kernel $K --initrd $I --memory $MEM --vcpus 1 --cmdline "$CMD" \
+oxvirt-vmm --kernel $K --initrd $I --memory $MEM --vcpus 1 --cmdline "$CMD" --api-socket /tmp/l2.api \
     --disk path=/dev/vda,format=raw,cache=none </tmp/l2.in >/tmp/l2.console 2>/tmp/l2.err &
 VPID=$!
 exec 3>/tmp/l2.in
@@ -61,7 +77,7 @@ while echo "BENCH-L1-NEXT" && read -r id command; do
     # The quotes keep the markers of the echoed command line apart from the ones the shell prints.
     echo "echo BENCH\"\"-BEGIN-$id; cat /tmp/bench.out; echo BENCH\"\"-END-$id-\$s-DO\"\"NE" >&3
     printed=$((printed + 1))
-    until_seen "BENCH-END-$id-[0-9]*-DONE" 900 "$printed" || fatal "$id did not finish in L2: $(tail -5 /tmp/l2.console)"
+    until_seen "BENCH-END-$id-[0-9]*-DONE" 600 "$printed" || fatal "$id did not finish in L2 within 600 s: $(stall_report)"
     size=$(wc -c </tmp/l2.console)
     tail -c +$((relayed + 1)) /tmp/l2.console | head -c $((size - relayed)) | tr -d '\r'
     relayed=$size

@@ -35,7 +35,8 @@ append_cpio() {
 
 # lab_l1_root ROOT L1_SCRIPT VMM L2_KERNEL L2_INITRAMFS: the files every lab's L1 holds: L1_SCRIPT as
 # /lab/run.sh and what it sources, scripts/nested/l1-common.sh, as /lab/common.sh; the VMM binary as
-# /lab/bin/oxvirt-vmm; L2's kernel and initramfs in /lab/l2.
+# /lab/bin/oxvirt-vmm, and its control client oxvirt-vmm-api (built beside it by `cargo build -p oxvirt-vmm`)
+# when it is there, for the L1 scripts' diagnostics; L2's kernel and initramfs in /lab/l2.
 lab_l1_root() {
     local here
     here=$(dirname "${BASH_SOURCE[0]}")
@@ -43,6 +44,9 @@ lab_l1_root() {
     install -m 755 "$2" "$1/lab/run.sh"
     install -m 644 "$here/l1-common.sh" "$1/lab/common.sh"
     install_binary "$1" "$3" lab/bin/oxvirt-vmm
+    if [ -x "$3-api" ]; then
+        install_binary "$1" "$3-api" lab/bin/oxvirt-vmm-api
+    fi
     cp "$4" "$1/lab/l2/vmlinuz"
     cp "$5" "$1/lab/l2/initramfs.img"
 }

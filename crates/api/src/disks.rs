@@ -35,7 +35,7 @@ pub struct AttachDiskRequest {
     pub cache: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io: Option<String>,
-    /// `virtio` (the default for a `vd*` target).
+    /// `virtio` or `scsi`; `None`: the bus the target's name says (`vdb` virtio, `sdb` scsi).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targetbus: Option<String>,
     /// `readonly` or `shareable`.

@@ -78,7 +78,10 @@ pub mod monitor;
 pub use monitor::{MonitorAnswer, MonitorCommand};
 
 pub mod limits;
-pub use limits::{LimitValue, LimitValues, LimitsRequest};
+pub use limits::{
+    BlkioDeviceValues, BlkioParam, BlkioRequest, BlkioSetting, BlkioValues, LimitValue,
+    LimitValues, LimitsRequest,
+};
 pub mod capabilities;
 pub use capabilities::{
     CacheBankInfo, CapabilityEnum, CapabilityGroup, CellCpuInfo, CpuModelInfo, CpuModels,

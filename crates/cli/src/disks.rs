@@ -41,7 +41,7 @@ impl ChangeScope {
 #[derive(Subcommand, Debug)]
 pub enum DiskCommand {
     /// Attach a disk (a file or block device) to a domain: hot-plug it into the running guest
-    /// (virtio) and/or add it to the definition.
+    /// (virtio, scsi) and/or add it to the definition.
     AttachDisk {
         /// Domain name or UUID.
         domain: String,
@@ -61,7 +61,7 @@ pub enum DiskCommand {
         /// I/O mode: threads, native, io_uring.
         #[arg(long)]
         io: Option<String>,
-        /// Target bus: virtio.
+        /// Target bus: virtio or scsi (default: the target's name says, vdb virtio, sdb scsi).
         #[arg(long)]
         targetbus: Option<String>,
         /// readonly or shareable.

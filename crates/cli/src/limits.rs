@@ -1,9 +1,12 @@
-//! A guest's CPU and memory limits (its cgroups): `schedinfo` and `memtune`, with virsh's
-//! arguments and output.
+//! A guest's CPU, memory and block I/O limits (its cgroups): `schedinfo`, `memtune` and
+//! `blkiotune`, with virsh's arguments and output.
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use oxvirt_api::{Client, LimitValue, LimitValues, LimitsRequest};
+use oxvirt_api::{
+    BlkioParam, BlkioRequest, BlkioSetting, BlkioValues, Client, LimitValue, LimitValues,
+    LimitsRequest,
+};
 
 use crate::commands::{block_on, Scope};
 use crate::pool::parse_size;
@@ -37,6 +40,32 @@ pub enum LimitsCommand {
         /// The most memory and swap together.
         #[arg(long, allow_hyphen_values = true)]
         swap_hard_limit: Option<String>,
+        #[command(flatten)]
+        scope: Scope,
+    },
+    /// Show or set a domain's block I/O weight and its weights and throttles per host block
+    /// device (its blkio cgroup; a device value of 0 removes that setting).
+    Blkiotune {
+        /// Domain name or UUID.
+        domain: String,
+        /// The guest's I/O weight (10..1000).
+        #[arg(long, allow_hyphen_values = true)]
+        weight: Option<String>,
+        /// /path/to/device,weight[,/path/to/device,weight]...
+        #[arg(long, value_name = "LIST")]
+        device_weights: Option<String>,
+        /// /path/to/device,IOPS[,...]: reads per second.
+        #[arg(long, value_name = "LIST")]
+        device_read_iops_sec: Option<String>,
+        /// /path/to/device,IOPS[,...]: writes per second.
+        #[arg(long, value_name = "LIST")]
+        device_write_iops_sec: Option<String>,
+        /// /path/to/device,BYTES[,...]: bytes read per second.
+        #[arg(long, value_name = "LIST")]
+        device_read_bytes_sec: Option<String>,
+        /// /path/to/device,BYTES[,...]: bytes written per second.
+        #[arg(long, value_name = "LIST")]
+        device_write_bytes_sec: Option<String>,
         #[command(flatten)]
         scope: Scope,
     },
@@ -112,7 +141,117 @@ pub fn run(client: &Client, command: LimitsCommand) -> anyhow::Result<String> {
                 }
             }))
         }
+        LimitsCommand::Blkiotune {
+            domain,
+            weight,
+            device_weights,
+            device_read_iops_sec,
+            device_write_iops_sec,
+            device_read_bytes_sec,
+            device_write_bytes_sec,
+            scope,
+        } => blkiotune(
+            client,
+            &domain,
+            weight,
+            [
+                (BlkioParam::DeviceWeight, device_weights),
+                (BlkioParam::DeviceReadIopsSec, device_read_iops_sec),
+                (BlkioParam::DeviceWriteIopsSec, device_write_iops_sec),
+                (BlkioParam::DeviceReadBytesSec, device_read_bytes_sec),
+                (BlkioParam::DeviceWriteBytesSec, device_write_bytes_sec),
+            ],
+            scope,
+        ),
     }
+}
+
+/// `blkiotune`'s arguments as virsh reads them (and its words for bad ones), then its lines.
+fn blkiotune(
+    client: &Client,
+    domain: &str,
+    weight: Option<String>,
+    lists: [(BlkioParam, Option<String>); 5],
+    scope: Scope,
+) -> anyhow::Result<String> {
+    let weight = match weight {
+        None => None,
+        Some(text) => {
+            let value: i64 = text.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "Numeric value '{text}' for <weight> option is malformed or out of range"
+                )
+            })?;
+            if value <= 0 {
+                bail!("Invalid value of {value} for I/O weight");
+            }
+            match u32::try_from(value) {
+                Ok(value) => Some(value),
+                Err(_) => {
+                    bail!("Numeric value '{text}' for <weight> option is malformed or out of range")
+                }
+            }
+        }
+    };
+    let mut devices = Vec::new();
+    for (param, list) in lists {
+        if let Some(list) = list {
+            devices.extend(device_list(param, &list)?);
+        }
+    }
+    let setting = weight.is_some() || !devices.is_empty();
+    let request = BlkioRequest {
+        weight,
+        devices,
+        live: scope.live,
+        config: scope.config,
+    };
+    let answer = block_on(client.blkiotune(domain, &request))??;
+    if setting {
+        return Ok(String::new());
+    }
+    Ok(blkio_lines(&answer))
+}
+
+/// virsh's `/path,value[,/path,value]...` list of one parameter.
+fn device_list(param: BlkioParam, list: &str) -> anyhow::Result<Vec<BlkioSetting>> {
+    let name = param.name();
+    let parts: Vec<&str> = list.split(',').collect();
+    if parts.len() % 2 != 0 || parts.iter().any(|p| p.is_empty()) {
+        bail!("invalid argument: unable to parse blkio device '{name}' '{list}'");
+    }
+    parts
+        .chunks(2)
+        .map(|pair| {
+            let (path, value) = (pair[0], pair[1]);
+            let value: u64 = value.parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "invalid argument: invalid value '{value}' for parameter '{name}' of device '{path}'"
+                )
+            })?;
+            Ok(BlkioSetting {
+                path: path.to_string(),
+                param,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// virsh's lines: the weight, then per parameter the devices that have it, `path,value`
+/// joined with commas (an empty list prints nothing after the colon).
+fn blkio_lines(values: &BlkioValues) -> String {
+    let mut text = format!("{:<15}: {}\n", "weight", values.weight);
+    for param in BlkioParam::ALL {
+        let list: Vec<String> = values
+            .devices
+            .iter()
+            .filter(|d| d.get(param) != 0)
+            .map(|d| format!("{},{}", d.path, d.get(param)))
+            .collect();
+        text.push_str(&format!("{:<15}: {}\n", param.name(), list.join(",")));
+    }
+    text
 }
 
 /// virsh's `name           : value` lines.

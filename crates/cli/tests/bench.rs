@@ -372,7 +372,8 @@ fn printed_commands_run_and_their_console_log_imports() {
 }
 
 /// `--matrix` with two combinations on the qemu target: one guest, the data disk hot-plugged with each
-/// setting, one column per combination with a measured figure for every workload; nothing left behind.
+/// setting (on bus virtio, then on bus scsi, with the virtio-scsi controller oxvirtd plugs for it), one
+/// column per combination with a measured figure for every workload; nothing left behind.
 #[test]
 fn matrix_of_two_disk_settings_gives_a_column_each() {
     let kit = bench_kit();
@@ -386,11 +387,17 @@ fn matrix_of_two_disk_settings_gives_a_column_each() {
         &kit,
         &bench_dir,
         &json,
-        &["--targets", "qemu", "--matrix", "io=native,threads"],
+        &[
+            "--targets",
+            "qemu",
+            "--matrix",
+            "io=threads",
+            "bus=virtio,scsi",
+        ],
     );
-    let columns = ["qemu:io=native", "qemu:io=threads"];
+    let columns = ["qemu:io=threads,bus=virtio", "qemu:io=threads,bus=scsi"];
     assert!(
-        stdout.contains("qemu:io=threads % of qemu:io=native"),
+        stdout.contains("qemu:io=threads,bus=scsi % of qemu:io=threads,bus=virtio"),
         "{stdout}"
     );
     let report: serde_json::Value =

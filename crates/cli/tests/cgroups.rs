@@ -7,31 +7,14 @@
 #[allow(dead_code)]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, Daemon};
+use support::{cgroup_mount as mount_of, guest_xml, make_disk, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 const UUID: &str = "7c1e3a5b-9d2f-4b6a-8e0c-4a6b8c0d2e4f";
-
-/// Where this host mounts `controller` (v1), or its v2 hierarchy, from /proc/self/mounts.
-fn mount_of(controller: &str) -> (PathBuf, bool) {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    for line in mounts.lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields[2] == "cgroup" && fields[3].split(',').any(|o| o == controller) {
-            return (PathBuf::from(fields[1]), false);
-        }
-    }
-    let v2 = mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f[2] == "cgroup2")
-        .expect("a cgroup hierarchy");
-    (PathBuf::from(v2[1]), true)
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path)

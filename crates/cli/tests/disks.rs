@@ -66,6 +66,27 @@ fn boot(daemon: &Daemon, name: &str) -> ConsoleSession {
     console
 }
 
+/// Defines the test guest `name` (a pc machine booting from `root`, its `vda`).
+fn define_guest(daemon: &Daemon, name: &str, uuid: &str, root: &Path) {
+    let xml = guest_xml(name, uuid, &guest_kit(), root, 1);
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+}
+
+/// `attach-disk DOMAIN SOURCE TARGET ARGS... --live`, which must succeed.
+#[track_caller]
+fn attach_live(daemon: &Daemon, domain: &str, source: &str, target: &str, args: &[&str]) {
+    let run =
+        daemon.oxvirt(&[&["attach-disk", domain, source, target], args, &["--live"]].concat());
+    assert_eq!(run.ok(), "Disk attached successfully\n\n");
+}
+
+/// `detach-disk DOMAIN TARGET --live`, which must succeed.
+#[track_caller]
+fn detach_live(daemon: &Daemon, domain: &str, target: &str) {
+    let run = daemon.oxvirt(&["detach-disk", domain, target, "--live"]);
+    assert_eq!(run.ok(), "Disk detached successfully\n\n");
+}
+
 /// Waits in the guest (bounded) until /sys/block/DEV exists (`present`) or is gone; fails
 /// the test, with the console's output, if it does not come to that.
 #[track_caller]
@@ -118,19 +139,12 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     let (daemon, root, data) = daemon_and_images();
     let dir = daemon.dir.path();
     let data_path = data.to_str().unwrap();
-    daemon
-        .define(
-            "dpc.xml",
-            &guest_xml(
-                "dpc",
-                "5b1d7e0a-3c4f-4a6b-8d2e-1f3a5c7e9b0d",
-                &guest_kit(),
-                &root,
-                1,
-            ),
-        )
-        .1
-        .ok();
+    define_guest(
+        &daemon,
+        "dpc",
+        "5b1d7e0a-3c4f-4a6b-8d2e-1f3a5c7e9b0d",
+        &root,
+    );
 
     // Shut off: --live is refused, the default (--current) is the definition.
     let error = daemon
@@ -232,20 +246,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
     expect_guest_sees(&mut console, "vdb", false, 1);
 
     // attach-disk --live: the guest gets /dev/vdb with the image's bytes.
-    assert_eq!(
-        daemon
-            .oxvirt(&[
-                "attach-disk",
-                "dpc",
-                data_path,
-                "vdb",
-                "--subdriver",
-                "qcow2",
-                "--live"
-            ])
-            .ok(),
-        "Disk attached successfully\n\n"
-    );
+    attach_live(&daemon, "dpc", data_path, "vdb", &["--subdriver", "qcow2"]);
     expect_guest_sees(&mut console, "vdb", true, 2);
     let bytes = console.run("hexdump -C -n 16 /dev/vdb", 3);
     assert!(
@@ -314,10 +315,7 @@ fn a_disk_hot_plugged_into_a_pc_guest_is_read_throttled_and_unplugged() {
         .ok();
 
     // detach-disk --live: the guest releases it.
-    assert_eq!(
-        daemon.oxvirt(&["detach-disk", "dpc", "vdb", "--live"]).ok(),
-        "Disk detached successfully\n\n"
-    );
+    detach_live(&daemon, "dpc", "vdb");
     expect_guest_sees(&mut console, "vdb", false, 6);
     assert!(!daemon.oxvirt(&["domblklist", "dpc"]).ok().contains("vdb"));
     let error = daemon
@@ -524,17 +522,7 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     daemon.define("dq35.xml", &xml).1.ok();
     let mut console = boot(&daemon, "dq35");
 
-    daemon
-        .oxvirt(&[
-            "attach-disk",
-            "dq35",
-            data_path,
-            "vdb",
-            "--subdriver",
-            "qcow2",
-            "--live",
-        ])
-        .ok();
+    attach_live(&daemon, "dq35", data_path, "vdb", &["--subdriver", "qcow2"]);
     // The guest names disks in the order it finds them: its first is vda.
     expect_guest_sees(&mut console, "vda", true, 1);
     let bytes = console.run("hexdump -C -n 16 /dev/vda", 2);
@@ -562,9 +550,7 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     assert_eq!(daemon.oxvirt(&["dumpxml", "dq35"]).ok(), live_before);
     expect_guest_sees(&mut console, "vdb", false, 3);
 
-    daemon
-        .oxvirt(&["detach-disk", "dq35", "vdb", "--live"])
-        .ok();
+    detach_live(&daemon, "dq35", "vdb");
     expect_guest_sees(&mut console, "vda", false, 4);
     // The port is free again: the new disk is the guest's vda again, read-only as attached.
     attach_readonly_vdc().ok();
@@ -574,4 +560,198 @@ fn a_q35_guest_hot_plugs_into_its_spare_root_port() {
     let list = daemon.oxvirt(&["domblklist", "dq35"]).ok();
     assert!(list.contains(&format!(" vdc      {data_path}\n")), "{list}");
     daemon.oxvirt(&["destroy", "dq35"]).ok();
+}
+
+/// `dumpxml NAME` and `dumpxml NAME --inactive`.
+fn both_definitions(daemon: &Daemon, name: &str) -> (String, String) {
+    (
+        daemon.oxvirt(&["dumpxml", name]).ok(),
+        daemon.oxvirt(&["dumpxml", name, "--inactive"]).ok(),
+    )
+}
+
+/// `attach-disk DOMAIN SOURCE TARGET --targetbus scsi --live`, which must fail and change neither
+/// definition; its error.
+#[track_caller]
+fn refused_scsi_attach(daemon: &Daemon, domain: &str, source: &str, target: &str) -> String {
+    let before = both_definitions(daemon, domain);
+    let error = daemon
+        .oxvirt(&[
+            "attach-disk",
+            domain,
+            source,
+            target,
+            "--targetbus",
+            "scsi",
+            "--live",
+        ])
+        .error();
+    assert_eq!(both_definitions(daemon, domain), before);
+    error
+}
+
+#[test]
+fn a_scsi_disk_hot_plugged_into_a_guest_without_a_controller_gets_a_virtio_scsi_one() {
+    let (daemon, root, data) = daemon_and_images();
+    let dir = daemon.dir.path();
+    let data_path = data.to_str().unwrap();
+    define_guest(
+        &daemon,
+        "dscsi",
+        "3e9a1c5d-7b2f-4c8e-a6d4-0f1b3d5e7a9c",
+        &root,
+    );
+    let defined = daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok();
+    assert!(!defined.contains("type='scsi'"), "{defined}");
+    let mut console = boot(&daemon, "dscsi");
+    let before = both_definitions(&daemon, "dscsi");
+
+    // A SCSI disk's target is sdX: refused, nothing changes.
+    assert_eq!(
+        refused_scsi_attach(&daemon, "dscsi", data_path, "vdb"),
+        "error: target vdb: a disk on bus 'scsi' is named sdX (sda, sdb, ...)"
+    );
+    // An image QEMU cannot open (the root disk, which it holds locked): the controller plugged
+    // for the disk is unplugged again, the guest loses it, nothing changes.
+    let error = refused_scsi_attach(&daemon, "dscsi", root.to_str().unwrap(), "sdb");
+    assert!(
+        error.contains("device_add failed") && error.contains("Failed to get \"write\" lock"),
+        "{error}"
+    );
+    let hosts = console.run(
+        "i=0; while [ $i -lt 200 ] && [ -n \"$(ls /sys/bus/virtio/drivers/virtio_scsi | grep virtio)\" ]; do sleep 0.1; i=$((i+1)); done; echo HOSTS-$(ls /sys/bus/virtio/drivers/virtio_scsi | grep -c virtio)",
+        10,
+    );
+    assert!(hosts.contains("HOSTS-0"), "{hosts}");
+
+    // attach-disk --live: the controller comes first, then the disk at its drive address;
+    // the guest finds a QEMU hard disk with the image's bytes, its first SCSI disk (sda).
+    let scsi_qcow2 = ["--targetbus", "scsi", "--subdriver", "qcow2"];
+    attach_live(&daemon, "dscsi", data_path, "sdb", &scsi_qcow2);
+    expect_guest_sees(&mut console, "sda", true, 1);
+    let identity = console.run(
+        "cat /sys/block/sda/device/vendor /sys/block/sda/device/model",
+        2,
+    );
+    let identity: Vec<&str> = identity.lines().map(str::trim).collect();
+    assert!(
+        identity.windows(2).any(|w| w == ["QEMU", "QEMU HARDDISK"]),
+        "{identity:?}"
+    );
+    let bytes = console.run("hexdump -C -n 16 /dev/sda", 3);
+    assert!(
+        bytes.contains("5a 5a 5a 5a 5a 5a 5a 5a  5a 5a 5a 5a 5a 5a 5a 5a"),
+        "{bytes}"
+    );
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    let controller = live
+        .find("<controller type='scsi' index='0' model='virtio-scsi'>\n      <address type='pci' ")
+        .unwrap_or_else(|| panic!("no virtio-scsi controller with its PCI address:\n{live}"));
+    assert!(live[controller..].contains("</controller>"), "{live}");
+    assert!(
+        live.contains(&format!(
+            "<source file='{data_path}'/>\n      <target dev='sdb' bus='scsi'/>\n      <address type='drive' controller='0' bus='0' target='0' unit='1'/>"
+        )),
+        "{live}"
+    );
+    // Live only.
+    assert_eq!(
+        daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok(),
+        before.1
+    );
+
+    // Bad input with the controller there: each refused, nothing changes.
+    let after_plug = both_definitions(&daemon, "dscsi");
+    assert_eq!(
+        refused_scsi_attach(&daemon, "dscsi", data_path, "sdb"),
+        "error: target sdb already exists"
+    );
+    // (A second image: QEMU locks an image in use against a second user.)
+    let second_image = known_qcow2(dir, "second.qcow2");
+    let second_path = second_image.to_str().unwrap();
+    let device = |name: &str, dev: &str, address: &str| {
+        let file = dir.join(name);
+        std::fs::write(
+            &file,
+            format!(
+                "<disk type='file' device='disk'>\n  <driver name='qemu' type='qcow2'/>\n  <source file='{second_path}'/>\n  <target dev='{dev}' bus='scsi'/>\n  <readonly/>\n{address}</disk>\n"
+            ),
+        )
+        .unwrap();
+        file
+    };
+    let taken = device(
+        "taken.xml",
+        "sdc",
+        "  <address type='drive' controller='0' bus='0' target='0' unit='1'/>\n",
+    );
+    let error = daemon
+        .oxvirt(&["attach-device", "dscsi", taken.to_str().unwrap(), "--live"])
+        .error();
+    assert!(
+        error.contains("duplicate drive address for disk with target name 'sdc'")
+            && error.contains("unit='1'"),
+        "{error}"
+    );
+    assert_eq!(both_definitions(&daemon, "dscsi"), after_plug);
+    expect_guest_sees(&mut console, "sdb", false, 4);
+
+    // attach-device --live of a second one: on the same controller, the guest's sdb.
+    let second = device("second.xml", "sdc", "");
+    assert_eq!(
+        daemon
+            .oxvirt(&["attach-device", "dscsi", second.to_str().unwrap(), "--live"])
+            .ok(),
+        "Device attached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sdb", true, 5);
+    let readonly = console.run("cat /sys/block/sdb/ro", 6);
+    assert_eq!(readonly.trim(), "1", "{readonly}");
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    assert_eq!(live.matches("<controller type='scsi'").count(), 1, "{live}");
+    assert!(
+        live.contains("<target dev='sdc' bus='scsi'/>\n      <readonly/>\n      <address type='drive' controller='0' bus='0' target='0' unit='2'/>"),
+        "{live}"
+    );
+
+    // detach-disk and detach-device --live: the guest lets go of each; the controller stays,
+    // as libvirt leaves it.
+    detach_live(&daemon, "dscsi", "sdb");
+    expect_guest_sees(&mut console, "sda", false, 7);
+    assert_eq!(
+        daemon
+            .oxvirt(&["detach-device", "dscsi", second.to_str().unwrap(), "--live"])
+            .ok(),
+        "Device detached successfully\n\n"
+    );
+    expect_guest_sees(&mut console, "sdb", false, 8);
+    let live = daemon.oxvirt(&["dumpxml", "dscsi"]).ok();
+    assert!(!live.contains("bus='scsi'"), "{live}");
+    assert!(
+        live.contains("<controller type='scsi' index='0' model='virtio-scsi'>"),
+        "{live}"
+    );
+    // Plugged again (without --targetbus: its name says scsi, as in virsh), the disk is back
+    // on the controller the guest has.
+    attach_live(
+        &daemon,
+        "dscsi",
+        data_path,
+        "sdb",
+        &["--subdriver", "qcow2"],
+    );
+    expect_guest_sees(&mut console, "sda", true, 9);
+
+    // --config: the next start's definition gets the disk and a virtio-scsi controller too.
+    daemon
+        .oxvirt(&["attach-disk", "dscsi", data_path, "sdd", "--config"])
+        .ok();
+    let inactive = daemon.oxvirt(&["dumpxml", "dscsi", "--inactive"]).ok();
+    assert!(
+        inactive.contains("<controller type='scsi' index='0' model='virtio-scsi'>")
+            && inactive.contains("<target dev='sdd' bus='scsi'/>\n      <address type='drive' controller='0' bus='0' target='0' unit='3'/>"),
+        "{inactive}"
+    );
+    assert!(!daemon.oxvirt(&["dumpxml", "dscsi"]).ok().contains("sdd"));
+    daemon.oxvirt(&["destroy", "dscsi"]).ok();
 }

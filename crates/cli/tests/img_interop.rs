@@ -3,7 +3,7 @@
 mod imgsupport;
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use imgsupport::*;
 use oxvirt_images::{Image, OpenOptions};
@@ -806,22 +806,6 @@ fn random_writes_and_snapshots_against_a_model() {
     assert_eq!(our_check.status.code(), Some(0), "{}", text(&our_check));
 }
 
-/// A loop device over a file, detached again on drop.
-struct LoopDevice(PathBuf);
-
-impl LoopDevice {
-    fn attach(backing: &Path) -> LoopDevice {
-        let device = ok("losetup", &["--find", "--show", p(backing)]);
-        LoopDevice(PathBuf::from(device.trim()))
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let _ = run("losetup", &["--detach", p(&self.0)]);
-    }
-}
-
 #[test]
 fn images_on_block_devices_have_the_devices_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -830,30 +814,30 @@ fn images_on_block_devices_have_the_devices_size() {
     std::fs::File::create(&backing)
         .and_then(|f| f.set_len(size))
         .unwrap();
-    let device = LoopDevice::attach(&backing);
+    let device = oxvirt_testkit::process::LoopDevice::attach(&backing);
 
     // Raw: the device's capacity (st_size of a block device is 0).
     let mut expected = vec![0u8; size as usize];
-    write_known_content(&device.0, &mut expected, 65536);
-    let ours = our_info_json(&device.0);
+    write_known_content(device.path(), &mut expected, 65536);
+    let ours = our_info_json(device.path());
     assert_eq!(ours["virtual-size"], size, "{ours}");
     assert_eq!(
         ours["virtual-size"],
-        qemu_info_json(&device.0)["virtual-size"]
+        qemu_info_json(device.path())["virtual-size"]
     );
     let copy = dir.path().join("copy.raw");
-    ours_ok(&["convert", "-O", "raw", p(&device.0), p(&copy)]);
+    ours_ok(&["convert", "-O", "raw", p(device.path()), p(&copy)]);
     assert_eq!(std::fs::read(&copy).unwrap(), expected);
 
     // qcow2 formatted onto the device by qemu-img: its metadata may lie anywhere on it.
     ok(
         "qemu-img",
-        &["create", "-q", "-f", "qcow2", p(&device.0), "32M"],
+        &["create", "-q", "-f", "qcow2", p(device.path()), "32M"],
     );
     let mut expected = vec![0u8; 32 << 20];
-    write_known_content(&device.0, &mut expected, 65536);
-    qemu_check_clean(&device.0);
+    write_known_content(device.path(), &mut expected, 65536);
+    qemu_check_clean(device.path());
     let raw = write_file(&dir.path().join("expected.raw"), &expected);
-    qemu_compare_identical(&device.0, &raw);
-    assert_eq!(our_info_json(&device.0)["virtual-size"], 32u64 << 20);
+    qemu_compare_identical(device.path(), &raw);
+    assert_eq!(our_info_json(device.path())["virtual-size"], 32u64 << 20);
 }

@@ -37,6 +37,7 @@ pub use normalize::{DEFAULT_CPU_MODEL, DEFAULT_EMULATOR};
 pub use rules::{validate_name, MAX_NAME_BYTES};
 pub use units::MAX_CPU_ID;
 pub use units::{generate_mac, parse_cpuset, parse_mac, parse_size_kib, parse_size_text_kib};
+pub use validate::validate_blkiotune;
 
 /// Parses, validates and normalizes a `<domain>` definition.
 ///
@@ -85,6 +86,7 @@ impl Domain {
             memory_kib,
             current_memory_kib: 0,
             max_memory: None,
+            blkiotune: None,
             memtune: None,
             memory_backing: None,
             vcpu: Vcpu {

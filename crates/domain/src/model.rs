@@ -114,6 +114,8 @@ pub struct Domain {
     pub current_memory_kib: u64,
     /// `<maxMemory slots=...>`: memory hotplug ceiling.
     pub max_memory: Option<MaxMemory>,
+    /// `<blkiotune>`: the guest's block I/O weight and per-host-device weights and throttles.
+    pub blkiotune: Option<BlkioTune>,
     /// `<memtune>`: limits on the host memory the guest's engine process may use.
     pub memtune: Option<MemTune>,
     pub memory_backing: Option<MemoryBacking>,
@@ -332,6 +334,53 @@ impl fmt::Display for CpuSet {
         Ok(())
     }
 }
+
+/// `<blkiotune>`: the guest's share of block I/O (its cgroup's blkio/io controller). A value
+/// of 0 in the definition is libvirt's "not set": kept as `None`, not written back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlkioTune {
+    /// `<weight>`: the guest's overall I/O weight (10..1000).
+    pub weight: Option<u32>,
+    /// `<device>`: settings for one host block device, in the definition's order; a device
+    /// with nothing set is dropped (libvirt does not print it).
+    pub devices: Vec<BlkioDevice>,
+    /// Where the element was in the definition text (not part of the value; see [`SourceLine`]).
+    pub line: SourceLine,
+}
+
+/// One `<blkiotune><device>`: a host block device by path and what the guest may do with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BlkioDevice {
+    /// `<path>`: an absolute path to a host block device (checked when the guest starts).
+    pub path: String,
+    /// `<weight>`: the guest's I/O weight on this device (10..1000).
+    pub weight: Option<u32>,
+    pub read_iops_sec: Option<u32>,
+    pub write_iops_sec: Option<u32>,
+    pub read_bytes_sec: Option<u64>,
+    pub write_bytes_sec: Option<u64>,
+}
+
+impl BlkioDevice {
+    /// Nothing set: libvirt neither applies nor prints such a device.
+    pub fn is_empty(&self) -> bool {
+        self.weight.is_none()
+            && self.read_iops_sec.is_none()
+            && self.write_iops_sec.is_none()
+            && self.read_bytes_sec.is_none()
+            && self.write_bytes_sec.is_none()
+    }
+}
+
+impl BlkioTune {
+    /// Nothing set at all: not printed.
+    pub fn is_empty(&self) -> bool {
+        self.weight.is_none() && self.devices.is_empty()
+    }
+}
+
+/// libvirt's documented range of a block I/O weight (kernels since 2.6.39).
+pub const BLKIO_WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 10..=1000;
 
 /// `<memtune>`: each limit in KiB, absent when unlimited (libvirt's "unlimited" is
 /// [`MEMTUNE_UNLIMITED_KIB`] and is never written).
@@ -1252,6 +1301,28 @@ pub struct Controller {
     pub driver_line: SourceLine,
     pub model_name_line: SourceLine,
     pub master_line: SourceLine,
+}
+
+impl Controller {
+    /// A controller added by oxvirt, not read from a definition (no line): the ones the
+    /// normalizer adds, and one the daemon adds for a hot-plugged disk.
+    pub fn new(kind: ControllerType, index: u32, model: Option<&str>) -> Controller {
+        Controller {
+            controller_type: kind,
+            index,
+            model: model.map(str::to_string),
+            driver_queues: None,
+            address: None,
+            ports: None,
+            model_name: None,
+            target: None,
+            master_startport: None,
+            line: SourceLine::NONE,
+            driver_line: SourceLine::NONE,
+            model_name_line: SourceLine::NONE,
+            master_line: SourceLine::NONE,
+        }
+    }
 }
 
 /// `<controller type='pci'><target>`: the numbers a PCI bridge or root port shows the guest.

@@ -6,7 +6,7 @@
 //! is what makes `parse(to_xml(d)) == d` hold.
 
 use crate::model::*;
-use crate::pci::{self, insert_controller, new_controller};
+use crate::pci::{self, insert_controller};
 use crate::rules::{disk_index, is_q35, MAX_CONTROLLER_INDEX, UNSET_INDEX};
 use crate::units::generate_mac;
 
@@ -397,7 +397,7 @@ fn add_default_controllers(devices: &mut Devices, q35: bool) {
     {
         insert_controller(
             &mut devices.controllers,
-            new_controller(ControllerType::Usb, 0, Some(usb_model)),
+            Controller::new(ControllerType::Usb, 0, Some(usb_model)),
         );
     }
     for c in &mut devices.controllers {
@@ -409,14 +409,14 @@ fn add_default_controllers(devices: &mut Devices, q35: bool) {
     if q35 && !has_controller(devices, ControllerType::Sata, 0) {
         insert_controller(
             &mut devices.controllers,
-            new_controller(ControllerType::Sata, 0, None),
+            Controller::new(ControllerType::Sata, 0, None),
         );
     }
     let root_model = if q35 { "pcie-root" } else { "pci-root" };
     if !has_controller(devices, ControllerType::Pci, 0) {
         insert_controller(
             &mut devices.controllers,
-            new_controller(ControllerType::Pci, 0, Some(root_model)),
+            Controller::new(ControllerType::Pci, 0, Some(root_model)),
         );
     }
     for c in &mut devices.controllers {
@@ -464,7 +464,7 @@ fn add_disk_controllers(devices: &mut Devices) {
         };
         for index in 0..=highest.min(MAX_CONTROLLER_INDEX) {
             if !has_controller(devices, kind, index) {
-                insert_controller(&mut devices.controllers, new_controller(kind, index, None));
+                insert_controller(&mut devices.controllers, Controller::new(kind, index, None));
             }
         }
     }
@@ -551,7 +551,7 @@ fn normalize_chardevs(devices: &mut Devices) {
     {
         insert_controller(
             &mut devices.controllers,
-            new_controller(ControllerType::VirtioSerial, 0, None),
+            Controller::new(ControllerType::VirtioSerial, 0, None),
         );
     }
     let Some(console) = devices.consoles.first_mut() else {
@@ -599,7 +599,7 @@ fn normalize_channels(devices: &mut Devices) {
     {
         insert_controller(
             &mut devices.controllers,
-            new_controller(ControllerType::VirtioSerial, 0, None),
+            Controller::new(ControllerType::VirtioSerial, 0, None),
         );
     }
     let mut used: Vec<(u32, u32, u32)> = devices

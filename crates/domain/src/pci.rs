@@ -682,25 +682,6 @@ pub(crate) fn insert_controller(controllers: &mut Vec<Controller>, controller: C
     controllers.insert(at, controller);
 }
 
-/// A controller the normalizer adds (no line).
-pub(crate) fn new_controller(kind: ControllerType, index: u32, model: Option<&str>) -> Controller {
-    Controller {
-        controller_type: kind,
-        index,
-        model: model.map(str::to_string),
-        driver_queues: None,
-        address: None,
-        ports: None,
-        model_name: None,
-        target: None,
-        master_startport: None,
-        line: SourceLine::NONE,
-        driver_line: SourceLine::NONE,
-        model_name_line: SourceLine::NONE,
-        master_line: SourceLine::NONE,
-    }
-}
-
 /// Checks of the PCI controllers that come before any address is given.
 fn check_controllers(d: &Domain) -> Result<(), DomainError> {
     let q35 = crate::rules::is_q35(&d.os.machine);
@@ -1249,7 +1230,7 @@ pub(crate) fn assign(d: &mut Domain) -> Result<(), DomainError> {
             .any(|c| c.controller_type == ControllerType::Pci && c.index as usize == bus);
         if !exists {
             let model = addrs.buses[bus].model;
-            let controller = new_controller(ControllerType::Pci, bus as u32, Some(model.name()));
+            let controller = Controller::new(ControllerType::Pci, bus as u32, Some(model.name()));
             insert_controller(&mut d.devices.controllers, controller);
             // The new controller needs a slot as well.
             let mut dummy = None;

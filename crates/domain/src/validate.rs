@@ -110,12 +110,59 @@ pub(crate) fn validate(d: &Domain) -> Result<(), DomainError> {
         check_text("description", "description", description)?;
     }
     validate_memory(d)?;
+    if let Some(tune) = &d.blkiotune {
+        validate_blkiotune(tune)?;
+    }
     validate_vcpus(d)?;
     validate_numa(d)?;
     validate_os(d)?;
     validate_lifecycle(d)?;
     validate_clock(d)?;
     validate_devices(d)?;
+    Ok(())
+}
+
+/// `<blkiotune>`: weights in libvirt's documented range (libvirt itself leaves them to the
+/// kernel at start), device paths absolute (libvirt's schema: whether each is a block device
+/// is checked when the guest starts, on the host it starts on).
+pub fn validate_blkiotune(tune: &BlkioTune) -> Result<(), DomainError> {
+    let at = |path: &str, reason: String| DomainError::Invalid {
+        reason,
+        location: Location::new(path, tune.line.get()),
+    };
+    let weight_ok = |w: Option<u32>| w.is_none_or(|w| BLKIO_WEIGHT_RANGE.contains(&w));
+    if !weight_ok(tune.weight) {
+        return Err(at(
+            "blkiotune/weight",
+            format!(
+                "I/O weight {} is out of range [{}, {}]",
+                tune.weight.unwrap_or(0),
+                BLKIO_WEIGHT_RANGE.start(),
+                BLKIO_WEIGHT_RANGE.end()
+            ),
+        ));
+    }
+    for device in &tune.devices {
+        check_text("blkiotune/device/path", "device path", &device.path)?;
+        if !device.path.starts_with('/') {
+            return Err(at(
+                "blkiotune/device/path",
+                format!("device path '{}' is not an absolute path", device.path),
+            ));
+        }
+        if !weight_ok(device.weight) {
+            return Err(at(
+                "blkiotune/device/weight",
+                format!(
+                    "I/O weight {} of device '{}' is out of range [{}, {}]",
+                    device.weight.unwrap_or(0),
+                    device.path,
+                    BLKIO_WEIGHT_RANGE.start(),
+                    BLKIO_WEIGHT_RANGE.end()
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -118,6 +118,9 @@ pub(crate) fn to_xml(d: &Domain) -> String {
         &[("unit", s("KiB"))],
         &d.current_memory_kib.to_string(),
     );
+    if let Some(tune) = &d.blkiotune {
+        write_blkiotune(&mut w, tune);
+    }
     if let Some(tune) = &d.memtune {
         write_memtune(&mut w, tune);
     }
@@ -232,6 +235,37 @@ fn write_pm(w: &mut Writer, pm: &Pm) {
         }
     }
     w.end("pm");
+}
+
+/// libvirt's order: the weight, then each device: its path, weight, read and write IOPS, read
+/// and write bytes (libvirt prints the IOPS first, whatever the input's order); what is not
+/// set is not printed.
+fn write_blkiotune(w: &mut Writer, tune: &BlkioTune) {
+    if tune.is_empty() {
+        return;
+    }
+    w.start("blkiotune", &[]);
+    if let Some(weight) = tune.weight {
+        w.text("weight", &[], &weight.to_string());
+    }
+    for device in tune.devices.iter().filter(|d| !d.is_empty()) {
+        w.start("device", &[]);
+        w.text("path", &[], &device.path);
+        let values = [
+            ("weight", device.weight.map(u64::from)),
+            ("read_iops_sec", device.read_iops_sec.map(u64::from)),
+            ("write_iops_sec", device.write_iops_sec.map(u64::from)),
+            ("read_bytes_sec", device.read_bytes_sec),
+            ("write_bytes_sec", device.write_bytes_sec),
+        ];
+        for (name, value) in values {
+            if let Some(value) = value {
+                w.text(name, &[], &value.to_string());
+            }
+        }
+        w.end("device");
+    }
+    w.end("blkiotune");
 }
 
 /// libvirt's order: hard_limit, soft_limit, min_guarantee, swap_hard_limit; an empty

@@ -33,6 +33,22 @@ use common::{
 /// libvirt 9.0 defines these; oxvirt refuses them on purpose (not as unsupported).
 const STRICTER_THAN_LIBVIRT_9: &[(&str, &str)] = &[
     (
+        "stricter-blkiotune-weight-range",
+        "a <blkiotune> weight above 1000: libvirt 9.0 stores it, the kernel refuses it at start",
+    ),
+    (
+        "stricter-blkiotune-device-weight-range",
+        "a device weight below libvirt's documented range [10, 1000]: libvirt 9.0 stores it",
+    ),
+    (
+        "stricter-blkiotune-relative-path",
+        "a relative device path: libvirt's schema wants an absolute one, its parser stores any",
+    ),
+    (
+        "stricter-blkiotune-weight-malformed",
+        "an unreadable <blkiotune> weight: libvirt 9.0 ignores it silently",
+    ),
+    (
         "stricter-usb-cdrom-empty",
         "an empty USB cdrom: newer libvirt refuses it too (its disk-cdrom-usb-empty test case)",
     ),
@@ -389,6 +405,13 @@ fn own_cases_cover_every_supported_family() {
         "/description",
         "/memory@unit=GB",
         "/currentMemory",
+        "/blkiotune/weight",
+        "/blkiotune/device/path",
+        "/blkiotune/device/weight",
+        "/blkiotune/device/read_iops_sec",
+        "/blkiotune/device/write_iops_sec",
+        "/blkiotune/device/read_bytes_sec",
+        "/blkiotune/device/write_bytes_sec",
         "/memoryBacking/hugepages/page@size",
         "/memoryBacking/nosharepages",
         "/memoryBacking/locked",

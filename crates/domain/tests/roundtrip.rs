@@ -819,23 +819,16 @@ fn devices(iothreads: u32, boot_orders: Vec<u32>) -> impl Strategy<Value = Devic
     .prop_map(|list| {
         list.into_iter()
             .map(|(controller_type, model, driver_queues)| Controller {
-                controller_type,
-                index: if controller_type == ControllerType::Pci {
-                    1
-                } else {
-                    0
-                },
-                model: model.map(str::to_string),
                 driver_queues,
-                address: None,
-                ports: None,
-                model_name: None,
-                target: None,
-                master_startport: None,
-                line: SourceLine::NONE,
-                driver_line: SourceLine::NONE,
-                model_name_line: SourceLine::NONE,
-                master_line: SourceLine::NONE,
+                ..Controller::new(
+                    controller_type,
+                    if controller_type == ControllerType::Pci {
+                        1
+                    } else {
+                        0
+                    },
+                    model,
+                )
             })
             .collect::<Vec<_>>()
     });
@@ -1260,6 +1253,19 @@ prop_compose! {
             max_memory: max_memory.map(|(extra, slots)| MaxMemory { kib: memory_kib + extra, slots, line: SourceLine::NONE }),
             // Derived from the memory size (the strategy's tuple is at its size limit): a third
             // of the cases carry limits, some with a swap limit.
+            // Derived from the memory size too: some cases carry a weight and device settings.
+            blkiotune: (memory_kib % 5 == 0).then(|| BlkioTune {
+                weight: Some(10 + (memory_kib % 991) as u32),
+                devices: vec![BlkioDevice {
+                    path: "/dev/sda".to_string(),
+                    weight: (memory_kib % 2 == 0).then_some(500),
+                    read_iops_sec: Some(1 + (memory_kib % 7) as u32),
+                    write_iops_sec: None,
+                    read_bytes_sec: (memory_kib % 4 == 0).then_some(u64::MAX),
+                    write_bytes_sec: Some(memory_kib),
+                }],
+                line: SourceLine::NONE,
+            }),
             memtune: (memory_kib % 3 == 0).then(|| MemTune {
                 hard_limit_kib: Some(memory_kib * 2),
                 soft_limit_kib: Some(memory_kib),

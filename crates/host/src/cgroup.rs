@@ -1,5 +1,5 @@
-//! A guest's control groups: where its engine process and threads are placed, and the CPU and
-//! memory limits of `<cputune>` and `<memtune>`, on cgroup v1 (one mount per controller, or
+//! A guest's control groups: where its engine process and threads are placed, and the CPU,
+//! memory and block I/O limits of `<cputune>`, `<memtune>` and `<blkiotune>`, on cgroup v1 (one mount per controller, or
 //! several controllers co-mounted) and on cgroup v2 (one hierarchy), as libvirt supports both.
 //!
 //! Layout (libvirt's, under an `oxvirt` group instead of `machine.slice`):
@@ -11,9 +11,9 @@
 //! ```
 //!
 //! On v1 the cpu and cpuacct controllers get the three levels (threads move through `tasks`),
-//! memory only the guest's group. On v2 the guest's group is a threaded root: `emulator` and
+//! memory and blkio only the guest's group. On v2 the guest's group is a threaded root: `emulator` and
 //! `vcpuN` are threaded children (threads move through `cgroup.threads`), `+cpu` enabled for
-//! them; memory stays a domain controller on the guest's group. A controller the host has in
+//! them; memory and io stay domain controllers on the guest's group. A controller the host has in
 //! neither hierarchy is an error naming it, when a setting needs it.
 
 use std::collections::BTreeMap;
@@ -38,6 +38,23 @@ pub enum CgroupError {
     Create {
         path: PathBuf,
         source: std::io::Error,
+    },
+    /// libvirt's words for a `<blkiotune>` device path.
+    #[error("Path '{}' is not accessible: {source}", path.display())]
+    NotAccessible {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("Path '{}' must be a block device", path.display())]
+    NotBlockDevice { path: PathBuf },
+    #[error("a weight for device '{}' needs the BFQ I/O scheduler on it (its schedulers: {scheduler}): echo bfq > /sys/block/NAME/queue/scheduler", path.display())]
+    DeviceWithoutWeights { path: PathBuf, scheduler: String },
+    #[error("this host's {controller} controller has no {what} file in {} ({files}): a block I/O weight needs the BFQ I/O scheduler (or CFQ on old kernels)", dir.display())]
+    NoWeightFile {
+        controller: &'static str,
+        what: &'static str,
+        files: &'static str,
+        dir: PathBuf,
     },
 }
 
@@ -94,11 +111,12 @@ impl Hierarchies {
         if let Some(mount) = self.v1.get(controller) {
             return Some((Version::V1, mount));
         }
-        // cgroup v2 counts CPU time in the cpu controller (cpu.stat): there is no cpuacct.
-        let v2_name = if controller == "cpuacct" {
-            "cpu"
-        } else {
-            controller
+        // cgroup v2 counts CPU time in the cpu controller (cpu.stat): there is no cpuacct; v1's
+        // blkio is v2's io.
+        let v2_name = match controller {
+            "cpuacct" => "cpu",
+            "blkio" => "io",
+            other => other,
         };
         match &self.v2 {
             Some((root, offered)) if offered.iter().any(|c| c == v2_name) => {
@@ -122,13 +140,16 @@ pub fn of_guest(name: &str) -> GuestCgroup {
     Hierarchies::of(&HostView::this_host()).guest(name)
 }
 
-const KNOWN_V1: [&str; 3] = ["cpu", "cpuacct", "memory"];
+const KNOWN_V1: [&str; 4] = ["cpu", "cpuacct", "memory", "blkio"];
+
+/// The controllers a guest's groups are made in.
+const CONTROLLERS: [&str; 4] = ["cpu", "cpuacct", "memory", "blkio"];
 
 /// The group all guests' groups are in.
 const PARENT: &str = "oxvirt";
 
 /// What a guest's cgroups are set to. `None`: left as the kernel's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
     pub shares: Option<u64>,
     pub vcpu_period: Option<u64>,
@@ -138,6 +159,55 @@ pub struct Limits {
     pub hard_limit_kib: Option<u64>,
     pub soft_limit_kib: Option<u64>,
     pub swap_hard_limit_kib: Option<u64>,
+    pub blkio: BlkioLimits,
+}
+
+/// `<blkiotune>` as the kernel takes it: the guest's I/O weight and, per host block device
+/// (by its device number), a weight and throttles. `None`: left alone; a device value of 0:
+/// its setting removed (libvirt's "none").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlkioLimits {
+    pub weight: Option<u32>,
+    pub devices: Vec<DeviceIo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    /// The device's path, for errors.
+    pub path: PathBuf,
+    /// Its `MAJ:MIN`.
+    pub number: (u32, u32),
+    pub weight: Option<u32>,
+    pub read_bytes_sec: Option<u64>,
+    pub write_bytes_sec: Option<u64>,
+    pub read_iops_sec: Option<u64>,
+    pub write_iops_sec: Option<u64>,
+}
+
+impl BlkioLimits {
+    pub fn is_empty(&self) -> bool {
+        self.weight.is_none() && self.devices.is_empty()
+    }
+}
+
+/// The device number (`MAJ:MIN`) of the block device at `path`, with libvirt's errors for a
+/// path that is missing or not a block device.
+pub fn block_device_number(path: &Path) -> Result<(u32, u32), CgroupError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(path).map_err(|source| CgroupError::NotAccessible {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !meta.file_type().is_block_device() {
+        return Err(CgroupError::NotBlockDevice {
+            path: path.to_path_buf(),
+        });
+    }
+    let dev = meta.rdev();
+    // glibc's gnu_dev_major/gnu_dev_minor: 12 bits of major and 20 of minor, split.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    Ok((major as u32, minor as u32))
 }
 
 impl Limits {
@@ -195,6 +265,12 @@ impl GuestCgroup {
                 what: "<memtune>",
             });
         }
+        if !limits.blkio.is_empty() && self.hierarchies.find("blkio").is_none() {
+            return Err(CgroupError::NoController {
+                controller: "blkio (v2: io)",
+                what: "<blkiotune>",
+            });
+        }
         let threads = crate::affinity::threads(pid);
         let emulator: Vec<u32> = threads
             .iter()
@@ -222,6 +298,19 @@ impl GuestCgroup {
                 write(&dir.join("cgroup.procs"), &pid.to_string())?;
             }
             set_memory(&dir, version, limits)?;
+        }
+        // The blkio controller: the guest's group only; every thread of the process (QEMU's
+        // I/O workers too) submits its I/O from it.
+        if let Some((version, root)) = self.hierarchies.find("blkio") {
+            let dir = root.join(&self.relative);
+            if version == Version::V2 {
+                enable_down(root, &self.relative, &["io"])?;
+            }
+            create(&dir)?;
+            if !cpu_roots.iter().any(|(_, cpu_root)| *cpu_root == root) {
+                write(&dir.join("cgroup.procs"), &pid.to_string())?;
+            }
+            set_blkio(&dir, version, &limits.blkio)?;
         }
         for (version, root) in cpu_roots {
             let dir = root.join(&self.relative);
@@ -296,6 +385,39 @@ impl GuestCgroup {
         set_memory(&root.join(&self.relative), version, limits)
     }
 
+    /// Changes the block I/O settings of a placed guest (a device value of 0 removes it).
+    pub fn set_blkio_limits(&self, limits: &BlkioLimits) -> Result<(), CgroupError> {
+        let Some((version, root)) = self.hierarchies.find("blkio") else {
+            return Err(CgroupError::NoController {
+                controller: "blkio (v2: io)",
+                what: "block I/O tuning",
+            });
+        };
+        set_blkio(&root.join(&self.relative), version, limits)
+    }
+
+    /// The guest's block I/O weight as the kernel has it (its weight file's default), if the
+    /// host has the controller and a weight file.
+    pub fn blkio_weight(&self) -> Option<u32> {
+        let (_, root) = self.hierarchies.find("blkio")?;
+        let dir = root.join(&self.relative);
+        let names = [
+            "blkio.bfq.weight",
+            "blkio.weight",
+            "io.bfq.weight",
+            "io.weight",
+        ];
+        let text = std::fs::read_to_string(dir.join(first_existing(&dir, &names)?)).ok()?;
+        // v1: "N"; v2: "default N" and a line per device.
+        let first = text.lines().next()?;
+        first
+            .strip_prefix("default ")
+            .unwrap_or(first)
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The CPU time (ns) the threads of group `sub` (`""`: the whole guest, `vcpu0`, ...) used.
     pub fn cpu_time_ns(&self, sub: &str) -> Option<u64> {
         let (version, root) = self.hierarchies.find("cpuacct")?;
@@ -318,10 +440,8 @@ impl GuestCgroup {
     /// Removes the groups (children first); returns whether none is left. A group that still
     /// has tasks stays (the threads of an ended process may take a moment to leave it).
     pub fn remove(&self) -> bool {
-        let mut roots: Vec<PathBuf> = ["cpu", "cpuacct", "memory"]
-            .iter()
-            .filter_map(|c| self.dir(c))
-            .collect();
+        let mut roots: Vec<PathBuf> = CONTROLLERS.iter().filter_map(|c| self.dir(c)).collect();
+        roots.sort();
         roots.dedup();
         for dir in roots {
             if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -333,7 +453,7 @@ impl GuestCgroup {
             }
             let _ = std::fs::remove_dir(&dir);
         }
-        ["cpu", "cpuacct", "memory"]
+        CONTROLLERS
             .iter()
             .filter_map(|c| self.dir(c))
             .all(|dir| !dir.exists())
@@ -482,6 +602,115 @@ fn set_memory(dir: &Path, version: Version, limits: &Limits) -> Result<(), Cgrou
     Ok(())
 }
 
+/// The first of `names` that exists in `dir`.
+fn first_existing(dir: &Path, names: &[&'static str]) -> Option<&'static str> {
+    names.iter().copied().find(|name| dir.join(name).exists())
+}
+
+/// `<blkiotune>` into the files of the guest's group `dir`, as libvirt writes them: v1 the
+/// weight in `blkio.bfq.weight` (BFQ) or `blkio.weight` (CFQ), a device's in the matching
+/// `*weight_device` as `MAJ:MIN W`, throttles in `blkio.throttle.{read,write}_{bps,iops}_device`
+/// as `MAJ:MIN N`; v2 `io.bfq.weight` (`N`) or `io.weight` (`default N`), a device's weight
+/// `MAJ:MIN W` in the same file, throttles in `io.max` (`MAJ:MIN rbps=N`). A device value of 0
+/// removes the setting (throttles: 0, v2 `max`; weights: `default`, CFQ's 0); `None` leaves it
+/// alone.
+fn set_blkio(dir: &Path, version: Version, limits: &BlkioLimits) -> Result<(), CgroupError> {
+    let (controller, weight_names, weight_files) = match version {
+        Version::V1 => (
+            "blkio",
+            ["blkio.bfq.weight", "blkio.weight"],
+            "blkio.bfq.weight or blkio.weight",
+        ),
+        Version::V2 => (
+            "io",
+            ["io.bfq.weight", "io.weight"],
+            "io.bfq.weight or io.weight",
+        ),
+    };
+    let weight_file = || {
+        first_existing(dir, &weight_names).ok_or(CgroupError::NoWeightFile {
+            controller,
+            what: "weight",
+            files: weight_files,
+            dir: dir.to_path_buf(),
+        })
+    };
+    if let Some(weight) = limits.weight {
+        let file = weight_file()?;
+        let value = if file == "io.weight" {
+            format!("default {weight}")
+        } else {
+            weight.to_string()
+        };
+        write(&dir.join(file), &value)?;
+    }
+    for device in &limits.devices {
+        let (major, minor) = device.number;
+        let id = format!("{major}:{minor}");
+        if let Some(weight) = device.weight {
+            let file = match version {
+                Version::V1 => {
+                    first_existing(dir, &["blkio.bfq.weight_device", "blkio.weight_device"]).ok_or(
+                        CgroupError::NoWeightFile {
+                            controller,
+                            what: "device weight",
+                            files: "blkio.bfq.weight_device or blkio.weight_device",
+                            dir: dir.to_path_buf(),
+                        },
+                    )?
+                }
+                Version::V2 => weight_file()?,
+            };
+            // Removing a device's weight: BFQ and v2 take "default", v1's CFQ takes 0.
+            let value = match weight {
+                0 if file != "blkio.weight_device" => "default".to_string(),
+                weight => weight.to_string(),
+            };
+            write(&dir.join(file), &format!("{id} {value}")).map_err(|err| {
+                match err {
+                    // The kernel's answer when the device's I/O scheduler has no weights.
+                    CgroupError::Write { ref source, .. } if source.raw_os_error() == Some(95) => {
+                        CgroupError::DeviceWithoutWeights {
+                            path: device.path.clone(),
+                            scheduler: std::fs::read_to_string(format!(
+                                "/sys/dev/block/{id}/queue/scheduler"
+                            ))
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string(),
+                        }
+                    }
+                    other => other,
+                }
+            })?;
+        }
+        let throttles = [
+            ("read_bps_device", "rbps", device.read_bytes_sec),
+            ("write_bps_device", "wbps", device.write_bytes_sec),
+            ("read_iops_device", "riops", device.read_iops_sec),
+            ("write_iops_device", "wiops", device.write_iops_sec),
+        ];
+        for (v1_name, v2_key, value) in throttles {
+            let Some(value) = value else { continue };
+            match version {
+                Version::V1 => write(
+                    &dir.join(format!("blkio.throttle.{v1_name}")),
+                    &format!("{id} {value}"),
+                )?,
+                Version::V2 => {
+                    let value = if value == 0 {
+                        "max".to_string()
+                    } else {
+                        value.to_string()
+                    };
+                    write(&dir.join("io.max"), &format!("{id} {v2_key}={value}"))?
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,5 +807,112 @@ mod tests {
         assert_eq!(read("vcpu0/cpu.cfs_period_us"), "20000");
         assert_eq!(read("vcpu0/cpu.cfs_quota_us"), "-1");
         assert!(!dir.path().join("emulator").exists());
+    }
+
+    fn blkio_limits() -> BlkioLimits {
+        BlkioLimits {
+            weight: Some(300),
+            devices: vec![DeviceIo {
+                path: PathBuf::from("/dev/loop9"),
+                number: (7, 9),
+                weight: Some(400),
+                read_bytes_sec: Some(1_048_576),
+                write_iops_sec: Some(0),
+                ..DeviceIo::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn v1_blkio_prefers_bfq_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = dir.path();
+        for file in [
+            "blkio.bfq.weight",
+            "blkio.bfq.weight_device",
+            "blkio.weight",
+            "blkio.weight_device",
+        ] {
+            std::fs::write(group.join(file), "").expect("write");
+        }
+        set_blkio(group, Version::V1, &blkio_limits()).expect("blkio");
+        let read = |f: &str| std::fs::read_to_string(group.join(f)).expect(f);
+        assert_eq!(read("blkio.bfq.weight"), "300");
+        assert_eq!(read("blkio.bfq.weight_device"), "7:9 400");
+        assert_eq!(read("blkio.weight"), "", "CFQ's file left alone under BFQ");
+        assert_eq!(read("blkio.throttle.read_bps_device"), "7:9 1048576");
+        assert_eq!(read("blkio.throttle.write_iops_device"), "7:9 0");
+        assert!(!group.join("blkio.throttle.write_bps_device").exists());
+    }
+
+    #[test]
+    fn v2_blkio_writes_io_weight_and_io_max() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let group = dir.path();
+        std::fs::write(group.join("io.weight"), "default 100\n").expect("write");
+        let mut limits = blkio_limits();
+        limits.devices[0].weight = None;
+        set_blkio(group, Version::V2, &limits).expect("blkio");
+        let read = |f: &str| std::fs::read_to_string(group.join(f)).expect(f);
+        assert_eq!(read("io.weight"), "default 300");
+        // Each write to io.max is one key: the last one stays in this plain file.
+        assert_eq!(read("io.max"), "7:9 wiops=max");
+        limits.devices[0].weight = Some(0);
+        limits.devices[0].write_iops_sec = None;
+        set_blkio(group, Version::V2, &limits).expect("blkio");
+        assert_eq!(read("io.weight"), "7:9 default");
+        // v1 under BFQ: "default" too (BFQ refuses 0).
+        let v1 = tempfile::tempdir().expect("tempdir");
+        std::fs::write(v1.path().join("blkio.bfq.weight_device"), "").expect("write");
+        std::fs::write(v1.path().join("blkio.bfq.weight"), "").expect("write");
+        set_blkio(v1.path(), Version::V1, &limits).expect("blkio");
+        let v1_text = std::fs::read_to_string(v1.path().join("blkio.bfq.weight_device"));
+        assert_eq!(v1_text.expect("weight_device"), "7:9 default");
+        assert_eq!(read("io.max"), "7:9 rbps=1048576");
+    }
+
+    #[test]
+    fn blkio_without_a_weight_file_names_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = set_blkio(dir.path(), Version::V1, &blkio_limits()).expect_err("no file");
+        let text = err.to_string();
+        assert!(text.contains("blkio.bfq.weight or blkio.weight"), "{text}");
+        assert!(text.contains("BFQ"), "{text}");
+    }
+
+    #[test]
+    fn blkiotune_on_a_host_without_the_controller_names_it() {
+        let limits = Limits {
+            blkio: blkio_limits(),
+            ..Limits::default()
+        };
+        let err = Hierarchies::default()
+            .guest("u")
+            .place(std::process::id(), &[], &limits)
+            .expect_err("no blkio controller");
+        let text = err.to_string();
+        assert!(
+            text.contains("no cgroup controller 'blkio (v2: io)'"),
+            "{text}"
+        );
+        assert!(text.contains("<blkiotune>"), "{text}");
+    }
+
+    #[test]
+    fn device_numbers_come_from_block_devices_only() {
+        let err = block_device_number(Path::new("/etc/hostname")).expect_err("a file");
+        assert_eq!(
+            err.to_string(),
+            "Path '/etc/hostname' must be a block device"
+        );
+        let err = block_device_number(Path::new("/dev/no-such-disk")).expect_err("missing");
+        assert!(
+            err.to_string()
+                .starts_with("Path '/dev/no-such-disk' is not accessible:"),
+            "{err}"
+        );
+        // The project's hosts have the loop driver (major 7) and its first node.
+        let number = block_device_number(Path::new("/dev/loop0")).expect("/dev/loop0");
+        assert_eq!(number, (7, 0));
     }
 }

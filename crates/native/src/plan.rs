@@ -87,6 +87,7 @@ impl Planner {
             memory_kib,
             current_memory_kib,
             max_memory,
+            blkiotune,
             memtune,
             memory_backing,
             vcpu,
@@ -147,6 +148,9 @@ impl Planner {
         }
         if let Some(tune) = memtune {
             self.no("<memtune>", tune.line, "no memory cgroup for its VMM yet");
+        }
+        if let Some(tune) = blkiotune {
+            self.no("<blkiotune>", tune.line, "no blkio cgroup for its VMM yet");
         }
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
@@ -1297,6 +1301,24 @@ mod tests {
         );
         assert!(
             found.contains(&("<cputune/iothreadpin>".to_string(), Some(5))),
+            "{found:?}"
+        );
+    }
+
+    /// No blkio cgroup for the VMM yet: `<blkiotune>` is refused with its line.
+    #[test]
+    fn blkiotune_is_refused_by_name() {
+        let found = refusals(
+            "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+  <blkiotune><weight>500</weight></blkiotune>
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <oxvirt:engine name='native'/>
+</domain>",
+        );
+        assert!(
+            found.contains(&("<blkiotune>".to_string(), Some(4))),
             "{found:?}"
         );
     }

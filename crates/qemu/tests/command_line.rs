@@ -1401,6 +1401,36 @@ fn a_hot_plugged_disk_gets_the_nodes_and_device_of_a_start() {
         assert_eq!(plug.device, device(&args, "vdb"), "{machine}");
         assert_eq!(plug.device["driver"], "virtio-blk-pci");
         assert!(plug.device["bus"].is_string(), "{machine}: {}", plug.device);
+        assert_eq!(plug.controller, None);
+    }
+    // SCSI: the disk (and a CD-ROM) at its drive address, and the controller it plugs into,
+    // each as a start makes them.
+    for machine in ["pc", "q35"] {
+        let text = xml(
+            "",
+            "<controller type='scsi' model='virtio-scsi'/>\
+             <disk type='file' device='disk'><source file='/srv/boot.raw'/>\
+               <target dev='vda' bus='virtio'/></disk>\
+             <disk type='file' device='disk'><driver name='qemu' type='qcow2'/>\
+               <source file='/srv/a.qcow2'/><target dev='sdb' bus='scsi'/></disk>\
+             <disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+               <source file='/srv/c.iso'/><target dev='sdc' bus='scsi'/></disk>",
+        )
+        .replace("machine='pc'", &format!("machine='{machine}'"));
+        let normalized = domain(&domain(&text).to_xml());
+        let args = command_line(&normalized, &RunPaths::new(RUN_DIR), Accel::Tcg).unwrap();
+        for (dev, driver) in [("sdb", "scsi-hd"), ("sdc", "scsi-cd")] {
+            let plug = oxvirt_qemu::hotplug_disk(&normalized, dev).unwrap();
+            assert_eq!(plug.device, device(&args, dev), "{machine}");
+            assert_eq!(plug.device["driver"], driver);
+            assert_eq!(plug.device["bus"], "scsi0.0");
+            assert_eq!(plug.device["drive"], format!("drive-{dev}"));
+            assert_eq!(plug.controller, Some(device(&args, "scsi0")), "{machine}");
+            assert_eq!(plug.device["lun"], if dev == "sdb" { 1 } else { 2 });
+            let controller = plug.controller.unwrap();
+            assert_eq!(controller["driver"], "virtio-scsi-pci");
+            assert!(controller["bus"].is_string(), "{machine}: {controller}");
+        }
     }
     let ide = domain(&xml(
         "",
@@ -1409,5 +1439,5 @@ fn a_hot_plugged_disk_gets_the_nodes_and_device_of_a_start() {
     let err = oxvirt_qemu::hotplug_disk(&ide, "hdb")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("bus 'virtio'"), "{err}");
+    assert!(err.contains("bus 'virtio' or 'scsi'"), "{err}");
 }

@@ -484,6 +484,28 @@ pub mod process {
     pub fn p(path: &Path) -> &str {
         path.to_str().expect("temporary paths are UTF-8")
     }
+
+    /// A loop device over a file (a host block device for a test), detached again on drop,
+    /// also when the test fails.
+    pub struct LoopDevice(std::path::PathBuf);
+
+    impl LoopDevice {
+        pub fn attach(backing: &Path) -> LoopDevice {
+            let device = ok("losetup", &["--find", "--show", p(backing)]);
+            LoopDevice(std::path::PathBuf::from(device.trim()))
+        }
+
+        /// `/dev/loopN`.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for LoopDevice {
+        fn drop(&mut self) {
+            let _ = run("losetup", &["--detach", p(&self.0)]);
+        }
+    }
 }
 
 #[cfg(test)]

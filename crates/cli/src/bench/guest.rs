@@ -140,40 +140,43 @@ impl Guest {
         Ok(guest)
     }
 
-    /// Hot-plugs `source` as the guest's `vdb` with `setting`'s cache, io and format, and waits until the
-    /// guest has `/dev/vdb`. (The guest's definition has a first disk, `vda`, so that the data disk is the
-    /// guest's `/dev/vdb`: a guest names its disks in the order it finds them.)
+    /// Hot-plugs `source` as the data disk with `setting`'s cache, io, format and bus, and waits until the
+    /// guest has its device ([`DiskSetting::data_disk`]). (The guest's definition has a first disk, `vda`, so
+    /// that a virtio data disk is the guest's `/dev/vdb`: a guest names its disks in the order it finds them.)
     pub fn plug_data_disk(&mut self, source: &Path, setting: &DiskSetting) -> anyhow::Result<()> {
+        let (target, device) = setting.data_disk();
         let request = AttachDiskRequest {
             source: source.display().to_string(),
-            target: "vdb".to_string(),
+            target: target.to_string(),
             subdriver: Some(setting.format.clone()),
             cache: Some(setting.cache.clone()),
             io: Some(setting.io.clone()),
+            targetbus: Some(setting.bus.clone()),
             live: true,
             ..AttachDiskRequest::default()
         };
         block_on(self.client.attach_disk(&self.name, &request))?
             .with_context(|| format!("cannot plug the data disk as {}", setting.target()))?;
         self.run(
-            "n=0; while [ ! -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b /dev/vdb ]",
+            &format!("n=0; while [ ! -b {device} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ -b {device} ]"),
             Duration::from_secs(60),
         )
         .with_context(|| format!("the guest did not see the data disk ({})", setting.target()))?;
         Ok(())
     }
 
-    /// Unplugs `vdb` and waits until the guest let go of it.
-    pub fn unplug_data_disk(&mut self) -> anyhow::Result<()> {
+    /// Unplugs the data disk [`Guest::plug_data_disk`] plugged and waits until the guest let go of it.
+    pub fn unplug_data_disk(&mut self, setting: &DiskSetting) -> anyhow::Result<()> {
+        let (target, device) = setting.data_disk();
         let request = DetachDiskRequest {
-            target: "vdb".to_string(),
+            target: target.to_string(),
             live: true,
             ..DetachDiskRequest::default()
         };
         block_on(self.client.detach_disk(&self.name, &request))?
             .context("cannot unplug the data disk")?;
         self.run(
-            "n=0; while [ -b /dev/vdb ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b /dev/vdb ]",
+            &format!("n=0; while [ -b {device} ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done; [ ! -b {device} ]"),
             Duration::from_secs(60),
         )
         .context("the guest kept the unplugged data disk")?;
@@ -182,6 +185,14 @@ impl Guest {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reads this guest's vCPU time through oxvirtd, apart from its console.
+    pub fn vcpu_clock(&self) -> VcpuClock {
+        VcpuClock {
+            client: self.client.clone(),
+            name: self.name.clone(),
+        }
     }
 
     /// The guest's serial console.
@@ -224,6 +235,22 @@ impl Drop for Guest {
     }
 }
 
+/// A running guest's vCPU time, as `vcpuinfo` shows it: how a caller waiting on the console tells a guest that
+/// works from one that stopped running.
+pub struct VcpuClock {
+    client: Client,
+    name: String,
+}
+
+impl VcpuClock {
+    /// The CPU time all its vCPU threads have used so far, in nanoseconds.
+    pub fn cpu_time_ns(&self) -> anyhow::Result<u64> {
+        let info = block_on(self.client.vcpu_info(&self.name))?
+            .with_context(|| format!("cannot read the vCPU time of '{}'", self.name))?;
+        Ok(info.vcpus.iter().map(|v| v.cpu_time_ns).sum())
+    }
+}
+
 /// A guest's serial console (the Unix socket the engine serves), read with bounded waits.
 pub struct Console {
     stream: UnixStream,
@@ -261,7 +288,20 @@ impl Console {
         patterns: &[&str],
         timeout: Duration,
     ) -> anyhow::Result<(usize, String)> {
+        self.wait_for_any_checked(patterns, timeout, timeout, || Ok(()))
+    }
+
+    /// As [`Console::wait_for_any`], and calls `check` every `every` while nothing matched: an error from
+    /// it ends the wait (a guest found not to be running need not be waited for until `timeout`).
+    pub fn wait_for_any_checked(
+        &mut self,
+        patterns: &[&str],
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut() -> anyhow::Result<()>,
+    ) -> anyhow::Result<(usize, String)> {
         let deadline = Instant::now() + timeout;
+        let mut next_check = Instant::now() + every;
         let mut buf = [0u8; 8192];
         loop {
             let first = patterns
@@ -273,6 +313,10 @@ impl Console {
                 let text = self.pending[..end].to_string();
                 self.pending.drain(..end);
                 return Ok((which, text));
+            }
+            if Instant::now() >= next_check {
+                check()?;
+                next_check = Instant::now() + every;
             }
             if Instant::now() >= deadline {
                 bail!(

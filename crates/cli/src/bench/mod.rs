@@ -59,8 +59,8 @@ pub struct BenchArgs {
     chart: Option<PathBuf>,
 
     /// Measure the qemu target with every combination of these disk settings, one column each: AXIS=VALUE[,VALUE...]
-    /// per axis, axes cache (none, writeback), io (native, threads, io_uring), format (raw, qcow2), bus (virtio;
-    /// scsi is refused for now). An axis not given keeps the qemu target's setting (cache=none io=native
+    /// per axis, axes cache (none, writeback), io (native, threads, io_uring), format (raw, qcow2), bus (virtio,
+    /// scsi). An axis not given keeps the qemu target's setting (cache=none io=native
     /// format=raw bus=virtio). The combinations run in one guest, the data disk hot-plugged with each.
     #[arg(long, value_name = "AXIS=VALUES", num_args = 1..)]
     matrix: Vec<String>,
@@ -275,20 +275,47 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
                             _ => disk.clone(),
                         };
                         guest.plug_data_disk(&source, setting)?;
-                        run_in_guest(&mut guest, &column, "/dev/vdb", profile, &mut results, &bar)?;
-                        guest.unplug_data_disk()?;
+                        let (_, device) = setting.data_disk();
+                        run_in_guest(&mut guest, &column, device, profile, &mut results, &bar)?;
+                        guest.unplug_data_disk(setting)?;
                     }
                 }
                 Target::Nested => {
-                    bar.set_message("nested: booting L1, then L2 in it");
                     let kit = nested_kit.as_ref().context("the nested kit is needed")?;
-                    let mut nested =
-                        nested::Nested::boot(client, kit, &disk, !args.nested_l1_without_svm)?;
+                    let svm = !args.nested_l1_without_svm;
+                    let boot = |restarts: &mut u32| loop {
+                        bar.set_message("nested: booting L1, then L2 in it");
+                        match nested::Nested::boot(client, kit, &disk, svm) {
+                            Ok(nested) => return Ok(nested),
+                            Err(err) if may_restart_l1(&err, restarts) => {
+                                // (suspend, not println: a hidden bar, off a terminal, prints nothing)
+                                bar.suspend(|| eprintln!("nested: {err:#}; starting L1 again"));
+                            }
+                            Err(err) => return Err(err),
+                        }
+                    };
+                    let mut restarts = 0;
+                    let mut nested = boot(&mut restarts)?;
                     for (w, result) in workloads::ALL.iter().zip(results.iter_mut()) {
                         bar.set_message(format!("nested: {}", w.id));
-                        result
-                            .results
-                            .insert("nested".into(), nested.run(w, profile)?);
+                        let value = loop {
+                            match nested.run(w, profile) {
+                                Ok(value) => break value,
+                                Err(err) if may_restart_l1(&err, &mut restarts) => {
+                                    bar.suspend(|| {
+                                        eprintln!(
+                                            "nested: {err:#}; starting L1 again to run {} again",
+                                            w.id
+                                        )
+                                    });
+                                    // The wedged L1 goes (destroyed, undefined) before the next starts.
+                                    drop(nested);
+                                    nested = boot(&mut restarts)?;
+                                }
+                                Err(err) => return Err(err),
+                            }
+                        };
+                        result.results.insert("nested".into(), value);
                         bar.inc(1);
                     }
                 }
@@ -319,6 +346,20 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     stdout.write_all(report.tables().as_bytes())?;
     Ok(())
+}
+
+/// How many times one run starts a wedged L1 again.
+const L1_RESTARTS: u32 = 2;
+
+/// Whether `err` is an L1 that wedged ([`nested::L1Wedged`]: a fault of the emulation under L1, not of the
+/// workload) and may be started again, counting the restart in `restarts`: the workload it ran is run again
+/// in a new L1, and the restart said on the terminal.
+fn may_restart_l1(err: &anyhow::Error, restarts: &mut u32) -> bool {
+    if *restarts == L1_RESTARTS || err.downcast_ref::<nested::L1Wedged>().is_none() {
+        return false;
+    }
+    *restarts += 1;
+    true
 }
 
 fn write_json(report: &Report, path: &Path) -> anyhow::Result<()> {

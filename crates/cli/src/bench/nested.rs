@@ -25,11 +25,42 @@ const LAB_EXIT: &str = "OXVIRT-LAB-EXIT=";
 /// minutes on a loaded machine. L1's own wait for L2's prompt is 1200 s.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(1500);
 /// Beyond a workload's run time: L2's tool starting and reporting through two emulated layers, and L1's
-/// relay of the output. L1 gives up on a workload after 900 s itself.
+/// relay of the output. L1 gives up on a workload after 600 s by its own clock, well within this, so that its
+/// reason, with what it saw of the stall (scripts/nested/bench-l1.sh `stall_report`), reaches the host.
 const COMMAND_SLACK: Duration = Duration::from_secs(960);
 
 /// How many times L2 prints a workload's output before a garbled one is an error.
 const PRINTS: u32 = 3;
+
+/// How long L1's vCPU may use no CPU time at all before L1 counts as [`L1Wedged`]. L1 is never idle that
+/// long while it is waited for: its script polls L2's console every second.
+const WEDGED_AFTER: Duration = Duration::from_secs(60);
+
+/// L1 stopped running: its vCPU used no CPU time for [`WEDGED_AFTER`]. Seen under QEMU 7.2's TCG after L1
+/// ran L2 under its KVM for a while: L1's CPU sits in its idle loop's HLT with interrupts enabled and the
+/// timer interrupt pending in its local APIC, and neither that nor an NMI wakes it (the emulated global
+/// interrupt flag left clear, by the look of it). Nothing in L1 can get out of that; the caller may start
+/// L1 again (docs/bench.md).
+#[derive(Debug)]
+pub struct L1Wedged {
+    name: String,
+    doing: String,
+}
+
+impl std::fmt::Display for L1Wedged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "L1 '{}' stopped running while {}: its vCPU used no CPU time for {} s (QEMU's TCG left it halted \
+             with interrupts blocked; docs/bench.md)",
+            self.name,
+            self.doing,
+            WEDGED_AFTER.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for L1Wedged {}
 
 /// The nested part of the bench kit.
 #[derive(Debug, Clone)]
@@ -122,9 +153,27 @@ impl Nested {
     /// reports a fatal condition, its script ended, or `timeout` passed while it was `doing` something.
     fn next(&mut self, timeout: Duration, doing: &str) -> anyhow::Result<String> {
         let name = self.l1.name().to_string();
+        let clock = self.l1.vcpu_clock();
+        let mut last = clock.cpu_time_ns()?;
+        let still_running = || {
+            let now = clock.cpu_time_ns()?;
+            if now == last {
+                return Err(anyhow::Error::new(L1Wedged {
+                    name: name.clone(),
+                    doing: doing.to_string(),
+                }));
+            }
+            last = now;
+            Ok(())
+        };
         let console = self.l1.console()?;
         let (which, text) = console
-            .wait_for_any(&[NEXT, FATAL, LAB_EXIT], timeout)
+            .wait_for_any_checked(
+                &[NEXT, FATAL, LAB_EXIT],
+                timeout,
+                WEDGED_AFTER,
+                still_running,
+            )
             .with_context(|| format!("nested target, L1 '{name}': {doing}"))?;
         match which {
             0 => Ok(text),

@@ -546,6 +546,24 @@ pub fn virsh_embedded(root: &Path, script: &str) -> String {
     text
 }
 
+/// Where this host mounts cgroup `controller` (v1), or its v2 hierarchy (then `true`), from
+/// /proc/self/mounts.
+pub fn cgroup_mount(controller: &str) -> (PathBuf, bool) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("/proc/self/mounts");
+    for line in mounts.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields[2] == "cgroup" && fields[3].split(',').any(|o| o == controller) {
+            return (PathBuf::from(fields[1]), false);
+        }
+    }
+    let v2 = mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[2] == "cgroup2")
+        .expect("a cgroup hierarchy");
+    (PathBuf::from(v2[1]), true)
+}
+
 /// The pid of the QEMU whose command line names `uuid`, if one runs.
 pub fn qemu_pid(uuid: &str) -> Option<u32> {
     std::fs::read_dir("/proc")

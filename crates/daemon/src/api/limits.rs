@@ -1,4 +1,4 @@
-//! HTTP routes of a guest's CPU and memory limits (see `oxvirt_api::limits`).
+//! HTTP routes of a guest's CPU, memory and block I/O limits (see `oxvirt_api::limits`).
 
 use std::sync::Arc;
 
@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::Router;
-use oxvirt_api::{LimitValues, LimitsRequest};
+use oxvirt_api::{BlkioRequest, BlkioValues, LimitValues, LimitsRequest};
 
 use super::reply::{body, detached, Reply};
 use crate::services::cgroups::LimitKind;
@@ -18,6 +18,19 @@ pub fn routes() -> Router<Arc<Services>> {
     Router::new()
         .route("/v1/domains/{id}/schedinfo", post(schedinfo))
         .route("/v1/domains/{id}/memtune", post(memtune))
+        .route("/v1/domains/{id}/blkio", post(blkiotune))
+}
+
+async fn blkiotune(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<BlkioValues> {
+    let request: BlkioRequest = body(&bytes)?;
+    detached(services, "blkiotune", move |d| async move {
+        d.domains.blkiotune(&id, &request).await
+    })
+    .await
 }
 
 async fn schedinfo(

@@ -10,6 +10,7 @@ mod events;
 mod iothreads;
 mod limits;
 mod memory;
+mod metrics;
 mod monitor;
 mod networks;
 mod node;
@@ -46,6 +47,7 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(events::routes())
         .merge(iothreads::routes())
         .merge(memory::routes())
+        .merge(metrics::routes())
         .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())

@@ -1117,44 +1117,17 @@ impl Control for QmpControl {
         self.delete_if_present("netdev_del", netdev_id).await
     }
 
-    /// As libvirt with -blockdev: `blockdev-add` of each node (deepest first), then
-    /// `device_add`; a failure deletes the nodes already added, newest first.
+    /// As libvirt with -blockdev: a SCSI disk's controller if the guest lacks it, then
+    /// `blockdev-add` of each node (deepest first), then `device_add`; a failure deletes the
+    /// nodes already added, newest first, and the controller if it came for this disk.
     async fn plug_disk(&self, domain: &Domain, dev: &str) -> Result<(), EngineError> {
         self.refuse_device_add_after_vcpu_unplug(&format!("disk {dev}"))?;
         let plug = oxvirt_qemu::hotplug_disk(domain, dev).map_err(engine_error)?;
-        let mut added: Vec<String> = Vec::new();
-        let mut result = Ok(());
-        for node in &plug.blockdevs {
-            if let Err(err) = oxvirt_qemu::blockdev_add(&self.qmp, node.clone()).await {
-                result = Err(engine_error(err));
-                break;
-            }
-            added.push(node["node-name"].as_str().unwrap_or_default().to_string());
-        }
-        if result.is_ok() {
-            if let Err(err) = self
-                .qmp
-                .execute("device_add", Some(plug.device.clone()))
-                .await
-            {
-                result = Err(engine_error(err));
-            }
-        }
-        if result.is_err() {
-            for node in added.iter().rev() {
-                if let Err(err) = self
-                    .qmp
-                    .execute(
-                        "blockdev-del",
-                        Some(serde_json::json!({ "node-name": node })),
-                    )
-                    .await
-                {
-                    tracing::warn!(
-                        node,
-                        "cannot delete block node after a failed hot-plug: {err}"
-                    );
-                }
+        let controller = self.plug_disk_controller(&plug).await?;
+        let result = self.plug_disk_nodes_and_device(&plug).await;
+        if let (Err(_), Some(id)) = (&result, controller) {
+            if let Err(err) = self.delete_device(&id, "SCSI controller").await {
+                tracing::warn!(controller = %id, "cannot unplug the controller after a failed hot-plug: {err}");
             }
         }
         result
@@ -1297,22 +1270,88 @@ impl QmpControl {
     /// Hot-unplugs device `id` (`what`: its kind, for the error) and waits until the guest
     /// released it. device_del only asks the guest to release the device (ACPI or PCIe native
     /// eject); it is gone when QEMU no longer lists it among the peripherals.
+    /// `device_add` of the SCSI controller `plug` names, unless the guest has it; its id if
+    /// it was added.
+    async fn plug_disk_controller(
+        &self,
+        plug: &oxvirt_qemu::DiskPlug,
+    ) -> Result<Option<String>, EngineError> {
+        let Some(controller) = &plug.controller else {
+            return Ok(None);
+        };
+        let id = controller["id"].as_str().unwrap_or_default().to_string();
+        if self.peripheral_present(&id).await? {
+            return Ok(None);
+        }
+        self.qmp
+            .execute("device_add", Some(controller.clone()))
+            .await
+            .map_err(engine_error)?;
+        Ok(Some(id))
+    }
+
+    async fn plug_disk_nodes_and_device(
+        &self,
+        plug: &oxvirt_qemu::DiskPlug,
+    ) -> Result<(), EngineError> {
+        let mut added: Vec<String> = Vec::new();
+        let mut result = Ok(());
+        for node in &plug.blockdevs {
+            if let Err(err) = oxvirt_qemu::blockdev_add(&self.qmp, node.clone()).await {
+                result = Err(engine_error(err));
+                break;
+            }
+            added.push(node["node-name"].as_str().unwrap_or_default().to_string());
+        }
+        if result.is_ok() {
+            if let Err(err) = self
+                .qmp
+                .execute("device_add", Some(plug.device.clone()))
+                .await
+            {
+                result = Err(engine_error(err));
+            }
+        }
+        if result.is_err() {
+            for node in added.iter().rev() {
+                if let Err(err) = self
+                    .qmp
+                    .execute(
+                        "blockdev-del",
+                        Some(serde_json::json!({ "node-name": node })),
+                    )
+                    .await
+                {
+                    tracing::warn!(
+                        node,
+                        "cannot delete block node after a failed hot-plug: {err}"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    /// Whether the guest has the device with id `id` (QEMU's `/machine/peripheral`).
+    async fn peripheral_present(&self, id: &str) -> Result<bool, EngineError> {
+        let listed = self
+            .qmp
+            .execute(
+                "qom-list",
+                Some(serde_json::json!({ "path": "/machine/peripheral" })),
+            )
+            .await
+            .map_err(engine_error)?;
+        Ok(listed
+            .as_array()
+            .is_some_and(|items| items.iter().any(|item| item["name"] == id)))
+    }
+
     async fn delete_device(&self, id: &str, what: &str) -> Result<(), EngineError> {
         self.delete_if_present("device_del", id).await?;
         let deadline = tokio::time::Instant::now() + UNPLUG_TIMEOUT;
         loop {
-            let listed = self
-                .qmp
-                .execute(
-                    "qom-list",
-                    Some(serde_json::json!({ "path": "/machine/peripheral" })),
-                )
-                .await
-                .map_err(engine_error)?;
-            let present = listed
-                .as_array()
-                .is_some_and(|items| items.iter().any(|item| item["name"] == id));
-            if !present {
+            if !self.peripheral_present(id).await? {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {

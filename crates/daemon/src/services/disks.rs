@@ -16,7 +16,8 @@ use oxvirt_api::{
     DeviceAction, DeviceRequest, DiskChanged, DomainDisk, IoTuneRequest, MediaAction,
 };
 use oxvirt_domain::{
-    BootDevice, ControllerType, Disk, DiskBus, DiskDevice, DiskType, Domain, IoLimit, IoTune,
+    BootDevice, Controller, ControllerType, Disk, DiskBus, DiskDevice, DiskType, Domain, IoLimit,
+    IoTune,
 };
 use oxvirt_xml::escape_attr;
 
@@ -48,7 +49,7 @@ fn disk_element(request: &AttachDiskRequest) -> DaemonResult<String> {
         &["none", "writeback", "writethrough", "directsync", "unsafe"],
     )?;
     one_of("io", &request.io, &["threads", "native", "io_uring"])?;
-    one_of("targetbus", &request.targetbus, &["virtio"])?;
+    one_of("targetbus", &request.targetbus, &["virtio", "scsi"])?;
     one_of("mode", &request.mode, &["readonly", "shareable"])?;
     one_of("sourcetype", &request.sourcetype, &["file", "block"])?;
     if request.source.is_empty() {
@@ -81,11 +82,16 @@ fn disk_element(request: &AttachDiskRequest) -> DaemonResult<String> {
         Some("shareable") => "<shareable/>",
         _ => "",
     };
+    // As virsh: without --targetbus the target has no bus, which its name gives (sdb: scsi).
+    let bus = request
+        .targetbus
+        .as_deref()
+        .map(|bus| format!(" bus='{bus}'"))
+        .unwrap_or_default();
     Ok(format!(
-        "<disk type='{kind}' device='disk'>{driver}<source {attribute}='{}'/><target dev='{}' bus='{}'/>{mode}</disk>",
+        "<disk type='{kind}' device='disk'>{driver}<source {attribute}='{}'/><target dev='{}'{bus}/>{mode}</disk>",
         escape_attr(&request.source),
         escape_attr(&request.target),
-        request.targetbus.as_deref().unwrap_or("virtio"),
     ))
 }
 
@@ -130,11 +136,65 @@ fn parse_disk(device_xml: &str) -> DaemonResult<Disk> {
     Ok(disk)
 }
 
-/// `domain` with `disk` added, normalized (the disk gets its address as in a definition).
+/// `domain` with `disk` added, normalized (the disk gets its address as in a definition). A
+/// SCSI disk whose controller the domain lacks gets a virtio-scsi one, as libvirt hot-plugs
+/// for it (the normalizer alone would add libvirt's define-time default, an lsilogic, which
+/// the guest would need another driver for); `--config` gets the same, so that the next start
+/// has the controller the running guest has.
 fn with_disk(domain: &Domain, disk: &Disk) -> DaemonResult<Domain> {
     let mut new = domain.clone();
     new.devices.disks.push(disk.clone());
-    oxvirt_domain::parse_domain_xml(&new.to_xml()).map_err(definition_error)
+    let normalize = |domain: &Domain| {
+        oxvirt_domain::parse_domain_xml(&domain.to_xml()).map_err(definition_error)
+    };
+    let has_scsi = |domain: &Domain, index: u32| {
+        domain
+            .devices
+            .controllers
+            .iter()
+            .any(|c| c.controller_type == ControllerType::Scsi && c.index == index)
+    };
+    let added: Vec<u32> = normalize(&new)?
+        .devices
+        .controllers
+        .iter()
+        .filter(|c| c.controller_type == ControllerType::Scsi && !has_scsi(domain, c.index))
+        .map(|c| c.index)
+        .collect();
+    for index in added {
+        new.devices.controllers.push(Controller::new(
+            ControllerType::Scsi,
+            index,
+            Some("virtio-scsi"),
+        ));
+    }
+    normalize(&new)
+}
+
+/// The guest names a disk by its bus (vda for virtio, sda for scsi): a name of another bus is
+/// refused, as it would be a different disk in the guest than the definition says.
+fn check_target_name(disk: &Disk) -> DaemonResult<()> {
+    let (prefix, bus) = match disk.target.bus {
+        DiskBus::Virtio => ("vd", "virtio"),
+        DiskBus::Scsi => ("sd", "scsi"),
+        _ => return Ok(()),
+    };
+    if disk.target.dev.starts_with(prefix) {
+        return Ok(());
+    }
+    Err(bad_request(format!(
+        "target {}: a disk on bus '{bus}' is named {prefix}X ({prefix}a, {prefix}b, ...)",
+        disk.target.dev
+    )))
+}
+
+/// Disks the running guest can gain and lose: virtio disks, and SCSI disks and CD-ROMs.
+fn hot_pluggable(disk: &Disk) -> bool {
+    match disk.target.bus {
+        DiskBus::Virtio => disk.device == DiskDevice::Disk,
+        DiskBus::Scsi => true,
+        _ => false,
+    }
 }
 
 /// The disk of `domain` whose target or source is `name`.
@@ -302,6 +362,7 @@ impl Domains {
             guard: _guard,
         } = self.begin_change(id, live, config)?;
         let dev = disk.target.dev.clone();
+        check_target_name(&disk)?;
         check_source(&disk)?;
         let in_use = |domain: &Domain| -> DaemonResult<()> {
             if domain.devices.disks.iter().any(|d| d.target.dev == dev) {
@@ -365,10 +426,10 @@ impl Domains {
         }
         let index =
             find_disk(&new, dev).ok_or_else(|| internal("attach-disk", "disk not added"))?;
-        if new.devices.disks[index].target.bus != DiskBus::Virtio {
+        if !hot_pluggable(&new.devices.disks[index]) {
             return Err(DaemonError::new(
                 ErrorKind::Unsupported,
-                format!("disk {dev}: only virtio disks can be hot-plugged (bus='virtio')"),
+                format!("disk {dev}: only virtio and scsi disks can be hot-plugged (bus='virtio' or bus='scsi')"),
             ));
         }
         // The engine opens files only, and exactly the backing images read from trusted
@@ -425,10 +486,10 @@ impl Domains {
             let index = find_disk(&domain, name).ok_or_else(|| no_such_disk(name))?;
             let disk = &domain.devices.disks[index];
             let dev = disk.target.dev.clone();
-            if disk.target.bus != DiskBus::Virtio || disk.device != DiskDevice::Disk {
+            if !hot_pluggable(disk) {
                 return Err(DaemonError::new(
                     ErrorKind::Unsupported,
-                    format!("disk {dev}: only virtio disks can be hot-unplugged"),
+                    format!("disk {dev}: only virtio and scsi disks can be hot-unplugged"),
                 ));
             }
             let control = self.guests.running_control(&vm, &record)?;
@@ -723,6 +784,67 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--cache 'fast'"));
+    }
+
+    #[test]
+    fn a_scsi_disk_gets_a_virtio_scsi_controller_when_the_domain_has_none() {
+        let domain = |devices: &str| {
+            oxvirt_domain::parse_domain_xml(&format!(
+                "<domain type='qemu'><name>g</name><memory>131072</memory><os><type arch='x86_64' machine='pc'>hvm</type></os><devices>{devices}</devices></domain>"
+            ))
+            .unwrap()
+        };
+        let scsi_controllers = |domain: &Domain| -> Vec<(u32, Option<String>, bool)> {
+            domain
+                .devices
+                .controllers
+                .iter()
+                .filter(|c| c.controller_type == ControllerType::Scsi)
+                .map(|c| (c.index, c.model.clone(), c.address.is_some()))
+                .collect()
+        };
+        // The target's name gives the bus when --targetbus is not given, as in virsh.
+        let request = AttachDiskRequest {
+            source: "/srv/d.qcow2".into(),
+            target: "sdb".into(),
+            ..Default::default()
+        };
+        let disk = parse_disk(&disk_element(&request).unwrap()).unwrap();
+        assert_eq!(disk.target.bus, DiskBus::Scsi);
+        let new = with_disk(&domain(""), &disk).unwrap();
+        assert_eq!(
+            scsi_controllers(&new),
+            [(0, Some("virtio-scsi".to_string()), true)]
+        );
+        let added = &new.devices.disks[find_disk(&new, "sdb").unwrap()];
+        assert!(
+            matches!(added.address, Some(oxvirt_domain::Address::Drive(a)) if (a.controller, a.unit) == (0, 1))
+        );
+        // A controller the domain has is the disk's.
+        let lsi = domain("<controller type='scsi' index='0' model='lsilogic'/>");
+        assert_eq!(
+            scsi_controllers(&with_disk(&lsi, &disk).unwrap()),
+            [(0, Some("lsilogic".to_string()), true)]
+        );
+        // A SCSI disk is named sdX, a virtio one vdX.
+        let wrong = AttachDiskRequest {
+            target: "vdb".into(),
+            targetbus: Some("scsi".into()),
+            ..request.clone()
+        };
+        let disk = parse_disk(&disk_element(&wrong).unwrap()).unwrap();
+        assert_eq!(
+            check_target_name(&disk).unwrap_err().to_string(),
+            "target vdb: a disk on bus 'scsi' is named sdX (sda, sdb, ...)"
+        );
+        let usb = AttachDiskRequest {
+            targetbus: Some("usb".into()),
+            ..request
+        };
+        assert!(disk_element(&usb)
+            .unwrap_err()
+            .to_string()
+            .contains("--targetbus 'usb' is not one of virtio, scsi"));
     }
 
     #[test]

@@ -533,6 +533,7 @@ impl Domains {
             .map_err(|e| engine_failure(&record.name, e))?;
         check_files_exist(&domain)?;
         self.check_pins_fit_host(&domain)?;
+        self.check_blkio_fits_host(&domain)?;
         // Engines open exactly the backing images the host read from trusted metadata.
         self.volumes.resolve_backing_chains(&mut domain)?;
         // Network disks' credentials, found before anything is set up for the start.

@@ -14,33 +14,12 @@ use oxvirt_api::{Pin, PinRequest, Pins, SetVcpus, VcpuCounts, VcpuInfo, VcpuStat
 use oxvirt_domain::{CpuSet, CpuTune, Domain, Vcpu, VcpuPin, VcpuSlot};
 use oxvirt_host::affinity;
 
+use super::change::Scope;
 use super::domains::Domains;
 use super::error::{bad_request, db, engine_failure, internal, invalid_state, DaemonResult};
 use super::guests::Vm;
 use crate::engine::{Control, EngineErrorKind, IoThreadState, VcpuSlotState};
 use crate::store::DomainRecord;
-
-/// What a pin call works on (virsh's `--live`, `--config`, or neither: `--current`).
-struct Targets {
-    live: bool,
-    config: bool,
-}
-
-impl Targets {
-    fn of(request: &PinRequest, running: bool) -> Targets {
-        Targets::from_flags(request.live, request.config, running)
-    }
-
-    fn from_flags(live: bool, config: bool, running: bool) -> Targets {
-        match (live, config) {
-            (false, false) => Targets {
-                live: running,
-                config: !running,
-            },
-            (live, config) => Targets { live, config },
-        }
-    }
-}
 
 /// `cpulist` as a set of the `host`'s CPUs; each must exist (virsh's words when one does not).
 pub(super) fn host_cpu_set(cpulist: &str, host: &BTreeSet<u32>) -> DaemonResult<BTreeSet<u32>> {
@@ -183,13 +162,7 @@ impl Domains {
         // Re-read under the lock: the definition may have changed since it was resolved.
         let record = self.guests.resolve(id)?;
         let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        let targets = Targets::of(request, running);
-        if targets.live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running (--live is the running guest; --config its definition)",
-                record.name
-            )));
-        }
+        let targets = Scope::of(request.live, request.config, running, &record.name)?;
         let host = affinity::online_cpus();
         let vcpu = if of_vcpus { request.vcpu } else { None };
         let Some(list) = &request.cpulist else {
@@ -397,19 +370,13 @@ impl Domains {
             return Err(bad_request("Can't set 0 processors for a VM"));
         }
         let running = self.store.runtime(&record.uuid).map_err(db)?.is_some();
-        let targets = Targets::from_flags(request.live, request.config, running);
         if request.maximum && (request.live || !request.config) {
             return Err(bad_request(
                 "--maximum changes the maximum the definition starts with: only with --config \
                  (the maximum of a running guest can't be modified)",
             ));
         }
-        if targets.live && !running {
-            return Err(invalid_state(format!(
-                "domain '{}' is not running (--live is the running guest; --config its definition)",
-                record.name
-            )));
-        }
+        let targets = Scope::of(request.live, request.config, running, &record.name)?;
         let mut persistent = self.persistent_domain(&record)?;
         if targets.config {
             set_config_vcpus(&mut persistent, count, request.maximum)?;

@@ -271,6 +271,8 @@ impl<'a> Builder<'a> {
             memory_kib,
             current_memory_kib,
             max_memory,
+            // The guest's blkio cgroup, set by oxvirtd at start (docs/cgroups.md): no argument.
+            blkiotune: _,
             memtune,
             memory_backing,
             vcpu,

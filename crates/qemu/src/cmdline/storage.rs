@@ -44,14 +44,19 @@ enum PartsPlacement {
 /// would give it ([`Builder::disk_parts`]), for `blockdev-add` (in this order) and `device_add`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiskPlug {
+    /// A SCSI disk's controller as a start would give it (placed on its PCI bus), to
+    /// `device_add` before the disk if the guest does not have it yet: as libvirt, the daemon
+    /// adds a virtio-scsi controller to the live definition of a guest that has none.
+    pub controller: Option<Value>,
     pub blockdevs: Vec<Value>,
     pub device: Value,
 }
 
 /// The hot-plug of the disk with target `dev` of `domain` (the running guest's definition with
-/// the disk in it, normalized so it has its PCI address, its volume and backing chain resolved
-/// as for a start). Only virtio disks on a file or block device are hot-plugged: their device
-/// plugs into a PCI slot (bus 0 on pc, a PCIe root port on q35).
+/// the disk in it, normalized so it has its address, its volume and backing chain resolved as
+/// for a start). Disks on a file or block device are hot-plugged: a virtio disk's device plugs
+/// into a PCI slot (bus 0 on pc, a PCIe root port on q35), a SCSI disk or CD-ROM's into its
+/// drive address on its SCSI controller.
 pub fn hotplug_disk(domain: &Domain, dev: &str) -> Result<DiskPlug, QemuError> {
     let element = format!("devices/disk[target@dev='{dev}']");
     let (index, disk) = domain
@@ -63,11 +68,16 @@ pub fn hotplug_disk(domain: &Domain, dev: &str) -> Result<DiskPlug, QemuError> {
         .ok_or_else(|| {
             QemuError::invalid(element.clone(), SourceLine::NONE, "no such disk to plug")
         })?;
-    if disk.target.bus != DiskBus::Virtio || disk.device != DiskDevice::Disk {
+    let pluggable = match disk.target.bus {
+        DiskBus::Virtio => disk.device == DiskDevice::Disk,
+        DiskBus::Scsi => true,
+        _ => false,
+    };
+    if !pluggable {
         return Err(QemuError::unsupported(
             format!("{element}/target@bus"),
             disk.target.line,
-            "only disks on bus 'virtio' can be hot-plugged",
+            "only disks on bus 'virtio' or 'scsi' (and SCSI CD-ROMs) can be hot-plugged",
         ));
     }
     if !matches!(disk.disk_type, DiskType::File | DiskType::Block) {
@@ -116,20 +126,68 @@ pub fn hotplug_disk(domain: &Domain, dev: &str) -> Result<DiskPlug, QemuError> {
             "a hot-plugged disk cannot have credentials",
         ));
     }
-    let Some(Address::Pci(pci)) = (match address {
-        PartsPlacement::Pci(address) => address,
-        PartsPlacement::OnBus => None,
-    }) else {
-        return Err(QemuError::invalid(
-            format!("{element}/address"),
-            disk.line,
-            "a hot-plugged disk needs its PCI address",
-        ));
+    // device_add takes the PCI placement a start's layout would give (`bus`, `addr`).
+    let place = |device: &mut Value, address: Option<&Address>, element: &str, line| {
+        let Some(Address::Pci(pci)) = address else {
+            return Err(QemuError::invalid(
+                format!("{element}/address"),
+                line,
+                "a hot-plugged device needs its PCI address",
+            ));
+        };
+        for (key, value) in pci_properties(pci, chipset, &domain.devices.controllers, element)? {
+            device[key] = value;
+        }
+        Ok(())
     };
-    for (key, value) in pci_properties(&pci, chipset, &domain.devices.controllers, &element)? {
-        device[key] = value;
-    }
-    Ok(DiskPlug { blockdevs, device })
+    let controller = match address {
+        PartsPlacement::Pci(address) => {
+            place(&mut device, address.as_ref(), &element, disk.line)?;
+            None
+        }
+        PartsPlacement::OnBus => {
+            // A SCSI disk: disk_parts() placed it on the controller of its drive address.
+            let Some(Address::Drive(drive)) = &disk.address else {
+                return Err(QemuError::invalid(
+                    format!("{element}/address"),
+                    disk.line,
+                    "a hot-plugged SCSI disk needs its drive address",
+                ));
+            };
+            let controller = domain
+                .devices
+                .controllers
+                .iter()
+                .find(|c| c.controller_type == ControllerType::Scsi && c.index == drive.controller)
+                .ok_or_else(|| {
+                    QemuError::invalid(
+                        element.clone(),
+                        disk.line,
+                        format!("no SCSI controller {}", drive.controller),
+                    )
+                })?;
+            let (Some(mut plugged), controller_element) = builder.controller_device(controller)?
+            else {
+                return Err(QemuError::unsupported(
+                    element,
+                    disk.line,
+                    "its SCSI controller is not a device",
+                ));
+            };
+            place(
+                &mut plugged,
+                controller.address.as_ref(),
+                &controller_element,
+                controller.line,
+            )?;
+            Some(plugged)
+        }
+    };
+    Ok(DiskPlug {
+        controller,
+        blockdevs,
+        device,
+    })
 }
 
 impl Builder<'_> {
@@ -141,171 +199,11 @@ impl Builder<'_> {
         let mut order: Vec<&Controller> = self.controllers.iter().collect();
         order.sort_by_key(|c| (c.controller_type != ControllerType::Pci, c.index));
         for controller in order {
-            let Controller {
-                controller_type,
-                index,
-                model,
-                driver_queues,
-                address,
-                ports,
-                model_name,
-                target,
-                master_startport,
-                line,
-                driver_line,
-                model_name_line,
-                master_line,
-            } = controller;
-            let (index, line) = (*index, *line);
-            let model = model.as_deref();
-            let element = format!(
-                "devices/controller[@type='{}'][@index='{index}']",
-                controller_type.as_str()
-            );
-            if master_startport.is_some() && !is_usb_companion(model) {
-                return Err(QemuError::unsupported(
-                    format!("{element}/master"),
-                    *master_line,
-                    "<master> applies to the UHCI companions (ich9-uhci1..3) of an ich9-ehci1",
-                ));
-            }
-            if ports.is_some() && model != Some("qemu-xhci") {
-                return Err(QemuError::unsupported(
-                    format!("{element}@ports"),
-                    line,
-                    "ports= is supported for the qemu-xhci USB controller only",
-                ));
-            }
-            let device = match (controller_type, model) {
-                (ControllerType::Pci, Some("pci-root"))
-                    if self.chipset == Chipset::I440fx && index == 0 =>
-                {
-                    None
-                }
-                (ControllerType::Pci, Some("pcie-root"))
-                    if self.chipset == Chipset::Q35 && index == 0 =>
-                {
-                    None
-                }
-                (ControllerType::Pci, Some(kind @ ("pcie-root-port" | "pci-bridge" | "dmi-to-pci-bridge" | "pcie-to-pci-bridge")))
-                    if index > 0 =>
-                {
-                    Some(pci_controller(
-                        kind,
-                        index,
-                        (model_name.as_deref(), *model_name_line),
-                        target.as_ref(),
-                        &element,
-                    )?)
-                }
-                (ControllerType::Pci, _) => {
-                    return Err(QemuError::unsupported(
-                        element,
-                        line,
-                        "PCI controller model: pci-root (pc) or pcie-root (q35) at index 0; pcie-root-port, pci-bridge, dmi-to-pci-bridge, pcie-to-pci-bridge above",
-                    ))
-                }
-                (ControllerType::Ide, _) if self.chipset == Chipset::I440fx && index == 0 => None,
-                (ControllerType::Ide, _) => {
-                    return Err(QemuError::unsupported(
-                        element,
-                        line,
-                        "IDE exists only as the pc machine's built-in controller 0",
-                    ))
-                }
-                (ControllerType::Sata, _) if self.chipset == Chipset::Q35 && index == 0 => None,
-                (ControllerType::Sata, None | Some("ahci")) => {
-                    Some(json!({"driver": "ich9-ahci", "id": format!("sata{index}")}))
-                }
-                (ControllerType::Usb, Some("none")) => None,
-                (ControllerType::Usb, _) if index != 0 => {
-                    return Err(QemuError::unsupported(
-                        element,
-                        line,
-                        "only one USB controller (index 0)",
-                    ))
-                }
-                (ControllerType::Usb, None) => Some(json!({"driver": match self.chipset {
-                    Chipset::I440fx => "piix3-usb-uhci",
-                    Chipset::Q35 => "qemu-xhci",
-                }, "id": "usb"})),
-                (ControllerType::Usb, Some("piix3-uhci")) => {
-                    Some(json!({"driver": "piix3-usb-uhci", "id": "usb"}))
-                }
-                (ControllerType::Usb, Some("qemu-xhci")) => {
-                    let mut device = json!({"driver": "qemu-xhci", "id": "usb"});
-                    if let Some(ports) = ports {
-                        // USB 2 and USB 3 ports alike, as libvirt passes them.
-                        device["p2"] = json!(ports);
-                        device["p3"] = json!(ports);
-                    }
-                    Some(device)
-                }
-                (ControllerType::Usb, Some("ich9-ehci1")) => {
-                    Some(json!({"driver": "ich9-usb-ehci1", "id": "usb"}))
-                }
-                (ControllerType::Usb, Some(uhci @ ("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3"))) => {
-                    // A companion of the EHCI of its index: its ports are the EHCI's, from
-                    // its start port on; it has no bus of its own (no id).
-                    let ehci = self.controllers.iter().any(|c| {
-                        c.controller_type == ControllerType::Usb
-                            && c.index == index
-                            && c.model.as_deref() == Some("ich9-ehci1")
-                    });
-                    if !ehci {
-                        return Err(QemuError::unsupported(
-                            element,
-                            line,
-                            "a UHCI companion needs the ich9-ehci1 controller of its index",
-                        ));
-                    }
-                    let number = uhci.trim_start_matches("ich9-uhci");
-                    Some(json!({
-                        "driver": format!("ich9-usb-uhci{number}"),
-                        "masterbus": "usb.0",
-                        "firstport": master_startport.unwrap_or(0),
-                    }))
-                }
-                (ControllerType::Scsi, None | Some("lsilogic")) => {
-                    Some(json!({"driver": "lsi", "id": format!("scsi{index}")}))
-                }
-                (ControllerType::Scsi, Some("virtio-scsi")) => {
-                    let mut device =
-                        json!({"driver": "virtio-scsi-pci", "id": format!("scsi{index}")});
-                    if let Some(queues) = driver_queues {
-                        device["num_queues"] = json!(queues);
-                    }
-                    Some(device)
-                }
-                (ControllerType::VirtioSerial, _) => Some(
-                    json!({"driver": "virtio-serial-pci", "id": format!("virtio-serial{index}")}),
-                ),
-                (ControllerType::Fdc, _) => {
-                    return Err(QemuError::unsupported(
-                        element,
-                        line,
-                        "floppy controllers are not supported",
-                    ))
-                }
-                (_, Some(model)) => {
-                    return Err(QemuError::unsupported(
-                        format!("{element}@model"),
-                        line,
-                        format!("model '{model}'"),
-                    ))
-                }
-            };
-            if driver_queues.is_some() && model != Some("virtio-scsi") {
-                return Err(QemuError::unsupported(
-                    format!("{element}/driver@queues"),
-                    *driver_line,
-                    "queues apply to virtio-scsi controllers only",
-                ));
-            }
+            let (device, element) = self.controller_device(controller)?;
             if let Some(device) = device {
-                self.add_pci_device(device, address.as_ref(), &element)?;
-            } else if let Some(address) = address {
-                if !is_builtin_address_ok(address, *controller_type, self.chipset) {
+                self.add_pci_device(device, controller.address.as_ref(), &element)?;
+            } else if let Some(address) = &controller.address {
+                if !is_builtin_address_ok(address, controller.controller_type, self.chipset) {
                     return Err(QemuError::unsupported(
                         format!("{element}/address"),
                         address.line(),
@@ -315,6 +213,178 @@ impl Builder<'_> {
             }
         }
         Ok(())
+    }
+
+    /// The `-device` of a controller, without its PCI placement (`None`: a built-in one, or
+    /// none at all), and the controller's element path for errors: the same for a start and
+    /// for a controller hot-plugged with a disk ([`hotplug_disk`]).
+    fn controller_device(
+        &self,
+        controller: &Controller,
+    ) -> Result<(Option<Value>, String), QemuError> {
+        let Controller {
+            controller_type,
+            index,
+            model,
+            driver_queues,
+            // Placed by the caller (a start's PCI layout, or a hot-plug's device_add).
+            address: _,
+            ports,
+            model_name,
+            target,
+            master_startport,
+            line,
+            driver_line,
+            model_name_line,
+            master_line,
+        } = controller;
+        let (index, line) = (*index, *line);
+        let model = model.as_deref();
+        let element = format!(
+            "devices/controller[@type='{}'][@index='{index}']",
+            controller_type.as_str()
+        );
+        if master_startport.is_some() && !is_usb_companion(model) {
+            return Err(QemuError::unsupported(
+                format!("{element}/master"),
+                *master_line,
+                "<master> applies to the UHCI companions (ich9-uhci1..3) of an ich9-ehci1",
+            ));
+        }
+        if ports.is_some() && model != Some("qemu-xhci") {
+            return Err(QemuError::unsupported(
+                format!("{element}@ports"),
+                line,
+                "ports= is supported for the qemu-xhci USB controller only",
+            ));
+        }
+        let device = match (controller_type, model) {
+            (ControllerType::Pci, Some("pci-root"))
+                if self.chipset == Chipset::I440fx && index == 0 =>
+            {
+                None
+            }
+            (ControllerType::Pci, Some("pcie-root"))
+                if self.chipset == Chipset::Q35 && index == 0 =>
+            {
+                None
+            }
+            (ControllerType::Pci, Some(kind @ ("pcie-root-port" | "pci-bridge" | "dmi-to-pci-bridge" | "pcie-to-pci-bridge")))
+                if index > 0 =>
+            {
+                Some(pci_controller(
+                    kind,
+                    index,
+                    (model_name.as_deref(), *model_name_line),
+                    target.as_ref(),
+                    &element,
+                )?)
+            }
+            (ControllerType::Pci, _) => {
+                return Err(QemuError::unsupported(
+                    element,
+                    line,
+                    "PCI controller model: pci-root (pc) or pcie-root (q35) at index 0; pcie-root-port, pci-bridge, dmi-to-pci-bridge, pcie-to-pci-bridge above",
+                ))
+            }
+            (ControllerType::Ide, _) if self.chipset == Chipset::I440fx && index == 0 => None,
+            (ControllerType::Ide, _) => {
+                return Err(QemuError::unsupported(
+                    element,
+                    line,
+                    "IDE exists only as the pc machine's built-in controller 0",
+                ))
+            }
+            (ControllerType::Sata, _) if self.chipset == Chipset::Q35 && index == 0 => None,
+            (ControllerType::Sata, None | Some("ahci")) => {
+                Some(json!({"driver": "ich9-ahci", "id": format!("sata{index}")}))
+            }
+            (ControllerType::Usb, Some("none")) => None,
+            (ControllerType::Usb, _) if index != 0 => {
+                return Err(QemuError::unsupported(
+                    element,
+                    line,
+                    "only one USB controller (index 0)",
+                ))
+            }
+            (ControllerType::Usb, None) => Some(json!({"driver": match self.chipset {
+                Chipset::I440fx => "piix3-usb-uhci",
+                Chipset::Q35 => "qemu-xhci",
+            }, "id": "usb"})),
+            (ControllerType::Usb, Some("piix3-uhci")) => {
+                Some(json!({"driver": "piix3-usb-uhci", "id": "usb"}))
+            }
+            (ControllerType::Usb, Some("qemu-xhci")) => {
+                let mut device = json!({"driver": "qemu-xhci", "id": "usb"});
+                if let Some(ports) = ports {
+                    // USB 2 and USB 3 ports alike, as libvirt passes them.
+                    device["p2"] = json!(ports);
+                    device["p3"] = json!(ports);
+                }
+                Some(device)
+            }
+            (ControllerType::Usb, Some("ich9-ehci1")) => {
+                Some(json!({"driver": "ich9-usb-ehci1", "id": "usb"}))
+            }
+            (ControllerType::Usb, Some(uhci @ ("ich9-uhci1" | "ich9-uhci2" | "ich9-uhci3"))) => {
+                // A companion of the EHCI of its index: its ports are the EHCI's, from
+                // its start port on; it has no bus of its own (no id).
+                let ehci = self.controllers.iter().any(|c| {
+                    c.controller_type == ControllerType::Usb
+                        && c.index == index
+                        && c.model.as_deref() == Some("ich9-ehci1")
+                });
+                if !ehci {
+                    return Err(QemuError::unsupported(
+                        element,
+                        line,
+                        "a UHCI companion needs the ich9-ehci1 controller of its index",
+                    ));
+                }
+                let number = uhci.trim_start_matches("ich9-uhci");
+                Some(json!({
+                    "driver": format!("ich9-usb-uhci{number}"),
+                    "masterbus": "usb.0",
+                    "firstport": master_startport.unwrap_or(0),
+                }))
+            }
+            (ControllerType::Scsi, None | Some("lsilogic")) => {
+                Some(json!({"driver": "lsi", "id": format!("scsi{index}")}))
+            }
+            (ControllerType::Scsi, Some("virtio-scsi")) => {
+                let mut device =
+                    json!({"driver": "virtio-scsi-pci", "id": format!("scsi{index}")});
+                if let Some(queues) = driver_queues {
+                    device["num_queues"] = json!(queues);
+                }
+                Some(device)
+            }
+            (ControllerType::VirtioSerial, _) => Some(
+                json!({"driver": "virtio-serial-pci", "id": format!("virtio-serial{index}")}),
+            ),
+            (ControllerType::Fdc, _) => {
+                return Err(QemuError::unsupported(
+                    element,
+                    line,
+                    "floppy controllers are not supported",
+                ))
+            }
+            (_, Some(model)) => {
+                return Err(QemuError::unsupported(
+                    format!("{element}@model"),
+                    line,
+                    format!("model '{model}'"),
+                ))
+            }
+        };
+        if driver_queues.is_some() && model != Some("virtio-scsi") {
+            return Err(QemuError::unsupported(
+                format!("{element}/driver@queues"),
+                *driver_line,
+                "queues apply to virtio-scsi controllers only",
+            ));
+        }
+        Ok((device, element))
     }
 
     /// Read-only (protocol, format) block node pairs for a disk's backing chain, nearest first,
