@@ -122,7 +122,14 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         rotation: args.guest_logs,
     };
     let engine = Arc::new(EngineSet::new(
-        Arc::new(QemuEngine::probe(args.state_dir.join("nvram"), log_writer.clone()).await),
+        Arc::new(
+            QemuEngine::probe(
+                args.state_dir.join("nvram"),
+                log_writer.clone(),
+                args.sandbox,
+            )
+            .await,
+        ),
         Arc::new(NativeEngine::probe(
             args.guest_logs,
             log_writer,

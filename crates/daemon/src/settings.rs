@@ -74,8 +74,9 @@ pub struct Args {
     /// the daemon in the host's own network namespace use this) [key default_network = 0].
     #[arg(long, env = "OXVIRTD_NO_DEFAULT_NETWORK")]
     pub no_default_network: bool,
-    /// UNSAFE: run every guest's VMM unconfined, as root with the whole host in reach: no jail
-    /// for oxvirt-vmm (namespaces, own root, own user, no new privileges, limits), see
+    /// UNSAFE: run every guest's engine process unconfined, with all of oxvirtd's rights and the
+    /// whole host in reach: no seccomp sandbox, NoNewPrivs or Landlock for QEMU, no jail for
+    /// oxvirt-vmm (namespaces, own root, own user, no new privileges, limits); see
     /// docs/security.md [key sandbox = 0].
     #[arg(long)]
     pub no_sandbox: bool,

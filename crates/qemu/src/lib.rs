@@ -59,6 +59,7 @@
 
 mod accel;
 mod cmdline;
+pub mod confine;
 pub mod cpu_models;
 pub mod domcaps;
 mod error;
@@ -79,6 +80,7 @@ pub use cmdline::{
     hotplug_disk, iothread_object, iothread_qom_id, macvtap_fd, medium_blockdevs,
     medium_node_names, nic_driver, DiskPlug, NicIds, QemuCommandLine, BALLOON_QOM_PATH,
 };
+pub use confine::{blockdev_add, landlock_abi};
 pub use error::QemuError;
 pub use hugepages::{check_hugepages, HugepagePool};
 pub use migration::save_state;

@@ -33,6 +33,7 @@ use serde_json::json;
 use crate::cmdline::{
     assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
 };
+use crate::confine::{self, SANDBOX_ARGS};
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
@@ -101,6 +102,7 @@ pub async fn launch_with_logs(
     let options = LaunchOptions {
         writer,
         incoming: None,
+        sandbox: false,
     };
     launch_with(domain, run, accel, options).await
 }
@@ -114,6 +116,9 @@ pub struct LaunchOptions<'a> {
     /// by [`crate::save_state`]), instead of booting. The guest is paused when the launch
     /// returns.
     pub incoming: Option<File>,
+    /// Run QEMU sandboxed (see [`crate::confine`]); false runs it with all of oxvirtd's
+    /// rights.
+    pub sandbox: bool,
 }
 
 /// [`launch`] with `options`.
@@ -123,7 +128,11 @@ pub async fn launch_with(
     accel: Accel,
     options: LaunchOptions<'_>,
 ) -> Result<Launched, QemuError> {
-    let LaunchOptions { writer, incoming } = options;
+    let LaunchOptions {
+        writer,
+        incoming,
+        sandbox,
+    } = options;
     let piped;
     let run = match writer {
         Some(_) => {
@@ -154,6 +163,19 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
+    let ruleset = if sandbox {
+        args.extend(SANDBOX_ARGS.map(str::to_string));
+        let ruleset = confine::landlock_ruleset(domain, run, &emulator)?;
+        if ruleset.is_none() {
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(|| {
+                tracing::warn!("this kernel has no Landlock: QEMU's file system is not confined")
+            });
+        }
+        ruleset
+    } else {
+        None
+    };
     // Disk limits are QMP settings: the guest waits for them (as under libvirt, which always
     // starts paused), so they hold from its first I/O on.
     let paused_for_settings = incoming.is_none()
@@ -182,7 +204,14 @@ pub async fn launch_with(
                 (File::from(started.output), Some(started.pid))
             }
         };
-        let pid = spawn_detached(&spawn_emulator, &args, output, &vcpu, &macvtaps)?;
+        let pid = spawn_detached(
+            &spawn_emulator,
+            &args,
+            output,
+            &vcpu,
+            &macvtaps,
+            sandbox.then_some(ruleset.as_ref()),
+        )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
     .await
@@ -525,6 +554,7 @@ fn spawn_detached(
     log: File,
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
+    sandbox: Option<Option<&OwnedFd>>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -573,9 +603,13 @@ fn spawn_detached(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(log);
+    // Some(ruleset): sandboxed, with the Landlock ruleset if the kernel has Landlock. The
+    // ruleset descriptor stays open in this process until the spawn returns.
+    let sandbox: Option<Option<libc::c_int>> =
+        sandbox.map(|ruleset| ruleset.map(|fd| fd.as_raw_fd()));
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit) on data prepared before
-    // the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's prctl and
+    // landlock_restrict_self) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -598,7 +632,10 @@ fn spawn_detached(
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    Ok(())
+                    match sandbox {
+                        Some(ruleset) => confine::apply_in_child(ruleset),
+                        None => Ok(()),
+                    }
                 }
                 grandchild => {
                     let bytes = grandchild.to_ne_bytes();

@@ -232,6 +232,22 @@ impl Qmp {
         .map(drop)
     }
 
+    /// Adds the open file `fd` to QEMU's descriptor set `set` (QMP `add-fd`; a new set when
+    /// `None`), for a block node to open as `/dev/fdset/SET`; returns the set's id. QEMU keeps
+    /// its own copy; the caller may close `fd` once this returns.
+    pub async fn add_fd(&self, fd: BorrowedFd<'_>, set: Option<i64>) -> Result<i64, QemuError> {
+        let arguments = match set {
+            Some(set) => json!({ "fdset-id": set }),
+            None => json!({}),
+        };
+        let reply = self
+            .execute_passing("add-fd", Some(arguments), Some(fd.as_raw_fd()))
+            .await?;
+        reply["fdset-id"].as_i64().ok_or_else(|| {
+            QemuError::Protocol(format!("add-fd answered without a set id: {reply}"))
+        })
+    }
+
     /// Runs one QMP command and returns QEMU's answer as QEMU wrote it, `return` or `error`
     /// (keys in QEMU's order, the id ours), for a user who speaks QMP through oxvirt
     /// (`qemu-monitor-command`).

@@ -25,16 +25,23 @@ pub struct QemuEngine {
     nvram_dir: PathBuf,
     /// Writes each guest's qemu.log and console.log, rotated (guest_log_max_size/-backups).
     log_writer: oxvirt_qemu::WriterProgram,
+    /// Whether each QEMU runs confined (`oxvirt_qemu::confine`; off: `oxvirtd --no-sandbox`).
+    sandbox: bool,
 }
 
 impl QemuEngine {
     /// Probes the host once: the emulator's version and whether hardware KVM is usable.
-    pub async fn probe(nvram_dir: PathBuf, log_writer: oxvirt_qemu::WriterProgram) -> QemuEngine {
+    pub async fn probe(
+        nvram_dir: PathBuf,
+        log_writer: oxvirt_qemu::WriterProgram,
+        sandbox: bool,
+    ) -> QemuEngine {
         QemuEngine {
             version: emulator_version().await,
             probe: oxvirt_qemu::probe_accel(),
             nvram_dir,
             log_writer,
+            sandbox,
         }
     }
 }
@@ -200,6 +207,7 @@ impl Engine for QemuEngine {
         let options = oxvirt_qemu::LaunchOptions {
             writer: Some(&self.log_writer),
             incoming,
+            sandbox: self.sandbox,
         };
         let launched = oxvirt_qemu::launch_with(domain, &run, accel, options).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.
@@ -611,18 +619,17 @@ impl Control for QmpControl {
                     NEXT_OVERLAY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                 );
                 // No backing yet: blockdev-snapshot attaches the current top as its backing.
-                self.qmp
-                    .execute(
-                        "blockdev-add",
-                        Some(serde_json::json!({
-                            "driver": "qcow2",
-                            "node-name": node,
-                            "file": { "driver": "file", "filename": filename },
-                            "backing": null,
-                        })),
-                    )
-                    .await
-                    .map_err(engine_error)?;
+                oxvirt_qemu::blockdev_add(
+                    &self.qmp,
+                    serde_json::json!({
+                        "driver": "qcow2",
+                        "node-name": node,
+                        "file": { "driver": "file", "filename": filename },
+                        "backing": null,
+                    }),
+                )
+                .await
+                .map_err(engine_error)?;
                 added.push(node.clone());
                 actions.push(serde_json::json!({
                     "type": "blockdev-snapshot",
@@ -948,8 +955,7 @@ impl Control for QmpControl {
         }
         if let Some(nodes) = new_nodes {
             for node in &nodes {
-                self.qmp
-                    .execute("blockdev-add", Some(node.clone()))
+                oxvirt_qemu::blockdev_add(&self.qmp, node.clone())
                     .await
                     .map_err(engine_error)?;
             }
@@ -1291,7 +1297,7 @@ impl QmpControl {
         let mut added: Vec<String> = Vec::new();
         let mut result = Ok(());
         for node in &plug.blockdevs {
-            if let Err(err) = self.qmp.execute("blockdev-add", Some(node.clone())).await {
+            if let Err(err) = oxvirt_qemu::blockdev_add(&self.qmp, node.clone()).await {
                 result = Err(engine_error(err));
                 break;
             }

@@ -1,0 +1,491 @@
+//! Least privilege for QEMU (docs/security.md, "QEMU (qemu engine)").
+//!
+//! A sandboxed QEMU gets, from its first instruction on:
+//! - `NoNewPrivs` (`prctl(PR_SET_NO_NEW_PRIVS)` before exec): nothing it execs can gain
+//!   privileges, and the filters below need no privilege to stay;
+//! - QEMU's own seccomp filter ([`SANDBOX_ARGS`]): no obsolete system calls, no set*uid, no
+//!   fork/exec, no scheduler or priority changes (oxvirtd pins QEMU's threads from outside);
+//! - where the kernel has Landlock, a file system reduced to what it needs
+//!   ([`landlock_ruleset`]): the host's libraries and data read-only, a few device nodes, its
+//!   run directory, and the files its definition names. Files it gets while it runs (a
+//!   plugged disk, a snapshot overlay, a new medium) are handed to it open ([`blockdev_add`]).
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use oxvirt_domain::{ChannelSource, CharSource, DiskDevice, DiskType, Domain};
+use serde_json::Value;
+
+use crate::{QemuError, Qmp, RunPaths};
+
+/// QEMU's seccomp sandbox as a sandboxed QEMU runs it. `resourcecontrol=deny` blocks
+/// sched_setaffinity and setpriority inside QEMU: `<vcpupin>`, `<emulatorpin>` and
+/// `<iothreadpin>` are applied by oxvirtd from outside, and QEMU's own `thread-context`
+/// objects are not used. `spawn=deny` makes a QEMU that tries to run a program (a migration to
+/// `exec:`) die of SIGSYS.
+pub const SANDBOX_ARGS: [&str; 2] = [
+    "-sandbox",
+    "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+];
+
+/// Sandboxes the calling process: meant for the forked child just before it execs QEMU, so it
+/// only makes async-signal-safe system calls on data prepared before the fork. `ruleset`:
+/// the Landlock ruleset to enforce ([`landlock_ruleset`]), if the kernel has Landlock.
+pub(crate) fn apply_in_child(ruleset: Option<RawFd>) -> std::io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if let Some(ruleset) = ruleset {
+        // SAFETY: landlock_restrict_self takes a descriptor (open: the parent holds it) and
+        // flags.
+        if unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset, 0u32) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+// ----- the file system: Landlock -----------------------------------------------------------------
+
+// Landlock's file-system access rights (linux/landlock.h).
+const EXECUTE: u64 = 1 << 0;
+const WRITE_FILE: u64 = 1 << 1;
+const READ_FILE: u64 = 1 << 2;
+const READ_DIR: u64 = 1 << 3;
+const REMOVE_DIR: u64 = 1 << 4;
+const REMOVE_FILE: u64 = 1 << 5;
+const MAKE_CHAR: u64 = 1 << 6;
+const MAKE_DIR: u64 = 1 << 7;
+const MAKE_REG: u64 = 1 << 8;
+const MAKE_SOCK: u64 = 1 << 9;
+const MAKE_FIFO: u64 = 1 << 10;
+const MAKE_BLOCK: u64 = 1 << 11;
+const MAKE_SYM: u64 = 1 << 12;
+/// ABI 3 on.
+const TRUNCATE: u64 = 1 << 14;
+/// The rights a rule on a file (not a directory) may carry.
+const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE;
+const READ: u64 = READ_FILE | READ_DIR;
+const READ_EXEC: u64 = READ | EXECUTE;
+const READ_WRITE: u64 = READ_FILE | WRITE_FILE | TRUNCATE;
+/// Everything inside a directory QEMU owns for the run (the run directory, hugetlbfs).
+const ALL: u64 = EXECUTE
+    | WRITE_FILE
+    | READ_FILE
+    | READ_DIR
+    | REMOVE_DIR
+    | REMOVE_FILE
+    | MAKE_CHAR
+    | MAKE_DIR
+    | MAKE_REG
+    | MAKE_SOCK
+    | MAKE_FIFO
+    | MAKE_BLOCK
+    | MAKE_SYM
+    | TRUNCATE;
+
+const LANDLOCK_CREATE_RULESET_VERSION: u32 = 1;
+const LANDLOCK_RULE_PATH_BENEATH: libc::c_int = 1;
+
+#[repr(C)]
+struct RulesetAttr {
+    handled_access_fs: u64,
+}
+
+#[repr(C, packed)]
+struct PathBeneathAttr {
+    allowed_access: u64,
+    parent_fd: i32,
+}
+
+/// What of the host's file system every QEMU reads: its libraries, modules, firmware and data
+/// (/usr, and the top-level links into it), what the C library and QEMU's TLS and name lookups
+/// read in /etc (not /etc itself: /etc/shadow stays out of reach), the kernel's views of itself.
+const HOST_READ: &[(&str, u64)] = &[
+    ("/usr", READ_EXEC),
+    ("/lib", READ_EXEC),
+    ("/lib64", READ_EXEC),
+    ("/bin", READ_EXEC),
+    ("/etc/ld.so.cache", READ),
+    ("/etc/ld.so.preload", READ),
+    ("/etc/localtime", READ),
+    ("/etc/nsswitch.conf", READ),
+    ("/etc/host.conf", READ),
+    ("/etc/hosts", READ),
+    ("/etc/resolv.conf", READ),
+    ("/etc/gai.conf", READ),
+    ("/etc/services", READ),
+    ("/etc/protocols", READ),
+    ("/etc/qemu", READ),
+    ("/etc/ssl", READ),
+    ("/etc/gnutls", READ),
+    ("/etc/pki", READ),
+    ("/etc/sasl2", READ),
+    ("/proc", READ),
+    ("/sys", READ),
+];
+
+/// The device nodes QEMU may use (those that exist), and the memory file systems it may make
+/// files in.
+const HOST_DEVICES: &[(&str, u64)] = &[
+    ("/dev/null", READ_WRITE),
+    ("/dev/zero", READ_WRITE),
+    ("/dev/full", READ_WRITE),
+    ("/dev/random", READ_WRITE),
+    ("/dev/urandom", READ_WRITE),
+    ("/dev/kvm", READ_WRITE),
+    ("/dev/net/tun", READ_WRITE),
+    ("/dev/vhost-net", READ_WRITE),
+    ("/dev/vhost-vsock", READ_WRITE),
+    ("/dev/vfio", ALL),
+    ("/dev/ptmx", READ_WRITE),
+    ("/dev/pts", READ | WRITE_FILE),
+    ("/dev/hugepages", ALL),
+    ("/dev/shm", ALL),
+];
+
+/// The Landlock ABI version this kernel offers (`None`: none, or disabled).
+pub fn landlock_abi() -> Option<u32> {
+    // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag only
+    // returns a number.
+    let version = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<RulesetAttr>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(version).ok().filter(|v| *v >= 1)
+}
+
+/// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
+/// images), kernel, initrd, firmware and NVRAM, RNG source, the files and sockets of its
+/// character devices, its emulator.
+///
+/// Each path comes with whether it must exist (a file QEMU will create need not).
+fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
+    let mut paths = vec![(emulator.to_path_buf(), READ_EXEC)];
+    let os = &domain.os;
+    for path in [&os.kernel, &os.initrd].into_iter().flatten() {
+        paths.push((PathBuf::from(path), READ));
+    }
+    if let Some(path) = os.loader.as_ref().and_then(|l| l.path.as_ref()) {
+        let writable = os.loader.as_ref().and_then(|l| l.readonly) == Some(false);
+        paths.push((
+            PathBuf::from(path),
+            if writable { READ_WRITE } else { READ },
+        ));
+    }
+    if let Some(path) = os.nvram.as_ref().and_then(|n| n.path.as_ref()) {
+        paths.push((PathBuf::from(path), READ_WRITE));
+    }
+    for disk in &domain.devices.disks {
+        if disk.disk_type == DiskType::Network {
+            continue;
+        }
+        if let Some(source) = &disk.source {
+            let read_only = disk.readonly || disk.device == DiskDevice::Cdrom;
+            paths.push((
+                PathBuf::from(source),
+                if read_only { READ } else { READ_WRITE },
+            ));
+        }
+        for layer in &disk.backing_chain {
+            paths.push((PathBuf::from(&layer.path), READ));
+        }
+    }
+    for rng in &domain.devices.rngs {
+        paths.push((PathBuf::from(&rng.backend_random), READ));
+    }
+    let mut paths: Vec<(PathBuf, u64, bool)> = paths
+        .into_iter()
+        .map(|(path, access)| (path, access, true))
+        .collect();
+    // Character devices' files and sockets, a file audio backend's WAV file: QEMU may make
+    // them, so the right to do so in their directory, and to the file itself if it is there.
+    let chars = domain
+        .devices
+        .serials
+        .iter()
+        .chain(&domain.devices.consoles);
+    let mut made: Vec<(&str, u64)> = Vec::new();
+    for source in chars.map(|c| &c.source) {
+        match source {
+            CharSource::File { path, .. } => made.push((path, MAKE_REG)),
+            CharSource::Unix { path, .. } => made.push((path, MAKE_SOCK)),
+            _ => {}
+        }
+    }
+    // A file audio backend writes a WAV file.
+    for path in domain.devices.audios.iter().filter_map(|a| a.path.as_ref()) {
+        made.push((path, MAKE_REG));
+    }
+    for channel in &domain.devices.channels {
+        if let ChannelSource::Unix {
+            path: Some(path), ..
+        } = &channel.source
+        {
+            made.push((path, MAKE_SOCK));
+        }
+    }
+    for (path, make) in made {
+        if let Some(dir) = Path::new(path).parent() {
+            paths.push((dir.to_path_buf(), make | REMOVE_FILE, true));
+        }
+        paths.push((PathBuf::from(path), READ_WRITE, false));
+    }
+    paths
+}
+
+/// A Landlock ruleset that lets QEMU reach only what it needs of the file system: the host's
+/// read-only part ([`HOST_READ`]), device nodes ([`HOST_DEVICES`]), the run directory (all of
+/// it), and the files of `domain`. `Ok(None)`: the kernel has no Landlock. A file QEMU gets
+/// later (a disk plugged in, an overlay, a medium) is passed to it open ([`crate::blockdev_add`]):
+/// Landlock governs opening by name, not descriptors.
+pub(crate) fn landlock_ruleset(
+    domain: &Domain,
+    run: &RunPaths,
+    emulator: &Path,
+) -> Result<Option<OwnedFd>, QemuError> {
+    let Some(abi) = landlock_abi() else {
+        return Ok(None);
+    };
+    let handled = if abi >= 3 { ALL } else { ALL & !TRUNCATE };
+    let attr = RulesetAttr {
+        handled_access_fs: handled,
+    };
+    // SAFETY: attr is a live landlock_ruleset_attr of the size passed (its first field is the
+    // only one ABI 1 knows; later fields default to zero by the size given).
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            &attr as *const RulesetAttr,
+            std::mem::size_of::<RulesetAttr>(),
+            0u32,
+        )
+    };
+    let fd = libc::c_int::try_from(fd)
+        .ok()
+        .filter(|fd| *fd >= 0)
+        .ok_or_else(|| {
+            QemuError::io(
+                "creating QEMU's Landlock ruleset",
+                std::io::Error::last_os_error(),
+            )
+        })?;
+    // SAFETY: the kernel just returned this descriptor (close-on-exec), owned by nobody else.
+    let ruleset = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut rules: Vec<(PathBuf, u64, bool)> = Vec::new();
+    for (path, access) in HOST_READ.iter().chain(HOST_DEVICES) {
+        rules.push((PathBuf::from(path), *access, false));
+    }
+    rules.push((run.dir.clone(), ALL, true));
+    rules.extend(domain_paths(domain, emulator));
+    for (path, access, required) in rules {
+        match add_rule(&ruleset, &path, access & handled) {
+            Ok(()) => {}
+            // The host has no such file: nothing to allow.
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                return Err(QemuError::io(
+                    format!("allowing QEMU {} (Landlock)", path.display()),
+                    err,
+                ))
+            }
+        }
+    }
+    Ok(Some(ruleset))
+}
+
+/// Allows `access` (narrowed to what a file may carry, when `path` is not a directory) beneath
+/// `path`.
+fn add_rule(ruleset: &OwnedFd, path: &Path, access: u64) -> std::io::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)?;
+    let is_dir = file.metadata()?.is_dir();
+    let allowed_access = if is_dir { access } else { access & FILE_RIGHTS };
+    if allowed_access == 0 {
+        return Ok(());
+    }
+    let attr = PathBeneathAttr {
+        allowed_access,
+        parent_fd: file.as_raw_fd(),
+    };
+    // SAFETY: attr is a live landlock_path_beneath_attr; both descriptors are open.
+    let done = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_add_rule,
+            ruleset.as_raw_fd(),
+            LANDLOCK_RULE_PATH_BENEATH,
+            &attr as *const PathBeneathAttr,
+            0u32,
+        )
+    };
+    if done != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ----- files given to a running QEMU -------------------------------------------------------------
+
+/// `blockdev-add` of `node` (a block node as the command line's `-blockdev` takes it, its
+/// children inline or not), with every file it names handed to QEMU open rather than by name:
+/// a confined QEMU may not open what was not in its definition at start. Each file goes into
+/// a descriptor set of its own (QMP `add-fd`: read-only, and read-write too when the node may
+/// write, for QEMU to pick by the access it opens with) and the node names the set
+/// (`/dev/fdset/N`), as libvirt does. QEMU keeps the set as long as the node uses it.
+pub async fn blockdev_add(qmp: &Qmp, mut node: Value) -> Result<Value, QemuError> {
+    let mut files = Vec::new();
+    files_of_node(&node, String::new(), false, &mut files);
+    for (pointer, filename, read_only) in files {
+        let set = pass_file(qmp, &filename, read_only).await?;
+        if let Some(slot) = node.pointer_mut(&pointer) {
+            *slot = Value::String(format!("/dev/fdset/{set}"));
+        }
+    }
+    qmp.execute("blockdev-add", Some(node)).await
+}
+
+/// Opens `filename` and adds it to a new descriptor set of QEMU's; returns the set's id.
+async fn pass_file(qmp: &Qmp, filename: &str, read_only: bool) -> Result<i64, QemuError> {
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+            .open(filename)
+            .map_err(|err| QemuError::io(format!("opening {filename} for QEMU"), err))
+    };
+    let read = open(false)?;
+    let set = qmp.add_fd(read.as_fd(), None).await?;
+    if !read_only {
+        let write = open(true)?;
+        qmp.add_fd(write.as_fd(), Some(set)).await?;
+    }
+    Ok(set)
+}
+
+/// The file names in `node` QEMU would open itself (those of `file`, `host_device` and
+/// `host_cdrom` nodes), each with its JSON pointer and whether its node is read-only (itself
+/// or by a parent).
+fn files_of_node(
+    node: &Value,
+    pointer: String,
+    read_only: bool,
+    out: &mut Vec<(String, String, bool)>,
+) {
+    let Value::Object(map) = node else {
+        return;
+    };
+    let read_only = read_only || map.get("read-only") == Some(&Value::Bool(true));
+    let opens_by_name = matches!(
+        map.get("driver").and_then(Value::as_str),
+        Some("file" | "host_device" | "host_cdrom")
+    );
+    if opens_by_name {
+        if let Some(filename) = map.get("filename").and_then(Value::as_str) {
+            if !filename.starts_with("/dev/fdset/") {
+                out.push((
+                    format!("{pointer}/filename"),
+                    filename.to_string(),
+                    read_only,
+                ));
+            }
+        }
+    }
+    for (key, child) in map {
+        let key = key.replace('~', "~0").replace('/', "~1");
+        files_of_node(child, format!("{pointer}/{key}"), read_only, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn files_of_a_node_tree_are_found_with_their_access() {
+        let node = json!({
+            "driver": "qcow2",
+            "node-name": "ovl",
+            "file": {"driver": "file", "filename": "/srv/a/b.qcow2"},
+            "backing": {"driver": "raw", "read-only": true,
+                        "file": {"driver": "host_device", "filename": "/dev/loop7"}},
+        });
+        let mut files = Vec::new();
+        files_of_node(&node, String::new(), false, &mut files);
+        files.sort();
+        assert_eq!(
+            files,
+            vec![
+                (
+                    "/backing/file/filename".to_string(),
+                    "/dev/loop7".to_string(),
+                    true
+                ),
+                (
+                    "/file/filename".to_string(),
+                    "/srv/a/b.qcow2".to_string(),
+                    false
+                ),
+            ]
+        );
+        // Protocols QEMU opens by name only for files; a set already passed stays.
+        let nbd = json!({"driver": "nbd", "filename": "nbd://h/x"});
+        let passed = json!({"driver": "file", "filename": "/dev/fdset/3"});
+        for node in [nbd, passed] {
+            let mut files = Vec::new();
+            files_of_node(&node, String::new(), false, &mut files);
+            assert!(files.is_empty(), "{node}");
+        }
+    }
+
+    #[test]
+    fn a_definition_allows_its_own_files_and_no_more_than_it_needs() {
+        let domain = oxvirt_domain::parse_domain_xml(
+            "<domain type='qemu'><name>v</name><memory>131072</memory>\
+             <os><type>hvm</type><kernel>/k/vmlinuz</kernel><initrd>/k/initrd</initrd></os>\
+             <devices>\
+             <disk type='file'><source file='/d/rw.qcow2'/><target dev='vda' bus='virtio'/></disk>\
+             <disk type='file'><source file='/d/ro.raw'/><target dev='vdb' bus='virtio'/><readonly/></disk>\
+             <disk type='file' device='cdrom'><source file='/d/x.iso'/><target dev='sda' bus='sata'/></disk>\
+             <serial type='file'><source path='/logs/serial.txt'/><target port='0'/></serial>\
+             <audio id='1' type='file' path='/snd/out.wav'/>\
+             </devices></domain>",
+        )
+        .unwrap();
+        let paths = domain_paths(&domain, Path::new("/usr/bin/qemu-system-x86_64"));
+        let access = |path: &str| {
+            paths
+                .iter()
+                .find(|(p, _, _)| p == Path::new(path))
+                .map(|(_, access, required)| (*access, *required))
+        };
+        assert_eq!(
+            access("/usr/bin/qemu-system-x86_64"),
+            Some((READ_EXEC, true))
+        );
+        assert_eq!(access("/k/vmlinuz"), Some((READ, true)));
+        assert_eq!(access("/k/initrd"), Some((READ, true)));
+        assert_eq!(access("/d/rw.qcow2"), Some((READ_WRITE, true)));
+        assert_eq!(access("/d/ro.raw"), Some((READ, true)));
+        assert_eq!(access("/d/x.iso"), Some((READ, true)));
+        // A serial file QEMU makes: the right to make it, and to the file if it is there.
+        assert_eq!(access("/logs"), Some((MAKE_REG | REMOVE_FILE, true)));
+        assert_eq!(access("/logs/serial.txt"), Some((READ_WRITE, false)));
+        assert_eq!(access("/snd"), Some((MAKE_REG | REMOVE_FILE, true)));
+        assert_eq!(access("/snd/out.wav"), Some((READ_WRITE, false)));
+        assert_eq!(access("/d"), None, "a disk's directory is not given away");
+        // Nothing of the host's secrets.
+        assert!(HOST_READ
+            .iter()
+            .all(|(path, _)| !path.starts_with("/etc/shadow") && *path != "/etc" && *path != "/"));
+    }
+}
