@@ -349,7 +349,7 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// How many times one run starts a wedged L1 again.
-const L1_RESTARTS: u32 = 2;
+const L1_RESTARTS: u32 = 3;
 
 /// Whether `err` is an L1 that wedged ([`nested::L1Wedged`]: a fault of the emulation under L1, not of the
 /// workload) and may be started again, counting the restart in `restarts`: the workload it ran is run again
