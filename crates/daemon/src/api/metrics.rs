@@ -85,13 +85,7 @@ const fn gauge(
     scale: Scale,
     help: &'static str,
 ) -> Mapping {
-    Mapping {
-        field,
-        metric,
-        counter: false,
-        scale,
-        help,
-    }
+    mapping(field, metric, false, scale, help)
 }
 
 const fn counter(
@@ -100,10 +94,20 @@ const fn counter(
     scale: Scale,
     help: &'static str,
 ) -> Mapping {
+    mapping(field, metric, true, scale, help)
+}
+
+const fn mapping(
+    field: &'static str,
+    metric: &'static str,
+    counter: bool,
+    scale: Scale,
+    help: &'static str,
+) -> Mapping {
     Mapping {
         field,
         metric,
-        counter: true,
+        counter,
         scale,
         help,
     }
