@@ -227,7 +227,9 @@ pub mod lab {
     ///
     /// L1 has one CPU: with two, the emulated L1 locked up now and then, one CPU waiting on the other for an
     /// interrupt that never came. Even so, L1 as a whole has frozen once in a while (no console output at all,
-    /// not even the kernel's soft-lockup reports), somewhere in QEMU's emulation of nested SVM. The lab script
+    /// not even the kernel's soft-lockup reports), somewhere in QEMU's emulation of nested SVM: caught in the
+    /// act (docs/bench.md), its CPU sits in the idle loop's `hlt` with the timer interrupt pending in its local
+    /// APIC, and not even an NMI from QEMU's monitor wakes it. The lab script
     /// therefore prints [`HEARTBEAT`] every 10 s; when L1 falls silent for [`FROZEN_AFTER`], the run is killed
     /// and L1 boots once more from scratch, said on stderr. Only a frozen machine is retried: a run that ends,
     /// whatever its checks said, is returned as it is.
