@@ -3,7 +3,8 @@
 # are in this repository: the project's own domain XML cases and libvirt's normalized output of them
 # (crates/domain/tests/data/cases, crates/domain/tests/data/libvirt-9.0) and examples/ for the domain parser,
 # small images made here by qemu-img for the qcow2 parser, and the XML under fuzz/seeds/ (plus the benchmarks'
-# network) for the network, pool, volume and secret parsers. libvirt's own qemuxmlconf inputs are added to the domain
+# network) for the network, pool, volume and secret parsers. An input a fuzzer once failed on goes into
+# fuzz/seeds/TARGET/ (with a unit test of the fix), so every later run starts from it. libvirt's own qemuxmlconf inputs are added to the domain
 # seeds when they are beside the repository (../shared/conformance/libvirt-qemuxmlconf, or
 # $OXVIRT_LIBVIRT_CORPUS); nothing here needs them.
 #
@@ -33,6 +34,7 @@ if [ -d "$conformance" ]; then
     for f in "$conformance"/*.xml; do cp "$f" "$seeds/domain_xml/libvirt-qemuxmlconf_$(basename "$f")"; done
     echo "fuzz: domain_xml seeds include libvirt's qemuxmlconf inputs from $conformance"
 fi
+cp "$repo"/fuzz/seeds/domain_xml/*.xml "$seeds/domain_xml/"
 for target in network_xml pool_xml volume_xml secret_xml; do cp "$repo"/fuzz/seeds/$target/*.xml "$seeds/$target/"; done
 cp "$repo"/benches/network/network.xml "$seeds/network_xml/bench.xml"
 

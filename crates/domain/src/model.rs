@@ -394,6 +394,16 @@ pub struct MemTune {
     pub line: SourceLine,
 }
 
+impl MemTune {
+    /// No limit at all: not printed.
+    pub fn is_empty(&self) -> bool {
+        self.hard_limit_kib.is_none()
+            && self.soft_limit_kib.is_none()
+            && self.min_guarantee_kib.is_none()
+            && self.swap_hard_limit_kib.is_none()
+    }
+}
+
 /// libvirt's "no limit" for memory tunables, in KiB (2^53 - 1: the largest integer a double
 /// holds exactly).
 pub const MEMTUNE_UNLIMITED_KIB: u64 = 9_007_199_254_740_991;

@@ -287,8 +287,9 @@ fn parse_domain(root: &mut Elem) -> Result<Domain> {
         // Zero marks "absent": normalization copies memory.
         current_memory_kib: current_memory.unwrap_or(0),
         max_memory,
-        blkiotune,
-        memtune,
+        // An element with nothing set is not printed back, so it is not kept either.
+        blkiotune: blkiotune.filter(|tune| !tune.is_empty()),
+        memtune: memtune.filter(|tune| !tune.is_empty()),
         memory_backing,
         vcpu,
         iothreads,

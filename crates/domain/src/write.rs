@@ -271,15 +271,15 @@ fn write_blkiotune(w: &mut Writer, tune: &BlkioTune) {
 /// libvirt's order: hard_limit, soft_limit, min_guarantee, swap_hard_limit; an empty
 /// `<memtune>` is not written.
 fn write_memtune(w: &mut Writer, tune: &MemTune) {
+    if tune.is_empty() {
+        return;
+    }
     let limits = [
         ("hard_limit", tune.hard_limit_kib),
         ("soft_limit", tune.soft_limit_kib),
         ("min_guarantee", tune.min_guarantee_kib),
         ("swap_hard_limit", tune.swap_hard_limit_kib),
     ];
-    if limits.iter().all(|(_, kib)| kib.is_none()) {
-        return;
-    }
     w.start("memtune", &[]);
     for (name, kib) in limits {
         if let Some(kib) = kib {
