@@ -1,4 +1,5 @@
-//! The oxvirtd API: JSON over HTTP/1.1 on a Unix socket.
+//! The oxvirtd API: JSON over HTTP/1.1 on a Unix socket, or over TLS from another host
+//! ([`remote`], docs/remote.md).
 //!
 //! This crate holds the wire types shared by the daemon (`oxvirtd`) and its clients (the `oxvirt`
 //! CLI), plus an async [`Client`]. The types are a stable contract: fields are only ever added.
@@ -29,6 +30,8 @@
 //! `iothreadinfo`, `iothreadpin`, `iothreadadd`, `iothreaddel`: see the [`iothreads`] module.
 //! `save`, `restore` and managed saves: see the [`save`] module.
 //! `setmem`, `setmaxmem`, `dommemstat`: see the [`memory`] module.
+//! Users and tokens of the remote API: see the [`users`] module; the console over an upgraded
+//! connection: the [`console`] module; the TLS transport: [`remote`].
 //!
 //! Errors come back as HTTP 4xx/5xx with an [`ApiError`] body.
 
@@ -43,6 +46,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
 pub mod storage;
@@ -114,6 +118,14 @@ pub use disks::{
 
 pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
+
+pub mod console;
+pub use console::{splice, ConsoleStream, CONSOLE_PROTOCOL};
+pub mod remote;
+pub mod users;
+pub use users::{
+    AddUserRequest, CreateTokenRequest, NewToken, PasswordRequest, Role, TokenInfo, UserInfo,
+};
 
 pub mod network;
 pub use network::{
@@ -382,6 +394,12 @@ pub mod code {
     pub const TOO_LARGE: &str = "too_large";
     /// A failure inside the daemon (its state store, the file system).
     pub const INTERNAL: &str = "internal";
+    /// Over TCP: no credentials, or wrong ones (HTTP 401).
+    pub const UNAUTHORIZED: &str = "unauthorized";
+    /// Over TCP: the credentials' role may not do this (a read-only role changing state).
+    pub const FORBIDDEN: &str = "forbidden";
+    /// Over TCP: too many failed logins from this address or for this user; retry later.
+    pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
 }
 
 /// An error reply. `message` is a complete sentence naming the thing, e.g.
@@ -410,6 +428,9 @@ impl ApiError {
             code::ALREADY_EXISTS | code::INVALID_STATE | code::BUSY => 409,
             code::UNSUPPORTED => 422,
             code::TOO_LARGE => 413,
+            code::UNAUTHORIZED => 401,
+            code::FORBIDDEN => 403,
+            code::TOO_MANY_REQUESTS => 429,
             code::TIMEOUT => 504,
             _ => 500,
         }
@@ -435,6 +456,30 @@ pub enum ClientError {
     /// The exchange failed or the reply was not what the API promises.
     #[error("bad exchange with oxvirtd at {}: {detail}", socket.display())]
     Protocol { socket: PathBuf, detail: String },
+    /// `--connect` is not an `https://HOST:PORT` URL.
+    #[error("bad oxvirtd URL '{url}': {detail}")]
+    InvalidUrl { url: String, detail: String },
+    /// The TLS connection to a remote oxvirtd failed (handshake, certificate not trusted).
+    #[error("cannot talk TLS to oxvirtd at {endpoint}: {detail}")]
+    Tls { endpoint: String, detail: String },
+    /// The CA file given to check the server's certificate is unusable.
+    #[error("CA file {}: {detail}", path.display())]
+    CaFile { path: PathBuf, detail: String },
+    /// The remote oxvirtd's certificate is not the one recorded at the first connection.
+    #[error(
+        "the certificate of oxvirtd at {endpoint} has changed: its SHA-256 fingerprint is \
+         {seen}, but {} records {expected}. This may be an attack; if the server's certificate \
+         was replaced on purpose, delete the line for {endpoint} from {} and connect again \
+         (or use --ca)",
+        known_hosts.display(),
+        known_hosts.display()
+    )]
+    CertificateChanged {
+        endpoint: String,
+        expected: String,
+        seen: String,
+        known_hosts: PathBuf,
+    },
 }
 
 impl ClientError {
@@ -448,11 +493,19 @@ impl ClientError {
 }
 
 /// An oxvirtd client. Each call opens its own connection, so a `Client` is cheap to clone and
-/// calls may run concurrently.
+/// calls may run concurrently. It talks to the local oxvirtd over its Unix socket, or, made
+/// with [`Client::remote`], to one on another host over TLS.
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// The Unix socket; for a remote oxvirtd its URL (what messages name).
     socket: PathBuf,
+    /// The transport: `None` the Unix socket, else TLS to a remote oxvirtd.
+    tls: Option<std::sync::Arc<remote::TlsTransport>>,
 }
+
+/// One connection's byte stream, whichever the transport.
+trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Connection for T {}
 
 impl Default for Client {
     fn default() -> Self {
@@ -464,11 +517,36 @@ impl Client {
     pub fn new(socket: impl Into<PathBuf>) -> Client {
         Client {
             socket: socket.into(),
+            tls: None,
         }
     }
 
+    /// A client of the oxvirtd at `url` (`https://HOST:PORT`), whose certificate `trust`
+    /// checks, sending `credentials` with every request.
+    pub fn remote(
+        url: &str,
+        trust: &remote::Trust,
+        credentials: Option<&remote::Credentials>,
+    ) -> Result<Client, ClientError> {
+        let endpoint = remote::Endpoint::parse(url)?;
+        Ok(Client {
+            socket: PathBuf::from(endpoint.url()),
+            tls: Some(std::sync::Arc::new(remote::TlsTransport::new(
+                endpoint,
+                trust,
+                credentials,
+            )?)),
+        })
+    }
+
+    /// The Unix socket, or for a remote oxvirtd its URL.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Whether this client talks to a remote oxvirtd (over TLS).
+    pub fn is_remote(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// `GET /v1/version`.
@@ -680,6 +758,15 @@ impl Client {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.send_request(method, path, body, content_type, None)
+            .await
+    }
+
+    /// A fresh connection over this client's transport.
+    async fn connect(&self) -> Result<Box<dyn Connection>, ClientError> {
+        if let Some(tls) = &self.tls {
+            return Ok(Box::new(tls.connect().await?));
+        }
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
             use std::io::ErrorKind;
             match e.kind() {
@@ -694,12 +781,30 @@ impl Client {
                 },
             }
         })?;
+        Ok(Box::new(stream))
+    }
+
+    /// [`Client::send`], asking to switch to `upgrade`'s protocol if given.
+    pub(crate) async fn send_request<B>(
+        &self,
+        method: Method,
+        path: &str,
+        body: B,
+        content_type: Option<&str>,
+        upgrade: Option<&str>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = self.connect().await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(format!("HTTP handshake: {e}")))?;
-        // The connection future drives the socket; it ends when the exchange is done.
+        // The connection future drives the socket; it ends when the exchange is done (or, for
+        // an upgrade, hands the socket over to it).
         tokio::spawn(async move {
-            let _ = connection.await;
+            let _ = connection.with_upgrades().await;
         });
 
         let mut builder = Request::builder()
@@ -708,6 +813,14 @@ impl Client {
             .header(hyper::header::HOST, "oxvirtd");
         if let Some(content_type) = content_type {
             builder = builder.header(hyper::header::CONTENT_TYPE, content_type);
+        }
+        if let Some(authorization) = self.tls.as_ref().and_then(|tls| tls.authorization()) {
+            builder = builder.header(hyper::header::AUTHORIZATION, authorization);
+        }
+        if let Some(protocol) = upgrade {
+            builder = builder
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, protocol);
         }
         let request = builder
             .body(body)

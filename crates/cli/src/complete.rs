@@ -85,12 +85,13 @@ pub fn completion_target(before: &str) -> Target {
             .collect(),
     };
 
-    // The verb: the first word that is not the global --socket option or its value.
+    // The verb: the first word that is not a global option (--socket, --connect, ...) or its
+    // value.
     let mut rest = earlier.iter();
     let verb = loop {
         match rest.next() {
             None => break None,
-            Some(&"--socket") => {
+            Some(&("--socket" | "--connect" | "--token" | "--user" | "--ca")) => {
                 rest.next();
             }
             Some(option) if option.starts_with('-') => {}

@@ -6,6 +6,10 @@
 //! key (Ctrl-C included) goes to the guest. When stdin is not a terminal the same copy runs
 //! without raw mode; at the end of stdin we keep printing the console's output until it closes,
 //! so `printf 'nproc\n' | oxvirt console vm` shows the guest's answer.
+//!
+//! A remote oxvirtd (`--connect`) has no socket we can reach: there the console comes over the
+//! API connection itself, upgraded (`POST /v1/domains/{id}/console`), bridged to the same relay
+//! through a local socket pair.
 
 use std::io::{IsTerminal, Read, Write};
 use std::net::Shutdown;
@@ -26,12 +30,17 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<()> {
         (Some(socket), true) => socket,
         _ => bail!("domain '{}' is not running", info.name),
     };
-    let console = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot connect to the console of domain '{}' at {socket}",
-            info.name
-        )
-    })?;
+    let console = if client.is_remote() {
+        remote_console(client, &info.uuid)
+            .with_context(|| format!("cannot open the console of domain '{}'", info.name))?
+    } else {
+        UnixStream::connect(socket).with_context(|| {
+            format!(
+                "cannot connect to the console of domain '{}' at {socket}",
+                info.name
+            )
+        })?
+    };
 
     let mut stdout = std::io::stdout();
     write!(
@@ -51,6 +60,28 @@ pub fn run(client: &Client, domain: &str) -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout());
     }
     outcome.with_context(|| format!("console of domain '{}'", info.name))
+}
+
+/// The console of a remote oxvirtd's domain as a local stream: one end of a socket pair, whose
+/// other end a thread splices to the upgraded API connection until either side closes.
+fn remote_console(client: &Client, uuid: &str) -> anyhow::Result<UnixStream> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let upgraded = runtime.block_on(client.console_stream(uuid))?;
+    let (ours, theirs) = UnixStream::pair().context("making a socket pair")?;
+    theirs.set_nonblocking(true)?;
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            // Either direction ending ends the session: the server closed (the guest stopped)
+            // or the relay shut its end (the escape character).
+            if let Ok(theirs) = tokio::net::UnixStream::from_std(theirs) {
+                oxvirt_api::splice(upgraded, theirs).await;
+            }
+        });
+    });
+    Ok(ours)
 }
 
 /// Copies `input` to the console and the console to `output` until the console closes or

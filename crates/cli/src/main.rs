@@ -1,7 +1,8 @@
 //! `oxvirt`: the virsh-like command line of oxvirt.
 //!
 //! Every domain command talks to `oxvirtd` over its Unix socket (`--socket`, `OXVIRT_SOCKET`, or
-//! [`oxvirt_api::DEFAULT_SOCKET`]) and prints what virsh prints for the same command, including the
+//! [`oxvirt_api::DEFAULT_SOCKET`]), or to a remote one over TLS (`--connect`, src/remote.rs), and
+//! prints what virsh prints for the same command, including the
 //! blank line virsh adds after each command's output. `oxvirt img` works on image files directly and
 //! needs no daemon.
 //!
@@ -37,15 +38,17 @@ mod monitor;
 mod net;
 mod node;
 mod pool;
+mod remote;
 mod save;
 mod secret;
 mod shell;
 mod snapshot;
 mod stats;
 mod tuning;
+mod users;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -61,6 +64,9 @@ pub(crate) struct Cli {
     /// oxvirtd's API socket.
     #[arg(long, global = true, env = "OXVIRT_SOCKET", default_value = oxvirt_api::DEFAULT_SOCKET)]
     socket: PathBuf,
+
+    #[command(flatten)]
+    connect: remote::ConnectArgs,
 
     /// None: the interactive shell, as virsh with no command.
     #[command(subcommand)]
@@ -183,6 +189,12 @@ enum Command {
     /// server-list, server-clients-info, server-clients-set).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Users of the remote API (oxvirtd --listen): add, passwd, del, list.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Tokens of the remote API, for scripts: create, list, revoke.
+    #[command(subcommand)]
+    Token(users::TokenCommand),
 }
 
 /// Commands that make a few API calls and print one result.
@@ -312,13 +324,20 @@ fn main() -> ExitCode {
             return code;
         }
     };
+    if cli.connect.is_remote() && matches!(cli.command, None | Some(Command::Shell)) {
+        report_error(&anyhow::anyhow!(
+            "the interactive shell talks to the local oxvirtd; give --connect to each of its \
+             lines, or run the commands one by one"
+        ));
+        return ExitCode::FAILURE;
+    }
     let Some(command) = cli.command else {
         return shell::run(&cli.socket);
     };
     if matches!(command, Command::Shell) {
         return shell::run(&cli.socket);
     }
-    match run(&cli.socket, command) {
+    match remote::client(&cli.connect, &cli.socket).and_then(|client| run(&client, command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             report_error(&err);
@@ -328,8 +347,8 @@ fn main() -> ExitCode {
 }
 
 /// Runs one command: from the command line, or one line of the shell.
-fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
-    let client = oxvirt_api::Client::new(socket.to_path_buf());
+fn run(client: &oxvirt_api::Client, command: Command) -> anyhow::Result<()> {
+    let client = client.clone();
     match command {
         Command::Shell => anyhow::bail!("already in the oxvirt shell"),
         Command::Completion { shell } => generate::completion(shell),
@@ -383,6 +402,8 @@ fn run(socket: &Path, command: Command) -> anyhow::Result<()> {
         }
         Command::Events(command) => events::run(&client, command),
         Command::Admin(command) => print_virsh_output(&admin::run(&client, command)?),
+        Command::User(command) => print_virsh_output(&users::run_user(&client, command)?),
+        Command::Token(command) => print_virsh_output(&users::run_token(&client, command)?),
         Command::OneShot(command) => {
             let output = commands::run(&client, command)?;
             print_virsh_output(&output)

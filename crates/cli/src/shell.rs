@@ -188,7 +188,9 @@ fn run_line(socket: &Path, line: &str) -> Flow {
         socket.to_path_buf()
     };
     if let Some(command) = cli.command {
-        if let Err(err) = crate::run(&socket, command) {
+        let outcome = crate::remote::client(&cli.connect, &socket)
+            .and_then(|client| crate::run(&client, command));
+        if let Err(err) = outcome {
             crate::report_error(&err);
         }
     }

@@ -52,7 +52,7 @@ impl Clients {
     }
 
     /// Counts one more connection, unless that would exceed the limit.
-    fn admit(self: &Arc<Self>) -> Option<ClientGuard> {
+    pub(crate) fn admit(self: &Arc<Self>) -> Option<ClientGuard> {
         let max = self.max();
         self.open
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {

@@ -1,5 +1,6 @@
 //! oxvirtd: the oxvirt daemon. Keeps domain definitions, runs guests through an engine, and
-//! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket.
+//! serves the oxvirt API (JSON over HTTP/1.1) on a Unix socket, and with `--listen` over TLS
+//! (remote.rs).
 
 mod api;
 mod clients;
@@ -7,6 +8,7 @@ mod config;
 mod engine;
 mod logging;
 mod manpages;
+mod remote;
 mod services;
 mod settings;
 mod state_dir;
@@ -105,6 +107,14 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let backups = args.state_dir.join(store::BACKUPS_DIR);
     let keep = args.backup_keep as usize;
     check_and_back_up(&args.state_dir, &db_path, keep)?;
+    // The TLS listener before the socket: a port in use or an unreadable certificate stops
+    // oxvirtd before it answers anywhere.
+    let tls = match args.listen {
+        Some(address) => Some(
+            remote::TlsListener::bind(address, args.tls_files.as_ref(), &args.state_dir).await?,
+        ),
+        None => None,
+    };
     let listener = bind_socket(&args.socket, args.socket_mode, args.socket_gid)?;
     let store = Store::open(&db_path)?;
     tracing::info!(
@@ -177,8 +187,15 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     };
     // Every API connection is counted while open, and refused beyond max_clients.
     let clients = Clients::new(args.max_clients);
+    if let Some(tls) = tls {
+        let auth = api::auth::Auth::new(services.users.clone());
+        let app = api::router(services.clone(), clients.clone(), Some(auth));
+        let address = tls.local_addr().context("the TLS listener's address")?;
+        tracing::info!(%address, cert = %tls.cert.display(), "oxvirtd listening over TLS");
+        tokio::spawn(tls.serve(app, clients.clone()));
+    }
     let listener = CountedListener::new(listener, clients.clone());
-    axum::serve(listener, api::router(services.clone(), clients))
+    axum::serve(listener, api::router(services.clone(), clients, None))
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;

@@ -37,6 +37,17 @@ pub struct Args {
     /// [key max_clients; default 5000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_clients: Option<u32>,
+    /// Also serve the API over TLS on this TCP address, e.g. 0.0.0.0:16514; every request there
+    /// needs a user's password or a token (see docs/remote.md) [key listen; default: none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The TLS certificate chain (PEM) for --listen; without it (and --tls-key) oxvirtd makes a
+    /// self-signed one in STATE_DIR/tls on its first start [key tls_cert].
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert [key tls_key].
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Directory for the state database and the guests' run directories [key state_dir;
     /// default /var/lib/oxvirt].
     #[arg(long)]
@@ -115,6 +126,10 @@ pub struct Settings {
     pub socket_gid: Option<u32>,
     /// The most API connections open at once (src/clients.rs).
     pub max_clients: u32,
+    /// Where the API is also served over TLS (src/remote.rs), with its certificate and key
+    /// files, or `None` for the generated ones.
+    pub listen: Option<std::net::SocketAddr>,
+    pub tls_files: Option<(PathBuf, PathBuf)>,
     pub state_dir: PathBuf,
     pub network_dir: Option<PathBuf>,
     pub default_network: bool,
@@ -233,6 +248,31 @@ impl Settings {
             Some(0) => return Err(m.bad("max_clients", "must be at least 1")),
             Some(n) => u32::try_from(n).map_err(|_| m.bad("max_clients", "too large"))?,
         };
+        let listen = match m.string("listen", "--listen", args.listen.clone())? {
+            None => None,
+            Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|_| {
+                m.bad(
+                    "listen",
+                    format!("'{text}' is not an address and port like \"0.0.0.0:16514\""),
+                )
+            })?),
+        };
+        let tls_cert = path(m.string(
+            "tls_cert",
+            "--tls-cert",
+            args.tls_cert.as_ref().map(|p| p.display().to_string()),
+        )?);
+        let tls_key = path(m.string(
+            "tls_key",
+            "--tls-key",
+            args.tls_key.as_ref().map(|p| p.display().to_string()),
+        )?);
+        let tls_files = match (tls_cert, tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (Some(_), None) => return Err(m.bad("tls_cert", "is given without tls_key")),
+            (None, Some(_)) => return Err(m.bad("tls_key", "is given without tls_cert")),
+        };
         let state_dir = path(m.string(
             "state_dir",
             "--state-dir",
@@ -336,6 +376,8 @@ impl Settings {
             socket_mode,
             socket_gid,
             max_clients,
+            listen,
+            tls_files,
             state_dir,
             network_dir,
             default_network,

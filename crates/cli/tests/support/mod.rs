@@ -289,10 +289,17 @@ pub struct ConsoleSession {
 
 impl ConsoleSession {
     fn spawn(socket: &Path, args: &[&str]) -> ConsoleSession {
+        ConsoleSession::spawn_with_env(socket, args, &[])
+    }
+
+    /// Starts `oxvirt --socket SOCKET args...` with `env` added (e.g. `--connect` to a remote
+    /// oxvirtd and the configuration directory of its known_hosts).
+    pub fn spawn_with_env(socket: &Path, args: &[&str], env: &[(&str, &Path)]) -> ConsoleSession {
         let mut child = Command::new(oxvirt_bin())
             .arg("--socket")
             .arg(socket)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,8 +1,11 @@
-//! The HTTP face of the services: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket.
-//! One module of routes per resource; [`reply`] is how every route answers.
+//! The HTTP face of the services: the oxvirt API (see the `oxvirt-api` crate) on a Unix socket,
+//! and over TLS behind [`auth`] (src/remote.rs). One module of routes per resource; [`reply`] is
+//! how every route answers.
 
 mod admin;
+pub(crate) mod auth;
 mod capabilities;
+mod console;
 mod disks;
 mod display;
 mod domains;
@@ -21,6 +24,7 @@ mod secrets;
 mod snapshots;
 mod stats;
 mod tuning;
+mod users;
 
 use std::sync::Arc;
 
@@ -36,12 +40,18 @@ use crate::clients::Clients;
 use crate::services::Services;
 use reply::{json_errors, Failure};
 
-pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
-    Router::new()
+/// The API's router; with `auth`, every request must authenticate first (the TLS listener's).
+pub fn router(
+    services: Arc<Services>,
+    clients: Arc<Clients>,
+    auth: Option<Arc<auth::Auth>>,
+) -> Router {
+    let router = Router::new()
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
         .merge(disks::routes())
         .merge(capabilities::routes())
+        .merge(console::routes())
         .merge(display::routes())
         .merge(domains::routes())
         .merge(events::routes())
@@ -58,10 +68,17 @@ pub fn router(services: Arc<Services>, clients: Arc<Clients>) -> Router {
         .merge(node::routes())
         .merge(stats::routes())
         .merge(tuning::routes())
+        .merge(users::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
-        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(json_errors));
+    // Around everything else, unknown paths included: nothing answers before authentication.
+    let router = match auth {
+        Some(checks) => router.layer(middleware::from_fn_with_state(checks, auth::authenticate)),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn(log_requests))
         .with_state(services)
 }

@@ -34,6 +34,7 @@ pub mod snapshots;
 pub mod stats;
 pub mod supervisor;
 pub mod tuning;
+pub mod users;
 pub mod volumes;
 mod xml;
 
@@ -64,6 +65,8 @@ pub struct Services {
     pub pools: Arc<Pools>,
     pub secrets: Arc<Secrets>,
     pub volumes: Arc<Volumes>,
+    /// Users and tokens of the remote API (users.rs).
+    pub users: Arc<users::Users>,
 }
 
 impl Services {
@@ -91,6 +94,7 @@ impl Services {
             Arc::new(HostDevs::default()),
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
+        let users = Arc::new(users::Users::new(store.clone()));
         Ok(Arc::new(Services {
             store,
             engine,
@@ -99,6 +103,7 @@ impl Services {
             networks,
             pools,
             secrets,
+            users,
             volumes,
         }))
     }

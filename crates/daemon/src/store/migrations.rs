@@ -45,6 +45,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "snapshots: domain snapshots' metadata (snapshot-create, snapshot-list, ...)",
         apply: super::snapshots::v6_snapshots,
     },
+    Migration {
+        what: "users, tokens: who may use the remote API (argon2 password hashes, token digests)",
+        apply: super::users::v7_users_tokens,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,

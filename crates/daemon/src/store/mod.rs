@@ -21,6 +21,7 @@ mod pools;
 mod runtime;
 mod secrets;
 mod snapshots;
+mod users;
 mod volumes;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ pub use pools::*;
 pub use runtime::*;
 pub use secrets::*;
 pub use snapshots::*;
+pub use users::*;
 pub use volumes::{
     delete_volume_record, put_volume_record, volume_record, VolumeOrigin, VolumeRecord,
 };
