@@ -215,6 +215,9 @@ impl Planner {
             exit_record: Some(run.exit_record()),
             // A launch from saved state sets it (Supervisor::launch_restoring).
             restore: None,
+            // A launch sets it (Supervisor::launch): the daemon resumes the guest once it has
+            // placed its threads.
+            start_paused: false,
             // A launch with a sandbox sets it (Supervisor::with_sandbox).
             jail: None,
         }
@@ -1073,6 +1076,7 @@ mod tests {
             seccomp: SeccompMode::On,
             exit_record: Some("/run/ox/run/8c3a/vmm-exit.json".into()),
             restore: None,
+            start_paused: false,
             jail: None,
         };
         assert_eq!(config, expected);
