@@ -15,7 +15,11 @@
 //! wrote with dd), checks guest RAM's KSM flag with and without `<nosharepages/>`, and the
 //! vCPU threads (vcpuinfo, vcpupin, emulatorpin). `native_lab/jail.sh` checks, while the first
 //! domain runs, that its VMM is jailed (every scenario runs jailed, oxvirtd's default), and l1.sh
-//! that `oxvirtd --no-sandbox` turns the jail off. Every test reads the same lab run (one L1 boot).
+//! that `oxvirtd --no-sandbox` turns the jail off. Last, `native_lab/cgroups.sh` mounts cgroup v2
+//! in L1 and checks a native domain's cgroups: `<cputune>` and `<memtune>` in the kernel's files,
+//! the vCPU thread in `vcpu0`, a busy loop held to its quota, the VMM's user unable to write its
+//! groups, the verbs live, and the kernel's OOM kill at a hard limit lowered under the guest's use.
+//! Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
 //! Needs qemu-system-x86_64, cpio, ldd and the guest kit, and the `oxvirt` and `oxvirt-vmm`
@@ -31,14 +35,17 @@ const L1_SCRIPT: &str = include_str!("native_lab/l1.sh");
 const SNAPSHOTS_SCRIPT: &str = include_str!("native_lab/snapshots.sh");
 const BALLOON_SCRIPT: &str = include_str!("native_lab/balloon.sh");
 const JAIL_SCRIPT: &str = include_str!("native_lab/jail.sh");
+const CGROUPS_SCRIPT: &str = include_str!("native_lab/cgroups.sh");
 /// L1 runs under TCG: each L2 boot takes about 50 s there, each save or restore of a guest a few.
-const LAB_TIMEOUT: Duration = Duration::from_secs(900);
+const LAB_TIMEOUT: Duration = Duration::from_secs(1200);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
 /// The domain of the snapshot scenario (snapshots.sh says the same).
 const SNAP_UUID: &str = "7a2e3d4c-5b6a-4f70-8b9c-0d1e2f3a4b5c";
 /// The domains of the balloon scenario (balloon.sh says the same).
 const BAL_UUID: &str = "8b3f4e5d-6c7b-4081-9cad-1e2f3a4b5c6d";
 const NSP_UUID: &str = "9c4a5f6e-7d8c-4192-8dbe-2f3a4b5c6d7e";
+/// The domain of the cgroup scenario (cgroups.sh says the same).
+const CG_UUID: &str = "ad5b6a7f-8e9d-4a03-9ecf-3a4b5c6d7e8f";
 
 /// A binary built next to oxvirtd.
 fn sibling_binary(name: &str) -> PathBuf {
@@ -133,6 +140,27 @@ fn nsp_domain_xml() -> String {
     )
 }
 
+/// The cgroup scenario's domain: `<cputune>` shares, vCPU and emulator bandwidth and pins (L1 has
+/// one CPU, 0), and a `<memtune>` hard limit.
+fn cg_domain_xml() -> String {
+    native_domain_xml("cg", CG_UUID, "raw", "/tmp/cg.raw", "").replace(
+        "  <vcpu>1</vcpu>",
+        "  <vcpu>1</vcpu>
+  <cputune>
+    <shares>512</shares>
+    <period>100000</period>
+    <quota>20000</quota>
+    <emulator_period>100000</emulator_period>
+    <emulator_quota>50000</emulator_quota>
+    <vcpupin vcpu='0' cpuset='0'/>
+    <emulatorpin cpuset='0'/>
+  </cputune>
+  <memtune>
+    <hard_limit unit='MiB'>512</hard_limit>
+  </memtune>",
+    )
+}
+
 /// The lab's L1 console log, from one run shared by every test of this file.
 fn lab() -> &'static str {
     static LAB: OnceLock<String> = OnceLock::new();
@@ -154,6 +182,8 @@ fn run_lab() -> String {
     write_file(&root.join("lab/jail.sh"), JAIL_SCRIPT, 0o644);
     write_file(&root.join("lab/bal.xml"), &bal_domain_xml(), 0o644);
     write_file(&root.join("lab/nsp.xml"), &nsp_domain_xml(), 0o644);
+    write_file(&root.join("lab/cgroups.sh"), CGROUPS_SCRIPT, 0o644);
+    write_file(&root.join("lab/cg.xml"), &cg_domain_xml(), 0o644);
     install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
     install_binary(&root, &sibling_binary("oxvirt"), "oxvirt");
     install_binary(&root, &sibling_binary("oxvirt-vmm"), "oxvirt-vmm");
@@ -195,6 +225,15 @@ fn assert_checks(text: &str, expected: &[&str]) {
         failed.is_empty(),
         "failed or missing checks: {failed:?}\nL1 console:\n{}",
         tail(text, 200)
+    );
+}
+
+/// Fails unless the lab script reported `MARKER=0`: no oxvirt-vmm left once its scenario ended.
+fn assert_no_vmm_left(text: &str, marker: &str) {
+    assert!(
+        text.lines().any(|l| l.trim_end() == format!("{marker}=0")),
+        "oxvirt-vmm processes left behind ({marker}):\n{}",
+        tail(text, 60)
     );
 }
 
@@ -245,11 +284,7 @@ fn oxvirt_drives_a_native_domain_on_real_kvm_like_a_qemu_one() {
         "taps-removed",
     ];
     assert_checks(text, &expected);
-    assert!(
-        text.lines().any(|l| l.trim_end() == "LEFTOVER-VMM=0"),
-        "oxvirt-vmm processes left behind:\n{}",
-        tail(text, 60)
-    );
+    assert_no_vmm_left(text, "LEFTOVER-VMM");
 }
 
 /// oxvirtd jails each oxvirt-vmm by default (docs/security.md): a user of its own, no new
@@ -338,11 +373,7 @@ fn native_snapshots_and_saves_keep_what_the_guest_had() {
             "snap-state-dir-removed",
         ],
     );
-    assert!(
-        text.lines().any(|l| l.trim_end() == "SNAP-LEFTOVER-VMM=0"),
-        "oxvirt-vmm processes left behind:\n{}",
-        tail(text, 60)
-    );
+    assert_no_vmm_left(text, "SNAP-LEFTOVER-VMM");
 }
 
 #[test]
@@ -396,9 +427,52 @@ fn native_balloon_and_memory_backing() {
             "nsp-undefine",
         ],
     );
-    assert!(
-        text.lines().any(|l| l.trim_end() == "BAL-LEFTOVER-VMM=0"),
-        "oxvirt-vmm processes left behind:\n{}",
-        tail(text, 60)
+    assert_no_vmm_left(text, "BAL-LEFTOVER-VMM");
+}
+
+/// A native guest's cgroups (docs/cgroups.md), on cgroup v2 in L1: oxvirtd places the jailed VMM
+/// before the guest's first instruction (the VMM starts paused), `<cputune>` and `<memtune>` are in
+/// the kernel's files, vCPU 0's thread alone in `vcpu0` and the others in `emulator`, a busy loop
+/// in the guest held to about its 20% quota (from `cpu.stat`), none of the groups' files writable
+/// by the VMM's user, `schedinfo`/`memtune`/`blkiotune` live, and a hard limit lowered under the
+/// guest's use: the kernel OOM-kills the VMM (as under libvirt) and the domain is shut off.
+#[test]
+fn native_guests_get_cgroups() {
+    let text = lab();
+    assert_checks(
+        text,
+        &[
+            "cg-v2-mounted",
+            "cg-define",
+            "cg-start",
+            "cg-vmm-in-group",
+            "cg-vcpu0-thread",
+            "cg-emulator-threads",
+            "cg-values",
+            "cg-schedinfo-lift",
+            "cg-schedinfo-lifted",
+            "cg-booted",
+            "cg-files-root-only",
+            "cg-vmm-unprivileged",
+            "cg-vmm-cannot-write",
+            "cg-schedinfo-quota",
+            "cg-schedinfo-file",
+            "cg-loop-runs",
+            "cg-quota-holds",
+            "cg-schedinfo-live",
+            "cg-schedinfo-changed",
+            "cg-schedinfo-shows",
+            "cg-memtune-live",
+            "cg-memtune-file",
+            "cg-memtune-shows",
+            "cg-blkiotune-live",
+            "cg-live-xml",
+            "cg-oom-killed",
+            "cg-oom-by-kernel",
+            "cg-oom-shut-off",
+            "cg-groups-removed",
+            "cg-undefine",
+        ],
     );
+    assert_no_vmm_left(text, "CG-LEFTOVER-VMM");
 }

@@ -5,7 +5,8 @@
 //!   refusal naming the element and its line ([`NativeError::Unsupported`]), never dropped. The plan is the
 //!   support check: [`check_definition`] is the same planner, at define time.
 //! - [`Supervisor::launch`]: write the plan to `RUN/vm.json`, start `oxvirt-vmm --config
-//!   RUN/vm.json` detached from the caller, return once its API answers.
+//!   RUN/vm.json` detached from the caller, return once its API answers (the guest held before its
+//!   first instruction until [`VmmClient::resume`], so its threads can be placed first).
 //! - [`Supervisor::launch_restoring`]: the same from a machine state [`VmmClient::save_state`]
 //!   wrote (the VMM starts paused).
 //! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop, save, the balloon,

@@ -9,10 +9,10 @@
 
 use oxvirt_domain::{
     BackingLayer, BootDevice, BootMenu, CharDevice, CharSource, Clock, ClockOffset, Controller,
-    ControllerType, Cpu, CpuMode as DomainCpuMode, CpuModel, CpuTopology, Devices, Disk, DiskBus,
-    DiskCache as DomainDiskCache, DiskDevice, DiskDriver, DiskFormat, DiskTarget, Domain,
+    ControllerType, Cpu, CpuMode as DomainCpuMode, CpuModel, CpuTopology, CpuTune, Devices, Disk,
+    DiskBus, DiskCache as DomainDiskCache, DiskDevice, DiskDriver, DiskFormat, DiskTarget, Domain,
     DomainType, FeaturePolicy, Hugepages, Input, InputBus, InputType, Interface,
-    InterfaceDriverName, InterfaceType, LifecycleAction, MemBalloon, MemBalloonModel,
+    InterfaceDriverName, InterfaceType, LifecycleAction, MemBalloon, MemBalloonModel, MemTune,
     MemoryBacking, Os, SourceLine, Vcpu, VcpuPlacement, Video, VideoModel,
 };
 use oxvirt_images::Format;
@@ -87,7 +87,9 @@ impl Planner {
             memory_kib,
             current_memory_kib,
             max_memory,
-            blkiotune,
+            // The guest's blkio (v2: io) group: oxvirtd's, as for QEMU (docs/cgroups.md); its
+            // devices must be host block devices, which the daemon checks before a start.
+            blkiotune: _,
             memtune,
             memory_backing,
             vcpu,
@@ -146,11 +148,25 @@ impl Planner {
         if let Some(tune) = numatune {
             self.no("<numatune>", tune.line, "no host NUMA memory policy");
         }
-        if let Some(tune) = memtune {
-            self.no("<memtune>", tune.line, "no memory cgroup for its VMM yet");
-        }
-        if let Some(tune) = blkiotune {
-            self.no("<blkiotune>", tune.line, "no blkio cgroup for its VMM yet");
+        // <memtune>'s limits (and <blkiotune>) are the guest's cgroups, which oxvirtd makes and
+        // places the VMM in before the guest's first instruction, as for QEMU
+        // (docs/cgroups.md). A hard limit below <memory> starts, as libvirt lets it: the
+        // kernel OOM-kills the VMM if the guest's use reaches it.
+        if let Some(MemTune {
+            hard_limit_kib: _,
+            soft_limit_kib: _,
+            swap_hard_limit_kib: _,
+            min_guarantee_kib,
+            line,
+        }) = memtune
+        {
+            if min_guarantee_kib.is_some() {
+                self.no(
+                    "<memtune><min_guarantee>",
+                    *line,
+                    "no cgroup counterpart (libvirt's QEMU driver refuses it too)",
+                );
+            }
         }
         if let Some(sysinfo) = sysinfo {
             self.no("<sysinfo>", sysinfo.line, "no SMBIOS tables");
@@ -162,10 +178,27 @@ impl Planner {
         } else if !iothreads.is_empty() {
             self.no("<iothreads>", *iothreads_line, "no I/O threads");
         }
-        for pin in cputune.iter().flat_map(|tune| &tune.iothreadpins) {
-            self.no("<cputune/iothreadpin>", pin.line, "no I/O threads to pin");
+        // The rest of <cputune> is oxvirtd's to apply on the VMM's threads before the guest's
+        // first instruction, as for QEMU: shares, periods and quotas in the guest's cgroups
+        // (vCPU N's thread in `vcpuN`, every other thread in `emulator`), vcpupin and
+        // emulatorpin as the threads' CPU affinity.
+        if let Some(CpuTune {
+            shares: _,
+            period: _,
+            quota: _,
+            emulator_period: _,
+            emulator_quota: _,
+            vcpupins: _,
+            emulatorpin: _,
+            iothreadpins,
+            line: _,
+        }) = cputune
+        {
+            for pin in iothreadpins {
+                self.no("<cputune/iothreadpin>", pin.line, "no I/O threads to pin");
+            }
         }
-        let cpus = self.cpus(vcpu, cpu.as_ref(), cputune.as_ref());
+        let cpus = self.cpus(vcpu, cpu.as_ref());
         self.clock(clock);
         // Lifecycle: the VMM ends with its guest, so nothing can be preserved.
         for (element, action, line) in [
@@ -215,6 +248,9 @@ impl Planner {
             exit_record: Some(run.exit_record()),
             // A launch from saved state sets it (Supervisor::launch_restoring).
             restore: None,
+            // A launch sets it (Supervisor::launch): the daemon resumes the guest once it has
+            // placed its threads.
+            start_paused: false,
             // A launch with a sandbox sets it (Supervisor::with_sandbox).
             jail: None,
         }
@@ -373,12 +409,7 @@ impl Planner {
         config
     }
 
-    fn cpus(
-        &mut self,
-        vcpu: &Vcpu,
-        cpu: Option<&Cpu>,
-        cputune: Option<&oxvirt_domain::CpuTune>,
-    ) -> CpusConfig {
+    fn cpus(&mut self, vcpu: &Vcpu, cpu: Option<&Cpu>) -> CpusConfig {
         let Vcpu {
             placement,
             max,
@@ -396,9 +427,6 @@ impl Planner {
         }
         if *placement == VcpuPlacement::Auto {
             self.no("<vcpu placement='auto'>", *line, "no automatic placement");
-        }
-        if let Some(tune) = cputune {
-            self.no("<cputune>", tune.line, "no pinning or CPU quotas");
         }
         let mut config = CpusConfig {
             count: *max,
@@ -1073,6 +1101,7 @@ mod tests {
             seccomp: SeccompMode::On,
             exit_record: Some("/run/ox/run/8c3a/vmm-exit.json".into()),
             restore: None,
+            start_paused: false,
             jail: None,
         };
         assert_eq!(config, expected);
@@ -1217,7 +1246,6 @@ mod tests {
                 "",
                 "<model type='e1000'>",
             ),
-            ("", "<cputune><vcpupin vcpu='0' cpuset='1'/></cputune>", "<cputune>"),
             ("<input type='tablet' bus='usb'/>", "", "<input>"),
             ("<controller type='scsi' model='virtio-scsi'/>", "", "<controller type='scsi'>"),
             ("", "<on_crash>preserve</on_crash>", "<on_crash>preserve"),
@@ -1308,21 +1336,56 @@ mod tests {
         );
     }
 
-    /// No blkio cgroup for the VMM yet: `<blkiotune>` is refused with its line.
+    /// A native domain with `tunes` (elements of `<domain>`) and two vCPUs.
+    fn tuned(tunes: &str) -> Domain {
+        oxvirt_domain::parse_domain_xml(&format!(
+            "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
+  <name>n</name>
+  <memory unit='MiB'>256</memory>
+  <vcpu>2</vcpu>
+{tunes}
+  <os><type>hvm</type><kernel>/k</kernel></os>
+  <oxvirt:engine name='native'/>
+</domain>"
+        ))
+        .unwrap()
+    }
+
+    /// What the daemon applies to the VMM's process and threads (cgroups, CPU affinity) is not
+    /// the VMM's: the tunes are accepted and leave its config as it is without them. A hard
+    /// limit below `<memory>` is accepted too (libvirt starts such a guest).
     #[test]
-    fn blkiotune_is_refused_by_name() {
+    fn cgroup_and_pinning_tunes_are_accepted() {
+        let tunes = "  <cputune><shares>512</shares><period>100000</period><quota>20000</quota>
+    <vcpupin vcpu='0' cpuset='0'/><vcpupin vcpu='1' cpuset='1'/><emulatorpin cpuset='0-1'/>
+    <emulator_period>50000</emulator_period><emulator_quota>25000</emulator_quota></cputune>
+  <memtune><hard_limit unit='MiB'>192</hard_limit><soft_limit unit='MiB'>128</soft_limit>
+    <swap_hard_limit unit='MiB'>512</swap_hard_limit></memtune>
+  <blkiotune><weight>500</weight>
+    <device><path>/dev/loop0</path><read_bytes_sec>1048576</read_bytes_sec></device></blkiotune>";
+        let d = tuned(tunes);
+        assert!(d.cputune.is_some() && d.memtune.is_some() && d.blkiotune.is_some());
+        check_definition(&d).unwrap();
+        let run = RunPaths::new("/r");
+        assert_eq!(plan(&d, &run).unwrap(), plan(&tuned(""), &run).unwrap());
+    }
+
+    /// What the native engine still refuses of the tunes: pins of I/O threads it does not have
+    /// (`iothreads_are_refused_by_name`) and `<min_guarantee>`, which has no cgroup counterpart.
+    #[test]
+    fn min_guarantee_is_refused_by_name() {
         let found = refusals(
             "<domain type='kvm' xmlns:oxvirt='urn:oxvirt:domain:1.0'>
   <name>n</name>
   <memory unit='MiB'>256</memory>
-  <blkiotune><weight>500</weight></blkiotune>
+  <memtune><hard_limit unit='MiB'>512</hard_limit><min_guarantee unit='MiB'>64</min_guarantee></memtune>
   <os><type>hvm</type><kernel>/k</kernel></os>
   <oxvirt:engine name='native'/>
 </domain>",
         );
-        assert!(
-            found.contains(&("<blkiotune>".to_string(), Some(4))),
-            "{found:?}"
+        assert_eq!(
+            found,
+            vec![("<memtune><min_guarantee>".to_string(), Some(4))]
         );
     }
 

@@ -117,7 +117,9 @@ impl Supervisor {
 
     /// Starts `domain` (the launched copy: TAPs created, volumes resolved) with its files in
     /// `run`: writes the plan to `vm.json` and runs `oxvirt-vmm --config vm.json` in its own
-    /// session. Returns the VMM's pid once its console relay is connected and its API answers.
+    /// session. Returns the VMM's pid once its console relay is connected and its API answers:
+    /// every vCPU thread exists then, held before the guest's first instruction until
+    /// [`crate::VmmClient::resume`] (its status is [`crate::RunState::Created`] meanwhile).
     pub async fn launch(&self, domain: &Domain, run: &RunPaths) -> Result<u32, NativeError> {
         self.launch_with(domain, run, None).await
     }
@@ -145,6 +147,10 @@ impl Supervisor {
             Some(_) => RESTORE_TIMEOUT,
             None => START_TIMEOUT,
         };
+        // A boot waits for its launcher's resume, so the guest's first instruction comes after
+        // its threads are in their cgroups and pinned (the daemon resumes a `created` VM); a
+        // restored VM starts paused anyway.
+        config.start_paused = restore.is_none();
         config.restore = restore;
         let user = match &self.sandbox {
             Some(sandbox) => Some(sandbox.take().ok_or(NativeError::NoFreeUser {

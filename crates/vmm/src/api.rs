@@ -38,6 +38,8 @@ fn execute(vm: &VmHandle, request: Request, passed: &mut Option<std::fs::File>) 
         Request::Status => Reply::Status {
             state: if vm.control.exit_reason().is_some() {
                 RunState::Stopping
+            } else if vm.control.is_created() {
+                RunState::Created
             } else if vm.control.is_paused() {
                 RunState::Paused
             } else {

@@ -120,6 +120,10 @@ pub struct Cli {
     /// VM starts paused. The other options must describe the saved VM (memory, vCPUs, devices).
     #[arg(long, value_name = "FILE")]
     pub restore: Option<PathBuf>,
+    /// Start every vCPU thread but hold it before the guest's first instruction until the control
+    /// API's `resume` (`status`: created), so the launcher can place the threads first.
+    #[arg(long, requires = "api_socket")]
+    pub start_paused: bool,
     /// Where the saved state starts in the --restore file.
     #[arg(long, value_name = "BYTES", default_value_t = 0, requires = "restore")]
     pub restore_offset: u64,
@@ -172,6 +176,7 @@ impl Cli {
                 path,
                 offset: self.restore_offset,
             }),
+            start_paused: self.start_paused,
             jail: self.jail.clone().map(|root| JailConfig {
                 root,
                 // clap requires both with --jail; 0 is refused by validation.

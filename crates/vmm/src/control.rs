@@ -14,6 +14,8 @@ pub use crate::protocol::ExitReason;
 struct State {
     exit: Option<ExitReason>,
     paused: bool,
+    /// Paused before the guest's first instruction (`start_paused`), until the first resume.
+    created: bool,
     parked: usize,
 }
 
@@ -94,6 +96,19 @@ impl VmControl {
         lock(&self.state).paused = true;
     }
 
+    /// Before the vCPU threads start: they park at once, before the guest's first instruction,
+    /// until [`Self::resume`]; [`Self::is_created`] says so meanwhile (`VmConfig::start_paused`).
+    pub fn start_created(&self) {
+        let mut s = lock(&self.state);
+        s.paused = true;
+        s.created = true;
+    }
+
+    /// Whether the guest has not run yet: started paused and never resumed.
+    pub fn is_created(&self) -> bool {
+        lock(&self.state).created
+    }
+
     /// Whether every vCPU is parked (paused and out of KVM_RUN).
     pub fn all_parked(&self) -> bool {
         let s = lock(&self.state);
@@ -101,7 +116,10 @@ impl VmControl {
     }
 
     pub fn resume(&self) {
-        lock(&self.state).paused = false;
+        let mut s = lock(&self.state);
+        s.paused = false;
+        s.created = false;
+        drop(s);
         self.changed.notify_all();
     }
 }
@@ -143,5 +161,36 @@ mod tests {
         for t in threads {
             t.join().unwrap();
         }
+    }
+
+    /// `start_paused`: the vCPU parks before its first run, and only the first resume ends
+    /// "created"; a later pause is an ordinary one.
+    #[test]
+    fn a_created_vm_runs_nothing_until_resumed() {
+        let c = Arc::new(VmControl::new(1).unwrap());
+        c.start_created();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let vcpu = {
+            let (c, ran) = (c.clone(), ran.clone());
+            std::thread::spawn(move || {
+                while !c.park_while_paused() {
+                    ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::yield_now();
+                }
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c.all_parked() {
+            assert!(Instant::now() < deadline, "the vCPU never parked");
+            std::thread::yield_now();
+        }
+        assert!(c.is_created() && c.is_paused());
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+        c.resume();
+        assert!(!c.is_created());
+        c.pause(|| {}).unwrap();
+        assert!(c.is_paused() && !c.is_created());
+        c.request_exit(ExitReason::HostStop);
+        vcpu.join().unwrap();
     }
 }

@@ -26,16 +26,16 @@ fn run(cli: &Cli, config: &VmConfig) -> anyhow::Result<ExitReason> {
     }
     let api = host.api.take();
     let vm = Vm::build(config, host)?;
-    let _api = match (api, &config.api_socket) {
-        (Some(socket), Some(path)) => Some(
-            socket
-                .listen()
-                .and_then(|listener| ApiServer::start(listener, path, vm.handle()))
-                .map_err(|e| anyhow::anyhow!("cannot serve the API socket: {e}"))?,
-        ),
-        _ => None,
-    };
-    vm.run()
+    let handle = vm.handle();
+    // The API answers once every vCPU thread exists (a launcher finds them then).
+    vm.run(move || match (api, &config.api_socket) {
+        (Some(socket), Some(path)) => socket
+            .listen()
+            .and_then(|listener| ApiServer::start(listener, path, handle))
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cannot serve the API socket: {e}")),
+        _ => Ok(None),
+    })
 }
 
 fn print_cpu_flags(cli: &Cli, config: &VmConfig) -> anyhow::Result<()> {

@@ -786,6 +786,8 @@ impl Vm {
                 source.path.display(),
                 started.elapsed().as_millis()
             );
+        } else if config.start_paused {
+            control.start_created();
         }
 
         let handle = Arc::new(VmHandle {
@@ -814,7 +816,13 @@ impl Vm {
     }
 
     /// Runs the guest until it powers off, resets, fails, or is stopped through the handle.
-    pub fn run(mut self) -> anyhow::Result<ExitReason> {
+    /// `once_started` runs when every vCPU thread exists (the control API starts there, so that
+    /// whoever it answers finds them: oxvirtd places them in cgroups and pins them); what it
+    /// returns is kept until the VM has ended, and its error ends the VM.
+    pub fn run<T>(
+        mut self,
+        once_started: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<ExitReason> {
         vmm_sys_util::signal::register_signal_handler(
             vmm_sys_util::signal::SIGRTMIN(),
             kick_handler,
@@ -859,6 +867,15 @@ impl Vm {
         *lock(&self.handle.vcpu_threads) = Some(threads.iter().map(|t| t.as_pthread_t()).collect());
 
         let control = &self.handle.control;
+        let _started = match once_started() {
+            Ok(kept) => Some(kept),
+            Err(e) => {
+                control.request_exit(ExitReason::Error {
+                    message: format!("{e:#}"),
+                });
+                None
+            }
+        };
         // SIGTERM / SIGINT stop the VM like the API's "stop" (the terminal is raw, so ^C goes to the guest).
         TERMINATE_FD.store(control.exit_evt.as_raw_fd(), Ordering::SeqCst);
         for sig in [libc::SIGTERM, libc::SIGINT] {

@@ -256,6 +256,8 @@ fn block_stats_of(disks: Vec<oxvirt_native::DiskStats>) -> Vec<BlockStats> {
 impl Control for VmmControl {
     async fn status(&self) -> Result<GuestStatus, EngineError> {
         Ok(match self.client.status().await.map_err(engine_error)? {
+            // Launched, held before its first instruction until the start resumes it.
+            RunState::Created => GuestStatus::NotStarted,
             RunState::Running => GuestStatus::Running,
             RunState::Paused => GuestStatus::Paused,
             RunState::Stopping => GuestStatus::ShutDown,

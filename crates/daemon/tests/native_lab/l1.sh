@@ -211,6 +211,8 @@ echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
 . /lab/snapshots.sh
 # The balloon, memory backing and vCPU threads of native domains.
 . /lab/balloon.sh
+# A native domain's cgroups (mounts cgroup v2: last, so the scenarios above run without).
+. /lab/cgroups.sh
 kill $DPID
 wait $DPID 2>/dev/null
 dump

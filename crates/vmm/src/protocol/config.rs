@@ -71,6 +71,12 @@ pub struct VmConfig {
     /// RAM and every state from the stream, and starts paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreSource>,
+    /// Boot with every vCPU thread started but held before its first instruction, until the
+    /// control API's `resume` (`status` says `created` meanwhile, QEMU's `-S`): whoever launched
+    /// the VMM places its threads first (oxvirtd: the guest's cgroups and CPU pins). The API
+    /// socket answers only once every vCPU thread exists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_paused: bool,
     /// Confine the VMM before it sets up the VM (`crate::jail`); none: it runs as started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jail: Option<JailConfig>,
@@ -497,6 +503,7 @@ impl VmConfig {
             seccomp: SeccompMode::default(),
             exit_record: None,
             restore: None,
+            start_paused: false,
             jail: None,
         }
     }
@@ -568,6 +575,12 @@ impl VmConfig {
             return Err(ConfigError::invalid(
                 "restore",
                 "needs api_socket: a restored VM starts paused, and only the control API resumes it",
+            ));
+        }
+        if self.start_paused && self.api_socket.is_none() {
+            return Err(ConfigError::invalid(
+                "start_paused",
+                "needs api_socket: only the control API resumes a VM that starts paused",
             ));
         }
         if self.memory.size_mib < MIN_MEMORY_MIB {
@@ -931,6 +944,12 @@ mod tests {
             offset: 4096,
         });
         assert_eq!(invalid_field(&c), "restore");
+        c.api_socket = Some("/run/api.sock".into());
+        c.validate().unwrap();
+
+        let mut c = valid.clone();
+        c.start_paused = true;
+        assert_eq!(invalid_field(&c), "start_paused");
         c.api_socket = Some("/run/api.sock".into());
         c.validate().unwrap();
 

@@ -297,6 +297,9 @@ impl From<Request> for WireRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
+    /// Built, its vCPU threads started and held before the guest's first instruction until
+    /// `resume` (a VM configured `start_paused`; QEMU's "prelaunch").
+    Created,
     Running,
     Paused,
     /// An exit was requested; the VMM is tearing down.
@@ -601,6 +604,14 @@ mod tests {
         for reply in [Reply::Done, status, Reply::Refused { error: "no".into() }] {
             assert_eq!(Reply::parse_line(&reply.to_line()), Ok(reply));
         }
+        // A VM started paused, before its first instruction (`start_paused`).
+        assert_eq!(
+            Reply::parse_line("{\"ok\":true,\"state\":\"created\",\"vcpus\":1}"),
+            Ok(Reply::Status {
+                state: RunState::Created,
+                vcpus: 1
+            })
+        );
         assert!(Reply::parse_line("{\"ok\":true,\"state\":\"running\"}").is_err());
         assert!(Reply::parse_line("{\"ok\":true,\"extra\":1}").is_err());
     }
