@@ -45,6 +45,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "snapshots: domain snapshots' metadata (snapshot-create, snapshot-list, ...)",
         apply: super::snapshots::v6_snapshots,
     },
+    Migration {
+        what: "guest_users, security_labels: the users QEMU guests run as and their files' owners before",
+        apply: super::labels::v7_security_labels,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
