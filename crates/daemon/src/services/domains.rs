@@ -77,9 +77,9 @@ impl Domains {
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         secrets: Arc<Secrets>,
-        hostdevs: Arc<HostDevs>,
         dac: Arc<Dac>,
     ) -> Arc<Domains> {
+        let hostdevs = Arc::new(HostDevs::default());
         let (restarts, mut requests) = mpsc::unbounded_channel::<Restart>();
         let domains = Arc::new(Domains {
             store,

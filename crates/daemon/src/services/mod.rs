@@ -48,7 +48,6 @@ use crate::engine::Engine;
 use crate::store::Store;
 use domains::Domains;
 use guests::Guests;
-use hostdevs::HostDevs;
 use interfaces::Interfaces;
 use networks::Networks;
 use pools::Pools;
@@ -90,7 +89,6 @@ impl Services {
             networks.clone(),
             volumes.clone(),
             secrets.clone(),
-            Arc::new(HostDevs::default()),
             Arc::new(dac::Dac::new(store.clone(), qemu_users)),
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
