@@ -1,11 +1,11 @@
 //! libvirt's DAC model in the store: the user each running QEMU guest runs as (`guest_users`),
 //! and the owner each file had before it was given to that user (`security_labels`), so that
 //! it gets it back when the guest stops, also after a daemon restart or crash
-//! (services/dac.rs).
+//! (services/dac.rs). The tables are schema version 7 (migrations.rs).
 
 use std::path::PathBuf;
 
-use rusqlite::{params, Transaction};
+use rusqlite::params;
 use uuid::Uuid;
 
 use super::db::{parse_uuid, Store};
@@ -16,24 +16,6 @@ pub struct SecurityLabel {
     pub path: PathBuf,
     pub uid: u32,
     pub gid: u32,
-}
-
-/// Version 7: the tables above. A file is given to one guest at a time (`path` is the key);
-/// a guest's user is its own (`uid` unique).
-pub(super) fn v7_security_labels(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(
-        "CREATE TABLE guest_users (
-            uuid TEXT PRIMARY KEY NOT NULL,
-            uid INTEGER NOT NULL UNIQUE
-        ) WITHOUT ROWID;
-        CREATE TABLE security_labels (
-            path TEXT PRIMARY KEY NOT NULL,
-            uuid TEXT NOT NULL,
-            uid INTEGER NOT NULL,
-            gid INTEGER NOT NULL
-        ) WITHOUT ROWID;
-        CREATE INDEX security_labels_by_uuid ON security_labels (uuid);",
-    )
 }
 
 impl Store {

@@ -47,7 +47,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         what: "guest_users, security_labels: the users QEMU guests run as and their files' owners before",
-        apply: super::labels::v7_security_labels,
+        apply: v7_security_labels,
     },
 ];
 
@@ -180,6 +180,25 @@ fn v5_next_definitions(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             xml TEXT NOT NULL,
             engine TEXT NOT NULL
         ) WITHOUT ROWID;",
+    )
+}
+
+/// Version 7: libvirt's DAC model (`labels.rs`): the user each running QEMU guest runs as
+/// (`uid` unique: a guest's user is its own), and the owner each file given to that user had
+/// before. A file is given to one guest at a time (`path` is the key).
+fn v7_security_labels(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE guest_users (
+            uuid TEXT PRIMARY KEY NOT NULL,
+            uid INTEGER NOT NULL UNIQUE
+        ) WITHOUT ROWID;
+        CREATE TABLE security_labels (
+            path TEXT PRIMARY KEY NOT NULL,
+            uuid TEXT NOT NULL,
+            uid INTEGER NOT NULL,
+            gid INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX security_labels_by_uuid ON security_labels (uuid);",
     )
 }
 
