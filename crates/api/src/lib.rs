@@ -307,6 +307,19 @@ pub struct DomainInfo {
     pub console_socket: Option<String>,
     /// File that collects the serial console's output, if any.
     pub console_log: Option<String>,
+    /// The host's security model for guests' processes, as virsh's dominfo names it: "dac"
+    /// (QEMU runs as a user of its own, its files given to that user), or "none" when guests
+    /// run unconfined (`oxvirtd --no-sandbox`).
+    #[serde(default = "no_security_model")]
+    pub security_model: String,
+    /// A running guest's label in that model: "+UID:+GID", the user and group its QEMU runs
+    /// as.
+    #[serde(default)]
+    pub security_label: Option<String>,
+}
+
+fn no_security_model() -> String {
+    "none".to_string()
 }
 
 /// A domain XML document: body of define and edit, reply of dumpxml.

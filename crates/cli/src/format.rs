@@ -133,8 +133,12 @@ pub fn dominfo(info: &DomainInfo) -> String {
     let autostart = if info.autostart { "enable" } else { "disable" };
     fields.push(("Autostart:", autostart.to_string()));
     fields.push(("Managed save:", yes_no(info.managed_save).to_string()));
-    fields.push(("Security model:", "none".to_string()));
+    fields.push(("Security model:", info.security_model.clone()));
     fields.push(("Security DOI:", "0".to_string()));
+    // As virsh: a label only for a guest that has one (a running one), always enforced.
+    if let Some(label) = &info.security_label {
+        fields.push(("Security label:", format!("{label} (enforcing)")));
+    }
     fields.push(("Engine:", info.engine.to_string()));
     fields.push(("Accel:", info.accel.to_string()));
     for warning in &info.warnings {
@@ -380,6 +384,8 @@ mod tests {
             warnings: vec!["TCG: no hardware KVM here (kvm_pvm)".to_string()],
             console_socket: None,
             console_log: None,
+            security_model: "dac".to_string(),
+            security_label: id.map(|_| "+3002000:+3002000".to_string()),
         }
     }
 
@@ -399,8 +405,9 @@ Used memory:    262144 KiB
 Persistent:     yes
 Autostart:      disable
 Managed save:   no
-Security model: none
+Security model: dac
 Security DOI:   0
+Security label: +3002000:+3002000 (enforcing)
 Engine:         qemu
 Accel:          tcg
 Warning:        TCG: no hardware KVM here (kvm_pvm)

@@ -2,19 +2,36 @@
 //! from the confined process itself: what the kernel says of it in /proc, and what happens
 //! when QEMU is asked, over its own monitor, to do what the confinement forbids.
 //! `oxvirtd --no-sandbox` is the one way back to an unconfined QEMU.
+//!
+//! QEMU runs as a user of its own (`qemu_user_range`), and the guest's files are that user's
+//! while it runs (libvirt's DAC model): proven from /proc/PID/status, from the owners of its
+//! files before, during and after the run, and from the guest writing its disk.
 
 #[allow(dead_code)]
 mod support;
 
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use oxvirt_testkit::{guest_kit, wait_for};
+use oxvirt_testkit::process::ok;
+use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
 use support::{field, guest_xml, make_disk, qemu_pid, Daemon};
 
 const CONFINED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c01";
 const UNCONFINED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c02";
 const FIRST: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c04";
 const SECOND: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c03";
+const LABELLED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c05";
+const NEIGHBOUR: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c06";
+const KEPT: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c07";
+const LOST: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c08";
+const UNREACHABLE: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c09";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// An owner no account has, to see a file get it back.
+const ORIGINAL: (u32, u32) = (1234, 1234);
+/// oxvirtd's default qemu_user_range.
+const QEMU_USERS: std::ops::RangeInclusive<u32> = 3_002_000..=3_002_999;
 
 /// The value of `key` in /proc/PID/status (e.g. "Seccomp" -> "2").
 fn status_field(pid: u32, key: &str) -> String {
@@ -29,15 +46,48 @@ fn status_field(pid: u32, key: &str) -> String {
 
 /// Defines and starts the test guest `name` on `daemon`; returns its QEMU's pid.
 fn start_guest(daemon: &Daemon, name: &str, uuid: &str) -> u32 {
-    let kit = guest_kit();
     let disk = make_disk(daemon.dir.path(), &format!("{name}.raw"), 2048);
+    start_guest_on(daemon, name, uuid, &disk)
+}
+
+/// [`start_guest`] with `disk` as its disk.
+fn start_guest_on(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> u32 {
     let (_, run) = daemon.define(
         &format!("{name}.xml"),
-        &guest_xml(name, uuid, &kit, &disk, 1),
+        &guest_xml(name, uuid, &guest_kit(), disk, 1),
     );
     run.ok();
     daemon.oxvirt(&["start", name]).ok();
     qemu_pid(uuid).expect("the guest's QEMU runs")
+}
+
+/// A disk image owned by [`ORIGINAL`].
+fn foreign_disk(daemon: &Daemon, name: &str) -> PathBuf {
+    let disk = make_disk(daemon.dir.path(), name, 2048);
+    std::os::unix::fs::chown(&disk, Some(ORIGINAL.0), Some(ORIGINAL.1)).expect("chown disk");
+    disk
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    let meta = std::fs::metadata(path).expect("stat");
+    (meta.uid(), meta.gid())
+}
+
+/// The user QEMU `pid` runs as: its real, effective, saved and file system uids and gids are
+/// all one id of `qemu_user_range`.
+fn guest_user(pid: u32) -> u32 {
+    let ids = |key: &str| -> Vec<u32> {
+        status_field(pid, key)
+            .split_whitespace()
+            .map(|id| id.parse().expect("an id"))
+            .collect()
+    };
+    let uids = ids("Uid");
+    let uid = uids[0];
+    assert_eq!(uids, vec![uid; 4], "Uid of {pid}");
+    assert_eq!(ids("Gid"), vec![uid; 4], "Gid of {pid}");
+    assert!(QEMU_USERS.contains(&uid), "{uid} is not in qemu_user_range");
+    uid
 }
 
 #[test]
@@ -48,6 +98,9 @@ fn qemu_runs_with_no_new_privileges_under_its_seccomp_sandbox() {
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
     // 2: a seccomp filter is installed (QEMU's -sandbox).
     assert_eq!(status_field(pid, "Seccomp"), "2");
+    let uid = guest_user(pid);
+    let disk = daemon.dir.path().join("confined.raw");
+    assert_eq!(owner(&disk), (uid, uid));
 
     // Asked to spawn a program (a migration to `exec:`), QEMU is stopped by its filter
     // (SIGSYS) rather than running anything: the guest goes down as crashed.
@@ -66,6 +119,8 @@ fn qemu_runs_with_no_new_privileges_under_its_seccomp_sandbox() {
         field(&daemon.oxvirt(&["dominfo", "confined"]).ok(), "State:") == "shut off"
     });
     assert!(stopped, "{}", daemon.log());
+    // Crashed, it gave its disk back.
+    assert_eq!(owner(&disk), (0, 0));
     let log = std::fs::read_to_string(
         daemon
             .dir
@@ -142,5 +197,182 @@ fn no_sandbox_runs_qemu_unconfined_as_before() {
         status_field(pid, "Uid").split_whitespace().next(),
         Some("0")
     );
+    // No DAC model: the disk stays root's, and dominfo says so as virsh does without one.
+    assert_eq!(owner(&daemon.dir.path().join("unconfined.raw")), (0, 0));
+    let info = daemon.oxvirt(&["dominfo", "unconfined"]).ok();
+    assert_eq!(field(&info, "Security model:"), "none");
+    assert!(!info.contains("Security label:"), "{info}");
     daemon.oxvirt(&["destroy", "unconfined"]).ok();
+}
+
+#[test]
+fn qemu_runs_as_a_user_of_its_own_that_holds_the_guests_files_until_it_stops() {
+    let daemon = Daemon::start();
+    let disk = foreign_disk(&daemon, "labelled.raw");
+    let xml = guest_xml("labelled", LABELLED, &guest_kit(), &disk, 1);
+    daemon.define("labelled.xml", &xml).1.ok();
+    let mut console = daemon.start_with_console("labelled");
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let pid = qemu_pid(LABELLED).expect("the guest's QEMU runs");
+    let uid = guest_user(pid);
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    // No supplementary group (under TCG it needs not even /dev/kvm's).
+    assert_eq!(status_field(pid, "Groups"), "");
+    assert_eq!(owner(&disk), (uid, uid), "the disk is the guest user's");
+    // The kernel, which every user may read, stays as it was for the other guests.
+    assert_eq!(owner(&guest_kit().kernel), (0, 0));
+
+    // The guest writes its disk through its QEMU, as that user.
+    console.run("dmesg -n 1", 1);
+    let wrote = console.run(
+        "echo OXVIRT-DAC-WROTE | dd of=/dev/vda bs=512 seek=10 conv=fsync 2>/dev/null; echo wrote-$?",
+        2,
+    );
+    assert!(wrote.contains("wrote-0"), "{wrote}");
+    let bytes = std::fs::read(&disk).expect("read disk");
+    assert!(
+        bytes[5120..].starts_with(b"OXVIRT-DAC-WROTE"),
+        "the guest's write is not in the image"
+    );
+
+    let info = daemon.oxvirt(&["dominfo", "labelled"]).ok();
+    assert_eq!(field(&info, "Security model:"), "dac");
+    assert_eq!(field(&info, "Security DOI:"), "0");
+    assert_eq!(
+        field(&info, "Security label:"),
+        format!("+{uid}:+{uid} (enforcing)")
+    );
+
+    // Another guest gets another user, which holds its disk: this QEMU may not open it, nor
+    // the host's secrets.
+    let neighbour_pid = start_guest(&daemon, "neighbour", NEIGHBOUR);
+    let other = guest_user(neighbour_pid);
+    assert_ne!(other, uid);
+    let neighbour_disk = daemon.dir.path().join("neighbour.raw");
+    assert_eq!(owner(&neighbour_disk), (other, other));
+    for (node, path) in [
+        ("shadow", Path::new("/etc/shadow")),
+        ("other", neighbour_disk.as_path()),
+    ] {
+        let reply = open_through_qemu(&daemon, "labelled", node, &path.display().to_string());
+        assert!(reply.contains("Permission denied"), "{reply}");
+    }
+
+    // Stopped, the disk has its owner back, and the guest no label.
+    daemon.oxvirt(&["destroy", "labelled"]).ok();
+    assert_eq!(owner(&disk), ORIGINAL);
+    let info = daemon.oxvirt(&["dominfo", "labelled"]).ok();
+    assert_eq!(field(&info, "Security model:"), "dac");
+    assert!(!info.contains("Security label:"), "{info}");
+    daemon.oxvirt(&["destroy", "neighbour"]).ok();
+    assert_eq!(owner(&neighbour_disk), (0, 0));
+}
+
+#[test]
+fn a_daemon_restart_keeps_each_guests_user_and_gives_back_the_files_of_one_that_died() {
+    let mut daemon = Daemon::start();
+    let kept_disk = foreign_disk(&daemon, "kept.raw");
+    let lost_disk = foreign_disk(&daemon, "lost.raw");
+    let kept_uid = guest_user(start_guest_on(&daemon, "kept", KEPT, &kept_disk));
+    let lost_pid = start_guest_on(&daemon, "lost", LOST, &lost_disk);
+    assert_eq!(owner(&lost_disk), {
+        let uid = guest_user(lost_pid);
+        (uid, uid)
+    });
+
+    // While oxvirtd is away, one guest's QEMU dies.
+    daemon.kill();
+    ok("kill", &["-KILL", &lost_pid.to_string()]);
+    let dead = wait_for(Duration::from_secs(20), || {
+        !Path::new(&format!("/proc/{lost_pid}")).exists()
+            || status_field(lost_pid, "State").starts_with('Z')
+    });
+    assert!(dead, "QEMU {lost_pid} survived SIGKILL");
+    daemon.launch();
+
+    // Its files are back with their owner; the running guest keeps its user and its files.
+    assert_eq!(owner(&lost_disk), ORIGINAL, "{}", daemon.log());
+    assert_eq!(owner(&kept_disk), (kept_uid, kept_uid));
+    let info = daemon.oxvirt(&["dominfo", "kept"]).ok();
+    assert_eq!(
+        field(&info, "Security label:"),
+        format!("+{kept_uid}:+{kept_uid} (enforcing)")
+    );
+    // That user is not handed out again.
+    daemon.oxvirt(&["start", "lost"]).ok();
+    let again = guest_user(qemu_pid(LOST).expect("the guest's QEMU runs"));
+    assert_ne!(again, kept_uid);
+
+    // A stop after the restart gives the files back too.
+    daemon.oxvirt(&["destroy", "kept"]).ok();
+    assert_eq!(owner(&kept_disk), ORIGINAL);
+    daemon.oxvirt(&["destroy", "lost"]).ok();
+    assert_eq!(owner(&lost_disk), ORIGINAL);
+}
+
+/// A tmpfs mounted read-only for one test (holding one file made while it was writable),
+/// unmounted when dropped.
+struct ReadOnlyMount {
+    dir: PathBuf,
+}
+
+impl ReadOnlyMount {
+    /// Mounts it on `dir` with the file `name` (mode `mode`, root's) in it; returns the file.
+    fn with_file(dir: &Path, name: &str, mode: u32) -> (ReadOnlyMount, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(dir).expect("mount point");
+        let dir_arg = dir.to_str().expect("utf-8");
+        ok(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=8m,mode=0755",
+                "oxvirt-test-ro",
+                dir_arg,
+            ],
+        );
+        let mount = ReadOnlyMount {
+            dir: dir.to_path_buf(),
+        };
+        let file = make_disk(dir, name, 2048);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        ok("mount", &["-o", "remount,ro", dir_arg]);
+        (mount, file)
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_disk_its_user_may_not_use_on_a_read_only_file_system_is_refused_with_nothing_changed() {
+    let daemon = Daemon::start();
+    let (_mount, disk) =
+        ReadOnlyMount::with_file(&daemon.dir.path().join("ro"), "locked.raw", 0o600);
+    let xml = guest_xml("unreachable", UNREACHABLE, &guest_kit(), &disk, 1);
+    daemon.define("unreachable.xml", &xml).1.ok();
+
+    let run = daemon.oxvirt(&["start", "unreachable"]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    let shown = disk.display().to_string();
+    assert!(
+        run.stderr.contains(&format!("disk vda {shown}"))
+            && run.stderr.contains("Read-only file system")
+            && run.stderr.contains("may not read and write it"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(qemu_pid(UNREACHABLE), None, "a QEMU was left");
+    assert_eq!(owner(&disk), (0, 0));
+    assert_eq!(owner(&guest_kit().kernel), (0, 0));
+    let info = daemon.oxvirt(&["dominfo", "unreachable"]).ok();
+    assert_eq!(field(&info, "State:"), "shut off");
+    assert!(!info.contains("Security label:"), "{info}");
 }

@@ -55,6 +55,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("default_network", "--no-default-network"),
     ("sandbox", "--no-sandbox"),
     ("native_user_range", "--native-user-range"),
+    ("qemu_user_range", "--qemu-user-range"),
     ("backup_interval", "--backup-interval"),
     ("backup_keep", "--backup-keep"),
     ("log_level", "--log-level"),

@@ -100,6 +100,9 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     for dir in [args.state_dir.clone(), args.state_dir.join("run")] {
         create_private_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    if args.sandbox {
+        state_dir::open_to_guest_users(&args.state_dir)?;
+    }
     // Held for the daemon's lifetime: one oxvirtd per state directory.
     let _lock = lock_state_dir(&args.state_dir)?;
 
@@ -157,6 +160,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         args.state_dir.clone(),
         network_dir,
         args.default_network,
+        args.sandbox.then(|| args.qemu_users.clone()),
     )
     .await?;
     services.start().await?;

@@ -96,6 +96,11 @@ pub struct Args {
     /// "3001000-3001999"].
     #[arg(long, value_name = "FIRST-LAST")]
     pub native_user_range: Option<String>,
+    /// The user ids (and group ids, the same numbers) sandboxed QEMU processes run as,
+    /// "FIRST-LAST": each running QEMU guest takes one, and its files are given to it while it
+    /// runs [key qemu_user_range; default "3002000-3002999"].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub qemu_user_range: Option<String>,
     /// Directory for the networks' dnsmasq files and leases (default: the state directory's
     /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
     /// privileges, so this directory, unlike the state directory, must be reachable by others
@@ -137,6 +142,8 @@ pub struct Settings {
     pub sandbox: bool,
     /// The ids jailed oxvirt-vmm processes take (key native_user_range).
     pub native_users: std::ops::RangeInclusive<u32>,
+    /// The ids sandboxed QEMU processes take (key qemu_user_range).
+    pub qemu_users: std::ops::RangeInclusive<u32>,
     pub backup_interval: u64,
     pub backup_keep: u64,
     pub log: LogSettings,
@@ -189,6 +196,20 @@ impl Merge<'_> {
             self.origins.insert(key, origin);
             value
         }))
+    }
+
+    /// A range of user ids ("FIRST-LAST"), `default` when not set.
+    fn id_range(
+        &mut self,
+        key: &'static str,
+        flag: &'static str,
+        value: Option<String>,
+        default: std::ops::RangeInclusive<u32>,
+    ) -> Result<std::ops::RangeInclusive<u32>, ConfError> {
+        match self.string(key, flag, value)? {
+            None => Ok(default),
+            Some(text) => parse_id_range(&text).map_err(|e| self.bad(key, e)),
+        }
     }
 
     fn origin(&self, key: &'static str) -> Origin {
@@ -298,14 +319,31 @@ impl Settings {
             Some(0) => false,
             Some(n) => return Err(m.bad("sandbox", format!("{n} is neither 0 nor 1"))),
         };
-        let native_users = match m.string(
+        let native_users = m.id_range(
             "native_user_range",
             "--native-user-range",
             args.native_user_range.clone(),
-        )? {
-            None => DEFAULT_NATIVE_USERS,
-            Some(text) => parse_id_range(&text).map_err(|e| m.bad("native_user_range", e))?,
-        };
+            DEFAULT_NATIVE_USERS,
+        )?;
+        let qemu_users = m.id_range(
+            "qemu_user_range",
+            "--qemu-user-range",
+            args.qemu_user_range.clone(),
+            DEFAULT_QEMU_USERS,
+        )?;
+        // A QEMU and a VMM sharing an id could reach each other's files and processes.
+        if qemu_users.start() <= native_users.end() && native_users.start() <= qemu_users.end() {
+            return Err(m.bad(
+                "qemu_user_range",
+                format!(
+                    "{}-{} overlaps native_user_range ({}-{}): each engine needs ids of its own",
+                    qemu_users.start(),
+                    qemu_users.end(),
+                    native_users.start(),
+                    native_users.end()
+                ),
+            ));
+        }
         let backup_interval = m
             .integer("backup_interval", "--backup-interval", args.backup_interval)?
             .unwrap_or(600);
@@ -383,6 +421,7 @@ impl Settings {
             default_network,
             sandbox,
             native_users,
+            qemu_users,
             backup_interval,
             backup_keep,
             log: LogSettings {
@@ -434,6 +473,9 @@ impl Settings {
 /// distributions give to accounts and the subordinate ranges (/etc/subuid) of a host's first
 /// users, and beside QEMU's range; a host that uses them otherwise moves the range.
 pub const DEFAULT_NATIVE_USERS: std::ops::RangeInclusive<u32> = 3_001_000..=3_001_999;
+
+/// The ids sandboxed QEMUs take when the configuration names none: beside the VMMs' range.
+pub const DEFAULT_QEMU_USERS: std::ops::RangeInclusive<u32> = 3_002_000..=3_002_999;
 
 /// "FIRST-LAST", none of the ids root's (0) or the "no id" value (2^32-1).
 fn parse_id_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {

@@ -21,6 +21,25 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// With QEMU running as guest users (services/dac.rs): the state directory, its `run` and its
+/// `nvram` directories searchable by every user, and no more (0711: nobody else may list
+/// them), so that a QEMU reaches its own run directory and NVRAM file. What lies in them stays
+/// private by its own mode: the database is 0600, every other directory 0700, a run directory
+/// 0711 with only QEMU's own subdirectory that guest user's.
+pub fn open_to_guest_users(state_dir: &Path) -> anyhow::Result<()> {
+    let nvram = state_dir.join("nvram");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(&nvram)
+        .with_context(|| format!("creating {}", nvram.display()))?;
+    for dir in [state_dir.to_path_buf(), state_dir.join("run"), nvram] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| format!("opening {} to QEMU's users", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Before the daemon takes its database: refuse one that is not usable as it is (the operator
 /// chooses between a backup and an empty start), and back up a healthy one before migrations
 /// touch it. A missing database is a first start.

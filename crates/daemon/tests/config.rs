@@ -64,6 +64,14 @@ fn bad_config_names_key_and_line() {
             "\nnative_user_range = \"3001000\"\n".to_string(),
             "line 2: key 'native_user_range': '3001000' is not a range of ids",
         ),
+        (
+            "qemu_user_range = \"5-4\"\n".to_string(),
+            "line 1: key 'qemu_user_range': '5-4' must run from a first id",
+        ),
+        (
+            "\nqemu_user_range = \"3001500-3002500\"\n".to_string(),
+            "line 2: key 'qemu_user_range': 3001500-3002500 overlaps native_user_range (3001000-3001999)",
+        ),
     ];
     for (text, expected) in cases {
         let conf = write_conf(&env, &text);

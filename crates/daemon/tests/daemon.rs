@@ -135,7 +135,7 @@ async fn guest_survives_a_daemon_crash_and_stays_controllable() {
         .state_dir
         .join("run")
         .join(&defined.uuid)
-        .join("qmp.sock");
+        .join("qemu/qmp.sock");
     {
         let (qmp, _events) = oxvirt_qemu::Qmp::connect(&qmp_socket).await.unwrap();
         qmp.stop().await.unwrap();

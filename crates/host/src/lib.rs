@@ -2,7 +2,8 @@
 //! its resident memory ([`resident_kib`]);
 //! host devices for passthrough as sysfs shows them ([`devices`]); and the one mutex helper
 //! the engines and the daemon share ([`lock`]); `oxvirt host validate`'s checks ([`validate`])
-//! and its test of `/dev/kvm` ([`kvm_probe`]).
+//! and its test of `/dev/kvm` ([`kvm_probe`]); the pools of user ids confined guest processes run
+//! as ([`ids`]).
 //!
 //! Both engines must recognise their own guest processes again after a daemon restart (by pid
 //! and by what the process' command line says), without mistaking a recycled pid or a zombie
@@ -16,6 +17,7 @@
 pub mod affinity;
 pub mod cgroup;
 pub mod devices;
+pub mod ids;
 #[allow(unsafe_code)]
 pub mod kvm_probe;
 pub mod node;

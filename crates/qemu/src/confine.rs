@@ -8,7 +8,11 @@
 //! - where the kernel has Landlock, a file system reduced to what it needs
 //!   ([`landlock_ruleset`]): the host's libraries and data read-only, a few device nodes, its
 //!   run directory, and the files its definition names. Files it gets while it runs (a
-//!   plugged disk, a snapshot overlay, a new medium) are handed to it open ([`blockdev_add`]).
+//!   plugged disk, a snapshot overlay, a new medium) are handed to it open ([`blockdev_add`]);
+//! - with a guest user ([`GuestUser`], oxvirtd's `qemu_user_range`), a uid and gid of its own
+//!   and no supplementary groups but those of the device nodes it needs: it reaches only the
+//!   files the daemon gave that user ([`guest_files`] lists them: libvirt's DAC model) and
+//!   those every user may read.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,10 +33,38 @@ pub const SANDBOX_ARGS: [&str; 2] = [
     "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 ];
 
+/// The user a sandboxed QEMU runs as: `uid`, used as its gid too (one per running guest),
+/// with `groups` as its only supplementary groups (the group of /dev/kvm when it uses KVM).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestUser {
+    pub uid: u32,
+    pub groups: Vec<u32>,
+}
+
 /// Sandboxes the calling process: meant for the forked child just before it execs QEMU, so it
-/// only makes async-signal-safe system calls on data prepared before the fork. `ruleset`:
-/// the Landlock ruleset to enforce ([`landlock_ruleset`]), if the kernel has Landlock.
-pub(crate) fn apply_in_child(ruleset: Option<RawFd>) -> std::io::Result<()> {
+/// only makes async-signal-safe system calls on data prepared before the fork. `user`: the
+/// identity it takes first, while it still may (setgroups, setgid, setuid: QEMU's own `-runas`
+/// would switch only after it has opened its files as root, and its seccomp filter with
+/// `elevateprivileges=deny` forbids the switch anyway; descriptors it inherits, the macvtaps
+/// and log pipes, stay usable across the switch). `ruleset`: the Landlock ruleset to enforce
+/// ([`landlock_ruleset`]), if the kernel has Landlock (after the switch: it needs no privilege
+/// once NoNewPrivs is set).
+pub(crate) fn apply_in_child(
+    user: Option<&GuestUser>,
+    ruleset: Option<RawFd>,
+) -> std::io::Result<()> {
+    if let Some(user) = user {
+        // SAFETY: setgroups reads `groups.len()` gids from a live slice; setgid and setuid
+        // take integers. The real, effective and saved ids all change (we are root).
+        unsafe {
+            if libc::setgroups(user.groups.len(), user.groups.as_ptr()) != 0
+                || libc::setgid(user.uid) != 0
+                || libc::setuid(user.uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
     // SAFETY: prctl with integer arguments only.
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -161,41 +193,77 @@ pub fn landlock_abi() -> Option<u32> {
     u32::try_from(version).ok().filter(|v| *v >= 1)
 }
 
-/// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
-/// images), kernel, initrd, firmware and NVRAM, RNG source, the files and sockets of its
-/// character devices, its emulator.
-///
-/// Each path comes with whether it must exist (a file QEMU will create need not).
-fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
-    let mut paths = vec![(emulator.to_path_buf(), READ_EXEC)];
+/// A file QEMU opens by name at start because the definition names it: what a guest user
+/// must be able to reach (oxvirtd gives it to that user for the run: libvirt's DAC labels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestFile {
+    pub path: PathBuf,
+    /// QEMU opens it for writing too.
+    pub write: bool,
+    /// A `<shareable/>` disk: other guests may use it at the same time.
+    pub shareable: bool,
+    /// What it is, for messages ("disk vda", "kernel", "backing file of disk vda", ...).
+    pub what: String,
+}
+
+/// The files of `domain` QEMU opens by name at start: kernel, initrd, firmware and NVRAM,
+/// its disks (not network ones) and their backing images. Not here: device nodes (the RNG
+/// source), the files QEMU makes (serial logs, sockets), its run directory.
+pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
+    let file = |path: &str, write: bool, what: String| GuestFile {
+        path: PathBuf::from(path),
+        write,
+        shareable: false,
+        what,
+    };
+    let mut files = Vec::new();
     let os = &domain.os;
-    for path in [&os.kernel, &os.initrd].into_iter().flatten() {
-        paths.push((PathBuf::from(path), READ));
+    if let Some(path) = &os.kernel {
+        files.push(file(path, false, "kernel".into()));
     }
-    if let Some(path) = os.loader.as_ref().and_then(|l| l.path.as_ref()) {
-        let writable = os.loader.as_ref().and_then(|l| l.readonly) == Some(false);
-        paths.push((
-            PathBuf::from(path),
-            if writable { READ_WRITE } else { READ },
-        ));
+    if let Some(path) = &os.initrd {
+        files.push(file(path, false, "initrd".into()));
+    }
+    if let Some(loader) = &os.loader {
+        if let Some(path) = &loader.path {
+            files.push(file(path, loader.readonly == Some(false), "loader".into()));
+        }
     }
     if let Some(path) = os.nvram.as_ref().and_then(|n| n.path.as_ref()) {
-        paths.push((PathBuf::from(path), READ_WRITE));
+        files.push(file(path, true, "NVRAM".into()));
     }
     for disk in &domain.devices.disks {
         if disk.disk_type == DiskType::Network {
             continue;
         }
+        let dev = &disk.target.dev;
         if let Some(source) = &disk.source {
             let read_only = disk.readonly || disk.device == DiskDevice::Cdrom;
-            paths.push((
-                PathBuf::from(source),
-                if read_only { READ } else { READ_WRITE },
-            ));
+            files.push(GuestFile {
+                shareable: disk.shareable,
+                ..file(source, !read_only, format!("disk {dev}"))
+            });
         }
         for layer in &disk.backing_chain {
-            paths.push((PathBuf::from(&layer.path), READ));
+            files.push(file(
+                &layer.path,
+                false,
+                format!("backing file of disk {dev}"),
+            ));
         }
+    }
+    files
+}
+
+/// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
+/// images), kernel, initrd, firmware and NVRAM ([`guest_files`]), RNG source, the files and
+/// sockets of its character devices, its emulator.
+///
+/// Each path comes with whether it must exist (a file QEMU will create need not).
+fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
+    let mut paths = vec![(emulator.to_path_buf(), READ_EXEC)];
+    for file in guest_files(domain) {
+        paths.push((file.path, if file.write { READ_WRITE } else { READ }));
     }
     for rng in &domain.devices.rngs {
         paths.push((PathBuf::from(&rng.backend_random), READ));
@@ -461,6 +529,25 @@ mod tests {
              </devices></domain>",
         )
         .unwrap();
+        // What the daemon gives the guest's user: each file QEMU opens by name, how, and what
+        // it is.
+        let files: Vec<(String, bool, bool, String)> = guest_files(&domain)
+            .into_iter()
+            .map(|f| (f.path.display().to_string(), f.write, f.shareable, f.what))
+            .collect();
+        let file = |path: &str, write: bool, what: &str| {
+            (path.to_string(), write, false, what.to_string())
+        };
+        assert_eq!(
+            files,
+            vec![
+                file("/k/vmlinuz", false, "kernel"),
+                file("/k/initrd", false, "initrd"),
+                file("/d/rw.qcow2", true, "disk vda"),
+                file("/d/ro.raw", false, "disk vdb"),
+                file("/d/x.iso", false, "disk sda"),
+            ]
+        );
         let paths = domain_paths(&domain, Path::new("/usr/bin/qemu-system-x86_64"));
         let access = |path: &str| {
             paths

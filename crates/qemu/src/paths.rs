@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use crate::QemuError;
 
 /// The per-VM run directory. Everything QEMU creates for one VM lives in it, under fixed names,
-/// so a restarted daemon finds a running guest again from the directory alone.
+/// so a restarted daemon finds a running guest again from the directory alone: what QEMU
+/// itself makes (its sockets and pid file) in the subdirectory [`RunPaths::qemu_dir`], which a
+/// QEMU running as a guest user owns, the rest (logs, the daemon's own files) beside it, out
+/// of that user's reach.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPaths {
     pub dir: PathBuf,
@@ -29,14 +32,30 @@ impl RunPaths {
         }
     }
 
+    /// Where QEMU makes its sockets and pid file: owned by the guest's user when QEMU runs as
+    /// one (the run directory itself stays root's).
+    pub fn qemu_dir(&self) -> PathBuf {
+        self.dir.join("qemu")
+    }
+
+    /// Where QEMU makes the file of huge-page guest RAM (`<hugepages/>`, not memfd): a
+    /// directory of its own on the hugetlbfs mount, named as the run directory is, that a QEMU
+    /// running as a guest user owns (the mount's root is root's).
+    pub fn hugepages_dir(&self) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_else(|| "vm".as_ref());
+        Path::new(crate::cmdline::HUGEPAGES_MOUNT)
+            .join("oxvirt")
+            .join(name)
+    }
+
     /// QMP (control monitor) socket; QEMU listens on it.
     pub fn qmp_socket(&self) -> PathBuf {
-        self.dir.join("qmp.sock")
+        self.qemu_dir().join("qmp.sock")
     }
 
     /// Serial console socket; QEMU listens, one console client at a time.
     pub fn console_socket(&self) -> PathBuf {
-        self.dir.join("console.sock")
+        self.qemu_dir().join("console.sock")
     }
 
     /// Everything the guest wrote on its serial console (appended across restarts).
@@ -74,12 +93,12 @@ impl RunPaths {
 
     /// QEMU writes its pid here.
     pub fn pid_file(&self) -> PathBuf {
-        self.dir.join("qemu.pid")
+        self.qemu_dir().join("qemu.pid")
     }
 
     /// VNC server socket, used when a `<graphics type='vnc'>` has a socket listen (or none at all).
     pub fn vnc_socket(&self) -> PathBuf {
-        self.dir.join("vnc.sock")
+        self.qemu_dir().join("vnc.sock")
     }
 
     /// The value of the secret a network disk's `<auth>` names, for QEMU's `secret` object
@@ -118,14 +137,14 @@ mod tests {
     #[test]
     fn names_are_fixed_inside_the_dir() {
         let run = RunPaths::new("/run/oxvirt/vm1");
-        assert_eq!(run.qmp_socket(), Path::new("/run/oxvirt/vm1/qmp.sock"));
+        assert_eq!(run.qmp_socket(), Path::new("/run/oxvirt/vm1/qemu/qmp.sock"));
         assert_eq!(
             run.console_socket(),
-            Path::new("/run/oxvirt/vm1/console.sock")
+            Path::new("/run/oxvirt/vm1/qemu/console.sock")
         );
         assert_eq!(run.console_log(), Path::new("/run/oxvirt/vm1/console.log"));
         assert_eq!(run.qemu_log(), Path::new("/run/oxvirt/vm1/qemu.log"));
-        assert_eq!(run.pid_file(), Path::new("/run/oxvirt/vm1/qemu.pid"));
+        assert_eq!(run.pid_file(), Path::new("/run/oxvirt/vm1/qemu/qemu.pid"));
     }
 
     #[test]

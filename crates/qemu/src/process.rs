@@ -33,7 +33,7 @@ use serde_json::json;
 use crate::cmdline::{
     assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
 };
-use crate::confine::{self, SANDBOX_ARGS};
+use crate::confine::{self, GuestUser, SANDBOX_ARGS};
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
@@ -103,6 +103,7 @@ pub async fn launch_with_logs(
         writer,
         incoming: None,
         sandbox: false,
+        user: None,
     };
     launch_with(domain, run, accel, options).await
 }
@@ -119,6 +120,9 @@ pub struct LaunchOptions<'a> {
     /// Run QEMU sandboxed (see [`crate::confine`]); false runs it with all of oxvirtd's
     /// rights.
     pub sandbox: bool,
+    /// With `sandbox`: the uid (and gid) QEMU runs as, one of the guest's own; its files must
+    /// be that user's already (the daemon's DAC labels). None keeps root's.
+    pub user: Option<u32>,
 }
 
 /// [`launch`] with `options`.
@@ -132,7 +136,12 @@ pub async fn launch_with(
         writer,
         incoming,
         sandbox,
+        user,
     } = options;
+    let user = user.filter(|_| sandbox).map(|uid| GuestUser {
+        uid,
+        groups: device_groups(accel),
+    });
     let piped;
     let run = match writer {
         Some(_) => {
@@ -156,6 +165,7 @@ pub async fn launch_with(
         }
     }
     prepare_run_dir(run)?;
+    hand_over_run_dir(run, domain, user.as_ref().map(|u| u.uid))?;
 
     let log_path = run.qemu_log();
     let vcpu = domain.vcpu.clone();
@@ -191,6 +201,7 @@ pub async fn launch_with(
     let macvtaps = open_macvtaps(domain)?;
     let writer = writer.cloned();
     let run_dir = run.dir.clone();
+    let console_pipe = run.console_log_pipe();
     let (pid, log_start, writer_pid) = tokio::task::spawn_blocking(move || {
         let (log, log_start) = open_log(&log_path, &spawn_emulator, &args)?;
         let (output, writer_pid) = match &writer {
@@ -201,6 +212,13 @@ pub async fn launch_with(
                 let started = writer
                     .start(&run_dir, QEMU_LOG, &[(CONSOLE_LOG_PIPE, CONSOLE_LOG)])
                     .map_err(|err| QemuError::io("starting the guest's log writer", err))?;
+                // QEMU opens the FIFO by name: as the guest's user, it must be that user's.
+                if let Some(user) = &user {
+                    std::os::unix::fs::chown(&console_pipe, Some(user.uid), Some(user.uid))
+                        .map_err(|err| {
+                            QemuError::io(format!("handing {} over", console_pipe.display()), err)
+                        })?;
+                }
                 (File::from(started.output), Some(started.pid))
             }
         };
@@ -211,6 +229,7 @@ pub async fn launch_with(
             &vcpu,
             &macvtaps,
             sandbox.then_some(ruleset.as_ref()),
+            user.as_ref(),
         )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
@@ -458,8 +477,11 @@ fn require_file(
 }
 
 fn prepare_run_dir(run: &RunPaths) -> Result<(), QemuError> {
-    std::fs::create_dir_all(&run.dir).map_err(|err| {
-        QemuError::io(format!("creating run directory {}", run.dir.display()), err)
+    std::fs::create_dir_all(run.qemu_dir()).map_err(|err| {
+        QemuError::io(
+            format!("creating run directory {}", run.qemu_dir().display()),
+            err,
+        )
     })?;
     // Leftovers of an earlier run would make the readiness checks below see the old QEMU.
     for stale in [
@@ -477,6 +499,60 @@ fn prepare_run_dir(run: &RunPaths) -> Result<(), QemuError> {
                     err,
                 ))
             }
+        }
+    }
+    Ok(())
+}
+
+/// The supplementary groups QEMU keeps as a guest user: that of /dev/kvm when it uses KVM (the
+/// node is usually root:kvm 0660), no other.
+fn device_groups(accel: Accel) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    match accel {
+        Accel::Kvm => std::fs::metadata("/dev/kvm")
+            .map(|meta| vec![meta.gid()])
+            .unwrap_or_default(),
+        Accel::Tcg => Vec::new(),
+    }
+}
+
+/// With a guest user `uid`: the run directory searchable by it and no more (0711: its logs and
+/// the daemon's files, the live definition among them, stay out of its reach), the `qemu`
+/// subdirectory its own (0700) for the sockets and pid file QEMU makes, and the files QEMU
+/// reads by name from the run directory (network disks' secrets, 0600) its own. Without one,
+/// the subdirectory is root's again.
+fn hand_over_run_dir(run: &RunPaths, domain: &Domain, uid: Option<u32>) -> Result<(), QemuError> {
+    use std::os::unix::fs::PermissionsExt;
+    let fail = |path: &Path, err| QemuError::io(format!("handing {} over", path.display()), err);
+    let owner = uid.unwrap_or(0);
+    let qemu_dir = run.qemu_dir();
+    std::os::unix::fs::chown(&qemu_dir, Some(owner), Some(owner))
+        .and_then(|()| std::fs::set_permissions(&qemu_dir, PermissionsExt::from_mode(0o700)))
+        .map_err(|err| fail(&qemu_dir, err))?;
+    // Huge-page RAM is a file QEMU makes in a directory of its own on the hugetlbfs mount.
+    let hugepages = domain
+        .memory_backing
+        .as_ref()
+        .filter(|b| b.source != Some(oxvirt_domain::MemorySource::Memfd))
+        .and_then(|b| b.hugepages.as_ref());
+    if hugepages.is_some() {
+        let dir = run.hugepages_dir();
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::os::unix::fs::chown(&dir, Some(owner), Some(owner)))
+            .and_then(|()| std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o700)))
+            .map_err(|err| fail(&dir, err))?;
+    }
+    let Some(uid) = uid else {
+        return Ok(());
+    };
+    std::fs::set_permissions(&run.dir, PermissionsExt::from_mode(0o711))
+        .map_err(|err| fail(&run.dir, err))?;
+    for disk in domain.devices.disks.iter().filter(|d| d.auth.is_some()) {
+        let secret = run.disk_secret_file(&disk.target.dev);
+        match std::os::unix::fs::chown(&secret, Some(uid), Some(uid)) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(fail(&secret, err)),
         }
     }
     Ok(())
@@ -555,6 +631,7 @@ fn spawn_detached(
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
     sandbox: Option<Option<&OwnedFd>>,
+    user: Option<&GuestUser>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -607,9 +684,10 @@ fn spawn_detached(
     // ruleset descriptor stays open in this process until the spawn returns.
     let sandbox: Option<Option<libc::c_int>> =
         sandbox.map(|ruleset| ruleset.map(|fd| fd.as_raw_fd()));
+    let user = user.cloned();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's prctl and
-    // landlock_restrict_self) on data prepared before the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's setgroups,
+    // setgid, setuid, prctl and landlock_restrict_self) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -633,7 +711,7 @@ fn spawn_detached(
                         }
                     }
                     match sandbox {
-                        Some(ruleset) => confine::apply_in_child(ruleset),
+                        Some(ruleset) => confine::apply_in_child(user.as_ref(), ruleset),
                         None => Ok(()),
                     }
                 }

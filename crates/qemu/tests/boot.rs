@@ -1200,7 +1200,7 @@ async fn spice_display_listens_and_the_agent_channel_reaches_the_host() {
     let port = spice["port"].as_u64().expect("a TCP port") as u16;
     assert!(port >= 5900, "{spice}");
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("SPICE accepts a TCP connection");
-    let channel = vm.run.dir.join("channel-0.sock");
+    let channel = vm.run.qemu_dir().join("channel-0.sock");
     assert!(
         channel.exists(),
         "the guest agent's socket is in the run directory"

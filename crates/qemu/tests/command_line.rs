@@ -102,7 +102,7 @@ fn minimal_domain_has_the_engine_fixed_options() {
     assert_eq!(value(&args, "-m"), "size=214M");
     assert_eq!(value(&args, "-smp"), "2,sockets=2,cores=1,threads=1");
     assert_eq!(value(&args, "-cpu"), "qemu64");
-    assert_eq!(value(&args, "-pidfile"), "/run/oxvirt/vm/qemu.pid");
+    assert_eq!(value(&args, "-pidfile"), "/run/oxvirt/vm/qemu/qemu.pid");
     assert_eq!(value(&args, "-display"), "none");
     assert_eq!(value(&args, "-rtc"), "base=utc");
     assert!(
@@ -114,11 +114,10 @@ fn minimal_domain_has_the_engine_fixed_options() {
     );
     assert!(!args.contains(&"-S".to_string()));
     let chardevs = values(&args, "-chardev");
-    assert!(
-        chardevs.contains(&"socket,id=charmonitor,path=/run/oxvirt/vm/qmp.sock,server=on,wait=off")
-    );
+    assert!(chardevs
+        .contains(&"socket,id=charmonitor,path=/run/oxvirt/vm/qemu/qmp.sock,server=on,wait=off"));
     assert!(chardevs.contains(
-        &"socket,id=charserial0,path=/run/oxvirt/vm/console.sock,server=on,wait=off,logfile=/run/oxvirt/vm/console.log,logappend=on"
+        &"socket,id=charserial0,path=/run/oxvirt/vm/qemu/console.sock,server=on,wait=off,logfile=/run/oxvirt/vm/console.log,logappend=on"
     ));
     assert_eq!(
         value(&args, "-mon"),
@@ -202,7 +201,7 @@ fn memory_backing_hotplug_and_lifecycle() {
     assert_eq!(value(&args, "-m"), "size=214M,slots=4,maxmem=1024M");
     let backend: Value = serde_json::from_str(value(&args, "-object")).unwrap();
     assert_eq!(backend["qom-type"], "memory-backend-file");
-    assert_eq!(backend["mem-path"], "/dev/hugepages");
+    assert_eq!(backend["mem-path"], "/dev/hugepages/oxvirt/vm");
     assert_eq!(backend["size"], 214 * 1024 * 1024);
     assert!(args.contains(&"-no-reboot".to_string()));
     assert!(!args.contains(&"-no-shutdown".to_string()));
@@ -560,7 +559,7 @@ fn memory_backing_sources_and_access() {
         "<source type='file'/><access mode='shared'/><allocation mode='immediate'/><discard/>",
     );
     assert_eq!(file["qom-type"], "memory-backend-file");
-    assert_eq!(file["mem-path"], RUN_DIR);
+    assert_eq!(file["mem-path"], format!("{RUN_DIR}/qemu"));
     assert_eq!(file["share"], true);
     assert_eq!(file["prealloc"], true);
     assert_eq!(file["discard-data"], true);
@@ -847,7 +846,7 @@ fn user_strings_cannot_inject_options() {
     let args = command_line(&domain(&xml), &run, Accel::Tcg).unwrap();
     assert!(values(&args, "-chardev")
         .iter()
-        .any(|c| c.contains("path=/run/a,,b/qmp.sock")));
+        .any(|c| c.contains("path=/run/a,,b/qemu/qmp.sock")));
 }
 
 #[test]
@@ -1210,8 +1209,9 @@ fn spice_display_with_qxl_sound_agent_channels_and_usb_redirection() {
         "virtio-serial-pci"
     );
     let chardevs = values(&args, "-chardev");
-    assert!(chardevs
-        .contains(&"socket,id=charchannel0,path=/run/oxvirt/vm/channel-0.sock,server=on,wait=off"));
+    assert!(chardevs.contains(
+        &"socket,id=charchannel0,path=/run/oxvirt/vm/qemu/channel-0.sock,server=on,wait=off"
+    ));
     assert!(chardevs.contains(&"spicevmc,id=charchannel1,name=vdagent"));
     assert!(chardevs.contains(&"spicevmc,id=charredir0,name=usbredir"));
     let agent = device(&args, "channel0");

@@ -103,6 +103,9 @@ impl Daemon {
             .prefix("oxvirt-e2e-")
             .tempdir()
             .expect("tempdir");
+        // QEMU runs as a guest user of its own: it must reach the state directory and the
+        // disks below this one (searchable by all, not listable, as /var/lib is).
+        searchable(dir.path());
         let socket = dir.path().join("oxvirtd.sock");
         let mut daemon = Daemon {
             dir,
@@ -433,6 +436,12 @@ pub fn field(dominfo: &str, label: &str) -> String {
             (key.trim_end() == label).then(|| value.trim_start().to_string())
         })
         .unwrap_or_else(|| panic!("no {label} in dominfo:\n{dominfo}"))
+}
+
+/// Makes `dir` searchable by every user (0711), as QEMU's guest users must reach below it.
+pub fn searchable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
 }
 
 /// A raw disk image of `sectors` 512-byte sectors.

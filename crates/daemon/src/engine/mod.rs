@@ -208,16 +208,33 @@ pub trait Engine: Send + Sync {
     /// (the qemu engine: the NVRAM it made for a UEFI guest, unless `keep_nvram`).
     fn forget_domain(&self, _uuid: &Uuid, _keep_nvram: bool) {}
 
+    /// Fills in the files the engine itself chooses for a start of `domain` (QEMU: the UEFI
+    /// firmware and the NVRAM it makes), so that the daemon knows every file the guest opens
+    /// before it starts. Doing it again is harmless: [`Engine::launch`] does it too.
+    fn resolve_files(&self, _domain: &mut Domain) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Whether the process of `domain` runs as a user of its own that the daemon chooses and
+    /// gives the guest's files to for the run (libvirt's DAC model: services/dac.rs), passed
+    /// to [`Engine::launch`] as `user`. The qemu engine's when sandboxed; the native engine
+    /// chooses its jail's users itself and opens its files before it drops root.
+    fn runs_as_guest_user(&self, _domain: &Domain) -> bool {
+        false
+    }
+
     /// Starts the guest with its files in `run_dir`; returns the process id once the control
     /// connection can be made. With `incoming`, the guest does not boot: its machine state is
     /// loaded from that file (written by [`Control::save_state`]) and it stays paused, for the
-    /// caller to resume or not.
+    /// caller to resume or not. `user`: the uid (and gid) its process runs as, when
+    /// [`Engine::runs_as_guest_user`].
     async fn launch(
         &self,
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
         incoming: Option<&StateFile>,
+        user: Option<u32>,
     ) -> Result<u32, EngineError>;
 
     /// Whether `pid` is still the process running the guest `uuid` (guards against pid reuse).

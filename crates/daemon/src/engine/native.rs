@@ -122,6 +122,8 @@ impl Engine for NativeEngine {
         run_dir: &Path,
         _accel: Accel,
         incoming: Option<&StateFile>,
+        // The jail's user is the native supervisor's choice (oxvirt_native::Sandbox).
+        _user: Option<u32>,
     ) -> Result<u32, EngineError> {
         self.check_host()?;
         let run = RunPaths::new(run_dir);

@@ -133,6 +133,23 @@ impl Engine for QemuEngine {
         true
     }
 
+    /// UEFI: the firmware the host's descriptors offer, and the domain's NVRAM (made from its
+    /// template the first time).
+    fn resolve_files(&self, domain: &mut Domain) -> Result<(), EngineError> {
+        let descriptor_dirs: Vec<&Path> = oxvirt_qemu::firmware::FIRMWARE_DESCRIPTOR_DIRS
+            .iter()
+            .map(Path::new)
+            .collect();
+        oxvirt_qemu::firmware::resolve_uefi(domain, &descriptor_dirs, &self.nvram_dir)
+            .map_err(engine_error)
+    }
+
+    /// A sandboxed QEMU runs as a guest user (`qemu_user_range`), reaching only the files
+    /// given to it.
+    fn runs_as_guest_user(&self, _domain: &Domain) -> bool {
+        self.sandbox
+    }
+
     fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
         let path = oxvirt_qemu::firmware::nvram_file(&self.nvram_dir, uuid);
         path.is_file().then_some(path)
@@ -186,6 +203,7 @@ impl Engine for QemuEngine {
         run_dir: &Path,
         accel: Accel,
         incoming: Option<&StateFile>,
+        user: Option<u32>,
     ) -> Result<u32, EngineError> {
         let incoming = incoming
             .map(|state| open_state_file(state, false))
@@ -195,19 +213,14 @@ impl Engine for QemuEngine {
             Accel::Tcg => oxvirt_qemu::Accel::Tcg,
         };
         let run = RunPaths::new(run_dir);
-        // UEFI: the firmware the host's descriptors offer, and the domain's NVRAM.
         let mut domain = domain.clone();
-        let descriptor_dirs: Vec<&Path> = oxvirt_qemu::firmware::FIRMWARE_DESCRIPTOR_DIRS
-            .iter()
-            .map(Path::new)
-            .collect();
-        oxvirt_qemu::firmware::resolve_uefi(&mut domain, &descriptor_dirs, &self.nvram_dir)
-            .map_err(engine_error)?;
+        self.resolve_files(&mut domain)?;
         let domain = &domain;
         let options = oxvirt_qemu::LaunchOptions {
             writer: Some(&self.log_writer),
             incoming,
             sandbox: self.sandbox,
+            user,
         };
         let launched = oxvirt_qemu::launch_with(domain, &run, accel, options).await;
         // QEMU read its disks' secrets while starting (or failed to start): none stays on disk.

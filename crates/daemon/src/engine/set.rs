@@ -79,6 +79,14 @@ impl Engine for EngineSet {
         self.for_domain(domain).live_internal_snapshots(domain)
     }
 
+    fn runs_as_guest_user(&self, domain: &Domain) -> bool {
+        self.for_domain(domain).runs_as_guest_user(domain)
+    }
+
+    fn resolve_files(&self, domain: &mut Domain) -> Result<(), EngineError> {
+        self.for_domain(domain).resolve_files(domain)
+    }
+
     fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
         self.qemu
             .nvram_file(uuid)
@@ -106,6 +114,7 @@ impl Engine for EngineSet {
         run_dir: &Path,
         accel: Accel,
         incoming: Option<&StateFile>,
+        user: Option<u32>,
     ) -> Result<u32, EngineError> {
         let engine = self.for_domain(domain);
         std::fs::write(marker(run_dir), format!("{}\n", engine.kind())).map_err(|err| {
@@ -114,7 +123,7 @@ impl Engine for EngineSet {
                 message: format!("cannot write {}: {err}", marker(run_dir).display()),
             }
         })?;
-        engine.launch(domain, run_dir, accel, incoming).await
+        engine.launch(domain, run_dir, accel, incoming, user).await
     }
 
     async fn is_alive(&self, pid: u32, uuid: &Uuid) -> bool {

@@ -196,13 +196,26 @@ impl Domains {
                 record.name, request.screen
             )));
         }
-        let file = self.guests.run_dir(&record.uuid).join("screenshot.png");
+        // QEMU writes it by name: in the one directory a QEMU running as a guest user may
+        // write (oxvirt_qemu::RunPaths::qemu_dir), read back without following a link it
+        // may have put there.
+        let file = oxvirt_qemu::RunPaths::new(self.guests.run_dir(&record.uuid))
+            .qemu_dir()
+            .join("screenshot.png");
         let _ = std::fs::remove_file(&file);
         let taken = control.screendump(&file, request.screen).await;
         let bytes = taken
             .map_err(|e| engine_failure(&record.name, e))
             .and_then(|()| {
-                std::fs::read(&file)
+                use std::io::Read as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut bytes = Vec::new();
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&file)
+                    .and_then(|mut f| f.read_to_end(&mut bytes))
+                    .map(|_| bytes)
                     .map_err(|e| internal(&format!("cannot read {}", file.display()), e))
             });
         let _ = std::fs::remove_file(&file);

@@ -16,6 +16,7 @@ use oxvirt_host::lock;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
+use super::dac::Dac;
 use super::error::{
     bad_request, db, definition_error, engine_failure, internal, invalid_state, not_found,
     DaemonError, DaemonResult, ErrorKind,
@@ -43,6 +44,8 @@ pub struct Domains {
     pub(super) volumes: Arc<Volumes>,
     secrets: Arc<Secrets>,
     hostdevs: Arc<HostDevs>,
+    /// The users QEMU guests run as, and their files' owners (libvirt's DAC model).
+    pub(super) dac: Arc<Dac>,
     /// Where supervisors ask for a domain to be started again.
     restarts: mpsc::UnboundedSender<Restart>,
 }
@@ -74,8 +77,9 @@ impl Domains {
         networks: Arc<Networks>,
         volumes: Arc<Volumes>,
         secrets: Arc<Secrets>,
-        hostdevs: Arc<HostDevs>,
+        dac: Arc<Dac>,
     ) -> Arc<Domains> {
+        let hostdevs = Arc::new(HostDevs::default());
         let (restarts, mut requests) = mpsc::unbounded_channel::<Restart>();
         let domains = Arc::new(Domains {
             store,
@@ -85,6 +89,7 @@ impl Domains {
             volumes,
             secrets,
             hostdevs,
+            dac,
             restarts,
         });
         let weak = Arc::downgrade(&domains);
@@ -220,6 +225,8 @@ impl Domains {
             warnings: plan.warnings,
             console_socket,
             console_log,
+            security_model: self.dac.model().to_string(),
+            security_label: runtime.as_ref().and_then(|_| self.dac.label(&record.uuid)),
         })
     }
 
@@ -557,15 +564,36 @@ impl Domains {
             self.hostdevs.release(&record.uuid);
             return Err(err);
         }
+        // QEMU as a user of its own: the files it opens by name become that user's.
+        let user = if self.engine.runs_as_guest_user(&domain) {
+            // Every file it opens, the ones the engine chooses (UEFI's) too.
+            let mut files = domain.clone();
+            let given = self
+                .engine
+                .resolve_files(&mut files)
+                .map_err(|e| engine_failure(&record.name, e))
+                .and_then(|()| self.dac.give(&record.uuid, &files, &run_dir));
+            match given {
+                Ok(user) => user,
+                Err(err) => {
+                    self.networks.unplug_interfaces(&record.uuid).await;
+                    self.hostdevs.release(&record.uuid);
+                    return Err(err);
+                }
+            }
+        } else {
+            None
+        };
         let pid = match self
             .engine
-            .launch(&domain, &run_dir, plan.accel, incoming)
+            .launch(&domain, &run_dir, plan.accel, incoming, user)
             .await
         {
             Ok(pid) => pid,
             Err(err) => {
                 self.networks.unplug_interfaces(&record.uuid).await;
                 self.hostdevs.release(&record.uuid);
+                self.dac.restore(&record.uuid);
                 return Err(engine_failure(&record.name, err));
             }
         };
@@ -583,6 +611,7 @@ impl Domains {
                 process::kill_and_reap(pid, &record.uuid, self.engine.as_ref()).await;
                 self.networks.unplug_interfaces(&record.uuid).await;
                 self.hostdevs.release(&record.uuid);
+                self.dac.restore(&record.uuid);
                 Err(err)
             }
         }
@@ -855,6 +884,7 @@ impl Domains {
             store: self.store.clone(),
             networks: self.networks.clone(),
             hostdevs: self.hostdevs.clone(),
+            dac: self.dac.clone(),
             restarts: self.restarts.clone(),
             vm: vm.clone(),
             uuid: record.uuid,
@@ -919,19 +949,27 @@ impl Domains {
             tracing::info!(domain = %record.name, pid = runtime.pid, "reattached");
             self.supervise(&vm, &record, &domain, runtime.pid, connection);
         }
+        // Users of the guests that run stay taken; the files of those that stopped meanwhile
+        // get their owners back.
+        self.dac.recover(&self.active_uuids()?)?;
         Ok(())
     }
 
-    /// A guest launched just before the daemon died, before its start was recorded, still runs
-    /// without a runtime row: record it, so the loop in `recover` reattaches it.
-    async fn adopt_orphans(&self) -> anyhow::Result<()> {
-        let active: Vec<Uuid> = self
+    /// The domains with a runtime row (running, paused, ...).
+    fn active_uuids(&self) -> anyhow::Result<Vec<Uuid>> {
+        Ok(self
             .store
             .list_runtime()
             .map_err(store::named)?
             .iter()
             .map(|r| r.uuid)
-            .collect();
+            .collect())
+    }
+
+    /// A guest launched just before the daemon died, before its start was recorded, still runs
+    /// without a runtime row: record it, so the loop in `recover` reattaches it.
+    async fn adopt_orphans(&self) -> anyhow::Result<()> {
+        let active = self.active_uuids()?;
         for record in self.store.list_domains().map_err(store::named)? {
             if active.contains(&record.uuid) {
                 continue;

@@ -15,6 +15,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod change;
+pub mod dac;
 pub mod disks;
 pub mod display;
 pub mod domains;
@@ -48,7 +49,6 @@ use crate::engine::Engine;
 use crate::store::Store;
 use domains::Domains;
 use guests::Guests;
-use hostdevs::HostDevs;
 use interfaces::Interfaces;
 use networks::Networks;
 use pools::Pools;
@@ -77,6 +77,7 @@ impl Services {
         state_dir: PathBuf,
         network_dir: PathBuf,
         define_default_network: bool,
+        qemu_users: Option<std::ops::RangeInclusive<u32>>,
     ) -> anyhow::Result<Arc<Services>> {
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
@@ -91,7 +92,7 @@ impl Services {
             networks.clone(),
             volumes.clone(),
             secrets.clone(),
-            Arc::new(HostDevs::default()),
+            Arc::new(dac::Dac::new(store.clone(), qemu_users)),
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
         let users = Arc::new(users::Users::new(store.clone()));

@@ -12,6 +12,7 @@ use oxvirt_host::lock;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
+use super::dac::Dac;
 use super::events::stopped_detail;
 use super::guests::{Guests, Intent, Vm};
 use super::hostdevs::HostDevs;
@@ -36,6 +37,7 @@ pub struct Supervisor {
     pub store: Arc<Store>,
     pub networks: Arc<Networks>,
     pub hostdevs: Arc<HostDevs>,
+    pub dac: Arc<Dac>,
     pub restarts: UnboundedSender<Restart>,
     pub vm: Arc<Vm>,
     pub uuid: Uuid,
@@ -231,6 +233,8 @@ impl Supervisor {
         // domain stop also sees its TAPs gone).
         self.networks.unplug_interfaces(&self.uuid).await;
         self.hostdevs.release(&self.uuid);
+        // Its files get their owners back, before the stop is visible too.
+        self.dac.restore(&self.uuid);
         self.remove_cgroups().await;
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));

@@ -49,6 +49,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         what: "users, tokens: who may use the remote API (argon2 password hashes, token digests)",
         apply: super::users::v7_users_tokens,
     },
+    Migration {
+        what: "guest_users, security_labels: the users QEMU guests run as and their files' owners before",
+        apply: v8_security_labels,
+    },
 ];
 
 /// Version 1: the tables as oxvirtd created them before the schema had versions (the store,
@@ -180,6 +184,25 @@ fn v5_next_definitions(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             xml TEXT NOT NULL,
             engine TEXT NOT NULL
         ) WITHOUT ROWID;",
+    )
+}
+
+/// Version 8: libvirt's DAC model (`labels.rs`): the user each running QEMU guest runs as
+/// (`uid` unique: a guest's user is its own), and the owner each file given to that user had
+/// before. A file is given to one guest at a time (`path` is the key).
+fn v8_security_labels(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE guest_users (
+            uuid TEXT PRIMARY KEY NOT NULL,
+            uid INTEGER NOT NULL UNIQUE
+        ) WITHOUT ROWID;
+        CREATE TABLE security_labels (
+            path TEXT PRIMARY KEY NOT NULL,
+            uuid TEXT NOT NULL,
+            uid INTEGER NOT NULL,
+            gid INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX security_labels_by_uuid ON security_labels (uuid);",
     )
 }
 

@@ -2,7 +2,8 @@
 //!
 //! `domains` holds the definitions (normalized XML), `runtime` one row per active domain (what a
 //! restarted daemon needs to find its guests again), `domain_macs` the MAC addresses of the
-//! stored and live definitions (what MAC uniqueness checks read). Every change runs in one
+//! stored and live definitions (what MAC uniqueness checks read), `guest_users` and
+//! `security_labels` the users QEMU guests run as and the owners their files had (`labels.rs`). Every change runs in one
 //! transaction, so a failed operation leaves the store as it was.
 //!
 //! The store owns the whole schema, the tables of `networks.rs` and `pools.rs` included, as
@@ -14,6 +15,7 @@ mod db;
 mod domains;
 mod error;
 mod file;
+mod labels;
 mod macs;
 mod migrations;
 mod networks;
@@ -34,6 +36,7 @@ pub use error::{named, StoreError, BACKUPS_DIR, DATABASE_FILE};
 pub use file::{
     check_database_file, list_backups, restore_backup, write_backup, BackupOutcome, DbFile,
 };
+pub use labels::SecurityLabel;
 pub use macs::*;
 pub use networks::*;
 pub use pools::*;

@@ -32,6 +32,13 @@ impl TestEnv {
             .prefix("oxvirtd-test-")
             .tempdir_in("/tmp")
             .expect("create tempdir");
+        // QEMU runs as a guest user of its own: it must reach the state directory and the
+        // disks below this one (searchable by all, not listable, as /var/lib is).
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("chmod 0711");
+        }
         let socket = dir.path().join("oxvirtd.sock");
         let state_dir = dir.path().join("state");
         TestEnv {

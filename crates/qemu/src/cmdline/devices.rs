@@ -604,11 +604,11 @@ impl Builder<'_> {
             let id = format!("charchannel{index}");
             let chardev = match source {
                 ChannelSource::Unix { mode, path } => {
-                    // A bind socket without a path goes into the run directory, named after
-                    // the port (libvirt: its channel directory).
+                    // A bind socket without a path goes into QEMU's part of the run
+                    // directory, named after the port (libvirt: its channel directory).
                     let path = match path {
                         Some(path) => std::path::PathBuf::from(path),
-                        None => self.run.dir.join(format!("channel-{index}.sock")),
+                        None => self.run.qemu_dir().join(format!("channel-{index}.sock")),
                     };
                     let bind = *mode == UnixMode::Bind;
                     format!(

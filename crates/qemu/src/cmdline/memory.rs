@@ -7,7 +7,6 @@ use oxvirt_domain::{
 };
 use serde_json::{json, Map, Value};
 
-use super::HUGEPAGES_MOUNT;
 use crate::{QemuError, RunPaths};
 
 /// What a NUMA cell says about its own memory, over `<memoryBacking>`'s.
@@ -22,7 +21,7 @@ pub(super) struct CellMemory {
 /// false (QEMU's built-in RAM then serves, as before libvirt's memory-backend days).
 ///
 /// libvirt's choice of backend: memfd when `<source type='memfd'>` (with huge pages:
-/// `hugetlb`); a file (in hugetlbfs with `<hugepages>`, else a file of the run directory)
+/// `hugetlb`); a file (in hugetlbfs with `<hugepages>`, else one of the run directory's `qemu`)
 /// with huge pages, `<source type='file'>` or any explicit access mode (in the run directory);
 /// else plain RAM.
 /// `share` follows the access mode, `prealloc` immediate allocation or huge pages, and
@@ -72,10 +71,11 @@ pub(super) fn backend(
     } else if huge || *source == Some(MemorySource::File) || access.is_some() {
         // A directory: QEMU creates its file there and unlinks it at once, so guest RAM never
         // outlives QEMU on disk (libvirt names a file and deletes it when the guest stops).
+        // Not on hugetlbfs: the one of the run directory QEMU may write as a guest user.
         let path = if huge {
-            HUGEPAGES_MOUNT.into()
+            run.hugepages_dir()
         } else {
-            run.dir.clone()
+            run.qemu_dir()
         };
         object.insert("mem-path".into(), json!(path.to_string_lossy()));
         if discard {
