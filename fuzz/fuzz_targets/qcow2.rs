@@ -8,4 +8,6 @@ fuzz_target!(|data: &[u8]| {
     if std::fs::write(&path, data).is_ok() {
         oxvirt_images::fuzzing::read_through(&path);
     }
+    // libFuzzer ends its process without running destructors: nothing may be left for later.
+    let _ = std::fs::remove_file(&path);
 });

@@ -91,6 +91,8 @@ fn short_profile_on_host_qemu_guest_and_nested_guest_end_to_end() {
     let kit = bench_kit();
     let daemon = Daemon::start();
     let out = tempfile::tempdir().expect("tempdir");
+    // The nested target's L1 runs as a guest user of its own and reaches its disk through this directory.
+    support::searchable(out.path());
     let bench_dir = out.path().join("work");
     std::fs::create_dir(&bench_dir).expect("bench dir");
     let json = out.path().join("run.json");

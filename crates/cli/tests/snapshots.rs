@@ -73,7 +73,8 @@ fn revert_brings_back_disk_memory_and_a_running_counter() {
         1,
     );
     console.run(
-        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count; usleep 200000; done) & true",
+        // Written aside and renamed: `cat` never sees the file truncated and not yet written again.
+        "(i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; usleep 200000; done) & true",
         2,
     );
     assert!(wait_for(Duration::from_secs(30), || counter(

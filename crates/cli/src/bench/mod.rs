@@ -14,6 +14,7 @@ mod report;
 mod workloads;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -213,6 +214,10 @@ pub fn run(client: &Client, args: BenchArgs) -> anyhow::Result<()> {
         .prefix("oxvirt-bench-")
         .tempdir_in(&bench_dir)
         .with_context(|| format!("cannot create a work directory in {}", args.dir.display()))?;
+    // Searchable by others (not readable): a sandboxed guest runs as a user of its own, which must reach the
+    // nested target's disk through this directory (docs/security.md), which gives the disk to it for the run.
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("cannot open {} to the guests' users", work.path().display()))?;
     let disk = work.path().join("data.raw");
     write_data_disk(&disk, profile.disk_mib())?;
 
