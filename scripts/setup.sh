@@ -74,4 +74,15 @@ mkdir -p /usr/local/share/bash-completion/completions
 # docs/configuration.md). oxvirtd reads /etc/oxvirt/oxvirtd.conf; without it, the defaults.
 install -D -m 0644 "$repo/etc/oxvirtd.conf" /etc/oxvirt/oxvirtd.conf.example
 bash "$repo/scripts/guest-kit.sh"
+# Every QEMU runs as a user of its own (docs/security.md), which reads the guest kit's kernel and initramfs by
+# name: as with libvirt's qemu user, every directory above them must be searchable by others (o+x: traversal
+# only, not listing). A clone below a root-only directory (/root, say) gets that bit, said here.
+dir=$repo/target/guest-kit
+while [ "$dir" != / ]; do
+    if [ $((0$(stat -c %a "$dir") & 01)) = 0 ]; then
+        chmod o+x "$dir"
+        log "$dir was not searchable by other users: made it so (chmod o+x) for the guests' users"
+    fi
+    dir=$(dirname "$dir")
+done
 log "ready"
