@@ -255,6 +255,56 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
     files
 }
 
+/// Why QEMU must keep root's rights for `domain` (inside the sandbox's other layers: NoNewPrivs,
+/// seccomp, Landlock) instead of running as a guest user of its own, or `None` when it need not.
+/// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
+/// it open: TAP devices it attaches to by name through the root-only `/dev/net/tun`, VFIO groups,
+/// memory it locks, and files and sockets at the definition's own paths, which it creates there.
+/// (libvirt passes each TAP and VFIO descriptor; docs/security.md says what is left to do.)
+pub fn needs_root(domain: &Domain) -> Option<String> {
+    use oxvirt_domain::InterfaceType;
+    let devices = &domain.devices;
+    if let Some(iface) = devices.interfaces.iter().find(|iface| {
+        matches!(
+            iface.interface_type,
+            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet
+        )
+    }) {
+        let what = iface.target_dev.as_deref().map_or_else(
+            || "an interface".to_string(),
+            |dev| format!("interface {dev}"),
+        );
+        return Some(format!(
+            "{what} is a TAP QEMU attaches to through /dev/net/tun"
+        ));
+    }
+    if !devices.hostdevs.is_empty() {
+        return Some("a host device is a VFIO group QEMU opens".into());
+    }
+    if domain.memory_backing.as_ref().is_some_and(|m| m.locked) {
+        return Some("<memoryBacking><locked/> needs the right to lock memory".into());
+    }
+    let chars = devices.serials.iter().chain(&devices.consoles);
+    let char_path = chars.map(|c| &c.source).find_map(|source| match source {
+        CharSource::File { path, .. } | CharSource::Unix { path, .. } => Some(path.as_str()),
+        _ => None,
+    });
+    let channel_path = devices
+        .channels
+        .iter()
+        .find_map(|channel| match &channel.source {
+            ChannelSource::Unix {
+                path: Some(path), ..
+            } => Some(path.as_str()),
+            _ => None,
+        });
+    let audio_path = devices.audios.iter().find_map(|a| a.path.as_deref());
+    char_path
+        .or(channel_path)
+        .or(audio_path)
+        .map(|path| format!("QEMU makes {path}, a path of the definition's"))
+}
+
 /// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
 /// images), kernel, initrd, firmware and NVRAM ([`guest_files`]), RNG source, the files and
 /// sockets of its character devices, its emulator.

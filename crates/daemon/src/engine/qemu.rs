@@ -145,9 +145,19 @@ impl Engine for QemuEngine {
     }
 
     /// A sandboxed QEMU runs as a guest user (`qemu_user_range`), reaching only the files
-    /// given to it.
-    fn runs_as_guest_user(&self, _domain: &Domain) -> bool {
-        self.sandbox
+    /// given to it; as root (still sandboxed) when it needs what only root may open
+    /// ([`oxvirt_qemu::confine::needs_root`]).
+    fn runs_as_guest_user(&self, domain: &Domain) -> bool {
+        if !self.sandbox {
+            return false;
+        }
+        match oxvirt_qemu::confine::needs_root(domain) {
+            None => true,
+            Some(reason) => {
+                tracing::info!(domain = %domain.name, "QEMU runs as root, sandboxed: {reason}");
+                false
+            }
+        }
     }
 
     fn nvram_file(&self, uuid: &Uuid) -> Option<PathBuf> {
