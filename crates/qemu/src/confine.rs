@@ -259,7 +259,8 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
 /// seccomp, Landlock) instead of running as a guest user of its own, or `None` when it need not.
 /// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
 /// it open: TAP devices it attaches to by name through the root-only `/dev/net/tun`, VFIO groups,
-/// memory it locks, and files and sockets at the definition's own paths, which it creates there.
+/// Unix sockets of network disks it connects to, memory it locks, and files and sockets at the
+/// definition's own paths, which it creates there.
 /// (libvirt passes each TAP and VFIO descriptor; docs/security.md says what is left to do.)
 pub fn needs_root(domain: &Domain) -> Option<String> {
     use oxvirt_domain::InterfaceType;
@@ -280,6 +281,20 @@ pub fn needs_root(domain: &Domain) -> Option<String> {
     }
     if !devices.hostdevs.is_empty() {
         return Some("a host device is a VFIO group QEMU opens".into());
+    }
+    let socket = devices
+        .disks
+        .iter()
+        .filter_map(|disk| disk.network.as_ref())
+        .flat_map(|source| &source.hosts)
+        .find_map(|host| match host {
+            oxvirt_domain::NetworkHost::Unix { socket } => Some(socket),
+            oxvirt_domain::NetworkHost::Tcp { .. } => None,
+        });
+    if let Some(socket) = socket {
+        return Some(format!(
+            "a disk is served on the Unix socket {socket}, which QEMU connects to"
+        ));
     }
     if domain.memory_backing.as_ref().is_some_and(|m| m.locked) {
         return Some("<memoryBacking><locked/> needs the right to lock memory".into());
