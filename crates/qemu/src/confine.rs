@@ -299,25 +299,41 @@ pub fn needs_root(domain: &Domain) -> Option<String> {
     if domain.memory_backing.as_ref().is_some_and(|m| m.locked) {
         return Some("<memoryBacking><locked/> needs the right to lock memory".into());
     }
-    let chars = devices.serials.iter().chain(&devices.consoles);
-    let char_path = chars.map(|c| &c.source).find_map(|source| match source {
-        CharSource::File { path, .. } | CharSource::Unix { path, .. } => Some(path.as_str()),
-        _ => None,
-    });
-    let channel_path = devices
-        .channels
+    made_by_qemu(domain)
+        .first()
+        .map(|(path, _)| format!("QEMU makes {path}, a path of the definition's"))
+}
+
+/// The files and sockets QEMU makes at paths of `domain`'s own, with the Landlock right to make
+/// each: character devices' files and sockets (serials, consoles, channels) and a file audio
+/// backend's WAV file.
+fn made_by_qemu(domain: &Domain) -> Vec<(&str, u64)> {
+    let devices = &domain.devices;
+    let mut made = Vec::new();
+    for source in devices
+        .serials
         .iter()
-        .find_map(|channel| match &channel.source {
-            ChannelSource::Unix {
-                path: Some(path), ..
-            } => Some(path.as_str()),
-            _ => None,
-        });
-    let audio_path = devices.audios.iter().find_map(|a| a.path.as_deref());
-    char_path
-        .or(channel_path)
-        .or(audio_path)
-        .map(|path| format!("QEMU makes {path}, a path of the definition's"))
+        .chain(&devices.consoles)
+        .map(|c| &c.source)
+    {
+        match source {
+            CharSource::File { path, .. } => made.push((path.as_str(), MAKE_REG)),
+            CharSource::Unix { path, .. } => made.push((path.as_str(), MAKE_SOCK)),
+            _ => {}
+        }
+    }
+    for path in devices.audios.iter().filter_map(|a| a.path.as_ref()) {
+        made.push((path.as_str(), MAKE_REG));
+    }
+    for channel in &devices.channels {
+        if let ChannelSource::Unix {
+            path: Some(path), ..
+        } = &channel.source
+        {
+            made.push((path.as_str(), MAKE_SOCK));
+        }
+    }
+    made
 }
 
 /// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
@@ -339,32 +355,7 @@ fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
         .collect();
     // Character devices' files and sockets, a file audio backend's WAV file: QEMU may make
     // them, so the right to do so in their directory, and to the file itself if it is there.
-    let chars = domain
-        .devices
-        .serials
-        .iter()
-        .chain(&domain.devices.consoles);
-    let mut made: Vec<(&str, u64)> = Vec::new();
-    for source in chars.map(|c| &c.source) {
-        match source {
-            CharSource::File { path, .. } => made.push((path, MAKE_REG)),
-            CharSource::Unix { path, .. } => made.push((path, MAKE_SOCK)),
-            _ => {}
-        }
-    }
-    // A file audio backend writes a WAV file.
-    for path in domain.devices.audios.iter().filter_map(|a| a.path.as_ref()) {
-        made.push((path, MAKE_REG));
-    }
-    for channel in &domain.devices.channels {
-        if let ChannelSource::Unix {
-            path: Some(path), ..
-        } = &channel.source
-        {
-            made.push((path, MAKE_SOCK));
-        }
-    }
-    for (path, make) in made {
+    for (path, make) in made_by_qemu(domain) {
         if let Some(dir) = Path::new(path).parent() {
             paths.push((dir.to_path_buf(), make | REMOVE_FILE, true));
         }
