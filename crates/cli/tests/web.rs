@@ -586,3 +586,121 @@ fn the_consoles_over_websockets_reach_the_guest_and_refuse_foreign_pages() {
     vnc.close(None).expect("close");
     daemon.oxvirt(&["destroy", "vm"]).ok();
 }
+
+/// A file the server sent, as bytes (curl's output can be binary).
+fn fetch(web: &Web, path: &str) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (head, body) = (dir.path().join("head"), dir.path().join("body"));
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--insecure", "--max-time", "60"])
+        .arg("--dump-header")
+        .arg(&head)
+        .arg("--output")
+        .arg(&body)
+        .args(["--write-out", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{}{path}", web.port))
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a status");
+    (
+        status,
+        std::fs::read_to_string(&head).unwrap_or_default(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    Reply {
+        status: 0,
+        head: head.to_string(),
+        body: String::new(),
+    }
+    .header(name)
+}
+
+#[test]
+fn the_web_ui_is_served_without_credentials_and_the_api_still_needs_them() {
+    let web = Web::start();
+    let dist = oxvirt_testkit::workspace_root().join("web/dist");
+    let (status, head, body) = fetch(&web, "/");
+    if dist.join("index.html").exists() {
+        // Built: index.html as it is in web/dist, with the UI's security headers.
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(
+            body,
+            std::fs::read(dist.join("index.html")).expect("index.html")
+        );
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(
+            header_of(&head, "content-security-policy").as_deref(),
+            Some(
+                "default-src 'self'; connect-src 'self' wss:; img-src 'self' data:; \
+                 style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+            )
+        );
+        assert_eq!(
+            header_of(&head, "x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(
+            header_of(&head, "referrer-policy").as_deref(),
+            Some("no-referrer")
+        );
+        // Every built asset, byte for byte; the hashed ones cached for good.
+        let assets = std::fs::read_dir(dist.join("assets")).expect("web/dist/assets");
+        let mut served = 0;
+        for entry in assets {
+            let path = entry.expect("entry").path();
+            if !path.is_file() {
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8");
+            let (status, head, body) = fetch(&web, &format!("/assets/{name}"));
+            assert_eq!(status, 200, "{name}: {head}");
+            assert_eq!(body, std::fs::read(&path).expect("read"), "{name}");
+            if name.ends_with(".js") {
+                assert_eq!(
+                    header_of(&head, "content-type").as_deref(),
+                    Some("text/javascript; charset=utf-8"),
+                    "{name}"
+                );
+            }
+            let stem = name.split('.').next().unwrap_or(name);
+            if stem
+                .rsplit_once('-')
+                .is_some_and(|(_, hash)| hash.len() == 8)
+            {
+                assert!(
+                    header_of(&head, "cache-control").is_some_and(|c| c.contains("immutable")),
+                    "{name}: {head}"
+                );
+            }
+            served += 1;
+        }
+        assert!(served > 0, "web/dist/assets is empty");
+    } else {
+        // Not built: oxvirtd says how to build it.
+        assert_eq!(status, 503, "{head}");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "the web UI was not built: run scripts/setup.sh\n"
+        );
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let (status, _, _) = fetch(&web, "/assets/no-such-file.js");
+    assert_eq!(status, 404);
+    // The files need no credentials; the API and the metrics still do.
+    for path in ["/v1/domains", "/metrics", "/v1/version", "/elsewhere"] {
+        let (status, head, _) = fetch(&web, path);
+        assert_eq!(status, 401, "{path}: {head}");
+    }
+}
