@@ -52,7 +52,7 @@ pub fn router(
 ) -> Router {
     let browser = match auth {
         Some(_) => Router::new()
-            .merge(session::routes())
+            .merge(auth::routes())
             .merge(websocket::routes()),
         None => Router::new(),
     };
