@@ -61,6 +61,10 @@ pub use display::{
     Screenshot, ScreenshotRequest, SendKeyRequest,
 };
 
+pub mod migration;
+pub use migration::{
+    JobInfo, MigrateRequest, MigrationAborted, PrepareMigration, PreparedMigration,
+};
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
 

@@ -1,0 +1,594 @@
+//! Live migration of running guests between two oxvirtd (more of [`Domains`]): `migrate`,
+//! `domjobinfo`, `domjobabort` on the source, and the `/v1/migrations` calls the source makes
+//! of the destination (docs/migration.md).
+//!
+//! The flow, source (S) and destination (D):
+//! 1. S asks D to prepare (`POST /v1/migrations` with the guest's live XML). D refuses a name
+//!    or UUID it already has and a disk or kernel it cannot find at the same path, defines the
+//!    domain (kept: oxvirt has no transient domains, so `--persistent` is always so), and listens on a Unix socket of its own state directory for one connection.
+//! 2. S connects to that socket and hands the connection to its QEMU (`getfd`, `migrate fd:`);
+//!    D accepts it and starts QEMU with `-incoming defer`, handing its end over the same way
+//!    (`migrate-incoming fd:`). Neither QEMU opens a socket itself: their sandboxes stay shut.
+//! 3. S follows `query-migrate` (what `domjobinfo` shows) until QEMU says `completed`, then
+//!    asks D to finish: D waits until the state is loaded, resumes the guest and records it
+//!    running (reason migrated). S ends its paused QEMU, and records the domain shut off
+//!    (reason migrated); with `--undefinesource`, it undefines it.
+//! 4. Any failure or `domjobabort` before that: S cancels (`migrate_cancel`; the guest goes on
+//!    running here) and asks D to abort: D's QEMU ends and the definition it made goes.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxvirt_api::{
+    Client, ClientError, DomainState, DomainSummary, JobInfo, MigrateRequest, PrepareMigration,
+    PreparedMigration, UndefineOptions,
+};
+use oxvirt_host::lock;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::domains::Domains;
+use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
+use super::guests::{stored_domain, Intent};
+use crate::engine::{Control, Incoming, MigrationProgress};
+use crate::state_dir::create_private_dir;
+use crate::store;
+
+/// How often `query-migrate` is asked.
+const POLL: Duration = Duration::from_millis(100);
+/// How long the destination waits for the source's connection after preparing.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a finish waits for the destination's QEMU to load the last of the stream.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The migrations of one oxvirtd: outgoing jobs (source side) and prepared incoming ones
+/// (destination side).
+#[derive(Default)]
+pub struct Migrations {
+    /// By domain: the running or last outgoing job.
+    jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
+    /// By id: the incoming migrations prepared here and not yet finished or aborted.
+    incoming: Mutex<HashMap<String, Arc<IncomingMigration>>>,
+}
+
+/// One outgoing migration.
+struct Job {
+    started: Instant,
+    info: Mutex<JobInfo>,
+    /// `domjobabort` (a permit is kept until the job looks).
+    abort: Notify,
+    running: std::sync::atomic::AtomicBool,
+}
+
+/// One prepared incoming migration.
+struct IncomingMigration {
+    uuid: Uuid,
+    name: String,
+    /// The guest ran on the source: it runs here (else it stays paused).
+    running: bool,
+    socket: PathBuf,
+    /// Stops waiting for the source's connection.
+    cancel: Notify,
+    /// The task that accepts the stream and loads it; its result once done.
+    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
+}
+
+fn destination_error(socket: &str, err: ClientError) -> DaemonError {
+    match err {
+        ClientError::Api(api) => DaemonError::new(
+            ErrorKind::InvalidState,
+            format!(
+                "the destination oxvirtd ({socket}) refused: {}",
+                api.message
+            ),
+        ),
+        other => DaemonError::new(
+            ErrorKind::BadRequest,
+            format!("cannot reach the destination oxvirtd: {other}"),
+        ),
+    }
+}
+
+impl Domains {
+    /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
+    /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
+    /// migrated). On any failure the guest goes on running here, untouched.
+    pub async fn migrate(
+        self: &Arc<Self>,
+        id: &str,
+        request: &MigrateRequest,
+    ) -> DaemonResult<DomainSummary> {
+        let destination_path = Path::new(&request.destination);
+        if !destination_path.is_absolute() {
+            return Err(bad_request(format!(
+                "destination socket '{}' is not an absolute path",
+                request.destination
+            )));
+        }
+        let record = self.guests.resolve(id)?;
+        let (vm, guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let state = self.guests.current_state(&record)?;
+        if !matches!(state, DomainState::Running | DomainState::Paused) {
+            return Err(invalid_state(format!(
+                "domain '{}' is {state}; only a running or paused domain can be migrated",
+                record.name
+            )));
+        }
+        let control = self.guests.control_of(&live, &record)?;
+        let xml = self
+            .live_xml(&record)?
+            .unwrap_or_else(|| record.xml.clone());
+        let destination = Client::new(destination_path);
+        let prepare = PrepareMigration {
+            xml,
+            running: state == DomainState::Running,
+        };
+        let prepared = destination
+            .prepare_migration(&prepare)
+            .await
+            .map_err(|err| destination_error(&request.destination, err))
+            .map_err(|err| err.context(format!("cannot migrate domain '{}'", record.name)))?;
+        tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
+
+        let job = self.migrations.begin_job(record.uuid);
+        // Not live: the guest stops for the copy (and runs again there, or here on a failure).
+        let paused = if !request.live && state == DomainState::Running {
+            control
+                .pause()
+                .await
+                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))
+        } else {
+            Ok(())
+        };
+        let sent = match paused {
+            Ok(()) => {
+                self.send_state(control.as_ref(), &prepared, request, &job)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        let finished = match sent {
+            Ok(()) => destination
+                .finish_migration(&prepared.id)
+                .await
+                .map(|_| ())
+                .map_err(|err| destination_error(&request.destination, err)),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = finished {
+            // The guest goes on here: the stream stops, the destination forgets it.
+            let _ = control.migrate_cancel().await;
+            if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+            }
+            // A migration cancelled after QEMU stopped the guest for the last pass leaves it
+            // paused: it ran before, so it runs again.
+            if state == DomainState::Running {
+                if let Ok(crate::engine::GuestStatus::Paused) = control.status().await {
+                    if let Err(resume) = control.resume().await {
+                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    }
+                }
+            }
+            job.end(&err);
+            return Err(err.context(format!(
+                "migration of domain '{}' failed; it goes on running here",
+                record.name
+            )));
+        }
+        job.complete();
+        tracing::info!(domain = %record.name, destination = %request.destination, "migrated");
+        self.end_guest(&vm, &record, &live, Intent::Migrated)
+            .await?;
+        let summary = self.summary(&record)?;
+        drop(guard);
+        if request.undefine_source {
+            let options = UndefineOptions {
+                nvram: None,
+                snapshots_metadata: false,
+                managed_save: false,
+            };
+            self.undefine(&record.uuid.to_string(), &options)
+                .map_err(|err| {
+                    err.context(format!(
+                        "domain '{}' runs on the destination, but stays defined here",
+                        record.name
+                    ))
+                })?;
+        }
+        Ok(summary)
+    }
+
+    /// Connects to the destination's socket, hands the connection to QEMU and follows the
+    /// migration until QEMU completed it (or it failed, or was aborted).
+    async fn send_state(
+        &self,
+        control: &dyn Control,
+        prepared: &PreparedMigration,
+        request: &MigrateRequest,
+        job: &Job,
+    ) -> DaemonResult<()> {
+        let stream = tokio::net::UnixStream::connect(&prepared.socket)
+            .await
+            .and_then(|stream| stream.into_std())
+            .map_err(|err| {
+                DaemonError::new(
+                    ErrorKind::Engine,
+                    format!(
+                        "cannot connect to the destination's migration socket {}: {err}",
+                        prepared.socket
+                    ),
+                )
+            })?;
+        control
+            .migrate_out(stream.as_fd(), request.bandwidth_mib)
+            .await
+            .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
+        // QEMU holds its own copy.
+        drop(stream);
+        loop {
+            tokio::select! {
+                () = job.abort.notified() => {
+                    return Err(DaemonError::new(
+                        ErrorKind::InvalidState,
+                        "the migration was aborted (domjobabort)",
+                    ));
+                }
+                () = tokio::time::sleep(POLL) => {}
+            }
+            let progress = control
+                .migration_progress()
+                .await
+                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
+            job.update(&progress, request.bandwidth_mib);
+            match progress.status.as_str() {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(DaemonError::new(
+                        ErrorKind::Engine,
+                        format!(
+                            "QEMU's migration {}: {}",
+                            progress.status,
+                            progress.error.as_deref().unwrap_or("no reason given")
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// virsh domjobinfo: the domain's running (or last) migration job.
+    pub fn job_info(&self, id: &str) -> DaemonResult<JobInfo> {
+        let record = self.guests.resolve(id)?;
+        Ok(self.migrations.job_info(&record.uuid))
+    }
+
+    /// virsh domjobabort: stops the domain's running migration; the guest stays here.
+    pub fn job_abort(&self, id: &str) -> DaemonResult<JobInfo> {
+        let record = self.guests.resolve(id)?;
+        let job = lock(&self.migrations.jobs).get(&record.uuid).cloned();
+        match job {
+            Some(job) if job.running.load(std::sync::atomic::Ordering::SeqCst) => {
+                job.abort.notify_one();
+                Ok(lock(&job.info).clone())
+            }
+            _ => Err(invalid_state(format!(
+                "domain '{}' has no migration job running",
+                record.name
+            ))),
+        }
+    }
+
+    /// `POST /v1/migrations` (destination side): checks that the guest of `request` can come
+    /// here, defines it, and listens for the stream.
+    pub async fn prepare_incoming(
+        self: &Arc<Self>,
+        request: &PrepareMigration,
+    ) -> DaemonResult<PreparedMigration> {
+        let domain = oxvirt_domain::parse_domain_xml(&request.xml)
+            .map_err(super::error::definition_error)?;
+        if let Some(record) = self.store.find_domain(&domain.name).map_err(db)? {
+            if record.name == domain.name {
+                return Err(DaemonError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("domain '{}' is already defined here", domain.name),
+                ));
+            }
+        }
+        if let Some(record) = self.store.domain_by_uuid(&domain.uuid).map_err(db)? {
+            return Err(DaemonError::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "uuid {} of domain '{}' already belongs to domain '{}' here",
+                    domain.uuid, domain.name, record.name
+                ),
+            ));
+        }
+        // Shared storage: every file the guest opens must be here, at the same path.
+        super::domains::check_files_exist(&domain).map_err(|err| {
+            err.context("the guest's files must be reachable here (shared storage)")
+        })?;
+        self.engine
+            .check_definition(&domain)
+            .and_then(|()| self.engine.check_host(&domain))
+            .map_err(|err| super::error::engine_failure(&domain.name, err))?;
+        self.define(&request.xml)?;
+        let record = self
+            .store
+            .domain_by_uuid(&domain.uuid)
+            .map_err(db)?
+            .ok_or_else(|| {
+                super::error::internal("prepare", format!("domain '{}' vanished", domain.name))
+            })?;
+        let prepared = async {
+            let dir = self.guests.state_dir().join("migrations");
+            create_private_dir(&dir).map_err(|err| {
+                super::error::internal(&format!("cannot create {}", dir.display()), err)
+            })?;
+            let id = Uuid::new_v4().to_string();
+            let socket = dir.join(format!("{id}.sock"));
+            let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
+                super::error::internal(&format!("cannot listen on {}", socket.display()), err)
+            })?;
+            let (vm, guard) = self.guests.begin(&record)?;
+            let incoming = Arc::new(IncomingMigration {
+                uuid: record.uuid,
+                name: record.name.clone(),
+                running: request.running,
+                socket: socket.clone(),
+                cancel: Notify::new(),
+                task: tokio::sync::Mutex::new(None),
+            });
+            let domains = Arc::clone(self);
+            let waiting = Arc::clone(&incoming);
+            let launched = record.clone();
+            let task = tokio::spawn(async move {
+                let _guard = guard;
+                let stream = tokio::select! {
+                    accepted = listener.accept() => accepted
+                        .map_err(|err| super::error::internal("accepting the migration stream", err))?
+                        .0,
+                    () = waiting.cancel.notified() => {
+                        return Err(invalid_state("the migration was aborted before it started"));
+                    }
+                    () = tokio::time::sleep(ACCEPT_TIMEOUT) => {
+                        return Err(DaemonError::new(
+                            ErrorKind::Timeout,
+                            format!("the source did not connect within {} s", ACCEPT_TIMEOUT.as_secs()),
+                        ));
+                    }
+                };
+                drop(listener);
+                let _ = std::fs::remove_file(&waiting.socket);
+                let stream = stream
+                    .into_std()
+                    .map_err(|err| super::error::internal("the migration stream", err))?;
+                let domain = stored_domain(&launched)?;
+                domains
+                    .launch_locked(
+                        &vm,
+                        &launched,
+                        domain,
+                        None,
+                        Some(Incoming::Stream(stream.as_fd())),
+                    )
+                    .await
+                    .map(|_| ())
+            });
+            *incoming.task.lock().await = Some(task);
+            lock(&self.migrations.incoming).insert(id.clone(), incoming);
+            Ok(PreparedMigration {
+                id,
+                socket: socket.display().to_string(),
+            })
+        }
+        .await;
+        if prepared.is_err() {
+            self.forget_incoming_definition(&record.uuid, &record.name);
+        }
+        prepared
+    }
+
+    /// `POST /v1/migrations/{id}/finish` (destination side): once the state is loaded, the
+    /// guest runs here.
+    pub async fn finish_incoming(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
+        let incoming = self.migrations.take_incoming(id)?;
+        let loaded = incoming.wait(FINISH_TIMEOUT).await;
+        let resumed = match loaded {
+            Ok(()) => self.resume_migrated(&incoming).await,
+            Err(err) => Err(err),
+        };
+        match resumed {
+            Ok(summary) => {
+                tracing::info!(domain = %incoming.name, "migrated in");
+                Ok(summary)
+            }
+            Err(err) => {
+                self.discard_incoming(&incoming).await;
+                Err(err.context(format!("domain '{}' did not arrive", incoming.name)))
+            }
+        }
+    }
+
+    /// `DELETE /v1/migrations/{id}` (destination side): nothing of the migration stays.
+    pub async fn abort_incoming(self: &Arc<Self>, id: &str) -> DaemonResult<()> {
+        let incoming = self.migrations.take_incoming(id)?;
+        incoming.cancel.notify_one();
+        // A load in progress fails once the source closed its end.
+        if let Err(err) = incoming.wait(FINISH_TIMEOUT).await {
+            tracing::info!(domain = %incoming.name, "incoming migration ended: {err}");
+        }
+        self.discard_incoming(&incoming).await;
+        tracing::info!(domain = %incoming.name, "incoming migration aborted");
+        Ok(())
+    }
+
+    async fn resume_migrated(&self, incoming: &IncomingMigration) -> DaemonResult<DomainSummary> {
+        let record = self
+            .store
+            .domain_by_uuid(&incoming.uuid)
+            .map_err(db)?
+            .ok_or_else(|| invalid_state(format!("domain '{}' is gone", incoming.name)))?;
+        let vm = self.guests.slot(&record.uuid);
+        let _guard = vm.op.clone().lock_owned().await;
+        if incoming.running {
+            let control = self.guests.running_control(&vm, &record)?;
+            control
+                .resume()
+                .await
+                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+            self.guests
+                .set_state(&vm, &record.uuid, DomainState::Running, "migrated");
+        } else {
+            self.guests
+                .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
+        }
+        self.summary(&record)
+    }
+
+    /// Ends the guest an incoming migration started here (if it did) and forgets its
+    /// definition.
+    async fn discard_incoming(self: &Arc<Self>, incoming: &IncomingMigration) {
+        let _ = std::fs::remove_file(&incoming.socket);
+        if let Ok(Some(record)) = self.store.domain_by_uuid(&incoming.uuid) {
+            let vm = self.guests.slot(&record.uuid);
+            let _guard = vm.op.clone().lock_owned().await;
+            if let Ok(live) = self.guests.live_or_not_running(&vm, &record) {
+                if let Err(err) = self.end_guest(&vm, &record, &live, Intent::Destroy).await {
+                    tracing::error!(domain = %record.name, "cannot end the incoming guest: {err}");
+                }
+            }
+        }
+        self.forget_incoming_definition(&incoming.uuid, &incoming.name);
+    }
+
+    /// Removes the definition a prepare made (nothing runs of it any more).
+    fn forget_incoming_definition(&self, uuid: &Uuid, name: &str) {
+        let removed = self.store.transaction_or(db, |tx| {
+            if store::runtime(tx, uuid).map_err(db)?.is_none() {
+                store::delete_domain(tx, uuid).map_err(db)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = removed {
+            tracing::error!(domain = %name, "cannot remove the definition of a failed migration: {err}");
+        }
+        self.guests.forget(uuid);
+    }
+}
+
+impl IncomingMigration {
+    /// The load's result, waiting at most `timeout`.
+    async fn wait(&self, timeout: Duration) -> DaemonResult<()> {
+        let mut task = self.task.lock().await;
+        let Some(handle) = task.as_mut() else {
+            return Err(invalid_state("the migration already ended"));
+        };
+        let result = match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(super::error::internal("the incoming migration", join)),
+            Err(_) => {
+                return Err(DaemonError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the guest's state was not loaded within {} s",
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+        };
+        *task = None;
+        result
+    }
+}
+
+impl Migrations {
+    fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
+        let job = Arc::new(Job {
+            started: Instant::now(),
+            info: Mutex::new(JobInfo {
+                job_type: "Unbounded".to_string(),
+                operation: Some("Outgoing migration".to_string()),
+                ..JobInfo::default()
+            }),
+            abort: Notify::new(),
+            running: std::sync::atomic::AtomicBool::new(true),
+        });
+        lock(&self.jobs).insert(uuid, Arc::clone(&job));
+        job
+    }
+
+    fn job_info(&self, uuid: &Uuid) -> JobInfo {
+        match lock(&self.jobs).get(uuid) {
+            Some(job) => {
+                let mut info = lock(&job.info).clone();
+                if job.running.load(std::sync::atomic::Ordering::SeqCst) {
+                    info.time_elapsed_ms = elapsed_ms(job.started);
+                }
+                info
+            }
+            None => JobInfo {
+                job_type: "None".to_string(),
+                ..JobInfo::default()
+            },
+        }
+    }
+
+    fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming).remove(id).ok_or_else(|| {
+            DaemonError::new(
+                ErrorKind::NotFound,
+                format!("no incoming migration '{id}' here"),
+            )
+        })
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Job {
+    fn update(&self, progress: &MigrationProgress, bandwidth_mib: Option<u64>) {
+        let mut info = lock(&self.info);
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.memory_processed = progress.transferred;
+        info.memory_remaining = progress.remaining;
+        info.memory_total = progress.total;
+        info.data_processed = progress.transferred;
+        info.data_remaining = progress.remaining;
+        info.data_total = progress.total;
+        info.dirty_rate = progress.dirty_rate;
+        info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
+        info.downtime_ms = progress.downtime_ms;
+    }
+
+    fn complete(&self) {
+        let mut info = lock(&self.info);
+        info.job_type = "Completed".to_string();
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.memory_remaining = 0;
+        info.data_remaining = 0;
+        self.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn end(&self, err: &DaemonError) {
+        let mut info = lock(&self.info);
+        info.job_type = if err.message.contains("domjobabort") {
+            "Cancelled"
+        } else {
+            "Failed"
+        }
+        .to_string();
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.error = Some(err.message.clone());
+        self.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
