@@ -63,7 +63,8 @@ pub use display::{
 
 pub mod migration;
 pub use migration::{
-    JobInfo, MigrateRequest, MigrationAborted, PrepareMigration, PreparedMigration,
+    JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
+    PreparedMigration,
 };
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};

@@ -6,6 +6,8 @@
 //! | `POST /v1/domains/{id}/migrate`             | [`MigrateRequest`]    | `DomainSummary`     |
 //! | `GET /v1/domains/{id}/job`                  |                       | [`JobInfo`]         |
 //! | `POST /v1/domains/{id}/job/abort`           |                       | [`JobInfo`]         |
+//! | `GET /v1/domains/{id}/migration-settings`   |                       | [`MigrationSettings`] |
+//! | `PUT /v1/domains/{id}/migration-settings`   | [`MigrationSettings`] | [`MigrationSettings`] |
 //! | `POST /v1/migrations`                       | [`PrepareMigration`]  | [`PreparedMigration`] |
 //! | `POST /v1/migrations/{id}/finish`           |                       | `DomainSummary`     |
 //! | `DELETE /v1/migrations/{id}`                |                       | `{}`                |
@@ -62,6 +64,18 @@ pub struct JobInfo {
     pub error: Option<String>,
 }
 
+/// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-getspeed`). In a
+/// `PUT`, a member left out stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationSettings {
+    /// The longest the guest may be paused for the last pass, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downtime_ms: Option<u64>,
+    /// The stream's bandwidth limit, MiB/s (read only here; `migrate --bandwidth` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mib: Option<u64>,
+}
+
 /// Body of `POST /v1/migrations`: the source asks the destination to get ready for a guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareMigration {
@@ -115,6 +129,30 @@ impl Client {
     pub async fn job_abort(&self, domain: &str) -> Result<JobInfo, ClientError> {
         self.call(Method::POST, domain_path(domain, "/job/abort"), None)
             .await
+    }
+
+    /// `GET /v1/domains/{id}/migration-settings`.
+    pub async fn migration_settings(&self, domain: &str) -> Result<MigrationSettings, ClientError> {
+        self.call(
+            Method::GET,
+            domain_path(domain, "/migration-settings"),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /v1/domains/{id}/migration-settings`.
+    pub async fn set_migration_settings(
+        &self,
+        domain: &str,
+        settings: &MigrationSettings,
+    ) -> Result<MigrationSettings, ClientError> {
+        self.call(
+            Method::PUT,
+            domain_path(domain, "/migration-settings"),
+            Some(to_json(settings)),
+        )
+        .await
     }
 
     /// `POST /v1/migrations` (destination side).

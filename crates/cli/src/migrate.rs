@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use oxvirt_api::{Client, JobInfo, MigrateRequest};
+use oxvirt_api::{Client, JobInfo, MigrateRequest, MigrationSettings};
 
 use crate::commands::block_on;
 
@@ -40,6 +40,20 @@ pub enum MigrateCommand {
         /// Print the progress (remaining memory, dirty rate) while it runs.
         #[arg(long)]
         verbose: bool,
+    },
+    /// Set the longest a running domain may be paused for the last pass of its migrations.
+    #[command(name = "migrate-setmaxdowntime")]
+    MigrateSetmaxdowntime {
+        /// Domain name or UUID.
+        domain: String,
+        /// Milliseconds.
+        downtime: u64,
+    },
+    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth sets it).
+    #[command(name = "migrate-getspeed")]
+    MigrateGetspeed {
+        /// Domain name or UUID.
+        domain: String,
     },
     /// Print the domain's running (or last) migration job.
     Domjobinfo {
@@ -106,6 +120,18 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 eprintln!("\rMigration: [100 %]");
             }
             String::new()
+        }
+        MigrateCommand::MigrateSetmaxdowntime { domain, downtime } => {
+            let settings = MigrationSettings {
+                max_downtime_ms: Some(downtime),
+                bandwidth_mib: None,
+            };
+            client.set_migration_settings(&domain, &settings).await?;
+            String::new()
+        }
+        MigrateCommand::MigrateGetspeed { domain } => {
+            let settings = client.migration_settings(&domain).await?;
+            format!("{}\n", settings.bandwidth_mib.unwrap_or(0))
         }
         MigrateCommand::Domjobinfo { domain } => format_job(&client.job_info(&domain).await?),
         MigrateCommand::Domjobabort { domain } => {

@@ -312,6 +312,19 @@ fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
         "the job is recorded as cancelled"
     );
 
+    // The limit stays the guest's (migrate-getspeed); the downtime allowed is set in QEMU.
+    assert_eq!(a.oxvirt(&["migrate-getspeed", "stay-vm"]).ok(), "1\n\n");
+    a.oxvirt(&["migrate-setmaxdowntime", "stay-vm", "750"]).ok();
+    let params = a
+        .oxvirt(&[
+            "qemu-monitor-command",
+            "stay-vm",
+            r#"{"execute":"query-migrate-parameters"}"#,
+        ])
+        .ok()
+        .replace([' ', '\n'], "");
+    assert!(params.contains("\"downtime-limit\":750"), "{params}");
+
     // Still on A, the same boot, its counter going on; nothing on B.
     assert_eq!(a.oxvirt(&["domstate", "stay-vm"]).ok(), "running\n\n");
     assert_eq!(names(&b), "\n");

@@ -71,8 +71,9 @@ pub async fn save_state(qmp: &Qmp, file: &File) -> Result<(), QemuError> {
 }
 
 /// Starts a live migration of the running guest behind `qmp` into `stream`, a connection to the
-/// destination's QEMU, at most `bandwidth_mib` MiB/s (else unlimited: oxvirtd's connections are
-/// local, and QEMU's default of 32 MiB/s is meant for a network link); returns once it
+/// destination's QEMU; `bandwidth_mib` MiB/s becomes the guest's migration speed limit (it
+/// stays for later migrations, as `migrate-getspeed` shows; else the one set stays: QEMU's
+/// default is 32 MiB/s); returns once it
 /// started. The guest runs on meanwhile; [`migration_stats`] follows it to `completed`, after
 /// which the guest here is paused for good (QEMU's `postmigrate`).
 pub async fn migrate_to_stream(
@@ -80,15 +81,14 @@ pub async fn migrate_to_stream(
     stream: BorrowedFd<'_>,
     bandwidth_mib: Option<u64>,
 ) -> Result<(), QemuError> {
-    // Set every time: QEMU keeps the last migration's limit.
-    let bytes = bandwidth_mib.map_or(i64::MAX as u64, |mib| {
-        mib.saturating_mul(1024 * 1024).min(i64::MAX as u64)
-    });
-    qmp.execute(
-        "migrate-set-parameters",
-        Some(json!({ "max-bandwidth": bytes })),
-    )
-    .await?;
+    if let Some(mib) = bandwidth_mib {
+        let bytes = mib.saturating_mul(MIB).min(i64::MAX as u64);
+        qmp.execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": bytes })),
+        )
+        .await?;
+    }
     qmp.pass_fd(STREAM_FD_NAME, stream).await?;
     let started = qmp
         .execute(
@@ -103,6 +103,27 @@ pub async fn migrate_to_stream(
         return Err(err);
     }
     Ok(())
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The guest's migration settings: (largest downtime allowed in ms, bandwidth limit in MiB/s).
+pub async fn migration_parameters(qmp: &Qmp) -> Result<(u64, u64), QemuError> {
+    let params = qmp.execute("query-migrate-parameters", None).await?;
+    Ok((
+        params["downtime-limit"].as_u64().unwrap_or(0),
+        params["max-bandwidth"].as_u64().unwrap_or(0) / MIB,
+    ))
+}
+
+/// Sets the largest downtime the guest's migrations may take for their last pass, in ms.
+pub async fn set_max_downtime(qmp: &Qmp, milliseconds: u64) -> Result<(), QemuError> {
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({ "downtime-limit": milliseconds })),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// What `query-migrate` says of an outgoing migration.

@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use oxvirt_api::{
-    DomainSummary, JobInfo, MigrateRequest, MigrationAborted, PrepareMigration, PreparedMigration,
+    DomainSummary, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
+    PreparedMigration,
 };
 
 use super::reply::{blocking, body, detached, Reply};
@@ -20,6 +21,10 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/migrate", post(migrate))
         .route("/v1/domains/{id}/job", get(job_info))
         .route("/v1/domains/{id}/job/abort", post(job_abort))
+        .route(
+            "/v1/domains/{id}/migration-settings",
+            get(settings).put(set_settings),
+        )
         .route("/v1/migrations", post(prepare))
         .route("/v1/migrations/{id}/finish", post(finish))
         .route("/v1/migrations/{id}", delete(abort))
@@ -43,6 +48,25 @@ async fn job_info(State(services): Shared, Path(id): Path<String>) -> Reply<JobI
 
 async fn job_abort(State(services): Shared, Path(id): Path<String>) -> Reply<JobInfo> {
     blocking(services, "domjobabort", move |d| d.domains.job_abort(&id)).await
+}
+
+async fn settings(State(services): Shared, Path(id): Path<String>) -> Reply<MigrationSettings> {
+    detached(services, "migrate-getspeed", |d| async move {
+        d.domains.migration_settings(&id).await
+    })
+    .await
+}
+
+async fn set_settings(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<MigrationSettings> {
+    let request: MigrationSettings = body(&bytes)?;
+    detached(services, "migrate-setmaxdowntime", |d| async move {
+        d.domains.set_migration_settings(&id, &request).await
+    })
+    .await
 }
 
 async fn prepare(State(services): Shared, bytes: Bytes) -> Reply<PreparedMigration> {

@@ -313,6 +313,14 @@ pub trait Control: Send + Sync {
     async fn migration_progress(&self) -> Result<MigrationProgress, EngineError> {
         Err(no_migration())
     }
+    /// The guest's migration settings: (largest downtime in ms, bandwidth limit in MiB/s).
+    async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {
+        Err(no_migration())
+    }
+    /// Sets the largest downtime its migrations may take, in ms.
+    async fn set_max_downtime(&self, _milliseconds: u64) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
     /// Stops the outgoing migration; the guest goes on running here.
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
         Err(no_migration())

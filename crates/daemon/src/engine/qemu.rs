@@ -727,6 +727,18 @@ impl Control for QmpControl {
         })
     }
 
+    async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {
+        oxvirt_qemu::migration_parameters(&self.qmp)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn set_max_downtime(&self, milliseconds: u64) -> Result<(), EngineError> {
+        oxvirt_qemu::set_max_downtime(&self.qmp, milliseconds)
+            .await
+            .map_err(engine_error)
+    }
+
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
         self.qmp
             .execute("migrate_cancel", None)

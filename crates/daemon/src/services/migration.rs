@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxvirt_api::{
-    Client, ClientError, DomainState, DomainSummary, JobInfo, MigrateRequest, PrepareMigration,
-    PreparedMigration, UndefineOptions,
+    Client, ClientError, DomainState, DomainSummary, JobInfo, MigrateRequest, MigrationSettings,
+    PrepareMigration, PreparedMigration, UndefineOptions,
 };
 use oxvirt_host::lock;
 use tokio::sync::Notify;
@@ -282,6 +282,44 @@ impl Domains {
                 record.name
             ))),
         }
+    }
+
+    /// migrate-getspeed and friends: the running guest's migration settings.
+    pub async fn migration_settings(&self, id: &str) -> DaemonResult<MigrationSettings> {
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        let (downtime, bandwidth) = control
+            .migration_parameters()
+            .await
+            .map_err(|err| super::error::engine_failure(&record.name, err))?;
+        Ok(MigrationSettings {
+            max_downtime_ms: Some(downtime),
+            bandwidth_mib: Some(bandwidth),
+        })
+    }
+
+    /// migrate-setmaxdowntime: also while a migration of the guest runs (it applies to it).
+    pub async fn set_migration_settings(
+        &self,
+        id: &str,
+        settings: &MigrationSettings,
+    ) -> DaemonResult<MigrationSettings> {
+        if settings.bandwidth_mib.is_some() {
+            return Err(bad_request(
+                "the bandwidth limit is set with migrate --bandwidth",
+            ));
+        }
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        if let Some(downtime) = settings.max_downtime_ms {
+            control
+                .set_max_downtime(downtime)
+                .await
+                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+        }
+        self.migration_settings(id).await
     }
 
     /// `POST /v1/migrations` (destination side): checks that the guest of `request` can come
