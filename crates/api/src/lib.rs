@@ -63,7 +63,7 @@ pub use display::{
 
 pub mod migration;
 pub use migration::{
-    JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
+    FileOwner, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
     PreparedMigration,
 };
 pub mod save;

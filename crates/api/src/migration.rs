@@ -84,6 +84,18 @@ pub struct PrepareMigration {
     /// The guest was running (it runs again there; else it stays paused).
     #[serde(default)]
     pub running: bool,
+    /// The owners the guest's files had before the source gave them to its QEMU's user: they
+    /// get them back when the guest stops on the destination (shared storage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<FileOwner>,
+}
+
+/// A file and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Reply to `POST /v1/migrations`.

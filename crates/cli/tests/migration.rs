@@ -195,8 +195,20 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
         "the guest booted on B: {}",
         console.all_output()
     );
-    // The file system of the disk is B's guest's now, and B's QEMU is the only one.
     assert_eq!(qemu_pids(uuid).len(), 1);
+
+    // The disk is B's guest user's now; once the guest stops there it is root's again, as
+    // before A gave it to its own guest user.
+    let owner = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).expect("stat the disk");
+        (meta.uid(), meta.gid())
+    };
+    let (uid, _) = owner(&disk);
+    assert!((3103000..=3103099).contains(&uid), "the disk is {uid}'s");
+    drop(console);
+    b.oxvirt(&["destroy", "mig-vm"]).ok();
+    assert_eq!(owner(&disk), (0, 0));
 }
 
 #[test]

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use oxvirt_api::{
-    Client, ClientError, DomainState, DomainSummary, JobInfo, MigrateRequest, MigrationSettings,
-    PrepareMigration, PreparedMigration, UndefineOptions,
+    Client, ClientError, DomainState, DomainSummary, FileOwner, JobInfo, MigrateRequest,
+    MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
 };
 use oxvirt_host::lock;
 use tokio::sync::Notify;
@@ -123,9 +123,21 @@ impl Domains {
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
         let destination = Client::new(destination_path);
+        let owners = self
+            .store
+            .labels_of(&record.uuid)
+            .map_err(db)?
+            .into_iter()
+            .map(|label| FileOwner {
+                path: label.path.display().to_string(),
+                uid: label.uid,
+                gid: label.gid,
+            })
+            .collect();
         let prepare = PrepareMigration {
             xml,
             running: state == DomainState::Running,
+            owners,
         };
         let prepared = destination
             .prepare_migration(&prepare)
@@ -385,6 +397,7 @@ impl Domains {
             let domains = Arc::clone(self);
             let waiting = Arc::clone(&incoming);
             let launched = record.clone();
+            let owners = request.owners.clone();
             let task = tokio::spawn(async move {
                 let _guard = guard;
                 let stream = tokio::select! {
@@ -415,8 +428,21 @@ impl Domains {
                         None,
                         Some(Incoming::Stream(stream.as_fd())),
                     )
-                    .await
-                    .map(|_| ())
+                    .await?;
+                // Its files were the source's guest user's: they go back to the owners they
+                // had before that one when the guest stops here.
+                for owner in owners {
+                    let label = store::SecurityLabel {
+                        path: PathBuf::from(owner.path),
+                        uid: owner.uid,
+                        gid: owner.gid,
+                    };
+                    domains
+                        .store
+                        .correct_label_owner(&launched.uuid, &label)
+                        .map_err(db)?;
+                }
+                Ok(())
             });
             *incoming.task.lock().await = Some(task);
             lock(&self.migrations.incoming).insert(id.clone(), incoming);
