@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::{guest_xml, wait_for_exit, ConsoleSession, Daemon};
+use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -92,25 +92,6 @@ fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
         .run("cat /proc/sys/kernel/random/boot_id", tag)
         .trim()
         .to_string()
-}
-
-/// The pids of every QEMU of the VM `uuid` on this host.
-fn qemu_pids(uuid: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let argv = String::from_utf8_lossy(&argv);
-            argv.split('\0')
-                .next()
-                .is_some_and(|a| a.contains("qemu-system"))
-                && argv.contains(uuid)
-        })
-        .collect()
 }
 
 /// Every domain `daemon` has, by name.

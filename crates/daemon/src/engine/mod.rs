@@ -106,22 +106,9 @@ pub enum Incoming<'a> {
     Stream(std::os::fd::BorrowedFd<'a>),
 }
 
-/// How an outgoing live migration is going (QEMU's `query-migrate`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MigrationProgress {
-    /// QEMU's status word: "setup", "active", "device", "completed", "failed", "cancelled"...
-    pub status: String,
-    /// RAM bytes sent, still to send, and in all.
-    pub transferred: u64,
-    pub remaining: u64,
-    pub total: u64,
-    /// Bytes per second of RAM the guest dirties.
-    pub dirty_rate: u64,
-    /// How long the guest was paused for the last pass, once completed.
-    pub downtime_ms: Option<u64>,
-    /// QEMU's words when it failed.
-    pub error: Option<String>,
-}
+/// How an outgoing live migration is going: the qemu engine's figures (the only engine that
+/// migrates so far) are every engine's.
+pub use oxvirt_qemu::MigrationStats as MigrationProgress;
 
 fn no_migration() -> EngineError {
     EngineError {

@@ -713,18 +713,9 @@ impl Control for QmpControl {
     }
 
     async fn migration_progress(&self) -> Result<MigrationProgress, EngineError> {
-        let stats = oxvirt_qemu::migration_stats(&self.qmp)
+        oxvirt_qemu::migration_stats(&self.qmp)
             .await
-            .map_err(engine_error)?;
-        Ok(MigrationProgress {
-            status: stats.status,
-            transferred: stats.transferred,
-            remaining: stats.remaining,
-            total: stats.total,
-            dirty_rate: stats.dirty_rate,
-            downtime_ms: stats.downtime_ms,
-            error: stats.error,
-        })
+            .map_err(engine_error)
     }
 
     async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {

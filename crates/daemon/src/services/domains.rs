@@ -49,7 +49,7 @@ pub struct Domains {
     /// Where supervisors ask for a domain to be started again.
     restarts: mpsc::UnboundedSender<Restart>,
     /// Live migrations in and out (services/migration.rs).
-    pub(super) migrations: super::migration::Migrations,
+    pub(super) migrations: super::jobs::Migrations,
 }
 
 /// A guest process just started for a domain.

@@ -16,11 +16,10 @@
 //! 4. Any failure or `domjobabort` before that: S cancels (`migrate_cancel`; the guest goes on
 //!    running here) and asks D to abort: D's QEMU ends and the definition it made goes.
 
-use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use oxvirt_api::{
     Client, ClientError, DomainState, DomainSummary, FileOwner, JobInfo, MigrateRequest,
@@ -33,7 +32,8 @@ use uuid::Uuid;
 use super::domains::Domains;
 use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{stored_domain, Intent};
-use crate::engine::{Control, Incoming, MigrationProgress};
+use super::jobs::{IncomingMigration, Job};
+use crate::engine::{Control, Incoming};
 use crate::state_dir::create_private_dir;
 use crate::store;
 
@@ -43,38 +43,6 @@ const POLL: Duration = Duration::from_millis(100);
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finish waits for the destination's QEMU to load the last of the stream.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The migrations of one oxvirtd: outgoing jobs (source side) and prepared incoming ones
-/// (destination side).
-#[derive(Default)]
-pub struct Migrations {
-    /// By domain: the running or last outgoing job.
-    jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
-    /// By id: the incoming migrations prepared here and not yet finished or aborted.
-    incoming: Mutex<HashMap<String, Arc<IncomingMigration>>>,
-}
-
-/// One outgoing migration.
-struct Job {
-    started: Instant,
-    info: Mutex<JobInfo>,
-    /// `domjobabort` (a permit is kept until the job looks).
-    abort: Notify,
-    running: std::sync::atomic::AtomicBool,
-}
-
-/// One prepared incoming migration.
-struct IncomingMigration {
-    uuid: Uuid,
-    name: String,
-    /// The guest ran on the source: it runs here (else it stays paused).
-    running: bool,
-    socket: PathBuf,
-    /// Stops waiting for the source's connection.
-    cancel: Notify,
-    /// The task that accepts the stream and loads it; its result once done.
-    task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
-}
 
 fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     match err {
@@ -543,116 +511,5 @@ impl Domains {
             tracing::error!(domain = %name, "cannot remove the definition of a failed migration: {err}");
         }
         self.guests.forget(uuid);
-    }
-}
-
-impl IncomingMigration {
-    /// The load's result, waiting at most `timeout`.
-    async fn wait(&self, timeout: Duration) -> DaemonResult<()> {
-        let mut task = self.task.lock().await;
-        let Some(handle) = task.as_mut() else {
-            return Err(invalid_state("the migration already ended"));
-        };
-        let result = match tokio::time::timeout(timeout, handle).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(super::error::internal("the incoming migration", join)),
-            Err(_) => {
-                return Err(DaemonError::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "the guest's state was not loaded within {} s",
-                        timeout.as_secs()
-                    ),
-                ))
-            }
-        };
-        *task = None;
-        result
-    }
-}
-
-impl Migrations {
-    fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
-        let job = Arc::new(Job {
-            started: Instant::now(),
-            info: Mutex::new(JobInfo {
-                job_type: "Unbounded".to_string(),
-                operation: Some("Outgoing migration".to_string()),
-                ..JobInfo::default()
-            }),
-            abort: Notify::new(),
-            running: std::sync::atomic::AtomicBool::new(true),
-        });
-        lock(&self.jobs).insert(uuid, Arc::clone(&job));
-        job
-    }
-
-    fn job_info(&self, uuid: &Uuid) -> JobInfo {
-        match lock(&self.jobs).get(uuid) {
-            Some(job) => {
-                let mut info = lock(&job.info).clone();
-                if job.running.load(std::sync::atomic::Ordering::SeqCst) {
-                    info.time_elapsed_ms = elapsed_ms(job.started);
-                }
-                info
-            }
-            None => JobInfo {
-                job_type: "None".to_string(),
-                ..JobInfo::default()
-            },
-        }
-    }
-
-    fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
-        lock(&self.incoming).remove(id).ok_or_else(|| {
-            DaemonError::new(
-                ErrorKind::NotFound,
-                format!("no incoming migration '{id}' here"),
-            )
-        })
-    }
-}
-
-fn elapsed_ms(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-impl Job {
-    fn update(&self, progress: &MigrationProgress, bandwidth_mib: Option<u64>) {
-        let mut info = lock(&self.info);
-        info.time_elapsed_ms = elapsed_ms(self.started);
-        info.memory_processed = progress.transferred;
-        info.memory_remaining = progress.remaining;
-        info.memory_total = progress.total;
-        info.data_processed = progress.transferred;
-        info.data_remaining = progress.remaining;
-        info.data_total = progress.total;
-        info.dirty_rate = progress.dirty_rate;
-        info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
-        info.downtime_ms = progress.downtime_ms;
-    }
-
-    fn complete(&self) {
-        let mut info = lock(&self.info);
-        info.job_type = "Completed".to_string();
-        info.time_elapsed_ms = elapsed_ms(self.started);
-        info.memory_remaining = 0;
-        info.data_remaining = 0;
-        self.running
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    fn end(&self, err: &DaemonError) {
-        let mut info = lock(&self.info);
-        info.job_type = if err.message.contains("domjobabort") {
-            "Cancelled"
-        } else {
-            "Failed"
-        }
-        .to_string();
-        info.time_elapsed_ms = elapsed_ms(self.started);
-        info.error = Some(err.message.clone());
-        self.running
-            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }

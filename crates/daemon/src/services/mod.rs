@@ -7,7 +7,8 @@
 //! a guest's cgroups, schedinfo, memtune; [`events`]: the event bus of lifecycle and monitor
 //! events),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format; [`migration`]:
-//! live migration to and from another oxvirtd (`migrate`, `domjobinfo`, `domjobabort`);
+//! live migration to and from another oxvirtd (`migrate`, `domjobinfo`, `domjobabort`), its
+//! jobs in memory in [`jobs`];
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
@@ -26,6 +27,7 @@ pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
 pub mod iothreads;
+pub mod jobs;
 pub mod memory;
 pub mod migration;
 pub mod monitor;
