@@ -251,22 +251,7 @@ fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
         &disk.display().to_string(),
         "/nonexistent/oxvirt-migration/stay.qcow2",
     );
-    let body = serde_json::json!({ "xml": xml, "running": true }).to_string();
-    let reply = Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&b.socket)
-        .args([
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-        ])
-        .arg(&body)
-        .arg("http://oxvirtd/v1/migrations")
-        .output()
-        .expect("run curl");
-    let reply = String::from_utf8_lossy(&reply.stdout).into_owned();
+    let reply = prepare_on(&b, &xml);
     assert!(
         reply.contains("/nonexistent/oxvirt-migration/stay.qcow2")
             && reply.contains("does not exist")
@@ -331,10 +316,44 @@ fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let mut console = a.console_when_ready("stay-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 20), booted);
+
+    // A source that prepares and never connects (gone): within the destination's 60 s wait,
+    // nothing of it stays there.
+    let xml = a.oxvirt(&["dumpxml", "stay-vm"]).ok();
+    let reply = prepare_on(&b, &xml);
+    let prepared: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    let socket = PathBuf::from(prepared["socket"].as_str().expect("a socket in the reply"));
+    assert!(socket.exists(), "{reply}");
+    assert_eq!(names(&b), "stay-vm\n\n");
+    assert!(
+        wait_for(Duration::from_secs(90), || names(&b) == "\n"
+            && !socket.exists()),
+        "the prepared migration stayed on B"
+    );
     let count = ram_count(&mut console, 21);
     assert!(
         wait_for(Duration::from_secs(30), || ram_count(&mut console, 22)
             > count),
         "the counter stopped on A"
     );
+}
+
+/// Asks `daemon` to prepare for the guest `xml` as a source oxvirtd does; its JSON reply.
+fn prepare_on(daemon: &Daemon, xml: &str) -> String {
+    let body = serde_json::json!({ "xml": xml, "running": true }).to_string();
+    let reply = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&daemon.socket)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+        ])
+        .arg(&body)
+        .arg("http://oxvirtd/v1/migrations")
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&reply.stdout).into_owned()
 }

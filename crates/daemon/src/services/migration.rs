@@ -366,7 +366,9 @@ impl Domains {
             let waiting = Arc::clone(&incoming);
             let launched = record.clone();
             let owners = request.owners.clone();
+            let task_id = id.clone();
             let task = tokio::spawn(async move {
+                let received = async {
                 let _guard = guard;
                 let stream = tokio::select! {
                     accepted = listener.accept() => accepted
@@ -411,6 +413,18 @@ impl Domains {
                         .map_err(db)?;
                 }
                 Ok(())
+                }
+                .await;
+                // A failure no finish or abort took over (the source gone, or it never
+                // connected): nothing of the migration stays here.
+                if let Err(err) = &received {
+                    if lock(&domains.migrations.incoming).remove(&task_id).is_some() {
+                        tracing::warn!(domain = %launched.name, "incoming migration failed: {err}");
+                        let _ = std::fs::remove_file(&waiting.socket);
+                        domains.forget_incoming_definition(&launched.uuid, &launched.name);
+                    }
+                }
+                received
             });
             *incoming.task.lock().await = Some(task);
             lock(&self.migrations.incoming).insert(id.clone(), incoming);
