@@ -600,11 +600,19 @@ pub fn cgroup_mount(controller: &str) -> (PathBuf, bool) {
 
 /// The pid of the QEMU whose command line names `uuid`, if one runs.
 pub fn qemu_pid(uuid: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
+    qemu_pids(uuid).into_iter().next()
+}
+
+/// The pids of every QEMU of the VM `uuid` on this host (two while it migrates between two
+/// oxvirtd).
+pub fn qemu_pids(uuid: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
+        .filter(|pid| {
             let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let argv = String::from_utf8_lossy(&argv);
             argv.split('\0')
@@ -612,6 +620,7 @@ pub fn qemu_pid(uuid: &str) -> Option<u32> {
                 .is_some_and(|a| a.contains("qemu-system"))
                 && argv.contains(uuid)
         })
+        .collect()
 }
 
 /// The host's last CPU and its CPUs as the kernel lists them, e.g. (1, "0-1").

@@ -14,6 +14,7 @@ mod iothreads;
 mod limits;
 mod memory;
 mod metrics;
+mod migration;
 mod monitor;
 mod networks;
 mod node;
@@ -69,6 +70,7 @@ pub fn router(
         .merge(iothreads::routes())
         .merge(memory::routes())
         .merge(metrics::routes())
+        .merge(migration::routes())
         .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())
