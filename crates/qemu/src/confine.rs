@@ -35,10 +35,13 @@ pub const SANDBOX_ARGS: [&str; 2] = [
 
 /// The user a sandboxed QEMU runs as: `uid`, used as its gid too (one per running guest),
 /// with `groups` as its only supplementary groups (the group of /dev/kvm when it uses KVM).
+/// `lock_memory`: QEMU locks the guest's memory (`<memoryBacking><locked/>`), so its
+/// RLIMIT_MEMLOCK is lifted before it gives up root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestUser {
     pub uid: u32,
     pub groups: Vec<u32>,
+    pub lock_memory: bool,
 }
 
 /// Sandboxes the calling process: meant for the forked child just before it execs QEMU, so it
@@ -53,6 +56,16 @@ pub(crate) fn apply_in_child(
     user: Option<&GuestUser>,
     ruleset: Option<RawFd>,
 ) -> std::io::Result<()> {
+    if user.is_some_and(|user| user.lock_memory) {
+        let unlimited = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit reads a live rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     if let Some(user) = user {
         // SAFETY: setgroups reads `groups.len()` gids from a live slice; setgid and setuid
         // take integers. The real, effective and saved ids all change (we are root).
@@ -160,7 +173,8 @@ const HOST_READ: &[(&str, u64)] = &[
 ];
 
 /// The device nodes QEMU may use (those that exist), and the memory file systems it may make
-/// files in.
+/// files in. Not /dev/net/tun, /dev/vhost-net, /dev/ptmx: TAPs and vhost-net come as
+/// descriptors, and QEMU makes no terminal (its private /dev has none of them either: `devns`).
 const HOST_DEVICES: &[(&str, u64)] = &[
     ("/dev/null", READ_WRITE),
     ("/dev/zero", READ_WRITE),
@@ -168,12 +182,7 @@ const HOST_DEVICES: &[(&str, u64)] = &[
     ("/dev/random", READ_WRITE),
     ("/dev/urandom", READ_WRITE),
     ("/dev/kvm", READ_WRITE),
-    ("/dev/net/tun", READ_WRITE),
-    ("/dev/vhost-net", READ_WRITE),
-    ("/dev/vhost-vsock", READ_WRITE),
     ("/dev/vfio", ALL),
-    ("/dev/ptmx", READ_WRITE),
-    ("/dev/pts", READ | WRITE_FILE),
     ("/dev/hugepages", ALL),
     ("/dev/shm", ALL),
 ];
@@ -258,27 +267,13 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
 /// Why QEMU must keep root's rights for `domain` (inside the sandbox's other layers: NoNewPrivs,
 /// seccomp, Landlock) instead of running as a guest user of its own, or `None` when it need not.
 /// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
-/// it open: TAP devices it attaches to by name through the root-only `/dev/net/tun`, VFIO groups,
-/// Unix sockets of network disks it connects to, memory it locks, and files and sockets at the
-/// definition's own paths, which it creates there.
-/// (libvirt passes each TAP and VFIO descriptor; docs/security.md says what is left to do.)
+/// it open: VFIO groups, Unix sockets of network disks it connects to, and files and sockets at
+/// the definition's own paths, which it creates there. (TAPs and macvtaps it gets open: launch's
+/// `open_nic_fds`; memory it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where
+/// oxvirtd may lift it: [`can_lift_memlock`].)
+/// (libvirt passes each VFIO descriptor too; docs/security.md says what is left to do.)
 pub fn needs_root(domain: &Domain) -> Option<String> {
-    use oxvirt_domain::InterfaceType;
     let devices = &domain.devices;
-    if let Some(iface) = devices.interfaces.iter().find(|iface| {
-        matches!(
-            iface.interface_type,
-            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet
-        )
-    }) {
-        let what = iface.target_dev.as_deref().map_or_else(
-            || "an interface".to_string(),
-            |dev| format!("interface {dev}"),
-        );
-        return Some(format!(
-            "{what} is a TAP QEMU attaches to through /dev/net/tun"
-        ));
-    }
     if !devices.hostdevs.is_empty() {
         return Some("a host device is a VFIO group QEMU opens".into());
     }
@@ -296,30 +291,56 @@ pub fn needs_root(domain: &Domain) -> Option<String> {
             "a disk is served on the Unix socket {socket}, which QEMU connects to"
         ));
     }
-    if domain.memory_backing.as_ref().is_some_and(|m| m.locked) {
-        return Some("<memoryBacking><locked/> needs the right to lock memory".into());
+    if domain.memory_backing.as_ref().is_some_and(|m| m.locked) && !can_lift_memlock() {
+        return Some(
+            "<memoryBacking><locked/> needs a RLIMIT_MEMLOCK oxvirtd cannot raise (it lacks \
+             CAP_SYS_RESOURCE)"
+                .into(),
+        );
     }
     made_by_qemu(domain)
         .first()
         .map(|(path, _)| format!("QEMU makes {path}, a path of the definition's"))
 }
 
+/// Whether this process may give a child an unlimited RLIMIT_MEMLOCK ([`apply_in_child`]):
+/// its own hard limit is unlimited, or it has CAP_SYS_RESOURCE (not every container's root has).
+pub fn can_lift_memlock() -> bool {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_max == libc::RLIM_INFINITY
+    {
+        return true;
+    }
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
+}
+
 /// The files and sockets QEMU makes at paths of `domain`'s own, with the Landlock right to make
-/// each: character devices' files and sockets (serials, consoles, channels) and a file audio
-/// backend's WAV file.
+/// each: character devices' sockets (serials, consoles, channels) and a file audio backend's
+/// WAV file.
 fn made_by_qemu(domain: &Domain) -> Vec<(&str, u64)> {
     let devices = &domain.devices;
     let mut made = Vec::new();
+    // (Serial files are opened by launch and handed over: `open_char_files`.)
     for source in devices
         .serials
         .iter()
         .chain(&devices.consoles)
         .map(|c| &c.source)
     {
-        match source {
-            CharSource::File { path, .. } => made.push((path.as_str(), MAKE_REG)),
-            CharSource::Unix { path, .. } => made.push((path.as_str(), MAKE_SOCK)),
-            _ => {}
+        if let CharSource::Unix { path, .. } = source {
+            made.push((path.as_str(), MAKE_SOCK));
         }
     }
     for path in devices.audios.iter().filter_map(|a| a.path.as_ref()) {
@@ -334,6 +355,16 @@ fn made_by_qemu(domain: &Domain) -> Vec<(&str, u64)> {
         }
     }
     made
+}
+
+/// The paths under /dev `domain` has QEMU open by name (a block disk, an RNG source, a serial
+/// device): its private /dev must hold them (`devns`).
+pub(crate) fn device_paths(domain: &Domain) -> Vec<PathBuf> {
+    domain_paths(domain, Path::new("/"))
+        .into_iter()
+        .map(|(path, _, _)| path)
+        .filter(|path| path.starts_with("/dev") && path != Path::new("/dev"))
+        .collect()
 }
 
 /// The paths `domain` has QEMU open, with what it does to each: its disks (and their backing
@@ -353,7 +384,7 @@ fn domain_paths(domain: &Domain, emulator: &Path) -> Vec<(PathBuf, u64, bool)> {
         .into_iter()
         .map(|(path, access)| (path, access, true))
         .collect();
-    // Character devices' files and sockets, a file audio backend's WAV file: QEMU may make
+    // Character devices' sockets, a file audio backend's WAV file: QEMU may make
     // them, so the right to do so in their directory, and to the file itself if it is there.
     for (path, make) in made_by_qemu(domain) {
         if let Some(dir) = Path::new(path).parent() {
@@ -620,9 +651,10 @@ mod tests {
         assert_eq!(access("/d/rw.qcow2"), Some((READ_WRITE, true)));
         assert_eq!(access("/d/ro.raw"), Some((READ, true)));
         assert_eq!(access("/d/x.iso"), Some((READ, true)));
-        // A serial file QEMU makes: the right to make it, and to the file if it is there.
-        assert_eq!(access("/logs"), Some((MAKE_REG | REMOVE_FILE, true)));
-        assert_eq!(access("/logs/serial.txt"), Some((READ_WRITE, false)));
+        // A serial file comes open: nothing of its directory. An audio file QEMU makes: the
+        // right to make it, and to the file if it is there.
+        assert_eq!(access("/logs"), None);
+        assert_eq!(access("/logs/serial.txt"), None);
         assert_eq!(access("/snd"), Some((MAKE_REG | REMOVE_FILE, true)));
         assert_eq!(access("/snd/out.wav"), Some((READ_WRITE, false)));
         assert_eq!(access("/d"), None, "a disk's directory is not given away");

@@ -235,6 +235,7 @@ impl Supervisor {
         self.hostdevs.release(&self.uuid);
         // Its files get their owners back, before the stop is visible too.
         self.dac.restore(&self.uuid);
+        self.engine.after_exit(&self.run_dir);
         self.remove_cgroups().await;
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
