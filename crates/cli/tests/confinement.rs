@@ -63,6 +63,15 @@ fn start_guest_on(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> u32 {
     qemu_pid(uuid).expect("the guest's QEMU runs")
 }
 
+/// Defines the test guest `name` with `edit` (what to replace, and by what) made to its
+/// definition; returns its disk.
+fn define_edited(daemon: &Daemon, name: &str, uuid: &str, edit: (&str, &str)) -> PathBuf {
+    let disk = make_disk(daemon.dir.path(), &format!("{name}.raw"), 2048);
+    let xml = guest_xml(name, uuid, &guest_kit(), &disk, 1).replace(edit.0, edit.1);
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    disk
+}
+
 /// A disk image owned by [`ORIGINAL`].
 fn foreign_disk(daemon: &Daemon, name: &str) -> PathBuf {
     let disk = make_disk(daemon.dir.path(), name, 2048);
@@ -201,7 +210,7 @@ fn names_in(dir: &str) -> Vec<String> {
 }
 
 /// The file system type mounted at `mount_point` as `/proc/PID/mountinfo` lists it last (the
-/// one on top).
+/// one on top; mountinfo lists mounts in the order they were made).
 fn mounted_at(pid: &str, mount_point: &str) -> Option<String> {
     let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
     info.lines()
@@ -211,7 +220,7 @@ fn mounted_at(pid: &str, mount_point: &str) -> Option<String> {
             let fs = fields.get(dash + 1)?;
             (fields.get(4) == Some(&mount_point)).then(|| fs.to_string())
         })
-        .last()
+        .next_back()
 }
 
 /// QEMU runs in a mount namespace of its own whose /dev holds only what it needs: no /dev/net/tun
@@ -221,20 +230,16 @@ fn mounted_at(pid: &str, mount_point: &str) -> Option<String> {
 #[test]
 fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
     let daemon = Daemon::start();
-    let disk = make_disk(daemon.dir.path(), "privdev.raw", 2048);
     let logs = daemon.dir.path().join("private-logs");
     std::fs::create_dir(&logs).expect("mkdir");
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod");
     let serial_file = logs.join("ttyS1.log");
-    let xml = guest_xml("privdev", PRIVATE_DEV, &guest_kit(), &disk, 1).replace(
-        "</devices>",
-        &format!(
-            "<serial type='file'><source path='{}'/><target port='1'/></serial>\n  </devices>",
-            serial_file.display()
-        ),
+    let serial = format!(
+        "<serial type='file'><source path='{}'/><target port='1'/></serial>\n  </devices>",
+        serial_file.display()
     );
-    daemon.define("privdev.xml", &xml).1.ok();
+    let disk = define_edited(&daemon, "privdev", PRIVATE_DEV, ("</devices>", &serial));
     let mut console = daemon.start_with_console("privdev");
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
@@ -326,12 +331,15 @@ fn memlock_can_be_lifted() -> bool {
 #[test]
 fn a_guest_with_locked_memory_starts_sandboxed() {
     let daemon = Daemon::start();
-    let disk = make_disk(daemon.dir.path(), "locked.raw", 2048);
-    let xml = guest_xml("locked", LOCKED, &guest_kit(), &disk, 1).replace(
-        "<devices>",
-        "<memoryBacking><locked/></memoryBacking>\n  <devices>",
+    define_edited(
+        &daemon,
+        "locked",
+        LOCKED,
+        (
+            "<devices>",
+            "<memoryBacking><locked/></memoryBacking>\n  <devices>",
+        ),
     );
-    daemon.define("locked.xml", &xml).1.ok();
     daemon.oxvirt(&["start", "locked"]).ok();
     let pid = qemu_pid(LOCKED).expect("the guest's QEMU runs");
     assert_eq!(status_field(pid, "NoNewPrivs"), "1");
@@ -362,7 +370,10 @@ fn a_guest_with_locked_memory_starts_sandboxed() {
             daemon.log()
         );
     }
-    // Either way its RAM is locked.
+    // Either way the host's secrets stay out of reach (as root: Landlock alone keeps them).
+    let reply = open_through_qemu(&daemon, "locked", "shadow", "/etc/shadow");
+    assert!(reply.contains("Permission denied"), "{reply}");
+    // And its RAM is locked.
     let locked_kib: u64 = status_field(pid, "VmLck")
         .trim_end_matches("kB")
         .trim()

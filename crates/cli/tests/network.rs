@@ -112,19 +112,7 @@ fn nat_network_gives_guests_leases_dns_and_each_other() {
 
     // Hotplug: the running guest sees a second NIC.
     assert_eq!(
-        daemon
-            .oxvirt(&[
-                "attach-interface",
-                "g1",
-                "--type",
-                "network",
-                "--source",
-                "default",
-                "--model",
-                "virtio",
-                "--live"
-            ])
-            .ok(),
+        attach_live_nic(&daemon, "g1"),
         "Interface attached successfully\n\n"
     );
     assert_eq!(daemon.interfaces("g1").len(), 2);
@@ -670,6 +658,24 @@ fn start_default_network(daemon: &NetDaemon) {
     );
 }
 
+/// Plugs a virtio NIC on the default network into the running `domain`; returns what
+/// `attach-interface` printed.
+fn attach_live_nic(daemon: &NetDaemon, domain: &str) -> String {
+    daemon
+        .oxvirt(&[
+            "attach-interface",
+            domain,
+            "--type",
+            "network",
+            "--source",
+            "default",
+            "--model",
+            "virtio",
+            "--live",
+        ])
+        .ok()
+}
+
 /// The QEMU of guest `name` in `ns`.
 fn qemu_of(ns: &Netns, name: &str) -> i32 {
     let pids: Vec<i32> = ns
@@ -703,10 +709,10 @@ fn tap_files(pid: i32) -> usize {
 fn tap_guests_run_as_their_own_user_with_the_tap_handed_over() {
     let ns = Netns::new();
     let daemon = NetDaemon::start(&ns, true);
-    start_default_network(&daemon);
     daemon
         .define_guest("tapped", &network_interface("default", None))
         .ok();
+    start_default_network(&daemon);
     daemon.oxvirt(&["start", "tapped"]).ok();
     let pid = qemu_of(&ns, "tapped");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -742,19 +748,7 @@ fn tap_guests_run_as_their_own_user_with_the_tap_handed_over() {
     assert!(ping.contains("2 packets received"), "{ping}");
 
     // Hot-plugged: its TAP comes over QMP, and works.
-    daemon
-        .oxvirt(&[
-            "attach-interface",
-            "tapped",
-            "--type",
-            "network",
-            "--source",
-            "default",
-            "--model",
-            "virtio",
-            "--live",
-        ])
-        .ok();
+    attach_live_nic(&daemon, "tapped");
     assert_eq!(tap_files(pid), 2);
     let (hot_tap, _) = daemon.interfaces("tapped")[1].clone();
     let owner = ns.exec("cat", &[&format!("/sys/class/net/{hot_tap}/owner")]);

@@ -39,24 +39,8 @@ struct IfReq {
 /// (`oxtap%d`), for `queues` queue pairs (1: an ordinary single-queue TAP; more: a multiqueue one). Returns the
 /// device's real name. The device is down and not attached to anything.
 pub fn create_persistent_tap(name: &str, queues: u32) -> Result<String, NetError> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(NetError::Invalid {
-            reason: format!("TAP name '{name}' must be 1..=15 bytes"),
-        });
-    }
-    if !(1..=MAX_TAP_QUEUES).contains(&queues) {
-        return Err(NetError::Invalid {
-            reason: format!("TAP '{name}': {queues} queues; a TAP has 1 to {MAX_TAP_QUEUES}"),
-        });
-    }
-    let multi_queue = if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
-    let (tun, request) =
-        attach(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | multi_queue).map_err(|source| {
-            NetError::Io {
-                what: format!("creating TAP device '{name}' (TUNSETIFF)"),
-                source,
-            }
-        })?;
+    check_request(name, queues)?;
+    let (tun, request) = attach(name, queues, || format!("creating TAP device '{name}'"))?;
     // SAFETY: plain integer-argument ioctl on the descriptor attached above.
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) };
     if rc < 0 {
@@ -74,36 +58,8 @@ pub fn create_persistent_tap(name: &str, queues: u32) -> Result<String, NetError
     // Closing `tun` here leaves the persistent device behind, for `open_tap` to open for the guest.
 }
 
-/// Opens `/dev/net/tun` and attaches it to the TAP `name` (made if missing) with `flags`.
-/// Returns the open file and the request as the kernel left it (the device's real name).
-fn attach(name: &str, flags: libc::c_short) -> std::io::Result<(File, IfReq)> {
-    let tun = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
-    let mut request = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        flags,
-        _union_rest: [0; 22],
-    };
-    let len = name.len().min(libc::IFNAMSIZ - 1);
-    request.name[..len].copy_from_slice(&name.as_bytes()[..len]);
-    // SAFETY: `tun` is an open /dev/net/tun descriptor and `request` is a properly sized, initialized
-    // `struct ifreq` that lives across the call; the kernel writes at most IFNAMSIZ bytes of name back into it.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut request as *mut IfReq) };
-    if rc < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((tun, request))
-}
-
-/// Opens the existing TAP device `name` `queues` times (one file per queue pair; more than one needs a
-/// multiqueue device), for a VMM to get as descriptors instead of opening the root-only `/dev/net/tun`
-/// itself. `owner`: the uid that alone (besides CAP_NET_ADMIN) may attach to the device from now on
-/// (TUNSETOWNER). A TAP with neither owner nor group lets every user who can open /dev/net/tun attach
-/// to it; with an owner, a process of another guest's user cannot listen on this guest's network.
-pub fn open_tap(name: &str, queues: u32, owner: Option<u32>) -> Result<Vec<OwnedFd>, NetError> {
+/// A TAP name (1..=15 bytes) and a queue count a TAP can have.
+fn check_request(name: &str, queues: u32) -> Result<(), NetError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(NetError::Invalid {
             reason: format!("TAP name '{name}' must be 1..=15 bytes"),
@@ -114,22 +70,63 @@ pub fn open_tap(name: &str, queues: u32, owner: Option<u32>) -> Result<Vec<Owned
             reason: format!("TAP '{name}': {queues} queues; a TAP has 1 to {MAX_TAP_QUEUES}"),
         });
     }
-    if !std::path::Path::new("/sys/class/net").join(name).exists() {
-        // TUNSETIFF would quietly make a new, unconnected device of that name.
+    Ok(())
+}
+
+/// Opens `/dev/net/tun` and attaches it to the TAP `name` (made if missing) for `queues` queue
+/// pairs (multiqueue when more than one). Returns the open file and the request as the kernel
+/// left it (the device's real name). `what`: the action, for the error.
+fn attach(name: &str, queues: u32, what: impl Fn() -> String) -> Result<(File, IfReq), NetError> {
+    let multi_queue = if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
+    let fail = |source| NetError::Io {
+        what: format!("{} (TUNSETIFF)", what()),
+        source,
+    };
+    let tun = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")
+        .map_err(fail)?;
+    let mut request = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | multi_queue,
+        _union_rest: [0; 22],
+    };
+    let len = name.len().min(libc::IFNAMSIZ - 1);
+    request.name[..len].copy_from_slice(&name.as_bytes()[..len]);
+    // SAFETY: `tun` is an open /dev/net/tun descriptor and `request` is a properly sized, initialized
+    // `struct ifreq` that lives across the call; the kernel writes at most IFNAMSIZ bytes of name back into it.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut request as *mut IfReq) };
+    if rc < 0 {
+        return Err(fail(std::io::Error::last_os_error()));
+    }
+    Ok((tun, request))
+}
+
+/// Opens the existing TAP device `name` `queues` times (one file per queue pair; more than one needs a
+/// multiqueue device), for a VMM to get as descriptors instead of opening the root-only `/dev/net/tun`
+/// itself. `owner`: the uid that alone (besides CAP_NET_ADMIN) may attach to the device from now on
+/// (TUNSETOWNER). A TAP with neither owner nor group lets every user who can open /dev/net/tun attach
+/// to it; with an owner, a process of another guest's user cannot listen on this guest's network.
+pub fn open_tap(name: &str, queues: u32, owner: Option<u32>) -> Result<Vec<OwnedFd>, NetError> {
+    check_request(name, queues)?;
+    // TUNSETIFF would quietly make a new, unconnected device of that name. (Asked of the
+    // caller's network namespace, which /sys/class/net may not show.)
+    let c_name = std::ffi::CString::new(name).map_err(|_| NetError::Invalid {
+        reason: format!("TAP name '{name}' has a NUL byte"),
+    })?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string that lives across the call.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
         return Err(NetError::NoSuchDevice {
             device: name.to_string(),
         });
     }
-    let multi_queue = if queues > 1 { IFF_MULTI_QUEUE } else { 0 };
     let mut files = Vec::new();
     for queue in 0..queues {
-        let (tun, _) =
-            attach(name, IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | multi_queue).map_err(|source| {
-                NetError::Io {
-                    what: format!("opening queue {queue} of TAP device '{name}' (TUNSETIFF)"),
-                    source,
-                }
-            })?;
+        let (tun, _) = attach(name, queues, || {
+            format!("opening queue {queue} of TAP device '{name}'")
+        })?;
         if queue == 0 {
             if let Some(uid) = owner {
                 // SAFETY: plain integer-argument ioctl on the descriptor attached above.

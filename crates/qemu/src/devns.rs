@@ -87,15 +87,17 @@ impl PrivateDev {
             .chain(BASE_DIRS)
             .map(|path| (PathBuf::from(path), false))
             .collect();
+        // Those below are checked before a start (the accelerator probe, the host devices'
+        // and huge pages' checks) or QEMU names what it misses: none is required here.
         if accel == Accel::Kvm {
-            wanted.push((PathBuf::from("/dev/kvm"), true));
+            wanted.push((PathBuf::from("/dev/kvm"), false));
         }
         for hostdev in &domain.devices.hostdevs {
             let dir = match hostdev.source {
                 HostDevSource::Pci { .. } => "/dev/vfio",
                 HostDevSource::Usb { .. } => "/dev/bus/usb",
             };
-            wanted.push((PathBuf::from(dir), true));
+            wanted.push((PathBuf::from(dir), false));
         }
         let hugepages = domain
             .memory_backing
@@ -103,7 +105,7 @@ impl PrivateDev {
             .filter(|b| b.source != Some(MemorySource::Memfd))
             .is_some_and(|b| b.hugepages.is_some());
         if hugepages {
-            wanted.push((PathBuf::from(HUGEPAGES_MOUNT), true));
+            wanted.push((PathBuf::from(HUGEPAGES_MOUNT), false));
         }
         for path in crate::confine::device_paths(domain) {
             wanted.push((path, true));
@@ -173,8 +175,8 @@ impl PrivateDev {
     /// Meant for the forked child before it execs QEMU (and before it gives up root): only
     /// system calls on the prepared paths, no allocation.
     pub(crate) fn enter(&self) -> std::io::Result<()> {
-        // SAFETY (every call below): system calls on NUL-terminated strings that live in
-        // `self` across each call, and integer flags.
+        // SAFETY: every call below is a system call on NUL-terminated strings that live in
+        // `self` (or are literals) across the call, and integer flags.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             // Nothing mounted from here on reaches the host (a shared / would carry it there),

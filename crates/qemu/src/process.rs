@@ -39,6 +39,7 @@ use crate::devns::PrivateDev;
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
+use landlock::RulesetCreated;
 use oxvirt_logfile::writer::WriterProgram;
 
 /// The QEMU binary for x86_64 guests when the definition names none.
@@ -178,11 +179,7 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
-    // A private /dev: planned here, entered by the child (devns).
-    let private_dev = sandbox
-        .then(|| PrivateDev::plan(domain, run, accel))
-        .transpose()?;
-    let ruleset = if sandbox {
+    let confinement = if sandbox {
         args.extend(SANDBOX_ARGS.map(str::to_string));
         let ruleset = confine::landlock_ruleset(domain, run, &emulator)?;
         if ruleset.is_none() {
@@ -191,7 +188,11 @@ pub async fn launch_with(
                 tracing::warn!("this kernel has no Landlock: QEMU's file system is not confined")
             });
         }
-        ruleset
+        Some(ChildSandbox {
+            dev: PrivateDev::plan(domain, run, accel)?,
+            user: user.clone(),
+            ruleset,
+        })
     } else {
         None
     };
@@ -238,9 +239,7 @@ pub async fn launch_with(
             output,
             &vcpu,
             &passed_files,
-            sandbox.then_some(ruleset.as_ref()),
-            private_dev,
-            user.as_ref(),
+            confinement,
         )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
@@ -604,7 +603,6 @@ fn open_log(path: &Path, emulator: &Path, args: &[String]) -> Result<(File, u64)
     Ok((log, start))
 }
 
-/// Spawn `emulator args` detached (see the module documentation) and return its pid.
 /// The descriptors of each interface QEMU's command line names ([`crate::nic_fds`]), opened here
 /// with the number each gets in QEMU: a direct interface's macvtap (`/dev/tapN` of the device the
 /// daemon made, named in `<target dev>`), a TAP interface's device once per queue (given to
@@ -719,6 +717,15 @@ fn open_macvtap(iface: &oxvirt_domain::Interface, element: &str) -> Result<File,
         })
 }
 
+/// What the child does to sandbox QEMU before exec: it enters its private /dev ([`PrivateDev`]),
+/// then takes its guest user and enforces the Landlock ruleset, if the kernel has Landlock
+/// ([`confine::apply_in_child`]).
+struct ChildSandbox {
+    dev: PrivateDev,
+    user: Option<GuestUser>,
+    ruleset: Option<RulesetCreated>,
+}
+
 /// Spawn `emulator args` detached (see the module documentation) and return its pid.
 fn spawn_detached(
     emulator: &Path,
@@ -726,9 +733,7 @@ fn spawn_detached(
     log: File,
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
-    sandbox: Option<Option<&OwnedFd>>,
-    private_dev: Option<PrivateDev>,
-    user: Option<&GuestUser>,
+    sandbox: Option<ChildSandbox>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -777,11 +782,9 @@ fn spawn_detached(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(log);
-    // Some(ruleset): sandboxed, with the Landlock ruleset if the kernel has Landlock. The
-    // ruleset descriptor stays open in this process until the spawn returns.
-    let sandbox: Option<Option<libc::c_int>> =
-        sandbox.map(|ruleset| ruleset.map(|fd| fd.as_raw_fd()));
-    let user = user.cloned();
+    // The child takes the sandbox out of the closure to apply it (its copy of the closure's
+    // state: a move, no allocation).
+    let mut sandbox = sandbox;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, devns' unshare, mount,
     // mkdir, open, close and symlink, and confine's setrlimit, setgroups, setgid, setuid, prctl
@@ -808,12 +811,12 @@ fn spawn_detached(
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    // Its own /dev first, while it is root.
-                    if let Some(dev) = &private_dev {
-                        dev.enter()?;
-                    }
-                    match sandbox {
-                        Some(ruleset) => confine::apply_in_child(user.as_ref(), ruleset),
+                    match sandbox.take() {
+                        Some(ChildSandbox { dev, user, ruleset }) => {
+                            // Its own /dev first, while it is root.
+                            dev.enter()?;
+                            confine::apply_in_child(user.as_ref(), ruleset)
+                        }
                         None => Ok(()),
                     }
                 }

@@ -350,6 +350,22 @@ struct QmpControl {
     qemu_dir: PathBuf,
 }
 
+impl QmpControl {
+    /// Runs the QMP command `run`; when it fails, `undo` (whose own failure is moot: the first
+    /// error is the one to report), so that nothing half-done stays in QEMU.
+    async fn execute_or_undo(
+        &self,
+        run: (&str, serde_json::Value),
+        undo: (&str, serde_json::Value),
+    ) -> Result<(), EngineError> {
+        if let Err(err) = self.qmp.execute(run.0, Some(run.1)).await {
+            let _ = self.qmp.execute(undo.0, Some(undo.1)).await;
+            return Err(engine_error(err));
+        }
+        Ok(())
+    }
+}
+
 /// The marker, in the guest's run directory, that a vCPU was unplugged from its QEMU 7 under
 /// TCG. Debian 12's QEMU 7.2 under TCG crashes (SIGSEGV) on the next `device_add`, of any
 /// device, after a vCPU unplug; libvirt's QEMU does too (found by benches/live.sh). oxvirt refuses
@@ -730,17 +746,12 @@ impl Control for QmpControl {
             "id": nic.netdev_id,
             "fd": nic.netdev_id,
         });
-        if let Err(err) = self.qmp.execute("netdev_add", Some(netdev)).await {
-            // The named descriptor is QEMU's until a netdev takes it: close it there.
-            let _ = self
-                .qmp
-                .execute(
-                    "closefd",
-                    Some(serde_json::json!({ "fdname": nic.netdev_id })),
-                )
-                .await;
-            return Err(engine_error(err));
-        }
+        // The named descriptor is QEMU's until a netdev takes it: close it there on failure.
+        self.execute_or_undo(
+            ("netdev_add", netdev),
+            ("closefd", serde_json::json!({ "fdname": nic.netdev_id })),
+        )
+        .await?;
         let mut device = serde_json::json!({
             "driver": driver,
             "netdev": nic.netdev_id,
@@ -751,18 +762,12 @@ impl Control for QmpControl {
             device["bus"] = serde_json::json!("pci.0");
             device["addr"] = serde_json::json!(format!("{slot:#x}"));
         }
-        if let Err(err) = self.qmp.execute("device_add", Some(device)).await {
-            // Leave no half-plugged backend behind.
-            let _ = self
-                .qmp
-                .execute(
-                    "netdev_del",
-                    Some(serde_json::json!({ "id": nic.netdev_id })),
-                )
-                .await;
-            return Err(engine_error(err));
-        }
-        Ok(())
+        // Leave no half-plugged backend behind.
+        self.execute_or_undo(
+            ("device_add", device),
+            ("netdev_del", serde_json::json!({ "id": nic.netdev_id })),
+        )
+        .await
     }
 
     async fn block_size(&self, dev: &str) -> Result<u64, EngineError> {
