@@ -44,7 +44,7 @@ mod sound;
 mod spice;
 mod storage;
 
-pub use devices::{macvtap_fd, nic_driver, NicIds, BALLOON_QOM_PATH};
+pub use devices::{char_files, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
 pub use storage::{disk_node, hotplug_disk, DiskPlug};
@@ -1250,8 +1250,8 @@ impl<'a> Builder<'a> {
         for (index, disk) in disks.iter().enumerate() {
             self.disk(index, disk)?;
         }
-        for (index, interface) in interfaces.iter().enumerate() {
-            self.interface(index, interface)?;
+        for ((index, interface), fds) in interfaces.iter().enumerate().zip(nic_fds(interfaces)) {
+            self.interface(index, interface, &fds)?;
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
