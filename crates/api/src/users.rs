@@ -22,6 +22,7 @@ use crate::{percent_encode_segment, to_json, Client, ClientError};
 /// What a user or token may do over TCP: everything, or only read (GET and HEAD, as libvirt's
 /// read-only socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     #[serde(rename = "admin")]
     Admin,
@@ -52,6 +53,7 @@ impl fmt::Display for Role {
 
 /// A user (never its password or hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     pub role: Role,
@@ -61,6 +63,7 @@ pub struct UserInfo {
 
 /// Body of `POST /v1/users`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddUserRequest {
     pub name: String,
     pub password: String,
@@ -69,12 +72,14 @@ pub struct AddUserRequest {
 
 /// Body of `PUT /v1/users/{name}/password`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasswordRequest {
     pub password: String,
 }
 
 /// Body of `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +88,7 @@ pub struct CreateTokenRequest {
 
 /// A token (never its secret: oxvirtd keeps only a digest of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: u64,
     pub name: Option<String>,
@@ -93,6 +99,7 @@ pub struct TokenInfo {
 
 /// Reply of `POST /v1/tokens`: the token itself, shown this once.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewToken {
     pub info: TokenInfo,
     pub token: String,

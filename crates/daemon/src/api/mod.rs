@@ -17,6 +17,7 @@ mod metrics;
 mod monitor;
 mod networks;
 mod node;
+pub(crate) mod openapi;
 mod pools;
 pub(crate) mod reply;
 mod saves;
@@ -46,7 +47,21 @@ pub fn router(
     clients: Arc<Clients>,
     auth: Option<Arc<auth::Auth>>,
 ) -> Router {
-    let router = Router::new()
+    let router = routes(clients);
+    // Around everything else, unknown paths included: nothing answers before authentication.
+    let router = match auth {
+        Some(checks) => router.layer(middleware::from_fn_with_state(checks, auth::authenticate)),
+        None => router,
+    };
+    router
+        .layer(middleware::from_fn(log_requests))
+        .with_state(services)
+}
+
+/// Every route, with the JSON error replies around them (the part of [`router`] the OpenAPI
+/// document describes: src/api/openapi.rs, whose test reads the routes from here).
+fn routes(clients: Arc<Clients>) -> Router<Arc<Services>> {
+    Router::new()
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
         .merge(disks::routes())
@@ -66,21 +81,14 @@ pub fn router(
         .merge(snapshots::routes())
         .merge(limits::routes())
         .merge(node::routes())
+        .merge(openapi::routes())
         .merge(stats::routes())
         .merge(tuning::routes())
         .merge(users::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
-        .layer(middleware::from_fn(json_errors));
-    // Around everything else, unknown paths included: nothing answers before authentication.
-    let router = match auth {
-        Some(checks) => router.layer(middleware::from_fn_with_state(checks, auth::authenticate)),
-        None => router,
-    };
-    router
-        .layer(middleware::from_fn(log_requests))
-        .with_state(services)
+        .layer(middleware::from_fn(json_errors))
 }
 
 /// One debug line per request (target `oxvirtd::api`, filter name `daemon.api`), for an
@@ -108,6 +116,14 @@ async fn not_found() -> Failure {
     ))
 }
 
+/// The daemon's version and the API version it speaks.
+#[utoipa::path(
+    get,
+    path = "/v1/version",
+    operation_id = "version",
+    tag = "meta",
+    responses((status = 200, description = "success", body = VersionInfo)),
+)]
 async fn version(State(services): State<Arc<Services>>) -> Json<VersionInfo> {
     Json(services.version())
 }
