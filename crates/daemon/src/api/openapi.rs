@@ -249,7 +249,7 @@ mod tests {
         assert!(
             opaque.is_empty(),
             "routes registered as services, whose methods the document cannot be checked \
-             against (register them with .route(path, get(handler)) instead): {opaque:?}"
+             against (register each with a method router, get(handler) and the like, instead): {opaque:?}"
         );
         assert!(
             routes.len() > 50,
