@@ -148,7 +148,7 @@ fn limits(clients: &Clients) -> ClientLimits {
     path = "/v1/admin/servers/{server}/clients",
     operation_id = "admin_client_limits",
     tag = "admin",
-    params(("server" = String, Path, description = "the server's name (virt-admin's srv-...)")),
+    params(super::openapi::ServerPath),
     responses((status = 200, description = "success", body = ClientLimits)),
 )]
 async fn client_limits(
@@ -164,7 +164,7 @@ async fn client_limits(
     path = "/v1/admin/servers/{server}/clients",
     operation_id = "admin_set_client_limits",
     tag = "admin",
-    params(("server" = String, Path, description = "the server's name (virt-admin's srv-...)")),
+    params(super::openapi::ServerPath),
     request_body = SetClientLimits,
     responses((status = 200, description = "success", body = ClientLimits)),
 )]

@@ -32,7 +32,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/console",
     operation_id = "console_console",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((
         status = 101,
         description = "switched to the console byte stream (the request must carry `Connection: upgrade` and `Upgrade: oxvirt-console`)"

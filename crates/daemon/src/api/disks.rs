@@ -45,7 +45,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/attach-disk",
     operation_id = "disks_attach_disk",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = AttachDiskRequest,
     responses((status = 200, description = "success", body = DiskChanged)),
 )]
@@ -66,7 +66,7 @@ async fn attach_disk(
     path = "/v1/domains/{id}/detach-disk",
     operation_id = "disks_detach_disk",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = DetachDiskRequest,
     responses((status = 200, description = "success", body = DiskChanged)),
 )]
@@ -87,7 +87,7 @@ async fn detach_disk(
     path = "/v1/domains/{id}/device",
     operation_id = "disks_change_device",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = DeviceRequest,
     responses((status = 200, description = "success", body = DiskChanged)),
 )]
@@ -108,7 +108,7 @@ async fn change_device(
     path = "/v1/domains/{id}/inactive-disks",
     operation_id = "disks_inactive_disks",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<DomainDisk>)),
 )]
 async fn inactive_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
@@ -123,7 +123,7 @@ async fn inactive_disks(State(services): Shared, Path(id): Path<String>) -> Repl
     path = "/v1/domains/{id}/blkinfo",
     operation_id = "disks_block_info",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<BlockInfo>)),
 )]
 async fn block_info(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<BlockInfo>> {
@@ -138,7 +138,7 @@ async fn block_info(State(services): Shared, Path(id): Path<String>) -> Reply<Ve
     path = "/v1/domains/{id}/blkstat",
     operation_id = "disks_block_stats",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<BlockStat>)),
 )]
 async fn block_stats(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<BlockStat>> {
@@ -153,7 +153,7 @@ async fn block_stats(State(services): Shared, Path(id): Path<String>) -> Reply<V
     path = "/v1/domains/{id}/blkiotune",
     operation_id = "disks_block_io_tune",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = IoTuneRequest,
     responses((status = 200, description = "success", body = BlockIoTune)),
 )]

@@ -34,7 +34,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/displays",
     operation_id = "display_displays",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = DisplaysRequest,
     responses((status = 200, description = "success", body = Vec<GraphicsDisplay>)),
 )]
@@ -55,7 +55,7 @@ async fn displays(
     path = "/v1/domains/{id}/screenshot",
     operation_id = "display_screenshot",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = ScreenshotRequest,
     responses((status = 200, description = "success", body = Screenshot)),
 )]
@@ -76,7 +76,7 @@ async fn screenshot(
     path = "/v1/domains/{id}/send-key",
     operation_id = "display_send_key",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = SendKeyRequest,
     responses((status = 200, description = "success", body = KeysSent)),
 )]
@@ -97,7 +97,7 @@ async fn send_key(
     path = "/v1/domains/{id}/change-media",
     operation_id = "display_change_media",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = ChangeMediaRequest,
     responses((status = 200, description = "success", body = MediaChanged)),
 )]

@@ -83,7 +83,7 @@ async fn define(State(services): State<Arc<Services>>, bytes: Bytes) -> Reply<Do
     path = "/v1/domains/{id}",
     operation_id = "domains_info",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = DomainInfo)),
 )]
 async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<DomainInfo> {
@@ -108,7 +108,7 @@ struct UndefineQuery {
     path = "/v1/domains/{id}",
     operation_id = "domains_undefine",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), UndefineQuery),
+    params(super::openapi::DomainPath, UndefineQuery),
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
 async fn undefine(
@@ -134,7 +134,7 @@ async fn undefine(
     path = "/v1/domains/{id}/xml",
     operation_id = "domains_xml",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<XmlDocument> {
@@ -152,7 +152,7 @@ async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> R
     path = "/v1/domains/{id}/inactive-xml",
     operation_id = "domains_inactive_xml",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn inactive_xml(
@@ -172,7 +172,7 @@ async fn inactive_xml(
     path = "/v1/domains/{id}/xml",
     operation_id = "domains_replace_xml",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = XmlDocument,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
@@ -193,7 +193,7 @@ async fn replace_xml(
     path = "/v1/domains/{id}/autostart",
     operation_id = "domains_autostart",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = AutostartRequest,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
@@ -209,32 +209,48 @@ async fn autostart(
     .await
 }
 
-/// Starts the domain.
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/start",
-    operation_id = "domains_start",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn start(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Start).await
+/// The lifecycle actions without a body, a handler each: each is an operation of its own in the
+/// OpenAPI document, which takes its path from the handler's attribute.
+macro_rules! lifecycle_handlers {
+    ($($name:ident: $action:ident, $path:literal, $operation:literal, $doc:literal;)*) => {$(
+        #[doc = $doc]
+        #[utoipa::path(
+            post,
+            path = $path,
+            operation_id = $operation,
+            tag = "domains",
+            params(super::openapi::DomainPath),
+            responses((status = 200, description = "the domain after the action", body = DomainSummary)),
+        )]
+        async fn $name(
+            state: State<Arc<Services>>,
+            path: Path<String>,
+            bytes: Bytes,
+        ) -> Reply<DomainSummary> {
+            lifecycle(state, path, bytes, Action::$action).await
+        }
+    )*};
 }
 
-/// Asks the guest to shut down (ACPI power button); with `timeout_secs`, waits that long for it to stop.
+lifecycle_handlers! {
+    start: Start, "/v1/domains/{id}/start", "domains_start", "Starts the domain.";
+    destroy: Destroy, "/v1/domains/{id}/destroy", "domains_destroy", "Stops the domain at once (pulls the plug).";
+    reboot: Reboot, "/v1/domains/{id}/reboot", "domains_reboot", "Asks the guest to reboot.";
+    reset: Reset, "/v1/domains/{id}/reset", "domains_reset", "Resets the guest (the reset button).";
+    suspend: Suspend, "/v1/domains/{id}/suspend", "domains_suspend", "Pauses the domain's vCPUs.";
+    resume: Resume, "/v1/domains/{id}/resume", "domains_resume", "Resumes a paused domain.";
+}
+
+/// Asks the guest to shut down (ACPI power button); with `timeout_secs`, waits that long for it
+/// to stop.
 #[utoipa::path(
     post,
     path = "/v1/domains/{id}/shutdown",
     operation_id = "domains_shutdown",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = Option<ShutdownRequest>,
-    responses((status = 200, description = "success", body = DomainSummary)),
+    responses((status = 200, description = "the domain after the action", body = DomainSummary)),
 )]
 async fn shutdown(
     state: State<Arc<Services>>,
@@ -242,91 +258,6 @@ async fn shutdown(
     bytes: Bytes,
 ) -> Reply<DomainSummary> {
     lifecycle(state, path, bytes, Action::Shutdown).await
-}
-
-/// Stops the domain at once (pulls the plug).
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/destroy",
-    operation_id = "domains_destroy",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn destroy(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Destroy).await
-}
-
-/// Asks the guest to reboot.
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/reboot",
-    operation_id = "domains_reboot",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn reboot(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Reboot).await
-}
-
-/// Resets the guest (the reset button).
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/reset",
-    operation_id = "domains_reset",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn reset(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Reset).await
-}
-
-/// Pauses the domain's vCPUs.
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/suspend",
-    operation_id = "domains_suspend",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn suspend(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Suspend).await
-}
-
-/// Resumes a paused domain.
-#[utoipa::path(
-    post,
-    path = "/v1/domains/{id}/resume",
-    operation_id = "domains_resume",
-    tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
-    responses((status = 200, description = "success", body = DomainSummary)),
-)]
-async fn resume(
-    state: State<Arc<Services>>,
-    path: Path<String>,
-    bytes: Bytes,
-) -> Reply<DomainSummary> {
-    lifecycle(state, path, bytes, Action::Resume).await
 }
 
 async fn lifecycle(

@@ -33,7 +33,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/iothreadinfo",
     operation_id = "iothreads_iothread_info",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = IoThreadScope,
     responses((status = 200, description = "success", body = IoThreadInfo)),
 )]
@@ -54,7 +54,7 @@ async fn iothread_info(
     path = "/v1/domains/{id}/iothreadpin",
     operation_id = "iothreads_iothread_pin",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = IoThreadPinRequest,
     responses((status = 200, description = "success", body = IoThreadsChanged)),
 )]
@@ -75,7 +75,7 @@ async fn iothread_pin(
     path = "/v1/domains/{id}/iothreadadd",
     operation_id = "iothreads_iothread_add",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = IoThreadRequest,
     responses((status = 200, description = "success", body = IoThreadsChanged)),
 )]
@@ -96,7 +96,7 @@ async fn iothread_add(
     path = "/v1/domains/{id}/iothreaddel",
     operation_id = "iothreads_iothread_del",
     tag = "devices",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = IoThreadRequest,
     responses((status = 200, description = "success", body = IoThreadsChanged)),
 )]

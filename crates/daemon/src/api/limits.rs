@@ -31,7 +31,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/blkio",
     operation_id = "limits_blkiotune",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = BlkioRequest,
     responses((status = 200, description = "success", body = BlkioValues)),
 )]
@@ -52,7 +52,7 @@ async fn blkiotune(
     path = "/v1/domains/{id}/schedinfo",
     operation_id = "limits_schedinfo",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = LimitsRequest,
     responses((status = 200, description = "success", body = LimitValues)),
 )]
@@ -69,7 +69,7 @@ async fn schedinfo(
     path = "/v1/domains/{id}/memtune",
     operation_id = "limits_memtune",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = LimitsRequest,
     responses((status = 200, description = "success", body = LimitValues)),
 )]

@@ -31,7 +31,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/setmem",
     operation_id = "memory_set_memory",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = MemoryRequest,
     responses((status = 200, description = "success", body = MemoryChanged)),
 )]
@@ -52,7 +52,7 @@ async fn set_memory(
     path = "/v1/domains/{id}/setmaxmem",
     operation_id = "memory_set_max_memory",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = MemoryRequest,
     responses((status = 200, description = "success", body = MemoryChanged)),
 )]
@@ -73,7 +73,7 @@ async fn set_max_memory(
     path = "/v1/domains/{id}/memstats",
     operation_id = "memory_memory_stats",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = DomainMemoryStats)),
 )]
 async fn memory_stats(State(services): Shared, Path(id): Path<String>) -> Reply<DomainMemoryStats> {
@@ -88,7 +88,7 @@ async fn memory_stats(State(services): Shared, Path(id): Path<String>) -> Reply<
     path = "/v1/domains/{id}/memstats-period",
     operation_id = "memory_stats_period",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = StatsPeriodRequest,
     responses((status = 200, description = "success", body = MemoryChanged)),
 )]

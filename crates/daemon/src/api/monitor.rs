@@ -25,7 +25,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/monitor",
     operation_id = "monitor_monitor_command",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = MonitorCommand,
     responses((status = 200, description = "success", body = MonitorAnswer)),
 )]

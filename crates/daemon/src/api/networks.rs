@@ -87,7 +87,7 @@ async fn define(State(services): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
     path = "/v1/networks/{id}",
     operation_id = "networks_info",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
 async fn info(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
@@ -99,7 +99,7 @@ async fn info(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkI
     path = "/v1/networks/{id}",
     operation_id = "networks_undefine",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
 async fn undefine(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
@@ -114,7 +114,7 @@ async fn undefine(State(services): Shared, Path(id): Path<String>) -> Reply<Netw
     path = "/v1/networks/{id}/xml",
     operation_id = "networks_xml",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): Shared, Path(id): Path<String>) -> Reply<XmlDocument> {
@@ -131,7 +131,7 @@ async fn xml(State(services): Shared, Path(id): Path<String>) -> Reply<XmlDocume
     path = "/v1/networks/{id}/xml",
     operation_id = "networks_replace_xml",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     request_body = XmlDocument,
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
@@ -152,7 +152,7 @@ async fn replace_xml(
     path = "/v1/networks/{id}/start",
     operation_id = "networks_start",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
 async fn start(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
@@ -167,7 +167,7 @@ async fn start(State(services): Shared, Path(id): Path<String>) -> Reply<Network
     path = "/v1/networks/{id}/destroy",
     operation_id = "networks_destroy",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
 async fn destroy(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
@@ -182,7 +182,7 @@ async fn destroy(State(services): Shared, Path(id): Path<String>) -> Reply<Netwo
     path = "/v1/networks/{id}/autostart",
     operation_id = "networks_autostart",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     request_body = AutostartRequest,
     responses((status = 200, description = "success", body = NetworkInfo)),
 )]
@@ -203,7 +203,7 @@ async fn autostart(
     path = "/v1/networks/{id}/leases",
     operation_id = "networks_leases",
     tag = "networks",
-    params(("id" = String, Path, description = "the network's name or UUID")),
+    params(super::openapi::NetworkPath),
     responses((status = 200, description = "success", body = Vec<NetworkLease>)),
 )]
 async fn leases(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<NetworkLease>> {
@@ -215,7 +215,7 @@ async fn leases(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<Ne
     path = "/v1/domains/{id}/interfaces",
     operation_id = "networks_interfaces",
     tag = "networks",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<DomainInterface>)),
 )]
 async fn interfaces(
@@ -233,7 +233,7 @@ async fn interfaces(
     path = "/v1/domains/{id}/interfaces",
     operation_id = "networks_attach",
     tag = "networks",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = AttachInterfaceRequest,
     responses((status = 200, description = "success", body = DomainInterface)),
 )]
@@ -254,7 +254,7 @@ async fn attach(
     path = "/v1/domains/{id}/interfaces",
     operation_id = "networks_detach",
     tag = "networks",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = DetachInterfaceRequest,
     responses((status = 200, description = "success", body = DomainInterface)),
 )]
@@ -305,8 +305,13 @@ fn address_source(uri: &Uri) -> Result<AddressSource, Failure> {
     operation_id = "networks_addresses",
     tag = "networks",
     params(
-        ("id" = String, Path, description = "the domain's name, UUID or id"),
-        ("source" = Option<String>, Query, description = "where the addresses come from: `lease` (the default, the network's DHCP leases) or `arp`")),
+        super::openapi::DomainPath,
+        (
+            "source" = Option<String>,
+            Query,
+            description = "where the addresses come from: `lease` (the default, the network's DHCP leases) or `arp`"
+        ),
+    ),
     responses((status = 200, description = "success", body = Vec<InterfaceAddress>)),
 )]
 async fn addresses(
@@ -328,7 +333,7 @@ async fn addresses(
     path = "/v1/domains/{id}/interface-stats/{dev}",
     operation_id = "networks_stats",
     tag = "networks",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), ("dev" = String, Path, description = "the interface's target device name or MAC address")),
+    params(super::openapi::InterfacePath),
     responses((status = 200, description = "success", body = InterfaceStats)),
 )]
 async fn stats(

@@ -178,6 +178,93 @@ impl Modify for Shared {
     }
 }
 
+pub(super) use params::*;
+
+/// The path parameters, each described once for all the operations that take them
+/// (`params(super::openapi::DomainPath)`).
+mod params {
+    // Never built nor read: only their `IntoParams` (the names and descriptions) is used.
+    #![allow(dead_code)]
+
+    use utoipa::IntoParams;
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct DomainPath {
+        /// The domain's name, UUID or id.
+        id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct NetworkPath {
+        /// The network's name or UUID.
+        id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct PoolPath {
+        /// The storage pool's name or UUID.
+        pool: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct VolumePath {
+        /// The storage pool's name or UUID.
+        pool: String,
+        /// The volume's name in the pool.
+        vol: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct SnapshotPath {
+        /// The domain's name, UUID or id.
+        id: String,
+        /// The snapshot's name.
+        name: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct InterfacePath {
+        /// The domain's name, UUID or id.
+        id: String,
+        /// The interface's target device name or MAC address.
+        dev: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct SecretPath {
+        /// The secret's UUID.
+        uuid: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct UserPath {
+        /// The user's name.
+        name: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct TokenPath {
+        /// The token's id (`oxvirt token list`).
+        id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct ServerPath {
+        /// The server's name (virt-admin's `srv-*` verbs): oxvirtd has one.
+        server: String,
+    }
+}
+
 /// This document: the `/v1` API in OpenAPI 3.1.
 #[utoipa::path(
     get,

@@ -103,7 +103,7 @@ async fn define(State(services): Shared, bytes: Bytes) -> Reply<PoolInfo> {
     path = "/v1/pools/{pool}",
     operation_id = "pools_info",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn info(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -115,7 +115,7 @@ async fn info(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolIn
     path = "/v1/pools/{pool}",
     operation_id = "pools_undefine",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn undefine(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -130,7 +130,7 @@ async fn undefine(State(services): Shared, Path(pool): Path<String>) -> Reply<Po
     path = "/v1/pools/{pool}/xml",
     operation_id = "pools_xml",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): Shared, Path(pool): Path<String>) -> Reply<XmlDocument> {
@@ -147,7 +147,7 @@ async fn xml(State(services): Shared, Path(pool): Path<String>) -> Reply<XmlDocu
     path = "/v1/pools/{pool}/build",
     operation_id = "pools_build",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn build(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -159,7 +159,7 @@ async fn build(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolI
     path = "/v1/pools/{pool}/start",
     operation_id = "pools_start",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn start(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -171,7 +171,7 @@ async fn start(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolI
     path = "/v1/pools/{pool}/destroy",
     operation_id = "pools_destroy",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn destroy(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -186,7 +186,7 @@ async fn destroy(State(services): Shared, Path(pool): Path<String>) -> Reply<Poo
     path = "/v1/pools/{pool}/refresh",
     operation_id = "pools_refresh",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
 async fn refresh(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
@@ -201,7 +201,7 @@ async fn refresh(State(services): Shared, Path(pool): Path<String>) -> Reply<Poo
     path = "/v1/pools/{pool}/autostart",
     operation_id = "pools_autostart",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     request_body = AutostartRequest,
     responses((status = 200, description = "success", body = PoolInfo)),
 )]
@@ -222,7 +222,7 @@ async fn autostart(
     path = "/v1/pools/{pool}/volumes",
     operation_id = "pools_volumes",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     responses((status = 200, description = "success", body = Vec<VolumeInfo>)),
 )]
 async fn volumes(State(services): Shared, Path(pool): Path<String>) -> Reply<Vec<VolumeInfo>> {
@@ -234,7 +234,7 @@ async fn volumes(State(services): Shared, Path(pool): Path<String>) -> Reply<Vec
     path = "/v1/pools/{pool}/volumes",
     operation_id = "pools_create_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     request_body = CreateVolumeRequest,
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
@@ -255,7 +255,7 @@ async fn create_volume(
     path = "/v1/pools/{pool}/volume-xml",
     operation_id = "pools_create_volume_from_xml",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID")),
+    params(super::openapi::PoolPath),
     request_body = XmlDocument,
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
@@ -276,7 +276,7 @@ async fn create_volume_from_xml(
     path = "/v1/pools/{pool}/volumes/{vol}",
     operation_id = "pools_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
 async fn volume(
@@ -294,7 +294,7 @@ async fn volume(
     path = "/v1/pools/{pool}/volumes/{vol}/xml",
     operation_id = "pools_volume_xml",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn volume_xml(
@@ -314,7 +314,7 @@ async fn volume_xml(
     path = "/v1/pools/{pool}/volumes/{vol}",
     operation_id = "pools_delete_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
 async fn delete_volume(
@@ -332,7 +332,7 @@ async fn delete_volume(
     path = "/v1/pools/{pool}/volumes/{vol}/clone",
     operation_id = "pools_clone_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     request_body = CloneVolumeRequest,
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
@@ -353,7 +353,7 @@ async fn clone_volume(
     path = "/v1/pools/{pool}/volumes/{vol}/resize",
     operation_id = "pools_resize_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     request_body = ResizeVolumeRequest,
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
@@ -378,7 +378,7 @@ async fn resize_volume(
     path = "/v1/pools/{pool}/volumes/{vol}/data",
     operation_id = "pools_upload_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     request_body(content = String, description = "the volume's new bytes", content_type = "application/octet-stream"),
     responses((status = 200, description = "success", body = VolumeInfo)),
 )]
@@ -427,7 +427,7 @@ async fn upload_volume(
     path = "/v1/pools/{pool}/volumes/{vol}/data",
     operation_id = "pools_download_volume",
     tag = "pools",
-    params(("pool" = String, Path, description = "the storage pool's name or UUID"), ("vol" = String, Path, description = "the volume's name in the pool")),
+    params(super::openapi::VolumePath),
     responses((
         status = 200,
         description = "the volume's bytes",
@@ -460,7 +460,7 @@ async fn download_volume(
     path = "/v1/domains/{id}/disks",
     operation_id = "pools_domain_disks",
     tag = "pools",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<DomainDisk>)),
 )]
 async fn domain_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
@@ -472,7 +472,7 @@ async fn domain_disks(State(services): Shared, Path(id): Path<String>) -> Reply<
     path = "/v1/domains/{id}/block-resize",
     operation_id = "pools_block_resize",
     tag = "pools",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = BlockResizeRequest,
     responses((status = 200, description = "success", body = BlockResized)),
 )]

@@ -36,7 +36,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/save",
     operation_id = "saves_save",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = SaveRequest,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
@@ -57,7 +57,7 @@ async fn save(
     path = "/v1/domains/{id}/managed-save",
     operation_id = "saves_managed_save",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = Option<ManagedSaveRequest>,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
@@ -83,7 +83,7 @@ async fn managed_save(
     path = "/v1/domains/{id}/managed-save",
     operation_id = "saves_managed_save_remove",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
 async fn managed_save_remove(

@@ -57,7 +57,7 @@ async fn define(State(services): Shared, bytes: Bytes) -> Reply<SecretInfo> {
     path = "/v1/secrets/{uuid}",
     operation_id = "secrets_info",
     tag = "secrets",
-    params(("uuid" = String, Path, description = "the secret's UUID")),
+    params(super::openapi::SecretPath),
     responses((status = 200, description = "success", body = SecretInfo)),
 )]
 async fn info(State(services): Shared, Path(uuid): Path<String>) -> Reply<SecretInfo> {
@@ -69,7 +69,7 @@ async fn info(State(services): Shared, Path(uuid): Path<String>) -> Reply<Secret
     path = "/v1/secrets/{uuid}",
     operation_id = "secrets_undefine",
     tag = "secrets",
-    params(("uuid" = String, Path, description = "the secret's UUID")),
+    params(super::openapi::SecretPath),
     responses((status = 200, description = "success", body = SecretInfo)),
 )]
 async fn undefine(State(services): Shared, Path(uuid): Path<String>) -> Reply<SecretInfo> {
@@ -84,7 +84,7 @@ async fn undefine(State(services): Shared, Path(uuid): Path<String>) -> Reply<Se
     path = "/v1/secrets/{uuid}/xml",
     operation_id = "secrets_xml",
     tag = "secrets",
-    params(("uuid" = String, Path, description = "the secret's UUID")),
+    params(super::openapi::SecretPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): Shared, Path(uuid): Path<String>) -> Reply<XmlDocument> {
@@ -101,7 +101,7 @@ async fn xml(State(services): Shared, Path(uuid): Path<String>) -> Reply<XmlDocu
     path = "/v1/secrets/{uuid}/value",
     operation_id = "secrets_value",
     tag = "secrets",
-    params(("uuid" = String, Path, description = "the secret's UUID")),
+    params(super::openapi::SecretPath),
     responses((status = 200, description = "success", body = SecretValue)),
 )]
 async fn value(State(services): Shared, Path(uuid): Path<String>) -> Reply<SecretValue> {
@@ -116,7 +116,7 @@ async fn value(State(services): Shared, Path(uuid): Path<String>) -> Reply<Secre
     path = "/v1/secrets/{uuid}/value",
     operation_id = "secrets_set_value",
     tag = "secrets",
-    params(("uuid" = String, Path, description = "the secret's UUID")),
+    params(super::openapi::SecretPath),
     request_body = SecretValue,
     responses((status = 200, description = "success", body = SecretInfo)),
 )]

@@ -36,7 +36,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/snapshots",
     operation_id = "snapshots_list",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = Vec<SnapshotSummary>)),
 )]
 async fn list(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<SnapshotSummary>> {
@@ -51,7 +51,7 @@ async fn list(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<Snap
     path = "/v1/domains/{id}/snapshots",
     operation_id = "snapshots_create",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = CreateSnapshot,
     responses((status = 200, description = "success", body = SnapshotSummary)),
 )]
@@ -72,7 +72,7 @@ async fn create(
     path = "/v1/domains/{id}/snapshots/{name}/xml",
     operation_id = "snapshots_xml",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), ("name" = String, Path, description = "the snapshot's name")),
+    params(super::openapi::SnapshotPath),
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(
@@ -92,7 +92,7 @@ async fn xml(
     path = "/v1/domains/{id}/snapshots/{name}/xml",
     operation_id = "snapshots_replace_xml",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), ("name" = String, Path, description = "the snapshot's name")),
+    params(super::openapi::SnapshotPath),
     request_body = XmlDocument,
     responses((status = 200, description = "success", body = SnapshotSummary)),
 )]
@@ -113,7 +113,7 @@ async fn replace_xml(
     path = "/v1/domains/{id}/snapshots/{name}/revert",
     operation_id = "snapshots_revert",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), ("name" = String, Path, description = "the snapshot's name")),
+    params(super::openapi::SnapshotPath),
     request_body = RevertSnapshot,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
@@ -134,7 +134,7 @@ async fn revert(
     path = "/v1/domains/{id}/snapshots/{name}/delete",
     operation_id = "snapshots_delete",
     tag = "snapshots",
-    params(("id" = String, Path, description = "the domain's name, UUID or id"), ("name" = String, Path, description = "the snapshot's name")),
+    params(super::openapi::SnapshotPath),
     request_body = DeleteSnapshot,
     responses((status = 200, description = "success", body = Vec<String>)),
 )]

@@ -32,7 +32,7 @@ pub(super) struct Doc;
     path = "/v1/domains/{id}/vcpucount",
     operation_id = "tuning_vcpu_count",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = VcpuCounts)),
 )]
 async fn vcpu_count(State(services): Shared, Path(id): Path<String>) -> Reply<VcpuCounts> {
@@ -47,7 +47,7 @@ async fn vcpu_count(State(services): Shared, Path(id): Path<String>) -> Reply<Vc
     path = "/v1/domains/{id}/setvcpus",
     operation_id = "tuning_set_vcpus",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = SetVcpus,
     responses((status = 200, description = "success", body = VcpuCounts)),
 )]
@@ -68,7 +68,7 @@ async fn set_vcpus(
     path = "/v1/domains/{id}/vcpuinfo",
     operation_id = "tuning_vcpu_info",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     responses((status = 200, description = "success", body = VcpuInfo)),
 )]
 async fn vcpu_info(State(services): Shared, Path(id): Path<String>) -> Reply<VcpuInfo> {
@@ -83,7 +83,7 @@ async fn vcpu_info(State(services): Shared, Path(id): Path<String>) -> Reply<Vcp
     path = "/v1/domains/{id}/vcpupin",
     operation_id = "tuning_vcpu_pin",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = PinRequest,
     responses((status = 200, description = "success", body = Pins)),
 )]
@@ -100,7 +100,7 @@ async fn vcpu_pin(State(services): Shared, Path(id): Path<String>, bytes: Bytes)
     path = "/v1/domains/{id}/emulatorpin",
     operation_id = "tuning_emulator_pin",
     tag = "domains",
-    params(("id" = String, Path, description = "the domain's name, UUID or id")),
+    params(super::openapi::DomainPath),
     request_body = PinRequest,
     responses((status = 200, description = "success", body = Pins)),
 )]

@@ -69,7 +69,7 @@ async fn add_user(State(services): Shared, bytes: Bytes) -> Reply<UserInfo> {
     path = "/v1/users/{name}/password",
     operation_id = "users_set_password",
     tag = "users",
-    params(("name" = String, Path, description = "the user's name")),
+    params(super::openapi::UserPath),
     request_body = PasswordRequest,
     responses((status = 200, description = "success", body = UserInfo)),
 )]
@@ -90,7 +90,7 @@ async fn set_password(
     path = "/v1/users/{name}",
     operation_id = "users_delete_user",
     tag = "users",
-    params(("name" = String, Path, description = "the user's name")),
+    params(super::openapi::UserPath),
     responses((status = 200, description = "success", body = UserInfo)),
 )]
 async fn delete_user(State(services): Shared, Path(name): Path<String>) -> Reply<UserInfo> {
@@ -129,7 +129,7 @@ async fn create_token(State(services): Shared, bytes: Bytes) -> Reply<NewToken> 
     path = "/v1/tokens/{id}",
     operation_id = "users_revoke_token",
     tag = "users",
-    params(("id" = String, Path, description = "the token's id")),
+    params(super::openapi::TokenPath),
     responses((status = 200, description = "success", body = TokenInfo)),
 )]
 async fn revoke_token(State(services): Shared, Path(id): Path<String>) -> Reply<TokenInfo> {
