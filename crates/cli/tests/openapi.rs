@@ -102,7 +102,7 @@ fn fixtures(daemon: &Daemon) -> String {
 
 /// Generated requests per operation and phase: enough for each operation's invalid bodies,
 /// parameters and methods, and the run stays under a minute on the project's 2-core machines.
-const EXAMPLES: &str = "5";
+const EXAMPLES: &str = "10";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
