@@ -44,6 +44,11 @@ const NOT_FUZZED: &[(&str, &str)] = &[
         "POST /v1/node/ksm: changes the host's KSM settings, not the test daemon's",
     ),
     (
+        "session_login",
+        "POST /v1/session: its failed logins count against the test's own address, after which \
+         every request from it is refused with 429 for a minute",
+    ),
+    (
         "domains_start",
         "POST /v1/domains/{id}/start: would boot the fixture domain under TCG, minutes of a \
          guest this test does not look at (the lifecycle is tested with real guests elsewhere)",

@@ -22,10 +22,13 @@ mod pools;
 pub(crate) mod reply;
 mod saves;
 mod secrets;
+mod session;
 mod snapshots;
 mod stats;
 mod tuning;
 mod users;
+mod web;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -42,16 +45,22 @@ use crate::clients::Clients;
 use crate::services::Services;
 use reply::{json_errors, Failure};
 
-/// The API's router; with `auth`, every request must authenticate first (the TLS listener's).
+/// The API's router; with `auth`, every request must authenticate first (the TLS listener's),
+/// and the browser's parts are there too: sessions, the consoles' WebSockets and the web UI.
 pub fn router(
     services: Arc<Services>,
     clients: Arc<Clients>,
     auth: Option<Arc<auth::Auth>>,
 ) -> Router {
-    let router = routes(clients);
-    // Around everything else, unknown paths included: nothing answers before authentication.
+    let router = routes(clients, auth.is_some());
+    // Around everything else, unknown paths included: nothing answers before authentication
+    // (but the web UI's files, which hold no data: auth.rs `public`). The UI's replies are its
+    // own (a plain page when it was not built), not the API's JSON errors, and it is no part of
+    // the API's OpenAPI document.
     let router = match auth {
-        Some(checks) => router.layer(middleware::from_fn_with_state(checks, auth::authenticate)),
+        Some(checks) => router
+            .merge(web::routes())
+            .layer(middleware::from_fn_with_state(checks, auth::authenticate)),
         None => router,
     };
     router
@@ -59,10 +68,19 @@ pub fn router(
         .with_state(services)
 }
 
-/// Every route, with the JSON error replies around them (the part of [`router`] the OpenAPI
-/// document describes: src/api/openapi.rs, whose test reads the routes from here).
-fn routes(clients: Arc<Clients>) -> Router<Arc<Services>> {
+/// Every route of the API, with the JSON error replies around them; with `browser` (the TLS
+/// listener), the browser's sessions and WebSocket consoles too. What the OpenAPI document
+/// describes: src/api/openapi.rs, whose test reads the routes from here.
+fn routes(clients: Arc<Clients>, browser: bool) -> Router<Arc<Services>> {
+    let browser = if browser {
+        Router::new()
+            .merge(auth::routes())
+            .merge(websocket::routes())
+    } else {
+        Router::new()
+    };
     Router::new()
+        .merge(browser)
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
         .merge(disks::routes())

@@ -51,6 +51,7 @@ pub fn routes() -> Router<Arc<Services>> {
         (name = "events", description = "the event stream and the metrics"),
         (name = "users", description = "users and tokens of the TLS listener (admin only)"),
         (name = "admin", description = "the daemon itself (virt-admin)"),
+        (name = "browser", description = "the web UI's sessions and consoles (TLS listener only)"),
         (name = "meta", description = "the API's version and this document"),
     ),
     modifiers(&Shared)
@@ -65,6 +66,7 @@ pub(crate) fn document() -> &'static Document {
         let mut document = Header::openapi();
         for part in [
             admin::Doc::openapi(),
+            auth::Doc::openapi(),
             capabilities::Doc::openapi(),
             console::Doc::openapi(),
             disks::Doc::openapi(),
@@ -85,6 +87,7 @@ pub(crate) fn document() -> &'static Document {
             stats::Doc::openapi(),
             tuning::Doc::openapi(),
             users::Doc::openapi(),
+            websocket::Doc::openapi(),
         ] {
             document.merge(part);
         }
@@ -300,7 +303,7 @@ mod tests {
     /// method endpoint of each route (`get: Route`, `post: None`, ...). If a new axum writes
     /// that differently, this finds no routes and the test fails rather than passing empty.
     fn router_routes() -> BTreeSet<(String, String)> {
-        let debug = format!("{:?}", super::super::routes(Clients::new(1)));
+        let debug = format!("{:?}", super::super::routes(Clients::new(1), true));
         // Only the main path router: the fallback router after it holds no API routes.
         let main = debug
             .split_once("fallback_router:")

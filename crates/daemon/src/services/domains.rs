@@ -226,7 +226,15 @@ impl Domains {
             console_socket,
             console_log,
             security_model: self.dac.model().to_string(),
-            security_label: runtime.as_ref().and_then(|_| self.dac.label(&record.uuid)),
+            // A QEMU's user is in the store (it gets its files back at stop); a jailed
+            // oxvirt-vmm's is its own process's, as the kernel says. Root is no label.
+            security_label: runtime.as_ref().and_then(|r| {
+                self.dac.label(&record.uuid).or_else(|| {
+                    oxvirt_host::real_ids(r.pid)
+                        .filter(|&(uid, _)| uid != 0)
+                        .map(|(uid, gid)| format!("+{uid}:+{gid}"))
+                })
+            }),
         })
     }
 
