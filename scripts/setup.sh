@@ -22,6 +22,8 @@ packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3
 packages+=(fio sysbench)
 # The Prometheus project's own OpenMetrics parser, which crates/cli/tests/metrics.rs reads GET /metrics with.
 packages+=(python3-prometheus-client)
+# python3-venv: the virtualenv of schemathesis (scripts/schemathesis-venv.sh).
+packages+=(python3-venv)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
 # driver, qemu:///embed, in a temporary root): client, daemon library and QEMU driver only, without
 # recommends and without libvirt-daemon-system, so no libvirtd runs and no default network (virbr0) appears.
@@ -74,6 +76,9 @@ mkdir -p /usr/local/share/bash-completion/completions
 # docs/configuration.md). oxvirtd reads /etc/oxvirt/oxvirtd.conf; without it, the defaults.
 install -D -m 0644 "$repo/etc/oxvirtd.conf" /etc/oxvirt/oxvirtd.conf.example
 bash "$repo/scripts/guest-kit.sh"
+# schemathesis (PyPI), which crates/cli/tests/openapi.rs runs against a live oxvirtd: a venv cached outside
+# the clone, in ${OXVIRT_CACHE:-/var/cache/oxvirt}/venv-schemathesis-VERSION.
+bash "$repo/scripts/schemathesis-venv.sh" >/dev/null
 # Every QEMU runs as a user of its own (docs/security.md), which reads the guest kit's kernel and initramfs by
 # name: as with libvirt's qemu user, every directory above them must be searchable by others (o+x: traversal
 # only, not listing). A clone below a root-only directory (/root, say) gets that bit, said here.

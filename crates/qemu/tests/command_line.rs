@@ -1480,3 +1480,21 @@ fn a_hot_plugged_disk_gets_the_nodes_and_device_of_a_start() {
         .to_string();
     assert!(err.contains("bus 'virtio' or 'scsi'"), "{err}");
 }
+
+/// setmaxmem stores a size the XML parser never saw: one whose bytes do not fit in 64 bits is
+/// refused by name, not an overflow (found by schemathesis, crates/cli/tests/openapi.rs).
+#[test]
+fn memory_beyond_64_bits_of_bytes_is_invalid() {
+    let mut huge = domain(&xml("", ""));
+    huge.memory_kib = 1 << 63;
+    huge.current_memory_kib = huge.memory_kib;
+    match command_line(&huge, &RunPaths::new(RUN_DIR), Accel::Tcg) {
+        Err(QemuError::Invalid {
+            element, reason, ..
+        }) => {
+            assert_eq!(element, "memory");
+            assert!(reason.contains("9223372036854775808 KiB"), "{reason}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
