@@ -22,6 +22,7 @@ use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, D
 
 /// Body of `POST /v1/domains/{id}/migrate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrateRequest {
     /// The destination oxvirtd's API socket (an absolute path on this host: the
     /// `oxvirt+unix:///PATH` of the command line).
@@ -40,6 +41,7 @@ pub struct MigrateRequest {
 
 /// What `domjobinfo` shows: the domain's current (or last) migration job.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     /// virsh's job types: "None", "Unbounded", "Completed", "Failed", "Cancelled".
     pub job_type: String,
@@ -67,6 +69,7 @@ pub struct JobInfo {
 /// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-getspeed`). In a
 /// `PUT`, a member left out stays as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationSettings {
     /// The longest the guest may be paused for the last pass, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +81,7 @@ pub struct MigrationSettings {
 
 /// Body of `POST /v1/migrations`: the source asks the destination to get ready for a guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PrepareMigration {
     /// The definition the guest runs with (its live XML).
     pub xml: String,
@@ -92,6 +96,7 @@ pub struct PrepareMigration {
 
 /// A file and its owner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileOwner {
     pub path: String,
     pub uid: u32,
@@ -100,6 +105,7 @@ pub struct FileOwner {
 
 /// Reply to `POST /v1/migrations`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PreparedMigration {
     /// Names this incoming migration in the later calls.
     pub id: String,
@@ -109,6 +115,7 @@ pub struct PreparedMigration {
 
 /// Reply to `DELETE /v1/migrations/{id}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationAborted {}
 
 fn migration_path(id: &str, suffix: &str) -> String {

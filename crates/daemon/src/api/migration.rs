@@ -16,6 +16,20 @@ use crate::services::Services;
 
 type Shared = State<Arc<Services>>;
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    migrate,
+    job_info,
+    job_abort,
+    settings,
+    set_settings,
+    prepare,
+    finish,
+    abort
+))]
+pub(super) struct Doc;
+
 pub fn routes() -> Router<Arc<Services>> {
     Router::new()
         .route("/v1/domains/{id}/migrate", post(migrate))
@@ -30,6 +44,15 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/migrations/{id}", delete(abort))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/migrate",
+    operation_id = "migration_migrate",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = MigrateRequest,
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn migrate(
     State(services): Shared,
     Path(id): Path<String>,
@@ -42,14 +65,38 @@ async fn migrate(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/job",
+    operation_id = "migration_job_info",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = JobInfo)),
+)]
 async fn job_info(State(services): Shared, Path(id): Path<String>) -> Reply<JobInfo> {
     blocking(services, "domjobinfo", move |d| d.domains.job_info(&id)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/job/abort",
+    operation_id = "migration_job_abort",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = JobInfo)),
+)]
 async fn job_abort(State(services): Shared, Path(id): Path<String>) -> Reply<JobInfo> {
     blocking(services, "domjobabort", move |d| d.domains.job_abort(&id)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/migration-settings",
+    operation_id = "migration_settings",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = MigrationSettings)),
+)]
 async fn settings(State(services): Shared, Path(id): Path<String>) -> Reply<MigrationSettings> {
     detached(services, "migrate-getspeed", |d| async move {
         d.domains.migration_settings(&id).await
@@ -57,6 +104,15 @@ async fn settings(State(services): Shared, Path(id): Path<String>) -> Reply<Migr
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/domains/{id}/migration-settings",
+    operation_id = "migration_set_settings",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = MigrationSettings,
+    responses((status = 200, description = "success", body = MigrationSettings)),
+)]
 async fn set_settings(
     State(services): Shared,
     Path(id): Path<String>,
@@ -69,6 +125,14 @@ async fn set_settings(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/migrations",
+    operation_id = "migration_prepare",
+    tag = "migrations",
+    request_body = PrepareMigration,
+    responses((status = 200, description = "success", body = PreparedMigration)),
+)]
 async fn prepare(State(services): Shared, bytes: Bytes) -> Reply<PreparedMigration> {
     let request: PrepareMigration = body(&bytes)?;
     detached(services, "migration prepare", |d| async move {
@@ -77,6 +141,14 @@ async fn prepare(State(services): Shared, bytes: Bytes) -> Reply<PreparedMigrati
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/migrations/{id}/finish",
+    operation_id = "migration_finish",
+    tag = "migrations",
+    params(super::openapi::MigrationPath),
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn finish(State(services): Shared, Path(id): Path<String>) -> Reply<DomainSummary> {
     detached(services, "migration finish", |d| async move {
         d.domains.finish_incoming(&id).await
@@ -84,6 +156,14 @@ async fn finish(State(services): Shared, Path(id): Path<String>) -> Reply<Domain
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/migrations/{id}",
+    operation_id = "migration_abort",
+    tag = "migrations",
+    params(super::openapi::MigrationPath),
+    responses((status = 200, description = "success", body = MigrationAborted)),
+)]
 async fn abort(State(services): Shared, Path(id): Path<String>) -> Reply<MigrationAborted> {
     detached(services, "migration abort", |d| async move {
         d.domains

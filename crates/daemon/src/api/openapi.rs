@@ -44,6 +44,7 @@ pub fn routes() -> Router<Arc<Services>> {
         (name = "domains", description = "domains: definitions, lifecycle, resources, saves"),
         (name = "devices", description = "a domain's disks, displays, media and I/O threads"),
         (name = "snapshots", description = "a domain's snapshots"),
+        (name = "migrations", description = "what a source oxvirtd asks of the destination during a live migration"),
         (name = "networks", description = "virtual networks and domains' interfaces"),
         (name = "pools", description = "storage pools and volumes"),
         (name = "secrets", description = "secrets (values in base64)"),
@@ -77,6 +78,7 @@ pub(crate) fn document() -> &'static Document {
             limits::Doc::openapi(),
             memory::Doc::openapi(),
             metrics::Doc::openapi(),
+            migration::Doc::openapi(),
             monitor::Doc::openapi(),
             networks::Doc::openapi(),
             node::Doc::openapi(),
@@ -195,6 +197,13 @@ mod params {
     #[into_params(parameter_in = Path)]
     pub struct DomainPath {
         /// The domain's name, UUID or id.
+        id: String,
+    }
+
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct MigrationPath {
+        /// The incoming migration's id (the reply of `POST /v1/migrations`).
         id: String,
     }
 
