@@ -70,7 +70,10 @@ fn index_page(url: &str) -> (u16, String) {
         .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, status) = text.rsplit_once("\nSTATUS=").expect("curl's status line");
-    (status.trim().parse().expect("a status code"), body.to_string())
+    (
+        status.trim().parse().expect("a status code"),
+        body.to_string(),
+    )
 }
 
 #[test]
