@@ -12,6 +12,7 @@ import '@xterm/xterm/css/xterm.css';
 
 import { seg, wsUrl } from './api';
 import { h } from './dom';
+import { subscribe } from './events';
 
 export interface ConsoleView {
   element: HTMLElement;
@@ -65,35 +66,50 @@ export function serialConsole(domain: string): ConsoleView {
     }
   });
 
+  function connect(): void {
+    const ws = new WebSocket(wsUrl(`/v1/domains/${seg(domain)}/console/ws`));
+    socket = ws;
+    ws.binaryType = 'arraybuffer';
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+      status.textContent = 'connected';
+      term.focus();
+    };
+    ws.onmessage = (m) => {
+      if (m.data instanceof ArrayBuffer) term.write(new Uint8Array(m.data));
+      else term.write(String(m.data));
+    };
+    // Refused (the guest is not running) or ended (it stopped): connect again when it starts.
+    ws.onclose = () => {
+      status.textContent = opened
+        ? 'disconnected: reconnects when the guest starts'
+        : 'not connected (the guest is not running): connects when it starts';
+    };
+  }
+
   const onResize = () => fit.fit();
+  const unsubscribe = subscribe((event) => {
+    const idle = !socket || socket.readyState === WebSocket.CLOSED || socket.readyState === WebSocket.CLOSING;
+    if (event.domain === domain && event.event === 'Started' && idle) connect();
+  });
   // Opened once the element is in the document (xterm measures its font there).
   queueMicrotask(() => {
     term.open(screen);
     fit.fit();
     window.addEventListener('resize', onResize);
-    socket = new WebSocket(wsUrl(`/v1/domains/${seg(domain)}/console/ws`));
-    socket.binaryType = 'arraybuffer';
-    socket.onopen = () => {
-      status.textContent = 'connected';
-      term.focus();
-    };
-    socket.onmessage = (m) => {
-      if (m.data instanceof ArrayBuffer) term.write(new Uint8Array(m.data));
-      else term.write(String(m.data));
-    };
-    socket.onclose = (e) => {
-      status.textContent = `disconnected${e.reason ? `: ${e.reason}` : ''}`;
-    };
-    socket.onerror = () => {
-      status.textContent = 'cannot connect (is the guest running?)';
-    };
+    connect();
   });
 
   return {
     element,
     close() {
+      unsubscribe();
       window.removeEventListener('resize', onResize);
-      socket?.close();
+      if (socket) {
+        socket.onclose = null;
+        socket.close();
+      }
       term.dispose();
     },
   };

@@ -5,6 +5,7 @@ import RFB from '@novnc/novnc';
 
 import { seg, wsUrl } from './api';
 import { h } from './dom';
+import { subscribe } from './events';
 
 export interface VncView {
   element: HTMLElement;
@@ -32,28 +33,44 @@ export function graphicalConsole(domain: string): VncView {
   );
 
   let rfb: RFB | null = null;
-  queueMicrotask(() => {
-    rfb = new RFB(screen, wsUrl(`/v1/domains/${seg(domain)}/vnc/ws`), {
+  let connected = false;
+  function connect(): void {
+    // A disconnected RFB leaves its canvas behind: start from an empty screen.
+    screen.replaceChildren();
+    const client = new RFB(screen, wsUrl(`/v1/domains/${seg(domain)}/vnc/ws`), {
       wsProtocols: ['binary'],
     });
-    rfb.scaleViewport = true;
-    rfb.background = '#000';
-    rfb.addEventListener('connect', () => {
+    rfb = client;
+    client.scaleViewport = true;
+    client.background = '#000';
+    // Events of a client replaced by a newer one are ignored.
+    client.addEventListener('connect', () => {
+      if (rfb !== client) return;
+      connected = true;
       status.textContent = 'connected';
     });
-    rfb.addEventListener('disconnect', (e) => {
-      const clean = (e as CustomEvent<{ clean: boolean }>).detail?.clean;
-      status.textContent = clean ? 'disconnected' : 'connection lost (is the guest running with VNC graphics?)';
+    client.addEventListener('disconnect', () => {
+      if (rfb !== client) return;
+      connected = false;
+      status.textContent =
+        'not connected (the guest is not running, or has no VNC graphics): connects when it starts';
     });
-    rfb.addEventListener('credentialsrequired', () => {
+    client.addEventListener('credentialsrequired', () => {
       passwordForm.hidden = false;
       password.focus();
     });
-    rfb.addEventListener('securityfailure', (e) => {
+    client.addEventListener('securityfailure', (e) => {
       const reason = (e as CustomEvent<{ reason?: string }>).detail?.reason;
       status.textContent = `authentication failed${reason ? `: ${reason}` : ''}`;
     });
+  }
+  const unsubscribe = subscribe((event) => {
+    if (event.domain === domain && event.event === 'Started' && !connected) {
+      rfb?.disconnect();
+      connect();
+    }
   });
+  queueMicrotask(connect);
   passwordForm.addEventListener('submit', (e) => {
     e.preventDefault();
     rfb?.sendCredentials({ password: password.value });
@@ -64,6 +81,7 @@ export function graphicalConsole(domain: string): VncView {
   return {
     element,
     close() {
+      unsubscribe();
       rfb?.disconnect();
     },
   };

@@ -183,16 +183,19 @@ try {
     });
   });
 
-  await check('start from the guest page; the list follows without a reload', async () => {
+  await check('the serial console of the shut-off guest waits for it to start', async () => {
+    await page.getByTestId('tab-console').click();
+    await page.getByTestId('console-status').filter({ hasText: 'connects when it starts' }).waitFor({ timeout: STEP_MS });
+  });
+
+  await check('start from the guest page; the console connects; the list follows without a reload', async () => {
     await page.getByTestId('action-start').click();
     await page.getByTestId('guest-state').filter({ hasText: 'running' }).waitFor({ timeout: BOOT_MS });
     await rowState(list, guest).filter({ hasText: 'running' }).waitFor({ timeout: STEP_MS });
+    await page.getByTestId('console-status').filter({ hasText: /^connected$/ }).waitFor({ timeout: STEP_MS });
   });
 
   await check('the serial console shows the boot marker', async () => {
-    await page.getByTestId('tab-console').click();
-    await page.getByTestId('console-status').filter({ hasText: 'connected' }).waitFor({ timeout: STEP_MS });
-    // Enter brings a fresh prompt if the marker went by before the console connected.
     await page.locator('.xterm').click();
     try {
       await waitForTerminal(page, bootMarker, BOOT_MS);
