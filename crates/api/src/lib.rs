@@ -124,7 +124,8 @@ pub use console::{splice, ConsoleStream, CONSOLE_PROTOCOL};
 pub mod remote;
 pub mod users;
 pub use users::{
-    AddUserRequest, CreateTokenRequest, NewToken, PasswordRequest, Role, TokenInfo, UserInfo,
+    AddUserRequest, CreateTokenRequest, LoginRequest, NewToken, PasswordRequest, Role, SessionInfo,
+    TokenInfo, UserInfo, CSRF_HEADER, SESSION_COOKIE,
 };
 
 pub mod network;

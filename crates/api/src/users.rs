@@ -11,6 +11,14 @@
 //! | `POST /v1/tokens`                  | [`CreateTokenRequest`]  | [`NewToken`]  |
 //! | `DELETE /v1/tokens/{id}`           |                         | [`TokenInfo`] |
 //! | `POST /v1/domains/{id}/console`    | (upgrade)               | 101, then the console's bytes |
+//!
+//! Browser sessions, on the TLS listener only (docs/remote.md):
+//!
+//! | method + path         | body              | reply                                   |
+//! |-----------------------|-------------------|-----------------------------------------|
+//! | `POST /v1/session`    | [`LoginRequest`]  | [`SessionInfo`] and the session cookie  |
+//! | `GET /v1/session`     |                   | [`SessionInfo`] of the cookie's session |
+//! | `DELETE /v1/session`  |                   | 204, the cookie cleared                 |
 
 use std::fmt;
 
@@ -48,6 +56,38 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The cookie that carries a browser session's id.
+pub const SESSION_COOKIE: &str = "oxvirt_session";
+/// The header every state-changing request authenticated by the session cookie must carry,
+/// with the session's [`SessionInfo::csrf_token`].
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Body of `POST /v1/session`: a user logging in from a browser.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct LoginRequest {
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+}
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the password, not even in a debug print.
+        write!(f, "LoginRequest {{ user: {:?}, .. }}", self.user)
+    }
+}
+
+/// A browser session: whose it is, the token its state-changing requests carry in
+/// [`CSRF_HEADER`], and when it ends if unused (RFC 3339, UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub user: String,
+    pub role: Role,
+    pub csrf_token: String,
+    pub expires: String,
 }
 
 /// A user (never its password or hash).

@@ -5,6 +5,14 @@
 //! the reads sent as POST in [`READ_POSTS`]. Failed logins are counted per client address and
 //! per user: after [`MAX_FAILURES`] in [`WINDOW`], 429 with Retry-After until the oldest ages
 //! out. The Unix socket (root only) does not pass through here.
+//!
+//! Browsers log in once (`POST /v1/session`, api/session.rs) and then send the session cookie
+//! instead: a request with that cookie and no Authorization header is its session's user's,
+//! and, since a browser attaches the cookie to whatever a foreign page makes it send, every one
+//! of them that is not GET or HEAD must carry the session's CSRF token and, when it has an
+//! Origin, come from this server's own. WebSocket upgrades must come from this server's Origin
+//! too (a browser sends one with every WebSocket). The web UI's static files need nothing
+//! ([`public`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -17,8 +25,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use oxvirt_api::{code, ApiError, Role};
+use oxvirt_api::{code, ApiError, Role, CSRF_HEADER};
+use subtle::ConstantTimeEq as _;
 
+use super::session::{self, SessionId, Sessions};
 use crate::services::users::Users;
 
 /// The address of the TCP client that sent a request (put there by `remote.rs`).
@@ -33,6 +43,8 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// contents (vol-download), as libvirt's read-only connections may read neither. `*` is one
 /// path segment.
 pub const ADMIN_ONLY: &[&str] = &[
+    "/v1/domains/*/console/ws",
+    "/v1/domains/*/vnc/ws",
     "/v1/users",
     "/v1/users/*",
     "/v1/users/*/password",
@@ -48,8 +60,22 @@ pub const ADMIN_ONLY: &[&str] = &[
 /// /v1/domains/{id}/monitor`) included.
 pub const READ_POSTS: &[&str] = &["/v1/domain-stats", "/v1/domains/*/iothreadinfo"];
 
+/// Logging in and out, which any role may do.
+pub const ANY_ROLE: &[&str] = &["/v1/session"];
+
 /// The challenge of a 401: both schemes oxvirtd accepts.
 const CHALLENGE: &str = "Bearer realm=\"oxvirtd\", Basic realm=\"oxvirtd\", charset=\"UTF-8\"";
+/// The challenge of a 401 to a browser's page (a session that ended, a failed login): without
+/// Basic, which would make the browser pop up its own password dialog over the page's.
+const BROWSER_CHALLENGE: &str = "Bearer realm=\"oxvirtd\"";
+
+/// Whether a request needs no credentials: the web UI's files (they hold no data) and the
+/// login itself (which checks its password, rate-limited, in api/session.rs).
+fn public(method: &Method, path: &str) -> bool {
+    (*method == Method::POST && path == "/v1/session")
+        || ((*method == Method::GET || *method == Method::HEAD)
+            && (path == "/" || path == "/index.html" || path.starts_with("/assets/")))
+}
 
 /// Whether `path` matches `pattern` (`*`: any one segment).
 fn matches(pattern: &str, path: &str) -> bool {
@@ -67,6 +93,9 @@ fn matches(pattern: &str, path: &str) -> bool {
 
 /// Whether a role may send `method` to `path`.
 pub fn allowed(role: Role, method: &Method, path: &str) -> bool {
+    if ANY_ROLE.contains(&path) {
+        return true;
+    }
     match role {
         Role::Admin => true,
         Role::ReadOnly => {
@@ -84,6 +113,7 @@ pub fn allowed(role: Role, method: &Method, path: &str) -> bool {
 pub struct Auth {
     users: Arc<Users>,
     failures: Mutex<Failures>,
+    sessions: Sessions,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -134,7 +164,7 @@ impl Failures {
 }
 
 /// What a request presented.
-enum Presented {
+pub(crate) enum Presented {
     Token(String),
     Password { user: String, password: String },
 }
@@ -168,7 +198,16 @@ fn refusal(status: StatusCode, code: &str, message: String) -> Response {
     (status, Json(ApiError::new(code, message))).into_response()
 }
 
-fn unauthorized(message: &str) -> Response {
+pub(crate) fn forbidden(message: String) -> Response {
+    refusal(StatusCode::FORBIDDEN, code::FORBIDDEN, message)
+}
+
+pub(crate) fn internal(message: String) -> Response {
+    refusal(StatusCode::INTERNAL_SERVER_ERROR, code::INTERNAL, message)
+}
+
+/// A 401 with its challenge; `basic` offers HTTP Basic too (not to browsers' pages).
+pub(crate) fn unauthorized(message: &str, basic: bool) -> Response {
     let mut response = refusal(
         StatusCode::UNAUTHORIZED,
         code::UNAUTHORIZED,
@@ -176,9 +215,55 @@ fn unauthorized(message: &str) -> Response {
     );
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(CHALLENGE),
+        HeaderValue::from_static(if basic { CHALLENGE } else { BROWSER_CHALLENGE }),
     );
     response
+}
+
+/// Refuses a request whose `Origin` header, when it has one, is not this server's own
+/// (`https://` and the Host the request was sent to): a page of another site. The reason, for
+/// a 403 ([`forbidden`]).
+pub(crate) fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), String> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_text = String::from_utf8_lossy(origin.as_bytes());
+    match host {
+        Some(host) if origin_text == format!("https://{host}") => Ok(()),
+        _ => Err(format!(
+            "cross-origin request refused: its Origin '{origin_text}' is not this server's (https://{})",
+            host.unwrap_or("?")
+        )),
+    }
+}
+
+/// The CSRF check of a state-changing request authenticated by a session's cookie.
+fn csrf_checked(request: &Request, session: &session::Session) -> Result<(), String> {
+    let Some(presented) = request.headers().get(CSRF_HEADER) else {
+        return Err(format!(
+            "missing CSRF token: a request authenticated by the session cookie that changes \
+             state must carry the session's csrf_token in the {CSRF_HEADER} header"
+        ));
+    };
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(session.csrf_token.as_bytes())
+        .into();
+    if !matches {
+        return Err(format!(
+            "wrong CSRF token in the {CSRF_HEADER} header: it is not this session's"
+        ));
+    }
+    same_origin(request.headers())
+}
+
+fn is_websocket(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 impl Auth {
@@ -186,96 +271,170 @@ impl Auth {
         Arc::new(Auth {
             users,
             failures: Mutex::new(Failures::default()),
+            sessions: Sessions::default(),
         })
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, Failures> {
         oxvirt_host::lock(&self.failures)
     }
+
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub(crate) fn users(&self) -> Arc<Users> {
+        self.users.clone()
+    }
+
+    /// Checks a token or password from `peer`, failures counted and rate-limited: the role, or
+    /// the refusal to send (401 or 429; `basic` as for [`unauthorized`]).
+    pub(crate) async fn check(
+        &self,
+        peer: IpAddr,
+        credentials: Presented,
+        basic: bool,
+    ) -> Result<Role, Response> {
+        let user = match &credentials {
+            Presented::Password { user, .. } => Some(user.clone()),
+            Presented::Token(_) => None,
+        };
+        let now = Instant::now();
+        let mut keys = vec![Key::Address(peer)];
+        keys.extend(user.clone().map(Key::User));
+        let wait = {
+            let mut failures = self.failures();
+            keys.iter().filter_map(|k| failures.wait(k, now)).max()
+        };
+        if let Some(wait) = wait {
+            let seconds = wait.as_secs().max(1);
+            let mut response = refusal(
+                StatusCode::TOO_MANY_REQUESTS,
+                code::TOO_MANY_REQUESTS,
+                format!(
+                    "too many failed logins from {peer}{}; try again in {seconds} s",
+                    user.as_deref()
+                        .map(|u| format!(" or for user '{u}'"))
+                        .unwrap_or_default()
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            return Err(response);
+        }
+        let users = self.users.clone();
+        // Password checks are slow on purpose (argon2): off the async workers.
+        let checked = tokio::task::spawn_blocking(move || match credentials {
+            Presented::Token(token) => users.check_token(&token),
+            Presented::Password { user, password } => users.check_password(&user, &password),
+        })
+        .await;
+        match checked {
+            Ok(Ok(Some(role))) => Ok(role),
+            Ok(Ok(None)) => {
+                let mut failures = self.failures();
+                for key in keys {
+                    failures.record(key, now);
+                }
+                tracing::warn!(%peer, user = user.as_deref().unwrap_or("(token)"), "failed login");
+                Err(unauthorized(
+                    "wrong credentials: unknown user or token, or wrong password",
+                    basic,
+                ))
+            }
+            Ok(Err(err)) => Err(internal(format!("checking credentials: {err}"))),
+            Err(err) => Err(internal(format!(
+                "checking credentials failed inside the daemon: {err}"
+            ))),
+        }
+    }
+
+    /// The role of the session `id` names, if it is live and its user still stands as it did
+    /// at login (not deleted, same password).
+    async fn session(&self, id: &str) -> Result<session::Session, Response> {
+        let ended = || {
+            unauthorized(
+                "the session has ended (logged out or expired): log in again",
+                false,
+            )
+        };
+        let Some(mut session) = self.sessions.touch(id) else {
+            return Err(ended());
+        };
+        let users = self.users.clone();
+        let name = session.user.clone();
+        let standing = tokio::task::spawn_blocking(move || users.standing(&name)).await;
+        match standing {
+            Ok(Ok(Some((role, stamp)))) if stamp == session.stamp => {
+                // A role changed since the login applies at once.
+                session.role = role;
+                Ok(session)
+            }
+            Ok(Ok(_)) => {
+                self.sessions.remove(id);
+                Err(ended())
+            }
+            Ok(Err(err)) => Err(internal(format!("reading the session's user: {err}"))),
+            Err(err) => Err(internal(format!("reading the session's user: {err}"))),
+        }
+    }
 }
 
-/// The middleware: authenticate, rate-limit failures, then check the role.
-pub async fn authenticate(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
+/// The middleware: authenticate (credentials, rate-limited, or a session's cookie with its
+/// CSRF checks), then check the role.
+pub async fn authenticate(
+    State(auth): State<Arc<Auth>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let peer = request
         .extensions()
         .get::<Peer>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |p| p.0);
-    let Some(credentials) = presented(&request) else {
-        return unauthorized(
-            "oxvirtd over TCP needs credentials: a token (Authorization: Bearer) or a user's \
-             password (HTTP Basic)",
-        );
-    };
-    let user = match &credentials {
-        Presented::Password { user, .. } => Some(user.clone()),
-        Presented::Token(_) => None,
-    };
-    let now = Instant::now();
-    let mut keys = vec![Key::Address(peer)];
-    keys.extend(user.clone().map(Key::User));
-    let wait = {
-        let mut failures = auth.failures();
-        keys.iter().filter_map(|k| failures.wait(k, now)).max()
-    };
-    if let Some(wait) = wait {
-        let seconds = wait.as_secs().max(1);
-        let mut response = refusal(
-            StatusCode::TOO_MANY_REQUESTS,
-            code::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed logins from {peer}{}; try again in {seconds} s",
-                user.as_deref()
-                    .map(|u| format!(" or for user '{u}'"))
-                    .unwrap_or_default()
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        return response;
+    request.extensions_mut().insert(auth.clone());
+    if public(request.method(), request.uri().path()) {
+        return next.run(request).await;
     }
-    let users = auth.users.clone();
-    // Password checks are slow on purpose (argon2): off the async workers.
-    let checked = tokio::task::spawn_blocking(move || match credentials {
-        Presented::Token(token) => users.check_token(&token),
-        Presented::Password { user, password } => users.check_password(&user, &password),
-    })
-    .await;
-    let role = match checked {
-        Ok(Ok(Some(role))) => role,
-        Ok(Ok(None)) => {
-            let mut failures = auth.failures();
-            for key in keys {
-                failures.record(key, now);
+    let role = if let Some(credentials) = presented(&request) {
+        match auth.check(peer, credentials, true).await {
+            Ok(role) => role,
+            Err(refused) => return refused,
+        }
+    } else if let Some(id) = session::cookie(request.headers()) {
+        let session = match auth.session(&id).await {
+            Ok(session) => session,
+            Err(refused) => return refused,
+        };
+        let method = request.method();
+        if *method != Method::GET && *method != Method::HEAD {
+            if let Err(reason) = csrf_checked(&request, &session) {
+                tracing::warn!(%peer, user = %session.user, "refused a cross-site request: {reason}");
+                return forbidden(reason);
             }
-            tracing::warn!(%peer, user = user.as_deref().unwrap_or("(token)"), "failed login");
-            return unauthorized("wrong credentials: unknown user or token, or wrong password");
         }
-        Ok(Err(err)) => {
-            return refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                code::INTERNAL,
-                format!("checking credentials: {err}"),
-            )
-        }
-        Err(err) => {
-            return refusal(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                code::INTERNAL,
-                format!("checking credentials failed inside the daemon: {err}"),
-            )
-        }
-    };
-    if !allowed(role, request.method(), request.uri().path()) {
-        return refusal(
-            StatusCode::FORBIDDEN,
-            code::FORBIDDEN,
-            format!(
-                "the {role} role may not {} {}",
-                request.method(),
-                request.uri().path()
-            ),
+        request.extensions_mut().insert(SessionId(id));
+        session.role
+    } else {
+        return unauthorized(
+            "oxvirtd over TCP needs credentials: a token (Authorization: Bearer), a user's \
+             password (HTTP Basic) or a browser session's cookie (POST /v1/session)",
+            true,
         );
+    };
+    // A browser sends an Origin with every WebSocket; one from another site's page is refused
+    // before the upgrade, whatever authenticated it.
+    if is_websocket(&request) {
+        if let Err(reason) = same_origin(request.headers()) {
+            return forbidden(reason);
+        }
+    }
+    if !allowed(role, request.method(), request.uri().path()) {
+        return forbidden(format!(
+            "the {role} role may not {} {}",
+            request.method(),
+            request.uri().path()
+        ));
     }
     next.run(request).await
 }
@@ -303,6 +462,9 @@ mod tests {
         assert!(allowed(ro, &Method::GET, "/v1/secrets/u"));
         assert!(!allowed(ro, &Method::GET, "/v1/pools/p/volumes/v/data"));
         assert!(allowed(ro, &Method::GET, "/v1/pools/p/volumes/v"));
+        assert!(!allowed(ro, &Method::GET, "/v1/domains/vm/console/ws"));
+        assert!(!allowed(ro, &Method::GET, "/v1/domains/vm/vnc/ws"));
+        assert!(allowed(ro, &Method::DELETE, "/v1/session"));
         // A pattern's `*` is one whole segment, not a prefix.
         assert!(!allowed(ro, &Method::POST, "/v1/domains/a/b/iothreadinfo"));
         for method in [Method::GET, Method::POST, Method::PUT, Method::DELETE] {

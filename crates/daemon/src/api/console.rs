@@ -41,32 +41,8 @@ async fn console(
             ),
         )));
     }
-    let info = blocking(services, "console", move |d| d.domains.info(&id))
-        .await?
-        .0;
-    let socket = match (&info.console_socket, info.state.is_active()) {
-        (Some(socket), true) => socket.clone(),
-        _ => {
-            return Err(Failure(ApiError::new(
-                code::INVALID_STATE,
-                format!("domain '{}' is not running", info.name),
-            )))
-        }
-    };
-    // Connected before the 101, so that a console that cannot be reached is an error reply.
-    let console = tokio::net::UnixStream::connect(&socket)
-        .await
-        .map_err(|e| {
-            Failure(ApiError::new(
-                code::INTERNAL,
-                format!(
-                    "cannot connect to the console of domain '{}' at {socket}: {e}",
-                    info.name
-                ),
-            ))
-        })?;
+    let (name, console) = connect(services, id).await?;
     let on_upgrade = hyper::upgrade::on(&mut request);
-    let name = info.name.clone();
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => oxvirt_api::splice(TokioIo::new(upgraded), console).await,
@@ -79,4 +55,37 @@ async fn console(
         .header(header::UPGRADE, CONSOLE_PROTOCOL)
         .body(Body::empty())
         .map_err(|e| Failure(ApiError::new(code::INTERNAL, e.to_string())))
+}
+
+/// A connection to the serial console of running domain `id`, and the domain's name: made
+/// before any upgrade, so that a console that cannot be reached is an error reply (404 for no
+/// such domain, 409 when it is not running).
+pub(super) async fn connect(
+    services: Arc<Services>,
+    id: String,
+) -> Result<(String, tokio::net::UnixStream), Failure> {
+    let info = blocking(services, "console", move |d| d.domains.info(&id))
+        .await?
+        .0;
+    let socket = match (&info.console_socket, info.state.is_active()) {
+        (Some(socket), true) => socket.clone(),
+        _ => {
+            return Err(Failure(ApiError::new(
+                code::INVALID_STATE,
+                format!("domain '{}' is not running", info.name),
+            )))
+        }
+    };
+    let console = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(|e| {
+            Failure(ApiError::new(
+                code::INTERNAL,
+                format!(
+                    "cannot connect to the console of domain '{}' at {socket}: {e}",
+                    info.name
+                ),
+            ))
+        })?;
+    Ok((info.name, console))
 }

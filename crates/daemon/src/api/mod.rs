@@ -21,10 +21,12 @@ mod pools;
 pub(crate) mod reply;
 mod saves;
 mod secrets;
+mod session;
 mod snapshots;
 mod stats;
 mod tuning;
 mod users;
+mod websocket;
 
 use std::sync::Arc;
 
@@ -40,13 +42,21 @@ use crate::clients::Clients;
 use crate::services::Services;
 use reply::{json_errors, Failure};
 
-/// The API's router; with `auth`, every request must authenticate first (the TLS listener's).
+/// The API's router; with `auth`, every request must authenticate first (the TLS listener's),
+/// and the browser's parts are there too: sessions and the consoles' WebSockets.
 pub fn router(
     services: Arc<Services>,
     clients: Arc<Clients>,
     auth: Option<Arc<auth::Auth>>,
 ) -> Router {
+    let browser = match auth {
+        Some(_) => Router::new()
+            .merge(session::routes())
+            .merge(websocket::routes()),
+        None => Router::new(),
+    };
     let router = Router::new()
+        .merge(browser)
         .route("/v1/version", get(version))
         .merge(admin::routes(clients))
         .merge(disks::routes())

@@ -314,6 +314,12 @@ pub trait Control: Send + Sync {
     async fn displays(&self) -> Result<Vec<DisplayListen>, EngineError> {
         Ok(Vec::new())
     }
+    /// Hands the guest's VNC server `client`, one end of a socket pair, as a new client
+    /// connection (libvirt's virDomainOpenGraphicsFD): the other end then speaks RFB, whether
+    /// the display listens anywhere or not.
+    async fn open_vnc(&self, _client: std::os::fd::BorrowedFd<'_>) -> Result<(), EngineError> {
+        Err(no_graphics("open a graphical console"))
+    }
     /// Writes a PNG of screen `screen` (0: the primary display) to `file`.
     async fn screendump(&self, _file: &Path, _screen: u32) -> Result<(), EngineError> {
         Err(no_graphics("take screenshots"))

@@ -798,6 +798,36 @@ impl Control for QmpControl {
         Ok(displays)
     }
 
+    /// QMP `getfd` then `add_client`, as libvirt does. Each descriptor gets a name of its own:
+    /// a second `getfd` under the same name would close the first before its `add_client`.
+    async fn open_vnc(&self, client: std::os::fd::BorrowedFd<'_>) -> Result<(), EngineError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name = format!(
+            "oxvirt-vnc-{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.qmp
+            .pass_fd(&name, client)
+            .await
+            .map_err(engine_error)?;
+        let added = self
+            .qmp
+            .execute(
+                "add_client",
+                Some(serde_json::json!({ "protocol": "vnc", "fdname": name, "skipauth": false })),
+            )
+            .await;
+        if let Err(err) = added {
+            // QEMU still holds the descriptor under its name.
+            let _ = self
+                .qmp
+                .execute("closefd", Some(serde_json::json!({ "fdname": name })))
+                .await;
+            return Err(engine_error(err));
+        }
+        Ok(())
+    }
+
     async fn screendump(&self, file: &Path, screen: u32) -> Result<(), EngineError> {
         let filename = file.to_str().ok_or_else(|| EngineError {
             kind: EngineErrorKind::Failed,

@@ -167,6 +167,33 @@ impl Domains {
         Ok(displays)
     }
 
+    /// A new client connection to a running domain's VNC server (the browser's graphical
+    /// console, api/websocket.rs): our end of a socket pair whose other end the engine handed
+    /// to the server. No port is involved, so the display is reachable no further than it was.
+    pub async fn open_vnc(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> DaemonResult<std::os::unix::net::UnixStream> {
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        let domain = self.current_domain(&record)?;
+        if !domain.devices.graphics.iter().any(|g| g.spice.is_none()) {
+            return Err(invalid_state(format!(
+                "domain '{}' has no VNC graphics (<graphics type='vnc'/>)",
+                record.name
+            )));
+        }
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| internal("cannot make a socket pair for the VNC client", e))?;
+        use std::os::fd::AsFd as _;
+        control
+            .open_vnc(theirs.as_fd())
+            .await
+            .map_err(|e| engine_failure(&record.name, e))?;
+        Ok(ours)
+    }
+
     /// `screenshot`: a PNG of a running domain's screen, written by the engine into the
     /// domain's private run directory and removed there once read.
     pub async fn screenshot(

@@ -268,6 +268,19 @@ impl Users {
         }
     }
 
+    /// What a browser session of user `name` rests on: the user's role now and a digest of its
+    /// password hash (a password changed since the login no longer matches), or `None` once the
+    /// user is gone. Cheap (no argon2): checked on every request of a session.
+    pub fn standing(&self, name: &str) -> DaemonResult<Option<(Role, Vec<u8>)>> {
+        let record = self
+            .store
+            .transaction(|tx| store::user(tx, name))
+            .map_err(db)?;
+        record
+            .map(|r| Ok((role_of(&r.role)?, digest(&r.password_hash))))
+            .transpose()
+    }
+
     /// The role of user `name` if `password` is theirs. Slow on purpose (argon2), also for a
     /// user that does not exist: run it off the async workers.
     pub fn check_password(&self, name: &str, password: &str) -> DaemonResult<Option<Role>> {

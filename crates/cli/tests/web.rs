@@ -1,0 +1,588 @@
+//! The browser's side of the TLS listener (docs/remote.md): a private oxvirtd with `--listen
+//! 127.0.0.1:PORT`, reached by curl (raw HTTP: status codes, headers and cookies) and by a real
+//! WebSocket client over rustls, with real QEMU guests.
+//!
+//! - sessions: a login sets an HttpOnly, Secure, SameSite=Strict cookie; the cookie reads; a
+//!   write needs the session's CSRF token and refuses a foreign Origin; a read-only user's
+//!   session cannot write; logout (and a deleted user) ends the session; wrong passwords are
+//!   rate-limited as for HTTP Basic;
+//! - WebSockets: the serial console (the guest's boot marker, `uname -r` typed in and its
+//!   answer) and the graphical console (the RFB banner of QEMU's VNC server, through a client
+//!   connection oxvirtd handed to QEMU itself); a foreign Origin, a read-only role, a missing
+//!   domain and one not running are refused before the upgrade.
+
+#[allow(dead_code)]
+mod support;
+
+use std::io::ErrorKind;
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
+use support::{guest_xml, make_disk, Daemon};
+use tungstenite::client::IntoClientRequest as _;
+use tungstenite::http::HeaderValue;
+use tungstenite::Message;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const GUEST_UUID: &str = "5b0c7e2d-3f1a-4d6b-8c9e-0a1b2c3d4e5f";
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// What curl saw: the status, the response's head (lower-cased names kept as sent) and body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    /// The value of header `name` (case-insensitive), if the response has it.
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_string())
+        })
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+}
+
+/// A daemon serving TLS on a free port of 127.0.0.1.
+struct Web {
+    daemon: Daemon,
+    port: u16,
+}
+
+impl Web {
+    fn start() -> Web {
+        let port = free_port();
+        let daemon = Daemon::start_with(&["--listen", &format!("127.0.0.1:{port}")]);
+        Web { daemon, port }
+    }
+
+    fn origin(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// METHOD PATH with `headers` and an optional JSON body, through curl.
+    fn http(&self, method: &str, path: &str, headers: &[String], body: Option<&str>) -> Reply {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let head_file = dir.path().join("head");
+        let mut command = Command::new("curl");
+        command
+            .args(["--silent", "--show-error", "--insecure", "--max-time", "60"])
+            .arg("--dump-header")
+            .arg(&head_file)
+            .args(["--write-out", "\nSTATUS=%{http_code}", "--request", method]);
+        if let Some(body) = body {
+            let body_file = dir.path().join("body");
+            std::fs::write(&body_file, body).expect("write body");
+            command
+                .args([
+                    "--header",
+                    "Content-Type: application/json",
+                    "--data-binary",
+                ])
+                .arg(format!("@{}", body_file.display()));
+        }
+        for header in headers {
+            command.args(["--header", header]);
+        }
+        let out = command
+            .arg(format!("https://127.0.0.1:{}{path}", self.port))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once("\nSTATUS=").unwrap_or_else(|| {
+            panic!(
+                "curl {method} {path}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        Reply {
+            status: status.trim().parse().expect("a status"),
+            head: std::fs::read_to_string(&head_file).unwrap_or_default(),
+            body: body.to_string(),
+        }
+    }
+
+    fn add_user(&self, name: &str, role: &str, password: &str) {
+        let file = self.daemon.dir.path().join(format!("{name}.pw"));
+        std::fs::write(&file, format!("{password}\n")).expect("write");
+        self.daemon
+            .oxvirt(&[
+                "user",
+                "add",
+                name,
+                "--role",
+                role,
+                "--password-file",
+                file.to_str().expect("utf-8"),
+            ])
+            .ok();
+    }
+
+    /// Logs `user` in: the cookie's value and the session's JSON.
+    fn login(&self, user: &str, password: &str) -> (String, serde_json::Value, Reply) {
+        let body = serde_json::json!({ "user": user, "password": password }).to_string();
+        let reply = self.http("POST", "/v1/session", &[], Some(&body));
+        assert_eq!(reply.status, 200, "{reply:?}");
+        let cookie = reply.header("set-cookie").expect("a Set-Cookie");
+        let value = cookie
+            .strip_prefix("oxvirt_session=")
+            .and_then(|rest| rest.split(';').next())
+            .unwrap_or_else(|| panic!("{cookie}"))
+            .to_string();
+        (value, reply.json(), reply)
+    }
+
+    fn token(&self, role: &str) -> String {
+        let out = self
+            .daemon
+            .oxvirt(&["token", "create", "--role", role])
+            .ok();
+        out.lines().next().expect("a token line").trim().to_string()
+    }
+}
+
+fn cookie(value: &str) -> String {
+    format!("Cookie: oxvirt_session={value}")
+}
+
+/// The number of tokens the daemon has (read over its Unix socket).
+fn token_count(daemon: &Daemon) -> usize {
+    daemon
+        .oxvirt(&["token", "list"])
+        .ok()
+        .lines()
+        .filter(|l| l.contains("read-only") || l.contains("admin"))
+        .count()
+}
+
+#[test]
+fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
+    let web = Web::start();
+    web.add_user("ann", "admin", "ann-password");
+    web.add_user("viewer", "read-only", "viewer-password");
+
+    // A wrong password: 401, JSON, and no Basic challenge (a browser would pop up its own).
+    let wrong = web.http(
+        "POST",
+        "/v1/session",
+        &[],
+        Some(r#"{"user":"ann","password":"wrong"}"#),
+    );
+    assert_eq!(wrong.status, 401, "{wrong:?}");
+    assert_eq!(wrong.json()["code"], "unauthorized", "{wrong:?}");
+    let challenge = wrong.header("www-authenticate").expect("a challenge");
+    assert!(!challenge.contains("Basic"), "{challenge}");
+    assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+    let malformed = web.http("POST", "/v1/session", &[], Some("{\"user\": "));
+    assert_eq!(malformed.status, 400, "{malformed:?}");
+    assert!(
+        malformed.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not valid JSON")),
+        "{malformed:?}"
+    );
+
+    // The login: the cookie's attributes, and the session's JSON.
+    let (session, info, reply) = web.login("ann", "ann-password");
+    let set_cookie = reply.header("set-cookie").expect("Set-Cookie");
+    for attribute in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=1800",
+    ] {
+        assert!(
+            set_cookie.split("; ").any(|a| a == attribute),
+            "{attribute} not in {set_cookie}"
+        );
+    }
+    assert_eq!(session.len(), 43, "32 random bytes in base64url: {session}");
+    assert_eq!(info["user"], "ann");
+    assert_eq!(info["role"], "admin");
+    let csrf = info["csrf_token"].as_str().expect("csrf_token").to_string();
+    assert!(csrf.len() >= 32 && csrf != session, "{info}");
+    let expires = info["expires"].as_str().expect("expires");
+    assert!(
+        expires.len() == 20 && expires.ends_with('Z') && expires.as_bytes()[10] == b'T',
+        "RFC 3339: {expires}"
+    );
+
+    // The cookie reads, and tells the page its session again.
+    let listed = web.http("GET", "/v1/domains", &[cookie(&session)], None);
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let again = web.http("GET", "/v1/session", &[cookie(&session)], None);
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json()["csrf_token"], csrf.as_str());
+    assert_eq!(again.json()["user"], "ann");
+
+    // A write with the cookie alone (what a foreign page's form or fetch would send): refused,
+    // nothing made; a wrong token, or the right one from a foreign Origin, too.
+    let tokens = token_count(&web.daemon);
+    let create = r#"{"role":"read-only","name":"from-the-browser"}"#;
+    let csrf_header = format!("X-CSRF-Token: {csrf}");
+    let refused = web.http("POST", "/v1/tokens", &[cookie(&session)], Some(create));
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing CSRF token")),
+        "{refused:?}"
+    );
+    let refused = web.http(
+        "POST",
+        "/v1/tokens",
+        &[cookie(&session), format!("X-CSRF-Token: {session}")],
+        Some(create),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(refused.body.contains("wrong CSRF token"), "{refused:?}");
+    let refused = web.http(
+        "POST",
+        "/v1/tokens",
+        &[
+            cookie(&session),
+            csrf_header.clone(),
+            "Origin: https://evil.example".to_string(),
+        ],
+        Some(create),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.body.contains("Origin 'https://evil.example'"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        token_count(&web.daemon),
+        tokens,
+        "a refused write changed nothing"
+    );
+    // With its token, from its own origin (or none): done.
+    let made = web.http(
+        "POST",
+        "/v1/tokens",
+        &[
+            cookie(&session),
+            csrf_header.clone(),
+            format!("Origin: {}", web.origin()),
+        ],
+        Some(create),
+    );
+    assert_eq!(made.status, 200, "{made:?}");
+    let made = web.http(
+        "POST",
+        "/v1/tokens",
+        &[cookie(&session), csrf_header.clone()],
+        Some(create),
+    );
+    assert_eq!(made.status, 200, "{made:?}");
+    assert_eq!(token_count(&web.daemon), tokens + 2);
+    // A token in the Authorization header needs no CSRF token (it is not sent by itself).
+    let admin = web.token("admin");
+    let made = web.http(
+        "POST",
+        "/v1/tokens",
+        &[format!("Authorization: Bearer {admin}")],
+        Some(create),
+    );
+    assert_eq!(made.status, 200, "{made:?}");
+
+    // A read-only user's session reads, and may not write even with its token.
+    let (viewer, viewer_info, _) = web.login("viewer", "viewer-password");
+    assert_eq!(viewer_info["role"], "read-only");
+    let viewer_csrf = format!(
+        "X-CSRF-Token: {}",
+        viewer_info["csrf_token"].as_str().expect("csrf")
+    );
+    assert_eq!(
+        web.http("GET", "/v1/domains", &[cookie(&viewer)], None)
+            .status,
+        200
+    );
+    let refused = web.http(
+        "POST",
+        "/v1/tokens",
+        &[cookie(&viewer), viewer_csrf.clone()],
+        Some(create),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert!(
+        refused.body.contains("read-only role may not"),
+        "{refused:?}"
+    );
+    // A user deleted since the login: its session ends at once.
+    web.daemon.oxvirt(&["user", "del", "viewer"]).ok();
+    let ended = web.http("GET", "/v1/domains", &[cookie(&viewer)], None);
+    assert_eq!(ended.status, 401, "{ended:?}");
+
+    // Logout: 204, the cookie cleared, and the old cookie no longer works.
+    let out = web.http(
+        "DELETE",
+        "/v1/session",
+        &[cookie(&session), csrf_header.clone()],
+        None,
+    );
+    assert_eq!(out.status, 204, "{out:?}");
+    let cleared = out.header("set-cookie").expect("Set-Cookie");
+    assert!(
+        cleared.starts_with("oxvirt_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    for path in ["/v1/domains", "/v1/session"] {
+        let gone = web.http("GET", path, &[cookie(&session)], None);
+        assert_eq!(gone.status, 401, "{path}: {gone:?}");
+        assert!(gone.body.contains("session has ended"), "{gone:?}");
+    }
+    let none = web.http("GET", "/v1/session", &[], None);
+    assert_eq!(none.status, 401, "{none:?}");
+
+    // Wrong passwords at the login count as HTTP Basic's do: 429 after 5 a minute (the one at
+    // the start was the first).
+    for attempt in 1..5 {
+        let reply = web.http(
+            "POST",
+            "/v1/session",
+            &[],
+            Some(r#"{"user":"ann","password":"nope"}"#),
+        );
+        assert_eq!(reply.status, 401, "attempt {attempt}: {reply:?}");
+    }
+    let limited = web.http(
+        "POST",
+        "/v1/session",
+        &[],
+        Some(r#"{"user":"ann","password":"ann-password"}"#),
+    );
+    assert_eq!(limited.status, 429, "{limited:?}");
+    assert!(limited.header("retry-after").is_some(), "{limited:?}");
+}
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+type Socket = tungstenite::WebSocket<Tls>;
+
+/// A TLS connection to the daemon, its certificate trusted as the CLI's `--ca` does.
+fn tls(web: &Web) -> Tls {
+    let pem = std::fs::read(web.daemon.dir.path().join("state/tls/server.pem")).expect("cert");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("PEM")).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).expect("TLS client");
+    let tcp = TcpStream::connect(("127.0.0.1", web.port)).expect("connect");
+    rustls::StreamOwned::new(connection, tcp)
+}
+
+use rustls::pki_types::pem::PemObject as _;
+
+/// A WebSocket to `path` with `headers`; the HTTP status of a refusal otherwise.
+fn websocket(web: &Web, path: &str, headers: &[(&str, &str)]) -> Result<Socket, (u16, String)> {
+    let url = format!("wss://127.0.0.1:{}{path}", web.port);
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            HeaderValue::from_str(value).expect("value"),
+        );
+    }
+    match tungstenite::client(request, tls(web)) {
+        Ok((socket, response)) => {
+            let offered = headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol"));
+            if offered {
+                assert_eq!(
+                    response
+                        .headers()
+                        .get("sec-websocket-protocol")
+                        .and_then(|v| v.to_str().ok()),
+                    Some("binary")
+                );
+            }
+            // Reads give up after a while, so waits below stay bounded.
+            socket
+                .get_ref()
+                .sock
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .expect("read timeout");
+            Ok(socket)
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(response))) => {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            Err((response.status().as_u16(), body))
+        }
+        Err(err) => panic!("WebSocket to {path}: {err}"),
+    }
+}
+
+/// Reads binary frames until their bytes, from `from` on, hold `pattern`; everything read.
+fn read_until(socket: &mut Socket, seen: &mut Vec<u8>, from: usize, pattern: &str) -> String {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let text = String::from_utf8_lossy(&seen[from.min(seen.len())..]).into_owned();
+        if text.contains(pattern) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "'{pattern}' not seen through the WebSocket: {text}"
+        );
+        match socket.read() {
+            Ok(Message::Binary(bytes)) => seen.extend_from_slice(&bytes),
+            Ok(Message::Close(_)) => panic!("the WebSocket closed: {text}"),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(err))
+                if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) => panic!("reading the WebSocket: {err}: {text}"),
+        }
+    }
+}
+
+fn vnc_guest_xml(name: &str, uuid: &str, disk: &Path) -> String {
+    guest_xml(name, uuid, &guest_kit(), disk, 1).replace(
+        "</devices>",
+        "  <graphics type='vnc'/>\n    <video><model type='vga'/></video>\n  </devices>",
+    )
+}
+
+#[test]
+fn the_consoles_over_websockets_reach_the_guest_and_refuse_foreign_pages() {
+    let web = Web::start();
+    let daemon = &web.daemon;
+    let disk = make_disk(daemon.dir.path(), "vm.img", 8192);
+    daemon
+        .define("vm.xml", &vnc_guest_xml("vm", GUEST_UUID, &disk))
+        .1
+        .ok();
+    let admin = format!("Bearer {}", web.token("admin"));
+    let read_only = format!("Bearer {}", web.token("read-only"));
+    let origin = web.origin();
+    let own = [
+        ("Authorization", admin.as_str()),
+        ("Origin", origin.as_str()),
+    ];
+
+    // Refused before any upgrade: a missing domain, one not running, no credentials.
+    let (status, body) = websocket(&web, "/v1/domains/nothing/console/ws", &own).unwrap_err();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nothing"), "{body}");
+    let (status, _) = websocket(&web, "/v1/domains/nothing/vnc/ws", &own).unwrap_err();
+    assert_eq!(status, 404);
+    for path in ["/v1/domains/vm/console/ws", "/v1/domains/vm/vnc/ws"] {
+        let (status, body) = websocket(&web, path, &own).unwrap_err();
+        assert_eq!(status, 409, "{path}: {body}");
+        assert!(body.contains("not running"), "{path}: {body}");
+        let (status, _) = websocket(&web, path, &[]).unwrap_err();
+        assert_eq!(status, 401, "{path}");
+    }
+
+    daemon.oxvirt(&["start", "vm"]).ok();
+    for path in ["/v1/domains/vm/console/ws", "/v1/domains/vm/vnc/ws"] {
+        // A page of another site, with valid credentials all the same: refused.
+        let (status, body) = websocket(
+            &web,
+            path,
+            &[
+                ("Authorization", admin.as_str()),
+                ("Origin", "https://evil.example"),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("evil.example"), "{body}");
+        // A read-only role may not type into the guest.
+        let (status, body) =
+            websocket(&web, path, &[("Authorization", read_only.as_str())]).unwrap_err();
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+
+    // The serial console: the guest's boot, then a command typed in binary and in text frames.
+    let mut console = websocket(&web, "/v1/domains/vm/console/ws", &own).expect("console");
+    let mut seen = Vec::new();
+    read_until(&mut console, &mut seen, 0, BOOT_MARKER);
+    read_until(&mut console, &mut seen, 0, PROMPT);
+    let from = seen.len();
+    console
+        .send(Message::Binary(b"uname -r\n".to_vec().into()))
+        .expect("send");
+    let version = guest_kit().kernel_version;
+    read_until(&mut console, &mut seen, from, &format!("{version}\r\n"));
+    let from = seen.len();
+    console
+        .send(Message::Text("echo WS-$((6*7))\n".into()))
+        .expect("send");
+    read_until(&mut console, &mut seen, from, "WS-42");
+    console.close(None).expect("close");
+
+    // The graphical console, from a browser session (the cookie authenticates a WebSocket as
+    // any request), noVNC's subprotocol offered: QEMU's RFB banner comes first.
+    web.add_user("ann", "admin", "ann-password");
+    let (session, _, _) = web.login("ann", "ann-password");
+    let session_cookie = format!("oxvirt_session={session}");
+    let mut vnc = websocket(
+        &web,
+        "/v1/domains/vm/vnc/ws",
+        &[
+            ("Cookie", session_cookie.as_str()),
+            ("Origin", origin.as_str()),
+            ("Sec-WebSocket-Protocol", "binary"),
+        ],
+    )
+    .expect("vnc");
+    let mut banner = Vec::new();
+    read_until(&mut vnc, &mut banner, 0, "RFB 003.008\n");
+    assert!(banner.starts_with(b"RFB 003.008\n"), "{banner:?}");
+    // Answering with the same version gets the security types: the relay carries both ways.
+    vnc.send(Message::Binary(b"RFB 003.008\n".to_vec().into()))
+        .expect("send");
+    let from = banner.len();
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    while banner.len() == from {
+        assert!(
+            Instant::now() < deadline,
+            "no security types from the VNC server"
+        );
+        match vnc.read() {
+            Ok(Message::Binary(bytes)) => banner.extend_from_slice(&bytes),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(err))
+                if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) => panic!("reading the VNC WebSocket: {err}"),
+        }
+    }
+    // At least one security type (a count, then the types; no password here: None is one).
+    let count = banner[from];
+    assert!(count >= 1, "{:?}", &banner[from..]);
+    vnc.close(None).expect("close");
+    daemon.oxvirt(&["destroy", "vm"]).ok();
+}
