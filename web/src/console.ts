@@ -88,7 +88,8 @@ export function serialConsole(domain: string): ConsoleView {
     };
   }
 
-  const onResize = () => fit.fit();
+  // Fitted whenever the box changes size, and once the fonts are in (xterm measures a cell then).
+  const resizes = new ResizeObserver(() => fit.fit());
   const unsubscribe = subscribe((event) => {
     const idle = !socket || socket.readyState === WebSocket.CLOSED || socket.readyState === WebSocket.CLOSING;
     if (event.domain === domain && event.event === 'Started' && idle) connect();
@@ -97,7 +98,8 @@ export function serialConsole(domain: string): ConsoleView {
   queueMicrotask(() => {
     term.open(screen);
     fit.fit();
-    window.addEventListener('resize', onResize);
+    resizes.observe(screen);
+    void document.fonts.ready.then(() => fit.fit());
     connect();
   });
 
@@ -105,7 +107,7 @@ export function serialConsole(domain: string): ConsoleView {
     element,
     close() {
       unsubscribe();
-      window.removeEventListener('resize', onResize);
+      resizes.disconnect();
       if (socket) {
         socket.onclose = null;
         socket.close();

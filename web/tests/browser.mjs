@@ -16,8 +16,7 @@
 // Each step prints a line; a failure prints the step, the error and the page's console, saves a
 // screenshot, and exits 1.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -43,7 +42,6 @@ const artifacts = env('OXVIRT_ARTIFACTS');
 const BOOT_MS = 180_000;
 const STEP_MS = 30_000;
 
-const profile = mkdtempSync(join(tmpdir(), 'oxvirt-chromium-'));
 const logs = [];
 let step = 'launch';
 const pages = [];
@@ -121,6 +119,7 @@ async function canvasDifference(page) {
 const rowState = (page, name) =>
   page.locator(`[data-testid="guest-row"][data-name="${name}"] [data-testid="guest-state"]`);
 
+// Playwright gives the browser a fresh profile of its own (and removes it).
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   headless: true,
@@ -133,7 +132,6 @@ const browser = await chromium.launch({
     '--disable-background-networking',
     '--disable-component-update',
     '--disable-sync',
-    `--user-data-dir=${profile}`,
   ],
 });
 
@@ -218,6 +216,8 @@ try {
   await check('paste (Ctrl+Shift+V) types the clipboard into the guest; a selection copies (Ctrl+Shift+C)', async () => {
     await page.evaluate(() => navigator.clipboard.writeText('echo pasted-$((6*7))'));
     await page.keyboard.press('Control+Shift+V');
+    // The page reads the clipboard asynchronously: Enter once the pasted line is there.
+    await waitForTerminal(page, 'echo pasted-$((6*7))', STEP_MS);
     await page.keyboard.press('Enter');
     await waitForTerminal(page, 'pasted-42', STEP_MS);
     // Double-click the answer's word in the terminal: xterm selects it; copy puts it on the clipboard.
@@ -339,6 +339,5 @@ try {
   console.error(logs.join('\n'));
 } finally {
   await browser.close();
-  rmSync(profile, { recursive: true, force: true });
 }
 process.exit(failed ? 1 : 0);

@@ -24,7 +24,7 @@ function radio(name: string, value: string, label: string, checked = false): HTM
 }
 
 export function createGuestPage(): View {
-  const name = h('input', { id: 'g-name', required: true, pattern: '[A-Za-z0-9_.+-]+', 'data-testid': 'create-name' });
+  const name = h('input', { id: 'g-name', required: true, pattern: '[A-Za-z0-9_.+\\-]+', 'data-testid': 'create-name' });
   const vcpus = h('input', { id: 'g-vcpus', type: 'number', min: 1, max: 256, value: '1', required: true, 'data-testid': 'create-vcpus' });
   const memory = h('input', { id: 'g-memory', type: 'number', min: 16, value: '512', required: true, 'data-testid': 'create-memory' });
   const virtType = h(

@@ -46,18 +46,24 @@ export function storagePage(): View {
     if (selected) await showVolumes(selected);
   }
 
+  // The volume table of the pool shown, refreshed after an upload; the upload form stays (with
+  // its progress bar and status).
+  const volumeTable = h('div');
+
   async function showVolumes(pool: string): Promise<void> {
+    if (selected !== pool) {
+      fill(volumes, h('h2', {}, `Volumes of ${pool}`), volumeTable, isAdmin() ? uploadForm(pool) : null);
+    }
     selected = pool;
     let list: VolumeInfo[];
     try {
       list = await get<VolumeInfo[]>(`/v1/pools/${seg(pool)}/volumes`);
     } catch (e) {
-      fill(volumes, errorLine((e as Error).message));
+      fill(volumeTable, errorLine((e as Error).message));
       return;
     }
     fill(
-      volumes,
-      h('h2', {}, `Volumes of ${pool}`),
+      volumeTable,
       list.length === 0
         ? h('p', {}, 'No volumes.')
         : table(
@@ -66,7 +72,6 @@ export function storagePage(): View {
             list.map((v) => [v.name, v.format, bytes(v.capacity), bytes(v.allocation), v.path]),
             (i) => ({ 'data-testid': 'volume-row', 'data-name': list[i].name }),
           ),
-      isAdmin() ? uploadForm(pool) : null,
     );
   }
 
