@@ -9,7 +9,12 @@
 //! - WebSockets: the serial console (the guest's boot marker, `uname -r` typed in and its
 //!   answer) and the graphical console (the RFB banner of QEMU's VNC server, through a client
 //!   connection oxvirtd handed to QEMU itself); a foreign Origin, a read-only role, a missing
-//!   domain and one not running are refused before the upgrade.
+//!   domain and one not running are refused before the upgrade;
+//! - the web UI's files without credentials, with their security headers (or the 503 page when
+//!   web/dist was not built), while the API still needs credentials;
+//! - bad input: malformed and oversized JSON, upload names leaving the pool, an upload larger
+//!   than its pool (an 8 MiB tmpfs): clear JSON errors, nothing written, no partial file; an
+//!   idle TLS connection is closed.
 
 #[allow(dead_code)]
 mod support;
@@ -585,4 +590,350 @@ fn the_consoles_over_websockets_reach_the_guest_and_refuse_foreign_pages() {
     assert!(count >= 1, "{:?}", &banner[from..]);
     vnc.close(None).expect("close");
     daemon.oxvirt(&["destroy", "vm"]).ok();
+}
+
+/// A file the server sent, as bytes (curl's output can be binary).
+fn fetch(web: &Web, path: &str) -> (u16, String, Vec<u8>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (head, body) = (dir.path().join("head"), dir.path().join("body"));
+    let out = Command::new("curl")
+        .args(["--silent", "--show-error", "--insecure", "--max-time", "60"])
+        .arg("--dump-header")
+        .arg(&head)
+        .arg("--output")
+        .arg(&body)
+        .args(["--write-out", "%{http_code}"])
+        .arg(format!("https://127.0.0.1:{}{path}", web.port))
+        .output()
+        .expect("run curl");
+    let status = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a status");
+    (
+        status,
+        std::fs::read_to_string(&head).unwrap_or_default(),
+        std::fs::read(&body).unwrap_or_default(),
+    )
+}
+
+fn header_of(head: &str, name: &str) -> Option<String> {
+    Reply {
+        status: 0,
+        head: head.to_string(),
+        body: String::new(),
+    }
+    .header(name)
+}
+
+#[test]
+fn the_web_ui_is_served_without_credentials_and_the_api_still_needs_them() {
+    let web = Web::start();
+    let dist = oxvirt_testkit::workspace_root().join("web/dist");
+    let (status, head, body) = fetch(&web, "/");
+    if dist.join("index.html").exists() {
+        // Built: index.html as it is in web/dist, with the UI's security headers.
+        assert_eq!(status, 200, "{head}");
+        assert_eq!(
+            body,
+            std::fs::read(dist.join("index.html")).expect("index.html")
+        );
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(
+            header_of(&head, "content-security-policy").as_deref(),
+            Some(
+                "default-src 'self'; connect-src 'self' wss:; img-src 'self' data:; \
+                 style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+            )
+        );
+        assert_eq!(
+            header_of(&head, "x-content-type-options").as_deref(),
+            Some("nosniff")
+        );
+        assert_eq!(
+            header_of(&head, "referrer-policy").as_deref(),
+            Some("no-referrer")
+        );
+        // Every built asset, byte for byte; the hashed ones cached for good.
+        let assets = std::fs::read_dir(dist.join("assets")).expect("web/dist/assets");
+        let mut served = 0;
+        for entry in assets {
+            let path = entry.expect("entry").path();
+            if !path.is_file() {
+                continue;
+            }
+            let name = path.file_name().and_then(|n| n.to_str()).expect("utf-8");
+            let (status, head, body) = fetch(&web, &format!("/assets/{name}"));
+            assert_eq!(status, 200, "{name}: {head}");
+            assert_eq!(body, std::fs::read(&path).expect("read"), "{name}");
+            if name.ends_with(".js") {
+                assert_eq!(
+                    header_of(&head, "content-type").as_deref(),
+                    Some("text/javascript; charset=utf-8"),
+                    "{name}"
+                );
+            }
+            let stem = name.split('.').next().unwrap_or(name);
+            if stem
+                .rsplit_once('-')
+                .is_some_and(|(_, hash)| hash.len() == 8)
+            {
+                assert!(
+                    header_of(&head, "cache-control").is_some_and(|c| c.contains("immutable")),
+                    "{name}: {head}"
+                );
+            }
+            served += 1;
+        }
+        assert!(served > 0, "web/dist/assets is empty");
+    } else {
+        // Not built: oxvirtd says how to build it.
+        assert_eq!(status, 503, "{head}");
+        assert_eq!(
+            String::from_utf8_lossy(&body),
+            "the web UI was not built: run scripts/setup.sh\n"
+        );
+        assert_eq!(
+            header_of(&head, "content-type").as_deref(),
+            Some("text/plain; charset=utf-8")
+        );
+    }
+    let (status, _, _) = fetch(&web, "/assets/no-such-file.js");
+    assert_eq!(status, 404);
+    // The files need no credentials; the API and the metrics still do.
+    for path in ["/v1/domains", "/metrics", "/v1/version", "/elsewhere"] {
+        let (status, head, _) = fetch(&web, path);
+        assert_eq!(status, 401, "{path}: {head}");
+    }
+}
+
+/// A tmpfs of 8 MiB mounted on a directory of the test, unmounted when dropped.
+struct SmallMount {
+    dir: std::path::PathBuf,
+}
+
+impl SmallMount {
+    fn new(dir: &Path) -> SmallMount {
+        std::fs::create_dir(dir).expect("mount point");
+        oxvirt_testkit::process::ok(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=8m,mode=0755",
+                "oxvirt-test-pool",
+                dir.to_str().expect("utf-8"),
+            ],
+        );
+        SmallMount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
+    let web = Web::start();
+    let daemon = &web.daemon;
+    let admin = format!("Authorization: Bearer {}", web.token("admin"));
+    let tokens = token_count(daemon);
+
+    // Malformed JSON and a body over the limit: 400 and 413, JSON errors naming the problem.
+    let reply = web.http(
+        "POST",
+        "/v1/tokens",
+        std::slice::from_ref(&admin),
+        Some("{\"role\": "),
+    );
+    assert_eq!(reply.status, 400, "{reply:?}");
+    assert_eq!(reply.json()["code"], "bad_request");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not valid JSON")),
+        "{reply:?}"
+    );
+    let huge = format!(
+        "{{\"role\":\"admin\",\"name\":\"{}\"}}",
+        "x".repeat(oxvirt_api::MAX_REQUEST_BYTES + 1024)
+    );
+    let reply = web.http(
+        "POST",
+        "/v1/tokens",
+        std::slice::from_ref(&admin),
+        Some(&huge),
+    );
+    assert_eq!(reply.status, 413, "{reply:?}");
+    assert_eq!(reply.json()["code"], "too_large");
+    assert!(
+        reply.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("larger than")),
+        "{reply:?}"
+    );
+    assert_eq!(token_count(daemon), tokens, "nothing was made");
+
+    // A pool of 8 MiB (a tmpfs), and a volume of 1 MiB in it.
+    let mount = SmallMount::new(&daemon.dir.path().join("pool"));
+    let pool = mount.dir.to_str().expect("utf-8").to_string();
+    daemon
+        .oxvirt(&["pool-define-as", "small", "dir", "--target", &pool])
+        .ok();
+    daemon.oxvirt(&["pool-start", "small"]).ok();
+    daemon
+        .oxvirt(&[
+            "vol-create-as",
+            "small",
+            "disk.raw",
+            "1M",
+            "--format",
+            "raw",
+        ])
+        .ok();
+    let before = names(&mount.dir);
+    assert_eq!(before, ["disk.raw"]);
+    // Names that would leave the pool: refused, nothing written anywhere.
+    let data = daemon.dir.path().join("data.bin");
+    std::fs::write(&data, vec![0x5a; 64 * 1024]).expect("write");
+    let outside = names(daemon.dir.path());
+    let upload = |name: &str, file: &Path| {
+        let out = Command::new("curl")
+            .args([
+                "--silent",
+                "--insecure",
+                "--max-time",
+                "120",
+                "--path-as-is",
+            ])
+            .args(["--request", "PUT", "--header", &admin])
+            .args(["--header", "Content-Type: application/octet-stream"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .args(["--write-out", "\nSTATUS=%{http_code}"])
+            .arg(format!(
+                "https://127.0.0.1:{}/v1/pools/small/volumes/{name}/data",
+                web.port
+            ))
+            .output()
+            .expect("run curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, status) = text.rsplit_once("\nSTATUS=").expect("a status");
+        (
+            status.trim().parse::<u16>().expect("status"),
+            body.to_string(),
+        )
+    };
+    for name in ["..%2Fx", "..%2F..%2Fx", "%2Fx", "sub%2Fx", ".."] {
+        let (status, body) = upload(name, &data);
+        assert_eq!(status, 400, "{name}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+        assert!(
+            error["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("name")),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(names(&mount.dir), before);
+    assert_eq!(
+        names(daemon.dir.path()),
+        outside,
+        "nothing written beside the pool"
+    );
+
+    // An upload larger than the pool's space (16 MiB of bytes that are not zeros, so nothing
+    // is left sparse): a clear error, no partial file, the volume as it was.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let big: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8 | 1
+        })
+        .collect();
+    let big_file = daemon.dir.path().join("big.bin");
+    std::fs::write(&big_file, &big).expect("write");
+    let (status, body) = upload("disk.raw", &big_file);
+    assert_eq!(status, 409, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    let message = error["message"].as_str().expect("message");
+    assert!(
+        message.contains("pool 'small' has no space left")
+            && message.contains("'disk.raw'")
+            && message.contains("unchanged"),
+        "{message}"
+    );
+    assert_eq!(names(&mount.dir), before, "the partial file was removed");
+    assert_eq!(
+        std::fs::metadata(mount.dir.join("disk.raw"))
+            .expect("disk.raw")
+            .len(),
+        1 << 20
+    );
+    // The daemon goes on, and a fitting upload still works.
+    let version = web.http("GET", "/v1/version", std::slice::from_ref(&admin), None);
+    assert_eq!(version.status, 200, "{version:?}");
+    let (status, body) = upload("disk.raw", &data);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        std::fs::read(mount.dir.join("disk.raw")).expect("read"),
+        vec![0x5a; 64 * 1024]
+    );
+    drop(mount);
+}
+
+#[test]
+fn an_idle_tls_connection_is_closed() {
+    let web = Web::start();
+    // Handshake done, then not a byte: the daemon hangs up after its idle timeout.
+    let mut stream = tls(&web);
+    while stream.conn.is_handshaking() {
+        stream
+            .conn
+            .complete_io(&mut stream.sock)
+            .expect("TLS handshake");
+    }
+    stream
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .expect("read timeout");
+    let start = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = std::io::Read::read(&mut stream, &mut byte);
+    let waited = start.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() != ErrorKind::WouldBlock),
+        "{read:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(25) && waited < Duration::from_secs(60),
+        "closed after {waited:?}"
+    );
+    // Others are served meanwhile and after.
+    let admin = format!("Authorization: Bearer {}", web.token("admin"));
+    assert_eq!(web.http("GET", "/v1/version", &[admin], None).status, 200);
 }

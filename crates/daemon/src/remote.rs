@@ -34,6 +34,10 @@ const KEY_FILE: &str = "server.key";
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may wait, its handshake done, before a request's headers have all
+/// come: a client that connects and says nothing (or too little) is closed then, so idle
+/// connections cannot hold `max_clients`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The TLS listener, bound and with its certificate loaded: everything that can fail at start
 /// has failed here, before oxvirtd says it is listening.
@@ -114,6 +118,8 @@ impl TlsListener {
                         async move { tower_service::Service::call(&mut app, request).await }
                     });
                 let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(IDLE_TIMEOUT)
                     .serve_connection(TokioIo::new(tls), service)
                     .with_upgrades();
                 if let Err(err) = connection.await {

@@ -26,6 +26,7 @@ mod snapshots;
 mod stats;
 mod tuning;
 mod users;
+mod web;
 mod websocket;
 
 use std::sync::Arc;
@@ -43,7 +44,7 @@ use crate::services::Services;
 use reply::{json_errors, Failure};
 
 /// The API's router; with `auth`, every request must authenticate first (the TLS listener's),
-/// and the browser's parts are there too: sessions and the consoles' WebSockets.
+/// and the browser's parts are there too: sessions, the consoles' WebSockets and the web UI.
 pub fn router(
     services: Arc<Services>,
     clients: Arc<Clients>,
@@ -83,9 +84,13 @@ pub fn router(
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(oxvirt_api::MAX_REQUEST_BYTES))
         .layer(middleware::from_fn(json_errors));
-    // Around everything else, unknown paths included: nothing answers before authentication.
+    // Around everything else, unknown paths included: nothing answers before authentication
+    // (but the web UI's files, which hold no data: auth.rs `public`). The UI's replies are its
+    // own (a plain page when it was not built), not the API's JSON errors.
     let router = match auth {
-        Some(checks) => router.layer(middleware::from_fn_with_state(checks, auth::authenticate)),
+        Some(checks) => router
+            .merge(web::routes())
+            .layer(middleware::from_fn_with_state(checks, auth::authenticate)),
         None => router,
     };
     router

@@ -729,7 +729,23 @@ impl Volumes {
             .open(&partial.path)
             .map_err(|e| internal(&format!("cannot open {}", partial.path.display()), e))?;
         let mut writer = oxvirt_images::sparse::SparseWriter::new(file);
-        let write_error = |e| internal(&format!("cannot write storage volume '{name}'"), e);
+        let write_error = |e: std::io::Error| {
+            // A pool that fills up is the client's problem to solve (a smaller image, space
+            // freed), not a failure of the daemon: a clear 409. The partial file goes (`partial`'s
+            // drop), the volume keeps its old contents.
+            if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+                DaemonError::new(
+                    ErrorKind::InvalidState,
+                    format!(
+                        "pool '{}' has no space left for the upload to storage volume '{name}' \
+                         ({e}); the volume is unchanged",
+                        pool.name
+                    ),
+                )
+            } else {
+                internal(&format!("cannot write storage volume '{name}'"), e)
+            }
+        };
         loop {
             match chunks.blocking_recv() {
                 Some(UploadChunk::Data(data)) => writer.write_all(&data).map_err(write_error)?,
