@@ -86,6 +86,23 @@ async function waitForTerminal(page, text, timeout) {
   );
 }
 
+/**
+ * Waits for a terminal row that is exactly `line` right below a row ending with `command`: a
+ * command's answer (the kernel version alone would also match the boot log's "Linux version").
+ */
+async function waitForAnswer(page, command, line, timeout) {
+  await page.waitForFunction(
+    ([command, line]) => {
+      const rows = [...document.querySelectorAll('.xterm-rows > div')].map((r) =>
+        (r.textContent ?? '').replace(/\u00a0/g, ' ').trimEnd(),
+      );
+      return rows.some((row, i) => i > 0 && row === line && rows[i - 1].endsWith(command));
+    },
+    [command, line],
+    { timeout, polling: 250 },
+  );
+}
+
 /** Pixels of the VNC canvas's screenshot that differ from a black canvas of the same size. */
 async function canvasDifference(page) {
   const canvas = page.getByTestId('vnc-screen').locator('canvas');
@@ -207,7 +224,7 @@ try {
     await page.keyboard.type('uname -r');
     await page.keyboard.press('Enter');
     try {
-      await waitForTerminal(page, kernelVersion, STEP_MS);
+      await waitForAnswer(page, 'uname -r', kernelVersion, STEP_MS);
     } catch (e) {
       throw new Error(`no kernel version; the terminal shows:\n${await terminalText(page)}\n${e.message}`);
     }
@@ -219,7 +236,7 @@ try {
     // The page reads the clipboard asynchronously: Enter once the pasted line is there.
     await waitForTerminal(page, 'echo pasted-$((6*7))', STEP_MS);
     await page.keyboard.press('Enter');
-    await waitForTerminal(page, 'pasted-42', STEP_MS);
+    await waitForAnswer(page, 'echo pasted-$((6*7))', 'pasted-42', STEP_MS);
     // Double-click the answer's word in the terminal: xterm selects it; copy puts it on the clipboard.
     const row = page.locator('.xterm-rows > div').filter({ hasText: /^pasted-42\s*$/ }).last();
     const box = await row.boundingBox();
@@ -276,16 +293,23 @@ try {
     await rowState(ro, guest).waitFor({ timeout: STEP_MS });
     await ro.goto(`${url}/#/guests/${guest}`);
     await ro.getByTestId('guest-info').getByText('UUID').waitFor({ timeout: STEP_MS });
-    await ro.goto(`${url}/#/networks`);
-    await ro.goto(`${url}/#/storage`);
-    await ro.locator(`[data-testid="pool-row"][data-name="${pool}"] [data-testid="pool-open"]`).click();
-    await ro.getByTestId('volume-list').waitFor({ timeout: STEP_MS });
-    for (const path of ['#/guests', `#/guests/${guest}`, '#/storage']) {
+    // Each page once it has drawn what its buttons would be drawn with.
+    const pages = {
+      '#/guests': () => rowState(ro, guest).filter({ hasText: 'shut off' }).waitFor({ timeout: STEP_MS }),
+      [`#/guests/${guest}`]: () =>
+        ro.getByTestId('guest-state').filter({ hasText: 'shut off' }).waitFor({ timeout: STEP_MS }),
+      '#/storage': async () => {
+        await ro.locator(`[data-testid="pool-row"][data-name="${pool}"] [data-testid="pool-open"]`).click();
+        await ro.locator('[data-testid="volume-row"][data-name="web-test.iso"]').waitFor({ timeout: STEP_MS });
+      },
+      '#/networks': () => ro.getByText('No networks are defined.').waitFor({ timeout: STEP_MS }),
+    };
+    for (const [path, drawn] of Object.entries(pages)) {
       await ro.goto(`${url}/${path}`);
-      await ro.waitForLoadState('networkidle').catch(() => undefined);
-      await ro.getByRole('heading', { level: 1 }).first().waitFor({ timeout: STEP_MS });
-      if (path !== '#/storage') await ro.getByTestId('guest-state').first().waitFor({ timeout: STEP_MS });
-      const actions = await ro.locator('[data-testid^="action-"], [data-testid="upload-form"], [data-testid="tab-console"], [data-testid="tab-graphics"]').count();
+      await drawn();
+      const actions = await ro
+        .locator('[data-testid^="action-"], [data-testid="upload-form"], [data-testid="tab-console"], [data-testid="tab-graphics"], [data-testid="nav-create"]:visible')
+        .count();
       if (actions !== 0) throw new Error(`${path}: ${actions} action controls for a read-only user`);
     }
   });
