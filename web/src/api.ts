@@ -1,6 +1,7 @@
 // The one way the UI talks to oxvirtd: same-origin fetches carrying the session cookie, with the
 // session's CSRF token on every request that is not a GET (docs/remote.md, "Sessions").
 
+import { errorLine } from './dom';
 import type { ApiErrorBody, Session } from './types';
 
 /** An error reply of the API, or a transport failure, as one sentence to show. */
@@ -156,3 +157,17 @@ export function wsUrl(path: string): string {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   return `${scheme}//${location.host}${path}`;
 }
+
+/**
+ * `GET path`, or null after showing its error in `into` (role=alert): what every page does with
+ * the lists it shows.
+ */
+export async function getOrShow<T>(into: HTMLElement, path: string): Promise<T | null> {
+  try {
+    return await get<T>(path);
+  } catch (e) {
+    into.replaceChildren(errorLine((e as Error).message));
+    return null;
+  }
+}
+

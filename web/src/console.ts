@@ -13,13 +13,9 @@ import '@xterm/xterm/css/xterm.css';
 import { seg, wsUrl } from './api';
 import { h } from './dom';
 import { subscribe } from './events';
+import type { View } from './view';
 
-export interface ConsoleView {
-  element: HTMLElement;
-  close(): void;
-}
-
-export function serialConsole(domain: string): ConsoleView {
+export function serialConsole(domain: string): Required<View> {
   const status = h('span', { class: 'status', 'data-testid': 'console-status', role: 'status' }, 'connecting');
   const screen = h('div', { class: 'terminal', 'data-testid': 'console-terminal' });
   const element = h(

@@ -6,13 +6,9 @@ import RFB from '@novnc/novnc';
 import { seg, wsUrl } from './api';
 import { h } from './dom';
 import { subscribe } from './events';
+import type { View } from './view';
 
-export interface VncView {
-  element: HTMLElement;
-  close(): void;
-}
-
-export function graphicalConsole(domain: string): VncView {
+export function graphicalConsole(domain: string): Required<View> {
   const status = h('span', { class: 'status', 'data-testid': 'vnc-status', role: 'status' }, 'connecting');
   const screen = h('div', { class: 'vnc-screen', 'data-testid': 'vnc-screen' });
   const password = h('input', { type: 'password', id: 'vnc-password', autocomplete: 'off' });

@@ -39,25 +39,18 @@ export function domainXml(spec: GuestSpec): string {
     os.push(`    <boot dev='hd'/>`);
   }
   const devices: string[] = [];
+  const disk = (device: string, path: string, format: string, target: string) => [
+    `    <disk type='file' device='${device}'>`,
+    `      <driver name='qemu' type='${e(format)}'/>`,
+    `      <source file='${e(path)}'/>`,
+    target,
+    ...(device === 'cdrom' ? [`      <readonly/>`] : []),
+    `    </disk>`,
+  ];
   if (spec.disk) {
-    devices.push(
-      `    <disk type='file' device='disk'>`,
-      `      <driver name='qemu' type='${e(spec.disk.format)}'/>`,
-      `      <source file='${e(spec.disk.path)}'/>`,
-      `      <target dev='vda' bus='virtio'/>`,
-      `    </disk>`,
-    );
+    devices.push(...disk('disk', spec.disk.path, spec.disk.format, `      <target dev='vda' bus='virtio'/>`));
   }
-  if (spec.iso) {
-    devices.push(
-      `    <disk type='file' device='cdrom'>`,
-      `      <driver name='qemu' type='raw'/>`,
-      `      <source file='${e(spec.iso)}'/>`,
-      `      <target dev='hdc' bus='ide'/>`,
-      `      <readonly/>`,
-      `    </disk>`,
-    );
-  }
+  if (spec.iso) devices.push(...disk('cdrom', spec.iso, 'raw', `      <target dev='hdc' bus='ide'/>`));
   if (spec.network) {
     devices.push(
       `    <interface type='network'>`,

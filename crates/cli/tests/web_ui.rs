@@ -22,18 +22,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER};
-use support::Daemon;
+use support::{free_port, Daemon};
 
 const GUEST: &str = "webguest";
 const POOL: &str = "webpool";
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
@@ -41,23 +33,6 @@ fn web_dir() -> PathBuf {
 
 fn utf8(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
-}
-
-/// `oxvirt user add NAME --role ROLE --password-file FILE` on the daemon's socket.
-fn add_user(daemon: &Daemon, name: &str, role: &str, password: &str) {
-    let file = daemon.dir.path().join(format!("{name}.password"));
-    std::fs::write(&file, format!("{password}\n")).expect("password file");
-    daemon
-        .oxvirt(&[
-            "user",
-            "add",
-            name,
-            "--role",
-            role,
-            "--password-file",
-            utf8(&file),
-        ])
-        .ok();
 }
 
 /// Status line and body of `GET URL/`, by curl (the certificate is the daemon's self-signed one).
@@ -99,8 +74,8 @@ fn the_browser_ui_creates_runs_shows_and_stops_a_guest() {
         "GET / does not serve the built UI ({status}): build web/ (scripts/setup.sh) before oxvirtd\n{body}"
     );
 
-    add_user(&daemon, "webadmin", "admin", "admin-password-1");
-    add_user(&daemon, "webviewer", "read-only", "viewer-password-1");
+    daemon.add_user("webadmin", "admin", "admin-password-1");
+    daemon.add_user("webviewer", "read-only", "viewer-password-1");
     let pool_dir = daemon.dir.path().join("pool");
     std::fs::create_dir(&pool_dir).expect("pool directory");
     daemon

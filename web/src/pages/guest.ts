@@ -1,7 +1,7 @@
 // One guest: its information (dominfo), disks, NICs, snapshots, CPU and memory graphs, actions;
 // and its serial and graphical consoles on tabs of their own.
 
-import { get, isAdmin, post, seg } from '../api';
+import { get, getOrShow, isAdmin, post, seg } from '../api';
 import { actionButtons } from '../actions';
 import { LineChart } from '../chart';
 import { errorLine, fill, h, table } from '../dom';
@@ -149,40 +149,27 @@ function overview(name: string, content: HTMLElement, infoSection: HTMLElement):
   );
 
   const id = seg(name);
-  get<DomainDisk[]>(`/v1/domains/${id}/disks`).then(
-    (list) =>
-      fill(
-        disks,
-        h('h2', {}, 'Disks'),
-        table('disk-list', ['Target', 'Device', 'Type', 'Source'], list.map((d) => [d.target, d.device, d.disk_type, d.source ?? '-'])),
-      ),
-    (e: Error) => fill(disks, h('h2', {}, 'Disks'), errorLine(e.message)),
+  const section = <T>(into: HTMLElement, title: string, path: string, draw: (data: T) => Node) =>
+    void getOrShow<T>(into, path).then((data) => {
+      if (data !== null) fill(into, h('h2', {}, title), draw(data));
+      else into.prepend(h('h2', {}, title));
+    });
+  section<DomainDisk[]>(disks, 'Disks', `/v1/domains/${id}/disks`, (list) =>
+    table('disk-list', ['Target', 'Device', 'Type', 'Source'], list.map((d) => [d.target, d.device, d.disk_type, d.source ?? '-'])),
   );
-  get<DomainInterface[]>(`/v1/domains/${id}/interfaces`).then(
-    (list) =>
-      fill(
-        nics,
-        h('h2', {}, 'Network interfaces'),
-        list.length === 0
-          ? h('p', {}, 'None.')
-          : table('nic-list', ['Interface', 'Type', 'Source', 'Model', 'MAC'], list.map((n) => [n.target ?? '-', n.interface_type, n.source ?? '-', n.model ?? '-', n.mac])),
-      ),
-    (e: Error) => fill(nics, h('h2', {}, 'Network interfaces'), errorLine(e.message)),
+  section<DomainInterface[]>(nics, 'Network interfaces', `/v1/domains/${id}/interfaces`, (list) =>
+    list.length === 0
+      ? h('p', {}, 'None.')
+      : table('nic-list', ['Interface', 'Type', 'Source', 'Model', 'MAC'], list.map((n) => [n.target ?? '-', n.interface_type, n.source ?? '-', n.model ?? '-', n.mac])),
   );
-  get<SnapshotSummary[]>(`/v1/domains/${id}/snapshots`).then(
-    (list) =>
-      fill(
-        snapshots,
-        h('h2', {}, 'Snapshots'),
-        list.length === 0
-          ? h('p', {}, 'None.')
-          : table(
-              'snapshot-list',
-              ['Name', 'Created', 'State', 'Current'],
-              list.map((s) => [s.name, new Date(s.creation_time * 1000).toLocaleString(), s.state, s.current ? 'yes' : '']),
-            ),
-      ),
-    (e: Error) => fill(snapshots, h('h2', {}, 'Snapshots'), errorLine(e.message)),
+  section<SnapshotSummary[]>(snapshots, 'Snapshots', `/v1/domains/${id}/snapshots`, (list) =>
+    list.length === 0
+      ? h('p', {}, 'None.')
+      : table(
+          'snapshot-list',
+          ['Name', 'Created', 'State', 'Current'],
+          list.map((s) => [s.name, new Date(s.creation_time * 1000).toLocaleString(), s.state, s.current ? 'yes' : '']),
+        ),
   );
 
   // CPU use is the growth of cpu.time (ns, all vCPUs) over the wall time between two samples,

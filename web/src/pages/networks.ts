@@ -1,6 +1,6 @@
 // Virtual networks: the list, and start/stop for an admin.
 
-import { get, isAdmin, post, seg } from '../api';
+import { getOrShow, isAdmin, post, seg } from '../api';
 import { errorLine, fill, h, table } from '../dom';
 import type { NetworkInfo } from '../types';
 import type { View } from '../view';
@@ -11,13 +11,8 @@ export function networksPage(): View {
   const element = h('div', { class: 'page' }, h('h1', {}, 'Networks'), message, body);
 
   async function refresh(): Promise<void> {
-    let list: NetworkInfo[];
-    try {
-      list = await get<NetworkInfo[]>('/v1/networks');
-    } catch (e) {
-      fill(body, errorLine((e as Error).message));
-      return;
-    }
+    const list = await getOrShow<NetworkInfo[]>(body, '/v1/networks');
+    if (!list) return;
     fill(
       body,
       list.length === 0

@@ -1,7 +1,7 @@
 // Storage pools and their volumes; an admin uploads an ISO (a raw volume of the file's size is
 // made, then the file is PUT as its bytes: vol-create + vol-upload) with a progress bar.
 
-import { get, isAdmin, post, request, seg, upload } from '../api';
+import { getOrShow, isAdmin, post, request, seg, upload } from '../api';
 import { errorLine, fill, h, table } from '../dom';
 import { bytes } from '../format';
 import type { PoolInfo, VolumeInfo } from '../types';
@@ -15,13 +15,8 @@ export function storagePage(): View {
   let selected: string | null = null;
 
   async function refresh(): Promise<void> {
-    let list: PoolInfo[];
-    try {
-      list = await get<PoolInfo[]>('/v1/pools');
-    } catch (e) {
-      fill(pools, errorLine((e as Error).message));
-      return;
-    }
+    const list = await getOrShow<PoolInfo[]>(pools, '/v1/pools');
+    if (!list) return;
     fill(
       pools,
       h('h2', {}, 'Pools'),
@@ -55,13 +50,8 @@ export function storagePage(): View {
       fill(volumes, h('h2', {}, `Volumes of ${pool}`), volumeTable, isAdmin() ? uploadForm(pool) : null);
     }
     selected = pool;
-    let list: VolumeInfo[];
-    try {
-      list = await get<VolumeInfo[]>(`/v1/pools/${seg(pool)}/volumes`);
-    } catch (e) {
-      fill(volumeTable, errorLine((e as Error).message));
-      return;
-    }
+    const list = await getOrShow<VolumeInfo[]>(volumeTable, `/v1/pools/${seg(pool)}/volumes`);
+    if (!list) return;
     fill(
       volumeTable,
       list.length === 0

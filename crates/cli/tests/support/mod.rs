@@ -198,6 +198,15 @@ impl Daemon {
         (path, run)
     }
 
+    /// `oxvirt user add NAME --role ROLE --password-file FILE` (a user of the remote API).
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        let file = self.dir.path().join(format!("{name}.password"));
+        std::fs::write(&file, format!("{password}\n")).expect("password file");
+        let file = file.to_str().expect("utf-8 path");
+        self.oxvirt(&["user", "add", name, "--role", role, "--password-file", file])
+            .ok();
+    }
+
     /// Starts `oxvirt console NAME` with piped stdin and stdout.
     pub fn console(&self, domain: &str) -> ConsoleSession {
         ConsoleSession::spawn(&self.socket, &["console", domain])
@@ -436,6 +445,14 @@ pub fn field(dominfo: &str, label: &str) -> String {
             (key.trim_end() == label).then(|| value.trim_start().to_string())
         })
         .unwrap_or_else(|| panic!("no {label} in dominfo:\n{dominfo}"))
+}
+
+/// A loopback port nothing listens on now (for `oxvirtd --listen 127.0.0.1:PORT`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 /// Makes `dir` searchable by every user (0711), as QEMU's guest users must reach below it.
