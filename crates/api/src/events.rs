@@ -120,6 +120,8 @@ pub enum LifecycleDetail {
     Crashed,
     /// Stopped: its state was saved (save, managedsave).
     Saved,
+    /// Started: migrated in from another oxvirtd; Stopped: migrated away to another.
+    Migrated,
     /// Stopped: its process ended unexpectedly.
     Failed,
     /// Shutdown: the guest asked to power off; its process ends next.
@@ -146,6 +148,7 @@ impl LifecycleDetail {
             LifecycleDetail::Destroyed => "Destroyed",
             LifecycleDetail::Crashed => "Crashed",
             LifecycleDetail::Saved => "Saved",
+            LifecycleDetail::Migrated => "Migrated",
             LifecycleDetail::Failed => "Failed",
             LifecycleDetail::FinishedAfterGuestRequest => "Finished after guest request",
             LifecycleDetail::FinishedAfterHostRequest => "Finished after host request",

@@ -61,6 +61,11 @@ pub use display::{
     Screenshot, ScreenshotRequest, SendKeyRequest,
 };
 
+pub mod migration;
+pub use migration::{
+    FileOwner, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
+    PreparedMigration,
+};
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
 

@@ -34,6 +34,7 @@ mod install;
 mod iothreads;
 mod limits;
 mod memory;
+mod migrate;
 mod monitor;
 mod net;
 mod node;
@@ -114,6 +115,8 @@ enum Command {
     Capabilities(capabilities::CapabilitiesCommand),
     #[command(flatten)]
     Save(save::SaveCommand),
+    #[command(flatten)]
+    Migrate(migrate::MigrateCommand),
     /// Start a defined, inactive domain.
     Start {
         #[command(flatten)]
@@ -388,6 +391,7 @@ fn run(client: &oxvirt_api::Client, command: Command) -> anyhow::Result<()> {
             print_output(&output)
         }
         Command::Save(command) => print_virsh_output(&save::run(&client, command)?),
+        Command::Migrate(command) => print_virsh_output(&migrate::run(&client, command)?),
         Command::Tuning(command) => print_virsh_output(&tuning::run(&client, command)?),
         Command::IoThreads(command) => print_virsh_output(&iothreads::run(&client, command)?),
         Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oxvirt_testkit::workspace_root;
-use support::{oxvirt_bin, Daemon, Run};
+use support::{entries, oxvirt_bin, Daemon, Run};
 
 const WORKLOADS: [&str; 10] = [
     "cpu",
@@ -53,16 +53,6 @@ fn bench_kit() -> PathBuf {
 
 fn p(path: &Path) -> &str {
     path.to_str().expect("test paths are UTF-8")
-}
-
-/// The entries of `dir`, sorted.
-fn entries(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// `oxvirt bench --profile short --kit KIT --dir DIR --json JSON` with `args`; its stdout.

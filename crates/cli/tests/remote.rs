@@ -22,19 +22,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
-use support::{field, guest_xml, make_disk, oxvirt_bin, oxvirtd_bin, ConsoleSession, Daemon, Run};
+use support::{
+    field, free_port, guest_xml, make_disk, oxvirt_bin, oxvirtd_bin, ConsoleSession, Daemon, Run,
+};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const UUID: &str = "3c9e2a51-7d4b-4f1e-8a6c-2b5d9e0f1a7c";
 const GUEST_UUID: &str = "8e1f4b2c-6a3d-4c5e-9f7a-1b2c3d4e5f60";
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 /// A daemon serving TLS on a free port of 127.0.0.1, and the directory its clients keep their
 /// configuration (known_hosts) in.

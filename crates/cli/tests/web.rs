@@ -9,7 +9,7 @@
 //! - WebSockets: the serial console (the guest's boot marker, `uname -r` typed in and its
 //!   answer) and the graphical console (the RFB banner of QEMU's VNC server, through a client
 //!   connection oxvirtd handed to QEMU itself); a foreign Origin, a read-only role, a missing
-//!   domain and one not running are refused before the upgrade;
+//!   domain, one not running and one without VNC are refused before the upgrade;
 //! - the web UI's files without credentials, with their security headers (or the 503 page when
 //!   web/dist was not built), while the API still needs credentials;
 //! - bad input: malformed and oversized JSON, upload names leaving the pool, an upload larger
@@ -27,21 +27,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
-use support::{guest_xml, make_disk, Daemon};
+use support::{entries, free_port, guest_xml, make_disk, Daemon};
 use tungstenite::client::IntoClientRequest as _;
 use tungstenite::http::HeaderValue;
 use tungstenite::Message;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const GUEST_UUID: &str = "5b0c7e2d-3f1a-4d6b-8c9e-0a1b2c3d4e5f";
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+const PLAIN_UUID: &str = "6c1d8f3e-4a2b-4e7c-9d0f-1b2c3d4e5f60";
 
 /// What curl saw: the status, the response's head (lower-cased names kept as sent) and body.
 #[derive(Debug)]
@@ -60,6 +53,14 @@ impl Reply {
                 .eq_ignore_ascii_case(name)
                 .then(|| value.trim().to_string())
         })
+    }
+
+    /// The message of a JSON error reply.
+    fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no message: {self:?}"))
+            .to_string()
     }
 
     fn json(&self) -> serde_json::Value {
@@ -126,6 +127,12 @@ impl Web {
         }
     }
 
+    /// `POST /v1/session` with this user and password.
+    fn try_login(&self, user: &str, password: &str) -> Reply {
+        let body = serde_json::json!({ "user": user, "password": password }).to_string();
+        self.http("POST", "/v1/session", &[], Some(&body))
+    }
+
     fn add_user(&self, name: &str, role: &str, password: &str) {
         let file = self.daemon.dir.path().join(format!("{name}.pw"));
         std::fs::write(&file, format!("{password}\n")).expect("write");
@@ -144,8 +151,7 @@ impl Web {
 
     /// Logs `user` in: the cookie's value and the session's JSON.
     fn login(&self, user: &str, password: &str) -> (String, serde_json::Value, Reply) {
-        let body = serde_json::json!({ "user": user, "password": password }).to_string();
-        let reply = self.http("POST", "/v1/session", &[], Some(&body));
+        let reply = self.try_login(user, password);
         assert_eq!(reply.status, 200, "{reply:?}");
         let cookie = reply.header("set-cookie").expect("a Set-Cookie");
         let value = cookie
@@ -186,23 +192,25 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
     web.add_user("viewer", "read-only", "viewer-password");
 
     // A wrong password: 401, JSON, and no Basic challenge (a browser would pop up its own).
-    let wrong = web.http(
-        "POST",
-        "/v1/session",
-        &[],
-        Some(r#"{"user":"ann","password":"wrong"}"#),
-    );
+    let wrong = web.try_login("ann", "wrong");
     assert_eq!(wrong.status, 401, "{wrong:?}");
     assert_eq!(wrong.json()["code"], "unauthorized", "{wrong:?}");
     let challenge = wrong.header("www-authenticate").expect("a challenge");
     assert!(!challenge.contains("Basic"), "{challenge}");
     assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+    // A login from another site's page (login CSRF): refused before the password is checked.
+    let foreign = web.http(
+        "POST",
+        "/v1/session",
+        &["Origin: https://evil.example".to_string()],
+        Some(r#"{"user":"ann","password":"ann-password"}"#),
+    );
+    assert_eq!(foreign.status, 403, "{foreign:?}");
+    assert!(foreign.header("set-cookie").is_none(), "{foreign:?}");
     let malformed = web.http("POST", "/v1/session", &[], Some("{\"user\": "));
     assert_eq!(malformed.status, 400, "{malformed:?}");
     assert!(
-        malformed.json()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not valid JSON")),
+        malformed.message().contains("not valid JSON"),
         "{malformed:?}"
     );
 
@@ -244,33 +252,22 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
     // nothing made; a wrong token, or the right one from a foreign Origin, too.
     let tokens = token_count(&web.daemon);
     let create = r#"{"role":"read-only","name":"from-the-browser"}"#;
+    let make_token = |headers: &[String]| web.http("POST", "/v1/tokens", headers, Some(create));
     let csrf_header = format!("X-CSRF-Token: {csrf}");
-    let refused = web.http("POST", "/v1/tokens", &[cookie(&session)], Some(create));
+    let refused = make_token(&[cookie(&session)]);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(
-        refused.json()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("missing CSRF token")),
+        refused.message().contains("missing CSRF token"),
         "{refused:?}"
     );
-    let refused = web.http(
-        "POST",
-        "/v1/tokens",
-        &[cookie(&session), format!("X-CSRF-Token: {session}")],
-        Some(create),
-    );
+    let refused = make_token(&[cookie(&session), format!("X-CSRF-Token: {session}")]);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(refused.body.contains("wrong CSRF token"), "{refused:?}");
-    let refused = web.http(
-        "POST",
-        "/v1/tokens",
-        &[
-            cookie(&session),
-            csrf_header.clone(),
-            "Origin: https://evil.example".to_string(),
-        ],
-        Some(create),
-    );
+    let refused = make_token(&[
+        cookie(&session),
+        csrf_header.clone(),
+        "Origin: https://evil.example".to_string(),
+    ]);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(
         refused.body.contains("Origin 'https://evil.example'"),
@@ -282,33 +279,18 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
         "a refused write changed nothing"
     );
     // With its token, from its own origin (or none): done.
-    let made = web.http(
-        "POST",
-        "/v1/tokens",
-        &[
-            cookie(&session),
-            csrf_header.clone(),
-            format!("Origin: {}", web.origin()),
-        ],
-        Some(create),
-    );
+    let made = make_token(&[
+        cookie(&session),
+        csrf_header.clone(),
+        format!("Origin: {}", web.origin()),
+    ]);
     assert_eq!(made.status, 200, "{made:?}");
-    let made = web.http(
-        "POST",
-        "/v1/tokens",
-        &[cookie(&session), csrf_header.clone()],
-        Some(create),
-    );
+    let made = make_token(&[cookie(&session), csrf_header.clone()]);
     assert_eq!(made.status, 200, "{made:?}");
     assert_eq!(token_count(&web.daemon), tokens + 2);
     // A token in the Authorization header needs no CSRF token (it is not sent by itself).
     let admin = web.token("admin");
-    let made = web.http(
-        "POST",
-        "/v1/tokens",
-        &[format!("Authorization: Bearer {admin}")],
-        Some(create),
-    );
+    let made = make_token(&[format!("Authorization: Bearer {admin}")]);
     assert_eq!(made.status, 200, "{made:?}");
 
     // A read-only user's session reads, and may not write even with its token.
@@ -323,12 +305,7 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
             .status,
         200
     );
-    let refused = web.http(
-        "POST",
-        "/v1/tokens",
-        &[cookie(&viewer), viewer_csrf.clone()],
-        Some(create),
-    );
+    let refused = make_token(&[cookie(&viewer), viewer_csrf.clone()]);
     assert_eq!(refused.status, 403, "{refused:?}");
     assert!(
         refused.body.contains("read-only role may not"),
@@ -363,20 +340,10 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
     // Wrong passwords at the login count as HTTP Basic's do: 429 after 5 a minute (the one at
     // the start was the first).
     for attempt in 1..5 {
-        let reply = web.http(
-            "POST",
-            "/v1/session",
-            &[],
-            Some(r#"{"user":"ann","password":"nope"}"#),
-        );
+        let reply = web.try_login("ann", "nope");
         assert_eq!(reply.status, 401, "attempt {attempt}: {reply:?}");
     }
-    let limited = web.http(
-        "POST",
-        "/v1/session",
-        &[],
-        Some(r#"{"user":"ann","password":"ann-password"}"#),
-    );
+    let limited = web.try_login("ann", "ann-password");
     assert_eq!(limited.status, 429, "{limited:?}");
     assert!(limited.header("retry-after").is_some(), "{limited:?}");
 }
@@ -512,6 +479,20 @@ fn the_consoles_over_websockets_reach_the_guest_and_refuse_foreign_pages() {
     }
 
     daemon.oxvirt(&["start", "vm"]).ok();
+    // A running guest without a VNC display has no graphical console to open.
+    let plain_disk = make_disk(daemon.dir.path(), "plain.img", 8192);
+    daemon
+        .define(
+            "plain.xml",
+            &guest_xml("plain", PLAIN_UUID, &guest_kit(), &plain_disk, 1),
+        )
+        .1
+        .ok();
+    daemon.oxvirt(&["start", "plain"]).ok();
+    let (status, body) = websocket(&web, "/v1/domains/plain/vnc/ws", &own).unwrap_err();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("no VNC graphics"), "{body}");
+    daemon.oxvirt(&["destroy", "plain"]).ok();
     for path in ["/v1/domains/vm/console/ws", "/v1/domains/vm/vnc/ws"] {
         // A page of another site, with valid credentials all the same: refused.
         let (status, body) = websocket(
@@ -741,16 +722,6 @@ impl Drop for SmallMount {
     }
 }
 
-/// The names in `dir`, sorted.
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     let web = Web::start();
@@ -759,38 +730,27 @@ fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
     let tokens = token_count(daemon);
 
     // Malformed JSON and a body over the limit: 400 and 413, JSON errors naming the problem.
-    let reply = web.http(
-        "POST",
-        "/v1/tokens",
-        std::slice::from_ref(&admin),
-        Some("{\"role\": "),
-    );
-    assert_eq!(reply.status, 400, "{reply:?}");
-    assert_eq!(reply.json()["code"], "bad_request");
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("not valid JSON")),
-        "{reply:?}"
-    );
+    let post = |body: &str| {
+        web.http(
+            "POST",
+            "/v1/tokens",
+            std::slice::from_ref(&admin),
+            Some(body),
+        )
+    };
     let huge = format!(
         "{{\"role\":\"admin\",\"name\":\"{}\"}}",
         "x".repeat(oxvirt_api::MAX_REQUEST_BYTES + 1024)
     );
-    let reply = web.http(
-        "POST",
-        "/v1/tokens",
-        std::slice::from_ref(&admin),
-        Some(&huge),
-    );
-    assert_eq!(reply.status, 413, "{reply:?}");
-    assert_eq!(reply.json()["code"], "too_large");
-    assert!(
-        reply.json()["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("larger than")),
-        "{reply:?}"
-    );
+    for (body, status, code, text) in [
+        ("{\"role\": ", 400, "bad_request", "not valid JSON"),
+        (huge.as_str(), 413, "too_large", "larger than"),
+    ] {
+        let reply = post(body);
+        assert_eq!(reply.status, status, "{reply:?}");
+        assert_eq!(reply.json()["code"], code);
+        assert!(reply.message().contains(text), "{reply:?}");
+    }
     assert_eq!(token_count(daemon), tokens, "nothing was made");
 
     // A pool of 8 MiB (a tmpfs), and a volume of 1 MiB in it.
@@ -810,12 +770,12 @@ fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
             "raw",
         ])
         .ok();
-    let before = names(&mount.dir);
+    let before = entries(&mount.dir);
     assert_eq!(before, ["disk.raw"]);
     // Names that would leave the pool: refused, nothing written anywhere.
     let data = daemon.dir.path().join("data.bin");
     std::fs::write(&data, vec![0x5a; 64 * 1024]).expect("write");
-    let outside = names(daemon.dir.path());
+    let outside = entries(daemon.dir.path());
     let upload = |name: &str, file: &Path| {
         let out = Command::new("curl")
             .args([
@@ -854,9 +814,9 @@ fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
             "{name}: {body}"
         );
     }
-    assert_eq!(names(&mount.dir), before);
+    assert_eq!(entries(&mount.dir), before);
     assert_eq!(
-        names(daemon.dir.path()),
+        entries(daemon.dir.path()),
         outside,
         "nothing written beside the pool"
     );
@@ -884,7 +844,7 @@ fn bad_input_gets_a_clear_json_error_and_changes_nothing() {
             && message.contains("unchanged"),
         "{message}"
     );
-    assert_eq!(names(&mount.dir), before, "the partial file was removed");
+    assert_eq!(entries(&mount.dir), before, "the partial file was removed");
     assert_eq!(
         std::fs::metadata(mount.dir.join("disk.raw"))
             .expect("disk.raw")

@@ -298,6 +298,7 @@ fn the_native_vmm_runs_jailed() {
         &[
             "jail-uid",
             "jail-gid",
+            "jail-dominfo-label",
             "jail-seccomp",
             "jail-no-new-privs",
             "jail-pid-namespace",

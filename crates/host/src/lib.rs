@@ -133,6 +133,18 @@ pub fn resident_kib(pid: u32) -> Option<u64> {
     node::meminfo_value(&status, "VmRSS")
 }
 
+/// The real user and group ids of process `pid` (`Uid:` and `Gid:` of `/proc/PID/status`,
+/// their first field), or `None` if it has ended.
+pub fn real_ids(pid: u32) -> Option<(u32, u32)> {
+    let status =
+        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
+    let first_id = |key: &str| -> Option<u32> {
+        let line = status.lines().find_map(|l| l.strip_prefix(key))?;
+        line.split_whitespace().next()?.parse().ok()
+    };
+    Some((first_id("Uid:")?, first_id("Gid:")?))
+}
+
 /// The user and the system time of process `pid` so far, in nanoseconds (`/proc/PID/stat`'s
 /// utime and stime), or `None` if it is gone.
 pub fn user_and_system_ns(pid: u32) -> Option<(u64, u64)> {
@@ -192,5 +204,13 @@ mod tests {
         assert!(!me.argv.is_empty());
         assert!(Process::of(u32::MAX).is_none());
         assert!(!is_running(0));
+    }
+
+    #[test]
+    fn real_ids_are_the_kernels() {
+        let (uid, gid) = real_ids(std::process::id()).expect("our own /proc entry");
+        assert_eq!(uid, rustix::process::getuid().as_raw());
+        assert_eq!(gid, rustix::process::getgid().as_raw());
+        assert_eq!(real_ids(u32::MAX), None);
     }
 }

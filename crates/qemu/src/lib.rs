@@ -83,7 +83,10 @@ pub use cmdline::{
 pub use confine::{blockdev_add, landlock_abi};
 pub use error::QemuError;
 pub use hugepages::{check_hugepages, HugepagePool};
-pub use migration::save_state;
+pub use migration::{
+    migrate_to_stream, migration_parameters, migration_stats, save_state, set_max_downtime,
+    MigrationStats,
+};
 pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};
 pub use paths::RunPaths;

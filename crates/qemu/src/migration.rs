@@ -7,13 +7,15 @@
 //! caller's file.
 //!
 //! - [`save_state`]: `migrate fd:NAME` of the paused guest, waiting for `completed`.
+//! - [`migrate_to_stream`]: live migration of the running guest into a connection to another
+//!   QEMU (which oxvirtd made and passes the same way), followed with [`migration_stats`].
 //! - Loading happens at start: [`crate::launch_with`] with [`crate::LaunchOptions::incoming`]
 //!   starts QEMU with `-S -incoming defer`, then `migrate-incoming fd:NAME`; the guest is paused
 //!   afterwards, for the caller to resume.
 
 use std::fs::File;
 use std::io::Seek;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -22,6 +24,8 @@ use crate::{QemuError, Qmp};
 
 /// The name the state file's descriptor has inside QEMU.
 const FD_NAME: &str = "oxvirt-state";
+/// The name of an outgoing live migration's connection inside QEMU.
+const STREAM_FD_NAME: &str = "oxvirt-migration";
 /// How often `query-migrate` is asked.
 const POLL: Duration = Duration::from_millis(50);
 /// A migration that moves no byte of the file for this long has stalled.
@@ -64,6 +68,100 @@ pub async fn save_state(qmp: &Qmp, file: &File) -> Result<(), QemuError> {
         return Err(err);
     }
     wait_for_completion(qmp, file, Direction::Save, || async { true }).await
+}
+
+/// Starts a live migration of the running guest behind `qmp` into `stream`, a connection to the
+/// destination's QEMU; `bandwidth_mib` MiB/s becomes the guest's migration speed limit (it
+/// stays for later migrations, as `migrate-getspeed` shows; else the one set stays: QEMU's
+/// default is 32 MiB/s); returns once it
+/// started. The guest runs on meanwhile; [`migration_stats`] follows it to `completed`, after
+/// which the guest here is paused for good (QEMU's `postmigrate`).
+pub async fn migrate_to_stream(
+    qmp: &Qmp,
+    stream: BorrowedFd<'_>,
+    bandwidth_mib: Option<u64>,
+) -> Result<(), QemuError> {
+    if let Some(mib) = bandwidth_mib {
+        let bytes = mib.saturating_mul(MIB).min(i64::MAX as u64);
+        qmp.execute(
+            "migrate-set-parameters",
+            Some(json!({ "max-bandwidth": bytes })),
+        )
+        .await?;
+    }
+    qmp.pass_fd(STREAM_FD_NAME, stream).await?;
+    let started = qmp
+        .execute(
+            "migrate",
+            Some(json!({ "uri": format!("fd:{STREAM_FD_NAME}") })),
+        )
+        .await;
+    if let Err(err) = started {
+        let _ = qmp
+            .execute("closefd", Some(json!({ "fdname": STREAM_FD_NAME })))
+            .await;
+        return Err(err);
+    }
+    Ok(())
+}
+
+const MIB: u64 = 1024 * 1024;
+
+/// The guest's migration settings: (largest downtime allowed in ms, bandwidth limit in MiB/s).
+pub async fn migration_parameters(qmp: &Qmp) -> Result<(u64, u64), QemuError> {
+    let params = qmp.execute("query-migrate-parameters", None).await?;
+    Ok((
+        params["downtime-limit"].as_u64().unwrap_or(0),
+        params["max-bandwidth"].as_u64().unwrap_or(0) / MIB,
+    ))
+}
+
+/// Sets the largest downtime the guest's migrations may take for their last pass, in ms.
+pub async fn set_max_downtime(qmp: &Qmp, milliseconds: u64) -> Result<(), QemuError> {
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({ "downtime-limit": milliseconds })),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// What `query-migrate` says of an outgoing migration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationStats {
+    /// QEMU's status: "none" before any, "setup", "active", "device", "completed", "failed",
+    /// "cancelling", "cancelled".
+    pub status: String,
+    /// RAM bytes sent, still to send, and in all.
+    pub transferred: u64,
+    pub remaining: u64,
+    pub total: u64,
+    /// Bytes per second of RAM the guest dirties (pages per second times the page size).
+    pub dirty_rate: u64,
+    /// The guest's pause for the last pass, once completed.
+    pub downtime_ms: Option<u64>,
+    /// QEMU's reason, when it failed.
+    pub error: Option<String>,
+}
+
+/// The outgoing migration's progress.
+pub async fn migration_stats(qmp: &Qmp) -> Result<MigrationStats, QemuError> {
+    Ok(stats_of(&qmp.execute("query-migrate", None).await?))
+}
+
+fn stats_of(info: &Value) -> MigrationStats {
+    let ram = &info["ram"];
+    let number = |v: &Value| v.as_u64().unwrap_or(0);
+    let page_size = ram["page-size"].as_u64().unwrap_or(4096);
+    MigrationStats {
+        status: info["status"].as_str().unwrap_or("none").to_string(),
+        transferred: number(&ram["transferred"]),
+        remaining: number(&ram["remaining"]),
+        total: number(&ram["total"]),
+        dirty_rate: number(&ram["dirty-pages-rate"]).saturating_mul(page_size),
+        downtime_ms: info["downtime"].as_u64(),
+        error: info["error-desc"].as_str().map(str::to_string),
+    }
 }
 
 /// Starts loading the state from `file` (its current position on) into a QEMU started with
@@ -112,7 +210,9 @@ where
             Progress::Failed(reason) => return Err(failed(direction, reason)),
             Progress::Moving => {
                 let transferred = position(&mut file);
-                if last_progress.1 != transferred {
+                // A connection (live migration) has no position: the source bounds it, and
+                // its end closing fails the load.
+                if transferred.is_none() || last_progress.1 != transferred {
                     last_progress = (tokio::time::Instant::now(), transferred);
                 } else if last_progress.0.elapsed() >= STALL_TIMEOUT {
                     if direction == Direction::Save {
@@ -165,6 +265,33 @@ fn progress(info: &Value) -> Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outgoing_migration_stats() {
+        let info = json!({
+            "status": "active",
+            "ram": {"transferred": 100, "remaining": 50, "total": 150,
+                    "dirty-pages-rate": 10, "page-size": 4096},
+        });
+        assert_eq!(
+            stats_of(&info),
+            MigrationStats {
+                status: "active".to_string(),
+                transferred: 100,
+                remaining: 50,
+                total: 150,
+                dirty_rate: 40960,
+                downtime_ms: None,
+                error: None,
+            }
+        );
+        let done = stats_of(&json!({"status": "completed", "downtime": 12}));
+        assert_eq!(
+            (done.status.as_str(), done.downtime_ms),
+            ("completed", Some(12))
+        );
+        assert_eq!(stats_of(&json!({})).status, "none");
+    }
 
     #[test]
     fn query_migrate_answers() {

@@ -461,6 +461,24 @@ pub fn searchable(dir: &Path) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).expect("chmod 0711");
 }
 
+/// The entries of `dir`, sorted.
+pub fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A port of 127.0.0.1 nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// A raw disk image of `sectors` 512-byte sectors.
 pub fn make_disk(dir: &Path, name: &str, sectors: u64) -> PathBuf {
     let path = dir.join(name);
@@ -599,11 +617,19 @@ pub fn cgroup_mount(controller: &str) -> (PathBuf, bool) {
 
 /// The pid of the QEMU whose command line names `uuid`, if one runs.
 pub fn qemu_pid(uuid: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
-        .ok()?
+    qemu_pids(uuid).into_iter().next()
+}
+
+/// The pids of every QEMU of the VM `uuid` on this host (two while it migrates between two
+/// oxvirtd).
+pub fn qemu_pids(uuid: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
+        .filter(|pid| {
             let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let argv = String::from_utf8_lossy(&argv);
             argv.split('\0')
@@ -611,6 +637,7 @@ pub fn qemu_pid(uuid: &str) -> Option<u32> {
                 .is_some_and(|a| a.contains("qemu-system"))
                 && argv.contains(uuid)
         })
+        .collect()
 }
 
 /// The host's last CPU and its CPUs as the kernel lists them, e.g. (1, "0-1").

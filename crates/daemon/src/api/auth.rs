@@ -6,7 +6,8 @@
 //! per user: after [`MAX_FAILURES`] in [`WINDOW`], 429 with Retry-After until the oldest ages
 //! out. The Unix socket (root only) does not pass through here.
 //!
-//! Browsers log in once (`POST /v1/session`, api/session.rs) and then send the session cookie
+//! Browsers log in once (`POST /v1/session`, [`routes`]; the sessions are api/session.rs's) and
+//! then send the session cookie
 //! instead: a request with that cookie and no Authorization header is its session's user's,
 //! and, since a browser attaches the cookie to whatever a foreign page makes it send, every one
 //! of them that is not GET or HEAD must carry the session's CSRF token and, when it has an
@@ -19,17 +20,25 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use base64::Engine as _;
-use oxvirt_api::{code, ApiError, Role, CSRF_HEADER};
+use oxvirt_api::{code, ApiError, LoginRequest, Role, CSRF_HEADER};
 use subtle::ConstantTimeEq as _;
 
+use super::reply::Failure;
 use super::session::{self, SessionId, Sessions};
 use crate::services::users::Users;
+use crate::services::Services;
+
+/// Browser sessions: logging in and out (api/session.rs has the sessions themselves).
+pub fn routes() -> Router<Arc<Services>> {
+    Router::new().route("/v1/session", post(login).get(current).delete(logout))
+}
 
 /// The address of the TCP client that sent a request (put there by `remote.rs`).
 #[derive(Debug, Clone, Copy)]
@@ -437,6 +446,99 @@ pub async fn authenticate(
         ));
     }
     next.run(request).await
+}
+
+/// `POST /v1/session`: not behind authentication (it is the login); the password is checked
+/// and failures are counted as for HTTP Basic.
+async fn login(
+    Extension(auth): Extension<Arc<Auth>>,
+    Extension(peer): Extension<Peer>,
+    request: Request,
+) -> Response {
+    if let Err(reason) = same_origin(request.headers()) {
+        return forbidden(reason);
+    }
+    let bytes = match axum::body::to_bytes(request.into_body(), oxvirt_api::MAX_REQUEST_BYTES).await
+    {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return Failure(oxvirt_api::ApiError::new(
+                oxvirt_api::code::TOO_LARGE,
+                format!(
+                    "the request body is larger than {} bytes",
+                    oxvirt_api::MAX_REQUEST_BYTES
+                ),
+            ))
+            .into_response()
+        }
+    };
+    let request: LoginRequest = match super::reply::body(&bytes) {
+        Ok(request) => request,
+        Err(failure) => return failure.into_response(),
+    };
+    if request.user.is_empty() || request.password.is_empty() {
+        return unauthorized(
+            "logging in needs a JSON body with the user's name and password: \
+             {\"user\": \"...\", \"password\": \"...\"}",
+            false,
+        );
+    }
+    let user = request.user.clone();
+    let credentials = Presented::Password {
+        user: request.user,
+        password: request.password,
+    };
+    let role = match auth.check(peer.0, credentials, false).await {
+        Ok(role) => role,
+        Err(refused) => return refused,
+    };
+    let users = auth.users();
+    let name = user.clone();
+    let standing = tokio::task::spawn_blocking(move || users.standing(&name)).await;
+    let stamp = match standing {
+        Ok(Ok(Some((_, stamp)))) => stamp,
+        // Deleted between the two reads.
+        Ok(Ok(None)) => return unauthorized("the user no longer exists", false),
+        Ok(Err(err)) => return Failure::from(err).into_response(),
+        Err(err) => return internal(format!("reading the user: {err}")),
+    };
+    let (id, session) = auth.sessions().create(&user, role, stamp);
+    tracing::info!(%user, peer = %peer.0, "browser session started");
+    let mut response = Json(session.info()).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session::set_cookie(&id, session::IDLE_TIMEOUT),
+    );
+    response
+}
+
+/// `GET /v1/session`: the cookie's session (authenticated by it in `auth`).
+async fn current(
+    Extension(auth): Extension<Arc<Auth>>,
+    session: Option<Extension<SessionId>>,
+) -> Response {
+    let Some(Extension(SessionId(id))) = session else {
+        return unauthorized("this request carries no session cookie", false);
+    };
+    match auth.sessions().touch(&id) {
+        Some(session) => Json(session.info()).into_response(),
+        None => unauthorized("the session has ended: log in again", false),
+    }
+}
+
+/// `DELETE /v1/session`: ends the cookie's session, if any, and clears the cookie.
+async fn logout(
+    Extension(auth): Extension<Arc<Auth>>,
+    session: Option<Extension<SessionId>>,
+) -> Response {
+    if let Some(Extension(SessionId(id))) = session {
+        auth.sessions().remove(&id);
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, session::set_cookie("", Duration::ZERO));
+    response
 }
 
 #[cfg(test)]

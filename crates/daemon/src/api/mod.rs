@@ -14,6 +14,7 @@ mod iothreads;
 mod limits;
 mod memory;
 mod metrics;
+mod migration;
 mod monitor;
 mod networks;
 mod node;
@@ -52,7 +53,7 @@ pub fn router(
 ) -> Router {
     let browser = match auth {
         Some(_) => Router::new()
-            .merge(session::routes())
+            .merge(auth::routes())
             .merge(websocket::routes()),
         None => Router::new(),
     };
@@ -69,6 +70,7 @@ pub fn router(
         .merge(iothreads::routes())
         .merge(memory::routes())
         .merge(metrics::routes())
+        .merge(migration::routes())
         .merge(monitor::routes())
         .merge(networks::routes())
         .merge(pools::routes())

@@ -1,29 +1,21 @@
-//! Browser sessions on the TLS listener (docs/remote.md): `POST /v1/session` logs a user in
-//! with its password and sets the session cookie, `GET` tells the page who it is (and its CSRF
-//! token), `DELETE` logs out. [`auth`](super::auth) authenticates the requests that carry the
-//! cookie and checks their CSRF token and Origin.
+//! Browser sessions on the TLS listener (docs/remote.md): the live sessions and their cookie.
+//! [`auth`](super::auth) has the routes (`POST /v1/session` logs a user in with its password
+//! and sets the cookie, `GET` tells the page who it is and its CSRF token, `DELETE` logs out),
+//! authenticates the requests that carry the cookie and checks their CSRF token and Origin.
 //!
 //! Sessions live in memory only: a restart of oxvirtd logs everyone out. Keeping them in the
 //! store would let a stolen copy of the database (or a backup) replay live sessions, for the
 //! small gain of not logging in again after an upgrade.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use axum::extract::{Extension, Request};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::http::{header, HeaderMap, HeaderValue};
 use base64::Engine as _;
-use oxvirt_api::{LoginRequest, Role, SessionInfo, SESSION_COOKIE};
+use oxvirt_api::{Role, SessionInfo, SESSION_COOKIE};
 use sha2::{Digest, Sha256};
-
-use super::auth::{self, Auth, Peer, Presented};
-use super::reply::body;
-use crate::services::Services;
 
 /// A session ends after this long without a request...
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -31,10 +23,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 pub const MAX_AGE: Duration = Duration::from_secs(12 * 60 * 60);
 /// More live sessions than this and the oldest are dropped (each needed a right password).
 const MAX_SESSIONS: usize = 10_000;
-
-pub fn routes() -> Router<Arc<Services>> {
-    Router::new().route("/v1/session", post(login).get(current).delete(logout))
-}
 
 /// The session a request's cookie named, put in its extensions by [`auth::authenticate`].
 #[derive(Clone)]
@@ -100,7 +88,7 @@ impl Sessions {
     }
 
     /// A new session for `user`; its id (the cookie's value) and the session.
-    fn create(&self, user: &str, role: Role, stamp: Vec<u8>) -> (String, Session) {
+    pub fn create(&self, user: &str, role: Role, stamp: Vec<u8>) -> (String, Session) {
         let now = Instant::now();
         let session = Session {
             user: user.to_string(),
@@ -158,105 +146,13 @@ pub fn cookie(headers: &HeaderMap) -> Option<String> {
         .filter(|value| !value.is_empty())
 }
 
-fn set_cookie(value: &str, max_age: Duration) -> HeaderValue {
+pub fn set_cookie(value: &str, max_age: Duration) -> HeaderValue {
     let text = format!(
         "{SESSION_COOKIE}={value}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
         max_age.as_secs()
     );
     // The value is base64url (or empty): always a valid header.
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// `POST /v1/session`: not behind authentication (it is the login); the password is checked
-/// and failures are counted as for HTTP Basic.
-async fn login(
-    Extension(auth): Extension<Arc<Auth>>,
-    Extension(peer): Extension<Peer>,
-    request: Request,
-) -> Response {
-    if let Err(reason) = auth::same_origin(request.headers()) {
-        return auth::forbidden(reason);
-    }
-    let bytes = match axum::body::to_bytes(request.into_body(), oxvirt_api::MAX_REQUEST_BYTES).await
-    {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return super::reply::Failure(oxvirt_api::ApiError::new(
-                oxvirt_api::code::TOO_LARGE,
-                format!(
-                    "the request body is larger than {} bytes",
-                    oxvirt_api::MAX_REQUEST_BYTES
-                ),
-            ))
-            .into_response()
-        }
-    };
-    let request: LoginRequest = match body(&bytes) {
-        Ok(request) => request,
-        Err(failure) => return failure.into_response(),
-    };
-    if request.user.is_empty() || request.password.is_empty() {
-        return auth::unauthorized(
-            "logging in needs a JSON body with the user's name and password: \
-             {\"user\": \"...\", \"password\": \"...\"}",
-            false,
-        );
-    }
-    let user = request.user.clone();
-    let credentials = Presented::Password {
-        user: request.user,
-        password: request.password,
-    };
-    let role = match auth.check(peer.0, credentials, false).await {
-        Ok(role) => role,
-        Err(refused) => return refused,
-    };
-    let users = auth.users();
-    let name = user.clone();
-    let standing = tokio::task::spawn_blocking(move || users.standing(&name)).await;
-    let stamp = match standing {
-        Ok(Ok(Some((_, stamp)))) => stamp,
-        // Deleted between the two reads.
-        Ok(Ok(None)) => return auth::unauthorized("the user no longer exists", false),
-        Ok(Err(err)) => return super::reply::Failure::from(err).into_response(),
-        Err(err) => return auth::internal(format!("reading the user: {err}")),
-    };
-    let (id, session) = auth.sessions().create(&user, role, stamp);
-    tracing::info!(%user, peer = %peer.0, "browser session started");
-    let mut response = Json(session.info()).into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie(&id, IDLE_TIMEOUT));
-    response
-}
-
-/// `GET /v1/session`: the cookie's session (authenticated by it in `auth`).
-async fn current(
-    Extension(auth): Extension<Arc<Auth>>,
-    session: Option<Extension<SessionId>>,
-) -> Response {
-    let Some(Extension(SessionId(id))) = session else {
-        return auth::unauthorized("this request carries no session cookie", false);
-    };
-    match auth.sessions().touch(&id) {
-        Some(session) => Json(session.info()).into_response(),
-        None => auth::unauthorized("the session has ended: log in again", false),
-    }
-}
-
-/// `DELETE /v1/session`: ends the cookie's session, if any, and clears the cookie.
-async fn logout(
-    Extension(auth): Extension<Arc<Auth>>,
-    session: Option<Extension<SessionId>>,
-) -> Response {
-    if let Some(Extension(SessionId(id))) = session {
-        auth.sessions().remove(&id);
-    }
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, set_cookie("", Duration::ZERO));
-    response
 }
 
 #[cfg(test)]

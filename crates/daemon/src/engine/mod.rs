@@ -96,6 +96,27 @@ pub struct StateFile {
     pub offset: u64,
 }
 
+/// Where a launched guest's machine state comes from instead of a boot.
+#[derive(Debug, Clone, Copy)]
+pub enum Incoming<'a> {
+    /// A save image's state stream.
+    Saved(&'a StateFile),
+    /// A live migration's stream: the connection the source oxvirtd made
+    /// (services/migration.rs).
+    Stream(std::os::fd::BorrowedFd<'a>),
+}
+
+/// How an outgoing live migration is going: the qemu engine's figures (the only engine that
+/// migrates so far) are every engine's.
+pub use oxvirt_qemu::MigrationStats as MigrationProgress;
+
+fn no_migration() -> EngineError {
+    EngineError {
+        kind: EngineErrorKind::Unsupported,
+        message: "this engine cannot migrate a running guest (the qemu engine can)".to_string(),
+    }
+}
+
 fn no_saved_state(what: &str) -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,
@@ -233,7 +254,7 @@ pub trait Engine: Send + Sync {
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
-        incoming: Option<&StateFile>,
+        incoming: Option<Incoming<'_>>,
         user: Option<u32>,
     ) -> Result<u32, EngineError>;
 
@@ -265,6 +286,31 @@ pub trait Control: Send + Sync {
     /// `state.offset` on); returns once all of it is on disk.
     async fn save_state(&self, _state: &StateFile) -> Result<(), EngineError> {
         Err(no_saved_state("save"))
+    }
+    /// Starts sending the running guest's machine state into `stream` (a connection to the
+    /// destination, which loads it with [`Incoming::Stream`]), at most `bandwidth_mib` MiB/s;
+    /// returns once it started: [`Control::migration_progress`] follows it.
+    async fn migrate_out(
+        &self,
+        _stream: std::os::fd::BorrowedFd<'_>,
+        _bandwidth_mib: Option<u64>,
+    ) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    async fn migration_progress(&self) -> Result<MigrationProgress, EngineError> {
+        Err(no_migration())
+    }
+    /// The guest's migration settings: (largest downtime in ms, bandwidth limit in MiB/s).
+    async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {
+        Err(no_migration())
+    }
+    /// Sets the largest downtime its migrations may take, in ms.
+    async fn set_max_downtime(&self, _milliseconds: u64) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    /// Stops the outgoing migration; the guest goes on running here.
+    async fn migrate_cancel(&self) -> Result<(), EngineError> {
+        Err(no_migration())
     }
     /// Internal snapshot `tag` of the running or paused guest, with its memory and device state
     /// in the image of disk `vmstate` and every disk of `disks` (targets, `vmstate` among them)

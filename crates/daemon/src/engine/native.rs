@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, BlockStats, ConsolePaths, Control, Engine, EngineError, EngineErrorKind,
-    EngineEvent, Events, GuestStatus, MemoryStats, StateFile,
+    EngineEvent, Events, GuestStatus, Incoming, MemoryStats, StateFile,
 };
 
 pub struct NativeEngine {
@@ -121,7 +121,7 @@ impl Engine for NativeEngine {
         domain: &Domain,
         run_dir: &Path,
         _accel: Accel,
-        incoming: Option<&StateFile>,
+        incoming: Option<Incoming<'_>>,
         // The jail's user is the native supervisor's choice (oxvirt_native::Sandbox).
         _user: Option<u32>,
     ) -> Result<u32, EngineError> {
@@ -129,7 +129,13 @@ impl Engine for NativeEngine {
         let run = RunPaths::new(run_dir);
         match incoming {
             // The VMM loads the state and starts paused.
-            Some(state) => {
+            Some(Incoming::Stream(_)) => {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Unsupported,
+                    message: "the native engine cannot receive a live migration yet".to_string(),
+                })
+            }
+            Some(Incoming::Saved(state)) => {
                 let source = oxvirt_native::RestoreSource {
                     path: state.path.clone(),
                     offset: state.offset,

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, BlockStats, ConsolePaths, Control, DiskOverlay, DiskSecret, DisplayListen, Engine,
-    EngineError, EngineErrorKind, EngineEvent, Events, GuestStatus, IoThreadState, IoTune,
-    MemoryStats, NicPlug, SnapshotJob, StateFile, VcpuSlotState,
+    EngineError, EngineErrorKind, EngineEvent, Events, GuestStatus, Incoming, IoThreadState,
+    IoTune, MemoryStats, MigrationProgress, NicPlug, SnapshotJob, StateFile, VcpuSlotState,
 };
 
 pub struct QemuEngine {
@@ -212,11 +212,22 @@ impl Engine for QemuEngine {
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
-        incoming: Option<&StateFile>,
+        incoming: Option<Incoming<'_>>,
         user: Option<u32>,
     ) -> Result<u32, EngineError> {
         let incoming = incoming
-            .map(|state| open_state_file(state, false))
+            .map(|incoming| match incoming {
+                Incoming::Saved(state) => open_state_file(state, false),
+                // QEMU reads the connection as it reads a file (`migrate-incoming fd:`).
+                Incoming::Stream(fd) => {
+                    fd.try_clone_to_owned()
+                        .map(std::fs::File::from)
+                        .map_err(|err| EngineError {
+                            kind: EngineErrorKind::Failed,
+                            message: format!("cannot pass the migration stream on: {err}"),
+                        })
+                }
+            })
             .transpose()?;
         let accel = match accel {
             Accel::Kvm => oxvirt_qemu::Accel::Kvm,
@@ -688,6 +699,42 @@ impl Control for QmpControl {
         let file = open_state_file(state, true)?;
         oxvirt_qemu::save_state(&self.qmp, &file)
             .await
+            .map_err(engine_error)
+    }
+
+    async fn migrate_out(
+        &self,
+        stream: std::os::fd::BorrowedFd<'_>,
+        bandwidth_mib: Option<u64>,
+    ) -> Result<(), EngineError> {
+        oxvirt_qemu::migrate_to_stream(&self.qmp, stream, bandwidth_mib)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn migration_progress(&self) -> Result<MigrationProgress, EngineError> {
+        oxvirt_qemu::migration_stats(&self.qmp)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {
+        oxvirt_qemu::migration_parameters(&self.qmp)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn set_max_downtime(&self, milliseconds: u64) -> Result<(), EngineError> {
+        oxvirt_qemu::set_max_downtime(&self.qmp, milliseconds)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn migrate_cancel(&self) -> Result<(), EngineError> {
+        self.qmp
+            .execute("migrate_cancel", None)
+            .await
+            .map(|_| ())
             .map_err(engine_error)
     }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, ConsolePaths, Control, DiskSecret, Engine, EngineError, EngineErrorKind, Events,
-    StateFile,
+    Incoming,
 };
 
 pub struct EngineSet {
@@ -113,7 +113,7 @@ impl Engine for EngineSet {
         domain: &Domain,
         run_dir: &Path,
         accel: Accel,
-        incoming: Option<&StateFile>,
+        incoming: Option<Incoming<'_>>,
         user: Option<u32>,
     ) -> Result<u32, EngineError> {
         let engine = self.for_domain(domain);

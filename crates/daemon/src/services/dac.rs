@@ -229,6 +229,13 @@ impl Dac {
                 ),
             }
         }
+        self.release(uuid);
+    }
+
+    /// Forgets the guest's user and its files' records, the files left as they are; the user
+    /// is free for another guest. Alone (not through [`Dac::restore`]): after the guest
+    /// migrated away, its files are the destination's guest's now (shared storage).
+    pub fn release(&self, uuid: &Uuid) {
         let user = self.store.guest_user(uuid).ok().flatten();
         if let Err(err) = self.store.forget_guest_user(uuid) {
             tracing::error!(%uuid, "cannot forget its user: {}", store::named(err));

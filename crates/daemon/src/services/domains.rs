@@ -29,7 +29,7 @@ use super::secrets::Secrets;
 use super::supervisor::{Restart, Supervisor, KILL_WAIT};
 use super::volumes::Volumes;
 use super::xml::names_uuid;
-use crate::engine::{process, Control, Engine, Events, GuestStatus, StateFile};
+use crate::engine::{process, Control, Engine, Events, GuestStatus, Incoming};
 use crate::state_dir::create_private_dir;
 use crate::store::{self, DomainRecord, RuntimeRecord, Store};
 
@@ -48,6 +48,8 @@ pub struct Domains {
     pub(super) dac: Arc<Dac>,
     /// Where supervisors ask for a domain to be started again.
     restarts: mpsc::UnboundedSender<Restart>,
+    /// Live migrations in and out (services/migration.rs).
+    pub(super) migrations: super::jobs::Migrations,
 }
 
 /// A guest process just started for a domain.
@@ -57,8 +59,8 @@ struct Launched {
     run_dir: PathBuf,
     /// Runtime id to keep (restart of a running guest), or `None` for a fresh one.
     keep_id: Option<u32>,
-    /// Its machine state came from a save image rather than a boot.
-    restored: bool,
+    /// How it started: booted, restored from a save image, or migrated in.
+    detail: LifecycleDetail,
 }
 
 pub(super) fn now_unix() -> i64 {
@@ -91,6 +93,7 @@ impl Domains {
             hostdevs,
             dac,
             restarts,
+            migrations: Default::default(),
         });
         let weak = Arc::downgrade(&domains);
         tokio::spawn(async move {
@@ -226,7 +229,15 @@ impl Domains {
             console_socket,
             console_log,
             security_model: self.dac.model().to_string(),
-            security_label: runtime.as_ref().and_then(|_| self.dac.label(&record.uuid)),
+            // A QEMU's user is in the store (it gets its files back at stop); a jailed
+            // oxvirt-vmm's is its own process's, as the kernel says. Root is no label.
+            security_label: runtime.as_ref().and_then(|r| {
+                self.dac.label(&record.uuid).or_else(|| {
+                    oxvirt_host::real_ids(r.pid)
+                        .filter(|&(uid, _)| uid != 0)
+                        .map(|(uid, gid)| format!("+{uid}:+{gid}"))
+                })
+            }),
         })
     }
 
@@ -527,7 +538,7 @@ impl Domains {
         record: &DomainRecord,
         mut domain: Domain,
         keep_id: Option<u32>,
-        incoming: Option<&StateFile>,
+        incoming: Option<Incoming<'_>>,
     ) -> DaemonResult<DomainSummary> {
         // Engines open files only: `<disk type='volume'>` becomes its volume's file in this
         // launched copy (the stored definition keeps the reference).
@@ -602,7 +613,11 @@ impl Domains {
             accel: plan.accel,
             run_dir,
             keep_id,
-            restored: incoming.is_some(),
+            detail: match incoming {
+                None => LifecycleDetail::Booted,
+                Some(Incoming::Saved(_)) => LifecycleDetail::Restored,
+                Some(Incoming::Stream(_)) => LifecycleDetail::Migrated,
+            },
         };
         match self.attach_new(vm, record, &domain, &launched).await {
             Ok(summary) => Ok(summary),
@@ -630,7 +645,7 @@ impl Domains {
             accel,
             ref run_dir,
             keep_id,
-            restored,
+            detail,
         } = *launched;
         let (control, events) = self
             .engine
@@ -675,11 +690,6 @@ impl Domains {
             });
         let runtime = runtime.map_err(db)?;
         tracing::info!(domain = %record.name, pid, id = runtime.id, "started");
-        let detail = if restored {
-            LifecycleDetail::Restored
-        } else {
-            LifecycleDetail::Booted
-        };
         self.published(record, Lifecycle::Started, detail);
         self.supervise(vm, record, domain, pid, Some((control, events)));
         Ok(summary_of(record, Some(&runtime)))
@@ -1130,7 +1140,7 @@ fn summary_of(record: &DomainRecord, runtime: Option<&RuntimeRecord>) -> DomainS
 }
 
 /// A start must not fail deep inside the engine because a file is missing: name it.
-fn check_files_exist(domain: &Domain) -> DaemonResult<()> {
+pub(super) fn check_files_exist(domain: &Domain) -> DaemonResult<()> {
     let mut files: Vec<(&str, &str)> = Vec::new();
     if let Some(kernel) = &domain.os.kernel {
         files.push(("kernel", kernel));

@@ -121,6 +121,7 @@ pub fn stopped_detail(reason: &str, panicked: bool) -> LifecycleDetail {
     match reason {
         "destroyed" => LifecycleDetail::Destroyed,
         "saved" => LifecycleDetail::Saved,
+        "migrated" => LifecycleDetail::Migrated,
         "shutdown" => LifecycleDetail::Shutdown,
         _ if panicked => LifecycleDetail::Crashed,
         _ => LifecycleDetail::Failed,

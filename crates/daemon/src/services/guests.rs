@@ -46,6 +46,8 @@ pub enum Intent {
     Reboot,
     /// The guest's state was saved (`save`, `managedsave`) and its process ends.
     Save,
+    /// The guest runs on another oxvirtd now (services/migration.rs); its process here ends.
+    Migrated,
 }
 
 /// The slots of every domain this daemon has seen, and where their run directories are.

@@ -6,7 +6,9 @@
 //! dommemstat; [`disks`]: disk hotplug, domblkinfo, domblkstat, blkdeviotune; [`cgroups`]:
 //! a guest's cgroups, schedinfo, memtune; [`events`]: the event bus of lifecycle and monitor
 //! events),
-//! [`saves`]: `save`, `restore` and managed saves, with the save image format;
+//! [`saves`]: `save`, `restore` and managed saves, with the save image format; [`migration`]:
+//! live migration to and from another oxvirtd (`migrate`, `domjobinfo`, `domjobabort`), its
+//! jobs in memory in [`jobs`];
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
@@ -25,7 +27,9 @@ pub mod guests;
 pub mod hostdevs;
 pub mod interfaces;
 pub mod iothreads;
+pub mod jobs;
 pub mod memory;
+pub mod migration;
 pub mod monitor;
 pub mod networks;
 pub mod pools;

@@ -39,7 +39,7 @@ use super::error::{
     DaemonResult, ErrorKind,
 };
 use super::guests::{Intent, Vm};
-use crate::engine::StateFile;
+use crate::engine::{Incoming, StateFile};
 use crate::state_dir::create_private_dir;
 use crate::store::{self, DomainRecord};
 
@@ -695,7 +695,7 @@ impl Domains {
             &saved,
             image.domain.clone(),
             keep_id,
-            Some(&image.state()),
+            Some(Incoming::Saved(&image.state())),
         )
         .await?;
         if runs_after(after, image) {

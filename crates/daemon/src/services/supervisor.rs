@@ -218,6 +218,8 @@ impl Supervisor {
             "destroyed"
         } else if intent == Intent::Save {
             "saved"
+        } else if intent == Intent::Migrated {
+            "migrated"
         } else if observed.panicked {
             "crashed"
         } else if observed.shutdown {
@@ -233,8 +235,13 @@ impl Supervisor {
         // domain stop also sees its TAPs gone).
         self.networks.unplug_interfaces(&self.uuid).await;
         self.hostdevs.release(&self.uuid);
-        // Its files get their owners back, before the stop is visible too.
-        self.dac.restore(&self.uuid);
+        // Its files get their owners back, before the stop is visible too; a migrated guest's
+        // are the destination's guest's now (shared storage), and stay so.
+        if intent == Intent::Migrated {
+            self.dac.release(&self.uuid);
+        } else {
+            self.dac.restore(&self.uuid);
+        }
         self.remove_cgroups().await;
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));
@@ -250,7 +257,7 @@ impl Supervisor {
         );
 
         let restart = match (intent, reason) {
-            (Intent::Destroy | Intent::Save, _) => false,
+            (Intent::Destroy | Intent::Save | Intent::Migrated, _) => false,
             (Intent::Reboot, "shutdown") => true,
             (_, "shutdown") if observed.rebooted => is_restart(self.on_reboot),
             (_, "shutdown") => observed.guest_poweroff && is_restart(self.on_poweroff),

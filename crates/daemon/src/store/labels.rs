@@ -83,6 +83,25 @@ impl Store {
         })
     }
 
+    /// Corrects the owner recorded for `path`, given to the guest `uuid`'s user: a guest that
+    /// migrated in from another oxvirtd on shared storage found its files with the source's
+    /// guest user, and they go back to their owner before that one (services/migration.rs).
+    /// Changes nothing for a file not given to that guest.
+    pub fn correct_label_owner(&self, uuid: &Uuid, label: &SecurityLabel) -> rusqlite::Result<()> {
+        self.transaction(|tx| {
+            tx.execute(
+                "UPDATE security_labels SET uid = ?1, gid = ?2 WHERE path = ?3 AND uuid = ?4",
+                params![
+                    label.uid,
+                    label.gid,
+                    label.path.to_string_lossy(),
+                    uuid.to_string()
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
     /// Forgets one label (its file has its owner back, or never lost it).
     pub fn forget_label(&self, path: &std::path::Path) -> rusqlite::Result<()> {
         self.transaction(|tx| {

@@ -12,6 +12,8 @@ JUID=$(field $JPID Uid | cut -d' ' -f1)
 # A user of its own from native_user_range (3001000-3001999), real, effective, saved and fs the same.
 check jail-uid "[ $JUID -ge 3001000 ] && [ $JUID -le 3001999 ] && [ \"\$(field $JPID Uid)\" = '$JUID $JUID $JUID $JUID' ]"
 check jail-gid "[ \"\$(field $JPID Gid)\" = '$JUID $JUID $JUID $JUID' ] && [ -z \"\$(field $JPID Groups)\" ]"
+# dominfo shows that user as virsh shows a DAC label.
+check jail-dominfo-label "ox dominfo $UUID | grep -Eq \"^Security label: +\\+$JUID:\\+$JUID \\(enforcing\\)\""
 check jail-seccomp "[ \"\$(field $JPID Seccomp)\" = 2 ]"
 check jail-no-new-privs "[ \"\$(field $JPID NoNewPrivs)\" = 1 ]"
 # PID 1 of its own PID namespace, still oxvirtd's pid for it.

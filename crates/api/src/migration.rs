@@ -1,0 +1,195 @@
+//! Live migration between two oxvirtd: wire types and [`Client`] calls (virsh's `migrate`,
+//! `domjobinfo`, `domjobabort`).
+//!
+//! | method + path                               | body                  | reply               |
+//! |---------------------------------------------|-----------------------|---------------------|
+//! | `POST /v1/domains/{id}/migrate`             | [`MigrateRequest`]    | `DomainSummary`     |
+//! | `GET /v1/domains/{id}/job`                  |                       | [`JobInfo`]         |
+//! | `POST /v1/domains/{id}/job/abort`           |                       | [`JobInfo`]         |
+//! | `GET /v1/domains/{id}/migration-settings`   |                       | [`MigrationSettings`] |
+//! | `PUT /v1/domains/{id}/migration-settings`   | [`MigrationSettings`] | [`MigrationSettings`] |
+//! | `POST /v1/migrations`                       | [`PrepareMigration`]  | [`PreparedMigration`] |
+//! | `POST /v1/migrations/{id}/finish`           |                       | `DomainSummary`     |
+//! | `DELETE /v1/migrations/{id}`                |                       | `{}`                |
+//!
+//! The first three are the user's (asked of the source); the `/v1/migrations` routes are what
+//! the source oxvirtd asks of the destination oxvirtd (docs/migration.md).
+
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+
+use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, DomainSummary};
+
+/// Body of `POST /v1/domains/{id}/migrate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrateRequest {
+    /// The destination oxvirtd's API socket (an absolute path on this host: the
+    /// `oxvirt+unix:///PATH` of the command line).
+    pub destination: String,
+    /// The guest runs while its memory is copied (`--live`); without, it is paused first and
+    /// runs again on the destination.
+    #[serde(default)]
+    pub live: bool,
+    /// Undefine the domain here once it runs there (`--undefinesource`).
+    #[serde(default)]
+    pub undefine_source: bool,
+    /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mib: Option<u64>,
+}
+
+/// What `domjobinfo` shows: the domain's current (or last) migration job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// virsh's job types: "None", "Unbounded", "Completed", "Failed", "Cancelled".
+    pub job_type: String,
+    /// "Outgoing migration" while one runs or ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    pub time_elapsed_ms: u64,
+    pub data_processed: u64,
+    pub data_remaining: u64,
+    pub data_total: u64,
+    pub memory_processed: u64,
+    pub memory_remaining: u64,
+    pub memory_total: u64,
+    /// Bytes per second of RAM pages the guest dirties.
+    pub dirty_rate: u64,
+    /// MiB/s of the stream.
+    pub bandwidth_mib: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// Why a failed job failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-getspeed`). In a
+/// `PUT`, a member left out stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationSettings {
+    /// The longest the guest may be paused for the last pass, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_downtime_ms: Option<u64>,
+    /// The stream's bandwidth limit, MiB/s (read only here; `migrate --bandwidth` sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mib: Option<u64>,
+}
+
+/// Body of `POST /v1/migrations`: the source asks the destination to get ready for a guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrepareMigration {
+    /// The definition the guest runs with (its live XML).
+    pub xml: String,
+    /// The guest was running (it runs again there; else it stays paused).
+    #[serde(default)]
+    pub running: bool,
+    /// The owners the guest's files had before the source gave them to its QEMU's user: they
+    /// get them back when the guest stops on the destination (shared storage).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<FileOwner>,
+}
+
+/// A file and its owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileOwner {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Reply to `POST /v1/migrations`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedMigration {
+    /// Names this incoming migration in the later calls.
+    pub id: String,
+    /// The Unix socket the destination listens on for the migration stream (one connection).
+    pub socket: String,
+}
+
+/// Reply to `DELETE /v1/migrations/{id}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationAborted {}
+
+fn migration_path(id: &str, suffix: &str) -> String {
+    format!("/v1/migrations/{}{suffix}", percent_encode_segment(id))
+}
+
+impl Client {
+    /// `POST /v1/domains/{id}/migrate`: moves the running domain to the destination; returns
+    /// once it runs there (the domain is shut off here, reason migrated).
+    pub async fn migrate(
+        &self,
+        domain: &str,
+        request: &MigrateRequest,
+    ) -> Result<DomainSummary, ClientError> {
+        self.call(
+            Method::POST,
+            domain_path(domain, "/migrate"),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `GET /v1/domains/{id}/job`: the domain's migration job.
+    pub async fn job_info(&self, domain: &str) -> Result<JobInfo, ClientError> {
+        self.call(Method::GET, domain_path(domain, "/job"), None)
+            .await
+    }
+
+    /// `POST /v1/domains/{id}/job/abort`: cancels the running migration job.
+    pub async fn job_abort(&self, domain: &str) -> Result<JobInfo, ClientError> {
+        self.call(Method::POST, domain_path(domain, "/job/abort"), None)
+            .await
+    }
+
+    /// `GET /v1/domains/{id}/migration-settings`.
+    pub async fn migration_settings(&self, domain: &str) -> Result<MigrationSettings, ClientError> {
+        self.call(
+            Method::GET,
+            domain_path(domain, "/migration-settings"),
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /v1/domains/{id}/migration-settings`.
+    pub async fn set_migration_settings(
+        &self,
+        domain: &str,
+        settings: &MigrationSettings,
+    ) -> Result<MigrationSettings, ClientError> {
+        self.call(
+            Method::PUT,
+            domain_path(domain, "/migration-settings"),
+            Some(to_json(settings)),
+        )
+        .await
+    }
+
+    /// `POST /v1/migrations` (destination side).
+    pub async fn prepare_migration(
+        &self,
+        request: &PrepareMigration,
+    ) -> Result<PreparedMigration, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/migrations".to_string(),
+            Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `POST /v1/migrations/{id}/finish` (destination side): the stream was sent whole; the
+    /// guest runs there once it is loaded.
+    pub async fn finish_migration(&self, id: &str) -> Result<DomainSummary, ClientError> {
+        self.call(Method::POST, migration_path(id, "/finish"), None)
+            .await
+    }
+
+    /// `DELETE /v1/migrations/{id}` (destination side): nothing of it stays.
+    pub async fn abort_migration(&self, id: &str) -> Result<MigrationAborted, ClientError> {
+        self.call(Method::DELETE, migration_path(id, ""), None)
+            .await
+    }
+}

@@ -1,0 +1,233 @@
+//! Live migration to another oxvirtd: `migrate`, `domjobinfo`, `domjobabort`, with virsh's
+//! arguments and messages (docs/migration.md).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use oxvirt_api::{Client, JobInfo, MigrateRequest, MigrationSettings};
+
+use crate::commands::block_on;
+
+/// The one kind of destination URI so far: another oxvirtd on this host.
+const UNIX_SCHEME: &str = "oxvirt+unix://";
+/// How often `--verbose` asks for the job's progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET`),
+    /// its disks on storage both reach at the same path. On any failure the domain goes on
+    /// running here.
+    Migrate {
+        /// Domain name or UUID.
+        domain: String,
+        /// The destination oxvirtd: `oxvirt+unix:///PATH/TO/ITS/SOCKET`.
+        dest_uri: String,
+        /// The guest runs while its memory is copied (else it is paused until it runs there).
+        #[arg(long)]
+        live: bool,
+        /// Keep the definition on the destination (always so: oxvirt has no transient domains).
+        #[arg(long)]
+        persistent: bool,
+        /// Undefine the domain here once it runs on the destination.
+        #[arg(long)]
+        undefinesource: bool,
+        /// Bandwidth limit of the migration stream, MiB/s.
+        #[arg(long, value_name = "MiB")]
+        bandwidth: Option<u64>,
+        /// Print the progress (remaining memory, dirty rate) while it runs.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Set the longest a running domain may be paused for the last pass of its migrations.
+    #[command(name = "migrate-setmaxdowntime")]
+    MigrateSetmaxdowntime {
+        /// Domain name or UUID.
+        domain: String,
+        /// Milliseconds.
+        downtime: u64,
+    },
+    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth sets it).
+    #[command(name = "migrate-getspeed")]
+    MigrateGetspeed {
+        /// Domain name or UUID.
+        domain: String,
+    },
+    /// Print the domain's running (or last) migration job.
+    Domjobinfo {
+        /// Domain name or UUID.
+        domain: String,
+    },
+    /// Abort the domain's running migration; it goes on running here.
+    Domjobabort {
+        /// Domain name or UUID.
+        domain: String,
+    },
+}
+
+pub fn run(client: &Client, command: MigrateCommand) -> anyhow::Result<String> {
+    block_on(run_async(client, command))?
+}
+
+/// The destination socket of `uri`.
+fn destination_socket(uri: &str) -> anyhow::Result<String> {
+    match uri.strip_prefix(UNIX_SCHEME) {
+        Some(path) if path.starts_with('/') && path.len() > 1 => Ok(path.to_string()),
+        Some(_) => bail!("destination URI '{uri}' names no absolute socket path ({UNIX_SCHEME}/PATH/TO/SOCKET)"),
+        None => bail!(
+            "destination URI '{uri}' is not supported: only {UNIX_SCHEME}/PATH/TO/SOCKET (another oxvirtd on this host) is, so far"
+        ),
+    }
+}
+
+async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<String> {
+    Ok(match command {
+        MigrateCommand::Migrate {
+            domain,
+            dest_uri,
+            live,
+            persistent: _,
+            undefinesource,
+            bandwidth,
+            verbose,
+        } => {
+            let request = MigrateRequest {
+                destination: destination_socket(&dest_uri)?,
+                live,
+                undefine_source: undefinesource,
+                bandwidth_mib: bandwidth,
+            };
+            let migration = client.migrate(&domain, &request);
+            let migrated = if verbose {
+                tokio::pin!(migration);
+                loop {
+                    tokio::select! {
+                        done = &mut migration => break done,
+                        () = tokio::time::sleep(PROGRESS_EVERY) => {
+                            if let Ok(job) = client.job_info(&domain).await {
+                                print_progress(&job);
+                            }
+                        }
+                    }
+                }
+            } else {
+                migration.await
+            };
+            migrated.with_context(|| format!("Failed to migrate domain '{domain}'"))?;
+            if verbose {
+                eprintln!("\rMigration: [100 %]");
+            }
+            String::new()
+        }
+        MigrateCommand::MigrateSetmaxdowntime { domain, downtime } => {
+            let settings = MigrationSettings {
+                max_downtime_ms: Some(downtime),
+                bandwidth_mib: None,
+            };
+            client.set_migration_settings(&domain, &settings).await?;
+            String::new()
+        }
+        MigrateCommand::MigrateGetspeed { domain } => {
+            let settings = client.migration_settings(&domain).await?;
+            format!("{}\n", settings.bandwidth_mib.unwrap_or(0))
+        }
+        MigrateCommand::Domjobinfo { domain } => format_job(&client.job_info(&domain).await?),
+        MigrateCommand::Domjobabort { domain } => {
+            client.job_abort(&domain).await?;
+            String::new()
+        }
+    })
+}
+
+/// virsh's progress line, with what remains and the dirty rate.
+fn print_progress(job: &JobInfo) {
+    if job.job_type != "Unbounded" || job.memory_total == 0 {
+        return;
+    }
+    let done = 100 - job.memory_remaining.saturating_mul(100) / job.memory_total;
+    let mut stderr = std::io::stderr();
+    let _ = write!(
+        stderr,
+        "\rMigration: [{done:3} %] remaining {:.3} MiB, dirty rate {:.3} MiB/s ",
+        mib(job.memory_remaining),
+        mib(job.dirty_rate)
+    );
+    let _ = stderr.flush();
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// virsh domjobinfo's lines.
+fn format_job(job: &JobInfo) -> String {
+    let mut lines = vec![format!("{:<18}{}", "Job type:", job.job_type)];
+    if job.job_type == "None" {
+        return lines.join("\n") + "\n";
+    }
+    if let Some(operation) = &job.operation {
+        lines.push(format!("{:<18}{operation}", "Operation:"));
+    }
+    lines.push(format!(
+        "{:<18}{:<13}ms",
+        "Time elapsed:", job.time_elapsed_ms
+    ));
+    let sizes = [
+        ("Data processed:", job.data_processed),
+        ("Data remaining:", job.data_remaining),
+        ("Data total:", job.data_total),
+        ("Memory processed:", job.memory_processed),
+        ("Memory remaining:", job.memory_remaining),
+        ("Memory total:", job.memory_total),
+    ];
+    for (label, bytes) in sizes {
+        lines.push(format!("{label:<18}{:.3} MiB", mib(bytes)));
+    }
+    lines.push(format!(
+        "{:<18}{:.3} MiB/s",
+        "Dirty rate:",
+        mib(job.dirty_rate)
+    ));
+    if let Some(downtime) = job.downtime_ms {
+        lines.push(format!("{:<18}{downtime:<13}ms", "Total downtime:"));
+    }
+    if let Some(error) = &job.error {
+        lines.push(format!("{:<18}{error}", "Error message:"));
+    }
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destination_uris() {
+        assert_eq!(
+            destination_socket("oxvirt+unix:///run/b/oxvirtd.sock").unwrap(),
+            "/run/b/oxvirtd.sock"
+        );
+        let err = destination_socket("qemu+ssh://host/system")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("qemu+ssh://host/system") && err.contains("not supported"),
+            "{err}"
+        );
+        let err = destination_socket("oxvirt+unix://")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no absolute socket path"), "{err}");
+    }
+
+    #[test]
+    fn no_job() {
+        let none = JobInfo {
+            job_type: "None".to_string(),
+            ..JobInfo::default()
+        };
+        assert_eq!(format_job(&none), "Job type:         None\n");
+    }
+}

@@ -1,0 +1,359 @@
+//! `migrate`, `domjobinfo` and `domjobabort` between two real oxvirtd on this host (each with
+//! its own state directory, socket and range of QEMU users), with real QEMU (TCG) guests checked
+//! from inside: a migrated guest keeps its RAM (a tmpfs file), its boot and a counter going on,
+//! sees what it wrote to its (shared) qcow2 disk before and during the move, and runs on the
+//! destination only; an aborted or refused migration leaves it running on the source, and
+//! nothing on the destination.
+
+// Each test binary uses part of the shared harness.
+#[allow(dead_code)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
+use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Two oxvirtd whose guests' users do not overlap (as two hosts' would not).
+fn two_daemons() -> (Daemon, Daemon) {
+    let a = Daemon::start_with(&["--qemu-user-range", "3102000-3102099"]);
+    let b = Daemon::start_with(&["--qemu-user-range", "3103000-3103099"]);
+    (a, b)
+}
+
+fn uri(daemon: &Daemon) -> String {
+    format!("oxvirt+unix://{}", daemon.socket.display())
+}
+
+/// A qcow2 image of 16 MiB in `dir`, made by qemu-img.
+fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg("16M")
+        .status()
+        .expect("run qemu-img");
+    assert!(status.success(), "qemu-img create failed");
+    path
+}
+
+/// Defines `name` on `daemon` with a qcow2 disk at `disk` and starts it; waits for its shell
+/// and starts its counter, every second into RAM (`/mnt/ram/count`, a tmpfs) and into sector 1
+/// of its disk; writes `disk-before` into sector 0 first.
+fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
+    let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    let mut console = daemon.start_with_console(name);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    console.run(
+        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo 0 > /mnt/ram/count",
+        1,
+    );
+    console.run(
+        "echo disk-before | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null",
+        2,
+    );
+    console.send_line(
+        "(i=0; while :; do i=$((i+1)); echo $i > /mnt/ram/count; \
+         echo count-$i | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null; \
+         sleep 1; done) &",
+    );
+    console
+}
+
+/// The counter the guest keeps in RAM.
+fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
+    let answer = console.run("cat /mnt/ram/count", tag);
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {answer:?}"))
+}
+
+/// The counter value the guest last wrote to its disk (sector 1), read from the device (none
+/// before its first write).
+fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
+    let answer = console.run(
+        "dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+        tag,
+    );
+    answer.trim().strip_prefix("count-")?.parse().ok()
+}
+
+fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
+    console
+        .run("cat /proc/sys/kernel/random/boot_id", tag)
+        .trim()
+        .to_string()
+}
+
+/// Every domain `daemon` has, by name.
+fn names(daemon: &Daemon) -> String {
+    daemon.oxvirt(&["list", "--all", "--name"]).ok()
+}
+
+#[test]
+fn a_running_guest_moves_live_to_another_oxvirtd() {
+    let (a, b) = two_daemons();
+    let uuid = "6a0e1f2d-3c4b-4a59-8e7f-1a2b3c4d5e6f";
+    // Shared storage: one path both reach.
+    let disk = qcow2_disk(a.dir.path(), "mig.qcow2");
+    let mut console = boot_counting(&a, "mig-vm", uuid, &disk);
+    let booted = boot_id(&mut console, 3);
+    let before = ram_count(&mut console, 4);
+    let mut on_disk_before = None;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            on_disk_before = disk_count(&mut console, 5);
+            on_disk_before.is_some()
+        }),
+        "the guest's counter never reached its disk: {}",
+        console.all_output()
+    );
+    drop(console);
+
+    let out = a
+        .oxvirt(&[
+            "migrate",
+            "--live",
+            "--persistent",
+            "--undefinesource",
+            "--verbose",
+            "mig-vm",
+            &uri(&b),
+        ])
+        .ok();
+    assert_eq!(out, "\n");
+
+    // It runs on B (migrated), once; A forgot it.
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "mig-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert_eq!(names(&a), "\n");
+    assert_eq!(names(&b), "mig-vm\n\n");
+    assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
+    assert!(b
+        .oxvirt(&["dumpxml", "mig-vm"])
+        .ok()
+        .contains(&format!("<uuid>{uuid}</uuid>")));
+    let job = a.oxvirt(&["domjobinfo", "mig-vm"]);
+    assert_eq!(job.code, Some(1), "A no longer knows the domain: {job:?}");
+
+    // Same boot, same RAM, the counter going on, the disk written before and during the move.
+    let mut console = b.console_when_ready("mig-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    let after = ram_count(&mut console, 8);
+    assert!(after > before, "the counter went from {before} to {after}");
+    assert!(
+        wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
+            > after),
+        "the counter stopped on B"
+    );
+    assert_eq!(
+        console
+            .run(
+                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+                10
+            )
+            .trim(),
+        "disk-before"
+    );
+    let on_disk = disk_count(&mut console, 11);
+    assert!(
+        on_disk > on_disk_before,
+        "the disk's counter went from {on_disk_before:?} to {on_disk:?}"
+    );
+    assert!(
+        !console.all_output().contains(BOOT_MARKER),
+        "the guest booted on B: {}",
+        console.all_output()
+    );
+    assert_eq!(qemu_pids(uuid).len(), 1);
+
+    // The disk is B's guest user's now; once the guest stops there it is root's again, as
+    // before A gave it to its own guest user.
+    let owner = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).expect("stat the disk");
+        (meta.uid(), meta.gid())
+    };
+    let (uid, _) = owner(&disk);
+    assert!((3103000..=3103099).contains(&uid), "the disk is {uid}'s");
+    drop(console);
+    b.oxvirt(&["destroy", "mig-vm"]).ok();
+    assert_eq!(owner(&disk), (0, 0));
+}
+
+#[test]
+fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
+    let (a, b) = two_daemons();
+    let uuid = "7b1f2e3d-4c5b-4a6a-9f8e-2b3c4d5e6f70";
+    let disk = qcow2_disk(a.dir.path(), "stay.qcow2");
+    let mut console = boot_counting(&a, "stay-vm", uuid, &disk);
+    let booted = boot_id(&mut console, 3);
+    drop(console);
+
+    // An unreachable destination.
+    let missing = a.dir.path().join("nobody.sock");
+    let err = a
+        .oxvirt(&[
+            "migrate",
+            "--live",
+            "stay-vm",
+            &format!("oxvirt+unix://{}", missing.display()),
+        ])
+        .error();
+    assert!(
+        err.contains("cannot reach the destination")
+            && err.contains(&missing.display().to_string()),
+        "{err}"
+    );
+    // Not a destination oxvirt knows how to reach.
+    let err = a
+        .oxvirt(&["migrate", "stay-vm", "qemu+ssh://elsewhere/system"])
+        .error();
+    assert!(
+        err.contains("qemu+ssh://elsewhere/system") && err.contains("not supported"),
+        "{err}"
+    );
+
+    // A name the destination already has: refused, B's domain as it was.
+    let other_disk = qcow2_disk(b.dir.path(), "other.qcow2");
+    let other = guest_xml(
+        "stay-vm",
+        "00000000-1111-4222-8333-444444444444",
+        &guest_kit(),
+        &other_disk,
+        1,
+    );
+    b.define("other.xml", &other).1.ok();
+    let before = b.oxvirt(&["dumpxml", "stay-vm"]).ok();
+    let err = a
+        .oxvirt(&["migrate", "--live", "stay-vm", &uri(&b)])
+        .error();
+    assert!(
+        err.contains("stay-vm") && err.contains("already defined"),
+        "{err}"
+    );
+    assert_eq!(b.oxvirt(&["dumpxml", "stay-vm"]).ok(), before);
+    b.oxvirt(&["undefine", "stay-vm"]).ok();
+
+    // A disk the destination cannot find at the same path (asked of B as A's oxvirtd would).
+    let xml = a.oxvirt(&["dumpxml", "stay-vm"]).ok().replace(
+        &disk.display().to_string(),
+        "/nonexistent/oxvirt-migration/stay.qcow2",
+    );
+    let reply = prepare_on(&b, &xml);
+    assert!(
+        reply.contains("/nonexistent/oxvirt-migration/stay.qcow2")
+            && reply.contains("does not exist")
+            && reply.contains("shared storage"),
+        "{reply}"
+    );
+    assert_eq!(names(&b), "\n");
+
+    // Abort halfway: slow enough (1 MiB/s) to be caught running.
+    let migrating = a.spawn_oxvirt(
+        &["migrate", "--live", "--bandwidth", "1", "stay-vm", &uri(&b)],
+        &[],
+    );
+    let halfway = wait_for(Duration::from_secs(60), || {
+        let info = a.oxvirt(&["domjobinfo", "stay-vm"]).stdout;
+        info.contains("Unbounded") && !info.contains("Memory processed: 0.000 MiB")
+    });
+    assert!(halfway, "the migration never got going");
+    let info = a.oxvirt(&["domjobinfo", "stay-vm"]).ok();
+    assert!(
+        info.contains("Operation:        Outgoing migration") && info.contains("Memory remaining:"),
+        "{info}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || qemu_pids(uuid).len() == 2),
+        "B's QEMU never started to receive"
+    );
+    a.oxvirt(&["domjobabort", "stay-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("aborted"), "{run:?}");
+    assert!(
+        a.oxvirt(&["domjobinfo", "stay-vm"])
+            .ok()
+            .contains("Cancelled"),
+        "the job is recorded as cancelled"
+    );
+
+    // The limit stays the guest's (migrate-getspeed); the downtime allowed is set in QEMU.
+    assert_eq!(a.oxvirt(&["migrate-getspeed", "stay-vm"]).ok(), "1\n\n");
+    a.oxvirt(&["migrate-setmaxdowntime", "stay-vm", "750"]).ok();
+    let params = a
+        .oxvirt(&[
+            "qemu-monitor-command",
+            "stay-vm",
+            r#"{"execute":"query-migrate-parameters"}"#,
+        ])
+        .ok()
+        .replace([' ', '\n'], "");
+    assert!(params.contains("\"downtime-limit\":750"), "{params}");
+
+    // Still on A, the same boot, its counter going on; nothing on B.
+    assert_eq!(a.oxvirt(&["domstate", "stay-vm"]).ok(), "running\n\n");
+    assert_eq!(names(&b), "\n");
+    assert!(
+        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
+        "B's QEMU stayed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let mut console = a.console_when_ready("stay-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 20), booted);
+
+    // A source that prepares and never connects (gone): within the destination's 60 s wait,
+    // nothing of it stays there.
+    let xml = a.oxvirt(&["dumpxml", "stay-vm"]).ok();
+    let reply = prepare_on(&b, &xml);
+    let prepared: serde_json::Value = serde_json::from_str(&reply).expect("a JSON reply");
+    let socket = PathBuf::from(prepared["socket"].as_str().expect("a socket in the reply"));
+    assert!(socket.exists(), "{reply}");
+    assert_eq!(names(&b), "stay-vm\n\n");
+    assert!(
+        wait_for(Duration::from_secs(90), || names(&b) == "\n"
+            && !socket.exists()),
+        "the prepared migration stayed on B"
+    );
+    let count = ram_count(&mut console, 21);
+    assert!(
+        wait_for(Duration::from_secs(30), || ram_count(&mut console, 22)
+            > count),
+        "the counter stopped on A"
+    );
+}
+
+/// Asks `daemon` to prepare for the guest `xml` as a source oxvirtd does; its JSON reply.
+fn prepare_on(daemon: &Daemon, xml: &str) -> String {
+    let body = serde_json::json!({ "xml": xml, "running": true }).to_string();
+    let reply = Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&daemon.socket)
+        .args([
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+        ])
+        .arg(&body)
+        .arg("http://oxvirtd/v1/migrations")
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&reply.stdout).into_owned()
+}

@@ -1,0 +1,159 @@
+//! Live migrations in progress, in memory (held by [`super::domains::Domains`], driven by
+//! [`super::migration`]): the outgoing jobs `domjobinfo` shows and `domjobabort` stops, and the
+//! incoming migrations this oxvirtd prepared.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use oxvirt_api::JobInfo;
+use oxvirt_host::lock;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::error::{invalid_state, DaemonError, DaemonResult, ErrorKind};
+use crate::engine::MigrationProgress;
+
+/// The migrations of one oxvirtd: outgoing jobs (source side) and prepared incoming ones
+/// (destination side).
+#[derive(Default)]
+pub struct Migrations {
+    /// By domain: the running or last outgoing job.
+    pub(super) jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
+    /// By id: the incoming migrations prepared here and not yet finished or aborted.
+    pub(super) incoming: Mutex<HashMap<String, Arc<IncomingMigration>>>,
+}
+
+/// One outgoing migration.
+pub(super) struct Job {
+    pub(super) started: Instant,
+    pub(super) info: Mutex<JobInfo>,
+    /// `domjobabort` (a permit is kept until the job looks).
+    pub(super) abort: Notify,
+    pub(super) running: std::sync::atomic::AtomicBool,
+}
+
+/// One prepared incoming migration.
+pub(super) struct IncomingMigration {
+    pub(super) uuid: Uuid,
+    pub(super) name: String,
+    /// The guest ran on the source: it runs here (else it stays paused).
+    pub(super) running: bool,
+    pub(super) socket: PathBuf,
+    /// Stops waiting for the source's connection.
+    pub(super) cancel: Notify,
+    /// The task that accepts the stream and loads it; its result once done.
+    pub(super) task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
+}
+
+impl IncomingMigration {
+    /// The load's result, waiting at most `timeout`.
+    pub(super) async fn wait(&self, timeout: Duration) -> DaemonResult<()> {
+        let mut task = self.task.lock().await;
+        let Some(handle) = task.as_mut() else {
+            return Err(invalid_state("the migration already ended"));
+        };
+        let result = match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(super::error::internal("the incoming migration", join)),
+            Err(_) => {
+                return Err(DaemonError::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the guest's state was not loaded within {} s",
+                        timeout.as_secs()
+                    ),
+                ))
+            }
+        };
+        *task = None;
+        result
+    }
+}
+
+impl Migrations {
+    pub(super) fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
+        let job = Arc::new(Job {
+            started: Instant::now(),
+            info: Mutex::new(JobInfo {
+                job_type: "Unbounded".to_string(),
+                operation: Some("Outgoing migration".to_string()),
+                ..JobInfo::default()
+            }),
+            abort: Notify::new(),
+            running: std::sync::atomic::AtomicBool::new(true),
+        });
+        lock(&self.jobs).insert(uuid, Arc::clone(&job));
+        job
+    }
+
+    pub(super) fn job_info(&self, uuid: &Uuid) -> JobInfo {
+        match lock(&self.jobs).get(uuid) {
+            Some(job) => {
+                let mut info = lock(&job.info).clone();
+                if job.running.load(std::sync::atomic::Ordering::SeqCst) {
+                    info.time_elapsed_ms = elapsed_ms(job.started);
+                }
+                info
+            }
+            None => JobInfo {
+                job_type: "None".to_string(),
+                ..JobInfo::default()
+            },
+        }
+    }
+
+    pub(super) fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming).remove(id).ok_or_else(|| {
+            DaemonError::new(
+                ErrorKind::NotFound,
+                format!("no incoming migration '{id}' here"),
+            )
+        })
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Job {
+    pub(super) fn update(&self, progress: &MigrationProgress, bandwidth_mib: Option<u64>) {
+        let mut info = lock(&self.info);
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.memory_processed = progress.transferred;
+        info.memory_remaining = progress.remaining;
+        info.memory_total = progress.total;
+        info.data_processed = progress.transferred;
+        info.data_remaining = progress.remaining;
+        info.data_total = progress.total;
+        info.dirty_rate = progress.dirty_rate;
+        info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
+        info.downtime_ms = progress.downtime_ms;
+    }
+
+    pub(super) fn complete(&self) {
+        let mut info = lock(&self.info);
+        info.job_type = "Completed".to_string();
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.memory_remaining = 0;
+        info.data_remaining = 0;
+        self.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn end(&self, err: &DaemonError) {
+        let mut info = lock(&self.info);
+        info.job_type = if err.message.contains("domjobabort") {
+            "Cancelled"
+        } else {
+            "Failed"
+        }
+        .to_string();
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.error = Some(err.message.clone());
+        self.running
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,529 @@
+//! Live migration of running guests between two oxvirtd (more of [`Domains`]): `migrate`,
+//! `domjobinfo`, `domjobabort` on the source, and the `/v1/migrations` calls the source makes
+//! of the destination (docs/migration.md).
+//!
+//! The flow, source (S) and destination (D):
+//! 1. S asks D to prepare (`POST /v1/migrations` with the guest's live XML). D refuses a name
+//!    or UUID it already has and a disk or kernel it cannot find at the same path, defines the
+//!    domain (kept: oxvirt has no transient domains, so `--persistent` is always so), and listens on a Unix socket of its own state directory for one connection.
+//! 2. S connects to that socket and hands the connection to its QEMU (`getfd`, `migrate fd:`);
+//!    D accepts it and starts QEMU with `-incoming defer`, handing its end over the same way
+//!    (`migrate-incoming fd:`). Neither QEMU opens a socket itself: their sandboxes stay shut.
+//! 3. S follows `query-migrate` (what `domjobinfo` shows) until QEMU says `completed`, then
+//!    asks D to finish: D waits until the state is loaded, resumes the guest and records it
+//!    running (reason migrated). S ends its paused QEMU, and records the domain shut off
+//!    (reason migrated); with `--undefinesource`, it undefines it.
+//! 4. Any failure or `domjobabort` before that: S cancels (`migrate_cancel`; the guest goes on
+//!    running here) and asks D to abort: D's QEMU ends and the definition it made goes.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use oxvirt_api::{
+    Client, ClientError, DomainState, DomainSummary, FileOwner, JobInfo, MigrateRequest,
+    MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
+};
+use oxvirt_host::lock;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::domains::Domains;
+use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
+use super::guests::{stored_domain, Intent};
+use super::jobs::{IncomingMigration, Job};
+use crate::engine::{Control, Incoming};
+use crate::state_dir::create_private_dir;
+use crate::store;
+
+/// How often `query-migrate` is asked.
+const POLL: Duration = Duration::from_millis(100);
+/// How long the destination waits for the source's connection after preparing.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a finish waits for the destination's QEMU to load the last of the stream.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn destination_error(socket: &str, err: ClientError) -> DaemonError {
+    match err {
+        ClientError::Api(api) => DaemonError::new(
+            ErrorKind::InvalidState,
+            format!(
+                "the destination oxvirtd ({socket}) refused: {}",
+                api.message
+            ),
+        ),
+        other => DaemonError::new(
+            ErrorKind::BadRequest,
+            format!("cannot reach the destination oxvirtd: {other}"),
+        ),
+    }
+}
+
+impl Domains {
+    /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
+    /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
+    /// migrated). On any failure the guest goes on running here, untouched.
+    pub async fn migrate(
+        self: &Arc<Self>,
+        id: &str,
+        request: &MigrateRequest,
+    ) -> DaemonResult<DomainSummary> {
+        let destination_path = Path::new(&request.destination);
+        if !destination_path.is_absolute() {
+            return Err(bad_request(format!(
+                "destination socket '{}' is not an absolute path",
+                request.destination
+            )));
+        }
+        let record = self.guests.resolve(id)?;
+        let (vm, guard) = self.guests.begin(&record)?;
+        let live = self.guests.live_or_not_running(&vm, &record)?;
+        let state = self.guests.current_state(&record)?;
+        if !matches!(state, DomainState::Running | DomainState::Paused) {
+            return Err(invalid_state(format!(
+                "domain '{}' is {state}; only a running or paused domain can be migrated",
+                record.name
+            )));
+        }
+        let control = self.guests.control_of(&live, &record)?;
+        let xml = self
+            .live_xml(&record)?
+            .unwrap_or_else(|| record.xml.clone());
+        let destination = Client::new(destination_path);
+        let owners = self
+            .store
+            .labels_of(&record.uuid)
+            .map_err(db)?
+            .into_iter()
+            .map(|label| FileOwner {
+                path: label.path.display().to_string(),
+                uid: label.uid,
+                gid: label.gid,
+            })
+            .collect();
+        let prepare = PrepareMigration {
+            xml,
+            running: state == DomainState::Running,
+            owners,
+        };
+        let prepared = destination
+            .prepare_migration(&prepare)
+            .await
+            .map_err(|err| destination_error(&request.destination, err))
+            .map_err(|err| err.context(format!("cannot migrate domain '{}'", record.name)))?;
+        tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
+
+        let job = self.migrations.begin_job(record.uuid);
+        // Not live: the guest stops for the copy (and runs again there, or here on a failure).
+        let paused = if !request.live && state == DomainState::Running {
+            control
+                .pause()
+                .await
+                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))
+        } else {
+            Ok(())
+        };
+        let sent = match paused {
+            Ok(()) => {
+                self.send_state(control.as_ref(), &prepared, request, &job)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        let finished = match sent {
+            Ok(()) => destination
+                .finish_migration(&prepared.id)
+                .await
+                .map(|_| ())
+                .map_err(|err| destination_error(&request.destination, err)),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = finished {
+            // The guest goes on here: the stream stops, the destination forgets it.
+            let _ = control.migrate_cancel().await;
+            if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+            }
+            // A migration cancelled after QEMU stopped the guest for the last pass leaves it
+            // paused: it ran before, so it runs again.
+            if state == DomainState::Running {
+                if let Ok(crate::engine::GuestStatus::Paused) = control.status().await {
+                    if let Err(resume) = control.resume().await {
+                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    }
+                }
+            }
+            job.end(&err);
+            return Err(err.context(format!(
+                "migration of domain '{}' failed; it goes on running here",
+                record.name
+            )));
+        }
+        job.complete();
+        tracing::info!(domain = %record.name, destination = %request.destination, "migrated");
+        self.end_guest(&vm, &record, &live, Intent::Migrated)
+            .await?;
+        let summary = self.summary(&record)?;
+        drop(guard);
+        if request.undefine_source {
+            let options = UndefineOptions {
+                nvram: None,
+                snapshots_metadata: false,
+                managed_save: false,
+            };
+            self.undefine(&record.uuid.to_string(), &options)
+                .map_err(|err| {
+                    err.context(format!(
+                        "domain '{}' runs on the destination, but stays defined here",
+                        record.name
+                    ))
+                })?;
+        }
+        Ok(summary)
+    }
+
+    /// Connects to the destination's socket, hands the connection to QEMU and follows the
+    /// migration until QEMU completed it (or it failed, or was aborted).
+    async fn send_state(
+        &self,
+        control: &dyn Control,
+        prepared: &PreparedMigration,
+        request: &MigrateRequest,
+        job: &Job,
+    ) -> DaemonResult<()> {
+        let stream = tokio::net::UnixStream::connect(&prepared.socket)
+            .await
+            .and_then(|stream| stream.into_std())
+            .map_err(|err| {
+                DaemonError::new(
+                    ErrorKind::Engine,
+                    format!(
+                        "cannot connect to the destination's migration socket {}: {err}",
+                        prepared.socket
+                    ),
+                )
+            })?;
+        control
+            .migrate_out(stream.as_fd(), request.bandwidth_mib)
+            .await
+            .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
+        // QEMU holds its own copy.
+        drop(stream);
+        loop {
+            tokio::select! {
+                () = job.abort.notified() => {
+                    return Err(DaemonError::new(
+                        ErrorKind::InvalidState,
+                        "the migration was aborted (domjobabort)",
+                    ));
+                }
+                () = tokio::time::sleep(POLL) => {}
+            }
+            let progress = control
+                .migration_progress()
+                .await
+                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
+            job.update(&progress, request.bandwidth_mib);
+            match progress.status.as_str() {
+                "completed" => return Ok(()),
+                "failed" | "cancelled" => {
+                    return Err(DaemonError::new(
+                        ErrorKind::Engine,
+                        format!(
+                            "QEMU's migration {}: {}",
+                            progress.status,
+                            progress.error.as_deref().unwrap_or("no reason given")
+                        ),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// virsh domjobinfo: the domain's running (or last) migration job.
+    pub fn job_info(&self, id: &str) -> DaemonResult<JobInfo> {
+        let record = self.guests.resolve(id)?;
+        Ok(self.migrations.job_info(&record.uuid))
+    }
+
+    /// virsh domjobabort: stops the domain's running migration; the guest stays here.
+    pub fn job_abort(&self, id: &str) -> DaemonResult<JobInfo> {
+        let record = self.guests.resolve(id)?;
+        let job = lock(&self.migrations.jobs).get(&record.uuid).cloned();
+        match job {
+            Some(job) if job.running.load(std::sync::atomic::Ordering::SeqCst) => {
+                job.abort.notify_one();
+                Ok(lock(&job.info).clone())
+            }
+            _ => Err(invalid_state(format!(
+                "domain '{}' has no migration job running",
+                record.name
+            ))),
+        }
+    }
+
+    /// migrate-getspeed and friends: the running guest's migration settings.
+    pub async fn migration_settings(&self, id: &str) -> DaemonResult<MigrationSettings> {
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        let (downtime, bandwidth) = control
+            .migration_parameters()
+            .await
+            .map_err(|err| super::error::engine_failure(&record.name, err))?;
+        Ok(MigrationSettings {
+            max_downtime_ms: Some(downtime),
+            bandwidth_mib: Some(bandwidth),
+        })
+    }
+
+    /// migrate-setmaxdowntime: also while a migration of the guest runs (it applies to it).
+    pub async fn set_migration_settings(
+        &self,
+        id: &str,
+        settings: &MigrationSettings,
+    ) -> DaemonResult<MigrationSettings> {
+        if settings.bandwidth_mib.is_some() {
+            return Err(bad_request(
+                "the bandwidth limit is set with migrate --bandwidth",
+            ));
+        }
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        if let Some(downtime) = settings.max_downtime_ms {
+            control
+                .set_max_downtime(downtime)
+                .await
+                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+        }
+        self.migration_settings(id).await
+    }
+
+    /// `POST /v1/migrations` (destination side): checks that the guest of `request` can come
+    /// here, defines it, and listens for the stream.
+    pub async fn prepare_incoming(
+        self: &Arc<Self>,
+        request: &PrepareMigration,
+    ) -> DaemonResult<PreparedMigration> {
+        let domain = oxvirt_domain::parse_domain_xml(&request.xml)
+            .map_err(super::error::definition_error)?;
+        if let Some(record) = self.store.find_domain(&domain.name).map_err(db)? {
+            if record.name == domain.name {
+                return Err(DaemonError::new(
+                    ErrorKind::AlreadyExists,
+                    format!("domain '{}' is already defined here", domain.name),
+                ));
+            }
+        }
+        if let Some(record) = self.store.domain_by_uuid(&domain.uuid).map_err(db)? {
+            return Err(DaemonError::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "uuid {} of domain '{}' already belongs to domain '{}' here",
+                    domain.uuid, domain.name, record.name
+                ),
+            ));
+        }
+        // Shared storage: every file the guest opens must be here, at the same path.
+        super::domains::check_files_exist(&domain).map_err(|err| {
+            err.context("the guest's files must be reachable here (shared storage)")
+        })?;
+        self.engine
+            .check_definition(&domain)
+            .and_then(|()| self.engine.check_host(&domain))
+            .map_err(|err| super::error::engine_failure(&domain.name, err))?;
+        self.define(&request.xml)?;
+        let record = self
+            .store
+            .domain_by_uuid(&domain.uuid)
+            .map_err(db)?
+            .ok_or_else(|| {
+                super::error::internal("prepare", format!("domain '{}' vanished", domain.name))
+            })?;
+        let prepared = async {
+            let dir = self.guests.state_dir().join("migrations");
+            create_private_dir(&dir).map_err(|err| {
+                super::error::internal(&format!("cannot create {}", dir.display()), err)
+            })?;
+            let id = Uuid::new_v4().to_string();
+            let socket = dir.join(format!("{id}.sock"));
+            let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
+                super::error::internal(&format!("cannot listen on {}", socket.display()), err)
+            })?;
+            let (vm, guard) = self.guests.begin(&record)?;
+            let incoming = Arc::new(IncomingMigration {
+                uuid: record.uuid,
+                name: record.name.clone(),
+                running: request.running,
+                socket: socket.clone(),
+                cancel: Notify::new(),
+                task: tokio::sync::Mutex::new(None),
+            });
+            let domains = Arc::clone(self);
+            let waiting = Arc::clone(&incoming);
+            let launched = record.clone();
+            let owners = request.owners.clone();
+            let task_id = id.clone();
+            let task = tokio::spawn(async move {
+                let received = async {
+                let _guard = guard;
+                let stream = tokio::select! {
+                    accepted = listener.accept() => accepted
+                        .map_err(|err| super::error::internal("accepting the migration stream", err))?
+                        .0,
+                    () = waiting.cancel.notified() => {
+                        return Err(invalid_state("the migration was aborted before it started"));
+                    }
+                    () = tokio::time::sleep(ACCEPT_TIMEOUT) => {
+                        return Err(DaemonError::new(
+                            ErrorKind::Timeout,
+                            format!("the source did not connect within {} s", ACCEPT_TIMEOUT.as_secs()),
+                        ));
+                    }
+                };
+                drop(listener);
+                let _ = std::fs::remove_file(&waiting.socket);
+                let stream = stream
+                    .into_std()
+                    .map_err(|err| super::error::internal("the migration stream", err))?;
+                let domain = stored_domain(&launched)?;
+                domains
+                    .launch_locked(
+                        &vm,
+                        &launched,
+                        domain,
+                        None,
+                        Some(Incoming::Stream(stream.as_fd())),
+                    )
+                    .await?;
+                // Its files were the source's guest user's: they go back to the owners they
+                // had before that one when the guest stops here.
+                for owner in owners {
+                    let label = store::SecurityLabel {
+                        path: PathBuf::from(owner.path),
+                        uid: owner.uid,
+                        gid: owner.gid,
+                    };
+                    domains
+                        .store
+                        .correct_label_owner(&launched.uuid, &label)
+                        .map_err(db)?;
+                }
+                Ok(())
+                }
+                .await;
+                // A failure no finish or abort took over (the source gone, or it never
+                // connected): nothing of the migration stays here.
+                if let Err(err) = &received {
+                    if lock(&domains.migrations.incoming).remove(&task_id).is_some() {
+                        tracing::warn!(domain = %launched.name, "incoming migration failed: {err}");
+                        let _ = std::fs::remove_file(&waiting.socket);
+                        domains.forget_incoming_definition(&launched.uuid, &launched.name);
+                    }
+                }
+                received
+            });
+            *incoming.task.lock().await = Some(task);
+            lock(&self.migrations.incoming).insert(id.clone(), incoming);
+            Ok(PreparedMigration {
+                id,
+                socket: socket.display().to_string(),
+            })
+        }
+        .await;
+        if prepared.is_err() {
+            self.forget_incoming_definition(&record.uuid, &record.name);
+        }
+        prepared
+    }
+
+    /// `POST /v1/migrations/{id}/finish` (destination side): once the state is loaded, the
+    /// guest runs here.
+    pub async fn finish_incoming(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
+        let incoming = self.migrations.take_incoming(id)?;
+        let loaded = incoming.wait(FINISH_TIMEOUT).await;
+        let resumed = match loaded {
+            Ok(()) => self.resume_migrated(&incoming).await,
+            Err(err) => Err(err),
+        };
+        match resumed {
+            Ok(summary) => {
+                tracing::info!(domain = %incoming.name, "migrated in");
+                Ok(summary)
+            }
+            Err(err) => {
+                self.discard_incoming(&incoming).await;
+                Err(err.context(format!("domain '{}' did not arrive", incoming.name)))
+            }
+        }
+    }
+
+    /// `DELETE /v1/migrations/{id}` (destination side): nothing of the migration stays.
+    pub async fn abort_incoming(self: &Arc<Self>, id: &str) -> DaemonResult<()> {
+        let incoming = self.migrations.take_incoming(id)?;
+        incoming.cancel.notify_one();
+        // A load in progress fails once the source closed its end.
+        if let Err(err) = incoming.wait(FINISH_TIMEOUT).await {
+            tracing::info!(domain = %incoming.name, "incoming migration ended: {err}");
+        }
+        self.discard_incoming(&incoming).await;
+        tracing::info!(domain = %incoming.name, "incoming migration aborted");
+        Ok(())
+    }
+
+    async fn resume_migrated(&self, incoming: &IncomingMigration) -> DaemonResult<DomainSummary> {
+        let record = self
+            .store
+            .domain_by_uuid(&incoming.uuid)
+            .map_err(db)?
+            .ok_or_else(|| invalid_state(format!("domain '{}' is gone", incoming.name)))?;
+        let vm = self.guests.slot(&record.uuid);
+        let _guard = vm.op.clone().lock_owned().await;
+        if incoming.running {
+            let control = self.guests.running_control(&vm, &record)?;
+            control
+                .resume()
+                .await
+                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+            self.guests
+                .set_state(&vm, &record.uuid, DomainState::Running, "migrated");
+        } else {
+            self.guests
+                .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
+        }
+        self.summary(&record)
+    }
+
+    /// Ends the guest an incoming migration started here (if it did) and forgets its
+    /// definition.
+    async fn discard_incoming(self: &Arc<Self>, incoming: &IncomingMigration) {
+        let _ = std::fs::remove_file(&incoming.socket);
+        if let Ok(Some(record)) = self.store.domain_by_uuid(&incoming.uuid) {
+            let vm = self.guests.slot(&record.uuid);
+            let _guard = vm.op.clone().lock_owned().await;
+            if let Ok(live) = self.guests.live_or_not_running(&vm, &record) {
+                if let Err(err) = self.end_guest(&vm, &record, &live, Intent::Destroy).await {
+                    tracing::error!(domain = %record.name, "cannot end the incoming guest: {err}");
+                }
+            }
+        }
+        self.forget_incoming_definition(&incoming.uuid, &incoming.name);
+    }
+
+    /// Removes the definition a prepare made (nothing runs of it any more).
+    fn forget_incoming_definition(&self, uuid: &Uuid, name: &str) {
+        let removed = self.store.transaction_or(db, |tx| {
+            if store::runtime(tx, uuid).map_err(db)?.is_none() {
+                store::delete_domain(tx, uuid).map_err(db)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = removed {
+            tracing::error!(domain = %name, "cannot remove the definition of a failed migration: {err}");
+        }
+        self.guests.forget(uuid);
+    }
+}
