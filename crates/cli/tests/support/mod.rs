@@ -447,14 +447,6 @@ pub fn field(dominfo: &str, label: &str) -> String {
         .unwrap_or_else(|| panic!("no {label} in dominfo:\n{dominfo}"))
 }
 
-/// A loopback port nothing listens on now (for `oxvirtd --listen 127.0.0.1:PORT`).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// Makes `dir` searchable by every user (0711), as QEMU's guest users must reach below it.
 pub fn searchable(dir: &Path) {
     use std::os::unix::fs::PermissionsExt;
