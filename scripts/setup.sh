@@ -24,6 +24,8 @@ packages+=(fio sysbench)
 packages+=(python3-prometheus-client)
 # chromium: the web UI's browser tests (crates/cli/tests/web_ui.rs) drive Debian's headless Chromium.
 packages+=(chromium)
+# python3-venv: the virtualenv of schemathesis (scripts/schemathesis-venv.sh).
+packages+=(python3-venv)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
 # driver, qemu:///embed, in a temporary root): client, daemon library and QEMU driver only, without
 # recommends and without libvirt-daemon-system, so no libvirtd runs and no default network (virbr0) appears.
@@ -92,6 +94,9 @@ mkdir -p /usr/local/share/bash-completion/completions
 # docs/configuration.md). oxvirtd reads /etc/oxvirt/oxvirtd.conf; without it, the defaults.
 install -D -m 0644 "$repo/etc/oxvirtd.conf" /etc/oxvirt/oxvirtd.conf.example
 bash "$repo/scripts/guest-kit.sh"
+# schemathesis (PyPI), which crates/cli/tests/openapi.rs runs against a live oxvirtd: a venv cached outside
+# the clone, in ${OXVIRT_CACHE:-/var/cache/oxvirt}/venv-schemathesis-VERSION.
+bash "$repo/scripts/schemathesis-venv.sh" >/dev/null
 # Every QEMU runs as a user of its own (docs/security.md), which reads the guest kit's kernel and initramfs by
 # name: as with libvirt's qemu user, every directory above them must be searchable by others (o+x: traversal
 # only, not listing). A clone below a root-only directory (/root, say) gets that bit, said here.

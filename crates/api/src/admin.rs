@@ -24,18 +24,21 @@ use crate::{to_json, Client, ClientError};
 
 /// oxvirtd's log filters (`log_filters`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogFilters {
     pub filters: String,
 }
 
 /// oxvirtd's log outputs (`log_outputs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogOutputs {
     pub outputs: String,
 }
 
 /// A server of the daemon (virt-admin's `srv-list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerInfo {
     pub id: u32,
     pub name: String,
@@ -44,6 +47,7 @@ pub struct ServerInfo {
 /// A server's client connections and their limits, named as libvirt's typed parameters
 /// (`virt-admin server-clients-info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientLimits {
     /// The most API connections open at once (`max_clients`); more are closed at accept.
     pub nclients_max: u32,
@@ -57,6 +61,7 @@ pub struct ClientLimits {
 /// A change of a server's client limits (`virt-admin server-clients-set`); the limits left
 /// out stay.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetClientLimits {
     /// At least 1. Lower than the connections open now, it closes none of them: new ones are
     /// refused until the count drops below it.

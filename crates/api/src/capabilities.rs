@@ -18,6 +18,7 @@ use crate::{Client, ClientError};
 /// Reply of `GET /v1/capabilities/cpu-models`: QEMU's named models (virsh's names and order
 /// of listing) with their features under libvirt's names, and the CPU the hypervisor provides.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuModels {
     pub qemu_version: String,
     pub arch: String,
@@ -32,6 +33,7 @@ pub struct CpuModels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CpuModelInfo {
     pub name: String,
     /// CPUID vendor string, empty when the model sets none.
@@ -43,6 +45,7 @@ pub struct CpuModelInfo {
 
 /// Reply of `GET /v1/capabilities/host`: `<capabilities>`'s facts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostCapabilities {
     pub uuid: String,
     pub cpu: HostCpuCapabilities,
@@ -56,6 +59,7 @@ pub struct HostCapabilities {
 
 /// The host CPU: identity, topology and features (libvirt's names, CPUID's order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HostCpuCapabilities {
     pub arch: String,
     /// CPUID's vendor string (`AuthenticAMD`).
@@ -75,6 +79,7 @@ pub struct HostCpuCapabilities {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NumaCellInfo {
     pub id: u32,
     pub memory_kib: u64,
@@ -86,6 +91,7 @@ pub struct NumaCellInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CellCpuInfo {
     pub id: u32,
     pub socket: u32,
@@ -95,6 +101,7 @@ pub struct CellCpuInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CacheBankInfo {
     pub id: u32,
     pub level: u32,
@@ -106,6 +113,7 @@ pub struct CacheBankInfo {
 
 /// One `<guest>`: an architecture, its emulator, machine types and domain types.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestCapabilities {
     pub os_type: String,
     pub arch: String,
@@ -118,6 +126,7 @@ pub struct GuestCapabilities {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MachineInfo {
     /// The name as written (`pc-i440fx-7.2`, or the alias `pc`).
     pub name: String,
@@ -129,6 +138,7 @@ pub struct MachineInfo {
 
 /// `<features>` of a `<guest>`: `<acpi default='on' toggle='yes'/>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GuestFeature {
     pub name: String,
     pub default: Option<String>,
@@ -138,6 +148,7 @@ pub struct GuestFeature {
 /// Reply of `GET /v1/capabilities/domain`: `<domainCapabilities>`'s facts; the CPU models come
 /// from `GET /v1/capabilities/cpu-models`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainCapabilities {
     pub path: String,
     pub domain: String,
@@ -164,6 +175,7 @@ pub struct DomainCapabilities {
 
 /// An element with `supported='yes|no'` and its `<enum>`s.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CapabilityGroup {
     pub name: String,
     pub supported: bool,
@@ -171,6 +183,7 @@ pub struct CapabilityGroup {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CapabilityEnum {
     pub name: String,
     pub values: Vec<String>,
@@ -179,6 +192,11 @@ pub struct CapabilityEnum {
 /// What `domcapabilities` asks about; `None` takes the default (qemu, this host's emulator,
 /// x86_64, the emulator's default machine).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 pub struct DomainCapabilitiesQuery {
     pub virttype: Option<String>,
     pub emulatorbin: Option<String>,

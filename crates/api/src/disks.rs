@@ -23,6 +23,7 @@ use crate::{domain_path, to_json, Client, ClientError, DomainDisk};
 
 /// Body of `attach-disk`: virsh's arguments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttachDiskRequest {
     /// The file or block device.
     pub source: String,
@@ -52,6 +53,7 @@ pub struct AttachDiskRequest {
 
 /// Body of `detach-disk`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DetachDiskRequest {
     /// The disk's target (`vdb`) or source path.
     pub target: String,
@@ -63,6 +65,7 @@ pub struct DetachDiskRequest {
 
 /// What `POST /v1/domains/{id}/device` does with the device XML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceAction {
     Attach,
@@ -72,6 +75,7 @@ pub enum DeviceAction {
 
 /// Body of `attach-device`, `detach-device`, `update-device`: one device's XML.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceRequest {
     pub action: DeviceAction,
     pub xml: String,
@@ -83,6 +87,7 @@ pub struct DeviceRequest {
 
 /// Reply of the disk changes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DiskChanged {
     pub target: String,
     /// Whether the running guest and the definition changed.
@@ -92,6 +97,7 @@ pub struct DiskChanged {
 
 /// One disk's sizes (`domblkinfo`), in bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockInfo {
     pub target: String,
     /// What the guest sees.
@@ -104,6 +110,7 @@ pub struct BlockInfo {
 
 /// One disk's I/O counters (`domblkstat`), virsh's keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockStat {
     pub target: String,
     pub rd_req: u64,
@@ -119,6 +126,7 @@ pub struct BlockStat {
 /// A disk's I/O limits (`blkdeviotune`), as virsh lists them. The names and their order are
 /// oxvirt-domain's `IoLimit` (the one list of them), so this type does not repeat them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockIoTune {
     /// Every limit under libvirt's name, in libvirt's order (per second; 0: no limit).
     pub limits: Vec<(String, u64)>,
@@ -129,6 +137,7 @@ pub struct BlockIoTune {
 
 /// Body of `blkdeviotune`: without `set` and `group_name`, it asks (`live` or `config`, not both).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoTuneRequest {
     /// The disk's target or source path.
     pub target: String,

@@ -18,6 +18,7 @@ use crate::{domain_path, to_json, Client, ClientError};
 
 /// Body of `POST /v1/domains/{id}/displays`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DisplaysRequest {
     /// Include each display's password (`domdisplay --include-password`).
     pub include_password: bool,
@@ -25,6 +26,7 @@ pub struct DisplaysRequest {
 
 /// A graphical display of a running domain, where it really listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GraphicsDisplay {
     /// `vnc` or `spice`.
     pub protocol: String,
@@ -41,6 +43,7 @@ pub struct GraphicsDisplay {
 
 /// Body of `POST /v1/domains/{id}/screenshot`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScreenshotRequest {
     /// virsh's `--screen`: 0 is the primary display.
     pub screen: u32,
@@ -48,6 +51,7 @@ pub struct ScreenshotRequest {
 
 /// Reply of `POST /v1/domains/{id}/screenshot`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Screenshot {
     /// e.g. `image/png`.
     pub mime: String,
@@ -56,6 +60,7 @@ pub struct Screenshot {
 
 /// Body of `POST /v1/domains/{id}/send-key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendKeyRequest {
     /// virsh's code set name (`linux` when `None`).
     pub codeset: Option<String>,
@@ -67,6 +72,7 @@ pub struct SendKeyRequest {
 
 /// Reply of `POST /v1/domains/{id}/send-key`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeysSent {
     /// The QNUM codes pressed.
     pub qnum: Vec<u32>,
@@ -74,6 +80,7 @@ pub struct KeysSent {
 
 /// What `change-media` does (virsh's `--eject`, `--insert`, `--update`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum MediaAction {
     Eject,
@@ -84,6 +91,7 @@ pub enum MediaAction {
 
 /// Body of `POST /v1/domains/{id}/change-media`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangeMediaRequest {
     /// The drive: its target (`hdc`, `sda`) or its current source path.
     pub path: String,
@@ -102,6 +110,7 @@ pub struct ChangeMediaRequest {
 
 /// Reply of `POST /v1/domains/{id}/change-media`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MediaChanged {
     /// What was done: `eject`, `insert` or `update`.
     pub action: MediaAction,

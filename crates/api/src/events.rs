@@ -19,6 +19,7 @@ use crate::{percent_encode_segment, Client, ClientError};
 
 /// One event of one domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// The domain's name when the event happened.
     pub domain: String,
@@ -30,6 +31,7 @@ pub struct Event {
 /// What happened: a lifecycle change (virsh `event`'s `lifecycle`) or an event of the guest's
 /// QEMU monitor (virsh `qemu-monitor-event`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum EventBody {
     Lifecycle(LifecycleEvent),
@@ -38,6 +40,7 @@ pub enum EventBody {
 
 /// The two kinds of events, as `?kind=` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
     Lifecycle,
@@ -55,6 +58,7 @@ impl EventBody {
 
 /// A domain lifecycle event, libvirt's event type and detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LifecycleEvent {
     pub event: Lifecycle,
     pub detail: LifecycleDetail,
@@ -62,6 +66,7 @@ pub struct LifecycleEvent {
 
 /// libvirt's lifecycle event types (`virDomainEventType`), in its order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Lifecycle {
     Defined,
     Undefined,
@@ -94,6 +99,7 @@ impl Lifecycle {
 
 /// The details oxvirt reports, each as libvirt names it for its event type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleDetail {
     /// Defined: a new domain.
@@ -159,6 +165,7 @@ impl LifecycleDetail {
 
 /// An event of the guest's QEMU monitor, every one QEMU sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorEvent {
     /// QEMU's name, e.g. `STOP`.
     pub event: String,
@@ -173,6 +180,11 @@ pub struct MonitorEvent {
 /// The query of `GET /v1/events`: which events to send (all, without any). Any member may
 /// be left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::IntoParams),
+    into_params(parameter_in = Query)
+)]
 #[serde(default)]
 pub struct EventFilter {
     /// Only this domain's (name or UUID).
@@ -188,6 +200,7 @@ pub struct EventFilter {
 
 /// Data of the SSE event `lagged`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Lagged {
     pub missed: u64,
 }

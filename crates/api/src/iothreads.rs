@@ -18,6 +18,7 @@ use crate::{domain_path, to_json, Client, ClientError};
 
 /// Body of `iothreadinfo`: which side to describe (one at most).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadScope {
     #[serde(default)]
     pub live: bool,
@@ -27,11 +28,13 @@ pub struct IoThreadScope {
 
 /// Reply of `iothreadinfo`: each IOThread, in the definition's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadInfo {
     pub iothreads: Vec<IoThreadAffinity>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadAffinity {
     pub id: u32,
     /// The host CPUs it may run on, as libvirt prints them (`0-1`).
@@ -40,6 +43,7 @@ pub struct IoThreadAffinity {
 
 /// Body of `iothreadpin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadPinRequest {
     pub iothread: u32,
     /// Host CPUs as libvirt writes them (`0-2,^1`).
@@ -52,6 +56,7 @@ pub struct IoThreadPinRequest {
 
 /// Body of `iothreadadd` and `iothreaddel`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadRequest {
     pub iothread: u32,
     #[serde(default)]
@@ -62,6 +67,7 @@ pub struct IoThreadRequest {
 
 /// Reply of the calls that change IOThreads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IoThreadsChanged {
     pub name: String,
 }

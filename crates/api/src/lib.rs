@@ -155,6 +155,7 @@ pub const MAX_SHUTDOWN_TIMEOUT_SECS: u64 = 24 * 60 * 60;
 
 /// Reply of `GET /v1/version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VersionInfo {
     /// The daemon's package version, e.g. "0.1.0".
     pub daemon: String,
@@ -166,6 +167,7 @@ pub struct VersionInfo {
 
 /// A domain's state, with virsh's words on the wire and in `Display`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum DomainState {
     #[serde(rename = "running")]
     Running,
@@ -209,6 +211,7 @@ impl fmt::Display for DomainState {
 /// What `undefine` does with a UEFI guest's NVRAM file (virsh's `--nvram` / `--keep-nvram`);
 /// without either, a domain that has one is refused, as libvirt refuses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum NvramOnUndefine {
     Remove,
@@ -229,6 +232,7 @@ pub struct UndefineOptions {
 
 /// One line of `GET /v1/domains`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainSummary {
     /// Runtime id while the domain is active (like virsh's Id column), `None` when inactive.
     pub id: Option<u32>,
@@ -245,6 +249,7 @@ pub struct DomainSummary {
 
 /// Which engine runs a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
     /// qemu-system-x86_64 driven over QMP.
@@ -264,6 +269,7 @@ impl fmt::Display for Engine {
 
 /// CPU virtualization used (or that would be used) for a domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// Hardware virtualization through /dev/kvm.
@@ -283,6 +289,7 @@ impl fmt::Display for Accel {
 
 /// Reply of `GET /v1/domains/{id}` (virsh dominfo and a little more).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainInfo {
     pub id: Option<u32>,
     pub name: String,
@@ -330,12 +337,14 @@ fn no_security_model() -> String {
 
 /// A domain XML document: body of define and edit, reply of dumpxml.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct XmlDocument {
     pub xml: String,
 }
 
 /// Body of `POST /v1/domains/{id}/shutdown` (optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShutdownRequest {
     /// Wait up to this many seconds (at most [`MAX_SHUTDOWN_TIMEOUT_SECS`]) for the guest to
     /// power off; without it the call returns as soon as the request was sent to the guest.
@@ -345,6 +354,7 @@ pub struct ShutdownRequest {
 
 /// Body of `PUT /v1/domains/{id}/autostart`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AutostartRequest {
     pub enabled: bool,
 }
@@ -424,6 +434,7 @@ pub mod code {
 /// An error reply. `message` is a complete sentence naming the thing, e.g.
 /// "domain 'web1' is already running".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[error("{message}")]
 pub struct ApiError {
     /// One of the constants in [`code`].

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::{domain_path, to_json, Client, ClientError};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitsRequest {
     #[serde(default)]
     pub set: Vec<LimitValue>,
@@ -30,6 +31,7 @@ pub struct LimitsRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitValue {
     pub name: String,
     pub value: i64,
@@ -37,6 +39,7 @@ pub struct LimitValue {
 
 /// Every limit of the verb, in virsh's order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LimitValues {
     pub values: Vec<LimitValue>,
 }
@@ -44,6 +47,7 @@ pub struct LimitValues {
 /// `blkiotune`: what to set (nothing: ask). A device value of 0 removes that setting (and a
 /// device left with nothing set goes), as in libvirt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlkioRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
@@ -57,6 +61,7 @@ pub struct BlkioRequest {
 
 /// One host block device's value of one parameter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlkioSetting {
     pub path: String,
     pub param: BlkioParam,
@@ -65,6 +70,7 @@ pub struct BlkioSetting {
 
 /// virsh's names of the per-device parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BlkioParam {
     DeviceWeight,
@@ -98,12 +104,14 @@ impl BlkioParam {
 
 /// A domain's block I/O settings (0: not set).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlkioValues {
     pub weight: u32,
     pub devices: Vec<BlkioDeviceValues>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlkioDeviceValues {
     pub path: String,
     pub weight: u64,

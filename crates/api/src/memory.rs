@@ -19,6 +19,7 @@ use crate::{domain_path, to_json, Client, ClientError};
 /// Body of `setmem` (the guest's current memory, `<currentMemory>`) and `setmaxmem` (its
 /// maximum, `<memory>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryRequest {
     pub size_kib: u64,
     #[serde(default)]
@@ -30,6 +31,7 @@ pub struct MemoryRequest {
 /// Body of `memstats-period`: how often (seconds; 0: never) the guest's balloon driver
 /// reports its statistics (`<memballoon><stats period=>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsPeriodRequest {
     pub period: u32,
     #[serde(default)]
@@ -40,18 +42,21 @@ pub struct StatsPeriodRequest {
 
 /// Reply of the memory changes: the domain's name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryChanged {
     pub name: String,
 }
 
 /// Reply of `GET /v1/domains/{id}/memstats`: virsh dommemstat's lines, in its order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainMemoryStats {
     pub stats: Vec<MemoryStat>,
 }
 
 /// One statistic: `actual`, `swap_in`, ..., `rss` (sizes in KiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryStat {
     pub name: String,
     pub value: u64,

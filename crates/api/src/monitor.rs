@@ -15,6 +15,7 @@ use crate::{domain_path, to_json, Client, ClientError};
 
 /// Body of `POST /v1/domains/{id}/monitor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorCommand {
     /// A QMP command as JSON (`{"execute": ..., "arguments": {...}}`), or with `hmp` a human
     /// monitor command line (`info status`).
@@ -25,6 +26,7 @@ pub struct MonitorCommand {
 
 /// Reply of `POST /v1/domains/{id}/monitor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MonitorAnswer {
     /// QMP: the answer's JSON line (`{"return": ...}` or `{"error": ...}`), keys in QEMU's
     /// order. HMP: the text the command printed.

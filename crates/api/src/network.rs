@@ -30,6 +30,7 @@ use crate::{
 
 /// A defined network (`net-list`, `net-info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkInfo {
     pub name: String,
     pub uuid: String,
@@ -44,6 +45,7 @@ pub struct NetworkInfo {
 
 /// One DHCP lease of a network (`net-dhcp-leases`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetworkLease {
     /// Unix seconds when the lease expires; `None` for an infinite lease.
     pub expiry_unix: Option<u64>,
@@ -58,6 +60,7 @@ pub struct NetworkLease {
 
 /// One network interface of a domain (`domiflist`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainInterface {
     /// The host device (TAP) while the domain runs, `None` otherwise.
     pub target: Option<String>,
@@ -72,6 +75,7 @@ pub struct DomainInterface {
 
 /// Where `domifaddr` gets addresses from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AddressSource {
     /// The DHCP leases of the domain's networks.
@@ -91,6 +95,7 @@ impl AddressSource {
 
 /// One address of a domain interface (`domifaddr`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InterfaceAddress {
     /// The interface's host device (TAP).
     pub name: String,
@@ -104,6 +109,7 @@ pub struct InterfaceAddress {
 /// Traffic counters of a domain interface as the guest sees them (`domifstat`): `rx` is what
 /// the guest received.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InterfaceStats {
     pub rx_bytes: u64,
     pub rx_packets: u64,
@@ -120,6 +126,7 @@ pub struct InterfaceStats {
 /// `live` and `config` as in virsh: `live` changes the running guest (hotplug), `config` the
 /// stored definition; neither means "the current state" (live if running, else config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttachInterfaceRequest {
     /// "network" or "bridge".
     pub interface_type: String,
@@ -139,6 +146,7 @@ pub struct AttachInterfaceRequest {
 
 /// Body of `DELETE /v1/domains/{id}/interfaces` (`detach-interface`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DetachInterfaceRequest {
     /// "network", "bridge" or "user".
     pub interface_type: String,

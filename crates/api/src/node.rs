@@ -24,6 +24,7 @@ use crate::{to_json, Client, ClientError};
 /// Reply of `GET /v1/node`: `sockets` counts per NUMA cell, `cores` per socket, `threads` per
 /// core, as libvirt counts them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     pub arch: String,
     pub cpus: u32,
@@ -37,6 +38,7 @@ pub struct NodeInfo {
 
 /// Reply of `GET /v1/node/cpumap`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeCpuMap {
     pub present: Vec<u32>,
     pub online: Vec<u32>,
@@ -44,11 +46,13 @@ pub struct NodeCpuMap {
 
 /// Named counters, in the order virsh prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeValues {
     pub values: Vec<NodeValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeValue {
     pub name: String,
     pub value: u64,
@@ -56,11 +60,13 @@ pub struct NodeValue {
 
 /// Reply of `GET /v1/node/freecells`: each NUMA cell's free memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CellsFree {
     pub cells: Vec<CellFree>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CellFree {
     pub cell: u32,
     pub free_kib: u64,
@@ -68,12 +74,14 @@ pub struct CellFree {
 
 /// Free pages of each size on one cell, the system page size first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FreePages {
     pub cell: u32,
     pub pages: Vec<PageCount>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PageCount {
     pub size_kib: u64,
     pub count: u64,
@@ -82,6 +90,7 @@ pub struct PageCount {
 /// Body of `POST /v1/node/pages`: size the pool of `size_kib` huge pages to `count` (grow it
 /// by `count` with `add`) on `cell`, or across the host without one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AllocPages {
     pub size_kib: u64,
     pub count: u64,
@@ -93,6 +102,7 @@ pub struct AllocPages {
 
 /// Reply of `POST /v1/node/pages`: the pool's size after.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PagePool {
     pub size_kib: u64,
     pub pages: u64,
@@ -100,6 +110,7 @@ pub struct PagePool {
 
 /// Body of `POST /v1/node/ksm`: the knobs to set (the others stay).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KsmSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pages_to_scan: Option<u64>,

@@ -20,6 +20,7 @@ use crate::{domain_path, to_json, Client, ClientError, DomainSummary, XmlDocumen
 /// How a restored guest is left (virsh's `--running` / `--paused`); without one, as the save
 /// image says (the state the guest was saved in, or what `save` was told).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RunAfter {
     Running,
@@ -28,6 +29,7 @@ pub enum RunAfter {
 
 /// Body of `POST /v1/domains/{id}/save`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaveRequest {
     /// Where the image goes (an absolute path on oxvirtd's host; an existing file is replaced
     /// once the new image is complete).
@@ -39,6 +41,7 @@ pub struct SaveRequest {
 
 /// Body of `POST /v1/domains/{id}/managed-save`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ManagedSaveRequest {
     /// How the next start leaves the guest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +50,7 @@ pub struct ManagedSaveRequest {
 
 /// Body of `POST /v1/restore`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RestoreRequest {
     /// The save image (an absolute path on oxvirtd's host).
     pub file: String,
@@ -57,6 +61,7 @@ pub struct RestoreRequest {
 
 /// Body of `POST /v1/save-image/xml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SaveImageRequest {
     /// The save image (an absolute path on oxvirtd's host).
     pub file: String,

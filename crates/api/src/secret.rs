@@ -22,6 +22,7 @@ use crate::{percent_encode_segment, to_json, Client, ClientError, XmlDocument};
 
 /// A defined secret (`secret-list`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretInfo {
     pub uuid: String,
     /// `<usage type=>` (`ceph`, `iscsi`, `volume`, `tls`, `vtpm`), if the secret has a usage.
@@ -36,6 +37,7 @@ pub struct SecretInfo {
 
 /// A secret's value, base64-encoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SecretValue {
     pub base64: String,
 }

@@ -20,6 +20,7 @@ use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, D
 
 /// One snapshot, as listings show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotSummary {
     pub name: String,
     pub parent: Option<String>,
@@ -35,6 +36,7 @@ pub struct SnapshotSummary {
 
 /// Body of `POST /v1/domains/{id}/snapshots`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateSnapshot {
     /// A `<domainsnapshot>` document (what `snapshot-create FILE` reads and what
     /// `snapshot-create-as` writes from its options); empty: every default.
@@ -47,6 +49,7 @@ pub struct CreateSnapshot {
 
 /// Body of `POST /v1/domains/{id}/snapshots/{name}/revert`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevertSnapshot {
     /// Run the guest afterwards, whatever the snapshot's state (`--running`).
     pub running: bool,
@@ -56,6 +59,7 @@ pub struct RevertSnapshot {
 
 /// Body of `POST /v1/domains/{id}/snapshots/{name}/delete`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteSnapshot {
     /// The snapshot and every descendant (`--children`).
     pub children: bool,

@@ -15,6 +15,7 @@ use crate::{to_json, Client, ClientError};
 
 /// Body of `POST /v1/domain-stats`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatsRequest {
     /// Domains by name or UUID; none: every domain.
     #[serde(default)]
@@ -28,17 +29,20 @@ pub struct StatsRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainsStats {
     pub domains: Vec<DomainStats>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainStats {
     pub name: String,
     pub fields: Vec<StatField>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatField {
     pub name: String,
     pub value: String,

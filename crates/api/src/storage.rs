@@ -53,6 +53,7 @@ pub use hyper::body::Bytes as BodyBytes;
 
 /// A defined storage pool (`pool-list`, `pool-info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PoolInfo {
     pub name: String,
     pub uuid: String,
@@ -73,6 +74,7 @@ pub struct PoolInfo {
 
 /// A volume: one image file in a pool's directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VolumeInfo {
     pub name: String,
     /// Name of the pool holding it.
@@ -98,6 +100,7 @@ pub struct VolumeInfo {
 
 /// One disk of `GET /v1/domains/{id}/disks` (`domblklist`), as the definition has it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DomainDisk {
     /// `file`, `block` or `volume`.
     pub disk_type: String,
@@ -111,6 +114,7 @@ pub struct DomainDisk {
 
 /// Body of `POST /v1/pools/{pool}/volumes` (`vol-create-as`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateVolumeRequest {
     pub name: String,
     /// Virtual size in bytes.
@@ -138,12 +142,14 @@ pub struct CreateVolumeRequest {
 /// Body of `POST /v1/pools/{pool}/volumes/{vol}/clone` (`vol-clone`): a new volume in the
 /// same pool with the same format and contents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloneVolumeRequest {
     pub name: String,
 }
 
 /// Body of `POST /v1/pools/{pool}/volumes/{vol}/resize` (`vol-resize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResizeVolumeRequest {
     /// New size in bytes, or with `delta` the amount to grow (or, with `shrink`, to shrink) by.
     pub capacity: u64,
@@ -156,6 +162,7 @@ pub struct ResizeVolumeRequest {
 
 /// Body of `POST /v1/domains/{id}/block-resize` (`blockresize`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockResizeRequest {
     /// The disk: its target device ("vda") or its source path.
     pub disk: String,
@@ -165,6 +172,7 @@ pub struct BlockResizeRequest {
 
 /// Reply of `POST /v1/domains/{id}/block-resize`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockResized {
     /// The disk's target device.
     pub target: String,

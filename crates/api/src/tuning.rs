@@ -20,6 +20,7 @@ use crate::{domain_path, to_json, Client, ClientError};
 
 /// Reply of `GET /v1/domains/{id}/vcpuinfo`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VcpuInfo {
     /// How many CPUs the host has (the length of each affinity map).
     pub host_cpus: u32,
@@ -28,6 +29,7 @@ pub struct VcpuInfo {
 
 /// One vCPU of a running guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VcpuState {
     pub vcpu: u32,
     /// The host CPU it last ran on.
@@ -40,6 +42,7 @@ pub struct VcpuState {
 
 /// Body of the pin calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PinRequest {
     /// `vcpupin`: one vCPU (all without it, for a question). Unused by `emulatorpin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,11 +58,13 @@ pub struct PinRequest {
 
 /// Reply of the pin calls: each vCPU's (or the emulator's: `vcpu` is `None`) host CPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pins {
     pub pins: Vec<Pin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pin {
     pub vcpu: Option<u32>,
     /// As libvirt prints it (`0-1`).
@@ -69,6 +74,7 @@ pub struct Pin {
 /// A domain's vCPU counts (virsh's `vcpucount`): the definition's, and the running guest's
 /// (`None` when it is not running).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VcpuCounts {
     pub config_maximum: u32,
     pub config_current: u32,
@@ -79,6 +85,7 @@ pub struct VcpuCounts {
 /// Body of `setvcpus`: `count` vCPUs online (or, with `maximum`, the definition's maximum).
 /// `live`/`config` as for pins; `guest` asks a guest agent, which oxvirt does not have.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SetVcpus {
     pub count: u32,
     #[serde(default)]

@@ -30,6 +30,7 @@ use crate::{percent_encode_segment, to_json, Client, ClientError};
 /// What a user or token may do over TCP: everything, or only read (GET and HEAD, as libvirt's
 /// read-only socket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     #[serde(rename = "admin")]
     Admin,
@@ -66,6 +67,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Body of `POST /v1/session`: a user logging in from a browser.
 #[derive(Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     #[serde(default)]
     pub user: String,
@@ -83,6 +85,7 @@ impl fmt::Debug for LoginRequest {
 /// A browser session: whose it is, the token its state-changing requests carry in
 /// [`CSRF_HEADER`], and when it ends if unused (RFC 3339, UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
     pub user: String,
     pub role: Role,
@@ -92,6 +95,7 @@ pub struct SessionInfo {
 
 /// A user (never its password or hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserInfo {
     pub name: String,
     pub role: Role,
@@ -101,6 +105,7 @@ pub struct UserInfo {
 
 /// Body of `POST /v1/users`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddUserRequest {
     pub name: String,
     pub password: String,
@@ -109,12 +114,14 @@ pub struct AddUserRequest {
 
 /// Body of `PUT /v1/users/{name}/password`.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasswordRequest {
     pub password: String,
 }
 
 /// Body of `POST /v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateTokenRequest {
     pub role: Role,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,6 +130,7 @@ pub struct CreateTokenRequest {
 
 /// A token (never its secret: oxvirtd keeps only a digest of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenInfo {
     pub id: u64,
     pub name: Option<String>,
@@ -133,6 +141,7 @@ pub struct TokenInfo {
 
 /// Reply of `POST /v1/tokens`: the token itself, shown this once.
 #[derive(Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewToken {
     pub info: TokenInfo,
     pub token: String,

@@ -27,6 +27,8 @@ const NEIGHBOUR: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c06";
 const KEPT: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c07";
 const LOST: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c08";
 const UNREACHABLE: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c09";
+const PRIVATE_DEV: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c0a";
+const LOCKED: &str = "5c0f1a4e-7d2b-4c1e-9a36-0b8e7f1d2c0b";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// An owner no account has, to see a file get it back.
 const ORIGINAL: (u32, u32) = (1234, 1234);
@@ -59,6 +61,15 @@ fn start_guest_on(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> u32 {
     run.ok();
     daemon.oxvirt(&["start", name]).ok();
     qemu_pid(uuid).expect("the guest's QEMU runs")
+}
+
+/// Defines the test guest `name` with `edit` (what to replace, and by what) made to its
+/// definition; returns its disk.
+fn define_edited(daemon: &Daemon, name: &str, uuid: &str, edit: (&str, &str)) -> PathBuf {
+    let disk = make_disk(daemon.dir.path(), &format!("{name}.raw"), 2048);
+    let xml = guest_xml(name, uuid, &guest_kit(), &disk, 1).replace(edit.0, edit.1);
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    disk
 }
 
 /// A disk image owned by [`ORIGINAL`].
@@ -185,6 +196,191 @@ fn qemu_reaches_only_the_files_of_its_own_definition() {
         .oxvirt(&["qemu-monitor-command", "first", "--hmp", "info block"])
         .ok();
     assert!(blocks.contains("/dev/fdset/"), "{blocks}");
+}
+
+/// The names in directory `dir`, sorted.
+fn names_in(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|err| panic!("listing {dir}: {err}"))
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The file system type mounted at `mount_point` as `/proc/PID/mountinfo` lists it last (the
+/// one on top; mountinfo lists mounts in the order they were made).
+fn mounted_at(pid: &str, mount_point: &str) -> Option<String> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("mountinfo");
+    info.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let dash = fields.iter().position(|f| *f == "-")?;
+            let fs = fields.get(dash + 1)?;
+            (fields.get(4) == Some(&mount_point)).then(|| fs.to_string())
+        })
+        .next_back()
+}
+
+/// QEMU runs in a mount namespace of its own whose /dev holds only what it needs: no /dev/net/tun
+/// (TAPs come as descriptors), none of the host's disks or terminals; the guest still boots,
+/// and writes its disk. Its second serial port writes a file in a directory its user cannot
+/// even enter: oxvirtd opens the file and hands it over, and QEMU stays a guest user.
+#[test]
+fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
+    let daemon = Daemon::start();
+    let logs = daemon.dir.path().join("private-logs");
+    std::fs::create_dir(&logs).expect("mkdir");
+    std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    let serial_file = logs.join("ttyS1.log");
+    let serial = format!(
+        "<serial type='file'><source path='{}'/><target port='1'/></serial>\n  </devices>",
+        serial_file.display()
+    );
+    let disk = define_edited(&daemon, "privdev", PRIVATE_DEV, ("</devices>", &serial));
+    let mut console = daemon.start_with_console("privdev");
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    let pid = qemu_pid(PRIVATE_DEV).expect("the guest's QEMU runs");
+    guest_user(pid);
+
+    // Its own mount namespace, with a tmpfs on /dev; the host's /dev is as it was.
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/mnt")).expect("mnt ns");
+    assert_ne!(ns(&pid.to_string()), ns("self"));
+    let fs = mounted_at(&pid.to_string(), "/dev").expect("QEMU has a /dev mount");
+    assert_eq!(fs, "tmpfs");
+    let host_fs = mounted_at("self", "/dev").expect("the host has /dev");
+    assert_ne!(host_fs, "tmpfs", "the host's /dev was left alone");
+    // Nothing of it shows on the host (the run directory's staging point stays empty).
+    let staging = daemon
+        .dir
+        .path()
+        .join(format!("state/run/{PRIVATE_DEV}/dev"));
+    assert!(mounted_at("self", &staging.display().to_string()).is_none());
+
+    // Only the minimal set (and /dev/kvm when QEMU uses KVM).
+    let accel_kvm = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|argv| String::from_utf8_lossy(&argv).contains("accel=kvm"))
+        .unwrap_or(false);
+    let mut expected: Vec<&str> = vec![
+        "fd", "full", "null", "random", "shm", "stderr", "stdin", "stdout", "urandom", "zero",
+    ];
+    if accel_kvm {
+        expected.push("kvm");
+    }
+    expected.sort_unstable();
+    let seen = names_in(&format!("/proc/{pid}/root/dev"));
+    assert_eq!(seen, expected);
+    let host = names_in("/dev");
+    assert!(
+        host.len() > seen.len()
+            && host.iter().any(|n| n == "net")
+            && host.iter().any(|n| n == "tty"),
+        "the host's /dev has more: {host:?}"
+    );
+    // The nodes are the host's (bind mounts: the same device numbers).
+    let rdev = |path: String| std::fs::metadata(path).expect("stat").rdev();
+    assert_eq!(
+        rdev(format!("/proc/{pid}/root/dev/null")),
+        rdev("/dev/null".into())
+    );
+
+    // The guest writes its disk as before.
+    console.run("dmesg -n 1", 1);
+    let wrote = console.run(
+        "echo OXVIRT-PRIVATE-DEV | dd of=/dev/vda bs=512 seek=10 conv=fsync 2>/dev/null; echo wrote-$?",
+        2,
+    );
+    assert!(wrote.contains("wrote-0"), "{wrote}");
+    let bytes = std::fs::read(&disk).expect("read disk");
+    assert!(bytes[5120..].starts_with(b"OXVIRT-PRIVATE-DEV"));
+
+    // The serial file is the guest's output, and stays root's: QEMU only got it open.
+    console.run("echo OXVIRT-SERIAL-FILE > /dev/ttyS1", 3);
+    let mut text = String::new();
+    let written = wait_for(Duration::from_secs(30), || {
+        text = std::fs::read_to_string(&serial_file).unwrap_or_default();
+        text.contains("OXVIRT-SERIAL-FILE")
+    });
+    assert!(written, "{text:?}");
+    assert_eq!(owner(&serial_file), (0, 0));
+    daemon.oxvirt(&["destroy", "privdev"]).ok();
+}
+
+/// Whether oxvirtd (root, as this test) may give QEMU an unlimited RLIMIT_MEMLOCK: its own hard
+/// limit is unlimited, or it has CAP_SYS_RESOURCE (bit 24), which some containers' root lacks.
+fn memlock_can_be_lifted() -> bool {
+    let read = |file: &str| std::fs::read_to_string(file).expect("read /proc/self");
+    let unlimited = read("/proc/self/limits").lines().any(|l| {
+        l.starts_with("Max locked memory")
+            && l.split_whitespace().filter(|w| *w == "unlimited").count() == 2
+    });
+    let caps = read("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .expect("CapEff");
+    unlimited || caps & (1 << 24) != 0
+}
+
+/// `<memoryBacking><locked/>` no longer keeps QEMU root where oxvirtd may lift RLIMIT_MEMLOCK:
+/// its guest user locks the memory with an unlimited limit. Where oxvirtd may not (no
+/// CAP_SYS_RESOURCE), QEMU stays root, sandboxed, and the log says why.
+#[test]
+fn a_guest_with_locked_memory_starts_sandboxed() {
+    let daemon = Daemon::start();
+    define_edited(
+        &daemon,
+        "locked",
+        LOCKED,
+        (
+            "<devices>",
+            "<memoryBacking><locked/></memoryBacking>\n  <devices>",
+        ),
+    );
+    daemon.oxvirt(&["start", "locked"]).ok();
+    let pid = qemu_pid(LOCKED).expect("the guest's QEMU runs");
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(status_field(pid, "Seccomp"), "2");
+    if memlock_can_be_lifted() {
+        guest_user(pid);
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+        let memlock = limits
+            .lines()
+            .find(|l| l.starts_with("Max locked memory"))
+            .unwrap_or_else(|| panic!("{limits}"));
+        assert_eq!(
+            memlock
+                .split_whitespace()
+                .filter(|w| *w == "unlimited")
+                .count(),
+            2,
+            "{memlock}"
+        );
+    } else {
+        assert_eq!(
+            status_field(pid, "Uid").split_whitespace().next(),
+            Some("0")
+        );
+        assert!(
+            daemon.log().contains("lacks CAP_SYS_RESOURCE"),
+            "{}",
+            daemon.log()
+        );
+    }
+    // Either way the host's secrets stay out of reach (as root: Landlock alone keeps them).
+    let reply = open_through_qemu(&daemon, "locked", "shadow", "/etc/shadow");
+    assert!(reply.contains("Permission denied"), "{reply}");
+    // And its RAM is locked.
+    let locked_kib: u64 = status_field(pid, "VmLck")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("VmLck");
+    assert!(locked_kib > 64 * 1024, "VmLck {locked_kib} kB");
+    daemon.oxvirt(&["destroy", "locked"]).ok();
 }
 
 #[test]

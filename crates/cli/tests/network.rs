@@ -5,6 +5,8 @@
 mod netsupport;
 
 use netsupport::{boot_shell, dhcp, guest, network_interface, NetDaemon, Netns, SHORT};
+use std::path::Path;
+
 use oxvirt_testkit::wait_for;
 
 /// The TAP devices in the namespace (named by oxvirt: `oxtapN`).
@@ -110,19 +112,7 @@ fn nat_network_gives_guests_leases_dns_and_each_other() {
 
     // Hotplug: the running guest sees a second NIC.
     assert_eq!(
-        daemon
-            .oxvirt(&[
-                "attach-interface",
-                "g1",
-                "--type",
-                "network",
-                "--source",
-                "default",
-                "--model",
-                "virtio",
-                "--live"
-            ])
-            .ok(),
+        attach_live_nic(&daemon, "g1"),
         "Interface attached successfully\n\n"
     );
     assert_eq!(daemon.interfaces("g1").len(), 2);
@@ -666,4 +656,111 @@ fn start_default_network(daemon: &NetDaemon) {
         daemon.oxvirt(&["net-start", "default"]).ok(),
         "Network default started\n\n"
     );
+}
+
+/// Plugs a virtio NIC on the default network into the running `domain`; returns what
+/// `attach-interface` printed.
+fn attach_live_nic(daemon: &NetDaemon, domain: &str) -> String {
+    daemon
+        .oxvirt(&[
+            "attach-interface",
+            domain,
+            "--type",
+            "network",
+            "--source",
+            "default",
+            "--model",
+            "virtio",
+            "--live",
+        ])
+        .ok()
+}
+
+/// The QEMU of guest `name` in `ns`.
+fn qemu_of(ns: &Netns, name: &str) -> i32 {
+    let pids: Vec<i32> = ns
+        .processes()
+        .into_iter()
+        .filter(|(_, cmdline)| {
+            cmdline.contains("qemu-system") && cmdline.contains(&format!("guest={name},"))
+        })
+        .map(|(pid, _)| pid)
+        .collect();
+    assert_eq!(pids.len(), 1, "one QEMU for {name}: {:?}", ns.processes());
+    pids[0]
+}
+
+/// How many TAP files (`/dev/net/tun`) QEMU `pid` holds open.
+fn tap_files(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("QEMU's descriptors")
+        .flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|target| target == Path::new("/dev/net/tun"))
+        })
+        .count()
+}
+
+/// A guest on a TAP runs as a user of its own (no more root for NICs): oxvirtd opens the TAP
+/// and hands QEMU the descriptor (QEMU's /dev has no /dev/net/tun, its command line no
+/// ifname=), the TAP belongs to that user alone, and the guest's network works, a hot-plugged
+/// NIC's too (its TAP passed over QMP).
+#[test]
+fn tap_guests_run_as_their_own_user_with_the_tap_handed_over() {
+    let ns = Netns::new();
+    let daemon = NetDaemon::start(&ns, true);
+    daemon
+        .define_guest("tapped", &network_interface("default", None))
+        .ok();
+    start_default_network(&daemon);
+    daemon.oxvirt(&["start", "tapped"]).ok();
+    let pid = qemu_of(&ns, "tapped");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .unwrap_or_else(|| panic!("{status}"));
+    assert_ne!(uid, 0, "QEMU of a guest with a TAP runs as a guest user");
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let argv = String::from_utf8_lossy(&argv).replace('\0', " ");
+    assert!(!argv.contains("ifname="), "{argv}");
+    assert!(argv.contains("\"fd\":\""), "{argv}");
+    assert_eq!(tap_files(pid), 1);
+    assert!(
+        !Path::new(&format!("/proc/{pid}/root/dev/net/tun")).exists(),
+        "QEMU's /dev has no /dev/net/tun"
+    );
+    // Only that user (or the host's administrator) may attach to the TAP.
+    let (tap, _mac) = daemon.interfaces("tapped")[0].clone();
+    let owner = ns.exec("cat", &[&format!("/sys/class/net/{tap}/owner")]);
+    assert_eq!(
+        String::from_utf8_lossy(&owner.stdout).trim(),
+        uid.to_string()
+    );
+
+    let mut console = daemon.console("tapped");
+    boot_shell(&mut console);
+    let address = dhcp(&mut console, "eth0");
+    assert!(address.starts_with("192.168.122."), "{address}");
+    let ping = guest(&mut console, "ping -c 2 -W 5 192.168.122.1", SHORT);
+    assert!(ping.contains("2 packets received"), "{ping}");
+
+    // Hot-plugged: its TAP comes over QMP, and works.
+    attach_live_nic(&daemon, "tapped");
+    assert_eq!(tap_files(pid), 2);
+    let (hot_tap, _) = daemon.interfaces("tapped")[1].clone();
+    let owner = ns.exec("cat", &[&format!("/sys/class/net/{hot_tap}/owner")]);
+    assert_eq!(
+        String::from_utf8_lossy(&owner.stdout).trim(),
+        uid.to_string()
+    );
+    let seen = wait_for(SHORT, || {
+        guest(&mut console, "ls /sys/class/net", SHORT).contains("eth1")
+    });
+    assert!(seen, "the guest never saw eth1");
+    let second = dhcp(&mut console, "eth1");
+    assert!(second.starts_with("192.168.122."), "{second}");
+    daemon.oxvirt(&["destroy", "tapped"]).ok();
 }

@@ -61,6 +61,7 @@ mod accel;
 mod cmdline;
 pub mod confine;
 pub mod cpu_models;
+mod devns;
 pub mod domcaps;
 mod error;
 pub mod firmware;
@@ -77,8 +78,8 @@ pub mod throttle;
 pub use accel::{probe_accel, Accel, AccelProbe};
 pub use cmdline::{
     assign_spice_ports, build_command_line, check, command_line, disk_node, effective_accel,
-    hotplug_disk, iothread_object, iothread_qom_id, macvtap_fd, medium_blockdevs,
-    medium_node_names, nic_driver, DiskPlug, NicIds, QemuCommandLine, BALLOON_QOM_PATH,
+    hotplug_disk, iothread_object, iothread_qom_id, medium_blockdevs, medium_node_names,
+    nic_driver, nic_fds, DiskPlug, NicFds, NicIds, QemuCommandLine, BALLOON_QOM_PATH,
 };
 pub use confine::{blockdev_add, landlock_abi};
 pub use error::QemuError;
@@ -91,7 +92,7 @@ pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};
 pub use paths::RunPaths;
 pub use process::{
-    default_emulator, emulator_path, is_alive, launch, launch_with, launch_with_logs,
+    after_exit, default_emulator, emulator_path, is_alive, launch, launch_with, launch_with_logs,
     read_pid_file, terminate, LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
 pub use qmp::{Qmp, QmpEvent, QmpEventMessage, RunState};

@@ -48,6 +48,12 @@ impl RunPaths {
             .join(name)
     }
 
+    /// Where a sandboxed QEMU's private /dev is put together before it moves onto /dev in
+    /// QEMU's mount namespace (`devns`): an empty directory, root's, on the host.
+    pub fn dev_staging(&self) -> PathBuf {
+        self.dir.join("dev")
+    }
+
     /// QMP (control monitor) socket; QEMU listens on it.
     pub fn qmp_socket(&self) -> PathBuf {
         self.qemu_dir().join("qmp.sock")

@@ -19,6 +19,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,9 +35,11 @@ use crate::cmdline::{
     assign_spice_ports, build_command_line, BALLOON_QOM_PATH, HUGEPAGES_MOUNT, INCOMING_ARGS,
 };
 use crate::confine::{self, GuestUser, SANDBOX_ARGS};
+use crate::devns::PrivateDev;
 use crate::migration::load_state;
 use crate::paths::{CONSOLE_LOG, CONSOLE_LOG_PIPE, QEMU_LOG};
 use crate::{throttle, Accel, NicIds, QemuError, Qmp, RunPaths};
+use landlock::RulesetCreated;
 use oxvirt_logfile::writer::WriterProgram;
 
 /// The QEMU binary for x86_64 guests when the definition names none.
@@ -141,6 +144,9 @@ pub async fn launch_with(
     let user = user.filter(|_| sandbox).map(|uid| GuestUser {
         uid,
         groups: device_groups(accel),
+        // <locked/>: root may lock memory without a limit, its guest user only up to
+        // RLIMIT_MEMLOCK, raised for it while it still may (libvirt raises it too).
+        lock_memory: domain.memory_backing.as_ref().is_some_and(|m| m.locked),
     });
     let piped;
     let run = match writer {
@@ -173,7 +179,7 @@ pub async fn launch_with(
     if incoming.is_some() {
         args.extend(INCOMING_ARGS.map(str::to_string));
     }
-    let ruleset = if sandbox {
+    let confinement = if sandbox {
         args.extend(SANDBOX_ARGS.map(str::to_string));
         let ruleset = confine::landlock_ruleset(domain, run, &emulator)?;
         if ruleset.is_none() {
@@ -182,7 +188,11 @@ pub async fn launch_with(
                 tracing::warn!("this kernel has no Landlock: QEMU's file system is not confined")
             });
         }
-        ruleset
+        Some(ChildSandbox {
+            dev: PrivateDev::plan(domain, run, accel)?,
+            user: user.clone(),
+            ruleset,
+        })
     } else {
         None
     };
@@ -198,7 +208,8 @@ pub async fn launch_with(
         args.push("-S".to_string());
     }
     let spawn_emulator = emulator.clone();
-    let macvtaps = open_macvtaps(domain)?;
+    let mut passed_files = open_nic_fds(domain, user.as_ref().map_or(0, |u| u.uid))?;
+    passed_files.extend(open_char_files(domain)?);
     let writer = writer.cloned();
     let run_dir = run.dir.clone();
     let console_pipe = run.console_log_pipe();
@@ -227,9 +238,8 @@ pub async fn launch_with(
             &args,
             output,
             &vcpu,
-            &macvtaps,
-            sandbox.then_some(ruleset.as_ref()),
-            user.as_ref(),
+            &passed_files,
+            confinement,
         )?;
         Ok::<_, QemuError>((pid, log_start, writer_pid))
     })
@@ -516,6 +526,19 @@ fn device_groups(accel: Accel) -> Vec<u32> {
     }
 }
 
+/// What a run of QEMU left outside its run directory, removed once it has ended: its huge-page
+/// directory (RAM files QEMU unlinks as soon as it has mapped them, so the directory is empty),
+/// and the staging point of its private /dev.
+pub fn after_exit(run: &RunPaths) {
+    for dir in [run.hugepages_dir(), run.dev_staging()] {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => tracing::warn!("cannot remove {}: {err}", dir.display()),
+        }
+    }
+}
+
 /// With a guest user `uid`: the run directory searchable by it and no more (0711: its logs and
 /// the daemon's files, the live definition among them, stay out of its reach), the `qemu`
 /// subdirectory its own (0700) for the sockets and pid file QEMU makes, and the files QEMU
@@ -580,58 +603,137 @@ fn open_log(path: &Path, emulator: &Path, args: &[String]) -> Result<(File, u64)
     Ok((log, start))
 }
 
-/// Spawn `emulator args` detached (see the module documentation) and return its pid.
-/// The `/dev/tapN` of each direct interface's macvtap device (made by the daemon, named in
-/// `<target dev>`), with the descriptor number QEMU's command line gives it.
-fn open_macvtaps(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+/// The descriptors of each interface QEMU's command line names ([`crate::nic_fds`]), opened here
+/// with the number each gets in QEMU: a direct interface's macvtap (`/dev/tapN` of the device the
+/// daemon made, named in `<target dev>`), a TAP interface's device once per queue (given to
+/// `owner`, the uid QEMU runs as, unless it is the host's own: managed='no'), and /dev/vhost-net
+/// once per queue for vhost.
+fn open_nic_fds(domain: &Domain, owner: u32) -> Result<Vec<(File, i32)>, QemuError> {
     let mut out = Vec::new();
-    for (index, iface) in domain.devices.interfaces.iter().enumerate() {
-        if iface.interface_type != InterfaceType::Direct {
-            continue;
-        }
+    let interfaces = &domain.devices.interfaces;
+    for ((index, iface), fds) in interfaces
+        .iter()
+        .enumerate()
+        .zip(crate::cmdline::nic_fds(interfaces))
+    {
         let element = format!("devices/interface[{index}]");
-        let Some(dev) = &iface.target_dev else {
-            return Err(QemuError::invalid(
-                element,
-                iface.line,
-                "no macvtap device was made for it",
-            ));
+        let files = match iface.interface_type {
+            InterfaceType::User => continue,
+            InterfaceType::Direct => vec![open_macvtap(iface, &element)?],
+            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
+                let Some(dev) = &iface.target_dev else {
+                    return Err(QemuError::invalid(
+                        element,
+                        iface.line,
+                        "no TAP device was made for it",
+                    ));
+                };
+                let owner = (iface.target_managed != Some(false)).then_some(owner);
+                let queues = u32::try_from(fds.taps.len()).unwrap_or(u32::MAX);
+                oxvirt_net::tap::open_tap(dev, queues, owner)
+                    .map_err(|err| {
+                        QemuError::invalid(
+                            format!("{element}/target@dev"),
+                            iface.target_line,
+                            format!("cannot open TAP device '{dev}': {err}"),
+                        )
+                    })?
+                    .into_iter()
+                    .map(File::from)
+                    .collect()
+            }
         };
-        let ifindex = std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok())
-            .ok_or_else(|| {
-                QemuError::invalid(
-                    format!("{element}/target@dev"),
-                    iface.target_line,
-                    format!("macvtap device '{dev}' does not exist"),
-                )
-            })?;
-        let path = format!("/dev/tap{ifindex}");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|err| {
-                QemuError::invalid(
-                    format!("{element}/target@dev"),
-                    iface.target_line,
-                    format!("cannot open {path} of macvtap '{dev}': {err}"),
-                )
-            })?;
-        out.push((file, crate::cmdline::macvtap_fd(index)));
+        out.extend(files.into_iter().zip(fds.taps.iter().copied()));
+        for &target in &fds.vhosts {
+            let vhost = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(VHOST_NET)
+                .map_err(|err| {
+                    QemuError::invalid(
+                        format!("{element}/driver@name"),
+                        iface.driver_line,
+                        format!("vhost needs {VHOST_NET}, which cannot be opened: {err}"),
+                    )
+                })?;
+            out.push((vhost, target));
+        }
     }
     Ok(out)
 }
 
+/// The files of the serial ports that write to one ([`crate::cmdline::char_files`]), made if
+/// missing (0600, as libvirt makes them), emptied unless appended to, with the number each
+/// gets in QEMU.
+fn open_char_files(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+    crate::cmdline::char_files(domain)
+        .into_iter()
+        .map(|file| {
+            let opened = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .append(file.append)
+                .truncate(!file.append)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+                .open(&file.path)
+                .map_err(|err| QemuError::io(format!("opening {} for QEMU", file.path), err))?;
+            Ok((opened, file.fd))
+        })
+        .collect()
+}
+
+/// The `/dev/tapN` of a direct interface's macvtap device.
+fn open_macvtap(iface: &oxvirt_domain::Interface, element: &str) -> Result<File, QemuError> {
+    let Some(dev) = &iface.target_dev else {
+        return Err(QemuError::invalid(
+            element,
+            iface.line,
+            "no macvtap device was made for it",
+        ));
+    };
+    let ifindex = std::fs::read_to_string(format!("/sys/class/net/{dev}/ifindex"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .ok_or_else(|| {
+            QemuError::invalid(
+                format!("{element}/target@dev"),
+                iface.target_line,
+                format!("macvtap device '{dev}' does not exist"),
+            )
+        })?;
+    let path = format!("/dev/tap{ifindex}");
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|err| {
+            QemuError::invalid(
+                format!("{element}/target@dev"),
+                iface.target_line,
+                format!("cannot open {path} of macvtap '{dev}': {err}"),
+            )
+        })
+}
+
+/// What the child does to sandbox QEMU before exec: it enters its private /dev ([`PrivateDev`]),
+/// then takes its guest user and enforces the Landlock ruleset, if the kernel has Landlock
+/// ([`confine::apply_in_child`]).
+struct ChildSandbox {
+    dev: PrivateDev,
+    user: Option<GuestUser>,
+    ruleset: Option<RulesetCreated>,
+}
+
+/// Spawn `emulator args` detached (see the module documentation) and return its pid.
 fn spawn_detached(
     emulator: &Path,
     args: &[String],
     log: File,
     vcpu: &Vcpu,
     inherited: &[(File, i32)],
-    sandbox: Option<Option<&OwnedFd>>,
-    user: Option<&GuestUser>,
+    sandbox: Option<ChildSandbox>,
 ) -> Result<i32, QemuError> {
     let spawn_error = |reason: String| QemuError::Spawn {
         emulator: emulator.to_path_buf(),
@@ -650,7 +752,7 @@ fn spawn_detached(
         let copy = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
         if copy < 0 {
             return Err(spawn_error(format!(
-                "duplicating a macvtap descriptor: {}",
+                "duplicating a network descriptor: {}",
                 std::io::Error::last_os_error()
             )));
         }
@@ -680,14 +782,13 @@ fn spawn_detached(
         .stdin(Stdio::null())
         .stdout(stdout)
         .stderr(log);
-    // Some(ruleset): sandboxed, with the Landlock ruleset if the kernel has Landlock. The
-    // ruleset descriptor stays open in this process until the spawn returns.
-    let sandbox: Option<Option<libc::c_int>> =
-        sandbox.map(|ruleset| ruleset.map(|fd| fd.as_raw_fd()));
-    let user = user.cloned();
+    // The child takes the sandbox out of the closure to apply it (its copy of the closure's
+    // state: a move, no allocation).
+    let mut sandbox = sandbox;
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, and confine's setgroups,
-    // setgid, setuid, prctl and landlock_restrict_self) on data prepared before the fork.
+    // calls (setsid, dup2, fcntl, sched_setaffinity, fork, write, _exit, devns' unshare, mount,
+    // mkdir, open, close and symlink, and confine's setrlimit, setgroups, setgid, setuid, prctl
+    // and landlock_restrict_self) on data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
             if libc::setsid() < 0 {
@@ -710,8 +811,12 @@ fn spawn_detached(
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    match sandbox {
-                        Some(ruleset) => confine::apply_in_child(user.as_ref(), ruleset),
+                    match sandbox.take() {
+                        Some(ChildSandbox { dev, user, ruleset }) => {
+                            // Its own /dev first, while it is root.
+                            dev.enter()?;
+                            confine::apply_in_child(user.as_ref(), ruleset)
+                        }
                         None => Ok(()),
                     }
                 }

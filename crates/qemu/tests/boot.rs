@@ -509,9 +509,10 @@ impl Drop for Netns {
     }
 }
 
-/// `<interface type='ethernet'><target dev='T' managed='no'/>`: QEMU opens the host's own TAP
-/// by name and the guest talks through it. All of it inside a namespace made for the test: the
-/// TAP is created there, and QEMU runs there (its `<emulator>` is a wrapper that enters it).
+/// `<interface type='ethernet'><target dev='T' managed='no'/>`: launch opens the host's own TAP
+/// (QEMU gets the descriptor) and the guest talks through it. All of it inside a namespace made
+/// for the test: the TAP is created there, and the launch runs there (on a thread that entered
+/// it, so QEMU starts there too).
 #[tokio::test(flavor = "multi_thread")]
 async fn ethernet_interface_uses_an_existing_tap() {
     let netns = Netns::create();
@@ -520,33 +521,33 @@ async fn ethernet_interface_uses_an_existing_tap() {
     netns.ip_in(&["addr", "add", "10.77.0.1/24", "dev", tap]);
     netns.ip_in(&["link", "set", tap, "up"]);
     netns.ip_in(&["link", "set", "lo", "up"]);
-    let tools = tempfile::tempdir().unwrap();
-    let wrapper = tools.path().join("qemu-in-netns");
-    let qemu = which_qemu();
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexec ip netns exec {} {} \"$@\"\n",
-            netns.0, qemu
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
     let devices = format!(
-        "<emulator>{}</emulator>
-         <interface type='ethernet'>
+        "<interface type='ethernet'>
            <mac address='52:54:00:77:00:02'/>
            <target dev='{tap}' managed='no'/>
            <model type='virtio'/>
-         </interface>",
-        wrapper.display()
+         </interface>"
     );
     let vm = test_vm(&guest_xml("oxvirt-qemu-ethernet", "", &devices));
-    let _guard = start(&vm).await;
+    let _guard = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let ns = std::fs::File::open(format!("/run/netns/{}", netns.0)).unwrap();
+                // SAFETY: setns on an open network namespace file, for this thread (and the
+                // threads and processes it starts) only.
+                let entered = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET)
+                };
+                assert_eq!(entered, 0, "{}", std::io::Error::last_os_error());
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(start(&vm))
+            })
+            .join()
+            .unwrap()
+    });
     wait_for_boots(&vm.run, 1);
     let mut console = shell(&vm.run);
     let mut run = |command: &str| {
@@ -577,15 +578,6 @@ async fn ethernet_interface_uses_an_existing_tap() {
         ping_ok,
         "the guest cannot reach the TAP's address: {ping}\n{diagnostics}"
     );
-}
-
-/// The QEMU binary the engine would run without `<emulator>`.
-fn which_qemu() -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", "command -v qemu-system-x86_64"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// Guest RAM from the memory backends `<memoryBacking>` asks for (memfd shared and

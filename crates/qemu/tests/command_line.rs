@@ -387,6 +387,28 @@ fn disk_queues_error_policies_and_copy_on_read() {
     assert!(reason.contains("virtio"), "{reason}");
 }
 
+/// A serial port writing a file gets it open (launch opens it): the command line names a
+/// descriptor set, never the file, which QEMU (maybe a user of its own) need not reach.
+#[test]
+fn serial_files_come_as_descriptor_sets() {
+    let xml = xml(
+        "",
+        "<serial type='pty'><target port='0'/></serial>
+         <serial type='file'><source path='/var/log/g/ttyS1.log' append='on'/><target port='1'/></serial>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    assert!(!args.iter().any(|a| a.contains("ttyS1.log")), "{args:?}");
+    let add_fd = value(&args, "-add-fd");
+    let set = add_fd
+        .split(',')
+        .find_map(|kv| kv.strip_prefix("set="))
+        .unwrap_or_else(|| panic!("{add_fd}"));
+    assert!(add_fd.starts_with("fd="), "{add_fd}");
+    let chardevs = values(&args, "-chardev");
+    let expected = format!("file,id=charserial1,path=/dev/fdset/{set}");
+    assert!(chardevs.contains(&expected.as_str()), "{chardevs:?}");
+}
+
 /// Serial ports of the other chardev types, as libvirt 9.0 maps them (its `domxml-to-native`
 /// of the own cases serial-tcp-udp and serial-null-stdio-vc).
 #[test]
@@ -500,8 +522,9 @@ fn sound_cards_and_audio_backends() {
     assert!(reason.contains("WAV"), "{reason}");
 }
 
-/// `type='ethernet'`: a TAP QEMU opens by name (the daemon's, or the host's own with
-/// managed='no'); `type='direct'` (macvtap) is refused clearly.
+/// `type='ethernet'`: a TAP (the daemon's, or the host's own with managed='no') launch opens
+/// and hands QEMU as a descriptor; `type='direct'` (macvtap) likewise, refused clearly without
+/// its device.
 #[test]
 fn ethernet_and_direct_interfaces() {
     let xml = xml(
@@ -511,8 +534,10 @@ fn ethernet_and_direct_interfaces() {
     let args = args_of(&xml, Accel::Tcg);
     let netdev: Value = serde_json::from_str(value(&args, "-netdev")).unwrap();
     assert_eq!(netdev["type"], "tap");
-    assert_eq!(netdev["ifname"], "mytap1");
-    assert_eq!(netdev["script"], "no");
+    let fds = oxvirt_qemu::nic_fds(&domain(&xml).devices.interfaces);
+    assert_eq!(netdev["fd"], fds[0].taps[0].to_string());
+    // QEMU opens nothing by name: no /dev/net/tun, no script.
+    assert!(netdev.get("ifname").is_none() && netdev.get("script").is_none());
     // The define-time check passes an ethernet interface without a TAP yet (the daemon makes
     // it at start), but not an unmanaged one without a name.
     let managed = xml.replace("<target dev='mytap1' managed='no'/>", "");
@@ -530,7 +555,13 @@ fn ethernet_and_direct_interfaces() {
     let args = args_of(&direct, Accel::Tcg);
     let netdevs = json_values(&args, "-netdev");
     assert_eq!(netdevs[1]["type"], "tap");
-    assert_eq!(netdevs[1]["fd"], oxvirt_qemu::macvtap_fd(1).to_string());
+    let fds = oxvirt_qemu::nic_fds(&domain(&direct).devices.interfaces);
+    assert_eq!(
+        fds[0],
+        oxvirt_qemu::NicFds::default(),
+        "user networking has none"
+    );
+    assert_eq!(netdevs[1]["fd"], fds[1].taps[0].to_string());
     assert!(netdevs[1].get("ifname").is_none());
     let unmade = direct.replace("<target dev='mymv0'/>", "");
     oxvirt_qemu::check(&domain(&unmade)).expect("the daemon makes the device at start");
@@ -752,9 +783,17 @@ fn network_interfaces() {
     let args = args_of(&tap, Accel::Tcg);
     let netdev: Value = serde_json::from_str(value(&args, "-netdev")).unwrap();
     assert_eq!(netdev["type"], "tap");
-    assert_eq!(netdev["ifname"], "oxtap7");
-    assert_eq!(netdev["script"], "no");
-    assert_eq!(netdev["queues"], 4);
+    // Four queues: four TAP descriptors and four /dev/vhost-net ones, all different.
+    let fds = oxvirt_qemu::nic_fds(&domain(&tap).devices.interfaces);
+    assert_eq!((fds[0].taps.len(), fds[0].vhosts.len()), (4, 4));
+    let joined = |fds: &[i32]| fds.iter().map(i32::to_string).collect::<Vec<_>>().join(":");
+    assert_eq!(netdev["fds"], joined(&fds[0].taps));
+    assert_eq!(netdev["vhostfds"], joined(&fds[0].vhosts));
+    let mut all: Vec<i32> = fds[0].taps.iter().chain(&fds[0].vhosts).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 8);
+    assert!(netdev.get("ifname").is_none() && netdev.get("queues").is_none());
     assert_eq!(netdev["vhost"], true);
     let nic = device(&args, "net0");
     assert_eq!(nic["driver"], "virtio-net-pci");
@@ -1440,4 +1479,22 @@ fn a_hot_plugged_disk_gets_the_nodes_and_device_of_a_start() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bus 'virtio' or 'scsi'"), "{err}");
+}
+
+/// setmaxmem stores a size the XML parser never saw: one whose bytes do not fit in 64 bits is
+/// refused by name, not an overflow (found by schemathesis, crates/cli/tests/openapi.rs).
+#[test]
+fn memory_beyond_64_bits_of_bytes_is_invalid() {
+    let mut huge = domain(&xml("", ""));
+    huge.memory_kib = 1 << 63;
+    huge.current_memory_kib = huge.memory_kib;
+    match command_line(&huge, &RunPaths::new(RUN_DIR), Accel::Tcg) {
+        Err(QemuError::Invalid {
+            element, reason, ..
+        }) => {
+            assert_eq!(element, "memory");
+            assert!(reason.contains("9223372036854775808 KiB"), "{reason}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
 }

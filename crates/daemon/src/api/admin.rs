@@ -29,16 +29,44 @@ pub fn routes(clients: Arc<Clients>) -> Router<Arc<Services>> {
         .layer(Extension(clients))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    filters,
+    set_filters,
+    outputs,
+    set_outputs,
+    servers,
+    client_limits,
+    set_client_limits
+))]
+pub(super) struct Doc;
+
 fn bad(message: String) -> Failure {
     Failure(ApiError::new(code::BAD_REQUEST, message))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/log-filters",
+    operation_id = "admin_filters",
+    tag = "admin",
+    responses((status = 200, description = "success", body = LogFilters)),
+)]
 async fn filters() -> Reply<LogFilters> {
     Ok(Json(LogFilters {
         filters: logging::filters(),
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/log-filters",
+    operation_id = "admin_set_filters",
+    tag = "admin",
+    request_body = LogFilters,
+    responses((status = 200, description = "success", body = LogFilters)),
+)]
 async fn set_filters(bytes: Bytes) -> Reply<LogFilters> {
     let request: LogFilters = body(&bytes)?;
     logging::set_filters(&request.filters).map_err(bad)?;
@@ -46,12 +74,27 @@ async fn set_filters(bytes: Bytes) -> Reply<LogFilters> {
     filters().await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/log-outputs",
+    operation_id = "admin_outputs",
+    tag = "admin",
+    responses((status = 200, description = "success", body = LogOutputs)),
+)]
 async fn outputs() -> Reply<LogOutputs> {
     Ok(Json(LogOutputs {
         outputs: logging::outputs(),
     }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/log-outputs",
+    operation_id = "admin_set_outputs",
+    tag = "admin",
+    request_body = LogOutputs,
+    responses((status = 200, description = "success", body = LogOutputs)),
+)]
 async fn set_outputs(bytes: Bytes) -> Reply<LogOutputs> {
     let request: LogOutputs = body(&bytes)?;
     // Opening files is blocking work; it is rare and quick, and the outputs' lock must be
@@ -65,6 +108,13 @@ async fn set_outputs(bytes: Bytes) -> Reply<LogOutputs> {
     outputs().await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/servers",
+    operation_id = "admin_servers",
+    tag = "admin",
+    responses((status = 200, description = "success", body = Vec<ServerInfo>)),
+)]
 async fn servers() -> Reply<Vec<ServerInfo>> {
     Ok(Json(vec![ServerInfo {
         id: 0,
@@ -93,6 +143,14 @@ fn limits(clients: &Clients) -> ClientLimits {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/servers/{server}/clients",
+    operation_id = "admin_client_limits",
+    tag = "admin",
+    params(super::openapi::ServerPath),
+    responses((status = 200, description = "success", body = ClientLimits)),
+)]
 async fn client_limits(
     Path(server): Path<String>,
     Extension(clients): Extension<Arc<Clients>>,
@@ -101,6 +159,15 @@ async fn client_limits(
     Ok(Json(limits(&clients)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/admin/servers/{server}/clients",
+    operation_id = "admin_set_client_limits",
+    tag = "admin",
+    params(super::openapi::ServerPath),
+    request_body = SetClientLimits,
+    responses((status = 200, description = "success", body = ClientLimits)),
+)]
 async fn set_client_limits(
     Path(server): Path<String>,
     Extension(clients): Extension<Arc<Clients>>,

@@ -40,6 +40,11 @@ pub fn routes() -> Router<Arc<Services>> {
     Router::new().route("/v1/session", post(login).get(current).delete(logout))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(login, current, logout))]
+pub(super) struct Doc;
+
 /// The address of the TCP client that sent a request (put there by `remote.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
@@ -450,6 +455,18 @@ pub async fn authenticate(
 
 /// `POST /v1/session`: not behind authentication (it is the login); the password is checked
 /// and failures are counted as for HTTP Basic.
+#[utoipa::path(
+    post,
+    path = "/v1/session",
+    operation_id = "session_login",
+    tag = "browser",
+    request_body = oxvirt_api::LoginRequest,
+    responses((
+        status = 200,
+        description = "logged in: the session, its cookie in Set-Cookie",
+        body = oxvirt_api::SessionInfo
+    )),
+)]
 async fn login(
     Extension(auth): Extension<Arc<Auth>>,
     Extension(peer): Extension<Peer>,
@@ -513,6 +530,13 @@ async fn login(
 }
 
 /// `GET /v1/session`: the cookie's session (authenticated by it in `auth`).
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    operation_id = "session_current",
+    tag = "browser",
+    responses((status = 200, description = "the cookie's session", body = oxvirt_api::SessionInfo)),
+)]
 async fn current(
     Extension(auth): Extension<Arc<Auth>>,
     session: Option<Extension<SessionId>>,
@@ -527,6 +551,13 @@ async fn current(
 }
 
 /// `DELETE /v1/session`: ends the cookie's session, if any, and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    operation_id = "session_logout",
+    tag = "browser",
+    responses((status = 204, description = "logged out: the cookie cleared")),
+)]
 async fn logout(
     Extension(auth): Extension<Arc<Auth>>,
     session: Option<Extension<SessionId>>,

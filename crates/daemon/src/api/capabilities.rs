@@ -20,6 +20,18 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/capabilities/domain", get(domain_capabilities))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(host_capabilities, domain_capabilities, cpu_models))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/capabilities/host",
+    operation_id = "capabilities_host_capabilities",
+    tag = "host",
+    responses((status = 200, description = "success", body = HostCapabilities)),
+)]
 async fn host_capabilities(State(services): State<Arc<Services>>) -> Reply<HostCapabilities> {
     blocking(services, "capabilities", |services| {
         services.host_capabilities()
@@ -27,6 +39,14 @@ async fn host_capabilities(State(services): State<Arc<Services>>) -> Reply<HostC
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/capabilities/domain",
+    operation_id = "capabilities_domain_capabilities",
+    tag = "host",
+    params(DomainCapabilitiesQuery),
+    responses((status = 200, description = "success", body = DomainCapabilities)),
+)]
 async fn domain_capabilities(
     State(services): State<Arc<Services>>,
     Query(query): Query<DomainCapabilitiesQuery>,
@@ -37,12 +57,21 @@ async fn domain_capabilities(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ModelsQuery {
     arch: Option<String>,
     virttype: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/capabilities/cpu-models",
+    operation_id = "capabilities_cpu_models",
+    tag = "host",
+    params(ModelsQuery),
+    responses((status = 200, description = "success", body = CpuModels)),
+)]
 async fn cpu_models(
     State(services): State<Arc<Services>>,
     Query(query): Query<ModelsQuery>,

@@ -22,6 +22,22 @@ pub fn routes() -> Router<Arc<Services>> {
     Router::new().route("/v1/domains/{id}/console", post(console))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(console))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/console",
+    operation_id = "console_console",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((
+        status = 101,
+        description = "switched to the console byte stream (the request must carry `Connection: upgrade` and `Upgrade: oxvirt-console`)"
+    )),
+)]
 async fn console(
     State(services): State<Arc<Services>>,
     Path(id): Path<String>,

@@ -27,6 +27,28 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/blkiotune", post(block_io_tune))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    attach_disk,
+    detach_disk,
+    change_device,
+    inactive_disks,
+    block_info,
+    block_stats,
+    block_io_tune
+))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/attach-disk",
+    operation_id = "disks_attach_disk",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = AttachDiskRequest,
+    responses((status = 200, description = "success", body = DiskChanged)),
+)]
 async fn attach_disk(
     State(services): Shared,
     Path(id): Path<String>,
@@ -39,6 +61,15 @@ async fn attach_disk(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/detach-disk",
+    operation_id = "disks_detach_disk",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = DetachDiskRequest,
+    responses((status = 200, description = "success", body = DiskChanged)),
+)]
 async fn detach_disk(
     State(services): Shared,
     Path(id): Path<String>,
@@ -51,6 +82,15 @@ async fn detach_disk(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/device",
+    operation_id = "disks_change_device",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = DeviceRequest,
+    responses((status = 200, description = "success", body = DiskChanged)),
+)]
 async fn change_device(
     State(services): Shared,
     Path(id): Path<String>,
@@ -63,6 +103,14 @@ async fn change_device(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/inactive-disks",
+    operation_id = "disks_inactive_disks",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<DomainDisk>)),
+)]
 async fn inactive_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
     blocking(services, "domblklist", move |s| {
         s.domains.inactive_disks(&id)
@@ -70,6 +118,14 @@ async fn inactive_disks(State(services): Shared, Path(id): Path<String>) -> Repl
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/blkinfo",
+    operation_id = "disks_block_info",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<BlockInfo>)),
+)]
 async fn block_info(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<BlockInfo>> {
     detached(services, "domblkinfo", |d| async move {
         d.domains.block_info(&id).await
@@ -77,6 +133,14 @@ async fn block_info(State(services): Shared, Path(id): Path<String>) -> Reply<Ve
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/blkstat",
+    operation_id = "disks_block_stats",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<BlockStat>)),
+)]
 async fn block_stats(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<BlockStat>> {
     detached(services, "domblkstat", |d| async move {
         d.domains.block_stats(&id).await
@@ -84,6 +148,15 @@ async fn block_stats(State(services): Shared, Path(id): Path<String>) -> Reply<V
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/blkiotune",
+    operation_id = "disks_block_io_tune",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = IoTuneRequest,
+    responses((status = 200, description = "success", body = BlockIoTune)),
+)]
 async fn block_io_tune(
     State(services): Shared,
     Path(id): Path<String>,

@@ -24,6 +24,20 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/change-media", post(change_media))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(displays, screenshot, send_key, change_media))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/displays",
+    operation_id = "display_displays",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = DisplaysRequest,
+    responses((status = 200, description = "success", body = Vec<GraphicsDisplay>)),
+)]
 async fn displays(
     State(services): Shared,
     Path(id): Path<String>,
@@ -36,6 +50,15 @@ async fn displays(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/screenshot",
+    operation_id = "display_screenshot",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = ScreenshotRequest,
+    responses((status = 200, description = "success", body = Screenshot)),
+)]
 async fn screenshot(
     State(services): Shared,
     Path(id): Path<String>,
@@ -48,6 +71,15 @@ async fn screenshot(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/send-key",
+    operation_id = "display_send_key",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = SendKeyRequest,
+    responses((status = 200, description = "success", body = KeysSent)),
+)]
 async fn send_key(
     State(services): Shared,
     Path(id): Path<String>,
@@ -60,6 +92,15 @@ async fn send_key(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/change-media",
+    operation_id = "display_change_media",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = ChangeMediaRequest,
+    responses((status = 200, description = "success", body = MediaChanged)),
+)]
 async fn change_media(
     State(services): Shared,
     Path(id): Path<String>,

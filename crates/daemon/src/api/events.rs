@@ -20,9 +20,27 @@ pub fn routes() -> Router<Arc<Services>> {
     Router::new().route("/v1/events", get(events))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(events))]
+pub(super) struct Doc;
+
 /// Subscribes before answering (so every event after the answer's headers reaches the
 /// client), then sends events as they come. The stream is only polled as fast as the client
 /// reads: one that stops reading falls behind on its own receiver, never holding up the bus.
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "events_events",
+    tag = "events",
+    params(EventFilter),
+    responses((
+        status = 200,
+        description = "Server-Sent Events, one JSON `Event` (or a `lagged` notice) per `data:` line, until the client hangs up",
+        body = String,
+        content_type = "text/event-stream"
+    )),
+)]
 async fn events(
     State(services): State<Arc<Services>>,
     Query(filter): Query<EventFilter>,

@@ -23,6 +23,20 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/iothreaddel", post(iothread_del))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(iothread_info, iothread_pin, iothread_add, iothread_del))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/iothreadinfo",
+    operation_id = "iothreads_iothread_info",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = IoThreadScope,
+    responses((status = 200, description = "success", body = IoThreadInfo)),
+)]
 async fn iothread_info(
     State(services): Shared,
     Path(id): Path<String>,
@@ -35,6 +49,15 @@ async fn iothread_info(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/iothreadpin",
+    operation_id = "iothreads_iothread_pin",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = IoThreadPinRequest,
+    responses((status = 200, description = "success", body = IoThreadsChanged)),
+)]
 async fn iothread_pin(
     State(services): Shared,
     Path(id): Path<String>,
@@ -47,6 +70,15 @@ async fn iothread_pin(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/iothreadadd",
+    operation_id = "iothreads_iothread_add",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = IoThreadRequest,
+    responses((status = 200, description = "success", body = IoThreadsChanged)),
+)]
 async fn iothread_add(
     State(services): Shared,
     Path(id): Path<String>,
@@ -59,6 +91,15 @@ async fn iothread_add(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/iothreaddel",
+    operation_id = "iothreads_iothread_del",
+    tag = "devices",
+    params(super::openapi::DomainPath),
+    request_body = IoThreadRequest,
+    responses((status = 200, description = "success", body = IoThreadsChanged)),
+)]
 async fn iothread_del(
     State(services): Shared,
     Path(id): Path<String>,

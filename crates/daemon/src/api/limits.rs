@@ -21,6 +21,20 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/blkio", post(blkiotune))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(blkiotune, schedinfo, memtune))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/blkio",
+    operation_id = "limits_blkiotune",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = BlkioRequest,
+    responses((status = 200, description = "success", body = BlkioValues)),
+)]
 async fn blkiotune(
     State(services): Shared,
     Path(id): Path<String>,
@@ -33,6 +47,15 @@ async fn blkiotune(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/schedinfo",
+    operation_id = "limits_schedinfo",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = LimitsRequest,
+    responses((status = 200, description = "success", body = LimitValues)),
+)]
 async fn schedinfo(
     State(services): Shared,
     Path(id): Path<String>,
@@ -41,6 +64,15 @@ async fn schedinfo(
     limits(services, id, bytes, LimitKind::Cpu).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/memtune",
+    operation_id = "limits_memtune",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = LimitsRequest,
+    responses((status = 200, description = "success", body = LimitValues)),
+)]
 async fn memtune(
     State(services): Shared,
     Path(id): Path<String>,

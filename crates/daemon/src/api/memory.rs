@@ -21,6 +21,20 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/memstats-period", post(stats_period))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(set_memory, set_max_memory, memory_stats, stats_period))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/setmem",
+    operation_id = "memory_set_memory",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = MemoryRequest,
+    responses((status = 200, description = "success", body = MemoryChanged)),
+)]
 async fn set_memory(
     State(services): Shared,
     Path(id): Path<String>,
@@ -33,6 +47,15 @@ async fn set_memory(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/setmaxmem",
+    operation_id = "memory_set_max_memory",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = MemoryRequest,
+    responses((status = 200, description = "success", body = MemoryChanged)),
+)]
 async fn set_max_memory(
     State(services): Shared,
     Path(id): Path<String>,
@@ -45,6 +68,14 @@ async fn set_max_memory(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/memstats",
+    operation_id = "memory_memory_stats",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = DomainMemoryStats)),
+)]
 async fn memory_stats(State(services): Shared, Path(id): Path<String>) -> Reply<DomainMemoryStats> {
     detached(services, "dommemstat", |d| async move {
         d.domains.memory_stats(&id).await
@@ -52,6 +83,15 @@ async fn memory_stats(State(services): Shared, Path(id): Path<String>) -> Reply<
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/memstats-period",
+    operation_id = "memory_stats_period",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = StatsPeriodRequest,
+    responses((status = 200, description = "success", body = MemoryChanged)),
+)]
 async fn stats_period(
     State(services): Shared,
     Path(id): Path<String>,

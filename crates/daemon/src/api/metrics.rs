@@ -30,6 +30,23 @@ pub fn routes() -> Router<Arc<Services>> {
     Router::new().route("/metrics", get(metrics))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metrics))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics_metrics",
+    tag = "events",
+    responses((
+        status = 200,
+        description = "the per-domain and per-host metrics in the OpenMetrics text format",
+        body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    )),
+)]
 async fn metrics(State(services): State<Arc<Services>>) -> Response {
     let stats = detached(services, "metrics", |d| async move {
         d.domains.domain_stats(&StatsRequest::default()).await

@@ -34,10 +34,46 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/interface-stats/{dev}", get(stats))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list,
+    define,
+    info,
+    undefine,
+    xml,
+    replace_xml,
+    start,
+    destroy,
+    autostart,
+    leases,
+    interfaces,
+    attach,
+    detach,
+    addresses,
+    stats
+))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/networks",
+    operation_id = "networks_list",
+    tag = "networks",
+    responses((status = 200, description = "success", body = Vec<NetworkInfo>)),
+)]
 async fn list(State(services): Shared) -> Reply<Vec<NetworkInfo>> {
     blocking(services, "net-list", |d| d.networks.list_networks()).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/networks",
+    operation_id = "networks_define",
+    tag = "networks",
+    request_body = XmlDocument,
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn define(State(services): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
     let doc: XmlDocument = body(&bytes)?;
     detached(services, "net-define", |d| async move {
@@ -46,10 +82,26 @@ async fn define(State(services): Shared, bytes: Bytes) -> Reply<NetworkInfo> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/networks/{id}",
+    operation_id = "networks_info",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn info(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
     blocking(services, "net-info", move |d| d.networks.network_info(&id)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/networks/{id}",
+    operation_id = "networks_undefine",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn undefine(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
     detached(services, "net-undefine", |d| async move {
         d.networks.undefine_network(&id).await
@@ -57,6 +109,14 @@ async fn undefine(State(services): Shared, Path(id): Path<String>) -> Reply<Netw
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/networks/{id}/xml",
+    operation_id = "networks_xml",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = XmlDocument)),
+)]
 async fn xml(State(services): Shared, Path(id): Path<String>) -> Reply<XmlDocument> {
     blocking(services, "net-dumpxml", move |d| {
         Ok(XmlDocument {
@@ -66,6 +126,15 @@ async fn xml(State(services): Shared, Path(id): Path<String>) -> Reply<XmlDocume
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/networks/{id}/xml",
+    operation_id = "networks_replace_xml",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    request_body = XmlDocument,
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn replace_xml(
     State(services): Shared,
     Path(id): Path<String>,
@@ -78,6 +147,14 @@ async fn replace_xml(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/networks/{id}/start",
+    operation_id = "networks_start",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn start(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
     detached(services, "net-start", |d| async move {
         d.networks.start_network(&id).await
@@ -85,6 +162,14 @@ async fn start(State(services): Shared, Path(id): Path<String>) -> Reply<Network
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/networks/{id}/destroy",
+    operation_id = "networks_destroy",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn destroy(State(services): Shared, Path(id): Path<String>) -> Reply<NetworkInfo> {
     detached(services, "net-destroy", |d| async move {
         d.networks.destroy_network(&id).await
@@ -92,6 +177,15 @@ async fn destroy(State(services): Shared, Path(id): Path<String>) -> Reply<Netwo
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/networks/{id}/autostart",
+    operation_id = "networks_autostart",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    request_body = AutostartRequest,
+    responses((status = 200, description = "success", body = NetworkInfo)),
+)]
 async fn autostart(
     State(services): Shared,
     Path(id): Path<String>,
@@ -104,10 +198,26 @@ async fn autostart(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/networks/{id}/leases",
+    operation_id = "networks_leases",
+    tag = "networks",
+    params(super::openapi::NetworkPath),
+    responses((status = 200, description = "success", body = Vec<NetworkLease>)),
+)]
 async fn leases(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<NetworkLease>> {
     Ok(Json(services.networks.network_leases(&id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/interfaces",
+    operation_id = "networks_interfaces",
+    tag = "networks",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<DomainInterface>)),
+)]
 async fn interfaces(
     State(services): Shared,
     Path(id): Path<String>,
@@ -118,6 +228,15 @@ async fn interfaces(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/interfaces",
+    operation_id = "networks_attach",
+    tag = "networks",
+    params(super::openapi::DomainPath),
+    request_body = AttachInterfaceRequest,
+    responses((status = 200, description = "success", body = DomainInterface)),
+)]
 async fn attach(
     State(services): Shared,
     Path(id): Path<String>,
@@ -130,6 +249,15 @@ async fn attach(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/domains/{id}/interfaces",
+    operation_id = "networks_detach",
+    tag = "networks",
+    params(super::openapi::DomainPath),
+    request_body = DetachInterfaceRequest,
+    responses((status = 200, description = "success", body = DomainInterface)),
+)]
 async fn detach(
     State(services): Shared,
     Path(id): Path<String>,
@@ -171,6 +299,21 @@ fn address_source(uri: &Uri) -> Result<AddressSource, Failure> {
     Ok(source)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/interface-addresses",
+    operation_id = "networks_addresses",
+    tag = "networks",
+    params(
+        super::openapi::DomainPath,
+        (
+            "source" = Option<String>,
+            Query,
+            description = "where the addresses come from: `lease` (the default, the network's DHCP leases) or `arp`"
+        ),
+    ),
+    responses((status = 200, description = "success", body = Vec<InterfaceAddress>)),
+)]
 async fn addresses(
     State(services): Shared,
     Path(id): Path<String>,
@@ -185,6 +328,14 @@ async fn addresses(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/interface-stats/{dev}",
+    operation_id = "networks_stats",
+    tag = "networks",
+    params(super::openapi::InterfacePath),
+    responses((status = 200, description = "success", body = InterfaceStats)),
+)]
 async fn stats(
     State(services): Shared,
     Path((id, dev)): Path<(String, String)>,

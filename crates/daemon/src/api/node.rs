@@ -33,12 +33,29 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/node/ksm", get(ksm).post(set_ksm))
 }
 
-#[derive(Deserialize)]
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    info,
+    cpu_map,
+    cpu_stats,
+    memory_stats,
+    free_cells,
+    free_pages,
+    alloc_pages,
+    ksm,
+    set_ksm
+))]
+pub(super) struct Doc;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CpuQuery {
     cpu: Option<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CellQuery {
     cell: Option<u32>,
 }
@@ -71,6 +88,13 @@ fn list(set: BTreeSet<u32>) -> Vec<u32> {
     set.into_iter().collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node",
+    operation_id = "node_info",
+    tag = "host",
+    responses((status = 200, description = "success", body = NodeInfo)),
+)]
 async fn info(State(services): Shared) -> Reply<NodeInfo> {
     blocking(services, "nodeinfo", |_| {
         let info = node::node_info(&HostView::this_host()).map_err(host_error)?;
@@ -88,6 +112,13 @@ async fn info(State(services): Shared) -> Reply<NodeInfo> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/cpumap",
+    operation_id = "node_cpu_map",
+    tag = "host",
+    responses((status = 200, description = "success", body = NodeCpuMap)),
+)]
 async fn cpu_map(State(services): Shared) -> Reply<NodeCpuMap> {
     blocking(services, "nodecpumap", |_| {
         let map = node::cpu_map(&HostView::this_host()).map_err(host_error)?;
@@ -99,6 +130,14 @@ async fn cpu_map(State(services): Shared) -> Reply<NodeCpuMap> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/cpustats",
+    operation_id = "node_cpu_stats",
+    tag = "host",
+    params(CpuQuery),
+    responses((status = 200, description = "success", body = NodeValues)),
+)]
 async fn cpu_stats(State(services): Shared, Query(query): Query<CpuQuery>) -> Reply<NodeValues> {
     blocking(services, "nodecpustats", move |_| {
         node::cpu_times(&HostView::this_host(), query.cpu)
@@ -108,6 +147,14 @@ async fn cpu_stats(State(services): Shared, Query(query): Query<CpuQuery>) -> Re
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/memstats",
+    operation_id = "node_memory_stats",
+    tag = "host",
+    params(CellQuery),
+    responses((status = 200, description = "success", body = NodeValues)),
+)]
 async fn memory_stats(
     State(services): Shared,
     Query(query): Query<CellQuery>,
@@ -120,6 +167,13 @@ async fn memory_stats(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/freecells",
+    operation_id = "node_free_cells",
+    tag = "host",
+    responses((status = 200, description = "success", body = CellsFree)),
+)]
 async fn free_cells(State(services): Shared) -> Reply<CellsFree> {
     blocking(services, "freecell", |_| {
         let cells = node::free_memory(&HostView::this_host()).map_err(host_error)?;
@@ -133,6 +187,14 @@ async fn free_cells(State(services): Shared) -> Reply<CellsFree> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/pages",
+    operation_id = "node_free_pages",
+    tag = "host",
+    params(CellQuery),
+    responses((status = 200, description = "success", body = FreePages)),
+)]
 async fn free_pages(State(services): Shared, Query(query): Query<CellQuery>) -> Reply<FreePages> {
     blocking(services, "freepages", move |_| {
         let cell = query.cell.unwrap_or(0);
@@ -148,6 +210,14 @@ async fn free_pages(State(services): Shared, Query(query): Query<CellQuery>) -> 
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/node/pages",
+    operation_id = "node_alloc_pages",
+    tag = "host",
+    request_body = AllocPages,
+    responses((status = 200, description = "success", body = PagePool)),
+)]
 async fn alloc_pages(State(services): Shared, bytes: Bytes) -> Reply<PagePool> {
     let request: AllocPages = body(&bytes)?;
     blocking(services, "allocpages", move |_| {
@@ -167,6 +237,13 @@ async fn alloc_pages(State(services): Shared, bytes: Bytes) -> Reply<PagePool> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/node/ksm",
+    operation_id = "node_ksm",
+    tag = "host",
+    responses((status = 200, description = "success", body = NodeValues)),
+)]
 async fn ksm(State(services): Shared) -> Reply<NodeValues> {
     blocking(services, "node-memory-tune", |_| {
         node::ksm(&HostView::this_host())
@@ -176,6 +253,14 @@ async fn ksm(State(services): Shared) -> Reply<NodeValues> {
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/node/ksm",
+    operation_id = "node_set_ksm",
+    tag = "host",
+    request_body = KsmSettings,
+    responses((status = 200, description = "success", body = NodeValues)),
+)]
 async fn set_ksm(State(services): Shared, bytes: Bytes) -> Reply<NodeValues> {
     let request: KsmSettings = body(&bytes)?;
     blocking(services, "node-memory-tune", move |_| {

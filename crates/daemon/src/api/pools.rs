@@ -43,10 +43,53 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/block-resize", post(block_resize))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list,
+    define,
+    info,
+    undefine,
+    xml,
+    build,
+    start,
+    destroy,
+    refresh,
+    autostart,
+    volumes,
+    create_volume,
+    create_volume_from_xml,
+    volume,
+    volume_xml,
+    delete_volume,
+    clone_volume,
+    resize_volume,
+    upload_volume,
+    download_volume,
+    domain_disks,
+    block_resize
+))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/pools",
+    operation_id = "pools_list",
+    tag = "pools",
+    responses((status = 200, description = "success", body = Vec<PoolInfo>)),
+)]
 async fn list(State(services): Shared) -> Reply<Vec<PoolInfo>> {
     blocking(services, "pool-list", |d| d.pools.list_pools()).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools",
+    operation_id = "pools_define",
+    tag = "pools",
+    request_body = XmlDocument,
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn define(State(services): Shared, bytes: Bytes) -> Reply<PoolInfo> {
     let doc: XmlDocument = body(&bytes)?;
     blocking(services, "pool-define", move |d| {
@@ -55,10 +98,26 @@ async fn define(State(services): Shared, bytes: Bytes) -> Reply<PoolInfo> {
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}",
+    operation_id = "pools_info",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn info(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-info", move |d| d.pools.pool_info(&pool)).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pools/{pool}",
+    operation_id = "pools_undefine",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn undefine(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-undefine", move |d| {
         d.pools.undefine_pool(&pool)
@@ -66,6 +125,14 @@ async fn undefine(State(services): Shared, Path(pool): Path<String>) -> Reply<Po
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/xml",
+    operation_id = "pools_xml",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = XmlDocument)),
+)]
 async fn xml(State(services): Shared, Path(pool): Path<String>) -> Reply<XmlDocument> {
     blocking(services, "pool-dumpxml", move |d| {
         Ok(XmlDocument {
@@ -75,14 +142,38 @@ async fn xml(State(services): Shared, Path(pool): Path<String>) -> Reply<XmlDocu
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/build",
+    operation_id = "pools_build",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn build(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-build", move |d| d.pools.build_pool(&pool)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/start",
+    operation_id = "pools_start",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn start(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-start", move |d| d.pools.start_pool(&pool)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/destroy",
+    operation_id = "pools_destroy",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn destroy(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-destroy", move |d| {
         d.pools.destroy_pool(&pool)
@@ -90,6 +181,14 @@ async fn destroy(State(services): Shared, Path(pool): Path<String>) -> Reply<Poo
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/refresh",
+    operation_id = "pools_refresh",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn refresh(State(services): Shared, Path(pool): Path<String>) -> Reply<PoolInfo> {
     blocking(services, "pool-refresh", move |d| {
         d.pools.refresh_pool(&pool)
@@ -97,6 +196,15 @@ async fn refresh(State(services): Shared, Path(pool): Path<String>) -> Reply<Poo
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/pools/{pool}/autostart",
+    operation_id = "pools_autostart",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    request_body = AutostartRequest,
+    responses((status = 200, description = "success", body = PoolInfo)),
+)]
 async fn autostart(
     State(services): Shared,
     Path(pool): Path<String>,
@@ -109,10 +217,27 @@ async fn autostart(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/volumes",
+    operation_id = "pools_volumes",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    responses((status = 200, description = "success", body = Vec<VolumeInfo>)),
+)]
 async fn volumes(State(services): Shared, Path(pool): Path<String>) -> Reply<Vec<VolumeInfo>> {
     blocking(services, "vol-list", move |d| d.volumes.list_volumes(&pool)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/volumes",
+    operation_id = "pools_create_volume",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    request_body = CreateVolumeRequest,
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn create_volume(
     State(services): Shared,
     Path(pool): Path<String>,
@@ -125,6 +250,15 @@ async fn create_volume(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/volume-xml",
+    operation_id = "pools_create_volume_from_xml",
+    tag = "pools",
+    params(super::openapi::PoolPath),
+    request_body = XmlDocument,
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn create_volume_from_xml(
     State(services): Shared,
     Path(pool): Path<String>,
@@ -137,6 +271,14 @@ async fn create_volume_from_xml(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/volumes/{vol}",
+    operation_id = "pools_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -147,6 +289,14 @@ async fn volume(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/volumes/{vol}/xml",
+    operation_id = "pools_volume_xml",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    responses((status = 200, description = "success", body = XmlDocument)),
+)]
 async fn volume_xml(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -159,6 +309,14 @@ async fn volume_xml(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/pools/{pool}/volumes/{vol}",
+    operation_id = "pools_delete_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn delete_volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -169,6 +327,15 @@ async fn delete_volume(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/volumes/{vol}/clone",
+    operation_id = "pools_clone_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    request_body = CloneVolumeRequest,
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn clone_volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -181,6 +348,15 @@ async fn clone_volume(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/volumes/{vol}/resize",
+    operation_id = "pools_resize_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    request_body = ResizeVolumeRequest,
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn resize_volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -197,6 +373,15 @@ async fn resize_volume(
 /// held whole (`Body` is not under the JSON bodies' size limit). If the service refuses
 /// before the end, the rest of the body is read and dropped, so the client gets the refusal
 /// rather than a broken connection.
+#[utoipa::path(
+    put,
+    path = "/v1/pools/{pool}/volumes/{vol}/data",
+    operation_id = "pools_upload_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    request_body(content = String, description = "the volume's new bytes", content_type = "application/octet-stream"),
+    responses((status = 200, description = "success", body = VolumeInfo)),
+)]
 async fn upload_volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -237,6 +422,19 @@ async fn upload_volume(
 
 /// vol-download: the file's bytes, read on a blocking thread into a streamed body (the read lock
 /// goes with the file when the stream ends).
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/volumes/{vol}/data",
+    operation_id = "pools_download_volume",
+    tag = "pools",
+    params(super::openapi::VolumePath),
+    responses((
+        status = 200,
+        description = "the volume's bytes",
+        body = String,
+        content_type = "application/octet-stream"
+    )),
+)]
 async fn download_volume(
     State(services): Shared,
     Path((pool, vol)): Path<(String, String)>,
@@ -257,10 +455,27 @@ async fn download_volume(
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/disks",
+    operation_id = "pools_domain_disks",
+    tag = "pools",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<DomainDisk>)),
+)]
 async fn domain_disks(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<DomainDisk>> {
     blocking(services, "domblklist", move |s| s.domains.disks(&id)).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/block-resize",
+    operation_id = "pools_block_resize",
+    tag = "pools",
+    params(super::openapi::DomainPath),
+    request_body = BlockResizeRequest,
+    responses((status = 200, description = "success", body = BlockResized)),
+)]
 async fn block_resize(
     State(services): Shared,
     Path(id): Path<String>,

@@ -26,6 +26,20 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/save-image/xml", post(save_image_xml))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(save, managed_save, managed_save_remove, restore, save_image_xml))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/save",
+    operation_id = "saves_save",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = SaveRequest,
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn save(
     State(services): Shared,
     Path(id): Path<String>,
@@ -38,6 +52,15 @@ async fn save(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/managed-save",
+    operation_id = "saves_managed_save",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    request_body = Option<ManagedSaveRequest>,
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn managed_save(
     State(services): Shared,
     Path(id): Path<String>,
@@ -55,6 +78,14 @@ async fn managed_save(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/domains/{id}/managed-save",
+    operation_id = "saves_managed_save_remove",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn managed_save_remove(
     State(services): Shared,
     Path(id): Path<String>,
@@ -65,6 +96,14 @@ async fn managed_save_remove(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/restore",
+    operation_id = "saves_restore",
+    tag = "domains",
+    request_body = RestoreRequest,
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn restore(State(services): Shared, bytes: Bytes) -> Reply<DomainSummary> {
     let request: RestoreRequest = body(&bytes)?;
     detached(services, "restore", |d| async move {
@@ -73,6 +112,14 @@ async fn restore(State(services): Shared, bytes: Bytes) -> Reply<DomainSummary> 
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/save-image/xml",
+    operation_id = "saves_save_image_xml",
+    tag = "domains",
+    request_body = SaveImageRequest,
+    responses((status = 200, description = "success", body = XmlDocument)),
+)]
 async fn save_image_xml(State(services): Shared, bytes: Bytes) -> Reply<XmlDocument> {
     let request: SaveImageRequest = body(&bytes)?;
     blocking(services, "save-image-dumpxml", move |d| {

@@ -26,6 +26,19 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/snapshots/{name}/delete", post(delete))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, xml, replace_xml, revert, delete))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/snapshots",
+    operation_id = "snapshots_list",
+    tag = "snapshots",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = Vec<SnapshotSummary>)),
+)]
 async fn list(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<SnapshotSummary>> {
     blocking(services, "snapshot-list", move |d| {
         d.domains.list_snapshots(&id)
@@ -33,6 +46,15 @@ async fn list(State(services): Shared, Path(id): Path<String>) -> Reply<Vec<Snap
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/snapshots",
+    operation_id = "snapshots_create",
+    tag = "snapshots",
+    params(super::openapi::DomainPath),
+    request_body = CreateSnapshot,
+    responses((status = 200, description = "success", body = SnapshotSummary)),
+)]
 async fn create(
     State(services): Shared,
     Path(id): Path<String>,
@@ -45,6 +67,14 @@ async fn create(
     .await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/snapshots/{name}/xml",
+    operation_id = "snapshots_xml",
+    tag = "snapshots",
+    params(super::openapi::SnapshotPath),
+    responses((status = 200, description = "success", body = XmlDocument)),
+)]
 async fn xml(
     State(services): Shared,
     Path((id, name)): Path<(String, String)>,
@@ -57,6 +87,15 @@ async fn xml(
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/domains/{id}/snapshots/{name}/xml",
+    operation_id = "snapshots_replace_xml",
+    tag = "snapshots",
+    params(super::openapi::SnapshotPath),
+    request_body = XmlDocument,
+    responses((status = 200, description = "success", body = SnapshotSummary)),
+)]
 async fn replace_xml(
     State(services): Shared,
     Path((id, name)): Path<(String, String)>,
@@ -69,6 +108,15 @@ async fn replace_xml(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/snapshots/{name}/revert",
+    operation_id = "snapshots_revert",
+    tag = "snapshots",
+    params(super::openapi::SnapshotPath),
+    request_body = RevertSnapshot,
+    responses((status = 200, description = "success", body = DomainSummary)),
+)]
 async fn revert(
     State(services): Shared,
     Path((id, name)): Path<(String, String)>,
@@ -81,6 +129,15 @@ async fn revert(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/snapshots/{name}/delete",
+    operation_id = "snapshots_delete",
+    tag = "snapshots",
+    params(super::openapi::SnapshotPath),
+    request_body = DeleteSnapshot,
+    responses((status = 200, description = "success", body = Vec<String>)),
+)]
 async fn delete(
     State(services): Shared,
     Path((id, name)): Path<(String, String)>,

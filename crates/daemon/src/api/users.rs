@@ -24,10 +24,38 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/tokens/{id}", delete(revoke_token))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_users,
+    add_user,
+    set_password,
+    delete_user,
+    list_tokens,
+    create_token,
+    revoke_token
+))]
+pub(super) struct Doc;
+
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "users_list_users",
+    tag = "users",
+    responses((status = 200, description = "success", body = Vec<UserInfo>)),
+)]
 async fn list_users(State(services): Shared) -> Reply<Vec<UserInfo>> {
     blocking(services, "user-list", |d| d.users.list()).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "users_add_user",
+    tag = "users",
+    request_body = AddUserRequest,
+    responses((status = 200, description = "success", body = UserInfo)),
+)]
 async fn add_user(State(services): Shared, bytes: Bytes) -> Reply<UserInfo> {
     let request: AddUserRequest = body(&bytes)?;
     blocking(services, "user-add", move |d| {
@@ -36,6 +64,15 @@ async fn add_user(State(services): Shared, bytes: Bytes) -> Reply<UserInfo> {
     .await
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{name}/password",
+    operation_id = "users_set_password",
+    tag = "users",
+    params(super::openapi::UserPath),
+    request_body = PasswordRequest,
+    responses((status = 200, description = "success", body = UserInfo)),
+)]
 async fn set_password(
     State(services): Shared,
     Path(name): Path<String>,
@@ -48,14 +85,37 @@ async fn set_password(
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{name}",
+    operation_id = "users_delete_user",
+    tag = "users",
+    params(super::openapi::UserPath),
+    responses((status = 200, description = "success", body = UserInfo)),
+)]
 async fn delete_user(State(services): Shared, Path(name): Path<String>) -> Reply<UserInfo> {
     blocking(services, "user-del", move |d| d.users.delete(&name)).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    operation_id = "users_list_tokens",
+    tag = "users",
+    responses((status = 200, description = "success", body = Vec<TokenInfo>)),
+)]
 async fn list_tokens(State(services): Shared) -> Reply<Vec<TokenInfo>> {
     blocking(services, "token-list", |d| d.users.list_tokens()).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    operation_id = "users_create_token",
+    tag = "users",
+    request_body = CreateTokenRequest,
+    responses((status = 200, description = "success", body = NewToken)),
+)]
 async fn create_token(State(services): Shared, bytes: Bytes) -> Reply<NewToken> {
     let request: CreateTokenRequest = body(&bytes)?;
     blocking(services, "token-create", move |d| {
@@ -64,6 +124,14 @@ async fn create_token(State(services): Shared, bytes: Bytes) -> Reply<NewToken> 
     .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{id}",
+    operation_id = "users_revoke_token",
+    tag = "users",
+    params(super::openapi::TokenPath),
+    responses((status = 200, description = "success", body = TokenInfo)),
+)]
 async fn revoke_token(State(services): Shared, Path(id): Path<String>) -> Reply<TokenInfo> {
     blocking(services, "token-revoke", move |d| d.users.revoke_token(&id)).await
 }

@@ -27,6 +27,11 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/vnc/ws", get(vnc))
 }
 
+/// These routes' operations in the OpenAPI document (src/api/openapi.rs).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(console, vnc))]
+pub(super) struct Doc;
+
 type Upgrade = Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 /// The upgrade, or a JSON error naming what a WebSocket request lacked.
@@ -39,6 +44,15 @@ fn upgrade(upgrade: Upgrade) -> Result<WebSocketUpgrade, Failure> {
     })
 }
 
+/// The serial console as a WebSocket (binary frames both ways).
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/console/ws",
+    operation_id = "websocket_console",
+    tag = "browser",
+    params(super::openapi::DomainPath),
+    responses((status = 101, description = "switched to the WebSocket protocol")),
+)]
 async fn console(
     State(services): State<Arc<Services>>,
     Path(id): Path<String>,
@@ -52,6 +66,15 @@ async fn console(
         .into_response())
 }
 
+/// The graphical console as a WebSocket (RFB in binary frames, subprotocol `binary`).
+#[utoipa::path(
+    get,
+    path = "/v1/domains/{id}/vnc/ws",
+    operation_id = "websocket_vnc",
+    tag = "browser",
+    params(super::openapi::DomainPath),
+    responses((status = 101, description = "switched to the WebSocket protocol")),
+)]
 async fn vnc(
     State(services): State<Arc<Services>>,
     Path(id): Path<String>,

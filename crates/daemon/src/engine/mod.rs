@@ -229,6 +229,10 @@ pub trait Engine: Send + Sync {
     /// (the qemu engine: the NVRAM it made for a UEFI guest, unless `keep_nvram`).
     fn forget_domain(&self, _uuid: &Uuid, _keep_nvram: bool) {}
 
+    /// The process of the guest whose run directory is `run_dir` has ended: remove what the
+    /// engine made for that run outside it (the qemu engine: the guest's huge-page directory).
+    fn after_exit(&self, _run_dir: &Path) {}
+
     /// Fills in the files the engine itself chooses for a start of `domain` (QEMU: the UEFI
     /// firmware and the NVRAM it makes), so that the daemon knows every file the guest opens
     /// before it starts. Doing it again is harmless: [`Engine::launch`] does it too.

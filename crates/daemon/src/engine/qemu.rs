@@ -1,5 +1,6 @@
 //! [`Engine`] on top of `oxvirt-qemu`.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,6 +178,10 @@ impl Engine for QemuEngine {
         }
     }
 
+    fn after_exit(&self, run_dir: &Path) {
+        oxvirt_qemu::after_exit(&RunPaths::new(run_dir));
+    }
+
     /// Each secret goes to the file QEMU's `secret` object of that disk reads
     /// (`RunPaths::disk_secret_file`), created with mode 0600. The files are removed once QEMU
     /// runs ([`Engine::launch`]): it read them while starting.
@@ -302,6 +307,7 @@ impl Engine for QemuEngine {
             Arc::new(QmpControl {
                 qmp,
                 unplug_marker: run_dir.join(TCG_VCPU_UNPLUGGED),
+                qemu_dir: RunPaths::new(run_dir).qemu_dir(),
             }),
             events_rx,
         ))
@@ -351,6 +357,24 @@ struct QmpControl {
     /// RUN/[`TCG_VCPU_UNPLUGGED`]: present once a vCPU was unplugged from a QEMU that then
     /// crashes on its next `device_add`.
     unplug_marker: PathBuf,
+    /// RUN/qemu ([`RunPaths::qemu_dir`]): owned by the user QEMU runs as.
+    qemu_dir: PathBuf,
+}
+
+impl QmpControl {
+    /// Runs the QMP command `run`; when it fails, `undo` (whose own failure is moot: the first
+    /// error is the one to report), so that nothing half-done stays in QEMU.
+    async fn execute_or_undo(
+        &self,
+        run: (&str, serde_json::Value),
+        undo: (&str, serde_json::Value),
+    ) -> Result<(), EngineError> {
+        if let Err(err) = self.qmp.execute(run.0, Some(run.1)).await {
+            let _ = self.qmp.execute(undo.0, Some(undo.1)).await;
+            return Err(engine_error(err));
+        }
+        Ok(())
+    }
 }
 
 /// The marker, in the guest's run directory, that a vCPU was unplugged from its QEMU 7 under
@@ -744,17 +768,37 @@ impl Control for QmpControl {
             kind: EngineErrorKind::Unsupported,
             message: format!("NIC model '{}' is not supported", nic.model),
         })?;
+        // Opened here and handed over (QMP getfd), as at start: a confined QEMU has no
+        // /dev/net/tun. The TAP is given to the user QEMU runs as (its directory's owner).
+        let owner = std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(&self.qemu_dir).map_err(|err| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("cannot read {}: {err}", self.qemu_dir.display()),
+            })?,
+        );
+        let tap_error = |reason: String| EngineError {
+            kind: EngineErrorKind::Failed,
+            message: format!("cannot open TAP device '{}': {reason}", nic.tap),
+        };
+        let tap = oxvirt_net::tap::open_tap(&nic.tap, 1, Some(owner))
+            .map_err(|err| tap_error(err.to_string()))?
+            .pop()
+            .ok_or_else(|| tap_error("no descriptor for its queue".into()))?;
+        self.qmp
+            .pass_fd(&nic.netdev_id, tap.as_fd())
+            .await
+            .map_err(engine_error)?;
         let netdev = serde_json::json!({
             "type": "tap",
             "id": nic.netdev_id,
-            "ifname": nic.tap,
-            "script": "no",
-            "downscript": "no",
+            "fd": nic.netdev_id,
         });
-        self.qmp
-            .execute("netdev_add", Some(netdev))
-            .await
-            .map_err(engine_error)?;
+        // The named descriptor is QEMU's until a netdev takes it: close it there on failure.
+        self.execute_or_undo(
+            ("netdev_add", netdev),
+            ("closefd", serde_json::json!({ "fdname": nic.netdev_id })),
+        )
+        .await?;
         let mut device = serde_json::json!({
             "driver": driver,
             "netdev": nic.netdev_id,
@@ -765,18 +809,12 @@ impl Control for QmpControl {
             device["bus"] = serde_json::json!("pci.0");
             device["addr"] = serde_json::json!(format!("{slot:#x}"));
         }
-        if let Err(err) = self.qmp.execute("device_add", Some(device)).await {
-            // Leave no half-plugged backend behind.
-            let _ = self
-                .qmp
-                .execute(
-                    "netdev_del",
-                    Some(serde_json::json!({ "id": nic.netdev_id })),
-                )
-                .await;
-            return Err(engine_error(err));
-        }
-        Ok(())
+        // Leave no half-plugged backend behind.
+        self.execute_or_undo(
+            ("device_add", device),
+            ("netdev_del", serde_json::json!({ "id": nic.netdev_id })),
+        )
+        .await
     }
 
     async fn block_size(&self, dev: &str) -> Result<u64, EngineError> {

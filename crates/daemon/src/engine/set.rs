@@ -98,6 +98,10 @@ impl Engine for EngineSet {
         self.native.forget_domain(uuid, keep_nvram);
     }
 
+    fn after_exit(&self, run_dir: &Path) {
+        self.for_run_dir(run_dir).after_exit(run_dir);
+    }
+
     fn write_disk_secrets(
         &self,
         domain: &Domain,

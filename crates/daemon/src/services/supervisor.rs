@@ -242,6 +242,7 @@ impl Supervisor {
         } else {
             self.dac.restore(&self.uuid);
         }
+        self.engine.after_exit(&self.run_dir);
         self.remove_cgroups().await;
         if let Err(err) = self.store.mark_stopped(&self.uuid, reason) {
             tracing::error!(domain = %self.name, "cannot record stop: {}", store::named(err));

@@ -80,12 +80,7 @@ impl Builder<'_> {
                 }
             }
         }
-        // A serial console (<console><target type='serial'>) is an alias of serial port 0;
-        // libvirt creates that port when only the console is written.
-        let serials = match (serials, consoles.first()) {
-            ([], Some(console)) => std::slice::from_ref(console),
-            _ => serials,
-        };
+        let serials = effective_serials(serials, consoles);
         let mut console_socket_used = false;
         for (index, serial) in serials.iter().enumerate() {
             let CharDevice {
@@ -130,15 +125,13 @@ impl Builder<'_> {
                         "only one pty serial port: it is served as the VM console socket",
                     ))
                 }
-                CharSource::File { path, append } => format!(
-                    "file,id={id},path={}{}",
-                    escape_opt(path),
-                    if *append == Some(true) {
-                        ",append=on"
-                    } else {
-                        ""
-                    }
-                ),
+                CharSource::File { .. } => {
+                    // Opened by launch and handed over (char_files): QEMU, maybe a user of its
+                    // own, need not reach the file's directory.
+                    let (fd, set) = char_file_fd(port);
+                    self.arg("-add-fd", format!("fd={fd},set={set}"));
+                    format!("file,id={id},path=/dev/fdset/{set}")
+                }
                 CharSource::Unix { path, mode } => format!(
                     "socket,id={id},path={},server={}{}",
                     escape_opt(path),
@@ -196,10 +189,12 @@ impl Builder<'_> {
 
     // ----- network ----------------------------------------------------------------------------
 
+    /// `fds`: the descriptors launch hands QEMU for this interface ([`nic_fds`]).
     pub(super) fn interface(
         &mut self,
         index: usize,
         interface: &Interface,
+        fds: &NicFds,
     ) -> Result<(), QemuError> {
         let Interface {
             interface_type,
@@ -281,12 +276,13 @@ impl Builder<'_> {
                     ));
                 }
                 netdev["type"] = json!("tap");
-                netdev["fd"] = json!(macvtap_fd(index).to_string());
+                netdev["fd"] = json!(fds.list(&fds.taps));
             }
             InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
                 // The TAP device is created (and attached to the bridge, or the network's bridge)
                 // by the daemon's network layer, or is the host's own (ethernet, managed='no');
-                // QEMU only opens it by name.
+                // launch opens it (once per queue) and hands QEMU the descriptors, as libvirt
+                // does: a confined QEMU has no /dev/net/tun, nor /dev/vhost-net.
                 let Some(tap) = target_dev else {
                     if *target_managed == Some(false) {
                         return Err(QemuError::invalid(
@@ -315,17 +311,29 @@ impl Builder<'_> {
                         format!("'{tap}' is not a network interface name"),
                     ));
                 }
+                if queues > MAX_NIC_QUEUES {
+                    return Err(QemuError::invalid(
+                        format!("{element}/driver@queues"),
+                        *driver_line,
+                        format!("a TAP has at most {MAX_NIC_QUEUES} queues"),
+                    ));
+                }
                 netdev["type"] = json!("tap");
-                netdev["ifname"] = json!(tap);
-                netdev["script"] = json!("no");
-                netdev["downscript"] = json!("no");
+                // QEMU takes one descriptor as fd= (vhostfd=), several as fds= (vhostfds=),
+                // and the queue count from them.
+                let (fd_key, vhost_key) = if fds.taps.len() > 1 {
+                    ("fds", "vhostfds")
+                } else {
+                    ("fd", "vhostfd")
+                };
+                netdev[fd_key] = json!(fds.list(&fds.taps));
                 match driver_name {
-                    Some(InterfaceDriverName::Vhost) => netdev["vhost"] = json!(true),
+                    Some(InterfaceDriverName::Vhost) => {
+                        netdev["vhost"] = json!(true);
+                        netdev[vhost_key] = json!(fds.list(&fds.vhosts));
+                    }
                     Some(InterfaceDriverName::Qemu) => netdev["vhost"] = json!(false),
                     None => {}
-                }
-                if queues > 1 {
-                    netdev["queues"] = json!(queues);
                 }
             }
         }
@@ -836,14 +844,120 @@ fn udp_chardev(
     chardev
 }
 
-/// The descriptor number a direct interface's macvtap (`/dev/tapN`) has in QEMU: launch opens
-/// it and moves it there before QEMU starts.
-pub fn macvtap_fd(index: usize) -> i32 {
-    MACVTAP_FD_BASE.saturating_add(i32::try_from(index).unwrap_or(i32::MAX - MACVTAP_FD_BASE))
+/// The serial ports of a definition: its `<serial>`s, or its serial `<console>` alone, which
+/// is an alias of serial port 0 (libvirt creates that port when only the console is written).
+fn effective_serials<'a>(
+    serials: &'a [CharDevice],
+    consoles: &'a [CharDevice],
+) -> &'a [CharDevice] {
+    match (serials, consoles.first()) {
+        ([], Some(console)) => std::slice::from_ref(console),
+        _ => serials,
+    }
 }
 
+/// A file a serial port writes (`<serial type='file'>`): launch opens (makes) it and hands it
+/// to QEMU at `fd`, in descriptor set `set`, which the command line names (`/dev/fdset/SET`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CharFile {
+    pub path: String,
+    /// Appended to rather than emptied (`append='on'`).
+    pub append: bool,
+    pub fd: i32,
+    pub set: u32,
+}
+
+/// The files `domain`'s serial ports write ([`CharFile`]), at most one per port 0-3.
+pub fn char_files(domain: &oxvirt_domain::Domain) -> Vec<CharFile> {
+    let devices = &domain.devices;
+    effective_serials(&devices.serials, &devices.consoles)
+        .iter()
+        .enumerate()
+        .filter_map(|(index, serial)| {
+            let CharSource::File { path, append } = &serial.source else {
+                return None;
+            };
+            let port = serial.target.port.unwrap_or(index as u32);
+            // The builder refuses other ports.
+            (port <= 3).then(|| {
+                let (fd, set) = char_file_fd(port);
+                CharFile {
+                    path: path.clone(),
+                    append: *append == Some(true),
+                    fd,
+                    set,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The descriptor number and set of serial port `port`'s file: below the NICs' ([`nic_fds`]),
+/// one per port; sets far above those QMP `add-fd` picks at run time (from 0 up).
+fn char_file_fd(port: u32) -> (i32, u32) {
+    let port = port.min(3);
+    (NIC_FD_BASE - 10 + port as i32, 1000 + port)
+}
+
+/// The descriptors launch opens for one interface and moves to these numbers before QEMU starts
+/// (its command line names them): the TAP's or macvtap's files, one per queue, and a
+/// /dev/vhost-net file per queue when the interface uses vhost.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NicFds {
+    pub taps: Vec<i32>,
+    pub vhosts: Vec<i32>,
+}
+
+impl NicFds {
+    /// `fds` as QEMU's `fds=` takes them: `A:B:...`.
+    fn list(&self, fds: &[i32]) -> String {
+        fds.iter().map(i32::to_string).collect::<Vec<_>>().join(":")
+    }
+}
+
+/// The descriptors of each of `interfaces` (by index), numbered one after the other from a base
+/// far above what a fresh QEMU has open. TAP interfaces (network, bridge, ethernet) get one per
+/// queue (and as many /dev/vhost-net ones with `<driver name='vhost'>`), a direct one its
+/// macvtap's, a user one none.
+pub fn nic_fds(interfaces: &[Interface]) -> Vec<NicFds> {
+    let mut next = NIC_FD_BASE;
+    let mut take = |count: u32| -> Vec<i32> {
+        (0..count)
+            .map(|_| {
+                let fd = next;
+                next = next.saturating_add(1);
+                fd
+            })
+            .collect()
+    };
+    interfaces
+        .iter()
+        .map(|iface| match iface.interface_type {
+            InterfaceType::User => NicFds::default(),
+            InterfaceType::Direct => NicFds {
+                taps: take(1),
+                vhosts: Vec::new(),
+            },
+            InterfaceType::Network | InterfaceType::Bridge | InterfaceType::Ethernet => {
+                // The builder refuses more queues than a TAP has.
+                let queues = iface.driver_queues.unwrap_or(1).clamp(1, MAX_NIC_QUEUES);
+                let taps = take(queues);
+                let vhosts = if iface.driver_name == Some(InterfaceDriverName::Vhost) {
+                    take(queues)
+                } else {
+                    Vec::new()
+                };
+                NicFds { taps, vhosts }
+            }
+        })
+        .collect()
+}
+
+/// The most queues a TAP has (the kernel's `MAX_TAP_QUEUES`).
+const MAX_NIC_QUEUES: u32 = 256;
+
 /// Far above what a fresh QEMU process has open (stdio, the log), so nothing else lands there.
-const MACVTAP_FD_BASE: i32 = 200;
+const NIC_FD_BASE: i32 = 200;
 
 #[cfg(test)]
 mod tests {

@@ -44,7 +44,7 @@ mod sound;
 mod spice;
 mod storage;
 
-pub use devices::{macvtap_fd, nic_driver, NicIds, BALLOON_QOM_PATH};
+pub use devices::{char_files, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
 pub use storage::{disk_node, hotplug_disk, DiskPlug};
@@ -669,6 +669,15 @@ impl<'a> Builder<'a> {
         }
 
         let memory_mib = kib_to_mib_rounded_up(memory_kib);
+        // pc.ram's size in bytes: a <memory> whose bytes do not fit in 64 bits is refused here
+        // rather than overflowing (setmaxmem stores a size without the XML parser's checks).
+        let ram_bytes = memory_mib
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| QemuError::Invalid {
+                element: "memory".to_string(),
+                line: None,
+                reason: format!("{memory_kib} KiB is more memory than a 64-bit guest can address"),
+            })?;
         // The cells' sizes must add up to it exactly: in KiB then, as libvirt writes it.
         let mut memory = if numa {
             format!("size={memory_kib}k")
@@ -695,7 +704,7 @@ impl<'a> Builder<'a> {
             memory::backend(
                 self.run,
                 backing,
-                ("pc.ram", memory_mib * 1024 * 1024),
+                ("pc.ram", ram_bytes),
                 memory::CellMemory::default(),
                 false,
             )?
@@ -708,7 +717,7 @@ impl<'a> Builder<'a> {
                     memory::backend(
                         self.run,
                         backing,
-                        ("pc.ram", memory_mib * 1024 * 1024),
+                        ("pc.ram", ram_bytes),
                         memory::CellMemory::default(),
                         true,
                     )?
@@ -1250,8 +1259,8 @@ impl<'a> Builder<'a> {
         for (index, disk) in disks.iter().enumerate() {
             self.disk(index, disk)?;
         }
-        for (index, interface) in interfaces.iter().enumerate() {
-            self.interface(index, interface)?;
+        for ((index, interface), fds) in interfaces.iter().enumerate().zip(nic_fds(interfaces)) {
+            self.interface(index, interface, &fds)?;
         }
         self.inputs(inputs)?;
         self.graphics_and_video(graphics, videos)?;
