@@ -22,6 +22,8 @@ packages=(busybox-static cpio dnsmasq-base nftables iproute2 ovmf procps python3
 packages+=(fio sysbench)
 # The Prometheus project's own OpenMetrics parser, which crates/cli/tests/metrics.rs reads GET /metrics with.
 packages+=(python3-prometheus-client)
+# chromium: the web UI's browser tests (crates/cli/tests/web_ui.rs) drive Debian's headless Chromium.
+packages+=(chromium)
 # python3-venv: the virtualenv of schemathesis (scripts/schemathesis-venv.sh).
 packages+=(python3-venv)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded
@@ -56,6 +58,22 @@ fi
 getent group kvm >/dev/null || groupadd -r kvm
 getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
 getent passwd libvirt-qemu >/dev/null || useradd -r -g kvm -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+
+# The web UI (web/, docs/web-ui.md): built before oxvirtd, which embeds web/dist at build time. Node.js and npm
+# from Debian when the machine has no Node.js (18 in bookworm: enough for Vite 6 and playwright-core); npm's
+# cache lives outside the clone, as the guest kit's downloads do, so a new clone installs from it.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    log "installing Node.js and npm (Debian's)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 18 ] || { log "Node.js $(node --version) is too old for web/: 18 or later is needed"; exit 1; }
+npm_cache=${OXVIRT_CACHE:-/var/cache/oxvirt}/npm
+mkdir -p "$npm_cache"
+log "building the web UI (web/dist)"
+(cd "$repo/web" && npm ci --cache "$npm_cache" --prefer-offline --no-audit --no-fund --loglevel=error >/dev/null &&
+    npm run build --silent >/dev/null)
 
 command -v cargo >/dev/null || { log "cargo is missing: install the Rust toolchain (rustup) first"; exit 1; }
 log "building the workspace"

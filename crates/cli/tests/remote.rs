@@ -351,20 +351,7 @@ fn every_route_needs_credentials_roles_hold_and_the_certificate_is_pinned() {
 
     // Failed logins: 5 a minute per user and per address, then 429 with Retry-After, even for
     // the right password.
-    let password_file = remote.daemon.dir.path().join("password");
-    std::fs::write(&password_file, "right-password\n").expect("write");
-    remote
-        .daemon
-        .oxvirt(&[
-            "user",
-            "add",
-            "ann",
-            "--role",
-            "admin",
-            "--password-file",
-            password_file.to_str().expect("utf-8"),
-        ])
-        .ok();
+    remote.daemon.add_user("ann", "admin", "right-password");
     let basic = |password: &str| {
         use base64::Engine as _;
         let pair = format!("ann:{password}");

@@ -133,22 +133,6 @@ impl Web {
         self.http("POST", "/v1/session", &[], Some(&body))
     }
 
-    fn add_user(&self, name: &str, role: &str, password: &str) {
-        let file = self.daemon.dir.path().join(format!("{name}.pw"));
-        std::fs::write(&file, format!("{password}\n")).expect("write");
-        self.daemon
-            .oxvirt(&[
-                "user",
-                "add",
-                name,
-                "--role",
-                role,
-                "--password-file",
-                file.to_str().expect("utf-8"),
-            ])
-            .ok();
-    }
-
     /// Logs `user` in: the cookie's value and the session's JSON.
     fn login(&self, user: &str, password: &str) -> (String, serde_json::Value, Reply) {
         let reply = self.try_login(user, password);
@@ -188,8 +172,9 @@ fn token_count(daemon: &Daemon) -> usize {
 #[test]
 fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
     let web = Web::start();
-    web.add_user("ann", "admin", "ann-password");
-    web.add_user("viewer", "read-only", "viewer-password");
+    web.daemon.add_user("ann", "admin", "ann-password");
+    web.daemon
+        .add_user("viewer", "read-only", "viewer-password");
 
     // A wrong password: 401, JSON, and no Basic challenge (a browser would pop up its own).
     let wrong = web.try_login("ann", "wrong");
@@ -532,7 +517,7 @@ fn the_consoles_over_websockets_reach_the_guest_and_refuse_foreign_pages() {
 
     // The graphical console, from a browser session (the cookie authenticates a WebSocket as
     // any request), noVNC's subprotocol offered: QEMU's RFB banner comes first.
-    web.add_user("ann", "admin", "ann-password");
+    web.daemon.add_user("ann", "admin", "ann-password");
     let (session, _, _) = web.login("ann", "ann-password");
     let session_cookie = format!("oxvirt_session={session}");
     let mut vnc = websocket(

@@ -198,6 +198,15 @@ impl Daemon {
         (path, run)
     }
 
+    /// `oxvirt user add NAME --role ROLE --password-file FILE` (a user of the remote API).
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        let file = self.dir.path().join(format!("{name}.password"));
+        std::fs::write(&file, format!("{password}\n")).expect("password file");
+        let file = file.to_str().expect("utf-8 path");
+        self.oxvirt(&["user", "add", name, "--role", role, "--password-file", file])
+            .ok();
+    }
+
     /// Starts `oxvirt console NAME` with piped stdin and stdout.
     pub fn console(&self, domain: &str) -> ConsoleSession {
         ConsoleSession::spawn(&self.socket, &["console", domain])
