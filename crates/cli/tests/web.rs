@@ -183,6 +183,28 @@ fn browser_sessions_need_their_csrf_token_and_their_own_origin() {
     let challenge = wrong.header("www-authenticate").expect("a challenge");
     assert!(!challenge.contains("Basic"), "{challenge}");
     assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
+    // The page's first look for a session, and a page's fetch once its cookie expired: 401
+    // without a Basic challenge too; curl without credentials still gets one.
+    let first_look = web.http(
+        "GET",
+        "/v1/session",
+        &["Sec-Fetch-Mode: cors".to_string()],
+        None,
+    );
+    assert_eq!(first_look.status, 401, "{first_look:?}");
+    let fetch = web.http(
+        "GET",
+        "/v1/domains",
+        &["Sec-Fetch-Mode: cors".to_string()],
+        None,
+    );
+    assert_eq!(fetch.status, 401, "{fetch:?}");
+    let plain = web.http("GET", "/v1/domains", &[], None);
+    assert_eq!(plain.status, 401, "{plain:?}");
+    for (reply, basic) in [(&first_look, false), (&fetch, false), (&plain, true)] {
+        let challenge = reply.header("www-authenticate").expect("a challenge");
+        assert_eq!(challenge.contains("Basic"), basic, "{reply:?}");
+    }
     // A login from another site's page (login CSRF): refused before the password is checked.
     let foreign = web.http(
         "POST",

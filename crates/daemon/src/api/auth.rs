@@ -91,6 +91,17 @@ fn public(method: &Method, path: &str) -> bool {
             && (path == "/" || path == "/index.html" || path.starts_with("/assets/")))
 }
 
+/// Whether a browser sent `request` from a page's script (fetch, XHR, EventSource, WebSocket:
+/// `Sec-Fetch-Mode` other than `navigate`). A 401 to it offers no Basic challenge, which would
+/// make the browser pop up its own password dialog over the UI's login (a session that
+/// expired while the page was open); curl, the CLI and a typed URL still get it.
+fn from_page_script(request: &Request) -> bool {
+    request
+        .headers()
+        .get("sec-fetch-mode")
+        .is_some_and(|mode| mode.as_bytes() != b"navigate")
+}
+
 /// Whether `path` matches `pattern` (`*`: any one segment).
 fn matches(pattern: &str, path: &str) -> bool {
     let mut p = pattern.split('/');
@@ -433,7 +444,7 @@ pub async fn authenticate(
         return unauthorized(
             "oxvirtd over TCP needs credentials: a token (Authorization: Bearer), a user's \
              password (HTTP Basic) or a browser session's cookie (POST /v1/session)",
-            true,
+            !from_page_script(&request),
         );
     };
     // A browser sends an Origin with every WebSocket; one from another site's page is refused
