@@ -228,6 +228,39 @@ async fn guests_read_nbd_and_authenticated_http_disks() {
     let uuid = client.domain_info("netdisks").await.unwrap().uuid;
     let pids = env.pids_mentioning(&uuid);
     assert!(!pids.is_empty());
+    // QEMU runs as the guest's user and never connects to the NBD server by path (the
+    // server's socket is root's): oxvirtd connected and handed it the socket, at 100.
+    let qemu = pids
+        .iter()
+        .copied()
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.starts_with("qemu"))
+        })
+        .expect("the guest's QEMU");
+    let status = std::fs::read_to_string(format!("/proc/{qemu}/status")).unwrap();
+    let uid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .expect("a Uid line");
+    assert_ne!(uid, "0", "QEMU runs as root:\n{status}");
+    let argv = std::fs::read(format!("/proc/{qemu}/cmdline")).unwrap();
+    let argv = String::from_utf8_lossy(&argv);
+    assert!(
+        !argv.contains(&*nbd_socket.to_string_lossy()),
+        "QEMU names the NBD socket: {argv}"
+    );
+    assert!(
+        argv.contains(r#""server":{"str":"100","type":"fd"}"#),
+        "{argv}"
+    );
+    let passed = std::fs::read_link(format!("/proc/{qemu}/fd/100")).unwrap();
+    assert!(
+        passed.to_string_lossy().starts_with("socket:"),
+        "{}",
+        passed.display()
+    );
     for pid in pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
         assert!(

@@ -250,9 +250,9 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
 /// Why QEMU must keep root's rights for `domain` (inside the sandbox's other layers: NoNewPrivs,
 /// seccomp, Landlock) instead of running as a guest user of its own, or `None` when it need not.
 /// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
-/// it open: VFIO groups, Unix sockets of network disks it connects to, and files and sockets at
-/// the definition's own paths, which it creates there. (TAPs and macvtaps it gets open: launch's
-/// `open_nic_fds`; memory it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where
+/// it open: VFIO groups, Unix sockets of Gluster servers it connects to, and files and sockets
+/// at the definition's own paths, which it creates there. (TAPs and macvtaps it gets open:
+/// launch's `open_nic_fds`; NBD servers' sockets connected: `connect_nbd_sockets`; memory it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where
 /// oxvirtd may lift it: [`can_lift_memlock`].)
 /// (libvirt passes each VFIO descriptor too; docs/security.md says what is left to do.)
 pub fn needs_root(domain: &Domain) -> Option<String> {
@@ -260,16 +260,17 @@ pub fn needs_root(domain: &Domain) -> Option<String> {
     if !devices.hostdevs.is_empty() {
         return Some("a host device is a VFIO group QEMU opens".into());
     }
-    let socket = devices
+    let gluster_socket = devices
         .disks
         .iter()
         .filter_map(|disk| disk.network.as_ref())
+        .filter(|source| source.protocol != oxvirt_domain::NetworkProtocol::Nbd)
         .flat_map(|source| &source.hosts)
         .find_map(|host| match host {
             oxvirt_domain::NetworkHost::Unix { socket } => Some(socket),
             oxvirt_domain::NetworkHost::Tcp { .. } => None,
         });
-    if let Some(socket) = socket {
+    if let Some(socket) = gluster_socket {
         return Some(format!(
             "a disk is served on the Unix socket {socket}, which QEMU connects to"
         ));
@@ -544,6 +545,44 @@ mod tests {
             let mut files = Vec::new();
             files_of_node(&node, String::new(), false, &mut files);
             assert!(files.is_empty(), "{node}");
+        }
+    }
+
+    #[test]
+    fn qemu_keeps_root_only_for_what_it_must_open_itself() {
+        let domain = |devices: &str| {
+            oxvirt_domain::parse_domain_xml(&format!(
+                "<domain type='qemu'><name>v</name><memory>131072</memory>\
+                 <os><type>hvm</type></os><devices>{devices}</devices></domain>"
+            ))
+            .unwrap()
+        };
+        // Handed over open: TAPs, serial files, NBD servers' sockets.
+        for handed_over in [
+            "<interface type='ethernet'><target dev='tap9'/><model type='virtio'/></interface>",
+            "<serial type='file'><source path='/logs/s.txt'/><target port='0'/></serial>",
+            "<disk type='network' device='disk'><source protocol='nbd' name='e'>\
+             <host transport='unix' socket='/run/nbd.sock'/></source>\
+             <target dev='vda' bus='virtio'/></disk>",
+        ] {
+            assert_eq!(needs_root(&domain(handed_over)), None, "{handed_over}");
+        }
+        // Opened or made by QEMU itself at a path only root may use.
+        for (own, reason) in [
+            (
+                "<disk type='network' device='disk'><source protocol='gluster' name='v/i'>\
+                 <host transport='unix' socket='/run/gl.sock'/></source>\
+                 <target dev='vda' bus='virtio'/></disk>",
+                "/run/gl.sock",
+            ),
+            (
+                "<serial type='unix'><source mode='bind' path='/run/s.sock'/>\
+                 <target port='0'/></serial>",
+                "/run/s.sock",
+            ),
+        ] {
+            let why = needs_root(&domain(own)).expect(own);
+            assert!(why.contains(reason), "{why}");
         }
     }
 

@@ -210,6 +210,7 @@ pub async fn launch_with(
     let spawn_emulator = emulator.clone();
     let mut passed_files = open_nic_fds(domain, user.as_ref().map_or(0, |u| u.uid))?;
     passed_files.extend(open_char_files(domain)?);
+    passed_files.extend(connect_nbd_sockets(domain)?);
     let writer = writer.cloned();
     let run_dir = run.dir.clone();
     let console_pipe = run.console_log_pipe();
@@ -680,6 +681,26 @@ fn open_char_files(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
                 .open(&file.path)
                 .map_err(|err| QemuError::io(format!("opening {} for QEMU", file.path), err))?;
             Ok((opened, file.fd))
+        })
+        .collect()
+}
+
+/// The NBD servers of the disks on Unix sockets ([`crate::cmdline::nbd_sockets`]), connected
+/// by oxvirtd, with the number each gets in QEMU.
+fn connect_nbd_sockets(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+    crate::cmdline::nbd_sockets(domain)
+        .into_iter()
+        .map(|nbd| {
+            let stream = std::os::unix::net::UnixStream::connect(&nbd.path).map_err(|err| {
+                QemuError::io(
+                    format!(
+                        "connecting to the NBD server of disk '{}' at {}",
+                        nbd.dev, nbd.path
+                    ),
+                    err,
+                )
+            })?;
+            Ok((File::from(std::os::fd::OwnedFd::from(stream)), nbd.fd))
         })
         .collect()
 }

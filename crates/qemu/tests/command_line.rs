@@ -1076,6 +1076,10 @@ fn network_disks_open_qemu_block_drivers_with_secrets_from_files() {
       <disk type='network' device='disk'>
         <source protocol='nbd' name='exp'><host name='nbd.example'/></source>
         <target dev='vdd' bus='virtio'/>
+      </disk>
+      <disk type='network' device='disk'>
+        <source protocol='nbd' name='local'><host transport='unix' socket='/run/nbd.sock'/></source>
+        <target dev='vde' bus='virtio'/>
       </disk>";
     let args = args_of(&xml("", devices), Accel::Tcg);
     let iscsi = blockdev(&args, "drive-vda-file");
@@ -1120,6 +1124,18 @@ fn network_disks_open_qemu_block_drivers_with_secrets_from_files() {
         serde_json::json!({"type": "inet", "host": "nbd.example", "port": "10809"})
     );
     assert_eq!(nbd["export"], "exp");
+    // On a Unix socket: the socket launch connects and hands over at 100 + the disk's index,
+    // never its path (QEMU may run as a user the socket refuses).
+    let local = blockdev(&args, "drive-vde-file");
+    assert_eq!(
+        local["server"],
+        serde_json::json!({"type": "fd", "str": "104"})
+    );
+    assert_eq!(local["export"], "local");
+    assert!(
+        !args.iter().any(|a| a.contains("/run/nbd.sock")),
+        "{args:?}"
+    );
 }
 
 #[test]

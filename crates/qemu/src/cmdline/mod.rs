@@ -47,7 +47,7 @@ mod storage;
 pub use devices::{char_files, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
-pub use storage::{disk_node, hotplug_disk, DiskPlug};
+pub use storage::{disk_node, hotplug_disk, nbd_sockets, DiskPlug};
 
 /// The full translation: QEMU's arguments and what the operator should know about them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,6 +13,54 @@ use super::{
 };
 use crate::{Accel, QemuError, RunPaths};
 
+/// A disk served by NBD on a Unix socket. Launch connects to the socket itself (oxvirtd may
+/// reach a socket the guest's user may not) and hands QEMU the connected socket at `fd`, which
+/// the command line names (`server.type=fd`), as it hands over TAPs: QEMU never connects by
+/// path, so it can run as the guest's user whoever owns the NBD server's socket. (QEMU cannot
+/// reconnect such a disk by itself: a server restart needs a guest restart.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdSocket {
+    /// The disk's target device.
+    pub dev: String,
+    pub path: String,
+    pub fd: i32,
+}
+
+/// The NBD disks of `domain` on Unix sockets ([`NbdSocket`]).
+pub fn nbd_sockets(domain: &Domain) -> Vec<NbdSocket> {
+    domain
+        .devices
+        .disks
+        .iter()
+        .enumerate()
+        .filter_map(|(index, disk)| {
+            let network = disk.network.as_ref()?;
+            if network.protocol != NetworkProtocol::Nbd {
+                return None;
+            }
+            let [NetworkHost::Unix { socket }] = network.hosts.as_slice() else {
+                return None;
+            };
+            Some(NbdSocket {
+                dev: disk.target.dev.clone(),
+                path: socket.clone(),
+                fd: nbd_socket_fd(index)?,
+            })
+        })
+        .collect()
+}
+
+/// How many disks an NBD disk on a Unix socket may come after: their descriptors sit between
+/// [`NBD_FD_BASE`] and the serial files' (`char_file_fd`, from 190).
+const MAX_NBD_SOCKET_DISKS: usize = 80;
+/// Far above what a fresh QEMU process has open (stdio, the log), below the serial files'.
+const NBD_FD_BASE: i32 = 100;
+
+/// The descriptor of the NBD socket of the disk at `index` of the domain's disks.
+fn nbd_socket_fd(index: usize) -> Option<i32> {
+    (index < MAX_NBD_SOCKET_DISKS).then(|| NBD_FD_BASE + index as i32)
+}
+
 /// The name of the block node (the format node) the command line gives the disk with target
 /// `dev` (`vda`): what QMP block commands (`block_resize`, `query-named-block-nodes`) name.
 pub fn disk_node(dev: &str) -> String {
@@ -394,7 +442,7 @@ impl Builder<'_> {
     /// the object reads [`RunPaths::disk_secret_file`], which the daemon writes at start.
     fn network_protocol(
         &self,
-        network: &NetworkSource,
+        (index, network): (usize, &NetworkSource),
         auth: Option<&DiskAuth>,
         dev: &str,
         (element, source_line): (&str, SourceLine),
@@ -482,7 +530,16 @@ impl Builder<'_> {
             NetworkProtocol::Nbd => {
                 let server = match one_host()? {
                     NetworkHost::Tcp { name, port } => inet(name, *port),
-                    NetworkHost::Unix { socket } => json!({"type": "unix", "path": socket}),
+                    // Connected by launch and handed over ([`nbd_sockets`]).
+                    NetworkHost::Unix { .. } => {
+                        let fd = nbd_socket_fd(index).ok_or_else(|| {
+                            invalid(format!(
+                                "an NBD disk on a Unix socket must be one of the domain's first \
+                                 {MAX_NBD_SOCKET_DISKS} disks"
+                            ))
+                        })?;
+                        json!({"type": "fd", "str": fd.to_string()})
+                    }
                 };
                 let mut node = json!({"driver": "nbd", "server": server});
                 if let Some(export) = name {
@@ -797,8 +854,12 @@ impl Builder<'_> {
                         "io= applies to file and block disks (QEMU's network drivers do their own I/O)",
                     ));
                 }
-                let (node, secret) =
-                    self.network_protocol(network, auth.as_ref(), dev, (&element, *source_line))?;
+                let (node, secret) = self.network_protocol(
+                    (index, network),
+                    auth.as_ref(),
+                    dev,
+                    (&element, *source_line),
+                )?;
                 objects.extend(secret);
                 Some(node)
             }
