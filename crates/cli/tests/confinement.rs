@@ -226,7 +226,8 @@ fn mounted_at(pid: &str, mount_point: &str) -> Option<String> {
 /// QEMU runs in a mount namespace of its own whose /dev holds only what it needs: no /dev/net/tun
 /// (TAPs come as descriptors), none of the host's disks or terminals; the guest still boots,
 /// and writes its disk. Its second serial port writes a file in a directory its user cannot
-/// even enter: oxvirtd opens the file and hands it over, and QEMU stays a guest user.
+/// even enter, its third serves a socket there and its fourth connects to one: oxvirtd opens
+/// the file, binds and connects the sockets and hands them over, and QEMU stays a guest user.
 #[test]
 fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
     let daemon = Daemon::start();
@@ -235,9 +236,17 @@ fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod");
     let serial_file = logs.join("ttyS1.log");
+    // A socket QEMU serves (bound by oxvirtd) and one it connects to (the test's listener).
+    let served = logs.join("ttyS2.sock");
+    let client_of = logs.join("ttyS3.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&client_of).expect("bind ttyS3.sock");
     let serial = format!(
-        "<serial type='file'><source path='{}'/><target port='1'/></serial>\n  </devices>",
-        serial_file.display()
+        "<serial type='file'><source path='{}'/><target port='1'/></serial>
+    <serial type='unix'><source mode='bind' path='{}'/><target port='2'/></serial>
+    <serial type='unix'><source mode='connect' path='{}'/><target port='3'/></serial>\n  </devices>",
+        serial_file.display(),
+        served.display(),
+        client_of.display()
     );
     let disk = define_edited(&daemon, "privdev", PRIVATE_DEV, ("</devices>", &serial));
     let mut console = daemon.start_with_console("privdev");
@@ -306,7 +315,47 @@ fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
     });
     assert!(written, "{text:?}");
     assert_eq!(owner(&serial_file), (0, 0));
+
+    // The serial sockets, in the same directory QEMU's user cannot enter: oxvirtd bound the
+    // one and connected the other and handed them over, as libvirt does.
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).expect("QEMU's argv");
+    let argv = String::from_utf8_lossy(&argv);
+    assert!(
+        !argv.contains("private-logs"),
+        "QEMU names a path of it: {argv}"
+    );
+    let mut served_stream = std::os::unix::net::UnixStream::connect(&served).expect("connect");
+    let (mut accepted, _) = listener
+        .accept()
+        .expect("QEMU's connection (made at the start)");
+    for (tty, stream) in [("ttyS2", &mut served_stream), ("ttyS3", &mut accepted)] {
+        let marker = format!("OXVIRT-SERIAL-SOCKET-{tty}");
+        console.run(&format!("echo {marker} > /dev/{tty}"), 3);
+        let read = read_until(stream, &marker, Duration::from_secs(30));
+        assert!(read.contains(&marker), "{tty}: {read:?}");
+    }
     daemon.oxvirt(&["destroy", "privdev"]).ok();
+}
+
+/// What `stream` brings until it holds `marker` or `timeout` passes.
+fn read_until(
+    stream: &mut std::os::unix::net::UnixStream,
+    marker: &str,
+    timeout: Duration,
+) -> String {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    let mut text = Vec::new();
+    wait_for(timeout, || {
+        let mut chunk = [0u8; 4096];
+        if let Ok(n) = stream.read(&mut chunk) {
+            text.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&text).contains(marker)
+    });
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 /// Whether oxvirtd (root, as this test) may give QEMU an unlimited RLIMIT_MEMLOCK: its own hard

@@ -25,7 +25,7 @@ use landlock::{
     make_bitflags, AccessFs, BitFlags, PathBeneath, Ruleset, RulesetAttr, RulesetCreated,
     RulesetCreatedAttr,
 };
-use oxvirt_domain::{ChannelSource, CharSource, DiskDevice, DiskType, Domain};
+use oxvirt_domain::{ChannelSource, DiskDevice, DiskType, Domain};
 use serde_json::Value;
 
 use crate::{QemuError, Qmp, RunPaths};
@@ -316,17 +316,8 @@ pub fn can_lift_memlock() -> bool {
 fn made_by_qemu(domain: &Domain) -> Vec<(&str, Rights)> {
     let devices = &domain.devices;
     let mut made = Vec::new();
-    // (Serial files are opened by launch and handed over: `open_char_files`.)
-    for source in devices
-        .serials
-        .iter()
-        .chain(&devices.consoles)
-        .map(|c| &c.source)
-    {
-        if let CharSource::Unix { path, .. } = source {
-            made.push((path.as_str(), MAKE_SOCK));
-        }
-    }
+    // (Serial files and sockets are opened by launch and handed over: `open_char_files`,
+    // `open_char_sockets`.)
     for path in devices.audios.iter().filter_map(|a| a.path.as_ref()) {
         made.push((path.as_str(), MAKE_REG));
     }
@@ -557,10 +548,12 @@ mod tests {
             ))
             .unwrap()
         };
-        // Handed over open: TAPs, serial files, NBD servers' sockets.
+        // Handed over open: TAPs, serial files and sockets, NBD servers' sockets.
         for handed_over in [
             "<interface type='ethernet'><target dev='tap9'/><model type='virtio'/></interface>",
             "<serial type='file'><source path='/logs/s.txt'/><target port='0'/></serial>",
+            "<serial type='unix'><source mode='bind' path='/run/s.sock'/><target port='0'/></serial>",
+            "<serial type='unix'><source mode='connect' path='/run/s.sock'/><target port='1'/></serial>",
             "<disk type='network' device='disk'><source protocol='nbd' name='e'>\
              <host transport='unix' socket='/run/nbd.sock'/></source>\
              <target dev='vda' bus='virtio'/></disk>",
@@ -576,9 +569,13 @@ mod tests {
                 "/run/gl.sock",
             ),
             (
-                "<serial type='unix'><source mode='bind' path='/run/s.sock'/>\
-                 <target port='0'/></serial>",
-                "/run/s.sock",
+                "<channel type='unix'><source mode='bind' path='/run/c.sock'/>\
+                 <target type='virtio' name='org.example.c'/></channel>",
+                "/run/c.sock",
+            ),
+            (
+                "<audio id='1' type='file' path='/snd/out.wav'/>",
+                "/snd/out.wav",
             ),
         ] {
             let why = needs_root(&domain(own)).expect(own);

@@ -211,6 +211,7 @@ pub async fn launch_with(
     let mut passed_files = open_nic_fds(domain, user.as_ref().map_or(0, |u| u.uid))?;
     passed_files.extend(open_char_files(domain)?);
     passed_files.extend(connect_nbd_sockets(domain)?);
+    passed_files.extend(open_char_sockets(domain)?);
     let writer = writer.cloned();
     let run_dir = run.dir.clone();
     let console_pipe = run.console_log_pipe();
@@ -681,6 +682,35 @@ fn open_char_files(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
                 .open(&file.path)
                 .map_err(|err| QemuError::io(format!("opening {} for QEMU", file.path), err))?;
             Ok((opened, file.fd))
+        })
+        .collect()
+}
+
+/// The Unix sockets of the serial ports ([`crate::cmdline::char_sockets`]), bound (a stale
+/// socket at the path replaced, as QEMU itself would) or connected by oxvirtd, with the number
+/// each gets in QEMU.
+fn open_char_sockets(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+    use std::os::unix::fs::FileTypeExt;
+    crate::cmdline::char_sockets(domain)
+        .into_iter()
+        .map(|socket| {
+            let fd = if socket.bind {
+                let stale = std::fs::symlink_metadata(&socket.path)
+                    .is_ok_and(|meta| meta.file_type().is_socket());
+                if stale {
+                    std::fs::remove_file(&socket.path).map_err(|err| {
+                        QemuError::io(format!("removing the old socket {}", socket.path), err)
+                    })?;
+                }
+                let listener = std::os::unix::net::UnixListener::bind(&socket.path)
+                    .map_err(|err| QemuError::io(format!("binding {}", socket.path), err))?;
+                std::os::fd::OwnedFd::from(listener)
+            } else {
+                let stream = std::os::unix::net::UnixStream::connect(&socket.path)
+                    .map_err(|err| QemuError::io(format!("connecting to {}", socket.path), err))?;
+                std::os::fd::OwnedFd::from(stream)
+            };
+            Ok((File::from(fd), socket.fd))
         })
         .collect()
 }

@@ -409,6 +409,30 @@ fn serial_files_come_as_descriptor_sets() {
     assert!(chardevs.contains(&expected.as_str()), "{chardevs:?}");
 }
 
+/// A serial port on a Unix socket gets it bound or connected (launch does it), as libvirt hands
+/// QEMU its listening sockets: the command line names a descriptor, never the path.
+#[test]
+fn serial_unix_sockets_come_as_descriptors() {
+    let xml = xml(
+        "",
+        "<serial type='pty'><target port='0'/></serial>
+         <serial type='unix'><source mode='bind' path='/run/g/ttyS1.sock'/><target port='1'/></serial>
+         <serial type='unix'><source mode='connect' path='/run/g/ttyS2.sock'/><target port='2'/></serial>",
+    );
+    let args = args_of(&xml, Accel::Tcg);
+    assert!(!args.iter().any(|a| a.contains("/run/g/")), "{args:?}");
+    let chardevs = values(&args, "-chardev");
+    for expected in [
+        "socket,id=charserial1,fd=191,server=on,wait=off",
+        "socket,id=charserial2,fd=192,server=off",
+    ] {
+        assert!(
+            chardevs.contains(&expected),
+            "{expected} not in {chardevs:?}"
+        );
+    }
+}
+
 /// Serial ports of the other chardev types, as libvirt 9.0 maps them (its `domxml-to-native`
 /// of the own cases serial-tcp-udp and serial-null-stdio-vc).
 #[test]

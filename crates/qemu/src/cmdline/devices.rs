@@ -132,16 +132,17 @@ impl Builder<'_> {
                     self.arg("-add-fd", format!("fd={fd},set={set}"));
                     format!("file,id={id},path=/dev/fdset/{set}")
                 }
-                CharSource::Unix { path, mode } => format!(
-                    "socket,id={id},path={},server={}{}",
-                    escape_opt(path),
-                    on_off(*mode == UnixMode::Bind),
-                    if *mode == UnixMode::Bind {
-                        ",wait=off"
-                    } else {
-                        ""
-                    }
-                ),
+                CharSource::Unix { mode, .. } => {
+                    // Bound or connected by launch and handed over (char_sockets), as libvirt
+                    // does: QEMU, maybe a user of its own, need not reach the socket's path.
+                    let (fd, _) = char_file_fd(port);
+                    let bind = *mode == UnixMode::Bind;
+                    format!(
+                        "socket,id={id},fd={fd},server={}{}",
+                        on_off(bind),
+                        if bind { ",wait=off" } else { "" }
+                    )
+                }
                 CharSource::Tcp {
                     mode,
                     host,
@@ -887,6 +888,38 @@ pub fn char_files(domain: &oxvirt_domain::Domain) -> Vec<CharFile> {
                     fd,
                     set,
                 }
+            })
+        })
+        .collect()
+}
+
+/// A Unix socket a serial port serves or connects to (`<serial type='unix'>`): launch binds
+/// (`bind`) or connects it and hands QEMU the socket at `fd`, which the command line names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CharSocket {
+    pub path: String,
+    /// A listening socket QEMU accepts on (`mode='bind'`), else one connected to a server.
+    pub bind: bool,
+    pub fd: i32,
+}
+
+/// The Unix sockets of `domain`'s serial ports ([`CharSocket`]), at most one per port 0-3 (a
+/// port has one source: its file's descriptor number serves its socket).
+pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
+    let devices = &domain.devices;
+    effective_serials(&devices.serials, &devices.consoles)
+        .iter()
+        .enumerate()
+        .filter_map(|(index, serial)| {
+            let CharSource::Unix { path, mode } = &serial.source else {
+                return None;
+            };
+            let port = serial.target.port.unwrap_or(index as u32);
+            // The builder refuses other ports.
+            (port <= 3).then(|| CharSocket {
+                path: path.clone(),
+                bind: *mode == UnixMode::Bind,
+                fd: char_file_fd(port).0,
             })
         })
         .collect()

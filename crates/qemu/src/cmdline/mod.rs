@@ -44,7 +44,9 @@ mod sound;
 mod spice;
 mod storage;
 
-pub use devices::{char_files, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH};
+pub use devices::{
+    char_files, char_sockets, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH,
+};
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;
 pub use storage::{disk_node, hotplug_disk, nbd_sockets, DiskPlug};
