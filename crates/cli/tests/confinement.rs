@@ -239,14 +239,17 @@ fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
     // A socket QEMU serves (bound by oxvirtd) and one it connects to (the test's listener).
     let served = logs.join("ttyS2.sock");
     let client_of = logs.join("ttyS3.sock");
+    let channel = logs.join("channel.sock");
     let listener = std::os::unix::net::UnixListener::bind(&client_of).expect("bind ttyS3.sock");
     let serial = format!(
         "<serial type='file'><source path='{}'/><target port='1'/></serial>
     <serial type='unix'><source mode='bind' path='{}'/><target port='2'/></serial>
-    <serial type='unix'><source mode='connect' path='{}'/><target port='3'/></serial>\n  </devices>",
+    <serial type='unix'><source mode='connect' path='{}'/><target port='3'/></serial>
+    <channel type='unix'><source mode='bind' path='{}'/><target type='virtio' name='org.example.c'/></channel>\n  </devices>",
         serial_file.display(),
         served.display(),
-        client_of.display()
+        client_of.display(),
+        channel.display()
     );
     let disk = define_edited(&daemon, "privdev", PRIVATE_DEV, ("</devices>", &serial));
     let mut console = daemon.start_with_console("privdev");
@@ -334,6 +337,20 @@ fn qemu_has_a_private_dev_with_only_the_nodes_it_needs() {
         let read = read_until(stream, &marker, Duration::from_secs(30));
         assert!(read.contains(&marker), "{tty}: {read:?}");
     }
+    // The channel's socket too (no udev in the kit: its port found by name in sysfs).
+    let mut channel_stream = std::os::unix::net::UnixStream::connect(&channel).expect("connect");
+    console.run(
+        "for p in /sys/class/virtio-ports/*; do \
+           [ \"$(cat $p/name)\" = org.example.c ] && echo OXVIRT-CHANNEL-SOCKET > /dev/${p##*/}; \
+         done",
+        3,
+    );
+    let read = read_until(
+        &mut channel_stream,
+        "OXVIRT-CHANNEL-SOCKET",
+        Duration::from_secs(30),
+    );
+    assert!(read.contains("OXVIRT-CHANNEL-SOCKET"), "channel: {read:?}");
     daemon.oxvirt(&["destroy", "privdev"]).ok();
 }
 

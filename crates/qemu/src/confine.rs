@@ -25,7 +25,7 @@ use landlock::{
     make_bitflags, AccessFs, BitFlags, PathBeneath, Ruleset, RulesetAttr, RulesetCreated,
     RulesetCreatedAttr,
 };
-use oxvirt_domain::{ChannelSource, DiskDevice, DiskType, Domain};
+use oxvirt_domain::{DiskDevice, DiskType, Domain};
 use serde_json::Value;
 
 use crate::{QemuError, Qmp, RunPaths};
@@ -116,7 +116,6 @@ const READ: Rights = make_bitflags!(AccessFs::{ReadFile | ReadDir});
 const READ_EXEC: Rights = make_bitflags!(AccessFs::{ReadFile | ReadDir | Execute});
 const READ_WRITE: Rights = make_bitflags!(AccessFs::{ReadFile | WriteFile | Truncate});
 const MAKE_REG: Rights = make_bitflags!(AccessFs::{MakeReg});
-const MAKE_SOCK: Rights = make_bitflags!(AccessFs::{MakeSock});
 const REMOVE_FILE: Rights = make_bitflags!(AccessFs::{RemoveFile});
 /// Everything inside a directory QEMU owns for the run (the run directory, hugetlbfs): every
 /// right of ABI 3 but Refer (not handled: files never move between directories).
@@ -250,10 +249,12 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
 /// Why QEMU must keep root's rights for `domain` (inside the sandbox's other layers: NoNewPrivs,
 /// seccomp, Landlock) instead of running as a guest user of its own, or `None` when it need not.
 /// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
-/// it open: VFIO groups, Unix sockets of Gluster servers it connects to, and files and sockets
-/// at the definition's own paths, which it creates there. (TAPs and macvtaps it gets open:
-/// launch's `open_nic_fds`; NBD servers' sockets connected: `connect_nbd_sockets`; memory it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where
-/// oxvirtd may lift it: [`can_lift_memlock`].)
+/// it open: VFIO groups, Unix sockets of Gluster servers it connects to, and audio files at the
+/// definition's own paths, which it creates there. (TAPs and macvtaps it gets open: launch's
+/// `open_nic_fds`; serial files: `open_char_files`; serial ports' and channels' sockets bound or
+/// connected: `open_char_sockets`; NBD servers' sockets connected: `connect_nbd_sockets`; memory
+/// it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where oxvirtd may lift it:
+/// [`can_lift_memlock`].)
 /// (libvirt passes each VFIO descriptor too; docs/security.md says what is left to do.)
 pub fn needs_root(domain: &Domain) -> Option<String> {
     let devices = &domain.devices;
@@ -310,24 +311,15 @@ pub fn can_lift_memlock() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_SYS_RESOURCE) != 0)
 }
 
-/// The files and sockets QEMU makes at paths of `domain`'s own, with the Landlock right to make
-/// each: character devices' sockets (serials, consoles, channels) and a file audio backend's
-/// WAV file.
+/// The files QEMU makes at paths of `domain`'s own, with the Landlock right to make each: a
+/// file audio backend's WAV file.
 fn made_by_qemu(domain: &Domain) -> Vec<(&str, Rights)> {
     let devices = &domain.devices;
     let mut made = Vec::new();
-    // (Serial files and sockets are opened by launch and handed over: `open_char_files`,
-    // `open_char_sockets`.)
+    // (Serial files, serial ports' and channels' sockets are opened by launch and handed
+    // over: `open_char_files`, `open_char_sockets`.)
     for path in devices.audios.iter().filter_map(|a| a.path.as_ref()) {
         made.push((path.as_str(), MAKE_REG));
-    }
-    for channel in &devices.channels {
-        if let ChannelSource::Unix {
-            path: Some(path), ..
-        } = &channel.source
-        {
-            made.push((path.as_str(), MAKE_SOCK));
-        }
     }
     made
 }
@@ -554,6 +546,8 @@ mod tests {
             "<serial type='file'><source path='/logs/s.txt'/><target port='0'/></serial>",
             "<serial type='unix'><source mode='bind' path='/run/s.sock'/><target port='0'/></serial>",
             "<serial type='unix'><source mode='connect' path='/run/s.sock'/><target port='1'/></serial>",
+            "<channel type='unix'><source mode='bind' path='/run/c.sock'/>\
+             <target type='virtio' name='org.example.c'/></channel>",
             "<disk type='network' device='disk'><source protocol='nbd' name='e'>\
              <host transport='unix' socket='/run/nbd.sock'/></source>\
              <target dev='vda' bus='virtio'/></disk>",
@@ -567,11 +561,6 @@ mod tests {
                  <host transport='unix' socket='/run/gl.sock'/></source>\
                  <target dev='vda' bus='virtio'/></disk>",
                 "/run/gl.sock",
-            ),
-            (
-                "<channel type='unix'><source mode='bind' path='/run/c.sock'/>\
-                 <target type='virtio' name='org.example.c'/></channel>",
-                "/run/c.sock",
             ),
             (
                 "<audio id='1' type='file' path='/snd/out.wav'/>",

@@ -409,15 +409,18 @@ fn serial_files_come_as_descriptor_sets() {
     assert!(chardevs.contains(&expected.as_str()), "{chardevs:?}");
 }
 
-/// A serial port on a Unix socket gets it bound or connected (launch does it), as libvirt hands
-/// QEMU its listening sockets: the command line names a descriptor, never the path.
+/// A serial port or a channel on a Unix socket at a path of the definition's gets it bound or
+/// connected (launch does it), as libvirt hands QEMU its listening sockets: the command line
+/// names a descriptor, never the path.
 #[test]
 fn serial_unix_sockets_come_as_descriptors() {
     let xml = xml(
         "",
         "<serial type='pty'><target port='0'/></serial>
          <serial type='unix'><source mode='bind' path='/run/g/ttyS1.sock'/><target port='1'/></serial>
-         <serial type='unix'><source mode='connect' path='/run/g/ttyS2.sock'/><target port='2'/></serial>",
+         <serial type='unix'><source mode='connect' path='/run/g/ttyS2.sock'/><target port='2'/></serial>
+         <channel type='unix'><source mode='bind'/><target type='virtio' name='org.example.auto'/></channel>
+         <channel type='unix'><source mode='bind' path='/run/g/chan.sock'/><target type='virtio' name='org.example.c'/></channel>",
     );
     let args = args_of(&xml, Accel::Tcg);
     assert!(!args.iter().any(|a| a.contains("/run/g/")), "{args:?}");
@@ -425,6 +428,9 @@ fn serial_unix_sockets_come_as_descriptors() {
     for expected in [
         "socket,id=charserial1,fd=191,server=on,wait=off",
         "socket,id=charserial2,fd=192,server=off",
+        // A channel without a path: QEMU makes it in its own part of the run directory.
+        "socket,id=charchannel0,path=/run/oxvirt/vm/qemu/channel-0.sock,server=on,wait=off",
+        "socket,id=charchannel1,fd=151,server=on,wait=off",
     ] {
         assert!(
             chardevs.contains(&expected),

@@ -613,16 +613,39 @@ impl Builder<'_> {
             let id = format!("charchannel{index}");
             let chardev = match source {
                 ChannelSource::Unix { mode, path } => {
-                    // A bind socket without a path goes into QEMU's part of the run
-                    // directory, named after the port (libvirt: its channel directory).
-                    let path = match path {
-                        Some(path) => std::path::PathBuf::from(path),
-                        None => self.run.qemu_dir().join(format!("channel-{index}.sock")),
-                    };
                     let bind = *mode == UnixMode::Bind;
+                    let socket = match path {
+                        // At a path of the definition's: bound or connected by launch and
+                        // handed over (char_sockets), as a serial port's.
+                        Some(_) => {
+                            let fd = channel_socket_fd(index).ok_or_else(|| {
+                                QemuError::unsupported(
+                                    element.clone(),
+                                    *line,
+                                    format!(
+                                        "a channel on a Unix socket path must be one of the \
+                                         first {MAX_CHANNEL_SOCKETS} channels"
+                                    ),
+                                )
+                            })?;
+                            format!("fd={fd}")
+                        }
+                        // A bind socket without a path goes into QEMU's part of the run
+                        // directory, named after the port (libvirt: its channel directory),
+                        // which QEMU makes as its own.
+                        None => format!(
+                            "path={}",
+                            escape_opt(
+                                &self
+                                    .run
+                                    .qemu_dir()
+                                    .join(format!("channel-{index}.sock"))
+                                    .to_string_lossy()
+                            )
+                        ),
+                    };
                     format!(
-                        "socket,id={id},path={},server={}{}",
-                        escape_opt(&path.to_string_lossy()),
+                        "socket,id={id},{socket},server={}{}",
                         on_off(bind),
                         if bind { ",wait=off" } else { "" }
                     )
@@ -903,10 +926,29 @@ pub struct CharSocket {
     pub fd: i32,
 }
 
-/// The Unix sockets of `domain`'s serial ports ([`CharSocket`]), at most one per port 0-3 (a
-/// port has one source: its file's descriptor number serves its socket).
+/// The Unix sockets at paths of `domain`'s own ([`CharSocket`]): its serial ports', at most one
+/// per port 0-3 (a port has one source: its file's descriptor number serves its socket), and
+/// its channels'.
 pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
     let devices = &domain.devices;
+    let channels = devices
+        .channels
+        .iter()
+        .enumerate()
+        .filter_map(|(index, channel)| {
+            let oxvirt_domain::ChannelSource::Unix {
+                mode,
+                path: Some(path),
+            } = &channel.source
+            else {
+                return None;
+            };
+            Some(CharSocket {
+                path: path.clone(),
+                bind: *mode == UnixMode::Bind,
+                fd: channel_socket_fd(index)?,
+            })
+        });
     effective_serials(&devices.serials, &devices.consoles)
         .iter()
         .enumerate()
@@ -922,7 +964,19 @@ pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
                 fd: char_file_fd(port).0,
             })
         })
+        .chain(channels)
         .collect()
+}
+
+/// How many channels one on a socket path may come after: their descriptors sit between
+/// [`CHANNEL_FD_BASE`] and the serial ports' ([`char_file_fd`]).
+const MAX_CHANNEL_SOCKETS: usize = 40;
+/// Above the NBD sockets' descriptors (from 100), below the serial ports' (from 190).
+const CHANNEL_FD_BASE: i32 = 150;
+
+/// The descriptor of the socket of the channel at `index` of the domain's channels.
+fn channel_socket_fd(index: usize) -> Option<i32> {
+    (index < MAX_CHANNEL_SOCKETS).then(|| CHANNEL_FD_BASE + index as i32)
 }
 
 /// The descriptor number and set of serial port `port`'s file: below the NICs' ([`nic_fds`]),

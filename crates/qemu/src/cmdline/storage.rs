@@ -51,9 +51,9 @@ pub fn nbd_sockets(domain: &Domain) -> Vec<NbdSocket> {
 }
 
 /// How many disks an NBD disk on a Unix socket may come after: their descriptors sit between
-/// [`NBD_FD_BASE`] and the serial files' (`char_file_fd`, from 190).
-const MAX_NBD_SOCKET_DISKS: usize = 80;
-/// Far above what a fresh QEMU process has open (stdio, the log), below the serial files'.
+/// [`NBD_FD_BASE`] and the channels' sockets' (from 150).
+const MAX_NBD_SOCKET_DISKS: usize = 50;
+/// Far above what a fresh QEMU process has open (stdio, the log), below the channels' sockets'.
 const NBD_FD_BASE: i32 = 100;
 
 /// The descriptor of the NBD socket of the disk at `index` of the domain's disks.
