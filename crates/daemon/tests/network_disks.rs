@@ -291,6 +291,35 @@ async fn guests_read_nbd_and_authenticated_http_disks() {
         "a start with a wrong password succeeded"
     );
     assert!(env.pids_mentioning(&uuid).is_empty());
+
+    // An NBD socket nobody serves: oxvirtd's own connect fails, naming the disk and the path,
+    // before any QEMU starts.
+    let gone = env.dir.path().join("nobody.sock");
+    let xml = env.domain_xml("nbdgone", None).replace(
+        "  <devices>\n",
+        &format!(
+            "  <devices>\n    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source protocol='nbd'><host transport='unix' socket='{}'/></source>
+      <target dev='vda' bus='virtio'/>
+    </disk>\n",
+            gone.display()
+        ),
+    );
+    client.define_domain(&xml).await.unwrap();
+    let gone_uuid = client.domain_info("nbdgone").await.unwrap().uuid;
+    match client.start("nbdgone").await {
+        Err(ClientError::Api(e)) => {
+            assert!(
+                e.message.contains("the NBD server of disk 'vda'")
+                    && e.message.contains(&*gone.to_string_lossy()),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("a start with nobody serving its NBD socket: {other:?}"),
+    }
+    assert!(env.pids_mentioning(&gone_uuid).is_empty());
 }
 
 /// Every file below `dir`.

@@ -251,10 +251,9 @@ pub fn guest_files(domain: &Domain) -> Vec<GuestFile> {
 /// These are things QEMU opens itself that only root may open and that oxvirtd does not yet hand
 /// it open: VFIO groups, Unix sockets of Gluster servers it connects to, and audio files at the
 /// definition's own paths, which it creates there. (TAPs and macvtaps it gets open: launch's
-/// `open_nic_fds`; serial files: `open_char_files`; serial ports' and channels' sockets bound or
-/// connected: `open_char_sockets`; NBD servers' sockets connected: `connect_nbd_sockets`; memory
-/// it locks within the RLIMIT_MEMLOCK [`apply_in_child`] lifts, where oxvirtd may lift it:
-/// [`can_lift_memlock`].)
+/// `open_nic_fds`; serial files: `open_char_files`; serial ports', channels' and NBD servers'
+/// sockets bound or connected: `open_sockets`; memory it locks within the RLIMIT_MEMLOCK
+/// [`apply_in_child`] lifts, where oxvirtd may lift it: [`can_lift_memlock`].)
 /// (libvirt passes each VFIO descriptor too; docs/security.md says what is left to do.)
 pub fn needs_root(domain: &Domain) -> Option<String> {
     let devices = &domain.devices;
@@ -317,7 +316,7 @@ fn made_by_qemu(domain: &Domain) -> Vec<(&str, Rights)> {
     let devices = &domain.devices;
     let mut made = Vec::new();
     // (Serial files, serial ports' and channels' sockets are opened by launch and handed
-    // over: `open_char_files`, `open_char_sockets`.)
+    // over: `open_char_files`, `open_sockets`.)
     for path in devices.audios.iter().filter_map(|a| a.path.as_ref()) {
         made.push((path.as_str(), MAKE_REG));
     }

@@ -210,8 +210,10 @@ pub async fn launch_with(
     let spawn_emulator = emulator.clone();
     let mut passed_files = open_nic_fds(domain, user.as_ref().map_or(0, |u| u.uid))?;
     passed_files.extend(open_char_files(domain)?);
-    passed_files.extend(connect_nbd_sockets(domain)?);
-    passed_files.extend(open_char_sockets(domain)?);
+    let sockets = crate::cmdline::char_sockets(domain)
+        .into_iter()
+        .chain(crate::cmdline::nbd_sockets(domain));
+    passed_files.extend(open_sockets(sockets)?);
     let writer = writer.cloned();
     let run_dir = run.dir.clone();
     let console_pipe = run.console_log_pipe();
@@ -686,51 +688,35 @@ fn open_char_files(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
         .collect()
 }
 
-/// The Unix sockets of the serial ports ([`crate::cmdline::char_sockets`]), bound (a stale
-/// socket at the path replaced, as QEMU itself would) or connected by oxvirtd, with the number
-/// each gets in QEMU.
-fn open_char_sockets(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+/// The Unix sockets QEMU gets open ([`crate::cmdline::PassedSocket`]: serial ports', channels',
+/// NBD servers'), bound (a stale socket at the path replaced, as QEMU itself would) or connected
+/// by oxvirtd, with the number each gets in QEMU.
+fn open_sockets(
+    sockets: impl IntoIterator<Item = crate::cmdline::PassedSocket>,
+) -> Result<Vec<(File, i32)>, QemuError> {
     use std::os::unix::fs::FileTypeExt;
-    crate::cmdline::char_sockets(domain)
+    use std::os::unix::net::{UnixListener, UnixStream};
+    sockets
         .into_iter()
         .map(|socket| {
+            let (path, what) = (&socket.path, &socket.what);
             let fd = if socket.bind {
-                let stale = std::fs::symlink_metadata(&socket.path)
-                    .is_ok_and(|meta| meta.file_type().is_socket());
+                let stale =
+                    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_socket());
                 if stale {
-                    std::fs::remove_file(&socket.path).map_err(|err| {
-                        QemuError::io(format!("removing the old socket {}", socket.path), err)
+                    std::fs::remove_file(path).map_err(|err| {
+                        QemuError::io(format!("removing the old socket of {what} at {path}"), err)
                     })?;
                 }
-                let listener = std::os::unix::net::UnixListener::bind(&socket.path)
-                    .map_err(|err| QemuError::io(format!("binding {}", socket.path), err))?;
-                std::os::fd::OwnedFd::from(listener)
+                let listener = UnixListener::bind(path)
+                    .map_err(|err| QemuError::io(format!("binding {what} at {path}"), err))?;
+                OwnedFd::from(listener)
             } else {
-                let stream = std::os::unix::net::UnixStream::connect(&socket.path)
-                    .map_err(|err| QemuError::io(format!("connecting to {}", socket.path), err))?;
-                std::os::fd::OwnedFd::from(stream)
+                let stream = UnixStream::connect(path)
+                    .map_err(|err| QemuError::io(format!("connecting to {what} at {path}"), err))?;
+                OwnedFd::from(stream)
             };
             Ok((File::from(fd), socket.fd))
-        })
-        .collect()
-}
-
-/// The NBD servers of the disks on Unix sockets ([`crate::cmdline::nbd_sockets`]), connected
-/// by oxvirtd, with the number each gets in QEMU.
-fn connect_nbd_sockets(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
-    crate::cmdline::nbd_sockets(domain)
-        .into_iter()
-        .map(|nbd| {
-            let stream = std::os::unix::net::UnixStream::connect(&nbd.path).map_err(|err| {
-                QemuError::io(
-                    format!(
-                        "connecting to the NBD server of disk '{}' at {}",
-                        nbd.dev, nbd.path
-                    ),
-                    err,
-                )
-            })?;
-            Ok((File::from(std::os::fd::OwnedFd::from(stream)), nbd.fd))
         })
         .collect()
 }

@@ -916,20 +916,24 @@ pub fn char_files(domain: &oxvirt_domain::Domain) -> Vec<CharFile> {
         .collect()
 }
 
-/// A Unix socket a serial port serves or connects to (`<serial type='unix'>`): launch binds
-/// (`bind`) or connects it and hands QEMU the socket at `fd`, which the command line names.
+/// A Unix socket at a path of the definition's that launch binds (`bind`) or connects to for
+/// QEMU and hands over at `fd`, which the command line names, as libvirt hands QEMU its
+/// listening sockets: QEMU, maybe a user of its own, never reaches the path. Serial ports' and
+/// channels' sockets ([`char_sockets`]) and NBD servers' ([`super::nbd_sockets`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CharSocket {
+pub struct PassedSocket {
+    /// What it serves, for errors: "serial port 1", "the NBD server of disk 'vda'".
+    pub what: String,
     pub path: String,
     /// A listening socket QEMU accepts on (`mode='bind'`), else one connected to a server.
     pub bind: bool,
     pub fd: i32,
 }
 
-/// The Unix sockets at paths of `domain`'s own ([`CharSocket`]): its serial ports', at most one
+/// The Unix sockets at paths of `domain`'s own ([`PassedSocket`]): its serial ports', at most one
 /// per port 0-3 (a port has one source: its file's descriptor number serves its socket), and
 /// its channels'.
-pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
+pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<PassedSocket> {
     let devices = &domain.devices;
     let channels = devices
         .channels
@@ -943,7 +947,8 @@ pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
             else {
                 return None;
             };
-            Some(CharSocket {
+            Some(PassedSocket {
+                what: format!("channel {index}"),
                 path: path.clone(),
                 bind: *mode == UnixMode::Bind,
                 fd: channel_socket_fd(index)?,
@@ -958,7 +963,8 @@ pub fn char_sockets(domain: &oxvirt_domain::Domain) -> Vec<CharSocket> {
             };
             let port = serial.target.port.unwrap_or(index as u32);
             // The builder refuses other ports.
-            (port <= 3).then(|| CharSocket {
+            (port <= 3).then(|| PassedSocket {
+                what: format!("serial port {port}"),
                 path: path.clone(),
                 bind: *mode == UnixMode::Bind,
                 fd: char_file_fd(port).0,

@@ -45,7 +45,7 @@ mod spice;
 mod storage;
 
 pub use devices::{
-    char_files, char_sockets, nic_driver, nic_fds, NicFds, NicIds, BALLOON_QOM_PATH,
+    char_files, char_sockets, nic_driver, nic_fds, NicFds, NicIds, PassedSocket, BALLOON_QOM_PATH,
 };
 pub use media::{medium_blockdevs, medium_node_names};
 pub use spice::assign_spice_ports;

@@ -10,24 +10,16 @@ use serde_json::{json, Map, Value};
 
 use super::{
     is_qemu_identifier, on_off, pci_properties, Builder, Chipset, DeviceGroups, MachineFirmware,
+    PassedSocket,
 };
 use crate::{Accel, QemuError, RunPaths};
 
-/// A disk served by NBD on a Unix socket. Launch connects to the socket itself (oxvirtd may
-/// reach a socket the guest's user may not) and hands QEMU the connected socket at `fd`, which
-/// the command line names (`server.type=fd`), as it hands over TAPs: QEMU never connects by
-/// path, so it can run as the guest's user whoever owns the NBD server's socket. (QEMU cannot
+/// The NBD servers' sockets of `domain`'s disks on Unix sockets. Launch connects to each itself
+/// (oxvirtd may reach a socket the guest's user may not) and hands QEMU the connected socket,
+/// which the command line names (`server.type=fd`), as it hands over TAPs: QEMU never connects by
+/// path, so it can run as the guest's user whoever owns the server's socket. (QEMU cannot
 /// reconnect such a disk by itself: a server restart needs a guest restart.)
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NbdSocket {
-    /// The disk's target device.
-    pub dev: String,
-    pub path: String,
-    pub fd: i32,
-}
-
-/// The NBD disks of `domain` on Unix sockets ([`NbdSocket`]).
-pub fn nbd_sockets(domain: &Domain) -> Vec<NbdSocket> {
+pub fn nbd_sockets(domain: &Domain) -> Vec<PassedSocket> {
     domain
         .devices
         .disks
@@ -41,9 +33,10 @@ pub fn nbd_sockets(domain: &Domain) -> Vec<NbdSocket> {
             let [NetworkHost::Unix { socket }] = network.hosts.as_slice() else {
                 return None;
             };
-            Some(NbdSocket {
-                dev: disk.target.dev.clone(),
+            Some(PassedSocket {
+                what: format!("the NBD server of disk '{}'", disk.target.dev),
                 path: socket.clone(),
+                bind: false,
                 fd: nbd_socket_fd(index)?,
             })
         })
@@ -530,7 +523,7 @@ impl Builder<'_> {
             NetworkProtocol::Nbd => {
                 let server = match one_host()? {
                     NetworkHost::Tcp { name, port } => inet(name, *port),
-                    // Connected by launch and handed over ([`nbd_sockets`]).
+                    // Connected by launch and handed over (nbd_sockets).
                     NetworkHost::Unix { .. } => {
                         let fd = nbd_socket_fd(index).ok_or_else(|| {
                             invalid(format!(
