@@ -178,6 +178,9 @@ fn the_live_api_answers_as_its_openapi_document_says() {
     std::fs::write(&config, fixtures(&daemon)).expect("write schemathesis.toml");
     let mut command = Command::new(&st);
     command
+        // Its cache of found failures (.schemathesis/) goes into the working directory: the
+        // report's, not the repository.
+        .current_dir(report.path())
         .arg("--config-file")
         .arg(&config)
         .args(["run", &url, "--tls-verify", "false", "--no-color"])

@@ -473,9 +473,10 @@ fn a_daemon_killed_during_snapshot_create_leaves_store_and_images_consistent() {
     );
     // 64 MiB of guest memory that is not zero pages (which QEMU's stream skips), so the state
     // takes QEMU a while to write and the kill below lands while it does.
-    let filled = console.run(
+    let filled = console.run_within(
         "yes | head -c 1048576 > /tmp/mib; for i in $(seq 64); do cat /tmp/mib; done > /tmp/fill; wc -c < /tmp/fill",
         2,
+        Duration::from_secs(180),
     );
     assert!(filled.contains("67108864"), "{filled}");
 

@@ -385,6 +385,13 @@ impl ConsoleSession {
     /// markers that the shell computes (`$((...))`), so the echo of the typed line cannot match.
     #[track_caller]
     pub fn run(&mut self, command: &str, tag: u32) -> String {
+        self.run_within(command, tag, Duration::from_secs(30))
+    }
+
+    /// [`Self::run`] for a command that may take up to `timeout` (a TCG guest moving tens of
+    /// MiB while other guests share the cores).
+    #[track_caller]
+    pub fn run_within(&mut self, command: &str, tag: u32, timeout: Duration) -> String {
         let begin = format!("BEGIN-{}", tag * 2);
         let end = format!("END-{}", tag * 2);
         self.send_line(&format!(
@@ -392,7 +399,7 @@ impl ConsoleSession {
         ));
         self.expect_text(&format!("{begin}\n"), Duration::from_secs(30));
         let start = self.consumed;
-        self.expect_text(&format!("{end}\n"), Duration::from_secs(30));
+        self.expect_text(&format!("{end}\n"), timeout);
         let output = self.output.lock().expect("console output lock");
         output[start..self.consumed - end.len() - 1].to_string()
     }
