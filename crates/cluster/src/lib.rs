@@ -283,15 +283,6 @@ impl Member {
             }),
         }
     }
-
-    /// Leaves at a clean stop: the lease is revoked, so the host shows as down at once.
-    pub async fn leave(&self) -> Result<()> {
-        let mut lease_client = self.etcd.client.lease_client();
-        self.etcd
-            .call(lease_client.revoke(self.lease))
-            .await
-            .map(drop)
-    }
 }
 
 fn lease_not_found(err: &etcd_client::Error) -> bool {
