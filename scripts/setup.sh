@@ -24,6 +24,10 @@ packages+=(fio sysbench)
 packages+=(python3-prometheus-client)
 # chromium: the web UI's browser tests (crates/cli/tests/web_ui.rs) drive Debian's headless Chromium.
 packages+=(chromium)
+# The cluster (docs/cluster.md): etcd-server, the etcd its tests and demo run; protobuf-compiler and
+# libprotobuf-dev: the etcd-client crate's build compiles etcd's gRPC .proto files with protoc, and they import
+# protobuf's well-known types (google/protobuf/*.proto), which libprotobuf-dev ships.
+packages+=(etcd-server protobuf-compiler libprotobuf-dev)
 # python3-venv: the virtualenv of schemathesis (scripts/schemathesis-venv.sh).
 packages+=(python3-venv)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded

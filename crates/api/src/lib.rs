@@ -98,6 +98,8 @@ pub use capabilities::{
     HostCpuCapabilities, MachineInfo, NumaCellInfo,
 };
 
+pub mod cluster;
+pub use cluster::{ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState};
 pub mod node;
 pub mod stats;
 pub use node::{
@@ -423,6 +425,8 @@ pub mod code {
     pub const TOO_LARGE: &str = "too_large";
     /// A failure inside the daemon (its state store, the file system).
     pub const INTERNAL: &str = "internal";
+    /// A service the daemon needs for this is out of reach (the cluster's etcd); retry later.
+    pub const UNAVAILABLE: &str = "unavailable";
     /// Over TCP: no credentials, or wrong ones (HTTP 401).
     pub const UNAUTHORIZED: &str = "unauthorized";
     /// Over TCP: the credentials' role may not do this (a read-only role changing state).
@@ -462,6 +466,7 @@ impl ApiError {
             code::FORBIDDEN => 403,
             code::TOO_MANY_REQUESTS => 429,
             code::TIMEOUT => 504,
+            code::UNAVAILABLE => 503,
             _ => 500,
         }
     }

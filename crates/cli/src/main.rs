@@ -19,6 +19,7 @@ mod bench;
 mod builder;
 mod capabilities;
 mod clone;
+mod cluster;
 mod commands;
 mod complete;
 mod console;
@@ -107,6 +108,8 @@ enum Command {
     Disk(disks::DiskCommand),
     #[command(flatten)]
     Node(node::NodeCommand),
+    #[command(flatten)]
+    Cluster(cluster::ClusterCommand),
     #[command(flatten)]
     Limits(limits::LimitsCommand),
     #[command(flatten)]
@@ -396,6 +399,7 @@ fn run(client: &oxvirt_api::Client, command: Command) -> anyhow::Result<()> {
         Command::IoThreads(command) => print_virsh_output(&iothreads::run(&client, command)?),
         Command::Disk(command) => print_virsh_output(&disks::run(&client, command)?),
         Command::Node(command) => print_virsh_output(&node::run(&client, command)?),
+        Command::Cluster(command) => print_virsh_output(&cluster::run(&client, command)?),
         Command::Domstats(args) => print_virsh_output(&stats::run(&client, args)?),
         Command::Limits(command) => print_virsh_output(&limits::run(&client, command)?),
         Command::Memory(command) => print_virsh_output(&memory::run(&client, command)?),

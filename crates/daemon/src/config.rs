@@ -66,6 +66,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log_format", "--log-format"),
     ("guest_log_max_size", "--guest-log-max-size"),
     ("guest_log_max_backups", "--guest-log-max-backups"),
+    ("cluster", "--cluster"),
+    ("host_name", "--host-name"),
 ];
 
 /// A parsed file: each key's value and line.

@@ -161,6 +161,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         network_dir,
         args.default_network,
         args.sandbox.then(|| args.qemu_users.clone()),
+        args.cluster.clone(),
     )
     .await?;
     services.start().await?;

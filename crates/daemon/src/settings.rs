@@ -9,6 +9,7 @@ use clap::Parser;
 
 use crate::config::{ConfError, ConfFile, Origin, DEFAULT_CONFIG};
 use crate::logging::{self, Format, LogError, LogSettings, Sink};
+use crate::services::cluster::ClusterConfig;
 use oxvirt_logfile::Rotation;
 
 /// oxvirtd's flags: each configuration key, and the actions that are not keys
@@ -122,6 +123,14 @@ pub struct Args {
     /// it replaces is moved aside (oxvirt.db.broken-TIME), never deleted.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub restore_backup: Option<Option<PathBuf>>,
+    /// Join the cluster whose state is in these etcd endpoints, "etcd=http://HOST:2379[,...]"
+    /// (see docs/cluster.md); etcd being down does not stop oxvirtd [key cluster; default: none].
+    #[arg(long, value_name = "etcd=URL[,URL]")]
+    pub cluster: Option<String>,
+    /// This host's name in the cluster, unique among its members [key host_name; default: the
+    /// system's host name].
+    #[arg(long, value_name = "NAME")]
+    pub host_name: Option<String>,
 }
 
 #[derive(Debug)]
@@ -149,6 +158,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// How each guest's logs rotate (the log writer's, and the native console relay's).
     pub guest_logs: Rotation,
+    /// `--cluster` and `--host-name` (services/cluster.rs), if this host is a member.
+    pub cluster: Option<ClusterConfig>,
     /// Where each key's value came from (keys at their default are absent).
     origins: HashMap<&'static str, Origin>,
 }
@@ -409,7 +420,32 @@ impl Settings {
             None => Format::Text,
             Some(text) => Format::parse(&text).map_err(|e| m.bad("log_format", e))?,
         };
+        let host_name = m.string("host_name", "--host-name", args.host_name.clone())?;
+        let cluster = match m.string("cluster", "--cluster", args.cluster.clone())? {
+            None => {
+                if host_name.is_some() {
+                    return Err(m.bad("host_name", "is given without cluster"));
+                }
+                None
+            }
+            Some(spec) => {
+                let endpoints =
+                    oxvirt_cluster::parse_spec(&spec).map_err(|e| m.bad("cluster", e))?;
+                let host_name = match host_name {
+                    Some(name) => name,
+                    None => system_host_name()
+                        .ok_or_else(|| m.bad("host_name", "is not set and the system has none"))?,
+                };
+                oxvirt_cluster::check_host_name(&host_name).map_err(|e| m.bad("host_name", e))?;
+                Some(ClusterConfig {
+                    endpoints,
+                    host_name,
+                    api_address: listen.map(|address| address.to_string()),
+                })
+            }
+        };
         Ok(Settings {
+            cluster,
             socket,
             socket_mode,
             socket_gid,
@@ -490,6 +526,14 @@ fn parse_id_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
         ));
     }
     Ok(first..=last)
+}
+
+/// The system's host name (uname's node name).
+fn system_host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
 }
 
 /// A group's id by name (or a numeric id as is).

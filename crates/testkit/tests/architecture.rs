@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("domain", 1),
     ("net", 1),
     ("virtio", 1),
+    ("cluster", 1),
     ("qemu", 2),
     ("vmm", 2),
     ("native", 3),

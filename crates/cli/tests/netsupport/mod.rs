@@ -158,6 +158,8 @@ pub struct NetDaemon<'a> {
     pub socket: PathBuf,
     pub state: PathBuf,
     default_network: bool,
+    /// More flags for every launch (the cluster's harness: --cluster, --host-name).
+    extra_args: Vec<String>,
     child: Option<Child>,
     runs: u32,
 }
@@ -166,6 +168,11 @@ impl<'a> NetDaemon<'a> {
     /// Starts oxvirtd in `ns`; with `default_network` it defines and autostarts `default` as
     /// on a fresh host.
     pub fn start(ns: &'a Netns, default_network: bool) -> NetDaemon<'a> {
+        NetDaemon::start_with(ns, default_network, &[])
+    }
+
+    /// As [`NetDaemon::start`], with more flags for oxvirtd (kept for each relaunch).
+    pub fn start_with(ns: &'a Netns, default_network: bool, extra_args: &[&str]) -> NetDaemon<'a> {
         // Short paths: QEMU's sockets live below the state dir (sockaddr_un holds 108 bytes).
         let dir = tempfile::Builder::new()
             .prefix("oxnet-")
@@ -184,6 +191,7 @@ impl<'a> NetDaemon<'a> {
             socket,
             state,
             default_network,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             child: None,
             runs: 0,
         };
@@ -222,6 +230,7 @@ impl<'a> NetDaemon<'a> {
         if !self.default_network {
             command.arg("--no-default-network");
         }
+        command.args(&self.extra_args);
         let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("daemon log"))

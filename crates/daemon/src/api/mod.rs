@@ -5,6 +5,7 @@
 mod admin;
 pub(crate) mod auth;
 mod capabilities;
+mod cluster;
 mod console;
 mod disks;
 mod display;
@@ -86,6 +87,7 @@ fn routes(clients: Arc<Clients>, browser: bool) -> Router<Arc<Services>> {
         .merge(admin::routes(clients))
         .merge(disks::routes())
         .merge(capabilities::routes())
+        .merge(cluster::routes())
         .merge(console::routes())
         .merge(display::routes())
         .merge(domains::routes())

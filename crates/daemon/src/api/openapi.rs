@@ -49,6 +49,7 @@ pub fn routes() -> Router<Arc<Services>> {
         (name = "pools", description = "storage pools and volumes"),
         (name = "secrets", description = "secrets (values in base64)"),
         (name = "host", description = "the host: node information and capabilities"),
+        (name = "cluster", description = "the cluster this host is a member of (etcd)"),
         (name = "events", description = "the event stream and the metrics"),
         (name = "users", description = "users and tokens of the TLS listener (admin only)"),
         (name = "admin", description = "the daemon itself (virt-admin)"),
@@ -69,6 +70,7 @@ pub(crate) fn document() -> &'static Document {
             admin::Doc::openapi(),
             auth::Doc::openapi(),
             capabilities::Doc::openapi(),
+            cluster::Doc::openapi(),
             console::Doc::openapi(),
             disks::Doc::openapi(),
             display::Doc::openapi(),
@@ -102,7 +104,7 @@ pub(crate) fn document() -> &'static Document {
 
 /// The statuses an error reply can have: the codes' mapping (`ApiError::http_status`) is the
 /// same for every route, so every operation lists them all.
-const ERROR_STATUSES: [(&str, &str); 10] = [
+const ERROR_STATUSES: [(&str, &str); 11] = [
     ("400", "bad request: malformed JSON or path, invalid XML or name (`bad_request`, `invalid_xml`, `invalid_name`)"),
     ("401", "over TLS: no credentials or wrong ones (`unauthorized`)"),
     ("403", "over TLS: the role may not do this (`forbidden`)"),
@@ -112,6 +114,7 @@ const ERROR_STATUSES: [(&str, &str); 10] = [
     ("422", "not supported by this host or engine (`unsupported`)"),
     ("429", "over TLS: too many failed logins; retry after `Retry-After` seconds (`too_many_requests`)"),
     ("500", "a failure inside the daemon or its engine (`internal`, `engine`)"),
+    ("503", "a service the daemon needs for this is out of reach, such as the cluster's etcd (`unavailable`)"),
     ("504", "the operation timed out (`timeout`)"),
 ];
 

@@ -59,6 +59,7 @@ impl From<DaemonError> for Failure {
             ErrorKind::Timeout => code::TIMEOUT,
             ErrorKind::BadRequest => code::BAD_REQUEST,
             ErrorKind::Internal => code::INTERNAL,
+            ErrorKind::Unavailable => code::UNAVAILABLE,
         };
         Failure(ApiError::new(code, err.message))
     }

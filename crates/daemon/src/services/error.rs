@@ -33,6 +33,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A failure inside the daemon (its state store, the file system).
     Internal,
+    /// A service outside the daemon that this needs is out of reach (the cluster's etcd).
+    Unavailable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

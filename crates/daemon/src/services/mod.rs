@@ -9,6 +9,7 @@
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format; [`migration`]:
 //! live migration to and from another oxvirtd (`migrate`, `domjobinfo`, `domjobabort`), its
 //! jobs in memory in [`jobs`];
+//! [`cluster`]: this host as a member of a cluster on etcd (registration, host-list);
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
 //! [`error::DaemonError`]. A service uses only the ones below it: domains use networks,
@@ -17,6 +18,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod change;
+pub mod cluster;
 pub mod dac;
 pub mod disks;
 pub mod display;
@@ -71,6 +73,8 @@ pub struct Services {
     pub volumes: Arc<Volumes>,
     /// Users and tokens of the remote API (users.rs).
     pub users: Arc<users::Users>,
+    /// This host as a cluster member (cluster.rs), when `--cluster` is set.
+    pub cluster: Arc<cluster::Cluster>,
 }
 
 impl Services {
@@ -82,6 +86,7 @@ impl Services {
         network_dir: PathBuf,
         define_default_network: bool,
         qemu_users: Option<std::ops::RangeInclusive<u32>>,
+        cluster: Option<cluster::ClusterConfig>,
     ) -> anyhow::Result<Arc<Services>> {
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
@@ -100,6 +105,8 @@ impl Services {
         );
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
         let users = Arc::new(users::Users::new(store.clone()));
+        let cluster =
+            cluster::Cluster::new(cluster, domains.clone(), pools.clone(), engine.clone());
         Ok(Arc::new(Services {
             store,
             engine,
@@ -110,6 +117,7 @@ impl Services {
             secrets,
             users,
             volumes,
+            cluster,
         }))
     }
 
@@ -126,6 +134,8 @@ impl Services {
         self.networks.start_networking().await;
         let domains = self.domains.clone();
         tokio::spawn(async move { domains.autostart().await });
+        // After recovery, so the first record counts the guests that kept running.
+        self.cluster.start();
         Ok(())
     }
 

@@ -1,0 +1,186 @@
+//! The cluster on etcd (docs/cluster.md): three oxvirtd in three network namespaces, etcd in a
+//! fourth, a bridge joining them in a fifth (clustersupport). Needs root (namespaces) and
+//! Debian's etcd-server.
+
+mod clustersupport;
+
+use std::time::{Duration, Instant};
+
+use clustersupport::*;
+use oxvirt_testkit::wait_for;
+
+/// A member's lease lives 10 s (oxvirt_cluster::LEASE_TTL); etcd checks expiries about every
+/// half second, and host-list itself can take a few seconds on a loaded machine.
+const EXPIRY_BOUND: Duration = Duration::from_secs(25);
+
+#[test]
+fn three_hosts_register_and_a_killed_host_s_lease_expires() {
+    let lab = Lab::new(3);
+    lab.start_etcd();
+    let a = lab.member(0, "host-a");
+    let mut b = lab.member(1, "host-b");
+    let c = lab.member(2, "host-c");
+
+    let mut last = String::new();
+    let all_up = wait_for(Duration::from_secs(60), || {
+        let run = a.oxvirt(&["host-list"]);
+        last = format!("{run:#?}");
+        run.code == Some(0)
+            && host_rows(&run.stdout)
+                .iter()
+                .filter(|(_, state, _)| state == "up")
+                .count()
+                == 3
+    });
+    assert!(
+        all_up,
+        "three hosts up in host-list: {last}\nhost-a's log:\n{}",
+        a.log()
+    );
+    // Any member answers the same; each record carries the host's facts.
+    let table = c.oxvirt(&["host-list"]).ok();
+    let rows = host_rows(&table);
+    let names: Vec<&str> = rows.iter().map(|(name, _, _)| name.as_str()).collect();
+    assert_eq!(names, ["host-a", "host-b", "host-c"], "{table}");
+    assert!(
+        table.contains("CPU model") && table.contains(" MiB"),
+        "{table}"
+    );
+    for line in table.lines().skip(2).filter(|l| !l.trim().is_empty()) {
+        let free: u64 = line
+            .split_whitespace()
+            .rev()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no free memory in {line:?}"));
+        assert!(free > 0, "{line}");
+    }
+    for (_, _, guests) in &rows {
+        assert_eq!(guests, "0", "{table}");
+    }
+
+    // host-b crashes: it stops renewing, and its lease expires within the bound.
+    b.kill();
+    let killed = Instant::now();
+    let expired = wait_for(EXPIRY_BOUND, || {
+        let run = a.oxvirt(&["host-list"]);
+        last = run.stdout.clone();
+        host_rows(&run.stdout)
+            .iter()
+            .any(|(name, state, _)| name == "host-b" && state == "lease expired")
+    });
+    assert!(
+        expired,
+        "host-b's lease did not expire within {EXPIRY_BOUND:?}: {last}"
+    );
+    let rows = host_rows(&last);
+    assert!(
+        rows.iter()
+            .filter(|(name, _, _)| name != "host-b")
+            .all(|(_, state, _)| state == "up"),
+        "{last}"
+    );
+    eprintln!(
+        "host-b's lease seen expired {:?} after SIGKILL",
+        killed.elapsed()
+    );
+
+    // It comes back and joins again with a new lease.
+    b.launch();
+    let back = wait_for(Duration::from_secs(60), || {
+        let run = c.oxvirt(&["host-list"]);
+        last = run.stdout.clone();
+        host_rows(&run.stdout)
+            .iter()
+            .any(|(name, state, _)| name == "host-b" && state == "up")
+    });
+    assert!(back, "host-b did not rejoin: {last}\nits log:\n{}", b.log());
+}
+
+#[test]
+fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
+    let lab = Lab::new(1);
+    // No etcd yet: oxvirtd still starts (NetDaemon waits until it answers).
+    let a = lab.member(0, "host-a");
+    let run = a.oxvirt(&["host-list"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.starts_with("error: ") && run.stderr.contains(&etcd_endpoint()),
+        "the error names the etcd endpoint: {run:#?}"
+    );
+    assert_eq!(run.stdout, "", "{run:#?}");
+
+    // Every single-host operation works: define, start, list, destroy.
+    let kit = oxvirt_testkit::guest_kit();
+    let xml = guest_xml("solo", &kit, 1, "");
+    let file = a.write("solo.xml", &xml);
+    a.oxvirt(&["define", &file]).ok();
+    a.oxvirt(&["start", "solo"]).ok();
+    let list = a.oxvirt(&["list", "--all"]).ok();
+    assert!(
+        list.lines()
+            .any(|l| l.contains("solo") && l.contains("running")),
+        "{list}"
+    );
+
+    // etcd comes up: the member joins by itself and publishes its running guest.
+    lab.start_etcd();
+    let mut last = String::new();
+    let joined = wait_for(Duration::from_secs(60), || {
+        let run = a.oxvirt(&["host-list"]);
+        last = format!("{run:#?}");
+        host_rows(&run.stdout)
+            .iter()
+            .any(|(name, state, guests)| name == "host-a" && state == "up" && guests == "1")
+    });
+    assert!(
+        joined,
+        "host-a did not join once etcd was up: {last}\nits log:\n{}",
+        a.log()
+    );
+
+    // etcd goes down again: the verb fails naming it, the guest keeps running and answering.
+    lab.stop_etcd();
+    let run = a.oxvirt(&["host-list"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains(&etcd_endpoint()), "{run:#?}");
+    assert!(
+        a.oxvirt(&["domstate", "solo"]).ok().contains("running"),
+        "the guest runs on"
+    );
+    a.oxvirt(&["destroy", "solo"]).ok();
+}
+
+#[test]
+fn bad_cluster_settings_are_refused_naming_the_key() {
+    let oxvirtd = oxvirtd_bin();
+    let check = |args: &[&str]| {
+        std::process::Command::new(&oxvirtd)
+            .args(["--check-config", "--config", "/dev/null"])
+            .args(args)
+            .output()
+            .expect("run oxvirtd")
+    };
+    let out = check(&["--cluster", "consul=http://x:8500"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--cluster") && stderr.contains("consul=http://x:8500"),
+        "{stderr}"
+    );
+    let out = check(&["--cluster", "etcd=http://x:2379", "--host-name", "a/b"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--host-name") && stderr.contains("a/b"),
+        "{stderr}"
+    );
+    let out = check(&["--host-name", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = check(&["--cluster", "etcd=http://x:2379", "--host-name", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

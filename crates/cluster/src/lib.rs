@@ -1,0 +1,322 @@
+//! oxvirt's multi-host cluster, its state in etcd (docs/cluster.md).
+//!
+//! Each member oxvirtd ([`Member`]) holds a lease it keeps alive and publishes its
+//! [`HostRecord`] twice: under `/oxvirt/hosts/NAME` without the lease (so a host whose lease
+//! expired is still listed, as such) and `/oxvirt/alive/NAME` under it (gone when the lease
+//! expires). [`Etcd::hosts`] reads both. Nothing here knows about guests' engines: the daemon
+//! (crates/daemon/src/services/cluster.rs) publishes what it runs.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+pub use oxvirt_api::cluster::{ClusterHost, ClusterPool, HostRecord, HostState};
+
+/// Every key the cluster writes starts with this.
+pub const PREFIX: &str = "/oxvirt/";
+const HOSTS: &str = "/oxvirt/hosts/";
+const ALIVE: &str = "/oxvirt/alive/";
+
+/// How long a member's lease lives without renewal: a host that stops renewing (crash, kill,
+/// network cut) is seen as down this long after its last renewal at most.
+pub const LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How long one request to etcd may take before it counts as etcd being unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `--cluster`'s value is not `etcd=URL[,URL...]`.
+    #[error("'{spec}' is not a cluster setting like \"etcd=http://HOST:2379[,http://HOST2:2379]\": {reason}")]
+    Spec { spec: String, reason: String },
+    /// A host name that cannot be a key segment.
+    #[error("'{name}' is not a host name: {reason}")]
+    HostName { name: String, reason: &'static str },
+    /// etcd did not answer, or refused.
+    #[error("the cluster's etcd ({endpoints}) failed: {source}")]
+    Etcd {
+        endpoints: String,
+        #[source]
+        source: etcd_client::Error,
+    },
+    /// etcd's answer came too late.
+    #[error("the cluster's etcd ({endpoints}) did not answer within {}s", timeout.as_secs())]
+    Timeout {
+        endpoints: String,
+        timeout: Duration,
+    },
+    /// The member's lease is gone (not renewed in time): whatever it held is no longer its.
+    #[error("host '{host}' lost its cluster lease (not renewed within {}s)", LEASE_TTL.as_secs())]
+    LeaseLost { host: String },
+    /// A value in etcd that is not what oxvirt writes.
+    #[error("the cluster's record at '{key}' is not valid: {source}")]
+    BadRecord {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub type Result<T> = std::result::Result<T, ClusterError>;
+
+/// The etcd endpoints of `--cluster etcd=URL[,URL...]`.
+pub fn parse_spec(spec: &str) -> Result<Vec<String>> {
+    let bad = |reason: &str| ClusterError::Spec {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let Some(urls) = spec.trim().strip_prefix("etcd=") else {
+        return Err(bad(
+            "only an etcd cluster is supported: start it with \"etcd=\"",
+        ));
+    };
+    let mut endpoints = Vec::new();
+    for url in urls.split(',').map(str::trim) {
+        let Some(rest) = url.strip_prefix("http://") else {
+            return Err(bad(&format!(
+                "endpoint '{url}' must start with http:// (TLS to etcd is not supported yet)"
+            )));
+        };
+        let authority = rest.trim_end_matches('/');
+        let port_ok = authority
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok || authority.contains('/') {
+            return Err(bad(&format!("endpoint '{url}' must be http://HOST:PORT")));
+        }
+        endpoints.push(format!("http://{authority}"));
+    }
+    Ok(endpoints)
+}
+
+/// Checks a `--host-name`: it is a key segment in etcd and a word in tables.
+pub fn check_host_name(name: &str) -> Result<()> {
+    let bad = |reason| ClusterError::HostName {
+        name: name.to_string(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err(bad("it must have 1 to 63 characters"));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(bad("only letters, digits, '-', '_' and '.' are allowed"));
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch, for records' `updated`.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A connection to the cluster's etcd.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Etcd")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+impl Etcd {
+    /// Connects to `endpoints`; fails within [`REQUEST_TIMEOUT`] when none answers.
+    pub async fn connect(endpoints: &[String]) -> Result<Etcd> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let joined = endpoints.join(",");
+        let client = bounded(&joined, Client::connect(endpoints, Some(options))).await?;
+        Ok(Etcd {
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    /// The endpoints, for messages.
+    pub fn endpoints(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    /// Every host that ever joined, with whether its lease is alive, by name.
+    pub async fn hosts(&self) -> Result<Vec<ClusterHost>> {
+        let mut kv = self.client.kv_client();
+        let prefix = GetOptions::new().with_prefix();
+        let records = self.call(kv.get(HOSTS, Some(prefix.clone()))).await?;
+        let alive = self.call(kv.get(ALIVE, Some(prefix))).await?;
+        let alive: Vec<&[u8]> = alive
+            .kvs()
+            .iter()
+            .map(|kv| &kv.key()[ALIVE.len()..])
+            .collect();
+        let mut hosts = Vec::new();
+        for entry in records.kvs() {
+            let key = String::from_utf8_lossy(entry.key()).into_owned();
+            let host: HostRecord = serde_json::from_slice(entry.value()).map_err(|source| {
+                ClusterError::BadRecord {
+                    key: key.clone(),
+                    source,
+                }
+            })?;
+            let up = alive.contains(&host.name.as_bytes());
+            hosts.push(ClusterHost {
+                state: if up {
+                    HostState::Up
+                } else {
+                    HostState::LeaseExpired
+                },
+                host,
+            });
+        }
+        hosts.sort_by(|a, b| a.host.name.cmp(&b.host.name));
+        Ok(hosts)
+    }
+
+    /// Runs one request with the endpoints named in its error and a bound on its time.
+    async fn call<T>(
+        &self,
+        request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    ) -> Result<T> {
+        bounded(&self.endpoints(), request).await
+    }
+}
+
+/// `request`, failing after [`REQUEST_TIMEOUT`] (etcd-client's own timeout does not cover every
+/// step of a connection).
+async fn bounded<T>(
+    endpoints: &str,
+    request: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(ClusterError::Etcd {
+            endpoints: endpoints.to_string(),
+            source,
+        }),
+        Err(_) => Err(ClusterError::Timeout {
+            endpoints: endpoints.to_string(),
+            timeout: REQUEST_TIMEOUT,
+        }),
+    }
+}
+
+/// This host's membership: its lease, kept alive by [`Member::renew`].
+#[derive(Debug)]
+pub struct Member {
+    etcd: Etcd,
+    name: String,
+    lease: i64,
+}
+
+impl Member {
+    /// Joins: takes a lease of [`LEASE_TTL`] and publishes `record` (whose name is this host's).
+    pub async fn join(etcd: Etcd, record: &HostRecord) -> Result<Member> {
+        check_host_name(&record.name)?;
+        let mut lease_client = etcd.client.lease_client();
+        let ttl = LEASE_TTL.as_secs() as i64;
+        let lease = etcd.call(lease_client.grant(ttl, None)).await?.id();
+        let member = Member {
+            etcd,
+            name: record.name.clone(),
+            lease,
+        };
+        member.publish(record).await?;
+        Ok(member)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn etcd(&self) -> &Etcd {
+        &self.etcd
+    }
+
+    /// Writes `record` (free memory, guests) as this host's: the lasting copy and the one under
+    /// the lease.
+    pub async fn publish(&self, record: &HostRecord) -> Result<()> {
+        let value = serde_json::to_vec(record).map_err(|source| ClusterError::BadRecord {
+            key: format!("{HOSTS}{}", self.name),
+            source,
+        })?;
+        let mut kv = self.etcd.client.kv_client();
+        self.etcd
+            .call(kv.put(format!("{HOSTS}{}", self.name), value.clone(), None))
+            .await?;
+        let put = kv.put(
+            format!("{ALIVE}{}", self.name),
+            value,
+            Some(PutOptions::new().with_lease(self.lease)),
+        );
+        match self.etcd.call(put).await {
+            // etcd refuses a put under a lease it no longer has.
+            Err(ClusterError::Etcd { source, .. }) if lease_not_found(&source) => {
+                Err(ClusterError::LeaseLost {
+                    host: self.name.clone(),
+                })
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Renews the lease once; [`ClusterError::LeaseLost`] when it had already expired.
+    pub async fn renew(&self) -> Result<()> {
+        let mut lease_client = self.etcd.client.lease_client();
+        let renewed = async {
+            let (mut keeper, mut stream) = lease_client.keep_alive(self.lease).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match self.etcd.call(renewed).await? {
+            Some(answer) if answer.ttl() > 0 => Ok(()),
+            _ => Err(ClusterError::LeaseLost {
+                host: self.name.clone(),
+            }),
+        }
+    }
+}
+
+fn lease_not_found(err: &etcd_client::Error) -> bool {
+    err.to_string().contains("requested lease not found")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs() {
+        assert_eq!(
+            parse_spec("etcd=http://10.0.0.1:2379,http://h2:2379/").unwrap(),
+            vec!["http://10.0.0.1:2379", "http://h2:2379"]
+        );
+        for bad in [
+            "http://h:2379",
+            "etcd=h:2379",
+            "etcd=https://h:2379",
+            "etcd=http://h",
+            "etcd=http://h:2379/x",
+            "etcd=",
+        ] {
+            let err = parse_spec(bad).unwrap_err().to_string();
+            assert!(err.contains(bad.trim()), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn host_names() {
+        assert!(check_host_name("host-a.example").is_ok());
+        assert!(check_host_name("").is_err());
+        assert!(check_host_name("a/b").is_err());
+        assert!(check_host_name(&"x".repeat(64)).is_err());
+    }
+}
