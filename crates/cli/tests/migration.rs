@@ -642,3 +642,114 @@ fn copy_storage_refused_or_aborted_leaves_nothing_on_the_destination() {
         "the guest stopped writing to its disk on A"
     );
 }
+
+#[test]
+fn copy_storage_inc_copies_the_top_image_over_a_backing_file_both_have() {
+    let disks = disk_dir();
+    let (a, b) = daemons_apart(disks.path());
+    let uuid = "ae4c5b6a-7f8e-4d9d-82b3-5e6f7a8b9ca3";
+    // The backing file is where both reach it (outside the covered directory); the top image
+    // is not.
+    let shared = disk_dir();
+    let base = qcow2_disk(shared.path(), "base.qcow2");
+    let written = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x62 1M 512"])
+        .arg(&base)
+        .output()
+        .expect("run qemu-io");
+    assert!(written.status.success(), "{written:?}");
+    let top = disks.path().join("top.qcow2");
+    let created = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&top)
+        .status()
+        .expect("run qemu-img");
+    assert!(created.success(), "qemu-img create failed");
+    let mut console = boot_counting(&a, "inc-vm", uuid, &top);
+    let booted = boot_id(&mut console, 3);
+    assert!(
+        wait_for(Duration::from_secs(30), || disk_count(&mut console, 4)
+            .is_some()),
+        "the guest's counter never reached its disk"
+    );
+    drop(console);
+
+    let run = a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--undefinesource",
+        "--copy-storage-inc",
+        "inc-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}\nB's log:\n{}", b.log());
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "inc-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert_eq!(names(&a), "\n");
+
+    // On B: the same boot, what it wrote to the top image, and the backing file's data.
+    let mut console = b.console_when_ready("inc-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    assert_eq!(
+        console
+            .run(
+                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+                8
+            )
+            .trim(),
+        "disk-before"
+    );
+    assert_eq!(
+        console
+            .run(
+                "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 4; echo",
+                9
+            )
+            .trim(),
+        "bbbb",
+        "the backing file's data"
+    );
+    drop(console);
+    // B's top image is a qcow2 over the same backing file, with only the top's data.
+    let info = in_mounts_of(
+        &b,
+        &format!("qemu-img info -U --output=json '{}'", top.display()),
+    );
+    let info: serde_json::Value = serde_json::from_str(&info).expect("qemu-img's JSON");
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        Some(base.display().to_string().as_str()),
+        "{info}"
+    );
+    let map = in_mounts_of(
+        &b,
+        &format!("qemu-img map -U --output=json '{}'", top.display()),
+    );
+    let map: serde_json::Value = serde_json::from_str(&map).expect("qemu-img's JSON");
+    // The layer each offset's data is in: 0 the top image, 1 the backing file.
+    let depth_at = |offset: u64| {
+        map.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                let start = e["start"].as_u64().unwrap_or(u64::MAX);
+                start <= offset && offset < start + e["length"].as_u64().unwrap_or(0)
+            })
+            .and_then(|e| e["depth"].as_u64())
+    };
+    assert_eq!(
+        depth_at(0),
+        Some(0),
+        "the guest's writes are in B's top image: {map}"
+    );
+    assert_eq!(
+        depth_at(1 << 20),
+        Some(1),
+        "the backing file's data was copied: {map}"
+    );
+    b.oxvirt(&["destroy", "inc-vm"]).ok();
+}
