@@ -87,11 +87,54 @@ fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
     answer.trim().strip_prefix("count-")?.parse().ok()
 }
 
+/// The text the guest wrote at the start of its disk (sector 0).
+fn first_sector(console: &mut ConsoleSession, tag: u32) -> String {
+    console
+        .run(
+            "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+            tag,
+        )
+        .trim()
+        .to_string()
+}
+
+/// What a counting guest shows before it moves: its boot id, its RAM counter and the counter
+/// on its disk, once the counter reached the disk.
+fn before_the_move(console: &mut ConsoleSession) -> (String, u64, Option<u64>) {
+    let booted = boot_id(console, 3);
+    let ram = ram_count(console, 4);
+    let mut on_disk = None;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            on_disk = disk_count(console, 5);
+            on_disk.is_some()
+        }),
+        "the guest's counter never reached its disk: {}",
+        console.all_output()
+    );
+    (booted, ram, on_disk)
+}
+
 fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
     console
         .run("cat /proc/sys/kernel/random/boot_id", tag)
         .trim()
         .to_string()
+}
+
+/// After a failed migration: `name` (`uuid`) runs on `a` still, and `b` has no domain, no QEMU
+/// of it and no migration socket left.
+fn assert_left_on_source(a: &Daemon, b: &Daemon, name: &str, uuid: &str) {
+    assert_eq!(a.oxvirt(&["domstate", name]).ok(), "running\n\n");
+    assert_eq!(names(b), "\n");
+    assert!(
+        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
+        "B's QEMU stayed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// Every domain `daemon` has, by name.
@@ -106,17 +149,7 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     // Shared storage: one path both reach.
     let disk = qcow2_disk(a.dir.path(), "mig.qcow2");
     let mut console = boot_counting(&a, "mig-vm", uuid, &disk);
-    let booted = boot_id(&mut console, 3);
-    let before = ram_count(&mut console, 4);
-    let mut on_disk_before = None;
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            on_disk_before = disk_count(&mut console, 5);
-            on_disk_before.is_some()
-        }),
-        "the guest's counter never reached its disk: {}",
-        console.all_output()
-    );
+    let (booted, before, on_disk_before) = before_the_move(&mut console);
     drop(console);
 
     let out = a
@@ -157,15 +190,7 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
             > after),
         "the counter stopped on B"
     );
-    assert_eq!(
-        console
-            .run(
-                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-                10
-            )
-            .trim(),
-        "disk-before"
-    );
+    assert_eq!(first_sector(&mut console, 10), "disk-before");
     let on_disk = disk_count(&mut console, 11);
     assert!(
         on_disk > on_disk_before,
@@ -304,16 +329,7 @@ fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
     assert!(params.contains("\"downtime-limit\":750"), "{params}");
 
     // Still on A, the same boot, its counter going on; nothing on B.
-    assert_eq!(a.oxvirt(&["domstate", "stay-vm"]).ok(), "running\n\n");
-    assert_eq!(names(&b), "\n");
-    assert!(
-        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
-        "B's QEMU stayed"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_left_on_source(&a, &b, "stay-vm", uuid);
     let mut console = a.console_when_ready("stay-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 20), booted);
 
@@ -447,17 +463,7 @@ fn copy_storage_all_moves_a_guest_whose_disk_is_not_shared() {
         "B sees A's disks"
     );
     let mut console = boot_counting(&a, "copy-vm", uuid, &disk);
-    let booted = boot_id(&mut console, 3);
-    let before = ram_count(&mut console, 4);
-    let mut on_disk_before = None;
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            on_disk_before = disk_count(&mut console, 5);
-            on_disk_before.is_some()
-        }),
-        "the guest's counter never reached its disk: {}",
-        console.all_output()
-    );
+    let (booted, before, on_disk_before) = before_the_move(&mut console);
     drop(console);
 
     let run = a.oxvirt(&[
@@ -491,15 +497,7 @@ fn copy_storage_all_moves_a_guest_whose_disk_is_not_shared() {
     assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
     let after = ram_count(&mut console, 8);
     assert!(after > before, "the counter went from {before} to {after}");
-    assert_eq!(
-        console
-            .run(
-                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-                9
-            )
-            .trim(),
-        "disk-before"
-    );
+    assert_eq!(first_sector(&mut console, 9), "disk-before");
     let on_disk = disk_count(&mut console, 10);
     assert!(
         on_disk > on_disk_before && on_disk >= Some(a_last),
@@ -610,16 +608,7 @@ fn copy_storage_refused_or_aborted_leaves_nothing_on_the_destination() {
 
     // Still on A, same boot, writing to its own disk; nothing on B: no domain, QEMU, socket
     // or disk file.
-    assert_eq!(a.oxvirt(&["domstate", "keep-vm"]).ok(), "running\n\n");
-    assert_eq!(names(&b), "\n");
-    assert!(
-        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
-        "B's QEMU stayed"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_left_on_source(&a, &b, "keep-vm", uuid);
     assert_eq!(
         in_mounts_of(&b, &format!("ls -A '{}'", disks.path().display())),
         "",
@@ -667,12 +656,7 @@ fn copy_storage_inc_copies_the_top_image_over_a_backing_file_both_have() {
         .expect("run qemu-img");
     assert!(created.success(), "qemu-img create failed");
     let mut console = boot_counting(&a, "inc-vm", uuid, &top);
-    let booted = boot_id(&mut console, 3);
-    assert!(
-        wait_for(Duration::from_secs(30), || disk_count(&mut console, 4)
-            .is_some()),
-        "the guest's counter never reached its disk"
-    );
+    let (booted, _, _) = before_the_move(&mut console);
     drop(console);
 
     let run = a.oxvirt(&[
@@ -693,15 +677,7 @@ fn copy_storage_inc_copies_the_top_image_over_a_backing_file_both_have() {
     // On B: the same boot, what it wrote to the top image, and the backing file's data.
     let mut console = b.console_when_ready("inc-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
-    assert_eq!(
-        console
-            .run(
-                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-                8
-            )
-            .trim(),
-        "disk-before"
-    );
+    assert_eq!(first_sector(&mut console, 8), "disk-before");
     assert_eq!(
         console
             .run(

@@ -101,6 +101,11 @@ impl Daemon {
 
     /// A private oxvirtd started with `extra` flags too (e.g. `--config FILE`).
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_under(Vec::new(), extra)
+    }
+
+    /// oxvirtd started with `extra` flags, under the command `wrapper` (none if empty).
+    fn start_under(wrapper: Vec<String>, extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-e2e-")
             .tempdir()
@@ -114,7 +119,7 @@ impl Daemon {
             socket,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            wrapper: Vec::new(),
+            wrapper,
         };
         daemon.launch();
         daemon
@@ -124,32 +129,22 @@ impl Daemon {
     /// an empty tmpfs covers `covered`: what this oxvirtd sees there are other files than the
     /// test's (another host's disks at the same paths, for migrations that copy them).
     pub fn start_in_own_mounts(covered: &Path, extra: &[&str]) -> Daemon {
-        let dir = tempfile::Builder::new()
-            .prefix("oxvirt-e2e-")
-            .tempdir()
-            .expect("tempdir");
-        searchable(dir.path());
-        let socket = dir.path().join("oxvirtd.sock");
-        let mut daemon = Daemon {
-            dir,
-            socket,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            wrapper: vec![
-                "unshare".to_string(),
-                "--mount".to_string(),
-                "--propagation".to_string(),
-                "private".to_string(),
-                "--".to_string(),
-                "sh".to_string(),
-                "-c".to_string(),
-                // exec: the child the test holds is oxvirtd itself.
-                r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#.to_string(),
-                covered.display().to_string(),
-            ],
-        };
-        daemon.launch();
-        daemon
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            // exec: the child the test holds is oxvirtd itself.
+            r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([covered.display().to_string()])
+        .collect();
+        Daemon::start_under(wrapper, extra)
     }
 
     /// oxvirtd's pid (to enter its namespaces).
