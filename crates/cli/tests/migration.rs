@@ -591,9 +591,17 @@ fn copy_storage_refused_or_aborted_leaves_nothing_on_the_destination() {
     });
     assert!(halfway, "the migration never got going: {}", b.log());
     let info = a.oxvirt(&["domjobinfo", "keep-vm"]).ok();
+    // The disk (16 MiB) was copied before the memory went; what the guest writes meanwhile is
+    // copied again (and counted).
+    let mib_of = |label: &str| -> f64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(label))
+            .and_then(|rest| rest.trim().strip_suffix(" MiB"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {label} in {info}"))
+    };
     assert!(
-        info.contains("File total:       16.000 MiB")
-            && info.contains("File remaining:   0.000 MiB"),
+        mib_of("File total:") >= 16.0 && mib_of("File processed:") >= 16.0,
         "{info}"
     );
     assert_eq!(qemu_pids(uuid).len(), 2, "B's QEMU receives");

@@ -368,6 +368,14 @@ impl ServeDisks {
     }
 }
 
+impl Drop for ServeDisks {
+    /// Once QEMU loaded the state (or failed to), or the prepare failed: no one connects any
+    /// more (QEMU keeps its own copy of the listener until the NBD server stops).
+    fn drop(&mut self) {
+        remove_files(&[self.partial.clone(), self.socket.clone()]);
+    }
+}
+
 /// (Destination) What an incoming migration that copies disks made here.
 #[derive(Debug, Default)]
 pub(super) struct IncomingStorage {
