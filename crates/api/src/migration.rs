@@ -37,6 +37,41 @@ pub struct MigrateRequest {
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,
+    /// Copy the guest's writable disks to the destination too (`--copy-storage-all`,
+    /// `--copy-storage-inc`); without, they must be on storage both reach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_storage: Option<CopyStorage>,
+}
+
+/// What of the disks a migration copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum CopyStorage {
+    /// Each disk whole (`--copy-storage-all`): the destination creates empty ones.
+    All,
+    /// Each disk's top image only (`--copy-storage-inc`): the destination creates a qcow2
+    /// over the same backing file, which it must have.
+    Inc,
+}
+
+/// A disk the destination creates for a migration to copy into.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DiskCopy {
+    /// The disk's target (`vda`).
+    pub dev: String,
+    /// Its file: the same path on both hosts.
+    pub path: String,
+    /// `raw` or `qcow2`.
+    pub format: String,
+    /// Its virtual size, bytes.
+    pub size: u64,
+    /// `--copy-storage-inc`: the backing file (as the image names it) and its format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backing_format: Option<String>,
 }
 
 /// What `domjobinfo` shows: the domain's current (or last) migration job.
@@ -55,6 +90,13 @@ pub struct JobInfo {
     pub memory_processed: u64,
     pub memory_remaining: u64,
     pub memory_total: u64,
+    /// The disks' copy (`--copy-storage-*`): bytes copied, left, in all.
+    #[serde(default)]
+    pub disk_processed: u64,
+    #[serde(default)]
+    pub disk_remaining: u64,
+    #[serde(default)]
+    pub disk_total: u64,
     /// Bytes per second of RAM pages the guest dirties.
     pub dirty_rate: u64,
     /// MiB/s of the stream.
@@ -92,6 +134,10 @@ pub struct PrepareMigration {
     /// get them back when the guest stops on the destination (shared storage).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<FileOwner>,
+    /// The disks the destination creates and serves for the source to copy into
+    /// (`--copy-storage-*`); none on shared storage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskCopy>,
 }
 
 /// A file and its owner.
@@ -111,6 +157,10 @@ pub struct PreparedMigration {
     pub id: String,
     /// The Unix socket the destination listens on for the migration stream (one connection).
     pub socket: String,
+    /// With disks to copy: the Unix socket the destination's NBD server serves them on (one
+    /// connection per disk). It exists once they are served, after the stream's connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_socket: Option<String>,
 }
 
 /// Reply to `DELETE /v1/migrations/{id}`.

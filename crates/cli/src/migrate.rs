@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
-use oxvirt_api::{Client, JobInfo, MigrateRequest, MigrationSettings};
+use oxvirt_api::{Client, CopyStorage, JobInfo, MigrateRequest, MigrationSettings};
 
 use crate::commands::block_on;
 
@@ -18,8 +18,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 #[derive(Subcommand, Debug)]
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET`),
-    /// its disks on storage both reach at the same path. On any failure the domain goes on
-    /// running here.
+    /// its disks on storage both reach at the same path or copied (--copy-storage-all|inc). On
+    /// any failure the domain goes on running here.
     Migrate {
         /// Domain name or UUID.
         domain: String,
@@ -37,9 +37,18 @@ pub enum MigrateCommand {
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
-        /// Print the progress (remaining memory, dirty rate) while it runs.
+        /// Print the progress (remaining memory and disks, dirty rate) while it runs.
         #[arg(long)]
         verbose: bool,
+        /// Copy the writable file disks too (they are not on shared storage): the destination
+        /// creates each at the same path, with the same format and size; read-only disks and
+        /// CD-ROMs must be there already.
+        #[arg(long, conflicts_with = "copy_storage_inc")]
+        copy_storage_all: bool,
+        /// Copy only the top image of each writable disk: the destination creates a qcow2 over
+        /// the same backing file, which it must have.
+        #[arg(long)]
+        copy_storage_inc: bool,
     },
     /// Set the longest a running domain may be paused for the last pass of its migrations.
     #[command(name = "migrate-setmaxdowntime")]
@@ -92,12 +101,20 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
             undefinesource,
             bandwidth,
             verbose,
+            copy_storage_all,
+            copy_storage_inc,
         } => {
+            let copy_storage = match (copy_storage_all, copy_storage_inc) {
+                (true, _) => Some(CopyStorage::All),
+                (false, true) => Some(CopyStorage::Inc),
+                (false, false) => None,
+            };
             let request = MigrateRequest {
                 destination: destination_socket(&dest_uri)?,
                 live,
                 undefine_source: undefinesource,
                 bandwidth_mib: bandwidth,
+                copy_storage,
             };
             let migration = client.migrate(&domain, &request);
             let migrated = if verbose {
@@ -141,17 +158,22 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
     })
 }
 
-/// virsh's progress line, with what remains and the dirty rate.
+/// virsh's progress line, with what remains (memory, and disks being copied) and the dirty rate.
 fn print_progress(job: &JobInfo) {
-    if job.job_type != "Unbounded" || job.memory_total == 0 {
+    if job.job_type != "Unbounded" || job.data_total == 0 {
         return;
     }
-    let done = 100 - job.memory_remaining.saturating_mul(100) / job.memory_total;
+    let done = 100 - job.data_remaining.saturating_mul(100) / job.data_total;
+    let disks = if job.disk_total > 0 {
+        format!(" (disks {:.3} MiB)", mib(job.disk_remaining))
+    } else {
+        String::new()
+    };
     let mut stderr = std::io::stderr();
     let _ = write!(
         stderr,
-        "\rMigration: [{done:3} %] remaining {:.3} MiB, dirty rate {:.3} MiB/s ",
-        mib(job.memory_remaining),
+        "\rMigration: [{done:3} %] remaining {:.3} MiB{disks}, dirty rate {:.3} MiB/s ",
+        mib(job.data_remaining),
         mib(job.dirty_rate)
     );
     let _ = stderr.flush();
@@ -182,8 +204,15 @@ fn format_job(job: &JobInfo) -> String {
         ("Memory remaining:", job.memory_remaining),
         ("Memory total:", job.memory_total),
     ];
-    for (label, bytes) in sizes {
-        lines.push(format!("{label:<18}{:.3} MiB", mib(bytes)));
+    // virsh's names of the disks' figures; shown when disks are copied.
+    let files = [
+        ("File processed:", job.disk_processed),
+        ("File remaining:", job.disk_remaining),
+        ("File total:", job.disk_total),
+    ];
+    let files = if job.disk_total > 0 { &files[..] } else { &[] };
+    for (label, bytes) in sizes.iter().chain(files) {
+        lines.push(format!("{label:<18}{:.3} MiB", mib(*bytes)));
     }
     lines.push(format!(
         "{:<18}{:.3} MiB/s",

@@ -87,11 +87,54 @@ fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
     answer.trim().strip_prefix("count-")?.parse().ok()
 }
 
+/// The text the guest wrote at the start of its disk (sector 0).
+fn first_sector(console: &mut ConsoleSession, tag: u32) -> String {
+    console
+        .run(
+            "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+            tag,
+        )
+        .trim()
+        .to_string()
+}
+
+/// What a counting guest shows before it moves: its boot id, its RAM counter and the counter
+/// on its disk, once the counter reached the disk.
+fn before_the_move(console: &mut ConsoleSession) -> (String, u64, Option<u64>) {
+    let booted = boot_id(console, 3);
+    let ram = ram_count(console, 4);
+    let mut on_disk = None;
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            on_disk = disk_count(console, 5);
+            on_disk.is_some()
+        }),
+        "the guest's counter never reached its disk: {}",
+        console.all_output()
+    );
+    (booted, ram, on_disk)
+}
+
 fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
     console
         .run("cat /proc/sys/kernel/random/boot_id", tag)
         .trim()
         .to_string()
+}
+
+/// After a failed migration: `name` (`uuid`) runs on `a` still, and `b` has no domain, no QEMU
+/// of it and no migration socket left.
+fn assert_left_on_source(a: &Daemon, b: &Daemon, name: &str, uuid: &str) {
+    assert_eq!(a.oxvirt(&["domstate", name]).ok(), "running\n\n");
+    assert_eq!(names(b), "\n");
+    assert!(
+        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
+        "B's QEMU stayed"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 /// Every domain `daemon` has, by name.
@@ -106,17 +149,7 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     // Shared storage: one path both reach.
     let disk = qcow2_disk(a.dir.path(), "mig.qcow2");
     let mut console = boot_counting(&a, "mig-vm", uuid, &disk);
-    let booted = boot_id(&mut console, 3);
-    let before = ram_count(&mut console, 4);
-    let mut on_disk_before = None;
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            on_disk_before = disk_count(&mut console, 5);
-            on_disk_before.is_some()
-        }),
-        "the guest's counter never reached its disk: {}",
-        console.all_output()
-    );
+    let (booted, before, on_disk_before) = before_the_move(&mut console);
     drop(console);
 
     let out = a
@@ -157,15 +190,7 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
             > after),
         "the counter stopped on B"
     );
-    assert_eq!(
-        console
-            .run(
-                "dd if=/dev/vda bs=512 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-                10
-            )
-            .trim(),
-        "disk-before"
-    );
+    assert_eq!(first_sector(&mut console, 10), "disk-before");
     let on_disk = disk_count(&mut console, 11);
     assert!(
         on_disk > on_disk_before,
@@ -304,16 +329,7 @@ fn a_refused_or_aborted_migration_leaves_the_guest_running_on_the_source() {
     assert!(params.contains("\"downtime-limit\":750"), "{params}");
 
     // Still on A, the same boot, its counter going on; nothing on B.
-    assert_eq!(a.oxvirt(&["domstate", "stay-vm"]).ok(), "running\n\n");
-    assert_eq!(names(&b), "\n");
-    assert!(
-        wait_for(Duration::from_secs(20), || qemu_pids(uuid).len() == 1),
-        "B's QEMU stayed"
-    );
-    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
-        .map(|dir| dir.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_left_on_source(&a, &b, "stay-vm", uuid);
     let mut console = a.console_when_ready("stay-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 20), booted);
 
@@ -356,4 +372,368 @@ fn prepare_on(daemon: &Daemon, xml: &str) -> String {
         .output()
         .expect("run curl");
     String::from_utf8_lossy(&reply.stdout).into_owned()
+}
+
+// ----- --copy-storage-*: disks that are not on shared storage ------------------------------------
+
+/// A directory for disks, searchable by the guests' users.
+fn disk_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("oxvirt-migdisks-")
+        .tempdir()
+        .expect("tempdir");
+    support::searchable(dir.path());
+    dir
+}
+
+/// A and B whose disks are apart: B (and its guests) in a mount namespace of its own where an
+/// empty tmpfs covers `disks`, so a path there names another file on B than here (on A).
+fn daemons_apart(disks: &Path) -> (Daemon, Daemon) {
+    let a = Daemon::start_with(&["--qemu-user-range", "3104000-3104099"]);
+    let b = Daemon::start_in_own_mounts(disks, &["--qemu-user-range", "3105000-3105099"]);
+    (a, b)
+}
+
+/// Runs the shell command `script` in `daemon`'s mount namespace; its stdout (it must succeed).
+fn in_mounts_of(daemon: &Daemon, script: &str) -> String {
+    let out = Command::new("nsenter")
+        .args([
+            "--mount",
+            "--target",
+            &daemon.pid().to_string(),
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .expect("run nsenter");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text at the start of sector `sector` of the qcow2 image `path` (up to its first NUL or
+/// newline), read without locks (a QEMU may have it open), in `daemon`'s mount namespace or in
+/// the test's own. `scratch`: a file both namespaces reach.
+fn sector_text(path: &Path, sector: u64, daemon: Option<&Daemon>, scratch: &Path) -> String {
+    let script = format!(
+        "qemu-img convert -U -f qcow2 -O raw '{}' '{}'",
+        path.display(),
+        scratch.display()
+    );
+    match daemon {
+        Some(daemon) => {
+            in_mounts_of(daemon, &script);
+        }
+        None => {
+            let status = Command::new("sh")
+                .args(["-c", &script])
+                .status()
+                .expect("run qemu-img");
+            assert!(status.success(), "{script}");
+        }
+    }
+    let bytes = std::fs::read(scratch).expect("read the raw copy");
+    let start = usize::try_from(sector * 512).expect("an offset");
+    let sector = &bytes[start..start + 512];
+    let end = sector
+        .iter()
+        .position(|b| *b == 0 || *b == b'\n')
+        .unwrap_or(512);
+    String::from_utf8_lossy(&sector[..end]).into_owned()
+}
+
+fn count_of(text: &str) -> Option<u64> {
+    text.strip_prefix("count-")?.parse().ok()
+}
+
+#[test]
+fn copy_storage_all_moves_a_guest_whose_disk_is_not_shared() {
+    let disks = disk_dir();
+    let (a, b) = daemons_apart(disks.path());
+    let scratch = a.dir.path().join("sector.raw");
+    let uuid = "8c2a3f4e-5d6c-4b7b-a091-3c4d5e6f7a81";
+    let disk = qcow2_disk(disks.path(), "copy.qcow2");
+    assert_eq!(
+        in_mounts_of(&b, &format!("ls -A '{}'", disks.path().display())),
+        "",
+        "B sees A's disks"
+    );
+    let mut console = boot_counting(&a, "copy-vm", uuid, &disk);
+    let (booted, before, on_disk_before) = before_the_move(&mut console);
+    drop(console);
+
+    let run = a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--persistent",
+        "--undefinesource",
+        "--verbose",
+        "--copy-storage-all",
+        "copy-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}\nB's log:\n{}", b.log());
+    assert!(run.stderr.contains("Migration: [100 %]"), "{run:?}");
+
+    // It runs on B, once; A forgot it; A's disk is still there, A's own.
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "copy-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert_eq!(names(&a), "\n");
+    assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
+    assert!(disk.exists(), "A's disk is gone");
+    let a_last =
+        count_of(&sector_text(&disk, 1, None, &scratch)).expect("A's disk has the counter");
+    assert_eq!(sector_text(&disk, 0, None, &scratch), "disk-before");
+
+    // Same boot, same RAM, the counter going on; the disk (B's file) has what the guest wrote
+    // before and during the move, and what it writes now.
+    let mut console = b.console_when_ready("copy-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    let after = ram_count(&mut console, 8);
+    assert!(after > before, "the counter went from {before} to {after}");
+    assert_eq!(first_sector(&mut console, 9), "disk-before");
+    let on_disk = disk_count(&mut console, 10);
+    assert!(
+        on_disk > on_disk_before && on_disk >= Some(a_last),
+        "the disk's counter went from {on_disk_before:?} (A's file: {a_last}) to {on_disk:?}"
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || disk_count(&mut console, 11)
+            > Some(a_last + 2)),
+        "the guest stopped writing on B"
+    );
+    assert!(
+        !console.all_output().contains(BOOT_MARKER),
+        "the guest booted on B: {}",
+        console.all_output()
+    );
+    drop(console);
+    // B's file is another than A's: it has it all, A's stayed as A left it.
+    assert_eq!(
+        sector_text(&disk, 0, Some(&b), &scratch),
+        "disk-before",
+        "B's disk file"
+    );
+    let b_count = count_of(&sector_text(&disk, 1, Some(&b), &scratch));
+    assert!(
+        b_count > Some(a_last + 2),
+        "B's file: {b_count:?}, A's: {a_last}"
+    );
+    assert_eq!(
+        count_of(&sector_text(&disk, 1, None, &scratch)),
+        Some(a_last),
+        "A's file changed after the migration"
+    );
+    b.oxvirt(&["destroy", "copy-vm"]).ok();
+}
+
+#[test]
+fn copy_storage_refused_or_aborted_leaves_nothing_on_the_destination() {
+    let disks = disk_dir();
+    let (a, b) = daemons_apart(disks.path());
+    let uuid = "9d3b4a5f-6e7d-4c8c-b1a2-4d5e6f7a8b92";
+    let disk = qcow2_disk(disks.path(), "keep.qcow2");
+    let mut console = boot_counting(&a, "keep-vm", uuid, &disk);
+    let booted = boot_id(&mut console, 3);
+    drop(console);
+    let path = disk.display().to_string();
+
+    // A file at the disk's path on B: refused, naming it; B's file as it was.
+    in_mounts_of(&b, &format!("echo b-own-file > '{path}'"));
+    let err = a
+        .oxvirt(&[
+            "migrate",
+            "--live",
+            "--copy-storage-all",
+            "keep-vm",
+            &uri(&b),
+        ])
+        .error();
+    assert!(
+        err.contains(&path) && err.contains("already exists") && err.contains("overwrite"),
+        "{err}"
+    );
+    assert_eq!(in_mounts_of(&b, &format!("cat '{path}'")), "b-own-file\n");
+    assert_eq!(names(&b), "\n");
+    // Without --copy-storage-*, a disk B does not have is refused as before.
+    in_mounts_of(&b, &format!("rm '{path}'"));
+    let err = a
+        .oxvirt(&["migrate", "--live", "keep-vm", &uri(&b)])
+        .error();
+    assert!(
+        err.contains(&path) && err.contains("does not exist"),
+        "{err}"
+    );
+    assert_eq!(names(&b), "\n");
+
+    // Abort halfway: the disk copied (16 MiB), the memory at 1 MiB/s.
+    let migrating = a.spawn_oxvirt(
+        &[
+            "migrate",
+            "--live",
+            "--copy-storage-all",
+            "--bandwidth",
+            "1",
+            "keep-vm",
+            &uri(&b),
+        ],
+        &[],
+    );
+    let halfway = wait_for(Duration::from_secs(120), || {
+        let info = a.oxvirt(&["domjobinfo", "keep-vm"]).stdout;
+        info.contains("Unbounded") && !info.contains("Memory processed: 0.000 MiB")
+    });
+    assert!(halfway, "the migration never got going: {}", b.log());
+    let info = a.oxvirt(&["domjobinfo", "keep-vm"]).ok();
+    // The disk (16 MiB) was copied before the memory went; what the guest writes meanwhile is
+    // copied again (and counted).
+    let mib_of = |label: &str| -> f64 {
+        info.lines()
+            .find_map(|line| line.strip_prefix(label))
+            .and_then(|rest| rest.trim().strip_suffix(" MiB"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {label} in {info}"))
+    };
+    assert!(
+        mib_of("File total:") >= 16.0 && mib_of("File processed:") >= 16.0,
+        "{info}"
+    );
+    assert_eq!(qemu_pids(uuid).len(), 2, "B's QEMU receives");
+    assert!(
+        in_mounts_of(&b, &format!("test -f '{path}' && echo there")) == "there\n",
+        "B made no disk"
+    );
+    a.oxvirt(&["domjobabort", "keep-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("aborted"), "{run:?}");
+
+    // Still on A, same boot, writing to its own disk; nothing on B: no domain, QEMU, socket
+    // or disk file.
+    assert_left_on_source(&a, &b, "keep-vm", uuid);
+    assert_eq!(
+        in_mounts_of(&b, &format!("ls -A '{}'", disks.path().display())),
+        "",
+        "B kept the disk it made"
+    );
+    let nodes = a
+        .oxvirt(&[
+            "qemu-monitor-command",
+            "keep-vm",
+            r#"{"execute":"query-named-block-nodes"}"#,
+        ])
+        .ok();
+    assert!(!nodes.contains("oxvirt-nbd"), "{nodes}");
+    let mut console = a.console_when_ready("keep-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 20), booted);
+    let count = disk_count(&mut console, 21);
+    assert!(
+        wait_for(Duration::from_secs(30), || disk_count(&mut console, 22)
+            > count),
+        "the guest stopped writing to its disk on A"
+    );
+}
+
+#[test]
+fn copy_storage_inc_copies_the_top_image_over_a_backing_file_both_have() {
+    let disks = disk_dir();
+    let (a, b) = daemons_apart(disks.path());
+    let uuid = "ae4c5b6a-7f8e-4d9d-82b3-5e6f7a8b9ca3";
+    // The backing file is where both reach it (outside the covered directory); the top image
+    // is not.
+    let shared = disk_dir();
+    let base = qcow2_disk(shared.path(), "base.qcow2");
+    let written = Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x62 1M 512"])
+        .arg(&base)
+        .output()
+        .expect("run qemu-io");
+    assert!(written.status.success(), "{written:?}");
+    let top = disks.path().join("top.qcow2");
+    let created = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&base)
+        .arg(&top)
+        .status()
+        .expect("run qemu-img");
+    assert!(created.success(), "qemu-img create failed");
+    let mut console = boot_counting(&a, "inc-vm", uuid, &top);
+    let (booted, _, _) = before_the_move(&mut console);
+    drop(console);
+
+    let run = a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--undefinesource",
+        "--copy-storage-inc",
+        "inc-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}\nB's log:\n{}", b.log());
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "inc-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert_eq!(names(&a), "\n");
+
+    // On B: the same boot, what it wrote to the top image, and the backing file's data.
+    let mut console = b.console_when_ready("inc-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    assert_eq!(first_sector(&mut console, 8), "disk-before");
+    assert_eq!(
+        console
+            .run(
+                "dd if=/dev/vda bs=512 skip=2048 count=1 2>/dev/null | head -c 4; echo",
+                9
+            )
+            .trim(),
+        "bbbb",
+        "the backing file's data"
+    );
+    drop(console);
+    // B's top image is a qcow2 over the same backing file, with only the top's data.
+    let info = in_mounts_of(
+        &b,
+        &format!("qemu-img info -U --output=json '{}'", top.display()),
+    );
+    let info: serde_json::Value = serde_json::from_str(&info).expect("qemu-img's JSON");
+    assert_eq!(info["format"], "qcow2", "{info}");
+    assert_eq!(
+        info["backing-filename"].as_str(),
+        Some(base.display().to_string().as_str()),
+        "{info}"
+    );
+    let map = in_mounts_of(
+        &b,
+        &format!("qemu-img map -U --output=json '{}'", top.display()),
+    );
+    let map: serde_json::Value = serde_json::from_str(&map).expect("qemu-img's JSON");
+    // The layer each offset's data is in: 0 the top image, 1 the backing file.
+    let depth_at = |offset: u64| {
+        map.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                let start = e["start"].as_u64().unwrap_or(u64::MAX);
+                start <= offset && offset < start + e["length"].as_u64().unwrap_or(0)
+            })
+            .and_then(|e| e["depth"].as_u64())
+    };
+    assert_eq!(
+        depth_at(0),
+        Some(0),
+        "the guest's writes are in B's top image: {map}"
+    );
+    assert_eq!(
+        depth_at(1 << 20),
+        Some(1),
+        "the backing file's data was copied: {map}"
+    );
+    b.oxvirt(&["destroy", "inc-vm"]).ok();
 }

@@ -73,6 +73,7 @@ mod paths;
 mod process;
 mod qmp;
 mod qmp_probe;
+mod storage_migration;
 pub mod throttle;
 
 pub use accel::{probe_accel, Accel, AccelProbe};
@@ -96,3 +97,6 @@ pub use process::{
     read_pid_file, terminate, LaunchOptions, Launched, DEFAULT_EMULATOR,
 };
 pub use qmp::{Qmp, QmpEvent, QmpEventMessage, RunState};
+pub use storage_migration::{
+    end_mirrors, mirror_to_nbd, mirrors, stop_nbd_server, MirrorStats, NbdExports,
+};

@@ -105,6 +105,7 @@ pub async fn launch_with_logs(
     let options = LaunchOptions {
         writer,
         incoming: None,
+        nbd_exports: None,
         sandbox: false,
         user: None,
     };
@@ -120,6 +121,9 @@ pub struct LaunchOptions<'a> {
     /// by [`crate::save_state`]), instead of booting. The guest is paused when the launch
     /// returns.
     pub incoming: Option<File>,
+    /// With `incoming`: disks to export over NBD before the state is loaded (a live
+    /// migration that copies them, see [`crate::NbdExports`]).
+    pub nbd_exports: Option<crate::NbdExports<'a>>,
     /// Run QEMU sandboxed (see [`crate::confine`]); false runs it with all of oxvirtd's
     /// rights.
     pub sandbox: bool,
@@ -138,6 +142,7 @@ pub async fn launch_with(
     let LaunchOptions {
         writer,
         incoming,
+        nbd_exports,
         sandbox,
         user,
     } = options;
@@ -263,7 +268,15 @@ pub async fn launch_with(
     }
     if let Some(file) = &incoming {
         let uuid = domain.uuid;
-        let loaded = load_state(&qmp, file, || is_alive(pid, &uuid)).await;
+        // The exports serve before the stream is loaded: the source copies the disks first.
+        let served = match &nbd_exports {
+            Some(exports) => crate::storage_migration::serve_disks(&qmp, exports).await,
+            None => Ok(()),
+        };
+        let loaded = match served {
+            Ok(()) => load_state(&qmp, file, || is_alive(pid, &uuid)).await,
+            Err(err) => Err(err),
+        };
         if let Err(err) = loaded {
             // Half a machine is no guest: end it, and say what QEMU said.
             kill_now(pid);

@@ -90,6 +90,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// A command oxvirtd runs under (its program and arguments come after), if any.
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -99,6 +101,11 @@ impl Daemon {
 
     /// A private oxvirtd started with `extra` flags too (e.g. `--config FILE`).
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Daemon::start_under(Vec::new(), extra)
+    }
+
+    /// oxvirtd started with `extra` flags, under the command `wrapper` (none if empty).
+    fn start_under(wrapper: Vec<String>, extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-e2e-")
             .tempdir()
@@ -112,9 +119,37 @@ impl Daemon {
             socket,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            wrapper,
         };
         daemon.launch();
         daemon
+    }
+
+    /// [`Daemon::start_with`], oxvirtd (and its guests) in a mount namespace of its own where
+    /// an empty tmpfs covers `covered`: what this oxvirtd sees there are other files than the
+    /// test's (another host's disks at the same paths, for migrations that copy them).
+    pub fn start_in_own_mounts(covered: &Path, extra: &[&str]) -> Daemon {
+        let wrapper = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            // exec: the child the test holds is oxvirtd itself.
+            r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([covered.display().to_string()])
+        .collect();
+        Daemon::start_under(wrapper, extra)
+    }
+
+    /// oxvirtd's pid (to enter its namespaces).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("oxvirtd runs").id()
     }
 
     /// Starts oxvirtd on this daemon's socket and state (again, after [`Daemon::kill`]): its
@@ -125,7 +160,15 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("oxvirtd.log"))
             .expect("daemon log");
-        let child = Command::new(oxvirtd_bin())
+        let mut command = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(oxvirtd_bin());
+                command
+            }
+            None => Command::new(oxvirtd_bin()),
+        };
+        let child = command
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")

@@ -104,7 +104,25 @@ pub enum Incoming<'a> {
     /// A live migration's stream: the connection the source oxvirtd made
     /// (services/migration.rs).
     Stream(std::os::fd::BorrowedFd<'a>),
+    /// A live migration's stream that also copies the guest's disks (`--copy-storage-*`):
+    /// they are served by NBD before the stream is loaded (services/migration_storage.rs).
+    StreamCopyingDisks(std::os::fd::BorrowedFd<'a>, NbdServe<'a>),
 }
+
+/// The disks a guest receiving a live migration serves over NBD, for the source to copy them
+/// into.
+#[derive(Debug, Clone, Copy)]
+pub struct NbdServe<'a> {
+    /// A listening Unix socket oxvirtd bound: the engine serves on it.
+    pub listener: std::os::fd::BorrowedFd<'a>,
+    /// The targets (`vda`) of the disks to serve, writable, each under its target's name.
+    pub disks: &'a [String],
+    /// Notified once every disk is served.
+    pub ready: &'a tokio::sync::Notify,
+}
+
+/// How one disk's copy (an outgoing migration's, `--copy-storage-*`) goes.
+pub use oxvirt_qemu::MirrorStats as DiskCopyProgress;
 
 /// How an outgoing live migration is going: the qemu engine's figures (the only engine that
 /// migrates so far) are every engine's.
@@ -314,6 +332,29 @@ pub trait Control: Send + Sync {
     }
     /// Stops the outgoing migration; the guest goes on running here.
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    /// Starts copying disk `dev` of the running guest into the NBD export of the same name at
+    /// the other end of `connection` (a connected socket); with `shallow`, its top image only.
+    async fn copy_disk(
+        &self,
+        _dev: &str,
+        _connection: std::os::fd::BorrowedFd<'_>,
+        _shallow: bool,
+    ) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    /// The disk copies [`Control::copy_disk`] started that still exist.
+    async fn disk_copies(&self) -> Result<Vec<DiskCopyProgress>, EngineError> {
+        Err(no_migration())
+    }
+    /// Ends the copies of `devs` (a ready one first copies what is left) and closes their
+    /// connections.
+    async fn end_disk_copies(&self, _devs: &[String]) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    /// Stops serving the disks of an incoming migration ([`Incoming::StreamCopyingDisks`]).
+    async fn stop_serving_disks(&self) -> Result<(), EngineError> {
         Err(no_migration())
     }
     /// Internal snapshot `tag` of the running or paused guest, with its memory and device state

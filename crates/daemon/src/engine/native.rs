@@ -129,7 +129,7 @@ impl Engine for NativeEngine {
         let run = RunPaths::new(run_dir);
         match incoming {
             // The VMM loads the state and starts paused.
-            Some(Incoming::Stream(_)) => {
+            Some(Incoming::Stream(_) | Incoming::StreamCopyingDisks(..)) => {
                 return Err(EngineError {
                     kind: EngineErrorKind::Unsupported,
                     message: "the native engine cannot receive a live migration yet".to_string(),

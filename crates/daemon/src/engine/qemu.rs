@@ -220,17 +220,25 @@ impl Engine for QemuEngine {
         incoming: Option<Incoming<'_>>,
         user: Option<u32>,
     ) -> Result<u32, EngineError> {
+        let pass_on = |fd: std::os::fd::BorrowedFd<'_>, what: &str| {
+            fd.try_clone_to_owned().map_err(|err| EngineError {
+                kind: EngineErrorKind::Failed,
+                message: format!("cannot pass the {what} on: {err}"),
+            })
+        };
+        let mut nbd_exports = None;
         let incoming = incoming
             .map(|incoming| match incoming {
                 Incoming::Saved(state) => open_state_file(state, false),
                 // QEMU reads the connection as it reads a file (`migrate-incoming fd:`).
-                Incoming::Stream(fd) => {
-                    fd.try_clone_to_owned()
-                        .map(std::fs::File::from)
-                        .map_err(|err| EngineError {
-                            kind: EngineErrorKind::Failed,
-                            message: format!("cannot pass the migration stream on: {err}"),
-                        })
+                Incoming::Stream(fd) => pass_on(fd, "migration stream").map(std::fs::File::from),
+                Incoming::StreamCopyingDisks(fd, serve) => {
+                    nbd_exports = Some(oxvirt_qemu::NbdExports {
+                        listener: pass_on(serve.listener, "NBD listening socket")?,
+                        disks: serve.disks.to_vec(),
+                        ready: Some(serve.ready),
+                    });
+                    pass_on(fd, "migration stream").map(std::fs::File::from)
                 }
             })
             .transpose()?;
@@ -245,6 +253,7 @@ impl Engine for QemuEngine {
         let options = oxvirt_qemu::LaunchOptions {
             writer: Some(&self.log_writer),
             incoming,
+            nbd_exports,
             sandbox: self.sandbox,
             user,
         };
@@ -759,6 +768,34 @@ impl Control for QmpControl {
             .execute("migrate_cancel", None)
             .await
             .map(|_| ())
+            .map_err(engine_error)
+    }
+
+    async fn copy_disk(
+        &self,
+        dev: &str,
+        connection: std::os::fd::BorrowedFd<'_>,
+        shallow: bool,
+    ) -> Result<(), EngineError> {
+        let node = self.top_node(dev).await?;
+        oxvirt_qemu::mirror_to_nbd(&self.qmp, dev, &node, connection, shallow)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn disk_copies(&self) -> Result<Vec<super::DiskCopyProgress>, EngineError> {
+        oxvirt_qemu::mirrors(&self.qmp).await.map_err(engine_error)
+    }
+
+    async fn end_disk_copies(&self, devs: &[String]) -> Result<(), EngineError> {
+        oxvirt_qemu::end_mirrors(&self.qmp, devs)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn stop_serving_disks(&self) -> Result<(), EngineError> {
+        oxvirt_qemu::stop_nbd_server(&self.qmp)
+            .await
             .map_err(engine_error)
     }
 

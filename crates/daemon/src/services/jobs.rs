@@ -43,6 +43,8 @@ pub(super) struct IncomingMigration {
     pub(super) socket: PathBuf,
     /// Stops waiting for the source's connection.
     pub(super) cancel: Notify,
+    /// The disks created and served here for the source to copy (`--copy-storage-*`).
+    pub(super) storage: Option<super::migration_storage::IncomingStorage>,
     /// The task that accepts the stream and loads it; its result once done.
     pub(super) task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
 }
@@ -125,12 +127,25 @@ impl Job {
         info.memory_processed = progress.transferred;
         info.memory_remaining = progress.remaining;
         info.memory_total = progress.total;
-        info.data_processed = progress.transferred;
-        info.data_remaining = progress.remaining;
-        info.data_total = progress.total;
+        // Data: memory and the disks' copy (whose figures `update_disks` keeps) together.
+        info.data_processed = progress.transferred.saturating_add(info.disk_processed);
+        info.data_remaining = progress.remaining.saturating_add(info.disk_remaining);
+        info.data_total = progress.total.saturating_add(info.disk_total);
         info.dirty_rate = progress.dirty_rate;
         info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
         info.downtime_ms = progress.downtime_ms;
+    }
+
+    /// The disks' copy (`--copy-storage-*`), before and while the memory goes.
+    pub(super) fn update_disks(&self, copies: &[crate::engine::DiskCopyProgress]) {
+        let mut info = lock(&self.info);
+        info.time_elapsed_ms = elapsed_ms(self.started);
+        info.disk_processed = copies.iter().map(|copy| copy.offset).sum();
+        info.disk_total = copies.iter().map(|copy| copy.len).sum();
+        info.disk_remaining = info.disk_total.saturating_sub(info.disk_processed);
+        info.data_processed = info.memory_processed.saturating_add(info.disk_processed);
+        info.data_remaining = info.memory_remaining.saturating_add(info.disk_remaining);
+        info.data_total = info.memory_total.saturating_add(info.disk_total);
     }
 
     pub(super) fn complete(&self) {
@@ -138,6 +153,7 @@ impl Job {
         info.job_type = "Completed".to_string();
         info.time_elapsed_ms = elapsed_ms(self.started);
         info.memory_remaining = 0;
+        info.disk_remaining = 0;
         info.data_remaining = 0;
         self.running
             .store(false, std::sync::atomic::Ordering::SeqCst);

@@ -90,6 +90,7 @@ impl Domains {
         let xml = self
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
+        let disks = super::migration_storage::disks_to_copy(&xml, request.copy_storage)?;
         let destination = Client::new(destination_path);
         let owners = self
             .store
@@ -106,6 +107,7 @@ impl Domains {
             xml,
             running: state == DomainState::Running,
             owners,
+            disks: disks.clone(),
         };
         let prepared = destination
             .prepare_migration(&prepare)
@@ -126,9 +128,14 @@ impl Domains {
         };
         let sent = match paused {
             Ok(()) => {
-                self.send_state(control.as_ref(), &prepared, request, &job)
+                self.send_state(control.as_ref(), &prepared, request, &job, &disks)
                     .await
             }
+            Err(err) => Err(err),
+        };
+        // Completed: the copies are whole (the guest is paused here), and end.
+        let sent = match sent {
+            Ok(()) => super::migration_storage::end_copies(control.as_ref(), &disks).await,
             Err(err) => Err(err),
         };
         let finished = match sent {
@@ -142,6 +149,7 @@ impl Domains {
         if let Err(err) = finished {
             // The guest goes on here: the stream stops, the destination forgets it.
             let _ = control.migrate_cancel().await;
+            let _ = super::migration_storage::end_copies(control.as_ref(), &disks).await;
             if let Err(abort) = destination.abort_migration(&prepared.id).await {
                 tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
             }
@@ -191,6 +199,7 @@ impl Domains {
         prepared: &PreparedMigration,
         request: &MigrateRequest,
         job: &Job,
+        disks: &[oxvirt_api::DiskCopy],
     ) -> DaemonResult<()> {
         let stream = tokio::net::UnixStream::connect(&prepared.socket)
             .await
@@ -204,6 +213,9 @@ impl Domains {
                     ),
                 )
             })?;
+        // With that connection D's QEMU started: it serves the disks to copy first.
+        self.copy_disks(control, prepared, disks, request.copy_storage, job)
+            .await?;
         control
             .migrate_out(stream.as_fd(), request.bandwidth_mib)
             .await
@@ -327,7 +339,9 @@ impl Domains {
                 ),
             ));
         }
-        // Shared storage: every file the guest opens must be here, at the same path.
+        // The disks to copy are created here (and go again if the prepare fails).
+        let created = super::migration_storage::create_disks(&domain, &request.disks)?;
+        // Shared storage: every other file the guest opens must be here, at the same path.
         super::domains::check_files_exist(&domain).map_err(|err| {
             err.context("the guest's files must be reachable here (shared storage)")
         })?;
@@ -353,6 +367,11 @@ impl Domains {
             let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
                 super::error::internal(&format!("cannot listen on {}", socket.display()), err)
             })?;
+            let serve = super::migration_storage::ServeDisks::bind(
+                dir.join(format!("{id}-nbd.sock")),
+                &request.disks,
+            )?;
+            let nbd_socket = serve.as_ref().map(|serve| serve.socket().to_path_buf());
             let (vm, guard) = self.guests.begin(&record)?;
             let incoming = Arc::new(IncomingMigration {
                 uuid: record.uuid,
@@ -360,6 +379,7 @@ impl Domains {
                 running: request.running,
                 socket: socket.clone(),
                 cancel: Notify::new(),
+                storage: serve.as_ref().map(|serve| serve.storage(created)),
                 task: tokio::sync::Mutex::new(None),
             });
             let domains = Arc::clone(self);
@@ -390,15 +410,15 @@ impl Domains {
                     .into_std()
                     .map_err(|err| super::error::internal("the migration stream", err))?;
                 let domain = stored_domain(&launched)?;
-                domains
-                    .launch_locked(
-                        &vm,
-                        &launched,
-                        domain,
-                        None,
-                        Some(Incoming::Stream(stream.as_fd())),
-                    )
-                    .await?;
+                let incoming = match &serve {
+                    Some(serve) => serve.incoming(stream.as_fd()),
+                    None => Incoming::Stream(stream.as_fd()),
+                };
+                let launch = domains.launch_locked(&vm, &launched, domain, None, Some(incoming));
+                match &serve {
+                    Some(serve) => serve.while_launching(launch).await,
+                    None => launch.await,
+                }?;
                 // Its files were the source's guest user's: they go back to the owners they
                 // had before that one when the guest stops here.
                 for owner in owners {
@@ -422,6 +442,9 @@ impl Domains {
                         tracing::warn!(domain = %launched.name, "incoming migration failed: {err}");
                         let _ = std::fs::remove_file(&waiting.socket);
                         domains.forget_incoming_definition(&launched.uuid, &launched.name);
+                        if let Some(storage) = &waiting.storage {
+                            storage.discard();
+                        }
                     }
                 }
                 received
@@ -431,6 +454,7 @@ impl Domains {
             Ok(PreparedMigration {
                 id,
                 socket: socket.display().to_string(),
+                nbd_socket: nbd_socket.map(|path| path.display().to_string()),
             })
         }
         .await;
@@ -482,6 +506,11 @@ impl Domains {
             .ok_or_else(|| invalid_state(format!("domain '{}' is gone", incoming.name)))?;
         let vm = self.guests.slot(&record.uuid);
         let _guard = vm.op.clone().lock_owned().await;
+        if incoming.storage.is_some() {
+            let control = self.guests.running_control(&vm, &record)?;
+            super::migration_storage::stop_serving(control.as_ref(), incoming.storage.as_ref())
+                .await?;
+        }
         if incoming.running {
             let control = self.guests.running_control(&vm, &record)?;
             control
@@ -511,6 +540,9 @@ impl Domains {
             }
         }
         self.forget_incoming_definition(&incoming.uuid, &incoming.name);
+        if let Some(storage) = &incoming.storage {
+            storage.discard();
+        }
     }
 
     /// Removes the definition a prepare made (nothing runs of it any more).

@@ -32,6 +32,7 @@ pub mod iothreads;
 pub mod jobs;
 pub mod memory;
 pub mod migration;
+mod migration_storage;
 pub mod monitor;
 pub mod networks;
 pub mod pools;
