@@ -92,6 +92,24 @@ pub struct PrepareMigration {
     /// get them back when the guest stops on the destination (shared storage).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub owners: Vec<FileOwner>,
+    /// The source host's CPU as its oxvirtd advertises it: the destination compares the guest's
+    /// CPU with its own before anything moves (a `host-passthrough` guest needs the same CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cpu: Option<HostCpuDescription>,
+}
+
+/// A host's CPU as its oxvirtd advertises it (`oxvirt capabilities`' host `<cpu>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostCpuDescription {
+    /// The named model it is (the closest one when the description names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// libvirt's vendor name (`Intel`, `AMD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Every feature, the model's too, under libvirt's names.
+    pub features: Vec<String>,
 }
 
 /// A file and its owner.

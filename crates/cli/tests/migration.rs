@@ -49,6 +49,11 @@ fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
 fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
     let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
     daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    boot_counting_defined(daemon, name)
+}
+
+/// [`boot_counting`] of a domain already defined.
+fn boot_counting_defined(daemon: &Daemon, name: &str) -> ConsoleSession {
     let mut console = daemon.start_with_console(name);
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
@@ -356,4 +361,121 @@ fn prepare_on(daemon: &Daemon, xml: &str) -> String {
         .output()
         .expect("run curl");
     String::from_utf8_lossy(&reply.stdout).into_owned()
+}
+
+/// Two oxvirtd that advertise different host CPUs (key host_cpu_file): A a Haswell, B a
+/// Nehalem, as two hosts of different generations would.
+fn two_daemons_with_cpus(dir: &Path) -> (Daemon, Daemon) {
+    let a_cpu = dir.join("a-cpu.xml");
+    let b_cpu = dir.join("b-cpu.xml");
+    std::fs::write(
+        &a_cpu,
+        "<cpu>\n  <model>Haswell-noTSX</model>\n  <vendor>Intel</vendor>\n</cpu>\n",
+    )
+    .expect("write A's CPU");
+    std::fs::write(
+        &b_cpu,
+        "<cpu>\n  <model>Nehalem</model>\n  <vendor>Intel</vendor>\n</cpu>\n",
+    )
+    .expect("write B's CPU");
+    let a = Daemon::start_with(&[
+        "--qemu-user-range",
+        "3102000-3102099",
+        "--host-cpu-file",
+        &a_cpu.display().to_string(),
+    ]);
+    let b = Daemon::start_with(&[
+        "--qemu-user-range",
+        "3103000-3103099",
+        "--host-cpu-file",
+        &b_cpu.display().to_string(),
+    ]);
+    (a, b)
+}
+
+#[test]
+fn the_destination_checks_the_guest_cpu_before_anything_moves() {
+    let cpus = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_daemons_with_cpus(cpus.path());
+    // Each advertises its own CPU.
+    let caps = b.oxvirt(&["capabilities"]).ok();
+    assert!(caps.contains("<model>Nehalem</model>"), "{caps}");
+
+    // A host-passthrough guest sees A's CPU itself: B's differs, so it is refused, naming what
+    // B lacks, before anything is defined or started there.
+    let uuid = "8c2f3e4d-5c6b-4a7a-8f9e-3c4d5e6f7081";
+    let disk = qcow2_disk(a.dir.path(), "pass.qcow2");
+    let xml = guest_xml("pass-vm", uuid, &guest_kit(), &disk, 1)
+        .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "</features>",
+            "</features>\n  <cpu mode='host-passthrough'/>",
+        );
+    a.define("pass.xml", &xml).1.ok();
+    a.oxvirt(&["start", "pass-vm"]).ok();
+    let err = a
+        .oxvirt(&["migrate", "--live", "pass-vm", &uri(&b)])
+        .error();
+    assert!(
+        err.contains("host-passthrough")
+            && err.contains("its model is Nehalem (the source's Haswell-noTSX)")
+            && err.contains("the destination's CPU lacks: ")
+            && err.contains("avx2"),
+        "{err}"
+    );
+    assert_eq!(names(&b), "\n");
+    assert_eq!(a.oxvirt(&["domstate", "pass-vm"]).ok(), "running\n\n");
+    assert_eq!(
+        qemu_pids(uuid).len(),
+        1,
+        "no QEMU of the guest started on B"
+    );
+    a.oxvirt(&["destroy", "pass-vm"]).ok();
+
+    // A guest whose CPU is the baseline of both hosts' CPUs moves live.
+    let baseline = a
+        .oxvirt(&[
+            "hypervisor-cpu-baseline",
+            &cpus.path().join("a-cpu.xml").display().to_string(),
+            &cpus.path().join("b-cpu.xml").display().to_string(),
+        ])
+        .ok();
+    assert!(
+        baseline.contains("<model fallback='forbid'>Nehalem</model>"),
+        "{baseline}"
+    );
+    let uuid = "9d3f4e5d-6c7b-4a8a-9f0e-4d5e6f708192";
+    let disk = qcow2_disk(a.dir.path(), "base.qcow2");
+    let xml = guest_xml("base-vm", uuid, &guest_kit(), &disk, 1)
+        .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "</features>",
+            &format!("</features>\n  {}", baseline.trim()),
+        );
+    a.define("base.xml", &xml).1.ok();
+    let mut console = boot_counting_defined(&a, "base-vm");
+    let booted = boot_id(&mut console, 3);
+    let before = ram_count(&mut console, 4);
+    drop(console);
+    a.oxvirt(&["migrate", "--live", "--undefinesource", "base-vm", &uri(&b)])
+        .ok();
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "base-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert!(b
+        .oxvirt(&["dumpxml", "base-vm"])
+        .ok()
+        .contains("<model fallback='forbid'>Nehalem</model>"));
+    let mut console = b.console_when_ready("base-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    let after = ram_count(&mut console, 8);
+    assert!(after > before, "the counter went from {before} to {after}");
+    assert!(
+        wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
+            > after),
+        "the counter stopped on B"
+    );
+    drop(console);
+    b.oxvirt(&["destroy", "base-vm"]).ok();
 }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxvirt_api::{
-    Client, ClientError, DomainState, DomainSummary, FileOwner, JobInfo, MigrateRequest,
-    MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
+    Client, ClientError, DomainState, DomainSummary, FileOwner, HostCpuDescription, JobInfo,
+    MigrateRequest, MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
 };
 use oxvirt_host::lock;
 use tokio::sync::Notify;
@@ -63,11 +63,13 @@ fn destination_error(socket: &str, err: ClientError) -> DaemonError {
 impl Domains {
     /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
-    /// migrated). On any failure the guest goes on running here, untouched.
+    /// migrated). On any failure the guest goes on running here, untouched. `source_cpu` is
+    /// this host's CPU, for the destination's CPU check (migration_cpu.rs).
     pub async fn migrate(
         self: &Arc<Self>,
         id: &str,
         request: &MigrateRequest,
+        source_cpu: HostCpuDescription,
     ) -> DaemonResult<DomainSummary> {
         let destination_path = Path::new(&request.destination);
         if !destination_path.is_absolute() {
@@ -106,6 +108,7 @@ impl Domains {
             xml,
             running: state == DomainState::Running,
             owners,
+            source_cpu: Some(source_cpu),
         };
         let prepared = destination
             .prepare_migration(&prepare)

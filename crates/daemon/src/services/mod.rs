@@ -30,6 +30,7 @@ pub mod iothreads;
 pub mod jobs;
 pub mod memory;
 pub mod migration;
+pub mod migration_cpu;
 pub mod monitor;
 pub mod networks;
 pub mod pools;
@@ -71,6 +72,9 @@ pub struct Services {
     pub volumes: Arc<Volumes>,
     /// Users and tokens of the remote API (users.rs).
     pub users: Arc<users::Users>,
+    /// The host CPU description oxvirtd advertises (key host_cpu_file): its path and text;
+    /// `None`: TCG's max CPU (capabilities.rs, `advertised_cpu`).
+    host_cpu: Option<(PathBuf, String)>,
 }
 
 impl Services {
@@ -82,6 +86,7 @@ impl Services {
         network_dir: PathBuf,
         define_default_network: bool,
         qemu_users: Option<std::ops::RangeInclusive<u32>>,
+        host_cpu: Option<(PathBuf, String)>,
     ) -> anyhow::Result<Arc<Services>> {
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
@@ -110,6 +115,7 @@ impl Services {
             secrets,
             users,
             volumes,
+            host_cpu,
         }))
     }
 
