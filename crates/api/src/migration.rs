@@ -34,6 +34,10 @@ pub struct MigrateRequest {
     /// Undefine the domain here once it runs there (`--undefinesource`).
     #[serde(default)]
     pub undefine_source: bool,
+    /// Move only the definition (`--offline`): the destination defines the domain, nothing
+    /// starts there or stops here; a shut-off domain moves too.
+    #[serde(default)]
+    pub offline: bool,
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,

@@ -19,7 +19,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET`),
     /// its disks on storage both reach at the same path. On any failure the domain goes on
-    /// running here.
+    /// running here. With --offline only its definition moves (a shut-off domain too).
     Migrate {
         /// Domain name or UUID.
         domain: String,
@@ -34,6 +34,10 @@ pub enum MigrateCommand {
         /// Undefine the domain here once it runs on the destination.
         #[arg(long)]
         undefinesource: bool,
+        /// Move only the definition: the destination defines the domain, nothing starts there
+        /// or stops here (a shut-off domain moves too). Needs --persistent, as in virsh.
+        #[arg(long, conflicts_with = "live", requires = "persistent")]
+        offline: bool,
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
@@ -90,6 +94,7 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
             live,
             persistent: _,
             undefinesource,
+            offline,
             bandwidth,
             verbose,
         } => {
@@ -97,6 +102,7 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 destination: destination_socket(&dest_uri)?,
                 live,
                 undefine_source: undefinesource,
+                offline,
                 bandwidth_mib: bandwidth,
             };
             let migration = client.migrate(&domain, &request);

@@ -479,3 +479,66 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
     drop(console);
     b.oxvirt(&["destroy", "base-vm"]).ok();
 }
+
+#[test]
+fn offline_moves_only_the_definition() {
+    let (a, b) = two_daemons();
+    let uuid = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+    let disk = qcow2_disk(a.dir.path(), "off.qcow2");
+    let xml =
+        guest_xml("off-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("off.xml", &xml).1.ok();
+
+    // virsh's rules: --offline needs --persistent and is not --live.
+    let run = a.oxvirt(&["migrate", "--offline", "off-vm", &uri(&b)]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("--persistent"), "{run:?}");
+    let run = a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--live",
+        "--persistent",
+        "off-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("--live") && run.stderr.contains("--offline"),
+        "{run:?}"
+    );
+    assert_eq!(names(&b), "\n");
+
+    // A shut-off domain: defined on B (shut off), undefined on A, no QEMU anywhere.
+    a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--persistent",
+        "--undefinesource",
+        "off-vm",
+        &uri(&b),
+    ])
+    .ok();
+    assert_eq!(names(&a), "\n");
+    assert_eq!(names(&b), "off-vm\n\n");
+    assert_eq!(b.oxvirt(&["domstate", "off-vm"]).ok(), "shut off\n\n");
+    assert!(b
+        .oxvirt(&["dumpxml", "off-vm"])
+        .ok()
+        .contains(&format!("<uuid>{uuid}</uuid>")));
+    assert!(qemu_pids(uuid).is_empty());
+
+    // A running domain: its definition goes, the guest stays running here and nothing starts
+    // there.
+    let uuid = "b2c3d4e5-6f70-4b8c-9dae-1f2a3b4c5d6e";
+    let disk = qcow2_disk(a.dir.path(), "run.qcow2");
+    let xml =
+        guest_xml("run-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("run.xml", &xml).1.ok();
+    a.oxvirt(&["start", "run-vm"]).ok();
+    a.oxvirt(&["migrate", "--offline", "--persistent", "run-vm", &uri(&b)])
+        .ok();
+    assert_eq!(a.oxvirt(&["domstate", "run-vm"]).ok(), "running\n\n");
+    assert_eq!(b.oxvirt(&["domstate", "run-vm"]).ok(), "shut off\n\n");
+    assert_eq!(qemu_pids(uuid).len(), 1, "only A's QEMU runs");
+    a.oxvirt(&["destroy", "run-vm"]).ok();
+}

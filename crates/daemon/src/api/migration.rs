@@ -60,6 +60,9 @@ async fn migrate(
 ) -> Reply<DomainSummary> {
     let request: MigrateRequest = body(&bytes)?;
     detached(services, "migrate", |d| async move {
+        if request.offline {
+            return d.domains.migrate_offline(&id, &request).await;
+        }
         let source_cpu = d.cpu_description().await?;
         d.domains.migrate(&id, &request, source_cpu).await
     })

@@ -44,7 +44,7 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finish waits for the destination's QEMU to load the last of the stream.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn destination_error(socket: &str, err: ClientError) -> DaemonError {
+pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     match err {
         ClientError::Api(api) => DaemonError::new(
             ErrorKind::InvalidState,
