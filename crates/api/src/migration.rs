@@ -38,6 +38,13 @@ pub struct MigrateRequest {
     /// starts there or stops here; a shut-off domain moves too.
     #[serde(default)]
     pub offline: bool,
+    /// QEMU slows the guest's vCPUs down while its memory changes faster than it is sent
+    /// (`--auto-converge`, QEMU's `auto-converge` capability).
+    #[serde(default)]
+    pub auto_converge: bool,
+    /// Pages sent again go as XOR-encoded differences (`--compressed`, QEMU's `xbzrle`).
+    #[serde(default)]
+    pub compressed: bool,
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,

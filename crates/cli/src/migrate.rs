@@ -38,6 +38,13 @@ pub enum MigrateCommand {
         /// or stops here (a shut-off domain moves too). Needs --persistent, as in virsh.
         #[arg(long, conflicts_with = "live", requires = "persistent")]
         offline: bool,
+        /// Slow the guest's vCPUs down while its memory changes faster than it is sent, so the
+        /// migration converges (QEMU's auto-converge).
+        #[arg(long, conflicts_with = "offline")]
+        auto_converge: bool,
+        /// Send pages that changed again as differences (QEMU's xbzrle).
+        #[arg(long, conflicts_with = "offline")]
+        compressed: bool,
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
@@ -95,6 +102,8 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
             persistent: _,
             undefinesource,
             offline,
+            auto_converge,
+            compressed,
             bandwidth,
             verbose,
         } => {
@@ -103,6 +112,8 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 live,
                 undefine_source: undefinesource,
                 offline,
+                auto_converge,
+                compressed,
                 bandwidth_mib: bandwidth,
             };
             let migration = client.migrate(&domain, &request);

@@ -542,3 +542,73 @@ fn offline_moves_only_the_definition() {
     assert_eq!(qemu_pids(uuid).len(), 1, "only A's QEMU runs");
     a.oxvirt(&["destroy", "run-vm"]).ok();
 }
+
+#[test]
+fn auto_converge_and_compressed_set_qemus_capabilities() {
+    let (a, b) = two_daemons();
+    let uuid = "c3d4e5f6-7081-4c9d-8ebf-2a3b4c5d6e7f";
+    let disk = qcow2_disk(a.dir.path(), "caps.qcow2");
+    let xml =
+        guest_xml("caps-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("caps.xml", &xml).1.ok();
+    a.oxvirt(&["start", "caps-vm"]).ok();
+    let capabilities = || {
+        a.oxvirt(&[
+            "qemu-monitor-command",
+            "caps-vm",
+            r#"{"execute":"query-migrate-capabilities"}"#,
+        ])
+        .ok()
+        .replace([' ', '\n'], "")
+    };
+    let before = capabilities();
+    assert!(
+        before.contains(r#"{"state":false,"capability":"xbzrle"}"#)
+            && before.contains(r#"{"state":false,"capability":"auto-converge"}"#),
+        "{before}"
+    );
+    // Slow enough (1 MiB/s) to be caught running, then aborted.
+    let migrating = a.spawn_oxvirt(
+        &[
+            "migrate",
+            "--live",
+            "--auto-converge",
+            "--compressed",
+            "--bandwidth",
+            "1",
+            "caps-vm",
+            &uri(&b),
+        ],
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || a
+            .oxvirt(&["domjobinfo", "caps-vm"])
+            .stdout
+            .contains("Unbounded")),
+        "the migration never got going"
+    );
+    a.oxvirt(&["domjobabort", "caps-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    // Set for the migration (QEMU's monitor is the migration's meanwhile); they stay the
+    // guest's after the abort.
+    let during = capabilities();
+    assert!(
+        during.contains(r#"{"state":true,"capability":"xbzrle"}"#)
+            && during.contains(r#"{"state":true,"capability":"auto-converge"}"#),
+        "{during}"
+    );
+    assert_eq!(a.oxvirt(&["domstate", "caps-vm"]).ok(), "running\n\n");
+    // Not with --offline: nothing runs to converge.
+    let run = a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--persistent",
+        "--compressed",
+        "caps-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    a.oxvirt(&["destroy", "caps-vm"]).ok();
+}

@@ -89,6 +89,7 @@ impl Domains {
             )));
         }
         let control = self.guests.control_of(&live, &record)?;
+        super::migration_flags::set_capabilities(control.as_ref(), request, &record.name).await?;
         let xml = self
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());

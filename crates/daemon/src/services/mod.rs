@@ -31,6 +31,7 @@ pub mod jobs;
 pub mod memory;
 pub mod migration;
 pub mod migration_cpu;
+pub mod migration_flags;
 pub mod migration_offline;
 pub mod monitor;
 pub mod networks;
