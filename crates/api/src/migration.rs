@@ -45,6 +45,10 @@ pub struct MigrateRequest {
     /// Pages sent again go as XOR-encoded differences (`--compressed`, QEMU's `xbzrle`).
     #[serde(default)]
     pub compressed: bool,
+    /// `--timeout S --timeout-suspend`: seconds after which the guest is paused so the live
+    /// migration converges (it runs again on the destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,

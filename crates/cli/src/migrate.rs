@@ -45,6 +45,13 @@ pub enum MigrateCommand {
         /// Send pages that changed again as differences (QEMU's xbzrle).
         #[arg(long, conflicts_with = "offline")]
         compressed: bool,
+        /// Pause the guest after this many seconds of live migration so it converges (it runs
+        /// again on the destination); --timeout-suspend is the action (the only one yet).
+        #[arg(long, value_name = "SECONDS", requires = "live", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// The action at --timeout: suspend the guest (virsh's default).
+        #[arg(long, requires = "timeout")]
+        timeout_suspend: bool,
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
@@ -104,6 +111,8 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
             offline,
             auto_converge,
             compressed,
+            timeout,
+            timeout_suspend: _,
             bandwidth,
             verbose,
         } => {
@@ -114,6 +123,7 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 offline,
                 auto_converge,
                 compressed,
+                timeout_s: timeout,
                 bandwidth_mib: bandwidth,
             };
             let migration = client.migrate(&domain, &request);

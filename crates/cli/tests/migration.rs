@@ -612,3 +612,77 @@ fn auto_converge_and_compressed_set_qemus_capabilities() {
     assert_eq!(run.code, Some(1), "{run:?}");
     a.oxvirt(&["destroy", "caps-vm"]).ok();
 }
+
+#[test]
+fn timeout_suspend_pauses_the_guest_so_the_migration_converges() {
+    let (a, b) = two_daemons();
+    let uuid = "d4e5f607-8192-4dae-9fc0-3b4c5d6e7f80";
+    let disk = qcow2_disk(a.dir.path(), "tmo.qcow2");
+    let xml =
+        guest_xml("tmo-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("tmo.xml", &xml).1.ok();
+    a.oxvirt(&["start", "tmo-vm"]).ok();
+    // virsh's rules: --timeout only with --live, --timeout-suspend only with --timeout.
+    let run = a.oxvirt(&["migrate", "--timeout", "2", "tmo-vm", &uri(&b)]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("--live"),
+        "{run:?}"
+    );
+    let run = a.oxvirt(&["migrate", "--live", "--timeout-suspend", "tmo-vm", &uri(&b)]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("--timeout"),
+        "{run:?}"
+    );
+
+    // At 1 MiB/s it cannot finish: after 2 s the guest is paused here; aborted, it runs again.
+    let migrating = a.spawn_oxvirt(
+        &[
+            "migrate",
+            "--live",
+            "--timeout",
+            "2",
+            "--timeout-suspend",
+            "--bandwidth",
+            "1",
+            "tmo-vm",
+            &uri(&b),
+        ],
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || a
+            .oxvirt(&["domstate", "tmo-vm"])
+            .stdout
+            == "paused\n\n"),
+        "the guest was never suspended"
+    );
+    a.oxvirt(&["domjobabort", "tmo-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || a
+            .oxvirt(&["domstate", "tmo-vm"])
+            .stdout
+            == "running\n\n"),
+        "the guest stayed paused after the abort"
+    );
+
+    // Suspended after 1 s, it completes and runs again on B.
+    a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--timeout",
+        "1",
+        "--timeout-suspend",
+        "--bandwidth",
+        "64",
+        "tmo-vm",
+        &uri(&b),
+    ])
+    .ok();
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "tmo-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    b.oxvirt(&["destroy", "tmo-vm"]).ok();
+}

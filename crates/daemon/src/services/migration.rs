@@ -214,6 +214,7 @@ impl Domains {
             .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
         // QEMU holds its own copy.
         drop(stream);
+        let mut suspend = super::migration_flags::SuspendAfter::new(request);
         loop {
             tokio::select! {
                 () = job.abort.notified() => {
@@ -224,6 +225,7 @@ impl Domains {
                 }
                 () = tokio::time::sleep(POLL) => {}
             }
+            suspend.check(control).await?;
             let progress = control
                 .migration_progress()
                 .await
