@@ -63,8 +63,8 @@ pub use display::{
 
 pub mod migration;
 pub use migration::{
-    CopyStorage, DiskCopy, FileOwner, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings,
-    PrepareMigration, PreparedMigration,
+    CopyStorage, DiskCopy, FileOwner, HostCpuDescription, JobInfo, MigrateRequest,
+    MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration,
 };
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};

@@ -34,6 +34,21 @@ pub struct MigrateRequest {
     /// Undefine the domain here once it runs there (`--undefinesource`).
     #[serde(default)]
     pub undefine_source: bool,
+    /// Move only the definition (`--offline`): the destination defines the domain, nothing
+    /// starts there or stops here; a shut-off domain moves too.
+    #[serde(default)]
+    pub offline: bool,
+    /// QEMU slows the guest's vCPUs down while its memory changes faster than it is sent
+    /// (`--auto-converge`, QEMU's `auto-converge` capability).
+    #[serde(default)]
+    pub auto_converge: bool,
+    /// Pages sent again go as XOR-encoded differences (`--compressed`, QEMU's `xbzrle`).
+    #[serde(default)]
+    pub compressed: bool,
+    /// `--timeout S --timeout-suspend`: seconds after which the guest is paused so the live
+    /// migration converges (it runs again on the destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u64>,
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,
@@ -138,6 +153,24 @@ pub struct PrepareMigration {
     /// (`--copy-storage-*`); none on shared storage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskCopy>,
+    /// The source host's CPU as its oxvirtd advertises it: the destination compares the guest's
+    /// CPU with its own before anything moves (a `host-passthrough` guest needs the same CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_cpu: Option<HostCpuDescription>,
+}
+
+/// A host's CPU as its oxvirtd advertises it (`oxvirt capabilities`' host `<cpu>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostCpuDescription {
+    /// The named model it is (the closest one when the description names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// libvirt's vendor name (`Intel`, `AMD`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor: Option<String>,
+    /// Every feature, the model's too, under libvirt's names.
+    pub features: Vec<String>,
 }
 
 /// A file and its owner.

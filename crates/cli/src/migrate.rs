@@ -19,7 +19,8 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET`),
     /// its disks on storage both reach at the same path or copied (--copy-storage-all|inc). On
-    /// any failure the domain goes on running here.
+    /// any failure the domain goes on running here. With --offline only its definition moves (a
+    /// shut-off domain too).
     Migrate {
         /// Domain name or UUID.
         domain: String,
@@ -34,6 +35,24 @@ pub enum MigrateCommand {
         /// Undefine the domain here once it runs on the destination.
         #[arg(long)]
         undefinesource: bool,
+        /// Move only the definition: the destination defines the domain, nothing starts there
+        /// or stops here (a shut-off domain moves too). Needs --persistent, as in virsh.
+        #[arg(long, conflicts_with = "live", requires = "persistent")]
+        offline: bool,
+        /// Slow the guest's vCPUs down while its memory changes faster than it is sent, so the
+        /// migration converges (QEMU's auto-converge).
+        #[arg(long, conflicts_with = "offline")]
+        auto_converge: bool,
+        /// Send pages that changed again as differences (QEMU's xbzrle).
+        #[arg(long, conflicts_with = "offline")]
+        compressed: bool,
+        /// Pause the guest after this many seconds of live migration so it converges (it runs
+        /// again on the destination); --timeout-suspend is the action (the only one yet).
+        #[arg(long, value_name = "SECONDS", requires = "live", value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: Option<u64>,
+        /// The action at --timeout: suspend the guest (virsh's default).
+        #[arg(long, requires = "timeout")]
+        timeout_suspend: bool,
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
@@ -99,6 +118,11 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
             live,
             persistent: _,
             undefinesource,
+            offline,
+            auto_converge,
+            compressed,
+            timeout,
+            timeout_suspend: _,
             bandwidth,
             verbose,
             copy_storage_all,
@@ -113,6 +137,10 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 destination: destination_socket(&dest_uri)?,
                 live,
                 undefine_source: undefinesource,
+                offline,
+                auto_converge,
+                compressed,
+                timeout_s: timeout,
                 bandwidth_mib: bandwidth,
                 copy_storage,
             };

@@ -49,6 +49,11 @@ fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
 fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
     let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
     daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    boot_counting_defined(daemon, name)
+}
+
+/// [`boot_counting`] of a domain already defined.
+fn boot_counting_defined(daemon: &Daemon, name: &str) -> ConsoleSession {
     let mut console = daemon.start_with_console(name);
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
@@ -736,4 +741,328 @@ fn copy_storage_inc_copies_the_top_image_over_a_backing_file_both_have() {
         "the backing file's data was copied: {map}"
     );
     b.oxvirt(&["destroy", "inc-vm"]).ok();
+}
+
+/// Two oxvirtd that advertise different host CPUs (key host_cpu_file): A a Haswell, B a
+/// Nehalem, as two hosts of different generations would.
+fn two_daemons_with_cpus(dir: &Path) -> (Daemon, Daemon) {
+    let a_cpu = dir.join("a-cpu.xml");
+    let b_cpu = dir.join("b-cpu.xml");
+    std::fs::write(
+        &a_cpu,
+        "<cpu>\n  <model>Haswell-noTSX</model>\n  <vendor>Intel</vendor>\n</cpu>\n",
+    )
+    .expect("write A's CPU");
+    std::fs::write(
+        &b_cpu,
+        "<cpu>\n  <model>Nehalem</model>\n  <vendor>Intel</vendor>\n</cpu>\n",
+    )
+    .expect("write B's CPU");
+    let a = Daemon::start_with(&[
+        "--qemu-user-range",
+        "3102000-3102099",
+        "--host-cpu-file",
+        &a_cpu.display().to_string(),
+    ]);
+    let b = Daemon::start_with(&[
+        "--qemu-user-range",
+        "3103000-3103099",
+        "--host-cpu-file",
+        &b_cpu.display().to_string(),
+    ]);
+    (a, b)
+}
+
+#[test]
+fn the_destination_checks_the_guest_cpu_before_anything_moves() {
+    let cpus = tempfile::tempdir().expect("tempdir");
+    let (a, b) = two_daemons_with_cpus(cpus.path());
+    // Each advertises its own CPU.
+    let caps = b.oxvirt(&["capabilities"]).ok();
+    assert!(caps.contains("<model>Nehalem</model>"), "{caps}");
+
+    // A host-passthrough guest sees A's CPU itself: B's differs, so it is refused, naming what
+    // B lacks, before anything is defined or started there.
+    let uuid = "8c2f3e4d-5c6b-4a7a-8f9e-3c4d5e6f7081";
+    let disk = qcow2_disk(a.dir.path(), "pass.qcow2");
+    let xml = guest_xml("pass-vm", uuid, &guest_kit(), &disk, 1)
+        .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "</features>",
+            "</features>\n  <cpu mode='host-passthrough'/>",
+        );
+    a.define("pass.xml", &xml).1.ok();
+    a.oxvirt(&["start", "pass-vm"]).ok();
+    let err = a
+        .oxvirt(&["migrate", "--live", "pass-vm", &uri(&b)])
+        .error();
+    assert!(
+        err.contains("host-passthrough")
+            && err.contains("its model is Nehalem (the source's Haswell-noTSX)")
+            && err.contains("the destination's CPU lacks: ")
+            && err.contains("avx2"),
+        "{err}"
+    );
+    assert_eq!(names(&b), "\n");
+    assert_eq!(a.oxvirt(&["domstate", "pass-vm"]).ok(), "running\n\n");
+    assert_eq!(
+        qemu_pids(uuid).len(),
+        1,
+        "no QEMU of the guest started on B"
+    );
+    a.oxvirt(&["destroy", "pass-vm"]).ok();
+
+    // A guest whose CPU is the baseline of both hosts' CPUs moves live.
+    let baseline = a
+        .oxvirt(&[
+            "hypervisor-cpu-baseline",
+            &cpus.path().join("a-cpu.xml").display().to_string(),
+            &cpus.path().join("b-cpu.xml").display().to_string(),
+        ])
+        .ok();
+    assert!(
+        baseline.contains("<model fallback='forbid'>Nehalem</model>"),
+        "{baseline}"
+    );
+    let uuid = "9d3f4e5d-6c7b-4a8a-9f0e-4d5e6f708192";
+    let disk = qcow2_disk(a.dir.path(), "base.qcow2");
+    let xml = guest_xml("base-vm", uuid, &guest_kit(), &disk, 1)
+        .replace("type='raw'", "type='qcow2'")
+        .replace(
+            "</features>",
+            &format!("</features>\n  {}", baseline.trim()),
+        );
+    a.define("base.xml", &xml).1.ok();
+    let mut console = boot_counting_defined(&a, "base-vm");
+    let booted = boot_id(&mut console, 3);
+    let before = ram_count(&mut console, 4);
+    drop(console);
+    a.oxvirt(&["migrate", "--live", "--undefinesource", "base-vm", &uri(&b)])
+        .ok();
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "base-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert!(b
+        .oxvirt(&["dumpxml", "base-vm"])
+        .ok()
+        .contains("<model fallback='forbid'>Nehalem</model>"));
+    let mut console = b.console_when_ready("base-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
+    let after = ram_count(&mut console, 8);
+    assert!(after > before, "the counter went from {before} to {after}");
+    assert!(
+        wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
+            > after),
+        "the counter stopped on B"
+    );
+    drop(console);
+    b.oxvirt(&["destroy", "base-vm"]).ok();
+}
+
+#[test]
+fn offline_moves_only_the_definition() {
+    let (a, b) = two_daemons();
+    let uuid = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+    let disk = qcow2_disk(a.dir.path(), "off.qcow2");
+    let xml =
+        guest_xml("off-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("off.xml", &xml).1.ok();
+
+    // virsh's rules: --offline needs --persistent and is not --live.
+    let run = a.oxvirt(&["migrate", "--offline", "off-vm", &uri(&b)]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("--persistent"), "{run:?}");
+    let run = a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--live",
+        "--persistent",
+        "off-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("--live") && run.stderr.contains("--offline"),
+        "{run:?}"
+    );
+    assert_eq!(names(&b), "\n");
+
+    // A shut-off domain: defined on B (shut off), undefined on A, no QEMU anywhere.
+    a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--persistent",
+        "--undefinesource",
+        "off-vm",
+        &uri(&b),
+    ])
+    .ok();
+    assert_eq!(names(&a), "\n");
+    assert_eq!(names(&b), "off-vm\n\n");
+    assert_eq!(b.oxvirt(&["domstate", "off-vm"]).ok(), "shut off\n\n");
+    assert!(b
+        .oxvirt(&["dumpxml", "off-vm"])
+        .ok()
+        .contains(&format!("<uuid>{uuid}</uuid>")));
+    assert!(qemu_pids(uuid).is_empty());
+
+    // A running domain: its definition goes, the guest stays running here and nothing starts
+    // there.
+    let uuid = "b2c3d4e5-6f70-4b8c-9dae-1f2a3b4c5d6e";
+    let disk = qcow2_disk(a.dir.path(), "run.qcow2");
+    let xml =
+        guest_xml("run-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("run.xml", &xml).1.ok();
+    a.oxvirt(&["start", "run-vm"]).ok();
+    a.oxvirt(&["migrate", "--offline", "--persistent", "run-vm", &uri(&b)])
+        .ok();
+    assert_eq!(a.oxvirt(&["domstate", "run-vm"]).ok(), "running\n\n");
+    assert_eq!(b.oxvirt(&["domstate", "run-vm"]).ok(), "shut off\n\n");
+    assert_eq!(qemu_pids(uuid).len(), 1, "only A's QEMU runs");
+    a.oxvirt(&["destroy", "run-vm"]).ok();
+}
+
+#[test]
+fn auto_converge_and_compressed_set_qemus_capabilities() {
+    let (a, b) = two_daemons();
+    let uuid = "c3d4e5f6-7081-4c9d-8ebf-2a3b4c5d6e7f";
+    let disk = qcow2_disk(a.dir.path(), "caps.qcow2");
+    let xml =
+        guest_xml("caps-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("caps.xml", &xml).1.ok();
+    a.oxvirt(&["start", "caps-vm"]).ok();
+    let capabilities = || {
+        a.oxvirt(&[
+            "qemu-monitor-command",
+            "caps-vm",
+            r#"{"execute":"query-migrate-capabilities"}"#,
+        ])
+        .ok()
+        .replace([' ', '\n'], "")
+    };
+    let before = capabilities();
+    assert!(
+        before.contains(r#"{"state":false,"capability":"xbzrle"}"#)
+            && before.contains(r#"{"state":false,"capability":"auto-converge"}"#),
+        "{before}"
+    );
+    // Slow enough (1 MiB/s) to be caught running, then aborted.
+    let migrating = a.spawn_oxvirt(
+        &[
+            "migrate",
+            "--live",
+            "--auto-converge",
+            "--compressed",
+            "--bandwidth",
+            "1",
+            "caps-vm",
+            &uri(&b),
+        ],
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || a
+            .oxvirt(&["domjobinfo", "caps-vm"])
+            .stdout
+            .contains("Unbounded")),
+        "the migration never got going"
+    );
+    a.oxvirt(&["domjobabort", "caps-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    // Set for the migration (QEMU's monitor is the migration's meanwhile); they stay the
+    // guest's after the abort.
+    let during = capabilities();
+    assert!(
+        during.contains(r#"{"state":true,"capability":"xbzrle"}"#)
+            && during.contains(r#"{"state":true,"capability":"auto-converge"}"#),
+        "{during}"
+    );
+    assert_eq!(a.oxvirt(&["domstate", "caps-vm"]).ok(), "running\n\n");
+    // Not with --offline: nothing runs to converge.
+    let run = a.oxvirt(&[
+        "migrate",
+        "--offline",
+        "--persistent",
+        "--compressed",
+        "caps-vm",
+        &uri(&b),
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    a.oxvirt(&["destroy", "caps-vm"]).ok();
+}
+
+#[test]
+fn timeout_suspend_pauses_the_guest_so_the_migration_converges() {
+    let (a, b) = two_daemons();
+    let uuid = "d4e5f607-8192-4dae-9fc0-3b4c5d6e7f80";
+    let disk = qcow2_disk(a.dir.path(), "tmo.qcow2");
+    let xml =
+        guest_xml("tmo-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("tmo.xml", &xml).1.ok();
+    a.oxvirt(&["start", "tmo-vm"]).ok();
+    // virsh's rules: --timeout only with --live, --timeout-suspend only with --timeout.
+    let run = a.oxvirt(&["migrate", "--timeout", "2", "tmo-vm", &uri(&b)]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("--live"),
+        "{run:?}"
+    );
+    let run = a.oxvirt(&["migrate", "--live", "--timeout-suspend", "tmo-vm", &uri(&b)]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("--timeout"),
+        "{run:?}"
+    );
+
+    // At 1 MiB/s it cannot finish: after 2 s the guest is paused here; aborted, it runs again.
+    let migrating = a.spawn_oxvirt(
+        &[
+            "migrate",
+            "--live",
+            "--timeout",
+            "2",
+            "--timeout-suspend",
+            "--bandwidth",
+            "1",
+            "tmo-vm",
+            &uri(&b),
+        ],
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || a
+            .oxvirt(&["domstate", "tmo-vm"])
+            .stdout
+            == "paused\n\n"),
+        "the guest was never suspended"
+    );
+    a.oxvirt(&["domjobabort", "tmo-vm"]).ok();
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        wait_for(Duration::from_secs(30), || a
+            .oxvirt(&["domstate", "tmo-vm"])
+            .stdout
+            == "running\n\n"),
+        "the guest stayed paused after the abort"
+    );
+
+    // Suspended after 1 s, it completes and runs again on B.
+    a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--timeout",
+        "1",
+        "--timeout-suspend",
+        "--bandwidth",
+        "64",
+        "tmo-vm",
+        &uri(&b),
+    ])
+    .ok();
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "tmo-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    b.oxvirt(&["destroy", "tmo-vm"]).ok();
 }

@@ -56,6 +56,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sandbox", "--no-sandbox"),
     ("native_user_range", "--native-user-range"),
     ("qemu_user_range", "--qemu-user-range"),
+    ("host_cpu_file", "--host-cpu-file"),
     ("backup_interval", "--backup-interval"),
     ("backup_keep", "--backup-keep"),
     ("log_level", "--log-level"),

@@ -150,6 +150,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
                 .then(|| oxvirt_native::Sandbox::new(args.native_users.clone())),
         )),
     ));
+    let host_cpu = args.read_host_cpu()?;
     let network_dir = args
         .network_dir
         .clone()
@@ -162,8 +163,15 @@ async fn run(args: Settings) -> anyhow::Result<()> {
         args.default_network,
         args.sandbox.then(|| args.qemu_users.clone()),
         args.cluster.clone(),
+        host_cpu,
     )
     .await?;
+    if args.host_cpu_file.is_some() {
+        // A description QEMU's models cannot read stops oxvirtd now, not at the first use.
+        services
+            .advertised_cpu()
+            .map_err(|err| anyhow::anyhow!("key 'host_cpu_file': {err}"))?;
+    }
     services.start().await?;
     if args.backup_interval > 0 {
         let store = services.store.clone();

@@ -102,6 +102,13 @@ pub struct Args {
     /// runs [key qemu_user_range; default "3002000-3002999"].
     #[arg(long, value_name = "FIRST-LAST")]
     pub qemu_user_range: Option<String>,
+    /// A libvirt <cpu> description (a model, a vendor and features, as `oxvirt capabilities`
+    /// shows a host's CPU) that oxvirtd advertises as the CPU it provides: in capabilities,
+    /// hypervisor-cpu-compare/-baseline and a migration's CPU check. Under TCG it describes the
+    /// CPU, it does not change what guests run on (see docs/configuration.md) [key
+    /// host_cpu_file; default: TCG's max CPU as QEMU reports it].
+    #[arg(long, value_name = "FILE")]
+    pub host_cpu_file: Option<PathBuf>,
     /// Directory for the networks' dnsmasq files and leases (default: the state directory's
     /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
     /// privileges, so this directory, unlike the state directory, must be reachable by others
@@ -155,6 +162,9 @@ pub struct Settings {
     pub qemu_users: std::ops::RangeInclusive<u32>,
     pub backup_interval: u64,
     pub backup_keep: u64,
+    /// The host CPU description to advertise (key host_cpu_file), read at the start
+    /// ([`Settings::read_host_cpu`]) as the TLS files are.
+    pub host_cpu_file: Option<PathBuf>,
     pub log: LogSettings,
     /// How each guest's logs rotate (the log writer's, and the native console relay's).
     pub guest_logs: Rotation,
@@ -355,6 +365,11 @@ impl Settings {
                 ),
             ));
         }
+        let host_cpu_file = path(m.string(
+            "host_cpu_file",
+            "--host-cpu-file",
+            args.host_cpu_file.as_ref().map(|p| p.display().to_string()),
+        )?);
         let backup_interval = m
             .integer("backup_interval", "--backup-interval", args.backup_interval)?
             .unwrap_or(600);
@@ -460,6 +475,7 @@ impl Settings {
             qemu_users,
             backup_interval,
             backup_keep,
+            host_cpu_file,
             log: LogSettings {
                 level,
                 filters,
@@ -480,6 +496,7 @@ impl Settings {
 
     /// `--check-config`: what starting would check, without creating or opening anything.
     pub fn check(&self) -> Result<(), ConfError> {
+        self.read_host_cpu()?;
         for output in
             logging::parse_outputs(&self.log.outputs).map_err(|e| self.bad("log_outputs", e))?
         {
@@ -494,6 +511,21 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// The host CPU description of key host_cpu_file (its path and text), if one is set; an
+    /// unreadable file names the key and where it was set.
+    pub fn read_host_cpu(&self) -> Result<Option<(PathBuf, String)>, ConfError> {
+        let Some(file) = &self.host_cpu_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(file).map_err(|err| {
+            self.bad(
+                "host_cpu_file",
+                format!("cannot read {}: {err}", file.display()),
+            )
+        })?;
+        Ok(Some((file.clone(), text)))
     }
 
     /// Installs the log; an output that cannot be opened names its key and line.

@@ -114,6 +114,22 @@ fn bad_config_names_key_and_line() {
     );
     let run = env.run_oxvirtd(&["--config", conf.to_str().unwrap(), "--check-config"]);
     assert_eq!(run.status.code(), Some(0), "{}", run.stderr);
+    // A host CPU description that cannot be read names its key and the file.
+    let run = env.run_oxvirtd(&[
+        "--config",
+        conf.to_str().unwrap(),
+        "--host-cpu-file",
+        "/nonexistent/oxvirt/host-cpu.xml",
+        "--check-config",
+    ]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(
+            "--host-cpu-file: key 'host_cpu_file': cannot read /nonexistent/oxvirt/host-cpu.xml"
+        ),
+        "{}",
+        run.stderr
+    );
     let missing = env.dir.path().join("missing.conf");
     let run = env.run_oxvirtd(&["--config", missing.to_str().unwrap(), "--check-config"]);
     assert_eq!(run.status.code(), Some(1));
@@ -136,6 +152,11 @@ fn example_config_is_valid() {
         })
         .map(|l| format!("{}\n", if l.starts_with('#') { "" } else { l }))
         .collect();
+    // host_cpu_file has no default: its example names a file this machine lacks, so it names
+    // one written here instead.
+    let cpu = env.dir.path().join("host-cpu.xml");
+    std::fs::write(&cpu, "<cpu><model>Nehalem</model></cpu>\n").expect("write the CPU file");
+    let uncommented = uncommented.replace("/etc/oxvirt/host-cpu.xml", cpu.to_str().unwrap());
     let conf = write_conf(&env, &uncommented);
     let run = env.run_oxvirtd(&["--config", conf.to_str().unwrap(), "--check-config"]);
     assert_eq!(run.status.code(), Some(0), "{}\n{uncommented}", run.stderr);
@@ -152,6 +173,7 @@ fn example_config_is_valid() {
         "default_network",
         "sandbox",
         "native_user_range",
+        "host_cpu_file",
         "backup_interval",
         "backup_keep",
         "log_level",

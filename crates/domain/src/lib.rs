@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cpu_compare;
 mod elem;
 mod error;
 mod iotune;

@@ -60,7 +60,11 @@ async fn migrate(
 ) -> Reply<DomainSummary> {
     let request: MigrateRequest = body(&bytes)?;
     detached(services, "migrate", |d| async move {
-        d.domains.migrate(&id, &request).await
+        if request.offline {
+            return d.domains.migrate_offline(&id, &request).await;
+        }
+        let source_cpu = d.cpu_description().await?;
+        d.domains.migrate(&id, &request, source_cpu).await
     })
     .await
 }
@@ -136,6 +140,8 @@ async fn set_settings(
 async fn prepare(State(services): Shared, bytes: Bytes) -> Reply<PreparedMigration> {
     let request: PrepareMigration = body(&bytes)?;
     detached(services, "migration prepare", |d| async move {
+        // Before anything moves or is defined here.
+        d.check_incoming_cpu(&request).await?;
         d.domains.prepare_incoming(&request).await
     })
     .await

@@ -330,6 +330,14 @@ pub trait Control: Send + Sync {
     async fn set_max_downtime(&self, _milliseconds: u64) -> Result<(), EngineError> {
         Err(no_migration())
     }
+    /// Turns QEMU's migration capabilities (`auto-converge`, `xbzrle`) on or off for the
+    /// guest's next outgoing migration.
+    async fn set_migration_capabilities(
+        &self,
+        _capabilities: &[(&str, bool)],
+    ) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
     /// Stops the outgoing migration; the guest goes on running here.
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
         Err(no_migration())

@@ -763,6 +763,24 @@ impl Control for QmpControl {
             .map_err(engine_error)
     }
 
+    async fn set_migration_capabilities(
+        &self,
+        capabilities: &[(&str, bool)],
+    ) -> Result<(), EngineError> {
+        let list: Vec<serde_json::Value> = capabilities
+            .iter()
+            .map(|(name, on)| serde_json::json!({ "capability": name, "state": on }))
+            .collect();
+        self.qmp
+            .execute(
+                "migrate-set-capabilities",
+                Some(serde_json::json!({ "capabilities": list })),
+            )
+            .await
+            .map(|_| ())
+            .map_err(engine_error)
+    }
+
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
         self.qmp
             .execute("migrate_cancel", None)

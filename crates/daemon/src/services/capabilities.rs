@@ -15,6 +15,7 @@ use oxvirt_api::{
     DomainCapabilities, DomainCapabilitiesQuery, GuestCapabilities, GuestFeature, HostCapabilities,
     HostCpuCapabilities, MachineInfo, NumaCellInfo,
 };
+use oxvirt_domain::cpu_compare::{self, HostCpu, ModelDatabase, NamedModel};
 use oxvirt_host::topology::host_topology;
 use oxvirt_host::HostView;
 use oxvirt_qemu::cpu_models::{self, CpuDatabase};
@@ -43,6 +44,7 @@ impl Services {
         // Only hardware KVM provides "the host CPU".
         kvm_if_asked(virttype)?;
         let database = self.cpu_database(arch)?;
+        let provided = self.advertised_cpu()?;
         Ok(CpuModels {
             qemu_version: database.qemu_version,
             arch: database.arch,
@@ -57,11 +59,47 @@ impl Services {
                 })
                 .collect(),
             virttype: virttype.to_string(),
-            // TCG's max; under hardware KVM `-cpu host` would be the answer, which this
-            // database does not probe yet (a KVM host reports TCG's set: see docs/cpu-models.md).
-            host_features: database.tcg_max.into_iter().collect(),
-            host_vendor: database.tcg_max_vendor,
+            // TCG's max (or the configured description); under hardware KVM `-cpu host` would
+            // be the answer, which this database does not probe yet (a KVM host reports TCG's
+            // set: see docs/cpu-models.md).
+            host_features: provided.features.into_iter().collect(),
+            host_vendor: cpu_compare::vendor_id(provided.vendor.as_deref().unwrap_or_default())
+                .to_string(),
         })
+    }
+
+    /// The named models of `arch`, as the CPU comparison takes them.
+    pub fn model_database(&self, arch: &str) -> DaemonResult<ModelDatabase> {
+        Ok(model_database(&self.cpu_database(arch)?))
+    }
+
+    /// The CPU this host provides to guests, as oxvirtd advertises it (capabilities,
+    /// `hypervisor-cpu-*` and a migration's CPU check): the description of key host_cpu_file,
+    /// or TCG's max CPU. Its model is the one the description names, else the closest named
+    /// model.
+    pub fn advertised_cpu(&self) -> DaemonResult<HostCpu> {
+        let database = self.cpu_database("x86_64")?;
+        let models = model_database(&database);
+        let mut cpu = match &self.host_cpu {
+            Some((path, text)) => {
+                cpu_compare::parse_cpus(&path.display().to_string(), text, &models)
+                    .map_err(|err| bad_request(err.to_string()))?
+                    .remove(0)
+            }
+            None => HostCpu {
+                origin: "this host".to_string(),
+                model: None,
+                vendor: Some(cpu_compare::vendor_name(&database.tcg_max_vendor).to_string())
+                    .filter(|vendor| !vendor.is_empty()),
+                features: database.tcg_max,
+            },
+        };
+        if cpu.model.is_none() {
+            cpu.model = cpu_compare::closest_model(&models, &cpu)
+                .ok()
+                .map(|base| base.model);
+        }
+        Ok(cpu)
     }
 
     fn cpu_database(&self, arch: &str) -> DaemonResult<CpuDatabase> {
@@ -131,11 +169,21 @@ impl Services {
             .chain(cpus.tcg_max.iter().cloned())
             .collect();
         let cpu = &topology.cpu;
+        let mut vendor_id = cpu.vendor_id.clone();
+        let mut features = cpu_models::host_cpu_features(&cpu.flags, &known);
+        if self.host_cpu.is_some() {
+            // The configured description stands for the host's CPU (it describes, under TCG
+            // it does not change what guests run on).
+            let advertised = self.advertised_cpu()?;
+            vendor_id = cpu_compare::vendor_id(advertised.vendor.as_deref().unwrap_or_default())
+                .to_string();
+            features = advertised.features.into_iter().collect();
+        }
         Ok(HostCapabilities {
             uuid: topology.uuid.clone(),
             cpu: HostCpuCapabilities {
                 arch: std::env::consts::ARCH.to_string(),
-                vendor_id: cpu.vendor_id.clone(),
+                vendor_id,
                 microcode: cpu.microcode,
                 family: cpu.family,
                 model: cpu.model,
@@ -146,7 +194,7 @@ impl Services {
                 cores: topology.cores,
                 threads: topology.threads,
                 phys_bits: cpu.phys_bits,
-                features: cpu_models::host_cpu_features(&cpu.flags, &known),
+                features,
                 page_sizes_kib: topology.page_sizes_kib.clone(),
             },
             iommu: topology.iommu,
@@ -355,6 +403,21 @@ fn group(support: &Support) -> CapabilityGroup {
             .map(|e| CapabilityEnum {
                 name: e.name.to_string(),
                 values: e.values.iter().map(|v| v.to_string()).collect(),
+            })
+            .collect(),
+    }
+}
+
+fn model_database(database: &CpuDatabase) -> ModelDatabase {
+    ModelDatabase {
+        arch: database.arch.clone(),
+        models: database
+            .models
+            .iter()
+            .map(|model| NamedModel {
+                name: model.name.clone(),
+                vendor: model.vendor.clone(),
+                features: model.features.clone(),
             })
             .collect(),
     }

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxvirt_api::{
-    Client, ClientError, DomainState, DomainSummary, FileOwner, JobInfo, MigrateRequest,
-    MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
+    Client, ClientError, DomainState, DomainSummary, FileOwner, HostCpuDescription, JobInfo,
+    MigrateRequest, MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
 };
 use oxvirt_host::lock;
 use tokio::sync::Notify;
@@ -44,7 +44,7 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finish waits for the destination's QEMU to load the last of the stream.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
 
-fn destination_error(socket: &str, err: ClientError) -> DaemonError {
+pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     match err {
         ClientError::Api(api) => DaemonError::new(
             ErrorKind::InvalidState,
@@ -63,11 +63,13 @@ fn destination_error(socket: &str, err: ClientError) -> DaemonError {
 impl Domains {
     /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
-    /// migrated). On any failure the guest goes on running here, untouched.
+    /// migrated). On any failure the guest goes on running here, untouched. `source_cpu` is
+    /// this host's CPU, for the destination's CPU check (migration_cpu.rs).
     pub async fn migrate(
         self: &Arc<Self>,
         id: &str,
         request: &MigrateRequest,
+        source_cpu: HostCpuDescription,
     ) -> DaemonResult<DomainSummary> {
         let destination_path = Path::new(&request.destination);
         if !destination_path.is_absolute() {
@@ -87,6 +89,7 @@ impl Domains {
             )));
         }
         let control = self.guests.control_of(&live, &record)?;
+        super::migration_flags::set_capabilities(control.as_ref(), request, &record.name).await?;
         let xml = self
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
@@ -108,6 +111,7 @@ impl Domains {
             running: state == DomainState::Running,
             owners,
             disks: disks.clone(),
+            source_cpu: Some(source_cpu),
         };
         let prepared = destination
             .prepare_migration(&prepare)
@@ -222,6 +226,7 @@ impl Domains {
             .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
         // QEMU holds its own copy.
         drop(stream);
+        let mut suspend = super::migration_flags::SuspendAfter::new(request);
         loop {
             tokio::select! {
                 () = job.abort.notified() => {
@@ -232,6 +237,7 @@ impl Domains {
                 }
                 () = tokio::time::sleep(POLL) => {}
             }
+            suspend.check(control).await?;
             let progress = control
                 .migration_progress()
                 .await

@@ -32,6 +32,9 @@ pub mod iothreads;
 pub mod jobs;
 pub mod memory;
 pub mod migration;
+pub mod migration_cpu;
+pub mod migration_flags;
+pub mod migration_offline;
 mod migration_storage;
 pub mod monitor;
 pub mod networks;
@@ -76,6 +79,9 @@ pub struct Services {
     pub users: Arc<users::Users>,
     /// This host as a cluster member (cluster.rs), when `--cluster` is set.
     pub cluster: Arc<cluster::Cluster>,
+    /// The host CPU description oxvirtd advertises (key host_cpu_file): its path and text;
+    /// `None`: TCG's max CPU (capabilities.rs, `advertised_cpu`).
+    host_cpu: Option<(PathBuf, String)>,
 }
 
 impl Services {
@@ -88,6 +94,7 @@ impl Services {
         define_default_network: bool,
         qemu_users: Option<std::ops::RangeInclusive<u32>>,
         cluster: Option<cluster::ClusterConfig>,
+        host_cpu: Option<(PathBuf, String)>,
     ) -> anyhow::Result<Arc<Services>> {
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
@@ -119,6 +126,7 @@ impl Services {
             users,
             volumes,
             cluster,
+            host_cpu,
         }))
     }
 
