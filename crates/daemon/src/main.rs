@@ -158,12 +158,14 @@ async fn run(args: Settings) -> anyhow::Result<()> {
     let services = Services::new(
         Arc::new(store),
         engine,
-        args.state_dir.clone(),
-        network_dir,
-        args.default_network,
-        args.sandbox.then(|| args.qemu_users.clone()),
-        args.cluster.clone(),
-        host_cpu,
+        services::ServicesConfig {
+            state_dir: args.state_dir.clone(),
+            network_dir,
+            define_default_network: args.default_network,
+            qemu_users: args.sandbox.then(|| args.qemu_users.clone()),
+            cluster: args.cluster.clone(),
+            host_cpu,
+        },
     )
     .await?;
     if args.host_cpu_file.is_some() {

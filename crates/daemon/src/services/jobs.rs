@@ -44,7 +44,7 @@ pub(super) struct IncomingMigration {
     /// Stops waiting for the source's connection.
     pub(super) cancel: Notify,
     /// The disks created and served here for the source to copy (`--copy-storage-*`).
-    pub(super) storage: Option<super::migration_storage::IncomingStorage>,
+    pub(super) storage: Option<IncomingStorage>,
     /// The task that accepts the stream and loads it; its result once done.
     pub(super) task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
 }
@@ -171,5 +171,43 @@ impl Job {
         info.error = Some(err.message.clone());
         self.running
             .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// (Destination) What an incoming migration that copies disks made here
+/// (services/migration_storage.rs): kept with the migration, removed if it fails.
+#[derive(Debug, Default)]
+pub(super) struct IncomingStorage {
+    /// The disk files created for the copy.
+    created: Vec<PathBuf>,
+    /// The NBD socket's names.
+    sockets: Vec<PathBuf>,
+}
+
+impl IncomingStorage {
+    pub(super) fn new(created: Vec<PathBuf>, sockets: Vec<PathBuf>) -> IncomingStorage {
+        IncomingStorage { created, sockets }
+    }
+
+    /// The copy is over (the guest runs here): the socket goes, the disks stay.
+    pub(super) fn served(&self) {
+        remove_files(&self.sockets);
+    }
+
+    /// The migration did not end here: the disks created for it go too.
+    pub(super) fn discard(&self) {
+        remove_files(&self.sockets);
+        remove_files(&self.created);
+    }
+}
+
+/// Removes `paths`; one already gone is no error.
+pub(super) fn remove_files(paths: &[PathBuf]) {
+    for path in paths {
+        if let Err(err) = std::fs::remove_file(path) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::error!("cannot remove {}: {err}", path.display());
+            }
+        }
     }
 }

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 
 use super::domains::Domains;
 use super::error::{bad_request, DaemonError, DaemonResult, ErrorKind};
-use super::jobs::Job;
+use super::jobs::{remove_files, IncomingStorage, Job};
 use super::volumes::image_error;
 use crate::engine::{Control, Incoming, NbdServe};
 
@@ -231,16 +231,6 @@ impl Drop for CreatedDisks {
     }
 }
 
-fn remove_files(paths: &[PathBuf]) {
-    for path in paths {
-        if let Err(err) = std::fs::remove_file(path) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::error!("cannot remove {}: {err}", path.display());
-            }
-        }
-    }
-}
-
 /// (Destination) Creates the disks of `copies` (each one of `domain`'s copied disks) at their
 /// paths; none may exist (it would be overwritten). All or none: on an error those created
 /// are removed.
@@ -361,10 +351,10 @@ impl ServeDisks {
 
     /// What stays to clean up once the prepare succeeded.
     pub(super) fn storage(&self, created: CreatedDisks) -> IncomingStorage {
-        IncomingStorage {
-            created: created.keep(),
-            sockets: vec![self.partial.clone(), self.socket.clone()],
-        }
+        IncomingStorage::new(
+            created.keep(),
+            vec![self.partial.clone(), self.socket.clone()],
+        )
     }
 }
 
@@ -373,28 +363,6 @@ impl Drop for ServeDisks {
     /// more (QEMU keeps its own copy of the listener until the NBD server stops).
     fn drop(&mut self) {
         remove_files(&[self.partial.clone(), self.socket.clone()]);
-    }
-}
-
-/// (Destination) What an incoming migration that copies disks made here.
-#[derive(Debug, Default)]
-pub(super) struct IncomingStorage {
-    /// The disk files created for the copy.
-    created: Vec<PathBuf>,
-    /// The NBD socket's names.
-    sockets: Vec<PathBuf>,
-}
-
-impl IncomingStorage {
-    /// The copy is over (the guest runs here): the socket goes, the disks stay.
-    pub(super) fn served(&self) {
-        remove_files(&self.sockets);
-    }
-
-    /// The migration did not end here: the disks created for it go too.
-    pub(super) fn discard(&self) {
-        remove_files(&self.sockets);
-        remove_files(&self.created);
     }
 }
 

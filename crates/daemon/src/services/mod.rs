@@ -84,18 +84,35 @@ pub struct Services {
     host_cpu: Option<(PathBuf, String)>,
 }
 
+/// Where the services keep their files and what the daemon's settings give them.
+pub struct ServicesConfig {
+    pub state_dir: PathBuf,
+    pub network_dir: PathBuf,
+    /// Define the `default` NAT network when none exists.
+    pub define_default_network: bool,
+    /// The ids QEMU runs as (one per guest); `None`: `--no-sandbox`.
+    pub qemu_users: Option<std::ops::RangeInclusive<u32>>,
+    /// The cluster to join (`--cluster`), if any.
+    pub cluster: Option<cluster::ClusterConfig>,
+    /// The host CPU description to advertise (key host_cpu_file): its path and text.
+    pub host_cpu: Option<(PathBuf, String)>,
+}
+
 impl Services {
     /// Wires the services together (nothing starts yet: see [`Services::start`]).
     pub async fn new(
         store: Arc<Store>,
         engine: Arc<dyn Engine>,
-        state_dir: PathBuf,
-        network_dir: PathBuf,
-        define_default_network: bool,
-        qemu_users: Option<std::ops::RangeInclusive<u32>>,
-        cluster: Option<cluster::ClusterConfig>,
-        host_cpu: Option<(PathBuf, String)>,
+        config: ServicesConfig,
     ) -> anyhow::Result<Arc<Services>> {
+        let ServicesConfig {
+            state_dir,
+            network_dir,
+            define_default_network,
+            qemu_users,
+            cluster,
+            host_cpu,
+        } = config;
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
             Arc::new(Networks::new(store.clone(), network_dir, define_default_network).await?);
