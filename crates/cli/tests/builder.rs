@@ -180,7 +180,13 @@ fn install_with_cloud_init(daemon: &Daemon, name: &str, extra: &[&str]) -> (Chil
 /// The first boot: cloud-init did what the seed says, and the builder's image is as built.
 fn check_first_boot(console: &mut ConsoleSession, name: &str) {
     log_in(console);
-    let status = console.run("cloud-init status --wait --long", 5);
+    // `--wait` blocks until cloud-init's last stage ended, and cloud-init is Python on a TCG
+    // guest: it may take longer than an ordinary command.
+    let status = console.run_within(
+        "cloud-init status --wait --long",
+        5,
+        Duration::from_secs(180),
+    );
     assert!(status.contains("status: done"), "{status}");
     let hostname = console.run("hostname", 6);
     assert_eq!(

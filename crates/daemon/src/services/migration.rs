@@ -43,6 +43,42 @@ const POLL: Duration = Duration::from_millis(100);
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a finish waits for the destination's QEMU to load the last of the stream.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a cancelled migration may stay "cancelling" in QEMU.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the source's QEMU ended a cancelled migration. `migrate_cancel` only asks: QEMU
+/// says "cancelling" until its migration thread stopped, and refuses a new migration (and its
+/// capabilities) meanwhile; the failed `migrate` answers once a next one can start.
+async fn wait_until_cancelled(control: &dyn Control, domain: &str) {
+    let deadline = tokio::time::Instant::now() + CANCEL_TIMEOUT;
+    loop {
+        match control.migration_progress().await {
+            Ok(progress)
+                if matches!(
+                    progress.status.as_str(),
+                    "cancelling" | "active" | "setup" | "device" | "pre-switchover"
+                ) => {}
+            Ok(_) => return,
+            Err(err) => {
+                tracing::warn!(
+                    domain,
+                    "cannot follow the cancelled migration: {}",
+                    err.message
+                );
+                return;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                domain,
+                "QEMU still ends the cancelled migration after {} s",
+                CANCEL_TIMEOUT.as_secs()
+            );
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
 
 pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     match err {
@@ -153,6 +189,7 @@ impl Domains {
         if let Err(err) = finished {
             // The guest goes on here: the stream stops, the destination forgets it.
             let _ = control.migrate_cancel().await;
+            wait_until_cancelled(control.as_ref(), &record.name).await;
             let _ = super::migration_storage::end_copies(control.as_ref(), &disks).await;
             if let Err(abort) = destination.abort_migration(&prepared.id).await {
                 tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
