@@ -9,8 +9,10 @@
 #[allow(dead_code)]
 mod support;
 
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
@@ -19,11 +21,26 @@ use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Two oxvirtd whose guests' users do not overlap (as two hosts' would not).
+/// Two oxvirtd whose guests' users do not overlap (as two hosts' would not), nor those of the
+/// other pairs of this binary's tests running at the same time.
 fn two_daemons() -> (Daemon, Daemon) {
-    let a = Daemon::start_with(&["--qemu-user-range", "3102000-3102099"]);
-    let b = Daemon::start_with(&["--qemu-user-range", "3103000-3103099"]);
+    let [a, b] = [(); 2].map(|()| Daemon::start_with(&["--qemu-user-range", &user_range()]));
     (a, b)
+}
+
+/// A range of 100 users for one test daemon (`--qemu-user-range`), its own among this binary's.
+fn user_range() -> String {
+    range_arg(&next_users())
+}
+
+fn range_arg(users: &RangeInclusive<u32>) -> String {
+    format!("{}-{}", users.start(), users.end())
+}
+
+fn next_users() -> RangeInclusive<u32> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let first = 3_102_000 + NEXT.fetch_add(1, Ordering::SeqCst) * 100;
+    first..=first + 99
 }
 
 fn uri(daemon: &Daemon) -> String {
@@ -43,11 +60,25 @@ fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// The test guest `name` with one vCPU and the qcow2 disk `disk`.
+fn qcow2_guest_xml(name: &str, uuid: &str, disk: &Path) -> String {
+    guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'")
+}
+
+/// Defines `name` on `daemon` with a new qcow2 disk in the daemon's directory.
+fn define_qcow2_guest(daemon: &Daemon, name: &str, uuid: &str) {
+    let disk = qcow2_disk(daemon.dir.path(), &format!("{name}.qcow2"));
+    daemon
+        .define(&format!("{name}.xml"), &qcow2_guest_xml(name, uuid, &disk))
+        .1
+        .ok();
+}
+
 /// Defines `name` on `daemon` with a qcow2 disk at `disk` and starts it; waits for its shell
 /// and starts its counter, every second into RAM (`/mnt/ram/count`, a tmpfs) and into sector 1
 /// of its disk; writes `disk-before` into sector 0 first.
 fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
-    let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
+    let xml = qcow2_guest_xml(name, uuid, disk);
     daemon.define(&format!("{name}.xml"), &xml).1.ok();
     boot_counting_defined(daemon, name)
 }
@@ -149,7 +180,9 @@ fn names(daemon: &Daemon) -> String {
 
 #[test]
 fn a_running_guest_moves_live_to_another_oxvirtd() {
-    let (a, b) = two_daemons();
+    let a = Daemon::start_with(&["--qemu-user-range", &user_range()]);
+    let b_users = next_users();
+    let b = Daemon::start_with(&["--qemu-user-range", &range_arg(&b_users)]);
     let uuid = "6a0e1f2d-3c4b-4a59-8e7f-1a2b3c4d5e6f";
     // Shared storage: one path both reach.
     let disk = qcow2_disk(a.dir.path(), "mig.qcow2");
@@ -216,7 +249,10 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
         (meta.uid(), meta.gid())
     };
     let (uid, _) = owner(&disk);
-    assert!((3103000..=3103099).contains(&uid), "the disk is {uid}'s");
+    assert!(
+        b_users.contains(&uid),
+        "the disk is {uid}'s, not B's guest user's"
+    );
     drop(console);
     b.oxvirt(&["destroy", "mig-vm"]).ok();
     assert_eq!(owner(&disk), (0, 0));
@@ -394,8 +430,8 @@ fn disk_dir() -> tempfile::TempDir {
 /// A and B whose disks are apart: B (and its guests) in a mount namespace of its own where an
 /// empty tmpfs covers `disks`, so a path there names another file on B than here (on A).
 fn daemons_apart(disks: &Path) -> (Daemon, Daemon) {
-    let a = Daemon::start_with(&["--qemu-user-range", "3104000-3104099"]);
-    let b = Daemon::start_in_own_mounts(disks, &["--qemu-user-range", "3105000-3105099"]);
+    let a = Daemon::start_with(&["--qemu-user-range", &user_range()]);
+    let b = Daemon::start_in_own_mounts(disks, &["--qemu-user-range", &user_range()]);
     (a, b)
 }
 
@@ -760,13 +796,13 @@ fn two_daemons_with_cpus(dir: &Path) -> (Daemon, Daemon) {
     .expect("write B's CPU");
     let a = Daemon::start_with(&[
         "--qemu-user-range",
-        "3102000-3102099",
+        &user_range(),
         "--host-cpu-file",
         &a_cpu.display().to_string(),
     ]);
     let b = Daemon::start_with(&[
         "--qemu-user-range",
-        "3103000-3103099",
+        &user_range(),
         "--host-cpu-file",
         &b_cpu.display().to_string(),
     ]);
@@ -785,12 +821,10 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
     // B lacks, before anything is defined or started there.
     let uuid = "8c2f3e4d-5c6b-4a7a-8f9e-3c4d5e6f7081";
     let disk = qcow2_disk(a.dir.path(), "pass.qcow2");
-    let xml = guest_xml("pass-vm", uuid, &guest_kit(), &disk, 1)
-        .replace("type='raw'", "type='qcow2'")
-        .replace(
-            "</features>",
-            "</features>\n  <cpu mode='host-passthrough'/>",
-        );
+    let xml = qcow2_guest_xml("pass-vm", uuid, &disk).replace(
+        "</features>",
+        "</features>\n  <cpu mode='host-passthrough'/>",
+    );
     a.define("pass.xml", &xml).1.ok();
     a.oxvirt(&["start", "pass-vm"]).ok();
     let err = a
@@ -826,12 +860,10 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
     );
     let uuid = "9d3f4e5d-6c7b-4a8a-9f0e-4d5e6f708192";
     let disk = qcow2_disk(a.dir.path(), "base.qcow2");
-    let xml = guest_xml("base-vm", uuid, &guest_kit(), &disk, 1)
-        .replace("type='raw'", "type='qcow2'")
-        .replace(
-            "</features>",
-            &format!("</features>\n  {}", baseline.trim()),
-        );
+    let xml = qcow2_guest_xml("base-vm", uuid, &disk).replace(
+        "</features>",
+        &format!("</features>\n  {}", baseline.trim()),
+    );
     a.define("base.xml", &xml).1.ok();
     let mut console = boot_counting_defined(&a, "base-vm");
     let booted = boot_id(&mut console, 3);
@@ -864,10 +896,7 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
 fn offline_moves_only_the_definition() {
     let (a, b) = two_daemons();
     let uuid = "a1b2c3d4-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
-    let disk = qcow2_disk(a.dir.path(), "off.qcow2");
-    let xml =
-        guest_xml("off-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
-    a.define("off.xml", &xml).1.ok();
+    define_qcow2_guest(&a, "off-vm", uuid);
 
     // virsh's rules: --offline needs --persistent and is not --live.
     let run = a.oxvirt(&["migrate", "--offline", "off-vm", &uri(&b)]);
@@ -910,10 +939,7 @@ fn offline_moves_only_the_definition() {
     // A running domain: its definition goes, the guest stays running here and nothing starts
     // there.
     let uuid = "b2c3d4e5-6f70-4b8c-9dae-1f2a3b4c5d6e";
-    let disk = qcow2_disk(a.dir.path(), "run.qcow2");
-    let xml =
-        guest_xml("run-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
-    a.define("run.xml", &xml).1.ok();
+    define_qcow2_guest(&a, "run-vm", uuid);
     a.oxvirt(&["start", "run-vm"]).ok();
     a.oxvirt(&["migrate", "--offline", "--persistent", "run-vm", &uri(&b)])
         .ok();
@@ -927,10 +953,7 @@ fn offline_moves_only_the_definition() {
 fn auto_converge_and_compressed_set_qemus_capabilities() {
     let (a, b) = two_daemons();
     let uuid = "c3d4e5f6-7081-4c9d-8ebf-2a3b4c5d6e7f";
-    let disk = qcow2_disk(a.dir.path(), "caps.qcow2");
-    let xml =
-        guest_xml("caps-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
-    a.define("caps.xml", &xml).1.ok();
+    define_qcow2_guest(&a, "caps-vm", uuid);
     a.oxvirt(&["start", "caps-vm"]).ok();
     let capabilities = || {
         a.oxvirt(&[
@@ -997,10 +1020,7 @@ fn auto_converge_and_compressed_set_qemus_capabilities() {
 fn timeout_suspend_pauses_the_guest_so_the_migration_converges() {
     let (a, b) = two_daemons();
     let uuid = "d4e5f607-8192-4dae-9fc0-3b4c5d6e7f80";
-    let disk = qcow2_disk(a.dir.path(), "tmo.qcow2");
-    let xml =
-        guest_xml("tmo-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
-    a.define("tmo.xml", &xml).1.ok();
+    define_qcow2_guest(&a, "tmo-vm", uuid);
     a.oxvirt(&["start", "tmo-vm"]).ok();
     // virsh's rules: --timeout only with --live, --timeout-suspend only with --timeout.
     let run = a.oxvirt(&["migrate", "--timeout", "2", "tmo-vm", &uri(&b)]);
