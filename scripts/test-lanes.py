@@ -2,7 +2,7 @@
 """Runs the workspace's tests as `cargo test --workspace` does, in two lanes side by side.
 
 Why: on 2 cores, `cargo test` runs one test binary at a time. A few binaries run a single long guest each (the
-nested lab's, the image builder's, the benchmark's): while one of them runs, one core waits. Here those run
+nested lab's, the image builder's): while one of them runs, one core waits. Here those run
 one after the other in the "long" lane while every other binary runs, one at a time, in the "main" lane; the
 doc tests run last in the main lane. Each binary runs as cargo runs it (working directory = its package's
 directory, CARGO_MANIFEST_DIR and CARGO_PKG_NAME set) with the given test arguments; its output is printed in
@@ -25,7 +25,6 @@ LONG = [
     ("oxvirt-cli", "builder"),
     ("oxvirt-vmm", "lab"),
     ("oxvirt-daemon", "native_lab"),
-    ("oxvirt-cli", "bench"),
 ]
 
 # Test arguments a binary gets after the common ones. The builder's two Debian guests (BIOS, and UEFI with

@@ -43,7 +43,7 @@ stage_done "lints (fmt, clippy)"
 
 echo "== tests"
 # Guests run under TCG on 2 cores: a few tests at a time per binary keep every guest responsive. The binaries
-# that run one long guest each (the nested lab's, the image builder's, the benchmark's) run beside the others
+# that run one long guest each (the nested labs, the image builder's) run beside the others
 # instead of after them (scripts/test-lanes.py: the same binaries, arguments and working directories as
 # `cargo test --workspace --no-fail-fast`, and a table of their times at the end).
 python3 scripts/test-lanes.py -- --test-threads=4
