@@ -97,6 +97,146 @@ fn three_hosts_register_and_a_killed_host_s_lease_expires() {
     assert!(back, "host-b did not rejoin: {last}\nits log:\n{}", b.log());
 }
 
+/// Two guests of one spread group, defined in the cluster and started through it, run on two
+/// different hosts; every member lists both with their host.
+#[test]
+fn spread_guests_of_a_group_land_on_different_hosts() {
+    let lab = Lab::new(3);
+    lab.start_etcd();
+    let members = [
+        lab.member(0, "host-a"),
+        lab.member(1, "host-b"),
+        lab.member(2, "host-c"),
+    ];
+    let [a, _, c] = &members;
+    let mut last = String::new();
+    let all_up = wait_for(Duration::from_secs(60), || {
+        let run = a.oxvirt(&["host-list"]);
+        last = format!("{run:#?}");
+        host_rows(&run.stdout)
+            .iter()
+            .filter(|(_, state, _)| state == "up")
+            .count()
+            == 3
+    });
+    assert!(all_up, "three hosts up: {last}");
+
+    const PLACEMENT: &str =
+        "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0' group='web' policy='spread'/>";
+    let guests = [
+        ("web1", "5e1c7a00-0000-4000-8000-0000000c1a01"),
+        ("web2", "5e1c7a00-0000-4000-8000-0000000c1a02"),
+    ];
+    for (name, uuid) in guests {
+        let file = a.write(
+            &format!("{name}.xml"),
+            &cluster_guest_xml(name, uuid, PLACEMENT),
+        );
+        let run = a.oxvirt(&["define", "--cluster", &file]);
+        assert!(
+            run.code == Some(0) && run.stdout.contains(&format!("Domain '{name}' defined")),
+            "{run:#?}"
+        );
+    }
+    // Defined in the cluster only: no member has a local definition; each lists both, shut off.
+    let list = c.oxvirt(&["list", "--all"]).ok();
+    let rows = guest_rows(&list);
+    assert_eq!(
+        rows,
+        [
+            ("web1".to_string(), "shut off".to_string(), "-".to_string()),
+            ("web2".to_string(), "shut off".to_string(), "-".to_string()),
+        ],
+        "{list}"
+    );
+    assert!(list.starts_with(" Id   Name   State      Host\n"), "{list}");
+    // dumpxml prints the placement back, from any member.
+    let xml = c.oxvirt(&["dumpxml", "web1"]).ok();
+    assert!(
+        xml.contains("<oxvirt:placement") && xml.contains("policy=\"spread\""),
+        "{xml}"
+    );
+    // A bad policy is refused naming the element; nothing is stored.
+    let bad = a.write(
+        "bad.xml",
+        &cluster_guest_xml(
+            "bad",
+            "5e1c7a00-0000-4000-8000-0000000c1a0f",
+            "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0' group='web' policy='pack'/>",
+        ),
+    );
+    let run = a.oxvirt(&["define", "--cluster", &bad]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("oxvirt:placement") && run.stderr.contains("'pack' for policy"),
+        "{run:#?}"
+    );
+    assert!(!a.oxvirt(&["list", "--all"]).ok().contains("bad"));
+
+    // Both started through host-a: each on a host of its own.
+    for (name, _) in guests {
+        let run = a.oxvirt(&["start", name]);
+        assert_eq!(run.code, Some(0), "{run:#?}\nhost-a's log:\n{}", a.log());
+    }
+    let list = c.oxvirt(&["list", "--all"]).ok();
+    let rows = guest_rows(&list);
+    let host_of = |name: &str| {
+        rows.iter()
+            .find(|(n, state, _)| n == name && state == "running")
+            .map(|(_, _, host)| host.clone())
+            .unwrap_or_else(|| panic!("{name} not running in {list}"))
+    };
+    eprintln!("host-c's list:\n{list}");
+    let (host1, host2) = (host_of("web1"), host_of("web2"));
+    assert_ne!(host1, host2, "spread guests on one host: {list}");
+    for (name, uuid) in guests {
+        let host = host_of(name);
+        // QEMU runs on that host, and on no other.
+        for (index, member) in members.iter().enumerate() {
+            let qemus = member.ns.processes_matching(uuid);
+            let here = format!("host-{}", ["a", "b", "c"][index]);
+            let expected = usize::from(here == host);
+            assert_eq!(qemus.len(), expected, "{name}'s QEMU on {here}: {list}");
+        }
+        // Its console answers, on the host that runs it.
+        let index = ["host-a", "host-b", "host-c"]
+            .iter()
+            .position(|h| *h == host)
+            .expect("a known host");
+        let runner = &members[index];
+        let local = runner.oxvirt(&["list"]).ok();
+        assert!(
+            guest_rows(&local)
+                .iter()
+                .any(|(n, state, h)| n == name && state == "running" && *h == host),
+            "{local}"
+        );
+        let mut console = runner.console(name);
+        boot_shell(&mut console);
+        let said = guest(&mut console, &format!("echo I am {name}"), SHORT);
+        assert!(said.contains(&format!("I am {name}")), "{said}");
+    }
+    // A second start is refused, naming where it runs.
+    let run = c.oxvirt(&["start", "web1"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains(&host1), "{run:#?}");
+
+    // Stopped on its host: its lock and local copy go, every member sees it shut off.
+    let index = ["host-a", "host-b", "host-c"]
+        .iter()
+        .position(|h| *h == host1)
+        .expect("a known host");
+    members[index].oxvirt(&["destroy", "web1"]).ok();
+    let stopped = wait_for(Duration::from_secs(30), || {
+        let list = c.oxvirt(&["list", "--all"]).ok();
+        last = list.clone();
+        guest_rows(&list)
+            .iter()
+            .any(|(n, state, h)| n == "web1" && state == "shut off" && h == "-")
+    });
+    assert!(stopped, "web1 still shown running: {last}");
+}
+
 #[test]
 fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
     let lab = Lab::new(1);

@@ -62,7 +62,9 @@ pub(super) struct Doc;
     responses((status = 200, description = "success", body = Vec<DomainSummary>)),
 )]
 async fn list(State(services): State<Arc<Services>>) -> Reply<Vec<DomainSummary>> {
-    blocking(services, "list", |d| d.domains.list()).await
+    let local = blocking(services.clone(), "list", |d| d.domains.list()).await?;
+    // On a cluster member: with the cluster's guests and where they run.
+    Ok(axum::Json(services.cluster.list(local.0).await))
 }
 
 #[utoipa::path(
@@ -138,12 +140,23 @@ async fn undefine(
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<XmlDocument> {
-    blocking(services, "dumpxml", move |d| {
+    let wanted = id.clone();
+    let local = blocking(services.clone(), "dumpxml", move |d| {
         Ok(XmlDocument {
-            xml: d.domains.xml(&id)?,
+            xml: d.domains.xml(&wanted)?,
         })
     })
-    .await
+    .await;
+    match local {
+        // A cluster guest without a local copy here: its definition in etcd.
+        Err(err) if err.0.code == oxvirt_api::code::NOT_FOUND => {
+            match services.cluster.xml(&id).await? {
+                Some(xml) => Ok(axum::Json(XmlDocument { xml })),
+                None => Err(err),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `dumpxml --inactive`: the definition for the next start.
@@ -272,7 +285,8 @@ async fn lifecycle(
     };
     detached(services, action.as_str(), move |services| async move {
         match action {
-            Action::Start => services.domains.start(&id).await,
+            // On a cluster member a cluster guest is placed (services/cluster.rs).
+            Action::Start => services.cluster.start_domain(&id).await,
             Action::Shutdown => services.domains.shutdown(&id, timeout_secs).await,
             Action::Destroy => services.domains.destroy(&id).await,
             Action::Reboot => services.domains.reboot(&id).await,
