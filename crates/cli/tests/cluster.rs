@@ -237,6 +237,170 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
     assert!(stopped, "web1 still shown running: {last}");
 }
 
+/// The QEMU processes of guest `uuid` in `ns` (by the UUID on their command line).
+fn qemus_of(ns: &Netns, uuid: &str) -> Vec<i32> {
+    ns.processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("qemu-system") && cmdline.contains(uuid))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// How long an HA guest may take to run again after its host died: the lease's 10 s, one
+/// renewal period of the other members (3.3 s) and a start under TCG on a loaded machine.
+const HA_BOUND: Duration = Duration::from_secs(90);
+
+/// An HA guest whose host dies (oxvirtd and QEMU SIGKILLed) runs again on another host; a poller
+/// checks every host's QEMU processes the whole time, and never sees it run twice; the dead host,
+/// back, does not start it.
+#[test]
+fn an_ha_guest_runs_again_elsewhere_when_its_host_dies_and_never_twice() {
+    let lab = Lab::new(3);
+    lab.start_etcd();
+    let mut members = [
+        lab.member(0, "host-a"),
+        lab.member(1, "host-b"),
+        lab.member(2, "host-c"),
+    ];
+    let names = ["host-a", "host-b", "host-c"];
+    let mut last = String::new();
+    let all_up = wait_for(Duration::from_secs(60), || {
+        let run = members[0].oxvirt(&["host-list"]);
+        last = format!("{run:#?}");
+        host_rows(&run.stdout)
+            .iter()
+            .filter(|(_, state, _)| state == "up")
+            .count()
+            == 3
+    });
+    assert!(all_up, "three hosts up: {last}");
+
+    let uuid = "5e1c7a00-0000-4000-8000-0000000c1a11";
+    let file = members[0].write(
+        "ha1.xml",
+        &cluster_guest_xml(
+            "ha1",
+            uuid,
+            "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0'><oxvirt:ha/></oxvirt:placement>",
+        ),
+    );
+    members[0].oxvirt(&["define", "--cluster", &file]).ok();
+    let xml = members[1].oxvirt(&["dumpxml", "ha1"]).ok();
+    assert!(xml.contains("<oxvirt:ha/>"), "{xml}");
+    members[0].oxvirt(&["start", "ha1"]).ok();
+    let host_of = |list: &str| {
+        guest_rows(list)
+            .into_iter()
+            .find(|(n, state, _)| n == "ha1" && state == "running")
+            .map(|(_, _, host)| host)
+    };
+    let list = members[0].oxvirt(&["list"]).ok();
+    let first = host_of(&list).unwrap_or_else(|| panic!("ha1 not running: {list}"));
+    let victim = names
+        .iter()
+        .position(|h| *h == first)
+        .expect("a known host");
+    assert_eq!(qemus_of(&lab.hosts[victim], uuid).len(), 1);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Never two QEMUs of the guest, over every host, at any time.
+        let poller = scope.spawn(|| {
+            let mut most = 0;
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let per_host: Vec<usize> = lab
+                    .hosts
+                    .iter()
+                    .map(|ns| qemus_of(ns, uuid).len())
+                    .collect();
+                let total: usize = per_host.iter().sum();
+                if total > most {
+                    most = total;
+                    seen = per_host;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (most, seen)
+        });
+
+        // A failed assertion below must still stop the poller, or the scope never ends.
+        let _stop_poller = StopOnDrop(&stop);
+        // The host dies: its oxvirtd and its QEMU, at once.
+        members[victim].kill();
+        for pid in qemus_of(&lab.hosts[victim], uuid) {
+            // SAFETY: kill(2) on the guest's QEMU in our test namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let killed = Instant::now();
+        let survivor = (victim + 1) % 3;
+        let mut elsewhere = None;
+        let moved = wait_for(HA_BOUND, || {
+            let run = members[survivor].oxvirt(&["list"]);
+            last = format!("{run:#?}");
+            elsewhere = host_of(&run.stdout).filter(|host| *host != first);
+            elsewhere.as_ref().is_some_and(|host| {
+                let index = names.iter().position(|h| h == host).expect("a known host");
+                qemus_of(&lab.hosts[index], uuid).len() == 1
+            })
+        });
+        let took = killed.elapsed();
+        assert!(
+            moved,
+            "ha1 did not run again within {HA_BOUND:?}: {last}\nsurvivor's log:\n{}",
+            members[survivor].log()
+        );
+        eprintln!("ha1 ran again on {elsewhere:?} {took:?} after {first} died");
+        let new_host = elsewhere.expect("a new host");
+        let index = names
+            .iter()
+            .position(|h| *h == new_host)
+            .expect("a known host");
+        // Its QEMU runs; the start finishes on that host (its console's socket is known then).
+        let started = wait_for(SHORT, || {
+            members[index]
+                .oxvirt(&["domstate", "ha1"])
+                .stdout
+                .contains("running")
+        });
+        assert!(started, "{}", members[index].log());
+        let mut console = members[index].console("ha1");
+        boot_shell(&mut console);
+        let said = guest(&mut console, "echo back on duty", SHORT);
+        assert!(said.contains("back on duty"), "{said}");
+
+        // The dead host comes back: it rejoins and does not start the guest.
+        members[victim].launch();
+        let rejoined = wait_for(Duration::from_secs(60), || {
+            let run = members[survivor].oxvirt(&["host-list"]);
+            last = run.stdout.clone();
+            host_rows(&run.stdout)
+                .iter()
+                .any(|(name, state, _)| *name == first && state == "up")
+        });
+        assert!(rejoined, "{first} did not rejoin: {last}");
+        // Several of its renewals (each one reconciles): the guest stays where it is.
+        let started_again = wait_for(Duration::from_secs(12), || {
+            !qemus_of(&lab.hosts[victim], uuid).is_empty()
+        });
+        assert!(!started_again, "{first}, back, started ha1 again");
+        let list = members[victim].oxvirt(&["list", "--all"]).ok();
+        assert_eq!(host_of(&list).as_deref(), Some(new_host.as_str()), "{list}");
+
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (most, seen) = poller.join().expect("poller");
+        assert_eq!(most, 1, "ha1's QEMUs per host at worst: {seen:?}");
+    });
+}
+
 #[test]
 fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
     let lab = Lab::new(1);

@@ -11,6 +11,8 @@
 //!   its UUID, both written in one transaction so that names stay unique;
 //! - `/oxvirt/running/UUID`: the name of the host running it, under that host's lease (the
 //!   guest's lock: taken with create-if-absent, gone with the lease);
+//! - `/oxvirt/wanted/UUID`: written with the lock, without a lease, removed with the lock when
+//!   the guest stops on a live host: a wanted guest without a lock lost its host (HA restarts it);
 //! - `/oxvirt/requests/HOST/UUID`: a [`StartRequest`] to `HOST` to start the guest, written by
 //!   the member that placed it ([`placement::rank`]) and answered by `HOST` in the same key.
 
@@ -35,6 +37,7 @@ pub mod keys {
     pub const NAMES: &str = "/oxvirt/domain-names/";
     pub const RUNNING: &str = "/oxvirt/running/";
     pub const REQUESTS: &str = "/oxvirt/requests/";
+    pub const WANTED: &str = "/oxvirt/wanted/";
 
     pub fn domain(uuid: &str) -> String {
         format!("{DOMAINS}{uuid}")
@@ -44,6 +47,9 @@ pub mod keys {
     }
     pub fn running(uuid: &str) -> String {
         format!("{RUNNING}{uuid}")
+    }
+    pub fn wanted(uuid: &str) -> String {
+        format!("{WANTED}{uuid}")
     }
     pub fn requests_of(host: &str) -> String {
         format!("{REQUESTS}{host}/")
@@ -353,6 +359,19 @@ impl Etcd {
             .collect())
     }
 
+    /// The cluster guests that should run (started, not stopped on a live host), by UUID.
+    pub async fn wanted(&self) -> Result<Vec<String>> {
+        let mut kv = self.client.kv_client();
+        let answer = self
+            .call(kv.get(keys::WANTED, Some(GetOptions::new().with_prefix())))
+            .await?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .map(|entry| String::from_utf8_lossy(&entry.key()[keys::WANTED.len()..]).into_owned())
+            .collect())
+    }
+
     /// The host running the cluster guest `uuid`, if one holds its lock.
     pub async fn runner(&self, uuid: &str) -> Result<Option<String>> {
         let mut kv = self.client.kv_client();
@@ -547,11 +566,14 @@ impl Member {
         let mut kv = self.etcd.client.kv_client();
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                self.name.clone(),
-                Some(PutOptions::new().with_lease(self.lease)),
-            )])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    self.name.clone(),
+                    Some(PutOptions::new().with_lease(self.lease)),
+                ),
+                TxnOp::put(keys::wanted(uuid), self.name.clone(), None),
+            ])
             .or_else([TxnOp::get(key, None)]);
         let answer = match self.etcd.call(kv.txn(txn)).await {
             Err(ClusterError::Etcd { source, .. }) if lease_not_found(&source) => {
@@ -582,8 +604,9 @@ impl Member {
         }
     }
 
-    /// Releases this host's lock of `uuid` (nothing if another host holds it).
-    pub async fn unlock_guest(&self, uuid: &str) -> Result<()> {
+    /// Releases this host's lock of `uuid` (nothing if another host holds it); with `unwanted`
+    /// also marks it as not wanted: it stopped here, or a user's start failed.
+    pub async fn unlock_guest(&self, uuid: &str, unwanted: bool) -> Result<()> {
         let key = keys::running(uuid);
         let mut kv = self.etcd.client.kv_client();
         let txn = Txn::new()
@@ -592,7 +615,14 @@ impl Member {
                 CompareOp::Equal,
                 self.name.clone(),
             )])
-            .and_then([TxnOp::delete(key, None::<DeleteOptions>)]);
+            .and_then(if unwanted {
+                vec![
+                    TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::wanted(uuid), None),
+                ]
+            } else {
+                vec![TxnOp::delete(key, None::<DeleteOptions>)]
+            });
         self.etcd.call(kv.txn(txn)).await.map(drop)
     }
 }

@@ -51,7 +51,21 @@ pub struct Cluster {
     /// Cluster guests this host is starting now (their lock is taken, the local copy may not
     /// run yet): [`Cluster::reconcile`] leaves them alone.
     starting: Mutex<HashSet<String>>,
+    /// When the lease was last renewed (self-fencing counts from it).
+    last_renewed: Mutex<Option<Instant>>,
+    /// The HA cluster guests running here, as last seen: what self-fencing destroys.
+    ha_here: Mutex<HashSet<String>>,
+    /// Since when each wanted HA guest has had no host.
+    missing_since: Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// A host that has not renewed its lease for this long destroys its HA guests: two thirds of the
+/// lease, so they are gone before the lease expires and another host may restart them.
+pub const FENCE_AFTER: Duration = Duration::from_millis(LEASE_TTL.as_millis() as u64 * 2 / 3);
+
+/// How long a wanted HA guest stays without a host before any ranked host (not only the best)
+/// restarts it: the best one may be unable to.
+const HA_FALLBACK: Duration = Duration::from_secs(15);
 
 /// How often a member looks for requests to start a guest.
 const REQUEST_POLL: Duration = Duration::from_millis(500);
@@ -74,6 +88,9 @@ impl Cluster {
             pools,
             engine,
             starting: Mutex::new(HashSet::new()),
+            last_renewed: Mutex::new(None),
+            ha_here: Mutex::new(HashSet::new()),
+            missing_since: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -87,6 +104,8 @@ impl Cluster {
         tokio::spawn(async move { cluster.run(config).await });
         let cluster = self.clone();
         tokio::spawn(async move { cluster.serve_requests(name).await });
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.fence().await });
     }
 
     /// Joins, renews, republishes; on any failure logs it once per change and tries again.
@@ -115,12 +134,13 @@ impl Cluster {
         }
     }
 
-    async fn tick(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
+    async fn tick(self: &Arc<Self>, config: &ClusterConfig) -> Result<(), ClusterError> {
         let record = self.record(config).await;
         let member = self.member.read().await.clone();
         match member {
             Some(member) => {
                 member.renew().await?;
+                *lock(&self.last_renewed) = Some(Instant::now());
                 member.publish(&record).await?;
                 self.reconcile(&member).await
             }
@@ -128,6 +148,7 @@ impl Cluster {
                 let etcd = Etcd::connect(&config.endpoints).await?;
                 let member = Member::join(etcd, &record).await?;
                 tracing::info!(host = %config.host_name, endpoints = %config.endpoints.join(","), "joined the cluster");
+                *lock(&self.last_renewed) = Some(Instant::now());
                 *self.member.write().await = Some(Arc::new(member));
                 Ok(())
             }
@@ -406,7 +427,7 @@ impl Cluster {
         let mut failures = Vec::new();
         for host in ranked {
             let started = if host == config.host_name {
-                self.start_here(&member, &guest).await
+                self.start_here(&member, &guest, false).await
             } else {
                 self.start_on(&member, &host, &guest).await
             };
@@ -481,7 +502,12 @@ impl Cluster {
 
     /// Starts `guest` on this host: takes its lock, defines the local copy, starts it; undoes
     /// both on failure.
-    async fn start_here(&self, member: &Member, guest: &ClusterDomain) -> DaemonResult<()> {
+    async fn start_here(
+        &self,
+        member: &Member,
+        guest: &ClusterDomain,
+        restart: bool,
+    ) -> DaemonResult<()> {
         let _starting = Starting::new(&self.starting, &guest.uuid);
         match member.lock_guest(&guest.uuid).await.map_err(unavailable)? {
             Ok(()) => {}
@@ -510,7 +536,8 @@ impl Cluster {
         };
         if let Err(err) = started {
             self.drop_copy(&guest.uuid).await;
-            let _ = member.unlock_guest(&guest.uuid).await;
+            // A user's start that failed is not wanted; an HA restart still is.
+            let _ = member.unlock_guest(&guest.uuid, !restart).await;
             return Err(err);
         }
         Ok(())
@@ -553,7 +580,7 @@ impl Cluster {
                 let handling = handling.clone();
                 tokio::spawn(async move {
                     let answer = match member.etcd().domain(&uuid).await {
-                        Ok(Some(guest)) => match cluster.start_here(&member, &guest).await {
+                        Ok(Some(guest)) => match cluster.start_here(&member, &guest, false).await {
                             Ok(()) => RequestState::Started,
                             Err(err) => RequestState::Failed(err.message),
                         },
@@ -568,37 +595,116 @@ impl Cluster {
         }
     }
 
-    /// Local copies of cluster guests that stopped here: removed, their lock released.
-    async fn reconcile(&self, member: &Member) -> Result<(), ClusterError> {
+    /// Keeps this host's side of the cluster's guests true, once per renewal:
+    /// - local copies of cluster guests that stopped here are removed, their lock released (and
+    ///   the guest marked as not wanted: it stopped on a live host, nobody restarts it);
+    /// - a copy running here without this host's lock (the lease was lost and taken again) takes
+    ///   it back, or is destroyed when another host holds it: the guest runs there;
+    /// - a wanted HA guest without a lock lost its host: the best-ranked live host restarts it
+    ///   (any ranked host once it has stayed without one for [`HA_FALLBACK`]).
+    async fn reconcile(self: &Arc<Self>, member: &Arc<Member>) -> Result<(), ClusterError> {
         let etcd = member.etcd();
-        let cluster_uuids: HashSet<String> =
-            etcd.domains().await?.into_iter().map(|d| d.uuid).collect();
-        let held: Vec<String> = etcd
-            .running()
-            .await?
-            .into_iter()
+        let cluster_domains = etcd.domains().await?;
+        let running = etcd.running().await?;
+        let held: Vec<String> = running
+            .iter()
             .filter(|(_, host)| host == member.name())
-            .map(|(uuid, _)| uuid)
+            .map(|(uuid, _)| uuid.clone())
             .collect();
         let domains = self.domains.clone();
         let local = blocking(move || domains.list()).await.unwrap_or_default();
         let starting = lock(&self.starting).clone();
+        let is_cluster = |uuid: &str| cluster_domains.iter().any(|d| d.uuid == uuid);
+        let mut ha_here = HashSet::new();
         for d in &local {
-            if cluster_uuids.contains(&d.uuid)
-                && !d.state.is_active()
-                && !starting.contains(&d.uuid)
-            {
+            if !is_cluster(&d.uuid) || starting.contains(&d.uuid) {
+                continue;
+            }
+            if !d.state.is_active() {
                 self.drop_copy(&d.uuid).await;
+                continue;
+            }
+            if !held.contains(&d.uuid) {
+                if let Err(holder) = member.lock_guest(&d.uuid).await? {
+                    tracing::warn!(domain = %d.name, %holder, "cluster guest runs on another host: destroying the copy here");
+                    let _ = self.domains.destroy(&d.uuid).await;
+                    self.drop_copy(&d.uuid).await;
+                    continue;
+                }
+            }
+            if cluster_domains.iter().any(|c| c.uuid == d.uuid && c.ha) {
+                ha_here.insert(d.uuid.clone());
             }
         }
+        *lock(&self.ha_here) = ha_here;
         for uuid in held {
             let runs = local.iter().any(|d| d.uuid == uuid && d.state.is_active());
             if !runs && !starting.contains(&uuid) {
-                member.unlock_guest(&uuid).await?;
+                member.unlock_guest(&uuid, true).await?;
                 tracing::info!(%uuid, "cluster guest stopped here: its lock released");
             }
         }
+        // High availability: wanted, HA, and no host holds its lock.
+        let wanted = etcd.wanted().await?;
+        let orphans: Vec<&ClusterDomain> = cluster_domains
+            .iter()
+            .filter(|d| d.ha && wanted.contains(&d.uuid))
+            .filter(|d| !running.iter().any(|(uuid, _)| *uuid == d.uuid))
+            .collect();
+        let since: Vec<Instant> = {
+            let mut missing = lock(&self.missing_since);
+            missing.retain(|uuid, _| orphans.iter().any(|d| d.uuid == *uuid));
+            orphans
+                .iter()
+                .map(|d| *missing.entry(d.uuid.clone()).or_insert_with(Instant::now))
+                .collect()
+        };
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let hosts = etcd.hosts().await?;
+        for (guest, since) in orphans.into_iter().zip(since) {
+            let Ok(ranked) = placement::rank(guest, &hosts, &running, &cluster_domains) else {
+                continue;
+            };
+            let first = ranked.first().map(String::as_str) == Some(member.name());
+            let fallback =
+                since.elapsed() > HA_FALLBACK && ranked.iter().any(|h| h == member.name());
+            if !(first || fallback) || starting.contains(&guest.uuid) {
+                continue;
+            }
+            tracing::warn!(domain = %guest.name, "HA guest lost its host: restarting it here");
+            let cluster = self.clone();
+            let member = member.clone();
+            let guest = guest.clone();
+            // Off the renewal loop: a start takes seconds, the lease must not wait for it.
+            tokio::spawn(async move {
+                match cluster.start_here(&member, &guest, true).await {
+                    Ok(()) => tracing::info!(domain = %guest.name, "HA guest restarted here"),
+                    Err(err) => tracing::warn!(domain = %guest.name, "HA restart failed: {err}"),
+                }
+            });
+        }
         Ok(())
+    }
+
+    /// Self-fencing: once this host has not renewed its lease for [`FENCE_AFTER`], it destroys
+    /// its HA guests, before the lease can expire and another host restart them.
+    async fn fence(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let late = lock(&self.last_renewed).is_some_and(|at| at.elapsed() > FENCE_AFTER);
+            if !late {
+                continue;
+            }
+            let guests: Vec<String> = lock(&self.ha_here).drain().collect();
+            for uuid in guests {
+                tracing::warn!(%uuid, "cluster lease not renewed for {}s: destroying this HA guest (self-fencing)", FENCE_AFTER.as_secs());
+                if let Err(err) = self.domains.destroy(&uuid).await {
+                    tracing::warn!(%uuid, "self-fencing: {err}");
+                }
+            }
+        }
     }
 }
 
