@@ -258,11 +258,31 @@ impl Drop for StopOnDrop<'_> {
 /// renewal period of the other members (3.3 s) and a start under TCG on a loaded machine.
 const HA_BOUND: Duration = Duration::from_secs(90);
 
+/// How the HA guest's host fails.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Failure {
+    /// Its oxvirtd and the guest's QEMU SIGKILLed (a crashed host).
+    Killed,
+    /// Its network cut: oxvirtd runs on but cannot renew its lease, so it must fence itself.
+    CutOff,
+}
+
 /// An HA guest whose host dies (oxvirtd and QEMU SIGKILLed) runs again on another host; a poller
 /// checks every host's QEMU processes the whole time, and never sees it run twice; the dead host,
 /// back, does not start it.
 #[test]
 fn an_ha_guest_runs_again_elsewhere_when_its_host_dies_and_never_twice() {
+    ha_failover(Failure::Killed);
+}
+
+/// The same when the host is only cut off etcd: its oxvirtd destroys the guest (self-fencing)
+/// before its lease expires and another host starts it; reconnected, it does not start it again.
+#[test]
+fn an_ha_guest_s_host_cut_off_fences_itself_and_the_guest_runs_elsewhere_once() {
+    ha_failover(Failure::CutOff);
+}
+
+fn ha_failover(failure: Failure) {
     let lab = Lab::new(3);
     lab.start_etcd();
     let mut members = [
@@ -334,13 +354,20 @@ fn an_ha_guest_runs_again_elsewhere_when_its_host_dies_and_never_twice() {
 
         // A failed assertion below must still stop the poller, or the scope never ends.
         let _stop_poller = StopOnDrop(&stop);
-        // The host dies: its oxvirtd and its QEMU, at once.
-        members[victim].kill();
-        for pid in qemus_of(&lab.hosts[victim], uuid) {
-            // SAFETY: kill(2) on the guest's QEMU in our test namespace.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
         let killed = Instant::now();
+        match failure {
+            // The host dies: its oxvirtd and its QEMU, at once.
+            Failure::Killed => {
+                members[victim].kill();
+                for pid in qemus_of(&lab.hosts[victim], uuid) {
+                    // SAFETY: kill(2) on the guest's QEMU in our test namespace.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            Failure::CutOff => {
+                lab.hosts[victim].ip(&["link", "set", "eth0", "down"]);
+            }
+        }
         let survivor = (victim + 1) % 3;
         let mut elsewhere = None;
         let moved = wait_for(HA_BOUND, || {
@@ -358,7 +385,20 @@ fn an_ha_guest_runs_again_elsewhere_when_its_host_dies_and_never_twice() {
             "ha1 did not run again within {HA_BOUND:?}: {last}\nsurvivor's log:\n{}",
             members[survivor].log()
         );
-        eprintln!("ha1 ran again on {elsewhere:?} {took:?} after {first} died");
+        eprintln!("ha1 ran again on {elsewhere:?} {took:?} after {first} failed ({failure:?})");
+        if failure == Failure::CutOff {
+            // It fenced itself: the guest no longer runs there, and its log says why.
+            assert!(
+                qemus_of(&lab.hosts[victim], uuid).is_empty(),
+                "{first} did not fence itself: {}",
+                members[victim].log()
+            );
+            assert!(
+                members[victim].log().contains("self-fencing"),
+                "{}",
+                members[victim].log()
+            );
+        }
         let new_host = elsewhere.expect("a new host");
         let index = names
             .iter()
@@ -378,7 +418,12 @@ fn an_ha_guest_runs_again_elsewhere_when_its_host_dies_and_never_twice() {
         assert!(said.contains("back on duty"), "{said}");
 
         // The dead host comes back: it rejoins and does not start the guest.
-        members[victim].launch();
+        match failure {
+            Failure::Killed => members[victim].launch(),
+            Failure::CutOff => {
+                lab.hosts[victim].ip(&["link", "set", "eth0", "up"]);
+            }
+        }
         let rejoined = wait_for(Duration::from_secs(60), || {
             let run = members[survivor].oxvirt(&["host-list"]);
             last = run.stdout.clone();

@@ -123,8 +123,12 @@ impl Cluster {
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(host = %config.host_name, "cluster: {text}");
                     }
-                    if matches!(err, ClusterError::LeaseLost { .. }) {
-                        // A new lease at the next tick: the old one's keys are gone.
+                    let expired =
+                        lock(&self.last_renewed).is_some_and(|at| at.elapsed() > LEASE_TTL);
+                    if matches!(err, ClusterError::LeaseLost { .. }) || expired {
+                        // A new lease at the next tick: the old one's keys are gone. Past the
+                        // TTL the lease is gone anyway, and the old connection may be one the
+                        // network dropped without a word: the next tick makes a new one.
                         *self.member.write().await = None;
                     }
                     last_error = Some(text);
@@ -534,6 +538,11 @@ impl Cluster {
             Ok(false) => self.domains.start(&guest.uuid).await.map(drop),
             Err(err) => Err(err),
         };
+        if started.is_ok() && guest.ha {
+            // Fenced from now on, not only from the next renewal's reconcile: the lease may be
+            // lost before that.
+            lock(&self.ha_here).insert(guest.uuid.clone());
+        }
         if let Err(err) = started {
             self.drop_copy(&guest.uuid).await;
             // A user's start that failed is not wanted; an HA restart still is.
@@ -636,7 +645,15 @@ impl Cluster {
                 ha_here.insert(d.uuid.clone());
             }
         }
-        *lock(&self.ha_here) = ha_here;
+        {
+            // Started here since (in `starting`) or running: kept; stopped: forgotten.
+            let mut set = lock(&self.ha_here);
+            set.retain(|uuid| {
+                starting.contains(uuid)
+                    || local.iter().any(|d| d.uuid == *uuid && d.state.is_active())
+            });
+            set.extend(ha_here);
+        }
         for uuid in held {
             let runs = local.iter().any(|d| d.uuid == uuid && d.state.is_active());
             if !runs && !starting.contains(&uuid) {
