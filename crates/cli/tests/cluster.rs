@@ -471,6 +471,25 @@ fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
             .any(|l| l.contains("solo") && l.contains("running")),
         "{list}"
     );
+    // Its own guests are listed with this host; the cluster's cannot be defined without etcd.
+    assert_eq!(
+        guest_rows(&list),
+        [(
+            "solo".to_string(),
+            "running".to_string(),
+            "host-a".to_string()
+        )],
+        "{list}"
+    );
+    let roamer = a.write(
+        "roamer.xml",
+        &cluster_guest_xml("roamer", "5e1c7a00-0000-4000-8000-0000000c1a21", ""),
+    );
+    let etcd_refused = |run: &Run| {
+        run.code == Some(1) && run.stderr.contains(&etcd_endpoint()) && run.stdout.is_empty()
+    };
+    let run = a.oxvirt(&["define", "--cluster", &roamer]);
+    assert!(etcd_refused(&run), "{run:#?}");
 
     // etcd comes up: the member joins by itself and publishes its running guest.
     lab.start_etcd();
@@ -488,11 +507,48 @@ fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
         a.log()
     );
 
+    // With etcd up, a guest defined in the cluster.
+    a.oxvirt(&["define", "--cluster", &roamer]).ok();
+    let list = a.oxvirt(&["list", "--all"]).ok();
+    assert!(
+        guest_rows(&list).contains(&(
+            "roamer".to_string(),
+            "shut off".to_string(),
+            "-".to_string()
+        )),
+        "{list}"
+    );
+
     // etcd goes down again: the verb fails naming it, the guest keeps running and answering.
     lab.stop_etcd();
     let run = a.oxvirt(&["host-list"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains(&etcd_endpoint()), "{run:#?}");
+    // The cluster's verbs name the endpoint; list shows this host's guests, within seconds.
+    for args in [
+        vec!["start", "roamer"],
+        vec!["dumpxml", "roamer"],
+        vec!["define", "--cluster", roamer.as_str()],
+    ] {
+        let asked = Instant::now();
+        let run = a.oxvirt(&args);
+        assert!(etcd_refused(&run), "{args:?}: {run:#?}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(15),
+            "{args:?} took {:?}",
+            asked.elapsed()
+        );
+    }
+    let list = a.oxvirt(&["list", "--all"]).ok();
+    assert_eq!(
+        guest_rows(&list),
+        [(
+            "solo".to_string(),
+            "running".to_string(),
+            "host-a".to_string()
+        )],
+        "{list}"
+    );
     assert!(
         a.oxvirt(&["domstate", "solo"]).ok().contains("running"),
         "the guest runs on"
