@@ -138,6 +138,13 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
             "{run:#?}"
         );
     }
+    // Defined again from another member without <uuid>: the same guest, updated (as virsh define).
+    let (name, uuid) = guests[0];
+    let again =
+        cluster_guest_xml(name, uuid, PLACEMENT).replace(&format!("<uuid>{uuid}</uuid>"), "");
+    let file = c.write("again.xml", &again);
+    c.oxvirt(&["define", "--cluster", &file]).ok();
+    assert!(c.oxvirt(&["dumpxml", name]).ok().contains(uuid));
     // Defined in the cluster only: no member has a local definition; each lists both, shut off.
     let list = c.oxvirt(&["list", "--all"]).ok();
     let rows = guest_rows(&list);

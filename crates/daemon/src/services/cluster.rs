@@ -237,7 +237,7 @@ impl Cluster {
         let config = self.config()?;
         let domains = self.domains.clone();
         let engine = self.engine.clone();
-        let (domain, local) = blocking(move || {
+        let (mut domain, local, names_uuid) = blocking(move || {
             let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
             engine
                 .check_definition(&domain)
@@ -246,9 +246,20 @@ impl Cluster {
                 .info(&domain.name)
                 .ok()
                 .or_else(|| domains.info(&domain.uuid.to_string()).ok());
-            Ok((domain, local))
+            Ok((domain, local, super::xml::names_uuid(&xml)))
         })
         .await?;
+        let etcd = self.etcd(config).await?;
+        if !names_uuid {
+            // As a local define: without <uuid> it updates the cluster's domain of that name.
+            if let Some(existing) = etcd.find_domain(&domain.name).await.map_err(unavailable)? {
+                if existing.name == domain.name {
+                    if let Ok(uuid) = existing.uuid.parse() {
+                        domain.uuid = uuid;
+                    }
+                }
+            }
+        }
         let placement = domain.placement().unwrap_or_default();
         let record = ClusterDomain {
             uuid: domain.uuid.to_string(),
@@ -259,7 +270,6 @@ impl Cluster {
             spread: placement.spread,
             ha: placement.ha,
         };
-        let etcd = self.etcd(config).await?;
         if let Some(local) = local {
             // A local copy of this very guest is one running here; any other is a clash.
             let ours = etcd
