@@ -242,6 +242,19 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
             .any(|(n, state, h)| n == "web1" && state == "shut off" && h == "-")
     });
     assert!(stopped, "web1 still shown running: {last}");
+
+    // Undefined from any member: refused while it runs (naming the host), else gone everywhere.
+    let run = c.oxvirt(&["undefine", "web2"]);
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains(&host2), "{run:#?}");
+    let run = c.oxvirt(&["undefine", "web1"]);
+    assert!(
+        run.code == Some(0) && run.stdout.contains("Domain 'web1' has been undefined"),
+        "{run:#?}"
+    );
+    let list = a.oxvirt(&["list", "--all"]).ok();
+    let names: Vec<String> = guest_rows(&list).into_iter().map(|(n, _, _)| n).collect();
+    assert_eq!(names, ["web2"], "{list}");
 }
 
 /// The QEMU processes of guest `uuid` in `ns` (by the UUID on their command line).

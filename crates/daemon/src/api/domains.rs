@@ -118,6 +118,15 @@ async fn undefine(
     Path(id): Path<String>,
     Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
+    // On a cluster member a cluster guest is undefined in etcd (services/cluster.rs).
+    let wanted = id.clone();
+    let undefined = detached(services.clone(), "undefine", move |services| async move {
+        services.cluster.undefine(&wanted).await
+    })
+    .await?;
+    if let Some(summary) = undefined.0 {
+        return Ok(axum::Json(summary));
+    }
     blocking(services, "undefine", move |d| {
         d.domains.undefine(
             &id,

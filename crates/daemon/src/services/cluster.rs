@@ -383,6 +383,52 @@ impl Cluster {
         out
     }
 
+    /// `undefine` of a cluster guest: removed from etcd, refused while a host runs it. `None`
+    /// when `id` is no cluster guest (or etcd is out of reach and `id` is a local domain): the
+    /// local undefine applies.
+    pub async fn undefine(&self, id: &str) -> DaemonResult<Option<DomainSummary>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).is_ok())).await?
+        };
+        let found = async {
+            let etcd = self.etcd(config).await?;
+            let guest = etcd.find_domain(id).await.map_err(unavailable)?;
+            Ok::<_, DaemonError>((etcd, guest))
+        };
+        let (etcd, guest) = match found.await {
+            Ok((etcd, Some(guest))) => (etcd, guest),
+            Ok((_, None)) => return Ok(None),
+            Err(_) if local => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if !etcd.delete_domain(&guest).await.map_err(unavailable)? {
+            let host = etcd
+                .runner(&guest.uuid)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default();
+            return Err(invalid_state(format!(
+                "domain '{}' is running on host '{host}': stop it before undefining it",
+                guest.name
+            )));
+        }
+        tracing::info!(domain = %guest.name, uuid = %guest.uuid, "undefined from the cluster");
+        Ok(Some(DomainSummary {
+            id: None,
+            name: guest.name,
+            uuid: guest.uuid,
+            state: DomainState::ShutOff,
+            autostart: false,
+            managed_save: false,
+            host: Some(String::new()),
+        }))
+    }
+
     /// `dumpxml` of a cluster guest that has no local copy here.
     pub async fn xml(&self, id: &str) -> DaemonResult<Option<String>> {
         let Some(config) = self.config.as_ref() else {
