@@ -538,16 +538,21 @@ fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
         )),
         "{list}"
     );
+    // Started (here: the only member), so that a stopped local copy stays behind below.
+    a.oxvirt(&["start", "roamer"]).ok();
 
     // etcd goes down again: the verb fails naming it, the guest keeps running and answering.
     lab.stop_etcd();
     let run = a.oxvirt(&["host-list"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains(&etcd_endpoint()), "{run:#?}");
+    // Stopped while etcd is away, its local copy stays (only a reachable etcd lets the host drop
+    // it); it is not started as a local domain: without its lock the cluster may run it elsewhere.
+    a.oxvirt(&["destroy", "roamer"]).ok();
     // The cluster's verbs name the endpoint; list shows this host's guests, within seconds.
     for args in [
         vec!["start", "roamer"],
-        vec!["dumpxml", "roamer"],
+        vec!["dumpxml", "nowhere"],
         vec!["define", "--cluster", roamer.as_str()],
     ] {
         let asked = Instant::now();
@@ -562,11 +567,18 @@ fn etcd_down_cluster_verbs_fail_clearly_and_local_operations_work() {
     let list = a.oxvirt(&["list", "--all"]).ok();
     assert_eq!(
         guest_rows(&list),
-        [(
-            "solo".to_string(),
-            "running".to_string(),
-            "host-a".to_string()
-        )],
+        [
+            (
+                "solo".to_string(),
+                "running".to_string(),
+                "host-a".to_string()
+            ),
+            (
+                "roamer".to_string(),
+                "shut off".to_string(),
+                "-".to_string()
+            )
+        ],
         "{list}"
     );
     assert!(

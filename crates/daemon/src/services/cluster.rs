@@ -55,6 +55,9 @@ pub struct Cluster {
     last_renewed: Mutex<Option<Instant>>,
     /// The HA cluster guests running here, as last seen: what self-fencing destroys.
     ha_here: Mutex<HashSet<String>>,
+    /// The cluster guests' UUIDs as last read from etcd: with etcd out of reach, a stopped local
+    /// copy of one of them is not started as a local domain.
+    known_guests: Mutex<HashSet<String>>,
     /// Since when each wanted HA guest has had no host.
     missing_since: Mutex<std::collections::HashMap<String, Instant>>,
 }
@@ -91,6 +94,7 @@ impl Cluster {
             last_renewed: Mutex::new(None),
             ha_here: Mutex::new(HashSet::new()),
             missing_since: Mutex::new(std::collections::HashMap::new()),
+            known_guests: Mutex::new(HashSet::new()),
         })
     }
 
@@ -457,11 +461,28 @@ impl Cluster {
         let guest = match found.await {
             Ok(Some(guest)) => guest,
             Ok(None) => return self.domains.start(id).await,
-            // etcd out of reach: a local domain starts as always (a cluster guest has a local
-            // copy only while it runs, so this cannot start one twice); a cluster guest cannot.
-            Err(_) if local.is_some() => return self.domains.start(id).await,
+            // etcd out of reach: a local domain starts as always; a cluster guest cannot (its
+            // lock cannot be taken), not even its stopped local copy, which only a reachable etcd
+            // lets this host remove: the cluster may run it elsewhere.
+            Err(_)
+                if local
+                    .as_ref()
+                    .is_some_and(|l| !lock(&self.known_guests).contains(&l.uuid)) =>
+            {
+                return self.domains.start(id).await
+            }
             Err(err) => return Err(err),
         };
+        if let Some(local) = local.filter(|l| l.uuid != guest.uuid) {
+            return Err(DaemonError::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "'{id}' names both this host's domain (uuid {}) and a cluster guest (uuid {}): \
+                     start it by its UUID",
+                    local.uuid, guest.uuid
+                ),
+            ));
+        }
         let member = self.member.read().await.clone().ok_or_else(|| {
             DaemonError::new(
                 ErrorKind::Unavailable,
@@ -569,6 +590,7 @@ impl Cluster {
         restart: bool,
     ) -> DaemonResult<()> {
         let _starting = Starting::new(&self.starting, &guest.uuid);
+        lock(&self.known_guests).insert(guest.uuid.clone());
         match member.lock_guest(&guest.uuid).await.map_err(unavailable)? {
             Ok(()) => {}
             Err(holder) => {
@@ -670,6 +692,7 @@ impl Cluster {
     async fn reconcile(self: &Arc<Self>, member: &Arc<Member>) -> Result<(), ClusterError> {
         let etcd = member.etcd();
         let cluster_domains = etcd.domains().await?;
+        *lock(&self.known_guests) = cluster_domains.iter().map(|d| d.uuid.clone()).collect();
         let running = etcd.running().await?;
         let held: Vec<String> = running
             .iter()
