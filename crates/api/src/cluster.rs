@@ -5,11 +5,12 @@
 //! | method + path              | reply                |
 //! |----------------------------|----------------------|
 //! | `GET /v1/cluster/hosts`    | [`ClusterHosts`]     |
+//! | `POST /v1/cluster/domains` | [`crate::XmlDocument`] -> [`crate::DomainSummary`] |
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
-use crate::{Client, ClientError};
+use crate::{Client, ClientError, DomainSummary, XmlDocument};
 
 /// A storage pool of a host, as the cluster sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +86,35 @@ pub struct ClusterHosts {
     pub hosts: Vec<ClusterHost>,
 }
 
+/// A guest defined in the cluster (`oxvirt define --cluster`), as kept in etcd under
+/// `/oxvirt/domains/UUID`: its normalized XML and what placement reads of it (so that choosing a
+/// host needs no XML parser).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterDomain {
+    pub uuid: String,
+    pub name: String,
+    /// The normalized definition, as `dumpxml` prints it.
+    pub xml: String,
+    /// `<memory>`: a host needs this much free memory to take it.
+    pub memory_kib: u64,
+    /// `<oxvirt:placement group=...>`.
+    pub group: Option<String>,
+    /// `policy='spread'`.
+    pub spread: bool,
+    /// `<oxvirt:ha/>`.
+    pub ha: bool,
+}
+
 impl Client {
+    /// `POST /v1/cluster/domains`: defines a guest in the cluster (stored in etcd).
+    pub async fn define_cluster_domain(&self, xml: &str) -> Result<DomainSummary, ClientError> {
+        let body = crate::to_json(&XmlDocument {
+            xml: xml.to_string(),
+        });
+        self.call(Method::POST, "/v1/cluster/domains".to_string(), Some(body))
+            .await
+    }
+
     /// `GET /v1/cluster/hosts`.
     pub async fn cluster_hosts(&self) -> Result<ClusterHosts, ClientError> {
         self.call(Method::GET, "/v1/cluster/hosts".to_string(), None)

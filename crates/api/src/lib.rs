@@ -99,7 +99,7 @@ pub use capabilities::{
 };
 
 pub mod cluster;
-pub use cluster::{ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState};
+pub use cluster::{ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState};
 pub mod node;
 pub mod stats;
 pub use node::{
@@ -247,6 +247,10 @@ pub struct DomainSummary {
     /// `--with-managed-save`). Only `list` fills it in.
     #[serde(default)]
     pub managed_save: bool,
+    /// On a cluster member (docs/cluster.md): the host the guest runs on, empty while it runs
+    /// nowhere; absent outside a cluster. Only `list` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Which engine runs a domain.

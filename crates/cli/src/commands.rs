@@ -39,12 +39,15 @@ pub fn run(client: &Client, command: Command) -> anyhow::Result<String> {
 
 async fn run_async(client: &Client, command: Command) -> anyhow::Result<String> {
     let output = match command {
-        Command::Define { file } => {
+        Command::Define { file, cluster } => {
             let xml = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let domain = client
-                .define_domain(&xml)
-                .await
+            let defined = if cluster {
+                client.define_cluster_domain(&xml).await
+            } else {
+                client.define_domain(&xml).await
+            };
+            let domain = defined
                 .with_context(|| format!("failed to define domain from {}", file.display()))?;
             format!("Domain '{}' defined from {}\n", domain.name, file.display())
         }

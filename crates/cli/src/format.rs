@@ -51,6 +51,8 @@ pub fn select_domains(domains: Vec<DomainSummary>, args: ListArgs) -> Vec<Domain
 pub fn list(domains: &[DomainSummary], args: ListArgs) -> String {
     match (args.name, args.uuid) {
         (false, false) => {
+            // On a cluster member each row says where the guest runs (docs/cluster.md).
+            let cluster = domains.iter().any(|d| d.host.is_some());
             let rows: Vec<Vec<String>> = domains
                 .iter()
                 .map(|d| {
@@ -58,10 +60,21 @@ pub fn list(domains: &[DomainSummary], args: ListArgs) -> String {
                         (true, Some(id)) => id.to_string(),
                         _ => "-".to_string(),
                     };
-                    vec![id, d.name.clone(), d.state.to_string()]
+                    let mut row = vec![id, d.name.clone(), d.state.to_string()];
+                    if cluster {
+                        row.push(match d.host.as_deref() {
+                            Some(host) if !host.is_empty() => host.to_string(),
+                            _ => "-".to_string(),
+                        });
+                    }
+                    row
                 })
                 .collect();
-            table(&["Id", "Name", "State"], &rows)
+            if cluster {
+                table(&["Id", "Name", "State", "Host"], &rows)
+            } else {
+                table(&["Id", "Name", "State"], &rows)
+            }
         }
         (true, false) => lines(domains.iter().map(|d| d.name.clone())),
         (false, true) => lines(domains.iter().map(|d| d.uuid.clone())),
@@ -225,6 +238,7 @@ mod tests {
             autostart,
             // Domains whose name starts with a capital have a managed save.
             managed_save: name.starts_with(char::is_uppercase),
+            host: None,
         }
     }
 
@@ -261,6 +275,27 @@ mod tests {
                         12   web                         paused\n \
                         -    a-much-longer-domain-name   shut off\n \
                         -    Abc                         shut off\n";
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn list_on_a_cluster_member_has_a_host_column() {
+        let args = all();
+        let mut domains = sample();
+        for d in &mut domains {
+            d.host = Some(if d.state.is_active() {
+                "host-b".to_string()
+            } else {
+                String::new()
+            });
+        }
+        let out = list(&select_domains(domains, args), args);
+        let expected = " Id   Name                        State      Host\n\
+                        -----------------------------------------------------\n \
+                        1    test                        running    host-b\n \
+                        12   web                         paused     host-b\n \
+                        -    a-much-longer-domain-name   shut off   -\n \
+                        -    Abc                         shut off   -\n";
         assert_eq!(out, expected);
     }
 

@@ -210,6 +210,10 @@ enum OneShotCommand {
     Define {
         /// File with the domain XML.
         file: PathBuf,
+        /// Define it in the cluster (etcd) rather than on this host: any member can then start
+        /// it, `start` placing it on a host (docs/cluster.md).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Undefine an inactive domain.
     Undefine {

@@ -5,16 +5,78 @@
 //! expired is still listed, as such) and `/oxvirt/alive/NAME` under it (gone when the lease
 //! expires). [`Etcd::hosts`] reads both. Nothing here knows about guests' engines: the daemon
 //! (crates/daemon/src/services/cluster.rs) publishes what it runs.
+//!
+//! Guests defined in the cluster (the keys are in [`keys`]):
+//! - `/oxvirt/domains/UUID`: the [`ClusterDomain`] (its XML), and `/oxvirt/domain-names/NAME`
+//!   its UUID, both written in one transaction so that names stay unique;
+//! - `/oxvirt/running/UUID`: the name of the host running it, under that host's lease (the
+//!   guest's lock: taken with create-if-absent, gone with the lease);
+//! - `/oxvirt/wanted/UUID`: written with the lock, without a lease, removed with the lock when
+//!   the guest stops on a live host: a wanted guest without a lock lost its host (HA restarts it);
+//! - `/oxvirt/requests/HOST/UUID`: a [`StartRequest`] to `HOST` to start the guest, written by
+//!   the member that placed it ([`placement::rank`]) and answered by `HOST` in the same key.
+
+pub mod placement;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
-pub use oxvirt_api::cluster::{ClusterHost, ClusterPool, HostRecord, HostState};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+};
+pub use oxvirt_api::cluster::{ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState};
+use serde::{Deserialize, Serialize};
 
 /// Every key the cluster writes starts with this.
 pub const PREFIX: &str = "/oxvirt/";
 const HOSTS: &str = "/oxvirt/hosts/";
 const ALIVE: &str = "/oxvirt/alive/";
+
+/// The keys of the cluster's guests.
+pub mod keys {
+    pub const DOMAINS: &str = "/oxvirt/domains/";
+    pub const NAMES: &str = "/oxvirt/domain-names/";
+    pub const RUNNING: &str = "/oxvirt/running/";
+    pub const REQUESTS: &str = "/oxvirt/requests/";
+    pub const WANTED: &str = "/oxvirt/wanted/";
+
+    pub fn domain(uuid: &str) -> String {
+        format!("{DOMAINS}{uuid}")
+    }
+    pub fn name(name: &str) -> String {
+        format!("{NAMES}{name}")
+    }
+    pub fn running(uuid: &str) -> String {
+        format!("{RUNNING}{uuid}")
+    }
+    pub fn wanted(uuid: &str) -> String {
+        format!("{WANTED}{uuid}")
+    }
+    pub fn requests_of(host: &str) -> String {
+        format!("{REQUESTS}{host}/")
+    }
+    pub fn request(host: &str, uuid: &str) -> String {
+        format!("{REQUESTS}{host}/{uuid}")
+    }
+}
+
+/// A member's request to another to start a guest, and that member's answer, in one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// The member that placed the guest.
+    pub from: String,
+    pub state: RequestState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    /// Not answered yet.
+    Pending,
+    /// Started: the answering host holds the guest's lock.
+    Started,
+    /// Refused or failed, with why.
+    Failed(String),
+}
 
 /// How long a member's lease lives without renewal: a host that stops renewing (crash, kill,
 /// network cut) is seen as down this long after its last renewal at most.
@@ -38,6 +100,9 @@ pub enum ClusterError {
         #[source]
         source: etcd_client::Error,
     },
+    /// A cluster guest's name or UUID is taken by another.
+    #[error("{0}")]
+    Conflict(String),
     /// etcd's answer came too late.
     #[error("the cluster's etcd ({endpoints}) did not answer within {}s", timeout.as_secs())]
     Timeout {
@@ -181,6 +246,214 @@ impl Etcd {
         Ok(hosts)
     }
 
+    /// Stores a new cluster guest, or updates the one of that name and UUID; refused when the
+    /// name or the UUID belongs to another.
+    pub async fn put_domain(&self, domain: &ClusterDomain) -> Result<()> {
+        let value = to_json(&keys::domain(&domain.uuid), domain)?;
+        let mut kv = self.client.kv_client();
+        let name_key = keys::name(&domain.name);
+        let domain_key = keys::domain(&domain.uuid);
+        // Either both keys are new, or the name already names this UUID.
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(name_key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(domain_key.clone(), CompareOp::Equal, 0),
+            ])
+            .and_then([
+                TxnOp::put(name_key.clone(), domain.uuid.clone(), None),
+                TxnOp::put(domain_key.clone(), value.clone(), None),
+            ]);
+        if self.call(kv.txn(txn)).await?.succeeded() {
+            return Ok(());
+        }
+        let update = Txn::new()
+            .when([Compare::value(
+                name_key.clone(),
+                CompareOp::Equal,
+                domain.uuid.clone(),
+            )])
+            .and_then([TxnOp::put(domain_key, value, None)]);
+        if self.call(kv.txn(update)).await?.succeeded() {
+            return Ok(());
+        }
+        match self.domain(&domain.uuid).await? {
+            Some(other) => Err(ClusterError::Conflict(format!(
+                "the cluster's domain with uuid {} is named '{}'",
+                other.uuid, other.name
+            ))),
+            None => Err(ClusterError::Conflict(format!(
+                "the cluster's domain '{}' exists with another uuid",
+                domain.name
+            ))),
+        }
+    }
+
+    /// The cluster guest with this UUID.
+    pub async fn domain(&self, uuid: &str) -> Result<Option<ClusterDomain>> {
+        let mut kv = self.client.kv_client();
+        let key = keys::domain(uuid);
+        let answer = self.call(kv.get(key.clone(), None)).await?;
+        answer
+            .kvs()
+            .first()
+            .map(|entry| from_json(&key, entry.value()))
+            .transpose()
+    }
+
+    /// Every cluster guest.
+    pub async fn domains(&self) -> Result<Vec<ClusterDomain>> {
+        let mut kv = self.client.kv_client();
+        let answer = self
+            .call(kv.get(keys::DOMAINS, Some(GetOptions::new().with_prefix())))
+            .await?;
+        answer
+            .kvs()
+            .iter()
+            .map(|entry| from_json(&String::from_utf8_lossy(entry.key()), entry.value()))
+            .collect()
+    }
+
+    /// The cluster guest named or with the UUID `id`.
+    pub async fn find_domain(&self, id: &str) -> Result<Option<ClusterDomain>> {
+        let mut kv = self.client.kv_client();
+        let answer = self.call(kv.get(keys::name(id), None)).await?;
+        let uuid = match answer.kvs().first() {
+            Some(entry) => String::from_utf8_lossy(entry.value()).into_owned(),
+            None => id.to_ascii_lowercase(),
+        };
+        self.domain(&uuid).await
+    }
+
+    /// Removes a cluster guest; refused while a host holds its lock.
+    pub async fn delete_domain(&self, domain: &ClusterDomain) -> Result<bool> {
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::create_revision(
+                keys::running(&domain.uuid),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([
+                TxnOp::delete(keys::domain(&domain.uuid), None),
+                TxnOp::delete(keys::name(&domain.name), None),
+            ]);
+        Ok(self.call(kv.txn(txn)).await?.succeeded())
+    }
+
+    /// Who runs each cluster guest: (UUID, host).
+    pub async fn running(&self) -> Result<Vec<(String, String)>> {
+        let mut kv = self.client.kv_client();
+        let answer = self
+            .call(kv.get(keys::RUNNING, Some(GetOptions::new().with_prefix())))
+            .await?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .map(|entry| {
+                let key = String::from_utf8_lossy(entry.key());
+                (
+                    key[keys::RUNNING.len()..].to_string(),
+                    String::from_utf8_lossy(entry.value()).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// The cluster guests that should run (started, not stopped on a live host), by UUID.
+    pub async fn wanted(&self) -> Result<Vec<String>> {
+        let mut kv = self.client.kv_client();
+        let answer = self
+            .call(kv.get(keys::WANTED, Some(GetOptions::new().with_prefix())))
+            .await?;
+        Ok(answer
+            .kvs()
+            .iter()
+            .map(|entry| String::from_utf8_lossy(&entry.key()[keys::WANTED.len()..]).into_owned())
+            .collect())
+    }
+
+    /// The host running the cluster guest `uuid`, if one holds its lock.
+    pub async fn runner(&self, uuid: &str) -> Result<Option<String>> {
+        let mut kv = self.client.kv_client();
+        let answer = self.call(kv.get(keys::running(uuid), None)).await?;
+        Ok(answer
+            .kvs()
+            .first()
+            .map(|entry| String::from_utf8_lossy(entry.value()).into_owned()))
+    }
+
+    /// Asks `host` to start the guest `uuid` (the request lives under `member`'s lease, so it
+    /// goes away with the asking member).
+    pub async fn request_start(&self, member: &Member, host: &str, uuid: &str) -> Result<()> {
+        let key = keys::request(host, uuid);
+        let request = StartRequest {
+            from: member.name.clone(),
+            state: RequestState::Pending,
+        };
+        let value = to_json(&key, &request)?;
+        let mut kv = self.client.kv_client();
+        let put = kv.put(key, value, Some(PutOptions::new().with_lease(member.lease)));
+        self.call(put).await.map(drop)
+    }
+
+    /// The state of the request to `host` about `uuid`; `None` once it is gone.
+    pub async fn request(&self, host: &str, uuid: &str) -> Result<Option<StartRequest>> {
+        let key = keys::request(host, uuid);
+        let mut kv = self.client.kv_client();
+        let answer = self.call(kv.get(key.clone(), None)).await?;
+        answer
+            .kvs()
+            .first()
+            .map(|entry| from_json(&key, entry.value()))
+            .transpose()
+    }
+
+    /// Forgets the request to `host` about `uuid`.
+    pub async fn delete_request(&self, host: &str, uuid: &str) -> Result<()> {
+        let mut kv = self.client.kv_client();
+        self.call(kv.delete(keys::request(host, uuid), None))
+            .await
+            .map(drop)
+    }
+
+    /// Every request to `host`: (UUID, request).
+    pub async fn requests_to(&self, host: &str) -> Result<Vec<(String, StartRequest)>> {
+        let prefix = keys::requests_of(host);
+        let mut kv = self.client.kv_client();
+        let answer = self
+            .call(kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())))
+            .await?;
+        answer
+            .kvs()
+            .iter()
+            .map(|entry| {
+                let key = String::from_utf8_lossy(entry.key()).into_owned();
+                let request = from_json(&key, entry.value())?;
+                Ok((key[prefix.len()..].to_string(), request))
+            })
+            .collect()
+    }
+
+    /// Answers a request to `host` (keeps the asking member's lease on the key; nothing when
+    /// the request is gone).
+    pub async fn answer_request(&self, host: &str, uuid: &str, state: RequestState) -> Result<()> {
+        let key = keys::request(host, uuid);
+        let Some(mut request) = self.request(host, uuid).await? else {
+            return Ok(());
+        };
+        request.state = state;
+        let value = to_json(&key, &request)?;
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Greater, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_ignore_lease()),
+            )]);
+        self.call(kv.txn(txn)).await.map(drop)
+    }
+
     /// Runs one request with the endpoints named in its error and a bound on its time.
     async fn call<T>(
         &self,
@@ -283,6 +556,89 @@ impl Member {
             }),
         }
     }
+}
+
+impl Member {
+    /// Takes the lock of the cluster guest `uuid` for this host (create-if-absent, under the
+    /// lease); `Err(holder)` when another host holds it. Holding it already counts as taken.
+    pub async fn lock_guest(&self, uuid: &str) -> Result<std::result::Result<(), String>> {
+        let key = keys::running(uuid);
+        let mut kv = self.etcd.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    self.name.clone(),
+                    Some(PutOptions::new().with_lease(self.lease)),
+                ),
+                TxnOp::put(keys::wanted(uuid), self.name.clone(), None),
+            ])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = match self.etcd.call(kv.txn(txn)).await {
+            Err(ClusterError::Etcd { source, .. }) if lease_not_found(&source) => {
+                return Err(ClusterError::LeaseLost {
+                    host: self.name.clone(),
+                })
+            }
+            other => other?,
+        };
+        if answer.succeeded() {
+            return Ok(Ok(()));
+        }
+        let holder = answer
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                etcd_client::TxnOpResponse::Get(get) => get
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if holder == self.name {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(holder))
+        }
+    }
+
+    /// Releases this host's lock of `uuid` (nothing if another host holds it); with `unwanted`
+    /// also marks it as not wanted: it stopped here, or a user's start failed.
+    pub async fn unlock_guest(&self, uuid: &str, unwanted: bool) -> Result<()> {
+        let key = keys::running(uuid);
+        let mut kv = self.etcd.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::value(
+                key.clone(),
+                CompareOp::Equal,
+                self.name.clone(),
+            )])
+            .and_then(if unwanted {
+                vec![
+                    TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::wanted(uuid), None),
+                ]
+            } else {
+                vec![TxnOp::delete(key, None::<DeleteOptions>)]
+            });
+        self.etcd.call(kv.txn(txn)).await.map(drop)
+    }
+}
+
+fn to_json<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| ClusterError::BadRecord {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| ClusterError::BadRecord {
+        key: key.to_string(),
+        source,
+    })
 }
 
 fn lease_not_found(err: &etcd_client::Error) -> bool {

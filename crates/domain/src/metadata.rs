@@ -152,6 +152,11 @@ pub(crate) fn parse(node: Node, path: &str) -> Result<Metadata> {
                     ));
                 }
                 used.push(namespace);
+                // oxvirt's own element is data oxvirt reads (the cluster's placement): checked
+                // here, kept verbatim like the others.
+                if namespace == crate::model::OXVIRT_NAMESPACE {
+                    crate::placement::check(child, &child_path)?;
+                }
                 metadata.children.push(read_element(child));
             }
             NodeType::Text => {

@@ -128,13 +128,24 @@ impl Lab {
         std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
     }
 
-    /// oxvirtd in host namespace `index`, a member named `name`.
+    /// oxvirtd in host namespace `index`, a member named `name`. Each member's QEMU processes
+    /// run as ids of their own (3140000 + 1000 * index ..., not used by other suites), as on
+    /// separate machines.
     pub fn member(&self, index: usize, name: &str) -> NetDaemon<'_> {
         let endpoint = format!("etcd={}", etcd_endpoint());
+        let first = 3_140_000 + 1000 * index;
+        let users = format!("{first}-{}", first + 99);
         NetDaemon::start_with(
             &self.hosts[index],
             false,
-            &["--cluster", &endpoint, "--host-name", name],
+            &[
+                "--cluster",
+                &endpoint,
+                "--host-name",
+                name,
+                "--qemu-user-range",
+                &users,
+            ],
         )
     }
 }
@@ -171,4 +182,35 @@ pub fn host_rows(table: &str) -> Vec<(String, String, String)> {
             ))
         })
         .collect()
+}
+
+/// `list`'s rows on a member as (name, state, host).
+pub fn guest_rows(table: &str) -> Vec<(String, String, String)> {
+    table
+        .lines()
+        .skip(2)
+        .filter(|line| !line.trim().is_empty())
+        .filter_map(|line| {
+            let cells: Vec<&str> = line
+                .trim()
+                .split("   ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            Some((
+                cells.get(1)?.to_string(),
+                cells.get(2)?.to_string(),
+                cells.get(3)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// A kit guest with a fixed UUID and `<metadata>` holding `metadata`.
+pub fn cluster_guest_xml(name: &str, uuid: &str, metadata: &str) -> String {
+    guest_xml(name, &oxvirt_testkit::guest_kit(), 1, "").replacen(
+        &format!("<name>{name}</name>"),
+        &format!("<name>{name}</name>\n  <uuid>{uuid}</uuid>\n  <metadata>{metadata}</metadata>"),
+        1,
+    )
 }

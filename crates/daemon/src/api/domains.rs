@@ -62,7 +62,9 @@ pub(super) struct Doc;
     responses((status = 200, description = "success", body = Vec<DomainSummary>)),
 )]
 async fn list(State(services): State<Arc<Services>>) -> Reply<Vec<DomainSummary>> {
-    blocking(services, "list", |d| d.domains.list()).await
+    let local = blocking(services.clone(), "list", |d| d.domains.list()).await?;
+    // On a cluster member: with the cluster's guests and where they run.
+    Ok(axum::Json(services.cluster.list(local.0).await))
 }
 
 #[utoipa::path(
@@ -116,6 +118,15 @@ async fn undefine(
     Path(id): Path<String>,
     Query(query): Query<UndefineQuery>,
 ) -> Reply<DomainSummary> {
+    // On a cluster member a cluster guest is undefined in etcd (services/cluster.rs).
+    let wanted = id.clone();
+    let undefined = detached(services.clone(), "undefine", move |services| async move {
+        services.cluster.undefine(&wanted).await
+    })
+    .await?;
+    if let Some(summary) = undefined.0 {
+        return Ok(axum::Json(summary));
+    }
     blocking(services, "undefine", move |d| {
         d.domains.undefine(
             &id,
@@ -138,12 +149,23 @@ async fn undefine(
     responses((status = 200, description = "success", body = XmlDocument)),
 )]
 async fn xml(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<XmlDocument> {
-    blocking(services, "dumpxml", move |d| {
+    let wanted = id.clone();
+    let local = blocking(services.clone(), "dumpxml", move |d| {
         Ok(XmlDocument {
-            xml: d.domains.xml(&id)?,
+            xml: d.domains.xml(&wanted)?,
         })
     })
-    .await
+    .await;
+    match local {
+        // A cluster guest without a local copy here: its definition in etcd.
+        Err(err) if err.0.code == oxvirt_api::code::NOT_FOUND => {
+            match services.cluster.xml(&id).await? {
+                Some(xml) => Ok(axum::Json(XmlDocument { xml })),
+                None => Err(err),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `dumpxml --inactive`: the definition for the next start.
@@ -272,7 +294,8 @@ async fn lifecycle(
     };
     detached(services, action.as_str(), move |services| async move {
         match action {
-            Action::Start => services.domains.start(&id).await,
+            // On a cluster member a cluster guest is placed (services/cluster.rs).
+            Action::Start => services.cluster.start_domain(&id).await,
             Action::Shutdown => services.domains.shutdown(&id, timeout_secs).await,
             Action::Destroy => services.domains.destroy(&id).await,
             Action::Reboot => services.domains.reboot(&id).await,

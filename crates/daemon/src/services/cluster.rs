@@ -4,17 +4,27 @@
 //!
 //! etcd being down never stops oxvirtd nor a single-host operation: the loop keeps retrying,
 //! and only the cluster's own routes answer with an error naming the endpoints.
+//!
+//! Cluster guests (`define --cluster`) are kept in etcd. `start` of one places it
+//! (`oxvirt_cluster::placement`) and asks the chosen member, through a request key in etcd, to
+//! start it; that member takes the guest's lock (`/oxvirt/running/UUID` under its lease), defines
+//! a local copy of the definition and starts it. The local copy exists only while the guest runs
+//! there: once it stopped, [`Cluster::reconcile`] removes the copy and releases the lock.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use oxvirt_api::cluster::{ClusterHosts, ClusterPool, HostRecord};
-use oxvirt_cluster::{ClusterError, Etcd, Member, LEASE_TTL};
+use oxvirt_api::cluster::{ClusterDomain, ClusterHosts, ClusterPool, HostRecord};
+use oxvirt_api::{DomainState, DomainSummary, UndefineOptions};
+use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
 
 use super::domains::Domains;
-use super::error::{DaemonError, DaemonResult, ErrorKind};
+use super::error::{
+    definition_error, engine_failure, invalid_state, DaemonError, DaemonResult, ErrorKind,
+};
 use super::pools::Pools;
 use crate::engine::Engine;
 
@@ -38,7 +48,34 @@ pub struct Cluster {
     domains: Arc<Domains>,
     pools: Arc<Pools>,
     engine: Arc<dyn Engine>,
+    /// Cluster guests this host is starting now (their lock is taken, the local copy may not
+    /// run yet): [`Cluster::reconcile`] leaves them alone.
+    starting: Mutex<HashSet<String>>,
+    /// When the lease was last renewed (self-fencing counts from it).
+    last_renewed: Mutex<Option<Instant>>,
+    /// The HA cluster guests running here, as last seen: what self-fencing destroys.
+    ha_here: Mutex<HashSet<String>>,
+    /// The cluster guests' UUIDs as last read from etcd: with etcd out of reach, a stopped local
+    /// copy of one of them is not started as a local domain.
+    known_guests: Mutex<HashSet<String>>,
+    /// Since when each wanted HA guest has had no host.
+    missing_since: Mutex<std::collections::HashMap<String, Instant>>,
 }
+
+/// A host that has not renewed its lease for this long destroys its HA guests: two thirds of the
+/// lease, so they are gone before the lease expires and another host may restart them.
+pub const FENCE_AFTER: Duration = Duration::from_millis(LEASE_TTL.as_millis() as u64 * 2 / 3);
+
+/// How long a wanted HA guest stays without a host before any ranked host (not only the best)
+/// restarts it: the best one may be unable to.
+const HA_FALLBACK: Duration = Duration::from_secs(15);
+
+/// How often a member looks for requests to start a guest.
+const REQUEST_POLL: Duration = Duration::from_millis(500);
+
+/// How long a placing member waits for the chosen host's answer (a start under TCG on a loaded
+/// machine takes seconds; the answer comes once QEMU runs).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Cluster {
     pub fn new(
@@ -53,6 +90,11 @@ impl Cluster {
             domains,
             pools,
             engine,
+            starting: Mutex::new(HashSet::new()),
+            last_renewed: Mutex::new(None),
+            ha_here: Mutex::new(HashSet::new()),
+            missing_since: Mutex::new(std::collections::HashMap::new()),
+            known_guests: Mutex::new(HashSet::new()),
         })
     }
 
@@ -62,7 +104,12 @@ impl Cluster {
             return;
         };
         let cluster = self.clone();
+        let name = config.host_name.clone();
         tokio::spawn(async move { cluster.run(config).await });
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.serve_requests(name).await });
+        let cluster = self.clone();
+        tokio::spawn(async move { cluster.fence().await });
     }
 
     /// Joins, renews, republishes; on any failure logs it once per change and tries again.
@@ -80,8 +127,12 @@ impl Cluster {
                     if last_error.as_deref() != Some(text.as_str()) {
                         tracing::warn!(host = %config.host_name, "cluster: {text}");
                     }
-                    if matches!(err, ClusterError::LeaseLost { .. }) {
-                        // A new lease at the next tick: the old one's keys are gone.
+                    let expired =
+                        lock(&self.last_renewed).is_some_and(|at| at.elapsed() > LEASE_TTL);
+                    if matches!(err, ClusterError::LeaseLost { .. }) || expired {
+                        // A new lease at the next tick: the old one's keys are gone. Past the
+                        // TTL the lease is gone anyway, and the old connection may be one the
+                        // network dropped without a word: the next tick makes a new one.
                         *self.member.write().await = None;
                     }
                     last_error = Some(text);
@@ -91,18 +142,21 @@ impl Cluster {
         }
     }
 
-    async fn tick(&self, config: &ClusterConfig) -> Result<(), ClusterError> {
+    async fn tick(self: &Arc<Self>, config: &ClusterConfig) -> Result<(), ClusterError> {
         let record = self.record(config).await;
         let member = self.member.read().await.clone();
         match member {
             Some(member) => {
                 member.renew().await?;
-                member.publish(&record).await
+                *lock(&self.last_renewed) = Some(Instant::now());
+                member.publish(&record).await?;
+                self.reconcile(&member).await
             }
             None => {
                 let etcd = Etcd::connect(&config.endpoints).await?;
                 let member = Member::join(etcd, &record).await?;
                 tracing::info!(host = %config.host_name, endpoints = %config.endpoints.join(","), "joined the cluster");
+                *lock(&self.last_renewed) = Some(Instant::now());
                 *self.member.write().await = Some(Arc::new(member));
                 Ok(())
             }
@@ -178,6 +232,614 @@ impl Cluster {
         }
         Etcd::connect(&config.endpoints).await.map_err(unavailable)
     }
+}
+
+impl Cluster {
+    /// `define --cluster`: checks the definition as a local define does (parser, engine) and
+    /// stores it in etcd; nothing is stored on this host.
+    pub async fn define(&self, xml: String) -> DaemonResult<DomainSummary> {
+        let config = self.config()?;
+        let domains = self.domains.clone();
+        let engine = self.engine.clone();
+        let (mut domain, local, names_uuid) = blocking(move || {
+            let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
+            engine
+                .check_definition(&domain)
+                .map_err(|e| engine_failure(&domain.name, e))?;
+            let local = domains
+                .info(&domain.name)
+                .ok()
+                .or_else(|| domains.info(&domain.uuid.to_string()).ok());
+            Ok((domain, local, super::xml::names_uuid(&xml)))
+        })
+        .await?;
+        let etcd = self.etcd(config).await?;
+        if !names_uuid {
+            // As a local define: without <uuid> it updates the cluster's domain of that name.
+            if let Some(existing) = etcd.find_domain(&domain.name).await.map_err(unavailable)? {
+                if existing.name == domain.name {
+                    if let Ok(uuid) = existing.uuid.parse() {
+                        domain.uuid = uuid;
+                    }
+                }
+            }
+        }
+        let placement = domain.placement().unwrap_or_default();
+        let record = ClusterDomain {
+            uuid: domain.uuid.to_string(),
+            name: domain.name.clone(),
+            xml: domain.to_xml(),
+            memory_kib: domain.memory_kib,
+            group: placement.group,
+            spread: placement.spread,
+            ha: placement.ha,
+        };
+        if let Some(local) = local {
+            // A local copy of this very guest is one running here; any other is a clash.
+            let ours = etcd
+                .domain(&local.uuid)
+                .await
+                .map_err(unavailable)?
+                .is_some_and(|d| d.uuid == record.uuid && d.name == record.name);
+            if !ours {
+                return Err(DaemonError::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "domain '{}' (uuid {}) is defined on this host, not in the cluster",
+                        local.name, local.uuid
+                    ),
+                ));
+            }
+        }
+        etcd.put_domain(&record).await.map_err(|err| match err {
+            ClusterError::Conflict(message) => DaemonError::new(ErrorKind::AlreadyExists, message),
+            other => unavailable(other),
+        })?;
+        tracing::info!(domain = %record.name, uuid = %record.uuid, "defined in the cluster");
+        let host = etcd
+            .runner(&record.uuid)
+            .await
+            .map_err(unavailable)?
+            .unwrap_or_default();
+        Ok(DomainSummary {
+            id: None,
+            name: record.name,
+            uuid: record.uuid,
+            state: if host.is_empty() {
+                DomainState::ShutOff
+            } else {
+                DomainState::Running
+            },
+            autostart: false,
+            managed_save: false,
+            host: Some(host),
+        })
+    }
+
+    /// `list` on a member: this host's guests and every cluster guest, each with the host it
+    /// runs on. Outside a cluster `local` unchanged; with etcd out of reach, this host's only.
+    pub async fn list(&self, local: Vec<DomainSummary>) -> Vec<DomainSummary> {
+        let Some(config) = self.config.as_ref() else {
+            return local;
+        };
+        let here = |d: &DomainSummary| {
+            if d.state.is_active() {
+                config.host_name.clone()
+            } else {
+                String::new()
+            }
+        };
+        let cluster = async {
+            let etcd = self.etcd(config).await?;
+            let domains = etcd.domains().await.map_err(unavailable)?;
+            let running = etcd.running().await.map_err(unavailable)?;
+            Ok::<_, DaemonError>((domains, running))
+        };
+        let (domains, running) = match cluster.await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!("list: the cluster's guests left out: {err}");
+                return local
+                    .into_iter()
+                    .map(|d| DomainSummary {
+                        host: Some(here(&d)),
+                        ..d
+                    })
+                    .collect();
+            }
+        };
+        let mut out = Vec::new();
+        let mut shown = HashSet::new();
+        for d in local {
+            let in_cluster = domains.iter().any(|c| c.uuid == d.uuid);
+            // A stopped local copy of a cluster guest: the cluster's row says where it is.
+            if in_cluster && !d.state.is_active() {
+                continue;
+            }
+            shown.insert(d.uuid.clone());
+            out.push(DomainSummary {
+                host: Some(here(&d)),
+                ..d
+            });
+        }
+        for c in domains {
+            if shown.contains(&c.uuid) {
+                continue;
+            }
+            let host = running
+                .iter()
+                .find(|(uuid, _)| *uuid == c.uuid)
+                .map(|(_, host)| host.clone());
+            out.push(DomainSummary {
+                id: None,
+                state: if host.is_some() {
+                    DomainState::Running
+                } else {
+                    DomainState::ShutOff
+                },
+                name: c.name,
+                uuid: c.uuid,
+                autostart: false,
+                managed_save: false,
+                host: Some(host.unwrap_or_default()),
+            });
+        }
+        out
+    }
+
+    /// `undefine` of a cluster guest: removed from etcd, refused while a host runs it. `None`
+    /// when `id` is no cluster guest (or etcd is out of reach and `id` is a local domain): the
+    /// local undefine applies.
+    pub async fn undefine(&self, id: &str) -> DaemonResult<Option<DomainSummary>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).is_ok())).await?
+        };
+        let found = async {
+            let etcd = self.etcd(config).await?;
+            let guest = etcd.find_domain(id).await.map_err(unavailable)?;
+            Ok::<_, DaemonError>((etcd, guest))
+        };
+        let (etcd, guest) = match found.await {
+            Ok((etcd, Some(guest))) => (etcd, guest),
+            Ok((_, None)) => return Ok(None),
+            Err(_) if local => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if !etcd.delete_domain(&guest).await.map_err(unavailable)? {
+            let host = etcd
+                .runner(&guest.uuid)
+                .await
+                .map_err(unavailable)?
+                .unwrap_or_default();
+            return Err(invalid_state(format!(
+                "domain '{}' is running on host '{host}': stop it before undefining it",
+                guest.name
+            )));
+        }
+        tracing::info!(domain = %guest.name, uuid = %guest.uuid, "undefined from the cluster");
+        Ok(Some(DomainSummary {
+            id: None,
+            name: guest.name,
+            uuid: guest.uuid,
+            state: DomainState::ShutOff,
+            autostart: false,
+            managed_save: false,
+            host: Some(String::new()),
+        }))
+    }
+
+    /// `dumpxml` of a cluster guest that has no local copy here.
+    pub async fn xml(&self, id: &str) -> DaemonResult<Option<String>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let etcd = self.etcd(config).await?;
+        let found = etcd.find_domain(id).await.map_err(unavailable)?;
+        Ok(found.map(|d| d.xml))
+    }
+
+    /// `start`: a cluster guest is placed and started on the chosen host; any other domain is
+    /// started here as without a cluster.
+    pub async fn start_domain(&self, id: &str) -> DaemonResult<DomainSummary> {
+        let Some(config) = self.config.as_ref() else {
+            return self.domains.start(id).await;
+        };
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).ok())).await?
+        };
+        let found = async {
+            let etcd = self.etcd(config).await?;
+            etcd.find_domain(id).await.map_err(unavailable)
+        };
+        let guest = match found.await {
+            Ok(Some(guest)) => guest,
+            Ok(None) => return self.domains.start(id).await,
+            // etcd out of reach: a local domain starts as always; a cluster guest cannot (its
+            // lock cannot be taken), not even its stopped local copy, which only a reachable etcd
+            // lets this host remove: the cluster may run it elsewhere.
+            Err(_)
+                if local
+                    .as_ref()
+                    .is_some_and(|l| !lock(&self.known_guests).contains(&l.uuid)) =>
+            {
+                return self.domains.start(id).await
+            }
+            Err(err) => return Err(err),
+        };
+        if let Some(local) = local.filter(|l| l.uuid != guest.uuid) {
+            return Err(DaemonError::new(
+                ErrorKind::InvalidState,
+                format!(
+                    "'{id}' names both this host's domain (uuid {}) and a cluster guest (uuid {}): \
+                     start it by its UUID",
+                    local.uuid, guest.uuid
+                ),
+            ));
+        }
+        let member = self.member.read().await.clone().ok_or_else(|| {
+            DaemonError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "host '{}' has not joined the cluster yet (etcd {})",
+                    config.host_name,
+                    config.endpoints.join(",")
+                ),
+            )
+        })?;
+        let etcd = member.etcd().clone();
+        if let Some(host) = etcd.runner(&guest.uuid).await.map_err(unavailable)? {
+            return Err(invalid_state(format!(
+                "domain '{}' is already running on host '{host}'",
+                guest.name
+            )));
+        }
+        let hosts = etcd.hosts().await.map_err(unavailable)?;
+        let running = etcd.running().await.map_err(unavailable)?;
+        let domains = etcd.domains().await.map_err(unavailable)?;
+        let ranked = placement::rank(&guest, &hosts, &running, &domains)
+            .map_err(|why| DaemonError::new(ErrorKind::InvalidState, why))?;
+        let mut failures = Vec::new();
+        for host in ranked {
+            let started = if host == config.host_name {
+                self.start_here(&member, &guest, false).await
+            } else {
+                self.start_on(&member, &host, &guest).await
+            };
+            match started {
+                Ok(()) => {
+                    tracing::info!(domain = %guest.name, %host, "cluster guest started");
+                    return Ok(DomainSummary {
+                        id: None,
+                        name: guest.name,
+                        uuid: guest.uuid,
+                        state: DomainState::Running,
+                        autostart: false,
+                        managed_save: false,
+                        host: Some(host),
+                    });
+                }
+                // Someone else started it meanwhile: no other host may.
+                Err(err) if err.kind == ErrorKind::InvalidState => return Err(err),
+                Err(err) => failures.push(format!("{host}: {}", err.message)),
+            }
+        }
+        Err(DaemonError::new(
+            ErrorKind::Engine,
+            format!(
+                "no host could start '{}': {}",
+                guest.name,
+                failures.join("; ")
+            ),
+        ))
+    }
+
+    /// Asks `host` to start `guest` and waits for its answer.
+    async fn start_on(
+        &self,
+        member: &Member,
+        host: &str,
+        guest: &ClusterDomain,
+    ) -> DaemonResult<()> {
+        let etcd = member.etcd();
+        etcd.request_start(member, host, &guest.uuid)
+            .await
+            .map_err(unavailable)?;
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let answer = loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match etcd.request(host, &guest.uuid).await {
+                Ok(Some(request)) if request.state != RequestState::Pending => {
+                    break Ok(request.state)
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => break Err("its request vanished".to_string()),
+                // etcd may answer again before the deadline.
+                Err(err) => tracing::debug!("waiting for {host}: {err}"),
+            }
+            if Instant::now() > deadline {
+                break Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()));
+            }
+        };
+        let _ = etcd.delete_request(host, &guest.uuid).await;
+        match answer {
+            Ok(RequestState::Started) => Ok(()),
+            Ok(RequestState::Failed(why)) if why.contains("is already running on host") => {
+                Err(invalid_state(why))
+            }
+            Ok(RequestState::Failed(why)) => Err(DaemonError::new(ErrorKind::Engine, why)),
+            Ok(RequestState::Pending) | Err(_) => Err(DaemonError::new(
+                ErrorKind::Engine,
+                answer.err().unwrap_or_default(),
+            )),
+        }
+    }
+
+    /// Starts `guest` on this host: takes its lock, defines the local copy, starts it; undoes
+    /// both on failure.
+    async fn start_here(
+        &self,
+        member: &Member,
+        guest: &ClusterDomain,
+        restart: bool,
+    ) -> DaemonResult<()> {
+        let _starting = Starting::new(&self.starting, &guest.uuid);
+        lock(&self.known_guests).insert(guest.uuid.clone());
+        match member.lock_guest(&guest.uuid).await.map_err(unavailable)? {
+            Ok(()) => {}
+            Err(holder) => {
+                return Err(invalid_state(format!(
+                    "domain '{}' is already running on host '{holder}'",
+                    guest.name
+                )))
+            }
+        }
+        let domains = self.domains.clone();
+        let xml = guest.xml.clone();
+        let uuid = guest.uuid.clone();
+        let defined = blocking(move || {
+            match domains.info(&uuid) {
+                Ok(info) if info.state.is_active() => return Ok(true),
+                _ => {}
+            }
+            domains.define(&xml).map(|_| false)
+        })
+        .await;
+        let started = match defined {
+            Ok(true) => Ok(()),
+            Ok(false) => self.domains.start(&guest.uuid).await.map(drop),
+            Err(err) => Err(err),
+        };
+        if started.is_ok() && guest.ha {
+            // Fenced from now on, not only from the next renewal's reconcile: the lease may be
+            // lost before that.
+            lock(&self.ha_here).insert(guest.uuid.clone());
+        }
+        if let Err(err) = started {
+            self.drop_copy(&guest.uuid).await;
+            // A user's start that failed is not wanted; an HA restart still is.
+            let _ = member.unlock_guest(&guest.uuid, !restart).await;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Removes the stopped local copy of the cluster guest `uuid`, if there is one.
+    async fn drop_copy(&self, uuid: &str) {
+        let domains = self.domains.clone();
+        let uuid = uuid.to_string();
+        let _ = blocking(move || {
+            if domains.info(&uuid).is_ok_and(|d| !d.state.is_active()) {
+                domains.undefine(&uuid, &UndefineOptions::default())?;
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Answers the requests of other members to start a guest here.
+    async fn serve_requests(self: Arc<Self>, name: String) {
+        let handling: Arc<Mutex<HashSet<String>>> = Arc::default();
+        loop {
+            tokio::time::sleep(REQUEST_POLL).await;
+            let Some(member) = self.member.read().await.clone() else {
+                continue;
+            };
+            let Ok(requests) = member.etcd().requests_to(&name).await else {
+                continue;
+            };
+            for (uuid, request) in requests {
+                if request.state != RequestState::Pending {
+                    continue;
+                }
+                if !lock(&handling).insert(uuid.clone()) {
+                    continue;
+                }
+                let cluster = self.clone();
+                let member = member.clone();
+                let name = name.clone();
+                let handling = handling.clone();
+                tokio::spawn(async move {
+                    let answer = match member.etcd().domain(&uuid).await {
+                        Ok(Some(guest)) => match cluster.start_here(&member, &guest, false).await {
+                            Ok(()) => RequestState::Started,
+                            Err(err) => RequestState::Failed(err.message),
+                        },
+                        Ok(None) => RequestState::Failed(format!("no cluster domain {uuid}")),
+                        Err(err) => RequestState::Failed(err.to_string()),
+                    };
+                    tracing::info!(%uuid, from = %request.from, ?answer, "start request answered");
+                    let _ = member.etcd().answer_request(&name, &uuid, answer).await;
+                    lock(&handling).remove(&uuid);
+                });
+            }
+        }
+    }
+
+    /// Keeps this host's side of the cluster's guests true, once per renewal:
+    /// - local copies of cluster guests that stopped here are removed, their lock released (and
+    ///   the guest marked as not wanted: it stopped on a live host, nobody restarts it);
+    /// - a copy running here without this host's lock (the lease was lost and taken again) takes
+    ///   it back, or is destroyed when another host holds it: the guest runs there;
+    /// - a wanted HA guest without a lock lost its host: the best-ranked live host restarts it
+    ///   (any ranked host once it has stayed without one for [`HA_FALLBACK`]).
+    async fn reconcile(self: &Arc<Self>, member: &Arc<Member>) -> Result<(), ClusterError> {
+        let etcd = member.etcd();
+        let cluster_domains = etcd.domains().await?;
+        *lock(&self.known_guests) = cluster_domains.iter().map(|d| d.uuid.clone()).collect();
+        let running = etcd.running().await?;
+        let held: Vec<String> = running
+            .iter()
+            .filter(|(_, host)| host == member.name())
+            .map(|(uuid, _)| uuid.clone())
+            .collect();
+        let domains = self.domains.clone();
+        let local = blocking(move || domains.list()).await.unwrap_or_default();
+        let starting = lock(&self.starting).clone();
+        let is_cluster = |uuid: &str| cluster_domains.iter().any(|d| d.uuid == uuid);
+        let mut ha_here = HashSet::new();
+        for d in &local {
+            if !is_cluster(&d.uuid) || starting.contains(&d.uuid) {
+                continue;
+            }
+            if !d.state.is_active() {
+                self.drop_copy(&d.uuid).await;
+                continue;
+            }
+            if !held.contains(&d.uuid) {
+                if let Err(holder) = member.lock_guest(&d.uuid).await? {
+                    tracing::warn!(domain = %d.name, %holder, "cluster guest runs on another host: destroying the copy here");
+                    let _ = self.domains.destroy(&d.uuid).await;
+                    self.drop_copy(&d.uuid).await;
+                    continue;
+                }
+            }
+            if cluster_domains.iter().any(|c| c.uuid == d.uuid && c.ha) {
+                ha_here.insert(d.uuid.clone());
+            }
+        }
+        {
+            // Started here since (in `starting`) or running: kept; stopped: forgotten.
+            let mut set = lock(&self.ha_here);
+            set.retain(|uuid| {
+                starting.contains(uuid)
+                    || local.iter().any(|d| d.uuid == *uuid && d.state.is_active())
+            });
+            set.extend(ha_here);
+        }
+        for uuid in held {
+            let runs = local.iter().any(|d| d.uuid == uuid && d.state.is_active());
+            if !runs && !starting.contains(&uuid) {
+                member.unlock_guest(&uuid, true).await?;
+                tracing::info!(%uuid, "cluster guest stopped here: its lock released");
+            }
+        }
+        // High availability: wanted, HA, and no host holds its lock.
+        let wanted = etcd.wanted().await?;
+        let orphans: Vec<&ClusterDomain> = cluster_domains
+            .iter()
+            .filter(|d| d.ha && wanted.contains(&d.uuid))
+            .filter(|d| !running.iter().any(|(uuid, _)| *uuid == d.uuid))
+            .collect();
+        let since: Vec<Instant> = {
+            let mut missing = lock(&self.missing_since);
+            missing.retain(|uuid, _| orphans.iter().any(|d| d.uuid == *uuid));
+            orphans
+                .iter()
+                .map(|d| *missing.entry(d.uuid.clone()).or_insert_with(Instant::now))
+                .collect()
+        };
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let hosts = etcd.hosts().await?;
+        for (guest, since) in orphans.into_iter().zip(since) {
+            let Ok(ranked) = placement::rank(guest, &hosts, &running, &cluster_domains) else {
+                continue;
+            };
+            let first = ranked.first().map(String::as_str) == Some(member.name());
+            let fallback =
+                since.elapsed() > HA_FALLBACK && ranked.iter().any(|h| h == member.name());
+            if !(first || fallback) || starting.contains(&guest.uuid) {
+                continue;
+            }
+            tracing::warn!(domain = %guest.name, "HA guest lost its host: restarting it here");
+            let cluster = self.clone();
+            let member = member.clone();
+            let guest = guest.clone();
+            // Off the renewal loop: a start takes seconds, the lease must not wait for it.
+            tokio::spawn(async move {
+                match cluster.start_here(&member, &guest, true).await {
+                    Ok(()) => tracing::info!(domain = %guest.name, "HA guest restarted here"),
+                    Err(err) => tracing::warn!(domain = %guest.name, "HA restart failed: {err}"),
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Self-fencing: once this host has not renewed its lease for [`FENCE_AFTER`], it destroys
+    /// its HA guests, before the lease can expire and another host restart them.
+    async fn fence(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let late = lock(&self.last_renewed).is_some_and(|at| at.elapsed() > FENCE_AFTER);
+            if !late {
+                continue;
+            }
+            let guests: Vec<String> = lock(&self.ha_here).drain().collect();
+            for uuid in guests {
+                tracing::warn!(%uuid, "cluster lease not renewed for {}s: destroying this HA guest (self-fencing)", FENCE_AFTER.as_secs());
+                if let Err(err) = self.domains.destroy(&uuid).await {
+                    tracing::warn!(%uuid, "self-fencing: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// Marks a cluster guest as being started here for as long as it lives.
+struct Starting<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    uuid: String,
+}
+
+impl<'a> Starting<'a> {
+    fn new(set: &'a Mutex<HashSet<String>>, uuid: &str) -> Starting<'a> {
+        lock(set).insert(uuid.to_string());
+        Starting {
+            set,
+            uuid: uuid.to_string(),
+        }
+    }
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.uuid);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves a set of UUIDs that is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Runs a synchronous operation (SQLite, parsing) off the async workers.
+async fn blocking<T: Send + 'static>(
+    op: impl FnOnce() -> DaemonResult<T> + Send + 'static,
+) -> DaemonResult<T> {
+    tokio::task::spawn_blocking(op)
+        .await
+        .map_err(|e| DaemonError::new(ErrorKind::Internal, format!("cluster operation: {e}")))?
 }
 
 fn unavailable(err: ClusterError) -> DaemonError {

@@ -1138,6 +1138,7 @@ fn summary_of(record: &DomainRecord, runtime: Option<&RuntimeRecord>) -> DomainS
         state: runtime.map(|r| r.state).unwrap_or(DomainState::ShutOff),
         autostart: record.autostart,
         managed_save: false,
+        host: None,
     }
 }
 

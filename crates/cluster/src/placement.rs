@@ -1,0 +1,198 @@
+//! Where a cluster guest starts (docs/cluster.md, "Placement"): a pure function of what etcd
+//! holds, so it is tested without etcd.
+//!
+//! A host can take the guest when its lease is alive, it runs an engine and it has the guest's
+//! memory free. Among those, in order:
+//! 1. with `<oxvirt:placement group='G' policy='spread'/>`, hosts running no other guest of G
+//!    (a host running one only when no other host can take it);
+//! 2. hosts of the larger CPU group (hosts with the same CPU model), which the guest can later
+//!    be migrated between without a CPU change;
+//! 3. the most free memory.
+//!
+//! Whether a host reaches the guest's files (disks, kernel) is the chosen host's own check
+//! before it takes the guest's lock: the placing member then tries the next host.
+
+use std::collections::HashMap;
+
+use crate::{ClusterDomain, ClusterHost, HostState};
+
+/// The hosts that can take `guest`, best first; or why none can, host by host.
+///
+/// `running` is (UUID, host) for each running cluster guest, `domains` every cluster guest.
+pub fn rank(
+    guest: &ClusterDomain,
+    hosts: &[ClusterHost],
+    running: &[(String, String)],
+    domains: &[ClusterDomain],
+) -> Result<Vec<String>, String> {
+    let mut refused = Vec::new();
+    let mut eligible = Vec::new();
+    for member in hosts {
+        let host = &member.host;
+        if member.state != HostState::Up {
+            refused.push(format!("{}: lease expired", host.name));
+        } else if host.engines.is_empty() {
+            refused.push(format!("{}: no engine", host.name));
+        } else if host.free_memory_kib < guest.memory_kib {
+            refused.push(format!(
+                "{}: {} MiB free, the guest needs {} MiB",
+                host.name,
+                host.free_memory_kib / 1024,
+                guest.memory_kib / 1024
+            ));
+        } else {
+            eligible.push(member);
+        }
+    }
+    if eligible.is_empty() {
+        let why = if refused.is_empty() {
+            "the cluster has no host".to_string()
+        } else {
+            refused.join("; ")
+        };
+        return Err(format!("no host can start '{}': {why}", guest.name));
+    }
+    // Guests of the same spread group, per host.
+    let group_of: HashMap<&str, &str> = domains
+        .iter()
+        .filter_map(|d| Some((d.uuid.as_str(), d.group.as_deref()?)))
+        .collect();
+    let mates = |host: &str| -> usize {
+        let Some(group) = guest.group.as_deref().filter(|_| guest.spread) else {
+            return 0;
+        };
+        running
+            .iter()
+            .filter(|(uuid, on)| {
+                on == host && *uuid != guest.uuid && group_of.get(uuid.as_str()) == Some(&group)
+            })
+            .count()
+    };
+    let cpu_group = |model: &str| {
+        eligible
+            .iter()
+            .filter(|m| m.host.cpu_model == model)
+            .count()
+    };
+    let mut ranked: Vec<(bool, std::cmp::Reverse<usize>, std::cmp::Reverse<u64>, &str)> = eligible
+        .iter()
+        .map(|m| {
+            (
+                mates(&m.host.name) > 0,
+                std::cmp::Reverse(cpu_group(&m.host.cpu_model)),
+                std::cmp::Reverse(m.host.free_memory_kib),
+                m.host.name.as_str(),
+            )
+        })
+        .collect();
+    ranked.sort();
+    Ok(ranked
+        .into_iter()
+        .map(|(_, _, _, name)| name.to_string())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HostRecord;
+
+    fn host(name: &str, up: bool, free_mib: u64, cpu: &str) -> ClusterHost {
+        ClusterHost {
+            state: if up {
+                HostState::Up
+            } else {
+                HostState::LeaseExpired
+            },
+            host: HostRecord {
+                name: name.to_string(),
+                api_address: None,
+                cpus: 2,
+                memory_kib: 1 << 24,
+                free_memory_kib: free_mib * 1024,
+                cpu_model: cpu.to_string(),
+                cpu_features: vec![],
+                engines: vec!["qemu".to_string()],
+                pools: vec![],
+                guests: 0,
+                updated: 0,
+            },
+        }
+    }
+
+    fn guest(uuid: &str, group: Option<&str>, mib: u64) -> ClusterDomain {
+        ClusterDomain {
+            uuid: uuid.to_string(),
+            name: format!("g{uuid}"),
+            xml: String::new(),
+            memory_kib: mib * 1024,
+            group: group.map(str::to_string),
+            spread: group.is_some(),
+            ha: false,
+        }
+    }
+
+    #[test]
+    fn most_free_memory_among_live_hosts_with_room() {
+        let hosts = [
+            host("a", true, 1000, "X 1/1"),
+            host("b", true, 3000, "X 1/1"),
+            host("c", false, 9000, "X 1/1"),
+            host("d", true, 100, "X 1/1"),
+        ];
+        let g = guest("1", None, 256);
+        assert_eq!(rank(&g, &hosts, &[], &[]).unwrap(), ["b", "a"]);
+        let big = guest("2", None, 5000);
+        let err = rank(&big, &hosts, &[], &[]).unwrap_err();
+        assert!(
+            err.contains("c: lease expired") && err.contains("b: 3000 MiB free"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn spread_avoids_hosts_running_the_group_while_another_can_take_it() {
+        let hosts = [
+            host("a", true, 1000, "X 1/1"),
+            host("b", true, 3000, "X 1/1"),
+        ];
+        let first = guest("1", Some("web"), 256);
+        let second = guest("2", Some("web"), 256);
+        let other = guest("3", Some("db"), 256);
+        let domains = [first.clone(), second.clone(), other.clone()];
+        let running = [("1".to_string(), "b".to_string())];
+        assert_eq!(
+            rank(&second, &hosts, &running, &domains).unwrap(),
+            ["a", "b"]
+        );
+        // Another group does not mind.
+        assert_eq!(
+            rank(&other, &hosts, &running, &domains).unwrap(),
+            ["b", "a"]
+        );
+        // Every host runs one: still placed (most free memory first).
+        let running = [
+            ("1".to_string(), "b".to_string()),
+            ("3".to_string(), "a".to_string()),
+            ("4".to_string(), "a".to_string()),
+        ];
+        let mut third = guest("4", Some("web"), 256);
+        third.uuid = "5".to_string();
+        let domains = [first, second, other, guest("4", Some("web"), 256)];
+        assert_eq!(
+            rank(&third, &hosts, &running, &domains).unwrap(),
+            ["b", "a"]
+        );
+    }
+
+    #[test]
+    fn the_larger_cpu_group_first() {
+        let hosts = [
+            host("a", true, 9000, "AMD 25/1"),
+            host("b", true, 1000, "Intel 6/85"),
+            host("c", true, 2000, "Intel 6/85"),
+        ];
+        let g = guest("1", None, 256);
+        assert_eq!(rank(&g, &hosts, &[], &[]).unwrap(), ["c", "b", "a"]);
+    }
+}
