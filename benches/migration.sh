@@ -38,6 +38,7 @@ MODES=${MODES:-plain auto-converge}
 BANDWIDTH=${BANDWIDTH:-1000}
 MIGRATE_TIMEOUT=${MIGRATE_TIMEOUT:-180}
 GUEST_TIMEOUT=${GUEST_TIMEOUT:-300}
+STALL_TIMEOUT=${STALL_TIMEOUT:-60}
 PREFIX=migbench-
 VM=${PREFIX}vm
 OX_UUID=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e01
@@ -206,13 +207,18 @@ chmod 700 "$WORK/lv-mig"
 # ---------------------------------------------------------------------------------------------------------
 # The guest's last pass (0 before the first).
 last_pass() { { grep -a -o 'OXMIG pass [0-9]*' "$(serial_log "$1")" 2> /dev/null || true; } | awk '{ n = $3 } END { print n + 0 }'; }
-# wait_pass SYSTEM N: waits until the guest reported a pass above N.
-wait_pass() {
-    local deadline=$((${EPOCHREALTIME%.*} + GUEST_TIMEOUT))
+# progressed SYSTEM N SECONDS: whether the guest reports a pass above N within SECONDS.
+progressed() {
+    local deadline=$((${EPOCHREALTIME%.*} + $3))
     until (($(last_pass "$1") > $2)); do
-        ((${EPOCHREALTIME%.*} < deadline)) || die "$(system_name "$1"): the guest made no pass above $2 within ${GUEST_TIMEOUT}s; its console: $(tail -c 600 "$(serial_log "$1")")"
+        ((${EPOCHREALTIME%.*} < deadline)) || return 1
         sleep 0.05
     done
+}
+# wait_pass SYSTEM N: waits until the guest reported a pass above N (GUEST_TIMEOUT: a boot included).
+wait_pass() {
+    progressed "$1" "$2" "$GUEST_TIMEOUT" ||
+        die "$(system_name "$1"): the guest made no pass above $2 within ${GUEST_TIMEOUT}s; its console: $(tail -c 600 "$(serial_log "$1")" | tr -d '\0')"
 }
 
 declare -A AT   # system -> the side its guest runs on
@@ -264,7 +270,7 @@ N=0 # migrations so far (names libvirt's stream sockets)
 
 # migrate_once SYSTEM MODE COUNTED: the guest migrated live from the side it runs on to the other.
 migrate_once() {
-    local system=$1 mode=$2 counted=$3 from to flags pid t0 total= before job downtime memory elapsed aborted=0 deadline
+    local system=$1 mode=$2 counted=$3 from to flags pid t0 total= before job downtime memory elapsed aborted=0 deadline damage
     from=${AT[$system]} to=$(other "${AT[$system]}")
     N=$((N + 1))
     flags=(--live --persistent --bandwidth "$BANDWIDTH")
@@ -276,8 +282,13 @@ migrate_once() {
         flags+=("$VM" "$(lv_uri "$to")" --migrateuri "unix://$WORK/lv-mig/$N.sock" --unsafe)
     fi
     count_others
-    # The workload runs right now: a new pass since the last one seen.
-    wait_pass "$system" "$(last_pass "$system")"
+    # The workload runs right now: a new pass since the last one seen (a guest that stopped making
+    # passes since its last move is started again first, untimed).
+    if ! progressed "$system" "$(last_pass "$system")" "$STALL_TIMEOUT" || guest_errors "$system"; then
+        say "  $(system_name "$system"): the guest stalled or complained since its last move: restarting it on $from"
+        client "$system" "$from" destroy "$VM" > /dev/null
+        boot_guest "$system" "$from"
+    fi
     before=$(last_pass "$system")
     deadline=$((${EPOCHREALTIME%.*} + MIGRATE_TIMEOUT))
     say "  $(system_name "$system") $mode $from->$to: migrate"
@@ -312,15 +323,20 @@ migrate_once() {
     [ -n "$downtime" ] && [ -n "$memory" ] || die "$(system_name "$system"): domjobinfo after the migration lacks the downtime or the memory processed: $job"
     # The guest runs on the destination, with the same RAM: its pass counter goes on above where it was.
     [ "$(client "$system" "$to" domstate "$VM" | head -1)" = running ] || die "$(system_name "$system"): the guest does not run on the destination after the migration"
-    wait_pass "$system" "$before"
     client "$system" "$from" undefine "$VM" > /dev/null
     AT[$system]=$to
     say "  $(system_name "$system") $mode $from->$to: ${total}s, downtime ${downtime} ms, memory ${memory} MiB"
-    # The guest's kernel must not have noticed: an oops after the move means its state arrived damaged.
+    # The guest goes on, and its kernel did not notice: a stall or an oops after the move means its state
+    # arrived damaged.
+    damage=
+    progressed "$system" "$before" "$STALL_TIMEOUT" || damage="no pass of its workload within ${STALL_TIMEOUT}s"
     if guest_errors "$system"; then
-        cp "$(serial_log "$system")" "$WORK/guest-error-$system-$N.log"
-        say "  $(system_name "$system") $mode: THE GUEST'S KERNEL REPORTED AN ERROR after the migration ($WORK/guest-error-$system-$N.log): $(grep -a -m1 -E "$GUEST_ERROR_PATTERN" "$(serial_log "$system")")"
-        GUEST_ERRORS[$system]+="${GUEST_ERRORS[$system]:+; }migration $N ($mode, $(grep -a -m1 -o -E "$GUEST_ERROR_PATTERN.{0,60}" "$(serial_log "$system")" | tr -d '\r'))"
+        damage="${damage:+$damage, }$(grep -a -m1 -o -E "($GUEST_ERROR_PATTERN).{0,60}" "$(serial_log "$system")" | tr -d '\r')"
+    fi
+    if [ -n "$damage" ]; then
+        tr -d '\0' < "$(serial_log "$system")" > "$WORK/guest-error-$system-$N.log"
+        say "  $(system_name "$system") $mode: THE GUEST WAS DAMAGED by the migration ($WORK/guest-error-$system-$N.log): $damage"
+        GUEST_ERRORS[$system]+="${GUEST_ERRORS[$system]:+; }migration $N ($mode): $damage"
         if [ "$counted" = 1 ]; then DAMAGED[$mode.$system]=$((${DAMAGED[$mode.$system]:-0} + 1)); fi
         say "  restarting the guest on $to"
         client "$system" "$to" destroy "$VM" > /dev/null
@@ -389,14 +405,14 @@ TABLE=$(
         row "… Total downtime, as the tool reports it (ms)" "$mode" downtime 0
         row "… Memory processed (MiB)" "$mode" memory 1
         printf '| … runs converged within %s s | %s | %s | |\n' "$MIGRATE_TIMEOUT" "$(converged "$mode" ox)" "$(converged "$mode" lv)"
-        printf '| … runs after which the guest kernel reported an error | %s | %s | |\n' "${DAMAGED[$mode.ox]:-0}/$RUNS" "${DAMAGED[$mode.lv]:-0}/$RUNS"
+        printf '| … runs after which the guest stalled or its kernel reported an error | %s | %s | |\n' "${DAMAGED[$mode.ox]:-0}/$RUNS" "${DAMAGED[$mode.lv]:-0}/$RUNS"
     done
 )
 RAW=$(
     for key in "${!T[@]}"; do echo "- $key: ${T[$key]}"; done | sort
     echo "- other QEMU processes on the machine (not this benchmark's) before each migration, warm-ups included: ${OTHERS[*]}"
     for system in ox lv; do
-        [ -z "${GUEST_ERRORS[$system]:-}" ] || echo "- $(system_name "$system"): the guest's kernel reported an error after: ${GUEST_ERRORS[$system]} (the guest was restarted each time)"
+        [ -z "${GUEST_ERRORS[$system]:-}" ] || echo "- $(system_name "$system"): the guest was damaged after: ${GUEST_ERRORS[$system]} (and restarted each time)"
     done
 )
 
