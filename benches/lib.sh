@@ -248,17 +248,17 @@ start_both_daemons() {
     start_oxvirtd "$WORK/oxvirtd.log" "$WORK/oxvirtd" --socket "$OX_SOCKET" --state-dir "$OX_STATE" --no-default-network --log-level warn
 }
 
-# kit_with_lab_script SCRIPT: the test guest kit with SCRIPT as its lab script (/lab/run.sh, which the kit's
-# init runs after boot) in WORK: vmlinuz and initramfs.img, readable by libvirt's QEMU; GUEST_KERNEL: the
-# kernel's version.
+# kit_with_lab_script SCRIPT: the test guest kit (where scripts/guest-kit.sh puts it: $OXVIRT_GUEST_KIT_DIR
+# or target/guest-kit) with SCRIPT as its lab script (/lab/run.sh, which the kit's init runs after boot) in
+# WORK: vmlinuz and initramfs.img, readable by libvirt's QEMU; GUEST_KERNEL: the kernel's version.
 kit_with_lab_script() {
-    local extra=$WORK/extra-root
+    local extra=$WORK/extra-root kit=${OXVIRT_GUEST_KIT_DIR:-target/guest-kit}
     mkdir -p "$extra/lab"
     install -m 755 "$1" "$extra/lab/run.sh"
-    append_cpio target/guest-kit/initramfs.img "$extra" "$WORK/initramfs.img" gzip
-    cp target/guest-kit/vmlinuz "$WORK/vmlinuz"
+    append_cpio "$kit/initramfs.img" "$extra" "$WORK/initramfs.img" gzip
+    cp "$kit/vmlinuz" "$WORK/vmlinuz"
     chmod 644 "$WORK/vmlinuz" "$WORK/initramfs.img"
-    GUEST_KERNEL=$(cat target/guest-kit/version)
+    GUEST_KERNEL=$(cat "$kit/version")
 }
 
 # check_root_runs_warmup: the checks a side-by-side bench with RUNS and WARMUP starts with.

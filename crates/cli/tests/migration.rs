@@ -240,6 +240,13 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
         console.all_output()
     );
     assert_eq!(qemu_pids(uuid).len(), 1);
+    // A's QEMU ended without waiting for the guest's cgroups (named by its UUID) to empty: B's
+    // QEMU of the same guest, on this host, holds them now (the wait cost 5 s a migration).
+    assert!(
+        !a.log().contains("still have tasks"),
+        "A waited on the cgroups B's QEMU holds: {}",
+        a.log()
+    );
 
     // The disk is B's guest user's now; once the guest stops there it is root's again, as
     // before A gave it to its own guest user.

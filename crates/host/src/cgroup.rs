@@ -437,6 +437,34 @@ impl GuestCgroup {
         }
     }
 
+    /// The processes with a thread in the groups or their children (each hierarchy's
+    /// `cgroup.procs`; a v2 threaded child's cannot be read, its parent's lists them).
+    pub fn processes(&self) -> std::collections::BTreeSet<u32> {
+        let mut roots: Vec<PathBuf> = CONTROLLERS.iter().filter_map(|c| self.dir(c)).collect();
+        roots.sort();
+        roots.dedup();
+        let mut dirs = Vec::new();
+        for dir in roots {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                dirs.extend(
+                    entries
+                        .flatten()
+                        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|entry| entry.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        dirs.iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+
     /// Removes the groups (children first); returns whether none is left. A group that still
     /// has tasks stays (the threads of an ended process may take a moment to leave it).
     pub fn remove(&self) -> bool {
@@ -719,6 +747,38 @@ mod tests {
         let file = root.join(path.trim_start_matches('/'));
         std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
         std::fs::write(file, text).expect("write");
+    }
+
+    #[test]
+    fn processes_are_read_from_the_groups_and_their_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_file(
+            dir.path(),
+            "/proc/self/mounts",
+            "cgroup /sys/fs/cgroup/cpu,cpuacct cgroup rw,relatime,cpu,cpuacct 0 0\n\
+             cgroup /sys/fs/cgroup/memory cgroup rw,relatime,memory 0 0\n",
+        );
+        let group = Hierarchies::of(&HostView::at(dir.path())).guest("u");
+        assert!(group.processes().is_empty(), "no group yet");
+        write_file(
+            dir.path(),
+            "/sys/fs/cgroup/cpu,cpuacct/oxvirt/u/cgroup.procs",
+            "",
+        );
+        write_file(
+            dir.path(),
+            "/sys/fs/cgroup/cpu,cpuacct/oxvirt/u/vcpu0/cgroup.procs",
+            "41\n",
+        );
+        write_file(
+            dir.path(),
+            "/sys/fs/cgroup/memory/oxvirt/u/cgroup.procs",
+            "41\n42\n",
+        );
+        assert_eq!(
+            group.processes().into_iter().collect::<Vec<_>>(),
+            vec![41, 42]
+        );
     }
 
     #[test]
