@@ -184,9 +184,19 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     let b_users = next_users();
     let b = Daemon::start_with(&["--qemu-user-range", &range_arg(&b_users)]);
     let uuid = "6a0e1f2d-3c4b-4a59-8e7f-1a2b3c4d5e6f";
-    // Shared storage: one path both reach.
+    // Shared storage: one path both reach, for the disk and a second serial port's log file.
     let disk = qcow2_disk(a.dir.path(), "mig.qcow2");
-    let mut console = boot_counting(&a, "mig-vm", uuid, &disk);
+    let serial_log = a.dir.path().join("mig-serial1.log");
+    let xml = qcow2_guest_xml("mig-vm", uuid, &disk).replace(
+        "    <console type='pty'>",
+        &format!(
+            "    <serial type='file'>\n      <source path='{}'/>\n      <target port='1'/>\n    </serial>\n    <console type='pty'>",
+            serial_log.display()
+        ),
+    );
+    a.define("mig-vm.xml", &xml).1.ok();
+    let mut console = boot_counting_defined(&a, "mig-vm");
+    console.run("echo serial-before > /dev/ttyS1", 30);
     let (booted, before, on_disk_before) = before_the_move(&mut console);
     drop(console);
 
@@ -233,6 +243,14 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     assert!(
         on_disk > on_disk_before,
         "the disk's counter went from {on_disk_before:?} to {on_disk:?}"
+    );
+    // B's QEMU appended to the serial log A's QEMU wrote: nothing of A's lost, no hole.
+    console.run("echo serial-after > /dev/ttyS1", 31);
+    let log = std::fs::read(&serial_log).expect("read the serial log");
+    let text = String::from_utf8_lossy(&log);
+    assert!(
+        text.contains("serial-before") && text.contains("serial-after") && !log.contains(&0),
+        "the serial log after the move: {text:?}"
     );
     assert!(
         !console.all_output().contains(BOOT_MARKER),

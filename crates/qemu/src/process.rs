@@ -214,7 +214,7 @@ pub async fn launch_with(
     }
     let spawn_emulator = emulator.clone();
     let mut passed_files = open_nic_fds(domain, user.as_ref().map_or(0, |u| u.uid))?;
-    passed_files.extend(open_char_files(domain)?);
+    passed_files.extend(open_char_files(domain, incoming.is_some())?);
     let sockets = crate::cmdline::char_sockets(domain)
         .into_iter()
         .chain(crate::cmdline::nbd_sockets(domain));
@@ -683,15 +683,19 @@ fn open_nic_fds(domain: &Domain, owner: u32) -> Result<Vec<(File, i32)>, QemuErr
 /// The files of the serial ports that write to one ([`crate::cmdline::char_files`]), made if
 /// missing (0600, as libvirt makes them), emptied unless appended to, with the number each
 /// gets in QEMU.
-fn open_char_files(domain: &Domain) -> Result<Vec<(File, i32)>, QemuError> {
+fn open_char_files(domain: &Domain, incoming: bool) -> Result<Vec<(File, i32)>, QemuError> {
     crate::cmdline::char_files(domain)
         .into_iter()
         .map(|file| {
+            // A guest that goes on (restored, or migrated in) goes on writing its log: on a path
+            // the source shares, truncating would erase what the source's QEMU wrote and leave a
+            // hole of zeros where it writes next.
+            let append = file.append || incoming;
             let opened = OpenOptions::new()
                 .write(true)
                 .create(true)
-                .append(file.append)
-                .truncate(!file.append)
+                .append(append)
+                .truncate(!append)
                 .mode(0o600)
                 .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
                 .open(&file.path)

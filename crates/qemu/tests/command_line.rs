@@ -405,7 +405,7 @@ fn serial_files_come_as_descriptor_sets() {
         .unwrap_or_else(|| panic!("{add_fd}"));
     assert!(add_fd.starts_with("fd="), "{add_fd}");
     let chardevs = values(&args, "-chardev");
-    let expected = format!("file,id=charserial1,path=/dev/fdset/{set}");
+    let expected = format!("file,id=charserial1,path=/dev/fdset/{set},append=on");
     assert!(chardevs.contains(&expected.as_str()), "{chardevs:?}");
 }
 

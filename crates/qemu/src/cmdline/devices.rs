@@ -127,10 +127,12 @@ impl Builder<'_> {
                 }
                 CharSource::File { .. } => {
                     // Opened by launch and handed over (char_files): QEMU, maybe a user of its
-                    // own, need not reach the file's directory.
+                    // own, need not reach the file's directory. Launch emptied it or not;
+                    // without append=on QEMU would truncate the handed file again (as libvirt,
+                    // which hands files over the same way, always says append=on).
                     let (fd, set) = char_file_fd(port);
                     self.arg("-add-fd", format!("fd={fd},set={set}"));
-                    format!("file,id={id},path=/dev/fdset/{set}")
+                    format!("file,id={id},path=/dev/fdset/{set},append=on")
                 }
                 CharSource::Unix { mode, .. } => {
                     // Bound or connected by launch and handed over (char_sockets), as libvirt
