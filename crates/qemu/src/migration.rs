@@ -72,8 +72,8 @@ pub async fn save_state(qmp: &Qmp, file: &File) -> Result<(), QemuError> {
 
 /// Starts a live migration of the running guest behind `qmp` into `stream`, a connection to the
 /// destination's QEMU; `bandwidth_mib` MiB/s becomes the guest's migration speed limit (it
-/// stays for later migrations, as `migrate-getspeed` shows; else the one set stays: QEMU's
-/// default is 32 MiB/s); returns once it
+/// stays for later migrations, as `migrate-getspeed` shows; else the one set stays: none unless
+/// one was set, as launch lifts QEMU's default of 32 MiB/s); returns once it
 /// started. The guest runs on meanwhile; [`migration_stats`] follows it to `completed`, after
 /// which the guest here is paused for good (QEMU's `postmigrate`).
 pub async fn migrate_to_stream(

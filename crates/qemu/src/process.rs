@@ -1016,7 +1016,13 @@ fn log_tail(path: &Path, start: u64) -> String {
 
 /// Settings QEMU takes only over QMP, applied right after start.
 fn runtime_settings(domain: &Domain) -> Vec<(&'static str, serde_json::Value)> {
-    let mut commands = Vec::new();
+    // QEMU limits migrations to 32 MiB/s by default; libvirt lifts the limit at start (its
+    // `migrate-getspeed` then says 8796093022207 MiB/s), and so does oxvirt: a guest dirtying
+    // its memory faster than 32 MiB/s never converged without --bandwidth or --auto-converge.
+    let mut commands = vec![(
+        "migrate-set-parameters",
+        json!({ "max-bandwidth": i64::MAX }),
+    )];
     let balloon = domain
         .devices
         .memballoon
