@@ -232,7 +232,11 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     let mut console = b.console_when_ready("mig-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
     let after = ram_count(&mut console, 8);
-    assert!(after > before, "the counter went from {before} to {after}");
+    // Kept (a move can take less than the counter's second); that it goes on is checked next.
+    assert!(
+        after >= before,
+        "the counter went back from {before} to {after}"
+    );
     assert!(
         wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
             > after),
@@ -568,7 +572,11 @@ fn copy_storage_all_moves_a_guest_whose_disk_is_not_shared() {
     let mut console = b.console_when_ready("copy-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
     let after = ram_count(&mut console, 8);
-    assert!(after > before, "the counter went from {before} to {after}");
+    // Kept (a move can take less than the counter's second); that it goes on is checked next.
+    assert!(
+        after >= before,
+        "the counter went back from {before} to {after}"
+    );
     assert_eq!(first_sector(&mut console, 9), "disk-before");
     let on_disk = disk_count(&mut console, 10);
     assert!(
@@ -913,7 +921,11 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
     let mut console = b.console_when_ready("base-vm", Duration::from_secs(30));
     assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
     let after = ram_count(&mut console, 8);
-    assert!(after > before, "the counter went from {before} to {after}");
+    // Kept (a move can take less than the counter's second); that it goes on is checked next.
+    assert!(
+        after >= before,
+        "the counter went back from {before} to {after}"
+    );
     assert!(
         wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
             > after),
