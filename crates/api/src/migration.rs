@@ -375,3 +375,44 @@ impl Client {
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_destination_needs_credentials_and_trust_and_hides_its_secrets() {
+        let remote = RemoteDestination {
+            token: Some("oxv_1_s3cret".into()),
+            user: None,
+            password: None,
+            ca_pem: None,
+            fingerprint: Some("AB:CD".into()),
+            known_hosts: Some("/root/.config/oxvirt/known_hosts".into()),
+        };
+        assert!(!format!("{remote:?}").contains("s3cret"));
+        assert!(remote.client("https://10.0.0.2:16514").is_ok());
+        let err = remote.client("http://10.0.0.2:16514").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let no_credentials = RemoteDestination {
+            token: None,
+            ..remote.clone()
+        };
+        let err = no_credentials.client("https://h:1").unwrap_err();
+        assert!(err.to_string().contains("needs credentials"), "{err}");
+        let no_trust = RemoteDestination {
+            fingerprint: None,
+            ..remote.clone()
+        };
+        let err = no_trust.client("https://h:1").unwrap_err();
+        assert!(err.to_string().contains("CA (PEM) or a pinned"), "{err}");
+        let password = RemoteDestination {
+            token: None,
+            user: Some("ann".into()),
+            password: Some("pw-s3cret".into()),
+            ..remote
+        };
+        assert!(!format!("{password:?}").contains("s3cret"));
+        assert!(password.client("https://h:1").is_ok());
+    }
+}
