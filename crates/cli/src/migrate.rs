@@ -147,13 +147,24 @@ fn destination(uri: &str, dest: &DestArgs) -> anyhow::Result<(String, Option<Rem
     let url = format!("https://{address}");
     let endpoint = Endpoint::parse(&url)
         .with_context(|| format!("destination URI '{uri}' is not {HTTPS_SCHEME}HOST:PORT"))?;
+    let remote = credentials(dest, &endpoint.key(), uri)?;
+    let remote = with_trust(remote, &endpoint, dest)?;
+    Ok((endpoint.url(), Some(remote)))
+}
+
+/// The credentials of `dest` for `key` (`HOST:PORT`, or what the password prompt names):
+/// a token, or a user and the password asked for now.
+pub(crate) fn credentials(
+    dest: &DestArgs,
+    key: &str,
+    uri: &str,
+) -> anyhow::Result<RemoteDestination> {
     let mut remote = RemoteDestination::default();
     match (&dest.dest_token, &dest.dest_user) {
         (Some(token), _) => remote.token = Some(token.clone()),
         (None, Some(user)) => {
             remote.password = Some(crate::remote::prompt_password(&format!(
-                "Password for {user} at {}: ",
-                endpoint.key()
+                "Password for {user} at {key}: "
             ))?);
             remote.user = Some(user.clone());
         }
@@ -161,7 +172,17 @@ fn destination(uri: &str, dest: &DestArgs) -> anyhow::Result<(String, Option<Rem
             "destination {uri} needs credentials for the source's oxvirtd: --dest-token TOKEN (or OXVIRT_DEST_TOKEN) or --dest-user USER"
         ),
     }
-    match crate::remote::trust(&endpoint, dest.dest_ca.as_deref())? {
+    Ok(remote)
+}
+
+/// `remote` with the trust of `endpoint`'s certificate: `dest`'s --dest-ca, or the pin
+/// `known_hosts` records (recorded now at the first connection).
+pub(crate) fn with_trust(
+    mut remote: RemoteDestination,
+    endpoint: &Endpoint,
+    dest: &DestArgs,
+) -> anyhow::Result<RemoteDestination> {
+    match crate::remote::trust(endpoint, dest.dest_ca.as_deref())? {
         Trust::Ca(path) => {
             let pem = std::fs::read_to_string(&path)
                 .with_context(|| format!("cannot read --dest-ca {}", path.display()))?;
@@ -176,7 +197,7 @@ fn destination(uri: &str, dest: &DestArgs) -> anyhow::Result<(String, Option<Rem
             remote.known_hosts = Some(known_hosts.display().to_string());
         }
     }
-    Ok((endpoint.url(), Some(remote)))
+    Ok(remote)
 }
 
 /// The destination socket of `uri`.
