@@ -64,7 +64,7 @@ pub use display::{
 pub mod migration;
 pub use migration::{
     CopyStorage, DiskCopy, FileOwner, HostCpuDescription, JobInfo, MigrateRequest,
-    MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration,
+    MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration, RemoteDestination,
 };
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};

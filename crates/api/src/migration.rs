@@ -24,8 +24,9 @@ use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, D
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrateRequest {
-    /// The destination oxvirtd's API socket (an absolute path on this host: the
-    /// `oxvirt+unix:///PATH` of the command line).
+    /// The destination oxvirtd: its API socket (an absolute path on this host: the
+    /// `oxvirt+unix:///PATH` of the command line), or its TLS API, `https://HOST:PORT`
+    /// (`oxvirt+https://HOST:PORT`), reached with [`MigrateRequest::remote`]'s credentials.
     pub destination: String,
     /// The guest runs while its memory is copied (`--live`); without, it is paused first and
     /// runs again on the destination.
@@ -56,6 +57,87 @@ pub struct MigrateRequest {
     /// `--copy-storage-inc`); without, they must be on storage both reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_storage: Option<CopyStorage>,
+    /// With an `https://` destination: how the source's oxvirtd logs in to it and trusts its
+    /// certificate (the CLI passes the user's; used for this migration only, never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteDestination>,
+}
+
+/// The credentials and the certificate trust the source's oxvirtd uses for a remote destination
+/// (the same ones `--connect https://` uses): a token or a user's password, and the CA
+/// certificates (PEM) or the pinned SHA-256 fingerprint of the destination's certificate.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RemoteDestination {
+    /// A token of the destination (`oxvirt token create` there, role admin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Or a user of the destination (role admin) and its password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// The certificates (PEM) that the destination's must chain to, or be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Or the SHA-256 fingerprint its certificate must have (`AB:CD:...`), as recorded in the
+    /// client's `known_hosts` (named in the error when it differs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<String>,
+}
+
+impl std::fmt::Debug for RemoteDestination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets, not even in a debug print.
+        f.debug_struct("RemoteDestination")
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| ".."))
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteDestination {
+    /// A client of the oxvirtd at `url` (`https://HOST:PORT`) with these credentials and trust.
+    pub fn client(&self, url: &str) -> Result<Client, ClientError> {
+        let endpoint = crate::remote::Endpoint::parse(url)?;
+        let invalid = |detail: &str| ClientError::InvalidUrl {
+            url: url.to_string(),
+            detail: detail.to_string(),
+        };
+        let credentials = match (&self.token, &self.user, &self.password) {
+            (Some(token), None, None) => crate::remote::Credentials::Token(token.clone()),
+            (None, Some(user), Some(password)) => crate::remote::Credentials::Password {
+                user: user.clone(),
+                password: password.clone(),
+            },
+            _ => {
+                return Err(invalid(
+                    "the destination needs credentials: a token, or a user and its password",
+                ))
+            }
+        };
+        let trust = match (&self.ca_pem, &self.fingerprint) {
+            (Some(pem), None) => crate::remote::Trust::CaPem(pem.clone().into_bytes()),
+            (None, Some(fingerprint)) => crate::remote::Trust::Pinned {
+                fingerprint: fingerprint.clone(),
+                known_hosts: self
+                    .known_hosts
+                    .clone()
+                    .unwrap_or_else(|| "known_hosts".to_string())
+                    .into(),
+            },
+            _ => {
+                return Err(invalid(
+                    "the destination's certificate needs a CA (PEM) or a pinned fingerprint",
+                ))
+            }
+        };
+        Client::remote(&endpoint.url(), &trust, Some(&credentials))
+    }
 }
 
 /// What of the disks a migration copies.
@@ -188,8 +270,18 @@ pub struct FileOwner {
 pub struct PreparedMigration {
     /// Names this incoming migration in the later calls.
     pub id: String,
-    /// The Unix socket the destination listens on for the migration stream (one connection).
+    /// The Unix socket the destination listens on for the migration stream (one connection);
+    /// empty when it listens on TCP ([`PreparedMigration::address`]).
+    #[serde(default)]
     pub socket: String,
+    /// Prepared over the TLS API (another host): the `IP:PORT` the destination listens on for
+    /// the stream instead, for one connection from the address the prepare came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// With disks to copy over TCP: the `IP:PORT` of the disks' NBD server (one connection per
+    /// disk, from the source's address). It accepts once the disks are served (refused before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbd_address: Option<String>,
     /// With disks to copy: the Unix socket the destination's NBD server serves them on (one
     /// connection per disk). It exists once they are served, after the stream's connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -281,5 +373,46 @@ impl Client {
     pub async fn abort_migration(&self, id: &str) -> Result<MigrationAborted, ClientError> {
         self.call(Method::DELETE, migration_path(id, ""), None)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_destination_needs_credentials_and_trust_and_hides_its_secrets() {
+        let remote = RemoteDestination {
+            token: Some("oxv_1_s3cret".into()),
+            user: None,
+            password: None,
+            ca_pem: None,
+            fingerprint: Some("AB:CD".into()),
+            known_hosts: Some("/root/.config/oxvirt/known_hosts".into()),
+        };
+        assert!(!format!("{remote:?}").contains("s3cret"));
+        assert!(remote.client("https://10.0.0.2:16514").is_ok());
+        let err = remote.client("http://10.0.0.2:16514").unwrap_err();
+        assert!(err.to_string().contains("https://"), "{err}");
+        let no_credentials = RemoteDestination {
+            token: None,
+            ..remote.clone()
+        };
+        let err = no_credentials.client("https://h:1").unwrap_err();
+        assert!(err.to_string().contains("needs credentials"), "{err}");
+        let no_trust = RemoteDestination {
+            fingerprint: None,
+            ..remote.clone()
+        };
+        let err = no_trust.client("https://h:1").unwrap_err();
+        assert!(err.to_string().contains("CA (PEM) or a pinned"), "{err}");
+        let password = RemoteDestination {
+            token: None,
+            user: Some("ann".into()),
+            password: Some("pw-s3cret".into()),
+            ..remote
+        };
+        assert!(!format!("{password:?}").contains("s3cret"));
+        assert!(password.client("https://h:1").is_ok());
     }
 }

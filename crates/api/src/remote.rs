@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub enum Trust {
     /// Certificates (PEM) of the CA that signed the server's, or the server's own.
     Ca(PathBuf),
+    /// The same, the PEM text itself (a migration's source gets it from the client).
+    CaPem(Vec<u8>),
     /// The server's certificate must have this SHA-256 fingerprint ([`fingerprint_text`]'s
     /// form), as recorded in `known_hosts` (named in the error when it differs).
     Pinned {
@@ -174,16 +176,14 @@ impl TlsTransport {
             .map_err(|e| tls_error(&endpoint, e))?;
         let (config, pin, pinned_file) = match trust {
             Trust::Ca(path) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let certs = read_certificates(path)?;
-                for cert in certs {
-                    roots.add(cert).map_err(|e| ClientError::CaFile {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?;
-                }
-                let config = builder.with_root_certificates(roots).with_no_client_auth();
-                (config, None, None)
+                let config = builder.with_root_certificates(roots(path, read_certificates(path)?)?);
+                (config.with_no_client_auth(), None, None)
+            }
+            Trust::CaPem(pem) => {
+                let path = Path::new("(the CA certificates given)");
+                let config =
+                    builder.with_root_certificates(roots(path, parse_certificates(path, pem)?)?);
+                (config.with_no_client_auth(), None, None)
             }
             Trust::Pinned {
                 fingerprint,
@@ -235,6 +235,21 @@ impl TlsTransport {
     }
 }
 
+/// A root store of `certs` (read from `path`, which errors name).
+fn roots(
+    path: &Path,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<rustls::RootCertStore, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| ClientError::CaFile {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(roots)
+}
+
 fn server_name(endpoint: &Endpoint) -> Result<ServerName<'static>, ClientError> {
     ServerName::try_from(endpoint.host.clone()).map_err(|e| ClientError::InvalidUrl {
         url: endpoint.url(),
@@ -266,7 +281,19 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, Client
         detail,
     };
     let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let certs = CertificateDer::pem_slice_iter(&text)
+    parse_certificates(path, &text)
+}
+
+/// Every certificate in PEM `text` (read from `path`, which errors name).
+fn parse_certificates(
+    path: &Path,
+    text: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let bad = |detail: String| ClientError::CaFile {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let certs = CertificateDer::pem_slice_iter(text)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {

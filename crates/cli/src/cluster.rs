@@ -1,8 +1,12 @@
 //! The cluster's verbs (oxvirtd --cluster, docs/cluster.md): `host-list`, asked of any member,
-//! on its socket or with `--connect`.
+//! on its socket or with `--connect`; `host-evacuate HOST`, asked of HOST itself.
 
+use anyhow::{bail, Context};
 use clap::Subcommand;
-use oxvirt_api::Client;
+use oxvirt_api::remote::Endpoint;
+use oxvirt_api::{Client, CopyStorage, DomainState, HostState, MigrateRequest};
+
+use crate::migrate::DestArgs;
 
 use crate::commands::block_on;
 use crate::format::table;
@@ -11,10 +15,22 @@ use crate::format::table;
 pub enum ClusterCommand {
     /// List the cluster's hosts: state (up, or lease expired), CPU model, free memory, guests.
     HostList,
+    /// Live-migrate every running guest of HOST (the member this command talks to: its socket,
+    /// or --connect to it) to the other live members, over their TLS APIs (their api_address)
+    /// with --dest-token or --dest-user (an admin on each) and --dest-ca: each to the member
+    /// with the most free memory, in turn; its disks copied unless all are in a shared pool. A
+    /// guest that cannot move stays and is named (exit 1).
+    HostEvacuate {
+        /// The member to empty (its --host-name).
+        host: String,
+        #[command(flatten)]
+        dest: DestArgs,
+    },
 }
 
 pub fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<String> {
     match command {
+        ClusterCommand::HostEvacuate { host, dest } => evacuate(client, &host, &dest),
         ClusterCommand::HostList => {
             let hosts = block_on(client.cluster_hosts())??;
             let rows: Vec<Vec<String>> = hosts
@@ -37,4 +53,93 @@ pub fn run(client: &Client, command: ClusterCommand) -> anyhow::Result<String> {
             ))
         }
     }
+}
+
+/// `host-evacuate`: moves HOST's running guests to the other live members, one after the other;
+/// a per-guest summary, exit 1 naming those that stay.
+fn evacuate(client: &Client, host: &str, dest: &DestArgs) -> anyhow::Result<String> {
+    let hosts = block_on(client.cluster_hosts())??;
+    if hosts.this_host != host {
+        bail!(
+            "this is host '{}': run host-evacuate {host} on {host} itself (its socket, or --connect to its API)",
+            hosts.this_host
+        );
+    }
+    let source = hosts
+        .hosts
+        .iter()
+        .find(|member| member.host.name == host)
+        .context("this host is not registered in the cluster yet")?;
+    let shared: Vec<String> = source
+        .host
+        .pools
+        .iter()
+        .filter(|pool| pool.shared)
+        .map(|pool| format!("{}/", pool.target.trim_end_matches('/')))
+        .collect();
+    let mut targets: Vec<_> = hosts
+        .hosts
+        .iter()
+        .filter(|member| member.host.name != host && member.state == HostState::Up)
+        .filter_map(|member| Some((member.host.clone(), member.host.api_address.clone()?)))
+        .collect();
+    if targets.is_empty() {
+        bail!(
+            "no other live member with an API address (--listen) to move the guests of {host} to"
+        );
+    }
+    // The most free memory first; the guests go to each in turn.
+    targets.sort_by_key(|target| std::cmp::Reverse(target.0.free_memory_kib));
+    let credentials = crate::migrate::credentials(dest, "the other members", "host-evacuate")?;
+    let mut destinations = Vec::new();
+    for (member, address) in &targets {
+        let url = format!("https://{address}");
+        let endpoint = Endpoint::parse(&url)
+            .with_context(|| format!("member {}'s API address {address}", member.name))?;
+        let remote = crate::migrate::with_trust(credentials.clone(), &endpoint, dest)?;
+        destinations.push((member.name.clone(), endpoint.url(), remote));
+    }
+    let guests: Vec<_> = block_on(client.list_domains())??
+        .into_iter()
+        .filter(|guest| matches!(guest.state, DomainState::Running | DomainState::Paused))
+        .collect();
+    let mut lines = Vec::new();
+    let mut stayed = Vec::new();
+    for (index, guest) in guests.iter().enumerate() {
+        let (name, url, remote) = &destinations[index % destinations.len()];
+        let disks = block_on(client.domain_disks(&guest.name))??;
+        let on_shared = disks
+            .iter()
+            .filter_map(|disk| disk.source.as_deref())
+            .all(|source| shared.iter().any(|dir| source.starts_with(dir.as_str())));
+        let request = MigrateRequest {
+            destination: url.clone(),
+            remote: Some(remote.clone()),
+            live: true,
+            undefine_source: true,
+            copy_storage: (!on_shared).then_some(CopyStorage::All),
+            ..MigrateRequest::default()
+        };
+        match block_on(client.migrate(&guest.name, &request))? {
+            Ok(_) => lines.push(format!("{}: moved to {name}", guest.name)),
+            Err(err) => {
+                lines.push(format!("{}: stays on {host}: {err}", guest.name));
+                stayed.push(guest.name.clone());
+            }
+        }
+    }
+    if guests.is_empty() {
+        lines.push(format!("{host} runs no guest"));
+    }
+    let summary = lines.join("\n") + "\n";
+    if !stayed.is_empty() {
+        eprint!("{summary}");
+        bail!(
+            "{} of {} guests could not leave {host}: {}",
+            stayed.len(),
+            guests.len(),
+            stayed.join(", ")
+        );
+    }
+    Ok(summary)
 }

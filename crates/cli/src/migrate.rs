@@ -5,27 +5,36 @@ use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::Subcommand;
-use oxvirt_api::{Client, CopyStorage, JobInfo, MigrateRequest, MigrationSettings};
+use clap::{Args, Subcommand};
+use oxvirt_api::remote::{Endpoint, Trust};
+use oxvirt_api::{
+    Client, CopyStorage, JobInfo, MigrateRequest, MigrationSettings, RemoteDestination,
+};
 
 use crate::commands::block_on;
 
-/// The one kind of destination URI so far: another oxvirtd on this host.
+/// Another oxvirtd on this host, by its API socket.
 const UNIX_SCHEME: &str = "oxvirt+unix://";
+/// Another host's oxvirtd, by its TLS API (docs/remote.md).
+const HTTPS_SCHEME: &str = "oxvirt+https://";
 /// How often `--verbose` asks for the job's progress.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Subcommand, Debug)]
 pub enum MigrateCommand {
-    /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET`),
-    /// its disks on storage both reach at the same path or copied (--copy-storage-all|inc). On
-    /// any failure the domain goes on running here. With --offline only its definition moves (a
-    /// shut-off domain too).
+    /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET` on
+    /// this host, or `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
+    /// --dest-user), its disks on storage both reach at the same path or copied
+    /// (--copy-storage-all|inc). On any failure the domain goes on running here. With --offline
+    /// only its definition moves (a shut-off domain too).
     Migrate {
         /// Domain name or UUID.
         domain: String,
-        /// The destination oxvirtd: `oxvirt+unix:///PATH/TO/ITS/SOCKET`.
+        /// The destination oxvirtd: `oxvirt+unix:///PATH/TO/ITS/SOCKET` or
+        /// `oxvirt+https://HOST:PORT`.
         dest_uri: String,
+        #[command(flatten)]
+        dest: DestArgs,
         /// The guest runs while its memory is copied (else it is paused until it runs there).
         #[arg(long)]
         live: bool,
@@ -95,8 +104,100 @@ pub enum MigrateCommand {
     },
 }
 
+/// How the source's oxvirtd logs in to a remote destination (`oxvirt+https://`), as
+/// `--connect https://` does: the source uses these for this migration only.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DestArgs {
+    /// With oxvirt+https://: a token of the destination (role admin).
+    #[arg(
+        long,
+        env = "OXVIRT_DEST_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub dest_token: Option<String>,
+    /// With oxvirt+https://: a user of the destination (role admin); the password is asked for
+    /// (read from stdin when it is not a terminal).
+    #[arg(long, value_name = "USER", conflicts_with = "dest_token")]
+    pub dest_user: Option<String>,
+    /// With oxvirt+https://: check the destination's certificate against this CA certificate
+    /// (PEM), or its own, instead of trusting it on first use (known_hosts, as --connect).
+    #[arg(long, value_name = "FILE")]
+    pub dest_ca: Option<std::path::PathBuf>,
+}
+
 pub fn run(client: &Client, command: MigrateCommand) -> anyhow::Result<String> {
-    block_on(run_async(client, command))?
+    // Before the command's runtime: trusting a certificate on first use runs one of its own.
+    let destination = match &command {
+        MigrateCommand::Migrate { dest_uri, dest, .. } => Some(destination(dest_uri, dest)?),
+        _ => None,
+    };
+    block_on(run_async(client, command, destination))?
+}
+
+/// Where `uri` points: a socket path, or `https://HOST:PORT` with what the source needs to
+/// reach it (`dest`'s credentials and the certificate's trust).
+fn destination(uri: &str, dest: &DestArgs) -> anyhow::Result<(String, Option<RemoteDestination>)> {
+    let Some(address) = uri.strip_prefix(HTTPS_SCHEME) else {
+        if dest.dest_token.is_some() || dest.dest_user.is_some() || dest.dest_ca.is_some() {
+            bail!("--dest-token, --dest-user and --dest-ca go with an {HTTPS_SCHEME}HOST:PORT destination");
+        }
+        return Ok((destination_socket(uri)?, None));
+    };
+    let url = format!("https://{address}");
+    let endpoint = Endpoint::parse(&url)
+        .with_context(|| format!("destination URI '{uri}' is not {HTTPS_SCHEME}HOST:PORT"))?;
+    let remote = credentials(dest, &endpoint.key(), uri)?;
+    let remote = with_trust(remote, &endpoint, dest)?;
+    Ok((endpoint.url(), Some(remote)))
+}
+
+/// The credentials of `dest` for `key` (`HOST:PORT`, or what the password prompt names):
+/// a token, or a user and the password asked for now.
+pub(crate) fn credentials(
+    dest: &DestArgs,
+    key: &str,
+    uri: &str,
+) -> anyhow::Result<RemoteDestination> {
+    let mut remote = RemoteDestination::default();
+    match (&dest.dest_token, &dest.dest_user) {
+        (Some(token), _) => remote.token = Some(token.clone()),
+        (None, Some(user)) => {
+            remote.password = Some(crate::remote::prompt_password(&format!(
+                "Password for {user} at {key}: "
+            ))?);
+            remote.user = Some(user.clone());
+        }
+        (None, None) => bail!(
+            "destination {uri} needs credentials for the source's oxvirtd: --dest-token TOKEN (or OXVIRT_DEST_TOKEN) or --dest-user USER"
+        ),
+    }
+    Ok(remote)
+}
+
+/// `remote` with the trust of `endpoint`'s certificate: `dest`'s --dest-ca, or the pin
+/// `known_hosts` records (recorded now at the first connection).
+pub(crate) fn with_trust(
+    mut remote: RemoteDestination,
+    endpoint: &Endpoint,
+    dest: &DestArgs,
+) -> anyhow::Result<RemoteDestination> {
+    match crate::remote::trust(endpoint, dest.dest_ca.as_deref())? {
+        Trust::Ca(path) => {
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read --dest-ca {}", path.display()))?;
+            remote.ca_pem = Some(pem);
+        }
+        Trust::CaPem(pem) => remote.ca_pem = Some(String::from_utf8_lossy(&pem).into_owned()),
+        Trust::Pinned {
+            fingerprint,
+            known_hosts,
+        } => {
+            remote.fingerprint = Some(fingerprint);
+            remote.known_hosts = Some(known_hosts.display().to_string());
+        }
+    }
+    Ok(remote)
 }
 
 /// The destination socket of `uri`.
@@ -105,16 +206,21 @@ fn destination_socket(uri: &str) -> anyhow::Result<String> {
         Some(path) if path.starts_with('/') && path.len() > 1 => Ok(path.to_string()),
         Some(_) => bail!("destination URI '{uri}' names no absolute socket path ({UNIX_SCHEME}/PATH/TO/SOCKET)"),
         None => bail!(
-            "destination URI '{uri}' is not supported: only {UNIX_SCHEME}/PATH/TO/SOCKET (another oxvirtd on this host) is, so far"
+            "destination URI '{uri}' is not supported: only {UNIX_SCHEME}/PATH/TO/SOCKET (another oxvirtd on this host) and {HTTPS_SCHEME}HOST:PORT (another host's TLS API) are, so far"
         ),
     }
 }
 
-async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<String> {
+async fn run_async(
+    client: &Client,
+    command: MigrateCommand,
+    destination: Option<(String, Option<RemoteDestination>)>,
+) -> anyhow::Result<String> {
     Ok(match command {
         MigrateCommand::Migrate {
             domain,
-            dest_uri,
+            dest_uri: _,
+            dest: _,
             live,
             persistent: _,
             undefinesource,
@@ -133,8 +239,11 @@ async fn run_async(client: &Client, command: MigrateCommand) -> anyhow::Result<S
                 (false, true) => Some(CopyStorage::Inc),
                 (false, false) => None,
             };
+            let (destination, remote) =
+                destination.context("the destination was not worked out")?;
             let request = MigrateRequest {
-                destination: destination_socket(&dest_uri)?,
+                destination,
+                remote,
                 live,
                 undefine_source: undefinesource,
                 offline,
@@ -277,6 +386,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no absolute socket path"), "{err}");
+        let token = DestArgs {
+            dest_token: Some("oxv_1_x".into()),
+            dest_ca: Some("/nonexistent/ca.pem".into()),
+            ..DestArgs::default()
+        };
+        let err = destination("oxvirt+https://h:1", &DestArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--dest-token"), "{err}");
+        let err = destination("oxvirt+https://h", &token).unwrap_err();
+        assert!(format!("{err:#}").contains("port is missing"), "{err:#}");
+        let err = destination("oxvirt+https://h:1", &token).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/ca.pem"),
+            "{err:#}"
+        );
+        let err = destination("oxvirt+unix:///s", &token)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("go with an oxvirt+https://"), "{err}");
     }
 
     #[test]

@@ -65,31 +65,36 @@ pub fn client(args: &ConnectArgs, socket: &Path) -> anyhow::Result<Client> {
         // Every request will be refused (401), with the server's message saying why.
         (None, None) => None,
     };
-    let trust = match &args.ca {
-        Some(ca) => Trust::Ca(ca.clone()),
+    let trust = trust(&endpoint, args.ca.as_deref())?;
+    Ok(Client::remote(url, &trust, credentials.as_ref())?)
+}
+
+/// How the certificate of the oxvirtd at `endpoint` is trusted: against the CA file `ca`, or
+/// pinned to the fingerprint `known_hosts` records for it (recorded now, at the first
+/// connection: trust on first use).
+pub fn trust(endpoint: &Endpoint, ca: Option<&Path>) -> anyhow::Result<Trust> {
+    if let Some(ca) = ca {
+        return Ok(Trust::Ca(ca.to_path_buf()));
+    }
+    let file = known_hosts_file()?;
+    let key = endpoint.key();
+    let fingerprint = match lookup(&file, &key)? {
+        Some(fingerprint) => fingerprint,
         None => {
-            let file = known_hosts_file()?;
-            let key = endpoint.key();
-            let fingerprint = match lookup(&file, &key)? {
-                Some(fingerprint) => fingerprint,
-                None => {
-                    let fingerprint = block_on(oxvirt_api::remote::fingerprint(&endpoint))??;
-                    record(&file, &key, &fingerprint)?;
-                    eprintln!(
-                        "oxvirt: first connection to {key}: trusting its certificate, SHA-256 \
-                         fingerprint {fingerprint} (recorded in {})",
-                        file.display()
-                    );
-                    fingerprint
-                }
-            };
-            Trust::Pinned {
-                fingerprint,
-                known_hosts: file,
-            }
+            let fingerprint = block_on(oxvirt_api::remote::fingerprint(endpoint))??;
+            record(&file, &key, &fingerprint)?;
+            eprintln!(
+                "oxvirt: first connection to {key}: trusting its certificate, SHA-256 \
+                 fingerprint {fingerprint} (recorded in {})",
+                file.display()
+            );
+            fingerprint
         }
     };
-    Ok(Client::remote(url, &trust, credentials.as_ref())?)
+    Ok(Trust::Pinned {
+        fingerprint,
+        known_hosts: file,
+    })
 }
 
 /// `$XDG_CONFIG_HOME/oxvirt/known_hosts`, else `$HOME/.config/oxvirt/known_hosts`.

@@ -57,6 +57,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("native_user_range", "--native-user-range"),
     ("qemu_user_range", "--qemu-user-range"),
     ("host_cpu_file", "--host-cpu-file"),
+    ("migration_port_range", "--migration-port-range"),
     ("backup_interval", "--backup-interval"),
     ("backup_keep", "--backup-keep"),
     ("log_level", "--log-level"),

@@ -165,6 +165,7 @@ async fn run(args: Settings) -> anyhow::Result<()> {
             qemu_users: args.sandbox.then(|| args.qemu_users.clone()),
             cluster: args.cluster.clone(),
             host_cpu,
+            migration_ports: args.migration_ports.clone(),
         },
     )
     .await?;

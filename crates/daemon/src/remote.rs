@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::auth::Peer;
+use crate::api::auth::{Local, Peer};
 use crate::clients::Clients;
 
 /// The generated certificate and key, under the state directory.
@@ -95,6 +95,14 @@ impl TlsListener {
                 );
                 continue;
             };
+            // The address the client reached (a migration's ports listen there).
+            let local = match tcp.local_addr() {
+                Ok(local) => local.ip(),
+                Err(err) => {
+                    tracing::warn!(%peer, "the connection's local address: {err}");
+                    continue;
+                }
+            };
             let acceptor = self.acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
@@ -114,6 +122,7 @@ impl TlsListener {
                 let service =
                     hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                         request.extensions_mut().insert(Peer(peer.ip()));
+                        request.extensions_mut().insert(Local(local));
                         let mut app = app.clone();
                         async move { tower_service::Service::call(&mut app, request).await }
                     });

@@ -109,6 +109,12 @@ pub struct Args {
     /// host_cpu_file; default: TCG's max CPU as QEMU reports it].
     #[arg(long, value_name = "FILE")]
     pub host_cpu_file: Option<PathBuf>,
+    /// The TCP ports, "FIRST-LAST", an incoming migration from another host listens on (one
+    /// for the stream, one for the copied disks' NBD connections, each closed once the source
+    /// connected), on the address the source reached this host's --listen at (docs/migration.md)
+    /// [key migration_port_range; default "49152-49215", libvirt's].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub migration_port_range: Option<String>,
     /// Directory for the networks' dnsmasq files and leases (default: the state directory's
     /// path with `-network` appended, e.g. /var/lib/oxvirt-network). dnsmasq drops its
     /// privileges, so this directory, unlike the state directory, must be reachable by others
@@ -160,6 +166,8 @@ pub struct Settings {
     pub native_users: std::ops::RangeInclusive<u32>,
     /// The ids sandboxed QEMU processes take (key qemu_user_range).
     pub qemu_users: std::ops::RangeInclusive<u32>,
+    /// The ports incoming migrations from other hosts listen on (key migration_port_range).
+    pub migration_ports: std::ops::RangeInclusive<u16>,
     pub backup_interval: u64,
     pub backup_keep: u64,
     /// The host CPU description to advertise (key host_cpu_file), read at the start
@@ -365,6 +373,14 @@ impl Settings {
                 ),
             ));
         }
+        let migration_ports = match m.string(
+            "migration_port_range",
+            "--migration-port-range",
+            args.migration_port_range.clone(),
+        )? {
+            None => crate::services::migration_tcp::DEFAULT_PORTS,
+            Some(text) => parse_port_range(&text).map_err(|e| m.bad("migration_port_range", e))?,
+        };
         let host_cpu_file = path(m.string(
             "host_cpu_file",
             "--host-cpu-file",
@@ -473,6 +489,7 @@ impl Settings {
             sandbox,
             native_users,
             qemu_users,
+            migration_ports,
             backup_interval,
             backup_keep,
             host_cpu_file,
@@ -556,6 +573,18 @@ fn parse_id_range(text: &str) -> Result<std::ops::RangeInclusive<u32>, String> {
             "'{text}' must run from a first id to a last one not below it, neither 0 (root) nor {}",
             u32::MAX
         ));
+    }
+    Ok(first..=last)
+}
+
+/// "FIRST-LAST" TCP ports, 1 to 65535.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("'{text}' is not a range of ports like \"49152-49215\" (1 to 65535)");
+    let (first, last) = text.split_once('-').ok_or_else(bad)?;
+    let first: u16 = first.trim().parse().map_err(|_| bad())?;
+    let last: u16 = last.trim().parse().map_err(|_| bad())?;
+    if first == 0 || last < first {
+        return Err(bad());
     }
     Ok(first..=last)
 }

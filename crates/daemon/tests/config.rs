@@ -69,6 +69,14 @@ fn bad_config_names_key_and_line() {
             "line 1: key 'qemu_user_range': '5-4' must run from a first id",
         ),
         (
+            "migration_port_range = \"49215-49152\"\n".to_string(),
+            "line 1: key 'migration_port_range': '49215-49152' is not a range of ports",
+        ),
+        (
+            "\nmigration_port_range = \"0-70000\"\n".to_string(),
+            "line 2: key 'migration_port_range': '0-70000' is not a range of ports",
+        ),
+        (
             "\nqemu_user_range = \"3001500-3002500\"\n".to_string(),
             "line 2: key 'qemu_user_range': 3001500-3002500 overlaps native_user_range (3001000-3001999)",
         ),

@@ -22,7 +22,9 @@ pub const SHORT: Duration = Duration::from_secs(30);
 #[allow(dead_code)]
 #[path = "../support/mod.rs"]
 mod support;
-pub use support::{oxvirtd_bin, Run};
+// Not every test binary that includes this harness uses all of them.
+#[allow(unused_imports)]
+pub use support::{oxvirt_bin, oxvirtd_bin, wait_for_exit, Run};
 
 fn run_command(program: &str, args: &[&str]) -> Output {
     Command::new(program)

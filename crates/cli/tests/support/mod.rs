@@ -104,8 +104,9 @@ impl Daemon {
         Daemon::start_under(Vec::new(), extra)
     }
 
-    /// oxvirtd started with `extra` flags, under the command `wrapper` (none if empty).
-    fn start_under(wrapper: Vec<String>, extra: &[&str]) -> Daemon {
+    /// oxvirtd started with `extra` flags, under the command `wrapper` (none if empty), which
+    /// must exec it (`ip netns exec NS`, `unshare ...`: the child the test holds is oxvirtd).
+    pub fn start_under(wrapper: Vec<String>, extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("oxvirt-e2e-")
             .tempdir()

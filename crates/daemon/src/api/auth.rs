@@ -49,6 +49,11 @@ pub(super) struct Doc;
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub IpAddr);
 
+/// This host's address a TCP client's request came to (put there by `remote.rs`): where an
+/// incoming migration from that client listens (services/migration_tcp.rs).
+#[derive(Debug, Clone, Copy)]
+pub struct Local(pub IpAddr);
+
 /// Failed logins allowed per address and per user in [`WINDOW`].
 pub const MAX_FAILURES: usize = 5;
 pub const WINDOW: Duration = Duration::from_secs(60);

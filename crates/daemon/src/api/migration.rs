@@ -5,13 +5,16 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
+use axum::Extension;
 use axum::Router;
 use oxvirt_api::{
     DomainSummary, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
     PreparedMigration,
 };
 
+use super::auth::{Local, Peer};
 use super::reply::{blocking, body, detached, Reply};
+use crate::services::migration_tcp::RemoteSource;
 use crate::services::Services;
 
 type Shared = State<Arc<Services>>;
@@ -137,12 +140,24 @@ async fn set_settings(
     request_body = PrepareMigration,
     responses((status = 200, description = "success", body = PreparedMigration)),
 )]
-async fn prepare(State(services): Shared, bytes: Bytes) -> Reply<PreparedMigration> {
+async fn prepare(
+    State(services): Shared,
+    peer: Option<Extension<Peer>>,
+    local: Option<Extension<Local>>,
+    bytes: Bytes,
+) -> Reply<PreparedMigration> {
     let request: PrepareMigration = body(&bytes)?;
+    // Over the TLS API the source is another host: the stream comes over TCP, from its address.
+    let remote = match (peer, local) {
+        (Some(Extension(Peer(source))), Some(Extension(Local(local)))) => {
+            Some(RemoteSource { source, local })
+        }
+        _ => None,
+    };
     detached(services, "migration prepare", |d| async move {
         // Before anything moves or is defined here.
         d.check_incoming_cpu(&request).await?;
-        d.domains.prepare_incoming(&request).await
+        d.domains.prepare_incoming(&request, remote).await
     })
     .await
 }

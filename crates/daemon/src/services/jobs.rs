@@ -23,6 +23,8 @@ pub struct Migrations {
     pub(super) jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
     /// By id: the incoming migrations prepared here and not yet finished or aborted.
     pub(super) incoming: Mutex<HashMap<String, Arc<IncomingMigration>>>,
+    /// The ports incoming migrations from other hosts listen on (migration_port_range).
+    ports: std::sync::OnceLock<std::ops::RangeInclusive<u16>>,
 }
 
 /// One outgoing migration.
@@ -40,7 +42,8 @@ pub(super) struct IncomingMigration {
     pub(super) name: String,
     /// The guest ran on the source: it runs here (else it stays paused).
     pub(super) running: bool,
-    pub(super) socket: PathBuf,
+    /// The Unix socket it listens on for the stream (none on TCP: nothing to remove).
+    pub(super) socket: Option<PathBuf>,
     /// Stops waiting for the source's connection.
     pub(super) cancel: Notify,
     /// The disks created and served here for the source to copy (`--copy-storage-*`).
@@ -75,6 +78,19 @@ impl IncomingMigration {
 }
 
 impl Migrations {
+    /// Sets migration_port_range (once, at start).
+    pub(super) fn set_ports(&self, ports: std::ops::RangeInclusive<u16>) {
+        let _ = self.ports.set(ports);
+    }
+
+    /// migration_port_range, or its default.
+    pub(super) fn ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.ports
+            .get()
+            .cloned()
+            .unwrap_or(super::migration_tcp::DEFAULT_PORTS)
+    }
+
     pub(super) fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
         let job = Arc::new(Job {
             started: Instant::now(),
@@ -176,28 +192,46 @@ impl Job {
 
 /// (Destination) What an incoming migration that copies disks made here
 /// (services/migration_storage.rs): kept with the migration, removed if it fails.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct IncomingStorage {
     /// The disk files created for the copy.
     created: Vec<PathBuf>,
     /// The NBD socket's names.
     sockets: Vec<PathBuf>,
+    /// A remote source's way to the NBD socket (services/migration_tcp.rs).
+    relay: Option<Arc<super::migration_tcp::NbdRelay>>,
 }
 
 impl IncomingStorage {
-    pub(super) fn new(created: Vec<PathBuf>, sockets: Vec<PathBuf>) -> IncomingStorage {
-        IncomingStorage { created, sockets }
+    pub(super) fn new(
+        created: Vec<PathBuf>,
+        sockets: Vec<PathBuf>,
+        relay: Option<Arc<super::migration_tcp::NbdRelay>>,
+    ) -> IncomingStorage {
+        IncomingStorage {
+            created,
+            sockets,
+            relay,
+        }
     }
 
-    /// The copy is over (the guest runs here): the socket goes, the disks stay.
+    /// The copy is over (the guest runs here): the socket (and port) go, the disks stay.
     pub(super) fn served(&self) {
+        self.stop_relay();
         remove_files(&self.sockets);
     }
 
     /// The migration did not end here: the disks created for it go too.
     pub(super) fn discard(&self) {
+        self.stop_relay();
         remove_files(&self.sockets);
         remove_files(&self.created);
+    }
+
+    fn stop_relay(&self) {
+        if let Some(relay) = &self.relay {
+            relay.stop();
+        }
     }
 }
 

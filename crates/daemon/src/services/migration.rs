@@ -33,6 +33,7 @@ use super::domains::Domains;
 use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{stored_domain, Intent};
 use super::jobs::{IncomingMigration, Job};
+use super::migration_tcp::{RemoteSource, StreamListener};
 use crate::engine::{Control, Incoming};
 use crate::state_dir::create_private_dir;
 use crate::store;
@@ -80,6 +81,30 @@ async fn wait_until_cancelled(control: &dyn Control, domain: &str) {
     }
 }
 
+/// The client of `request`'s destination: another oxvirtd's socket on this host, or another
+/// host's TLS API (`https://HOST:PORT`) with the credentials and trust the request carries.
+pub(super) fn destination_client(request: &MigrateRequest) -> DaemonResult<Client> {
+    if request.destination.starts_with("https://") {
+        let remote = request.remote.as_ref().ok_or_else(|| {
+            bad_request(format!(
+                "destination {} needs the credentials to log in there (remote: a token, or a user and password) and its certificate's trust",
+                request.destination
+            ))
+        })?;
+        return remote
+            .client(&request.destination)
+            .map_err(|err| bad_request(format!("destination {}: {err}", request.destination)));
+    }
+    let destination_path = Path::new(&request.destination);
+    if !destination_path.is_absolute() {
+        return Err(bad_request(format!(
+            "destination socket '{}' is not an absolute path (nor https://HOST:PORT)",
+            request.destination
+        )));
+    }
+    Ok(Client::new(destination_path))
+}
+
 pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     match err {
         ClientError::Api(api) => DaemonError::new(
@@ -107,13 +132,7 @@ impl Domains {
         request: &MigrateRequest,
         source_cpu: HostCpuDescription,
     ) -> DaemonResult<DomainSummary> {
-        let destination_path = Path::new(&request.destination);
-        if !destination_path.is_absolute() {
-            return Err(bad_request(format!(
-                "destination socket '{}' is not an absolute path",
-                request.destination
-            )));
-        }
+        let destination = destination_client(request)?;
         let record = self.guests.resolve(id)?;
         let (vm, guard) = self.guests.begin(&record)?;
         let live = self.guests.live_or_not_running(&vm, &record)?;
@@ -130,7 +149,6 @@ impl Domains {
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
         let disks = super::migration_storage::disks_to_copy(&xml, request.copy_storage)?;
-        let destination = Client::new(destination_path);
         let owners = self
             .store
             .labels_of(&record.uuid)
@@ -242,18 +260,23 @@ impl Domains {
         job: &Job,
         disks: &[oxvirt_api::DiskCopy],
     ) -> DaemonResult<()> {
-        let stream = tokio::net::UnixStream::connect(&prepared.socket)
-            .await
-            .and_then(|stream| stream.into_std())
-            .map_err(|err| {
-                DaemonError::new(
-                    ErrorKind::Engine,
-                    format!(
-                        "cannot connect to the destination's migration socket {}: {err}",
-                        prepared.socket
-                    ),
-                )
-            })?;
+        // A remote destination's port for this migration, or a local one's socket.
+        let (stream, place) = match &prepared.address {
+            Some(address) => (super::migration_tcp::connect(address).await, address),
+            None => (
+                tokio::net::UnixStream::connect(&prepared.socket)
+                    .await
+                    .and_then(|stream| stream.into_std())
+                    .map(std::os::fd::OwnedFd::from),
+                &prepared.socket,
+            ),
+        };
+        let stream = stream.map_err(|err| {
+            DaemonError::new(
+                ErrorKind::Engine,
+                format!("cannot connect to the destination's migration stream at {place}: {err}"),
+            )
+        })?;
         // With that connection D's QEMU started: it serves the disks to copy first.
         self.copy_disks(control, prepared, disks, request.copy_storage, job)
             .await?;
@@ -358,10 +381,12 @@ impl Domains {
     }
 
     /// `POST /v1/migrations` (destination side): checks that the guest of `request` can come
-    /// here, defines it, and listens for the stream.
+    /// here, defines it, and listens for the stream: on a Unix socket, or for a `remote`
+    /// source (the prepare came over the TLS API) on a TCP port (services/migration_tcp.rs).
     pub async fn prepare_incoming(
         self: &Arc<Self>,
         request: &PrepareMigration,
+        remote: Option<RemoteSource>,
     ) -> DaemonResult<PreparedMigration> {
         let domain = oxvirt_domain::parse_domain_xml(&request.xml)
             .map_err(super::error::definition_error)?;
@@ -406,14 +431,29 @@ impl Domains {
                 super::error::internal(&format!("cannot create {}", dir.display()), err)
             })?;
             let id = Uuid::new_v4().to_string();
-            let socket = dir.join(format!("{id}.sock"));
-            let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
-                super::error::internal(&format!("cannot listen on {}", socket.display()), err)
-            })?;
+            let ports = self.migrations.ports();
+            let (listener, socket, address) = match remote {
+                Some(remote) => {
+                    let (listener, address) = StreamListener::tcp(remote, &ports)?;
+                    (listener, None, Some(address))
+                }
+                None => {
+                    let socket = dir.join(format!("{id}.sock"));
+                    let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
+                        super::error::internal(
+                            &format!("cannot listen on {}", socket.display()),
+                            err,
+                        )
+                    })?;
+                    (StreamListener::Unix(listener), Some(socket), None)
+                }
+            };
             let serve = super::migration_storage::ServeDisks::bind(
                 dir.join(format!("{id}-nbd.sock")),
                 &request.disks,
+                remote.map(|remote| (remote, ports)),
             )?;
+            let nbd_address = serve.as_ref().and_then(|serve| serve.address());
             let nbd_socket = serve.as_ref().map(|serve| serve.socket().to_path_buf());
             let (vm, guard) = self.guests.begin(&record)?;
             let incoming = Arc::new(IncomingMigration {
@@ -435,8 +475,7 @@ impl Domains {
                 let _guard = guard;
                 let stream = tokio::select! {
                     accepted = listener.accept() => accepted
-                        .map_err(|err| super::error::internal("accepting the migration stream", err))?
-                        .0,
+                        .map_err(|err| super::error::internal("accepting the migration stream", err))?,
                     () = waiting.cancel.notified() => {
                         return Err(invalid_state("the migration was aborted before it started"));
                     }
@@ -447,11 +486,9 @@ impl Domains {
                         ));
                     }
                 };
-                drop(listener);
-                let _ = std::fs::remove_file(&waiting.socket);
-                let stream = stream
-                    .into_std()
-                    .map_err(|err| super::error::internal("the migration stream", err))?;
+                if let Some(socket) = &waiting.socket {
+                    let _ = std::fs::remove_file(socket);
+                }
                 let domain = stored_domain(&launched)?;
                 let incoming = match &serve {
                     Some(serve) => serve.incoming(stream.as_fd()),
@@ -483,7 +520,9 @@ impl Domains {
                 if let Err(err) = &received {
                     if lock(&domains.migrations.incoming).remove(&task_id).is_some() {
                         tracing::warn!(domain = %launched.name, "incoming migration failed: {err}");
-                        let _ = std::fs::remove_file(&waiting.socket);
+                        if let Some(socket) = &waiting.socket {
+                            let _ = std::fs::remove_file(socket);
+                        }
                         domains.forget_incoming_definition(&launched.uuid, &launched.name);
                         if let Some(storage) = &waiting.storage {
                             storage.discard();
@@ -496,8 +535,16 @@ impl Domains {
             lock(&self.migrations.incoming).insert(id.clone(), incoming);
             Ok(PreparedMigration {
                 id,
-                socket: socket.display().to_string(),
-                nbd_socket: nbd_socket.map(|path| path.display().to_string()),
+                socket: socket
+                    .map(|socket| socket.display().to_string())
+                    .unwrap_or_default(),
+                address: address.map(|address| address.to_string()),
+                // A remote source reaches the NBD socket through its port only.
+                nbd_socket: match nbd_address {
+                    Some(_) => None,
+                    None => nbd_socket.map(|path| path.display().to_string()),
+                },
+                nbd_address: nbd_address.map(|address| address.to_string()),
             })
         }
         .await;
@@ -572,7 +619,9 @@ impl Domains {
     /// Ends the guest an incoming migration started here (if it did) and forgets its
     /// definition.
     async fn discard_incoming(self: &Arc<Self>, incoming: &IncomingMigration) {
-        let _ = std::fs::remove_file(&incoming.socket);
+        if let Some(socket) = &incoming.socket {
+            let _ = std::fs::remove_file(socket);
+        }
         if let Ok(Some(record)) = self.store.domain_by_uuid(&incoming.uuid) {
             let vm = self.guests.slot(&record.uuid);
             let _guard = vm.op.clone().lock_owned().await;

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use oxvirt_api::{Client, DomainSummary, MigrateRequest, UndefineOptions};
+use oxvirt_api::{DomainSummary, MigrateRequest, UndefineOptions};
 
 use super::domains::Domains;
 use super::error::DaemonResult;
@@ -19,7 +19,7 @@ impl Domains {
         request: &MigrateRequest,
     ) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
-        let destination = Client::new(std::path::Path::new(&request.destination));
+        let destination = super::migration::destination_client(request)?;
         destination
             .define_domain(&record.xml)
             .await

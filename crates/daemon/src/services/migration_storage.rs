@@ -14,6 +14,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use oxvirt_api::{CopyStorage, DiskCopy, PreparedMigration};
@@ -23,6 +24,7 @@ use tokio::sync::Notify;
 use super::domains::Domains;
 use super::error::{bad_request, DaemonError, DaemonResult, ErrorKind};
 use super::jobs::{remove_files, IncomingStorage, Job};
+use super::migration_tcp::{NbdRelay, RemoteSource};
 use super::volumes::image_error;
 use crate::engine::{Control, Incoming, NbdServe};
 
@@ -114,24 +116,35 @@ impl Domains {
         if copies.is_empty() {
             return Ok(());
         }
-        let nbd_socket = prepared.nbd_socket.as_deref().ok_or_else(|| {
-            DaemonError::new(
+        // A remote destination's port, or a local one's socket.
+        let (place, tcp) = match (&prepared.nbd_address, &prepared.nbd_socket) {
+            (Some(address), _) => (address.as_str(), true),
+            (None, Some(socket)) => (socket.as_str(), false),
+            (None, None) => return Err(DaemonError::new(
                 ErrorKind::InvalidState,
                 "the destination serves no disks to copy (an oxvirtd without --copy-storage-*?)",
-            )
-        })?;
+            )),
+        };
         let shallow = mode == Some(CopyStorage::Inc);
         let deadline = tokio::time::Instant::now() + SERVE_TIMEOUT;
         for copy in copies {
             let connection = loop {
-                // The socket appears once D's QEMU serves every disk.
-                match tokio::net::UnixStream::connect(nbd_socket).await {
-                    Ok(stream) => break stream,
+                // The socket appears (the port listens) once D's QEMU serves every disk.
+                let attempt = if tcp {
+                    super::migration_tcp::connect(place).await
+                } else {
+                    match tokio::net::UnixStream::connect(place).await {
+                        Ok(stream) => stream.into_std().map(std::os::fd::OwnedFd::from),
+                        Err(err) => Err(err),
+                    }
+                };
+                match attempt {
+                    Ok(connection) => break connection,
                     Err(err) if tokio::time::Instant::now() >= deadline => {
                         return Err(DaemonError::new(
                             ErrorKind::Timeout,
                             format!(
-                                "the destination did not serve the disks on {nbd_socket} within {} s: {err}",
+                                "the destination did not serve the disks on {place} within {} s: {err}",
                                 SERVE_TIMEOUT.as_secs()
                             ),
                         ));
@@ -143,9 +156,6 @@ impl Domains {
                     () = tokio::time::sleep(POLL) => {}
                 }
             };
-            let connection = connection.into_std().map_err(|err| {
-                DaemonError::new(ErrorKind::Engine, format!("the NBD connection: {err}"))
-            })?;
             control
                 .copy_disk(&copy.dev, connection.as_fd(), shallow)
                 .await
@@ -288,6 +298,8 @@ pub(super) fn create_disks(domain: &Domain, copies: &[DiskCopy]) -> DaemonResult
 /// that S's connections never wait on a server not yet there.
 pub(super) struct ServeDisks {
     listener: std::os::unix::net::UnixListener,
+    /// A remote source's TCP port to the socket, opened once QEMU serves.
+    relay: Option<Arc<NbdRelay>>,
     devs: Vec<String>,
     partial: PathBuf,
     socket: PathBuf,
@@ -297,16 +309,32 @@ pub(super) struct ServeDisks {
 impl ServeDisks {
     /// Binds the listener for `copies` next to `socket` (the path S is told); none without
     /// copies.
-    pub(super) fn bind(socket: PathBuf, copies: &[DiskCopy]) -> DaemonResult<Option<ServeDisks>> {
+    /// From a remote source, also the port it reaches the socket through
+    /// ([`ServeDisks::address`]), on a port of `ports`.
+    pub(super) fn bind(
+        socket: PathBuf,
+        copies: &[DiskCopy],
+        remote: Option<(RemoteSource, std::ops::RangeInclusive<u16>)>,
+    ) -> DaemonResult<Option<ServeDisks>> {
         if copies.is_empty() {
             return Ok(None);
         }
+        let relay = match remote {
+            Some((remote, ports)) => Some(Arc::new(NbdRelay::bind(
+                remote,
+                &ports,
+                socket.clone(),
+                copies.len(),
+            )?)),
+            None => None,
+        };
         let partial = socket.with_extension("partial");
         let listener = std::os::unix::net::UnixListener::bind(&partial).map_err(|err| {
             super::error::internal(&format!("cannot listen on {}", partial.display()), err)
         })?;
         Ok(Some(ServeDisks {
             listener,
+            relay,
             devs: copies.iter().map(|copy| copy.dev.clone()).collect(),
             partial,
             socket,
@@ -317,6 +345,11 @@ impl ServeDisks {
     /// The socket's announced name.
     pub(super) fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The TCP address a remote source connects to, if it is one.
+    pub(super) fn address(&self) -> Option<std::net::SocketAddr> {
+        self.relay.as_ref().map(|relay| relay.address())
     }
 
     /// How D's QEMU receives the migration `stream` and serves the disks.
@@ -344,6 +377,9 @@ impl ServeDisks {
                 if let Err(err) = std::fs::rename(&self.partial, &self.socket) {
                     tracing::error!("cannot rename {}: {err}", self.partial.display());
                 }
+                if let Some(relay) = &self.relay {
+                    relay.start();
+                }
                 launch.await
             }
         }
@@ -354,6 +390,7 @@ impl ServeDisks {
         IncomingStorage::new(
             created.keep(),
             vec![self.partial.clone(), self.socket.clone()],
+            self.relay.clone(),
         )
     }
 }

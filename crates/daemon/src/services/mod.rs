@@ -36,6 +36,7 @@ pub mod migration_cpu;
 pub mod migration_flags;
 pub mod migration_offline;
 mod migration_storage;
+pub mod migration_tcp;
 pub mod monitor;
 pub mod networks;
 pub mod pools;
@@ -96,6 +97,8 @@ pub struct ServicesConfig {
     pub cluster: Option<cluster::ClusterConfig>,
     /// The host CPU description to advertise (key host_cpu_file): its path and text.
     pub host_cpu: Option<(PathBuf, String)>,
+    /// The ports incoming migrations from other hosts listen on (key migration_port_range).
+    pub migration_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Services {
@@ -112,6 +115,7 @@ impl Services {
             qemu_users,
             cluster,
             host_cpu,
+            migration_ports,
         } = config;
         let guests = Arc::new(Guests::new(store.clone(), state_dir));
         let networks =
@@ -128,6 +132,7 @@ impl Services {
             secrets.clone(),
             Arc::new(dac::Dac::new(store.clone(), qemu_users)),
         );
+        domains.migrations.set_ports(migration_ports);
         let interfaces = Interfaces::new(store.clone(), guests, networks.clone());
         let users = Arc::new(users::Users::new(store.clone()));
         let cluster =

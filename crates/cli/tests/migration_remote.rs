@@ -1,0 +1,381 @@
+//! `migrate` to another host's oxvirtd over its TLS API (`oxvirt+https://HOST:PORT`,
+//! docs/migration.md): two oxvirtd in two network namespaces joined by a bridge (in a third
+//! namespace; nothing in the host's own), B also in a mount namespace of its own where an empty
+//! tmpfs covers the disks' directory (another host's disk at the same path). A real TCG guest
+//! with a counter in RAM and on its disk moves live with `--copy-storage-all`: the stream and
+//! the disks' NBD connections go over TCP ports B opens for it. Refusals (nothing listening, no
+//! route) and a network cut in the middle of the stream leave the guest running on A and
+//! nothing on B.
+
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
+use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const A_ADDRESS: &str = "10.79.0.11";
+const B_ADDRESS: &str = "10.79.0.12";
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+/// A network namespace, deleted (with what runs in it) on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("oxmigr-{}-{tag}", std::process::id());
+        ip(&["netns", "add", &name]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// The switch (a bridge in a namespace of its own) and hosts A and B on it.
+struct Lab {
+    switch: Netns,
+    a: Netns,
+    b: Netns,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let switch = Netns::new("sw");
+        ip(&["-n", &switch.0, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &switch.0, "link", "set", "br0", "up"]);
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        for (ns, outer, address) in [(&a, "va", A_ADDRESS), (&b, "vb", B_ADDRESS)] {
+            ip(&[
+                "-n", &switch.0, "link", "add", outer, "type", "veth", "peer", "name", "eth0",
+                "netns", &ns.0,
+            ]);
+            ip(&["-n", &switch.0, "link", "set", outer, "master", "br0", "up"]);
+            ip(&[
+                "-n",
+                &ns.0,
+                "addr",
+                "add",
+                &format!("{address}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
+        }
+        Lab { switch, a, b }
+    }
+
+    /// A's cable to the switch, pulled or plugged.
+    fn a_link(&self, up: bool) {
+        ip(&[
+            "-n",
+            &self.switch.0,
+            "link",
+            "set",
+            "va",
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+/// oxvirtd in `ns`, with its TLS API on `listen`; with `covered`, in a mount namespace of its
+/// own where an empty tmpfs covers that directory.
+fn daemon_in(ns: &Netns, covered: Option<&Path>, users: &str, listen: &str) -> Daemon {
+    let mut wrapper: Vec<String> = ["ip", "netns", "exec", &ns.0]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if let Some(covered) = covered {
+        wrapper.extend(
+            [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        wrapper.push(covered.display().to_string());
+    }
+    Daemon::start_under(wrapper, &["--qemu-user-range", users, "--listen", listen])
+}
+
+/// Whether `path` exists in `daemon`'s mount namespace.
+fn exists_for(daemon: &Daemon, path: &Path) -> bool {
+    Command::new("nsenter")
+        .args([
+            "--mount",
+            "--target",
+            &daemon.pid().to_string(),
+            "test",
+            "-e",
+        ])
+        .arg(path)
+        .status()
+        .expect("run nsenter")
+        .success()
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+fn token(daemon: &Daemon) -> String {
+    let out = daemon.oxvirt(&["token", "create", "--role", "admin"]).ok();
+    let token = out.lines().next().expect("a token line").trim().to_string();
+    assert!(token.starts_with("oxv_"), "{out}");
+    token
+}
+
+fn qcow2_disk(path: &Path) {
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(path)
+        .arg("16M")
+        .status()
+        .expect("run qemu-img");
+    assert!(status.success(), "qemu-img create failed");
+}
+
+fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
+    let answer = console.run("cat /mnt/ram/count", tag);
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {answer:?}"))
+}
+
+fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
+    let answer = console.run(
+        "dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+        tag,
+    );
+    answer.trim().strip_prefix("count-")?.parse().ok()
+}
+
+fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
+    console
+        .run("cat /proc/sys/kernel/random/boot_id", tag)
+        .trim()
+        .to_string()
+}
+
+/// A's guest goes on: running, the same boot, its counter growing.
+fn still_runs_on_a(a: &Daemon, name: &str, booted: &str, tag: u32) {
+    assert_eq!(a.oxvirt(&["domstate", name]).ok(), "running\n\n");
+    let mut console = a.console_when_ready(name, Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, tag), booted, "the guest booted again");
+    let now = ram_count(&mut console, tag + 1);
+    assert!(
+        wait_for(Duration::from_secs(30), || ram_count(&mut console, tag + 2)
+            > now),
+        "the counter stopped on A"
+    );
+}
+
+/// B has nothing of the guest: no domain, no QEMU, no disk file, no migration socket.
+fn nothing_on_b(b: &Daemon, uuid: &str, disk: &Path, within: Duration) {
+    let clean = wait_for(within, || {
+        b.oxvirt(&["list", "--all", "--name"]).ok() == "\n"
+            && qemu_pids(uuid).len() == 1
+            && !exists_for(b, disk)
+    });
+    assert!(
+        clean,
+        "B kept something: domains {:?}, QEMUs {:?}, disk {}; B's log:\n{}",
+        b.oxvirt(&["list", "--all", "--name"]).stdout,
+        qemu_pids(uuid),
+        exists_for(b, disk),
+        b.log()
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(b.dir.path().join("state/migrations"))
+        .map(|dir| dir.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Starts remote-vm on `a`, waits for its shell, starts its counter (every second into RAM and
+/// into sector 1 of its disk) and waits until the disk has it; its boot id.
+fn boot_counting(a: &Daemon) -> String {
+    let mut console = a.start_with_console("remote-vm");
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    console.run(
+        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo 0 > /mnt/ram/count",
+        1,
+    );
+    console.send_line(
+        "(i=0; while :; do i=$((i+1)); echo $i > /mnt/ram/count; \
+         echo count-$i | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null; \
+         sleep 1; done) &",
+    );
+    let booted = boot_id(&mut console, 2);
+    assert!(
+        wait_for(Duration::from_secs(30), || disk_count(&mut console, 3)
+            .is_some()),
+        "the counter never reached the disk"
+    );
+    booted
+}
+
+#[test]
+fn a_guest_moves_live_to_another_host_over_its_tls_api() {
+    let lab = Lab::new();
+    let disks = tempfile::Builder::new()
+        .prefix("oxvirt-migremote-")
+        .tempdir()
+        .expect("tempdir");
+    support::searchable(disks.path());
+    let a = daemon_in(
+        &lab.a,
+        None,
+        "3106000-3106099",
+        &format!("{A_ADDRESS}:16514"),
+    );
+    let b = daemon_in(
+        &lab.b,
+        Some(disks.path()),
+        "3107000-3107099",
+        &format!("{B_ADDRESS}:16514"),
+    );
+    let b_token = token(&b);
+    let b_cert = b.dir.path().join("state/tls/server.pem");
+    let b_cert = b_cert.to_str().expect("utf-8 path");
+    let dest = format!("oxvirt+https://{B_ADDRESS}:16514");
+    let remote = |extra: &[&str], uri: &str| -> Vec<String> {
+        let mut args: Vec<String> = ["migrate", "--live", "--persistent", "--undefinesource"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(
+            [
+                "--dest-token",
+                &b_token,
+                "--dest-ca",
+                b_cert,
+                "remote-vm",
+                uri,
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args
+    };
+
+    // The guest, its disk not shared: B sees an empty directory at the same path.
+    let uuid = "5b1c2d3e-4f50-4a61-9b72-8c9daebfc0d1";
+    let disk = disks.path().join("remote.qcow2");
+    qcow2_disk(&disk);
+    assert!(!exists_for(&b, &disk), "B sees A's disk");
+    let xml =
+        guest_xml("remote-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");
+    a.define("remote-vm.xml", &xml).1.ok();
+    let booted = boot_counting(&a);
+
+    // Without credentials: refused before anything moves.
+    let run = a.oxvirt(&["migrate", "--live", "remote-vm", &dest]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("--dest-token"), "{run:?}");
+
+    // Nothing listening there, and an address nobody has (no route: ARP gets no answer).
+    let run = a.oxvirt(&strs(&remote(
+        &[],
+        &format!("oxvirt+https://{B_ADDRESS}:1"),
+    )));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("remote-vm") && run.stderr.contains(&format!("{B_ADDRESS}:1")),
+        "{run:?}"
+    );
+    let run = a.oxvirt(&strs(&remote(&[], "oxvirt+https://10.79.0.99:16514")));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("10.79.0.99") && run.stderr.contains("cannot reach"),
+        "{run:?}"
+    );
+    still_runs_on_a(&a, "remote-vm", &booted, 10);
+    nothing_on_b(&b, uuid, &disk, Duration::from_secs(5));
+
+    // The network cut in the middle of the stream: at 1 MiB/s the memory takes minutes; once
+    // B's QEMU loads, A's cable is pulled.
+    let child = a.spawn_oxvirt(
+        &strs(&remote(&["--copy-storage-all", "--bandwidth", "1"], &dest)),
+        &[],
+    );
+    let loading = wait_for(Duration::from_secs(180), || {
+        a.oxvirt(&["domjobinfo", "remote-vm"])
+            .stdout
+            .lines()
+            .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+    });
+    assert!(
+        loading,
+        "the memory never started moving; B's log:\n{}",
+        b.log()
+    );
+    assert!(exists_for(&b, &disk), "B did not create the disk");
+    lab.a_link(false);
+    let run = wait_for_exit(child, Duration::from_secs(240));
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(run.stderr.contains("goes on running here"), "{run:?}");
+    lab.a_link(true);
+    still_runs_on_a(&a, "remote-vm", &booted, 20);
+    // B noticed the dead connection by itself (no abort could reach it).
+    nothing_on_b(&b, uuid, &disk, Duration::from_secs(120));
+
+    // Now whole: the guest moves, its disk copied over the network. Booted afresh first: a
+    // guest moved after a migration of it failed mid-stream was found broken on B (stale memory:
+    // a kernel fault in its timer lists, or no answer) in 2 of 3 runs; docs/migration.md "Not
+    // yet" has it, this checks the move of a guest without such a past.
+    a.oxvirt(&["destroy", "remote-vm"]).ok();
+    let booted = boot_counting(&a);
+    let run = a.oxvirt(&strs(&remote(&["--copy-storage-all", "--verbose"], &dest)));
+    assert_eq!(run.code, Some(0), "{run:?}\nB's log:\n{}", b.log());
+    assert_eq!(
+        b.oxvirt(&["domstate", "--reason", "remote-vm"]).ok(),
+        "running (migrated)\n\n"
+    );
+    assert_eq!(a.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
+    assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
+    let mut console = b.console_when_ready("remote-vm", Duration::from_secs(30));
+    assert_eq!(boot_id(&mut console, 30), booted, "the guest booted again");
+    let now = ram_count(&mut console, 31);
+    assert!(now > 0);
+    let on_disk = disk_count(&mut console, 32).expect("B's disk has the counter");
+    assert!(
+        wait_for(Duration::from_secs(30), || disk_count(&mut console, 33)
+            > Some(on_disk + 1)
+            && ram_count(&mut console, 34) > now),
+        "the counters stopped on B"
+    );
+    assert!(
+        !console.all_output().contains(BOOT_MARKER),
+        "the guest booted on B"
+    );
+    drop(console);
+    assert!(exists_for(&b, &disk), "B's disk file");
+    b.oxvirt(&["destroy", "remote-vm"]).ok();
+}
