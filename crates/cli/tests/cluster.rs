@@ -233,6 +233,18 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         .iter()
         .position(|h| *h == host1)
         .expect("a known host");
+    // Migrating a cluster guest is refused before anything moves (its lock would stay here).
+    let run = members[index].oxvirt(&[
+        "migrate",
+        "--live",
+        "web1",
+        "oxvirt+unix:///nonexistent/oxvirtd.sock",
+    ]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("is a cluster guest"),
+        "{run:#?}"
+    );
+    assert_eq!(members[index].ns.processes_matching(guests[0].1).len(), 1);
     members[index].oxvirt(&["destroy", "web1"]).ok();
     let stopped = wait_for(Duration::from_secs(30), || {
         let list = c.oxvirt(&["list", "--all"]).ok();

@@ -63,6 +63,7 @@ async fn migrate(
 ) -> Reply<DomainSummary> {
     let request: MigrateRequest = body(&bytes)?;
     detached(services, "migrate", |d| async move {
+        d.cluster.refuse_migration(&id)?;
         if request.offline {
             return d.domains.migrate_offline(&id, &request).await;
         }

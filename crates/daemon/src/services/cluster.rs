@@ -445,6 +445,24 @@ impl Cluster {
 
     /// `start`: a cluster guest is placed and started on the chosen host; any other domain is
     /// started here as without a cluster.
+    /// Refuses to migrate a cluster guest: its lock stays with this host while the destination's
+    /// copy runs, so the destination's reconcile would destroy that copy (or, the lock released
+    /// here, an HA restart would run it twice). Moving cluster guests needs the lock handed over
+    /// with the guest; until then they are stopped and started through the cluster.
+    pub fn refuse_migration(&self, id: &str) -> DaemonResult<()> {
+        let Ok(info) = self.domains.info(id) else {
+            // Unknown here: the migration itself says so.
+            return Ok(());
+        };
+        if lock(&self.known_guests).contains(&info.uuid) {
+            return Err(invalid_state(format!(
+                "domain '{}' is a cluster guest: migrating it is not supported yet (its cluster lock would stay here); shut it down and start it through the cluster",
+                info.name
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn start_domain(&self, id: &str) -> DaemonResult<DomainSummary> {
         let Some(config) = self.config.as_ref() else {
             return self.domains.start(id).await;
