@@ -109,17 +109,8 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         lab.member(2, "host-c"),
     ];
     let [a, _, c] = &members;
+    clustersupport::wait_until_up(a, 3);
     let mut last = String::new();
-    let all_up = wait_for(Duration::from_secs(60), || {
-        let run = a.oxvirt(&["host-list"]);
-        last = format!("{run:#?}");
-        host_rows(&run.stdout)
-            .iter()
-            .filter(|(_, state, _)| state == "up")
-            .count()
-            == 3
-    });
-    assert!(all_up, "three hosts up: {last}");
 
     const PLACEMENT: &str =
         "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0' group='web' policy='spread'/>";
@@ -323,17 +314,8 @@ fn ha_failover(failure: Failure) {
         lab.member(2, "host-c"),
     ];
     let names = ["host-a", "host-b", "host-c"];
+    clustersupport::wait_until_up(&members[0], 3);
     let mut last = String::new();
-    let all_up = wait_for(Duration::from_secs(60), || {
-        let run = members[0].oxvirt(&["host-list"]);
-        last = format!("{run:#?}");
-        host_rows(&run.stdout)
-            .iter()
-            .filter(|(_, state, _)| state == "up")
-            .count()
-            == 3
-    });
-    assert!(all_up, "three hosts up: {last}");
 
     let uuid = "5e1c7a00-0000-4000-8000-0000000c1a11";
     let file = members[0].write(

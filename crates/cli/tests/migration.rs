@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
+use support::counting::{boot_id, disk_count, qcow2_disk, ram_count};
 use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -45,19 +46,6 @@ fn next_users() -> RangeInclusive<u32> {
 
 fn uri(daemon: &Daemon) -> String {
     format!("oxvirt+unix://{}", daemon.socket.display())
-}
-
-/// A qcow2 image of 16 MiB in `dir`, made by qemu-img.
-fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
-    let path = dir.join(name);
-    let status = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(&path)
-        .arg("16M")
-        .status()
-        .expect("run qemu-img");
-    assert!(status.success(), "qemu-img create failed");
-    path
 }
 
 /// The test guest `name` with one vCPU and the qcow2 disk `disk`.
@@ -104,25 +92,6 @@ fn boot_counting_defined(daemon: &Daemon, name: &str) -> ConsoleSession {
     console
 }
 
-/// The counter the guest keeps in RAM.
-fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
-    let answer = console.run("cat /mnt/ram/count", tag);
-    answer
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a count: {answer:?}"))
-}
-
-/// The counter value the guest last wrote to its disk (sector 1), read from the device (none
-/// before its first write).
-fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
-    let answer = console.run(
-        "dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-        tag,
-    );
-    answer.trim().strip_prefix("count-")?.parse().ok()
-}
-
 /// The text the guest wrote at the start of its disk (sector 0).
 fn first_sector(console: &mut ConsoleSession, tag: u32) -> String {
     console
@@ -149,13 +118,6 @@ fn before_the_move(console: &mut ConsoleSession) -> (String, u64, Option<u64>) {
         console.all_output()
     );
     (booted, ram, on_disk)
-}
-
-fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
-    console
-        .run("cat /proc/sys/kernel/random/boot_id", tag)
-        .trim()
-        .to_string()
 }
 
 /// After a failed migration: `name` (`uuid`) runs on `a` still, and `b` has no domain, no QEMU

@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
+use support::counting::{boot_id, disk_count, qcow2_disk, ram_count};
+use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const A_ADDRESS: &str = "10.79.0.11";
@@ -103,21 +104,7 @@ fn daemon_in(ns: &Netns, covered: Option<&Path>, users: &str, listen: &str) -> D
         .map(|s| s.to_string())
         .collect();
     if let Some(covered) = covered {
-        wrapper.extend(
-            [
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        wrapper.push(covered.display().to_string());
+        wrapper.extend(support::own_mounts_wrapper(covered));
     }
     Daemon::start_under(wrapper, &["--qemu-user-range", users, "--listen", listen])
 }
@@ -147,39 +134,6 @@ fn token(daemon: &Daemon) -> String {
     let token = out.lines().next().expect("a token line").trim().to_string();
     assert!(token.starts_with("oxv_"), "{out}");
     token
-}
-
-fn qcow2_disk(path: &Path) {
-    let status = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2"])
-        .arg(path)
-        .arg("16M")
-        .status()
-        .expect("run qemu-img");
-    assert!(status.success(), "qemu-img create failed");
-}
-
-fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
-    let answer = console.run("cat /mnt/ram/count", tag);
-    answer
-        .trim()
-        .parse()
-        .unwrap_or_else(|_| panic!("not a count: {answer:?}"))
-}
-
-fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
-    let answer = console.run(
-        "dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\\0' | head -n1",
-        tag,
-    );
-    answer.trim().strip_prefix("count-")?.parse().ok()
-}
-
-fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
-    console
-        .run("cat /proc/sys/kernel/random/boot_id", tag)
-        .trim()
-        .to_string()
 }
 
 /// A's guest goes on: running, the same boot, its counter growing.
@@ -287,8 +241,7 @@ fn a_guest_moves_live_to_another_host_over_its_tls_api() {
 
     // The guest, its disk not shared: B sees an empty directory at the same path.
     let uuid = "5b1c2d3e-4f50-4a61-9b72-8c9daebfc0d1";
-    let disk = disks.path().join("remote.qcow2");
-    qcow2_disk(&disk);
+    let disk = qcow2_disk(disks.path(), "remote.qcow2");
     assert!(!exists_for(&b, &disk), "B sees A's disk");
     let xml =
         guest_xml("remote-vm", uuid, &guest_kit(), &disk, 1).replace("type='raw'", "type='qcow2'");

@@ -342,17 +342,21 @@ impl Etcd {
 
     /// Who runs each cluster guest: (UUID, host).
     pub async fn running(&self) -> Result<Vec<(String, String)>> {
+        self.under(keys::RUNNING).await
+    }
+
+    /// Every key under `prefix`, without it, with its value: (key, value).
+    async fn under(&self, prefix: &str) -> Result<Vec<(String, String)>> {
         let mut kv = self.client.kv_client();
         let answer = self
-            .call(kv.get(keys::RUNNING, Some(GetOptions::new().with_prefix())))
+            .call(kv.get(prefix, Some(GetOptions::new().with_prefix())))
             .await?;
         Ok(answer
             .kvs()
             .iter()
             .map(|entry| {
-                let key = String::from_utf8_lossy(entry.key());
                 (
-                    key[keys::RUNNING.len()..].to_string(),
+                    String::from_utf8_lossy(&entry.key()[prefix.len()..]).into_owned(),
                     String::from_utf8_lossy(entry.value()).into_owned(),
                 )
             })
@@ -361,14 +365,11 @@ impl Etcd {
 
     /// The cluster guests that should run (started, not stopped on a live host), by UUID.
     pub async fn wanted(&self) -> Result<Vec<String>> {
-        let mut kv = self.client.kv_client();
-        let answer = self
-            .call(kv.get(keys::WANTED, Some(GetOptions::new().with_prefix())))
-            .await?;
-        Ok(answer
-            .kvs()
-            .iter()
-            .map(|entry| String::from_utf8_lossy(&entry.key()[keys::WANTED.len()..]).into_owned())
+        Ok(self
+            .under(keys::WANTED)
+            .await?
+            .into_iter()
+            .map(|(uuid, _)| uuid)
             .collect())
     }
 

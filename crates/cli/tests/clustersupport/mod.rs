@@ -214,3 +214,18 @@ pub fn cluster_guest_xml(name: &str, uuid: &str, metadata: &str) -> String {
         1,
     )
 }
+
+/// Waits (60 s at most) until `member`'s `host-list` shows `count` hosts up.
+pub fn wait_until_up(member: &NetDaemon<'_>, count: usize) {
+    let mut last = String::new();
+    let all_up = wait_for(Duration::from_secs(60), || {
+        let run = member.oxvirt(&["host-list"]);
+        last = format!("{run:#?}");
+        host_rows(&run.stdout)
+            .iter()
+            .filter(|(_, state, _)| state == "up")
+            .count()
+            == count
+    });
+    assert!(all_up, "{count} hosts up: {last}");
+}

@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: a private oxvirtd per test, the `oxvirt` binary as a user
 //! runs it, and a console session driven through `oxvirt console` with piped stdin/stdout.
 
+pub mod counting;
+
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -130,22 +132,7 @@ impl Daemon {
     /// an empty tmpfs covers `covered`: what this oxvirtd sees there are other files than the
     /// test's (another host's disks at the same paths, for migrations that copy them).
     pub fn start_in_own_mounts(covered: &Path, extra: &[&str]) -> Daemon {
-        let wrapper = [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            // exec: the child the test holds is oxvirtd itself.
-            r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([covered.display().to_string()])
-        .collect();
-        Daemon::start_under(wrapper, extra)
+        Daemon::start_under(own_mounts_wrapper(covered), extra)
     }
 
     /// oxvirtd's pid (to enter its namespaces).
@@ -705,4 +692,24 @@ pub fn allowed_cpus(pid: u32, tid: u32) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// The command that runs the rest of its command line in a mount namespace of its own where an
+/// empty tmpfs covers `covered` ([`Daemon::start_in_own_mounts`]).
+pub fn own_mounts_wrapper(covered: &Path) -> Vec<String> {
+    [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        // exec: the child the test holds is the command itself.
+        r#"mount -t tmpfs -o mode=0711 oxvirt-test "$0" && exec "$@""#,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([covered.display().to_string()])
+    .collect()
 }

@@ -1,0 +1,47 @@
+//! The migration tests' counting guest: what it keeps (a counter in RAM, its disk's sectors, its
+//! boot) read through its console, and the qcow2 disk it writes to.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::ConsoleSession;
+
+/// A qcow2 image of 16 MiB in `dir`, made by qemu-img.
+pub fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&path)
+        .arg("16M")
+        .status()
+        .expect("run qemu-img");
+    assert!(status.success(), "qemu-img create failed");
+    path
+}
+
+/// The counter the guest keeps in RAM (`/mnt/ram/count`, a tmpfs).
+pub fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
+    let answer = console.run("cat /mnt/ram/count", tag);
+    answer
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("not a count: {answer:?}"))
+}
+
+/// The counter value the guest last wrote to its disk (sector 1), read from the device (none
+/// before its first write).
+pub fn disk_count(console: &mut ConsoleSession, tag: u32) -> Option<u64> {
+    let answer = console.run(
+        "dd if=/dev/vda bs=512 skip=1 count=1 2>/dev/null | tr -d '\\0' | head -n1",
+        tag,
+    );
+    answer.trim().strip_prefix("count-")?.parse().ok()
+}
+
+/// The guest kernel's boot id: the same after a move that did not reboot it.
+pub fn boot_id(console: &mut ConsoleSession, tag: u32) -> String {
+    console
+        .run("cat /proc/sys/kernel/random/boot_id", tag)
+        .trim()
+        .to_string()
+}
