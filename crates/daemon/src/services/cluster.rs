@@ -66,9 +66,14 @@ pub struct Cluster {
 /// lease, so they are gone before the lease expires and another host may restart them.
 pub const FENCE_AFTER: Duration = Duration::from_millis(LEASE_TTL.as_millis() as u64 * 2 / 3);
 
-/// How long a wanted HA guest stays without a host before any ranked host (not only the best)
-/// restarts it: the best one may be unable to.
-const HA_FALLBACK: Duration = Duration::from_secs(15);
+/// How long a wanted HA guest stays without a host before the next host in its ranking steps
+/// in: the host ranked N-th (from 0) restarts it after N steps. The best one may be unable to;
+/// and each member ranks from the host records it read, at its own moment, while free memory
+/// moves between records: two members may each see the other first (benches/cluster.sh met a
+/// restart 24 s after the kill that way, when any ranked host waited for a fixed 15 s). A step
+/// a little shorter than a renewal lets the next in line try at its next renewal; the lock
+/// (create-if-absent) keeps two that try at once from both running the guest.
+const HA_STEP: Duration = Duration::from_millis(RENEW_EVERY.as_millis() as u64 * 9 / 10);
 
 /// How often a member looks for requests to start a guest.
 const REQUEST_POLL: Duration = Duration::from_millis(500);
@@ -706,7 +711,7 @@ impl Cluster {
     /// - a copy running here without this host's lock (the lease was lost and taken again) takes
     ///   it back, or is destroyed when another host holds it: the guest runs there;
     /// - a wanted HA guest without a lock lost its host: the best-ranked live host restarts it
-    ///   (any ranked host once it has stayed without one for [`HA_FALLBACK`]).
+    ///   (the N-th ranked once it has stayed without one for N [`HA_STEP`]s).
     async fn reconcile(self: &Arc<Self>, member: &Arc<Member>) -> Result<(), ClusterError> {
         let etcd = member.etcd();
         let cluster_domains = etcd.domains().await?;
@@ -781,10 +786,11 @@ impl Cluster {
             let Ok(ranked) = placement::rank(guest, &hosts, &running, &cluster_domains) else {
                 continue;
             };
-            let first = ranked.first().map(String::as_str) == Some(member.name());
-            let fallback =
-                since.elapsed() > HA_FALLBACK && ranked.iter().any(|h| h == member.name());
-            if !(first || fallback) || starting.contains(&guest.uuid) {
+            let due = ranked
+                .iter()
+                .position(|h| h == member.name())
+                .is_some_and(|n| since.elapsed() >= HA_STEP * n as u32);
+            if !due || starting.contains(&guest.uuid) {
                 continue;
             }
             tracing::warn!(domain = %guest.name, "HA guest lost its host: restarting it here");
