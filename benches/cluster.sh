@@ -32,9 +32,14 @@ FAILOVER_TIMEOUT=${FAILOVER_TIMEOUT:-120}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-120}
 HA_NAME=clbench-ha
 HA_UUID=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e11
-START_NAME=clbench-start
-CLUSTER_START_UUID=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e12
-SOLO_START_UUID=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e13
+# The started guests, by kind: solo (the single host's), cluster (placed from host-a) and remote (kept off
+# the asking member by a spread group mate running there).
+declare -A START_NAME=([solo]=clbench-start [cluster]=clbench-start [remote]=clbench-remote)
+declare -A START_UUID=([solo]=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e13 [cluster]=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e12
+    [remote]=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e15)
+MATE_NAME=clbench-mate
+MATE_UUID=5d0c8a4e-7b1f-4c3a-9e2d-6f4b8a1c3e14
+KINDS=(solo cluster remote)
 MEMBERS=(host-a host-b host-c)
 # Each oxvirtd's guest users: disjoint, and used by no test or other bench.
 declare -A USER_RANGE=([host-a]=3182000-3182099 [host-b]=3183000-3183099 [host-c]=3184000-3184099 [solo]=3185000-3185099)
@@ -189,11 +194,13 @@ guest_xml() {
 }
 PLACEMENT_NS="xmlns:oxvirt='urn:oxvirt:domain:1.0'"
 guest_xml "$HA_NAME" "$HA_UUID" "<oxvirt:placement $PLACEMENT_NS><oxvirt:ha/></oxvirt:placement>" > "$WORK/ha.xml"
-guest_xml "$START_NAME" "$CLUSTER_START_UUID" "<oxvirt:placement $PLACEMENT_NS group='clbench'/>" > "$WORK/cluster-start.xml"
-guest_xml "$START_NAME" "$SOLO_START_UUID" "" > "$WORK/solo-start.xml"
-ox host-a define --cluster "$WORK/ha.xml" > /dev/null
-ox host-a define --cluster "$WORK/cluster-start.xml" > /dev/null
-ox solo define "$WORK/solo-start.xml" > /dev/null
+SPREAD="<oxvirt:placement $PLACEMENT_NS group='clbench' policy='spread'/>"
+guest_xml "${START_NAME[cluster]}" "${START_UUID[cluster]}" "" > "$WORK/cluster.xml"
+guest_xml "${START_NAME[remote]}" "${START_UUID[remote]}" "$SPREAD" > "$WORK/remote.xml"
+guest_xml "$MATE_NAME" "$MATE_UUID" "$SPREAD" > "$WORK/mate.xml"
+guest_xml "${START_NAME[solo]}" "${START_UUID[solo]}" "" > "$WORK/solo.xml"
+for file in ha cluster remote mate; do ox host-a define --cluster "$WORK/$file.xml" > /dev/null; done
+ox solo define "$WORK/solo.xml" > /dev/null
 
 # A start (not an incoming migration) truncates the guest's serial log, so each timed start or failover
 # empties it first and waits for the boot marker in it.
@@ -208,47 +215,55 @@ stopped_everywhere() { [ -z "$(host_of host-a "$1")" ] && ox host-a list --all 2
 # ---------------------------------------------------------------------------------------------------------
 declare -A T # "KIND.FIGURE" -> the runs' values, space-separated
 record() { T[$1.$2]+="${T[$1.$2]:+ }$3"; }
-CLUSTER_HOSTS=()
+declare -A PLACED # kind -> the hosts its counted starts ran the guest on
+declare -A ASKER=([solo]=solo [cluster]=host-a)
 
-# start_once KIND COUNTED: one timed start and stop; KIND is cluster or solo.
+# The remote kind's asker: the host its spread group mate runs on (placement keeps the guest off it).
+say "starting $MATE_NAME, the spread group mate"
+ox host-a start "$MATE_NAME" > /dev/null
+ASKER[remote]=$(host_of host-a "$MATE_NAME")
+[ -n "${ASKER[remote]}" ] || die "$MATE_NAME does not run: $(ox host-a list --all 2>&1)"
+
+# start_once KIND COUNTED: one timed start and stop of KIND's guest, asked of KIND's asker.
 start_once() {
-    local kind=$1 counted=$2 uuid asker t0 returned booted runner
-    if [ "$kind" = cluster ]; then uuid=$CLUSTER_START_UUID asker=host-a; else uuid=$SOLO_START_UUID asker=solo; fi
+    local kind=$1 counted=$2 name=${START_NAME[$1]} uuid=${START_UUID[$1]} asker=${ASKER[$1]} t0 returned booted runner
     forget_boots "$uuid"
     t0=$EPOCHREALTIME
-    ox "$asker" start "$START_NAME" > "$WORK/start.out" 2>&1 || die "$kind start failed: $(cat "$WORK/start.out")"
+    ox "$asker" start "$name" > "$WORK/start.out" 2>&1 || die "$kind start failed: $(cat "$WORK/start.out")"
     returned=$(seconds_since "$t0")
     wait_until "$BOOT_TIMEOUT" has_booted "$uuid" || die "$kind start: no boot marker within $BOOT_TIMEOUT s"
     booted=$(seconds_since "$t0")
     runner=solo
-    if [ "$kind" = cluster ]; then
-        runner=$(host_of host-a "$START_NAME")
+    if [ "$kind" != solo ]; then
+        runner=$(host_of host-a "$name")
         [ -n "$runner" ] || die "the cluster guest does not run after its start: $(ox host-a list --all 2>&1)"
+        [ "$kind" != remote ] || [ "$runner" != "$asker" ] || die "the spread guest was placed beside its mate on $runner"
     fi
-    say "  $kind start: returned after ${returned}s, booted after ${booted}s (on $runner)"
-    ox "$runner" destroy "$START_NAME" > /dev/null
-    if [ "$kind" = cluster ]; then
+    say "  $kind start (asked of $asker): returned after ${returned}s, booted after ${booted}s (on $runner)"
+    ox "$runner" destroy "$name" > /dev/null
+    if [ "$kind" != solo ]; then
         # The host's cluster loop removes its copy and releases the lock within one renewal.
-        wait_until 30 stopped_everywhere "$START_NAME" || die "the cluster guest's lock stayed after destroy: $(ox host-a list --all 2>&1)"
+        wait_until 30 stopped_everywhere "$name" || die "the cluster guest's lock stayed after destroy: $(ox host-a list --all 2>&1)"
     fi
     if [ "$counted" = 1 ]; then
         record "$kind" returned "$returned"
         record "$kind" booted "$booted"
-        [ "$kind" = solo ] || CLUSTER_HOSTS+=("$runner")
+        PLACED[$kind]+="${PLACED[$kind]:+ }$runner"
     fi
 }
 
 LOADS=("$(load)")
 if [ "$WARMUP" = 1 ]; then
     say "one uncounted start of each kind"
-    start_once solo 0
-    start_once cluster 0
+    for kind in "${KINDS[@]}"; do start_once "$kind" 0; done
 fi
 say "$RUNS starts of each kind"
 for ((run = 1; run <= RUNS; run++)); do
-    if ((run % 2)); then order=(solo cluster); else order=(cluster solo); fi
-    for kind in "${order[@]}"; do start_once "$kind" 1; done
+    # Which kind goes first turns every run.
+    for ((i = 0; i < ${#KINDS[@]}; i++)); do start_once "${KINDS[$(((run + i) % ${#KINDS[@]}))]}" 1; done
 done
+ox "$(host_of host-a "$MATE_NAME")" destroy "$MATE_NAME" > /dev/null
+wait_until 30 stopped_everywhere "$MATE_NAME" || die "$MATE_NAME's lock stayed after destroy"
 
 # ---------------------------------------------------------------------------------------------------------
 # HA failover
@@ -347,13 +362,17 @@ KERNEL=$(uname -r)
 cell() { read -r m lo hi <<< "$(stats ${T[$1.$2]})"; echo "$m ($lo-$hi)"; }
 median_of() { stats ${T[$1.$2]} | cut -d' ' -f1; }
 TABLE=$(
-    echo "| figure (s, median (min-max) of $RUNS) | through the cluster | single host | ratio |"
-    echo "|---|---|---|---|"
-    for figure in returned booted; do
-        label="\`start\` returned (the guest's QEMU runs)"
-        [ "$figure" = returned ] || label="… the guest printed its boot marker"
-        printf '| %s | %s | %s | %s |\n' "$label" "$(cell cluster "$figure")" "$(cell solo "$figure")" \
-            "$(ratio "$(median_of cluster "$figure")" "$(median_of solo "$figure")")"
+    echo "| \`oxvirt start\` (s, median (min-max) of $RUNS) | returned (the guest's QEMU runs) | ratio | the guest printed its boot marker | ratio |"
+    echo "|---|---|---|---|---|"
+    for kind in solo cluster remote; do
+        case $kind in
+            solo) label="single host (no cluster)" ;;
+            cluster) label="cluster guest, asked of host-a (placed on: ${PLACED[cluster]})" ;;
+            remote) label="cluster guest placed on another member than the one asked (${ASKER[remote]}; placed on: ${PLACED[remote]})" ;;
+        esac
+        printf '| %s | %s | %s | %s | %s |\n' "$label" "$(cell "$kind" returned)" \
+            "$(ratio "$(median_of "$kind" returned)" "$(median_of solo returned)")" "$(cell "$kind" booted)" \
+            "$(ratio "$(median_of "$kind" booted)" "$(median_of solo booted)")"
     done
 )
 FAILOVER_TABLE=$(
@@ -365,7 +384,6 @@ FAILOVER_TABLE=$(
 )
 RAW=$(
     for key in "${!T[@]}"; do echo "- $key: ${T[$key]}"; done | sort
-    echo "- hosts the cluster's starts placed the guest on: ${CLUSTER_HOSTS[*]}"
     echo "- failovers (killed host -> new host): $(for i in "${!VICTIMS[@]}"; do printf '%s->%s ' "${VICTIMS[$i]}" "${NEW_HOSTS[$i]}"; done)"
 )
 echo
@@ -388,15 +406,17 @@ another (docs/cluster.md), and a fourth oxvirtd without \`--cluster\` (the singl
 machine. The guest: [benches/cluster/domain.xml](../benches/cluster/domain.xml) (TCG, 1 vCPU, 256 MiB, direct
 kernel boot of the test guest kit, kernel $GUEST_KERNEL, no disk, no network).
 
-**\`start\` through the cluster against a single host.** Timed from just before \`oxvirt start $START_NAME\`
-until it returned, and until the guest printed its boot marker on its serial log; then, untimed, \`destroy\`
-on the host that ran it (and, for the cluster, until the lock was released). Through the cluster the command
-is asked of host-a's socket; the member ranks the hosts (placement), writes its request to the chosen host in
-etcd, and that host takes the guest's lock, defines its local copy and starts it (it landed on:
-${CLUSTER_HOSTS[*]}). On the single host, the same guest is a plain definition. $RUNS runs of each, alternating,
-which goes first flipping every run$([ "$WARMUP" = 1 ] && echo ", after one uncounted start of each"). The ratio is of the medians,
-cluster / single host.
-
+**\`start\` through the cluster against a single host.** Timed from just before \`oxvirt start NAME\` until it
+returned, and until the guest printed its boot marker on its serial log; then, untimed, \`destroy\` on the host
+that ran it (and, for the cluster, until its lock was released). Three kinds, $RUNS runs of each, the kind that
+goes first turning every run$([ "$WARMUP" = 1 ] && echo ", after one uncounted start of each"): the single host's plain definition; a cluster
+guest asked of host-a's socket: the member reads the hosts, running guests and definitions from etcd, ranks
+the hosts (placement), and when it is first itself (as it was in these runs: the members share one machine's
+free memory, and the asker ranks with the freshest record of its own), takes the guest's lock, defines its
+local copy and starts it; and a cluster guest of a \`spread\` group whose mate runs on the member asked
+(${ASKER[remote]}), so it goes to another member: the request and its answer go through etcd
+(\`/oxvirt/requests/HOST/UUID\`, polled every 0.5 s by the chosen host), which then does the same. Ratios are
+of the medians, against the single host.
 $TABLE
 
 **HA failover** of an \`<oxvirt:ha/>\` guest: its host "dies" (SIGKILL to every process of its network namespace:
