@@ -22,6 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions,
 };
 pub use oxvirt_api::cluster::{ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState};
 use serde::{Deserialize, Serialize};
@@ -399,14 +400,20 @@ impl Etcd {
 
     /// The state of the request to `host` about `uuid`; `None` once it is gone.
     pub async fn request(&self, host: &str, uuid: &str) -> Result<Option<StartRequest>> {
+        Ok(self.request_at(host, uuid).await?.0)
+    }
+
+    /// [`Etcd::request`], with the revision etcd read it at (for [`Etcd::wait_for_change`]).
+    pub async fn request_at(&self, host: &str, uuid: &str) -> Result<(Option<StartRequest>, i64)> {
         let key = keys::request(host, uuid);
         let mut kv = self.client.kv_client();
         let answer = self.call(kv.get(key.clone(), None)).await?;
-        answer
+        let request = answer
             .kvs()
             .first()
             .map(|entry| from_json(&key, entry.value()))
-            .transpose()
+            .transpose()?;
+        Ok((request, revision_of(answer.header())))
     }
 
     /// Forgets the request to `host` about `uuid`.
@@ -417,14 +424,15 @@ impl Etcd {
             .map(drop)
     }
 
-    /// Every request to `host`: (UUID, request).
-    pub async fn requests_to(&self, host: &str) -> Result<Vec<(String, StartRequest)>> {
+    /// Every request to `host`: (UUID, request), and the revision etcd read them at (for
+    /// [`Etcd::wait_for_change`]).
+    pub async fn requests_to(&self, host: &str) -> Result<(Vec<(String, StartRequest)>, i64)> {
         let prefix = keys::requests_of(host);
         let mut kv = self.client.kv_client();
         let answer = self
             .call(kv.get(prefix.clone(), Some(GetOptions::new().with_prefix())))
             .await?;
-        answer
+        let requests = answer
             .kvs()
             .iter()
             .map(|entry| {
@@ -432,7 +440,40 @@ impl Etcd {
                 let request = from_json(&key, entry.value())?;
                 Ok((key[prefix.len()..].to_string(), request))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((requests, revision_of(answer.header())))
+    }
+
+    /// Returns once a key starting with `prefix` changed after `revision` (that of the read the
+    /// caller acted on: a change made since is not missed), or after `timeout`. A member waiting
+    /// for a start request, or for the answer to its own, is woken by etcd instead of polling.
+    /// Returns no error: the caller reads again either way; when etcd cannot be watched it
+    /// waits the whole `timeout`, so a caller looping on it never spins.
+    pub async fn wait_for_change(&self, prefix: &str, revision: i64, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(revision.saturating_add(1));
+        let mut watch = self.client.watch_client();
+        let changed = async {
+            let Ok(mut stream) = watch.watch(prefix, Some(options)).await else {
+                return false;
+            };
+            // The first response only says the watch was created.
+            while let Ok(Some(response)) = stream.message().await {
+                if !response.events().is_empty() {
+                    return true;
+                }
+                if response.canceled() {
+                    return false;
+                }
+            }
+            false
+        };
+        if let Ok(true) = tokio::time::timeout_at(deadline, changed).await {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
     }
 
     /// Answers a request to `host` (keeps the asking member's lease on the key; nothing when
@@ -462,6 +503,11 @@ impl Etcd {
     ) -> Result<T> {
         bounded(&self.endpoints(), request).await
     }
+}
+
+/// The revision of etcd's store a read saw (0 without a header: a watch from 1 then).
+fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
+    header.map_or(0, |header| header.revision())
 }
 
 /// `request`, failing after [`REQUEST_TIMEOUT`] (etcd-client's own timeout does not cover every

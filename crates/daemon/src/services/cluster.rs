@@ -75,8 +75,13 @@ pub const FENCE_AFTER: Duration = Duration::from_millis(LEASE_TTL.as_millis() as
 /// (create-if-absent) keeps two that try at once from both running the guest.
 const HA_STEP: Duration = Duration::from_millis(RENEW_EVERY.as_millis() as u64 * 9 / 10);
 
-/// How often a member looks for requests to start a guest.
+/// How long a member waits before reading the start requests (to it, or the answer to its own)
+/// again when etcd could not be read or watched.
 const REQUEST_POLL: Duration = Duration::from_millis(500);
+
+/// The longest wait for a change of the start requests before reading them again anyway: etcd's
+/// watch wakes the member at once (docs/cluster.md); this bounds what a lost watch costs.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a placing member waits for the chosen host's answer (a start under TCG on a loaded
 /// machine takes seconds; the answer comes once QEMU runs).
@@ -575,19 +580,26 @@ impl Cluster {
             .await
             .map_err(unavailable)?;
         let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let key = oxvirt_cluster::keys::request(host, &guest.uuid);
         let answer = loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            match etcd.request(host, &guest.uuid).await {
-                Ok(Some(request)) if request.state != RequestState::Pending => {
+            let revision = match etcd.request_at(host, &guest.uuid).await {
+                Ok((Some(request), _)) if request.state != RequestState::Pending => {
                     break Ok(request.state)
                 }
-                Ok(Some(_)) => {}
-                Ok(None) => break Err("its request vanished".to_string()),
+                Ok((Some(_), revision)) => Some(revision),
+                Ok((None, _)) => break Err("its request vanished".to_string()),
                 // etcd may answer again before the deadline.
-                Err(err) => tracing::debug!("waiting for {host}: {err}"),
-            }
+                Err(err) => {
+                    tracing::debug!("waiting for {host}: {err}");
+                    None
+                }
+            };
             if Instant::now() > deadline {
                 break Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()));
+            }
+            match revision {
+                Some(revision) => etcd.wait_for_change(&key, revision, REQUEST_WAIT).await,
+                None => tokio::time::sleep(REQUEST_POLL).await,
             }
         };
         let _ = etcd.delete_request(host, &guest.uuid).await;
@@ -669,12 +681,14 @@ impl Cluster {
     /// Answers the requests of other members to start a guest here.
     async fn serve_requests(self: Arc<Self>, name: String) {
         let handling: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let prefix = oxvirt_cluster::keys::requests_of(&name);
         loop {
-            tokio::time::sleep(REQUEST_POLL).await;
             let Some(member) = self.member.read().await.clone() else {
+                tokio::time::sleep(REQUEST_POLL).await;
                 continue;
             };
-            let Ok(requests) = member.etcd().requests_to(&name).await else {
+            let Ok((requests, revision)) = member.etcd().requests_to(&name).await else {
+                tokio::time::sleep(REQUEST_POLL).await;
                 continue;
             };
             for (uuid, request) in requests {
@@ -702,6 +716,10 @@ impl Cluster {
                     lock(&handling).remove(&uuid);
                 });
             }
+            member
+                .etcd()
+                .wait_for_change(&prefix, revision, REQUEST_WAIT)
+                .await;
         }
     }
 
