@@ -86,6 +86,17 @@ pub struct ClusterHosts {
     pub hosts: Vec<ClusterHost>,
 }
 
+/// Who holds a cluster guest's lock (`/oxvirt/running/UUID`): the host's name, and the lease
+/// the key lives under. A migration of a cluster guest hands the lock from the source's holder
+/// to the destination's in one etcd transaction that compares both (docs/cluster.md,
+/// "Migrating a cluster guest").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LockHolder {
+    pub host: String,
+    pub lease: i64,
+}
+
 /// A guest defined in the cluster (`oxvirt define --cluster`), as kept in etcd under
 /// `/oxvirt/domains/UUID`: its normalized XML and what placement reads of it (so that choosing a
 /// host needs no XML parser).

@@ -63,7 +63,7 @@ pub use display::{
 
 pub mod migration;
 pub use migration::{
-    CopyStorage, DiskCopy, FileOwner, HostCpuDescription, JobInfo, MigrateRequest,
+    CopyStorage, DiskCopy, FileOwner, FinishMigration, HostCpuDescription, JobInfo, MigrateRequest,
     MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration, RemoteDestination,
 };
 pub mod save;
@@ -99,7 +99,9 @@ pub use capabilities::{
 };
 
 pub mod cluster;
-pub use cluster::{ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState};
+pub use cluster::{
+    ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState, LockHolder,
+};
 pub mod node;
 pub mod stats;
 pub use node::{

@@ -102,6 +102,8 @@ fn evacuate(client: &Client, host: &str, dest: &DestArgs) -> anyhow::Result<Stri
     let guests: Vec<_> = block_on(client.list_domains())??
         .into_iter()
         .filter(|guest| matches!(guest.state, DomainState::Running | DomainState::Paused))
+        // A member lists the cluster's guests running elsewhere too.
+        .filter(|guest| guest.host.as_deref().is_none_or(|on| on == host))
         .collect();
     let mut lines = Vec::new();
     let mut stayed = Vec::new();
