@@ -101,6 +101,7 @@ pub use capabilities::{
 pub mod cluster;
 pub use cluster::{
     ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState, LockHolder,
+    MigrationTarget, MigrationTargets,
 };
 pub mod node;
 pub mod stats;

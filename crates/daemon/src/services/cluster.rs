@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use oxvirt_api::cluster::{ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder};
+use oxvirt_api::cluster::{
+    ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder, MigrationTarget,
+    MigrationTargets,
+};
 use oxvirt_api::{DomainState, DomainSummary, PrepareMigration, UndefineOptions};
 use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
 use oxvirt_host::HostView;
@@ -271,16 +274,7 @@ impl Cluster {
                 }
             }
         }
-        let placement = domain.placement().unwrap_or_default();
-        let record = ClusterDomain {
-            uuid: domain.uuid.to_string(),
-            name: domain.name.clone(),
-            xml: domain.to_xml(),
-            memory_kib: domain.memory_kib,
-            group: placement.group,
-            spread: placement.spread,
-            ha: placement.ha,
-        };
+        let record = cluster_record(&domain);
         if let Some(local) = local {
             // A local copy of this very guest is one running here; any other is a clash.
             let ours = etcd
@@ -551,6 +545,78 @@ impl Cluster {
             ha: guest.ha,
             source: source.clone(),
         })))
+    }
+
+    /// The members the running domain `id` of this host can migrate to, best first by the
+    /// placement rules (placement::rank_migration): live, with an engine, its memory free and an
+    /// API address; the larger CPU group first, and only this host's CPU model for a guest given
+    /// the host's CPU; no host running a guest of its spread group while another can take it
+    /// (counting where the cluster's guests run now, so those moved before count).
+    pub async fn migration_targets(&self, id: &str) -> DaemonResult<MigrationTargets> {
+        let config = self.config()?;
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || {
+                let info = domains.info(&id)?;
+                let xml = domains.xml(&id)?;
+                Ok((info, xml))
+            })
+            .await?
+        };
+        let (info, xml) = local;
+        if !info.state.is_active() {
+            return Err(invalid_state(format!(
+                "domain '{}' does not run here: only a running guest migrates",
+                info.name
+            )));
+        }
+        let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
+        let member = self.joined(config).await?;
+        let etcd = member.etcd();
+        // A cluster guest as etcd has it; any other as its definition here says.
+        let guest = match etcd.domain(&info.uuid).await.map_err(unavailable)? {
+            Some(guest) => guest,
+            None => cluster_record(&domain),
+        };
+        let same_cpu = domain.cpu.as_ref().is_some_and(|cpu| {
+            matches!(
+                cpu.mode,
+                oxvirt_domain::CpuMode::HostPassthrough
+                    | oxvirt_domain::CpuMode::HostModel
+                    | oxvirt_domain::CpuMode::Maximum
+            )
+        });
+        // Only members whose API the migration can reach.
+        let hosts: Vec<_> = etcd
+            .hosts()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|m| m.host.name == config.host_name || m.host.api_address.is_some())
+            .collect();
+        let running = etcd.running().await.map_err(unavailable)?;
+        let domains = etcd.domains().await.map_err(unavailable)?;
+        let ranked = placement::rank_migration(
+            &guest,
+            &config.host_name,
+            same_cpu,
+            &hosts,
+            &running,
+            &domains,
+        )
+        .map_err(invalid_state)?;
+        let targets = ranked
+            .into_iter()
+            .filter_map(|name| {
+                let host = hosts.iter().find(|m| m.host.name == name)?;
+                Some(MigrationTarget {
+                    api_address: host.host.api_address.clone()?,
+                    name,
+                })
+            })
+            .collect();
+        Ok(MigrationTargets { targets })
     }
 
     /// The membership, or why this host has none yet.
@@ -919,6 +985,20 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+/// What etcd keeps of a cluster guest, and placement reads.
+fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
+    let placement = domain.placement().unwrap_or_default();
+    ClusterDomain {
+        uuid: domain.uuid.to_string(),
+        name: domain.name.clone(),
+        xml: domain.to_xml(),
+        memory_kib: domain.memory_kib,
+        group: placement.group,
+        spread: placement.spread,
+        ha: placement.ha,
     }
 }
 
