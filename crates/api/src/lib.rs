@@ -338,6 +338,10 @@ pub struct DomainInfo {
     /// as.
     #[serde(default)]
     pub security_label: Option<String>,
+    /// A cluster guest asked of a member that does not run it: the member that does (none
+    /// while it runs nowhere), its state read from the cluster (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn no_security_model() -> String {

@@ -214,6 +214,21 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         let said = guest(&mut console, &format!("echo I am {name}"), SHORT);
         assert!(said.contains(&format!("I am {name}")), "{said}");
     }
+    // dominfo and domstate answer on a member that does not run it, naming its host.
+    let other = members
+        .iter()
+        .zip(["host-a", "host-b", "host-c"])
+        .find(|(_, name)| *name != host1)
+        .map(|(member, _)| member)
+        .expect("another member");
+    let info = other.oxvirt(&["dominfo", "web1"]).ok();
+    assert!(
+        info.contains("State:          running")
+            && info.contains(&format!("Host:           {host1}"))
+            && info.contains(guests[0].1),
+        "{info}"
+    );
+    assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "running\n\n");
     // A second start is refused, naming where it runs.
     let run = c.oxvirt(&["start", "web1"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
@@ -249,6 +264,8 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
             .any(|(n, state, h)| n == "web1" && state == "shut off" && h == "-")
     });
     assert!(stopped, "web1 still shown running: {last}");
+    assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "shut off\n\n");
+    assert!(!other.oxvirt(&["dominfo", "web1"]).ok().contains("Host:"));
 
     // Undefined from any member: refused while it runs (naming the host), else gone everywhere.
     let run = c.oxvirt(&["undefine", "web2"]);

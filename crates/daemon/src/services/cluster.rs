@@ -20,7 +20,7 @@ use oxvirt_api::cluster::{
     ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder, MigrationTarget,
     MigrationTargets,
 };
-use oxvirt_api::{DomainState, DomainSummary, PrepareMigration, UndefineOptions};
+use oxvirt_api::{DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions};
 use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
@@ -432,6 +432,30 @@ impl Cluster {
             managed_save: false,
             host: Some(String::new()),
         }))
+    }
+
+    /// `dominfo`/`domstate` of a cluster guest that has no local copy here: its definition in
+    /// etcd, running (reason "unknown": the member that runs it knows it) on the host that holds
+    /// its lock, or shut off while nobody does. `None` when `id` is no cluster guest.
+    pub async fn info(&self, id: &str) -> DaemonResult<Option<DomainInfo>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let etcd = self.etcd(config).await?;
+        let Some(guest) = etcd.find_domain(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let host = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
+        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
+        let state = if host.is_some() {
+            DomainState::Running
+        } else {
+            DomainState::ShutOff
+        };
+        Ok(Some(
+            self.domains
+                .info_of_definition(&domain, state, "unknown", host),
+        ))
     }
 
     /// `dumpxml` of a cluster guest that has no local copy here.
