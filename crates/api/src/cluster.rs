@@ -6,6 +6,7 @@
 //! |----------------------------|----------------------|
 //! | `GET /v1/cluster/hosts`    | [`ClusterHosts`]     |
 //! | `POST /v1/cluster/domains` | [`crate::XmlDocument`] -> [`crate::DomainSummary`] |
+//! | `GET /v1/domains/{id}/migration-targets` | [`MigrationTargets`] |
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
@@ -86,6 +87,17 @@ pub struct ClusterHosts {
     pub hosts: Vec<ClusterHost>,
 }
 
+/// Who holds a cluster guest's lock (`/oxvirt/running/UUID`): the host's name, and the lease
+/// the key lives under. A migration of a cluster guest hands the lock from the source's holder
+/// to the destination's in one etcd transaction that compares both (docs/cluster.md,
+/// "Migrating a cluster guest").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LockHolder {
+    pub host: String,
+    pub lease: i64,
+}
+
 /// A guest defined in the cluster (`oxvirt define --cluster`), as kept in etcd under
 /// `/oxvirt/domains/UUID`: its normalized XML and what placement reads of it (so that choosing a
 /// host needs no XML parser).
@@ -105,7 +117,33 @@ pub struct ClusterDomain {
     pub ha: bool,
 }
 
+/// Reply of `GET /v1/domains/{id}/migration-targets`: the members a running guest of the
+/// answering host can migrate to, best first by the cluster's placement rules (docs/cluster.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MigrationTargets {
+    pub targets: Vec<MigrationTarget>,
+}
+
+/// A member a guest can migrate to, and its TLS API's address (`--listen`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MigrationTarget {
+    pub name: String,
+    pub api_address: String,
+}
+
 impl Client {
+    /// `GET /v1/domains/{id}/migration-targets`: where the running guest can move, best first.
+    pub async fn migration_targets(&self, domain: &str) -> Result<MigrationTargets, ClientError> {
+        self.call(
+            Method::GET,
+            crate::domain_path(domain, "/migration-targets"),
+            None,
+        )
+        .await
+    }
+
     /// `POST /v1/cluster/domains`: defines a guest in the cluster (stored in etcd).
     pub async fn define_cluster_domain(&self, xml: &str) -> Result<DomainSummary, ClientError> {
         let body = crate::to_json(&XmlDocument {

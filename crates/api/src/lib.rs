@@ -63,7 +63,7 @@ pub use display::{
 
 pub mod migration;
 pub use migration::{
-    CopyStorage, DiskCopy, FileOwner, HostCpuDescription, JobInfo, MigrateRequest,
+    CopyStorage, DiskCopy, FileOwner, FinishMigration, HostCpuDescription, JobInfo, MigrateRequest,
     MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration, RemoteDestination,
 };
 pub mod save;
@@ -99,7 +99,10 @@ pub use capabilities::{
 };
 
 pub mod cluster;
-pub use cluster::{ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState};
+pub use cluster::{
+    ClusterDomain, ClusterHost, ClusterHosts, ClusterPool, HostRecord, HostState, LockHolder,
+    MigrationTarget, MigrationTargets,
+};
 pub mod node;
 pub mod stats;
 pub use node::{
@@ -335,6 +338,10 @@ pub struct DomainInfo {
     /// as.
     #[serde(default)]
     pub security_label: Option<String>,
+    /// A cluster guest asked of a member that does not run it: the member that does (none
+    /// while it runs nowhere), its state read from the cluster (docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 fn no_security_model() -> String {

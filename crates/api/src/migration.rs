@@ -9,7 +9,7 @@
 //! | `GET /v1/domains/{id}/migration-settings`   |                       | [`MigrationSettings`] |
 //! | `PUT /v1/domains/{id}/migration-settings`   | [`MigrationSettings`] | [`MigrationSettings`] |
 //! | `POST /v1/migrations`                       | [`PrepareMigration`]  | [`PreparedMigration`] |
-//! | `POST /v1/migrations/{id}/finish`           |                       | `DomainSummary`     |
+//! | `POST /v1/migrations/{id}/finish`           | [`FinishMigration`]   | `DomainSummary`     |
 //! | `DELETE /v1/migrations/{id}`                |                       | `{}`                |
 //!
 //! The first three are the user's (asked of the source); the `/v1/migrations` routes are what
@@ -18,6 +18,7 @@
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::LockHolder;
 use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, DomainSummary};
 
 /// Body of `POST /v1/domains/{id}/migrate`.
@@ -239,6 +240,10 @@ pub struct PrepareMigration {
     /// CPU with its own before anything moves (a `host-passthrough` guest needs the same CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_cpu: Option<HostCpuDescription>,
+    /// A cluster guest: the source's hold of its lock. The destination must be a live member of
+    /// the same cluster, and takes the lock over from exactly this holder at the finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<LockHolder>,
 }
 
 /// A host's CPU as its oxvirtd advertises it (`oxvirt capabilities`' host `<cpu>`).
@@ -286,6 +291,20 @@ pub struct PreparedMigration {
     /// connection per disk). It exists once they are served, after the stream's connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbd_socket: Option<String>,
+    /// For a cluster guest: the destination's host name in the cluster (the source checks it is
+    /// a live member other than itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_host: Option<String>,
+}
+
+/// Body of `POST /v1/migrations/{id}/finish` (may be empty: `{}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FinishMigration {
+    /// A cluster guest: the etcd revision of the source's lock once its QEMU completed (the
+    /// guest paused there). The destination takes the lock over only if it is still that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_revision: Option<i64>,
 }
 
 /// Reply to `DELETE /v1/migrations/{id}`.
@@ -364,9 +383,17 @@ impl Client {
 
     /// `POST /v1/migrations/{id}/finish` (destination side): the stream was sent whole; the
     /// guest runs there once it is loaded.
-    pub async fn finish_migration(&self, id: &str) -> Result<DomainSummary, ClientError> {
-        self.call(Method::POST, migration_path(id, "/finish"), None)
-            .await
+    pub async fn finish_migration(
+        &self,
+        id: &str,
+        request: &FinishMigration,
+    ) -> Result<DomainSummary, ClientError> {
+        self.call(
+            Method::POST,
+            migration_path(id, "/finish"),
+            Some(to_json(request)),
+        )
+        .await
     }
 
     /// `DELETE /v1/migrations/{id}` (destination side): nothing of it stays.

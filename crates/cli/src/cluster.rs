@@ -17,9 +17,10 @@ pub enum ClusterCommand {
     HostList,
     /// Live-migrate every running guest of HOST (the member this command talks to: its socket,
     /// or --connect to it) to the other live members, over their TLS APIs (their api_address)
-    /// with --dest-token or --dest-user (an admin on each) and --dest-ca: each to the member
-    /// with the most free memory, in turn; its disks copied unless all are in a shared pool. A
-    /// guest that cannot move stays and is named (exit 1).
+    /// with --dest-token or --dest-user (an admin on each) and --dest-ca: each to the member the
+    /// cluster's placement ranks best (engine, free memory, CPU group, spread groups, counting
+    /// the guests moved before); its disks copied unless all are in a shared pool. A guest that
+    /// cannot move stays and is named (exit 1).
     HostEvacuate {
         /// The member to empty (its --host-name).
         host: String,
@@ -77,44 +78,53 @@ fn evacuate(client: &Client, host: &str, dest: &DestArgs) -> anyhow::Result<Stri
         .filter(|pool| pool.shared)
         .map(|pool| format!("{}/", pool.target.trim_end_matches('/')))
         .collect();
-    let mut targets: Vec<_> = hosts
+    if !hosts
         .hosts
         .iter()
-        .filter(|member| member.host.name != host && member.state == HostState::Up)
-        .filter_map(|member| Some((member.host.clone(), member.host.api_address.clone()?)))
-        .collect();
-    if targets.is_empty() {
-        bail!(
-            "no other live member with an API address (--listen) to move the guests of {host} to"
-        );
+        .any(|member| member.host.name != host && member.state == HostState::Up)
+    {
+        bail!("no other live member to move the guests of {host} to");
     }
-    // The most free memory first; the guests go to each in turn.
-    targets.sort_by_key(|target| std::cmp::Reverse(target.0.free_memory_kib));
     let credentials = crate::migrate::credentials(dest, "the other members", "host-evacuate")?;
-    let mut destinations = Vec::new();
-    for (member, address) in &targets {
-        let url = format!("https://{address}");
-        let endpoint = Endpoint::parse(&url)
-            .with_context(|| format!("member {}'s API address {address}", member.name))?;
-        let remote = crate::migrate::with_trust(credentials.clone(), &endpoint, dest)?;
-        destinations.push((member.name.clone(), endpoint.url(), remote));
-    }
     let guests: Vec<_> = block_on(client.list_domains())??
         .into_iter()
         .filter(|guest| matches!(guest.state, DomainState::Running | DomainState::Paused))
+        // A member lists the cluster's guests running elsewhere too.
+        .filter(|guest| guest.host.as_deref().is_none_or(|on| on == host))
         .collect();
     let mut lines = Vec::new();
     let mut stayed = Vec::new();
-    for (index, guest) in guests.iter().enumerate() {
-        let (name, url, remote) = &destinations[index % destinations.len()];
+    for guest in &guests {
+        // Asked again for each guest: those moved before count (placement's spread rule).
+        let target = match block_on(client.migration_targets(&guest.name))? {
+            Ok(found) => found.targets.into_iter().next(),
+            Err(err) => {
+                lines.push(format!("{}: stays on {host}: {err}", guest.name));
+                stayed.push(guest.name.clone());
+                continue;
+            }
+        };
+        let Some(target) = target else {
+            lines.push(format!(
+                "{}: stays on {host}: no member with an API address (--listen) can take it",
+                guest.name
+            ));
+            stayed.push(guest.name.clone());
+            continue;
+        };
+        let address = &target.api_address;
+        let endpoint = Endpoint::parse(&format!("https://{address}"))
+            .with_context(|| format!("member {}'s API address {address}", target.name))?;
+        let remote = crate::migrate::with_trust(credentials.clone(), &endpoint, dest)?;
+        let (name, url) = (&target.name, endpoint.url());
         let disks = block_on(client.domain_disks(&guest.name))??;
         let on_shared = disks
             .iter()
             .filter_map(|disk| disk.source.as_deref())
             .all(|source| shared.iter().any(|dir| source.starts_with(dir.as_str())));
         let request = MigrateRequest {
-            destination: url.clone(),
-            remote: Some(remote.clone()),
+            destination: url,
+            remote: Some(remote),
             live: true,
             undefine_source: true,
             copy_storage: (!on_shared).then_some(CopyStorage::All),

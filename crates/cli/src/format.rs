@@ -152,6 +152,9 @@ pub fn dominfo(info: &DomainInfo) -> String {
     if let Some(label) = &info.security_label {
         fields.push(("Security label:", format!("{label} (enforcing)")));
     }
+    if let Some(host) = &info.host {
+        fields.push(("Host:", host.clone()));
+    }
     fields.push(("Engine:", info.engine.to_string()));
     fields.push(("Accel:", info.accel.to_string()));
     for warning in &info.warnings {
@@ -421,7 +424,17 @@ mod tests {
             console_log: None,
             security_model: "dac".to_string(),
             security_label: id.map(|_| "+3002000:+3002000".to_string()),
+            host: None,
         }
+    }
+
+    #[test]
+    fn dominfo_of_a_cluster_guest_running_elsewhere_names_its_host() {
+        let mut elsewhere = info(DomainState::Running, None, 0);
+        elsewhere.host = Some("host-b".to_string());
+        let out = dominfo(&elsewhere);
+        assert!(out.contains("\nHost:           host-b\n"), "{out}");
+        assert!(!dominfo(&info(DomainState::Running, None, 0)).contains("Host:"));
     }
 
     #[test]

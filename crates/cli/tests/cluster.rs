@@ -214,6 +214,21 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         let said = guest(&mut console, &format!("echo I am {name}"), SHORT);
         assert!(said.contains(&format!("I am {name}")), "{said}");
     }
+    // dominfo and domstate answer on a member that does not run it, naming its host.
+    let other = members
+        .iter()
+        .zip(["host-a", "host-b", "host-c"])
+        .find(|(_, name)| *name != host1)
+        .map(|(member, _)| member)
+        .expect("another member");
+    let info = other.oxvirt(&["dominfo", "web1"]).ok();
+    assert!(
+        info.contains("State:          running")
+            && info.contains(&format!("Host:           {host1}"))
+            && info.contains(guests[0].1),
+        "{info}"
+    );
+    assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "running\n\n");
     // A second start is refused, naming where it runs.
     let run = c.oxvirt(&["start", "web1"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
@@ -224,15 +239,19 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         .iter()
         .position(|h| *h == host1)
         .expect("a known host");
-    // Migrating a cluster guest is refused before anything moves (its lock would stay here).
+    // An offline migration of a cluster guest is refused before anything moves: its
+    // definition lives in etcd (cluster_migrate.rs moves one live).
     let run = members[index].oxvirt(&[
         "migrate",
-        "--live",
+        "--offline",
+        "--persistent",
         "web1",
         "oxvirt+unix:///nonexistent/oxvirtd.sock",
     ]);
     assert!(
-        run.code == Some(1) && run.stderr.contains("is a cluster guest"),
+        run.code == Some(1)
+            && run.stderr.contains("is a cluster guest")
+            && run.stderr.contains("--offline"),
         "{run:#?}"
     );
     assert_eq!(members[index].ns.processes_matching(guests[0].1).len(), 1);
@@ -245,6 +264,8 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
             .any(|(n, state, h)| n == "web1" && state == "shut off" && h == "-")
     });
     assert!(stopped, "web1 still shown running: {last}");
+    assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "shut off\n\n");
+    assert!(!other.oxvirt(&["dominfo", "web1"]).ok().contains("Host:"));
 
     // Undefined from any member: refused while it runs (naming the host), else gone everywhere.
     let run = c.oxvirt(&["undefine", "web2"]);
@@ -258,23 +279,6 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
     let list = a.oxvirt(&["list", "--all"]).ok();
     let names: Vec<String> = guest_rows(&list).into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(names, ["web2"], "{list}");
-}
-
-/// The QEMU processes of guest `uuid` in `ns` (by the UUID on their command line).
-fn qemus_of(ns: &Netns, uuid: &str) -> Vec<i32> {
-    ns.processes()
-        .into_iter()
-        .filter(|(_, cmdline)| cmdline.contains("qemu-system") && cmdline.contains(uuid))
-        .map(|(pid, _)| pid)
-        .collect()
-}
-
-struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
-
-impl Drop for StopOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// How long an HA guest may take to run again after its host died: the lease's 10 s, one
@@ -347,24 +351,7 @@ fn ha_failover(failure: Failure) {
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         // Never two QEMUs of the guest, over every host, at any time.
-        let poller = scope.spawn(|| {
-            let mut most = 0;
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let per_host: Vec<usize> = lab
-                    .hosts
-                    .iter()
-                    .map(|ns| qemus_of(ns, uuid).len())
-                    .collect();
-                let total: usize = per_host.iter().sum();
-                if total > most {
-                    most = total;
-                    seen = per_host;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            (most, seen)
-        });
+        let poller = scope.spawn(|| clustersupport::most_qemus_at_once(&lab.hosts, uuid, &stop));
 
         // A failed assertion below must still stop the poller, or the scope never ends.
         let _stop_poller = StopOnDrop(&stop);

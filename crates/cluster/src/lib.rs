@@ -24,7 +24,9 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
     WatchOptions,
 };
-pub use oxvirt_api::cluster::{ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState};
+pub use oxvirt_api::cluster::{
+    ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState, LockHolder,
+};
 use serde::{Deserialize, Serialize};
 
 /// Every key the cluster writes starts with this.
@@ -384,6 +386,63 @@ impl Etcd {
             .map(|entry| String::from_utf8_lossy(entry.value()).into_owned()))
     }
 
+    /// Who holds the lock of the cluster guest `uuid`, and the key's revision (it changes with
+    /// every write of the lock: a holder that re-writes it calls off an earlier offer).
+    pub async fn lock_of(&self, uuid: &str) -> Result<Option<(LockHolder, i64)>> {
+        let mut kv = self.client.kv_client();
+        let answer = self.call(kv.get(keys::running(uuid), None)).await?;
+        Ok(answer.kvs().first().map(|entry| {
+            (
+                LockHolder {
+                    host: String::from_utf8_lossy(entry.value()).into_owned(),
+                    lease: entry.lease(),
+                },
+                entry.mod_revision(),
+            )
+        }))
+    }
+
+    /// Moves the lock of the cluster guest `uuid` from `from` to `to` in one transaction: only
+    /// if the key names `from`'s host under `from`'s lease (and, with `revision`, was not
+    /// written since). `false` when it did not (the lock is another's, or gone); an error
+    /// naming `to` when `to`'s lease is gone. From a holder to itself it re-writes the key:
+    /// the revision changes, so a takeover offered at the old revision fails from then on.
+    pub async fn pass_lock(
+        &self,
+        uuid: &str,
+        from: &LockHolder,
+        to: &LockHolder,
+        revision: Option<i64>,
+    ) -> Result<bool> {
+        let key = keys::running(uuid);
+        let mut when = vec![
+            Compare::value(key.clone(), CompareOp::Equal, from.host.clone()),
+            Compare::lease(key.clone(), CompareOp::Equal, from.lease),
+        ];
+        if let Some(revision) = revision {
+            when.push(Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            ));
+        }
+        let txn = Txn::new().when(when).and_then([TxnOp::put(
+            key,
+            to.host.clone(),
+            Some(PutOptions::new().with_lease(to.lease)),
+        )]);
+        let mut kv = self.client.kv_client();
+        match self.call(kv.txn(txn)).await {
+            Ok(answer) => Ok(answer.succeeded()),
+            Err(ClusterError::Etcd { source, .. }) if lease_not_found(&source) => {
+                Err(ClusterError::LeaseLost {
+                    host: to.host.clone(),
+                })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
     /// Asks `host` to start the guest `uuid` (the request lives under `member`'s lease, so it
     /// goes away with the asking member).
     pub async fn request_start(&self, member: &Member, host: &str, uuid: &str) -> Result<()> {
@@ -555,6 +614,14 @@ impl Member {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// This member as a lock's holder: its name and lease.
+    pub fn holder(&self) -> LockHolder {
+        LockHolder {
+            host: self.name.clone(),
+            lease: self.lease,
+        }
     }
 
     pub fn etcd(&self) -> &Etcd {

@@ -92,6 +92,52 @@ pub fn rank(
         .collect())
 }
 
+/// The members a running `guest` of host `from` can migrate to, best first (as [`rank`]; its
+/// own host excluded, and with `same_cpu`, for a guest whose CPU is the host's
+/// (`host-passthrough`, `host-model`, `maximum`), only hosts of `from`'s CPU model); or why
+/// none can. `running` says where the cluster's guests run now, so guests moved before count
+/// for `spread`.
+pub fn rank_migration(
+    guest: &ClusterDomain,
+    from: &str,
+    same_cpu: bool,
+    hosts: &[ClusterHost],
+    running: &[(String, String)],
+    domains: &[ClusterDomain],
+) -> Result<Vec<String>, String> {
+    let model = hosts
+        .iter()
+        .find(|m| m.host.name == from)
+        .map(|m| m.host.cpu_model.as_str());
+    let mut refused = Vec::new();
+    let others: Vec<ClusterHost> = hosts
+        .iter()
+        .filter(|m| m.host.name != from)
+        .filter(|m| {
+            let fits = !same_cpu || Some(m.host.cpu_model.as_str()) == model;
+            if !fits {
+                refused.push(format!(
+                    "{}: CPU {} (the guest needs {}'s, {})",
+                    m.host.name,
+                    m.host.cpu_model,
+                    from,
+                    model.unwrap_or("unknown")
+                ));
+            }
+            fits
+        })
+        .cloned()
+        .collect();
+    rank(guest, &others, running, domains).map_err(|why| {
+        let why = why.replacen("no host can start", "no other host can take", 1);
+        if refused.is_empty() {
+            why
+        } else {
+            format!("{why}; {}", refused.join("; "))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +228,45 @@ mod tests {
         assert_eq!(
             rank(&third, &hosts, &running, &domains).unwrap(),
             ["b", "a"]
+        );
+    }
+
+    #[test]
+    fn a_move_leaves_its_host_counts_moved_mates_and_keeps_a_host_cpu() {
+        let hosts = [
+            host("a", true, 1000, "X 1/1"),
+            host("b", true, 9000, "X 1/1"),
+            host("c", true, 3000, "X 1/1"),
+            host("d", true, 5000, "X 1/1"),
+        ];
+        let web1 = guest("1", Some("web"), 256);
+        let web2 = guest("2", Some("web"), 256);
+        let domains = [web1.clone(), web2.clone()];
+        // Both on b: the first goes where the most memory is, b excluded.
+        let running = [
+            ("1".to_string(), "b".to_string()),
+            ("2".to_string(), "b".to_string()),
+        ];
+        let first = rank_migration(&web1, "b", false, &hosts, &running, &domains).unwrap();
+        assert_eq!(first, ["d", "c", "a"]);
+        // Once it moved there, the second goes elsewhere although d has the most memory.
+        let running = [
+            ("1".to_string(), "d".to_string()),
+            ("2".to_string(), "b".to_string()),
+        ];
+        let second = rank_migration(&web2, "b", false, &hosts, &running, &domains).unwrap();
+        assert_eq!(second, ["c", "a", "d"]);
+        // A guest with the host's CPU stays among hosts of b's model, even one with less
+        // memory.
+        let mut hosts = hosts.to_vec();
+        hosts[3].host.cpu_model = "Y 2/2".to_string();
+        let cpu = rank_migration(&web1, "b", true, &hosts, &[], &domains).unwrap();
+        assert_eq!(cpu, ["c", "a"]);
+        let only_d = [hosts[1].clone(), hosts[3].clone()];
+        let err = rank_migration(&web1, "b", true, &only_d, &[], &domains).unwrap_err();
+        assert!(
+            err.contains("no other host can take") && err.contains("d: CPU Y 2/2"),
+            "{err}"
         );
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 mod netsupport;
 pub use netsupport::*;
 
-use oxvirt_testkit::wait_for;
+use oxvirt_testkit::{wait_for, Console};
 
 pub const ETCD_ADDRESS: &str = "10.77.0.1";
 
@@ -228,4 +228,267 @@ pub fn wait_until_up(member: &NetDaemon<'_>, count: usize) {
             == count
     });
     assert!(all_up, "{count} hosts up: {last}");
+}
+
+impl Lab {
+    /// As [`Lab::member`], with its TLS API on `10.77.0.(11+index):16514` (what migrations and
+    /// `host-evacuate` reach) and the QEMU user range `users` (the caller's own).
+    pub fn member_with_api(&self, index: usize, name: &str, users: &str) -> NetDaemon<'_> {
+        let endpoint = format!("etcd={}", etcd_endpoint());
+        let listen = format!("10.77.0.{}:16514", 11 + index);
+        NetDaemon::start_with(
+            &self.hosts[index],
+            false,
+            &[
+                "--cluster",
+                &endpoint,
+                "--host-name",
+                name,
+                "--listen",
+                &listen,
+                "--qemu-user-range",
+                users,
+            ],
+        )
+    }
+
+    /// The key `key` in etcd (its JSON gateway, asked from etcd's namespace): value, lease and
+    /// revision of its last write; `None` when it does not exist.
+    pub fn etcd_get(&self, key: &str) -> Option<EtcdKey> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = format!("{{\"key\":\"{}\"}}", b64.encode(key));
+        let url = format!("{}/v3/kv/range", etcd_endpoint());
+        let out = self.etcd_ns.exec(
+            "curl",
+            &["-s", "--max-time", "5", "-X", "POST", &url, "-d", &body],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let reply: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("etcd's answer {text}: {e}"));
+        let entry = reply["kvs"].as_array()?.first()?.clone();
+        // int64 values come as strings from etcd's gateway.
+        let number = |field: &str| {
+            entry[field]
+                .as_str()
+                .map_or(0, |n| n.parse::<i64>().unwrap_or_default())
+        };
+        let value = b64
+            .decode(entry["value"].as_str().unwrap_or_default())
+            .expect("a base64 value");
+        Some(EtcdKey {
+            value: String::from_utf8_lossy(&value).into_owned(),
+            lease: number("lease"),
+            mod_revision: number("mod_revision"),
+        })
+    }
+}
+
+/// One key read from etcd.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtcdKey {
+    pub value: String,
+    pub lease: i64,
+    pub mod_revision: i64,
+}
+
+/// The same admin `ann` (password `password`) on every member; returns the path of one file
+/// with every member's TLS certificate (for `--dest-ca`), written in `members[0]`'s directory.
+pub fn api_admins(members: &[NetDaemon<'_>], password: &str) -> String {
+    let mut ca = String::new();
+    for member in members {
+        let file = member.write("ann.password", &format!("{password}\n"));
+        member
+            .oxvirt(&[
+                "user",
+                "add",
+                "ann",
+                "--role",
+                "admin",
+                "--password-file",
+                &file,
+            ])
+            .ok();
+        ca.push_str(
+            &std::fs::read_to_string(member.state.join("tls/server.pem")).expect("server.pem"),
+        );
+    }
+    members[0].write("members.pem", &ca)
+}
+
+/// `oxvirt ARGS` on `member`'s socket with `stdin` as its input (a password), waiting at most
+/// `timeout`.
+pub fn oxvirt_with_stdin(
+    member: &NetDaemon<'_>,
+    args: &[&str],
+    stdin: &str,
+    timeout: Duration,
+) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(oxvirt_bin())
+        .arg("--socket")
+        .arg(&member.socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run oxvirt");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("oxvirt's stdin");
+    drop(input);
+    wait_for_exit(child, timeout)
+}
+
+/// The QEMU processes of guest `uuid` in `ns` (by the UUID on their command line).
+pub fn qemus_of(ns: &Netns, uuid: &str) -> Vec<i32> {
+    ns.processes()
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.contains("qemu-system") && cmdline.contains(uuid))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Sets its flag when dropped: a poller thread stops even when an assertion fails first.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Polls every host's processes every 100 ms until `stop` is set; returns the most QEMUs of
+/// guest `uuid` seen at once over all hosts, and how many each host had then.
+pub fn most_qemus_at_once(
+    hosts: &[Netns],
+    uuid: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (usize, Vec<usize>) {
+    let mut most = 0;
+    let mut seen = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let per_host: Vec<usize> = hosts.iter().map(|ns| qemus_of(ns, uuid).len()).collect();
+        let total: usize = per_host.iter().sum();
+        if total > most {
+            most = total;
+            seen = per_host;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (most, seen)
+}
+
+/// Waits (60 s at most) until member `host` re-published its record `times` times: each
+/// renewal publishes it, then reconciles, so all but the last of them reconciled since.
+pub fn wait_for_renewals(lab: &Lab, host: &str, times: usize) {
+    let key = format!("/oxvirt/hosts/{host}");
+    let mut seen = Vec::new();
+    let renewed = wait_for(Duration::from_secs(60), || {
+        if let Some(record) = lab.etcd_get(&key) {
+            if seen.last() != Some(&record.mod_revision) {
+                seen.push(record.mod_revision);
+            }
+        }
+        // The first value seen may be from before.
+        seen.len() > times
+    });
+    assert!(renewed, "{host} renewed {} times only", seen.len());
+}
+
+/// Starts a counter in the guest behind `console` (once a second into /tmp/count, a tmpfs);
+/// returns the guest's boot id and the count a few seconds later.
+pub fn start_counter(console: &mut Console) -> (String, u64) {
+    boot_shell(console);
+    console
+        .send_line(
+            "(i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 1; done) >/dev/null 2>&1 &",
+        )
+        .expect("start the counter");
+    counter(console)
+}
+
+/// The guest's boot id and its counter's value, two seconds from now.
+pub fn counter(console: &mut Console) -> (String, u64) {
+    let booted = guest(console, "cat /proc/sys/kernel/random/boot_id", SHORT);
+    let count = guest(console, "sleep 2; cat /tmp/count", SHORT)
+        .trim()
+        .parse()
+        .expect("a count");
+    (booted.trim().to_string(), count)
+}
+
+/// The CPU time (clock ticks) the vCPU threads of QEMU `pid` used so far (the threads QEMU
+/// names `CPU N/TCG` with `debug-threads=on`): it grows only while the guest runs there, not
+/// while QEMU waits for an incoming migration or stays paused after an outgoing one.
+pub fn vcpu_ticks(pid: i32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("CPU ") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the command's ")": state is field 3, utime and stime fields 14 and 15.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        total += field(14).unwrap_or(0) + field(15).unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// When each QEMU of guest `uuid` ran it: (host index, pid, first and last sample at which its
+/// vCPUs had used more CPU than at the sample before), over every host, sampled every 100 ms
+/// until `stop` is set. A live migration shows two QEMUs at once, but only one running.
+pub fn guest_run_spans(
+    hosts: &[Netns],
+    uuid: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(usize, i32, u64, u64)> {
+    use std::collections::HashMap;
+    let mut ticks: HashMap<i32, u64> = HashMap::new();
+    let mut spans: HashMap<i32, (usize, u64, u64)> = HashMap::new();
+    let mut sample = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        sample += 1;
+        for (host, ns) in hosts.iter().enumerate() {
+            for pid in qemus_of(ns, uuid) {
+                let Some(now) = vcpu_ticks(pid) else { continue };
+                if let Some(before) = ticks.insert(pid, now) {
+                    if now > before {
+                        let span = spans.entry(pid).or_insert((host, sample, sample));
+                        span.2 = sample;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut spans: Vec<(usize, i32, u64, u64)> = spans
+        .into_iter()
+        .map(|(pid, (host, first, last))| (host, pid, first, last))
+        .collect();
+    spans.sort_by_key(|span| span.2);
+    spans
+}
+
+/// The pairs of spans of [`guest_run_spans`] during which two QEMUs ran the guest at once
+/// (sharing one sample is not: a switchover falls between two samples).
+pub fn overlapping_runs(spans: &[(usize, i32, u64, u64)]) -> Vec<String> {
+    let mut overlaps = Vec::new();
+    for (i, a) in spans.iter().enumerate() {
+        for b in &spans[i + 1..] {
+            if a.2 < b.3 && b.2 < a.3 {
+                overlaps.push(format!("{a:?} and {b:?}"));
+            }
+        }
+    }
+    overlaps
 }

@@ -89,7 +89,21 @@ async fn define(State(services): State<Arc<Services>>, bytes: Bytes) -> Reply<Do
     responses((status = 200, description = "success", body = DomainInfo)),
 )]
 async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> Reply<DomainInfo> {
-    blocking(services, "dominfo", move |d| d.domains.info(&id)).await
+    let wanted = id.clone();
+    let local = blocking(services.clone(), "dominfo", move |d| {
+        d.domains.info(&wanted)
+    })
+    .await;
+    match local {
+        // A cluster guest without a local copy here: as the cluster knows it (as dumpxml).
+        Err(err) if err.0.code == oxvirt_api::code::NOT_FOUND => {
+            match services.cluster.info(&id).await? {
+                Some(info) => Ok(axum::Json(info)),
+                None => Err(err),
+            }
+        }
+        other => other,
+    }
 }
 
 /// `?nvram=remove|keep`: what to do with a UEFI guest's NVRAM file.

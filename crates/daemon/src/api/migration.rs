@@ -8,8 +8,8 @@ use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::Router;
 use oxvirt_api::{
-    DomainSummary, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings, PrepareMigration,
-    PreparedMigration,
+    DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings,
+    PrepareMigration, PreparedMigration,
 };
 
 use super::auth::{Local, Peer};
@@ -61,14 +61,26 @@ async fn migrate(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Reply<DomainSummary> {
-    let request: MigrateRequest = body(&bytes)?;
+    let mut request: MigrateRequest = body(&bytes)?;
     detached(services, "migrate", |d| async move {
-        d.cluster.refuse_migration(&id)?;
+        // A cluster guest's lock moves with it (docs/cluster.md).
+        let cluster_lock = d.cluster.source_lock(&id).await?;
         if request.offline {
+            if cluster_lock.is_some() {
+                return Err(crate::services::error::bad_request(format!(
+                    "domain '{id}' is a cluster guest: its definition lives in the cluster's etcd, so --offline has nothing to move"
+                )));
+            }
             return d.domains.migrate_offline(&id, &request).await;
         }
+        // The cluster's definition is the only one: the local copy does not stay here.
+        if cluster_lock.is_some() {
+            request.undefine_source = true;
+        }
         let source_cpu = d.cpu_description().await?;
-        d.domains.migrate(&id, &request, source_cpu).await
+        d.domains
+            .migrate(&id, &request, source_cpu, cluster_lock)
+            .await
     })
     .await
 }
@@ -158,7 +170,11 @@ async fn prepare(
     detached(services, "migration prepare", |d| async move {
         // Before anything moves or is defined here.
         d.check_incoming_cpu(&request).await?;
-        d.domains.prepare_incoming(&request, remote).await
+        // A cluster guest comes only to a member of its cluster.
+        let cluster_lock = d.cluster.incoming_lock(&request).await?;
+        d.domains
+            .prepare_incoming(&request, remote, cluster_lock)
+            .await
     })
     .await
 }
@@ -169,11 +185,22 @@ async fn prepare(
     operation_id = "migration_finish",
     tag = "migrations",
     params(super::openapi::MigrationPath),
+    request_body = FinishMigration,
     responses((status = 200, description = "success", body = DomainSummary)),
 )]
-async fn finish(State(services): Shared, Path(id): Path<String>) -> Reply<DomainSummary> {
+async fn finish(
+    State(services): Shared,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Reply<DomainSummary> {
+    // An empty body is an oxvirtd of before the cluster's lock handover: nothing to take over.
+    let request: FinishMigration = if bytes.is_empty() {
+        FinishMigration::default()
+    } else {
+        body(&bytes)?
+    };
     detached(services, "migration finish", |d| async move {
-        d.domains.finish_incoming(&id).await
+        d.domains.finish_incoming(&id, &request).await
     })
     .await
 }

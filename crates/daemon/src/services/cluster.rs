@@ -15,8 +15,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oxvirt_api::cluster::{ClusterDomain, ClusterHosts, ClusterPool, HostRecord};
-use oxvirt_api::{DomainState, DomainSummary, UndefineOptions};
+use async_trait::async_trait;
+use oxvirt_api::cluster::{
+    ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder, MigrationTarget,
+    MigrationTargets,
+};
+use oxvirt_api::{DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions};
 use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
@@ -25,6 +29,7 @@ use super::domains::Domains;
 use super::error::{
     definition_error, engine_failure, invalid_state, DaemonError, DaemonResult, ErrorKind,
 };
+use super::migration_lock::{DestinationLock, SourceLock};
 use super::pools::Pools;
 use crate::engine::Engine;
 
@@ -274,16 +279,7 @@ impl Cluster {
                 }
             }
         }
-        let placement = domain.placement().unwrap_or_default();
-        let record = ClusterDomain {
-            uuid: domain.uuid.to_string(),
-            name: domain.name.clone(),
-            xml: domain.to_xml(),
-            memory_kib: domain.memory_kib,
-            group: placement.group,
-            spread: placement.spread,
-            ha: placement.ha,
-        };
+        let record = cluster_record(&domain);
         if let Some(local) = local {
             // A local copy of this very guest is one running here; any other is a clash.
             let ours = etcd
@@ -443,6 +439,30 @@ impl Cluster {
         }))
     }
 
+    /// `dominfo`/`domstate` of a cluster guest that has no local copy here: its definition in
+    /// etcd, running (reason "unknown": the member that runs it knows it) on the host that holds
+    /// its lock, or shut off while nobody does. `None` when `id` is no cluster guest.
+    pub async fn info(&self, id: &str) -> DaemonResult<Option<DomainInfo>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let etcd = self.etcd(config).await?;
+        let Some(guest) = etcd.find_domain(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let host = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
+        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
+        let state = if host.is_some() {
+            DomainState::Running
+        } else {
+            DomainState::ShutOff
+        };
+        Ok(Some(
+            self.domains
+                .info_of_definition(&domain, state, "unknown", host),
+        ))
+    }
+
     /// `dumpxml` of a cluster guest that has no local copy here.
     pub async fn xml(&self, id: &str) -> DaemonResult<Option<String>> {
         let Some(config) = self.config.as_ref() else {
@@ -453,26 +473,197 @@ impl Cluster {
         Ok(found.map(|d| d.xml))
     }
 
-    /// `start`: a cluster guest is placed and started on the chosen host; any other domain is
-    /// started here as without a cluster.
-    /// Refuses to migrate a cluster guest: its lock stays with this host while the destination's
-    /// copy runs, so the destination's reconcile would destroy that copy (or, the lock released
-    /// here, an HA restart would run it twice). Moving cluster guests needs the lock handed over
-    /// with the guest; until then they are stopped and started through the cluster.
-    pub fn refuse_migration(&self, id: &str) -> DaemonResult<()> {
-        let Ok(info) = self.domains.info(id) else {
-            // Unknown here: the migration itself says so.
-            return Ok(());
+    /// `migrate` of the domain `id` from this host: a cluster guest's lock, which the
+    /// destination takes over (migration_lock.rs); `None` for a domain of this host only.
+    /// Refused when the lock is not this host's, or etcd is out of reach (the lock cannot move).
+    pub async fn source_lock(
+        self: &Arc<Self>,
+        id: &str,
+    ) -> DaemonResult<Option<Arc<dyn SourceLock>>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
         };
-        if lock(&self.known_guests).contains(&info.uuid) {
+        let info = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).ok())).await?
+        };
+        // Unknown here: the migration itself says so.
+        let Some(info) = info else {
+            return Ok(None);
+        };
+        let known = lock(&self.known_guests).contains(&info.uuid);
+        let guest = match self.etcd(config).await {
+            Ok(etcd) => etcd.domain(&info.uuid).await.map_err(unavailable),
+            Err(err) => Err(err),
+        };
+        let guest = match guest {
+            Ok(Some(guest)) => guest,
+            Ok(None) => return Ok(None),
+            // A local domain moves with etcd down; a cluster guest cannot (nor its lock).
+            Err(_) if !known => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let member = self.joined(config).await?;
+        let holder = member.holder();
+        match member.etcd().lock_of(&guest.uuid).await.map_err(unavailable)? {
+            Some((held, _)) if held == holder => {}
+            other => {
+                return Err(invalid_state(format!(
+                    "domain '{}' is a cluster guest whose lock is {}, not this host's: it cannot migrate from here",
+                    guest.name,
+                    describe_holder(other.map(|(held, _)| held).as_ref())
+                )))
+            }
+        }
+        Ok(Some(Arc::new(MigrationLock {
+            cluster: self.clone(),
+            member,
+            uuid: guest.uuid,
+            name: guest.name,
+            ha: guest.ha,
+            source: holder,
+        })))
+    }
+
+    /// A prepare of an incoming migration: for a cluster guest (the source sent its hold of
+    /// the lock), this host must be a member of the same cluster, where the lock is the
+    /// source's as sent. `None` for any other domain.
+    pub async fn incoming_lock(
+        self: &Arc<Self>,
+        request: &PrepareMigration,
+    ) -> DaemonResult<Option<Arc<dyn DestinationLock>>> {
+        let Some(source) = &request.cluster else {
+            return Ok(None);
+        };
+        let domain = oxvirt_domain::parse_domain_xml(&request.xml).map_err(definition_error)?;
+        let uuid = domain.uuid.to_string();
+        let Some(config) = self.config.as_ref() else {
             return Err(invalid_state(format!(
-                "domain '{}' is a cluster guest: migrating it is not supported yet (its cluster lock would stay here); shut it down and start it through the cluster",
+                "this oxvirtd is not a member of a cluster, and domain '{}' is a cluster guest (of host '{}'): it moves only between members of its cluster",
+                domain.name, source.host
+            )));
+        };
+        let member = self.joined(config).await?;
+        let etcd = member.etcd();
+        let guest = etcd.domain(&uuid).await.map_err(unavailable)?.ok_or_else(|| {
+            invalid_state(format!(
+                "domain '{}' is not a guest of the cluster of host '{}' (etcd {}): it moves only between members of its own cluster",
+                domain.name,
+                config.host_name,
+                config.endpoints.join(",")
+            ))
+        })?;
+        match etcd.lock_of(&uuid).await.map_err(unavailable)? {
+            Some((held, _)) if held == *source => {}
+            other => {
+                return Err(invalid_state(format!(
+                "the cluster lock of domain '{}' is {} here, not host '{}''s as the source says",
+                guest.name,
+                describe_holder(other.map(|(held, _)| held).as_ref()),
+                source.host
+            )))
+            }
+        }
+        lock(&self.known_guests).insert(uuid.clone());
+        Ok(Some(Arc::new(MigrationLock {
+            cluster: self.clone(),
+            member,
+            uuid,
+            name: guest.name,
+            ha: guest.ha,
+            source: source.clone(),
+        })))
+    }
+
+    /// The members the running domain `id` of this host can migrate to, best first by the
+    /// placement rules (placement::rank_migration): live, with an engine, its memory free and an
+    /// API address; the larger CPU group first, and only this host's CPU model for a guest given
+    /// the host's CPU; no host running a guest of its spread group while another can take it
+    /// (counting where the cluster's guests run now, so those moved before count).
+    pub async fn migration_targets(&self, id: &str) -> DaemonResult<MigrationTargets> {
+        let config = self.config()?;
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || {
+                let info = domains.info(&id)?;
+                let xml = domains.xml(&id)?;
+                Ok((info, xml))
+            })
+            .await?
+        };
+        let (info, xml) = local;
+        if !info.state.is_active() {
+            return Err(invalid_state(format!(
+                "domain '{}' does not run here: only a running guest migrates",
                 info.name
             )));
         }
-        Ok(())
+        let domain = oxvirt_domain::parse_domain_xml(&xml).map_err(definition_error)?;
+        let member = self.joined(config).await?;
+        let etcd = member.etcd();
+        // A cluster guest as etcd has it; any other as its definition here says.
+        let guest = match etcd.domain(&info.uuid).await.map_err(unavailable)? {
+            Some(guest) => guest,
+            None => cluster_record(&domain),
+        };
+        let same_cpu = domain.cpu.as_ref().is_some_and(|cpu| {
+            matches!(
+                cpu.mode,
+                oxvirt_domain::CpuMode::HostPassthrough
+                    | oxvirt_domain::CpuMode::HostModel
+                    | oxvirt_domain::CpuMode::Maximum
+            )
+        });
+        // Only members whose API the migration can reach.
+        let hosts: Vec<_> = etcd
+            .hosts()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|m| m.host.name == config.host_name || m.host.api_address.is_some())
+            .collect();
+        let running = etcd.running().await.map_err(unavailable)?;
+        let domains = etcd.domains().await.map_err(unavailable)?;
+        let ranked = placement::rank_migration(
+            &guest,
+            &config.host_name,
+            same_cpu,
+            &hosts,
+            &running,
+            &domains,
+        )
+        .map_err(invalid_state)?;
+        let targets = ranked
+            .into_iter()
+            .filter_map(|name| {
+                let host = hosts.iter().find(|m| m.host.name == name)?;
+                Some(MigrationTarget {
+                    api_address: host.host.api_address.clone()?,
+                    name,
+                })
+            })
+            .collect();
+        Ok(MigrationTargets { targets })
     }
 
+    /// The membership, or why this host has none yet.
+    async fn joined(&self, config: &ClusterConfig) -> DaemonResult<Arc<Member>> {
+        self.member.read().await.clone().ok_or_else(|| {
+            DaemonError::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "host '{}' has not joined the cluster yet (etcd {})",
+                    config.host_name,
+                    config.endpoints.join(",")
+                ),
+            )
+        })
+    }
+
+    /// `start`: a cluster guest is placed and started on the chosen host; any other domain is
+    /// started here as without a cluster.
     pub async fn start_domain(&self, id: &str) -> DaemonResult<DomainSummary> {
         let Some(config) = self.config.as_ref() else {
             return self.domains.start(id).await;
@@ -511,16 +702,7 @@ impl Cluster {
                 ),
             ));
         }
-        let member = self.member.read().await.clone().ok_or_else(|| {
-            DaemonError::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "host '{}' has not joined the cluster yet (etcd {})",
-                    config.host_name,
-                    config.endpoints.join(",")
-                ),
-            )
-        })?;
+        let member = self.joined(config).await?;
         let etcd = member.etcd().clone();
         if let Some(host) = etcd.runner(&guest.uuid).await.map_err(unavailable)? {
             return Err(invalid_state(format!(
@@ -745,8 +927,10 @@ impl Cluster {
         let starting = lock(&self.starting).clone();
         let is_cluster = |uuid: &str| cluster_domains.iter().any(|d| d.uuid == uuid);
         let mut ha_here = HashSet::new();
+        // A copy that migrates out or in is the migration's: its lock moves with it.
+        let migrating = |uuid: &str| self.domains.migrating(uuid);
         for d in &local {
-            if !is_cluster(&d.uuid) || starting.contains(&d.uuid) {
+            if !is_cluster(&d.uuid) || starting.contains(&d.uuid) || migrating(&d.uuid) {
                 continue;
             }
             if !d.state.is_active() {
@@ -776,7 +960,7 @@ impl Cluster {
         }
         for uuid in held {
             let runs = local.iter().any(|d| d.uuid == uuid && d.state.is_active());
-            if !runs && !starting.contains(&uuid) {
+            if !runs && !starting.contains(&uuid) && !migrating(&uuid) {
                 member.unlock_guest(&uuid, true).await?;
                 tracing::info!(%uuid, "cluster guest stopped here: its lock released");
             }
@@ -841,6 +1025,179 @@ impl Cluster {
                 if let Err(err) = self.domains.destroy(&uuid).await {
                     tracing::warn!(%uuid, "self-fencing: {err}");
                 }
+            }
+        }
+    }
+}
+
+/// What etcd keeps of a cluster guest, and placement reads.
+fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
+    let placement = domain.placement().unwrap_or_default();
+    ClusterDomain {
+        uuid: domain.uuid.to_string(),
+        name: domain.name.clone(),
+        xml: domain.to_xml(),
+        memory_kib: domain.memory_kib,
+        group: placement.group,
+        spread: placement.spread,
+        ha: placement.ha,
+    }
+}
+
+/// "host 'NAME''s lock" or "held by nobody", for messages.
+fn describe_holder(holder: Option<&LockHolder>) -> String {
+    match holder {
+        Some(holder) => format!("held by host '{}'", holder.host),
+        None => "held by nobody".to_string(),
+    }
+}
+
+/// A cluster guest's lock while the guest migrates (docs/cluster.md, "Migrating a cluster
+/// guest"): on the source, `member` is the source and `source` its own hold; on the
+/// destination, `member` is the destination and `source` the hold it takes over.
+struct MigrationLock {
+    cluster: Arc<Cluster>,
+    member: Arc<Member>,
+    uuid: String,
+    name: String,
+    ha: bool,
+    source: LockHolder,
+}
+
+impl MigrationLock {
+    /// Who holds the lock now, for a refusal.
+    async fn holder_now(&self) -> String {
+        match self.member.etcd().lock_of(&self.uuid).await {
+            Ok(holder) => describe_holder(holder.map(|(held, _)| held).as_ref()),
+            Err(err) => format!("unknown ({err})"),
+        }
+    }
+}
+
+#[async_trait]
+impl SourceLock for MigrationLock {
+    fn holder(&self) -> LockHolder {
+        self.source.clone()
+    }
+
+    async fn check_destination(&self, host: Option<&str>) -> DaemonResult<()> {
+        let Some(host) = host else {
+            return Err(invalid_state(format!(
+                "the destination oxvirtd is not a member of this cluster: domain '{}' is a cluster guest, which moves only between members of its cluster",
+                self.name
+            )));
+        };
+        if host == self.member.name() {
+            return Err(invalid_state(format!(
+                "the destination is this host ('{host}') itself"
+            )));
+        }
+        let hosts = self.member.etcd().hosts().await.map_err(unavailable)?;
+        let live = hosts
+            .iter()
+            .any(|h| h.host.name == host && h.state == oxvirt_api::HostState::Up);
+        if !live {
+            return Err(invalid_state(format!(
+                "the destination is host '{host}', which is not a live member of this cluster"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn offer(&self) -> DaemonResult<i64> {
+        match self
+            .member
+            .etcd()
+            .lock_of(&self.uuid)
+            .await
+            .map_err(unavailable)?
+        {
+            Some((held, revision)) if held == self.source => Ok(revision),
+            other => Err(invalid_state(format!(
+                "the cluster lock of domain '{}' is no longer this host's ({}): it cannot be handed over",
+                self.name,
+                describe_holder(other.map(|(held, _)| held).as_ref())
+            ))),
+        }
+    }
+
+    async fn keep(&self) -> DaemonResult<()> {
+        let etcd = self.member.etcd();
+        match etcd
+            .pass_lock(&self.uuid, &self.source, &self.source, None)
+            .await
+        {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(invalid_state(format!(
+                "its cluster lock is {}",
+                self.holder_now().await
+            ))),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    fn handed_over(&self) {
+        lock(&self.cluster.ha_here).remove(&self.uuid);
+        tracing::info!(domain = %self.name, "cluster guest migrated: its lock went with it");
+    }
+}
+
+#[async_trait]
+impl DestinationLock for MigrationLock {
+    fn host(&self) -> String {
+        self.member.name().to_string()
+    }
+
+    async fn take(&self, revision: Option<i64>) -> DaemonResult<()> {
+        let Some(revision) = revision else {
+            return Err(invalid_state(format!(
+                "the source offered no lock for cluster guest '{}'",
+                self.name
+            )));
+        };
+        let etcd = self.member.etcd();
+        let taken = etcd
+            .pass_lock(
+                &self.uuid,
+                &self.source,
+                &self.member.holder(),
+                Some(revision),
+            )
+            .await
+            .map_err(unavailable)?;
+        if !taken {
+            return Err(invalid_state(format!(
+                "the cluster lock of domain '{}' is no longer host '{}''s as offered (its lease expired, or the migration was called off there; it is {}): the guest does not run here",
+                self.name,
+                self.source.host,
+                self.holder_now().await
+            )));
+        }
+        if self.ha {
+            // Fenced here from now on, as a guest started here.
+            lock(&self.cluster.ha_here).insert(self.uuid.clone());
+        }
+        tracing::info!(domain = %self.name, from = %self.source.host, "cluster guest's lock taken over");
+        Ok(())
+    }
+
+    async fn give_back(&self) {
+        lock(&self.cluster.ha_here).remove(&self.uuid);
+        let etcd = self.member.etcd();
+        match etcd
+            .pass_lock(&self.uuid, &self.member.holder(), &self.source, None)
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(domain = %self.name, to = %self.source.host, "cluster guest did not resume here: its lock went back")
+            }
+            Ok(false) => {
+                tracing::warn!(domain = %self.name, "cluster guest did not resume here, and its lock was not this host's any more")
+            }
+            Err(err) => {
+                // The source's lease is gone (or etcd): released, the guest stays wanted.
+                tracing::warn!(domain = %self.name, "cluster guest did not resume here, and its lock could not go back ({err}): released");
+                let _ = self.member.unlock_guest(&self.uuid, false).await;
             }
         }
     }

@@ -178,6 +178,42 @@ impl Domains {
             .collect())
     }
 
+    /// `dominfo` of a guest defined as `domain` that this host does not run nor keep (a
+    /// cluster guest, services/cluster.rs): its definition's figures, the state given, nothing
+    /// of a process.
+    pub fn info_of_definition(
+        &self,
+        domain: &oxvirt_domain::Domain,
+        state: DomainState,
+        state_reason: &str,
+        host: Option<String>,
+    ) -> DomainInfo {
+        let plan = self.engine.plan_accel(domain);
+        DomainInfo {
+            id: None,
+            name: domain.name.clone(),
+            uuid: domain.uuid.to_string(),
+            os_type: "hvm".to_string(),
+            state,
+            state_reason: state_reason.to_string(),
+            vcpus: domain.vcpu.online(),
+            max_memory_kib: domain.memory_kib,
+            used_memory_kib: domain.current_memory_kib,
+            cpu_time_ns: 0,
+            persistent: true,
+            autostart: false,
+            managed_save: false,
+            engine: self.engine.kind_of(domain),
+            accel: plan.accel,
+            warnings: plan.warnings,
+            console_socket: None,
+            console_log: None,
+            security_model: self.dac.model().to_string(),
+            security_label: None,
+            host,
+        }
+    }
+
     pub fn info(&self, id: &str) -> DaemonResult<DomainInfo> {
         let record = self.guests.resolve(id)?;
         let runtime = self.store.runtime(&record.uuid).map_err(db)?;
@@ -238,6 +274,7 @@ impl Domains {
                         .map(|(uid, gid)| format!("+{uid}:+{gid}"))
                 })
             }),
+            host: None,
         })
     }
 

@@ -23,6 +23,9 @@ pub struct Migrations {
     pub(super) jobs: Mutex<HashMap<Uuid, Arc<Job>>>,
     /// By id: the incoming migrations prepared here and not yet finished or aborted.
     pub(super) incoming: Mutex<HashMap<String, Arc<IncomingMigration>>>,
+    /// The domains migrating out or in now (from the migrate call, or the prepare, until it
+    /// ended): the cluster's reconcile leaves their local copies alone (services/cluster.rs).
+    moving: Mutex<std::collections::HashSet<Uuid>>,
     /// The ports incoming migrations from other hosts listen on (migration_port_range).
     ports: std::sync::OnceLock<std::ops::RangeInclusive<u16>>,
 }
@@ -48,6 +51,8 @@ pub(super) struct IncomingMigration {
     pub(super) cancel: Notify,
     /// The disks created and served here for the source to copy (`--copy-storage-*`).
     pub(super) storage: Option<IncomingStorage>,
+    /// A cluster guest's lock, taken over from the source before the guest resumes here.
+    pub(super) lock: Option<Arc<dyn super::migration_lock::DestinationLock>>,
     /// The task that accepts the stream and loads it; its result once done.
     pub(super) task: tokio::sync::Mutex<Option<tokio::task::JoinHandle<DaemonResult<()>>>>,
 }
@@ -89,6 +94,19 @@ impl Migrations {
             .get()
             .cloned()
             .unwrap_or(super::migration_tcp::DEFAULT_PORTS)
+    }
+
+    /// Marks `uuid` as migrating (false when it already was).
+    pub(super) fn mark_moving(&self, uuid: Uuid) -> bool {
+        lock(&self.moving).insert(uuid)
+    }
+
+    pub(super) fn unmark_moving(&self, uuid: &Uuid) {
+        lock(&self.moving).remove(uuid);
+    }
+
+    pub(super) fn is_moving(&self, uuid: &Uuid) -> bool {
+        lock(&self.moving).contains(uuid)
     }
 
     pub(super) fn begin_job(&self, uuid: Uuid) -> Arc<Job> {

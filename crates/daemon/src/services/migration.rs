@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use oxvirt_api::{
-    Client, ClientError, DomainState, DomainSummary, FileOwner, HostCpuDescription, JobInfo,
-    MigrateRequest, MigrationSettings, PrepareMigration, PreparedMigration, UndefineOptions,
+    Client, ClientError, DomainState, DomainSummary, FileOwner, FinishMigration,
+    HostCpuDescription, JobInfo, MigrateRequest, MigrationSettings, PrepareMigration,
+    PreparedMigration, UndefineOptions,
 };
 use oxvirt_host::lock;
 use tokio::sync::Notify;
@@ -33,6 +34,7 @@ use super::domains::Domains;
 use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{stored_domain, Intent};
 use super::jobs::{IncomingMigration, Job};
+use super::migration_lock::{DestinationLock, SourceLock};
 use super::migration_tcp::{RemoteSource, StreamListener};
 use crate::engine::{Control, Incoming};
 use crate::state_dir::create_private_dir;
@@ -126,11 +128,38 @@ impl Domains {
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
     /// migrated). On any failure the guest goes on running here, untouched. `source_cpu` is
     /// this host's CPU, for the destination's CPU check (migration_cpu.rs).
+    ///
+    /// A cluster guest comes with its `lock` (migration_lock.rs): the destination must be a live
+    /// member, takes the lock over before the guest resumes there, and the guest runs here again
+    /// after a failure only while the lock is still this host's.
     pub async fn migrate(
         self: &Arc<Self>,
         id: &str,
         request: &MigrateRequest,
         source_cpu: HostCpuDescription,
+        lock: Option<Arc<dyn SourceLock>>,
+    ) -> DaemonResult<DomainSummary> {
+        let record = self.guests.resolve(id)?;
+        // The cluster's reconcile leaves the guest's copy here alone meanwhile.
+        if !self.migrations.mark_moving(record.uuid) {
+            return Err(invalid_state(format!(
+                "domain '{}' is already migrating",
+                record.name
+            )));
+        }
+        let moved = self
+            .migrate_marked(id, request, source_cpu, lock.as_deref())
+            .await;
+        self.migrations.unmark_moving(&record.uuid);
+        moved
+    }
+
+    async fn migrate_marked(
+        self: &Arc<Self>,
+        id: &str,
+        request: &MigrateRequest,
+        source_cpu: HostCpuDescription,
+        cluster_lock: Option<&dyn SourceLock>,
     ) -> DaemonResult<DomainSummary> {
         let destination = destination_client(request)?;
         let record = self.guests.resolve(id)?;
@@ -166,12 +195,24 @@ impl Domains {
             owners,
             disks: disks.clone(),
             source_cpu: Some(source_cpu),
+            cluster: cluster_lock.map(|lock| lock.holder()),
         };
         let prepared = destination
             .prepare_migration(&prepare)
             .await
             .map_err(|err| destination_error(&request.destination, err))
             .map_err(|err| err.context(format!("cannot migrate domain '{}'", record.name)))?;
+        if let Some(cluster_lock) = cluster_lock {
+            if let Err(err) = cluster_lock
+                .check_destination(prepared.cluster_host.as_deref())
+                .await
+            {
+                if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                    tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+                }
+                return Err(err.context(format!("cannot migrate domain '{}'", record.name)));
+            }
+        }
         tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
 
         let job = self.migrations.begin_job(record.uuid);
@@ -196,9 +237,15 @@ impl Domains {
             Ok(()) => super::migration_storage::end_copies(control.as_ref(), &disks).await,
             Err(err) => Err(err),
         };
-        let finished = match sent {
-            Ok(()) => destination
-                .finish_migration(&prepared.id)
+        // A cluster guest: the lock as it is now, paused here, is what the destination takes.
+        let offered = match (sent, cluster_lock) {
+            (Ok(()), Some(cluster_lock)) => cluster_lock.offer().await.map(Some),
+            (Ok(()), None) => Ok(None),
+            (Err(err), _) => Err(err),
+        };
+        let finished = match offered {
+            Ok(lock_revision) => destination
+                .finish_migration(&prepared.id, &FinishMigration { lock_revision })
                 .await
                 .map(|_| ())
                 .map_err(|err| destination_error(&request.destination, err)),
@@ -213,19 +260,40 @@ impl Domains {
                 tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
             }
             // A migration cancelled after QEMU stopped the guest for the last pass leaves it
-            // paused: it ran before, so it runs again.
+            // paused: it ran before, so it runs again; a cluster guest only while its lock is
+            // still this host's (made sure of first: the destination can no longer take it).
+            let mut kept = Ok(());
             if state == DomainState::Running {
                 if let Ok(crate::engine::GuestStatus::Paused) = control.status().await {
-                    if let Err(resume) = control.resume().await {
-                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    if let Some(cluster_lock) = cluster_lock {
+                        kept = cluster_lock.keep().await;
+                    }
+                    match &kept {
+                        Ok(()) => {
+                            if let Err(resume) = control.resume().await {
+                                tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                            }
+                        }
+                        Err(why) => {
+                            tracing::warn!(domain = %record.name, "not resumed after a failed migration: {why}");
+                        }
                     }
                 }
             }
             job.end(&err);
-            return Err(err.context(format!(
-                "migration of domain '{}' failed; it goes on running here",
-                record.name
-            )));
+            return Err(match kept {
+                Ok(()) => err.context(format!(
+                    "migration of domain '{}' failed; it goes on running here",
+                    record.name
+                )),
+                Err(why) => err.context(format!(
+                    "migration of domain '{}' failed at its end, and the guest stays paused here: {}",
+                    record.name, why.message
+                )),
+            });
+        }
+        if let Some(cluster_lock) = cluster_lock {
+            cluster_lock.handed_over();
         }
         job.complete();
         tracing::info!(domain = %record.name, destination = %request.destination, "migrated");
@@ -320,6 +388,11 @@ impl Domains {
         }
     }
 
+    /// Whether the domain `uuid` migrates out or in now (its copy here is the migration's).
+    pub fn migrating(&self, uuid: &str) -> bool {
+        Uuid::parse_str(uuid).is_ok_and(|uuid| self.migrations.is_moving(&uuid))
+    }
+
     /// virsh domjobinfo: the domain's running (or last) migration job.
     pub fn job_info(&self, id: &str) -> DaemonResult<JobInfo> {
         let record = self.guests.resolve(id)?;
@@ -383,10 +456,13 @@ impl Domains {
     /// `POST /v1/migrations` (destination side): checks that the guest of `request` can come
     /// here, defines it, and listens for the stream: on a Unix socket, or for a `remote`
     /// source (the prepare came over the TLS API) on a TCP port (services/migration_tcp.rs).
+    /// A cluster guest comes with its `cluster_lock` (services/cluster.rs checked this host is a
+    /// member of the guest's cluster): taken over at the finish.
     pub async fn prepare_incoming(
         self: &Arc<Self>,
         request: &PrepareMigration,
         remote: Option<RemoteSource>,
+        cluster_lock: Option<Arc<dyn DestinationLock>>,
     ) -> DaemonResult<PreparedMigration> {
         let domain = oxvirt_domain::parse_domain_xml(&request.xml)
             .map_err(super::error::definition_error)?;
@@ -407,15 +483,39 @@ impl Domains {
                 ),
             ));
         }
+        // The cluster's reconcile leaves the copy defined here alone until the migration ended
+        // (forget_incoming_definition, or the finish).
+        if !self.migrations.mark_moving(domain.uuid) {
+            return Err(invalid_state(format!(
+                "domain '{}' is already migrating here",
+                domain.name
+            )));
+        }
+        let prepared = self
+            .prepare_marked(request, remote, cluster_lock, &domain)
+            .await;
+        if prepared.is_err() {
+            self.migrations.unmark_moving(&domain.uuid);
+        }
+        prepared
+    }
+
+    async fn prepare_marked(
+        self: &Arc<Self>,
+        request: &PrepareMigration,
+        remote: Option<RemoteSource>,
+        cluster_lock: Option<Arc<dyn DestinationLock>>,
+        domain: &oxvirt_domain::Domain,
+    ) -> DaemonResult<PreparedMigration> {
         // The disks to copy are created here (and go again if the prepare fails).
-        let created = super::migration_storage::create_disks(&domain, &request.disks)?;
+        let created = super::migration_storage::create_disks(domain, &request.disks)?;
         // Shared storage: every other file the guest opens must be here, at the same path.
-        super::domains::check_files_exist(&domain).map_err(|err| {
+        super::domains::check_files_exist(domain).map_err(|err| {
             err.context("the guest's files must be reachable here (shared storage)")
         })?;
         self.engine
-            .check_definition(&domain)
-            .and_then(|()| self.engine.check_host(&domain))
+            .check_definition(domain)
+            .and_then(|()| self.engine.check_host(domain))
             .map_err(|err| super::error::engine_failure(&domain.name, err))?;
         self.define(&request.xml)?;
         let record = self
@@ -463,6 +563,7 @@ impl Domains {
                 socket: socket.clone(),
                 cancel: Notify::new(),
                 storage: serve.as_ref().map(|serve| serve.storage(created)),
+                lock: cluster_lock.clone(),
                 task: tokio::sync::Mutex::new(None),
             });
             let domains = Arc::clone(self);
@@ -545,6 +646,7 @@ impl Domains {
                     None => nbd_socket.map(|path| path.display().to_string()),
                 },
                 nbd_address: nbd_address.map(|address| address.to_string()),
+                cluster_host: cluster_lock.as_ref().map(|lock| lock.host()),
             })
         }
         .await;
@@ -556,20 +658,36 @@ impl Domains {
 
     /// `POST /v1/migrations/{id}/finish` (destination side): once the state is loaded, the
     /// guest runs here.
-    pub async fn finish_incoming(self: &Arc<Self>, id: &str) -> DaemonResult<DomainSummary> {
+    /// A cluster guest resumes only once this host took its lock over (at the revision the
+    /// source offered); if it then cannot resume, its QEMU ends and the lock goes back.
+    pub async fn finish_incoming(
+        self: &Arc<Self>,
+        id: &str,
+        request: &FinishMigration,
+    ) -> DaemonResult<DomainSummary> {
         let incoming = self.migrations.take_incoming(id)?;
         let loaded = incoming.wait(FINISH_TIMEOUT).await;
-        let resumed = match loaded {
+        let locked = match (loaded, &incoming.lock) {
+            (Ok(()), Some(cluster_lock)) => cluster_lock.take(request.lock_revision).await,
+            (loaded, _) => loaded,
+        };
+        let took_lock = locked.is_ok() && incoming.lock.is_some();
+        let resumed = match locked {
             Ok(()) => self.resume_migrated(&incoming).await,
             Err(err) => Err(err),
         };
         match resumed {
             Ok(summary) => {
+                self.migrations.unmark_moving(&incoming.uuid);
                 tracing::info!(domain = %incoming.name, "migrated in");
                 Ok(summary)
             }
             Err(err) => {
+                // Its QEMU ends before the lock goes back: never two running.
                 self.discard_incoming(&incoming).await;
+                if let (true, Some(cluster_lock)) = (took_lock, &incoming.lock) {
+                    cluster_lock.give_back().await;
+                }
                 Err(err.context(format!("domain '{}' did not arrive", incoming.name)))
             }
         }
@@ -649,5 +767,6 @@ impl Domains {
             tracing::error!(domain = %name, "cannot remove the definition of a failed migration: {err}");
         }
         self.guests.forget(uuid);
+        self.migrations.unmark_moving(uuid);
     }
 }

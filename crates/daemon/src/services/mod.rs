@@ -8,7 +8,7 @@
 //! events),
 //! [`saves`]: `save`, `restore` and managed saves, with the save image format; [`migration`]:
 //! live migration to and from another oxvirtd (`migrate`, `domjobinfo`, `domjobabort`), its
-//! jobs in memory in [`jobs`];
+//! jobs in memory in [`jobs`], a cluster guest's lock during it in [`migration_lock`];
 //! [`cluster`]: this host as a member of a cluster on etcd (registration, host-list);
 //! [`interfaces`] (a domain's NICs), [`hostdevs`] (passthrough), [`networks`], [`pools`], [`volumes`] and [`secrets`]. Each is a type of
 //! its own; [`guests`] holds the running side of domains in memory; every failure is a
@@ -34,6 +34,7 @@ pub mod memory;
 pub mod migration;
 pub mod migration_cpu;
 pub mod migration_flags;
+pub mod migration_lock;
 pub mod migration_offline;
 mod migration_storage;
 pub mod migration_tcp;

@@ -1,0 +1,251 @@
+//! Migrating a cluster guest (docs/cluster.md, "Migrating a cluster guest"): its etcd lock
+//! moves with it, so neither the destination's reconcile nor an HA restart ever runs it twice.
+//! Three members with their TLS APIs and an oxvirtd outside the cluster, each in a network
+//! namespace of its own (clustersupport). Needs root and Debian's etcd-server.
+
+mod clustersupport;
+
+use std::time::{Duration, Instant};
+
+use clustersupport::*;
+use oxvirt_testkit::wait_for;
+
+const PASSWORD: &str = "clustermig-pw";
+const UUID: &str = "5e1c7a00-0000-4000-8000-0000000c1b01";
+const NAMES: [&str; 3] = ["host-a", "host-b", "host-c"];
+/// The QEMU user ranges of this test's oxvirtd (no other suite uses them).
+const USERS: [&str; 4] = [
+    "3160000-3160099",
+    "3161000-3161099",
+    "3162000-3162099",
+    "3163000-3163099",
+];
+
+/// The API URL of the oxvirtd in namespace `index`.
+fn url(index: usize) -> String {
+    format!("oxvirt+https://10.77.0.{}:16514", 11 + index)
+}
+
+/// The lock of the guest names `NAMES[index]`, under that member's lease (the one its
+/// `/oxvirt/alive/NAME` record lives under).
+fn assert_lock_is(lab: &Lab, index: usize) {
+    let lock = lab
+        .etcd_get(&format!("/oxvirt/running/{UUID}"))
+        .expect("the guest's lock");
+    let alive = lab
+        .etcd_get(&format!("/oxvirt/alive/{}", NAMES[index]))
+        .expect("the member's record");
+    assert_eq!(lock.value, NAMES[index], "{lock:?}");
+    assert_eq!(lock.lease, alive.lease, "lock {lock:?}, member {alive:?}");
+}
+
+/// An HA cluster guest moves live from its host to another member with `migrate`, then on with
+/// `host-evacuate`: the same boot, its counter going on, the lock in etcd the new host's under
+/// its lease, still there after both hosts reconciled several times; never two QEMUs running it
+/// at once (by their vCPU threads' CPU time). A
+/// destination outside the cluster is refused before anything moves. Last, its host is killed:
+/// HA restarts it elsewhere (the lock was that host's).
+#[test]
+fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
+    let lab = Lab::new(4);
+    lab.start_etcd();
+    let mut daemons: Vec<NetDaemon> = (0..3)
+        .map(|index| lab.member_with_api(index, NAMES[index], USERS[index]))
+        .collect();
+    // Not in the cluster.
+    daemons.push(NetDaemon::start_with(
+        &lab.hosts[3],
+        false,
+        &[
+            "--listen",
+            "10.77.0.14:16514",
+            "--qemu-user-range",
+            USERS[3],
+        ],
+    ));
+    let ca = api_admins(&daemons, PASSWORD);
+    wait_until_up(&daemons[0], 3);
+
+    let file = daemons[0].write(
+        "cm1.xml",
+        &cluster_guest_xml(
+            "cm1",
+            UUID,
+            "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0'><oxvirt:ha/></oxvirt:placement>",
+        ),
+    );
+    daemons[0].oxvirt(&["define", "--cluster", &file]).ok();
+    daemons[0].oxvirt(&["start", "cm1"]).ok();
+    let host_of = |list: &str| {
+        guest_rows(list)
+            .into_iter()
+            .find(|(n, state, _)| n == "cm1" && state == "running")
+            .map(|(_, _, host)| host)
+    };
+    let index_of = |host: &str| NAMES.iter().position(|h| *h == host).expect("a member");
+    let list = daemons[0].oxvirt(&["list"]).ok();
+    let source = index_of(&host_of(&list).unwrap_or_else(|| panic!("cm1 not running: {list}")));
+    let (booted, mut count) = start_counter(&mut daemons[source].console("cm1"));
+    assert_lock_is(&lab, source);
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        // Never two QEMUs running the guest, over every host, at any time (a live migration
+        // has two QEMUs, the destination's waiting or the source's paused).
+        let poller = scope.spawn(|| guest_run_spans(&lab.hosts, UUID, &stop));
+        let _stop_poller = StopOnDrop(&stop);
+        let migrate = |from: usize, to: usize| {
+            oxvirt_with_stdin(
+                &daemons[from],
+                &[
+                    "migrate",
+                    "--live",
+                    "cm1",
+                    &url(to),
+                    "--dest-user",
+                    "ann",
+                    "--dest-ca",
+                    &ca,
+                ],
+                &format!("{PASSWORD}\n"),
+                Duration::from_secs(300),
+            )
+        };
+        // Goes on counting on `host`, the same boot, under its lock.
+        let mut goes_on = |host: usize| {
+            assert_eq!(
+                daemons[host].oxvirt(&["domstate", "--reason", "cm1"]).ok(),
+                "running (migrated)\n\n"
+            );
+            let (now_booted, now) = counter(&mut daemons[host].console("cm1"));
+            assert_eq!(now_booted, booted, "cm1 booted again on {}", NAMES[host]);
+            assert!(
+                now > count,
+                "cm1's counter on {}: {now} after {count}",
+                NAMES[host]
+            );
+            count = now;
+            assert_lock_is(&lab, host);
+        };
+
+        // Outside the cluster: refused before anything moves.
+        let run = migrate(source, 3);
+        assert_eq!(run.code, Some(1), "{run:#?}");
+        assert!(run.stderr.contains("not a member of a cluster"), "{run:#?}");
+        assert_eq!(daemons[3].oxvirt(&["list", "--all", "--name"]).ok(), "\n");
+        assert!(qemus_of(&lab.hosts[3], UUID).is_empty());
+        assert_eq!(
+            daemons[source].oxvirt(&["domstate", "cm1"]).ok(),
+            "running\n\n"
+        );
+        assert_lock_is(&lab, source);
+
+        // migrate --live to the next member.
+        let first = (source + 1) % 3;
+        let run = migrate(source, first);
+        assert_eq!(
+            run.code,
+            Some(0),
+            "{run:#?}\nsource's log:\n{}\ndestination's log:\n{}",
+            daemons[source].log(),
+            daemons[first].log()
+        );
+        goes_on(first);
+        assert!(qemus_of(&lab.hosts[source], UUID).is_empty());
+        // The only definition is the cluster's: no local copy stays on the source.
+        let list = daemons[source].oxvirt(&["list", "--all"]).ok();
+        assert_eq!(host_of(&list).as_deref(), Some(NAMES[first]), "{list}");
+        // Both hosts reconcile several times: the guest stays where it is, under its lock.
+        wait_for_renewals(&lab, NAMES[source], 3);
+        wait_for_renewals(&lab, NAMES[first], 3);
+        assert_eq!(qemus_of(&lab.hosts[first], UUID).len(), 1);
+        goes_on(first);
+
+        // host-evacuate of that member moves it on.
+        let run = oxvirt_with_stdin(
+            &daemons[first],
+            &[
+                "host-evacuate",
+                NAMES[first],
+                "--dest-user",
+                "ann",
+                "--dest-ca",
+                &ca,
+            ],
+            &format!("{PASSWORD}\n"),
+            Duration::from_secs(300),
+        );
+        assert_eq!(run.code, Some(0), "{run:#?}\n{}", daemons[first].log());
+        let line = run
+            .stdout
+            .lines()
+            .find(|line| line.starts_with("cm1: moved to "))
+            .unwrap_or_else(|| panic!("no line for cm1: {run:#?}"));
+        let second = index_of(line.trim_start_matches("cm1: moved to ").trim());
+        assert_ne!(second, first);
+        goes_on(second);
+        wait_for_renewals(&lab, NAMES[first], 3);
+        wait_for_renewals(&lab, NAMES[second], 3);
+        assert!(qemus_of(&lab.hosts[first], UUID).is_empty());
+        goes_on(second);
+
+        // Its host dies (oxvirtd and QEMU): HA restarts it on another, as the lock was its.
+        let killed = Instant::now();
+        daemons[second].kill();
+        for pid in qemus_of(&lab.hosts[second], UUID) {
+            // SAFETY: kill(2) on the guest's QEMU in our test namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let survivor = (second + 1) % 3;
+        let mut last = String::new();
+        let mut elsewhere = None;
+        let restarted = wait_for(Duration::from_secs(90), || {
+            let run = daemons[survivor].oxvirt(&["list"]);
+            last = format!("{run:#?}");
+            elsewhere = host_of(&run.stdout).filter(|host| *host != NAMES[second]);
+            elsewhere
+                .as_deref()
+                .is_some_and(|host| qemus_of(&lab.hosts[index_of(host)], UUID).len() == 1)
+        });
+        assert!(
+            restarted,
+            "cm1 did not run again: {last}\n{}",
+            daemons[survivor].log()
+        );
+        eprintln!(
+            "cm1 ran again on {elsewhere:?} {:?} after {} died",
+            killed.elapsed(),
+            NAMES[second]
+        );
+        let third = index_of(elsewhere.as_deref().expect("a host"));
+        let locked = wait_for(SHORT, || {
+            lab.etcd_get(&format!("/oxvirt/running/{UUID}"))
+                .is_some_and(|lock| lock.value == NAMES[third])
+        });
+        assert!(locked, "the lock is not {}'s", NAMES[third]);
+        assert_lock_is(&lab, third);
+        // It boots there (a new boot: its host died), and the poller sees it run.
+        let started = wait_for(SHORT, || {
+            daemons[third]
+                .oxvirt(&["domstate", "cm1"])
+                .stdout
+                .contains("running")
+        });
+        assert!(started, "{}", daemons[third].log());
+        let mut console = daemons[third].console("cm1");
+        boot_shell(&mut console);
+        let said = guest(&mut console, "echo back on duty", SHORT);
+        assert!(said.contains("back on duty"), "{said}");
+
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let spans = poller.join().expect("poller");
+        eprintln!("cm1 ran (host, pid, first and last sample): {spans:?}");
+        assert_eq!(
+            overlapping_runs(&spans),
+            Vec::<String>::new(),
+            "cm1 ran twice at once"
+        );
+        // Started, moved twice, restarted: four QEMUs ran it, one after the other.
+        assert_eq!(spans.len(), 4, "{spans:?}");
+    });
+}
