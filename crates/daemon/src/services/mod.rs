@@ -34,6 +34,7 @@ pub mod memory;
 pub mod migration;
 pub mod migration_cpu;
 pub mod migration_flags;
+mod migration_native;
 pub mod migration_offline;
 mod migration_storage;
 pub mod migration_tcp;
