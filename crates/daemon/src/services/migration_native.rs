@@ -130,7 +130,19 @@ impl Domains {
                 return Err(err);
             }
         };
-        let image = SaveImage::read(&image_path)?;
+        let image = match SaveImage::read(&image_path) {
+            Ok(image) => image,
+            Err(err) => {
+                // Saved, but unreadable: nothing to send, nor to relaunch from.
+                if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                    tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+                }
+                return Err(err.context(format!(
+                    "domain '{}' is shut off here: the state it was saved into cannot be read back",
+                    record.name
+                )));
+            }
+        };
         let moved = async {
             if abort_requested(job).await {
                 return Err(aborted());
