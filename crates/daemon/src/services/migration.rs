@@ -157,7 +157,8 @@ async fn connect_stream(prepared: &PreparedMigration) -> DaemonResult<std::os::f
 impl Domains {
     /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
-    /// migrated). On any failure the guest goes on running here, untouched. `source_cpu` is
+    /// migrated). On any failure the guest goes on running here (a native guest relaunched from
+    /// the state it was saved into: migration_native.rs). `source_cpu` is
     /// this host's CPU, for the destination's CPU check (migration_cpu.rs; none for a native
     /// guest).
     pub async fn migrate(

@@ -26,8 +26,17 @@ say_b() {
     exec 3>/tmp/cin$1
     echo "$2" >&3
 }
-# counting LOG TAG BEFORE: the guest's counter, asked now as TAG, is at least BEFORE + 1.
-counting() { [ -n "$(log_answer $1 $2)" ] && [ "$(log_answer $1 $2)" -gt $3 ]; }
+# counting LOG TAG BEFORE: the guest's counter, answered as TAG, is at least BEFORE + 1 (the
+# guest renames each value into place: a read never sees the file empty). Each question waits 2 s
+# of the guest's time before it reads the counter, which ticks every second: a counter going on
+# has ticked by then, one that stopped has not.
+counting() { [ -n "$3" ] && [ -n "$(log_answer $1 $2)" ] && [ "$(log_answer $1 $2)" -gt "$3" ]; }
+
+# show_tail LOG: a guest console log's last lines, for a failed check's diagnosis (and fails).
+show_tail() {
+    tr -d '\r' <$1 | tail -n 20 | sed 's/^/[guest-console] /'
+    return 1
+}
 
 # The second oxvirtd: its own state directory, socket and jail users.
 oxvirtd --socket $SOCKB --state-dir $SB --no-default-network --native-user-range 3101000-3101999 \
@@ -39,7 +48,7 @@ dd if=/dev/zero of=/tmp/mig.raw bs=1M count=8 2>/dev/null
 run_ok mig-define ox define /lab/mig.xml
 run_ok mig-start ox start mig
 require mig-booted "wait_for 'grep -aq OXVIRT-GUEST-BOOTED $MLOG'"
-console_say mig 20 'mkdir -p /t; mount -t tmpfs t /t; echo tmpfs-M >/t/mark; (n=0; while :; do echo $n >/t/count; n=$((n+1)); sleep 1; done) >/dev/null 2>&1 & sleep 2; echo MSETUP=$(cat /t/mark) MC0=$(cat /t/count)'
+console_say mig 20 'mkdir -p /t; mount -t tmpfs t /t; echo tmpfs-M >/t/mark; (n=0; while :; do echo $n >/t/count.new; mv /t/count.new /t/count; n=$((n+1)); sleep 1; done) >/dev/null 2>&1 & sleep 2; echo MSETUP=$(cat /t/mark) MC0=$(cat /t/count)'
 require mig-guest-setup "wait_for '[ \"\$(log_answer $MLOG MSETUP)\" = tmpfs-M ]'"
 MC0=$(log_answer $MLOG MC0)
 
@@ -63,7 +72,7 @@ check mig-name-refused "refused migrate-name ox migrate mig oxvirt+unix://$SOCKB
 check mig-name-b-unchanged "oxb dumpxml mig | grep -q be6c7b8a-9fae-4b14-8fd0-000000000001 && migb_is 'shut off'"
 run_ok mig-b-undefine-same-name oxb undefine mig
 check mig-refusals-leave-it-running "mig_is running && mig_vmm $S && ! mig_vmm $SB"
-echo 'echo MC1=$(cat /t/count)' >&3
+echo 'sleep 2; echo MC1=$(cat /t/count)' >&3
 check mig-counts-after-refusals "wait_for 'counting $MLOG MC1 $MC0'"
 MC1=$(log_answer $MLOG MC1)
 
@@ -84,12 +93,12 @@ check mig-abort-running-here "wait_for 'mig_is running' && mig_vmm $S"
 check mig-abort-job-cancelled "ox domjobinfo mig | grep -Eq '^Job type: +Cancelled'"
 check mig-abort-b-nothing "wait_for '! oxb list --all | grep -q \" mig \"' && ! mig_vmm $SB && [ -z \"\$(ls $SB/migrations 2>/dev/null)\" ]"
 check mig-abort-no-image "[ -z \"\$(ls $S/migrations 2>/dev/null | grep save)\" ]"
-console_say mig 21 'echo MC2=$(cat /t/count) MMARK2=$(cat /t/mark)'
-check mig-abort-counter-goes-on "wait_for 'counting $MLOG MC2 $MC1' && [ \"\$(log_answer $MLOG MMARK2)\" = tmpfs-M ]"
+console_say mig 21 'sleep 2; echo MC2=$(cat /t/count) MMARK2=$(cat /t/mark)'
+check mig-abort-counter-goes-on "(wait_for 'counting $MLOG MC2 $MC1' || show_tail $MLOG) && [ \"\$(log_answer $MLOG MMARK2)\" = tmpfs-M ]"
 MC2=$(log_answer $MLOG MC2)
 
 # The move: on B the same boot goes on, A has it shut off (migrated) and no VMM of it.
-echo 'echo MUP=$(cut -d. -f1 /proc/uptime) MC3=$(cat /t/count)' >&3
+echo 'sleep 2; echo MUP=$(cut -d. -f1 /proc/uptime) MC3=$(cat /t/count)' >&3
 check mig-before-move "wait_for 'counting $MLOG MC3 $MC2'"
 MUP=$(log_answer $MLOG MUP)
 MC3=$(log_answer $MLOG MC3)
@@ -110,8 +119,8 @@ check mig-b-same-boot "[ \$(mig_booted $MLOGB) -eq 0 ] && [ \$(log_answer $MLOGB
 check mig-b-tmpfs "[ \"\$(log_answer $MLOGB BMARK)\" = tmpfs-M ]"
 check mig-b-counter-continues "[ \$(log_answer $MLOGB BC) -ge $MC3 ]"
 BC=$(log_answer $MLOGB BC)
-echo 'echo BC2=$(cat /t/count)' >&3
-check mig-b-counter-goes-on "wait_for 'counting $MLOGB BC2 $BC'"
+echo 'sleep 2; echo BC2=$(cat /t/count)' >&3
+check mig-b-counter-goes-on "wait_for 'counting $MLOGB BC2 $BC' || show_tail $MLOGB"
 BC2=$(log_answer $MLOGB BC2)
 
 # And back, --undefinesource: A runs it again, B has nothing. (A's undefine removed its run
@@ -122,8 +131,8 @@ run_ok mig-back oxb migrate --persistent --undefinesource mig oxvirt+unix://$SOC
 check mig-back-running "mig_is running && mig_vmm $S"
 check mig-back-b-undefined "! oxb list --all | grep -q ' mig '"
 check mig-back-b-no-vmm "! mig_vmm $SB"
-console_say mig 23 'echo AC=$(cat /t/count)'
-check mig-back-counter-goes-on "wait_for 'counting $MLOG AC $BC2'"
+console_say mig 23 'sleep 2; echo AC=$(cat /t/count)'
+check mig-back-counter-goes-on "wait_for 'counting $MLOG AC $BC2' || show_tail $MLOG"
 check mig-back-same-boot "[ \$(mig_booted $MLOG) -eq 0 ]"
 
 run_ok mig-destroy ox destroy mig
