@@ -19,6 +19,9 @@
 //! in L1 and checks a native domain's cgroups: `<cputune>` and `<memtune>` in the kernel's files,
 //! the vCPU thread in `vcpu0`, a busy loop held to its quota, the VMM's user unable to write its
 //! groups, the verbs live, and the kernel's OOM kill at a hard limit lowered under the guest's use.
+//! `native_lab/migrate.sh` (before the cgroups) runs a second oxvirtd in L1 and migrates a native
+//! domain to it and back (paused: its saved state over the migration's connection), with the
+//! refusals and an aborted migration first.
 //! Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
@@ -36,6 +39,7 @@ const SNAPSHOTS_SCRIPT: &str = include_str!("native_lab/snapshots.sh");
 const BALLOON_SCRIPT: &str = include_str!("native_lab/balloon.sh");
 const JAIL_SCRIPT: &str = include_str!("native_lab/jail.sh");
 const CGROUPS_SCRIPT: &str = include_str!("native_lab/cgroups.sh");
+const MIGRATE_SCRIPT: &str = include_str!("native_lab/migrate.sh");
 /// L1 runs under TCG: each L2 boot takes about 50 s there, each save or restore of a guest a few.
 const LAB_TIMEOUT: Duration = Duration::from_secs(1200);
 const UUID: &str = "6f1d2c3b-4a59-4e6f-8a7b-9c0d1e2f3a4b";
@@ -44,6 +48,8 @@ const SNAP_UUID: &str = "7a2e3d4c-5b6a-4f70-8b9c-0d1e2f3a4b5c";
 /// The domains of the balloon scenario (balloon.sh says the same).
 const BAL_UUID: &str = "8b3f4e5d-6c7b-4081-9cad-1e2f3a4b5c6d";
 const NSP_UUID: &str = "9c4a5f6e-7d8c-4192-8dbe-2f3a4b5c6d7e";
+/// The domain of the migration scenario (migrate.sh says the same).
+const MIG_UUID: &str = "be6c7b8a-9fae-4b14-8fd0-4b5c6d7e8f90";
 /// The domain of the cgroup scenario (cgroups.sh says the same).
 const CG_UUID: &str = "ad5b6a7f-8e9d-4a03-9ecf-3a4b5c6d7e8f";
 
@@ -140,6 +146,11 @@ fn nsp_domain_xml() -> String {
     )
 }
 
+/// The migration scenario's domain: a raw disk both oxvirtd reach at the same path.
+fn mig_domain_xml() -> String {
+    native_domain_xml("mig", MIG_UUID, "raw", "/tmp/mig.raw", "")
+}
+
 /// The cgroup scenario's domain: `<cputune>` shares, vCPU and emulator bandwidth and pins (L1 has
 /// one CPU, 0), and a `<memtune>` hard limit.
 fn cg_domain_xml() -> String {
@@ -184,6 +195,8 @@ fn run_lab() -> String {
     write_file(&root.join("lab/nsp.xml"), &nsp_domain_xml(), 0o644);
     write_file(&root.join("lab/cgroups.sh"), CGROUPS_SCRIPT, 0o644);
     write_file(&root.join("lab/cg.xml"), &cg_domain_xml(), 0o644);
+    write_file(&root.join("lab/migrate.sh"), MIGRATE_SCRIPT, 0o644);
+    write_file(&root.join("lab/mig.xml"), &mig_domain_xml(), 0o644);
     install_binary(&root, Path::new(env!("CARGO_BIN_EXE_oxvirtd")), "oxvirtd");
     install_binary(&root, &sibling_binary("oxvirt"), "oxvirt");
     install_binary(&root, &sibling_binary("oxvirt-vmm"), "oxvirt-vmm");
@@ -476,4 +489,74 @@ fn native_guests_get_cgroups() {
         ],
     );
     assert_no_vmm_left(text, "CG-LEFTOVER-VMM");
+}
+
+/// A native guest migrates (docs/migration.md, "The native engine"), not live: `--live` and
+/// `--copy-storage-all` are refused naming why, and so is a name the destination already has
+/// (its domain unchanged), the guest running on A throughout with its counter going on. A
+/// migration at 1 MiB/s shows its bytes in `domjobinfo` (the guest shut off on A meanwhile, its
+/// VMM ended) and `domjobabort` brings it back running on A from its saved state (same tmpfs,
+/// counter going on), B left with nothing. Then it moves to B: `running (migrated)` there with
+/// no boot in its console, the same uptime and tmpfs and its counter going on; A has it `shut off
+/// (migrated)` and no VMM of it, one VMM in all, no state file left. Last it moves back with
+/// `--undefinesource`: running on A with no boot in its console, its counter going on, gone
+/// from B.
+#[test]
+fn native_guests_migrate_paused_between_two_oxvirtd() {
+    let text = lab();
+    assert_checks(
+        text,
+        &[
+            "mig-second-oxvirtd",
+            "mig-define",
+            "mig-start",
+            "mig-booted",
+            "mig-guest-setup",
+            "mig-live-refused",
+            "mig-live-says-why",
+            "mig-live-b-nothing",
+            "mig-copy-storage-refused",
+            "mig-b-define-same-name",
+            "mig-name-refused",
+            "mig-name-b-unchanged",
+            "mig-b-undefine-same-name",
+            "mig-refusals-leave-it-running",
+            "mig-counts-after-refusals",
+            "mig-jobinfo-progress",
+            "mig-jobinfo-total",
+            "mig-paused-vmm-ended",
+            "mig-jobabort",
+            "mig-abort-fails",
+            "mig-abort-running-here",
+            "mig-abort-job-cancelled",
+            "mig-abort-b-nothing",
+            "mig-abort-no-image",
+            "mig-abort-counter-goes-on",
+            "mig-before-move",
+            "mig-migrate",
+            "mig-b-running",
+            "mig-b-reason",
+            "mig-a-shut-off",
+            "mig-a-no-vmm",
+            "mig-one-vmm",
+            "mig-a-no-image",
+            "mig-job-completed",
+            "mig-b-answers",
+            "mig-b-same-boot",
+            "mig-b-tmpfs",
+            "mig-b-counter-continues",
+            "mig-b-counter-goes-on",
+            "mig-never-rebooted",
+            "mig-a-undefine",
+            "mig-back",
+            "mig-back-running",
+            "mig-back-b-undefined",
+            "mig-back-b-no-vmm",
+            "mig-back-counter-goes-on",
+            "mig-back-same-boot",
+            "mig-destroy",
+            "mig-undefine",
+        ],
+    );
+    assert_no_vmm_left(text, "MIG-LEFTOVER-VMM");
 }

@@ -9,6 +9,8 @@
 //!   first instruction until [`VmmClient::resume`], so its threads can be placed first).
 //! - [`Supervisor::launch_restoring`]: the same from a machine state [`VmmClient::save_state`]
 //!   wrote (the VMM starts paused).
+//! - [`migration`]: that state over a migration's connection (the source sends what it saved,
+//!   the destination spools it and restores from it).
 //! - [`Supervisor::connect`]: a [`VmmClient`] (status, pause, resume, power button, stop, save, the balloon,
 //!   the disks' I/O counters) and
 //!   the VM's [`VmEnd`], reported once the VMM has gone.
@@ -52,6 +54,7 @@
 mod console;
 mod control;
 mod error;
+pub mod migration;
 mod paths;
 mod plan;
 mod process;

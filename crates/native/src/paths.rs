@@ -61,6 +61,12 @@ impl RunPaths {
         self.dir.join("console.log")
     }
 
+    /// The machine state an incoming migration received, while the VMM restores from it (removed
+    /// once it has, or if it cannot; not a stale file: it is written before the launch).
+    pub fn incoming_state(&self) -> PathBuf {
+        self.dir.join("incoming.state")
+    }
+
     /// What a previous run may have left and a new launch must not mistake for its own.
     pub(crate) fn stale_files(&self) -> [PathBuf; 6] {
         let mut exit_temp = self.exit_record().into_os_string();

@@ -77,7 +77,13 @@ async fn migrate(
         if cluster_lock.is_some() {
             request.undefine_source = true;
         }
-        let source_cpu = d.cpu_description().await?;
+        // A native guest's destination does not compare QEMU's CPUs (migration_cpu.rs), and
+        // a native host may have no QEMU to describe them.
+        let source_cpu = if d.domains.runs_natively(&id)? {
+            None
+        } else {
+            Some(d.cpu_description().await?)
+        };
         d.domains
             .migrate(&id, &request, source_cpu, cluster_lock)
             .await

@@ -101,8 +101,9 @@ pub struct StateFile {
 pub enum Incoming<'a> {
     /// A save image's state stream.
     Saved(&'a StateFile),
-    /// A live migration's stream: the connection the source oxvirtd made
-    /// (services/migration.rs).
+    /// A migration's stream: the connection the source oxvirtd made (services/migration.rs):
+    /// QEMU's live migration stream, or a native guest's saved state
+    /// (`oxvirt_native::migration`), which the native engine restores as [`Incoming::Saved`].
     Stream(std::os::fd::BorrowedFd<'a>),
     /// A live migration's stream that also copies the guest's disks (`--copy-storage-*`):
     /// they are served by NBD before the stream is loaded (services/migration_storage.rs).
@@ -131,7 +132,9 @@ pub use oxvirt_qemu::MigrationStats as MigrationProgress;
 fn no_migration() -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,
-        message: "this engine cannot migrate a running guest (the qemu engine can)".to_string(),
+        message: "this engine has no live migration (the qemu engine has; a native guest migrates \
+                  paused: migrate without --live)"
+            .to_string(),
     }
 }
 

@@ -128,11 +128,38 @@ impl Engine for NativeEngine {
         self.check_host()?;
         let run = RunPaths::new(run_dir);
         match incoming {
-            // The VMM loads the state and starts paused.
-            Some(Incoming::Stream(_) | Incoming::StreamCopyingDisks(..)) => {
+            // A paused guest's state, sent whole by the source (services/migration_native.rs):
+            // spooled into the run directory, then restored as a saved state is.
+            Some(Incoming::Stream(stream)) => {
+                let spool = run.incoming_state();
+                // A leftover of an earlier attempt that died with oxvirtd.
+                let _ = std::fs::remove_file(&spool);
+                let limit = oxvirt_native::migration::state_limit(domain.memory_kib);
+                let launched =
+                    match oxvirt_native::migration::receive_from(stream, &spool, limit).await {
+                        Ok(_) => {
+                            let source = oxvirt_native::RestoreSource {
+                                path: spool.clone(),
+                                offset: 0,
+                            };
+                            self.supervisor.launch_restoring(domain, &run, source).await
+                        }
+                        Err(err) => Err(err),
+                    };
+                // The VMM has read all of it once its API answers (or it failed).
+                if let Err(err) = std::fs::remove_file(&spool) {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!("cannot remove {}: {err}", spool.display());
+                    }
+                }
+                launched
+            }
+            Some(Incoming::StreamCopyingDisks(..)) => {
                 return Err(EngineError {
                     kind: EngineErrorKind::Unsupported,
-                    message: "the native engine cannot receive a live migration yet".to_string(),
+                    message: "the native engine cannot copy a guest's disks in a migration \
+                              (--copy-storage-*): its disks must be on shared storage"
+                        .to_string(),
                 })
             }
             Some(Incoming::Saved(state)) => {

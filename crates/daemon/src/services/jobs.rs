@@ -150,6 +150,14 @@ impl Migrations {
     }
 }
 
+/// A job stopped by `domjobabort` ([`Job::end`] records it "Cancelled" by these words).
+pub(super) fn aborted() -> DaemonError {
+    DaemonError::new(
+        ErrorKind::InvalidState,
+        "the migration was aborted (domjobabort)",
+    )
+}
+
 fn elapsed_ms(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }

@@ -123,11 +123,47 @@ pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     }
 }
 
+/// What a qemu-engine guest's migration needs of the source's migrate call.
+struct QemuMove<'a> {
+    control: &'a dyn Control,
+    /// The guest ran (else it was paused) when the migration began.
+    running: bool,
+    prepared: &'a PreparedMigration,
+    request: &'a MigrateRequest,
+    destination: &'a Client,
+    job: &'a Job,
+    disks: &'a [oxvirt_api::DiskCopy],
+    /// A cluster guest's lock, handed over at the end (migration_lock.rs).
+    cluster_lock: Option<&'a dyn SourceLock>,
+}
+
+/// (Source) The connection to the destination's migration stream: a remote destination's port
+/// for this migration, or a local one's socket.
+async fn connect_stream(prepared: &PreparedMigration) -> DaemonResult<std::os::fd::OwnedFd> {
+    let (stream, place) = match &prepared.address {
+        Some(address) => (super::migration_tcp::connect(address).await, address),
+        None => (
+            tokio::net::UnixStream::connect(&prepared.socket)
+                .await
+                .and_then(|stream| stream.into_std())
+                .map(std::os::fd::OwnedFd::from),
+            &prepared.socket,
+        ),
+    };
+    stream.map_err(|err| {
+        DaemonError::new(
+            ErrorKind::Engine,
+            format!("cannot connect to the destination's migration stream at {place}: {err}"),
+        )
+    })
+}
+
 impl Domains {
     /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
-    /// migrated). On any failure the guest goes on running here, untouched. `source_cpu` is
-    /// this host's CPU, for the destination's CPU check (migration_cpu.rs).
+    /// migrated). On any failure the guest goes on running here (a native guest relaunched from
+    /// the state it was saved into: migration_native.rs). `source_cpu` is this host's CPU, for
+    /// the destination's CPU check (migration_cpu.rs; none for a native guest).
     ///
     /// A cluster guest comes with its `lock` (migration_lock.rs): the destination must be a live
     /// member, takes the lock over before the guest resumes there, and the guest runs here again
@@ -136,7 +172,7 @@ impl Domains {
         self: &Arc<Self>,
         id: &str,
         request: &MigrateRequest,
-        source_cpu: HostCpuDescription,
+        source_cpu: Option<HostCpuDescription>,
         lock: Option<Arc<dyn SourceLock>>,
     ) -> DaemonResult<DomainSummary> {
         let record = self.guests.resolve(id)?;
@@ -158,7 +194,7 @@ impl Domains {
         self: &Arc<Self>,
         id: &str,
         request: &MigrateRequest,
-        source_cpu: HostCpuDescription,
+        source_cpu: Option<HostCpuDescription>,
         cluster_lock: Option<&dyn SourceLock>,
     ) -> DaemonResult<DomainSummary> {
         let destination = destination_client(request)?;
@@ -173,7 +209,20 @@ impl Domains {
             )));
         }
         let control = self.guests.control_of(&live, &record)?;
-        super::migration_flags::set_capabilities(control.as_ref(), request, &record.name).await?;
+        // A native guest moves paused, its saved state sent whole (migration_native.rs).
+        let native = self.runs_natively(id)?;
+        if native && cluster_lock.is_some() {
+            return Err(invalid_state(format!(
+                "domain '{}' is a native cluster guest: handing its lock over with it is done for the qemu engine only (docs/cluster.md, \"Not yet\")",
+                record.name
+            )));
+        }
+        if native {
+            super::migration_native::check_request(request, &record.name)?;
+        } else {
+            super::migration_flags::set_capabilities(control.as_ref(), request, &record.name)
+                .await?;
+        }
         let xml = self
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
@@ -194,7 +243,7 @@ impl Domains {
             running: state == DomainState::Running,
             owners,
             disks: disks.clone(),
-            source_cpu: Some(source_cpu),
+            source_cpu,
             cluster: cluster_lock.map(|lock| lock.holder()),
         };
         let prepared = destination
@@ -216,89 +265,59 @@ impl Domains {
         tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
 
         let job = self.migrations.begin_job(record.uuid);
-        // Not live: the guest stops for the copy (and runs again there, or here on a failure).
-        let paused = if !request.live && state == DomainState::Running {
-            control
-                .pause()
-                .await
-                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))
+        let moved = if native {
+            let native = super::migration_native::NativeMove {
+                prepared: &prepared,
+                request,
+                destination: &destination,
+                job: &job,
+                connect: connect_stream(&prepared),
+                finish: async {
+                    destination
+                        .finish_migration(&prepared.id, &FinishMigration::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|err| destination_error(&request.destination, err))
+                },
+            };
+            self.move_native(&vm, &record, native).await
         } else {
-            Ok(())
+            let qemu = QemuMove {
+                control: control.as_ref(),
+                running: state == DomainState::Running,
+                prepared: &prepared,
+                request,
+                destination: &destination,
+                job: &job,
+                disks: &disks,
+                cluster_lock,
+            };
+            self.move_qemu(&record, qemu).await
         };
-        let sent = match paused {
-            Ok(()) => {
-                self.send_state(control.as_ref(), &prepared, request, &job, &disks)
-                    .await
-            }
-            Err(err) => Err(err),
-        };
-        // Completed: the copies are whole (the guest is paused here), and end.
-        let sent = match sent {
-            Ok(()) => super::migration_storage::end_copies(control.as_ref(), &disks).await,
-            Err(err) => Err(err),
-        };
-        // A cluster guest: the lock as it is now, paused here, is what the destination takes.
-        let offered = match (sent, cluster_lock) {
-            (Ok(()), Some(cluster_lock)) => cluster_lock.offer().await.map(Some),
-            (Ok(()), None) => Ok(None),
-            (Err(err), _) => Err(err),
-        };
-        let finished = match offered {
-            Ok(lock_revision) => destination
-                .finish_migration(&prepared.id, &FinishMigration { lock_revision })
-                .await
-                .map(|_| ())
-                .map_err(|err| destination_error(&request.destination, err)),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = finished {
-            // The guest goes on here: the stream stops, the destination forgets it.
-            let _ = control.migrate_cancel().await;
-            wait_until_cancelled(control.as_ref(), &record.name).await;
-            let _ = super::migration_storage::end_copies(control.as_ref(), &disks).await;
-            if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-            }
-            // A migration cancelled after QEMU stopped the guest for the last pass leaves it
-            // paused: it ran before, so it runs again; a cluster guest only while its lock is
-            // still this host's (made sure of first: the destination can no longer take it).
-            let mut kept = Ok(());
-            if state == DomainState::Running {
-                if let Ok(crate::engine::GuestStatus::Paused) = control.status().await {
-                    if let Some(cluster_lock) = cluster_lock {
-                        kept = cluster_lock.keep().await;
-                    }
-                    match &kept {
-                        Ok(()) => {
-                            if let Err(resume) = control.resume().await {
-                                tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
-                            }
-                        }
-                        Err(why) => {
-                            tracing::warn!(domain = %record.name, "not resumed after a failed migration: {why}");
-                        }
-                    }
-                }
-            }
+        if let Err(err) = moved {
             job.end(&err);
-            return Err(match kept {
-                Ok(()) => err.context(format!(
-                    "migration of domain '{}' failed; it goes on running here",
-                    record.name
-                )),
-                Err(why) => err.context(format!(
-                    "migration of domain '{}' failed at its end, and the guest stays paused here: {}",
-                    record.name, why.message
-                )),
-            });
+            // (A native guest that could not be relaunched here is shut off: its error says
+            // where its state is.)
+            let here = match self.guests.current_state(&record) {
+                Ok(DomainState::Running) => "it goes on running here",
+                Ok(DomainState::Paused) => "it stays paused here",
+                _ => "it does not run here",
+            };
+            return Err(err.context(format!(
+                "migration of domain '{}' failed; {here}",
+                record.name
+            )));
         }
         if let Some(cluster_lock) = cluster_lock {
             cluster_lock.handed_over();
         }
         job.complete();
         tracing::info!(domain = %record.name, destination = %request.destination, "migrated");
-        self.end_guest(&vm, &record, &live, Intent::Migrated)
-            .await?;
+        // (A native guest's VMM ended once its state was saved.)
+        if !native {
+            self.end_guest(&vm, &record, &live, Intent::Migrated)
+                .await?;
+        }
         let summary = self.summary(&record)?;
         drop(guard);
         if request.undefine_source {
@@ -318,6 +337,95 @@ impl Domains {
         Ok(summary)
     }
 
+    /// Moves a qemu-engine guest (the caller prepared the destination and holds the domain's
+    /// operation lock): its QEMU streams the state (copying the disks first with
+    /// `--copy-storage-*`), then the destination finishes. On a failure the guest goes on
+    /// here, running again if it ran, and the destination forgets it.
+    async fn move_qemu(
+        &self,
+        record: &store::DomainRecord,
+        qemu: QemuMove<'_>,
+    ) -> DaemonResult<()> {
+        let QemuMove {
+            control,
+            running,
+            prepared,
+            request,
+            destination,
+            job,
+            disks,
+            cluster_lock,
+        } = qemu;
+        // Not live: the guest stops for the copy (and runs again there, or here on a failure).
+        let paused = if !request.live && running {
+            control
+                .pause()
+                .await
+                .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))
+        } else {
+            Ok(())
+        };
+        let sent = match paused {
+            Ok(()) => {
+                self.send_state(control, prepared, request, job, disks)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        // Completed: the copies are whole (the guest is paused here), and end.
+        let sent = match sent {
+            Ok(()) => super::migration_storage::end_copies(control, disks).await,
+            Err(err) => Err(err),
+        };
+        // A cluster guest: the lock as it is now, paused here, is what the destination takes.
+        let offered = match (sent, cluster_lock) {
+            (Ok(()), Some(cluster_lock)) => cluster_lock.offer().await.map(Some),
+            (Ok(()), None) => Ok(None),
+            (Err(err), _) => Err(err),
+        };
+        let finished = match offered {
+            Ok(lock_revision) => destination
+                .finish_migration(&prepared.id, &FinishMigration { lock_revision })
+                .await
+                .map(|_| ())
+                .map_err(|err| destination_error(&request.destination, err)),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = finished {
+            // The guest goes on here: the stream stops, the destination forgets it.
+            let _ = control.migrate_cancel().await;
+            wait_until_cancelled(control, &record.name).await;
+            let _ = super::migration_storage::end_copies(control, disks).await;
+            if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+            }
+            // A migration cancelled after QEMU stopped the guest for the last pass (or a
+            // non-live one) leaves it paused: it ran before, so it runs again; a cluster guest
+            // only while its lock is still this host's (made sure of first: the destination can
+            // no longer take it).
+            if running {
+                if let Ok(crate::engine::GuestStatus::Paused) = control.status().await {
+                    let kept = match cluster_lock {
+                        Some(cluster_lock) => cluster_lock.keep().await,
+                        None => Ok(()),
+                    };
+                    if let Err(why) = kept {
+                        tracing::warn!(domain = %record.name, "not resumed after a failed migration: {why}");
+                        return Err(DaemonError::new(
+                            err.kind,
+                            format!("{}; {}", why.message, err.message),
+                        ));
+                    }
+                    if let Err(resume) = control.resume().await {
+                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    }
+                }
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
     /// Connects to the destination's socket, hands the connection to QEMU and follows the
     /// migration until QEMU completed it (or it failed, or was aborted).
     async fn send_state(
@@ -328,23 +436,7 @@ impl Domains {
         job: &Job,
         disks: &[oxvirt_api::DiskCopy],
     ) -> DaemonResult<()> {
-        // A remote destination's port for this migration, or a local one's socket.
-        let (stream, place) = match &prepared.address {
-            Some(address) => (super::migration_tcp::connect(address).await, address),
-            None => (
-                tokio::net::UnixStream::connect(&prepared.socket)
-                    .await
-                    .and_then(|stream| stream.into_std())
-                    .map(std::os::fd::OwnedFd::from),
-                &prepared.socket,
-            ),
-        };
-        let stream = stream.map_err(|err| {
-            DaemonError::new(
-                ErrorKind::Engine,
-                format!("cannot connect to the destination's migration stream at {place}: {err}"),
-            )
-        })?;
+        let stream = connect_stream(prepared).await?;
         // With that connection D's QEMU started: it serves the disks to copy first.
         self.copy_disks(control, prepared, disks, request.copy_storage, job)
             .await?;
@@ -357,12 +449,7 @@ impl Domains {
         let mut suspend = super::migration_flags::SuspendAfter::new(request);
         loop {
             tokio::select! {
-                () = job.abort.notified() => {
-                    return Err(DaemonError::new(
-                        ErrorKind::InvalidState,
-                        "the migration was aborted (domjobabort)",
-                    ));
-                }
+                () = job.abort.notified() => return Err(super::jobs::aborted()),
                 () = tokio::time::sleep(POLL) => {}
             }
             suspend.check(control).await?;
@@ -391,6 +478,12 @@ impl Domains {
     /// Whether the domain `uuid` migrates out or in now (its copy here is the migration's).
     pub fn migrating(&self, uuid: &str) -> bool {
         Uuid::parse_str(uuid).is_ok_and(|uuid| self.migrations.is_moving(&uuid))
+    }
+
+    /// Whether domain `id` runs on the native engine (its migration is migration_native.rs's).
+    pub fn runs_natively(&self, id: &str) -> DaemonResult<bool> {
+        let record = self.guests.resolve(id)?;
+        Ok(self.engine.kind_of(&stored_domain(&record)?) == oxvirt_api::Engine::Native)
     }
 
     /// virsh domjobinfo: the domain's running (or last) migration job.

@@ -152,7 +152,7 @@ impl Domains {
                     Err(_) => {}
                 }
                 tokio::select! {
-                    () = job.abort.notified() => return Err(aborted()),
+                    () = job.abort.notified() => return Err(super::jobs::aborted()),
                     () = tokio::time::sleep(POLL) => {}
                 }
             };
@@ -194,18 +194,11 @@ impl Domains {
                 return Ok(());
             }
             tokio::select! {
-                () = job.abort.notified() => return Err(aborted()),
+                () = job.abort.notified() => return Err(super::jobs::aborted()),
                 () = tokio::time::sleep(POLL) => {}
             }
         }
     }
-}
-
-fn aborted() -> DaemonError {
-    DaemonError::new(
-        ErrorKind::InvalidState,
-        "the migration was aborted (domjobabort)",
-    )
 }
 
 /// (Source) Ends the copies of `copies`: after QEMU completed the migration their targets are

@@ -35,6 +35,7 @@ pub mod migration;
 pub mod migration_cpu;
 pub mod migration_flags;
 pub mod migration_lock;
+mod migration_native;
 pub mod migration_offline;
 mod migration_storage;
 pub mod migration_tcp;

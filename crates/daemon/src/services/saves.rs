@@ -219,11 +219,16 @@ impl SaveImage {
         })
     }
 
-    fn state(&self) -> StateFile {
+    pub(super) fn state(&self) -> StateFile {
         StateFile {
             path: self.path.clone(),
             offset: self.header.state_offset,
         }
+    }
+
+    /// The length of the engine's state stream ([`SaveImage::state`]).
+    pub(super) fn state_len(&self) -> u64 {
+        self.header.state_len
     }
 }
 
@@ -445,16 +450,20 @@ impl Domains {
         after: Option<RunAfter>,
     ) -> DaemonResult<()> {
         let (vm, _guard) = self.guests.begin(record)?;
-        self.save_locked(&vm, record, target, after).await
+        self.save_locked(&vm, record, target, after, Intent::Save)
+            .await
     }
 
-    /// [`Domains::save_guest`] with the domain's operation lock held by the caller.
-    async fn save_locked(
+    /// [`Domains::save_guest`] with the domain's operation lock held by the caller; `intent`
+    /// says why the guest ends once saved (a save, or a native guest's migration:
+    /// migration_native.rs).
+    pub(super) async fn save_locked(
         self: &Arc<Self>,
         vm: &Vm,
         record: &DomainRecord,
         target: &Path,
         after: Option<RunAfter>,
+        intent: Intent,
     ) -> DaemonResult<()> {
         let live = self.guests.live_or_not_running(vm, record)?;
         let state = self.guests.current_state(record)?;
@@ -504,7 +513,7 @@ impl Domains {
         }
         tracing::info!(domain = %record.name, file = %target.display(), "saved");
         // Its state is in the image: the guest's process ends, and the domain is shut off.
-        self.end_guest(vm, record, &live, Intent::Save).await
+        self.end_guest(vm, record, &live, intent).await
     }
 
     /// Runs `work` while the guest's process is stopped, for what the images its engine holds
@@ -527,7 +536,8 @@ impl Domains {
                     create_private_dir(dir)
                         .map_err(|e| internal(&format!("cannot create {}", dir.display()), e))?;
                 }
-                self.save_locked(vm, record, image, None).await?;
+                self.save_locked(vm, record, image, None, Intent::Save)
+                    .await?;
                 image
             }
             Halt::Replace(image) => {
@@ -662,7 +672,7 @@ impl Domains {
 
     /// Launches the domain from `image` (its XML, its engine's state); the caller holds the
     /// domain's operation lock.
-    async fn start_from_image(
+    pub(super) async fn start_from_image(
         self: &Arc<Self>,
         vm: &Arc<Vm>,
         record: &DomainRecord,

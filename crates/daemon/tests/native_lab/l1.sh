@@ -33,7 +33,8 @@ wait_for() {
 dump() {
     dmesg | grep -iE 'audit|seccomp|segfault' | tail -n 10 | sed 's/^/[dmesg] /'
     sed 's/^/[oxvirtd] /' /tmp/oxvirtd.log | tail -n 80
-    for f in $S/run/*/vmm.log $S/run/*/console.log; do
+    [ -f /tmp/oxvirtd-b.log ] && sed 's/^/[oxvirtd-b] /' /tmp/oxvirtd-b.log | tail -n 60
+    for f in $S/run/*/vmm.log $S/run/*/console.log /tmp/oxb/run/*/vmm.log; do
         [ -f $f ] && sed "s|^|[$(basename $f)] |" $f | tail -n 40
     done
 }
@@ -211,6 +212,8 @@ echo "LEFTOVER-VMM=$(pidof oxvirt-vmm | wc -w)"
 . /lab/snapshots.sh
 # The balloon, memory backing and vCPU threads of native domains.
 . /lab/balloon.sh
+# Migrations of a native domain to a second oxvirtd and back.
+. /lab/migrate.sh
 # A native domain's cgroups (mounts cgroup v2: last, so the scenarios above run without).
 . /lab/cgroups.sh
 kill $DPID
