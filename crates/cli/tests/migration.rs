@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::counting::{boot_id, disk_count, qcow2_disk, ram_count};
+use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
 use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -77,18 +77,10 @@ fn boot_counting_defined(daemon: &Daemon, name: &str) -> ConsoleSession {
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
     console.run(
-        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo 0 > /mnt/ram/count",
-        1,
-    );
-    console.run(
         "echo disk-before | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null",
         2,
     );
-    console.send_line(
-        "(i=0; while :; do i=$((i+1)); echo $i > /mnt/ram/count; \
-         echo count-$i | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null; \
-         sleep 1; done) &",
-    );
+    start_counters(&mut console, 1);
     console
 }
 

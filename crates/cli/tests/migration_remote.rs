@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::counting::{boot_id, disk_count, qcow2_disk, ram_count};
+use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
 use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -176,15 +176,7 @@ fn boot_counting(a: &Daemon) -> String {
     let mut console = a.start_with_console("remote-vm");
     console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
     console.expect_text(PROMPT, BOOT_TIMEOUT);
-    console.run(
-        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo 0 > /mnt/ram/count",
-        1,
-    );
-    console.send_line(
-        "(i=0; while :; do i=$((i+1)); echo $i > /mnt/ram/count; \
-         echo count-$i | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null; \
-         sleep 1; done) &",
-    );
+    start_counters(&mut console, 1);
     let booted = boot_id(&mut console, 2);
     assert!(
         wait_for(Duration::from_secs(30), || disk_count(&mut console, 3)

@@ -19,6 +19,21 @@ pub fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
     path
 }
 
+/// Starts the guest's counters: every second into RAM (`/mnt/ram/count`, a tmpfs mounted
+/// here, answering `tag`) and into its disk's sector 1. The RAM count is renamed into place, so
+/// a read never meets the file truncated and not yet written.
+pub fn start_counters(console: &mut ConsoleSession, tag: u32) {
+    console.run(
+        "mkdir -p /mnt/ram && mount -t tmpfs tmpfs /mnt/ram && echo 0 > /mnt/ram/count",
+        tag,
+    );
+    console.send_line(
+        "(i=0; while :; do i=$((i+1)); echo $i > /mnt/ram/count.new; mv /mnt/ram/count.new /mnt/ram/count; \
+         echo count-$i | dd of=/dev/vda bs=512 seek=1 count=1 conv=sync,fsync 2>/dev/null; \
+         sleep 1; done) &",
+    );
+}
+
 /// The counter the guest keeps in RAM (`/mnt/ram/count`, a tmpfs).
 pub fn ram_count(console: &mut ConsoleSession, tag: u32) -> u64 {
     let answer = console.run("cat /mnt/ram/count", tag);
