@@ -95,8 +95,8 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         let poller = scope.spawn(|| guest_run_spans(&lab.hosts, UUID, &stop));
         let _stop_poller = StopOnDrop(&stop);
         let migrate = |from: usize, to: usize| {
-            oxvirt_with_stdin(
-                &daemons[from],
+            oxvirt_with_input(
+                &daemons[from].socket,
                 &[
                     "migrate",
                     "--live",
@@ -162,8 +162,8 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         goes_on(first);
 
         // host-evacuate of that member moves it on.
-        let run = oxvirt_with_stdin(
-            &daemons[first],
+        let run = oxvirt_with_input(
+            &daemons[first].socket,
             &[
                 "host-evacuate",
                 NAMES[first],

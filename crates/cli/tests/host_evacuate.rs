@@ -30,7 +30,12 @@ fn host_evacuate_moves_every_guest_off_a_host_by_the_placement_rules() {
     let with_password = |member: &NetDaemon, args: &[&str]| {
         let mut args = args.to_vec();
         args.extend(["--dest-user", "ann", "--dest-ca", &ca]);
-        clustersupport::oxvirt_with_stdin(member, &args, "evacuate-pw\n", Duration::from_secs(300))
+        clustersupport::oxvirt_with_input(
+            &member.socket,
+            &args,
+            "evacuate-pw\n",
+            Duration::from_secs(300),
+        )
     };
 
     // A counting local guest on host-b.

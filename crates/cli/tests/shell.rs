@@ -252,28 +252,7 @@ fn pipe_into_shell(socket: &Path, script: &str) -> support::Run {
 }
 
 fn pipe_into_shell_with(socket: &Path, args: &[&str], script: &str) -> support::Run {
-    use std::io::Write;
-    let mut child = Command::new(oxvirt_bin())
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run oxvirt");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(script.as_bytes())
-        .expect("write the script");
-    let output = child.wait_with_output().expect("wait for oxvirt");
-    support::Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    support::oxvirt_with_input(socket, args, script, Duration::from_secs(120))
 }
 
 #[test]

@@ -132,21 +132,18 @@ impl Lab {
     /// run as ids of their own (3140000 + 1000 * index ..., not used by other suites), as on
     /// separate machines.
     pub fn member(&self, index: usize, name: &str) -> NetDaemon<'_> {
-        let endpoint = format!("etcd={}", etcd_endpoint());
         let first = 3_140_000 + 1000 * index;
-        let users = format!("{first}-{}", first + 99);
-        NetDaemon::start_with(
-            &self.hosts[index],
-            false,
-            &[
-                "--cluster",
-                &endpoint,
-                "--host-name",
-                name,
-                "--qemu-user-range",
-                &users,
-            ],
-        )
+        self.start_member(index, name, &[], &format!("{first}-{}", first + 99))
+    }
+
+    /// oxvirtd in host namespace `index`, member `name` of the lab's etcd, with `extra`
+    /// options and QEMU user range `users`.
+    fn start_member(&self, index: usize, name: &str, extra: &[&str], users: &str) -> NetDaemon<'_> {
+        let endpoint = format!("etcd={}", etcd_endpoint());
+        let mut args = vec!["--cluster", &endpoint, "--host-name", name];
+        args.extend_from_slice(extra);
+        args.extend(["--qemu-user-range", users]);
+        NetDaemon::start_with(&self.hosts[index], false, &args)
     }
 }
 
@@ -234,22 +231,8 @@ impl Lab {
     /// As [`Lab::member`], with its TLS API on `10.77.0.(11+index):16514` (what migrations and
     /// `host-evacuate` reach) and the QEMU user range `users` (the caller's own).
     pub fn member_with_api(&self, index: usize, name: &str, users: &str) -> NetDaemon<'_> {
-        let endpoint = format!("etcd={}", etcd_endpoint());
         let listen = format!("10.77.0.{}:16514", 11 + index);
-        NetDaemon::start_with(
-            &self.hosts[index],
-            false,
-            &[
-                "--cluster",
-                &endpoint,
-                "--host-name",
-                name,
-                "--listen",
-                &listen,
-                "--qemu-user-range",
-                users,
-            ],
-        )
+        self.start_member(index, name, &["--listen", &listen], users)
     }
 
     /// The key `key` in etcd (its JSON gateway, asked from etcd's namespace): value, lease and
@@ -314,30 +297,6 @@ pub fn api_admins(members: &[NetDaemon<'_>], password: &str) -> String {
         );
     }
     members[0].write("members.pem", &ca)
-}
-
-/// `oxvirt ARGS` on `member`'s socket with `stdin` as its input (a password), waiting at most
-/// `timeout`.
-pub fn oxvirt_with_stdin(
-    member: &NetDaemon<'_>,
-    args: &[&str],
-    stdin: &str,
-    timeout: Duration,
-) -> Run {
-    use std::io::Write;
-    let mut child = Command::new(oxvirt_bin())
-        .arg("--socket")
-        .arg(&member.socket)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run oxvirt");
-    let mut input = child.stdin.take().expect("stdin");
-    input.write_all(stdin.as_bytes()).expect("oxvirt's stdin");
-    drop(input);
-    wait_for_exit(child, timeout)
 }
 
 /// The QEMU processes of guest `uuid` in `ns` (by the UUID on their command line).

@@ -595,6 +595,26 @@ pub fn png_stats(bytes: &[u8]) -> (u32, u32, f64) {
     (frame.width, frame.height, variance)
 }
 
+/// `oxvirt --socket SOCKET ARGS` with `input` as its standard input (a password, a shell
+/// script), waiting at most `timeout` for it to end.
+#[track_caller]
+pub fn oxvirt_with_input(socket: &Path, args: &[&str], input: &str, timeout: Duration) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(oxvirt_bin())
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run oxvirt");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input.as_bytes()).expect("oxvirt's stdin");
+    drop(stdin);
+    wait_for_exit(child, timeout)
+}
+
 /// Waits up to `timeout` for an `oxvirt` started with piped output (`install`, which runs while
 /// the test drives the guest) to end by itself, and returns what it printed; kills it and fails
 /// the test if it does not end.
