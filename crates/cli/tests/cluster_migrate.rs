@@ -94,23 +94,20 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         // has two QEMUs, the destination's waiting or the source's paused).
         let poller = scope.spawn(|| guest_run_spans(&lab.hosts, UUID, &stop));
         let _stop_poller = StopOnDrop(&stop);
-        let migrate = |from: usize, to: usize| {
+        // `oxvirt VERB...` on member `on`, which reaches the others as admin ann (her password
+        // on stdin) trusting their certificates.
+        let as_ann = |on: usize, verb: &[&str]| {
+            let mut args = verb.to_vec();
+            args.extend(["--dest-user", "ann", "--dest-ca", ca.as_str()]);
             oxvirt_with_input(
-                &daemons[from].socket,
-                &[
-                    "migrate",
-                    "--live",
-                    "cm1",
-                    &url(to),
-                    "--dest-user",
-                    "ann",
-                    "--dest-ca",
-                    &ca,
-                ],
+                &daemons[on].socket,
+                &args,
                 &format!("{PASSWORD}\n"),
                 Duration::from_secs(300),
             )
         };
+        let migrate =
+            |from: usize, to: usize| as_ann(from, &["migrate", "--live", "cm1", &url(to)]);
         // Goes on counting on `host`, the same boot, under its lock.
         let mut goes_on = |host: usize| {
             assert_eq!(
@@ -162,19 +159,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         goes_on(first);
 
         // host-evacuate of that member moves it on.
-        let run = oxvirt_with_input(
-            &daemons[first].socket,
-            &[
-                "host-evacuate",
-                NAMES[first],
-                "--dest-user",
-                "ann",
-                "--dest-ca",
-                &ca,
-            ],
-            &format!("{PASSWORD}\n"),
-            Duration::from_secs(300),
-        );
+        let run = as_ann(first, &["host-evacuate", NAMES[first]]);
         assert_eq!(run.code, Some(0), "{run:#?}\n{}", daemons[first].log());
         let line = run
             .stdout
