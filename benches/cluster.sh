@@ -62,18 +62,15 @@ done
 install_missing etcd-server
 build_oxvirt_and_guest_kit
 make_work_dir /var/tmp/cluster-bench.XXXXXX
+# shellcheck source=scripts/cluster-lab.sh
+source scripts/cluster-lab.sh
 TAG=oxclb$$
 ETCD_URL=http://10.79.0.1:2379
-NAMESPACES=()
 declare -A DAEMON_PID # member or solo -> its oxvirtd's pid
-ETCD_PID=
 POLLER=
 
-# Every process of a namespace (the member's oxvirtd and the QEMUs it started).
-namespace_pids() { ip netns pids "$1" 2> /dev/null || true; }
-
 cleanup() {
-    local status=$? ns pid
+    local status=$?
     trap - EXIT INT TERM
     set +e
     say "cleaning up"
@@ -84,34 +81,13 @@ cleanup() {
         stop_pid "${DAEMON_PID[solo]}"
     fi
     stop_oxvirt_guests "$WORK/solo/state"
-    for ns in "${NAMESPACES[@]}"; do
-        for pid in $(namespace_pids "$ns"); do kill -KILL "$pid" 2> /dev/null; done
-    done
-    for ns in "${NAMESPACES[@]}"; do
-        for pid in $(namespace_pids "$ns"); do
-            while pid_alive "$pid"; do sleep 0.05; done
-        done
-        ip netns del "$ns" 2> /dev/null
-    done
+    cluster_lab_remove
     finish_work "$status"
     exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-netns() {
-    ip netns add "$1"
-    NAMESPACES+=("$1")
-    ip -n "$1" link set lo up
-}
-# plug NAMESPACE OUTER-LINK ADDRESS: a namespace on the run's bridge.
-plug() {
-    netns "$1"
-    ip -n "$TAG-sw" link add "$2" type veth peer name eth0 netns "$1"
-    ip -n "$TAG-sw" link set "$2" master br0 up
-    ip -n "$1" addr add "$3/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
 socket_of() { echo "$WORK/$1/oxvirtd.sock"; }
 ox() { # ox HOST ARGS...: the oxvirt client of that member (or of solo)
     local host=$1
@@ -122,23 +98,10 @@ ox() { # ox HOST ARGS...: the oxvirt client of that member (or of solo)
 # ---------------------------------------------------------------------------------------------------------
 # Setup: etcd, three members, one single host
 # ---------------------------------------------------------------------------------------------------------
-netns "$TAG-sw"
-ip -n "$TAG-sw" link add br0 type bridge
-ip -n "$TAG-sw" link set br0 up
-plug "$TAG-etcd" vetcd 10.79.0.1
+cluster_lab_switch "$TAG"
+cluster_lab_plug "$TAG-etcd" vetcd 10.79.0.1
 say "starting etcd"
-ip netns exec "$TAG-etcd" etcd --name clbench --data-dir "$WORK/etcd" \
-    --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster clbench=http://127.0.0.1:2380 > "$WORK/etcd.log" 2>&1 < /dev/null &
-ETCD_PID=$!
-disown "$ETCD_PID" # killed at the end: no "Killed" line from bash
-for ((i = 0; i < 300; i++)); do
-    grep -q "ready to serve client requests" "$WORK/etcd.log" && break
-    pid_alive "$ETCD_PID" || die "etcd exited: $(tail -5 "$WORK/etcd.log")"
-    sleep 0.1
-done
-grep -q "ready to serve client requests" "$WORK/etcd.log" || die "etcd did not come up within 30 s"
+cluster_lab_etcd "$TAG-etcd" "$ETCD_URL" "$WORK/etcd" "$WORK/etcd.log" || die "etcd did not start"
 
 # launch MEMBER: (re)starts that member's oxvirtd in its namespace and waits until it answers.
 launch() {
@@ -154,7 +117,7 @@ launch() {
 declare -A LAUNCHES
 for i in 0 1 2; do
     host=${MEMBERS[$i]}
-    plug "$TAG-$host" "v$host" "10.79.0.$((11 + i))"
+    cluster_lab_plug "$TAG-$host" "v$host" "10.79.0.$((11 + i))"
     mkdir -p "$WORK/$host"
     say "starting oxvirtd $host"
     launch "$host"
@@ -307,7 +270,7 @@ for ((run = 1; run <= RUNS; run++)); do
     forget_boots "$HA_UUID"
     say "failover $run: killing $victim (its oxvirtd and QEMU)"
     t0=$EPOCHREALTIME
-    for pid in $(namespace_pids "$TAG-$victim"); do kill -KILL "$pid" 2> /dev/null || true; done
+    for pid in $(cluster_lab_pids "$TAG-$victim"); do kill -KILL "$pid" 2> /dev/null || true; done
     expired='' running='' booted='' new_host=''
     deadline=$((SECONDS + FAILOVER_TIMEOUT))
     while [ -z "$booted" ] || [ -z "$expired" ]; do
@@ -328,7 +291,7 @@ for ((run = 1; run <= RUNS; run++)); do
     record failover booted "$booted"
     VICTIMS+=("$victim")
     NEW_HOSTS+=("$new_host")
-    for pid in $(namespace_pids "$TAG-$victim"); do while pid_alive "$pid"; do sleep 0.05; done; done
+    for pid in $(cluster_lab_pids "$TAG-$victim"); do while pid_alive "$pid"; do sleep 0.05; done; done
     say "  $victim comes back"
     launch "$victim"
     wait_until 60 all_up || die "$victim did not rejoin"

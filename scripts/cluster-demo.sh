@@ -10,52 +10,33 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 [ "${OXVIRT_DEMO_SKIP_SETUP:-0}" = 1 ] || bash "$repo/scripts/setup.sh"
 bin=${OXVIRT_BIN_DIR:-$repo/target/debug}
 command -v etcd >/dev/null || { echo "cluster-demo: etcd is missing (Debian's etcd-server)" >&2; exit 1; }
+# shellcheck source=scripts/cluster-lab.sh
+source "$repo/scripts/cluster-lab.sh"
 
 tag=oxcl$$
 dir=$(mktemp -d /tmp/oxcluster-XXXXXX)
 etcd_url=http://10.78.0.1:2379
 pids=()
-namespaces=()
 
 cleanup() {
-    [ "${OXVIRT_DEMO_KEEP:-0}" = 1 ] && { echo "cluster-demo: left running: namespaces ${namespaces[*]}, $dir"; return; }
+    [ "${OXVIRT_DEMO_KEEP:-0}" = 1 ] && { echo "cluster-demo: left running: namespaces ${CLUSTER_LAB_NAMESPACES[*]}, $dir"; return; }
     for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    for ns in "${namespaces[@]}"; do
-        for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-        ip netns del "$ns" 2>/dev/null || true
-    done
+    cluster_lab_remove
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
-netns() { ip netns add "$1"; ip -n "$1" link set lo up; namespaces+=("$1"); }
-
 # The switch: a bridge in a namespace of its own; each member plugs in with a veth pair.
-netns "$tag-sw"
-ip -n "$tag-sw" link add br0 type bridge
-ip -n "$tag-sw" link set br0 up
-plug() { # NAMESPACE OUTER-LINK ADDRESS
-    netns "$1"
-    ip -n "$tag-sw" link add "$2" type veth peer name eth0 netns "$1"
-    ip -n "$tag-sw" link set "$2" master br0 up
-    ip -n "$1" addr add "$3/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
-plug "$tag-etcd" vetcd 10.78.0.1
+cluster_lab_switch "$tag"
+cluster_lab_plug "$tag-etcd" vetcd 10.78.0.1
 
 echo "cluster-demo: etcd at $etcd_url (log $dir/etcd.log)"
-ip netns exec "$tag-etcd" etcd --name demo --data-dir "$dir/etcd" \
-    --listen-client-urls "$etcd_url" --advertise-client-urls "$etcd_url" \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster demo=http://127.0.0.1:2380 >"$dir/etcd.log" 2>&1 </dev/null &
-pids+=($!)
-for _ in $(seq 120); do grep -q "ready to serve client requests" "$dir/etcd.log" && break; sleep 0.5; done
-grep -q "ready to serve client requests" "$dir/etcd.log" || { echo "etcd did not come up:"; cat "$dir/etcd.log"; exit 1; }
+cluster_lab_etcd "$tag-etcd" "$etcd_url" "$dir/etcd" "$dir/etcd.log" || exit 1
 
 declare -A daemon_pid
 for i in 0 1 2; do
     name=host-$(printf "\\x$(printf %x $((97 + i)))")
-    plug "$tag-$name" "v$name" "10.78.0.$((11 + i))"
+    cluster_lab_plug "$tag-$name" "v$name" "10.78.0.$((11 + i))"
     mkdir -p "$dir/$name"
     ip netns exec "$tag-$name" "$bin/oxvirtd" --socket "$dir/$name/oxvirtd.sock" --state-dir "$dir/$name/state" \
         --no-default-network --cluster "etcd=$etcd_url" --host-name "$name" >"$dir/$name/oxvirtd.log" 2>&1 </dev/null &
