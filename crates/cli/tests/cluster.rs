@@ -229,6 +229,41 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         "{info}"
     );
     assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "running\n\n");
+    // What its host sees of it reaches the others within a renewal: paused there with its
+    // reason, its CPU time, and running again.
+    let runner = &members[["host-a", "host-b", "host-c"]
+        .iter()
+        .position(|h| *h == host1)
+        .expect("a known host")];
+    let state_elsewhere_becomes = |expected: &str| {
+        let mut seen = String::new();
+        let became = wait_for(SHORT, || {
+            seen = other.oxvirt(&["domstate", "--reason", "web1"]).ok();
+            seen == expected
+        });
+        assert!(became, "web1 elsewhere: {seen:?}, not {expected:?}");
+    };
+    runner.oxvirt(&["suspend", "web1"]).ok();
+    state_elsewhere_becomes("paused (user)\n\n");
+    let info = other.oxvirt(&["dominfo", "web1"]).ok();
+    let cpu_seconds: f64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("CPU time:"))
+        .and_then(|time| time.trim().trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no CPU time: {info}"));
+    assert!(
+        cpu_seconds > 0.0 && info.contains("State:          paused"),
+        "{info}"
+    );
+    let list = other.oxvirt(&["list"]).ok();
+    assert!(
+        guest_rows(&list)
+            .iter()
+            .any(|(n, state, h)| n == "web1" && state == "paused" && *h == host1),
+        "{list}"
+    );
+    runner.oxvirt(&["resume", "web1"]).ok();
+    state_elsewhere_becomes("running (unpaused)\n\n");
     // A second start is refused, naming where it runs.
     let run = c.oxvirt(&["start", "web1"]);
     assert_eq!(run.code, Some(1), "{run:#?}");

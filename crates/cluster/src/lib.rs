@@ -14,7 +14,9 @@
 //! - `/oxvirt/wanted/UUID`: written with the lock, without a lease, removed with the lock when
 //!   the guest stops on a live host: a wanted guest without a lock lost its host (HA restarts it);
 //! - `/oxvirt/requests/HOST/UUID`: a [`StartRequest`] to `HOST` to start the guest, written by
-//!   the member that placed it ([`placement::rank`]) and answered by `HOST` in the same key.
+//!   the member that placed it ([`placement::rank`]) and answered by `HOST` in the same key;
+//! - `/oxvirt/status/UUID`: the [`GuestStatus`] its host last saw, under that host's lease,
+//!   written once per renewal: how the other members answer `dominfo`, `domstate` and `list`.
 
 pub mod placement;
 
@@ -41,6 +43,7 @@ pub mod keys {
     pub const RUNNING: &str = "/oxvirt/running/";
     pub const REQUESTS: &str = "/oxvirt/requests/";
     pub const WANTED: &str = "/oxvirt/wanted/";
+    pub const STATUS: &str = "/oxvirt/status/";
 
     pub fn domain(uuid: &str) -> String {
         format!("{DOMAINS}{uuid}")
@@ -53,6 +56,9 @@ pub mod keys {
     }
     pub fn wanted(uuid: &str) -> String {
         format!("{WANTED}{uuid}")
+    }
+    pub fn status(uuid: &str) -> String {
+        format!("{STATUS}{uuid}")
     }
     pub fn requests_of(host: &str) -> String {
         format!("{REQUESTS}{host}/")
@@ -79,6 +85,19 @@ pub enum RequestState {
     Started,
     /// Refused or failed, with why.
     Failed(String),
+}
+
+/// A running cluster guest as the host running it last saw it (once per renewal): stale by up to
+/// a renewal, and only believed while `host` holds the guest's lock (a status left by the host
+/// a guest migrated from is not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestStatus {
+    pub host: String,
+    pub state: oxvirt_api::DomainState,
+    /// virsh's reason, e.g. "migrated", "user".
+    pub reason: String,
+    pub cpu_time_ns: u64,
+    pub used_memory_kib: u64,
 }
 
 /// How long a member's lease lives without renewal: a host that stops renewing (crash, kill,
@@ -362,6 +381,20 @@ impl Etcd {
                     String::from_utf8_lossy(&entry.key()[prefix.len()..]).into_owned(),
                     String::from_utf8_lossy(entry.value()).into_owned(),
                 )
+            })
+            .collect())
+    }
+
+    /// Every published [`GuestStatus`], by UUID (a record that does not parse is left out: it
+    /// only informs).
+    pub async fn statuses(&self) -> Result<Vec<(String, GuestStatus)>> {
+        Ok(self
+            .under(keys::STATUS)
+            .await?
+            .into_iter()
+            .filter_map(|(uuid, value)| {
+                let status = from_json(&keys::status(&uuid), value.as_bytes()).ok()?;
+                Some((uuid, status))
             })
             .collect())
     }
@@ -718,8 +751,19 @@ impl Member {
         }
     }
 
+    /// Publishes what this host sees of the cluster guest `uuid` it runs, under its lease.
+    pub async fn publish_status(&self, uuid: &str, status: &GuestStatus) -> Result<()> {
+        let key = keys::status(uuid);
+        let value = to_json(&key, status)?;
+        let mut kv = self.etcd.client.kv_client();
+        self.etcd
+            .call(kv.put(key, value, Some(PutOptions::new().with_lease(self.lease))))
+            .await
+            .map(drop)
+    }
+
     /// Releases this host's lock of `uuid` (nothing if another host holds it); with `unwanted`
-    /// also marks it as not wanted: it stopped here, or a user's start failed.
+    /// also marks it as not wanted: it stopped here, or a user's start failed. Its status goes with it.
     pub async fn unlock_guest(&self, uuid: &str, unwanted: bool) -> Result<()> {
         let key = keys::running(uuid);
         let mut kv = self.etcd.client.kv_client();
@@ -732,10 +776,14 @@ impl Member {
             .and_then(if unwanted {
                 vec![
                     TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::status(uuid), None),
                     TxnOp::delete(keys::wanted(uuid), None),
                 ]
             } else {
-                vec![TxnOp::delete(key, None::<DeleteOptions>)]
+                vec![
+                    TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::status(uuid), None),
+                ]
             });
         self.etcd.call(kv.txn(txn)).await.map(drop)
     }

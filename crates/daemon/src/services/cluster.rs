@@ -21,7 +21,7 @@ use oxvirt_api::cluster::{
     MigrationTargets,
 };
 use oxvirt_api::{DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions};
-use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
+use oxvirt_cluster::{placement, ClusterError, Etcd, GuestStatus, Member, RequestState, LEASE_TTL};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
 
@@ -339,9 +339,10 @@ impl Cluster {
             let etcd = self.etcd(config).await?;
             let domains = etcd.domains().await.map_err(unavailable)?;
             let running = etcd.running().await.map_err(unavailable)?;
-            Ok::<_, DaemonError>((domains, running))
+            let statuses = etcd.statuses().await.map_err(unavailable)?;
+            Ok::<_, DaemonError>((domains, running, statuses))
         };
-        let (domains, running) = match cluster.await {
+        let (domains, running, statuses) = match cluster.await {
             Ok(found) => found,
             Err(err) => {
                 tracing::debug!("list: the cluster's guests left out: {err}");
@@ -376,13 +377,13 @@ impl Cluster {
                 .iter()
                 .find(|(uuid, _)| *uuid == c.uuid)
                 .map(|(_, host)| host.clone());
+            let status = statuses
+                .iter()
+                .find(|(uuid, status)| *uuid == c.uuid && Some(&status.host) == host.as_ref())
+                .map(|(_, status)| status);
             out.push(DomainSummary {
                 id: None,
-                state: if host.is_some() {
-                    DomainState::Running
-                } else {
-                    DomainState::ShutOff
-                },
+                state: cluster_state(host.as_deref(), status),
                 name: c.name,
                 uuid: c.uuid,
                 autostart: false,
@@ -451,16 +452,27 @@ impl Cluster {
             return Ok(None);
         };
         let host = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
-        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
-        let state = if host.is_some() {
-            DomainState::Running
-        } else {
-            DomainState::ShutOff
+        let status = match &host {
+            Some(host) => etcd
+                .statuses()
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .find(|(uuid, status)| *uuid == guest.uuid && status.host == *host)
+                .map(|(_, status)| status),
+            None => None,
         };
-        Ok(Some(
-            self.domains
-                .info_of_definition(&domain, state, "unknown", host),
-        ))
+        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
+        let state = cluster_state(host.as_deref(), status.as_ref());
+        let reason = status.as_ref().map_or("unknown", |s| s.reason.as_str());
+        let mut info = self
+            .domains
+            .info_of_definition(&domain, state, reason, host);
+        if let Some(status) = status {
+            info.cpu_time_ns = status.cpu_time_ns;
+            info.used_memory_kib = status.used_memory_kib;
+        }
+        Ok(Some(info))
     }
 
     /// `dumpxml` of a cluster guest that has no local copy here.
@@ -927,6 +939,7 @@ impl Cluster {
         let starting = lock(&self.starting).clone();
         let is_cluster = |uuid: &str| cluster_domains.iter().any(|d| d.uuid == uuid);
         let mut ha_here = HashSet::new();
+        let mut runs_here = Vec::new();
         // A copy that migrates out or in is the migration's: its lock moves with it.
         let migrating = |uuid: &str| self.domains.migrating(uuid);
         for d in &local {
@@ -948,7 +961,9 @@ impl Cluster {
             if cluster_domains.iter().any(|c| c.uuid == d.uuid && c.ha) {
                 ha_here.insert(d.uuid.clone());
             }
+            runs_here.push(d.uuid.clone());
         }
+        self.publish_statuses(member, runs_here).await?;
         {
             // Started here since (in `starting`) or running: kept; stopped: forgotten.
             let mut set = lock(&self.ha_here);
@@ -1010,6 +1025,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// Publishes the state of the cluster guests running here (their lock is this host's), for
+    /// the other members' `dominfo`, `domstate` and `list`.
+    async fn publish_statuses(
+        &self,
+        member: &Member,
+        uuids: Vec<String>,
+    ) -> Result<(), ClusterError> {
+        let domains = self.domains.clone();
+        let infos =
+            blocking(move || Ok(uuids.iter().filter_map(|u| domains.info(u).ok()).collect()))
+                .await
+                .unwrap_or_else(|_| Vec::<DomainInfo>::new());
+        for info in infos {
+            let status = GuestStatus {
+                host: member.name().to_string(),
+                state: info.state,
+                reason: info.state_reason,
+                cpu_time_ns: info.cpu_time_ns,
+                used_memory_kib: info.used_memory_kib,
+            };
+            member.publish_status(&info.uuid, &status).await?;
+        }
+        Ok(())
+    }
+
     /// Self-fencing: once this host has not renewed its lease for [`FENCE_AFTER`], it destroys
     /// its HA guests, before the lease can expire and another host restart them.
     async fn fence(self: Arc<Self>) {
@@ -1045,6 +1085,16 @@ fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
 }
 
 /// "host 'NAME''s lock" or "held by nobody", for messages.
+/// A cluster guest's state on a member that does not run it: as its host last published it,
+/// running while a host holds its lock and has published nothing yet, else shut off.
+fn cluster_state(host: Option<&str>, status: Option<&GuestStatus>) -> DomainState {
+    match (host, status) {
+        (Some(_), Some(status)) => status.state,
+        (Some(_), None) => DomainState::Running,
+        (None, _) => DomainState::ShutOff,
+    }
+}
+
 fn describe_holder(holder: Option<&LockHolder>) -> String {
     match holder {
         Some(holder) => format!("held by host '{}'", holder.host),
