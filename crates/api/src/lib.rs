@@ -373,7 +373,8 @@ pub struct AutostartRequest {
 }
 
 /// Lifecycle actions: `POST /v1/domains/{id}/{action}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Start,
     Shutdown,

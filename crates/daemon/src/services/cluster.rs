@@ -20,8 +20,12 @@ use oxvirt_api::cluster::{
     ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder, MigrationTarget,
     MigrationTargets,
 };
-use oxvirt_api::{DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions};
-use oxvirt_cluster::{placement, ClusterError, Etcd, GuestStatus, Member, RequestState, LEASE_TTL};
+use oxvirt_api::{
+    Action, DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions,
+};
+use oxvirt_cluster::{
+    placement, ClusterError, Etcd, Member, RequestState, RunnerReport, LEASE_TTL,
+};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
 
@@ -769,11 +773,27 @@ impl Cluster {
         host: &str,
         guest: &ClusterDomain,
     ) -> DaemonResult<()> {
+        self.ask(member, host, guest, Action::Start, None)
+            .await
+            .map(drop)
+    }
+
+    /// Asks `host` (through etcd) to do `action` with `guest` and waits for its answer: the
+    /// guest's state after it.
+    async fn ask(
+        &self,
+        member: &Member,
+        host: &str,
+        guest: &ClusterDomain,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainState> {
         let etcd = member.etcd();
-        etcd.request_start(member, host, &guest.uuid)
+        etcd.ask(member, host, &guest.uuid, action, timeout_secs)
             .await
             .map_err(unavailable)?;
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let wait = ANSWER_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(0));
+        let deadline = Instant::now() + wait;
         let key = oxvirt_cluster::keys::request(host, &guest.uuid);
         let answer = loop {
             let revision = match etcd.request_at(host, &guest.uuid).await {
@@ -789,7 +809,7 @@ impl Cluster {
                 }
             };
             if Instant::now() > deadline {
-                break Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()));
+                break Err(format!("{host} did not answer within {}s", wait.as_secs()));
             }
             match revision {
                 Some(revision) => etcd.wait_for_change(&key, revision, REQUEST_WAIT).await,
@@ -798,8 +818,10 @@ impl Cluster {
         };
         let _ = etcd.delete_request(host, &guest.uuid).await;
         match answer {
-            Ok(RequestState::Started) => Ok(()),
-            Ok(RequestState::Failed(why)) if why.contains("is already running on host") => {
+            Ok(RequestState::Done(state)) => Ok(state),
+            Ok(RequestState::Failed(why))
+                if why.contains("is already running on host") || why.contains("is not running") =>
+            {
                 Err(invalid_state(why))
             }
             Ok(RequestState::Failed(why)) => Err(DaemonError::new(ErrorKind::Engine, why)),
@@ -807,6 +829,97 @@ impl Cluster {
                 ErrorKind::Engine,
                 answer.err().unwrap_or_default(),
             )),
+        }
+    }
+
+    /// A lifecycle action (`POST /v1/domains/{id}/ACTION`). Outside a cluster, and for this
+    /// host's own domains, it acts here. On a member: `start` of a cluster guest places it
+    /// ([`Cluster::start_domain`]); the other actions of a cluster guest that runs on another
+    /// member are asked of that member through etcd, as a placed start is, so that any member
+    /// manages every guest.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        if action == Action::Start {
+            return self.start_domain(id).await;
+        }
+        if let Some(config) = self.config.as_ref() {
+            if let Some((member, guest, host)) = self.runs_elsewhere(config, id).await? {
+                let state = self
+                    .ask(&member, &host, &guest, action, timeout_secs)
+                    .await?;
+                tracing::info!(domain = %guest.name, %host, action = action.as_str(), "asked of its host");
+                return Ok(DomainSummary {
+                    id: None,
+                    name: guest.name,
+                    uuid: guest.uuid,
+                    state,
+                    autostart: false,
+                    managed_save: false,
+                    host: Some(host),
+                });
+            }
+        }
+        self.act_here(id, action, timeout_secs).await
+    }
+
+    /// The cluster guest `id` names, with the member running it, when that is another member
+    /// and this host has no domain `id` of its own. `None` also when etcd is out of reach: the
+    /// action then applies to this host's domains as without a cluster.
+    async fn runs_elsewhere(
+        &self,
+        config: &ClusterConfig,
+        id: &str,
+    ) -> DaemonResult<Option<(Arc<Member>, ClusterDomain, String)>> {
+        let has_local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).is_ok())).await?
+        };
+        if has_local {
+            return Ok(None);
+        }
+        let found = async {
+            let etcd = self.etcd(config).await?;
+            let Some(guest) = etcd.find_domain(id).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let runner = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
+            Ok::<_, DaemonError>(Some((guest, runner)))
+        };
+        let Ok(Some((guest, runner))) = found.await else {
+            return Ok(None);
+        };
+        match runner {
+            Some(host) if host != config.host_name => {
+                Ok(Some((self.joined(config).await?, guest, host)))
+            }
+            Some(_) => Ok(None),
+            None => Err(invalid_state(format!(
+                "domain '{}' is not running (a cluster guest, on no host now)",
+                guest.name
+            ))),
+        }
+    }
+
+    /// A lifecycle action on this host's domain `id`.
+    async fn act_here(
+        &self,
+        id: &str,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        match action {
+            Action::Start => self.domains.start(id).await,
+            Action::Shutdown => self.domains.shutdown(id, timeout_secs).await,
+            Action::Destroy => self.domains.destroy(id).await,
+            Action::Reboot => self.domains.reboot(id).await,
+            Action::Reset => self.domains.reset(id).await,
+            Action::Suspend => self.domains.suspend(id).await,
+            Action::Resume => self.domains.resume(id).await,
         }
     }
 
@@ -859,6 +972,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// `action` asked by another member, on this host's running copy of the cluster guest.
+    async fn act_on_copy(
+        &self,
+        guest: &ClusterDomain,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        let domains = self.domains.clone();
+        let uuid = guest.uuid.clone();
+        let runs_here =
+            blocking(move || Ok(domains.info(&uuid).is_ok_and(|d| d.state.is_active()))).await?;
+        if !runs_here {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running on host '{}'",
+                guest.name,
+                self.config()?.host_name
+            )));
+        }
+        self.act_here(&guest.uuid, action, timeout_secs).await
+    }
+
     /// Removes the stopped local copy of the cluster guest `uuid`, if there is one.
     async fn drop_copy(&self, uuid: &str) {
         let domains = self.domains.clone();
@@ -872,7 +1006,8 @@ impl Cluster {
         .await;
     }
 
-    /// Answers the requests of other members to start a guest here.
+    /// Answers the requests of other members: to start a guest here, or to act on one that runs
+    /// here.
     async fn serve_requests(self: Arc<Self>, name: String) {
         let handling: Arc<Mutex<HashSet<String>>> = Arc::default();
         let prefix = oxvirt_cluster::keys::requests_of(&name);
@@ -898,14 +1033,26 @@ impl Cluster {
                 let handling = handling.clone();
                 tokio::spawn(async move {
                     let answer = match member.etcd().domain(&uuid).await {
-                        Ok(Some(guest)) => match cluster.start_here(&member, &guest, false).await {
-                            Ok(()) => RequestState::Started,
-                            Err(err) => RequestState::Failed(err.message),
+                        Ok(Some(guest)) => match request.action {
+                            Action::Start => match cluster.start_here(&member, &guest, false).await
+                            {
+                                Ok(()) => RequestState::Done(DomainState::Running),
+                                Err(err) => RequestState::Failed(err.message),
+                            },
+                            // Only a guest this host runs: not another one it may have.
+                            action => match cluster
+                                .act_on_copy(&guest, action, request.timeout_secs)
+                                .await
+                            {
+                                Ok(done) => RequestState::Done(done.state),
+                                Err(err) => RequestState::Failed(err.message),
+                            },
                         },
                         Ok(None) => RequestState::Failed(format!("no cluster domain {uuid}")),
                         Err(err) => RequestState::Failed(err.to_string()),
                     };
-                    tracing::info!(%uuid, from = %request.from, ?answer, "start request answered");
+                    let action = request.action.as_str();
+                    tracing::info!(%uuid, from = %request.from, action, ?answer, "request answered");
                     let _ = member.etcd().answer_request(&name, &uuid, answer).await;
                     lock(&handling).remove(&uuid);
                 });
@@ -1038,7 +1185,7 @@ impl Cluster {
                 .await
                 .unwrap_or_else(|_| Vec::<DomainInfo>::new());
         for info in infos {
-            let status = GuestStatus {
+            let status = RunnerReport {
                 host: member.name().to_string(),
                 state: info.state,
                 reason: info.state_reason,
@@ -1087,7 +1234,7 @@ fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
 /// "host 'NAME''s lock" or "held by nobody", for messages.
 /// A cluster guest's state on a member that does not run it: as its host last published it,
 /// running while a host holds its lock and has published nothing yet, else shut off.
-fn cluster_state(host: Option<&str>, status: Option<&GuestStatus>) -> DomainState {
+fn cluster_state(host: Option<&str>, status: Option<&RunnerReport>) -> DomainState {
     match (host, status) {
         (Some(_), Some(status)) => status.state,
         (Some(_), None) => DomainState::Running,
