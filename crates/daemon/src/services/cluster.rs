@@ -1228,10 +1228,21 @@ fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
         group: placement.group,
         spread: placement.spread,
         ha: placement.ha,
+        disk_paths: domain
+            .devices
+            .disks
+            .iter()
+            .filter_map(|disk| disk.source.clone())
+            .collect(),
+        disk_pools: domain
+            .devices
+            .disks
+            .iter()
+            .filter_map(|disk| Some(disk.volume.as_ref()?.pool.clone()))
+            .collect(),
     }
 }
 
-/// "host 'NAME''s lock" or "held by nobody", for messages.
 /// A cluster guest's state on a member that does not run it: as its host last published it,
 /// running while a host holds its lock and has published nothing yet, else shut off.
 fn cluster_state(host: Option<&str>, status: Option<&RunnerReport>) -> DomainState {
@@ -1242,6 +1253,7 @@ fn cluster_state(host: Option<&str>, status: Option<&RunnerReport>) -> DomainSta
     }
 }
 
+/// "host 'NAME''s lock" or "held by nobody", for messages.
 fn describe_holder(holder: Option<&LockHolder>) -> String {
     match holder {
         Some(holder) => format!("held by host '{}'", holder.host),
