@@ -20,23 +20,37 @@ const USERS: [&str; 4] = [
     "3162000-3162099",
     "3163000-3163099",
 ];
+/// Those of the second test's members.
+const CUT_USERS: [&str; 3] = ["3164000-3164099", "3165000-3165099", "3166000-3166099"];
 
 /// The API URL of the oxvirtd in namespace `index`.
 fn url(index: usize) -> String {
     format!("oxvirt+https://10.77.0.{}:16514", 11 + index)
 }
 
-/// The lock of the guest names `NAMES[index]`, under that member's lease (the one its
+/// The lock of the guest `uuid` names `NAMES[index]`, under that member's lease (the one its
 /// `/oxvirt/alive/NAME` record lives under).
-fn assert_lock_is(lab: &Lab, index: usize) {
+fn assert_lock_is(lab: &Lab, uuid: &str, index: usize) {
     let lock = lab
-        .etcd_get(&format!("/oxvirt/running/{UUID}"))
+        .etcd_get(&format!("/oxvirt/running/{uuid}"))
         .expect("the guest's lock");
     let alive = lab
         .etcd_get(&format!("/oxvirt/alive/{}", NAMES[index]))
         .expect("the member's record");
     assert_eq!(lock.value, NAMES[index], "{lock:?}");
     assert_eq!(lock.lease, alive.lease, "lock {lock:?}, member {alive:?}");
+}
+
+/// Waits until the poller saw the guest `uuid` run on member `host` (before it moves or dies
+/// there: a run the poller missed is one the overlap check cannot judge).
+fn wait_seen_running(runs: &RunSpans, lab: &Lab, uuid: &str, host: usize) {
+    let pids = qemus_of(&lab.hosts[host], uuid);
+    let seen = wait_for(SHORT, || pids.iter().any(|pid| runs.saw_running(*pid)));
+    assert!(
+        seen,
+        "the poller never saw {uuid}'s QEMU {pids:?} on {} run",
+        NAMES[host]
+    );
 }
 
 /// An HA cluster guest moves live from its host to another member with `migrate`, then on with
@@ -86,7 +100,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
     let list = daemons[0].oxvirt(&["list"]).ok();
     let source = index_of(&host_of(&list).unwrap_or_else(|| panic!("cm1 not running: {list}")));
     let (booted, mut count) = start_counter(&mut daemons[source].console("cm1"));
-    assert_lock_is(&lab, source);
+    assert_lock_is(&lab, UUID, source);
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let runs = RunSpans::default();
@@ -95,16 +109,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         // has two QEMUs, the destination's waiting or the source's paused).
         scope.spawn(|| runs.poll(&lab.hosts, UUID, &stop));
         let _stop_poller = StopOnDrop(&stop);
-        // The poller has seen the guest run on `host` (before it moves or dies there).
-        let seen_running_on = |host: usize| {
-            let pids = qemus_of(&lab.hosts[host], UUID);
-            let seen = wait_for(SHORT, || pids.iter().any(|pid| runs.saw_running(*pid)));
-            assert!(
-                seen,
-                "the poller never saw cm1's QEMU {pids:?} on {} run",
-                NAMES[host]
-            );
-        };
+        let seen_running_on = |host: usize| wait_seen_running(&runs, &lab, UUID, host);
         // `oxvirt VERB...` on member `on`, which reaches the others as admin ann (her password
         // on stdin) trusting their certificates.
         let as_ann = |on: usize, verb: &[&str]| {
@@ -133,7 +138,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
                 NAMES[host]
             );
             count = now;
-            assert_lock_is(&lab, host);
+            assert_lock_is(&lab, UUID, host);
         };
 
         // Outside the cluster: refused before anything moves.
@@ -146,7 +151,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
             daemons[source].oxvirt(&["domstate", "cm1"]).ok(),
             "running\n\n"
         );
-        assert_lock_is(&lab, source);
+        assert_lock_is(&lab, UUID, source);
 
         // migrate --live to the next member.
         seen_running_on(source);
@@ -222,7 +227,7 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
                 .is_some_and(|lock| lock.value == NAMES[third])
         });
         assert!(locked, "the lock is not {}'s", NAMES[third]);
-        assert_lock_is(&lab, third);
+        assert_lock_is(&lab, UUID, third);
         // It boots there (a new boot: its host died), and the poller sees it run.
         let started = wait_for(SHORT, || {
             daemons[third]
@@ -248,5 +253,134 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
         // Started, moved twice, restarted: four QEMUs ran it, one after the other, and the
         // poller saw each of them run.
         assert_eq!(spans.len(), 4, "{spans:?}");
+    });
+}
+
+/// The source of a cluster guest's migration loses etcd halfway (a blackhole route to etcd in
+/// its namespace; the destination still reaches it and the source): its lease is no longer
+/// renewed, so it destroys its HA guest itself (self-fencing), which ends the migration; the
+/// destination drops what it prepared; once the source's lease expired, HA starts the guest on
+/// another member. Never two QEMUs running it; the source, back in reach of etcd, rejoins and
+/// does not run it.
+#[test]
+fn a_source_cut_off_etcd_mid_migration_fences_its_guest_and_ha_runs_it_once_elsewhere() {
+    const GUEST: &str = "5e1c7a00-0000-4000-8000-0000000c1b02";
+    let lab = Lab::new(3);
+    lab.start_etcd();
+    let daemons: Vec<NetDaemon> = (0..3)
+        .map(|index| lab.member_with_api(index, NAMES[index], CUT_USERS[index]))
+        .collect();
+    let ca = api_admins(&daemons, PASSWORD);
+    wait_until_up(&daemons[0], 3);
+    let file = daemons[0].write(
+        "cm2.xml",
+        &cluster_guest_xml(
+            "cm2",
+            GUEST,
+            "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0'><oxvirt:ha/></oxvirt:placement>",
+        ),
+    );
+    daemons[0].oxvirt(&["define", "--cluster", &file]).ok();
+    daemons[0].oxvirt(&["start", "cm2"]).ok();
+    let runs_on = |list: &str| {
+        guest_rows(list)
+            .into_iter()
+            .find(|(n, state, _)| n == "cm2" && state == "running")
+            .and_then(|(_, _, host)| NAMES.iter().position(|h| *h == host))
+    };
+    let list = daemons[0].oxvirt(&["list"]).ok();
+    let source = runs_on(&list).unwrap_or_else(|| panic!("cm2 not running: {list}"));
+    let destination = (source + 1) % 3;
+    let (booted, _) = start_counter(&mut daemons[source].console("cm2"));
+
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let runs = RunSpans::default();
+    std::thread::scope(|scope| {
+        scope.spawn(|| runs.poll(&lab.hosts, GUEST, &stop));
+        let _stop_poller = StopOnDrop(&stop);
+        wait_seen_running(&runs, &lab, GUEST, source);
+
+        // A slow migration (1 MiB/s), and once it moves memory, the source loses etcd.
+        let migration = scope.spawn(|| {
+            oxvirt_with_input(
+                &daemons[source].socket,
+                &[
+                    "migrate",
+                    "--live",
+                    "--bandwidth",
+                    "1",
+                    "cm2",
+                    &url(destination),
+                    "--dest-user",
+                    "ann",
+                    "--dest-ca",
+                    ca.as_str(),
+                ],
+                &format!("{PASSWORD}\n"),
+                Duration::from_secs(300),
+            )
+        });
+        let moving = wait_for(SHORT, || {
+            daemons[source]
+                .oxvirt(&["domjobinfo", "cm2"])
+                .stdout
+                .lines()
+                .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+        });
+        assert!(moving, "no migration running: {}", daemons[source].log());
+        lab.hosts[source].ip(&["route", "add", "blackhole", &format!("{ETCD_ADDRESS}/32")]);
+        let cut = Instant::now();
+
+        // The source fences the guest, which fails the migration; the guest stays nowhere's.
+        let run = migration.join().expect("migrate");
+        eprintln!("migrate ended {:?} after the cut: {run:#?}", cut.elapsed());
+        assert_eq!(run.code, Some(1), "{run:#?}\n{}", daemons[source].log());
+        assert!(daemons[source].log().contains("self-fencing"));
+        assert!(qemus_of(&lab.hosts[source], GUEST).is_empty());
+
+        // HA runs it again on a member that reaches etcd: a new boot, one QEMU.
+        let mut last = String::new();
+        let mut host = None;
+        let again = wait_for(Duration::from_secs(90), || {
+            let list = daemons[destination].oxvirt(&["list"]).stdout;
+            host = runs_on(&list).filter(|h| *h != source);
+            last = list;
+            host.is_some_and(|h| qemus_of(&lab.hosts[h], GUEST).len() == 1)
+        });
+        assert!(again, "cm2 did not run again: {last}");
+        let host = host.expect("a host");
+        eprintln!(
+            "cm2 ran again on {} {:?} after the cut",
+            NAMES[host],
+            cut.elapsed()
+        );
+        let mut console = daemons[host].console("cm2");
+        boot_shell(&mut console);
+        let now = guest(&mut console, "cat /proc/sys/kernel/random/boot_id", SHORT);
+        assert_ne!(
+            now.trim(),
+            booted,
+            "cm2 did not boot again on {}",
+            NAMES[host]
+        );
+        assert_lock_is(&lab, GUEST, host);
+        wait_seen_running(&runs, &lab, GUEST, host);
+
+        // etcd in reach again: the source rejoins and leaves the guest where it runs.
+        lab.hosts[source].ip(&["route", "del", "blackhole", &format!("{ETCD_ADDRESS}/32")]);
+        wait_until_up(&daemons[destination], 3);
+        wait_for_renewals(&lab, NAMES[source], 3);
+        assert!(qemus_of(&lab.hosts[source], GUEST).is_empty());
+        assert_eq!(qemus_of(&lab.hosts[host], GUEST).len(), 1);
+
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let spans = runs.spans();
+        eprintln!("cm2 ran (host, pid, first and last sample): {spans:?}");
+        assert_eq!(
+            overlapping_runs(&spans),
+            Vec::<String>::new(),
+            "cm2 ran twice at once"
+        );
+        assert_eq!(spans.len(), 2, "{spans:?}");
     });
 }

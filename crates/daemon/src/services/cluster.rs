@@ -931,6 +931,15 @@ impl Cluster {
         guest: &ClusterDomain,
         restart: bool,
     ) -> DaemonResult<()> {
+        // A copy migrating in (or out) is the migration's, not a started guest: an HA restart
+        // that took it for one would leave the guest running nowhere once the migration failed.
+        if self.domains.migrating(&guest.uuid) {
+            return Err(invalid_state(format!(
+                "domain '{}' is migrating to or from host '{}'; try again once that ended",
+                guest.name,
+                self.config()?.host_name
+            )));
+        }
         let _starting = Starting::new(&self.starting, &guest.uuid);
         lock(&self.known_guests).insert(guest.uuid.clone());
         match member.lock_guest(&guest.uuid).await.map_err(unavailable)? {
@@ -1209,7 +1218,7 @@ impl Cluster {
             let guests: Vec<String> = lock(&self.ha_here).drain().collect();
             for uuid in guests {
                 tracing::warn!(%uuid, "cluster lease not renewed for {}s: destroying this HA guest (self-fencing)", FENCE_AFTER.as_secs());
-                if let Err(err) = self.domains.destroy(&uuid).await {
+                if let Err(err) = self.domains.fence(&uuid).await {
                     tracing::warn!(%uuid, "self-fencing: {err}");
                 }
             }
