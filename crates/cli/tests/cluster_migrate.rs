@@ -20,8 +20,11 @@ const USERS: [&str; 4] = [
     "3162000-3162099",
     "3163000-3163099",
 ];
-/// Those of the second test's members.
-const CUT_USERS: [&str; 3] = ["3164000-3164099", "3165000-3165099", "3166000-3166099"];
+/// Those of the cut-off tests' members (source cut, destination cut).
+const CUT_USERS: [[&str; 3]; 2] = [
+    ["3164000-3164099", "3165000-3165099", "3166000-3166099"],
+    ["3167000-3167099", "3168000-3168099", "3169000-3169099"],
+];
 
 /// The API URL of the oxvirtd in namespace `index`.
 fn url(index: usize) -> String {
@@ -264,43 +267,72 @@ fn a_cluster_guest_migrates_with_its_lock_and_never_runs_twice() {
 /// does not run it.
 #[test]
 fn a_source_cut_off_etcd_mid_migration_fences_its_guest_and_ha_runs_it_once_elsewhere() {
-    const GUEST: &str = "5e1c7a00-0000-4000-8000-0000000c1b02";
+    cut_off_etcd_mid_migration(Side::Source);
+}
+
+/// The destination loses etcd halfway: at the switchover it cannot take the guest's lock, so it
+/// does not resume the guest and ends its copy; the source makes sure the lock is still its
+/// own and resumes it: the same boot, its counter going on, never two QEMUs running it.
+#[test]
+fn a_destination_cut_off_etcd_mid_migration_cannot_take_the_lock_and_the_source_goes_on() {
+    cut_off_etcd_mid_migration(Side::Destination);
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Side {
+    Source,
+    Destination,
+}
+
+fn cut_off_etcd_mid_migration(side: Side) {
+    let (guest_uuid, name, users) = match side {
+        Side::Source => ("5e1c7a00-0000-4000-8000-0000000c1b02", "cm2", CUT_USERS[0]),
+        Side::Destination => ("5e1c7a00-0000-4000-8000-0000000c1b03", "cm3", CUT_USERS[1]),
+    };
     let lab = Lab::new(3);
     lab.start_etcd();
     let daemons: Vec<NetDaemon> = (0..3)
-        .map(|index| lab.member_with_api(index, NAMES[index], CUT_USERS[index]))
+        .map(|index| lab.member_with_api(index, NAMES[index], users[index]))
         .collect();
     let ca = api_admins(&daemons, PASSWORD);
     wait_until_up(&daemons[0], 3);
     let file = daemons[0].write(
-        "cm2.xml",
+        &format!("{name}.xml"),
         &cluster_guest_xml(
-            "cm2",
-            GUEST,
+            name,
+            guest_uuid,
             "<oxvirt:placement xmlns:oxvirt='urn:oxvirt:domain:1.0'><oxvirt:ha/></oxvirt:placement>",
         ),
     );
     daemons[0].oxvirt(&["define", "--cluster", &file]).ok();
-    daemons[0].oxvirt(&["start", "cm2"]).ok();
+    daemons[0].oxvirt(&["start", name]).ok();
     let runs_on = |list: &str| {
         guest_rows(list)
             .into_iter()
-            .find(|(n, state, _)| n == "cm2" && state == "running")
+            .find(|(n, state, _)| n == name && state == "running")
             .and_then(|(_, _, host)| NAMES.iter().position(|h| *h == host))
     };
     let list = daemons[0].oxvirt(&["list"]).ok();
-    let source = runs_on(&list).unwrap_or_else(|| panic!("cm2 not running: {list}"));
+    let source = runs_on(&list).unwrap_or_else(|| panic!("{name} not running: {list}"));
     let destination = (source + 1) % 3;
-    let (booted, _) = start_counter(&mut daemons[source].console("cm2"));
+    let cut_off = match side {
+        Side::Source => source,
+        Side::Destination => destination,
+    };
+    let (booted, count) = start_counter(&mut daemons[source].console(name));
+    let blackhole = format!("{ETCD_ADDRESS}/32");
 
     let stop = std::sync::atomic::AtomicBool::new(false);
     let runs = RunSpans::default();
     std::thread::scope(|scope| {
-        scope.spawn(|| runs.poll(&lab.hosts, GUEST, &stop));
+        scope.spawn(|| runs.poll(&lab.hosts, guest_uuid, &stop));
         let _stop_poller = StopOnDrop(&stop);
-        wait_seen_running(&runs, &lab, GUEST, source);
+        wait_seen_running(&runs, &lab, guest_uuid, source);
 
-        // A slow migration (1 MiB/s), and once it moves memory, the source loses etcd.
+        // A slow migration, and once it moves memory, one side loses etcd (the source at
+        // 1 MiB/s, so that it is fenced long before the switchover; the destination at 4 MiB/s,
+        // so that the switchover comes soon after).
+        let bandwidth = if side == Side::Source { "1" } else { "4" };
         let migration = scope.spawn(|| {
             oxvirt_with_input(
                 &daemons[source].socket,
@@ -308,8 +340,8 @@ fn a_source_cut_off_etcd_mid_migration_fences_its_guest_and_ha_runs_it_once_else
                     "migrate",
                     "--live",
                     "--bandwidth",
-                    "1",
-                    "cm2",
+                    bandwidth,
+                    name,
                     &url(destination),
                     "--dest-user",
                     "ann",
@@ -322,65 +354,101 @@ fn a_source_cut_off_etcd_mid_migration_fences_its_guest_and_ha_runs_it_once_else
         });
         let moving = wait_for(SHORT, || {
             daemons[source]
-                .oxvirt(&["domjobinfo", "cm2"])
+                .oxvirt(&["domjobinfo", name])
                 .stdout
                 .lines()
                 .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
         });
         assert!(moving, "no migration running: {}", daemons[source].log());
-        lab.hosts[source].ip(&["route", "add", "blackhole", &format!("{ETCD_ADDRESS}/32")]);
+        lab.hosts[cut_off].ip(&["route", "add", "blackhole", &blackhole]);
         let cut = Instant::now();
-
-        // The source fences the guest, which fails the migration; the guest stays nowhere's.
         let run = migration.join().expect("migrate");
-        eprintln!("migrate ended {:?} after the cut: {run:#?}", cut.elapsed());
-        assert_eq!(run.code, Some(1), "{run:#?}\n{}", daemons[source].log());
-        assert!(daemons[source].log().contains("self-fencing"));
-        assert!(qemus_of(&lab.hosts[source], GUEST).is_empty());
-
-        // HA runs it again on a member that reaches etcd: a new boot, one QEMU.
-        let mut last = String::new();
-        let mut host = None;
-        let again = wait_for(Duration::from_secs(90), || {
-            let list = daemons[destination].oxvirt(&["list"]).stdout;
-            host = runs_on(&list).filter(|h| *h != source);
-            last = list;
-            host.is_some_and(|h| qemus_of(&lab.hosts[h], GUEST).len() == 1)
-        });
-        assert!(again, "cm2 did not run again: {last}");
-        let host = host.expect("a host");
         eprintln!(
-            "cm2 ran again on {} {:?} after the cut",
-            NAMES[host],
+            "{side:?} cut: migrate ended {:?} after the cut: {run:#?}",
             cut.elapsed()
         );
-        let mut console = daemons[host].console("cm2");
-        boot_shell(&mut console);
-        let now = guest(&mut console, "cat /proc/sys/kernel/random/boot_id", SHORT);
-        assert_ne!(
-            now.trim(),
-            booted,
-            "cm2 did not boot again on {}",
-            NAMES[host]
-        );
-        assert_lock_is(&lab, GUEST, host);
-        wait_seen_running(&runs, &lab, GUEST, host);
+        assert_eq!(run.code, Some(1), "{run:#?}\n{}", daemons[source].log());
+        let host = match side {
+            Side::Source => {
+                // The source fenced the guest, which failed the migration.
+                assert!(daemons[source].log().contains("self-fencing"));
+                assert!(qemus_of(&lab.hosts[source], guest_uuid).is_empty());
+                // HA runs it again on a member that reaches etcd: a new boot, one QEMU.
+                let mut last = String::new();
+                let mut host = None;
+                let again = wait_for(Duration::from_secs(90), || {
+                    let list = daemons[destination].oxvirt(&["list"]).stdout;
+                    host = runs_on(&list).filter(|h| *h != source);
+                    last = list;
+                    host.is_some_and(|h| qemus_of(&lab.hosts[h], guest_uuid).len() == 1)
+                });
+                assert!(again, "{name} did not run again: {last}");
+                let host = host.expect("a host");
+                eprintln!(
+                    "{name} ran again on {} {:?} after the cut",
+                    NAMES[host],
+                    cut.elapsed()
+                );
+                let mut console = daemons[host].console(name);
+                boot_shell(&mut console);
+                let now = guest(&mut console, "cat /proc/sys/kernel/random/boot_id", SHORT);
+                assert_ne!(
+                    now.trim(),
+                    booted,
+                    "{name} did not boot again on {}",
+                    NAMES[host]
+                );
+                host
+            }
+            Side::Destination => {
+                // The destination could not take the lock: the guest goes on on the source.
+                assert!(
+                    run.stderr.contains("goes on running here"),
+                    "{run:#?}\nsource's log:\n{}\ndestination's log:\n{}",
+                    daemons[source].log(),
+                    daemons[destination].log()
+                );
+                assert_eq!(
+                    daemons[source].oxvirt(&["domstate", name]).ok(),
+                    "running\n\n"
+                );
+                let (now_booted, now) = counter(&mut daemons[source].console(name));
+                assert_eq!(now_booted, booted, "{name} booted again");
+                assert!(now > count, "{name}'s counter: {now} after {count}");
+                let gone = wait_for(SHORT, || {
+                    qemus_of(&lab.hosts[destination], guest_uuid).is_empty()
+                });
+                assert!(gone, "{name}'s QEMU left on {}", NAMES[destination]);
+                source
+            }
+        };
+        assert_lock_is(&lab, guest_uuid, host);
+        wait_seen_running(&runs, &lab, guest_uuid, host);
 
-        // etcd in reach again: the source rejoins and leaves the guest where it runs.
-        lab.hosts[source].ip(&["route", "del", "blackhole", &format!("{ETCD_ADDRESS}/32")]);
-        wait_until_up(&daemons[destination], 3);
-        wait_for_renewals(&lab, NAMES[source], 3);
-        assert!(qemus_of(&lab.hosts[source], GUEST).is_empty());
-        assert_eq!(qemus_of(&lab.hosts[host], GUEST).len(), 1);
+        // etcd in reach again: the member cut off rejoins and the guest stays where it runs.
+        lab.hosts[cut_off].ip(&["route", "del", "blackhole", &blackhole]);
+        wait_until_up(&daemons[host], 3);
+        wait_for_renewals(&lab, NAMES[cut_off], 3);
+        for (index, ns) in lab.hosts.iter().enumerate() {
+            let expected = usize::from(index == host);
+            assert_eq!(
+                qemus_of(ns, guest_uuid).len(),
+                expected,
+                "on {}",
+                NAMES[index]
+            );
+        }
+        assert_lock_is(&lab, guest_uuid, host);
 
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         let spans = runs.spans();
-        eprintln!("cm2 ran (host, pid, first and last sample): {spans:?}");
+        eprintln!("{name} ran (host, pid, first and last sample): {spans:?}");
         assert_eq!(
             overlapping_runs(&spans),
             Vec::<String>::new(),
-            "cm2 ran twice at once"
+            "{name} ran twice at once"
         );
-        assert_eq!(spans.len(), 2, "{spans:?}");
+        let expected = if side == Side::Source { 2 } else { 1 };
+        assert_eq!(spans.len(), expected, "{spans:?}");
     });
 }

@@ -416,8 +416,18 @@ impl Domains {
                             format!("{}; {}", why.message, err.message),
                         ));
                     }
-                    if let Err(resume) = control.resume().await {
-                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    match control.resume().await {
+                        // Set now, not when QEMU's RESUME event is handled: the error says
+                        // where the guest is from this state.
+                        Ok(()) => self.guests.set_state(
+                            &self.guests.slot(&record.uuid),
+                            &record.uuid,
+                            DomainState::Running,
+                            "migration canceled",
+                        ),
+                        Err(resume) => {
+                            tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}")
+                        }
                     }
                 }
             }
