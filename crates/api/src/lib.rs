@@ -65,6 +65,7 @@ pub mod migration;
 pub use migration::{
     CopyStorage, DiskCopy, FileOwner, FinishMigration, HostCpuDescription, JobInfo, MigrateRequest,
     MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration, RemoteDestination,
+    MIGRATION_PROTOCOL,
 };
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
@@ -130,7 +131,7 @@ pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 
 pub mod console;
-pub use console::{splice, ConsoleStream, CONSOLE_PROTOCOL};
+pub use console::{splice, ConsoleStream, UpgradedStream, CONSOLE_PROTOCOL};
 pub mod remote;
 pub mod users;
 pub use users::{

@@ -117,13 +117,15 @@ pub(super) async fn connect(address: &str) -> std::io::Result<OwnedFd> {
 }
 
 /// (Destination) Where the migration stream arrives: D's Unix socket (a source on this host),
-/// or a TCP port for one connection from the source's address.
+/// a TCP port for one connection from the source's address, or the source's upgraded API
+/// connection (`--tunnelled`, services/migration_tunnel.rs).
 pub(super) enum StreamListener {
     Unix(UnixListener),
     Tcp {
         listener: TcpListener,
         source: IpAddr,
     },
+    Tunnel(super::migration_tunnel::TunnelReceiver),
 }
 
 impl StreamListener {
@@ -157,6 +159,7 @@ impl StreamListener {
             StreamListener::Tcp { listener, source } => Ok(OwnedFd::from(
                 accept_from(&listener, source).await?.into_std()?,
             )),
+            StreamListener::Tunnel(receiver) => super::migration_tunnel::receive(receiver).await,
         }
     }
 }
