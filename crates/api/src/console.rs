@@ -26,16 +26,18 @@ impl Client {
     /// `POST /v1/domains/{id}/console` upgraded: the domain's serial console, until either
     /// side closes. (The local CLI connects to the console's socket itself.)
     pub async fn console_stream(&self, id: &str) -> Result<ConsoleStream, ClientError> {
-        self.upgrade(&domain_path(id, "/console"), CONSOLE_PROTOCOL)
+        self.upgrade(&domain_path(id, "/console"), CONSOLE_PROTOCOL, None)
             .await
     }
 
     /// `POST path` on a fresh connection, asking to switch it to `protocol`: after the 101
-    /// reply, the connection itself (any other reply is the error it names).
+    /// reply, the connection itself (any other reply is the error it names). Over TLS its TCP
+    /// socket goes through `tcp_socket` first.
     pub(crate) async fn upgrade(
         &self,
         path: &str,
         protocol: &str,
+        tcp_socket: Option<&crate::TcpSocketHook>,
     ) -> Result<UpgradedStream, ClientError> {
         let mut response = self
             .send_request(
@@ -44,6 +46,7 @@ impl Client {
                 Empty::<Bytes>::new(),
                 None,
                 Some(protocol),
+                tcp_socket,
             )
             .await?;
         let status = response.status();

@@ -403,10 +403,19 @@ impl Client {
     }
 
     /// `POST /v1/migrations/{id}/stream` upgraded (destination side, `--tunnelled`): the
-    /// connection that carries the migration stream from here on, both ways.
-    pub async fn migration_stream(&self, id: &str) -> Result<UpgradedStream, ClientError> {
-        self.upgrade(&migration_path(id, "/stream"), MIGRATION_PROTOCOL)
-            .await
+    /// connection that carries the migration stream from here on, both ways. Over TLS,
+    /// `tcp_socket` sets up its TCP socket first (the source's keepalive and timeouts).
+    pub async fn migration_stream(
+        &self,
+        id: &str,
+        tcp_socket: &crate::TcpSocketHook,
+    ) -> Result<UpgradedStream, ClientError> {
+        self.upgrade(
+            &migration_path(id, "/stream"),
+            MIGRATION_PROTOCOL,
+            Some(tcp_socket),
+        )
+        .await
     }
 
     /// `POST /v1/migrations/{id}/finish` (destination side): the stream was sent whole; the

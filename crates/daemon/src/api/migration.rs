@@ -9,7 +9,6 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::Router;
-use hyper_util::rt::TokioIo;
 use oxvirt_api::{
     code, ApiError, DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted,
     MigrationSettings, PrepareMigration, PreparedMigration, MIGRATION_PROTOCOL,
@@ -228,9 +227,7 @@ async fn stream(
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => {
-                crate::services::migration_tunnel::serve(TokioIo::new(upgraded), local, id).await
-            }
+            Ok(upgraded) => crate::services::migration_tunnel::serve(upgraded, local, id).await,
             // Its end closes: the waiting load fails and the migration is cleaned up.
             Err(err) => tracing::warn!(migration = %id, "migration stream upgrade failed: {err}"),
         }

@@ -9,6 +9,9 @@
 //! connection. A relay ends once both directions ended (each QEMU closes its end when its
 //! migration completes, fails or is cancelled), or as soon as either connection breaks: the
 //! other side then sees its end close, and its QEMU's migration fails as with a closed socket.
+//! Between hosts, the tunnel's TCP connection is watched as the direct ports are
+//! (migration_tcp.rs's keepalive and user timeout): a cut network fails it within about half a
+//! minute on both sides.
 
 use std::os::fd::OwnedFd;
 
@@ -52,12 +55,20 @@ where
 /// (Source) Opens the tunnel of prepared migration `id` on `destination`: returns QEMU's end of
 /// the stream; a detached relay carries it through the upgraded connection.
 pub(super) async fn open(destination: &Client, id: &str) -> DaemonResult<OwnedFd> {
-    let upgraded: UpgradedStream = destination.migration_stream(id).await.map_err(|err| {
-        DaemonError::new(
-            ErrorKind::Engine,
-            format!("cannot open the tunnel of the migration stream to the destination: {err}"),
-        )
-    })?;
+    let watch =
+        |socket: std::os::fd::BorrowedFd<'_>| super::migration_tcp::watch_connection(socket);
+    let upgraded: UpgradedStream =
+        destination
+            .migration_stream(id, &watch)
+            .await
+            .map_err(|err| {
+                DaemonError::new(
+                    ErrorKind::Engine,
+                    format!(
+                        "cannot open the tunnel of the migration stream to the destination: {err}"
+                    ),
+                )
+            })?;
     let (qemu, local) = socketpair()?;
     tokio::spawn(relay(upgraded, local, "outgoing migration", id.to_string()));
     Ok(qemu)
@@ -76,12 +87,37 @@ pub(super) fn accept(id: &str, sender: TunnelSender) -> DaemonResult<UnixStream>
     Ok(local)
 }
 
-/// (Destination) Relays the upgraded connection of migration `id` to its QEMU's end.
-pub async fn serve<A>(upgraded: A, local: UnixStream, id: String)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-{
-    relay(upgraded, local, "incoming migration", id).await;
+/// The API's TLS connections as remote.rs serves them (what an upgraded one downcasts to).
+type TlsConnection =
+    hyper_util::rt::TokioIo<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// (Destination) Relays the upgraded connection of migration `id` to its QEMU's end; a TLS
+/// connection (from another host) watched first as the direct ports are.
+pub async fn serve(upgraded: hyper::upgrade::Upgraded, mut local: UnixStream, id: String) {
+    use tokio::io::AsyncWriteExt;
+    match upgraded.downcast::<TlsConnection>() {
+        Ok(parts) => {
+            if let Err(err) = super::migration_tcp::watch_connection(parts.io.inner().get_ref().0) {
+                tracing::warn!(migration = %id, "cannot watch the tunnel's connection: {err}");
+            }
+            // What hyper read past the request already is the stream's beginning.
+            if let Err(err) = local.write_all(&parts.read_buf).await {
+                tracing::info!(migration = %id, "incoming migration: the tunnel broke: {err}");
+                return;
+            }
+            relay(parts.io.into_inner(), local, "incoming migration", id).await;
+        }
+        // The Unix socket: this host's source.
+        Err(upgraded) => {
+            relay(
+                hyper_util::rt::TokioIo::new(upgraded),
+                local,
+                "incoming migration",
+                id,
+            )
+            .await
+        }
+    }
 }
 
 /// (Destination) A tunnelled migration's stream as the waiting task receives it.
