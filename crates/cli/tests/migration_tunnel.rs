@@ -152,6 +152,25 @@ fn the_stream_route_takes_only_a_tunnelled_migration_once() {
             "{run:?}"
         );
     }
+    // The same asked of A's API directly: refused before anything (a 400 naming both).
+    let body = serde_json::json!({
+        "destination": b.socket, "live": true, "tunnelled": true, "copy_storage": "all",
+    });
+    let reply = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(&a.socket)
+        .args(["-X", "POST", "-H", "Content-Type: application/json"])
+        .arg("--data-binary")
+        .arg(body.to_string())
+        .arg("http://oxvirtd/v1/domains/route-vm/migrate")
+        .output()
+        .expect("run curl");
+    let reply = String::from_utf8_lossy(&reply.stdout).into_owned();
+    assert!(
+        reply.contains("--tunnelled cannot copy disks") && reply.ends_with("400"),
+        "{reply}"
+    );
+    assert_eq!(names(&b), "\n");
     a.oxvirt(&["undefine", "route-vm"]).ok();
 
     // No such migration; and the route is reached by an upgrade only.

@@ -215,6 +215,8 @@ impl Domains {
         source_cpu: Option<HostCpuDescription>,
         cluster_lock: Option<&dyn SourceLock>,
     ) -> DaemonResult<DomainSummary> {
+        // Before anything changes here (QEMU's capabilities) or there.
+        check_tunnelled(request.tunnelled, request.copy_storage.is_some())?;
         let destination = destination_client(request)?;
         let record = self.guests.resolve(id)?;
         let (vm, guard) = self.guests.begin(&record)?;
@@ -244,7 +246,6 @@ impl Domains {
         let xml = self
             .live_xml(&record)?
             .unwrap_or_else(|| record.xml.clone());
-        check_tunnelled(request.tunnelled, request.copy_storage.is_some())?;
         let disks = super::migration_storage::disks_to_copy(&xml, request.copy_storage)?;
         let owners = self
             .store
