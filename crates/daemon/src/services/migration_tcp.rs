@@ -125,7 +125,8 @@ pub(super) enum StreamListener {
         listener: TcpListener,
         source: IpAddr,
     },
-    Tunnel(super::migration_tunnel::TunnelReceiver),
+    /// What the stream route sends the stream's end by.
+    Tunnel(tokio::sync::oneshot::Receiver<OwnedFd>),
 }
 
 impl StreamListener {
@@ -159,7 +160,12 @@ impl StreamListener {
             StreamListener::Tcp { listener, source } => Ok(OwnedFd::from(
                 accept_from(&listener, source).await?.into_std()?,
             )),
-            StreamListener::Tunnel(receiver) => super::migration_tunnel::receive(receiver).await,
+            StreamListener::Tunnel(receiver) => receiver.await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the migration ended before its stream came",
+                )
+            }),
         }
     }
 }

@@ -25,8 +25,6 @@ use super::error::{internal, invalid_state, DaemonError, DaemonResult, ErrorKind
 /// (Destination) Where the stream route hands the prepared migration's end of its socketpair
 /// to the task that waits to load it. Taken by the first stream request: only one ever comes.
 pub(super) type TunnelSender = oneshot::Sender<OwnedFd>;
-/// (Destination) What the waiting task receives the stream by.
-pub(super) type TunnelReceiver = oneshot::Receiver<OwnedFd>;
 
 /// A socketpair: QEMU's end (as a descriptor to hand over) and the relay's.
 fn socketpair() -> DaemonResult<(OwnedFd, UnixStream)> {
@@ -118,14 +116,4 @@ pub async fn serve(upgraded: hyper::upgrade::Upgraded, mut local: UnixStream, id
             .await
         }
     }
-}
-
-/// (Destination) A tunnelled migration's stream as the waiting task receives it.
-pub(super) async fn receive(receiver: TunnelReceiver) -> std::io::Result<OwnedFd> {
-    receiver.await.map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::ConnectionAborted,
-            "the migration ended before its stream came",
-        )
-    })
 }
