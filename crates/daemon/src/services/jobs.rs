@@ -49,6 +49,8 @@ pub(super) struct IncomingMigration {
     pub(super) socket: Option<PathBuf>,
     /// Stops waiting for the source's connection.
     pub(super) cancel: Notify,
+    /// `--tunnelled`: where the stream route hands the stream over (taken by the first one).
+    pub(super) tunnel: Mutex<Option<super::migration_tunnel::TunnelSender>>,
     /// The disks created and served here for the source to copy (`--copy-storage-*`).
     pub(super) storage: Option<IncomingStorage>,
     /// A cluster guest's lock, taken over from the source before the guest resumes here.
@@ -140,14 +142,26 @@ impl Migrations {
         }
     }
 
-    pub(super) fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
-        lock(&self.incoming).remove(id).ok_or_else(|| {
-            DaemonError::new(
-                ErrorKind::NotFound,
-                format!("no incoming migration '{id}' here"),
-            )
-        })
+    /// The prepared incoming migration `id`, left in place.
+    pub(super) fn incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| no_incoming(id))
     }
+
+    pub(super) fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming)
+            .remove(id)
+            .ok_or_else(|| no_incoming(id))
+    }
+}
+
+fn no_incoming(id: &str) -> DaemonError {
+    DaemonError::new(
+        ErrorKind::NotFound,
+        format!("no incoming migration '{id}' here"),
+    )
 }
 
 /// A job stopped by `domjobabort` ([`Job::end`] records it "Cancelled" by these words).
