@@ -122,6 +122,10 @@ pub struct ClusterDomain {
     /// The pools of its volume disks (`<source pool=>`).
     #[serde(default)]
     pub disk_pools: Vec<String>,
+    /// `oxvirt autostart`: a member whose oxvirtd starts starts it (placed as `start` does) if
+    /// it runs nowhere.
+    #[serde(default)]
+    pub autostart: bool,
 }
 
 /// Reply of `GET /v1/domains/{id}/migration-targets`: the members a running guest of the

@@ -103,7 +103,7 @@ fn three_hosts_register_and_a_killed_host_s_lease_expires() {
 fn spread_guests_of_a_group_land_on_different_hosts() {
     let lab = Lab::new(3);
     lab.start_etcd();
-    let members = [
+    let mut members = [
         lab.member(0, "host-a"),
         lab.member(1, "host-b"),
         lab.member(2, "host-c"),
@@ -318,6 +318,44 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
     let list = a.oxvirt(&["list", "--all"]).ok();
     let names: Vec<String> = guest_rows(&list).into_iter().map(|(n, _, _)| n).collect();
     assert_eq!(names, ["web2"], "{list}");
+
+    // autostart, set on any member, lives in etcd: a member's oxvirtd that starts starts the
+    // guest (placed as start places it) when it runs nowhere.
+    members[0].oxvirt(&["destroy", "web2"]).ok();
+    // Shut off with its lock released (within a renewal of its host), as every member sees it.
+    let stopped = wait_for(Duration::from_secs(30), || {
+        guest_rows(&members[0].oxvirt(&["list", "--all"]).ok())
+            .iter()
+            .any(|(n, state, h)| n == "web2" && state == "shut off" && h == "-")
+    });
+    assert!(stopped, "web2 still running");
+    let set = members[0].oxvirt(&["autostart", "web2"]).ok();
+    assert!(set.contains("marked as autostarted"), "{set}");
+    let info = members[1].oxvirt(&["dominfo", "web2"]).ok();
+    assert!(info.contains("Autostart:      enable"), "{info}");
+    members[2].kill();
+    members[2].launch();
+    let mut last = String::new();
+    let started = wait_for(Duration::from_secs(90), || {
+        last = members[0].oxvirt(&["list"]).ok();
+        guest_rows(&last)
+            .iter()
+            .any(|(n, state, _)| n == "web2" && state == "running")
+    });
+    assert!(
+        started,
+        "web2 not autostarted: {last}\n{}",
+        members[2].log()
+    );
+    // (Logged once the chosen host answered, which may come after the list shows it.)
+    let logged = wait_for(SHORT, || {
+        members[2].log().contains("cluster guest autostarted")
+    });
+    assert!(logged, "{last}\n{}", members[2].log());
+    let unset = members[1].oxvirt(&["autostart", "--disable", "web2"]).ok();
+    assert!(unset.contains("unmarked as autostarted"), "{unset}");
+    let info = members[0].oxvirt(&["dominfo", "web2"]).ok();
+    assert!(info.contains("Autostart:      disable"), "{info}");
 }
 
 /// How long an HA guest may take to run again after its host died: the lease's 10 s, one

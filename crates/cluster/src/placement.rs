@@ -210,6 +210,7 @@ mod tests {
             ha: false,
             disk_paths: vec![],
             disk_pools: vec![],
+            autostart: false,
         }
     }
 

@@ -102,6 +102,13 @@ async fn info(State(services): State<Arc<Services>>, Path(id): Path<String>) -> 
                 None => Err(err),
             }
         }
+        // The local copy of a cluster guest: its autostart is the cluster's.
+        Ok(axum::Json(mut info)) => {
+            if let Some(autostart) = services.cluster.autostart_of(&info.uuid).await {
+                info.autostart = autostart;
+            }
+            Ok(axum::Json(info))
+        }
         other => other,
     }
 }
@@ -239,6 +246,10 @@ async fn autostart(
     bytes: Bytes,
 ) -> Reply<DomainSummary> {
     let request: AutostartRequest = body(&bytes)?;
+    // A cluster guest's autostart lives in etcd (services/cluster.rs).
+    if let Some(summary) = services.cluster.set_autostart(&id, request.enabled).await? {
+        return Ok(axum::Json(summary));
+    }
     blocking(services, "autostart", move |d| {
         d.domains.set_autostart(&id, request.enabled)
     })

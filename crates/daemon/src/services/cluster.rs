@@ -69,6 +69,8 @@ pub struct Cluster {
     known_guests: Mutex<HashSet<String>>,
     /// Since when each wanted HA guest has had no host.
     missing_since: Mutex<std::collections::HashMap<String, Instant>>,
+    /// Whether this oxvirtd started the cluster's autostart guests already.
+    autostarted: std::sync::atomic::AtomicBool,
 }
 
 /// A host that has not renewed its lease for this long destroys its HA guests: two thirds of the
@@ -114,6 +116,7 @@ impl Cluster {
             ha_here: Mutex::new(HashSet::new()),
             missing_since: Mutex::new(std::collections::HashMap::new()),
             known_guests: Mutex::new(HashSet::new()),
+            autostarted: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -177,6 +180,13 @@ impl Cluster {
                 tracing::info!(host = %config.host_name, endpoints = %config.endpoints.join(","), "joined the cluster");
                 *lock(&self.last_renewed) = Some(Instant::now());
                 *self.member.write().await = Some(Arc::new(member));
+                // Once per start of this oxvirtd (not when it joins again after a lost lease).
+                if !self
+                    .autostarted
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    tokio::spawn(self.clone().autostart_guests());
+                }
                 Ok(())
             }
         }
@@ -283,7 +293,11 @@ impl Cluster {
                 }
             }
         }
-        let record = cluster_record(&domain);
+        let mut record = cluster_record(&domain);
+        // A new definition of a cluster guest keeps its autostart, as a local define does.
+        if let Some(existing) = etcd.domain(&record.uuid).await.map_err(unavailable)? {
+            record.autostart = existing.autostart;
+        }
         if let Some(local) = local {
             // A local copy of this very guest is one running here; any other is a clash.
             let ours = etcd
@@ -320,10 +334,86 @@ impl Cluster {
             } else {
                 DomainState::Running
             },
-            autostart: false,
+            autostart: record.autostart,
             managed_save: false,
             host: Some(host),
         })
+    }
+
+    /// `autostart` of a cluster guest (on any member): kept in its record in etcd. `None` when
+    /// `id` is no cluster guest (or names this host's own domain): the local autostart applies.
+    pub async fn set_autostart(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> DaemonResult<Option<DomainSummary>> {
+        let Some(config) = self.config.as_ref() else {
+            return Ok(None);
+        };
+        let local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).ok())).await?
+        };
+        if local
+            .as_ref()
+            .is_some_and(|l| !lock(&self.known_guests).contains(&l.uuid))
+        {
+            return Ok(None);
+        }
+        let etcd = self.etcd(config).await?;
+        let Some(mut guest) = etcd.find_domain(id).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        guest.autostart = enabled;
+        etcd.put_domain(&guest).await.map_err(unavailable)?;
+        tracing::info!(domain = %guest.name, enabled, "cluster guest's autostart set");
+        let host = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
+        Ok(Some(DomainSummary {
+            id: None,
+            state: cluster_state(host.as_deref(), None),
+            name: guest.name,
+            uuid: guest.uuid,
+            autostart: enabled,
+            managed_save: false,
+            host: Some(host.unwrap_or_default()),
+        }))
+    }
+
+    /// The autostart of the cluster guest `uuid` (whose local copy runs here); `None` for a
+    /// local domain, or when etcd does not answer.
+    pub async fn autostart_of(&self, uuid: &str) -> Option<bool> {
+        let config = self.config.as_ref()?;
+        if !lock(&self.known_guests).contains(uuid) {
+            return None;
+        }
+        let etcd = self.etcd(config).await.ok()?;
+        Some(etcd.domain(uuid).await.ok()??.autostart)
+    }
+
+    /// Once this oxvirtd joined the cluster after it started: starts each autostart cluster
+    /// guest that runs nowhere, placed as `start` places it (the lock keeps members that start
+    /// at the same moment from starting one twice: the later ones are told where it runs).
+    async fn autostart_guests(self: Arc<Self>) {
+        let Some(member) = self.member.read().await.clone() else {
+            return;
+        };
+        let etcd = member.etcd();
+        let (Ok(domains), Ok(running)) = (etcd.domains().await, etcd.running().await) else {
+            tracing::warn!("cluster autostart: etcd did not answer");
+            return;
+        };
+        for guest in domains.into_iter().filter(|d| d.autostart) {
+            if running.iter().any(|(uuid, _)| *uuid == guest.uuid) {
+                continue;
+            }
+            match self.start_domain(&guest.uuid).await {
+                Ok(started) => {
+                    tracing::info!(domain = %guest.name, host = ?started.host, "cluster guest autostarted")
+                }
+                Err(err) => tracing::info!(domain = %guest.name, "cluster autostart: {err}"),
+            }
+        }
     }
 
     /// `list` on a member: this host's guests and every cluster guest, each with the host it
@@ -390,7 +480,7 @@ impl Cluster {
                 state: cluster_state(host.as_deref(), status),
                 name: c.name,
                 uuid: c.uuid,
-                autostart: false,
+                autostart: c.autostart,
                 managed_save: false,
                 host: Some(host.unwrap_or_default()),
             });
@@ -476,6 +566,7 @@ impl Cluster {
             info.cpu_time_ns = status.cpu_time_ns;
             info.used_memory_kib = status.used_memory_kib;
         }
+        info.autostart = guest.autostart;
         Ok(Some(info))
     }
 
@@ -1249,6 +1340,7 @@ fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
             .iter()
             .filter_map(|disk| Some(disk.volume.as_ref()?.pool.clone()))
             .collect(),
+        autostart: false,
     }
 }
 
