@@ -1003,7 +1003,7 @@ impl Cluster {
         action: Action,
         timeout_secs: Option<u64>,
     ) -> DaemonResult<DomainSummary> {
-        match action {
+        let done = match action {
             Action::Start => self.domains.start(id).await,
             Action::Shutdown => self.domains.shutdown(id, timeout_secs).await,
             Action::Destroy => self.domains.destroy(id).await,
@@ -1011,6 +1011,26 @@ impl Cluster {
             Action::Reset => self.domains.reset(id).await,
             Action::Suspend => self.domains.suspend(id).await,
             Action::Resume => self.domains.resume(id).await,
+        }?;
+        if done.state == DomainState::ShutOff {
+            self.release_stopped(&done.uuid).await;
+        }
+        Ok(done)
+    }
+
+    /// A cluster guest a user stopped here: its local copy and lock go now, so that every
+    /// member sees it shut off once the command returned (the reconcile would at the next
+    /// renewal; it still does for a guest that stops by itself).
+    async fn release_stopped(&self, uuid: &str) {
+        if !lock(&self.known_guests).contains(uuid) {
+            return;
+        }
+        let Some(member) = self.member.read().await.clone() else {
+            return;
+        };
+        self.drop_copy(uuid).await;
+        if let Err(err) = member.unlock_guest(uuid, true).await {
+            tracing::warn!(%uuid, "cluster guest stopped here, its lock left to the next renewal: {err}");
         }
     }
 
