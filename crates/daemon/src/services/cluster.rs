@@ -1028,9 +1028,13 @@ impl Cluster {
         let Some(member) = self.member.read().await.clone() else {
             return;
         };
-        self.drop_copy(uuid).await;
-        if let Err(err) = member.unlock_guest(uuid, true).await {
-            tracing::warn!(%uuid, "cluster guest stopped here, its lock left to the next renewal: {err}");
+        // The lock first: with etcd out of reach the stopped copy stays (only a reachable etcd
+        // lets this host drop it), and the reconcile finishes the job later.
+        match member.unlock_guest(uuid, true).await {
+            Ok(()) => self.drop_copy(uuid).await,
+            Err(err) => {
+                tracing::warn!(%uuid, "cluster guest stopped here, its lock left to the next renewal: {err}")
+            }
         }
     }
 
