@@ -37,6 +37,10 @@ pub(super) struct Job {
     /// `domjobabort` (a permit is kept until the job looks).
     pub(super) abort: Notify,
     pub(super) running: std::sync::atomic::AtomicBool,
+    /// The migration may switch to post-copy (`--postcopy`: both QEMUs have `postcopy-ram`).
+    pub(super) postcopy: bool,
+    /// It switched: the guest runs on the destination, and cannot come back here.
+    pub(super) switched: std::sync::atomic::AtomicBool,
 }
 
 /// One prepared incoming migration.
@@ -109,7 +113,7 @@ impl Migrations {
         lock(&self.moving).contains(uuid)
     }
 
-    pub(super) fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
+    pub(super) fn begin_job(&self, uuid: Uuid, postcopy: bool) -> Arc<Job> {
         let job = Arc::new(Job {
             started: Instant::now(),
             info: Mutex::new(JobInfo {
@@ -119,6 +123,8 @@ impl Migrations {
             }),
             abort: Notify::new(),
             running: std::sync::atomic::AtomicBool::new(true),
+            postcopy,
+            switched: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.jobs).insert(uuid, Arc::clone(&job));
         job
@@ -176,6 +182,8 @@ impl Job {
         info.dirty_rate = progress.dirty_rate;
         info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
         info.downtime_ms = progress.downtime_ms;
+        info.phase = Some(progress.status.clone());
+        info.postcopy_requests = progress.postcopy_requests;
     }
 
     /// The disks' copy (`--copy-storage-*`), before and while the memory goes.
