@@ -319,3 +319,36 @@ fn timeout_postcopy_switches_by_itself() {
     drop(console);
     b.oxvirt(&["destroy", "pc-timeout-vm"]).ok();
 }
+
+#[test]
+fn postcopy_after_precopy_switches_once_the_first_pass_ended() {
+    let uuid = "5c0e7a21-9d3b-4f6e-8a1c-2e4f6a8b0c04";
+    let mut lab = lab("1", "pc-after-vm", uuid);
+    // A guest that dirties its memory faster than 4 MiB/s never converges in pre-copy: 16 MiB
+    // of random bytes rewritten in its tmpfs, again and again.
+    lab.console.send_line(
+        "(while :; do dd if=/dev/urandom of=/mnt/ram/dirty bs=1M count=16 2>/dev/null; done) &",
+    );
+    let (a, b) = (&lab.a, &lab.b);
+    let run = a.oxvirt(&[
+        "migrate",
+        "--live",
+        "--postcopy",
+        "--postcopy-after-precopy",
+        "--bandwidth",
+        "4",
+        "--undefinesource",
+        "pc-after-vm",
+        &uri(b),
+    ]);
+    assert_eq!(run.code, Some(0), "{run:?}\nA's log:\n{}", a.log());
+    assert!(
+        a.log().contains("switching the migration to post-copy"),
+        "A never switched: {}",
+        a.log()
+    );
+    assert_eq!(names(a), "\n");
+    let console = assert_moved(b, "pc-after-vm", uuid, &lab.booted, lab.before);
+    drop(console);
+    b.oxvirt(&["destroy", "pc-after-vm"]).ok();
+}
