@@ -943,12 +943,16 @@ impl Domains {
         }
         if incoming.running {
             let control = self.guests.running_control(&vm, &record)?;
-            control
-                .resume()
-                .await
-                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+            // Recorded first: QEMU's RESUME event, which its supervisor may see before the
+            // resume call returns, then finds the guest running and leaves the reason alone
+            // (else it could record "unpaused" over "migrated"; seen after post-copy switches).
             self.guests
                 .set_state(&vm, &record.uuid, DomainState::Running, "migrated");
+            if let Err(err) = control.resume().await {
+                self.guests
+                    .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
+                return Err(super::error::engine_failure(&record.name, err));
+            }
         } else {
             self.guests
                 .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
