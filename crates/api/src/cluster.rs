@@ -115,6 +115,13 @@ pub struct ClusterDomain {
     pub spread: bool,
     /// `<oxvirt:ha/>`.
     pub ha: bool,
+    /// The files and block devices of its disks (`<source file=|dev=>`): placement prefers the
+    /// hosts that publish a pool holding them.
+    #[serde(default)]
+    pub disk_paths: Vec<String>,
+    /// The pools of its volume disks (`<source pool=>`).
+    #[serde(default)]
+    pub disk_pools: Vec<String>,
 }
 
 /// Reply of `GET /v1/domains/{id}/migration-targets`: the members a running guest of the

@@ -14,27 +14,45 @@ use crate::{domain_path, Client, ClientError};
 /// The upgrade protocol of `POST /v1/domains/{id}/console`.
 pub const CONSOLE_PROTOCOL: &str = "oxvirt-console";
 
+/// An API connection switched to another protocol by a 101 reply ([`Client::upgrade`]): a
+/// domain's serial console ([`Client::console_stream`]), a migration's stream
+/// (`Client::migration_stream`).
+pub type UpgradedStream = TokioIo<hyper::upgrade::Upgraded>;
+
 /// A domain's serial console over an upgraded API connection ([`Client::console_stream`]).
-pub type ConsoleStream = TokioIo<hyper::upgrade::Upgraded>;
+pub type ConsoleStream = UpgradedStream;
 
 impl Client {
     /// `POST /v1/domains/{id}/console` upgraded: the domain's serial console, until either
     /// side closes. (The local CLI connects to the console's socket itself.)
     pub async fn console_stream(&self, id: &str) -> Result<ConsoleStream, ClientError> {
-        let path = domain_path(id, "/console");
+        self.upgrade(&domain_path(id, "/console"), CONSOLE_PROTOCOL, None)
+            .await
+    }
+
+    /// `POST path` on a fresh connection, asking to switch it to `protocol`: after the 101
+    /// reply, the connection itself (any other reply is the error it names). Over TLS its TCP
+    /// socket goes through `tcp_socket` first.
+    pub(crate) async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+        tcp_socket: Option<&crate::TcpSocketHook>,
+    ) -> Result<UpgradedStream, ClientError> {
         let mut response = self
             .send_request(
                 Method::POST,
-                &path,
+                path,
                 Empty::<Bytes>::new(),
                 None,
-                Some(CONSOLE_PROTOCOL),
+                Some(protocol),
+                tcp_socket,
             )
             .await?;
         let status = response.status();
         if status != StatusCode::SWITCHING_PROTOCOLS {
-            let bytes = self.reply_body(&path, response).await?;
-            return Err(self.error_reply(&path, status, &bytes));
+            let bytes = self.reply_body(path, response).await?;
+            return Err(self.error_reply(path, status, &bytes));
         }
         let upgraded = hyper::upgrade::on(&mut response)
             .await

@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use http_body_util::{BodyExt, Full};
@@ -65,6 +66,7 @@ pub mod migration;
 pub use migration::{
     CopyStorage, DiskCopy, FileOwner, FinishMigration, HostCpuDescription, JobInfo, MigrateRequest,
     MigrationAborted, MigrationSettings, PrepareMigration, PreparedMigration, RemoteDestination,
+    MIGRATION_PROTOCOL,
 };
 pub mod save;
 pub use save::{ManagedSaveRequest, RestoreRequest, RunAfter, SaveImageRequest, SaveRequest};
@@ -130,7 +132,7 @@ pub mod snapshot;
 pub use snapshot::{CreateSnapshot, DeleteSnapshot, RevertSnapshot, SnapshotSummary};
 
 pub mod console;
-pub use console::{splice, ConsoleStream, CONSOLE_PROTOCOL};
+pub use console::{splice, ConsoleStream, UpgradedStream, CONSOLE_PROTOCOL};
 pub mod remote;
 pub mod users;
 pub use users::{
@@ -373,7 +375,8 @@ pub struct AutostartRequest {
 }
 
 /// Lifecycle actions: `POST /v1/domains/{id}/{action}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Action {
     Start,
     Shutdown,
@@ -548,6 +551,10 @@ pub struct Client {
     /// The transport: `None` the Unix socket, else TLS to a remote oxvirtd.
     tls: Option<std::sync::Arc<remote::TlsTransport>>,
 }
+
+/// What [`Client::migration_stream`] does to the TCP socket of its TLS connection before using
+/// it (the caller's keepalive and timeouts).
+pub type TcpSocketHook = dyn Fn(std::os::fd::BorrowedFd<'_>) -> std::io::Result<()> + Send + Sync;
 
 /// One connection's byte stream, whichever the transport.
 trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -804,14 +811,23 @@ impl Client {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.send_request(method, path, body, content_type, None)
+        self.send_request(method, path, body, content_type, None, None)
             .await
     }
 
-    /// A fresh connection over this client's transport.
-    async fn connect(&self) -> Result<Box<dyn Connection>, ClientError> {
+    /// A fresh connection over this client's transport; over TLS, its TCP socket handed to
+    /// `tcp_socket` first (to set options on it).
+    async fn connect(
+        &self,
+        tcp_socket: Option<&TcpSocketHook>,
+    ) -> Result<Box<dyn Connection>, ClientError> {
         if let Some(tls) = &self.tls {
-            return Ok(Box::new(tls.connect().await?));
+            let stream = tls.connect().await?;
+            if let Some(hook) = tcp_socket {
+                hook(stream.get_ref().0.as_fd())
+                    .map_err(|e| self.protocol(format!("setting up the connection: {e}")))?;
+            }
+            return Ok(Box::new(stream));
         }
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
             use std::io::ErrorKind;
@@ -838,12 +854,13 @@ impl Client {
         body: B,
         content_type: Option<&str>,
         upgrade: Option<&str>,
+        tcp_socket: Option<&TcpSocketHook>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = self.connect().await?;
+        let stream = self.connect(tcp_socket).await?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.protocol(format!("HTTP handshake: {e}")))?;

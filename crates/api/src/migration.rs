@@ -9,17 +9,26 @@
 //! | `GET /v1/domains/{id}/migration-settings`   |                       | [`MigrationSettings`] |
 //! | `PUT /v1/domains/{id}/migration-settings`   | [`MigrationSettings`] | [`MigrationSettings`] |
 //! | `POST /v1/migrations`                       | [`PrepareMigration`]  | [`PreparedMigration`] |
+//! | `POST /v1/migrations/{id}/stream`           | (upgrade)             | 101, then the stream |
 //! | `POST /v1/migrations/{id}/finish`           | [`FinishMigration`]   | `DomainSummary`     |
 //! | `DELETE /v1/migrations/{id}`                |                       | `{}`                |
 //!
 //! The first three are the user's (asked of the source); the `/v1/migrations` routes are what
-//! the source oxvirtd asks of the destination oxvirtd (docs/migration.md).
+//! the source oxvirtd asks of the destination oxvirtd (docs/migration.md). The stream route is
+//! `--tunnelled`'s: the source's connection to the destination's API, upgraded
+//! (`Upgrade: oxvirt-migration`), carries the migration stream itself.
 
 use hyper::Method;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::LockHolder;
-use crate::{domain_path, percent_encode_segment, to_json, Client, ClientError, DomainSummary};
+use crate::{
+    domain_path, percent_encode_segment, to_json, Client, ClientError, DomainSummary,
+    UpgradedStream,
+};
+
+/// The upgrade protocol of `POST /v1/migrations/{id}/stream` (`--tunnelled`).
+pub const MIGRATION_PROTOCOL: &str = "oxvirt-migration";
 
 /// Body of `POST /v1/domains/{id}/migrate`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +85,10 @@ pub struct MigrateRequest {
     /// certificate (the CLI passes the user's; used for this migration only, never stored).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteDestination>,
+    /// The stream goes through a connection to the destination's API, upgraded
+    /// (`--tunnelled`), instead of a socket or port the destination opens for it.
+    #[serde(default)]
+    pub tunnelled: bool,
 }
 
 /// The credentials and the certificate trust the source's oxvirtd uses for a remote destination
@@ -270,6 +283,10 @@ pub struct PrepareMigration {
     /// `postcopy-ram` too, and userfaultfd; the destination refuses the prepare when it lacks it.
     #[serde(default)]
     pub postcopy: bool,
+    /// The stream comes through `POST /v1/migrations/{id}/stream` (`--tunnelled`): the
+    /// destination opens no socket or port for it.
+    #[serde(default)]
+    pub tunnelled: bool,
 }
 
 /// A host's CPU as its oxvirtd advertises it (`oxvirt capabilities`' host `<cpu>`).
@@ -321,6 +338,10 @@ pub struct PreparedMigration {
     /// a live member other than itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_host: Option<String>,
+    /// The destination waits for the stream on `POST /v1/migrations/{id}/stream` (an
+    /// oxvirtd that knows no `--tunnelled` leaves this out, and the source gives up).
+    #[serde(default)]
+    pub tunnelled: bool,
 }
 
 /// Body of `POST /v1/migrations/{id}/finish` (may be empty: `{}`).
@@ -409,6 +430,22 @@ impl Client {
             Method::POST,
             "/v1/migrations".to_string(),
             Some(to_json(request)),
+        )
+        .await
+    }
+
+    /// `POST /v1/migrations/{id}/stream` upgraded (destination side, `--tunnelled`): the
+    /// connection that carries the migration stream from here on, both ways. Over TLS,
+    /// `tcp_socket` sets up its TCP socket first (the source's keepalive and timeouts).
+    pub async fn migration_stream(
+        &self,
+        id: &str,
+        tcp_socket: &crate::TcpSocketHook,
+    ) -> Result<UpgradedStream, ClientError> {
+        self.upgrade(
+            &migration_path(id, "/stream"),
+            MIGRATION_PROTOCOL,
+            Some(tcp_socket),
         )
         .await
     }

@@ -25,9 +25,10 @@ pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET` on
     /// this host, or `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
     /// --dest-user), its disks on storage both reach at the same path or copied
-    /// (--copy-storage-all|inc). On any failure the domain goes on running here (with --postcopy:
-    /// until the switch to post-copy, see migrate-postcopy). With --offline
-    /// only its definition moves (a shut-off domain too).
+    /// (--copy-storage-all|inc). With --tunnelled the stream goes through a connection to the
+    /// destination's API. On any failure the domain goes on running here (with --postcopy: until
+    /// the switch to post-copy, see migrate-postcopy). With --offline only its definition moves
+    /// (a shut-off domain too).
     Migrate {
         /// Domain name or UUID.
         domain: String,
@@ -91,6 +92,15 @@ pub enum MigrateCommand {
         /// the same backing file, which it must have.
         #[arg(long)]
         copy_storage_inc: bool,
+        /// Send the migration stream through a connection to the destination's API (its socket,
+        /// or its TLS API: then encrypted), instead of a socket or port the destination opens
+        /// for it. Not with --copy-storage-all|inc.
+        #[arg(long, conflicts_with_all = ["offline", "copy_storage_all", "copy_storage_inc"])]
+        tunnelled: bool,
+        /// Accepted for virsh's scripts: the source's oxvirtd always runs the migration itself
+        /// (virsh's peer-to-peer).
+        #[arg(long)]
+        p2p: bool,
     },
     /// Set the longest a running domain may be paused for the last pass of its migrations.
     #[command(name = "migrate-setmaxdowntime")]
@@ -257,6 +267,8 @@ async fn run_async(
             verbose,
             copy_storage_all,
             copy_storage_inc,
+            tunnelled,
+            p2p: _,
         } => {
             let copy_storage = match (copy_storage_all, copy_storage_inc) {
                 (true, _) => Some(CopyStorage::All),
@@ -279,6 +291,7 @@ async fn run_async(
                 postcopy_after_precopy,
                 bandwidth_mib: bandwidth,
                 copy_storage,
+                tunnelled,
             };
             let migration = client.migrate(&domain, &request);
             let migrated = if verbose {

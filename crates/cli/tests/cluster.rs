@@ -229,6 +229,39 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         "{info}"
     );
     assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "running\n\n");
+    // Suspended and resumed through another member (which asks its host through etcd): what
+    // its host sees of it reaches the others within a renewal: paused there with its reason,
+    // its CPU time, and running again.
+    let state_elsewhere_becomes = |expected: &str| {
+        let mut seen = String::new();
+        let became = wait_for(SHORT, || {
+            seen = other.oxvirt(&["domstate", "--reason", "web1"]).ok();
+            seen == expected
+        });
+        assert!(became, "web1 elsewhere: {seen:?}, not {expected:?}");
+    };
+    let suspended = other.oxvirt(&["suspend", "web1"]).ok();
+    assert!(suspended.contains("suspended"), "{suspended}");
+    state_elsewhere_becomes("paused (user)\n\n");
+    let info = other.oxvirt(&["dominfo", "web1"]).ok();
+    let cpu_seconds: f64 = info
+        .lines()
+        .find_map(|line| line.strip_prefix("CPU time:"))
+        .and_then(|time| time.trim().trim_end_matches('s').parse().ok())
+        .unwrap_or_else(|| panic!("no CPU time: {info}"));
+    assert!(
+        cpu_seconds > 0.0 && info.contains("State:          paused"),
+        "{info}"
+    );
+    let list = other.oxvirt(&["list"]).ok();
+    assert!(
+        guest_rows(&list)
+            .iter()
+            .any(|(n, state, h)| n == "web1" && state == "paused" && *h == host1),
+        "{list}"
+    );
+    other.oxvirt(&["resume", "web1"]).ok();
+    state_elsewhere_becomes("running (unpaused)\n\n");
     // A second start is refused, naming where it runs.
     let run = c.oxvirt(&["start", "web1"]);
     assert_eq!(run.code, Some(1), "{run:#?}");
@@ -255,7 +288,8 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
         "{run:#?}"
     );
     assert_eq!(members[index].ns.processes_matching(guests[0].1).len(), 1);
-    members[index].oxvirt(&["destroy", "web1"]).ok();
+    // Destroyed through another member too.
+    other.oxvirt(&["destroy", "web1"]).ok();
     let stopped = wait_for(Duration::from_secs(30), || {
         let list = c.oxvirt(&["list", "--all"]).ok();
         last = list.clone();
@@ -266,6 +300,11 @@ fn spread_guests_of_a_group_land_on_different_hosts() {
     assert!(stopped, "web1 still shown running: {last}");
     assert_eq!(other.oxvirt(&["domstate", "web1"]).ok(), "shut off\n\n");
     assert!(!other.oxvirt(&["dominfo", "web1"]).ok().contains("Host:"));
+    let run = other.oxvirt(&["destroy", "web1"]);
+    assert!(
+        run.code == Some(1) && run.stderr.contains("is not running"),
+        "{run:#?}"
+    );
 
     // Undefined from any member: refused while it runs (naming the host), else gone everywhere.
     let run = c.oxvirt(&["undefine", "web2"]);

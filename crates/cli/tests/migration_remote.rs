@@ -11,131 +11,14 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
 use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
+use support::twohosts::{daemon_in, exists_for, strs, token, Lab, A_ADDRESS, B_ADDRESS};
 use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
-const A_ADDRESS: &str = "10.79.0.11";
-const B_ADDRESS: &str = "10.79.0.12";
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run ip");
-    assert!(out.status.success(), "ip {args:?}: {out:?}");
-}
-
-/// A network namespace, deleted (with what runs in it) on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("oxmigr-{}-{tag}", std::process::id());
-        ip(&["netns", "add", &name]);
-        ip(&["-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// The switch (a bridge in a namespace of its own) and hosts A and B on it.
-struct Lab {
-    switch: Netns,
-    a: Netns,
-    b: Netns,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let switch = Netns::new("sw");
-        ip(&["-n", &switch.0, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &switch.0, "link", "set", "br0", "up"]);
-        let a = Netns::new("a");
-        let b = Netns::new("b");
-        for (ns, outer, address) in [(&a, "va", A_ADDRESS), (&b, "vb", B_ADDRESS)] {
-            ip(&[
-                "-n", &switch.0, "link", "add", outer, "type", "veth", "peer", "name", "eth0",
-                "netns", &ns.0,
-            ]);
-            ip(&["-n", &switch.0, "link", "set", outer, "master", "br0", "up"]);
-            ip(&[
-                "-n",
-                &ns.0,
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &ns.0, "link", "set", "eth0", "up"]);
-        }
-        Lab { switch, a, b }
-    }
-
-    /// A's cable to the switch, pulled or plugged.
-    fn a_link(&self, up: bool) {
-        ip(&[
-            "-n",
-            &self.switch.0,
-            "link",
-            "set",
-            "va",
-            if up { "up" } else { "down" },
-        ]);
-    }
-}
-
-/// oxvirtd in `ns`, with its TLS API on `listen`; with `covered`, in a mount namespace of its
-/// own where an empty tmpfs covers that directory.
-fn daemon_in(ns: &Netns, covered: Option<&Path>, users: &str, listen: &str) -> Daemon {
-    let mut wrapper: Vec<String> = ["ip", "netns", "exec", &ns.0]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    if let Some(covered) = covered {
-        wrapper.extend(support::own_mounts_wrapper(covered));
-    }
-    Daemon::start_under(wrapper, &["--qemu-user-range", users, "--listen", listen])
-}
-
-/// Whether `path` exists in `daemon`'s mount namespace.
-fn exists_for(daemon: &Daemon, path: &Path) -> bool {
-    Command::new("nsenter")
-        .args([
-            "--mount",
-            "--target",
-            &daemon.pid().to_string(),
-            "test",
-            "-e",
-        ])
-        .arg(path)
-        .status()
-        .expect("run nsenter")
-        .success()
-}
-
-fn strs(args: &[String]) -> Vec<&str> {
-    args.iter().map(String::as_str).collect()
-}
-
-fn token(daemon: &Daemon) -> String {
-    let out = daemon.oxvirt(&["token", "create", "--role", "admin"]).ok();
-    let token = out.lines().next().expect("a token line").trim().to_string();
-    assert!(token.starts_with("oxv_"), "{out}");
-    token
-}
-
 /// A's guest goes on: running, the same boot, its counter growing.
 fn still_runs_on_a(a: &Daemon, name: &str, booted: &str, tag: u32) {
     assert_eq!(a.oxvirt(&["domstate", name]).ok(), "running\n\n");

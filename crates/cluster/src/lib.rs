@@ -13,8 +13,11 @@
 //!   guest's lock: taken with create-if-absent, gone with the lease);
 //! - `/oxvirt/wanted/UUID`: written with the lock, without a lease, removed with the lock when
 //!   the guest stops on a live host: a wanted guest without a lock lost its host (HA restarts it);
-//! - `/oxvirt/requests/HOST/UUID`: a [`StartRequest`] to `HOST` to start the guest, written by
-//!   the member that placed it ([`placement::rank`]) and answered by `HOST` in the same key.
+//! - `/oxvirt/requests/HOST/UUID`: a [`GuestRequest`] to `HOST`: to start the guest, written by
+//!   the member that placed it ([`placement::rank`]), or another lifecycle action of the guest
+//!   `HOST` runs, written by the member a user asked; answered by `HOST` in the same key;
+//! - `/oxvirt/status/UUID`: the [`RunnerReport`] its host last saw, under that host's lease,
+//!   written once per renewal: how the other members answer `dominfo`, `domstate` and `list`.
 
 pub mod placement;
 
@@ -27,6 +30,7 @@ use etcd_client::{
 pub use oxvirt_api::cluster::{
     ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState, LockHolder,
 };
+pub use oxvirt_api::{Action, DomainState};
 use serde::{Deserialize, Serialize};
 
 /// Every key the cluster writes starts with this.
@@ -41,6 +45,7 @@ pub mod keys {
     pub const RUNNING: &str = "/oxvirt/running/";
     pub const REQUESTS: &str = "/oxvirt/requests/";
     pub const WANTED: &str = "/oxvirt/wanted/";
+    pub const STATUS: &str = "/oxvirt/status/";
 
     pub fn domain(uuid: &str) -> String {
         format!("{DOMAINS}{uuid}")
@@ -54,6 +59,9 @@ pub mod keys {
     pub fn wanted(uuid: &str) -> String {
         format!("{WANTED}{uuid}")
     }
+    pub fn status(uuid: &str) -> String {
+        format!("{STATUS}{uuid}")
+    }
     pub fn requests_of(host: &str) -> String {
         format!("{REQUESTS}{host}/")
     }
@@ -62,12 +70,22 @@ pub mod keys {
     }
 }
 
-/// A member's request to another to start a guest, and that member's answer, in one key.
+/// A member's request to another to start a guest, or to act on one it runs (`destroy`,
+/// `shutdown`, `suspend`...), and that member's answer, in one key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StartRequest {
-    /// The member that placed the guest.
+pub struct GuestRequest {
+    /// The member that asks.
     pub from: String,
+    #[serde(default = "start")]
+    pub action: Action,
+    /// `shutdown`'s wait for the guest to stop.
+    #[serde(default)]
+    pub timeout_secs: Option<u64>,
     pub state: RequestState,
+}
+
+fn start() -> Action {
+    Action::Start
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,10 +93,23 @@ pub struct StartRequest {
 pub enum RequestState {
     /// Not answered yet.
     Pending,
-    /// Started: the answering host holds the guest's lock.
-    Started,
+    /// Done, and the guest's state after it (started: the answering host holds its lock).
+    Done(DomainState),
     /// Refused or failed, with why.
     Failed(String),
+}
+
+/// A running cluster guest as the host running it last saw it (once per renewal): stale by up to
+/// a renewal, and only believed while `host` holds the guest's lock (a status left by the host
+/// a guest migrated from is not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerReport {
+    pub host: String,
+    pub state: DomainState,
+    /// virsh's reason, e.g. "migrated", "user".
+    pub reason: String,
+    pub cpu_time_ns: u64,
+    pub used_memory_kib: u64,
 }
 
 /// How long a member's lease lives without renewal: a host that stops renewing (crash, kill,
@@ -366,6 +397,20 @@ impl Etcd {
             .collect())
     }
 
+    /// Every published [`RunnerReport`], by UUID (a record that does not parse is left out: it
+    /// only informs).
+    pub async fn statuses(&self) -> Result<Vec<(String, RunnerReport)>> {
+        Ok(self
+            .under(keys::STATUS)
+            .await?
+            .into_iter()
+            .filter_map(|(uuid, value)| {
+                let status = from_json(&keys::status(&uuid), value.as_bytes()).ok()?;
+                Some((uuid, status))
+            })
+            .collect())
+    }
+
     /// The cluster guests that should run (started, not stopped on a live host), by UUID.
     pub async fn wanted(&self) -> Result<Vec<String>> {
         Ok(self
@@ -443,12 +488,21 @@ impl Etcd {
         }
     }
 
-    /// Asks `host` to start the guest `uuid` (the request lives under `member`'s lease, so it
-    /// goes away with the asking member).
-    pub async fn request_start(&self, member: &Member, host: &str, uuid: &str) -> Result<()> {
+    /// Asks `host` to do `action` with the guest `uuid` (the request lives under `member`'s
+    /// lease, so it goes away with the asking member).
+    pub async fn ask(
+        &self,
+        member: &Member,
+        host: &str,
+        uuid: &str,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> Result<()> {
         let key = keys::request(host, uuid);
-        let request = StartRequest {
+        let request = GuestRequest {
             from: member.name.clone(),
+            action,
+            timeout_secs,
             state: RequestState::Pending,
         };
         let value = to_json(&key, &request)?;
@@ -458,12 +512,12 @@ impl Etcd {
     }
 
     /// The state of the request to `host` about `uuid`; `None` once it is gone.
-    pub async fn request(&self, host: &str, uuid: &str) -> Result<Option<StartRequest>> {
+    pub async fn request(&self, host: &str, uuid: &str) -> Result<Option<GuestRequest>> {
         Ok(self.request_at(host, uuid).await?.0)
     }
 
     /// [`Etcd::request`], with the revision etcd read it at (for [`Etcd::wait_for_change`]).
-    pub async fn request_at(&self, host: &str, uuid: &str) -> Result<(Option<StartRequest>, i64)> {
+    pub async fn request_at(&self, host: &str, uuid: &str) -> Result<(Option<GuestRequest>, i64)> {
         let key = keys::request(host, uuid);
         let mut kv = self.client.kv_client();
         let answer = self.call(kv.get(key.clone(), None)).await?;
@@ -485,7 +539,7 @@ impl Etcd {
 
     /// Every request to `host`: (UUID, request), and the revision etcd read them at (for
     /// [`Etcd::wait_for_change`]).
-    pub async fn requests_to(&self, host: &str) -> Result<(Vec<(String, StartRequest)>, i64)> {
+    pub async fn requests_to(&self, host: &str) -> Result<(Vec<(String, GuestRequest)>, i64)> {
         let prefix = keys::requests_of(host);
         let mut kv = self.client.kv_client();
         let answer = self
@@ -718,8 +772,19 @@ impl Member {
         }
     }
 
+    /// Publishes what this host sees of the cluster guest `uuid` it runs, under its lease.
+    pub async fn publish_status(&self, uuid: &str, status: &RunnerReport) -> Result<()> {
+        let key = keys::status(uuid);
+        let value = to_json(&key, status)?;
+        let mut kv = self.etcd.client.kv_client();
+        self.etcd
+            .call(kv.put(key, value, Some(PutOptions::new().with_lease(self.lease))))
+            .await
+            .map(drop)
+    }
+
     /// Releases this host's lock of `uuid` (nothing if another host holds it); with `unwanted`
-    /// also marks it as not wanted: it stopped here, or a user's start failed.
+    /// also marks it as not wanted: it stopped here, or a user's start failed. Its status goes with it.
     pub async fn unlock_guest(&self, uuid: &str, unwanted: bool) -> Result<()> {
         let key = keys::running(uuid);
         let mut kv = self.etcd.client.kv_client();
@@ -732,10 +797,14 @@ impl Member {
             .and_then(if unwanted {
                 vec![
                     TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::status(uuid), None),
                     TxnOp::delete(keys::wanted(uuid), None),
                 ]
             } else {
-                vec![TxnOp::delete(key, None::<DeleteOptions>)]
+                vec![
+                    TxnOp::delete(key, None::<DeleteOptions>),
+                    TxnOp::delete(keys::status(uuid), None),
+                ]
             });
         self.etcd.call(kv.txn(txn)).await.map(drop)
     }

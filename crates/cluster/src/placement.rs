@@ -14,7 +14,17 @@
 
 use std::collections::HashMap;
 
-use crate::{ClusterDomain, ClusterHost, HostState};
+use crate::{ClusterDomain, ClusterHost, ClusterPool, HostRecord, HostState};
+
+/// How [`rank`] orders the eligible hosts, smallest first: lacking the guest's storage, running
+/// a spread mate, the CPU group's size (larger first), free memory (more first), the name.
+type RankKey<'a> = (
+    bool,
+    bool,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<u64>,
+    &'a str,
+);
 
 /// The hosts that can take `guest`, best first; or why none can, host by host.
 ///
@@ -74,10 +84,11 @@ pub fn rank(
             .filter(|m| m.host.cpu_model == model)
             .count()
     };
-    let mut ranked: Vec<(bool, std::cmp::Reverse<usize>, std::cmp::Reverse<u64>, &str)> = eligible
+    let mut ranked: Vec<RankKey> = eligible
         .iter()
         .map(|m| {
             (
+                lacks_storage(guest, &m.host, hosts),
                 mates(&m.host.name) > 0,
                 std::cmp::Reverse(cpu_group(&m.host.cpu_model)),
                 std::cmp::Reverse(m.host.free_memory_kib),
@@ -88,8 +99,31 @@ pub fn rank(
     ranked.sort();
     Ok(ranked
         .into_iter()
-        .map(|(_, _, _, name)| name.to_string())
+        .map(|(_, _, _, _, name)| name.to_string())
         .collect())
+}
+
+/// Whether `host` lacks some of the guest's storage, as far as the cluster knows: the pool of a
+/// volume disk, or a pool holding a disk's file that another member publishes (a file in no
+/// member's pool does not count against any host: nobody knows where it is). Such a host is
+/// ranked after the others, not refused: the start there fails naming what is missing.
+fn lacks_storage(guest: &ClusterDomain, host: &HostRecord, hosts: &[ClusterHost]) -> bool {
+    let holds = |pool: &ClusterPool, path: &str| {
+        let dir = pool.target.trim_end_matches('/');
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.starts_with('/'))
+    };
+    let lacks_pool = guest
+        .disk_pools
+        .iter()
+        .any(|name| !host.pools.iter().any(|pool| pool.name == *name));
+    let lacks_file = guest.disk_paths.iter().any(|path| {
+        let pooled = hosts
+            .iter()
+            .any(|m| m.host.pools.iter().any(|pool| holds(pool, path)));
+        pooled && !host.pools.iter().any(|pool| holds(pool, path))
+    });
+    lacks_pool || lacks_file
 }
 
 /// The members a running `guest` of host `from` can migrate to, best first (as [`rank`]; its
@@ -141,7 +175,6 @@ pub fn rank_migration(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HostRecord;
 
     fn host(name: &str, up: bool, free_mib: u64, cpu: &str) -> ClusterHost {
         ClusterHost {
@@ -175,7 +208,49 @@ mod tests {
             group: group.map(str::to_string),
             spread: group.is_some(),
             ha: false,
+            disk_paths: vec![],
+            disk_pools: vec![],
         }
+    }
+
+    fn with_pool(mut member: ClusterHost, name: &str, target: &str) -> ClusterHost {
+        member.host.pools.push(ClusterPool {
+            name: name.to_string(),
+            target: target.to_string(),
+            shared: true,
+        });
+        member
+    }
+
+    #[test]
+    fn hosts_with_the_guests_pools_first() {
+        let hosts = [
+            host("a", true, 9000, "X 1/1"),
+            with_pool(host("b", true, 1000, "X 1/1"), "nfs", "/srv/nfs/"),
+            with_pool(host("c", true, 2000, "X 1/1"), "vols", "/var/lib/vols"),
+        ];
+        // A file in b's pool: b first, then by free memory.
+        let mut g = guest("1", None, 256);
+        g.disk_paths = vec!["/srv/nfs/g1.qcow2".to_string()];
+        assert_eq!(rank(&g, &hosts, &[], &[]).unwrap(), ["b", "a", "c"]);
+        // A file in no member's pool (nor one whose name merely starts like one): nobody is
+        // known to lack it.
+        g.disk_paths = vec![
+            "/srv/nfs-old/g1.qcow2".to_string(),
+            "/data/g1.img".to_string(),
+        ];
+        assert_eq!(rank(&g, &hosts, &[], &[]).unwrap(), ["a", "c", "b"]);
+        // A volume of pool vols: c first.
+        g.disk_paths = vec![];
+        g.disk_pools = vec!["vols".to_string()];
+        assert_eq!(rank(&g, &hosts, &[], &[]).unwrap(), ["c", "a", "b"]);
+        // Storage comes before spread: a host known to lack a disk cannot run the guest at all.
+        let mut mate = guest("2", Some("web"), 256);
+        mate.disk_pools = vec!["vols".to_string()];
+        let other = guest("3", Some("web"), 256);
+        let running = [("3".to_string(), "c".to_string())];
+        let ranked = rank(&mate, &hosts, &running, &[mate.clone(), other]).unwrap();
+        assert_eq!(ranked, ["c", "a", "b"]);
     }
 
     #[test]

@@ -75,7 +75,8 @@ pub async fn save_state(qmp: &Qmp, file: &File) -> Result<(), QemuError> {
 /// stays for later migrations, as `migrate-getspeed` shows; else the one set stays: none unless
 /// one was set, as launch lifts QEMU's default of 32 MiB/s); returns once it
 /// started. The guest runs on meanwhile; [`migration_stats`] follows it to `completed`, after
-/// which the guest here is paused for good (QEMU's `postmigrate`).
+/// which the guest here is paused (QEMU's `postmigrate`: ended once the destination runs it,
+/// resumed here when the destination did not take it).
 pub async fn migrate_to_stream(
     qmp: &Qmp,
     stream: BorrowedFd<'_>,

@@ -42,6 +42,9 @@ pub enum RunState {
     Prelaunch,
     /// The guest shut down and QEMU stays (only with `-no-shutdown`).
     Shutdown,
+    /// Paused after an outgoing migration completed; `cont` runs it here again (after a
+    /// migration whose destination did not take the guest).
+    PostMigrate,
     GuestPanicked,
     InternalError,
     IoError,
@@ -59,6 +62,7 @@ impl RunState {
             "paused" => RunState::Paused,
             "prelaunch" => RunState::Prelaunch,
             "shutdown" => RunState::Shutdown,
+            "postmigrate" => RunState::PostMigrate,
             "guest-panicked" => RunState::GuestPanicked,
             "internal-error" => RunState::InternalError,
             "io-error" => RunState::IoError,

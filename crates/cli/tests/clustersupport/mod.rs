@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -403,42 +404,82 @@ pub fn vcpu_ticks(pid: i32) -> Option<u64> {
     Some(total)
 }
 
-/// When each QEMU of guest `uuid` ran it: (host index, pid, first and last sample at which its
-/// vCPUs had used more CPU than at the sample before), over every host, sampled every 100 ms
-/// until `stop` is set. A live migration shows two QEMUs at once, but only one running.
-pub fn guest_run_spans(
-    hosts: &[Netns],
-    uuid: &str,
-    stop: &std::sync::atomic::AtomicBool,
-) -> Vec<(usize, i32, u64, u64)> {
-    use std::collections::HashMap;
-    let mut ticks: HashMap<i32, u64> = HashMap::new();
-    let mut spans: HashMap<i32, (usize, u64, u64)> = HashMap::new();
-    let mut sample = 0u64;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        sample += 1;
-        for (host, ns) in hosts.iter().enumerate() {
-            for pid in qemus_of(ns, uuid) {
-                let Some(now) = vcpu_ticks(pid) else { continue };
-                if let Some(before) = ticks.insert(pid, now) {
-                    if now > before {
-                        let span = spans.entry(pid).or_insert((host, sample, sample));
-                        span.2 = sample;
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let mut spans: Vec<(usize, i32, u64, u64)> = spans
-        .into_iter()
-        .map(|(pid, (host, first, last))| (host, pid, first, last))
-        .collect();
-    spans.sort_by_key(|span| span.2);
-    spans
+/// When each QEMU of a guest ran it: (host index, pid, first and last sample at which its vCPUs
+/// had used more CPU than at the sample before), over every host, sampled every 100 ms by
+/// [`RunSpans::poll`] on a thread of its own. A live migration shows two QEMUs at once, but only
+/// one running. The test waits with [`RunSpans::saw_running`] until the poller saw the QEMU it
+/// is about to move or kill run (on a loaded machine the poller may not sample a short run at
+/// all, and a run it missed is one the overlap check cannot judge). Runs are keyed by pid and
+/// start time: pids wrap (pid_max is 32768 here) and a test runs for minutes.
+#[derive(Default)]
+pub struct RunSpans {
+    runs: Mutex<HashMap<(i32, u64), QemuRun>>,
 }
 
-/// The pairs of spans of [`guest_run_spans`] during which two QEMUs ran the guest at once
+/// One QEMU's run as [`RunSpans`] saw it.
+struct QemuRun {
+    host: usize,
+    ticks: u64,
+    first: Option<u64>,
+    last: u64,
+}
+
+impl RunSpans {
+    /// Samples until `stop` is set.
+    pub fn poll(&self, hosts: &[Netns], uuid: &str, stop: &std::sync::atomic::AtomicBool) {
+        let mut sample = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            sample += 1;
+            for (host, ns) in hosts.iter().enumerate() {
+                for pid in qemus_of(ns, uuid) {
+                    let (Some(started), Some(now)) = (start_time(pid), vcpu_ticks(pid)) else {
+                        continue;
+                    };
+                    let mut runs = self.runs.lock().expect("spans");
+                    let run = runs.entry((pid, started)).or_insert(QemuRun {
+                        host,
+                        ticks: now,
+                        first: None,
+                        last: 0,
+                    });
+                    if now > run.ticks {
+                        run.first.get_or_insert(sample);
+                        run.last = sample;
+                    }
+                    run.ticks = now;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Whether the poller saw QEMU `pid` run the guest.
+    pub fn saw_running(&self, pid: i32) -> bool {
+        let runs = self.runs.lock().expect("spans");
+        runs.iter()
+            .any(|((run_pid, _), run)| *run_pid == pid && run.first.is_some())
+    }
+
+    /// The runs seen, in the order they started: (host index, pid, first and last sample).
+    pub fn spans(&self) -> Vec<(usize, i32, u64, u64)> {
+        let runs = self.runs.lock().expect("spans");
+        let mut spans: Vec<(usize, i32, u64, u64)> = runs
+            .iter()
+            .filter_map(|((pid, _), run)| Some((run.host, *pid, run.first?, run.last)))
+            .collect();
+        spans.sort_by_key(|span| span.2);
+        spans
+    }
+}
+
+/// When process `pid` started (clock ticks after boot, field 22 of /proc/PID/stat).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The pairs of spans of [`RunSpans::spans`] during which two QEMUs ran the guest at once
 /// (sharing one sample is not: a switchover falls between two samples).
 pub fn overlapping_runs(spans: &[(usize, i32, u64, u64)]) -> Vec<String> {
     let mut overlaps = Vec::new();

@@ -306,17 +306,24 @@ impl<'a> NetDaemon<'a> {
         self.oxvirt(&["define", &file])
     }
 
-    /// The console socket of a running domain, from the API.
+    /// The console socket of a running domain, from the API (waited for: a domain an HA
+    /// restart or a start request just started may not serve it yet).
     pub fn console(&self, domain: &str) -> Console {
         let client = oxvirt_api::Client::new(&self.socket);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let info = runtime
-            .block_on(client.domain_info(domain))
-            .expect("domain info");
-        let socket = info.console_socket.expect("a running domain has a console");
+        let mut socket = None;
+        let served = wait_for(SHORT, || {
+            let info = runtime
+                .block_on(client.domain_info(domain))
+                .expect("domain info");
+            socket = info.console_socket;
+            socket.is_some()
+        });
+        assert!(served, "{domain} has no console socket");
+        let socket = socket.expect("a console socket");
         Console::connect(Path::new(&socket), SHORT).expect("connect to the console")
     }
 

@@ -2,6 +2,7 @@
 //! runs it, and a console session driven through `oxvirt console` with piped stdin/stdout.
 
 pub mod counting;
+pub mod twohosts;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -306,17 +306,9 @@ async fn lifecycle(
         Action::Shutdown if !bytes.is_empty() => body::<ShutdownRequest>(&bytes)?.timeout_secs,
         _ => None,
     };
+    // On a cluster member a cluster guest is placed, or asked of its host (services/cluster.rs).
     detached(services, action.as_str(), move |services| async move {
-        match action {
-            // On a cluster member a cluster guest is placed (services/cluster.rs).
-            Action::Start => services.cluster.start_domain(&id).await,
-            Action::Shutdown => services.domains.shutdown(&id, timeout_secs).await,
-            Action::Destroy => services.domains.destroy(&id).await,
-            Action::Reboot => services.domains.reboot(&id).await,
-            Action::Reset => services.domains.reset(&id).await,
-            Action::Suspend => services.domains.suspend(&id).await,
-            Action::Resume => services.domains.resume(&id).await,
-        }
+        services.cluster.act(&id, action, timeout_secs).await
     })
     .await
 }

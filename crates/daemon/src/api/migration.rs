@@ -2,18 +2,20 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::Router;
 use oxvirt_api::{
-    DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings,
-    PrepareMigration, PreparedMigration,
+    code, ApiError, DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted,
+    MigrationSettings, PrepareMigration, PreparedMigration, MIGRATION_PROTOCOL,
 };
 
 use super::auth::{Local, Peer};
-use super::reply::{blocking, body, detached, Reply};
+use super::reply::{blocking, body, detached, Failure, Reply};
 use crate::services::migration_tcp::RemoteSource;
 use crate::services::Services;
 
@@ -29,6 +31,7 @@ type Shared = State<Arc<Services>>;
     settings,
     set_settings,
     prepare,
+    stream,
     finish,
     abort
 ))]
@@ -45,6 +48,7 @@ pub fn routes() -> Router<Arc<Services>> {
             get(settings).put(set_settings),
         )
         .route("/v1/migrations", post(prepare))
+        .route("/v1/migrations/{id}/stream", post(stream))
         .route("/v1/migrations/{id}/finish", post(finish))
         .route("/v1/migrations/{id}", delete(abort))
 }
@@ -200,6 +204,57 @@ async fn prepare(
             .await
     })
     .await
+}
+
+/// `--tunnelled`: the source's connection becomes the migration stream of the prepared migration
+/// `id` (services/migration_tunnel.rs). A write (POST), so only an admin may, as the prepare;
+/// once per migration (a second request is refused, 409).
+#[utoipa::path(
+    post,
+    path = "/v1/migrations/{id}/stream",
+    operation_id = "migration_stream",
+    tag = "migrations",
+    params(super::openapi::MigrationPath),
+    responses((
+        status = 101,
+        description = "switched to the migration stream (the request must carry `Connection: upgrade` and `Upgrade: oxvirt-migration`; the migration must have been prepared tunnelled)"
+    )),
+)]
+async fn stream(
+    State(services): Shared,
+    Path(id): Path<String>,
+    mut request: Request,
+) -> Result<Response, Failure> {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(MIGRATION_PROTOCOL));
+    if !upgrade {
+        return Err(Failure(ApiError::new(
+            code::BAD_REQUEST,
+            format!(
+                "a migration's stream comes by upgrading the connection: send 'Connection: upgrade' \
+                 and 'Upgrade: {MIGRATION_PROTOCOL}'"
+            ),
+        )));
+    }
+    // Taken before the 101: a refusal is still an error reply.
+    let local = services.domains.incoming_stream(&id)?;
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => crate::services::migration_tunnel::serve(upgraded, local, id).await,
+            // Its end closes: the waiting load fails and the migration is cleaned up.
+            Err(err) => tracing::warn!(migration = %id, "migration stream upgrade failed: {err}"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, MIGRATION_PROTOCOL)
+        .body(Body::empty())
+        .map_err(|e| Failure(ApiError::new(code::INTERNAL, e.to_string())))
 }
 
 #[utoipa::path(

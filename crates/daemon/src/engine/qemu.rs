@@ -595,7 +595,9 @@ impl Control for QmpControl {
         let state = self.qmp.query_status().await.map_err(engine_error)?;
         Ok(match state {
             RunState::Running => GuestStatus::Running,
-            RunState::Paused => GuestStatus::Paused,
+            // Paused either way: a guest whose migration's destination did not take it is
+            // resumed from there (services/migration.rs).
+            RunState::Paused | RunState::PostMigrate => GuestStatus::Paused,
             RunState::Prelaunch => GuestStatus::NotStarted,
             RunState::Shutdown => GuestStatus::ShutDown,
             RunState::GuestPanicked => GuestStatus::Panicked,

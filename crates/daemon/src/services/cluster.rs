@@ -20,8 +20,12 @@ use oxvirt_api::cluster::{
     ClusterDomain, ClusterHosts, ClusterPool, HostRecord, LockHolder, MigrationTarget,
     MigrationTargets,
 };
-use oxvirt_api::{DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions};
-use oxvirt_cluster::{placement, ClusterError, Etcd, Member, RequestState, LEASE_TTL};
+use oxvirt_api::{
+    Action, DomainInfo, DomainState, DomainSummary, PrepareMigration, UndefineOptions,
+};
+use oxvirt_cluster::{
+    placement, ClusterError, Etcd, Member, RequestState, RunnerReport, LEASE_TTL,
+};
 use oxvirt_host::HostView;
 use tokio::sync::RwLock;
 
@@ -339,9 +343,10 @@ impl Cluster {
             let etcd = self.etcd(config).await?;
             let domains = etcd.domains().await.map_err(unavailable)?;
             let running = etcd.running().await.map_err(unavailable)?;
-            Ok::<_, DaemonError>((domains, running))
+            let statuses = etcd.statuses().await.map_err(unavailable)?;
+            Ok::<_, DaemonError>((domains, running, statuses))
         };
-        let (domains, running) = match cluster.await {
+        let (domains, running, statuses) = match cluster.await {
             Ok(found) => found,
             Err(err) => {
                 tracing::debug!("list: the cluster's guests left out: {err}");
@@ -376,13 +381,13 @@ impl Cluster {
                 .iter()
                 .find(|(uuid, _)| *uuid == c.uuid)
                 .map(|(_, host)| host.clone());
+            let status = statuses
+                .iter()
+                .find(|(uuid, status)| *uuid == c.uuid && Some(&status.host) == host.as_ref())
+                .map(|(_, status)| status);
             out.push(DomainSummary {
                 id: None,
-                state: if host.is_some() {
-                    DomainState::Running
-                } else {
-                    DomainState::ShutOff
-                },
+                state: cluster_state(host.as_deref(), status),
                 name: c.name,
                 uuid: c.uuid,
                 autostart: false,
@@ -451,16 +456,27 @@ impl Cluster {
             return Ok(None);
         };
         let host = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
-        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
-        let state = if host.is_some() {
-            DomainState::Running
-        } else {
-            DomainState::ShutOff
+        let status = match &host {
+            Some(host) => etcd
+                .statuses()
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .find(|(uuid, status)| *uuid == guest.uuid && status.host == *host)
+                .map(|(_, status)| status),
+            None => None,
         };
-        Ok(Some(
-            self.domains
-                .info_of_definition(&domain, state, "unknown", host),
-        ))
+        let domain = oxvirt_domain::parse_domain_xml(&guest.xml).map_err(definition_error)?;
+        let state = cluster_state(host.as_deref(), status.as_ref());
+        let reason = status.as_ref().map_or("unknown", |s| s.reason.as_str());
+        let mut info = self
+            .domains
+            .info_of_definition(&domain, state, reason, host);
+        if let Some(status) = status {
+            info.cpu_time_ns = status.cpu_time_ns;
+            info.used_memory_kib = status.used_memory_kib;
+        }
+        Ok(Some(info))
     }
 
     /// `dumpxml` of a cluster guest that has no local copy here.
@@ -757,11 +773,27 @@ impl Cluster {
         host: &str,
         guest: &ClusterDomain,
     ) -> DaemonResult<()> {
+        self.ask(member, host, guest, Action::Start, None)
+            .await
+            .map(drop)
+    }
+
+    /// Asks `host` (through etcd) to do `action` with `guest` and waits for its answer: the
+    /// guest's state after it.
+    async fn ask(
+        &self,
+        member: &Member,
+        host: &str,
+        guest: &ClusterDomain,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainState> {
         let etcd = member.etcd();
-        etcd.request_start(member, host, &guest.uuid)
+        etcd.ask(member, host, &guest.uuid, action, timeout_secs)
             .await
             .map_err(unavailable)?;
-        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let wait = ANSWER_TIMEOUT + Duration::from_secs(timeout_secs.unwrap_or(0));
+        let deadline = Instant::now() + wait;
         let key = oxvirt_cluster::keys::request(host, &guest.uuid);
         let answer = loop {
             let revision = match etcd.request_at(host, &guest.uuid).await {
@@ -777,7 +809,7 @@ impl Cluster {
                 }
             };
             if Instant::now() > deadline {
-                break Err(format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()));
+                break Err(format!("{host} did not answer within {}s", wait.as_secs()));
             }
             match revision {
                 Some(revision) => etcd.wait_for_change(&key, revision, REQUEST_WAIT).await,
@@ -786,8 +818,10 @@ impl Cluster {
         };
         let _ = etcd.delete_request(host, &guest.uuid).await;
         match answer {
-            Ok(RequestState::Started) => Ok(()),
-            Ok(RequestState::Failed(why)) if why.contains("is already running on host") => {
+            Ok(RequestState::Done(state)) => Ok(state),
+            Ok(RequestState::Failed(why))
+                if why.contains("is already running on host") || why.contains("is not running") =>
+            {
                 Err(invalid_state(why))
             }
             Ok(RequestState::Failed(why)) => Err(DaemonError::new(ErrorKind::Engine, why)),
@@ -795,6 +829,97 @@ impl Cluster {
                 ErrorKind::Engine,
                 answer.err().unwrap_or_default(),
             )),
+        }
+    }
+
+    /// A lifecycle action (`POST /v1/domains/{id}/ACTION`). Outside a cluster, and for this
+    /// host's own domains, it acts here. On a member: `start` of a cluster guest places it
+    /// ([`Cluster::start_domain`]); the other actions of a cluster guest that runs on another
+    /// member are asked of that member through etcd, as a placed start is, so that any member
+    /// manages every guest.
+    pub async fn act(
+        &self,
+        id: &str,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        if action == Action::Start {
+            return self.start_domain(id).await;
+        }
+        if let Some(config) = self.config.as_ref() {
+            if let Some((member, guest, host)) = self.runs_elsewhere(config, id).await? {
+                let state = self
+                    .ask(&member, &host, &guest, action, timeout_secs)
+                    .await?;
+                tracing::info!(domain = %guest.name, %host, action = action.as_str(), "asked of its host");
+                return Ok(DomainSummary {
+                    id: None,
+                    name: guest.name,
+                    uuid: guest.uuid,
+                    state,
+                    autostart: false,
+                    managed_save: false,
+                    host: Some(host),
+                });
+            }
+        }
+        self.act_here(id, action, timeout_secs).await
+    }
+
+    /// The cluster guest `id` names, with the member running it, when that is another member
+    /// and this host has no domain `id` of its own. `None` also when etcd is out of reach: the
+    /// action then applies to this host's domains as without a cluster.
+    async fn runs_elsewhere(
+        &self,
+        config: &ClusterConfig,
+        id: &str,
+    ) -> DaemonResult<Option<(Arc<Member>, ClusterDomain, String)>> {
+        let has_local = {
+            let domains = self.domains.clone();
+            let id = id.to_string();
+            blocking(move || Ok(domains.info(&id).is_ok())).await?
+        };
+        if has_local {
+            return Ok(None);
+        }
+        let found = async {
+            let etcd = self.etcd(config).await?;
+            let Some(guest) = etcd.find_domain(id).await.map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let runner = etcd.runner(&guest.uuid).await.map_err(unavailable)?;
+            Ok::<_, DaemonError>(Some((guest, runner)))
+        };
+        let Ok(Some((guest, runner))) = found.await else {
+            return Ok(None);
+        };
+        match runner {
+            Some(host) if host != config.host_name => {
+                Ok(Some((self.joined(config).await?, guest, host)))
+            }
+            Some(_) => Ok(None),
+            None => Err(invalid_state(format!(
+                "domain '{}' is not running (a cluster guest, on no host now)",
+                guest.name
+            ))),
+        }
+    }
+
+    /// A lifecycle action on this host's domain `id`.
+    async fn act_here(
+        &self,
+        id: &str,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        match action {
+            Action::Start => self.domains.start(id).await,
+            Action::Shutdown => self.domains.shutdown(id, timeout_secs).await,
+            Action::Destroy => self.domains.destroy(id).await,
+            Action::Reboot => self.domains.reboot(id).await,
+            Action::Reset => self.domains.reset(id).await,
+            Action::Suspend => self.domains.suspend(id).await,
+            Action::Resume => self.domains.resume(id).await,
         }
     }
 
@@ -806,6 +931,15 @@ impl Cluster {
         guest: &ClusterDomain,
         restart: bool,
     ) -> DaemonResult<()> {
+        // A copy migrating in (or out) is the migration's, not a started guest: an HA restart
+        // that took it for one would leave the guest running nowhere once the migration failed.
+        if self.domains.migrating(&guest.uuid) {
+            return Err(invalid_state(format!(
+                "domain '{}' is migrating to or from host '{}'; try again once that ended",
+                guest.name,
+                self.config()?.host_name
+            )));
+        }
         let _starting = Starting::new(&self.starting, &guest.uuid);
         lock(&self.known_guests).insert(guest.uuid.clone());
         match member.lock_guest(&guest.uuid).await.map_err(unavailable)? {
@@ -847,6 +981,27 @@ impl Cluster {
         Ok(())
     }
 
+    /// `action` asked by another member, on this host's running copy of the cluster guest.
+    async fn act_on_copy(
+        &self,
+        guest: &ClusterDomain,
+        action: Action,
+        timeout_secs: Option<u64>,
+    ) -> DaemonResult<DomainSummary> {
+        let domains = self.domains.clone();
+        let uuid = guest.uuid.clone();
+        let runs_here =
+            blocking(move || Ok(domains.info(&uuid).is_ok_and(|d| d.state.is_active()))).await?;
+        if !runs_here {
+            return Err(invalid_state(format!(
+                "domain '{}' is not running on host '{}'",
+                guest.name,
+                self.config()?.host_name
+            )));
+        }
+        self.act_here(&guest.uuid, action, timeout_secs).await
+    }
+
     /// Removes the stopped local copy of the cluster guest `uuid`, if there is one.
     async fn drop_copy(&self, uuid: &str) {
         let domains = self.domains.clone();
@@ -860,7 +1015,8 @@ impl Cluster {
         .await;
     }
 
-    /// Answers the requests of other members to start a guest here.
+    /// Answers the requests of other members: to start a guest here, or to act on one that runs
+    /// here.
     async fn serve_requests(self: Arc<Self>, name: String) {
         let handling: Arc<Mutex<HashSet<String>>> = Arc::default();
         let prefix = oxvirt_cluster::keys::requests_of(&name);
@@ -886,14 +1042,26 @@ impl Cluster {
                 let handling = handling.clone();
                 tokio::spawn(async move {
                     let answer = match member.etcd().domain(&uuid).await {
-                        Ok(Some(guest)) => match cluster.start_here(&member, &guest, false).await {
-                            Ok(()) => RequestState::Started,
-                            Err(err) => RequestState::Failed(err.message),
+                        Ok(Some(guest)) => match request.action {
+                            Action::Start => match cluster.start_here(&member, &guest, false).await
+                            {
+                                Ok(()) => RequestState::Done(DomainState::Running),
+                                Err(err) => RequestState::Failed(err.message),
+                            },
+                            // Only a guest this host runs: not another one it may have.
+                            action => match cluster
+                                .act_on_copy(&guest, action, request.timeout_secs)
+                                .await
+                            {
+                                Ok(done) => RequestState::Done(done.state),
+                                Err(err) => RequestState::Failed(err.message),
+                            },
                         },
                         Ok(None) => RequestState::Failed(format!("no cluster domain {uuid}")),
                         Err(err) => RequestState::Failed(err.to_string()),
                     };
-                    tracing::info!(%uuid, from = %request.from, ?answer, "start request answered");
+                    let action = request.action.as_str();
+                    tracing::info!(%uuid, from = %request.from, action, ?answer, "request answered");
                     let _ = member.etcd().answer_request(&name, &uuid, answer).await;
                     lock(&handling).remove(&uuid);
                 });
@@ -927,6 +1095,7 @@ impl Cluster {
         let starting = lock(&self.starting).clone();
         let is_cluster = |uuid: &str| cluster_domains.iter().any(|d| d.uuid == uuid);
         let mut ha_here = HashSet::new();
+        let mut runs_here = Vec::new();
         // A copy that migrates out or in is the migration's: its lock moves with it.
         let migrating = |uuid: &str| self.domains.migrating(uuid);
         for d in &local {
@@ -948,7 +1117,9 @@ impl Cluster {
             if cluster_domains.iter().any(|c| c.uuid == d.uuid && c.ha) {
                 ha_here.insert(d.uuid.clone());
             }
+            runs_here.push(d.uuid.clone());
         }
+        self.publish_statuses(member, runs_here).await?;
         {
             // Started here since (in `starting`) or running: kept; stopped: forgotten.
             let mut set = lock(&self.ha_here);
@@ -1010,6 +1181,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// Publishes the state of the cluster guests running here (their lock is this host's), for
+    /// the other members' `dominfo`, `domstate` and `list`.
+    async fn publish_statuses(
+        &self,
+        member: &Member,
+        uuids: Vec<String>,
+    ) -> Result<(), ClusterError> {
+        let domains = self.domains.clone();
+        let infos =
+            blocking(move || Ok(uuids.iter().filter_map(|u| domains.info(u).ok()).collect()))
+                .await
+                .unwrap_or_else(|_| Vec::<DomainInfo>::new());
+        for info in infos {
+            let status = RunnerReport {
+                host: member.name().to_string(),
+                state: info.state,
+                reason: info.state_reason,
+                cpu_time_ns: info.cpu_time_ns,
+                used_memory_kib: info.used_memory_kib,
+            };
+            member.publish_status(&info.uuid, &status).await?;
+        }
+        Ok(())
+    }
+
     /// Self-fencing: once this host has not renewed its lease for [`FENCE_AFTER`], it destroys
     /// its HA guests, before the lease can expire and another host restart them.
     async fn fence(self: Arc<Self>) {
@@ -1022,7 +1218,7 @@ impl Cluster {
             let guests: Vec<String> = lock(&self.ha_here).drain().collect();
             for uuid in guests {
                 tracing::warn!(%uuid, "cluster lease not renewed for {}s: destroying this HA guest (self-fencing)", FENCE_AFTER.as_secs());
-                if let Err(err) = self.domains.destroy(&uuid).await {
+                if let Err(err) = self.domains.fence(&uuid).await {
                     tracing::warn!(%uuid, "self-fencing: {err}");
                 }
             }
@@ -1041,6 +1237,28 @@ fn cluster_record(domain: &oxvirt_domain::Domain) -> ClusterDomain {
         group: placement.group,
         spread: placement.spread,
         ha: placement.ha,
+        disk_paths: domain
+            .devices
+            .disks
+            .iter()
+            .filter_map(|disk| disk.source.clone())
+            .collect(),
+        disk_pools: domain
+            .devices
+            .disks
+            .iter()
+            .filter_map(|disk| Some(disk.volume.as_ref()?.pool.clone()))
+            .collect(),
+    }
+}
+
+/// A cluster guest's state on a member that does not run it: as its host last published it,
+/// running while a host holds its lock and has published nothing yet, else shut off.
+fn cluster_state(host: Option<&str>, status: Option<&RunnerReport>) -> DomainState {
+    match (host, status) {
+        (Some(_), Some(status)) => status.state,
+        (Some(_), None) => DomainState::Running,
+        (None, _) => DomainState::ShutOff,
     }
 }
 

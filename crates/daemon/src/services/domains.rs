@@ -742,6 +742,36 @@ impl Domains {
         self.destroy_locked(&vm, &record).await
     }
 
+    /// Self-fencing of a cluster member (services/cluster.rs): kills the guest's process at once,
+    /// whatever operation holds the domain, and waits until it is shut off. Unlike `destroy` it
+    /// does not take the operation lock: a fence that waited for (or was refused by) a
+    /// migration out would let the member's lease expire with the guest still running here,
+    /// while another member restarts it. The operation then fails as its process is gone.
+    pub async fn fence(&self, id: &str) -> DaemonResult<()> {
+        let record = self.guests.resolve(id)?;
+        let vm = self.guests.slot(&record.uuid);
+        let mut changes = vm.changed.subscribe();
+        let Some(live) = lock(&vm.live).clone() else {
+            return Ok(());
+        };
+        *lock(&live.intent) = Intent::Destroy;
+        process::kill(live.pid, &record.uuid, self.engine.as_ref()).await;
+        if self
+            .guests
+            .wait_inactive(&record, &mut changes, KILL_WAIT)
+            .await?
+        {
+            return Ok(());
+        }
+        Err(DaemonError::new(
+            ErrorKind::Engine,
+            format!(
+                "domain '{}' (pid {}) did not stop after SIGKILL",
+                record.name, live.pid
+            ),
+        ))
+    }
+
     /// Stops a guest at once; the caller holds its operation lock.
     pub(super) async fn destroy_locked(
         self: &Arc<Self>,

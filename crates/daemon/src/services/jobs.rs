@@ -37,6 +37,8 @@ pub(super) struct Job {
     /// `domjobabort` (a permit is kept until the job looks).
     pub(super) abort: Notify,
     pub(super) running: std::sync::atomic::AtomicBool,
+    /// The domain's name, for messages and logs.
+    pub(super) domain: String,
     /// The migration may switch to post-copy (`--postcopy`: both QEMUs have `postcopy-ram`).
     pub(super) postcopy: bool,
     /// It switched: the guest runs on the destination, and cannot come back here.
@@ -53,6 +55,8 @@ pub(super) struct IncomingMigration {
     pub(super) socket: Option<PathBuf>,
     /// Stops waiting for the source's connection.
     pub(super) cancel: Notify,
+    /// `--tunnelled`: where the stream route hands the stream over (taken by the first one).
+    pub(super) tunnel: Mutex<Option<super::migration_tunnel::TunnelSender>>,
     /// The disks created and served here for the source to copy (`--copy-storage-*`).
     pub(super) storage: Option<IncomingStorage>,
     /// A cluster guest's lock, taken over from the source before the guest resumes here.
@@ -113,7 +117,7 @@ impl Migrations {
         lock(&self.moving).contains(uuid)
     }
 
-    pub(super) fn begin_job(&self, uuid: Uuid, postcopy: bool) -> Arc<Job> {
+    pub(super) fn begin_job(&self, uuid: Uuid, domain: &str, postcopy: bool) -> Arc<Job> {
         let job = Arc::new(Job {
             started: Instant::now(),
             info: Mutex::new(JobInfo {
@@ -123,6 +127,7 @@ impl Migrations {
             }),
             abort: Notify::new(),
             running: std::sync::atomic::AtomicBool::new(true),
+            domain: domain.to_string(),
             postcopy,
             switched: std::sync::atomic::AtomicBool::new(false),
         });
@@ -146,14 +151,26 @@ impl Migrations {
         }
     }
 
-    pub(super) fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
-        lock(&self.incoming).remove(id).ok_or_else(|| {
-            DaemonError::new(
-                ErrorKind::NotFound,
-                format!("no incoming migration '{id}' here"),
-            )
-        })
+    /// The prepared incoming migration `id`, left in place.
+    pub(super) fn incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| no_incoming(id))
     }
+
+    pub(super) fn take_incoming(&self, id: &str) -> DaemonResult<Arc<IncomingMigration>> {
+        lock(&self.incoming)
+            .remove(id)
+            .ok_or_else(|| no_incoming(id))
+    }
+}
+
+fn no_incoming(id: &str) -> DaemonError {
+    DaemonError::new(
+        ErrorKind::NotFound,
+        format!("no incoming migration '{id}' here"),
+    )
 }
 
 /// A job stopped by `domjobabort` ([`Job::end`] records it "Cancelled" by these words).

@@ -132,6 +132,17 @@ enum Sent {
     Postcopy,
 }
 
+/// `--tunnelled` and `--copy-storage-*` together are refused before anything moves, as libvirt
+/// does: the disks' NBD connections would need tunnels of their own.
+fn check_tunnelled(tunnelled: bool, copies_disks: bool) -> DaemonResult<()> {
+    if tunnelled && copies_disks {
+        return Err(bad_request(
+            "--tunnelled cannot copy disks (--copy-storage-all/-inc): the disks' NBD connections do not go through the API connection; migrate the disks on shared storage, or without --tunnelled",
+        ));
+    }
+    Ok(())
+}
+
 /// What a qemu-engine guest's migration needs of the source's migrate call.
 struct QemuMove<'a> {
     control: &'a dyn Control,
@@ -147,8 +158,15 @@ struct QemuMove<'a> {
 }
 
 /// (Source) The connection to the destination's migration stream: a remote destination's port
-/// for this migration, or a local one's socket.
-async fn connect_stream(prepared: &PreparedMigration) -> DaemonResult<std::os::fd::OwnedFd> {
+/// for this migration, or a local one's socket; `--tunnelled`, QEMU's end of the tunnel
+/// through the destination's API (migration_tunnel.rs).
+async fn connect_stream(
+    prepared: &PreparedMigration,
+    destination: &Client,
+) -> DaemonResult<std::os::fd::OwnedFd> {
+    if prepared.tunnelled {
+        return super::migration_tunnel::open(destination, &prepared.id).await;
+    }
     let (stream, place) = match &prepared.address {
         Some(address) => (super::migration_tcp::connect(address).await, address),
         None => (
@@ -206,6 +224,8 @@ impl Domains {
         source_cpu: Option<HostCpuDescription>,
         cluster_lock: Option<&dyn SourceLock>,
     ) -> DaemonResult<DomainSummary> {
+        // Before anything changes here (QEMU's capabilities) or there.
+        check_tunnelled(request.tunnelled, request.copy_storage.is_some())?;
         let destination = destination_client(request)?;
         let record = self.guests.resolve(id)?;
         let (vm, guard) = self.guests.begin(&record)?;
@@ -262,12 +282,23 @@ impl Domains {
             source_cpu,
             cluster: cluster_lock.map(|lock| lock.holder()),
             postcopy: request.postcopy,
+            tunnelled: request.tunnelled,
         };
         let prepared = destination
             .prepare_migration(&prepare)
             .await
             .map_err(|err| destination_error(&request.destination, err))
             .map_err(|err| err.context(format!("cannot migrate domain '{}'", record.name)))?;
+        // An oxvirtd that knows no tunnel answers without it (and waits on a socket or port).
+        if request.tunnelled && !prepared.tunnelled {
+            if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+            }
+            return Err(invalid_state(format!(
+                "cannot migrate domain '{}': the destination oxvirtd ({}) does not take the stream through its API (--tunnelled): update it",
+                record.name, request.destination
+            )));
+        }
         if let Some(cluster_lock) = cluster_lock {
             if let Err(err) = cluster_lock
                 .check_destination(prepared.cluster_host.as_deref())
@@ -281,14 +312,16 @@ impl Domains {
         }
         tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
 
-        let job = self.migrations.begin_job(record.uuid, request.postcopy);
+        let job = self
+            .migrations
+            .begin_job(record.uuid, &record.name, request.postcopy);
         let moved = if native {
             let native = super::migration_native::NativeMove {
                 prepared: &prepared,
                 request,
                 destination: &destination,
                 job: &job,
-                connect: connect_stream(&prepared),
+                connect: connect_stream(&prepared, &destination),
                 finish: async {
                     destination
                         .finish_migration(&prepared.id, &FinishMigration::default())
@@ -384,7 +417,7 @@ impl Domains {
         };
         let sent = match paused {
             Ok(()) => {
-                self.send_state(control, prepared, request, job, disks, &record.name)
+                self.send_state(control, prepared, request, job, disks, destination)
                     .await
             }
             Err(err) => Err(err),
@@ -440,8 +473,18 @@ impl Domains {
                             format!("{}; {}", why.message, err.message),
                         ));
                     }
-                    if let Err(resume) = control.resume().await {
-                        tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                    match control.resume().await {
+                        // Set now, not when QEMU's RESUME event is handled: the error says
+                        // where the guest is from this state.
+                        Ok(()) => self.guests.set_state(
+                            &self.guests.slot(&record.uuid),
+                            &record.uuid,
+                            DomainState::Running,
+                            "migration canceled",
+                        ),
+                        Err(resume) => {
+                            tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}")
+                        }
                     }
                 }
             }
@@ -515,9 +558,10 @@ impl Domains {
         request: &MigrateRequest,
         job: &Job,
         disks: &[oxvirt_api::DiskCopy],
-        domain: &str,
+        destination: &Client,
     ) -> DaemonResult<Sent> {
-        let stream = connect_stream(prepared).await?;
+        let domain = job.domain.as_str();
+        let stream = connect_stream(prepared, destination).await?;
         // With that connection D's QEMU started: it serves the disks to copy first.
         self.copy_disks(control, prepared, disks, request.copy_storage, job)
             .await?;
@@ -727,6 +771,7 @@ impl Domains {
         if request.postcopy {
             super::migration_flags::check_userfaultfd(self.dac.guests_unprivileged())?;
         }
+        check_tunnelled(request.tunnelled, !request.disks.is_empty())?;
         // The disks to copy are created here (and go again if the prepare fails).
         let created = super::migration_storage::create_disks(domain, &request.disks)?;
         // Shared storage: every other file the guest opens must be here, at the same path.
@@ -752,12 +797,20 @@ impl Domains {
             })?;
             let id = Uuid::new_v4().to_string();
             let ports = self.migrations.ports();
-            let (listener, socket, address) = match remote {
-                Some(remote) => {
+            let (tunnel, receiver) = match request.tunnelled {
+                true => {
+                    let (sender, receiver) = tokio::sync::oneshot::channel();
+                    (Some(sender), Some(receiver))
+                }
+                false => (None, None),
+            };
+            let (listener, socket, address) = match (receiver, remote) {
+                (Some(receiver), _) => (StreamListener::Tunnel(receiver), None, None),
+                (None, Some(remote)) => {
                     let (listener, address) = StreamListener::tcp(remote, &ports)?;
                     (listener, None, Some(address))
                 }
-                None => {
+                (None, None) => {
                     let socket = dir.join(format!("{id}.sock"));
                     let listener = tokio::net::UnixListener::bind(&socket).map_err(|err| {
                         super::error::internal(
@@ -782,6 +835,7 @@ impl Domains {
                 running: request.running,
                 socket: socket.clone(),
                 cancel: Notify::new(),
+                tunnel: std::sync::Mutex::new(tunnel),
                 storage: serve.as_ref().map(|serve| serve.storage(created)),
                 lock: cluster_lock.clone(),
                 task: tokio::sync::Mutex::new(None),
@@ -869,6 +923,7 @@ impl Domains {
                 },
                 nbd_address: nbd_address.map(|address| address.to_string()),
                 cluster_host: cluster_lock.as_ref().map(|lock| lock.host()),
+                tunnelled: request.tunnelled,
             })
         }
         .await;
@@ -876,6 +931,22 @@ impl Domains {
             self.forget_incoming_definition(&record.uuid, &record.name);
         }
         prepared
+    }
+
+    /// `POST /v1/migrations/{id}/stream` (destination side, `--tunnelled`): the prepared
+    /// migration `id`'s stream comes through the caller's connection, once only. Returns the
+    /// relay's end (migration_tunnel.rs's `serve` relays the upgraded connection into it).
+    pub fn incoming_stream(&self, id: &str) -> DaemonResult<tokio::net::UnixStream> {
+        let incoming = self.migrations.incoming(id)?;
+        let sender = lock(&incoming.tunnel).take().ok_or_else(|| {
+            invalid_state(format!(
+                "incoming migration '{id}' of domain '{}' does not take its stream through the API: it was not prepared --tunnelled, or its stream already came",
+                incoming.name
+            ))
+        })?;
+        let local = super::migration_tunnel::accept(id, sender)?;
+        tracing::info!(domain = %incoming.name, migration = %id, "the migration stream comes through the API connection (tunnelled)");
+        Ok(local)
     }
 
     /// `POST /v1/migrations/{id}/finish` (destination side): once the state is loaded, the

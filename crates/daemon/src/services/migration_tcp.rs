@@ -117,13 +117,16 @@ pub(super) async fn connect(address: &str) -> std::io::Result<OwnedFd> {
 }
 
 /// (Destination) Where the migration stream arrives: D's Unix socket (a source on this host),
-/// or a TCP port for one connection from the source's address.
+/// a TCP port for one connection from the source's address, or the source's upgraded API
+/// connection (`--tunnelled`, services/migration_tunnel.rs).
 pub(super) enum StreamListener {
     Unix(UnixListener),
     Tcp {
         listener: TcpListener,
         source: IpAddr,
     },
+    /// What the stream route sends the stream's end by.
+    Tunnel(tokio::sync::oneshot::Receiver<OwnedFd>),
 }
 
 impl StreamListener {
@@ -157,6 +160,12 @@ impl StreamListener {
             StreamListener::Tcp { listener, source } => Ok(OwnedFd::from(
                 accept_from(&listener, source).await?.into_std()?,
             )),
+            StreamListener::Tunnel(receiver) => receiver.await.map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "the migration ended before its stream came",
+                )
+            }),
         }
     }
 }

@@ -39,6 +39,7 @@ mod migration_native;
 pub mod migration_offline;
 mod migration_storage;
 pub mod migration_tcp;
+pub mod migration_tunnel;
 pub mod monitor;
 pub mod networks;
 pub mod pools;
