@@ -60,6 +60,20 @@ pub struct MigrateRequest {
     /// migration converges (it runs again on the destination).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_s: Option<u64>,
+    /// Post-copy may be switched to (`--postcopy`, QEMU's `postcopy-ram` capability on both
+    /// QEMUs): the migration starts as pre-copy; `migrate-postcopy` (or the two flags below)
+    /// switches it, and the guest then runs on the destination while its memory still comes.
+    /// Needs `live`.
+    #[serde(default)]
+    pub postcopy: bool,
+    /// With `postcopy` and `timeout_s`: switch to post-copy at the timeout instead of pausing
+    /// the guest (`--timeout-postcopy`).
+    #[serde(default)]
+    pub timeout_postcopy: bool,
+    /// With `postcopy`: switch to post-copy once the first pass over the memory ended
+    /// (`--postcopy-after-precopy`).
+    #[serde(default)]
+    pub postcopy_after_precopy: bool,
     /// Bandwidth limit of the migration stream, MiB/s (`--bandwidth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,
@@ -217,6 +231,14 @@ pub struct JobInfo {
     /// Why a failed job failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// QEMU's phase of the migration ("active", "postcopy-active", "completed", ...), as last
+    /// seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    /// Since the switch to post-copy: pages the destination asked for because the guest
+    /// touched them there before they came.
+    #[serde(default)]
+    pub postcopy_requests: u64,
 }
 
 /// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-getspeed`). In a
@@ -257,6 +279,10 @@ pub struct PrepareMigration {
     /// the same cluster, and takes the lock over from exactly this holder at the finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<LockHolder>,
+    /// The source may switch to post-copy (`--postcopy`): the destination's QEMU needs
+    /// `postcopy-ram` too, and userfaultfd; the destination refuses the prepare when it lacks it.
+    #[serde(default)]
+    pub postcopy: bool,
     /// The stream comes through `POST /v1/migrations/{id}/stream` (`--tunnelled`): the
     /// destination opens no socket or port for it.
     #[serde(default)]
@@ -362,6 +388,12 @@ impl Client {
     /// `POST /v1/domains/{id}/job/abort`: cancels the running migration job.
     pub async fn job_abort(&self, domain: &str) -> Result<JobInfo, ClientError> {
         self.call(Method::POST, domain_path(domain, "/job/abort"), None)
+            .await
+    }
+
+    /// `POST /v1/domains/{id}/job/postcopy`: virsh migrate-postcopy.
+    pub async fn start_postcopy(&self, domain: &str) -> Result<JobInfo, ClientError> {
+        self.call(Method::POST, domain_path(domain, "/job/postcopy"), None)
             .await
     }
 

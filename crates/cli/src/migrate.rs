@@ -26,8 +26,9 @@ pub enum MigrateCommand {
     /// this host, or `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
     /// --dest-user), its disks on storage both reach at the same path or copied
     /// (--copy-storage-all|inc). With --tunnelled the stream goes through a connection to the
-    /// destination's API. On any failure the domain goes on running here. With --offline only
-    /// its definition moves (a shut-off domain too).
+    /// destination's API. On any failure the domain goes on running here (with --postcopy: until
+    /// the switch to post-copy, see migrate-postcopy). With --offline only its definition moves
+    /// (a shut-off domain too).
     Migrate {
         /// Domain name or UUID.
         domain: String,
@@ -56,13 +57,26 @@ pub enum MigrateCommand {
         /// Send pages that changed again as differences (QEMU's xbzrle).
         #[arg(long, conflicts_with = "offline")]
         compressed: bool,
-        /// Pause the guest after this many seconds of live migration so it converges (it runs
-        /// again on the destination); --timeout-suspend is the action (the only one yet).
+        /// After this many seconds of live migration, make it converge: pause the guest (it runs
+        /// again on the destination; --timeout-suspend, the default) or switch to post-copy
+        /// (--timeout-postcopy).
         #[arg(long, value_name = "SECONDS", requires = "live", value_parser = clap::value_parser!(u64).range(1..))]
         timeout: Option<u64>,
         /// The action at --timeout: suspend the guest (virsh's default).
-        #[arg(long, requires = "timeout")]
+        #[arg(long, requires = "timeout", conflicts_with = "timeout_postcopy")]
         timeout_suspend: bool,
+        /// The action at --timeout: switch to post-copy (needs --postcopy).
+        #[arg(long, requires_all = ["timeout", "postcopy"])]
+        timeout_postcopy: bool,
+        /// Allow switching to post-copy (migrate-postcopy, --timeout-postcopy,
+        /// --postcopy-after-precopy): the guest then runs on the destination while the rest of
+        /// its memory comes from here; a failure after the switch leaves it paused on both
+        /// hosts. The destination's QEMU needs userfaultfd (docs/migration.md).
+        #[arg(long, requires = "live")]
+        postcopy: bool,
+        /// Switch to post-copy once the first pass over the memory ended.
+        #[arg(long, requires = "postcopy")]
+        postcopy_after_precopy: bool,
         /// Bandwidth limit of the migration stream, MiB/s.
         #[arg(long, value_name = "MiB")]
         bandwidth: Option<u64>,
@@ -109,6 +123,13 @@ pub enum MigrateCommand {
     },
     /// Abort the domain's running migration; it goes on running here.
     Domjobabort {
+        /// Domain name or UUID.
+        domain: String,
+    },
+    /// Switch the domain's running migration (started with --postcopy) to post-copy: it runs
+    /// on the destination from now on, its memory following.
+    #[command(name = "migrate-postcopy")]
+    MigratePostcopy {
         /// Domain name or UUID.
         domain: String,
     },
@@ -239,6 +260,9 @@ async fn run_async(
             compressed,
             timeout,
             timeout_suspend: _,
+            timeout_postcopy,
+            postcopy,
+            postcopy_after_precopy,
             bandwidth,
             verbose,
             copy_storage_all,
@@ -262,6 +286,9 @@ async fn run_async(
                 auto_converge,
                 compressed,
                 timeout_s: timeout,
+                postcopy,
+                timeout_postcopy,
+                postcopy_after_precopy,
                 bandwidth_mib: bandwidth,
                 copy_storage,
                 tunnelled,
@@ -305,6 +332,10 @@ async fn run_async(
             client.job_abort(&domain).await?;
             String::new()
         }
+        MigrateCommand::MigratePostcopy { domain } => {
+            client.start_postcopy(&domain).await?;
+            String::new()
+        }
     })
 }
 
@@ -342,6 +373,11 @@ fn format_job(job: &JobInfo) -> String {
     if let Some(operation) = &job.operation {
         lines.push(format!("{:<18}{operation}", "Operation:"));
     }
+    // QEMU's word for where it is (virsh shows no such line; libvirt has no postcopy phase in
+    // its job type either, only in the domain's state).
+    if let Some(phase) = &job.phase {
+        lines.push(format!("{:<18}{phase}", "Phase:"));
+    }
     lines.push(format!(
         "{:<18}{:<13}ms",
         "Time elapsed:", job.time_elapsed_ms
@@ -369,6 +405,10 @@ fn format_job(job: &JobInfo) -> String {
         "Dirty rate:",
         mib(job.dirty_rate)
     ));
+    if job.postcopy_requests > 0 {
+        // (The label is one wider than the column, as in virsh.)
+        lines.push(format!("Postcopy requests: {}", job.postcopy_requests));
+    }
     if let Some(downtime) = job.downtime_ms {
         lines.push(format!("{:<18}{downtime:<13}ms", "Total downtime:"));
     }

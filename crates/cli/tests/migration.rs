@@ -15,11 +15,13 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
+use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER};
+use support::counting::{
+    assert_counting_on, before_the_move, boot_counting, boot_counting_defined, boot_id,
+    define_qcow2_guest, disk_count, qcow2_disk, qcow2_guest_xml, ram_count, uri,
+};
 use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Two oxvirtd whose guests' users do not overlap (as two hosts' would not), nor those of the
@@ -44,46 +46,6 @@ fn next_users() -> RangeInclusive<u32> {
     first..=first + 99
 }
 
-fn uri(daemon: &Daemon) -> String {
-    format!("oxvirt+unix://{}", daemon.socket.display())
-}
-
-/// The test guest `name` with one vCPU and the qcow2 disk `disk`.
-fn qcow2_guest_xml(name: &str, uuid: &str, disk: &Path) -> String {
-    guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'")
-}
-
-/// Defines `name` on `daemon` with a new qcow2 disk in the daemon's directory.
-fn define_qcow2_guest(daemon: &Daemon, name: &str, uuid: &str) {
-    let disk = qcow2_disk(daemon.dir.path(), &format!("{name}.qcow2"));
-    daemon
-        .define(&format!("{name}.xml"), &qcow2_guest_xml(name, uuid, &disk))
-        .1
-        .ok();
-}
-
-/// Defines `name` on `daemon` with a qcow2 disk at `disk` and starts it; waits for its shell
-/// and starts its counter, every second into RAM (`/mnt/ram/count`, a tmpfs) and into sector 1
-/// of its disk; writes `disk-before` into sector 0 first.
-fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
-    let xml = qcow2_guest_xml(name, uuid, disk);
-    daemon.define(&format!("{name}.xml"), &xml).1.ok();
-    boot_counting_defined(daemon, name)
-}
-
-/// [`boot_counting`] of a domain already defined.
-fn boot_counting_defined(daemon: &Daemon, name: &str) -> ConsoleSession {
-    let mut console = daemon.start_with_console(name);
-    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
-    console.expect_text(PROMPT, BOOT_TIMEOUT);
-    console.run(
-        "echo disk-before | dd of=/dev/vda bs=512 count=1 conv=sync,fsync 2>/dev/null",
-        2,
-    );
-    start_counters(&mut console, 1);
-    console
-}
-
 /// The text the guest wrote at the start of its disk (sector 0).
 fn first_sector(console: &mut ConsoleSession, tag: u32) -> String {
     console
@@ -93,23 +55,6 @@ fn first_sector(console: &mut ConsoleSession, tag: u32) -> String {
         )
         .trim()
         .to_string()
-}
-
-/// What a counting guest shows before it moves: its boot id, its RAM counter and the counter
-/// on its disk, once the counter reached the disk.
-fn before_the_move(console: &mut ConsoleSession) -> (String, u64, Option<u64>) {
-    let booted = boot_id(console, 3);
-    let ram = ram_count(console, 4);
-    let mut on_disk = None;
-    assert!(
-        wait_for(Duration::from_secs(30), || {
-            on_disk = disk_count(console, 5);
-            on_disk.is_some()
-        }),
-        "the guest's counter never reached its disk: {}",
-        console.all_output()
-    );
-    (booted, ram, on_disk)
 }
 
 /// After a failed migration: `name` (`uuid`) runs on `a` still, and `b` has no domain, no QEMU
@@ -184,18 +129,7 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
 
     // Same boot, same RAM, the counter going on, the disk written before and during the move.
     let mut console = b.console_when_ready("mig-vm", Duration::from_secs(30));
-    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
-    let after = ram_count(&mut console, 8);
-    // Kept (a move can take less than the counter's second); that it goes on is checked next.
-    assert!(
-        after >= before,
-        "the counter went back from {before} to {after}"
-    );
-    assert!(
-        wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
-            > after),
-        "the counter stopped on B"
-    );
+    assert_counting_on(&mut console, &booted, before);
     assert_eq!(first_sector(&mut console, 10), "disk-before");
     let on_disk = disk_count(&mut console, 11);
     assert!(
@@ -873,18 +807,7 @@ fn the_destination_checks_the_guest_cpu_before_anything_moves() {
         .ok()
         .contains("<model fallback='forbid'>Nehalem</model>"));
     let mut console = b.console_when_ready("base-vm", Duration::from_secs(30));
-    assert_eq!(boot_id(&mut console, 7), booted, "the guest booted again");
-    let after = ram_count(&mut console, 8);
-    // Kept (a move can take less than the counter's second); that it goes on is checked next.
-    assert!(
-        after >= before,
-        "the counter went back from {before} to {after}"
-    );
-    assert!(
-        wait_for(Duration::from_secs(30), || ram_count(&mut console, 9)
-            > after),
-        "the counter stopped on B"
-    );
+    assert_counting_on(&mut console, &booted, before);
     drop(console);
     b.oxvirt(&["destroy", "base-vm"]).ok();
 }

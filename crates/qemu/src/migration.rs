@@ -143,6 +143,12 @@ pub struct MigrationStats {
     pub downtime_ms: Option<u64>,
     /// QEMU's reason, when it failed.
     pub error: Option<String>,
+    /// How many times QEMU synchronized the dirty bitmap (`dirty-sync-count`): 1 during the
+    /// first pass over the memory, 2 once it ended (`--postcopy-after-precopy` waits for it).
+    pub passes: u64,
+    /// Pages the destination asked for since post-copy began (`postcopy-requests`): the
+    /// guest running there touched them before they came.
+    pub postcopy_requests: u64,
 }
 
 /// The outgoing migration's progress.
@@ -162,17 +168,44 @@ fn stats_of(info: &Value) -> MigrationStats {
         dirty_rate: number(&ram["dirty-pages-rate"]).saturating_mul(page_size),
         downtime_ms: info["downtime"].as_u64(),
         error: info["error-desc"].as_str().map(str::to_string),
+        passes: number(&ram["dirty-sync-count"]),
+        postcopy_requests: number(&ram["postcopy-requests"]),
     }
+}
+
+/// Switches the running outgoing migration (started with the `postcopy-ram` capability set on
+/// both QEMUs) to post-copy: the guest stops here and runs on the destination, which asks for
+/// the pages it touches before they came.
+pub async fn start_postcopy(qmp: &Qmp) -> Result<(), QemuError> {
+    qmp.execute("migrate-start-postcopy", None)
+        .await
+        .map(|_| ())
 }
 
 /// Starts loading the state from `file` (its current position on) into a QEMU started with
 /// `-incoming defer`, and waits until it is loaded. `alive` says whether QEMU still runs: a
-/// stream QEMU cannot load makes it exit, not fail the migration.
-pub(crate) async fn load_state<F, Fut>(qmp: &Qmp, file: &File, alive: F) -> Result<(), QemuError>
+/// stream QEMU cannot load makes it exit, not fail the migration. With `postcopy`, QEMU's
+/// `postcopy-ram` capability is set first (the source's must be too); QEMU refuses it when it
+/// cannot use userfaultfd ("Postcopy is not supported"). Such a load may also end in post-copy
+/// (`postcopy-active`): the devices are loaded and the guest can run while the rest of its
+/// memory comes.
+pub(crate) async fn load_state<F, Fut>(
+    qmp: &Qmp,
+    file: &File,
+    postcopy: bool,
+    alive: F,
+) -> Result<(), QemuError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    if postcopy {
+        qmp.execute(
+            "migrate-set-capabilities",
+            Some(json!({ "capabilities": [{ "capability": "postcopy-ram", "state": true }] })),
+        )
+        .await?;
+    }
     qmp.pass_fd(FD_NAME, file.as_fd()).await?;
     qmp.execute(
         "migrate-incoming",
@@ -252,7 +285,13 @@ enum Progress {
 
 fn progress(info: &Value) -> Progress {
     match info["status"].as_str() {
-        Some("completed") => Progress::Completed,
+        // In post-copy the device state is loaded (QEMU's listen and run commands came): the
+        // guest runs here, and its pages it lacks come when it touches them. Paused (the
+        // stream broke after the switch): this QEMU has the guest's newest state, so it is
+        // loaded as far as it goes and must not be ended as a failed load would be.
+        Some("completed" | "postcopy-active" | "postcopy-paused" | "postcopy-recover") => {
+            Progress::Completed
+        }
         Some(status @ ("failed" | "cancelled")) => Progress::Failed(
             info["error-desc"]
                 .as_str()
@@ -284,6 +323,8 @@ mod tests {
                 dirty_rate: 40960,
                 downtime_ms: None,
                 error: None,
+                passes: 0,
+                postcopy_requests: 0,
             }
         );
         let done = stats_of(&json!({"status": "completed", "downtime": 12}));
@@ -292,6 +333,9 @@ mod tests {
             ("completed", Some(12))
         );
         assert_eq!(stats_of(&json!({})).status, "none");
+        let postcopy = stats_of(&json!({"status": "postcopy-active",
+            "ram": {"dirty-sync-count": 3, "postcopy-requests": 17}}));
+        assert_eq!((postcopy.passes, postcopy.postcopy_requests), (3, 17));
     }
 
     #[test]
@@ -307,6 +351,10 @@ mod tests {
         assert_eq!(
             progress(&json!({"status": "cancelled"})),
             Progress::Failed("the migration cancelled".to_string())
+        );
+        assert_eq!(
+            progress(&json!({"status": "postcopy-active"})),
+            Progress::Completed
         );
         assert_eq!(
             progress(&json!({"status": "active", "ram": {"transferred": 4096}})),

@@ -106,6 +106,7 @@ pub async fn launch_with_logs(
         writer,
         incoming: None,
         nbd_exports: None,
+        postcopy: false,
         sandbox: false,
         user: None,
     };
@@ -124,6 +125,10 @@ pub struct LaunchOptions<'a> {
     /// With `incoming`: disks to export over NBD before the state is loaded (a live
     /// migration that copies them, see [`crate::NbdExports`]).
     pub nbd_exports: Option<crate::NbdExports<'a>>,
+    /// With `incoming`: the source may switch to post-copy (QEMU's `postcopy-ram` capability
+    /// is set before the load); the launch then returns once the guest can run, while the
+    /// rest of its memory still comes.
+    pub postcopy: bool,
     /// Run QEMU sandboxed (see [`crate::confine`]); false runs it with all of oxvirtd's
     /// rights.
     pub sandbox: bool,
@@ -143,6 +148,7 @@ pub async fn launch_with(
         writer,
         incoming,
         nbd_exports,
+        postcopy,
         sandbox,
         user,
     } = options;
@@ -274,7 +280,7 @@ pub async fn launch_with(
             None => Ok(()),
         };
         let loaded = match served {
-            Ok(()) => load_state(&qmp, file, || is_alive(pid, &uuid)).await,
+            Ok(()) => load_state(&qmp, file, postcopy, || is_alive(pid, &uuid)).await,
             Err(err) => Err(err),
         };
         if let Err(err) = loaded {

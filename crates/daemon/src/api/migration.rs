@@ -27,6 +27,7 @@ type Shared = State<Arc<Services>>;
     migrate,
     job_info,
     job_abort,
+    job_postcopy,
     settings,
     set_settings,
     prepare,
@@ -41,6 +42,7 @@ pub fn routes() -> Router<Arc<Services>> {
         .route("/v1/domains/{id}/migrate", post(migrate))
         .route("/v1/domains/{id}/job", get(job_info))
         .route("/v1/domains/{id}/job/abort", post(job_abort))
+        .route("/v1/domains/{id}/job/postcopy", post(job_postcopy))
         .route(
             "/v1/domains/{id}/migration-settings",
             get(settings).put(set_settings),
@@ -117,6 +119,21 @@ async fn job_info(State(services): Shared, Path(id): Path<String>) -> Reply<JobI
 )]
 async fn job_abort(State(services): Shared, Path(id): Path<String>) -> Reply<JobInfo> {
     blocking(services, "domjobabort", move |d| d.domains.job_abort(&id)).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/domains/{id}/job/postcopy",
+    operation_id = "migration_job_postcopy",
+    tag = "domains",
+    params(super::openapi::DomainPath),
+    responses((status = 200, description = "success", body = JobInfo)),
+)]
+async fn job_postcopy(State(services): Shared, Path(id): Path<String>) -> Reply<JobInfo> {
+    detached(services, "migrate-postcopy", |d| async move {
+        d.domains.start_postcopy(&id).await
+    })
+    .await
 }
 
 #[utoipa::path(

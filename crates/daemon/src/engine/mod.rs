@@ -105,6 +105,11 @@ pub enum Incoming<'a> {
     /// QEMU's live migration stream, or a native guest's saved state
     /// (`oxvirt_native::migration`), which the native engine restores as [`Incoming::Saved`].
     Stream(std::os::fd::BorrowedFd<'a>),
+    /// A live migration's stream that the source may switch to post-copy (`--postcopy`): the
+    /// engine's QEMU gets the `postcopy-ram` capability before it loads, and the launch ends
+    /// once the guest can run (QEMU's `postcopy-active`), its missing pages coming from the
+    /// source as it touches them.
+    StreamPostcopy(std::os::fd::BorrowedFd<'a>),
     /// A live migration's stream that also copies the guest's disks (`--copy-storage-*`):
     /// they are served by NBD before the stream is loaded (services/migration_storage.rs).
     StreamCopyingDisks(std::os::fd::BorrowedFd<'a>, NbdServe<'a>),
@@ -343,6 +348,11 @@ pub trait Control: Send + Sync {
     }
     /// Stops the outgoing migration; the guest goes on running here.
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
+    /// Switches the outgoing migration to post-copy (`migrate-start-postcopy`): the guest
+    /// stops here for good and runs on the destination.
+    async fn start_postcopy(&self) -> Result<(), EngineError> {
         Err(no_migration())
     }
     /// Starts copying disk `dev` of the running guest into the NBD export of the same name at

@@ -154,6 +154,14 @@ impl Engine for NativeEngine {
                 }
                 launched
             }
+            Some(Incoming::StreamPostcopy(_)) => {
+                return Err(EngineError {
+                    kind: EngineErrorKind::Unsupported,
+                    message: "the native engine has no post-copy migration (--postcopy): its \
+                              guests migrate paused"
+                        .to_string(),
+                })
+            }
             Some(Incoming::StreamCopyingDisks(..)) => {
                 return Err(EngineError {
                     kind: EngineErrorKind::Unsupported,

@@ -227,11 +227,14 @@ impl Engine for QemuEngine {
             })
         };
         let mut nbd_exports = None;
+        let postcopy = matches!(incoming, Some(Incoming::StreamPostcopy(_)));
         let incoming = incoming
             .map(|incoming| match incoming {
                 Incoming::Saved(state) => open_state_file(state, false),
                 // QEMU reads the connection as it reads a file (`migrate-incoming fd:`).
-                Incoming::Stream(fd) => pass_on(fd, "migration stream").map(std::fs::File::from),
+                Incoming::Stream(fd) | Incoming::StreamPostcopy(fd) => {
+                    pass_on(fd, "migration stream").map(std::fs::File::from)
+                }
                 Incoming::StreamCopyingDisks(fd, serve) => {
                     nbd_exports = Some(oxvirt_qemu::NbdExports {
                         listener: pass_on(serve.listener, "NBD listening socket")?,
@@ -254,6 +257,7 @@ impl Engine for QemuEngine {
             writer: Some(&self.log_writer),
             incoming,
             nbd_exports,
+            postcopy,
             sandbox: self.sandbox,
             user,
         };
@@ -788,6 +792,12 @@ impl Control for QmpControl {
             .execute("migrate_cancel", None)
             .await
             .map(|_| ())
+            .map_err(engine_error)
+    }
+
+    async fn start_postcopy(&self) -> Result<(), EngineError> {
+        oxvirt_qemu::start_postcopy(&self.qmp)
+            .await
             .map_err(engine_error)
     }
 

@@ -57,6 +57,12 @@ impl Dac {
         }
     }
 
+    /// Whether guests' QEMUs run as unprivileged users of qemu_user_range (else as root,
+    /// `--no-sandbox`).
+    pub fn guests_unprivileged(&self) -> bool {
+        self.users.is_some()
+    }
+
     /// The security model `dominfo` shows: "dac", or "none" when guests run unconfined.
     pub fn model(&self) -> &'static str {
         if self.users.is_some() {

@@ -653,9 +653,11 @@ impl Domains {
             detail: match incoming {
                 None => LifecycleDetail::Booted,
                 Some(Incoming::Saved(_)) => LifecycleDetail::Restored,
-                Some(Incoming::Stream(_) | Incoming::StreamCopyingDisks(..)) => {
-                    LifecycleDetail::Migrated
-                }
+                Some(
+                    Incoming::Stream(_)
+                    | Incoming::StreamPostcopy(_)
+                    | Incoming::StreamCopyingDisks(..),
+                ) => LifecycleDetail::Migrated,
             },
         };
         match self.attach_new(vm, record, &domain, &launched).await {

@@ -37,6 +37,12 @@ pub(super) struct Job {
     /// `domjobabort` (a permit is kept until the job looks).
     pub(super) abort: Notify,
     pub(super) running: std::sync::atomic::AtomicBool,
+    /// The domain's name, for messages and logs.
+    pub(super) domain: String,
+    /// The migration may switch to post-copy (`--postcopy`: both QEMUs have `postcopy-ram`).
+    pub(super) postcopy: bool,
+    /// It switched: the guest runs on the destination, and cannot come back here.
+    pub(super) switched: std::sync::atomic::AtomicBool,
 }
 
 /// One prepared incoming migration.
@@ -111,7 +117,7 @@ impl Migrations {
         lock(&self.moving).contains(uuid)
     }
 
-    pub(super) fn begin_job(&self, uuid: Uuid) -> Arc<Job> {
+    pub(super) fn begin_job(&self, uuid: Uuid, domain: &str, postcopy: bool) -> Arc<Job> {
         let job = Arc::new(Job {
             started: Instant::now(),
             info: Mutex::new(JobInfo {
@@ -121,6 +127,9 @@ impl Migrations {
             }),
             abort: Notify::new(),
             running: std::sync::atomic::AtomicBool::new(true),
+            domain: domain.to_string(),
+            postcopy,
+            switched: std::sync::atomic::AtomicBool::new(false),
         });
         lock(&self.jobs).insert(uuid, Arc::clone(&job));
         job
@@ -190,6 +199,8 @@ impl Job {
         info.dirty_rate = progress.dirty_rate;
         info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
         info.downtime_ms = progress.downtime_ms;
+        info.phase = Some(progress.status.clone());
+        info.postcopy_requests = progress.postcopy_requests;
     }
 
     /// The disks' copy (`--copy-storage-*`), before and while the memory goes.

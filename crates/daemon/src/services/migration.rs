@@ -123,6 +123,15 @@ pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     }
 }
 
+/// How the source's QEMU ended sending a guest's state.
+enum Sent {
+    /// All of it: the guest is paused here, the destination has it whole.
+    Completed,
+    /// It switched to post-copy: the destination has the devices and runs the guest, the rest
+    /// of its memory follows.
+    Postcopy,
+}
+
 /// `--tunnelled` and `--copy-storage-*` together are refused before anything moves, as libvirt
 /// does: the disks' NBD connections would need tunnels of their own.
 fn check_tunnelled(tunnelled: bool, copies_disks: bool) -> DaemonResult<()> {
@@ -229,6 +238,13 @@ impl Domains {
             )));
         }
         let control = self.guests.control_of(&live, &record)?;
+        super::migration_flags::check_postcopy(request, &record.name)?;
+        if request.postcopy && cluster_lock.is_some() {
+            return Err(invalid_state(format!(
+                "domain '{}' is a cluster guest: post-copy (--postcopy) of a cluster guest is not done yet (its lock is handed over once the guest is paused here, and after the switch it can no longer run here)",
+                record.name
+            )));
+        }
         // A native guest moves paused, its saved state sent whole (migration_native.rs).
         let native = self.runs_natively(id)?;
         if native && cluster_lock.is_some() {
@@ -265,6 +281,7 @@ impl Domains {
             disks: disks.clone(),
             source_cpu,
             cluster: cluster_lock.map(|lock| lock.holder()),
+            postcopy: request.postcopy,
             tunnelled: request.tunnelled,
         };
         let prepared = destination
@@ -295,7 +312,9 @@ impl Domains {
         }
         tracing::info!(domain = %record.name, destination = %request.destination, "migration prepared");
 
-        let job = self.migrations.begin_job(record.uuid);
+        let job = self
+            .migrations
+            .begin_job(record.uuid, &record.name, request.postcopy);
         let moved = if native {
             let native = super::migration_native::NativeMove {
                 prepared: &prepared,
@@ -403,6 +422,13 @@ impl Domains {
             }
             Err(err) => Err(err),
         };
+        // Switched to post-copy: the guest runs there from now on, whatever happens.
+        if let Ok(Sent::Postcopy) = sent {
+            return self
+                .finish_postcopy(control, prepared, request, destination, job, &record.name)
+                .await;
+        }
+        let sent = sent.map(|_| ());
         // Completed: the copies are whole (the guest is paused here), and end.
         let sent = match sent {
             Ok(()) => super::migration_storage::end_copies(control, disks).await,
@@ -467,8 +493,64 @@ impl Domains {
         Ok(())
     }
 
+    /// After the switch to post-copy (the guest stopped here, its devices' state is on the
+    /// destination): the destination resumes the guest while the rest of its memory comes,
+    /// and this QEMU sends it until it completed. A failure from here on cannot bring the
+    /// guest back here (its newest memory and devices are there): QEMU keeps it paused on both
+    /// sides (`postcopy-paused`), and the error says so; nothing is cancelled or aborted.
+    async fn finish_postcopy(
+        &self,
+        control: &dyn Control,
+        prepared: &PreparedMigration,
+        request: &MigrateRequest,
+        destination: &Client,
+        job: &Job,
+        domain: &str,
+    ) -> DaemonResult<()> {
+        let finished = destination
+            .finish_migration(&prepared.id, &FinishMigration::default())
+            .await
+            .map(|_| ())
+            .map_err(|err| destination_error(&request.destination, err));
+        let completed = match finished {
+            Ok(()) => loop {
+                tokio::time::sleep(POLL).await;
+                let progress = match control.migration_progress().await {
+                    Ok(progress) => progress,
+                    Err(err) => break Err(DaemonError::new(ErrorKind::Engine, err.message)),
+                };
+                job.update(&progress, request.bandwidth_mib);
+                match progress.status.as_str() {
+                    "completed" => break Ok(()),
+                    "postcopy-active" => {}
+                    status => {
+                        break Err(DaemonError::new(
+                            ErrorKind::Engine,
+                            format!(
+                                "QEMU's migration is {status}: {}",
+                                progress.error.as_deref().unwrap_or("no reason given")
+                            ),
+                        ))
+                    }
+                }
+            },
+            Err(err) => Err(err),
+        };
+        completed.map_err(|err| {
+            tracing::error!(domain, "post-copy failed after the switch: {}", err.message);
+            DaemonError::new(
+                err.kind,
+                format!(
+                    "post-copy failed after the switch: {}; the guest cannot run here any more (its newest state is on the destination): QEMU keeps it paused on both hosts (postcopy-paused)",
+                    err.message
+                ),
+            )
+        })
+    }
+
     /// Connects to the destination's socket, hands the connection to QEMU and follows the
-    /// migration until QEMU completed it (or it failed, or was aborted).
+    /// migration until QEMU completed it (or it failed, or was aborted), or switched to
+    /// post-copy (then [`Self::finish_postcopy`] goes on).
     async fn send_state(
         &self,
         control: &dyn Control,
@@ -477,7 +559,8 @@ impl Domains {
         job: &Job,
         disks: &[oxvirt_api::DiskCopy],
         destination: &Client,
-    ) -> DaemonResult<()> {
+    ) -> DaemonResult<Sent> {
+        let domain = job.domain.as_str();
         let stream = connect_stream(prepared, destination).await?;
         // With that connection D's QEMU started: it serves the disks to copy first.
         self.copy_disks(control, prepared, disks, request.copy_storage, job)
@@ -491,17 +574,34 @@ impl Domains {
         let mut suspend = super::migration_flags::SuspendAfter::new(request);
         loop {
             tokio::select! {
-                () = job.abort.notified() => return Err(super::jobs::aborted()),
+                // (Once switched to post-copy, job_abort refuses; an abort that came just
+                // before the switch must not cancel it either.)
+                () = job.abort.notified(), if !job.switched.load(std::sync::atomic::Ordering::SeqCst) => {
+                    return Err(super::jobs::aborted())
+                }
                 () = tokio::time::sleep(POLL) => {}
             }
-            suspend.check(control).await?;
+            suspend.check(control, job, domain).await?;
             let progress = control
                 .migration_progress()
                 .await
                 .map_err(|err| DaemonError::new(ErrorKind::Engine, err.message))?;
             job.update(&progress, request.bandwidth_mib);
+            // The first pass over the memory ended once QEMU synchronized the dirty bitmap a
+            // second time.
+            if request.postcopy_after_precopy
+                && progress.status == "active"
+                && progress.passes >= 2
+                && !job.switched.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                super::migration_flags::switch_to_postcopy(control, job, domain).await?;
+            }
             match progress.status.as_str() {
-                "completed" => return Ok(()),
+                "completed" => return Ok(Sent::Completed),
+                // (Paused or recovering: it failed after the switch; finish_postcopy says so.)
+                "postcopy-active" | "postcopy-paused" | "postcopy-recover" => {
+                    return Ok(Sent::Postcopy)
+                }
                 "failed" | "cancelled" => {
                     return Err(DaemonError::new(
                         ErrorKind::Engine,
@@ -539,6 +639,12 @@ impl Domains {
         let record = self.guests.resolve(id)?;
         let job = lock(&self.migrations.jobs).get(&record.uuid).cloned();
         match job {
+            Some(job) if job.switched.load(std::sync::atomic::Ordering::SeqCst) => {
+                Err(invalid_state(format!(
+                    "domain '{}' migrates in post-copy: it runs on the destination already, its migration can no longer be aborted",
+                    record.name
+                )))
+            }
             Some(job) if job.running.load(std::sync::atomic::Ordering::SeqCst) => {
                 job.abort.notify_one();
                 Ok(lock(&job.info).clone())
@@ -548,6 +654,26 @@ impl Domains {
                 record.name
             ))),
         }
+    }
+
+    /// virsh migrate-postcopy: switches the domain's running migration (started with
+    /// `--postcopy`) to post-copy; the guest runs on the destination from then on.
+    pub async fn start_postcopy(&self, id: &str) -> DaemonResult<JobInfo> {
+        let record = self.guests.resolve(id)?;
+        let job = lock(&self.migrations.jobs).get(&record.uuid).cloned();
+        let job = match job {
+            Some(job) if job.running.load(std::sync::atomic::Ordering::SeqCst) => job,
+            _ => {
+                return Err(invalid_state(format!(
+                    "domain '{}' has no migration job running",
+                    record.name
+                )))
+            }
+        };
+        let vm = self.guests.slot(&record.uuid);
+        let control = self.guests.running_control(&vm, &record)?;
+        super::migration_flags::switch_to_postcopy(control.as_ref(), &job, &record.name).await?;
+        Ok(self.migrations.job_info(&record.uuid))
     }
 
     /// migrate-getspeed and friends: the running guest's migration settings.
@@ -642,6 +768,9 @@ impl Domains {
         cluster_lock: Option<Arc<dyn DestinationLock>>,
         domain: &oxvirt_domain::Domain,
     ) -> DaemonResult<PreparedMigration> {
+        if request.postcopy {
+            super::migration_flags::check_userfaultfd(self.dac.guests_unprivileged())?;
+        }
         check_tunnelled(request.tunnelled, !request.disks.is_empty())?;
         // The disks to copy are created here (and go again if the prepare fails).
         let created = super::migration_storage::create_disks(domain, &request.disks)?;
@@ -716,6 +845,7 @@ impl Domains {
             let launched = record.clone();
             let owners = request.owners.clone();
             let task_id = id.clone();
+            let postcopy = request.postcopy;
             let task = tokio::spawn(async move {
                 let received = async {
                 let _guard = guard;
@@ -738,6 +868,7 @@ impl Domains {
                 let domain = stored_domain(&launched)?;
                 let incoming = match &serve {
                     Some(serve) => serve.incoming(stream.as_fd()),
+                    None if postcopy => Incoming::StreamPostcopy(stream.as_fd()),
                     None => Incoming::Stream(stream.as_fd()),
                 };
                 let launch = domains.launch_locked(&vm, &launched, domain, None, Some(incoming));
@@ -883,12 +1014,16 @@ impl Domains {
         }
         if incoming.running {
             let control = self.guests.running_control(&vm, &record)?;
-            control
-                .resume()
-                .await
-                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+            // Recorded first: QEMU's RESUME event, which its supervisor may see before the
+            // resume call returns, then finds the guest running and leaves the reason alone
+            // (else it could record "unpaused" over "migrated"; seen after post-copy switches).
             self.guests
                 .set_state(&vm, &record.uuid, DomainState::Running, "migrated");
+            if let Err(err) = control.resume().await {
+                self.guests
+                    .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
+                return Err(super::error::engine_failure(&record.name, err));
+            }
         } else {
             self.guests
                 .set_state(&vm, &record.uuid, DomainState::Paused, "migrated");
