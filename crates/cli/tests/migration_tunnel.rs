@@ -14,14 +14,15 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
+use support::counting::{
+    boot_counting, boot_id, disk_count, qcow2_disk, ram_count, start_counters,
+};
 use support::twohosts::{daemon_in, strs, token, Lab, A_ADDRESS, B_ADDRESS};
-use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
+use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,18 +55,6 @@ fn migration_files(daemon: &Daemon) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Defines `name` with the qcow2 disk `disk` (shared: both reach its path) on `daemon`, starts
-/// it and its counters (RAM and disk, every second).
-fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
-    let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
-    daemon.define(&format!("{name}.xml"), &xml).1.ok();
-    let mut console = daemon.start_with_console(name);
-    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
-    console.expect_text(PROMPT, BOOT_TIMEOUT);
-    start_counters(&mut console, 1);
-    console
 }
 
 /// `POST /v1/migrations` on `daemon`'s socket as a source oxvirtd would send it: the reply's

@@ -4,7 +4,26 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::ConsoleSession;
+use std::time::Duration;
+
+use oxvirt_testkit::{guest_kit, BOOT_MARKER, PROMPT};
+
+use super::{guest_xml, ConsoleSession, Daemon};
+
+/// How long a counting guest may take to boot (TCG, a loaded machine).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Defines `name` with the qcow2 disk `disk` (shared: both reach its path) on `daemon`, starts
+/// it and its counters (RAM and disk, every second).
+pub fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
+    let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
+    daemon.define(&format!("{name}.xml"), &xml).1.ok();
+    let mut console = daemon.start_with_console(name);
+    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
+    console.expect_text(PROMPT, BOOT_TIMEOUT);
+    start_counters(&mut console, 1);
+    console
+}
 
 /// A qcow2 image of 16 MiB in `dir`, made by qemu-img.
 pub fn qcow2_disk(dir: &Path, name: &str) -> PathBuf {
