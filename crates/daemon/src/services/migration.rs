@@ -139,7 +139,7 @@ fn over_ssh(request: &MigrateRequest) -> bool {
 fn check_tunnelled(tunnelled: bool, copies_disks: bool) -> DaemonResult<()> {
     if tunnelled && copies_disks {
         return Err(bad_request(
-            "--tunnelled (as every oxvirt+ssh:// destination) cannot copy disks (--copy-storage-all/-inc): the disks' NBD connections do not go through the API connection; migrate the disks on shared storage, or without --tunnelled",
+            "--tunnelled cannot copy disks (--copy-storage-all/-inc; an oxvirt+ssh:// destination is always tunnelled): the disks' NBD connections do not go through the API connection; migrate the disks on shared storage, or without --tunnelled",
         ));
     }
     Ok(())
