@@ -3,7 +3,8 @@
 //! authorized keys in a temporary directory) in B's namespace on B's address. A's oxvirtd reaches
 //! B's socket through `ssh ... oxvirt tunnel-socket SOCKET` and the stream goes through that
 //! connection (always tunnelled): the counting guest moves live and goes on on B. A key B does
-//! not authorize: exit 1 naming ssh's refusal and B's host, the guest untouched on A.
+//! not authorize, or B's host key unknown: exit 1 naming ssh's refusal and B's host, the guest
+//! untouched on A.
 
 // Each test binary uses part of the shared harness.
 #[allow(dead_code)]
@@ -123,7 +124,9 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
     let known_hosts = keys.path().join("known_hosts");
     std::fs::write(&known_hosts, format!("[{B_ADDRESS}]:{SSH_PORT} {host_key}"))
         .expect("write known_hosts");
-    let dest = |key: &Path| {
+    let empty_known_hosts = keys.path().join("known_hosts.empty");
+    std::fs::write(&empty_known_hosts, "").expect("write known_hosts.empty");
+    let dest_with = |key: &Path, known_hosts: &Path| {
         format!(
             "oxvirt+ssh://root@{B_ADDRESS}:{SSH_PORT}{}?keyfile={}&known_hosts={}&oxvirt={}",
             b.socket.display(),
@@ -132,6 +135,7 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
             oxvirt_bin().display()
         )
     };
+    let dest = |key: &Path| dest_with(key, &known_hosts);
 
     let uuid = "5e0c9a7b-3d14-4f62-8b9e-a1c2d3e4f536";
     let disk = qcow2_disk(disks.path(), "ssh.qcow2");
@@ -158,6 +162,19 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
             && run.stderr.contains("Permission denied"),
         "{run:?}\nsshd's log:\n{}",
         sshd.log()
+    );
+    // B's host key unknown (ssh never asks: BatchMode): refused too.
+    let run = a.oxvirt(&[
+        "migrate",
+        "--live",
+        "ssh-vm",
+        &dest_with(&key, &empty_known_hosts),
+    ]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains(&format!("root@{B_ADDRESS}:{SSH_PORT}"))
+            && run.stderr.contains("Host key verification failed"),
+        "{run:?}"
     );
     assert_eq!(a.oxvirt(&["domstate", "ssh-vm"]).ok(), "running\n\n");
     assert_eq!(b.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
