@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use oxvirt_testkit::{wait_for, BOOT_MARKER};
-use support::counting::{boot_counting, boot_id, qcow2_disk, ram_count};
+use oxvirt_testkit::wait_for;
+use support::counting::{assert_goes_on, boot_counting, boot_id, qcow2_disk};
 use support::twohosts::{daemon_in, Lab, Netns, A_ADDRESS, B_ADDRESS};
 use support::{oxvirt_bin, qemu_pids};
 
@@ -179,15 +179,7 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
     assert_eq!(a.oxvirt(&["domstate", "ssh-vm"]).ok(), "running\n\n");
     assert_eq!(b.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
     assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
-    let mut console = a.console_when_ready("ssh-vm", Duration::from_secs(30));
-    assert_eq!(boot_id(&mut console, 10), booted, "the guest booted again");
-    let now = ram_count(&mut console, 11);
-    assert!(
-        wait_for(Duration::from_secs(30), || ram_count(&mut console, 12)
-            > now),
-        "the counter stopped on A"
-    );
-    drop(console);
+    assert_goes_on(&a, "A", "ssh-vm", &booted, 10);
 
     // The key B authorizes: the guest moves live, its stream through the ssh connection.
     let run = a.oxvirt(&[
@@ -217,18 +209,6 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
     );
     assert_eq!(a.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
     assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
-    let mut console = b.console_when_ready("ssh-vm", Duration::from_secs(30));
-    assert_eq!(boot_id(&mut console, 30), booted, "the guest booted again");
-    let now = ram_count(&mut console, 31);
-    assert!(
-        wait_for(Duration::from_secs(30), || ram_count(&mut console, 32)
-            > now),
-        "the counter stopped on B"
-    );
-    assert!(
-        !console.all_output().contains(BOOT_MARKER),
-        "the guest booted on B"
-    );
-    drop(console);
+    assert_goes_on(&b, "B", "ssh-vm", &booted, 30);
     b.oxvirt(&["destroy", "ssh-vm"]).ok();
 }
