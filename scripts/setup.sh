@@ -28,6 +28,9 @@ packages+=(chromium)
 # libprotobuf-dev: the etcd-client crate's build compiles etcd's gRPC .proto files with protoc, and they import
 # protobuf's well-known types (google/protobuf/*.proto), which libprotobuf-dev ships.
 packages+=(etcd-server protobuf-compiler libprotobuf-dev)
+# openssh-server (and its client): migrations to `oxvirt+ssh://` destinations; crates/cli/tests/migration_ssh.rs
+# starts an sshd of its own in a network namespace (no sshd of the machine is started or used).
+packages+=(openssh-server openssh-client)
 # python3-venv: the virtualenv of schemathesis (scripts/schemathesis-venv.sh).
 packages+=(python3-venv)
 # Debian's libvirt, the real peer some tests compare with (virsh's snapshot tree through the embedded

@@ -50,6 +50,9 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 
+pub mod ssh;
+pub use ssh::SshDestination;
+
 pub mod storage;
 pub use storage::{
     BlockResizeRequest, BlockResized, BodySender, ChannelBody, CloneVolumeRequest,
@@ -514,6 +517,10 @@ pub enum ClientError {
     /// The CA file given to check the server's certificate is unusable.
     #[error("CA file {}: {detail}", path.display())]
     CaFile { path: PathBuf, detail: String },
+    /// ssh to another host's oxvirtd failed (`oxvirt+ssh://`: unreachable, refused, its host
+    /// key unknown, or its `oxvirt tunnel-socket` could not reach the socket).
+    #[error("cannot reach oxvirtd on {destination} through ssh: {detail}")]
+    Ssh { destination: String, detail: String },
     /// The remote oxvirtd's certificate is not the one recorded at the first connection.
     #[error(
         "the certificate of oxvirtd at {endpoint} has changed: its SHA-256 fingerprint is \
@@ -550,6 +557,8 @@ pub struct Client {
     socket: PathBuf,
     /// The transport: `None` the Unix socket, else TLS to a remote oxvirtd.
     tls: Option<std::sync::Arc<remote::TlsTransport>>,
+    /// Or a remote oxvirtd's socket through ssh (`oxvirt+ssh://`).
+    ssh: Option<std::sync::Arc<ssh::SshTransport>>,
 }
 
 /// What [`Client::migration_stream`] does to the TCP socket of its TLS connection before using
@@ -571,6 +580,7 @@ impl Client {
         Client {
             socket: socket.into(),
             tls: None,
+            ssh: None,
         }
     }
 
@@ -589,6 +599,18 @@ impl Client {
                 trust,
                 credentials,
             )?)),
+            ssh: None,
+        })
+    }
+
+    /// A client of another host's oxvirtd through ssh (`oxvirt+ssh://...`, [`ssh`]): each
+    /// connection is an ssh child process.
+    pub fn ssh(uri: &str) -> Result<Client, ClientError> {
+        let destination = SshDestination::parse(uri)?;
+        Ok(Client {
+            socket: PathBuf::from(destination.url()),
+            tls: None,
+            ssh: Some(std::sync::Arc::new(ssh::SshTransport { destination })),
         })
     }
 
@@ -597,9 +619,9 @@ impl Client {
         &self.socket
     }
 
-    /// Whether this client talks to a remote oxvirtd (over TLS).
+    /// Whether this client talks to a remote oxvirtd (over TLS or ssh).
     pub fn is_remote(&self) -> bool {
-        self.tls.is_some()
+        self.tls.is_some() || self.ssh.is_some()
     }
 
     /// `GET /v1/version`.
@@ -817,17 +839,22 @@ impl Client {
 
     /// A fresh connection over this client's transport; over TLS, its TCP socket handed to
     /// `tcp_socket` first (to set options on it).
+    /// Through ssh, also what ssh says (why it failed, if it did).
     async fn connect(
         &self,
         tcp_socket: Option<&TcpSocketHook>,
-    ) -> Result<Box<dyn Connection>, ClientError> {
+    ) -> Result<(Box<dyn Connection>, Option<ssh::SshStderr>), ClientError> {
+        if let Some(ssh) = &self.ssh {
+            let (stream, stderr) = ssh.connect()?;
+            return Ok((Box::new(stream), Some(stderr)));
+        }
         if let Some(tls) = &self.tls {
             let stream = tls.connect().await?;
             if let Some(hook) = tcp_socket {
                 hook(stream.get_ref().0.as_fd())
                     .map_err(|e| self.protocol(format!("setting up the connection: {e}")))?;
             }
-            return Ok(Box::new(stream));
+            return Ok((Box::new(stream), None));
         }
         let stream = UnixStream::connect(&self.socket).await.map_err(|e| {
             use std::io::ErrorKind;
@@ -843,7 +870,7 @@ impl Client {
                 },
             }
         })?;
-        Ok(Box::new(stream))
+        Ok((Box::new(stream), None))
     }
 
     /// [`Client::send`], asking to switch to `upgrade`'s protocol if given.
@@ -860,10 +887,18 @@ impl Client {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let stream = self.connect(tcp_socket).await?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.protocol(format!("HTTP handshake: {e}")))?;
+        let (stream, ssh_stderr) = self.connect(tcp_socket).await?;
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(handshake) => handshake,
+                Err(e) => {
+                    let detail = format!("HTTP handshake: {e}");
+                    return Err(match ssh_stderr {
+                        Some(stderr) => stderr.error(detail).await,
+                        None => self.protocol(detail),
+                    });
+                }
+            };
         // The connection future drives the socket; it ends when the exchange is done (or, for
         // an upgrade, hands the socket over to it).
         tokio::spawn(async move {
@@ -888,15 +923,23 @@ impl Client {
         let request = builder
             .body(body)
             .map_err(|e| self.protocol(format!("building request for {path}: {e}")))?;
-        sender.send_request(request).await.map_err(|e| {
-            let hint = if closed_unanswered(&e) {
-                " (oxvirtd closed the connection without an answer: it closes those beyond \
+        match sender.send_request(request).await {
+            Ok(response) => Ok(response),
+            // ssh failed (it exits, closing the stream): its own words say why.
+            Err(e) if ssh_stderr.is_some() => match ssh_stderr {
+                Some(stderr) => Err(stderr.error(format!("request {path}: {e}")).await),
+                None => Err(self.protocol(format!("request {path}: {e}"))),
+            },
+            Err(e) => {
+                let hint = if closed_unanswered(&e) {
+                    " (oxvirtd closed the connection without an answer: it closes those beyond \
                      its max_clients at once; see its log)"
-            } else {
-                ""
-            };
-            self.protocol(format!("request {path}: {e}{hint}"))
-        })
+                } else {
+                    ""
+                };
+                Err(self.protocol(format!("request {path}: {e}{hint}")))
+            }
+        }
     }
 
     /// An error reply (`status` not 2xx) as the [`ClientError`] it is.

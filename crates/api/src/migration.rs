@@ -36,7 +36,9 @@ pub const MIGRATION_PROTOCOL: &str = "oxvirt-migration";
 pub struct MigrateRequest {
     /// The destination oxvirtd: its API socket (an absolute path on this host: the
     /// `oxvirt+unix:///PATH` of the command line), or its TLS API, `https://HOST:PORT`
-    /// (`oxvirt+https://HOST:PORT`), reached with [`MigrateRequest::remote`]'s credentials.
+    /// (`oxvirt+https://HOST:PORT`), reached with [`MigrateRequest::remote`]'s credentials,
+    /// or the whole `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=..&known_hosts=..]` URI:
+    /// that host's socket through ssh ([`crate::ssh`]; the stream always tunnelled).
     pub destination: String,
     /// The guest runs while its memory is copied (`--live`); without, it is paused first and
     /// runs again on the destination.

@@ -47,6 +47,7 @@ mod shell;
 mod snapshot;
 mod stats;
 mod tuning;
+mod tunnel;
 mod users;
 
 use std::io::Write;
@@ -167,6 +168,13 @@ enum Command {
         /// completing its last word, if a name goes there.
         #[arg(long, conflicts_with = "kind")]
         line: Option<String>,
+    },
+    /// Copy stdin to oxvirtd's socket and its replies to stdout: what `migrate` to an
+    /// `oxvirt+ssh://` destination runs on that host through ssh (as libvirt's `nc -U`).
+    #[command(name = "tunnel-socket", hide = true)]
+    TunnelSocket {
+        /// oxvirtd's API socket on this host.
+        socket: PathBuf,
     },
     /// Write the man pages (oxvirt.1 and one oxvirt-VERB.1 per verb) into DIR.
     #[command(name = "__man-pages", hide = true)]
@@ -366,6 +374,7 @@ fn run(client: &oxvirt_api::Client, command: Command) -> anyhow::Result<()> {
             generate::print_names(&client, kind, pool.as_deref(), line.as_deref())
         }
         Command::ManPages { dir } => generate::man_pages(&dir),
+        Command::TunnelSocket { socket } => tunnel::run(&socket),
         Command::Img(args) => img::run(args),
         Command::Builder(args) => builder::run(args),
         Command::Host(args) => host::run(args),

@@ -7,8 +7,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use oxvirt_api::remote::{Endpoint, Trust};
+use oxvirt_api::ssh::SSH_SCHEME;
 use oxvirt_api::{
     Client, CopyStorage, JobInfo, MigrateRequest, MigrationSettings, RemoteDestination,
+    SshDestination,
 };
 
 use crate::commands::block_on;
@@ -23,8 +25,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 #[derive(Subcommand, Debug)]
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET` on
-    /// this host, or `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
-    /// --dest-user), its disks on storage both reach at the same path or copied
+    /// this host, `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
+    /// --dest-user, or `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=FILE&known_hosts=FILE]`,
+    /// its socket through ssh, always tunnelled), its disks on storage both reach at the same path or copied
     /// (--copy-storage-all|inc). With --tunnelled the stream goes through a connection to the
     /// destination's API. On any failure the domain goes on running here (with --postcopy: until
     /// the switch to post-copy, see migrate-postcopy). With --offline only its definition moves
@@ -32,8 +35,8 @@ pub enum MigrateCommand {
     Migrate {
         /// Domain name or UUID.
         domain: String,
-        /// The destination oxvirtd: `oxvirt+unix:///PATH/TO/ITS/SOCKET` or
-        /// `oxvirt+https://HOST:PORT`.
+        /// The destination oxvirtd: `oxvirt+unix:///PATH/TO/ITS/SOCKET`,
+        /// `oxvirt+https://HOST:PORT` or `oxvirt+ssh://[USER@]HOST[:PORT][/PATH/TO/ITS/SOCKET]`.
         dest_uri: String,
         #[command(flatten)]
         dest: DestArgs,
@@ -94,7 +97,7 @@ pub enum MigrateCommand {
         copy_storage_inc: bool,
         /// Send the migration stream through a connection to the destination's API (its socket,
         /// or its TLS API: then encrypted), instead of a socket or port the destination opens
-        /// for it. Not with --copy-storage-all|inc.
+        /// for it (always so with oxvirt+ssh://). Not with --copy-storage-all|inc.
         #[arg(long, conflicts_with_all = ["offline", "copy_storage_all", "copy_storage_inc"])]
         tunnelled: bool,
         /// Accepted for virsh's scripts: the source's oxvirtd always runs the migration itself
@@ -169,6 +172,14 @@ pub fn run(client: &Client, command: MigrateCommand) -> anyhow::Result<String> {
 /// Where `uri` points: a socket path, or `https://HOST:PORT` with what the source needs to
 /// reach it (`dest`'s credentials and the certificate's trust).
 fn destination(uri: &str, dest: &DestArgs) -> anyhow::Result<(String, Option<RemoteDestination>)> {
+    if uri.starts_with(SSH_SCHEME) {
+        if dest.dest_token.is_some() || dest.dest_user.is_some() || dest.dest_ca.is_some() {
+            bail!("--dest-token, --dest-user and --dest-ca go with an {HTTPS_SCHEME}HOST:PORT destination ({SSH_SCHEME} logs in with ssh's keys)");
+        }
+        // Checked here, before the source's oxvirtd is asked; it parses it again to run ssh.
+        SshDestination::parse(uri)?;
+        return Ok((uri.to_string(), None));
+    }
     let Some(address) = uri.strip_prefix(HTTPS_SCHEME) else {
         if dest.dest_token.is_some() || dest.dest_user.is_some() || dest.dest_ca.is_some() {
             bail!("--dest-token, --dest-user and --dest-ca go with an {HTTPS_SCHEME}HOST:PORT destination");
@@ -237,7 +248,7 @@ fn destination_socket(uri: &str) -> anyhow::Result<String> {
         Some(path) if path.starts_with('/') && path.len() > 1 => Ok(path.to_string()),
         Some(_) => bail!("destination URI '{uri}' names no absolute socket path ({UNIX_SCHEME}/PATH/TO/SOCKET)"),
         None => bail!(
-            "destination URI '{uri}' is not supported: only {UNIX_SCHEME}/PATH/TO/SOCKET (another oxvirtd on this host) and {HTTPS_SCHEME}HOST:PORT (another host's TLS API) are, so far"
+            "destination URI '{uri}' is not supported: only {UNIX_SCHEME}/PATH/TO/SOCKET (another oxvirtd on this host), {HTTPS_SCHEME}HOST:PORT (another host's TLS API) and {SSH_SCHEME}[USER@]HOST[:PORT][/SOCKET] (its socket through ssh) are"
         ),
     }
 }
@@ -277,6 +288,13 @@ async fn run_async(
             };
             let (destination, remote) =
                 destination.context("the destination was not worked out")?;
+            // Through ssh there is no other way for the stream: no port of the destination is
+            // reached, only its socket.
+            let over_ssh = destination.starts_with(SSH_SCHEME);
+            if over_ssh && copy_storage.is_some() {
+                bail!("an {SSH_SCHEME} destination takes the migration stream through ssh (as --tunnelled), which cannot copy disks (--copy-storage-all/-inc): migrate the disks on shared storage, or to an {HTTPS_SCHEME} destination");
+            }
+            let tunnelled = tunnelled || (over_ssh && !offline);
             let request = MigrateRequest {
                 destination,
                 remote,
@@ -459,6 +477,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("go with an oxvirt+https://"), "{err}");
+        let ssh = "oxvirt+ssh://root@h:2222/s.sock?keyfile=/k";
+        assert_eq!(
+            destination(ssh, &DestArgs::default()).unwrap(),
+            (ssh.to_string(), None)
+        );
+        let err = destination(ssh, &token).unwrap_err().to_string();
+        assert!(err.contains("ssh's keys"), "{err}");
+        let err = destination("oxvirt+ssh://h/?keyfile=k", &DestArgs::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("keyfile 'k' is not an absolute path"),
+            "{err:#}"
+        );
     }
 
     #[test]

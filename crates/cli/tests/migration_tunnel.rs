@@ -14,14 +14,15 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
-use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
+use support::counting::{
+    assert_goes_on, boot_counting, boot_id, disk_count, qcow2_disk, ram_count, start_counters,
+};
 use support::twohosts::{daemon_in, strs, token, Lab, A_ADDRESS, B_ADDRESS};
-use support::{guest_xml, qemu_pids, wait_for_exit, ConsoleSession, Daemon};
+use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -54,18 +55,6 @@ fn migration_files(daemon: &Daemon) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Defines `name` with the qcow2 disk `disk` (shared: both reach its path) on `daemon`, starts
-/// it and its counters (RAM and disk, every second).
-fn boot_counting(daemon: &Daemon, name: &str, uuid: &str, disk: &Path) -> ConsoleSession {
-    let xml = guest_xml(name, uuid, &guest_kit(), disk, 1).replace("type='raw'", "type='qcow2'");
-    daemon.define(&format!("{name}.xml"), &xml).1.ok();
-    let mut console = daemon.start_with_console(name);
-    console.expect_text(BOOT_MARKER, BOOT_TIMEOUT);
-    console.expect_text(PROMPT, BOOT_TIMEOUT);
-    start_counters(&mut console, 1);
-    console
 }
 
 /// `POST /v1/migrations` on `daemon`'s socket as a source oxvirtd would send it: the reply's
@@ -523,18 +512,6 @@ fn a_guest_moves_tunnelled_to_another_host_inside_the_tls_connection() {
     );
     assert_eq!(names(&a), "\n");
     assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");
-    let mut console = b.console_when_ready("far-vm", Duration::from_secs(30));
-    assert_eq!(boot_id(&mut console, 30), booted, "the guest booted again");
-    let now = ram_count(&mut console, 31);
-    assert!(
-        wait_for(Duration::from_secs(30), || ram_count(&mut console, 32)
-            > now),
-        "the counter stopped on B"
-    );
-    assert!(
-        !console.all_output().contains(BOOT_MARKER),
-        "the guest booted on B"
-    );
-    drop(console);
+    assert_goes_on(&b, "B", "far-vm", &booted, 30);
     b.oxvirt(&["destroy", "far-vm"]).ok();
 }

@@ -140,3 +140,24 @@ pub fn assert_counting_on(console: &mut ConsoleSession, booted: &str, before: u6
         "the counter stopped on B"
     );
 }
+
+/// `name` runs on `daemon` (`host` in messages) as the same guest: the boot `booted` (no boot
+/// marker since its console was attached), its RAM counter going on. Tags `tag`..`tag + 2`.
+pub fn assert_goes_on(daemon: &Daemon, host: &str, name: &str, booted: &str, tag: u32) {
+    let mut console = daemon.console_when_ready(name, Duration::from_secs(30));
+    assert_eq!(
+        boot_id(&mut console, tag),
+        booted,
+        "the guest booted again on {host}"
+    );
+    let now = ram_count(&mut console, tag + 1);
+    assert!(
+        oxvirt_testkit::wait_for(Duration::from_secs(30), || ram_count(&mut console, tag + 2)
+            > now),
+        "the counter stopped on {host}"
+    );
+    assert!(
+        !console.all_output().contains(BOOT_MARKER),
+        "the guest booted on {host}"
+    );
+}

@@ -83,9 +83,14 @@ async fn wait_until_cancelled(control: &dyn Control, domain: &str) {
     }
 }
 
-/// The client of `request`'s destination: another oxvirtd's socket on this host, or another
-/// host's TLS API (`https://HOST:PORT`) with the credentials and trust the request carries.
+/// The client of `request`'s destination: another oxvirtd's socket on this host, another
+/// host's TLS API (`https://HOST:PORT`) with the credentials and trust the request carries, or
+/// another host's socket through ssh (`oxvirt+ssh://`, oxvirt_api::ssh).
 pub(super) fn destination_client(request: &MigrateRequest) -> DaemonResult<Client> {
+    if over_ssh(request) {
+        return Client::ssh(&request.destination)
+            .map_err(|err| bad_request(format!("destination: {err}")));
+    }
     if request.destination.starts_with("https://") {
         let remote = request.remote.as_ref().ok_or_else(|| {
             bad_request(format!(
@@ -123,6 +128,12 @@ pub(super) fn destination_error(socket: &str, err: ClientError) -> DaemonError {
     }
 }
 
+/// Whether `request` goes to another host through ssh: its stream is then always tunnelled
+/// (through the ssh connection to the destination's socket).
+fn over_ssh(request: &MigrateRequest) -> bool {
+    request.destination.starts_with(oxvirt_api::ssh::SSH_SCHEME)
+}
+
 /// How the source's QEMU ended sending a guest's state.
 enum Sent {
     /// All of it: the guest is paused here, the destination has it whole.
@@ -137,7 +148,7 @@ enum Sent {
 fn check_tunnelled(tunnelled: bool, copies_disks: bool) -> DaemonResult<()> {
     if tunnelled && copies_disks {
         return Err(bad_request(
-            "--tunnelled cannot copy disks (--copy-storage-all/-inc): the disks' NBD connections do not go through the API connection; migrate the disks on shared storage, or without --tunnelled",
+            "--tunnelled cannot copy disks (--copy-storage-all/-inc; an oxvirt+ssh:// destination is always tunnelled): the disks' NBD connections do not go through the API connection; migrate the disks on shared storage, or without --tunnelled",
         ));
     }
     Ok(())
@@ -224,6 +235,18 @@ impl Domains {
         source_cpu: Option<HostCpuDescription>,
         cluster_lock: Option<&dyn SourceLock>,
     ) -> DaemonResult<DomainSummary> {
+        // Through ssh only the destination's socket is reached: the stream goes through it too.
+        let implied;
+        let request = match over_ssh(request) && !request.tunnelled && !request.offline {
+            true => {
+                implied = MigrateRequest {
+                    tunnelled: true,
+                    ..request.clone()
+                };
+                &implied
+            }
+            false => request,
+        };
         // Before anything changes here (QEMU's capabilities) or there.
         check_tunnelled(request.tunnelled, request.copy_storage.is_some())?;
         let destination = destination_client(request)?;
