@@ -3,7 +3,8 @@
 # are in this repository: the project's own domain XML cases and libvirt's normalized output of them
 # (crates/domain/tests/data/cases, crates/domain/tests/data/libvirt-9.0) and examples/ for the domain parser,
 # small images made here by qemu-img for the qcow2 parser, and the XML under fuzz/seeds/ (plus the benchmarks'
-# network) for the network, pool, volume and secret parsers. An input a fuzzer once failed on goes into
+# network) for the network, pool, volume and secret parsers, and example URIs (fuzz/seeds/ssh_uri) for the
+# oxvirt+ssh:// destination parser. An input a fuzzer once failed on goes into
 # fuzz/seeds/TARGET/ (with a unit test of the fix), so every later run starts from it. libvirt's own qemuxmlconf inputs are added to the domain
 # seeds when they are beside the repository (../shared/conformance/libvirt-qemuxmlconf, or
 # $OXVIRT_LIBVIRT_CORPUS); nothing here needs them.
@@ -22,7 +23,7 @@ cd "$repo"
 seeds=$repo/target/fuzz-seeds
 logs=$repo/target/fuzz-logs
 rm -rf "$seeds" "$logs"
-mkdir -p "$seeds/domain_xml" "$seeds/qcow2" "$seeds/network_xml" "$seeds/pool_xml" "$seeds/volume_xml" "$seeds/secret_xml" "$logs"
+mkdir -p "$seeds/domain_xml" "$seeds/qcow2" "$seeds/network_xml" "$seeds/pool_xml" "$seeds/volume_xml" "$seeds/secret_xml" "$seeds/ssh_uri" "$logs"
 
 # Domain XML: the project's own cases with libvirt's output of them, the libvirt 9.0 fixtures, the examples.
 for f in crates/domain/tests/data/cases/*.xml crates/domain/tests/data/libvirt-9.0/*.xml \
@@ -37,6 +38,7 @@ fi
 cp "$repo"/fuzz/seeds/domain_xml/*.xml "$seeds/domain_xml/"
 for target in network_xml pool_xml volume_xml secret_xml; do cp "$repo"/fuzz/seeds/$target/*.xml "$seeds/$target/"; done
 cp "$repo"/benches/network/network.xml "$seeds/network_xml/bench.xml"
+cp "$repo"/fuzz/seeds/ssh_uri/*.txt "$seeds/ssh_uri/"
 
 qemu-img create -q -f qcow2 "$seeds/qcow2/plain.qcow2" 1M
 qemu-img create -q -f qcow2 -o cluster_size=512 "$seeds/qcow2/small-clusters.qcow2" 64K
