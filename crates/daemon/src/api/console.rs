@@ -6,16 +6,14 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use oxvirt_api::{code, ApiError, CONSOLE_PROTOCOL};
 
-use super::reply::{blocking, Failure};
+use super::reply::{blocking, require_upgrade, switching_protocols, Failure};
 use crate::services::Services;
 
 pub fn routes() -> Router<Arc<Services>> {
@@ -43,20 +41,11 @@ async fn console(
     Path(id): Path<String>,
     mut request: Request,
 ) -> Result<Response, Failure> {
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(CONSOLE_PROTOCOL));
-    if !upgrade {
-        return Err(Failure(ApiError::new(
-            code::BAD_REQUEST,
-            format!(
-                "the console is reached by upgrading the connection: send 'Connection: upgrade' \
-                 and 'Upgrade: {CONSOLE_PROTOCOL}'"
-            ),
-        )));
-    }
+    require_upgrade(
+        &request,
+        CONSOLE_PROTOCOL,
+        "the console is reached by upgrading the connection",
+    )?;
     let (name, console) = connect(services, id).await?;
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
@@ -65,12 +54,7 @@ async fn console(
             Err(err) => tracing::info!(domain = %name, "console upgrade failed: {err}"),
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, CONSOLE_PROTOCOL)
-        .body(Body::empty())
-        .map_err(|e| Failure(ApiError::new(code::INTERNAL, e.to_string())))
+    switching_protocols(CONSOLE_PROTOCOL)
 }
 
 /// A connection to the serial console of running domain `id`, and the domain's name: made

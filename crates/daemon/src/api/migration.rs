@@ -2,20 +2,21 @@
 
 use std::sync::Arc;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use axum::Extension;
 use axum::Router;
 use oxvirt_api::{
-    code, ApiError, DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted,
-    MigrationSettings, PrepareMigration, PreparedMigration, MIGRATION_PROTOCOL,
+    DomainSummary, FinishMigration, JobInfo, MigrateRequest, MigrationAborted, MigrationSettings,
+    PrepareMigration, PreparedMigration, MIGRATION_PROTOCOL,
 };
 
 use super::auth::{Local, Peer};
-use super::reply::{blocking, body, detached, Failure, Reply};
+use super::reply::{
+    blocking, body, detached, require_upgrade, switching_protocols, Failure, Reply,
+};
 use crate::services::migration_tcp::RemoteSource;
 use crate::services::Services;
 
@@ -225,20 +226,11 @@ async fn stream(
     Path(id): Path<String>,
     mut request: Request,
 ) -> Result<Response, Failure> {
-    let upgrade = request
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(MIGRATION_PROTOCOL));
-    if !upgrade {
-        return Err(Failure(ApiError::new(
-            code::BAD_REQUEST,
-            format!(
-                "a migration's stream comes by upgrading the connection: send 'Connection: upgrade' \
-                 and 'Upgrade: {MIGRATION_PROTOCOL}'"
-            ),
-        )));
-    }
+    require_upgrade(
+        &request,
+        MIGRATION_PROTOCOL,
+        "a migration's stream comes by upgrading the connection",
+    )?;
     // Taken before the 101: a refusal is still an error reply.
     let local = services.domains.incoming_stream(&id)?;
     let on_upgrade = hyper::upgrade::on(&mut request);
@@ -249,12 +241,7 @@ async fn stream(
             Err(err) => tracing::warn!(migration = %id, "migration stream upgrade failed: {err}"),
         }
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "upgrade")
-        .header(header::UPGRADE, MIGRATION_PROTOCOL)
-        .body(Body::empty())
-        .map_err(|e| Failure(ApiError::new(code::INTERNAL, e.to_string())))
+    switching_protocols(MIGRATION_PROTOCOL)
 }
 
 #[utoipa::path(

@@ -25,6 +25,38 @@ use crate::services::Services;
 /// An [`ApiError`] as an HTTP reply.
 pub(crate) struct Failure(pub(crate) ApiError);
 
+/// Refuses a request that does not ask for its connection to be upgraded to `protocol` (the
+/// `Upgrade:` header; the console's and a migration's stream): `lead` says how the route is
+/// reached, e.g. "the console is reached by upgrading the connection".
+pub(crate) fn require_upgrade(
+    request: &Request,
+    protocol: &str,
+    lead: &str,
+) -> Result<(), Failure> {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(protocol));
+    if upgrade {
+        return Ok(());
+    }
+    Err(Failure(ApiError::new(
+        code::BAD_REQUEST,
+        format!("{lead}: send 'Connection: upgrade' and 'Upgrade: {protocol}'"),
+    )))
+}
+
+/// The 101 reply that switches the connection to `protocol`.
+pub(crate) fn switching_protocols(protocol: &str) -> Result<Response, Failure> {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, protocol)
+        .body(axum::body::Body::empty())
+        .map_err(|e| Failure(ApiError::new(code::INTERNAL, e.to_string())))
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let status =
