@@ -340,6 +340,13 @@ impl Cluster {
         })
     }
 
+    /// This host's domain `id` (a local domain, or the local copy of a cluster guest), if any.
+    async fn local_info(&self, id: &str) -> DaemonResult<Option<DomainInfo>> {
+        let domains = self.domains.clone();
+        let id = id.to_string();
+        blocking(move || Ok(domains.info(&id).ok())).await
+    }
+
     /// `autostart` of a cluster guest (on any member): kept in its record in etcd. `None` when
     /// `id` is no cluster guest (or names this host's own domain): the local autostart applies.
     pub async fn set_autostart(
@@ -350,11 +357,7 @@ impl Cluster {
         let Some(config) = self.config.as_ref() else {
             return Ok(None);
         };
-        let local = {
-            let domains = self.domains.clone();
-            let id = id.to_string();
-            blocking(move || Ok(domains.info(&id).ok())).await?
-        };
+        let local = self.local_info(id).await?;
         if local
             .as_ref()
             .is_some_and(|l| !lock(&self.known_guests).contains(&l.uuid))
@@ -495,11 +498,7 @@ impl Cluster {
         let Some(config) = self.config.as_ref() else {
             return Ok(None);
         };
-        let local = {
-            let domains = self.domains.clone();
-            let id = id.to_string();
-            blocking(move || Ok(domains.info(&id).is_ok())).await?
-        };
+        let local = self.local_info(id).await?.is_some();
         let found = async {
             let etcd = self.etcd(config).await?;
             let guest = etcd.find_domain(id).await.map_err(unavailable)?;
@@ -590,11 +589,7 @@ impl Cluster {
         let Some(config) = self.config.as_ref() else {
             return Ok(None);
         };
-        let info = {
-            let domains = self.domains.clone();
-            let id = id.to_string();
-            blocking(move || Ok(domains.info(&id).ok())).await?
-        };
+        let info = self.local_info(id).await?;
         // Unknown here: the migration itself says so.
         let Some(info) = info else {
             return Ok(None);
@@ -775,11 +770,7 @@ impl Cluster {
         let Some(config) = self.config.as_ref() else {
             return self.domains.start(id).await;
         };
-        let local = {
-            let domains = self.domains.clone();
-            let id = id.to_string();
-            blocking(move || Ok(domains.info(&id).ok())).await?
-        };
+        let local = self.local_info(id).await?;
         let found = async {
             let etcd = self.etcd(config).await?;
             etcd.find_domain(id).await.map_err(unavailable)
@@ -965,11 +956,7 @@ impl Cluster {
         config: &ClusterConfig,
         id: &str,
     ) -> DaemonResult<Option<(Arc<Member>, ClusterDomain, String)>> {
-        let has_local = {
-            let domains = self.domains.clone();
-            let id = id.to_string();
-            blocking(move || Ok(domains.info(&id).is_ok())).await?
-        };
+        let has_local = self.local_info(id).await?.is_some();
         if has_local {
             return Ok(None);
         }
@@ -1103,10 +1090,10 @@ impl Cluster {
         action: Action,
         timeout_secs: Option<u64>,
     ) -> DaemonResult<DomainSummary> {
-        let domains = self.domains.clone();
-        let uuid = guest.uuid.clone();
-        let runs_here =
-            blocking(move || Ok(domains.info(&uuid).is_ok_and(|d| d.state.is_active()))).await?;
+        let runs_here = self
+            .local_info(&guest.uuid)
+            .await?
+            .is_some_and(|d| d.state.is_active());
         if !runs_here {
             return Err(invalid_state(format!(
                 "domain '{}' is not running on host '{}'",
