@@ -353,11 +353,7 @@ fn cut_off_etcd_mid_migration(side: Side) {
             )
         });
         let moving = wait_for(SHORT, || {
-            daemons[source]
-                .oxvirt(&["domjobinfo", name])
-                .stdout
-                .lines()
-                .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+            memory_moving(&daemons[source].oxvirt(&["domjobinfo", name]).stdout)
         });
         assert!(moving, "no migration running: {}", daemons[source].log());
         lab.hosts[cut_off].ip(&["route", "add", "blackhole", &blackhole]);

@@ -16,7 +16,7 @@ use std::time::Duration;
 use oxvirt_testkit::{guest_kit, wait_for, BOOT_MARKER, PROMPT};
 use support::counting::{boot_id, disk_count, qcow2_disk, ram_count, start_counters};
 use support::twohosts::{daemon_in, exists_for, strs, token, Lab, A_ADDRESS, B_ADDRESS};
-use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
+use support::{guest_xml, memory_moving, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// A's guest goes on: running, the same boot, its counter growing.
@@ -154,10 +154,7 @@ fn a_guest_moves_live_to_another_host_over_its_tls_api() {
         &[],
     );
     let loading = wait_for(Duration::from_secs(180), || {
-        a.oxvirt(&["domjobinfo", "remote-vm"])
-            .stdout
-            .lines()
-            .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+        memory_moving(&a.oxvirt(&["domjobinfo", "remote-vm"]).stdout)
     });
     assert!(
         loading,

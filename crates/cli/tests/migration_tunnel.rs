@@ -22,7 +22,7 @@ use support::counting::{
     assert_goes_on, boot_counting, boot_id, disk_count, qcow2_disk, ram_count, start_counters,
 };
 use support::twohosts::{daemon_in, strs, token, Lab, A_ADDRESS, B_ADDRESS};
-use support::{guest_xml, qemu_pids, wait_for_exit, Daemon};
+use support::{guest_xml, memory_moving, qemu_pids, wait_for_exit, Daemon};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIGRATE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -60,7 +60,14 @@ fn migration_files(daemon: &Daemon) -> Vec<String> {
 /// `POST /v1/migrations` on `daemon`'s socket as a source oxvirtd would send it: the reply's
 /// JSON.
 fn prepare_on(daemon: &Daemon, xml: &str, tunnelled: bool) -> serde_json::Value {
-    let body = serde_json::json!({ "xml": xml, "running": true, "tunnelled": tunnelled });
+    post_prepare(
+        daemon,
+        &serde_json::json!({ "xml": xml, "running": true, "tunnelled": tunnelled }),
+    )
+}
+
+/// `POST /v1/migrations` with `body` on `daemon`'s socket: the reply's JSON.
+fn post_prepare(daemon: &Daemon, body: &serde_json::Value) -> serde_json::Value {
     let reply = Command::new("curl")
         .args(["-sS", "--unix-socket"])
         .arg(&daemon.socket)
@@ -196,16 +203,7 @@ fn the_stream_route_takes_only_a_tunnelled_migration_once() {
         "xml": xml, "running": true, "tunnelled": true,
         "disks": [{ "dev": "vda", "path": "/nonexistent/x.qcow2", "format": "qcow2", "size": 1048576 }],
     });
-    let reply = Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&b.socket)
-        .args(["-X", "POST", "-H", "Content-Type: application/json"])
-        .arg("--data-binary")
-        .arg(body.to_string())
-        .arg("http://oxvirtd/v1/migrations")
-        .output()
-        .expect("run curl");
-    let reply = String::from_utf8_lossy(&reply.stdout).into_owned();
+    let reply = post_prepare(&b, &body).to_string();
     assert!(reply.contains("--tunnelled cannot copy disks"), "{reply}");
     assert_eq!(names(&b), "\n");
 
@@ -434,10 +432,7 @@ fn a_guest_moves_tunnelled_to_another_host_inside_the_tls_connection() {
     // connections between the hosts are to that port.
     let child = a.spawn_oxvirt(&strs(&remote(&["--bandwidth", "1"])), &[]);
     let loading = wait_for(Duration::from_secs(180), || {
-        a.oxvirt(&["domjobinfo", "far-vm"])
-            .stdout
-            .lines()
-            .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+        memory_moving(&a.oxvirt(&["domjobinfo", "far-vm"]).stdout)
     });
     assert!(
         loading,

@@ -24,7 +24,7 @@ pub const SHORT: Duration = Duration::from_secs(30);
 mod support;
 // Not every test binary that includes this harness uses all of them.
 #[allow(unused_imports)]
-pub use support::{oxvirt_bin, oxvirt_with_input, oxvirtd_bin, wait_for_exit, Run};
+pub use support::{memory_moving, oxvirt_bin, oxvirt_with_input, oxvirtd_bin, wait_for_exit, Run};
 
 fn run_command(program: &str, args: &[&str]) -> Output {
     Command::new(program)

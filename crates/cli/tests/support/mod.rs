@@ -596,6 +596,14 @@ pub fn png_stats(bytes: &[u8]) -> (u32, u32, f64) {
     (frame.width, frame.height, variance)
 }
 
+/// Whether `domjobinfo`'s output shows a migration moving memory (some of it processed): the
+/// moment a test cuts, aborts or slows a migration that is under way.
+pub fn memory_moving(domjobinfo: &str) -> bool {
+    domjobinfo
+        .lines()
+        .any(|line| line.starts_with("Memory processed:") && !line.contains(" 0.000 MiB"))
+}
+
 /// `oxvirt --socket SOCKET ARGS` with `input` as its standard input (a password, a shell
 /// script), waiting at most `timeout` for it to end.
 #[track_caller]
