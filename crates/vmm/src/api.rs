@@ -3,7 +3,8 @@
 //! shuts down cleanly), `stop` (immediate, like pulling the plug),
 //! `balloon`, `balloon-stats`, `balloon-stats-period` (the virtio-balloon's target, report and period),
 //! `block-stats` (each disk's I/O counters), `save` and `save-fd` (the machine state, into a
-//! file named or passed with the request: a jailed VMM can only be given one).
+//! file named or passed with the request: a jailed VMM can only be given one), `migrate-send-fd`
+//! and `migrate-cancel` (a live migration's stream into a passed descriptor, and its undoing).
 
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -66,6 +67,16 @@ fn execute(vm: &VmHandle, request: Request, passed: &mut Option<std::fs::File>) 
             done_or_refused(vm.set_balloon_stats_period(seconds))
         }
         Request::BlockStats => Reply::Block(vm.block_stats()),
+        Request::MigrateSendFd { max_downtime_ms } => match passed.take() {
+            Some(file) => match vm.migrate_send(file, max_downtime_ms) {
+                Ok(report) => Reply::Migrated(report),
+                Err(error) => Reply::Refused { error },
+            },
+            None => Reply::Refused {
+                error: "migrate-send-fd: no descriptor came with the request".into(),
+            },
+        },
+        Request::MigrateCancel => done_or_refused(vm.migrate_cancel()),
     }
 }
 

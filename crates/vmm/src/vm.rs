@@ -161,6 +161,20 @@ impl VmHandle {
         Ok(())
     }
 
+    /// Live migration's source side: see [`crate::protocol::Request::MigrateSendFd`].
+    pub fn migrate_send(
+        &self,
+        _out: std::fs::File,
+        _max_downtime_ms: u64,
+    ) -> Result<crate::protocol::MigrationReport, String> {
+        Err("live migration is not implemented yet".into())
+    }
+
+    /// Undoes a completed [`Self::migrate_send`]: see [`crate::protocol::Request::MigrateCancel`].
+    pub fn migrate_cancel(&self) -> Result<(), String> {
+        Err("no live migration to cancel".into())
+    }
+
     /// The machine to save, unless the VM is in no state to be saved.
     fn saveable(&self) -> Result<&Arc<Machine>, String> {
         if self.control.exit_reason().is_some() {

@@ -32,9 +32,13 @@ fn main() -> ExitCode {
         Ok(line) => {
             print!("{line}");
             match Reply::parse_line(&line) {
-                Ok(Reply::Done | Reply::Status { .. } | Reply::Balloon(_) | Reply::Block(_)) => {
-                    ExitCode::SUCCESS
-                }
+                Ok(
+                    Reply::Done
+                    | Reply::Status { .. }
+                    | Reply::Balloon(_)
+                    | Reply::Block(_)
+                    | Reply::Migrated(_),
+                ) => ExitCode::SUCCESS,
                 Ok(Reply::Refused { .. }) => ExitCode::FAILURE,
                 Err(err) => {
                     eprintln!("oxvirt-vmm-api: unreadable answer: {err}");

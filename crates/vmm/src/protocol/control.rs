@@ -8,6 +8,8 @@
 //! → {"command":"balloon","target_kib":262144}   ← {"ok":true}
 //! → {"command":"balloon-stats"}   ← {"ok":true,"balloon":{"actual_kib":262144,"target_kib":262144,"stats_period_s":0,"guest":[["swap_in",0],...],"last_update":1780000000}}
 //! → {"command":"balloon-stats-period","seconds":5}   ← {"ok":true}
+//! → {"command":"migrate-send-fd","max_downtime_ms":300}   (a socket comes with it)   ← {"ok":true,"migration":{"passes":4,"bytes":104857600,"last_pass_bytes":61440,"paused_ms":42}}
+//! → {"command":"migrate-cancel"}   ← {"ok":true}
 //! → {"command":"block-stats"}   ← {"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":120,"bytes":2461696,"total_ns":8210331},"write":{...},"flush":{...}}]}
 //! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, ...)"}
 //! ```
@@ -64,10 +66,30 @@ pub enum Request {
     },
     /// Each disk's I/O counters ([`DiskStats`]), in `VmConfig::disks` order.
     BlockStats,
+    /// Live migration's source side (docs/migration.md, "The native engine"): writes the VM's
+    /// state as a live stream (`crate::snapshot`, version 2) into the descriptor that comes with
+    /// the request (a socket or pipe to whoever carries it to the destination) while the guest
+    /// runs: all of RAM, then the pages written meanwhile (KVM's dirty log and the devices'
+    /// writes), pass after pass, until what is left can go in `max_downtime_ms` at the rate the
+    /// descriptor took the last pass (or the passes stop converging); then pauses the guest for
+    /// the last pass and the devices' state. Answered once the stream is complete
+    /// ([`Reply::Migrated`]): the VM stays paused with its disk images' locks released (the
+    /// destination's VMM takes them) until `migrate-cancel` or `stop`. On any failure the
+    /// locks are kept and the guest runs on as before.
+    /// `{"command":"migrate-send-fd","max_downtime_ms":300}`.
+    MigrateSendFd {
+        max_downtime_ms: u64,
+    },
+    /// Undoes a completed `migrate-send-fd` (the destination failed): takes the disk images'
+    /// locks again and resumes the guest if it ran before the migration.
+    MigrateCancel,
 }
 
+/// The downtime a live migration aims at unless told otherwise (QEMU's default too).
+pub const DEFAULT_MAX_DOWNTIME_MS: u64 = 300;
+
 /// Every command's name, in the order error messages list them.
-const NAMES: [&str; 11] = [
+const NAMES: [&str; 13] = [
     "status",
     "pause",
     "resume",
@@ -79,6 +101,8 @@ const NAMES: [&str; 11] = [
     "balloon-stats",
     "balloon-stats-period",
     "block-stats",
+    "migrate-send-fd",
+    "migrate-cancel",
 ];
 
 impl Request {
@@ -96,6 +120,8 @@ impl Request {
             Request::BalloonStats => "balloon-stats",
             Request::BalloonStatsPeriod { .. } => "balloon-stats-period",
             Request::BlockStats => "block-stats",
+            Request::MigrateSendFd { .. } => "migrate-send-fd",
+            Request::MigrateCancel => "migrate-cancel",
         }
     }
 
@@ -145,6 +171,10 @@ impl FromStr for Request {
             "stop" => Ok(Request::Stop),
             "balloon-stats" => Ok(Request::BalloonStats),
             "block-stats" => Ok(Request::BlockStats),
+            "migrate-cancel" => Ok(Request::MigrateCancel),
+            "migrate-send-fd" => Ok(Request::MigrateSendFd {
+                max_downtime_ms: DEFAULT_MAX_DOWNTIME_MS,
+            }),
             "balloon" => Err(RequestError(
                 "command balloon needs a target: {\"command\":\"balloon\",\"target_kib\":N}".to_string(),
             )),
@@ -190,6 +220,8 @@ struct WireRequest {
     target_kib: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_downtime_ms: Option<u64>,
 }
 
 impl TryFrom<WireRequest> for Request {
@@ -222,6 +254,28 @@ impl TryFrom<WireRequest> for Request {
             return Ok(Request::SaveFd {
                 offset: wire.offset.unwrap_or(0),
             });
+        }
+        if wire.command == "migrate-send-fd" {
+            if wire.path.is_some()
+                || wire.offset.is_some()
+                || wire.target_kib.is_some()
+                || wire.seconds.is_some()
+            {
+                return Err(RequestError(
+                    "command migrate-send-fd takes \"max_downtime_ms\" only: the descriptor \
+                     comes with the request"
+                        .to_string(),
+                ));
+            }
+            return Ok(Request::MigrateSendFd {
+                max_downtime_ms: wire.max_downtime_ms.unwrap_or(DEFAULT_MAX_DOWNTIME_MS),
+            });
+        }
+        if wire.max_downtime_ms.is_some() {
+            return Err(RequestError(format!(
+                "command {} takes no max_downtime_ms",
+                wire.command
+            )));
         }
         if wire.command == "balloon" || wire.command == "balloon-stats-period" {
             if wire.path.is_some() || wire.offset.is_some() {
@@ -285,6 +339,11 @@ impl From<Request> for WireRequest {
                 seconds: Some(seconds),
                 ..WireRequest::default()
             },
+            Request::MigrateSendFd { max_downtime_ms } => WireRequest {
+                command,
+                max_downtime_ms: Some(max_downtime_ms),
+                ..WireRequest::default()
+            },
             _ => WireRequest {
                 command,
                 ..WireRequest::default()
@@ -319,6 +378,8 @@ pub enum Reply {
     Balloon(BalloonReport),
     /// The answer to `block-stats`: one entry per disk.
     Block(Vec<DiskStats>),
+    /// The answer to `migrate-send-fd`: how the live stream went.
+    Migrated(MigrationReport),
     /// The request was refused or failed; `error` says why.
     Refused { error: String },
 }
@@ -340,6 +401,22 @@ pub struct BalloonReport {
     /// When the device received them (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_update: Option<u64>,
+}
+
+/// How a live migration's stream (`migrate-send-fd`) went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationReport {
+    /// Passes over RAM: the first (all of it), then one per round of pages written meanwhile,
+    /// the last one with the guest paused.
+    pub passes: u32,
+    /// The stream's length in bytes.
+    pub bytes: u64,
+    /// Bytes of RAM pages the last (paused) pass sent.
+    pub last_pass_bytes: u64,
+    /// How long the guest was paused until the stream was complete (ms): the last pass and
+    /// the devices' state; the destination's restore comes on top.
+    pub paused_ms: u64,
 }
 
 /// One disk's I/O counters since the VMM opened it: its place and id, then the device's
@@ -370,6 +447,8 @@ struct WireReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     disks: Option<Vec<DiskStats>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    migration: Option<MigrationReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -381,6 +460,7 @@ impl From<Reply> for WireReply {
             vcpus: None,
             balloon: None,
             disks: None,
+            migration: None,
             error: None,
         };
         match reply {
@@ -396,6 +476,10 @@ impl From<Reply> for WireReply {
             },
             Reply::Block(disks) => WireReply {
                 disks: Some(disks),
+                ..none
+            },
+            Reply::Migrated(report) => WireReply {
+                migration: Some(report),
                 ..none
             },
             Reply::Refused { error } => WireReply {
@@ -416,6 +500,7 @@ impl TryFrom<WireReply> for Reply {
             vcpus,
             balloon,
             disks,
+            migration,
             error,
         } = wire;
         if !ok {
@@ -423,13 +508,17 @@ impl TryFrom<WireReply> for Reply {
                 error: error.unwrap_or_else(|| "no reason given".to_string()),
             });
         }
-        match (state, vcpus, balloon, disks, error) {
-            (Some(state), Some(vcpus), None, None, None) => Ok(Reply::Status { state, vcpus }),
-            (None, None, Some(report), None, None) => Ok(Reply::Balloon(report)),
-            (None, None, None, Some(disks), None) => Ok(Reply::Block(disks)),
-            (None, None, None, None, None) => Ok(Reply::Done),
+        match (state, vcpus, balloon, disks, migration, error) {
+            (Some(state), Some(vcpus), None, None, None, None) => {
+                Ok(Reply::Status { state, vcpus })
+            }
+            (None, None, Some(report), None, None, None) => Ok(Reply::Balloon(report)),
+            (None, None, None, Some(disks), None, None) => Ok(Reply::Block(disks)),
+            (None, None, None, None, Some(report), None) => Ok(Reply::Migrated(report)),
+            (None, None, None, None, None, None) => Ok(Reply::Done),
             _ => Err(
-                "a successful reply has state and vcpus, or balloon, or disks, or nothing, and no error"
+                "a successful reply has state and vcpus, or balloon, or disks, or migration, or \
+                 nothing, and no error"
                     .into(),
             ),
         }
@@ -465,7 +554,7 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, save-fd, balloon, balloon-stats, balloon-stats-period, block-stats)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, save-fd, balloon, balloon-stats, balloon-stats-period, block-stats, migrate-send-fd, migrate-cancel)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
     }
@@ -478,6 +567,40 @@ mod tests {
         let err =
             Request::parse_line(r#"{"command":"save-fd","path":"/x","offset":1}"#).unwrap_err();
         assert!(err.0.contains("offset\" only"), "{err}");
+    }
+
+    #[test]
+    fn migrate_send_fd_carries_its_downtime_and_replies_with_a_report() {
+        let send = Request::parse_line(r#"{"command":"migrate-send-fd","max_downtime_ms":50}"#);
+        assert_eq!(
+            send,
+            Ok(Request::MigrateSendFd {
+                max_downtime_ms: 50
+            })
+        );
+        let send = send.unwrap();
+        assert_eq!(Request::parse_line(&send.to_line()), Ok(send));
+        assert_eq!(
+            Request::parse_line("migrate-send-fd"),
+            Ok(Request::MigrateSendFd {
+                max_downtime_ms: DEFAULT_MAX_DOWNTIME_MS
+            })
+        );
+        assert_eq!(
+            Request::parse_line("migrate-cancel"),
+            Ok(Request::MigrateCancel)
+        );
+        let err = Request::parse_line(r#"{"command":"migrate-send-fd","offset":1}"#).unwrap_err();
+        assert!(err.0.contains("max_downtime_ms\" only"), "{err}");
+        let err = Request::parse_line(r#"{"command":"pause","max_downtime_ms":1}"#).unwrap_err();
+        assert!(err.0.contains("takes no max_downtime_ms"), "{err}");
+        let report = Reply::Migrated(MigrationReport {
+            passes: 3,
+            bytes: 1 << 20,
+            last_pass_bytes: 8192,
+            paused_ms: 12,
+        });
+        assert_eq!(Reply::parse_line(&report.to_line()), Ok(report));
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub use config::{
     DiskConfig, JailConfig, MacAddress, MemoryConfig, NetConfig, RestoreSource, SeccompMode,
     SerialMode, Topology, VmConfig,
 };
-pub use control::{BalloonReport, DiskStats, Reply, Request, RequestError, RunState};
+pub use control::{
+    BalloonReport, DiskStats, MigrationReport, Reply, Request, RequestError, RunState,
+    DEFAULT_MAX_DOWNTIME_MS,
+};
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
 pub use oxvirt_virtio::{BlockStats, RequestStats};
