@@ -137,8 +137,8 @@ pub use oxvirt_qemu::MigrationStats as MigrationProgress;
 fn no_migration() -> EngineError {
     EngineError {
         kind: EngineErrorKind::Unsupported,
-        message: "this engine has no live migration (the qemu engine has; a native guest migrates \
-                  paused: migrate without --live)"
+        message: "this engine has no QEMU migration (the qemu engine has; a native guest's state \
+                  goes through oxvirtd's own stream: docs/migration.md, \"The native engine\")"
             .to_string(),
     }
 }
@@ -346,7 +346,25 @@ pub trait Control: Send + Sync {
     ) -> Result<(), EngineError> {
         Err(no_migration())
     }
-    /// Stops the outgoing migration; the guest goes on running here.
+    /// Writes the running (or paused) guest's state into `stream` as a live migration's stream
+    /// (the native engine: `oxvirt_native::migration`'s relay reads the other end), at most
+    /// [`Control::set_max_downtime`]'s downtime; returns once the stream is complete. The guest
+    /// is then paused with its disks' locks released, for the destination: [`Control::quit`]
+    /// once it runs there, [`Control::migrate_cancel`] if it does not. A failure left the guest
+    /// as it was, running here. (The qemu engine's live migration is [`Control::migrate_out`].)
+    async fn migrate_live(
+        &self,
+        _stream: std::os::fd::OwnedFd,
+    ) -> Result<oxvirt_native::MigrationReport, EngineError> {
+        Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: "this engine's guests migrate live through QEMU's migration, not a state \
+                      stream of the native engine's"
+                .to_string(),
+        })
+    }
+    /// Stops the outgoing migration; the guest goes on running here. (Native engine: undoes a
+    /// completed [`Control::migrate_live`], the guest running again if it ran.)
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
         Err(no_migration())
     }

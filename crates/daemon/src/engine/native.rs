@@ -128,8 +128,9 @@ impl Engine for NativeEngine {
         self.check_host()?;
         let run = RunPaths::new(run_dir);
         match incoming {
-            // A paused guest's state, sent whole by the source (services/migration_native.rs):
-            // spooled into the run directory, then restored as a saved state is.
+            // A guest's state, sent by the source (services/migration_native.rs: saved while
+            // paused, or streamed live): spooled into the run directory, then restored as a
+            // saved state is.
             Some(Incoming::Stream(stream)) => {
                 let spool = run.incoming_state();
                 // A leftover of an earlier attempt that died with oxvirtd.
@@ -158,7 +159,7 @@ impl Engine for NativeEngine {
                 return Err(EngineError {
                     kind: EngineErrorKind::Unsupported,
                     message: "the native engine has no post-copy migration (--postcopy): its \
-                              guests migrate paused"
+                              guests' memory goes before they run on the destination (pre-copy)"
                         .to_string(),
                 })
             }
@@ -214,6 +215,9 @@ impl Engine for NativeEngine {
             Arc::new(VmmControl {
                 client,
                 run: RunPaths::new(run_dir),
+                max_downtime_ms: std::sync::atomic::AtomicU64::new(
+                    oxvirt_native::DEFAULT_MAX_DOWNTIME_MS,
+                ),
             }),
             events_rx,
         ))
@@ -232,6 +236,10 @@ struct VmmControl {
     client: VmmClient,
     /// Where the VMM's pid file is (its vCPU threads are found from the pid).
     run: RunPaths,
+    /// The downtime the guest's next live migration aims at (`migrate-setmaxdowntime`): the
+    /// daemon's, sent with the migration's request (the VMM keeps none); back to the default
+    /// when oxvirtd reconnects to the VMM (a restart).
+    max_downtime_ms: std::sync::atomic::AtomicU64,
 }
 
 /// The balloon report as the daemon's [`MemoryStats`]: the VMM already uses virsh's names and
@@ -320,6 +328,40 @@ impl Control for VmmControl {
 
     async fn resume(&self) -> Result<(), EngineError> {
         self.client.resume().await.map_err(engine_error)
+    }
+
+    async fn migrate_live(
+        &self,
+        stream: std::os::fd::OwnedFd,
+    ) -> Result<oxvirt_native::MigrationReport, EngineError> {
+        let downtime = self
+            .max_downtime_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.client
+            .migrate_send(stream, downtime)
+            .await
+            .map_err(engine_error)
+    }
+
+    async fn migrate_cancel(&self) -> Result<(), EngineError> {
+        self.client.migrate_cancel().await.map_err(engine_error)
+    }
+
+    /// (max downtime, 0): a native guest has no bandwidth limit of its own; `migrate
+    /// --bandwidth` sets one for that migration.
+    async fn migration_parameters(&self) -> Result<(u64, u64), EngineError> {
+        let downtime = self
+            .max_downtime_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        Ok((downtime, 0))
+    }
+
+    /// Applies from the next live migration on (the running one's VMM got its downtime with
+    /// the request).
+    async fn set_max_downtime(&self, milliseconds: u64) -> Result<(), EngineError> {
+        self.max_downtime_ms
+            .store(milliseconds, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     async fn power_button(&self) -> Result<(), EngineError> {

@@ -215,6 +215,12 @@ impl Job {
         info.data_total = info.memory_total.saturating_add(info.disk_total);
     }
 
+    /// The downtime the migration measured (ms), when the engine's progress has none (a native
+    /// guest's: services/migration_native.rs).
+    pub(super) fn set_downtime(&self, milliseconds: u64) {
+        lock(&self.info).downtime_ms = Some(milliseconds);
+    }
+
     pub(super) fn complete(&self) {
         let mut info = lock(&self.info);
         info.job_type = "Completed".to_string();

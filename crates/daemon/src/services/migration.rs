@@ -199,8 +199,9 @@ async fn connect_stream(
 impl Domains {
     /// virsh migrate (source side): moves the running domain `id` to the oxvirtd listening on
     /// `request.destination`. Returns the domain as it is here afterwards (shut off, reason
-    /// migrated). On any failure the guest goes on running here (a native guest relaunched from
-    /// the state it was saved into: migration_native.rs). `source_cpu` is this host's CPU, for
+    /// migrated). On any failure the guest goes on running here (a native guest that moved
+    /// paused relaunched from the state it was saved into: migration_native.rs). `source_cpu`
+    /// is this host's CPU, for
     /// the destination's CPU check (migration_cpu.rs; none for a native guest).
     ///
     /// A cluster guest comes with its `lock` (migration_lock.rs): the destination must be a live
@@ -268,7 +269,7 @@ impl Domains {
                 record.name
             )));
         }
-        // A native guest moves paused, its saved state sent whole (migration_native.rs).
+        // A native guest's state goes through oxvirtd's own stream (migration_native.rs).
         let native = self.runs_natively(id)?;
         if native && cluster_lock.is_some() {
             return Err(invalid_state(format!(
@@ -340,6 +341,7 @@ impl Domains {
             .begin_job(record.uuid, &record.name, request.postcopy);
         let moved = if native {
             let native = super::migration_native::NativeMove {
+                control: control.as_ref(),
                 prepared: &prepared,
                 request,
                 destination: &destination,
@@ -386,8 +388,9 @@ impl Domains {
         }
         job.complete();
         tracing::info!(domain = %record.name, destination = %request.destination, "migrated");
-        // (A native guest's VMM ended once its state was saved.)
-        if !native {
+        // (A native guest's VMM ended once its state was saved, unless it moved live: its VMM
+        // waits paused for this end.)
+        if !native || request.live {
             self.end_guest(&vm, &record, &live, Intent::Migrated)
                 .await?;
         }

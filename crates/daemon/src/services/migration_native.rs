@@ -1,12 +1,19 @@
 //! Migration of a native guest (docs/migration.md, "The native engine"), the source's side of
-//! services/migration.rs. Never live (oxvirt-vmm has no pre-copy of its memory yet): the guest
-//! is saved into a save image of this oxvirtd's private `STATE_DIR/migrations` (saves.rs: it is
-//! paused, its VMM writes its whole machine state, and ends, so its disks are free for the
-//! destination's VMM), and the image's state stream goes over the migration's connection (the
-//! prepared socket or TCP port, as the qemu engine's stream) in `oxvirt_native::migration`'s
-//! framing. The destination's engine spools it and restores from it as from a saved state
-//! (engine/native.rs). A failure before the destination runs the guest relaunches it here
-//! from the image (the restore path). The image is removed once the guest runs on either side.
+//! services/migration.rs. Its state goes over the migration's connection (the prepared socket
+//! or TCP port, as the qemu engine's stream) in `oxvirt_native::migration`'s framing; the
+//! destination's engine spools it and restores from it as from a saved state (engine/native.rs).
+//!
+//! - `--live`: the guest's VMM writes its state into a socket while the guest runs (pre-copy,
+//!   pass after pass over the pages it writes) and pauses it for the last pass; a relay thread
+//!   here carries what comes out into the destination's stream at `--bandwidth`. A failure or
+//!   `domjobabort` while it streams: the VMM undoes it itself (the guest never stopped); after
+//!   the stream completed (the destination failed): the same VMM takes it back
+//!   (`migrate_cancel`) and the guest runs on here. Once it runs there, its VMM here ends.
+//! - paused (no `--live`): the guest is saved into a save image of this oxvirtd's private
+//!   `STATE_DIR/migrations` (saves.rs: it is paused, its VMM writes its whole machine state, and
+//!   ends, so its disks are free for the destination's VMM), and the image's state stream is
+//!   sent. A failure before the destination runs the guest relaunches it here from the image
+//!   (the restore path). The image is removed once the guest runs on either side.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -14,13 +21,14 @@ use std::sync::Arc;
 
 use oxvirt_api::{Client, MigrateRequest, PreparedMigration};
 use oxvirt_native::migration::Transfer;
+use oxvirt_native::MigrationReport;
 
 use super::domains::Domains;
 use super::error::{bad_request, db, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{Intent, Vm};
 use super::jobs::{aborted, remove_files, Job};
 use super::saves::SaveImage;
-use crate::engine::MigrationProgress;
+use crate::engine::{Control, MigrationProgress};
 use crate::state_dir::create_private_dir;
 use crate::store::DomainRecord;
 
@@ -34,13 +42,6 @@ pub(super) fn check_request(request: &MigrateRequest, name: &str) -> DaemonResul
             "cannot migrate domain '{name}': {what}"
         )))
     };
-    if request.live {
-        return refused(
-            "a native guest cannot migrate live (--live) yet: oxvirt-vmm has no pre-copy of \
-             its memory (KVM dirty logging); migrate without --live, the guest is paused while \
-             its state moves",
-        );
-    }
     if request.copy_storage.is_some() {
         return refused(
             "a native guest's disks are not copied (--copy-storage-*): they must be on storage \
@@ -50,17 +51,21 @@ pub(super) fn check_request(request: &MigrateRequest, name: &str) -> DaemonResul
     if request.auto_converge || request.compressed {
         return refused(
             "--auto-converge and --compressed are QEMU's migration capabilities; a native \
-             guest's paused migration has neither",
+             guest's migration has neither",
         );
     }
     if request.timeout_s.is_some() {
-        return refused("--timeout applies to live migrations; a native guest's is paused");
+        return refused(
+            "a native guest's live migration has no --timeout (pausing the guest when it takes \
+             longer) yet: --bandwidth and migrate-setmaxdowntime steer it, domjobabort ends it",
+        );
     }
     if request.tunnelled {
         // The tunnel would carry its stream as any other (migration_tunnel.rs), but no lab has
         // moved a native guest through it yet.
         return refused(
-            "a native guest does not migrate --tunnelled yet: its state goes over the socket              or port the destination opens",
+            "a native guest does not migrate --tunnelled yet: its state goes over the socket \
+             or port the destination opens",
         );
     }
     Ok(())
@@ -79,6 +84,8 @@ async fn abort_requested(job: &Job) -> bool {
 /// connection to the destination's stream and the destination's finish, each a future that
 /// runs only when awaited.
 pub(super) struct NativeMove<'a, C, F> {
+    /// The guest's control (a live migration's stream and its undoing).
+    pub(super) control: &'a dyn Control,
     pub(super) prepared: &'a PreparedMigration,
     pub(super) request: &'a MigrateRequest,
     pub(super) destination: &'a Client,
@@ -89,7 +96,8 @@ pub(super) struct NativeMove<'a, C, F> {
 
 impl Domains {
     /// Moves the native guest of `record` (running or paused; the caller holds its operation
-    /// lock and prepared the destination): connects to the destination's stream, saves the
+    /// lock and prepared the destination): `--live`, see [`Domains::move_native_live`];
+    /// otherwise connects to the destination's stream, saves the
     /// guest into a save image of `STATE_DIR/migrations` (it is paused for it, and its VMM ends:
     /// the domain is shut off, reason migrated, and its disks are free for the destination's
     /// VMM), sends the image's state and asks the destination to finish. Any failure before
@@ -106,7 +114,11 @@ impl Domains {
         C: std::future::Future<Output = DaemonResult<OwnedFd>>,
         F: std::future::Future<Output = DaemonResult<()>>,
     {
+        if native.request.live {
+            return self.move_native_live(record, native).await;
+        }
         let NativeMove {
+            control: _,
             prepared,
             request,
             destination,
@@ -180,6 +192,239 @@ impl Domains {
                 relaunch.message,
                 image_path.display()
             ))),
+        }
+    }
+}
+
+impl Domains {
+    /// A native guest's live migration: connects to the destination's stream (an unreachable
+    /// destination moves nothing), streams the guest's state while it runs ([`stream_live`]),
+    /// then asks the destination to finish (it restores and resumes the guest). The guest's VMM
+    /// here is left paused, its disks' locks released, for the caller to end (`shut off
+    /// (migrated)`). Any failure leaves the guest running here (paused if it was) in the same
+    /// VMM process, the destination's side aborted: before the stream completed the VMM undid
+    /// the migration itself; after, it is told to (`migrate_cancel`).
+    async fn move_native_live<C, F>(
+        &self,
+        record: &DomainRecord,
+        native: NativeMove<'_, C, F>,
+    ) -> DaemonResult<()>
+    where
+        C: std::future::Future<Output = DaemonResult<OwnedFd>>,
+        F: std::future::Future<Output = DaemonResult<()>>,
+    {
+        let NativeMove {
+            control,
+            prepared,
+            request,
+            destination,
+            job,
+            connect,
+            finish,
+        } = native;
+        let stream = connect.await?;
+        let abort_destination = || async {
+            if let Err(abort) = destination.abort_migration(&prepared.id).await {
+                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
+            }
+        };
+        if abort_requested(job).await {
+            drop(stream);
+            abort_destination().await;
+            return Err(aborted());
+        }
+        let (report, streamed_at) = match stream_live(control, stream, request, job).await {
+            Streamed::Complete(report) => (report, std::time::Instant::now()),
+            Streamed::Failed(err) => {
+                abort_destination().await;
+                return Err(err);
+            }
+            Streamed::Undelivered(err) => {
+                abort_destination().await;
+                return Err(take_back(control, &record.name, err).await);
+            }
+        };
+        tracing::info!(
+            domain = %record.name,
+            passes = report.passes,
+            bytes = report.bytes,
+            last_pass_bytes = report.last_pass_bytes,
+            paused_ms = report.paused_ms,
+            "the guest's live state stream is complete"
+        );
+        if let Err(err) = finish.await {
+            abort_destination().await;
+            return Err(take_back(control, &record.name, err).await);
+        }
+        // The guest was paused here for the last pass, then until the destination resumed it
+        // (its restore included): what domjobinfo shows as the downtime.
+        let downtime = report
+            .paused_ms
+            .saturating_add(u64::try_from(streamed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+        job.set_downtime(downtime);
+        tracing::info!(domain = %record.name, downtime_ms = downtime, "the guest runs on the destination");
+        Ok(())
+    }
+}
+
+/// How [`stream_live`] went.
+enum Streamed {
+    /// The VMM completed the stream and all of it went to the destination, its end included.
+    Complete(MigrationReport),
+    /// The VMM completed the stream (it waits paused, its disks' locks released), but it did
+    /// not all reach the destination.
+    Undelivered(DaemonError),
+    /// The VMM did not complete it: it undid the migration itself, the guest runs as before.
+    Failed(DaemonError),
+}
+
+/// After the VMM completed a live stream that the destination did not take: the guest runs
+/// here again in the same VMM (`migrate_cancel`); returns `err`, saying where the guest is if
+/// that failed too.
+async fn take_back(control: &dyn Control, name: &str, err: DaemonError) -> DaemonError {
+    match control.migrate_cancel().await {
+        Ok(()) => err,
+        Err(cancel) => err.context(format!(
+            "domain '{name}' stays paused here, its disks' locks released: its VMM could not \
+             take the migration back ({cancel})"
+        )),
+    }
+}
+
+/// Streams the guest's state live into `stream` (the connection to the destination): a socket
+/// pair's one end goes to the VMM ([`Control::migrate_live`]), a blocking thread relays what
+/// comes out of the other ([`oxvirt_native::migration::relay_state`]) at `--bandwidth`,
+/// counting it in `job` (`domjobinfo`: bytes sent; the stream's length is not known before it
+/// ends, so no total is shown), and writes the stream's end once the VMM said it is complete.
+/// `domjobabort` shuts both sockets down: the relay stops, the VMM's next write fails, and it
+/// undoes the migration (or, if it had completed, the stream is undelivered).
+async fn stream_live(
+    control: &dyn Control,
+    stream: OwnedFd,
+    request: &MigrateRequest,
+    job: &Job,
+) -> Streamed {
+    let internal =
+        |what: &str, err: std::io::Error| Streamed::Failed(super::error::internal(what, err));
+    if let Err(err) = oxvirt_native::migration::set_blocking(&stream) {
+        return internal("cannot make the migration connection blocking", err);
+    }
+    let (vmm_end, relay_end) = match std::os::unix::net::UnixStream::pair() {
+        Ok(pair) => pair,
+        Err(err) => return internal("cannot create the VMM's migration socket", err),
+    };
+    // Ours, to shut each connection down while the relay thread holds the other descriptor.
+    let (shut_out, shut_in) = match (stream.try_clone(), relay_end.try_clone()) {
+        (Ok(out), Ok(input)) => (out, input),
+        (Err(err), _) | (_, Err(err)) => {
+            return internal("cannot duplicate the migration connection", err)
+        }
+    };
+    let transfer = Arc::new(Transfer::default());
+    let relaying = {
+        let transfer = Arc::clone(&transfer);
+        let rate = request.bandwidth_mib.map(|mib| mib.saturating_mul(1 << 20));
+        let mut input = relay_end;
+        let mut out = std::fs::File::from(stream);
+        tokio::task::spawn_blocking(move || {
+            let relayed =
+                oxvirt_native::migration::relay_state(&mut input, &mut out, rate, &transfer);
+            (out, relayed)
+        })
+    };
+    tokio::pin!(relaying);
+    let migrating = control.migrate_live(OwnedFd::from(vmm_end));
+    tokio::pin!(migrating);
+    let publish = |status: &str, total: u64| {
+        job.update(
+            &MigrationProgress {
+                status: status.to_string(),
+                transferred: transfer.sent.load(Ordering::SeqCst),
+                total,
+                ..MigrationProgress::default()
+            },
+            request.bandwidth_mib,
+        );
+    };
+    let mut answer = None;
+    let mut relayed = None;
+    let mut abort = false;
+    while answer.is_none() || relayed.is_none() {
+        tokio::select! {
+            reply = &mut migrating, if answer.is_none() => {
+                // Complete (or given up): what the VMM wrote is in the socket; the relay ends
+                // once it drained it.
+                // SAFETY: shutdown(2) of our own descriptor of the socket; no memory involved.
+                unsafe { libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RD) };
+                answer = Some(reply);
+            }
+            done = &mut relaying, if relayed.is_none() => {
+                // The relay ended (the VMM closed its end, or the destination failed): the VMM's
+                // next write fails rather than waiting for a reader that is gone.
+                // SAFETY: as above.
+                unsafe { libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR) };
+                relayed = Some(done);
+            }
+            () = job.abort.notified(), if !abort => {
+                abort = true;
+                transfer.abort.store(true, Ordering::SeqCst);
+                // A write blocked on a destination that reads no more, and the VMM's blocked on
+                // the relay, return at once.
+                // SAFETY: as above, for both sockets.
+                unsafe {
+                    libc::shutdown(shut_out.as_raw_fd(), libc::SHUT_RDWR);
+                    libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR);
+                }
+            }
+            () = tokio::time::sleep(POLL) => publish("active", 0),
+        }
+    }
+    let (Some(answer), Some(relayed)) = (answer, relayed) else {
+        unreachable!("the loop ends once both came");
+    };
+    let report = match answer {
+        Ok(report) => report,
+        Err(err) => {
+            publish("failed", 0);
+            let err = match abort {
+                true => aborted(),
+                false => DaemonError::new(
+                    ErrorKind::Engine,
+                    format!(
+                        "the guest's VMM did not complete its state stream: {}",
+                        err.message
+                    ),
+                ),
+            };
+            return Streamed::Failed(err);
+        }
+    };
+    let delivered = match relayed {
+        Err(join) => Err(super::error::internal(
+            "the migration's relaying thread",
+            join,
+        )),
+        Ok(_) if abort => Err(aborted()),
+        Ok((_, Err(err))) => Err(DaemonError::new(ErrorKind::Engine, err.to_string())),
+        Ok((mut out, Ok(_))) => {
+            // The stream is whole: its end tells the destination so.
+            tokio::task::spawn_blocking(move || oxvirt_native::migration::end_state(&mut out))
+                .await
+                .map_err(|join| super::error::internal("the migration's relaying thread", join))
+                .and_then(|ended| {
+                    ended.map_err(|err| DaemonError::new(ErrorKind::Engine, err.to_string()))
+                })
+        }
+    };
+    let sent = transfer.sent.load(Ordering::SeqCst);
+    match delivered {
+        Ok(()) => {
+            publish("completed", sent);
+            Streamed::Complete(report)
+        }
+        Err(err) => {
+            publish("failed", 0);
+            Streamed::Undelivered(err)
         }
     }
 }
@@ -269,12 +514,11 @@ mod tests {
     fn what_a_native_guest_cannot_do_is_refused_naming_why() {
         assert!(check_request(&request(), "vm").is_ok());
         let refusal = |request: MigrateRequest| check_request(&request, "vm").unwrap_err().message;
-        let live = refusal(MigrateRequest {
+        let live = MigrateRequest {
             live: true,
             ..request()
-        });
-        assert!(live.contains("cannot migrate live (--live) yet"), "{live}");
-        assert!(live.contains("dirty logging"), "{live}");
+        };
+        assert!(check_request(&live, "vm").is_ok(), "--live is taken");
         let copy = refusal(MigrateRequest {
             copy_storage: Some(oxvirt_api::CopyStorage::All),
             ..request()
@@ -289,11 +533,217 @@ mod tests {
             timeout_s: Some(3),
             ..request()
         });
-        assert!(timeout.contains("--timeout"), "{timeout}");
+        assert!(timeout.contains("no --timeout"), "{timeout}");
         let tunnelled = refusal(MigrateRequest {
             tunnelled: true,
             ..request()
         });
         assert!(tunnelled.contains("--tunnelled"), "{tunnelled}");
+    }
+
+    use crate::engine::{EngineError, EngineErrorKind, GuestStatus};
+    use std::io::Write as _;
+    use std::sync::atomic::AtomicBool;
+
+    /// What the fake VMM does with the stream's socket.
+    #[derive(Clone, Copy)]
+    enum Vmm {
+        /// Writes `n` bytes, then answers with a report.
+        Completes(usize),
+        /// Writes `n` bytes, then gives up (as a VMM whose stream failed: it undid itself).
+        GivesUp(usize),
+        /// Writes until its write fails (its reader went), then gives up.
+        WritesUntilCut,
+    }
+
+    /// A native guest's control of which only the live stream is used.
+    struct FakeVmm {
+        does: Vmm,
+        /// Set when a write of its failed (the relay was shut down under it).
+        cut: Arc<AtomicBool>,
+    }
+
+    /// The bytes the fake VMM writes: a pattern the destination's copy is compared with.
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 241) as u8).collect()
+    }
+
+    #[async_trait::async_trait]
+    impl Control for FakeVmm {
+        async fn status(&self) -> Result<GuestStatus, EngineError> {
+            Ok(GuestStatus::Running)
+        }
+        async fn pause(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn resume(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn power_button(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn reset(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn quit(&self) -> Result<(), EngineError> {
+            Ok(())
+        }
+        async fn migrate_live(&self, stream: OwnedFd) -> Result<MigrationReport, EngineError> {
+            let does = self.does;
+            let cut = Arc::clone(&self.cut);
+            tokio::task::spawn_blocking(move || {
+                let mut socket = std::fs::File::from(stream);
+                let failed = |message: String| EngineError {
+                    kind: EngineErrorKind::Failed,
+                    message,
+                };
+                match does {
+                    Vmm::Completes(n) => {
+                        for piece in pattern(n).chunks(100_003) {
+                            socket.write_all(piece).map_err(|e| failed(e.to_string()))?;
+                        }
+                        Ok(MigrationReport {
+                            passes: 2,
+                            bytes: n as u64,
+                            last_pass_bytes: 4096,
+                            paused_ms: 7,
+                        })
+                    }
+                    Vmm::GivesUp(n) => {
+                        socket
+                            .write_all(&pattern(n))
+                            .map_err(|e| failed(e.to_string()))?;
+                        Err(failed("the guest's RAM could not be read".into()))
+                    }
+                    Vmm::WritesUntilCut => loop {
+                        if let Err(err) = socket.write_all(&[1; 65536]) {
+                            cut.store(true, Ordering::SeqCst);
+                            return Err(failed(format!("the stream failed: {err}")));
+                        }
+                    },
+                }
+            })
+            .await
+            .unwrap()
+        }
+    }
+
+    /// Streams with a fake VMM doing `does`, the destination's side read by `receive_state`
+    /// into a file of `dir` on a thread (returned: what it received or why it failed).
+    async fn stream_with(
+        does: Vmm,
+        dir: &std::path::Path,
+        abort: bool,
+    ) -> (
+        Streamed,
+        Arc<Job>,
+        std::thread::JoinHandle<Result<u64, oxvirt_native::NativeError>>,
+        Arc<AtomicBool>,
+    ) {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let into = dir.join("incoming.state");
+        let receiver = std::thread::spawn(move || {
+            oxvirt_native::migration::receive_state(&mut theirs, &into, 1 << 30)
+        });
+        let migrations = super::super::jobs::Migrations::default();
+        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
+        if abort {
+            job.abort.notify_one();
+        }
+        let cut = Arc::new(AtomicBool::new(false));
+        let vmm = FakeVmm {
+            does,
+            cut: Arc::clone(&cut),
+        };
+        let request = MigrateRequest {
+            live: true,
+            ..request()
+        };
+        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request, &job).await;
+        (streamed, job, receiver, cut)
+    }
+
+    #[tokio::test]
+    async fn a_live_stream_reaches_the_destination_whole_and_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * (1 << 20) + 5;
+        let (streamed, job, receiver, _) =
+            stream_with(Vmm::Completes(len), dir.path(), false).await;
+        let Streamed::Complete(report) = streamed else {
+            panic!("not complete");
+        };
+        assert_eq!(report.passes, 2);
+        assert_eq!(receiver.join().unwrap().unwrap(), len as u64);
+        assert_eq!(
+            std::fs::read(dir.path().join("incoming.state")).unwrap(),
+            pattern(len)
+        );
+        let info = lock_info(&job);
+        assert_eq!(info.memory_processed, len as u64);
+        assert_eq!(info.memory_total, len as u64, "known once it ended");
+        assert_eq!(info.phase.as_deref(), Some("completed"));
+    }
+
+    #[tokio::test]
+    async fn a_vmm_that_gives_up_leaves_the_destination_a_cut_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (streamed, _job, receiver, _) =
+            stream_with(Vmm::GivesUp(70_000), dir.path(), false).await;
+        let Streamed::Failed(err) = streamed else {
+            panic!("not a failure");
+        };
+        assert!(
+            err.message
+                .contains("did not complete its state stream: the guest's RAM could not be read"),
+            "{}",
+            err.message
+        );
+        // No end chunk went: the destination refuses what came.
+        let refused = receiver.join().unwrap().unwrap_err().to_string();
+        assert!(
+            refused.contains("ended after 70000 bytes of state, before its end"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_abort_cuts_the_vmms_stream_and_names_domjobabort() {
+        let dir = tempfile::tempdir().unwrap();
+        let (streamed, job, receiver, cut) =
+            stream_with(Vmm::WritesUntilCut, dir.path(), true).await;
+        let Streamed::Failed(err) = streamed else {
+            panic!("not a failure");
+        };
+        assert!(err.message.contains("domjobabort"), "{}", err.message);
+        assert!(cut.load(Ordering::SeqCst), "the VMM's write failed");
+        assert!(receiver.join().unwrap().is_err());
+        assert_eq!(lock_info(&job).memory_total, 0, "no total made up");
+    }
+
+    #[tokio::test]
+    async fn a_destination_gone_after_the_vmm_completed_is_undelivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(theirs);
+        let migrations = super::super::jobs::Migrations::default();
+        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
+        let vmm = FakeVmm {
+            does: Vmm::Completes(1000),
+            cut: Arc::default(),
+        };
+        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request(), &job).await;
+        let Streamed::Undelivered(err) = streamed else {
+            panic!("not undelivered");
+        };
+        assert!(
+            err.message.contains("cannot send the machine state"),
+            "{}",
+            err.message
+        );
+        drop(dir);
+    }
+
+    fn lock_info(job: &Job) -> oxvirt_api::JobInfo {
+        job.info.lock().unwrap().clone()
     }
 }
