@@ -25,7 +25,7 @@
 
 use std::io::{self, Read, Write};
 
-use vm_memory::GuestMemoryMmap;
+use oxvirt_virtio::GuestRam;
 
 /// The first bytes of a stream.
 pub const MAGIC: [u8; 8] = *b"OXVMSTAT";
@@ -111,7 +111,7 @@ impl<W: Write> StreamWriter<W> {
 
     /// The RAM section: every region of `mem`, all-zero pages left out. Nothing may change RAM
     /// meanwhile (vCPUs parked, device workers paused).
-    pub fn ram(&mut self, mem: &GuestMemoryMmap) -> Result<(), StateError> {
+    pub fn ram(&mut self, mem: &GuestRam) -> Result<(), StateError> {
         // First pass: which pages hold data, so the section's length is known before it is written.
         let mut regions = Vec::new();
         let mut length = 4u64;
@@ -267,7 +267,7 @@ impl<R: Read> StreamReader<R> {
     }
 
     /// The RAM section, into `mem`, whose regions must be exactly the saved ones.
-    pub fn ram(&mut self, mem: &GuestMemoryMmap) -> Result<(), StateError> {
+    pub fn ram(&mut self, mem: &GuestRam) -> Result<(), StateError> {
         let (tag, len) = self.next_section()?;
         if tag != TAG_RAM {
             return Err(StateError::Corrupt(format!(
@@ -448,7 +448,7 @@ mod tests {
     use crate::memory::{create_guest_memory, MemoryOptions};
     use vm_memory::{Bytes, GuestAddress};
 
-    fn sample(mem: &GuestMemoryMmap) -> Vec<u8> {
+    fn sample(mem: &GuestRam) -> Vec<u8> {
         let mut w = StreamWriter::new(Vec::new()).unwrap();
         w.section(TAG_MACHINE, b"{\"vcpus\":1}").unwrap();
         w.ram(mem).unwrap();
@@ -461,7 +461,7 @@ mod tests {
         w.finish().unwrap()
     }
 
-    fn memory() -> GuestMemoryMmap {
+    fn memory() -> GuestRam {
         let mem = create_guest_memory(32, MemoryOptions::default()).unwrap();
         mem.write_slice(b"first page", GuestAddress(0)).unwrap();
         mem.write_obj(0xfeed_u64, GuestAddress(5 * PAGE + 8))
@@ -471,7 +471,7 @@ mod tests {
         mem
     }
 
-    fn read_all(bytes: &[u8], mem: &GuestMemoryMmap) -> Result<(), StateError> {
+    fn read_all(bytes: &[u8], mem: &GuestRam) -> Result<(), StateError> {
         let mut r = StreamReader::new(bytes, bytes.len() as u64)?;
         assert_eq!(r.expect(TAG_MACHINE)?, b"{\"vcpus\":1}");
         r.ram(mem)?;

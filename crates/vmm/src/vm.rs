@@ -12,7 +12,7 @@ use kvm_bindings::{
     KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
+use oxvirt_virtio::GuestRam;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiConfig};
@@ -453,7 +453,7 @@ struct Machine {
     vm: Arc<VmFd>,
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     // KVM memory slots point into it.
-    memory: GuestMemoryMmap,
+    memory: GuestRam,
     handlers: Arc<ExitHandlers>,
     serial: Arc<Mutex<SerialPort>>,
     cmos: Arc<Mutex<Cmos>>,
@@ -934,7 +934,7 @@ struct VirtioHandles {
 
 fn add_virtio_devices(
     config: &VmConfig,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
     disks: Vec<oxvirt_images::Disk>,
