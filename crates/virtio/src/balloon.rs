@@ -575,10 +575,7 @@ fn release_range(mem: &GuestRam, addr: GuestAddress, len: usize) -> bool {
 }
 
 /// The entries of one statistics buffer; `None` if the chain is outside guest memory.
-fn read_stats(
-    mem: &GuestRam,
-    chain: DescriptorChain<&GuestRam>,
-) -> Option<Vec<(u16, u64)>> {
+fn read_stats(mem: &GuestRam, chain: DescriptorChain<&GuestRam>) -> Option<Vec<(u16, u64)>> {
     let mut reader = Reader::new(mem, chain).ok()?;
     let count = (reader.available_bytes() / STAT_ENTRY_LEN).min(MAX_STATS);
     let mut entries = Vec::with_capacity(count);

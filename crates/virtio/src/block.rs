@@ -412,7 +412,12 @@ impl RequestHandler {
             .ok_or(RequestError::OutOfRange { sector, len })
     }
 
-    fn read(&mut self, offset: u64, len: usize, data: &mut Writer<'_, RamSlice<'_>>) -> Result<(), RequestError> {
+    fn read(
+        &mut self,
+        offset: u64,
+        len: usize,
+        data: &mut Writer<'_, RamSlice<'_>>,
+    ) -> Result<(), RequestError> {
         let mut disk = lock_disk(&self.disk);
         let mut done = 0;
         while done < len {

@@ -46,10 +46,7 @@ pub fn host_memory_bytes() -> Option<u64> {
 }
 
 /// Maps guest RAM for `mem_mib` MiB.
-pub fn create_guest_memory(
-    mem_mib: u64,
-    options: MemoryOptions,
-) -> Result<GuestRam, MemoryError> {
+pub fn create_guest_memory(mem_mib: u64, options: MemoryOptions) -> Result<GuestRam, MemoryError> {
     if mem_mib < MIN_MEMORY_MIB {
         return Err(MemoryError::TooSmall {
             requested_mib: mem_mib,
@@ -102,9 +99,15 @@ pub fn create_guest_memory(
         }
         // SAFETY: `host` is a fresh private mapping of `size` readable and writable bytes that nothing else
         // refers to, and it is never unmapped (see map_aligned), so it outlives the region.
-        let region =
-            unsafe { MmapRegion::<AtomicBitmap>::build_raw(host, size, libc::PROT_READ | libc::PROT_WRITE, flags) }
-                .map_err(|e| MemoryError::Regions(e.to_string()))?;
+        let region = unsafe {
+            MmapRegion::<AtomicBitmap>::build_raw(
+                host,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+            )
+        }
+        .map_err(|e| MemoryError::Regions(e.to_string()))?;
         let region = GuestRegionMmap::new(region, GuestAddress(addr))
             .ok_or_else(|| MemoryError::Regions(format!("region at {addr:#x} overflows")))?;
         regions.push(region);

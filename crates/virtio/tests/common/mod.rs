@@ -11,8 +11,8 @@ pub mod blk;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use oxvirt_virtio::{msi_fn, GuestMemoryHandle, MsiMessage, PciFunction, VirtioPciDevice};
 use oxvirt_virtio::GuestRam;
+use oxvirt_virtio::{msi_fn, GuestMemoryHandle, MsiMessage, PciFunction, VirtioPciDevice};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
 
 pub const MEM_SIZE: usize = 4 << 20;
