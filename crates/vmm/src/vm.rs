@@ -229,15 +229,9 @@ impl VmHandle {
             max_downtime: std::time::Duration::from_millis(max_downtime_ms),
             max_ram_bytes: (self.memory_kib << 10).saturating_mul(MAX_RAM_SENT),
         };
-        let result = machine
-            .send_live(
-                std::io::BufWriter::with_capacity(1 << 20, out),
-                limits,
-                pause,
-            )
-            .map_err(|e| format!("cannot send the machine state: {e}"));
-        let released = result.and_then(|report| {
-            // The destination's VMM opens the same images next.
+        let released = std::cell::Cell::new(false);
+        // Before the stream's end: the destination's VMM opens the same images once it has it.
+        let hand_over = || {
             for (i, locks) in self.image_locks.iter().enumerate() {
                 if let Err(e) = locks.release() {
                     for locks in &self.image_locks[..i] {
@@ -246,9 +240,26 @@ impl VmHandle {
                     return Err(format!("cannot hand disk {i} over: {e}"));
                 }
             }
-            Ok(report)
-        });
-        match released {
+            released.set(true);
+            Ok(())
+        };
+        let result = machine
+            .send_live(
+                std::io::BufWriter::with_capacity(1 << 20, out),
+                limits,
+                pause,
+                hand_over,
+            )
+            .map_err(|e| format!("cannot send the machine state: {e}"));
+        if result.is_err() && released.get() {
+            // The stream did not end: the destination has not opened them.
+            for locks in &self.image_locks {
+                if let Err(e) = locks.take() {
+                    eprintln!("oxvirt-vmm: cannot take a disk's image locks back: {e}");
+                }
+            }
+        }
+        match result {
             Ok(report) => {
                 *lock(&self.outgoing) = Some(Outgoing {
                     was_running: was_running.unwrap_or(false),
@@ -726,13 +737,15 @@ impl Machine {
 
     /// Writes a live migration's stream into `out` while the guest runs (see
     /// `Request::MigrateSendFd`): all of RAM, the pages written meanwhile pass after pass until
-    /// the rest fits `limits`, then `pause` and the last pass with the devices' state. Logging
+    /// the rest fits `limits`, then `pause`, the last pass with the devices' state, `hand_over`
+    /// (the images' locks) and the stream's end. Logging
     /// is off again and the device workers running again when it returns, in every path.
     fn send_live<W: std::io::Write>(
         &self,
         out: W,
         limits: LiveLimits,
         pause: impl FnOnce() -> Result<(), String>,
+        hand_over: impl FnOnce() -> Result<(), String>,
     ) -> Result<MigrationReport, StateError> {
         use std::time::Instant;
         self.log_dirty_pages(true)?;
@@ -774,6 +787,7 @@ impl Machine {
                 pass.merge(&self.dirty_pages()?);
                 let last_pass_bytes = w.pages(&self.memory, &pass, ZeroPages::Send)?;
                 self.write_devices(&mut w)?;
+                hand_over().map_err(StateError::Device)?;
                 let out = w.finish()?;
                 Ok::<_, StateError>((last_pass_bytes, out.bytes))
             })();
