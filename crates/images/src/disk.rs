@@ -21,7 +21,7 @@ use crate::error::{ImageError, Result};
 use crate::file::{open_image_file_direct, Access};
 use crate::format::Format;
 use crate::image::{Image, OpenOptions};
-use crate::lock::{lock_image, LockMode};
+use crate::lock::{lock_image, unlock_image, LockMode};
 use crate::raw::RawImage;
 
 /// How the host caches a guest disk's I/O (the `cache` modes of libvirt and QEMU we implement).
@@ -55,6 +55,8 @@ pub struct DiskOptions {
 #[derive(Debug)]
 pub struct Disk {
     image: Image,
+    /// How the top image is locked while the disk is open (see [`Disk::release_locks`]).
+    lock: LockMode,
 }
 
 impl Disk {
@@ -89,7 +91,30 @@ impl Disk {
                 })
             }
         };
-        Ok(Disk { image })
+        let lock = if options.readonly {
+            LockMode::Read
+        } else {
+            LockMode::Write
+        };
+        Ok(Disk { image, lock })
+    }
+
+    /// Drops the top image's locks, the file staying open: a live migration's source hands the
+    /// image over to the destination's process this way once the guest is paused for good (QEMU
+    /// inactivates its images for the same). Backing files keep their shared read locks, which
+    /// never conflict with another reader. [`Disk::take_locks`] takes them back.
+    pub fn release_locks(&self) -> Result<()> {
+        let (file, path) = self.image.top_file();
+        unlock_image(file, path)
+    }
+
+    /// Takes the top image's locks again after [`Disk::release_locks`]; fails (holding none)
+    /// when another process holds a conflicting one (the destination has not let go of it).
+    pub fn take_locks(&self) -> Result<()> {
+        let (file, path) = self.image.top_file();
+        lock_image(file, path, self.lock).inspect_err(|_| {
+            let _ = unlock_image(file, path);
+        })
     }
 
     pub fn format(&self) -> Format {
@@ -177,6 +202,25 @@ mod tests {
 
         let buffered = Disk::open(&path, DiskOptions::default()).unwrap();
         assert_eq!(status_flags(&buffered) & libc::O_DIRECT as u32, 0);
+    }
+
+    #[test]
+    fn released_locks_let_another_opener_in_and_are_taken_back_once_it_has_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = raw_file(dir.path(), 64 << 10);
+        let source = Disk::open(&path, DiskOptions::default()).unwrap();
+        let err = Disk::open(&path, DiskOptions::default()).unwrap_err();
+        assert!(matches!(err, ImageError::Locked { .. }), "{err}");
+        source.release_locks().unwrap();
+        let destination = Disk::open(&path, DiskOptions::default()).unwrap();
+        // Taking them back while the other holds the image fails, and leaves it none.
+        let err = source.take_locks().unwrap_err();
+        assert!(matches!(err, ImageError::Locked { .. }), "{err}");
+        drop(destination);
+        assert!(Disk::open(&path, DiskOptions::default()).is_ok());
+        source.take_locks().unwrap();
+        let err = Disk::open(&path, DiskOptions::default()).unwrap_err();
+        assert!(matches!(err, ImageError::Locked { .. }), "{err}");
     }
 
     #[test]

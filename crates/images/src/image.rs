@@ -96,6 +96,14 @@ impl Image {
         open_in_chain(path, options, &mut chain)
     }
 
+    /// The top image's file and path (the one a guest writes; backing files are below it).
+    pub(crate) fn top_file(&self) -> (&std::fs::File, &Path) {
+        match self {
+            Image::Raw(r) => (r.file(), r.path()),
+            Image::Qcow2(q) => (&q.file, &q.path),
+        }
+    }
+
     pub fn format(&self) -> Format {
         match self {
             Image::Raw(_) => Format::Raw,

@@ -59,12 +59,22 @@ fn ofd_lock(
     kind: libc::c_int,
     byte: i64,
 ) -> std::io::Result<libc::flock> {
+    ofd_lock_range(file, cmd, kind, byte, 1)
+}
+
+fn ofd_lock_range(
+    file: &File,
+    cmd: libc::c_int,
+    kind: libc::c_int,
+    start: i64,
+    len: i64,
+) -> std::io::Result<libc::flock> {
     // SAFETY: flock is a plain C struct; all-zero is a valid value that we then fill in.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = byte;
-    fl.l_len = 1;
+    fl.l_start = start;
+    fl.l_len = len;
     // OFD locks require l_pid to be 0.
     fl.l_pid = 0;
     // SAFETY: the fd is valid for the life of `file`, and `fl` is a valid flock the kernel may
@@ -81,6 +91,21 @@ fn ofd_lock(
 fn locked_by_others(file: &File, byte: i64) -> std::io::Result<bool> {
     let fl = ofd_lock(file, libc::F_OFD_GETLK, libc::F_WRLCK, byte)?;
     Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Drops every lock [`lock_image`] took on `file` (bytes 100 to 299 of its open file
+/// description), keeping the file open: how a live migration's source hands an image over to
+/// the destination's process without closing it (QEMU inactivates its block nodes for the same).
+pub fn unlock_image(file: &File, path: &Path) -> Result<()> {
+    ofd_lock_range(
+        file,
+        libc::F_OFD_SETLK,
+        libc::F_UNLCK,
+        PERM_BASE,
+        SHARED_BASE + PERM_BITS as i64 - PERM_BASE,
+    )
+    .map(drop)
+    .map_err(|e| ImageError::io(path, e))
 }
 
 /// Takes QEMU-compatible locks on `file` for `mode`, or reports the conflicting permission.

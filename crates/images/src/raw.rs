@@ -50,10 +50,13 @@ impl RawImage {
         self.size
     }
 
-    /// The open file, for tests that look at how it was opened.
-    #[cfg(test)]
+    /// The open file (its locks; tests look at how it was opened).
     pub(crate) fn file(&self) -> &File {
         &self.file
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.path
     }
 
     fn check_range(&self, offset: u64, len: u64) -> Result<()> {

@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BALLOON;
 use virtio_queue::{DescriptorChain, Queue, QueueT, Reader};
-use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::bitmap::Bitmap;
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryBackend};
+
+use crate::GuestRam;
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -501,7 +504,7 @@ fn nonblocking_timer() -> Result<TimerFd, Error> {
 
 /// The PFNs of one inflate/deflate buffer (the readable part of the chain, up to
 /// [`MAX_PFNS_PER_BUFFER`]); a chain outside guest memory gives none.
-fn read_pfns(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> Vec<u32> {
+fn read_pfns(mem: &GuestRam, chain: DescriptorChain<&GuestRam>) -> Vec<u32> {
     let Ok(mut reader) = Reader::new(mem, chain) else {
         tracing::debug!("balloon: a page buffer outside guest memory, ignored");
         return Vec::new();
@@ -519,7 +522,7 @@ fn read_pfns(mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) ->
 
 /// Releases the guest pages `pfns` to the host; runs of consecutive pages go in one call. Pages
 /// outside guest RAM are ignored with a log.
-fn release_pages(mem: &GuestMemoryMmap, pfns: &[u32]) {
+fn release_pages(mem: &GuestRam, pfns: &[u32]) {
     let mut i = 0;
     while i < pfns.len() {
         let first = pfns[i];
@@ -547,7 +550,7 @@ fn release_pages(mem: &GuestMemoryMmap, pfns: &[u32]) {
 
 /// `madvise(MADV_DONTNEED)` on the host mapping of `[addr, addr + len)`; false when the range is
 /// not entirely inside one RAM region.
-fn release_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool {
+fn release_range(mem: &GuestRam, addr: GuestAddress, len: usize) -> bool {
     let Ok(slice) = mem.get_slice(addr, len) else {
         return false;
     };
@@ -556,7 +559,11 @@ fn release_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool 
     // the range against one region), which lives as long as the process. MADV_DONTNEED only drops
     // the pages' contents (the guest gave them up; a later access reads zeros), it never unmaps.
     let rc = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_DONTNEED) };
-    if rc != 0 {
+    if rc == 0 {
+        // The pages now read as zeros: a live migration must send them again (the destination
+        // may hold what they had), and this write is not one vm-memory or KVM would have seen.
+        slice.bitmap().mark_dirty(0, len);
+    } else {
         // hugetlbfs RAM cannot drop 4 KiB pieces: the pages stay with the guest's process.
         tracing::debug!(
             "balloon: madvise at {:#x} (+{len}): {}",
@@ -568,10 +575,7 @@ fn release_range(mem: &GuestMemoryMmap, addr: GuestAddress, len: usize) -> bool 
 }
 
 /// The entries of one statistics buffer; `None` if the chain is outside guest memory.
-fn read_stats(
-    mem: &GuestMemoryMmap,
-    chain: DescriptorChain<&GuestMemoryMmap>,
-) -> Option<Vec<(u16, u64)>> {
+fn read_stats(mem: &GuestRam, chain: DescriptorChain<&GuestRam>) -> Option<Vec<(u16, u64)>> {
     let mut reader = Reader::new(mem, chain).ok()?;
     let count = (reader.available_bytes() / STAT_ENTRY_LEN).min(MAX_STATS);
     let mut entries = Vec::with_capacity(count);

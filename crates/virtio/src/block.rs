@@ -26,7 +26,9 @@ use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 use virtio_queue::{DescriptorChain, Queue, Reader, Writer};
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::GuestAddressSpace;
+
+use crate::{GuestRam, RamSlice};
 
 use crate::msix::copy_out;
 use crate::worker::{process_queue, DeviceWorker, WorkerHandler};
@@ -158,6 +160,27 @@ impl BlockDevice {
     /// The handle the VMM reads this device's I/O counters through.
     pub fn stats(&self) -> BlockStatsHandle {
         self.stats.clone()
+    }
+
+    /// The handle the VMM hands this device's image over through at a live migration's end.
+    pub fn image_locks(&self) -> ImageLocks {
+        ImageLocks(self.disk.clone())
+    }
+}
+
+/// A disk's image locks, as the VMM releases them once a live migration's state is complete
+/// (the destination's VMM opens the same images) and takes them back if it failed. Only with
+/// the device paused: nothing writes the image meanwhile.
+#[derive(Clone)]
+pub struct ImageLocks(SharedDisk);
+
+impl ImageLocks {
+    pub fn release(&self) -> Result<(), ImageError> {
+        lock_disk(&self.0).release_locks()
+    }
+
+    pub fn take(&self) -> Result<(), ImageError> {
+        lock_disk(&self.0).take_locks()
     }
 }
 
@@ -297,7 +320,7 @@ pub(crate) struct RequestHandler {
 
 impl RequestHandler {
     /// Serve one chain; returns the bytes written into its device-writable part.
-    fn handle(&mut self, mem: &GuestMemoryMmap, chain: DescriptorChain<&GuestMemoryMmap>) -> u32 {
+    fn handle(&mut self, mem: &GuestRam, chain: DescriptorChain<&GuestRam>) -> u32 {
         let reader = Reader::new(mem, chain.clone());
         let writer = Writer::new(mem, chain);
         let (mut reader, mut data) = match (reader, writer) {
@@ -331,8 +354,8 @@ impl RequestHandler {
 
     fn execute(
         &mut self,
-        reader: &mut Reader<'_>,
-        data: &mut Writer<'_>,
+        reader: &mut Reader<'_, RamSlice<'_>>,
+        data: &mut Writer<'_, RamSlice<'_>>,
     ) -> Result<(), RequestError> {
         let mut header = [0u8; 16];
         reader
@@ -389,7 +412,12 @@ impl RequestHandler {
             .ok_or(RequestError::OutOfRange { sector, len })
     }
 
-    fn read(&mut self, offset: u64, len: usize, data: &mut Writer<'_>) -> Result<(), RequestError> {
+    fn read(
+        &mut self,
+        offset: u64,
+        len: usize,
+        data: &mut Writer<'_, RamSlice<'_>>,
+    ) -> Result<(), RequestError> {
         let mut disk = lock_disk(&self.disk);
         let mut done = 0;
         while done < len {
@@ -407,7 +435,7 @@ impl RequestHandler {
         &mut self,
         offset: u64,
         len: usize,
-        reader: &mut Reader<'_>,
+        reader: &mut Reader<'_, RamSlice<'_>>,
     ) -> Result<(), RequestError> {
         let mut disk = lock_disk(&self.disk);
         let mut done = 0;

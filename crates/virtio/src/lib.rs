@@ -78,18 +78,27 @@ use std::sync::Arc;
 
 use oxvirt_images::{CacheMode, Disk, DiskOptions, Format};
 use virtio_queue::Queue;
+use vm_memory::bitmap::AtomicBitmap;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 pub use balloon::{BalloonConfig, BalloonHandle, GuestStats};
-pub use block::{BlockConfig, BlockStats, BlockStatsHandle, RequestStats};
+pub use block::{BlockConfig, BlockStats, BlockStatsHandle, ImageLocks, RequestStats};
 pub use msix::InterruptHandle;
 pub use net::NetConfig;
 pub use pci::VirtioPciDevice;
 
-/// Guest memory as the devices see it. The VMM wraps its `GuestMemoryMmap` once with
+/// Guest memory as the devices see it. The VMM wraps its `GuestRam` once with
 /// `GuestMemoryAtomic::new` and hands clones to every device.
-pub type GuestMemoryHandle = GuestMemoryAtomic<GuestMemoryMmap>;
+pub type GuestMemoryHandle = GuestMemoryAtomic<GuestRam>;
+
+/// Guest RAM: mappings with a dirty bitmap that every write through `vm-memory` (the devices' writes
+/// into descriptor buffers, the used rings) marks, so a live migration sends again what the devices
+/// wrote as well as what KVM's dirty log says the vCPUs wrote.
+pub type GuestRam = GuestMemoryMmap<AtomicBitmap>;
+
+/// A piece of [`GuestRam`] as descriptor readers and writers see it (with its bitmap's part).
+pub(crate) type RamSlice<'a> = vm_memory::bitmap::BS<'a, AtomicBitmap>;
 
 /// PCI vendor id of all virtio devices.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;

@@ -301,11 +301,11 @@ fn run<H: WorkerHandler>(
 /// wrote into the chain), return the chains to the driver, and interrupt it if it wants that.
 pub(crate) fn process_queue<F>(
     queue: &mut virtio_queue::Queue,
-    mem: &vm_memory::GuestMemoryMmap,
+    mem: &crate::GuestRam,
     interrupt: &crate::InterruptHandle,
     mut handle: F,
 ) where
-    F: FnMut(virtio_queue::DescriptorChain<&vm_memory::GuestMemoryMmap>) -> u32,
+    F: FnMut(virtio_queue::DescriptorChain<&crate::GuestRam>) -> u32,
 {
     use virtio_queue::QueueT;
     let mut used_any = false;

@@ -15,7 +15,8 @@ use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::Aml;
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use oxvirt_virtio::GuestRam;
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout;
 
@@ -103,7 +104,7 @@ pub fn build_tables(config: &AcpiConfig) -> Result<AcpiTables, AcpiError> {
 }
 
 /// Copies the tables into guest memory; returns the RSDP address.
-pub fn write_tables(mem: &GuestMemoryMmap, config: &AcpiConfig) -> Result<u64, AcpiError> {
+pub fn write_tables(mem: &GuestRam, config: &AcpiConfig) -> Result<u64, AcpiError> {
     let tables = build_tables(config)?;
     for (addr, blob) in &tables.blobs {
         mem.write_slice(blob, GuestAddress(*addr))

@@ -49,10 +49,7 @@ fn execute(vm: &VmHandle, request: Request, passed: &mut Option<std::fs::File>) 
             vcpus: vm.vcpus,
         },
         Request::Pause => done_or_refused(vm.pause()),
-        Request::Resume => {
-            vm.resume();
-            Reply::Done
-        }
+        Request::Resume => done_or_refused(vm.resume()),
         Request::Poweroff => done_or_refused(vm.power_button()),
         Request::Stop => {
             vm.stop();

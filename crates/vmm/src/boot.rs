@@ -10,7 +10,8 @@ use linux_loader::configurator::linux::LinuxBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params};
 use linux_loader::loader::{load_cmdline, BzImage, Cmdline, Elf, KernelLoader};
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
+use oxvirt_virtio::GuestRam;
+use vm_memory::{Address, Bytes, GuestAddress};
 
 use crate::layout::{self, E820Kind};
 
@@ -87,7 +88,7 @@ impl BootFiles {
 
 /// Loads the kernel and initrd, writes the command line, zero page and page tables.
 pub fn load_linux(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     files: BootFiles,
     cmdline: &str,
     mem_size: u64,
@@ -194,7 +195,7 @@ pub fn load_linux(
         };
     }
     params.e820_entries = e820.len() as u8;
-    LinuxBootConfigurator::write_bootparams::<GuestMemoryMmap>(
+    LinuxBootConfigurator::write_bootparams::<GuestRam>(
         &BootParams::new::<boot_params>(&params, GuestAddress(layout::ZERO_PAGE_START)),
         mem,
     )
@@ -207,7 +208,7 @@ pub fn load_linux(
 
 /// Puts the initrd at the top of low RAM (below the MMIO hole and the kernel's `initrd_addr_max`).
 fn load_initrd(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     mut file: File,
     path: &str,
     mem_size: u64,
@@ -246,7 +247,7 @@ fn load_initrd(
 }
 
 /// Identity-maps the first 4 GiB with 2 MiB pages.
-fn write_page_tables(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+fn write_page_tables(mem: &GuestRam) -> Result<(), BootError> {
     let w = |v: u64, a: u64| {
         mem.write_obj(v, GuestAddress(a))
             .map_err(|e| BootError::Memory(e.to_string()))
@@ -308,7 +309,7 @@ pub fn boot_gdt() -> [u64; 4] {
     ]
 }
 
-fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), BootError> {
+fn write_gdt(mem: &GuestRam) -> Result<(), BootError> {
     for (i, e) in boot_gdt().iter().enumerate() {
         mem.write_obj(*e, GuestAddress(layout::BOOT_GDT_START + i as u64 * 8))
             .map_err(|e| BootError::Memory(e.to_string()))?;

@@ -1,10 +1,9 @@
 //! Guest RAM: anonymous private mappings on 2 MiB boundaries with transparent huge pages (or on hugetlbfs pages
 //! when asked), shared with KSM unless told not to.
 
-use vm_memory::{
-    GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
-    MmapRegion,
-};
+use oxvirt_virtio::GuestRam;
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, MmapRegion};
 
 use crate::layout;
 
@@ -47,10 +46,7 @@ pub fn host_memory_bytes() -> Option<u64> {
 }
 
 /// Maps guest RAM for `mem_mib` MiB.
-pub fn create_guest_memory(
-    mem_mib: u64,
-    options: MemoryOptions,
-) -> Result<GuestMemoryMmap, MemoryError> {
+pub fn create_guest_memory(mem_mib: u64, options: MemoryOptions) -> Result<GuestRam, MemoryError> {
     if mem_mib < MIN_MEMORY_MIB {
         return Err(MemoryError::TooSmall {
             requested_mib: mem_mib,
@@ -103,14 +99,20 @@ pub fn create_guest_memory(
         }
         // SAFETY: `host` is a fresh private mapping of `size` readable and writable bytes that nothing else
         // refers to, and it is never unmapped (see map_aligned), so it outlives the region.
-        let region =
-            unsafe { MmapRegion::build_raw(host, size, libc::PROT_READ | libc::PROT_WRITE, flags) }
-                .map_err(|e| MemoryError::Regions(e.to_string()))?;
+        let region = unsafe {
+            MmapRegion::<AtomicBitmap>::build_raw(
+                host,
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+            )
+        }
+        .map_err(|e| MemoryError::Regions(e.to_string()))?;
         let region = GuestRegionMmap::new(region, GuestAddress(addr))
             .ok_or_else(|| MemoryError::Regions(format!("region at {addr:#x} overflows")))?;
         regions.push(region);
     }
-    GuestMemoryMmap::from_regions(regions).map_err(|e| MemoryError::Regions(e.to_string()))
+    GuestRam::from_regions(regions).map_err(|e| MemoryError::Regions(e.to_string()))
 }
 
 /// Huge-page size KVM can map guest RAM with on x86-64.
@@ -174,7 +176,7 @@ fn map_aligned(size: usize, flags: i32) -> Result<*mut u8, vm_memory::mmap::Mmap
 }
 
 /// (guest address, size, host address) of every RAM region, for KVM memory slots.
-pub fn host_regions(mem: &GuestMemoryMmap) -> Vec<(u64, u64, u64)> {
+pub fn host_regions(mem: &GuestRam) -> Vec<(u64, u64, u64)> {
     mem.iter()
         .map(|r| {
             let host = mem

@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context};
 use kvm_ioctls::Kvm;
 use oxvirt_images::{CacheMode, Disk, DiskOptions};
 use oxvirt_virtio::net::Tap;
-use vm_memory::GuestMemoryMmap;
+use oxvirt_virtio::GuestRam;
 
 use crate::boot::BootFiles;
 use crate::devices::serial::ConsoleEndpoint;
@@ -37,7 +37,7 @@ pub struct HostResources {
     /// The file `VmConfig::restore` names (read after the jail: its contents come from an
     /// earlier run of the guest, so they are parsed by the confined VMM only).
     pub restore: Option<File>,
-    pub memory: GuestMemoryMmap,
+    pub memory: GuestRam,
 }
 
 impl HostResources {

@@ -223,6 +223,21 @@ pub(crate) const KVM_SAVE_IOCTLS: [u64; 13] = [
     ior::<kvm_bindings::kvm_clock_data>(0x7c),
 ];
 
+/// What a live migration's source adds (`migrate-send-fd`): the RAM slots' dirty logging turned on
+/// and off, and the log read.
+pub(crate) const KVM_DIRTY_LOG_IOCTLS: [u64; 2] = [
+    ioc(
+        IOC_WRITE,
+        0x46,
+        std::mem::size_of::<kvm_bindings::kvm_userspace_memory_region>(),
+    ),
+    ioc(
+        IOC_WRITE,
+        0x42,
+        std::mem::size_of::<kvm_bindings::kvm_dirty_log>(),
+    ),
+];
+
 /// Rules for one system call: unconditional, or "any of these rules".
 type Rules = Vec<(libc::c_long, Vec<SeccompRule>)>;
 
@@ -432,6 +447,7 @@ fn role_rules(role: ThreadRole) -> Rules {
             // balloon's configuration-change MSI, and pausing it for "save" the statistics queue's.
             let mut requests = vec![KVM_IRQ_LINE, KVM_SIGNAL_MSI];
             requests.extend(KVM_SAVE_IOCTLS);
+            requests.extend(KVM_DIRTY_LOG_IOCTLS);
             rules.push(ioctls(&requests));
             // "save": into the file opened (see `save_open_filter`) at its offset, then synced;
             // the disks are flushed first (virtio-blk's pause).
@@ -589,6 +605,8 @@ mod tests {
         assert!(KVM_SAVE_IOCTLS.contains(&0xc008_ae88));
         assert!(KVM_SAVE_IOCTLS.contains(&0xc208_ae62));
         assert!(KVM_SAVE_IOCTLS.contains(&0x8030_ae7c));
+        // KVM_SET_USER_MEMORY_REGION, KVM_GET_DIRTY_LOG.
+        assert_eq!(KVM_DIRTY_LOG_IOCTLS, [0x4020_ae46, 0x4010_ae42]);
     }
 
     #[test]

@@ -9,10 +9,12 @@ use std::thread::JoinHandle;
 use anyhow::{anyhow, bail, Context};
 use kvm_bindings::{
     kvm_msi, kvm_pit_config, kvm_userspace_memory_region, Msrs, KVM_MAX_CPUID_ENTRIES,
-    KVM_PIT_SPEAKER_DUMMY,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuExit, VcpuFd, VmFd};
-use vm_memory::GuestMemoryMmap;
+use oxvirt_virtio::GuestRam;
+use vm_memory::bitmap::AtomicBitmap;
+use vm_memory::GuestMemoryBackend;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::acpi::{self, AcpiConfig};
@@ -28,10 +30,11 @@ use crate::devices::{lock, IoBus, IrqLine};
 use crate::kvm_state;
 use crate::layout;
 use crate::memory;
+use crate::protocol::MigrationReport;
 use crate::protocol::{CpusConfig, RestoreSource, VmConfig};
 use crate::resources::{open_kvm, HostResources};
 use crate::seccomp::{self, Filters, ThreadRole};
-use crate::snapshot::{self, StateError, StreamReader, StreamWriter};
+use crate::snapshot::{self, PageSet, StateError, StreamReader, StreamWriter, ZeroPages};
 
 /// Address KVM needs for the TSS and the identity map on Intel (three pages below the BIOS area).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -107,7 +110,26 @@ pub struct VmHandle {
     memory_kib: u64,
     /// Each disk's id (from its config) and I/O counters, in `VmConfig::disks` order.
     disks: Vec<(Option<String>, oxvirt_virtio::BlockStatsHandle)>,
+    /// Each disk's image locks, released at a live migration's end.
+    image_locks: Vec<oxvirt_virtio::ImageLocks>,
+    /// Set while a live migration's stream is complete and its outcome not known: the VM is
+    /// paused and its images' locks are released (`migrate-cancel` or `stop` ends it).
+    outgoing: Mutex<Option<Outgoing>>,
 }
+
+/// What `migrate-cancel` undoes.
+#[derive(Clone, Copy, Debug)]
+struct Outgoing {
+    /// The guest ran when the migration paused it for its last pass.
+    was_running: bool,
+}
+
+/// A live migration's passes over RAM before the one with the guest paused, at most.
+const MAX_PASSES: u32 = 30;
+/// A live migration stops iterating before the RAM it sent (the first pass and those after it)
+/// would exceed this many times the guest's RAM: a guest that writes faster than the stream goes
+/// is then paused for the last pass, whatever is left (the destination's bound: 4 x RAM in all).
+const MAX_RAM_SENT: u64 = 3;
 
 impl VmHandle {
     /// Interrupts every vCPU's KVM_RUN so it notices a state change.
@@ -127,9 +149,19 @@ impl VmHandle {
         self.control.pause(|| self.kick_vcpus())
     }
 
-    pub fn resume(&self) {
+    /// Resumes the guest; refused while a live migration's outcome is not known (its images
+    /// are the destination's until `migrate-cancel`).
+    pub fn resume(&self) -> Result<(), String> {
         let _saved = lock(&self.saving);
+        if lock(&self.outgoing).is_some() {
+            return Err(
+                "the VM's state went to a live migration and its disks were handed \
+                        over: migrate-cancel takes them back and resumes it"
+                    .into(),
+            );
+        }
         self.control.resume();
+        Ok(())
     }
 
     /// Writes the paused VM's machine state into the existing file `path` from byte `offset` on, then
@@ -161,18 +193,120 @@ impl VmHandle {
         Ok(())
     }
 
-    /// Live migration's source side: see [`crate::protocol::Request::MigrateSendFd`].
+    /// Live migration's source side: see [`crate::protocol::Request::MigrateSendFd`]. `out` is
+    /// the descriptor the stream goes into (a socket or pipe); any failure leaves the guest as
+    /// it was (running if it ran) with its images locked.
     pub fn migrate_send(
         &self,
-        _out: std::fs::File,
-        _max_downtime_ms: u64,
+        out: std::fs::File,
+        max_downtime_ms: u64,
     ) -> Result<crate::protocol::MigrationReport, String> {
-        Err("live migration is not implemented yet".into())
+        let _saving = lock(&self.saving);
+        if self.control.exit_reason().is_some() {
+            return Err("the VM is stopping".into());
+        }
+        if self.control.is_created() {
+            return Err("the VM has not started yet".into());
+        }
+        if lock(&self.outgoing).is_some() {
+            return Err("a live migration's state was sent already: migrate-cancel or stop".into());
+        }
+        let machine = self
+            .machine
+            .as_ref()
+            .ok_or_else(|| "this VM cannot migrate".to_string())?;
+        let started = std::time::Instant::now();
+        let mut was_running = None;
+        let pause = || {
+            was_running = Some(!self.control.is_paused());
+            self.pause()?;
+            if self.control.exit_reason().is_some() {
+                return Err("the VM stopped during the migration".to_string());
+            }
+            Ok(())
+        };
+        let limits = LiveLimits {
+            max_downtime: std::time::Duration::from_millis(max_downtime_ms),
+            max_ram_bytes: (self.memory_kib << 10).saturating_mul(MAX_RAM_SENT),
+        };
+        let released = std::cell::Cell::new(false);
+        // Before the stream's end: the destination's VMM opens the same images once it has it.
+        let hand_over = || {
+            for (i, locks) in self.image_locks.iter().enumerate() {
+                if let Err(e) = locks.release() {
+                    for locks in &self.image_locks[..i] {
+                        let _ = locks.take();
+                    }
+                    return Err(format!("cannot hand disk {i} over: {e}"));
+                }
+            }
+            released.set(true);
+            Ok(())
+        };
+        let result = machine
+            .send_live(
+                std::io::BufWriter::with_capacity(1 << 20, out),
+                limits,
+                pause,
+                hand_over,
+            )
+            .map_err(|e| format!("cannot send the machine state: {e}"));
+        if result.is_err() && released.get() {
+            // The stream did not end: the destination has not opened them.
+            for locks in &self.image_locks {
+                if let Err(e) = locks.take() {
+                    eprintln!("oxvirt-vmm: cannot take a disk's image locks back: {e}");
+                }
+            }
+        }
+        match result {
+            Ok(report) => {
+                *lock(&self.outgoing) = Some(Outgoing {
+                    was_running: was_running.unwrap_or(false),
+                });
+                eprintln!(
+                    "oxvirt-vmm: sent the machine state live ({} MiB in {} passes, {} KiB in the \
+                     last) in {} ms, paused for {} ms",
+                    report.bytes >> 20,
+                    report.passes,
+                    report.last_pass_bytes >> 10,
+                    started.elapsed().as_millis(),
+                    report.paused_ms
+                );
+                Ok(report)
+            }
+            Err(error) => {
+                // Paused for the last pass: it runs on as before.
+                if was_running == Some(true) {
+                    self.control.resume();
+                }
+                Err(error)
+            }
+        }
     }
 
     /// Undoes a completed [`Self::migrate_send`]: see [`crate::protocol::Request::MigrateCancel`].
     pub fn migrate_cancel(&self) -> Result<(), String> {
-        Err("no live migration to cancel".into())
+        let _saving = lock(&self.saving);
+        let mut outgoing = lock(&self.outgoing);
+        let Some(migration) = *outgoing else {
+            return Err("no live migration's state was sent: nothing to cancel".into());
+        };
+        for (i, locks) in self.image_locks.iter().enumerate() {
+            if let Err(e) = locks.take() {
+                for locks in &self.image_locks[..i] {
+                    let _ = locks.release();
+                }
+                return Err(format!(
+                    "cannot take disk {i} back (does the destination still hold it?): {e}"
+                ));
+            }
+        }
+        *outgoing = None;
+        if migration.was_running {
+            self.control.resume();
+        }
+        Ok(())
     }
 
     /// The machine to save, unless the VM is in no state to be saved.
@@ -291,6 +425,8 @@ impl VmHandle {
             balloon: None,
             memory_kib: 0,
             disks: Vec::new(),
+            image_locks: Vec::new(),
+            outgoing: Mutex::new(None),
         }
     }
 
@@ -453,7 +589,7 @@ struct Machine {
     vm: Arc<VmFd>,
     vcpus: Vec<Arc<Mutex<VcpuFd>>>,
     // KVM memory slots point into it.
-    memory: GuestMemoryMmap,
+    memory: GuestRam,
     handlers: Arc<ExitHandlers>,
     serial: Arc<Mutex<SerialPort>>,
     cmos: Arc<Mutex<Cmos>>,
@@ -533,7 +669,166 @@ struct PlatformState {
     pci_config_address: u32,
 }
 
+/// When a live migration stops iterating.
+struct LiveLimits {
+    /// What the last pass may take at the rate the stream went so far.
+    max_downtime: std::time::Duration,
+    /// RAM bytes the passes before the last one may send in all.
+    max_ram_bytes: u64,
+}
+
+/// A writer that counts what went through it.
+struct Counted<W: std::io::Write> {
+    out: W,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 impl Machine {
+    /// Turns KVM's dirty page logging of every RAM slot on or off (the slots as `Vm::build`
+    /// registered them, with the flag changed).
+    fn log_dirty_pages(&self, on: bool) -> Result<(), StateError> {
+        for (slot, (guest, size, host)) in
+            memory::host_regions(&self.memory).into_iter().enumerate()
+        {
+            let region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                flags: if on { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+                guest_phys_addr: guest,
+                memory_size: size,
+                userspace_addr: host,
+            };
+            // SAFETY: the same live mapping owned by `memory` that the slot already has; only
+            // its flags change.
+            unsafe { self.vm.set_user_memory_region(region) }.map_err(StateError::kvm(
+                "cannot change the dirty logging of guest RAM",
+            ))?;
+        }
+        Ok(())
+    }
+
+    /// The pages written since the last call (or since logging began), both reset: what KVM
+    /// logged of the vCPUs' writes and what vm-memory's bitmap has of the VMM's own (devices).
+    fn dirty_pages(&self) -> Result<PageSet, StateError> {
+        let mut set = PageSet::empty(&self.memory);
+        for (slot, (_, size, _)) in memory::host_regions(&self.memory).into_iter().enumerate() {
+            let log = self
+                .vm
+                .get_dirty_log(slot as u32, size as usize)
+                .map_err(StateError::kvm("cannot read KVM's dirty page log"))?;
+            set.add(slot, &log);
+        }
+        for (i, region) in self.memory.iter().enumerate() {
+            let mapping: &vm_memory::MmapRegion<AtomicBitmap> = region;
+            set.add(i, &mapping.bitmap().get_and_reset());
+        }
+        Ok(set)
+    }
+
+    /// Writes a live migration's stream into `out` while the guest runs (see
+    /// `Request::MigrateSendFd`): all of RAM, the pages written meanwhile pass after pass until
+    /// the rest fits `limits`, then `pause`, the last pass with the devices' state, `hand_over`
+    /// (the images' locks) and the stream's end. Logging
+    /// is off again and the device workers running again when it returns, in every path.
+    fn send_live<W: std::io::Write>(
+        &self,
+        out: W,
+        limits: LiveLimits,
+        pause: impl FnOnce() -> Result<(), String>,
+        hand_over: impl FnOnce() -> Result<(), String>,
+    ) -> Result<MigrationReport, StateError> {
+        use std::time::Instant;
+        self.log_dirty_pages(true)?;
+        let result = (|| -> Result<MigrationReport, StateError> {
+            // From here on every write is logged: what the first pass reads is sent again if
+            // it changes.
+            self.dirty_pages()?;
+            let mut w = StreamWriter::live(Counted { out, bytes: 0 })?;
+            w.section(snapshot::TAG_MACHINE, &to_json(&self.shape)?)?;
+            let mut pass = PageSet::all(&self.memory);
+            let mut zero = ZeroPages::Omit;
+            let mut passes = 0u32;
+            let mut ram_sent = 0u64;
+            loop {
+                let started = Instant::now();
+                let sent = w.pages(&self.memory, &pass, zero)?;
+                w.flush()?;
+                ram_sent += sent;
+                passes += 1;
+                // The rate the reader took this pass at (it sets the pace: the descriptor
+                // blocks when full).
+                let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                zero = ZeroPages::Send;
+                pass = self.dirty_pages()?;
+                let left = pass.count() * snapshot::PAGE;
+                let fits = (left as f64) <= rate * limits.max_downtime.as_secs_f64();
+                if fits
+                    || passes >= MAX_PASSES
+                    || ram_sent.saturating_add(left) > limits.max_ram_bytes
+                {
+                    break;
+                }
+            }
+            pause().map_err(StateError::Device)?;
+            let paused = Instant::now();
+            let pci = &self.handlers.pci;
+            pci.snapshot_pause().map_err(StateError::Device)?;
+            let last = (|| {
+                pass.merge(&self.dirty_pages()?);
+                let last_pass_bytes = w.pages(&self.memory, &pass, ZeroPages::Send)?;
+                self.write_devices(&mut w)?;
+                hand_over().map_err(StateError::Device)?;
+                let out = w.finish()?;
+                Ok::<_, StateError>((last_pass_bytes, out.bytes))
+            })();
+            pci.snapshot_resume();
+            let (last_pass_bytes, bytes) = last?;
+            Ok(MigrationReport {
+                passes: passes + 1,
+                bytes,
+                last_pass_bytes,
+                paused_ms: paused.elapsed().as_millis() as u64,
+            })
+        })();
+        let off = self.log_dirty_pages(false);
+        let report = result?;
+        off?;
+        Ok(report)
+    }
+
+    /// The sections after RAM: KVM's VM and vCPU state, the platform devices, the PCI functions
+    /// (all vCPUs parked, device workers paused).
+    fn write_devices<W: std::io::Write>(&self, w: &mut StreamWriter<W>) -> Result<(), StateError> {
+        let pci = &self.handlers.pci;
+        w.section(snapshot::TAG_VM, &kvm_state::save_vm(&self.vm)?)?;
+        for (i, vcpu) in self.vcpus.iter().enumerate() {
+            let state = kvm_state::save_vcpu(&lock(vcpu), i as u32, &self.msr_list)?;
+            w.section(snapshot::TAG_VCPU, &state)?;
+        }
+        let platform = PlatformState {
+            serial: lock(&self.serial).state(),
+            cmos: lock(&self.cmos).state(),
+            pm: lock(&self.pm).state(),
+            i8042: lock(&self.i8042).state(),
+            pci_config_address: pci.config_address(),
+        };
+        w.section(snapshot::TAG_DEVICES, &to_json(&platform)?)?;
+        for function in pci.save_functions().map_err(StateError::Device)? {
+            w.section(snapshot::TAG_PCI, &function)?;
+        }
+        Ok(())
+    }
+
     /// Writes the stream (all vCPUs parked); returns its length.
     fn save(&self, mut file: std::fs::File, offset: u64) -> Result<u64, StateError> {
         use std::io::{Seek, SeekFrom};
@@ -545,22 +840,7 @@ impl Machine {
             let mut w = StreamWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut file))?;
             w.section(snapshot::TAG_MACHINE, &to_json(&self.shape)?)?;
             w.ram(&self.memory)?;
-            w.section(snapshot::TAG_VM, &kvm_state::save_vm(&self.vm)?)?;
-            for (i, vcpu) in self.vcpus.iter().enumerate() {
-                let state = kvm_state::save_vcpu(&lock(vcpu), i as u32, &self.msr_list)?;
-                w.section(snapshot::TAG_VCPU, &state)?;
-            }
-            let platform = PlatformState {
-                serial: lock(&self.serial).state(),
-                cmos: lock(&self.cmos).state(),
-                pm: lock(&self.pm).state(),
-                i8042: lock(&self.i8042).state(),
-                pci_config_address: pci.config_address(),
-            };
-            w.section(snapshot::TAG_DEVICES, &to_json(&platform)?)?;
-            for function in pci.save_functions().map_err(StateError::Device)? {
-                w.section(snapshot::TAG_PCI, &function)?;
-            }
+            self.write_devices(&mut w)?;
             w.finish()?
                 .into_inner()
                 .map_err(|e| StateError::Io(e.into_error()))?;
@@ -761,8 +1041,11 @@ impl Vm {
         )?;
 
         let mut pci = PciBus::new(Arc::new(KvmIoEvents(vm.clone())), control.clone());
-        let VirtioHandles { balloon, disks } =
-            add_virtio_devices(config, &memory, &vm, &mut pci, disks, taps)?;
+        let VirtioHandles {
+            balloon,
+            disks,
+            image_locks,
+        } = add_virtio_devices(config, &memory, &vm, &mut pci, disks, taps)?;
 
         let vcpus = (0..vcpu_count)
             .map(|i| create_vcpu(&vm, i, &base_cpuid, topo, entry).map(|v| Arc::new(Mutex::new(v))))
@@ -815,6 +1098,8 @@ impl Vm {
             balloon,
             memory_kib: config.memory.size_mib * 1024,
             disks,
+            image_locks,
+            outgoing: Mutex::new(None),
         });
         Ok(Vm {
             handle,
@@ -930,11 +1215,13 @@ struct VirtioHandles {
     balloon: Option<oxvirt_virtio::BalloonHandle>,
     /// Each disk's id and counters, in `VmConfig::disks` order.
     disks: Vec<(Option<String>, oxvirt_virtio::BlockStatsHandle)>,
+    /// Each disk's image locks, in the same order.
+    image_locks: Vec<oxvirt_virtio::ImageLocks>,
 }
 
 fn add_virtio_devices(
     config: &VmConfig,
-    memory: &GuestMemoryMmap,
+    memory: &GuestRam,
     vm: &Arc<VmFd>,
     pci: &mut PciBus,
     disks: Vec<oxvirt_images::Disk>,
@@ -965,6 +1252,7 @@ fn add_virtio_devices(
         let serial = format!("oxvirt-disk{i}");
         let device = oxvirt_virtio::block::BlockDevice::new(disk, config.readonly, Some(&serial));
         handles.disks.push((config.id.clone(), device.stats()));
+        handles.image_locks.push(device.image_locks());
         devices.push(Box::new(device));
     }
     for (i, (net, tap)) in config.nets.iter().zip(taps).enumerate() {

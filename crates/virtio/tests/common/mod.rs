@@ -11,8 +11,9 @@ pub mod blk;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use oxvirt_virtio::GuestRam;
 use oxvirt_virtio::{msi_fn, GuestMemoryHandle, MsiMessage, PciFunction, VirtioPciDevice};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic};
 
 pub const MEM_SIZE: usize = 4 << 20;
 pub const BAR0_ADDRESS: u64 = 0xfe00_0000;
@@ -123,15 +124,15 @@ impl Buf {
 
 pub struct Driver {
     pub dev: VirtioPciDevice,
-    pub mem: GuestMemoryMmap,
+    pub mem: GuestRam,
     pub msi: Arc<MsiLog>,
     pub layout: Layout,
     pub queues: Vec<DriverQueue>,
     pub device_features: u64,
 }
 
-pub fn guest_memory() -> (GuestMemoryMmap, GuestMemoryHandle) {
-    let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
+pub fn guest_memory() -> (GuestRam, GuestMemoryHandle) {
+    let mem = GuestRam::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
     let handle = GuestMemoryAtomic::new(mem.clone());
     (mem, handle)
 }
@@ -511,7 +512,7 @@ impl Driver {
 }
 
 pub fn write_desc(
-    mem: &GuestMemoryMmap,
+    mem: &GuestRam,
     table: u64,
     idx: u16,
     addr: u64,
