@@ -20,8 +20,8 @@
 //! the vCPU thread in `vcpu0`, a busy loop held to its quota, the VMM's user unable to write its
 //! groups, the verbs live, and the kernel's OOM kill at a hard limit lowered under the guest's use.
 //! `native_lab/migrate.sh` (before the cgroups) runs a second oxvirtd in L1 and migrates a native
-//! domain to it and back (paused: its saved state over the migration's connection), with the
-//! refusals and an aborted migration first.
+//! domain to it live (its state streamed while it runs) and back paused (its saved state over the
+//! migration's connection), with the refusals and an aborted migration of each kind first.
 //! Every test reads the same lab run (one L1 boot).
 //! This machine's own /dev/kvm is never used.
 //!
@@ -491,18 +491,23 @@ fn native_guests_get_cgroups() {
     assert_no_vmm_left(text, "CG-LEFTOVER-VMM");
 }
 
-/// A native guest migrates (docs/migration.md, "The native engine"), not live: `--live` and
-/// `--copy-storage-all` are refused naming why, and so is a name the destination already has
-/// (its domain unchanged), the guest running on A throughout with its counter going on. A
-/// migration at 1 MiB/s shows its bytes in `domjobinfo` (the guest shut off on A meanwhile, its
-/// VMM ended) and `domjobabort` brings it back running on A from its saved state (same tmpfs,
-/// counter going on), B left with nothing. Then it moves to B: `running (migrated)` there with
-/// no boot in its console, the same uptime and tmpfs and its counter going on; A has it `shut off
-/// (migrated)` and no VMM of it, one VMM in all, no state file left. Last it moves back with
-/// `--undefinesource`: running on A with no boot in its console, its counter going on, gone
-/// from B.
+/// A native guest migrates (docs/migration.md, "The native engine"), live and paused:
+/// `--live --timeout` and `--copy-storage-all` are refused naming why, and so is a name the
+/// destination already has (its domain unchanged), the guest running on A throughout with its
+/// counter going on. A live migration at 1 MiB/s shows its bytes in `domjobinfo` but no total
+/// (the stream's length is not known before it ends), the guest running meanwhile, and
+/// `domjobabort` ends it: the guest never stopped (the same VMM process, its counter going on),
+/// B has nothing. A paused migration at 1 MiB/s shows its bytes and total (the guest shut off on
+/// A meanwhile, its VMM ended) and `domjobabort` brings it back running on A from its saved
+/// state (same tmpfs, counter going on), B left with nothing. Then it moves to B live with a
+/// 10 ms `migrate-setmaxdowntime` while it rewrites 16 MiB of its tmpfs: the VMM made more than
+/// two passes (A's log), `running (migrated)` on B with no boot in its console, the same uptime
+/// and tmpfs, every file it rewrote whole (md5) and its counter going on; A has it `shut off
+/// (migrated)` and no VMM of it, one VMM in all, no state file left, the job completed with its
+/// downtime. Last it moves back paused with `--undefinesource`: running on A with no boot in
+/// its console, its counter going on, gone from B.
 #[test]
-fn native_guests_migrate_paused_between_two_oxvirtd() {
+fn native_guests_migrate_between_two_oxvirtd() {
     let text = lab();
     assert_checks(
         text,
@@ -512,9 +517,9 @@ fn native_guests_migrate_paused_between_two_oxvirtd() {
             "mig-start",
             "mig-booted",
             "mig-guest-setup",
-            "mig-live-refused",
-            "mig-live-says-why",
-            "mig-live-b-nothing",
+            "mig-timeout-refused",
+            "mig-timeout-says-why",
+            "mig-timeout-b-nothing",
             "mig-copy-storage-refused",
             "mig-b-define-same-name",
             "mig-name-refused",
@@ -522,6 +527,15 @@ fn native_guests_migrate_paused_between_two_oxvirtd() {
             "mig-b-undefine-same-name",
             "mig-refusals-leave-it-running",
             "mig-counts-after-refusals",
+            "mig-live-jobinfo-progress",
+            "mig-live-jobinfo-no-total",
+            "mig-live-runs-meanwhile",
+            "mig-live-jobabort",
+            "mig-live-abort-fails",
+            "mig-live-abort-same-vmm",
+            "mig-live-abort-job-cancelled",
+            "mig-live-abort-b-nothing",
+            "mig-live-abort-counter-goes-on",
             "mig-jobinfo-progress",
             "mig-jobinfo-total",
             "mig-paused-vmm-ended",
@@ -533,7 +547,9 @@ fn native_guests_migrate_paused_between_two_oxvirtd() {
             "mig-abort-no-image",
             "mig-abort-counter-goes-on",
             "mig-before-move",
+            "mig-setmaxdowntime",
             "mig-migrate",
+            "mig-live-passes",
             "mig-b-running",
             "mig-b-reason",
             "mig-a-shut-off",
@@ -541,11 +557,14 @@ fn native_guests_migrate_paused_between_two_oxvirtd() {
             "mig-one-vmm",
             "mig-a-no-image",
             "mig-job-completed",
+            "mig-job-downtime",
             "mig-b-answers",
             "mig-b-same-boot",
             "mig-b-tmpfs",
             "mig-b-counter-continues",
             "mig-b-counter-goes-on",
+            "mig-b-dirty-answers",
+            "mig-b-dirty-whole",
             "mig-never-rebooted",
             "mig-a-undefine",
             "mig-back",

@@ -234,7 +234,7 @@ impl Domains {
             return Err(aborted());
         }
         let (report, streamed_at) = match stream_live(control, stream, request, job).await {
-            Streamed::Complete(report) => (report, std::time::Instant::now()),
+            Streamed::Complete(report, answered) => (report, answered),
             Streamed::Failed(err) => {
                 abort_destination().await;
                 return Err(err);
@@ -257,7 +257,8 @@ impl Domains {
             return Err(take_back(control, &record.name, err).await);
         }
         // The guest was paused here for the last pass, then until the destination resumed it
-        // (its restore included): what domjobinfo shows as the downtime.
+        // (the relay's last bytes and D's restore included): what domjobinfo shows as the
+        // downtime.
         let downtime = report
             .paused_ms
             .saturating_add(u64::try_from(streamed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
@@ -269,8 +270,9 @@ impl Domains {
 
 /// How [`stream_live`] went.
 enum Streamed {
-    /// The VMM completed the stream and all of it went to the destination, its end included.
-    Complete(MigrationReport),
+    /// The VMM completed the stream (answered then) and all of it went to the destination, its
+    /// end included.
+    Complete(MigrationReport, std::time::Instant),
     /// The VMM completed the stream (it waits paused, its disks' locks released), but it did
     /// not all reach the destination.
     Undelivered(DaemonError),
@@ -356,7 +358,7 @@ async fn stream_live(
                 // once it drained it.
                 // SAFETY: shutdown(2) of our own descriptor of the socket; no memory involved.
                 unsafe { libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RD) };
-                answer = Some(reply);
+                answer = Some(reply.map(|report| (report, std::time::Instant::now())));
             }
             done = &mut relaying, if relayed.is_none() => {
                 // The relay ended (the VMM closed its end, or the destination failed): the VMM's
@@ -382,8 +384,8 @@ async fn stream_live(
     let (Some(answer), Some(relayed)) = (answer, relayed) else {
         unreachable!("the loop ends once both came");
     };
-    let report = match answer {
-        Ok(report) => report,
+    let (report, answered) = match answer {
+        Ok(answered) => answered,
         Err(err) => {
             publish("failed", 0);
             let err = match abort {
@@ -420,7 +422,7 @@ async fn stream_live(
     match delivered {
         Ok(()) => {
             publish("completed", sent);
-            Streamed::Complete(report)
+            Streamed::Complete(report, answered)
         }
         Err(err) => {
             publish("failed", 0);
@@ -669,7 +671,7 @@ mod tests {
         let len = 3 * (1 << 20) + 5;
         let (streamed, job, receiver, _) =
             stream_with(Vmm::Completes(len), dir.path(), false).await;
-        let Streamed::Complete(report) = streamed else {
+        let Streamed::Complete(report, _) = streamed else {
             panic!("not complete");
         };
         assert_eq!(report.passes, 2);

@@ -1,6 +1,6 @@
 # Sourced by l1.sh after the balloon scenario (its helpers and $S, $SOCK, $DPID are in scope):
-# migrations of a native domain between two oxvirtd in L1 (tests/native_lab.rs,
-# native_guests_migrate_paused_between_two_oxvirtd). The guest boots once, counts in a tmpfs, and
+# migrations of a native domain between two oxvirtd in L1, live and paused (tests/native_lab.rs,
+# native_guests_migrate_between_two_oxvirtd). The guest boots once, counts in a tmpfs, and
 # every answer it prints carries a tag (TAG=value), read back from the console log of the
 # oxvirtd it runs on. Its raw disk is at the same path for both (one file system: shared storage).
 MUUID=be6c7b8a-9fae-4b14-8fd0-4b5c6d7e8f90
@@ -52,7 +52,8 @@ console_say mig 20 'mkdir -p /t; mount -t tmpfs t /t; echo tmpfs-M >/t/mark; (n=
 require mig-guest-setup "wait_for '[ \"\$(log_answer $MLOG MSETUP)\" = tmpfs-M ]'"
 MC0=$(log_answer $MLOG MC0)
 
-# Refused before anything moves: --live (no pre-copy yet), disk copies, a name B already has.
+# Refused before anything moves: --timeout (not done for a native guest), disk copies, a name B
+# already has.
 # refused CHECK CMD...: CMD fails (exit 1), its output in /tmp/mig.err with its status.
 refused() {
     name=$1
@@ -62,9 +63,9 @@ refused() {
     sed "s/^/[$name] /" /tmp/mig.err
     grep -q '^rc=1$' /tmp/mig.err
 }
-check mig-live-refused "refused migrate-live ox migrate --live mig oxvirt+unix://$SOCKB"
-check mig-live-says-why "grep -q 'cannot migrate live (--live) yet' /tmp/mig.err && grep -q 'dirty logging' /tmp/mig.err"
-check mig-live-b-nothing "! oxb list --all | grep -q ' mig '"
+check mig-timeout-refused "refused migrate-timeout ox migrate --live --timeout 5 mig oxvirt+unix://$SOCKB"
+check mig-timeout-says-why "grep -q 'no --timeout' /tmp/mig.err"
+check mig-timeout-b-nothing "! oxb list --all | grep -q ' mig '"
 check mig-copy-storage-refused "refused migrate-copy ox migrate --copy-storage-all mig oxvirt+unix://$SOCKB && grep -q 'copy-storage' /tmp/mig.err"
 sed "s/$MUUID/be6c7b8a-9fae-4b14-8fd0-000000000001/" /lab/mig.xml >/tmp/mig-other.xml
 run_ok mig-b-define-same-name oxb define /tmp/mig-other.xml
@@ -75,6 +76,28 @@ check mig-refusals-leave-it-running "mig_is running && mig_vmm $S && ! mig_vmm $
 echo 'sleep 2; echo MC1=$(cat /t/count)' >&3
 check mig-counts-after-refusals "wait_for 'counting $MLOG MC1 $MC0'"
 MC1=$(log_answer $MLOG MC1)
+
+# Live, aborted while its state goes at 1 MiB/s: the guest never stopped, in the same VMM.
+MPID0=$(cat $S/run/$MUUID/vmm.pid)
+ox migrate --live --bandwidth 1 mig oxvirt+unix://$SOCKB >/tmp/miglive.out 2>&1 &
+MIGPID=$!
+check mig-live-jobinfo-progress "wait_for \"ox domjobinfo mig 2>/dev/null | grep -Eq '^Memory processed: +0*[1-9]'\""
+ox domjobinfo mig >/tmp/jobinfo 2>&1
+sed 's/^/[domjobinfo-live] /' /tmp/jobinfo
+# A live stream's length is not known before it ends: no total is shown rather than a made-up one.
+check mig-live-jobinfo-no-total "grep -Eq '^Job type: +Unbounded' /tmp/jobinfo && ! grep -Eq '^Memory total: +0*[1-9]' /tmp/jobinfo"
+check mig-live-runs-meanwhile "mig_is running && [ \"\$(cat $S/run/$MUUID/vmm.pid)\" = $MPID0 ]"
+run_ok mig-live-jobabort ox domjobabort mig
+wait $MIGPID
+MIGRC=$?
+sed 's/^/[migrate-live-aborted] /' /tmp/miglive.out
+check mig-live-abort-fails "[ $MIGRC -eq 1 ] && grep -q 'aborted (domjobabort)' /tmp/miglive.out && grep -q 'goes on running here' /tmp/miglive.out"
+check mig-live-abort-same-vmm "mig_is running && [ \"\$(cat $S/run/$MUUID/vmm.pid)\" = $MPID0 ] && mig_vmm $S"
+check mig-live-abort-job-cancelled "ox domjobinfo mig | grep -Eq '^Job type: +Cancelled'"
+check mig-live-abort-b-nothing "wait_for '! oxb list --all | grep -q \" mig \"' && ! mig_vmm $SB && [ -z \"\$(ls $SB/migrations 2>/dev/null)\" ]"
+echo 'sleep 2; echo MCL=$(cat /t/count)' >&3
+check mig-live-abort-counter-goes-on "wait_for 'counting $MLOG MCL $MC1' || show_tail $MLOG"
+MC1=$(log_answer $MLOG MCL)
 
 # Aborted while its state goes at 1 MiB/s: the guest runs here again, from that state.
 ox migrate --bandwidth 1 mig oxvirt+unix://$SOCKB >/tmp/migabort.out 2>&1 &
@@ -97,12 +120,22 @@ console_say mig 21 'sleep 2; echo MC2=$(cat /t/count) MMARK2=$(cat /t/mark)'
 check mig-abort-counter-goes-on "(wait_for 'counting $MLOG MC2 $MC1' || show_tail $MLOG) && [ \"\$(log_answer $MLOG MMARK2)\" = tmpfs-M ]"
 MC2=$(log_answer $MLOG MC2)
 
-# The move: on B the same boot goes on, A has it shut off (migrated) and no VMM of it.
-echo 'sleep 2; echo MUP=$(cut -d. -f1 /proc/uptime) MC3=$(cat /t/count)' >&3
-check mig-before-move "wait_for 'counting $MLOG MC3 $MC2'"
+# The live move: the guest rewrites 16 MiB of its tmpfs (a file named by its md5) all along, so
+# that pages it wrote during a pass go again in the next; a 10 ms downtime keeps the VMM from
+# pausing it before the rest is that small. On B the same boot goes on, A has it shut off
+# (migrated) and no VMM of it.
+echo 'dd if=/dev/urandom of=/t/seed bs=64k count=16 2>/dev/null; (k=0; while :; do (echo $k; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16; do cat /t/seed; done) >/t/tmp.new; s=$(md5sum </t/tmp.new | cut -c1-32); mv /t/tmp.new /t/x.$s; for f in /t/x.*; do [ $f = /t/x.$s ] || rm -f $f; done; k=$((k+1)); echo $k >/t/dirtk; sleep 1; done) >/dev/null 2>&1 & echo $! >/t/dirt.pid; while [ ! -s /t/dirtk ]; do sleep 1; done; echo MUP=$(cut -d. -f1 /proc/uptime) MC3=$(cat /t/count) MDK=$(cat /t/dirtk)' >&3
+check mig-before-move "wait_for 'counting $MLOG MC3 $MC2' && [ \"\$(log_answer $MLOG MDK)\" -ge 1 ]"
 MUP=$(log_answer $MLOG MUP)
 MC3=$(log_answer $MLOG MC3)
-run_ok mig-migrate ox migrate --persistent --verbose mig oxvirt+unix://$SOCKB
+MDK=$(log_answer $MLOG MDK)
+run_ok mig-setmaxdowntime ox migrate-setmaxdowntime mig 10
+MPID0=$(cat $S/run/$MUUID/vmm.pid)
+run_ok mig-migrate ox migrate --live --persistent --verbose mig oxvirt+unix://$SOCKB
+# The VMM's report, as A's oxvirtd logged it: more than the first pass and the paused last one.
+grep -a "live state stream is complete" /tmp/oxvirtd.log | tail -n 1 | sed 's/^/[live-report] /'
+MPASSES=$(grep -a "live state stream is complete" /tmp/oxvirtd.log | tail -n 1 | grep -o 'passes=[0-9]*' | cut -d= -f2)
+check mig-live-passes "[ -n \"$MPASSES\" ] && [ \"$MPASSES\" -ge 3 ]"
 check mig-b-running "migb_is running && mig_vmm $SB"
 check mig-b-reason "oxb domstate --reason mig | grep -q 'running (migrated)'"
 check mig-a-shut-off "ox domstate --reason mig | grep -q 'shut off (migrated)'"
@@ -111,7 +144,8 @@ check mig-one-vmm "[ \$(pidof oxvirt-vmm | wc -w) -eq 1 ]"
 check mig-a-no-image "[ -z \"\$(ls $S/migrations 2>/dev/null | grep save)\" ] && [ ! -e $SB/run/$MUUID/incoming.state ]"
 ox domjobinfo mig >/tmp/jobinfo 2>&1
 sed 's/^/[domjobinfo-done] /' /tmp/jobinfo
-check mig-job-completed "grep -Eq '^Job type: +Completed' /tmp/jobinfo"
+check mig-job-completed "grep -Eq '^Job type: +Completed' /tmp/jobinfo && grep -Eq '^Memory processed: +0*[1-9]' /tmp/jobinfo"
+check mig-job-downtime "grep -Eq '^Total downtime: +[0-9]+ +ms' /tmp/jobinfo"
 say_b 22 'echo BUP=$(cut -d. -f1 /proc/uptime) BC=$(cat /t/count) BMARK=$(cat /t/mark)'
 check mig-b-answers "wait_for '[ -n \"\$(log_answer $MLOGB BC)\" ]'"
 echo "[migrated] uptime $MUP -> $(log_answer $MLOGB BUP), counter $MC3 -> $(log_answer $MLOGB BC)"
@@ -122,6 +156,11 @@ BC=$(log_answer $MLOGB BC)
 echo 'sleep 2; echo BC2=$(cat /t/count)' >&3
 check mig-b-counter-goes-on "wait_for 'counting $MLOGB BC2 $BC' || show_tail $MLOGB"
 BC2=$(log_answer $MLOGB BC2)
+# What the guest rewrote while it moved is whole: every file it completed matches its md5.
+echo 'kill $(cat /t/dirt.pid); sleep 2; n=0; bad=0; for f in /t/x.*; do n=$((n+1)); [ "$(md5sum <$f | cut -c1-32)" = "${f#/t/x.}" ] || bad=$((bad+1)); done; echo DIRTN=$n DIRTBAD=$bad DIRTK=$(cat /t/dirtk)' >&3
+check mig-b-dirty-answers "wait_for '[ -n \"\$(log_answer $MLOGB DIRTBAD)\" ]' || show_tail $MLOGB"
+echo "[dirtied] rounds $MDK before the move, $(log_answer $MLOGB DIRTK) on B; files $(log_answer $MLOGB DIRTN), damaged $(log_answer $MLOGB DIRTBAD)"
+check mig-b-dirty-whole "[ \"\$(log_answer $MLOGB DIRTN)\" -ge 1 ] && [ \"\$(log_answer $MLOGB DIRTBAD)\" = 0 ] && [ \"\$(log_answer $MLOGB DIRTK)\" -gt $MDK ]"
 
 # And back, --undefinesource: A runs it again, B has nothing. (A's undefine removed its run
 # directory: the console log starts again, and still shows no boot.)
