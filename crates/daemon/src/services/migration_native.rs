@@ -268,6 +268,23 @@ impl Domains {
     }
 }
 
+/// Publishes `transfer` in `job` (`domjobinfo`): bytes of the state sent, left and in all (none
+/// while its length is not known: a live stream's until it ended).
+fn publish(job: &Job, request: &MigrateRequest, transfer: &Transfer, status: &str) {
+    let total = transfer.total.load(Ordering::SeqCst);
+    let sent = transfer.sent.load(Ordering::SeqCst);
+    job.update(
+        &MigrationProgress {
+            status: status.to_string(),
+            transferred: sent,
+            remaining: total.saturating_sub(sent),
+            total,
+            ..MigrationProgress::default()
+        },
+        request.bandwidth_mib,
+    );
+}
+
 /// How [`stream_live`] went.
 enum Streamed {
     /// The VMM completed the stream (answered then) and all of it went to the destination, its
@@ -337,17 +354,7 @@ async fn stream_live(
     tokio::pin!(relaying);
     let migrating = control.migrate_live(OwnedFd::from(vmm_end));
     tokio::pin!(migrating);
-    let publish = |status: &str, total: u64| {
-        job.update(
-            &MigrationProgress {
-                status: status.to_string(),
-                transferred: transfer.sent.load(Ordering::SeqCst),
-                total,
-                ..MigrationProgress::default()
-            },
-            request.bandwidth_mib,
-        );
-    };
+    let publish = |status: &str| publish(job, request, &transfer, status);
     let mut answer = None;
     let mut relayed = None;
     let mut abort = false;
@@ -378,7 +385,7 @@ async fn stream_live(
                     libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR);
                 }
             }
-            () = tokio::time::sleep(POLL) => publish("active", 0),
+            () = tokio::time::sleep(POLL) => publish("active"),
         }
     }
     let (Some(answer), Some(relayed)) = (answer, relayed) else {
@@ -387,7 +394,7 @@ async fn stream_live(
     let (report, answered) = match answer {
         Ok(answered) => answered,
         Err(err) => {
-            publish("failed", 0);
+            publish("failed");
             let err = match abort {
                 true => aborted(),
                 false => DaemonError::new(
@@ -418,14 +425,16 @@ async fn stream_live(
                 })
         }
     };
-    let sent = transfer.sent.load(Ordering::SeqCst);
     match delivered {
         Ok(()) => {
-            publish("completed", sent);
+            // Its length is known now that it ended.
+            let sent = transfer.sent.load(Ordering::SeqCst);
+            transfer.total.store(sent, Ordering::SeqCst);
+            publish("completed");
             Streamed::Complete(report, answered)
         }
         Err(err) => {
-            publish("failed", 0);
+            publish("failed");
             Streamed::Undelivered(err)
         }
     }
@@ -466,20 +475,7 @@ async fn send_state(
         })
     };
     tokio::pin!(sending);
-    let publish = |status: &str| {
-        let total = transfer.total.load(Ordering::SeqCst);
-        let sent = transfer.sent.load(Ordering::SeqCst);
-        job.update(
-            &MigrationProgress {
-                status: status.to_string(),
-                transferred: sent,
-                remaining: total.saturating_sub(sent),
-                total,
-                ..MigrationProgress::default()
-            },
-            request.bandwidth_mib,
-        );
-    };
+    let publish = |status: &str| publish(job, request, &transfer, status);
     loop {
         tokio::select! {
             sent = &mut sending => {

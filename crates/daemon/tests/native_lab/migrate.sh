@@ -81,7 +81,7 @@ MC1=$(log_answer $MLOG MC1)
 MPID0=$(cat $S/run/$MUUID/vmm.pid)
 ox migrate --live --bandwidth 1 mig oxvirt+unix://$SOCKB >/tmp/miglive.out 2>&1 &
 MIGPID=$!
-check mig-live-jobinfo-progress "wait_for \"ox domjobinfo mig 2>/dev/null | grep -Eq '^Memory processed: +0*[1-9]'\""
+check mig-live-jobinfo-progress "wait_for \"ox domjobinfo mig 2>/dev/null | grep -Eq '^Job type: +Unbounded' && ox domjobinfo mig 2>/dev/null | grep -Eq '^Memory processed: +0*[1-9]'\""
 ox domjobinfo mig >/tmp/jobinfo 2>&1
 sed 's/^/[domjobinfo-live] /' /tmp/jobinfo
 # A live stream's length is not known before it ends: no total is shown rather than a made-up one.
@@ -102,7 +102,8 @@ MC1=$(log_answer $MLOG MCL)
 # Aborted while its state goes at 1 MiB/s: the guest runs here again, from that state.
 ox migrate --bandwidth 1 mig oxvirt+unix://$SOCKB >/tmp/migabort.out 2>&1 &
 MIGPID=$!
-check mig-jobinfo-progress "wait_for \"ox domjobinfo mig 2>/dev/null | grep -Eq '^Memory processed: +0*[1-9]'\""
+# (The live migration's job, cancelled, is what domjobinfo shows until this one has begun.)
+check mig-jobinfo-progress "wait_for \"ox domjobinfo mig 2>/dev/null | grep -Eq '^Job type: +Unbounded' && ox domjobinfo mig 2>/dev/null | grep -Eq '^Memory processed: +0*[1-9]'\""
 ox domjobinfo mig >/tmp/jobinfo 2>&1
 sed 's/^/[domjobinfo] /' /tmp/jobinfo
 check mig-jobinfo-total "grep -Eq '^Memory total: +[1-9]' /tmp/jobinfo && grep -Eq '^Job type: +Unbounded' /tmp/jobinfo"
