@@ -395,12 +395,17 @@ async fn stream_live(
         Ok(answered) => answered,
         Err(err) => {
             publish("failed");
+            // A relay that failed first is the cause (the VMM's write failed after it).
+            let cause = match &relayed {
+                Ok((_, Err(relay))) => format!("; {relay}"),
+                _ => String::new(),
+            };
             let err = match abort {
                 true => aborted(),
                 false => DaemonError::new(
                     ErrorKind::Engine,
                     format!(
-                        "the guest's VMM did not complete its state stream: {}",
+                        "the guest's VMM did not complete its state stream: {}{cause}",
                         err.message
                     ),
                 ),
@@ -559,6 +564,8 @@ mod tests {
         does: Vmm,
         /// Set when a write of its failed (the relay was shut down under it).
         cut: Arc<AtomicBool>,
+        /// The destination's end of its connection, closed once the stream is complete.
+        destination: std::sync::Mutex<Option<std::os::unix::net::UnixStream>>,
     }
 
     /// The bytes the fake VMM writes: a pattern the destination's copy is compared with.
@@ -589,6 +596,7 @@ mod tests {
         async fn migrate_live(&self, stream: OwnedFd) -> Result<MigrationReport, EngineError> {
             let does = self.does;
             let cut = Arc::clone(&self.cut);
+            let destination = self.destination.lock().unwrap().take();
             tokio::task::spawn_blocking(move || {
                 let mut socket = std::fs::File::from(stream);
                 let failed = |message: String| EngineError {
@@ -600,6 +608,7 @@ mod tests {
                         for piece in pattern(n).chunks(100_003) {
                             socket.write_all(piece).map_err(|e| failed(e.to_string()))?;
                         }
+                        drop(destination);
                         Ok(MigrationReport {
                             passes: 2,
                             bytes: n as u64,
@@ -652,6 +661,7 @@ mod tests {
         let vmm = FakeVmm {
             does,
             cut: Arc::clone(&cut),
+            destination: Default::default(),
         };
         let request = MigrateRequest {
             live: true,
@@ -721,13 +731,15 @@ mod tests {
     #[tokio::test]
     async fn a_destination_gone_after_the_vmm_completed_is_undelivered() {
         let dir = tempfile::tempdir().unwrap();
+        // The destination goes once the VMM wrote all of it: the relay's last bytes or the
+        // stream's end find it gone.
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        drop(theirs);
         let migrations = super::super::jobs::Migrations::default();
         let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
         let vmm = FakeVmm {
             does: Vmm::Completes(1000),
             cut: Arc::default(),
+            destination: std::sync::Mutex::new(Some(theirs)),
         };
         let streamed = stream_live(&vmm, OwnedFd::from(ours), &request(), &job).await;
         let Streamed::Undelivered(err) = streamed else {
@@ -739,6 +751,34 @@ mod tests {
             err.message
         );
         drop(dir);
+    }
+
+    #[tokio::test]
+    async fn a_destination_gone_midway_is_named_as_the_cause() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(theirs);
+        let migrations = super::super::jobs::Migrations::default();
+        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
+        let cut = Arc::new(AtomicBool::new(false));
+        let vmm = FakeVmm {
+            does: Vmm::WritesUntilCut,
+            cut: Arc::clone(&cut),
+            destination: Default::default(),
+        };
+        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request(), &job).await;
+        let Streamed::Failed(err) = streamed else {
+            panic!("not a failure");
+        };
+        assert!(cut.load(Ordering::SeqCst), "the VMM's write failed");
+        assert!(
+            err.message
+                .contains("did not complete its state stream: the stream failed")
+                && err
+                    .message
+                    .contains("cannot send the machine state to the destination"),
+            "{}",
+            err.message
+        );
     }
 
     fn lock_info(job: &Job) -> oxvirt_api::JobInfo {
