@@ -113,7 +113,17 @@ pub enum MigrateCommand {
         /// Milliseconds.
         downtime: u64,
     },
-    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth sets it).
+    /// Set a running domain's migration bandwidth limit, MiB/s (0: none); a running migration
+    /// follows it at once.
+    #[command(name = "migrate-setspeed")]
+    MigrateSetspeed {
+        /// Domain name or UUID.
+        domain: String,
+        /// MiB/s; 0 lifts the limit.
+        bandwidth: u64,
+    },
+    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth and
+    /// migrate-setspeed set it).
     #[command(name = "migrate-getspeed")]
     MigrateGetspeed {
         /// Domain name or UUID.
@@ -337,6 +347,14 @@ async fn run_async(
             let settings = MigrationSettings {
                 max_downtime_ms: Some(downtime),
                 bandwidth_mib: None,
+            };
+            client.set_migration_settings(&domain, &settings).await?;
+            String::new()
+        }
+        MigrateCommand::MigrateSetspeed { domain, bandwidth } => {
+            let settings = MigrationSettings {
+                max_downtime_ms: None,
+                bandwidth_mib: Some(bandwidth),
             };
             client.set_migration_settings(&domain, &settings).await?;
             String::new()
