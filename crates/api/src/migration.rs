@@ -243,15 +243,16 @@ pub struct JobInfo {
     pub postcopy_requests: u64,
 }
 
-/// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-getspeed`). In a
-/// `PUT`, a member left out stays as it is.
+/// A running guest's migration settings (`migrate-setmaxdowntime`, `migrate-setspeed`,
+/// `migrate-getspeed`). In a `PUT`, a member left out stays as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MigrationSettings {
     /// The longest the guest may be paused for the last pass, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_downtime_ms: Option<u64>,
-    /// The stream's bandwidth limit, MiB/s (read only here; `migrate --bandwidth` sets it).
+    /// The stream's bandwidth limit, MiB/s (0 in a `PUT`: none; read back as QEMU's largest,
+    /// 8796093022207). A running migration follows a new one at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mib: Option<u64>,
 }

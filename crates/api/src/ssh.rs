@@ -21,7 +21,7 @@ const STDERR_KEPT: usize = 2048;
 /// How long a failed exchange waits for ssh to exit and say why.
 const STDERR_WAIT: Duration = Duration::from_secs(10);
 
-/// `oxvirt+ssh://[USER@]HOST[:PORT][/PATH/TO/oxvirtd.sock][?keyfile=FILE&known_hosts=FILE&oxvirt=PATH]`.
+/// `oxvirt+ssh://[USER@]HOST[:PORT][/PATH/TO/oxvirtd.sock][?keyfile=FILE&known_hosts=FILE&oxvirt=PATH&no_verify=1]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshDestination {
     pub user: Option<String>,
@@ -33,6 +33,8 @@ pub struct SshDestination {
     pub keyfile: Option<String>,
     /// The known hosts file that must hold that host's key (else ssh's default one).
     pub known_hosts: Option<String>,
+    /// libvirt's `no_verify=1`: the host's key is not checked (nor remembered).
+    pub no_verify: bool,
     /// The `oxvirt` binary on that host (default: `oxvirt` on the ssh user's PATH).
     pub oxvirt: String,
 }
@@ -102,6 +104,7 @@ impl SshDestination {
             socket,
             keyfile: None,
             known_hosts: None,
+            no_verify: false,
             oxvirt: "oxvirt".to_string(),
         };
         for pair in query.into_iter().flat_map(|query| query.split('&')) {
@@ -122,15 +125,29 @@ impl SshDestination {
                 "keyfile" => destination.keyfile = Some(absolute()?),
                 "known_hosts" => destination.known_hosts = Some(absolute()?),
                 "oxvirt" => destination.oxvirt = absolute()?,
+                // As libvirt: any number but 0 turns the check off.
+                "no_verify" => {
+                    destination.no_verify = value.parse::<u64>().map_err(|_| {
+                        invalid(uri, format!("no_verify '{value}' is not a number (0 or 1)"))
+                    })? != 0
+                }
                 other => {
                     return Err(invalid(
                         uri,
                         format!(
-                        "unknown parameter '{other}' (keyfile, known_hosts and oxvirt are known)"
-                    ),
+                            "unknown parameter '{other}' (keyfile, known_hosts, oxvirt and \
+                             no_verify are known)"
+                        ),
                     ))
                 }
             }
+        }
+        if destination.no_verify && destination.known_hosts.is_some() {
+            return Err(invalid(
+                uri,
+                "no_verify=1 and known_hosts exclude each other: the host key is checked \
+                 against the file, or not at all",
+            ));
         }
         Ok(destination)
     }
@@ -152,16 +169,21 @@ impl SshDestination {
     }
 
     /// ssh's arguments: never asks anything (BatchMode: an unknown host key or a refused key
-    /// fails), checks the host key strictly, and gives up on a silent peer after about 20 s
+    /// fails), checks the host key strictly unless `no_verify` (then neither checked nor
+    /// written into any known hosts file), and gives up on a silent peer after about 20 s
     /// (ServerAlive: the tunnel's watch, as TCP keepalive is for the TLS API's).
     pub fn ssh_args(&self) -> Vec<String> {
+        let host_key = match self.no_verify {
+            false => "StrictHostKeyChecking=yes",
+            true => "StrictHostKeyChecking=no",
+        };
         let mut args: Vec<String> = [
             "-T",
             "-x",
             "-o",
             "BatchMode=yes",
             "-o",
-            "StrictHostKeyChecking=yes",
+            host_key,
             "-o",
             "ConnectTimeout=20",
             "-o",
@@ -179,7 +201,11 @@ impl SshDestination {
             args.extend(["-i".to_string(), keyfile.clone()]);
             args.extend(["-o".to_string(), "IdentitiesOnly=yes".to_string()]);
         }
-        if let Some(known_hosts) = &self.known_hosts {
+        let known_hosts = match self.no_verify {
+            true => Some("/dev/null"),
+            false => self.known_hosts.as_deref(),
+        };
+        if let Some(known_hosts) = known_hosts {
             args.extend([
                 "-o".to_string(),
                 format!("UserKnownHostsFile={known_hosts}"),
@@ -371,15 +397,26 @@ mod tests {
             ("oxvirt+ssh://-l@h/", "bad user"),
             ("oxvirt+ssh://h:x/", "bad port"),
             ("oxvirt+ssh://h/?keyfile=id", "not an absolute path"),
+            ("oxvirt+ssh://h/?verify=1", "unknown parameter 'verify'"),
+            ("oxvirt+ssh://h/?no_verify=yes", "not a number"),
             (
-                "oxvirt+ssh://h/?no_verify=1",
-                "unknown parameter 'no_verify'",
+                "oxvirt+ssh://h/?no_verify=1&known_hosts=/k",
+                "exclude each other",
             ),
             ("oxvirt+ssh:///s", "bad host"),
         ] {
             let err = SshDestination::parse(bad).unwrap_err().to_string();
             assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
         }
+        let unchecked = SshDestination::parse("oxvirt+ssh://h/?no_verify=1").unwrap();
+        let line = unchecked.ssh_args().join(" ");
+        assert!(
+            line.contains("StrictHostKeyChecking=no -o")
+                && line.contains("UserKnownHostsFile=/dev/null"),
+            "{line}"
+        );
+        let checked = SshDestination::parse("oxvirt+ssh://h/?no_verify=0").unwrap();
+        assert!(!checked.no_verify);
         let quoted = SshDestination::parse("oxvirt+ssh://h/it's.sock").unwrap();
         assert!(quoted
             .ssh_args()

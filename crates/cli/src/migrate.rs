@@ -26,7 +26,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET` on
     /// this host, `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
-    /// --dest-user, or `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=FILE&known_hosts=FILE]`,
+    /// --dest-user, or `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=FILE&known_hosts=FILE|no_verify=1]`,
     /// its socket through ssh, always tunnelled), its disks on storage both reach at the same path or copied
     /// (--copy-storage-all|inc). With --tunnelled the stream goes through a connection to the
     /// destination's API. On any failure the domain goes on running here (with --postcopy: until
@@ -113,7 +113,17 @@ pub enum MigrateCommand {
         /// Milliseconds.
         downtime: u64,
     },
-    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth sets it).
+    /// Set a running domain's migration bandwidth limit, MiB/s (0: none); a running migration
+    /// follows it at once.
+    #[command(name = "migrate-setspeed")]
+    MigrateSetspeed {
+        /// Domain name or UUID.
+        domain: String,
+        /// MiB/s; 0 lifts the limit.
+        bandwidth: u64,
+    },
+    /// Print a running domain's migration bandwidth limit, MiB/s (migrate --bandwidth and
+    /// migrate-setspeed set it).
     #[command(name = "migrate-getspeed")]
     MigrateGetspeed {
         /// Domain name or UUID.
@@ -337,6 +347,14 @@ async fn run_async(
             let settings = MigrationSettings {
                 max_downtime_ms: Some(downtime),
                 bandwidth_mib: None,
+            };
+            client.set_migration_settings(&domain, &settings).await?;
+            String::new()
+        }
+        MigrateCommand::MigrateSetspeed { domain, bandwidth } => {
+            let settings = MigrationSettings {
+                max_downtime_ms: None,
+                bandwidth_mib: Some(bandwidth),
             };
             client.set_migration_settings(&domain, &settings).await?;
             String::new()

@@ -99,8 +99,13 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
     let (booted, before, on_disk_before) = before_the_move(&mut console);
     drop(console);
 
-    let out = a
-        .oxvirt(&[
+    // migrate-setspeed before the move holds it to 1 MiB/s; set again while it runs, the
+    // running migration's limit changes in QEMU at once (migrate-getspeed asks QEMU).
+    let speed = || a.oxvirt(&["migrate-getspeed", "mig-vm"]).ok();
+    a.oxvirt(&["migrate-setspeed", "mig-vm", "1"]).ok();
+    assert_eq!(speed(), "1\n\n");
+    let migrating = a.spawn_oxvirt(
+        &[
             "migrate",
             "--live",
             "--persistent",
@@ -108,9 +113,22 @@ fn a_running_guest_moves_live_to_another_oxvirtd() {
             "--verbose",
             "mig-vm",
             &uri(&b),
-        ])
-        .ok();
-    assert_eq!(out, "\n");
+        ],
+        &[],
+    );
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            let info = a.oxvirt(&["domjobinfo", "mig-vm"]).stdout;
+            info.contains("Unbounded") && !info.contains("Memory processed: 0.000 MiB")
+        }),
+        "the migration never got going"
+    );
+    assert_eq!(speed(), "1\n\n");
+    a.oxvirt(&["migrate-setspeed", "mig-vm", "0"]).ok();
+    assert_eq!(speed(), "8796093022207\n\n");
+    let run = wait_for_exit(migrating, MIGRATE_TIMEOUT);
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(run.stdout, "\n");
 
     // It runs on B (migrated), once; A forgot it.
     assert_eq!(

@@ -176,6 +176,35 @@ fn a_guest_moves_live_through_ssh_and_a_refused_key_leaves_it_running() {
             && run.stderr.contains("Host key verification failed"),
         "{run:?}"
     );
+    // libvirt's no_verify=1: the same unknown host key passes (ssh checks nothing and writes no
+    // known hosts file). A domain of the guest's name on B makes it stop at B's prepare, which
+    // ssh had to get through to refuse it.
+    let other = a
+        .oxvirt(&["dumpxml", "ssh-vm"])
+        .ok()
+        .replace(uuid, "5e0c9a7b-3d14-4f62-8b9e-a1c2d3e4f537");
+    b.define("ssh-vm.xml", &other).1.ok();
+    let unverified = format!(
+        "oxvirt+ssh://root@{B_ADDRESS}:{SSH_PORT}{}?keyfile={}&oxvirt={}&no_verify=1",
+        b.socket.display(),
+        key.display(),
+        oxvirt_bin().display()
+    );
+    let run = a.oxvirt(&["migrate", "--live", "ssh-vm", &unverified]);
+    assert_eq!(run.code, Some(1), "{run:?}");
+    assert!(
+        run.stderr.contains("already defined") && !run.stderr.contains("Host key"),
+        "{run:?}\nsshd's log:\n{}",
+        sshd.log()
+    );
+    // ssh would have added B's key to the known hosts of the user it runs as (root's: ssh takes
+    // the home directory from the password database).
+    let remembered = std::fs::read_to_string("/root/.ssh/known_hosts").unwrap_or_default();
+    assert!(
+        !remembered.contains(&format!("[{B_ADDRESS}]:{SSH_PORT}")),
+        "{remembered}"
+    );
+    b.oxvirt(&["undefine", "ssh-vm"]).ok();
     assert_eq!(a.oxvirt(&["domstate", "ssh-vm"]).ok(), "running\n\n");
     assert_eq!(b.oxvirt(&["list", "--all", "--name"]).ok(), "\n");
     assert_eq!(qemu_pids(uuid).len(), 1, "one QEMU of the guest runs");

@@ -86,8 +86,8 @@ pub use confine::{blockdev_add, landlock_abi};
 pub use error::QemuError;
 pub use hugepages::{check_hugepages, HugepagePool};
 pub use migration::{
-    migrate_to_stream, migration_parameters, migration_stats, save_state, set_max_downtime,
-    start_postcopy, MigrationStats,
+    migrate_to_stream, migration_parameters, migration_stats, save_state, set_bandwidth,
+    set_max_downtime, start_postcopy, MigrationStats,
 };
 pub use oxvirt_domain::{Domain, Uuid};
 pub use oxvirt_logfile::{writer::WriterProgram, Rotation};

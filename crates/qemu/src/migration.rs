@@ -83,12 +83,7 @@ pub async fn migrate_to_stream(
     bandwidth_mib: Option<u64>,
 ) -> Result<(), QemuError> {
     if let Some(mib) = bandwidth_mib {
-        let bytes = mib.saturating_mul(MIB).min(i64::MAX as u64);
-        qmp.execute(
-            "migrate-set-parameters",
-            Some(json!({ "max-bandwidth": bytes })),
-        )
-        .await?;
+        set_bandwidth(qmp, mib).await?;
     }
     qmp.pass_fd(STREAM_FD_NAME, stream).await?;
     let started = qmp
@@ -115,6 +110,21 @@ pub async fn migration_parameters(qmp: &Qmp) -> Result<(u64, u64), QemuError> {
         params["downtime-limit"].as_u64().unwrap_or(0),
         params["max-bandwidth"].as_u64().unwrap_or(0) / MIB,
     ))
+}
+
+/// Sets the guest's migration bandwidth limit in MiB/s (0: none), which a running migration
+/// follows at once.
+pub async fn set_bandwidth(qmp: &Qmp, mib: u64) -> Result<(), QemuError> {
+    let bytes = match mib {
+        0 => i64::MAX as u64,
+        mib => mib.saturating_mul(MIB).min(i64::MAX as u64),
+    };
+    qmp.execute(
+        "migrate-set-parameters",
+        Some(json!({ "max-bandwidth": bytes })),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Sets the largest downtime the guest's migrations may take for their last pass, in ms.

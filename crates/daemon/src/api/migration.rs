@@ -167,7 +167,7 @@ async fn set_settings(
     bytes: Bytes,
 ) -> Reply<MigrationSettings> {
     let request: MigrationSettings = body(&bytes)?;
-    detached(services, "migrate-setmaxdowntime", |d| async move {
+    detached(services, "migration settings", |d| async move {
         d.domains.set_migration_settings(&id, &request).await
     })
     .await

@@ -338,6 +338,10 @@ pub trait Control: Send + Sync {
     async fn set_max_downtime(&self, _milliseconds: u64) -> Result<(), EngineError> {
         Err(no_migration())
     }
+    /// Sets its migrations' bandwidth limit in MiB/s (0: none), a running one's too.
+    async fn set_bandwidth(&self, _mib: u64) -> Result<(), EngineError> {
+        Err(no_migration())
+    }
     /// Turns QEMU's migration capabilities (`auto-converge`, `xbzrle`) on or off for the
     /// guest's next outgoing migration.
     async fn set_migration_capabilities(

@@ -364,6 +364,15 @@ impl Control for VmmControl {
         Ok(())
     }
 
+    async fn set_bandwidth(&self, _mib: u64) -> Result<(), EngineError> {
+        Err(EngineError {
+            kind: EngineErrorKind::Unsupported,
+            message: "a native guest has no migration bandwidth limit of its own: migrate \
+                      --bandwidth sets one for that migration"
+                .to_string(),
+        })
+    }
+
     async fn power_button(&self) -> Result<(), EngineError> {
         self.client.power_button().await.map_err(engine_error)
     }

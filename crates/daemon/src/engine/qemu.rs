@@ -769,6 +769,12 @@ impl Control for QmpControl {
             .map_err(engine_error)
     }
 
+    async fn set_bandwidth(&self, mib: u64) -> Result<(), EngineError> {
+        oxvirt_qemu::set_bandwidth(&self.qmp, mib)
+            .await
+            .map_err(engine_error)
+    }
+
     async fn set_migration_capabilities(
         &self,
         capabilities: &[(&str, bool)],

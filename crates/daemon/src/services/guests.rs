@@ -57,6 +57,9 @@ pub struct Guests {
     vms: Mutex<HashMap<Uuid, Arc<Vm>>>,
     /// Where every domain event goes (services/events.rs).
     events: EventBus,
+    /// Held while a state is recorded: a conditional change ([`Guests::set_state_unless`])
+    /// looks and writes in one step.
+    state_writes: Mutex<()>,
 }
 
 impl Guests {
@@ -66,6 +69,7 @@ impl Guests {
             state_dir,
             vms: Mutex::new(HashMap::new()),
             events: EventBus::default(),
+            state_writes: Mutex::new(()),
         }
     }
 
@@ -209,6 +213,29 @@ impl Guests {
     /// lifecycle event for it ([`lifecycle_of`]), the one place Suspended, Resumed, Shutdown and
     /// Crashed come from.
     pub fn set_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
+        let _writing = lock(&self.state_writes);
+        self.record_state(vm, uuid, state, reason);
+    }
+
+    /// [`Guests::set_state`] unless the domain is `unless` already, looked at and written in one
+    /// step: an engine's event (QEMU's RESUME: "unpaused") never writes over the state a
+    /// service recorded between the event's look and its write ("restored", "migrated").
+    pub fn set_state_unless(
+        &self,
+        vm: &Vm,
+        uuid: &Uuid,
+        unless: DomainState,
+        state: DomainState,
+        reason: &str,
+    ) {
+        let _writing = lock(&self.state_writes);
+        let now = self.store.runtime(uuid).ok().flatten().map(|r| r.state);
+        if now != Some(unless) {
+            self.record_state(vm, uuid, state, reason);
+        }
+    }
+
+    fn record_state(&self, vm: &Vm, uuid: &Uuid, state: DomainState, reason: &str) {
         let before = self.store.runtime(uuid).ok().flatten().map(|r| r.state);
         if let Err(err) = self.store.set_runtime_state(uuid, state, reason) {
             tracing::error!(%uuid, "cannot record state {state}: {}", store::named(err));

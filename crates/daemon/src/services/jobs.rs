@@ -43,6 +43,8 @@ pub(super) struct Job {
     pub(super) postcopy: bool,
     /// It switched: the guest runs on the destination, and cannot come back here.
     pub(super) switched: std::sync::atomic::AtomicBool,
+    /// The limit `migrate-setspeed` set while it runs (MiB/s, 0: none), over the one it began with.
+    pub(super) bandwidth_set: Mutex<Option<u64>>,
 }
 
 /// One prepared incoming migration.
@@ -130,6 +132,7 @@ impl Migrations {
             domain: domain.to_string(),
             postcopy,
             switched: std::sync::atomic::AtomicBool::new(false),
+            bandwidth_set: Mutex::new(None),
         });
         lock(&self.jobs).insert(uuid, Arc::clone(&job));
         job
@@ -197,10 +200,16 @@ impl Job {
         info.data_remaining = progress.remaining.saturating_add(info.disk_remaining);
         info.data_total = progress.total.saturating_add(info.disk_total);
         info.dirty_rate = progress.dirty_rate;
-        info.bandwidth_mib = bandwidth_mib.unwrap_or(0);
+        info.bandwidth_mib = lock(&self.bandwidth_set).or(bandwidth_mib).unwrap_or(0);
         info.downtime_ms = progress.downtime_ms;
         info.phase = Some(progress.status.clone());
         info.postcopy_requests = progress.postcopy_requests;
+    }
+
+    /// `migrate-setspeed` while it runs: `domjobinfo` shows `mib` from now on.
+    pub(super) fn set_bandwidth(&self, mib: u64) {
+        *lock(&self.bandwidth_set) = Some(mib);
+        lock(&self.info).bandwidth_mib = mib;
     }
 
     /// The disks' copy (`--copy-storage-*`), before and while the memory goes.

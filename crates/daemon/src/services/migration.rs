@@ -717,17 +717,13 @@ impl Domains {
         })
     }
 
-    /// migrate-setmaxdowntime: also while a migration of the guest runs (it applies to it).
+    /// migrate-setmaxdowntime, migrate-setspeed: also while a migration of the guest runs (it
+    /// applies to it, and `domjobinfo` shows the new limit).
     pub async fn set_migration_settings(
         &self,
         id: &str,
         settings: &MigrationSettings,
     ) -> DaemonResult<MigrationSettings> {
-        if settings.bandwidth_mib.is_some() {
-            return Err(bad_request(
-                "the bandwidth limit is set with migrate --bandwidth",
-            ));
-        }
         let record = self.guests.resolve(id)?;
         let vm = self.guests.slot(&record.uuid);
         let control = self.guests.running_control(&vm, &record)?;
@@ -736,6 +732,15 @@ impl Domains {
                 .set_max_downtime(downtime)
                 .await
                 .map_err(|err| super::error::engine_failure(&record.name, err))?;
+        }
+        if let Some(mib) = settings.bandwidth_mib {
+            control
+                .set_bandwidth(mib)
+                .await
+                .map_err(|err| super::error::engine_failure(&record.name, err))?;
+            if let Some(job) = lock(&self.migrations.jobs).get(&record.uuid) {
+                job.set_bandwidth(mib);
+            }
         }
         self.migration_settings(id).await
     }

@@ -97,12 +97,6 @@ impl Supervisor {
         self.engine.is_alive(self.pid, &self.uuid).await
     }
 
-    /// Whether the store has the domain running now.
-    fn is_running(&self) -> bool {
-        let runtime = self.store.runtime(&self.uuid);
-        matches!(runtime, Ok(Some(r)) if r.state == DomainState::Running)
-    }
-
     fn set_control(&self, control: Option<Arc<dyn Control>>) {
         if let Some(live) = lock(&self.vm.live).as_mut() {
             live.control = control;
@@ -126,12 +120,15 @@ impl Supervisor {
                     .guests
                     .set_state(&self.vm, &self.uuid, DomainState::Paused, "user"),
                 EngineEvent::Stop => {}
-                // (A resume the daemon made already set its reason, e.g. "restored".)
-                EngineEvent::Resume if !self.is_running() => {
-                    self.guests
-                        .set_state(&self.vm, &self.uuid, DomainState::Running, "unpaused")
-                }
-                EngineEvent::Resume => {}
+                // (A resume the daemon made sets its own reason, e.g. "restored", before or
+                // after this: never written over.)
+                EngineEvent::Resume => self.guests.set_state_unless(
+                    &self.vm,
+                    &self.uuid,
+                    DomainState::Running,
+                    DomainState::Running,
+                    "unpaused",
+                ),
                 EngineEvent::Reset => {}
                 EngineEvent::Shutdown { guest } => {
                     observed.shutdown = true;
