@@ -26,7 +26,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 pub enum MigrateCommand {
     /// Move a running domain to another oxvirtd (DEST_URI `oxvirt+unix:///PATH/TO/SOCKET` on
     /// this host, `oxvirt+https://HOST:PORT`, another host's TLS API, with --dest-token or
-    /// --dest-user, or `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=FILE&known_hosts=FILE|no_verify=1]`,
+    /// --dest-user, or `oxvirt+ssh://[USER@]HOST[:PORT][/SOCKET][?keyfile=FILE&known_hosts=FILE]`,
     /// its socket through ssh, always tunnelled), its disks on storage both reach at the same path or copied
     /// (--copy-storage-all|inc). With --tunnelled the stream goes through a connection to the
     /// destination's API. On any failure the domain goes on running here (with --postcopy: until
