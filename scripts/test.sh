@@ -54,5 +54,5 @@ bash scripts/conformance.sh
 stage_done "conformance (scripts/conformance.sh)"
 
 echo "== fuzzing (bounded)"
-bash scripts/fuzz.sh "${OXVIRT_FUZZ_SECONDS:-60}"
+bash scripts/fuzz.sh "${OXVIRT_FUZZ_SECONDS:-30}"
 stage_done "fuzzing (build + runs)"
