@@ -168,6 +168,18 @@ struct QemuMove<'a> {
     cluster_lock: Option<&'a dyn SourceLock>,
 }
 
+/// (Source) Asks the destination to drop what it prepared for migration `prepared` of domain
+/// `name`; a destination that cannot is logged, the migration's own error is what the caller reports.
+pub(super) async fn abort_destination(
+    destination: &Client,
+    prepared: &PreparedMigration,
+    name: &str,
+) {
+    if let Err(abort) = destination.abort_migration(&prepared.id).await {
+        tracing::warn!(domain = %name, "the destination could not abort: {abort}");
+    }
+}
+
 /// (Source) The connection to the destination's migration stream: a remote destination's port
 /// for this migration, or a local one's socket; `--tunnelled`, QEMU's end of the tunnel
 /// through the destination's API (migration_tunnel.rs).
@@ -315,9 +327,7 @@ impl Domains {
             .map_err(|err| err.context(format!("cannot migrate domain '{}'", record.name)))?;
         // An oxvirtd that knows no tunnel answers without it (and waits on a socket or port).
         if request.tunnelled && !prepared.tunnelled {
-            if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-            }
+            abort_destination(&destination, &prepared, &record.name).await;
             return Err(invalid_state(format!(
                 "cannot migrate domain '{}': the destination oxvirtd ({}) does not take the stream through its API (--tunnelled): update it",
                 record.name, request.destination
@@ -328,9 +338,7 @@ impl Domains {
                 .check_destination(prepared.cluster_host.as_deref())
                 .await
             {
-                if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                    tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-                }
+                abort_destination(&destination, &prepared, &record.name).await;
                 return Err(err.context(format!("cannot migrate domain '{}'", record.name)));
             }
         }
@@ -479,9 +487,7 @@ impl Domains {
             let _ = control.migrate_cancel().await;
             wait_until_cancelled(control, &record.name).await;
             let _ = super::migration_storage::end_copies(control, disks).await;
-            if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-            }
+            abort_destination(destination, prepared, &record.name).await;
             // A migration cancelled after QEMU stopped the guest for the last pass (or a
             // non-live one) leaves it paused: it ran before, so it runs again; a cluster guest
             // only while its lock is still this host's (made sure of first: the destination can

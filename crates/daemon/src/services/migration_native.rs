@@ -27,6 +27,7 @@ use super::domains::Domains;
 use super::error::{bad_request, db, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{Intent, Vm};
 use super::jobs::{aborted, remove_files, Job};
+use super::migration::abort_destination;
 use super::saves::SaveImage;
 use crate::engine::{Control, MigrationProgress};
 use crate::state_dir::create_private_dir;
@@ -153,9 +154,7 @@ impl Domains {
             Ok(image) => image,
             Err(err) => {
                 // Saved, but unreadable: nothing to send, nor to relaunch from.
-                if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                    tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-                }
+                abort_destination(destination, prepared, &record.name).await;
                 return Err(err.context(format!(
                     "domain '{}' is shut off here: the state it was saved into cannot be read back",
                     record.name
@@ -174,9 +173,7 @@ impl Domains {
             remove_files(std::slice::from_ref(&image_path));
             return Ok(());
         };
-        if let Err(abort) = destination.abort_migration(&prepared.id).await {
-            tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-        }
+        abort_destination(destination, prepared, &record.name).await;
         match self
             .start_from_image(vm, record, &image, None, keep_id)
             .await
@@ -223,24 +220,19 @@ impl Domains {
             finish,
         } = native;
         let stream = connect.await?;
-        let abort_destination = || async {
-            if let Err(abort) = destination.abort_migration(&prepared.id).await {
-                tracing::warn!(domain = %record.name, "the destination could not abort: {abort}");
-            }
-        };
         if abort_requested(job).await {
             drop(stream);
-            abort_destination().await;
+            abort_destination(destination, prepared, &record.name).await;
             return Err(aborted());
         }
         let (report, streamed_at) = match stream_live(control, stream, request, job).await {
             Streamed::Complete(report, answered) => (report, answered),
             Streamed::Failed(err) => {
-                abort_destination().await;
+                abort_destination(destination, prepared, &record.name).await;
                 return Err(err);
             }
             Streamed::Undelivered(err) => {
-                abort_destination().await;
+                abort_destination(destination, prepared, &record.name).await;
                 return Err(take_back(control, &record.name, err).await);
             }
         };
@@ -253,7 +245,7 @@ impl Domains {
             "the guest's live state stream is complete"
         );
         if let Err(err) = finish.await {
-            abort_destination().await;
+            abort_destination(destination, prepared, &record.name).await;
             return Err(take_back(control, &record.name, err).await);
         }
         // The guest was paused here for the last pass, then until the destination resumed it
