@@ -311,3 +311,15 @@ pub(super) fn remove_files(paths: &[PathBuf]) {
         }
     }
 }
+
+/// (Source) Asks the destination to drop what it prepared for migration `prepared` of domain
+/// `name`; a destination that cannot is logged, the migration's own error is what the caller reports.
+pub(super) async fn abort_destination(
+    destination: &oxvirt_api::Client,
+    prepared: &oxvirt_api::PreparedMigration,
+    name: &str,
+) {
+    if let Err(abort) = destination.abort_migration(&prepared.id).await {
+        tracing::warn!(domain = %name, "the destination could not abort: {abort}");
+    }
+}

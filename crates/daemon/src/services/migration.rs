@@ -33,7 +33,7 @@ use uuid::Uuid;
 use super::domains::Domains;
 use super::error::{bad_request, db, invalid_state, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{stored_domain, Intent};
-use super::jobs::{IncomingMigration, Job};
+use super::jobs::{abort_destination, IncomingMigration, Job};
 use super::migration_lock::{DestinationLock, SourceLock};
 use super::migration_tcp::{RemoteSource, StreamListener};
 use crate::engine::{Control, Incoming};
@@ -166,18 +166,6 @@ struct QemuMove<'a> {
     disks: &'a [oxvirt_api::DiskCopy],
     /// A cluster guest's lock, handed over at the end (migration_lock.rs).
     cluster_lock: Option<&'a dyn SourceLock>,
-}
-
-/// (Source) Asks the destination to drop what it prepared for migration `prepared` of domain
-/// `name`; a destination that cannot is logged, the migration's own error is what the caller reports.
-pub(super) async fn abort_destination(
-    destination: &Client,
-    prepared: &PreparedMigration,
-    name: &str,
-) {
-    if let Err(abort) = destination.abort_migration(&prepared.id).await {
-        tracing::warn!(domain = %name, "the destination could not abort: {abort}");
-    }
 }
 
 /// (Source) The connection to the destination's migration stream: a remote destination's port
