@@ -30,20 +30,39 @@ fn mem_total(console: &mut ConsoleSession, tag: &mut u32) -> u64 {
         .unwrap_or_else(|| panic!("no MemTotal in {out:?}"))
 }
 
-/// Waits until the guest's MemTotal satisfies `ok`; returns the last value seen.
+/// Waits until the guest's MemTotal satisfies `ok` and has settled (two readings in a row
+/// agree); returns that value. The balloon driver moves pages in batches, so a reading that
+/// already satisfies `ok` can still be one batch (about 1 MiB) short of where it stops, and a
+/// later comparison against it would fail.
 fn wait_mem_total(
     console: &mut ConsoleSession,
     tag: &mut u32,
     what: &str,
     ok: impl Fn(u64) -> bool,
 ) -> u64 {
+    let mut previous = None;
     let mut last = 0;
     let reached = wait_for(BALLOON_TIMEOUT, || {
         last = mem_total(console, tag);
-        ok(last)
+        let settled = previous == Some(last);
+        previous = Some(last);
+        ok(last) && settled
     });
-    assert!(reached, "the guest's MemTotal never {what}; last {last} kB");
+    assert!(
+        reached,
+        "the guest's MemTotal never {what} and settled; last {last} kB"
+    );
     last
+}
+
+/// Waits until the balloon's size as the guest reports it (`dommemstat`'s `actual`) is `kib`.
+/// The guest driver updates it after each batch of pages, after it changed MemTotal, so from
+/// then on MemTotal holds still.
+fn wait_balloon_actual(daemon: &Daemon, kib: u64) {
+    let reached = wait_for(BALLOON_TIMEOUT, || {
+        stat(&daemon.oxvirt(&["dommemstat", "mem"]).ok(), "actual") == Some(kib)
+    });
+    assert!(reached, "{}", daemon.oxvirt(&["dommemstat", "mem"]).ok());
 }
 
 /// `dommemstat`'s value of `key`, if it printed one.
@@ -111,12 +130,10 @@ fn balloon_moves_the_guests_memory_and_dommemstat_reports_it() {
 
     // <currentMemory> at start: the balloon holds 96 MiB, the guest has that much less than
     // once it gives them back.
-    let wanted = wait_for(BALLOON_TIMEOUT, || {
-        stat(&daemon.oxvirt(&["dommemstat", "mem"]).ok(), "actual") == Some(160 * MIB)
-    });
-    assert!(wanted, "{}", daemon.oxvirt(&["dommemstat", "mem"]).ok());
-    let small = mem_total(&mut console, &mut tag);
+    wait_balloon_actual(&daemon, 160 * MIB);
+    let small = wait_mem_total(&mut console, &mut tag, "held still", |_| true);
     daemon.oxvirt(&["setmem", "mem", "256M", "--live"]).ok();
+    wait_balloon_actual(&daemon, 256 * MIB);
     let full = wait_mem_total(&mut console, &mut tag, "grew by 96 MiB", |now| {
         now >= small + 96 * MIB - 2 * MIB
     });
@@ -127,6 +144,7 @@ fn balloon_moves_the_guests_memory_and_dommemstat_reports_it() {
 
     // setmem --live 128 MiB: the guest's MemTotal drops by about that.
     daemon.oxvirt(&["setmem", "mem", "131072", "--live"]).ok();
+    wait_balloon_actual(&daemon, 128 * MIB);
     let now = wait_mem_total(&mut console, &mut tag, "dropped by 128 MiB", |now| {
         now <= full - 128 * MIB + 2 * MIB
     });
