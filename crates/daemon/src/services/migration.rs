@@ -338,6 +338,7 @@ impl Domains {
         let moved = if native {
             let native = super::migration_native::NativeMove {
                 control: control.as_ref(),
+                running: state == DomainState::Running,
                 prepared: &prepared,
                 request,
                 destination: &destination,

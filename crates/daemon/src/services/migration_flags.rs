@@ -121,6 +121,8 @@ pub(super) async fn switch_to_postcopy(
 pub(super) struct SuspendAfter {
     deadline: Option<Instant>,
     postcopy: bool,
+    /// When it paused the guest.
+    suspended_at: Option<Instant>,
 }
 
 impl SuspendAfter {
@@ -130,7 +132,13 @@ impl SuspendAfter {
                 .timeout_s
                 .map(|seconds| Instant::now() + Duration::from_secs(seconds)),
             postcopy: request.timeout_postcopy,
+            suspended_at: None,
         }
+    }
+
+    /// When the time was up and the guest was paused, if it was.
+    pub(super) fn suspended_at(&self) -> Option<Instant> {
+        self.suspended_at
     }
 
     /// Pauses the guest (or switches to post-copy) once, when the time is up.
@@ -150,13 +158,14 @@ impl SuspendAfter {
                 }
                 return switch_to_postcopy(control, job, domain).await;
             }
-            tracing::info!("migration timeout reached: suspending the guest");
+            tracing::info!(domain, "migration timeout reached: suspending the guest");
             control.pause().await.map_err(|err| {
                 DaemonError::new(
                     ErrorKind::Engine,
                     format!("cannot suspend the guest at --timeout: {}", err.message),
                 )
             })?;
+            self.suspended_at = Some(Instant::now());
         }
         Ok(())
     }

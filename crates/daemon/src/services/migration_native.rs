@@ -5,7 +5,9 @@
 //!
 //! - `--live`: the guest's VMM writes its state into a socket while the guest runs (pre-copy,
 //!   pass after pass over the pages it writes) and pauses it for the last pass; a relay thread
-//!   here carries what comes out into the destination's stream at `--bandwidth`. A failure or
+//!   here carries what comes out into the destination's stream at `--bandwidth`. `--timeout S`
+//!   pauses the guest after S seconds (as for the qemu engine, migration_flags.rs): the VMM's
+//!   pass under way then finds few pages written and makes the next one its last. A failure or
 //!   `domjobabort` while it streams: the VMM undoes it itself (the guest never stopped); after
 //!   the stream completed (the destination failed): the same VMM takes it back
 //!   (`migrate_cancel`) and the guest runs on here. Once it runs there, its VMM here ends.
@@ -19,7 +21,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use oxvirt_api::{Client, MigrateRequest, PreparedMigration};
+use oxvirt_api::{Client, DomainState, MigrateRequest, PreparedMigration};
 use oxvirt_native::migration::Transfer;
 use oxvirt_native::MigrationReport;
 
@@ -27,6 +29,7 @@ use super::domains::Domains;
 use super::error::{bad_request, db, DaemonError, DaemonResult, ErrorKind};
 use super::guests::{Intent, Vm};
 use super::jobs::{abort_destination, aborted, remove_files, Job};
+use super::migration_flags::SuspendAfter;
 use super::saves::SaveImage;
 use crate::engine::{Control, MigrationProgress};
 use crate::state_dir::create_private_dir;
@@ -54,11 +57,14 @@ pub(super) fn check_request(request: &MigrateRequest, name: &str) -> DaemonResul
              guest's migration has neither",
         );
     }
-    if request.timeout_s.is_some() {
+    if request.postcopy {
         return refused(
-            "a native guest's live migration has no --timeout (pausing the guest when it takes \
-             longer) yet: --bandwidth and migrate-setmaxdowntime steer it, domjobabort ends it",
+            "a native guest's live migration is pre-copy only (--postcopy is QEMU's): \
+             --timeout, --bandwidth and migrate-setmaxdowntime steer it",
         );
+    }
+    if request.timeout_s.is_some() && !request.live {
+        return refused("--timeout needs --live (a migration without it pauses the guest from the start)");
     }
     if request.tunnelled {
         // The tunnel would carry its stream as any other (migration_tunnel.rs), but no lab has
@@ -86,6 +92,8 @@ async fn abort_requested(job: &Job) -> bool {
 pub(super) struct NativeMove<'a, C, F> {
     /// The guest's control (a live migration's stream and its undoing).
     pub(super) control: &'a dyn Control,
+    /// Whether the guest runs (not paused) as the migration begins.
+    pub(super) running: bool,
     pub(super) prepared: &'a PreparedMigration,
     pub(super) request: &'a MigrateRequest,
     pub(super) destination: &'a Client,
@@ -119,6 +127,7 @@ impl Domains {
         }
         let NativeMove {
             control: _,
+            running: _,
             prepared,
             request,
             destination,
@@ -211,6 +220,7 @@ impl Domains {
     {
         let NativeMove {
             control,
+            running,
             prepared,
             request,
             destination,
@@ -224,15 +234,29 @@ impl Domains {
             abort_destination(destination, prepared, &record.name).await;
             return Err(aborted());
         }
-        let (report, streamed_at) = match stream_live(control, stream, request, job).await {
+        let slot = self.guests.slot(&record.uuid);
+        let paused_by_timeout = || {
+            self.guests
+                .set_state(&slot, &record.uuid, DomainState::Paused, "migration");
+        };
+        let mut timeout = Timeout {
+            after: SuspendAfter::new(request),
+            domain: &record.name,
+            paused: &paused_by_timeout,
+        };
+        let streamed = stream_live(control, stream, request, job, &mut timeout).await;
+        // Paused by --timeout, a guest that ran runs again here if the migration fails.
+        let suspended_at = timeout.after.suspended_at().filter(|_| running);
+        let (report, streamed_at) = match streamed {
             Streamed::Complete(report, answered) => (report, answered),
             Streamed::Failed(err) => {
                 abort_destination(destination, prepared, &record.name).await;
-                return Err(err);
+                return Err(self.run_again(control, record, suspended_at, err).await);
             }
             Streamed::Undelivered(err) => {
                 abort_destination(destination, prepared, &record.name).await;
-                return Err(take_back(control, &record.name, err).await);
+                let err = take_back(control, &record.name, err).await;
+                return Err(self.run_again(control, record, suspended_at, err).await);
             }
         };
         tracing::info!(
@@ -245,18 +269,66 @@ impl Domains {
         );
         if let Err(err) = finish.await {
             abort_destination(destination, prepared, &record.name).await;
-            return Err(take_back(control, &record.name, err).await);
+            let err = take_back(control, &record.name, err).await;
+            return Err(self.run_again(control, record, suspended_at, err).await);
         }
-        // The guest was paused here for the last pass, then until the destination resumed it
-        // (the relay's last bytes and D's restore included): what domjobinfo shows as the
-        // downtime.
-        let downtime = report
-            .paused_ms
-            .saturating_add(u64::try_from(streamed_at.elapsed().as_millis()).unwrap_or(u64::MAX));
+        // The guest was paused here for the last pass (or since --timeout paused it), then
+        // until the destination resumed it (the relay's last bytes and D's restore included):
+        // what domjobinfo shows as the downtime.
+        let millis = |since: std::time::Instant| {
+            u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+        };
+        let downtime = match suspended_at {
+            Some(at) => millis(at),
+            None => report.paused_ms.saturating_add(millis(streamed_at)),
+        };
         job.set_downtime(downtime);
         tracing::info!(domain = %record.name, downtime_ms = downtime, "the guest runs on the destination");
         Ok(())
     }
+}
+
+impl Domains {
+    /// After a failed live migration of a guest that ran until `--timeout` paused it (at
+    /// `suspended_at`; `None`: it did not, and the VMM put the guest back as it was): resumes
+    /// it here; returns `err`, saying where the guest is if that failed.
+    async fn run_again(
+        &self,
+        control: &dyn Control,
+        record: &DomainRecord,
+        suspended_at: Option<std::time::Instant>,
+        err: DaemonError,
+    ) -> DaemonError {
+        if suspended_at.is_none() {
+            return err;
+        }
+        match control.resume().await {
+            Ok(()) => {
+                self.guests.set_state(
+                    &self.guests.slot(&record.uuid),
+                    &record.uuid,
+                    DomainState::Running,
+                    "migration canceled",
+                );
+                err
+            }
+            Err(resume) => {
+                tracing::error!(domain = %record.name, "cannot resume after a failed migration: {resume}");
+                err.context(format!(
+                    "domain '{}' stays paused here (paused at --timeout; it could not be resumed: {})",
+                    record.name, resume.message
+                ))
+            }
+        }
+    }
+}
+
+/// `--timeout S` of a live migration ([`SuspendAfter`]): the guest is paused once S seconds
+/// went, and `paused` records it (the domain's state: paused, reason migration).
+struct Timeout<'a> {
+    after: SuspendAfter,
+    domain: &'a str,
+    paused: &'a (dyn Fn() + Sync),
 }
 
 /// Publishes `transfer` in `job` (`domjobinfo`): bytes of the state sent, left and in all (none
@@ -307,12 +379,15 @@ async fn take_back(control: &dyn Control, name: &str, err: DaemonError) -> Daemo
 /// counting it in `job` (`domjobinfo`: bytes sent; the stream's length is not known before it
 /// ends, so no total is shown), and writes the stream's end once the VMM said it is complete.
 /// `domjobabort` shuts both sockets down: the relay stops, the VMM's next write fails, and it
-/// undoes the migration (or, if it had completed, the stream is undelivered).
+/// undoes the migration (or, if it had completed, the stream is undelivered); so does a
+/// `timeout` whose pause failed. Once `timeout` paused the guest, the VMM's pass under way
+/// finds little written and its next one is the last.
 async fn stream_live(
     control: &dyn Control,
     stream: OwnedFd,
     request: &MigrateRequest,
     job: &Job,
+    timeout: &mut Timeout<'_>,
 ) -> Streamed {
     let internal =
         |what: &str, err: std::io::Error| Streamed::Failed(super::error::internal(what, err));
@@ -348,7 +423,19 @@ async fn stream_live(
     let publish = |status: &str| publish(job, request, &transfer, status);
     let mut answer = None;
     let mut relayed = None;
-    let mut abort = false;
+    // Why the stream was cut short (domjobabort, or a --timeout that could not pause).
+    let mut stopped: Option<DaemonError> = None;
+    let stop = |why: DaemonError, stopped: &mut Option<DaemonError>| {
+        transfer.abort.store(true, Ordering::SeqCst);
+        // A write blocked on a destination that reads no more, and the VMM's blocked on the
+        // relay, return at once.
+        // SAFETY: shutdown(2) of our own descriptors of both sockets; no memory involved.
+        unsafe {
+            libc::shutdown(shut_out.as_raw_fd(), libc::SHUT_RDWR);
+            libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR);
+        }
+        *stopped = Some(why);
+    };
     while answer.is_none() || relayed.is_none() {
         tokio::select! {
             reply = &mut migrating, if answer.is_none() => {
@@ -365,18 +452,21 @@ async fn stream_live(
                 unsafe { libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR) };
                 relayed = Some(done);
             }
-            () = job.abort.notified(), if !abort => {
-                abort = true;
-                transfer.abort.store(true, Ordering::SeqCst);
-                // A write blocked on a destination that reads no more, and the VMM's blocked on
-                // the relay, return at once.
-                // SAFETY: as above, for both sockets.
-                unsafe {
-                    libc::shutdown(shut_out.as_raw_fd(), libc::SHUT_RDWR);
-                    libc::shutdown(shut_in.as_raw_fd(), libc::SHUT_RDWR);
+            () = job.abort.notified(), if stopped.is_none() => stop(aborted(), &mut stopped),
+            () = tokio::time::sleep(POLL) => {
+                publish("active");
+                // (Once the VMM answered, the stream is complete: nothing to pause for.)
+                if answer.is_none() && stopped.is_none() {
+                    let before = timeout.after.suspended_at();
+                    match timeout.after.check(control, job, timeout.domain).await {
+                        Ok(()) if before.is_none() && timeout.after.suspended_at().is_some() => {
+                            (timeout.paused)();
+                        }
+                        Ok(()) => {}
+                        Err(err) => stop(err, &mut stopped),
+                    }
                 }
             }
-            () = tokio::time::sleep(POLL) => publish("active"),
         }
     }
     let (Some(answer), Some(relayed)) = (answer, relayed) else {
@@ -391,9 +481,9 @@ async fn stream_live(
                 Ok((_, Err(relay))) => format!("; {relay}"),
                 _ => String::new(),
             };
-            let err = match abort {
-                true => aborted(),
-                false => DaemonError::new(
+            let err = match stopped {
+                Some(why) => why,
+                None => DaemonError::new(
                     ErrorKind::Engine,
                     format!(
                         "the guest's VMM did not complete its state stream: {}{cause}",
@@ -404,14 +494,14 @@ async fn stream_live(
             return Streamed::Failed(err);
         }
     };
-    let delivered = match relayed {
-        Err(join) => Err(super::error::internal(
+    let delivered = match (relayed, stopped) {
+        (_, Some(why)) => Err(why),
+        (Err(join), None) => Err(super::error::internal(
             "the migration's relaying thread",
             join,
         )),
-        Ok(_) if abort => Err(aborted()),
-        Ok((_, Err(err))) => Err(DaemonError::new(ErrorKind::Engine, err.to_string())),
-        Ok((mut out, Ok(_))) => {
+        (Ok((_, Err(err))), None) => Err(DaemonError::new(ErrorKind::Engine, err.to_string())),
+        (Ok((mut out, Ok(_))), None) => {
             // The stream is whole: its end tells the destination so.
             tokio::task::spawn_blocking(move || oxvirt_native::migration::end_state(&mut out))
                 .await
@@ -527,7 +617,17 @@ mod tests {
             timeout_s: Some(3),
             ..request()
         });
-        assert!(timeout.contains("no --timeout"), "{timeout}");
+        assert!(timeout.contains("--timeout needs --live"), "{timeout}");
+        let live_timeout = MigrateRequest {
+            timeout_s: Some(3),
+            ..live.clone()
+        };
+        assert!(check_request(&live_timeout, "vm").is_ok(), "--live --timeout is taken");
+        let postcopy = refusal(MigrateRequest {
+            postcopy: true,
+            ..live.clone()
+        });
+        assert!(postcopy.contains("pre-copy only"), "{postcopy}");
         let tunnelled = refusal(MigrateRequest {
             tunnelled: true,
             ..request()
@@ -548,6 +648,9 @@ mod tests {
         GivesUp(usize),
         /// Writes until its write fails (its reader went), then gives up.
         WritesUntilCut,
+        /// Writes (about 16 MiB/s) until paused, then `n` bytes more, then answers with a
+        /// report: a guest that keeps writing its memory faster than it converges.
+        CompletesOncePaused(usize),
     }
 
     /// A native guest's control of which only the live stream is used.
@@ -557,6 +660,8 @@ mod tests {
         cut: Arc<AtomicBool>,
         /// The destination's end of its connection, closed once the stream is complete.
         destination: std::sync::Mutex<Option<std::os::unix::net::UnixStream>>,
+        /// Set by `pause`.
+        paused: Arc<AtomicBool>,
     }
 
     /// The bytes the fake VMM writes: a pattern the destination's copy is compared with.
@@ -570,6 +675,7 @@ mod tests {
             Ok(GuestStatus::Running)
         }
         async fn pause(&self) -> Result<(), EngineError> {
+            self.paused.store(true, Ordering::SeqCst);
             Ok(())
         }
         async fn resume(&self) -> Result<(), EngineError> {
@@ -587,6 +693,7 @@ mod tests {
         async fn migrate_live(&self, stream: OwnedFd) -> Result<MigrationReport, EngineError> {
             let does = self.does;
             let cut = Arc::clone(&self.cut);
+            let paused = Arc::clone(&self.paused);
             let destination = self.destination.lock().unwrap().take();
             tokio::task::spawn_blocking(move || {
                 let mut socket = std::fs::File::from(stream);
@@ -619,6 +726,25 @@ mod tests {
                             return Err(failed(format!("the stream failed: {err}")));
                         }
                     },
+                    Vmm::CompletesOncePaused(n) => {
+                        let mut passes = 1;
+                        while !paused.load(Ordering::SeqCst) {
+                            socket
+                                .write_all(&[1; 65536])
+                                .map_err(|e| failed(e.to_string()))?;
+                            passes += 1;
+                            std::thread::sleep(std::time::Duration::from_millis(4));
+                        }
+                        socket
+                            .write_all(&pattern(n))
+                            .map_err(|e| failed(e.to_string()))?;
+                        Ok(MigrationReport {
+                            passes,
+                            bytes: n as u64,
+                            last_pass_bytes: n as u64,
+                            paused_ms: 3,
+                        })
+                    }
                 }
             })
             .await
@@ -638,6 +764,29 @@ mod tests {
         std::thread::JoinHandle<Result<u64, oxvirt_native::NativeError>>,
         Arc<AtomicBool>,
     ) {
+        let request = MigrateRequest {
+            live: true,
+            ..request()
+        };
+        let (streamed, job, receiver, cut, _) =
+            stream_with_request(does, dir, abort, request).await;
+        (streamed, job, receiver, cut)
+    }
+
+    /// [`stream_with`] for `request`; also returns how often the guest was recorded paused by
+    /// the request's `--timeout`.
+    async fn stream_with_request(
+        does: Vmm,
+        dir: &std::path::Path,
+        abort: bool,
+        request: MigrateRequest,
+    ) -> (
+        Streamed,
+        Arc<Job>,
+        std::thread::JoinHandle<Result<u64, oxvirt_native::NativeError>>,
+        Arc<AtomicBool>,
+        usize,
+    ) {
         let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         let into = dir.join("incoming.state");
         let receiver = std::thread::spawn(move || {
@@ -653,13 +802,29 @@ mod tests {
             does,
             cut: Arc::clone(&cut),
             destination: Default::default(),
+            paused: Arc::default(),
         };
-        let request = MigrateRequest {
-            live: true,
-            ..request()
+        let recorded = std::sync::atomic::AtomicUsize::new(0);
+        let paused = || {
+            recorded.fetch_add(1, Ordering::SeqCst);
         };
-        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request, &job).await;
-        (streamed, job, receiver, cut)
+        let mut timeout = Timeout {
+            after: SuspendAfter::new(&request),
+            domain: "vm",
+            paused: &paused,
+        };
+        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request, &job, &mut timeout).await;
+        (streamed, job, receiver, cut, recorded.load(Ordering::SeqCst))
+    }
+
+    /// No timeout: for the tests that call `stream_live` themselves.
+    fn no_timeout() -> Timeout<'static> {
+        fn nothing() {}
+        Timeout {
+            after: SuspendAfter::new(&request()),
+            domain: "vm",
+            paused: &nothing,
+        }
     }
 
     #[tokio::test]
@@ -731,8 +896,10 @@ mod tests {
             does: Vmm::Completes(1000),
             cut: Arc::default(),
             destination: std::sync::Mutex::new(Some(theirs)),
+            paused: Arc::default(),
         };
-        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request(), &job).await;
+        let streamed =
+            stream_live(&vmm, OwnedFd::from(ours), &request(), &job, &mut no_timeout()).await;
         let Streamed::Undelivered(err) = streamed else {
             panic!("not undelivered");
         };
@@ -755,8 +922,10 @@ mod tests {
             does: Vmm::WritesUntilCut,
             cut: Arc::clone(&cut),
             destination: Default::default(),
+            paused: Arc::default(),
         };
-        let streamed = stream_live(&vmm, OwnedFd::from(ours), &request(), &job).await;
+        let streamed =
+            stream_live(&vmm, OwnedFd::from(ours), &request(), &job, &mut no_timeout()).await;
         let Streamed::Failed(err) = streamed else {
             panic!("not a failure");
         };
@@ -770,6 +939,29 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[tokio::test]
+    async fn at_the_timeout_the_guest_is_paused_once_and_the_stream_completes() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = MigrateRequest {
+            live: true,
+            timeout_s: Some(1),
+            ..request()
+        };
+        let started = std::time::Instant::now();
+        let (streamed, _job, receiver, _, recorded) =
+            stream_with_request(Vmm::CompletesOncePaused(5000), dir.path(), false, request).await;
+        let Streamed::Complete(report, _) = streamed else {
+            panic!("not complete");
+        };
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+        assert!(report.passes > 1, "it wrote until paused");
+        assert_eq!(recorded, 1, "recorded paused once");
+        let received = receiver.join().unwrap().unwrap();
+        let state = std::fs::read(dir.path().join("incoming.state")).unwrap();
+        assert_eq!(state.len() as u64, received);
+        assert!(state.ends_with(&pattern(5000)), "the last pass came whole");
     }
 
     fn lock_info(job: &Job) -> oxvirt_api::JobInfo {
