@@ -226,6 +226,10 @@ pub struct JobInfo {
     pub disk_total: u64,
     /// Bytes per second of RAM pages the guest dirties.
     pub dirty_rate: u64,
+    /// Passes over the memory so far (virsh's "Iteration"; QEMU's `dirty-sync-count`, the
+    /// native VMM's passes), 0 when not known.
+    #[serde(default)]
+    pub memory_iteration: u64,
     /// MiB/s of the stream.
     pub bandwidth_mib: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -441,6 +441,9 @@ fn format_job(job: &JobInfo) -> String {
         "Dirty rate:",
         mib(job.dirty_rate)
     ));
+    if job.memory_iteration > 0 {
+        lines.push(format!("{:<18}{}", "Iteration:", job.memory_iteration));
+    }
     if job.postcopy_requests > 0 {
         // (The label is one wider than the column, as in virsh.)
         lines.push(format!("Postcopy requests: {}", job.postcopy_requests));

@@ -502,11 +502,12 @@ fn native_guests_get_cgroups() {
 /// state (same tmpfs, counter going on), B left with nothing. Then it moves to B live with a
 /// 10 ms `migrate-setmaxdowntime` while it rewrites 16 MiB of its tmpfs, so it never converges
 /// by itself: `--timeout 1` pauses it (A's log says so) and the VMM made more than two passes
-/// but fewer than its cap's 31 (A's log), `running (migrated)` on B with no boot in its console, the same uptime
-/// and tmpfs, every file it rewrote whole (md5) and its counter going on; A has it `shut off
-/// (migrated)` and no VMM of it, one VMM in all, no state file left, the job completed with its
-/// downtime. Last it moves back paused with `--undefinesource`: running on A with no boot in
-/// its console, its counter going on, gone from B.
+/// but fewer than its cap's 31 (A's log), `running (migrated)` on B with no boot in its
+/// console, the same uptime and tmpfs, every file it rewrote whole (md5) and its counter going
+/// on; A has it `shut off (migrated)` and no VMM of it, one VMM in all, no state file left, the
+/// job completed with its downtime and the VMM's passes. Last it moves back paused with
+/// `--undefinesource`: running on A with no boot in its console, its counter going on, gone
+/// from B.
 #[test]
 fn native_guests_migrate_between_two_oxvirtd() {
     let text = lab();
@@ -560,6 +561,7 @@ fn native_guests_migrate_between_two_oxvirtd() {
             "mig-a-no-image",
             "mig-job-completed",
             "mig-job-downtime",
+            "mig-job-iteration",
             "mig-b-answers",
             "mig-b-same-boot",
             "mig-b-tmpfs",

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use oxvirt_vmm::protocol::{BalloonReport, DiskStats, MigrationReport, Reply, Request, RunState};
+use oxvirt_vmm::protocol::{
+    BalloonReport, DiskStats, LiveProgress, MigrationReport, Reply, Request, RunState,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
@@ -101,6 +103,26 @@ impl VmmClient {
                 reason: format!("expected a migration report, got {other:?}"),
             }),
         }
+    }
+
+    /// How far the live migration under way ([`Self::migrate_send`], from another task) went,
+    /// as of its last pass's end; refused when none streams.
+    pub async fn migrate_status(&self) -> Result<LiveProgress, NativeError> {
+        match self.request(Request::MigrateStatus).await? {
+            Reply::LiveMigration(progress) => Ok(progress),
+            other => Err(NativeError::Protocol {
+                command: Request::MigrateStatus.to_string(),
+                reason: format!("expected a live migration's progress, got {other:?}"),
+            }),
+        }
+    }
+
+    /// The downtime the live migration under way aims at from its next pass's end on;
+    /// refused when none streams.
+    pub async fn migrate_set_downtime(&self, max_downtime_ms: u64) -> Result<(), NativeError> {
+        self.request(Request::MigrateSetDowntime { max_downtime_ms })
+            .await
+            .map(drop)
     }
 
     /// Undoes a completed [`Self::migrate_send`] (the destination failed): the VMM takes its
@@ -368,6 +390,46 @@ mod tests {
                 "{\"command\":\"migrate-send-fd\",\"max_downtime_ms\":300}",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_live_migration_is_followed_and_its_downtime_changed() {
+        let (_dir, socket, server) = serve(
+            "{\"ok\":true,\"live_migration\":{\"passes\":2,\"ram_bytes\":8192,\"dirty_bytes\":4096,\"dirty_rate\":1024,\"max_downtime_ms\":300}}\n",
+            2,
+        );
+        let client = VmmClient::new(socket, Arc::default());
+        let progress = client.migrate_status().await.unwrap();
+        assert_eq!(
+            progress,
+            LiveProgress {
+                passes: 2,
+                ram_bytes: 8192,
+                dirty_bytes: 4096,
+                dirty_rate: 1024,
+                max_downtime_ms: 300
+            }
+        );
+        client.migrate_set_downtime(2000).await.unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            vec![
+                "{\"command\":\"migrate-status\"}",
+                "{\"command\":\"migrate-set-downtime\",\"max_downtime_ms\":2000}",
+            ]
+        );
+        // A plain success to migrate-status is not what the protocol allows.
+        let (_dir2, socket2, server2) = serve("{\"ok\":true}\n", 1);
+        let err = VmmClient::new(socket2, Arc::default())
+            .migrate_status()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("expected a live migration's progress"),
+            "{err}"
+        );
+        server2.await.unwrap();
     }
 
     #[tokio::test]

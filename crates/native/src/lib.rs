@@ -64,8 +64,8 @@ mod spawn;
 pub use control::VmmClient;
 pub use error::{NativeError, Refusal};
 pub use oxvirt_vmm::protocol::{
-    BalloonReport, BlockStats, DiskStats, MigrationReport, RequestStats, RestoreSource, RunState,
-    VmConfig, DEFAULT_MAX_DOWNTIME_MS,
+    BalloonReport, BlockStats, DiskStats, LiveProgress, MigrationReport, RequestStats,
+    RestoreSource, RunState, VmConfig, DEFAULT_MAX_DOWNTIME_MS,
 };
 pub use paths::RunPaths;
 pub use plan::{check_definition, plan};

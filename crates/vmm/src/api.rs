@@ -74,6 +74,13 @@ fn execute(vm: &VmHandle, request: Request, passed: &mut Option<std::fs::File>) 
             },
         },
         Request::MigrateCancel => done_or_refused(vm.migrate_cancel()),
+        Request::MigrateStatus => match vm.migrate_status() {
+            Ok(progress) => Reply::LiveMigration(progress),
+            Err(error) => Reply::Refused { error },
+        },
+        Request::MigrateSetDowntime { max_downtime_ms } => {
+            done_or_refused(vm.migrate_set_downtime(max_downtime_ms))
+        }
     }
 }
 

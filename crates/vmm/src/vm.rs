@@ -2,7 +2,7 @@
 
 use std::os::fd::AsRawFd;
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -30,8 +30,8 @@ use crate::devices::{lock, IoBus, IrqLine};
 use crate::kvm_state;
 use crate::layout;
 use crate::memory;
-use crate::protocol::MigrationReport;
 use crate::protocol::{CpusConfig, RestoreSource, VmConfig};
+use crate::protocol::{LiveProgress, MigrationReport};
 use crate::resources::{open_kvm, HostResources};
 use crate::seccomp::{self, Filters, ThreadRole};
 use crate::snapshot::{self, PageSet, StateError, StreamReader, StreamWriter, ZeroPages};
@@ -115,7 +115,77 @@ pub struct VmHandle {
     /// Set while a live migration's stream is complete and its outcome not known: the VM is
     /// paused and its images' locks are released (`migrate-cancel` or `stop` ends it).
     outgoing: Mutex<Option<Outgoing>>,
+    /// The live migration streaming now, if one does: what `migrate-status` and
+    /// `migrate-set-downtime` (other connections) see and change.
+    live: LiveMigration,
 }
+
+/// A live migration while it streams, shared between `migrate-send-fd`'s thread (which writes
+/// its progress and reads its downtime at each pass's end) and the API's other requests.
+#[derive(Default)]
+struct LiveMigration {
+    active: AtomicBool,
+    max_downtime_ms: AtomicU64,
+    passes: AtomicU32,
+    ram_bytes: AtomicU64,
+    dirty_bytes: AtomicU64,
+    dirty_rate: AtomicU64,
+}
+
+impl LiveMigration {
+    /// One begins, aiming at `max_downtime_ms`.
+    fn begin(&self, max_downtime_ms: u64) {
+        self.max_downtime_ms
+            .store(max_downtime_ms, Ordering::SeqCst);
+        self.passes.store(0, Ordering::SeqCst);
+        self.ram_bytes.store(0, Ordering::SeqCst);
+        self.dirty_bytes.store(0, Ordering::SeqCst);
+        self.dirty_rate.store(0, Ordering::SeqCst);
+        self.active.store(true, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.active.store(false, Ordering::SeqCst);
+    }
+
+    /// A pass ended: `passes` so far sent `ram_bytes`; the guest wrote `dirty_bytes` during
+    /// it, at `dirty_rate` bytes/s.
+    fn pass_done(&self, passes: u32, ram_bytes: u64, dirty_bytes: u64, dirty_rate: u64) {
+        self.passes.store(passes, Ordering::SeqCst);
+        self.ram_bytes.store(ram_bytes, Ordering::SeqCst);
+        self.dirty_bytes.store(dirty_bytes, Ordering::SeqCst);
+        self.dirty_rate.store(dirty_rate, Ordering::SeqCst);
+    }
+
+    fn max_downtime(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_downtime_ms.load(Ordering::SeqCst))
+    }
+
+    fn progress(&self) -> Result<LiveProgress, String> {
+        if !self.active.load(Ordering::SeqCst) {
+            return Err(NO_LIVE_MIGRATION.into());
+        }
+        Ok(LiveProgress {
+            passes: self.passes.load(Ordering::SeqCst),
+            ram_bytes: self.ram_bytes.load(Ordering::SeqCst),
+            dirty_bytes: self.dirty_bytes.load(Ordering::SeqCst),
+            dirty_rate: self.dirty_rate.load(Ordering::SeqCst),
+            max_downtime_ms: self.max_downtime_ms.load(Ordering::SeqCst),
+        })
+    }
+
+    fn set_max_downtime(&self, max_downtime_ms: u64) -> Result<(), String> {
+        if !self.active.load(Ordering::SeqCst) {
+            return Err(NO_LIVE_MIGRATION.into());
+        }
+        self.max_downtime_ms
+            .store(max_downtime_ms, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The refusal of `migrate-status` and `migrate-set-downtime` when no live migration streams.
+const NO_LIVE_MIGRATION: &str = "no live migration is under way (migrate-send-fd)";
 
 /// What `migrate-cancel` undoes.
 #[derive(Clone, Copy, Debug)]
@@ -226,7 +296,7 @@ impl VmHandle {
             Ok(())
         };
         let limits = LiveLimits {
-            max_downtime: std::time::Duration::from_millis(max_downtime_ms),
+            live: &self.live,
             max_ram_bytes: (self.memory_kib << 10).saturating_mul(MAX_RAM_SENT),
         };
         let released = std::cell::Cell::new(false);
@@ -243,6 +313,7 @@ impl VmHandle {
             released.set(true);
             Ok(())
         };
+        self.live.begin(max_downtime_ms);
         let result = machine
             .send_live(
                 std::io::BufWriter::with_capacity(1 << 20, out),
@@ -251,6 +322,7 @@ impl VmHandle {
                 hand_over,
             )
             .map_err(|e| format!("cannot send the machine state: {e}"));
+        self.live.end();
         if result.is_err() && released.get() {
             // The stream did not end: the destination has not opened them.
             for locks in &self.image_locks {
@@ -283,6 +355,16 @@ impl VmHandle {
                 Err(error)
             }
         }
+    }
+
+    /// How far the live migration under way went: see [`crate::protocol::Request::MigrateStatus`].
+    pub fn migrate_status(&self) -> Result<LiveProgress, String> {
+        self.live.progress()
+    }
+
+    /// See [`crate::protocol::Request::MigrateSetDowntime`].
+    pub fn migrate_set_downtime(&self, max_downtime_ms: u64) -> Result<(), String> {
+        self.live.set_max_downtime(max_downtime_ms)
     }
 
     /// Undoes a completed [`Self::migrate_send`]: see [`crate::protocol::Request::MigrateCancel`].
@@ -427,6 +509,7 @@ impl VmHandle {
             disks: Vec::new(),
             image_locks: Vec::new(),
             outgoing: Mutex::new(None),
+            live: LiveMigration::default(),
         }
     }
 
@@ -670,9 +753,10 @@ struct PlatformState {
 }
 
 /// When a live migration stops iterating.
-struct LiveLimits {
-    /// What the last pass may take at the rate the stream went so far.
-    max_downtime: std::time::Duration,
+struct LiveLimits<'a> {
+    /// What the last pass may take at the rate the stream went so far (its downtime target,
+    /// read at each pass's end: `migrate-set-downtime` changes it), and where its progress goes.
+    live: &'a LiveMigration,
     /// RAM bytes the passes before the last one may send in all.
     max_ram_bytes: u64,
 }
@@ -743,7 +827,7 @@ impl Machine {
     fn send_live<W: std::io::Write>(
         &self,
         out: W,
-        limits: LiveLimits,
+        limits: LiveLimits<'_>,
         pause: impl FnOnce() -> Result<(), String>,
         hand_over: impl FnOnce() -> Result<(), String>,
     ) -> Result<MigrationReport, StateError> {
@@ -767,11 +851,15 @@ impl Machine {
                 passes += 1;
                 // The rate the reader took this pass at (it sets the pace: the descriptor
                 // blocks when full).
-                let rate = sent as f64 / started.elapsed().as_secs_f64().max(1e-3);
+                let took = started.elapsed().as_secs_f64().max(1e-3);
+                let rate = sent as f64 / took;
                 zero = ZeroPages::Send;
                 pass = self.dirty_pages()?;
                 let left = pass.count() * snapshot::PAGE;
-                let fits = (left as f64) <= rate * limits.max_downtime.as_secs_f64();
+                limits
+                    .live
+                    .pass_done(passes, ram_sent, left, (left as f64 / took) as u64);
+                let fits = (left as f64) <= rate * limits.live.max_downtime().as_secs_f64();
                 if fits
                     || passes >= MAX_PASSES
                     || ram_sent.saturating_add(left) > limits.max_ram_bytes
@@ -1100,6 +1188,7 @@ impl Vm {
             disks,
             image_locks,
             outgoing: Mutex::new(None),
+            live: LiveMigration::default(),
         });
         Ok(Vm {
             handle,

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     AccelPlan, BlockStats, ConsolePaths, Control, Engine, EngineError, EngineErrorKind,
-    EngineEvent, Events, GuestStatus, Incoming, MemoryStats, StateFile,
+    EngineEvent, Events, GuestStatus, Incoming, MemoryStats, MigrationProgress, StateFile,
 };
 
 pub struct NativeEngine {
@@ -218,6 +218,7 @@ impl Engine for NativeEngine {
                 max_downtime_ms: std::sync::atomic::AtomicU64::new(
                     oxvirt_native::DEFAULT_MAX_DOWNTIME_MS,
                 ),
+                migrating: std::sync::atomic::AtomicBool::new(false),
             }),
             events_rx,
         ))
@@ -236,10 +237,12 @@ struct VmmControl {
     client: VmmClient,
     /// Where the VMM's pid file is (its vCPU threads are found from the pid).
     run: RunPaths,
-    /// The downtime the guest's next live migration aims at (`migrate-setmaxdowntime`): the
-    /// daemon's, sent with the migration's request (the VMM keeps none); back to the default
-    /// when oxvirtd reconnects to the VMM (a restart).
+    /// The downtime the guest's live migrations aim at (`migrate-setmaxdowntime`): the
+    /// daemon's, sent with each migration's request and to the one under way (the VMM keeps
+    /// none between them); back to the default when oxvirtd reconnects to the VMM (a restart).
     max_downtime_ms: std::sync::atomic::AtomicU64,
+    /// Set while [`Control::migrate_live`] waits for the VMM's stream.
+    migrating: std::sync::atomic::AtomicBool,
 }
 
 /// The balloon report as the daemon's [`MemoryStats`]: the VMM already uses virsh's names and
@@ -334,13 +337,26 @@ impl Control for VmmControl {
         &self,
         stream: std::os::fd::OwnedFd,
     ) -> Result<oxvirt_native::MigrationReport, EngineError> {
-        let downtime = self
-            .max_downtime_ms
-            .load(std::sync::atomic::Ordering::SeqCst);
-        self.client
-            .migrate_send(stream, downtime)
-            .await
-            .map_err(engine_error)
+        use std::sync::atomic::Ordering;
+        let downtime = self.max_downtime_ms.load(Ordering::SeqCst);
+        self.migrating.store(true, Ordering::SeqCst);
+        let sent = self.client.migrate_send(stream, downtime).await;
+        self.migrating.store(false, Ordering::SeqCst);
+        sent.map_err(engine_error)
+    }
+
+    /// The live migration under way, as the VMM last saw it (its passes, the pages the guest
+    /// wrote during the last one and how fast): `transferred` is the RAM its passes sent.
+    async fn migration_progress(&self) -> Result<MigrationProgress, EngineError> {
+        let live = self.client.migrate_status().await.map_err(engine_error)?;
+        Ok(MigrationProgress {
+            status: "active".to_string(),
+            transferred: live.ram_bytes,
+            remaining: live.dirty_bytes,
+            dirty_rate: live.dirty_rate,
+            passes: u64::from(live.passes),
+            ..MigrationProgress::default()
+        })
     }
 
     async fn migrate_cancel(&self) -> Result<(), EngineError> {
@@ -356,12 +372,19 @@ impl Control for VmmControl {
         Ok((downtime, 0))
     }
 
-    /// Applies from the next live migration on (the running one's VMM got its downtime with
-    /// the request).
+    /// For the live migration under way (from its next pass's end on) and those after it.
     async fn set_max_downtime(&self, milliseconds: u64) -> Result<(), EngineError> {
-        self.max_downtime_ms
-            .store(milliseconds, std::sync::atomic::Ordering::SeqCst);
-        Ok(())
+        use std::sync::atomic::Ordering;
+        self.max_downtime_ms.store(milliseconds, Ordering::SeqCst);
+        if !self.migrating.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.client.migrate_set_downtime(milliseconds).await {
+            Ok(()) => Ok(()),
+            // It ended meanwhile: the next one aims at it.
+            Err(_) if !self.migrating.load(Ordering::SeqCst) => Ok(()),
+            Err(err) => Err(engine_error(err)),
+        }
     }
 
     async fn set_bandwidth(&self, _mib: u64) -> Result<(), EngineError> {

@@ -200,6 +200,7 @@ impl Job {
         info.data_remaining = progress.remaining.saturating_add(info.disk_remaining);
         info.data_total = progress.total.saturating_add(info.disk_total);
         info.dirty_rate = progress.dirty_rate;
+        info.memory_iteration = progress.passes;
         info.bandwidth_mib = lock(&self.bandwidth_set).or(bandwidth_mib).unwrap_or(0);
         info.downtime_ms = progress.downtime_ms;
         info.phase = Some(progress.status.clone());

@@ -64,7 +64,9 @@ pub(super) fn check_request(request: &MigrateRequest, name: &str) -> DaemonResul
         );
     }
     if request.timeout_s.is_some() && !request.live {
-        return refused("--timeout needs --live (a migration without it pauses the guest from the start)");
+        return refused(
+            "--timeout needs --live (a migration without it pauses the guest from the start)",
+        );
     }
     if request.tunnelled {
         // The tunnel would carry its stream as any other (migration_tunnel.rs), but no lab has
@@ -332,16 +334,30 @@ struct Timeout<'a> {
 }
 
 /// Publishes `transfer` in `job` (`domjobinfo`): bytes of the state sent, left and in all (none
-/// while its length is not known: a live stream's until it ended).
-fn publish(job: &Job, request: &MigrateRequest, transfer: &Transfer, status: &str) {
+/// while its length is not known: a live stream's until it ended). `live`: the VMM's view of
+/// a live stream under way (its passes, the guest's dirty rate, and what its next pass sends:
+/// the bytes left, as far as anyone knows).
+fn publish(
+    job: &Job,
+    request: &MigrateRequest,
+    transfer: &Transfer,
+    status: &str,
+    live: Option<&MigrationProgress>,
+) {
     let total = transfer.total.load(Ordering::SeqCst);
     let sent = transfer.sent.load(Ordering::SeqCst);
+    let (remaining, dirty_rate, passes) = match live {
+        Some(live) => (live.remaining, live.dirty_rate, live.passes),
+        None => (total.saturating_sub(sent), 0, 0),
+    };
     job.update(
         &MigrationProgress {
             status: status.to_string(),
             transferred: sent,
-            remaining: total.saturating_sub(sent),
+            remaining,
             total,
+            dirty_rate,
+            passes,
             ..MigrationProgress::default()
         },
         request.bandwidth_mib,
@@ -420,7 +436,9 @@ async fn stream_live(
     tokio::pin!(relaying);
     let migrating = control.migrate_live(OwnedFd::from(vmm_end));
     tokio::pin!(migrating);
-    let publish = |status: &str| publish(job, request, &transfer, status);
+    let publish = |status: &str, live: Option<&MigrationProgress>| {
+        publish(job, request, &transfer, status, live)
+    };
     let mut answer = None;
     let mut relayed = None;
     // Why the stream was cut short (domjobabort, or a --timeout that could not pause).
@@ -454,7 +472,13 @@ async fn stream_live(
             }
             () = job.abort.notified(), if stopped.is_none() => stop(aborted(), &mut stopped),
             () = tokio::time::sleep(POLL) => {
-                publish("active");
+                // The VMM's passes, dirty rate and what its next pass sends (none before its
+                // first pass began, nor from a VMM that does not say).
+                let live = match answer {
+                    None => control.migration_progress().await.ok(),
+                    Some(_) => None,
+                };
+                publish("active", live.as_ref());
                 // (Once the VMM answered, the stream is complete: nothing to pause for.)
                 if answer.is_none() && stopped.is_none() {
                     let before = timeout.after.suspended_at();
@@ -475,7 +499,7 @@ async fn stream_live(
     let (report, answered) = match answer {
         Ok(answered) => answered,
         Err(err) => {
-            publish("failed");
+            publish("failed", None);
             // A relay that failed first is the cause (the VMM's write failed after it).
             let cause = match &relayed {
                 Ok((_, Err(relay))) => format!("; {relay}"),
@@ -516,11 +540,16 @@ async fn stream_live(
             // Its length is known now that it ended.
             let sent = transfer.sent.load(Ordering::SeqCst);
             transfer.total.store(sent, Ordering::SeqCst);
-            publish("completed");
+            // Every pass, the paused last one included; nothing left.
+            let done = MigrationProgress {
+                passes: u64::from(report.passes),
+                ..MigrationProgress::default()
+            };
+            publish("completed", Some(&done));
             Streamed::Complete(report, answered)
         }
         Err(err) => {
-            publish("failed");
+            publish("failed", None);
             Streamed::Undelivered(err)
         }
     }
@@ -561,7 +590,7 @@ async fn send_state(
         })
     };
     tokio::pin!(sending);
-    let publish = |status: &str| publish(job, request, &transfer, status);
+    let publish = |status: &str| publish(job, request, &transfer, status, None);
     loop {
         tokio::select! {
             sent = &mut sending => {
@@ -622,7 +651,10 @@ mod tests {
             timeout_s: Some(3),
             ..live.clone()
         };
-        assert!(check_request(&live_timeout, "vm").is_ok(), "--live --timeout is taken");
+        assert!(
+            check_request(&live_timeout, "vm").is_ok(),
+            "--live --timeout is taken"
+        );
         let postcopy = refusal(MigrateRequest {
             postcopy: true,
             ..live.clone()
@@ -814,7 +846,13 @@ mod tests {
             paused: &paused,
         };
         let streamed = stream_live(&vmm, OwnedFd::from(ours), &request, &job, &mut timeout).await;
-        (streamed, job, receiver, cut, recorded.load(Ordering::SeqCst))
+        (
+            streamed,
+            job,
+            receiver,
+            cut,
+            recorded.load(Ordering::SeqCst),
+        )
     }
 
     /// No timeout: for the tests that call `stream_live` themselves.
@@ -845,6 +883,7 @@ mod tests {
         let info = lock_info(&job);
         assert_eq!(info.memory_processed, len as u64);
         assert_eq!(info.memory_total, len as u64, "known once it ended");
+        assert_eq!(info.memory_iteration, 2, "the VMM's passes");
         assert_eq!(info.phase.as_deref(), Some("completed"));
     }
 
@@ -898,8 +937,14 @@ mod tests {
             destination: std::sync::Mutex::new(Some(theirs)),
             paused: Arc::default(),
         };
-        let streamed =
-            stream_live(&vmm, OwnedFd::from(ours), &request(), &job, &mut no_timeout()).await;
+        let streamed = stream_live(
+            &vmm,
+            OwnedFd::from(ours),
+            &request(),
+            &job,
+            &mut no_timeout(),
+        )
+        .await;
         let Streamed::Undelivered(err) = streamed else {
             panic!("not undelivered");
         };
@@ -924,8 +969,14 @@ mod tests {
             destination: Default::default(),
             paused: Arc::default(),
         };
-        let streamed =
-            stream_live(&vmm, OwnedFd::from(ours), &request(), &job, &mut no_timeout()).await;
+        let streamed = stream_live(
+            &vmm,
+            OwnedFd::from(ours),
+            &request(),
+            &job,
+            &mut no_timeout(),
+        )
+        .await;
         let Streamed::Failed(err) = streamed else {
             panic!("not a failure");
         };

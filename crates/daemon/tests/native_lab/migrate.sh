@@ -150,6 +150,8 @@ ox domjobinfo mig >/tmp/jobinfo 2>&1
 sed 's/^/[domjobinfo-done] /' /tmp/jobinfo
 check mig-job-completed "grep -Eq '^Job type: +Completed' /tmp/jobinfo && grep -Eq '^Memory processed: +0*[1-9]' /tmp/jobinfo"
 check mig-job-downtime "grep -Eq '^Total downtime: +[0-9]+ +ms' /tmp/jobinfo"
+# Its passes, as the VMM reported them (virsh's "Iteration").
+check mig-job-iteration "grep -Eq \"^Iteration: +$MPASSES\$\" /tmp/jobinfo"
 say_b 22 'echo BUP=$(cut -d. -f1 /proc/uptime) BC=$(cat /t/count) BMARK=$(cat /t/mark)'
 check mig-b-answers "wait_for '[ -n \"\$(log_answer $MLOGB BC)\" ]'"
 echo "[migrated] uptime $MUP -> $(log_answer $MLOGB BUP), counter $MC3 -> $(log_answer $MLOGB BC)"

@@ -37,7 +37,8 @@ fn main() -> ExitCode {
                     | Reply::Status { .. }
                     | Reply::Balloon(_)
                     | Reply::Block(_)
-                    | Reply::Migrated(_),
+                    | Reply::Migrated(_)
+                    | Reply::LiveMigration(_),
                 ) => ExitCode::SUCCESS,
                 Ok(Reply::Refused { .. }) => ExitCode::FAILURE,
                 Err(err) => {

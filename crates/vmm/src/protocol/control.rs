@@ -9,6 +9,8 @@
 //! → {"command":"balloon-stats"}   ← {"ok":true,"balloon":{"actual_kib":262144,"target_kib":262144,"stats_period_s":0,"guest":[["swap_in",0],...],"last_update":1780000000}}
 //! → {"command":"balloon-stats-period","seconds":5}   ← {"ok":true}
 //! → {"command":"migrate-send-fd","max_downtime_ms":300}   (a socket comes with it)   ← {"ok":true,"migration":{"passes":4,"bytes":104857600,"last_pass_bytes":61440,"paused_ms":42}}
+//! → {"command":"migrate-status"}   ← {"ok":true,"live_migration":{"passes":2,"ram_bytes":73400320,"dirty_bytes":4194304,"dirty_rate":8388608,"max_downtime_ms":300}}
+//! → {"command":"migrate-set-downtime","max_downtime_ms":2000}   ← {"ok":true}
 //! → {"command":"migrate-cancel"}   ← {"ok":true}
 //! → {"command":"block-stats"}   ← {"ok":true,"disks":[{"index":0,"id":"vda","read":{"requests":120,"bytes":2461696,"total_ns":8210331},"write":{...},"flush":{...}}]}
 //! → {"command":"x"}         ← {"ok":false,"error":"unknown command \"x\" (status, pause, ...)"}
@@ -83,13 +85,22 @@ pub enum Request {
     /// Undoes a completed `migrate-send-fd` (the destination failed): takes the disk images'
     /// locks again and resumes the guest if it ran before the migration.
     MigrateCancel,
+    /// The live migration under way (`migrate-send-fd`, from another connection): how far it
+    /// went ([`Reply::LiveMigration`]). Refused when none streams.
+    MigrateStatus,
+    /// Changes the downtime the live migration under way aims at; its next pass's end decides
+    /// with it (a large one makes that pass's successor the last). Refused when none streams.
+    /// `{"command":"migrate-set-downtime","max_downtime_ms":2000}`.
+    MigrateSetDowntime {
+        max_downtime_ms: u64,
+    },
 }
 
 /// The downtime a live migration aims at unless told otherwise (QEMU's default too).
 pub const DEFAULT_MAX_DOWNTIME_MS: u64 = 300;
 
 /// Every command's name, in the order error messages list them.
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 15] = [
     "status",
     "pause",
     "resume",
@@ -103,6 +114,8 @@ const NAMES: [&str; 13] = [
     "block-stats",
     "migrate-send-fd",
     "migrate-cancel",
+    "migrate-status",
+    "migrate-set-downtime",
 ];
 
 impl Request {
@@ -122,6 +135,8 @@ impl Request {
             Request::BlockStats => "block-stats",
             Request::MigrateSendFd { .. } => "migrate-send-fd",
             Request::MigrateCancel => "migrate-cancel",
+            Request::MigrateStatus => "migrate-status",
+            Request::MigrateSetDowntime { .. } => "migrate-set-downtime",
         }
     }
 
@@ -172,6 +187,12 @@ impl FromStr for Request {
             "balloon-stats" => Ok(Request::BalloonStats),
             "block-stats" => Ok(Request::BlockStats),
             "migrate-cancel" => Ok(Request::MigrateCancel),
+            "migrate-status" => Ok(Request::MigrateStatus),
+            "migrate-set-downtime" => Err(RequestError(
+                "command migrate-set-downtime needs a downtime: \
+                 {\"command\":\"migrate-set-downtime\",\"max_downtime_ms\":N}"
+                    .to_string(),
+            )),
             "migrate-send-fd" => Ok(Request::MigrateSendFd {
                 max_downtime_ms: DEFAULT_MAX_DOWNTIME_MS,
             }),
@@ -271,6 +292,22 @@ impl TryFrom<WireRequest> for Request {
                 max_downtime_ms: wire.max_downtime_ms.unwrap_or(DEFAULT_MAX_DOWNTIME_MS),
             });
         }
+        if wire.command == "migrate-set-downtime" {
+            return match wire {
+                WireRequest {
+                    max_downtime_ms: Some(max_downtime_ms),
+                    path: None,
+                    offset: None,
+                    target_kib: None,
+                    seconds: None,
+                    ..
+                } => Ok(Request::MigrateSetDowntime { max_downtime_ms }),
+                _ => Err(RequestError(
+                    "command migrate-set-downtime takes \"max_downtime_ms\", and only that"
+                        .to_string(),
+                )),
+            };
+        }
         if wire.max_downtime_ms.is_some() {
             return Err(RequestError(format!(
                 "command {} takes no max_downtime_ms",
@@ -339,7 +376,8 @@ impl From<Request> for WireRequest {
                 seconds: Some(seconds),
                 ..WireRequest::default()
             },
-            Request::MigrateSendFd { max_downtime_ms } => WireRequest {
+            Request::MigrateSendFd { max_downtime_ms }
+            | Request::MigrateSetDowntime { max_downtime_ms } => WireRequest {
                 command,
                 max_downtime_ms: Some(max_downtime_ms),
                 ..WireRequest::default()
@@ -380,6 +418,8 @@ pub enum Reply {
     Block(Vec<DiskStats>),
     /// The answer to `migrate-send-fd`: how the live stream went.
     Migrated(MigrationReport),
+    /// The answer to `migrate-status`.
+    LiveMigration(LiveProgress),
     /// The request was refused or failed; `error` says why.
     Refused { error: String },
 }
@@ -419,6 +459,22 @@ pub struct MigrationReport {
     pub paused_ms: u64,
 }
 
+/// How far the live migration under way went (`migrate-status`), as of its last pass's end.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveProgress {
+    /// Passes over RAM done so far (0 during the first).
+    pub passes: u32,
+    /// Bytes of RAM pages those passes sent.
+    pub ram_bytes: u64,
+    /// Bytes of the pages the guest wrote during the last pass: what the next one sends.
+    pub dirty_bytes: u64,
+    /// How fast the guest wrote its RAM during the last pass, bytes per second.
+    pub dirty_rate: u64,
+    /// The downtime the migration aims at now, ms (`migrate-set-downtime` changes it).
+    pub max_downtime_ms: u64,
+}
+
 /// One disk's I/O counters since the VMM opened it: its place and id, then the device's
 /// counters ([`BlockStats`]: `read`, `write`, `flush`, each the requests that succeeded, their
 /// bytes and the time spent on them in ns) in the same object. Fields it does not know are
@@ -449,6 +505,8 @@ struct WireReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     migration: Option<MigrationReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    live_migration: Option<LiveProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
@@ -461,6 +519,7 @@ impl From<Reply> for WireReply {
             balloon: None,
             disks: None,
             migration: None,
+            live_migration: None,
             error: None,
         };
         match reply {
@@ -482,6 +541,10 @@ impl From<Reply> for WireReply {
                 migration: Some(report),
                 ..none
             },
+            Reply::LiveMigration(progress) => WireReply {
+                live_migration: Some(progress),
+                ..none
+            },
             Reply::Refused { error } => WireReply {
                 ok: false,
                 error: Some(error),
@@ -501,6 +564,7 @@ impl TryFrom<WireReply> for Reply {
             balloon,
             disks,
             migration,
+            live_migration,
             error,
         } = wire;
         if !ok {
@@ -508,17 +572,28 @@ impl TryFrom<WireReply> for Reply {
                 error: error.unwrap_or_else(|| "no reason given".to_string()),
             });
         }
-        match (state, vcpus, balloon, disks, migration, error) {
-            (Some(state), Some(vcpus), None, None, None, None) => {
+        match (
+            state,
+            vcpus,
+            balloon,
+            disks,
+            migration,
+            live_migration,
+            error,
+        ) {
+            (Some(state), Some(vcpus), None, None, None, None, None) => {
                 Ok(Reply::Status { state, vcpus })
             }
-            (None, None, Some(report), None, None, None) => Ok(Reply::Balloon(report)),
-            (None, None, None, Some(disks), None, None) => Ok(Reply::Block(disks)),
-            (None, None, None, None, Some(report), None) => Ok(Reply::Migrated(report)),
-            (None, None, None, None, None, None) => Ok(Reply::Done),
+            (None, None, Some(report), None, None, None, None) => Ok(Reply::Balloon(report)),
+            (None, None, None, Some(disks), None, None, None) => Ok(Reply::Block(disks)),
+            (None, None, None, None, Some(report), None, None) => Ok(Reply::Migrated(report)),
+            (None, None, None, None, None, Some(progress), None) => {
+                Ok(Reply::LiveMigration(progress))
+            }
+            (None, None, None, None, None, None, None) => Ok(Reply::Done),
             _ => Err(
                 "a successful reply has state and vcpus, or balloon, or disks, or migration, or \
-                 nothing, and no error"
+                 live_migration, or nothing, and no error"
                     .into(),
             ),
         }
@@ -554,7 +629,7 @@ mod tests {
         let unknown = Request::parse_line("{\"command\":\"reboot\"}").unwrap_err();
         assert_eq!(
             unknown.0,
-            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, save-fd, balloon, balloon-stats, balloon-stats-period, block-stats, migrate-send-fd, migrate-cancel)"
+            "unknown command \"reboot\" (status, pause, resume, poweroff, stop, save, save-fd, balloon, balloon-stats, balloon-stats-period, block-stats, migrate-send-fd, migrate-cancel, migrate-status, migrate-set-downtime)"
         );
         assert_eq!(Request::parse_line("reboot").unwrap_err(), unknown);
     }
@@ -601,6 +676,61 @@ mod tests {
             paused_ms: 12,
         });
         assert_eq!(Reply::parse_line(&report.to_line()), Ok(report));
+    }
+
+    #[test]
+    fn a_live_migration_is_followed_and_its_downtime_changed() {
+        assert_eq!(
+            Request::parse_line("migrate-status"),
+            Ok(Request::MigrateStatus)
+        );
+        let set =
+            Request::parse_line(r#"{"command":"migrate-set-downtime","max_downtime_ms":2000}"#);
+        assert_eq!(
+            set,
+            Ok(Request::MigrateSetDowntime {
+                max_downtime_ms: 2000
+            })
+        );
+        let set = set.unwrap();
+        assert_eq!(
+            set.to_line(),
+            r#"{"command":"migrate-set-downtime","max_downtime_ms":2000}"#
+        );
+        assert_eq!(Request::parse_line(&set.to_line()), Ok(set));
+        for (bad, phrase) in [
+            ("migrate-set-downtime", "needs a downtime"),
+            (
+                r#"{"command":"migrate-set-downtime"}"#,
+                "takes \"max_downtime_ms\"",
+            ),
+            (
+                r#"{"command":"migrate-set-downtime","max_downtime_ms":1,"seconds":1}"#,
+                "and only that",
+            ),
+            (
+                r#"{"command":"migrate-status","max_downtime_ms":1}"#,
+                "takes no max_downtime_ms",
+            ),
+        ] {
+            let err = Request::parse_line(bad).unwrap_err();
+            assert!(err.0.contains(phrase), "{bad}: {err}");
+        }
+        let progress = Reply::LiveMigration(LiveProgress {
+            passes: 2,
+            ram_bytes: 73400320,
+            dirty_bytes: 4194304,
+            dirty_rate: 8388608,
+            max_downtime_ms: 300,
+        });
+        assert_eq!(
+            progress.to_line(),
+            r#"{"ok":true,"live_migration":{"passes":2,"ram_bytes":73400320,"dirty_bytes":4194304,"dirty_rate":8388608,"max_downtime_ms":300}}"#
+        );
+        assert_eq!(Reply::parse_line(&progress.to_line()), Ok(progress));
+        assert!(
+            Reply::parse_line(r#"{"ok":true,"live_migration":{"passes":1},"vcpus":1}"#).is_err()
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub use config::{
     SerialMode, Topology, VmConfig,
 };
 pub use control::{
-    BalloonReport, DiskStats, MigrationReport, Reply, Request, RequestError, RunState,
-    DEFAULT_MAX_DOWNTIME_MS,
+    BalloonReport, DiskStats, LiveProgress, MigrationReport, Reply, Request, RequestError,
+    RunState, DEFAULT_MAX_DOWNTIME_MS,
 };
 pub use exit::{ExitReason, ExitRecordError, ExitRecordWriter};
 pub use oxvirt_virtio::{BlockStats, RequestStats};
