@@ -86,9 +86,16 @@ fn overlay(daemon: &Daemon, name: &str) -> PathBuf {
 }
 
 /// Logs in as root on the serial console of a guest that is booting (the root password is the
-/// builder's) and waits until systemd has finished starting units.
-fn log_in(console: &mut ConsoleSession) {
-    console.expect_text(" login: ", BOOT_TIMEOUT);
+/// builder's) and waits until systemd has finished starting units. A login prompt that never
+/// comes fails with where the guest is ([`where_the_guest_is`]).
+fn log_in(daemon: &Daemon, name: &str, console: &mut ConsoleSession) {
+    if !console.wait_for_text(" login: ", BOOT_TIMEOUT) {
+        panic!(
+            "console never showed \" login: \"; {}\nthe console connection showed:\n{}",
+            where_the_guest_is(daemon, name),
+            console.all_output()
+        );
+    }
     console.send_line("root");
     console.expect_text("Password: ", Duration::from_secs(60));
     console.send_line(ROOT_PASSWORD);
@@ -99,6 +106,82 @@ fn log_in(console: &mut ConsoleSession) {
     // the middle of the commands' output: only emergencies reach the console from here on.
     console.send_line("dmesg -n 1; systemctl is-system-running --wait; echo BOOT-DONE-$((20+1))");
     console.expect_text("BOOT-DONE-21", BOOT_TIMEOUT);
+}
+
+/// Where a guest that did not get to its login prompt is, for the failure's message: its state,
+/// its vCPUs' instruction pointers twice a second apart (QEMU's `info registers -a`: moving, or
+/// stuck in one place), and the end of the console log QEMU wrote itself, which does not go
+/// through the console connection the test reads (more there than the test saw: the output
+/// stalled on its way, not the guest).
+fn where_the_guest_is(daemon: &Daemon, name: &str) -> String {
+    let state = daemon.oxvirt(&["domstate", "--reason", name]);
+    let instruction_pointers = || {
+        let registers =
+            daemon.oxvirt(&["qemu-monitor-command", name, "--hmp", "info registers -a"]);
+        let rips: Vec<&str> = registers
+            .stdout
+            .split_whitespace()
+            .filter(|word| word.starts_with("RIP="))
+            .collect();
+        format!("{} {}", rips.join(" "), registers.stderr.trim())
+    };
+    let first = instruction_pointers();
+    std::thread::sleep(Duration::from_secs(1));
+    let second = instruction_pointers();
+    let uuid = daemon.oxvirt(&["domuuid", name]).stdout.trim().to_string();
+    let log = daemon
+        .dir
+        .path()
+        .join("state/run")
+        .join(&uuid)
+        .join("console.log");
+    // Each QEMU thread's state and where in the kernel it waits (a main loop blocked writing
+    // the console's log pipe, say).
+    let qemu_pid = daemon
+        .dir
+        .path()
+        .join("state/run")
+        .join(&uuid)
+        .join("qemu/qemu.pid");
+    let threads = match std::fs::read_to_string(&qemu_pid) {
+        Ok(pid) => {
+            let tasks = format!("/proc/{}/task", pid.trim());
+            let mut seen = Vec::new();
+            for task in std::fs::read_dir(&tasks).into_iter().flatten().flatten() {
+                let read = |file: &str| {
+                    std::fs::read_to_string(task.path().join(file)).unwrap_or_default()
+                };
+                let stat = read("stat");
+                // The state is the field after the command's closing parenthesis.
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .next();
+                seen.push(format!(
+                    "{} {} {}",
+                    read("comm").trim(),
+                    state.unwrap_or("?"),
+                    read("wchan").trim()
+                ));
+            }
+            seen.join(", ")
+        }
+        Err(err) => format!("({}: {err})", qemu_pid.display()),
+    };
+    let tail = match std::fs::read(&log) {
+        Ok(bytes) => {
+            String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(2000)..]).replace('\r', "")
+        }
+        Err(err) => format!("({}: {err})", log.display()),
+    };
+    format!(
+        "domstate: {} {}; vCPUs at {first}, a second later at {second}; QEMU's threads \
+         (state, wait channel): {threads}; the end of QEMU's console log:\n{tail}",
+        state.stdout.trim(),
+        state.stderr.trim()
+    )
 }
 
 /// What the builder put into the image, seen from inside the guest.
@@ -178,8 +261,8 @@ fn install_with_cloud_init(daemon: &Daemon, name: &str, extra: &[&str]) -> (Chil
 }
 
 /// The first boot: cloud-init did what the seed says, and the builder's image is as built.
-fn check_first_boot(console: &mut ConsoleSession, name: &str) {
-    log_in(console);
+fn check_first_boot(daemon: &Daemon, console: &mut ConsoleSession, name: &str) {
+    log_in(daemon, name, console);
     // `--wait` blocks until cloud-init's last stage ended, and cloud-init is Python on a TCG
     // guest: it may take longer than an ordinary command.
     let status = console.run_within(
@@ -239,7 +322,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_bios() {
     let name = "cloudy-bios";
     let (install, seed) = install_with_cloud_init(&daemon, name, &[]);
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
-    check_first_boot(&mut console, name);
+    check_first_boot(&daemon, &mut console, name);
     let firmware = console.run("test -d /sys/firmware/efi && echo uefi || echo bios", 10);
     assert_eq!(firmware.trim(), "bios");
     let cmdline = console.run("cat /proc/cmdline", 11);
@@ -248,7 +331,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_bios() {
 
     // The second boot: no seed, and what cloud-init did stays.
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
-    log_in(&mut console);
+    log_in(&daemon, name, &mut console);
     assert_eq!(
         console.run("blkid -L cidata || echo no-seed", 20).trim(),
         "no-seed"
@@ -264,7 +347,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_uefi_with_secure_boot() {
     let name = "cloudy-uefi";
     let (install, seed) = install_with_cloud_init(&daemon, name, &["--boot", "uefi"]);
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
-    check_first_boot(&mut console, name);
+    check_first_boot(&daemon, &mut console, name);
     // The SecureBoot variable's last byte is 1 when the firmware enforced signatures on shim,
     // GRUB and the kernel.
     let secure_boot = console.run(
@@ -289,7 +372,7 @@ fn a_built_image_imported_with_cloud_init_boots_under_uefi_with_secure_boot() {
 
     // The second boot keeps the NVRAM: the variable is still there.
     let mut console = daemon.console_when_ready(name, BOOT_TIMEOUT);
-    log_in(&mut console);
+    log_in(&daemon, name, &mut console);
     let kept = console.run(
         &format!("tail -c 4 /sys/firmware/efi/efivars/{NVRAM_PROBE}; echo"),
         20,
