@@ -100,7 +100,7 @@ pub(super) async fn switch_to_postcopy(
             format!("the migration of domain '{domain}' is already in post-copy"),
         ));
     }
-    tracing::info!(domain, "switching the migration to post-copy");
+    tracing::info!(domain = %domain, "switching the migration to post-copy");
     control.start_postcopy().await.map_err(|err| {
         job.switched
             .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -151,14 +151,14 @@ impl SuspendAfter {
         if self.deadline.is_some_and(|at| Instant::now() >= at) {
             self.deadline = None;
             if self.postcopy {
-                tracing::info!(domain, "migration timeout reached: switching to post-copy");
+                tracing::info!(domain = %domain, "migration timeout reached: switching to post-copy");
                 // Already switched (migrate-postcopy came first): nothing left to do.
                 if job.switched.load(std::sync::atomic::Ordering::SeqCst) {
                     return Ok(());
                 }
                 return switch_to_postcopy(control, job, domain).await;
             }
-            tracing::info!(domain, "migration timeout reached: suspending the guest");
+            tracing::info!(domain = %domain, "migration timeout reached: suspending the guest");
             control.pause().await.map_err(|err| {
                 DaemonError::new(
                     ErrorKind::Engine,
