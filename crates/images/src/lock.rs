@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::error::{ImageError, Result};
 
@@ -108,8 +109,18 @@ pub fn unlock_image(file: &File, path: &Path) -> Result<()> {
     .map_err(|e| ImageError::io(path, e))
 }
 
-/// Takes QEMU-compatible locks on `file` for `mode`, or reports the conflicting permission.
-/// The locks live as long as the file description (they go away when `file` is closed).
+/// How long a conflicting lock may take to go away before it is reported. A lock another open
+/// file description holds is normally another process's, and stays. But in a multi-threaded
+/// process (oxvirtd, a test harness) a thread that starts a program forks a child holding a copy
+/// of every descriptor until its exec closes those marked close-on-exec: an image this process
+/// closed a moment ago can still be locked through that child for as long as it takes to be
+/// scheduled and exec (milliseconds on a loaded machine). CI saw exactly that: an image closed
+/// and opened again at once, refused as locked while another test thread spawned qemu-img.
+const TRANSIENT_CONFLICT: Duration = Duration::from_millis(500);
+
+/// Takes QEMU-compatible locks on `file` for `mode`, or reports the conflicting permission (one
+/// that is still there after [`TRANSIENT_CONFLICT`]). The locks live as long as the file
+/// description (they go away when `file` is closed).
 pub fn lock_image(file: &File, path: &Path, mode: LockMode) -> Result<()> {
     let io = |e| ImageError::io(path, e);
     for bit in 0..PERM_BITS {
@@ -132,25 +143,81 @@ pub fn lock_image(file: &File, path: &Path, mode: LockMode) -> Result<()> {
             .map_err(io)?;
         }
     }
-    for bit in 0..PERM_BITS {
-        if mode.held() & (1 << bit) != 0
-            && locked_by_others(file, SHARED_BASE + bit as i64).map_err(io)?
-        {
+    let deadline = Instant::now() + TRANSIENT_CONFLICT;
+    loop {
+        let Some((conflict, bit)) = conflict(file, mode).map_err(io)? else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
             return Err(ImageError::Locked {
                 path: path.to_path_buf(),
-                mode: "exclusive",
+                mode: conflict,
                 perm: perm_name(bit),
             });
         }
-        if mode.forbidden() & (1 << bit) != 0
-            && locked_by_others(file, PERM_BASE + bit as i64).map_err(io)?
-        {
-            return Err(ImageError::Locked {
-                path: path.to_path_buf(),
-                mode: "shared",
-                perm: perm_name(bit),
-            });
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The first permission another opener of the file stands against, if any: ("exclusive", bit)
+/// when it forbids one `mode` holds, ("shared", bit) when it holds one `mode` forbids.
+fn conflict(file: &File, mode: LockMode) -> std::io::Result<Option<(&'static str, u32)>> {
+    for bit in 0..PERM_BITS {
+        if mode.held() & (1 << bit) != 0 && locked_by_others(file, SHARED_BASE + bit as i64)? {
+            return Ok(Some(("exclusive", bit)));
+        }
+        if mode.forbidden() & (1 << bit) != 0 && locked_by_others(file, PERM_BASE + bit as i64)? {
+            return Ok(Some(("shared", bit)));
         }
     }
-    Ok(())
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(path: &Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap()
+    }
+
+    /// A second open file description stands for the other opener: a process, or a child
+    /// forked by another thread that has not exec'd yet.
+    #[test]
+    fn a_conflict_that_goes_at_once_is_waited_for_and_one_that_stays_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.img");
+        std::fs::write(&path, b"").unwrap();
+        let other = open(&path);
+        lock_image(&other, &path, LockMode::Write).unwrap();
+
+        let started = Instant::now();
+        let err = lock_image(&open(&path), &path, LockMode::Write).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ImageError::Locked {
+                    mode: "exclusive",
+                    perm: "write",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(started.elapsed() >= TRANSIENT_CONFLICT, "reported at once");
+
+        let ours = open(&path);
+        let goes = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(other);
+        });
+        lock_image(&ours, &path, LockMode::Write).unwrap();
+        goes.join().unwrap();
+        // And now ours stands against the next writer.
+        assert!(lock_image(&open(&path), &path, LockMode::Write).is_err());
+    }
 }
