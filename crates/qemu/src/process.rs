@@ -337,6 +337,28 @@ fn process_matches(stat: &[u8], cmdline: &[u8], uuid: &Uuid) -> bool {
         .is_some_and(|p| p.is_running() && runs_vm(&p.argv, uuid))
 }
 
+/// [`is_alive`] for the QEMU [`spawn`] just started: also while its exec is still under way.
+/// The spawn returns once the kernel closed the new program's close-on-exec descriptors, but
+/// the kernel sets up its command line only after that: for a moment `/proc/PID/cmdline` is
+/// empty, and [`is_alive`] alone took that for "QEMU exited during start-up" (with nothing in
+/// qemu.log; CI saw it). The pid is our own grandchild's, a moment old: an empty command line
+/// is that exec, not another process.
+async fn is_starting_or_alive(pid: i32, uuid: &Uuid) -> bool {
+    let Ok(pid) = u32::try_from(pid) else {
+        return false;
+    };
+    let uuid = *uuid;
+    tokio::task::spawn_blocking(move || {
+        oxvirt_host::Process::of(pid).is_some_and(|p| starting_or_running_vm(&p, &uuid))
+    })
+    .await
+    .unwrap_or(false)
+}
+
+fn starting_or_running_vm(process: &oxvirt_host::Process, uuid: &Uuid) -> bool {
+    process.is_running() && (process.argv.is_empty() || runs_vm(&process.argv, uuid))
+}
+
 /// Whether QEMU's argv names the VM `uuid` (`-uuid UUID`).
 fn runs_vm(argv: &[String], uuid: &Uuid) -> bool {
     argv.windows(2).any(|pair| {
@@ -965,7 +987,7 @@ async fn wait_until_ready(
         }
     };
     loop {
-        if !is_alive(pid, uuid).await {
+        if !is_starting_or_alive(pid, uuid).await {
             return Err(early_exit().await);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
@@ -983,7 +1005,9 @@ async fn wait_until_ready(
             {
                 match qmp.query_status().await {
                     Ok(_) => return Ok(qmp),
-                    Err(_) if !is_alive(pid, uuid).await => return Err(early_exit().await),
+                    Err(_) if !is_starting_or_alive(pid, uuid).await => {
+                        return Err(early_exit().await)
+                    }
                     Err(err) => tracing::debug!("QEMU not ready yet: {err}"),
                 }
             }
@@ -1157,6 +1181,17 @@ mod tests {
         let tricky = b"1234 (a) Z (b) S 1 1234";
         assert!(process_matches(tricky, cmdline.as_bytes(), &uuid));
         assert!(!process_matches(b"", b"", &uuid));
+        // Mid-exec (the command line not set up yet) counts as starting, for the start-up
+        // wait only; a zombie or another program does not.
+        let starting = |stat: &[u8], cmdline: &[u8]| {
+            oxvirt_host::Process::parse(stat, cmdline)
+                .is_some_and(|p| starting_or_running_vm(&p, &uuid))
+        };
+        assert!(starting(running, b""));
+        assert!(!process_matches(running, b"", &uuid));
+        assert!(starting(running, cmdline.as_bytes()));
+        assert!(!starting(zombie, b""));
+        assert!(!starting(running, b"oxvirtd\0--socket\0/x\0"));
     }
 
     #[tokio::test]
