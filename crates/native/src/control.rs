@@ -42,10 +42,7 @@ impl VmmClient {
     pub async fn status(&self) -> Result<RunState, NativeError> {
         match self.request(Request::Status).await? {
             Reply::Status { state, vcpus: _ } => Ok(state),
-            other => Err(NativeError::Protocol {
-                command: Request::Status.to_string(),
-                reason: format!("expected a state, got {other:?}"),
-            }),
+            other => Err(unexpected(&Request::Status, "a state", other)),
         }
     }
 
@@ -98,10 +95,7 @@ impl VmmClient {
             .await?
         {
             Reply::Migrated(report) => Ok(report),
-            other => Err(NativeError::Protocol {
-                command: request.to_string(),
-                reason: format!("expected a migration report, got {other:?}"),
-            }),
+            other => Err(unexpected(&request, "a migration report", other)),
         }
     }
 
@@ -110,10 +104,11 @@ impl VmmClient {
     pub async fn migrate_status(&self) -> Result<LiveProgress, NativeError> {
         match self.request(Request::MigrateStatus).await? {
             Reply::LiveMigration(progress) => Ok(progress),
-            other => Err(NativeError::Protocol {
-                command: Request::MigrateStatus.to_string(),
-                reason: format!("expected a live migration's progress, got {other:?}"),
-            }),
+            other => Err(unexpected(
+                &Request::MigrateStatus,
+                "a live migration's progress",
+                other,
+            )),
         }
     }
 
@@ -143,10 +138,11 @@ impl VmmClient {
     pub async fn balloon_stats(&self) -> Result<BalloonReport, NativeError> {
         match self.request(Request::BalloonStats).await? {
             Reply::Balloon(report) => Ok(report),
-            other => Err(NativeError::Protocol {
-                command: Request::BalloonStats.to_string(),
-                reason: format!("expected a balloon report, got {other:?}"),
-            }),
+            other => Err(unexpected(
+                &Request::BalloonStats,
+                "a balloon report",
+                other,
+            )),
         }
     }
 
@@ -162,10 +158,7 @@ impl VmmClient {
     pub async fn block_stats(&self) -> Result<Vec<DiskStats>, NativeError> {
         match self.request(Request::BlockStats).await? {
             Reply::Block(disks) => Ok(disks),
-            other => Err(NativeError::Protocol {
-                command: Request::BlockStats.to_string(),
-                reason: format!("expected disk counters, got {other:?}"),
-            }),
+            other => Err(unexpected(&Request::BlockStats, "disk counters", other)),
         }
     }
 
@@ -270,6 +263,14 @@ async fn send_with_file(
     .await
     .map_err(std::io::Error::other)??;
     UnixStream::from_std(stream)
+}
+
+/// The error for a success reply of the wrong kind to `request` (where `expected` was due).
+fn unexpected(request: &Request, expected: &str, reply: Reply) -> NativeError {
+    NativeError::Protocol {
+        command: request.to_string(),
+        reason: format!("expected {expected}, got {reply:?}"),
+    }
 }
 
 #[cfg(test)]
