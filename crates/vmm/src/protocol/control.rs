@@ -617,6 +617,15 @@ mod tests {
     use super::*;
     use oxvirt_virtio::RequestStats;
 
+    /// Each request line is refused with an error containing its phrase.
+    #[track_caller]
+    fn assert_refused(cases: &[(&str, &str)]) {
+        for (bad, phrase) in cases {
+            let err = Request::parse_line(bad).unwrap_err();
+            assert!(err.0.contains(phrase), "{bad}: {err}");
+        }
+    }
+
     #[test]
     fn requests_parse_as_json_or_bare_words() {
         assert_eq!(
@@ -698,7 +707,7 @@ mod tests {
             r#"{"command":"migrate-set-downtime","max_downtime_ms":2000}"#
         );
         assert_eq!(Request::parse_line(&set.to_line()), Ok(set));
-        for (bad, phrase) in [
+        assert_refused(&[
             ("migrate-set-downtime", "needs a downtime"),
             (
                 r#"{"command":"migrate-set-downtime"}"#,
@@ -712,10 +721,7 @@ mod tests {
                 r#"{"command":"migrate-status","max_downtime_ms":1}"#,
                 "takes no max_downtime_ms",
             ),
-        ] {
-            let err = Request::parse_line(bad).unwrap_err();
-            assert!(err.0.contains(phrase), "{bad}: {err}");
-        }
+        ]);
         let progress = Reply::LiveMigration(LiveProgress {
             passes: 2,
             ram_bytes: 73400320,
@@ -748,7 +754,7 @@ mod tests {
             line,
             r#"{"command":"save","path":"/x/state","offset":4096}"#
         );
-        for (bad, phrase) in [
+        assert_refused(&[
             ("save", "needs a path and an offset"),
             (r#"{"command":"save"}"#, "needs \"path\""),
             (r#"{"command":"save","path":"rel"}"#, "not absolute"),
@@ -760,10 +766,7 @@ mod tests {
                 r#"{"command":"save","path":"/x","offset":-1}"#,
                 "invalid request",
             ),
-        ] {
-            let err = Request::parse_line(bad).unwrap_err();
-            assert!(err.0.contains(phrase), "{bad}: {err}");
-        }
+        ]);
     }
 
     #[test]
@@ -782,7 +785,7 @@ mod tests {
             assert_eq!(Request::parse_line(line), Ok(request.clone()));
             assert_eq!(request.to_line(), line);
         }
-        for (bad, phrase) in [
+        assert_refused(&[
             ("balloon", "needs a target"),
             (r#"{"command":"balloon"}"#, "takes \"target_kib\""),
             (
@@ -805,10 +808,7 @@ mod tests {
                 r#"{"command":"balloon","target_kib":-1}"#,
                 "invalid request",
             ),
-        ] {
-            let err = Request::parse_line(bad).unwrap_err();
-            assert!(err.0.contains(phrase), "{bad}: {err}");
-        }
+        ]);
         let report = Reply::Balloon(BalloonReport {
             actual_kib: 200,
             target_kib: 100,
