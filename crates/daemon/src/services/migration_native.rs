@@ -696,6 +696,18 @@ mod tests {
         paused: Arc<AtomicBool>,
     }
 
+    impl FakeVmm {
+        /// A fake VMM doing `does`, with no destination end to close.
+        fn doing(does: Vmm) -> FakeVmm {
+            FakeVmm {
+                does,
+                cut: Arc::default(),
+                destination: Default::default(),
+                paused: Arc::default(),
+            }
+        }
+    }
+
     /// The bytes the fake VMM writes: a pattern the destination's copy is compared with.
     fn pattern(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i % 241) as u8).collect()
@@ -829,13 +841,7 @@ mod tests {
         if abort {
             job.abort.notify_one();
         }
-        let cut = Arc::new(AtomicBool::new(false));
-        let vmm = FakeVmm {
-            does,
-            cut: Arc::clone(&cut),
-            destination: Default::default(),
-            paused: Arc::default(),
-        };
+        let vmm = FakeVmm::doing(does);
         let recorded = std::sync::atomic::AtomicUsize::new(0);
         let paused = || {
             recorded.fetch_add(1, Ordering::SeqCst);
@@ -850,19 +856,23 @@ mod tests {
             streamed,
             job,
             receiver,
-            cut,
+            vmm.cut,
             recorded.load(Ordering::SeqCst),
         )
     }
 
-    /// No timeout: for the tests that call `stream_live` themselves.
-    fn no_timeout() -> Timeout<'static> {
+    /// Streams into `ours` (the destination's connection) with `vmm`, in a job of its own and
+    /// without a --timeout: for the tests that hold the destination's end themselves.
+    async fn stream_into(vmm: &FakeVmm, ours: std::os::unix::net::UnixStream) -> Streamed {
         fn nothing() {}
-        Timeout {
+        let migrations = super::super::jobs::Migrations::default();
+        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
+        let mut timeout = Timeout {
             after: SuspendAfter::new(&request()),
             domain: "vm",
             paused: &nothing,
-        }
+        };
+        stream_live(vmm, OwnedFd::from(ours), &request(), &job, &mut timeout).await
     }
 
     #[tokio::test]
@@ -929,22 +939,11 @@ mod tests {
         // The destination goes once the VMM wrote all of it: the relay's last bytes or the
         // stream's end find it gone.
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        let migrations = super::super::jobs::Migrations::default();
-        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
         let vmm = FakeVmm {
-            does: Vmm::Completes(1000),
-            cut: Arc::default(),
             destination: std::sync::Mutex::new(Some(theirs)),
-            paused: Arc::default(),
+            ..FakeVmm::doing(Vmm::Completes(1000))
         };
-        let streamed = stream_live(
-            &vmm,
-            OwnedFd::from(ours),
-            &request(),
-            &job,
-            &mut no_timeout(),
-        )
-        .await;
+        let streamed = stream_into(&vmm, ours).await;
         let Streamed::Undelivered(err) = streamed else {
             panic!("not undelivered");
         };
@@ -960,27 +959,12 @@ mod tests {
     async fn a_destination_gone_midway_is_named_as_the_cause() {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         drop(theirs);
-        let migrations = super::super::jobs::Migrations::default();
-        let job = migrations.begin_job(uuid::Uuid::new_v4(), "vm", false);
-        let cut = Arc::new(AtomicBool::new(false));
-        let vmm = FakeVmm {
-            does: Vmm::WritesUntilCut,
-            cut: Arc::clone(&cut),
-            destination: Default::default(),
-            paused: Arc::default(),
-        };
-        let streamed = stream_live(
-            &vmm,
-            OwnedFd::from(ours),
-            &request(),
-            &job,
-            &mut no_timeout(),
-        )
-        .await;
+        let vmm = FakeVmm::doing(Vmm::WritesUntilCut);
+        let streamed = stream_into(&vmm, ours).await;
         let Streamed::Failed(err) = streamed else {
             panic!("not a failure");
         };
-        assert!(cut.load(Ordering::SeqCst), "the VMM's write failed");
+        assert!(vmm.cut.load(Ordering::SeqCst), "the VMM's write failed");
         assert!(
             err.message
                 .contains("did not complete its state stream: the stream failed")
