@@ -253,12 +253,16 @@ impl Domains {
             Streamed::Complete(report, answered) => (report, answered),
             Streamed::Failed(err) => {
                 abort_destination(destination, prepared, &record.name).await;
-                return Err(self.run_again(control, record, suspended_at, err).await);
+                return Err(self
+                    .run_again(control, record, suspended_at.is_some(), err)
+                    .await);
             }
             Streamed::Undelivered(err) => {
                 abort_destination(destination, prepared, &record.name).await;
                 let err = take_back(control, &record.name, err).await;
-                return Err(self.run_again(control, record, suspended_at, err).await);
+                return Err(self
+                    .run_again(control, record, suspended_at.is_some(), err)
+                    .await);
             }
         };
         tracing::info!(
@@ -272,7 +276,9 @@ impl Domains {
         if let Err(err) = finish.await {
             abort_destination(destination, prepared, &record.name).await;
             let err = take_back(control, &record.name, err).await;
-            return Err(self.run_again(control, record, suspended_at, err).await);
+            return Err(self
+                .run_again(control, record, suspended_at.is_some(), err)
+                .await);
         }
         // The guest was paused here for the last pass (or since --timeout paused it), then
         // until the destination resumed it (the relay's last bytes and D's restore included):
@@ -291,17 +297,17 @@ impl Domains {
 }
 
 impl Domains {
-    /// After a failed live migration of a guest that ran until `--timeout` paused it (at
-    /// `suspended_at`; `None`: it did not, and the VMM put the guest back as it was): resumes
-    /// it here; returns `err`, saying where the guest is if that failed.
+    /// After a failed live migration of a guest that ran until `--timeout` paused it
+    /// (`paused_by_timeout`; otherwise the VMM put the guest back as it was): resumes it here;
+    /// returns `err`, saying where the guest is if that failed.
     async fn run_again(
         &self,
         control: &dyn Control,
         record: &DomainRecord,
-        suspended_at: Option<std::time::Instant>,
+        paused_by_timeout: bool,
         err: DaemonError,
     ) -> DaemonError {
-        if suspended_at.is_none() {
+        if !paused_by_timeout {
             return err;
         }
         match control.resume().await {
