@@ -129,20 +129,11 @@ fn where_the_guest_is(daemon: &Daemon, name: &str) -> String {
     std::thread::sleep(Duration::from_secs(1));
     let second = instruction_pointers();
     let uuid = daemon.oxvirt(&["domuuid", name]).stdout.trim().to_string();
-    let log = daemon
-        .dir
-        .path()
-        .join("state/run")
-        .join(&uuid)
-        .join("console.log");
+    let run_dir = daemon.dir.path().join("state/run").join(uuid);
+    let log = run_dir.join("console.log");
     // Each QEMU thread's state and where in the kernel it waits (a main loop blocked writing
     // the console's log pipe, say).
-    let qemu_pid = daemon
-        .dir
-        .path()
-        .join("state/run")
-        .join(&uuid)
-        .join("qemu/qemu.pid");
+    let qemu_pid = run_dir.join("qemu/qemu.pid");
     let threads = match std::fs::read_to_string(&qemu_pid) {
         Ok(pid) => {
             let tasks = format!("/proc/{}/task", pid.trim());
