@@ -319,22 +319,31 @@ pub async fn launch_with(
 /// True if `pid` is a live (not zombie) QEMU started for the VM `uuid` (its command line has
 /// `-uuid UUID`), so a recycled pid is never mistaken for the VM.
 pub async fn is_alive(pid: i32, uuid: &Uuid) -> bool {
+    process_is(pid, uuid, running_vm).await
+}
+
+/// Whether the process `pid` exists and `test` says yes to it (read from /proc off the async
+/// threads).
+async fn process_is(pid: i32, uuid: &Uuid, test: fn(&oxvirt_host::Process, &Uuid) -> bool) -> bool {
     let Ok(pid) = u32::try_from(pid) else {
         return false;
     };
     let uuid = *uuid;
     tokio::task::spawn_blocking(move || {
-        oxvirt_host::Process::of(pid).is_some_and(|p| p.is_running() && runs_vm(&p.argv, &uuid))
+        oxvirt_host::Process::of(pid).is_some_and(|p| test(&p, &uuid))
     })
     .await
     .unwrap_or(false)
 }
 
+fn running_vm(process: &oxvirt_host::Process, uuid: &Uuid) -> bool {
+    process.is_running() && runs_vm(&process.argv, uuid)
+}
+
 /// Whether `/proc/PID/stat` and `cmdline` show a live QEMU of the VM `uuid`.
 #[cfg(test)]
 fn process_matches(stat: &[u8], cmdline: &[u8], uuid: &Uuid) -> bool {
-    oxvirt_host::Process::parse(stat, cmdline)
-        .is_some_and(|p| p.is_running() && runs_vm(&p.argv, uuid))
+    oxvirt_host::Process::parse(stat, cmdline).is_some_and(|p| running_vm(&p, uuid))
 }
 
 /// [`is_alive`] for the QEMU [`spawn`] just started: also while its exec is still under way.
@@ -344,15 +353,7 @@ fn process_matches(stat: &[u8], cmdline: &[u8], uuid: &Uuid) -> bool {
 /// qemu.log; CI saw it). The pid is our own grandchild's, a moment old: an empty command line
 /// is that exec, not another process.
 async fn is_starting_or_alive(pid: i32, uuid: &Uuid) -> bool {
-    let Ok(pid) = u32::try_from(pid) else {
-        return false;
-    };
-    let uuid = *uuid;
-    tokio::task::spawn_blocking(move || {
-        oxvirt_host::Process::of(pid).is_some_and(|p| starting_or_running_vm(&p, &uuid))
-    })
-    .await
-    .unwrap_or(false)
+    process_is(pid, uuid, starting_or_running_vm).await
 }
 
 fn starting_or_running_vm(process: &oxvirt_host::Process, uuid: &Uuid) -> bool {
